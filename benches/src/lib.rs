@@ -1,0 +1,1 @@
+//! Shared fixture generators for the kcore benchmarks (deterministic, never downloaded).

@@ -1,0 +1,1 @@
+//! Helpers for kcore's end-to-end tests.
