@@ -1,0 +1,812 @@
+//! The [`Cgroup`] handle: one API over v1, v2 and hybrid hosts.
+
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::{Component, Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::host::{CgroupMode, Controller, Host};
+use crate::resources::{
+    blkio_weight_to_io_weight, cpu_shares_to_weight, memory_swap_to_v2, Resources,
+};
+use crate::stats::{FreezerState, Stats};
+
+/// How long [`Cgroup::freeze`] and [`Cgroup::delete`] wait by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A cgroup, identified by its path relative to the hierarchy roots (`kcore/pod-1/ctr`),
+/// present in every hierarchy the [`Host`] manages: each v1 controller hierarchy, plus
+/// the unified one on v2 and hybrid hosts.
+///
+/// On v1 and hybrid hosts limits and stats go through the v1 controllers, and the
+/// unified hierarchy (if mounted) tracks membership only, as runc and systemd do.
+/// Dropping a handle does not remove the cgroup: call [`Cgroup::delete`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup {
+    host: Host,
+    path: PathBuf,
+}
+
+enum Freezer {
+    V1(PathBuf),
+    V2(PathBuf),
+}
+
+impl Cgroup {
+    /// A handle for the cgroup at `path` without touching the file system. A leading
+    /// `/` is ignored (OCI `cgroupsPath` style); `..` and the empty (root) path are
+    /// refused.
+    pub fn new(host: &Host, path: impl AsRef<Path>) -> Result<Cgroup> {
+        let raw = path.as_ref();
+        let mut clean = PathBuf::new();
+        for c in raw.components() {
+            match c {
+                Component::Normal(s) => clean.push(s),
+                Component::RootDir | Component::CurDir => {}
+                Component::ParentDir | Component::Prefix(_) => {
+                    return Err(Error::InvalidPath {
+                        path: raw.to_path_buf(),
+                    })
+                }
+            }
+        }
+        if clean.as_os_str().is_empty() {
+            return Err(Error::InvalidPath {
+                path: raw.to_path_buf(),
+            });
+        }
+        Ok(Cgroup {
+            host: host.clone(),
+            path: clean,
+        })
+    }
+
+    /// Creates the cgroup (and any missing ancestors) in every managed hierarchy; an
+    /// existing cgroup is adopted. On v1, new `cpuset` levels get `cpuset.cpus` and
+    /// `cpuset.mems` copied from their parent so tasks can join; on v2, every controller
+    /// the parent offers is enabled in the ancestors' `cgroup.subtree_control`.
+    pub fn create(host: &Host, path: impl AsRef<Path>) -> Result<Cgroup> {
+        let cg = Cgroup::new(host, path)?;
+        cg.create_dirs()?;
+        Ok(cg)
+    }
+
+    /// Opens an existing cgroup; fails with [`Error::NotFound`] if it is in no hierarchy.
+    pub fn open(host: &Host, path: impl AsRef<Path>) -> Result<Cgroup> {
+        let cg = Cgroup::new(host, path)?;
+        if !cg.exists() {
+            return Err(Error::NotFound {
+                path: cg.dirs().into_iter().next().unwrap_or(cg.path.clone()),
+            });
+        }
+        Ok(cg)
+    }
+
+    /// Creates (or adopts) the child cgroup `name` below this one.
+    pub fn child(&self, name: impl AsRef<Path>) -> Result<Cgroup> {
+        let name = name.as_ref();
+        if name.has_root() {
+            return Err(Error::InvalidPath {
+                path: name.to_path_buf(),
+            });
+        }
+        Cgroup::create(&self.host, self.path.join(name))
+    }
+
+    /// The path relative to the hierarchy roots.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The host this cgroup lives on.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// The cgroup's directory in every managed hierarchy.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.host
+            .managed_roots()
+            .into_iter()
+            .map(|r| r.join(&self.path))
+            .collect()
+    }
+
+    /// True if the cgroup's directory exists in at least one hierarchy.
+    pub fn exists(&self) -> bool {
+        self.dirs().iter().any(|d| d.is_dir())
+    }
+
+    fn is_v2(&self) -> bool {
+        self.host.mode() == CgroupMode::V2
+    }
+
+    fn v1_dir(&self, c: Controller) -> Option<PathBuf> {
+        self.host.v1_mount(c).map(|m| m.join(&self.path))
+    }
+
+    fn v2_dir(&self) -> Option<PathBuf> {
+        self.host.unified().map(|m| m.join(&self.path))
+    }
+
+    fn missing(&self, controller: &'static str) -> Error {
+        Error::ControllerMissing {
+            controller,
+            path: self.path.clone(),
+        }
+    }
+
+    fn create_dirs(&self) -> Result<()> {
+        let _span = tracing::debug_span!("cgroup_create", path = %self.path.display()).entered();
+        let cpuset_root = self.host.v1_mount(Controller::Cpuset);
+        for root in self.host.managed_roots() {
+            let is_cpuset = cpuset_root == Some(root.as_path());
+            let delegate = self.is_v2() && self.host.unified() == Some(root.as_path());
+            let mut cur = root.clone();
+            for comp in self.path.components() {
+                if delegate {
+                    enable_controllers(&cur)?;
+                }
+                let parent = cur.clone();
+                cur.push(comp);
+                match fs::create_dir(&cur) {
+                    Ok(()) => tracing::debug!(dir = %cur.display(), "created cgroup"),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(source) => return Err(Error::Create { path: cur, source }),
+                }
+                if is_cpuset {
+                    copy_if_empty(&parent, &cur, "cpuset.cpus")?;
+                    copy_if_empty(&parent, &cur, "cpuset.mems")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves process `pid` (with all its threads) into the cgroup in every managed
+    /// hierarchy.
+    pub fn add_process(&self, pid: u32) -> Result<()> {
+        for dir in self.dirs() {
+            write_file(&dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The processes directly in this cgroup (not its descendants), sorted, across all
+    /// managed hierarchies.
+    pub fn procs(&self) -> Result<Vec<u32>> {
+        let mut pids = Vec::new();
+        for dir in self.dirs() {
+            read_pids(&dir, &mut pids)?;
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+
+    /// The processes in this cgroup and all its descendants, sorted.
+    pub fn procs_recursive(&self) -> Result<Vec<u32>> {
+        let mut pids = Vec::new();
+        for dir in self.dirs() {
+            for d in subtree(&dir)? {
+                read_pids(&d, &mut pids)?;
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+
+    /// Applies the limits that are set in `resources`; unset (`None`) ones are left
+    /// alone. Fails with [`Error::ControllerMissing`] if a limit needs a controller
+    /// this host (or this cgroup, on v2) lacks.
+    pub fn set_resources(&self, resources: &Resources) -> Result<()> {
+        let _span = tracing::debug_span!("cgroup_set_resources", path = %self.path.display())
+            .entered();
+        if self.is_v2() {
+            self.set_v2(resources)
+        } else {
+            self.set_v1(resources)
+        }
+    }
+
+    fn set_v1(&self, r: &Resources) -> Result<()> {
+        let m = &r.memory;
+        let limit = nonzero(m.limit);
+        let mut swap = nonzero(m.swap);
+        let reservation = nonzero(m.reservation);
+        if limit.is_some() || swap.is_some() || reservation.is_some() {
+            let dir = self
+                .v1_dir(Controller::Memory)
+                .ok_or_else(|| self.missing("memory"))?;
+            let limit_file = dir.join("memory.limit_in_bytes");
+            let swap_file = dir.join("memory.memsw.limit_in_bytes");
+            if let (Some(l), Some(s)) = (limit, swap) {
+                if l != -1 && s != -1 && s < l {
+                    return Err(Error::InvalidValue {
+                        field: "memory.swap",
+                        reason: format!("memory+swap {s} is below the memory limit {l}"),
+                    });
+                }
+            }
+            if limit == Some(-1) && swap.is_none() {
+                swap = Some(-1);
+            }
+            if swap.is_some() && !swap_file.exists() {
+                if swap != Some(-1) {
+                    return Err(self.missing("memory (swap accounting)"));
+                }
+                swap = None;
+            }
+            match (limit, swap) {
+                (Some(l), Some(s)) => {
+                    let current = read_i128(&limit_file)?;
+                    // memsw may never drop below the memory limit: raise it first when
+                    // growing, lower it last when shrinking.
+                    if s == -1 || current < i128::from(s) {
+                        write_file(&swap_file, &s.to_string())?;
+                        write_file(&limit_file, &l.to_string())?;
+                    } else {
+                        write_file(&limit_file, &l.to_string())?;
+                        write_file(&swap_file, &s.to_string())?;
+                    }
+                }
+                (Some(l), None) => write_file(&limit_file, &l.to_string())?,
+                (None, Some(s)) => write_file(&swap_file, &s.to_string())?,
+                (None, None) => {}
+            }
+            if let Some(res) = reservation {
+                write_file(&dir.join("memory.soft_limit_in_bytes"), &res.to_string())?;
+            }
+        }
+
+        let c = &r.cpu;
+        if c.shares.is_some() || c.quota.is_some() || c.period.is_some() {
+            let dir = self
+                .v1_dir(Controller::Cpu)
+                .ok_or_else(|| self.missing("cpu"))?;
+            if let Some(shares) = c.shares.filter(|s| *s != 0) {
+                write_ctl(&dir, "cpu.shares", &shares.to_string(), self, "cpu")?;
+            }
+            if let Some(period) = c.period {
+                write_ctl(&dir, "cpu.cfs_period_us", &period.to_string(), self, "cpu")?;
+            }
+            if let Some(quota) = c.quota {
+                let q = if quota < 0 { -1 } else { quota };
+                write_ctl(&dir, "cpu.cfs_quota_us", &q.to_string(), self, "cpu")?;
+            }
+        }
+        if c.cpus.is_some() || c.mems.is_some() {
+            let dir = self
+                .v1_dir(Controller::Cpuset)
+                .ok_or_else(|| self.missing("cpuset"))?;
+            if let Some(cpus) = &c.cpus {
+                write_ctl(&dir, "cpuset.cpus", cpus, self, "cpuset")?;
+            }
+            if let Some(mems) = &c.mems {
+                write_ctl(&dir, "cpuset.mems", mems, self, "cpuset")?;
+            }
+        }
+
+        if let Some(max) = r.pids.max {
+            let dir = self
+                .v1_dir(Controller::Pids)
+                .ok_or_else(|| self.missing("pids"))?;
+            write_ctl(&dir, "pids.max", &pids_value(max), self, "pids")?;
+        }
+
+        if let Some(weight) = r.io.weight.filter(|w| *w != 0) {
+            let dir = self
+                .v1_dir(Controller::Blkio)
+                .ok_or_else(|| self.missing("blkio"))?;
+            let file = ["blkio.weight", "blkio.bfq.weight"]
+                .into_iter()
+                .map(|f| dir.join(f))
+                .find(|f| f.exists())
+                .ok_or_else(|| self.missing("blkio weight"))?;
+            write_file(&file, &weight.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn set_v2(&self, r: &Resources) -> Result<()> {
+        let dir = self.v2_dir().ok_or_else(|| self.missing("unified"))?;
+        let m = &r.memory;
+        let limit = nonzero(m.limit);
+        let swap = nonzero(m.swap);
+        if let Some(l) = limit {
+            write_ctl(&dir, "memory.max", &max_or(l), self, "memory")?;
+        }
+        if swap.is_some() || limit == Some(-1) {
+            let value = memory_swap_to_v2(swap.unwrap_or(0), limit)?;
+            let file = dir.join("memory.swap.max");
+            match value {
+                None if !file.exists() => {}
+                None => write_file(&file, "max")?,
+                Some(v) => write_ctl(&dir, "memory.swap.max", &v.to_string(), self, "memory")?,
+            }
+        }
+        if let Some(res) = nonzero(m.reservation) {
+            write_ctl(&dir, "memory.low", &max_or(res), self, "memory")?;
+        }
+
+        let c = &r.cpu;
+        if let Some(shares) = c.shares.filter(|s| *s != 0) {
+            let weight = cpu_shares_to_weight(shares);
+            write_ctl(&dir, "cpu.weight", &weight.to_string(), self, "cpu")?;
+        }
+        if c.quota.is_some() || c.period.is_some() {
+            let quota = match c.quota {
+                Some(q) if q > 0 => q.to_string(),
+                Some(_) => "max".to_string(),
+                None => {
+                    let current = read_ctl(&dir, "cpu.max", self, "cpu")?;
+                    current.split_whitespace().next().unwrap_or("max").to_string()
+                }
+            };
+            let value = match c.period {
+                Some(p) => format!("{quota} {p}"),
+                None => quota,
+            };
+            write_ctl(&dir, "cpu.max", &value, self, "cpu")?;
+        }
+        if let Some(cpus) = &c.cpus {
+            write_ctl(&dir, "cpuset.cpus", cpus, self, "cpuset")?;
+        }
+        if let Some(mems) = &c.mems {
+            write_ctl(&dir, "cpuset.mems", mems, self, "cpuset")?;
+        }
+
+        if let Some(max) = r.pids.max {
+            write_ctl(&dir, "pids.max", &pids_value(max), self, "pids")?;
+        }
+
+        if let Some(weight) = r.io.weight.filter(|w| *w != 0) {
+            let bfq = dir.join("io.bfq.weight");
+            if bfq.exists() {
+                write_file(&bfq, &weight.to_string())?;
+            } else {
+                let w = blkio_weight_to_io_weight(weight);
+                write_ctl(&dir, "io.weight", &format!("default {w}"), self, "io")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the cgroup's accounting. Counters the host lacks are `None`.
+    pub fn stats(&self) -> Result<Stats> {
+        let mut s = Stats::default();
+        if self.is_v2() {
+            let dir = self.v2_dir().ok_or_else(|| self.missing("unified"))?;
+            s.memory.usage = read_u64_opt(&dir.join("memory.current"))?;
+            s.memory.peak = read_u64_opt(&dir.join("memory.peak"))?;
+            if let Some(ev) = read_opt(&dir.join("memory.events"))? {
+                let p = dir.join("memory.events");
+                s.memory.oom = keyed(&p, &ev, "oom")?;
+                s.memory.oom_kill = keyed(&p, &ev, "oom_kill")?;
+            }
+            let stat_file = dir.join("cpu.stat");
+            if let Some(st) = read_opt(&stat_file)? {
+                s.cpu.usage_usec = keyed(&stat_file, &st, "usage_usec")?;
+                s.cpu.user_usec = keyed(&stat_file, &st, "user_usec")?;
+                s.cpu.system_usec = keyed(&stat_file, &st, "system_usec")?;
+                s.cpu.nr_periods = keyed(&stat_file, &st, "nr_periods")?;
+                s.cpu.nr_throttled = keyed(&stat_file, &st, "nr_throttled")?;
+                s.cpu.throttled_usec = keyed(&stat_file, &st, "throttled_usec")?;
+            }
+            s.pids.current = read_u64_opt(&dir.join("pids.current"))?;
+            s.pids.max = read_u64_opt(&dir.join("pids.max"))?;
+            return Ok(s);
+        }
+
+        if let Some(dir) = self.v1_dir(Controller::Memory) {
+            s.memory.usage = read_u64_opt(&dir.join("memory.usage_in_bytes"))?;
+            s.memory.peak = read_u64_opt(&dir.join("memory.max_usage_in_bytes"))?;
+            let p = dir.join("memory.oom_control");
+            if let Some(text) = read_opt(&p)? {
+                s.memory.oom_kill = keyed(&p, &text, "oom_kill")?;
+            }
+        }
+        if let Some(dir) = self.v1_dir(Controller::Cpuacct) {
+            let ns = |f: &str| -> Result<Option<u64>> {
+                Ok(read_u64_opt(&dir.join(f))?.map(|v| v / 1000))
+            };
+            s.cpu.usage_usec = ns("cpuacct.usage")?;
+            s.cpu.user_usec = ns("cpuacct.usage_user")?;
+            s.cpu.system_usec = ns("cpuacct.usage_sys")?;
+        } else if let Some(dir) = self.v2_dir() {
+            let p = dir.join("cpu.stat");
+            if let Some(st) = read_opt(&p)? {
+                s.cpu.usage_usec = keyed(&p, &st, "usage_usec")?;
+                s.cpu.user_usec = keyed(&p, &st, "user_usec")?;
+                s.cpu.system_usec = keyed(&p, &st, "system_usec")?;
+            }
+        }
+        if let Some(dir) = self.v1_dir(Controller::Cpu) {
+            let p = dir.join("cpu.stat");
+            if let Some(st) = read_opt(&p)? {
+                s.cpu.nr_periods = keyed(&p, &st, "nr_periods")?;
+                s.cpu.nr_throttled = keyed(&p, &st, "nr_throttled")?;
+                s.cpu.throttled_usec = keyed(&p, &st, "throttled_time")?.map(|v| v / 1000);
+            }
+        }
+        if let Some(dir) = self.v1_dir(Controller::Pids) {
+            s.pids.current = read_u64_opt(&dir.join("pids.current"))?;
+            s.pids.max = read_u64_opt(&dir.join("pids.max"))?;
+        }
+        Ok(s)
+    }
+
+    fn freezer(&self) -> Option<Freezer> {
+        if !self.is_v2() {
+            if let Some(dir) = self.v1_dir(Controller::Freezer) {
+                return Some(Freezer::V1(dir));
+            }
+        }
+        self.v2_dir().map(Freezer::V2)
+    }
+
+    /// Freezes every task in the cgroup and its descendants and waits (up to
+    /// [`DEFAULT_TIMEOUT`]) until the kernel reports the cgroup frozen.
+    pub fn freeze(&self) -> Result<()> {
+        self.freeze_timeout(DEFAULT_TIMEOUT)
+    }
+
+    /// [`Cgroup::freeze`] with an explicit timeout; on timeout the cgroup is thawed again
+    /// and [`Error::FreezeTimeout`] returned.
+    pub fn freeze_timeout(&self, timeout: Duration) -> Result<()> {
+        let _span = tracing::debug_span!("cgroup_freeze", path = %self.path.display()).entered();
+        let freezer = self.freezer().ok_or_else(|| self.missing("freezer"))?;
+        let deadline = Instant::now() + timeout;
+        let mut delay = Duration::from_millis(1);
+        loop {
+            let (frozen, dir) = match &freezer {
+                Freezer::V1(dir) => {
+                    // Re-requesting FROZEN is how a stuck FREEZING is retried.
+                    write_ctl(dir, "freezer.state", "FROZEN", self, "freezer")?;
+                    let state = read_file(&dir.join("freezer.state"))?;
+                    (state.trim() == "FROZEN", dir)
+                }
+                Freezer::V2(dir) => {
+                    write_ctl(dir, "cgroup.freeze", "1", self, "freezer")?;
+                    let p = dir.join("cgroup.events");
+                    let events = read_file(&p)?;
+                    (keyed(&p, &events, "frozen")? == Some(1), dir)
+                }
+            };
+            if frozen {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = self.thaw();
+                return Err(Error::FreezeTimeout {
+                    path: dir.clone(),
+                    timeout,
+                });
+            }
+            thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Thaws the cgroup.
+    pub fn thaw(&self) -> Result<()> {
+        match self.freezer().ok_or_else(|| self.missing("freezer"))? {
+            Freezer::V1(dir) => write_ctl(&dir, "freezer.state", "THAWED", self, "freezer"),
+            Freezer::V2(dir) => write_ctl(&dir, "cgroup.freeze", "0", self, "freezer"),
+        }
+    }
+
+    /// The cgroup's freezer state.
+    pub fn freezer_state(&self) -> Result<FreezerState> {
+        match self.freezer().ok_or_else(|| self.missing("freezer"))? {
+            Freezer::V1(dir) => {
+                let p = dir.join("freezer.state");
+                let text = read_file(&p)?;
+                match text.trim() {
+                    "THAWED" => Ok(FreezerState::Thawed),
+                    "FREEZING" => Ok(FreezerState::Freezing),
+                    "FROZEN" => Ok(FreezerState::Frozen),
+                    other => Err(Error::Parse {
+                        path: p,
+                        content: other.to_string(),
+                    }),
+                }
+            }
+            Freezer::V2(dir) => {
+                let requested = read_file(&dir.join("cgroup.freeze"))?.trim() == "1";
+                let p = dir.join("cgroup.events");
+                let events = read_file(&p)?;
+                let frozen = keyed(&p, &events, "frozen")? == Some(1);
+                Ok(match (requested, frozen) {
+                    (_, true) => FreezerState::Frozen,
+                    (true, false) => FreezerState::Freezing,
+                    (false, false) => FreezerState::Thawed,
+                })
+            }
+        }
+    }
+
+    /// Sends SIGKILL to every process in the cgroup and its descendants. On v2 this is
+    /// one write to `cgroup.kill` where the kernel has it (5.14+); otherwise the cgroup
+    /// is frozen (so nothing can fork away), every process is signalled, and the cgroup
+    /// is thawed so the signals are delivered. Processes exit asynchronously: follow
+    /// with [`Cgroup::delete`], which waits for them.
+    pub fn kill(&self) -> Result<()> {
+        let _span = tracing::debug_span!("cgroup_kill", path = %self.path.display()).entered();
+        if self.is_v2() {
+            if let Some(dir) = self.v2_dir() {
+                let file = dir.join("cgroup.kill");
+                if file.exists() {
+                    return write_file(&file, "1");
+                }
+            }
+        }
+        let frozen = self.freezer().is_some() && self.freeze().is_ok();
+        let mut result = Ok(());
+        // Frozen tasks cannot fork, so one pass suffices; without a freezer, repeat
+        // while new processes keep appearing.
+        for _ in 0..if frozen { 1 } else { 10 } {
+            let pids = match self.procs_recursive() {
+                Ok(p) => p,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                match kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(source) => {
+                        result = Err(Error::Kill { pid, source });
+                    }
+                }
+            }
+        }
+        if frozen {
+            self.thaw()?;
+        }
+        result
+    }
+
+    /// Removes the cgroup and all its descendants from every hierarchy, waiting up to
+    /// [`DEFAULT_TIMEOUT`] for processes that are still exiting. Succeeds if the cgroup
+    /// does not exist. Live processes are not killed: call [`Cgroup::kill`] first.
+    pub fn delete(&self) -> Result<()> {
+        self.delete_timeout(DEFAULT_TIMEOUT)
+    }
+
+    /// [`Cgroup::delete`] with an explicit timeout.
+    pub fn delete_timeout(&self, timeout: Duration) -> Result<()> {
+        let _span = tracing::debug_span!("cgroup_delete", path = %self.path.display()).entered();
+        let deadline = Instant::now() + timeout;
+        for dir in self.dirs() {
+            // Children first: subtree() lists parents before children.
+            for d in subtree(&dir)?.into_iter().rev() {
+                remove_dir_retry(&d, deadline)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Treats 0 as "unset", as OCI runtimes do for memory values.
+fn nonzero(v: Option<i64>) -> Option<i64> {
+    v.filter(|x| *x != 0)
+}
+
+fn max_or(v: i64) -> String {
+    if v < 0 {
+        "max".into()
+    } else {
+        v.to_string()
+    }
+}
+
+fn pids_value(max: i64) -> String {
+    max_or(max)
+}
+
+fn enable_controllers(dir: &Path) -> Result<()> {
+    let Some(available) = read_opt(&dir.join("cgroup.controllers"))? else {
+        return Ok(());
+    };
+    let control = dir.join("cgroup.subtree_control");
+    let enabled = read_opt(&control)?.unwrap_or_default();
+    for c in available.split_whitespace() {
+        if enabled.split_whitespace().any(|e| e == c) {
+            continue;
+        }
+        // One at a time: some controllers cannot be enabled everywhere, and a failure
+        // only matters if a limit needs that controller (reported then).
+        if let Err(e) = write_file(&control, &format!("+{c}")) {
+            tracing::warn!(error = %e, controller = c, "cannot enable controller");
+        }
+    }
+    Ok(())
+}
+
+fn copy_if_empty(parent: &Path, dir: &Path, file: &str) -> Result<()> {
+    let target = dir.join(file);
+    if read_file(&target)?.trim().is_empty() {
+        let value = read_file(&parent.join(file))?;
+        write_file(&target, value.trim())?;
+    }
+    Ok(())
+}
+
+/// `dir` and every directory below it, parents before children; empty if `dir` is
+/// missing.
+fn subtree(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    out.push(dir.to_path_buf());
+    let mut i = 0;
+    while i < out.len() {
+        let entries = match fs::read_dir(&out[i]) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                i += 1;
+                continue;
+            }
+            Err(source) => {
+                return Err(Error::Read {
+                    path: out[i].clone(),
+                    source,
+                })
+            }
+        };
+        let mut children: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .map(|e| e.path())
+            .collect();
+        children.sort();
+        out.extend(children);
+        i += 1;
+    }
+    Ok(out)
+}
+
+fn remove_dir_retry(dir: &Path, deadline: Instant) -> Result<()> {
+    let mut delay = Duration::from_millis(1);
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => {
+                tracing::debug!(dir = %dir.display(), "removed cgroup");
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy && Instant::now() < deadline => {
+                thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(50));
+            }
+            Err(source) => {
+                return Err(Error::Remove {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn read_pids(dir: &Path, out: &mut Vec<u32>) -> Result<()> {
+    let p = dir.join("cgroup.procs");
+    if let Some(text) = read_opt(&p)? {
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            out.push(line.parse().map_err(|_| Error::Parse {
+                path: p.clone(),
+                content: line.to_string(),
+            })?);
+        }
+    }
+    Ok(())
+}
+
+fn read_file(path: &Path) -> Result<String> {
+    fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads a file, `None` if it (or its directory) does not exist.
+fn read_opt(path: &Path) -> Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn read_ctl(dir: &Path, file: &str, cg: &Cgroup, controller: &'static str) -> Result<String> {
+    read_opt(&dir.join(file))?.ok_or_else(|| cg.missing(controller))
+}
+
+/// Reads a single number; `"max"` and a missing file give `None`.
+fn read_u64_opt(path: &Path) -> Result<Option<u64>> {
+    let Some(text) = read_opt(path)? else {
+        return Ok(None);
+    };
+    let t = text.trim();
+    if t == "max" {
+        return Ok(None);
+    }
+    t.parse().map(Some).map_err(|_| Error::Parse {
+        path: path.to_path_buf(),
+        content: t.to_string(),
+    })
+}
+
+fn read_i128(path: &Path) -> Result<i128> {
+    let text = read_file(path)?;
+    text.trim().parse().map_err(|_| Error::Parse {
+        path: path.to_path_buf(),
+        content: text.trim().to_string(),
+    })
+}
+
+/// Looks `key` up in a flat-keyed file (`key value` per line).
+fn keyed(path: &Path, text: &str, key: &str) -> Result<Option<u64>> {
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        if it.next() == Some(key) {
+            let v = it.next().unwrap_or("");
+            return v.parse().map(Some).map_err(|_| Error::Parse {
+                path: path.to_path_buf(),
+                content: line.to_string(),
+            });
+        }
+    }
+    Ok(None)
+}
+
+/// Writes an interface file. The file must already exist, as in a real cgroupfs.
+fn write_file(path: &Path, value: &str) -> Result<()> {
+    let err = |source| Error::Write {
+        path: path.to_path_buf(),
+        value: value.to_string(),
+        source,
+    };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(err)?;
+    f.write_all(value.as_bytes()).map_err(err)
+}
+
+/// Writes a controller's interface file, reporting a missing file as a missing
+/// controller.
+fn write_ctl(
+    dir: &Path,
+    file: &str,
+    value: &str,
+    cg: &Cgroup,
+    controller: &'static str,
+) -> Result<()> {
+    let path = dir.join(file);
+    match write_file(&path, value) {
+        Err(Error::Write { source, .. })
+            if source.kind() == io::ErrorKind::NotFound && dir.is_dir() =>
+        {
+            Err(cg.missing(controller))
+        }
+        other => other,
+    }
+}
