@@ -637,7 +637,12 @@ fn enable_controllers(dir: &Path) -> Result<()> {
 
 fn copy_if_empty(parent: &Path, dir: &Path, file: &str) -> Result<()> {
     let target = dir.join(file);
-    if read_file(&target)?.trim().is_empty() {
+    // A real cgroupfs always has the file; a fake one may not, and then has nothing
+    // to fill in.
+    let Some(current) = read_opt(&target)? else {
+        return Ok(());
+    };
+    if current.trim().is_empty() {
         let value = read_file(&parent.join(file))?;
         write_file(&target, value.trim())?;
     }
@@ -808,5 +813,270 @@ fn write_ctl(
             Err(cg.missing(controller))
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{CpuResources, IoResources, MemoryResources, PidsResources};
+
+    const MIB: i64 = 1 << 20;
+
+    fn put(path: &Path, text: &str) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    fn get(path: &Path) -> String {
+        fs::read_to_string(path).unwrap()
+    }
+
+    /// A fake v2 cgroupfs with `a/b` already present, its interface files in place.
+    fn fake_v2() -> (tempfile::TempDir, Host) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        put(&root.join("cgroup.controllers"), "memory\n");
+        put(&root.join("cgroup.subtree_control"), "");
+        put(&root.join("a/cgroup.controllers"), "memory\n");
+        put(&root.join("a/cgroup.subtree_control"), "");
+        let b = root.join("a/b");
+        for (f, v) in [
+            ("cgroup.procs", "12\n7\n"),
+            ("cgroup.freeze", "0\n"),
+            ("cgroup.events", "populated 1\nfrozen 0\n"),
+            ("cgroup.kill", ""),
+            ("memory.max", "max\n"),
+            ("memory.swap.max", "max\n"),
+            ("memory.low", "0\n"),
+            ("memory.current", "4096\n"),
+            ("memory.peak", "8192\n"),
+            ("memory.events", "low 0\nhigh 0\nmax 5\noom 2\noom_kill 1\noom_group_kill 0\n"),
+            ("cpu.weight", "100\n"),
+            ("cpu.max", "20000 100000\n"),
+            (
+                "cpu.stat",
+                "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 3\nnr_throttled 2\nthrottled_usec 77\n",
+            ),
+            ("cpuset.cpus", ""),
+            ("cpuset.mems", ""),
+            ("pids.max", "max\n"),
+            ("pids.current", "2\n"),
+            ("io.weight", "default 100\n"),
+        ] {
+            put(&b.join(f), v);
+        }
+        put(&b.join("c/cgroup.procs"), "3\n");
+        let host = Host::v2(root);
+        (tmp, host)
+    }
+
+    #[test]
+    fn paths_are_validated() {
+        let host = Host::v2("/nonexistent");
+        assert_eq!(
+            Cgroup::new(&host, "/kcore/x").unwrap().path(),
+            Path::new("kcore/x")
+        );
+        for bad in ["", "/", "../x", "a/../../b"] {
+            assert!(
+                matches!(Cgroup::new(&host, bad), Err(Error::InvalidPath { .. })),
+                "{bad:?}"
+            );
+        }
+        let cg = Cgroup::new(&host, "k").unwrap();
+        assert!(matches!(cg.child("/abs"), Err(Error::InvalidPath { .. })));
+        assert!(matches!(Cgroup::open(&host, "k"), Err(Error::NotFound { .. })));
+    }
+
+    #[test]
+    fn v2_create_enables_controllers_in_ancestors() {
+        let (tmp, host) = fake_v2();
+        let cg = Cgroup::create(&host, "a/b/new").unwrap();
+        assert!(tmp.path().join("a/b/new").is_dir());
+        assert_eq!(get(&tmp.path().join("cgroup.subtree_control")), "+memory");
+        assert_eq!(get(&tmp.path().join("a/cgroup.subtree_control")), "+memory");
+        assert_eq!(cg.dirs(), vec![tmp.path().join("a/b/new")]);
+        assert!(Cgroup::open(&host, "a/b/new").is_ok());
+    }
+
+    #[test]
+    fn v2_set_resources_converts_oci_values() {
+        let (tmp, host) = fake_v2();
+        let b = tmp.path().join("a/b");
+        let cg = Cgroup::new(&host, "a/b").unwrap();
+        let res = Resources {
+            memory: MemoryResources {
+                limit: Some(64 * MIB),
+                swap: Some(96 * MIB),
+                reservation: Some(16 * MIB),
+            },
+            cpu: CpuResources {
+                shares: Some(1024),
+                quota: Some(50_000),
+                period: Some(100_000),
+                cpus: Some("0-1".into()),
+                mems: Some("0".into()),
+            },
+            pids: PidsResources { max: Some(32) },
+            io: IoResources { weight: Some(500) },
+        };
+        cg.set_resources(&res).unwrap();
+        assert_eq!(get(&b.join("memory.max")), (64 * MIB).to_string());
+        assert_eq!(get(&b.join("memory.swap.max")), (32 * MIB).to_string());
+        assert_eq!(get(&b.join("memory.low")), (16 * MIB).to_string());
+        assert_eq!(get(&b.join("cpu.weight")), "100");
+        assert_eq!(get(&b.join("cpu.max")), "50000 100000");
+        assert_eq!(get(&b.join("cpuset.cpus")), "0-1");
+        assert_eq!(get(&b.join("cpuset.mems")), "0");
+        assert_eq!(get(&b.join("pids.max")), "32");
+        assert_eq!(get(&b.join("io.weight")), "default 4950");
+
+        // Unlimited values become "max"; a lone period keeps the current quota.
+        let mut res = Resources::default();
+        res.memory.limit = Some(-1);
+        res.pids.max = Some(-1);
+        res.cpu.quota = Some(-1);
+        cg.set_resources(&res).unwrap();
+        assert_eq!(get(&b.join("memory.max")), "max");
+        assert_eq!(get(&b.join("memory.swap.max")), "max");
+        assert_eq!(get(&b.join("pids.max")), "max");
+        assert_eq!(get(&b.join("cpu.max")), "max");
+        put(&b.join("cpu.max"), "20000 100000\n");
+        let mut res = Resources::default();
+        res.cpu.period = Some(50_000);
+        cg.set_resources(&res).unwrap();
+        assert_eq!(get(&b.join("cpu.max")), "20000 50000");
+
+        // With BFQ the blkio weight is written unconverted.
+        put(&b.join("io.bfq.weight"), "100\n");
+        let mut res = Resources::default();
+        res.io.weight = Some(500);
+        cg.set_resources(&res).unwrap();
+        assert_eq!(get(&b.join("io.bfq.weight")), "500");
+    }
+
+    #[test]
+    fn v2_refuses_bad_or_unsupported_limits() {
+        let (tmp, host) = fake_v2();
+        let cg = Cgroup::new(&host, "a/b").unwrap();
+        let mut res = Resources::default();
+        res.memory.limit = Some(64 * MIB);
+        res.memory.swap = Some(32 * MIB);
+        assert!(matches!(
+            cg.set_resources(&res),
+            Err(Error::InvalidValue { field: "memory.swap", .. })
+        ));
+        fs::remove_file(tmp.path().join("a/b/pids.max")).unwrap();
+        let mut res = Resources::default();
+        res.pids.max = Some(10);
+        match cg.set_resources(&res) {
+            Err(Error::ControllerMissing { controller, path }) => {
+                assert_eq!(controller, "pids");
+                assert_eq!(path, Path::new("a/b"));
+            }
+            other => panic!("expected ControllerMissing, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn v2_stats_and_procs() {
+        let (_tmp, host) = fake_v2();
+        let cg = Cgroup::new(&host, "a/b").unwrap();
+        let s = cg.stats().unwrap();
+        assert_eq!(s.memory.usage, Some(4096));
+        assert_eq!(s.memory.peak, Some(8192));
+        assert_eq!(s.memory.oom, Some(2));
+        assert_eq!(s.memory.oom_kill, Some(1));
+        assert_eq!(s.cpu.usage_usec, Some(1500));
+        assert_eq!(s.cpu.user_usec, Some(1000));
+        assert_eq!(s.cpu.system_usec, Some(500));
+        assert_eq!(s.cpu.nr_periods, Some(3));
+        assert_eq!(s.cpu.nr_throttled, Some(2));
+        assert_eq!(s.cpu.throttled_usec, Some(77));
+        assert_eq!(s.pids.current, Some(2));
+        assert_eq!(s.pids.max, None);
+        assert_eq!(cg.procs().unwrap(), vec![7, 12]);
+        assert_eq!(cg.procs_recursive().unwrap(), vec![3, 7, 12]);
+    }
+
+    #[test]
+    fn v2_freeze_waits_for_frozen_and_thaws() {
+        let (tmp, host) = fake_v2();
+        let b = tmp.path().join("a/b");
+        let cg = Cgroup::new(&host, "a/b").unwrap();
+        assert_eq!(cg.freezer_state().unwrap(), FreezerState::Thawed);
+        // The kernel never reports frozen: time out, and leave it thawed.
+        let err = cg.freeze_timeout(Duration::from_millis(30)).unwrap_err();
+        assert!(matches!(err, Error::FreezeTimeout { .. }), "{err}");
+        assert_eq!(get(&b.join("cgroup.freeze")), "0");
+        // The kernel reports frozen.
+        put(&b.join("cgroup.events"), "populated 1\nfrozen 1\n");
+        cg.freeze().unwrap();
+        assert_eq!(get(&b.join("cgroup.freeze")), "1");
+        assert_eq!(cg.freezer_state().unwrap(), FreezerState::Frozen);
+        cg.thaw().unwrap();
+        assert_eq!(get(&b.join("cgroup.freeze")), "0");
+    }
+
+    #[test]
+    fn v2_kill_uses_cgroup_kill() {
+        let (tmp, host) = fake_v2();
+        let cg = Cgroup::new(&host, "a/b").unwrap();
+        cg.kill().unwrap();
+        assert_eq!(get(&tmp.path().join("a/b/cgroup.kill")), "1");
+        // Nothing was frozen on the way.
+        assert_eq!(get(&tmp.path().join("a/b/cgroup.freeze")), "0\n");
+    }
+
+    #[test]
+    fn v1_create_copies_cpuset_and_orders_memory_writes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        put(&r.join("cpuset/cpuset.cpus"), "0-3\n");
+        put(&r.join("cpuset/cpuset.mems"), "0\n");
+        for d in ["cpuset/k", "cpuset/k/c"] {
+            put(&r.join(d).join("cpuset.cpus"), "\n");
+            put(&r.join(d).join("cpuset.mems"), "\n");
+        }
+        let unlimited = "9223372036854771712\n";
+        put(&r.join("memory/k/c/memory.limit_in_bytes"), unlimited);
+        put(&r.join("memory/k/c/memory.memsw.limit_in_bytes"), unlimited);
+        put(&r.join("memory/k/c/memory.soft_limit_in_bytes"), unlimited);
+        let host = Host::v1([
+            (Controller::Cpuset, r.join("cpuset")),
+            (Controller::Memory, r.join("memory")),
+        ]);
+        assert_eq!(host.mode(), CgroupMode::V1);
+        let cg = Cgroup::create(&host, "k/c").unwrap();
+        assert_eq!(get(&r.join("cpuset/k/cpuset.cpus")), "0-3");
+        assert_eq!(get(&r.join("cpuset/k/c/cpuset.cpus")), "0-3");
+        assert_eq!(get(&r.join("cpuset/k/c/cpuset.mems")), "0");
+
+        let mut res = Resources::default();
+        res.memory.limit = Some(64 * MIB);
+        res.memory.swap = Some(64 * MIB);
+        res.memory.reservation = Some(MIB);
+        cg.set_resources(&res).unwrap();
+        let mem = r.join("memory/k/c");
+        assert_eq!(get(&mem.join("memory.limit_in_bytes")), (64 * MIB).to_string());
+        assert_eq!(
+            get(&mem.join("memory.memsw.limit_in_bytes")),
+            (64 * MIB).to_string()
+        );
+        assert_eq!(get(&mem.join("memory.soft_limit_in_bytes")), MIB.to_string());
+        // Unlimited memory also lifts memsw.
+        let mut res = Resources::default();
+        res.memory.limit = Some(-1);
+        cg.set_resources(&res).unwrap();
+        assert_eq!(get(&mem.join("memory.limit_in_bytes")), "-1");
+        assert_eq!(get(&mem.join("memory.memsw.limit_in_bytes")), "-1");
+        // No pids hierarchy on this host.
+        let mut res = Resources::default();
+        res.pids.max = Some(1);
+        assert!(matches!(
+            cg.set_resources(&res),
+            Err(Error::ControllerMissing { controller: "pids", .. })
+        ));
     }
 }
