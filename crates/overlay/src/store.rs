@@ -478,7 +478,12 @@ impl LayerStore {
         let link_path = dir.join("link");
         let short_id = match fs::read_to_string(&link_path) {
             Ok(s) => s.trim().to_owned(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
                 return Err(Error::NotFound { id: id.to_owned() })
             }
             Err(e) => return Err(io_err("read", link_path)(e)),
