@@ -1,0 +1,16 @@
+//! kcore-image: an OCI content store, image import, registry pull and safe,
+//! fast layer unpacking.
+#![deny(missing_docs)]
+
+mod digest;
+mod error;
+mod store;
+mod unpack;
+
+pub use digest::{chain_ids, Digest};
+pub use error::{Error, Result};
+pub use store::{BlobWriter, ContentStore};
+pub use unpack::{
+    apply_layer, apply_layer_at, unpack_layer, Compression, DevicePolicy, LayerStats, Progress,
+    ProgressFn, UnpackOptions, Whiteouts,
+};

@@ -1,0 +1,1289 @@
+//! Safe, pipelined layer unpacking.
+//!
+//! A layer is read by a decoder thread that decompresses and hashes it (the
+//! DiffID) while the calling thread parses the tar stream and creates the
+//! files. Every path is resolved relative to a directory fd of the layer root
+//! with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`; the final
+//! component is always created with `*at` calls that never follow symlinks.
+//! No path string is ever joined onto the root.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
+};
+use rustix::io::Errno;
+
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, IoContext, Result};
+
+const CHUNK: usize = 512 * 1024;
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// How a layer stream is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain tar stream.
+    None,
+    /// gzip (`tar+gzip`).
+    Gzip,
+    /// zstd (`tar+zstd`).
+    Zstd,
+}
+
+impl Compression {
+    /// Detect from the first bytes of a stream, if they carry a known magic.
+    pub fn from_magic(head: &[u8]) -> Option<Compression> {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Some(Compression::Gzip)
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(Compression::Zstd)
+        } else {
+            None
+        }
+    }
+
+    /// Detect from an OCI or Docker layer media type.
+    pub fn from_media_type(media_type: &str) -> Option<Compression> {
+        if media_type.ends_with("+gzip") || media_type.ends_with(".tar.gzip") {
+            Some(Compression::Gzip)
+        } else if media_type.ends_with("+zstd") || media_type.ends_with(".tar.zstd") {
+            Some(Compression::Zstd)
+        } else if media_type.ends_with(".tar") || media_type.ends_with("layer.v1.tar") {
+            Some(Compression::None)
+        } else {
+            None
+        }
+    }
+}
+
+/// What to do with OCI whiteout entries (`.wh.NAME`, `.wh..wh..opq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// Turn them into overlayfs whiteouts (a 0:0 character device, the
+    /// `trusted.overlay.opaque=y` xattr): the layer is an overlay diff dir.
+    Overlay,
+    /// Apply them: delete what they hide from the directory (flatten mode,
+    /// the layer is applied onto the layers below it in one rootfs).
+    Apply,
+}
+
+/// What to do with character and block device entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevicePolicy {
+    /// Create them (needs CAP_MKNOD).
+    Create,
+    /// Skip them silently (a trace event is logged).
+    Skip,
+    /// Refuse the layer.
+    Reject,
+}
+
+/// What happened so far, reported to a progress callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Uncompressed tar bytes processed.
+    pub bytes: u64,
+    /// Archive entries processed.
+    pub entries: u64,
+}
+
+/// A progress callback: called every few hundred entries and at the end.
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Options for unpacking one layer.
+#[derive(Clone)]
+pub struct UnpackOptions {
+    whiteouts: Whiteouts,
+    devices: DevicePolicy,
+    same_owner: bool,
+    xattrs: bool,
+    max_bytes: u64,
+    max_entries: u64,
+    progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for UnpackOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnpackOptions")
+            .field("whiteouts", &self.whiteouts)
+            .field("devices", &self.devices)
+            .field("same_owner", &self.same_owner)
+            .field("xattrs", &self.xattrs)
+            .field("max_bytes", &self.max_bytes)
+            .field("max_entries", &self.max_entries)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        UnpackOptions {
+            whiteouts: Whiteouts::Overlay,
+            devices: DevicePolicy::Skip,
+            same_owner: rustix::process::geteuid().is_root(),
+            xattrs: true,
+            max_bytes: 64 << 30,
+            max_entries: 4_000_000,
+            progress: None,
+        }
+    }
+}
+
+impl UnpackOptions {
+    /// Defaults: overlay whiteouts, devices skipped, ownership kept when
+    /// running as root, filtered xattrs kept, 64 GiB / 4 M entries limits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Choose how whiteouts are handled.
+    pub fn whiteouts(mut self, w: Whiteouts) -> Self {
+        self.whiteouts = w;
+        self
+    }
+    /// Choose what happens to device nodes.
+    pub fn devices(mut self, d: DevicePolicy) -> Self {
+        self.devices = d;
+        self
+    }
+    /// Keep the archive's uid/gid (needs CAP_CHOWN).
+    pub fn same_owner(mut self, yes: bool) -> Self {
+        self.same_owner = yes;
+        self
+    }
+    /// Keep `user.*` and `security.capability` xattrs from PAX headers.
+    pub fn xattrs(mut self, yes: bool) -> Self {
+        self.xattrs = yes;
+        self
+    }
+    /// Refuse a layer whose uncompressed entries add up to more bytes.
+    pub fn max_bytes(mut self, n: u64) -> Self {
+        self.max_bytes = n;
+        self
+    }
+    /// Refuse a layer with more entries.
+    pub fn max_entries(mut self, n: u64) -> Self {
+        self.max_entries = n;
+        self
+    }
+    /// Report progress to `f`.
+    pub fn progress(mut self, f: ProgressFn) -> Self {
+        self.progress = Some(f);
+        self
+    }
+    /// The whiteout mode in effect.
+    pub fn whiteout_mode(&self) -> Whiteouts {
+        self.whiteouts
+    }
+}
+
+/// The outcome of unpacking one layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerStats {
+    /// sha256 of the uncompressed tar stream.
+    pub diff_id: Digest,
+    /// Uncompressed tar bytes.
+    pub tar_bytes: u64,
+    /// Entries in the archive.
+    pub entries: u64,
+}
+
+/// Unpack a layer into `dest`, which must not exist yet: it is created, and
+/// removed again if anything fails (a hostile entry, a wrong DiffID), so a
+/// failed unpack leaves nothing behind.
+///
+/// `media_type` is a hint; the stream's magic bytes decide. With
+/// `expected_diff_id`, the uncompressed stream must hash to it.
+pub fn unpack_layer(
+    reader: impl Read + Send,
+    media_type: Option<&str>,
+    dest: &Path,
+    expected_diff_id: Option<&Digest>,
+    opts: &UnpackOptions,
+) -> Result<LayerStats> {
+    std::fs::create_dir(dest).at(dest)?;
+    let res = (|| {
+        let root = open_root(dest)?;
+        apply_layer_at(reader, media_type, root.as_fd(), expected_diff_id, opts)
+    })();
+    if res.is_err() {
+        if let Err(e) = std::fs::remove_dir_all(dest) {
+            tracing::warn!(path = %dest.display(), error = %e, "could not remove a failed layer");
+        }
+    }
+    res
+}
+
+/// Apply a layer onto the existing directory `root` (an empty overlay diff
+/// dir, or a rootfs holding the layers below in flatten mode). On error the
+/// directory is left as it is: the caller owns its cleanup.
+pub fn apply_layer(
+    reader: impl Read + Send,
+    media_type: Option<&str>,
+    root: &Path,
+    expected_diff_id: Option<&Digest>,
+    opts: &UnpackOptions,
+) -> Result<LayerStats> {
+    let fd = open_root(root)?;
+    apply_layer_at(reader, media_type, fd.as_fd(), expected_diff_id, opts)
+}
+
+pub(crate) fn open_root(path: &Path) -> Result<OwnedFd> {
+    rfs::open(
+        path,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+    .at(path)
+}
+
+/// [`apply_layer`] on an open directory fd.
+pub fn apply_layer_at(
+    reader: impl Read + Send,
+    media_type: Option<&str>,
+    root: BorrowedFd<'_>,
+    expected_diff_id: Option<&Digest>,
+    opts: &UnpackOptions,
+) -> Result<LayerStats> {
+    let label = expected_diff_id
+        .map(|d| d.to_string())
+        .unwrap_or_else(|| "layer".to_owned());
+    let span = tracing::debug_span!("apply_layer", layer = %label);
+    let _g = span.enter();
+
+    let mut reader = BufReader::with_capacity(CHUNK, reader);
+    let head = reader
+        .fill_buf()
+        .map_err(|source| Error::Archive {
+            layer: label.clone(),
+            source,
+        })?
+        .to_vec();
+    let compression = Compression::from_magic(&head)
+        .or_else(|| {
+            media_type
+                .and_then(Compression::from_media_type)
+                .filter(|c| *c == Compression::None)
+        })
+        .unwrap_or(Compression::None);
+    if let Some(declared) = media_type.and_then(Compression::from_media_type) {
+        if declared != compression {
+            tracing::debug!(?declared, detected = ?compression, "media type and magic bytes disagree; using the magic bytes");
+        }
+    }
+
+    let (tx, rx) = sync_channel::<Vec<u8>>(8);
+    let (back_tx, back_rx) = sync_channel::<Vec<u8>>(10);
+    std::thread::scope(|s| {
+        let decoder = s.spawn(move || decode(reader, compression, tx, back_rx));
+        let mut ex = Extractor::new(root, opts);
+        let mut chan = ChanReader {
+            rx,
+            back: back_tx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        let res = ex.run(&mut chan);
+        // Drain the rest (tar padding) so the DiffID covers the whole stream,
+        // or hang up on the decoder if we failed.
+        let drained = match &res {
+            Ok(()) => io::copy(&mut chan, &mut io::sink()).map(|_| ()),
+            Err(_) => Ok(()),
+        };
+        drop(chan);
+        let decoded = decoder.join().expect("decoder thread panicked");
+        res?;
+        let (diff_id, tar_bytes) = decoded.map_err(|source| Error::Archive {
+            layer: label.clone(),
+            source,
+        })?;
+        drained.map_err(|source| Error::Archive {
+            layer: label.clone(),
+            source,
+        })?;
+        if let Some(exp) = expected_diff_id {
+            if exp != &diff_id {
+                return Err(Error::DigestMismatch {
+                    what: "layer diff id".to_owned(),
+                    expected: exp.clone(),
+                    actual: diff_id,
+                });
+            }
+        }
+        ex.finish()?;
+        if let Some(p) = &opts.progress {
+            p(Progress {
+                bytes: tar_bytes,
+                entries: ex.entries,
+            });
+        }
+        Ok(LayerStats {
+            diff_id,
+            tar_bytes,
+            entries: ex.entries,
+        })
+    })
+}
+
+fn decode(
+    reader: BufReader<impl Read>,
+    compression: Compression,
+    tx: SyncSender<Vec<u8>>,
+    back: Receiver<Vec<u8>>,
+) -> io::Result<(Digest, u64)> {
+    let mut src: Box<dyn Read> = match compression {
+        Compression::None => Box::new(reader),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader)?),
+    };
+    let mut hasher = Hasher::new();
+    loop {
+        let mut buf = back
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        buf.resize(CHUNK, 0);
+        let mut filled = 0;
+        while filled < CHUNK {
+            match src.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(filled);
+        hasher.update(&buf);
+        if filled == 0 {
+            break;
+        }
+        if tx.send(buf).is_err() {
+            // The extractor stopped (it failed); its error is the one to report.
+            break;
+        }
+    }
+    let len = hasher.len();
+    Ok((hasher.finish(), len))
+}
+
+struct ChanReader {
+    rx: Receiver<Vec<u8>>,
+    back: SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChanReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            match self.rx.recv() {
+                Ok(next) => {
+                    let old = std::mem::replace(&mut self.cur, next);
+                    let _ = self.back.try_send(old);
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Metadata applied to a directory after all entries are in place.
+struct DirMeta {
+    path: PathBuf,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: Timespec,
+    xattrs: Vec<(OsString, Vec<u8>)>,
+}
+
+struct Meta {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: Timespec,
+    xattrs: Vec<(OsString, Vec<u8>)>,
+}
+
+struct Extractor<'a> {
+    root: BorrowedFd<'a>,
+    opts: &'a UnpackOptions,
+    cache: Option<(PathBuf, OwnedFd)>,
+    dirs: Vec<DirMeta>,
+    /// Paths created by this layer (only tracked in Apply mode, where the
+    /// directory also holds lower layers).
+    created: HashSet<PathBuf>,
+    entries: u64,
+    bytes: u64,
+    buf: Vec<u8>,
+    euid: u32,
+    egid: u32,
+}
+
+fn errno(e: Errno) -> io::Error {
+    io::Error::from(e)
+}
+
+impl<'a> Extractor<'a> {
+    fn new(root: BorrowedFd<'a>, opts: &'a UnpackOptions) -> Self {
+        Extractor {
+            root,
+            opts,
+            cache: None,
+            dirs: Vec::new(),
+            created: HashSet::new(),
+            entries: 0,
+            bytes: 0,
+            buf: vec![0u8; 256 * 1024],
+            euid: rustix::process::geteuid().as_raw(),
+            egid: rustix::process::getegid().as_raw(),
+        }
+    }
+
+    fn run(&mut self, input: &mut ChanReader) -> Result<()> {
+        let mut archive = tar::Archive::new(input);
+        let entries = archive.entries().map_err(|source| Error::Archive {
+            layer: "layer".into(),
+            source,
+        })?;
+        for entry in entries {
+            let mut entry = entry.map_err(|source| Error::Archive {
+                layer: "layer".into(),
+                source,
+            })?;
+            let raw = entry.path_bytes().into_owned();
+            let shown = PathBuf::from(OsStr::from_bytes(&raw));
+            self.entries += 1;
+            if self.entries > self.opts.max_entries {
+                return Err(Error::LimitExceeded {
+                    entry: shown,
+                    limit: format!("max_entries {}", self.opts.max_entries),
+                });
+            }
+            self.bytes += entry.size();
+            if self.bytes > self.opts.max_bytes {
+                return Err(Error::LimitExceeded {
+                    entry: shown,
+                    limit: format!("max_bytes {}", self.opts.max_bytes),
+                });
+            }
+            self.entry(&mut entry, &raw, &shown)?;
+            if self.entries % 512 == 0 {
+                if let Some(p) = &self.opts.progress {
+                    p(Progress {
+                        bytes: self.bytes,
+                        entries: self.entries,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+        shown: &Path,
+    ) -> Result<()> {
+        let rel = normalize(raw).map_err(|reason| Error::UnsafeEntry {
+            entry: shown.to_owned(),
+            reason: reason.to_owned(),
+        })?;
+        let meta = self.meta(entry).map_err(|source| Error::Entry {
+            entry: shown.to_owned(),
+            source,
+        })?;
+        let kind = entry.header().entry_type();
+        let Some(rel) = rel else {
+            // The root itself ("./"): only its metadata applies.
+            if kind.is_dir() {
+                self.dirs.push(DirMeta {
+                    path: PathBuf::new(),
+                    mode: meta.mode,
+                    uid: meta.uid,
+                    gid: meta.gid,
+                    mtime: meta.mtime,
+                    xattrs: meta.xattrs,
+                });
+            }
+            return Ok(());
+        };
+        let name = rel
+            .file_name()
+            .expect("normalized path has a name")
+            .to_owned();
+        let parent = rel.parent().unwrap_or(Path::new("")).to_owned();
+        let ctx = |source: io::Error| Error::Entry {
+            entry: shown.to_owned(),
+            source,
+        };
+
+        let nb = name.as_bytes();
+        if nb == OPAQUE_MARKER {
+            return self.opaque(&parent).map_err(ctx);
+        }
+        if let Some(hidden) = nb.strip_prefix(WHITEOUT_PREFIX) {
+            if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                return Err(Error::UnsafeEntry {
+                    entry: shown.to_owned(),
+                    reason: "whiteout of an invalid name".into(),
+                });
+            }
+            return self
+                .whiteout(&parent, OsStr::from_bytes(hidden))
+                .map_err(ctx);
+        }
+
+        let tracked = self.opts.whiteouts == Whiteouts::Apply;
+        use tar::EntryType as T;
+        match kind {
+            T::Regular | T::Continuous | T::GNUSparse => {
+                self.file(entry, &parent, &name, &meta).map_err(ctx)?
+            }
+            T::Directory => {
+                self.dir(&parent, &name).map_err(ctx)?;
+                self.dirs.push(DirMeta {
+                    path: rel.clone(),
+                    mode: meta.mode,
+                    uid: meta.uid,
+                    gid: meta.gid,
+                    mtime: meta.mtime,
+                    xattrs: meta.xattrs,
+                });
+            }
+            T::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| ctx(io::Error::other("symlink without a target")))?
+                    .into_owned();
+                self.symlink(&parent, &name, &target, &meta).map_err(ctx)?
+            }
+            T::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| ctx(io::Error::other("hardlink without a target")))?
+                    .into_owned();
+                let target = normalize(&target)
+                    .map_err(|reason| Error::UnsafeEntry {
+                        entry: shown.to_owned(),
+                        reason: format!("hardlink target: {reason}"),
+                    })?
+                    .ok_or_else(|| Error::UnsafeEntry {
+                        entry: shown.to_owned(),
+                        reason: "hardlink to the layer root".into(),
+                    })?;
+                self.hardlink(&parent, &name, &target).map_err(ctx)?
+            }
+            T::Char | T::Block => match self.opts.devices {
+                DevicePolicy::Skip => {
+                    tracing::debug!(entry = %shown.display(), "skipping a device node");
+                    return Ok(());
+                }
+                DevicePolicy::Reject => {
+                    return Err(Error::UnsafeEntry {
+                        entry: shown.to_owned(),
+                        reason: "device nodes are not allowed".into(),
+                    })
+                }
+                DevicePolicy::Create => {
+                    let h = entry.header();
+                    let major = h.device_major().ok().flatten().unwrap_or(0);
+                    let minor = h.device_minor().ok().flatten().unwrap_or(0);
+                    let ft = if kind == T::Char {
+                        FileType::CharacterDevice
+                    } else {
+                        FileType::BlockDevice
+                    };
+                    self.node(&parent, &name, ft, rfs::makedev(major, minor), &meta)
+                        .map_err(ctx)?
+                }
+            },
+            T::Fifo => self
+                .node(&parent, &name, FileType::Fifo, 0, &meta)
+                .map_err(ctx)?,
+            other => {
+                tracing::debug!(entry = %shown.display(), kind = ?other, "skipping an unsupported entry type");
+                return Ok(());
+            }
+        }
+        if tracked {
+            self.created.insert(rel);
+        }
+        Ok(())
+    }
+
+    fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
+        let h = entry.header();
+        let mut m = Meta {
+            mode: h.mode()? & 0o7777,
+            uid: h.uid()?,
+            gid: h.gid()?,
+            mtime: Timespec {
+                tv_sec: h.mtime().unwrap_or(0) as i64,
+                tv_nsec: 0,
+            },
+            xattrs: Vec::new(),
+        };
+        let want_xattrs = self.opts.xattrs;
+        if let Some(exts) = entry.pax_extensions()? {
+            for ext in exts {
+                let ext = ext?;
+                let Ok(key) = ext.key() else { continue };
+                match key {
+                    "mtime" => {
+                        if let Some(ts) = ext.value().ok().and_then(parse_pax_time) {
+                            m.mtime = ts;
+                        }
+                    }
+                    "uid" => {
+                        if let Some(v) = ext.value().ok().and_then(|v| v.parse().ok()) {
+                            m.uid = v;
+                        }
+                    }
+                    "gid" => {
+                        if let Some(v) = ext.value().ok().and_then(|v| v.parse().ok()) {
+                            m.gid = v;
+                        }
+                    }
+                    _ if want_xattrs => {
+                        if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                            if xattr_allowed(name) {
+                                m.xattrs.push((name.into(), ext.value_bytes().to_vec()));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    /// A directory fd (O_PATH) for `parent`, resolved inside the root;
+    /// missing directories are created.
+    fn parent_fd(&mut self, parent: &Path) -> io::Result<BorrowedFd<'_>> {
+        if parent.as_os_str().is_empty() {
+            return Ok(self.root);
+        }
+        let hit = matches!(&self.cache, Some((p, _)) if p == parent);
+        if !hit {
+            let fd = match resolve_dir(self.root, parent) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => self.mkdir_all(parent)?,
+                Err(e) => return Err(errno(e)),
+            };
+            self.cache = Some((parent.to_owned(), fd));
+        }
+        Ok(self.cache.as_ref().expect("cache filled").1.as_fd())
+    }
+
+    fn mkdir_all(&mut self, path: &Path) -> io::Result<OwnedFd> {
+        let mut cur: Option<OwnedFd> = None;
+        let mut so_far = PathBuf::new();
+        for comp in path.components() {
+            so_far.push(comp);
+            match resolve_dir(self.root, &so_far) {
+                Ok(fd) => cur = Some(fd),
+                Err(Errno::NOENT) => {
+                    let dirfd = cur.as_ref().map(|f| f.as_fd()).unwrap_or(self.root);
+                    match rfs::mkdirat(dirfd, comp.as_os_str(), Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(errno(e)),
+                    }
+                    if self.opts.whiteouts == Whiteouts::Apply {
+                        self.created.insert(so_far.clone());
+                    }
+                    cur = Some(resolve_dir(self.root, &so_far).map_err(errno)?);
+                }
+                Err(e) => return Err(errno(e)),
+            }
+        }
+        cur.ok_or_else(|| io::Error::other("empty parent path"))
+    }
+
+    /// Make room for a new entry at `parent/name` that already exists.
+    /// Returns false when an existing directory should be kept (a directory
+    /// entry over a directory).
+    fn clear(&mut self, parent: &Path, name: &OsStr, new_is_dir: bool) -> io::Result<bool> {
+        let pfd = self.parent_fd(parent)?;
+        let st = match rfs::statat(pfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(true),
+            Err(e) => return Err(errno(e)),
+        };
+        let ft = FileType::from_raw_mode(st.st_mode);
+        if ft == FileType::Directory {
+            if new_is_dir {
+                return Ok(false);
+            }
+            remove_all_at(pfd, name)?;
+            // A directory we may hold an fd into is gone.
+            self.cache = None;
+        } else {
+            rfs::unlinkat(pfd, name, AtFlags::empty()).map_err(errno)?;
+            if new_is_dir
+                && self.opts.whiteouts == Whiteouts::Overlay
+                && is_overlay_whiteout(ft, st.st_rdev)
+            {
+                // A directory re-created over its own whiteout in the same
+                // layer: it must hide the lower directory, so it is opaque.
+                let pfd = self.parent_fd(parent)?;
+                rfs::mkdirat(pfd, name, Mode::from_raw_mode(0o700)).map_err(errno)?;
+                let d = rfs::openat(
+                    pfd,
+                    name,
+                    OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(errno)?;
+                rfs::fsetxattr(&d, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
+                    .map_err(errno)?;
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn dir(&mut self, parent: &Path, name: &OsStr) -> io::Result<()> {
+        let pfd = self.parent_fd(parent)?;
+        match rfs::mkdirat(pfd, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST) => {
+                if self.clear(parent, name, true)? {
+                    let pfd = self.parent_fd(parent)?;
+                    rfs::mkdirat(pfd, name, Mode::from_raw_mode(0o700)).map_err(errno)?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(errno(e)),
+        }
+    }
+
+    fn file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        parent: &Path,
+        name: &OsStr,
+        meta: &Meta,
+    ) -> io::Result<()> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mode = Mode::from_raw_mode(0o600);
+        let pfd = self.parent_fd(parent)?;
+        let fd = match rfs::openat(pfd, name, flags, mode) {
+            Ok(fd) => fd,
+            Err(Errno::EXIST) => {
+                self.clear(parent, name, false)?;
+                let pfd = self.parent_fd(parent)?;
+                rfs::openat(pfd, name, flags, mode).map_err(errno)?
+            }
+            Err(e) => return Err(errno(e)),
+        };
+        let mut file = File::from(fd);
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            file.write_all(&self.buf[..n])?;
+        }
+        self.finish_fd(&file, meta)
+    }
+
+    /// Ownership, then mode (chmod after chown keeps setuid bits), xattrs
+    /// and times on an open file.
+    fn finish_fd(&self, fd: &impl AsFd, meta: &Meta) -> io::Result<()> {
+        self.own_fd(fd, meta.uid, meta.gid)?;
+        rfs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(errno)?;
+        for (k, v) in &meta.xattrs {
+            set_xattr(fd, k, v)?;
+        }
+        let ts = Timestamps {
+            last_access: meta.mtime,
+            last_modification: meta.mtime,
+        };
+        rfs::futimens(fd, &ts).map_err(errno)
+    }
+
+    fn owner(&self) -> (bool, u32, u32) {
+        (self.opts.same_owner, self.euid, self.egid)
+    }
+
+    fn own_fd(&self, fd: &impl AsFd, uid: u64, gid: u64) -> io::Result<()> {
+        if !self.opts.same_owner || (uid == u64::from(self.euid) && gid == u64::from(self.egid)) {
+            return Ok(());
+        }
+        let (u, g) = ids(uid, gid)?;
+        rfs::fchown(fd, Some(u), Some(g)).map_err(errno)
+    }
+
+    fn symlink(
+        &mut self,
+        parent: &Path,
+        name: &OsStr,
+        target: &[u8],
+        meta: &Meta,
+    ) -> io::Result<()> {
+        let target = OsStr::from_bytes(target);
+        let pfd = self.parent_fd(parent)?;
+        match rfs::symlinkat(target, pfd, name) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                self.clear(parent, name, false)?;
+                let pfd = self.parent_fd(parent)?;
+                rfs::symlinkat(target, pfd, name).map_err(errno)?;
+            }
+            Err(e) => return Err(errno(e)),
+        }
+        let owner = self.owner();
+        let pfd = self.parent_fd(parent)?;
+        Self::finish_at(owner, pfd, name, meta)
+    }
+
+    /// Metadata on a non-openable node (symlink, device, fifo), by name.
+    fn finish_at(
+        owner: (bool, u32, u32),
+        pfd: BorrowedFd<'_>,
+        name: &OsStr,
+        meta: &Meta,
+    ) -> io::Result<()> {
+        let (same_owner, euid, egid) = owner;
+        if same_owner && !(meta.uid == u64::from(euid) && meta.gid == u64::from(egid)) {
+            let (u, g) = ids(meta.uid, meta.gid)?;
+            rfs::chownat(pfd, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
+        }
+        let ts = Timestamps {
+            last_access: meta.mtime,
+            last_modification: meta.mtime,
+        };
+        rfs::utimensat(pfd, name, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)
+    }
+
+    fn node(
+        &mut self,
+        parent: &Path,
+        name: &OsStr,
+        ft: FileType,
+        dev: u64,
+        meta: &Meta,
+    ) -> io::Result<()> {
+        let mode = Mode::from_raw_mode(meta.mode & 0o777);
+        let pfd = self.parent_fd(parent)?;
+        match rfs::mknodat(pfd, name, ft, mode, dev) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                self.clear(parent, name, false)?;
+                let pfd = self.parent_fd(parent)?;
+                rfs::mknodat(pfd, name, ft, mode, dev).map_err(errno)?;
+            }
+            Err(e) => return Err(errno(e)),
+        }
+        let owner = self.owner();
+        let pfd = self.parent_fd(parent)?;
+        Self::finish_at(owner, pfd, name, meta)?;
+        // fchmodat cannot skip symlinks but this is not one: apply the full
+        // mode (umask may have masked it) after the chown.
+        rfs::chmodat(pfd, name, Mode::from_raw_mode(meta.mode), AtFlags::empty()).map_err(errno)
+    }
+
+    fn hardlink(&mut self, parent: &Path, name: &OsStr, target: &Path) -> io::Result<()> {
+        let tname = target.file_name().expect("normalized").to_owned();
+        let tparent = target.parent().unwrap_or(Path::new(""));
+        let tfd = if tparent.as_os_str().is_empty() {
+            None
+        } else {
+            Some(resolve_dir(self.root, tparent).map_err(errno)?)
+        };
+        let link = |pfd: BorrowedFd<'_>, tfd: &Option<OwnedFd>, root: BorrowedFd<'_>| {
+            let t = tfd.as_ref().map(|f| f.as_fd()).unwrap_or(root);
+            rfs::linkat(t, &tname, pfd, name, AtFlags::empty())
+        };
+        let root = self.root;
+        let pfd = self.parent_fd(parent)?;
+        match link(pfd, &tfd, root) {
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST) => {
+                // Linking an entry to itself is a no-op.
+                let pfd = self.parent_fd(parent)?;
+                let a = rfs::statat(pfd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
+                let t = tfd.as_ref().map(|f| f.as_fd()).unwrap_or(root);
+                let b = rfs::statat(t, &tname, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
+                if a.st_ino == b.st_ino && a.st_dev == b.st_dev {
+                    return Ok(());
+                }
+                self.clear(parent, name, false)?;
+                let pfd = self.parent_fd(parent)?;
+                link(pfd, &tfd, root).map_err(errno)
+            }
+            Err(Errno::NOENT) => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("hardlink target {} is not in the layer", target.display()),
+            )),
+            Err(e) => Err(errno(e)),
+        }
+    }
+
+    fn whiteout(&mut self, parent: &Path, hidden: &OsStr) -> io::Result<()> {
+        let mode = self.opts.whiteouts;
+        let path = parent.join(hidden);
+        let same_layer = self.created.contains(&path);
+        let pfd = self.parent_fd(parent)?;
+        let existing = match rfs::statat(pfd, hidden, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(FileType::from_raw_mode(st.st_mode)),
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(errno(e)),
+        };
+        match mode {
+            Whiteouts::Overlay => match existing {
+                // Same-layer entries are not hidden by a whiteout; a directory
+                // of this layer still has to hide the lower one.
+                Some(FileType::Directory) => {
+                    let d = rfs::openat(
+                        pfd,
+                        hidden,
+                        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(errno)?;
+                    rfs::fsetxattr(&d, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
+                        .map_err(errno)
+                }
+                Some(_) => Ok(()),
+                None => make_overlay_whiteout(pfd, hidden),
+            },
+            Whiteouts::Apply => match existing {
+                None => Ok(()),
+                Some(_) if same_layer => Ok(()),
+                Some(FileType::Directory) => {
+                    remove_all_at(pfd, hidden)?;
+                    self.cache = None;
+                    Ok(())
+                }
+                Some(_) => rfs::unlinkat(pfd, hidden, AtFlags::empty()).map_err(errno),
+            },
+        }
+    }
+
+    fn opaque(&mut self, dir: &Path) -> io::Result<()> {
+        match self.opts.whiteouts {
+            Whiteouts::Overlay => {
+                let fd = if dir.as_os_str().is_empty() {
+                    rfs::openat(
+                        self.root,
+                        ".",
+                        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                } else {
+                    self.parent_fd(dir)?;
+                    openat2_in(
+                        self.root,
+                        dir,
+                        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                    )
+                }
+                .map_err(errno)?;
+                rfs::fsetxattr(&fd, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty()).map_err(errno)
+            }
+            Whiteouts::Apply => {
+                // Remove every child that the lower layers put there.
+                self.parent_fd(dir)?;
+                let fd = if dir.as_os_str().is_empty() {
+                    rfs::openat(
+                        self.root,
+                        ".",
+                        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                } else {
+                    openat2_in(
+                        self.root,
+                        dir,
+                        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                    )
+                }
+                .map_err(errno)?;
+                let mut doomed = Vec::new();
+                let mut it = rfs::Dir::read_from(&fd).map_err(errno)?;
+                while let Some(e) = it.read() {
+                    let e = e.map_err(errno)?;
+                    let n = e.file_name().to_bytes();
+                    if n == b"." || n == b".." {
+                        continue;
+                    }
+                    let n = OsStr::from_bytes(n).to_owned();
+                    if !self.created.contains(&dir.join(&n)) {
+                        doomed.push((n, e.file_type()));
+                    }
+                }
+                for (n, ft) in doomed {
+                    if ft == FileType::Directory {
+                        remove_all_at(fd.as_fd(), &n)?;
+                    } else {
+                        match rfs::unlinkat(&fd, &n, AtFlags::empty()) {
+                            Err(Errno::ISDIR) | Err(Errno::PERM) => remove_all_at(fd.as_fd(), &n)?,
+                            r => r.map_err(errno)?,
+                        }
+                    }
+                }
+                self.cache = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// Deferred directory metadata: after every child is in place, so the
+    /// mtimes stick and read-only directories did not block their children.
+    fn finish(&mut self) -> Result<()> {
+        self.cache = None;
+        let dirs = std::mem::take(&mut self.dirs);
+        for d in dirs.iter().rev() {
+            let fd = if d.path.as_os_str().is_empty() {
+                rfs::openat(
+                    self.root,
+                    ".",
+                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+            } else {
+                openat2_in(
+                    self.root,
+                    &d.path,
+                    OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+                )
+            };
+            let fd = match fd {
+                Ok(fd) => fd,
+                // Replaced or removed by a later entry of the layer.
+                Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => continue,
+                Err(e) => {
+                    return Err(Error::Entry {
+                        entry: d.path.clone(),
+                        source: errno(e),
+                    })
+                }
+            };
+            let meta = Meta {
+                mode: d.mode,
+                uid: d.uid,
+                gid: d.gid,
+                mtime: d.mtime,
+                xattrs: d.xattrs.clone(),
+            };
+            self.finish_fd(&fd, &meta).map_err(|source| Error::Entry {
+                entry: d.path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn ids(uid: u64, gid: u64) -> io::Result<(rustix::process::Uid, rustix::process::Gid)> {
+    let u = u32::try_from(uid).map_err(|_| io::Error::other(format!("uid {uid} out of range")))?;
+    let g = u32::try_from(gid).map_err(|_| io::Error::other(format!("gid {gid} out of range")))?;
+    Ok((
+        rustix::process::Uid::from_raw(u),
+        rustix::process::Gid::from_raw(g),
+    ))
+}
+
+fn set_xattr(fd: &impl AsFd, name: &OsStr, value: &[u8]) -> io::Result<()> {
+    match rfs::fsetxattr(fd, name, value, XattrFlags::empty()) {
+        Ok(()) => Ok(()),
+        // The filesystem (or a non-root caller) cannot keep it: not fatal.
+        Err(Errno::NOTSUP | Errno::PERM) => {
+            tracing::debug!(xattr = ?name, "xattr not supported here; skipped");
+            Ok(())
+        }
+        Err(e) => Err(errno(e)),
+    }
+}
+
+fn xattr_allowed(name: &str) -> bool {
+    name.starts_with("user.") || name == "security.capability"
+}
+
+fn parse_pax_time(v: &str) -> Option<Timespec> {
+    let (secs, frac) = match v.split_once('.') {
+        Some((s, f)) => (s, f),
+        None => (v, ""),
+    };
+    let tv_sec: i64 = secs.parse().ok()?;
+    let mut digits: String = frac.chars().take(9).collect();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    let tv_nsec: i64 = digits.parse().ok()?;
+    Some(Timespec {
+        tv_sec,
+        tv_nsec: if tv_sec < 0 { 0 } else { tv_nsec },
+    })
+}
+
+/// Normalize an archive path to a relative path of plain components. A
+/// leading `/` and `.` components are dropped (confined to the root); `..`
+/// is refused. `Ok(None)` names the root itself.
+pub(crate) fn normalize(raw: &[u8]) -> std::result::Result<Option<PathBuf>, &'static str> {
+    if raw.contains(&0) {
+        return Err("path contains a NUL byte");
+    }
+    let mut out = PathBuf::new();
+    for comp in raw.split(|b| *b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => return Err("path contains a '..' component"),
+            c => out.push(OsStr::from_bytes(c)),
+        }
+    }
+    Ok(if out.as_os_str().is_empty() {
+        None
+    } else {
+        Some(out)
+    })
+}
+
+fn openat2_in(root: BorrowedFd<'_>, path: &Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    loop {
+        match rfs::openat2(
+            root,
+            path,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Resolve a directory inside the root, following symlinks only within it.
+fn resolve_dir(root: BorrowedFd<'_>, path: &Path) -> rustix::io::Result<OwnedFd> {
+    openat2_in(root, path, OFlags::PATH | OFlags::DIRECTORY)
+}
+
+fn is_overlay_whiteout(ft: FileType, rdev: u64) -> bool {
+    ft == FileType::CharacterDevice && rdev == 0
+}
+
+/// An overlayfs whiteout: a 0:0 character device.
+fn make_overlay_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    rfs::mknodat(dir, name, FileType::CharacterDevice, Mode::empty(), 0).map_err(errno)
+}
+
+/// Remove `name` in `dir` and everything below it without following
+/// symlinks.
+pub(crate) fn remove_all_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    let fd = match rfs::openat(
+        dir,
+        name,
+        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOTDIR | Errno::LOOP) => {
+            return rfs::unlinkat(dir, name, AtFlags::empty()).map_err(errno)
+        }
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(errno(e)),
+    };
+    let mut children = Vec::new();
+    {
+        let mut it = rfs::Dir::read_from(&fd).map_err(errno)?;
+        while let Some(e) = it.read() {
+            let e = e.map_err(errno)?;
+            let n = e.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                children.push((OsStr::from_bytes(n).to_owned(), e.file_type()));
+            }
+        }
+    }
+    for (n, ft) in children {
+        if ft == FileType::Directory || ft == FileType::Unknown {
+            remove_all_at(fd.as_fd(), &n)?;
+        } else {
+            match rfs::unlinkat(&fd, &n, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(errno(e)),
+            }
+        }
+    }
+    drop(fd);
+    match rfs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_confines_and_refuses() {
+        assert_eq!(normalize(b"./a/b").unwrap(), Some(PathBuf::from("a/b")));
+        assert_eq!(
+            normalize(b"/etc/passwd").unwrap(),
+            Some(PathBuf::from("etc/passwd"))
+        );
+        assert_eq!(normalize(b"a//./b/").unwrap(), Some(PathBuf::from("a/b")));
+        assert_eq!(normalize(b"./").unwrap(), None);
+        assert!(normalize(b"a/../../b").is_err());
+        assert!(normalize(b"..").is_err());
+    }
+
+    #[test]
+    fn compression_detection() {
+        assert_eq!(
+            Compression::from_magic(&[0x1f, 0x8b, 8]),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(
+            Compression::from_magic(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Some(Compression::Zstd)
+        );
+        assert_eq!(Compression::from_magic(b"etc/\0\0"), None);
+        assert_eq!(
+            Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+zstd"),
+            Some(Compression::Zstd)
+        );
+        assert_eq!(
+            Compression::from_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(
+            Compression::from_media_type("application/vnd.oci.image.layer.v1.tar"),
+            Some(Compression::None)
+        );
+    }
+
+    #[test]
+    fn pax_times() {
+        let t = parse_pax_time("1700000000.5").unwrap();
+        assert_eq!((t.tv_sec, t.tv_nsec), (1_700_000_000, 500_000_000));
+        assert!(parse_pax_time("x").is_none());
+    }
+}

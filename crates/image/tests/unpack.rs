@@ -1,0 +1,499 @@
+//! Layer unpacking: content, metadata, compression, whiteouts, flatten mode,
+//! and one test per escape route.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use common::{gzip, zstd, Layer, TempDir, MTIME};
+use kcore_image::{
+    apply_layer, unpack_layer, DevicePolicy, Digest, Error, UnpackOptions, Whiteouts,
+};
+
+fn opts() -> UnpackOptions {
+    UnpackOptions::new()
+}
+
+fn sample() -> Vec<u8> {
+    Layer::new()
+        .dir("etc/", 0o755)
+        .file("etc/hosts", 0o644, b"127.0.0.1 localhost\n")
+        .dir("bin/", 0o755)
+        .file("bin/tool", 0o4755, b"\x7fELF...")
+        .symlink("bin/sh", "tool")
+        .hardlink("bin/tool2", "bin/tool")
+        .file("deep/missing/parent/file", 0o600, b"x")
+        .dir("ro/", 0o555)
+        .file("ro/inside", 0o444, b"ro")
+        .fifo("run/pipe")
+        .tar()
+}
+
+#[test]
+fn unpacks_content_and_metadata_and_reports_diff_id() {
+    let t = TempDir::new("basic");
+    let dest = t.path().join("layer");
+    let tar = sample();
+    let st = unpack_layer(&tar[..], None, &dest, Some(&Digest::of(&tar)), &opts()).unwrap();
+    assert_eq!(st.diff_id, Digest::of(&tar));
+    assert_eq!(st.tar_bytes, tar.len() as u64);
+    assert_eq!(st.entries, 10);
+
+    assert_eq!(
+        fs::read(dest.join("etc/hosts")).unwrap(),
+        b"127.0.0.1 localhost\n"
+    );
+    assert_eq!(
+        fs::read_link(dest.join("bin/sh")).unwrap(),
+        Path::new("tool")
+    );
+    let a = fs::metadata(dest.join("bin/tool")).unwrap();
+    let b = fs::metadata(dest.join("bin/tool2")).unwrap();
+    assert_eq!(a.ino(), b.ino(), "hardlink shares the inode");
+    assert_eq!(a.mode() & 0o7777, 0o4755, "setuid bit kept");
+    assert_eq!(
+        fs::read(dest.join("deep/missing/parent/file")).unwrap(),
+        b"x"
+    );
+    assert!(fs::metadata(dest.join("run/pipe"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    let ro = fs::metadata(dest.join("ro")).unwrap();
+    assert_eq!(ro.mode() & 0o777, 0o555);
+    // Directory mtimes are set after their children were created.
+    assert_eq!(ro.mtime(), MTIME as i64);
+    assert_eq!(
+        fs::metadata(dest.join("etc")).unwrap().mtime(),
+        MTIME as i64
+    );
+    assert_eq!(
+        fs::symlink_metadata(dest.join("bin/sh")).unwrap().mtime(),
+        MTIME as i64
+    );
+    assert_eq!(a.mtime(), MTIME as i64);
+}
+
+#[test]
+fn gzip_and_zstd_give_the_same_tree_and_diff_id() {
+    let tar = sample();
+    let t = TempDir::new("codecs");
+    let plain = unpack_layer(&tar[..], None, &t.path().join("p"), None, &opts()).unwrap();
+    // The media type is only a hint: a wrong one does not matter.
+    let gz = unpack_layer(
+        &gzip(&tar)[..],
+        Some("application/vnd.oci.image.layer.v1.tar"),
+        &t.path().join("g"),
+        Some(&plain.diff_id),
+        &opts(),
+    )
+    .unwrap();
+    let zs = unpack_layer(
+        &zstd(&tar)[..],
+        Some("application/vnd.oci.image.layer.v1.tar+zstd"),
+        &t.path().join("z"),
+        Some(&plain.diff_id),
+        &opts(),
+    )
+    .unwrap();
+    assert_eq!(gz, plain);
+    assert_eq!(zs, plain);
+    for d in ["g", "z"] {
+        assert_eq!(
+            fs::read(t.path().join(d).join("bin/tool")).unwrap(),
+            b"\x7fELF..."
+        );
+    }
+}
+
+#[test]
+fn ownership_is_kept_and_setuid_survives_chown() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tar = Layer::new()
+        .file_owned("suid", 0o6755, b"#!", 1234, 2345)
+        .tar();
+    let t = TempDir::new("owner");
+    let dest = t.path().join("l");
+    unpack_layer(&tar[..], None, &dest, None, &opts().same_owner(true)).unwrap();
+    let m = fs::metadata(dest.join("suid")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (1234, 2345));
+    assert_eq!(m.mode() & 0o7777, 0o6755);
+}
+
+#[test]
+fn filtered_xattrs_and_pax_mtime() {
+    let tar = Layer::new()
+        .file_with_pax(
+            "x",
+            b"data",
+            &[
+                ("SCHILY.xattr.user.kcore", b"yes"),
+                ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+                ("mtime", b"1600000123.25"),
+            ],
+        )
+        .tar();
+    let t = TempDir::new("xattr");
+    let dest = t.path().join("l");
+    unpack_layer(&tar[..], None, &dest, None, &opts()).unwrap();
+    let m = fs::metadata(dest.join("x")).unwrap();
+    assert_eq!(m.mtime(), 1_600_000_123);
+    assert_eq!(m.mtime_nsec(), 250_000_000);
+    let mut buf = [0u8; 16];
+    let f = fs::File::open(dest.join("x")).unwrap();
+    // user.* is kept where the filesystem supports it (tmpfs and ext4 do).
+    if let Ok(n) = rustix::fs::fgetxattr(&f, "user.kcore", &mut buf) {
+        assert_eq!(&buf[..n], b"yes");
+    }
+    // An overlay xattr smuggled in a layer is never applied.
+    assert!(rustix::fs::fgetxattr(&f, "trusted.overlay.opaque", &mut buf).is_err());
+}
+
+fn assert_refused(tar: &[u8], what: &str) -> Error {
+    assert_refused_with(tar, what, &opts())
+}
+
+fn assert_refused_with(tar: &[u8], what: &str, o: &UnpackOptions) -> Error {
+    let t = TempDir::new("refuse");
+    let dest = t.path().join("l");
+    let err = unpack_layer(tar, None, &dest, None, o).expect_err(what);
+    assert!(
+        !dest.exists(),
+        "{what}: a failed layer leaves nothing behind"
+    );
+    err
+}
+
+#[test]
+fn escape_dotdot_is_refused() {
+    let tar = Layer::new().file("a/../../../escaped", 0o644, b"x").tar();
+    let err = assert_refused(&tar, "dotdot");
+    match err {
+        Error::UnsafeEntry { entry, .. } => assert_eq!(entry, Path::new("a/../../../escaped")),
+        e => panic!("unexpected {e}"),
+    }
+}
+
+#[test]
+fn escape_absolute_path_is_confined() {
+    let t = TempDir::new("abs");
+    let outside = t.path().join("outside");
+    let dest = t.path().join("l");
+    let abs = format!("{}/pwned", outside.display());
+    let tar = Layer::new().file(&abs, 0o644, b"x").tar();
+    unpack_layer(&tar[..], None, &dest, None, &opts()).unwrap();
+    assert!(!outside.exists());
+    assert!(dest.join(abs.trim_start_matches('/')).is_file());
+}
+
+#[test]
+fn escape_through_absolute_symlink_is_confined() {
+    let t = TempDir::new("symabs");
+    let outside = t.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let dest = t.path().join("l");
+    let tar = Layer::new()
+        .symlink("link", outside.to_str().unwrap())
+        .file("link/pwned", 0o644, b"x")
+        .tar();
+    // Either refused or written inside the root: never outside.
+    let _ = unpack_layer(&tar[..], None, &dest, None, &opts());
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+}
+
+#[test]
+fn escape_through_relative_symlink_is_confined() {
+    let t = TempDir::new("symrel");
+    let dest = t.path().join("l");
+    let tar = Layer::new()
+        .dir("a/", 0o755)
+        .symlink("a/up", "../../../../../..")
+        .file("a/up/pwned", 0o644, b"x")
+        .tar();
+    unpack_layer(&tar[..], None, &dest, None, &opts()).unwrap();
+    // `..` stops at the layer root: the file lands at the root of the layer.
+    assert!(dest.join("pwned").is_file());
+    assert!(!t.path().join("pwned").exists());
+}
+
+#[test]
+fn escape_writing_through_an_existing_symlink_replaces_it() {
+    let t = TempDir::new("through");
+    let victim = t.path().join("victim");
+    fs::write(&victim, b"original").unwrap();
+    let dest = t.path().join("l");
+    let tar = Layer::new()
+        .symlink("f", victim.to_str().unwrap())
+        .file("f", 0o644, b"overwritten?")
+        .tar();
+    unpack_layer(&tar[..], None, &dest, None, &opts()).unwrap();
+    assert_eq!(fs::read(&victim).unwrap(), b"original");
+    assert_eq!(fs::read(dest.join("f")).unwrap(), b"overwritten?");
+    assert!(fs::symlink_metadata(dest.join("f")).unwrap().is_file());
+}
+
+#[test]
+fn escape_hardlink_to_absolute_outside_path_is_refused() {
+    let t = TempDir::new("hlabs");
+    let secret = t.path().join("secret");
+    fs::write(&secret, b"s").unwrap();
+    let tar = Layer::new().hardlink("h", secret.to_str().unwrap()).tar();
+    let err = assert_refused(&tar, "hardlink to an outside absolute path");
+    assert!(matches!(err, Error::Entry { .. }), "{err}");
+    assert_eq!(fs::metadata(&secret).unwrap().nlink(), 1);
+}
+
+#[test]
+fn escape_hardlink_with_dotdot_is_refused() {
+    let tar = Layer::new().hardlink("h", "../../etc/passwd").tar();
+    let err = assert_refused(&tar, "hardlink with ..");
+    assert!(matches!(err, Error::UnsafeEntry { .. }), "{err}");
+}
+
+#[test]
+fn escape_hardlink_through_symlink_is_refused() {
+    let t = TempDir::new("hlsym");
+    let outside = t.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("secret"), b"s").unwrap();
+    let tar = Layer::new()
+        .symlink("ln", outside.to_str().unwrap())
+        .hardlink("h", "ln/secret")
+        .tar();
+    assert_refused(&tar, "hardlink through a symlink");
+    assert_eq!(fs::metadata(outside.join("secret")).unwrap().nlink(), 1);
+}
+
+#[test]
+fn escape_symlink_swapped_in_during_extraction_is_confined() {
+    // A racer keeps swapping the directory being filled for a symlink that
+    // points outside. Whatever the interleaving, nothing lands outside.
+    let t = TempDir::new("race");
+    let outside = t.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let dest = t.path().join("l");
+    fs::create_dir(&dest).unwrap();
+    let mut layer = Layer::new().dir("d/", 0o755);
+    for i in 0..3000 {
+        layer = layer.file(&format!("d/f{i}"), 0o644, b"data");
+    }
+    let tar = layer.tar();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let d = dest.join("d");
+            let real = dest.join("d.real");
+            for _ in 0..20_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                if fs::rename(&d, &real).is_ok() {
+                    let _ = std::os::unix::fs::symlink(&outside, &d);
+                    std::thread::yield_now();
+                    let _ = fs::remove_file(&d);
+                    let _ = fs::rename(&real, &d);
+                }
+            }
+        });
+        let _ = apply_layer(&tar[..], None, &dest, None, &opts());
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing escaped"
+    );
+}
+
+#[test]
+fn devices_follow_the_policy() {
+    let tar = Layer::new()
+        .chardev("dev/null", 1, 3)
+        .file("keep", 0o644, b"k")
+        .tar();
+    let err = assert_refused_with(
+        &tar,
+        "devices rejected",
+        &opts().devices(DevicePolicy::Reject),
+    );
+    assert!(matches!(err, Error::UnsafeEntry { .. }), "{err}");
+    let t = TempDir::new("dev");
+    unpack_layer(
+        &tar[..],
+        None,
+        &t.path().join("skip"),
+        None,
+        &opts().devices(DevicePolicy::Skip),
+    )
+    .unwrap();
+    assert!(!t.path().join("skip/dev/null").exists());
+    assert!(t.path().join("skip/keep").exists());
+    if common::is_root() {
+        let d = t.path().join("create");
+        unpack_layer(
+            &tar[..],
+            None,
+            &d,
+            None,
+            &opts().devices(DevicePolicy::Create),
+        )
+        .unwrap();
+        let m = fs::metadata(d.join("dev/null")).unwrap();
+        assert!(m.file_type().is_char_device());
+        assert_eq!(m.rdev(), rustix::fs::makedev(1, 3));
+    }
+}
+
+#[test]
+fn limits_name_the_entry_and_leave_nothing() {
+    let tar = Layer::new()
+        .file("a", 0o644, b"1")
+        .file("b", 0o644, b"22")
+        .file("c", 0o644, b"3")
+        .tar();
+    let t = TempDir::new("limits");
+    let dest = t.path().join("l");
+    let err = unpack_layer(&tar[..], None, &dest, None, &opts().max_entries(2)).unwrap_err();
+    match err {
+        Error::LimitExceeded { entry, .. } => assert_eq!(entry, Path::new("c")),
+        e => panic!("unexpected {e}"),
+    }
+    assert!(!dest.exists());
+    let err = unpack_layer(&tar[..], None, &dest, None, &opts().max_bytes(2)).unwrap_err();
+    match err {
+        Error::LimitExceeded { entry, .. } => assert_eq!(entry, Path::new("b")),
+        e => panic!("unexpected {e}"),
+    }
+    assert!(!dest.exists());
+}
+
+#[test]
+fn wrong_diff_id_is_rejected_and_removed() {
+    let tar = sample();
+    let t = TempDir::new("diffid");
+    let dest = t.path().join("l");
+    let err = unpack_layer(
+        &gzip(&tar)[..],
+        None,
+        &dest,
+        Some(&Digest::of(b"nope")),
+        &opts(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    assert!(!dest.exists());
+}
+
+#[test]
+fn corrupt_compressed_stream_is_an_error() {
+    let mut gz = gzip(&sample());
+    let n = gz.len();
+    gz[n / 2] ^= 0xff;
+    gz[n / 2 + 1] ^= 0xff;
+    let t = TempDir::new("corrupt");
+    let dest = t.path().join("l");
+    assert!(unpack_layer(&gz[..], None, &dest, None, &opts()).is_err());
+    assert!(!dest.exists());
+}
+
+fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let f = fs::File::open(p).ok()?;
+    let mut buf = [0u8; 64];
+    let n = rustix::fs::fgetxattr(&f, name, &mut buf).ok()?;
+    Some(buf[..n].to_vec())
+}
+
+#[test]
+#[ignore = "needs root"]
+fn overlay_whiteouts() {
+    let tar = Layer::new()
+        .file(".wh.gone", 0o644, b"")
+        .dir("opaque/", 0o755)
+        .file("opaque/.wh..wh..opq", 0o644, b"")
+        .file("opaque/new", 0o644, b"n")
+        // Whiteout, then re-create in the same layer.
+        .file(".wh.again", 0o644, b"")
+        .dir("again/", 0o755)
+        .file("again/x", 0o644, b"x")
+        .file(".wh.file", 0o644, b"")
+        .file("file", 0o644, b"f")
+        // A whiteout after a same-layer directory makes it opaque.
+        .dir("later/", 0o755)
+        .file(".wh.later", 0o644, b"")
+        .tar();
+    let t = TempDir::new("wh");
+    let d = t.path().join("l");
+    unpack_layer(
+        &tar[..],
+        None,
+        &d,
+        None,
+        &opts().whiteouts(Whiteouts::Overlay),
+    )
+    .unwrap();
+    let m = fs::symlink_metadata(d.join("gone")).unwrap();
+    assert!(m.file_type().is_char_device());
+    assert_eq!(m.rdev(), 0);
+    assert!(!d.join(".wh.gone").exists());
+    assert_eq!(
+        xattr(&d.join("opaque"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert!(d.join("opaque/new").is_file());
+    assert!(!d.join("opaque/.wh..wh..opq").exists());
+    assert!(fs::symlink_metadata(d.join("again")).unwrap().is_dir());
+    assert_eq!(
+        xattr(&d.join("again"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert!(d.join("again/x").is_file());
+    assert!(fs::symlink_metadata(d.join("file")).unwrap().is_file());
+    assert_eq!(
+        xattr(&d.join("later"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+}
+
+#[test]
+fn flatten_applies_whiteouts_onto_lower_layers() {
+    let l1 = Layer::new()
+        .dir("a/", 0o755)
+        .file("a/old", 0o644, b"o")
+        .file("b", 0o644, b"b")
+        .dir("c/", 0o755)
+        .file("c/keep", 0o644, b"k")
+        .dir("d/", 0o755)
+        .file("d/old", 0o644, b"o")
+        .tar();
+    let l2 = Layer::new()
+        .dir("a/", 0o755)
+        .file("a/.wh..wh..opq", 0o644, b"")
+        .file("a/new", 0o644, b"n")
+        .file(".wh.b", 0o644, b"")
+        .file("c/more", 0o644, b"m")
+        .file(".wh.d", 0o644, b"")
+        .dir("d/", 0o755)
+        .file("d/fresh", 0o644, b"f")
+        .tar();
+    let t = TempDir::new("flat");
+    let root = t.path().join("rootfs");
+    let o = opts().whiteouts(Whiteouts::Apply);
+    unpack_layer(&l1[..], None, &root, None, &o).unwrap();
+    apply_layer(&l2[..], None, &root, None, &o).unwrap();
+    assert!(!root.join("a/old").exists());
+    assert!(root.join("a/new").is_file());
+    assert!(!root.join("b").exists());
+    assert!(!root.join(".wh.b").exists());
+    assert!(root.join("c/keep").is_file() && root.join("c/more").is_file());
+    assert!(!root.join("d/old").exists());
+    assert!(root.join("d/fresh").is_file());
+    assert_eq!(
+        fs::metadata(root.join("a")).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+}
