@@ -157,5 +157,7 @@ mod tests {
         assert!(!file_is.unwrap());
         assert!(!missing_is.unwrap());
         assert!(!opaque.unwrap());
+        // A character device other than 0/0 is not a whiteout.
+        assert!(!is_whiteout(Path::new("/dev/null")).unwrap());
     }
 }
