@@ -1,0 +1,96 @@
+use std::io;
+use std::path::PathBuf;
+
+use crate::Ipv4Net;
+
+/// Errors from kcore-netbridge.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A CIDR string or prefix could not be used.
+    #[error("invalid cidr {input:?}: {reason}")]
+    InvalidCidr {
+        /// What was given.
+        input: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// Every address of the IPAM range is allocated.
+    #[error("ip range {range} is exhausted (store {dir})")]
+    RangeExhausted {
+        /// The exhausted range.
+        range: Ipv4Net,
+        /// The IPAM store directory.
+        dir: PathBuf,
+    },
+    /// An IPAM owner id is empty or contains a newline or NUL.
+    #[error("invalid ipam owner id {owner:?}")]
+    InvalidOwner {
+        /// The rejected id.
+        owner: String,
+    },
+    /// Reading or writing the IPAM store failed.
+    #[error("ipam store {path}: {source}")]
+    Ipam {
+        /// File or directory involved.
+        path: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// A Service definition cannot be programmed.
+    #[error("service {name}: {reason}")]
+    InvalidService {
+        /// Service name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The `nft` binary could not be run.
+    #[error("running {program}: {source}")]
+    NftSpawn {
+        /// The program.
+        program: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// `nft` rejected a transaction.
+    #[error("nft failed with status {status}: {stderr}")]
+    NftFailed {
+        /// Exit status.
+        status: i32,
+        /// What nft printed on stderr.
+        stderr: String,
+    },
+    /// A network namespace could not be opened or entered.
+    #[error("network namespace {path}: {source}")]
+    Netns {
+        /// The namespace path.
+        path: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// A netlink request failed.
+    #[error("netlink {op} {target}: {source}")]
+    Netlink {
+        /// The operation (`add link`, `set address`, ...).
+        op: &'static str,
+        /// The object (link name, address).
+        target: String,
+        /// Underlying error.
+        source: rtnetlink::Error,
+    },
+    /// A link that must exist was not found.
+    #[error("link {name} not found")]
+    LinkNotFound {
+        /// Link name.
+        name: String,
+    },
+    /// Writing a sysctl failed.
+    #[error("sysctl {path}: {source}")]
+    Sysctl {
+        /// The /proc/sys path.
+        path: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
+}

@@ -1,0 +1,883 @@
+//! Service load balancing in nftables, kube-proxy style, driven through `nft -j`.
+//!
+//! Everything lives in one table (`ip kcore` by default):
+//!
+//! * `service-ips` — a verdict map keyed by `daddr . l4proto . dport` (cluster and
+//!   load-balancer IPs) whose value is `goto svc-<id>` (or `goto ext-<id>`);
+//! * `service-nodeports` — a verdict map keyed by `l4proto . dport` for traffic to
+//!   any local address;
+//! * `svc-<id>` — picks an endpoint with `numgen random mod n` (after the
+//!   `ClientIP` affinity sets, if any), jumping to `ep-<id>-<ep>`, which DNATs;
+//! * `ext-<id>` — marks external (NodePort / load-balancer) traffic for masquerade;
+//! * `postrouting` — masquerades marked traffic, Service traffic that is DNATed
+//!   back onto the local pod bridge, and pod traffic leaving the cluster CIDR.
+//!
+//! [`ServiceProxy::update`] touches only the objects of the Services that
+//! changed, so one changed Service costs the same with 10 or 10,000 others.
+//!
+//! The ruleset is emitted as nftables JSON directly: the `nftables` crate's schema
+//! cannot declare a named verdict map (its set types lack `verdict`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+use crate::maglev::hash_bytes;
+use crate::service::{Service, SessionAffinity};
+use crate::{Error, Ipv4Net};
+
+/// Mark bit set on packets that must be masqueraded.
+pub const MASQUERADE_MARK: u32 = 0x4000;
+
+/// How the kcore nftables table is laid out on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftConfig {
+    /// Table name (family `ip`). Default `kcore`.
+    pub table: String,
+    /// The cluster's pod CIDR: pod traffic leaving it is masqueraded.
+    pub cluster_cidr: Option<Ipv4Net>,
+    /// This node's pod subnet and bridge: Service traffic from a local pod that is
+    /// DNATed to a pod on the same bridge is masqueraded, so replies come back
+    /// through the node (and its conntrack) instead of straight over the bridge.
+    pub local_pods: Option<(Ipv4Net, String)>,
+}
+
+impl Default for NftConfig {
+    fn default() -> Self {
+        Self {
+            table: "kcore".into(),
+            cluster_cidr: None,
+            local_pods: None,
+        }
+    }
+}
+
+/// One nftables transaction: a list of JSON commands applied atomically.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NftBatch {
+    commands: Vec<Value>,
+}
+
+impl NftBatch {
+    /// Number of commands.
+    pub fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// The commands as JSON values.
+    pub fn commands(&self) -> &[Value] {
+        &self.commands
+    }
+
+    /// The document `nft -j -f -` reads.
+    pub fn to_json(&self) -> String {
+        json!({ "nftables": self.commands }).to_string()
+    }
+
+    fn push(&mut self, v: Value) {
+        self.commands.push(v);
+    }
+}
+
+/// Something that applies an [`NftBatch`] to the kernel.
+pub trait NftRunner {
+    /// Applies the batch as one transaction.
+    fn apply(&self, batch: &NftBatch) -> Result<(), Error>;
+}
+
+/// Runs the `nft` binary (`nft -j -f -`), optionally inside a network namespace.
+#[derive(Debug, Clone)]
+pub struct NftCommand {
+    program: PathBuf,
+    netns: Option<PathBuf>,
+}
+
+impl Default for NftCommand {
+    fn default() -> Self {
+        Self {
+            program: PathBuf::from("nft"),
+            netns: None,
+        }
+    }
+}
+
+impl NftCommand {
+    /// Runs `nft` from `PATH` in the caller's network namespace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `nft` inside the network namespace at `path` (e.g. `/run/netns/node-a`).
+    pub fn in_netns(path: impl Into<PathBuf>) -> Self {
+        Self {
+            program: PathBuf::from("nft"),
+            netns: Some(path.into()),
+        }
+    }
+
+    /// Uses another `nft` binary.
+    pub fn program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = program.into();
+        self
+    }
+
+    /// Runs `nft` with `args` and `stdin`, returning its stdout.
+    pub fn run(&self, args: &[&str], stdin: &str) -> Result<String, Error> {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let ns_file = match &self.netns {
+            Some(p) => Some(File::open(p).map_err(|source| Error::Netns {
+                path: p.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        if let Some(f) = &ns_file {
+            let fd = f
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|source| Error::Netns {
+                    path: self.netns.clone().unwrap_or_default(),
+                    source,
+                })?;
+            // SAFETY: the closure runs in the forked child before exec; it only calls
+            // setns(2), which is async-signal-safe, on a descriptor owned by the closure.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let spawn_err = |source| Error::NftSpawn {
+            program: self.program.clone(),
+            source,
+        };
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        if let Some(mut input) = child.stdin.take() {
+            input.write_all(stdin.as_bytes()).map_err(spawn_err)?;
+        }
+        let out = child.wait_with_output().map_err(spawn_err)?;
+        if !out.status.success() {
+            return Err(Error::NftFailed {
+                status: out.status.code().unwrap_or(-1),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl NftRunner for NftCommand {
+    fn apply(&self, batch: &NftBatch) -> Result<(), Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let _span = tracing::debug_span!("nft_apply", commands = batch.len()).entered();
+        self.run(&["-j", "-f", "-"], &batch.to_json()).map(|_| ())
+    }
+}
+
+/// What a sync or update changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Services added.
+    pub added: usize,
+    /// Services whose rules changed.
+    pub changed: usize,
+    /// Services removed.
+    pub removed: usize,
+    /// nftables commands in the transaction.
+    pub commands: usize,
+}
+
+/// Programs Services into the kcore nftables table, applying only what changed.
+#[derive(Debug)]
+pub struct ServiceProxy<R: NftRunner = NftCommand> {
+    cfg: NftConfig,
+    runner: R,
+    applied: HashMap<String, Service>,
+}
+
+impl<R: NftRunner> ServiceProxy<R> {
+    /// A proxy that has applied nothing yet; call [`ServiceProxy::init`] first.
+    pub fn new(cfg: NftConfig, runner: R) -> Self {
+        Self {
+            cfg,
+            runner,
+            applied: HashMap::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NftConfig {
+        &self.cfg
+    }
+
+    /// The runner.
+    pub fn runner(&self) -> &R {
+        &self.runner
+    }
+
+    /// Services currently programmed, by name.
+    pub fn applied(&self) -> &HashMap<String, Service> {
+        &self.applied
+    }
+
+    /// (Re)creates the table from scratch, atomically replacing any previous one,
+    /// and forgets all Services.
+    pub fn init(&mut self) -> Result<(), Error> {
+        let batch = bootstrap(&self.cfg);
+        self.runner.apply(&batch)?;
+        self.applied.clear();
+        Ok(())
+    }
+
+    /// Removes the table and everything in it (idempotent).
+    pub fn teardown(&mut self) -> Result<(), Error> {
+        let mut b = NftBatch::default();
+        let t = table_obj(&self.cfg);
+        b.push(json!({"add": {"table": t}}));
+        b.push(json!({"delete": {"table": t}}));
+        self.runner.apply(&b)?;
+        self.applied.clear();
+        Ok(())
+    }
+
+    /// Converges to exactly `desired`: Services not listed are removed.
+    pub fn sync(&mut self, desired: &[Service]) -> Result<SyncStats, Error> {
+        let wanted: HashMap<&str, &Service> =
+            desired.iter().map(|s| (s.name.as_str(), s)).collect();
+        let removals: Vec<String> = self
+            .applied
+            .keys()
+            .filter(|n| !wanted.contains_key(n.as_str()))
+            .cloned()
+            .collect();
+        let upserts: Vec<Service> = desired
+            .iter()
+            .filter(|s| self.applied.get(&s.name) != Some(*s))
+            .cloned()
+            .collect();
+        let removal_refs: Vec<&str> = removals.iter().map(String::as_str).collect();
+        self.update(&upserts, &removal_refs)
+    }
+
+    /// Applies changed Services and removals; cost is proportional to the change.
+    pub fn update(&mut self, upserts: &[Service], removals: &[&str]) -> Result<SyncStats, Error> {
+        let (batch, mut stats) = self.plan_update(upserts, removals)?;
+        let _span = tracing::debug_span!(
+            "service_update",
+            added = stats.added,
+            changed = stats.changed,
+            removed = stats.removed
+        )
+        .entered();
+        self.runner.apply(&batch)?;
+        for name in removals {
+            self.applied.remove(*name);
+        }
+        for s in upserts {
+            self.applied.insert(s.name.clone(), s.clone());
+        }
+        stats.commands = batch.len();
+        Ok(stats)
+    }
+
+    /// The transaction [`ServiceProxy::update`] would apply, without applying it.
+    pub fn plan_update(
+        &self,
+        upserts: &[Service],
+        removals: &[&str],
+    ) -> Result<(NftBatch, SyncStats), Error> {
+        let mut b = NftBatch::default();
+        let mut stats = SyncStats::default();
+        for s in upserts {
+            s.validate()?;
+        }
+        for name in removals {
+            if let Some(old) = self.applied.get(*name) {
+                if upserts.iter().any(|s| s.name == *name) {
+                    continue;
+                }
+                remove_service(&self.cfg, &mut b, old);
+                stats.removed += 1;
+            }
+        }
+        for new in upserts {
+            match self.applied.get(&new.name) {
+                None => {
+                    add_service(&self.cfg, &mut b, new);
+                    stats.added += 1;
+                }
+                Some(old) if old != new => {
+                    change_service(&self.cfg, &mut b, old, new);
+                    stats.changed += 1;
+                }
+                Some(_) => {}
+            }
+        }
+        stats.commands = b.len();
+        Ok((b, stats))
+    }
+}
+
+fn table_obj(cfg: &NftConfig) -> Value {
+    json!({"family": "ip", "name": cfg.table})
+}
+
+fn chain_obj(cfg: &NftConfig, name: &str) -> Value {
+    json!({"family": "ip", "table": cfg.table, "name": name})
+}
+
+fn rule(cfg: &NftConfig, chain: &str, expr: Value) -> Value {
+    json!({"add": {"rule": {"family": "ip", "table": cfg.table, "chain": chain, "expr": expr}}})
+}
+
+fn prefix(net: Ipv4Net) -> Value {
+    json!({"prefix": {"addr": net.network().to_string(), "len": net.prefix_len()}})
+}
+
+fn payload(proto: &str, field: &str) -> Value {
+    json!({"payload": {"protocol": proto, "field": field}})
+}
+
+fn meta(key: &str) -> Value {
+    json!({"meta": {"key": key}})
+}
+
+fn matches(op: &str, left: Value, right: Value) -> Value {
+    json!({"match": {"op": op, "left": left, "right": right}})
+}
+
+fn goto(target: &str) -> Value {
+    json!({"goto": {"target": target}})
+}
+
+fn set_mark() -> Value {
+    json!({"mangle": {"key": meta("mark"), "value": {"|": [meta("mark"), MASQUERADE_MARK]}}})
+}
+
+/// The full base table: created from scratch in one transaction.
+fn bootstrap(cfg: &NftConfig) -> NftBatch {
+    let mut b = NftBatch::default();
+    let t = table_obj(cfg);
+    b.push(json!({"add": {"table": t}}));
+    b.push(json!({"delete": {"table": t}}));
+    b.push(json!({"add": {"table": t}}));
+    b.push(
+        json!({"add": {"map": {"family": "ip", "table": cfg.table, "name": "service-ips",
+        "type": ["ipv4_addr", "inet_proto", "inet_service"], "map": "verdict"}}}),
+    );
+    b.push(
+        json!({"add": {"map": {"family": "ip", "table": cfg.table, "name": "service-nodeports",
+        "type": ["inet_proto", "inet_service"], "map": "verdict"}}}),
+    );
+    b.push(json!({"add": {"chain": chain_obj(cfg, "services")}}));
+    for (name, hook, prio) in [
+        ("prerouting", "prerouting", -100),
+        ("output", "output", -100),
+        ("postrouting", "postrouting", 100),
+    ] {
+        let mut c = chain_obj(cfg, name);
+        c["type"] = json!("nat");
+        c["hook"] = json!(hook);
+        c["prio"] = json!(prio);
+        c["policy"] = json!("accept");
+        b.push(json!({"add": {"chain": c}}));
+    }
+    b.push(rule(
+        cfg,
+        "services",
+        json!([{"vmap": {"key": {"concat": [payload("ip", "daddr"), meta("l4proto"), payload("th", "dport")]},
+                         "data": "@service-ips"}}]),
+    ));
+    b.push(rule(
+        cfg,
+        "services",
+        json!([
+            matches("==", json!({"fib": {"result": "type", "flags": ["daddr"]}}), json!("local")),
+            matches("!=", payload("ip", "daddr"), json!({"prefix": {"addr": "127.0.0.0", "len": 8}})),
+            {"vmap": {"key": {"concat": [meta("l4proto"), payload("th", "dport")]},
+                      "data": "@service-nodeports"}}
+        ]),
+    ));
+    b.push(rule(
+        cfg,
+        "prerouting",
+        json!([{"jump": {"target": "services"}}]),
+    ));
+    b.push(rule(
+        cfg,
+        "output",
+        json!([{"jump": {"target": "services"}}]),
+    ));
+    b.push(rule(
+        cfg,
+        "postrouting",
+        json!([
+            matches("==", json!({"&": [meta("mark"), MASQUERADE_MARK]}), json!(MASQUERADE_MARK)),
+            {"masquerade": null}
+        ]),
+    ));
+    if let Some((pods, bridge)) = &cfg.local_pods {
+        b.push(rule(
+            cfg,
+            "postrouting",
+            json!([
+                matches("in", json!({"ct": {"key": "status"}}), json!("dnat")),
+                matches("==", meta("oifname"), json!(bridge)),
+                matches("==", payload("ip", "saddr"), prefix(*pods)),
+                {"masquerade": null}
+            ]),
+        ));
+    }
+    if let Some(cluster) = cfg.cluster_cidr {
+        b.push(rule(
+            cfg,
+            "postrouting",
+            json!([
+                matches("==", payload("ip", "saddr"), prefix(cluster)),
+                matches("!=", payload("ip", "daddr"), prefix(cluster)),
+                {"masquerade": null}
+            ]),
+        ));
+    }
+    b
+}
+
+fn svc_id(name: &str) -> String {
+    format!(
+        "{:016x}",
+        hash_bytes(name.as_bytes(), 0x6b63_6f72_6573_7663)
+    )
+}
+
+fn ep_id(ep: SocketAddrV4) -> String {
+    format!(
+        "{:012x}",
+        hash_bytes(ep.to_string().as_bytes(), 0x6b63_6f72_6565_7070) >> 16
+    )
+}
+
+struct Names {
+    svc: String,
+    ext: String,
+    id: String,
+}
+
+fn names(s: &Service) -> Names {
+    let id = svc_id(&s.name);
+    Names {
+        svc: format!("svc-{id}"),
+        ext: format!("ext-{id}"),
+        id,
+    }
+}
+
+fn ep_chain(id: &str, ep: SocketAddrV4) -> String {
+    format!("ep-{id}-{}", ep_id(ep))
+}
+
+fn aff_set(id: &str, ep: SocketAddrV4, timeout: u32) -> String {
+    format!("aff-{id}-{}-{timeout}", ep_id(ep))
+}
+
+fn affinity_timeout(s: &Service) -> Option<u32> {
+    match s.affinity {
+        SessionAffinity::None => None,
+        SessionAffinity::ClientIp { timeout_secs } => Some(timeout_secs),
+    }
+}
+
+/// Frontend map elements of a Service: (map name, key).
+fn frontends(s: &Service) -> BTreeSet<(&'static str, String)> {
+    let mut out = BTreeSet::new();
+    let key3 = |ip: Ipv4Addr| {
+        json!({"concat": [ip.to_string(), s.protocol.nft_name(), s.port]}).to_string()
+    };
+    out.insert(("service-ips", key3(s.cluster_ip)));
+    for ip in &s.load_balancer_ips {
+        out.insert(("service-ips", key3(*ip)));
+    }
+    if let Some(np) = s.node_port {
+        out.insert((
+            "service-nodeports",
+            json!({"concat": [s.protocol.nft_name(), np]}).to_string(),
+        ));
+    }
+    out
+}
+
+fn element(cfg: &NftConfig, map: &str, elem: Value) -> Value {
+    json!({"element": {"family": "ip", "table": cfg.table, "name": map, "elem": [elem]}})
+}
+
+fn add_frontend(cfg: &NftConfig, b: &mut NftBatch, s: &Service, map: &str, key: &str, n: &Names) {
+    let key: Value = serde_json::from_str(key).unwrap_or(Value::Null);
+    // the cluster IP goes straight to the service chain; everything else is external
+    let internal = map == "service-ips" && key["concat"][0] == json!(s.cluster_ip.to_string());
+    let target = if internal { &n.svc } else { &n.ext };
+    b.push(json!({"add": element(cfg, map, json!([key, goto(target)]))}));
+}
+
+fn delete_frontend(cfg: &NftConfig, b: &mut NftBatch, map: &str, key: &str) {
+    let key: Value = serde_json::from_str(key).unwrap_or(Value::Null);
+    b.push(json!({"delete": element(cfg, map, key)}));
+}
+
+fn endpoint_rules(cfg: &NftConfig, b: &mut NftBatch, s: &Service, id: &str, ep: SocketAddrV4) {
+    let chain = ep_chain(id, ep);
+    // hairpin: a pod reaching itself through its Service is masqueraded
+    b.push(rule(
+        cfg,
+        &chain,
+        json!([
+            matches("==", payload("ip", "saddr"), json!(ep.ip().to_string())),
+            set_mark()
+        ]),
+    ));
+    if let Some(t) = affinity_timeout(s) {
+        b.push(rule(
+            cfg,
+            &chain,
+            json!([{"set": {"op": "update", "elem": payload("ip", "saddr"),
+                            "set": format!("@{}", aff_set(id, ep, t))}}]),
+        ));
+    }
+    b.push(rule(
+        cfg,
+        &chain,
+        json!([
+            matches("==", meta("l4proto"), json!(s.protocol.nft_name())),
+            {"dnat": {"addr": ep.ip().to_string(), "port": ep.port()}}
+        ]),
+    ));
+}
+
+fn service_rules(cfg: &NftConfig, b: &mut NftBatch, s: &Service, n: &Names, eps: &[SocketAddrV4]) {
+    if let Some(t) = affinity_timeout(s) {
+        for ep in eps {
+            b.push(rule(
+                cfg,
+                &n.svc,
+                json!([
+                    matches(
+                        "==",
+                        payload("ip", "saddr"),
+                        json!(format!("@{}", aff_set(&n.id, *ep, t)))
+                    ),
+                    goto(&ep_chain(&n.id, *ep))
+                ]),
+            ));
+        }
+    }
+    if !eps.is_empty() {
+        let arms: Vec<Value> = eps
+            .iter()
+            .enumerate()
+            .map(|(i, ep)| json!([i, goto(&ep_chain(&n.id, *ep))]))
+            .collect();
+        b.push(rule(
+            cfg,
+            &n.svc,
+            json!([{"vmap": {"key": {"numgen": {"mode": "random", "mod": eps.len(), "offset": 0}},
+                             "data": {"set": arms}}}]),
+        ));
+    }
+}
+
+fn add_endpoint(cfg: &NftConfig, b: &mut NftBatch, s: &Service, id: &str, ep: SocketAddrV4) {
+    if let Some(t) = affinity_timeout(s) {
+        b.push(
+            json!({"add": {"set": {"family": "ip", "table": cfg.table, "name": aff_set(id, ep, t),
+            "type": "ipv4_addr", "flags": ["dynamic", "timeout"], "timeout": t}}}),
+        );
+    }
+    b.push(json!({"add": {"chain": chain_obj(cfg, &ep_chain(id, ep))}}));
+    endpoint_rules(cfg, b, s, id, ep);
+}
+
+fn remove_endpoint(cfg: &NftConfig, b: &mut NftBatch, s: &Service, id: &str, ep: SocketAddrV4) {
+    let c = chain_obj(cfg, &ep_chain(id, ep));
+    b.push(json!({"flush": {"chain": c}}));
+    b.push(json!({"delete": {"chain": c}}));
+    if let Some(t) = affinity_timeout(s) {
+        b.push(json!({"delete": {"set": {"family": "ip", "table": cfg.table, "name": aff_set(id, ep, t)}}}));
+    }
+}
+
+fn add_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service) {
+    let n = names(s);
+    let eps = s.ready_endpoints();
+    for ep in &eps {
+        add_endpoint(cfg, b, s, &n.id, *ep);
+    }
+    b.push(json!({"add": {"chain": chain_obj(cfg, &n.svc)}}));
+    service_rules(cfg, b, s, &n, &eps);
+    b.push(json!({"add": {"chain": chain_obj(cfg, &n.ext)}}));
+    b.push(rule(cfg, &n.ext, json!([set_mark()])));
+    b.push(rule(cfg, &n.ext, json!([goto(&n.svc)])));
+    for (map, key) in frontends(s) {
+        add_frontend(cfg, b, s, map, &key, &n);
+    }
+}
+
+fn remove_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service) {
+    let n = names(s);
+    for (map, key) in frontends(s) {
+        delete_frontend(cfg, b, map, &key);
+    }
+    b.push(json!({"flush": {"chain": chain_obj(cfg, &n.ext)}}));
+    b.push(json!({"flush": {"chain": chain_obj(cfg, &n.svc)}}));
+    for ep in s.ready_endpoints() {
+        remove_endpoint(cfg, b, s, &n.id, ep);
+    }
+    b.push(json!({"delete": {"chain": chain_obj(cfg, &n.ext)}}));
+    b.push(json!({"delete": {"chain": chain_obj(cfg, &n.svc)}}));
+}
+
+fn change_service(cfg: &NftConfig, b: &mut NftBatch, old: &Service, new: &Service) {
+    let n = names(new);
+    let old_eps = old.ready_endpoints();
+    let new_eps = new.ready_endpoints();
+    let endpoint_rules_changed = old.affinity != new.affinity || old.protocol != new.protocol;
+    // 1. frontends that went away
+    let old_fe = frontends(old);
+    let new_fe = frontends(new);
+    for (map, key) in old_fe.difference(&new_fe) {
+        delete_frontend(cfg, b, map, key);
+    }
+    // 2. endpoints: new ones get chains; kept ones are rewritten only if their rules changed
+    for ep in &new_eps {
+        if !old_eps.contains(ep) {
+            add_endpoint(cfg, b, new, &n.id, *ep);
+        } else if endpoint_rules_changed {
+            if let Some(t) = affinity_timeout(new) {
+                if affinity_timeout(old) != Some(t) {
+                    b.push(json!({"add": {"set": {"family": "ip", "table": cfg.table,
+                        "name": aff_set(&n.id, *ep, t), "type": "ipv4_addr",
+                        "flags": ["dynamic", "timeout"], "timeout": t}}}));
+                }
+            }
+            b.push(json!({"flush": {"chain": chain_obj(cfg, &ep_chain(&n.id, *ep))}}));
+            endpoint_rules(cfg, b, new, &n.id, *ep);
+        }
+    }
+    // 3. the service chain is small: rewrite it whenever endpoints or affinity changed
+    if old_eps != new_eps || old.affinity != new.affinity {
+        b.push(json!({"flush": {"chain": chain_obj(cfg, &n.svc)}}));
+        service_rules(cfg, b, new, &n, &new_eps);
+    }
+    // 4. endpoints that went away (after nothing references them any more)
+    for ep in &old_eps {
+        if !new_eps.contains(ep) {
+            remove_endpoint(cfg, b, old, &n.id, *ep);
+        } else if endpoint_rules_changed {
+            if let Some(t) = affinity_timeout(old) {
+                if affinity_timeout(new) != Some(t) {
+                    b.push(
+                        json!({"delete": {"set": {"family": "ip", "table": cfg.table,
+                        "name": aff_set(&n.id, *ep, t)}}}),
+                    );
+                }
+            }
+        }
+    }
+    // 5. frontends that are new (a frontend whose key stays keeps its element)
+    for (map, key) in new_fe.difference(&old_fe) {
+        add_frontend(cfg, b, new, map, key, &n);
+    }
+}
+
+/// Lists the kcore table as nft prints it (`nft list table ip <table>`), for diagnostics.
+pub fn list_table(runner: &NftCommand, cfg: &NftConfig) -> Result<String, Error> {
+    runner.run(&["list", "table", "ip", &cfg.table], "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{Endpoint, Protocol};
+    use std::cell::RefCell;
+
+    #[derive(Default)]
+    struct Recorder(RefCell<Vec<NftBatch>>);
+
+    impl NftRunner for Recorder {
+        fn apply(&self, batch: &NftBatch) -> Result<(), Error> {
+            self.0.borrow_mut().push(batch.clone());
+            Ok(())
+        }
+    }
+
+    fn svc(i: u32, eps: u32) -> Service {
+        let mut s = Service::cluster_ip(
+            format!("default/s{i}"),
+            Protocol::Tcp,
+            Ipv4Addr::from(0x0a60_0000 + i),
+            80,
+        );
+        s.endpoints = (0..eps)
+            .map(|e| Endpoint::ready(Ipv4Addr::from(0x0af4_0000 + i * 16 + e), 8080))
+            .collect();
+        s
+    }
+
+    fn text(b: &NftBatch) -> String {
+        b.to_json()
+    }
+
+    #[test]
+    fn bootstrap_replaces_table_and_has_maps() {
+        let cfg = NftConfig {
+            cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+            local_pods: Some(("10.244.1.0/24".parse().unwrap(), "kcore0".into())),
+            ..NftConfig::default()
+        };
+        let b = bootstrap(&cfg);
+        let c = b.commands();
+        assert_eq!(
+            c[0],
+            json!({"add": {"table": {"family": "ip", "name": "kcore"}}})
+        );
+        assert_eq!(
+            c[1],
+            json!({"delete": {"table": {"family": "ip", "name": "kcore"}}})
+        );
+        let t = text(&b);
+        assert!(t.contains(
+            r#"{"family":"ip","map":"verdict","name":"service-ips","table":"kcore","type":["ipv4_addr","inet_proto","inet_service"]}"#
+        ));
+        assert!(
+            t.contains(r#"{"left":{"meta":{"key":"oifname"}},"op":"==","right":"kcore0"}"#),
+            "{t}"
+        );
+        assert!(t.contains(r#""addr":"10.244.0.0","len":16"#));
+    }
+
+    #[test]
+    fn new_service_gets_numgen_vmap_and_dnat_per_endpoint() {
+        let p = ServiceProxy::new(NftConfig::default(), Recorder::default());
+        let s = svc(1, 3);
+        let (b, stats) = p.plan_update(std::slice::from_ref(&s), &[]).unwrap();
+        assert_eq!(stats.added, 1);
+        let t = text(&b);
+        assert!(
+            t.contains(r#"{"numgen":{"mod":3,"mode":"random","offset":0}}"#),
+            "{t}"
+        );
+        assert_eq!(t.matches(r#""dnat":"#).count(), 3);
+        assert!(t.contains(r#"["10.96.0.1","tcp",80]"#), "{t}");
+        assert!(!t.contains("aff-"));
+    }
+
+    #[test]
+    fn client_ip_affinity_uses_timeout_sets() {
+        let p = ServiceProxy::new(NftConfig::default(), Recorder::default());
+        let mut s = svc(2, 2);
+        s.affinity = SessionAffinity::ClientIp { timeout_secs: 600 };
+        let (b, _) = p.plan_update(&[s], &[]).unwrap();
+        let t = text(&b);
+        assert_eq!(t.matches(r#""timeout":600"#).count(), 2, "{t}");
+        assert_eq!(t.matches(r#""op":"update""#).count(), 2);
+    }
+
+    #[test]
+    fn update_is_proportional_to_the_change() {
+        let mut small = ServiceProxy::new(NftConfig::default(), Recorder::default());
+        let mut big = ServiceProxy::new(NftConfig::default(), Recorder::default());
+        let few: Vec<_> = (0..10).map(|i| svc(i, 3)).collect();
+        let many: Vec<_> = (0..3000).map(|i| svc(i, 3)).collect();
+        small.sync(&few).unwrap();
+        big.sync(&many).unwrap();
+        let mut changed = svc(5, 3);
+        changed.endpoints.pop();
+        changed
+            .endpoints
+            .push(Endpoint::ready(Ipv4Addr::new(10, 250, 0, 9), 8080));
+        let (a, sa) = small
+            .plan_update(std::slice::from_ref(&changed), &[])
+            .unwrap();
+        let (b, sb) = big
+            .plan_update(std::slice::from_ref(&changed), &[])
+            .unwrap();
+        assert_eq!(sa.changed, 1);
+        assert_eq!(a.len(), b.len());
+        assert_eq!(sb.changed, 1);
+        // an unchanged re-sync is empty
+        let st = big.sync(&many).unwrap();
+        assert_eq!(st, SyncStats::default());
+    }
+
+    #[test]
+    fn sync_removes_missing_services_in_dependency_order() {
+        let mut p = ServiceProxy::new(NftConfig::default(), Recorder::default());
+        p.sync(&[svc(1, 2), svc(2, 2)]).unwrap();
+        let st = p.sync(&[svc(2, 2)]).unwrap();
+        assert_eq!(st.removed, 1);
+        let batches = p.runner().0.borrow();
+        let last = batches.last().unwrap().commands();
+        let pos = |pred: &dyn Fn(&Value) -> bool| last.iter().position(pred).unwrap();
+        let del_elem = pos(&|v| v.get("delete").and_then(|d| d.get("element")).is_some());
+        let flush_svc = pos(&|v| v.get("flush").is_some());
+        let del_chain = pos(&|v| v.get("delete").and_then(|d| d.get("chain")).is_some());
+        assert!(del_elem < flush_svc && flush_svc < del_chain);
+        assert_eq!(p.applied().len(), 1);
+    }
+
+    #[test]
+    fn endpoint_removal_drops_its_chain_only() {
+        let mut p = ServiceProxy::new(NftConfig::default(), Recorder::default());
+        let s = svc(3, 3);
+        p.sync(std::slice::from_ref(&s)).unwrap();
+        let mut s2 = s.clone();
+        s2.endpoints[1].ready = false;
+        let (b, st) = p.plan_update(std::slice::from_ref(&s2), &[]).unwrap();
+        assert_eq!(st.changed, 1);
+        let gone = ep_chain(&svc_id(&s.name), s.endpoints[1].addr);
+        let t = text(&b);
+        assert!(
+            t.contains(&format!(
+                r#"{{"delete":{{"chain":{{"family":"ip","name":"{gone}""#
+            )),
+            "{t}"
+        );
+        assert_eq!(t.matches(r#""delete":{"chain""#).count(), 1, "{t}");
+        assert!(t.contains(r#""mod":2"#));
+        assert!(!t.contains(r#""element""#), "frontends untouched: {t}");
+    }
+
+    #[test]
+    fn node_port_and_lb_go_through_ext_chain() {
+        let p = ServiceProxy::new(NftConfig::default(), Recorder::default());
+        let mut s = svc(4, 1);
+        s.node_port = Some(30007);
+        s.load_balancer_ips = vec![Ipv4Addr::new(192, 0, 2, 7)];
+        let (b, _) = p.plan_update(&[s.clone()], &[]).unwrap();
+        let n = names(&s);
+        let t = text(&b);
+        assert!(t.contains(r#"["tcp",30007]"#), "{t}");
+        assert_eq!(
+            t.matches(&format!(r#"{{"goto":{{"target":"{}"}}}}"#, n.ext))
+                .count(),
+            2,
+            "{t}"
+        );
+    }
+}
