@@ -207,8 +207,8 @@ impl Cgroup {
     /// alone. Fails with [`Error::ControllerMissing`] if a limit needs a controller
     /// this host (or this cgroup, on v2) lacks.
     pub fn set_resources(&self, resources: &Resources) -> Result<()> {
-        let _span = tracing::debug_span!("cgroup_set_resources", path = %self.path.display())
-            .entered();
+        let _span =
+            tracing::debug_span!("cgroup_set_resources", path = %self.path.display()).entered();
         if self.is_v2() {
             self.set_v2(resources)
         } else {
@@ -347,7 +347,11 @@ impl Cgroup {
                 Some(_) => "max".to_string(),
                 None => {
                     let current = read_ctl(&dir, "cpu.max", self, "cpu")?;
-                    current.split_whitespace().next().unwrap_or("max").to_string()
+                    current
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("max")
+                        .to_string()
                 }
             };
             let value = match c.period {
@@ -886,7 +890,10 @@ mod tests {
         }
         let cg = Cgroup::new(&host, "k").unwrap();
         assert!(matches!(cg.child("/abs"), Err(Error::InvalidPath { .. })));
-        assert!(matches!(Cgroup::open(&host, "k"), Err(Error::NotFound { .. })));
+        assert!(matches!(
+            Cgroup::open(&host, "k"),
+            Err(Error::NotFound { .. })
+        ));
     }
 
     #[test]
@@ -965,7 +972,10 @@ mod tests {
         res.memory.swap = Some(32 * MIB);
         assert!(matches!(
             cg.set_resources(&res),
-            Err(Error::InvalidValue { field: "memory.swap", .. })
+            Err(Error::InvalidValue {
+                field: "memory.swap",
+                ..
+            })
         ));
         fs::remove_file(tmp.path().join("a/b/pids.max")).unwrap();
         let mut res = Resources::default();
@@ -1059,12 +1069,18 @@ mod tests {
         res.memory.reservation = Some(MIB);
         cg.set_resources(&res).unwrap();
         let mem = r.join("memory/k/c");
-        assert_eq!(get(&mem.join("memory.limit_in_bytes")), (64 * MIB).to_string());
+        assert_eq!(
+            get(&mem.join("memory.limit_in_bytes")),
+            (64 * MIB).to_string()
+        );
         assert_eq!(
             get(&mem.join("memory.memsw.limit_in_bytes")),
             (64 * MIB).to_string()
         );
-        assert_eq!(get(&mem.join("memory.soft_limit_in_bytes")), MIB.to_string());
+        assert_eq!(
+            get(&mem.join("memory.soft_limit_in_bytes")),
+            MIB.to_string()
+        );
         // Unlimited memory also lifts memsw.
         let mut res = Resources::default();
         res.memory.limit = Some(-1);
@@ -1076,7 +1092,10 @@ mod tests {
         res.pids.max = Some(1);
         assert!(matches!(
             cg.set_resources(&res),
-            Err(Error::ControllerMissing { controller: "pids", .. })
+            Err(Error::ControllerMissing {
+                controller: "pids",
+                ..
+            })
         ));
     }
 }

@@ -368,7 +368,10 @@ mod tests {
         assert_eq!(host.v1_mount(Controller::Pids), None);
         assert_eq!(host.unified(), Some(Path::new("/sys/fs/cgroup/unified")));
         let named: Vec<_> = host.named_hierarchies().collect();
-        assert_eq!(named, vec![("systemd", Path::new("/sys/fs/cgroup/systemd"))]);
+        assert_eq!(
+            named,
+            vec![("systemd", Path::new("/sys/fs/cgroup/systemd"))]
+        );
         // cpu,cpuacct counted once; named not managed.
         assert_eq!(host.managed_roots().len(), 4);
         assert_eq!(host.all_roots().len(), 5);
@@ -381,11 +384,13 @@ mod tests {
         );
         assert_eq!(v2.mode(), CgroupMode::V2);
         assert_eq!(v2.unified(), Some(Path::new("/sys/fs/cgroup")));
-        let v1 = Host::from_mountinfo(
-            "35 31 0:32 / /cg/mem\\040ory rw - cgroup cgroup rw,memory\n",
-        );
+        let v1 =
+            Host::from_mountinfo("35 31 0:32 / /cg/mem\\040ory rw - cgroup cgroup rw,memory\n");
         assert_eq!(v1.mode(), CgroupMode::V1);
-        assert_eq!(v1.v1_mount(Controller::Memory), Some(Path::new("/cg/mem ory")));
+        assert_eq!(
+            v1.v1_mount(Controller::Memory),
+            Some(Path::new("/cg/mem ory"))
+        );
         let none = Host::from_mountinfo("1 0 8:1 / / rw - ext4 /dev/sda1 rw\ngarbage\n");
         assert!(none.is_empty());
     }
@@ -420,9 +425,15 @@ mod tests {
         fs::create_dir(r.join("not-a-cgroup")).unwrap();
         let host = Host::probe(r).unwrap();
         assert_eq!(host.mode(), CgroupMode::Hybrid);
-        assert_eq!(host.v1_mount(Controller::Cpuacct), Some(&*r.join("cpu,cpuacct")));
+        assert_eq!(
+            host.v1_mount(Controller::Cpuacct),
+            Some(&*r.join("cpu,cpuacct"))
+        );
         assert_eq!(host.v1_mount(Controller::Memory), Some(&*r.join("memory")));
-        assert_eq!(host.v1_mount(Controller::Freezer), Some(&*r.join("freezer")));
+        assert_eq!(
+            host.v1_mount(Controller::Freezer),
+            Some(&*r.join("freezer"))
+        );
         assert_eq!(host.unified(), Some(&*r.join("unified")));
         assert_eq!(host.named_hierarchies().count(), 1);
 

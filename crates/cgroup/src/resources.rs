@@ -193,7 +193,11 @@ mod tests {
             (262_144, 10_000),
             (500_000, 10_000),
         ] {
-            assert_eq!(cpu_shares_to_weight_linear(shares), weight, "shares {shares}");
+            assert_eq!(
+                cpu_shares_to_weight_linear(shares),
+                weight,
+                "shares {shares}"
+            );
         }
     }
 
@@ -214,12 +218,23 @@ mod tests {
             memory_swap_to_v2(96 * mib, Some(64 * mib)).unwrap(),
             Some(32 * mib)
         );
-        assert_eq!(memory_swap_to_v2(64 * mib, Some(64 * mib)).unwrap(), Some(0));
-        for (swap, limit) in [(32 * mib, Some(64 * mib)), (mib, None), (mib, Some(-1)), (-5, None)] {
+        assert_eq!(
+            memory_swap_to_v2(64 * mib, Some(64 * mib)).unwrap(),
+            Some(0)
+        );
+        for (swap, limit) in [
+            (32 * mib, Some(64 * mib)),
+            (mib, None),
+            (mib, Some(-1)),
+            (-5, None),
+        ] {
             assert!(
                 matches!(
                     memory_swap_to_v2(swap, limit),
-                    Err(Error::InvalidValue { field: "memory.swap", .. })
+                    Err(Error::InvalidValue {
+                        field: "memory.swap",
+                        ..
+                    })
                 ),
                 "swap {swap} limit {limit:?}"
             );
