@@ -1098,7 +1098,12 @@ fn clone_fork(flags: u64) -> libc::c_long {
         pidfd: 0,
         child_tid: 0,
         parent_tid: 0,
-        exit_signal: libc::SIGCHLD as u64,
+        // clone3 rejects an exit signal with CLONE_PARENT: the child inherits ours (SIGCHLD).
+        exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 {
+            0
+        } else {
+            libc::SIGCHLD as u64
+        },
         stack: 0,
         stack_size: 0,
         tls: 0,
