@@ -348,3 +348,25 @@ fn v2_driver_on_real_unified_mount() {
     top.delete().unwrap();
     assert!(!unified.join(&name).exists());
 }
+
+/// Detection from the mount table and probing the cgroupfs directory agree on the
+/// running host (no root needed).
+#[test]
+fn probe_agrees_with_mountinfo() {
+    let detected = host();
+    let Some(root) = detected.managed_roots().first().and_then(|p| {
+        if detected.mode() == CgroupMode::V2 {
+            Some(p.clone())
+        } else {
+            p.parent().map(PathBuf::from)
+        }
+    }) else {
+        panic!("no hierarchy detected");
+    };
+    let probed = Host::probe(&root).unwrap();
+    assert_eq!(probed.mode(), detected.mode());
+    assert_eq!(probed.unified(), detected.unified());
+    for (c, path) in detected.v1_controllers() {
+        assert_eq!(probed.v1_mount(c), Some(path), "{c}");
+    }
+}
