@@ -1,1 +1,106 @@
-fn main() {}
+//! `kcore`: the kcore command-line tool.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use kcored::run::{self, RunOptions};
+use kcored::units::parse_size;
+
+#[derive(Parser)]
+#[command(
+    name = "kcore",
+    version,
+    about = "kcore: containers and a small Kubernetes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a program in new namespaces, inside a cgroup with limits, on an overlay root.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Memory limit (e.g. 64M, 1G).
+    #[arg(long, value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Most processes and threads the container may have.
+    #[arg(long)]
+    pids: Option<i64>,
+    /// CPU bandwidth in CPUs (e.g. 0.5).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Hostname inside the container.
+    #[arg(long, default_value = "kcore")]
+    hostname: String,
+    /// Share the host's network namespace instead of a new one.
+    #[arg(long)]
+    host_network: bool,
+    /// Extra environment variables, KEY=VALUE.
+    #[arg(short, long = "env", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Layer store directory.
+    #[arg(long, default_value = run::DEFAULT_STORE)]
+    store: PathBuf,
+    /// Static busybox binary for the base layer.
+    #[arg(long, default_value = run::DEFAULT_BUSYBOX)]
+    busybox: PathBuf,
+    /// The program and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<OsString>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kcore: error: {e:#}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Cmd::Run(a) => {
+            let mut opts = RunOptions::new(a.command);
+            opts.store = a.store;
+            opts.busybox = a.busybox;
+            opts.hostname = a.hostname;
+            opts.memory = a.memory;
+            opts.pids = a.pids;
+            opts.cpus = a.cpus;
+            opts.new_network = !a.host_network;
+            opts.env = a.env;
+            let status = run::run(&opts)?;
+            let code = match (status.code(), status.signal()) {
+                (Some(c), _) => c,
+                (None, Some(sig)) => 128 + sig,
+                (None, None) => 1,
+            };
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The kcore reference daemon (`kcored`) and command-line tool (`kcore`).
+//!
+//! The binaries are thin: each subcommand lives in a module here so that it can be
+//! tested and reused.
+//!
+//! - [`run`]: `kcore run` — one program in new namespaces, inside a cgroup with
+//!   limits, on an overlay root file system (a static busybox base layer plus a
+//!   writable layer per run).
+#![deny(missing_docs)]
+
+pub mod run;
+pub mod units;
