@@ -253,6 +253,36 @@ impl AsFd for NetNs {
     }
 }
 
+/// Sets the loopback interface `lo` up in the calling thread's network namespace
+/// (a new network namespace starts with it down). Use it inside [`NetNs::run`] or a
+/// spawn setup closure.
+pub fn loopback_up() -> Result<()> {
+    // SAFETY: plain socket(2) call.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(Error::sys("socket"));
+    }
+    // SAFETY: the descriptor is fresh and now owned here.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sock) };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    // SAFETY: an all-zero ifreq is valid; the name is NUL-terminated within IFNAMSIZ.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills the flags member of a valid ifreq.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req) } != 0 {
+        return Err(Error::sys("ioctl SIOCGIFFLAGS lo"));
+    }
+    // SAFETY: the kernel just initialised ifru_flags.
+    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads a valid ifreq.
+    if unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req) } != 0 {
+        return Err(Error::sys("ioctl SIOCSIFFLAGS lo"));
+    }
+    Ok(())
+}
+
 /// Runs `f` inside the network namespace file at `path` on a dedicated thread.
 pub fn run_in<F, R>(path: &Path, f: F) -> Result<R>
 where
