@@ -4,11 +4,17 @@
 
 mod digest;
 mod error;
+mod images;
+mod oci;
 mod store;
 mod unpack;
 
 pub use digest::{chain_ids, Digest};
 pub use error::{Error, Result};
+pub use images::{
+    Image, ImageRecord, ImageStore, ImportOptions, LayerInfo, PruneReport, UnpackedImage,
+};
+pub use oci::{Platform, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 pub use store::{BlobWriter, ContentStore};
 pub use unpack::{
     apply_layer, apply_layer_at, unpack_layer, Compression, DevicePolicy, LayerStats, Progress,

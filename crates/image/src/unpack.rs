@@ -182,6 +182,10 @@ impl UnpackOptions {
         self.progress = Some(f);
         self
     }
+    /// The progress callback, if any.
+    pub fn progress_fn(&self) -> Option<ProgressFn> {
+        self.progress.clone()
+    }
     /// The whiteout mode in effect.
     pub fn whiteout_mode(&self) -> Whiteouts {
         self.whiteouts

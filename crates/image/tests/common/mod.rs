@@ -167,3 +167,104 @@ pub fn zstd(data: &[u8]) -> Vec<u8> {
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+/// Write an OCI image layout at `dir` holding one image made of `layers`
+/// (tar streams, stored as given: compress them first if wanted, with the
+/// matching media type). Returns the manifest digest.
+pub fn write_layout(
+    dir: &Path,
+    layers: &[(Vec<u8>, &str, Vec<u8>)],
+    ref_name: &str,
+) -> kcore_image::Digest {
+    use kcore_image::Digest;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| -> Digest {
+        let d = Digest::of(data);
+        std::fs::write(blobs.join(d.hex()), data).unwrap();
+        d
+    };
+    let mut layer_descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (blob, media_type, tar) in layers {
+        let d = put(blob);
+        layer_descs.push(serde_json::json!({"mediaType": media_type, "digest": d.to_string(), "size": blob.len()}));
+        diff_ids.push(Digest::of(tar).to_string());
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    })
+    .to_string();
+    let cd = put(config.as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": layer_descs,
+    })
+    .to_string();
+    let md = put(manifest.as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md.to_string(),
+            "size": manifest.len(),
+            "platform": {"os": "linux", "architecture": "amd64"},
+            "annotations": {"org.opencontainers.image.ref.name": ref_name},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    md
+}
+
+/// Two layers: a base, and one with a whiteout, an opaque dir and a
+/// re-created path. (gzip base, plain top.)
+pub fn two_layers() -> Vec<(Vec<u8>, &'static str, Vec<u8>)> {
+    let base = Layer::new()
+        .dir("etc/", 0o755)
+        .file("etc/os-release", 0o644, b"ID=kcore\n")
+        .file("etc/gone", 0o644, b"old")
+        .dir("var/", 0o755)
+        .dir("var/cache/", 0o755)
+        .file("var/cache/stale", 0o644, b"stale")
+        .symlink("bin", "usr/bin")
+        .dir("usr/", 0o755)
+        .dir("usr/bin/", 0o755)
+        .file("usr/bin/tool", 0o755, b"#!/bin/sh\n")
+        .hardlink("usr/bin/tool-link", "usr/bin/tool")
+        .tar();
+    let top = Layer::new()
+        .file("etc/.wh.gone", 0o644, b"")
+        .dir("var/cache/", 0o755)
+        .file("var/cache/.wh..wh..opq", 0o644, b"")
+        .file("var/cache/fresh", 0o644, b"fresh")
+        .file("etc/added", 0o600, b"new")
+        .tar();
+    vec![
+        (
+            gzip(&base),
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            base,
+        ),
+        (top.clone(), "application/vnd.oci.image.layer.v1.tar", top),
+    ]
+}
+
+pub fn skopeo(args: &[&str]) {
+    let out = std::process::Command::new("skopeo")
+        .args(["--insecure-policy"])
+        .args(args)
+        .output()
+        .expect("skopeo must be installed (Debian package skopeo)");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
