@@ -1,0 +1,47 @@
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// Errors from kcore-vxlan.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A CIDR string or prefix could not be used.
+    #[error("invalid cidr {input:?}: {reason}")]
+    InvalidCidr {
+        /// What was given.
+        input: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A network namespace could not be entered, or a socket opened in it.
+    #[error("network namespace {path}: {source}")]
+    Netns {
+        /// The namespace path.
+        path: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// A netlink request failed.
+    #[error("netlink {op} {target}: {source}")]
+    Netlink {
+        /// The operation.
+        op: &'static str,
+        /// The object (link, address, prefix).
+        target: String,
+        /// Underlying error.
+        source: rtnetlink::Error,
+    },
+    /// A link that must exist was not found.
+    #[error("link {name} not found")]
+    LinkNotFound {
+        /// Link name.
+        name: String,
+    },
+    /// No interface holds the configured underlay address.
+    #[error("no interface holds the underlay address {local}")]
+    NoUnderlay {
+        /// The configured local address.
+        local: Ipv4Addr,
+    },
+}
