@@ -117,6 +117,9 @@ struct Catalog {
     images: Vec<ImageRecord>,
 }
 
+/// Small files kept in memory by name, and the blobs an import added.
+type TarFiles = (HashMap<String, Vec<u8>>, Vec<Digest>);
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -363,7 +366,7 @@ impl ImageStore {
                 }
             }
             // Children first.
-            ours.sort_by(|a, b| b.0.cmp(&a.0));
+            ours.sort_by_key(|b| std::cmp::Reverse(b.0));
             for (_, id) in ours {
                 match ls.remove(&id) {
                     Ok(()) | Err(kcore_overlay::Error::NotFound { .. }) => {
@@ -622,7 +625,7 @@ impl ImageStore {
         f: File,
         path: &Path,
         blob_name: impl Fn(&str) -> Option<Digest>,
-    ) -> Result<(HashMap<String, Vec<u8>>, Vec<Digest>)> {
+    ) -> Result<TarFiles> {
         let mut files = HashMap::new();
         let mut added = Vec::new();
         let mut ar = tar::Archive::new(io::BufReader::with_capacity(1 << 20, f));
@@ -659,13 +662,12 @@ impl ImageStore {
     /// Like [`stream_tar`](Self::stream_tar) but every regular file larger
     /// than 0 bytes goes into the store (docker-archive: which files are
     /// layers is only known from manifest.json, often the last entry).
-    #[allow(clippy::type_complexity)]
     fn stream_tar_all(
         &self,
         f: File,
         path: &Path,
         by_path: &Mutex<HashMap<String, Digest>>,
-    ) -> Result<(HashMap<String, Vec<u8>>, Vec<Digest>)> {
+    ) -> Result<TarFiles> {
         let mut files = HashMap::new();
         let mut added = Vec::new();
         let mut ar = tar::Archive::new(io::BufReader::with_capacity(1 << 20, f));

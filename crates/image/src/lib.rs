@@ -6,6 +6,7 @@ mod digest;
 mod error;
 mod images;
 mod oci;
+mod registry;
 mod store;
 mod unpack;
 
@@ -15,6 +16,7 @@ pub use images::{
     Image, ImageRecord, ImageStore, ImportOptions, LayerInfo, PruneReport, UnpackedImage,
 };
 pub use oci::{Platform, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+pub use registry::{PullOptions, Reference, RegistryClient};
 pub use store::{BlobWriter, ContentStore};
 pub use unpack::{
     apply_layer, apply_layer_at, unpack_layer, Compression, DevicePolicy, LayerStats, Progress,

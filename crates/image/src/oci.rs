@@ -111,7 +111,7 @@ pub(crate) fn select_manifest<'a>(
     let manifests = index.manifests();
     manifests
         .iter()
-        .find(|d| is_manifest(&d.media_type().to_string()) && platform.matches(d))
+        .find(|d| is_manifest(d.media_type().as_ref()) && platform.matches(d))
         .or_else(|| {
             // An index of one manifest without platform information.
             match manifests.as_slice() {
