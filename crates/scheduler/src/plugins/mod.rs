@@ -1,0 +1,25 @@
+//! Kubernetes' default plugins.
+
+mod basic;
+mod image;
+mod interpod;
+mod preemption;
+mod resources;
+mod spread;
+
+pub use basic::{NodeAffinity, NodeName, NodePorts, NodeUnschedulable, TaintToleration};
+pub use image::ImageLocality;
+pub use interpod::InterPodAffinity;
+pub use preemption::DefaultPreemption;
+pub use resources::{NodeResourcesBalancedAllocation, NodeResourcesFit};
+pub use spread::PodTopologySpread;
+
+use crate::framework::{ClusterEvent, EventAction as A, EventResource as R};
+
+pub(crate) const NODE_ADD: ClusterEvent = ClusterEvent::new(R::Node, A::Add);
+pub(crate) const NODE_UPDATE: ClusterEvent = ClusterEvent::new(R::Node, A::Update);
+pub(crate) const POD_ADD: ClusterEvent = ClusterEvent::new(R::AssignedPod, A::Add);
+pub(crate) const POD_UPDATE: ClusterEvent = ClusterEvent::new(R::AssignedPod, A::Update);
+pub(crate) const POD_DELETE: ClusterEvent = ClusterEvent::new(R::AssignedPod, A::Delete);
+pub(crate) const SELF_UPDATE: ClusterEvent = ClusterEvent::new(R::UnscheduledPod, A::Update);
+pub(crate) const NS_CHANGE: ClusterEvent = ClusterEvent::new(R::Namespace, A::Update);
