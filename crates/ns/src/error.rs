@@ -39,6 +39,8 @@ pub enum ChildStage {
     Chdir,
     /// Switching to the final uid/gid/supplementary groups.
     Credentials,
+    /// The exec gate closure (see [`NsCommand::exec_gate`](crate::NsCommand::exec_gate)).
+    ExecGate,
     /// Executing the program.
     Exec,
 }
@@ -58,6 +60,7 @@ impl ChildStage {
             ChildStage::Chdir => 10,
             ChildStage::Credentials => 11,
             ChildStage::Exec => 12,
+            ChildStage::ExecGate => 13,
         }
     }
 
@@ -75,6 +78,7 @@ impl ChildStage {
             10 => ChildStage::Chdir,
             11 => ChildStage::Credentials,
             12 => ChildStage::Exec,
+            13 => ChildStage::ExecGate,
             _ => return None,
         })
     }
@@ -95,6 +99,7 @@ impl fmt::Display for ChildStage {
             ChildStage::Chdir => "changing directory",
             ChildStage::Credentials => "switching credentials",
             ChildStage::Exec => "executing the program",
+            ChildStage::ExecGate => "waiting at the exec gate",
         };
         f.write_str(s)
     }

@@ -19,6 +19,11 @@ type SetupFn = Box<dyn FnMut() -> std::result::Result<(), SetupError>>;
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const MSG_PID: u8 = 1;
 const MSG_ERR: u8 = 2;
+const MSG_READY: u8 = 3;
+
+/// Held from pipe creation until the parent closed its copy of the child-side ends, so a
+/// concurrent spawn on another thread never forks with our pipe ends open.
+static SPAWN_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// What to do with `/proc/<pid>/setgroups` before writing the gid map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -134,6 +139,7 @@ pub struct NsCommand {
     groups: Option<Vec<u32>>,
     stdio: [Option<OwnedFd>; 3],
     pdeathsig: Option<i32>,
+    exec_gate: Option<SetupFn>,
 }
 
 impl std::fmt::Debug for NsCommand {
@@ -174,6 +180,7 @@ impl NsCommand {
             groups: None,
             stdio: [None, None, None],
             pdeathsig: None,
+            exec_gate: None,
         }
     }
 
@@ -353,6 +360,19 @@ impl NsCommand {
         self
     }
 
+    /// Sets a closure run as the very last step before exec (after the credentials switch),
+    /// which may block, e.g. opening an OCI-style exec fifo until `start`.
+    ///
+    /// With a gate, [`Pending::release`] returns as soon as the child reaches the gate;
+    /// call [`Child::wait_exec`] to learn whether the gate and the exec succeeded.
+    pub fn exec_gate<F>(&mut self, f: F) -> &mut Self
+    where
+        F: FnMut() -> std::result::Result<(), SetupError> + 'static,
+    {
+        self.exec_gate = Some(Box::new(f));
+        self
+    }
+
     /// Spawns and releases at once: for callers with nothing to do in between.
     pub fn run(self) -> Result<Child> {
         self.spawn()?.release()
@@ -363,6 +383,7 @@ impl NsCommand {
         let span = tracing::debug_span!("ns_spawn", new = %self.new, joins = self.joins.len());
         let _enter = span.enter();
         let prep = self.prepare()?;
+        let lock = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let (status_r, status_w) = pipe()?;
         let (go_r, go_w) = pipe()?;
 
@@ -388,6 +409,7 @@ impl NsCommand {
         }
         drop(status_w);
         drop(go_r);
+        drop(lock);
         // The child's copies of the stdio descriptors are the ones that matter now.
         self.stdio = [None, None, None];
         let mut status = File::from(status_r);
@@ -407,7 +429,7 @@ impl NsCommand {
                     message,
                 })
             }
-            Ok(None) | Err(_) => {
+            Ok(None) | Ok(Some(Message::Ready)) | Err(_) => {
                 return Err(Error::HelperDied {
                     pid: helper,
                     status: helper_status.to_string(),
@@ -589,19 +611,23 @@ impl Pending {
         drop(go);
         let mut status = self.status.take().expect("release called once");
         let msg = read_message(&mut status);
-        let child = Child {
+        let mut child = Child {
             pid: self.pid,
             pidfd: self.pidfd.take(),
             status: None,
+            exec_status: None,
         };
         match msg {
             Ok(None) => Ok(child),
+            Ok(Some(Message::Ready)) => {
+                child.exec_status = Some(status);
+                Ok(child)
+            }
             Ok(Some(Message::Err {
                 stage,
                 errno,
                 message,
             })) => {
-                let mut child = child;
                 let _ = child.wait();
                 Err(Error::Child {
                     pid: child.pid,
@@ -611,7 +637,6 @@ impl Pending {
                 })
             }
             Ok(Some(Message::Pid(_))) | Err(_) => {
-                let mut child = child;
                 let status = child.wait()?;
                 Err(Error::HelperDied {
                     pid: child.pid,
@@ -672,6 +697,7 @@ pub struct Child {
     pid: i32,
     pidfd: Option<OwnedFd>,
     status: Option<ExitStatus>,
+    exec_status: Option<File>,
 }
 
 impl Child {
@@ -683,6 +709,36 @@ impl Child {
     /// A pidfd for the process, when the kernel supports `pidfd_open`.
     pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
         self.pidfd.as_ref().map(|f| f.as_fd())
+    }
+
+    /// With an [exec gate](NsCommand::exec_gate): waits until the child passed the gate
+    /// and executed its program (`Ok`), or failed there ([`Error::Child`]; the child then
+    /// exits with code 127). Without a gate the exec already happened: returns `Ok` at once.
+    pub fn wait_exec(&mut self) -> Result<()> {
+        let Some(mut status) = self.exec_status.take() else {
+            return Ok(());
+        };
+        match read_message(&mut status) {
+            Ok(None) => Ok(()),
+            Ok(Some(Message::Err {
+                stage,
+                errno,
+                message,
+            })) => Err(Error::Child {
+                pid: self.pid,
+                stage,
+                errno,
+                message,
+            }),
+            Ok(Some(other)) => Err(Error::Invalid(format!(
+                "unexpected message {other:?} from child {}",
+                self.pid
+            ))),
+            Err(e) => Err(Error::Sys {
+                op: "read child status",
+                source: e,
+            }),
+        }
     }
 
     /// Sends `signal` (through the pidfd when there is one, so never to a reused pid).
@@ -810,6 +866,7 @@ fn container_main(cmd: &mut NsCommand, prep: &Prepared, status: RawFd, go: RawFd
     if let Some(sig) = cmd.pdeathsig {
         // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
+        // If the spawner died before this took effect, the release pipe below reads EOF.
     }
     let mut b = [0u8; 1];
     loop {
@@ -926,6 +983,13 @@ fn container_main(cmd: &mut NsCommand, prep: &Prepared, status: RawFd, go: RawFd
         );
     }
     reset_signals();
+    if let Some(gate) = &mut cmd.exec_gate {
+        write_all(status, &[MSG_READY]);
+        if let Err(e) = gate() {
+            let (errno, message) = describe(&*e);
+            fail(status, ChildStage::ExecGate, errno, &message);
+        }
+    }
     match std::mem::replace(&mut cmd.program, Program::Func(Box::new(|| 0))) {
         Program::Func(f) => {
             // SAFETY: closing our own descriptor, so the parent sees EOF (success).
@@ -1031,6 +1095,7 @@ fn write_all(fd: RawFd, mut buf: &[u8]) {
 #[derive(Debug, PartialEq)]
 enum Message {
     Pid(i32),
+    Ready,
     Err {
         stage: ChildStage,
         errno: Option<i32>,
@@ -1050,6 +1115,7 @@ fn read_message(r: &mut impl Read) -> std::io::Result<Option<Message>> {
         }
     }
     match tag[0] {
+        MSG_READY => Ok(Some(Message::Ready)),
         MSG_PID => {
             let mut b = [0u8; 4];
             r.read_exact(&mut b)?;

@@ -335,3 +335,102 @@ fn monotonic() -> i64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec
 }
+
+#[test]
+#[ignore = "needs root"]
+fn exec_gate_releases_early_and_reports_later_failures() {
+    let _serial = serial();
+    // The gate blocks until the parent writes a byte, like an OCI exec fifo.
+    let (gate_r, gate_w) = pipe();
+    let gate_r = std::cell::RefCell::new(Some(gate_r));
+    let mut cmd = NsCommand::new("sh");
+    cmd.args(["-c", "exit 5"])
+        .new_namespaces(Namespace::Pid)
+        .exec_gate(move || {
+            use std::io::Read;
+            let mut f = gate_r.borrow_mut().take().ok_or("gate ran twice")?;
+            let mut b = [0u8; 1];
+            f.read_exact(&mut b)?;
+            Ok(())
+        });
+    let mut child = cmd.run().unwrap();
+    // Released while the child still waits at the gate.
+    assert_eq!(child.try_wait().unwrap(), None);
+    {
+        use std::io::Write;
+        std::fs::File::from(gate_w).write_all(b"x").unwrap();
+    }
+    child.wait_exec().unwrap();
+    assert_eq!(child.wait().unwrap(), ExitStatus::Exited(5));
+
+    // A failing gate is reported by wait_exec with its stage and errno.
+    let mut cmd = NsCommand::new("/bin/true");
+    cmd.exec_gate(|| Err(Box::new(std::io::Error::from_raw_os_error(libc::EPIPE))));
+    let mut child = cmd.run().unwrap();
+    match child.wait_exec() {
+        Err(Error::Child { stage, errno, .. }) => {
+            assert_eq!(stage, ChildStage::ExecGate);
+            assert_eq!(errno, Some(libc::EPIPE));
+        }
+        other => panic!("expected a gate error, got {other:?}"),
+    }
+    assert_eq!(child.wait().unwrap(), ExitStatus::Exited(127));
+
+    // So is an exec failure after the gate.
+    let mut cmd = NsCommand::new("/nonexistent/kcore-ns-gated");
+    cmd.exec_gate(|| Ok(()));
+    let mut child = cmd.run().unwrap();
+    let err = child.wait_exec().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Child {
+                stage: ChildStage::Exec,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    child.wait().unwrap();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn parent_death_signal_kills_child_when_spawning_thread_exits() {
+    let _serial = serial();
+    let child = std::thread::spawn(|| {
+        let mut cmd = NsCommand::new("sleep");
+        cmd.arg("30")
+            .new_namespaces(Namespace::Pid)
+            .parent_death_signal(libc::SIGKILL);
+        cmd.run().unwrap()
+    })
+    .join()
+    .unwrap();
+    let mut child = child;
+    assert_eq!(child.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
+}
+
+#[test]
+#[ignore = "needs root"]
+fn concurrent_spawns_do_not_hold_each_others_pipes() {
+    let _serial = serial();
+    // One thread keeps a child pending (blocked before release) while this one
+    // spawns and releases others: neither waits for the other's child.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let mut cmd = NsCommand::new("/bin/true");
+        cmd.new_namespaces(Namespace::Pid);
+        let pending = cmd.spawn().unwrap();
+        rx.recv().unwrap();
+        let mut child = pending.release().unwrap();
+        child.wait().unwrap()
+    });
+    for _ in 0..5 {
+        let mut cmd = NsCommand::new("/bin/true");
+        cmd.new_namespaces(Namespace::Pid);
+        assert!(cmd.run().unwrap().wait().unwrap().success());
+    }
+    tx.send(()).unwrap();
+    assert!(holder.join().unwrap().success());
+}
