@@ -5,6 +5,8 @@
 //! * [`ServiceProxy`] — kube-proxy's job in nftables: one table owned by kcore, a
 //!   verdict map keyed by VIP . protocol . port, `numgen` to pick an endpoint,
 //!   DNAT, `ClientIP` affinity, and incremental updates.
+//! * [`Bridge`] — the node's pod bridge (default `kcore0`) and per-pod veth pairs
+//!   over rtnetlink, with one connection per network namespace opened inside it.
 //! * [`ServiceTable`] and [`Maglev`] — an in-memory Service table with Maglev
 //!   consistent hashing for a userspace proxy.
 //!
@@ -31,13 +33,16 @@
 //! ```
 #![deny(missing_docs)]
 
+mod bridge;
 mod error;
 mod ipam;
 mod maglev;
 mod net;
+mod netlink;
 mod nft;
 mod service;
 
+pub use bridge::{enable_ip_forwarding, pod_mac, Bridge, BridgeConfig, PodInterface};
 pub use error::Error;
 pub use ipam::Ipam;
 pub use maglev::Maglev;

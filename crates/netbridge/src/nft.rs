@@ -606,7 +606,7 @@ fn add_endpoint(cfg: &NftConfig, b: &mut NftBatch, s: &Service, id: &str, ep: So
     if let Some(t) = affinity_timeout(s) {
         b.push(
             json!({"add": {"set": {"family": "ip", "table": cfg.table, "name": aff_set(id, ep, t),
-            "type": "ipv4_addr", "flags": ["dynamic", "timeout"], "timeout": t}}}),
+            "type": "ipv4_addr", "flags": ["timeout"], "timeout": t}}}),
         );
     }
     b.push(json!({"add": {"chain": chain_obj(cfg, &ep_chain(id, ep))}}));
@@ -672,7 +672,7 @@ fn change_service(cfg: &NftConfig, b: &mut NftBatch, old: &Service, new: &Servic
                 if affinity_timeout(old) != Some(t) {
                     b.push(json!({"add": {"set": {"family": "ip", "table": cfg.table,
                         "name": aff_set(&n.id, *ep, t), "type": "ipv4_addr",
-                        "flags": ["dynamic", "timeout"], "timeout": t}}}));
+                        "flags": ["timeout"], "timeout": t}}}));
                 }
             }
             b.push(json!({"flush": {"chain": chain_obj(cfg, &ep_chain(&n.id, *ep))}}));
