@@ -1,0 +1,521 @@
+//! The REST surface: paths, verbs, content negotiation, discovery, watch streaming.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::api::{Api, DeleteOptions, ListOptions, WriteOptions};
+use crate::error::ApiError;
+use crate::patch::PatchType;
+use crate::resources::{self, ResourceInfo, Sub, RESOURCES};
+use crate::table;
+
+/// Largest accepted request body, as upstream.
+pub(crate) const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Shared state of the HTTP layer.
+pub(crate) struct AppState {
+    pub api: Api,
+    pub tokens: Option<Vec<String>>,
+    pub metrics: Metrics,
+}
+
+/// Request counters for /metrics.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    requests: Mutex<HashMap<(String, String, u16), u64>>,
+    watchers: AtomicU64,
+}
+
+impl Metrics {
+    fn record(&self, verb: &str, resource: &str, code: u16) {
+        let mut m = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry((verb.to_owned(), resource.to_owned(), code)).or_default() += 1;
+    }
+
+    fn render(&self) -> String {
+        let m = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::from(
+            "# HELP apiserver_request_total Counter of apiserver requests broken out by verb, resource and HTTP response code.\n# TYPE apiserver_request_total counter\n",
+        );
+        let mut rows: Vec<_> = m.iter().collect();
+        rows.sort();
+        for ((verb, res, code), n) in rows {
+            out.push_str(&format!(
+                "apiserver_request_total{{verb=\"{verb}\",resource=\"{res}\",code=\"{code}\"}} {n}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP apiserver_registered_watchers Number of currently open watches.\n# TYPE apiserver_registered_watchers gauge\napiserver_registered_watchers {}\n",
+            self.watchers.load(Ordering::Relaxed)
+        ));
+        out
+    }
+}
+
+fn json_response(code: u16, v: &Value) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    (
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+fn error_response(e: &ApiError) -> Response {
+    json_response(e.code, &e.to_status())
+}
+
+fn text(code: StatusCode, s: String) -> Response {
+    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], s).into_response()
+}
+
+struct Params(HashMap<String, String>);
+
+impl Params {
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1"))
+    }
+    fn list_options(&self) -> Result<ListOptions, ApiError> {
+        let num = |k: &str| -> Result<Option<u64>, ApiError> {
+            self.get(k)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid {k}: {s:?}"))))
+                .transpose()
+        };
+        Ok(ListOptions {
+            label_selector: self.get("labelSelector").map(str::to_owned),
+            field_selector: self.get("fieldSelector").map(str::to_owned),
+            limit: num("limit")?.map(|n| n as usize),
+            continue_token: self.get("continue").map(str::to_owned),
+            resource_version: self.get("resourceVersion").map(str::to_owned),
+            resource_version_match: self.get("resourceVersionMatch").map(str::to_owned),
+            allow_watch_bookmarks: self.flag("allowWatchBookmarks"),
+            send_initial_events: self.get("sendInitialEvents").map(|s| s == "true"),
+            timeout_seconds: num("timeoutSeconds")?,
+        })
+    }
+    fn write_options(&self) -> WriteOptions {
+        WriteOptions {
+            dry_run: self.get("dryRun") == Some("All"),
+            field_manager: self.get("fieldManager").map(str::to_owned),
+            force: self.flag("force"),
+        }
+    }
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.split(',').next().is_some_and(|first| first.contains("as=Table")))
+}
+
+fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if ct.starts_with("application/yaml") || ct.starts_with("application/x-yaml") {
+        serde_yaml_ng::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+    } else if ct.starts_with("application/json") || ct.is_empty() || ct.starts_with("*/*") {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml: {e}"))
+        })
+    } else {
+        Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, not {ct}")))
+    }
+}
+
+fn delete_options(params: &Params, headers: &HeaderMap, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let mut o = DeleteOptions {
+        grace_period_seconds: params.get("gracePeriodSeconds").and_then(|s| s.parse().ok()),
+        propagation_policy: params.get("propagationPolicy").map(str::to_owned),
+        dry_run: params.get("dryRun") == Some("All"),
+        ..Default::default()
+    };
+    if !body.is_empty() {
+        let b = decode_body(headers, body)?;
+        if let Some(g) = b["gracePeriodSeconds"].as_i64() {
+            o.grace_period_seconds = Some(g);
+        }
+        if let Some(p) = b["propagationPolicy"].as_str() {
+            o.propagation_policy = Some(p.to_owned());
+        }
+        o.precondition_uid = b["preconditions"]["uid"].as_str().map(str::to_owned);
+        o.precondition_resource_version = b["preconditions"]["resourceVersion"].as_str().map(str::to_owned);
+        if b["dryRun"].as_array().is_some_and(|d| d.iter().any(|x| x == "All")) {
+            o.dry_run = true;
+        }
+    }
+    if let Some(p) = &o.propagation_policy {
+        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::bad_request(format!("unsupported propagationPolicy {p:?}")));
+        }
+    }
+    Ok(o)
+}
+
+// ----- discovery -----
+
+fn api_resource_list(group: &str, version: &str) -> Value {
+    let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+    let mut out = Vec::new();
+    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+        let mut e = json!({
+            "name": r.plural, "singularName": r.singular(), "namespaced": r.namespaced,
+            "kind": r.kind, "verbs": r.verbs(),
+        });
+        if !r.short_names.is_empty() {
+            e["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            e["categories"] = json!(r.categories);
+        }
+        out.push(e);
+        for s in r.subresources {
+            let (kind, verbs, grp, ver): (&str, &[&str], Option<&str>, Option<&str>) = match s {
+                Sub::Status => (r.kind, &["get", "patch", "update"], None, None),
+                Sub::Scale => ("Scale", &["get", "patch", "update"], Some("autoscaling"), Some("v1")),
+                Sub::Binding => ("Binding", &["create"], None, None),
+                Sub::Eviction => ("Eviction", &["create"], Some("policy"), Some("v1")),
+                Sub::Log => ("Pod", &["get"], None, None),
+            };
+            let mut e = json!({"name": format!("{}/{}", r.plural, s.name()), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
+            if let (Some(g), Some(v)) = (grp, ver) {
+                e["group"] = json!(g);
+                e["version"] = json!(v);
+            }
+            out.push(e);
+        }
+    }
+    if group.is_empty() {
+        out.push(json!({"name": "bindings", "singularName": "binding", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
+    }
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out})
+}
+
+fn api_group(group: &str) -> Value {
+    let versions: Vec<Value> = resources::group_versions()
+        .into_iter()
+        .filter(|(g, _)| *g == group)
+        .map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+        .collect();
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions, "preferredVersion": versions.first()})
+}
+
+fn api_group_list() -> Value {
+    let mut groups: Vec<&str> = resources::group_versions().into_iter().map(|(g, _)| g).filter(|g| !g.is_empty()).collect();
+    groups.dedup();
+    let list: Vec<Value> = groups.into_iter().map(|g| {
+        let mut v = api_group(g);
+        v.as_object_mut().map(|m| { m.remove("kind"); m.remove("apiVersion"); });
+        v
+    }).collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": list})
+}
+
+/// The `/version` answer.
+pub(crate) fn version_info() -> Value {
+    json!({
+        "major": "1", "minor": "37", "gitVersion": "v1.37.0-kcore.0.1.0",
+        "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z", "goVersion": "rust", "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+// ----- routing -----
+
+struct Target {
+    info: &'static ResourceInfo,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<Sub>,
+}
+
+fn parse_target(segs: &[&str]) -> Result<Option<Target>, ApiError> {
+    // segs: the part after /api/v1 or /apis/<g>/<v>, plus group and version first.
+    let (group, version, rest) = (segs[0], segs[1], &segs[2..]);
+    let find = |plural: &str| resources::lookup(group, version, plural);
+    let not_found = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
+    let sub_of = |info: &ResourceInfo, s: &str| -> Result<Sub, ApiError> {
+        info.subresources.iter().copied().find(|x| x.name() == s).ok_or_else(not_found)
+    };
+    let t = match rest {
+        [] => return Ok(None),
+        ["namespaces", ns, plural] if find(plural).is_some() => {
+            Target { info: find(plural).ok_or_else(not_found)?, namespace: Some((*ns).into()), name: None, sub: None }
+        }
+        ["namespaces", ns, plural, name] if find(plural).is_some() => Target {
+            info: find(plural).ok_or_else(not_found)?,
+            namespace: Some((*ns).into()),
+            name: Some((*name).into()),
+            sub: None,
+        },
+        ["namespaces", ns, plural, name, sub] if find(plural).is_some() => {
+            let info = find(plural).ok_or_else(not_found)?;
+            Target { info, namespace: Some((*ns).into()), name: Some((*name).into()), sub: Some(sub_of(info, sub)?) }
+        }
+        [plural] => Target { info: find(plural).ok_or_else(not_found)?, namespace: None, name: None, sub: None },
+        [plural, name] => Target { info: find(plural).ok_or_else(not_found)?, namespace: None, name: Some((*name).into()), sub: None },
+        [plural, name, sub] => {
+            let info = find(plural).ok_or_else(not_found)?;
+            Target { info, namespace: None, name: Some((*name).into()), sub: Some(sub_of(info, sub)?) }
+        }
+        _ => return Err(not_found()),
+    };
+    if t.namespace.is_some() && !t.info.namespaced {
+        return Err(not_found());
+    }
+    Ok(Some(t))
+}
+
+fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(tokens) = &state.tokens else { return true };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| tokens.iter().any(|k| k == t.trim()))
+}
+
+/// The single entry point for every request.
+pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
+        return text(StatusCode::OK, "ok".into());
+    }
+    if !authorized(&state, &parts.headers) {
+        let e = ApiError::new(401, "Unauthorized", "Unauthorized");
+        return error_response(&e);
+    }
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            let e = ApiError::new(413, "RequestEntityTooLarge", format!("the request body is larger than {MAX_BODY} bytes"));
+            return error_response(&e);
+        }
+    };
+    let params = Params(
+        Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+            .map(|q| q.0)
+            .unwrap_or_default(),
+    );
+    let method = parts.method.clone();
+    let verb = method.as_str().to_owned();
+    let result = route(&state, &method, &path, &params, &parts.headers, body).await;
+    let (resp, code, resource) = match result {
+        Ok((r, res)) => {
+            let c = r.status().as_u16();
+            (r, c, res)
+        }
+        Err(e) => (error_response(&e), e.code, String::new()),
+    };
+    state.metrics.record(&verb, &resource, code);
+    resp
+}
+
+async fn route(
+    state: &Arc<AppState>,
+    method: &Method,
+    path: &str,
+    params: &Params,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(Response, String), ApiError> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let get = method == Method::GET;
+    let static_resp = |v: Value| Ok((json_response(200, &v), String::new()));
+    match segs.as_slice() {
+        ["version"] if get => return static_resp(version_info()),
+        ["metrics"] if get => return Ok((text(StatusCode::OK, state.metrics.render()), String::new())),
+        ["api"] if get => {
+            return static_resp(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}))
+        }
+        ["apis"] if get => return static_resp(api_group_list()),
+        ["api", "v1"] if get => return static_resp(api_resource_list("", "v1")),
+        ["apis", g] if get && resources::group_versions().iter().any(|(x, _)| x == g) => return static_resp(api_group(g)),
+        ["apis", g, v] if get && resources::group_versions().contains(&(g, v)) => {
+            return static_resp(api_resource_list(g, v))
+        }
+        _ => {}
+    }
+    let target = match segs.as_slice() {
+        ["api", "v1", rest @ ..] => {
+            let mut s = vec!["", "v1"];
+            s.extend_from_slice(rest);
+            // Legacy POST /api/v1/namespaces/<ns>/bindings.
+            if let ["namespaces", ns, "bindings"] = rest {
+                if method == Method::POST {
+                    let b = decode_body(headers, &body)?;
+                    let name = b["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                    let out = state.api.bind(Some(ns), &name, b).await?;
+                    return Ok((json_response(201, &out), "bindings".into()));
+                }
+            }
+            parse_target(&s)?
+        }
+        ["apis", g, v, rest @ ..] => {
+            let mut s = vec![*g, *v];
+            s.extend_from_slice(rest);
+            parse_target(&s)?
+        }
+        _ => None,
+    };
+    let Some(t) = target else {
+        return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+    };
+    let resource = t.info.plural.to_owned();
+    let resp = serve_resource(state, method, t, params, headers, body).await?;
+    Ok((resp, resource))
+}
+
+fn output(headers: &HeaderMap, params: &Params, info: &ResourceInfo, code: u16, obj: Value) -> Response {
+    if wants_table(headers) && obj["kind"] != "Status" {
+        let items = if obj["items"].is_array() { obj["items"].as_array().cloned().unwrap_or_default() } else { vec![obj.clone()] };
+        let include = params.get("includeObject") != Some("None");
+        let t = table::table(info, &items, &obj["metadata"]["resourceVersion"], &obj["metadata"]["continue"], include);
+        return json_response(code, &t);
+    }
+    json_response(code, &obj)
+}
+
+async fn serve_resource(
+    state: &Arc<AppState>,
+    method: &Method,
+    t: Target,
+    params: &Params,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let api = &state.api;
+    let info = t.info;
+    let ns = t.namespace.as_deref();
+    let wopts = params.write_options();
+    match (method.clone(), t.name, t.sub) {
+        (Method::GET, None, None) if params.flag("watch") => {
+            let opts = params.list_options()?;
+            let events = api.watch_in(info, ns, &opts).await?;
+            let table_mode = wants_table(headers);
+            let state2 = state.clone();
+            state.metrics.watchers.fetch_add(1, Ordering::Relaxed);
+            let guard = WatchGuard(state2);
+            let stream = events.map(move |ev| {
+                let _keep = &guard;
+                let mut j = ev.to_json();
+                if table_mode && matches!(ev.kind, "ADDED" | "MODIFIED" | "DELETED") {
+                    let rv = ev.object["metadata"]["resourceVersion"].clone();
+                    j["object"] = table::table(info, &[ev.object], &rv, &Value::Null, true);
+                }
+                let mut line = serde_json::to_vec(&j).unwrap_or_default();
+                line.push(b'\n');
+                Ok::<_, Infallible>(Bytes::from(line))
+            });
+            let mut resp = Response::new(Body::from_stream(stream));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+            Ok(resp)
+        }
+        (Method::GET, None, None) => {
+            let opts = params.list_options()?;
+            let list = api.list_in(info, ns, &opts).await?;
+            Ok(output(headers, params, info, 200, list))
+        }
+        (Method::POST, None, None) => {
+            let obj = decode_body(headers, &body)?;
+            let out = api.create_in(info, ns, obj, &wopts).await?;
+            Ok(output(headers, params, info, 201, out))
+        }
+        (Method::DELETE, None, None) => {
+            let lopts = params.list_options()?;
+            let dopts = delete_options(params, headers, &body)?;
+            let out = api.delete_collection(info, ns, &lopts, &dopts).await?;
+            Ok(json_response(200, &out))
+        }
+        (Method::GET, Some(name), None) => {
+            let out = api.get_in(info, ns, &name).await?;
+            Ok(output(headers, params, info, 200, out))
+        }
+        (Method::PUT, Some(name), None) => {
+            let obj = decode_body(headers, &body)?;
+            let out = api.update_in(info, ns, &name, obj, None, &wopts).await?;
+            Ok(output(headers, params, info, 200, out))
+        }
+        (Method::PATCH, Some(name), sub @ (None | Some(Sub::Status) | Some(Sub::Scale))) => {
+            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let pt = PatchType::from_content_type(ct).ok_or_else(|| {
+                ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json, not {ct:?}"))
+            })?;
+            let existed = pt == PatchType::Apply && api.get_in(info, ns, &name).await.is_ok();
+            let out = api.patch_in(info, ns, &name, sub, pt, &body, &wopts).await?;
+            let code = if pt == PatchType::Apply && !existed { 201 } else { 200 };
+            Ok(output(headers, params, info, code, out))
+        }
+        (Method::DELETE, Some(name), None) => {
+            let dopts = delete_options(params, headers, &body)?;
+            let out = api.delete_in(info, ns, &name, &dopts).await?;
+            let code = if out["metadata"]["deletionTimestamp"].is_string() && out["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()) { 202 } else { 200 };
+            Ok(json_response(code, &out))
+        }
+        (Method::GET, Some(name), Some(Sub::Status)) => Ok(output(headers, params, info, 200, api.get_in(info, ns, &name).await?)),
+        (Method::PUT, Some(name), Some(Sub::Status)) => {
+            let obj = decode_body(headers, &body)?;
+            Ok(json_response(200, &api.update_in(info, ns, &name, obj, Some(Sub::Status), &wopts).await?))
+        }
+        (Method::GET, Some(name), Some(Sub::Scale)) => Ok(json_response(200, &api.get_scale(info, ns, &name).await?)),
+        (Method::PUT, Some(name), Some(Sub::Scale)) => {
+            let obj = decode_body(headers, &body)?;
+            Ok(json_response(200, &api.update_scale(info, ns, &name, obj, &wopts).await?))
+        }
+        (Method::POST, Some(name), Some(Sub::Binding)) => {
+            let b = decode_body(headers, &body)?;
+            Ok(json_response(201, &api.bind(ns, &name, b).await?))
+        }
+        (Method::POST, Some(name), Some(Sub::Eviction)) => {
+            let b = decode_body(headers, &body)?;
+            let dopts = DeleteOptions {
+                grace_period_seconds: b["deleteOptions"]["gracePeriodSeconds"].as_i64(),
+                ..Default::default()
+            };
+            api.delete_in(info, ns, &name, &dopts).await?;
+            Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+        }
+        (Method::GET, Some(name), Some(Sub::Log)) => {
+            let pod = api.get_in(info, ns, &name).await?;
+            match pod["spec"]["nodeName"].as_str() {
+                Some(node) if !node.is_empty() => Err(ApiError::new(
+                    503,
+                    "ServiceUnavailable",
+                    format!("no log proxy is configured for node {node:?}"),
+                )),
+                _ => Err(ApiError::bad_request(format!(
+                    "pod {name} does not have a host assigned"
+                ))),
+            }
+        }
+        _ => Err(ApiError::method_not_allowed(info.plural)),
+    }
+}
+
+struct WatchGuard(Arc<AppState>);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0.metrics.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+

@@ -1,0 +1,217 @@
+//! The served resources: names, scope, verbs, short names and the upstream type that
+//! checks each object's shape.
+
+use serde_json::Value;
+
+/// Subresources a resource may have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sub {
+    Status,
+    Scale,
+    Binding,
+    Eviction,
+    Log,
+}
+
+impl Sub {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Sub::Status => "status",
+            Sub::Scale => "scale",
+            Sub::Binding => "binding",
+            Sub::Eviction => "eviction",
+            Sub::Log => "log",
+        }
+    }
+}
+
+/// One served resource.
+#[derive(Debug)]
+pub(crate) struct ResourceInfo {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub list_kind: &'static str,
+    pub plural: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub subresources: &'static [Sub],
+    /// PUT of a missing object creates it.
+    pub create_on_update: bool,
+    /// Parses into the upstream type and serializes back, rejecting wrong shapes.
+    pub normalize: fn(Value) -> Result<Value, serde_json::Error>,
+}
+
+impl ResourceInfo {
+    pub(crate) fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    pub(crate) fn singular(&self) -> String {
+        self.kind.to_ascii_lowercase()
+    }
+
+    pub(crate) fn has(&self, sub: Sub) -> bool {
+        self.subresources.contains(&sub)
+    }
+
+    /// The storage key prefix for all objects of this resource, or of one namespace.
+    pub(crate) fn prefix(&self, namespace: Option<&str>) -> String {
+        let g = if self.group.is_empty() { "core" } else { self.group };
+        match namespace {
+            Some(ns) if self.namespaced => format!("/registry/{g}/{}/{ns}/", self.plural),
+            _ => format!("/registry/{g}/{}/", self.plural),
+        }
+    }
+
+    pub(crate) fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        format!("{}{name}", self.prefix(namespace))
+    }
+
+    pub(crate) fn verbs(&self) -> &'static [&'static str] {
+        &[
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
+    }
+}
+
+fn normalize<T>(v: Value) -> Result<Value, serde_json::Error>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    serde_json::to_value(serde_json::from_value::<T>(v)?)
+}
+
+macro_rules! res {
+    ($ty:ty, $plural:expr, $ns:expr, $short:expr, $cats:expr, $subs:expr, $cou:expr) => {
+        ResourceInfo {
+            group: <$ty as k8s_openapi::Resource>::GROUP,
+            version: <$ty as k8s_openapi::Resource>::VERSION,
+            kind: <$ty as k8s_openapi::Resource>::KIND,
+            list_kind: <$ty as k8s_openapi::ListableResource>::LIST_KIND,
+            plural: $plural,
+            namespaced: $ns,
+            short_names: $short,
+            categories: $cats,
+            subresources: $subs,
+            create_on_update: $cou,
+            normalize: normalize::<$ty>,
+        }
+    };
+}
+
+use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
+use k8s_openapi::api::{discovery::v1 as disc, networking::v1 as net};
+
+const ALL: &[&str] = &["all"];
+const NONE: &[&str] = &[];
+
+/// Every served resource.
+pub(crate) static RESOURCES: &[ResourceInfo] = &[
+    res!(core::Namespace, "namespaces", false, &["ns"], NONE, &[Sub::Status], false),
+    res!(
+        core::Pod,
+        "pods",
+        true,
+        &["po"],
+        ALL,
+        &[Sub::Status, Sub::Binding, Sub::Eviction, Sub::Log],
+        false
+    ),
+    res!(core::Service, "services", true, &["svc"], ALL, &[Sub::Status], false),
+    res!(core::Endpoints, "endpoints", true, &["ep"], NONE, &[], true),
+    res!(core::ConfigMap, "configmaps", true, &["cm"], NONE, &[], false),
+    res!(core::Secret, "secrets", true, &[], NONE, &[], false),
+    res!(core::Node, "nodes", false, &["no"], NONE, &[Sub::Status], false),
+    res!(core::Event, "events", true, &["ev"], NONE, &[], true),
+    res!(core::ServiceAccount, "serviceaccounts", true, &["sa"], NONE, &[], false),
+    res!(
+        apps::Deployment,
+        "deployments",
+        true,
+        &["deploy"],
+        ALL,
+        &[Sub::Status, Sub::Scale],
+        false
+    ),
+    res!(
+        apps::ReplicaSet,
+        "replicasets",
+        true,
+        &["rs"],
+        ALL,
+        &[Sub::Status, Sub::Scale],
+        false
+    ),
+    res!(
+        apps::StatefulSet,
+        "statefulsets",
+        true,
+        &["sts"],
+        ALL,
+        &[Sub::Status, Sub::Scale],
+        false
+    ),
+    res!(apps::DaemonSet, "daemonsets", true, &["ds"], ALL, &[Sub::Status], false),
+    res!(disc::EndpointSlice, "endpointslices", true, &[], NONE, &[], false),
+    res!(net::Ingress, "ingresses", true, &["ing"], NONE, &[Sub::Status], false),
+    res!(coord::Lease, "leases", true, &[], NONE, &[], true),
+];
+
+/// Finds a resource by group, version and plural name.
+pub(crate) fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The served group-versions, core first.
+pub(crate) fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in RESOURCES {
+        if !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_is_consistent() {
+        let pods = lookup("", "v1", "pods").unwrap();
+        assert_eq!((pods.kind, pods.list_kind), ("Pod", "PodList"));
+        assert_eq!(pods.key(Some("default"), "a"), "/registry/core/pods/default/a");
+        let d = lookup("apps", "v1", "deployments").unwrap();
+        assert_eq!(d.api_version(), "apps/v1");
+        assert!(d.has(Sub::Scale));
+        assert_eq!(lookup("", "v1", "nodes").unwrap().key(Some("x"), "n"), "/registry/core/nodes/n");
+        assert!(group_versions().contains(&("networking.k8s.io", "v1")));
+    }
+
+    #[test]
+    fn normalize_rejects_wrong_shapes() {
+        let pods = lookup("", "v1", "pods").unwrap();
+        let ok = serde_json::json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},
+            "spec":{"containers":[{"name":"c","image":"busybox"}]}});
+        assert!((pods.normalize)(ok).is_ok());
+        let bad = serde_json::json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},
+            "spec":{"containers":"nope"}});
+        assert!((pods.normalize)(bad).is_err());
+    }
+}

@@ -1,0 +1,309 @@
+//! End to end with the machine's real `kubectl` against a plain-HTTP loopback server.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kcore_apiserver::{ApiServer, RunningServer};
+use serde_json::Value;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+struct Cluster {
+    server: RunningServer,
+    _dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    cache: PathBuf,
+}
+
+async fn start() -> Cluster {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("kcore-kubectl-{}-{n}-", std::process::id()))
+        .tempdir()
+        .expect("temp dir");
+    let server = ApiServer::builder()
+        .data_dir(dir.path().join("data"))
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .insecure_http(true)
+        .bookmark_interval(Duration::from_secs(1))
+        .build()
+        .await
+        .expect("build server");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let cache = dir.path().join("cache");
+    Cluster { server: server.spawn(), kubeconfig, cache, _dir: dir }
+}
+
+async fn next_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.ok().flatten()
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn kubectl_cmd(c: &Cluster, args: &[&str]) -> Command {
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .arg("--cache-dir")
+        .arg(&c.cache)
+        .args(args)
+        .env("HOME", c.cache.parent().unwrap_or(Path::new("/tmp")))
+        .env_remove("KUBECONFIG");
+    cmd
+}
+
+async fn kubectl_stdin(c: &Cluster, args: &[&str], stdin: Option<&str>) -> Out {
+    let mut cmd = kubectl_cmd(c, args);
+    let input = stdin.map(str::to_owned);
+    let out = tokio::task::spawn_blocking(move || {
+        cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run kubectl");
+        if let Some(i) = input {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(i.as_bytes()).expect("write stdin");
+        }
+        child.wait_with_output().expect("kubectl output")
+    })
+    .await
+    .expect("join");
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn kubectl(c: &Cluster, args: &[&str]) -> Out {
+    kubectl_stdin(c, args, None).await
+}
+
+async fn ok(c: &Cluster, args: &[&str]) -> String {
+    let o = kubectl(c, args).await;
+    assert!(o.ok, "kubectl {args:?} failed:\nstdout: {}\nstderr: {}", o.stdout, o.stderr);
+    o.stdout
+}
+
+async fn ok_json(c: &Cluster, args: &[&str]) -> Value {
+    let out = ok(c, args).await;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("kubectl {args:?}: not JSON ({e}): {out}"))
+}
+
+const MANIFESTS: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+        ports:
+        - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: 80
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+  labels: {app: web}
+data:
+  greeting: hello
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: web-secret
+  labels: {app: other}
+stringData:
+  password: s3cret
+"#;
+
+fn write_manifests(c: &Cluster, name: &str, text: &str) -> String {
+    let p = c.kubeconfig.with_file_name(name);
+    std::fs::write(&p, text).expect("write manifest");
+    p.to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_apply_get_scale_patch_delete() {
+    let c = start().await;
+    let api = c.server.api().clone();
+    let file = write_manifests(&c, "app.yaml", MANIFESTS);
+
+    let out = ok(&c, &["apply", "-f", &file]).await;
+    for want in ["deployment.apps/web created", "service/web created", "configmap/web-config created", "secret/web-secret created"] {
+        assert!(out.contains(want), "apply output lacks {want:?}: {out}");
+    }
+    // Re-applying unchanged manifests changes nothing.
+    let out = ok(&c, &["apply", "-f", &file]).await;
+    assert!(out.contains("deployment.apps/web unchanged"), "{out}");
+
+    // Defaults and allocation are visible through kubectl.
+    let d = ok_json(&c, &["get", "deployment", "web", "-o", "json"]).await;
+    assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(d["metadata"]["generation"], 1);
+    let svc = ok(&c, &["get", "svc", "web", "-o", "yaml"]).await;
+    assert!(svc.contains("clusterIP: 10.96.0."), "{svc}");
+    let secret: k8s_openapi::api::core::v1::Secret = api.get(Some("default"), "web-secret").await.expect("secret");
+    assert_eq!(secret.data.expect("data")["password"].0, b"s3cret");
+
+    // Label selectors and table output.
+    let names = ok(&c, &["get", "cm,secret", "-l", "app=web", "-o", "name"]).await;
+    assert_eq!(names.trim(), "configmap/web-config");
+    let names = ok(&c, &["get", "secrets", "-l", "app notin (web)", "-o", "name"]).await;
+    assert_eq!(names.trim(), "secret/web-secret");
+    let wide = ok(&c, &["get", "deploy", "-o", "wide"]).await;
+    for col in ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"] {
+        assert!(wide.contains(col), "missing column {col}: {wide}");
+    }
+    assert!(wide.contains("nginx:1.27") && wide.contains("0/2"), "{wide}");
+    let svcs = ok(&c, &["get", "svc"]).await;
+    assert!(svcs.contains("CLUSTER-IP") && svcs.contains("80/TCP"), "{svcs}");
+
+    // scale, set image, label, annotate.
+    let out = ok(&c, &["scale", "deployment/web", "--replicas=3"]).await;
+    assert!(out.contains("scaled"), "{out}");
+    let out = ok(&c, &["set", "image", "deployment/web", "web=nginx:1.28"]).await;
+    assert!(out.contains("image updated"), "{out}");
+    let dep: Deployment = api.get(Some("default"), "web").await.expect("get");
+    let spec = &dep.spec;
+    assert_eq!(spec.replicas, Some(3));
+    let image = spec.template.spec.as_ref().expect("pod spec").containers[0].image.clone();
+    assert_eq!(image.as_deref(), Some("nginx:1.28"));
+    assert_eq!(dep.metadata.generation, Some(3), "scale and set image each bump generation");
+    ok(&c, &["label", "configmap", "web-config", "tier=backend"]).await;
+    ok(&c, &["annotate", "configmap", "web-config", "note=hi"]).await;
+    let cm: ConfigMap = api.get(Some("default"), "web-config").await.expect("cm");
+    assert_eq!(cm.metadata.labels.as_ref().expect("labels")["tier"], "backend");
+    assert_eq!(cm.metadata.annotations.as_ref().expect("annotations")["note"], "hi");
+    let err = kubectl(&c, &["label", "configmap", "web-config", "tier=frontend"]).await;
+    assert!(!err.ok, "relabel without --overwrite must fail");
+
+    // patch: strategic (default), merge, json.
+    ok(&c, &["patch", "deployment", "web", "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"MODE","value":"prod"}]}]}}}}"#]).await;
+    let dep: Deployment = api.get(Some("default"), "web").await.expect("get");
+    let c0 = &dep.spec.template.spec.expect("pod").containers[0];
+    assert_eq!(c0.image.as_deref(), Some("nginx:1.28"), "strategic patch keeps other container fields");
+    assert_eq!(c0.env.as_ref().expect("env")[0].name, "MODE");
+    ok(&c, &["patch", "configmap", "web-config", "--type=merge", "-p", r#"{"data":{"greeting":null,"extra":"x"}}"#]).await;
+    let cm: ConfigMap = api.get(Some("default"), "web-config").await.expect("cm");
+    let data = cm.data.expect("data");
+    assert!(!data.contains_key("greeting") && data["extra"] == "x", "{data:?}");
+    ok(&c, &["patch", "service", "web", "--type=json", "-p", r#"[{"op":"add","path":"/metadata/labels/patched","value":"yes"}]"#]).await;
+    let svc: Service = api.get(Some("default"), "web").await.expect("svc");
+    assert_eq!(svc.metadata.labels.expect("labels")["patched"], "yes");
+
+    // Server-side apply: creates, records the manager, and updates.
+    let ssa = write_manifests(&c, "ssa.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: \"1\"\n  b: \"2\"\n");
+    let out = ok(&c, &["apply", "--server-side", "-f", &ssa]).await;
+    assert!(out.contains("configmap/ssa serverside-applied"), "{out}");
+    let ssa = write_manifests(&c, "ssa.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: \"3\"\n");
+    ok(&c, &["apply", "--server-side", "-f", &ssa]).await;
+    let cm = ok_json(&c, &["get", "cm", "ssa", "-o", "json"]).await;
+    assert_eq!(cm["data"], serde_json::json!({"a": "3"}), "field dropped from the apply is removed");
+    assert_eq!(cm["metadata"]["managedFields"][0]["manager"], "kubectl");
+    assert_eq!(cm["metadata"]["managedFields"][0]["operation"], "Apply");
+
+    // Errors come back as kubectl understands them.
+    let nf = kubectl(&c, &["get", "deployment", "nope"]).await;
+    assert!(!nf.ok && nf.stderr.contains("NotFound") && nf.stderr.contains("\"nope\" not found"), "{}", nf.stderr);
+
+    // delete -f removes everything it created.
+    let out = ok(&c, &["delete", "-f", &file]).await;
+    assert!(out.contains("deployment.apps \"web\" deleted"), "{out}");
+    let left = ok(&c, &["get", "deploy,svc,secret", "-o", "name"]).await;
+    assert!(left.trim().is_empty(), "left over: {left}");
+    c.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_watch_and_rollout_status() {
+    let c = start().await;
+    let api = c.server.api().clone();
+    let file = write_manifests(&c, "app.yaml", MANIFESTS);
+    ok(&c, &["apply", "-f", &file]).await;
+
+    // get --watch prints an initial row and then rows for new objects.
+    let mut watch = kubectl_cmd(&c, &["get", "configmaps", "--watch", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get --watch");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    assert_eq!(next_line(&mut rx).await.as_deref(), Some("configmap/web-config"));
+    let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late"}})).expect("cm");
+    api.create(Some("default"), &cm).await.expect("create");
+    assert_eq!(next_line(&mut rx).await.as_deref(), Some("configmap/late"));
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    // rollout status returns once the status (written here, as a controller would) says so.
+    let rollout = {
+        let cmd = kubectl_cmd(&c, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = cmd;
+            cmd.output().expect("rollout status")
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut dep: Deployment = api.get(Some("default"), "web").await.expect("get");
+    dep.status = Some(DeploymentStatus {
+        observed_generation: dep.metadata.generation,
+        replicas: Some(2),
+        updated_replicas: Some(2),
+        ready_replicas: Some(2),
+        available_replicas: Some(2),
+        conditions: Some(vec![
+            DeploymentCondition { type_: Some("Available".into()), status: Some("True".into()), reason: Some("MinimumReplicasAvailable".into()), ..Default::default() },
+            DeploymentCondition { type_: Some("Progressing".into()), status: Some("True".into()), reason: Some("NewReplicaSetAvailable".into()), ..Default::default() },
+        ]),
+        ..Default::default()
+    });
+    api.replace_status(Some("default"), &dep).await.expect("write status");
+    let out = rollout.await.expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "rollout status failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("successfully rolled out"), "{stdout}");
+    c.server.shutdown().await.expect("shutdown");
+}
