@@ -526,6 +526,49 @@ pub fn pivot_root(new_root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Makes `new_root` the root without `pivot_root`, for roots where it cannot work
+/// (an initramfs host root): moves the mount to `/`, then `chroot`s into it.
+///
+/// Weaker than [`pivot_root`]: the old root stays mounted underneath, reachable by
+/// a process that escapes the chroot. Afterwards the working directory is `/`.
+pub fn move_root(new_root: &Path) -> Result<()> {
+    let _span = tracing::debug_span!("move_root", new_root = %new_root.display()).entered();
+    let err = |step: &'static str| Error::PivotRoot {
+        new_root: new_root.to_path_buf(),
+        step,
+        source: std::io::Error::last_os_error(),
+    };
+    let new_root =
+        std::fs::canonicalize(new_root).map_err(|e| Error::path("resolve", new_root, e))?;
+    if !is_mount_point(&new_root)? {
+        bind(&new_root, &new_root, true, MountFlags::NONE)?;
+    }
+    let root = c(&new_root)?;
+    // SAFETY: valid path.
+    if unsafe { libc::chdir(root.as_ptr()) } != 0 {
+        return Err(err("chdir into new root"));
+    }
+    raw_mount(
+        "move",
+        Some(&new_root),
+        Path::new("/"),
+        None,
+        libc::MS_MOVE,
+        None,
+    )?;
+    let dot = c".";
+    // SAFETY: valid path.
+    if unsafe { libc::chroot(dot.as_ptr()) } != 0 {
+        return Err(err("chroot"));
+    }
+    let slash = c"/";
+    // SAFETY: valid path.
+    if unsafe { libc::chdir(slash.as_ptr()) } != 0 {
+        return Err(err("chdir /"));
+    }
+    Ok(())
+}
+
 /// Hides `path`: a directory gets an empty read-only tmpfs, anything else gets
 /// `/dev/null` bound over it. A missing path is ignored.
 pub fn mask_path(path: &Path) -> Result<()> {
@@ -541,7 +584,7 @@ pub fn mask_path(path: &Path) -> Result<()> {
             path,
             Some("tmpfs"),
             libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            Some("size=0"),
+            None,
         )
     } else {
         raw_mount(

@@ -366,6 +366,24 @@ pub fn enter_pidfd(pidfd: BorrowedFd<'_>, set: NamespaceSet) -> Result<()> {
     Ok(())
 }
 
+/// Sets the hostname of the caller's uts namespace.
+pub fn set_hostname(name: &str) -> Result<()> {
+    // SAFETY: pointer and length describe a valid buffer.
+    if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } != 0 {
+        return Err(Error::sys("sethostname"));
+    }
+    Ok(())
+}
+
+/// Sets the NIS domain name of the caller's uts namespace.
+pub fn set_domainname(name: &str) -> Result<()> {
+    // SAFETY: pointer and length describe a valid buffer.
+    if unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) } != 0 {
+        return Err(Error::sys("setdomainname"));
+    }
+    Ok(())
+}
+
 /// Opens a pidfd for `pid` (`pidfd_open(2)`, Linux 5.3+).
 pub fn pidfd_open(pid: i32) -> Result<std::os::fd::OwnedFd> {
     // SAFETY: plain syscall with integer arguments.

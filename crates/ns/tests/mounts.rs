@@ -294,3 +294,123 @@ fn bind_flags_and_propagation() {
     drop(dir);
     serial.assert_mounts_unchanged();
 }
+
+#[test]
+#[ignore = "needs root"]
+fn move_root_changes_root_without_pivot() {
+    let serial = serial();
+    let dir = TestDir::new("moveroot");
+    let root = dir.path().join("root");
+    let marker = dir.path().join("host-only");
+    std::fs::write(&marker, "host").unwrap();
+    let r = root.clone();
+    let status = in_child(
+        move || {
+            build_root(&r, &DevNodes::Mknod)?;
+            mount::move_root(&r)?;
+            Ok(())
+        },
+        move || {
+            let mut top: Vec<String> = std::fs::read_dir("/")
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            top.sort();
+            if top != ["dev", "etc", "proc"] {
+                return 50;
+            }
+            if marker.exists() {
+                return 51;
+            }
+            if std::env::current_dir().ok() != Some(PathBuf::from("/")) {
+                return 52;
+            }
+            dev_check()
+        },
+    );
+    assert_eq!(status, ExitStatus::Exited(0));
+    drop(dir);
+    serial.assert_mounts_unchanged();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn user_namespace_container_root_keeps_locked_mount_flags() {
+    let serial = serial();
+    let dir = TestDir::new("userroot");
+    let root = dir.path().join("root");
+    // Container root (host uid 200000) cannot create it in a root-owned directory.
+    std::fs::create_dir(&root).unwrap();
+    // A host mount with nosuid/nodev/noexec: inherited by the child, its flags are
+    // locked there, so a read-only remount only works if it keeps them.
+    let locked = dir.path().join("locked");
+    mount::mount_tmpfs(&locked, MountFlags::SECURE, Some("size=1m")).unwrap();
+    let l = locked.clone();
+    let r = root.clone();
+    let mut cmd = NsCommand::from_fn(|| {
+        // proc's nosuid/nodev/noexec are locked in a user namespace: the read-only
+        // remount must have kept them, and /proc/sys must now refuse writes.
+        let erofs = std::fs::write("/proc/sys/kernel/hostname", "x")
+            .err()
+            .and_then(|e| e.raw_os_error());
+        if erofs != Some(libc::EROFS) {
+            return 60;
+        }
+        if !Path::new("/sys/class/net/lo").exists() {
+            return 61;
+        }
+        // SAFETY: plain id getter.
+        if unsafe { libc::getuid() } != 0 {
+            return 62;
+        }
+        match pivot_check_user() {
+            0 => dev_check(),
+            n => n,
+        }
+    });
+    cmd.new_namespaces(
+        Namespace::User | Namespace::Mount | Namespace::Pid | Namespace::Net | Namespace::Ipc,
+    )
+    .uid_map([kcore_ns::IdMap::new(0, 200_000, 65536)])
+    .gid_map([kcore_ns::IdMap::new(0, 200_000, 65536)])
+    .setup(move || {
+        mount::set_propagation(Path::new("/"), Propagation::Private, true)?;
+        mount::readonly_path(&l)?;
+        let ro = std::fs::write(l.join("f"), "x")
+            .err()
+            .and_then(|e| e.raw_os_error());
+        if ro != Some(libc::EROFS) {
+            return Err(format!("{} still writable: {ro:?}", l.display()).into());
+        }
+        build_root(&r, &DevNodes::BindFrom(PathBuf::from("/dev")))?;
+        mount::mount_sysfs(&r.join("sys"), true)?;
+        mount::pivot_root(&r)?;
+        mount::readonly_path(Path::new("/proc/sys"))?;
+        mount::mask_path(Path::new("/proc/kcore"))?;
+        Ok(())
+    });
+    let mut child = cmd.run().unwrap();
+    assert_eq!(child.wait().unwrap(), ExitStatus::Exited(0));
+    drop(dir);
+    serial.assert_mounts_unchanged();
+}
+
+/// Like `pivot_check`, for a root that also has /sys and a read-only /proc/sys.
+fn pivot_check_user() -> i32 {
+    let mut top: Vec<String> = std::fs::read_dir("/")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    top.sort();
+    if top != ["dev", "etc", "proc", "sys"] {
+        return 63;
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for line in info.lines() {
+        let mp = line.split(' ').nth(4).unwrap();
+        if !(mp == "/" || ["/dev", "/proc", "/sys"].iter().any(|p| mp.starts_with(p))) {
+            return 64;
+        }
+    }
+    0
+}
