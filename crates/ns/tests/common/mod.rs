@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -55,25 +55,33 @@ impl Serial {
     }
 }
 
-/// A temp directory under /tmp with a unique name; unmounts anything below it and
-/// removes it on drop.
-pub struct TestDir(pub PathBuf);
+/// A temp directory with a unique name; unmounts anything below it on drop, before
+/// the inner `TempDir` removes it.
+pub struct TestDir(tempfile::TempDir);
 
 impl TestDir {
     pub fn new(what: &str) -> TestDir {
-        let p = std::env::temp_dir().join(unique(what));
-        std::fs::create_dir_all(&p).unwrap();
-        TestDir(p)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-", unique(what)))
+            .tempdir()
+            .unwrap();
+        // Readable by the unprivileged host ids user-namespace tests map root to.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        TestDir(dir)
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 }
 
 impl Drop for TestDir {
     fn drop(&mut self) {
-        let prefix = self.0.as_os_str().as_bytes().to_vec();
+        let prefix = self.0.path().as_os_str().as_bytes().to_vec();
         let mut mps: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap_or_default()
             .lines()
@@ -86,7 +94,6 @@ impl Drop for TestDir {
             // SAFETY: valid path.
             unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
