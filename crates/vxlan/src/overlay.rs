@@ -482,6 +482,12 @@ fn neigh_dst(m: &NeighbourMessage) -> Option<IpAddr> {
     m.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => Some(IpAddr::V4(*v)),
         NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => Some(IpAddr::V6(*v)),
+        // FDB (AF_BRIDGE) entries carry the remote address as raw bytes
+        NeighbourAttribute::Destination(NeighbourAddress::Other(raw)) => {
+            <[u8; 4]>::try_from(raw.as_slice())
+                .ok()
+                .map(|o| IpAddr::V4(Ipv4Addr::from(o)))
+        }
         _ => None,
     })
 }
