@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -385,7 +385,7 @@ impl NsCommand {
         let prep = self.prepare()?;
         let lock = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let (status_r, status_w) = pipe()?;
-        let (go_r, go_w) = pipe()?;
+        let (go_r, go_w) = go_channel()?;
 
         // SAFETY: fork is called with everything the child needs already allocated;
         // the child only runs our own code and ends in _exit or exec.
@@ -602,13 +602,16 @@ impl Pending {
         if self.user_ns && (!self.uid_maps.is_empty() || !self.gid_maps.is_empty()) {
             write_id_maps(self.pid, &self.uid_maps, &self.gid_maps, self.setgroups)?;
         }
-        let go = self.go.take().expect("release called once");
-        let mut go = File::from(go);
-        go.write_all(&[1]).map_err(|e| Error::Sys {
-            op: "release child",
-            source: e,
-        })?;
-        drop(go);
+        let go = self.go.as_ref().expect("release called once");
+        // MSG_NOSIGNAL: a child that died early gives EPIPE, never SIGPIPE in the caller.
+        // SAFETY: one valid byte from a live buffer on an open socket.
+        let sent =
+            unsafe { libc::send(go.as_raw_fd(), [1u8].as_ptr().cast(), 1, libc::MSG_NOSIGNAL) };
+        if sent != 1 {
+            // Dropping self (go still set) kills and reaps the child.
+            return Err(Error::sys("release child"));
+        }
+        drop(self.go.take());
         let mut status = self.status.take().expect("release called once");
         let msg = read_message(&mut status);
         let mut child = Child {
@@ -1207,6 +1210,25 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     // SAFETY: fds is a valid array of two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(Error::sys("pipe2"));
+    }
+    // SAFETY: the kernel gave us two fresh descriptors.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The release channel: a close-on-exec socket pair (so the parent can send with MSG_NOSIGNAL).
+fn go_channel() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(Error::sys("socketpair"));
     }
     // SAFETY: the kernel gave us two fresh descriptors.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
