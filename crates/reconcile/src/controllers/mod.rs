@@ -1,0 +1,3 @@
+//! The built-in controllers.
+
+pub(crate) mod replicaset;

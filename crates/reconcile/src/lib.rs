@@ -1,0 +1,46 @@
+//! kcore-reconcile: a Kubernetes controller runtime and the built-in controllers.
+//!
+//! The runtime:
+//! - [`Informer`] and [`Store`]: caches kept by list + watch (kube-rs's watcher: resume from
+//!   the last resourceVersion, relist after `410 Gone`), telling handlers what changed;
+//! - [`WorkQueue`]: de-duplicates keys, never hands one key to two workers at once, and
+//!   requeues failures with per-key exponential backoff under an overall token bucket;
+//! - [`run_workers`] drives a level-triggered [`Reconciler`]; [`Expectations`] keep a
+//!   controller from acting twice before its cache has seen its own writes;
+//! - [`LeaderElector`]: leader election with a `coordination.k8s.io` Lease.
+//!
+//! # Example
+//!
+//! ```
+//! use kcore_reconcile::{ObjectKey, WorkQueue};
+//!
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let queue = WorkQueue::default();
+//! queue.add(ObjectKey::namespaced("default", "web"));
+//! queue.add(ObjectKey::namespaced("default", "web")); // de-duplicated
+//! assert_eq!(queue.len(), 1);
+//! let key = queue.get().await.expect("a key");
+//! assert_eq!(key.to_string(), "default/web");
+//! queue.done(&key);
+//! # });
+//! Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+mod cache;
+mod controllers;
+mod error;
+mod leader;
+mod meta;
+mod queue;
+mod runner;
+
+pub use cache::{Change, Handler, Informer, Store};
+pub use error::Error;
+pub use leader::{decide as decide_lease, LeaderElectionConfig, LeaderElector, LeaseDecision};
+pub use meta::{
+    controller_of, controller_ref, map_selector_matches, pod_is_active, pod_is_available, pod_is_ready,
+    selector_is_empty, selector_matches, ObjectKey,
+};
+pub use queue::{RateLimitConfig, RateLimiter, WorkQueue};
+pub use runner::{run_workers, Action, Expectations, Reconciler};

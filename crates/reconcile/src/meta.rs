@@ -1,0 +1,235 @@
+//! Object helpers shared by the controllers: keys, label selectors, owner references,
+//! pod readiness and time.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
+
+/// The identity of an object in a cache and a work queue: namespace (if namespaced) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// The namespace; `None` for cluster-scoped objects.
+    pub namespace: Option<String>,
+    /// The name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// A namespaced key.
+    pub fn namespaced(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: Some(namespace.into()),
+            name: name.into(),
+        }
+    }
+
+    /// A cluster-scoped key.
+    pub fn cluster(name: impl Into<String>) -> Self {
+        Self {
+            namespace: None,
+            name: name.into(),
+        }
+    }
+
+    /// The key of an object.
+    pub fn of<K: Resource>(obj: &K) -> Self {
+        let m = obj.meta();
+        Self {
+            namespace: m.namespace.clone(),
+            name: m.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The namespace, or `""`.
+    pub fn ns(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("")
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{ns}/{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// Whether `labels` satisfy `selector` (matchLabels and matchExpressions). An empty
+/// selector matches everything, as for the API.
+pub fn selector_matches(selector: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
+    let empty = BTreeMap::new();
+    let labels = labels.unwrap_or(&empty);
+    if let Some(ml) = &selector.match_labels {
+        if ml.iter().any(|(k, v)| labels.get(k) != Some(v)) {
+            return false;
+        }
+    }
+    for e in selector.match_expressions.iter().flatten() {
+        let values = e.values.as_deref().unwrap_or(&[]);
+        let got = labels.get(&e.key);
+        let ok = match e.operator.as_str() {
+            "In" => got.is_some_and(|v| values.contains(v)),
+            "NotIn" => got.is_none_or(|v| !values.contains(v)),
+            "Exists" => got.is_some(),
+            "DoesNotExist" => got.is_none(),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// True when the selector selects nothing-in-particular (matches every object).
+pub fn selector_is_empty(selector: &LabelSelector) -> bool {
+    selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+        && selector.match_expressions.as_ref().is_none_or(Vec::is_empty)
+}
+
+/// Whether every `key=value` of `selector` is in `labels` (a Service-style map selector).
+pub fn map_selector_matches(selector: &BTreeMap<String, String>, labels: Option<&BTreeMap<String, String>>) -> bool {
+    selector
+        .iter()
+        .all(|(k, v)| labels.is_some_and(|l| l.get(k) == Some(v)))
+}
+
+/// The owner reference with `controller: true`, if any.
+pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+}
+
+/// A controller owner reference to `owner` (blockOwnerDeletion set, as upstream controllers do).
+pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    let m = owner.meta();
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: m.name.clone().unwrap_or_default(),
+        uid: m.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// True when the object is marked for deletion.
+pub fn is_deleting(meta: &ObjectMeta) -> bool {
+    meta.deletion_timestamp.is_some()
+}
+
+/// The current time as an API timestamp.
+pub fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// The pod is neither finished nor being deleted.
+pub fn pod_is_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    !matches!(phase, Some("Succeeded" | "Failed")) && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// The pod's Ready condition is True; `Some(since)` gives when it became so.
+pub fn pod_ready_since(pod: &Pod) -> Option<Option<Timestamp>> {
+    let c = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    (c.status == "True").then(|| c.last_transition_time.as_ref().map(|t| t.0))
+}
+
+/// The pod is ready.
+pub fn pod_is_ready(pod: &Pod) -> bool {
+    pod_ready_since(pod).is_some()
+}
+
+/// The pod has been ready for at least `min_ready_seconds` at `now`.
+pub fn pod_is_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
+    match pod_ready_since(pod) {
+        None => false,
+        Some(_) if min_ready_seconds <= 0 => true,
+        Some(None) => false,
+        Some(Some(since)) => {
+            let avail = since
+                .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(i64::from(min_ready_seconds)))
+                .unwrap_or(since);
+            avail <= now
+        }
+    }
+}
+
+/// FNV-1a, 32 bits, as upstream's `ComputeHash` uses.
+pub(crate) fn fnv32a(data: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in data {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// Renders a number with the alphabet of upstream's `rand.SafeEncodeString` (no vowels,
+/// no confusable characters), so names never spell words.
+pub(crate) fn safe_encode(n: u32) -> String {
+    const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    n.to_string()
+        .bytes()
+        .map(|d| ALPHA[usize::from(d) % ALPHA.len()] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn selectors() {
+        let sel = LabelSelector {
+            match_labels: Some(labels(&[("app", "web")])),
+            match_expressions: Some(vec![
+                LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "In".into(),
+                    values: Some(vec!["a".into(), "b".into()]),
+                },
+                LabelSelectorRequirement {
+                    key: "canary".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                },
+            ]),
+        };
+        assert!(selector_matches(&sel, Some(&labels(&[("app", "web"), ("tier", "b")]))));
+        assert!(!selector_matches(&sel, Some(&labels(&[("app", "web"), ("tier", "c")]))));
+        assert!(!selector_matches(&sel, Some(&labels(&[("app", "web"), ("tier", "a"), ("canary", "1")]))));
+        assert!(!selector_matches(&sel, None));
+        assert!(selector_matches(&LabelSelector::default(), None));
+        assert!(selector_is_empty(&LabelSelector::default()));
+        assert!(map_selector_matches(&labels(&[("a", "1")]), Some(&labels(&[("a", "1"), ("b", "2")]))));
+        assert!(!map_selector_matches(&labels(&[("a", "1")]), None));
+    }
+
+    #[test]
+    fn fnv_and_encoding() {
+        assert_eq!(fnv32a(b""), 0x811c_9dc5);
+        assert_eq!(fnv32a(b"a"), 0xe40c_292c);
+        assert_eq!(safe_encode(0), "4");
+        assert_eq!(safe_encode(1029), "546f");
+        assert!(safe_encode(u32::MAX).chars().all(|c| !"aeiou013".contains(c)));
+    }
+}
