@@ -72,12 +72,14 @@ impl Namespace {
         }
     }
 
-    /// Parses a `/proc/<pid>/ns/` file name (also accepts `mount`).
+    /// Parses a `/proc/<pid>/ns/` file name; also accepts the OCI runtime-spec names
+    /// (`mount`, `network`).
     pub fn from_proc_name(name: &str) -> Option<Namespace> {
-        Namespace::ALL
-            .into_iter()
-            .find(|ns| ns.proc_name() == name)
-            .or((name == "mount").then_some(Namespace::Mount))
+        match name {
+            "mount" => Some(Namespace::Mount),
+            "network" => Some(Namespace::Net),
+            _ => Namespace::ALL.into_iter().find(|ns| ns.proc_name() == name),
+        }
     }
 
     /// `/proc/<pid>/ns/<name>`, or `/proc/self/ns/<name>` when `pid` is `None`.
@@ -94,6 +96,16 @@ impl Namespace {
         std::fs::metadata(&path)
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .map_err(|e| Error::path("stat namespace file", path, e))
+    }
+}
+
+impl std::str::FromStr for Namespace {
+    type Err = Error;
+
+    /// Same names as [`Namespace::from_proc_name`].
+    fn from_str(s: &str) -> Result<Namespace> {
+        Namespace::from_proc_name(s)
+            .ok_or_else(|| Error::Invalid(format!("unknown namespace kind {s:?}")))
     }
 }
 
@@ -412,6 +424,9 @@ mod tests {
             PathBuf::from("/proc/42/ns/pid")
         );
         assert_eq!(Namespace::from_proc_name("bogus"), None);
+        assert_eq!("network".parse::<Namespace>().unwrap(), Namespace::Net);
+        assert_eq!("mount".parse::<Namespace>().unwrap(), Namespace::Mount);
+        assert!("nope".parse::<Namespace>().is_err());
     }
 
     #[test]

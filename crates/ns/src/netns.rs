@@ -206,6 +206,17 @@ impl NetNs {
         NetNs::open(Path::new("/proc/thread-self/ns/net"))
     }
 
+    /// Another handle to the same namespace.
+    pub fn try_clone(&self) -> Result<NetNs> {
+        Ok(NetNs {
+            file: self
+                .file
+                .try_clone()
+                .map_err(|e| Error::path("duplicate handle of", &self.path, e))?,
+            path: self.path.clone(),
+        })
+    }
+
     /// The path it was opened from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -71,6 +71,7 @@ fn persisted_netns_can_be_entered_joined_and_removed() {
     ));
     assert_eq!(store.open_or_create(&name).unwrap().inode().unwrap(), ino);
     assert_eq!(store.open(&name).unwrap().inode().unwrap(), ino);
+    assert_eq!(ns.try_clone().unwrap().inode().unwrap(), ino);
 
     // A spawned process can join it by path.
     let mut cmd = NsCommand::new("sleep");
