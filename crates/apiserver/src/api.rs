@@ -853,11 +853,12 @@ impl Api {
         if info.kind == "Service" {
             self.allocate_service(&mut new, Some(old)).await?;
         }
+        let mut new = Self::normalize_and_validate(info, new)?;
         if spec_like(info.kind, &new) != spec_like(info.kind, old) {
+            tracing::trace!(old = %spec_like(info.kind, old), new = %spec_like(info.kind, &new), "spec changed");
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             new["metadata"]["generation"] = json!(g);
         }
-        let new = Self::normalize_and_validate(info, new)?;
         let mut old_cmp = old.clone();
         meta_mut(&mut old_cmp).remove("resourceVersion");
         if new == old_cmp {

@@ -154,7 +154,18 @@ pub(crate) fn apply(kind: &str, obj: &mut Value) {
             set_default(obj_mut(obj, "spec"), "finalizers", json!(["kubernetes"]));
             set_default(obj_mut(obj, "status"), "phase", json!("Active"));
         }
-        "Secret" => set_default(obj, "type", json!("Opaque")),
+        "Secret" => {
+            set_default(obj, "type", json!("Opaque"));
+            // stringData is write-only: it is merged into data, base64-encoded.
+            if let Some(sd) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+                use base64::Engine as _;
+                let data = obj_mut(obj, "data");
+                for (k, v) in sd.as_object().into_iter().flatten() {
+                    let raw = v.as_str().unwrap_or_default();
+                    data[k] = json!(base64::engine::general_purpose::STANDARD.encode(raw));
+                }
+            }
+        }
         _ => {}
     }
 }

@@ -347,6 +347,17 @@ async fn route(
             return static_resp(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}))
         }
         ["apis"] if get => return static_resp(api_group_list()),
+        ["openapi", "v3"] if get => return static_resp(crate::openapi::index()),
+        ["openapi", "v3", "api", v] if get => {
+            if let Some(doc) = crate::openapi::group_version("", v) {
+                return static_resp(doc);
+            }
+        }
+        ["openapi", "v3", "apis", g, v] if get => {
+            if let Some(doc) = crate::openapi::group_version(g, v) {
+                return static_resp(doc);
+            }
+        }
         ["api", "v1"] if get => return static_resp(api_resource_list("", "v1")),
         ["apis", g] if get && resources::group_versions().iter().any(|(x, _)| x == g) => return static_resp(api_group(g)),
         ["apis", g, v] if get && resources::group_versions().contains(&(g, v)) => {

@@ -6,6 +6,7 @@ pub mod conformance;
 mod defaults;
 mod error;
 mod http;
+mod openapi;
 mod patch;
 mod resources;
 mod selectors;

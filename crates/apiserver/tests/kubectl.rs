@@ -231,7 +231,7 @@ async fn kubectl_apply_get_scale_patch_delete() {
     assert!(out.contains("configmap/ssa serverside-applied"), "{out}");
     let ssa = write_manifests(&c, "ssa.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: \"3\"\n");
     ok(&c, &["apply", "--server-side", "-f", &ssa]).await;
-    let cm = ok_json(&c, &["get", "cm", "ssa", "-o", "json"]).await;
+    let cm = ok_json(&c, &["get", "cm", "ssa", "-o", "json", "--show-managed-fields"]).await;
     assert_eq!(cm["data"], serde_json::json!({"a": "3"}), "field dropped from the apply is removed");
     assert_eq!(cm["metadata"]["managedFields"][0]["manager"], "kubectl");
     assert_eq!(cm["metadata"]["managedFields"][0]["operation"], "Apply");
