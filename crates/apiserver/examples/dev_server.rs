@@ -6,7 +6,9 @@ use kcore_apiserver::ApiServer;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().unwrap_or_else(|| "/tmp/kcore-apiserver-dev".into());
+    let dir = args
+        .next()
+        .unwrap_or_else(|| "/tmp/kcore-apiserver-dev".into());
     let port: u16 = args.next().map(|p| p.parse()).transpose()?.unwrap_or(8080);
     let server = ApiServer::builder()
         .data_dir(dir)

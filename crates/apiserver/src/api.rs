@@ -175,7 +175,9 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj["metadata"].is_object() {
         obj["metadata"] = json!({});
     }
-    obj["metadata"].as_object_mut().expect("metadata is an object")
+    obj["metadata"]
+        .as_object_mut()
+        .expect("metadata is an object")
 }
 
 fn resource_for<K: k8s_openapi::Resource>() -> Result<&'static ResourceInfo, ApiError> {
@@ -198,8 +200,7 @@ fn to_value<T: Serialize>(t: &T) -> Result<Value, ApiError> {
 
 /// The continuation token: the last key returned and the list's revision.
 fn encode_continue(key: &str, rv: u64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(json!({"k": key, "rv": rv}).to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"k": key, "rv": rv}).to_string())
 }
 
 fn decode_continue(tok: &str) -> Result<String, ApiError> {
@@ -263,7 +264,10 @@ impl Api {
         let ns = resources::lookup("", "v1", "namespaces").expect("namespaces are served");
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-            match self.create_in(ns, None, obj, &WriteOptions::default()).await {
+            match self
+                .create_in(ns, None, obj, &WriteOptions::default())
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if e.code == 409 => {}
                 Err(e) => return Err(e),
@@ -281,7 +285,9 @@ impl Api {
             ApiError::new(
                 404,
                 "NotFound",
-                format!("the server could not find the requested resource ({plural}.{api_version})"),
+                format!(
+                    "the server could not find the requested resource ({plural}.{api_version})"
+                ),
             )
         })
     }
@@ -338,7 +344,10 @@ impl Api {
         K: k8s_openapi::Resource + Serialize + DeserializeOwned,
     {
         let v = to_value(obj)?;
-        let name = v["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let name = v["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let info = resource_for::<K>()?;
         to_typed(
             self.update_in(info, namespace, &name, v, None, &WriteOptions::default())
@@ -352,11 +361,21 @@ impl Api {
         K: k8s_openapi::Resource + Serialize + DeserializeOwned,
     {
         let v = to_value(obj)?;
-        let name = v["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let name = v["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let info = resource_for::<K>()?;
         to_typed(
-            self.update_in(info, namespace, &name, v, Some(Sub::Status), &WriteOptions::default())
-                .await?,
+            self.update_in(
+                info,
+                namespace,
+                &name,
+                v,
+                Some(Sub::Status),
+                &WriteOptions::default(),
+            )
+            .await?,
         )
     }
 
@@ -468,7 +487,9 @@ impl Api {
 
     fn check_type(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the request body must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
         }
         let api_version = info.api_version();
         match obj["apiVersion"].as_str() {
@@ -494,9 +515,15 @@ impl Api {
     }
 
     fn normalize_and_validate(info: &ResourceInfo, obj: Value) -> Result<Value, ApiError> {
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let norm = (info.normalize)(obj).map_err(|e| {
-            ApiError::bad_request(format!("{} in version {:?} cannot be handled as a {}: {e}", info.kind, info.version, info.kind))
+            ApiError::bad_request(format!(
+                "{} in version {:?} cannot be handled as a {}: {e}",
+                info.kind, info.version, info.kind
+            ))
         })?;
         let causes = validate::object(info.kind, &norm);
         if !causes.is_empty() {
@@ -514,12 +541,14 @@ impl Api {
             meta_mut(obj).remove("namespace");
             return Ok(None);
         }
-        let in_obj = obj["metadata"]["namespace"].as_str().filter(|s| !s.is_empty());
+        let in_obj = obj["metadata"]["namespace"]
+            .as_str()
+            .filter(|s| !s.is_empty());
         let ns = match (namespace, in_obj) {
             (Some(url), Some(body)) if url != body => {
-                return Err(ApiError::bad_request(format!(
-                    "the namespace of the provided object does not match the namespace sent on the request"
-                )))
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ))
             }
             (Some(url), _) => url.to_owned(),
             (None, Some(body)) => body.to_owned(),
@@ -541,9 +570,14 @@ impl Api {
                 spec["clusterIP"] = os["clusterIP"].clone();
                 spec["clusterIPs"] = os["clusterIPs"].clone();
             }
-            if let (Some(ports), Some(old_ports)) = (spec["ports"].as_array_mut(), os["ports"].as_array()) {
+            if let (Some(ports), Some(old_ports)) =
+                (spec["ports"].as_array_mut(), os["ports"].as_array())
+            {
                 for p in ports.iter_mut().filter(|p| p["nodePort"].is_null()) {
-                    if let Some(op) = old_ports.iter().find(|op| op["port"] == p["port"] && op["nodePort"].is_number()) {
+                    if let Some(op) = old_ports
+                        .iter()
+                        .find(|op| op["port"] == p["port"] && op["nodePort"].is_number())
+                    {
                         p["nodePort"] = op["nodePort"].clone();
                     }
                 }
@@ -623,7 +657,11 @@ impl Api {
         Self::check_type(info, &mut obj)?;
         let ns = Self::resolve_namespace(info, namespace, &mut obj)?;
         let meta = meta_mut(&mut obj);
-        if meta.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+        if meta
+            .get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             match meta.get("generateName").and_then(Value::as_str) {
                 Some(g) if !g.is_empty() => {
                     let name = format!("{g}{}", random_suffix());
@@ -639,7 +677,11 @@ impl Api {
                 }
             }
         }
-        if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+        if meta
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
             return Err(ApiError::bad_request(
                 "resourceVersion should not be set on objects to be created",
             ));
@@ -647,7 +689,12 @@ impl Api {
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now()));
         meta.insert("generation".into(), json!(1));
-        for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+        for k in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
             meta.remove(k);
         }
         match info.kind {
@@ -665,7 +712,10 @@ impl Api {
             self.allocate_service(&mut obj, None).await?;
         }
         let obj = Self::normalize_and_validate(info, obj)?;
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         if let Some(ns) = &ns {
             self.namespace_exists(ns).await?;
         }
@@ -678,7 +728,7 @@ impl Api {
             tracing::debug_span!("create", %key),
         )
         .await
-            .map_err(|e| from_storage(e, info.group, info.plural, &name))?;
+        .map_err(|e| from_storage(e, info.group, info.plural, &name))?;
         let mut out = obj;
         out["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
         Ok(out)
@@ -699,7 +749,11 @@ impl Api {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<(Value, u64), ApiError> {
-        let ns = if info.namespaced { Some(namespace.unwrap_or("default")) } else { None };
+        let ns = if info.namespaced {
+            Some(namespace.unwrap_or("default"))
+        } else {
+            None
+        };
         let kv = self
             .inner
             .storage
@@ -724,8 +778,16 @@ impl Api {
             _ => None,
         };
         // With a name pinned by the field selector, read just that key.
-        if let (Some(name), false) = (filter.fields.exact("metadata.name"), info.namespaced && namespace.is_none()) {
-            let rev = self.inner.storage.revision().await.map_err(|e| ApiError::internal(e.to_string()))?;
+        if let (Some(name), false) = (
+            filter.fields.exact("metadata.name"),
+            info.namespaced && namespace.is_none(),
+        ) {
+            let rev = self
+                .inner
+                .storage
+                .revision()
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
             let kv = self
                 .inner
                 .storage
@@ -745,7 +807,11 @@ impl Api {
         let mut revision = 0;
         let mut next = None;
         loop {
-            let page_size = if limit == 0 { 0 } else { (limit - items.len()).max(limit) };
+            let page_size = if limit == 0 {
+                0
+            } else {
+                (limit - items.len()).max(limit)
+            };
             let page = self
                 .inner
                 .storage
@@ -781,7 +847,13 @@ impl Api {
         Ok(self.list_object(info, items, revision, next))
     }
 
-    fn list_object(&self, info: &ResourceInfo, items: Vec<Value>, rv: u64, cont: Option<String>) -> Value {
+    fn list_object(
+        &self,
+        info: &ResourceInfo,
+        items: Vec<Value>,
+        rv: u64,
+        cont: Option<String>,
+    ) -> Value {
         let mut meta = json!({"resourceVersion": rv.to_string()});
         if let Some(c) = cont {
             meta["continue"] = json!(c);
@@ -796,6 +868,7 @@ impl Api {
 
     /// Computes and stores the new state of an existing object. `incoming` is the full new
     /// object; for `sub == Some(Status)` only its status is taken.
+    #[allow(clippy::too_many_arguments)]
     async fn write_update(
         &self,
         info: &'static ResourceInfo,
@@ -832,7 +905,14 @@ impl Api {
         {
             let om = &old["metadata"];
             let m = meta_mut(&mut new);
-            for k in ["uid", "creationTimestamp", "namespace", "name", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+            for k in [
+                "uid",
+                "creationTimestamp",
+                "namespace",
+                "name",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
                 match om.get(k) {
                     Some(v) => m.insert(k.into(), v.clone()),
                     None => m.remove(k),
@@ -869,7 +949,9 @@ impl Api {
         }
         let key = info.key(ns, name);
         let finalized = new["metadata"]["deletionTimestamp"].is_string()
-            && new["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
+            && new["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty());
         if finalized {
             let kv = self
                 .inner
@@ -902,9 +984,17 @@ impl Api {
         sub: Option<Sub>,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        let ns = if info.namespaced { Some(namespace.unwrap_or("default")) } else { None };
+        let ns = if info.namespaced {
+            Some(namespace.unwrap_or("default"))
+        } else {
+            None
+        };
         let given_rv = rv_of(&obj);
-        if obj["metadata"]["resourceVersion"].as_str().is_some_and(|s| !s.is_empty()) && given_rv.is_none() {
+        if obj["metadata"]["resourceVersion"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+            && given_rv.is_none()
+        {
             return Err(ApiError::bad_request("invalid resourceVersion"));
         }
         loop {
@@ -942,7 +1032,11 @@ impl Api {
         body: &[u8],
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        let ns = if info.namespaced { Some(namespace.unwrap_or("default")) } else { None };
+        let ns = if info.namespaced {
+            Some(namespace.unwrap_or("default"))
+        } else {
+            None
+        };
         let manager = opts.field_manager.clone();
         if patch_type == PatchType::Apply && manager.as_deref().is_none_or(str::is_empty) {
             return Err(ApiError::bad_request(
@@ -954,7 +1048,8 @@ impl Api {
                 Ok(x) => x,
                 Err(e) if e.code == 404 && patch_type == PatchType::Apply && sub.is_none() => {
                     let applied = patch::parse_apply(body)?;
-                    let obj = patch::apply_create(applied, manager.as_deref().unwrap_or_default(), info)?;
+                    let obj =
+                        patch::apply_create(applied, manager.as_deref().unwrap_or_default(), info)?;
                     if obj["metadata"]["name"].as_str().is_some_and(|n| n != name) {
                         return Err(ApiError::bad_request(format!(
                             "the name of the object ({}) does not match the name on the URL ({name})",
@@ -991,7 +1086,9 @@ impl Api {
                 }
             };
             match result {
-                Err(e) if e.reason == "Conflict" && e.message.contains("has been modified") => continue,
+                Err(e) if e.reason == "Conflict" && e.message.contains("has been modified") => {
+                    continue
+                }
                 r => return r,
             }
         }
@@ -1016,14 +1113,22 @@ impl Api {
         scale: Value,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        let ns = if info.namespaced { Some(namespace.unwrap_or("default")) } else { None };
+        let ns = if info.namespaced {
+            Some(namespace.unwrap_or("default"))
+        } else {
+            None
+        };
         let replicas = scale["spec"]["replicas"].clone();
         if replicas.as_i64().is_none_or(|r| r < 0) {
             return Err(ApiError::invalid(
                 "autoscaling",
                 "Scale",
                 name,
-                vec![Cause::invalid("spec.replicas", &replicas, "must be greater than or equal to 0")],
+                vec![Cause::invalid(
+                    "spec.replicas",
+                    &replicas,
+                    "must be greater than or equal to 0",
+                )],
             ));
         }
         let given_rv = rv_of(&scale);
@@ -1034,7 +1139,10 @@ impl Api {
             }
             let mut new = old.clone();
             new["spec"]["replicas"] = replicas.clone();
-            match self.write_update(info, ns, name, &old, old_rev, new, None, opts).await {
+            match self
+                .write_update(info, ns, name, &old, old_rev, new, None, opts)
+                .await
+            {
                 Err(e) if e.reason == "Conflict" && given_rv.is_none() => continue,
                 r => return r.map(|o| scale_of(info, &o)),
             }
@@ -1050,9 +1158,17 @@ impl Api {
     ) -> Result<Value, ApiError> {
         let info = resources::lookup("", "v1", "pods").expect("served");
         let ns = namespace.unwrap_or("default");
-        let target = binding["target"]["name"].as_str().unwrap_or_default().to_owned();
+        let target = binding["target"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         if target.is_empty() {
-            return Err(ApiError::invalid("", "Binding", name, vec![Cause::required("target.name")]));
+            return Err(ApiError::invalid(
+                "",
+                "Binding",
+                name,
+                vec![Cause::required("target.name")],
+            ));
         }
         loop {
             let (old, old_rev) = self.get_kv(info, Some(ns), name).await?;
@@ -1069,16 +1185,31 @@ impl Api {
             }
             let mut new = old.clone();
             new["spec"]["nodeName"] = json!(target);
-            let conds = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
-            let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
-            conds.push(json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}));
+            let conds = new["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut conds: Vec<Value> = conds
+                .into_iter()
+                .filter(|c| c["type"] != "PodScheduled")
+                .collect();
+            conds.push(
+                json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}),
+            );
             new["status"]["conditions"] = json!(conds);
             // Binding writes spec and status at once, bypassing the status reset.
             let key = info.key(Some(ns), name);
             meta_mut(&mut new).remove("resourceVersion");
-            match self.inner.storage.update(&key, encode(&new), Some(old_rev)).await {
+            match self
+                .inner
+                .storage
+                .update(&key, encode(&new), Some(old_rev))
+                .await
+            {
                 Ok(_) => {
-                    return Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
+                    return Ok(
+                        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                    )
                 }
                 Err(StorageError::Conflict { .. }) => continue,
                 Err(e) => return Err(from_storage(e, "", "pods", name)),
@@ -1094,15 +1225,24 @@ impl Api {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Value, ApiError> {
-        let ns = if info.namespaced { Some(namespace.unwrap_or("default")) } else { None };
+        let ns = if info.namespaced {
+            Some(namespace.unwrap_or("default"))
+        } else {
+            None
+        };
         loop {
             let (old, old_rev) = self.get_kv(info, ns, name).await?;
             if let Some(uid) = &opts.precondition_uid {
                 if old["metadata"]["uid"].as_str() != Some(uid) {
-                    return Err(ApiError::conflict(info.group, info.plural, name, &format!(
+                    return Err(ApiError::conflict(
+                        info.group,
+                        info.plural,
+                        name,
+                        &format!(
                         "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
                         old["metadata"]["uid"].as_str().unwrap_or_default()
-                    )));
+                    ),
+                    ));
                 }
             }
             if let Some(rv) = &opts.precondition_resource_version {
@@ -1112,7 +1252,10 @@ impl Api {
                     )));
                 }
             }
-            let mut finalizers: Vec<Value> = old["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+            let mut finalizers: Vec<Value> = old["metadata"]["finalizers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let mut add = |f: &str| {
                 if !finalizers.iter().any(|x| x == f) {
                     finalizers.push(json!(f));
@@ -1124,18 +1267,30 @@ impl Api {
                 _ => {}
             }
             let graceful_pod = info.kind == "Pod"
-                && old["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty())
+                && old["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty())
                 && opts
                     .grace_period_seconds
                     .or_else(|| old["spec"]["terminationGracePeriodSeconds"].as_i64())
                     .unwrap_or(30)
                     > 0
-                && !matches!(old["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+                && !matches!(
+                    old["status"]["phase"].as_str(),
+                    Some("Succeeded" | "Failed")
+                );
             if info.kind == "Namespace" && !opts.dry_run {
                 self.delete_namespace_contents(name).await?;
             }
             if !finalizers.is_empty() || graceful_pod {
-                if old["metadata"]["deletionTimestamp"].is_string() && finalizers == old["metadata"]["finalizers"].as_array().cloned().unwrap_or_default() && !graceful_pod {
+                if old["metadata"]["deletionTimestamp"].is_string()
+                    && finalizers
+                        == old["metadata"]["finalizers"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                    && !graceful_pod
+                {
                     return Ok(old);
                 }
                 let mut new = old.clone();
@@ -1151,7 +1306,10 @@ impl Api {
                     let at = timestamp_now()
                         .checked_add(jiff::SignedDuration::from_secs(grace))
                         .unwrap_or_else(|_| timestamp_now());
-                    m.insert("deletionTimestamp".into(), json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                    m.insert(
+                        "deletionTimestamp".into(),
+                        json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                    );
                     m.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 } else if graceful_pod && finalizers.is_empty() {
                     // A second delete of a terminating pod: nothing more to do.
@@ -1165,7 +1323,12 @@ impl Api {
                     return Ok(new);
                 }
                 let key = info.key(ns, name);
-                match self.inner.storage.update(&key, encode(&new), Some(old_rev)).await {
+                match self
+                    .inner
+                    .storage
+                    .update(&key, encode(&new), Some(old_rev))
+                    .await
+                {
                     Ok(kv) => {
                         new["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
                         return Ok(new);
@@ -1177,7 +1340,12 @@ impl Api {
             if opts.dry_run {
                 return Ok(old);
             }
-            match self.inner.storage.delete(&info.key(ns, name), Some(old_rev)).await {
+            match self
+                .inner
+                .storage
+                .delete(&info.key(ns, name), Some(old_rev))
+                .await
+            {
                 Ok(kv) => {
                     let mut out = old;
                     out["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
@@ -1191,7 +1359,11 @@ impl Api {
 
     async fn delete_namespace_contents(&self, ns: &str) -> Result<(), ApiError> {
         for info in resources::RESOURCES.iter().filter(|r| r.namespaced) {
-            let list = self.inner.storage.range(&info.prefix(Some(ns)), None, 0).await
+            let list = self
+                .inner
+                .storage
+                .range(&info.prefix(Some(ns)), None, 0)
+                .await
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             for kv in list.kvs {
                 let _ = self.inner.storage.delete(&kv.key, None).await;
@@ -1233,7 +1405,9 @@ impl Api {
         let filter = Filter::new(opts)?;
         let prefix = info.prefix(namespace.filter(|_| info.namespaced));
         let rv = opts.resource_version.as_deref().filter(|s| !s.is_empty());
-        let send_initial = opts.send_initial_events.unwrap_or(matches!(rv, None | Some("0")));
+        let send_initial = opts
+            .send_initial_events
+            .unwrap_or(matches!(rv, None | Some("0")));
         if opts.send_initial_events == Some(true) && !matches!(rv, None | Some("0")) {
             // Upstream allows sendInitialEvents only with an unset or "0" resourceVersion
             // and resourceVersionMatch=NotOlderThan; be lenient on the latter.
@@ -1246,7 +1420,11 @@ impl Api {
                 ..Default::default()
             };
             let list = self.list_in(info, namespace, &list_opts).await?;
-            let rev: u64 = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").parse().unwrap_or(0);
+            let rev: u64 = list["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
             if send_initial {
                 initial = list["items"].as_array().cloned().unwrap_or_default();
             }
@@ -1255,7 +1433,8 @@ impl Api {
             rv.and_then(|s| s.parse().ok())
                 .ok_or_else(|| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?
         };
-        let init_end_bookmark = opts.send_initial_events == Some(true) && opts.allow_watch_bookmarks;
+        let init_end_bookmark =
+            opts.send_initial_events == Some(true) && opts.allow_watch_bookmarks;
         let timeout = opts
             .timeout_seconds
             .map(Duration::from_secs)
@@ -1270,25 +1449,43 @@ impl Api {
             if end {
                 m["annotations"] = json!({"k8s.io/initial-events-end": "true"});
             }
-            WatchEvent { kind: "BOOKMARK", object: json!({"kind": kind, "apiVersion": api_version, "metadata": m}) }
+            WatchEvent {
+                kind: "BOOKMARK",
+                object: json!({"kind": kind, "apiVersion": api_version, "metadata": m}),
+            }
         };
         let head: Vec<WatchEvent> = initial
             .into_iter()
-            .map(|o| WatchEvent { kind: "ADDED", object: o })
+            .map(|o| WatchEvent {
+                kind: "ADDED",
+                object: o,
+            })
             .chain(init_end_bookmark.then(|| bookmark(start, true)))
             .collect();
         let storage_stream = match self.inner.storage.watch(&prefix, start).await {
             Ok(s) => Some(s),
-            Err(StorageError::Compacted { requested, compacted }) => {
-                let err = ApiError::gone(format!("too old resource version: {requested} ({compacted})"));
-                let ev = WatchEvent { kind: "ERROR", object: err.to_status() };
+            Err(StorageError::Compacted {
+                requested,
+                compacted,
+            }) => {
+                let err = ApiError::gone(format!(
+                    "too old resource version: {requested} ({compacted})"
+                ));
+                let ev = WatchEvent {
+                    kind: "ERROR",
+                    object: err.to_status(),
+                };
                 return Ok(futures::stream::iter(head.into_iter().chain([ev])).boxed());
             }
             Err(e) => return Err(ApiError::internal(e.to_string())),
         };
         let convert = move |ev: crate::storage::Event| -> Option<WatchEvent> {
             let obj = decode(&ev.kv).ok()?;
-            let prev_match = ev.prev.as_ref().and_then(|p| decode(p).ok()).is_some_and(|p| filter.matches(&p));
+            let prev_match = ev
+                .prev
+                .as_ref()
+                .and_then(|p| decode(p).ok())
+                .is_some_and(|p| filter.matches(&p));
             let now_match = filter.matches(&obj);
             let kind = match ev.kind {
                 EventKind::Delete if prev_match || now_match => "DELETED",
@@ -1305,9 +1502,14 @@ impl Api {
             last: u64,
             ticker: tokio::time::Interval,
         }
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + bookmark_every, bookmark_every);
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + bookmark_every, bookmark_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let st = St { inner: storage_stream, last: start, ticker };
+        let st = St {
+            inner: storage_stream,
+            last: start,
+            ticker,
+        };
         let live = futures::stream::unfold(st, move |mut st| {
             let convert = convert.clone();
             let bookmark = bookmark.clone();

@@ -39,18 +39,31 @@ async fn next_event(stream: &mut WatchStream, case: &str) -> crate::storage::Eve
 pub async fn create_and_get<S: Storage>(s: &S) {
     let before = s.revision().await.expect("revision").current;
     let kv = s.create("/c/a", b"one".to_vec()).await.expect("create");
-    assert!(kv.mod_revision > before, "create_and_get: revision must grow");
+    assert!(
+        kv.mod_revision > before,
+        "create_and_get: revision must grow"
+    );
     assert_eq!(kv.create_revision, kv.mod_revision, "create_and_get");
-    let got = s.get("/c/a").await.expect("get").expect("create_and_get: key missing");
+    let got = s
+        .get("/c/a")
+        .await
+        .expect("get")
+        .expect("create_and_get: key missing");
     assert_eq!(got, kv, "create_and_get: get differs from create");
     assert_eq!(got.value, b"one", "create_and_get");
-    assert!(s.get("/c/b").await.expect("get").is_none(), "create_and_get");
+    assert!(
+        s.get("/c/b").await.expect("get").is_none(),
+        "create_and_get"
+    );
     match s.create("/c/a", b"two".to_vec()).await {
         Err(StorageError::AlreadyExists { key }) => assert_eq!(key, "/c/a"),
         other => panic!("create_and_get: second create gave {other:?}"),
     }
     let cur = s.revision().await.expect("revision").current;
-    assert_eq!(cur, kv.mod_revision, "create_and_get: failed create bumped revision");
+    assert_eq!(
+        cur, kv.mod_revision,
+        "create_and_get: failed create bumped revision"
+    );
 }
 
 /// Update succeeds only at the expected revision and keeps the creation revision.
@@ -84,10 +97,16 @@ pub async fn delete_semantics<S: Storage>(s: &S) {
         Err(StorageError::Conflict { .. }) => {}
         other => panic!("delete_semantics: stale delete gave {other:?}"),
     }
-    let d = s.delete("/d/a", Some(c.mod_revision)).await.expect("delete");
+    let d = s
+        .delete("/d/a", Some(c.mod_revision))
+        .await
+        .expect("delete");
     assert_eq!(d.value, b"v", "delete_semantics");
     assert!(d.mod_revision > c.mod_revision, "delete_semantics");
-    assert!(s.get("/d/a").await.expect("get").is_none(), "delete_semantics");
+    assert!(
+        s.get("/d/a").await.expect("get").is_none(),
+        "delete_semantics"
+    );
     match s.delete("/d/a", None).await {
         Err(StorageError::NotFound { .. }) => {}
         other => panic!("delete_semantics: second delete gave {other:?}"),
@@ -109,7 +128,10 @@ pub async fn range_prefix_order_and_pages<S: Storage>(s: &S) {
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = s.range("/r/", after.as_deref(), 2).await.expect("range page");
+        let page = s
+            .range("/r/", after.as_deref(), 2)
+            .await
+            .expect("range page");
         assert!(page.kvs.len() <= 2, "range: limit");
         seen.extend(page.kvs.iter().map(|k| k.key.clone()));
         after = page.kvs.last().map(|k| k.key.clone());
@@ -122,7 +144,12 @@ pub async fn range_prefix_order_and_pages<S: Storage>(s: &S) {
         ["/r/a/1", "/r/b/1", "/r/b/2", "/r/b/3", "/r/bb/1", "/r/c"],
         "range: pages"
     );
-    assert!(s.range("/none/", None, 0).await.expect("range").kvs.is_empty());
+    assert!(s
+        .range("/none/", None, 0)
+        .await
+        .expect("range")
+        .kvs
+        .is_empty());
 }
 
 /// Watching from a past revision replays the history in order, then goes live.
@@ -133,23 +160,41 @@ pub async fn watch_from_revision<S: Storage>(s: &S) {
     let d = s.delete("/w/a", None).await.expect("delete");
     let mut w = s.watch("/w/", start).await.expect("watch");
     let e1 = next_event(&mut w, "watch_from_revision").await;
-    assert_eq!((e1.kind, e1.kv.mod_revision), (EventKind::Put, a.mod_revision));
+    assert_eq!(
+        (e1.kind, e1.kv.mod_revision),
+        (EventKind::Put, a.mod_revision)
+    );
     assert!(e1.prev.is_none(), "watch_from_revision: create has no prev");
     let e2 = next_event(&mut w, "watch_from_revision").await;
-    assert_eq!((e2.kind, e2.kv.value.as_slice()), (EventKind::Put, &b"2"[..]));
-    assert_eq!(e2.prev.as_ref().map(|p| p.value.as_slice()), Some(&b"1"[..]));
+    assert_eq!(
+        (e2.kind, e2.kv.value.as_slice()),
+        (EventKind::Put, &b"2"[..])
+    );
+    assert_eq!(
+        e2.prev.as_ref().map(|p| p.value.as_slice()),
+        Some(&b"1"[..])
+    );
     let e3 = next_event(&mut w, "watch_from_revision").await;
     assert_eq!(e3.kind, EventKind::Delete, "watch_from_revision");
     assert_eq!(e3.kv.mod_revision, d.mod_revision, "watch_from_revision");
-    assert_eq!(e3.kv.value, b"2", "watch_from_revision: delete carries last value");
+    assert_eq!(
+        e3.kv.value, b"2",
+        "watch_from_revision: delete carries last value"
+    );
     assert!(a2.mod_revision < d.mod_revision);
     let b = s.create("/w/b", b"3".to_vec()).await.expect("create");
     let e4 = next_event(&mut w, "watch_from_revision").await;
-    assert_eq!(e4.kv.mod_revision, b.mod_revision, "watch_from_revision: live");
+    assert_eq!(
+        e4.kv.mod_revision, b.mod_revision,
+        "watch_from_revision: live"
+    );
     // Starting in the middle skips what came before.
     let mut mid = s.watch("/w/", a2.mod_revision).await.expect("watch");
     let m = next_event(&mut mid, "watch_from_revision").await;
-    assert_eq!(m.kv.mod_revision, d.mod_revision, "watch_from_revision: middle");
+    assert_eq!(
+        m.kv.mod_revision, d.mod_revision,
+        "watch_from_revision: middle"
+    );
 }
 
 /// Live watchers see only their prefix, in revision order.
@@ -158,7 +203,11 @@ pub async fn watch_live_and_prefix<S: Storage>(s: &S) {
     let mut w = s.watch("/p/x/", now).await.expect("watch");
     let mut revs = Vec::new();
     for i in 0..20 {
-        let key = if i % 2 == 0 { format!("/p/x/{i}") } else { format!("/p/y/{i}") };
+        let key = if i % 2 == 0 {
+            format!("/p/x/{i}")
+        } else {
+            format!("/p/y/{i}")
+        };
         let kv = s.create(&key, vec![i]).await.expect("create");
         if i % 2 == 0 {
             revs.push(kv.mod_revision);
@@ -166,7 +215,10 @@ pub async fn watch_live_and_prefix<S: Storage>(s: &S) {
     }
     for want in revs {
         let ev = next_event(&mut w, "watch_live_and_prefix").await;
-        assert!(ev.kv.key.starts_with("/p/x/"), "watch_live_and_prefix: prefix");
+        assert!(
+            ev.kv.key.starts_with("/p/x/"),
+            "watch_live_and_prefix: prefix"
+        );
         assert_eq!(ev.kv.mod_revision, want, "watch_live_and_prefix: order");
     }
 }
@@ -175,11 +227,19 @@ pub async fn watch_live_and_prefix<S: Storage>(s: &S) {
 pub async fn compaction<S: Storage>(s: &S) {
     let mut last = 0;
     for i in 0..5u8 {
-        last = s.create(&format!("/k/{i}"), vec![i]).await.expect("create").mod_revision;
+        last = s
+            .create(&format!("/k/{i}"), vec![i])
+            .await
+            .expect("create")
+            .mod_revision;
     }
     let mid = last - 2;
     s.compact(mid).await.expect("compact");
-    assert_eq!(s.revision().await.expect("rev").compacted, mid, "compaction");
+    assert_eq!(
+        s.revision().await.expect("rev").compacted,
+        mid,
+        "compaction"
+    );
     match s.watch("/k/", mid - 1).await {
         Err(StorageError::Compacted { compacted, .. }) => assert_eq!(compacted, mid),
         Err(e) => panic!("compaction: watch before compaction gave {e}"),
@@ -190,7 +250,10 @@ pub async fn compaction<S: Storage>(s: &S) {
     assert_eq!(ev.kv.mod_revision, mid + 1, "compaction: first event after");
     // Data itself survives compaction.
     assert_eq!(s.range("/k/", None, 0).await.expect("range").kvs.len(), 5);
-    assert!(s.compact(last + 100).await.is_err(), "compaction: future revision");
+    assert!(
+        s.compact(last + 100).await.is_err(),
+        "compaction: future revision"
+    );
 }
 
 /// Concurrent writers all succeed with distinct revisions; of racing conditional updates
@@ -204,12 +267,19 @@ pub async fn concurrent_writers<S: Storage>(s: &S) {
         .collect();
     revs.sort_unstable();
     revs.dedup();
-    assert_eq!(revs.len(), 64, "concurrent_writers: revisions must be distinct");
+    assert_eq!(
+        revs.len(),
+        64,
+        "concurrent_writers: revisions must be distinct"
+    );
     let base = s.create("/cc/race", b"0".to_vec()).await.expect("create");
     let racers = (0..16).map(|i| s.update_owned("/cc/race".into(), vec![i], base.mod_revision));
     let results = futures::future::join_all(racers).await;
     let wins = results.iter().filter(|r| r.is_ok()).count();
-    assert_eq!(wins, 1, "concurrent_writers: exactly one conditional update wins");
+    assert_eq!(
+        wins, 1,
+        "concurrent_writers: exactly one conditional update wins"
+    );
     assert!(results
         .iter()
         .filter_map(|r| r.as_ref().err())

@@ -183,7 +183,10 @@ mod tests {
         assert_eq!(s["replicas"], 1);
         assert_eq!(s["revisionHistoryLimit"], 10);
         assert_eq!(s["progressDeadlineSeconds"], 600);
-        assert_eq!(s["strategy"]["rollingUpdate"], json!({"maxUnavailable": "25%", "maxSurge": "25%"}));
+        assert_eq!(
+            s["strategy"]["rollingUpdate"],
+            json!({"maxUnavailable": "25%", "maxSurge": "25%"})
+        );
         let ps = &s["template"]["spec"];
         assert_eq!(ps["restartPolicy"], "Always");
         assert_eq!(ps["dnsPolicy"], "ClusterFirst");

@@ -87,7 +87,10 @@ impl Cause {
         Self {
             reason: "FieldValueNotSupported",
             field: field.into(),
-            message: format!("Unsupported value: {value}: supported values: {}", list.join(", ")),
+            message: format!(
+                "Unsupported value: {value}: supported values: {}",
+                list.join(", ")
+            ),
         }
     }
 }
@@ -121,7 +124,8 @@ impl ApiError {
 
     pub(crate) fn not_found(group: &str, plural: &str, name: &str) -> Self {
         let w = Self::what(group, plural);
-        Self::new(404, "NotFound", format!("{w} {name:?} not found")).with_details(group, plural, name)
+        Self::new(404, "NotFound", format!("{w} {name:?} not found"))
+            .with_details(group, plural, name)
     }
 
     pub(crate) fn already_exists(group: &str, plural: &str, name: &str) -> Self {
@@ -187,7 +191,11 @@ impl ApiError {
     }
 
     pub(crate) fn method_not_allowed(what: &str) -> Self {
-        Self::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource {what}"))
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource {what}"),
+        )
     }
 
     /// The `Status` object for this error.
@@ -214,7 +222,10 @@ pub(crate) fn from_storage(e: StorageError, group: &str, plural: &str, name: &st
         StorageError::AlreadyExists { .. } => ApiError::already_exists(group, plural, name),
         StorageError::NotFound { .. } => ApiError::not_found(group, plural, name),
         StorageError::Conflict { .. } => ApiError::modified(group, plural, name),
-        StorageError::Compacted { requested, compacted } => ApiError::gone(format!(
+        StorageError::Compacted {
+            requested,
+            compacted,
+        } => ApiError::gone(format!(
             "too old resource version: {requested} ({compacted})"
         )),
         other => ApiError::internal(other.to_string()),

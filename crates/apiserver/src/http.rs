@@ -38,7 +38,8 @@ pub(crate) struct Metrics {
 impl Metrics {
     fn record(&self, verb: &str, resource: &str, code: u16) {
         let mut m = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry((verb.to_owned(), resource.to_owned(), code)).or_default() += 1;
+        *m.entry((verb.to_owned(), resource.to_owned(), code))
+            .or_default() += 1;
     }
 
     fn render(&self) -> String {
@@ -76,7 +77,12 @@ fn error_response(e: &ApiError) -> Response {
 }
 
 fn text(code: StatusCode, s: String) -> Response {
-    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], s).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        s,
+    )
+        .into_response()
 }
 
 struct Params(HashMap<String, String>);
@@ -92,7 +98,10 @@ impl Params {
         let num = |k: &str| -> Result<Option<u64>, ApiError> {
             self.get(k)
                 .filter(|s| !s.is_empty())
-                .map(|s| s.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid {k}: {s:?}"))))
+                .map(|s| {
+                    s.parse::<u64>()
+                        .map_err(|_| ApiError::bad_request(format!("invalid {k}: {s:?}")))
+                })
                 .transpose()
         };
         Ok(ListOptions {
@@ -120,7 +129,11 @@ fn wants_table(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.split(',').next().is_some_and(|first| first.contains("as=Table")))
+        .is_some_and(|a| {
+            a.split(',')
+                .next()
+                .is_some_and(|first| first.contains("as=Table"))
+        })
 }
 
 fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
@@ -129,7 +142,8 @@ fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     if ct.starts_with("application/yaml") || ct.starts_with("application/x-yaml") {
-        serde_yaml_ng::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+        serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
     } else if ct.starts_with("application/json") || ct.is_empty() || ct.starts_with("*/*") {
         serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml: {e}"))
@@ -139,9 +153,15 @@ fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
-fn delete_options(params: &Params, headers: &HeaderMap, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+fn delete_options(
+    params: &Params,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<DeleteOptions, ApiError> {
     let mut o = DeleteOptions {
-        grace_period_seconds: params.get("gracePeriodSeconds").and_then(|s| s.parse().ok()),
+        grace_period_seconds: params
+            .get("gracePeriodSeconds")
+            .and_then(|s| s.parse().ok()),
         propagation_policy: params.get("propagationPolicy").map(str::to_owned),
         dry_run: params.get("dryRun") == Some("All"),
         ..Default::default()
@@ -155,14 +175,21 @@ fn delete_options(params: &Params, headers: &HeaderMap, body: &[u8]) -> Result<D
             o.propagation_policy = Some(p.to_owned());
         }
         o.precondition_uid = b["preconditions"]["uid"].as_str().map(str::to_owned);
-        o.precondition_resource_version = b["preconditions"]["resourceVersion"].as_str().map(str::to_owned);
-        if b["dryRun"].as_array().is_some_and(|d| d.iter().any(|x| x == "All")) {
+        o.precondition_resource_version = b["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_owned);
+        if b["dryRun"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x == "All"))
+        {
             o.dry_run = true;
         }
     }
     if let Some(p) = &o.propagation_policy {
         if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
-            return Err(ApiError::bad_request(format!("unsupported propagationPolicy {p:?}")));
+            return Err(ApiError::bad_request(format!(
+                "unsupported propagationPolicy {p:?}"
+            )));
         }
     }
     Ok(o)
@@ -171,9 +198,16 @@ fn delete_options(params: &Params, headers: &HeaderMap, body: &[u8]) -> Result<D
 // ----- discovery -----
 
 fn api_resource_list(group: &str, version: &str) -> Value {
-    let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
     let mut out = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         let mut e = json!({
             "name": r.plural, "singularName": r.singular(), "namespaced": r.namespaced,
             "kind": r.kind, "verbs": r.verbs(),
@@ -188,7 +222,12 @@ fn api_resource_list(group: &str, version: &str) -> Value {
         for s in r.subresources {
             let (kind, verbs, grp, ver): (&str, &[&str], Option<&str>, Option<&str>) = match s {
                 Sub::Status => (r.kind, &["get", "patch", "update"], None, None),
-                Sub::Scale => ("Scale", &["get", "patch", "update"], Some("autoscaling"), Some("v1")),
+                Sub::Scale => (
+                    "Scale",
+                    &["get", "patch", "update"],
+                    Some("autoscaling"),
+                    Some("v1"),
+                ),
                 Sub::Binding => ("Binding", &["create"], None, None),
                 Sub::Eviction => ("Eviction", &["create"], Some("policy"), Some("v1")),
                 Sub::Log => ("Pod", &["get"], None, None),
@@ -217,13 +256,23 @@ fn api_group(group: &str) -> Value {
 }
 
 fn api_group_list() -> Value {
-    let mut groups: Vec<&str> = resources::group_versions().into_iter().map(|(g, _)| g).filter(|g| !g.is_empty()).collect();
+    let mut groups: Vec<&str> = resources::group_versions()
+        .into_iter()
+        .map(|(g, _)| g)
+        .filter(|g| !g.is_empty())
+        .collect();
     groups.dedup();
-    let list: Vec<Value> = groups.into_iter().map(|g| {
-        let mut v = api_group(g);
-        v.as_object_mut().map(|m| { m.remove("kind"); m.remove("apiVersion"); });
-        v
-    }).collect();
+    let list: Vec<Value> = groups
+        .into_iter()
+        .map(|g| {
+            let mut v = api_group(g);
+            if let Some(m) = v.as_object_mut() {
+                m.remove("kind");
+                m.remove("apiVersion");
+            }
+            v
+        })
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": list})
 }
 
@@ -250,15 +299,28 @@ fn parse_target(segs: &[&str]) -> Result<Option<Target>, ApiError> {
     // segs: the part after /api/v1 or /apis/<g>/<v>, plus group and version first.
     let (group, version, rest) = (segs[0], segs[1], &segs[2..]);
     let find = |plural: &str| resources::lookup(group, version, plural);
-    let not_found = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
+    let not_found = || {
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    };
     let sub_of = |info: &ResourceInfo, s: &str| -> Result<Sub, ApiError> {
-        info.subresources.iter().copied().find(|x| x.name() == s).ok_or_else(not_found)
+        info.subresources
+            .iter()
+            .copied()
+            .find(|x| x.name() == s)
+            .ok_or_else(not_found)
     };
     let t = match rest {
         [] => return Ok(None),
-        ["namespaces", ns, plural] if find(plural).is_some() => {
-            Target { info: find(plural).ok_or_else(not_found)?, namespace: Some((*ns).into()), name: None, sub: None }
-        }
+        ["namespaces", ns, plural] if find(plural).is_some() => Target {
+            info: find(plural).ok_or_else(not_found)?,
+            namespace: Some((*ns).into()),
+            name: None,
+            sub: None,
+        },
         ["namespaces", ns, plural, name] if find(plural).is_some() => Target {
             info: find(plural).ok_or_else(not_found)?,
             namespace: Some((*ns).into()),
@@ -267,13 +329,33 @@ fn parse_target(segs: &[&str]) -> Result<Option<Target>, ApiError> {
         },
         ["namespaces", ns, plural, name, sub] if find(plural).is_some() => {
             let info = find(plural).ok_or_else(not_found)?;
-            Target { info, namespace: Some((*ns).into()), name: Some((*name).into()), sub: Some(sub_of(info, sub)?) }
+            Target {
+                info,
+                namespace: Some((*ns).into()),
+                name: Some((*name).into()),
+                sub: Some(sub_of(info, sub)?),
+            }
         }
-        [plural] => Target { info: find(plural).ok_or_else(not_found)?, namespace: None, name: None, sub: None },
-        [plural, name] => Target { info: find(plural).ok_or_else(not_found)?, namespace: None, name: Some((*name).into()), sub: None },
+        [plural] => Target {
+            info: find(plural).ok_or_else(not_found)?,
+            namespace: None,
+            name: None,
+            sub: None,
+        },
+        [plural, name] => Target {
+            info: find(plural).ok_or_else(not_found)?,
+            namespace: None,
+            name: Some((*name).into()),
+            sub: None,
+        },
         [plural, name, sub] => {
             let info = find(plural).ok_or_else(not_found)?;
-            Target { info, namespace: None, name: Some((*name).into()), sub: Some(sub_of(info, sub)?) }
+            Target {
+                info,
+                namespace: None,
+                name: Some((*name).into()),
+                sub: Some(sub_of(info, sub)?),
+            }
         }
         _ => return Err(not_found()),
     };
@@ -284,7 +366,9 @@ fn parse_target(segs: &[&str]) -> Result<Option<Target>, ApiError> {
 }
 
 fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(tokens) = &state.tokens else { return true };
+    let Some(tokens) = &state.tokens else {
+        return true;
+    };
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -306,7 +390,11 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> 
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
-            let e = ApiError::new(413, "RequestEntityTooLarge", format!("the request body is larger than {MAX_BODY} bytes"));
+            let e = ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                format!("the request body is larger than {MAX_BODY} bytes"),
+            );
             return error_response(&e);
         }
     };
@@ -337,14 +425,22 @@ async fn route(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<(Response, String), ApiError> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let get = method == Method::GET;
     let static_resp = |v: Value| Ok((json_response(200, &v), String::new()));
     match segs.as_slice() {
         ["version"] if get => return static_resp(version_info()),
-        ["metrics"] if get => return Ok((text(StatusCode::OK, state.metrics.render()), String::new())),
+        ["metrics"] if get => {
+            return Ok((text(StatusCode::OK, state.metrics.render()), String::new()))
+        }
         ["api"] if get => {
-            return static_resp(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}))
+            return static_resp(
+                json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
+            )
         }
         ["apis"] if get => return static_resp(api_group_list()),
         ["openapi", "v3"] if get => return static_resp(crate::openapi::index()),
@@ -359,7 +455,9 @@ async fn route(
             }
         }
         ["api", "v1"] if get => return static_resp(api_resource_list("", "v1")),
-        ["apis", g] if get && resources::group_versions().iter().any(|(x, _)| x == g) => return static_resp(api_group(g)),
+        ["apis", g] if get && resources::group_versions().iter().any(|(x, _)| x == g) => {
+            return static_resp(api_group(g))
+        }
         ["apis", g, v] if get && resources::group_versions().contains(&(g, v)) => {
             return static_resp(api_resource_list(g, v))
         }
@@ -373,7 +471,10 @@ async fn route(
             if let ["namespaces", ns, "bindings"] = rest {
                 if method == Method::POST {
                     let b = decode_body(headers, &body)?;
-                    let name = b["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                    let name = b["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
                     let out = state.api.bind(Some(ns), &name, b).await?;
                     return Ok((json_response(201, &out), "bindings".into()));
                 }
@@ -388,18 +489,38 @@ async fn route(
         _ => None,
     };
     let Some(t) = target else {
-        return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     };
     let resource = t.info.plural.to_owned();
     let resp = serve_resource(state, method, t, params, headers, body).await?;
     Ok((resp, resource))
 }
 
-fn output(headers: &HeaderMap, params: &Params, info: &ResourceInfo, code: u16, obj: Value) -> Response {
+fn output(
+    headers: &HeaderMap,
+    params: &Params,
+    info: &ResourceInfo,
+    code: u16,
+    obj: Value,
+) -> Response {
     if wants_table(headers) && obj["kind"] != "Status" {
-        let items = if obj["items"].is_array() { obj["items"].as_array().cloned().unwrap_or_default() } else { vec![obj.clone()] };
+        let items = if obj["items"].is_array() {
+            obj["items"].as_array().cloned().unwrap_or_default()
+        } else {
+            vec![obj.clone()]
+        };
         let include = params.get("includeObject") != Some("None");
-        let t = table::table(info, &items, &obj["metadata"]["resourceVersion"], &obj["metadata"]["continue"], include);
+        let t = table::table(
+            info,
+            &items,
+            &obj["metadata"]["resourceVersion"],
+            &obj["metadata"]["continue"],
+            include,
+        );
         return json_response(code, &t);
     }
     json_response(code, &obj)
@@ -437,8 +558,14 @@ async fn serve_resource(
                 Ok::<_, Infallible>(Bytes::from(line))
             });
             let mut resp = Response::new(Body::from_stream(stream));
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache, private"),
+            );
             Ok(resp)
         }
         (Method::GET, None, None) => {
@@ -467,30 +594,62 @@ async fn serve_resource(
             Ok(output(headers, params, info, 200, out))
         }
         (Method::PATCH, Some(name), sub @ (None | Some(Sub::Status) | Some(Sub::Scale))) => {
-            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             let pt = PatchType::from_content_type(ct).ok_or_else(|| {
                 ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json, not {ct:?}"))
             })?;
             let existed = pt == PatchType::Apply && api.get_in(info, ns, &name).await.is_ok();
-            let out = api.patch_in(info, ns, &name, sub, pt, &body, &wopts).await?;
-            let code = if pt == PatchType::Apply && !existed { 201 } else { 200 };
+            let out = api
+                .patch_in(info, ns, &name, sub, pt, &body, &wopts)
+                .await?;
+            let code = if pt == PatchType::Apply && !existed {
+                201
+            } else {
+                200
+            };
             Ok(output(headers, params, info, code, out))
         }
         (Method::DELETE, Some(name), None) => {
             let dopts = delete_options(params, headers, &body)?;
             let out = api.delete_in(info, ns, &name, &dopts).await?;
-            let code = if out["metadata"]["deletionTimestamp"].is_string() && out["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()) { 202 } else { 200 };
+            let code = if out["metadata"]["deletionTimestamp"].is_string()
+                && out["metadata"]["finalizers"]
+                    .as_array()
+                    .is_some_and(|f| !f.is_empty())
+            {
+                202
+            } else {
+                200
+            };
             Ok(json_response(code, &out))
         }
-        (Method::GET, Some(name), Some(Sub::Status)) => Ok(output(headers, params, info, 200, api.get_in(info, ns, &name).await?)),
+        (Method::GET, Some(name), Some(Sub::Status)) => Ok(output(
+            headers,
+            params,
+            info,
+            200,
+            api.get_in(info, ns, &name).await?,
+        )),
         (Method::PUT, Some(name), Some(Sub::Status)) => {
             let obj = decode_body(headers, &body)?;
-            Ok(json_response(200, &api.update_in(info, ns, &name, obj, Some(Sub::Status), &wopts).await?))
+            Ok(json_response(
+                200,
+                &api.update_in(info, ns, &name, obj, Some(Sub::Status), &wopts)
+                    .await?,
+            ))
         }
-        (Method::GET, Some(name), Some(Sub::Scale)) => Ok(json_response(200, &api.get_scale(info, ns, &name).await?)),
+        (Method::GET, Some(name), Some(Sub::Scale)) => {
+            Ok(json_response(200, &api.get_scale(info, ns, &name).await?))
+        }
         (Method::PUT, Some(name), Some(Sub::Scale)) => {
             let obj = decode_body(headers, &body)?;
-            Ok(json_response(200, &api.update_scale(info, ns, &name, obj, &wopts).await?))
+            Ok(json_response(
+                200,
+                &api.update_scale(info, ns, &name, obj, &wopts).await?,
+            ))
         }
         (Method::POST, Some(name), Some(Sub::Binding)) => {
             let b = decode_body(headers, &body)?;
@@ -503,7 +662,10 @@ async fn serve_resource(
                 ..Default::default()
             };
             api.delete_in(info, ns, &name, &dopts).await?;
-            Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+            Ok(json_response(
+                201,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
         }
         (Method::GET, Some(name), Some(Sub::Log)) => {
             let pod = api.get_in(info, ns, &name).await?;
@@ -529,4 +691,3 @@ impl Drop for WatchGuard {
         self.0.metrics.watchers.fetch_sub(1, Ordering::Relaxed);
     }
 }
-

@@ -18,8 +18,8 @@ mod validate;
 pub use api::{Api, DeleteOptions, ListOptions, WatchEvent, WatchEvents, WriteOptions};
 pub use error::{ApiError, Cause, Error};
 pub use patch::{strategic_merge, PatchType};
-pub use server::{ApiServer, ApiServerBuilder, RunningServer};
 pub use selectors::{FieldSelector, LabelSelector};
+pub use server::{ApiServer, ApiServerBuilder, RunningServer};
 pub use storage::{
     Event, EventKind, KeyValue, RangeResult, RedbStorage, Revisions, Storage, StorageError,
     WatchStream,

@@ -22,7 +22,10 @@ pub(crate) fn index() -> Value {
     let mut paths = Map::new();
     for (g, v) in resources::group_versions() {
         let p = gv_path(g, v);
-        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={HASH}")}));
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={HASH}")}),
+        );
     }
     json!({"paths": paths})
 }
@@ -48,9 +51,29 @@ pub(crate) fn group_version(group: &str, version: &str) -> Option<Value> {
     let mut paths = Map::new();
     let base = format!("/{}", gv_path(group, version));
     let write = ["dryRun", "fieldManager", "fieldValidation", "pretty"];
-    let patch = ["dryRun", "fieldManager", "fieldValidation", "force", "pretty"];
-    let list = ["labelSelector", "fieldSelector", "limit", "continue", "resourceVersion", "resourceVersionMatch", "watch", "allowWatchBookmarks", "sendInitialEvents", "timeoutSeconds"];
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    let patch = [
+        "dryRun",
+        "fieldManager",
+        "fieldValidation",
+        "force",
+        "pretty",
+    ];
+    let list = [
+        "labelSelector",
+        "fieldSelector",
+        "limit",
+        "continue",
+        "resourceVersion",
+        "resourceVersionMatch",
+        "watch",
+        "allowWatchBookmarks",
+        "sendInitialEvents",
+        "timeoutSeconds",
+    ];
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
         let coll = if r.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}", r.plural)
@@ -58,11 +81,14 @@ pub(crate) fn group_version(group: &str, version: &str) -> Option<Value> {
             format!("{base}/{}", r.plural)
         };
         let k = r.kind;
-        paths.insert(coll.clone(), json!({
-            "get": op(format!("list{k}"), &gvk, &list),
-            "post": op(format!("create{k}"), &gvk, &write),
-            "delete": op(format!("deletecollection{k}"), &gvk, &list),
-        }));
+        paths.insert(
+            coll.clone(),
+            json!({
+                "get": op(format!("list{k}"), &gvk, &list),
+                "post": op(format!("create{k}"), &gvk, &write),
+                "delete": op(format!("deletecollection{k}"), &gvk, &list),
+            }),
+        );
         paths.insert(format!("{coll}/{{name}}"), json!({
             "get": op(format!("read{k}"), &gvk, &[]),
             "put": op(format!("replace{k}"), &gvk, &write),
@@ -70,9 +96,12 @@ pub(crate) fn group_version(group: &str, version: &str) -> Option<Value> {
             "delete": op(format!("delete{k}"), &gvk, &["dryRun", "gracePeriodSeconds", "propagationPolicy"]),
         }));
         for s in r.subresources {
-            paths.insert(format!("{coll}/{{name}}/{}", s.name()), json!({
-                "get": op(format!("read{k}{}", s.name()), &gvk, &[]),
-            }));
+            paths.insert(
+                format!("{coll}/{{name}}/{}", s.name()),
+                json!({
+                    "get": op(format!("read{k}{}", s.name()), &gvk, &[]),
+                }),
+            );
         }
     }
     Some(json!({
@@ -90,11 +119,18 @@ mod tests {
     #[test]
     fn patch_operations_carry_gvk_and_field_validation() {
         let idx = index();
-        assert!(idx["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/apis/apps/v1"));
+        assert!(idx["paths"]["apis/apps/v1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap()
+            .starts_with("/openapi/v3/apis/apps/v1"));
         let doc = group_version("apps", "v1").unwrap();
         let p = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
         assert_eq!(p["x-kubernetes-group-version-kind"]["kind"], "Deployment");
-        assert!(p["parameters"].as_array().unwrap().iter().any(|x| x["name"] == "fieldValidation"));
+        assert!(p["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["name"] == "fieldValidation"));
         assert!(group_version("nope", "v1").is_none());
     }
 }

@@ -46,9 +46,12 @@ enum ListStrategy {
 /// The patch strategy of list field `field`, whose ancestors' field names are `path`.
 fn list_strategy(path: &[String], field: &str) -> ListStrategy {
     use ListStrategy::*;
-    let in_container = path
-        .iter()
-        .any(|p| matches!(p.as_str(), "containers" | "initContainers" | "ephemeralContainers"));
+    let in_container = path.iter().any(|p| {
+        matches!(
+            p.as_str(),
+            "containers" | "initContainers" | "ephemeralContainers"
+        )
+    });
     match field {
         "containers" | "initContainers" | "ephemeralContainers" => MergeKey("name"),
         "ports" if in_container => MergeKey("containerPort"),
@@ -102,7 +105,10 @@ fn merge_list(orig: &[Value], patch: &[Value], path: &mut Vec<String>, field: &s
             out
         }
         ListStrategy::MergeKey(key) => {
-            if patch.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace")) {
+            if patch
+                .iter()
+                .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
+            {
                 return patch
                     .iter()
                     .filter(|i| i.get("$patch").is_none())
@@ -150,7 +156,11 @@ fn reorder(list: &mut [Value], order: &[Value], key: Option<&str>) {
 }
 
 /// Strategic merge of `patch` into `orig`; `None` means the map was deleted.
-fn merge_map(orig: &Map<String, Value>, patch: &Map<String, Value>, path: &mut Vec<String>) -> Option<Map<String, Value>> {
+fn merge_map(
+    orig: &Map<String, Value>,
+    patch: &Map<String, Value>,
+    path: &mut Vec<String>,
+) -> Option<Map<String, Value>> {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("delete") => return None,
         Some("replace") => {
@@ -171,7 +181,10 @@ fn merge_map(orig: &Map<String, Value>, patch: &Map<String, Value>, path: &mut V
             continue;
         }
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(list), Some(del)) = (out.get_mut(field).and_then(Value::as_array_mut), v.as_array()) {
+            if let (Some(list), Some(del)) = (
+                out.get_mut(field).and_then(Value::as_array_mut),
+                v.as_array(),
+            ) {
                 list.retain(|x| !del.contains(x));
             }
             continue;
@@ -196,7 +209,11 @@ fn merge_map(orig: &Map<String, Value>, patch: &Map<String, Value>, path: &mut V
                 };
             }
             Value::Array(pa) => {
-                let orig_list = out.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+                let orig_list = out
+                    .get(k)
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 let merged = merge_list(&orig_list, pa, path, k);
                 out.insert(k.clone(), Value::Array(merged));
             }
@@ -210,7 +227,10 @@ fn merge_map(orig: &Map<String, Value>, patch: &Map<String, Value>, path: &mut V
             ListStrategy::MergeKey(k) => Some(k),
             _ => None,
         };
-        if let (Some(list), Some(order)) = (out.get_mut(&field).and_then(Value::as_array_mut), order.as_array()) {
+        if let (Some(list), Some(order)) = (
+            out.get_mut(&field).and_then(Value::as_array_mut),
+            order.as_array(),
+        ) {
             reorder(list, order, key);
         }
     }
@@ -224,13 +244,18 @@ fn merge_map(orig: &Map<String, Value>, patch: &Map<String, Value>, path: &mut V
 /// Applies a strategic merge patch to a whole object.
 pub fn strategic_merge(orig: &Value, patch: &Value) -> Result<Value, ApiError> {
     let (Some(o), Some(p)) = (orig.as_object(), patch.as_object()) else {
-        return Err(ApiError::bad_request("a strategic merge patch must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "a strategic merge patch must be a JSON object",
+        ));
     };
-    Ok(Value::Object(merge_map(o, p, &mut Vec::new()).unwrap_or_default()))
+    Ok(Value::Object(
+        merge_map(o, p, &mut Vec::new()).unwrap_or_default(),
+    ))
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
 }
 
 /// Parses an apply configuration (YAML or JSON).
@@ -238,7 +263,9 @@ pub(crate) fn parse_apply(body: &[u8]) -> Result<Value, ApiError> {
     let v: Value = serde_yaml_ng::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
     if !v.is_object() {
-        return Err(ApiError::bad_request("an apply configuration must be an object"));
+        return Err(ApiError::bad_request(
+            "an apply configuration must be an object",
+        ));
     }
     Ok(v)
 }
@@ -246,18 +273,38 @@ pub(crate) fn parse_apply(body: &[u8]) -> Result<Value, ApiError> {
 // ----- managed fields (fieldsV1) -----
 
 fn key_elem(item: &Value, key: &str) -> String {
-    format!("k:{}", json!({key: item.get(key).cloned().unwrap_or(Value::Null)}))
+    format!(
+        "k:{}",
+        json!({key: item.get(key).cloned().unwrap_or(Value::Null)})
+    )
 }
 
 /// Leaf paths set by an apply configuration.
-fn field_paths(v: &Value, path: &mut Vec<String>, names: &mut Vec<String>, out: &mut BTreeSet<Vec<String>>) {
+fn field_paths(
+    v: &Value,
+    path: &mut Vec<String>,
+    names: &mut Vec<String>,
+    out: &mut BTreeSet<Vec<String>>,
+) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, child) in m {
                 if path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind") {
                     continue;
                 }
-                if path.len() == 1 && path[0] == "f:metadata" && matches!(k.as_str(), "name" | "namespace" | "resourceVersion" | "managedFields" | "uid" | "creationTimestamp" | "generation") {
+                if path.len() == 1
+                    && path[0] == "f:metadata"
+                    && matches!(
+                        k.as_str(),
+                        "name"
+                            | "namespace"
+                            | "resourceVersion"
+                            | "managedFields"
+                            | "uid"
+                            | "creationTimestamp"
+                            | "generation"
+                    )
+                {
                     continue;
                 }
                 path.push(format!("f:{k}"));
@@ -342,11 +389,12 @@ fn from_fields_v1(v: &Value, path: &mut Vec<String>, out: &mut BTreeSet<Vec<Stri
     }
 }
 
-fn find_item<'a>(list: &'a [Value], elem: &str) -> Option<usize> {
+fn find_item(list: &[Value], elem: &str) -> Option<usize> {
     if let Some(k) = elem.strip_prefix("k:") {
         let want: Value = serde_json::from_str(k).ok()?;
         let want = want.as_object()?;
-        list.iter().position(|i| want.iter().all(|(k, v)| i.get(k) == Some(v)))
+        list.iter()
+            .position(|i| want.iter().all(|(k, v)| i.get(k) == Some(v)))
     } else if let Some(v) = elem.strip_prefix("v:") {
         let want: Value = serde_json::from_str(v).ok()?;
         list.iter().position(|i| *i == want)
@@ -369,7 +417,9 @@ fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
 }
 
 fn remove_at(obj: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = obj;
     for seg in parents {
         let next = if let Some(f) = seg.strip_prefix("f:") {
@@ -411,17 +461,30 @@ fn managed_entry(manager: &str, api_version: &str, paths: &BTreeSet<Vec<String>>
 }
 
 /// The object that server-side apply creates when none exists.
-pub(crate) fn apply_create(mut applied: Value, manager: &str, info: &ResourceInfo) -> Result<Value, ApiError> {
+pub(crate) fn apply_create(
+    mut applied: Value,
+    manager: &str,
+    info: &ResourceInfo,
+) -> Result<Value, ApiError> {
     let paths = paths_of(&applied);
-    applied["metadata"]["managedFields"] = json!([managed_entry(manager, &info.api_version(), &paths)]);
+    applied["metadata"]["managedFields"] =
+        json!([managed_entry(manager, &info.api_version(), &paths)]);
     Ok(applied)
 }
 
 /// Server-side apply onto an existing object.
-fn apply_existing(current: &Value, applied: &Value, info: &ResourceInfo, opts: &WriteOptions) -> Result<Value, ApiError> {
+fn apply_existing(
+    current: &Value,
+    applied: &Value,
+    info: &ResourceInfo,
+    opts: &WriteOptions,
+) -> Result<Value, ApiError> {
     let manager = opts.field_manager.as_deref().unwrap_or_default();
     let new_paths = paths_of(applied);
-    let mut entries: Vec<Value> = current["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+    let mut entries: Vec<Value> = current["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let mut prev_paths = BTreeSet::new();
     let mut others: Vec<(usize, BTreeSet<Vec<String>>)> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
@@ -436,7 +499,10 @@ fn apply_existing(current: &Value, applied: &Value, info: &ResourceInfo, opts: &
     // Conflicts: fields another applier owns, set here to a different value.
     let mut conflicts = Vec::new();
     for (i, set) in &mut others {
-        let owner = entries[*i]["manager"].as_str().unwrap_or_default().to_owned();
+        let owner = entries[*i]["manager"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let clashing: Vec<Vec<String>> = set
             .iter()
             .filter(|p| new_paths.contains(*p) && value_at(current, p) != value_at(applied, p))
@@ -446,7 +512,11 @@ fn apply_existing(current: &Value, applied: &Value, info: &ResourceInfo, opts: &
             if opts.force {
                 set.remove(p);
             } else {
-                let field = p.iter().map(|s| s.trim_start_matches("f:")).collect::<Vec<_>>().join(".");
+                let field = p
+                    .iter()
+                    .map(|s| s.trim_start_matches("f:"))
+                    .collect::<Vec<_>>()
+                    .join(".");
                 conflicts.push((owner.clone(), field));
             }
         }
@@ -461,7 +531,11 @@ fn apply_existing(current: &Value, applied: &Value, info: &ResourceInfo, opts: &
             .map(|(m, f)| format!("conflict with {m:?}: .{f}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut e = ApiError::new(409, "Conflict", format!("Apply failed with {} conflict(s): {msg}", conflicts.len()));
+        let mut e = ApiError::new(
+            409,
+            "Conflict",
+            format!("Apply failed with {} conflict(s): {msg}", conflicts.len()),
+        );
         e.details = Some(json!({"causes": causes}));
         return Err(e);
     }
@@ -495,7 +569,11 @@ pub(crate) fn apply_patch(
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
             let mut doc = current.clone();
             json_patch::patch(&mut doc, &p).map_err(|e| {
-                ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                )
             })?;
             Ok(doc)
         }
@@ -521,15 +599,24 @@ mod tests {
     #[test]
     fn containers_merge_by_name() {
         let orig = json!({"spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]}});
-        let out = smp(orig, json!({"spec": {"containers": [{"name": "b", "image": "b:2"}, {"name": "c", "image": "c:1"}]}}));
-        assert_eq!(out["spec"]["containers"], json!([
-            {"name": "a", "image": "a:1"}, {"name": "b", "image": "b:2"}, {"name": "c", "image": "c:1"}]));
+        let out = smp(
+            orig,
+            json!({"spec": {"containers": [{"name": "b", "image": "b:2"}, {"name": "c", "image": "c:1"}]}}),
+        );
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([
+            {"name": "a", "image": "a:1"}, {"name": "b", "image": "b:2"}, {"name": "c", "image": "c:1"}])
+        );
     }
 
     #[test]
     fn lists_without_merge_key_are_replaced() {
         let orig = json!({"spec": {"tolerations": [{"key": "a"}], "containers": [{"name": "x", "args": ["1", "2"]}]}});
-        let out = smp(orig, json!({"spec": {"tolerations": [{"key": "b"}], "containers": [{"name": "x", "args": ["3"]}]}}));
+        let out = smp(
+            orig,
+            json!({"spec": {"tolerations": [{"key": "b"}], "containers": [{"name": "x", "args": ["3"]}]}}),
+        );
         assert_eq!(out["spec"]["tolerations"], json!([{"key": "b"}]));
         assert_eq!(out["spec"]["containers"][0]["args"], json!(["3"]));
     }
@@ -546,49 +633,94 @@ mod tests {
         let orig = json!({"spec": {"containers": [{"name": "a", "image": "a"}, {"name": "b", "image": "b"}],
             "template": {"x": 1, "y": 2}}});
         // $patch: delete on a list item.
-        let out = smp(orig.clone(), json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}));
-        assert_eq!(out["spec"]["containers"], json!([{"name": "b", "image": "b"}]));
+        let out = smp(
+            orig.clone(),
+            json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}),
+        );
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "b", "image": "b"}])
+        );
         // $patch: replace on a list.
-        let out = smp(orig.clone(), json!({"spec": {"containers": [{"name": "z", "image": "z"}, {"$patch": "replace"}]}}));
-        assert_eq!(out["spec"]["containers"], json!([{"name": "z", "image": "z"}]));
+        let out = smp(
+            orig.clone(),
+            json!({"spec": {"containers": [{"name": "z", "image": "z"}, {"$patch": "replace"}]}}),
+        );
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "z", "image": "z"}])
+        );
         // $patch: replace on a map.
-        let out = smp(orig.clone(), json!({"spec": {"template": {"z": 3, "$patch": "replace"}}}));
+        let out = smp(
+            orig.clone(),
+            json!({"spec": {"template": {"z": 3, "$patch": "replace"}}}),
+        );
         assert_eq!(out["spec"]["template"], json!({"z": 3}));
         // $patch: delete on a map.
-        let out = smp(orig.clone(), json!({"spec": {"template": {"$patch": "delete"}}}));
+        let out = smp(
+            orig.clone(),
+            json!({"spec": {"template": {"$patch": "delete"}}}),
+        );
         assert!(out["spec"].get("template").is_none());
     }
 
     #[test]
     fn retain_keys_set_order_and_primitive_lists() {
         let orig = json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
-        let out = smp(orig, json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}));
+        let out = smp(
+            orig,
+            json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
+        );
         assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
 
         let orig = json!({"metadata": {"finalizers": ["a", "b"]}});
         let out = smp(orig.clone(), json!({"metadata": {"finalizers": ["c"]}}));
         assert_eq!(out["metadata"]["finalizers"], json!(["a", "b", "c"]));
-        let out = smp(orig, json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}));
+        let out = smp(
+            orig,
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+        );
         assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
 
         let orig = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
-        let out = smp(orig, json!({"spec": {"$setElementOrder/containers": [{"name": "b"}, {"name": "a"}],
-            "containers": [{"name": "a", "image": "x"}]}}));
-        assert_eq!(out["spec"]["containers"], json!([{"name": "b"}, {"name": "a", "image": "x"}]));
+        let out = smp(
+            orig,
+            json!({"spec": {"$setElementOrder/containers": [{"name": "b"}, {"name": "a"}],
+            "containers": [{"name": "a", "image": "x"}]}}),
+        );
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "b"}, {"name": "a", "image": "x"}])
+        );
     }
 
     #[test]
     fn ports_merge_keys_depend_on_place() {
         let svc = json!({"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443, "name": "https"}]}});
-        let out = smp(svc, json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}]}}));
-        assert_eq!(out["spec"]["ports"][0], json!({"port": 80, "name": "http", "targetPort": 8080}));
+        let out = smp(
+            svc,
+            json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}]}}),
+        );
+        assert_eq!(
+            out["spec"]["ports"][0],
+            json!({"port": 80, "name": "http", "targetPort": 8080})
+        );
         assert_eq!(out["spec"]["ports"].as_array().unwrap().len(), 2);
         let pod = json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80}],
             "env": [{"name": "A", "value": "1"}]}]}});
-        let out = smp(pod, json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 81}],
-            "env": [{"name": "A", "value": "2"}, {"name": "B", "value": "3"}]}]}}));
-        assert_eq!(out["spec"]["containers"][0]["ports"], json!([{"containerPort": 80}, {"containerPort": 81}]));
-        assert_eq!(out["spec"]["containers"][0]["env"], json!([{"name": "A", "value": "2"}, {"name": "B", "value": "3"}]));
+        let out = smp(
+            pod,
+            json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 81}],
+            "env": [{"name": "A", "value": "2"}, {"name": "B", "value": "3"}]}]}}),
+        );
+        assert_eq!(
+            out["spec"]["containers"][0]["ports"],
+            json!([{"containerPort": 80}, {"containerPort": 81}])
+        );
+        assert_eq!(
+            out["spec"]["containers"][0]["env"],
+            json!([{"name": "A", "value": "2"}, {"name": "B", "value": "3"}])
+        );
     }
 
     #[test]
@@ -596,13 +728,37 @@ mod tests {
         let info = crate::resources::lookup("", "v1", "configmaps").unwrap();
         let cur = json!({"data": {"a": "1", "b": "2"}});
         let opts = WriteOptions::default();
-        let out = apply_patch(PatchType::Merge, &cur, br#"{"data":{"a":null,"c":"3"}}"#, info, &opts).unwrap();
+        let out = apply_patch(
+            PatchType::Merge,
+            &cur,
+            br#"{"data":{"a":null,"c":"3"}}"#,
+            info,
+            &opts,
+        )
+        .unwrap();
         assert_eq!(out["data"], json!({"b": "2", "c": "3"}));
-        let out = apply_patch(PatchType::Json, &cur, br#"[{"op":"replace","path":"/data/a","value":"9"}]"#, info, &opts).unwrap();
+        let out = apply_patch(
+            PatchType::Json,
+            &cur,
+            br#"[{"op":"replace","path":"/data/a","value":"9"}]"#,
+            info,
+            &opts,
+        )
+        .unwrap();
         assert_eq!(out["data"]["a"], "9");
-        let err = apply_patch(PatchType::Json, &cur, br#"[{"op":"test","path":"/data/a","value":"0"}]"#, info, &opts).unwrap_err();
+        let err = apply_patch(
+            PatchType::Json,
+            &cur,
+            br#"[{"op":"test","path":"/data/a","value":"0"}]"#,
+            info,
+            &opts,
+        )
+        .unwrap_err();
         assert_eq!(err.code, 422);
-        assert_eq!(PatchType::from_content_type("application/apply-patch+yaml; charset=utf-8"), Some(PatchType::Apply));
+        assert_eq!(
+            PatchType::from_content_type("application/apply-patch+yaml; charset=utf-8"),
+            Some(PatchType::Apply)
+        );
         assert_eq!(PatchType::from_content_type("text/plain"), None);
     }
 
@@ -611,16 +767,28 @@ mod tests {
         let info = crate::resources::lookup("", "v1", "configmaps").unwrap();
         let first = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}});
         let created = apply_create(first, "alice", info).unwrap();
-        assert_eq!(created["metadata"]["managedFields"][0]["fieldsV1"], json!({"f:data": {"f:a": {}, "f:b": {}}}));
-        let mine = WriteOptions { field_manager: Some("alice".into()), ..Default::default() };
+        assert_eq!(
+            created["metadata"]["managedFields"][0]["fieldsV1"],
+            json!({"f:data": {"f:a": {}, "f:b": {}}})
+        );
+        let mine = WriteOptions {
+            field_manager: Some("alice".into()),
+            ..Default::default()
+        };
         // Re-applying without b removes b.
         let out = apply_existing(&created, &json!({"data": {"a": "1"}}), info, &mine).unwrap();
         assert_eq!(out["data"], json!({"a": "1"}));
         // Another manager changing a is a conflict, unless forced.
-        let bob = WriteOptions { field_manager: Some("bob".into()), ..Default::default() };
+        let bob = WriteOptions {
+            field_manager: Some("bob".into()),
+            ..Default::default()
+        };
         let err = apply_existing(&out, &json!({"data": {"a": "2"}}), info, &bob).unwrap_err();
         assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
-        let forced = WriteOptions { force: true, ..bob.clone() };
+        let forced = WriteOptions {
+            force: true,
+            ..bob.clone()
+        };
         let out2 = apply_existing(&out, &json!({"data": {"a": "2"}}), info, &forced).unwrap();
         assert_eq!(out2["data"]["a"], "2");
         // Same value is shared ownership, not a conflict.

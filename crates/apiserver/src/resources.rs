@@ -62,7 +62,11 @@ impl ResourceInfo {
 
     /// The storage key prefix for all objects of this resource, or of one namespace.
     pub(crate) fn prefix(&self, namespace: Option<&str>) -> String {
-        let g = if self.group.is_empty() { "core" } else { self.group };
+        let g = if self.group.is_empty() {
+            "core"
+        } else {
+            self.group
+        };
         match namespace {
             Some(ns) if self.namespaced => format!("/registry/{g}/{}/{ns}/", self.plural),
             _ => format!("/registry/{g}/{}/", self.plural),
@@ -120,7 +124,15 @@ const NONE: &[&str] = &[];
 
 /// Every served resource.
 pub(crate) static RESOURCES: &[ResourceInfo] = &[
-    res!(core::Namespace, "namespaces", false, &["ns"], NONE, &[Sub::Status], false),
+    res!(
+        core::Namespace,
+        "namespaces",
+        false,
+        &["ns"],
+        NONE,
+        &[Sub::Status],
+        false
+    ),
     res!(
         core::Pod,
         "pods",
@@ -130,13 +142,45 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
         &[Sub::Status, Sub::Binding, Sub::Eviction, Sub::Log],
         false
     ),
-    res!(core::Service, "services", true, &["svc"], ALL, &[Sub::Status], false),
+    res!(
+        core::Service,
+        "services",
+        true,
+        &["svc"],
+        ALL,
+        &[Sub::Status],
+        false
+    ),
     res!(core::Endpoints, "endpoints", true, &["ep"], NONE, &[], true),
-    res!(core::ConfigMap, "configmaps", true, &["cm"], NONE, &[], false),
+    res!(
+        core::ConfigMap,
+        "configmaps",
+        true,
+        &["cm"],
+        NONE,
+        &[],
+        false
+    ),
     res!(core::Secret, "secrets", true, &[], NONE, &[], false),
-    res!(core::Node, "nodes", false, &["no"], NONE, &[Sub::Status], false),
+    res!(
+        core::Node,
+        "nodes",
+        false,
+        &["no"],
+        NONE,
+        &[Sub::Status],
+        false
+    ),
     res!(core::Event, "events", true, &["ev"], NONE, &[], true),
-    res!(core::ServiceAccount, "serviceaccounts", true, &["sa"], NONE, &[], false),
+    res!(
+        core::ServiceAccount,
+        "serviceaccounts",
+        true,
+        &["sa"],
+        NONE,
+        &[],
+        false
+    ),
     res!(
         apps::Deployment,
         "deployments",
@@ -164,9 +208,33 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
         &[Sub::Status, Sub::Scale],
         false
     ),
-    res!(apps::DaemonSet, "daemonsets", true, &["ds"], ALL, &[Sub::Status], false),
-    res!(disc::EndpointSlice, "endpointslices", true, &[], NONE, &[], false),
-    res!(net::Ingress, "ingresses", true, &["ing"], NONE, &[Sub::Status], false),
+    res!(
+        apps::DaemonSet,
+        "daemonsets",
+        true,
+        &["ds"],
+        ALL,
+        &[Sub::Status],
+        false
+    ),
+    res!(
+        disc::EndpointSlice,
+        "endpointslices",
+        true,
+        &[],
+        NONE,
+        &[],
+        false
+    ),
+    res!(
+        net::Ingress,
+        "ingresses",
+        true,
+        &["ing"],
+        NONE,
+        &[Sub::Status],
+        false
+    ),
     res!(coord::Lease, "leases", true, &[], NONE, &[], true),
 ];
 
@@ -196,11 +264,17 @@ mod tests {
     fn registry_is_consistent() {
         let pods = lookup("", "v1", "pods").unwrap();
         assert_eq!((pods.kind, pods.list_kind), ("Pod", "PodList"));
-        assert_eq!(pods.key(Some("default"), "a"), "/registry/core/pods/default/a");
+        assert_eq!(
+            pods.key(Some("default"), "a"),
+            "/registry/core/pods/default/a"
+        );
         let d = lookup("apps", "v1", "deployments").unwrap();
         assert_eq!(d.api_version(), "apps/v1");
         assert!(d.has(Sub::Scale));
-        assert_eq!(lookup("", "v1", "nodes").unwrap().key(Some("x"), "n"), "/registry/core/nodes/n");
+        assert_eq!(
+            lookup("", "v1", "nodes").unwrap().key(Some("x"), "n"),
+            "/registry/core/nodes/n"
+        );
         assert!(group_versions().contains(&("networking.k8s.io", "v1")));
     }
 

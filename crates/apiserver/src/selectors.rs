@@ -56,7 +56,8 @@ fn valid_value(v: &str) -> bool {
 impl LabelSelector {
     /// Parses `a=b,c!=d,e in (f,g),h notin (i),j,!k`.
     pub fn parse(s: &str) -> Result<Self, ApiError> {
-        let bad = |why: &str| ApiError::bad_request(format!("unable to parse requirement: {why}: {s:?}"));
+        let bad =
+            |why: &str| ApiError::bad_request(format!("unable to parse requirement: {why}: {s:?}"));
         let mut reqs = Vec::new();
         for part in split_top_level(s) {
             let part = part.trim();
@@ -238,7 +239,11 @@ mod tests {
             ("", true),
         ];
         for (sel, want) in cases {
-            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&obj), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).unwrap().matches(&obj),
+                want,
+                "{sel}"
+            );
         }
         assert!(LabelSelector::parse("app in web").is_err());
         assert!(LabelSelector::parse("a=b c").is_err());
@@ -266,9 +271,18 @@ mod tests {
             ("involvedObject.kind=", true),
         ];
         for (sel, want) in cases {
-            assert_eq!(FieldSelector::parse(sel).unwrap().matches(&pod), want, "{sel}");
+            assert_eq!(
+                FieldSelector::parse(sel).unwrap().matches(&pod),
+                want,
+                "{sel}"
+            );
         }
-        assert_eq!(FieldSelector::parse("metadata.name=a").unwrap().exact("metadata.name"), Some("a"));
+        assert_eq!(
+            FieldSelector::parse("metadata.name=a")
+                .unwrap()
+                .exact("metadata.name"),
+            Some("a")
+        );
         assert!(FieldSelector::parse("nonsense").is_err());
     }
 }

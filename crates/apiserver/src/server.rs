@@ -91,7 +91,9 @@ impl ApiServerBuilder {
 
     /// Opens storage, creates the built-in namespaces and binds the listener.
     pub async fn build(self) -> Result<ApiServer, Error> {
-        let listen = self.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6443)));
+        let listen = self
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6443)));
         if self.insecure_http && !listen.ip().is_loopback() {
             return Err(Error::Config(format!(
                 "plain HTTP is only allowed on loopback, not {listen}"
@@ -106,7 +108,9 @@ impl ApiServerBuilder {
             (Some(s), _) => s,
             (None, Some(dir)) => Arc::new(RedbStorage::open(dir)?),
             (None, None) => {
-                return Err(Error::Config("a data directory or a storage backend is required".into()))
+                return Err(Error::Config(
+                    "a data directory or a storage backend is required".into(),
+                ))
             }
         };
         let mut tokens = self.tokens;
@@ -117,20 +121,34 @@ impl ApiServerBuilder {
         api.bootstrap().await?;
         let listener = TcpListener::bind(listen)
             .await
-            .map_err(|source| Error::Bind { addr: listen, source })?;
-        let addr = listener.local_addr().map_err(|source| Error::Bind { addr: listen, source })?;
+            .map_err(|source| Error::Bind {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: listen,
+            source,
+        })?;
         tracing::info!(%addr, "apiserver listening");
         let state = Arc::new(AppState {
             api: api.clone(),
             tokens: (!tokens.is_empty()).then_some(tokens),
             metrics: Metrics::default(),
         });
-        Ok(ApiServer { api, listener, addr, state })
+        Ok(ApiServer {
+            api,
+            listener,
+            addr,
+            state,
+        })
     }
 }
 
 fn read_tokens(path: &Path) -> Result<Vec<String>, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
     Ok(text
         .lines()
         .map(str::trim)
@@ -149,7 +167,9 @@ pub struct ApiServer {
 
 impl std::fmt::Debug for ApiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiServer").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("ApiServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -181,13 +201,20 @@ impl ApiServer {
             Some(t) => format!("    token: {t}\n"),
             None => "    {}\n".to_owned(),
         };
-        let user = if user.trim() == "{}" { "  user: {}\n".to_owned() } else { format!("  user:\n{user}") };
+        let user = if user.trim() == "{}" {
+            "  user: {}\n".to_owned()
+        } else {
+            format!("  user:\n{user}")
+        };
         let cfg = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: kcore\n  cluster:\n    server: {}\ncontexts:\n- name: kcore\n  context:\n    cluster: kcore\n    user: admin\n    namespace: default\ncurrent-context: kcore\nusers:\n- name: admin\n{user}",
             self.url()
         );
         let path = path.as_ref();
-        std::fs::write(path, cfg).map_err(|source| Error::Io { path: path.into(), source })
+        std::fs::write(path, cfg).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })
     }
 
     /// Serves until the process ends.
@@ -196,7 +223,10 @@ impl ApiServer {
     }
 
     /// Serves until `signal` completes, then stops accepting and closes open streams.
-    pub async fn serve_with_shutdown(self, signal: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    pub async fn serve_with_shutdown(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
         let app = axum::Router::new().fallback(handle).with_state(self.state);
         let addr = self.addr;
         axum::serve(self.listener, app)
@@ -214,7 +244,13 @@ impl ApiServer {
         let task = tokio::spawn(self.serve_with_shutdown(async move {
             let _ = rx.await;
         }));
-        RunningServer { addr, url, api, stop: Some(tx), task }
+        RunningServer {
+            addr,
+            url,
+            api,
+            stop: Some(tx),
+            task,
+        }
     }
 }
 

@@ -53,8 +53,14 @@ fn join_str(items: impl Iterator<Item = String>) -> String {
 fn containers_images(spec: &Value) -> (String, String) {
     let cs = spec["containers"].as_array().cloned().unwrap_or_default();
     (
-        join_str(cs.iter().map(|c| c["name"].as_str().unwrap_or_default().to_owned())),
-        join_str(cs.iter().map(|c| c["image"].as_str().unwrap_or_default().to_owned())),
+        join_str(
+            cs.iter()
+                .map(|c| c["name"].as_str().unwrap_or_default().to_owned()),
+        ),
+        join_str(
+            cs.iter()
+                .map(|c| c["image"].as_str().unwrap_or_default().to_owned()),
+        ),
     )
 }
 
@@ -68,7 +74,10 @@ fn selector_str(sel: &Value) -> String {
     if parts.is_empty() {
         if let Some(m) = sel.as_object() {
             if !m.contains_key("matchLabels") && !m.contains_key("matchExpressions") {
-                parts = m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect();
+                parts = m
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect();
             }
         }
     }
@@ -79,7 +88,11 @@ fn pod_status(o: &Value) -> String {
     if o["metadata"]["deletionTimestamp"].is_string() {
         return "Terminating".into();
     }
-    for cs in o["status"]["containerStatuses"].as_array().into_iter().flatten() {
+    for cs in o["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if let Some(r) = cs["state"]["waiting"]["reason"].as_str() {
             return r.to_owned();
         }
@@ -109,27 +122,109 @@ fn columns(kind: &str) -> Vec<Value> {
     let s = "string";
     let i = "integer";
     match kind {
-        "Pod" => vec![col("Name", s, 0), col("Ready", s, 0), col("Status", s, 0), col("Restarts", s, 0), col("Age", s, 0),
-            col("IP", s, 1), col("Node", s, 1), col("Nominated Node", s, 1), col("Readiness Gates", s, 1)],
-        "Deployment" => vec![col("Name", s, 0), col("Ready", s, 0), col("Up-to-date", i, 0), col("Available", i, 0), col("Age", s, 0),
-            col("Containers", s, 1), col("Images", s, 1), col("Selector", s, 1)],
-        "ReplicaSet" => vec![col("Name", s, 0), col("Desired", i, 0), col("Current", i, 0), col("Ready", i, 0), col("Age", s, 0),
-            col("Containers", s, 1), col("Images", s, 1), col("Selector", s, 1)],
-        "StatefulSet" => vec![col("Name", s, 0), col("Ready", s, 0), col("Age", s, 0), col("Containers", s, 1), col("Images", s, 1)],
-        "DaemonSet" => vec![col("Name", s, 0), col("Desired", i, 0), col("Current", i, 0), col("Ready", i, 0), col("Up-to-date", i, 0),
-            col("Available", i, 0), col("Node Selector", s, 0), col("Age", s, 0), col("Containers", s, 1), col("Images", s, 1), col("Selector", s, 1)],
-        "Service" => vec![col("Name", s, 0), col("Type", s, 0), col("Cluster-IP", s, 0), col("External-IP", s, 0), col("Port(s)", s, 0),
-            col("Age", s, 0), col("Selector", s, 1)],
+        "Pod" => vec![
+            col("Name", s, 0),
+            col("Ready", s, 0),
+            col("Status", s, 0),
+            col("Restarts", s, 0),
+            col("Age", s, 0),
+            col("IP", s, 1),
+            col("Node", s, 1),
+            col("Nominated Node", s, 1),
+            col("Readiness Gates", s, 1),
+        ],
+        "Deployment" => vec![
+            col("Name", s, 0),
+            col("Ready", s, 0),
+            col("Up-to-date", i, 0),
+            col("Available", i, 0),
+            col("Age", s, 0),
+            col("Containers", s, 1),
+            col("Images", s, 1),
+            col("Selector", s, 1),
+        ],
+        "ReplicaSet" => vec![
+            col("Name", s, 0),
+            col("Desired", i, 0),
+            col("Current", i, 0),
+            col("Ready", i, 0),
+            col("Age", s, 0),
+            col("Containers", s, 1),
+            col("Images", s, 1),
+            col("Selector", s, 1),
+        ],
+        "StatefulSet" => vec![
+            col("Name", s, 0),
+            col("Ready", s, 0),
+            col("Age", s, 0),
+            col("Containers", s, 1),
+            col("Images", s, 1),
+        ],
+        "DaemonSet" => vec![
+            col("Name", s, 0),
+            col("Desired", i, 0),
+            col("Current", i, 0),
+            col("Ready", i, 0),
+            col("Up-to-date", i, 0),
+            col("Available", i, 0),
+            col("Node Selector", s, 0),
+            col("Age", s, 0),
+            col("Containers", s, 1),
+            col("Images", s, 1),
+            col("Selector", s, 1),
+        ],
+        "Service" => vec![
+            col("Name", s, 0),
+            col("Type", s, 0),
+            col("Cluster-IP", s, 0),
+            col("External-IP", s, 0),
+            col("Port(s)", s, 0),
+            col("Age", s, 0),
+            col("Selector", s, 1),
+        ],
         "ConfigMap" => vec![col("Name", s, 0), col("Data", i, 0), col("Age", s, 0)],
-        "Secret" => vec![col("Name", s, 0), col("Type", s, 0), col("Data", i, 0), col("Age", s, 0)],
+        "Secret" => vec![
+            col("Name", s, 0),
+            col("Type", s, 0),
+            col("Data", i, 0),
+            col("Age", s, 0),
+        ],
         "Namespace" => vec![col("Name", s, 0), col("Status", s, 0), col("Age", s, 0)],
-        "Node" => vec![col("Name", s, 0), col("Status", s, 0), col("Roles", s, 0), col("Age", s, 0), col("Version", s, 0),
-            col("Internal-IP", s, 1), col("OS-Image", s, 1), col("Kernel-Version", s, 1), col("Container-Runtime", s, 1)],
+        "Node" => vec![
+            col("Name", s, 0),
+            col("Status", s, 0),
+            col("Roles", s, 0),
+            col("Age", s, 0),
+            col("Version", s, 0),
+            col("Internal-IP", s, 1),
+            col("OS-Image", s, 1),
+            col("Kernel-Version", s, 1),
+            col("Container-Runtime", s, 1),
+        ],
         "Endpoints" => vec![col("Name", s, 0), col("Endpoints", s, 0), col("Age", s, 0)],
-        "Event" => vec![col("Last Seen", s, 0), col("Type", s, 0), col("Reason", s, 0), col("Object", s, 0), col("Message", s, 0)],
-        "Ingress" => vec![col("Name", s, 0), col("Class", s, 0), col("Hosts", s, 0), col("Address", s, 0), col("Ports", s, 0), col("Age", s, 0)],
+        "Event" => vec![
+            col("Last Seen", s, 0),
+            col("Type", s, 0),
+            col("Reason", s, 0),
+            col("Object", s, 0),
+            col("Message", s, 0),
+        ],
+        "Ingress" => vec![
+            col("Name", s, 0),
+            col("Class", s, 0),
+            col("Hosts", s, 0),
+            col("Address", s, 0),
+            col("Ports", s, 0),
+            col("Age", s, 0),
+        ],
         "Lease" => vec![col("Name", s, 0), col("Holder", s, 0), col("Age", s, 0)],
-        "EndpointSlice" => vec![col("Name", s, 0), col("AddressType", s, 0), col("Ports", s, 0), col("Endpoints", s, 0), col("Age", s, 0)],
+        "EndpointSlice" => vec![
+            col("Name", s, 0),
+            col("AddressType", s, 0),
+            col("Ports", s, 0),
+            col("Endpoints", s, 0),
+            col("Age", s, 0),
+        ],
         _ => vec![col("Name", s, 0), col("Age", s, 0)],
     }
 }
@@ -141,53 +236,143 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
     let spec = &o["spec"];
     match kind {
         "Pod" => {
-            let cs = st["containerStatuses"].as_array().cloned().unwrap_or_default();
+            let cs = st["containerStatuses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let total = spec["containers"].as_array().map_or(0, Vec::len);
             let ready = cs.iter().filter(|c| c["ready"] == true).count();
             let restarts: i64 = cs.iter().map(|c| num(&c["restartCount"])).sum();
-            vec![name, json!(format!("{ready}/{total}")), json!(pod_status(o)), json!(restarts.to_string()), a,
-                json!(st["podIP"].as_str().unwrap_or("<none>")), json!(spec["nodeName"].as_str().unwrap_or("<none>")),
-                json!("<none>"), json!("<none>")]
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                json!(pod_status(o)),
+                json!(restarts.to_string()),
+                a,
+                json!(st["podIP"].as_str().unwrap_or("<none>")),
+                json!(spec["nodeName"].as_str().unwrap_or("<none>")),
+                json!("<none>"),
+                json!("<none>"),
+            ]
         }
         "Deployment" => {
             let (c, i) = containers_images(&spec["template"]["spec"]);
-            vec![name, json!(format!("{}/{}", num(&st["readyReplicas"]), num(&spec["replicas"]))), json!(num(&st["updatedReplicas"])),
-                json!(num(&st["availableReplicas"])), a, json!(c), json!(i), json!(selector_str(&spec["selector"]))]
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    num(&st["readyReplicas"]),
+                    num(&spec["replicas"])
+                )),
+                json!(num(&st["updatedReplicas"])),
+                json!(num(&st["availableReplicas"])),
+                a,
+                json!(c),
+                json!(i),
+                json!(selector_str(&spec["selector"])),
+            ]
         }
         "ReplicaSet" => {
             let (c, i) = containers_images(&spec["template"]["spec"]);
-            vec![name, json!(num(&spec["replicas"])), json!(num(&st["replicas"])), json!(num(&st["readyReplicas"])), a,
-                json!(c), json!(i), json!(selector_str(&spec["selector"]))]
+            vec![
+                name,
+                json!(num(&spec["replicas"])),
+                json!(num(&st["replicas"])),
+                json!(num(&st["readyReplicas"])),
+                a,
+                json!(c),
+                json!(i),
+                json!(selector_str(&spec["selector"])),
+            ]
         }
         "StatefulSet" => {
             let (c, i) = containers_images(&spec["template"]["spec"]);
-            vec![name, json!(format!("{}/{}", num(&st["readyReplicas"]), num(&spec["replicas"]))), a, json!(c), json!(i)]
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    num(&st["readyReplicas"]),
+                    num(&spec["replicas"])
+                )),
+                a,
+                json!(c),
+                json!(i),
+            ]
         }
         "DaemonSet" => {
             let (c, i) = containers_images(&spec["template"]["spec"]);
-            vec![name, json!(num(&st["desiredNumberScheduled"])), json!(num(&st["currentNumberScheduled"])), json!(num(&st["numberReady"])),
-                json!(num(&st["updatedNumberScheduled"])), json!(num(&st["numberAvailable"])),
-                json!(selector_str(&spec["template"]["spec"]["nodeSelector"])), a, json!(c), json!(i), json!(selector_str(&spec["selector"]))]
+            vec![
+                name,
+                json!(num(&st["desiredNumberScheduled"])),
+                json!(num(&st["currentNumberScheduled"])),
+                json!(num(&st["numberReady"])),
+                json!(num(&st["updatedNumberScheduled"])),
+                json!(num(&st["numberAvailable"])),
+                json!(selector_str(&spec["template"]["spec"]["nodeSelector"])),
+                a,
+                json!(c),
+                json!(i),
+                json!(selector_str(&spec["selector"])),
+            ]
         }
         "Service" => {
-            let ext: Vec<String> = st["loadBalancer"]["ingress"].as_array().into_iter().flatten()
-                .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()).map(str::to_owned))
-                .chain(spec["externalIPs"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)))
+            let ext: Vec<String> = st["loadBalancer"]["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| {
+                    i["ip"]
+                        .as_str()
+                        .or(i["hostname"].as_str())
+                        .map(str::to_owned)
+                })
+                .chain(
+                    spec["externalIPs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.as_str().map(str::to_owned)),
+                )
                 .collect();
             let ext = if ext.is_empty() {
-                if spec["type"] == "LoadBalancer" { "<pending>".into() } else if spec["type"] == "ExternalName" { spec["externalName"].as_str().unwrap_or("<none>").into() } else { "<none>".to_owned() }
-            } else { ext.join(",") };
-            vec![name, json!(spec["type"]), json!(spec["clusterIP"].as_str().unwrap_or("<none>")), json!(ext),
-                json!(service_ports(spec)), a, json!(selector_str(&spec["selector"]))]
+                if spec["type"] == "LoadBalancer" {
+                    "<pending>".into()
+                } else if spec["type"] == "ExternalName" {
+                    spec["externalName"].as_str().unwrap_or("<none>").into()
+                } else {
+                    "<none>".to_owned()
+                }
+            } else {
+                ext.join(",")
+            };
+            vec![
+                name,
+                json!(spec["type"]),
+                json!(spec["clusterIP"].as_str().unwrap_or("<none>")),
+                json!(ext),
+                json!(service_ports(spec)),
+                a,
+                json!(selector_str(&spec["selector"])),
+            ]
         }
         "ConfigMap" => {
-            let n = o["data"].as_object().map_or(0, |m| m.len()) + o["binaryData"].as_object().map_or(0, |m| m.len());
+            let n = o["data"].as_object().map_or(0, |m| m.len())
+                + o["binaryData"].as_object().map_or(0, |m| m.len());
             vec![name, json!(n), a]
         }
-        "Secret" => vec![name, json!(o["type"]), json!(o["data"].as_object().map_or(0, |m| m.len())), a],
+        "Secret" => vec![
+            name,
+            json!(o["type"]),
+            json!(o["data"].as_object().map_or(0, |m| m.len())),
+            a,
+        ],
         "Namespace" => vec![name, json!(st["phase"].as_str().unwrap_or("Active")), a],
         "Node" => {
-            let ready = st["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready");
+            let ready = st["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Ready");
             let mut status = match ready.map(|c| c["status"].as_str().unwrap_or("")) {
                 Some("True") => "Ready".to_owned(),
                 _ => "NotReady".to_owned(),
@@ -195,48 +380,155 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             if spec["unschedulable"] == true {
                 status.push_str(",SchedulingDisabled");
             }
-            let roles = join_str(o["metadata"]["labels"].as_object().into_iter().flatten()
-                .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/").map(str::to_owned)));
-            let ip = st["addresses"].as_array().into_iter().flatten().find(|a| a["type"] == "InternalIP")
-                .and_then(|a| a["address"].as_str()).unwrap_or("<none>");
+            let roles = join_str(
+                o["metadata"]["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(k, _)| {
+                        k.strip_prefix("node-role.kubernetes.io/")
+                            .map(str::to_owned)
+                    }),
+            );
+            let ip = st["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["type"] == "InternalIP")
+                .and_then(|a| a["address"].as_str())
+                .unwrap_or("<none>");
             let ni = &st["nodeInfo"];
-            vec![name, json!(status), json!(roles), a, json!(ni["kubeletVersion"].as_str().unwrap_or("")), json!(ip),
-                json!(ni["osImage"].as_str().unwrap_or("<unknown>")), json!(ni["kernelVersion"].as_str().unwrap_or("<unknown>")),
-                json!(ni["containerRuntimeVersion"].as_str().unwrap_or("<unknown>"))]
+            vec![
+                name,
+                json!(status),
+                json!(roles),
+                a,
+                json!(ni["kubeletVersion"].as_str().unwrap_or("")),
+                json!(ip),
+                json!(ni["osImage"].as_str().unwrap_or("<unknown>")),
+                json!(ni["kernelVersion"].as_str().unwrap_or("<unknown>")),
+                json!(ni["containerRuntimeVersion"]
+                    .as_str()
+                    .unwrap_or("<unknown>")),
+            ]
         }
         "Endpoints" => {
             let eps = join_str(o["subsets"].as_array().into_iter().flatten().flat_map(|s| {
-                let ports: Vec<i64> = s["ports"].as_array().into_iter().flatten().map(|p| num(&p["port"])).collect();
-                s["addresses"].as_array().cloned().unwrap_or_default().into_iter().flat_map(move |ad| {
-                    let ip = ad["ip"].as_str().unwrap_or_default().to_owned();
-                    let ports = ports.clone();
-                    if ports.is_empty() { vec![ip] } else { ports.into_iter().map(|p| format!("{ip}:{p}")).collect() }
-                })
+                let ports: Vec<i64> = s["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| num(&p["port"]))
+                    .collect();
+                s["addresses"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flat_map(move |ad| {
+                        let ip = ad["ip"].as_str().unwrap_or_default().to_owned();
+                        let ports = ports.clone();
+                        if ports.is_empty() {
+                            vec![ip]
+                        } else {
+                            ports.into_iter().map(|p| format!("{ip}:{p}")).collect()
+                        }
+                    })
             }));
             vec![name, json!(eps), a]
         }
         "Event" => {
-            let last = if o["lastTimestamp"].is_string() { &o["lastTimestamp"] } else if o["eventTime"].is_string() { &o["eventTime"] } else { &o["metadata"]["creationTimestamp"] };
+            let last = if o["lastTimestamp"].is_string() {
+                &o["lastTimestamp"]
+            } else if o["eventTime"].is_string() {
+                &o["eventTime"]
+            } else {
+                &o["metadata"]["creationTimestamp"]
+            };
             let io = &o["involvedObject"];
-            vec![json!(age(last)), json!(o["type"]), json!(o["reason"]),
-                json!(format!("{}/{}", io["kind"].as_str().unwrap_or_default().to_lowercase(), io["name"].as_str().unwrap_or_default())),
-                json!(o["message"])]
+            vec![
+                json!(age(last)),
+                json!(o["type"]),
+                json!(o["reason"]),
+                json!(format!(
+                    "{}/{}",
+                    io["kind"].as_str().unwrap_or_default().to_lowercase(),
+                    io["name"].as_str().unwrap_or_default()
+                )),
+                json!(o["message"]),
+            ]
         }
         "Ingress" => {
-            let hosts = join_str(spec["rules"].as_array().into_iter().flatten().filter_map(|r| r["host"].as_str().map(str::to_owned)));
-            let hosts = if hosts == "<none>" { "*".to_owned() } else { hosts };
-            let addr = join_str(st["loadBalancer"]["ingress"].as_array().into_iter().flatten()
-                .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()).map(str::to_owned)));
-            let addr = if addr == "<none>" { String::new() } else { addr };
-            let ports = if spec["tls"].as_array().is_some_and(|t| !t.is_empty()) { "80, 443" } else { "80" };
-            vec![name, json!(spec["ingressClassName"].as_str().unwrap_or("<none>")), json!(hosts), json!(addr), json!(ports), a]
+            let hosts = join_str(
+                spec["rules"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r["host"].as_str().map(str::to_owned)),
+            );
+            let hosts = if hosts == "<none>" {
+                "*".to_owned()
+            } else {
+                hosts
+            };
+            let addr = join_str(
+                st["loadBalancer"]["ingress"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| {
+                        i["ip"]
+                            .as_str()
+                            .or(i["hostname"].as_str())
+                            .map(str::to_owned)
+                    }),
+            );
+            let addr = if addr == "<none>" {
+                String::new()
+            } else {
+                addr
+            };
+            let ports = if spec["tls"].as_array().is_some_and(|t| !t.is_empty()) {
+                "80, 443"
+            } else {
+                "80"
+            };
+            vec![
+                name,
+                json!(spec["ingressClassName"].as_str().unwrap_or("<none>")),
+                json!(hosts),
+                json!(addr),
+                json!(ports),
+                a,
+            ]
         }
-        "Lease" => vec![name, json!(spec["holderIdentity"].as_str().unwrap_or("")), a],
+        "Lease" => vec![
+            name,
+            json!(spec["holderIdentity"].as_str().unwrap_or("")),
+            a,
+        ],
         "EndpointSlice" => {
-            let ports = join_str(o["ports"].as_array().into_iter().flatten().map(|p| num(&p["port"]).to_string()));
-            let eps = join_str(o["endpoints"].as_array().into_iter().flatten().flat_map(|e| {
-                e["addresses"].as_array().cloned().unwrap_or_default().into_iter().filter_map(|a| a.as_str().map(str::to_owned))
-            }));
+            let ports = join_str(
+                o["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| num(&p["port"]).to_string()),
+            );
+            let eps = join_str(
+                o["endpoints"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|e| {
+                        e["addresses"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter_map(|a| a.as_str().map(str::to_owned))
+                    }),
+            );
             vec![name, json!(o["addressType"]), json!(ports), json!(eps), a]
         }
         _ => vec![name, a],
@@ -245,7 +537,13 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
 
 /// A meta.k8s.io/v1 Table for `items` (with the object in each row unless `include_object`
 /// is false).
-pub(crate) fn table(info: &ResourceInfo, items: &[Value], rv: &Value, cont: &Value, include_object: bool) -> Value {
+pub(crate) fn table(
+    info: &ResourceInfo,
+    items: &[Value],
+    rv: &Value,
+    cont: &Value,
+    include_object: bool,
+) -> Value {
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {
@@ -286,8 +584,16 @@ mod tests {
                 "template": {"spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}},
             "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
         let t = table(info, &[d], &json!("5"), &Value::Null, true);
-        let names: Vec<&str> = t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-        assert_eq!(&names[..5], ["Name", "Ready", "Up-to-date", "Available", "Age"]);
+        let names: Vec<&str> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            &names[..5],
+            ["Name", "Ready", "Up-to-date", "Available", "Age"]
+        );
         let cells = &t["rows"][0]["cells"];
         assert_eq!(cells[0], "web");
         assert_eq!(cells[1], "2/3");

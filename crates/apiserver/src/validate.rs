@@ -10,7 +10,8 @@ pub(crate) fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -24,7 +25,8 @@ fn is_qualified_name_part(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
@@ -60,7 +62,11 @@ pub(crate) fn metadata(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
                     causes.push(Cause::invalid("metadata.name", &meta["name"], MSG_LABEL));
                 }
             } else if !is_dns1123_subdomain(n) {
-                causes.push(Cause::invalid("metadata.name", &meta["name"], MSG_SUBDOMAIN));
+                causes.push(Cause::invalid(
+                    "metadata.name",
+                    &meta["name"],
+                    MSG_SUBDOMAIN,
+                ));
             }
         }
     }
@@ -158,12 +164,18 @@ fn workload(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
     let spec = &obj["spec"];
     if let Some(r) = spec.get("replicas").filter(|r| !r.is_null()) {
         if r.as_i64().is_none_or(|r| r < 0) {
-            causes.push(Cause::invalid("spec.replicas", r, "must be greater than or equal to 0"));
+            causes.push(Cause::invalid(
+                "spec.replicas",
+                r,
+                "must be greater than or equal to 0",
+            ));
         }
     }
     let sel = &spec["selector"];
     let empty_sel = sel["matchLabels"].as_object().is_none_or(|m| m.is_empty())
-        && sel["matchExpressions"].as_array().is_none_or(|m| m.is_empty());
+        && sel["matchExpressions"]
+            .as_array()
+            .is_none_or(|m| m.is_empty());
     if sel.is_null() || empty_sel {
         causes.push(Cause::required("spec.selector"));
     } else {
@@ -177,8 +189,16 @@ fn workload(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
         }
     }
     containers(&spec["template"]["spec"], "spec.template.spec", causes);
-    if kind == "StatefulSet" && spec["serviceName"].as_str().is_some_and(|s| !s.is_empty() && !is_dns1123_label(s)) {
-        causes.push(Cause::invalid("spec.serviceName", &spec["serviceName"], MSG_LABEL));
+    if kind == "StatefulSet"
+        && spec["serviceName"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty() && !is_dns1123_label(s))
+    {
+        causes.push(Cause::invalid(
+            "spec.serviceName",
+            &spec["serviceName"],
+            MSG_LABEL,
+        ));
     }
 }
 
@@ -227,7 +247,8 @@ fn data_keys(obj: &Value, causes: &mut Vec<Cause>) {
         for k in obj[field].as_object().into_iter().flatten().map(|(k, _)| k) {
             let ok = !k.is_empty()
                 && k.len() <= 253
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
             if !ok {
                 causes.push(Cause::invalid(
                     format!("{field}[{k}]"),
@@ -245,7 +266,9 @@ pub(crate) fn object(kind: &str, obj: &Value) -> Vec<Cause> {
     metadata(kind, obj, &mut causes);
     match kind {
         "Pod" => containers(&obj["spec"], "spec", &mut causes),
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => workload(kind, obj, &mut causes),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+            workload(kind, obj, &mut causes)
+        }
         "Service" => service(obj, &mut causes),
         "ConfigMap" | "Secret" => data_keys(obj, &mut causes),
         _ => {}
@@ -279,10 +302,21 @@ mod tests {
         let d = json!({"metadata": {"name": "Bad_Name", "labels": {"ok": "not ok!"}},
             "spec": {"replicas": -1, "selector": {"matchLabels": {"app": "x"}},
                 "template": {"metadata": {"labels": {"app": "y"}}, "spec": {"containers": [{"name": "c"}]}}}});
-        let fields: Vec<String> = object("Deployment", &d).into_iter().map(|c| c.field).collect();
-        for want in ["metadata.name", "metadata.labels", "spec.replicas",
-            "spec.template.metadata.labels", "spec.template.spec.containers[0].image"] {
-            assert!(fields.iter().any(|f| f == want), "missing {want} in {fields:?}");
+        let fields: Vec<String> = object("Deployment", &d)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        for want in [
+            "metadata.name",
+            "metadata.labels",
+            "spec.replicas",
+            "spec.template.metadata.labels",
+            "spec.template.spec.containers[0].image",
+        ] {
+            assert!(
+                fields.iter().any(|f| f == want),
+                "missing {want} in {fields:?}"
+            );
         }
         let good = json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}});
         assert!(object("Service", &good).is_empty());

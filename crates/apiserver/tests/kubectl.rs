@@ -37,11 +37,19 @@ async fn start() -> Cluster {
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     let cache = dir.path().join("cache");
-    Cluster { server: server.spawn(), kubeconfig, cache, _dir: dir }
+    Cluster {
+        server: server.spawn(),
+        kubeconfig,
+        cache,
+        _dir: dir,
+    }
 }
 
 async fn next_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Option<String> {
-    tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .ok()
+        .flatten()
 }
 
 struct Out {
@@ -66,13 +74,22 @@ async fn kubectl_stdin(c: &Cluster, args: &[&str], stdin: Option<&str>) -> Out {
     let mut cmd = kubectl_cmd(c, args);
     let input = stdin.map(str::to_owned);
     let out = tokio::task::spawn_blocking(move || {
-        cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("run kubectl");
         if let Some(i) = input {
             use std::io::Write;
-            child.stdin.take().expect("stdin").write_all(i.as_bytes()).expect("write stdin");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(i.as_bytes())
+                .expect("write stdin");
         }
         child.wait_with_output().expect("kubectl output")
     })
@@ -91,7 +108,11 @@ async fn kubectl(c: &Cluster, args: &[&str]) -> Out {
 
 async fn ok(c: &Cluster, args: &[&str]) -> String {
     let o = kubectl(c, args).await;
-    assert!(o.ok, "kubectl {args:?} failed:\nstdout: {}\nstderr: {}", o.stdout, o.stderr);
+    assert!(
+        o.ok,
+        "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+        o.stdout, o.stderr
+    );
     o.stdout
 }
 
@@ -161,7 +182,12 @@ async fn kubectl_apply_get_scale_patch_delete() {
     let file = write_manifests(&c, "app.yaml", MANIFESTS);
 
     let out = ok(&c, &["apply", "-f", &file]).await;
-    for want in ["deployment.apps/web created", "service/web created", "configmap/web-config created", "secret/web-secret created"] {
+    for want in [
+        "deployment.apps/web created",
+        "service/web created",
+        "configmap/web-config created",
+        "secret/web-secret created",
+    ] {
         assert!(out.contains(want), "apply output lacks {want:?}: {out}");
     }
     // Re-applying unchanged manifests changes nothing.
@@ -171,25 +197,50 @@ async fn kubectl_apply_get_scale_patch_delete() {
     // Defaults and allocation are visible through kubectl.
     let d = ok_json(&c, &["get", "deployment", "web", "-o", "json"]).await;
     assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
     assert_eq!(d["metadata"]["generation"], 1);
     let svc = ok(&c, &["get", "svc", "web", "-o", "yaml"]).await;
     assert!(svc.contains("clusterIP: 10.96.0."), "{svc}");
-    let secret: k8s_openapi::api::core::v1::Secret = api.get(Some("default"), "web-secret").await.expect("secret");
+    let secret: k8s_openapi::api::core::v1::Secret = api
+        .get(Some("default"), "web-secret")
+        .await
+        .expect("secret");
     assert_eq!(secret.data.expect("data")["password"].0, b"s3cret");
 
     // Label selectors and table output.
     let names = ok(&c, &["get", "cm,secret", "-l", "app=web", "-o", "name"]).await;
     assert_eq!(names.trim(), "configmap/web-config");
-    let names = ok(&c, &["get", "secrets", "-l", "app notin (web)", "-o", "name"]).await;
+    let names = ok(
+        &c,
+        &["get", "secrets", "-l", "app notin (web)", "-o", "name"],
+    )
+    .await;
     assert_eq!(names.trim(), "secret/web-secret");
     let wide = ok(&c, &["get", "deploy", "-o", "wide"]).await;
-    for col in ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"] {
+    for col in [
+        "NAME",
+        "READY",
+        "UP-TO-DATE",
+        "AVAILABLE",
+        "AGE",
+        "CONTAINERS",
+        "IMAGES",
+        "SELECTOR",
+    ] {
         assert!(wide.contains(col), "missing column {col}: {wide}");
     }
-    assert!(wide.contains("nginx:1.27") && wide.contains("0/2"), "{wide}");
+    assert!(
+        wide.contains("nginx:1.27") && wide.contains("0/2"),
+        "{wide}"
+    );
     let svcs = ok(&c, &["get", "svc"]).await;
-    assert!(svcs.contains("CLUSTER-IP") && svcs.contains("80/TCP"), "{svcs}");
+    assert!(
+        svcs.contains("CLUSTER-IP") && svcs.contains("80/TCP"),
+        "{svcs}"
+    );
 
     // scale, set image, label, annotate.
     let out = ok(&c, &["scale", "deployment/web", "--replicas=3"]).await;
@@ -199,14 +250,26 @@ async fn kubectl_apply_get_scale_patch_delete() {
     let dep: Deployment = api.get(Some("default"), "web").await.expect("get");
     let spec = &dep.spec;
     assert_eq!(spec.replicas, Some(3));
-    let image = spec.template.spec.as_ref().expect("pod spec").containers[0].image.clone();
+    let image = spec.template.spec.as_ref().expect("pod spec").containers[0]
+        .image
+        .clone();
     assert_eq!(image.as_deref(), Some("nginx:1.28"));
-    assert_eq!(dep.metadata.generation, Some(3), "scale and set image each bump generation");
+    assert_eq!(
+        dep.metadata.generation,
+        Some(3),
+        "scale and set image each bump generation"
+    );
     ok(&c, &["label", "configmap", "web-config", "tier=backend"]).await;
     ok(&c, &["annotate", "configmap", "web-config", "note=hi"]).await;
     let cm: ConfigMap = api.get(Some("default"), "web-config").await.expect("cm");
-    assert_eq!(cm.metadata.labels.as_ref().expect("labels")["tier"], "backend");
-    assert_eq!(cm.metadata.annotations.as_ref().expect("annotations")["note"], "hi");
+    assert_eq!(
+        cm.metadata.labels.as_ref().expect("labels")["tier"],
+        "backend"
+    );
+    assert_eq!(
+        cm.metadata.annotations.as_ref().expect("annotations")["note"],
+        "hi"
+    );
     let err = kubectl(&c, &["label", "configmap", "web-config", "tier=frontend"]).await;
     assert!(!err.ok, "relabel without --overwrite must fail");
 
@@ -215,30 +278,79 @@ async fn kubectl_apply_get_scale_patch_delete() {
         r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"MODE","value":"prod"}]}]}}}}"#]).await;
     let dep: Deployment = api.get(Some("default"), "web").await.expect("get");
     let c0 = &dep.spec.template.spec.expect("pod").containers[0];
-    assert_eq!(c0.image.as_deref(), Some("nginx:1.28"), "strategic patch keeps other container fields");
+    assert_eq!(
+        c0.image.as_deref(),
+        Some("nginx:1.28"),
+        "strategic patch keeps other container fields"
+    );
     assert_eq!(c0.env.as_ref().expect("env")[0].name, "MODE");
-    ok(&c, &["patch", "configmap", "web-config", "--type=merge", "-p", r#"{"data":{"greeting":null,"extra":"x"}}"#]).await;
+    ok(
+        &c,
+        &[
+            "patch",
+            "configmap",
+            "web-config",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"greeting":null,"extra":"x"}}"#,
+        ],
+    )
+    .await;
     let cm: ConfigMap = api.get(Some("default"), "web-config").await.expect("cm");
     let data = cm.data.expect("data");
-    assert!(!data.contains_key("greeting") && data["extra"] == "x", "{data:?}");
-    ok(&c, &["patch", "service", "web", "--type=json", "-p", r#"[{"op":"add","path":"/metadata/labels/patched","value":"yes"}]"#]).await;
+    assert!(
+        !data.contains_key("greeting") && data["extra"] == "x",
+        "{data:?}"
+    );
+    ok(
+        &c,
+        &[
+            "patch",
+            "service",
+            "web",
+            "--type=json",
+            "-p",
+            r#"[{"op":"add","path":"/metadata/labels/patched","value":"yes"}]"#,
+        ],
+    )
+    .await;
     let svc: Service = api.get(Some("default"), "web").await.expect("svc");
     assert_eq!(svc.metadata.labels.expect("labels")["patched"], "yes");
 
     // Server-side apply: creates, records the manager, and updates.
-    let ssa = write_manifests(&c, "ssa.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: \"1\"\n  b: \"2\"\n");
+    let ssa = write_manifests(
+        &c,
+        "ssa.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: \"1\"\n  b: \"2\"\n",
+    );
     let out = ok(&c, &["apply", "--server-side", "-f", &ssa]).await;
     assert!(out.contains("configmap/ssa serverside-applied"), "{out}");
-    let ssa = write_manifests(&c, "ssa.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: \"3\"\n");
+    let ssa = write_manifests(
+        &c,
+        "ssa.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: \"3\"\n",
+    );
     ok(&c, &["apply", "--server-side", "-f", &ssa]).await;
-    let cm = ok_json(&c, &["get", "cm", "ssa", "-o", "json", "--show-managed-fields"]).await;
-    assert_eq!(cm["data"], serde_json::json!({"a": "3"}), "field dropped from the apply is removed");
+    let cm = ok_json(
+        &c,
+        &["get", "cm", "ssa", "-o", "json", "--show-managed-fields"],
+    )
+    .await;
+    assert_eq!(
+        cm["data"],
+        serde_json::json!({"a": "3"}),
+        "field dropped from the apply is removed"
+    );
     assert_eq!(cm["metadata"]["managedFields"][0]["manager"], "kubectl");
     assert_eq!(cm["metadata"]["managedFields"][0]["operation"], "Apply");
 
     // Errors come back as kubectl understands them.
     let nf = kubectl(&c, &["get", "deployment", "nope"]).await;
-    assert!(!nf.ok && nf.stderr.contains("NotFound") && nf.stderr.contains("\"nope\" not found"), "{}", nf.stderr);
+    assert!(
+        !nf.ok && nf.stderr.contains("NotFound") && nf.stderr.contains("\"nope\" not found"),
+        "{}",
+        nf.stderr
+    );
 
     // delete -f removes everything it created.
     let out = ok(&c, &["delete", "-f", &file]).await;
@@ -270,9 +382,13 @@ async fn kubectl_watch_and_rollout_status() {
             }
         }
     });
-    assert_eq!(next_line(&mut rx).await.as_deref(), Some("configmap/web-config"));
+    assert_eq!(
+        next_line(&mut rx).await.as_deref(),
+        Some("configmap/web-config")
+    );
     let cm: ConfigMap = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late"}})).expect("cm");
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late"}}))
+    .expect("cm");
     api.create(Some("default"), &cm).await.expect("create");
     assert_eq!(next_line(&mut rx).await.as_deref(), Some("configmap/late"));
     let _ = watch.kill();
@@ -280,7 +396,10 @@ async fn kubectl_watch_and_rollout_status() {
 
     // rollout status returns once the status (written here, as a controller would) says so.
     let rollout = {
-        let cmd = kubectl_cmd(&c, &["rollout", "status", "deployment/web", "--timeout=60s"]);
+        let cmd = kubectl_cmd(
+            &c,
+            &["rollout", "status", "deployment/web", "--timeout=60s"],
+        );
         tokio::task::spawn_blocking(move || {
             let mut cmd = cmd;
             cmd.output().expect("rollout status")
@@ -295,15 +414,31 @@ async fn kubectl_watch_and_rollout_status() {
         ready_replicas: Some(2),
         available_replicas: Some(2),
         conditions: Some(vec![
-            DeploymentCondition { type_: Some("Available".into()), status: Some("True".into()), reason: Some("MinimumReplicasAvailable".into()), ..Default::default() },
-            DeploymentCondition { type_: Some("Progressing".into()), status: Some("True".into()), reason: Some("NewReplicaSetAvailable".into()), ..Default::default() },
+            DeploymentCondition {
+                type_: Some("Available".into()),
+                status: Some("True".into()),
+                reason: Some("MinimumReplicasAvailable".into()),
+                ..Default::default()
+            },
+            DeploymentCondition {
+                type_: Some("Progressing".into()),
+                status: Some("True".into()),
+                reason: Some("NewReplicaSetAvailable".into()),
+                ..Default::default()
+            },
         ]),
         ..Default::default()
     });
-    api.replace_status(Some("default"), &dep).await.expect("write status");
+    api.replace_status(Some("default"), &dep)
+        .await
+        .expect("write status");
     let out = rollout.await.expect("join");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "rollout status failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "rollout status failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("successfully rolled out"), "{stdout}");
     c.server.shutdown().await.expect("shutdown");
 }

@@ -11,7 +11,10 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 fn temp_dir(tag: &str) -> tempfile::TempDir {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     tempfile::Builder::new()
-        .prefix(&format!("kcore-apiserver-{tag}-{}-{n}-", std::process::id()))
+        .prefix(&format!(
+            "kcore-apiserver-{tag}-{}-{n}-",
+            std::process::id()
+        ))
         .tempdir()
         .expect("temp dir")
 }
@@ -34,7 +37,9 @@ async fn redb_state_survives_reopen() {
     let (rev, watched_from) = {
         let s = RedbStorage::open(dir.path()).expect("open");
         let a = s.create("/x/a", b"1".to_vec()).await.expect("create");
-        s.update("/x/a", b"2".to_vec(), Some(a.mod_revision)).await.expect("update");
+        s.update("/x/a", b"2".to_vec(), Some(a.mod_revision))
+            .await
+            .expect("update");
         let b = s.create("/x/b", b"3".to_vec()).await.expect("create");
         (b.mod_revision, a.mod_revision)
     };
@@ -43,7 +48,10 @@ async fn redb_state_survives_reopen() {
     assert_eq!(s.get("/x/a").await.expect("get").expect("a").value, b"2");
     // History is on disk too: a watch from before the restart replays it.
     let mut w = s.watch("/x/", watched_from).await.expect("watch");
-    let ev = futures::StreamExt::next(&mut w).await.expect("event").expect("ok");
+    let ev = futures::StreamExt::next(&mut w)
+        .await
+        .expect("event")
+        .expect("ok");
     assert_eq!(ev.kv.value, b"2");
     let c = s.create("/x/c", vec![]).await.expect("create after reopen");
     assert_eq!(c.mod_revision, rev + 1);
@@ -64,7 +72,9 @@ async fn crash_child_writer() {
         tasks.push(tokio::spawn(async move {
             for i in 0.. {
                 let key = format!("/crash/{t}-{i:06}");
-                s.create(&key, key.as_bytes().to_vec()).await.expect("create");
+                s.create(&key, key.as_bytes().to_vec())
+                    .await
+                    .expect("create");
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "ACK {key}").expect("stdout");
                 out.flush().expect("flush");
@@ -80,7 +90,13 @@ async fn crash_child_writer() {
 async fn acknowledged_writes_survive_kill_9() {
     let dir = temp_dir("crash");
     let mut child = Command::new(std::env::current_exe().expect("exe"))
-        .args(["--exact", "crash_child_writer", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_child_writer",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("KCORE_CRASH_DIR", dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -107,10 +123,18 @@ async fn acknowledged_writes_survive_kill_9() {
             acked.push(k.to_owned());
         }
     }
-    assert!(acked.len() >= 400, "child acknowledged only {} writes", acked.len());
+    assert!(
+        acked.len() >= 400,
+        "child acknowledged only {} writes",
+        acked.len()
+    );
     let s = RedbStorage::open(dir.path()).expect("reopen after crash");
     for key in &acked {
-        let kv = s.get(key).await.expect("get").unwrap_or_else(|| panic!("{key} lost"));
+        let kv = s
+            .get(key)
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("{key} lost"));
         assert_eq!(kv.value, key.as_bytes());
     }
 }

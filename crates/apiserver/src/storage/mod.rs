@@ -15,7 +15,6 @@ mod redb_backend;
 
 pub use redb_backend::RedbStorage;
 
-
 /// One stored key with its revisions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyValue {

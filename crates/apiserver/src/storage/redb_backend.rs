@@ -34,10 +34,22 @@ fn backend<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StorageE
 }
 
 enum WriteOp {
-    Create { key: String, value: Vec<u8> },
-    Update { key: String, value: Vec<u8>, expected: Option<u64> },
-    Delete { key: String, expected: Option<u64> },
-    Compact { revision: u64 },
+    Create {
+        key: String,
+        value: Vec<u8>,
+    },
+    Update {
+        key: String,
+        value: Vec<u8>,
+        expected: Option<u64>,
+    },
+    Delete {
+        key: String,
+        expected: Option<u64>,
+    },
+    Compact {
+        revision: u64,
+    },
 }
 
 struct Request {
@@ -246,8 +258,7 @@ fn apply(
     let current = |kv: &redb::Table<'_, &str, &[u8]>, key: &str| -> Result<_, redb::Error> {
         Ok(kv.get(key)?.map(|g| decode_kv(key, g.value())))
     };
-    let check = |prev: &Option<KeyValue>, key: &str, expected: Option<u64>| match (prev, expected)
-    {
+    let check = |prev: &Option<KeyValue>, key: &str, expected: Option<u64>| match (prev, expected) {
         (None, _) => Err(StorageError::NotFound { key: key.into() }),
         (Some(p), Some(e)) if p.mod_revision != e => Err(StorageError::Conflict {
             key: key.into(),
@@ -373,7 +384,11 @@ fn writer_loop(
             Ok(()) => {
                 revision = next;
                 compacted_shared.store(compacted, Ordering::SeqCst);
-                hub.publish(results.iter().filter_map(|r| r.as_ref().ok().cloned().flatten()));
+                hub.publish(
+                    results
+                        .iter()
+                        .filter_map(|r| r.as_ref().ok().cloned().flatten()),
+                );
                 for (req, res) in batch.into_iter().zip(results) {
                     let _ = req.reply.send(res);
                 }

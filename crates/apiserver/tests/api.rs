@@ -1,0 +1,603 @@
+//! Object semantics through the in-process [`Api`] on the embedded store.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kcore_apiserver::{
+    Api, ListOptions, RedbStorage, Storage, WatchEvent, WatchEvents, WriteOptions,
+};
+use serde_json::{json, Value};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+struct Env {
+    api: Api,
+    storage: Arc<RedbStorage>,
+    _dir: tempfile::TempDir,
+}
+
+async fn env() -> Env {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("kcore-api-{}-{n}-", std::process::id()))
+        .tempdir()
+        .expect("temp dir");
+    let storage = Arc::new(RedbStorage::open(dir.path()).expect("open"));
+    let api = Api::new(storage.clone());
+    api.bootstrap().await.expect("bootstrap");
+    Env {
+        api,
+        storage,
+        _dir: dir,
+    }
+}
+
+fn cm(name: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}, "data": {"k": "v"}})
+}
+
+fn pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "x"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+}
+
+async fn next(w: &mut WatchEvents) -> WatchEvent {
+    tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("watch event in time")
+        .expect("stream open")
+}
+
+const W: WriteOptions = WriteOptions {
+    dry_run: false,
+    field_manager: None,
+    force: false,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_sets_server_fields_and_generate_name() {
+    let e = env().await;
+    let mut obj = cm("", json!({}));
+    obj["metadata"] = json!({"generateName": "gen-"});
+    let out = e
+        .api
+        .create_value("v1", "configmaps", Some("default"), obj, &W)
+        .await
+        .expect("create");
+    let m = &out["metadata"];
+    let name = m["name"].as_str().expect("name");
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+    assert_eq!(m["uid"].as_str().map(str::len), Some(36));
+    assert!(m["creationTimestamp"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(m["generation"], 1);
+    assert_eq!(m["namespace"], "default");
+    assert!(m["resourceVersion"]
+        .as_str()
+        .is_some_and(|r| r.parse::<u64>().is_ok()));
+    // A missing namespace is 404, and nothing is stored.
+    let err = e
+        .api
+        .create_value("v1", "configmaps", Some("nope"), cm("a", json!({})), &W)
+        .await
+        .unwrap_err();
+    assert_eq!((err.code, err.reason.as_str()), (404, "NotFound"));
+    // Duplicate create is 409 AlreadyExists.
+    let err = e
+        .api
+        .create_value("v1", "configmaps", Some("default"), cm(name, json!({})), &W)
+        .await
+        .unwrap_err();
+    assert_eq!((err.code, err.reason.as_str()), (409, "AlreadyExists"));
+    // Dry run validates but stores nothing.
+    let dry = WriteOptions { dry_run: true, ..W };
+    e.api
+        .create_value(
+            "v1",
+            "configmaps",
+            Some("default"),
+            cm("dry", json!({})),
+            &dry,
+        )
+        .await
+        .expect("dry run");
+    let err = e
+        .api
+        .get_value("v1", "configmaps", Some("default"), "dry")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimistic_concurrency_and_generation() {
+    let e = env().await;
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "x:1"}]}}}});
+    let created = e
+        .api
+        .create_value("apps/v1", "deployments", Some("default"), d, &W)
+        .await
+        .expect("create");
+    assert_eq!(created["spec"]["replicas"], 1);
+    assert_eq!(created["spec"]["progressDeadlineSeconds"], 600);
+    assert!(created.get("status").is_none_or(Value::is_null));
+    // A label change does not bump generation.
+    let label = br#"{"metadata":{"labels":{"x":"y"}}}"#;
+    let out = e
+        .api
+        .patch_value(
+            "apps/v1",
+            "deployments",
+            Some("default"),
+            "d",
+            kcore_apiserver::PatchType::Merge,
+            label,
+            &W,
+        )
+        .await
+        .expect("patch");
+    assert_eq!(out["metadata"]["generation"], 1);
+    // A spec change does.
+    let spec = br#"{"spec":{"replicas":4}}"#;
+    let out = e
+        .api
+        .patch_value(
+            "apps/v1",
+            "deployments",
+            Some("default"),
+            "d",
+            kcore_apiserver::PatchType::Merge,
+            spec,
+            &W,
+        )
+        .await
+        .expect("patch");
+    assert_eq!(out["metadata"]["generation"], 2);
+    // A patch carrying a stale resourceVersion is a 409 Conflict.
+    let stale = format!(
+        r#"{{"metadata":{{"resourceVersion":"{}"}},"spec":{{"replicas":5}}}}"#,
+        created["metadata"]["resourceVersion"].as_str().expect("rv")
+    );
+    let err = e
+        .api
+        .patch_value(
+            "apps/v1",
+            "deployments",
+            Some("default"),
+            "d",
+            kcore_apiserver::PatchType::Merge,
+            stale.as_bytes(),
+            &W,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    assert!(
+        err.message.contains("the object has been modified"),
+        "{}",
+        err.message
+    );
+    let now = e
+        .api
+        .get_value("apps/v1", "deployments", Some("default"), "d")
+        .await
+        .expect("get");
+    assert_eq!(now["spec"]["replicas"], 4, "the stale write stored nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_a_separate_subresource() {
+    let e = env().await;
+    let p: Pod = serde_json::from_value(pod("p")).expect("pod");
+    let created = e.api.create(Some("default"), &p).await.expect("create");
+    assert_eq!(
+        created.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Pending")
+    );
+    assert_eq!(
+        created
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.as_deref()),
+        Some("Always")
+    );
+    // The main resource ignores status changes...
+    let mut changed = created.clone();
+    changed.status.as_mut().expect("status").phase = Some("Running".into());
+    let out = e
+        .api
+        .replace(Some("default"), &changed)
+        .await
+        .expect("replace");
+    assert_eq!(
+        out.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Pending")
+    );
+    // ...and the status subresource ignores spec changes.
+    let mut st = out.clone();
+    st.status.as_mut().expect("status").phase = Some("Running".into());
+    st.spec.as_mut().expect("spec").restart_policy = Some("Never".into());
+    let out = e
+        .api
+        .replace_status(Some("default"), &st)
+        .await
+        .expect("status");
+    assert_eq!(
+        out.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Running")
+    );
+    assert_eq!(
+        out.spec.as_ref().and_then(|s| s.restart_policy.as_deref()),
+        Some("Always")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalizers_hold_deletion() {
+    let e = env().await;
+    let mut obj = cm("held", json!({}));
+    obj["metadata"]["finalizers"] = json!(["example.com/keep"]);
+    e.api
+        .create_value("v1", "configmaps", Some("default"), obj, &W)
+        .await
+        .expect("create");
+    let deleted: ConfigMap = e.api.delete(Some("default"), "held").await.expect("delete");
+    assert!(deleted.metadata.deletion_timestamp.is_some());
+    let still: ConfigMap = e
+        .api
+        .get(Some("default"), "held")
+        .await
+        .expect("still there");
+    assert!(still.metadata.deletion_timestamp.is_some());
+    let patch = br#"{"metadata":{"finalizers":null}}"#;
+    e.api
+        .patch_value(
+            "v1",
+            "configmaps",
+            Some("default"),
+            "held",
+            kcore_apiserver::PatchType::Merge,
+            patch,
+            &W,
+        )
+        .await
+        .expect("remove finalizer");
+    let err = e
+        .api
+        .get_value("v1", "configmaps", Some("default"), "held")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code, 404,
+        "removing the last finalizer deletes the object"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_and_selectors() {
+    let e = env().await;
+    for i in 0..7 {
+        let tier = if i % 2 == 0 { "even" } else { "odd" };
+        e.api
+            .create_value(
+                "v1",
+                "configmaps",
+                Some("default"),
+                cm(&format!("c{i}"), json!({"tier": tier})),
+                &W,
+            )
+            .await
+            .expect("create");
+    }
+    let mut names = Vec::new();
+    let mut cont: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let opts = ListOptions {
+            limit: Some(3),
+            continue_token: cont.clone(),
+            ..Default::default()
+        };
+        let page = e
+            .api
+            .list_value("v1", "configmaps", Some("default"), &opts)
+            .await
+            .expect("list");
+        assert_eq!(page["kind"], "ConfigMapList");
+        pages += 1;
+        names.extend(page["items"].as_array().expect("items").iter().map(|i| {
+            i["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        }));
+        cont = page["metadata"]["continue"].as_str().map(str::to_owned);
+        if cont.is_none() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4", "c5", "c6"]);
+    let opts = ListOptions {
+        label_selector: Some("tier=even".into()),
+        limit: Some(2),
+        ..Default::default()
+    };
+    let page = e
+        .api
+        .list_value("v1", "configmaps", None, &opts)
+        .await
+        .expect("list");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
+    assert!(page["metadata"]["continue"].is_string());
+    let opts = ListOptions {
+        field_selector: Some("metadata.name=c3".into()),
+        ..Default::default()
+    };
+    let (items, _) = e
+        .api
+        .list::<ConfigMap>(Some("default"), &opts)
+        .await
+        .expect("list");
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].metadata.name.as_deref(), Some("c3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_semantics() {
+    let e = env().await;
+    e.api
+        .create_value(
+            "v1",
+            "configmaps",
+            Some("default"),
+            cm("a", json!({"app": "x"})),
+            &W,
+        )
+        .await
+        .expect("create");
+    // No resourceVersion: ADDED for what exists, then live events.
+    let opts = ListOptions {
+        label_selector: Some("app=x".into()),
+        ..Default::default()
+    };
+    let mut w = e
+        .api
+        .watch::<ConfigMap>(Some("default"), &opts)
+        .await
+        .expect("watch");
+    let ev = next(&mut w).await;
+    assert_eq!(
+        (ev.kind, ev.object["metadata"]["name"].as_str()),
+        ("ADDED", Some("a"))
+    );
+    e.api
+        .create_value(
+            "v1",
+            "configmaps",
+            Some("default"),
+            cm("b", json!({"app": "x"})),
+            &W,
+        )
+        .await
+        .expect("create");
+    e.api
+        .create_value(
+            "v1",
+            "configmaps",
+            Some("default"),
+            cm("other", json!({"app": "y"})),
+            &W,
+        )
+        .await
+        .expect("create");
+    let ev = next(&mut w).await;
+    assert_eq!(
+        (ev.kind, ev.object["metadata"]["name"].as_str()),
+        ("ADDED", Some("b"))
+    );
+    // Leaving the selector is a DELETED for this watcher.
+    let relabel = br#"{"metadata":{"labels":{"app":"z"}}}"#;
+    e.api
+        .patch_value(
+            "v1",
+            "configmaps",
+            Some("default"),
+            "b",
+            kcore_apiserver::PatchType::Merge,
+            relabel,
+            &W,
+        )
+        .await
+        .expect("patch");
+    let ev = next(&mut w).await;
+    assert_eq!(
+        (ev.kind, ev.object["metadata"]["name"].as_str()),
+        ("DELETED", Some("b"))
+    );
+    let _: ConfigMap = e.api.delete(Some("default"), "a").await.expect("delete");
+    let ev = next(&mut w).await;
+    assert_eq!(
+        (ev.kind, ev.object["metadata"]["name"].as_str()),
+        ("DELETED", Some("a"))
+    );
+
+    // sendInitialEvents: the initial state ends with an annotated BOOKMARK.
+    let opts = ListOptions {
+        send_initial_events: Some(true),
+        allow_watch_bookmarks: true,
+        resource_version_match: Some("NotOlderThan".into()),
+        ..Default::default()
+    };
+    let mut w = e
+        .api
+        .watch::<ConfigMap>(Some("default"), &opts)
+        .await
+        .expect("watch");
+    let mut added = 0;
+    loop {
+        let ev = next(&mut w).await;
+        if ev.kind == "BOOKMARK" {
+            assert_eq!(
+                ev.object["metadata"]["annotations"]["k8s.io/initial-events-end"],
+                "true"
+            );
+            assert!(ev.object["metadata"]["resourceVersion"].is_string());
+            break;
+        }
+        assert_eq!(ev.kind, "ADDED");
+        added += 1;
+    }
+    assert_eq!(added, 2, "b and other remain");
+
+    // After compaction, watching from an old revision gets a 410 ERROR event.
+    let rev = e.storage.revision().await.expect("rev").current;
+    e.storage.compact(rev).await.expect("compact");
+    let opts = ListOptions {
+        resource_version: Some("1".into()),
+        ..Default::default()
+    };
+    let mut w = e
+        .api
+        .watch::<ConfigMap>(Some("default"), &opts)
+        .await
+        .expect("watch");
+    let ev = next(&mut w).await;
+    assert_eq!(ev.kind, "ERROR");
+    assert_eq!(
+        (ev.object["code"].as_u64(), ev.object["reason"].as_str()),
+        (Some(410), Some("Expired"))
+    );
+
+    // timeoutSeconds ends the stream.
+    let opts = ListOptions {
+        resource_version: Some(rev.to_string()),
+        timeout_seconds: Some(1),
+        ..Default::default()
+    };
+    let mut w = e
+        .api
+        .watch::<ConfigMap>(Some("default"), &opts)
+        .await
+        .expect("watch");
+    let end = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("ends in time");
+    assert!(end.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_get_cluster_ips_and_node_ports() {
+    let e = env().await;
+    let svc = |name: &str, ty: &str| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"type": ty, "selector": {"app": "x"}, "ports": [{"port": 80}]}})
+    };
+    let a = e
+        .api
+        .create_value("v1", "services", Some("default"), svc("a", "ClusterIP"), &W)
+        .await
+        .expect("a");
+    let b = e
+        .api
+        .create_value("v1", "services", Some("default"), svc("b", "NodePort"), &W)
+        .await
+        .expect("b");
+    let (ia, ib) = (
+        a["spec"]["clusterIP"].as_str().expect("ip a"),
+        b["spec"]["clusterIP"].as_str().expect("ip b"),
+    );
+    assert_ne!(ia, ib);
+    assert!(ia.starts_with("10.") && ib.starts_with("10."));
+    assert_eq!(a["spec"]["clusterIPs"], json!([ia]));
+    let np = b["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .expect("node port");
+    assert!((30000..=32767).contains(&np));
+    assert_eq!(b["spec"]["ports"][0]["targetPort"], 80);
+    // A replace that omits the allocated values keeps them.
+    let replaced = e
+        .api
+        .replace::<Service>(
+            Some("default"),
+            &serde_json::from_value(svc("b", "NodePort")).expect("svc"),
+        )
+        .await
+        .expect("replace");
+    let spec = replaced.spec.expect("spec");
+    assert_eq!(spec.cluster_ip.as_deref(), Some(ib));
+    assert_eq!(spec.ports.expect("ports")[0].node_port, Some(np as i32));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_names_each_field() {
+    let e = env().await;
+    let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "Bad_Name", "labels": {"a": "-x-"}},
+        "spec": {"containers": [{"name": "c"}, {"name": "c", "image": "i", "ports": [{"containerPort": 70000}]}]}});
+    let err = e
+        .api
+        .create_value("v1", "pods", Some("default"), bad, &W)
+        .await
+        .unwrap_err();
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    let status = err.to_status();
+    let fields: Vec<&str> = status["details"]["causes"]
+        .as_array()
+        .expect("causes")
+        .iter()
+        .map(|c| c["field"].as_str().unwrap_or_default())
+        .collect();
+    for want in [
+        "metadata.name",
+        "metadata.labels",
+        "spec.containers[0].image",
+        "spec.containers[1].name",
+        "spec.containers[1].ports[0].containerPort",
+    ] {
+        assert!(fields.contains(&want), "missing {want}: {fields:?}");
+    }
+    assert_eq!(status["details"]["kind"], "Pod");
+    let list = e
+        .api
+        .list_value("v1", "pods", Some("default"), &ListOptions::default())
+        .await
+        .expect("list");
+    assert!(
+        list["items"].as_array().expect("items").is_empty(),
+        "nothing stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_deletion_removes_contents() {
+    let e = env().await;
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}});
+    let created = e
+        .api
+        .create_value("v1", "namespaces", None, ns, &W)
+        .await
+        .expect("ns");
+    assert_eq!(created["status"]["phase"], "Active");
+    assert_eq!(
+        created["metadata"]["labels"]["kubernetes.io/metadata.name"],
+        "team"
+    );
+    e.api
+        .create_value("v1", "configmaps", Some("team"), cm("x", json!({})), &W)
+        .await
+        .expect("cm");
+    let _: k8s_openapi::api::core::v1::Namespace =
+        e.api.delete(None, "team").await.expect("delete ns");
+    let err = e
+        .api
+        .get_value("v1", "configmaps", Some("team"), "x")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 404);
+}
