@@ -1,0 +1,546 @@
+//! `kcore-runc`: a runc-compatible command line over kcore-runtime.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use kcore_runtime::{
+    load_spec, parse_process, write_pid_file, Container, CreateOptions, ExecOptions, ExitStatus,
+    Runtime, Status, DEFAULT_ROOT,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kcore-runc",
+    version,
+    about = "Run OCI containers (runc-compatible command line)"
+)]
+struct Cli {
+    /// Root directory for container state.
+    #[arg(long, global = true, default_value = DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Write logs to this file instead of stderr.
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long = "log-format", global = true, default_value = "text")]
+    log_format: String,
+    /// Debug logging.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Accepted for compatibility; cgroups are always managed through cgroupfs.
+    #[arg(long = "systemd-cgroup", global = true)]
+    systemd_cgroup: bool,
+    /// `true` for `spec` to write a rootless spec; otherwise accepted for compatibility.
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
+    rootless: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Debug, Clone)]
+struct CreateArgs {
+    /// Bundle directory (holds config.json).
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// File to write the container process's pid to.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master when process.terminal is true.
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Do not use pivot_root (MS_MOVE + chroot instead).
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Pass this many extra descriptors (from 3 on) to the container.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    /// Accepted for compatibility.
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a container (the user program waits for `start`).
+    Create {
+        #[command(flatten)]
+        args: CreateArgs,
+        id: String,
+    },
+    /// Start a created container.
+    Start { id: String },
+    /// Create and start a container; without -d, wait for it and delete it.
+    Run {
+        #[command(flatten)]
+        args: CreateArgs,
+        /// Detach: return once started.
+        #[arg(short, long)]
+        detach: bool,
+        id: String,
+    },
+    /// Print the state JSON of a container.
+    State { id: String },
+    /// Send a signal (default SIGTERM) to a container.
+    Kill {
+        /// Signal every process of the container.
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        signal: Option<String>,
+    },
+    /// Delete a container.
+    Delete {
+        /// Kill the container first if it runs.
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+    /// Run a process in a running container.
+    Exec {
+        /// JSON file with the process (runtime-spec `process` object).
+        #[arg(short, long)]
+        process: Option<PathBuf>,
+        /// Detach from the process.
+        #[arg(short, long)]
+        detach: bool,
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+        /// Allocate a pseudo-terminal.
+        #[arg(short, long)]
+        tty: bool,
+        /// Working directory.
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        /// Extra environment variables (KEY=VALUE).
+        #[arg(short, long)]
+        env: Vec<String>,
+        /// uid[:gid] to run as.
+        #[arg(short, long)]
+        user: Option<String>,
+        /// Set no_new_privs.
+        #[arg(long = "no-new-privs")]
+        no_new_privs: bool,
+        #[arg(long = "preserve-fds", default_value_t = 0)]
+        preserve_fds: u32,
+        id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// List the processes of a container.
+    Ps {
+        /// table or json.
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        id: String,
+    },
+    /// Freeze a container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
+    /// Print cgroup statistics as JSON events.
+    Events {
+        /// Print one stats event and exit.
+        #[arg(long)]
+        stats: bool,
+        /// Interval between events (seconds, or e.g. 5s / 500ms).
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        id: String,
+    },
+    /// List the containers under the root.
+    List {
+        #[arg(short, long, default_value = "table")]
+        format: String,
+    },
+    /// Print what this runtime supports (runtime-spec features JSON).
+    Features,
+    /// Write a default config.json into the bundle.
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+    },
+}
+
+fn parse_signal(s: &str) -> anyhow::Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Ok(n);
+    }
+    let name = s.to_ascii_uppercase();
+    let name = name.strip_prefix("SIG").unwrap_or(&name);
+    Ok(match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ILL" => libc::SIGILL,
+        "TRAP" => libc::SIGTRAP,
+        "ABRT" | "IOT" => libc::SIGABRT,
+        "BUS" => libc::SIGBUS,
+        "FPE" => libc::SIGFPE,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "SEGV" => libc::SIGSEGV,
+        "USR2" => libc::SIGUSR2,
+        "PIPE" => libc::SIGPIPE,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "CHLD" => libc::SIGCHLD,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "TTIN" => libc::SIGTTIN,
+        "TTOU" => libc::SIGTTOU,
+        "URG" => libc::SIGURG,
+        "XCPU" => libc::SIGXCPU,
+        "XFSZ" => libc::SIGXFSZ,
+        "VTALRM" => libc::SIGVTALRM,
+        "PROF" => libc::SIGPROF,
+        "WINCH" => libc::SIGWINCH,
+        "IO" | "POLL" => libc::SIGIO,
+        "PWR" => libc::SIGPWR,
+        "SYS" => libc::SIGSYS,
+        _ => bail!("unknown signal {s:?}"),
+    })
+}
+
+fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    if let Some(ms) = s.strip_suffix("ms") {
+        return Ok(Duration::from_millis(ms.parse()?));
+    }
+    let secs = s.strip_suffix('s').unwrap_or(s);
+    Ok(Duration::from_secs_f64(secs.parse()?))
+}
+
+fn exit_code(st: ExitStatus) -> i32 {
+    match st {
+        ExitStatus::Exited(c) => c,
+        ExitStatus::Signaled(s) => 128 + s,
+    }
+}
+
+fn create(rt: &Runtime, id: &str, a: &CreateArgs) -> anyhow::Result<Container> {
+    let spec = load_spec(&a.bundle)?;
+    let c = rt.create(
+        id,
+        &a.bundle,
+        &spec,
+        CreateOptions {
+            console_socket: a.console_socket.clone(),
+            preserve_fds: a.preserve_fds,
+            no_pivot: a.no_pivot,
+            ..CreateOptions::default()
+        },
+    )?;
+    if let Some(p) = &a.pid_file {
+        write_pid_file(p, c.pid())?;
+    }
+    Ok(c)
+}
+
+fn stats_json(c: &Container) -> anyhow::Result<serde_json::Value> {
+    let s = c.stats()?;
+    Ok(serde_json::json!({
+        "type": "stats",
+        "id": c.id(),
+        "data": {
+            "cpu": {"usage": {
+                "total": s.cpu.usage_usec.map(|v| v * 1000),
+                "user": s.cpu.user_usec.map(|v| v * 1000),
+                "kernel": s.cpu.system_usec.map(|v| v * 1000)},
+                "throttling": {"periods": s.cpu.nr_periods, "throttledPeriods": s.cpu.nr_throttled,
+                    "throttledTime": s.cpu.throttled_usec.map(|v| v * 1000)}},
+            "memory": {"usage": {"usage": s.memory.usage, "max": s.memory.peak},
+                "oom": s.memory.oom, "oomKill": s.memory.oom_kill},
+            "pids": {"current": s.pids.current, "limit": s.pids.max},
+        }
+    }))
+}
+
+fn default_spec(rootless: bool) -> anyhow::Result<serde_json::Value> {
+    let mut spec = oci_spec::runtime::Spec::default();
+    if let Some(p) = spec.process_mut() {
+        p.set_terminal(Some(true));
+    }
+    spec.set_hostname(Some("kcore".into()));
+    if rootless {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        spec.set_linux(Some(oci_spec::runtime::Linux::rootless(uid, gid)));
+    }
+    Ok(serde_json::to_value(&spec)?)
+}
+
+fn features() -> serde_json::Value {
+    serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.2.0",
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "mountOptions": ["async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec",
+            "mand", "noatime", "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime",
+            "nosuid", "private", "rbind", "relatime", "remount", "ro", "rprivate", "rshared", "rslave",
+            "runbindable", "rw", "shared", "slave", "strictatime", "suid", "sync", "unbindable"],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
+            "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
+            "seccomp": {
+                "enabled": true,
+                "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
+                    "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
+                "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
+                    "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
+                "archs": [if cfg!(target_arch = "aarch64") { "SCMP_ARCH_AARCH64" } else { "SCMP_ARCH_X86_64" }]
+            },
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false}
+        },
+        "annotations": {"org.kcore.runtime.version": env!("CARGO_PKG_VERSION")}
+    })
+}
+
+fn exec(rt: &Runtime, id: &str, cmd: &Cmd) -> anyhow::Result<i32> {
+    let Cmd::Exec {
+        process,
+        detach,
+        pid_file,
+        console_socket,
+        tty,
+        cwd,
+        env,
+        user,
+        no_new_privs,
+        preserve_fds,
+        command,
+        ..
+    } = cmd
+    else {
+        unreachable!()
+    };
+    let mut c = rt.load(id)?;
+    let proc_ = match process {
+        Some(f) => parse_process(
+            &std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?,
+        )?,
+        None => {
+            if command.is_empty() {
+                bail!("exec needs a command or --process");
+            }
+            let mut p = c.spec().process().clone().unwrap_or_default();
+            p.set_args(Some(command.clone()));
+            p.set_terminal(Some(*tty));
+            if let Some(d) = cwd {
+                p.set_cwd(d.clone());
+            }
+            if !env.is_empty() {
+                let mut e = p.env().clone().unwrap_or_default();
+                e.extend(env.iter().cloned());
+                p.set_env(Some(e));
+            }
+            if let Some(u) = user {
+                let (uid, gid) = u.split_once(':').unwrap_or((u, "0"));
+                let mut usr = p.user().clone();
+                usr.set_uid(uid.parse().context("--user uid")?);
+                usr.set_gid(gid.parse().context("--user gid")?);
+                p.set_user(usr);
+            }
+            if *no_new_privs {
+                p.set_no_new_privileges(Some(true));
+            }
+            p
+        }
+    };
+    let mut child = c.exec(
+        &proc_,
+        ExecOptions {
+            console_socket: console_socket.clone(),
+            preserve_fds: *preserve_fds,
+            ..ExecOptions::default()
+        },
+    )?;
+    if let Some(p) = pid_file {
+        write_pid_file(p, child.pid())?;
+    }
+    if *detach {
+        return Ok(0);
+    }
+    Ok(exit_code(child.wait()?))
+}
+
+fn run(cli: &Cli) -> anyhow::Result<i32> {
+    let rt = Runtime::new(&cli.root);
+    match &cli.cmd {
+        Cmd::Create { args, id } => {
+            create(&rt, id, args)?;
+        }
+        Cmd::Start { id } => rt.load(id)?.start()?,
+        Cmd::Run { args, detach, id } => {
+            let mut c = create(&rt, id, args)?;
+            if let Err(e) = c.start() {
+                let _ = c.delete(true);
+                return Err(e.into());
+            }
+            if *detach {
+                return Ok(0);
+            }
+            let st = c.wait()?;
+            c.delete(true)?;
+            return Ok(exit_code(st));
+        }
+        Cmd::State { id } => {
+            let st = rt.load(id)?.state();
+            println!("{}", serde_json::to_string_pretty(&st)?);
+        }
+        Cmd::Kill { all, id, signal } => {
+            let sig = parse_signal(signal.as_deref().unwrap_or("TERM"))?;
+            rt.load(id)?.kill(sig, *all)?;
+        }
+        Cmd::Delete { force, id } => match rt.load(id) {
+            Ok(c) => c.delete(*force)?,
+            // runc: deleting a missing container with --force is not an error.
+            Err(kcore_runtime::Error::NotFound { .. }) if *force => {}
+            Err(e) => return Err(e.into()),
+        },
+        cmd @ Cmd::Exec { id, .. } => return exec(&rt, id, cmd),
+        Cmd::Ps { format, id } => {
+            let c = rt.load(id)?;
+            let pids = c.processes()?;
+            if format == "json" {
+                println!("{}", serde_json::to_string(&pids)?);
+            } else {
+                println!("{:>8} CMD", "PID");
+                for p in pids {
+                    let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                    let cmdline: Vec<String> = cmdline
+                        .split(|b| *b == 0)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| String::from_utf8_lossy(s).into_owned())
+                        .collect();
+                    println!("{p:>8} {}", cmdline.join(" "));
+                }
+            }
+        }
+        Cmd::Pause { id } => rt.load(id)?.pause()?,
+        Cmd::Resume { id } => rt.load(id)?.resume()?,
+        Cmd::Events {
+            stats,
+            interval,
+            id,
+        } => {
+            let mut c = rt.load(id)?;
+            let every = parse_duration(interval)?;
+            let mut out = std::io::stdout().lock();
+            loop {
+                writeln!(out, "{}", serde_json::to_string(&stats_json(&c)?)?)?;
+                out.flush()?;
+                if *stats {
+                    break;
+                }
+                std::thread::sleep(every);
+                if c.status() == Status::Stopped {
+                    break;
+                }
+            }
+        }
+        Cmd::List { format } => {
+            let mut states = Vec::new();
+            for id in rt.list()? {
+                if let Ok(mut c) = rt.load(&id) {
+                    states.push(c.state());
+                }
+            }
+            if format == "json" {
+                println!("{}", serde_json::to_string(&states)?);
+            } else {
+                println!(
+                    "{:<24} {:>8} {:<10} {:<40} CREATED",
+                    "ID", "PID", "STATUS", "BUNDLE"
+                );
+                for s in states {
+                    println!(
+                        "{:<24} {:>8} {:<10} {:<40} {}",
+                        s.id,
+                        s.pid,
+                        s.status,
+                        s.bundle.display(),
+                        s.created
+                    );
+                }
+            }
+        }
+        Cmd::Features => println!("{}", serde_json::to_string_pretty(&features())?),
+        Cmd::Spec { bundle } => {
+            let rootless = &(cli.rootless.as_deref() == Some("true"));
+            let path = bundle.join("config.json");
+            if path.exists() {
+                bail!("{} exists already", path.display());
+            }
+            std::fs::write(
+                &path,
+                serde_json::to_string_pretty(&default_spec(*rootless)?)?,
+            )
+            .with_context(|| format!("write {}", path.display()))?;
+        }
+    }
+    Ok(0)
+}
+
+fn init_logging(cli: &Cli) -> anyhow::Result<Option<std::fs::File>> {
+    let level = if cli.debug { "debug" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KCORE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    match &cli.log {
+        Some(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("open log {}", p.display()))?;
+            let w = f.try_clone()?;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(w))
+                .init();
+            Ok(Some(f))
+        }
+        None => {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            Ok(None)
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let log = match init_logging(&cli) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("kcore-runc: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let _ = (cli.systemd_cgroup, &cli.rootless);
+    match run(&cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            if let Some(mut f) = log {
+                let line = if cli.log_format == "json" {
+                    serde_json::json!({"level": "error", "msg": msg}).to_string()
+                } else {
+                    format!("level=error msg={msg:?}")
+                };
+                let _ = writeln!(f, "{line}");
+            }
+            eprintln!("kcore-runc: {msg}");
+            std::process::exit(1);
+        }
+    }
+}

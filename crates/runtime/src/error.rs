@@ -1,0 +1,139 @@
+//! The crate's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used throughout kcore-runtime.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while managing a container.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read, written or created.
+    #[error("failed to {op} {path}")]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// The file involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A system call failed.
+    #[error("{op} failed")]
+    Sys {
+        /// The call or action.
+        op: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// `config.json` (or a process JSON) is not a valid runtime spec.
+    #[error("invalid {file}: field `{field}`: {message}")]
+    InvalidSpec {
+        /// The file (or "spec" for an in-memory spec).
+        file: String,
+        /// The JSON path of the field at fault, e.g. `linux.namespaces[0].type`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The container id is empty or contains characters other than `[A-Za-z0-9_.+-]`.
+    #[error("invalid container id {id:?}")]
+    InvalidId {
+        /// The id.
+        id: String,
+    },
+    /// A container with this id exists already.
+    #[error("container {id} already exists")]
+    Exists {
+        /// The id.
+        id: String,
+    },
+    /// No container with this id.
+    #[error("container {id} does not exist")]
+    NotFound {
+        /// The id.
+        id: String,
+    },
+    /// The operation is not allowed in the container's current state.
+    #[error("cannot {op} container {id} in state {status}")]
+    InvalidState {
+        /// The id.
+        id: String,
+        /// The operation.
+        op: &'static str,
+        /// The current status.
+        status: String,
+    },
+    /// The root filesystem does not exist or is not a directory.
+    #[error("rootfs {path} does not exist or is not a directory")]
+    RootfsMissing {
+        /// The resolved rootfs path.
+        path: PathBuf,
+    },
+    /// A lifecycle hook failed or timed out.
+    #[error("{kind} hook {path} failed: {message}")]
+    Hook {
+        /// The hook kind (`createRuntime`, `poststart`, ...).
+        kind: &'static str,
+        /// The hook binary.
+        path: PathBuf,
+        /// Exit status, timeout, or spawn error.
+        message: String,
+    },
+    /// The container process failed before or while executing the user program.
+    #[error("container {id}: {message}")]
+    Init {
+        /// The container id.
+        id: String,
+        /// The failure reported by the container process.
+        message: String,
+        /// errno of the failing call, when known.
+        errno: Option<i32>,
+    },
+    /// The seccomp profile cannot be compiled.
+    #[error("seccomp: {0}")]
+    Seccomp(String),
+    /// Namespace or spawn error from kcore-ns.
+    #[error(transparent)]
+    Ns(#[from] kcore_ns::Error),
+    /// cgroup error from kcore-cgroup.
+    #[error(transparent)]
+    Cgroup(#[from] kcore_cgroup::Error),
+    /// The console socket protocol failed.
+    #[error("console socket {path}: {message}")]
+    Console {
+        /// The socket path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn sys(op: impl Into<String>) -> Self {
+        Error::Sys {
+            op: op.into(),
+            source: io::Error::last_os_error(),
+        }
+    }
+
+    pub(crate) fn spec(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidSpec {
+            file: "config.json".into(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

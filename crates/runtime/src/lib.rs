@@ -1,0 +1,60 @@
+//! OCI runtime-spec containers built on [`kcore_ns`] and [`kcore_cgroup`], and the
+//! runc-compatible `kcore-runc` CLI.
+//!
+//! - [`Runtime`] keeps one state directory per container under a root (default
+//!   [`DEFAULT_ROOT`]), written atomically. [`Runtime::create`] turns an in-memory
+//!   [`Spec`](oci_spec::runtime::Spec) plus a bundle directory into a
+//!   [`Container`] in the `created` state; [`Runtime::load`] opens an existing one.
+//! - [`Container`] moves through [`Status`]: `creating → created → running ⇄ paused →
+//!   stopped`, with a guard on every operation ([`Status::can_start`], ...).
+//!   [`Container::start`], [`Container::wait`], [`Container::kill`],
+//!   [`Container::delete`], [`Container::exec`], [`Container::pause`],
+//!   [`Container::resume`], [`Container::processes`], [`Container::stats`], and
+//!   [`Container::state`] (the runtime-spec state JSON).
+//! - What `config.json` asks for on Linux: new and joined namespaces, id maps,
+//!   mounts (with runc's option names), pivot_root or MS_MOVE+chroot, devices,
+//!   masked and read-only paths, hostname/domainname, sysctl, rlimits, the five
+//!   capability sets, no_new_privs, user/groups/umask, cwd, env, oomScoreAdj,
+//!   cgroupsPath and resources, seccomp (compiled to BPF by [`compile_seccomp`]), the
+//!   six hook kinds with the state on stdin and timeouts, and a terminal sent over a
+//!   console socket ([`recv_fd`] is the receiving side).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use kcore_runtime::{parse_spec, CreateOptions, Runtime};
+//! use std::path::Path;
+//!
+//! let bundle = Path::new("/tmp/bundle"); // holds rootfs/
+//! let spec = parse_spec(&std::fs::read_to_string(bundle.join("config.json"))?)?;
+//! let rt = Runtime::new("/run/kcore-example");
+//! let mut c = rt.create("demo", bundle, &spec, CreateOptions::default())?;
+//! c.start()?;
+//! let status = c.wait()?;
+//! println!("{} exited with {status}", c.id());
+//! c.delete(false)?;
+//! Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+#![cfg(target_os = "linux")]
+
+mod cgroups;
+mod container;
+mod error;
+mod hooks;
+mod mounts;
+mod process;
+mod seccomp;
+mod spec;
+mod state;
+mod syscalls;
+
+pub use container::{
+    write_pid_file, Container, CreateOptions, ExecOptions, ExecProcess, Runtime, DEFAULT_ROOT,
+};
+pub use error::{Error, Result};
+pub use kcore_ns::ExitStatus;
+pub use process::recv_fd;
+pub use seccomp::{compile as compile_seccomp, SeccompProgram};
+pub use spec::{load_spec, parse_process, parse_spec, validate};
+pub use state::{State, Status};
