@@ -70,7 +70,9 @@ impl<K> Clone for Store<K> {
 
 impl<K> Debug for Store<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("len", &self.read().len()).finish()
+        f.debug_struct("Store")
+            .field("len", &self.read().len())
+            .finish()
     }
 }
 
@@ -176,10 +178,12 @@ impl<K: Resource> Store<K> {
                 for (key, new) in &fresh {
                     match objects.get(key) {
                         None => changes.push(Change::Added(Arc::clone(new))),
-                        Some(old) if !same_version(old.as_ref(), new.as_ref()) => changes.push(Change::Updated {
-                            old: Arc::clone(old),
-                            new: Arc::clone(new),
-                        }),
+                        Some(old) if !same_version(old.as_ref(), new.as_ref()) => {
+                            changes.push(Change::Updated {
+                                old: Arc::clone(old),
+                                new: Arc::clone(new),
+                            })
+                        }
                         Some(_) => {}
                     }
                 }
@@ -333,7 +337,11 @@ mod tests {
                     Change::Updated { .. } => "update",
                     Change::Deleted(_) => "delete",
                 };
-                format!("{what} {} {}", m.name.as_deref().unwrap(), m.resource_version.as_deref().unwrap())
+                format!(
+                    "{what} {} {}",
+                    m.name.as_deref().unwrap(),
+                    m.resource_version.as_deref().unwrap()
+                )
             })
             .collect();
         v.sort();
@@ -349,15 +357,29 @@ mod tests {
         assert!(s.is_empty(), "partial list must not be visible");
         assert_eq!(summary(&s.apply(Event::InitDone)), vec!["add a 1"]);
         assert!(s.is_synced());
-        assert_eq!(summary(&s.apply(Event::Apply(cm("b", "2")))), vec!["add b 2"]);
-        assert_eq!(summary(&s.apply(Event::Apply(cm("a", "3")))), vec!["update a 3"]);
+        assert_eq!(
+            summary(&s.apply(Event::Apply(cm("b", "2")))),
+            vec!["add b 2"]
+        );
+        assert_eq!(
+            summary(&s.apply(Event::Apply(cm("a", "3")))),
+            vec!["update a 3"]
+        );
         // Same resourceVersion again: no change.
         assert!(s.apply(Event::Apply(cm("a", "3"))).is_empty());
         let ch = s.apply(Event::Delete(cm("b", "4")));
-        assert_eq!(summary(&ch), vec!["delete b 2"], "the deleted object's last cached state");
+        assert_eq!(
+            summary(&ch),
+            vec!["delete b 2"],
+            "the deleted object's last cached state"
+        );
         assert_eq!(s.len(), 1);
         assert_eq!(
-            s.get(&ObjectKey::namespaced("ns", "a")).unwrap().metadata.resource_version.as_deref(),
+            s.get(&ObjectKey::namespaced("ns", "a"))
+                .unwrap()
+                .metadata
+                .resource_version
+                .as_deref(),
             Some("3")
         );
         assert_eq!(s.list_namespace("ns").len(), 1);
@@ -380,7 +402,11 @@ mod tests {
         assert_eq!(s.len(), 3, "old contents stay until the relist completes");
         let ch = s.apply(Event::InitDone);
         assert_eq!(summary(&ch), vec!["add d 8", "delete c 1", "update b 7"]);
-        let mut names: Vec<_> = s.list().iter().map(|o| o.metadata.name.clone().unwrap()).collect();
+        let mut names: Vec<_> = s
+            .list()
+            .iter()
+            .map(|o| o.metadata.name.clone().unwrap())
+            .collect();
         names.sort();
         assert_eq!(names, vec!["a", "b", "d"]);
     }

@@ -43,7 +43,10 @@ pub enum Error {
 
 impl Error {
     /// A closure turning a [`kube::Error`] into [`Error::Api`] for `verb` on `object`.
-    pub(crate) fn api(verb: &'static str, object: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    pub(crate) fn api(
+        verb: &'static str,
+        object: impl Into<String>,
+    ) -> impl FnOnce(kube::Error) -> Error {
         let object = object.into();
         move |source| Error::Api {
             verb,

@@ -35,7 +35,11 @@ pub struct LeaderElectionConfig {
 
 impl LeaderElectionConfig {
     /// Upstream's timings for a lease `namespace/name` held by `identity`.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>, identity: impl Into<String>) -> Self {
+    pub fn new(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        identity: impl Into<String>,
+    ) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -147,7 +151,9 @@ impl LeaderElector {
                 }
                 Err(err) => {
                     tracing::warn!(lease = %self.lease_name(), error = %crate::runner::display_chain(&err), "lease update failed");
-                    if last_renew.is_some_and(|t| now.duration_since(t) > self.config.renew_deadline) {
+                    if last_renew
+                        .is_some_and(|t| now.duration_since(t) > self.config.renew_deadline)
+                    {
                         tracing::warn!(lease = %self.lease_name(), "renew deadline passed; stepping down");
                         last_renew = None;
                         self.leading.send_replace(false);
@@ -168,7 +174,10 @@ impl LeaderElector {
     }
 
     /// One acquire-or-renew attempt; `Ok(true)` when we hold the lease afterwards.
-    async fn try_once(&self, observed: &mut Option<(String, Option<Timestamp>, Instant)>) -> Result<bool, Error> {
+    async fn try_once(
+        &self,
+        observed: &mut Option<(String, Option<Timestamp>, Instant)>,
+    ) -> Result<bool, Error> {
         let name = &self.config.name;
         let current = match self.api.get(name).await {
             Ok(l) => Some(l),
@@ -192,7 +201,13 @@ impl LeaderElector {
         }
         let duration_secs = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(i32::MAX);
         let stamp = MicroTime(Timestamp::now());
-        match decide(spec, &self.config.identity, observed_at, now, self.config.lease_duration) {
+        match decide(
+            spec,
+            &self.config.identity,
+            observed_at,
+            now,
+            self.config.lease_duration,
+        ) {
             LeaseDecision::Wait { .. } => Ok(false),
             LeaseDecision::Create => {
                 let lease = Lease {
@@ -277,18 +292,34 @@ mod tests {
         let d = Duration::from_secs(15);
         let s = |sec| t0 + Duration::from_secs(sec);
         assert_eq!(decide(None, "me", t0, t0, d), LeaseDecision::Create);
-        assert_eq!(decide(Some(&spec(Some("me"), 15)), "me", t0, s(100), d), LeaseDecision::Renew);
-        assert_eq!(decide(Some(&spec(None, 15)), "me", t0, t0, d), LeaseDecision::Acquire);
-        assert_eq!(decide(Some(&spec(Some(""), 15)), "me", t0, t0, d), LeaseDecision::Acquire);
+        assert_eq!(
+            decide(Some(&spec(Some("me"), 15)), "me", t0, s(100), d),
+            LeaseDecision::Renew
+        );
+        assert_eq!(
+            decide(Some(&spec(None, 15)), "me", t0, t0, d),
+            LeaseDecision::Acquire
+        );
+        assert_eq!(
+            decide(Some(&spec(Some(""), 15)), "me", t0, t0, d),
+            LeaseDecision::Acquire
+        );
         assert_eq!(
             decide(Some(&spec(Some("other"), 15)), "me", t0, s(14), d),
-            LeaseDecision::Wait { holder: "other".into() }
+            LeaseDecision::Wait {
+                holder: "other".into()
+            }
         );
-        assert_eq!(decide(Some(&spec(Some("other"), 15)), "me", t0, s(15), d), LeaseDecision::Acquire);
+        assert_eq!(
+            decide(Some(&spec(Some("other"), 15)), "me", t0, s(15), d),
+            LeaseDecision::Acquire
+        );
         // The lease's own duration wins over our default.
         assert_eq!(
             decide(Some(&spec(Some("other"), 60)), "me", t0, s(30), d),
-            LeaseDecision::Wait { holder: "other".into() }
+            LeaseDecision::Wait {
+                holder: "other".into()
+            }
         );
     }
 }

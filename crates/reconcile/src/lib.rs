@@ -31,16 +31,24 @@ mod cache;
 mod controllers;
 mod error;
 mod leader;
+mod manager;
 mod meta;
 mod queue;
 mod runner;
 
 pub use cache::{Change, Handler, Informer, Store};
+pub use controllers::deployment::{
+    equal_ignore_hash, history_to_delete, new_rs_replicas, old_rs_scale_down, proportional_scale,
+    resolve_fenceposts, template_hash, RsCounts, ScaleInput, DESIRED_REPLICAS, MAX_REPLICAS,
+    POD_TEMPLATE_HASH, REVISION, REVISION_HISTORY,
+};
+pub use controllers::replicaset::POD_DELETION_COST;
 pub use error::Error;
 pub use leader::{decide as decide_lease, LeaderElectionConfig, LeaderElector, LeaseDecision};
+pub use manager::{ControllerManager, ControllerManagerConfig, CONTROLLERS};
 pub use meta::{
-    controller_of, controller_ref, map_selector_matches, pod_is_active, pod_is_available, pod_is_ready,
-    selector_is_empty, selector_matches, ObjectKey,
+    controller_of, controller_ref, map_selector_matches, pod_is_active, pod_is_available,
+    pod_is_ready, selector_is_empty, selector_matches, ObjectKey,
 };
 pub use queue::{RateLimitConfig, RateLimiter, WorkQueue};
 pub use runner::{run_workers, Action, Expectations, Reconciler};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 
@@ -61,7 +61,10 @@ impl fmt::Display for ObjectKey {
 
 /// Whether `labels` satisfy `selector` (matchLabels and matchExpressions). An empty
 /// selector matches everything, as for the API.
-pub fn selector_matches(selector: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
+pub fn selector_matches(
+    selector: &LabelSelector,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
     let empty = BTreeMap::new();
     let labels = labels.unwrap_or(&empty);
     if let Some(ml) = &selector.match_labels {
@@ -88,12 +91,21 @@ pub fn selector_matches(selector: &LabelSelector, labels: Option<&BTreeMap<Strin
 
 /// True when the selector selects nothing-in-particular (matches every object).
 pub fn selector_is_empty(selector: &LabelSelector) -> bool {
-    selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-        && selector.match_expressions.as_ref().is_none_or(Vec::is_empty)
+    selector
+        .match_labels
+        .as_ref()
+        .is_none_or(BTreeMap::is_empty)
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(Vec::is_empty)
 }
 
 /// Whether every `key=value` of `selector` is in `labels` (a Service-style map selector).
-pub fn map_selector_matches(selector: &BTreeMap<String, String>, labels: Option<&BTreeMap<String, String>>) -> bool {
+pub fn map_selector_matches(
+    selector: &BTreeMap<String, String>,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
     selector
         .iter()
         .all(|(k, v)| labels.is_some_and(|l| l.get(k) == Some(v)))
@@ -118,16 +130,6 @@ pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReferenc
         controller: Some(true),
         block_owner_deletion: Some(true),
     }
-}
-
-/// True when the object is marked for deletion.
-pub fn is_deleting(meta: &ObjectMeta) -> bool {
-    meta.deletion_timestamp.is_some()
-}
-
-/// The current time as an API timestamp.
-pub fn now() -> Time {
-    Time(Timestamp::now())
 }
 
 /// The pod is neither finished nor being deleted.
@@ -161,7 +163,9 @@ pub fn pod_is_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bo
         Some(None) => false,
         Some(Some(since)) => {
             let avail = since
-                .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(i64::from(min_ready_seconds)))
+                .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(i64::from(
+                    min_ready_seconds,
+                )))
                 .unwrap_or(since);
             avail <= now
         }
@@ -194,7 +198,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -214,13 +221,25 @@ mod tests {
                 },
             ]),
         };
-        assert!(selector_matches(&sel, Some(&labels(&[("app", "web"), ("tier", "b")]))));
-        assert!(!selector_matches(&sel, Some(&labels(&[("app", "web"), ("tier", "c")]))));
-        assert!(!selector_matches(&sel, Some(&labels(&[("app", "web"), ("tier", "a"), ("canary", "1")]))));
+        assert!(selector_matches(
+            &sel,
+            Some(&labels(&[("app", "web"), ("tier", "b")]))
+        ));
+        assert!(!selector_matches(
+            &sel,
+            Some(&labels(&[("app", "web"), ("tier", "c")]))
+        ));
+        assert!(!selector_matches(
+            &sel,
+            Some(&labels(&[("app", "web"), ("tier", "a"), ("canary", "1")]))
+        ));
         assert!(!selector_matches(&sel, None));
         assert!(selector_matches(&LabelSelector::default(), None));
         assert!(selector_is_empty(&LabelSelector::default()));
-        assert!(map_selector_matches(&labels(&[("a", "1")]), Some(&labels(&[("a", "1"), ("b", "2")]))));
+        assert!(map_selector_matches(
+            &labels(&[("a", "1")]),
+            Some(&labels(&[("a", "1"), ("b", "2")]))
+        ));
         assert!(!map_selector_matches(&labels(&[("a", "1")]), None));
     }
 
@@ -230,6 +249,8 @@ mod tests {
         assert_eq!(fnv32a(b"a"), 0xe40c_292c);
         assert_eq!(safe_encode(0), "4");
         assert_eq!(safe_encode(1029), "546f");
-        assert!(safe_encode(u32::MAX).chars().all(|c| !"aeiou013".contains(c)));
+        assert!(safe_encode(u32::MAX)
+            .chars()
+            .all(|c| !"aeiou013".contains(c)));
     }
 }

@@ -34,7 +34,11 @@ pub trait Reconciler: Send + Sync + 'static {
 
 /// Runs `workers` concurrent workers over `queue` until it is shut down. A failed key is
 /// re-queued with per-key exponential backoff; a successful one has its failures forgotten.
-pub async fn run_workers<R: Reconciler>(reconciler: Arc<R>, queue: WorkQueue<ObjectKey>, workers: usize) {
+pub async fn run_workers<R: Reconciler>(
+    reconciler: Arc<R>,
+    queue: WorkQueue<ObjectKey>,
+    workers: usize,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     for id in 0..workers.max(1) {
         let r = Arc::clone(&reconciler);
@@ -111,7 +115,9 @@ impl Expectations {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Expectation>> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records that `adds` creations and `dels` deletions are about to be issued for `key`.

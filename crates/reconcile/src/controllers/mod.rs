@@ -1,3 +1,4 @@
 //! The built-in controllers.
 
+pub(crate) mod deployment;
 pub(crate) mod replicaset;

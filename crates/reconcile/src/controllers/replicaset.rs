@@ -11,14 +11,14 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::Client;
+use kube::{Client, Resource};
 use serde_json::json;
 
 use crate::cache::{Change, Store};
 use crate::error::{code_of, Error};
 use crate::meta::{
-    controller_of, controller_ref, pod_is_active, pod_is_available, pod_is_ready, pod_ready_since, selector_matches,
-    ObjectKey,
+    controller_of, controller_ref, pod_is_active, pod_is_available, pod_is_ready, pod_ready_since,
+    selector_matches, ObjectKey,
 };
 use crate::queue::WorkQueue;
 use crate::runner::{Action, Expectations, Reconciler};
@@ -29,42 +29,120 @@ pub(crate) const BURST_REPLICAS: usize = 500;
 /// The annotation by which users rank pods for scale-down.
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
-/// How pods split for one controller: kept, to adopt, to release.
-#[derive(Debug, Default)]
-pub(crate) struct Claim<'a> {
-    pub owned: Vec<&'a Arc<Pod>>,
-    pub adopt: Vec<&'a Arc<Pod>>,
-    pub release: Vec<&'a Arc<Pod>>,
+/// How objects split for one controller: kept, to adopt, to release.
+#[derive(Debug)]
+pub(crate) struct Claim<'a, K> {
+    pub owned: Vec<&'a Arc<K>>,
+    pub adopt: Vec<&'a Arc<K>>,
+    pub release: Vec<&'a Arc<K>>,
 }
 
-/// Splits `pods` (of the owner's namespace) into the ones `owner_uid` controls and keeps,
+/// Splits `objs` (of the owner's namespace) into the ones `owner_uid` controls and keeps,
 /// orphans it should adopt, and ones it controls but whose labels no longer match.
-pub(crate) fn claim_pods<'a>(
+pub(crate) fn claim<'a, K: Resource>(
     owner_uid: &str,
     owner_deleting: bool,
     selector: &LabelSelector,
-    pods: &'a [Arc<Pod>],
-) -> Claim<'a> {
-    let mut c = Claim::default();
-    for p in pods {
-        let matches = selector_matches(selector, p.metadata.labels.as_ref());
-        match controller_of(&p.metadata) {
+    objs: &'a [Arc<K>],
+) -> Claim<'a, K> {
+    let mut c = Claim {
+        owned: Vec::new(),
+        adopt: Vec::new(),
+        release: Vec::new(),
+    };
+    for o in objs {
+        let m = o.meta();
+        let matches = selector_matches(selector, m.labels.as_ref());
+        match controller_of(m) {
             Some(r) if r.uid == owner_uid => {
                 if matches {
-                    c.owned.push(p);
+                    c.owned.push(o);
                 } else {
-                    c.release.push(p);
+                    c.release.push(o);
                 }
             }
             Some(_) => {}
             None => {
-                if matches && !owner_deleting && p.metadata.deletion_timestamp.is_none() {
-                    c.adopt.push(p);
+                if matches && !owner_deleting && m.deletion_timestamp.is_none() {
+                    c.adopt.push(o);
                 }
             }
         }
     }
     c
+}
+
+/// Points the owner references of `obj` at `refs` (a merge patch guarded by the object's
+/// resourceVersion, so a concurrent change makes it fail with a conflict).
+pub(crate) async fn patch_owner_refs<K>(
+    client: &Client,
+    obj: &K,
+    refs: Vec<OwnerReference>,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let m = obj.meta();
+    let ns = m.namespace.as_deref().unwrap_or("");
+    let name = m.name.as_deref().unwrap_or("");
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let patch = json!({"metadata": {
+        "ownerReferences": refs,
+        "resourceVersion": m.resource_version,
+        "uid": m.uid,
+    }});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::api(
+            "patch",
+            format!("{} {ns}/{name}", K::kind(&()).to_lowercase()),
+        ))?;
+    Ok(())
+}
+
+/// Adopts and releases per `claim`; returns the owned objects including the adopted ones.
+pub(crate) async fn apply_claim<K, O>(
+    client: &Client,
+    owner: &O,
+    c: &Claim<'_, K>,
+) -> Result<Vec<Arc<K>>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    O: Resource<DynamicType = ()>,
+{
+    let uid = owner.meta().uid.clone().unwrap_or_default();
+    let mut owned: Vec<Arc<K>> = c.owned.iter().map(|p| Arc::clone(p)).collect();
+    for o in &c.adopt {
+        let mut refs = o.meta().owner_references.clone().unwrap_or_default();
+        refs.push(controller_ref(owner));
+        match patch_owner_refs(client, o.as_ref(), refs).await {
+            Ok(()) => owned.push(Arc::clone(o)),
+            Err(e) if e.is_not_found() || e.is_conflict() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for o in &c.release {
+        let refs: Vec<OwnerReference> = o
+            .meta()
+            .owner_references
+            .iter()
+            .flatten()
+            .filter(|r| r.uid != uid)
+            .cloned()
+            .collect();
+        match patch_owner_refs(client, o.as_ref(), refs).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() || e.is_conflict() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(owned)
 }
 
 fn phase_rank(p: &Pod) -> u8 {
@@ -89,7 +167,9 @@ fn restarts(p: &Pod) -> i32 {
     p.status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
-        .map_or(0, |cs| cs.iter().map(|c| c.restart_count).max().unwrap_or(0))
+        .map_or(0, |cs| {
+            cs.iter().map(|c| c.restart_count).max().unwrap_or(0)
+        })
 }
 
 fn created(p: &Pod) -> Option<Timestamp> {
@@ -99,7 +179,12 @@ fn created(p: &Pod) -> Option<Timestamp> {
 /// Upstream's `ActivePodsWithRanks` order: the pod that sorts first is deleted first.
 /// `rank` is the number of pods of the same owner on the pod's node (crowded nodes first).
 pub(crate) fn deletion_order(a: &Pod, ra: usize, b: &Pod, rb: usize) -> Ordering {
-    let node = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| !n.is_empty());
+    let node = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_some_and(|n| !n.is_empty())
+    };
     // 1. unassigned before assigned
     node(a)
         .cmp(&node(b))
@@ -144,7 +229,11 @@ pub(crate) fn pods_to_delete(pods: &[Arc<Pod>], n: usize) -> Vec<Arc<Pod>> {
     };
     let mut ranked: Vec<(usize, &Arc<Pod>)> = pods.iter().map(|p| (rank(p), p)).collect();
     ranked.sort_by(|(ra, a), (rb, b)| deletion_order(a, *ra, b, *rb));
-    ranked.into_iter().take(n).map(|(_, p)| Arc::clone(p)).collect()
+    ranked
+        .into_iter()
+        .take(n)
+        .map(|(_, p)| Arc::clone(p))
+        .collect()
 }
 
 /// Creations (positive) or deletions (negative) needed, bounded by the burst.
@@ -156,7 +245,11 @@ pub(crate) fn replica_diff(desired: i32, active: usize) -> i64 {
 }
 
 /// The status of a ReplicaSet whose active owned pods are `pods`.
-pub(crate) fn compute_status(rs: &ReplicaSet, pods: &[Arc<Pod>], now: Timestamp) -> ReplicaSetStatus {
+pub(crate) fn compute_status(
+    rs: &ReplicaSet,
+    pods: &[Arc<Pod>],
+    now: Timestamp,
+) -> ReplicaSetStatus {
     let min_ready = rs.spec.min_ready_seconds.unwrap_or(0);
     let template_labels = rs
         .spec
@@ -165,7 +258,9 @@ pub(crate) fn compute_status(rs: &ReplicaSet, pods: &[Arc<Pod>], now: Timestamp)
         .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    let count = |f: &dyn Fn(&Pod) -> bool| i32::try_from(pods.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX);
+    let count = |f: &dyn Fn(&Pod) -> bool| {
+        i32::try_from(pods.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX)
+    };
     let fully_labeled = count(&|p| {
         template_labels
             .iter()
@@ -183,7 +278,12 @@ pub(crate) fn compute_status(rs: &ReplicaSet, pods: &[Arc<Pod>], now: Timestamp)
 }
 
 /// A pod for `template`, owned by `owner`, named `<prefix>` plus a random suffix.
-pub(crate) fn pod_from_template(template: &PodTemplateSpec, owner: OwnerReference, namespace: &str, prefix: &str) -> Pod {
+pub(crate) fn pod_from_template(
+    template: &PodTemplateSpec,
+    owner: OwnerReference,
+    namespace: &str,
+    prefix: &str,
+) -> Pod {
     let tm = template.metadata.clone().unwrap_or_default();
     Pod {
         metadata: ObjectMeta {
@@ -203,7 +303,8 @@ pub(crate) fn pod_from_template(template: &PodTemplateSpec, owner: OwnerReferenc
 /// The key of the ReplicaSet controlling `pod`, if one does.
 fn owner_key(pod: &Pod) -> Option<ObjectKey> {
     let r = controller_of(&pod.metadata)?;
-    (r.kind == "ReplicaSet").then(|| ObjectKey::namespaced(pod.metadata.namespace.clone().unwrap_or_default(), &r.name))
+    (r.kind == "ReplicaSet")
+        .then(|| ObjectKey::namespaced(pod.metadata.namespace.clone().unwrap_or_default(), &r.name))
 }
 
 /// The ReplicaSet controller.
@@ -225,7 +326,10 @@ impl ReplicaSetController {
     }
 
     /// Handler for ReplicaSet changes.
-    pub(crate) fn on_replicaset(&self, queue: WorkQueue<ObjectKey>) -> impl Fn(&Change<ReplicaSet>) + Send + Sync {
+    pub(crate) fn on_replicaset(
+        &self,
+        queue: WorkQueue<ObjectKey>,
+    ) -> impl Fn(&Change<ReplicaSet>) + Send + Sync {
         let exp = self.expectations.clone();
         move |c| {
             let key = ObjectKey::of(c.object().as_ref());
@@ -238,7 +342,10 @@ impl ReplicaSetController {
 
     /// Handler for Pod changes: requeues the owning ReplicaSet (old and new owner when the
     /// owner changed) and, for orphans, every ReplicaSet whose selector matches.
-    pub(crate) fn on_pod(&self, queue: WorkQueue<ObjectKey>) -> impl Fn(&Change<Pod>) + Send + Sync {
+    pub(crate) fn on_pod(
+        &self,
+        queue: WorkQueue<ObjectKey>,
+    ) -> impl Fn(&Change<Pod>) + Send + Sync {
         let exp = self.expectations.clone();
         let rss = self.replicasets.clone();
         move |c| {
@@ -261,7 +368,9 @@ impl ReplicaSetController {
                 },
                 Change::Updated { old, new } => {
                     let (ko, kn) = (owner_key(old), owner_key(new));
-                    if old.metadata.deletion_timestamp.is_none() && new.metadata.deletion_timestamp.is_some() {
+                    if old.metadata.deletion_timestamp.is_none()
+                        && new.metadata.deletion_timestamp.is_some()
+                    {
                         if let Some(k) = &kn {
                             exp.deletion_observed(k);
                         }
@@ -288,22 +397,12 @@ impl ReplicaSetController {
         }
     }
 
-    async fn patch_owner_refs(&self, pod: &Pod, refs: Vec<OwnerReference>) -> Result<(), Error> {
-        let ns = pod.metadata.namespace.as_deref().unwrap_or("");
-        let name = pod.metadata.name.as_deref().unwrap_or("");
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let patch = json!({"metadata": {
-            "ownerReferences": refs,
-            "resourceVersion": pod.metadata.resource_version,
-            "uid": pod.metadata.uid,
-        }});
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(Error::api("patch", format!("pod {ns}/{name}")))?;
-        Ok(())
-    }
-
-    async fn manage(&self, key: &ObjectKey, rs: &ReplicaSet, active: &[Arc<Pod>]) -> Result<(), Error> {
+    async fn manage(
+        &self,
+        key: &ObjectKey,
+        rs: &ReplicaSet,
+        active: &[Arc<Pod>],
+    ) -> Result<(), Error> {
         let spec = &rs.spec;
         let desired = spec.replicas.unwrap_or(1);
         let diff = replica_diff(desired, active.len());
@@ -326,10 +425,8 @@ impl ReplicaSetController {
             let mut batch = 1usize;
             while created < n {
                 let size = batch.min(n - created);
-                let results = futures::future::join_all(
-                    (0..size).map(|_| api.create(&pp, &pod)),
-                )
-                .await;
+                let results =
+                    futures::future::join_all((0..size).map(|_| api.create(&pp, &pod))).await;
                 let mut first_err = None;
                 for r in results {
                     if let Err(e) = r {
@@ -389,32 +486,8 @@ impl Reconciler for ReplicaSetController {
         let uid = rs.metadata.uid.clone().unwrap_or_default();
         let deleting = rs.metadata.deletion_timestamp.is_some();
         let pods = self.pods.list_namespace(key.ns());
-        let claim = claim_pods(&uid, deleting, &spec.selector, &pods);
-        let mut owned: Vec<Arc<Pod>> = claim.owned.iter().map(|p| Arc::clone(p)).collect();
-        for p in &claim.adopt {
-            let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
-            refs.push(controller_ref(rs.as_ref()));
-            match self.patch_owner_refs(p, refs).await {
-                Ok(()) => owned.push(Arc::clone(p)),
-                Err(e) if e.is_not_found() || e.is_conflict() => {}
-                Err(e) => return Err(e),
-            }
-        }
-        for p in &claim.release {
-            let refs: Vec<OwnerReference> = p
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .filter(|r| r.uid != uid)
-                .cloned()
-                .collect();
-            match self.patch_owner_refs(p, refs).await {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() || e.is_conflict() => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let claimed = claim(&uid, deleting, &spec.selector, &pods);
+        let owned = apply_claim(&self.client, rs.as_ref(), &claimed).await?;
         let active: Vec<Arc<Pod>> = owned.into_iter().filter(|p| pod_is_active(p)).collect();
         let manage_result = if !deleting && self.expectations.satisfied(key) {
             self.manage(key, &rs, &active).await
@@ -433,13 +506,19 @@ impl Reconciler for ReplicaSetController {
             {
                 Ok(_) => {}
                 Err(e) if code_of(&e) == Some(404) => return Ok(Action::Done),
-                Err(e) => return Err(Error::api("patch status of", format!("replicaset {key}"))(e)),
+                Err(e) => {
+                    return Err(Error::api("patch status of", format!("replicaset {key}"))(
+                        e,
+                    ))
+                }
             }
         }
         manage_result?;
         let min_ready = spec.min_ready_seconds.unwrap_or(0);
         if min_ready > 0 && status.ready_replicas != status.available_replicas {
-            return Ok(Action::RequeueAfter(Duration::from_secs(u64::try_from(min_ready).unwrap_or(1))));
+            return Ok(Action::RequeueAfter(Duration::from_secs(
+                u64::try_from(min_ready).unwrap_or(1),
+            )));
         }
         Ok(Action::Done)
     }
@@ -453,7 +532,14 @@ pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     /// A pod for tables: name, node, phase, ready-since (seconds), restarts, created (seconds).
-    pub(crate) fn pod(name: &str, node: Option<&str>, phase: &str, ready: Option<i64>, restarts: i32, created: i64) -> Arc<Pod> {
+    pub(crate) fn pod(
+        name: &str,
+        node: Option<&str>,
+        phase: &str,
+        ready: Option<i64>,
+        restarts: i32,
+        created: i64,
+    ) -> Arc<Pod> {
         let ts = |s: i64| Time(Timestamp::from_second(1_700_000_000 + s).unwrap());
         Arc::new(Pod {
             metadata: ObjectMeta {
@@ -487,7 +573,9 @@ pub(crate) mod tests {
     }
 
     fn names(p: &[Arc<Pod>]) -> Vec<&str> {
-        p.iter().map(|p| p.metadata.name.as_deref().unwrap()).collect()
+        p.iter()
+            .map(|p| p.metadata.name.as_deref().unwrap())
+            .collect()
     }
 
     #[test]
@@ -501,19 +589,28 @@ pub(crate) mod tests {
         let cases = vec![
             Case {
                 name: "unassigned first",
-                pods: vec![pod("on-node", Some("n1"), "Running", Some(0), 0, 0), pod("unassigned", None, "Pending", None, 0, 0)],
+                pods: vec![
+                    pod("on-node", Some("n1"), "Running", Some(0), 0, 0),
+                    pod("unassigned", None, "Pending", None, 0, 0),
+                ],
                 n: 1,
                 want: vec!["unassigned"],
             },
             Case {
                 name: "pending before running",
-                pods: vec![pod("run", Some("n1"), "Running", Some(0), 0, 0), pod("pend", Some("n2"), "Pending", None, 0, 0)],
+                pods: vec![
+                    pod("run", Some("n1"), "Running", Some(0), 0, 0),
+                    pod("pend", Some("n2"), "Pending", None, 0, 0),
+                ],
                 n: 1,
                 want: vec!["pend"],
             },
             Case {
                 name: "not ready before ready",
-                pods: vec![pod("ready", Some("n1"), "Running", Some(0), 0, 0), pod("unready", Some("n2"), "Running", None, 0, 0)],
+                pods: vec![
+                    pod("ready", Some("n1"), "Running", Some(0), 0, 0),
+                    pod("unready", Some("n2"), "Running", None, 0, 0),
+                ],
                 n: 1,
                 want: vec!["unready"],
             },
@@ -529,13 +626,19 @@ pub(crate) mod tests {
             },
             Case {
                 name: "ready for less time first",
-                pods: vec![pod("old-ready", Some("n1"), "Running", Some(10), 0, 0), pod("new-ready", Some("n2"), "Running", Some(50), 0, 0)],
+                pods: vec![
+                    pod("old-ready", Some("n1"), "Running", Some(10), 0, 0),
+                    pod("new-ready", Some("n2"), "Running", Some(50), 0, 0),
+                ],
                 n: 1,
                 want: vec!["new-ready"],
             },
             Case {
                 name: "more restarts first",
-                pods: vec![pod("calm", Some("n1"), "Running", Some(10), 0, 0), pod("crashy", Some("n2"), "Running", Some(10), 5, 0)],
+                pods: vec![
+                    pod("calm", Some("n1"), "Running", Some(10), 0, 0),
+                    pod("crashy", Some("n2"), "Running", Some(10), 5, 0),
+                ],
                 n: 1,
                 want: vec!["crashy"],
             },
@@ -551,16 +654,27 @@ pub(crate) mod tests {
             },
         ];
         for c in cases {
-            assert_eq!(names(&pods_to_delete(&c.pods, c.n)), c.want, "case {}", c.name);
+            assert_eq!(
+                names(&pods_to_delete(&c.pods, c.n)),
+                c.want,
+                "case {}",
+                c.name
+            );
         }
     }
 
     #[test]
     fn deletion_cost_ranks_before_age() {
         let mut cheap = (*pod("cheap", Some("n1"), "Running", Some(10), 0, 0)).clone();
-        cheap.metadata.annotations = Some(BTreeMap::from([(POD_DELETION_COST.to_string(), "-5".to_string())]));
+        cheap.metadata.annotations = Some(BTreeMap::from([(
+            POD_DELETION_COST.to_string(),
+            "-5".to_string(),
+        )]));
         let dear = pod("dear", Some("n2"), "Running", Some(10), 0, 9);
-        assert_eq!(names(&pods_to_delete(&[dear, Arc::new(cheap)], 1)), vec!["cheap"]);
+        assert_eq!(
+            names(&pods_to_delete(&[dear, Arc::new(cheap)], 1)),
+            vec!["cheap"]
+        );
     }
 
     #[test]
@@ -595,17 +709,29 @@ pub(crate) mod tests {
         };
         let other = {
             let mut p = (*pod("other", None, "Running", None, 0, 0)).clone();
-            p.metadata.owner_references = Some(vec![OwnerReference { uid: "u2".into(), ..owned_ref.clone() }]);
+            p.metadata.owner_references = Some(vec![OwnerReference {
+                uid: "u2".into(),
+                ..owned_ref.clone()
+            }]);
             Arc::new(p)
         };
-        let pods = vec![mine("kept", "web"), mine("relabeled", "db"), pod("orphan", None, "Running", None, 0, 0), other];
-        let c = claim_pods("u1", false, &sel, &pods);
-        let n = |v: &[&Arc<Pod>]| v.iter().map(|p| p.metadata.name.clone().unwrap()).collect::<Vec<_>>();
+        let pods = vec![
+            mine("kept", "web"),
+            mine("relabeled", "db"),
+            pod("orphan", None, "Running", None, 0, 0),
+            other,
+        ];
+        let c = claim("u1", false, &sel, &pods);
+        let n = |v: &[&Arc<Pod>]| {
+            v.iter()
+                .map(|p| p.metadata.name.clone().unwrap())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(n(&c.owned), vec!["kept"]);
         assert_eq!(n(&c.release), vec!["relabeled"]);
         assert_eq!(n(&c.adopt), vec!["orphan"]);
         // A ReplicaSet being deleted adopts nothing.
-        assert!(claim_pods("u1", true, &sel, &pods).adopt.is_empty());
+        assert!(claim("u1", true, &sel, &pods).adopt.is_empty());
     }
 
     #[test]
@@ -615,8 +741,8 @@ pub(crate) mod tests {
         rs.metadata.generation = Some(4);
         rs.spec.min_ready_seconds = Some(30);
         let pods = vec![
-            pod("a", Some("n"), "Running", Some(0), 0, 0),   // ready 100 s: available
-            pod("b", Some("n"), "Running", Some(90), 0, 0),  // ready 10 s: not yet available
+            pod("a", Some("n"), "Running", Some(0), 0, 0), // ready 100 s: available
+            pod("b", Some("n"), "Running", Some(90), 0, 0), // ready 10 s: not yet available
             pod("c", Some("n"), "Pending", None, 0, 0),
         ];
         let s = compute_status(&rs, &pods, now);

@@ -1,0 +1,227 @@
+//! The controller manager: informers shared by the built-in controllers, their work
+//! queues and workers, optionally behind Lease leader election.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::cache::Informer;
+use crate::controllers::deployment::DeploymentController;
+use crate::controllers::replicaset::ReplicaSetController;
+use crate::error::Error;
+use crate::leader::{LeaderElectionConfig, LeaderElector};
+use crate::meta::ObjectKey;
+use crate::queue::{RateLimitConfig, WorkQueue};
+use crate::runner::run_workers;
+
+/// The built-in controllers, by the names kube-controller-manager's `--controllers` uses.
+pub const CONTROLLERS: &[&str] = &["deployment", "replicaset"];
+
+/// Settings of a [`ControllerManager`].
+#[derive(Debug, Clone)]
+pub struct ControllerManagerConfig {
+    /// Concurrent workers per controller (upstream's `--concurrent-*-syncs`, default 5).
+    pub workers: usize,
+    /// Which controllers run (names from [`CONTROLLERS`]); all by default.
+    pub controllers: BTreeSet<String>,
+    /// Leader election; `None` runs the controllers at once.
+    pub leader_election: Option<LeaderElectionConfig>,
+    /// Backoff and overall rate limit of each controller's queue.
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for ControllerManagerConfig {
+    fn default() -> Self {
+        Self {
+            workers: 5,
+            controllers: CONTROLLERS.iter().map(|s| (*s).to_owned()).collect(),
+            leader_election: None,
+            rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+/// Runs the built-in controllers against a Kubernetes API server.
+#[derive(Clone)]
+pub struct ControllerManager {
+    client: Client,
+    config: ControllerManagerConfig,
+}
+
+impl std::fmt::Debug for ControllerManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerManager")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Starts one controller's workers once the caches are synced.
+type Starter = Box<dyn FnOnce(&mut JoinSet<()>) + Send>;
+
+impl ControllerManager {
+    /// A manager with the default settings (all controllers, 5 workers each, no election).
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            config: ControllerManagerConfig::default(),
+        }
+    }
+
+    /// Replaces the settings.
+    pub fn with_config(mut self, config: ControllerManagerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Runs until `shutdown` resolves. With leader election, controllers start once this
+    /// candidate leads; losing the lease stops them and returns
+    /// [`Error::LeadershipLost`] (as kube-controller-manager exits) so the caller can
+    /// restart cleanly.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let Some(le) = self.config.leader_election.clone() else {
+            let ctl = tokio::spawn(self.clone().run_controllers(stop_rx));
+            shutdown.await;
+            stop_tx.send_replace(true);
+            return join(ctl, "controllers").await;
+        };
+        let lease = format!("{}/{}", le.namespace, le.name);
+        let elector = Arc::new(LeaderElector::new(self.client.clone(), le));
+        let mut leading = elector.subscribe();
+        let (elect_stop_tx, elect_stop_rx) = watch::channel(false);
+        let el = Arc::clone(&elector);
+        let election = tokio::spawn(async move { el.run(stopped(elect_stop_rx)).await });
+        tokio::pin!(shutdown);
+        // Wait to lead.
+        let became = tokio::select! {
+            () = &mut shutdown => false,
+            r = leading.wait_for(|l| *l) => r.is_ok(),
+        };
+        let mut result = Ok(());
+        if became {
+            let ctl = tokio::spawn(self.clone().run_controllers(stop_rx));
+            tokio::select! {
+                () = &mut shutdown => {}
+                _ = leading.wait_for(|l| !*l) => {
+                    result = Err(Error::LeadershipLost { lease });
+                }
+            }
+            stop_tx.send_replace(true);
+            let r = join(ctl, "controllers").await;
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        elect_stop_tx.send_replace(true);
+        let _ = election.await;
+        result
+    }
+
+    fn enabled(&self, name: &str) -> bool {
+        self.config.controllers.contains(name)
+    }
+
+    async fn run_controllers(self, stop: watch::Receiver<bool>) -> Result<(), Error> {
+        let client = self.client.clone();
+        let mut informers = JoinSet::new();
+        let mut workers = JoinSet::new();
+        let mut queues: Vec<WorkQueue<ObjectKey>> = Vec::new();
+        let new_queue = |queues: &mut Vec<WorkQueue<ObjectKey>>| {
+            let q = WorkQueue::new(self.config.rate_limit);
+            queues.push(q.clone());
+            q
+        };
+
+        let mut pods = Informer::new(Api::<Pod>::all(client.clone()));
+        let mut rss = Informer::new(Api::<ReplicaSet>::all(client.clone()));
+        let mut deps = Informer::new(Api::<Deployment>::all(client.clone()));
+        let (pod_store, rs_store, dep_store) = (pods.store(), rss.store(), deps.store());
+
+        let mut starters: Vec<Starter> = Vec::new();
+        if self.enabled("replicaset") {
+            let q = new_queue(&mut queues);
+            let c = ReplicaSetController::new(client.clone(), rs_store.clone(), pod_store.clone());
+            rss.on_change(c.on_replicaset(q.clone()));
+            pods.on_change(c.on_pod(q.clone()));
+            let workers_n = self.config.workers;
+            starters.push(Box::new(move |set| {
+                set.spawn(run_workers(Arc::new(c), q, workers_n));
+            }));
+        }
+        if self.enabled("deployment") {
+            let q = new_queue(&mut queues);
+            let c = DeploymentController::new(
+                client.clone(),
+                dep_store.clone(),
+                rs_store.clone(),
+                pod_store.clone(),
+            );
+            deps.on_change(DeploymentController::on_deployment(q.clone()));
+            rss.on_change(c.on_replicaset(q.clone()));
+            pods.on_change(c.on_pod(q.clone()));
+            let workers_n = self.config.workers;
+            starters.push(Box::new(move |set| {
+                set.spawn(run_workers(Arc::new(c), q, workers_n));
+            }));
+        }
+
+        informers.spawn(pods.run(stopped(stop.clone())));
+        informers.spawn(rss.run(stopped(stop.clone())));
+        informers.spawn(deps.run(stopped(stop.clone())));
+
+        // Controllers start once every cache holds a complete list.
+        let synced = async {
+            pod_store.wait_synced().await;
+            rs_store.wait_synced().await;
+            dep_store.wait_synced().await;
+        };
+        let mut stop_wait = stop.clone();
+        let go = tokio::select! {
+            () = synced => true,
+            _ = stop_wait.wait_for(|v| *v) => false,
+        };
+        if go {
+            tracing::info!(controllers = ?self.config.controllers, "caches synced; starting controllers");
+            for s in starters {
+                s(&mut workers);
+            }
+            let _ = stop_wait.wait_for(|v| *v).await;
+        }
+        for q in &queues {
+            q.shutdown();
+        }
+        let mut failure = None;
+        while let Some(r) = workers.join_next().await {
+            if let Err(e) = r {
+                failure.get_or_insert(Error::Task {
+                    task: "controller workers".into(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        while informers.join_next().await.is_some() {}
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+async fn join(handle: tokio::task::JoinHandle<Result<(), Error>>, task: &str) -> Result<(), Error> {
+    match handle.await {
+        Ok(r) => r,
+        Err(e) => Err(Error::Task {
+            task: task.to_owned(),
+            reason: e.to_string(),
+        }),
+    }
+}

@@ -1,0 +1,195 @@
+//! An in-process kcore-apiserver on a loopback port, a kube client for it, the controller
+//! manager, and a simulated kubelet that marks pods Running and Ready.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kcore_apiserver::{ApiServer, RunningServer};
+use kcore_reconcile::{ControllerManager, ControllerManagerConfig};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::Client;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A running server + controllers + simulated kubelet; everything stops on drop.
+pub struct Cluster {
+    pub client: Client,
+    pub namespace: String,
+    pub server: Option<RunningServer>,
+    pub kubeconfig: std::path::PathBuf,
+    stops: Vec<oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for s in self.stops.drain(..) {
+            let _ = s.send(());
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// How the simulated kubelet treats new pods.
+#[derive(Clone, Copy)]
+pub enum Kubelet {
+    /// Running and Ready at once.
+    ReadyAtOnce,
+    /// Running and Ready after this delay.
+    ReadyAfter(Duration),
+    /// No kubelet: pods stay Pending.
+    None,
+}
+
+pub async fn start(kubelet: Kubelet, controllers: &[&str]) -> Cluster {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("kcore-reconcile-{}-{n}-", std::process::id()))
+        .tempdir()
+        .expect("temp dir");
+    let server = ApiServer::builder()
+        .data_dir(dir.path().join("data"))
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .insecure_http(true)
+        .bookmark_interval(Duration::from_secs(1))
+        .build()
+        .await
+        .expect("build server");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let server = server.spawn();
+    let config = kube::Config::new(server.url().parse().expect("url"));
+    let client = Client::try_from(config).expect("client");
+    let namespace = format!("t{}-{n}", std::process::id());
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("ns"),
+        )
+        .await
+        .expect("create namespace");
+
+    let mut stops = Vec::new();
+    let mut tasks = Vec::new();
+    let (tx, rx) = oneshot::channel();
+    stops.push(tx);
+    let cfg = ControllerManagerConfig {
+        workers: 3,
+        controllers: controllers.iter().map(|s| (*s).to_owned()).collect(),
+        ..ControllerManagerConfig::default()
+    };
+    let mgr = ControllerManager::new(client.clone()).with_config(cfg);
+    tasks.push(tokio::spawn(async move {
+        mgr.run(async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("controller manager");
+    }));
+    match kubelet {
+        Kubelet::None => {}
+        Kubelet::ReadyAtOnce => tasks.push(tokio::spawn(kubelet_loop(
+            client.clone(),
+            namespace.clone(),
+            Duration::ZERO,
+        ))),
+        Kubelet::ReadyAfter(d) => tasks.push(tokio::spawn(kubelet_loop(
+            client.clone(),
+            namespace.clone(),
+            d,
+        ))),
+    }
+    Cluster {
+        client,
+        namespace,
+        server: Some(server),
+        kubeconfig,
+        stops,
+        tasks,
+        _dir: dir,
+    }
+}
+
+/// Marks every new pod of `ns` Running and Ready after `delay`.
+async fn kubelet_loop(client: Client, ns: String, delay: Duration) {
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+    let stream = watcher::watcher(api.clone(), watcher::Config::default());
+    futures::pin_mut!(stream);
+    while let Some(ev) = stream.next().await {
+        let pods = match ev {
+            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => vec![p],
+            _ => continue,
+        };
+        for p in pods {
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready"));
+            if ready || p.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let api = api.clone();
+            let name = p.metadata.name.clone().unwrap_or_default();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let now = Timestamp::now().to_string();
+                let patch = json!({"status": {
+                    "phase": "Running",
+                    "podIP": "10.0.0.1",
+                    "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+                }});
+                let _ = api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await;
+            });
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some`, for at most `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A Deployment or ReplicaSet body with `replicas` of `image`, selecting `app=<name>`.
+pub fn workload(kind: &str, name: &str, replicas: i32, image: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": image}]},
+            },
+        },
+    })
+}
