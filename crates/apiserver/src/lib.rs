@@ -1,4 +1,36 @@
-//! A Kubernetes-compatible API server.
+//! A Kubernetes-compatible API server: the upstream object types (k8s-openapi) served as
+//! JSON over REST to real clients (`kubectl`, client-go, the Python client, kube-rs), on a
+//! revisioned storage trait with etcd's model.
+//!
+//! - [`Storage`] is the store (create, update-if-revision, delete, range, watch from a
+//!   revision, compaction); [`RedbStorage`] is the embedded durable backend, and
+//!   [`conformance`] is the suite every backend passes.
+//! - [`Api`] is the object machinery in-process: CRUD with namespaces, generateName, uid,
+//!   generation, resourceVersion conflicts, finalizers, defaulting, validation, selectors,
+//!   pagination, watch, subresources and the four PATCH flavours.
+//! - [`ApiServer`] puts it on HTTPS (generated CA, bearer tokens, admin kubeconfig) or,
+//!   opt-in, plain HTTP on loopback.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use kcore_apiserver::ApiServer;
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = ApiServer::builder()
+//!     .data_dir("/var/lib/kcore/apiserver")
+//!     .listen("127.0.0.1:6443".parse()?)
+//!     .build()
+//!     .await?;
+//! println!("kubeconfig: /var/lib/kcore/apiserver/admin.kubeconfig, url {}", server.url());
+//! let api = server.api(); // in-process handle for controllers
+//! let running = server.spawn();
+//! let ns: k8s_openapi::api::core::v1::Namespace = api.get(None, "default").await?;
+//! assert_eq!(ns.metadata.name.as_deref(), Some("default"));
+//! running.shutdown().await?;
+//! # Ok(())
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 
 mod api;
@@ -13,6 +45,7 @@ mod selectors;
 mod server;
 mod storage;
 mod table;
+mod tls;
 mod validate;
 
 pub use api::{Api, DeleteOptions, ListOptions, WatchEvent, WatchEvents, WriteOptions};

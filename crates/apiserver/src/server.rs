@@ -14,6 +14,7 @@ use crate::api::{Api, ApiConfig};
 use crate::error::Error;
 use crate::http::{handle, AppState, Metrics};
 use crate::storage::{RedbStorage, Storage};
+use crate::tls::TlsListener;
 
 /// Configures an [`ApiServer`].
 #[derive(Default)]
@@ -25,6 +26,7 @@ pub struct ApiServerBuilder {
     insecure_http: bool,
     token_file: Option<PathBuf>,
     tokens: Vec<String>,
+    hosts: Vec<String>,
     config: ApiConfig,
 }
 
@@ -57,8 +59,11 @@ impl ApiServerBuilder {
         self
     }
 
-    /// Serves plain HTTP without authentication. Only loopback addresses are accepted:
-    /// this mode is for tests and local tools.
+    /// Serves plain HTTP instead of HTTPS (authentication only if tokens are given). Only
+    /// loopback addresses are accepted: this mode is for tests and local tools. Without it
+    /// the server speaks HTTPS with a CA and certificate kept in `<data_dir>/pki`, requires
+    /// a bearer token (from `<data_dir>/tokens.csv`, made on first start, unless
+    /// [`token_file`](Self::token_file) is given) and writes `<data_dir>/admin.kubeconfig`.
     pub fn insecure_http(mut self, yes: bool) -> Self {
         self.insecure_http = yes;
         self
@@ -68,6 +73,12 @@ impl ApiServerBuilder {
     /// token auth file); requests without one of them get 401.
     pub fn token_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.token_file = Some(path.into());
+        self
+    }
+
+    /// An extra name or IP address for the serving certificate.
+    pub fn tls_host(mut self, host: impl Into<String>) -> Self {
+        self.hosts.push(host.into());
         self
     }
 
@@ -99,11 +110,6 @@ impl ApiServerBuilder {
                 "plain HTTP is only allowed on loopback, not {listen}"
             )));
         }
-        if !self.insecure_http {
-            return Err(Error::Config(
-                "HTTPS is not available in this build; call insecure_http(true) for a loopback plain-HTTP server".into(),
-            ));
-        }
         let storage: Arc<dyn Storage> = match (self.storage, &self.data_dir) {
             (Some(s), _) => s,
             (None, Some(dir)) => Arc::new(RedbStorage::open(dir)?),
@@ -114,7 +120,23 @@ impl ApiServerBuilder {
             }
         };
         let mut tokens = self.tokens;
-        if let Some(path) = &self.token_file {
+        let mut token_file = self.token_file.clone();
+        let mut tls = None;
+        if !self.insecure_http {
+            let dir = self.data_dir.clone().ok_or_else(|| {
+                Error::Config("HTTPS needs a data directory for its certificates".into())
+            })?;
+            let mut hosts = self.hosts.clone();
+            if !listen.ip().is_unspecified() {
+                hosts.push(listen.ip().to_string());
+            }
+            let pki = crate::tls::ensure_pki(&dir.join("pki"), &hosts)?;
+            if token_file.is_none() {
+                token_file = Some(crate::tls::ensure_token_file(&dir.join("tokens.csv"))?);
+            }
+            tls = Some(pki);
+        }
+        if let Some(path) = &token_file {
             tokens.extend(read_tokens(path)?);
         }
         let api = Api::with_config(storage, self.config);
@@ -135,12 +157,28 @@ impl ApiServerBuilder {
             tokens: (!tokens.is_empty()).then_some(tokens),
             metrics: Metrics::default(),
         });
-        Ok(ApiServer {
+        let (listener, ca_pem) = match tls {
+            Some(pki) => {
+                let acceptor = crate::tls::acceptor(&pki)?;
+                let l = TlsListener::new(listener, acceptor).map_err(|source| Error::Bind {
+                    addr: listen,
+                    source,
+                })?;
+                (Listener::Tls(l), Some(pki.ca_pem))
+            }
+            None => (Listener::Plain(listener), None),
+        };
+        let server = ApiServer {
             api,
             listener,
             addr,
             state,
-        })
+            ca_pem,
+        };
+        if let (Some(dir), true) = (&self.data_dir, server.ca_pem.is_some()) {
+            server.write_kubeconfig(dir.join("admin.kubeconfig"))?;
+        }
+        Ok(server)
     }
 }
 
@@ -157,12 +195,18 @@ fn read_tokens(path: &Path) -> Result<Vec<String>, Error> {
         .collect())
 }
 
+enum Listener {
+    Plain(TcpListener),
+    Tls(TlsListener),
+}
+
 /// A bound, ready-to-serve API server.
 pub struct ApiServer {
     api: Api,
-    listener: TcpListener,
+    listener: Listener,
     addr: SocketAddr,
     state: Arc<AppState>,
+    ca_pem: Option<String>,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -189,9 +233,32 @@ impl ApiServer {
         self.api.clone()
     }
 
-    /// The base URL clients use.
+    /// The base URL clients use (a wildcard listen address is reached via loopback).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("{scheme}://{addr}")
+    }
+
+    /// The cluster CA certificate (PEM), when serving HTTPS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// The first accepted bearer token, if authentication is on.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.state
+            .tokens
+            .as_ref()
+            .and_then(|t| t.first())
+            .map(String::as_str)
     }
 
     /// Writes a kubeconfig for this server to `path`.
@@ -206,15 +273,33 @@ impl ApiServer {
         } else {
             format!("  user:\n{user}")
         };
+        let ca = match &self.ca_pem {
+            Some(pem) => {
+                use base64::Engine as _;
+                let b64 = base64::engine::general_purpose::STANDARD.encode(pem);
+                format!("    certificate-authority-data: {b64}\n")
+            }
+            None => String::new(),
+        };
         let cfg = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: kcore\n  cluster:\n    server: {}\ncontexts:\n- name: kcore\n  context:\n    cluster: kcore\n    user: admin\n    namespace: default\ncurrent-context: kcore\nusers:\n- name: admin\n{user}",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kcore\n  cluster:\n{ca}    server: {}\ncontexts:\n- name: kcore\n  context:\n    cluster: kcore\n    user: admin\n    namespace: default\ncurrent-context: kcore\nusers:\n- name: admin\n{user}",
             self.url()
         );
         let path = path.as_ref();
-        std::fs::write(path, cfg).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: path.into(),
             source,
-        })
+        };
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        f.write_all(cfg.as_bytes()).map_err(io)
     }
 
     /// Serves until the process ends.
@@ -229,10 +314,11 @@ impl ApiServer {
     ) -> Result<(), Error> {
         let app = axum::Router::new().fallback(handle).with_state(self.state);
         let addr = self.addr;
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(signal)
-            .await
-            .map_err(|source| Error::Bind { addr, source })
+        let served = match self.listener {
+            Listener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(signal).await,
+            Listener::Tls(l) => axum::serve(l, app).with_graceful_shutdown(signal).await,
+        };
+        served.map_err(|source| Error::Bind { addr, source })
     }
 
     /// Serves on a background task; the handle stops it.

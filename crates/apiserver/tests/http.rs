@@ -40,7 +40,15 @@ impl Resp {
 
 async fn curl(method: &str, url: String, headers: &[&str], body: Option<Vec<u8>>) -> Resp {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-X", method, "-o", "-", "-w", "\n%{http_code} %{content_type}"]);
+    cmd.args([
+        "-sS",
+        "-X",
+        method,
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code} %{content_type}",
+    ]);
     for h in headers {
         cmd.args(["-H", h]);
     }
@@ -49,7 +57,9 @@ async fn curl(method: &str, url: String, headers: &[&str], body: Option<Vec<u8>>
     }
     cmd.arg(&url);
     let out = tokio::task::spawn_blocking(move || {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("curl");
         let mut stdin = child.stdin.take().expect("stdin");
         if let Some(b) = body {
@@ -63,10 +73,17 @@ async fn curl(method: &str, url: String, headers: &[&str], body: Option<Vec<u8>>
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
     let (code, ct) = status.split_once(' ').unwrap_or((status, ""));
-    Resp { code: code.parse().unwrap_or(0), body: body.to_owned(), content_type: ct.to_owned() }
+    Resp {
+        code: code.parse().unwrap_or(0),
+        body: body.to_owned(),
+        content_type: ct.to_owned(),
+    }
 }
 
 const JSON: &str = "Content-Type: application/json";
+
+/// What, headers, body, expected code, expected reason.
+type Case<'a> = (&'a str, Vec<&'a str>, Vec<u8>, u16, &'a str);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_and_health() {
@@ -77,26 +94,69 @@ async fn discovery_and_health() {
     let api = curl("GET", format!("{u}/api"), &[], None).await.json();
     assert_eq!(api["versions"], json!(["v1"]));
     let apis = curl("GET", format!("{u}/apis"), &[], None).await.json();
-    let groups: Vec<&str> = apis["groups"].as_array().expect("groups").iter().map(|g| g["name"].as_str().unwrap_or_default()).collect();
-    for g in ["apps", "discovery.k8s.io", "networking.k8s.io", "coordination.k8s.io"] {
+    let groups: Vec<&str> = apis["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| g["name"].as_str().unwrap_or_default())
+        .collect();
+    for g in [
+        "apps",
+        "discovery.k8s.io",
+        "networking.k8s.io",
+        "coordination.k8s.io",
+    ] {
         assert!(groups.contains(&g), "{g} missing from {groups:?}");
     }
     let core = curl("GET", format!("{u}/api/v1"), &[], None).await.json();
-    let pods = core["resources"].as_array().expect("resources").iter().find(|r| r["name"] == "pods").expect("pods").clone();
+    let pods = core["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["name"] == "pods")
+        .expect("pods")
+        .clone();
     assert_eq!(pods["shortNames"], json!(["po"]));
     assert_eq!(pods["categories"], json!(["all"]));
-    assert!(core["resources"].as_array().expect("r").iter().any(|r| r["name"] == "pods/status"));
-    let apps = curl("GET", format!("{u}/apis/apps/v1"), &[], None).await.json();
-    let dep = apps["resources"].as_array().expect("r").iter().find(|r| r["name"] == "deployments/scale").expect("scale").clone();
-    assert_eq!((dep["group"].as_str(), dep["kind"].as_str()), (Some("autoscaling"), Some("Scale")));
+    assert!(core["resources"]
+        .as_array()
+        .expect("r")
+        .iter()
+        .any(|r| r["name"] == "pods/status"));
+    let apps = curl("GET", format!("{u}/apis/apps/v1"), &[], None)
+        .await
+        .json();
+    let dep = apps["resources"]
+        .as_array()
+        .expect("r")
+        .iter()
+        .find(|r| r["name"] == "deployments/scale")
+        .expect("scale")
+        .clone();
+    assert_eq!(
+        (dep["group"].as_str(), dep["kind"].as_str()),
+        (Some("autoscaling"), Some("Scale"))
+    );
     for p in ["/healthz", "/livez", "/readyz"] {
         let r = curl("GET", format!("{u}{p}"), &[], None).await;
         assert_eq!((r.code, r.body.as_str()), (200, "ok"));
     }
     let m = curl("GET", format!("{u}/metrics"), &[], None).await;
-    assert!(m.body.contains("apiserver_request_total{verb=\"GET\""), "{}", m.body);
-    assert_eq!(curl("GET", format!("{u}/openapi/v2"), &[], None).await.code, 404);
-    assert_eq!(curl("GET", format!("{u}/apis/nope.io/v1"), &[], None).await.json()["kind"], "Status");
+    assert!(
+        m.body.contains("apiserver_request_total{verb=\"GET\""),
+        "{}",
+        m.body
+    );
+    assert_eq!(
+        curl("GET", format!("{u}/openapi/v2"), &[], None).await.code,
+        404
+    );
+    assert_eq!(
+        curl("GET", format!("{u}/apis/nope.io/v1"), &[], None)
+            .await
+            .json()["kind"],
+        "Status"
+    );
     s.shutdown().await.expect("shutdown");
 }
 
@@ -105,7 +165,7 @@ async fn bad_input_gets_the_right_status_and_stores_nothing() {
     let (s, _d) = start().await;
     let u = s.url().to_owned();
     let cms = format!("{u}/api/v1/namespaces/default/configmaps");
-    let cases: Vec<(&str, Vec<&str>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("malformed JSON", vec![JSON], b"{\"apiVersion\": \"v1\",".to_vec(), 400, "BadRequest"),
         ("malformed YAML", vec!["Content-Type: application/yaml"], b"a: [unclosed".to_vec(), 400, "BadRequest"),
         ("wrong kind", vec![JSON], br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"a"}}"#.to_vec(), 400, "BadRequest"),
@@ -119,40 +179,104 @@ async fn bad_input_gets_the_right_status_and_stores_nothing() {
         let r = curl("POST", cms.clone(), &headers, Some(body)).await;
         assert_eq!(r.code, code, "{what}: {}", r.body);
         let st = r.json();
-        assert_eq!((st["kind"].as_str(), st["reason"].as_str()), (Some("Status"), Some(reason)), "{what}");
+        assert_eq!(
+            (st["kind"].as_str(), st["reason"].as_str()),
+            (Some("Status"), Some(reason)),
+            "{what}"
+        );
         assert_eq!(st["code"], code, "{what}");
     }
-    let r = curl("POST", cms.clone(), &[JSON], Some(br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Not_Valid"}}"#.to_vec())).await;
+    let r = curl(
+        "POST",
+        cms.clone(),
+        &[JSON],
+        Some(br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Not_Valid"}}"#.to_vec()),
+    )
+    .await;
     assert_eq!(r.json()["details"]["causes"][0]["field"], "metadata.name");
     // Oversized body: 413.
-    let big = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"x":"{}"}}}}"#, "a".repeat(4 << 20));
+    let big = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"x":"{}"}}}}"#,
+        "a".repeat(4 << 20)
+    );
     let r = curl("POST", cms.clone(), &[JSON], Some(big.into_bytes())).await;
-    assert_eq!(r.code, 413, "{}", r.body.chars().take(200).collect::<String>());
+    assert_eq!(
+        r.code,
+        413,
+        "{}",
+        r.body.chars().take(200).collect::<String>()
+    );
     // Unknown resource: 404 Status.
-    let r = curl("GET", format!("{u}/api/v1/namespaces/default/widgets"), &[], None).await;
+    let r = curl(
+        "GET",
+        format!("{u}/api/v1/namespaces/default/widgets"),
+        &[],
+        None,
+    )
+    .await;
     assert_eq!((r.code, r.json()["kind"].as_str()), (404, Some("Status")));
     // Nothing was stored by any of the above.
     let list = curl("GET", cms.clone(), &[], None).await.json();
     assert_eq!(list["items"], json!([]));
 
     // A stale resourceVersion on PUT is 409; an unknown patch type is 415.
-    let created = curl("POST", cms.clone(), &[JSON], Some(br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"ok"},"data":{"a":"1"}}"#.to_vec())).await;
+    let created = curl(
+        "POST",
+        cms.clone(),
+        &[JSON],
+        Some(
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"ok"},"data":{"a":"1"}}"#
+                .to_vec(),
+        ),
+    )
+    .await;
     assert_eq!(created.code, 201, "{}", created.body);
     let mut obj = created.json();
-    let rv: u64 = obj["metadata"]["resourceVersion"].as_str().expect("rv").parse().expect("num");
+    let rv: u64 = obj["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .parse()
+        .expect("num");
     obj["data"]["a"] = json!("2");
-    let r = curl("PUT", format!("{cms}/ok"), &[JSON], Some(obj.to_string().into_bytes())).await;
+    let r = curl(
+        "PUT",
+        format!("{cms}/ok"),
+        &[JSON],
+        Some(obj.to_string().into_bytes()),
+    )
+    .await;
     assert_eq!(r.code, 200, "{}", r.body);
     obj["metadata"]["resourceVersion"] = json!(rv.to_string());
     obj["data"]["a"] = json!("3");
-    let r = curl("PUT", format!("{cms}/ok"), &[JSON], Some(obj.to_string().into_bytes())).await;
-    assert_eq!((r.code, r.json()["reason"].as_str()), (409, Some("Conflict")));
-    let r = curl("PATCH", format!("{cms}/ok"), &["Content-Type: application/xml"], Some(b"<a/>".to_vec())).await;
+    let r = curl(
+        "PUT",
+        format!("{cms}/ok"),
+        &[JSON],
+        Some(obj.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(
+        (r.code, r.json()["reason"].as_str()),
+        (409, Some("Conflict"))
+    );
+    let r = curl(
+        "PATCH",
+        format!("{cms}/ok"),
+        &["Content-Type: application/xml"],
+        Some(b"<a/>".to_vec()),
+    )
+    .await;
     assert_eq!(r.code, 415);
     let got = curl("GET", format!("{cms}/ok"), &[], None).await.json();
     assert_eq!(got["data"]["a"], "2");
     // Apply without a field manager is 400.
-    let r = curl("PATCH", format!("{cms}/ok"), &["Content-Type: application/apply-patch+yaml"], Some(b"data: {a: '9'}".to_vec())).await;
+    let r = curl(
+        "PATCH",
+        format!("{cms}/ok"),
+        &["Content-Type: application/apply-patch+yaml"],
+        Some(b"data: {a: '9'}".to_vec()),
+    )
+    .await;
     assert_eq!(r.code, 400);
     s.shutdown().await.expect("shutdown");
 }
@@ -163,26 +287,67 @@ async fn tables_yaml_bodies_and_watch_streams() {
     let u = s.url().to_owned();
     let pods = format!("{u}/api/v1/namespaces/default/pods");
     let yaml = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: p1\nspec:\n  containers:\n  - name: c\n    image: busybox\n".to_vec();
-    let r = curl("POST", pods.clone(), &["Content-Type: application/yaml"], Some(yaml)).await;
+    let r = curl(
+        "POST",
+        pods.clone(),
+        &["Content-Type: application/yaml"],
+        Some(yaml),
+    )
+    .await;
     assert_eq!(r.code, 201, "{}", r.body);
     assert!(r.content_type.starts_with("application/json"));
-    let t = curl("GET", pods.clone(), &["Accept: application/json;as=Table;v=v1;g=meta.k8s.io,application/json"], None).await.json();
+    let t = curl(
+        "GET",
+        pods.clone(),
+        &["Accept: application/json;as=Table;v=v1;g=meta.k8s.io,application/json"],
+        None,
+    )
+    .await
+    .json();
     assert_eq!(t["kind"], "Table");
-    let cols: Vec<&str> = t["columnDefinitions"].as_array().expect("cols").iter().map(|c| c["name"].as_str().unwrap_or_default()).collect();
+    let cols: Vec<&str> = t["columnDefinitions"]
+        .as_array()
+        .expect("cols")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default())
+        .collect();
     assert_eq!(&cols[..5], ["Name", "Ready", "Status", "Restarts", "Age"]);
     assert_eq!(t["rows"][0]["cells"][0], "p1");
     assert_eq!(t["rows"][0]["cells"][2], "Pending");
     // Binding sets the node; a second binding conflicts.
     let bind = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p1"}, "target": {"kind": "Node", "name": "n1"}});
-    let r = curl("POST", format!("{pods}/p1/binding"), &[JSON], Some(bind.to_string().into_bytes())).await;
+    let r = curl(
+        "POST",
+        format!("{pods}/p1/binding"),
+        &[JSON],
+        Some(bind.to_string().into_bytes()),
+    )
+    .await;
     assert_eq!(r.code, 201, "{}", r.body);
-    let r = curl("POST", format!("{pods}/p1/binding"), &[JSON], Some(bind.to_string().into_bytes())).await;
+    let r = curl(
+        "POST",
+        format!("{pods}/p1/binding"),
+        &[JSON],
+        Some(bind.to_string().into_bytes()),
+    )
+    .await;
     assert_eq!(r.code, 409);
     let p = curl("GET", format!("{pods}/p1"), &[], None).await.json();
     assert_eq!(p["spec"]["nodeName"], "n1");
     // A watch is chunked NDJSON and ends at timeoutSeconds.
-    let w = curl("GET", format!("{pods}?watch=true&timeoutSeconds=1"), &[], None).await;
-    let lines: Vec<Value> = w.body.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).expect("event line")).collect();
+    let w = curl(
+        "GET",
+        format!("{pods}?watch=true&timeoutSeconds=1"),
+        &[],
+        None,
+    )
+    .await;
+    let lines: Vec<Value> = w
+        .body
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).expect("event line"))
+        .collect();
     assert_eq!(lines.len(), 1, "{}", w.body);
     assert_eq!(lines[0]["type"], "ADDED");
     assert_eq!(lines[0]["object"]["metadata"]["name"], "p1");
@@ -190,19 +355,49 @@ async fn tables_yaml_bodies_and_watch_streams() {
     let api = s.api().clone();
     let rev = api.storage().revision().await.expect("rev").current;
     api.storage().compact(rev).await.expect("compact");
-    let w = curl("GET", format!("{pods}?watch=1&resourceVersion=1&timeoutSeconds=5"), &[], None).await;
+    let w = curl(
+        "GET",
+        format!("{pods}?watch=1&resourceVersion=1&timeoutSeconds=5"),
+        &[],
+        None,
+    )
+    .await;
     let ev: Value = serde_json::from_str(w.body.lines().next().expect("a line")).expect("json");
-    assert_eq!((ev["type"].as_str(), ev["object"]["code"].as_u64()), (Some("ERROR"), Some(410)));
+    assert_eq!(
+        (ev["type"].as_str(), ev["object"]["code"].as_u64()),
+        (Some("ERROR"), Some(410))
+    );
     // Scale subresource.
     let dep = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
         "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
             "spec": {"containers": [{"name": "c", "image": "x"}]}}}});
     let deps = format!("{u}/apis/apps/v1/namespaces/default/deployments");
-    assert_eq!(curl("POST", deps.clone(), &[JSON], Some(dep.to_string().into_bytes())).await.code, 201);
-    let sc = curl("GET", format!("{deps}/d/scale"), &[], None).await.json();
-    assert_eq!((sc["kind"].as_str(), sc["spec"]["replicas"].as_i64()), (Some("Scale"), Some(1)));
+    assert_eq!(
+        curl(
+            "POST",
+            deps.clone(),
+            &[JSON],
+            Some(dep.to_string().into_bytes())
+        )
+        .await
+        .code,
+        201
+    );
+    let sc = curl("GET", format!("{deps}/d/scale"), &[], None)
+        .await
+        .json();
+    assert_eq!(
+        (sc["kind"].as_str(), sc["spec"]["replicas"].as_i64()),
+        (Some("Scale"), Some(1))
+    );
     assert_eq!(sc["status"]["selector"], "a=b");
-    let r = curl("PATCH", format!("{deps}/d/scale"), &["Content-Type: application/merge-patch+json"], Some(br#"{"spec":{"replicas":5}}"#.to_vec())).await;
+    let r = curl(
+        "PATCH",
+        format!("{deps}/d/scale"),
+        &["Content-Type: application/merge-patch+json"],
+        Some(br#"{"spec":{"replicas":5}}"#.to_vec()),
+    )
+    .await;
     assert_eq!(r.json()["spec"]["replicas"], 5);
     let d = curl("GET", format!("{deps}/d"), &[], None).await.json();
     assert_eq!(d["spec"]["replicas"], 5);

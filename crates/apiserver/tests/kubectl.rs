@@ -442,3 +442,62 @@ async fn kubectl_watch_and_rollout_status() {
     assert!(stdout.contains("successfully rolled out"), "{stdout}");
     c.server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_over_https_with_token() {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("kcore-kubectl-tls-{}-{n}-", std::process::id()))
+        .tempdir()
+        .expect("temp dir");
+    let data = dir.path().join("data");
+    let server = ApiServer::builder()
+        .data_dir(&data)
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .build()
+        .await
+        .expect("https server");
+    assert!(server.url().starts_with("https://"));
+    let token = server
+        .admin_token()
+        .expect("a token is generated")
+        .to_owned();
+    let url = server.url();
+    let running = server.spawn();
+    let kubeconfig = data.join("admin.kubeconfig");
+    assert!(kubeconfig.exists(), "admin kubeconfig written");
+    let c = Cluster {
+        server: running,
+        kubeconfig,
+        cache: dir.path().join("cache"),
+        _dir: dir,
+    };
+    // The admin kubeconfig verifies the generated CA and carries the token.
+    let file = write_manifests(
+        &c,
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: tls-check\ndata:\n  a: b\n",
+    );
+    let out = ok(&c, &["apply", "-f", &file]).await;
+    assert!(out.contains("configmap/tls-check created"), "{out}");
+    let names = ok(&c, &["get", "cm", "-o", "name"]).await;
+    assert!(names.contains("configmap/tls-check"));
+    // Anonymous requests are refused with 401; a good token is accepted.
+    let ca = data.join("pki/ca.crt");
+    let anon = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(&ca)
+        .arg(format!("{url}/api/v1/namespaces"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&anon.stdout), "401");
+    let authed = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(&ca)
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("{url}/api/v1/namespaces"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&authed.stdout), "200");
+    c.server.shutdown().await.expect("shutdown");
+}
