@@ -78,6 +78,11 @@ impl Maglev {
         usize::from(self.table[slot])
     }
 
+    /// The lookup table: slot → backend index.
+    pub fn table(&self) -> &[u16] {
+        &self.table
+    }
+
     /// Number of backends.
     pub fn backends(&self) -> usize {
         self.backends

@@ -164,11 +164,30 @@ fn key(ip: Ipv4Addr, port: u16, proto: Protocol) -> u64 {
     ((u64::from(u32::from(ip)) << 24) | (u64::from(port) << 8) | u64::from(proto.number())) + 1
 }
 
+const CLIENT_IP: u32 = 1;
+const WIDE: u32 = 2;
+
+/// Where a Service's lookup data lives in the arenas. Copied into every hash slot
+/// of its frontends, so a lookup is: hash slot → Maglev table byte → backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Meta {
+    table_off: u32,
+    table_len: u32,
+    backends_off: u32,
+    flags: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    key: u64,
+    meta: Meta,
+}
+
 #[derive(Debug, Clone)]
-struct Entry {
-    backends: Box<[SocketAddrV4]>,
-    maglev: Maglev,
-    client_ip_affinity: bool,
+struct Record {
+    keys: Vec<u64>,
+    meta: Option<Meta>,
+    backends: usize,
 }
 
 /// An in-memory Service table for a userspace proxy: (VIP, port, protocol) → a
@@ -177,14 +196,28 @@ struct Entry {
 /// endpoints come and go.
 ///
 /// NodePorts are registered under the wildcard address `0.0.0.0` and matched
-/// when no exact frontend matches.
+/// when no exact frontend matches. Lookups touch three cache lines: an
+/// open-addressing hash slot holding the Service's layout, one byte of its Maglev
+/// table, and the backend address.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceTable {
-    slots: Vec<(u64, u32)>,
-    entries: Vec<Option<Entry>>,
-    free: Vec<u32>,
-    names: std::collections::HashMap<String, (u32, Vec<u64>)>,
+    slots: Vec<Slot>,
     len: usize,
+    tables8: Vec<u8>,
+    tables16: Vec<u16>,
+    backends: Vec<u64>,
+    garbage: usize,
+    names: std::collections::HashMap<String, Record>,
+}
+
+#[inline]
+fn pack(a: SocketAddrV4) -> u64 {
+    (u64::from(u32::from(*a.ip())) << 16) | u64::from(a.port())
+}
+
+#[inline]
+fn unpack(v: u64) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::from((v >> 16) as u32), v as u16)
 }
 
 impl ServiceTable {
@@ -211,24 +244,34 @@ impl ServiceTable {
         let names: Vec<String> = backends.iter().map(|b| b.to_string()).collect();
         let Some(maglev) = Maglev::new(&names) else {
             // no ready endpoint: nothing to route to, keep the name known
-            self.names.insert(svc.name.clone(), (u32::MAX, Vec::new()));
+            self.names.insert(
+                svc.name.clone(),
+                Record {
+                    keys: Vec::new(),
+                    meta: None,
+                    backends: 0,
+                },
+            );
             return Ok(());
         };
-        let entry = Entry {
-            backends: backends.into_boxed_slice(),
-            maglev,
-            client_ip_affinity: matches!(svc.affinity, SessionAffinity::ClientIp { .. }),
+        let mut meta = Meta {
+            table_len: maglev.size() as u32,
+            backends_off: self.backends.len() as u32,
+            ..Meta::default()
         };
-        let idx = match self.free.pop() {
-            Some(i) => {
-                self.entries[i as usize] = Some(entry);
-                i
-            }
-            None => {
-                self.entries.push(Some(entry));
-                (self.entries.len() - 1) as u32
-            }
-        };
+        if matches!(svc.affinity, SessionAffinity::ClientIp { .. }) {
+            meta.flags |= CLIENT_IP;
+        }
+        if backends.len() <= usize::from(u8::MAX) {
+            meta.table_off = self.tables8.len() as u32;
+            self.tables8
+                .extend(maglev.table().iter().map(|&b| b as u8));
+        } else {
+            meta.flags |= WIDE;
+            meta.table_off = self.tables16.len() as u32;
+            self.tables16.extend_from_slice(maglev.table());
+        }
+        self.backends.extend(backends.iter().map(|b| pack(*b)));
         let mut keys = vec![key(svc.cluster_ip, svc.port, svc.protocol)];
         keys.extend(
             svc.load_balancer_ips
@@ -241,23 +284,34 @@ impl ServiceTable {
         keys.sort_unstable();
         keys.dedup();
         for &k in &keys {
-            self.insert_key(k, idx);
+            self.insert_key(k, meta);
         }
-        self.names.insert(svc.name.clone(), (idx, keys));
+        self.names.insert(
+            svc.name.clone(),
+            Record {
+                keys,
+                meta: Some(meta),
+                backends: backends.len(),
+            },
+        );
         Ok(())
     }
 
     /// Removes a Service by name; returns whether it was present.
     pub fn remove(&mut self, name: &str) -> bool {
-        let Some((idx, keys)) = self.names.remove(name) else {
+        let Some(rec) = self.names.remove(name) else {
             return false;
         };
-        for k in keys {
-            self.remove_key(k);
+        for k in &rec.keys {
+            self.remove_key(*k);
         }
-        if idx != u32::MAX {
-            self.entries[idx as usize] = None;
-            self.free.push(idx);
+        if let Some(meta) = rec.meta {
+            let width = if meta.flags & WIDE == 0 { 1 } else { 2 };
+            self.garbage += meta.table_len as usize * width + rec.backends * 8;
+            let total = self.tables8.len() + self.tables16.len() * 2 + self.backends.len() * 8;
+            if self.garbage > 1 << 20 && self.garbage * 2 > total {
+                self.compact();
+            }
         }
         true
     }
@@ -271,54 +325,92 @@ impl ServiceTable {
         proto: Protocol,
         client: SocketAddrV4,
     ) -> Option<SocketAddrV4> {
-        let idx = self
-            .get(key(vip, port, proto))
-            .or_else(|| self.get(key(Ipv4Addr::UNSPECIFIED, port, proto)))?;
-        // a key only exists while its entry is live
-        let entry = self.entries[idx as usize].as_ref()?;
+        let m = match self.get(key(vip, port, proto)) {
+            Some(m) => m,
+            None => self.get(key(Ipv4Addr::UNSPECIFIED, port, proto))?,
+        };
         let ip = u64::from(u32::from(*client.ip()));
-        let flow = if entry.client_ip_affinity {
+        let flow = if m.flags & CLIENT_IP != 0 {
             mix64(ip)
         } else {
             mix64((ip << 16) | u64::from(client.port()))
         };
-        Some(entry.backends[entry.maglev.lookup(flow)])
+        // multiply-shift range reduction onto the Maglev table
+        let slot = ((u128::from(flow) * u128::from(m.table_len)) >> 64) as usize;
+        let b = if m.flags & WIDE == 0 {
+            usize::from(self.tables8[m.table_off as usize + slot])
+        } else {
+            usize::from(self.tables16[m.table_off as usize + slot])
+        };
+        Some(unpack(self.backends[m.backends_off as usize + b]))
+    }
+
+    /// Rebuilds the arenas without the space of removed Services.
+    fn compact(&mut self) {
+        let mut t8 = Vec::with_capacity(self.tables8.len());
+        let mut t16 = Vec::new();
+        let mut be = Vec::with_capacity(self.backends.len());
+        let mut moved = Vec::new();
+        for rec in self.names.values_mut() {
+            let Some(old) = rec.meta else { continue };
+            let mut new = old;
+            let (off, len) = (old.table_off as usize, old.table_len as usize);
+            if old.flags & WIDE == 0 {
+                new.table_off = t8.len() as u32;
+                t8.extend_from_slice(&self.tables8[off..off + len]);
+            } else {
+                new.table_off = t16.len() as u32;
+                t16.extend_from_slice(&self.tables16[off..off + len]);
+            }
+            new.backends_off = be.len() as u32;
+            let boff = old.backends_off as usize;
+            be.extend_from_slice(&self.backends[boff..boff + rec.backends]);
+            rec.meta = Some(new);
+            moved.extend(rec.keys.iter().map(|k| (*k, new)));
+        }
+        self.tables8 = t8;
+        self.tables16 = t16;
+        self.backends = be;
+        self.garbage = 0;
+        for (k, meta) in moved {
+            self.insert_key(k, meta);
+        }
     }
 
     #[inline]
-    fn get(&self, k: u64) -> Option<u32> {
+    fn get(&self, k: u64) -> Option<Meta> {
         if self.slots.is_empty() {
             return None;
         }
         let mask = self.slots.len() - 1;
         let mut i = slot_of(k, mask);
         loop {
-            let (sk, v) = self.slots[i];
-            if sk == k {
-                return Some(v);
+            let s = self.slots[i];
+            if s.key == k {
+                return Some(s.meta);
             }
-            if sk == 0 {
+            if s.key == 0 {
                 return None;
             }
             i = (i + 1) & mask;
         }
     }
 
-    fn insert_key(&mut self, k: u64, v: u32) {
+    fn insert_key(&mut self, k: u64, meta: Meta) {
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
         }
         let mask = self.slots.len() - 1;
         let mut i = slot_of(k, mask);
         loop {
-            let (sk, _) = self.slots[i];
-            if sk == 0 {
-                self.slots[i] = (k, v);
+            let s = self.slots[i];
+            if s.key == 0 {
+                self.slots[i] = Slot { key: k, meta };
                 self.len += 1;
                 return;
             }
-            if sk == k {
-                self.slots[i].1 = v;
+            if s.key == k {
+                self.slots[i].meta = meta;
                 return;
             }
             i = (i + 1) & mask;
@@ -332,11 +424,11 @@ impl ServiceTable {
         let mask = self.slots.len() - 1;
         let mut i = slot_of(k, mask);
         loop {
-            let (sk, _) = self.slots[i];
-            if sk == 0 {
+            let s = self.slots[i];
+            if s.key == 0 {
                 return;
             }
-            if sk == k {
+            if s.key == k {
                 break;
             }
             i = (i + 1) & mask;
@@ -345,30 +437,30 @@ impl ServiceTable {
         let mut hole = i;
         let mut j = (i + 1) & mask;
         loop {
-            let (sk, _) = self.slots[j];
-            if sk == 0 {
+            let s = self.slots[j];
+            if s.key == 0 {
                 break;
             }
-            let home = slot_of(sk, mask);
+            let home = slot_of(s.key, mask);
             let dist_j = j.wrapping_sub(home) & mask;
             let dist_hole = hole.wrapping_sub(home) & mask;
             if dist_hole <= dist_j {
-                self.slots[hole] = self.slots[j];
+                self.slots[hole] = s;
                 hole = j;
             }
             j = (j + 1) & mask;
         }
-        self.slots[hole] = (0, 0);
+        self.slots[hole] = Slot::default();
         self.len -= 1;
     }
 
     fn grow(&mut self) {
         let cap = (self.slots.len() * 2).max(16);
-        let old = std::mem::replace(&mut self.slots, vec![(0, 0); cap]);
+        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); cap]);
         self.len = 0;
-        for (k, v) in old {
-            if k != 0 {
-                self.insert_key(k, v);
+        for s in old {
+            if s.key != 0 {
+                self.insert_key(s.key, s.meta);
             }
         }
     }
@@ -486,6 +578,25 @@ mod tests {
         }
         let survivors = before.iter().filter(|b| **b != gone).count();
         assert!(kept * 100 >= survivors * 90, "kept {kept} of {survivors}");
+    }
+
+    #[test]
+    fn churn_compacts_and_keeps_lookups_right() {
+        let mut t = ServiceTable::new();
+        for round in 0..6u32 {
+            for i in 0..3000 {
+                let mut s = svc(i, 10);
+                s.endpoints[0] = Endpoint::ready(Ipv4Addr::from(0x0b00_0000 + round), 9);
+                t.upsert(&s).unwrap();
+            }
+        }
+        assert!(t.tables8.len() < 3000 * 1021 * 3, "arena was compacted");
+        for i in 0..3000 {
+            let mut s = svc(i, 10);
+            s.endpoints[0] = Endpoint::ready(Ipv4Addr::from(0x0b00_0005), 9);
+            let b = t.pick(s.cluster_ip, 80, Protocol::Tcp, client(i)).unwrap();
+            assert!(s.ready_endpoints().contains(&b), "service {i}: {b}");
+        }
     }
 
     #[test]
