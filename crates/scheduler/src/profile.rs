@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::framework::{
-    Code, CycleState, Diagnosis, PermitDecision, Plugin, PreemptionResult, Status,
+    Code, CycleState, Diagnosis, FilterPlugin, PermitDecision, Plugin, PreemptionResult, Status,
 };
 use crate::model::{NodeId, NodeInfo, PodId, PodInfo, DEFAULT_SCHEDULER_NAME};
 use crate::plugins;
@@ -80,6 +80,28 @@ impl std::fmt::Debug for Framework {
                 &self.percentage_of_nodes_to_score,
             )
             .finish()
+    }
+}
+
+/// The active Filter plugins of one cycle.
+pub(crate) struct FilterSet<'a>(Vec<(&'static str, &'a dyn FilterPlugin)>);
+
+impl FilterSet<'_> {
+    #[inline]
+    pub(crate) fn run(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) -> Status {
+        for &(name, f) in &self.0 {
+            let st = f.filter(state, pod, node, snap);
+            if !st.is_success() {
+                return st.set_plugin(name);
+            }
+        }
+        Status::success()
     }
 }
 
@@ -267,7 +289,6 @@ impl Framework {
     }
 
     /// Runs the Filter plugins on one node, stopping at the first failure.
-    #[inline]
     pub fn run_filters(
         &self,
         state: &CycleState,
@@ -275,17 +296,22 @@ impl Framework {
         node: &NodeInfo,
         snap: &Snapshot,
     ) -> Status {
-        for &i in &self.filter {
-            if state.skip_filter & (1 << i) != 0 {
-                continue;
-            }
-            let p = &self.plugins[i].plugin;
-            let st = p.as_filter().expect("registered").filter(state, pod, node, snap);
-            if !st.is_success() {
-                return st.set_plugin(p.name());
-            }
-        }
-        Status::success()
+        self.filter_set(state).run(state, pod, node, snap)
+    }
+
+    /// The Filter plugins not skipped by PreFilter in this cycle, resolved
+    /// once so the per-node loop makes one virtual call per plugin.
+    pub(crate) fn filter_set(&self, state: &CycleState) -> FilterSet<'_> {
+        FilterSet(
+            self.filter
+                .iter()
+                .filter(|&&i| state.skip_filter & (1 << i) == 0)
+                .map(|&i| {
+                    let p = &self.plugins[i].plugin;
+                    (p.name(), p.as_filter().expect("registered"))
+                })
+                .collect(),
+        )
     }
 
     /// Filters with the pods nominated to `node` of priority ≥ the pod's

@@ -212,17 +212,19 @@ impl Scheduler {
             return Err(self.fit_error(snap, d, &state, pod));
         }
         let with_nominated = !snap.nominated.is_empty();
-        let filter = |fw: &Framework, state: &CycleState, nid: NodeId| {
+        let fw = &self.fw;
+        let filter = |set: &crate::profile::FilterSet<'_>, state: &CycleState, nid: NodeId| {
             if with_nominated {
                 fw.run_filters_with_nominated(state, pod, nid, snap)
             } else {
-                fw.run_filters(state, pod, snap.node(nid), snap)
+                set.run(state, pod, snap.node(nid), snap)
             }
         };
+        let set = fw.filter_set(&state);
         // A nominated node (from an earlier preemption) is tried first.
         if let Some(nid) = pod.nominated_node.as_deref().and_then(|n| snap.node_id(n)) {
             if state.node_subset.as_ref().is_none_or(|s| s.binary_search(&nid).is_ok())
-                && filter(&self.fw, &state, nid).is_success()
+                && filter(&set, &state, nid).is_success()
             {
                 return Ok((
                     ScheduleResult {
@@ -250,7 +252,7 @@ impl Scheduler {
         for k in 0..len {
             let nid = nodes[(start + k) % len];
             processed += 1;
-            let st = filter(&self.fw, &state, nid);
+            let st = filter(&set, &state, nid);
             if st.is_success() {
                 feasible.push(nid);
                 if feasible.len() >= want {

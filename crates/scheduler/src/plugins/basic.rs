@@ -63,8 +63,22 @@ impl Plugin for NodeName {
     fn events(&self) -> &'static [ClusterEvent] {
         &[NODE_ADD, NODE_UPDATE]
     }
+    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
+        Some(self)
+    }
     fn as_filter(&self) -> Option<&dyn FilterPlugin> {
         Some(self)
+    }
+}
+
+impl PreFilterPlugin for NodeName {
+    fn pre_filter(&self, _: &mut CycleState, pod: &PodInfo, _: &Snapshot) -> Status {
+        // Nothing to check on any node when the pod names none.
+        if pod.node_name.is_none() {
+            Status::skip()
+        } else {
+            Status::success()
+        }
     }
 }
 
