@@ -78,18 +78,27 @@ fn service_probes(services: &[Service]) -> Vec<(Ipv4Addr, u16, SocketAddrV4)> {
         .map(|_| {
             let s = &services[(rng.next() % services.len() as u64) as usize];
             let r = rng.next();
-            let client = SocketAddrV4::new(Ipv4Addr::from(0x0af4_0000 | (r as u32 & 0xffff)), (r >> 32) as u16);
+            let client = SocketAddrV4::new(
+                Ipv4Addr::from(0x0af4_0000 | (r as u32 & 0xffff)),
+                (r >> 32) as u16,
+            );
             (s.cluster_ip, s.port, client)
         })
         .collect()
 }
 
 /// iptables-style anchor: walk the Service list until the frontend matches.
-fn linear_service(services: &[Service], vip: Ipv4Addr, port: u16, client: SocketAddrV4) -> Option<SocketAddrV4> {
+fn linear_service(
+    services: &[Service],
+    vip: Ipv4Addr,
+    port: u16,
+    client: SocketAddrV4,
+) -> Option<SocketAddrV4> {
     let s = services
         .iter()
         .find(|s| s.cluster_ip == vip && s.port == port && s.protocol == Protocol::Tcp)?;
-    let h = (u64::from(u32::from(*client.ip())) << 16 | u64::from(client.port())).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let h = (u64::from(u32::from(*client.ip())) << 16 | u64::from(client.port()))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     Some(s.endpoints[(h >> 32) as usize % s.endpoints.len()].addr)
 }
 
@@ -120,7 +129,10 @@ fn bench_lpm(c: &mut Criterion) {
     let mut trie: PrefixMap<ipnet::Ipv4Net, u32> = PrefixMap::new();
     for (n, v) in &nets {
         ours.insert(*n, *v);
-        trie.insert(ipnet::Ipv4Net::new(n.network(), n.prefix_len()).unwrap(), *v);
+        trie.insert(
+            ipnet::Ipv4Net::new(n.network(), n.prefix_len()).unwrap(),
+            *v,
+        );
     }
     let mut g = c.benchmark_group("routing/lpm_5000_nodes");
     g.throughput(Throughput::Elements(probes.len() as u64));
@@ -227,7 +239,10 @@ fn summary(_: &mut Criterion) {
     let mut trie: PrefixMap<ipnet::Ipv4Net, u32> = PrefixMap::new();
     for (n, v) in &nets {
         ours.insert(*n, *v);
-        trie.insert(ipnet::Ipv4Net::new(n.network(), n.prefix_len()).unwrap(), *v);
+        trie.insert(
+            ipnet::Ipv4Net::new(n.network(), n.prefix_len()).unwrap(),
+            *v,
+        );
     }
     // correctness check before timing: all three agree
     for ip in &probes {
@@ -285,9 +300,7 @@ fn summary(_: &mut Criterion) {
             desired[n / 2] = changed(&all[n / 2], round);
             black_box(full.sync(&desired).unwrap());
         });
-        let (cmds, _) = proxy
-            .plan_update(&[changed(&all[n / 2], 0)], &[])
-            .unwrap();
+        let (cmds, _) = proxy.plan_update(&[changed(&all[n / 2], 0)], &[]).unwrap();
         nft.push((n, t_update, t_sync, cmds.len()));
     }
 
@@ -295,12 +308,23 @@ fn summary(_: &mut Criterion) {
     println!("routing summary (median ns per lookup, same run)");
     println!("  LPM pod IP -> node over {NODES} random prefixes:");
     println!("    kcore RouteTable   {lpm_ours:>10.1} ns");
-    println!("    prefix-trie        {lpm_trie:>10.1} ns   ({:.1}x slower than kcore)", lpm_trie / lpm_ours);
-    println!("    linear scan        {lpm_linear:>10.1} ns   ({:.0}x slower than kcore)", lpm_linear / lpm_ours);
+    println!(
+        "    prefix-trie        {lpm_trie:>10.1} ns   ({:.1}x slower than kcore)",
+        lpm_trie / lpm_ours
+    );
+    println!(
+        "    linear scan        {lpm_linear:>10.1} ns   ({:.0}x slower than kcore)",
+        lpm_linear / lpm_ours
+    );
     println!("  Service (VIP, port) -> backend over {SERVICES} services x {ENDPOINTS} endpoints:");
     println!("    kcore ServiceTable {svc_ours:>10.1} ns");
-    println!("    linear scan        {svc_linear:>10.1} ns   ({:.0}x slower than kcore)", svc_linear / svc_ours);
-    println!("  nftables update, one Service changed (plan + JSON; full sync also diffs every Service):");
+    println!(
+        "    linear scan        {svc_linear:>10.1} ns   ({:.0}x slower than kcore)",
+        svc_linear / svc_ours
+    );
+    println!(
+        "  nftables update, one Service changed (plan + JSON; full sync also diffs every Service):"
+    );
     for (n, u, s, cmds) in nft {
         println!(
             "    {n:>6} services: update {:>8.1} us ({cmds} commands), full sync {:>8.1} us",

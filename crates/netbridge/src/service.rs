@@ -264,8 +264,7 @@ impl ServiceTable {
         }
         if backends.len() <= usize::from(u8::MAX) {
             meta.table_off = self.tables8.len() as u32;
-            self.tables8
-                .extend(maglev.table().iter().map(|&b| b as u8));
+            self.tables8.extend(maglev.table().iter().map(|&b| b as u8));
         } else {
             meta.flags |= WIDE;
             meta.table_off = self.tables16.len() as u32;

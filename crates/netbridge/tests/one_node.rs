@@ -27,6 +27,7 @@ fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
 #[ignore = "needs root"]
 fn pods_on_one_node_talk_and_reach_services() {
     let rt = rt();
+    let host_links = common::current_links();
     let mut nss = Namespaces::new();
     let node = nss.create("kn");
     let pods: Vec<_> = (0..3).map(|_| nss.create("kp")).collect();
@@ -158,6 +159,11 @@ fn pods_on_one_node_talk_and_reach_services() {
     rt.block_on(bridge.delete()).unwrap();
     assert_eq!(links(&node), vec!["lo".to_string()]);
     assert!(ipam.allocations().unwrap().is_empty());
+    assert_eq!(
+        common::current_links(),
+        host_links,
+        "the test's own namespace is untouched"
+    );
 }
 
 #[test]

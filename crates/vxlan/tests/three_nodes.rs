@@ -47,6 +47,7 @@ fn pods_reach_each_other_and_services_across_three_nodes() {
         .enable_all()
         .build()
         .unwrap();
+    let host_links = common::current_links();
     let mut nss = Namespaces::new();
     let tag = std::process::id() % 100_000;
 
@@ -181,6 +182,17 @@ fn pods_reach_each_other_and_services_across_three_nodes() {
         hits_c
     );
 
+    // B's VTEP changes MAC (device re-created): A replaces its entries, keeps the route
+    let mut b2 = b.peer();
+    b2.vtep_mac = [0x0e, 0x6b, 0xaa, 0xbb, 0xcc, 0xdd];
+    let st = rt.block_on(a.overlay.reconcile(&[b2])).unwrap();
+    assert_eq!((st.written, st.removed), (2, 1));
+    assert_eq!(rt.block_on(a.overlay.peers()).unwrap(), vec![b2]);
+    assert_eq!(rt.block_on(a.overlay.entry_counts()).unwrap(), (1, 1, 1));
+    let st = rt.block_on(a.overlay.reconcile(&[b.peer()])).unwrap();
+    assert_eq!((st.written, st.removed), (2, 1));
+    assert_eq!(fetch(&a.pod, sa(b.pod_ip, 8080)).unwrap(), "node2");
+
     // teardown leaves nothing behind in the node namespaces
     proxy.teardown().unwrap();
     drop(servers);
@@ -198,4 +210,9 @@ fn pods_reach_each_other_and_services_across_three_nodes() {
         assert_eq!(links(&node.ns), vec!["lo".to_string()]);
     }
     assert!(rt.block_on(switch.ports()).unwrap().is_empty());
+    assert_eq!(
+        common::current_links(),
+        host_links,
+        "the test's own namespace is untouched"
+    );
 }

@@ -149,3 +149,17 @@ pub fn links(ns: &NetNs) -> Vec<String> {
     })
     .unwrap()
 }
+
+/// Interface names (with flags and addresses) of the caller's own network
+/// namespace, to prove a test left it alone.
+pub fn current_links() -> String {
+    let dev = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap_or_default();
+    let mut names: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next().map(str::trim))
+        .collect();
+    names.sort_unstable();
+    let addrs = std::fs::read_to_string("/proc/thread-self/net/fib_trie").unwrap_or_default();
+    format!("{names:?}\n{addrs}")
+}
