@@ -196,6 +196,8 @@ impl NsCommand {
     ///
     /// The function runs in a forked copy of the caller: it must not rely on other threads
     /// (their locks may be held forever). Useful for tests and for small helpers.
+    /// Whatever it captures (e.g. a pipe's write end) stays alive in the caller until
+    /// the `NsCommand` is dropped.
     pub fn from_fn(f: impl FnOnce() -> i32 + 'static) -> Self {
         Self::with_program(Program::Func(Box::new(f)))
     }
@@ -374,12 +376,15 @@ impl NsCommand {
     }
 
     /// Spawns and releases at once: for callers with nothing to do in between.
-    pub fn run(self) -> Result<Child> {
+    pub fn run(&mut self) -> Result<Child> {
         self.spawn()?.release()
     }
 
     /// Creates the process and returns it blocked, with its host pid known.
-    pub fn spawn(mut self) -> Result<Pending> {
+    ///
+    /// The command can be spawned again; descriptors given to `stdin`/`stdout`/`stderr`
+    /// are used by the first spawn only (later ones inherit the caller's stdio).
+    pub fn spawn(&mut self) -> Result<Pending> {
         let span = tracing::debug_span!("ns_spawn", new = %self.new, joins = self.joins.len());
         let _enter = span.enter();
         let prep = self.prepare()?;
@@ -399,7 +404,7 @@ impl NsCommand {
             let status_fd = status_w.as_raw_fd();
             let go_fd = go_r.as_raw_fd();
             let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                helper_main(&mut self, &prep, status_fd, go_fd)
+                helper_main(self, &prep, status_fd, go_fd)
             }));
             if res.is_err() {
                 report(status_fd, ChildStage::Clone, None, "spawn helper panicked");
@@ -444,8 +449,8 @@ impl NsCommand {
             go: Some(go_w),
             status: Some(status),
             user_ns: self.new.contains(Namespace::User),
-            uid_maps: std::mem::take(&mut self.uid_maps),
-            gid_maps: std::mem::take(&mut self.gid_maps),
+            uid_maps: self.uid_maps.clone(),
+            gid_maps: self.gid_maps.clone(),
             setgroups: self.setgroups,
         })
     }

@@ -318,6 +318,8 @@ fn time_namespace_offsets_shift_the_monotonic_clock() {
     });
     cmd.new_namespaces(Namespace::Time).time_offsets(OFFSET, 0);
     let mut child = cmd.run().unwrap();
+    // The closure (and so our copy of the pipe's write end) lives in `cmd`.
+    drop(cmd);
     assert!(child.wait().unwrap().success());
     let seen: i64 = read_all(out_r).parse().unwrap();
     assert!(
@@ -433,4 +435,24 @@ fn concurrent_spawns_do_not_hold_each_others_pipes() {
     }
     tx.send(()).unwrap();
     assert!(holder.join().unwrap().success());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn builder_chains_and_spawns_twice() {
+    let _serial = serial();
+    let mut cmd = NsCommand::new("sh");
+    let a = cmd
+        .args(["-c", "exit 3"])
+        .new_namespaces(Namespace::Pid)
+        .run()
+        .unwrap()
+        .wait()
+        .unwrap();
+    let b = cmd.run().unwrap().wait().unwrap();
+    assert_eq!((a, b), (ExitStatus::Exited(3), ExitStatus::Exited(3)));
+    // A function command is reusable too: each child runs its own copy.
+    let mut f = NsCommand::from_fn(|| 4);
+    assert_eq!(f.run().unwrap().wait().unwrap(), ExitStatus::Exited(4));
+    assert_eq!(f.run().unwrap().wait().unwrap(), ExitStatus::Exited(4));
 }
