@@ -772,6 +772,34 @@ impl DeploymentController {
         Ok(())
     }
 
+    /// Copies the new ReplicaSet's revision onto the Deployment (what `kubectl rollout
+    /// history` and `undo` read).
+    async fn sync_revision(&self, d: &Deployment, new: Option<&ReplicaSet>) -> Result<(), Error> {
+        let Some(new) = new else {
+            return Ok(());
+        };
+        let rev = revision_of(new).to_string();
+        if d.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION))
+            == Some(&rev)
+        {
+            return Ok(());
+        }
+        let ns = d.metadata.namespace.as_deref().unwrap_or("");
+        let name = d.metadata.name.as_deref().unwrap_or("");
+        let patch = json!({"metadata": {"annotations": {REVISION: rev}}});
+        match Api::<Deployment>::namespaced(self.client.clone(), ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if code_of(&e) == Some(404) => Ok(()),
+            Err(e) => Err(Error::api("patch", format!("deployment {ns}/{name}"))(e)),
+        }
+    }
+
     async fn write_status(&self, d: &Deployment, status: DeploymentStatus) -> Result<(), Error> {
         if d.status.as_ref() == Some(&status) {
             return Ok(());
@@ -802,6 +830,9 @@ impl DeploymentController {
         st: Strategy,
         new_rs_created: bool,
     ) -> Result<Action, Error> {
+        if d.metadata.deletion_timestamp.is_none() {
+            self.sync_revision(d, new).await?;
+        }
         let now = Timestamp::now();
         let refs: Vec<&ReplicaSet> = all.iter().map(AsRef::as_ref).collect();
         let mut status = calculate_status(d, new, &refs, st.max_unavailable, now);
