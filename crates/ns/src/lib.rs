@@ -47,8 +47,8 @@ pub mod netns;
 
 pub use error::{ChildStage, Error, Result};
 pub use namespace::{
-    enter, enter_path, enter_pidfd, open_ns, pidfd_open, set_domainname, set_hostname, unshare,
-    IdMap, Namespace, NamespaceSet,
+    enter, enter_path, enter_pidfd, open_ns, persist, pidfd_open, remove_persisted, set_domainname,
+    set_hostname, unshare, IdMap, Namespace, NamespaceSet,
 };
 pub use netns::{NetNs, NetnsDir};
 pub use spawn::{write_id_maps, Child, ExitStatus, NsCommand, Pending, SetGroups, SetupError};

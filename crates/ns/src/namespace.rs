@@ -378,6 +378,40 @@ pub fn enter_pidfd(pidfd: BorrowedFd<'_>, set: NamespaceSet) -> Result<()> {
     Ok(())
 }
 
+/// Keeps the namespace behind the file `ns_file` (e.g. `/proc/1234/ns/uts`) alive after
+/// its last process exits by bind-mounting it on `target`, as `ip netns add` does for
+/// network namespaces. `target` is created as an empty file; it must not exist yet.
+///
+/// Join it later with [`enter_path`] or [`NsCommand::join`](crate::NsCommand::join);
+/// undo it with [`remove_persisted`].
+pub fn persist(ns_file: &Path, target: &Path) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)
+        .map_err(|e| Error::path("create", target, e))?;
+    if let Err(e) = crate::mount::bind(ns_file, target, false, crate::mount::MountFlags::NONE) {
+        let _ = std::fs::remove_file(target);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Unmounts (lazily) and removes a file made by [`persist`]. Returns `false` if
+/// `target` did not exist.
+pub fn remove_persisted(target: &Path) -> Result<bool> {
+    if std::fs::symlink_metadata(target).is_err() {
+        return Ok(false);
+    }
+    match crate::mount::unmount(target, true) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::remove_file(target).map_err(|e| Error::path("remove", target, e))?;
+    Ok(true)
+}
+
 /// Sets the hostname of the caller's uts namespace.
 pub fn set_hostname(name: &str) -> Result<()> {
     // SAFETY: pointer and length describe a valid buffer.

@@ -69,29 +69,22 @@ impl NetnsDir {
         if self.shared {
             self.make_shared()?;
         }
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(f) => drop(f),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::NetnsExists { path })
-            }
-            Err(e) => return Err(Error::path("create", &path, e)),
+        if path.exists() {
+            return Err(Error::NetnsExists { path });
         }
         let target = path.clone();
-        let made = std::thread::spawn(move || -> Result<()> {
+        std::thread::spawn(move || -> Result<()> {
             unshare(Namespace::Net.into())?;
-            let tid_ns = PathBuf::from("/proc/thread-self/ns/net");
-            mount::bind(&tid_ns, &target, false, MountFlags::NONE)
+            crate::namespace::persist(Path::new("/proc/thread-self/ns/net"), &target)
         })
         .join()
-        .unwrap_or(Err(Error::ThreadPanicked { ns: Namespace::Net }));
-        if let Err(e) = made {
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
+        .unwrap_or(Err(Error::ThreadPanicked { ns: Namespace::Net }))
+        .map_err(|e| match e {
+            Error::Path { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                Error::NetnsExists { path: path.clone() }
+            }
+            other => other,
+        })?;
         NetNs::open(&path)
     }
 
@@ -119,17 +112,7 @@ impl NetnsDir {
     pub fn remove(&self, name: &str) -> Result<bool> {
         let path = self.path(name)?;
         let _span = tracing::debug_span!("netns_remove", path = %path.display()).entered();
-        if std::fs::symlink_metadata(&path).is_err() {
-            return Ok(false);
-        }
-        match mount::unmount(&path, true) {
-            Ok(()) => {}
-            // Not mounted (e.g. a half-made entry): still unlink it.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-            Err(e) => return Err(e),
-        }
-        std::fs::remove_file(&path).map_err(|e| Error::path("remove", &path, e))?;
-        Ok(true)
+        crate::namespace::remove_persisted(&path)
     }
 
     /// Names of the namespaces in the directory (empty if it does not exist).

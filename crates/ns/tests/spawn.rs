@@ -456,3 +456,35 @@ fn builder_chains_and_spawns_twice() {
     assert_eq!(f.run().unwrap().wait().unwrap(), ExitStatus::Exited(4));
     assert_eq!(f.run().unwrap().wait().unwrap(), ExitStatus::Exited(4));
 }
+
+#[test]
+#[ignore = "needs root"]
+fn persisted_uts_namespace_outlives_its_process() {
+    let serial = serial();
+    let dir = TestDir::new("persist");
+    let file = dir.path().join("uts");
+    let mut first = NsCommand::new("/bin/true");
+    first
+        .new_namespaces(Namespace::Uts)
+        .hostname("kcore-persisted");
+    let pending = first.spawn().unwrap();
+    kcore_ns::persist(&Namespace::Uts.proc_path(Some(pending.pid())), &file).unwrap();
+    let ino = ns_inode(pending.pid(), Namespace::Uts);
+    assert!(pending.release().unwrap().wait().unwrap().success());
+    // The process is gone, the namespace (with its hostname) is not.
+    assert_eq!(std::fs::metadata(&file).unwrap().ino(), ino);
+    let (out_r, out_w) = pipe();
+    let mut second = NsCommand::new("cat");
+    second
+        .arg("/proc/sys/kernel/hostname")
+        .join(Namespace::Uts, &file)
+        .stdout(out_w);
+    assert!(second.run().unwrap().wait().unwrap().success());
+    assert_eq!(read_all(out_r).trim(), "kcore-persisted");
+    assert!(kcore_ns::persist(Path::new("/proc/self/ns/uts"), &file).is_err());
+    assert!(kcore_ns::remove_persisted(&file).unwrap());
+    assert!(!kcore_ns::remove_persisted(&file).unwrap());
+    assert!(!file.exists());
+    drop(dir);
+    serial.assert_mounts_unchanged();
+}
