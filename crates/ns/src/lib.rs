@@ -8,7 +8,11 @@
 //!   blocked (put it in a cgroup now), [`Pending::release`] writes the id maps, lets
 //!   it run its setup closures and exec, and turns any failure before exec into a
 //!   typed [`Error::Child`]. With a new pid namespace the child is PID 1 there and
-//!   still the caller's own child ([`Child::wait`], [`Child::kill`]).
+//!   still the caller's own child ([`Child::wait`], [`Child::kill`]). An
+//!   [exec gate](NsCommand::exec_gate) lets `release` return before a blocking last
+//!   step (an OCI-style `start`), with [`Child::wait_exec`] reporting the outcome.
+//! - [`persist`] / [`remove_persisted`]: keep any namespace alive by bind-mounting its
+//!   `/proc/<pid>/ns` file, and undo that.
 //! - [`netns`]: named persistent network namespaces under `/run/netns` (or any
 //!   directory) and [`NetNs::run`] to run a closure inside one on its own thread.
 //! - [`mount`]: propagation, bind mounts with flags, proc/sysfs/tmpfs/devpts/mqueue,

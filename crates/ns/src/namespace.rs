@@ -44,7 +44,8 @@ impl Namespace {
         Namespace::Time,
     ];
 
-    /// The `CLONE_NEW*` flag for this kind.
+    /// The `CLONE_NEW*` flag for this kind (`CLONE_NEWTIME` is only valid for
+    /// `unshare`/`setns`/`clone3`, not the classic `clone`).
     pub const fn clone_flag(self) -> libc::c_int {
         match self {
             Namespace::Mount => libc::CLONE_NEWNS,
