@@ -53,6 +53,8 @@ pub use error::{ApiError, Cause, Error};
 pub use patch::{strategic_merge, PatchType};
 pub use selectors::{FieldSelector, LabelSelector};
 pub use server::{ApiServer, ApiServerBuilder, RunningServer};
+#[cfg(feature = "etcd")]
+pub use storage::EtcdStorage;
 pub use storage::{
     Event, EventKind, KeyValue, RangeResult, RedbStorage, Revisions, Storage, StorageError,
     WatchStream,

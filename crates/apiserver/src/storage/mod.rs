@@ -10,9 +10,13 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
+#[cfg(feature = "etcd")]
+mod etcd_backend;
 mod hub;
 mod redb_backend;
 
+#[cfg(feature = "etcd")]
+pub use etcd_backend::EtcdStorage;
 pub use redb_backend::RedbStorage;
 
 /// One stored key with its revisions.
