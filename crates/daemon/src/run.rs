@@ -293,31 +293,7 @@ fn enter_rootfs(root: &Path, new_network: bool) -> Result<(), kcore_ns::Error> {
     )?;
     mount::pivot_root(root)?;
     if new_network {
-        bring_up_loopback();
+        kcore_ns::netns::loopback_up()?;
     }
     Ok(())
-}
-
-/// Sets `lo` up in the current network namespace (best effort: a container without a
-/// working loopback still runs).
-fn bring_up_loopback() {
-    // SAFETY: plain socket(2) call; the fd is closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return;
-    }
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: fd is a valid socket and req a valid ifreq naming "lo"; the flags union
-    // member is the one SIOCGIFFLAGS / SIOCSIFFLAGS use.
-    unsafe {
-        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) == 0 {
-            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
-        }
-        libc::close(fd);
-    }
 }
