@@ -6,14 +6,19 @@
 //!   load-balancer IPs) whose value is `goto svc-<id>` (or `goto ext-<id>`);
 //! * `service-nodeports` — a verdict map keyed by `l4proto . dport` for traffic to
 //!   any local address;
-//! * `svc-<id>` — picks an endpoint with `numgen random mod n` (after the
-//!   `ClientIP` affinity sets, if any), jumping to `ep-<id>-<ep>`, which DNATs;
+//! * `svc-<id>` — picks an endpoint with `numgen random mod n` and DNATs to it
+//!   through an anonymous map; a `ClientIP` Service instead jumps to one
+//!   `ep-<id>-<ep>` chain per endpoint, which records the client in a timeout set
+//!   (checked first on the next connection) and DNATs;
 //! * `ext-<id>` — marks external (NodePort / load-balancer) traffic for masquerade;
 //! * `postrouting` — masquerades marked traffic, Service traffic that is DNATed
 //!   back onto the local pod bridge, and pod traffic leaving the cluster CIDR.
 //!
 //! [`ServiceProxy::update`] touches only the objects of the Services that
-//! changed, so one changed Service costs the same with 10 or 10,000 others.
+//! changed, so building the transaction for one changed Service costs the same
+//! with 10 or 10,000 others. Applying it through the `nft` binary is not O(1):
+//! `nft` reads the table back from the kernel and the kernel re-validates the
+//! jump graph on commit, which is why the table keeps few chains per Service.
 //!
 //! The ruleset is emitted as nftables JSON directly: the `nftables` crate's schema
 //! cannot declare a named verdict map (its set types lack `verdict`).
@@ -570,36 +575,66 @@ fn endpoint_rules(cfg: &NftConfig, b: &mut NftBatch, s: &Service, id: &str, ep: 
     ));
 }
 
-fn service_rules(cfg: &NftConfig, b: &mut NftBatch, s: &Service, n: &Names, eps: &[SocketAddrV4]) {
-    if let Some(t) = affinity_timeout(s) {
-        for ep in eps {
-            b.push(rule(
-                cfg,
-                &n.svc,
-                json!([
-                    matches(
-                        "==",
-                        payload("ip", "saddr"),
-                        json!(format!("@{}", aff_set(&n.id, *ep, t)))
-                    ),
-                    goto(&ep_chain(&n.id, *ep))
-                ]),
-            ));
-        }
+/// Whether a Service needs one chain per endpoint: only `ClientIP` affinity does
+/// (each endpoint records its clients in a timeout set). Others DNAT straight
+/// from a `numgen` map in the Service chain, which keeps the table small.
+fn uses_endpoint_chains(s: &Service) -> bool {
+    affinity_timeout(s).is_some()
+}
+
+fn endpoint_chains(s: &Service, eps: &[SocketAddrV4]) -> Vec<SocketAddrV4> {
+    if uses_endpoint_chains(s) {
+        eps.to_vec()
+    } else {
+        Vec::new()
     }
-    if !eps.is_empty() {
+}
+
+fn service_rules(cfg: &NftConfig, b: &mut NftBatch, s: &Service, n: &Names, eps: &[SocketAddrV4]) {
+    if eps.is_empty() {
+        return;
+    }
+    let numgen = json!({"numgen": {"mode": "random", "mod": eps.len(), "offset": 0}});
+    let Some(t) = affinity_timeout(s) else {
         let arms: Vec<Value> = eps
             .iter()
             .enumerate()
-            .map(|(i, ep)| json!([i, goto(&ep_chain(&n.id, *ep))]))
+            .map(|(i, ep)| json!([i, {"concat": [ep.ip().to_string(), ep.port()]}]))
             .collect();
         b.push(rule(
             cfg,
             &n.svc,
-            json!([{"vmap": {"key": {"numgen": {"mode": "random", "mod": eps.len(), "offset": 0}},
-                             "data": {"set": arms}}}]),
+            json!([
+                matches("==", meta("l4proto"), json!(s.protocol.nft_name())),
+                {"dnat": {"family": "ip", "addr": {"map": {"key": numgen, "data": {"set": arms}}}}}
+            ]),
+        ));
+        return;
+    };
+    for ep in eps {
+        b.push(rule(
+            cfg,
+            &n.svc,
+            json!([
+                matches(
+                    "==",
+                    payload("ip", "saddr"),
+                    json!(format!("@{}", aff_set(&n.id, *ep, t)))
+                ),
+                goto(&ep_chain(&n.id, *ep))
+            ]),
         ));
     }
+    let arms: Vec<Value> = eps
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| json!([i, goto(&ep_chain(&n.id, *ep))]))
+        .collect();
+    b.push(rule(
+        cfg,
+        &n.svc,
+        json!([{"vmap": {"key": numgen, "data": {"set": arms}}}]),
+    ));
 }
 
 fn add_endpoint(cfg: &NftConfig, b: &mut NftBatch, s: &Service, id: &str, ep: SocketAddrV4) {
@@ -625,8 +660,8 @@ fn remove_endpoint(cfg: &NftConfig, b: &mut NftBatch, s: &Service, id: &str, ep:
 fn add_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service) {
     let n = names(s);
     let eps = s.ready_endpoints();
-    for ep in &eps {
-        add_endpoint(cfg, b, s, &n.id, *ep);
+    for ep in endpoint_chains(s, &eps) {
+        add_endpoint(cfg, b, s, &n.id, ep);
     }
     b.push(json!({"add": {"chain": chain_obj(cfg, &n.svc)}}));
     service_rules(cfg, b, s, &n, &eps);
@@ -645,7 +680,7 @@ fn remove_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service) {
     }
     b.push(json!({"flush": {"chain": chain_obj(cfg, &n.ext)}}));
     b.push(json!({"flush": {"chain": chain_obj(cfg, &n.svc)}}));
-    for ep in s.ready_endpoints() {
+    for ep in endpoint_chains(s, &s.ready_endpoints()) {
         remove_endpoint(cfg, b, s, &n.id, ep);
     }
     b.push(json!({"delete": {"chain": chain_obj(cfg, &n.ext)}}));
@@ -656,6 +691,8 @@ fn change_service(cfg: &NftConfig, b: &mut NftBatch, old: &Service, new: &Servic
     let n = names(new);
     let old_eps = old.ready_endpoints();
     let new_eps = new.ready_endpoints();
+    let old_chains = endpoint_chains(old, &old_eps);
+    let new_chains = endpoint_chains(new, &new_eps);
     let endpoint_rules_changed = old.affinity != new.affinity || old.protocol != new.protocol;
     // 1. frontends that went away
     let old_fe = frontends(old);
@@ -663,9 +700,9 @@ fn change_service(cfg: &NftConfig, b: &mut NftBatch, old: &Service, new: &Servic
     for (map, key) in old_fe.difference(&new_fe) {
         delete_frontend(cfg, b, map, key);
     }
-    // 2. endpoints: new ones get chains; kept ones are rewritten only if their rules changed
-    for ep in &new_eps {
-        if !old_eps.contains(ep) {
+    // 2. endpoint chains: new ones are made; kept ones rewritten only if their rules changed
+    for ep in &new_chains {
+        if !old_chains.contains(ep) {
             add_endpoint(cfg, b, new, &n.id, *ep);
         } else if endpoint_rules_changed {
             if let Some(t) = affinity_timeout(new) {
@@ -679,14 +716,14 @@ fn change_service(cfg: &NftConfig, b: &mut NftBatch, old: &Service, new: &Servic
             endpoint_rules(cfg, b, new, &n.id, *ep);
         }
     }
-    // 3. the service chain is small: rewrite it whenever endpoints or affinity changed
-    if old_eps != new_eps || old.affinity != new.affinity {
+    // 3. the Service chain is small: rewrite it whenever what it says changed
+    if old_eps != new_eps || endpoint_rules_changed {
         b.push(json!({"flush": {"chain": chain_obj(cfg, &n.svc)}}));
         service_rules(cfg, b, new, &n, &new_eps);
     }
-    // 4. endpoints that went away (after nothing references them any more)
-    for ep in &old_eps {
-        if !new_eps.contains(ep) {
+    // 4. endpoint chains that went away (nothing references them any more)
+    for ep in &old_chains {
+        if !new_chains.contains(ep) {
             remove_endpoint(cfg, b, old, &n.id, *ep);
         } else if endpoint_rules_changed {
             if let Some(t) = affinity_timeout(old) {
@@ -772,7 +809,7 @@ mod tests {
     }
 
     #[test]
-    fn new_service_gets_numgen_vmap_and_dnat_per_endpoint() {
+    fn new_service_gets_numgen_dnat_map() {
         let p = ServiceProxy::new(NftConfig::default(), Recorder::default());
         let s = svc(1, 3);
         let (b, stats) = p.plan_update(std::slice::from_ref(&s), &[]).unwrap();
@@ -782,7 +819,10 @@ mod tests {
             t.contains(r#"{"numgen":{"mod":3,"mode":"random","offset":0}}"#),
             "{t}"
         );
-        assert_eq!(t.matches(r#""dnat":"#).count(), 3);
+        // one DNAT through a numgen map, no per-endpoint chains
+        assert_eq!(t.matches(r#""dnat":"#).count(), 1);
+        assert!(t.contains(r#"[2,{"concat":["10.244.0.18",8080]}]"#), "{t}");
+        assert!(!t.contains(r#""ep-"#));
         assert!(t.contains(r#"["10.96.0.1","tcp",80]"#), "{t}");
         assert!(!t.contains("aff-"));
     }
@@ -842,9 +882,23 @@ mod tests {
     }
 
     #[test]
-    fn endpoint_removal_drops_its_chain_only() {
+    fn endpoint_removal_rewrites_only_the_service_chain() {
         let mut p = ServiceProxy::new(NftConfig::default(), Recorder::default());
         let s = svc(3, 3);
+        p.sync(std::slice::from_ref(&s)).unwrap();
+        let mut s2 = s.clone();
+        s2.endpoints[1].ready = false;
+        let (b, st) = p.plan_update(std::slice::from_ref(&s2), &[]).unwrap();
+        assert_eq!(st.changed, 1);
+        assert_eq!(b.len(), 2, "flush + one rule: {}", text(&b));
+        assert!(text(&b).contains(r#""mod":2"#));
+    }
+
+    #[test]
+    fn affinity_endpoint_removal_drops_its_chain_only() {
+        let mut p = ServiceProxy::new(NftConfig::default(), Recorder::default());
+        let mut s = svc(3, 3);
+        s.affinity = SessionAffinity::ClientIp { timeout_secs: 30 };
         p.sync(std::slice::from_ref(&s)).unwrap();
         let mut s2 = s.clone();
         s2.endpoints[1].ready = false;
@@ -859,8 +913,28 @@ mod tests {
             "{t}"
         );
         assert_eq!(t.matches(r#""delete":{"chain""#).count(), 1, "{t}");
+        assert_eq!(t.matches(r#""delete":{"set""#).count(), 1, "{t}");
         assert!(t.contains(r#""mod":2"#));
         assert!(!t.contains(r#""element""#), "frontends untouched: {t}");
+    }
+
+    #[test]
+    fn toggling_affinity_adds_and_removes_endpoint_chains() {
+        let mut p = ServiceProxy::new(NftConfig::default(), Recorder::default());
+        let s = svc(9, 2);
+        p.sync(std::slice::from_ref(&s)).unwrap();
+        let mut sticky = s.clone();
+        sticky.affinity = SessionAffinity::ClientIp { timeout_secs: 60 };
+        let (b, _) = p.plan_update(std::slice::from_ref(&sticky), &[]).unwrap();
+        let t = text(&b);
+        assert_eq!(t.matches(r#"{"add":{"chain""#).count(), 2, "{t}");
+        assert_eq!(t.matches(r#"{"add":{"set""#).count(), 2, "{t}");
+        p.sync(std::slice::from_ref(&sticky)).unwrap();
+        let (b, _) = p.plan_update(std::slice::from_ref(&s), &[]).unwrap();
+        let t = text(&b);
+        assert_eq!(t.matches(r#"{"delete":{"chain""#).count(), 2, "{t}");
+        assert_eq!(t.matches(r#"{"delete":{"set""#).count(), 2, "{t}");
+        assert!(t.contains(r#""dnat":{"addr":{"map""#), "{t}");
     }
 
     #[test]
