@@ -29,7 +29,26 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 modprobe overlay 2>/dev/null || true
 
+# What the tests must leave as they found it: mounts, named network namespaces,
+# cgroups, and the links and nftables tables of the root network namespace.
+snapshot() {
+    awk '{print $5}' /proc/self/mountinfo | sort
+    ls /run/netns 2>/dev/null | sed 's/^/netns /'
+    find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -name '*kcore*' 2>/dev/null | sed 's/^/cgroup /'
+    ip -o link show | awk -F': ' '{print "link " $2}'
+    if command -v nft >/dev/null; then nft list tables 2>/dev/null | sed 's/^/nft /'; fi
+}
+before="$(mktemp)"; after="$(mktemp)"
+trap 'rm -f "$before" "$after"' EXIT
+snapshot | sort >"$before"
+
 export RUST_BACKTRACE=1
 # Rust: unit, integration and doc tests, the root-only ones included.
 cargo test --workspace --locked -- --include-ignored
-echo "tests/run.sh: all tests passed"
+
+snapshot | sort >"$after"
+if ! diff -u "$before" "$after"; then
+    echo "tests/run.sh: FAILED: the tests left mounts, namespaces, cgroups, links or nft tables behind (diff above)" >&2
+    exit 1
+fi
+echo "tests/run.sh: all tests passed and nothing was left behind"
