@@ -1,0 +1,68 @@
+//! The official Kubernetes Python client against the server (`tests/python/*.py`).
+//!
+//! Uses the interpreter in `KCORE_PYTHON` if set; otherwise it makes a virtualenv under the
+//! cargo target directory and installs the `kubernetes` package from PyPI into it once.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kcore_apiserver::ApiServer;
+
+fn python_with_client() -> PathBuf {
+    if let Ok(p) = std::env::var("KCORE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kcore-py-kubernetes");
+    let py = venv.join("bin/python");
+    let has_client = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import kubernetes"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has_client(&py) {
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "python3 -m venv {} failed (Debian: python3-venv)", venv.display());
+        let ok = Command::new(&py)
+            .args(["-m", "pip", "install", "-q", "kubernetes"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "pip install kubernetes failed");
+    }
+    assert!(has_client(&py), "the kubernetes module is not importable");
+    py
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_crud_watch_patch() {
+    let py = tokio::task::spawn_blocking(python_with_client).await.expect("join");
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("kcore-python-{}-", std::process::id()))
+        .tempdir()
+        .expect("temp dir");
+    let server = ApiServer::builder()
+        .data_dir(dir.path().join("data"))
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .insecure_http(true)
+        .build()
+        .await
+        .expect("server");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let running = server.spawn();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client_roundtrip.py");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(py).arg(script).arg(kubeconfig).output().expect("run python")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "python client failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("python client: ok"), "{stdout}");
+    running.shutdown().await.expect("shutdown");
+}
