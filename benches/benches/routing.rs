@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kcore_netbridge::{
-    Endpoint, NftBatch, NftConfig, NftRunner, Protocol, Service, ServiceProxy, ServiceTable,
+    Endpoint, NftBatch, NftCommand, NftConfig, NftRunner, Protocol, Service, ServiceProxy,
+    ServiceTable,
 };
 use kcore_vxlan::{linear_lookup, Ipv4Net, RouteTable};
 use prefix_trie::PrefixMap;
@@ -233,6 +234,42 @@ fn median_ns(runs: usize, ops: usize, mut f: impl FnMut()) -> f64 {
     v[v.len() / 2]
 }
 
+/// Removes the bench's network namespace even if the bench panics.
+struct NsGuard(kcore_ns::NetnsDir, String);
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        let _ = self.0.remove(&self.1);
+    }
+}
+
+/// With root and `nft`: loads `n` Services into nftables inside a network namespace
+/// made for the bench, then times applying one changed Service (median of 11).
+/// Returns (initial load seconds, one-update milliseconds), or why it was skipped.
+fn kernel_update(n: usize) -> Result<(f64, f64), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let store = kcore_ns::NetnsDir::new(dir.path());
+    let name = format!("kb-routing-{}-{n}", std::process::id());
+    let ns = store.create(&name).map_err(|e| e.to_string())?;
+    let _guard = NsGuard(store, name);
+    let all: Vec<Service> = services_fixture().into_iter().take(n).collect();
+    let mut proxy = ServiceProxy::new(NftConfig::default(), NftCommand::in_netns(ns.path()));
+    proxy.init().map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    for chunk in all.chunks(500) {
+        proxy.update(chunk, &[]).map_err(|e| e.to_string())?;
+    }
+    let load = t.elapsed().as_secs_f64();
+    let mut round = 0;
+    let ms = median_ns(11, 1, || {
+        round += 1;
+        let s = changed(&all[n / 2], round);
+        proxy.update(std::slice::from_ref(&s), &[]).unwrap();
+    }) / 1e6;
+    proxy.teardown().map_err(|e| e.to_string())?;
+    Ok((load, ms))
+}
+
 fn summary(_: &mut Criterion) {
     let (nets, probes) = lpm_fixture();
     let mut ours = RouteTable::new();
@@ -331,6 +368,14 @@ fn summary(_: &mut Criterion) {
             u / 1e3,
             s / 1e3
         );
+    }
+    for n in [1_000usize, 10_000] {
+        match kernel_update(n) {
+            Ok((load, ms)) => println!(
+                "    {n:>6} services in the kernel (nft -j, own netns): one update applied in {ms:.1} ms (initial load {load:.1} s)"
+            ),
+            Err(e) => println!("    {n:>6} services in the kernel: skipped ({e})"),
+        }
     }
     println!();
 }
