@@ -253,6 +253,35 @@ impl<R: NftRunner> ServiceProxy<R> {
         Ok(())
     }
 
+    /// Replaces the table, in one transaction, with one holding exactly `desired`:
+    /// what a restarted daemon calls, so Services never go missing in between and
+    /// whatever an earlier run left behind is gone.
+    pub fn restore(&mut self, desired: &[Service]) -> Result<SyncStats, Error> {
+        let mut batch = bootstrap(&self.cfg);
+        let mut seen = std::collections::HashSet::new();
+        for s in desired {
+            s.validate()?;
+            if !seen.insert(s.name.as_str()) {
+                return Err(Error::InvalidService {
+                    name: s.name.clone(),
+                    reason: "listed twice",
+                });
+            }
+            add_service(&self.cfg, &mut batch, s);
+        }
+        let _span = tracing::debug_span!("service_restore", services = desired.len()).entered();
+        self.runner.apply(&batch)?;
+        self.applied = desired
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect();
+        Ok(SyncStats {
+            added: desired.len(),
+            commands: batch.len(),
+            ..SyncStats::default()
+        })
+    }
+
     /// Removes the table and everything in it (idempotent).
     pub fn teardown(&mut self) -> Result<(), Error> {
         let mut b = NftBatch::default();
@@ -935,6 +964,24 @@ mod tests {
         assert_eq!(t.matches(r#"{"delete":{"chain""#).count(), 2, "{t}");
         assert_eq!(t.matches(r#"{"delete":{"set""#).count(), 2, "{t}");
         assert!(t.contains(r#""dnat":{"addr":{"map""#), "{t}");
+    }
+
+    #[test]
+    fn restore_is_one_transaction_with_everything() {
+        let mut p = ServiceProxy::new(NftConfig::default(), Recorder::default());
+        let all: Vec<_> = (0..5).map(|i| svc(i, 2)).collect();
+        let st = p.restore(&all).unwrap();
+        assert_eq!(st.added, 5);
+        let batches = p.runner().0.borrow();
+        assert_eq!(batches.len(), 1);
+        let t = text(&batches[0]);
+        assert!(t.starts_with(r#"{"nftables":[{"add":{"table""#));
+        assert_eq!(t.matches(r#""dnat":"#).count(), 5);
+        drop(batches);
+        assert_eq!(p.applied().len(), 5);
+        assert_eq!(p.sync(&all).unwrap(), SyncStats::default());
+        let dup = vec![svc(1, 1), svc(1, 1)];
+        assert!(matches!(p.restore(&dup), Err(Error::InvalidService { .. })));
     }
 
     #[test]

@@ -82,10 +82,22 @@ fn pods_on_one_node_talk_and_reach_services() {
         ..NftConfig::default()
     };
     let mut proxy = ServiceProxy::new(cfg.clone(), nft.clone());
-    proxy.init().unwrap();
+    // a stale table from an earlier run is replaced atomically
+    proxy
+        .restore(&[Service::cluster_ip(
+            "default/stale",
+            Protocol::Tcp,
+            Ipv4Addr::new(10, 96, 9, 9),
+            80,
+        )])
+        .unwrap();
+    proxy.restore(&[]).unwrap();
+    assert!(!list_table(&nft, &cfg).unwrap().contains("10.96.9.9"));
     let vip = Ipv4Addr::new(10, 96, 0, 10);
+    let lb_ip = Ipv4Addr::new(10, 96, 100, 1);
     let mut svc = Service::cluster_ip("default/web", Protocol::Tcp, vip, 80);
     svc.node_port = Some(30080);
+    svc.load_balancer_ips = vec![lb_ip];
     svc.endpoints = vec![
         Endpoint::ready(ips[1].0, 8080),
         Endpoint::ready(ips[2].0, 8080),
@@ -117,6 +129,9 @@ fn pods_on_one_node_talk_and_reach_services() {
         2,
         "NodePort spreads over both endpoints: {seen_np:?}"
     );
+
+    // the LoadBalancer IP answers on the Service port
+    assert!(fetch(&pods[0], sa(lb_ip, 80)).unwrap().starts_with("pod"));
 
     // hairpin: an endpoint reaching its own Service
     assert!(fetch(&pods[1], sa(vip, 80)).unwrap().starts_with("pod"));
