@@ -264,6 +264,11 @@ where
         self.store.clone()
     }
 
+    /// True when some handler was registered.
+    pub fn has_handlers(&self) -> bool {
+        !self.handlers.is_empty()
+    }
+
     /// Calls `handler` for each change, after it is applied to the cache.
     pub fn on_change(&mut self, handler: impl Fn(&Change<K>) + Send + Sync + 'static) {
         self.handlers.push(Box::new(handler));

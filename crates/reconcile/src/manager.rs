@@ -5,14 +5,22 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Namespace, Node, Pod, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::core::ApiResource;
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::cache::Informer;
 use crate::controllers::deployment::DeploymentController;
+use crate::controllers::endpoints::EndpointsController;
+use crate::controllers::gc::GarbageCollector;
+use crate::controllers::namespace::NamespaceController;
 use crate::controllers::replicaset::ReplicaSetController;
 use crate::error::Error;
 use crate::leader::{LeaderElectionConfig, LeaderElector};
@@ -21,7 +29,13 @@ use crate::queue::{RateLimitConfig, WorkQueue};
 use crate::runner::run_workers;
 
 /// The built-in controllers, by the names kube-controller-manager's `--controllers` uses.
-pub const CONTROLLERS: &[&str] = &["deployment", "replicaset"];
+pub const CONTROLLERS: &[&str] = &[
+    "deployment",
+    "replicaset",
+    "endpoint",
+    "garbagecollector",
+    "namespace",
+];
 
 /// Settings of a [`ControllerManager`].
 #[derive(Debug, Clone)]
@@ -135,63 +149,133 @@ impl ControllerManager {
 
     async fn run_controllers(self, stop: watch::Receiver<bool>) -> Result<(), Error> {
         let client = self.client.clone();
-        let mut informers = JoinSet::new();
-        let mut workers = JoinSet::new();
+        let workers_n = self.config.workers;
         let mut queues: Vec<WorkQueue<ObjectKey>> = Vec::new();
-        let new_queue = |queues: &mut Vec<WorkQueue<ObjectKey>>| {
+        let mut new_queue = || {
             let q = WorkQueue::new(self.config.rate_limit);
             queues.push(q.clone());
             q
         };
+        let gc_on = self.enabled("garbagecollector");
 
         let mut pods = Informer::new(Api::<Pod>::all(client.clone()));
         let mut rss = Informer::new(Api::<ReplicaSet>::all(client.clone()));
         let mut deps = Informer::new(Api::<Deployment>::all(client.clone()));
-        let (pod_store, rs_store, dep_store) = (pods.store(), rss.store(), deps.store());
+        let mut svcs = Informer::new(Api::<Service>::all(client.clone()));
+        let mut eps = Informer::new(Api::<Endpoints>::all(client.clone()));
+        let mut slices = Informer::new(Api::<EndpointSlice>::all(client.clone()));
+        let mut nss = Informer::new(Api::<Namespace>::all(client.clone()));
+        let mut cms = Informer::new(Api::<ConfigMap>::all(client.clone()));
+        let mut secrets = Informer::new(Api::<Secret>::all(client.clone()));
+        let mut sas = Informer::new(Api::<ServiceAccount>::all(client.clone()));
+        let mut stss = Informer::new(Api::<StatefulSet>::all(client.clone()));
+        let mut dss = Informer::new(Api::<DaemonSet>::all(client.clone()));
+        let mut nodes = Informer::new(Api::<Node>::all(client.clone()));
+        let mut leases = Informer::new(Api::<Lease>::all(client.clone()));
 
         let mut starters: Vec<Starter> = Vec::new();
+        macro_rules! start {
+            ($c:expr, $q:expr) => {{
+                let c = $c;
+                let q = $q;
+                starters.push(Box::new(move |set| {
+                    set.spawn(run_workers(Arc::new(c), q, workers_n));
+                }));
+            }};
+        }
         if self.enabled("replicaset") {
-            let q = new_queue(&mut queues);
-            let c = ReplicaSetController::new(client.clone(), rs_store.clone(), pod_store.clone());
+            let q = new_queue();
+            let c = ReplicaSetController::new(client.clone(), rss.store(), pods.store());
             rss.on_change(c.on_replicaset(q.clone()));
             pods.on_change(c.on_pod(q.clone()));
-            let workers_n = self.config.workers;
-            starters.push(Box::new(move |set| {
-                set.spawn(run_workers(Arc::new(c), q, workers_n));
-            }));
+            start!(c, q);
         }
         if self.enabled("deployment") {
-            let q = new_queue(&mut queues);
-            let c = DeploymentController::new(
-                client.clone(),
-                dep_store.clone(),
-                rs_store.clone(),
-                pod_store.clone(),
-            );
+            let q = new_queue();
+            let c =
+                DeploymentController::new(client.clone(), deps.store(), rss.store(), pods.store());
             deps.on_change(DeploymentController::on_deployment(q.clone()));
             rss.on_change(c.on_replicaset(q.clone()));
             pods.on_change(c.on_pod(q.clone()));
-            let workers_n = self.config.workers;
-            starters.push(Box::new(move |set| {
-                set.spawn(run_workers(Arc::new(c), q, workers_n));
-            }));
+            start!(c, q);
+        }
+        if self.enabled("endpoint") {
+            let q = new_queue();
+            let c = EndpointsController::new(
+                client.clone(),
+                svcs.store(),
+                pods.store(),
+                eps.store(),
+                slices.store(),
+            );
+            svcs.on_change(EndpointsController::on_service(q.clone()));
+            pods.on_change(c.on_pod(q.clone()));
+            slices.on_change(EndpointsController::on_slice(q.clone()));
+            let qe = q.clone();
+            eps.on_change(move |c| qe.add(ObjectKey::of(c.object().as_ref())));
+            start!(c, q);
+        }
+        let namespaced_kinds = vec![
+            ApiResource::erase::<Pod>(&()),
+            ApiResource::erase::<ReplicaSet>(&()),
+            ApiResource::erase::<Deployment>(&()),
+            ApiResource::erase::<StatefulSet>(&()),
+            ApiResource::erase::<DaemonSet>(&()),
+            ApiResource::erase::<Service>(&()),
+            ApiResource::erase::<Endpoints>(&()),
+            ApiResource::erase::<EndpointSlice>(&()),
+            ApiResource::erase::<ConfigMap>(&()),
+            ApiResource::erase::<Secret>(&()),
+            ApiResource::erase::<ServiceAccount>(&()),
+            ApiResource::erase::<Lease>(&()),
+        ];
+        if self.enabled("namespace") {
+            let q = new_queue();
+            let c = NamespaceController::new(client.clone(), nss.store(), namespaced_kinds);
+            nss.on_change(NamespaceController::on_namespace(q.clone()));
+            start!(c, q);
+        }
+        if gc_on {
+            let q = new_queue();
+            let gc = GarbageCollector::new(client.clone());
+            pods.on_change(gc.track(q.clone()));
+            rss.on_change(gc.track(q.clone()));
+            deps.on_change(gc.track(q.clone()));
+            svcs.on_change(gc.track(q.clone()));
+            eps.on_change(gc.track(q.clone()));
+            slices.on_change(gc.track(q.clone()));
+            cms.on_change(gc.track(q.clone()));
+            secrets.on_change(gc.track(q.clone()));
+            sas.on_change(gc.track(q.clone()));
+            stss.on_change(gc.track(q.clone()));
+            dss.on_change(gc.track(q.clone()));
+            nodes.on_change(gc.track(q.clone()));
+            leases.on_change(gc.track(q.clone()));
+            nss.on_change(gc.track(q.clone()));
+            start!(gc, q);
         }
 
-        informers.spawn(pods.run(stopped(stop.clone())));
-        informers.spawn(rss.run(stopped(stop.clone())));
-        informers.spawn(deps.run(stopped(stop.clone())));
+        // Informers nobody listens to are not started.
+        let mut informers = JoinSet::new();
+        let mut syncs: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+        macro_rules! run {
+            ($($inf:ident),*) => {$(
+                if $inf.has_handlers() {
+                    let store = $inf.store();
+                    syncs.push(Box::pin(async move { store.wait_synced().await }));
+                    informers.spawn($inf.run(stopped(stop.clone())));
+                }
+            )*};
+        }
+        run!(pods, rss, deps, svcs, eps, slices, nss, cms, secrets, sas, stss, dss, nodes, leases);
 
         // Controllers start once every cache holds a complete list.
-        let synced = async {
-            pod_store.wait_synced().await;
-            rs_store.wait_synced().await;
-            dep_store.wait_synced().await;
-        };
         let mut stop_wait = stop.clone();
         let go = tokio::select! {
-            () = synced => true,
+            _ = futures::future::join_all(syncs) => true,
             _ = stop_wait.wait_for(|v| *v) => false,
         };
+        let mut workers = JoinSet::new();
         if go {
             tracing::info!(controllers = ?self.config.controllers, "caches synced; starting controllers");
             for s in starters {

@@ -185,12 +185,13 @@ async fn rolling_update_stays_within_surge_and_availability() {
     set_image(&deps, "web", "nginx:2").await;
     let d = rolled_out(&deps, "web", 6).await;
     watch.abort();
-    let e = ext.lock().unwrap();
-    assert!(e.max_pods <= 6 + 2, "surge exceeded: {} pods", e.max_pods);
-    let min_ready = e.min_ready.expect("events seen");
-    assert!(min_ready >= 6 - 1, "availability dropped to {min_ready}");
+    {
+        let e = ext.lock().unwrap();
+        assert!(e.max_pods <= 6 + 2, "surge exceeded: {} pods", e.max_pods);
+        let min_ready = e.min_ready.expect("events seen");
+        assert!(min_ready >= 6 - 1, "availability dropped to {min_ready}");
+    }
     assert_eq!(d.metadata.annotations.as_ref().unwrap()[REVISION], "2");
-    drop(e);
 
     let all = replicasets(&rss).await;
     assert_eq!(all.len(), 2);

@@ -33,12 +33,21 @@ async fn kubectl(c: &Cluster, args: &[&str], stdin: Option<&str>) -> Out {
     let out = tokio::task::spawn_blocking(move || {
         use std::io::Write;
         use std::process::Stdio;
-        cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("run kubectl");
         if let Some(i) = input {
-            child.stdin.take().expect("stdin").write_all(i.as_bytes()).expect("stdin");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(i.as_bytes())
+                .expect("stdin");
         }
         child.wait_with_output().expect("kubectl output")
     })
@@ -57,12 +66,21 @@ fn must(o: Out, what: &str) -> String {
 }
 
 fn image(d: &Deployment) -> String {
-    d.spec.template.spec.as_ref().and_then(|s| s.containers[0].image.clone()).unwrap_or_default()
+    d.spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers[0].image.clone())
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_status_undo_and_scale() {
-    let c = start(Kubelet::ReadyAfter(Duration::from_millis(20)), &["deployment", "replicaset"]).await;
+    let c = start(
+        Kubelet::ReadyAfter(Duration::from_millis(20)),
+        &["deployment", "replicaset"],
+    )
+    .await;
     let deps: Api<Deployment> = Api::namespaced(c.client.clone(), &c.namespace);
     let manifest = r#"
 apiVersion: apps/v1
@@ -81,16 +99,32 @@ spec:
       - name: c
         image: nginx:1
 "#;
-    must(kubectl(&c, &["apply", "-f", "-"], Some(manifest)).await, "apply");
+    must(
+        kubectl(&c, &["apply", "-f", "-"], Some(manifest)).await,
+        "apply",
+    );
     let out = must(
-        kubectl(&c, &["rollout", "status", "deployment/web", "--timeout=60s"], None).await,
+        kubectl(
+            &c,
+            &["rollout", "status", "deployment/web", "--timeout=60s"],
+            None,
+        )
+        .await,
         "rollout status",
     );
     assert!(out.contains("successfully rolled out"), "{out}");
 
-    must(kubectl(&c, &["set", "image", "deployment/web", "c=nginx:2"], None).await, "set image");
+    must(
+        kubectl(&c, &["set", "image", "deployment/web", "c=nginx:2"], None).await,
+        "set image",
+    );
     let out = must(
-        kubectl(&c, &["rollout", "status", "deployment/web", "--timeout=60s"], None).await,
+        kubectl(
+            &c,
+            &["rollout", "status", "deployment/web", "--timeout=60s"],
+            None,
+        )
+        .await,
         "rollout status after set image",
     );
     assert!(out.contains("successfully rolled out"), "{out}");
@@ -98,12 +132,23 @@ spec:
     assert_eq!(image(&d), "nginx:2");
     assert_eq!(d.metadata.annotations.as_ref().unwrap()[REVISION], "2");
 
-    let hist = must(kubectl(&c, &["rollout", "history", "deployment/web"], None).await, "rollout history");
+    let hist = must(
+        kubectl(&c, &["rollout", "history", "deployment/web"], None).await,
+        "rollout history",
+    );
     assert!(hist.contains('1') && hist.contains('2'), "{hist}");
 
-    must(kubectl(&c, &["rollout", "undo", "deployment/web"], None).await, "rollout undo");
+    must(
+        kubectl(&c, &["rollout", "undo", "deployment/web"], None).await,
+        "rollout undo",
+    );
     let out = must(
-        kubectl(&c, &["rollout", "status", "deployment/web", "--timeout=60s"], None).await,
+        kubectl(
+            &c,
+            &["rollout", "status", "deployment/web", "--timeout=60s"],
+            None,
+        )
+        .await,
         "rollout status after undo",
     );
     assert!(out.contains("successfully rolled out"), "{out}");
@@ -111,12 +156,22 @@ spec:
     assert_eq!(image(&d), "nginx:1", "undo restored the first template");
     assert_eq!(d.metadata.annotations.as_ref().unwrap()[REVISION], "3");
 
-    must(kubectl(&c, &["scale", "deployment/web", "--replicas=5"], None).await, "scale");
+    must(
+        kubectl(&c, &["scale", "deployment/web", "--replicas=5"], None).await,
+        "scale",
+    );
     eventually(60, "5 available replicas", || async {
         let s = deps.get("web").await.ok()?.status?;
         (s.available_replicas == Some(5) && s.updated_replicas == Some(5)).then_some(())
     })
     .await;
-    let out = must(kubectl(&c, &["get", "rs", "-l", "app=web"], None).await, "get rs");
-    assert_eq!(out.lines().count(), 3, "header plus two ReplicaSets:\n{out}");
+    let out = must(
+        kubectl(&c, &["get", "rs", "-l", "app=web"], None).await,
+        "get rs",
+    );
+    assert_eq!(
+        out.lines().count(),
+        3,
+        "header plus two ReplicaSets:\n{out}"
+    );
 }

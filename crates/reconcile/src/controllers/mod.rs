@@ -1,4 +1,7 @@
 //! The built-in controllers.
 
 pub(crate) mod deployment;
+pub(crate) mod endpoints;
+pub(crate) mod gc;
+pub(crate) mod namespace;
 pub(crate) mod replicaset;

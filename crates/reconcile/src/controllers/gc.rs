@@ -1,0 +1,549 @@
+//! The garbage collector: a graph of objects and their ownerReferences, kept by the
+//! shared informers, that
+//! - deletes an object once every owner is gone (background cascade: the owner was
+//!   deleted and its dependents follow);
+//! - for an owner deleted with `propagationPolicy=Foreground` (finalizer
+//!   `foregroundDeletion`), deletes its dependents and removes the finalizer once no
+//!   dependent with `blockOwnerDeletion` remains;
+//! - for an owner deleted with `propagationPolicy=Orphan` (finalizer `orphan`), removes
+//!   the ownerReferences to it from its dependents, then the finalizer;
+//! - drops dangling ownerReferences from objects that still have a live owner.
+//!
+//! Absence in the cache is confirmed with a live GET before anything is deleted.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::core::{ApiResource, DynamicObject};
+use kube::{Client, Resource};
+use serde_json::json;
+
+use crate::cache::Change;
+use crate::error::{code_of, Error};
+use crate::meta::ObjectKey;
+use crate::queue::WorkQueue;
+use crate::runner::{Action, Reconciler};
+
+/// Finalizer holding an owner until its blocking dependents are deleted.
+pub const FOREGROUND: &str = "foregroundDeletion";
+/// Finalizer holding an owner until its dependents are orphaned.
+pub const ORPHAN: &str = "orphan";
+
+/// One object in the graph.
+#[derive(Debug, Clone, PartialEq)]
+struct Node {
+    kind: usize,
+    namespace: Option<String>,
+    name: String,
+    resource_version: Option<String>,
+    owners: Vec<OwnerReference>,
+    deleting: bool,
+    finalizers: Vec<String>,
+}
+
+#[derive(Default)]
+struct Graph {
+    kinds: Vec<ApiResource>,
+    nodes: HashMap<String, Node>,
+    dependents: HashMap<String, BTreeSet<String>>,
+}
+
+impl Graph {
+    fn kind_of(&self, api_version: &str, kind: &str) -> Option<usize> {
+        self.kinds
+            .iter()
+            .position(|k| k.api_version == api_version && k.kind == kind)
+    }
+
+    /// Replaces (or with `None`, removes) the node `uid`; keeps the dependents index.
+    fn set(&mut self, uid: &str, node: Option<Node>) -> Option<Node> {
+        let old = match node {
+            Some(n) => {
+                for o in &n.owners {
+                    self.dependents
+                        .entry(o.uid.clone())
+                        .or_default()
+                        .insert(uid.to_owned());
+                }
+                self.nodes.insert(uid.to_owned(), n)
+            }
+            None => self.nodes.remove(uid),
+        };
+        if let Some(old) = &old {
+            let now: BTreeSet<&str> = self
+                .nodes
+                .get(uid)
+                .map(|n| n.owners.iter().map(|o| o.uid.as_str()).collect())
+                .unwrap_or_default();
+            for o in &old.owners {
+                if !now.contains(o.uid.as_str()) {
+                    if let Some(set) = self.dependents.get_mut(&o.uid) {
+                        set.remove(uid);
+                        if set.is_empty() {
+                            self.dependents.remove(&o.uid);
+                        }
+                    }
+                }
+            }
+        }
+        old
+    }
+
+    fn dependents_of(&self, uid: &str) -> Vec<String> {
+        self.dependents
+            .get(uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The garbage collector (keys are object uids, as `ObjectKey::cluster(uid)`).
+#[derive(Clone)]
+pub(crate) struct GarbageCollector {
+    client: Client,
+    graph: Arc<RwLock<Graph>>,
+}
+
+/// What the collector decided for one object.
+#[derive(Debug, PartialEq)]
+enum Plan {
+    Nothing,
+    /// Delete it: every owner is gone.
+    Delete,
+    /// Remove these dangling owner uids.
+    DropOwners(Vec<String>),
+    /// Remove the ownerReference to `owner` from each dependent, then the `orphan` finalizer.
+    Orphan(Vec<String>),
+    /// Delete these dependents (foreground when their reference blocks), or, when none
+    /// blocks any more, remove the `foregroundDeletion` finalizer.
+    Foreground {
+        delete: Vec<(String, bool)>,
+        finalize: bool,
+    },
+}
+
+impl GarbageCollector {
+    pub(crate) fn new(client: Client) -> Self {
+        Self {
+            client,
+            graph: Arc::new(RwLock::new(Graph::default())),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Graph> {
+        self.graph
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Graph> {
+        self.graph
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a kind and returns the handler that keeps its objects in the graph.
+    pub(crate) fn track<K>(&self, queue: WorkQueue<ObjectKey>) -> impl Fn(&Change<K>) + Send + Sync
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let ar = ApiResource::erase::<K>(&());
+        let kind = {
+            let mut g = self.write();
+            g.kinds.push(ar);
+            g.kinds.len() - 1
+        };
+        let graph = Arc::clone(&self.graph);
+        move |c| {
+            let m = c.object().meta();
+            let Some(uid) = m.uid.clone() else {
+                return;
+            };
+            let mut g = graph
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let node = match c {
+                Change::Deleted(_) => None,
+                _ => Some(Node {
+                    kind,
+                    namespace: m.namespace.clone(),
+                    name: m.name.clone().unwrap_or_default(),
+                    resource_version: m.resource_version.clone(),
+                    owners: m.owner_references.clone().unwrap_or_default(),
+                    deleting: m.deletion_timestamp.is_some(),
+                    finalizers: m.finalizers.clone().unwrap_or_default(),
+                }),
+            };
+            let interesting = node.as_ref().is_some_and(|n| {
+                !n.owners.is_empty()
+                    || (n.deleting && n.finalizers.iter().any(|f| f == FOREGROUND || f == ORPHAN))
+            });
+            let old = g.set(&uid, node.clone());
+            let changed = old != node;
+            let mut keys = Vec::new();
+            if interesting && changed {
+                keys.push(uid.clone());
+            }
+            if node.is_none() || node.as_ref().is_some_and(|n| n.deleting) {
+                // Dependents may have lost their last owner; owners may wait for us.
+                keys.extend(g.dependents_of(&uid));
+                keys.extend(
+                    old.iter()
+                        .flat_map(|o| o.owners.iter().map(|r| r.uid.clone())),
+                );
+            }
+            drop(g);
+            for k in keys {
+                queue.add(ObjectKey::cluster(k));
+            }
+        }
+    }
+
+    fn plan(&self, uid: &str) -> (Option<Node>, Plan) {
+        let g = self.read();
+        let Some(node) = g.nodes.get(uid).cloned() else {
+            return (None, Plan::Nothing);
+        };
+        if node.deleting && node.finalizers.iter().any(|f| f == ORPHAN) {
+            return (Some(node), Plan::Orphan(g.dependents_of(uid)));
+        }
+        if node.deleting && node.finalizers.iter().any(|f| f == FOREGROUND) {
+            let mut delete = Vec::new();
+            let mut blocking = false;
+            for d in g.dependents_of(uid) {
+                let Some(dn) = g.nodes.get(&d) else { continue };
+                let blocks = dn
+                    .owners
+                    .iter()
+                    .any(|o| o.uid == uid && o.block_owner_deletion == Some(true));
+                blocking |= blocks;
+                if !dn.deleting {
+                    delete.push((d, blocks));
+                }
+            }
+            return (
+                Some(node),
+                Plan::Foreground {
+                    delete,
+                    finalize: !blocking,
+                },
+            );
+        }
+        if node.owners.is_empty() {
+            return (Some(node), Plan::Nothing);
+        }
+        // Owners not in the cache are candidates for "gone"; confirmed live later.
+        let missing: Vec<String> = node
+            .owners
+            .iter()
+            .filter(|o| match g.nodes.get(&o.uid) {
+                Some(_) => false,
+                // An owner of a kind we do not track is assumed alive.
+                None => g.kind_of(&o.api_version, &o.kind).is_some(),
+            })
+            .map(|o| o.uid.clone())
+            .collect();
+        let plan = if missing.is_empty() {
+            Plan::Nothing
+        } else if missing.len() == node.owners.len() {
+            Plan::Delete
+        } else {
+            Plan::DropOwners(missing)
+        };
+        (Some(node), plan)
+    }
+
+    fn api_for(&self, kind: usize, namespace: Option<&str>) -> Api<DynamicObject> {
+        let ar = self.read().kinds[kind].clone();
+        match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
+        }
+    }
+
+    fn describe(&self, n: &Node) -> String {
+        let kind = self.read().kinds[n.kind].kind.to_lowercase();
+        match &n.namespace {
+            Some(ns) => format!("{kind} {ns}/{}", n.name),
+            None => format!("{kind} {}", n.name),
+        }
+    }
+
+    /// Whether the owner `r` of an object in `namespace` really is gone (live GET).
+    async fn owner_gone(&self, r: &OwnerReference, namespace: Option<&str>) -> Result<bool, Error> {
+        let Some(kind) = self.read().kind_of(&r.api_version, &r.kind) else {
+            return Ok(false);
+        };
+        let namespaced = self
+            .read()
+            .nodes
+            .values()
+            .any(|n| n.kind == kind && n.namespace.is_some());
+        let ns = if namespaced || r.kind != "Node" && r.kind != "Namespace" {
+            namespace
+        } else {
+            None
+        };
+        match self.api_for(kind, ns).get(&r.name).await {
+            Ok(o) => Ok(o.metadata.uid.as_deref() != Some(r.uid.as_str())),
+            Err(e) if code_of(&e) == Some(404) => Ok(true),
+            Err(e) => Err(Error::api(
+                "get",
+                format!("{} {}", r.kind.to_lowercase(), r.name),
+            )(e)),
+        }
+    }
+
+    async fn delete(&self, uid: &str, n: &Node, policy: PropagationPolicy) -> Result<(), Error> {
+        let policy_name = format!("{policy:?}");
+        let dp = DeleteParams {
+            propagation_policy: Some(policy),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self
+            .api_for(n.kind, n.namespace.as_deref())
+            .delete(&n.name, &dp)
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!(object = %self.describe(n), policy = %policy_name, "garbage collected");
+                Ok(())
+            }
+            Err(e) if matches!(code_of(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(Error::api("delete", self.describe(n))(e)),
+        }
+    }
+
+    async fn patch_meta(&self, n: &Node, meta: serde_json::Value) -> Result<(), Error> {
+        let mut meta = meta;
+        meta["resourceVersion"] = json!(n.resource_version);
+        let patch = json!({ "metadata": meta });
+        match self
+            .api_for(n.kind, n.namespace.as_deref())
+            .patch(&n.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if code_of(&e) == Some(404) => Ok(()),
+            Err(e) => Err(Error::api("patch", self.describe(n))(e)),
+        }
+    }
+}
+
+impl Reconciler for GarbageCollector {
+    fn name(&self) -> &'static str {
+        "garbagecollector"
+    }
+
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, Error> {
+        let uid = key.name.as_str();
+        let (node, plan) = self.plan(uid);
+        let Some(node) = node else {
+            return Ok(Action::Done);
+        };
+        match plan {
+            Plan::Nothing => {}
+            Plan::Delete | Plan::DropOwners(_) => {
+                // Confirm each missing owner with the server before acting.
+                let candidates: Vec<OwnerReference> = match &plan {
+                    Plan::DropOwners(m) => node
+                        .owners
+                        .iter()
+                        .filter(|o| m.contains(&o.uid))
+                        .cloned()
+                        .collect(),
+                    _ => node.owners.clone(),
+                };
+                let mut gone = Vec::new();
+                for o in &candidates {
+                    if self.owner_gone(o, node.namespace.as_deref()).await? {
+                        gone.push(o.uid.clone());
+                    }
+                }
+                if gone.len() == node.owners.len() {
+                    self.delete(uid, &node, PropagationPolicy::Background)
+                        .await?;
+                } else if !gone.is_empty() {
+                    let keep: Vec<&OwnerReference> = node
+                        .owners
+                        .iter()
+                        .filter(|o| !gone.contains(&o.uid))
+                        .collect();
+                    self.patch_meta(&node, json!({ "ownerReferences": keep }))
+                        .await?;
+                }
+            }
+            Plan::Orphan(deps) => {
+                for d in deps {
+                    let Some(dn) = self.read().nodes.get(&d).cloned() else {
+                        continue;
+                    };
+                    let keep: Vec<&OwnerReference> =
+                        dn.owners.iter().filter(|o| o.uid != uid).collect();
+                    self.patch_meta(&dn, json!({ "ownerReferences": keep }))
+                        .await?;
+                }
+                let fin: Vec<&String> = node.finalizers.iter().filter(|f| *f != ORPHAN).collect();
+                self.patch_meta(&node, json!({ "finalizers": fin })).await?;
+            }
+            Plan::Foreground { delete, finalize } => {
+                for (d, blocks) in delete {
+                    let Some(dn) = self.read().nodes.get(&d).cloned() else {
+                        continue;
+                    };
+                    let policy = if blocks {
+                        PropagationPolicy::Foreground
+                    } else {
+                        PropagationPolicy::Background
+                    };
+                    self.delete(&d, &dn, policy).await?;
+                }
+                if finalize {
+                    let fin: Vec<&String> = node
+                        .finalizers
+                        .iter()
+                        .filter(|f| *f != FOREGROUND)
+                        .collect();
+                    self.patch_meta(&node, json!({ "finalizers": fin })).await?;
+                }
+            }
+        }
+        Ok(Action::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gc_graph() -> Graph {
+        let mut g = Graph::default();
+        g.kinds
+            .push(ApiResource::erase::<k8s_openapi::api::apps::v1::ReplicaSet>(&()));
+        g.kinds
+            .push(ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()));
+        g
+    }
+
+    fn owner(uid: &str, block: bool) -> OwnerReference {
+        OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: format!("rs-{uid}"),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: Some(block),
+        }
+    }
+
+    fn node(kind: usize, name: &str, owners: Vec<OwnerReference>) -> Node {
+        Node {
+            kind,
+            namespace: Some("ns".into()),
+            name: name.into(),
+            resource_version: Some("1".into()),
+            owners,
+            deleting: false,
+            finalizers: Vec::new(),
+        }
+    }
+
+    fn plan_of(g: Graph, uid: &str) -> Plan {
+        // Plans are computed from the graph alone; no client is used.
+        let gc = GarbageCollector {
+            client: dummy_client(),
+            graph: Arc::new(RwLock::new(g)),
+        };
+        gc.plan(uid).1
+    }
+
+    fn dummy_client() -> Client {
+        let cfg = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
+        Client::try_from(cfg).expect("client")
+    }
+
+    #[tokio::test]
+    async fn dependents_index_follows_owner_changes() {
+        let mut g = gc_graph();
+        g.set("p1", Some(node(1, "p1", vec![owner("rs1", true)])));
+        assert_eq!(g.dependents_of("rs1"), vec!["p1"]);
+        g.set("p1", Some(node(1, "p1", vec![owner("rs2", true)])));
+        assert!(g.dependents_of("rs1").is_empty());
+        assert_eq!(g.dependents_of("rs2"), vec!["p1"]);
+        g.set("p1", None);
+        assert!(g.dependents_of("rs2").is_empty());
+    }
+
+    #[tokio::test]
+    async fn plans() {
+        // Owner present: nothing.
+        let mut g = gc_graph();
+        g.set("rs1", Some(node(0, "rs1", vec![])));
+        g.set("p1", Some(node(1, "p1", vec![owner("rs1", true)])));
+        assert_eq!(plan_of(g, "p1"), Plan::Nothing);
+
+        // Owner gone: delete.
+        let mut g = gc_graph();
+        g.set("p1", Some(node(1, "p1", vec![owner("rs1", true)])));
+        assert_eq!(plan_of(g, "p1"), Plan::Delete);
+
+        // One of two owners gone: drop that reference.
+        let mut g = gc_graph();
+        g.set("rs2", Some(node(0, "rs2", vec![])));
+        g.set(
+            "p1",
+            Some(node(
+                1,
+                "p1",
+                vec![owner("rs1", false), owner("rs2", false)],
+            )),
+        );
+        assert_eq!(plan_of(g, "p1"), Plan::DropOwners(vec!["rs1".into()]));
+
+        // Untracked owner kinds are assumed alive.
+        let mut g = gc_graph();
+        let mut r = owner("x", true);
+        r.kind = "Widget".into();
+        g.set("p1", Some(node(1, "p1", vec![r])));
+        assert_eq!(plan_of(g, "p1"), Plan::Nothing);
+
+        // Foreground: delete dependents; finalize only when none blocks.
+        let mut g = gc_graph();
+        let mut rs = node(0, "rs1", vec![]);
+        rs.deleting = true;
+        rs.finalizers = vec![FOREGROUND.into()];
+        g.set("rs1", Some(rs.clone()));
+        g.set("p1", Some(node(1, "p1", vec![owner("rs1", true)])));
+        g.set("p2", Some(node(1, "p2", vec![owner("rs1", false)])));
+        assert_eq!(
+            plan_of(g, "rs1"),
+            Plan::Foreground {
+                delete: vec![("p1".into(), true), ("p2".into(), false)],
+                finalize: false
+            }
+        );
+        let mut g = gc_graph();
+        g.set("rs1", Some(rs.clone()));
+        g.set("p2", Some(node(1, "p2", vec![owner("rs1", false)])));
+        assert_eq!(
+            plan_of(g, "rs1"),
+            Plan::Foreground {
+                delete: vec![("p2".into(), false)],
+                finalize: true
+            }
+        );
+
+        // Orphan: strip references from dependents.
+        let mut g = gc_graph();
+        rs.finalizers = vec![ORPHAN.into()];
+        g.set("rs1", Some(rs));
+        g.set("p1", Some(node(1, "p1", vec![owner("rs1", true)])));
+        assert_eq!(plan_of(g, "rs1"), Plan::Orphan(vec!["p1".into()]));
+    }
+}
