@@ -53,6 +53,8 @@ mod snapshot;
 #[cfg(feature = "client")]
 mod client;
 
+#[cfg(feature = "client")]
+pub use client::{LeaderElection, SchedulerLoop};
 pub use error::Error;
 pub use framework::{
     BindPlugin, ClusterEvent, Code, CycleState, Diagnosis, EventAction, EventResource,

@@ -279,6 +279,23 @@ impl<T> SchedulingQueue<T> {
         }
     }
 
+    /// The item queued under `key`.
+    pub fn item(&self, key: &str) -> Option<&T> {
+        self.entries.get(key).map(|e| &e.item)
+    }
+
+    /// Replaces the item under `key` without moving the pod (for changes that
+    /// cannot affect scheduling, like status updates). False if unknown.
+    pub fn set_item(&mut self, key: &str, item: T) -> bool {
+        match self.entries.get_mut(key) {
+            Some(e) => {
+                e.item = item;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Forgets a pod (deleted, or bound by someone else).
     pub fn delete(&mut self, key: &str) -> Option<T> {
         self.entries.remove(key).map(|e| e.item)

@@ -1,0 +1,665 @@
+//! The scheduling loop against a Kubernetes API server (kube-rs): watch,
+//! queue, schedule, assume, bind, report, and elect a leader.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{Binding, Event, Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::runtime::WatchStreamExt;
+use kube::Client;
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::error::Error;
+use crate::framework::{ClusterEvent, EventAction, EventResource};
+use crate::profile::Framework;
+use crate::queue::{SchedulingQueue, SystemClock};
+use crate::scheduler::{Outcome, Scheduler};
+use crate::snapshot::Snapshot;
+
+/// Lease-based leader election settings (upstream's defaults: 15s lease,
+/// 10s renew deadline, 2s retry period, Lease `kube-system/kube-scheduler`).
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease.
+    pub name: String,
+    /// This replica's identity (holderIdentity).
+    pub identity: String,
+    /// How long a lease is valid without renewal.
+    pub lease_duration: Duration,
+    /// How long the leader keeps trying to renew before giving up.
+    pub renew_deadline: Duration,
+    /// Time between acquire / renew attempts.
+    pub retry_period: Duration,
+}
+
+impl LeaderElection {
+    /// Upstream defaults for `identity`, on Lease `kube-system/<name>`.
+    pub fn new(name: impl Into<String>, identity: impl Into<String>) -> Self {
+        LeaderElection {
+            namespace: "kube-system".into(),
+            name: name.into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Kube { action, source }
+}
+
+fn status_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+fn micro_now() -> MicroTime {
+    MicroTime(Timestamp::now())
+}
+
+/// One attempt to acquire or renew the Lease. Ok(true) when we hold it.
+async fn try_acquire(api: &Api<Lease>, le: &LeaderElection) -> Result<bool, Error> {
+    let now = Timestamp::now();
+    let dur = i32::try_from(le.lease_duration.as_secs()).unwrap_or(i32::MAX);
+    let existing = api
+        .get_opt(&le.name)
+        .await
+        .map_err(kube_err(format!("get lease {}/{}", le.namespace, le.name)))?;
+    let Some(mut lease) = existing else {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(le.name.clone()),
+                namespace: Some(le.namespace.clone()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(le.identity.clone()),
+                lease_duration_seconds: Some(dur),
+                acquire_time: Some(MicroTime(now)),
+                renew_time: Some(MicroTime(now)),
+                lease_transitions: Some(0),
+                ..Default::default()
+            }),
+        };
+        return match api.create(&PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(e) if status_code(&e) == Some(409) => Ok(false),
+            Err(e) => Err(kube_err(format!("create lease {}/{}", le.namespace, le.name))(e)),
+        };
+    };
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
+    let ours = holder.as_deref() == Some(le.identity.as_str());
+    if !ours {
+        if let (Some(_), Some(renew)) = (&holder, &spec.renew_time) {
+            let valid_ms = i64::from(spec.lease_duration_seconds.unwrap_or(dur)) * 1000;
+            if renew.0.as_millisecond() + valid_ms > now.as_millisecond() {
+                return Ok(false);
+            }
+        }
+        spec.acquire_time = Some(MicroTime(now));
+        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+    }
+    spec.holder_identity = Some(le.identity.clone());
+    spec.lease_duration_seconds = Some(dur);
+    spec.renew_time = Some(MicroTime(now));
+    match api.replace(&le.name, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(true),
+        Err(e) if status_code(&e) == Some(409) => Ok(false),
+        Err(e) => Err(kube_err(format!("update lease {}/{}", le.namespace, le.name))(e)),
+    }
+}
+
+/// Gives the Lease up (on clean shutdown) so another replica takes over at once.
+async fn release(api: &Api<Lease>, le: &LeaderElection) {
+    if let Ok(Some(mut lease)) = api.get_opt(&le.name).await {
+        if let Some(spec) = lease.spec.as_mut() {
+            if spec.holder_identity.as_deref() == Some(le.identity.as_str()) {
+                spec.holder_identity = None;
+                spec.renew_time = Some(micro_now());
+                spec.lease_duration_seconds = Some(1);
+                let _ = api.replace(&le.name, &PostParams::default(), &lease).await;
+            }
+        }
+    }
+}
+
+struct Shared {
+    snap: Snapshot,
+    queue: SchedulingQueue<Arc<Pod>>,
+    sched: Scheduler,
+}
+
+struct Loop {
+    client: Client,
+    name: String,
+    shared: Mutex<Shared>,
+    wake: Notify,
+}
+
+impl Loop {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn notify(&self, moved: bool) {
+        if moved {
+            self.wake.notify_one();
+        }
+    }
+
+    fn on_node(&self, node: Node, deleted: bool) {
+        let mut s = self.lock();
+        let name = node.metadata.name.clone().unwrap_or_default();
+        if deleted {
+            s.snap.remove_node(&name);
+            s.queue
+                .on_event(ClusterEvent::new(EventResource::Node, EventAction::Delete));
+            return;
+        }
+        let existed = s.snap.node_id(&name).is_some();
+        if let Err(e) = s.snap.upsert_node(&node) {
+            tracing::warn!(node = %name, error = %e, "ignoring node");
+            return;
+        }
+        let action = if existed {
+            EventAction::Update
+        } else {
+            EventAction::Add
+        };
+        let moved = s.queue.on_event(ClusterEvent::new(EventResource::Node, action));
+        drop(s);
+        self.notify(moved > 0);
+    }
+
+    fn on_pod(&self, pod: Pod, deleted: bool) {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let key = format!("{ns}/{}", pod.metadata.name.as_deref().unwrap_or(""));
+        let mut s = self.lock();
+        let assigned_ev = |a| ClusterEvent::new(EventResource::AssignedPod, a);
+        if deleted {
+            let moved = if s.snap.remove_pod(&key).is_some() {
+                s.queue.on_event(assigned_ev(EventAction::Delete))
+            } else {
+                0
+            };
+            s.queue.delete(&key);
+            s.snap.clear_nomination(&key);
+            drop(s);
+            self.notify(moved > 0);
+            return;
+        }
+        let spec = pod.spec.as_ref();
+        let assigned = spec
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
+        if assigned {
+            let existed = s.snap.pod_id(&key).is_some();
+            s.queue.delete(&key);
+            s.snap.clear_nomination(&key);
+            let moved = match s.snap.upsert_pod(&pod) {
+                Ok(Some(_)) => s.queue.on_event(assigned_ev(if existed {
+                    EventAction::Update
+                } else {
+                    EventAction::Add
+                })),
+                Ok(None) => s.queue.on_event(assigned_ev(EventAction::Delete)),
+                Err(e) => {
+                    tracing::warn!(pod = %key, error = %e, "ignoring pod");
+                    0
+                }
+            };
+            drop(s);
+            self.notify(moved > 0);
+            return;
+        }
+        let ours = spec
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or(crate::model::DEFAULT_SCHEDULER_NAME)
+            == self.name;
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        let schedulable = ours
+            && pod.metadata.deletion_timestamp.is_none()
+            && !matches!(phase, Some("Succeeded" | "Failed"));
+        if !schedulable {
+            s.queue.delete(&key);
+            return;
+        }
+        // Assumed and binding: the watch has not caught up yet.
+        if s.snap.pod_id(&key).is_some() {
+            return;
+        }
+        let gated = spec
+            .and_then(|s| s.scheduling_gates.as_ref())
+            .is_some_and(|g| !g.is_empty());
+        let priority = spec.and_then(|s| s.priority).unwrap_or(0);
+        // Status-only changes (our own condition updates) must not retry.
+        if let Some(old) = s.queue.item(&key) {
+            if old.spec == pod.spec
+                && old.metadata.labels == pod.metadata.labels
+                && old.metadata.annotations == pod.metadata.annotations
+            {
+                s.queue.set_item(&key, Arc::new(pod));
+                return;
+            }
+        }
+        s.queue.add(&key, priority, Arc::new(pod), gated);
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    fn on_namespace(&self, ns: Namespace) {
+        let mut s = self.lock();
+        s.snap.upsert_namespace(&ns);
+        let moved = s
+            .queue
+            .on_event(ClusterEvent::new(EventResource::Namespace, EventAction::Update));
+        drop(s);
+        self.notify(moved > 0);
+    }
+
+    fn on_pdb(&self, pdb: PodDisruptionBudget, deleted: bool) {
+        let mut s = self.lock();
+        let key = format!(
+            "{}/{}",
+            pdb.metadata.namespace.as_deref().unwrap_or("default"),
+            pdb.metadata.name.as_deref().unwrap_or("")
+        );
+        if deleted {
+            s.snap.remove_pdb(&key);
+        } else if let Err(e) = s.snap.upsert_pdb(&pdb) {
+            tracing::warn!(pdb = %key, error = %e, "ignoring PodDisruptionBudget");
+        }
+    }
+
+    async fn bind(&self, pod: &Pod, node: &str) -> Result<(), kube::Error> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or("");
+        let binding = Binding {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(ns.to_string()),
+                uid: pod.metadata.uid.clone(),
+                ..Default::default()
+            },
+            target: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(node.to_string()),
+                ..Default::default()
+            },
+        };
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        api.create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &binding)
+            .await
+            .map(|_| ())
+    }
+
+    async fn record_failure(&self, pod: &Pod, reason: &str, message: &str) {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or("");
+        let now = Timestamp::now();
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+                namespace: Some(ns.to_string()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(name.to_string()),
+                namespace: Some(ns.to_string()),
+                uid: pod.metadata.uid.clone(),
+                resource_version: pod.metadata.resource_version.clone(),
+                ..Default::default()
+            },
+            reason: Some(reason.to_string()),
+            message: Some(message.to_string()),
+            type_: Some("Warning".into()),
+            count: Some(1),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            reporting_component: Some(self.name.clone()),
+            source: Some(k8s_openapi::api::core::v1::EventSource {
+                component: Some(self.name.clone()),
+                host: None,
+            }),
+            ..Default::default()
+        };
+        let events: Api<Event> = Api::namespaced(self.client.clone(), ns);
+        if let Err(e) = events.create(&PostParams::default(), &event).await {
+            tracing::warn!(pod = %name, error = %e, "recording FailedScheduling event");
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let patch = json!({"status": {"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": message, "lastTransitionTime": Time(now),
+        }]}});
+        if let Err(e) = pods
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+        {
+            tracing::debug!(pod = %name, error = %e, "updating PodScheduled condition");
+        }
+    }
+
+    async fn set_nominated(&self, key: &str, node: Option<&str>) {
+        let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let patch = json!({"status": {"nominatedNodeName": node}});
+        if let Err(e) = pods
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            tracing::debug!(pod = %key, error = %e, "updating nominatedNodeName");
+        }
+    }
+
+    async fn evict(&self, key: &str) {
+        let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        match pods.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if status_code(&e) == Some(404) => {}
+            Err(e) => tracing::warn!(pod = %key, error = %e, "evicting preemption victim"),
+        }
+    }
+
+    /// Pops and schedules pods until cancelled.
+    async fn schedule_forever(self: Arc<Self>) {
+        loop {
+            let popped = {
+                let mut s = self.lock();
+                s.queue.pop().ok_or_else(|| s.queue.next_backoff_expiry())
+            };
+            let popped = match popped {
+                Ok(p) => p,
+                Err(next) => {
+                    let wait = next
+                        .map(|t| t.saturating_duration_since(std::time::Instant::now()))
+                        .unwrap_or(Duration::from_secs(1))
+                        .min(Duration::from_secs(1));
+                    let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+                    continue;
+                }
+            };
+            let key = popped.key;
+            let pod = popped.item;
+            let outcome = {
+                let mut guard = self.lock();
+                let s = &mut *guard;
+                match s.snap.compile_pod(&pod) {
+                    Ok(info) => s.sched.schedule_one(&mut s.snap, info),
+                    Err(e) => {
+                        tracing::warn!(pod = %key, error = %e, "cannot schedule pod");
+                        s.queue.requeue_unschedulable(&key, vec![]);
+                        continue;
+                    }
+                }
+            };
+            match outcome {
+                Outcome::Assumed { result, .. } => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let _span = tracing::debug_span!("bind", pod = %key, node = %result.node_name);
+                        match this.bind(&pod, &result.node_name).await {
+                            Ok(()) => this.lock().queue.done(&key),
+                            Err(e) => {
+                                let code = status_code(&e);
+                                {
+                                let mut s = this.lock();
+                                if code == Some(404) {
+                                    s.snap.remove_pod(&key);
+                                    s.queue.delete(&key);
+                                } else if code == Some(409) {
+                                    // Bound by someone else: the watch will tell us where.
+                                    s.queue.delete(&key);
+                                } else {
+                                    tracing::warn!(pod = %key, error = %e, "binding failed");
+                                    s.snap.remove_pod(&key);
+                                    s.queue.requeue_error(&key);
+                                    s.queue.on_event(ClusterEvent::new(
+                                        EventResource::AssignedPod,
+                                        EventAction::Delete,
+                                    ));
+                                }
+                                }
+                                this.wake.notify_one();
+                            }
+                        }
+                    });
+                }
+                Outcome::Waiting { timeout, .. } => {
+                    // No plugin here approves waiting pods: the wait times out
+                    // and the pod is rejected, as upstream does on timeout.
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(timeout).await;
+                        {
+                            let mut s = this.lock();
+                            s.snap.remove_pod(&key);
+                            s.queue.requeue_error(&key);
+                        }
+                        this.record_failure(&pod, "FailedScheduling", "rejected due to timeout after waiting at permit").await;
+                    });
+                }
+                Outcome::Unschedulable(fit) => {
+                    let message = fit.to_string();
+                    tracing::debug!(pod = %key, %message, "unschedulable");
+                    self.lock()
+                        .queue
+                        .requeue_unschedulable(&key, fit.diagnosis.unschedulable_plugins.clone());
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        if let Some(p) = &fit.preemption {
+                            for v in &p.victims {
+                                this.evict(v).await;
+                            }
+                            for other in &p.cleared_nominations {
+                                this.set_nominated(other, None).await;
+                            }
+                            this.set_nominated(&key, Some(&p.node_name)).await;
+                        }
+                        this.record_failure(&pod, "FailedScheduling", &message).await;
+                    });
+                }
+                Outcome::Rejected(st) => {
+                    let message = st.reasons().join(", ");
+                    self.lock()
+                        .queue
+                        .requeue_unschedulable(&key, vec![st.plugin()]);
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        this.record_failure(&pod, "FailedScheduling", &message).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Runs a watch stream, handing each object to `f(obj, deleted)`; errors
+/// are logged and the watcher backs off and resumes.
+async fn watch<K, F>(api: Api<K>, what: &'static str, f: F)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    F: Fn(K, bool),
+{
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    loop {
+        match stream.try_next().await {
+            Ok(Some(watcher::Event::Apply(o) | watcher::Event::InitApply(o))) => f(o, false),
+            Ok(Some(watcher::Event::Delete(o))) => f(o, true),
+            Ok(Some(watcher::Event::Init | watcher::Event::InitDone)) => {}
+            Ok(None) => return,
+            Err(e) => tracing::debug!(resource = what, error = %e, "watch error; retrying"),
+        }
+    }
+}
+
+/// The scheduler process: leader election, watches, the scheduling loop and
+/// binding. Build with [`SchedulerLoop::new`], then [`run`](Self::run).
+pub struct SchedulerLoop {
+    client: Client,
+    fw: Framework,
+    leader: Option<LeaderElection>,
+    watch_pdbs: bool,
+    backoff: (Duration, Duration),
+}
+
+impl std::fmt::Debug for SchedulerLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerLoop")
+            .field("scheduler_name", &self.fw.scheduler_name())
+            .field("leader", &self.leader)
+            .finish()
+    }
+}
+
+impl SchedulerLoop {
+    /// Schedules pods whose `schedulerName` is `fw.scheduler_name()`.
+    pub fn new(client: Client, fw: Framework) -> Self {
+        SchedulerLoop {
+            client,
+            fw,
+            leader: None,
+            watch_pdbs: true,
+            backoff: (Duration::from_secs(1), Duration::from_secs(10)),
+        }
+    }
+
+    /// Only schedule while holding this Lease.
+    pub fn leader_election(mut self, le: LeaderElection) -> Self {
+        self.leader = Some(le);
+        self
+    }
+
+    /// Watch PodDisruptionBudgets for preemption (default on).
+    pub fn watch_pdbs(mut self, yes: bool) -> Self {
+        self.watch_pdbs = yes;
+        self
+    }
+
+    /// Per-pod backoff bounds (default 1s → 10s).
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff = (initial, max);
+        self
+    }
+
+    /// Runs until `shutdown` resolves (then releases the Lease), or fails
+    /// with [`Error::LeaseLost`] when leadership is lost.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        tokio::pin!(shutdown);
+        let leases = self
+            .leader
+            .as_ref()
+            .map(|le| (Api::<Lease>::namespaced(self.client.clone(), &le.namespace), le.clone()));
+        if let Some((api, le)) = &leases {
+            loop {
+                match try_acquire(api, le).await {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "leader election"),
+                }
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(le.retry_period) => {}
+                }
+            }
+            tracing::info!(identity = %le.identity, lease = %le.name, "became leader");
+        }
+        let queue = SchedulingQueue::new(&self.fw, Arc::new(SystemClock))
+            .with_backoff(self.backoff.0, self.backoff.1);
+        let name = self.fw.scheduler_name().to_string();
+        let lp = Arc::new(Loop {
+            client: self.client.clone(),
+            name,
+            shared: Mutex::new(Shared {
+                snap: Snapshot::new(),
+                queue,
+                sched: Scheduler::new(self.fw),
+            }),
+            wake: Notify::new(),
+        });
+        let c = &self.client;
+        let l1 = lp.clone();
+        let nodes = watch(Api::<Node>::all(c.clone()), "nodes", move |n, d| l1.on_node(n, d));
+        let l2 = lp.clone();
+        let pods = watch(Api::<Pod>::all(c.clone()), "pods", move |p, d| l2.on_pod(p, d));
+        let l3 = lp.clone();
+        let nss = watch(Api::<Namespace>::all(c.clone()), "namespaces", move |n, d| {
+            if !d {
+                l3.on_namespace(n)
+            }
+        });
+        let l4 = lp.clone();
+        let watch_pdbs = self.watch_pdbs;
+        let pdbs = async move {
+            if watch_pdbs {
+                watch(
+                    Api::<PodDisruptionBudget>::all(c.clone()),
+                    "poddisruptionbudgets",
+                    move |p, d| l4.on_pdb(p, d),
+                )
+                .await
+            } else {
+                futures::future::pending::<()>().await
+            }
+        };
+        let sched_task = tokio::spawn(lp.clone().schedule_forever());
+        let renew = async {
+            let Some((api, le)) = &leases else {
+                return futures::future::pending::<Error>().await;
+            };
+            let mut last_ok = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(le.retry_period).await;
+                match try_acquire(api, le).await {
+                    Ok(true) => last_ok = tokio::time::Instant::now(),
+                    Ok(false) => {
+                        return Error::LeaseLost {
+                            lease: format!("{}/{}", le.namespace, le.name),
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "renewing leader lease"),
+                }
+                if last_ok.elapsed() > le.renew_deadline {
+                    return Error::LeaseLost {
+                        lease: format!("{}/{}", le.namespace, le.name),
+                    };
+                }
+            }
+        };
+        let result = tokio::select! {
+            _ = &mut shutdown => Ok(()),
+            e = renew => Err(e),
+            _ = async { futures::join!(nodes, pods, nss, pdbs) } => Ok(()),
+        };
+        sched_task.abort();
+        if result.is_ok() {
+            if let Some((api, le)) = &leases {
+                release(api, le).await;
+            }
+        }
+        result
+    }
+}

@@ -1,0 +1,235 @@
+//! The binding loop against an in-process kcore-apiserver over HTTP with a
+//! kube-rs client: binds pods, records FailedScheduling with reasons,
+//! re-queues on node events, and hands over leadership through a Lease.
+#![cfg(feature = "client")]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
+use kcore_apiserver::{ApiServer, RunningServer};
+use kcore_scheduler::{Framework, LeaderElection, SchedulerLoop};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+struct Cluster {
+    client: Client,
+    ns: String,
+    _server: RunningServer,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Cluster {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("kcore-scheduler-{}-{n}-", std::process::id()))
+        .tempdir()
+        .expect("temp dir");
+    let server = ApiServer::builder()
+        .data_dir(dir.path().join("data"))
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .insecure_http(true)
+        .build()
+        .await
+        .expect("build server")
+        .spawn();
+    let client = Client::try_from(kube::Config::new(server.url().parse().expect("url"))).expect("client");
+    let ns = format!("sched-{}-{n}", std::process::id());
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
+        .await
+        .expect("namespace");
+    Cluster {
+        client,
+        ns,
+        _server: server,
+        _dir: dir,
+    }
+}
+
+async fn add_node(c: &Cluster, name: &str, cpu: &str, taints: Value) {
+    let status = json!({"allocatable": {"cpu": cpu, "memory": "64Gi", "pods": "110"},
+        "capacity": {"cpu": cpu, "memory": "64Gi", "pods": "110"},
+        "conditions": [{"type": "Ready", "status": "True"}]});
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "spec": {"taints": taints},
+        "status": status
+    }))
+    .unwrap();
+    let api = Api::<Node>::all(c.client.clone());
+    let created = api.create(&PostParams::default(), &node).await.expect("create node");
+    if created.status.as_ref().and_then(|s| s.allocatable.as_ref()).is_none() {
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+            .await
+            .expect("node status");
+    }
+}
+
+async fn add_pod(c: &Cluster, name: &str, cpu: &str, scheduler: &str) {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"schedulerName": scheduler, "containers": [{"name": "c", "image": "busybox",
+            "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}}}]}
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(c.client.clone(), &c.ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+}
+
+/// Polls `f` every 50ms for up to 30s.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..600 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn node_of(c: &Cluster, pod: &str) -> Option<String> {
+    Api::<Pod>::namespaced(c.client.clone(), &c.ns)
+        .get(pod)
+        .await
+        .ok()
+        .and_then(|p| p.spec.and_then(|s| s.node_name))
+}
+
+fn spawn_loop(c: &Cluster, fw: Framework, le: Option<LeaderElection>) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = oneshot::channel::<()>();
+    let mut l = SchedulerLoop::new(c.client.clone(), fw).backoff(Duration::from_millis(100), Duration::from_millis(500));
+    if let Some(le) = le {
+        l = l.leader_election(le);
+    }
+    let h = tokio::spawn(async move {
+        l.run(async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("scheduler loop");
+    });
+    (tx, h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binds_pods_and_reports_failed_scheduling() {
+    let c = start().await;
+    add_node(&c, &format!("{}-small", c.ns), "2", json!([])).await;
+    add_node(
+        &c,
+        &format!("{}-infra", c.ns),
+        "64",
+        json!([{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]),
+    )
+    .await;
+    let (stop, handle) = spawn_loop(&c, Framework::with_defaults(), None);
+
+    add_pod(&c, "fits", "1", "default-scheduler").await;
+    let node = eventually("pod bound", || node_of(&c, "fits")).await;
+    assert_eq!(node, format!("{}-small", c.ns));
+
+    // A pod for another scheduler is left alone.
+    add_pod(&c, "other", "1", "someone-else").await;
+
+    add_pod(&c, "big", "16", "default-scheduler").await;
+    let events = Api::<Event>::namespaced(c.client.clone(), &c.ns);
+    let ev = eventually("FailedScheduling event", || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.involved_object.name.as_deref() == Some("big"))
+    })
+    .await;
+    assert_eq!(ev.reason.as_deref(), Some("FailedScheduling"));
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        ev.message.as_deref(),
+        Some(
+            "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: infra}. \
+             preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, \
+             1 Preemption is not helpful for scheduling."
+        )
+    );
+    assert_eq!(node_of(&c, "big").await, None);
+    let pods = Api::<Pod>::namespaced(c.client.clone(), &c.ns);
+    let cond = eventually("PodScheduled=False", || async {
+        pods.get("big")
+            .await
+            .ok()?
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+    })
+    .await;
+    assert_eq!(cond.reason.as_deref(), Some("Unschedulable"));
+    assert!(cond.message.unwrap_or_default().contains("1 Insufficient cpu"));
+
+    // A new node that fits moves the pod back from unschedulable.
+    add_node(&c, &format!("{}-large", c.ns), "32", json!([])).await;
+    let node = eventually("big pod bound after node added", || node_of(&c, "big")).await;
+    assert_eq!(node, format!("{}-large", c.ns));
+    assert_eq!(node_of(&c, "other").await, None);
+
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_schedules_and_leadership_moves_on_shutdown() {
+    let c = start().await;
+    add_node(&c, &format!("{}-n", c.ns), "8", json!([])).await;
+    let name = format!("sched-{}", c.ns);
+    let le = |id: &str| {
+        let mut le = LeaderElection::new(&name, id);
+        le.namespace = c.ns.clone();
+        le.lease_duration = Duration::from_secs(3);
+        le.renew_deadline = Duration::from_secs(2);
+        le.retry_period = Duration::from_millis(200);
+        le
+    };
+    let fw = || {
+        Framework::default_builder("kcore-ha", &Default::default())
+            .build()
+            .unwrap()
+    };
+    let leases = Api::<Lease>::namespaced(c.client.clone(), &c.ns);
+    let holder = || async {
+        leases
+            .get_opt(&name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec.and_then(|s| s.holder_identity))
+    };
+    let (stop_a, a) = spawn_loop(&c, fw(), Some(le("a")));
+    eventually("a leads", || async { (holder().await.as_deref() == Some("a")).then_some(()) }).await;
+    let (stop_b, b) = spawn_loop(&c, fw(), Some(le("b")));
+    add_pod(&c, "one", "1", "kcore-ha").await;
+    eventually("pod one bound", || node_of(&c, "one")).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(holder().await.as_deref(), Some("a"), "b must not take a held lease");
+
+    stop_a.send(()).unwrap();
+    a.await.unwrap();
+    eventually("b leads", || async { (holder().await.as_deref() == Some("b")).then_some(()) }).await;
+    add_pod(&c, "two", "1", "kcore-ha").await;
+    eventually("pod two bound by b", || node_of(&c, "two")).await;
+    stop_b.send(()).unwrap();
+    b.await.unwrap();
+}
