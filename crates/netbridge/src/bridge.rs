@@ -7,6 +7,8 @@ use kcore_ns::NetNs;
 use netlink_packet_route::link::LinkAttribute;
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
+use tracing::Instrument;
+
 use crate::netlink::{connect, is_errno, link_by_name, link_mac};
 use crate::{Error, Ipv4Net};
 
@@ -73,7 +75,11 @@ impl Bridge {
     /// gives it the gateway address and MTU, and brings it and `lo` up.
     /// Must run inside a tokio runtime.
     pub async fn ensure(node: Option<&NetNs>, cfg: BridgeConfig) -> Result<Self, Error> {
-        let _span = tracing::debug_span!("bridge_ensure", name = %cfg.name, subnet = %cfg.subnet);
+        let span = tracing::debug_span!("bridge_ensure", name = %cfg.name, subnet = %cfg.subnet);
+        Self::ensure_inner(node, cfg).instrument(span).await
+    }
+
+    async fn ensure_inner(node: Option<&NetNs>, cfg: BridgeConfig) -> Result<Self, Error> {
         let handle = connect(node)?;
         set_up(&handle, "lo").await?;
         let index = match link_by_name(&handle, &cfg.name).await? {
@@ -144,7 +150,18 @@ impl Bridge {
         host_ifname: &str,
         ip: Ipv4Addr,
     ) -> Result<PodInterface, Error> {
-        let _span = tracing::debug_span!("pod_attach", host_ifname, %ip);
+        let span = tracing::debug_span!("pod_attach", host_ifname, %ip);
+        self.attach_inner(pod, host_ifname, ip)
+            .instrument(span)
+            .await
+    }
+
+    async fn attach_inner(
+        &self,
+        pod: &NetNs,
+        host_ifname: &str,
+        ip: Ipv4Addr,
+    ) -> Result<PodInterface, Error> {
         if !self.cfg.subnet.contains(ip) {
             return Err(Error::InvalidCidr {
                 input: format!("{ip} in {}", self.cfg.subnet),
@@ -358,6 +375,15 @@ pub fn enable_ip_forwarding(node: Option<&NetNs>) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn futures_are_send() {
+        // building a future runs nothing; this only checks it can be spawned
+        let f = Bridge::ensure(None, BridgeConfig::new("10.1.0.0/24".parse().unwrap()));
+        assert_send(&f);
+    }
 
     #[test]
     fn pod_mac_is_local_unicast_and_encodes_ip() {

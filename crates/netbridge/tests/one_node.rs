@@ -227,3 +227,79 @@ fn client_ip_affinity_sticks_in_the_kernel() {
     }
     proxy.teardown().unwrap();
 }
+
+#[test]
+#[ignore = "needs root"]
+fn udp_service_round_trips() {
+    use std::net::UdpSocket;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let rt = rt();
+    let mut nss = Namespaces::new();
+    let node = nss.create("kn");
+    let client = nss.create("kp");
+    let server = nss.create("kp");
+    let subnet: Ipv4Net = "10.244.3.0/24".parse().unwrap();
+    let bridge = rt
+        .block_on(Bridge::ensure(Some(&node), BridgeConfig::new(subnet)))
+        .unwrap();
+    enable_ip_forwarding(Some(&node)).unwrap();
+    let tag = std::process::id() % 100_000;
+    let (cip, sip) = (subnet.nth(2).unwrap(), subnet.nth(3).unwrap());
+    rt.block_on(bridge.attach(&client, &format!("ku{tag}x0"), cip))
+        .unwrap();
+    rt.block_on(bridge.attach(&server, &format!("ku{tag}x1"), sip))
+        .unwrap();
+
+    // a UDP echo server inside the server pod
+    let sock = server
+        .run(|| UdpSocket::bind("0.0.0.0:5353"))
+        .unwrap()
+        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while !stop2.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let mut reply = b"echo:".to_vec();
+                reply.extend_from_slice(&buf[..n]);
+                let _ = sock.send_to(&reply, from);
+            }
+        }
+    });
+
+    let nft = NftCommand::in_netns(node.path());
+    let mut proxy = ServiceProxy::new(
+        NftConfig {
+            local_pods: Some((subnet, "kcore0".into())),
+            ..NftConfig::default()
+        },
+        nft,
+    );
+    let vip = Ipv4Addr::new(10, 96, 0, 53);
+    let mut svc = Service::cluster_ip("kube-system/dns", Protocol::Udp, vip, 53);
+    svc.endpoints = vec![Endpoint::ready(sip, 5353)];
+    proxy.restore(std::slice::from_ref(&svc)).unwrap();
+
+    let c = client
+        .run(|| UdpSocket::bind("0.0.0.0:0"))
+        .unwrap()
+        .unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.send_to(b"ping", sa(vip, 53)).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"echo:ping");
+    assert_eq!(from, sa(vip, 53), "the reply is un-NATed back to the VIP");
+    // a TCP connection to the same VIP and port matches nothing
+    assert!(fetch(&client, sa(vip, 53)).is_err());
+
+    stop.store(true, Ordering::Relaxed);
+    echo.join().unwrap();
+    proxy.teardown().unwrap();
+}

@@ -15,6 +15,8 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
+use tracing::Instrument;
+
 use crate::netlink::{connect, is_errno, link_by_name, link_mac, link_mtu};
 use crate::{Error, Ipv4Net};
 
@@ -143,7 +145,11 @@ impl Overlay {
     /// Creates the VXLAN device in `netns` (the caller's namespace if `None`), or
     /// adopts a matching one, and brings it up. Must run inside a tokio runtime.
     pub async fn ensure(netns: Option<&NetNs>, cfg: VxlanConfig) -> Result<Self, Error> {
-        let _span = tracing::debug_span!("vxlan_ensure", name = %cfg.name, local = %cfg.local);
+        let span = tracing::debug_span!("vxlan_ensure", name = %cfg.name, local = %cfg.local);
+        Self::ensure_inner(netns, cfg).instrument(span).await
+    }
+
+    async fn ensure_inner(netns: Option<&NetNs>, cfg: VxlanConfig) -> Result<Self, Error> {
         let handle = connect(netns)?;
         let underlay = match &cfg.underlay {
             Some(name) => link_by_name(&handle, name)
@@ -258,7 +264,12 @@ impl Overlay {
     /// neighbour, FDB and route entries that are missing or differ, and removes
     /// those of peers no longer listed. Idempotent.
     pub async fn reconcile(&self, desired: &[Peer]) -> Result<ReconcileStats, Error> {
-        let _span = tracing::debug_span!("vxlan_reconcile", peers = desired.len());
+        let span =
+            tracing::debug_span!("vxlan_reconcile", device = %self.cfg.name, peers = desired.len());
+        self.reconcile_inner(desired).instrument(span).await
+    }
+
+    async fn reconcile_inner(&self, desired: &[Peer]) -> Result<ReconcileStats, Error> {
         let mut stats = ReconcileStats::default();
         let cur = self.read_state().await?;
 
@@ -552,6 +563,15 @@ async fn underlay_for(handle: &Handle, local: Ipv4Addr) -> Result<LinkMessage, E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn futures_are_send() {
+        // building a future runs nothing; this only checks it can be spawned
+        let f = Overlay::ensure(None, VxlanConfig::new(Ipv4Addr::LOCALHOST));
+        assert_send(&f);
+    }
 
     #[test]
     fn flannel_defaults() {
