@@ -175,7 +175,11 @@ impl NftCommand {
         };
         let mut child = cmd.spawn().map_err(spawn_err)?;
         if let Some(mut input) = child.stdin.take() {
-            input.write_all(stdin.as_bytes()).map_err(spawn_err)?;
+            match input.write_all(stdin.as_bytes()) {
+                // the program exited without reading: its status says why
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other.map_err(spawn_err)?,
+            }
         }
         let out = child.wait_with_output().map_err(spawn_err)?;
         if !out.status.success() {
@@ -964,6 +968,27 @@ mod tests {
         assert_eq!(t.matches(r#"{"delete":{"chain""#).count(), 2, "{t}");
         assert_eq!(t.matches(r#"{"delete":{"set""#).count(), 2, "{t}");
         assert!(t.contains(r#""dnat":{"addr":{"map""#), "{t}");
+    }
+
+    #[test]
+    fn runner_errors_name_what_failed() {
+        let mut b = NftBatch::default();
+        b.push(json!({"add": {"table": {"family": "ip", "name": "x"}}}));
+        let missing = NftCommand::new().program("/nonexistent/kcore-nft");
+        let err = missing.apply(&b).unwrap_err();
+        assert!(matches!(err, Error::NftSpawn { .. }), "{err}");
+        assert!(err.to_string().contains("/nonexistent/kcore-nft"), "{err}");
+        let no_ns = NftCommand::in_netns("/nonexistent/netns");
+        let err = no_ns.apply(&b).unwrap_err();
+        assert!(matches!(err, Error::Netns { .. }), "{err}");
+        // an empty batch never runs anything
+        assert!(missing.apply(&NftBatch::default()).is_ok());
+        // a program that exits non-zero reports its status and stderr
+        let failing = NftCommand::new().program("false");
+        assert!(matches!(
+            failing.apply(&b),
+            Err(Error::NftFailed { status: 1, .. })
+        ));
     }
 
     #[test]
