@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -21,6 +22,7 @@ use crate::controllers::deployment::DeploymentController;
 use crate::controllers::endpoints::EndpointsController;
 use crate::controllers::gc::GarbageCollector;
 use crate::controllers::namespace::NamespaceController;
+use crate::controllers::nodelifecycle::NodeLifecycleController;
 use crate::controllers::replicaset::ReplicaSetController;
 use crate::error::Error;
 use crate::leader::{LeaderElectionConfig, LeaderElector};
@@ -48,6 +50,8 @@ pub struct ControllerManagerConfig {
     pub leader_election: Option<LeaderElectionConfig>,
     /// Backoff and overall rate limit of each controller's queue.
     pub rate_limit: RateLimitConfig,
+    /// How long a node may go without heartbeat before it is NotReady (40 s upstream).
+    pub node_monitor_grace_period: Duration,
 }
 
 impl Default for ControllerManagerConfig {
@@ -57,6 +61,7 @@ impl Default for ControllerManagerConfig {
             controllers: CONTROLLERS.iter().map(|s| (*s).to_owned()).collect(),
             leader_election: None,
             rate_limit: RateLimitConfig::default(),
+            node_monitor_grace_period: Duration::from_secs(40),
         }
     }
 }
@@ -233,6 +238,21 @@ impl ControllerManager {
             let q = new_queue();
             let c = NamespaceController::new(client.clone(), nss.store(), namespaced_kinds);
             nss.on_change(NamespaceController::on_namespace(q.clone()));
+            start!(c, q);
+        }
+        if self.enabled("nodelifecycle") {
+            let q = new_queue();
+            let c = NodeLifecycleController::new(
+                client.clone(),
+                nodes.store(),
+                leases.store(),
+                pods.store(),
+                self.config.node_monitor_grace_period,
+            );
+            nodes.on_change(NodeLifecycleController::on_node(q.clone()));
+            leases.on_change(NodeLifecycleController::on_lease(q.clone()));
+            // Keep the pod cache running for evictions.
+            pods.on_change(|_| {});
             start!(c, q);
         }
         if gc_on {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
@@ -172,6 +172,26 @@ pub fn pod_is_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bo
     }
 }
 
+/// The toleration in `tolerations` that tolerates `taint`, if any (upstream's
+/// `ToleratesTaint`: same key, or an empty key with `Exists`; same effect or none; `Exists`
+/// or an equal value).
+pub fn toleration_for<'a>(tolerations: &'a [Toleration], taint: &Taint) -> Option<&'a Toleration> {
+    tolerations.iter().find(|t| {
+        let effect_ok = t
+            .effect
+            .as_deref()
+            .is_none_or(|e| e.is_empty() || e == taint.effect);
+        let key = t.key.as_deref().unwrap_or("");
+        let op = t.operator.as_deref().unwrap_or("Equal");
+        let key_ok = key == taint.key || (key.is_empty() && op == "Exists");
+        let value_ok = match op {
+            "Exists" => true,
+            _ => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        };
+        effect_ok && key_ok && value_ok
+    })
+}
+
 /// FNV-1a, 32 bits, as upstream's `ComputeHash` uses.
 pub(crate) fn fnv32a(data: &[u8]) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
@@ -241,6 +261,53 @@ mod tests {
             Some(&labels(&[("a", "1"), ("b", "2")]))
         ));
         assert!(!map_selector_matches(&labels(&[("a", "1")]), None));
+    }
+
+    #[test]
+    fn tolerations() {
+        let taint = Taint {
+            key: "node.kubernetes.io/unreachable".into(),
+            effect: "NoExecute".into(),
+            ..Taint::default()
+        };
+        let t = |key: Option<&str>, op: &str, effect: Option<&str>| Toleration {
+            key: key.map(str::to_owned),
+            operator: Some(op.into()),
+            effect: effect.map(str::to_owned),
+            ..Toleration::default()
+        };
+        assert!(toleration_for(
+            &[t(
+                Some("node.kubernetes.io/unreachable"),
+                "Exists",
+                Some("NoExecute")
+            )],
+            &taint
+        )
+        .is_some());
+        assert!(
+            toleration_for(&[t(None, "Exists", None)], &taint).is_some(),
+            "tolerate everything"
+        );
+        assert!(toleration_for(
+            &[t(
+                Some("node.kubernetes.io/unreachable"),
+                "Exists",
+                Some("NoSchedule")
+            )],
+            &taint
+        )
+        .is_none());
+        assert!(toleration_for(&[t(Some("other"), "Exists", None)], &taint).is_none());
+        assert!(
+            toleration_for(
+                &[t(Some("node.kubernetes.io/unreachable"), "Equal", None)],
+                &taint
+            )
+            .is_some(),
+            "empty values match"
+        );
+        assert!(toleration_for(&[], &taint).is_none());
     }
 
     #[test]

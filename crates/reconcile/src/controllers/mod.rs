@@ -4,4 +4,5 @@ pub(crate) mod deployment;
 pub(crate) mod endpoints;
 pub(crate) mod gc;
 pub(crate) mod namespace;
+pub(crate) mod nodelifecycle;
 pub(crate) mod replicaset;

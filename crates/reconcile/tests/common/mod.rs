@@ -53,6 +53,15 @@ pub enum Kubelet {
 }
 
 pub async fn start(kubelet: Kubelet, controllers: &[&str]) -> Cluster {
+    let cfg = ControllerManagerConfig {
+        workers: 3,
+        controllers: controllers.iter().map(|s| (*s).to_owned()).collect(),
+        ..ControllerManagerConfig::default()
+    };
+    start_with(kubelet, cfg).await
+}
+
+pub async fn start_with(kubelet: Kubelet, cfg: ControllerManagerConfig) -> Cluster {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let dir = tempfile::Builder::new()
         .prefix(&format!("kcore-reconcile-{}-{n}-", std::process::id()))
@@ -84,11 +93,6 @@ pub async fn start(kubelet: Kubelet, controllers: &[&str]) -> Cluster {
     let mut tasks = Vec::new();
     let (tx, rx) = oneshot::channel();
     stops.push(tx);
-    let cfg = ControllerManagerConfig {
-        workers: 3,
-        controllers: controllers.iter().map(|s| (*s).to_owned()).collect(),
-        ..ControllerManagerConfig::default()
-    };
     let mgr = ControllerManager::new(client.clone()).with_config(cfg);
     tasks.push(tokio::spawn(async move {
         mgr.run(async {
