@@ -1,0 +1,254 @@
+//! Root tests of the `kcore-runc` command line, driven like a container engine would.
+
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Runs kcore-runc with stdout/stderr in files: a created container inherits them, so
+/// pipes would stay open as long as it lives (as with runc).
+fn runc(b: &Bundle, args: &[&str]) -> Output {
+    let n = unique_id("io");
+    let (op, ep) = (b.file(&format!("{n}.out")), b.file(&format!("{n}.err")));
+    let status = Command::new(env!("CARGO_BIN_EXE_kcore-runc"))
+        .arg("--root")
+        .arg(&b.root)
+        .args(args)
+        .current_dir(b.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&op).unwrap())
+        .stderr(std::fs::File::create(&ep).unwrap())
+        .status()
+        .unwrap();
+    Output {
+        status,
+        stdout: std::fs::read(&op).unwrap(),
+        stderr: std::fs::read(&ep).unwrap(),
+    }
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "kcore-runc failed: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn state(b: &Bundle, id: &str) -> Value {
+    serde_json::from_str(&ok(&runc(b, &["state", id]))).unwrap()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn lifecycle_create_start_exec_kill_delete() {
+    let b = Bundle::new();
+    b.write_config(&spec(&["/bin/sleep", "1000"]));
+    let id = unique_id("cli");
+    let _g = Cleanup {
+        runtime: b.runtime(),
+        id: id.clone(),
+    };
+    let pid_file = b.file("pid");
+    ok(&runc(
+        &b,
+        &[
+            "create",
+            "--bundle",
+            ".",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            &id,
+        ],
+    ));
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let s = state(&b, &id);
+    assert_eq!(s["status"], "created");
+    assert_eq!(s["pid"], pid);
+    assert_eq!(s["id"], id.as_str());
+    assert!(s["created"].as_str().unwrap().ends_with('Z'));
+    // Guards: cannot pause or resume a created container.
+    assert!(!runc(&b, &["resume", &id]).status.success());
+    ok(&runc(&b, &["start", &id]));
+    assert_eq!(state(&b, &id)["status"], "running");
+    assert!(
+        !runc(&b, &["start", &id]).status.success(),
+        "second start accepted"
+    );
+    let out = ok(&runc(
+        &b,
+        &[
+            "exec",
+            &id,
+            "/bin/sh",
+            "-c",
+            "echo in=$(hostname) pid1=$(cat /proc/1/cmdline | head -c 10)",
+        ],
+    ));
+    assert_eq!(out.trim(), "in=kcore-test pid1=/bin/sleep");
+    let code = runc(&b, &["exec", &id, "/bin/sh", "-c", "exit 3"])
+        .status
+        .code();
+    assert_eq!(code, Some(3));
+    let ps: Vec<i32> =
+        serde_json::from_str(&ok(&runc(&b, &["ps", "--format", "json", &id]))).unwrap();
+    assert_eq!(ps, vec![pid]);
+    ok(&runc(&b, &["pause", &id]));
+    assert_eq!(state(&b, &id)["status"], "paused");
+    let ev: Value = serde_json::from_str(&ok(&runc(&b, &["events", "--stats", &id]))).unwrap();
+    assert_eq!(ev["type"], "stats");
+    assert_eq!(ev["data"]["pids"]["current"], 1);
+    ok(&runc(&b, &["resume", &id]));
+    assert!(
+        !runc(&b, &["delete", &id]).status.success(),
+        "deleted a running container"
+    );
+    ok(&runc(&b, &["kill", &id, "KILL"]));
+    // The killed process is reaped by whoever adopted it; wait until state says stopped.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while state(&b, &id)["status"] != "stopped" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    ok(&runc(&b, &["delete", &id]));
+    assert_no_trace(&b, &id, pid);
+    assert!(!runc(&b, &["state", &id]).status.success());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn run_foreground_returns_the_exit_code() {
+    let b = Bundle::new();
+    b.write_config(&spec(&["/bin/sh", "-c", "echo out; exit 7"]));
+    let id = unique_id("run");
+    let _g = Cleanup {
+        runtime: b.runtime(),
+        id: id.clone(),
+    };
+    let o = runc(&b, &["run", &id]);
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert_no_trace(&b, &id, 0);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn invalid_config_names_the_field() {
+    let b = Bundle::new();
+    let mut v = spec(&["/bin/true"]);
+    v["linux"]["namespaces"][2]["type"] = json!("nosuchns");
+    b.write_config(&v);
+    let id = unique_id("inval");
+    let o = runc(&b, &["create", &id]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("linux.namespaces[2].type") && err.contains("nosuchns"),
+        "{err}"
+    );
+    assert_no_trace(&b, &id, 0);
+    let log = b.file("log.json");
+    let o = runc(
+        &b,
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "create",
+            &id,
+        ],
+    );
+    assert!(!o.status.success());
+    let line: Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(line["level"], "error");
+    assert!(line["msg"]
+        .as_str()
+        .unwrap()
+        .contains("linux.namespaces[2].type"));
+}
+
+#[test]
+#[ignore = "needs root"]
+fn terminal_over_console_socket() {
+    let b = Bundle::new();
+    let mut v = spec(&["/bin/sh", "-c", "tty; echo hello-pty"]);
+    v["process"]["terminal"] = json!(true);
+    b.write_config(&v);
+    let id = unique_id("tty");
+    let _g = Cleanup {
+        runtime: b.runtime(),
+        id: id.clone(),
+    };
+    let sock = b.file("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        kcore_runtime::recv_fd(conn.as_raw_fd()).unwrap()
+    });
+    ok(&runc(
+        &b,
+        &["create", "--console-socket", sock.to_str().unwrap(), &id],
+    ));
+    let (master, name) = receiver.join().unwrap();
+    assert!(String::from_utf8_lossy(&name).starts_with("/dev/pts/"));
+    ok(&runc(&b, &["start", &id]));
+    let mut f = std::fs::File::from(master);
+    let mut out = Vec::new();
+    // Read until the slave side closes (EIO) once the process exits.
+    let mut buf = [0u8; 256];
+    loop {
+        match std::io::Read::read(&mut f, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+        if String::from_utf8_lossy(&out).contains("hello-pty") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.contains("/dev/console") || text.contains("/dev/pts/"),
+        "{text}"
+    );
+    assert!(text.contains("hello-pty\r\n"), "{text:?}");
+    ok(&runc(&b, &["delete", "--force", &id]));
+    assert_no_trace(&b, &id, 0);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn spec_and_features() {
+    let b = Bundle::new();
+    ok(&runc(&b, &["spec"]));
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(b.file("config.json")).unwrap()).unwrap();
+    assert_eq!(v["root"]["path"], "rootfs");
+    kcore_runtime::parse_spec(&v.to_string()).unwrap();
+    let f: Value = serde_json::from_str(&ok(&runc(&b, &["features"]))).unwrap();
+    assert!(f["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("user")));
+    assert_eq!(f["linux"]["seccomp"]["enabled"], true);
+}

@@ -1,0 +1,502 @@
+//! Root tests of the library API with real containers from a busybox-static rootfs.
+
+mod common;
+
+use std::os::fd::OwnedFd;
+
+use common::*;
+use kcore_runtime::{CreateOptions, Error, ExecOptions, ExitStatus, Status};
+use serde_json::json;
+
+/// Output files for a container's stdout/stderr.
+fn out_files(b: &Bundle, tag: &str) -> (std::path::PathBuf, CreateOptions) {
+    let p = b.file(&format!("{tag}.out"));
+    let f = std::fs::File::create(&p).unwrap();
+    let e = f.try_clone().unwrap();
+    let opts = CreateOptions {
+        stdout: Some(OwnedFd::from(f)),
+        stderr: Some(OwnedFd::from(e)),
+        ..CreateOptions::default()
+    };
+    (p, opts)
+}
+
+fn run_to_end(b: &Bundle, v: &serde_json::Value, tag: &str) -> (ExitStatus, String) {
+    let rt = b.runtime();
+    let id = unique_id(tag);
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let (out, opts) = out_files(b, tag);
+    let mut c = rt.create(&id, b.path(), &parse(v), opts).unwrap();
+    let pid = c.pid();
+    c.start().unwrap();
+    let st = c.wait().unwrap();
+    c.delete(false).unwrap();
+    assert_no_trace(b, &id, pid);
+    (st, std::fs::read_to_string(out).unwrap())
+}
+
+#[test]
+#[ignore = "needs root"]
+fn isolation_pid1_hostname_netns_mounts() {
+    let b = Bundle::new();
+    let v = spec(&[
+        "/bin/sh",
+        "-c",
+        "echo pid=$$; hostname; readlink /proc/self/ns/net; cat /proc/self/mounts; ls /",
+    ]);
+    let (st, out) = run_to_end(&b, &v, "iso");
+    assert!(st.success(), "{st}: {out}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("pid=1"));
+    assert_eq!(lines.next(), Some("kcore-test"));
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(
+        lines.next().unwrap(),
+        host_net.to_str().unwrap(),
+        "same netns as host"
+    );
+    // Only the container's mounts: nothing of the host's other mount points.
+    let host_mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    for m in host_mounts.lines() {
+        let mp = m.split(' ').nth(1).unwrap();
+        if mp == "/" || mp.starts_with("/proc") || mp.starts_with("/sys") || mp.starts_with("/dev")
+        {
+            continue;
+        }
+        assert!(
+            !out.lines().any(|l| l.split(' ').nth(1) == Some(mp)),
+            "host mount {mp} visible in the container:\n{out}"
+        );
+    }
+    assert!(
+        out.lines().any(|l| l.starts_with("proc /proc proc")),
+        "{out}"
+    );
+    assert!(
+        !out.contains("state\n"),
+        "state dir visible at container root"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn cgroup_limits_are_applied() {
+    let b = Bundle::new();
+    let mut v = spec(&["/bin/sleep", "1000"]);
+    v["linux"]["resources"] = json!({
+        "memory": {"limit": 67108864},
+        "pids": {"limit": 32},
+        "cpu": {"shares": 512, "quota": 50000, "period": 100000}
+    });
+    let rt = b.runtime();
+    let id = unique_id("cg");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let mut c = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap();
+    c.start().unwrap();
+    let cg = c.cgroup().unwrap().unwrap();
+    let host = cg.host().clone();
+    let read = |ctrl, file: &str| {
+        let root = host.v1_mount(ctrl).expect("v1 controller");
+        std::fs::read_to_string(root.join(cg.path()).join(file))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    use kcore_cgroup::{CgroupMode, Controller};
+    if host.mode() != CgroupMode::V2 {
+        assert_eq!(
+            read(Controller::Memory, "memory.limit_in_bytes"),
+            "67108864"
+        );
+        assert_eq!(read(Controller::Pids, "pids.max"), "32");
+        assert_eq!(read(Controller::Cpu, "cpu.shares"), "512");
+        assert_eq!(read(Controller::Cpu, "cpu.cfs_quota_us"), "50000");
+        let procs = read(Controller::Pids, "cgroup.procs");
+        assert_eq!(procs, c.pid().to_string());
+    }
+    let pid = c.pid();
+    c.kill(libc::SIGKILL, false).unwrap();
+    assert_eq!(c.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
+    c.delete(false).unwrap();
+    assert_no_trace(&b, &id, pid);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn capabilities_are_dropped() {
+    let b = Bundle::new();
+    let mut v = spec(&["/bin/grep", "^Cap", "/proc/self/status"]);
+    v["process"]["capabilities"] = json!({
+        "bounding": ["CAP_KILL", "CAP_CHOWN"],
+        "effective": ["CAP_KILL"],
+        "permitted": ["CAP_KILL"],
+        "inheritable": [],
+        "ambient": []
+    });
+    let (st, out) = run_to_end(&b, &v, "caps");
+    assert!(st.success(), "{out}");
+    // CAP_CHOWN=0 stays in the bounding set; with no_new_privs (the default spec's)
+    // root's exec cannot gain it back, so only CAP_KILL=5 is effective.
+    assert!(out.contains("CapBnd:\t0000000000000021"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000020"), "{out}");
+
+    // A non-root user keeps only what the spec grants through the ambient set.
+    v["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [2000]});
+    v["process"]["capabilities"]["inheritable"] = json!(["CAP_KILL"]);
+    v["process"]["capabilities"]["ambient"] = json!(["CAP_KILL"]);
+    v["process"]["args"] = json!(["/bin/sh", "-c", "grep ^Cap /proc/self/status; id"]);
+    let (st, out) = run_to_end(&b, &v, "caps2");
+    assert!(st.success(), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000020"), "{out}");
+    assert!(out.contains("CapPrm:\t0000000000000020"), "{out}");
+    assert!(out.contains("uid=1000 gid=1000 groups=2000"), "{out}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn seccomp_errno_and_kill() {
+    let b = Bundle::new();
+    let mut v = spec(&[
+        "/bin/sh",
+        "-c",
+        "mkdir /tmp/x; echo mkdir=$?; hostname other; echo sethostname=$?",
+    ]);
+    v["root"]["readonly"] = json!(false);
+    v["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_AARCH64"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 42},
+            {"names": ["sethostname"], "action": "SCMP_ACT_KILL_PROCESS"}
+        ]
+    });
+    let (st, out) = run_to_end(&b, &v, "seccomp");
+    assert!(st.success(), "{out}");
+    // errno 42 is ENOMSG.
+    assert!(out.contains("No message of desired type"), "{out}");
+    assert!(out.contains("mkdir=1"), "{out}");
+    // SIGSYS = 31: the shell reports 128 + 31.
+    assert!(out.contains("sethostname=159"), "{out}");
+    assert!(!b.rootfs().join("tmp/x").exists());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn hooks_run_in_order_with_state_on_stdin() {
+    let b = Bundle::new();
+    let log = b.file("hooks.log");
+    std::fs::create_dir_all(b.file("hookdir")).unwrap();
+    let inner_log = b.file("hookdir/inner.log");
+    let hook = |kind: &str, file: &std::path::Path| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {kind} $(cat) >> {}", file.display())], "timeout": 10});
+    let mut v = spec(&["/bin/true"]);
+    v["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/hooks", "type": "bind", "source": b.file("hookdir"), "options": ["rbind", "rw"]}));
+    v["hooks"] = json!({
+        "createRuntime": [hook("createRuntime", &log)],
+        "createContainer": [hook("createContainer", &log)],
+        "startContainer": [hook("startContainer", std::path::Path::new("/hooks/inner.log"))],
+        "poststart": [hook("poststart", &log)],
+        "poststop": [hook("poststop", &log)]
+    });
+    let (st, _) = run_to_end(&b, &v, "hooks");
+    assert!(st.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let kinds: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["createRuntime", "createContainer", "poststart", "poststop"],
+        "{text}"
+    );
+    for (line, status) in text
+        .lines()
+        .zip(["creating", "created", "running", "stopped"])
+    {
+        let state: serde_json::Value =
+            serde_json::from_str(line.split_once(' ').unwrap().1).unwrap();
+        assert_eq!(state["status"], status, "{line}");
+        assert!(state["id"].as_str().unwrap().starts_with("kt-hooks-"));
+        assert_eq!(
+            state["bundle"],
+            b.path().canonicalize().unwrap().to_str().unwrap()
+        );
+    }
+    let inner = std::fs::read_to_string(inner_log).unwrap();
+    assert!(inner.starts_with("startContainer {"), "{inner}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn exec_joins_the_container_namespaces() {
+    let b = Bundle::new();
+    let v = spec(&["/bin/sleep", "1000"]);
+    let rt = b.runtime();
+    let id = unique_id("exec");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let mut c = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap();
+    c.start().unwrap();
+    let out = b.file("exec.out");
+    let f = std::fs::File::create(&out).unwrap();
+    let mut p = c.spec().process().clone().unwrap();
+    p.set_args(Some(
+        ["/bin/sh", "-c", "for n in pid net uts ipc mnt; do readlink /proc/self/ns/$n; done; echo pid=$$; hostname"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    ));
+    let mut ep = c
+        .exec(
+            &p,
+            ExecOptions {
+                stdout: Some(OwnedFd::from(f)),
+                ..ExecOptions::default()
+            },
+        )
+        .unwrap();
+    let in_cgroup = c.processes().unwrap().contains(&ep.pid());
+    assert!(ep.wait().unwrap().success());
+    assert!(in_cgroup, "exec'd process not in the container's cgroup");
+    let text = std::fs::read_to_string(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, n) in ["pid", "net", "uts", "ipc", "mnt"].iter().enumerate() {
+        let want = std::fs::read_link(format!("/proc/{}/ns/{n}", c.pid())).unwrap();
+        assert_eq!(lines[i], want.to_str().unwrap(), "{n} namespace differs");
+    }
+    assert_ne!(lines[5], "pid=1");
+    assert_eq!(lines[6], "kcore-test");
+    c.kill(libc::SIGKILL, true).unwrap();
+    c.wait().unwrap();
+    let pid = c.pid();
+    c.delete(false).unwrap();
+    assert_no_trace(&b, &id, pid);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn pause_freezes_and_resume_thaws() {
+    let b = Bundle::new();
+    let v = spec(&["/bin/sh", "-c", "while :; do :; done"]);
+    let rt = b.runtime();
+    let id = unique_id("pause");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let mut c = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap();
+    assert_eq!(c.status(), Status::Created);
+    assert!(matches!(c.pause(), Err(Error::InvalidState { .. })));
+    c.start().unwrap();
+    assert_eq!(c.status(), Status::Running);
+    c.pause().unwrap();
+    assert_eq!(status_of(&rt, &id), Status::Paused);
+    let cg = c.cgroup().unwrap().unwrap();
+    assert_eq!(
+        cg.freezer_state().unwrap(),
+        kcore_cgroup::FreezerState::Frozen
+    );
+    let st = std::fs::read_to_string(format!("/proc/{}/stat", c.pid())).unwrap();
+    let state = st
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .trim_start()
+        .chars()
+        .next()
+        .unwrap();
+    assert_ne!(state, 'R', "frozen process is running");
+    c.resume().unwrap();
+    assert_eq!(status_of(&rt, &id), Status::Running);
+    assert_eq!(
+        cg.freezer_state().unwrap(),
+        kcore_cgroup::FreezerState::Thawed
+    );
+    // Guards: a running container cannot be deleted without force.
+    let again = rt.load(&id).unwrap();
+    assert!(matches!(
+        again.delete(false),
+        Err(Error::InvalidState { .. })
+    ));
+    let pid = c.pid();
+    c.delete(true).unwrap();
+    assert_no_trace(&b, &id, pid);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn kill_and_delete_leave_no_trace() {
+    let b = Bundle::new();
+    let mut v = spec(&["/bin/sleep", "1000"]);
+    v["process"]["oomScoreAdj"] = json!(500);
+    v["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 77, "hard": 88}]);
+    let rt = b.runtime();
+    let id = unique_id("kill");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let mut c = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap();
+    c.start().unwrap();
+    let pid = c.pid();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+            .unwrap()
+            .trim(),
+        "500"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains("77") && l.contains("88")),
+        "{limits}"
+    );
+    let state = c.state();
+    assert_eq!(state.status, Status::Running);
+    assert_eq!(state.pid, pid);
+    // PID 1 of a pid namespace ignores signals it has no handler for; SIGKILL always works.
+    c.kill(libc::SIGKILL, false).unwrap();
+    assert_eq!(c.wait().unwrap(), ExitStatus::Signaled(libc::SIGKILL));
+    assert_eq!(c.status(), Status::Stopped);
+    assert!(matches!(
+        c.kill(libc::SIGKILL, false),
+        Err(Error::InvalidState { .. })
+    ));
+    c.delete(false).unwrap();
+    assert_no_trace(&b, &id, pid);
+    assert!(matches!(rt.load(&id), Err(Error::NotFound { .. })));
+}
+
+#[test]
+#[ignore = "needs root"]
+fn created_container_can_be_deleted_and_ids_are_unique() {
+    let b = Bundle::new();
+    let v = spec(&["/bin/true"]);
+    let rt = b.runtime();
+    let id = unique_id("created");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let c = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap();
+    let pid = c.pid();
+    let dup = rt.create(&id, b.path(), &parse(&v), CreateOptions::default());
+    assert!(matches!(dup, Err(Error::Exists { .. })));
+    assert_eq!(rt.list().unwrap(), vec![id.clone()]);
+    c.delete(false).unwrap();
+    assert_no_trace(&b, &id, pid);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn bad_input_leaves_nothing_behind() {
+    let b = Bundle::new();
+    let rt = b.runtime();
+
+    // Missing rootfs.
+    let mut v = spec(&["/bin/true"]);
+    v["root"]["path"] = json!("nope");
+    let id = unique_id("bad");
+    let e = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap_err();
+    assert!(matches!(e, Error::RootfsMissing { .. }), "{e}");
+    assert_no_trace(&b, &id, 0);
+
+    // Unknown namespace: the field is named.
+    let mut v = spec(&["/bin/true"]);
+    v["linux"]["namespaces"][0]["type"] = json!("bogus");
+    let e = kcore_runtime::parse_spec(&v.to_string())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("linux.namespaces[0].type"), "{e}");
+
+    // A failing createRuntime hook.
+    let mut v = spec(&["/bin/true"]);
+    v["hooks"] = json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "exit 9"]}]});
+    let id = unique_id("badhook");
+    let e = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Hook {
+                kind: "createRuntime",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_no_trace(&b, &id, 0);
+
+    // A failing mount names the source.
+    let mut v = spec(&["/bin/true"]);
+    v["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/data", "type": "bind", "source": "/nonexistent-kcore-src", "options": ["rbind"]}),
+    );
+    let id = unique_id("badmount");
+    let e = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("/nonexistent-kcore-src"), "{e}");
+    assert_no_trace(&b, &id, 0);
+
+    // A missing program fails at create.
+    let v = spec(&["/bin/not-there"]);
+    let id = unique_id("noprog");
+    let e = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("/bin/not-there"), "{e}");
+    assert_no_trace(&b, &id, 0);
+
+    // Joining a namespace path that does not exist.
+    let mut v = spec(&["/bin/true"]);
+    v["linux"]["namespaces"][1] = json!({"type": "network", "path": "/run/netns/kcore-no-such-ns"});
+    let id = unique_id("badns");
+    let e = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("kcore-no-such-ns"), "{e}");
+    assert_no_trace(&b, &id, 0);
+    assert!(rt.list().unwrap().is_empty());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn user_namespace_with_id_maps() {
+    let b = Bundle::new();
+    let mut v = spec(&["/bin/sh", "-c", "cat /proc/self/uid_map; id -u"]);
+    v["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    v["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    v["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    // The rootfs must be reachable by the mapped root.
+    let (st, out) = run_to_end(&b, &v, "userns");
+    assert!(st.success(), "{out}");
+    let first: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(first, ["0", "100000", "65536"]);
+    assert_eq!(out.lines().nth(1), Some("0"));
+}
