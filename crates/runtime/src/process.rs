@@ -465,10 +465,8 @@ mod tests {
     fn fd_passing_round_trip() {
         let mut sv = [0; 2];
         // SAFETY: valid out array.
-        assert_eq!(
-            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) },
-            0
-        );
+        let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) };
+        assert_eq!(rc, 0);
         let f = std::fs::File::open("/proc/self/stat").unwrap();
         use std::os::fd::AsRawFd;
         send_fd(sv[0], f.as_raw_fd(), b"name").unwrap();
