@@ -100,7 +100,10 @@ async fn try_acquire(api: &Api<Lease>, le: &LeaderElection) -> Result<bool, Erro
         return match api.create(&PostParams::default(), &lease).await {
             Ok(_) => Ok(true),
             Err(e) if status_code(&e) == Some(409) => Ok(false),
-            Err(e) => Err(kube_err(format!("create lease {}/{}", le.namespace, le.name))(e)),
+            Err(e) => Err(kube_err(format!(
+                "create lease {}/{}",
+                le.namespace, le.name
+            ))(e)),
         };
     };
     let spec = lease.spec.get_or_insert_with(Default::default);
@@ -122,7 +125,10 @@ async fn try_acquire(api: &Api<Lease>, le: &LeaderElection) -> Result<bool, Erro
     match api.replace(&le.name, &PostParams::default(), &lease).await {
         Ok(_) => Ok(true),
         Err(e) if status_code(&e) == Some(409) => Ok(false),
-        Err(e) => Err(kube_err(format!("update lease {}/{}", le.namespace, le.name))(e)),
+        Err(e) => Err(kube_err(format!(
+            "update lease {}/{}",
+            le.namespace, le.name
+        ))(e)),
     }
 }
 
@@ -183,7 +189,9 @@ impl Loop {
         } else {
             EventAction::Add
         };
-        let moved = s.queue.on_event(ClusterEvent::new(EventResource::Node, action));
+        let moved = s
+            .queue
+            .on_event(ClusterEvent::new(EventResource::Node, action));
         drop(s);
         self.notify(moved > 0);
     }
@@ -267,9 +275,10 @@ impl Loop {
     fn on_namespace(&self, ns: Namespace) {
         let mut s = self.lock();
         s.snap.upsert_namespace(&ns);
-        let moved = s
-            .queue
-            .on_event(ClusterEvent::new(EventResource::Namespace, EventAction::Update));
+        let moved = s.queue.on_event(ClusterEvent::new(
+            EventResource::Namespace,
+            EventAction::Update,
+        ));
         drop(s);
         self.notify(moved > 0);
     }
@@ -306,9 +315,14 @@ impl Loop {
             },
         };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        api.create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &binding)
-            .await
-            .map(|_| ())
+        api.create_subresource::<_, serde_json::Value>(
+            "binding",
+            name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn record_failure(&self, pod: &Pod, reason: &str, message: &str) {
@@ -418,28 +432,29 @@ impl Loop {
                 Outcome::Assumed { result, .. } => {
                     let this = self.clone();
                     tokio::spawn(async move {
-                        let _span = tracing::debug_span!("bind", pod = %key, node = %result.node_name);
+                        let _span =
+                            tracing::debug_span!("bind", pod = %key, node = %result.node_name);
                         match this.bind(&pod, &result.node_name).await {
                             Ok(()) => this.lock().queue.done(&key),
                             Err(e) => {
                                 let code = status_code(&e);
                                 {
-                                let mut s = this.lock();
-                                if code == Some(404) {
-                                    s.snap.remove_pod(&key);
-                                    s.queue.delete(&key);
-                                } else if code == Some(409) {
-                                    // Bound by someone else: the watch will tell us where.
-                                    s.queue.delete(&key);
-                                } else {
-                                    tracing::warn!(pod = %key, error = %e, "binding failed");
-                                    s.snap.remove_pod(&key);
-                                    s.queue.requeue_error(&key);
-                                    s.queue.on_event(ClusterEvent::new(
-                                        EventResource::AssignedPod,
-                                        EventAction::Delete,
-                                    ));
-                                }
+                                    let mut s = this.lock();
+                                    if code == Some(404) {
+                                        s.snap.remove_pod(&key);
+                                        s.queue.delete(&key);
+                                    } else if code == Some(409) {
+                                        // Bound by someone else: the watch will tell us where.
+                                        s.queue.delete(&key);
+                                    } else {
+                                        tracing::warn!(pod = %key, error = %e, "binding failed");
+                                        s.snap.remove_pod(&key);
+                                        s.queue.requeue_error(&key);
+                                        s.queue.on_event(ClusterEvent::new(
+                                            EventResource::AssignedPod,
+                                            EventAction::Delete,
+                                        ));
+                                    }
                                 }
                                 this.wake.notify_one();
                             }
@@ -457,7 +472,12 @@ impl Loop {
                             s.snap.remove_pod(&key);
                             s.queue.requeue_error(&key);
                         }
-                        this.record_failure(&pod, "FailedScheduling", "rejected due to timeout after waiting at permit").await;
+                        this.record_failure(
+                            &pod,
+                            "FailedScheduling",
+                            "rejected due to timeout after waiting at permit",
+                        )
+                        .await;
                     });
                 }
                 Outcome::Unschedulable(fit) => {
@@ -477,7 +497,8 @@ impl Loop {
                             }
                             this.set_nominated(&key, Some(&p.node_name)).await;
                         }
-                        this.record_failure(&pod, "FailedScheduling", &message).await;
+                        this.record_failure(&pod, "FailedScheduling", &message)
+                            .await;
                     });
                 }
                 Outcome::Rejected(st) => {
@@ -487,7 +508,8 @@ impl Loop {
                         .requeue_unschedulable(&key, vec![st.plugin()]);
                     let this = self.clone();
                     tokio::spawn(async move {
-                        this.record_failure(&pod, "FailedScheduling", &message).await;
+                        this.record_failure(&pod, "FailedScheduling", &message)
+                            .await;
                     });
                 }
             }
@@ -569,10 +591,12 @@ impl SchedulerLoop {
     /// with [`Error::LeaseLost`] when leadership is lost.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         tokio::pin!(shutdown);
-        let leases = self
-            .leader
-            .as_ref()
-            .map(|le| (Api::<Lease>::namespaced(self.client.clone(), &le.namespace), le.clone()));
+        let leases = self.leader.as_ref().map(|le| {
+            (
+                Api::<Lease>::namespaced(self.client.clone(), &le.namespace),
+                le.clone(),
+            )
+        });
         if let Some((api, le)) = &leases {
             loop {
                 match try_acquire(api, le).await {
@@ -602,15 +626,23 @@ impl SchedulerLoop {
         });
         let c = &self.client;
         let l1 = lp.clone();
-        let nodes = watch(Api::<Node>::all(c.clone()), "nodes", move |n, d| l1.on_node(n, d));
-        let l2 = lp.clone();
-        let pods = watch(Api::<Pod>::all(c.clone()), "pods", move |p, d| l2.on_pod(p, d));
-        let l3 = lp.clone();
-        let nss = watch(Api::<Namespace>::all(c.clone()), "namespaces", move |n, d| {
-            if !d {
-                l3.on_namespace(n)
-            }
+        let nodes = watch(Api::<Node>::all(c.clone()), "nodes", move |n, d| {
+            l1.on_node(n, d)
         });
+        let l2 = lp.clone();
+        let pods = watch(Api::<Pod>::all(c.clone()), "pods", move |p, d| {
+            l2.on_pod(p, d)
+        });
+        let l3 = lp.clone();
+        let nss = watch(
+            Api::<Namespace>::all(c.clone()),
+            "namespaces",
+            move |n, d| {
+                if !d {
+                    l3.on_namespace(n)
+                }
+            },
+        );
         let l4 = lp.clone();
         let watch_pdbs = self.watch_pdbs;
         let pdbs = async move {

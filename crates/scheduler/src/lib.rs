@@ -64,7 +64,9 @@ pub use framework::{
 };
 pub use intern::{Interner, Sym};
 pub use labels::{LabelSelector, Labels};
-pub use model::{normalize_image, NodeId, NodeInfo, PodId, PodInfo, TaintEffect, DEFAULT_SCHEDULER_NAME};
+pub use model::{
+    normalize_image, NodeId, NodeInfo, PodId, PodInfo, TaintEffect, DEFAULT_SCHEDULER_NAME,
+};
 pub use plugins::{
     DefaultPreemption, ImageLocality, InterPodAffinity, NodeAffinity, NodeName, NodePorts,
     NodeResourcesBalancedAllocation, NodeResourcesFit, NodeUnschedulable, PodTopologySpread,

@@ -112,12 +112,13 @@ impl AffinityTerm {
     pub(crate) fn matches(&self, pod: &PodInfo, ns_labels: &FastMap<Sym, Labels>) -> bool {
         let ns_ok = self.namespaces.contains(&pod.namespace)
             || self.ns_selector.as_ref().is_some_and(|s| {
-                s.is_empty()
-                    || ns_labels
-                        .get(&pod.namespace)
-                        .is_some_and(|l| s.matches(l))
+                s.is_empty() || ns_labels.get(&pod.namespace).is_some_and(|l| s.matches(l))
             });
-        ns_ok && self.selector.as_ref().is_some_and(|s| s.matches(&pod.labels))
+        ns_ok
+            && self
+                .selector
+                .as_ref()
+                .is_some_and(|s| s.matches(&pod.labels))
     }
 }
 
@@ -157,7 +158,9 @@ pub(crate) struct SpreadConstraint {
 impl SpreadConstraint {
     #[inline]
     pub(crate) fn selects(&self, pod: &PodInfo) -> bool {
-        self.selector.as_ref().is_some_and(|s| s.matches(&pod.labels))
+        self.selector
+            .as_ref()
+            .is_some_and(|s| s.matches(&pod.labels))
     }
 }
 
@@ -252,16 +255,13 @@ impl NodeInfo {
                 });
             }
         }
-        let allocatable = match status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref())) {
+        let allocatable = match status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()))
+        {
             Some(m) => Resources::from_map(m, i)?,
             None => Resources::default(),
         };
         let mut images = Vec::new();
-        for img in status
-            .and_then(|s| s.images.as_ref())
-            .into_iter()
-            .flatten()
-        {
+        for img in status.and_then(|s| s.images.as_ref()).into_iter().flatten() {
             let size = img.size_bytes.unwrap_or(0);
             for n in img.names.iter().flatten() {
                 images.push((i.intern(&normalize_image(n)), size));
@@ -468,9 +468,10 @@ impl PodInfo {
 
         let aff = spec.affinity.as_ref();
         let node_aff = aff.and_then(|a| a.node_affinity.as_ref());
-        let required_node_affinity = match node_aff
-            .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
-        {
+        let required_node_affinity = match node_aff.and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        }) {
             Some(sel) => Some(
                 sel.node_selector_terms
                     .iter()
@@ -481,13 +482,18 @@ impl PodInfo {
         };
         let mut preferred_node_affinity = Vec::new();
         for p in node_aff
-            .and_then(|n| n.preferred_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|n| {
+                n.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .into_iter()
             .flatten()
         {
             if p.weight != 0 {
-                preferred_node_affinity
-                    .push((i64::from(p.weight), NodeSelectorTerm::compile(&p.preference, i)?));
+                preferred_node_affinity.push((
+                    i64::from(p.weight),
+                    NodeSelectorTerm::compile(&p.preference, i)?,
+                ));
             }
         }
 
@@ -498,7 +504,11 @@ impl PodInfo {
             .map(|t| {
                 let op = t.operator.as_deref().unwrap_or("Equal");
                 Toleration {
-                    key: t.key.as_deref().filter(|k| !k.is_empty()).map(|k| i.intern(k)),
+                    key: t
+                        .key
+                        .as_deref()
+                        .filter(|k| !k.is_empty())
+                        .map(|k| i.intern(k)),
                     exists: op == "Exists",
                     valid_op: op == "Exists" || op == "Equal",
                     value: i.intern(t.value.as_deref().unwrap_or("")),

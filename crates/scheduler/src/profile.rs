@@ -140,10 +140,7 @@ impl FrameworkBuilder {
     pub fn build(self) -> Result<Framework, Error> {
         if self.percentage > 100 {
             return Err(Error::Config {
-                reason: format!(
-                    "percentageOfNodesToScore {} is above 100",
-                    self.percentage
-                ),
+                reason: format!("percentageOfNodesToScore {} is above 100", self.percentage),
             });
         }
         if self.plugins.len() > 64 {
@@ -228,7 +225,7 @@ impl Framework {
             .plugin(Arc::new(plugins::NodeResourcesBalancedAllocation), 1)
             .plugin(Arc::new(plugins::ImageLocality), 1);
         if cfg.preemption {
-            b = b.plugin(Arc::new(plugins::DefaultPreemption::default()), 1);
+            b = b.plugin(Arc::new(plugins::DefaultPreemption), 1);
         }
         b
     }
@@ -330,7 +327,9 @@ impl Framework {
             .get(&node_id)
             .into_iter()
             .flatten()
-            .filter(|p| p.priority >= pod.priority && (p.namespace, &p.name) != (pod.namespace, &pod.name))
+            .filter(|p| {
+                p.priority >= pod.priority && (p.namespace, &p.name) != (pod.namespace, &pod.name)
+            })
             .collect();
         if nominated.is_empty() {
             return self.run_filters(state, pod, node, snap);
@@ -446,7 +445,11 @@ impl Framework {
             let e = &self.plugins[i];
             let sp = e.plugin.as_score().expect("registered");
             scratch.clear();
-            scratch.extend(nodes.iter().map(|&n| sp.score(state, pod, snap.node(n), snap)));
+            scratch.extend(
+                nodes
+                    .iter()
+                    .map(|&n| sp.score(state, pod, snap.node(n), snap)),
+            );
             sp.normalize(state, pod, scratch);
             for (t, s) in totals.iter_mut().zip(scratch.iter()) {
                 *t += s * e.weight;
@@ -458,7 +461,10 @@ impl Framework {
     pub fn run_reserve(&self, state: &mut CycleState, pod: &PodInfo, node: &str) -> Status {
         for (k, &i) in self.reserve.iter().enumerate() {
             let p = &self.plugins[i].plugin;
-            let st = p.as_reserve().expect("registered").reserve(state, pod, node);
+            let st = p
+                .as_reserve()
+                .expect("registered")
+                .reserve(state, pod, node);
             if !st.is_success() {
                 for &j in self.reserve[..=k].iter().rev() {
                     self.plugins[j]
@@ -494,7 +500,9 @@ impl Framework {
                 PermitDecision::Reject(st) => {
                     return PermitDecision::Reject(st.set_plugin(p.name()))
                 }
-                PermitDecision::Wait(d) => wait = Some(wait.map_or(d, |w: std::time::Duration| w.max(d))),
+                PermitDecision::Wait(d) => {
+                    wait = Some(wait.map_or(d, |w: std::time::Duration| w.max(d)))
+                }
             }
         }
         wait.map_or(PermitDecision::Allow, PermitDecision::Wait)

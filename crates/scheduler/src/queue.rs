@@ -409,9 +409,8 @@ impl<T> SchedulingQueue<T> {
             .filter(|(_, e)| {
                 e.plugins.iter().any(|p| {
                     self.plugin_events.get(p).is_none_or(|evs| {
-                        evs.iter().any(|ev| {
-                            ev.resource == event.resource && ev.action == event.action
-                        })
+                        evs.iter()
+                            .any(|ev| ev.resource == event.resource && ev.action == event.action)
                     })
                 })
             })

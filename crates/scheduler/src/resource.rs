@@ -17,7 +17,9 @@ pub const DEFAULT_MEMORY_REQUEST: i64 = 200 * 1024 * 1024;
 /// Parses a Kubernetes quantity ("100m", "1.5Gi", "2e3", "4") and returns its
 /// value multiplied by 1000, rounded up (milli-units).
 pub fn parse_quantity_milli(q: &str) -> Result<i64, Error> {
-    let bad = || Error::Quantity { value: q.to_string() };
+    let bad = || Error::Quantity {
+        value: q.to_string(),
+    };
     let s = q.trim();
     if s.is_empty() {
         return Err(bad());
@@ -81,7 +83,9 @@ pub fn parse_quantity_milli(q: &str) -> Result<i64, Error> {
             v = v.saturating_mul(10);
         }
     } else {
-        let div = 10i128.checked_pow(exp10.unsigned_abs()).unwrap_or(i128::MAX);
+        let div = 10i128
+            .checked_pow(exp10.unsigned_abs())
+            .unwrap_or(i128::MAX);
         v = (v + div - 1) / div; // round up like resource.Quantity.MilliValue
     }
     let v = v.min(i128::from(i64::MAX)) as i64;

@@ -143,11 +143,21 @@ impl Scheduler {
     }
 
     /// Picks a node for `pod`, or explains why none fits (running preemption).
-    pub fn schedule(&mut self, snap: &Snapshot, pod: &PodInfo) -> Result<ScheduleResult, FitError> {
+    pub fn schedule(
+        &mut self,
+        snap: &Snapshot,
+        pod: &PodInfo,
+    ) -> Result<ScheduleResult, Box<FitError>> {
         self.schedule_with_state(snap, pod).map(|(r, _)| r)
     }
 
-    fn fit_error(&self, snap: &Snapshot, diagnosis: Diagnosis, state: &CycleState, pod: &PodInfo) -> FitError {
+    fn fit_error(
+        &self,
+        snap: &Snapshot,
+        diagnosis: Diagnosis,
+        state: &CycleState,
+        pod: &PodInfo,
+    ) -> FitError {
         let mut diagnosis = diagnosis;
         let mut plugins: Vec<&'static str> = diagnosis
             .node_statuses
@@ -169,14 +179,23 @@ impl Scheduler {
             let others = n.saturating_sub(unresolvable);
             let mut parts = Vec::new();
             if others > 0 {
-                parts.push(format!("{others} No preemption victims found for incoming pod"));
+                parts.push(format!(
+                    "{others} No preemption victims found for incoming pod"
+                ));
             }
             if unresolvable > 0 {
-                parts.push(format!("{unresolvable} Preemption is not helpful for scheduling"));
+                parts.push(format!(
+                    "{unresolvable} Preemption is not helpful for scheduling"
+                ));
             }
-            (!self.fw.plugin_names().contains(&"DefaultPreemption") || pod.preempt_never)
-                .then_some(None)
-                .unwrap_or_else(|| Some(format!("preemption: 0/{n} nodes are available: {}.", parts.join(", "))))
+            if !self.fw.plugin_names().contains(&"DefaultPreemption") || pod.preempt_never {
+                None
+            } else {
+                Some(format!(
+                    "preemption: 0/{n} nodes are available: {}.",
+                    parts.join(", ")
+                ))
+            }
         } else {
             None
         };
@@ -192,16 +211,16 @@ impl Scheduler {
         &mut self,
         snap: &Snapshot,
         pod: &PodInfo,
-    ) -> Result<(ScheduleResult, CycleState), FitError> {
+    ) -> Result<(ScheduleResult, CycleState), Box<FitError>> {
         let mut state = CycleState::default();
         let n = snap.num_nodes();
         if n == 0 {
-            return Err(FitError {
+            return Err(Box::new(FitError {
                 num_all_nodes: 0,
                 diagnosis: Diagnosis::default(),
                 preemption: None,
                 post_filter_msg: None,
-            });
+            }));
         }
         let st = self.fw.run_pre_filter(&mut state, pod, snap);
         if !st.is_success() {
@@ -209,7 +228,7 @@ impl Scheduler {
                 pre_filter: Some(st),
                 ..Default::default()
             };
-            return Err(self.fit_error(snap, d, &state, pod));
+            return Err(Box::new(self.fit_error(snap, d, &state, pod)));
         }
         let with_nominated = !snap.nominated.is_empty();
         let fw = &self.fw;
@@ -223,7 +242,10 @@ impl Scheduler {
         let set = fw.filter_set(&state);
         // A nominated node (from an earlier preemption) is tried first.
         if let Some(nid) = pod.nominated_node.as_deref().and_then(|n| snap.node_id(n)) {
-            if state.node_subset.as_ref().is_none_or(|s| s.binary_search(&nid).is_ok())
+            if state
+                .node_subset
+                .as_ref()
+                .is_none_or(|s| s.binary_search(&nid).is_ok())
                 && filter(&set, &state, nid).is_success()
             {
                 return Ok((
@@ -244,7 +266,11 @@ impl Scheduler {
         };
         let len = nodes.len();
         let want = self.fw.num_feasible_nodes_to_find(len);
-        let start = if rotate { self.next_start % len.max(1) } else { 0 };
+        let start = if rotate {
+            self.next_start % len.max(1)
+        } else {
+            0
+        };
         let mut feasible = std::mem::take(&mut self.feasible);
         feasible.clear();
         let mut diagnosis = Diagnosis::default();
@@ -268,7 +294,7 @@ impl Scheduler {
         if feasible.is_empty() {
             self.feasible = feasible;
             state.node_subset = subset;
-            return Err(self.fit_error(snap, diagnosis, &state, pod));
+            return Err(Box::new(self.fit_error(snap, diagnosis, &state, pod)));
         }
         let chosen = if feasible.len() == 1 {
             feasible[0]
@@ -325,7 +351,7 @@ impl Scheduler {
                         snap.clear_nomination(key);
                     }
                 }
-                return Outcome::Unschedulable(Box::new(e));
+                return Outcome::Unschedulable(e);
             }
         };
         let st = self.fw.run_reserve(&mut state, &pod, &result.node_name);

@@ -333,7 +333,8 @@ impl Snapshot {
         let compiled = Pdb {
             namespace: self.interner.intern(ns),
             selector,
-            disruptions_allowed: status.map_or(0, |s| i64::from(s.disruptions_allowed.unwrap_or(0))),
+            disruptions_allowed: status
+                .map_or(0, |s| i64::from(s.disruptions_allowed.unwrap_or(0))),
             disrupted: status
                 .and_then(|s| s.disrupted_pods.as_ref())
                 .map(|m| m.keys().map(|k| k.as_str().into()).collect())
@@ -393,7 +394,12 @@ impl Snapshot {
             .sum();
         self.interner.heap_bytes()
             + self.nodes.capacity() * node_size
-            + self.nodes.iter().flatten().map(NodeInfo::heap_bytes).sum::<usize>()
+            + self
+                .nodes
+                .iter()
+                .flatten()
+                .map(NodeInfo::heap_bytes)
+                .sum::<usize>()
             + self.pods.capacity() * pod_size
             + pods_heap
             + self.order.capacity() * 8

@@ -38,10 +38,14 @@ async fn start() -> Cluster {
         .await
         .expect("build server")
         .spawn();
-    let client = Client::try_from(kube::Config::new(server.url().parse().expect("url"))).expect("client");
+    let client =
+        Client::try_from(kube::Config::new(server.url().parse().expect("url"))).expect("client");
     let ns = format!("sched-{}-{n}", std::process::id());
     Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
         .await
         .expect("namespace");
     Cluster {
@@ -63,11 +67,23 @@ async fn add_node(c: &Cluster, name: &str, cpu: &str, taints: Value) {
     }))
     .unwrap();
     let api = Api::<Node>::all(c.client.clone());
-    let created = api.create(&PostParams::default(), &node).await.expect("create node");
-    if created.status.as_ref().and_then(|s| s.allocatable.as_ref()).is_none() {
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
-            .await
-            .expect("node status");
+    let created = api
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("create node");
+    if created
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.as_ref())
+        .is_none()
+    {
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .expect("node status");
     }
 }
 
@@ -107,9 +123,14 @@ async fn node_of(c: &Cluster, pod: &str) -> Option<String> {
         .and_then(|p| p.spec.and_then(|s| s.node_name))
 }
 
-fn spawn_loop(c: &Cluster, fw: Framework, le: Option<LeaderElection>) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+fn spawn_loop(
+    c: &Cluster,
+    fw: Framework,
+    le: Option<LeaderElection>,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = oneshot::channel::<()>();
-    let mut l = SchedulerLoop::new(c.client.clone(), fw).backoff(Duration::from_millis(100), Duration::from_millis(500));
+    let mut l = SchedulerLoop::new(c.client.clone(), fw)
+        .backoff(Duration::from_millis(100), Duration::from_millis(500));
     if let Some(le) = le {
         l = l.leader_election(le);
     }
@@ -178,7 +199,10 @@ async fn binds_pods_and_reports_failed_scheduling() {
     })
     .await;
     assert_eq!(cond.reason.as_deref(), Some("Unschedulable"));
-    assert!(cond.message.unwrap_or_default().contains("1 Insufficient cpu"));
+    assert!(cond
+        .message
+        .unwrap_or_default()
+        .contains("1 Insufficient cpu"));
 
     // A new node that fits moves the pod back from unschedulable.
     add_node(&c, &format!("{}-large", c.ns), "32", json!([])).await;
@@ -218,16 +242,26 @@ async fn only_the_lease_holder_schedules_and_leadership_moves_on_shutdown() {
             .and_then(|l| l.spec.and_then(|s| s.holder_identity))
     };
     let (stop_a, a) = spawn_loop(&c, fw(), Some(le("a")));
-    eventually("a leads", || async { (holder().await.as_deref() == Some("a")).then_some(()) }).await;
+    eventually("a leads", || async {
+        (holder().await.as_deref() == Some("a")).then_some(())
+    })
+    .await;
     let (stop_b, b) = spawn_loop(&c, fw(), Some(le("b")));
     add_pod(&c, "one", "1", "kcore-ha").await;
     eventually("pod one bound", || node_of(&c, "one")).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(holder().await.as_deref(), Some("a"), "b must not take a held lease");
+    assert_eq!(
+        holder().await.as_deref(),
+        Some("a"),
+        "b must not take a held lease"
+    );
 
     stop_a.send(()).unwrap();
     a.await.unwrap();
-    eventually("b leads", || async { (holder().await.as_deref() == Some("b")).then_some(()) }).await;
+    eventually("b leads", || async {
+        (holder().await.as_deref() == Some("b")).then_some(())
+    })
+    .await;
     add_pod(&c, "two", "1", "kcore-ha").await;
     eventually("pod two bound by b", || node_of(&c, "two")).await;
     stop_b.send(()).unwrap();

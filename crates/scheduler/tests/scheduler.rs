@@ -37,7 +37,10 @@ fn snapshot_updates_are_incremental() {
     assert_eq!(s.node(id).requested().milli_cpu, 0);
     assert!(s.node(id).pods().is_empty());
     // Unscheduled pods are not held.
-    assert_eq!(s.upsert_pod(&to_pod(&pod("pending", "1", ""))).unwrap(), None);
+    assert_eq!(
+        s.upsert_pod(&to_pod(&pod("pending", "1", ""))).unwrap(),
+        None
+    );
     assert_eq!(s.num_pods(), 0);
 }
 
@@ -47,13 +50,17 @@ fn pods_seen_before_their_node_attach_when_it_arrives() {
     let p = set(pod("early", "1", ""), "spec.nodeName", json!("late"));
     s.upsert_pod(&to_pod(&p)).unwrap();
     assert_eq!(s.num_pods(), 1);
-    let id = s.upsert_node(&to_node(&node("late", "4", "4Gi", &[]))).unwrap();
+    let id = s
+        .upsert_node(&to_node(&node("late", "4", "4Gi", &[])))
+        .unwrap();
     assert_eq!(s.node(id).requested().milli_cpu, 1000);
     // Removing the node drops its pods, and the slot is reused.
     assert!(s.remove_node("late"));
     assert_eq!(s.num_pods(), 0);
     assert_eq!(s.num_nodes(), 0);
-    let id2 = s.upsert_node(&to_node(&node("other", "4", "4Gi", &[]))).unwrap();
+    let id2 = s
+        .upsert_node(&to_node(&node("other", "4", "4Gi", &[])))
+        .unwrap();
     assert_eq!(id2, id);
     assert_eq!(s.node(id2).requested().milli_cpu, 0);
 }
@@ -61,7 +68,14 @@ fn pods_seen_before_their_node_attach_when_it_arrives() {
 #[test]
 fn percentage_of_nodes_to_score_matches_upstream() {
     let fw = Framework::with_defaults();
-    let cases = [(50, 50), (100, 100), (1000, 420), (5000, 500), (6000, 300), (100_000, 5000)];
+    let cases = [
+        (50, 50),
+        (100, 100),
+        (1000, 420),
+        (5000, 500),
+        (6000, 300),
+        (100_000, 5000),
+    ];
     for (n, want) in cases {
         assert_eq!(fw.num_feasible_nodes_to_find(n), want, "{n} nodes");
     }
@@ -75,12 +89,17 @@ fn percentage_of_nodes_to_score_matches_upstream() {
         .build()
         .unwrap();
     assert_eq!(fw.num_feasible_nodes_to_find(5000), 100);
-    assert!(Framework::builder("x").percentage_of_nodes_to_score(101).build().is_err());
+    assert!(Framework::builder("x")
+        .percentage_of_nodes_to_score(101)
+        .build()
+        .is_err());
 }
 
 #[test]
 fn evaluation_window_rotates_over_the_nodes() {
-    let nodes: Vec<_> = (0..400).map(|i| node(&format!("n{i:03}"), "4", "8Gi", &[])).collect();
+    let nodes: Vec<_> = (0..400)
+        .map(|i| node(&format!("n{i:03}"), "4", "8Gi", &[]))
+        .collect();
     let mut s = snapshot(&nodes, &[]);
     let mut sched = Scheduler::new(Framework::with_defaults());
     let info = s.compile_pod(&to_pod(&pod("p", "100m", "100Mi"))).unwrap();
@@ -93,18 +112,30 @@ fn evaluation_window_rotates_over_the_nodes() {
     // Identical nodes tie; the windows differ, so choices come from
     // different node ranges over time.
     let idx = |r: &ScheduleResult| r.node_name[1..].parse::<usize>().unwrap();
-    assert!(idx(&r1) < 188 && (188..376).contains(&idx(&a)), "{} {}", r1.node_name, a.node_name);
+    assert!(
+        idx(&r1) < 188 && (188..376).contains(&idx(&a)),
+        "{} {}",
+        r1.node_name,
+        a.node_name
+    );
     assert!(idx(&b) >= 376 || idx(&b) < 176, "{}", b.node_name);
 }
 
 #[test]
 fn least_allocated_spreads_pods_evenly() {
-    let nodes: Vec<_> = (0..10).map(|i| node(&format!("n{i}"), "4", "32Gi", &[])).collect();
+    let nodes: Vec<_> = (0..10)
+        .map(|i| node(&format!("n{i}"), "4", "32Gi", &[]))
+        .collect();
     let mut s = snapshot(&nodes, &[]);
     let mut sched = Scheduler::new(Framework::with_defaults());
     for i in 0..100 {
-        let info = s.compile_pod(&to_pod(&pod(&format!("p{i}"), "100m", "500Mi"))).unwrap();
-        assert!(matches!(sched.schedule_one(&mut s, info), Outcome::Assumed { .. }));
+        let info = s
+            .compile_pod(&to_pod(&pod(&format!("p{i}"), "100m", "500Mi")))
+            .unwrap();
+        assert!(matches!(
+            sched.schedule_one(&mut s, info),
+            Outcome::Assumed { .. }
+        ));
     }
     for &id in s.node_ids() {
         assert_eq!(s.node(id).pods().len(), 10, "{}", s.node(id).name());
@@ -116,8 +147,16 @@ fn least_allocated_spreads_pods_evenly() {
 fn fit_error_message_counts_reasons_like_upstream() {
     let nodes = [
         node("small", "100m", "1Gi", &[]),
-        set(node("t1", "4", "4Gi", &[]), "spec.taints", json!([{"key": "k", "value": "v", "effect": "NoSchedule"}])),
-        set(node("t2", "4", "4Gi", &[]), "spec.taints", json!([{"key": "k", "value": "v", "effect": "NoSchedule"}])),
+        set(
+            node("t1", "4", "4Gi", &[]),
+            "spec.taints",
+            json!([{"key": "k", "value": "v", "effect": "NoSchedule"}]),
+        ),
+        set(
+            node("t2", "4", "4Gi", &[]),
+            "spec.taints",
+            json!([{"key": "k", "value": "v", "effect": "NoSchedule"}]),
+        ),
     ];
     let mut s = snapshot(&nodes, &[]);
     let mut sched = Scheduler::new(Framework::with_defaults());
@@ -129,10 +168,16 @@ fn fit_error_message_counts_reasons_like_upstream() {
          preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, \
          2 Preemption is not helpful for scheduling."
     );
-    assert_eq!(e.diagnosis.unschedulable_plugins, vec!["NodeResourcesFit", "TaintToleration"]);
+    assert_eq!(
+        e.diagnosis.unschedulable_plugins,
+        vec!["NodeResourcesFit", "TaintToleration"]
+    );
     let empty = Snapshot::new();
     let e = sched.schedule(&empty, &info).unwrap_err();
-    assert_eq!(e.to_string(), "0/0 nodes are available: no nodes available to schedule pods.");
+    assert_eq!(
+        e.to_string(),
+        "0/0 nodes are available: no nodes available to schedule pods."
+    );
 }
 
 struct Gate {
@@ -187,7 +232,10 @@ fn custom_reserve_and_permit_plugins_run_in_the_cycle() {
     let mut sched = Scheduler::new(fw);
     let mut s = snapshot(&[node("n1", "4", "4Gi", &[])], &[]);
     let ok = s.compile_pod(&to_pod(&pod("fine", "1", ""))).unwrap();
-    assert!(matches!(sched.schedule_one(&mut s, ok), Outcome::Assumed { .. }));
+    assert!(matches!(
+        sched.schedule_one(&mut s, ok),
+        Outcome::Assumed { .. }
+    ));
     let blocked = s.compile_pod(&to_pod(&pod("blocked", "1", ""))).unwrap();
     match sched.schedule_one(&mut s, blocked) {
         Outcome::Rejected(st) => {

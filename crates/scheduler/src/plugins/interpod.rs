@@ -46,7 +46,15 @@ impl Plugin for InterPodAffinity {
         "InterPodAffinity"
     }
     fn events(&self) -> &'static [ClusterEvent] {
-        &[POD_ADD, POD_UPDATE, POD_DELETE, NODE_ADD, NODE_UPDATE, NS_CHANGE, SELF_UPDATE]
+        &[
+            POD_ADD,
+            POD_UPDATE,
+            POD_DELETE,
+            NODE_ADD,
+            NODE_UPDATE,
+            NS_CHANGE,
+            SELF_UPDATE,
+        ]
     }
     fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
         Some(self)
@@ -86,7 +94,14 @@ fn matches_all(terms: &[AffinityTerm], p: &PodInfo, snap: &Snapshot) -> bool {
 }
 
 /// Applies `other` (on `node`) to the counts with sign `d`.
-fn account(s: &mut FilterState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, snap: &Snapshot, d: i64) {
+fn account(
+    s: &mut FilterState,
+    pod: &PodInfo,
+    other: &PodInfo,
+    node: &NodeInfo,
+    snap: &Snapshot,
+    d: i64,
+) {
     if other.terminating {
         return;
     }
@@ -164,7 +179,14 @@ impl PreFilterPlugin for InterPodAffinity {
         Status::success()
     }
 
-    fn add_pod(&self, state: &mut CycleState, pod: &PodInfo, added: &PodInfo, node: &NodeInfo, snap: &Snapshot) {
+    fn add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        added: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) {
         if let Some(s) = state.get_mut::<FilterState>() {
             account(s, pod, added, node, snap, 1);
         }
@@ -185,7 +207,13 @@ impl PreFilterPlugin for InterPodAffinity {
 }
 
 impl FilterPlugin for InterPodAffinity {
-    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo, snap: &Snapshot) -> Status {
+    fn filter(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) -> Status {
         let Some(s) = state.get::<FilterState>() else {
             return Status::success();
         };
@@ -215,9 +243,7 @@ impl FilterPlugin for InterPodAffinity {
                 }
             }
         }
-        if !pods_exist
-            && !(s.affinity.is_empty() && matches_all(&a.required_affinity, pod, snap))
-        {
+        if !(pods_exist || s.affinity.is_empty() && matches_all(&a.required_affinity, pod, snap)) {
             return Status::new(Code::UnschedulableAndUnresolvable, ERR_AFFINITY);
         }
         if !s.anti.is_empty() {
@@ -251,10 +277,17 @@ impl ScoreState {
 }
 
 impl PreScorePlugin for InterPodAffinity {
-    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, snap: &Snapshot, _: &[NodeId]) -> Status {
-        let has_preferred = pod.affinity.as_ref().is_some_and(|a| {
-            !a.preferred_affinity.is_empty() || !a.preferred_anti.is_empty()
-        });
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        _: &[NodeId],
+    ) -> Status {
+        let has_preferred = pod
+            .affinity
+            .as_ref()
+            .is_some_and(|a| !a.preferred_affinity.is_empty() || !a.preferred_anti.is_empty());
         if !has_preferred && snap.affinity_pods.is_empty() {
             return Status::skip();
         }

@@ -141,7 +141,10 @@ impl ScorePlugin for NodeResourcesBalancedAllocation {
         let mut fr = [0f64; 2];
         let mut n = 0;
         for (req, cap) in [
-            (node.requested.milli_cpu + pod.requests.milli_cpu, a.milli_cpu),
+            (
+                node.requested.milli_cpu + pod.requests.milli_cpu,
+                a.milli_cpu,
+            ),
             (node.requested.memory + pod.requests.memory, a.memory),
         ] {
             if cap == 0 {

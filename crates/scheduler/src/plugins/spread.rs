@@ -26,7 +26,14 @@ impl Plugin for PodTopologySpread {
         "PodTopologySpread"
     }
     fn events(&self) -> &'static [ClusterEvent] {
-        &[POD_ADD, POD_UPDATE, POD_DELETE, NODE_ADD, NODE_UPDATE, SELF_UPDATE]
+        &[
+            POD_ADD,
+            POD_UPDATE,
+            POD_DELETE,
+            NODE_ADD,
+            NODE_UPDATE,
+            SELF_UPDATE,
+        ]
     }
     fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
         Some(self)
@@ -50,9 +57,10 @@ fn node_included(c: &SpreadConstraint, pod: &PodInfo, node: &NodeInfo, snap: &Sn
         return false;
     }
     if c.honor_taints
-        && node.taints.iter().any(|t| {
-            t.effect != TaintEffect::PreferNoSchedule && !tolerated(&pod.tolerations, t)
-        })
+        && node
+            .taints
+            .iter()
+            .any(|t| t.effect != TaintEffect::PreferNoSchedule && !tolerated(&pod.tolerations, t))
     {
         return false;
     }

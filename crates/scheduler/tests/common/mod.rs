@@ -91,7 +91,11 @@ pub fn only(plugin: Arc<dyn Plugin>) -> Framework {
 
 /// Runs PreFilter + Filter of `fw` for `pod` on every node: (node, code,
 /// reasons). A PreFilter rejection is reported for every node.
-pub fn filter_all(fw: &Framework, snap: &mut Snapshot, pod: &Value) -> Vec<(String, Code, Vec<String>)> {
+pub fn filter_all(
+    fw: &Framework,
+    snap: &mut Snapshot,
+    pod: &Value,
+) -> Vec<(String, Code, Vec<String>)> {
     let info = snap.compile_pod(&to_pod(pod)).unwrap();
     let mut state = CycleState::default();
     let pre = fw.run_pre_filter(&mut state, &info, snap);
@@ -135,5 +139,7 @@ pub fn score_all(fw: &Framework, snap: &mut Snapshot, pod: &Value) -> Vec<(Strin
 
 /// Filter results as `(node, passed)`.
 pub fn passed(r: &[(String, Code, Vec<String>)]) -> Vec<(&str, bool)> {
-    r.iter().map(|(n, c, _)| (n.as_str(), *c == Code::Success)).collect()
+    r.iter()
+        .map(|(n, c, _)| (n.as_str(), *c == Code::Success))
+        .collect()
 }
