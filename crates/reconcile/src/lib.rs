@@ -37,6 +37,10 @@ mod queue;
 mod runner;
 
 pub use cache::{Change, Handler, Informer, Store};
+pub use controllers::daemonset::{
+    node_should_run, plan as daemon_plan, pod_node as daemon_pod_node, DaemonPlan, NodePods,
+    CONTROLLER_REVISION_HASH,
+};
 pub use controllers::deployment::{
     equal_ignore_hash, history_to_delete, new_rs_replicas, old_rs_scale_down, proportional_scale,
     resolve_fenceposts, template_hash, RsCounts, ScaleInput, DESIRED_REPLICAS, MAX_REPLICAS,

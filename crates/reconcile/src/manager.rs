@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::cache::Informer;
+use crate::controllers::daemonset::DaemonSetController;
 use crate::controllers::deployment::DeploymentController;
 use crate::controllers::endpoints::EndpointsController;
 use crate::controllers::gc::GarbageCollector;
@@ -238,6 +239,15 @@ impl ControllerManager {
             let q = new_queue();
             let c = NamespaceController::new(client.clone(), nss.store(), namespaced_kinds);
             nss.on_change(NamespaceController::on_namespace(q.clone()));
+            start!(c, q);
+        }
+        if self.enabled("daemonset") {
+            let q = new_queue();
+            let c =
+                DaemonSetController::new(client.clone(), dss.store(), nodes.store(), pods.store());
+            dss.on_change(DaemonSetController::on_daemonset(q.clone()));
+            nodes.on_change(c.on_node(q.clone()));
+            pods.on_change(DaemonSetController::on_pod(q.clone()));
             start!(c, q);
         }
         if self.enabled("nodelifecycle") {

@@ -1,5 +1,6 @@
 //! The built-in controllers.
 
+pub(crate) mod daemonset;
 pub(crate) mod deployment;
 pub(crate) mod endpoints;
 pub(crate) mod gc;

@@ -158,7 +158,7 @@ impl NodeLifecycleController {
                 taints.push(Taint {
                     key: UNREACHABLE_TAINT.into(),
                     effect: effect.into(),
-                    time_added: (effect == "NoExecute").then(|| Time(now)),
+                    time_added: (effect == "NoExecute").then_some(Time(now)),
                     value: None,
                 });
                 changed = true;
