@@ -127,7 +127,7 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-struct Lock(File);
+pub(crate) struct Lock(File);
 
 impl Drop for Lock {
     fn drop(&mut self) {
@@ -155,16 +155,33 @@ impl ImageStore {
     }
 
     fn lock(&self) -> Result<Lock> {
-        let p = self.root.join(".lock");
+        self.lock_file(".lock")
+    }
+
+    /// Held shared by imports, pulls and unpacks, exclusively by prune: a
+    /// blob fetched but not yet tagged is never collected under them.
+    pub(crate) fn gc_guard(&self, exclusive: bool) -> Result<Lock> {
+        self.flock(".gc.lock", exclusive)
+    }
+
+    fn lock_file(&self, name: &str) -> Result<Lock> {
+        self.flock(name, true)
+    }
+
+    fn flock(&self, name: &str, exclusive: bool) -> Result<Lock> {
+        let p = self.root.join(name);
         let f = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&p)
             .at(&p)?;
-        rustix::fs::flock(&f, FlockOperation::LockExclusive)
-            .map_err(io::Error::from)
-            .at(&p)?;
+        let op = if exclusive {
+            FlockOperation::LockExclusive
+        } else {
+            FlockOperation::LockShared
+        };
+        rustix::fs::flock(&f, op).map_err(io::Error::from).at(&p)?;
         Ok(Lock(f))
     }
 
@@ -297,13 +314,13 @@ impl ImageStore {
             config,
             created: now(),
         };
+        // Check the config parses and matches the layers now, not at unpack.
+        self.load_image(record.clone())?;
         let _l = self.lock()?;
         let mut c = self.load()?;
         c.images.retain(|r| r.name != name);
         c.images.push(record.clone());
         self.save(&c)?;
-        // Check the config parses and matches the layers now, not at unpack.
-        self.load_image(record.clone())?;
         Ok(record)
     }
 
@@ -323,6 +340,12 @@ impl ImageStore {
     pub fn prune(&self, layers: Option<&LayerStore>) -> Result<PruneReport> {
         let span = tracing::info_span!("prune");
         let _g = span.enter();
+        // Lock order everywhere: unpack, gc, catalog.
+        let _unpacking = match layers {
+            Some(_) => Some(self.lock_file(".unpack.lock")?),
+            None => None,
+        };
+        let _gc = self.gc_guard(true)?;
         let _l = self.lock()?;
         let c = self.load()?;
         let mut keep_blobs = BTreeSet::new();
@@ -388,6 +411,7 @@ impl ImageStore {
     pub fn import_oci_layout(&self, path: &Path, opts: &ImportOptions) -> Result<Vec<ImageRecord>> {
         let span = tracing::info_span!("import_oci_layout", path = %path.display());
         let _g = span.enter();
+        let _gc = self.gc_guard(false)?;
         if path.is_dir() {
             let layout = path.join("oci-layout");
             check_layout_file(&fs::read(&layout).at(&layout)?)?;
@@ -497,6 +521,7 @@ impl ImageStore {
     ) -> Result<Vec<ImageRecord>> {
         let span = tracing::info_span!("import_docker_archive", path = %path.display());
         let _g = span.enter();
+        let _gc = self.gc_guard(false)?;
         let (files, added, by_path) = if path.is_dir() {
             let mf = path.join("manifest.json");
             let manifest = fs::read(&mf).at(&mf)?;
@@ -776,6 +801,10 @@ impl ImageStore {
         let _g = span.enter();
         let opts = opts.clone().whiteouts(Whiteouts::Overlay);
         let marks = self.root.join("unpacked");
+        // One unpack at a time per store (across processes): a half-built
+        // layer of another unpack must not be taken for a leftover.
+        let _unpacking = self.lock_file(".unpack.lock")?;
+        let _gc = self.gc_guard(false)?;
         let ids: Vec<String> = img
             .layers
             .iter()
@@ -861,6 +890,7 @@ impl ImageStore {
         let span =
             tracing::info_span!("flatten_image", image = %img.record.name, dest = %dest.display());
         let _g = span.enter();
+        let _gc = self.gc_guard(false)?;
         let total = Aggregate::new(opts.progress_fn());
         fs::create_dir(dest).at(dest)?;
         let res = (|| {

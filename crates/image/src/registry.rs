@@ -471,6 +471,7 @@ impl ImageStore {
         let r: Reference = reference.parse()?;
         let span = tracing::info_span!("pull", reference = %r);
         let _g = span.enter();
+        let _gc = self.gc_guard(false)?;
         let client = RegistryClient::new(&r, opts);
         let (body, digest, media_type) = client.manifest(&r.object())?;
         self.content().put_bytes(&body)?;
