@@ -669,19 +669,127 @@ async fn serve_resource(
         }
         (Method::GET, Some(name), Some(Sub::Log)) => {
             let pod = api.get_in(info, ns, &name).await?;
-            match pod["spec"]["nodeName"].as_str() {
-                Some(node) if !node.is_empty() => Err(ApiError::new(
-                    503,
-                    "ServiceUnavailable",
-                    format!("no log proxy is configured for node {node:?}"),
-                )),
-                _ => Err(ApiError::bad_request(format!(
-                    "pod {name} does not have a host assigned"
-                ))),
-            }
+            proxy_logs(api, &pod, params).await
         }
         _ => Err(ApiError::method_not_allowed(info.plural)),
     }
+}
+
+/// `pods/log`: forwards to the node agent that runs the pod, kubelet-style:
+/// `GET http://<node InternalIP>:<status.daemonEndpoints.kubeletEndpoint.Port>/containerLogs/<ns>/<pod>/<container>`
+/// with `follow`, `tailLines`, `previous`, `timestamps`, `sinceSeconds` and `limitBytes`
+/// passed through, streaming the answer back.
+async fn proxy_logs(api: &Api, pod: &Value, params: &Params) -> Result<Response, ApiError> {
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let containers: Vec<&str> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let container = match params.get("container") {
+        Some(c) if containers.contains(&c) => c.to_owned(),
+        Some(c) => {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )))
+        }
+        None if containers.len() == 1 => containers[0].to_owned(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            )))
+        }
+    };
+    let node_name = pod["spec"]["nodeName"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("pod {name} does not have a host assigned"))
+        })?;
+    let nodes = resources::lookup("", "v1", "nodes").expect("served");
+    let node = api.get_in(nodes, None, node_name).await?;
+    let addrs = node["status"]["addresses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let ip = addrs
+        .iter()
+        .find(|a| a["type"] == "InternalIP")
+        .or_else(|| addrs.first())
+        .and_then(|a| a["address"].as_str())
+        .ok_or_else(|| {
+            ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!("node {node_name} has no address"),
+            )
+        })?
+        .to_owned();
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .unwrap_or(10250);
+    let mut query = Vec::new();
+    for k in [
+        "follow",
+        "tailLines",
+        "previous",
+        "timestamps",
+        "sinceSeconds",
+        "sinceTime",
+        "limitBytes",
+    ] {
+        if let Some(v) = params.get(k) {
+            let v: String = v
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | ':' | '.'))
+                .collect();
+            query.push(format!("{k}={v}"));
+        }
+    }
+    let path = format!("/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
+    let unavailable = |e: String| {
+        ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("cannot reach node {node_name} at {ip}:{port}: {e}"),
+        )
+    };
+    let host = if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    };
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::net::TcpStream::connect(&host),
+    )
+    .await
+    .map_err(|_| unavailable("connect timed out".into()))?
+    .map_err(|e| unavailable(e.to_string()))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = axum::http::Request::get(&path)
+        .header(header::HOST, host.as_str())
+        .body(Body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let status = resp.status();
+    let mut out = Response::new(Body::new(resp.into_body()));
+    *out.status_mut() = status;
+    out.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Ok(out)
 }
 
 struct WatchGuard(Arc<AppState>);

@@ -17,7 +17,6 @@ use crate::storage::{RedbStorage, Storage};
 use crate::tls::TlsListener;
 
 /// Configures an [`ApiServer`].
-#[derive(Default)]
 #[must_use]
 pub struct ApiServerBuilder {
     data_dir: Option<PathBuf>,
@@ -27,6 +26,7 @@ pub struct ApiServerBuilder {
     token_file: Option<PathBuf>,
     tokens: Vec<String>,
     hosts: Vec<String>,
+    compaction: Duration,
     config: ApiConfig,
 }
 
@@ -37,6 +37,22 @@ impl std::fmt::Debug for ApiServerBuilder {
             .field("listen", &self.listen)
             .field("insecure_http", &self.insecure_http)
             .finish_non_exhaustive()
+    }
+}
+
+impl Default for ApiServerBuilder {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            storage: None,
+            listen: None,
+            insecure_http: false,
+            token_file: None,
+            tokens: Vec::new(),
+            hosts: Vec::new(),
+            compaction: Duration::from_secs(300),
+            config: ApiConfig::default(),
+        }
     }
 }
 
@@ -91,6 +107,14 @@ impl ApiServerBuilder {
     /// The Service cluster-IP range (default `10.96.0.0/12`).
     pub fn service_cidr(mut self, base: std::net::Ipv4Addr, prefix: u8) -> Self {
         self.config.service_cidr = (base, prefix.clamp(8, 30));
+        self
+    }
+
+    /// How often the store's history is compacted (default 5 min): each time, everything
+    /// up to the revision seen at the previous tick is discarded, so watchers can resume
+    /// from any revision less than one interval old.
+    pub fn compaction_interval(mut self, every: Duration) -> Self {
+        self.compaction = every;
         self
     }
 
@@ -174,6 +198,7 @@ impl ApiServerBuilder {
             addr,
             state,
             ca_pem,
+            compaction: self.compaction,
         };
         if let (Some(dir), true) = (&self.data_dir, server.ca_pem.is_some()) {
             server.write_kubeconfig(dir.join("admin.kubeconfig"))?;
@@ -200,6 +225,26 @@ enum Listener {
     Tls(TlsListener),
 }
 
+/// Compacts the history up to the revision seen one interval ago, forever.
+async fn compact_periodically(storage: Arc<dyn Storage>, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.tick().await;
+    let mut previous: Option<u64> = None;
+    loop {
+        tick.tick().await;
+        let Ok(rev) = storage.revision().await else {
+            continue;
+        };
+        if let Some(p) = previous.filter(|p| *p > rev.compacted) {
+            match storage.compact(p).await {
+                Ok(()) => tracing::debug!(revision = p, "compacted history"),
+                Err(e) => tracing::warn!(error = %e, "compaction failed"),
+            }
+        }
+        previous = Some(rev.current);
+    }
+}
+
 /// A bound, ready-to-serve API server.
 pub struct ApiServer {
     api: Api,
@@ -207,6 +252,7 @@ pub struct ApiServer {
     addr: SocketAddr,
     state: Arc<AppState>,
     ca_pem: Option<String>,
+    compaction: Duration,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -312,12 +358,17 @@ impl ApiServer {
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
+        let compactor = tokio::spawn(compact_periodically(
+            self.api.storage().clone(),
+            self.compaction,
+        ));
         let app = axum::Router::new().fallback(handle).with_state(self.state);
         let addr = self.addr;
         let served = match self.listener {
             Listener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(signal).await,
             Listener::Tls(l) => axum::serve(l, app).with_graceful_shutdown(signal).await,
         };
+        compactor.abort();
         served.map_err(|source| Error::Bind { addr, source })
     }
 

@@ -403,3 +403,65 @@ async fn tables_yaml_bodies_and_watch_streams() {
     assert_eq!(d["spec"]["replicas"], 5);
     s.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_compacted_periodically() {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("kcore-compact-{}-", std::process::id()))
+        .tempdir()
+        .expect("temp dir");
+    let server = ApiServer::builder()
+        .data_dir(dir.path())
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .insecure_http(true)
+        .compaction_interval(std::time::Duration::from_millis(100))
+        .build()
+        .await
+        .expect("build");
+    let api = server.api();
+    let s = server.spawn();
+    let first = api.storage().revision().await.expect("rev").current;
+    let mut compacted = 0;
+    for i in 0..200 {
+        let cm =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}")}});
+        api.create_value("v1", "configmaps", Some("default"), cm, &Default::default())
+            .await
+            .expect("create");
+        compacted = api.storage().revision().await.expect("rev").compacted;
+        if compacted > first {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(compacted >= first, "history was never compacted");
+    // A watch from before the compaction now gets 410; objects themselves remain.
+    let w = curl(
+        "GET",
+        format!(
+            "{}/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=1&timeoutSeconds=5",
+            s.url()
+        ),
+        &[],
+        None,
+    )
+    .await;
+    assert!(
+        w.body
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("\"code\":410")),
+        "{}",
+        w.body
+    );
+    let list = curl(
+        "GET",
+        format!("{}/api/v1/namespaces/default/configmaps", s.url()),
+        &[],
+        None,
+    )
+    .await
+    .json();
+    assert!(!list["items"].as_array().expect("items").is_empty());
+    s.shutdown().await.expect("shutdown");
+}

@@ -501,3 +501,68 @@ async fn kubectl_over_https_with_token() {
     assert_eq!(String::from_utf8_lossy(&authed.stdout), "200");
     c.server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_logs_are_proxied_to_the_node() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = start().await;
+    let api = c.server.api().clone();
+    // A stand-in node agent answering kubelet-style /containerLogs requests.
+    let agent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind agent");
+    let port = agent.local_addr().expect("addr").port();
+    let (tx, mut paths) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let agent_task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = agent.accept().await else {
+                break;
+            };
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            let body = "hello from c\n";
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+            let _ = tx.send(path);
+        }
+    });
+    let node = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}});
+    api.create_value("v1", "nodes", None, node, &Default::default())
+        .await
+        .expect("node");
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}});
+    api.create_value("v1", "pods", Some("default"), pod, &Default::default())
+        .await
+        .expect("pod");
+    let out = ok(&c, &["logs", "p", "--tail=5"]).await;
+    assert_eq!(out, "hello from c\n");
+    let path = paths.recv().await.expect("agent saw a request");
+    assert!(path.starts_with("/containerLogs/default/p/c?"), "{path}");
+    assert!(path.contains("tailLines=5"), "{path}");
+    // A pod without a node has no logs to fetch.
+    let pending = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    api.create_value("v1", "pods", Some("default"), pending, &Default::default())
+        .await
+        .expect("pod q");
+    let err = kubectl(&c, &["logs", "q"]).await;
+    assert!(
+        !err.ok && err.stderr.contains("does not have a host assigned"),
+        "{}",
+        err.stderr
+    );
+    agent_task.abort();
+    c.server.shutdown().await.expect("shutdown");
+}

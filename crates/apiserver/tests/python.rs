@@ -26,7 +26,11 @@ fn python_with_client() -> PathBuf {
             .arg(&venv)
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "python3 -m venv {} failed (Debian: python3-venv)", venv.display());
+        assert!(
+            ok,
+            "python3 -m venv {} failed (Debian: python3-venv)",
+            venv.display()
+        );
         let ok = Command::new(&py)
             .args(["-m", "pip", "install", "-q", "kubernetes"])
             .status()
@@ -39,7 +43,9 @@ fn python_with_client() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_crud_watch_patch() {
-    let py = tokio::task::spawn_blocking(python_with_client).await.expect("join");
+    let py = tokio::task::spawn_blocking(python_with_client)
+        .await
+        .expect("join");
     let dir = tempfile::Builder::new()
         .prefix(&format!("kcore-python-{}-", std::process::id()))
         .tempdir()
@@ -56,13 +62,20 @@ async fn python_client_crud_watch_patch() {
     let running = server.spawn();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client_roundtrip.py");
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(py).arg(script).arg(kubeconfig).output().expect("run python")
+        Command::new(py)
+            .arg(script)
+            .arg(kubeconfig)
+            .output()
+            .expect("run python")
     })
     .await
     .expect("join");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "python client failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "python client failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("python client: ok"), "{stdout}");
     running.shutdown().await.expect("shutdown");
 }
