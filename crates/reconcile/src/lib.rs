@@ -47,6 +47,9 @@ pub use controllers::deployment::{
     POD_TEMPLATE_HASH, REVISION, REVISION_HISTORY,
 };
 pub use controllers::replicaset::POD_DELETION_COST;
+pub use controllers::statefulset::{
+    sts_plan, OrdinalPod, StsAction, POD_INDEX_LABEL, POD_NAME_LABEL,
+};
 pub use error::Error;
 pub use leader::{decide as decide_lease, LeaderElectionConfig, LeaderElector, LeaseDecision};
 pub use manager::{ControllerManager, ControllerManagerConfig, CONTROLLERS};

@@ -25,6 +25,7 @@ use crate::controllers::gc::GarbageCollector;
 use crate::controllers::namespace::NamespaceController;
 use crate::controllers::nodelifecycle::NodeLifecycleController;
 use crate::controllers::replicaset::ReplicaSetController;
+use crate::controllers::statefulset::StatefulSetController;
 use crate::error::Error;
 use crate::leader::{LeaderElectionConfig, LeaderElector};
 use crate::meta::ObjectKey;
@@ -248,6 +249,13 @@ impl ControllerManager {
             dss.on_change(DaemonSetController::on_daemonset(q.clone()));
             nodes.on_change(c.on_node(q.clone()));
             pods.on_change(DaemonSetController::on_pod(q.clone()));
+            start!(c, q);
+        }
+        if self.enabled("statefulset") {
+            let q = new_queue();
+            let c = StatefulSetController::new(client.clone(), stss.store(), pods.store());
+            stss.on_change(StatefulSetController::on_set(q.clone()));
+            pods.on_change(StatefulSetController::on_pod(q.clone()));
             start!(c, q);
         }
         if self.enabled("nodelifecycle") {

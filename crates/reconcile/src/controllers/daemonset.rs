@@ -517,8 +517,10 @@ mod tests {
 
     #[test]
     fn eligibility() {
-        let mut spec = PodSpec::default();
-        spec.node_selector = Some(BTreeMap::from([("role".to_string(), "worker".to_string())]));
+        let mut spec = PodSpec {
+            node_selector: Some(BTreeMap::from([("role".to_string(), "worker".to_string())])),
+            ..PodSpec::default()
+        };
         assert!(node_should_run(
             &spec,
             &node("w", &[("role", "worker")], vec![])

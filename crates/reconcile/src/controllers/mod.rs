@@ -7,3 +7,4 @@ pub(crate) mod gc;
 pub(crate) mod namespace;
 pub(crate) mod nodelifecycle;
 pub(crate) mod replicaset;
+pub(crate) mod statefulset;

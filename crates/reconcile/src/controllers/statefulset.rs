@@ -1,0 +1,449 @@
+//! The StatefulSet controller: pods with stable names `<name>-<ordinal>` and stable
+//! network identities (hostname = pod name, subdomain = the governing headless Service),
+//! created in order and each waiting for its predecessors to be Running and Ready
+//! (`OrderedReady`) or all at once (`Parallel`), removed from the highest ordinal down,
+//! and updated from the highest ordinal down to the `partition`, one pod at a time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::json;
+
+use super::daemonset::CONTROLLER_REVISION_HASH;
+use super::deployment::template_hash;
+use super::replicaset::{apply_claim, claim};
+use crate::cache::{Change, Store};
+use crate::error::{code_of, Error};
+use crate::meta::{controller_of, controller_ref, pod_is_available, pod_is_ready, ObjectKey};
+use crate::queue::WorkQueue;
+use crate::runner::{Action, Reconciler};
+
+/// Label with a StatefulSet pod's own name (for per-pod Services).
+pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
+/// Label with a StatefulSet pod's ordinal.
+pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
+
+/// The state of one ordinal's pod, for the planner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrdinalPod {
+    /// Its template revision.
+    pub revision: String,
+    /// Running and Ready.
+    pub ready: bool,
+    /// Being deleted.
+    pub terminating: bool,
+    /// Phase Failed or Succeeded: to be recreated.
+    pub finished: bool,
+}
+
+/// One step of a StatefulSet sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StsAction {
+    /// Create the pod of this ordinal.
+    Create(i32),
+    /// Delete the pod of this ordinal.
+    Delete(i32),
+}
+
+/// Plans a StatefulSet sync (upstream's `updateStatefulSet`, with maxUnavailable 1):
+/// `pods` maps ordinals to pods; `ordered` is `OrderedReady`; `rolling` is the
+/// RollingUpdate strategy with `partition`.
+pub fn sts_plan(
+    replicas: i32,
+    ordered: bool,
+    rolling: bool,
+    partition: i32,
+    update_revision: &str,
+    pods: &BTreeMap<i32, OrdinalPod>,
+) -> Vec<StsAction> {
+    let mut out = Vec::new();
+    // Replicas [0, replicas): create missing, recreate finished, wait in order.
+    for i in 0..replicas.max(0) {
+        match pods.get(&i) {
+            None => {
+                out.push(StsAction::Create(i));
+                if ordered {
+                    return out;
+                }
+            }
+            Some(p) if p.finished && !p.terminating => {
+                out.push(StsAction::Delete(i));
+                if ordered {
+                    return out;
+                }
+            }
+            Some(p) => {
+                if ordered && (p.terminating || !p.ready) {
+                    return out;
+                }
+            }
+        }
+    }
+    // Condemned ordinals, highest first.
+    let healthy =
+        (0..replicas.max(0)).all(|i| pods.get(&i).is_some_and(|p| p.ready && !p.terminating));
+    let condemned: Vec<(&i32, &OrdinalPod)> = pods.range(replicas.max(0)..).rev().collect();
+    for (i, p) in condemned {
+        if p.terminating {
+            if ordered {
+                return out;
+            }
+            continue;
+        }
+        if ordered && !healthy {
+            return out;
+        }
+        out.push(StsAction::Delete(*i));
+        if ordered {
+            return out;
+        }
+    }
+    if !out.is_empty() || !rolling {
+        return out;
+    }
+    // Rolling update from the highest ordinal down to the partition, one at a time, when
+    // every replica is up.
+    if !healthy {
+        return out;
+    }
+    for i in (partition.max(0)..replicas.max(0)).rev() {
+        if let Some(p) = pods.get(&i) {
+            if p.revision != update_revision {
+                out.push(StsAction::Delete(i));
+                return out;
+            }
+        }
+    }
+    out
+}
+
+fn ordinal_of(sts_name: &str, pod_name: &str) -> Option<i32> {
+    pod_name
+        .strip_prefix(sts_name)?
+        .strip_prefix('-')?
+        .parse()
+        .ok()
+}
+
+/// The StatefulSet controller.
+pub(crate) struct StatefulSetController {
+    client: Client,
+    sets: Store<StatefulSet>,
+    pods: Store<Pod>,
+}
+
+impl StatefulSetController {
+    pub(crate) fn new(client: Client, sets: Store<StatefulSet>, pods: Store<Pod>) -> Self {
+        Self { client, sets, pods }
+    }
+
+    pub(crate) fn on_set(
+        queue: WorkQueue<ObjectKey>,
+    ) -> impl Fn(&Change<StatefulSet>) + Send + Sync {
+        move |c| queue.add(ObjectKey::of(c.object().as_ref()))
+    }
+
+    pub(crate) fn on_pod(queue: WorkQueue<ObjectKey>) -> impl Fn(&Change<Pod>) + Send + Sync {
+        move |c| {
+            for p in std::iter::once(c.object()).chain(c.old()) {
+                if let Some(r) = controller_of(&p.metadata).filter(|r| r.kind == "StatefulSet") {
+                    queue.add(ObjectKey::namespaced(
+                        p.metadata.namespace.clone().unwrap_or_default(),
+                        &r.name,
+                    ));
+                }
+            }
+        }
+    }
+
+    fn new_pod(sts: &StatefulSet, ordinal: i32, revision: &str) -> Pod {
+        let name = format!("{}-{ordinal}", sts.metadata.name.as_deref().unwrap_or(""));
+        let t = &sts.spec.template;
+        let tm = t.metadata.clone().unwrap_or_default();
+        let mut labels = tm.labels.unwrap_or_default();
+        labels.insert(CONTROLLER_REVISION_HASH.into(), revision.to_owned());
+        labels.insert(POD_NAME_LABEL.into(), name.clone());
+        labels.insert(POD_INDEX_LABEL.into(), ordinal.to_string());
+        let mut spec = t.spec.clone().unwrap_or_default();
+        spec.hostname = Some(name.clone());
+        if let Some(svc) = sts.spec.service_name.as_ref().filter(|s| !s.is_empty()) {
+            spec.subdomain = Some(svc.clone());
+        }
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: sts.metadata.namespace.clone(),
+                labels: Some(labels),
+                annotations: tm.annotations,
+                owner_references: Some(vec![controller_ref(sts)]),
+                ..ObjectMeta::default()
+            },
+            spec: Some(spec),
+            status: None,
+        }
+    }
+}
+
+impl Reconciler for StatefulSetController {
+    fn name(&self) -> &'static str {
+        "statefulset"
+    }
+
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, Error> {
+        let Some(sts) = self.sets.get(key) else {
+            return Ok(Action::Done);
+        };
+        let uid = sts.metadata.uid.clone().unwrap_or_default();
+        let deleting = sts.metadata.deletion_timestamp.is_some();
+        let in_ns = self.pods.list_namespace(key.ns());
+        let claimed = claim(&uid, deleting, &sts.spec.selector, &in_ns);
+        let owned = apply_claim(&self.client, sts.as_ref(), &claimed).await?;
+        let update_revision = template_hash(
+            &sts.spec.template,
+            sts.status.as_ref().and_then(|s| s.collision_count),
+        );
+        let replicas = sts.spec.replicas.unwrap_or(1);
+        let ordered = sts.spec.pod_management_policy.as_deref() != Some("Parallel");
+        let strategy = sts.spec.update_strategy.as_ref();
+        let rolling = strategy.and_then(|s| s.type_.as_deref()) != Some("OnDelete");
+        let partition = strategy
+            .and_then(|s| s.rolling_update.as_ref())
+            .and_then(|r| r.partition)
+            .unwrap_or(0);
+        let min_ready = sts.spec.min_ready_seconds.unwrap_or(0);
+        let now = Timestamp::now();
+
+        let mut pods: BTreeMap<i32, OrdinalPod> = BTreeMap::new();
+        let mut by_ordinal: BTreeMap<i32, Arc<Pod>> = BTreeMap::new();
+        for p in owned {
+            let Some(i) = ordinal_of(&key.name, p.metadata.name.as_deref().unwrap_or("")) else {
+                continue;
+            };
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            pods.insert(
+                i,
+                OrdinalPod {
+                    revision: p
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(CONTROLLER_REVISION_HASH))
+                        .cloned()
+                        .unwrap_or_default(),
+                    ready: phase == Some("Running") && pod_is_ready(&p),
+                    terminating: p.metadata.deletion_timestamp.is_some(),
+                    finished: matches!(phase, Some("Failed" | "Succeeded")),
+                },
+            );
+            by_ordinal.insert(i, p);
+        }
+
+        if !deleting {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), key.ns());
+            for step in sts_plan(
+                replicas,
+                ordered,
+                rolling,
+                partition,
+                &update_revision,
+                &pods,
+            ) {
+                match step {
+                    StsAction::Create(i) => {
+                        match api
+                            .create(
+                                &PostParams::default(),
+                                &Self::new_pod(&sts, i, &update_revision),
+                            )
+                            .await
+                        {
+                            Ok(_) => {
+                                tracing::debug!(statefulset = %key, ordinal = i, "created pod")
+                            }
+                            Err(e) if code_of(&e) == Some(409) => {}
+                            Err(e) => {
+                                return Err(Error::api(
+                                    "create",
+                                    format!("pod {}/{}-{i}", key.ns(), key.name),
+                                )(e))
+                            }
+                        }
+                    }
+                    StsAction::Delete(i) => {
+                        let name = format!("{}-{i}", key.name);
+                        match api.delete(&name, &DeleteParams::default()).await {
+                            Ok(_) => {
+                                tracing::debug!(statefulset = %key, ordinal = i, "deleted pod")
+                            }
+                            Err(e) if code_of(&e) == Some(404) => {}
+                            Err(e) => {
+                                return Err(Error::api(
+                                    "delete",
+                                    format!("pod {}/{name}", key.ns()),
+                                )(e))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        let live: Vec<&Arc<Pod>> = by_ordinal
+            .values()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let count = |f: &dyn Fn(&Pod) -> bool| {
+            i32::try_from(live.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX)
+        };
+        let rev = |p: &Pod| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(CONTROLLER_REVISION_HASH))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let updated = count(&|p| rev(p) == update_revision);
+        let old_status = sts.status.clone().unwrap_or_default();
+        let current_revision =
+            if updated == replicas && i32::try_from(live.len()).unwrap_or(0) == replicas {
+                update_revision.clone()
+            } else {
+                old_status
+                    .current_revision
+                    .clone()
+                    .unwrap_or_else(|| update_revision.clone())
+            };
+        let status = StatefulSetStatus {
+            replicas: count(&|_| true),
+            ready_replicas: Some(count(&pod_is_ready)),
+            available_replicas: Some(count(&|p| pod_is_available(p, min_ready, now))),
+            current_replicas: Some(count(&|p| rev(p) == current_revision)),
+            updated_replicas: Some(updated),
+            current_revision: Some(current_revision),
+            update_revision: Some(update_revision),
+            observed_generation: sts.metadata.generation,
+            collision_count: old_status.collision_count,
+            conditions: old_status.conditions.clone(),
+        };
+        if sts.status.as_ref() != Some(&status) {
+            let patch = json!({ "status": status });
+            match Api::<StatefulSet>::namespaced(self.client.clone(), key.ns())
+                .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if code_of(&e) == Some(404) => {}
+                Err(e) => {
+                    return Err(Error::api("patch status of", format!("statefulset {key}"))(
+                        e,
+                    ))
+                }
+            }
+        }
+        Ok(Action::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(rev: &str, ready: bool) -> OrdinalPod {
+        OrdinalPod {
+            revision: rev.into(),
+            ready,
+            terminating: false,
+            finished: false,
+        }
+    }
+
+    fn pods(list: &[(i32, OrdinalPod)]) -> BTreeMap<i32, OrdinalPod> {
+        list.iter().cloned().collect()
+    }
+
+    #[test]
+    fn ordered_ready_creates_one_at_a_time() {
+        use StsAction::*;
+        assert_eq!(
+            sts_plan(3, true, true, 0, "r1", &pods(&[])),
+            vec![Create(0)]
+        );
+        // 0 exists but is not ready: wait.
+        assert!(sts_plan(3, true, true, 0, "r1", &pods(&[(0, p("r1", false))])).is_empty());
+        assert_eq!(
+            sts_plan(3, true, true, 0, "r1", &pods(&[(0, p("r1", true))])),
+            vec![Create(1)]
+        );
+        // Parallel: everything at once.
+        assert_eq!(
+            sts_plan(3, false, true, 0, "r1", &pods(&[])),
+            vec![Create(0), Create(1), Create(2)]
+        );
+    }
+
+    #[test]
+    fn scale_down_from_the_highest_ordinal() {
+        use StsAction::*;
+        let all = pods(&[
+            (0, p("r1", true)),
+            (1, p("r1", true)),
+            (2, p("r1", true)),
+            (3, p("r1", true)),
+        ]);
+        assert_eq!(sts_plan(2, true, true, 0, "r1", &all), vec![Delete(3)]);
+        assert_eq!(
+            sts_plan(2, false, true, 0, "r1", &all),
+            vec![Delete(3), Delete(2)]
+        );
+        // Ordered: not while a remaining replica is unhealthy.
+        let mut sick = all.clone();
+        sick.get_mut(&0).unwrap().ready = false;
+        assert!(sts_plan(2, true, true, 0, "r1", &sick).is_empty());
+        // Ordered: wait for a terminating condemned pod before the next.
+        let mut going = all;
+        going.get_mut(&3).unwrap().terminating = true;
+        assert!(sts_plan(2, true, true, 0, "r1", &going).is_empty());
+    }
+
+    #[test]
+    fn rolling_update_highest_first_down_to_partition() {
+        use StsAction::*;
+        let old = pods(&[(0, p("r1", true)), (1, p("r1", true)), (2, p("r1", true))]);
+        assert_eq!(sts_plan(3, true, true, 0, "r2", &old), vec![Delete(2)]);
+        let mut half = old.clone();
+        half.insert(2, p("r2", true));
+        assert_eq!(sts_plan(3, true, true, 0, "r2", &half), vec![Delete(1)]);
+        // Partition 2: ordinals below stay at the old revision.
+        assert!(sts_plan(3, true, true, 2, "r2", &half).is_empty());
+        // OnDelete: no automatic replacement.
+        assert!(sts_plan(3, true, false, 0, "r2", &old).is_empty());
+        // A recreated pod not yet ready blocks the next.
+        half.insert(2, p("r2", false));
+        assert!(sts_plan(3, true, true, 0, "r2", &half).is_empty());
+    }
+
+    #[test]
+    fn ordinals_and_pods() {
+        assert_eq!(ordinal_of("web", "web-12"), Some(12));
+        assert_eq!(ordinal_of("web", "web-x"), None);
+        assert_eq!(ordinal_of("web", "webby-1"), None);
+        let mut sts = StatefulSet::default();
+        sts.metadata.name = Some("db".into());
+        sts.spec.service_name = Some("db-headless".into());
+        let pod = StatefulSetController::new_pod(&sts, 2, "rev");
+        assert_eq!(pod.metadata.name.as_deref(), Some("db-2"));
+        let spec = pod.spec.unwrap();
+        assert_eq!(
+            (spec.hostname.as_deref(), spec.subdomain.as_deref()),
+            (Some("db-2"), Some("db-headless"))
+        );
+        assert_eq!(pod.metadata.labels.unwrap()[POD_INDEX_LABEL], "2");
+    }
+}

@@ -1,0 +1,185 @@
+//! The StatefulSet controller against an in-process kcore-apiserver.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{eventually, start, Kubelet};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kcore_reconcile::pod_is_ready;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+
+/// Pod events in order: ("add"|"del", name, all lower ordinals ready at that moment).
+type Log = Arc<Mutex<Vec<(&'static str, String, bool)>>>;
+
+fn record(pods: Api<Pod>) -> (Log, tokio::task::JoinHandle<()>) {
+    let log: Log = Arc::default();
+    let l2 = Arc::clone(&log);
+    let h = tokio::spawn(async move {
+        let mut ready: HashMap<String, bool> = HashMap::new();
+        let stream = watcher::watcher(pods, watcher::Config::default());
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.next().await {
+            let (what, p) = match ev {
+                Ok(watcher::Event::Apply(p)) => ("apply", p),
+                Ok(watcher::Event::Delete(p)) => ("del", p),
+                _ => continue,
+            };
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let ord: usize = name
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let lower_ready =
+                (0..ord).all(|i| ready.get(&format!("web-{i}")).copied().unwrap_or(false));
+            if what == "del" {
+                ready.remove(&name);
+                l2.lock().unwrap().push(("del", name, lower_ready));
+            } else if !ready.contains_key(&name) {
+                ready.insert(name.clone(), pod_is_ready(&p));
+                l2.lock().unwrap().push(("add", name, lower_ready));
+            } else {
+                ready.insert(name, pod_is_ready(&p));
+            }
+        }
+    });
+    (log, h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_creation_scale_down_and_update() {
+    let c = start(
+        Kubelet::ReadyAfter(Duration::from_millis(30)),
+        &["statefulset"],
+    )
+    .await;
+    let sts_api: Api<StatefulSet> = Api::namespaced(c.client.clone(), &c.namespace);
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &c.namespace);
+    let (log, rec) = record(pods.clone());
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 3,
+            "serviceName": "web-headless",
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "v1"}]}},
+        },
+    }))
+    .unwrap();
+    sts_api
+        .create(&PostParams::default(), &sts)
+        .await
+        .expect("sts");
+    eventually(30, "3 ready replicas", || async {
+        let s = sts_api.get("web").await.ok()?.status?;
+        (s.ready_replicas == Some(3)).then_some(())
+    })
+    .await;
+    {
+        let l = log.lock().unwrap();
+        let adds: Vec<(&str, bool)> = l
+            .iter()
+            .filter(|e| e.0 == "add")
+            .map(|e| (e.1.as_str(), e.2))
+            .collect();
+        assert_eq!(
+            adds,
+            vec![("web-0", true), ("web-1", true), ("web-2", true)],
+            "created in order, each after its predecessors were ready"
+        );
+    }
+    let p1 = pods.get("web-1").await.unwrap();
+    let spec = p1.spec.unwrap();
+    assert_eq!(
+        (spec.hostname.as_deref(), spec.subdomain.as_deref()),
+        (Some("web-1"), Some("web-headless"))
+    );
+
+    // Scale down: highest ordinal first.
+    log.lock().unwrap().clear();
+    sts_api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    eventually(30, "1 replica", || async {
+        let n = pods.list(&ListParams::default()).await.ok()?.items.len();
+        (n == 1).then_some(())
+    })
+    .await;
+    {
+        let l = log.lock().unwrap();
+        let dels: Vec<&str> = l
+            .iter()
+            .filter(|e| e.0 == "del")
+            .map(|e| e.1.as_str())
+            .collect();
+        assert_eq!(dels, vec!["web-2", "web-1"]);
+    }
+
+    // Update with a partition: only ordinals >= 1 move to the new template.
+    sts_api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    eventually(30, "3 ready again", || async {
+        (sts_api.get("web").await.ok()?.status?.ready_replicas == Some(3)).then_some(())
+    })
+    .await;
+    log.lock().unwrap().clear();
+    sts_api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}},
+                "template": {"spec": {"containers": [{"name": "c", "image": "v2"}]}},
+            }})),
+        )
+        .await
+        .unwrap();
+    let image = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.containers[0].image.clone())
+            .unwrap_or_default()
+    };
+    eventually(30, "ordinals 1 and 2 updated", || async {
+        let s = sts_api.get("web").await.ok()?.status?;
+        let mut imgs = Vec::new();
+        for n in ["web-0", "web-1", "web-2"] {
+            imgs.push(pods.get(n).await.map(|p| image(&p)).unwrap_or_default());
+        }
+        (s.updated_replicas == Some(2)
+            && s.ready_replicas == Some(3)
+            && imgs == vec!["v1", "v2", "v2"])
+        .then_some(())
+    })
+    .await;
+    rec.abort();
+    let l = log.lock().unwrap();
+    let dels: Vec<&str> = l
+        .iter()
+        .filter(|e| e.0 == "del")
+        .map(|e| e.1.as_str())
+        .collect();
+    assert_eq!(
+        dels,
+        vec!["web-2", "web-1"],
+        "updated from the highest ordinal down to the partition"
+    );
+}
