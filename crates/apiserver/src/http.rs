@@ -141,7 +141,9 @@ fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if ct.starts_with("application/yaml") || ct.starts_with("application/x-yaml") {
+    if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        crate::protobuf::decode(body)
+    } else if ct.starts_with("application/yaml") || ct.starts_with("application/x-yaml") {
         serde_yaml_ng::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
     } else if ct.starts_with("application/json") || ct.is_empty() || ct.starts_with("*/*") {

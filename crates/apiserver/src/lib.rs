@@ -40,6 +40,7 @@ mod error;
 mod http;
 mod openapi;
 mod patch;
+mod protobuf;
 mod resources;
 mod selectors;
 mod server;

@@ -566,3 +566,104 @@ async fn kubectl_logs_are_proxied_to_the_node() {
     agent_task.abort();
     c.server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_generators_send_protobuf() {
+    let c = start().await;
+    let api = c.server.api().clone();
+    ok(&c, &["create", "namespace", "team"]).await;
+    ok(
+        &c,
+        &[
+            "create",
+            "configmap",
+            "cfg",
+            "-n",
+            "team",
+            "--from-literal=a=b",
+        ],
+    )
+    .await;
+    ok(
+        &c,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "sec",
+            "-n",
+            "team",
+            "--from-literal=pw=s3cret",
+        ],
+    )
+    .await;
+    ok(&c, &["create", "serviceaccount", "robot", "-n", "team"]).await;
+    ok(
+        &c,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "-n",
+            "team",
+            "--image=nginx:1.27",
+            "--replicas=2",
+            "--port=80",
+        ],
+    )
+    .await;
+    ok(
+        &c,
+        &[
+            "run",
+            "one",
+            "-n",
+            "team",
+            "--image=busybox:1.36",
+            "--labels=run=one",
+            "--",
+            "sleep",
+            "3600",
+        ],
+    )
+    .await;
+    ok(
+        &c,
+        &[
+            "create",
+            "service",
+            "nodeport",
+            "web",
+            "-n",
+            "team",
+            "--tcp=80:8080",
+        ],
+    )
+    .await;
+    let cm: ConfigMap = api.get(Some("team"), "cfg").await.expect("cm");
+    assert_eq!(cm.data.expect("data")["a"], "b");
+    let sec: k8s_openapi::api::core::v1::Secret =
+        api.get(Some("team"), "sec").await.expect("secret");
+    assert_eq!(sec.data.expect("data")["pw"].0, b"s3cret");
+    let dep: Deployment = api.get(Some("team"), "web").await.expect("deployment");
+    assert_eq!(dep.spec.replicas, Some(2));
+    let tpl = dep.spec.template.spec.expect("pod spec");
+    assert_eq!(tpl.containers[0].image.as_deref(), Some("nginx:1.27"));
+    assert_eq!(
+        tpl.containers[0].ports.as_ref().expect("ports")[0].container_port,
+        80
+    );
+    let pod: k8s_openapi::api::core::v1::Pod = api.get(Some("team"), "one").await.expect("pod");
+    let pc = &pod.spec.expect("spec").containers[0];
+    assert_eq!(
+        pc.args.as_deref(),
+        Some(&["sleep".to_owned(), "3600".to_owned()][..])
+    );
+    let svc: Service = api.get(Some("team"), "web").await.expect("svc");
+    let spec = svc.spec.expect("spec");
+    assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+    let port = &spec.ports.expect("ports")[0];
+    assert_eq!(port.port, 80);
+    assert!(port.node_port.is_some_and(|p| (30000..=32767).contains(&p)));
+    c.server.shutdown().await.expect("shutdown");
+}
