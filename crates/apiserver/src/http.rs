@@ -278,6 +278,82 @@ fn api_group_list() -> Value {
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": list})
 }
 
+/// Aggregated discovery (apidiscovery.k8s.io/v2) for `/api` (core) or `/apis` (groups).
+fn aggregated_discovery(core: bool) -> Value {
+    let mut items = Vec::new();
+    let mut groups: Vec<&str> = resources::group_versions()
+        .into_iter()
+        .map(|(g, _)| g)
+        .collect();
+    groups.dedup();
+    for g in groups.into_iter().filter(|g| g.is_empty() == core) {
+        let mut versions = Vec::new();
+        for (_, v) in resources::group_versions()
+            .into_iter()
+            .filter(|(x, _)| *x == g)
+        {
+            let res: Vec<Value> = RESOURCES
+                .iter()
+                .filter(|r| r.group == g && r.version == v)
+                .map(|r| {
+                    let subs: Vec<Value> = r
+                        .subresources
+                        .iter()
+                        .map(|s| {
+                            let (kind, grp, ver, verbs): (&str, &str, &str, &[&str]) = match s {
+                                Sub::Status => (r.kind, r.group, r.version, &["get", "patch", "update"]),
+                                Sub::Scale => ("Scale", "autoscaling", "v1", &["get", "patch", "update"]),
+                                Sub::Binding => ("Binding", "", "v1", &["create"]),
+                                Sub::Eviction => ("Eviction", "policy", "v1", &["create"]),
+                                Sub::Log => ("Pod", "", "v1", &["get"]),
+                            };
+                            json!({"subresource": s.name(), "responseKind": {"group": grp, "version": ver, "kind": kind}, "verbs": verbs})
+                        })
+                        .collect();
+                    let mut e = json!({
+                        "resource": r.plural,
+                        "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+                        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                        "singularResource": r.singular(),
+                        "verbs": r.verbs(),
+                    });
+                    if !r.short_names.is_empty() {
+                        e["shortNames"] = json!(r.short_names);
+                    }
+                    if !r.categories.is_empty() {
+                        e["categories"] = json!(r.categories);
+                    }
+                    if !subs.is_empty() {
+                        e["subresources"] = json!(subs);
+                    }
+                    e
+                })
+                .collect();
+            versions.push(json!({"version": v, "resources": res, "freshness": "Current"}));
+        }
+        items.push(
+            json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions}),
+        );
+    }
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
+const AGGREGATED_CT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+fn wants_aggregated(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',').any(|t| {
+                t.contains("as=APIGroupDiscoveryList")
+                    && t.contains("g=apidiscovery.k8s.io")
+                    && t.contains("v=v2")
+                    && !t.contains("v=v2beta1")
+            })
+        })
+}
+
 /// The `/version` answer.
 pub(crate) fn version_info() -> Value {
     json!({
@@ -438,6 +514,15 @@ async fn route(
         ["version"] if get => return static_resp(version_info()),
         ["metrics"] if get => {
             return Ok((text(StatusCode::OK, state.metrics.render()), String::new()))
+        }
+        ["api"] | ["apis"] if get && wants_aggregated(headers) => {
+            let doc = aggregated_discovery(segs.len() == 1 && segs[0] == "api");
+            let mut r = json_response(200, &doc);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(AGGREGATED_CT),
+            );
+            return Ok((r, String::new()));
         }
         ["api"] if get => {
             return static_resp(

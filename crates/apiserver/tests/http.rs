@@ -465,3 +465,48 @@ async fn history_is_compacted_periodically() {
     assert!(!list["items"].as_array().expect("items").is_empty());
     s.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_discovery() {
+    let (s, _d) = start().await;
+    let accept = "Accept: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    let r = curl("GET", format!("{}/apis", s.url()), &[accept], None).await;
+    assert!(
+        r.content_type.contains("as=APIGroupDiscoveryList"),
+        "{}",
+        r.content_type
+    );
+    let doc = r.json();
+    assert_eq!(doc["kind"], "APIGroupDiscoveryList");
+    let apps = doc["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|g| g["metadata"]["name"] == "apps")
+        .expect("apps")
+        .clone();
+    let deploy = apps["versions"][0]["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["resource"] == "deployments")
+        .expect("deployments")
+        .clone();
+    assert_eq!(deploy["scope"], "Namespaced");
+    assert_eq!(deploy["shortNames"], json!(["deploy"]));
+    assert!(deploy["subresources"]
+        .as_array()
+        .expect("subs")
+        .iter()
+        .any(|s| s["subresource"] == "scale"));
+    let core = curl("GET", format!("{}/api", s.url()), &[accept], None)
+        .await
+        .json();
+    assert_eq!(core["items"][0]["versions"][0]["version"], "v1");
+    // Without the media type, the legacy list.
+    let legacy = curl("GET", format!("{}/apis", s.url()), &[], None)
+        .await
+        .json();
+    assert_eq!(legacy["kind"], "APIGroupList");
+    s.shutdown().await.expect("shutdown");
+}
