@@ -391,6 +391,50 @@ impl Api {
         )
     }
 
+    /// Patches an object of an upstream type (`body` is the patch document).
+    pub async fn patch<K>(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        patch_type: PatchType,
+        body: &Value,
+        opts: &WriteOptions,
+    ) -> Result<K, ApiError>
+    where
+        K: k8s_openapi::Resource + DeserializeOwned,
+    {
+        let info = resource_for::<K>()?;
+        let raw = serde_json::to_vec(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        to_typed(
+            self.patch_in(info, namespace, name, None, patch_type, &raw, opts)
+                .await?,
+        )
+    }
+
+    /// Deletes an object with options (grace period, propagation, preconditions).
+    pub async fn delete_with<K>(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<K, ApiError>
+    where
+        K: k8s_openapi::Resource + DeserializeOwned,
+    {
+        to_typed(
+            self.delete_in(resource_for::<K>()?, namespace, name, opts)
+                .await?,
+        )
+    }
+
+    /// Binds a pod to a node (what the scheduler does through `pods/binding`); 409 if the
+    /// pod is already bound.
+    pub async fn bind_pod(&self, namespace: &str, pod: &str, node: &str) -> Result<(), ApiError> {
+        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+        self.bind(Some(namespace), pod, binding).await.map(|_| ())
+    }
+
     /// Watches objects of an upstream type.
     pub async fn watch<K>(
         &self,

@@ -601,3 +601,56 @@ async fn namespace_deletion_removes_contents() {
         .unwrap_err();
     assert_eq!(err.code, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_patch_delete_and_bind() {
+    let e = env().await;
+    let p: Pod = serde_json::from_value(pod("p")).expect("pod");
+    e.api.create(Some("default"), &p).await.expect("create");
+    let patched: Pod = e
+        .api
+        .patch(
+            Some("default"),
+            "p",
+            kcore_apiserver::PatchType::Strategic,
+            &json!({"metadata": {"labels": {"tier": "web"}}}),
+            &W,
+        )
+        .await
+        .expect("patch");
+    assert_eq!(patched.metadata.labels.expect("labels")["tier"], "web");
+    e.api
+        .bind_pod("default", "p", "node-1")
+        .await
+        .expect("bind");
+    let bound: Pod = e.api.get(Some("default"), "p").await.expect("get");
+    assert_eq!(
+        bound.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some("node-1")
+    );
+    let err = e.api.bind_pod("default", "p", "node-2").await.unwrap_err();
+    assert_eq!(err.code, 409);
+    // A bound pod is deleted gracefully, unless the grace period is zero.
+    let first: Pod = e.api.delete(Some("default"), "p").await.expect("delete");
+    assert!(first.metadata.deletion_timestamp.is_some());
+    assert!(
+        e.api.get::<Pod>(Some("default"), "p").await.is_ok(),
+        "still terminating"
+    );
+    let opts = kcore_apiserver::DeleteOptions {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    e.api
+        .delete_with::<Pod>(Some("default"), "p", &opts)
+        .await
+        .expect("force delete");
+    assert_eq!(
+        e.api
+            .get::<Pod>(Some("default"), "p")
+            .await
+            .unwrap_err()
+            .code,
+        404
+    );
+}
