@@ -99,6 +99,26 @@ pub(crate) fn mount_dirs(host: &Host, path: &Path) -> Vec<(String, PathBuf)> {
     out
 }
 
+/// The files a process writes `0` to in order to join the cgroup itself: every v1
+/// controller hierarchy's `tasks` (on hybrid hosts the membership-only unified
+/// hierarchy is left out), or the unified `cgroup.procs` on pure v2 hosts.
+pub(crate) fn self_attach_files(host: &Host, path: &Path) -> Vec<PathBuf> {
+    if host.mode() == CgroupMode::V2 {
+        return host
+            .unified()
+            .map(|u| vec![u.join(path).join("cgroup.procs")])
+            .unwrap_or_default();
+    }
+    let mut out: Vec<PathBuf> = Vec::new();
+    for (_, root) in host.v1_controllers() {
+        let f = root.join(path).join("tasks");
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    out
+}
+
 fn rule(d: &LinuxDeviceCgroup) -> String {
     let t = d.typ().map_or("a", |t| match t {
         oci_spec::runtime::LinuxDeviceType::B => "b",

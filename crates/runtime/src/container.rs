@@ -463,7 +463,12 @@ impl Runtime {
         for (k, v) in &plan.env {
             cmd.env(k, v);
         }
-        cmd.new_namespaces(new);
+        // The cgroup namespace is unshared by the closure once the runtime has moved the
+        // process into its cgroup, which happens while the process sets up its mounts.
+        let new_cgroupns = new.contains(Namespace::Cgroup);
+        let mut clone_set = new;
+        clone_set.remove(Namespace::Cgroup);
+        cmd.new_namespaces(clone_set);
         for (kind, path) in &joins {
             cmd.join(*kind, path);
         }
@@ -496,7 +501,49 @@ impl Runtime {
         let fifo_raw = fifo_fd.as_raw_fd();
         let console_raw = console.as_ref().map(|c| c.as_raw_fd());
         let preserve = opts.preserve_fds;
+        // The cgroup exists (with its limits) before the process does; the process joins
+        // it itself, first thing after release: writing 0 to a v1 `tasks` file moves only
+        // the caller and skips the global lock (and RCU grace period) a `cgroup.procs`
+        // write by another process takes.
+        let cg_span = tracing::debug_span!("cgroup", path = %cg_path.display()).entered();
+        let cg = Cgroup::create(&host, &cg_path)?;
+        partial.cgroup = Some(cg.clone());
+        if let Some(r) = linux.resources() {
+            let (res, ignored) = cgroups::resources(r);
+            if !ignored.is_empty() {
+                tracing::warn!(?ignored, "resources not supported, ignored");
+            }
+            if !res.is_empty() {
+                cg.set_resources(&res)?;
+            }
+            cgroups::apply_devices(
+                &host,
+                &cg_path,
+                r.devices().as_deref().unwrap_or_default(),
+                &created_devs,
+            )?;
+        }
+        drop(cg_span);
+        // In a new user namespace the process is no longer privileged over the host's
+        // cgroupfs: the runtime moves it instead, between spawn and release.
+        let parent_attach = new.contains(Namespace::User);
+        let attach = if parent_attach {
+            Vec::new()
+        } else {
+            cgroups::self_attach_files(&host, &cg_path)
+        };
         cmd.setup(move || {
+            for f in &attach {
+                std::fs::write(f, "0").map_err(|e| format!("join cgroup {}: {e}", f.display()))?;
+            }
+            // SAFETY: plain syscall.
+            if new_cgroupns && unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
+                return Err(format!(
+                    "unshare cgroup namespace: {}",
+                    std::io::Error::last_os_error()
+                )
+                .into());
+            }
             rootfs_plan.prepare()?;
             let mut state_json = Vec::new();
             if hook_sync {
@@ -539,29 +586,21 @@ impl Runtime {
         let pending = cmd.spawn()?;
         let pid = pending.pid();
         partial.pid = Some(pid);
+        if parent_attach {
+            cg.add_process(pid as u32)?;
+        }
         drop(sync_child);
         drop(fifo_fd);
         drop(console);
-        let _cg_span = tracing::debug_span!("cgroup", path = %cg_path.display()).entered();
-        let cg = Cgroup::create(&host, &cg_path)?;
-        partial.cgroup = Some(cg.clone());
-        if let Some(r) = linux.resources() {
-            let (res, ignored) = cgroups::resources(r);
-            if !ignored.is_empty() {
-                tracing::warn!(?ignored, "resources not supported, ignored");
-            }
-            if !res.is_empty() {
-                cg.set_resources(&res)?;
-            }
-            cgroups::apply_devices(
-                &host,
-                &cg_path,
-                r.devices().as_deref().unwrap_or_default(),
-                &created_devs,
-            )?;
-        }
-        cg.add_process(pid as u32)?;
-        drop(_cg_span);
+        partial.release = Some(
+            std::thread::Builder::new()
+                .name(format!("kcore-release-{pid}"))
+                .spawn(move || pending.release())
+                .map_err(|e| Error::Sys {
+                    op: "spawn release thread".into(),
+                    source: e,
+                })?,
+        );
         if let Some(adj) = proc_spec.oom_score_adj() {
             let p = format!("/proc/{pid}/oom_score_adj");
             std::fs::write(&p, adj.to_string()).map_err(|e| Error::io("write", p, e))?;
@@ -579,16 +618,6 @@ impl Runtime {
             spec: spec.clone(),
         };
         saved.save(dir)?;
-
-        partial.release = Some(
-            std::thread::Builder::new()
-                .name(format!("kcore-release-{pid}"))
-                .spawn(move || pending.release())
-                .map_err(|e| Error::Sys {
-                    op: "spawn release thread".into(),
-                    source: e,
-                })?,
-        );
         let mut sock = std::fs::File::from(sync_parent);
         loop {
             let mut msg = [0u8; 16];
@@ -918,7 +947,9 @@ impl Container {
         self.wait_gone(Duration::from_secs(10))?;
         if let Some(cg) = &cg {
             if cg.exists() {
-                cg.kill()?;
+                if !cg.procs_recursive()?.is_empty() {
+                    cg.kill()?;
+                }
                 cg.delete()?;
             }
         }

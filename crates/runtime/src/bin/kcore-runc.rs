@@ -489,32 +489,41 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
 }
 
 fn init_logging(cli: &Cli) -> anyhow::Result<Option<std::fs::File>> {
-    let level = if cli.debug { "debug" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KCORE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    match &cli.log {
-        Some(p) => {
-            let f = std::fs::OpenOptions::new()
+    use tracing_subscriber::filter::LevelFilter;
+    let level = if cli.debug {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::WARN
+    };
+    // KCORE_LOG takes EnvFilter directives; without it a plain level avoids compiling any.
+    let env = std::env::var("KCORE_LOG").ok();
+    let file = match &cli.log {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(p)
-                .with_context(|| format!("open log {}", p.display()))?;
-            let w = f.try_clone()?;
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(w))
-                .init();
-            Ok(Some(f))
-        }
-        None => {
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .init();
-            Ok(None)
-        }
+                .with_context(|| format!("open log {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let writer = match &file {
+        Some(f) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(
+            f.try_clone()?,
+        )),
+        None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    };
+    let b = tracing_subscriber::fmt()
+        .with_ansi(file.is_none())
+        .with_writer(writer);
+    match env {
+        Some(v) => b
+            .with_env_filter(tracing_subscriber::EnvFilter::new(v))
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .init(),
+        None => b.with_max_level(level).init(),
     }
+    Ok(file)
 }
 
 fn main() {
