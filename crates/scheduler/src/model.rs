@@ -165,23 +165,27 @@ impl SpreadConstraint {
 }
 
 /// A node compiled for scheduling, with the pods assigned to it.
+///
+/// Laid out so the fields the common filters and scores read (resources,
+/// pod count, taints, images) share the first cache lines.
 #[derive(Clone, Debug)]
+#[repr(C)]
 pub struct NodeInfo {
-    pub(crate) name: Box<str>,
-    pub(crate) name_sym: Sym,
-    pub(crate) labels: Labels,
-    pub(crate) taints: Vec<Taint>,
-    pub(crate) unschedulable: bool,
     pub(crate) allocatable: Resources,
     pub(crate) requested: Resources,
     pub(crate) non_zero_cpu: i64,
     pub(crate) non_zero_mem: i64,
+    pub(crate) pods: Vec<PodId>,
+    pub(crate) taints: Vec<Taint>,
     /// `(normalized image name, size in bytes)`, sorted by name id.
     pub(crate) images: Vec<(Sym, i64)>,
-    pub(crate) used_ports: Vec<HostPort>,
-    pub(crate) pods: Vec<PodId>,
+    pub(crate) unschedulable: bool,
+    pub(crate) name_sym: Sym,
     pub(crate) pods_with_affinity: u32,
     pub(crate) pods_with_required_anti: u32,
+    pub(crate) labels: Labels,
+    pub(crate) used_ports: Vec<HostPort>,
+    pub(crate) name: Box<str>,
     pub(crate) generation: u64,
 }
 

@@ -101,6 +101,7 @@ pub fn parse_quantity(q: &str) -> Result<i64, Error> {
 /// A vector of resource amounts: CPU in millicores, memory and ephemeral storage
 /// in bytes, a pod count, and extended ("scalar") resources by name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct Resources {
     /// CPU in millicores.
     pub milli_cpu: i64,

@@ -267,3 +267,49 @@ async fn only_the_lease_holder_schedules_and_leadership_moves_on_shutdown() {
     stop_b.send(()).unwrap();
     b.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preemption_evicts_a_lower_priority_pod_and_binds_the_preemptor() {
+    let c = start().await;
+    let node = format!("{}-only", c.ns);
+    add_node(&c, &node, "2", json!([])).await;
+    let (stop, handle) = spawn_loop(&c, Framework::with_defaults(), None);
+    let pods = Api::<Pod>::namespaced(c.client.clone(), &c.ns);
+    let create = |name: &'static str, prio: i32| {
+        let pods = pods.clone();
+        async move {
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"priority": prio, "containers": [{"name": "c", "image": "busybox",
+                    "resources": {"requests": {"cpu": "2"}}}]}
+            }))
+            .unwrap();
+            pods.create(&PostParams::default(), &pod)
+                .await
+                .expect("create pod");
+        }
+    };
+    create("low", 1).await;
+    assert_eq!(eventually("low bound", || node_of(&c, "low")).await, node);
+    create("high", 100).await;
+    // The victim is deleted (gracefully); act as the kubelet and finish it.
+    eventually("victim evicted", || async {
+        match pods.get_opt("low").await.ok()? {
+            None => Some(()),
+            Some(p) if p.metadata.deletion_timestamp.is_some() => {
+                let _ = pods
+                    .delete("low", &kube::api::DeleteParams::default().grace_period(0))
+                    .await;
+                None
+            }
+            Some(_) => None,
+        }
+    })
+    .await;
+    assert_eq!(
+        eventually("preemptor bound", || node_of(&c, "high")).await,
+        node
+    );
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+}
