@@ -3,10 +3,13 @@
 //! The binaries are thin: each subcommand lives in a module here so that it can be
 //! tested and reused.
 //!
+//! - [`cluster`]: `kcored up` / `kcored server` — API server, scheduler and
+//!   controllers in one process.
 //! - [`run`]: `kcore run` — one program in new namespaces, inside a cgroup with
 //!   limits, on an overlay root file system (a static busybox base layer plus a
 //!   writable layer per run).
 #![deny(missing_docs)]
 
+pub mod cluster;
 pub mod run;
 pub mod units;
