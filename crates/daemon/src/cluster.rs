@@ -81,10 +81,8 @@ pub struct ControlPlane {
     tasks: JoinSet<(&'static str, Result<()>)>,
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|v| *v).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
 }
 
 impl ControlPlane {
