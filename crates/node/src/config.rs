@@ -1,0 +1,153 @@
+//! The node agent's configuration.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+
+/// Everything the node agent needs to know about its node.
+///
+/// [`NodeConfig::new`] fills in the defaults; change the public fields afterwards.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The Node object's name.
+    pub node_name: String,
+    /// State directory: images, layers, containers, pods, logs.
+    pub data_dir: PathBuf,
+    /// This node's pod subnet (the bridge carries its `.1`).
+    pub pod_cidr: Ipv4Net,
+    /// The whole cluster's pod network (traffic leaving it is masqueraded).
+    pub cluster_cidr: Option<Ipv4Net>,
+    /// The Service ClusterIP range.
+    pub service_cidr: Option<Ipv4Net>,
+    /// The node's address (Node `InternalIP`, VXLAN underlay, `hostIP`).
+    pub node_ip: Ipv4Addr,
+    /// Name of the pod bridge.
+    pub bridge_name: String,
+    /// Network namespace the node's networking lives in (bridge, nftables, listeners,
+    /// probes); `None` is the agent's own. Tests use it to stay out of the host's.
+    pub node_netns: Option<PathBuf>,
+    /// Parent cgroup path of the pod cgroups.
+    pub cgroup_parent: String,
+    /// Where the agent's HTTP server (container logs, health) listens.
+    pub server_addr: SocketAddr,
+    /// Cluster DNS domain.
+    pub cluster_domain: String,
+    /// Serve cluster DNS on the bridge gateway (port 53) and point pods at it.
+    pub dns: bool,
+    /// Resolvers for names outside the cluster domain (default: the node's resolv.conf).
+    pub upstream_dns: Vec<SocketAddr>,
+    /// Program Services with nftables (kube-proxy's job).
+    pub service_proxy: bool,
+    /// Join the VXLAN overlay and program peers from the other Nodes.
+    pub vxlan: bool,
+    /// Serve Ingress on this address (host port 80 in a cluster); `None` disables it.
+    pub ingress_addr: Option<SocketAddr>,
+    /// Register the Node object (and keep its status and Lease fresh).
+    pub register_node: bool,
+    /// Labels added to the Node on registration.
+    pub node_labels: BTreeMap<String, String>,
+    /// Capacity override: CPU in millicores (default: the host's CPUs).
+    pub cpu_millis: Option<u64>,
+    /// Capacity override: memory in bytes (default: the host's memory).
+    pub memory_bytes: Option<u64>,
+    /// Maximum pods on the node.
+    pub max_pods: u32,
+    /// Node status and Lease renewal interval.
+    pub heartbeat: Duration,
+    /// Lease duration written to the node Lease.
+    pub lease_duration: Duration,
+    /// First CrashLoopBackOff delay; doubles up to `backoff_max`.
+    pub backoff_base: Duration,
+    /// Longest CrashLoopBackOff delay.
+    pub backoff_max: Duration,
+    /// A container log file is rotated when it grows past this many bytes.
+    pub log_max_bytes: u64,
+    /// Rotated files kept per container (besides the live one).
+    pub log_max_files: usize,
+    /// How often ConfigMap, Secret and downward API volumes are refreshed.
+    pub volume_refresh: Duration,
+}
+
+impl NodeConfig {
+    /// A configuration with the defaults: bridge `kcore0`, cgroup parent `kcore`, server
+    /// on port 10250 of the node IP, domain `cluster.local`, DNS, Service proxy and VXLAN
+    /// on, 110 pods, 10 s heartbeat and 40 s lease, back-off 10 s up to 5 min, logs
+    /// rotated at 10 MiB keeping 4 files.
+    pub fn new(
+        node_name: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+        pod_cidr: Ipv4Net,
+        node_ip: Ipv4Addr,
+    ) -> Self {
+        NodeConfig {
+            node_name: node_name.into(),
+            data_dir: data_dir.into(),
+            pod_cidr,
+            cluster_cidr: None,
+            service_cidr: None,
+            node_ip,
+            bridge_name: "kcore0".into(),
+            node_netns: None,
+            cgroup_parent: "kcore".into(),
+            server_addr: SocketAddr::new(node_ip.into(), 10250),
+            cluster_domain: "cluster.local".into(),
+            dns: true,
+            upstream_dns: Vec::new(),
+            service_proxy: true,
+            vxlan: true,
+            ingress_addr: None,
+            register_node: true,
+            node_labels: BTreeMap::new(),
+            cpu_millis: None,
+            memory_bytes: None,
+            max_pods: 110,
+            heartbeat: Duration::from_secs(10),
+            lease_duration: Duration::from_secs(40),
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+            log_max_bytes: 10 << 20,
+            log_max_files: 4,
+            volume_refresh: Duration::from_secs(10),
+        }
+    }
+
+    /// The pods' gateway: the first address of the pod subnet.
+    pub fn gateway(&self) -> Ipv4Addr {
+        let net = self.pod_cidr.network();
+        if self.pod_cidr.prefix_len() >= 31 {
+            net
+        } else {
+            std::net::Ipv4Addr::from(u32::from(net) + 1)
+        }
+    }
+
+    /// The nameserver written into pods' resolv.conf when [`NodeConfig::dns`] is on.
+    pub fn dns_ip(&self) -> Ipv4Addr {
+        self.gateway()
+    }
+
+    pub(crate) fn dir(&self, sub: &str) -> PathBuf {
+        self.data_dir.join(sub)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_derive_from_the_pod_cidr() {
+        let c = NodeConfig::new(
+            "n1",
+            "/tmp/x",
+            "10.244.3.0/24".parse().unwrap(),
+            Ipv4Addr::new(192, 0, 2, 3),
+        );
+        assert_eq!(c.gateway(), Ipv4Addr::new(10, 244, 3, 1));
+        assert_eq!(c.server_addr.port(), 10250);
+        assert_eq!(c.dir("pods"), PathBuf::from("/tmp/x/pods"));
+    }
+}

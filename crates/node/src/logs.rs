@@ -1,0 +1,475 @@
+//! Container logs: CRI-format files (`<RFC3339Nano> <stream> <F|P> <text>`) with size
+//! rotation, and reading them back with tail, previous, timestamps and follow.
+
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+
+use crate::error::{Error, Result};
+
+/// Longest line written as one entry; longer output is split into partial (`P`) entries.
+const MAX_LINE: usize = 16 * 1024;
+
+/// Where a pod's container logs live: `<root>/<namespace>_<pod>_<uid>/<container>/`.
+pub(crate) fn container_dir(
+    root: &Path,
+    ns: &str,
+    pod: &str,
+    uid: &str,
+    container: &str,
+) -> PathBuf {
+    root.join(format!("{ns}_{pod}_{uid}")).join(container)
+}
+
+/// One container attempt's log file.
+pub(crate) fn attempt_file(dir: &Path, attempt: u32) -> PathBuf {
+    dir.join(format!("{attempt}.log"))
+}
+
+fn done_marker(file: &Path) -> PathBuf {
+    let mut s = file.as_os_str().to_owned();
+    s.push(".done");
+    PathBuf::from(s)
+}
+
+fn rfc3339_nanos(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let ts = k8s_openapi::jiff::Timestamp::new(d.as_secs() as i64, d.subsec_nanos() as i32)
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    ts.strftime("%Y-%m-%dT%H:%M:%S.%9fZ").to_string()
+}
+
+/// A log file being written, with rotation.
+#[derive(Debug)]
+pub(crate) struct LogFile {
+    path: PathBuf,
+    file: std::fs::File,
+    size: u64,
+    max_bytes: u64,
+    max_files: usize,
+}
+
+impl LogFile {
+    pub fn open(path: &Path, max_bytes: u64, max_files: usize) -> Result<Self> {
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p).map_err(|e| Error::io("create", p, e))?;
+        }
+        let _ = std::fs::remove_file(done_marker(path));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io("open", path, e))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(LogFile {
+            path: path.to_owned(),
+            file,
+            size,
+            max_bytes: max_bytes.max(1024),
+            max_files,
+        })
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        for i in (1..self.max_files.max(1)).rev() {
+            let from = rotated(&self.path, i);
+            if from.exists() {
+                std::fs::rename(&from, rotated(&self.path, i + 1))?;
+            }
+        }
+        if self.max_files == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            std::fs::rename(&self.path, rotated(&self.path, 1))?;
+        }
+        let _ = std::fs::remove_file(rotated(&self.path, self.max_files + 1));
+        self.file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+
+    /// Appends one entry.
+    pub fn write_entry(&mut self, stream: &str, partial: bool, text: &[u8]) {
+        let mut line = Vec::with_capacity(text.len() + 48);
+        line.extend_from_slice(rfc3339_nanos(std::time::SystemTime::now()).as_bytes());
+        line.push(b' ');
+        line.extend_from_slice(stream.as_bytes());
+        line.extend_from_slice(if partial { b" P " } else { b" F " });
+        line.extend_from_slice(text);
+        line.push(b'\n');
+        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
+            if let Err(e) = self.rotate() {
+                tracing::warn!(path = %self.path.display(), error = %e, "log rotation failed");
+            }
+        }
+        if self.file.write_all(&line).is_ok() {
+            self.size += line.len() as u64;
+        }
+    }
+
+    /// Marks the attempt's output as complete (followers stop at the end).
+    pub fn finish(&self) {
+        let _ = std::fs::write(done_marker(&self.path), b"");
+    }
+}
+
+fn rotated(path: &Path, i: usize) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{i}"));
+    PathBuf::from(s)
+}
+
+/// Copies a container stream into the log until end of file.
+pub(crate) async fn pump<R: tokio::io::AsyncRead + Unpin>(
+    mut reader: R,
+    stream: &'static str,
+    log: Arc<Mutex<LogFile>>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let mut start = 0;
+        let mut lg = log.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(i) = pending[start..].iter().position(|b| *b == b'\n') {
+            lg.write_entry(stream, false, &pending[start..start + i]);
+            start += i + 1;
+        }
+        pending.drain(..start);
+        while pending.len() >= MAX_LINE {
+            let rest = pending.split_off(MAX_LINE);
+            lg.write_entry(stream, true, &pending);
+            pending = rest;
+        }
+    }
+    if !pending.is_empty() {
+        log.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_entry(stream, false, &pending);
+    }
+}
+
+/// What to read back (the kubelet's `/containerLogs` query).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogQuery {
+    /// Keep streaming until the container attempt ends.
+    #[serde(default, deserialize_with = "de_bool")]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[serde(default, deserialize_with = "de_opt_num")]
+    pub tail_lines: Option<i64>,
+    /// The previous (terminated) attempt.
+    #[serde(default, deserialize_with = "de_bool")]
+    pub previous: bool,
+    /// Prefix every line with its RFC 3339 timestamp.
+    #[serde(default, deserialize_with = "de_bool")]
+    pub timestamps: bool,
+    /// Stop after this many bytes.
+    #[serde(default, deserialize_with = "de_opt_num")]
+    pub limit_bytes: Option<i64>,
+    /// Only lines newer than this many seconds.
+    #[serde(default, deserialize_with = "de_opt_num")]
+    pub since_seconds: Option<i64>,
+}
+
+fn de_bool<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    let s: Option<String> = serde::Deserialize::deserialize(d)?;
+    Ok(matches!(s.as_deref(), Some("true" | "1" | "")))
+}
+
+fn de_opt_num<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<i64>, D::Error> {
+    let s: Option<String> = serde::Deserialize::deserialize(d)?;
+    Ok(s.and_then(|s| s.parse().ok()))
+}
+
+/// One parsed CRI log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub time: String,
+    pub partial: bool,
+    pub text: Vec<u8>,
+}
+
+pub(crate) fn parse_line(line: &[u8]) -> Option<Entry> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let mut parts = line.splitn(4, |b| *b == b' ');
+    let time = String::from_utf8_lossy(parts.next()?).into_owned();
+    let _stream = parts.next()?;
+    let tag = parts.next()?;
+    let text = parts.next().unwrap_or_default().to_vec();
+    Some(Entry {
+        time,
+        partial: tag == b"P",
+        text,
+    })
+}
+
+fn render(e: &Entry, q: &LogQuery, out: &mut Vec<u8>) {
+    if q.timestamps {
+        out.extend_from_slice(e.time.as_bytes());
+        out.push(b' ');
+    }
+    out.extend_from_slice(&e.text);
+    if !e.partial {
+        out.push(b'\n');
+    }
+}
+
+/// The attempts with a log file in `dir`, oldest first.
+pub(crate) fn attempts(dir: &Path) -> Vec<u32> {
+    let mut v: Vec<u32> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
+/// The file to read for `q` in a container's log directory.
+pub(crate) fn select(dir: &Path, previous: bool) -> Option<PathBuf> {
+    let a = attempts(dir);
+    let n = if previous {
+        a.len().checked_sub(2).map(|i| a[i])?
+    } else {
+        *a.last()?
+    };
+    Some(attempt_file(dir, n))
+}
+
+fn since_cutoff(q: &LogQuery) -> Option<String> {
+    let s = q.since_seconds.filter(|s| *s > 0)?;
+    Some(rfc3339_nanos(
+        std::time::SystemTime::now() - Duration::from_secs(s as u64),
+    ))
+}
+
+/// Reads the whole history of `file` (rotated files first) as rendered text, applying
+/// `tailLines`, `sinceSeconds` and `limitBytes`. Returns the text and the offset in the
+/// live file where following continues.
+pub(crate) fn read_all(file: &Path, q: &LogQuery) -> (Vec<u8>, u64) {
+    let mut files = Vec::new();
+    for i in (1..64).rev() {
+        let r = rotated(file, i);
+        if r.exists() {
+            files.push(r);
+        }
+    }
+    files.push(file.to_owned());
+    let cutoff = since_cutoff(q);
+    let mut entries = Vec::new();
+    let mut offset = 0;
+    for (i, f) in files.iter().enumerate() {
+        let Ok(fh) = std::fs::File::open(f) else {
+            continue;
+        };
+        let mut r = std::io::BufReader::new(fh);
+        let mut line = Vec::new();
+        let mut pos = 0u64;
+        loop {
+            line.clear();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if !line.ends_with(b"\n") {
+                        break; // incomplete: picked up by the follower
+                    }
+                    pos += n as u64;
+                    if let Some(e) = parse_line(&line) {
+                        if cutoff.as_ref().is_none_or(|c| e.time >= *c) {
+                            entries.push(e);
+                        }
+                    }
+                }
+            }
+        }
+        if i == files.len() - 1 {
+            offset = pos;
+        }
+    }
+    if let Some(t) = q.tail_lines.filter(|t| *t >= 0) {
+        // count whole lines (a run of partial entries ends with a full one)
+        let mut lines = 0;
+        let mut start = entries.len();
+        while start > 0 {
+            if !entries[start - 1].partial {
+                if lines == t {
+                    break;
+                }
+                lines += 1;
+            }
+            start -= 1;
+        }
+        entries.drain(..start);
+    }
+    let mut out = Vec::new();
+    for e in &entries {
+        render(e, q, &mut out);
+    }
+    if let Some(l) = q.limit_bytes.filter(|l| *l >= 0) {
+        out.truncate(l as usize);
+    }
+    (out, offset)
+}
+
+/// Follows `file` from `offset`, sending rendered chunks until the attempt is marked
+/// done and fully read, or the receiver goes away.
+pub(crate) async fn follow(
+    file: PathBuf,
+    mut offset: u64,
+    q: LogQuery,
+    mut budget: Option<u64>,
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+) {
+    let mut ino = std::fs::metadata(&file)
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .ok();
+    loop {
+        let done = done_marker(&file).exists();
+        let meta = std::fs::metadata(&file).ok();
+        let cur_ino = meta.as_ref().map(std::os::unix::fs::MetadataExt::ino);
+        if cur_ino != ino {
+            // rotated: start the new file from the beginning
+            ino = cur_ino;
+            offset = 0;
+        }
+        let mut chunk = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&file) {
+            if f.seek(SeekFrom::Start(offset)).is_ok() {
+                let mut buf = Vec::new();
+                let _ = f.read_to_end(&mut buf);
+                let whole = buf
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map(|i| i + 1)
+                    .unwrap_or(0);
+                for line in buf[..whole].split_inclusive(|b| *b == b'\n') {
+                    if let Some(e) = parse_line(line) {
+                        render(&e, &q, &mut chunk);
+                    }
+                }
+                offset += whole as u64;
+            }
+        }
+        if !chunk.is_empty() {
+            if let Some(b) = budget.as_mut() {
+                if chunk.len() as u64 >= *b {
+                    chunk.truncate(*b as usize);
+                    let _ = tx.send(chunk).await;
+                    return;
+                }
+                *b -= chunk.len() as u64;
+            }
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        } else if done {
+            return;
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_rotates_and_tails() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("c/0.log");
+        let mut lf = LogFile::open(&path, 1024, 2).unwrap();
+        for i in 0..100 {
+            lf.write_entry("stdout", false, format!("line {i}").as_bytes());
+        }
+        assert!(rotated(&path, 1).exists());
+        assert!(rotated(&path, 2).exists());
+        assert!(
+            !rotated(&path, 3).exists(),
+            "only max_files rotated files kept"
+        );
+        let q = LogQuery {
+            tail_lines: Some(3),
+            ..Default::default()
+        };
+        let (out, _) = read_all(&path, &q);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "line 97\nline 98\nline 99\n"
+        );
+        let q = LogQuery {
+            tail_lines: Some(1),
+            timestamps: true,
+            ..Default::default()
+        };
+        let (out, _) = read_all(&path, &q);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.ends_with("Z line 99\n"), "{s}");
+        assert!(s.starts_with("20"), "{s}");
+    }
+
+    #[test]
+    fn partial_lines_join() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("0.log");
+        let mut lf = LogFile::open(&path, 1 << 20, 1).unwrap();
+        lf.write_entry("stdout", true, b"ab");
+        lf.write_entry("stdout", false, b"cd");
+        lf.write_entry("stderr", false, b"e");
+        let (out, off) = read_all(&path, &LogQuery::default());
+        assert_eq!(out, b"abcd\ne\n");
+        assert_eq!(off, std::fs::metadata(&path).unwrap().len());
+        let (out, _) = read_all(
+            &path,
+            &LogQuery {
+                tail_lines: Some(1),
+                ..Default::default()
+            },
+        );
+        assert_eq!(out, b"e\n");
+    }
+
+    #[test]
+    fn previous_selects_the_attempt_before_the_last() {
+        let tmp = tempfile::tempdir().unwrap();
+        for a in [0, 1, 2] {
+            std::fs::write(attempt_file(tmp.path(), a), b"").unwrap();
+        }
+        assert_eq!(select(tmp.path(), false), Some(attempt_file(tmp.path(), 2)));
+        assert_eq!(select(tmp.path(), true), Some(attempt_file(tmp.path(), 1)));
+    }
+
+    #[tokio::test]
+    async fn pump_splits_lines_and_follow_stops_when_done() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("0.log");
+        let lf = Arc::new(Mutex::new(LogFile::open(&path, 1 << 20, 1).unwrap()));
+        pump(&b"one\ntwo\nthr"[..], "stdout", lf.clone()).await;
+        lf.lock().unwrap().finish();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(follow(path.clone(), 0, LogQuery::default(), None, tx));
+        let mut got = Vec::new();
+        while let Some(c) = rx.recv().await {
+            got.extend(c);
+        }
+        assert_eq!(got, b"one\ntwo\nthr\n");
+    }
+}

@@ -1,0 +1,1420 @@
+//! Pod workers: one task per pod bound to the node, driven by pod updates, container
+//! exits and probe results (no fixed-tick polling of containers).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::Api;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::agent::Shared;
+use crate::error::{Error, Result};
+use crate::logs::{self, LogFile};
+use crate::probes::{self, ProbeKind};
+use crate::refs::Refs;
+use crate::sandbox::{Sandbox, SandboxEnv};
+use crate::spec::{self, BindMount, SpecInput};
+use crate::volumes;
+
+/// Annotations on every container's OCI spec, used to adopt containers after a restart.
+pub(crate) const ANN_POD_UID: &str = "io.kcore.pod.uid";
+pub(crate) const ANN_CONTAINER: &str = "io.kcore.container.name";
+
+/// Input to a pod worker.
+#[derive(Debug)]
+pub(crate) enum PodEvent {
+    /// The pod object changed.
+    Update(Box<Pod>),
+    /// The pod object is gone from the API server.
+    Removed,
+    /// A container attempt exited (`None`: the status is unknown, e.g. an adopted one).
+    Exited {
+        name: String,
+        attempt: u32,
+        status: Option<kcore_runtime::ExitStatus>,
+    },
+    /// A probe's result changed.
+    Probe {
+        name: String,
+        attempt: u32,
+        kind: ProbeKind,
+        ok: bool,
+    },
+    /// The agent is stopping: leave containers running.
+    Stop,
+}
+
+/// A container's termination, as reported in the pod status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Term {
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub reason: String,
+    pub message: Option<String>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Timestamp,
+    pub container_id: String,
+}
+
+#[derive(Debug)]
+struct Running {
+    id: String,
+    started_at: Timestamp,
+    stopping: bool,
+    probe: Option<tokio::task::AbortHandle>,
+    log: Arc<Mutex<LogFile>>,
+    /// Log copiers: left to drain on exit, stopped when the worker goes away.
+    pumps: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(p) = &self.probe {
+            p.abort();
+        }
+        for p in &self.pumps {
+            p.abort();
+        }
+    }
+}
+
+/// The persisted part of a container's record.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct CtrSaved {
+    restart_count: u32,
+    /// Attempts made so far (the next attempt's number).
+    attempts: u32,
+    last_term: Option<Term>,
+    image_id: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Ctr {
+    saved: CtrSaved,
+    running: Option<Running>,
+    waiting: Option<(String, String)>,
+    backoff: Duration,
+    next_start: Option<Instant>,
+    ready: bool,
+    started: bool,
+    /// Killed by a failed liveness/startup probe: restarts regardless of the exit code.
+    probe_killed: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct PodSaved {
+    start_time: Option<Timestamp>,
+    ctrs: BTreeMap<String, CtrSaved>,
+}
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+fn container_id(uid: &str, name: &str, attempt: u32) -> String {
+    format!("{uid}_{name}_{attempt}")
+}
+
+/// Splits a runtime id made by [`container_id`].
+pub(crate) fn parse_container_id(id: &str) -> Option<(&str, &str, u32)> {
+    let (rest, attempt) = id.rsplit_once('_')?;
+    let (uid, name) = rest.rsplit_once('_')?;
+    Some((uid, name, attempt.parse().ok()?))
+}
+
+/// The handle the pod manager keeps for a worker; dropping it stops the worker
+/// (containers keep running).
+pub(crate) struct WorkerHandle {
+    pub tx: mpsc::UnboundedSender<PodEvent>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        let _ = self.tx.send(PodEvent::Stop);
+        self.task.abort();
+    }
+}
+
+/// Starts a worker for `pod`.
+pub(crate) fn spawn_worker(shared: Arc<Shared>, pod: Pod) -> WorkerHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let dir = shared.pods_root.join(&uid);
+    let w = PodWorker {
+        shared,
+        uid,
+        dir,
+        pod,
+        sandbox: None,
+        volumes: None,
+        volume_refreshed: Instant::now(),
+        ctrs: BTreeMap::new(),
+        tx: tx.clone(),
+        last_status: None,
+        start_time: None,
+        removed: false,
+        error: None,
+        adopted: false,
+    };
+    let span = tracing::info_span!(
+        "pod",
+        pod = %format!(
+            "{}/{}",
+            w.pod.metadata.namespace.as_deref().unwrap_or_default(),
+            w.pod.metadata.name.as_deref().unwrap_or_default()
+        )
+    );
+    let task = tokio::spawn(tracing::Instrument::instrument(w.run(rx), span));
+    WorkerHandle { tx, task }
+}
+
+struct PodWorker {
+    shared: Arc<Shared>,
+    uid: String,
+    dir: PathBuf,
+    pod: Pod,
+    sandbox: Option<Sandbox>,
+    volumes: Option<HashMap<String, PathBuf>>,
+    volume_refreshed: Instant,
+    ctrs: BTreeMap<String, Ctr>,
+    tx: mpsc::UnboundedSender<PodEvent>,
+    last_status: Option<Value>,
+    start_time: Option<Timestamp>,
+    removed: bool,
+    error: Option<(String, String)>,
+    adopted: bool,
+}
+
+enum Flow {
+    Continue,
+    Done,
+}
+
+impl PodWorker {
+    fn ns(&self) -> &str {
+        self.pod.metadata.namespace.as_deref().unwrap_or("default")
+    }
+
+    fn name(&self) -> &str {
+        self.pod.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    fn spec_containers(&self) -> (Vec<Container>, Vec<Container>) {
+        let s = self.pod.spec.clone().unwrap_or_default();
+        (s.init_containers.unwrap_or_default(), s.containers)
+    }
+
+    fn restart_policy(&self) -> &str {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.as_deref())
+            .unwrap_or("Always")
+    }
+
+    fn sandbox_env(&self) -> SandboxEnv<'_> {
+        let s = &self.shared;
+        SandboxEnv {
+            netns_dir: &s.netns_dir,
+            node_netns: s.cfg.node_netns.as_deref(),
+            ipam: &s.ipam,
+            bridge: s.bridge.as_ref(),
+            cgroup_parent: &s.cfg.cgroup_parent,
+            node_ip: s.cfg.node_ip,
+            cluster_dns: s.cfg.dns.then(|| s.cfg.dns_ip()),
+            domain: &s.cfg.cluster_domain,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<PodEvent>) {
+        self.load_saved();
+        self.adopt();
+        loop {
+            match self.sync().await {
+                Ok(Flow::Done) => return,
+                Ok(Flow::Continue) => self.error = None,
+                Err(e) => {
+                    tracing::warn!(pod = %self.name(), error = %e, "pod sync failed");
+                    self.error = Some(("SyncError".into(), e.to_string()));
+                }
+            }
+            if let Err(e) = self.write_status().await {
+                tracing::debug!(pod = %self.name(), error = %e, "status update failed");
+            }
+            // wait for something to happen
+            let mut wake = self.next_wake();
+            if self.error.is_some() {
+                wake = Some(wake.map_or(Instant::now() + Duration::from_secs(2), |w| {
+                    w.min(Instant::now() + Duration::from_secs(2))
+                }));
+            }
+            let ev = match wake {
+                Some(w) => tokio::select! {
+                    ev = rx.recv() => ev,
+                    _ = tokio::time::sleep_until(w.into()) => Some(PodEvent::Update(Box::new(self.pod.clone()))),
+                },
+                None => rx.recv().await,
+            };
+            let Some(ev) = ev else { return };
+            if self.handle(ev).await.is_break() {
+                return;
+            }
+            while let Ok(ev) = rx.try_recv() {
+                if self.handle(ev).await.is_break() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let mut w: Option<Instant> = self.ctrs.values().filter_map(|c| c.next_start).min();
+        if self.volumes.is_some() && !self.is_terminal() {
+            let v = self.volume_refreshed + self.shared.cfg.volume_refresh;
+            w = Some(w.map_or(v, |x| x.min(v)));
+        }
+        w
+    }
+
+    async fn handle(&mut self, ev: PodEvent) -> std::ops::ControlFlow<()> {
+        match ev {
+            PodEvent::Update(p) => {
+                if p.metadata.uid.as_deref() == Some(self.uid.as_str()) {
+                    self.pod = *p;
+                }
+            }
+            PodEvent::Removed => self.removed = true,
+            PodEvent::Exited {
+                name,
+                attempt,
+                status,
+            } => self.on_exit(&name, attempt, status).await,
+            PodEvent::Probe {
+                name,
+                attempt,
+                kind,
+                ok,
+            } => {
+                let grace = self.grace_period();
+                let Some(c) = self.ctrs.get_mut(&name) else {
+                    return std::ops::ControlFlow::Continue(());
+                };
+                if c.saved.attempts != attempt + 1 || c.running.is_none() {
+                    return std::ops::ControlFlow::Continue(());
+                }
+                match kind {
+                    ProbeKind::Readiness => c.ready = ok,
+                    ProbeKind::Startup => c.started = ok || c.started,
+                    ProbeKind::Liveness | ProbeKind::StartupFailed => {
+                        if !ok {
+                            tracing::info!(container = %name, ?kind, "probe failed; restarting the container");
+                            c.probe_killed = true;
+                            c.ready = false;
+                            if let Some(r) = c.running.as_mut() {
+                                r.stopping = true;
+                                let id = r.id.clone();
+                                let rt = self.shared.runtime.clone();
+                                tokio::task::spawn_blocking(move || {
+                                    stop_container(&rt, &id, grace)
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            PodEvent::Stop => {
+                self.save();
+                return std::ops::ControlFlow::Break(());
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn grace_period(&self) -> Duration {
+        let g = self
+            .pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30);
+        Duration::from_secs(g.max(0) as u64)
+    }
+
+    async fn on_exit(
+        &mut self,
+        name: &str,
+        attempt: u32,
+        status: Option<kcore_runtime::ExitStatus>,
+    ) {
+        let base = self.shared.cfg.backoff_base;
+        let max = self.shared.cfg.backoff_max;
+        let Some(c) = self.ctrs.get_mut(name) else {
+            return;
+        };
+        if c.saved.attempts != attempt + 1 {
+            return;
+        }
+        let Some(mut r) = c.running.take() else {
+            return;
+        };
+        if let Some(p) = r.probe.take() {
+            p.abort();
+        }
+        // the copiers end by themselves once the output is drained
+        r.pumps.clear();
+        r.log.lock().unwrap_or_else(|p| p.into_inner()).finish();
+        let (exit_code, signal, reason) = match status {
+            Some(kcore_runtime::ExitStatus::Exited(0)) => (0, None, "Completed"),
+            Some(kcore_runtime::ExitStatus::Exited(n)) => (n, None, "Error"),
+            Some(kcore_runtime::ExitStatus::Signaled(s)) => (
+                128 + s,
+                Some(s),
+                if s == libc::SIGKILL && !r.stopping {
+                    "OOMKilled"
+                } else {
+                    "Error"
+                },
+            ),
+            None => (137, None, "ContainerStatusUnknown"),
+        };
+        // a SIGKILL we did not send is most likely the OOM killer
+        let reason = if reason == "OOMKilled" && !oom_happened(&self.shared, &r.id) {
+            "Error"
+        } else {
+            reason
+        };
+        c.saved.last_term = Some(Term {
+            exit_code,
+            signal,
+            reason: reason.into(),
+            message: None,
+            started_at: Some(r.started_at),
+            finished_at: now(),
+            container_id: format!("kcore://{}", r.id),
+        });
+        c.ready = false;
+        // crash-loop back-off: grows while the container keeps failing fast
+        let ran = Duration::from_secs(now().duration_since(r.started_at).as_secs().max(0) as u64);
+        c.backoff = if ran > max * 2 || c.backoff.is_zero() {
+            base
+        } else {
+            (c.backoff * 2).min(max)
+        };
+        let rt = self.shared.runtime.clone();
+        let images = self.shared.images.clone();
+        let id = r.id.clone();
+        let _ = tokio::task::spawn_blocking(move || remove_container(&rt, &images, &id)).await;
+        self.save();
+    }
+
+    fn load_saved(&mut self) {
+        let Ok(data) = std::fs::read(self.dir.join("state.json")) else {
+            return;
+        };
+        let Ok(saved) = serde_json::from_slice::<PodSaved>(&data) else {
+            return;
+        };
+        self.start_time = saved.start_time;
+        for (n, s) in saved.ctrs {
+            self.ctrs.insert(
+                n,
+                Ctr {
+                    saved: s,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
+    fn save(&self) {
+        let saved = PodSaved {
+            start_time: self.start_time,
+            ctrs: self
+                .ctrs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.saved.clone()))
+                .collect(),
+        };
+        if std::fs::create_dir_all(&self.dir).is_ok() {
+            let tmp = self.dir.join(".state.json.tmp");
+            if std::fs::write(&tmp, serde_json::to_vec(&saved).expect("json")).is_ok() {
+                let _ = std::fs::rename(&tmp, self.dir.join("state.json"));
+            }
+        }
+    }
+
+    /// Takes over containers of this pod that a previous agent left running.
+    fn adopt(&mut self) {
+        if self.adopted {
+            return;
+        }
+        self.adopted = true;
+        self.sandbox = Sandbox::load(&self.dir);
+        let Ok(ids) = self.shared.runtime.list() else {
+            return;
+        };
+        for id in ids {
+            let Some((uid, name, attempt)) = parse_container_id(&id) else {
+                continue;
+            };
+            if uid != self.uid {
+                continue;
+            }
+            let Ok(mut c) = self.shared.runtime.load(&id) else {
+                continue;
+            };
+            let status = c.status();
+            let log_dir = logs::container_dir(
+                &self.shared.logs_root,
+                self.ns(),
+                self.name(),
+                &self.uid,
+                name,
+            );
+            let ctr = self.ctrs.entry(name.to_owned()).or_default();
+            if status == kcore_runtime::Status::Running && ctr.running.is_none() {
+                tracing::info!(id, "adopting running container");
+                ctr.saved.attempts = ctr.saved.attempts.max(attempt + 1);
+                let file = logs::attempt_file(&log_dir, attempt);
+                let Ok(lf) = LogFile::open(
+                    &file,
+                    self.shared.cfg.log_max_bytes,
+                    self.shared.cfg.log_max_files,
+                ) else {
+                    continue;
+                };
+                let log = Arc::new(Mutex::new(lf));
+                let fifo_dir = self.dir.join("fifo");
+                let pumps = attach_pumps(&fifo_dir, &id, log.clone());
+                let started_at = std::fs::metadata(c.state_dir())
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| Timestamp::try_from(t).ok())
+                    .unwrap_or_else(now);
+                ctr.running = Some(Running {
+                    id: id.clone(),
+                    started_at,
+                    stopping: false,
+                    probe: None,
+                    log,
+                    pumps,
+                });
+                ctr.started = true;
+                watch_adopted(c.pid(), name.to_owned(), attempt, self.tx.clone());
+            } else if ctr.running.as_ref().is_none_or(|r| r.id != id) {
+                let rt = self.shared.runtime.clone();
+                let images = self.shared.images.clone();
+                remove_container(&rt, &images, &id);
+            }
+        }
+    }
+
+    fn is_terminal(&self) -> bool {
+        matches!(
+            self.pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        ) || matches!(self.phase().as_str(), "Succeeded" | "Failed")
+    }
+
+    async fn sync(&mut self) -> Result<Flow> {
+        if self.removed || self.pod.metadata.deletion_timestamp.is_some() {
+            self.terminate().await;
+            if !self.removed {
+                let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), self.ns());
+                let _ = self.write_status().await;
+                let dp = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    preconditions: Some(Preconditions {
+                        uid: Some(self.uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                match api.delete(self.name(), &dp).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) => return Err(Error::kube(format!("delete pod {}", self.name()), e)),
+                }
+            }
+            self.cleanup_files();
+            return Ok(Flow::Done);
+        }
+        if self.is_terminal() {
+            // nothing will run again: free the node's resources, keep the status
+            if self.ctrs.values().any(|c| c.running.is_some()) {
+                return Ok(Flow::Continue);
+            }
+            if let Some(sb) = self.sandbox.take() {
+                let env = self.sandbox_env();
+                sb.teardown(&self.dir, &env).await;
+            }
+            return Ok(Flow::Continue);
+        }
+        if self.start_time.is_none() {
+            self.start_time = Some(now());
+            self.save();
+        }
+        if self.sandbox.is_none() {
+            let env = self.sandbox_env();
+            let sb = Sandbox::ensure(&self.pod, &self.dir, &env).await?;
+            self.sandbox = Some(sb);
+        }
+        if self.volumes.is_none()
+            || self.volume_refreshed.elapsed() >= self.shared.cfg.volume_refresh
+        {
+            let mut refs = Refs::new(self.shared.client.clone(), self.ns());
+            let v = volumes::prepare(&self.pod, &self.dir.join("volumes"), &mut refs).await?;
+            self.volumes = Some(v);
+            self.volume_refreshed = Instant::now();
+        }
+        let (inits, apps) = self.spec_containers();
+        let policy = self.restart_policy().to_owned();
+        // init containers, in order
+        for c in &inits {
+            let st = self.ctrs.entry(c.name.clone()).or_default();
+            if st.running.is_some() {
+                return Ok(Flow::Continue);
+            }
+            match &st.saved.last_term {
+                Some(t) if t.exit_code == 0 => continue,
+                Some(_) if policy == "Never" => return Ok(Flow::Continue),
+                _ => {}
+            }
+            self.maybe_start(c, true).await;
+            return Ok(Flow::Continue);
+        }
+        for c in &apps {
+            let st = self.ctrs.entry(c.name.clone()).or_default();
+            if st.running.is_some() {
+                continue;
+            }
+            let restart = match &st.saved.last_term {
+                None => true,
+                Some(t) => {
+                    policy == "Always"
+                        || (policy == "OnFailure" && (t.exit_code != 0 || st.probe_killed))
+                }
+            };
+            if restart {
+                self.maybe_start(c, false).await;
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Starts `c` unless it is backing off.
+    async fn maybe_start(&mut self, c: &Container, init: bool) {
+        let st = self.ctrs.entry(c.name.clone()).or_default();
+        if let Some(t) = st.next_start {
+            if Instant::now() < t {
+                return;
+            }
+        }
+        if st.saved.last_term.is_some() && st.next_start.is_none() && !st.backoff.is_zero() {
+            st.next_start = Some(Instant::now() + st.backoff);
+            st.waiting = Some((
+                "CrashLoopBackOff".into(),
+                format!(
+                    "back-off {}s restarting failed container={} pod={}",
+                    st.backoff.as_secs(),
+                    c.name,
+                    self.pod.metadata.name.as_deref().unwrap_or_default()
+                ),
+            ));
+            return;
+        }
+        st.next_start = None;
+        match self.start(c, init).await {
+            Ok(()) => {}
+            Err((reason, e)) => {
+                tracing::warn!(container = %c.name, error = %e, "container start failed");
+                let st = self.ctrs.entry(c.name.clone()).or_default();
+                st.waiting = Some((reason.into(), e.to_string()));
+                let base = self.shared.cfg.backoff_base;
+                st.backoff = if st.backoff.is_zero() {
+                    base
+                } else {
+                    (st.backoff * 2).min(self.shared.cfg.backoff_max)
+                };
+                st.next_start = Some(Instant::now() + st.backoff);
+            }
+        }
+    }
+
+    async fn start(
+        &mut self,
+        c: &Container,
+        _init: bool,
+    ) -> std::result::Result<(), (&'static str, Error)> {
+        let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
+            let img = c.image.as_deref().unwrap_or_default();
+            if img.ends_with(":latest") || !img.rsplit('/').next().unwrap_or(img).contains(':') {
+                "Always".into()
+            } else {
+                "IfNotPresent".into()
+            }
+        });
+        let image = c.image.clone().unwrap_or_default();
+        let images = self.shared.images.clone();
+        let (img, pol) = (image.clone(), policy.clone());
+        let resolved = tokio::task::spawn_blocking(move || images.ensure(&img, &pol))
+            .await
+            .expect("image task");
+        let resolved = match resolved {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = if policy == "Never" {
+                    "ErrImageNeverPull"
+                } else if self.ctrs.get(&c.name).is_some_and(|s| {
+                    s.waiting
+                        .as_ref()
+                        .is_some_and(|w| w.0 == "ErrImagePull" || w.0 == "ImagePullBackOff")
+                }) {
+                    "ImagePullBackOff"
+                } else {
+                    "ErrImagePull"
+                };
+                return Err((reason, e));
+            }
+        };
+        let mut refs = Refs::new(self.shared.client.clone(), self.ns());
+        let env = refs
+            .env(&self.pod, c)
+            .await
+            .map_err(|e| ("CreateContainerConfigError", e))?;
+        let image_id = resolved.image_id.clone();
+        tracing::debug!(container = %c.name, image = %resolved.name, "image ready");
+        let sb = self
+            .sandbox
+            .clone()
+            .expect("sandbox made before containers");
+        let object = format!("{}/{} container {}", self.ns(), self.name(), c.name);
+        let mut mounts =
+            volumes::container_mounts(c, self.volumes.as_ref().expect("volumes"), &object)
+                .map_err(|e| ("CreateContainerConfigError", e))?;
+        let user_paths: Vec<String> = mounts.iter().map(|m| m.destination.clone()).collect();
+        for (src, dst) in [
+            (&sb.etc_hosts, "/etc/hosts"),
+            (&sb.resolv_conf, "/etc/resolv.conf"),
+            (&sb.etc_hostname, "/etc/hostname"),
+        ] {
+            if !user_paths.iter().any(|p| p == dst) {
+                mounts.push(BindMount {
+                    source: src.clone(),
+                    destination: dst.into(),
+                    read_only: false,
+                });
+            }
+        }
+        let term_dir = self.dir.join("termination");
+        let _ = std::fs::create_dir_all(&term_dir);
+        let st = self.ctrs.entry(c.name.clone()).or_default();
+        let attempt = st.saved.attempts;
+        let id = container_id(&self.uid, &c.name, attempt);
+        let term_log = term_dir.join(&id);
+        let _ = std::fs::write(&term_log, b"");
+        let tpath = c
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| "/dev/termination-log".into());
+        if !user_paths.contains(&tpath) {
+            mounts.push(BindMount {
+                source: term_log,
+                destination: tpath,
+                read_only: false,
+            });
+        }
+        let log_dir = logs::container_dir(
+            &self.shared.logs_root,
+            self.ns(),
+            self.name(),
+            &self.uid,
+            &c.name,
+        );
+        let log_file = logs::attempt_file(&log_dir, attempt);
+        let log = LogFile::open(
+            &log_file,
+            self.shared.cfg.log_max_bytes,
+            self.shared.cfg.log_max_files,
+        )
+        .map_err(|e| ("RunContainerError", e))?;
+        let log = Arc::new(Mutex::new(log));
+        let fifo_dir = self.dir.join("fifo");
+        let mut annotations = BTreeMap::new();
+        annotations.insert(ANN_POD_UID.to_owned(), self.uid.clone());
+        annotations.insert(ANN_CONTAINER.to_owned(), c.name.clone());
+        let shared = self.shared.clone();
+        let pod = self.pod.clone();
+        let container = c.clone();
+        let id2 = id.clone();
+        let cgroup = format!("{}/{}", sb.cgroup, c.name);
+        let st_name = c.name.clone();
+        let tx = self.tx.clone();
+        let log2 = log.clone();
+        let result =
+            tokio::task::spawn_blocking(move || -> Result<(i32, Vec<tokio::task::AbortHandle>)> {
+                let rootfs = shared
+                    .images
+                    .mount_rootfs(&id2, resolved.top_layer.as_deref())?;
+                let cfg = resolved.image.config.config().clone();
+                let input = SpecInput {
+                    pod: &pod,
+                    container: &container,
+                    image_config: cfg.as_ref(),
+                    env,
+                    rootfs: rootfs.clone(),
+                    mounts,
+                    netns: sb.netns.clone(),
+                    ipc: Some(sb.ipc.clone()),
+                    uts: Some(sb.uts.clone()),
+                    hostname: sb.hostname.clone(),
+                    cgroup_path: cgroup,
+                    annotations,
+                };
+                let oci = match spec::build(&input) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = shared.images.remove_rootfs(&id2);
+                        return Err(e);
+                    }
+                };
+                let bundle = rootfs
+                    .parent()
+                    .map(Path::to_owned)
+                    .unwrap_or(rootfs.clone());
+                let (out, err) = make_fifos(&fifo_dir, &id2)?;
+                let opts = kcore_runtime::CreateOptions {
+                    stdout: Some(out),
+                    stderr: Some(err),
+                    stdin: open_dev_null().ok(),
+                    ..Default::default()
+                };
+                // a leftover from a crash with the same id
+                if let Ok(old) = shared.runtime.load(&id2) {
+                    let _ = old.delete(true);
+                }
+                let mut ctr = match shared.runtime.create(&id2, &bundle, &oci, opts) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = shared.images.remove_rootfs(&id2);
+                        return Err(Error::Runtime { id: id2, source: e });
+                    }
+                };
+                let pumps = attach_pumps_blocking(&fifo_dir, &id2, log2);
+                if let Err(e) = ctr.start() {
+                    for p in &pumps {
+                        p.abort();
+                    }
+                    let _ = ctr.delete(true);
+                    let _ = shared.images.remove_rootfs(&id2);
+                    return Err(Error::Runtime { id: id2, source: e });
+                }
+                let pid = ctr.pid();
+                let name = st_name;
+                std::thread::Builder::new()
+                    .name(format!("wait-{pid}"))
+                    .spawn(move || {
+                        let status = ctr.wait().ok();
+                        let _ = tx.send(PodEvent::Exited {
+                            name,
+                            attempt,
+                            status,
+                        });
+                    })
+                    .map_err(|e| Error::io("spawn waiter for", PathBuf::from(&id2), e))?;
+                Ok((pid, pumps))
+            })
+            .await
+            .expect("start task");
+        let (_pid, pumps) = result.map_err(|e| ("RunContainerError", e))?;
+        let st = self.ctrs.entry(c.name.clone()).or_default();
+        if st.saved.attempts > 0 {
+            st.saved.restart_count += 1;
+        }
+        st.saved.attempts = attempt + 1;
+        st.saved.image_id = Some(image_id);
+        st.waiting = None;
+        st.probe_killed = false;
+        st.ready = c.readiness_probe.is_none();
+        st.started = c.startup_probe.is_none();
+        let probe = probes::spawn(
+            self.shared.clone(),
+            c.clone(),
+            sb_ip(&self.sandbox),
+            id.clone(),
+            attempt,
+            self.tx.clone(),
+        );
+        st.running = Some(Running {
+            id,
+            started_at: now(),
+            stopping: false,
+            probe,
+            log,
+            pumps,
+        });
+        self.save();
+        Ok(())
+    }
+
+    /// Stops every container (SIGTERM, grace period, SIGKILL) and removes the sandbox.
+    async fn terminate(&mut self) {
+        let grace = self.grace_period();
+        let running: Vec<(String, String, u32)> = self
+            .ctrs
+            .iter_mut()
+            .filter_map(|(n, c)| {
+                let r = c.running.as_mut()?;
+                r.stopping = true;
+                Some((n.clone(), r.id.clone(), c.saved.attempts.saturating_sub(1)))
+            })
+            .collect();
+        let mut stops = Vec::new();
+        for (_, id, _) in &running {
+            let rt = self.shared.runtime.clone();
+            let id = id.clone();
+            stops.push(tokio::task::spawn_blocking(move || {
+                stop_container(&rt, &id, grace)
+            }));
+        }
+        for s in stops {
+            let _ = s.await;
+        }
+        // the waiters report the exits; give them a moment, then record what is left
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.ctrs.values().any(|c| c.running.is_some()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // exits arrive through the channel, which the run loop drains; here the
+            // containers are gone, so finish their records directly
+            let names: Vec<(String, u32)> = self
+                .ctrs
+                .iter()
+                .filter(|(_, c)| {
+                    c.running.as_ref().is_some_and(|r| {
+                        self.shared
+                            .runtime
+                            .load(&r.id)
+                            .map(|mut x| x.status() == kcore_runtime::Status::Stopped)
+                            .unwrap_or(true)
+                    })
+                })
+                .map(|(n, c)| (n.clone(), c.saved.attempts.saturating_sub(1)))
+                .collect();
+            for (n, a) in names {
+                self.on_exit(
+                    &n,
+                    a,
+                    Some(kcore_runtime::ExitStatus::Signaled(libc::SIGTERM)),
+                )
+                .await;
+            }
+        }
+        for (n, _, a) in running {
+            if self.ctrs.get(&n).is_some_and(|c| c.running.is_some()) {
+                self.on_exit(&n, a, None).await;
+            }
+        }
+        if let Some(sb) = self.sandbox.take() {
+            let env = self.sandbox_env();
+            sb.teardown(&self.dir, &env).await;
+        }
+        volumes::teardown(&self.dir.join("volumes"));
+    }
+
+    fn cleanup_files(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let d = self
+            .shared
+            .logs_root
+            .join(format!("{}_{}_{}", self.ns(), self.name(), self.uid));
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    fn phase(&self) -> String {
+        let (inits, apps) = self.spec_containers();
+        let policy = self.restart_policy();
+        for c in &inits {
+            match self.ctrs.get(&c.name) {
+                Some(st) => match &st.saved.last_term {
+                    Some(t) if t.exit_code != 0 && policy == "Never" && st.running.is_none() => {
+                        return "Failed".into()
+                    }
+                    Some(t) if t.exit_code == 0 => {}
+                    _ => return "Pending".into(),
+                },
+                None => return "Pending".into(),
+            }
+        }
+        let mut running = 0;
+        let mut succeeded = 0;
+        let mut failed = 0;
+        let mut never = 0;
+        for c in &apps {
+            match self.ctrs.get(&c.name) {
+                Some(st) if st.running.is_some() => running += 1,
+                Some(st) => match &st.saved.last_term {
+                    Some(t) => {
+                        let will_restart = policy == "Always"
+                            || (policy == "OnFailure" && (t.exit_code != 0 || st.probe_killed));
+                        if will_restart {
+                            running += 1;
+                        } else if t.exit_code == 0 {
+                            succeeded += 1;
+                        } else {
+                            failed += 1;
+                        }
+                    }
+                    None => never += 1,
+                },
+                None => never += 1,
+            }
+        }
+        if never > 0 {
+            "Pending".into()
+        } else if running > 0 {
+            "Running".into()
+        } else if failed > 0 {
+            "Failed".into()
+        } else if succeeded > 0 {
+            "Succeeded".into()
+        } else {
+            "Pending".into()
+        }
+    }
+
+    fn container_status(&self, c: &Container) -> Value {
+        let st = self.ctrs.get(&c.name);
+        let image = c.image.clone().unwrap_or_default();
+        let image_id = st
+            .and_then(|s| s.saved.image_id.clone())
+            .unwrap_or_default();
+        let ts = |t: &Timestamp| serde_json::to_value(Time(*t)).expect("time");
+        let term = |t: &Term| {
+            let mut v = json!({
+                "exitCode": t.exit_code,
+                "reason": t.reason,
+                "finishedAt": ts(&t.finished_at),
+                "containerID": t.container_id,
+            });
+            if let Some(s) = t.signal {
+                v["signal"] = json!(s);
+            }
+            if let Some(s) = &t.started_at {
+                v["startedAt"] = ts(s);
+            }
+            if let Some(m) = &t.message {
+                v["message"] = json!(m);
+            }
+            json!({"terminated": v})
+        };
+        let mut v = json!({
+            "name": c.name,
+            "image": image,
+            "imageID": image_id,
+            "ready": false,
+            "restartCount": st.map(|s| s.saved.restart_count).unwrap_or(0),
+            "started": false,
+        });
+        let Some(st) = st else {
+            v["state"] = json!({"waiting": {"reason": "ContainerCreating"}});
+            return v;
+        };
+        if let Some(r) = &st.running {
+            v["state"] = json!({"running": {"startedAt": ts(&r.started_at)}});
+            v["containerID"] = json!(format!("kcore://{}", r.id));
+            v["ready"] = json!(st.ready && st.started);
+            v["started"] = json!(st.started);
+            if let Some(t) = &st.saved.last_term {
+                v["lastState"] = term(t);
+            }
+        } else if let Some((reason, msg)) = &st.waiting {
+            v["state"] = json!({"waiting": {"reason": reason, "message": msg}});
+            if let Some(t) = &st.saved.last_term {
+                v["lastState"] = term(t);
+            }
+        } else if let Some(t) = &st.saved.last_term {
+            let policy = self.restart_policy();
+            let restarting = st.next_start.is_some()
+                || policy == "Always"
+                || (policy == "OnFailure" && t.exit_code != 0);
+            if restarting && !self.is_terminal_local() {
+                v["state"] = json!({"waiting": {"reason": "CrashLoopBackOff"}});
+                v["lastState"] = term(t);
+            } else {
+                v["state"] = term(t);
+                v["containerID"] = json!(t.container_id);
+            }
+        } else {
+            v["state"] = json!({"waiting": {"reason": if self.sandbox.is_some() { "ContainerCreating" } else { "PodInitializing" }}});
+        }
+        v
+    }
+
+    fn is_terminal_local(&self) -> bool {
+        matches!(self.phase().as_str(), "Succeeded" | "Failed")
+            || self.removed
+            || self.pod.metadata.deletion_timestamp.is_some()
+    }
+
+    fn status(&self) -> Value {
+        let (inits, apps) = self.spec_containers();
+        let phase = self.phase();
+        let ts_now = serde_json::to_value(Time(now())).expect("time");
+        let old_conds: Vec<Value> = self
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .map(|c| {
+                c.iter()
+                    .map(|x| serde_json::to_value(x).expect("json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let cond = |t: &str, ok: bool, reason: Option<&str>| {
+            let status = if ok { "True" } else { "False" };
+            let prev = old_conds.iter().find(|c| c["type"] == t);
+            let when = match prev {
+                Some(p) if p["status"] == status => p["lastTransitionTime"].clone(),
+                _ => ts_now.clone(),
+            };
+            let mut v = json!({"type": t, "status": status, "lastTransitionTime": when, "lastProbeTime": null});
+            if let (false, Some(r)) = (ok, reason) {
+                v["reason"] = json!(r);
+            }
+            v
+        };
+        let init_done = inits.iter().all(|c| {
+            self.ctrs
+                .get(&c.name)
+                .and_then(|s| s.saved.last_term.as_ref())
+                .is_some_and(|t| t.exit_code == 0)
+        });
+        let statuses: Vec<Value> = apps.iter().map(|c| self.container_status(c)).collect();
+        let all_ready = !apps.is_empty()
+            && statuses.iter().all(|s| s["ready"] == json!(true))
+            && phase == "Running";
+        let ready_reason = if all_ready {
+            None
+        } else if phase == "Succeeded" || phase == "Failed" {
+            Some("PodCompleted")
+        } else {
+            Some("ContainersNotReady")
+        };
+        let mut conditions = vec![
+            cond("PodReadyToStartContainers", self.sandbox.is_some(), None),
+            cond("Initialized", init_done, Some("ContainersNotInitialized")),
+            cond("Ready", all_ready, ready_reason),
+            cond("ContainersReady", all_ready, ready_reason),
+            cond("PodScheduled", true, None),
+        ];
+        if let Some((reason, msg)) = &self.error {
+            if self.sandbox.is_none() {
+                conditions[0]["reason"] = json!(reason);
+                conditions[0]["message"] = json!(msg);
+            }
+        }
+        let mut st = json!({
+            "phase": phase,
+            "conditions": conditions,
+            "hostIP": self.shared.cfg.node_ip.to_string(),
+            "hostIPs": [{"ip": self.shared.cfg.node_ip.to_string()}],
+            "containerStatuses": statuses,
+            "qosClass": qos_class(&self.pod),
+        });
+        if let Some(t) = &self.start_time {
+            st["startTime"] = serde_json::to_value(Time(*t)).expect("time");
+        }
+        if !inits.is_empty() {
+            st["initContainerStatuses"] = json!(inits
+                .iter()
+                .map(|c| {
+                    let mut v = self.container_status(c);
+                    let done = self
+                        .ctrs
+                        .get(&c.name)
+                        .and_then(|s| s.saved.last_term.as_ref())
+                        .is_some_and(|t| t.exit_code == 0);
+                    v["ready"] = json!(done);
+                    v
+                })
+                .collect::<Vec<_>>());
+        }
+        if let Some(sb) = &self.sandbox {
+            st["podIP"] = json!(sb.ip.to_string());
+            st["podIPs"] = json!([{"ip": sb.ip.to_string()}]);
+        } else if let Some(ip) = self.pod.status.as_ref().and_then(|s| s.pod_ip.clone()) {
+            st["podIP"] = json!(ip);
+            st["podIPs"] = json!([{"ip": ip}]);
+        }
+        if let Some((reason, msg)) = &self.error {
+            st["reason"] = json!(reason);
+            st["message"] = json!(msg);
+        }
+        st
+    }
+
+    async fn write_status(&mut self) -> Result<()> {
+        let st = self.status();
+        // compare without timestamps of conditions that only moved
+        if self.last_status.as_ref() == Some(&st) {
+            return Ok(());
+        }
+        let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), self.ns());
+        let patch = json!({"status": st});
+        match api
+            .patch_status(self.name(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(p) => {
+                if p.metadata.uid.as_deref() == Some(self.uid.as_str()) {
+                    self.pod.status = p.status;
+                }
+                self.last_status = Some(st);
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                self.last_status = Some(st);
+                Ok(())
+            }
+            Err(e) => Err(Error::kube(
+                format!("update status of pod {}", self.name()),
+                e,
+            )),
+        }
+    }
+}
+
+fn sb_ip(sb: &Option<Sandbox>) -> std::net::Ipv4Addr {
+    sb.as_ref()
+        .map(|s| s.ip)
+        .unwrap_or(std::net::Ipv4Addr::LOCALHOST)
+}
+
+/// The pod's QoS class.
+pub(crate) fn qos_class(pod: &Pod) -> &'static str {
+    let Some(spec) = pod.spec.as_ref() else {
+        return "BestEffort";
+    };
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        let r = c.resources.as_ref();
+        let lim = r.and_then(|r| r.limits.clone()).unwrap_or_default();
+        let req = r.and_then(|r| r.requests.clone()).unwrap_or_default();
+        if !lim.is_empty() || !req.is_empty() {
+            any = true;
+        }
+        for k in ["cpu", "memory"] {
+            match (lim.get(k), req.get(k)) {
+                (Some(l), Some(q)) if l == q => {}
+                (Some(_), None) => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Whether the kernel's OOM killer killed a process of the container (read from its
+/// memory cgroup, which exists until the container is deleted).
+fn oom_happened(shared: &Shared, id: &str) -> bool {
+    shared
+        .runtime
+        .load(id)
+        .and_then(|c| c.stats())
+        .map(|s| s.memory.oom_kill.unwrap_or(0) > 0 || s.memory.oom.unwrap_or(0) > 0)
+        .unwrap_or(false)
+}
+
+fn open_dev_null() -> std::io::Result<std::os::fd::OwnedFd> {
+    Ok(std::fs::File::open("/dev/null")?.into())
+}
+
+fn mkfifo(p: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(p);
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| {
+        Error::io(
+            "mkfifo",
+            p,
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        )
+    })?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        return Err(Error::io("mkfifo", p, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Creates the container's stdout/stderr FIFOs and opens the container's ends
+/// read-write, so writes never fail with EPIPE while no agent reads them (after a
+/// restart the new agent reopens the read side).
+fn make_fifos(dir: &Path, id: &str) -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    let mut out = Vec::new();
+    for s in ["out", "err"] {
+        let p = dir.join(format!("{id}.{s}"));
+        mkfifo(&p)?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .map_err(|e| Error::io("open", &p, e))?;
+        out.push(std::os::fd::OwnedFd::from(f));
+    }
+    let err = out.pop().expect("two");
+    let o = out.pop().expect("two");
+    Ok((o, err))
+}
+
+fn attach_pumps_blocking(
+    dir: &Path,
+    id: &str,
+    log: Arc<Mutex<LogFile>>,
+) -> Vec<tokio::task::AbortHandle> {
+    let handle = tokio::runtime::Handle::current();
+    let _g = handle.enter();
+    attach_pumps(dir, id, log)
+}
+
+/// Starts copying a container's FIFOs into its log file.
+fn attach_pumps(dir: &Path, id: &str, log: Arc<Mutex<LogFile>>) -> Vec<tokio::task::AbortHandle> {
+    let mut out = Vec::new();
+    for (s, stream) in [("out", "stdout"), ("err", "stderr")] {
+        let p = dir.join(format!("{id}.{s}"));
+        match tokio::net::unix::pipe::OpenOptions::new().open_receiver(&p) {
+            Ok(rx) => {
+                let log = log.clone();
+                let p2 = p.clone();
+                let t = tokio::spawn(async move {
+                    logs::pump(rx, stream, log).await;
+                    let _ = std::fs::remove_file(p2);
+                });
+                out.push(t.abort_handle());
+            }
+            Err(e) => tracing::warn!(path = %p.display(), error = %e, "open container output"),
+        }
+    }
+    out
+}
+
+/// Waits (on a thread) for an adopted container's process to exit.
+fn watch_adopted(pid: i32, name: String, attempt: u32, tx: mpsc::UnboundedSender<PodEvent>) {
+    let _ = std::thread::Builder::new()
+        .name(format!("adopt-{pid}"))
+        .spawn(move || {
+            if let Ok(fd) = kcore_ns::pidfd_open(pid) {
+                let mut p = libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                loop {
+                    // SAFETY: one valid pollfd.
+                    let rc = unsafe { libc::poll(&mut p, 1, -1) };
+                    if rc > 0
+                        || (rc < 0
+                            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
+                    {
+                        break;
+                    }
+                }
+            }
+            let _ = tx.send(PodEvent::Exited {
+                name,
+                attempt,
+                status: None,
+            });
+        });
+}
+
+/// SIGTERM, then SIGKILL after `grace` if the container is still running.
+pub(crate) fn stop_container(rt: &kcore_runtime::Runtime, id: &str, grace: Duration) {
+    let Ok(mut c) = rt.load(id) else { return };
+    if c.status() != kcore_runtime::Status::Running {
+        return;
+    }
+    let _ = c.kill(libc::SIGTERM, false);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if c.status() == kcore_runtime::Status::Stopped {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill(libc::SIGKILL, true);
+}
+
+/// Deletes a runtime container and its writable layer.
+pub(crate) fn remove_container(
+    rt: &kcore_runtime::Runtime,
+    images: &crate::images::Images,
+    id: &str,
+) {
+    if let Ok(c) = rt.load(id) {
+        if let Err(e) = c.delete(true) {
+            tracing::warn!(id, error = %e, "delete container");
+        }
+    }
+    if let Err(e) = images.remove_rootfs(id) {
+        tracing::warn!(id, error = %e, "remove container layer");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_round_trip() {
+        let id = container_id("0b7c-11", "web", 3);
+        assert_eq!(parse_container_id(&id), Some(("0b7c-11", "web", 3)));
+        assert_eq!(parse_container_id("kcore-runc-x"), None);
+    }
+
+    #[test]
+    fn qos_classes() {
+        let p = |v: Value| -> Pod { serde_json::from_value(v).unwrap() };
+        assert_eq!(
+            qos_class(&p(json!({"spec": {"containers": [{"name": "a"}]}}))),
+            "BestEffort"
+        );
+        assert_eq!(
+            qos_class(&p(
+                json!({"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}})
+            )),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&p(
+                json!({"spec": {"containers": [{"name": "a", "resources": {"requests": {"cpu": "1"}}}]}})
+            )),
+            "Burstable"
+        );
+    }
+}

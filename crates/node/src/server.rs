@@ -1,0 +1,110 @@
+//! The agent's HTTP server: `GET /containerLogs/{namespace}/{pod}/{container}` (the
+//! kubelet's endpoint behind `kubectl logs`) and `GET /healthz`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::logs::{self, LogQuery};
+
+#[derive(Clone)]
+struct AppState {
+    logs_root: Arc<PathBuf>,
+}
+
+/// The router of the agent's HTTP server, reading logs under `logs_root`.
+pub(crate) fn router(logs_root: PathBuf) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(container_logs),
+        )
+        .with_state(AppState {
+            logs_root: Arc::new(logs_root),
+        })
+}
+
+/// The newest log directory of pod `ns/pod` (several pods of the same name may have
+/// existed: the latest one wins).
+fn pod_dir(root: &Path, ns: &str, pod: &str) -> Option<PathBuf> {
+    let prefix = format!("{ns}_{pod}_");
+    std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter(|e| {
+            // the pod name itself holds no '_': the rest is the uid
+            !e.file_name().to_string_lossy()[prefix.len()..].contains('_')
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+}
+
+fn text(code: StatusCode, msg: String) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg,
+    )
+        .into_response()
+}
+
+async fn container_logs(
+    State(st): State<AppState>,
+    UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    let Some(dir) = pod_dir(&st.logs_root, &ns, &pod) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("pod {ns}/{pod} has no logs on this node"),
+        );
+    };
+    let cdir = dir.join(&container);
+    let Some(file) = logs::select(&cdir, q.previous) else {
+        let msg = if q.previous {
+            format!("previous terminated container \"{container}\" in pod \"{pod}\" not found")
+        } else {
+            format!("container \"{container}\" in pod \"{pod}\" has no logs yet")
+        };
+        return text(StatusCode::NOT_FOUND, msg);
+    };
+    let q2 = q.clone();
+    let file2 = file.clone();
+    let (head, offset) =
+        match tokio::task::spawn_blocking(move || logs::read_all(&file2, &q2)).await {
+            Ok(r) => r,
+            Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+    let ctype = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if !q.follow || q.previous {
+        return (ctype, head).into_response();
+    }
+    let budget = q
+        .limit_bytes
+        .filter(|l| *l >= 0)
+        .map(|l| (l as u64).saturating_sub(head.len() as u64));
+    if budget == Some(0) {
+        return (ctype, head).into_response();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    tokio::spawn(async move {
+        if !head.is_empty() && tx.send(head).await.is_err() {
+            return;
+        }
+        logs::follow(file, offset, q, budget, tx).await;
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|c| (Ok::<_, std::io::Error>(axum::body::Bytes::from(c)), rx))
+    });
+    (ctype, Body::from_stream(stream)).into_response()
+}

@@ -1,0 +1,158 @@
+//! Root tests: Services through nftables, cluster DNS and the Ingress proxy, all in a
+//! node network namespace the test creates.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{http_get, Env, IMAGE};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+fn running(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root"]
+async fn services_dns_and_ingress_reach_pods() {
+    let mut env = Env::new("10.77.4.0/24").await;
+    let gw: std::net::Ipv4Addr = "10.77.4.1".parse().unwrap();
+    env.cfg.ingress_addr = Some(SocketAddr::new(gw.into(), 18080));
+    let ns = env.namespace.clone();
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &ns);
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "site"}, "data": {"index.html": "through-the-service"}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    env.start_agent();
+    env.create_pod(json!({
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {
+            "volumes": [{"name": "site", "configMap": {"name": "site"}}],
+            "containers": [{"name": "httpd", "image": IMAGE, "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+                "volumeMounts": [{"name": "site", "mountPath": "/www"}]}]
+        }
+    }))
+    .await;
+    let web = env.wait_pod("web", 60, running).await;
+    let web_ip = web.status.unwrap().pod_ip.unwrap();
+
+    // a Service and its EndpointSlice (as the endpoint-slice controller would write it)
+    let svcs: Api<Service> = Api::namespaced(env.client.clone(), &ns);
+    let svc = svcs
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {
+                "selector": {"app": "web"},
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let cluster_ip = svc.spec.unwrap().cluster_ip.unwrap();
+    let slices: Api<EndpointSlice> = Api::namespaced(env.client.clone(), &ns);
+    slices
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": [{"addresses": [web_ip], "conditions": {"ready": true}}]
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // a client pod: the ClusterIP through nftables, the name through cluster DNS
+    env.create_pod(json!({
+        "metadata": {"name": "client"},
+        "spec": {"containers": [{"name": "c", "image": IMAGE, "command": ["sh", "-c",
+            format!("i=0; while test $i -lt 60; do if wget -q -T 2 -O - http://{cluster_ip}/index.html; then echo; break; fi; i=$((i+1)); sleep 0.5; done; \
+                     i=0; while test $i -lt 60; do if nslookup web.{ns}.svc.cluster.local > /tmp/ns 2>&1; then cat /tmp/ns; break; fi; i=$((i+1)); sleep 0.5; done; echo END; exec sleep 3600")]}]}
+    }))
+    .await;
+    env.wait_pod("client", 60, running).await;
+    let path = format!("/containerLogs/{ns}/client/c");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let logs = loop {
+        let (_, body) = env.agent_get(&path).await;
+        if body.contains("END") {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "client never finished: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        logs.contains("through-the-service"),
+        "service traffic: {logs}"
+    );
+    assert!(logs.contains(&cluster_ip), "dns answer: {logs}");
+
+    // the Ingress proxy routes by host and path to the Service's endpoints
+    let ings: Api<Ingress> = Api::namespaced(env.client.clone(), &ns);
+    ings.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "site"}, "spec": {"rules": [{
+            "host": "k8s-test.local",
+            "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let ing_addr = SocketAddr::new(gw.into(), 18080);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = http_get(
+            Some(&env.node_netns),
+            ing_addr,
+            "k8s-test.local",
+            "/index.html",
+        )
+        .await;
+        if code == 200 {
+            assert_eq!(body, "through-the-service");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ingress: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, _) = http_get(Some(&env.node_netns), ing_addr, "other.host", "/").await;
+    assert_eq!(code, 404);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ing = ings.get("site").await.unwrap();
+        let ip = ing
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|l| l.ingress)
+            .and_then(|v| v.first().and_then(|i| i.ip.clone()));
+        if ip.as_deref() == Some("192.0.2.1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ingress status never written"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.stop_agent().await;
+}

@@ -1,0 +1,376 @@
+//! Root tests: pods on a real node agent (namespaces, cgroups, overlay, bridge inside a
+//! test network namespace) against an in-process API server.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{http_get, Env, IMAGE};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root"]
+async fn pod_runs_with_env_volumes_probes_logs_and_is_deleted_cleanly() {
+    let mut env = Env::new("10.77.1.0/24").await;
+    let ns = env.namespace.clone();
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &ns);
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"greeting": "hello-cm", "index.html": "v1"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "sec"}, "stringData": {"password": "s3cret"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    env.start_agent();
+
+    // the node registers and becomes Ready with a Lease
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(n) = nodes.get_opt(&env.node).await.unwrap() {
+            let ok = n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if ok {
+                assert_eq!(n.spec.unwrap().pod_cidr.as_deref(), Some("10.77.1.0/24"));
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node never Ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client.clone(), "kube-node-lease");
+    assert!(
+        leases.get_opt(&env.node).await.unwrap().is_some(),
+        "node lease"
+    );
+
+    env.create_pod(json!({
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 2,
+            "volumes": [
+                {"name": "cfg", "configMap": {"name": "cfg"}},
+                {"name": "sec", "secret": {"secretName": "sec"}},
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}
+            ],
+            "initContainers": [{
+                "name": "init", "image": IMAGE,
+                "command": ["sh", "-c", "echo from-init > /scratch/done"],
+                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]
+            }],
+            "containers": [
+                {
+                    "name": "http", "image": IMAGE,
+                    "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "volumeMounts": [{"name": "cfg", "mountPath": "/www", "readOnly": true}],
+                    "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1},
+                    "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
+                },
+                {
+                    "name": "app", "image": IMAGE,
+                    "command": ["sh", "-c"],
+                    "args": ["echo hello from $(POD_NAME); echo greeting=$GREETING pw=$PASSWORD cm_prefix=$CM_greeting; cat /scratch/done; cat /info/labels; cat /sec/password; echo; hostname; echo cwd=$(pwd) image_env=$FROM_IMAGE; echo to-stderr >&2; exec sleep 3600"],
+                    "workingDir": "/tmp",
+                    "env": [
+                        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}},
+                        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}}}
+                    ],
+                    "envFrom": [{"prefix": "CM_", "configMapRef": {"name": "cfg"}}],
+                    "volumeMounts": [
+                        {"name": "scratch", "mountPath": "/scratch"},
+                        {"name": "info", "mountPath": "/info"},
+                        {"name": "sec", "mountPath": "/sec"}
+                    ],
+                    "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}}
+                }
+            ]
+        }
+    }))
+    .await;
+    let pod = env
+        .wait_pod("web", 60, |p| phase(p) == "Running" && ready(p))
+        .await;
+    let st = pod.status.clone().unwrap();
+    let ip: std::net::Ipv4Addr = st.pod_ip.as_deref().unwrap().parse().unwrap();
+    assert!("10.77.1.0/24"
+        .parse::<kcore_node::Ipv4Net>()
+        .unwrap()
+        .contains(&ip));
+    assert_eq!(st.host_ip.as_deref(), Some("192.0.2.1"));
+    assert!(st.start_time.is_some());
+    let cs = st.container_statuses.clone().unwrap();
+    assert_eq!(cs.len(), 2);
+    for c in &cs {
+        assert!(c.ready, "{c:?}");
+        assert_eq!(c.restart_count, 0);
+        assert_eq!(c.image, IMAGE);
+        assert!(c.image_id.contains("@sha256:"), "{}", c.image_id);
+        assert!(c.state.as_ref().unwrap().running.is_some());
+        assert!(c.container_id.as_deref().unwrap().starts_with("kcore://"));
+    }
+    let init = &st.init_container_statuses.clone().unwrap()[0];
+    assert_eq!(
+        init.state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code,
+        0
+    );
+    // every condition the clients look for
+    let conds = st.conditions.clone().unwrap();
+    for t in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
+        assert!(
+            conds.iter().any(|c| c.type_ == t && c.status == "True"),
+            "{t}"
+        );
+    }
+
+    // logs over the agent's HTTP endpoint
+    let path = format!("/containerLogs/{ns}/web/app");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (code, body) = env.agent_get(&path).await;
+        if code == 200 && body.contains("cwd=") {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "logs: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(body.contains("hello from web\n"), "{body}");
+    assert!(
+        body.contains("greeting=hello-cm pw=s3cret cm_prefix=hello-cm"),
+        "{body}"
+    );
+    assert!(body.contains("from-init"), "{body}");
+    assert!(body.contains("app=\"web\""), "{body}");
+    assert!(
+        body.contains("s3cret\nweb\n"),
+        "hostname is the pod name: {body}"
+    );
+    assert!(body.contains("cwd=/tmp image_env=yes"), "{body}");
+    assert!(body.contains("to-stderr"), "{body}");
+    let (_, tail) = env.agent_get(&format!("{path}?tailLines=1")).await;
+    assert_eq!(tail, "to-stderr\n");
+    let (_, ts) = env
+        .agent_get(&format!("{path}?tailLines=1&timestamps=true"))
+        .await;
+    assert!(ts.ends_with("Z to-stderr\n") && ts.len() > 20, "{ts}");
+    let (code, _) = env
+        .agent_get(&format!("/containerLogs/{ns}/web/nope"))
+        .await;
+    assert_eq!(code, 404);
+
+    // the pod serves the ConfigMap from the node's network; updates reach the files
+    let addr = SocketAddr::new(ip.into(), 8080);
+    let (code, body) = http_get(Some(&env.node_netns), addr, "web", "/index.html").await;
+    assert_eq!((code, body.as_str()), (200, "v1"));
+    cms.patch(
+        "cfg",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"index.html": "v2"}})),
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = http_get(Some(&env.node_netns), addr, "web", "/index.html").await;
+        if body == "v2" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "configMap update not propagated: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // graceful deletion: the object goes away, and so does everything on the node
+    assert_eq!(env.container_ids().len(), 2);
+    env.pods()
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_gone("web", 30).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !env.container_ids().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "containers left: {:?}",
+            env.container_ids()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let netns_left = std::fs::read_dir(env.cfg.data_dir.join("netns"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(netns_left, 0, "pod network namespace left");
+    env.stop_agent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root"]
+async fn restart_policies_and_crash_loop_back_off() {
+    let mut env = Env::new("10.77.2.0/24").await;
+    env.start_agent();
+    env.create_pod(json!({
+        "metadata": {"name": "crash"},
+        "spec": {"containers": [{"name": "c", "image": IMAGE, "command": ["sh", "-c", "echo attempt; exit 3"]}]}
+    }))
+    .await;
+    env.create_pod(json!({
+        "metadata": {"name": "done"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": IMAGE, "command": ["sh", "-c", "echo finished"]}]}
+    }))
+    .await;
+    env.create_pod(json!({
+        "metadata": {"name": "badinit"},
+        "spec": {"restartPolicy": "Never",
+            "initContainers": [{"name": "i", "image": IMAGE, "command": ["false"]}],
+            "containers": [{"name": "c", "image": IMAGE, "command": ["true"]}]}
+    }))
+    .await;
+    env.create_pod(json!({
+        "metadata": {"name": "noimage"},
+        "spec": {"containers": [{"name": "c", "image": "kcore.test/absent:v9", "imagePullPolicy": "Never"}]}
+    }))
+    .await;
+
+    let p = env
+        .wait_pod("crash", 60, |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|c| c[0].restart_count >= 2)
+        })
+        .await;
+    let c = &p.status.unwrap().container_statuses.unwrap()[0];
+    let last = c.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(last.exit_code, 3);
+    assert_eq!(last.reason.as_deref(), Some("Error"));
+    let p = env.wait_pod("done", 30, |p| phase(p) == "Succeeded").await;
+    let t = p.status.unwrap().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
+    let (_, logs) = env
+        .agent_get(&format!("/containerLogs/{}/done/c", env.namespace))
+        .await;
+    assert_eq!(logs, "finished\n");
+    let p = env.wait_pod("badinit", 30, |p| phase(p) == "Failed").await;
+    assert!(p.status.unwrap().container_statuses.unwrap()[0]
+        .state
+        .as_ref()
+        .unwrap()
+        .running
+        .is_none());
+    let p = env
+        .wait_pod("noimage", 30, |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c[0].state.as_ref()?.waiting.as_ref()?.reason.clone())
+                .as_deref()
+                == Some("ErrImageNeverPull")
+        })
+        .await;
+    assert_eq!(phase(&p), "Pending");
+    // previous logs of the crash-looping container
+    let (code, prev) = env
+        .agent_get(&format!(
+            "/containerLogs/{}/crash/c?previous=true",
+            env.namespace
+        ))
+        .await;
+    assert_eq!((code, prev.as_str()), (200, "attempt\n"));
+    for n in ["crash", "done", "badinit", "noimage"] {
+        env.pods()
+            .delete(n, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    for n in ["crash", "done", "badinit", "noimage"] {
+        env.wait_gone(n, 30).await;
+    }
+    env.stop_agent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root"]
+async fn restarted_agent_adopts_running_containers() {
+    let mut env = Env::new("10.77.3.0/24").await;
+    env.start_agent();
+    env.create_pod(json!({
+        "metadata": {"name": "long"},
+        "spec": {"terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": IMAGE, "command": ["sh", "-c", "echo first; sleep 1; echo second; exec sleep 3600"]}]}
+    }))
+    .await;
+    let p = env.wait_pod("long", 60, |p| phase(p) == "Running").await;
+    let id = p.status.unwrap().container_statuses.unwrap()[0]
+        .container_id
+        .clone()
+        .unwrap();
+    env.stop_agent().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    env.start_agent();
+    // still the same container, not restarted, its output still collected
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let p = env.wait_pod("long", 30, |p| phase(p) == "Running").await;
+    let c = &p.status.unwrap().container_statuses.unwrap()[0];
+    assert_eq!(c.container_id.as_deref(), Some(id.as_str()));
+    assert_eq!(c.restart_count, 0);
+    assert_eq!(env.container_ids().len(), 1);
+    let (_, logs) = env
+        .agent_get(&format!("/containerLogs/{}/long/c", env.namespace))
+        .await;
+    assert_eq!(logs, "first\nsecond\n");
+    env.pods()
+        .delete("long", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_gone("long", 30).await;
+    env.stop_agent().await;
+}
