@@ -1,6 +1,7 @@
 //! The scheduling loop against a Kubernetes API server (kube-rs): watch,
 //! queue, schedule, assume, bind, report, and elect a leader.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -272,6 +273,48 @@ impl Loop {
         self.wake.notify_one();
     }
 
+    /// Drops nodes that vanished while the watch was down.
+    fn resync_nodes(&self, seen: &HashSet<String>) {
+        let mut s = self.lock();
+        let gone: Vec<String> = s
+            .snap
+            .node_ids()
+            .iter()
+            .map(|&id| s.snap.node(id).name().to_string())
+            .filter(|n| !seen.contains(n))
+            .collect();
+        for n in gone {
+            tracing::debug!(node = %n, "node gone after relist");
+            s.snap.remove_node(&n);
+        }
+    }
+
+    /// Drops pods (assigned or queued) that vanished while the watch was down.
+    fn resync_pods(&self, seen: &HashSet<String>) {
+        let mut s = self.lock();
+        let gone: Vec<String> = s
+            .snap
+            .pod_keys()
+            .chain(s.queue.keys())
+            .filter(|k| !seen.contains(*k))
+            .map(str::to_string)
+            .collect();
+        let mut freed = false;
+        for k in gone {
+            freed |= s.snap.remove_pod(&k).is_some();
+            s.queue.delete(&k);
+            s.snap.clear_nomination(&k);
+        }
+        if freed {
+            let moved = s.queue.on_event(ClusterEvent::new(
+                EventResource::AssignedPod,
+                EventAction::Delete,
+            ));
+            drop(s);
+            self.notify(moved > 0);
+        }
+    }
+
     fn on_namespace(&self, ns: Namespace) {
         let mut s = self.lock();
         s.snap.upsert_namespace(&ns);
@@ -518,20 +561,33 @@ impl Loop {
 }
 
 /// Runs a watch stream, handing each object to `f(obj, deleted)`; errors
-/// are logged and the watcher backs off and resumes.
-async fn watch<K, F>(api: Api<K>, what: &'static str, f: F)
+/// are logged and the watcher backs off and resumes. After each (re)list,
+/// `resync` gets the keys (`namespace/name` or name) of every listed object,
+/// so objects deleted while the watch was down can be dropped.
+async fn watch<K, F, R>(api: Api<K>, what: &'static str, f: F, resync: R)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
     F: Fn(K, bool),
+    R: Fn(&HashSet<String>),
 {
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
+    let mut seen = HashSet::new();
     loop {
         match stream.try_next().await {
-            Ok(Some(watcher::Event::Apply(o) | watcher::Event::InitApply(o))) => f(o, false),
+            Ok(Some(watcher::Event::Apply(o))) => f(o, false),
+            Ok(Some(watcher::Event::InitApply(o))) => {
+                let m = o.meta();
+                seen.insert(match &m.namespace {
+                    Some(ns) => format!("{ns}/{}", m.name.as_deref().unwrap_or("")),
+                    None => m.name.clone().unwrap_or_default(),
+                });
+                f(o, false)
+            }
             Ok(Some(watcher::Event::Delete(o))) => f(o, true),
-            Ok(Some(watcher::Event::Init | watcher::Event::InitDone)) => {}
+            Ok(Some(watcher::Event::Init)) => seen.clear(),
+            Ok(Some(watcher::Event::InitDone)) => resync(&seen),
             Ok(None) => return,
             Err(e) => tracing::debug!(resource = what, error = %e, "watch error; retrying"),
         }
@@ -625,14 +681,20 @@ impl SchedulerLoop {
             wake: Notify::new(),
         });
         let c = &self.client;
-        let l1 = lp.clone();
-        let nodes = watch(Api::<Node>::all(c.clone()), "nodes", move |n, d| {
-            l1.on_node(n, d)
-        });
-        let l2 = lp.clone();
-        let pods = watch(Api::<Pod>::all(c.clone()), "pods", move |p, d| {
-            l2.on_pod(p, d)
-        });
+        let (l1, r1) = (lp.clone(), lp.clone());
+        let nodes = watch(
+            Api::<Node>::all(c.clone()),
+            "nodes",
+            move |n, d| l1.on_node(n, d),
+            move |seen| r1.resync_nodes(seen),
+        );
+        let (l2, r2) = (lp.clone(), lp.clone());
+        let pods = watch(
+            Api::<Pod>::all(c.clone()),
+            "pods",
+            move |p, d| l2.on_pod(p, d),
+            move |seen| r2.resync_pods(seen),
+        );
         let l3 = lp.clone();
         let nss = watch(
             Api::<Namespace>::all(c.clone()),
@@ -642,6 +704,7 @@ impl SchedulerLoop {
                     l3.on_namespace(n)
                 }
             },
+            |_| {},
         );
         let l4 = lp.clone();
         let watch_pdbs = self.watch_pdbs;
@@ -651,6 +714,7 @@ impl SchedulerLoop {
                     Api::<PodDisruptionBudget>::all(c.clone()),
                     "poddisruptionbudgets",
                     move |p, d| l4.on_pdb(p, d),
+                    |_| {},
                 )
                 .await
             } else {

@@ -279,6 +279,11 @@ impl<T> SchedulingQueue<T> {
         }
     }
 
+    /// Keys of every pod the queue knows.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(|k| &**k)
+    }
+
     /// The item queued under `key`.
     pub fn item(&self, key: &str) -> Option<&T> {
         self.entries.get(key).map(|e| &e.item)

@@ -123,6 +123,11 @@ impl Snapshot {
         self.pod_by_key.get(key).copied()
     }
 
+    /// Keys (`namespace/name`) of the pods held.
+    pub fn pod_keys(&self) -> impl Iterator<Item = &str> {
+        self.pod_by_key.keys().map(String::as_str)
+    }
+
     /// Compiles a Pod against this snapshot's interner without adding it.
     pub fn compile_pod(&mut self, pod: &core::Pod) -> Result<PodInfo, Error> {
         PodInfo::compile(pod, &mut self.interner)
