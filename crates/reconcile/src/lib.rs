@@ -9,6 +9,14 @@
 //!   controller from acting twice before its cache has seen its own writes;
 //! - [`LeaderElector`]: leader election with a `coordination.k8s.io` Lease.
 //!
+//! The controllers (ReplicaSet, Deployment, DaemonSet, StatefulSet, Endpoints and
+//! EndpointSlices, garbage collector, namespace, node lifecycle) run in a
+//! [`ControllerManager`]: `ControllerManager::new(client).run(shutdown)` starts shared
+//! informers, waits for them to sync, and runs each controller's workers (behind leader
+//! election when configured). Their decisions are pure functions exported here for reuse
+//! and testing ([`old_rs_scale_down`], [`proportional_scale`], [`daemon_plan`],
+//! [`sts_plan`], ...).
+//!
 //! # Example
 //!
 //! ```
@@ -46,6 +54,12 @@ pub use controllers::deployment::{
     resolve_fenceposts, template_hash, RsCounts, ScaleInput, DESIRED_REPLICAS, MAX_REPLICAS,
     POD_TEMPLATE_HASH, REVISION, REVISION_HISTORY,
 };
+pub use controllers::endpoints::{
+    MANAGED_BY, MANAGED_BY_LABEL, MAX_ENDPOINTS_PER_SLICE, SERVICE_NAME_LABEL,
+};
+pub use controllers::gc::{FOREGROUND, ORPHAN};
+pub use controllers::namespace::KUBERNETES_FINALIZER;
+pub use controllers::nodelifecycle::{NODE_LEASE_NAMESPACE, UNREACHABLE_TAINT};
 pub use controllers::replicaset::POD_DELETION_COST;
 pub use controllers::statefulset::{
     sts_plan, OrdinalPod, StsAction, POD_INDEX_LABEL, POD_NAME_LABEL,
@@ -55,7 +69,7 @@ pub use leader::{decide as decide_lease, LeaderElectionConfig, LeaderElector, Le
 pub use manager::{ControllerManager, ControllerManagerConfig, CONTROLLERS};
 pub use meta::{
     controller_of, controller_ref, map_selector_matches, pod_is_active, pod_is_available,
-    pod_is_ready, selector_is_empty, selector_matches, ObjectKey,
+    pod_is_ready, selector_is_empty, selector_matches, toleration_for, ObjectKey,
 };
 pub use queue::{RateLimitConfig, RateLimiter, WorkQueue};
 pub use runner::{run_workers, Action, Expectations, Reconciler};
