@@ -7,8 +7,9 @@
 #   KCORE_BENCH_SCALE=0.25 benches/unpack-compare.sh   # quicker, smaller layer
 #
 # Needs root (overlay layers, ownership), the Debian packages tar, zstd, umoci
-# and time, and ~15 GB free where KCORE_BENCH_DIR points (default
+# and time, and ~25 GB free where KCORE_BENCH_DIR points (default
 # /var/tmp/kcore-bench-unpack; the generated fixture is cached there).
+# KCORE_BENCH_ROUNDS (default 3) sets the interleaved comparison rounds.
 # Prints criterion's report, then a summary with medians, peak RSS and the
 # ratios against the targets; the summary is also saved to
 # $KCORE_BENCH_DIR/summary.txt.

@@ -2,16 +2,26 @@
 //! umoci, on the same generated layer, in the same run.
 //!
 //! The fixture is generated (fixed seed, never downloaded): about 40,000
-//! entries and ~700 MB (dirs, files of skewed sizes, symlinks, hardlinks),
-//! written as .tar, .tar.gz and .tar.zst, plus a 5-layer gzip image. It is
-//! cached in `$KCORE_BENCH_DIR` (default `/var/tmp/kcore-bench-unpack`);
-//! `KCORE_BENCH_SCALE` (default 1.0) scales the entry count and size.
-//! Every run extracts into a fresh directory on the same filesystem; the
-//! trees are removed after each benchmark, outside the timings.
+//! entries and ~750 MB (dirs, files of skewed sizes, half text-like and half
+//! random content, symlinks, hardlinks), written as .tar, .tar.gz and
+//! .tar.zst, plus a 5-layer gzip image of the same kind. It is cached in
+//! `$KCORE_BENCH_DIR` (default `/var/tmp/kcore-bench-unpack`);
+//! `KCORE_BENCH_SCALE` (default 1.0) scales entry count and size.
 //!
-//! After criterion's report a summary prints the medians, the ratios the
-//! issue asks for, and the peak RSS of one run of each tool. Needs root (the
-//! 5-layer case builds kcore-overlay layers) plus `tar`, `zstd`, `umoci`.
+//! 1. Criterion measures kcore alone (tar, zstd, gzip) on a layer a tenth
+//!    that size, for regression tracking.
+//! 2. The comparison runs `KCORE_BENCH_ROUNDS` (default 3) rounds on the big
+//!    layer; in each round every tool extracts once, interleaved (GNU
+//!    `tar -xf`, `zstd -dc | tar -x`, `tar -xzf`, `umoci raw unpack`, kcore
+//!    for each codec, then the 5-layer image serially and with 2 jobs), so a
+//!    busy machine slows them alike. Every run extracts into a fresh
+//!    directory on the same filesystem; trees are removed only at the end
+//!    (extracting right after a large `rm -rf` is slowed by the filesystem).
+//! 3. A summary prints the medians, every run, the ratios the issue asks
+//!    for, and the peak RSS of one run of each tool (GNU time).
+//!
+//! Needs root (5-layer case: kcore-overlay layers; ownership) plus `tar`,
+//! `zstd`, `umoci` and `time`, and ~25 GB free at full scale.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -48,10 +58,39 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "container", "layer", "overlay", "kernel", "namespace", "cgroup", "mount", "image",
-    "digest", "manifest", "config", "registry", "static", "const", "return", "include",
-    "function", "license", "copyright", "version", "lib", "usr", "share", "doc", "en_US",
-    "locale", "python3", "site-packages", "__init__", "def", "class", "import", "0x7f",
+    "container",
+    "layer",
+    "overlay",
+    "kernel",
+    "namespace",
+    "cgroup",
+    "mount",
+    "image",
+    "digest",
+    "manifest",
+    "config",
+    "registry",
+    "static",
+    "const",
+    "return",
+    "include",
+    "function",
+    "license",
+    "copyright",
+    "version",
+    "lib",
+    "usr",
+    "share",
+    "doc",
+    "en_US",
+    "locale",
+    "python3",
+    "site-packages",
+    "__init__",
+    "def",
+    "class",
+    "import",
+    "0x7f",
 ];
 
 /// File content: text-like runs mixed with random runs (compresses ~2-3x,
@@ -106,7 +145,12 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 
 /// Write `entries` entries of a deterministic tree into `out`, with the
 /// names prefixed by `prefix`. Returns the number of entries written.
-fn write_tree(out: &mut tar::Builder<impl Write>, seed: u64, entries: usize, prefix: &str) -> usize {
+fn write_tree(
+    out: &mut tar::Builder<impl Write>,
+    seed: u64,
+    entries: usize,
+    prefix: &str,
+) -> usize {
     let mut rng = Rng(seed);
     let ndirs = (entries / 20).max(1);
     let nlinks = (entries / 40).max(1);
@@ -125,7 +169,8 @@ fn write_tree(out: &mut tar::Builder<impl Write>, seed: u64, entries: usize, pre
             }
         };
         let mut h = header(tar::EntryType::Directory, 0o755, 0);
-        out.append_data(&mut h, format!("{name}/"), std::io::empty()).unwrap();
+        out.append_data(&mut h, format!("{name}/"), std::io::empty())
+            .unwrap();
         dirs.push(name);
         count += 1;
     }
@@ -146,9 +191,11 @@ fn write_tree(out: &mut tar::Builder<impl Write>, seed: u64, entries: usize, pre
         let dir = &dirs[rng.below(dirs.len() as u64) as usize];
         let target = &files[rng.below(files.len() as u64) as usize];
         let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-        out.append_link(&mut h, format!("{dir}/s{i}"), format!("/{target}")).unwrap();
+        out.append_link(&mut h, format!("{dir}/s{i}"), format!("/{target}"))
+            .unwrap();
         let mut h = header(tar::EntryType::Link, 0o644, 0);
-        out.append_link(&mut h, format!("{dir}/h{i}"), target).unwrap();
+        out.append_link(&mut h, format!("{dir}/h{i}"), target)
+            .unwrap();
         count += 2;
     }
     count
@@ -178,7 +225,8 @@ fn compress_gz(src: &Path, dst: &Path) {
 }
 
 fn compress_zst(src: &Path, dst: &Path) {
-    let mut enc = zstd::stream::write::Encoder::new(BufWriter::new(File::create(dst).unwrap()), 3).unwrap();
+    let mut enc =
+        zstd::stream::write::Encoder::new(BufWriter::new(File::create(dst).unwrap()), 3).unwrap();
     std::io::copy(&mut File::open(src).unwrap(), &mut enc).unwrap();
     enc.finish().unwrap().flush().unwrap();
 }
@@ -216,7 +264,9 @@ fn write_layout(dir: &Path, layers: &[(PathBuf, Digest)], tag: &str) {
         let d = digest_file(path);
         let dst = blobs.join(d.hex());
         if !dst.exists() {
-            fs::hard_link(path, &dst).or_else(|_| fs::copy(path, &dst).map(|_| ())).unwrap();
+            fs::hard_link(path, &dst)
+                .or_else(|_| fs::copy(path, &dst).map(|_| ()))
+                .unwrap();
         }
         descs.push(serde_json::json!({
             "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -230,13 +280,11 @@ fn write_layout(dir: &Path, layers: &[(PathBuf, Digest)], tag: &str) {
         fs::write(blobs.join(d.hex()), &data).unwrap();
         (d, data.len())
     };
-    let (cd, cl) = put(
-        serde_json::json!({
-            "architecture": "amd64", "os": "linux", "config": {},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        })
-        .to_string(),
-    );
+    let (cd, cl) = put(serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    })
+    .to_string());
     let (md, ml) = put(
         serde_json::json!({
             "schemaVersion": 2,
@@ -262,15 +310,18 @@ fn write_layout(dir: &Path, layers: &[(PathBuf, Digest)], tag: &str) {
     fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
 
-fn fixture() -> Fixture {
-    let scale: f64 = std::env::var("KCORE_BENCH_SCALE")
+fn scale() -> f64 {
+    std::env::var("KCORE_BENCH_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
+        .unwrap_or(1.0)
+}
+
+fn fixture(scale: f64) -> Fixture {
     let base = PathBuf::from(
         std::env::var("KCORE_BENCH_DIR").unwrap_or_else(|_| "/var/tmp/kcore-bench-unpack".into()),
     );
-    let entries = ((40_000.0 * scale) as usize).max(200);
+    let entries = ((40_000.0 * scale) as usize).max(500);
     let dir = base.join(format!("fixture-v{FIXTURE_VERSION}-{entries}"));
     let tar = dir.join("layer.tar");
     let gz = dir.join("layer.tar.gz");
@@ -307,7 +358,11 @@ fn fixture() -> Fixture {
             .unwrap();
         fs::write(&stamp, "ok").unwrap();
     }
-    let entries: usize = fs::read_to_string(dir.join("entries")).unwrap().trim().parse().unwrap();
+    let entries: usize = fs::read_to_string(dir.join("entries"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     Fixture {
         diff_id: digest_file(&tar),
         bytes: fs::metadata(&tar).unwrap().len(),
@@ -367,8 +422,14 @@ impl Tool {
                     Codec::Gzip => &fx.gz,
                     Codec::Zstd => &fx.zst,
                 };
-                let st = unpack_layer(File::open(src).unwrap(), None, dest, Some(&fx.diff_id), &UnpackOptions::new())
-                    .unwrap();
+                let st = unpack_layer(
+                    File::open(src).unwrap(),
+                    None,
+                    dest,
+                    Some(&fx.diff_id),
+                    &UnpackOptions::new(),
+                )
+                .unwrap();
                 assert_eq!(st.entries as usize, fx.entries);
             }
             Tool::GnuTar(c) => {
@@ -392,19 +453,50 @@ impl Tool {
 }
 
 fn record(id: &str, d: Duration) {
-    TIMES.lock().unwrap().entry(id.to_owned()).or_default().push(d);
+    TIMES
+        .lock()
+        .unwrap()
+        .entry(id.to_owned())
+        .or_default()
+        .push(d);
 }
 
-fn bench_layers(c: &mut Criterion, fx: &Fixture) {
-    let work = fx.dir.join("work");
-    let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work).unwrap();
+/// Criterion: kcore on the small layer, each codec. Trees are removed at
+/// the end of the run, never between measurements.
+fn bench_layers(c: &mut Criterion, fx: &Fixture, work: &Path) {
     let mut g = c.benchmark_group("unpack");
     g.sample_size(10)
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_millis(1))
         .measurement_time(Duration::from_secs(1))
         .throughput(criterion::Throughput::Bytes(fx.bytes));
+    for tool in [
+        Tool::Kcore(Codec::Tar),
+        Tool::Kcore(Codec::Zstd),
+        Tool::Kcore(Codec::Gzip),
+    ] {
+        let id = format!("{}-{}", tool.id(), fx.entries);
+        g.bench_function(&id, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dest = work.join(format!("c{}", SEQ.fetch_add(1, Ordering::Relaxed)));
+                    let t = Instant::now();
+                    tool.extract(fx, &dest);
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The comparison on the big layer: rounds in which every tool runs once,
+/// interleaved, so that a busy machine slows them alike. Each run extracts
+/// into a fresh directory; trees are removed at the end.
+fn compare(fx: &Fixture, rounds: usize, work: &Path) {
+    let store = ImageStore::open(&fx.five_store).unwrap();
     let tools = [
         Tool::GnuTar(Codec::Tar),
         Tool::Kcore(Codec::Tar),
@@ -414,62 +506,28 @@ fn bench_layers(c: &mut Criterion, fx: &Fixture) {
         Tool::Kcore(Codec::Gzip),
         Tool::Umoci,
     ];
-    for tool in tools {
-        let id = tool.id();
-        g.bench_function(&id, |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let dest = work.join(format!("t{}", SEQ.fetch_add(1, Ordering::Relaxed)));
-                    syncfs(&work);
-                    let t = Instant::now();
-                    tool.extract(fx, &dest);
-                    let el = t.elapsed();
-                    record(&id, el);
-                    total += el;
-                }
-                total
-            })
-        });
-        // Remove this tool's trees outside any timing.
-        run(Command::new("rm").arg("-rf").arg(&work));
-        fs::create_dir_all(&work).unwrap();
-        syncfs(&fx.dir);
+    for round in 0..rounds {
+        eprintln!("comparison round {}/{rounds}", round + 1);
+        for tool in tools {
+            let dest = work.join(format!("t{}", SEQ.fetch_add(1, Ordering::Relaxed)));
+            syncfs(work);
+            let t = Instant::now();
+            tool.extract(fx, &dest);
+            record(&tool.id(), t.elapsed());
+        }
+        for (id, jobs) in [("image5/serial", 1usize), ("image5/parallel", 2)] {
+            let layers =
+                LayerStore::open(work.join(format!("s{}", SEQ.fetch_add(1, Ordering::Relaxed))))
+                    .unwrap();
+            syncfs(work);
+            let t = Instant::now();
+            let u = store
+                .unpack("five", &layers, &UnpackOptions::new(), jobs)
+                .unwrap();
+            record(id, t.elapsed());
+            assert_eq!(u.unpacked, 5);
+        }
     }
-    g.finish();
-}
-
-fn bench_five(c: &mut Criterion, fx: &Fixture) {
-    let store = ImageStore::open(&fx.five_store).unwrap();
-    let work = fx.dir.join("work-five");
-    let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work).unwrap();
-    let mut g = c.benchmark_group("image5");
-    g.sample_size(10)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_millis(1))
-        .measurement_time(Duration::from_secs(1));
-    for (id, jobs) in [("kcore/serial", 1usize), ("kcore/parallel", 2)] {
-        g.bench_function(id, |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let layers = LayerStore::open(work.join(format!("s{}", SEQ.fetch_add(1, Ordering::Relaxed)))).unwrap();
-                    syncfs(&work);
-                    let t = Instant::now();
-                    let u = store.unpack("five", &layers, &UnpackOptions::new(), jobs).unwrap();
-                    let el = t.elapsed();
-                    assert_eq!(u.unpacked, 5);
-                    record(id, el);
-                    total += el;
-                }
-                total
-            })
-        });
-        run(Command::new("rm").arg("-rf").arg(&work));
-        fs::create_dir_all(&work).unwrap();
-    }
-    g.finish();
 }
 
 fn median(v: &[Duration]) -> Option<f64> {
@@ -489,7 +547,9 @@ fn median(v: &[Duration]) -> Option<f64> {
 /// child process (measuring from this process would count its own RSS: a
 /// forked child inherits the parent's high-water mark).
 fn peak_rss(fx: &Fixture, tool: &str) -> Option<i64> {
-    let dest = fx.dir.join(format!("rss-{}", SEQ.fetch_add(1, Ordering::Relaxed)));
+    let dest = fx
+        .dir
+        .join(format!("rss-{}", SEQ.fetch_add(1, Ordering::Relaxed)));
     let exe = std::env::current_exe().ok()?;
     let out = Command::new("/usr/bin/time")
         .args(["-f", "%M"])
@@ -503,13 +563,18 @@ fn peak_rss(fx: &Fixture, tool: &str) -> Option<i64> {
     if !out.status.success() {
         return None;
     }
-    String::from_utf8_lossy(&out.stderr).lines().last()?.trim().parse().ok()
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Child mode: one extraction, for peak-RSS measurement. GNU tar and umoci
 /// are exec'd (not spawned) so the measured process is the tool itself.
 fn child_mode(tool: &str) {
-    let fx = fixture();
+    let fx = fixture(scale());
     let dest = PathBuf::from(std::env::var("KCORE_BENCH_DEST").unwrap());
     let t = match tool {
         "kcore/tar" => Tool::Kcore(Codec::Tar),
@@ -556,19 +621,28 @@ fn summary(fx: &Fixture) {
         fs::metadata(&fx.gz).map(|m| m.len()).unwrap_or(0) as f64 / 1e6,
         fs::metadata(&fx.zst).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
     );
-    println!("{:<16} {:>10} {:>10} {:>14}", "case", "median s", "samples", "peak RSS MiB");
+    println!(
+        "{:<16} {:>10} {:>10} {:>14}   all runs (s)",
+        "case", "median s", "samples", "peak RSS MiB"
+    );
     for (id, v) in &times {
-        let rss = if id.starts_with("image5") || id.starts_with("kcore/serial") || id.starts_with("kcore/parallel") {
+        let rss = if id.starts_with("image5") {
             None
         } else {
             peak_rss(fx, id)
         };
+        let all: Vec<String> = v
+            .iter()
+            .map(|d| format!("{:.2}", d.as_secs_f64()))
+            .collect();
         println!(
-            "{:<16} {:>10.3} {:>10} {:>14}",
+            "{:<16} {:>10.3} {:>10} {:>14}   {}",
             id,
             median(v).unwrap_or(f64::NAN),
             v.len(),
-            rss.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or_else(|| "-".into())
+            rss.map(|k| format!("{:.1}", k as f64 / 1024.0))
+                .unwrap_or_else(|| "-".into()),
+            all.join(" ")
         );
     }
     let ratio = |label: &str, num: &str, den: &str, target: &str| {
@@ -577,12 +651,42 @@ fn summary(fx: &Fixture) {
         }
     };
     println!();
-    ratio("kcore zstd / gnu tar -xf (plain)", "kcore/zstd", "gnu-tar/tar", "<= 1.05");
-    ratio("gnu tar -xzf / kcore gzip (speed-up)", "gnu-tar/gzip", "kcore/gzip", ">= 1.5");
-    ratio("umoci raw unpack / kcore gzip (speed-up)", "umoci/gzip", "kcore/gzip", ">= 3");
-    ratio("zstd -dc | tar -x / kcore zstd (speed-up)", "gnu-tar/zstd", "kcore/zstd", "-");
-    ratio("gnu tar -xf / kcore tar (speed-up)", "gnu-tar/tar", "kcore/tar", "-");
-    ratio("5 layers: serial / parallel (speed-up)", "kcore/serial", "kcore/parallel", ">= 1.5");
+    ratio(
+        "kcore zstd / gnu tar -xf (plain)",
+        "kcore/zstd",
+        "gnu-tar/tar",
+        "<= 1.05",
+    );
+    ratio(
+        "gnu tar -xzf / kcore gzip (speed-up)",
+        "gnu-tar/gzip",
+        "kcore/gzip",
+        ">= 1.5",
+    );
+    ratio(
+        "umoci raw unpack / kcore gzip (speed-up)",
+        "umoci/gzip",
+        "kcore/gzip",
+        ">= 3",
+    );
+    ratio(
+        "zstd -dc | tar -x / kcore zstd (speed-up)",
+        "gnu-tar/zstd",
+        "kcore/zstd",
+        "-",
+    );
+    ratio(
+        "gnu tar -xf / kcore tar (speed-up)",
+        "gnu-tar/tar",
+        "kcore/tar",
+        "-",
+    );
+    ratio(
+        "5 layers: serial / parallel (speed-up)",
+        "image5/serial",
+        "image5/parallel",
+        ">= 1.5",
+    );
 }
 
 fn main() {
@@ -590,17 +694,21 @@ fn main() {
         child_mode(&tool);
         return;
     }
-    let fx = fixture();
+    let scale = scale();
+    let big = fixture(scale);
+    let small = fixture(scale / 10.0);
+    let work = big.dir.join(format!("work-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work).unwrap();
     let mut c = Criterion::default().configure_from_args();
-    // Criterion's own filter (`cargo bench --bench unpack -- kcore/gzip`)
-    // selects cases; KCORE_BENCH_GROUPS=unpack or =image5 skips a group.
-    let groups = std::env::var("KCORE_BENCH_GROUPS").unwrap_or_else(|_| "unpack,image5".into());
-    if groups.contains("unpack") {
-        bench_layers(&mut c, &fx);
-    }
-    if groups.contains("image5") {
-        bench_five(&mut c, &fx);
-    }
+    bench_layers(&mut c, &small, &work);
     c.final_summary();
-    summary(&fx);
+    let rounds = std::env::var("KCORE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    compare(&big, rounds, &work);
+    summary(&big);
+    eprintln!("removing the extracted trees...");
+    run(Command::new("rm").arg("-rf").arg(&work));
 }
