@@ -82,14 +82,14 @@ cat > "$B/config.json" <<'JSON'
 }
 JSON
 
-# cycles NAME BINARY: runs WARMUP + N cycles, one duration (µs) per line in $WORK/NAME.times
+# cycles NAME BINARY ROUND COUNT: runs WARMUP + COUNT cycles, appending one duration
+# (µs) per line to $WORK/NAME.times
 cycles() {
-    local name=$1 bin=$2 root=$WORK/state-$1 i t0 t1
+    local name=$1 bin=$2 round=$3 count=$4 root=$WORK/state-$1 i t0 t1
     mkdir -p "$root"
-    : > "$WORK/$name.times"
-    for ((i = 0; i < WARMUP + N; i++)); do
+    for ((i = 0; i < WARMUP + count; i++)); do
         t0=$(date +%s%N)
-        "$bin" --root "$root" run --bundle "$B" "bench-$name-$$-$i" > /dev/null
+        "$bin" --root "$root" run --bundle "$B" "bench-$name-$$-$round-$i" > /dev/null
         t1=$(date +%s%N)
         if ((i >= WARMUP)); then echo $(((t1 - t0) / 1000)) >> "$WORK/$name.times"; fi
     done
@@ -107,11 +107,17 @@ peak_rss() {
 export -f cycles peak_rss
 export WORK B N WARMUP
 
-echo "running $N cycles each (+$WARMUP warm-up)..." >&2
-cycles kcore "$KR"
-cycles runc "$(command -v runc)"
-unshare --mount --propagation private bash -c \
-    'umount -l /sys/fs/cgroup/unified 2>/dev/null || true; cycles crun "$(command -v crun)"'
+# The runtimes take turns in ROUNDS rounds, so load changes on the machine hit all three.
+ROUNDS=5
+echo "running $N cycles each in $ROUNDS rounds (+$WARMUP warm-up per round)..." >&2
+: > "$WORK/kcore.times"; : > "$WORK/runc.times"; : > "$WORK/crun.times"
+for ((r = 0; r < ROUNDS; r++)); do
+    count=$(((N + ROUNDS - 1 - r) / ROUNDS))
+    cycles kcore "$KR" "$r" "$count"
+    cycles runc "$(command -v runc)" "$r" "$count"
+    unshare --mount --propagation private bash -c \
+        "umount -l /sys/fs/cgroup/unified 2>/dev/null || true; cycles crun \"\$(command -v crun)\" $r $count"
+done
 RSS_KCORE=$(peak_rss kcore "$KR")
 RSS_RUNC=$(peak_rss runc "$(command -v runc)")
 RSS_CRUN=$(unshare --mount --propagation private bash -c \

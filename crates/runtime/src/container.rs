@@ -287,6 +287,34 @@ impl Runtime {
         spec: &Spec,
         opts: CreateOptions,
     ) -> Result<Container> {
+        self.create_or_run(id, bundle, spec, opts, false)
+    }
+
+    /// Creates and starts a container in one step: the user program runs as soon as
+    /// the container is set up, without the `exec.fifo` round trip of
+    /// [`create`](Self::create) + [`Container::start`]. Hooks run in the same order
+    /// (`poststart` once the program runs). Returns a [`Status::Running`] container
+    /// whose process is this process's child.
+    pub fn run(
+        &self,
+        id: &str,
+        bundle: &Path,
+        spec: &Spec,
+        opts: CreateOptions,
+    ) -> Result<Container> {
+        let mut c = self.create_or_run(id, bundle, spec, opts, true)?;
+        c.run_poststart();
+        Ok(c)
+    }
+
+    fn create_or_run(
+        &self,
+        id: &str,
+        bundle: &Path,
+        spec: &Spec,
+        opts: CreateOptions,
+        start_now: bool,
+    ) -> Result<Container> {
         state::validate_id(id)?;
         crate::spec::validate(spec)?;
         let _span = tracing::info_span!("create", id).entered();
@@ -308,7 +336,16 @@ impl Runtime {
             Err(e) => return Err(Error::io("create", &dir, e)),
         }
         let mut partial = Partial::default();
-        match self.create_inner(id, &bundle, &rootfs, spec, opts, &dir, &mut partial) {
+        match self.create_inner(
+            id,
+            &bundle,
+            &rootfs,
+            spec,
+            opts,
+            &dir,
+            &mut partial,
+            start_now,
+        ) {
             Ok(c) => Ok(c),
             Err(e) => {
                 partial.cleanup(&dir);
@@ -327,28 +364,35 @@ impl Runtime {
         mut opts: CreateOptions,
         dir: &Path,
         partial: &mut Partial,
+        start_now: bool,
     ) -> Result<Container> {
         let linux = spec.linux().as_ref().expect("validated");
         let proc_spec = spec.process().as_ref().expect("validated");
         let hooks = hooks_of(spec);
 
         // exec.fifo: the container process blocks reading it until `start`.
-        let fifo = dir.join(FIFO);
-        let cfifo = mounts::cstr(&fifo).map_err(|e| Error::Sys {
-            op: e.to_string(),
-            source: std::io::Error::other("nul"),
-        })?;
-        // SAFETY: valid C string.
-        if unsafe { libc::mkfifo(cfifo.as_ptr(), 0o600) } != 0 {
-            return Err(Error::io("mkfifo", &fifo, std::io::Error::last_os_error()));
-        }
-        let fifo_fd: OwnedFd = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&fifo)
-            .map_err(|e| Error::io("open", &fifo, e))?
-            .into();
+        let fifo_fd: Option<OwnedFd> = if start_now {
+            None
+        } else {
+            let fifo = dir.join(FIFO);
+            let cfifo = mounts::cstr(&fifo).map_err(|e| Error::Sys {
+                op: e.to_string(),
+                source: std::io::Error::other("nul"),
+            })?;
+            // SAFETY: valid C string.
+            if unsafe { libc::mkfifo(cfifo.as_ptr(), 0o600) } != 0 {
+                return Err(Error::io("mkfifo", &fifo, std::io::Error::last_os_error()));
+            }
+            Some(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(&fifo)
+                    .map_err(|e| Error::io("open", &fifo, e))?
+                    .into(),
+            )
+        };
         let (sync_parent, sync_child) = socketpair()?;
 
         // The process and its plan.
@@ -498,7 +542,7 @@ impl Runtime {
             cmd.stderr(fd);
         }
         let sync_fd = sync_child.as_raw_fd();
-        let fifo_raw = fifo_fd.as_raw_fd();
+        let fifo_raw = fifo_fd.as_ref().map_or(-1, |f| f.as_raw_fd());
         let console_raw = console.as_ref().map(|c| c.as_raw_fd());
         let preserve = opts.preserve_fds;
         // The cgroup exists (with its limits) before the process does; the process joins
@@ -562,10 +606,12 @@ impl Runtime {
             plan.finalize()?;
             child_send(sync_fd, &[MSG_READY])?;
             let mut b = [0u8; 1];
-            loop {
+            while fifo_raw >= 0 {
                 // SAFETY: one-byte read into a valid buffer.
                 let n = unsafe { libc::read(fifo_raw, b.as_mut_ptr().cast(), 1) };
                 if n == 1 {
+                    // SAFETY: closing our own descriptor.
+                    unsafe { libc::close(fifo_raw) };
                     break;
                 }
                 if n < 0 && process::errno() == libc::EINTR {
@@ -573,11 +619,8 @@ impl Runtime {
                 }
                 return Err("exec fifo closed".into());
             }
-            // SAFETY: closing our own descriptors before exec.
-            unsafe {
-                libc::close(fifo_raw);
-                libc::close(sync_fd);
-            }
+            // SAFETY: closing our own descriptor before exec.
+            unsafe { libc::close(sync_fd) };
             run_hooks("startContainer", &start_container_hooks, &state_json)?;
             plan.last_step(preserve)?;
             Ok(())
@@ -592,15 +635,6 @@ impl Runtime {
         drop(sync_child);
         drop(fifo_fd);
         drop(console);
-        partial.release = Some(
-            std::thread::Builder::new()
-                .name(format!("kcore-release-{pid}"))
-                .spawn(move || pending.release())
-                .map_err(|e| Error::Sys {
-                    op: "spawn release thread".into(),
-                    source: e,
-                })?,
-        );
         if let Some(adj) = proc_spec.oom_score_adj() {
             let p = format!("/proc/{pid}/oom_score_adj");
             std::fs::write(&p, adj.to_string()).map_err(|e| Error::io("write", p, e))?;
@@ -618,6 +652,41 @@ impl Runtime {
             spec: spec.clone(),
         };
         saved.save(dir)?;
+        let init_error = |e: kcore_ns::Error| match e {
+            kcore_ns::Error::Child { message, errno, .. } => Error::Init {
+                id: id.into(),
+                message,
+                errno,
+            },
+            e => e.into(),
+        };
+        if start_now && !hook_sync {
+            // Nothing to do while the process sets up: release it from this thread; this
+            // returns once it executed the program (or failed and was reaped).
+            let res = pending.release();
+            partial.pid = None;
+            let child = res.map_err(init_error)?;
+            saved.status = Status::Running;
+            saved.save(dir)?;
+            partial.cgroup = None;
+            return Ok(Container {
+                dir: dir.to_path_buf(),
+                saved,
+                init: Some(Init {
+                    release: None,
+                    child: Some(child),
+                }),
+            });
+        }
+        partial.release = Some(
+            std::thread::Builder::new()
+                .name(format!("kcore-release-{pid}"))
+                .spawn(move || pending.release())
+                .map_err(|e| Error::Sys {
+                    op: "spawn release thread".into(),
+                    source: e,
+                })?,
+        );
         let mut sock = std::fs::File::from(sync_parent);
         loop {
             let mut msg = [0u8; 16];
@@ -636,12 +705,7 @@ impl Runtime {
                 let h = partial.release.take().expect("set above");
                 partial.pid = None; // reaped by release on failure
                 return Err(match h.join() {
-                    Ok(Err(kcore_ns::Error::Child { message, errno, .. })) => Error::Init {
-                        id: id.into(),
-                        message,
-                        errno,
-                    },
-                    Ok(Err(e)) => e.into(),
+                    Ok(Err(e)) => init_error(e),
                     Ok(Ok(mut child)) => {
                         let st = child.wait().ok();
                         Error::Init {
@@ -681,18 +745,29 @@ impl Runtime {
                 }
             }
         }
-        saved.status = Status::Created;
+        let mut init = Init {
+            release: partial.release.take(),
+            child: None,
+        };
+        if start_now {
+            // The process runs its startContainer hooks and executes without waiting.
+            let res = init.join();
+            partial.pid = None;
+            res.map_err(|e| match e {
+                Error::Ns(e) => init_error(e),
+                e => e,
+            })?;
+            saved.status = Status::Running;
+        } else {
+            saved.status = Status::Created;
+        }
         saved.save(dir)?;
-        let release = partial.release.take();
         partial.pid = None;
         partial.cgroup = None;
         Ok(Container {
             dir: dir.to_path_buf(),
             saved,
-            init: Some(Init {
-                release,
-                child: None,
-            }),
+            init: Some(init),
         })
     }
 }
@@ -808,14 +883,19 @@ impl Container {
                 });
             }
         }
+        self.run_poststart();
+        Ok(())
+    }
+
+    /// Runs the poststart hooks; a failure is logged, as the runtime spec asks.
+    fn run_poststart(&mut self) {
         let hooks = hooks_of(&self.saved.spec);
-        if let Some(h) = hooks.get("poststart") {
+        if let Some(h) = hooks.get("poststart").filter(|h| !h.is_empty()) {
             let json = state_json(&self.saved, Status::Running);
             if let Err(e) = run_hooks("poststart", h, &json) {
                 tracing::warn!(error = %e, "poststart hook failed");
             }
         }
-        Ok(())
     }
 
     /// Waits for the container process to exit and returns its status.

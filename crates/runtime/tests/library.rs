@@ -500,3 +500,63 @@ fn user_namespace_with_id_maps() {
     assert_eq!(first, ["0", "100000", "65536"]);
     assert_eq!(out.lines().nth(1), Some("0"));
 }
+
+#[test]
+#[ignore = "needs root"]
+fn run_creates_and_starts_in_one_step() {
+    let b = Bundle::new();
+    let rt = b.runtime();
+    // Without hooks the process is released from the caller's thread.
+    let v = spec(&["/bin/sh", "-c", "echo ran; exit 4"]);
+    let id = unique_id("run");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let (out, opts) = out_files(&b, "run");
+    let mut c = rt.run(&id, b.path(), &parse(&v), opts).unwrap();
+    assert!(!b.root.join(&id).join("exec.fifo").exists());
+    assert_eq!(c.wait().unwrap(), ExitStatus::Exited(4));
+    assert_eq!(std::fs::read_to_string(out).unwrap(), "ran\n");
+    let pid = c.pid();
+    c.delete(false).unwrap();
+    assert_no_trace(&b, &id, pid);
+
+    // With hooks: createRuntime and poststart still run, in order.
+    let log = b.file("run-hooks.log");
+    let hook = |kind: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {kind} >> {}", log.display())]});
+    let mut v = spec(&["/bin/sleep", "1000"]);
+    v["hooks"] =
+        json!({"createRuntime": [hook("createRuntime")], "poststart": [hook("poststart")]});
+    let id = unique_id("run");
+    let _g2 = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let mut c = rt
+        .run(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap();
+    assert_eq!(c.status(), Status::Running);
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "createRuntime\npoststart\n"
+    );
+    // A failure after setup (here a startContainer hook) is reported by run itself.
+    let mut bad = spec(&["/bin/true"]);
+    bad["hooks"] = json!({"startContainer": [{"path": "/bin/false"}]});
+    let bad_id = unique_id("runbad");
+    let _g3 = Cleanup {
+        runtime: rt.clone(),
+        id: bad_id.clone(),
+    };
+    let e = rt
+        .run(&bad_id, b.path(), &parse(&bad), CreateOptions::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("startContainer"), "{e}");
+    assert_no_trace(&b, &bad_id, 0);
+    c.kill(libc::SIGKILL, false).unwrap();
+    c.wait().unwrap();
+    let pid = c.pid();
+    c.delete(false).unwrap();
+    assert_no_trace(&b, &id, pid);
+}

@@ -378,10 +378,20 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         }
         Cmd::Start { id } => rt.load(id)?.start()?,
         Cmd::Run { args, detach, id } => {
-            let mut c = create(&rt, id, args)?;
-            if let Err(e) = c.start() {
-                let _ = c.delete(true);
-                return Err(e.into());
+            let spec = load_spec(&args.bundle)?;
+            let mut c = rt.run(
+                id,
+                &args.bundle,
+                &spec,
+                CreateOptions {
+                    console_socket: args.console_socket.clone(),
+                    preserve_fds: args.preserve_fds,
+                    no_pivot: args.no_pivot,
+                    ..CreateOptions::default()
+                },
+            )?;
+            if let Some(p) = &args.pid_file {
+                write_pid_file(p, c.pid())?;
             }
             if *detach {
                 return Ok(0);
