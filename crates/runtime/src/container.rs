@@ -606,18 +606,20 @@ impl Runtime {
             plan.finalize()?;
             child_send(sync_fd, &[MSG_READY])?;
             let mut b = [0u8; 1];
-            while fifo_raw >= 0 {
-                // SAFETY: one-byte read into a valid buffer.
-                let n = unsafe { libc::read(fifo_raw, b.as_mut_ptr().cast(), 1) };
-                if n == 1 {
-                    // SAFETY: closing our own descriptor.
-                    unsafe { libc::close(fifo_raw) };
-                    break;
+            if fifo_raw >= 0 {
+                loop {
+                    // SAFETY: one-byte read into a valid buffer.
+                    let n = unsafe { libc::read(fifo_raw, b.as_mut_ptr().cast(), 1) };
+                    if n == 1 {
+                        break;
+                    }
+                    if n < 0 && process::errno() == libc::EINTR {
+                        continue;
+                    }
+                    return Err("exec fifo closed".into());
                 }
-                if n < 0 && process::errno() == libc::EINTR {
-                    continue;
-                }
-                return Err("exec fifo closed".into());
+                // SAFETY: closing our own descriptor.
+                unsafe { libc::close(fifo_raw) };
             }
             // SAFETY: closing our own descriptor before exec.
             unsafe { libc::close(sync_fd) };
