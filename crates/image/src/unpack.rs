@@ -28,7 +28,6 @@ use crate::error::{Error, IoContext, Result};
 const CHUNK: usize = 512 * 1024;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
-const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 /// How a layer stream is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -757,8 +756,7 @@ impl<'a> Extractor<'a> {
                     Mode::empty(),
                 )
                 .map_err(errno)?;
-                rfs::fsetxattr(&d, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
-                    .map_err(errno)?;
+                kcore_overlay::set_opaque(d.as_fd())?;
                 return Ok(false);
             }
         }
@@ -968,8 +966,7 @@ impl<'a> Extractor<'a> {
                         Mode::empty(),
                     )
                     .map_err(errno)?;
-                    rfs::fsetxattr(&d, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
-                        .map_err(errno)
+                    kcore_overlay::set_opaque(d.as_fd())
                 }
                 Some(_) => Ok(()),
                 None => make_overlay_whiteout(pfd, hidden),
@@ -1006,7 +1003,7 @@ impl<'a> Extractor<'a> {
                     )
                 }
                 .map_err(errno)?;
-                rfs::fsetxattr(&fd, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty()).map_err(errno)
+                kcore_overlay::set_opaque(fd.as_fd())
             }
             Whiteouts::Apply => {
                 // Remove every child that the lower layers put there.
@@ -1193,9 +1190,9 @@ fn is_overlay_whiteout(ft: FileType, rdev: u64) -> bool {
     ft == FileType::CharacterDevice && rdev == 0
 }
 
-/// An overlayfs whiteout: a 0:0 character device.
+/// An overlayfs whiteout: a 0:0 character device (kcore-overlay's format).
 fn make_overlay_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-    rfs::mknodat(dir, name, FileType::CharacterDevice, Mode::empty(), 0).map_err(errno)
+    kcore_overlay::whiteout_at(dir, name)
 }
 
 /// Remove `name` in `dir` and everything below it without following
