@@ -251,9 +251,10 @@ fn exec_joins_the_container_namespaces() {
     c.start().unwrap();
     let out = b.file("exec.out");
     let f = std::fs::File::create(&out).unwrap();
+    let (stdin_r, stdin_w) = std::io::pipe().unwrap();
     let mut p = c.spec().process().clone().unwrap();
     p.set_args(Some(
-        ["/bin/sh", "-c", "for n in pid net uts ipc mnt; do readlink /proc/self/ns/$n; done; echo pid=$$; hostname"]
+        ["/bin/sh", "-c", "for n in pid net uts ipc mnt; do readlink /proc/self/ns/$n; done; echo pid=$$; hostname; read x || true"]
             .iter()
             .map(|s| s.to_string())
             .collect(),
@@ -263,13 +264,22 @@ fn exec_joins_the_container_namespaces() {
             &p,
             ExecOptions {
                 stdout: Some(OwnedFd::from(f)),
+                stdin: Some(OwnedFd::from(stdin_r)),
                 ..ExecOptions::default()
             },
         )
         .unwrap();
+    // The process waits on stdin until we close the pipe: check its cgroup meanwhile.
     let in_cgroup = c.processes().unwrap().contains(&ep.pid());
+    drop(stdin_w);
     assert!(ep.wait().unwrap().success());
-    assert!(in_cgroup, "exec'd process not in the container's cgroup");
+    assert!(
+        in_cgroup,
+        "exec process {} not in the cgroup: {:?} {}",
+        ep.pid(),
+        c.processes(),
+        std::fs::read_to_string(format!("/proc/{}/cgroup", ep.pid())).unwrap_or_default()
+    );
     let text = std::fs::read_to_string(out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     for (i, n) in ["pid", "net", "uts", "ipc", "mnt"].iter().enumerate() {
@@ -556,6 +566,78 @@ fn run_creates_and_starts_in_one_step() {
     assert_no_trace(&b, &bad_id, 0);
     c.kill(libc::SIGKILL, false).unwrap();
     c.wait().unwrap();
+    let pid = c.pid();
+    c.delete(false).unwrap();
+    assert_no_trace(&b, &id, pid);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn spec_settings_are_applied() {
+    let b = Bundle::new();
+    let mut v = spec(&[
+        "/bin/sh",
+        "-c",
+        "cat /proc/sys/net/ipv4/ip_forward; cat /proc/sys/kernel/domainname; \
+         echo masked=$(cat /proc/timer_list | wc -c); echo 1 > /proc/sys/kernel/hostname && echo rw-sys; \
+         ls -l /dev/mynull; touch f; ls -l f; pwd; echo $FOO; touch /etc/x || echo ro-root",
+    ]);
+    v["domainname"] = json!("kcore.example");
+    v["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+    v["linux"]["devices"] =
+        json!([{"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 438}]);
+    v["process"]["user"]["umask"] = json!(63);
+    v["process"]["cwd"] = json!("/tmp");
+    v["process"]["env"] = json!(["PATH=/bin", "FOO=bar"]);
+    v["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=1777"]}));
+    let (st, out) = run_to_end(&b, &v, "settings");
+    assert!(st.success(), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1", "{out}");
+    assert_eq!(lines[1], "kcore.example", "{out}");
+    assert_eq!(lines[2], "masked=0", "{out}");
+    assert!(!out.contains("rw-sys"), "{out}");
+    let dev = out
+        .lines()
+        .find(|l| l.ends_with("/dev/mynull"))
+        .expect("device listed");
+    assert!(dev.starts_with("crw-rw-rw-") && dev.contains("1,"), "{dev}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("-rw-------") && l.ends_with(" f")),
+        "{out}"
+    );
+    assert!(out.contains("\n/tmp\nbar\n"), "{out}");
+    assert!(out.contains("ro-root"), "{out}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn no_pivot_mode_and_rootfs_propagation() {
+    let b = Bundle::new();
+    let mut v = spec(&["/bin/sh", "-c", "ls / | wc -l; cat /proc/self/mountinfo"]);
+    v["linux"]["rootfsPropagation"] = json!("rprivate");
+    let rt = b.runtime();
+    let id = unique_id("nopivot");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let (out, mut opts) = out_files(&b, "nopivot");
+    opts.no_pivot = true;
+    let mut c = rt.run(&id, b.path(), &parse(&v), opts).unwrap();
+    assert!(c.wait().unwrap().success());
+    let text = std::fs::read_to_string(out).unwrap();
+    // The rootfs has bin dev etc proc sys tmp (and nothing of the host).
+    assert_eq!(text.lines().next(), Some("6"), "{text}");
+    let root = text
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .expect("a root mount");
+    assert!(!root.contains("shared:"), "root is still shared: {root}");
     let pid = c.pid();
     c.delete(false).unwrap();
     assert_no_trace(&b, &id, pid);

@@ -41,8 +41,15 @@ impl Bundle {
         for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
-            .expect("needs busybox-static at /bin/busybox");
+        // Copy in another process: a container process forked by a parallel test would
+        // otherwise inherit our write descriptor until it executes, and exec of the
+        // binary would fail with ETXTBSY.
+        let st = std::process::Command::new("cp")
+            .arg("/bin/busybox")
+            .arg(rootfs.join("bin/busybox"))
+            .status()
+            .expect("cp");
+        assert!(st.success(), "needs busybox-static at /bin/busybox");
         for a in APPLETS {
             symlink("busybox", rootfs.join("bin").join(a)).unwrap();
         }
