@@ -252,3 +252,43 @@ fn spec_and_features() {
         .contains(&json!("user")));
     assert_eq!(f["linux"]["seccomp"]["enabled"], true);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn foreground_run_forwards_signals() {
+    let b = Bundle::new();
+    b.write_config(&spec(&[
+        "/bin/sh",
+        "-c",
+        "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 1; done",
+    ]));
+    let id = unique_id("sig");
+    let _g = Cleanup {
+        runtime: b.runtime(),
+        id: id.clone(),
+    };
+    let out = b.file("sig.out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kcore-runc"))
+        .arg("--root")
+        .arg(&b.root)
+        .args(["run", &id])
+        .current_dir(b.path())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    // Wait until the container's shell installed its trap.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&out).unwrap().contains("ready") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: plain kill(2) of our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(42));
+    assert!(std::fs::read_to_string(&out).unwrap().contains("got-term"));
+    assert_no_trace(&b, &id, 0);
+}

@@ -215,6 +215,41 @@ fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(secs.parse()?))
 }
 
+/// Blocks the signals a foreground `run`/`exec` forwards, in this thread (threads and
+/// processes started later inherit the mask; the container resets it before exec).
+fn block_forwarded_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGWINCH,
+        ] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Forwards the blocked signals to `pid` from a background thread, as runc does.
+fn forward_signals(set: libc::sigset_t, pid: i32) {
+    std::thread::spawn(move || loop {
+        let mut sig = 0;
+        // SAFETY: valid set and out pointer; the signals are blocked in every thread.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            // SAFETY: plain kill(2) of the container process.
+            unsafe { libc::kill(pid, sig) };
+        }
+    });
+}
+
 fn exit_code(st: ExitStatus) -> i32 {
     match st {
         ExitStatus::Exited(c) => c,
@@ -353,6 +388,7 @@ fn exec(rt: &Runtime, id: &str, cmd: &Cmd) -> anyhow::Result<i32> {
             p
         }
     };
+    let sigs = (!*detach).then(block_forwarded_signals);
     let mut child = c.exec(
         &proc_,
         ExecOptions {
@@ -367,6 +403,9 @@ fn exec(rt: &Runtime, id: &str, cmd: &Cmd) -> anyhow::Result<i32> {
     if *detach {
         return Ok(0);
     }
+    if let Some(set) = sigs {
+        forward_signals(set, child.pid());
+    }
     Ok(exit_code(child.wait()?))
 }
 
@@ -379,6 +418,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Start { id } => rt.load(id)?.start()?,
         Cmd::Run { args, detach, id } => {
             let spec = load_spec(&args.bundle)?;
+            let sigs = (!*detach).then(block_forwarded_signals);
             let mut c = rt.run(
                 id,
                 &args.bundle,
@@ -392,6 +432,9 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
             )?;
             if let Some(p) = &args.pid_file {
                 write_pid_file(p, c.pid())?;
+            }
+            if let Some(set) = sigs {
+                forward_signals(set, c.pid());
             }
             if *detach {
                 return Ok(0);
