@@ -95,6 +95,19 @@ fn lifecycle_create_start_exec_kill_delete() {
         .status
         .code();
     assert_eq!(code, Some(3));
+    let proc_file = b.file("process.json");
+    std::fs::write(
+        &proc_file,
+        json!({"args": ["/bin/sh", "-c", "echo $WHO $(id -u)"], "cwd": "/", "env": ["WHO=proc"],
+               "user": {"uid": 123, "gid": 123}})
+        .to_string(),
+    )
+    .unwrap();
+    let out = ok(&runc(
+        &b,
+        &["exec", "--process", proc_file.to_str().unwrap(), &id],
+    ));
+    assert_eq!(out.trim(), "proc 123");
     let ps: Vec<i32> =
         serde_json::from_str(&ok(&runc(&b, &["ps", "--format", "json", &id]))).unwrap();
     assert_eq!(ps, vec![pid]);
