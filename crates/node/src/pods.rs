@@ -1048,9 +1048,19 @@ impl PodWorker {
             }
         } else if let Some(t) = &st.saved.last_term {
             let policy = self.restart_policy();
-            let restarting = st.next_start.is_some()
-                || policy == "Always"
-                || (policy == "OnFailure" && t.exit_code != 0);
+            let is_init = self
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.init_containers.as_ref())
+                .is_some_and(|i| i.iter().any(|x| x.name == c.name));
+            let restarting = if is_init {
+                t.exit_code != 0 && policy != "Never"
+            } else {
+                st.next_start.is_some()
+                    || policy == "Always"
+                    || (policy == "OnFailure" && t.exit_code != 0)
+            };
             if restarting && !self.is_terminal_local() {
                 v["state"] = json!({"waiting": {"reason": "CrashLoopBackOff"}});
                 v["lastState"] = term(t);

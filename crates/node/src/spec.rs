@@ -433,7 +433,6 @@ pub(crate) fn build(input: &SpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
             "capabilities": {
                 "bounding": caps, "effective": caps, "permitted": caps,
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}],
             "noNewPrivileges": no_new_privs,
         },
         "root": {"path": input.rootfs, "readonly": readonly_root},

@@ -79,7 +79,7 @@ async fn services_dns_and_ingress_reach_pods() {
     env.create_pod(json!({
         "metadata": {"name": "client"},
         "spec": {"containers": [{"name": "c", "image": IMAGE, "command": ["sh", "-c",
-            format!("i=0; while test $i -lt 60; do if wget -q -T 2 -O - http://{cluster_ip}/index.html; then echo; break; fi; i=$((i+1)); sleep 0.5; done; \
+            format!("i=0; while test $i -lt 60; do if printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {cluster_ip} 80 > /tmp/out 2>&1 && grep -q through /tmp/out; then cat /tmp/out; echo; break; fi; i=$((i+1)); sleep 0.5; done; \
                      i=0; while test $i -lt 60; do if nslookup web.{ns}.svc.cluster.local > /tmp/ns 2>&1; then cat /tmp/ns; break; fi; i=$((i+1)); sleep 0.5; done; echo END; exec sleep 3600")]}]}
     }))
     .await;
