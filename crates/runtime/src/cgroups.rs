@@ -21,7 +21,8 @@ pub(crate) fn cgroup_path(spec_path: Option<&Path>, id: &str) -> PathBuf {
                 };
                 PathBuf::from(slice).join(format!("{}-{}.scope", parts[1], parts[2]))
             } else {
-                PathBuf::from(p)
+                // Relative to the hierarchy roots (so `root.join(path)` stays below them).
+                PathBuf::from(p.trim_start_matches('/'))
             }
         }
         _ => PathBuf::from(format!("kcore-runc-{id}")),
@@ -198,7 +199,7 @@ mod tests {
         assert_eq!(cgroup_path(None, "a"), PathBuf::from("kcore-runc-a"));
         assert_eq!(
             cgroup_path(Some(Path::new("/k/pod1/c")), "a"),
-            PathBuf::from("/k/pod1/c")
+            PathBuf::from("k/pod1/c")
         );
         assert_eq!(
             cgroup_path(Some(Path::new("system.slice:kcore:abc")), "a"),

@@ -642,3 +642,79 @@ fn no_pivot_mode_and_rootfs_propagation() {
     c.delete(false).unwrap();
     assert_no_trace(&b, &id, pid);
 }
+
+/// Removes a test's persistent network namespace even when the test fails.
+struct NetnsGuard(kcore_ns::NetnsDir, String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = self.0.remove(&self.1);
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn joins_a_namespace_by_path_and_uses_cgroups_path() {
+    let b = Bundle::new();
+    let ns_tmp = tempfile::tempdir().unwrap();
+    let dir = kcore_ns::NetnsDir::new(ns_tmp.path().join("netns"));
+    let name = unique_id("ns");
+    let ns = dir.create(&name).unwrap();
+    let _ng = NetnsGuard(
+        kcore_ns::NetnsDir::new(ns_tmp.path().join("netns")),
+        name.clone(),
+    );
+    let want = format!("net:[{}]", ns.inode().unwrap());
+    let mut v = spec(&["/bin/readlink", "/proc/self/ns/net"]);
+    v["linux"]["namespaces"][1] = json!({"type": "network", "path": ns.path()});
+    let parent_path = format!("kcore-test-{}", unique_id("cgparent"));
+    let cg_path = format!("/{parent_path}/{}", unique_id("cgp"));
+    let _pg = ParentCgroup(parent_path);
+    v["linux"]["cgroupsPath"] = json!(cg_path);
+    v["linux"]["resources"] = json!({"pids": {"limit": 7}});
+    let rt = b.runtime();
+    let id = unique_id("join");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let (out, opts) = out_files(&b, "join");
+    let mut c = rt.create(&id, b.path(), &parse(&v), opts).unwrap();
+    let cg = c.cgroup().unwrap().unwrap();
+    assert_eq!(
+        cg.path(),
+        std::path::Path::new(cg_path.trim_start_matches('/'))
+    );
+    let pids_dir = cg
+        .dirs()
+        .into_iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/pids"));
+    if let Some(d) = &pids_dir {
+        assert_eq!(
+            std::fs::read_to_string(d.join("pids.max")).unwrap().trim(),
+            "7"
+        );
+    }
+    c.start().unwrap();
+    assert!(c.wait().unwrap().success());
+    assert_eq!(std::fs::read_to_string(out).unwrap().trim(), want);
+    let pid = c.pid();
+    c.delete(false).unwrap();
+    assert_no_trace(&b, &id, pid);
+    for d in cg.dirs() {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+}
+
+/// The parent cgroup a spec's `cgroupsPath` implied is the caller's to remove.
+struct ParentCgroup(String);
+
+impl Drop for ParentCgroup {
+    fn drop(&mut self) {
+        let host = kcore_cgroup::Host::detect().unwrap();
+        let cg = kcore_cgroup::Cgroup::new(&host, &self.0).unwrap();
+        let _ = cg.kill();
+        cg.delete().unwrap();
+        assert!(!cg.exists());
+    }
+}
