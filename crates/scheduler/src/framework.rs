@@ -27,11 +27,20 @@ pub enum Code {
     Error,
 }
 
+/// Failure reasons without a heap allocation in the common single-reason case
+/// (nodes failing a filter are counted by the thousand).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Reasons {
+    None,
+    One(Cow<'static, str>),
+    Many(Vec<Cow<'static, str>>),
+}
+
 /// The result of a plugin call: a code, reasons, and the plugin that made it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     code: Code,
-    reasons: Vec<Cow<'static, str>>,
+    reasons: Reasons,
     plugin: &'static str,
 }
 
@@ -41,7 +50,7 @@ impl Status {
     pub const fn success() -> Self {
         Status {
             code: Code::Success,
-            reasons: Vec::new(),
+            reasons: Reasons::None,
             plugin: "",
         }
     }
@@ -49,7 +58,7 @@ impl Status {
     pub const fn skip() -> Self {
         Status {
             code: Code::Skip,
-            reasons: Vec::new(),
+            reasons: Reasons::None,
             plugin: "",
         }
     }
@@ -57,12 +66,17 @@ impl Status {
     pub fn new(code: Code, reason: impl Into<Cow<'static, str>>) -> Self {
         Status {
             code,
-            reasons: vec![reason.into()],
+            reasons: Reasons::One(reason.into()),
             plugin: "",
         }
     }
     /// A status with several reasons.
-    pub fn with_reasons(code: Code, reasons: Vec<Cow<'static, str>>) -> Self {
+    pub fn with_reasons(code: Code, mut reasons: Vec<Cow<'static, str>>) -> Self {
+        let reasons = match reasons.len() {
+            0 => Reasons::None,
+            1 => Reasons::One(reasons.pop().expect("one reason")),
+            _ => Reasons::Many(reasons),
+        };
         Status {
             code,
             reasons,
@@ -81,7 +95,11 @@ impl Status {
     }
     /// The reasons, as shown in FailedScheduling events.
     pub fn reasons(&self) -> &[Cow<'static, str>] {
-        &self.reasons
+        match &self.reasons {
+            Reasons::None => &[],
+            Reasons::One(r) => std::slice::from_ref(r),
+            Reasons::Many(v) => v,
+        }
     }
     /// The plugin that produced this status (set by the framework).
     pub fn plugin(&self) -> &'static str {

@@ -135,7 +135,13 @@ impl PreFilterPlugin for InterPodAffinity {
         if !has_required && snap.anti_affinity_pods.is_empty() {
             return Status::skip();
         }
-        let mut s = FilterState::default();
+        let mut s = FilterState {
+            existing_anti: FastMap::with_capacity_and_hasher(
+                snap.anti_affinity_pods.len().min(4096),
+                Default::default(),
+            ),
+            ..Default::default()
+        };
         let ns_labels = &snap.ns_labels;
         // Existing pods' required anti-affinity against the incoming pod.
         for &pid in &snap.anti_affinity_pods {
@@ -154,10 +160,17 @@ impl PreFilterPlugin for InterPodAffinity {
             }
         }
         if let Some(a) = pod.affinity.as_ref().filter(|_| has_required) {
-            for &nid in snap.node_ids() {
+            let cap = snap.num_pods().min(4096);
+            s.anti
+                .reserve(if a.required_anti.is_empty() { 0 } else { cap });
+            s.affinity.reserve(if a.required_affinity.is_empty() {
+                0
+            } else {
+                cap
+            });
+            for (p, nid) in snap.assigned_pods() {
                 let node = snap.node(nid);
-                for &pid in &node.pods {
-                    let p = snap.pod(pid);
+                {
                     if p.terminating {
                         continue;
                     }
@@ -330,11 +343,8 @@ impl PreScorePlugin for InterPodAffinity {
             }
         };
         if has_preferred {
-            for &nid in snap.node_ids() {
-                let node = snap.node(nid);
-                for &pid in &node.pods {
-                    process(snap.pod(pid), node, &mut s);
-                }
+            for (p, nid) in snap.assigned_pods() {
+                process(p, snap.node(nid), &mut s);
             }
         } else {
             for &pid in &snap.affinity_pods {

@@ -115,23 +115,39 @@ impl PreFilterPlugin for PodTopologySpread {
                 min: 0,
             })
             .collect();
+        // Pass 1: the domain of every eligible node (a node must carry every
+        // hard constraint's key to count), per constraint.
+        let slots = snap.node_slots();
+        let mut domains: Vec<Vec<Option<Sym>>> = vec![vec![None; slots]; hard.len()];
         for &nid in snap.node_ids() {
             let node = snap.node(nid);
-            // A node must carry every hard constraint's key to count.
             if !hard
                 .iter()
                 .all(|h| node.labels.get(pod.spread[h.idx].topology_key).is_some())
             {
                 continue;
             }
-            for h in hard.iter_mut() {
+            for (k, h) in hard.iter_mut().enumerate() {
                 let c = &pod.spread[h.idx];
                 if !node_included(c, pod, node, snap) {
                     continue;
                 }
                 let v = node.labels.get(c.topology_key).expect("checked above");
-                let n = count_matching(c, pod, node, snap);
-                *h.counts.entry(v).or_default() += n;
+                h.counts.entry(v).or_insert(0);
+                domains[k][nid.0 as usize] = Some(v);
+            }
+        }
+        // Pass 2: count matching pods in one sweep over the pod slab.
+        for (p, nid) in snap.assigned_pods() {
+            if p.namespace != pod.namespace || p.terminating {
+                continue;
+            }
+            for (k, h) in hard.iter_mut().enumerate() {
+                if let Some(v) = domains[k][nid.0 as usize] {
+                    if pod.spread[h.idx].selects(p) {
+                        *h.counts.entry(v).or_default() += 1;
+                    }
+                }
             }
         }
         for h in hard.iter_mut() {
