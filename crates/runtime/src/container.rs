@@ -628,9 +628,10 @@ impl Runtime {
             Ok(())
         });
 
+        // Until it is released, dropping `pending` (on any error below) kills and reaps
+        // the process.
         let pending = cmd.spawn()?;
         let pid = pending.pid();
-        partial.pid = Some(pid);
         if parent_attach {
             cg.add_process(pid as u32)?;
         }
@@ -680,6 +681,7 @@ impl Runtime {
                 }),
             });
         }
+        partial.pid = Some(pid);
         partial.release = Some(
             std::thread::Builder::new()
                 .name(format!("kcore-release-{pid}"))
