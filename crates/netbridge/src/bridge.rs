@@ -29,11 +29,12 @@ pub struct BridgeConfig {
 }
 
 impl BridgeConfig {
-    /// `kcore0` carrying `subnet`'s gateway, MTU 1500.
+    /// `kcore0` carrying `subnet`'s gateway, MTU 1500. Host bits of `subnet` are
+    /// cleared.
     pub fn new(subnet: Ipv4Net) -> Self {
         Self {
             name: "kcore0".into(),
-            subnet,
+            subnet: subnet.trunc(),
             mtu: 1500,
         }
     }
@@ -162,7 +163,7 @@ impl Bridge {
         host_ifname: &str,
         ip: Ipv4Addr,
     ) -> Result<PodInterface, Error> {
-        if !self.cfg.subnet.contains(ip) {
+        if !self.cfg.subnet.contains(&ip) {
             return Err(Error::InvalidCidr {
                 input: format!("{ip} in {}", self.cfg.subnet),
                 reason: "pod address outside the bridge subnet",
@@ -333,11 +334,15 @@ impl Bridge {
     }
 }
 
+/// The subnet's `.1` (network address + 1); a /32 has no room for it.
 fn gateway_of(subnet: Ipv4Net) -> Result<Ipv4Addr, Error> {
-    subnet.nth(1).ok_or_else(|| Error::InvalidCidr {
-        input: subnet.to_string(),
-        reason: "subnet has no room for a gateway",
-    })
+    if subnet.prefix_len() == 32 {
+        return Err(Error::InvalidCidr {
+            input: subnet.trunc().to_string(),
+            reason: "subnet has no room for a gateway",
+        });
+    }
+    Ok(Ipv4Addr::from(u32::from(subnet.network()) + 1))
 }
 
 async fn set_up(handle: &Handle, name: &str) -> Result<(), Error> {
@@ -390,8 +395,13 @@ mod tests {
         let m = pod_mac(Ipv4Addr::new(10, 244, 1, 9));
         assert_eq!(m, [0x0a, 0x58, 10, 244, 1, 9]);
         assert_eq!(m[0] & 0x03, 0x02);
-        let c = BridgeConfig::new("10.244.1.0/24".parse().unwrap());
+        let c = BridgeConfig::new("10.244.1.9/24".parse().unwrap());
         assert_eq!(c.name, "kcore0");
+        assert_eq!(c.subnet.to_string(), "10.244.1.0/24");
         assert_eq!(gateway_of(c.subnet).unwrap(), Ipv4Addr::new(10, 244, 1, 1));
+        let p2p: Ipv4Net = "10.0.0.6/31".parse().unwrap();
+        assert_eq!(gateway_of(p2p).unwrap(), Ipv4Addr::new(10, 0, 0, 7));
+        let host: Ipv4Net = "10.0.0.6/32".parse().unwrap();
+        assert!(matches!(gateway_of(host), Err(Error::InvalidCidr { .. })));
     }
 }

@@ -7,7 +7,7 @@ use crate::Ipv4Net;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A CIDR string or prefix could not be used.
+    /// A subnet or address cannot be used for what it was given for.
     #[error("invalid cidr {input:?}: {reason}")]
     InvalidCidr {
         /// What was given.

@@ -33,7 +33,9 @@ impl Ipam {
     ///
     /// The gateway is the subnet's first host address (`.1`); allocations run from
     /// the address after it to the last address before the broadcast address.
+    /// Host bits of `subnet` are ignored (`10.244.1.7/24` is `10.244.1.0/24`).
     pub fn open(dir: impl Into<PathBuf>, subnet: Ipv4Net) -> Result<Self, Error> {
+        let subnet = subnet.trunc();
         if subnet.prefix_len() > 30 {
             return Err(Error::InvalidCidr {
                 input: subnet.to_string(),
@@ -150,7 +152,7 @@ impl Ipam {
             let Some(ip) = name.to_str().and_then(|s| s.parse::<Ipv4Addr>().ok()) else {
                 continue;
             };
-            if !self.subnet.contains(ip) {
+            if !self.subnet.contains(&ip) {
                 continue;
             }
             let path = entry.path();
@@ -228,7 +230,9 @@ mod tests {
     #[test]
     fn allocates_round_robin_after_gateway() {
         let dir = tempfile::tempdir().unwrap();
-        let ipam = Ipam::open(dir.path(), net("10.244.3.0/24")).unwrap();
+        // host bits are dropped: the store covers 10.244.3.0/24
+        let ipam = Ipam::open(dir.path(), net("10.244.3.77/24")).unwrap();
+        assert_eq!(ipam.subnet(), net("10.244.3.0/24"));
         assert_eq!(ipam.gateway(), Ipv4Addr::new(10, 244, 3, 1));
         let a = ipam.allocate("a").unwrap();
         let b = ipam.allocate("b").unwrap();

@@ -37,7 +37,6 @@ mod bridge;
 mod error;
 mod ipam;
 mod maglev;
-mod net;
 mod netlink;
 mod nft;
 mod service;
@@ -45,8 +44,9 @@ mod service;
 pub use bridge::{enable_ip_forwarding, pod_mac, Bridge, BridgeConfig, PodInterface};
 pub use error::Error;
 pub use ipam::Ipam;
+/// IPv4 prefixes are [`ipnet::Ipv4Net`], the same type as `kcore_vxlan::Ipv4Net`.
+pub use ipnet::Ipv4Net;
 pub use maglev::Maglev;
-pub use net::Ipv4Net;
 pub use nft::{
     list_table, NftBatch, NftCommand, NftConfig, NftRunner, ServiceProxy, SyncStats,
     MASQUERADE_MARK,

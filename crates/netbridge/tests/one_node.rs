@@ -194,8 +194,8 @@ fn client_ip_affinity_sticks_in_the_kernel() {
         .unwrap();
     enable_ip_forwarding(Some(&node)).unwrap();
     let mut ips = Vec::new();
-    for (i, pod) in pods.iter().enumerate() {
-        let ip = subnet.nth(10 + i as u32).unwrap();
+    // pods take .10, .11, ... (hosts() starts at .1)
+    for (i, (pod, ip)) in pods.iter().zip(subnet.hosts().skip(9)).enumerate() {
         rt.block_on(bridge.attach(pod, &format!("ka{}x{i}", std::process::id() % 100_000), ip))
             .unwrap();
         ips.push(ip);
@@ -247,7 +247,11 @@ fn udp_service_round_trips() {
         .unwrap();
     enable_ip_forwarding(Some(&node)).unwrap();
     let tag = std::process::id() % 100_000;
-    let (cip, sip) = (subnet.nth(2).unwrap(), subnet.nth(3).unwrap());
+    // client .2, server .3 (hosts() starts at the gateway, .1)
+    let (cip, sip) = (
+        subnet.hosts().nth(1).unwrap(),
+        subnet.hosts().nth(2).unwrap(),
+    );
     rt.block_on(bridge.attach(&client, &format!("ku{tag}x0"), cip))
         .unwrap();
     rt.block_on(bridge.attach(&server, &format!("ku{tag}x1"), sip))

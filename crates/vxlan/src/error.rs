@@ -6,14 +6,6 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A CIDR string or prefix could not be used.
-    #[error("invalid cidr {input:?}: {reason}")]
-    InvalidCidr {
-        /// What was given.
-        input: String,
-        /// Why it was rejected.
-        reason: &'static str,
-    },
     /// A network namespace could not be entered, or a socket opened in it.
     #[error("network namespace {path}: {source}")]
     Netns {

@@ -40,13 +40,13 @@
 #![deny(missing_docs)]
 
 mod error;
-mod net;
 mod netlink;
 mod overlay;
 mod route_table;
 
 pub use error::Error;
-pub use net::Ipv4Net;
+/// IPv4 prefixes are [`ipnet::Ipv4Net`], the same type as `kcore_netbridge::Ipv4Net`.
+pub use ipnet::Ipv4Net;
 pub use overlay::{vtep_mac_for, Overlay, Peer, ReconcileStats, VxlanConfig, VXLAN_OVERHEAD};
 #[doc(hidden)]
 pub use route_table::linear_lookup;

@@ -83,8 +83,10 @@ pub struct Peer {
 
 impl Peer {
     /// A peer with flannel's conventions: the VTEP address is the subnet's network
-    /// address and the MAC is [`vtep_mac_for`] its underlay address.
+    /// address and the MAC is [`vtep_mac_for`] its underlay address. Host bits of
+    /// `subnet` are cleared.
     pub fn new(subnet: Ipv4Net, underlay: Ipv4Addr) -> Self {
+        let subnet = subnet.trunc();
         Self {
             subnet,
             vtep_ip: subnet.network(),
@@ -277,8 +279,10 @@ impl Overlay {
             desired.iter().map(|p| (p.vtep_ip, p.vtep_mac)).collect();
         let want_fdb: HashMap<[u8; 6], Ipv4Addr> =
             desired.iter().map(|p| (p.vtep_mac, p.underlay)).collect();
-        let want_route: HashMap<Ipv4Net, Ipv4Addr> =
-            desired.iter().map(|p| (p.subnet, p.vtep_ip)).collect();
+        let want_route: HashMap<Ipv4Net, Ipv4Addr> = desired
+            .iter()
+            .map(|p| (p.subnet.trunc(), p.vtep_ip))
+            .collect();
 
         // add or replace first, so traffic to kept peers never drops
         for (ip, mac) in &want_neigh {
@@ -468,7 +472,7 @@ impl Overlay {
             };
             let dst = route_dst(&m).unwrap_or(Ipv4Addr::UNSPECIFIED);
             if let Ok(net) = Ipv4Net::new(dst, m.header.destination_prefix_length) {
-                state.routes.insert(net, (gw, m));
+                state.routes.insert(net.trunc(), (gw, m));
             }
         }
         Ok(state)
@@ -578,9 +582,10 @@ mod tests {
         let c = VxlanConfig::new(Ipv4Addr::new(192, 0, 2, 10));
         assert_eq!((c.name.as_str(), c.vni, c.port), ("kcore.1", 1, 8472));
         let p = Peer::new(
-            "10.244.7.0/24".parse().unwrap(),
+            "10.244.7.9/24".parse().unwrap(),
             Ipv4Addr::new(192, 0, 2, 11),
         );
+        assert_eq!(p.subnet.to_string(), "10.244.7.0/24");
         assert_eq!(p.vtep_ip, Ipv4Addr::new(10, 244, 7, 0));
         assert_eq!(p.vtep_mac, [0x0e, 0x6b, 192, 0, 2, 11]);
         // locally administered, unicast

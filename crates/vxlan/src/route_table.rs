@@ -5,11 +5,13 @@
 //! next 8 bits, and so on. Prefixes are expanded into every slot they cover
 //! ("leaf pushing"), so a lookup is one to three dependent array reads, with no
 //! branches on prefix lengths. Updates rewrite only the slots the prefix covers.
+//!
+//! Prefixes are keyed by their network address: `10.244.7.9/24` and
+//! `10.244.7.0/24` name the same entry (host bits are cleared on the way in).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use crate::net::mask;
 use crate::Ipv4Net;
 
 const CHUNK: u32 = 1 << 31;
@@ -93,9 +95,9 @@ impl<T> RouteTable<T> {
             .map(|(net, v)| (*net, v))
     }
 
-    /// The value stored for exactly `net`.
+    /// The value stored for exactly `net` (host bits ignored).
     pub fn get(&self, net: Ipv4Net) -> Option<&T> {
-        let idx = *self.prefixes.get(&net)?;
+        let idx = *self.prefixes.get(&net.trunc())?;
         self.values[idx as usize].as_ref().map(|(_, v)| v)
     }
 
@@ -106,12 +108,14 @@ impl<T> RouteTable<T> {
             .filter_map(|e| e.as_ref().map(|(n, v)| (*n, v)))
     }
 
-    /// Inserts or replaces the value for `net`; returns the previous value.
+    /// Inserts or replaces the value for `net` (host bits cleared); returns the
+    /// previous value.
     ///
     /// # Panics
     ///
     /// Panics if the table already holds 16,777,214 prefixes.
     pub fn insert(&mut self, net: Ipv4Net, value: T) -> Option<T> {
+        let net = net.trunc();
         if let Some(&idx) = self.prefixes.get(&net) {
             let slot = &mut self.values[idx as usize];
             return slot.replace((net, value)).map(|(_, v)| v);
@@ -139,16 +143,19 @@ impl<T> RouteTable<T> {
         None
     }
 
-    /// Removes `net`; returns its value. Addresses it covered fall back to the next
-    /// shorter prefix containing them.
+    /// Removes `net` (host bits ignored); returns its value. Addresses it covered
+    /// fall back to the next shorter prefix containing them.
     pub fn remove(&mut self, net: Ipv4Net) -> Option<T> {
+        let net = net.trunc();
         let idx = self.prefixes.remove(&net)?;
         let (_, value) = self.values[idx as usize].take()?;
         self.free_values.push(idx);
         let len = net.prefix_len();
         let mut replacement = 0;
         for l in (0..len).rev() {
-            let parent = Ipv4Net::new(net.network(), l).expect("shorter prefix is valid");
+            let parent = Ipv4Net::new(net.network(), l)
+                .expect("shorter prefix is valid")
+                .trunc();
             if let Some(&p) = self.prefixes.get(&parent) {
                 replacement = leaf(p, l);
                 break;
@@ -250,7 +257,7 @@ pub fn linear_lookup<T>(routes: &[(Ipv4Net, T)], ip: Ipv4Addr) -> Option<&T> {
     let ip = u32::from(ip);
     let mut best: Option<(u8, &T)> = None;
     for (net, v) in routes {
-        if ip & mask(net.prefix_len()) == u32::from(net.network())
+        if ip & u32::from(net.netmask()) == u32::from(net.network())
             && best.is_none_or(|(l, _)| net.prefix_len() >= l)
         {
             best = Some((net.prefix_len(), v));
@@ -318,6 +325,42 @@ mod tests {
     }
 
     #[test]
+    fn host_bits_name_the_same_prefix() {
+        let mut t = RouteTable::new();
+        assert_eq!(t.insert(net("10.244.7.9/24"), 1), None);
+        assert_eq!(t.insert(net("10.244.7.0/24"), 2), Some(1));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.get(net("10.244.7.200/24")), Some(&2));
+        assert_eq!(
+            t.lookup_entry(ip("10.244.7.1")).map(|(n, _)| n.to_string()),
+            Some("10.244.7.0/24".to_owned())
+        );
+        assert_eq!(
+            t.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            [net("10.244.7.0/24")]
+        );
+        t.insert(net("10.0.0.0/8"), 3);
+        assert_eq!(t.remove(net("10.244.7.1/24")), Some(2));
+        assert_eq!(t.lookup(ip("10.244.7.1")), Some(&3));
+        // the linear reference agrees on unnormalised prefixes too
+        let list = [(net("10.244.7.9/24"), 4), (net("10.9.9.9/8"), 5)];
+        assert_eq!(linear_lookup(&list, ip("10.244.7.1")), Some(&4));
+        assert_eq!(linear_lookup(&list, ip("10.1.1.1")), Some(&5));
+        assert_eq!(linear_lookup(&list, ip("11.0.0.1")), None);
+    }
+
+    #[test]
+    fn same_prefix_type_as_netbridge() {
+        // one type across the networking crates: no conversions at the seams
+        let n: kcore_netbridge::Ipv4Net = net("10.244.1.0/24");
+        assert_eq!(
+            std::any::TypeId::of::<Ipv4Net>(),
+            std::any::TypeId::of::<kcore_netbridge::Ipv4Net>()
+        );
+        assert!(n.contains(&ip("10.244.1.77")));
+    }
+
+    #[test]
     fn matches_linear_scan_on_random_prefixes() {
         // deterministic xorshift
         let mut s = 0x9e37_79b9_7f4a_7c15u64;
@@ -331,7 +374,9 @@ mod tests {
         let mut list: Vec<(Ipv4Net, u32)> = Vec::new();
         for i in 0..3000u32 {
             let len = (rnd() % 33) as u8;
-            let n = Ipv4Net::new(Ipv4Addr::from(rnd() as u32), len).unwrap();
+            let n = Ipv4Net::new(Ipv4Addr::from(rnd() as u32), len)
+                .unwrap()
+                .trunc();
             t.insert(n, i);
             list.retain(|(m, _)| *m != n);
             list.push((n, i));
@@ -347,7 +392,8 @@ mod tests {
         }
         // probes inside stored prefixes
         for (n, _) in list.iter().take(1000) {
-            let probe = Ipv4Addr::from(u32::from(n.network()) | (rnd() as u32 & !n.mask()));
+            let probe =
+                Ipv4Addr::from(u32::from(n.network()) | (rnd() as u32 & u32::from(n.hostmask())));
             assert_eq!(t.lookup(probe), linear_lookup(&list, probe), "{probe}");
         }
     }

@@ -88,13 +88,14 @@ fn pods_reach_each_other_and_services_across_three_nodes() {
                 Some(&ns),
                 BridgeConfig {
                     mtu: overlay.mtu(),
-                    ..BridgeConfig::new(subnet.to_string().parse().unwrap())
+                    ..BridgeConfig::new(subnet)
                 },
             ))
             .unwrap();
         enable_ip_forwarding(Some(&ns)).unwrap();
         let pod = nss.create("kp");
-        let pod_ip = subnet.nth(5).unwrap();
+        // .1 is the bridge gateway; the pod takes .5
+        let pod_ip = subnet.hosts().nth(4).unwrap();
         rt.block_on(bridge.attach(&pod, &format!("kv{tag}x{n}"), pod_ip))
             .unwrap();
         nodes.push(Node {
@@ -149,7 +150,7 @@ fn pods_reach_each_other_and_services_across_three_nodes() {
     let mut proxy = ServiceProxy::new(
         NftConfig {
             cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
-            local_pods: Some((a.subnet.to_string().parse().unwrap(), "kcore0".into())),
+            local_pods: Some((a.subnet, "kcore0".into())),
             ..NftConfig::default()
         },
         nft,
