@@ -61,6 +61,8 @@ pub struct Snapshot {
     /// Assigned pods with required anti-affinity.
     pub(crate) anti_affinity_pods: Vec<PodId>,
     pdbs: HashMap<String, Pdb>,
+    /// Nodes with at least one PreferNoSchedule taint.
+    pub(crate) soft_tainted_nodes: usize,
     /// Pods nominated to nodes by preemption, by node.
     pub(crate) nominated: FastMap<NodeId, Vec<PodInfo>>,
     generation: u64,
@@ -153,6 +155,8 @@ impl Snapshot {
         self.generation += 1;
         if let Some(id) = self.node_id(&info.name) {
             let old = self.nodes[id.0 as usize].take().expect("live node");
+            self.soft_tainted_nodes -= usize::from(has_soft_taint(&old));
+            self.soft_tainted_nodes += usize::from(has_soft_taint(&info));
             for &(img, _) in &old.images {
                 self.dec_image(img);
             }
@@ -173,6 +177,7 @@ impl Snapshot {
         for &(img, _) in &info.images {
             *self.image_nodes.entry(img).or_default() += 1;
         }
+        self.soft_tainted_nodes += usize::from(has_soft_taint(&info));
         let name = info.name.clone();
         let id = match self.free_nodes.pop() {
             Some(slot) => {
@@ -212,6 +217,7 @@ impl Snapshot {
         };
         self.generation += 1;
         let info = self.nodes[id.0 as usize].take().expect("live node");
+        self.soft_tainted_nodes -= usize::from(has_soft_taint(&info));
         for &(img, _) in &info.images {
             self.dec_image(img);
         }
@@ -427,4 +433,10 @@ impl Snapshot {
             + self.pod_by_key.keys().map(String::len).sum::<usize>()
             + self.image_nodes.capacity() * 12
     }
+}
+
+fn has_soft_taint(n: &NodeInfo) -> bool {
+    n.taints
+        .iter()
+        .any(|t| t.effect == crate::model::TaintEffect::PreferNoSchedule)
 }

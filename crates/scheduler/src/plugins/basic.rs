@@ -110,8 +110,23 @@ impl Plugin for TaintToleration {
     fn as_filter(&self) -> Option<&dyn FilterPlugin> {
         Some(self)
     }
+    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
+        Some(self)
+    }
     fn as_score(&self) -> Option<&dyn ScorePlugin> {
         Some(self)
+    }
+}
+
+impl PreScorePlugin for TaintToleration {
+    fn pre_score(&self, _: &mut CycleState, _: &PodInfo, snap: &Snapshot, _: &[NodeId]) -> Status {
+        // Without PreferNoSchedule taints every node normalizes to the same
+        // score: skipping leaves the choice unchanged and saves a pass.
+        if snap.soft_tainted_nodes == 0 {
+            Status::skip()
+        } else {
+            Status::success()
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! ImageLocality.
 
-use crate::framework::{CycleState, Plugin, ScorePlugin, MAX_NODE_SCORE};
-use crate::model::{NodeInfo, PodInfo};
+use crate::framework::{CycleState, Plugin, PreScorePlugin, ScorePlugin, Status, MAX_NODE_SCORE};
+use crate::model::{NodeId, NodeInfo, PodInfo};
 use crate::snapshot::Snapshot;
 
 const MB: i64 = 1024 * 1024;
@@ -17,8 +17,28 @@ impl Plugin for ImageLocality {
     fn name(&self) -> &'static str {
         "ImageLocality"
     }
+    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
+        Some(self)
+    }
     fn as_score(&self) -> Option<&dyn ScorePlugin> {
         Some(self)
+    }
+}
+
+impl PreScorePlugin for ImageLocality {
+    fn pre_score(
+        &self,
+        _: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        _: &[NodeId],
+    ) -> Status {
+        // No node holds any of the pod's images: every score is 0.
+        if pod.images.iter().any(|i| snap.image_nodes.contains_key(i)) {
+            Status::success()
+        } else {
+            Status::skip()
+        }
     }
 }
 
