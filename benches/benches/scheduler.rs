@@ -88,7 +88,11 @@ fn pods(w: Workload, prefix: &str, n: usize) -> Vec<Pod> {
 fn rss_bytes() -> usize {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<usize>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<usize>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }
 
@@ -100,7 +104,10 @@ fn cluster(w: Workload, sched: &mut Scheduler) -> Snapshot {
     }
     for p in pods(w, "init", w.sizes().0) {
         let info = snap.compile_pod(&p).expect("pod");
-        assert!(matches!(sched.schedule_one(&mut snap, info), Outcome::Assumed { .. }));
+        assert!(matches!(
+            sched.schedule_one(&mut snap, info),
+            Outcome::Assumed { .. }
+        ));
     }
     snap
 }
@@ -143,6 +150,7 @@ fn report(w: Workload, runs: usize) {
     let rss0 = rss_bytes();
     let base = cluster(w, &mut sched);
     let rss1 = rss_bytes();
+    let mut after = (0, 0);
     for _ in 0..runs {
         let mut snap = base.clone();
         let cpu0 = thread_cpu_time();
@@ -150,6 +158,7 @@ fn report(w: Workload, runs: usize) {
         let cpu = thread_cpu_time() - cpu0;
         rates.push(measure as f64 / t.as_secs_f64());
         cpu_rates.push(measure as f64 / cpu.as_secs_f64());
+        after = (snap.num_pods(), snap.memory_bytes());
     }
     rates.sort_by(f64::total_cmp);
     cpu_rates.sort_by(f64::total_cmp);
@@ -158,7 +167,7 @@ fn report(w: Workload, runs: usize) {
     println!(
         "scheduler/{}/{NODES}Nodes/{measure}Pods: median {:.0} pods/s over {runs} runs \
          (min {:.0}, max {:.0}; {:.0} pods per CPU-second, one thread); snapshot with {} pods holds ~{:.1} MiB (estimate), \
-         RSS grew {:.1} MiB building it",
+         RSS grew {:.1} MiB building it; ~{:.1} MiB with {} pods after the run",
         w.name(),
         median,
         rates[0],
@@ -167,6 +176,8 @@ fn report(w: Workload, runs: usize) {
         base.num_pods(),
         base.memory_bytes() as f64 / (1 << 20) as f64,
         rss1.saturating_sub(rss0) as f64 / (1 << 20) as f64,
+        after.1 as f64 / (1 << 20) as f64,
+        after.0,
     );
     if matches!(w, Workload::Basic) {
         println!(
@@ -181,7 +192,11 @@ fn report(w: Workload, runs: usize) {
 /// The workloads to run: all, or those named in `KCORE_SCHED_BENCH`
 /// (comma-separated substrings, e.g. `Basic`).
 fn workloads() -> Vec<Workload> {
-    let all = [Workload::Basic, Workload::AntiAffinity, Workload::TopologySpread];
+    let all = [
+        Workload::Basic,
+        Workload::AntiAffinity,
+        Workload::TopologySpread,
+    ];
     match std::env::var("KCORE_SCHED_BENCH") {
         Ok(f) if !f.is_empty() => all
             .into_iter()
