@@ -155,6 +155,87 @@ fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
+/// Paths of fields in `raw` that the upstream type does not know (what
+/// `fieldValidation=Strict` rejects).
+fn unknown_fields(info: &ResourceInfo, raw: &Value) -> Vec<String> {
+    fn walk(raw: &Value, known: &Value, path: &str, out: &mut Vec<String>) {
+        match (raw, known) {
+            (Value::Object(r), Value::Object(k)) => {
+                for (key, v) in r {
+                    if v.is_null() || key.starts_with('$') {
+                        continue;
+                    }
+                    let p = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    match k.get(key) {
+                        Some(kv) => walk(v, kv, &p, out),
+                        None => out.push(p),
+                    }
+                }
+            }
+            (Value::Array(r), Value::Array(k)) => {
+                for (i, (rv, kv)) in r.iter().zip(k).enumerate() {
+                    walk(rv, kv, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut obj = raw.clone();
+    if obj["apiVersion"].is_null() {
+        obj["apiVersion"] = json!(info.api_version());
+    }
+    if obj["kind"].is_null() {
+        obj["kind"] = json!(info.kind);
+    }
+    let Ok(known) = (info.normalize)(obj) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    walk(raw, &known, "", &mut out);
+    out
+}
+
+fn check_fields(
+    params: &Params,
+    info: &ResourceInfo,
+    raw: &Value,
+) -> Result<Vec<String>, ApiError> {
+    let mode = params.get("fieldValidation").unwrap_or("Ignore");
+    if mode == "Ignore" {
+        return Ok(Vec::new());
+    }
+    let unknown = unknown_fields(info, raw);
+    if mode == "Strict" && !unknown.is_empty() {
+        let list: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field {f:?}"))
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            list.join(", ")
+        )));
+    }
+    Ok(unknown)
+}
+
+fn decode_body_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+}
+
+fn with_warnings(mut r: Response, unknown: &[String]) -> Response {
+    for f in unknown {
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"unknown field \\\"{f}\\\"\"")) {
+            r.headers_mut().append("warning", v);
+        }
+    }
+    r
+}
+
 fn delete_options(
     params: &Params,
     headers: &HeaderMap,
@@ -662,8 +743,12 @@ async fn serve_resource(
         }
         (Method::POST, None, None) => {
             let obj = decode_body(headers, &body)?;
+            let unknown = check_fields(params, info, &obj)?;
             let out = api.create_in(info, ns, obj, &wopts).await?;
-            Ok(output(headers, params, info, 201, out))
+            Ok(with_warnings(
+                output(headers, params, info, 201, out),
+                &unknown,
+            ))
         }
         (Method::DELETE, None, None) => {
             let lopts = params.list_options()?;
@@ -677,8 +762,12 @@ async fn serve_resource(
         }
         (Method::PUT, Some(name), None) => {
             let obj = decode_body(headers, &body)?;
+            let unknown = check_fields(params, info, &obj)?;
             let out = api.update_in(info, ns, &name, obj, None, &wopts).await?;
-            Ok(output(headers, params, info, 200, out))
+            Ok(with_warnings(
+                output(headers, params, info, 200, out),
+                &unknown,
+            ))
         }
         (Method::PATCH, Some(name), sub @ (None | Some(Sub::Status) | Some(Sub::Scale))) => {
             let ct = headers
@@ -688,6 +777,11 @@ async fn serve_resource(
             let pt = PatchType::from_content_type(ct).ok_or_else(|| {
                 ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json, not {ct:?}"))
             })?;
+            let unknown = match pt {
+                PatchType::Json => Vec::new(),
+                PatchType::Apply => check_fields(params, info, &crate::patch::parse_apply(&body)?)?,
+                _ => check_fields(params, info, &decode_body_json(&body)?)?,
+            };
             let existed = pt == PatchType::Apply && api.get_in(info, ns, &name).await.is_ok();
             let out = api
                 .patch_in(info, ns, &name, sub, pt, &body, &wopts)
@@ -697,7 +791,10 @@ async fn serve_resource(
             } else {
                 200
             };
-            Ok(output(headers, params, info, code, out))
+            Ok(with_warnings(
+                output(headers, params, info, code, out),
+                &unknown,
+            ))
         }
         (Method::DELETE, Some(name), None) => {
             let dopts = delete_options(params, headers, &body)?;

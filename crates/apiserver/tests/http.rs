@@ -269,6 +269,33 @@ async fn bad_input_gets_the_right_status_and_stores_nothing() {
     assert_eq!(r.code, 415);
     let got = curl("GET", format!("{cms}/ok"), &[], None).await.json();
     assert_eq!(got["data"]["a"], "2");
+    // fieldValidation=Strict rejects unknown fields; Warn stores and warns.
+    let typo =
+        br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"typo"},"dta":{"a":"1"}}"#
+            .to_vec();
+    let r = curl(
+        "POST",
+        format!("{cms}?fieldValidation=Strict"),
+        &[JSON],
+        Some(typo.clone()),
+    )
+    .await;
+    assert_eq!(r.code, 400, "{}", r.body);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unknown field \"dta\"")),
+        "{}",
+        r.body
+    );
+    let r = curl(
+        "POST",
+        format!("{cms}?fieldValidation=Warn"),
+        &[JSON],
+        Some(typo),
+    )
+    .await;
+    assert_eq!(r.code, 201, "{}", r.body);
     // Apply without a field manager is 400.
     let r = curl(
         "PATCH",

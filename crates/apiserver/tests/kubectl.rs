@@ -667,3 +667,25 @@ async fn kubectl_generators_send_protobuf() {
     assert!(port.node_port.is_some_and(|p| (30000..=32767).contains(&p)));
     c.server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_rejects_unknown_fields() {
+    let c = start().await;
+    let file = write_manifests(
+        &c,
+        "typo.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: typo\nspec:\n  replica: 2\n  selector:\n    matchLabels: {a: b}\n  template:\n    metadata:\n      labels: {a: b}\n    spec:\n      containers:\n      - name: c\n        image: x\n",
+    );
+    let out = kubectl(&c, &["apply", "-f", &file]).await;
+    assert!(!out.ok, "a typo must be refused: {}", out.stdout);
+    assert!(
+        out.stderr.contains("unknown field \"spec.replica\""),
+        "{}",
+        out.stderr
+    );
+    let left = ok(&c, &["get", "deploy", "-o", "name"]).await;
+    assert!(left.trim().is_empty(), "nothing stored: {left}");
+    // --validate=false turns the check off, like upstream.
+    ok(&c, &["apply", "--validate=false", "-f", &file]).await;
+    c.server.shutdown().await.expect("shutdown");
+}
