@@ -274,7 +274,8 @@ pub enum PermitDecision {
     Allow,
     /// Reject the pod (it goes back to the queue).
     Reject(Status),
-    /// Wait up to the given time for [`allow`](crate::Framework) from elsewhere.
+    /// Wait up to the given time before binding (the loop rejects the pod
+    /// when the wait runs out, as upstream does on timeout).
     Wait(Duration),
 }
 
@@ -411,7 +412,8 @@ pub trait BindPlugin {
     fn bind(&self, state: &mut CycleState, pod: &PodInfo, node: &str) -> Status;
 }
 
-/// Default upstream weights and events, shared by DefaultNormalizeScore.
+/// Upstream's `DefaultNormalizeScore`: scale to `0..=MAX_NODE_SCORE` by the
+/// maximum, optionally reversed (lower raw scores are better).
 pub(crate) fn default_normalize(scores: &mut [i64], reverse: bool) {
     let max = scores.iter().copied().max().unwrap_or(0);
     if max == 0 {
