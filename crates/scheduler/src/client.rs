@@ -487,7 +487,9 @@ impl Loop {
                                         s.snap.remove_pod(&key);
                                         s.queue.delete(&key);
                                     } else if code == Some(409) {
-                                        // Bound by someone else: the watch will tell us where.
+                                        // Bound elsewhere meanwhile: drop our assumption
+                                        // and take the server's placement (below).
+                                        s.snap.remove_pod(&key);
                                         s.queue.delete(&key);
                                     } else {
                                         tracing::warn!(pod = %key, error = %e, "binding failed");
@@ -497,6 +499,14 @@ impl Loop {
                                             EventResource::AssignedPod,
                                             EventAction::Delete,
                                         ));
+                                    }
+                                }
+                                if code == Some(409) {
+                                    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+                                    let api: Api<Pod> = Api::namespaced(this.client.clone(), ns);
+                                    let name = pod.metadata.name.as_deref().unwrap_or("");
+                                    if let Ok(Some(current)) = api.get_opt(name).await {
+                                        this.on_pod(current, false);
                                     }
                                 }
                                 this.wake.notify_one();
