@@ -69,6 +69,9 @@ pub struct NodeConfig {
     pub log_max_files: usize,
     /// How often ConfigMap, Secret and downward API volumes are refreshed.
     pub volume_refresh: Duration,
+    /// With `imagePullPolicy: Always` and a local copy, how long a pull may take before
+    /// the local copy is used (no registry is reachable from some nodes).
+    pub pull_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -111,6 +114,7 @@ impl NodeConfig {
             log_max_bytes: 10 << 20,
             log_max_files: 4,
             volume_refresh: Duration::from_secs(10),
+            pull_timeout: Duration::from_secs(2),
         }
     }
 

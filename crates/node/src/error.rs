@@ -22,7 +22,7 @@ pub enum Error {
         /// The object or request involved.
         what: String,
         /// The underlying error.
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// An image operation failed.
     #[error("image {image}: {source}")]
@@ -30,7 +30,7 @@ pub enum Error {
         /// The image reference.
         image: String,
         /// The underlying error.
-        source: kcore_image::Error,
+        source: Box<kcore_image::Error>,
     },
     /// The image is not present and the pull policy or the network forbids pulling it.
     #[error("image {image} is not present: {reason}")]
@@ -46,7 +46,7 @@ pub enum Error {
         /// The layer id.
         layer: String,
         /// The underlying error.
-        source: kcore_overlay::Error,
+        source: Box<kcore_overlay::Error>,
     },
     /// A container runtime operation failed.
     #[error("container {id}: {source}")]
@@ -54,7 +54,7 @@ pub enum Error {
         /// The runtime container id.
         id: String,
         /// The underlying error.
-        source: kcore_runtime::Error,
+        source: Box<kcore_runtime::Error>,
     },
     /// A namespace or mount operation failed.
     #[error("{what}: {source}")]
@@ -62,7 +62,7 @@ pub enum Error {
         /// What was being done.
         what: String,
         /// The underlying error.
-        source: kcore_ns::Error,
+        source: Box<kcore_ns::Error>,
     },
     /// A cgroup operation failed.
     #[error("cgroup {path}: {source}")]
@@ -70,7 +70,7 @@ pub enum Error {
         /// The cgroup path.
         path: String,
         /// The underlying error.
-        source: kcore_cgroup::Error,
+        source: Box<kcore_cgroup::Error>,
     },
     /// A pod network operation failed.
     #[error("pod network {what}: {source}")]
@@ -78,7 +78,7 @@ pub enum Error {
         /// What was being done.
         what: String,
         /// The underlying error.
-        source: kcore_netbridge::Error,
+        source: Box<kcore_netbridge::Error>,
     },
     /// The overlay network failed.
     #[error("vxlan {what}: {source}")]
@@ -86,7 +86,7 @@ pub enum Error {
         /// What was being done.
         what: String,
         /// The underlying error.
-        source: kcore_vxlan::Error,
+        source: Box<kcore_vxlan::Error>,
     },
     /// A pod or container spec cannot be run as written.
     #[error("invalid spec for {object}: {reason}")]
@@ -136,21 +136,21 @@ impl Error {
     pub(crate) fn kube(what: impl Into<String>, source: kube::Error) -> Self {
         Error::Kube {
             what: what.into(),
-            source,
+            source: Box::new(source),
         }
     }
 
     pub(crate) fn ns(what: impl Into<String>, source: kcore_ns::Error) -> Self {
         Error::Ns {
             what: what.into(),
-            source,
+            source: Box::new(source),
         }
     }
 
     pub(crate) fn net(what: impl Into<String>, source: kcore_netbridge::Error) -> Self {
         Error::Net {
             what: what.into(),
-            source,
+            source: Box::new(source),
         }
     }
 }

@@ -3,7 +3,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kcore_image::{Image, ImageStore, ImportOptions, UnpackOptions};
 use kcore_overlay::LayerStore;
@@ -206,11 +207,11 @@ impl Images {
     pub fn open(image_root: &Path, layer_root: &Path) -> Result<Self> {
         let store = ImageStore::open(image_root).map_err(|e| Error::Image {
             image: image_root.display().to_string(),
-            source: e,
+            source: Box::new(e),
         })?;
         let layers = LayerStore::open(layer_root).map_err(|e| Error::Layer {
             layer: layer_root.display().to_string(),
-            source: e,
+            source: Box::new(e),
         })?;
         Ok(Images {
             store,
@@ -230,11 +231,33 @@ impl Images {
     ///
     /// No registry is reachable from every node, so `Always` uses a local copy when a
     /// pull fails.
-    pub fn ensure(&self, image: &str, policy: &str) -> Result<ResolvedImage> {
+    pub fn ensure(
+        self: &Arc<Self>,
+        image: &str,
+        policy: &str,
+        pull_wait: Duration,
+    ) -> Result<ResolvedImage> {
         let _span = tracing::info_span!("ensure_image", image, policy).entered();
         let mut record = self.find(image);
         if policy == "Always" || (record.is_none() && policy != "Never") {
-            match self.pull(image) {
+            // with a local copy, wait for the registry only so long
+            let pulled = if record.is_some() {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let me = Arc::clone(self);
+                let img = image.to_owned();
+                std::thread::spawn(move || {
+                    let _ = tx.send(me.pull(&img));
+                });
+                rx.recv_timeout(pull_wait).unwrap_or_else(|_| {
+                    Err(Error::ImageNotPresent {
+                        image: image.to_owned(),
+                        reason: "registry did not answer in time".into(),
+                    })
+                })
+            } else {
+                self.pull(image)
+            };
+            match pulled {
                 Ok(r) => record = Some(r),
                 Err(e) if record.is_some() => {
                     tracing::info!(image, error = %e, "pull failed; using the local image");
@@ -255,7 +278,7 @@ impl Images {
         };
         let img_err = |e| Error::Image {
             image: image.to_owned(),
-            source: e,
+            source: Box::new(e),
         };
         let unpacked = {
             let _g = self.unpack.lock().unwrap_or_else(|p| p.into_inner());
@@ -284,7 +307,7 @@ impl Images {
         };
         self.store.pull(image, &opts).map_err(|e| Error::Image {
             image: image.to_owned(),
-            source: e,
+            source: Box::new(e),
         })
     }
 
@@ -296,7 +319,7 @@ impl Images {
             .import_oci_layout(layout, &ImportOptions::default())
             .map_err(|e| Error::Image {
                 image: layout.display().to_string(),
-                source: e,
+                source: Box::new(e),
             })?;
         Ok(recs.into_iter().map(|r| r.name).collect())
     }
@@ -305,7 +328,7 @@ impl Images {
     pub fn mount_rootfs(&self, layer: &str, parent: Option<&str>) -> Result<PathBuf> {
         let lerr = |e| Error::Layer {
             layer: layer.to_owned(),
-            source: e,
+            source: Box::new(e),
         };
         if self.layers.exists(layer).map_err(lerr)? {
             if self.layers.is_mounted(layer).map_err(lerr)? {
@@ -323,7 +346,7 @@ impl Images {
     pub fn remove_rootfs(&self, layer: &str) -> Result<()> {
         let lerr = |e| Error::Layer {
             layer: layer.to_owned(),
-            source: e,
+            source: Box::new(e),
         };
         if !self.layers.exists(layer).map_err(lerr)? {
             return Ok(());

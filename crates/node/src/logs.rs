@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::jiff::Timestamp;
 use tokio::io::AsyncReadExt;
 
 use crate::error::{Error, Result};
@@ -181,6 +182,9 @@ pub struct LogQuery {
     /// Only lines newer than this many seconds.
     #[serde(default, deserialize_with = "de_opt_num")]
     pub since_seconds: Option<i64>,
+    /// Only lines at or after this RFC 3339 time.
+    #[serde(default)]
+    pub since_time: Option<String>,
 }
 
 fn de_bool<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
@@ -252,11 +256,13 @@ pub(crate) fn select(dir: &Path, previous: bool) -> Option<PathBuf> {
     Some(attempt_file(dir, n))
 }
 
-fn since_cutoff(q: &LogQuery) -> Option<String> {
-    let s = q.since_seconds.filter(|s| *s > 0)?;
-    Some(rfc3339_nanos(
-        std::time::SystemTime::now() - Duration::from_secs(s as u64),
-    ))
+fn since_cutoff(q: &LogQuery) -> Option<Timestamp> {
+    if let Some(s) = q.since_seconds.filter(|s| *s > 0) {
+        return Timestamp::now()
+            .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(s))
+            .ok();
+    }
+    q.since_time.as_deref().and_then(|t| t.parse().ok())
 }
 
 /// Reads the whole history of `file` (rotated files first) as rendered text, applying
@@ -291,7 +297,12 @@ pub(crate) fn read_all(file: &Path, q: &LogQuery) -> (Vec<u8>, u64) {
                     }
                     pos += n as u64;
                     if let Some(e) = parse_line(&line) {
-                        if cutoff.as_ref().is_none_or(|c| e.time >= *c) {
+                        let newer = || {
+                            e.time
+                                .parse::<Timestamp>()
+                                .is_ok_and(|t| t >= *cutoff.as_ref().expect("set"))
+                        };
+                        if cutoff.is_none() || newer() {
                             entries.push(e);
                         }
                     }
@@ -424,6 +435,17 @@ mod tests {
         let s = String::from_utf8(out).unwrap();
         assert!(s.ends_with("Z line 99\n"), "{s}");
         assert!(s.starts_with("20"), "{s}");
+        let q = LogQuery {
+            since_time: Some("2999-01-01T00:00:00Z".into()),
+            ..Default::default()
+        };
+        assert!(read_all(&path, &q).0.is_empty());
+        let q = LogQuery {
+            since_seconds: Some(60),
+            tail_lines: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(read_all(&path, &q).0, b"line 99\n");
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub(crate) async fn start(
         .await
         .map_err(|e| Error::Vxlan {
             what: "create the vxlan device".into(),
-            source: e,
+            source: Box::new(e),
         })?;
     let mut ann = BTreeMap::new();
     ann.insert(ANN_VTEP_MAC.to_owned(), format_mac(overlay.mac()));

@@ -322,10 +322,15 @@ impl PodWorker {
                             if let Some(r) = c.running.as_mut() {
                                 r.stopping = true;
                                 let id = r.id.clone();
-                                let rt = self.shared.runtime.clone();
-                                tokio::task::spawn_blocking(move || {
-                                    stop_container(&rt, &id, grace)
-                                });
+                                let spec = self.container_spec(&name);
+                                let ip = sb_ip(&self.sandbox);
+                                tokio::spawn(stop_gracefully(
+                                    self.shared.clone(),
+                                    id,
+                                    grace,
+                                    spec,
+                                    ip,
+                                ));
                             }
                         }
                     }
@@ -337,6 +342,15 @@ impl PodWorker {
             }
         }
         std::ops::ControlFlow::Continue(())
+    }
+
+    fn container_spec(&self, name: &str) -> Option<Container> {
+        let s = self.pod.spec.as_ref()?;
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+            .cloned()
     }
 
     fn grace_period(&self) -> Duration {
@@ -671,7 +685,8 @@ impl PodWorker {
         let image = c.image.clone().unwrap_or_default();
         let images = self.shared.images.clone();
         let (img, pol) = (image.clone(), policy.clone());
-        let resolved = tokio::task::spawn_blocking(move || images.ensure(&img, &pol))
+        let wait = self.shared.cfg.pull_timeout;
+        let resolved = tokio::task::spawn_blocking(move || images.ensure(&img, &pol, wait))
             .await
             .expect("image task");
         let resolved = match resolved {
@@ -811,7 +826,10 @@ impl PodWorker {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = shared.images.remove_rootfs(&id2);
-                        return Err(Error::Runtime { id: id2, source: e });
+                        return Err(Error::Runtime {
+                            id: id2,
+                            source: Box::new(e),
+                        });
                     }
                 };
                 let pumps = attach_pumps_blocking(&fifo_dir, &id2, log2);
@@ -821,7 +839,10 @@ impl PodWorker {
                     }
                     let _ = ctr.delete(true);
                     let _ = shared.images.remove_rootfs(&id2);
-                    return Err(Error::Runtime { id: id2, source: e });
+                    return Err(Error::Runtime {
+                        id: id2,
+                        source: Box::new(e),
+                    });
                 }
                 let pid = ctr.pid();
                 let name = st_name;
@@ -851,6 +872,24 @@ impl PodWorker {
         st.probe_killed = false;
         st.ready = c.readiness_probe.is_none();
         st.started = c.startup_probe.is_none();
+        if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
+            // a failed postStart hook kills the container, like a failed liveness probe
+            let (shared, c2, id2, tx) =
+                (self.shared.clone(), c.clone(), id.clone(), self.tx.clone());
+            let ip = sb_ip(&self.sandbox);
+            let name = c.name.clone();
+            tokio::spawn(async move {
+                let limit = Duration::from_secs(30);
+                if !probes::run_handler(&shared, &c2, &h, ip, &id2, limit).await {
+                    let _ = tx.send(PodEvent::Probe {
+                        name,
+                        attempt,
+                        kind: ProbeKind::Liveness,
+                        ok: false,
+                    });
+                }
+            });
+        }
         let probe = probes::spawn(
             self.shared.clone(),
             c.clone(),
@@ -884,12 +923,16 @@ impl PodWorker {
             })
             .collect();
         let mut stops = Vec::new();
-        for (_, id, _) in &running {
-            let rt = self.shared.runtime.clone();
-            let id = id.clone();
-            stops.push(tokio::task::spawn_blocking(move || {
-                stop_container(&rt, &id, grace)
-            }));
+        let ip = sb_ip(&self.sandbox);
+        for (name, id, _) in &running {
+            let spec = self.container_spec(name);
+            stops.push(tokio::spawn(stop_gracefully(
+                self.shared.clone(),
+                id.clone(),
+                grace,
+                spec,
+                ip,
+            )));
         }
         for s in stops {
             let _ = s.await;
@@ -1361,6 +1404,30 @@ fn watch_adopted(pid: i32, name: String, attempt: u32, tx: mpsc::UnboundedSender
                 status: None,
             });
         });
+}
+
+/// Runs the container's preStop hook (within the grace period), then stops it.
+async fn stop_gracefully(
+    shared: Arc<Shared>,
+    id: String,
+    grace: Duration,
+    c: Option<Container>,
+    ip: std::net::Ipv4Addr,
+) {
+    let started = Instant::now();
+    if let Some(c) = &c {
+        if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+            let ok =
+                tokio::time::timeout(grace, probes::run_handler(&shared, c, h, ip, &id, grace))
+                    .await;
+            if !matches!(ok, Ok(true)) {
+                tracing::info!(id, "preStop hook failed or timed out");
+            }
+        }
+    }
+    let left = grace.saturating_sub(started.elapsed());
+    let rt = shared.runtime.clone();
+    let _ = tokio::task::spawn_blocking(move || stop_container(&rt, &id, left)).await;
 }
 
 /// SIGTERM, then SIGKILL after `grace` if the container is still running.

@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -152,6 +152,31 @@ pub(crate) async fn run_once(
     false
 }
 
+/// Runs a lifecycle handler (postStart / preStop): exec, httpGet, tcpSocket or sleep,
+/// bounded by `limit`; `true` on success.
+pub(crate) async fn run_handler(
+    shared: &Shared,
+    c: &Container,
+    h: &LifecycleHandler,
+    ip: Ipv4Addr,
+    id: &str,
+    limit: Duration,
+) -> bool {
+    if let Some(s) = &h.sleep {
+        let d = Duration::from_secs(s.seconds.max(0) as u64).min(limit);
+        tokio::time::sleep(d).await;
+        return true;
+    }
+    let probe = Probe {
+        exec: h.exec.clone(),
+        http_get: h.http_get.clone(),
+        tcp_socket: h.tcp_socket.clone(),
+        timeout_seconds: Some(limit.as_secs().clamp(1, i32::MAX as u64) as i32),
+        ..Default::default()
+    };
+    run_once(shared, &shared.net, c, &probe, ip, id).await
+}
+
 /// Starts the probe loop of a container attempt, if it has probes.
 pub(crate) fn spawn(
     shared: Arc<Shared>,
@@ -195,13 +220,8 @@ pub(crate) fn spawn(
             }
         }
         let live = c.liveness_probe.clone().map(|p| {
-            let (shared, net, c, id, send) = (
-                shared.clone(),
-                net.clone(),
-                c.clone(),
-                id.clone(),
-                send.clone(),
-            );
+            let (shared, net, c, id, send) =
+                (shared.clone(), net.clone(), c.clone(), id.clone(), send);
             async move {
                 tokio::time::sleep(delay(&p)).await;
                 let threshold = p.failure_threshold.unwrap_or(3).max(1);
@@ -221,13 +241,8 @@ pub(crate) fn spawn(
             }
         });
         let ready = c.readiness_probe.clone().map(|p| {
-            let (shared, net, c, id, send) = (
-                shared.clone(),
-                net.clone(),
-                c.clone(),
-                id.clone(),
-                send.clone(),
-            );
+            let (shared, net, c, id, send) =
+                (shared.clone(), net.clone(), c.clone(), id.clone(), send);
             async move {
                 tokio::time::sleep(delay(&p)).await;
                 let fail_t = p.failure_threshold.unwrap_or(3).max(1);

@@ -313,14 +313,14 @@ impl Sandbox {
                 Err(e) => {
                     return Err(Error::Cgroup {
                         path: cgroup,
-                        source: e,
+                        source: Box::new(e),
                     })
                 }
             },
             Err(e) => {
                 return Err(Error::Cgroup {
                     path: cgroup,
-                    source: e,
+                    source: Box::new(e),
                 })
             }
         }

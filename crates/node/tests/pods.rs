@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{http_get, Env, IMAGE};
+use futures::AsyncBufReadExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -48,6 +49,8 @@ async fn pod_runs_with_env_volumes_probes_logs_and_is_deleted_cleanly() {
         )
         .await
         .unwrap();
+    // the API server reaches the agent's log endpoint at the node's InternalIP
+    env.cfg.node_ip = std::net::Ipv4Addr::LOCALHOST;
     env.start_agent();
 
     // the node registers and becomes Ready with a Lease
@@ -75,6 +78,7 @@ async fn pod_runs_with_env_volumes_probes_logs_and_is_deleted_cleanly() {
         "node lease"
     );
 
+    let host_dir = env.path().join("host").to_string_lossy().into_owned();
     env.create_pod(json!({
         "metadata": {"name": "web", "labels": {"app": "web"}},
         "spec": {
@@ -83,7 +87,8 @@ async fn pod_runs_with_env_volumes_probes_logs_and_is_deleted_cleanly() {
                 {"name": "cfg", "configMap": {"name": "cfg"}},
                 {"name": "sec", "secret": {"secretName": "sec"}},
                 {"name": "scratch", "emptyDir": {}},
-                {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}
+                {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                {"name": "host", "hostPath": {"path": host_dir, "type": "DirectoryOrCreate"}}
             ],
             "initContainers": [{
                 "name": "init", "image": IMAGE,
@@ -102,7 +107,7 @@ async fn pod_runs_with_env_volumes_probes_logs_and_is_deleted_cleanly() {
                 {
                     "name": "app", "image": IMAGE,
                     "command": ["sh", "-c"],
-                    "args": ["echo hello from $(POD_NAME); echo greeting=$GREETING pw=$PASSWORD cm_prefix=$CM_greeting; cat /scratch/done; cat /info/labels; cat /sec/password; echo; hostname; echo cwd=$(pwd) image_env=$FROM_IMAGE; echo to-stderr >&2; exec sleep 3600"],
+                    "args": ["echo hello from $(POD_NAME); echo greeting=$GREETING pw=$PASSWORD cm_prefix=$CM_greeting; cat /scratch/done; cat /info/labels; cat /sec/password; echo; hostname; echo cwd=$(pwd) image_env=$FROM_IMAGE; echo to-stderr >&2; sleep 0.3; echo last-line; exec sleep 3600"],
                     "workingDir": "/tmp",
                     "env": [
                         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -113,8 +118,10 @@ async fn pod_runs_with_env_volumes_probes_logs_and_is_deleted_cleanly() {
                     "volumeMounts": [
                         {"name": "scratch", "mountPath": "/scratch"},
                         {"name": "info", "mountPath": "/info"},
-                        {"name": "sec", "mountPath": "/sec"}
+                        {"name": "sec", "mountPath": "/sec"},
+                        {"name": "host", "mountPath": "/host"}
                     ],
+                    "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo bye > /host/prestop"]}}},
                     "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}}
                 }
             ]
@@ -130,7 +137,7 @@ async fn pod_runs_with_env_volumes_probes_logs_and_is_deleted_cleanly() {
         .parse::<kcore_node::Ipv4Net>()
         .unwrap()
         .contains(&ip));
-    assert_eq!(st.host_ip.as_deref(), Some("192.0.2.1"));
+    assert_eq!(st.host_ip.as_deref(), Some("127.0.0.1"));
     assert!(st.start_time.is_some());
     let cs = st.container_statuses.clone().unwrap();
     assert_eq!(cs.len(), 2);
@@ -167,7 +174,7 @@ async fn pod_runs_with_env_volumes_probes_logs_and_is_deleted_cleanly() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let body = loop {
         let (code, body) = env.agent_get(&path).await;
-        if code == 200 && body.contains("cwd=") {
+        if code == 200 && body.contains("last-line") {
             break body;
         }
         assert!(
@@ -190,15 +197,22 @@ async fn pod_runs_with_env_volumes_probes_logs_and_is_deleted_cleanly() {
     assert!(body.contains("cwd=/tmp image_env=yes"), "{body}");
     assert!(body.contains("to-stderr"), "{body}");
     let (_, tail) = env.agent_get(&format!("{path}?tailLines=1")).await;
-    assert_eq!(tail, "to-stderr\n");
+    assert_eq!(tail, "last-line\n");
     let (_, ts) = env
         .agent_get(&format!("{path}?tailLines=1&timestamps=true"))
         .await;
-    assert!(ts.ends_with("Z to-stderr\n") && ts.len() > 20, "{ts}");
+    assert!(ts.ends_with("Z last-line\n") && ts.len() > 20, "{ts}");
     let (code, _) = env
         .agent_get(&format!("/containerLogs/{ns}/web/nope"))
         .await;
     assert_eq!(code, 404);
+    // ... and through the API server's pods/log proxy, as kubectl logs does
+    let lp = kube::api::LogParams {
+        container: Some("app".into()),
+        tail_lines: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(env.pods().logs("web", &lp).await.unwrap(), "last-line\n");
 
     // the pod serves the ConfigMap from the node's network; updates reach the files
     let addr = SocketAddr::new(ip.into(), 8080);
@@ -240,6 +254,11 @@ async fn pod_runs_with_env_volumes_probes_logs_and_is_deleted_cleanly() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(
+        std::fs::read_to_string(env.path().join("host/prestop")).unwrap(),
+        "bye\n",
+        "preStop ran in the container"
+    );
     let netns_left = std::fs::read_dir(env.cfg.data_dir.join("netns"))
         .map(|d| d.count())
         .unwrap_or(0);
@@ -372,5 +391,97 @@ async fn restarted_agent_adopts_running_containers() {
         .await
         .unwrap();
     env.wait_gone("long", 30).await;
+    env.stop_agent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root"]
+async fn probes_restart_and_gate_readiness_and_security_context_applies() {
+    let mut env = Env::new("10.77.5.0/24").await;
+    env.cfg.node_ip = std::net::Ipv4Addr::LOCALHOST;
+    env.start_agent();
+    env.create_pod(json!({
+        "metadata": {"name": "probed"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "securityContext": {"runAsUser": 65534, "runAsGroup": 65534},
+            "volumes": [{"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}],
+            "containers": [
+                {
+                    // alive for a while, then the liveness file disappears
+                    "name": "flaky", "image": IMAGE,
+                    "command": ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 3600"],
+                    "securityContext": {"runAsUser": 0},
+                    "livenessProbe": {"exec": {"command": ["test", "-f", "/tmp/alive"]}, "periodSeconds": 1, "failureThreshold": 1}
+                },
+                {
+                    // never ready
+                    "name": "unready", "image": IMAGE,
+                    "command": ["sh", "-c", "id -u; id -g; touch /rootfile 2>/dev/null && echo rw || echo ro; grep -c ' /mem tmpfs ' /proc/mounts; echo; exec sleep 3600"],
+                    "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+                    "volumeMounts": [{"name": "mem", "mountPath": "/mem"}],
+                    "readinessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1}
+                }
+            ]
+        }
+    }))
+    .await;
+    let p = env
+        .wait_pod("probed", 60, |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.iter().find(|c| c.name == "flaky"))
+                .is_some_and(|c| c.restart_count >= 1)
+        })
+        .await;
+    let st = p.status.unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+    let ready = st
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        ready.status, "False",
+        "an unready container keeps the pod unready"
+    );
+    let unready = st
+        .container_statuses
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "unready")
+        .unwrap();
+    assert!(!unready.ready);
+    assert_eq!(unready.restart_count, 0);
+    let (_, logs) = env
+        .agent_get(&format!("/containerLogs/{}/probed/unready", env.namespace))
+        .await;
+    assert_eq!(
+        logs, "65534\n65534\nro\n1\n\n",
+        "user, group, read-only root, memory emptyDir"
+    );
+    // follow on a running container streams what is there and keeps the stream open
+    let stream = env
+        .pods()
+        .log_stream(
+            "probed",
+            &kube::api::LogParams {
+                container: Some("unready".into()),
+                follow: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut lines = stream.lines();
+    let first = futures::StreamExt::next(&mut lines).await.unwrap().unwrap();
+    assert_eq!(first, "65534");
+    env.pods()
+        .delete("probed", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_gone("probed", 40).await;
     env.stop_agent().await;
 }
