@@ -65,6 +65,7 @@ mod cache;
 mod config;
 mod dns;
 mod error;
+mod events;
 mod images;
 mod ingress;
 mod logs;

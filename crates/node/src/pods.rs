@@ -317,6 +317,17 @@ impl PodWorker {
                     ProbeKind::Liveness | ProbeKind::StartupFailed => {
                         if !ok {
                             tracing::info!(container = %name, ?kind, "probe failed; restarting the container");
+                            crate::events::record(
+                                &self.shared.client,
+                                &self.pod,
+                                &self.shared.cfg.node_name,
+                                true,
+                                "Unhealthy",
+                                format!(
+                                    "{kind:?} probe failed; container {name} will be restarted"
+                                ),
+                                None,
+                            );
                             c.probe_killed = true;
                             c.ready = false;
                             if let Some(r) = c.running.as_mut() {
@@ -376,6 +387,39 @@ impl PodWorker {
     ) {
         let base = self.shared.cfg.backoff_base;
         let max = self.shared.cfg.backoff_max;
+        let id = container_id(&self.uid, name, attempt);
+        let fallback = self
+            .container_spec(name)
+            .and_then(|c| c.termination_message_policy)
+            .as_deref()
+            == Some("FallbackToLogsOnError");
+        let failed = !matches!(status, Some(kcore_runtime::ExitStatus::Exited(0)));
+        let mut message = std::fs::read(self.dir.join("termination").join(&id))
+            .map(|mut b| {
+                b.truncate(4096);
+                String::from_utf8_lossy(&b).into_owned()
+            })
+            .unwrap_or_default();
+        if message.is_empty() && fallback && failed {
+            let file = logs::attempt_file(
+                &logs::container_dir(
+                    &self.shared.logs_root,
+                    self.ns(),
+                    self.name(),
+                    &self.uid,
+                    name,
+                ),
+                attempt,
+            );
+            let q = logs::LogQuery {
+                tail_lines: Some(80),
+                ..Default::default()
+            };
+            let (tail, _) = logs::read_all(&file, &q);
+            let start = tail.len().saturating_sub(2048);
+            message = String::from_utf8_lossy(&tail[start..]).into_owned();
+        }
+        let _ = std::fs::remove_file(self.dir.join("termination").join(&id));
         let Some(c) = self.ctrs.get_mut(name) else {
             return;
         };
@@ -415,7 +459,7 @@ impl PodWorker {
             exit_code,
             signal,
             reason: reason.into(),
-            message: None,
+            message: (!message.is_empty()).then_some(message),
             started_at: Some(r.started_at),
             finished_at: now(),
             container_id: format!("kcore://{}", r.id),
@@ -640,6 +684,15 @@ impl PodWorker {
         }
         if st.saved.last_term.is_some() && st.next_start.is_none() && !st.backoff.is_zero() {
             st.next_start = Some(Instant::now() + st.backoff);
+            crate::events::record(
+                &self.shared.client,
+                &self.pod,
+                &self.shared.cfg.node_name,
+                true,
+                "BackOff",
+                format!("Back-off restarting failed container {}", c.name),
+                None,
+            );
             st.waiting = Some((
                 "CrashLoopBackOff".into(),
                 format!(
@@ -656,6 +709,15 @@ impl PodWorker {
             Ok(()) => {}
             Err((reason, e)) => {
                 tracing::warn!(container = %c.name, error = %e, "container start failed");
+                crate::events::record(
+                    &self.shared.client,
+                    &self.pod,
+                    &self.shared.cfg.node_name,
+                    true,
+                    "Failed",
+                    format!("{reason}: {e}"),
+                    None,
+                );
                 let st = self.ctrs.entry(c.name.clone()).or_default();
                 st.waiting = Some((reason.into(), e.to_string()));
                 let base = self.shared.cfg.backoff_base;
@@ -870,6 +932,24 @@ impl PodWorker {
         st.saved.image_id = Some(image_id);
         st.waiting = None;
         st.probe_killed = false;
+        for (reason, msg) in [
+            (
+                "Pulled",
+                format!("Container image \"{image}\" already present on machine"),
+            ),
+            ("Created", format!("Created container {}", c.name)),
+            ("Started", format!("Started container {}", c.name)),
+        ] {
+            crate::events::record(
+                &self.shared.client,
+                &self.pod,
+                &self.shared.cfg.node_name,
+                false,
+                reason,
+                msg,
+                None,
+            );
+        }
         st.ready = c.readiness_probe.is_none();
         st.started = c.startup_probe.is_none();
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
@@ -924,6 +1004,17 @@ impl PodWorker {
             .collect();
         let mut stops = Vec::new();
         let ip = sb_ip(&self.sandbox);
+        for (name, _, _) in &running {
+            crate::events::record(
+                &self.shared.client,
+                &self.pod,
+                &self.shared.cfg.node_name,
+                false,
+                "Killing",
+                format!("Stopping container {name}"),
+                None,
+            );
+        }
         for (name, id, _) in &running {
             let spec = self.container_spec(name);
             stops.push(tokio::spawn(stop_gracefully(

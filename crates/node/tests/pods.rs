@@ -273,7 +273,7 @@ async fn restart_policies_and_crash_loop_back_off() {
     env.start_agent();
     env.create_pod(json!({
         "metadata": {"name": "crash"},
-        "spec": {"containers": [{"name": "c", "image": IMAGE, "command": ["sh", "-c", "echo attempt; exit 3"]}]}
+        "spec": {"containers": [{"name": "c", "image": IMAGE, "command": ["sh", "-c", "echo attempt; echo last-words > /dev/termination-log; exit 3"]}]}
     }))
     .await;
     env.create_pod(json!({
@@ -306,6 +306,17 @@ async fn restart_policies_and_crash_loop_back_off() {
     let last = c.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
     assert_eq!(last.exit_code, 3);
     assert_eq!(last.reason.as_deref(), Some("Error"));
+    assert_eq!(last.message.as_deref(), Some("last-words\n"));
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(env.client.clone(), &env.namespace);
+    let evs = events.list(&Default::default()).await.unwrap().items;
+    for reason in ["Started", "BackOff"] {
+        assert!(
+            evs.iter().any(|e| e.reason.as_deref() == Some(reason)
+                && e.involved_object.name.as_deref() == Some("crash")),
+            "no {reason} event"
+        );
+    }
     let p = env.wait_pod("done", 30, |p| phase(p) == "Succeeded").await;
     let t = p.status.unwrap().container_statuses.unwrap()[0]
         .state

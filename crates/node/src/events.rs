@@ -1,0 +1,105 @@
+//! core/v1 Events about pods, as the kubelet records them (`kubectl describe pod`).
+
+use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::PostParams;
+use kube::Api;
+use serde_json::json;
+
+/// The Event object for `pod` (without sending it).
+pub(crate) fn event(
+    pod: &Pod,
+    node: &str,
+    warning: bool,
+    reason: &str,
+    message: &str,
+    field: Option<&str>,
+) -> Event {
+    let now = serde_json::to_value(Time(Timestamp::now())).expect("time");
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut involved = json!({
+        "kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": name,
+        "uid": pod.metadata.uid, "resourceVersion": pod.metadata.resource_version,
+    });
+    if let Some(f) = field {
+        involved["fieldPath"] = json!(f);
+    }
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}.{nanos:x}"), "namespace": ns},
+        "involvedObject": involved,
+        "reason": reason,
+        "message": message,
+        "type": if warning { "Warning" } else { "Normal" },
+        "source": {"component": "kubelet", "host": node},
+        "reportingComponent": "kubelet",
+        "reportingInstance": node,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }))
+    .expect("event")
+}
+
+/// Records an event in the background (failures are only logged).
+pub(crate) fn record(
+    client: &kube::Client,
+    pod: &Pod,
+    node: &str,
+    warning: bool,
+    reason: &str,
+    message: String,
+    field: Option<&str>,
+) {
+    let ev = event(pod, node, warning, reason, &message, field);
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    tokio::spawn(async move {
+        if let Err(e) = api.create(&PostParams::default(), &ev).await {
+            tracing::debug!(error = %e, "record event");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_point_at_the_pod_and_container() {
+        let pod: Pod = serde_json::from_value(
+            json!({"metadata": {"name": "p", "namespace": "n", "uid": "u"}}),
+        )
+        .unwrap();
+        let e = event(
+            &pod,
+            "node-1",
+            true,
+            "BackOff",
+            "back-off",
+            Some("spec.containers{c}"),
+        );
+        assert_eq!(e.involved_object.name.as_deref(), Some("p"));
+        assert_eq!(e.involved_object.uid.as_deref(), Some("u"));
+        assert_eq!(
+            e.involved_object.field_path.as_deref(),
+            Some("spec.containers{c}")
+        );
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+        assert_eq!(e.source.unwrap().host.as_deref(), Some("node-1"));
+        assert!(e.metadata.name.unwrap().starts_with("p."));
+    }
+}
