@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, ObjectFieldSelector, Pod, ResourceFieldSelector, Secret,
+    ConfigMap, Container, ObjectFieldSelector, Pod, ResourceFieldSelector, Secret, Service,
 };
 use kube::Api;
 
@@ -111,9 +111,24 @@ impl Refs {
         }
     }
 
-    /// The container's environment from `envFrom` then `env`, with `$(VAR)` expansion.
+    /// The Docker-link style variables of the namespace's Services
+    /// (`enableServiceLinks`, default on), as the kubelet sets them.
+    pub async fn service_env(&mut self, pod: &Pod) -> Result<Vec<(String, String)>> {
+        if pod.spec.as_ref().and_then(|s| s.enable_service_links) == Some(false) {
+            return Ok(Vec::new());
+        }
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+        let list = api
+            .list(&Default::default())
+            .await
+            .map_err(|e| Error::kube(format!("list services in {}", self.namespace), e))?;
+        Ok(service_link_env(&list.items))
+    }
+
+    /// The container's environment: Service links, then `envFrom`, then `env`, with
+    /// `$(VAR)` expansion.
     pub async fn env(&mut self, pod: &Pod, c: &Container) -> Result<Vec<(String, String)>> {
-        let mut out: Vec<(String, String)> = Vec::new();
+        let mut out: Vec<(String, String)> = self.service_env(pod).await?;
         let set = |out: &mut Vec<(String, String)>, k: String, v: String| {
             out.retain(|(x, _)| *x != k);
             out.push((k, v));
@@ -178,6 +193,71 @@ impl Refs {
         }
         Ok(out)
     }
+}
+
+/// `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT[_<PORT>]`, `<NAME>_PORT[_<n>_<PROTO>[_PROTO|_PORT|_ADDR]]`
+/// for Services with a cluster IP.
+pub(crate) fn service_link_env(services: &[Service]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for s in services {
+        let Some(spec) = s.spec.as_ref() else {
+            continue;
+        };
+        let Some(ip) = spec
+            .cluster_ip
+            .as_deref()
+            .filter(|i| !i.is_empty() && *i != "None")
+        else {
+            continue;
+        };
+        let Some(ports) = spec.ports.as_ref().filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        let name = s
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .to_ascii_uppercase()
+            .replace('-', "_");
+        let first = &ports[0];
+        out.push((format!("{name}_SERVICE_HOST"), ip.to_owned()));
+        out.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
+        for p in ports {
+            if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((
+                    format!(
+                        "{name}_SERVICE_PORT_{}",
+                        pn.to_ascii_uppercase().replace('-', "_")
+                    ),
+                    p.port.to_string(),
+                ));
+            }
+        }
+        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| {
+            p.protocol.clone().unwrap_or_else(|| "TCP".into())
+        };
+        out.push((
+            format!("{name}_PORT"),
+            format!(
+                "{}://{ip}:{}",
+                proto(first).to_ascii_lowercase(),
+                first.port
+            ),
+        ));
+        for p in ports {
+            let pr = proto(p);
+            let base = format!("{name}_PORT_{}_{pr}", p.port);
+            out.push((
+                base.clone(),
+                format!("{}://{ip}:{}", pr.to_ascii_lowercase(), p.port),
+            ));
+            out.push((format!("{base}_PROTO"), pr.to_ascii_lowercase()));
+            out.push((format!("{base}_PORT"), p.port.to_string()));
+            out.push((format!("{base}_ADDR"), ip.to_owned()));
+        }
+    }
+    out
 }
 
 fn map_lookup(m: Option<&BTreeMap<String, String>>, path: &str, prefix: &str) -> Option<String> {
@@ -285,6 +365,20 @@ pub(crate) fn resource_field(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn service_links_follow_the_docker_link_names() {
+        let s: Service = serde_json::from_value(json!({"metadata": {"name": "my-db"},
+            "spec": {"clusterIP": "10.96.0.5", "ports": [{"name": "pg", "port": 5432}]}}))
+        .unwrap();
+        let env = service_link_env(&[s]);
+        let get = |k: &str| env.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("MY_DB_SERVICE_HOST"), Some("10.96.0.5"));
+        assert_eq!(get("MY_DB_SERVICE_PORT"), Some("5432"));
+        assert_eq!(get("MY_DB_SERVICE_PORT_PG"), Some("5432"));
+        assert_eq!(get("MY_DB_PORT"), Some("tcp://10.96.0.5:5432"));
+        assert_eq!(get("MY_DB_PORT_5432_TCP_ADDR"), Some("10.96.0.5"));
+    }
 
     #[test]
     fn field_refs_read_metadata_spec_and_status() {

@@ -80,7 +80,7 @@ async fn services_dns_and_ingress_reach_pods() {
         "metadata": {"name": "client"},
         "spec": {"containers": [{"name": "c", "image": IMAGE, "command": ["sh", "-c",
             format!("i=0; while test $i -lt 60; do if printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {cluster_ip} 80 > /tmp/out 2>&1 && grep -q through /tmp/out; then cat /tmp/out; echo; break; fi; i=$((i+1)); sleep 0.5; done; \
-                     i=0; while test $i -lt 60; do if nslookup web.{ns}.svc.cluster.local > /tmp/ns 2>&1; then cat /tmp/ns; break; fi; i=$((i+1)); sleep 0.5; done; echo END; exec sleep 3600")]}]}
+                     i=0; while test $i -lt 60; do if nslookup web.{ns}.svc.cluster.local > /tmp/ns 2>&1; then cat /tmp/ns; break; fi; i=$((i+1)); sleep 0.5; done; echo svc-host=$WEB_SERVICE_HOST; echo END; exec sleep 3600")]}]}
     }))
     .await;
     env.wait_pod("client", 60, running).await;
@@ -102,6 +102,10 @@ async fn services_dns_and_ingress_reach_pods() {
         "service traffic: {logs}"
     );
     assert!(logs.contains(&cluster_ip), "dns answer: {logs}");
+    assert!(
+        logs.contains(&format!("svc-host={cluster_ip}\n")),
+        "service links: {logs}"
+    );
 
     // the Ingress proxy routes by host and path to the Service's endpoints
     let ings: Api<Ingress> = Api::namespaced(env.client.clone(), &ns);
