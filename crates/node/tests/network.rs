@@ -160,3 +160,94 @@ async fn services_dns_and_ingress_reach_pods() {
     }
     env.stop_agent().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root"]
+async fn two_nodes_join_the_vxlan_overlay_from_node_annotations() {
+    use kcore_netbridge::{Bridge, BridgeConfig};
+    let mut a = Env::new("10.78.1.0/24").await;
+    let mut b = a.another_node("10.78.2.0/24");
+    // the underlay: a switch in its own namespace, one port per node
+    let switch_dir = kcore_ns::NetnsDir::new(a.path().join("switch-netns"));
+    let switch_name = common::unique("ksw");
+    let switch_ns = switch_dir.create(&switch_name).unwrap();
+    struct Gone(kcore_ns::NetnsDir, String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = self.0.remove(&self.1);
+        }
+    }
+    let _switch_guard = Gone(switch_dir, switch_name);
+    let switch = Bridge::ensure(
+        Some(&switch_ns),
+        BridgeConfig {
+            name: "sw0".into(),
+            subnet: "10.124.0.0/24".parse().unwrap(),
+            mtu: 1500,
+        },
+    )
+    .await
+    .unwrap();
+    let tag = std::process::id() % 100_000;
+    for (i, env) in [&mut a, &mut b].into_iter().enumerate() {
+        let ip = std::net::Ipv4Addr::new(10, 124, 0, 11 + i as u8);
+        let ns = kcore_ns::NetNs::open(&env.node_netns).unwrap();
+        switch
+            .attach(&ns, &format!("su{tag}x{i}"), ip)
+            .await
+            .unwrap();
+        env.cfg.node_ip = ip;
+        env.cfg.server_addr = "127.0.0.1:0".parse().unwrap();
+        env.cfg.vxlan = true;
+        env.cfg.cluster_cidr = Some("10.78.0.0/16".parse().unwrap());
+        env.start_agent();
+    }
+    let serve = |name: &str, node: &str, text: &str| {
+        json!({
+            "metadata": {"name": name},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": IMAGE, "command": ["sh", "-c",
+                format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 8080 -h /www")]}]}
+        })
+    };
+    a.create_pod(serve("on-a", &a.node, "from-a")).await;
+    b.create_pod(serve("on-b", &b.node, "from-b")).await;
+    let pa = a.wait_pod("on-a", 60, running).await;
+    let pb = b.wait_pod("on-b", 60, running).await;
+    let ip_b = pb.status.unwrap().pod_ip.unwrap();
+    assert!(ip_b.starts_with("10.78.2."), "{ip_b}");
+    let _ = pa;
+    // the nodes advertise their VTEPs
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(a.client.clone());
+    let nb = nodes.get(&b.node).await.unwrap();
+    let ann = nb.metadata.annotations.unwrap();
+    assert_eq!(
+        ann.get(kcore_node::ANN_PUBLIC_IP).map(String::as_str),
+        Some("10.124.0.12")
+    );
+    assert!(ann.contains_key(kcore_node::ANN_VTEP_MAC));
+    // a pod on node A reaches the pod on node B over the overlay
+    a.create_pod(json!({
+        "metadata": {"name": "client"},
+        "spec": {"containers": [{"name": "c", "image": IMAGE, "command": ["sh", "-c",
+            format!("i=0; while test $i -lt 60; do if printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip_b} 8080 > /tmp/out 2>&1 && grep -q from-b /tmp/out; then cat /tmp/out; break; fi; i=$((i+1)); sleep 0.5; done; echo END; exec sleep 3600")]}]}
+    }))
+    .await;
+    a.wait_pod("client", 60, running).await;
+    let path = format!("/containerLogs/{}/client/c", a.namespace);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let logs = loop {
+        let (_, body) = a.agent_get(&path).await;
+        if body.contains("END") {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "client never finished: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(logs.contains("from-b"), "cross-node traffic: {logs}");
+    b.stop_agent().await;
+    a.stop_agent().await;
+    drop(b);
+}

@@ -104,6 +104,31 @@ impl Env {
             )
             .await
             .unwrap();
+        Env::node(dir, client, namespace, Some(server), pod_cidr)
+    }
+
+    /// Another node of the same cluster (same API server and test namespace).
+    pub fn another_node(&self, pod_cidr: &str) -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("kcore-node-test-{}-", std::process::id()))
+            .tempdir()
+            .unwrap();
+        Env::node(
+            dir,
+            self.client.clone(),
+            self.namespace.clone(),
+            None,
+            pod_cidr,
+        )
+    }
+
+    fn node(
+        dir: tempfile::TempDir,
+        client: Client,
+        namespace: String,
+        server: Option<RunningServer>,
+        pod_cidr: &str,
+    ) -> Env {
         let netns_dir = kcore_ns::NetnsDir::new(dir.path().join("node-netns"));
         let netns_name = unique("kn");
         let ns = netns_dir.create(&netns_name).unwrap();
@@ -139,7 +164,7 @@ impl Env {
             node,
             cfg,
             node_netns: ns.path().to_owned(),
-            server: Some(server),
+            server,
             agent: None,
             dir,
             netns_dir,
