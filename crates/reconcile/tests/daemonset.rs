@@ -123,7 +123,10 @@ async fn one_pod_per_eligible_node_and_rolling_update() {
     .await;
     let s = eventually(30, "status", || async {
         let s = dss.get("agent").await.ok()?.status?;
-        (s.number_available == Some(2)).then_some(s)
+        (s.number_available == Some(2)
+            && s.number_misscheduled == 0
+            && s.current_number_scheduled == 2)
+            .then_some(s)
     })
     .await;
     assert_eq!(

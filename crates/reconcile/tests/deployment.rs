@@ -445,15 +445,32 @@ async fn stalled_rollout_reports_progress_deadline_exceeded() {
     let (deps, _rss, _pods) = apis(&c);
     let mut body = workload("Deployment", "stuck", 2, "v1");
     body["spec"]["progressDeadlineSeconds"] = json!(1);
-    deps.create(&PostParams::default(), &serde_json::from_value(body).unwrap()).await.expect("create");
+    deps.create(
+        &PostParams::default(),
+        &serde_json::from_value(body).unwrap(),
+    )
+    .await
+    .expect("create");
     let d = eventually(30, "ProgressDeadlineExceeded", || async {
         let d = deps.get("stuck").await.ok()?;
-        let c = d.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_.as_deref() == Some("Progressing"))?.clone();
+        let c = d
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_.as_deref() == Some("Progressing"))?
+            .clone();
         (c.reason.as_deref() == Some("ProgressDeadlineExceeded")).then_some(d)
     })
     .await;
     let s = d.status.unwrap();
-    let avail = s.conditions.iter().flatten().find(|c| c.type_.as_deref() == Some("Available")).unwrap();
+    let avail = s
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_.as_deref() == Some("Available"))
+        .unwrap();
     assert_eq!(avail.status.as_deref(), Some("False"));
     assert_eq!(s.unavailable_replicas, Some(2));
 }
