@@ -65,6 +65,7 @@ impl NodeAgent {
     /// the next agent on the same data directory adopts them.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let cfg = self.cfg;
+        cfg.validate()?;
         let client = self.client;
         let _span = tracing::info_span!("node_agent", node = %cfg.node_name);
         std::fs::create_dir_all(&cfg.data_dir)

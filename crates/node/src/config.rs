@@ -133,6 +133,30 @@ impl NodeConfig {
         self.gateway()
     }
 
+    /// Checks that the configuration can work: a node name, a pod subnet with room for
+    /// pods, inside the cluster CIDR when one is given.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::Config(m));
+        if self.node_name.is_empty() || self.node_name.len() > 253 {
+            return bad(format!(
+                "node name {:?} is not a valid object name",
+                self.node_name
+            ));
+        }
+        if self.pod_cidr.prefix_len() > 30 {
+            return bad(format!("pod CIDR {} has no room for pods", self.pod_cidr));
+        }
+        if let Some(c) = self.cluster_cidr {
+            if !c.contains(&self.pod_cidr) {
+                return bad(format!(
+                    "pod CIDR {} is outside the cluster CIDR {c}",
+                    self.pod_cidr
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn dir(&self, sub: &str) -> PathBuf {
         self.data_dir.join(sub)
     }
@@ -153,5 +177,12 @@ mod tests {
         assert_eq!(c.gateway(), Ipv4Addr::new(10, 244, 3, 1));
         assert_eq!(c.server_addr.port(), 10250);
         assert_eq!(c.dir("pods"), PathBuf::from("/tmp/x/pods"));
+        c.validate().unwrap();
+        let mut bad = c.clone();
+        bad.cluster_cidr = Some("10.0.0.0/16".parse().unwrap());
+        assert!(matches!(bad.validate(), Err(crate::Error::Config(_))));
+        bad.cluster_cidr = None;
+        bad.pod_cidr = "10.244.3.0/31".parse().unwrap();
+        assert!(bad.validate().is_err());
     }
 }
