@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kcore_image::{Image, ImageStore, ImportOptions, UnpackOptions};
+use kcore_image::{Image, ImageStore, UnpackOptions};
 use kcore_overlay::LayerStore;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -311,19 +311,6 @@ impl Images {
         })
     }
 
-    /// Imports an OCI layout directory (see [`image_from_dir`]).
-    #[allow(dead_code)]
-    pub fn import_layout(&self, layout: &Path) -> Result<Vec<String>> {
-        let recs = self
-            .store
-            .import_oci_layout(layout, &ImportOptions::default())
-            .map_err(|e| Error::Image {
-                image: layout.display().to_string(),
-                source: Box::new(e),
-            })?;
-        Ok(recs.into_iter().map(|r| r.name).collect())
-    }
-
     /// Creates and mounts a writable layer for a container; returns the rootfs path.
     pub fn mount_rootfs(&self, layer: &str, parent: Option<&str>) -> Result<PathBuf> {
         let lerr = |e| Error::Layer {
@@ -396,7 +383,7 @@ mod tests {
         let digest = image_from_dir(&root, &layout, "example.test/hello:v1", &spec).unwrap();
         let store = ImageStore::open(tmp.path().join("store")).unwrap();
         let recs = store
-            .import_oci_layout(&layout, &ImportOptions::default())
+            .import_oci_layout(&layout, &kcore_image::ImportOptions::default())
             .unwrap();
         assert_eq!(recs[0].name, "example.test/hello:v1");
         assert_eq!(recs[0].manifest.to_string(), digest);
