@@ -140,8 +140,6 @@ fn converge(deployments: usize, replicas: i32) {
                 })
                 .count();
             if settled == deployments {
-                let n = pods.list(&ListParams::default().limit(1)).await.expect("list pods");
-                let _ = n;
                 break;
             }
             if last_report.elapsed() > Duration::from_secs(10) {
