@@ -13,10 +13,14 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Debian packages the tests use.
-#   busybox-static  a static test rootfs            iproute2  ip(8) for cross-checks
-#   kmod            modprobe overlay/vxlan          zstd      zstd layers and GNU tar anchor
-#   e2fsprogs       lsattr/chattr cross-checks
-PACKAGES=(busybox-static iproute2 kmod zstd)
+#   busybox-static   a static test rootfs          iproute2, kmod   ip(8), modprobe
+#   zstd             zstd layers                    nftables         Service rules (nft)
+#   skopeo, docker-registry, apache2-utils, openssl  registry pull tests (push, htpasswd, tokens)
+#   etcd-server      the etcd storage backend       protobuf-compiler, libprotobuf-dev  etcd-client
+#   python3-venv     the official Python client     curl             raw HTTP checks
+#   util-linux       unshare(1)
+PACKAGES=(busybox-static iproute2 kmod zstd nftables skopeo docker-registry apache2-utils
+    openssl etcd-server protobuf-compiler libprotobuf-dev python3-venv curl util-linux)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,16 +31,28 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-modprobe overlay 2>/dev/null || true
+for m in overlay vxlan veth bridge nf_tables; do modprobe "$m" 2>/dev/null || true; done
+if ! command -v kubectl >/dev/null; then
+    echo "tests/run.sh: kubectl is needed on PATH for the end-to-end tests" >&2
+    exit 1
+fi
+
+# The official Kubernetes Python client, in a venv of our own.
+VENV="${KCORE_VENV:-$PWD/target/kcore-venv}"
+if ! "$VENV/bin/python" -c "import kubernetes" 2>/dev/null; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check kubernetes
+fi
+export KCORE_PYTHON="$VENV/bin/python"
 
 # What the tests must leave as they found it: mounts, named network namespaces,
 # cgroups, and the links and nftables tables of the root network namespace.
 snapshot() {
     awk '{print $5}' /proc/self/mountinfo | sort
-    ls /run/netns 2>/dev/null | sed 's/^/netns /'
-    find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -name '*kcore*' 2>/dev/null | sed 's/^/cgroup /'
+    { ls /run/netns 2>/dev/null || true; } | sed 's/^/netns /'
+    { find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -name '*kcore*' 2>/dev/null || true; } | sed 's/^/cgroup /'
     ip -o link show | awk -F': ' '{print "link " $2}'
-    if command -v nft >/dev/null; then nft list tables 2>/dev/null | sed 's/^/nft /'; fi
+    if command -v nft >/dev/null; then { nft list tables 2>/dev/null || true; } | sed 's/^/nft /'; fi
 }
 before="$(mktemp)"; after="$(mktemp)"
 trap 'rm -f "$before" "$after"' EXIT
@@ -44,7 +60,7 @@ snapshot | sort >"$before"
 
 export RUST_BACKTRACE=1
 # Rust: unit, integration and doc tests, the root-only ones included.
-cargo test --workspace --locked -- --include-ignored
+cargo test --workspace --locked --features kcore-apiserver/etcd -- --include-ignored
 
 snapshot | sort >"$after"
 if ! diff -u "$before" "$after"; then
