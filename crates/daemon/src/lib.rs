@@ -5,11 +5,13 @@
 //!
 //! - [`cluster`]: `kcored up` / `kcored server` — API server, scheduler and
 //!   controllers in one process.
+//! - [`image_cmd`]: `kcore image import | pull | ls | inspect | unpack | rm | prune`.
 //! - [`run`]: `kcore run` — one program in new namespaces, inside a cgroup with
 //!   limits, on an overlay root file system (a static busybox base layer plus a
 //!   writable layer per run).
 #![deny(missing_docs)]
 
 pub mod cluster;
+pub mod image_cmd;
 pub mod run;
 pub mod units;

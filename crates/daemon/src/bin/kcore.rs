@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use kcored::image_cmd;
 use kcored::run::{self, RunOptions};
 use kcored::units::parse_size;
 
@@ -24,6 +25,71 @@ struct Cli {
 enum Cmd {
     /// Run a program in new namespaces, inside a cgroup with limits, on an overlay root.
     Run(RunArgs),
+    /// Manage images: import, pull, list, inspect, unpack, remove, prune.
+    Image(ImageArgs),
+}
+
+#[derive(clap::Args)]
+struct ImageArgs {
+    /// State directory (images in <root>/images, layers in <root>/overlay).
+    #[arg(long, default_value = "/var/lib/kcore")]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: ImageCmd,
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Import an OCI image layout (directory or tar) or a `docker save` archive.
+    Import {
+        /// The layout or archive.
+        path: PathBuf,
+        /// Name to record for the image.
+        #[arg(long)]
+        name: Option<String>,
+        /// Platform to pick from an index (os/arch[/variant]).
+        #[arg(long)]
+        platform: Option<String>,
+    },
+    /// Pull an image from a registry.
+    Pull {
+        /// e.g. registry.example:5000/repo:tag or repo@sha256:...
+        reference: String,
+        /// user:password for basic or token auth.
+        #[arg(long)]
+        creds: Option<String>,
+        /// Use plain HTTP (a registry on loopback).
+        #[arg(long)]
+        plain_http: bool,
+        /// Platform to pick from an index (os/arch[/variant]).
+        #[arg(long)]
+        platform: Option<String>,
+    },
+    /// List images.
+    Ls,
+    /// Show an image's record, layers and config as JSON.
+    Inspect {
+        /// Name, digest or digest prefix.
+        name: String,
+    },
+    /// Unpack an image into the layer store, or flatten it onto a directory.
+    Unpack {
+        /// Name, digest or digest prefix.
+        name: String,
+        /// Apply all layers onto this new directory instead.
+        #[arg(long)]
+        flatten: Option<PathBuf>,
+        /// Layers unpacked at once.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+    },
+    /// Remove an image's name.
+    Rm {
+        /// Name, digest or digest prefix.
+        name: String,
+    },
+    /// Delete blobs and layers no image references.
+    Prune,
 }
 
 #[derive(clap::Args)]
@@ -82,8 +148,51 @@ fn main() -> ExitCode {
     }
 }
 
+fn image(a: ImageArgs) -> Result<()> {
+    let stores = image_cmd::Stores::new(a.root);
+    match a.command {
+        ImageCmd::Import {
+            path,
+            name,
+            platform,
+        } => image_cmd::import(&stores, &path, name, platform.as_deref()),
+        ImageCmd::Pull {
+            reference,
+            creds,
+            plain_http,
+            platform,
+        } => {
+            let credentials = match creds {
+                Some(c) => {
+                    let (u, p) = c
+                        .split_once(':')
+                        .ok_or_else(|| anyhow::anyhow!("--creds must be user:password"))?;
+                    Some((u.to_string(), p.to_string()))
+                }
+                None => None,
+            };
+            let args = image_cmd::PullArgs {
+                credentials,
+                plain_http,
+                platform,
+            };
+            image_cmd::pull(&stores, &reference, args)
+        }
+        ImageCmd::Ls => image_cmd::list(&stores),
+        ImageCmd::Inspect { name } => image_cmd::inspect(&stores, &name),
+        ImageCmd::Unpack {
+            name,
+            flatten,
+            jobs,
+        } => image_cmd::unpack(&stores, &name, flatten.as_deref(), jobs.max(1)),
+        ImageCmd::Rm { name } => image_cmd::remove(&stores, &name),
+        ImageCmd::Prune => image_cmd::prune(&stores),
+    }
+}
+
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Cmd::Image(a) => image(a).map(|()| ExitCode::SUCCESS),
         Cmd::Run(a) => {
             let mut opts = RunOptions::new(a.command);
             opts.store = a.store;

@@ -1,0 +1,228 @@
+//! `kcore image ...`: the image store from the command line, with progress bars.
+//!
+//! Images live in `<root>/images` (a [`kcore_image::ImageStore`]) and their unpacked
+//! layers in `<root>/overlay` (a [`kcore_overlay::LayerStore`]) — the same places the
+//! node agent and `kcore run` use.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use kcore_image::{ImageStore, ImportOptions, Platform, Progress, PullOptions, UnpackOptions};
+use kcore_overlay::LayerStore;
+
+/// Where images and layers are kept.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    root: PathBuf,
+}
+
+impl Stores {
+    /// Stores under `root` (`/var/lib/kcore` by default).
+    pub fn new(root: impl Into<PathBuf>) -> Stores {
+        Stores { root: root.into() }
+    }
+
+    /// The image store.
+    pub fn images(&self) -> Result<ImageStore> {
+        let dir = self.root.join("images");
+        ImageStore::open(&dir).with_context(|| format!("opening image store {}", dir.display()))
+    }
+
+    /// The layer store.
+    pub fn layers(&self) -> Result<LayerStore> {
+        let dir = self.root.join("overlay");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        LayerStore::open(&dir).with_context(|| format!("opening layer store {}", dir.display()))
+    }
+}
+
+/// A spinner-style bar that shows bytes and entries as the library reports them.
+fn progress_bar(what: &str) -> (ProgressBar, Arc<dyn Fn(Progress) + Send + Sync>) {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} {binary_bytes} ({msg}) {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_prefix(what.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let b = bar.clone();
+    let f: Arc<dyn Fn(Progress) + Send + Sync> = Arc::new(move |p: Progress| {
+        b.set_position(p.bytes);
+        b.set_message(format!("{} entries", p.entries));
+    });
+    (bar, f)
+}
+
+/// Imports an OCI layout (directory or tar) or a `docker save` archive.
+pub fn import(
+    stores: &Stores,
+    path: &Path,
+    name: Option<String>,
+    platform: Option<&str>,
+) -> Result<()> {
+    let images = stores.images()?;
+    let mut opts = ImportOptions {
+        name,
+        ..ImportOptions::default()
+    };
+    if let Some(p) = platform {
+        opts.platform = p.parse::<Platform>().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let is_docker_archive = is_docker_archive(path);
+    let records = if is_docker_archive {
+        images.import_docker_archive(path, &opts)
+    } else {
+        images.import_oci_layout(path, &opts)
+    }
+    .with_context(|| format!("importing {}", path.display()))?;
+    for r in records {
+        println!("{}\t{}", r.name, r.manifest);
+    }
+    Ok(())
+}
+
+/// A docker-archive is a tar with `manifest.json` at its top; an OCI layout has
+/// `oci-layout` instead.
+fn is_docker_archive(path: &Path) -> bool {
+    if path.is_dir() {
+        return path.join("manifest.json").is_file() && !path.join("oci-layout").exists();
+    }
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut archive = tar::Archive::new(file);
+    let Ok(entries) = archive.entries() else {
+        return false;
+    };
+    for entry in entries.flatten() {
+        if let Ok(p) = entry.path() {
+            let p = p.to_string_lossy().trim_start_matches("./").to_string();
+            if p == "oci-layout" {
+                return false;
+            }
+            if p == "manifest.json" {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Pulls an image from a registry.
+pub fn pull(stores: &Stores, reference: &str, opts: PullArgs) -> Result<()> {
+    let images = stores.images()?;
+    let (bar, progress) = progress_bar(&format!("pulling {reference}"));
+    let mut pull = PullOptions {
+        credentials: opts.credentials,
+        plain_http: opts.plain_http,
+        progress: Some(progress),
+        ..PullOptions::default()
+    };
+    if let Some(p) = &opts.platform {
+        pull.platform = p.parse::<Platform>().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let rec = images.pull(reference, &pull);
+    bar.finish_and_clear();
+    let rec = rec.with_context(|| format!("pulling {reference}"))?;
+    println!("{}\t{}", rec.name, rec.manifest);
+    Ok(())
+}
+
+/// Options of [`pull`].
+#[derive(Debug, Clone, Default)]
+pub struct PullArgs {
+    /// Basic-auth user and password (also used for the token service).
+    pub credentials: Option<(String, String)>,
+    /// Talk HTTP instead of HTTPS (a registry on loopback).
+    pub plain_http: bool,
+    /// `os/arch[/variant]`.
+    pub platform: Option<String>,
+}
+
+/// Lists the images.
+pub fn list(stores: &Stores) -> Result<()> {
+    let images = stores.images()?;
+    println!("{:<50} {:<20} CREATED", "NAME", "MANIFEST");
+    for r in images.list()? {
+        let digest = r.manifest.to_string();
+        let short = digest
+            .trim_start_matches("sha256:")
+            .get(..12)
+            .unwrap_or("")
+            .to_string();
+        println!("{:<50} {:<20} {}", r.name, short, r.created);
+    }
+    Ok(())
+}
+
+/// Prints an image's record, layers and config as JSON.
+pub fn inspect(stores: &Stores, name: &str) -> Result<()> {
+    let img = stores.images()?.inspect(name)?;
+    let layers: Vec<_> = img
+        .layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "digest": l.digest.to_string(),
+                "mediaType": l.media_type,
+                "size": l.size,
+                "diffID": l.diff_id.to_string(),
+                "chainID": l.chain_id.to_string(),
+            })
+        })
+        .collect();
+    let out = serde_json::json!({
+        "record": img.record,
+        "layers": layers,
+        "config": img.config,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// Unpacks an image: into the layer store (one overlay layer per image layer) or,
+/// with `flatten_to`, onto one plain directory.
+pub fn unpack(stores: &Stores, name: &str, flatten_to: Option<&Path>, jobs: usize) -> Result<()> {
+    let images = stores.images()?;
+    let (bar, progress) = progress_bar(&format!("unpacking {name}"));
+    let opts = UnpackOptions::new().progress(progress);
+    let result = match flatten_to {
+        Some(dest) => images
+            .flatten(name, dest, &opts)
+            .map(|()| dest.display().to_string()),
+        None => {
+            let layers = stores.layers()?;
+            images
+                .unpack(name, &layers, &opts, jobs)
+                .map(|u| u.top().map(str::to_string).unwrap_or_default())
+        }
+    };
+    bar.finish_and_clear();
+    let where_ = result.with_context(|| format!("unpacking {name}"))?;
+    println!("{where_}");
+    Ok(())
+}
+
+/// Removes an image's name (its blobs go at the next prune).
+pub fn remove(stores: &Stores, name: &str) -> Result<()> {
+    let rec = stores.images()?.remove(name)?;
+    println!("removed {}", rec.name);
+    Ok(())
+}
+
+/// Deletes blobs and unpacked layers no image references.
+pub fn prune(stores: &Stores) -> Result<()> {
+    let images = stores.images()?;
+    let layers = stores.layers()?;
+    let report = images.prune(Some(&layers))?;
+    println!(
+        "removed {} blobs ({} bytes) and {} layers",
+        report.blobs.len(),
+        report.blob_bytes,
+        report.layers.len()
+    );
+    Ok(())
+}
