@@ -44,6 +44,10 @@ impl Drop for Registry {
 }
 
 fn start_registry(dir: &Path, auth: &str) -> Registry {
+    // Parallel tests must not be handed the same free port: hold the lock until this
+    // registry listens on it, so the kernel cannot give the port out again meanwhile.
+    static START: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = START.lock().unwrap_or_else(|e| e.into_inner());
     let port = free_port();
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -60,11 +64,19 @@ fn start_registry(dir: &Path, auth: &str) -> Registry {
         .stderr(Stdio::null())
         .spawn()
         .expect("docker-registry must be installed (Debian package docker-registry)");
-    let reg = Registry { child, port };
-    // Readiness: the port accepts connections (bounded wait).
+    let mut reg = Registry { child, port };
+    // Readiness: the port accepts connections and our registry is still alive (it
+    // exits at once if another process took the port).
     for _ in 0..200 {
+        if let Ok(Some(status)) = reg.child.try_wait() {
+            panic!("docker-registry exited before serving on port {port}: {status}");
+        }
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return reg;
+            std::thread::sleep(Duration::from_millis(50));
+            if reg.child.try_wait().map(|s| s.is_none()).unwrap_or(false) {
+                return reg;
+            }
+            continue;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
