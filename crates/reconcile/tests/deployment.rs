@@ -176,8 +176,11 @@ async fn rolling_update_stays_within_surge_and_availability() {
 
     let armed = Arc::new(Mutex::new(false));
     let (ext, watch) = track(pods.clone(), Arc::clone(&armed));
+    // Arm only once the tracker's own watch shows all six pods ready: before that its
+    // view lags the Deployment status and would report a drop that never happened.
     eventually(30, "tracker synced", || async {
-        (ext.lock().unwrap().pods.len() == 6).then_some(())
+        let e = ext.lock().unwrap();
+        (e.pods.len() == 6 && e.pods.values().all(|r| *r)).then_some(())
     })
     .await;
     *armed.lock().unwrap() = true;
