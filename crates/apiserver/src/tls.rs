@@ -130,10 +130,11 @@ pub(crate) fn ensure_pki(dir: &Path, hosts: &[String]) -> Result<Pki, Error> {
 pub(crate) fn acceptor(pki: &Pki) -> Result<TlsAcceptor, Error> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(pki.cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| tls_err("parsing certificate", e))?;
+    // the chain ends with the CA, so that a joining node can pin it by its hash
+    let chain = format!("{}{}", pki.cert_pem, pki.ca_pem);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_err("parsing certificate", e))?;
     let key = PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes())
         .map_err(|e| tls_err("parsing key", e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
