@@ -38,6 +38,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod batch;
 mod error;
 mod framework;
 mod intern;
@@ -53,6 +54,7 @@ mod snapshot;
 #[cfg(feature = "client")]
 mod client;
 
+pub use batch::{schedule_batch, Decision, Placement};
 #[cfg(feature = "client")]
 pub use client::{LeaderElection, SchedulerLoop};
 pub use error::Error;
