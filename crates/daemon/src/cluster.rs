@@ -15,12 +15,47 @@ use anyhow::{Context, Result};
 use kcore_apiserver::ApiServer;
 use kcore_reconcile::ControllerManager;
 use kcore_scheduler::{Framework, SchedulerLoop};
+use ipnet::Ipv4Net;
+use kcore_node::{NodeAgent, NodeConfig};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::agent::{AgentOptions, DEFAULT_CLUSTER_CIDR};
+use crate::join::JoinToken;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// Where `kcored` keeps its state unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/kcore";
+
+/// Where the API server keeps objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Datastore {
+    /// The embedded store (redb) under `<data_dir>/apiserver`.
+    Embedded,
+    /// An etcd cluster at these endpoints (`http://host:port`).
+    Etcd(Vec<String>),
+}
+
+impl std::str::FromStr for Datastore {
+    type Err = anyhow::Error;
+
+    /// `embedded`, or `etcd://host:port[,host:port...]`.
+    fn from_str(s: &str) -> Result<Self> {
+        if s == "embedded" {
+            return Ok(Datastore::Embedded);
+        }
+        let Some(rest) = s.strip_prefix("etcd://") else {
+            anyhow::bail!("a datastore is `embedded` or `etcd://host:port[,host:port...]`");
+        };
+        let endpoints: Vec<String> = rest
+            .split(',')
+            .filter(|e| !e.is_empty())
+            .map(|e| format!("http://{e}"))
+            .collect();
+        anyhow::ensure!(!endpoints.is_empty(), "no etcd endpoint in {s}");
+        Ok(Datastore::Etcd(endpoints))
+    }
+}
 
 /// Settings of the control plane.
 #[derive(Debug, Clone)]
@@ -29,12 +64,21 @@ pub struct ControlPlaneConfig {
     pub data_dir: PathBuf,
     /// Address the API server listens on.
     pub listen: SocketAddr,
+    /// Where objects are stored.
+    pub datastore: Datastore,
     /// Also write the admin kubeconfig here (e.g. `~/.kube/config`).
     pub kubeconfig_out: Option<PathBuf>,
     /// Run the scheduler.
     pub scheduler: bool,
     /// Run the built-in controllers.
     pub controllers: bool,
+    /// Hand each Node a pod subnet out of this range (node IPAM); `None` turns it off.
+    pub cluster_cidr: Option<Ipv4Net>,
+    /// Also run a node agent in this process (`kcored up`, `kcored server --agent`).
+    pub agent: Option<AgentOptions>,
+    /// On shutdown, also remove the in-process agent's pods, bridge and rules (`kcored
+    /// up`); otherwise containers keep running and the next start adopts them.
+    pub reset_node_on_exit: bool,
 }
 
 impl ControlPlaneConfig {
@@ -44,9 +88,13 @@ impl ControlPlaneConfig {
         ControlPlaneConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            datastore: Datastore::Embedded,
             kubeconfig_out: None,
             scheduler: true,
             controllers: true,
+            cluster_cidr: Some(DEFAULT_CLUSTER_CIDR.parse().expect("valid default CIDR")),
+            agent: None,
+            reset_node_on_exit: false,
         }
     }
 
@@ -73,16 +121,29 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client> {
 }
 
 /// A started control plane: its URL and kubeconfig, and the tasks running it.
-#[derive(Debug)]
 pub struct ControlPlane {
     url: String,
     kubeconfig: PathBuf,
+    join_token: Option<JoinToken>,
+    client: kube::Client,
+    node: Option<NodeConfig>,
+    reset_node_on_exit: bool,
     stop: watch::Sender<bool>,
     tasks: JoinSet<(&'static str, Result<()>)>,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("url", &self.url)
+            .field("kubeconfig", &self.kubeconfig)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ControlPlane {
@@ -92,13 +153,19 @@ impl ControlPlane {
         let api_dir = cfg.data_dir.join("apiserver");
         std::fs::create_dir_all(&api_dir)
             .with_context(|| format!("creating {}", api_dir.display()))?;
-        let server = ApiServer::builder()
-            .data_dir(&api_dir)
-            .listen(cfg.listen)
+        let mut builder = ApiServer::builder().data_dir(&api_dir).listen(cfg.listen);
+        if let Datastore::Etcd(endpoints) = &cfg.datastore {
+            builder = builder.storage(etcd_storage(endpoints).await?);
+        }
+        let server = builder
             .build()
             .await
             .context("starting the API server")?;
         let url = server.url();
+        let join_token = match (server.ca_pem(), server.admin_token()) {
+            (Some(ca), Some(secret)) => Some(JoinToken::for_ca(ca, secret)?),
+            _ => None,
+        };
         let kubeconfig = cfg.kubeconfig_path();
         server
             .write_kubeconfig(&kubeconfig)
@@ -137,8 +204,16 @@ impl ControlPlane {
                 ("scheduler", r)
             });
         }
+        if let Some(cidr) = cfg.cluster_cidr {
+            let allocator = crate::ipam::SubnetAllocator::new(cidr, 24)?;
+            let (client, shutdown) = (client.clone(), stopped(rx.clone()));
+            tasks.spawn(async move {
+                let r = crate::ipam::run(client, allocator, shutdown).await;
+                ("node ipam", r)
+            });
+        }
         if cfg.controllers {
-            let shutdown = stopped(rx.clone());
+            let (client, shutdown) = (client.clone(), stopped(rx.clone()));
             tasks.spawn(async move {
                 let r = ControllerManager::new(client)
                     .run(shutdown)
@@ -147,10 +222,30 @@ impl ControlPlane {
                 ("controllers", r)
             });
         }
+        let node = match &cfg.agent {
+            Some(opts) => {
+                let node = crate::agent::node_config(&client, opts).await?;
+                crate::agent::save_node_record(&node)?;
+                let (agent, shutdown) = (
+                    NodeAgent::new(client.clone(), node.clone()),
+                    stopped(rx.clone()),
+                );
+                tasks.spawn(async move {
+                    let r = agent.run(shutdown).await.context("node agent");
+                    ("node agent", r)
+                });
+                Some(node)
+            }
+            None => None,
+        };
         tracing::info!(%url, kubeconfig = %kubeconfig.display(), "control plane up");
         Ok(ControlPlane {
             url,
             kubeconfig,
+            join_token,
+            client,
+            node,
+            reset_node_on_exit: cfg.reset_node_on_exit,
             stop,
             tasks,
         })
@@ -164,6 +259,16 @@ impl ControlPlane {
     /// The admin kubeconfig.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The token other nodes join with (`kcored agent --token`), when serving HTTPS.
+    pub fn join_token(&self) -> Option<&JoinToken> {
+        self.join_token.as_ref()
+    }
+
+    /// The in-process node's configuration, when an agent runs here.
+    pub fn node(&self) -> Option<&NodeConfig> {
+        self.node.as_ref()
     }
 
     /// Runs until `shutdown` resolves or a component fails; then stops them all.
@@ -198,7 +303,31 @@ impl ControlPlane {
             tracing::warn!("components did not stop within 10 s; aborting them");
             self.tasks.abort_all();
         }
+        if let (true, Some(node)) = (self.reset_node_on_exit, self.node.take()) {
+            tracing::info!(node = %node.node_name, "removing the node's pods and networking");
+            if let Err(e) = NodeAgent::new(self.client.clone(), node).reset().await {
+                tracing::warn!(error = %format!("{e:#}"), "node reset");
+            }
+        }
     }
+}
+
+#[cfg(feature = "etcd")]
+async fn etcd_storage(
+    endpoints: &[String],
+) -> Result<std::sync::Arc<dyn kcore_apiserver::Storage>> {
+    let eps: Vec<&str> = endpoints.iter().map(String::as_str).collect();
+    let s = kcore_apiserver::EtcdStorage::connect(&eps, "/registry")
+        .await
+        .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
+    Ok(std::sync::Arc::new(s))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn etcd_storage(
+    _endpoints: &[String],
+) -> Result<std::sync::Arc<dyn kcore_apiserver::Storage>> {
+    anyhow::bail!("this kcored was built without etcd support (cargo feature `etcd`)")
 }
 
 /// Waits until the API server answers `/version` (it serves as soon as it binds, so

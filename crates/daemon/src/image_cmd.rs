@@ -226,3 +226,122 @@ pub fn prune(stores: &Stores) -> Result<()> {
     );
     Ok(())
 }
+
+/// What `kcore image build` puts into an image.
+#[derive(Debug, Clone, Default)]
+pub struct Build {
+    /// A directory copied in first.
+    pub from_dir: Option<PathBuf>,
+    /// Add the host's static busybox with its applets in `/bin`, and a minimal `/etc`.
+    pub busybox: bool,
+    /// Files copied in: (source on the host, absolute destination in the image).
+    pub files: Vec<(PathBuf, String)>,
+    /// Entrypoint, command, environment and working directory.
+    pub spec: kcore_node::ImageSpec,
+}
+
+/// Parses `SRC:DEST`; DEST must be absolute.
+pub fn parse_add(arg: &str) -> Result<(PathBuf, String)> {
+    let (src, dest) = arg
+        .rsplit_once(':')
+        .with_context(|| format!("--add {arg}: expected SRC:DEST"))?;
+    anyhow::ensure!(
+        dest.starts_with('/') && !dest.split('/').any(|c| c == ".."),
+        "--add {arg}: DEST must be an absolute path without `..`"
+    );
+    Ok((PathBuf::from(src), dest.to_owned()))
+}
+
+/// Copies a tree, keeping symlinks as symlinks and file modes.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(from)
+        .with_context(|| format!("reading {}", from.display()))?;
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(from)?;
+        std::os::unix::fs::symlink(&target, to)
+            .with_context(|| format!("linking {}", to.display()))?;
+    } else if meta.is_dir() {
+        std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+        std::fs::set_permissions(to, meta.permissions())?;
+        for e in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+            let e = e?;
+            copy_tree(&e.path(), &to.join(e.file_name()))?;
+        }
+    } else {
+        std::fs::copy(from, to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
+}
+
+fn add_busybox(root: &Path) -> Result<()> {
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let busybox = Path::new("/bin/busybox");
+    std::fs::copy(busybox, bin.join("busybox"))
+        .context("copying /bin/busybox (apt-get install busybox-static)")?;
+    let out = std::process::Command::new(busybox)
+        .arg("--list")
+        .output()
+        .context("running busybox --list")?;
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        let link = bin.join(applet.trim());
+        if applet.trim().is_empty() || applet.contains('/') || link.exists() {
+            continue;
+        }
+        std::os::unix::fs::symlink("busybox", &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    let etc = root.join("etc");
+    std::fs::create_dir_all(&etc)?;
+    for (name, text) in [
+        (
+            "passwd",
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+        ),
+        ("group", "root:x:0:\nnogroup:x:65534:\n"),
+    ] {
+        if !etc.join(name).exists() {
+            std::fs::write(etc.join(name), text)?;
+        }
+    }
+    for d in ["tmp", "proc", "sys", "dev", "root"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    Ok(())
+}
+
+/// Builds a one-layer image named `tag` from `build` and stores it.
+#[tracing::instrument(skip(stores, build))]
+pub fn build(stores: &Stores, tag: &str, build: &Build) -> Result<()> {
+    let images = stores.images()?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".build-")
+        .tempdir_in(&stores.root)
+        .with_context(|| format!("making a build directory in {}", stores.root.display()))?;
+    let root = scratch.path().join("rootfs");
+    match &build.from_dir {
+        Some(dir) => copy_tree(dir, &root)?,
+        None => std::fs::create_dir_all(&root)?,
+    }
+    if build.busybox {
+        add_busybox(&root)?;
+    }
+    for (src, dest) in &build.files {
+        let to = root.join(dest.trim_start_matches('/'));
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        copy_tree(src, &to)?;
+    }
+    let layout = scratch.path().join("layout");
+    kcore_node::image_from_dir(&root, &layout, tag, &build.spec)
+        .with_context(|| format!("building {tag}"))?;
+    let records = images
+        .import_oci_layout(&layout, &ImportOptions::default())
+        .with_context(|| format!("storing {tag}"))?;
+    for r in records {
+        println!("{}\t{}", r.name, r.manifest);
+    }
+    Ok(())
+}

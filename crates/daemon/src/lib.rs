@@ -3,15 +3,20 @@
 //! The binaries are thin: each subcommand lives in a module here so that it can be
 //! tested and reused.
 //!
-//! - [`cluster`]: `kcored up` / `kcored server` — API server, scheduler and
-//!   controllers in one process.
+//! - [`cluster`]: `kcored up` / `kcored server` — API server, scheduler,
+//!   controllers, node IPAM and (for `up`) a node agent in one process.
+//! - [`agent`]: `kcored agent` — a node joining a cluster; [`join`] is how it trusts
+//!   the server from a join token; [`ipam`] hands nodes their pod subnets.
 //! - [`image_cmd`]: `kcore image import | pull | ls | inspect | unpack | rm | prune`.
 //! - [`run`]: `kcore run` — one program in new namespaces, inside a cgroup with
 //!   limits, on an overlay root file system (a static busybox base layer plus a
 //!   writable layer per run).
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod cluster;
 pub mod image_cmd;
+pub mod ipam;
+pub mod join;
 pub mod run;
 pub mod units;

@@ -61,6 +61,45 @@ impl NodeAgent {
         &self.cfg
     }
 
+    /// Removes everything the agent made on this node: it stops and deletes every pod's
+    /// containers, sandboxes and volumes, the pod cgroups, the Service rules, the VXLAN
+    /// device and the bridge. The API objects are left alone (a later agent recreates
+    /// the pods still bound to the node). `kcored up` calls this on shutdown; `kcored
+    /// reset` calls it on demand.
+    pub async fn reset(self) -> Result<()> {
+        let cfg = self.cfg;
+        cfg.validate()?;
+        let _span = tracing::info_span!("node_reset", node = %cfg.node_name);
+        let (shared, node_ns) = open(self.client, cfg).await?;
+        let s = shared.clone();
+        tokio::task::spawn_blocking(move || cleanup_orphans(&s, &[]))
+            .await
+            .map_err(|e| Error::Config(format!("pod cleanup panicked: {e}")))?;
+        if let Ok(h) = kcore_cgroup::Host::detect() {
+            if let Ok(cg) = kcore_cgroup::Cgroup::open(&h, &shared.cfg.cgroup_parent) {
+                let _ = cg.kill();
+                if let Err(e) = cg.delete() {
+                    tracing::warn!(error = %e, "removing the pod cgroup parent");
+                }
+            }
+        }
+        if shared.cfg.service_proxy {
+            crate::proxy::teardown(&shared.cfg)?;
+        }
+        if shared.cfg.vxlan {
+            crate::overlay::teardown(&shared.cfg, node_ns.as_ref()).await?;
+        }
+        let shared = Arc::into_inner(shared)
+            .ok_or_else(|| Error::Config("node state still shared after cleanup".into()))?;
+        if let Some(bridge) = shared.bridge {
+            bridge
+                .delete()
+                .await
+                .map_err(|e| Error::net(format!("delete bridge {}", shared.cfg.bridge_name), e))?;
+        }
+        Ok(())
+    }
+
     /// Runs until `shutdown` completes. Containers keep running when the agent stops;
     /// the next agent on the same data directory adopts them.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
@@ -70,30 +109,6 @@ impl NodeAgent {
         let _span = tracing::info_span!("node_agent", node = %cfg.node_name);
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| Error::io("create", &cfg.data_dir, e))?;
-        let node_ns = match &cfg.node_netns {
-            Some(p) => Some(
-                kcore_ns::NetNs::open(p)
-                    .map_err(|e| Error::ns("open node network namespace", e))?,
-            ),
-            None => None,
-        };
-        kcore_netbridge::enable_ip_forwarding(node_ns.as_ref())
-            .map_err(|e| Error::net("enable forwarding", e))?;
-        let mtu = if cfg.vxlan { 1450 } else { 1500 };
-        let bridge = Bridge::ensure(
-            node_ns.as_ref(),
-            BridgeConfig {
-                name: cfg.bridge_name.clone(),
-                subnet: cfg.pod_cidr,
-                mtu,
-            },
-        )
-        .await
-        .map_err(|e| Error::net(format!("bridge {}", cfg.bridge_name), e))?;
-        let ipam =
-            Ipam::open(cfg.dir("ipam"), cfg.pod_cidr).map_err(|e| Error::net("open ipam", e))?;
-        let images = Images::open(&cfg.dir("images"), &cfg.dir("overlay"))?;
-        let net = NetCtx::new(cfg.node_netns.clone());
         // the HTTP server listens in the agent's own namespace, where the API server
         // reaches it; a port of 0 picks a free one, reported in the Node status
         let mut cfg = cfg;
@@ -106,18 +121,7 @@ impl NodeAgent {
         if let Ok(a) = listener.local_addr() {
             cfg.server_addr = a;
         }
-        let shared = Arc::new(Shared {
-            runtime: kcore_runtime::Runtime::new(cfg.dir("containers")),
-            images: Arc::new(images),
-            netns_dir: NetnsDir::new(cfg.dir("netns")),
-            ipam,
-            bridge: Some(bridge),
-            pods_root: cfg.dir("pods"),
-            logs_root: cfg.dir("logs"),
-            net,
-            client: client.clone(),
-            cfg,
-        });
+        let (shared, node_ns) = open(client, cfg).await?;
         let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
 
         // networking extras: overlay first (its MAC goes into the Node annotations)
@@ -207,6 +211,46 @@ impl NodeAgent {
         }
         result
     }
+}
+
+/// Opens what the agent's parts share: the node namespace, forwarding, the bridge,
+/// IPAM and the image store.
+async fn open(client: kube::Client, cfg: NodeConfig) -> Result<(Arc<Shared>, Option<kcore_ns::NetNs>)> {
+    let node_ns = match &cfg.node_netns {
+        Some(p) => Some(
+            kcore_ns::NetNs::open(p).map_err(|e| Error::ns("open node network namespace", e))?,
+        ),
+        None => None,
+    };
+    kcore_netbridge::enable_ip_forwarding(node_ns.as_ref())
+        .map_err(|e| Error::net("enable forwarding", e))?;
+    let mtu = if cfg.vxlan { 1450 } else { 1500 };
+    let bridge = Bridge::ensure(
+        node_ns.as_ref(),
+        BridgeConfig {
+            name: cfg.bridge_name.clone(),
+            subnet: cfg.pod_cidr,
+            mtu,
+        },
+    )
+    .await
+    .map_err(|e| Error::net(format!("bridge {}", cfg.bridge_name), e))?;
+    let ipam = Ipam::open(cfg.dir("ipam"), cfg.pod_cidr).map_err(|e| Error::net("open ipam", e))?;
+    let images = Images::open(&cfg.dir("images"), &cfg.dir("overlay"))?;
+    let net = NetCtx::new(cfg.node_netns.clone());
+    let shared = Arc::new(Shared {
+        runtime: kcore_runtime::Runtime::new(cfg.dir("containers")),
+        images: Arc::new(images),
+        netns_dir: NetnsDir::new(cfg.dir("netns")),
+        ipam,
+        bridge: Some(bridge),
+        pods_root: cfg.dir("pods"),
+        logs_root: cfg.dir("logs"),
+        net,
+        client,
+        cfg,
+    });
+    Ok((shared, node_ns))
 }
 
 /// Watches the pods bound to the node and feeds one worker per pod.

@@ -10,6 +10,7 @@ use kcore_ns::NetNs;
 use kcore_vxlan::{Overlay, Peer, VxlanConfig};
 
 use crate::agent::Shared;
+use crate::config::NodeConfig;
 use crate::cache::ClusterCache;
 use crate::error::{Error, Result};
 use crate::node::{ANN_PUBLIC_IP, ANN_VTEP_MAC};
@@ -45,15 +46,36 @@ pub(crate) fn peer_of(node: &Node) -> Option<Peer> {
     Some(p)
 }
 
+fn vxlan_config(node: &NodeConfig) -> VxlanConfig {
+    let mut cfg = VxlanConfig::new(node.node_ip);
+    cfg.vtep_addr = Some(node.pod_cidr.network());
+    cfg
+}
+
+/// Removes the node's VXLAN device (with its peers' routes and entries).
+pub(crate) async fn teardown(node: &NodeConfig, node_ns: Option<&NetNs>) -> Result<()> {
+    let err = |what: &str| {
+        let what = what.to_owned();
+        move |e| Error::Vxlan {
+            what,
+            source: Box::new(e),
+        }
+    };
+    Overlay::ensure(node_ns, vxlan_config(node))
+        .await
+        .map_err(err("open the vxlan device"))?
+        .delete()
+        .await
+        .map_err(err("delete the vxlan device"))
+}
+
 /// Sets up the VTEP; returns the Node annotations to publish and the peer task.
 pub(crate) async fn start(
     shared: Arc<Shared>,
     cache: Arc<ClusterCache>,
     node_ns: Option<&NetNs>,
 ) -> Result<(BTreeMap<String, String>, tokio::task::JoinHandle<()>)> {
-    let mut cfg = VxlanConfig::new(shared.cfg.node_ip);
-    cfg.vtep_addr = Some(shared.cfg.pod_cidr.network());
-    let overlay = Overlay::ensure(node_ns, cfg)
+    let overlay = Overlay::ensure(node_ns, vxlan_config(&shared.cfg))
         .await
         .map_err(|e| Error::Vxlan {
             what: "create the vxlan device".into(),

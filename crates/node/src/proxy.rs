@@ -11,6 +11,7 @@ use kcore_netbridge::{
 };
 
 use crate::agent::Shared;
+use crate::config::NodeConfig;
 use crate::cache::ClusterCache;
 use crate::error::{Error, Result};
 
@@ -118,21 +119,33 @@ pub(crate) fn desired(cache: &ClusterCache) -> Vec<Service> {
     out
 }
 
-/// Starts syncing nftables from the cache.
-pub(crate) fn start(
-    shared: Arc<Shared>,
-    cache: Arc<ClusterCache>,
-) -> Result<tokio::task::JoinHandle<()>> {
-    let runner = match &shared.cfg.node_netns {
+/// The node's Service proxy (not yet initialised).
+fn proxy(node: &NodeConfig) -> ServiceProxy {
+    let runner = match &node.node_netns {
         Some(p) => NftCommand::in_netns(p),
         None => NftCommand::new(),
     };
     let cfg = NftConfig {
         table: "kcore".into(),
-        cluster_cidr: shared.cfg.cluster_cidr,
-        local_pods: Some((shared.cfg.pod_cidr, shared.cfg.bridge_name.clone())),
+        cluster_cidr: node.cluster_cidr,
+        local_pods: Some((node.pod_cidr, node.bridge_name.clone())),
     };
-    let mut proxy = ServiceProxy::new(cfg, runner);
+    ServiceProxy::new(cfg, runner)
+}
+
+/// Removes the node's Service rules (the whole kcore table).
+pub(crate) fn teardown(node: &NodeConfig) -> Result<()> {
+    proxy(node)
+        .teardown()
+        .map_err(|e| Error::net("remove the service rules", e))
+}
+
+/// Starts syncing nftables from the cache.
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    cache: Arc<ClusterCache>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let mut proxy = proxy(&shared.cfg);
     proxy
         .init()
         .map_err(|e| Error::net("initialise nftables", e))?;

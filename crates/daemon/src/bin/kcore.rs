@@ -25,7 +25,7 @@ struct Cli {
 enum Cmd {
     /// Run a program in new namespaces, inside a cgroup with limits, on an overlay root.
     Run(RunArgs),
-    /// Manage images: import, pull, list, inspect, unpack, remove, prune.
+    /// Manage images: build, import, pull, list, inspect, unpack, remove, prune.
     Image(ImageArgs),
 }
 
@@ -50,6 +50,33 @@ enum ImageCmd {
         /// Platform to pick from an index (os/arch[/variant]).
         #[arg(long)]
         platform: Option<String>,
+    },
+    /// Build a one-layer image from files (static binaries, busybox) and store it.
+    Build {
+        /// Name of the image, e.g. kcore.local/web:v1.
+        #[arg(long, short = 't')]
+        tag: String,
+        /// Start from a copy of this directory.
+        #[arg(long)]
+        from_dir: Option<PathBuf>,
+        /// Include the host's static busybox (/bin/busybox) with its applets in /bin.
+        #[arg(long)]
+        busybox: bool,
+        /// Add a file: SRC:DEST (DEST inside the image, e.g. ./app:/bin/app).
+        #[arg(long = "add", value_name = "SRC:DEST")]
+        add: Vec<String>,
+        /// The image's entrypoint (repeat for each argument).
+        #[arg(long)]
+        entrypoint: Vec<String>,
+        /// The image's default command (repeat for each argument).
+        #[arg(long)]
+        cmd: Vec<String>,
+        /// NAME=value environment (repeatable).
+        #[arg(long)]
+        env: Vec<String>,
+        /// Working directory.
+        #[arg(long)]
+        workdir: Option<String>,
     },
     /// Pull an image from a registry.
     Pull {
@@ -177,6 +204,35 @@ fn image(a: ImageArgs) -> Result<()> {
                 platform,
             };
             image_cmd::pull(&stores, &reference, args)
+        }
+        ImageCmd::Build {
+            tag,
+            from_dir,
+            busybox,
+            add,
+            entrypoint,
+            cmd,
+            env,
+            workdir,
+        } => {
+            let files = add
+                .iter()
+                .map(|a| image_cmd::parse_add(a))
+                .collect::<Result<Vec<_>>>()?;
+            let spec = kcore_node::ImageSpec {
+                entrypoint,
+                cmd,
+                env,
+                working_dir: workdir,
+                user: None,
+            };
+            let build = image_cmd::Build {
+                from_dir,
+                busybox,
+                files,
+                spec,
+            };
+            image_cmd::build(&stores, &tag, &build)
         }
         ImageCmd::Ls => image_cmd::list(&stores),
         ImageCmd::Inspect { name } => image_cmd::inspect(&stores, &name),

@@ -1,12 +1,15 @@
 //! `kcored`: the kcore reference daemon.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use ipnet::Ipv4Net;
+use kcored::agent::{AgentOptions, DEFAULT_CLUSTER_CIDR, DEFAULT_SERVICE_CIDR};
 use kcored::cluster::{ControlPlane, ControlPlaneConfig, DEFAULT_DATA_DIR};
+use kcored::join::JoinToken;
 
 #[derive(Parser)]
 #[command(name = "kcored", version, about = "kcored: the kcore reference daemon")]
@@ -17,30 +20,122 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Start a one-node cluster on this machine (API server on the embedded store,
-    /// scheduler, controllers) and write a kubeconfig for kubectl.
-    Up(ServerArgs),
-    /// Run the control plane (API server, scheduler, controllers).
-    Server(ServerArgs),
+    /// Start a one-node cluster on this machine: API server on the embedded store,
+    /// scheduler, controllers and a node agent. Writes a kubeconfig for kubectl; on
+    /// exit the node's pods and networking are removed (the objects stay stored).
+    Up {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Leave the pods running on exit (the next start adopts them).
+        #[arg(long)]
+        keep_pods: bool,
+    },
+    /// Run the control plane (API server, scheduler, controllers, node IPAM), and with
+    /// --agent a node agent too. Prints the token other nodes join with.
+    Server {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Also run a node agent in this process.
+        #[arg(long)]
+        agent: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Join a cluster as a node.
+    Agent {
+        /// The API server, e.g. https://192.0.2.10:6443.
+        #[arg(long)]
+        server: String,
+        /// The join token `kcored server` printed (also `kcored token`).
+        #[arg(long, env = "KCORE_TOKEN")]
+        token: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Print the join token of the control plane whose state is in --data-dir.
+    Token {
+        /// State directory of the control plane.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Remove this node's pods, cgroups, Service rules, overlay and bridge (kept state
+    /// on disk and API objects are left alone).
+    Reset {
+        /// State directory of the node.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
 struct ServerArgs {
-    /// State directory.
-    #[arg(long, default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
     /// Address for the API server (HTTPS).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
     /// Also write the admin kubeconfig here.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Where objects are stored: `embedded` (redb under --data-dir) or
+    /// `etcd://host:port[,host:port...]` (needs the `etcd` feature).
+    #[arg(long, default_value = "embedded")]
+    datastore: String,
     /// Do not run the scheduler.
     #[arg(long)]
     no_scheduler: bool,
     /// Do not run the controllers.
     #[arg(long)]
     no_controllers: bool,
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// State directory.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// The Node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's address (default: the source address of the default route).
+    #[arg(long)]
+    node_ip: Option<Ipv4Addr>,
+    /// This node's pod subnet (default: assigned by the control plane).
+    #[arg(long)]
+    pod_cidr: Option<Ipv4Net>,
+    /// The cluster's pod network.
+    #[arg(long, default_value = DEFAULT_CLUSTER_CIDR)]
+    cluster_cidr: Ipv4Net,
+    /// The Service ClusterIP range.
+    #[arg(long, default_value = DEFAULT_SERVICE_CIDR)]
+    service_cidr: Ipv4Net,
+    /// Where the Ingress proxy listens.
+    #[arg(long, default_value = "0.0.0.0:80")]
+    ingress_listen: SocketAddr,
+    /// Do not serve Ingress.
+    #[arg(long)]
+    no_ingress: bool,
+    /// Do not join the VXLAN overlay (one-node clusters need none).
+    #[arg(long)]
+    no_vxlan: bool,
+    /// Parent cgroup of the pod cgroups.
+    #[arg(long, default_value = "kcore")]
+    cgroup_parent: String,
+}
+
+impl NodeArgs {
+    fn options(&self, vxlan_default: bool) -> AgentOptions {
+        let mut o = AgentOptions::new(&self.data_dir);
+        o.node_name = self.node_name.clone();
+        o.node_ip = self.node_ip;
+        o.pod_cidr = self.pod_cidr;
+        o.cluster_cidr = self.cluster_cidr;
+        o.service_cidr = self.service_cidr;
+        o.ingress = (!self.no_ingress).then_some(self.ingress_listen);
+        o.vxlan = vxlan_default && !self.no_vxlan;
+        o.cgroup_parent = self.cgroup_parent.clone();
+        o
+    }
 }
 
 fn main() -> ExitCode {
@@ -73,23 +168,110 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Cmd::Up(a) | Cmd::Server(a) => {
-            let cfg = ControlPlaneConfig {
-                data_dir: a.data_dir,
-                listen: a.listen,
-                kubeconfig_out: a.kubeconfig,
-                scheduler: !a.no_scheduler,
-                controllers: !a.no_controllers,
-            };
-            let plane = ControlPlane::start(&cfg).await?;
-            println!("kcored: API server at {}", plane.url());
+        Cmd::Up {
+            server,
+            node,
+            keep_pods,
+        } => {
+            let mut cfg = control_plane(&server, &node)?;
+            cfg.agent = Some(node.options(false));
+            cfg.reset_node_on_exit = !keep_pods;
+            serve(cfg).await
+        }
+        Cmd::Server {
+            server,
+            agent,
+            node,
+        } => {
+            let mut cfg = control_plane(&server, &node)?;
+            cfg.agent = agent.then(|| node.options(true));
+            serve(cfg).await
+        }
+        Cmd::Agent {
+            server,
+            token,
+            node,
+        } => {
+            let token: JoinToken = token.parse()?;
+            let ca = kcored::join::discover_ca(&server, &token).await?;
+            let client = kcored::join::client(&server, ca, &token.secret)?;
+            let cfg = kcored::agent::node_config(&client, &node.options(true)).await?;
+            kcored::agent::save_node_record(&cfg)?;
             println!(
-                "kcored: export KUBECONFIG={} && kubectl get nodes",
-                plane.kubeconfig().display()
+                "kcored: node {} joined {server} with pod subnet {}",
+                cfg.node_name, cfg.pod_cidr
             );
-            plane.run_until(shutdown_signal()?).await
+            kcore_node::NodeAgent::new(client, cfg)
+                .run(shutdown_signal()?)
+                .await
+                .context("node agent")
+        }
+        Cmd::Token { data_dir } => {
+            let api = data_dir.join("apiserver");
+            let ca_path = api.join("pki").join("ca.crt");
+            let ca = std::fs::read_to_string(&ca_path)
+                .with_context(|| format!("reading {}", ca_path.display()))?;
+            let tokens_path = api.join("tokens.csv");
+            let tokens = std::fs::read_to_string(&tokens_path)
+                .with_context(|| format!("reading {}", tokens_path.display()))?;
+            let secret = tokens
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'))
+                .and_then(|l| l.split(',').next())
+                .with_context(|| format!("no token in {}", tokens_path.display()))?;
+            println!("{}", JoinToken::for_ca(&ca, secret)?);
+            Ok(())
+        }
+        Cmd::Reset { data_dir } => {
+            let cfg = kcored::agent::load_node_record(&data_dir)?;
+            let name = cfg.node_name.clone();
+            // the reset needs no API server: the client is never used
+            let client = kube::Client::try_from(kube::Config::new(
+                "http://127.0.0.1:1".parse().expect("valid URI"),
+            ))?;
+            kcore_node::NodeAgent::new(client, cfg).reset().await?;
+            println!("kcored: node {name} reset");
+            Ok(())
         }
     }
+}
+
+fn control_plane(server: &ServerArgs, node: &NodeArgs) -> Result<ControlPlaneConfig> {
+    let mut cfg = ControlPlaneConfig::new();
+    cfg.data_dir = node.data_dir.clone();
+    cfg.listen = server.listen;
+    cfg.kubeconfig_out = server.kubeconfig.clone();
+    cfg.scheduler = !server.no_scheduler;
+    cfg.controllers = !server.no_controllers;
+    cfg.cluster_cidr = Some(node.cluster_cidr);
+    cfg.datastore = server
+        .datastore
+        .parse()
+        .with_context(|| format!("--datastore {}", server.datastore))?;
+    Ok(cfg)
+}
+
+async fn serve(cfg: ControlPlaneConfig) -> Result<()> {
+    let plane = ControlPlane::start(&cfg).await?;
+    println!("kcored: API server at {}", plane.url());
+    if let Some(node) = plane.node() {
+        println!(
+            "kcored: node {} ({}) with pod subnet {}",
+            node.node_name, node.node_ip, node.pod_cidr
+        );
+    }
+    if let Some(token) = plane.join_token() {
+        println!(
+            "kcored: join more nodes with: kcored agent --server {} --token {token}",
+            plane.url()
+        );
+    }
+    println!(
+        "kcored: export KUBECONFIG={} && kubectl get nodes",
+        plane.kubeconfig().display()
+    );
+    plane.run_until(shutdown_signal()?).await
 }
 
 /// Resolves on SIGTERM or SIGINT.
