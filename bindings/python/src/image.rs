@@ -1,0 +1,332 @@
+//! `kcore.image.Store`: the OCI image store of kcore-image.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use kcore_image::{
+    ImageRecord, ImageStore, ImportOptions, Platform, PullOptions, UnpackOptions,
+};
+use kcore_overlay::LayerStore;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+use serde_json::json;
+
+use crate::convert::{ser_to_py, to_py};
+use crate::errors;
+use crate::progress::Progress;
+
+/// An image store under one directory: blobs, names, and unpack markers.
+#[pyclass(module = "kcore.image", name = "Store", frozen)]
+pub(crate) struct Store {
+    inner: ImageStore,
+}
+
+fn record(py: Python<'_>, r: &ImageRecord) -> PyResult<Py<PyAny>> {
+    Ok(ser_to_py(py, r)?.unbind())
+}
+
+fn records(py: Python<'_>, rs: &[ImageRecord]) -> PyResult<Py<PyList>> {
+    let list = PyList::empty(py);
+    for r in rs {
+        list.append(record(py, r)?)?;
+    }
+    Ok(list.unbind())
+}
+
+fn platform(p: Option<&str>) -> PyResult<Platform> {
+    match p {
+        None => Ok(Platform::default()),
+        Some(s) => s.parse().map_err(errors::image),
+    }
+}
+
+/// The kind of an import source: an OCI image layout or a `docker save`
+/// archive, as a directory or a tar of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Oci,
+    Docker,
+}
+
+fn detect_format(path: &Path) -> PyResult<Format> {
+    if path.is_dir() {
+        if path.join("oci-layout").exists() {
+            return Ok(Format::Oci);
+        }
+        if path.join("manifest.json").exists() {
+            return Ok(Format::Docker);
+        }
+    } else {
+        let file = File::open(path).map_err(|e| {
+            errors::ImageError::new_err(format!("opening {}: {e}", path.display()))
+        })?;
+        let mut archive = tar::Archive::new(file);
+        let entries = archive.entries().map_err(|e| {
+            errors::ImageError::new_err(format!("reading {}: {e}", path.display()))
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|e| {
+                errors::ImageError::new_err(format!("reading {}: {e}", path.display()))
+            })?;
+            let name = entry.path().map(|p| p.into_owned()).unwrap_or_default();
+            let name = name.strip_prefix("./").unwrap_or(&name);
+            if name == Path::new("oci-layout") {
+                return Ok(Format::Oci);
+            }
+            if name == Path::new("manifest.json") {
+                return Ok(Format::Docker);
+            }
+        }
+    }
+    Err(errors::ImageError::new_err(format!(
+        "{} is neither an OCI image layout nor a docker archive (no oci-layout or manifest.json)",
+        path.display()
+    )))
+}
+
+#[pymethods]
+impl Store {
+    /// Opens (creating if needed) the image store under `path`.
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let inner = py
+            .detach(|| ImageStore::open(&path))
+            .map_err(errors::image)?;
+        Ok(Store { inner })
+    }
+
+    /// The store's root directory.
+    #[getter]
+    fn root(&self) -> PathBuf {
+        self.inner.root().to_path_buf()
+    }
+
+    /// Every image the store knows, as dicts (`name`, `manifest`, `config`,
+    /// `created`, and `index` when it came from an index).
+    fn list(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        let rs = py.detach(|| self.inner.list()).map_err(errors::image)?;
+        records(py, &rs)
+    }
+
+    /// The record of one image, by name or manifest digest.
+    fn get(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+        let r = py.detach(|| self.inner.get(name)).map_err(errors::image)?;
+        record(py, &r)
+    }
+
+    /// An image's record, parsed manifest and config, and its layers
+    /// (`digest`, `media_type`, `size`, `diff_id`, `chain_id`), bottom first.
+    fn inspect(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+        let img = py.detach(|| self.inner.inspect(name)).map_err(errors::image)?;
+        let layers: Vec<_> = img
+            .layers
+            .iter()
+            .map(|l| {
+                json!({
+                    "digest": l.digest.to_string(),
+                    "media_type": l.media_type,
+                    "size": l.size,
+                    "diff_id": l.diff_id.to_string(),
+                    "chain_id": l.chain_id.to_string(),
+                })
+            })
+            .collect();
+        let value = json!({
+            "record": serde_json::to_value(&img.record).map_err(|e| PyValueError::new_err(e.to_string()))?,
+            "manifest": serde_json::to_value(&img.manifest).map_err(|e| PyValueError::new_err(e.to_string()))?,
+            "config": serde_json::to_value(&img.config).map_err(|e| PyValueError::new_err(e.to_string()))?,
+            "layers": layers,
+        });
+        Ok(to_py(py, &value)?.unbind())
+    }
+
+    /// Imports an OCI image layout or a `docker save` archive (a directory or
+    /// a tar of one); `format` is `"oci"`, `"docker"` or `None` to detect it.
+    /// Returns the records of the images imported.
+    #[pyo3(signature = (path, *, name=None, format=None, platform=None))]
+    fn import_(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        name: Option<String>,
+        format: Option<&str>,
+        platform: Option<&str>,
+    ) -> PyResult<Py<PyList>> {
+        let opts = ImportOptions {
+            name,
+            platform: self::platform(platform)?,
+        };
+        let format = match format {
+            None => py.detach(|| detect_format(&path))?,
+            Some("oci") => Format::Oci,
+            Some("docker") => Format::Docker,
+            Some(other) => {
+                return Err(PyValueError::new_err(format!(
+                    "format must be \"oci\", \"docker\" or None, not {other:?}"
+                )))
+            }
+        };
+        let rs = py
+            .detach(|| match format {
+                Format::Oci => self.inner.import_oci_layout(&path, &opts),
+                Format::Docker => self.inner.import_docker_archive(&path, &opts),
+            })
+            .map_err(errors::image)?;
+        records(py, &rs)
+    }
+
+    /// Pulls `reference` from its registry and returns the image's record.
+    /// `progress(bytes, blobs)` is called as blobs download.
+    #[pyo3(signature = (reference, *, name=None, platform=None, plain_http=false, username=None, password=None, jobs=3, attempts=4, progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn pull(
+        &self,
+        py: Python<'_>,
+        reference: &str,
+        name: Option<String>,
+        platform: Option<&str>,
+        plain_http: bool,
+        username: Option<String>,
+        password: Option<String>,
+        jobs: usize,
+        attempts: u32,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let credentials = match (username, password) {
+            (Some(u), Some(p)) => Some((u, p)),
+            (None, None) => None,
+            _ => {
+                return Err(PyValueError::new_err(
+                    "username and password go together",
+                ))
+            }
+        };
+        let progress = Progress::new(progress)?;
+        let opts = PullOptions {
+            platform: self::platform(platform)?,
+            credentials,
+            plain_http,
+            attempts: attempts.max(1),
+            jobs: jobs.max(1),
+            name,
+            progress: progress.image_fn(),
+        };
+        let result = py.detach(|| self.inner.pull(reference, &opts));
+        progress.finish()?;
+        let r = result.map_err(errors::image)?;
+        record(py, &r)
+    }
+
+    /// Unpacks an image's layers into the layer store at `layers` (one diff
+    /// directory per layer, named by chain ID; layers already there are
+    /// reused), `jobs` layers at a time. Returns `layer_ids` (bottom first),
+    /// `top`, `paths` (each layer's diff directory) and `unpacked` (how many
+    /// were unpacked now). `progress(bytes, entries)` is called as it goes.
+    #[pyo3(signature = (name, layers, *, jobs=2, progress=None))]
+    fn unpack(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        layers: PathBuf,
+        jobs: usize,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let progress = Progress::new(progress)?;
+        let mut opts = UnpackOptions::new();
+        if let Some(f) = progress.image_fn() {
+            opts = opts.progress(f);
+        }
+        let result = py.detach(|| -> PyResult<_> {
+            let store = LayerStore::open(&layers).map_err(errors::overlay)?;
+            let unpacked = self
+                .inner
+                .unpack(name, &store, &opts, jobs.max(1))
+                .map_err(errors::image)?;
+            let paths = unpacked
+                .layer_ids
+                .iter()
+                .map(|id| store.diff_path(id).map_err(errors::overlay))
+                .collect::<PyResult<Vec<_>>>()?;
+            Ok((unpacked, paths))
+        });
+        progress.finish()?;
+        let (unpacked, paths) = result?;
+        let value = json!({
+            "layer_ids": unpacked.layer_ids,
+            "top": unpacked.top(),
+            "paths": paths.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+            "unpacked": unpacked.unpacked,
+        });
+        Ok(to_py(py, &value)?.unbind())
+    }
+
+    /// Applies all of an image's layers, in order, onto `dest` (which must not
+    /// exist): a plain root filesystem, whiteouts applied. `dest` is removed
+    /// on failure.
+    #[pyo3(signature = (name, dest, *, progress=None))]
+    fn flatten(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        dest: PathBuf,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let progress = Progress::new(progress)?;
+        let mut opts = UnpackOptions::new();
+        if let Some(f) = progress.image_fn() {
+            opts = opts.progress(f);
+        }
+        let result = py.detach(|| self.inner.flatten(name, &dest, &opts));
+        progress.finish()?;
+        result.map_err(errors::image)
+    }
+
+    /// Gives the image `source` (a name or manifest digest) another name.
+    fn tag(&self, py: Python<'_>, source: &str, name: &str) -> PyResult<Py<PyAny>> {
+        let r = py
+            .detach(|| {
+                let src = self.inner.get(source)?;
+                self.inner.tag(name, &src.manifest, src.index.as_ref())
+            })
+            .map_err(errors::image)?;
+        record(py, &r)
+    }
+
+    /// Forgets an image name; returns its record (blobs stay until `prune`).
+    fn remove(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+        let r = py.detach(|| self.inner.remove(name)).map_err(errors::image)?;
+        record(py, &r)
+    }
+
+    /// Deletes blobs no image references and, given a layer store directory,
+    /// unpacked layers no image references. Returns `blobs`, `blob_bytes`,
+    /// `layers`.
+    #[pyo3(signature = (layers=None))]
+    fn prune(&self, py: Python<'_>, layers: Option<PathBuf>) -> PyResult<Py<PyAny>> {
+        let report = py.detach(|| -> PyResult<_> {
+            let store = layers
+                .as_ref()
+                .map(LayerStore::open)
+                .transpose()
+                .map_err(errors::overlay)?;
+            self.inner.prune(store.as_ref()).map_err(errors::image)
+        })?;
+        let value = json!({
+            "blobs": report.blobs.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            "blob_bytes": report.blob_bytes,
+            "layers": report.layers,
+        });
+        Ok(to_py(py, &value)?.unbind())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("kcore.image.Store({:?})", self.inner.root().display().to_string())
+    }
+}
+
+/// Adds the image classes to the module.
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Store>()?;
+    Ok(())
+}

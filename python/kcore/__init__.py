@@ -1,0 +1,36 @@
+"""kcore: OCI images, containers, scheduling, routing and a Kubernetes client.
+
+The native extension is ``kcore._kcore``; this package arranges it by topic:
+``kcore.image``, ``kcore.runtime``, ``kcore.net``, ``kcore.scheduler`` and
+``kcore.Client``.
+"""
+
+from kcore._kcore import (
+    ClientError as ClientError,
+    ConflictError as ConflictError,
+    ContainerError as ContainerError,
+    ImageError as ImageError,
+    KcoreError as KcoreError,
+    NetworkError as NetworkError,
+    NotFoundError as NotFoundError,
+    SchedulerError as SchedulerError,
+    __version__ as __version__,
+)
+from kcore import image as image
+from kcore import net as net
+from kcore import runtime as runtime
+
+__all__ = [
+    "ClientError",
+    "ConflictError",
+    "ContainerError",
+    "ImageError",
+    "KcoreError",
+    "NetworkError",
+    "NotFoundError",
+    "SchedulerError",
+    "__version__",
+    "image",
+    "net",
+    "runtime",
+]
