@@ -2,7 +2,7 @@
 //! requeue with backoff on failure; plus [`Expectations`] that stop a controller from acting
 //! twice on a cache that has not yet seen its own writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,17 +82,23 @@ pub(crate) fn display_chain(err: &dyn std::error::Error) -> String {
     s
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Expectation {
     adds: i64,
     dels: i64,
+    /// UIDs of the objects whose deletion is expected, when tracked by UID.
+    deleting: HashSet<String>,
     at: Instant,
 }
 
 /// Creations and deletions a controller has asked for and not yet seen in its cache,
 /// per controller key (client-go's `ControllerExpectations`). While some are outstanding
-/// the controller must not count pods from the cache and act again. Expectations expire
-/// after a timeout (5 minutes by default) so a lost watch event cannot wedge a controller.
+/// the controller must not count pods from the cache and act again. Deletions can be
+/// tracked by UID (client-go's `UIDTrackingControllerExpectations`): then only the
+/// deletion of an object the controller deleted counts, and [`Expectations::pending_deletion`]
+/// tells which cached objects are already on their way out, so a status computed from
+/// the cache does not count them. Expectations expire after a timeout (5 minutes by
+/// default) so a lost watch event cannot wedge a controller.
 #[derive(Debug, Clone)]
 pub struct Expectations {
     inner: Arc<Mutex<HashMap<ObjectKey, Expectation>>>,
@@ -127,6 +133,22 @@ impl Expectations {
             Expectation {
                 adds: i64::try_from(adds).unwrap_or(i64::MAX),
                 dels: i64::try_from(dels).unwrap_or(i64::MAX),
+                deleting: HashSet::new(),
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// Records that the objects with these UIDs are about to be deleted for `key`; each
+    /// counts as observed once [`Expectations::deletion_observed_uid`] names it.
+    pub fn expect_deletions(&self, key: &ObjectKey, uids: impl IntoIterator<Item = String>) {
+        let deleting: HashSet<String> = uids.into_iter().collect();
+        self.lock().insert(
+            key.clone(),
+            Expectation {
+                adds: 0,
+                dels: i64::try_from(deleting.len()).unwrap_or(i64::MAX),
+                deleting,
                 at: Instant::now(),
             },
         );
@@ -144,6 +166,26 @@ impl Expectations {
         if let Some(e) = self.lock().get_mut(key) {
             e.dels -= 1;
         }
+    }
+
+    /// The deletion of the object with `uid` was observed (or failed). With UID tracking
+    /// it counts only if that object was expected to go, and only once.
+    pub fn deletion_observed_uid(&self, key: &ObjectKey, uid: &str) {
+        if let Some(e) = self.lock().get_mut(key) {
+            if e.deleting.is_empty() {
+                e.dels -= 1;
+            } else if e.deleting.remove(uid) {
+                e.dels -= 1;
+            }
+        }
+    }
+
+    /// True when the controller of `key` deleted the object with `uid` and its cache has
+    /// not seen that yet (and the expectation has not expired).
+    pub fn pending_deletion(&self, key: &ObjectKey, uid: &str) -> bool {
+        self.lock()
+            .get(key)
+            .is_some_and(|e| e.at.elapsed() <= self.ttl && e.deleting.contains(uid))
     }
 
     /// True when nothing is outstanding for `key` (or the expectation expired).
@@ -235,6 +277,25 @@ mod tests {
         assert!(!e.satisfied(&k));
         e.delete(&k);
         assert!(e.satisfied(&k));
+    }
+
+    #[test]
+    fn deletions_tracked_by_uid() {
+        let e = Expectations::default();
+        let k = ObjectKey::namespaced("ns", "rs");
+        e.expect_deletions(&k, ["a".to_string(), "b".to_string()]);
+        assert!(!e.satisfied(&k));
+        assert!(e.pending_deletion(&k, "a") && e.pending_deletion(&k, "b"));
+        assert!(!e.pending_deletion(&k, "c"));
+        // Someone else's pod going away does not count; nor does one seen twice.
+        e.deletion_observed_uid(&k, "c");
+        e.deletion_observed_uid(&k, "a");
+        e.deletion_observed_uid(&k, "a");
+        assert!(!e.satisfied(&k));
+        assert!(!e.pending_deletion(&k, "a"));
+        e.deletion_observed_uid(&k, "b");
+        assert!(e.satisfied(&k));
+        assert!(!e.pending_deletion(&k, "b"));
     }
 
     #[tokio::test(start_paused = true)]

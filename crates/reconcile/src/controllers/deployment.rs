@@ -143,12 +143,24 @@ pub struct RsCounts {
 /// New `spec.replicas` for each old ReplicaSet (given oldest first) in a rolling update:
 /// first the unhealthy replicas go, then healthy ones as long as at least
 /// `desired - max_unavailable` pods stay available.
+///
+/// A ReplicaSet never counts as more available than its `spec.replicas`: available pods
+/// above that are ones its controller is deleting (a status written before it saw, or
+/// acted on, a scale-down). Counting them let two scale-downs in a row breach
+/// maxUnavailable.
 pub fn old_rs_scale_down(
     desired: i32,
     max_unavailable: i32,
     new: RsCounts,
     olds: &[RsCounts],
 ) -> Vec<i32> {
+    let clamp = |c: RsCounts| RsCounts {
+        replicas: c.replicas,
+        available: c.available.clamp(0, c.replicas.max(0)),
+    };
+    let new = clamp(new);
+    let olds: Vec<RsCounts> = olds.iter().copied().map(clamp).collect();
+    let olds = olds.as_slice();
     let mut out: Vec<i32> = olds.iter().map(|o| o.replicas).collect();
     let old_total: i32 = olds.iter().map(|o| o.replicas).sum();
     if old_total == 0 {
@@ -1262,6 +1274,16 @@ mod tests {
                 new: c(2, 0),
                 olds: vec![c(3, 3), c(3, 3)],
                 want: vec![2, 3],
+            },
+            Case {
+                // The failure seen in the rolling-update test: the old RS was scaled to 3
+                // but its status still counted 5 available pods being deleted.
+                name: "available above spec.replicas is not counted",
+                desired: 6,
+                max_unavailable: 1,
+                new: c(5, 3),
+                olds: vec![c(3, 5)],
+                want: vec![2],
             },
             Case {
                 name: "nothing old",

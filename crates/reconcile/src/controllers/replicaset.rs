@@ -372,7 +372,7 @@ impl ReplicaSetController {
                         && new.metadata.deletion_timestamp.is_some()
                     {
                         if let Some(k) = &kn {
-                            exp.deletion_observed(k);
+                            exp.deletion_observed_uid(k, new.metadata.uid.as_deref().unwrap_or(""));
                         }
                     }
                     if ko != kn {
@@ -387,9 +387,9 @@ impl ReplicaSetController {
                 }
                 Change::Deleted(p) => {
                     if let Some(k) = owner_key(pod) {
-                        if p.metadata.deletion_timestamp.is_none() {
-                            exp.deletion_observed(&k);
-                        }
+                        // Counted once per UID, so a graceful deletion already seen
+                        // as an update is not counted twice.
+                        exp.deletion_observed_uid(&k, p.metadata.uid.as_deref().unwrap_or(""));
                         queue.add(k);
                     }
                 }
@@ -447,17 +447,23 @@ impl ReplicaSetController {
         } else if diff < 0 {
             let n = usize::try_from(-diff).unwrap_or(0);
             let victims = pods_to_delete(active, n);
-            self.expectations.expect(key, 0, victims.len());
+            self.expectations.expect_deletions(
+                key,
+                victims
+                    .iter()
+                    .map(|p| p.metadata.uid.clone().unwrap_or_default()),
+            );
             let results = futures::future::join_all(victims.iter().map(|p| {
                 let name = p.metadata.name.clone().unwrap_or_default();
+                let uid = p.metadata.uid.clone().unwrap_or_default();
                 let api = api.clone();
-                async move { (api.delete(&name, &DeleteParams::default()).await, name) }
+                async move { (api.delete(&name, &DeleteParams::default()).await, name, uid) }
             }))
             .await;
             let mut first_err = None;
-            for (r, name) in results {
+            for (r, name, uid) in results {
                 if let Err(e) = r {
-                    self.expectations.deletion_observed(key);
+                    self.expectations.deletion_observed_uid(key, &uid);
                     if code_of(&e) != Some(404) {
                         first_err.get_or_insert((e, name));
                     }
@@ -488,12 +494,24 @@ impl Reconciler for ReplicaSetController {
         let pods = self.pods.list_namespace(key.ns());
         let claimed = claim(&uid, deleting, &spec.selector, &pods);
         let owned = apply_claim(&self.client, rs.as_ref(), &claimed).await?;
-        let active: Vec<Arc<Pod>> = owned.into_iter().filter(|p| pod_is_active(p)).collect();
+        // Pods this controller already deleted but the cache still shows are not counted:
+        // neither for managing nor in the status (else the status would report, under the
+        // new generation, available pods that are going away).
+        let not_going = |p: &Arc<Pod>| {
+            !self
+                .expectations
+                .pending_deletion(key, p.metadata.uid.as_deref().unwrap_or(""))
+        };
+        let mut active: Vec<Arc<Pod>> = owned
+            .into_iter()
+            .filter(|p| pod_is_active(p) && not_going(p))
+            .collect();
         let manage_result = if !deleting && self.expectations.satisfied(key) {
             self.manage(key, &rs, &active).await
         } else {
             Ok(())
         };
+        active.retain(not_going);
 
         let now = Timestamp::now();
         let status = compute_status(&rs, &active, now);
