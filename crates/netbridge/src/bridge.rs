@@ -9,8 +9,8 @@ use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteM
 
 use tracing::Instrument;
 
-use crate::netlink::{connect, is_errno, link_by_name, link_mac};
 use crate::{Error, Ipv4Net};
+use kcore_ns::netlink::{is_errno, link_by_name, link_mac, route_connection as connect};
 
 fn nl(op: &'static str, target: impl ToString) -> impl FnOnce(rtnetlink::Error) -> Error {
     let target = target.to_string();
@@ -83,7 +83,10 @@ impl Bridge {
     async fn ensure_inner(node: Option<&NetNs>, cfg: BridgeConfig) -> Result<Self, Error> {
         let handle = connect(node)?;
         set_up(&handle, "lo").await?;
-        let index = match link_by_name(&handle, &cfg.name).await? {
+        let index = match link_by_name(&handle, &cfg.name)
+            .await
+            .map_err(nl("get link", &cfg.name))?
+        {
             Some(l) => l.header.index,
             None => {
                 handle
@@ -100,7 +103,8 @@ impl Bridge {
                     })
                     .map_err(nl("add bridge", &cfg.name))?;
                 link_by_name(&handle, &cfg.name)
-                    .await?
+                    .await
+                    .map_err(nl("get link", &cfg.name))?
                     .ok_or_else(|| Error::LinkNotFound {
                         name: cfg.name.clone(),
                     })?
@@ -172,7 +176,10 @@ impl Bridge {
         self.detach(host_ifname).await?;
         let pod_handle = connect(Some(pod))?;
         // a leftover eth0 from an earlier attempt would block the rename
-        if let Some(old) = link_by_name(&pod_handle, "eth0").await? {
+        if let Some(old) = link_by_name(&pod_handle, "eth0")
+            .await
+            .map_err(nl("get link", "eth0"))?
+        {
             pod_handle
                 .link()
                 .del(old.header.index)
@@ -189,7 +196,8 @@ impl Bridge {
             .await
             .map_err(nl("add veth", host_ifname))?;
         let peer_idx = link_by_name(&self.handle, &peer)
-            .await?
+            .await
+            .map_err(nl("get link", &peer))?
             .ok_or_else(|| Error::LinkNotFound { name: peer.clone() })?
             .header
             .index;
@@ -202,7 +210,8 @@ impl Bridge {
             .map_err(nl("move link to pod namespace", &peer))?;
         // host end: bridge port with hairpin, up
         let host_idx = link_by_name(&self.handle, host_ifname)
-            .await?
+            .await
+            .map_err(nl("get link", host_ifname))?
             .ok_or_else(|| Error::LinkNotFound {
                 name: host_ifname.to_owned(),
             })?
@@ -229,7 +238,8 @@ impl Bridge {
         // pod end: eth0 with MAC, MTU, address, default route; lo up
         let mac = pod_mac(ip);
         let idx = link_by_name(&pod_handle, &peer)
-            .await?
+            .await
+            .map_err(nl("get link", &peer))?
             .ok_or_else(|| Error::LinkNotFound { name: peer.clone() })?
             .header
             .index;
@@ -272,7 +282,8 @@ impl Bridge {
             .await
             .map_err(nl("add default route", gateway))?;
         let mac = link_by_name(&pod_handle, "eth0")
-            .await?
+            .await
+            .map_err(nl("get link", "eth0"))?
             .as_ref()
             .and_then(link_mac)
             .unwrap_or(mac);
@@ -288,7 +299,10 @@ impl Bridge {
 
     /// Removes a pod's veth pair (both ends go together). Returns whether it existed.
     pub async fn detach(&self, host_ifname: &str) -> Result<bool, Error> {
-        let Some(l) = link_by_name(&self.handle, host_ifname).await? else {
+        let Some(l) = link_by_name(&self.handle, host_ifname)
+            .await
+            .map_err(nl("get link", host_ifname))?
+        else {
             return Ok(false);
         };
         match self.handle.link().del(l.header.index).execute().await {
@@ -347,7 +361,8 @@ fn gateway_of(subnet: Ipv4Net) -> Result<Ipv4Addr, Error> {
 
 async fn set_up(handle: &Handle, name: &str) -> Result<(), Error> {
     let l = link_by_name(handle, name)
-        .await?
+        .await
+        .map_err(nl("get link", name))?
         .ok_or_else(|| Error::LinkNotFound {
             name: name.to_owned(),
         })?;

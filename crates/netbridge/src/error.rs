@@ -61,6 +61,25 @@ pub enum Error {
         /// What nft printed on stderr.
         stderr: String,
     },
+    /// An nftables command cannot be encoded as nf_tables netlink (outside the
+    /// subset [`NftNetlink`](crate::NftNetlink) speaks).
+    #[error("cannot encode nft command {command} as netlink: {reason}")]
+    NftEncode {
+        /// The command, as nftables JSON.
+        command: String,
+        /// What is not supported.
+        reason: String,
+    },
+    /// The kernel refused an nf_tables netlink transaction, or talking to it failed.
+    #[error("nf_tables netlink {op} (netns {target}): {source}")]
+    NftNetlink {
+        /// The message that failed (`add chain ip kcore svc-...`) or the step.
+        op: String,
+        /// The network namespace of the socket.
+        target: String,
+        /// Underlying error (the kernel's errno).
+        source: io::Error,
+    },
     /// A network namespace could not be opened or entered.
     #[error("network namespace {path}: {source}")]
     Netns {
@@ -93,4 +112,7 @@ pub enum Error {
         /// Underlying error.
         source: io::Error,
     },
+    /// Opening a netlink socket inside a network namespace failed.
+    #[error(transparent)]
+    Ns(#[from] kcore_ns::Error),
 }

@@ -37,7 +37,7 @@ mod bridge;
 mod error;
 mod ipam;
 mod maglev;
-mod netlink;
+mod nfnl;
 mod nft;
 mod service;
 
@@ -47,6 +47,7 @@ pub use ipam::Ipam;
 /// IPv4 prefixes are [`ipnet::Ipv4Net`], the same type as `kcore_vxlan::Ipv4Net`.
 pub use ipnet::Ipv4Net;
 pub use maglev::Maglev;
+pub use nfnl::NftNetlink;
 pub use nft::{
     list_table, NftBatch, NftCommand, NftConfig, NftRunner, ServiceProxy, SyncStats,
     MASQUERADE_MARK,

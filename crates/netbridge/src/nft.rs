@@ -91,7 +91,7 @@ impl NftBatch {
         json!({ "nftables": self.commands }).to_string()
     }
 
-    fn push(&mut self, v: Value) {
+    pub(crate) fn push(&mut self, v: Value) {
         self.commands.push(v);
     }
 }
@@ -100,6 +100,18 @@ impl NftBatch {
 pub trait NftRunner {
     /// Applies the batch as one transaction.
     fn apply(&self, batch: &NftBatch) -> Result<(), Error>;
+}
+
+impl<R: NftRunner + ?Sized> NftRunner for Box<R> {
+    fn apply(&self, batch: &NftBatch) -> Result<(), Error> {
+        (**self).apply(batch)
+    }
+}
+
+impl<R: NftRunner + ?Sized> NftRunner for std::sync::Arc<R> {
+    fn apply(&self, batch: &NftBatch) -> Result<(), Error> {
+        (**self).apply(batch)
+    }
 }
 
 /// Runs the `nft` binary (`nft -j -f -`), optionally inside a network namespace.

@@ -9,8 +9,19 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use common::{fetch, links, Namespaces, Server};
 use kcore_netbridge::{
     enable_ip_forwarding, list_table, Bridge, BridgeConfig, Endpoint, Ipam, Ipv4Net, NftCommand,
-    NftConfig, Protocol, Service, ServiceProxy,
+    NftConfig, NftNetlink, NftRunner, Protocol, Service, ServiceProxy,
 };
+use kcore_ns::NetNs;
+
+/// Makes the nftables runner for a node namespace.
+type MakeRunner = dyn Fn(&NetNs) -> Box<dyn NftRunner>;
+
+/// Runs `body` once with each way of programming nftables: the `nft` binary and
+/// nf_tables netlink.
+fn with_both_runners(body: fn(&MakeRunner)) {
+    body(&|ns| Box::new(NftCommand::in_netns(ns.path())));
+    body(&|ns| Box::new(NftNetlink::open(Some(ns)).unwrap()));
+}
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -26,6 +37,10 @@ fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
 #[test]
 #[ignore = "needs root"]
 fn pods_on_one_node_talk_and_reach_services() {
+    with_both_runners(one_node);
+}
+
+fn one_node(runner: &MakeRunner) {
     let rt = rt();
     let host_links = common::current_links();
     let mut nss = Namespaces::new();
@@ -81,7 +96,7 @@ fn pods_on_one_node_talk_and_reach_services() {
         local_pods: Some((subnet, "kcore0".into())),
         ..NftConfig::default()
     };
-    let mut proxy = ServiceProxy::new(cfg.clone(), nft.clone());
+    let mut proxy = ServiceProxy::new(cfg.clone(), runner(&node));
     // a stale table from an earlier run is replaced atomically
     proxy
         .restore(&[Service::cluster_ip(
@@ -184,6 +199,10 @@ fn pods_on_one_node_talk_and_reach_services() {
 #[test]
 #[ignore = "needs root"]
 fn client_ip_affinity_sticks_in_the_kernel() {
+    with_both_runners(affinity);
+}
+
+fn affinity(runner: &MakeRunner) {
     let rt = rt();
     let mut nss = Namespaces::new();
     let node = nss.create("kn");
@@ -209,12 +228,11 @@ fn client_ip_affinity_sticks_in_the_kernel() {
             )
         })
         .collect();
-    let nft = NftCommand::in_netns(node.path());
     let cfg = NftConfig {
         local_pods: Some((subnet, "kcore0".into())),
         ..NftConfig::default()
     };
-    let mut proxy = ServiceProxy::new(cfg, nft);
+    let mut proxy = ServiceProxy::new(cfg, runner(&node));
     proxy.init().unwrap();
     let vip = Ipv4Addr::new(10, 96, 0, 20);
     let mut svc = Service::cluster_ip("default/sticky", Protocol::Tcp, vip, 9000);
@@ -231,6 +249,10 @@ fn client_ip_affinity_sticks_in_the_kernel() {
 #[test]
 #[ignore = "needs root"]
 fn udp_service_round_trips() {
+    with_both_runners(udp);
+}
+
+fn udp(runner: &MakeRunner) {
     use std::net::UdpSocket;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
@@ -277,13 +299,12 @@ fn udp_service_round_trips() {
         }
     });
 
-    let nft = NftCommand::in_netns(node.path());
     let mut proxy = ServiceProxy::new(
         NftConfig {
             local_pods: Some((subnet, "kcore0".into())),
             ..NftConfig::default()
         },
-        nft,
+        runner(&node),
     );
     let vip = Ipv4Addr::new(10, 96, 0, 53);
     let mut svc = Service::cluster_ip("kube-system/dns", Protocol::Udp, vip, 53);

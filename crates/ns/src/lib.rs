@@ -15,6 +15,9 @@
 //!   `/proc/<pid>/ns` file, and undo that.
 //! - [`netns`]: named persistent network namespaces under `/run/netns` (or any
 //!   directory) and [`NetNs::run`] to run a closure inside one on its own thread.
+//! - [`netlink`]: netlink sockets opened inside a network namespace; with the
+//!   `rtnetlink` feature, an rtnetlink connection per namespace and link helpers
+//!   shared by kcore-netbridge and kcore-vxlan.
 //! - [`mount`]: propagation, bind mounts with flags, proc/sysfs/tmpfs/devpts/mqueue,
 //!   a minimal `/dev`, `pivot_root`, masked and read-only paths.
 //!
@@ -47,6 +50,7 @@ mod namespace;
 mod spawn;
 
 pub mod mount;
+pub mod netlink;
 pub mod netns;
 
 pub use error::{ChildStage, Error, Result};

@@ -36,4 +36,7 @@ pub enum Error {
         /// The configured local address.
         local: Ipv4Addr,
     },
+    /// Opening a netlink socket inside a network namespace failed.
+    #[error(transparent)]
+    Ns(#[from] kcore_ns::Error),
 }

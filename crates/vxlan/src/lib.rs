@@ -40,7 +40,6 @@
 #![deny(missing_docs)]
 
 mod error;
-mod netlink;
 mod overlay;
 mod route_table;
 

@@ -17,8 +17,8 @@ use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
 use tracing::Instrument;
 
-use crate::netlink::{connect, is_errno, link_by_name, link_mac, link_mtu};
 use crate::{Error, Ipv4Net};
+use kcore_ns::netlink::{is_errno, link_by_name, link_mac, link_mtu, route_connection as connect};
 
 /// VXLAN encapsulation overhead subtracted from the underlay MTU.
 pub const VXLAN_OVERHEAD: u32 = 50;
@@ -155,7 +155,8 @@ impl Overlay {
         let handle = connect(netns)?;
         let underlay = match &cfg.underlay {
             Some(name) => link_by_name(&handle, name)
-                .await?
+                .await
+                .map_err(nl("get link", name))?
                 .ok_or_else(|| Error::LinkNotFound { name: name.clone() })?,
             None => underlay_for(&handle, cfg.local).await?,
         };
@@ -165,7 +166,10 @@ impl Overlay {
             None => link_mtu(&underlay).unwrap_or(1500) - VXLAN_OVERHEAD,
         };
         let mac = cfg.mac.unwrap_or_else(|| vtep_mac_for(cfg.local));
-        if let Some(existing) = link_by_name(&handle, &cfg.name).await? {
+        if let Some(existing) = link_by_name(&handle, &cfg.name)
+            .await
+            .map_err(nl("get link", &cfg.name))?
+        {
             let matches = vxlan_params(&existing).is_some_and(|(id, port, local)| {
                 id == cfg.vni && port == cfg.port && local == Some(cfg.local)
             });
@@ -179,7 +183,10 @@ impl Overlay {
                     .map_err(nl("delete link", &cfg.name))?;
             }
         }
-        let index = match link_by_name(&handle, &cfg.name).await? {
+        let index = match link_by_name(&handle, &cfg.name)
+            .await
+            .map_err(nl("get link", &cfg.name))?
+        {
             Some(l) => {
                 handle
                     .link()
@@ -212,7 +219,8 @@ impl Overlay {
                     .await
                     .map_err(nl("add vxlan link", &cfg.name))?;
                 link_by_name(&handle, &cfg.name)
-                    .await?
+                    .await
+                    .map_err(nl("get link", &cfg.name))?
                     .ok_or_else(|| Error::LinkNotFound {
                         name: cfg.name.clone(),
                     })?
@@ -229,7 +237,10 @@ impl Overlay {
                 .await
                 .map_err(nl("add address", addr))?;
         }
-        let mac = match link_by_name(&handle, &cfg.name).await? {
+        let mac = match link_by_name(&handle, &cfg.name)
+            .await
+            .map_err(nl("get link", &cfg.name))?
+        {
             Some(l) => link_mac(&l).unwrap_or(mac),
             None => mac,
         };

@@ -1,0 +1,141 @@
+//! The netlink runner programs exactly what the `nft` binary programs: the same
+//! Service changes go through [`NftCommand`] in one namespace and [`NftNetlink`] in
+//! another, and `nft list table` prints the same ruleset after every step.
+
+mod common;
+
+use std::net::Ipv4Addr;
+
+use common::Namespaces;
+use kcore_netbridge::{
+    list_table, Endpoint, NftCommand, NftConfig, NftNetlink, NftRunner, Protocol, Service,
+    ServiceProxy, SessionAffinity,
+};
+
+fn svc(i: u8, eps: u8) -> Service {
+    let mut s = Service::cluster_ip(
+        format!("default/s{i}"),
+        Protocol::Tcp,
+        Ipv4Addr::new(10, 96, 0, i),
+        80,
+    );
+    s.endpoints = (0..eps)
+        .map(|e| Endpoint::ready(Ipv4Addr::new(10, 244, 1, 10 + i * 8 + e), 8080))
+        .collect();
+    s
+}
+
+/// The table as `nft` prints it.
+fn listing(nft: &NftCommand, cfg: &NftConfig) -> String {
+    list_table(nft, cfg).unwrap()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn netlink_and_nft_binary_program_the_same_ruleset() {
+    let mut nss = Namespaces::new();
+    let a = nss.create("kq");
+    let b = nss.create("kq");
+    let cfg = NftConfig {
+        cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+        local_pods: Some(("10.244.1.0/24".parse().unwrap(), "kcore0".into())),
+        ..NftConfig::default()
+    };
+    let list_a = NftCommand::in_netns(a.path());
+    let list_b = NftCommand::in_netns(b.path());
+    let mut by_nft = ServiceProxy::new(cfg.clone(), list_a.clone());
+    let mut by_netlink = ServiceProxy::new(cfg.clone(), NftNetlink::open(Some(&b)).unwrap());
+
+    let mut web = svc(1, 3);
+    web.node_port = Some(30080);
+    web.load_balancer_ips = vec![Ipv4Addr::new(192, 0, 2, 10)];
+    let mut sticky = svc(2, 2);
+    sticky.affinity = SessionAffinity::ClientIp { timeout_secs: 300 };
+    let mut dns = svc(3, 2);
+    dns.protocol = Protocol::Udp;
+    dns.port = 53;
+    let empty = svc(4, 0);
+
+    let mut steps: Vec<Vec<Service>> = vec![vec![
+        web.clone(),
+        sticky.clone(),
+        dns.clone(),
+        empty.clone(),
+    ]];
+    // an endpoint goes unready, one is added
+    let mut web2 = web.clone();
+    web2.endpoints[1].ready = false;
+    web2.endpoints
+        .push(Endpoint::ready(Ipv4Addr::new(10, 244, 1, 99), 8080));
+    steps.push(vec![
+        web2.clone(),
+        sticky.clone(),
+        dns.clone(),
+        empty.clone(),
+    ]);
+    // affinity toggles both ways, the NodePort moves, a Service goes away
+    let mut web3 = web2.clone();
+    web3.affinity = SessionAffinity::ClientIp { timeout_secs: 60 };
+    web3.node_port = Some(30081);
+    let mut sticky2 = sticky.clone();
+    sticky2.affinity = SessionAffinity::None;
+    steps.push(vec![web3, sticky2, empty.clone()]);
+    steps.push(vec![]);
+
+    by_nft.restore(&[]).unwrap();
+    by_netlink.restore(&[]).unwrap();
+    assert_eq!(listing(&list_a, &cfg), listing(&list_b, &cfg));
+    for (i, desired) in steps.iter().enumerate() {
+        let sa = by_nft.sync(desired).unwrap();
+        let sb = by_netlink.sync(desired).unwrap();
+        assert_eq!(sa, sb);
+        let (la, lb) = (listing(&list_a, &cfg), listing(&list_b, &cfg));
+        assert_eq!(la, lb, "step {i}: nft binary\n{la}\nnetlink\n{lb}");
+    }
+    // a full restore in one transaction agrees too
+    let all = steps[0].clone();
+    by_nft.restore(&all).unwrap();
+    by_netlink.restore(&all).unwrap();
+    let (la, lb) = (listing(&list_a, &cfg), listing(&list_b, &cfg));
+    assert_eq!(la, lb);
+    assert!(la.contains("numgen random mod 3"), "{la}");
+
+    // teardown is idempotent and leaves no table behind
+    by_netlink.teardown().unwrap();
+    by_netlink.teardown().unwrap();
+    by_nft.teardown().unwrap();
+    assert!(list_table(&list_b, &cfg).is_err());
+    assert!(list_table(&list_a, &cfg).is_err());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn kernel_errors_name_the_failing_message() {
+    let mut nss = Namespaces::new();
+    let ns = nss.create("kq");
+    let runner = NftNetlink::in_netns(ns.path()).unwrap();
+    let mut p = ServiceProxy::new(NftConfig::default(), runner.clone());
+    p.init().unwrap();
+    // a Service into a table that does not exist: the whole transaction is refused
+    let cfg = NftConfig {
+        table: "kcore-missing".into(),
+        ..NftConfig::default()
+    };
+    let other = ServiceProxy::new(cfg, runner.clone());
+    let (plan, _) = other.plan_update(&[svc(1, 1)], &[]).unwrap();
+    let err = runner.apply(&plan).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, kcore_netbridge::Error::NftNetlink { .. }),
+        "{msg}"
+    );
+    assert!(msg.contains("kcore-missing"), "{msg}");
+    assert!(msg.contains("No such file"), "{msg}");
+    // the shared socket stays usable after an error
+    let st = p.update(&[svc(1, 1)], &[]).unwrap();
+    assert_eq!(st.added, 1);
+    let listing = list_table(&NftCommand::in_netns(ns.path()), &NftConfig::default()).unwrap();
+    assert!(listing.contains("10.96.0.1 . tcp . 80"), "{listing}");
+    p.teardown().unwrap();
+    assert!(list_table(&NftCommand::in_netns(ns.path()), &NftConfig::default()).is_err());
+}
