@@ -113,6 +113,7 @@ struct Inner {
     storage: Arc<dyn Storage>,
     config: ApiConfig,
     alloc: tokio::sync::Mutex<()>,
+    evictions: tokio::sync::Mutex<()>,
 }
 
 /// The in-process API: every operation the REST server offers, on JSON or typed objects.
@@ -230,6 +231,33 @@ impl Filter {
     }
 }
 
+fn pod_ready(p: &Value) -> bool {
+    p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// An int-or-percent of `total`, percentages rounded up (upstream's
+/// `GetScaledValueFromIntOrPercent(.., true)`).
+fn scaled_up(v: &Value, total: usize) -> Option<usize> {
+    if let Some(n) = v.as_u64() {
+        return usize::try_from(n).ok();
+    }
+    let pct: usize = v.as_str()?.strip_suffix('%')?.parse().ok()?;
+    Some((pct * total).div_ceil(100))
+}
+
+/// The healthy pods a PodDisruptionBudget spec requires when `expected` pods match it.
+fn budget(spec: &Value, expected: usize) -> usize {
+    if let Some(max) = scaled_up(&spec["maxUnavailable"], expected) {
+        expected.saturating_sub(max)
+    } else {
+        scaled_up(&spec["minAvailable"], expected).unwrap_or(0)
+    }
+}
+
 fn spec_like(kind: &str, obj: &Value) -> Value {
     match kind {
         "ConfigMap" | "Secret" => json!([obj["data"], obj["binaryData"], obj["stringData"]]),
@@ -249,6 +277,7 @@ impl Api {
                 storage,
                 config,
                 alloc: tokio::sync::Mutex::new(()),
+                evictions: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -433,6 +462,27 @@ impl Api {
         let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod},
             "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
         self.bind(Some(namespace), pod, binding).await.map(|_| ())
+    }
+
+    /// `namespaces/{name}/finalize`: replaces the namespace's `spec.finalizers`; once
+    /// they and `metadata.finalizers` are empty, a terminating namespace is removed.
+    pub async fn finalize_namespace(
+        &self,
+        name: &str,
+        finalizers: &[&str],
+    ) -> Result<Value, ApiError> {
+        let info = resources::lookup("", "v1", "namespaces").expect("served");
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
+            "spec": {"finalizers": finalizers}});
+        self.update_in(
+            info,
+            None,
+            name,
+            body,
+            Some(Sub::Finalize),
+            &WriteOptions::default(),
+        )
+        .await
     }
 
     /// Watches objects of an upstream type.
@@ -938,10 +988,27 @@ impl Api {
                 n["status"] = incoming["status"].clone();
                 n
             }
+            Some(Sub::Finalize) => {
+                // namespaces/finalize: only spec.finalizers changes.
+                let mut n = old.clone();
+                let f = &incoming["spec"]["finalizers"];
+                n["spec"]["finalizers"] = if f.is_null() { json!([]) } else { f.clone() };
+                n
+            }
             _ => {
                 let mut n = incoming;
                 if info.has(Sub::Status) && info.kind != "Namespace" {
                     n["status"] = old["status"].clone();
+                }
+                if info.kind == "Namespace" {
+                    // spec.finalizers changes only through the finalize subresource.
+                    if !n["spec"].is_object() {
+                        n["spec"] = json!({});
+                    }
+                    n["spec"]["finalizers"] = old["spec"]["finalizers"].clone();
+                    if old["metadata"]["deletionTimestamp"].is_string() {
+                        n["status"]["phase"] = json!("Terminating");
+                    }
                 }
                 n
             }
@@ -995,7 +1062,11 @@ impl Api {
         let finalized = new["metadata"]["deletionTimestamp"].is_string()
             && new["metadata"]["finalizers"]
                 .as_array()
-                .is_none_or(|f| f.is_empty());
+                .is_none_or(|f| f.is_empty())
+            && (info.kind != "Namespace"
+                || new["spec"]["finalizers"]
+                    .as_array()
+                    .is_none_or(|f| f.is_empty()));
         if finalized {
             let kv = self
                 .inner
@@ -1323,10 +1394,13 @@ impl Api {
                     old["status"]["phase"].as_str(),
                     Some("Succeeded" | "Failed")
                 );
-            if info.kind == "Namespace" && !opts.dry_run {
-                self.delete_namespace_contents(name).await?;
-            }
-            if !finalizers.is_empty() || graceful_pod {
+            // A namespace with spec.finalizers (`kubernetes` by default) goes Terminating;
+            // the namespace controller deletes its content, then finalizes it.
+            let namespace_finalizers = info.kind == "Namespace"
+                && old["spec"]["finalizers"]
+                    .as_array()
+                    .is_some_and(|f| !f.is_empty());
+            if !finalizers.is_empty() || graceful_pod || namespace_finalizers {
                 if old["metadata"]["deletionTimestamp"].is_string()
                     && finalizers
                         == old["metadata"]["finalizers"]
@@ -1363,6 +1437,9 @@ impl Api {
                     m.insert("finalizers".into(), json!(finalizers));
                 }
                 m.remove("resourceVersion");
+                if info.kind == "Namespace" {
+                    new["status"]["phase"] = json!("Terminating");
+                }
                 if opts.dry_run {
                     return Ok(new);
                 }
@@ -1401,19 +1478,90 @@ impl Api {
         }
     }
 
-    async fn delete_namespace_contents(&self, ns: &str) -> Result<(), ApiError> {
-        for info in resources::RESOURCES.iter().filter(|r| r.namespaced) {
-            let list = self
-                .inner
-                .storage
-                .range(&info.prefix(Some(ns)), None, 0)
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            for kv in list.kvs {
-                let _ = self.inner.storage.delete(&kv.key, None).await;
+    /// `pods/eviction`: deletes the pod unless that would violate its
+    /// PodDisruptionBudget, in which case the answer is 429 TooManyRequests with a
+    /// `DisruptionBudget` cause. Pods that are terminating, Pending, Succeeded or Failed
+    /// are deleted without looking at budgets, as upstream. Evictions are serialized
+    /// (within this API server) so two of them never spend the same allowed disruption.
+    pub async fn evict(
+        &self,
+        namespace: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
+        let pods = resources::lookup("", "v1", "pods").expect("served");
+        let pdbs = resources::lookup("policy", "v1", "poddisruptionbudgets").expect("served");
+        let _guard = self.inner.evictions.lock().await;
+        let pod = self.get_in(pods, Some(namespace), name).await?;
+        let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
+        let ignores_budget = pod["metadata"]["deletionTimestamp"].is_string()
+            || matches!(phase, "Pending" | "Succeeded" | "Failed");
+        if !ignores_budget {
+            let all = self
+                .list_in(pdbs, Some(namespace), &ListOptions::default())
+                .await?;
+            let matching: Vec<&Value> = all["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|b| {
+                    let sel = &b["spec"]["selector"];
+                    !sel.is_null() && LabelSelector::from_object(sel).matches(&pod)
+                })
+                .collect();
+            if matching.len() > 1 {
+                return Err(ApiError::internal(
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                ));
+            }
+            if let Some(pdb) = matching.first() {
+                let sel = LabelSelector::from_object(&pdb["spec"]["selector"]);
+                let peers = self
+                    .list_in(pods, Some(namespace), &ListOptions::default())
+                    .await?;
+                let live: Vec<&Value> = peers["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| {
+                        sel.matches(p)
+                            && p["metadata"]["deletionTimestamp"].is_null()
+                            && !matches!(
+                                p["status"]["phase"].as_str(),
+                                Some("Succeeded" | "Failed")
+                            )
+                    })
+                    .collect();
+                let healthy = live.iter().filter(|p| pod_ready(p)).count();
+                let b = budget(&pdb["spec"], live.len());
+                let pod_healthy = pod_ready(&pod);
+                let always = pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow";
+                let allowed = if pod_healthy {
+                    healthy > b
+                } else {
+                    always || healthy >= b
+                };
+                if !allowed {
+                    let pdb_name = pdb["metadata"]["name"].as_str().unwrap_or_default();
+                    let mut e = ApiError::new(
+                        429,
+                        "TooManyRequests",
+                        "Cannot evict pod as it would violate the pod's disruption budget.",
+                    );
+                    e.details = Some(json!({"causes": [{
+                        "reason": "DisruptionBudget",
+                        "message": format!(
+                            "The disruption budget {pdb_name} needs {b} healthy pods and has {healthy} currently"
+                        ),
+                    }]}));
+                    return Err(e);
+                }
             }
         }
-        Ok(())
+        self.delete_in(pods, Some(namespace), name, opts).await?;
+        Ok(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        )
     }
 
     /// DELETE a collection: every object matching the selectors.

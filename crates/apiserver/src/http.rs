@@ -314,6 +314,7 @@ fn api_resource_list(group: &str, version: &str) -> Value {
                 Sub::Binding => ("Binding", &["create"], None, None),
                 Sub::Eviction => ("Eviction", &["create"], Some("policy"), Some("v1")),
                 Sub::Log => ("Pod", &["get"], None, None),
+                Sub::Finalize => (r.kind, &["update"], None, None),
             };
             let mut e = json!({"name": format!("{}/{}", r.plural, s.name()), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
             if let (Some(g), Some(v)) = (grp, ver) {
@@ -387,6 +388,7 @@ fn aggregated_discovery(core: bool) -> Value {
                                 Sub::Binding => ("Binding", "", "v1", &["create"]),
                                 Sub::Eviction => ("Eviction", "policy", "v1", &["create"]),
                                 Sub::Log => ("Pod", "", "v1", &["get"]),
+                                Sub::Finalize => (r.kind, r.group, r.version, &["update"]),
                             };
                             json!({"subresource": s.name(), "responseKind": {"group": grp, "version": ver, "kind": kind}, "verbs": verbs})
                         })
@@ -825,6 +827,14 @@ async fn serve_resource(
                     .await?,
             ))
         }
+        (Method::PUT, Some(name), Some(Sub::Finalize)) => {
+            let obj = decode_body(headers, &body)?;
+            Ok(json_response(
+                200,
+                &api.update_in(info, ns, &name, obj, Some(Sub::Finalize), &wopts)
+                    .await?,
+            ))
+        }
         (Method::GET, Some(name), Some(Sub::Scale)) => {
             Ok(json_response(200, &api.get_scale(info, ns, &name).await?))
         }
@@ -845,11 +855,8 @@ async fn serve_resource(
                 grace_period_seconds: b["deleteOptions"]["gracePeriodSeconds"].as_i64(),
                 ..Default::default()
             };
-            api.delete_in(info, ns, &name, &dopts).await?;
-            Ok(json_response(
-                201,
-                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-            ))
+            let out = api.evict(ns.unwrap_or("default"), &name, &dopts).await?;
+            Ok(json_response(201, &out))
         }
         (Method::GET, Some(name), Some(Sub::Log)) => {
             let pod = api.get_in(info, ns, &name).await?;

@@ -11,6 +11,7 @@ pub(crate) enum Sub {
     Binding,
     Eviction,
     Log,
+    Finalize,
 }
 
 impl Sub {
@@ -21,6 +22,7 @@ impl Sub {
             Sub::Binding => "binding",
             Sub::Eviction => "eviction",
             Sub::Log => "log",
+            Sub::Finalize => "finalize",
         }
     }
 }
@@ -117,7 +119,7 @@ macro_rules! res {
 }
 
 use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
-use k8s_openapi::api::{discovery::v1 as disc, networking::v1 as net};
+use k8s_openapi::api::{discovery::v1 as disc, networking::v1 as net, policy::v1 as policy};
 
 const ALL: &[&str] = &["all"];
 const NONE: &[&str] = &[];
@@ -130,7 +132,7 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
         false,
         &["ns"],
         NONE,
-        &[Sub::Status],
+        &[Sub::Status, Sub::Finalize],
         false
     ),
     res!(
@@ -236,6 +238,42 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
         false
     ),
     res!(coord::Lease, "leases", true, &[], NONE, &[], true),
+    res!(
+        core::PersistentVolumeClaim,
+        "persistentvolumeclaims",
+        true,
+        &["pvc"],
+        NONE,
+        &[Sub::Status],
+        false
+    ),
+    res!(
+        core::PersistentVolume,
+        "persistentvolumes",
+        false,
+        &["pv"],
+        NONE,
+        &[Sub::Status],
+        false
+    ),
+    res!(
+        apps::ControllerRevision,
+        "controllerrevisions",
+        true,
+        &[],
+        NONE,
+        &[],
+        false
+    ),
+    res!(
+        policy::PodDisruptionBudget,
+        "poddisruptionbudgets",
+        true,
+        &["pdb"],
+        NONE,
+        &[Sub::Status],
+        false
+    ),
 ];
 
 /// Finds a resource by group, version and plural name.

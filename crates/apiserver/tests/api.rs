@@ -575,7 +575,7 @@ async fn validation_names_each_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn namespace_deletion_removes_contents() {
+async fn namespace_deletion_waits_for_its_finalizer() {
     let e = env().await;
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}});
     let created = e
@@ -584,6 +584,7 @@ async fn namespace_deletion_removes_contents() {
         .await
         .expect("ns");
     assert_eq!(created["status"]["phase"], "Active");
+    assert_eq!(created["spec"]["finalizers"], json!(["kubernetes"]));
     assert_eq!(
         created["metadata"]["labels"]["kubernetes.io/metadata.name"],
         "team"
@@ -594,12 +595,175 @@ async fn namespace_deletion_removes_contents() {
         .expect("cm");
     let _: k8s_openapi::api::core::v1::Namespace =
         e.api.delete(None, "team").await.expect("delete ns");
-    let err = e
+    // Terminating: content stays until the namespace controller removes it.
+    let ns = e
         .api
+        .get_value("v1", "namespaces", None, "team")
+        .await
+        .expect("still there");
+    assert_eq!(ns["status"]["phase"], "Terminating");
+    assert!(ns["metadata"]["deletionTimestamp"].is_string());
+    e.api
         .get_value("v1", "configmaps", Some("team"), "x")
         .await
+        .expect("content is not wiped by the API server");
+    let err = e
+        .api
+        .create_value("v1", "configmaps", Some("team"), cm("y", json!({})), &W)
+        .await
         .unwrap_err();
-    assert_eq!(err.code, 404);
+    assert_eq!(err.code, 403, "no new content in a terminating namespace");
+    // An update of the namespace itself cannot drop the finalizer.
+    let mut upd = ns.clone();
+    upd["spec"]["finalizers"] = json!([]);
+    let kept = e
+        .api
+        .replace::<k8s_openapi::api::core::v1::Namespace>(
+            None,
+            &serde_json::from_value(upd).expect("ns"),
+        )
+        .await
+        .expect("update");
+    assert_eq!(
+        kept.spec.and_then(|s| s.finalizers),
+        Some(vec!["kubernetes".to_string()])
+    );
+    let _: ConfigMap = e.api.delete(Some("team"), "x").await.expect("delete cm");
+    let out = e
+        .api
+        .finalize_namespace("team", &[])
+        .await
+        .expect("finalize");
+    assert!(out["metadata"]["deletionTimestamp"].is_string());
+    let err = e
+        .api
+        .get_value("v1", "namespaces", None, "team")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 404, "finalized namespace is gone");
+}
+
+fn ready_pod(name: &str, ready: bool) -> Value {
+    let mut p = pod(name);
+    p["metadata"]["labels"] = json!({"app": "db"});
+    p["status"] = json!({"phase": "Running", "conditions": [
+        {"type": "Ready", "status": if ready { "True" } else { "False" }}]});
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_honours_pod_disruption_budgets() {
+    let e = env().await;
+    for (name, ready) in [("db-0", true), ("db-1", true), ("db-2", false)] {
+        let created = e
+            .api
+            .create_value("v1", "pods", Some("default"), ready_pod(name, ready), &W)
+            .await
+            .expect("pod");
+        let mut st = created.clone();
+        st["status"] = ready_pod(name, ready)["status"].clone();
+        e.api
+            .replace_status::<Pod>(Some("default"), &serde_json::from_value(st).expect("pod"))
+            .await
+            .expect("status");
+    }
+    // Pods not matched by any budget go at once.
+    e.api
+        .create_value("v1", "pods", Some("default"), pod("free"), &W)
+        .await
+        .expect("pod");
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "db"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}});
+    e.api
+        .create_value(
+            "policy/v1",
+            "poddisruptionbudgets",
+            Some("default"),
+            pdb,
+            &W,
+        )
+        .await
+        .expect("pdb");
+    let opts = kcore_apiserver::DeleteOptions::default();
+    e.api
+        .evict("default", "free", &opts)
+        .await
+        .expect("evict free");
+    // Two healthy, one required: one healthy pod may go, the second may not.
+    e.api.evict("default", "db-0", &opts).await.expect("first");
+    let err = e.api.evict("default", "db-1", &opts).await.unwrap_err();
+    assert_eq!((err.code, err.reason.as_str()), (429, "TooManyRequests"));
+    let cause = &err.details.expect("details")["causes"][0];
+    assert_eq!(cause["reason"], "DisruptionBudget");
+    assert!(
+        cause["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("needs 1 healthy pods and has 1")),
+        "{cause}"
+    );
+    e.api
+        .get_value("v1", "pods", Some("default"), "db-1")
+        .await
+        .expect("a refused eviction deletes nothing");
+    // An unhealthy pod may go while the budget is met (IfHealthyBudget).
+    e.api
+        .evict("default", "db-2", &opts)
+        .await
+        .expect("unhealthy pod");
+    // Two budgets on one pod: upstream refuses with 500.
+    let second = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "db2"},
+        "spec": {"maxUnavailable": "50%", "selector": {"matchLabels": {"app": "db"}}}});
+    e.api
+        .create_value(
+            "policy/v1",
+            "poddisruptionbudgets",
+            Some("default"),
+            second,
+            &W,
+        )
+        .await
+        .expect("pdb");
+    let err = e.api.evict("default", "db-1", &opts).await.unwrap_err();
+    assert_eq!(err.code, 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_and_revision_resources_are_served() {
+    let e = env().await;
+    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+    let out = e
+        .api
+        .create_value("v1", "persistentvolumeclaims", Some("default"), pvc, &W)
+        .await
+        .expect("pvc");
+    assert_eq!(out["spec"]["resources"]["requests"]["storage"], "1Gi");
+    let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv1"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": "/tmp/pv1"}}});
+    e.api
+        .create_value("v1", "persistentvolumes", None, pv, &W)
+        .await
+        .expect("pv");
+    let cr = json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
+        "metadata": {"name": "web-abc"}, "revision": 1, "data": {"spec": {"template": {}}}});
+    let out = e
+        .api
+        .create_value("apps/v1", "controllerrevisions", Some("default"), cr, &W)
+        .await
+        .expect("controllerrevision");
+    assert_eq!(out["revision"], 1);
+    let bad = json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
+        "metadata": {"name": "x"}, "revision": "one"});
+    let err = e
+        .api
+        .create_value("apps/v1", "controllerrevisions", Some("default"), bad, &W)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
