@@ -6,12 +6,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, Node, Pod, Secret, Service, ServiceAccount,
+    ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::ApiResource;
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -235,6 +240,11 @@ impl ControllerManager {
             ApiResource::erase::<Secret>(&()),
             ApiResource::erase::<ServiceAccount>(&()),
             ApiResource::erase::<Lease>(&()),
+            ApiResource::erase::<Event>(&()),
+            ApiResource::erase::<Ingress>(&()),
+            ApiResource::erase::<PersistentVolumeClaim>(&()),
+            ApiResource::erase::<ControllerRevision>(&()),
+            ApiResource::erase::<PodDisruptionBudget>(&()),
         ];
         if self.enabled("namespace") {
             let q = new_queue();

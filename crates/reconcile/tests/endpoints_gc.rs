@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{eventually, start, workload, Kubelet};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Pod, Service};
@@ -218,12 +216,16 @@ async fn gc_orphan_keeps_dependents_without_owner() {
     let c = start(Kubelet::ReadyAtOnce, &["replicaset", "garbagecollector"]).await;
     let rss: Api<ReplicaSet> = Api::namespaced(c.client.clone(), &c.namespace);
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), &c.namespace);
-    rss.create(
-        &PostParams::default(),
-        &serde_json::from_value(workload("ReplicaSet", "or", 2, "x")).unwrap(),
-    )
-    .await
-    .unwrap();
+    let owner_uid = rss
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(workload("ReplicaSet", "or", 2, "x")).unwrap(),
+        )
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
     eventually(30, "2 pods", || async {
         (count(&pods, &rss, "or").await.0 == 2).then_some(())
     })
@@ -247,16 +249,41 @@ async fn gc_orphan_keeps_dependents_without_owner() {
         .then_some(ps)
     })
     .await;
-    // And they stay: the collector does not delete orphans.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        pods.list(&ListParams::default().labels("app=or"))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        left.len()
-    );
+    // And they stay: the collector does not delete orphans. As a barrier, a pod created
+    // now that still names the deleted ReplicaSet as its owner must be collected; the
+    // pod watch delivers in order, so once it is gone the collector has seen everything
+    // that happened to the orphans before it.
+    let gone_owner = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "or",
+        "uid": owner_uid, "controller": true});
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "sentinel", "labels": {"app": "sentinel"},
+                "ownerReferences": [gone_owner]},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    eventually(30, "sentinel collected", || async {
+        pods.get_opt("sentinel").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let now: Vec<String> = pods
+        .list(&ListParams::default().labels("app=or"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    let mut before: Vec<String> = left.into_iter().filter_map(|p| p.metadata.name).collect();
+    before.sort();
+    let mut now = now;
+    now.sort();
+    assert_eq!(now, before, "orphans survive the collector");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
