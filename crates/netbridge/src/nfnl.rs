@@ -90,6 +90,8 @@ const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_FLAGS: u16 = 3;
+const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
@@ -98,6 +100,7 @@ const NFTA_VERDICT_CHAIN: u16 = 2;
 // set flags
 const NFT_SET_ANONYMOUS: u32 = 0x1;
 const NFT_SET_CONSTANT: u32 = 0x2;
+const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_MAP: u32 = 0x8;
 const NFT_SET_TIMEOUT: u32 = 0x10;
 const NFT_SET_EVAL: u32 = 0x20;
@@ -179,6 +182,12 @@ const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
 const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
 const NFT_NAT_SNAT: u32 = 0;
 const NFT_NAT_DNAT: u32 = 1;
+const NFTA_BYTEORDER_SREG: u16 = 1;
+const NFTA_BYTEORDER_DREG: u16 = 2;
+const NFTA_BYTEORDER_OP: u16 = 3;
+const NFTA_BYTEORDER_LEN: u16 = 4;
+const NFTA_BYTEORDER_SIZE: u16 = 5;
+const NFT_BYTEORDER_HTON: u32 = 1;
 const NFTA_DYNSET_SET_NAME: u16 = 1;
 const NFTA_DYNSET_OP: u16 = 3;
 const NFTA_DYNSET_SREG_KEY: u16 = 4;
@@ -199,6 +208,7 @@ const RTN_LOCAL: u32 = 2;
 #[derive(Debug, Clone)]
 pub struct NftNetlink {
     inner: Arc<Mutex<Conn>>,
+    maps: bool,
 }
 
 #[derive(Debug)]
@@ -260,7 +270,16 @@ impl NftNetlink {
                 sndbuf: 0,
                 target,
             })),
+            maps: true,
         })
+    }
+
+    /// Whether [`ServiceProxy`](crate::ServiceProxy) may use per-Service endpoint
+    /// maps (default `true`; see [`NftRunner::endpoint_maps`]). With `false` the
+    /// ruleset is exactly the one [`NftCommand`](crate::NftCommand) programs.
+    pub fn with_endpoint_maps(mut self, on: bool) -> Self {
+        self.maps = on;
+        self
     }
 }
 
@@ -301,6 +320,10 @@ impl NftRunner for NftNetlink {
         let msgs = encode(batch, first)?;
         conn.seq = msgs.next_seq;
         conn.transact(&msgs)
+    }
+
+    fn endpoint_maps(&self) -> bool {
+        self.maps
     }
 }
 
@@ -657,6 +680,34 @@ fn guess_value(v: &Value, int: bool) -> Enc<Vec<u8>> {
     Ok(out)
 }
 
+/// An interval key: `{"range": [lo, hi]}`, or a concatenation of 32-bit integers
+/// ending in one. Returns the start key and the end key (`hi + 1`), every field a
+/// big-endian 32-bit integer so that ranges are contiguous byte strings (rules
+/// convert their host-order values with `byteorder` before looking them up).
+fn interval_key(key: &Value) -> Option<Enc<(Vec<u8>, Vec<u8>)>> {
+    let fields: Vec<&Value> = match key.get("concat").and_then(Value::as_array) {
+        Some(a) => a.iter().collect(),
+        None => vec![key],
+    };
+    let (last, prefix) = fields.split_last()?;
+    let range = last.get("range")?.as_array()?;
+    let int = |v: &Value| u32::try_from(num(v)?).map_err(|e| e.to_string());
+    Some((|| {
+        let [lo, hi] = range.as_slice() else {
+            return Err("a range has two ends".to_string());
+        };
+        let mut start = Vec::new();
+        for p in prefix {
+            start.extend_from_slice(&int(p)?.to_be_bytes());
+        }
+        let mut end = start.clone();
+        start.extend_from_slice(&int(lo)?.to_be_bytes());
+        let past = int(hi)?.checked_add(1).ok_or("range end past 2^32 - 1")?;
+        end.extend_from_slice(&past.to_be_bytes());
+        Ok((start, end))
+    })())
+}
+
 /// Builds the messages of one batch.
 struct Encoder {
     w: Writer,
@@ -777,19 +828,40 @@ impl Encoder {
                 self.w.str(NFTA_SET_ELEM_LIST_SET, name);
                 self.w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
                 for el in elems {
-                    self.w.nest(NFTA_LIST_ELEM);
                     // a map element is [key, data]; a set element is the key alone
                     let (key, data) = match el.as_array() {
                         Some(kv) if kv.len() == 2 && verb == "add" => (&kv[0], Some(&kv[1])),
                         _ => (el, None),
                     };
-                    self.w
-                        .data_value(NFTA_SET_ELEM_KEY, &guess_value(key, false)?);
+                    // a range [lo, hi] of 32-bit integers is an interval: a start
+                    // element carrying the data and an end element at hi + 1, keys in
+                    // network order (rules convert with `byteorder` before looking up)
+                    let (start, end) = match interval_key(key) {
+                        Some(r) => {
+                            let (start, end) = r?;
+                            (start, Some(end))
+                        }
+                        None => (guess_value(key, false)?, None),
+                    };
+                    self.w.nest(NFTA_LIST_ELEM);
+                    self.w.data_value(NFTA_SET_ELEM_KEY, &start);
                     if let Some(d) = data {
-                        let (code, chain) = verdict(d)?;
-                        self.w.data_verdict(NFTA_SET_ELEM_DATA, code, Some(chain));
+                        match verdict(d) {
+                            Ok((code, chain)) => {
+                                self.w.data_verdict(NFTA_SET_ELEM_DATA, code, Some(chain))
+                            }
+                            Err(_) => self
+                                .w
+                                .data_value(NFTA_SET_ELEM_DATA, &guess_value(d, false)?),
+                        }
                     }
                     self.w.end_nest();
+                    if let Some(end) = end {
+                        self.w.nest(NFTA_LIST_ELEM);
+                        self.w.data_value(NFTA_SET_ELEM_KEY, &end);
+                        self.w.u32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+                        self.w.end_nest();
+                    }
                 }
                 self.w.end_nest();
                 self.w.end_msg(m);
@@ -857,13 +929,23 @@ impl Encoder {
                 // a set that rules update is "dynamic" (NFT_SET_EVAL)
                 Some("timeout") => NFT_SET_TIMEOUT | NFT_SET_EVAL,
                 Some("dynamic") => NFT_SET_EVAL,
+                Some("interval") => NFT_SET_INTERVAL,
                 _ => return Err(format!("set flag {f}")),
             };
         }
+        // a map's data: verdicts, or values of one or more (concatenated) types
+        let data: Option<Vec<Kind>> = match o.get("map") {
+            _ if !map => None,
+            Some(Value::String(v)) if v == "verdict" => None,
+            Some(Value::String(t)) => Some(vec![Kind::of_type_name(t)?]),
+            Some(Value::Array(a)) => Some(
+                a.iter()
+                    .map(|t| Kind::of_type_name(t.as_str().unwrap_or_default()))
+                    .collect::<Enc<_>>()?,
+            ),
+            other => return Err(format!("map data {other:?}")),
+        };
         if map {
-            if o.get("map").and_then(Value::as_str) != Some("verdict") {
-                return Err("only verdict maps are named".into());
-            }
             flags |= NFT_SET_MAP;
         }
         let kind = if map { "map" } else { "set" };
@@ -877,9 +959,20 @@ impl Encoder {
         self.w.str(NFTA_SET_NAME, name);
         self.w.u32(NFTA_SET_FLAGS, flags);
         self.set_types(&kinds)?;
-        if map {
-            self.w.u32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
-            self.w.u32(NFTA_SET_DATA_LEN, 16);
+        match &data {
+            Some(kinds) => {
+                let ty = kinds
+                    .iter()
+                    .try_fold(0, |ty, k| Ok::<_, String>((ty << TYPE_BITS) | k.type_id()?))?;
+                let len: usize = kinds.iter().map(|k| reg_len(k.len())).sum();
+                self.w.u32(NFTA_SET_DATA_TYPE, ty);
+                self.w.u32(NFTA_SET_DATA_LEN, len as u32);
+            }
+            None if map => {
+                self.w.u32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
+                self.w.u32(NFTA_SET_DATA_LEN, 16);
+            }
+            None => {}
         }
         self.w.u32(NFTA_SET_ID, self.set_id);
         if let Some(t) = o.get("timeout") {
@@ -1291,7 +1384,42 @@ impl Encoder {
             family(nat)?;
             let addr = field(nat, "addr")?;
             let mut proto_reg = None;
-            if addr.get("map").is_some() {
+            if let Some(named) = addr
+                .get("map")
+                .and_then(|m| m.get("data"))
+                .and_then(Value::as_str)
+            {
+                // a named interval map keyed by 32-bit integers (constants and
+                // numgen), stored big-endian; its data is address . port
+                let set = named.strip_prefix('@').ok_or("map data is not a @map")?;
+                let key = field(&addr["map"], "key")?;
+                let fields: Vec<&Value> = match key.get("concat").and_then(Value::as_array) {
+                    Some(a) => a.iter().collect(),
+                    None => vec![key],
+                };
+                for (i, f) in fields.iter().enumerate() {
+                    let reg = r + i as u32;
+                    if let Some(c) = f.as_u64() {
+                        let c = u32::try_from(c).map_err(|e| e.to_string())?;
+                        self.w.expr("immediate");
+                        self.w.u32(NFTA_IMMEDIATE_DREG, reg);
+                        self.w.data_value(NFTA_IMMEDIATE_DATA, &c.to_be_bytes());
+                        self.w.end_expr();
+                    } else if self.load(f, reg)? == [Kind::U32] {
+                        self.w.expr("byteorder");
+                        self.w.u32(NFTA_BYTEORDER_SREG, reg);
+                        self.w.u32(NFTA_BYTEORDER_DREG, reg);
+                        self.w.u32(NFTA_BYTEORDER_OP, NFT_BYTEORDER_HTON);
+                        self.w.u32(NFTA_BYTEORDER_LEN, 4);
+                        self.w.u32(NFTA_BYTEORDER_SIZE, 4);
+                        self.w.end_expr();
+                    } else {
+                        return Err(format!("interval map key field {f}"));
+                    }
+                }
+                self.lookup(set, None, r, Some(r), false);
+                proto_reg = Some(r + 1);
+            } else if addr.get("map").is_some() {
                 let map = &addr["map"];
                 self.load(field(map, "key")?, r)?;
                 let (name, id) = anon.next().ok_or("anonymous map missing")?;

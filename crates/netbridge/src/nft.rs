@@ -1,4 +1,6 @@
-//! Service load balancing in nftables, kube-proxy style, driven through `nft -j`.
+//! Service load balancing in nftables, kube-proxy style, applied by an
+//! [`NftRunner`]: [`NftNetlink`](crate::NftNetlink) (nf_tables netlink) or
+//! [`NftCommand`] (`nft -j`).
 //!
 //! Everything lives in one table (`ip kcore` by default):
 //!
@@ -6,8 +8,13 @@
 //!   load-balancer IPs) whose value is `goto svc-<id>` (or `goto ext-<id>`);
 //! * `service-nodeports` — a verdict map keyed by `l4proto . dport` for traffic to
 //!   any local address;
-//! * `svc-<id>` — picks an endpoint with `numgen random mod n` and DNATs to it
-//!   through an anonymous map; a `ClientIP` Service instead jumps to one
+//! * `svc-<id>` — picks an endpoint and DNATs to it: with a runner that has
+//!   [endpoint maps](NftRunner::endpoint_maps), `numgen random mod 65536` looks up
+//!   the Service's interval map `<id>-eps` (each endpoint owns an equal share of
+//!   the slots), so an endpoint change is a few element changes and no rule
+//!   change; otherwise `numgen random mod n` through an anonymous map in a rule
+//!   that is rewritten when the endpoints change. A `ClientIP` Service instead
+//!   jumps to one
 //!   `ep-<id>-<ep>` chain per endpoint, which records the client in a timeout set
 //!   (checked first on the next connection) and DNATs;
 //! * `ext-<id>` — marks external (NodePort / load-balancer) traffic for masquerade;
@@ -17,8 +24,12 @@
 //! [`ServiceProxy::update`] touches only the objects of the Services that
 //! changed, so building the transaction for one changed Service costs the same
 //! with 10 or 10,000 others. Applying it through the `nft` binary is not O(1):
-//! `nft` reads the table back from the kernel and the kernel re-validates the
-//! jump graph on commit, which is why the table keeps few chains per Service.
+//! `nft` reads the whole table back from the kernel first. Over netlink, a
+//! transaction that only changes elements of data maps (an endpoint change of a
+//! Service without affinity) stays small whatever the number of Services; one
+//! that adds a rule with a DNAT or a verdict-map element (a new or removed
+//! Service, any change of a `ClientIP` Service) makes the kernel re-validate the
+//! table's jump graph on commit, which costs time proportional to the Services.
 //!
 //! The ruleset is emitted as nftables JSON directly: the `nftables` crate's schema
 //! cannot declare a named verdict map (its set types lack `verdict`).
@@ -100,17 +111,36 @@ impl NftBatch {
 pub trait NftRunner {
     /// Applies the batch as one transaction.
     fn apply(&self, batch: &NftBatch) -> Result<(), Error>;
+
+    /// Whether the runner can program per-Service endpoint maps: an interval map
+    /// `eps-<id>` from `numgen random mod 65536` to `address . port`, which the
+    /// Service's one static DNAT rule looks up. Endpoint changes then touch only
+    /// map elements, which the kernel applies without re-validating the whole
+    /// table. The `nft` binary's JSON reader (1.0.6) cannot declare such a map, so
+    /// the default is `false`: an anonymous `numgen` map in a rule that is
+    /// rewritten on every endpoint change.
+    fn endpoint_maps(&self) -> bool {
+        false
+    }
 }
 
 impl<R: NftRunner + ?Sized> NftRunner for Box<R> {
     fn apply(&self, batch: &NftBatch) -> Result<(), Error> {
         (**self).apply(batch)
     }
+
+    fn endpoint_maps(&self) -> bool {
+        (**self).endpoint_maps()
+    }
 }
 
 impl<R: NftRunner + ?Sized> NftRunner for std::sync::Arc<R> {
     fn apply(&self, batch: &NftBatch) -> Result<(), Error> {
         (**self).apply(batch)
+    }
+
+    fn endpoint_maps(&self) -> bool {
+        (**self).endpoint_maps()
     }
 }
 
@@ -283,7 +313,7 @@ impl<R: NftRunner> ServiceProxy<R> {
                     reason: "listed twice",
                 });
             }
-            add_service(&self.cfg, &mut batch, s);
+            add_service(&self.cfg, &mut batch, s, self.runner.endpoint_maps());
         }
         let _span = tracing::debug_span!("service_restore", services = desired.len()).entered();
         self.runner.apply(&batch)?;
@@ -357,6 +387,7 @@ impl<R: NftRunner> ServiceProxy<R> {
     ) -> Result<(NftBatch, SyncStats), Error> {
         let mut b = NftBatch::default();
         let mut stats = SyncStats::default();
+        let maps = self.runner.endpoint_maps();
         for s in upserts {
             s.validate()?;
         }
@@ -365,18 +396,18 @@ impl<R: NftRunner> ServiceProxy<R> {
                 if upserts.iter().any(|s| s.name == *name) {
                     continue;
                 }
-                remove_service(&self.cfg, &mut b, old);
+                remove_service(&self.cfg, &mut b, old, maps);
                 stats.removed += 1;
             }
         }
         for new in upserts {
             match self.applied.get(&new.name) {
                 None => {
-                    add_service(&self.cfg, &mut b, new);
+                    add_service(&self.cfg, &mut b, new, maps);
                     stats.added += 1;
                 }
                 Some(old) if old != new => {
-                    change_service(&self.cfg, &mut b, old, new);
+                    change_service(&self.cfg, &mut b, old, new, maps);
                     stats.changed += 1;
                 }
                 Some(_) => {}
@@ -635,7 +666,28 @@ fn endpoint_chains(s: &Service, eps: &[SocketAddrV4]) -> Vec<SocketAddrV4> {
     }
 }
 
-fn service_rules(cfg: &NftConfig, b: &mut NftBatch, s: &Service, n: &Names, eps: &[SocketAddrV4]) {
+fn service_rules(
+    cfg: &NftConfig,
+    b: &mut NftBatch,
+    s: &Service,
+    n: &Names,
+    eps: &[SocketAddrV4],
+    maps: bool,
+) {
+    if uses_eps_map(maps, s) {
+        // one static rule: endpoint changes only touch the map's elements
+        let numgen = json!({"numgen": {"mode": "random", "mod": EPS_SLOTS, "offset": 0}});
+        b.push(rule(
+            cfg,
+            &n.svc,
+            json!([
+                matches("==", meta("l4proto"), json!(s.protocol.nft_name())),
+                {"dnat": {"family": "ip", "addr": {"map": {"key": numgen,
+                    "data": format!("@{}", eps_map(&n.id))}}}}
+            ]),
+        ));
+        return;
+    }
     if eps.is_empty() {
         return;
     }
@@ -702,14 +754,79 @@ fn remove_endpoint(cfg: &NftConfig, b: &mut NftBatch, s: &Service, id: &str, ep:
     }
 }
 
-fn add_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service) {
+/// Slots of an endpoint map: endpoint `i` of `n` owns `[i * S / n, (i + 1) * S / n)`.
+const EPS_SLOTS: u64 = 65_536;
+
+/// The endpoint map of the Service with id `id`. The id leads the name: the kernel
+/// finds a set by comparing names along the table's list of sets.
+fn eps_map(id: &str) -> String {
+    format!("{id}-eps")
+}
+
+/// Whether `s` keeps its endpoints in an endpoint map (see
+/// [`NftRunner::endpoint_maps`]): Services without `ClientIP` affinity.
+fn uses_eps_map(maps: bool, s: &Service) -> bool {
+    maps && affinity_timeout(s).is_none()
+}
+
+/// The endpoint map's elements: (first slot, last slot, endpoint).
+fn eps_ranges(eps: &[SocketAddrV4]) -> BTreeSet<(u64, u64, SocketAddrV4)> {
+    let n = eps.len() as u64;
+    eps.iter()
+        .enumerate()
+        .map(|(i, ep)| {
+            let i = i as u64;
+            (i * EPS_SLOTS / n, (i + 1) * EPS_SLOTS / n - 1, *ep)
+        })
+        .collect()
+}
+
+fn add_eps_map(cfg: &NftConfig, b: &mut NftBatch, id: &str) {
+    b.push(
+        json!({"add": {"map": {"family": "ip", "table": cfg.table, "name": eps_map(id),
+        "type": "integer", "map": ["ipv4_addr", "inet_service"], "flags": ["interval"]}}}),
+    );
+}
+
+/// Adds or deletes endpoint-map elements, in one command.
+fn eps_elements<'a>(
+    cfg: &NftConfig,
+    b: &mut NftBatch,
+    verb: &str,
+    id: &str,
+    ranges: impl IntoIterator<Item = &'a (u64, u64, SocketAddrV4)>,
+) {
+    let elems: Vec<Value> = ranges
+        .into_iter()
+        .map(|(lo, hi, ep)| {
+            let key = json!({"range": [lo, hi]});
+            if verb == "add" {
+                json!([key, {"concat": [ep.ip().to_string(), ep.port()]}])
+            } else {
+                key
+            }
+        })
+        .collect();
+    if !elems.is_empty() {
+        b.push(
+            json!({verb: {"element": {"family": "ip", "table": cfg.table,
+            "name": eps_map(id), "elem": elems}}}),
+        );
+    }
+}
+
+fn add_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service, maps: bool) {
     let n = names(s);
     let eps = s.ready_endpoints();
     for ep in endpoint_chains(s, &eps) {
         add_endpoint(cfg, b, s, &n.id, ep);
     }
+    if uses_eps_map(maps, s) {
+        add_eps_map(cfg, b, &n.id);
+        eps_elements(cfg, b, "add", &n.id, &eps_ranges(&eps));
+    }
     b.push(json!({"add": {"chain": chain_obj(cfg, &n.svc)}}));
-    service_rules(cfg, b, s, &n, &eps);
+    service_rules(cfg, b, s, &n, &eps, maps);
     b.push(json!({"add": {"chain": chain_obj(cfg, &n.ext)}}));
     b.push(rule(cfg, &n.ext, json!([set_mark()])));
     b.push(rule(cfg, &n.ext, json!([goto(&n.svc)])));
@@ -718,7 +835,7 @@ fn add_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service) {
     }
 }
 
-fn remove_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service) {
+fn remove_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service, maps: bool) {
     let n = names(s);
     for (map, key) in frontends(s) {
         delete_frontend(cfg, b, map, &key);
@@ -730,9 +847,12 @@ fn remove_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service) {
     }
     b.push(json!({"delete": {"chain": chain_obj(cfg, &n.ext)}}));
     b.push(json!({"delete": {"chain": chain_obj(cfg, &n.svc)}}));
+    if uses_eps_map(maps, s) {
+        b.push(json!({"delete": {"map": {"family": "ip", "table": cfg.table, "name": eps_map(&n.id)}}}));
+    }
 }
 
-fn change_service(cfg: &NftConfig, b: &mut NftBatch, old: &Service, new: &Service) {
+fn change_service(cfg: &NftConfig, b: &mut NftBatch, old: &Service, new: &Service, maps: bool) {
     let n = names(new);
     let old_eps = old.ready_endpoints();
     let new_eps = new.ready_endpoints();
@@ -761,12 +881,30 @@ fn change_service(cfg: &NftConfig, b: &mut NftBatch, old: &Service, new: &Servic
             endpoint_rules(cfg, b, new, &n.id, *ep);
         }
     }
-    // 3. the Service chain is small: rewrite it whenever what it says changed
-    if old_eps != new_eps || endpoint_rules_changed {
-        b.push(json!({"flush": {"chain": chain_obj(cfg, &n.svc)}}));
-        service_rules(cfg, b, new, &n, &new_eps);
+    // 3. endpoint maps: only the elements that changed
+    let (old_m, new_m) = (uses_eps_map(maps, old), uses_eps_map(maps, new));
+    if new_m && !old_m {
+        add_eps_map(cfg, b, &n.id);
+        eps_elements(cfg, b, "add", &n.id, &eps_ranges(&new_eps));
+    } else if new_m && old_eps != new_eps {
+        let (was, now) = (eps_ranges(&old_eps), eps_ranges(&new_eps));
+        eps_elements(cfg, b, "delete", &n.id, was.difference(&now));
+        eps_elements(cfg, b, "add", &n.id, now.difference(&was));
     }
-    // 4. endpoint chains that went away (nothing references them any more)
+    // 4. the Service chain is small: rewrite it whenever what it says changed
+    let chain_changed = if old_m && new_m {
+        old.protocol != new.protocol
+    } else {
+        old_eps != new_eps || endpoint_rules_changed
+    };
+    if chain_changed {
+        b.push(json!({"flush": {"chain": chain_obj(cfg, &n.svc)}}));
+        service_rules(cfg, b, new, &n, &new_eps, maps);
+    }
+    if old_m && !new_m {
+        b.push(json!({"delete": {"map": {"family": "ip", "table": cfg.table, "name": eps_map(&n.id)}}}));
+    }
+    // 5. endpoint chains that went away (nothing references them any more)
     for ep in &old_chains {
         if !new_chains.contains(ep) {
             remove_endpoint(cfg, b, old, &n.id, *ep);
@@ -781,7 +919,7 @@ fn change_service(cfg: &NftConfig, b: &mut NftBatch, old: &Service, new: &Servic
             }
         }
     }
-    // 5. frontends that are new (a frontend whose key stays keeps its element)
+    // 6. frontends that are new (a frontend whose key stays keeps its element)
     for (map, key) in new_fe.difference(&old_fe) {
         add_frontend(cfg, b, new, map, key, &n);
     }
@@ -980,6 +1118,79 @@ mod tests {
         assert_eq!(t.matches(r#"{"delete":{"chain""#).count(), 2, "{t}");
         assert_eq!(t.matches(r#"{"delete":{"set""#).count(), 2, "{t}");
         assert!(t.contains(r#""dnat":{"addr":{"map""#), "{t}");
+    }
+
+    /// A recorder whose runner supports endpoint maps.
+    #[derive(Default)]
+    struct MapsRecorder(RefCell<Vec<NftBatch>>);
+
+    impl NftRunner for MapsRecorder {
+        fn apply(&self, batch: &NftBatch) -> Result<(), Error> {
+            self.0.borrow_mut().push(batch.clone());
+            Ok(())
+        }
+
+        fn endpoint_maps(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn with_endpoint_maps_an_endpoint_change_is_only_map_elements() {
+        let mut p = ServiceProxy::new(NftConfig::default(), MapsRecorder::default());
+        let s = svc(7, 3);
+        let st = p.sync(std::slice::from_ref(&s)).unwrap();
+        assert_eq!(st.added, 1);
+        let added = text(&p.runner().0.borrow()[0]);
+        let map = eps_map(&svc_id(&s.name));
+        assert!(added.contains(&format!(r#""name":"{map}""#)), "{added}");
+        assert!(added.contains(r#""flags":["interval"]"#), "{added}");
+        assert!(added.contains(r#""mod":65536"#), "{added}");
+        // three endpoints share the 65,536 slots
+        assert!(added.contains(r#"{"range":[0,21844]}"#), "{added}");
+        assert!(added.contains(r#"{"range":[43690,65535]}"#), "{added}");
+
+        // replace one endpoint: one element out, one in, nothing else
+        let mut s2 = s.clone();
+        s2.endpoints[2] = Endpoint::ready(Ipv4Addr::new(10, 250, 0, 1), 8080);
+        let (b, st) = p.plan_update(std::slice::from_ref(&s2), &[]).unwrap();
+        assert_eq!(st.changed, 1);
+        let t = text(&b);
+        assert_eq!(b.len(), 2, "{t}");
+        assert!(t.contains(r#"{"delete":{"element""#), "{t}");
+        assert!(t.contains(r#""10.250.0.1",8080"#), "{t}");
+        assert!(!t.contains(r#""rule""#) && !t.contains(r#""chain""#), "{t}");
+
+        // an endpoint going unready re-spreads the slots, still only elements
+        let mut s3 = s.clone();
+        s3.endpoints[0].ready = false;
+        let (b, _) = p.plan_update(std::slice::from_ref(&s3), &[]).unwrap();
+        let t = text(&b);
+        assert!(t.contains(r#"{"range":[0,32767]}"#), "{t}");
+        assert!(!t.contains(r#""rule""#), "{t}");
+
+        // turning affinity on drops the map after the rule that used it
+        let mut sticky = s.clone();
+        sticky.affinity = SessionAffinity::ClientIp { timeout_secs: 30 };
+        let (b, _) = p.plan_update(std::slice::from_ref(&sticky), &[]).unwrap();
+        let c = b.commands();
+        let flush = c.iter().position(|v| v.get("flush").is_some()).unwrap();
+        let drop_map = c
+            .iter()
+            .position(|v| v.get("delete").and_then(|d| d.get("map")).is_some())
+            .unwrap();
+        assert!(flush < drop_map);
+
+        // removing the Service removes its map too
+        let st = p.sync(&[]).unwrap();
+        assert_eq!(st.removed, 1);
+        let last = text(p.runner().0.borrow().last().unwrap());
+        assert!(
+            last.contains(&format!(
+                r#"{{"delete":{{"map":{{"family":"ip","name":"{map}""#
+            )),
+            "{last}"
+        );
     }
 
     #[test]

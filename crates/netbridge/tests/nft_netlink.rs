@@ -44,7 +44,13 @@ fn netlink_and_nft_binary_program_the_same_ruleset() {
     let list_a = NftCommand::in_netns(a.path());
     let list_b = NftCommand::in_netns(b.path());
     let mut by_nft = ServiceProxy::new(cfg.clone(), list_a.clone());
-    let mut by_netlink = ServiceProxy::new(cfg.clone(), NftNetlink::open(Some(&b)).unwrap());
+    // without endpoint maps the netlink runner programs nft's own layout
+    let mut by_netlink = ServiceProxy::new(
+        cfg.clone(),
+        NftNetlink::open(Some(&b))
+            .unwrap()
+            .with_endpoint_maps(false),
+    );
 
     let mut web = svc(1, 3);
     web.node_port = Some(30080);
@@ -106,6 +112,64 @@ fn netlink_and_nft_binary_program_the_same_ruleset() {
     by_nft.teardown().unwrap();
     assert!(list_table(&list_b, &cfg).is_err());
     assert!(list_table(&list_a, &cfg).is_err());
+}
+
+/// The kernel accepts every kind of change with endpoint maps, and the table
+/// then holds exactly the ready endpoints.
+#[test]
+#[ignore = "needs root"]
+fn endpoint_maps_follow_every_kind_of_change() {
+    let mut nss = Namespaces::new();
+    let ns = nss.create("kq");
+    let list = NftCommand::in_netns(ns.path());
+    let cfg = NftConfig::default();
+    let mut p = ServiceProxy::new(cfg.clone(), NftNetlink::open(Some(&ns)).unwrap());
+    p.restore(&[]).unwrap();
+    let mut s = svc(1, 3);
+    p.sync(std::slice::from_ref(&s)).unwrap();
+    let t = listing(&list, &cfg);
+    assert!(
+        t.contains("0-21844 : 10.244.1.18 . 8080")
+            && t.contains("43690-65535 : 10.244.1.20 . 8080"),
+        "{t}"
+    );
+    // replace one endpoint, then one goes unready
+    s.endpoints[2] = Endpoint::ready(Ipv4Addr::new(10, 244, 1, 99), 8080);
+    p.sync(std::slice::from_ref(&s)).unwrap();
+    let t = listing(&list, &cfg);
+    assert!(
+        t.contains("43690-65535 : 10.244.1.99 . 8080") && !t.contains("10.244.1.20"),
+        "{t}"
+    );
+    s.endpoints[0].ready = false;
+    p.sync(std::slice::from_ref(&s)).unwrap();
+    let t = listing(&list, &cfg);
+    assert!(
+        t.contains("0-32767 : 10.244.1.19 . 8080") && !t.contains("10.244.1.18 "),
+        "{t}"
+    );
+    // to ClientIP and back, then UDP, then no endpoints at all
+    s.affinity = SessionAffinity::ClientIp { timeout_secs: 60 };
+    p.sync(std::slice::from_ref(&s)).unwrap();
+    let t = listing(&list, &cfg);
+    assert!(!t.contains("-eps") && t.contains("update @aff-"), "{t}");
+    s.affinity = SessionAffinity::None;
+    s.protocol = Protocol::Udp;
+    p.sync(std::slice::from_ref(&s)).unwrap();
+    let t = listing(&list, &cfg);
+    assert!(
+        t.contains("meta l4proto udp dnat ip to numgen random mod 65536 map @"),
+        "{t}"
+    );
+    assert!(!t.contains("aff-"), "{t}");
+    s.endpoints.clear();
+    p.sync(std::slice::from_ref(&s)).unwrap();
+    assert!(!listing(&list, &cfg).contains("10.244.1."));
+    p.sync(&[]).unwrap();
+    let t = listing(&list, &cfg);
+    assert!(!t.contains("-eps") && !t.contains("svc-"), "{t}");
+    p.teardown().unwrap();
+    assert!(list_table(&list, &cfg).is_err());
 }
 
 #[test]
