@@ -919,12 +919,7 @@ impl Encoder {
             t => return Err(format!("set type {t}")),
         };
         let mut flags = 0;
-        for f in o
-            .get("flags")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for f in flag_list(o) {
             flags |= match f.as_str() {
                 // a set that rules update is "dynamic" (NFT_SET_EVAL)
                 Some("timeout") => NFT_SET_TIMEOUT | NFT_SET_EVAL,
@@ -1153,12 +1148,7 @@ impl Encoder {
                 return Err(format!("fib result {}", f["result"]));
             }
             let mut flags = 0;
-            for fl in f
-                .get("flags")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for fl in flag_list(f) {
                 flags |= match fl.as_str() {
                     Some("daddr") => NFTA_FIB_F_DADDR,
                     Some("saddr") => NFTA_FIB_F_SADDR,
@@ -1459,6 +1449,14 @@ impl Encoder {
         }
         Err(format!("statement {s}"))
     }
+}
+
+/// The `"flags"` list of a JSON object (empty when absent).
+fn flag_list(v: &Value) -> impl Iterator<Item = &Value> {
+    v.get("flags")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
 }
 
 fn cmp_op(op: &str) -> Enc<u32> {

@@ -1122,12 +1122,11 @@ mod tests {
 
     /// A recorder whose runner supports endpoint maps.
     #[derive(Default)]
-    struct MapsRecorder(RefCell<Vec<NftBatch>>);
+    struct MapsRecorder(Recorder);
 
     impl NftRunner for MapsRecorder {
         fn apply(&self, batch: &NftBatch) -> Result<(), Error> {
-            self.0.borrow_mut().push(batch.clone());
-            Ok(())
+            self.0.apply(batch)
         }
 
         fn endpoint_maps(&self) -> bool {
@@ -1141,7 +1140,7 @@ mod tests {
         let s = svc(7, 3);
         let st = p.sync(std::slice::from_ref(&s)).unwrap();
         assert_eq!(st.added, 1);
-        let added = text(&p.runner().0.borrow()[0]);
+        let added = text(&p.runner().0 .0.borrow()[0]);
         let map = eps_map(&svc_id(&s.name));
         assert!(added.contains(&format!(r#""name":"{map}""#)), "{added}");
         assert!(added.contains(r#""flags":["interval"]"#), "{added}");
@@ -1184,7 +1183,7 @@ mod tests {
         // removing the Service removes its map too
         let st = p.sync(&[]).unwrap();
         assert_eq!(st.removed, 1);
-        let last = text(p.runner().0.borrow().last().unwrap());
+        let last = text(p.runner().0 .0.borrow().last().unwrap());
         assert!(
             last.contains(&format!(
                 r#"{{"delete":{{"map":{{"family":"ip","name":"{map}""#
