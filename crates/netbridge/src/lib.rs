@@ -4,7 +4,9 @@
 //!   CIDR, persisted on disk and serialised with `flock(2)`.
 //! * [`ServiceProxy`] — kube-proxy's job in nftables: one table owned by kcore, a
 //!   verdict map keyed by VIP . protocol . port, `numgen` to pick an endpoint,
-//!   DNAT, `ClientIP` affinity, and incremental updates.
+//!   DNAT, `ClientIP` affinity, and incremental updates, applied over nf_tables
+//!   netlink ([`NftNetlink`]; an endpoint change costs the same whatever the
+//!   number of Services) or by the `nft` binary ([`NftCommand`]).
 //! * [`Bridge`] — the node's pod bridge (default `kcore0`) and per-pod veth pairs
 //!   over rtnetlink, with one connection per network namespace opened inside it.
 //! * [`ServiceTable`] and [`Maglev`] — an in-memory Service table with Maglev
