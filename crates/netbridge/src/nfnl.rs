@@ -430,6 +430,8 @@ struct Writer {
     buf: Vec<u8>,
     seq: u32,
     nests: Vec<usize>,
+    /// An attribute outgrew netlink's 16-bit length.
+    overflow: bool,
 }
 
 impl Writer {
@@ -496,8 +498,9 @@ impl Writer {
 
     fn end_nest(&mut self) {
         if let Some(start) = self.nests.pop() {
-            let len = (self.buf.len() - start) as u16;
-            self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+            let len = self.buf.len() - start;
+            self.overflow |= len > usize::from(u16::MAX);
+            self.buf[start..start + 2].copy_from_slice(&(len as u16).to_ne_bytes());
         }
     }
 
@@ -532,6 +535,10 @@ impl Writer {
         self.end_nest();
     }
 }
+
+/// Set elements per `NEWSETELEM` / `DELSETELEM` message: their list is one netlink
+/// attribute, whose length must fit 16 bits.
+const ELEMS_PER_MSG: usize = 128;
 
 /// Why a JSON command cannot be encoded.
 type Enc<T> = Result<T, String>;
@@ -723,6 +730,7 @@ fn encode(batch: &NftBatch, seq: u32) -> Result<Encoded, Error> {
             buf: Vec::with_capacity(256 * batch.len() + 64),
             seq,
             nests: Vec::new(),
+            overflow: false,
         },
         ops: Vec::new(),
         set_id: 0,
@@ -736,6 +744,12 @@ fn encode(batch: &NftBatch, seq: u32) -> Result<Encoded, Error> {
             command: cmd.to_string(),
             reason,
         })?;
+    }
+    if e.w.overflow {
+        return Err(Error::NftEncode {
+            command: format!("a batch of {} commands", batch.len()),
+            reason: "an attribute is longer than netlink's 65,535 bytes".into(),
+        });
     }
     e.w.set_flags(last, NLM_F_ACK);
     let ack_seq = e.w.seq.wrapping_sub(1);
@@ -816,55 +830,64 @@ impl Encoder {
                 } else {
                     (NFT_MSG_DELSETELEM, 0)
                 };
-                let m = self.start(
-                    msg,
-                    flags,
-                    format!(
-                        "{verb} element ip {table} {name} {}",
-                        Value::from(elems.clone())
-                    ),
-                );
-                self.w.str(NFTA_SET_ELEM_LIST_TABLE, table);
-                self.w.str(NFTA_SET_ELEM_LIST_SET, name);
-                self.w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
-                for el in elems {
-                    // a map element is [key, data]; a set element is the key alone
-                    let (key, data) = match el.as_array() {
-                        Some(kv) if kv.len() == 2 && verb == "add" => (&kv[0], Some(&kv[1])),
-                        _ => (el, None),
-                    };
-                    // a range [lo, hi] of 32-bit integers is an interval: a start
-                    // element carrying the data and an end element at hi + 1, keys in
-                    // network order (rules convert with `byteorder` before looking up)
-                    let (start, end) = match interval_key(key) {
-                        Some(r) => {
-                            let (start, end) = r?;
-                            (start, Some(end))
-                        }
-                        None => (guess_value(key, false)?, None),
-                    };
-                    self.w.nest(NFTA_LIST_ELEM);
-                    self.w.data_value(NFTA_SET_ELEM_KEY, &start);
-                    if let Some(d) = data {
-                        match verdict(d) {
-                            Ok((code, chain)) => {
-                                self.w.data_verdict(NFTA_SET_ELEM_DATA, code, Some(chain))
+                let mut m = 0;
+                for (c, chunk) in elems.chunks(ELEMS_PER_MSG).enumerate() {
+                    m = self.start(
+                        msg,
+                        flags,
+                        format!(
+                            "{verb} element ip {table} {name} (elements {} to {} of {}, first {})",
+                            c * ELEMS_PER_MSG + 1,
+                            c * ELEMS_PER_MSG + chunk.len(),
+                            elems.len(),
+                            chunk[0]
+                        ),
+                    );
+                    self.w.str(NFTA_SET_ELEM_LIST_TABLE, table);
+                    self.w.str(NFTA_SET_ELEM_LIST_SET, name);
+                    self.w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+                    for el in chunk {
+                        // a map element is [key, data]; a set element is the key alone
+                        let (key, data) = match el.as_array() {
+                            Some(kv) if kv.len() == 2 && verb == "add" => (&kv[0], Some(&kv[1])),
+                            _ => (el, None),
+                        };
+                        // a range [lo, hi] of 32-bit integers is an interval: a start
+                        // element carrying the data and an end element at hi + 1, keys in
+                        // network order (rules convert with `byteorder` before looking up)
+                        let (start, end) = match interval_key(key) {
+                            Some(r) => {
+                                let (start, end) = r?;
+                                (start, Some(end))
                             }
-                            Err(_) => self
-                                .w
-                                .data_value(NFTA_SET_ELEM_DATA, &guess_value(d, false)?),
+                            None => (guess_value(key, false)?, None),
+                        };
+                        self.w.nest(NFTA_LIST_ELEM);
+                        self.w.data_value(NFTA_SET_ELEM_KEY, &start);
+                        if let Some(d) = data {
+                            match verdict(d) {
+                                Ok((code, chain)) => {
+                                    self.w.data_verdict(NFTA_SET_ELEM_DATA, code, Some(chain))
+                                }
+                                Err(_) => self
+                                    .w
+                                    .data_value(NFTA_SET_ELEM_DATA, &guess_value(d, false)?),
+                            }
+                        }
+                        self.w.end_nest();
+                        if let Some(end) = end {
+                            self.w.nest(NFTA_LIST_ELEM);
+                            self.w.data_value(NFTA_SET_ELEM_KEY, &end);
+                            self.w.u32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+                            self.w.end_nest();
                         }
                     }
                     self.w.end_nest();
-                    if let Some(end) = end {
-                        self.w.nest(NFTA_LIST_ELEM);
-                        self.w.data_value(NFTA_SET_ELEM_KEY, &end);
-                        self.w.u32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
-                        self.w.end_nest();
-                    }
+                    self.w.end_msg(m);
                 }
-                self.w.end_nest();
-                self.w.end_msg(m);
+                if elems.is_empty() {
+                    return Err("no elements".into());
+                }
                 Ok(m)
             }
             (v, k) => Err(format!("unsupported command {v} {k}")),
@@ -1048,30 +1071,33 @@ impl Encoder {
         self.w.attr(NFTA_SET_USERDATA, &udata);
         self.w.end_msg(m);
 
-        let m = self.start(
-            NFT_MSG_NEWSETELEM,
-            NLM_F_CREATE,
-            format!("add elements to an anonymous map in table ip {table}"),
-        );
-        self.w.str(NFTA_SET_ELEM_LIST_TABLE, table);
-        self.w.str(NFTA_SET_ELEM_LIST_SET, &name);
-        self.w.u32(NFTA_SET_ELEM_LIST_SET_ID, id);
-        self.w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
-        for (i, arm) in arms.iter().enumerate() {
-            let key = arm.get(0).ok_or("map arm without key")?;
-            self.w.nest(NFTA_LIST_ELEM);
-            self.w
-                .data_value(NFTA_SET_ELEM_KEY, &guess_value(key, true)?);
-            if verdicts {
-                let (code, chain) = verdict(arm.get(1).ok_or("map arm without verdict")?)?;
-                self.w.data_verdict(NFTA_SET_ELEM_DATA, code, Some(chain));
-            } else {
-                self.w.data_value(NFTA_SET_ELEM_DATA, &data[i]);
+        for (c, chunk) in arms.chunks(ELEMS_PER_MSG).enumerate() {
+            let m = self.start(
+                NFT_MSG_NEWSETELEM,
+                NLM_F_CREATE,
+                format!("add elements to an anonymous map in table ip {table}"),
+            );
+            self.w.str(NFTA_SET_ELEM_LIST_TABLE, table);
+            self.w.str(NFTA_SET_ELEM_LIST_SET, &name);
+            self.w.u32(NFTA_SET_ELEM_LIST_SET_ID, id);
+            self.w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+            for (j, arm) in chunk.iter().enumerate() {
+                let i = c * ELEMS_PER_MSG + j;
+                let key = arm.get(0).ok_or("map arm without key")?;
+                self.w.nest(NFTA_LIST_ELEM);
+                self.w
+                    .data_value(NFTA_SET_ELEM_KEY, &guess_value(key, true)?);
+                if verdicts {
+                    let (code, chain) = verdict(arm.get(1).ok_or("map arm without verdict")?)?;
+                    self.w.data_verdict(NFTA_SET_ELEM_DATA, code, Some(chain));
+                } else {
+                    self.w.data_value(NFTA_SET_ELEM_DATA, &data[i]);
+                }
+                self.w.end_nest();
             }
             self.w.end_nest();
+            self.w.end_msg(m);
         }
-        self.w.end_nest();
-        self.w.end_msg(m);
         Ok((name, id))
     }
 
@@ -1626,6 +1652,30 @@ mod tests {
         assert!(set
             .windows(8)
             .any(|w| w[..4] == [8, 0, 7, 0] && w[4..] == 8u32.to_be_bytes()));
+    }
+
+    #[test]
+    fn long_element_lists_split_into_several_messages() {
+        let elems: Vec<Value> = (0..1000u64)
+            .map(|i| json!([{"range": [i * 65, i * 65 + 64]}, {"concat": ["10.0.0.1", 80]}]))
+            .collect();
+        let b = batch(vec![
+            json!({"add": {"element": {"family": "ip", "table": "t",
+            "name": "m", "elem": elems}}}),
+        ]);
+        let e = encode(&b, 1).unwrap();
+        let m = messages(&e.buf);
+        // begin, ceil(1000 / 128) = 8 element messages, end
+        assert_eq!(m.len(), 10);
+        assert!(m[1..9].iter().all(|x| x.0 == nft(NFT_MSG_NEWSETELEM)));
+        assert!(
+            e.ops[7].contains("elements 897 to 1000 of 1000"),
+            "{}",
+            e.ops[7]
+        );
+        // only the last one asks for the acknowledgement
+        assert_eq!(m[8].1 & NLM_F_ACK, NLM_F_ACK);
+        assert_eq!(m[7].1 & NLM_F_ACK, 0);
     }
 
     #[test]

@@ -172,6 +172,43 @@ fn endpoint_maps_follow_every_kind_of_change() {
     assert!(list_table(&list, &cfg).is_err());
 }
 
+/// A Service with a thousand endpoints needs several element messages in one
+/// transaction, with and without endpoint maps.
+#[test]
+#[ignore = "needs root"]
+fn a_thousand_endpoints_fit_in_one_transaction() {
+    let mut nss = Namespaces::new();
+    let ns = nss.create("kq");
+    let list = NftCommand::in_netns(ns.path());
+    let cfg = NftConfig::default();
+    let mut big = svc(9, 0);
+    big.endpoints = (0..1000u32)
+        .map(|i| Endpoint::ready(Ipv4Addr::from(0x0af5_0000 + i), 8080))
+        .collect();
+    for maps in [true, false] {
+        let runner = NftNetlink::open(Some(&ns))
+            .unwrap()
+            .with_endpoint_maps(maps);
+        let mut p = ServiceProxy::new(cfg.clone(), runner);
+        p.restore(std::slice::from_ref(&big)).unwrap();
+        let t = listing(&list, &cfg);
+        assert!(
+            t.contains("10.245.0.0 . 8080") && t.contains("10.245.3.231 . 8080"),
+            "maps {maps}"
+        );
+        let mut fewer = big.clone();
+        fewer.endpoints.truncate(500);
+        p.sync(std::slice::from_ref(&fewer)).unwrap();
+        let t = listing(&list, &cfg);
+        assert!(
+            t.contains("10.245.1.243 . 8080") && !t.contains("10.245.1.244 . 8080"),
+            "maps {maps}"
+        );
+        p.teardown().unwrap();
+    }
+    assert!(list_table(&list, &cfg).is_err());
+}
+
 #[test]
 #[ignore = "needs root"]
 fn kernel_errors_name_the_failing_message() {
