@@ -54,11 +54,7 @@ fn walkthrough_on_one_node_with_kubectl() {
         "--ingress-listen",
         "0.0.0.0:80",
     ]);
-    wait_for(60, "the kubeconfig", || {
-        m.check_alive();
-        m.kubeconfig().exists().then_some(())
-    });
-    m.kubectl(&["wait", "--for=condition=Ready", "node/walk", "--timeout=60s"]);
+    m.wait_node_ready("walk");
 
     // deploy
     let app = workspace_root().join("examples/walkthrough/app.yaml");

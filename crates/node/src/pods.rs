@@ -563,11 +563,26 @@ impl PodWorker {
                     .ok()
                     .and_then(|t| Timestamp::try_from(t).ok())
                     .unwrap_or_else(now);
+                // probes start over, as after a start: readiness is earned again when
+                // the container has a readiness probe, and is immediate without one
+                let spec = self.container_spec(name);
+                let probe = spec.as_ref().map(|spec| {
+                    probes::spawn(
+                        self.shared.clone(),
+                        spec.clone(),
+                        sb_ip(&self.sandbox),
+                        id.clone(),
+                        attempt,
+                        self.tx.clone(),
+                    )
+                });
+                let ctr = self.ctrs.entry(name.to_owned()).or_default();
+                ctr.ready = spec.as_ref().is_some_and(|s| s.readiness_probe.is_none());
                 ctr.running = Some(Running {
                     id: id.clone(),
                     started_at,
                     stopping: false,
-                    probe: None,
+                    probe: probe.flatten(),
                     log,
                     pumps,
                 });

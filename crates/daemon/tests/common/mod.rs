@@ -291,6 +291,18 @@ impl Machine {
         text
     }
 
+    /// Waits until the Node exists and is Ready.
+    pub fn wait_node_ready(&mut self, node: &str) {
+        wait_for(90, &format!("node {node} to be Ready"), || {
+            self.check_alive();
+            let (ok, out) = self.kubectl_with(
+                &self.kubeconfig(),
+                &["get", "node", node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+            );
+            (ok && out.trim() == "True").then_some(())
+        });
+    }
+
     pub fn kubectl_json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = args.to_vec();
         a.extend(["-o", "json"]);
