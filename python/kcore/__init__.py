@@ -6,6 +6,7 @@ The native extension is ``kcore._kcore``; this package arranges it by topic:
 """
 
 from kcore._kcore import (
+    Client as Client,
     ClientError as ClientError,
     ConflictError as ConflictError,
     ContainerError as ContainerError,
@@ -14,13 +15,16 @@ from kcore._kcore import (
     NetworkError as NetworkError,
     NotFoundError as NotFoundError,
     SchedulerError as SchedulerError,
+    Watch as Watch,
     __version__ as __version__,
 )
 from kcore import image as image
 from kcore import net as net
 from kcore import runtime as runtime
+from kcore import scheduler as scheduler
 
 __all__ = [
+    "Client",
     "ClientError",
     "ConflictError",
     "ContainerError",
@@ -29,8 +33,10 @@ __all__ = [
     "NetworkError",
     "NotFoundError",
     "SchedulerError",
+    "Watch",
     "__version__",
     "image",
     "net",
     "runtime",
+    "scheduler",
 ]

@@ -3,9 +3,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use kcore_image::{
-    ImageRecord, ImageStore, ImportOptions, Platform, PullOptions, UnpackOptions,
-};
+use kcore_image::{ImageRecord, ImageStore, ImportOptions, Platform, PullOptions, UnpackOptions};
 use kcore_overlay::LayerStore;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -58,13 +56,12 @@ fn detect_format(path: &Path) -> PyResult<Format> {
             return Ok(Format::Docker);
         }
     } else {
-        let file = File::open(path).map_err(|e| {
-            errors::ImageError::new_err(format!("opening {}: {e}", path.display()))
-        })?;
+        let file = File::open(path)
+            .map_err(|e| errors::ImageError::new_err(format!("opening {}: {e}", path.display())))?;
         let mut archive = tar::Archive::new(file);
-        let entries = archive.entries().map_err(|e| {
-            errors::ImageError::new_err(format!("reading {}: {e}", path.display()))
-        })?;
+        let entries = archive
+            .entries()
+            .map_err(|e| errors::ImageError::new_err(format!("reading {}: {e}", path.display())))?;
         for entry in entries {
             let entry = entry.map_err(|e| {
                 errors::ImageError::new_err(format!("reading {}: {e}", path.display()))
@@ -118,7 +115,9 @@ impl Store {
     /// An image's record, parsed manifest and config, and its layers
     /// (`digest`, `media_type`, `size`, `diff_id`, `chain_id`), bottom first.
     fn inspect(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
-        let img = py.detach(|| self.inner.inspect(name)).map_err(errors::image)?;
+        let img = py
+            .detach(|| self.inner.inspect(name))
+            .map_err(errors::image)?;
         let layers: Vec<_> = img
             .layers
             .iter()
@@ -196,11 +195,7 @@ impl Store {
         let credentials = match (username, password) {
             (Some(u), Some(p)) => Some((u, p)),
             (None, None) => None,
-            _ => {
-                return Err(PyValueError::new_err(
-                    "username and password go together",
-                ))
-            }
+            _ => return Err(PyValueError::new_err("username and password go together")),
         };
         let progress = Progress::new(progress)?;
         let opts = PullOptions {
@@ -295,7 +290,9 @@ impl Store {
 
     /// Forgets an image name; returns its record (blobs stay until `prune`).
     fn remove(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
-        let r = py.detach(|| self.inner.remove(name)).map_err(errors::image)?;
+        let r = py
+            .detach(|| self.inner.remove(name))
+            .map_err(errors::image)?;
         record(py, &r)
     }
 
@@ -321,7 +318,10 @@ impl Store {
     }
 
     fn __repr__(&self) -> String {
-        format!("kcore.image.Store({:?})", self.inner.root().display().to_string())
+        format!(
+            "kcore.image.Store({:?})",
+            self.inner.root().display().to_string()
+        )
     }
 }
 

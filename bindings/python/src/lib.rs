@@ -6,12 +6,14 @@
 //! Objects cross the boundary as plain dicts and lists; every blocking call
 //! releases the GIL; errors are `kcore.KcoreError` subclasses, one per family.
 
+mod client;
 mod convert;
 mod errors;
 mod image;
 mod net;
 mod progress;
 mod runtime;
+mod scheduler;
 
 use pyo3::prelude::*;
 
@@ -23,5 +25,7 @@ fn _kcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     image::register(m)?;
     runtime::register(m)?;
     net::register(m)?;
+    scheduler::register(m)?;
+    client::register(m)?;
     Ok(())
 }

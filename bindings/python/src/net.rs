@@ -3,7 +3,9 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use kcore_netbridge::{Endpoint, Protocol, Service, ServiceTable as RsServiceTable, SessionAffinity};
+use kcore_netbridge::{
+    Endpoint, Protocol, Service, ServiceTable as RsServiceTable, SessionAffinity,
+};
 use kcore_vxlan::{Ipv4Net, RouteTable as RsRouteTable};
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -132,9 +134,9 @@ fn socket_addr(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<SocketAddrV4> {
             .parse()
             .map_err(|e| PyValueError::new_err(format!("{what}: invalid ip:port {s:?}: {e}")));
     }
-    let (ip, port): (String, u16) = obj.extract().map_err(|_| {
-        PyTypeError::new_err(format!("{what} must be \"ip:port\" or (ip, port)"))
-    })?;
+    let (ip, port): (String, u16) = obj
+        .extract()
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be \"ip:port\" or (ip, port)")))?;
     Ok(SocketAddrV4::new(parse_ip(&ip)?, port))
 }
 
@@ -159,7 +161,8 @@ fn service(d: &Bound<'_, PyDict>) -> PyResult<Service> {
     svc.node_port = opt_item(d, "node_port")?.map(|v| v.extract()).transpose()?;
     if let Some(ips) = opt_item(d, "load_balancer_ips")? {
         for ip in ips.try_iter()? {
-            svc.load_balancer_ips.push(parse_ip(&ip?.extract::<String>()?)?);
+            svc.load_balancer_ips
+                .push(parse_ip(&ip?.extract::<String>()?)?);
         }
     }
     svc.affinity = match opt_item(d, "session_affinity")? {

@@ -244,6 +244,29 @@ impl Container {
         })
     }
 
+    fn delete_held(
+        &self,
+        mut guard: std::sync::MutexGuard<'_, Option<kcore_runtime::Container>>,
+        force: bool,
+    ) -> PyResult<()> {
+        let c = guard.as_mut().ok_or_else(|| self.deleted())?;
+        let status = c.status();
+        if !force && !status.can_delete() {
+            // refuse here, keeping this handle (it may own the init process)
+            return Err(errors::container(kcore_runtime::Error::InvalidState {
+                id: self.id.clone(),
+                op: "delete",
+                status: status.as_str().into(),
+            }));
+        }
+        let c = guard.take().ok_or_else(|| self.deleted())?;
+        c.delete(force).map_err(|e| {
+            // keep a handle on what is left, so the caller can retry
+            *guard = self.runtime.load(&self.id).ok();
+            errors::container(e)
+        })
+    }
+
     fn deleted(&self) -> PyErr {
         errors::ContainerError::new_err(format!("container {} was deleted", self.id))
     }
@@ -323,14 +346,16 @@ impl Container {
     /// first if it still runs. The object is unusable afterwards.
     #[pyo3(signature = (force=false))]
     fn delete(&self, py: Python<'_>, force: bool) -> PyResult<()> {
-        py.detach(|| {
-            let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            let c = guard.take().ok_or_else(|| self.deleted())?;
-            c.delete(force).map_err(|e| {
-                // keep a handle on what is left, so the caller can retry
-                *guard = self.runtime.load(&self.id).ok();
-                errors::container(e)
-            })
+        py.detach(|| match self.inner.try_lock() {
+            Ok(guard) => self.delete_held(guard, force),
+            Err(std::sync::TryLockError::Poisoned(p)) => self.delete_held(p.into_inner(), force),
+            // another thread is in wait(): delete through a fresh handle; the
+            // waiter returns once the process is gone
+            Err(std::sync::TryLockError::WouldBlock) => self
+                .runtime
+                .load(&self.id)
+                .and_then(|c| c.delete(force))
+                .map_err(errors::container),
         })
     }
 
@@ -339,8 +364,25 @@ impl Container {
     }
 }
 
+/// A runc-style default OCI runtime spec as a dict (rootfs `rootfs`, the
+/// default namespaces, mounts, capabilities and masked paths), running `args`
+/// when given. Edit it and pass it to `Runtime.create`/`run`.
+#[pyfunction]
+#[pyo3(signature = (args=None))]
+pub(crate) fn default_spec(py: Python<'_>, args: Option<Vec<String>>) -> PyResult<Py<PyAny>> {
+    let mut spec = oci_spec::runtime::Spec::default();
+    if let Some(args) = args {
+        let mut process = spec.process().clone().unwrap_or_default();
+        process.set_args(Some(args));
+        process.set_terminal(Some(false));
+        spec.set_process(Some(process));
+    }
+    Ok(ser_to_py(py, &spec)?.unbind())
+}
+
 /// Adds the runtime classes to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(default_spec, m)?)?;
     m.add_class::<Runtime>()?;
     m.add_class::<Container>()?;
     Ok(())

@@ -1,0 +1,132 @@
+"""kcore.image.Store: import, inspect, unpack and flatten of images built here."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+import kcore
+from conftest import LAYER1, LAYER2, docker_archive, oci_layout
+
+
+def test_import_oci_layout_and_inspect(tmp_path: Path) -> None:
+    img = oci_layout(tmp_path / "layout")
+    store = kcore.image.Store(tmp_path / "store")
+    assert store.list() == []
+    recs = store.import_(img.path)
+    assert len(recs) == 1
+    rec = recs[0]
+    assert rec["name"] == "demo:1"
+    assert rec["manifest"] == img.manifest and rec["config"] == img.config
+    assert [r["name"] for r in store.list()] == ["demo:1"]
+    assert store.get("demo:1") == rec
+    info = store.inspect("demo:1")
+    assert [layer["diff_id"] for layer in info["layers"]] == img.diff_ids
+    assert info["config"]["config"]["Cmd"] == ["/bin/sh"]
+    assert info["manifest"]["schemaVersion"] == 2
+    assert info["layers"][0]["media_type"].endswith("tar+gzip")
+    assert Path(store.root) == tmp_path / "store"
+
+
+def test_unpack_into_layer_store_with_progress(tmp_path: Path) -> None:
+    img = oci_layout(tmp_path / "layout")
+    store = kcore.image.Store(tmp_path / "store")
+    store.import_(img.path)
+    calls: list[tuple[int, int]] = []
+    out = store.unpack("demo:1", tmp_path / "layers", progress=lambda b, n: calls.append((b, n)))
+    assert out["unpacked"] == 2 and len(out["layer_ids"]) == 2
+    assert out["top"] == out["layer_ids"][-1]
+    bottom, top = (Path(p) for p in out["paths"])
+    assert (bottom / "etc" / "hello").read_bytes() == LAYER1["etc/hello"]
+    assert (top / "etc" / "hello2").read_bytes() == LAYER2["etc/hello2"]
+    assert not (top / "etc" / "hello").exists(), "layers are separate diff directories"
+    # the whiteout became an overlayfs whiteout (a 0/0 character device)
+    if os.geteuid() == 0:
+        st = os.lstat(top / "data" / "gone")
+        assert os.major(st.st_rdev) == 0 and os.minor(st.st_rdev) == 0
+    assert calls, "progress was reported"
+    assert max(b for b, _ in calls) > 0 and max(n for _, n in calls) >= 2
+    # a second unpack reuses both layers
+    again = store.unpack("demo:1", tmp_path / "layers")
+    assert again["unpacked"] == 0 and again["layer_ids"] == out["layer_ids"]
+
+
+def test_flatten_applies_whiteouts(tmp_path: Path) -> None:
+    img = oci_layout(tmp_path / "layout")
+    store = kcore.image.Store(tmp_path / "store")
+    store.import_(img.path, name="flat:latest")
+    dest = tmp_path / "rootfs"
+    store.flatten("flat:latest", dest)
+    assert (dest / "etc" / "hello").read_bytes() == LAYER1["etc/hello"]
+    assert (dest / "etc" / "hello2").read_bytes() == LAYER2["etc/hello2"]
+    assert (dest / "data").is_dir()
+    assert not (dest / "data" / "gone").exists()
+
+
+def test_import_detects_tarred_layout_and_docker_archive(tmp_path: Path) -> None:
+    img = oci_layout(tmp_path / "layout", ref="tarred:2")
+    tarred = tmp_path / "layout.tar"
+    with tarfile.open(tarred, "w") as tar:
+        for entry in sorted(img.path.rglob("*")):
+            tar.add(entry, arcname=str(entry.relative_to(img.path)), recursive=False)
+    store = kcore.image.Store(tmp_path / "store")
+    assert [r["name"] for r in store.import_(tarred)] == ["tarred:2"]
+    archive = docker_archive(tmp_path / "docker.tar")
+    recs = store.import_(archive)
+    assert [r["name"] for r in recs] == ["docker-demo:latest"]
+    dest = tmp_path / "docker-rootfs"
+    store.flatten("docker-demo:latest", dest)
+    assert (dest / "hello.txt").read_text() == "from a docker archive\n"
+    assert sorted(r["name"] for r in store.list()) == ["docker-demo:latest", "tarred:2"]
+
+
+def test_tag_remove_prune(tmp_path: Path) -> None:
+    img = oci_layout(tmp_path / "layout")
+    store = kcore.image.Store(tmp_path / "store")
+    store.import_(img.path)
+    store.tag("demo:1", "demo:alias")
+    assert store.get("demo:alias")["manifest"] == img.manifest
+    store.remove("demo:1")
+    assert store.prune()["blobs"] == [], "blobs still referenced by the alias"
+    store.remove("demo:alias")
+    report = store.prune()
+    assert img.manifest in report["blobs"] and report["blob_bytes"] > 0
+    assert store.list() == []
+
+
+def test_errors_are_image_errors(tmp_path: Path) -> None:
+    store = kcore.image.Store(tmp_path / "store")
+    with pytest.raises(kcore.ImageError, match="not found"):
+        store.get("nope:1")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(kcore.ImageError, match="neither an OCI image layout"):
+        store.import_(empty)
+    # a corrupted layer blob is refused by digest
+    img = oci_layout(tmp_path / "layout")
+    blob = img.path / "blobs" / "sha256" / img.diff_ids[1].split(":", 1)[1]
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\x01")
+    with pytest.raises(kcore.ImageError) as e:
+        store.import_(img.path)
+    assert isinstance(e.value, kcore.KcoreError)
+    with pytest.raises(kcore.ImageError):
+        store.pull("registry.invalid./x/y:z", attempts=1)
+    with pytest.raises(ValueError):
+        store.import_(img.path, format="zip")  # type: ignore[arg-type]
+
+
+def test_progress_callback_exception_propagates(tmp_path: Path) -> None:
+    img = oci_layout(tmp_path / "layout")
+    store = kcore.image.Store(tmp_path / "store")
+    store.import_(img.path)
+
+    def boom(_bytes: int, _entries: int) -> None:
+        raise ZeroDivisionError("from the callback")
+
+    with pytest.raises(ZeroDivisionError, match="from the callback"):
+        store.flatten("demo:1", tmp_path / "rootfs", progress=boom)
+    with pytest.raises(TypeError):
+        store.flatten("demo:1", tmp_path / "rootfs2", progress=42)  # type: ignore[arg-type]
