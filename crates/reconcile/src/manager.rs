@@ -41,9 +41,12 @@ use crate::runner::run_workers;
 pub const CONTROLLERS: &[&str] = &[
     "deployment",
     "replicaset",
+    "daemonset",
+    "statefulset",
     "endpoint",
     "garbagecollector",
     "namespace",
+    "nodelifecycle",
 ];
 
 /// Settings of a [`ControllerManager`].
