@@ -114,6 +114,7 @@ struct Inner {
     config: ApiConfig,
     alloc: tokio::sync::Mutex<()>,
     evictions: tokio::sync::Mutex<()>,
+    cache: crate::cache::WatchCache,
 }
 
 /// The in-process API: every operation the REST server offers, on JSON or typed objects.
@@ -204,13 +205,85 @@ fn encode_continue(key: &str, rv: u64) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"k": key, "rv": rv}).to_string())
 }
 
-fn decode_continue(tok: &str) -> Result<String, ApiError> {
+fn decode_continue(tok: &str) -> Result<(String, Option<u64>), ApiError> {
     let bad = || ApiError::bad_request(format!("continue key is not valid: {tok:?}"));
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(tok)
         .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    v["k"].as_str().map(str::to_owned).ok_or_else(bad)
+    let key = v["k"].as_str().map(str::to_owned).ok_or_else(bad)?;
+    Ok((key, v["rv"].as_u64().filter(|r| *r > 0)))
+}
+
+/// Which state of the store a list reads (`resourceVersion` + `resourceVersionMatch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadAt {
+    /// Unset resourceVersion: the latest state (a consistent read).
+    Latest,
+    /// `resourceVersion=0`: any state, the cache's as it is.
+    Any,
+    /// `resourceVersion=N` (NotOlderThan): a state at least as new as N.
+    NotOlderThan(u64),
+    /// `resourceVersionMatch=Exact` or a continue token: exactly revision N.
+    Exact(u64),
+}
+
+impl ReadAt {
+    fn of(opts: &ListOptions, token_rv: Option<u64>) -> Result<Self, ApiError> {
+        let rv = opts.resource_version.as_deref().filter(|s| !s.is_empty());
+        let m = opts
+            .resource_version_match
+            .as_deref()
+            .filter(|s| !s.is_empty());
+        let parse = |s: &str| {
+            s.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("invalid resourceVersion {s:?}: not a number"))
+            })
+        };
+        if let Some(m) = m {
+            if !matches!(m, "Exact" | "NotOlderThan") {
+                return Err(ApiError::bad_request(format!(
+                    "resourceVersionMatch {m:?} is not supported: supported values: \"Exact\", \"NotOlderThan\""
+                )));
+            }
+            if rv.is_none() {
+                return Err(ApiError::bad_request(
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
+            }
+            if token_rv.is_some() {
+                return Err(ApiError::bad_request(
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+            if m == "Exact" && rv == Some("0") {
+                return Err(ApiError::bad_request(
+                    "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"",
+                ));
+            }
+        }
+        if let Some(t) = token_rv {
+            return Ok(Self::Exact(t));
+        }
+        Ok(match (rv, m) {
+            (None, _) => Self::Latest,
+            (Some("0"), _) => Self::Any,
+            (Some(v), Some("Exact")) => Self::Exact(parse(v)?),
+            (Some(v), _) => Self::NotOlderThan(parse(v)?),
+        })
+    }
+}
+
+fn too_large(rv: u64, current: u64) -> ApiError {
+    let mut e = ApiError::new(
+        504,
+        "Timeout",
+        format!("Too large resource version: {rv}, current: {current}"),
+    );
+    e.details = Some(
+        json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+    );
+    e
 }
 
 #[derive(Clone)]
@@ -229,6 +302,14 @@ impl Filter {
     fn matches(&self, obj: &Value) -> bool {
         self.labels.matches(obj) && self.fields.matches(obj)
     }
+}
+
+/// The storage key of a stored object of `info`.
+fn key_of(info: &ResourceInfo, obj: &Value) -> String {
+    info.key(
+        obj["metadata"]["namespace"].as_str(),
+        obj["metadata"]["name"].as_str().unwrap_or_default(),
+    )
 }
 
 fn pod_ready(p: &Value) -> bool {
@@ -274,6 +355,9 @@ impl Api {
     pub(crate) fn with_config(storage: Arc<dyn Storage>, config: ApiConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
+                cache: crate::cache::WatchCache::new(Arc::clone(&storage), 10_000, |kv| {
+                    decode(kv).ok()
+                }),
                 storage,
                 config,
                 alloc: tokio::sync::Mutex::new(()),
@@ -867,78 +951,146 @@ impl Api {
         let filter = Filter::new(opts)?;
         let prefix = info.prefix(namespace.filter(|_| info.namespaced));
         let limit = opts.limit.unwrap_or(0);
-        let mut start = match &opts.continue_token {
-            Some(t) if !t.is_empty() => Some(decode_continue(t)?),
+        let (start, token_rv) = match &opts.continue_token {
+            Some(t) if !t.is_empty() => {
+                let (k, rv) = decode_continue(t)?;
+                (Some(k), rv)
+            }
+            _ => (None, None),
+        };
+        let at = ReadAt::of(opts, token_rv)?;
+        let (objs, rev) = match self.snapshot(&prefix, at).await? {
+            Some(found) => found,
+            None => self.snapshot_from_storage(&prefix, at).await?,
+        };
+        // Objects are in key order: page after the continue key.
+        let mut items = Vec::new();
+        let mut next = None;
+        let mut rest = objs
+            .iter()
+            .filter(|o| {
+                start
+                    .as_deref()
+                    .is_none_or(|s| key_of(info, o).as_str() > s)
+            })
+            .filter(|o| filter.matches(o));
+        for o in rest.by_ref() {
+            items.push((**o).clone());
+            if limit > 0 && items.len() == limit {
+                break;
+            }
+        }
+        if limit > 0 && items.len() == limit && rest.next().is_some() {
+            let last = items.last().map(|o| key_of(info, o)).unwrap_or_default();
+            next = Some(encode_continue(&last, rev));
+        }
+        Ok(self.list_object(info, items, rev, next))
+    }
+
+    /// The objects under `prefix` from the watch cache, per `at`; `None` when the cache
+    /// cannot answer (not primed, or the history back to `at` is gone).
+    async fn snapshot(
+        &self,
+        prefix: &str,
+        at: ReadAt,
+    ) -> Result<Option<(Vec<crate::cache::Obj>, u64)>, ApiError> {
+        let cache = &self.inner.cache;
+        if let Err(e) = cache.ensure().await {
+            tracing::debug!(error = %e, "watch cache unavailable; listing from storage");
+            return Ok(None);
+        }
+        let wait = |rev: u64| async move {
+            if cache.wait_for(rev, Duration::from_secs(3)).await {
+                Ok(())
+            } else {
+                Err(too_large(rev, cache.revision().unwrap_or(0)))
+            }
+        };
+        match at {
+            ReadAt::Any => {}
+            ReadAt::Latest => {
+                // A consistent read: the cache must have caught up with the store.
+                let current = self
+                    .inner
+                    .storage
+                    .revision()
+                    .await
+                    .map_err(|e| ApiError::internal(e.to_string()))?
+                    .current;
+                if !cache.wait_for(current, Duration::from_secs(3)).await {
+                    return Ok(None);
+                }
+            }
+            ReadAt::NotOlderThan(rev) | ReadAt::Exact(rev) => wait(rev).await?,
+        }
+        let exact = match at {
+            ReadAt::Exact(rev) => Some(rev),
             _ => None,
         };
-        // With a name pinned by the field selector, read just that key.
-        if let (Some(name), false) = (
-            filter.fields.exact("metadata.name"),
-            info.namespaced && namespace.is_none(),
-        ) {
-            let rev = self
-                .inner
-                .storage
-                .revision()
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            let kv = self
-                .inner
-                .storage
-                .get(&format!("{prefix}{name}"))
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            let items: Vec<Value> = kv
-                .iter()
-                .map(decode)
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .filter(|o| filter.matches(o))
-                .collect();
-            return Ok(self.list_object(info, items, rev.current, None));
-        }
-        let mut items = Vec::new();
-        let mut revision = 0;
-        let mut next = None;
-        loop {
-            let page_size = if limit == 0 {
-                0
-            } else {
-                (limit - items.len()).max(limit)
-            };
-            let page = self
-                .inner
-                .storage
-                .range(&prefix, start.as_deref(), page_size)
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            if revision == 0 {
-                revision = page.revision;
+        Ok(cache.snapshot(prefix, exact))
+    }
+
+    /// The objects under `prefix` read from the store; for an exact revision, the
+    /// current state with the changes after it undone (from the store's history).
+    async fn snapshot_from_storage(
+        &self,
+        prefix: &str,
+        at: ReadAt,
+    ) -> Result<(Vec<crate::cache::Obj>, u64), ApiError> {
+        let storage = &self.inner.storage;
+        let internal = |e: StorageError| ApiError::internal(e.to_string());
+        let page = storage.range(prefix, None, 0).await.map_err(internal)?;
+        let mut objs: std::collections::BTreeMap<String, Value> = page
+            .kvs
+            .iter()
+            .map(|kv| Ok((kv.key.clone(), decode(kv)?)))
+            .collect::<Result<_, ApiError>>()?;
+        let target = match at {
+            ReadAt::NotOlderThan(rev) if rev > page.revision => {
+                return Err(too_large(rev, page.revision))
             }
-            let mut last_key = None;
-            for kv in &page.kvs {
-                last_key = Some(kv.key.clone());
-                let obj = decode(kv)?;
-                if filter.matches(&obj) {
-                    items.push(obj);
-                    if limit > 0 && items.len() == limit {
-                        break;
+            ReadAt::Exact(rev) if rev > page.revision => return Err(too_large(rev, page.revision)),
+            ReadAt::Exact(rev) if rev < page.revision => rev,
+            _ => return Ok((objs.into_values().map(Arc::new).collect(), page.revision)),
+        };
+        // Every revision is one write, so the history after `target` up to the range's
+        // revision is complete; the first change to each key holds its state at `target`.
+        let mut history = storage.watch("", target).await.map_err(|e| match e {
+            StorageError::Compacted {
+                requested,
+                compacted,
+            } => ApiError::gone(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
+            e => ApiError::internal(e.to_string()),
+        })?;
+        let mut seen = std::collections::HashSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ev = tokio::time::timeout_at(deadline, history.next())
+                .await
+                .map_err(|_| ApiError::internal("reading the store's history timed out"))?;
+            let Some(ev) = ev else { break };
+            let ev = ev.map_err(internal)?;
+            if ev.revision() > page.revision {
+                break;
+            }
+            let key = ev.kv.key.clone();
+            if key.starts_with(prefix) && seen.insert(key.clone()) {
+                match &ev.prev {
+                    Some(p) => {
+                        objs.insert(key, decode(p)?);
+                    }
+                    None => {
+                        objs.remove(&key);
                     }
                 }
             }
-            let more_in_page = last_key.as_ref() != page.kvs.last().map(|k| &k.key);
-            if limit > 0 && items.len() == limit {
-                if page.more || more_in_page {
-                    next = last_key.map(|k| encode_continue(&k, revision));
-                }
+            if ev.revision() == page.revision {
                 break;
             }
-            if !page.more {
-                break;
-            }
-            start = last_key;
         }
-        Ok(self.list_object(info, items, revision, next))
+        Ok((objs.into_values().map(Arc::new).collect(), target))
     }
 
     fn list_object(

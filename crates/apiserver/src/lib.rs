@@ -34,6 +34,7 @@
 #![deny(missing_docs)]
 
 mod api;
+mod cache;
 pub mod conformance;
 mod defaults;
 mod error;

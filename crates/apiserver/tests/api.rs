@@ -349,6 +349,188 @@ async fn list_pages_and_selectors() {
     assert_eq!(items[0].metadata.name.as_deref(), Some("c3"));
 }
 
+fn list_names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            format!(
+                "{}={}",
+                i["metadata"]["name"].as_str().unwrap_or_default(),
+                i["data"]["k"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+fn rv_of(v: &Value) -> String {
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("resourceVersion")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_resource_versions_from_the_watch_cache() {
+    let e = env().await;
+    let ns = Some("default");
+    let list = |rv: Option<&str>, m: Option<&str>| ListOptions {
+        resource_version: rv.map(str::to_owned),
+        resource_version_match: m.map(str::to_owned),
+        ..Default::default()
+    };
+    let with = |name: &str, v: &str| {
+        let mut c = cm(name, json!({}));
+        c["data"]["k"] = json!(v);
+        c
+    };
+    e.api
+        .create_value("v1", "configmaps", ns, with("a", "1"), &W)
+        .await
+        .expect("a");
+    let b = e
+        .api
+        .create_value("v1", "configmaps", ns, with("b", "1"), &W)
+        .await
+        .expect("b");
+    let at_b = rv_of(&b);
+    let a2: ConfigMap = serde_json::from_value(with("a", "2")).expect("cm");
+    e.api.replace(ns, &a2).await.expect("update a");
+    let _: ConfigMap = e.api.delete(ns, "b").await.expect("delete b");
+
+    // Unset: the latest state, read-your-writes.
+    let now = e
+        .api
+        .list_value("v1", "configmaps", ns, &list(None, None))
+        .await
+        .expect("list");
+    assert_eq!(list_names(&now), ["a=2"]);
+    let current = rv_of(&now);
+    // "0": whatever the cache holds (here the same).
+    let any = e
+        .api
+        .list_value("v1", "configmaps", ns, &list(Some("0"), None))
+        .await
+        .expect("list rv=0");
+    assert_eq!(list_names(&any), ["a=2"]);
+    // Exact: as of b's creation, from the cache's history.
+    let exact = e
+        .api
+        .list_value("v1", "configmaps", ns, &list(Some(&at_b), Some("Exact")))
+        .await
+        .expect("exact");
+    assert_eq!(list_names(&exact), ["a=1", "b=1"]);
+    assert_eq!(rv_of(&exact), at_b);
+    // NotOlderThan an old revision: at least that new, so the latest.
+    let nto = e
+        .api
+        .list_value(
+            "v1",
+            "configmaps",
+            ns,
+            &list(Some(&at_b), Some("NotOlderThan")),
+        )
+        .await
+        .expect("not older than");
+    assert_eq!(
+        (list_names(&nto), rv_of(&nto)),
+        (vec!["a=2".to_string()], current.clone())
+    );
+    // A revision from the future times out with 504 "Too large resource version".
+    let future = (current.parse::<u64>().unwrap() + 1000).to_string();
+    let err = e
+        .api
+        .list_value("v1", "configmaps", ns, &list(Some(&future), None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 504);
+    assert!(err.message.contains("Too large resource version"), "{err}");
+    // Invalid combinations are 400.
+    for (rv, m) in [
+        (Some("0"), Some("Exact")),
+        (None, Some("Exact")),
+        (Some("1"), Some("Sometimes")),
+        (Some("x"), None),
+    ] {
+        let err = e
+            .api
+            .list_value("v1", "configmaps", ns, &list(rv, m))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, 400, "{rv:?} {m:?}");
+    }
+
+    // A second API server process over the same store starts its cache now: older
+    // revisions come from the store's history instead.
+    let fresh = Api::new(e.storage.clone());
+    let exact = fresh
+        .list_value("v1", "configmaps", ns, &list(Some(&at_b), Some("Exact")))
+        .await
+        .expect("exact from the store");
+    assert_eq!(list_names(&exact), ["a=1", "b=1"]);
+    e.storage
+        .compact(current.parse().unwrap())
+        .await
+        .expect("compact");
+    let err = fresh
+        .list_value("v1", "configmaps", ns, &list(Some(&at_b), Some("Exact")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 410, "compacted history is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_are_a_consistent_snapshot() {
+    let e = env().await;
+    for n in ["p1", "p2", "p3"] {
+        e.api
+            .create_value("v1", "configmaps", Some("default"), cm(n, json!({})), &W)
+            .await
+            .expect("create");
+    }
+    let first = e
+        .api
+        .list_value(
+            "v1",
+            "configmaps",
+            Some("default"),
+            &ListOptions {
+                limit: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("page 1");
+    let token = first["metadata"]["continue"]
+        .as_str()
+        .expect("continue")
+        .to_owned();
+    // Changes after the first page do not show in the next ones.
+    e.api
+        .create_value("v1", "configmaps", Some("default"), cm("p4", json!({})), &W)
+        .await
+        .expect("p4");
+    let _: ConfigMap = e.api.delete(Some("default"), "p3").await.expect("delete");
+    let second = e
+        .api
+        .list_value(
+            "v1",
+            "configmaps",
+            Some("default"),
+            &ListOptions {
+                limit: Some(2),
+                continue_token: Some(token),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("page 2");
+    assert_eq!(list_names(&second), ["p3=v"]);
+    assert!(second["metadata"]["continue"].is_null());
+    assert_eq!(rv_of(&second), rv_of(&first));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_semantics() {
     let e = env().await;

@@ -58,11 +58,12 @@ pub use controllers::endpoints::{
     MANAGED_BY, MANAGED_BY_LABEL, MAX_ENDPOINTS_PER_SLICE, SERVICE_NAME_LABEL,
 };
 pub use controllers::gc::{FOREGROUND, ORPHAN};
+pub use controllers::history::{revision_data, revision_name, revisions_to_prune};
 pub use controllers::namespace::KUBERNETES_FINALIZER;
 pub use controllers::nodelifecycle::{NODE_LEASE_NAMESPACE, UNREACHABLE_TAINT};
 pub use controllers::replicaset::POD_DELETION_COST;
 pub use controllers::statefulset::{
-    sts_plan, OrdinalPod, StsAction, POD_INDEX_LABEL, POD_NAME_LABEL,
+    claim_name, sts_plan, OrdinalPod, StsAction, POD_INDEX_LABEL, POD_NAME_LABEL,
 };
 pub use error::Error;
 pub use leader::{decide as decide_lease, LeaderElectionConfig, LeaderElector, LeaseDecision};

@@ -172,9 +172,8 @@ impl Expectations {
     /// it counts only if that object was expected to go, and only once.
     pub fn deletion_observed_uid(&self, key: &ObjectKey, uid: &str) {
         if let Some(e) = self.lock().get_mut(key) {
-            if e.deleting.is_empty() {
-                e.dels -= 1;
-            } else if e.deleting.remove(uid) {
+            // Untracked (counting) expectations count every deletion.
+            if e.deleting.is_empty() || e.deleting.remove(uid) {
                 e.dels -= 1;
             }
         }

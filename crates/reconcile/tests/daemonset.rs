@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{eventually, start, Cluster, Kubelet};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use kcore_reconcile::CONTROLLER_REVISION_HASH;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -169,4 +170,36 @@ async fn one_pod_per_eligible_node_and_rolling_update() {
         min_available >= 1,
         "more than maxUnavailable nodes lost their daemon: {min_available}"
     );
+    // One ControllerRevision per template, numbered in order; the pods' hash label names
+    // the newest.
+    let crs: Api<k8s_openapi::api::apps::v1::ControllerRevision> =
+        Api::namespaced(c.client.clone(), &c.namespace);
+    let mut revs: Vec<(i64, String, String)> = crs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|cr| {
+            (
+                cr.revision.unwrap_or(0),
+                cr.metadata.name.unwrap_or_default(),
+                cr.data.0["spec"]["template"]["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    revs.sort();
+    assert_eq!(revs.len(), 2, "{revs:?}");
+    assert_eq!((revs[0].0, revs[0].2.as_str()), (1, "agent:1"));
+    assert_eq!((revs[1].0, revs[1].2.as_str()), (2, "agent:2"));
+    for p in pods.list(&ListParams::default()).await.unwrap().items {
+        if p.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let hash = &p.metadata.labels.as_ref().unwrap()[CONTROLLER_REVISION_HASH];
+        assert_eq!(format!("agent-{hash}"), revs[1].1);
+    }
 }

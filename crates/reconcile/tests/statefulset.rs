@@ -183,3 +183,125 @@ async fn ordered_creation_scale_down_and_update() {
         "updated from the highest ordinal down to the partition"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_revisions_and_volume_claims() {
+    use k8s_openapi::api::apps::v1::ControllerRevision;
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use kcore_reconcile::{claim_name, CONTROLLER_REVISION_HASH};
+
+    let c = start(Kubelet::ReadyAtOnce, &["statefulset"]).await;
+    let sts_api: Api<StatefulSet> = Api::namespaced(c.client.clone(), &c.namespace);
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &c.namespace);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), &c.namespace);
+    let crs: Api<ControllerRevision> = Api::namespaced(c.client.clone(), &c.namespace);
+    let template = |image: &str| {
+        json!({"metadata": {"labels": {"app": "db"}},
+            "spec": {"containers": [{"name": "c", "image": image}]}})
+    };
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "spec": {
+            "replicas": 2,
+            "podManagementPolicy": "Parallel",
+            "serviceName": "db",
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": template("pg:1"),
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}}}}],
+        },
+    }))
+    .unwrap();
+    sts_api.create(&PostParams::default(), &sts).await.unwrap();
+    let settled = |image: &'static str, rev: i64| {
+        let (sts_api, crs, pods) = (sts_api.clone(), crs.clone(), pods.clone());
+        async move {
+            eventually(30, "rollout settled", || async {
+                let s = sts_api.get("db").await.ok()?.status?;
+                let update = s.update_revision.clone()?;
+                let cr = crs.get(&update).await.ok()?;
+                let imgs: Vec<String> = pods
+                    .list(&ListParams::default())
+                    .await
+                    .ok()?
+                    .items
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .filter_map(|p| p.spec.as_ref()?.containers[0].image.clone())
+                    .collect();
+                (s.ready_replicas == Some(2)
+                    && s.updated_replicas == Some(2)
+                    && s.current_revision.as_ref() == Some(&update)
+                    && cr.revision == Some(rev)
+                    && imgs == [image, image])
+                .then_some((update, cr))
+            })
+            .await
+        }
+    };
+    let (first, cr) = settled("pg:1", 1).await;
+    assert_eq!(
+        cr.data.0["spec"]["template"]["spec"]["containers"][0]["image"],
+        "pg:1"
+    );
+    assert_eq!(cr.data.0["spec"]["template"]["$patch"], "replace");
+    let owner = &cr.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("StatefulSet", "db")
+    );
+    // Pods carry the revision name; each has its own claim, mounted as volume `data`.
+    for i in 0..2 {
+        let p = pods.get(&format!("db-{i}")).await.unwrap();
+        assert_eq!(
+            p.metadata.labels.as_ref().unwrap()[CONTROLLER_REVISION_HASH],
+            first
+        );
+        let want = claim_name("data", "db", i);
+        assert_eq!(want, format!("data-db-{i}"));
+        let vol = p.spec.unwrap().volumes.unwrap();
+        let data = vol.iter().find(|v| v.name == "data").expect("data volume");
+        assert_eq!(
+            data.persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.as_str()),
+            Some(want.as_str())
+        );
+        let pvc = pvcs.get(&want).await.expect("claim created");
+        assert_eq!(pvc.metadata.labels.unwrap()["app"], "db");
+        assert!(
+            pvc.metadata.owner_references.is_none(),
+            "retained by default"
+        );
+    }
+
+    // A new template: a second revision.
+    let set = |image: &'static str| {
+        let sts_api = sts_api.clone();
+        async move {
+            sts_api
+                .patch(
+                    "db",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"template": template(image)}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    set("pg:2").await;
+    let (second, _) = settled("pg:2", 2).await;
+    assert_ne!(second, first);
+    // Back to the first template: its revision is renumbered, no third one is made.
+    set("pg:1").await;
+    let (back, _) = settled("pg:1", 3).await;
+    assert_eq!(back, first);
+    let all = crs.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(all.len(), 2, "one revision per distinct template");
+    // The claims outlive the pods: same names, still there.
+    assert_eq!(
+        pvcs.list(&ListParams::default()).await.unwrap().items.len(),
+        2
+    );
+}

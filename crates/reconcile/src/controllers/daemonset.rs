@@ -19,6 +19,7 @@ use kube::Client;
 use serde_json::json;
 
 use super::deployment::{scaled_value, template_hash};
+use super::history::{prune_revisions, revision_name, sync_revisions};
 use super::replicaset::{apply_claim, claim};
 use crate::cache::{Change, Store};
 use crate::error::{code_of, Error};
@@ -335,9 +336,15 @@ impl Reconciler for DaemonSetController {
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .collect();
-        let hash = template_hash(
-            &ds.spec.template,
-            ds.status.as_ref().and_then(|s| s.collision_count),
+        let collision = ds.status.as_ref().and_then(|s| s.collision_count);
+        let revisions = if deleting {
+            None
+        } else {
+            Some(sync_revisions(&self.client, ds.as_ref(), &ds.spec.template, collision).await?)
+        };
+        let hash = revisions.as_ref().map_or_else(
+            || template_hash(&ds.spec.template, collision),
+            |r| r.hash.clone(),
         );
         let min_ready = ds.spec.min_ready_seconds.unwrap_or(0);
         let now = Timestamp::now();
@@ -444,6 +451,16 @@ impl Reconciler for DaemonSetController {
             }
         }
 
+        if let Some(revs) = &revisions {
+            let mut in_use: std::collections::BTreeSet<String> = live
+                .iter()
+                .filter_map(|p| p.metadata.labels.as_ref()?.get(CONTROLLER_REVISION_HASH))
+                .map(|h| revision_name(&key.name, h))
+                .collect();
+            in_use.insert(revision_name(&key.name, &hash));
+            let limit = ds.spec.revision_history_limit.unwrap_or(10);
+            prune_revisions(&self.client, key.ns(), revs, &in_use, limit).await?;
+        }
         let count = |f: &dyn Fn(&NodePods) -> bool| {
             i32::try_from(by_node.values().filter(|n| f(n)).count()).unwrap_or(i32::MAX)
         };

@@ -4,11 +4,13 @@
 //! (`OrderedReady`) or all at once (`Parallel`), removed from the highest ordinal down,
 //! and updated from the highest ordinal down to the `partition`, one pod at a time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -17,6 +19,7 @@ use serde_json::json;
 
 use super::daemonset::CONTROLLER_REVISION_HASH;
 use super::deployment::template_hash;
+use super::history::{prune_revisions, revision_name, sync_revisions};
 use super::replicaset::{apply_claim, claim};
 use crate::cache::{Change, Store};
 use crate::error::{code_of, Error};
@@ -123,6 +126,12 @@ pub fn sts_plan(
     out
 }
 
+/// The PersistentVolumeClaim a StatefulSet pod gets from one of its
+/// `volumeClaimTemplates`: `<template>-<statefulset>-<ordinal>`.
+pub fn claim_name(template: &str, sts: &str, ordinal: i32) -> String {
+    format!("{template}-{sts}-{ordinal}")
+}
+
 fn ordinal_of(sts_name: &str, pod_name: &str) -> Option<i32> {
     pod_name
         .strip_prefix(sts_name)?
@@ -172,6 +181,21 @@ impl StatefulSetController {
         labels.insert(POD_INDEX_LABEL.into(), ordinal.to_string());
         let mut spec = t.spec.clone().unwrap_or_default();
         spec.hostname = Some(name.clone());
+        // Each claim template becomes a volume of that name bound to the pod's own claim.
+        let set = sts.metadata.name.as_deref().unwrap_or("");
+        for ct in sts.spec.volume_claim_templates.iter().flatten() {
+            let vname = ct.metadata.name.clone().unwrap_or_default();
+            let volumes = spec.volumes.get_or_insert_with(Vec::new);
+            volumes.retain(|v| v.name != vname);
+            volumes.push(Volume {
+                name: vname.clone(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim_name(&vname, set, ordinal),
+                    read_only: None,
+                }),
+                ..Volume::default()
+            });
+        }
         if let Some(svc) = sts.spec.service_name.as_ref().filter(|s| !s.is_empty()) {
             spec.subdomain = Some(svc.clone());
         }
@@ -190,6 +214,53 @@ impl StatefulSetController {
     }
 }
 
+impl StatefulSetController {
+    /// Creates the claims of `ordinal` from the volumeClaimTemplates if they are missing.
+    /// With `persistentVolumeClaimRetentionPolicy.whenDeleted: Delete` they are owned by
+    /// the StatefulSet (so the garbage collector removes them with it); by default
+    /// (`Retain`) they outlive it, as upstream.
+    async fn ensure_claims(&self, sts: &StatefulSet, ordinal: i32) -> Result<(), Error> {
+        let ns = sts.metadata.namespace.as_deref().unwrap_or("");
+        let set = sts.metadata.name.as_deref().unwrap_or("");
+        let owned = sts
+            .spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .and_then(|p| p.when_deleted.as_deref())
+            == Some("Delete");
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        for ct in sts.spec.volume_claim_templates.iter().flatten() {
+            let tname = ct.metadata.name.as_deref().unwrap_or("");
+            let name = claim_name(tname, set, ordinal);
+            let mut labels = ct.metadata.labels.clone().unwrap_or_default();
+            labels.extend(sts.spec.selector.match_labels.clone().unwrap_or_default());
+            let pvc = PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(ns.to_owned()),
+                    labels: Some(labels),
+                    annotations: ct.metadata.annotations.clone(),
+                    owner_references: owned.then(|| vec![controller_ref(sts)]),
+                    ..ObjectMeta::default()
+                },
+                spec: ct.spec.clone(),
+                status: None,
+            };
+            match api.create(&PostParams::default(), &pvc).await {
+                Ok(_) => tracing::debug!(claim = %format!("{ns}/{name}"), "created claim"),
+                Err(e) if code_of(&e) == Some(409) => {}
+                Err(e) => {
+                    return Err(Error::api(
+                        "create",
+                        format!("persistentvolumeclaim {ns}/{name}"),
+                    )(e))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Reconciler for StatefulSetController {
     fn name(&self) -> &'static str {
         "statefulset"
@@ -204,9 +275,15 @@ impl Reconciler for StatefulSetController {
         let in_ns = self.pods.list_namespace(key.ns());
         let claimed = claim(&uid, deleting, &sts.spec.selector, &in_ns);
         let owned = apply_claim(&self.client, sts.as_ref(), &claimed).await?;
-        let update_revision = template_hash(
-            &sts.spec.template,
-            sts.status.as_ref().and_then(|s| s.collision_count),
+        let collision = sts.status.as_ref().and_then(|s| s.collision_count);
+        let revisions = if deleting {
+            None
+        } else {
+            Some(sync_revisions(&self.client, sts.as_ref(), &sts.spec.template, collision).await?)
+        };
+        let update_revision = revisions.as_ref().map_or_else(
+            || revision_name(&key.name, &template_hash(&sts.spec.template, collision)),
+            |r| r.update.metadata.name.clone().unwrap_or_default(),
         );
         let replicas = sts.spec.replicas.unwrap_or(1);
         let ordered = sts.spec.pod_management_policy.as_deref() != Some("Parallel");
@@ -256,6 +333,7 @@ impl Reconciler for StatefulSetController {
             ) {
                 match step {
                     StsAction::Create(i) => {
+                        self.ensure_claims(&sts, i).await?;
                         match api
                             .create(
                                 &PostParams::default(),
@@ -320,6 +398,13 @@ impl Reconciler for StatefulSetController {
                     .clone()
                     .unwrap_or_else(|| update_revision.clone())
             };
+        if let Some(revs) = &revisions {
+            let mut live: BTreeSet<String> = live.iter().map(|p| rev(p)).collect();
+            live.insert(current_revision.clone());
+            live.insert(update_revision.clone());
+            let limit = sts.spec.revision_history_limit.unwrap_or(10);
+            prune_revisions(&self.client, key.ns(), revs, &live, limit).await?;
+        }
         let status = StatefulSetStatus {
             replicas: count(&|_| true),
             ready_replicas: Some(count(&pod_is_ready)),

@@ -1,0 +1,257 @@
+//! The watch cache that serves lists: every stored object, decoded, kept current by one
+//! storage watch over the whole key space, plus a window of recent changes so a list can
+//! be answered as of an earlier revision (`resourceVersionMatch=Exact`, continue tokens).
+//!
+//! It is primed lazily by the first list (a range read and a watch from its revision)
+//! and dropped when its watch fails (lagging, compaction); the next list primes it again,
+//! and lists fall back to the store meanwhile.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::{oneshot, watch};
+
+use crate::storage::{Event, EventKind, KeyValue, Storage, StorageError};
+
+/// A cached object: decoded, with `metadata.resourceVersion` set.
+pub(crate) type Obj = Arc<Value>;
+
+/// One applied change: the key's state before it (`None`: absent).
+struct Change {
+    rev: u64,
+    key: String,
+    prev: Option<Obj>,
+}
+
+struct State {
+    objects: BTreeMap<String, Obj>,
+    /// The revision the cache reflects.
+    rev: u64,
+    /// States at revisions `oldest..=rev` can be rebuilt from `history`.
+    oldest: u64,
+    history: VecDeque<Change>,
+}
+
+type Decode = fn(&KeyValue) -> Option<Value>;
+
+/// The list cache of one [`Api`](crate::Api).
+pub(crate) struct WatchCache {
+    storage: Arc<dyn Storage>,
+    state: Arc<RwLock<Option<State>>>,
+    rev: Arc<watch::Sender<u64>>,
+    priming: tokio::sync::Mutex<()>,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    capacity: usize,
+    decode: Decode,
+}
+
+impl WatchCache {
+    /// A cache over `storage` keeping `capacity` changes of history.
+    pub(crate) fn new(storage: Arc<dyn Storage>, capacity: usize, decode: Decode) -> Self {
+        Self {
+            storage,
+            state: Arc::new(RwLock::new(None)),
+            rev: Arc::new(watch::channel(0).0),
+            priming: tokio::sync::Mutex::new(()),
+            stop: Mutex::new(None),
+            capacity,
+            decode,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<State>> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The revision the cache reflects, if it is primed.
+    pub(crate) fn revision(&self) -> Option<u64> {
+        self.read().as_ref().map(|s| s.rev)
+    }
+
+    /// Primes the cache if needed: a range read of everything, then a watch from there.
+    pub(crate) async fn ensure(&self) -> Result<(), StorageError> {
+        if self.read().is_some() {
+            return Ok(());
+        }
+        let _guard = self.priming.lock().await;
+        if self.read().is_some() {
+            return Ok(());
+        }
+        let all = tracing::Instrument::instrument(
+            self.storage.range("", None, 0),
+            tracing::debug_span!("watch_cache_prime"),
+        )
+        .await?;
+        let mut stream = self.storage.watch("", all.revision).await?;
+        let decode = self.decode;
+        let objects: BTreeMap<String, Obj> = all
+            .kvs
+            .iter()
+            .filter_map(|kv| Some((kv.key.clone(), Arc::new(decode(kv)?))))
+            .collect();
+        tracing::debug!(
+            objects = objects.len(),
+            revision = all.revision,
+            "watch cache primed"
+        );
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Some(State {
+            objects,
+            rev: all.revision,
+            oldest: all.revision,
+            history: VecDeque::new(),
+        });
+        self.rev.send_modify(|r| *r = (*r).max(all.revision));
+        let (stop_tx, mut stop_rx) = oneshot::channel();
+        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop_tx);
+        let state = Arc::clone(&self.state);
+        let rev = Arc::clone(&self.rev);
+        let capacity = self.capacity;
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    _ = &mut stop_rx => return,
+                    ev = stream.next() => ev,
+                };
+                let mut guard = state.write().unwrap_or_else(|e| e.into_inner());
+                let Some(st) = guard.as_mut() else { return };
+                match ev {
+                    Some(Ok(ev)) => {
+                        let r = ev.revision();
+                        apply(st, ev, capacity, decode);
+                        drop(guard);
+                        rev.send_modify(|v| *v = (*v).max(r));
+                    }
+                    other => {
+                        // Lagged, compacted or closed: drop the cache; the next list
+                        // primes it again.
+                        if let Some(Err(e)) = other {
+                            tracing::warn!(error = %e, "watch cache lost its watch");
+                        }
+                        *guard = None;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Waits until the cache reflects revision `rev` (or `timeout` passes).
+    pub(crate) async fn wait_for(&self, rev: u64, timeout: Duration) -> bool {
+        let mut rx = self.rev.subscribe();
+        let reached = matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|r| *r >= rev)).await,
+            Ok(Ok(_))
+        );
+        reached
+    }
+
+    /// The objects under `prefix` as of revision `at` (the current state if `None`), in
+    /// key order, with the revision they reflect; `None` when the cache is not primed or
+    /// no longer holds the history back to `at`.
+    pub(crate) fn snapshot(&self, prefix: &str, at: Option<u64>) -> Option<(Vec<Obj>, u64)> {
+        let guard = self.read();
+        let st = guard.as_ref()?;
+        let in_prefix = st
+            .objects
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix));
+        let at = match at {
+            None => return Some((in_prefix.map(|(_, v)| Arc::clone(v)).collect(), st.rev)),
+            Some(at) if at < st.oldest || at > st.rev => return None,
+            Some(at) => at,
+        };
+        // Undo the changes after `at`, newest first: what remains per key is its state
+        // before the oldest of them, i.e. at `at`.
+        let mut undo: BTreeMap<&str, Option<&Obj>> = BTreeMap::new();
+        for c in st.history.iter().rev().take_while(|c| c.rev > at) {
+            if c.key.starts_with(prefix) {
+                undo.insert(c.key.as_str(), c.prev.as_ref());
+            }
+        }
+        let mut merged: BTreeMap<&str, &Obj> = in_prefix.map(|(k, v)| (k.as_str(), v)).collect();
+        for (k, prev) in undo {
+            match prev {
+                Some(v) => merged.insert(k, v),
+                None => merged.remove(k),
+            };
+        }
+        Some((merged.into_values().map(Arc::clone).collect(), at))
+    }
+}
+
+impl Drop for WatchCache {
+    fn drop(&mut self) {
+        // Ends the watch task.
+        self.stop.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+fn apply(st: &mut State, ev: Event, capacity: usize, decode: Decode) {
+    let rev = ev.revision();
+    let key = ev.kv.key.clone();
+    let prev = match ev.kind {
+        EventKind::Put => match decode(&ev.kv) {
+            Some(v) => st.objects.insert(key.clone(), Arc::new(v)),
+            None => st.objects.remove(&key),
+        },
+        EventKind::Delete => st.objects.remove(&key),
+    };
+    st.history.push_back(Change { rev, key, prev });
+    while st.history.len() > capacity {
+        if let Some(c) = st.history.pop_front() {
+            st.oldest = c.rev;
+        }
+    }
+    st.rev = rev;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::RedbStorage;
+
+    fn decode(kv: &KeyValue) -> Option<Value> {
+        let mut v: Value = serde_json::from_slice(&kv.value).ok()?;
+        v["rv"] = serde_json::json!(kv.mod_revision);
+        Some(v)
+    }
+
+    fn names(objs: &[Obj]) -> Vec<String> {
+        objs.iter()
+            .map(|o| format!("{}@{}", o["n"].as_str().unwrap_or(""), o["rv"]))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn snapshots_now_and_as_of_earlier_revisions() {
+        let dir = tempfile::tempdir().expect("dir");
+        let s: Arc<dyn Storage> = Arc::new(RedbStorage::open(dir.path()).expect("open"));
+        let put = |n: &str| serde_json::to_vec(&serde_json::json!({"n": n})).unwrap();
+        let a = s.create("/p/a", put("a")).await.unwrap().mod_revision; // 1
+        let cache = WatchCache::new(Arc::clone(&s), 3, decode);
+        cache.ensure().await.unwrap();
+        assert_eq!(cache.revision(), Some(a));
+        s.create("/p/b", put("b")).await.unwrap(); // 2
+        s.update("/p/a", put("a2"), None).await.unwrap(); // 3
+        s.create("/q/x", put("x")).await.unwrap(); // 4
+        let last = s.delete("/p/b", None).await.unwrap().mod_revision; // 5
+        assert!(cache.wait_for(last, Duration::from_secs(5)).await);
+        let (now, rev) = cache.snapshot("/p/", None).unwrap();
+        assert_eq!((names(&now), rev), (vec!["a2@3".to_string()], 5));
+        let (at2, rev) = cache.snapshot("/p/", Some(2)).unwrap();
+        assert_eq!((names(&at2), rev), (vec!["a@1".into(), "b@2".into()], 2));
+        let (at4, _) = cache.snapshot("/p/", Some(4)).unwrap();
+        assert_eq!(names(&at4), vec!["a2@3".to_string(), "b@2".to_string()]);
+        // Three changes of history: revision 1 is out of reach, 6 is in the future.
+        assert!(cache.snapshot("/p/", Some(1)).is_none());
+        assert!(cache.snapshot("/p/", Some(6)).is_none());
+        assert!(!cache.wait_for(6, Duration::from_millis(50)).await);
+    }
+}
