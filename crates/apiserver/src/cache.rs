@@ -7,7 +7,7 @@
 //! and lists fall back to the store meanwhile.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -19,15 +19,37 @@ use crate::storage::{Event, EventKind, KeyValue, Storage, StorageError};
 /// A cached object: decoded, with `metadata.resourceVersion` set.
 pub(crate) type Obj = Arc<Value>;
 
+/// A stored value, decoded on first use (most writes are never listed before they are
+/// overwritten, so the watch task does not pay for decoding them).
+struct Entry {
+    kv: KeyValue,
+    decoded: OnceLock<Option<Obj>>,
+}
+
+impl Entry {
+    fn new(kv: KeyValue) -> Arc<Self> {
+        Arc::new(Self {
+            kv,
+            decoded: OnceLock::new(),
+        })
+    }
+
+    fn get(&self, decode: Decode) -> Option<Obj> {
+        self.decoded
+            .get_or_init(|| decode(&self.kv).map(Arc::new))
+            .clone()
+    }
+}
+
 /// One applied change: the key's state before it (`None`: absent).
 struct Change {
     rev: u64,
     key: String,
-    prev: Option<Obj>,
+    prev: Option<Arc<Entry>>,
 }
 
 struct State {
-    objects: BTreeMap<String, Obj>,
+    objects: BTreeMap<String, Arc<Entry>>,
     /// The revision the cache reflects.
     rev: u64,
     /// States at revisions `oldest..=rev` can be rebuilt from `history`.
@@ -86,11 +108,10 @@ impl WatchCache {
         )
         .await?;
         let mut stream = self.storage.watch("", all.revision).await?;
-        let decode = self.decode;
-        let objects: BTreeMap<String, Obj> = all
+        let objects: BTreeMap<String, Arc<Entry>> = all
             .kvs
-            .iter()
-            .filter_map(|kv| Some((kv.key.clone(), Arc::new(decode(kv)?))))
+            .into_iter()
+            .map(|kv| (kv.key.clone(), Entry::new(kv)))
             .collect();
         tracing::debug!(
             objects = objects.len(),
@@ -120,7 +141,7 @@ impl WatchCache {
                 match ev {
                     Some(Ok(ev)) => {
                         let r = ev.revision();
-                        apply(st, ev, capacity, decode);
+                        apply(st, ev, capacity);
                         drop(guard);
                         rev.send_modify(|v| *v = (*v).max(r));
                     }
@@ -155,6 +176,7 @@ impl WatchCache {
     pub(crate) fn snapshot(&self, prefix: &str, at: Option<u64>) -> Option<(Vec<Obj>, u64)> {
         let guard = self.read();
         let st = guard.as_ref()?;
+        let decode = self.decode;
         let in_prefix = st
             .objects
             .range::<str, _>((
@@ -163,26 +185,37 @@ impl WatchCache {
             ))
             .take_while(|(k, _)| k.starts_with(prefix));
         let at = match at {
-            None => return Some((in_prefix.map(|(_, v)| Arc::clone(v)).collect(), st.rev)),
+            None => {
+                let entries: Vec<Arc<Entry>> = in_prefix.map(|(_, e)| Arc::clone(e)).collect();
+                let rev = st.rev;
+                drop(guard);
+                // Decoded outside the lock, so the watch task is not held up.
+                let objs = entries.iter().filter_map(|e| e.get(decode)).collect();
+                return Some((objs, rev));
+            }
             Some(at) if at < st.oldest || at > st.rev => return None,
             Some(at) => at,
         };
         // Undo the changes after `at`, newest first: what remains per key is its state
         // before the oldest of them, i.e. at `at`.
-        let mut undo: BTreeMap<&str, Option<&Obj>> = BTreeMap::new();
+        let mut undo: BTreeMap<&str, Option<&Arc<Entry>>> = BTreeMap::new();
         for c in st.history.iter().rev().take_while(|c| c.rev > at) {
             if c.key.starts_with(prefix) {
                 undo.insert(c.key.as_str(), c.prev.as_ref());
             }
         }
-        let mut merged: BTreeMap<&str, &Obj> = in_prefix.map(|(k, v)| (k.as_str(), v)).collect();
+        let mut merged: BTreeMap<&str, &Arc<Entry>> =
+            in_prefix.map(|(k, v)| (k.as_str(), v)).collect();
         for (k, prev) in undo {
             match prev {
                 Some(v) => merged.insert(k, v),
                 None => merged.remove(k),
             };
         }
-        Some((merged.into_values().map(Arc::clone).collect(), at))
+        let entries: Vec<Arc<Entry>> = merged.into_values().map(Arc::clone).collect();
+        drop(guard);
+        let objs = entries.iter().filter_map(|e| e.get(decode)).collect();
+        Some((objs, at))
     }
 }
 
@@ -193,14 +226,11 @@ impl Drop for WatchCache {
     }
 }
 
-fn apply(st: &mut State, ev: Event, capacity: usize, decode: Decode) {
+fn apply(st: &mut State, ev: Event, capacity: usize) {
     let rev = ev.revision();
     let key = ev.kv.key.clone();
     let prev = match ev.kind {
-        EventKind::Put => match decode(&ev.kv) {
-            Some(v) => st.objects.insert(key.clone(), Arc::new(v)),
-            None => st.objects.remove(&key),
-        },
+        EventKind::Put => st.objects.insert(key.clone(), Entry::new(ev.kv)),
         EventKind::Delete => st.objects.remove(&key),
     };
     st.history.push_back(Change { rev, key, prev });

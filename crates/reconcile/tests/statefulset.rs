@@ -171,17 +171,27 @@ async fn ordered_creation_scale_down_and_update() {
     })
     .await;
     rec.abort();
-    let l = log.lock().unwrap();
-    let dels: Vec<&str> = l
+    let dels: Vec<String> = log
+        .lock()
+        .unwrap()
         .iter()
         .filter(|e| e.0 == "del")
-        .map(|e| e.1.as_str())
+        .map(|e| e.1.clone())
         .collect();
     assert_eq!(
         dels,
         vec!["web-2", "web-1"],
         "updated from the highest ordinal down to the partition"
     );
+    // A pod below the partition that goes away comes back at the current revision.
+    let old_uid = pods.get("web-0").await.unwrap().metadata.uid;
+    pods.delete("web-0", &Default::default()).await.unwrap();
+    let back = eventually(30, "web-0 recreated", || async {
+        let p = pods.get("web-0").await.ok()?;
+        (p.metadata.uid != old_uid && pod_is_ready(&p)).then_some(p)
+    })
+    .await;
+    assert_eq!(image(&back), "v1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ use futures::stream::BoxStream;
 mod etcd_backend;
 mod hub;
 mod redb_backend;
+mod wal;
 
 #[cfg(feature = "etcd")]
 pub use etcd_backend::EtcdStorage;

@@ -11,10 +11,11 @@ use std::thread::JoinHandle;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
 use super::hub::{watch_stream, WatchHub};
+use super::wal::{Wal, WAL_BYTES};
 use super::{
     Event, EventKind, KeyValue, RangeResult, Revisions, Storage, StorageError, WatchStream,
 };
@@ -25,6 +26,9 @@ const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
 /// Largest number of requests committed together.
 const MAX_BATCH: usize = 1024;
+
+/// How often the database itself is made durable (and the log restarted).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn backend<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StorageError {
     move |e| StorageError::Backend {
@@ -104,6 +108,9 @@ impl RedbStorage {
             (get("revision")?, get("compacted")?)
         };
         txn.commit().map_err(backend("open"))?;
+        let (mut wal, frames) = Wal::open(&dir.join("kcore.wal"))?;
+        let revision = replay(&db, revision, &frames)?;
+        wal.reset();
         let db = Arc::new(db);
         let hub = Arc::new(WatchHub::new(revision, 10_000, 65_536));
         let compacted = Arc::new(AtomicU64::new(compacted));
@@ -112,7 +119,7 @@ impl RedbStorage {
             let (db, hub, compacted) = (db.clone(), hub.clone(), compacted.clone());
             std::thread::Builder::new()
                 .name("kcore-redb-writer".into())
-                .spawn(move || writer_loop(&db, &rx, &hub, &compacted, revision))
+                .spawn(move || writer_loop(&db, &mut wal, &rx, &hub, &compacted, revision))
                 .map_err(|e| StorageError::Backend {
                     op: "spawn writer",
                     message: e.to_string(),
@@ -347,13 +354,96 @@ fn apply(
     Ok(Ok(Some(event)))
 }
 
+/// Applies the logged events newer than `revision` (the database's durable revision) and
+/// makes them durable; returns the revision reached.
+fn replay(db: &Database, mut revision: u64, frames: &[Vec<u8>]) -> Result<u64, StorageError> {
+    let mut events = Vec::new();
+    for f in frames {
+        let mut rest = f.as_slice();
+        while !rest.is_empty() {
+            let Some(len) = rest
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .and_then(|l| usize::try_from(l).ok())
+            else {
+                break;
+            };
+            let Some(ev) = rest.get(8..8 + len).and_then(decode_event) else {
+                break;
+            };
+            rest = &rest[8 + len..];
+            events.push(ev);
+        }
+    }
+    let start = revision;
+    let txn = db.begin_write().map_err(backend("replay log"))?;
+    {
+        let mut kv = txn.open_table(KV).map_err(backend("replay log"))?;
+        let mut log = txn.open_table(LOG).map_err(backend("replay log"))?;
+        for ev in events {
+            let r = ev.revision();
+            if r <= revision {
+                continue; // already in the database
+            }
+            if r != revision + 1 {
+                tracing::warn!(
+                    expected = revision + 1,
+                    found = r,
+                    "gap in the log; replay stops"
+                );
+                break;
+            }
+            match ev.kind {
+                EventKind::Put => kv.insert(
+                    ev.kv.key.as_str(),
+                    encode_kv(ev.kv.create_revision, ev.kv.mod_revision, &ev.kv.value).as_slice(),
+                ),
+                EventKind::Delete => kv.remove(ev.kv.key.as_str()),
+            }
+            .map_err(backend("replay log"))?;
+            log.insert(r, encode_event(&ev).as_slice())
+                .map_err(backend("replay log"))?;
+            revision = r;
+        }
+        txn.open_table(META)
+            .map_err(backend("replay log"))?
+            .insert("revision", revision)
+            .map_err(backend("replay log"))?;
+    }
+    txn.commit().map_err(backend("replay log"))?;
+    if revision > start {
+        tracing::info!(from = start, to = revision, "replayed the write-ahead log");
+    }
+    Ok(revision)
+}
+
+/// One log frame holding a batch's events.
+fn frame(events: &[&Event]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for ev in events {
+        put_bytes(&mut out, &encode_event(ev));
+    }
+    out
+}
+
+/// A durable commit of everything committed so far.
+fn checkpoint(db: &Database) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    txn.commit()?;
+    Ok(())
+}
+
 fn writer_loop(
     db: &Database,
+    wal: &mut Wal,
     rx: &mpsc::Receiver<Request>,
     hub: &WatchHub,
     compacted_shared: &AtomicU64,
     mut revision: u64,
 ) {
+    let mut last_checkpoint = std::time::Instant::now();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -367,7 +457,9 @@ fn writer_loop(
         let mut compacted = compacted_shared.load(Ordering::SeqCst);
         let mut results = Vec::with_capacity(batch.len());
         let outcome = (|| -> Result<(), redb::Error> {
-            let txn = db.begin_write()?;
+            let mut txn = db.begin_write()?;
+            // Made durable by the log below, and by the next checkpoint.
+            txn.set_durability(Durability::None)?;
             {
                 let mut tables = (txn.open_table(KV)?, txn.open_table(LOG)?);
                 for req in &batch {
@@ -380,6 +472,33 @@ fn writer_loop(
             txn.commit()?;
             Ok(())
         })();
+        let outcome = outcome.map_err(|e| StorageError::Backend {
+            op: "commit",
+            message: e.to_string(),
+        });
+        // Nothing is acknowledged before the batch's events are durable in the log.
+        let outcome = outcome.and_then(|()| {
+            let events: Vec<&Event> = results
+                .iter()
+                .filter_map(|r| r.as_ref().ok().and_then(Option::as_ref))
+                .collect();
+            if events.is_empty() {
+                return Ok(());
+            }
+            match wal.append(&frame(&events)) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    tracing::error!(error = %e, "log append failed; checkpointing instead");
+                    checkpoint(db).map_err(|c| StorageError::Backend {
+                        op: "commit",
+                        message: format!("{e}; checkpoint: {c}"),
+                    })?;
+                    last_checkpoint = std::time::Instant::now();
+                    wal.reset();
+                    Ok(())
+                }
+            }
+        });
         match outcome {
             Ok(()) => {
                 revision = next;
@@ -403,6 +522,20 @@ fn writer_loop(
                 }
             }
         }
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY || wal.len() >= WAL_BYTES / 2 {
+            let _span = tracing::debug_span!("redb_checkpoint").entered();
+            match checkpoint(db) {
+                Ok(()) => {
+                    wal.reset();
+                    last_checkpoint = std::time::Instant::now();
+                }
+                Err(e) => tracing::error!(error = %e, "checkpoint failed; keeping the log"),
+            }
+        }
+    }
+    // Shutting down: leave a durable database and an empty log.
+    if checkpoint(db).is_ok() {
+        wal.reset();
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
@@ -172,8 +172,13 @@ impl StatefulSetController {
     }
 
     fn new_pod(sts: &StatefulSet, ordinal: i32, revision: &str) -> Pod {
+        Self::new_pod_from(sts, &sts.spec.template, ordinal, revision)
+    }
+
+    /// A pod of `sts` for `ordinal` from `t` (the update template, or below the partition
+    /// the current revision's).
+    fn new_pod_from(sts: &StatefulSet, t: &PodTemplateSpec, ordinal: i32, revision: &str) -> Pod {
         let name = format!("{}-{ordinal}", sts.metadata.name.as_deref().unwrap_or(""));
-        let t = &sts.spec.template;
         let tm = t.metadata.clone().unwrap_or_default();
         let mut labels = tm.labels.unwrap_or_default();
         labels.insert(CONTROLLER_REVISION_HASH.into(), revision.to_owned());
@@ -321,6 +326,22 @@ impl Reconciler for StatefulSetController {
             by_ordinal.insert(i, p);
         }
 
+        // The current revision's template, when it differs from the update revision.
+        let current: Option<(String, PodTemplateSpec)> = sts
+            .status
+            .as_ref()
+            .and_then(|s| s.current_revision.clone())
+            .filter(|c| *c != update_revision)
+            .and_then(|c| {
+                let cr = revisions
+                    .as_ref()?
+                    .all
+                    .iter()
+                    .find(|cr| cr.metadata.name.as_deref() == Some(c.as_str()))?;
+                let mut t = cr.data.0["spec"]["template"].clone();
+                t.as_object_mut()?.remove("$patch");
+                Some((c, serde_json::from_value(t).ok()?))
+            });
         if !deleting {
             let api: Api<Pod> = Api::namespaced(self.client.clone(), key.ns());
             for step in sts_plan(
@@ -334,13 +355,14 @@ impl Reconciler for StatefulSetController {
                 match step {
                     StsAction::Create(i) => {
                         self.ensure_claims(&sts, i).await?;
-                        match api
-                            .create(
-                                &PostParams::default(),
-                                &Self::new_pod(&sts, i, &update_revision),
-                            )
-                            .await
-                        {
+                        // Below the partition a pod is recreated at the current revision.
+                        let pod = match &current {
+                            Some((name, t)) if rolling && i < partition => {
+                                Self::new_pod_from(&sts, t, i, name)
+                            }
+                            _ => Self::new_pod(&sts, i, &update_revision),
+                        };
+                        match api.create(&PostParams::default(), &pod).await {
                             Ok(_) => {
                                 tracing::debug!(statefulset = %key, ordinal = i, "created pod")
                             }
