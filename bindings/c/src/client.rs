@@ -8,8 +8,7 @@ use std::time::Duration;
 use ::kcore_client::{Client, Error};
 
 use crate::ffi::{
-    boundary, chain, clear_out, handle, non_null, opt_str, put_handle, put_json, req_str,
-    Failure,
+    boundary, chain, clear_out, handle, non_null, opt_str, put_handle, put_json, req_str, Failure,
 };
 use crate::{free_handle, KcoreResult};
 
@@ -263,8 +262,8 @@ pub unsafe extern "C" fn kcore_client_watch(
             let object = serde_json::to_string(&ev.object).map_err(|e| {
                 Failure::new(KcoreResult::KCORE_PANIC, format!("cannot encode JSON: {e}"))
             })?;
-            let object = CString::new(object)
-                .map_err(|_| Failure::invalid("object contains a NUL byte"))?;
+            let object =
+                CString::new(object).map_err(|_| Failure::invalid("object contains a NUL byte"))?;
             let kind = CString::new(ev.kind.as_str()).expect("static name");
             // SAFETY: the caller's callback with valid NUL-terminated strings
             // that live until it returns.

@@ -178,7 +178,10 @@ pub(crate) unsafe fn put_json(
 }
 
 /// Parses a JSON parameter.
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T, Failure> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    s: &str,
+    what: &str,
+) -> Result<T, Failure> {
     serde_json::from_str(s).map_err(|e| Failure::invalid(format!("parameter {what}: {e}")))
 }
 

@@ -46,8 +46,8 @@ mod scheduler;
 use std::ffi::{c_char, CString};
 
 pub use client::{
-    kcore_client, kcore_client_apply, kcore_client_connect, kcore_client_delete,
-    kcore_client_free, kcore_client_get, kcore_client_list, kcore_client_watch, kcore_watch_cb,
+    kcore_client, kcore_client_apply, kcore_client_connect, kcore_client_delete, kcore_client_free,
+    kcore_client_get, kcore_client_list, kcore_client_watch, kcore_watch_cb,
 };
 pub use container::{
     kcore_container, kcore_container_create, kcore_container_delete, kcore_container_free,
@@ -63,9 +63,9 @@ pub use image::{
 };
 pub use route::{
     kcore_route_table, kcore_route_table_free, kcore_route_table_insert, kcore_route_table_len,
-    kcore_route_table_lookup, kcore_route_table_new, kcore_route_table_remove,
-    kcore_service_table, kcore_service_table_free, kcore_service_table_new,
-    kcore_service_table_pick, kcore_service_table_remove, kcore_service_table_upsert,
+    kcore_route_table_lookup, kcore_route_table_new, kcore_route_table_remove, kcore_service_table,
+    kcore_service_table_free, kcore_service_table_new, kcore_service_table_pick,
+    kcore_service_table_remove, kcore_service_table_upsert,
 };
 pub use scheduler::kcore_scheduler_schedule;
 

@@ -8,8 +8,8 @@ use kcore_netbridge::{Protocol, Service, ServiceTable};
 use kcore_vxlan::{Ipv4Net, RouteTable};
 
 use crate::ffi::{
-    boundary, chain, clear_out, handle, handle_mut, non_null, parse_json, put_handle,
-    put_string, req_str, Failure,
+    boundary, chain, clear_out, handle, handle_mut, non_null, parse_json, put_handle, put_string,
+    req_str, Failure,
 };
 use crate::{free_handle, KcoreResult};
 

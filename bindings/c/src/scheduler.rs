@@ -60,8 +60,12 @@ pub unsafe extern "C" fn kcore_scheduler_schedule(
     unsafe { clear_out(out_json) };
     boundary(|| {
         // SAFETY: forwarded contracts.
-        let (nodes, pods) =
-            unsafe { (req_str(nodes_json, "nodes_json")?, req_str(pods_json, "pods_json")?) };
+        let (nodes, pods) = unsafe {
+            (
+                req_str(nodes_json, "nodes_json")?,
+                req_str(pods_json, "pods_json")?,
+            )
+        };
         non_null(out_json, "out_json")?;
         let nodes: Vec<Node> = items(nodes, "nodes_json")?;
         let pods: Vec<Pod> = items(pods, "pods_json")?;
