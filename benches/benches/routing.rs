@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kcore_netbridge::{
-    Endpoint, NftBatch, NftCommand, NftConfig, NftRunner, Protocol, Service, ServiceProxy,
-    ServiceTable,
+    Endpoint, NftBatch, NftCommand, NftConfig, NftNetlink, NftRunner, Protocol, Service,
+    ServiceProxy, ServiceTable,
 };
 use kcore_vxlan::{linear_lookup, Ipv4Net, RouteTable};
 use prefix_trie::PrefixMap;
@@ -245,17 +245,32 @@ impl Drop for NsGuard {
     }
 }
 
-/// With root and `nft`: loads `n` Services into nftables inside a network namespace
-/// made for the bench, then times applying one changed Service (median of 11).
-/// Returns (initial load seconds, one-update milliseconds), or why it was skipped.
-fn kernel_update(n: usize) -> Result<(f64, f64), String> {
+/// How the bench programs the kernel.
+#[derive(Clone, Copy)]
+enum Runner {
+    /// The `nft` binary (`nft -j -f -`), which reads the table back first.
+    NftBinary,
+    /// nf_tables netlink batches straight from the process.
+    Netlink,
+}
+
+/// With root (and `nft` for [`Runner::NftBinary`]): loads `n` Services into
+/// nftables inside a network namespace made for the bench, then times applying
+/// one changed Service (an endpoint replaced; median of 21), and adding one more
+/// Service (median of 11). Returns (initial load seconds, one-update ms, one-add
+/// ms), or why it was skipped.
+fn kernel_update(n: usize, runner: Runner) -> Result<(f64, f64, f64), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let store = kcore_ns::NetnsDir::new(dir.path());
     let name = format!("kb-routing-{}-{n}", std::process::id());
     let ns = store.create(&name).map_err(|e| e.to_string())?;
     let _guard = NsGuard(store, name);
+    let runner: Box<dyn NftRunner> = match runner {
+        Runner::NftBinary => Box::new(NftCommand::in_netns(ns.path())),
+        Runner::Netlink => Box::new(NftNetlink::open(Some(&ns)).map_err(|e| e.to_string())?),
+    };
     let all: Vec<Service> = services_fixture().into_iter().take(n).collect();
-    let mut proxy = ServiceProxy::new(NftConfig::default(), NftCommand::in_netns(ns.path()));
+    let mut proxy = ServiceProxy::new(NftConfig::default(), runner);
     proxy.init().map_err(|e| e.to_string())?;
     let t = Instant::now();
     for chunk in all.chunks(500) {
@@ -263,13 +278,21 @@ fn kernel_update(n: usize) -> Result<(f64, f64), String> {
     }
     let load = t.elapsed().as_secs_f64();
     let mut round = 0;
-    let ms = median_ns(11, 1, || {
+    let ms = median_ns(21, 1, || {
         round += 1;
         let s = changed(&all[n / 2], round);
         proxy.update(std::slice::from_ref(&s), &[]).unwrap();
     }) / 1e6;
+    let mut extra = all[n / 2].clone();
+    let mut k = 0u32;
+    let add_ms = median_ns(11, 1, || {
+        k += 1;
+        extra.name = format!("bench/extra{k}");
+        extra.cluster_ip = Ipv4Addr::from(0x0a70_0000 + k);
+        proxy.update(std::slice::from_ref(&extra), &[]).unwrap();
+    }) / 1e6;
     proxy.teardown().map_err(|e| e.to_string())?;
-    Ok((load, ms))
+    Ok((load, ms, add_ms))
 }
 
 fn summary(_: &mut Criterion) {
@@ -369,12 +392,27 @@ fn summary(_: &mut Criterion) {
             s / 1e3
         );
     }
+    println!("  one changed Service applied to the kernel (own netns; an endpoint replaced, median of 21):");
     for n in [1_000usize, 10_000] {
-        match kernel_update(n) {
-            Ok((load, ms)) => println!(
-                "    {n:>6} services in the kernel (nft -j, own netns): one update applied in {ms:.1} ms (initial load {load:.1} s)"
+        let nl = kernel_update(n, Runner::Netlink);
+        let bin = kernel_update(n, Runner::NftBinary);
+        match (&nl, &bin) {
+            (Ok((nl_load, nl_ms, nl_add)), Ok((bin_load, bin_ms, bin_add))) => println!(
+                "    {n:>6} services: netlink {nl_ms:>7.2} ms, nft -j {bin_ms:>7.1} ms ({:.0}x faster); \
+                 a new Service: {nl_add:.1} ms vs {bin_add:.1} ms ({:.0}x); initial load {nl_load:.2} s vs {bin_load:.1} s",
+                bin_ms / nl_ms,
+                bin_add / nl_add
             ),
-            Err(e) => println!("    {n:>6} services in the kernel: skipped ({e})"),
+            _ => {
+                for (what, r) in [("netlink", nl), ("nft -j", bin)] {
+                    match r {
+                        Ok((load, ms, add)) => println!(
+                            "    {n:>6} services ({what}): one update {ms:.2} ms, a new Service {add:.1} ms (initial load {load:.2} s)"
+                        ),
+                        Err(e) => println!("    {n:>6} services ({what}): skipped ({e})"),
+                    }
+                }
+            }
         }
     }
     println!();

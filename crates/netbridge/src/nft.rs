@@ -257,12 +257,30 @@ pub struct SyncStats {
     pub commands: usize,
 }
 
+/// Endpoint-map numbers given to the Services a plan adds.
+type NewIds = Vec<(String, u32)>;
+
+/// The largest Service number: it fills the top 16 bits of an endpoint-map key.
+const MAX_SID: u32 = 65_535;
+
+fn too_many_services(s: &Service) -> Error {
+    Error::InvalidService {
+        name: s.name.clone(),
+        reason: "more than 65,535 Services in endpoint maps",
+    }
+}
+
 /// Programs Services into the kcore nftables table, applying only what changed.
 #[derive(Debug)]
 pub struct ServiceProxy<R: NftRunner = NftCommand> {
     cfg: NftConfig,
     runner: R,
     applied: HashMap<String, Service>,
+    /// Each applied Service's number in the `service-endpoints` map.
+    ids: HashMap<String, u32>,
+    /// Numbers given back by removed Services, reused first.
+    free_ids: Vec<u32>,
+    next_id: u32,
 }
 
 impl<R: NftRunner> ServiceProxy<R> {
@@ -272,6 +290,9 @@ impl<R: NftRunner> ServiceProxy<R> {
             cfg,
             runner,
             applied: HashMap::new(),
+            ids: HashMap::new(),
+            free_ids: Vec::new(),
+            next_id: 1,
         }
     }
 
@@ -293,9 +314,10 @@ impl<R: NftRunner> ServiceProxy<R> {
     /// (Re)creates the table from scratch, atomically replacing any previous one,
     /// and forgets all Services.
     pub fn init(&mut self) -> Result<(), Error> {
-        let batch = bootstrap(&self.cfg);
+        let batch = bootstrap(&self.cfg, self.runner.endpoint_maps());
         self.runner.apply(&batch)?;
         self.applied.clear();
+        self.forget_ids();
         Ok(())
     }
 
@@ -303,9 +325,13 @@ impl<R: NftRunner> ServiceProxy<R> {
     /// what a restarted daemon calls, so Services never go missing in between and
     /// whatever an earlier run left behind is gone.
     pub fn restore(&mut self, desired: &[Service]) -> Result<SyncStats, Error> {
-        let mut batch = bootstrap(&self.cfg);
+        let maps = self.runner.endpoint_maps();
+        let mut batch = bootstrap(&self.cfg, maps);
         let mut seen = std::collections::HashSet::new();
-        for s in desired {
+        if maps && desired.len() > MAX_SID as usize {
+            return Err(too_many_services(&desired[MAX_SID as usize]));
+        }
+        for (i, s) in desired.iter().enumerate() {
             s.validate()?;
             if !seen.insert(s.name.as_str()) {
                 return Err(Error::InvalidService {
@@ -313,7 +339,7 @@ impl<R: NftRunner> ServiceProxy<R> {
                     reason: "listed twice",
                 });
             }
-            add_service(&self.cfg, &mut batch, s, self.runner.endpoint_maps());
+            add_service(&self.cfg, &mut batch, s, maps, i as u32 + 1);
         }
         let _span = tracing::debug_span!("service_restore", services = desired.len()).entered();
         self.runner.apply(&batch)?;
@@ -321,6 +347,13 @@ impl<R: NftRunner> ServiceProxy<R> {
             .iter()
             .map(|s| (s.name.clone(), s.clone()))
             .collect();
+        self.ids = desired
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i as u32 + 1))
+            .collect();
+        self.free_ids.clear();
+        self.next_id = desired.len() as u32 + 1;
         Ok(SyncStats {
             added: desired.len(),
             commands: batch.len(),
@@ -336,6 +369,7 @@ impl<R: NftRunner> ServiceProxy<R> {
         b.push(json!({"delete": {"table": t}}));
         self.runner.apply(&b)?;
         self.applied.clear();
+        self.forget_ids();
         Ok(())
     }
 
@@ -360,7 +394,7 @@ impl<R: NftRunner> ServiceProxy<R> {
 
     /// Applies changed Services and removals; cost is proportional to the change.
     pub fn update(&mut self, upserts: &[Service], removals: &[&str]) -> Result<SyncStats, Error> {
-        let (batch, mut stats) = self.plan_update(upserts, removals)?;
+        let (batch, mut stats, new_ids) = self.plan(upserts, removals)?;
         let _span = tracing::debug_span!(
             "service_update",
             added = stats.added,
@@ -370,10 +404,22 @@ impl<R: NftRunner> ServiceProxy<R> {
         .entered();
         self.runner.apply(&batch)?;
         for name in removals {
-            self.applied.remove(*name);
+            if !upserts.iter().any(|s| s.name == *name) {
+                self.applied.remove(*name);
+                if let Some(id) = self.ids.remove(*name) {
+                    self.free_ids.push(id);
+                }
+            }
         }
         for s in upserts {
             self.applied.insert(s.name.clone(), s.clone());
+        }
+        for (name, id) in new_ids {
+            self.ids.insert(name, id);
+            if let Some(pos) = self.free_ids.iter().rposition(|f| *f == id) {
+                self.free_ids.remove(pos);
+            }
+            self.next_id = self.next_id.max(id + 1);
         }
         stats.commands = batch.len();
         Ok(stats)
@@ -385,9 +431,29 @@ impl<R: NftRunner> ServiceProxy<R> {
         upserts: &[Service],
         removals: &[&str],
     ) -> Result<(NftBatch, SyncStats), Error> {
+        self.plan(upserts, removals).map(|(b, s, _)| (b, s))
+    }
+
+    fn forget_ids(&mut self) {
+        self.ids.clear();
+        self.free_ids.clear();
+        self.next_id = 1;
+    }
+
+    /// The transaction, its stats, and the endpoint-map numbers of new Services.
+    fn plan(
+        &self,
+        upserts: &[Service],
+        removals: &[&str],
+    ) -> Result<(NftBatch, SyncStats, NewIds), Error> {
         let mut b = NftBatch::default();
         let mut stats = SyncStats::default();
+        let mut new_ids = Vec::new();
         let maps = self.runner.endpoint_maps();
+        let id_of = |name: &str| self.ids.get(name).copied().unwrap_or(0);
+        // numbers for new Services: freed ones (from the end), then fresh ones
+        let mut free = self.free_ids.clone();
+        let mut fresh = self.next_id;
         for s in upserts {
             s.validate()?;
         }
@@ -396,25 +462,34 @@ impl<R: NftRunner> ServiceProxy<R> {
                 if upserts.iter().any(|s| s.name == *name) {
                     continue;
                 }
-                remove_service(&self.cfg, &mut b, old, maps);
+                remove_service(&self.cfg, &mut b, old, maps, id_of(name));
                 stats.removed += 1;
             }
         }
         for new in upserts {
             match self.applied.get(&new.name) {
                 None => {
-                    add_service(&self.cfg, &mut b, new, maps);
+                    let id = match free.pop() {
+                        Some(id) => id,
+                        None if fresh <= MAX_SID || !maps => {
+                            fresh += 1;
+                            fresh - 1
+                        }
+                        None => return Err(too_many_services(new)),
+                    };
+                    add_service(&self.cfg, &mut b, new, maps, id);
+                    new_ids.push((new.name.clone(), id));
                     stats.added += 1;
                 }
                 Some(old) if old != new => {
-                    change_service(&self.cfg, &mut b, old, new, maps);
+                    change_service(&self.cfg, &mut b, old, new, maps, id_of(&new.name));
                     stats.changed += 1;
                 }
                 Some(_) => {}
             }
         }
         stats.commands = b.len();
-        Ok((b, stats))
+        Ok((b, stats, new_ids))
     }
 }
 
@@ -455,7 +530,7 @@ fn set_mark() -> Value {
 }
 
 /// The full base table: created from scratch in one transaction.
-fn bootstrap(cfg: &NftConfig) -> NftBatch {
+fn bootstrap(cfg: &NftConfig, maps: bool) -> NftBatch {
     let mut b = NftBatch::default();
     let t = table_obj(cfg);
     b.push(json!({"add": {"table": t}}));
@@ -469,6 +544,12 @@ fn bootstrap(cfg: &NftConfig) -> NftBatch {
         json!({"add": {"map": {"family": "ip", "table": cfg.table, "name": "service-nodeports",
         "type": ["inet_proto", "inet_service"], "map": "verdict"}}}),
     );
+    for sid in 0..if maps { EPS_BUCKETS } else { 0 } {
+        // (Service number << 16 | slot) ranges -> endpoint address . port
+        b.push(json!({"add": {"map": {"family": "ip", "table": cfg.table,
+            "name": eps_map(sid), "type": "integer",
+            "map": ["ipv4_addr", "inet_service"], "flags": ["interval"]}}}));
+    }
     b.push(json!({"add": {"chain": chain_obj(cfg, "services")}}));
     for (name, hook, prio) in [
         ("prerouting", "prerouting", -100),
@@ -672,18 +753,20 @@ fn service_rules(
     s: &Service,
     n: &Names,
     eps: &[SocketAddrV4],
-    maps: bool,
+    (maps, sid): (bool, u32),
 ) {
     if uses_eps_map(maps, s) {
         // one static rule: endpoint changes only touch the map's elements
-        let numgen = json!({"numgen": {"mode": "random", "mod": EPS_SLOTS, "offset": 0}});
+        // the Service's slots: its number in the high 16 bits, the slot in the low
+        let numgen = json!({"numgen": {"mode": "random", "mod": EPS_SLOTS,
+            "offset": u64::from(sid) * EPS_SLOTS}});
         b.push(rule(
             cfg,
             &n.svc,
             json!([
                 matches("==", meta("l4proto"), json!(s.protocol.nft_name())),
                 {"dnat": {"family": "ip", "addr": {"map": {"key": numgen,
-                    "data": format!("@{}", eps_map(&n.id))}}}}
+                    "data": format!("@{}", eps_map(sid))}}}}
             ]),
         ));
         return;
@@ -757,10 +840,15 @@ fn remove_endpoint(cfg: &NftConfig, b: &mut NftBatch, s: &Service, id: &str, ep:
 /// Slots of an endpoint map: endpoint `i` of `n` owns `[i * S / n, (i + 1) * S / n)`.
 const EPS_SLOTS: u64 = 65_536;
 
-/// The endpoint map of the Service with id `id`. The id leads the name: the kernel
-/// finds a set by comparing names along the table's list of sets.
-fn eps_map(id: &str) -> String {
-    format!("{id}-eps")
+/// Endpoint maps Services share. The kernel finds a set by name along the table's
+/// list of sets and rebuilds an interval map's lookup array when a transaction
+/// changes it: a few hundred maps keep both costs small at any number of Services.
+const EPS_BUCKETS: u32 = 256;
+
+/// The endpoint map holding Service number `sid`'s endpoints: interval keys
+/// `sid << 16 | slot` map to `address . port`.
+fn eps_map(sid: u32) -> String {
+    format!("endpoints-{}", sid % EPS_BUCKETS)
 }
 
 /// Whether `s` keeps its endpoints in an endpoint map (see
@@ -781,25 +869,19 @@ fn eps_ranges(eps: &[SocketAddrV4]) -> BTreeSet<(u64, u64, SocketAddrV4)> {
         .collect()
 }
 
-fn add_eps_map(cfg: &NftConfig, b: &mut NftBatch, id: &str) {
-    b.push(
-        json!({"add": {"map": {"family": "ip", "table": cfg.table, "name": eps_map(id),
-        "type": "integer", "map": ["ipv4_addr", "inet_service"], "flags": ["interval"]}}}),
-    );
-}
-
-/// Adds or deletes endpoint-map elements, in one command.
+/// Adds or deletes Service `sid`'s endpoint-map elements, in one command.
 fn eps_elements<'a>(
     cfg: &NftConfig,
     b: &mut NftBatch,
     verb: &str,
-    id: &str,
+    sid: u32,
     ranges: impl IntoIterator<Item = &'a (u64, u64, SocketAddrV4)>,
 ) {
     let elems: Vec<Value> = ranges
         .into_iter()
         .map(|(lo, hi, ep)| {
-            let key = json!({"range": [lo, hi]});
+            let base = u64::from(sid) * EPS_SLOTS;
+            let key = json!({"range": [base + lo, base + hi]});
             if verb == "add" {
                 json!([key, {"concat": [ep.ip().to_string(), ep.port()]}])
             } else {
@@ -810,23 +892,22 @@ fn eps_elements<'a>(
     if !elems.is_empty() {
         b.push(
             json!({verb: {"element": {"family": "ip", "table": cfg.table,
-            "name": eps_map(id), "elem": elems}}}),
+            "name": eps_map(sid), "elem": elems}}}),
         );
     }
 }
 
-fn add_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service, maps: bool) {
+fn add_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service, maps: bool, sid: u32) {
     let n = names(s);
     let eps = s.ready_endpoints();
     for ep in endpoint_chains(s, &eps) {
         add_endpoint(cfg, b, s, &n.id, ep);
     }
     if uses_eps_map(maps, s) {
-        add_eps_map(cfg, b, &n.id);
-        eps_elements(cfg, b, "add", &n.id, &eps_ranges(&eps));
+        eps_elements(cfg, b, "add", sid, &eps_ranges(&eps));
     }
     b.push(json!({"add": {"chain": chain_obj(cfg, &n.svc)}}));
-    service_rules(cfg, b, s, &n, &eps, maps);
+    service_rules(cfg, b, s, &n, &eps, (maps, sid));
     b.push(json!({"add": {"chain": chain_obj(cfg, &n.ext)}}));
     b.push(rule(cfg, &n.ext, json!([set_mark()])));
     b.push(rule(cfg, &n.ext, json!([goto(&n.svc)])));
@@ -835,7 +916,7 @@ fn add_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service, maps: bool) {
     }
 }
 
-fn remove_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service, maps: bool) {
+fn remove_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service, maps: bool, sid: u32) {
     let n = names(s);
     for (map, key) in frontends(s) {
         delete_frontend(cfg, b, map, &key);
@@ -848,11 +929,18 @@ fn remove_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service, maps: bool) {
     b.push(json!({"delete": {"chain": chain_obj(cfg, &n.ext)}}));
     b.push(json!({"delete": {"chain": chain_obj(cfg, &n.svc)}}));
     if uses_eps_map(maps, s) {
-        b.push(json!({"delete": {"map": {"family": "ip", "table": cfg.table, "name": eps_map(&n.id)}}}));
+        eps_elements(cfg, b, "delete", sid, &eps_ranges(&s.ready_endpoints()));
     }
 }
 
-fn change_service(cfg: &NftConfig, b: &mut NftBatch, old: &Service, new: &Service, maps: bool) {
+fn change_service(
+    cfg: &NftConfig,
+    b: &mut NftBatch,
+    old: &Service,
+    new: &Service,
+    maps: bool,
+    sid: u32,
+) {
     let n = names(new);
     let old_eps = old.ready_endpoints();
     let new_eps = new.ready_endpoints();
@@ -884,12 +972,11 @@ fn change_service(cfg: &NftConfig, b: &mut NftBatch, old: &Service, new: &Servic
     // 3. endpoint maps: only the elements that changed
     let (old_m, new_m) = (uses_eps_map(maps, old), uses_eps_map(maps, new));
     if new_m && !old_m {
-        add_eps_map(cfg, b, &n.id);
-        eps_elements(cfg, b, "add", &n.id, &eps_ranges(&new_eps));
+        eps_elements(cfg, b, "add", sid, &eps_ranges(&new_eps));
     } else if new_m && old_eps != new_eps {
         let (was, now) = (eps_ranges(&old_eps), eps_ranges(&new_eps));
-        eps_elements(cfg, b, "delete", &n.id, was.difference(&now));
-        eps_elements(cfg, b, "add", &n.id, now.difference(&was));
+        eps_elements(cfg, b, "delete", sid, was.difference(&now));
+        eps_elements(cfg, b, "add", sid, now.difference(&was));
     }
     // 4. the Service chain is small: rewrite it whenever what it says changed
     let chain_changed = if old_m && new_m {
@@ -899,10 +986,10 @@ fn change_service(cfg: &NftConfig, b: &mut NftBatch, old: &Service, new: &Servic
     };
     if chain_changed {
         b.push(json!({"flush": {"chain": chain_obj(cfg, &n.svc)}}));
-        service_rules(cfg, b, new, &n, &new_eps, maps);
+        service_rules(cfg, b, new, &n, &new_eps, (maps, sid));
     }
     if old_m && !new_m {
-        b.push(json!({"delete": {"map": {"family": "ip", "table": cfg.table, "name": eps_map(&n.id)}}}));
+        eps_elements(cfg, b, "delete", sid, &eps_ranges(&old_eps));
     }
     // 5. endpoint chains that went away (nothing references them any more)
     for ep in &old_chains {
@@ -970,7 +1057,7 @@ mod tests {
             local_pods: Some(("10.244.1.0/24".parse().unwrap(), "kcore0".into())),
             ..NftConfig::default()
         };
-        let b = bootstrap(&cfg);
+        let b = bootstrap(&cfg, false);
         let c = b.commands();
         assert_eq!(
             c[0],
@@ -1137,17 +1224,24 @@ mod tests {
     #[test]
     fn with_endpoint_maps_an_endpoint_change_is_only_map_elements() {
         let mut p = ServiceProxy::new(NftConfig::default(), MapsRecorder::default());
+        p.init().unwrap();
+        let boot = text(&p.runner().0 .0.borrow()[0]);
+        assert_eq!(boot.matches(r#""flags":["interval"]"#).count(), 256);
         let s = svc(7, 3);
         let st = p.sync(std::slice::from_ref(&s)).unwrap();
         assert_eq!(st.added, 1);
-        let added = text(&p.runner().0 .0.borrow()[0]);
-        let map = eps_map(&svc_id(&s.name));
-        assert!(added.contains(&format!(r#""name":"{map}""#)), "{added}");
-        assert!(added.contains(r#""flags":["interval"]"#), "{added}");
+        let added = text(&p.runner().0 .0.borrow()[1]);
+        // the first Service is number 1, in map endpoints-1
+        assert!(added.contains(r#""name":"endpoints-1""#), "{added}");
+        assert!(added.contains(r#""data":"@endpoints-1""#), "{added}");
+        assert!(added.contains(r#""offset":65536"#), "{added}");
         assert!(added.contains(r#""mod":65536"#), "{added}");
-        // three endpoints share the 65,536 slots
-        assert!(added.contains(r#"{"range":[0,21844]}"#), "{added}");
-        assert!(added.contains(r#"{"range":[43690,65535]}"#), "{added}");
+        // three endpoints share the Service's 65,536 slots (number 1 << 16 on)
+        assert!(added.contains(r#"{"range":[65536,87380]}"#), "{added}");
+        assert!(added.contains(r#"{"range":[109226,131071]}"#), "{added}");
+        // a second Service gets the next number
+        let (b, _) = p.plan_update(&[svc(8, 1)], &[]).unwrap();
+        assert!(text(&b).contains(r#""name":"endpoints-2""#));
 
         // replace one endpoint: one element out, one in, nothing else
         let mut s2 = s.clone();
@@ -1165,30 +1259,38 @@ mod tests {
         s3.endpoints[0].ready = false;
         let (b, _) = p.plan_update(std::slice::from_ref(&s3), &[]).unwrap();
         let t = text(&b);
-        assert!(t.contains(r#"{"range":[0,32767]}"#), "{t}");
+        assert!(t.contains(r#"{"range":[65536,98303]}"#), "{t}");
         assert!(!t.contains(r#""rule""#), "{t}");
 
-        // turning affinity on drops the map after the rule that used it
+        // turning affinity on drops the elements after the rule that used them
         let mut sticky = s.clone();
         sticky.affinity = SessionAffinity::ClientIp { timeout_secs: 30 };
         let (b, _) = p.plan_update(std::slice::from_ref(&sticky), &[]).unwrap();
         let c = b.commands();
         let flush = c.iter().position(|v| v.get("flush").is_some()).unwrap();
-        let drop_map = c
+        let drop = c
             .iter()
-            .position(|v| v.get("delete").and_then(|d| d.get("map")).is_some())
+            .position(|v| v.get("delete").and_then(|d| d.get("element")).is_some())
             .unwrap();
-        assert!(flush < drop_map);
+        assert!(flush < drop);
 
-        // removing the Service removes its map too
+        // removing the Service removes its elements and forgets its number
         let st = p.sync(&[]).unwrap();
         assert_eq!(st.removed, 1);
         let last = text(p.runner().0 .0.borrow().last().unwrap());
         assert!(
-            last.contains(&format!(
-                r#"{{"delete":{{"map":{{"family":"ip","name":"{map}""#
-            )),
+            last.contains(r#"{"delete":{"element":{"elem":[{"range":[65536,87380]}"#),
             "{last}"
+        );
+        assert!(p.ids.is_empty());
+        // a later Service reuses the freed number
+        p.sync(&[svc(11, 1)]).unwrap();
+        assert_eq!(p.ids["default/s11"], 1);
+        // restore numbers Services from 1 again
+        p.restore(&[svc(9, 1), svc(10, 1)]).unwrap();
+        assert_eq!(
+            p.ids.values().copied().collect::<BTreeSet<_>>(),
+            [1, 2].into()
         );
     }
 

@@ -129,8 +129,8 @@ fn endpoint_maps_follow_every_kind_of_change() {
     p.sync(std::slice::from_ref(&s)).unwrap();
     let t = listing(&list, &cfg);
     assert!(
-        t.contains("0-21844 : 10.244.1.18 . 8080")
-            && t.contains("43690-65535 : 10.244.1.20 . 8080"),
+        t.contains("65536-87380 : 10.244.1.18 . 8080")
+            && t.contains("109226-131071 : 10.244.1.20 . 8080"),
         "{t}"
     );
     // replace one endpoint, then one goes unready
@@ -138,27 +138,32 @@ fn endpoint_maps_follow_every_kind_of_change() {
     p.sync(std::slice::from_ref(&s)).unwrap();
     let t = listing(&list, &cfg);
     assert!(
-        t.contains("43690-65535 : 10.244.1.99 . 8080") && !t.contains("10.244.1.20"),
+        t.contains("109226-131071 : 10.244.1.99 . 8080") && !t.contains("10.244.1.20"),
         "{t}"
     );
     s.endpoints[0].ready = false;
     p.sync(std::slice::from_ref(&s)).unwrap();
     let t = listing(&list, &cfg);
     assert!(
-        t.contains("0-32767 : 10.244.1.19 . 8080") && !t.contains("10.244.1.18 "),
+        t.contains("65536-98303 : 10.244.1.19 . 8080") && !t.contains("10.244.1.18 "),
         "{t}"
     );
     // to ClientIP and back, then UDP, then no endpoints at all
     s.affinity = SessionAffinity::ClientIp { timeout_secs: 60 };
     p.sync(std::slice::from_ref(&s)).unwrap();
     let t = listing(&list, &cfg);
-    assert!(!t.contains("-eps") && t.contains("update @aff-"), "{t}");
+    assert!(
+        !t.contains(": 10.244.1.19 . 8080") && t.contains("update @aff-"),
+        "{t}"
+    );
     s.affinity = SessionAffinity::None;
     s.protocol = Protocol::Udp;
     p.sync(std::slice::from_ref(&s)).unwrap();
     let t = listing(&list, &cfg);
     assert!(
-        t.contains("meta l4proto udp dnat ip to numgen random mod 65536 map @"),
+        t.contains(
+            "meta l4proto udp dnat ip to numgen random mod 65536 offset 65536 map @endpoints-1"
+        ),
         "{t}"
     );
     assert!(!t.contains("aff-"), "{t}");
@@ -167,7 +172,7 @@ fn endpoint_maps_follow_every_kind_of_change() {
     assert!(!listing(&list, &cfg).contains("10.244.1."));
     p.sync(&[]).unwrap();
     let t = listing(&list, &cfg);
-    assert!(!t.contains("-eps") && !t.contains("svc-"), "{t}");
+    assert!(!t.contains("10.244.1.") && !t.contains("svc-"), "{t}");
     p.teardown().unwrap();
     assert!(list_table(&list, &cfg).is_err());
 }

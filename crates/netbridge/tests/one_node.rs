@@ -123,7 +123,7 @@ fn one_node(runner: &MakeRunner) {
     // an anonymous map per rule (nft binary) or the Service's endpoint map (netlink)
     assert!(
         table.contains("numgen random mod 2 map { 0 : 10.244.1.")
-            || table.contains("numgen random mod 65536 map @"),
+            || table.contains("numgen random mod 65536 offset 65536 map @endpoints-1"),
         "{table}"
     );
 
