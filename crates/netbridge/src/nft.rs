@@ -9,14 +9,15 @@
 //! * `service-nodeports` — a verdict map keyed by `l4proto . dport` for traffic to
 //!   any local address;
 //! * `svc-<id>` — picks an endpoint and DNATs to it: with a runner that has
-//!   [endpoint maps](NftRunner::endpoint_maps), `numgen random mod 65536` looks up
-//!   the Service's interval map `<id>-eps` (each endpoint owns an equal share of
-//!   the slots), so an endpoint change is a few element changes and no rule
-//!   change; otherwise `numgen random mod n` through an anonymous map in a rule
-//!   that is rewritten when the endpoints change. A `ClientIP` Service instead
-//!   jumps to one
-//!   `ep-<id>-<ep>` chain per endpoint, which records the client in a timeout set
-//!   (checked first on the next connection) and DNATs;
+//!   [endpoint maps](NftRunner::endpoint_maps), `numgen random mod 65536 offset
+//!   n << 16` (n: the Service's number, 1 to 65,535) looks up the interval map
+//!   `endpoints-<n % 256>`, where each ready endpoint owns an equal share of the
+//!   Service's 65,536 slots, so an endpoint change is a few element changes and
+//!   no rule change; otherwise `numgen random mod <endpoints>` through an
+//!   anonymous map in a rule that is rewritten when the endpoints change. A
+//!   `ClientIP` Service instead jumps to one `ep-<id>-<ep>` chain per endpoint,
+//!   which records the client in a timeout set (checked first on the next
+//!   connection) and DNATs;
 //! * `ext-<id>` — marks external (NodePort / load-balancer) traffic for masquerade;
 //! * `postrouting` — masquerades marked traffic, Service traffic that is DNATed
 //!   back onto the local pod bridge, and pod traffic leaving the cluster CIDR.
@@ -26,10 +27,11 @@
 //! with 10 or 10,000 others. Applying it through the `nft` binary is not O(1):
 //! `nft` reads the whole table back from the kernel first. Over netlink, a
 //! transaction that only changes elements of data maps (an endpoint change of a
-//! Service without affinity) stays small whatever the number of Services; one
-//! that adds a rule with a DNAT or a verdict-map element (a new or removed
-//! Service, any change of a `ClientIP` Service) makes the kernel re-validate the
-//! table's jump graph on commit, which costs time proportional to the Services.
+//! Service without affinity) stays small whatever the number of Services (the
+//! kernel rebuilds only the touched map, which holds 1/256 of them); one that
+//! adds a rule with a DNAT or a verdict-map element (a new or removed Service,
+//! any change of a `ClientIP` Service) makes the kernel re-validate the table's
+//! jump graph on commit, which costs time proportional to the Services.
 //!
 //! The ruleset is emitted as nftables JSON directly: the `nftables` crate's schema
 //! cannot declare a named verdict map (its set types lack `verdict`).
@@ -112,13 +114,14 @@ pub trait NftRunner {
     /// Applies the batch as one transaction.
     fn apply(&self, batch: &NftBatch) -> Result<(), Error>;
 
-    /// Whether the runner can program per-Service endpoint maps: an interval map
-    /// `eps-<id>` from `numgen random mod 65536` to `address . port`, which the
-    /// Service's one static DNAT rule looks up. Endpoint changes then touch only
-    /// map elements, which the kernel applies without re-validating the whole
-    /// table. The `nft` binary's JSON reader (1.0.6) cannot declare such a map, so
-    /// the default is `false`: an anonymous `numgen` map in a rule that is
-    /// rewritten on every endpoint change.
+    /// Whether the runner can program endpoint maps: interval maps
+    /// `endpoints-<k>` from a Service's slots (`numgen random mod 65536` offset by
+    /// its number) to `address . port`, which the Service's one static DNAT rule
+    /// looks up. Endpoint changes then touch only map elements, which the kernel
+    /// applies without re-validating the whole table. The `nft` binary's JSON
+    /// reader (1.0.6) cannot declare such a map, so the default is `false`: an
+    /// anonymous `numgen` map in a rule that is rewritten on every endpoint
+    /// change.
     fn endpoint_maps(&self) -> bool {
         false
     }
