@@ -268,3 +268,63 @@ def kcored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 proc.kill()
                 proc.wait()
         log.close()
+
+
+@dataclass
+class Registry:
+    """A local docker-registry serving plain HTTP on 127.0.0.1."""
+
+    port: int
+
+    def push(self, layout: Path, ref: str, repo_tag: str, workdir: Path) -> str:
+        """Copies image `ref` of an OCI layout to `repo_tag` with skopeo; returns
+        the manifest digest the registry holds."""
+        digest_file = workdir / "pushed.digest"
+        subprocess.run(
+            [
+                "skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false",
+                "--digestfile", str(digest_file),
+                f"oci:{layout}:{ref}", f"docker://127.0.0.1:{self.port}/{repo_tag}",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return digest_file.read_text().strip()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """Debian's docker-registry on a free loopback port, stopped at the end."""
+    for tool in ("docker-registry", "skopeo"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool} (Debian packages docker-registry, skopeo)")
+    d = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    cfg = d / "config.yml"
+    cfg.write_text(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {d / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n  secret: kcore-python-test\n"
+    )
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"docker-registry exited with {proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("docker-registry did not listen in 30 s") from None
+                time.sleep(0.05)
+        yield Registry(port)
+    finally:
+        proc.kill()
+        proc.wait()

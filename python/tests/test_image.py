@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import kcore
-from conftest import LAYER1, LAYER2, docker_archive, oci_layout
+from conftest import LAYER1, LAYER2, Registry, docker_archive, oci_layout
 
 
 def test_import_oci_layout_and_inspect(tmp_path: Path) -> None:
@@ -130,3 +130,21 @@ def test_progress_callback_exception_propagates(tmp_path: Path) -> None:
         store.flatten("demo:1", tmp_path / "rootfs", progress=boom)
     with pytest.raises(TypeError):
         store.flatten("demo:1", tmp_path / "rootfs2", progress=42)  # type: ignore[arg-type]
+
+
+def test_pull_from_a_local_registry_with_progress(tmp_path: Path, registry: Registry) -> None:
+    img = oci_layout(tmp_path / "layout", ref="v1")
+    pushed = registry.push(img.path, "v1", "py/demo:v1", tmp_path)
+    store = kcore.image.Store(tmp_path / "store")
+    calls: list[tuple[int, int]] = []
+    ref = f"127.0.0.1:{registry.port}/py/demo:v1"
+    rec = store.pull(ref, plain_http=True, progress=lambda b, n: calls.append((b, n)))
+    assert rec["name"] == ref
+    assert rec["manifest"] == pushed
+    assert calls and max(b for b, _ in calls) > 0
+    dest = tmp_path / "rootfs"
+    store.flatten(ref, dest)
+    assert (dest / "etc" / "hello2").read_bytes() == LAYER2["etc/hello2"]
+    assert not (dest / "data" / "gone").exists()
+    with pytest.raises(kcore.ImageError):
+        store.pull(f"127.0.0.1:{registry.port}/py/absent:v1", plain_http=True, attempts=1)

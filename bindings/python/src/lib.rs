@@ -6,6 +6,8 @@
 //! Objects cross the boundary as plain dicts and lists; every blocking call
 //! releases the GIL; errors are `kcore.KcoreError` subclasses, one per family.
 
+#![deny(missing_docs)]
+
 mod client;
 mod convert;
 mod errors;

@@ -33,15 +33,18 @@ impl Progress {
         let error = Arc::clone(&self.error);
         let cb = Arc::new(py_cb);
         Some(Arc::new(move |p: kcore_image::Progress| {
-            let mut slot = error.lock().unwrap_or_else(|e| e.into_inner());
-            if slot.is_some() {
+            // never hold the lock while taking the GIL: `finish` takes the lock
+            // with the GIL held
+            if error.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
                 return;
             }
-            Python::attach(|py| {
-                if let Err(e) = cb.call1(py, (p.bytes, p.entries)) {
-                    *slot = Some(e);
-                }
-            });
+            let result = Python::attach(|py| cb.call1(py, (p.bytes, p.entries)).map(drop));
+            if let Err(e) = result {
+                error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(e);
+            }
         }))
     }
 
