@@ -319,6 +319,12 @@ fn rs_replicas(rs: &ReplicaSet) -> i32 {
     rs.spec.replicas.unwrap_or(0)
 }
 
+/// The pods a ReplicaSet has or will have: the larger of `spec.replicas` and
+/// `status.replicas` (a scale-down its controller has not carried out yet).
+fn rs_pods(rs: &ReplicaSet) -> i32 {
+    rs_replicas(rs).max(rs.status.as_ref().map_or(0, |s| s.replicas))
+}
+
 fn rs_available(rs: &ReplicaSet) -> i32 {
     rs.status
         .as_ref()
@@ -1101,7 +1107,10 @@ impl Reconciler for DeploymentController {
         }
 
         // RollingUpdate.
-        let all_replicas: i32 = rss.iter().map(|r| rs_replicas(r)).sum();
+        // Pods that still exist count against the surge even when their ReplicaSet was
+        // already scaled down: else the new ReplicaSet could grow before the old one's
+        // pods are gone, and the total would pass desired + maxSurge.
+        let all_replicas: i32 = rss.iter().map(|r| rs_pods(r)).sum();
         let created = existing_new.is_none();
         let initial = new_rs_replicas(desired, st.max_surge, all_replicas, 0);
         let new = self
