@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use kcore_apiserver::ApiServer;
-use kcore_reconcile::ControllerManager;
+use kcore_reconcile::{ControllerManager, ControllerManagerConfig};
 use kcore_scheduler::{Framework, SchedulerLoop};
 use ipnet::Ipv4Net;
 use kcore_node::{NodeAgent, NodeConfig};
@@ -66,12 +66,18 @@ pub struct ControlPlaneConfig {
     pub listen: SocketAddr,
     /// Where objects are stored.
     pub datastore: Datastore,
+    /// Extra names and addresses for the API server's certificate (the listen address,
+    /// loopback and `kubernetes.default.svc` are always in it).
+    pub tls_sans: Vec<String>,
     /// Also write the admin kubeconfig here (e.g. `~/.kube/config`).
     pub kubeconfig_out: Option<PathBuf>,
     /// Run the scheduler.
     pub scheduler: bool,
     /// Run the built-in controllers.
     pub controllers: bool,
+    /// How long a node may miss heartbeats before it is NotReady and its pods are
+    /// evicted (per their tolerations).
+    pub node_monitor_grace_period: Duration,
     /// Hand each Node a pod subnet out of this range (node IPAM); `None` turns it off.
     pub cluster_cidr: Option<Ipv4Net>,
     /// Also run a node agent in this process (`kcored up`, `kcored server --agent`).
@@ -89,9 +95,11 @@ impl ControlPlaneConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
             datastore: Datastore::Embedded,
+            tls_sans: Vec::new(),
             kubeconfig_out: None,
             scheduler: true,
             controllers: true,
+            node_monitor_grace_period: Duration::from_secs(40),
             cluster_cidr: Some(DEFAULT_CLUSTER_CIDR.parse().expect("valid default CIDR")),
             agent: None,
             reset_node_on_exit: false,
@@ -154,6 +162,9 @@ impl ControlPlane {
         std::fs::create_dir_all(&api_dir)
             .with_context(|| format!("creating {}", api_dir.display()))?;
         let mut builder = ApiServer::builder().data_dir(&api_dir).listen(cfg.listen);
+        for san in &cfg.tls_sans {
+            builder = builder.tls_host(san);
+        }
         if let Datastore::Etcd(endpoints) = &cfg.datastore {
             builder = builder.storage(etcd_storage(endpoints).await?);
         }
@@ -214,8 +225,14 @@ impl ControlPlane {
         }
         if cfg.controllers {
             let (client, shutdown) = (client.clone(), stopped(rx.clone()));
+            let grace = cfg.node_monitor_grace_period;
             tasks.spawn(async move {
+                let config = ControllerManagerConfig {
+                    node_monitor_grace_period: grace,
+                    ..ControllerManagerConfig::default()
+                };
                 let r = ControllerManager::new(client)
+                    .with_config(config)
                     .run(shutdown)
                     .await
                     .context("controller manager");

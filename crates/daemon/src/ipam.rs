@@ -83,6 +83,7 @@ pub async fn run(
     let mut stream = watcher(api.clone(), watcher::Config::default()).boxed();
     let mut nodes: std::collections::BTreeMap<String, Node> = Default::default();
     let mut initialising = false;
+    let mut assigned: std::collections::BTreeMap<String, Ipv4Net> = Default::default();
     tokio::pin!(shutdown);
     loop {
         let ev = tokio::select! {
@@ -114,10 +115,21 @@ pub async fn run(
         if initialising {
             continue;
         }
+        // subnets handed out whose Node update the watch has not shown yet count as
+        // taken, and their Nodes are not given another
+        assigned.retain(|name, _| {
+            nodes
+                .get(name)
+                .is_some_and(|n| pod_cidr(n).is_none())
+        });
         allocator.clear();
         nodes.values().filter_map(pod_cidr).for_each(|c| allocator.mark_used(c));
+        assigned.values().for_each(|c| allocator.mark_used(*c));
         for (name, node) in &nodes {
-            if pod_cidr(node).is_some() || node.metadata.deletion_timestamp.is_some() {
+            if pod_cidr(node).is_some()
+                || node.metadata.deletion_timestamp.is_some()
+                || assigned.contains_key(name)
+            {
                 continue;
             }
             let Some(net) = allocator.allocate() else {
@@ -135,7 +147,10 @@ pub async fn run(
                 .await
                 .with_context(|| format!("assigning {net} to node {name}"))
             {
-                Ok(_) => tracing::info!(node = %name, pod_cidr = %net, "assigned pod subnet"),
+                Ok(_) => {
+                    tracing::info!(node = %name, pod_cidr = %net, "assigned pod subnet");
+                    assigned.insert(name.clone(), net);
+                }
                 Err(e) => tracing::warn!(error = format!("{e:#}"), "node ipam"),
             }
         }

@@ -87,6 +87,13 @@ struct ServerArgs {
     /// Do not run the controllers.
     #[arg(long)]
     no_controllers: bool,
+    /// Another name or address clients reach the API server by (repeatable); the node
+    /// IP and host name are always added.
+    #[arg(long)]
+    tls_san: Vec<String>,
+    /// Seconds a node may miss heartbeats before it is NotReady and tainted.
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period: u64,
 }
 
 #[derive(clap::Args)]
@@ -245,7 +252,19 @@ fn control_plane(server: &ServerArgs, node: &NodeArgs) -> Result<ControlPlaneCon
     cfg.kubeconfig_out = server.kubeconfig.clone();
     cfg.scheduler = !server.no_scheduler;
     cfg.controllers = !server.no_controllers;
+    cfg.node_monitor_grace_period = std::time::Duration::from_secs(server.node_monitor_grace_period);
     cfg.cluster_cidr = Some(node.cluster_cidr);
+    cfg.tls_sans = server.tls_san.clone();
+    cfg.tls_sans.push(
+        node.node_ip
+            .unwrap_or_else(kcored::agent::default_node_ip)
+            .to_string(),
+    );
+    cfg.tls_sans.push(
+        node.node_name
+            .clone()
+            .unwrap_or_else(kcored::agent::host_name),
+    );
     cfg.datastore = server
         .datastore
         .parse()
