@@ -1,8 +1,21 @@
 /* libkcore without external state: version, errors, route and service
  * tables, and the scheduler. */
+#include <pthread.h>
 #include <stdint.h>
 
 #include "check.h"
+
+/* Another thread's failure has its own message and leaves ours alone. */
+static void *fail_elsewhere(void *arg) {
+  char *msg = (char *)arg;
+  kcore_route_table *t = NULL;
+  if (kcore_route_table_new(&t) == KCORE_OK) {
+    kcore_route_table_lookup(t, "10.0.0.1", NULL, NULL);
+    kcore_last_error(msg, 128);
+    kcore_route_table_free(t);
+  }
+  return NULL;
+}
 
 static void test_version_and_errors(void) {
   const char *v = kcore_version();
@@ -26,6 +39,13 @@ static void test_version_and_errors(void) {
   CHECK_RC(kcore_client_get(NULL, "v1", "Pod", NULL, "x", &s),
            KCORE_NULL_PARAMETER);
   CHECK_RC(kcore_container_start(NULL), KCORE_NULL_PARAMETER);
+
+  char theirs[128] = "";
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, fail_elsewhere, theirs) == 0);
+  pthread_join(th, NULL);
+  CHECK_STREQ(theirs, "parameter out_value is NULL");
+  CHECK_STREQ(last_error(), "parameter c is NULL"); /* from container_start */
 
   /* A success clears the last error. */
   kcore_route_table *t = NULL;

@@ -1,7 +1,8 @@
 /* The image store: import an OCI layout built by run.sh (two layers, one
  * gzip, one whiteout), list, inspect, unpack into a directory and into a
  * layer store with progress, remove, and the error paths.
- * usage: test_image <store-dir> <layout-dir> <work-dir> */
+ * With a registry address, also pulls the same image from it.
+ * usage: test_image <store-dir> <layout-dir> <work-dir> [<registry host:port>] */
 #define _GNU_SOURCE /* syscall() */
 #include <errno.h>
 #include <fcntl.h>
@@ -59,8 +60,8 @@ static int count(const char *hay, const char *needle) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: %s <store> <layout> <work>\n", argv[0]);
+  if (argc != 4 && argc != 5) {
+    fprintf(stderr, "usage: %s <store> <layout> <work> [registry]\n", argv[0]);
     return 2;
   }
   char path[4096], dest[2048];
@@ -147,6 +148,29 @@ errors:
   CHECK_CONTAINS(last_error(), "bogus");
   CHECK_RC(kcore_image_store_pull(s, "UPPER CASE!", NULL, NULL, NULL, &json),
            KCORE_INVALID_ARGUMENT);
+
+  if (argc == 5) {
+    /* Pull the same image from the registry: same config (skopeo may
+     * re-serialise the manifest). */
+    char ref[512], *imported = NULL;
+    snprintf(ref, sizeof ref, "%s/c-test:1", argv[4]);
+    CHECK_OK(kcore_image_store_inspect(s, "example.com/c-test:1", &imported));
+    struct progress pp = {0, 0, 0};
+    CHECK_OK(kcore_image_store_pull(s, ref, "{\"plain_http\": true, \"attempts\": 2}",
+                                    on_progress, &pp, &json));
+    CHECK_CONTAINS(json, ref);
+    const char *m = json ? strstr(json, "\"config\":\"sha256:") : NULL;
+    CHECK(m != NULL);
+    if (m && imported) {
+      char digest[128];
+      snprintf(digest, sizeof digest, "%.*s", 71, m + 10); /* "sha256:<64 hex>" */
+      CHECK_CONTAINS(imported, digest);
+    }
+    kcore_string_free(json);
+    kcore_string_free(imported);
+    CHECK(pp.calls > 0 && pp.bytes > 0);
+    CHECK_OK(kcore_image_store_remove(s, ref));
+  }
 
   CHECK_OK(kcore_image_store_remove(s, "example.com/c-test:1"));
   CHECK_OK(kcore_image_store_list(s, &json));
