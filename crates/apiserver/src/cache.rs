@@ -59,6 +59,9 @@ struct State {
 
 type Decode = fn(&KeyValue) -> Option<Value>;
 
+/// Keys read per range request while priming.
+const PRIME_PAGE: usize = 1000;
+
 /// The list cache of one [`Api`](crate::Api).
 pub(crate) struct WatchCache {
     storage: Arc<dyn Storage>,
@@ -68,6 +71,7 @@ pub(crate) struct WatchCache {
     stop: Mutex<Option<oneshot::Sender<()>>>,
     capacity: usize,
     decode: Decode,
+    prime_page: usize,
 }
 
 impl WatchCache {
@@ -81,6 +85,7 @@ impl WatchCache {
             stop: Mutex::new(None),
             capacity,
             decode,
+            prime_page: PRIME_PAGE,
         }
     }
 
@@ -102,29 +107,44 @@ impl WatchCache {
         if self.read().is_some() {
             return Ok(());
         }
-        let all = tracing::Instrument::instrument(
-            self.storage.range("", None, 0),
-            tracing::debug_span!("watch_cache_prime"),
-        )
-        .await?;
-        let mut stream = self.storage.watch("", all.revision).await?;
-        let objects: BTreeMap<String, Arc<Entry>> = all
-            .kvs
-            .into_iter()
-            .map(|kv| (kv.key.clone(), Entry::new(kv)))
-            .collect();
+        // Read in pages (a single answer could pass a gRPC message limit on etcd). Pages
+        // come from successive revisions, so the watch starts after the first page's and
+        // the cache counts as primed once it has applied events up to the last page's:
+        // from then on its state is exact.
+        let mut objects: BTreeMap<String, Arc<Entry>> = BTreeMap::new();
+        let mut first_rev = None;
+        let mut last_rev = 0;
+        let mut start: Option<String> = None;
+        loop {
+            let page = tracing::Instrument::instrument(
+                self.storage.range("", start.as_deref(), self.prime_page),
+                tracing::debug_span!("watch_cache_prime"),
+            )
+            .await?;
+            first_rev.get_or_insert(page.revision);
+            last_rev = last_rev.max(page.revision);
+            start = page.kvs.last().map(|kv| kv.key.clone());
+            for kv in page.kvs {
+                objects.insert(kv.key.clone(), Entry::new(kv));
+            }
+            if !page.more || start.is_none() {
+                break;
+            }
+        }
+        let first_rev = first_rev.unwrap_or(0);
+        let mut stream = self.storage.watch("", first_rev).await?;
         tracing::debug!(
             objects = objects.len(),
-            revision = all.revision,
+            revision = last_rev,
             "watch cache primed"
         );
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = Some(State {
             objects,
-            rev: all.revision,
-            oldest: all.revision,
+            rev: first_rev,
+            oldest: last_rev,
             history: VecDeque::new(),
         });
-        self.rev.send_modify(|r| *r = (*r).max(all.revision));
+        self.rev.send_modify(|r| *r = (*r).max(first_rev));
         let (stop_tx, mut stop_rx) = oneshot::channel();
         *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop_tx);
         let state = Arc::clone(&self.state);
@@ -157,6 +177,12 @@ impl WatchCache {
                 }
             }
         });
+        if last_rev > first_rev && !self.wait_for(last_rev, Duration::from_secs(10)).await {
+            return Err(StorageError::Backend {
+                op: "prime watch cache",
+                message: format!("the watch did not reach revision {last_rev}"),
+            });
+        }
         Ok(())
     }
 
@@ -175,7 +201,7 @@ impl WatchCache {
     /// no longer holds the history back to `at`.
     pub(crate) fn snapshot(&self, prefix: &str, at: Option<u64>) -> Option<(Vec<Obj>, u64)> {
         let guard = self.read();
-        let st = guard.as_ref()?;
+        let st = guard.as_ref().filter(|st| st.rev >= st.oldest)?;
         let decode = self.decode;
         let in_prefix = st
             .objects
@@ -283,5 +309,21 @@ mod tests {
         assert!(cache.snapshot("/p/", Some(1)).is_none());
         assert!(cache.snapshot("/p/", Some(6)).is_none());
         assert!(!cache.wait_for(6, Duration::from_millis(50)).await);
+    }
+
+    #[tokio::test]
+    async fn primes_in_pages() {
+        let dir = tempfile::tempdir().expect("dir");
+        let s: Arc<dyn Storage> = Arc::new(RedbStorage::open(dir.path()).expect("open"));
+        for n in ["a", "b", "c", "d", "e"] {
+            let v = serde_json::to_vec(&serde_json::json!({"n": n})).unwrap();
+            s.create(&format!("/p/{n}"), v).await.unwrap();
+        }
+        let mut cache = WatchCache::new(Arc::clone(&s), 10, decode);
+        cache.prime_page = 2;
+        cache.ensure().await.unwrap();
+        let (all, rev) = cache.snapshot("/p/", None).expect("primed");
+        assert_eq!(all.len(), 5);
+        assert_eq!(rev, 5);
     }
 }
