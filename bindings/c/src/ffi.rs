@@ -194,3 +194,49 @@ pub(crate) struct UserData(pub(crate) *mut std::ffi::c_void);
 unsafe impl Send for UserData {}
 // SAFETY: as above; it is never dereferenced by Rust.
 unsafe impl Sync for UserData {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last() -> String {
+        with_last_error(str::to_string)
+    }
+
+    #[test]
+    fn boundary_maps_ok_err_and_panic() {
+        assert_eq!(
+            boundary(|| Err(Failure::invalid("bad thing"))),
+            KcoreResult::KCORE_INVALID_ARGUMENT
+        );
+        assert_eq!(last(), "bad thing");
+        assert_eq!(boundary(|| Ok(())), KcoreResult::KCORE_OK);
+        assert_eq!(last(), "", "success clears the message");
+        let r = boundary(|| panic!("boom {}", 42));
+        assert_eq!(r, KcoreResult::KCORE_PANIC);
+        assert_eq!(last(), "panic in libkcore: boom 42");
+    }
+
+    #[test]
+    fn strings_in_and_out() {
+        let ok = c"héllo";
+        // SAFETY: a valid NUL-terminated literal.
+        assert_eq!(unsafe { req_str(ok.as_ptr(), "s") }.unwrap(), "héllo");
+        // SAFETY: NULL is allowed.
+        assert!(unsafe { opt_str(std::ptr::null(), "s") }.unwrap().is_none());
+        let bad = [0xffu8, 0xfe, 0];
+        // SAFETY: NUL-terminated bytes.
+        let e = unsafe { req_str(bad.as_ptr().cast(), "name") }.unwrap_err();
+        assert_eq!(e.code, KcoreResult::KCORE_INVALID_ARGUMENT);
+        assert!(e.message.contains("name"), "{}", e.message);
+        let mut out: *mut c_char = std::ptr::null_mut();
+        // SAFETY: out is a valid local.
+        unsafe { put_string(&mut out, "x\0y".into()) }.unwrap_err();
+        assert!(out.is_null());
+        // SAFETY: out is a valid local; the string is freed once below.
+        unsafe { put_json(&mut out, &serde_json::json!({"a": [1]})) }.unwrap();
+        // SAFETY: made by put_json just above.
+        let s = unsafe { CString::from_raw(out) };
+        assert_eq!(s.to_str().unwrap(), r#"{"a":[1]}"#);
+    }
+}
