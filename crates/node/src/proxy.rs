@@ -7,7 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Service as KService;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kcore_netbridge::{
-    Endpoint, NftCommand, NftConfig, Protocol, Service, ServiceProxy, SessionAffinity,
+    Endpoint, NftConfig, NftNetlink, Protocol, Service, ServiceProxy, SessionAffinity,
 };
 
 use crate::agent::Shared;
@@ -119,23 +119,25 @@ pub(crate) fn desired(cache: &ClusterCache) -> Vec<Service> {
     out
 }
 
-/// The node's Service proxy (not yet initialised).
-fn proxy(node: &NodeConfig) -> ServiceProxy {
+/// The node's Service proxy (not yet initialised), programming nf_tables over netlink
+/// inside the node's namespace: one transaction per change, no table read-back.
+fn proxy(node: &NodeConfig) -> Result<ServiceProxy<NftNetlink>> {
     let runner = match &node.node_netns {
-        Some(p) => NftCommand::in_netns(p),
-        None => NftCommand::new(),
-    };
+        Some(p) => NftNetlink::in_netns(p),
+        None => NftNetlink::new(),
+    }
+    .map_err(|e| Error::net("open an nf_tables netlink socket", e))?;
     let cfg = NftConfig {
         table: "kcore".into(),
         cluster_cidr: node.cluster_cidr,
         local_pods: Some((node.pod_cidr, node.bridge_name.clone())),
     };
-    ServiceProxy::new(cfg, runner)
+    Ok(ServiceProxy::new(cfg, runner))
 }
 
 /// Removes the node's Service rules (the whole kcore table).
 pub(crate) fn teardown(node: &NodeConfig) -> Result<()> {
-    proxy(node)
+    proxy(node)?
         .teardown()
         .map_err(|e| Error::net("remove the service rules", e))
 }
@@ -145,7 +147,7 @@ pub(crate) fn start(
     shared: Arc<Shared>,
     cache: Arc<ClusterCache>,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let mut proxy = proxy(&shared.cfg);
+    let mut proxy = proxy(&shared.cfg)?;
     proxy
         .init()
         .map_err(|e| Error::net("initialise nftables", e))?;
