@@ -641,16 +641,35 @@ impl Api {
 
     async fn namespace_exists(&self, ns: &str) -> Result<(), ApiError> {
         let info = resources::lookup("", "v1", "namespaces").expect("served");
-        let kv = self
+        let key = info.key(None, ns);
+        // The watch cache answers when it has caught up with the store (a consistent
+        // read without a storage round trip on the embedded backend); else the store.
+        let current = self
             .inner
             .storage
-            .get(&info.key(None, ns))
+            .revision()
             .await
-            .map_err(|e| from_storage(e, "", "namespaces", ns))?;
-        match kv {
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .current;
+        let fresh = self.inner.cache.revision().is_some_and(|r| r >= current);
+        let cached = match self.inner.cache.get(&key) {
+            Some(Some(obj)) if fresh => Some((*obj).clone()),
+            _ => None,
+        };
+        let obj = match cached {
+            Some(obj) => Some(obj),
+            None => self
+                .inner
+                .storage
+                .get(&key)
+                .await
+                .map_err(|e| from_storage(e, "", "namespaces", ns))?
+                .map(|kv| decode(&kv))
+                .transpose()?,
+        };
+        match obj {
             None => Err(ApiError::not_found("", "namespaces", ns)),
-            Some(kv) => {
-                let obj = decode(&kv)?;
+            Some(obj) => {
                 if obj["metadata"]["deletionTimestamp"].is_string() {
                     return Err(ApiError::new(
                         403,
@@ -959,41 +978,52 @@ impl Api {
             _ => (None, None),
         };
         let at = ReadAt::of(opts, token_rv)?;
-        let (objs, rev) = match self.snapshot(&prefix, at).await? {
+        let keep = |o: &Value| filter.matches(o);
+        let (objs, more, rev) = match self
+            .cached_page(&prefix, at, start.as_deref(), &keep, limit)
+            .await?
+        {
             Some(found) => found,
-            None => self.snapshot_from_storage(&prefix, at).await?,
-        };
-        // Objects are in key order: page after the continue key.
-        let mut items = Vec::new();
-        let mut next = None;
-        let mut rest = objs
-            .iter()
-            .filter(|o| {
-                start
-                    .as_deref()
-                    .is_none_or(|s| key_of(info, o).as_str() > s)
-            })
-            .filter(|o| filter.matches(o));
-        for o in rest.by_ref() {
-            items.push((**o).clone());
-            if limit > 0 && items.len() == limit {
-                break;
+            None => {
+                let (all, rev) = self.snapshot_from_storage(&prefix, at).await?;
+                // Objects are in key order: page after the continue key.
+                let mut rest = all
+                    .into_iter()
+                    .filter(|o| {
+                        start
+                            .as_deref()
+                            .is_none_or(|s| key_of(info, o).as_str() > s)
+                    })
+                    .filter(|o| filter.matches(o));
+                let mut page = Vec::new();
+                for o in rest.by_ref() {
+                    page.push(o);
+                    if limit > 0 && page.len() == limit {
+                        break;
+                    }
+                }
+                let more = limit > 0 && page.len() == limit && rest.next().is_some();
+                (page, more, rev)
             }
-        }
-        if limit > 0 && items.len() == limit && rest.next().is_some() {
+        };
+        let items: Vec<Value> = objs.iter().map(|o| (**o).clone()).collect();
+        let next = more.then(|| {
             let last = items.last().map(|o| key_of(info, o)).unwrap_or_default();
-            next = Some(encode_continue(&last, rev));
-        }
+            encode_continue(&last, rev)
+        });
         Ok(self.list_object(info, items, rev, next))
     }
 
     /// The objects under `prefix` from the watch cache, per `at`; `None` when the cache
     /// cannot answer (not primed, or the history back to `at` is gone).
-    async fn snapshot(
+    async fn cached_page(
         &self,
         prefix: &str,
         at: ReadAt,
-    ) -> Result<Option<(Vec<crate::cache::Obj>, u64)>, ApiError> {
+        start_after: Option<&str>,
+        keep: &(dyn Fn(&Value) -> bool + Sync),
+        limit: usize,
+    ) -> Result<Option<(Vec<crate::cache::Obj>, bool, u64)>, ApiError> {
         let cache = &self.inner.cache;
         if let Err(e) = cache.ensure().await {
             tracing::debug!(error = %e, "watch cache unavailable; listing from storage");
@@ -1027,7 +1057,7 @@ impl Api {
             ReadAt::Exact(rev) => Some(rev),
             _ => None,
         };
-        Ok(cache.snapshot(prefix, exact))
+        Ok(cache.page(prefix, exact, start_after, keep, limit))
     }
 
     /// The objects under `prefix` read from the store; for an exact revision, the

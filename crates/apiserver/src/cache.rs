@@ -196,52 +196,82 @@ impl WatchCache {
         reached
     }
 
-    /// The objects under `prefix` as of revision `at` (the current state if `None`), in
-    /// key order, with the revision they reflect; `None` when the cache is not primed or
-    /// no longer holds the history back to `at`.
-    pub(crate) fn snapshot(&self, prefix: &str, at: Option<u64>) -> Option<(Vec<Obj>, u64)> {
+    /// The current object under `key`: `Some(None)` if the cache knows it is absent,
+    /// `None` if the cache cannot tell (not primed).
+    pub(crate) fn get(&self, key: &str) -> Option<Option<Obj>> {
         let guard = self.read();
         let st = guard.as_ref().filter(|st| st.rev >= st.oldest)?;
-        let decode = self.decode;
-        let in_prefix = st
-            .objects
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(k, _)| k.starts_with(prefix));
-        let at = match at {
-            None => {
-                let entries: Vec<Arc<Entry>> = in_prefix.map(|(_, e)| Arc::clone(e)).collect();
-                let rev = st.rev;
-                drop(guard);
-                // Decoded outside the lock, so the watch task is not held up.
-                let objs = entries.iter().filter_map(|e| e.get(decode)).collect();
-                return Some((objs, rev));
-            }
+        Some(st.objects.get(key).and_then(|e| e.get(self.decode)))
+    }
+
+    /// One page of the objects under `prefix` as of revision `at` (the current state if
+    /// `None`), in key order after `start_after`, those `keep` accepts, at most `limit` (0:
+    /// all); with whether more follow and the revision they reflect. `None` when the cache
+    /// is not primed or no longer holds the history back to `at`.
+    pub(crate) fn page(
+        &self,
+        prefix: &str,
+        at: Option<u64>,
+        start_after: Option<&str>,
+        keep: &dyn Fn(&Value) -> bool,
+        limit: usize,
+    ) -> Option<(Vec<Obj>, bool, u64)> {
+        use std::ops::Bound;
+        let guard = self.read();
+        let st = guard.as_ref().filter(|st| st.rev >= st.oldest)?;
+        let rev = match at {
+            None => st.rev,
             Some(at) if at < st.oldest || at > st.rev => return None,
             Some(at) => at,
         };
-        // Undo the changes after `at`, newest first: what remains per key is its state
-        // before the oldest of them, i.e. at `at`.
+        let after = |k: &str| start_after.is_none_or(|s| k > s);
+        // Undo the changes after `rev`, newest first: what remains per key is its state
+        // before the oldest of them, i.e. at `rev`.
         let mut undo: BTreeMap<&str, Option<&Arc<Entry>>> = BTreeMap::new();
-        for c in st.history.iter().rev().take_while(|c| c.rev > at) {
-            if c.key.starts_with(prefix) {
+        for c in st.history.iter().rev().take_while(|c| c.rev > rev) {
+            if c.key.starts_with(prefix) && after(&c.key) {
                 undo.insert(c.key.as_str(), c.prev.as_ref());
             }
         }
-        let mut merged: BTreeMap<&str, &Arc<Entry>> =
-            in_prefix.map(|(k, v)| (k.as_str(), v)).collect();
-        for (k, prev) in undo {
-            match prev {
-                Some(v) => merged.insert(k, v),
-                None => merged.remove(k),
+        let lower = match start_after {
+            Some(s) if s >= prefix => Bound::Excluded(s),
+            _ => Bound::Included(prefix),
+        };
+        let mut cur = st
+            .objects
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .peekable();
+        let mut old = undo.into_iter().peekable();
+        let mut out = Vec::new();
+        let mut more = false;
+        loop {
+            // Merge the current objects with the undone ones, in key order.
+            let entry: Option<&Arc<Entry>> = match (cur.peek(), old.peek()) {
+                (None, None) => break,
+                (Some((ck, _)), Some((ok, _))) if ck.as_str() == *ok => {
+                    cur.next();
+                    old.next().and_then(|(_, v)| v)
+                }
+                (Some((ck, _)), Some((ok, _))) if ck.as_str() > *ok => {
+                    old.next().and_then(|(_, v)| v)
+                }
+                (Some(_), _) => cur.next().map(|(_, v)| v),
+                (None, Some(_)) => old.next().and_then(|(_, v)| v),
             };
+            let Some(obj) = entry.and_then(|e| e.get(self.decode)) else {
+                continue;
+            };
+            if !keep(&obj) {
+                continue;
+            }
+            if limit > 0 && out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push(obj);
         }
-        let entries: Vec<Arc<Entry>> = merged.into_values().map(Arc::clone).collect();
-        drop(guard);
-        let objs = entries.iter().filter_map(|e| e.get(decode)).collect();
-        Some((objs, at))
+        Some((out, more, rev))
     }
 }
 
@@ -279,6 +309,12 @@ mod tests {
         Some(v)
     }
 
+    fn snap(cache: &WatchCache, prefix: &str, at: Option<u64>) -> Option<(Vec<Obj>, u64)> {
+        cache
+            .page(prefix, at, None, &|_| true, 0)
+            .map(|(v, _, r)| (v, r))
+    }
+
     fn names(objs: &[Obj]) -> Vec<String> {
         objs.iter()
             .map(|o| format!("{}@{}", o["n"].as_str().unwrap_or(""), o["rv"]))
@@ -299,16 +335,29 @@ mod tests {
         s.create("/q/x", put("x")).await.unwrap(); // 4
         let last = s.delete("/p/b", None).await.unwrap().mod_revision; // 5
         assert!(cache.wait_for(last, Duration::from_secs(5)).await);
-        let (now, rev) = cache.snapshot("/p/", None).unwrap();
+        let (now, rev) = snap(&cache, "/p/", None).unwrap();
         assert_eq!((names(&now), rev), (vec!["a2@3".to_string()], 5));
-        let (at2, rev) = cache.snapshot("/p/", Some(2)).unwrap();
+        let (at2, rev) = snap(&cache, "/p/", Some(2)).unwrap();
         assert_eq!((names(&at2), rev), (vec!["a@1".into(), "b@2".into()], 2));
-        let (at4, _) = cache.snapshot("/p/", Some(4)).unwrap();
+        let (at4, _) = snap(&cache, "/p/", Some(4)).unwrap();
         assert_eq!(names(&at4), vec!["a2@3".to_string(), "b@2".to_string()]);
         // Three changes of history: revision 1 is out of reach, 6 is in the future.
-        assert!(cache.snapshot("/p/", Some(1)).is_none());
-        assert!(cache.snapshot("/p/", Some(6)).is_none());
+        assert!(snap(&cache, "/p/", Some(1)).is_none());
+        assert!(snap(&cache, "/p/", Some(6)).is_none());
         assert!(!cache.wait_for(6, Duration::from_millis(50)).await);
+        // Pages: after a key, filtered, limited, also as of an earlier revision.
+        let (p, more, _) = cache
+            .page("/p/", Some(2), Some("/p/a"), &|_| true, 1)
+            .unwrap();
+        assert_eq!((names(&p), more), (vec!["b@2".to_string()], false));
+        let (p, more, _) = cache.page("/p/", Some(4), None, &|_| true, 1).unwrap();
+        assert_eq!((names(&p), more), (vec!["a2@3".to_string()], true));
+        let (p, _, _) = cache
+            .page("/p/", Some(4), None, &|o| o["n"] == "b", 0)
+            .unwrap();
+        assert_eq!(names(&p), vec!["b@2".to_string()]);
+        assert_eq!(cache.get("/p/b").unwrap(), None);
+        assert_eq!(cache.get("/p/a").unwrap().unwrap()["n"], "a2");
     }
 
     #[tokio::test]
@@ -322,7 +371,7 @@ mod tests {
         let mut cache = WatchCache::new(Arc::clone(&s), 10, decode);
         cache.prime_page = 2;
         cache.ensure().await.unwrap();
-        let (all, rev) = cache.snapshot("/p/", None).expect("primed");
+        let (all, rev) = snap(&cache, "/p/", None).expect("primed");
         assert_eq!(all.len(), 5);
         assert_eq!(rev, 5);
     }
