@@ -74,8 +74,12 @@ for src in "$here"/*.c; do
     gcc "${cflags[@]}" "$src" -o "$tmp/static/$name" \
         "$libdir/libkcore.a" -lpthread -ldl -lm -lrt -lutil -lgcc_s
 done
-ldd "$tmp/shared/test_basic" | grep -q 'libkcore.so' || die "shared test not linked to libkcore.so"
-if ldd "$tmp/static/test_basic" | grep -q 'libkcore.so'; then die "static test linked to libkcore.so"; fi
+# (ldd output is captured first: grep -q closing the pipe early would make
+# ldd fail under pipefail.)
+deps=$(ldd "$tmp/shared/test_basic")
+case "$deps" in *libkcore.so*) ;; *) die "shared test not linked to libkcore.so" ;; esac
+deps=$(ldd "$tmp/static/test_basic")
+case "$deps" in *libkcore.so*) die "static test linked to libkcore.so" ;; esac
 
 # Fixtures: an OCI image layout with two layers (gzip + plain, one whiteout).
 log "fixtures"

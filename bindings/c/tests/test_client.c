@@ -174,6 +174,11 @@ int main(int argc, char **argv) {
   memset(w.log, 0, sizeof w.log);
   CHECK_OK(kcore_client_watch(c, "v1", "ConfigMap", "empty-ns", NULL, 200, on_event, &w));
   CHECK_STREQ(w.log, "");
+  /* A watch on a kind the server does not serve fails before any event. */
+  CHECK_RC(kcore_client_watch(c, "example.com/v1", "Widget", NULL, NULL, 100, on_event, &w),
+           KCORE_CLIENT_ERROR);
+  CHECK_CONTAINS(last_error(), "Widget");
+  CHECK_STREQ(w.log, "");
 
   pthread_mutex_destroy(&w.mu);
   pthread_cond_destroy(&w.cv);
