@@ -28,7 +28,7 @@ def test_import_oci_layout_and_inspect(tmp_path: Path) -> None:
     assert info["config"]["config"]["Cmd"] == ["/bin/sh"]
     assert info["manifest"]["schemaVersion"] == 2
     assert info["layers"][0]["media_type"].endswith("tar+gzip")
-    assert Path(store.root) == tmp_path / "store"
+    assert store.root == tmp_path / "store"
 
 
 def test_unpack_into_layer_store_with_progress(tmp_path: Path) -> None:

@@ -42,6 +42,8 @@ def test_default_spec_is_a_plain_dict() -> None:
 
 def test_load_missing_container_raises_container_error(tmp_path: Path) -> None:
     rt = kcore.runtime.Runtime(tmp_path / "state")
+    assert rt.root == tmp_path / "state"
+    assert kcore.runtime.Runtime().root == Path("/run/kcore-runc")
     assert rt.list() == []
     with pytest.raises(kcore.ContainerError, match="does not exist"):
         rt.load("nope")

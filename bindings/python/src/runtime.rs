@@ -4,7 +4,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use kcore_runtime::{CreateOptions, ExitStatus, Runtime as RsRuntime};
+use kcore_runtime::{CreateOptions, ExitStatus, Runtime as RsRuntime, DEFAULT_ROOT};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyInt;
@@ -114,12 +114,13 @@ impl Runtime {
 
 #[pymethods]
 impl Runtime {
-    /// A runtime keeping container state under `root` (created on first use).
+    /// A runtime keeping container state under `root` (created on first use;
+    /// default: `/run/kcore-runc`, the state root of the `kcore-runc` CLI).
     #[new]
-    #[pyo3(signature = (root="/run/kcore".into()))]
-    fn new(root: PathBuf) -> Self {
+    #[pyo3(signature = (root=None))]
+    fn new(root: Option<PathBuf>) -> Self {
         Runtime {
-            inner: RsRuntime::new(root),
+            inner: RsRuntime::new(root.unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))),
         }
     }
 
