@@ -102,10 +102,7 @@ async fn start_pods(pods: &Api<Pod>, round: usize, n: usize) -> Vec<Duration> {
         }
     }
     let _ = t0;
-    let mut lat: Vec<Duration> = created
-        .iter()
-        .map(|(name, _)| running[name] - t0)
-        .collect();
+    let mut lat: Vec<Duration> = created.iter().map(|(name, _)| running[name] - t0).collect();
     lat.sort();
     // clean up and wait until they are gone
     pods.delete_collection(
@@ -138,12 +135,21 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let t0 = Instant::now();
     let child = Command::new(&kcored)
-        .args(["up", "--listen", "127.0.0.1:6443", "--no-ingress", "--node-name", "bench"])
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:6443",
+            "--no-ingress",
+            "--node-name",
+            "bench",
+        ])
         .args(["--node-ip", &node_ip])
         .arg("--data-dir")
         .arg(&data)
         .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(data.join("kcored.log")).unwrap()))
+        .stderr(Stdio::from(
+            std::fs::File::create(data.join("kcored.log")).unwrap(),
+        ))
         .spawn()
         .expect("spawn kcored");
     let daemon = Daemon(child);
@@ -183,7 +189,10 @@ fn main() {
                 percentile(&all, 0.99).as_secs_f64() * 1e3,
             );
         }
-        println!("kcored RSS after the runs: {:.1} MiB", rss_kib(pid) as f64 / 1024.0);
+        println!(
+            "kcored RSS after the runs: {:.1} MiB",
+            rss_kib(pid) as f64 / 1024.0
+        );
     });
     drop(daemon);
 }

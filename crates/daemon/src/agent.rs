@@ -203,7 +203,9 @@ mod tests {
     #[test]
     fn defaults_are_sane() {
         let o = AgentOptions::new("/tmp/x");
-        assert!(o.cluster_cidr.contains(&"10.244.7.0/24".parse::<Ipv4Net>().unwrap()));
+        assert!(o
+            .cluster_cidr
+            .contains(&"10.244.7.0/24".parse::<Ipv4Net>().unwrap()));
         assert!(!o.cluster_cidr.contains(&o.service_cidr));
         assert!(!host_name().is_empty());
     }

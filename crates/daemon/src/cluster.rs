@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use ipnet::Ipv4Net;
 use kcore_apiserver::ApiServer;
+use kcore_node::{NodeAgent, NodeConfig};
 use kcore_reconcile::{ControllerManager, ControllerManagerConfig};
 use kcore_scheduler::{Framework, SchedulerLoop};
-use ipnet::Ipv4Net;
-use kcore_node::{NodeAgent, NodeConfig};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::agent::{AgentOptions, DEFAULT_CLUSTER_CIDR};
@@ -168,10 +168,7 @@ impl ControlPlane {
         if let Datastore::Etcd(endpoints) = &cfg.datastore {
             builder = builder.storage(etcd_storage(endpoints).await?);
         }
-        let server = builder
-            .build()
-            .await
-            .context("starting the API server")?;
+        let server = builder.build().await.context("starting the API server")?;
         let url = server.url();
         let join_token = match (server.ca_pem(), server.admin_token()) {
             (Some(ca), Some(secret)) => Some(JoinToken::for_ca(ca, secret)?),

@@ -254,8 +254,8 @@ pub fn parse_add(arg: &str) -> Result<(PathBuf, String)> {
 
 /// Copies a tree, keeping symlinks as symlinks and file modes.
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    let meta = std::fs::symlink_metadata(from)
-        .with_context(|| format!("reading {}", from.display()))?;
+    let meta =
+        std::fs::symlink_metadata(from).with_context(|| format!("reading {}", from.display()))?;
     if meta.file_type().is_symlink() {
         let target = std::fs::read_link(from)?;
         std::os::unix::fs::symlink(&target, to)

@@ -117,13 +117,12 @@ pub async fn run(
         }
         // subnets handed out whose Node update the watch has not shown yet count as
         // taken, and their Nodes are not given another
-        assigned.retain(|name, _| {
-            nodes
-                .get(name)
-                .is_some_and(|n| pod_cidr(n).is_none())
-        });
+        assigned.retain(|name, _| nodes.get(name).is_some_and(|n| pod_cidr(n).is_none()));
         allocator.clear();
-        nodes.values().filter_map(pod_cidr).for_each(|c| allocator.mark_used(c));
+        nodes
+            .values()
+            .filter_map(pod_cidr)
+            .for_each(|c| allocator.mark_used(c));
         assigned.values().for_each(|c| allocator.mark_used(*c));
         for (name, node) in &nodes {
             if pod_cidr(node).is_some()

@@ -68,7 +68,16 @@ fn killed_server_restarts_with_every_acknowledged_write_and_adopts_containers() 
     build_demo_image(&m.data, "v1");
     start(&mut m);
     m.wait_node_ready("crash");
-    m.kubectl(&["create", "deployment", "web", "--image=kcore.local/demo:v1", "--replicas=3", "--", "/bin/kcore-demo", "web"]);
+    m.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=kcore.local/demo:v1",
+        "--replicas=3",
+        "--",
+        "/bin/kcore-demo",
+        "web",
+    ]);
     m.kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"]);
     let pods_before = web_pods(&m);
     assert_eq!(pods_before.len(), 3);
@@ -114,7 +123,11 @@ fn killed_server_restarts_with_every_acknowledged_write_and_adopts_containers() 
     assert!(acked.len() >= 5, "only {} writes acknowledged", acked.len());
 
     // the containers outlive the daemon
-    assert_eq!(containers(&m), containers_before, "containers changed while kcored was down");
+    assert_eq!(
+        containers(&m),
+        containers_before,
+        "containers changed while kcored was down"
+    );
 
     start(&mut m);
     let stored = m.kubectl(&["get", "configmaps", "-o", "name"]);
@@ -134,22 +147,30 @@ fn killed_server_restarts_with_every_acknowledged_write_and_adopts_containers() 
             .as_array()
             .unwrap()
             .iter()
-            .filter(|p| {
-                p["status"]["containerStatuses"][0]["ready"] == true
-            })
+            .filter(|p| p["status"]["containerStatuses"][0]["ready"] == true)
             .count();
         (ready == 3).then_some(())
     });
     assert_eq!(web_pods(&m), pods_before, "pods were replaced");
-    assert_eq!(containers(&m), containers_before, "containers were not adopted");
+    assert_eq!(
+        containers(&m),
+        containers_before,
+        "containers were not adopted"
+    );
     let restarts = m.kubectl_json(&["get", "pods", "-l", "app=web"]);
     for p in restarts["items"].as_array().unwrap() {
         assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
     }
     let rs = m.kubectl_json(&["get", "replicasets", "-l", "app=web"]);
-    assert_eq!(rs["items"].as_array().unwrap().len(), 1, "duplicate ReplicaSets");
+    assert_eq!(
+        rs["items"].as_array().unwrap().len(),
+        1,
+        "duplicate ReplicaSets"
+    );
 
     m.kubectl(&["delete", "deployment", "web"]);
-    wait_for(60, "the pods to go", || web_pods(&m).is_empty().then_some(()));
+    wait_for(60, "the pods to go", || {
+        web_pods(&m).is_empty().then_some(())
+    });
     m.stop_kcored(true);
 }

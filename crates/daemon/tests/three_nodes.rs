@@ -39,7 +39,9 @@ impl Switch {
         use std::os::unix::fs::MetadataExt;
         let target = std::fs::metadata(&machine.netns).unwrap().ino();
         wait_for(10, "the holder to enter the namespace", || {
-            let ino = std::fs::metadata(format!("/proc/{}/ns/net", holder.id())).ok()?.ino();
+            let ino = std::fs::metadata(format!("/proc/{}/ns/net", holder.id()))
+                .ok()?
+                .ino();
             (ino == target).then_some(())
         });
         let port_name = format!("swp{port}");
@@ -57,7 +59,8 @@ impl Switch {
         ]);
         let _ = holder.kill();
         let _ = holder.wait();
-        self.m.ip(&["link", "set", &port_name, "master", "br0", "up"]);
+        self.m
+            .ip(&["link", "set", &port_name, "master", "br0", "up"]);
         machine.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
         machine.ip(&["link", "set", "eth0", "up"]);
         machine.ip(&["route", "add", "default", "dev", "eth0"]);
@@ -68,11 +71,15 @@ fn pods_by_node(server: &Machine, selector: &str) -> BTreeMap<String, Vec<serde_
     let l = server.kubectl_json(&["get", "pods", "-l", selector]);
     let mut out: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     for p in l["items"].as_array().unwrap() {
-        let ready = p["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        let ready = p["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
         if ready && p["metadata"]["deletionTimestamp"].is_null() {
-            let node = p["spec"]["nodeName"].as_str().unwrap_or_default().to_owned();
+            let node = p["spec"]["nodeName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             out.entry(node).or_default().push(p.clone());
         }
     }
@@ -265,7 +272,11 @@ fn three_nodes_joined_by_vxlan() {
         let s = pods_by_node(server, "app=spread");
         (s.values().map(Vec::len).sum::<usize>() == 6).then_some(s)
     });
-    assert!(spread.len() >= 2, "all six pods on one node: {:?}", spread.keys());
+    assert!(
+        spread.len() >= 2,
+        "all six pods on one node: {:?}",
+        spread.keys()
+    );
     wait_for(60, "the db pod", || {
         (pods_by_node(server, "app=db").contains_key("n2")).then_some(())
     });
@@ -279,7 +290,14 @@ fn three_nodes_joined_by_vxlan() {
         let mut last = None;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            let r = http(&server.netns, addr, "POST", "web", "/users", &format!(r#"{{"from":"{node}"}}"#));
+            let r = http(
+                &server.netns,
+                addr,
+                "POST",
+                "web",
+                "/users",
+                &format!(r#"{{"from":"{node}"}}"#),
+            );
             if matches!(r, Ok((201, _))) {
                 break;
             }

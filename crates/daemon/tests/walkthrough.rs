@@ -29,9 +29,10 @@ fn running_pods(m: &Machine, app: &str) -> Vec<serde_json::Value> {
         .filter(|p| {
             p["status"]["phase"] == "Running"
                 && p["metadata"]["deletionTimestamp"].is_null()
-                && p["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                && p["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
         })
         .cloned()
         .collect()
@@ -67,16 +68,33 @@ fn walkthrough_on_one_node_with_kubectl() {
     });
     for p in &web {
         let ip = p["status"]["podIP"].as_str().expect("pod IP");
-        assert!(ip.starts_with("10.244."), "pod IP {ip} outside the cluster CIDR");
+        assert!(
+            ip.starts_with("10.244."),
+            "pod IP {ip} outside the cluster CIDR"
+        );
         assert_eq!(p["status"]["hostIP"], NODE_IP);
     }
 
     // users through the Ingress: web -> db by the db Service's DNS name
-    let (code, body) = http(&m.netns, ingress(), "POST", HOST, "/users", r#"{"name":"ada"}"#)
-        .expect("POST /users");
+    let (code, body) = http(
+        &m.netns,
+        ingress(),
+        "POST",
+        HOST,
+        "/users",
+        r#"{"name":"ada"}"#,
+    )
+    .expect("POST /users");
     assert_eq!(code, 201, "POST /users: {body}");
-    let (code, _) = http(&m.netns, ingress(), "POST", HOST, "/users", r#"{"name":"grace"}"#)
-        .unwrap();
+    let (code, _) = http(
+        &m.netns,
+        ingress(),
+        "POST",
+        HOST,
+        "/users",
+        r#"{"name":"grace"}"#,
+    )
+    .unwrap();
     assert_eq!(code, 201);
     let (code, body) = http(&m.netns, ingress(), "GET", HOST, "/users", "").unwrap();
     assert_eq!(code, 200);
@@ -106,7 +124,13 @@ fn walkthrough_on_one_node_with_kubectl() {
     // ConfigMap and Secret volumes
     let (code, body) = http(&m.netns, ingress(), "GET", HOST, "/secret", "").unwrap();
     assert_eq!((code, body.trim()), (200, "secret matches: true"));
-    m.kubectl(&["patch", "configmap", "web-config", "-p", r#"{"data":{"greeting":"bonjour"}}"#]);
+    m.kubectl(&[
+        "patch",
+        "configmap",
+        "web-config",
+        "-p",
+        r#"{"data":{"greeting":"bonjour"}}"#,
+    ]);
     wait_for(60, "the ConfigMap volume to follow the change", || {
         let (_, body) = http(&m.netns, ingress(), "GET", HOST, "/", "").ok()?;
         body.starts_with("bonjour").then_some(())
@@ -145,8 +169,15 @@ fn walkthrough_on_one_node_with_kubectl() {
     m.kubectl(&["rollout", "status", "deployment/web", "--timeout=180s"]);
     stop.store(true, Ordering::Relaxed);
     let errors = prober.join().unwrap();
-    assert!(ok.load(Ordering::Relaxed) > 10, "too few requests during the rollout");
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests: {errors:?}");
+    assert!(
+        ok.load(Ordering::Relaxed) > 10,
+        "too few requests during the rollout"
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests: {errors:?}"
+    );
     let (_, body) = http(&m.netns, ingress(), "GET", HOST, "/", "").unwrap();
     assert!(body.contains("from web v2"), "{body}");
     wait_for(60, "three ready v2 pods", || {
@@ -171,7 +202,13 @@ fn walkthrough_on_one_node_with_kubectl() {
     assert_eq!(logs.lines().count(), 1, "{logs}");
 
     // clean up through the API, then stop the daemon (which resets the node)
-    m.kubectl(&["delete", "-f", app.to_str().unwrap(), "--wait=true", "--timeout=60s"]);
+    m.kubectl(&[
+        "delete",
+        "-f",
+        app.to_str().unwrap(),
+        "--wait=true",
+        "--timeout=60s",
+    ]);
     wait_for(60, "the pods to go", || {
         let l = m.kubectl_json(&["get", "pods"]);
         l["items"].as_array().unwrap().is_empty().then_some(())

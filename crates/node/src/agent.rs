@@ -215,7 +215,10 @@ impl NodeAgent {
 
 /// Opens what the agent's parts share: the node namespace, forwarding, the bridge,
 /// IPAM and the image store.
-async fn open(client: kube::Client, cfg: NodeConfig) -> Result<(Arc<Shared>, Option<kcore_ns::NetNs>)> {
+async fn open(
+    client: kube::Client,
+    cfg: NodeConfig,
+) -> Result<(Arc<Shared>, Option<kcore_ns::NetNs>)> {
     let node_ns = match &cfg.node_netns {
         Some(p) => Some(
             kcore_ns::NetNs::open(p).map_err(|e| Error::ns("open node network namespace", e))?,

@@ -10,8 +10,8 @@ use kcore_ns::NetNs;
 use kcore_vxlan::{Overlay, Peer, VxlanConfig};
 
 use crate::agent::Shared;
-use crate::config::NodeConfig;
 use crate::cache::ClusterCache;
+use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::node::{ANN_PUBLIC_IP, ANN_VTEP_MAC};
 

@@ -11,8 +11,8 @@ use kcore_netbridge::{
 };
 
 use crate::agent::Shared;
-use crate::config::NodeConfig;
 use crate::cache::ClusterCache;
+use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 
 fn protocol(p: Option<&str>) -> Protocol {

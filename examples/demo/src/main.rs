@@ -201,7 +201,10 @@ fn web(addr: &str) {
             let token = std::fs::read_to_string(&secret_file).unwrap_or_default();
             let expected = env("EXPECTED_TOKEN", "");
             let ok = !token.is_empty() && token.trim() == expected;
-            Response::new(if ok { 200 } else { 500 }, format!("secret matches: {ok}\n"))
+            Response::new(
+                if ok { 200 } else { 500 },
+                format!("secret matches: {ok}\n"),
+            )
         }
         "/users" => match call(&format!("{db_url}/users"), &req.method, &req.body) {
             Ok((status, body)) => Response::new(status, body),

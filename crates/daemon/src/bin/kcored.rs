@@ -252,7 +252,8 @@ fn control_plane(server: &ServerArgs, node: &NodeArgs) -> Result<ControlPlaneCon
     cfg.kubeconfig_out = server.kubeconfig.clone();
     cfg.scheduler = !server.no_scheduler;
     cfg.controllers = !server.no_controllers;
-    cfg.node_monitor_grace_period = std::time::Duration::from_secs(server.node_monitor_grace_period);
+    cfg.node_monitor_grace_period =
+        std::time::Duration::from_secs(server.node_monitor_grace_period);
     cfg.cluster_cidr = Some(node.cluster_cidr);
     cfg.tls_sans = server.tls_san.clone();
     cfg.tls_sans.push(

@@ -70,7 +70,12 @@ pub fn build_demo_image(data: &Path, version: &str) {
         .arg("image")
         .arg("--root")
         .arg(data)
-        .args(["build", "-t", &format!("kcore.local/demo:{version}"), "--add"])
+        .args([
+            "build",
+            "-t",
+            &format!("kcore.local/demo:{version}"),
+            "--add",
+        ])
         .arg(format!("{}:/bin/kcore-demo", demo_binary().display()))
         .args([
             "--entrypoint",
@@ -185,7 +190,9 @@ impl Machine {
             dir,
         };
         if let Some(ip) = dummy_ip {
-            m.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
+            m.ip(&[
+                "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+            ]);
             m.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
             m.ip(&["link", "set", "eth0p", "up"]);
             m.ip(&["link", "set", "eth0", "up"]);
@@ -208,10 +215,10 @@ impl Machine {
     /// Starts `kcored <args>` in the namespace, logging to `<dir>/kcored-N.log`.
     pub fn start_kcored(&mut self, args: &[&str]) {
         std::fs::create_dir_all(&self.data).unwrap();
-        let log_path = self
-            .dir
-            .path()
-            .join(format!("kcored-{}.log", COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let log_path = self.dir.path().join(format!(
+            "kcored-{}.log",
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
         let log = std::fs::File::create(&log_path).unwrap();
         let mut c = in_netns(&self.netns, KCORED);
         c.args(args)
@@ -287,7 +294,11 @@ impl Machine {
 
     pub fn kubectl(&self, args: &[&str]) -> String {
         let (ok, text) = self.kubectl_with(&self.kubeconfig(), args);
-        assert!(ok, "kubectl {args:?} failed: {text}\n--- kcored log ---\n{}", self.logs());
+        assert!(
+            ok,
+            "kubectl {args:?} failed: {text}\n--- kcored log ---\n{}",
+            self.logs()
+        );
         text
     }
 
@@ -297,7 +308,13 @@ impl Machine {
             self.check_alive();
             let (ok, out) = self.kubectl_with(
                 &self.kubeconfig(),
-                &["get", "node", node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+                &[
+                    "get",
+                    "node",
+                    node,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
             );
             (ok && out.trim() == "True").then_some(())
         });
