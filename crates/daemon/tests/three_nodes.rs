@@ -287,7 +287,6 @@ fn three_nodes_joined_by_vxlan() {
         let ip = pods[0]["status"]["podIP"].as_str().unwrap();
         let addr = format!("{ip}:8080").parse().unwrap();
         // ask from n0's namespace: reaching n1's and n2's pods crosses the overlay
-        let mut last = None;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let r = http(
@@ -301,10 +300,9 @@ fn three_nodes_joined_by_vxlan() {
             if matches!(r, Ok((201, _))) {
                 break;
             }
-            last = Some(r);
             assert!(
                 std::time::Instant::now() < deadline,
-                "POST through the web pod on {node} ({addr}): {last:?}"
+                "POST through the web pod on {node} ({addr}): {r:?}"
             );
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
