@@ -194,6 +194,47 @@ fn walkthrough_on_one_node_with_kubectl() {
     // logs
     let logs = m.kubectl(&["logs", "deployment/db"]);
     assert!(logs.contains("db: POST /users -> 201"), "db logs: {logs}");
+    // logs -f streams what comes after it started
+    let mut follow = in_netns(&m.netns, "kubectl")
+        .arg("--kubeconfig")
+        .arg(m.kubeconfig())
+        .args(["logs", "-f", "--tail=0", "deployment/db"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("POST /users -> 201") && l.contains("db:"))
+            .is_some()
+    });
+    // (posting until it shows: the stream may start after the first request)
+    wait_for(30, "kubectl logs -f to show a new request", || {
+        if lines.is_finished() {
+            return Some(());
+        }
+        let (code, _) = http(
+            &m.netns,
+            ingress(),
+            "POST",
+            HOST,
+            "/users",
+            r#"{"name":"linus"}"#,
+        )
+        .ok()?;
+        assert_eq!(code, 201);
+        None
+    });
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        lines.join().unwrap(),
+        "kubectl logs -f ended without the request"
+    );
     let web_pod = running_pods(&m, "web")[0]["metadata"]["name"]
         .as_str()
         .unwrap()
