@@ -95,6 +95,19 @@ async fn adopts_orphans_and_releases_relabelled_pods() {
     pods.create(&PostParams::default(), &orphan)
         .await
         .expect("orphan");
+    // Barrier: a ReplicaSet of another app whose status counts its new pod has a pod
+    // cache that also holds the orphan (the pod watch delivers in revision order), so
+    // the ReplicaSet below finds the orphan on its first sync instead of racing it with
+    // pods of its own (one of three would then go, maybe the orphan).
+    let probe: ReplicaSet =
+        serde_json::from_value(workload("ReplicaSet", "probe", 1, "x")).unwrap();
+    rss.create(&PostParams::default(), &probe)
+        .await
+        .expect("probe");
+    eventually(30, "probe pod in the controller's cache", || async {
+        (rss.get("probe").await.ok()?.status?.replicas == 1).then_some(())
+    })
+    .await;
     let rs: ReplicaSet = serde_json::from_value(workload("ReplicaSet", "db", 2, "x")).unwrap();
     let rs = rss
         .create(&PostParams::default(), &rs)
