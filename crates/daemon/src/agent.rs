@@ -93,6 +93,9 @@ pub fn default_node_ip() -> Ipv4Addr {
 /// the Node exists and has a pod subnet (waiting for the control plane to assign one).
 #[tracing::instrument(skip_all, fields(data_dir = %opts.data_dir.display()))]
 pub async fn node_config(client: &kube::Client, opts: &AgentOptions) -> Result<NodeConfig> {
+    // pods need a cgroup file system: say so now rather than failing every pod later
+    kcore_cgroup::Host::detect()
+        .context("this node has no usable cgroup file system (is /sys/fs/cgroup mounted?)")?;
     let name = opts.node_name.clone().unwrap_or_else(host_name);
     let node_ip = opts.node_ip.unwrap_or_else(default_node_ip);
     let pod_cidr = match opts.pod_cidr {
