@@ -1037,8 +1037,11 @@ impl Api {
             }
         };
         match at {
-            ReadAt::Any => {}
-            ReadAt::Latest => {
+            // "Any" may be served from any state, but a cache behind an acknowledged
+            // write makes clients such as kubectl's `rollout status` (whose first list
+            // is resourceVersion=0) see a finished rollout that has not started: serve
+            // it, like an unset resourceVersion, once the cache has caught up.
+            ReadAt::Any | ReadAt::Latest => {
                 // A consistent read: the cache must have caught up with the store.
                 let current = self
                     .inner
