@@ -33,12 +33,12 @@
 #[cfg(feature = "apiserver")]
 #[doc(inline)]
 pub use kcore_apiserver as apiserver;
-#[cfg(feature = "client")]
-#[doc(inline)]
-pub use kcore_client as client;
 #[cfg(feature = "cgroup")]
 #[doc(inline)]
 pub use kcore_cgroup as cgroup;
+#[cfg(feature = "client")]
+#[doc(inline)]
+pub use kcore_client as client;
 #[cfg(feature = "image")]
 #[doc(inline)]
 pub use kcore_image as image;
