@@ -3,5 +3,7 @@
 //!
 //! - [`netns`]: network namespaces with unique names removed on drop, and small TCP
 //!   servers and clients inside them.
+//! - [`mounts`]: unmounting whatever a test left under its directory.
 
+pub mod mounts;
 pub mod netns;

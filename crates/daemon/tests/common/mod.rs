@@ -15,14 +15,7 @@ use kcore_ns::NetnsDir;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A unique short name: prefix + pid + counter.
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}x{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+pub use kcore_tests::netns::unique;
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -342,22 +335,7 @@ impl Drop for Machine {
                 let _ = cg.delete();
             }
         }
-        let prefix = self.dir.path().to_string_lossy().into_owned();
-        for _ in 0..4 {
-            let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-            let mut mps: Vec<String> = mi
-                .lines()
-                .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-                .filter(|m| m.starts_with(&prefix))
-                .collect();
-            if mps.is_empty() {
-                break;
-            }
-            mps.sort_by_key(|m| std::cmp::Reverse(m.len()));
-            for m in mps {
-                let _ = kcore_ns::mount::unmount(Path::new(&m), true);
-            }
-        }
+        kcore_tests::mounts::unmount_under(self.dir.path());
         let _ = self.netns_dir.remove(&self.name);
     }
 }

@@ -351,22 +351,7 @@ impl Drop for Env {
             }
         }
         // mounts under the temp dir, deepest first
-        let prefix = self.dir.path().to_string_lossy().into_owned();
-        for _ in 0..4 {
-            let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-            let mut mps: Vec<String> = mi
-                .lines()
-                .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-                .filter(|m| m.starts_with(&prefix))
-                .collect();
-            if mps.is_empty() {
-                break;
-            }
-            mps.sort_by_key(|m| std::cmp::Reverse(m.len()));
-            for m in mps {
-                let _ = kcore_ns::mount::unmount(Path::new(&m), true);
-            }
-        }
+        kcore_tests::mounts::unmount_under(self.dir.path());
         // cgroups
         if let Ok(h) = kcore_cgroup::Host::detect() {
             if let Ok(cg) = kcore_cgroup::Cgroup::open(&h, &self.cfg.cgroup_parent) {
