@@ -64,7 +64,6 @@ async fn start_pods(pods: &Api<Pod>, round: usize, n: usize) -> Vec<Duration> {
     let lp = WatchParams::default().labels(&label);
     let mut events = pods.watch(&lp, "0").await.unwrap().boxed();
     let t0 = Instant::now();
-    let mut created = Vec::with_capacity(n);
     let creates = (0..n).map(|i| {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": format!("p{round}-{i}"), "labels": {"round": round.to_string()}},
@@ -82,10 +81,10 @@ async fn start_pods(pods: &Api<Pod>, round: usize, n: usize) -> Vec<Duration> {
         let pods = pods.clone();
         async move {
             pods.create(&PostParams::default(), &pod).await.unwrap();
-            (format!("p{round}-{i}"), Instant::now())
+            format!("p{round}-{i}")
         }
     });
-    created.extend(futures::future::join_all(creates).await);
+    let created = futures::future::join_all(creates).await;
     let mut running = std::collections::HashMap::new();
     while running.len() < n {
         let ev = tokio::time::timeout(Duration::from_secs(120), events.next())
@@ -101,8 +100,7 @@ async fn start_pods(pods: &Api<Pod>, round: usize, n: usize) -> Vec<Duration> {
             }
         }
     }
-    let _ = t0;
-    let mut lat: Vec<Duration> = created.iter().map(|(name, _)| running[name] - t0).collect();
+    let mut lat: Vec<Duration> = created.iter().map(|name| running[name] - t0).collect();
     lat.sort();
     // clean up and wait until they are gone
     pods.delete_collection(
