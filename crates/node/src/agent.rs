@@ -183,9 +183,12 @@ impl NodeAgent {
                     Err(e) => return Err(e),
                 }
             }
+            // the Lease exists before the Node reports Ready, so nothing sees a Ready
+            // node without a heartbeat
             if let Err(e) = crate::node::renew_lease(&shared.client, &shared.cfg).await {
                 tracing::warn!(error = %e, "lease");
             }
+            crate::node::update_status(&shared.client, &shared.cfg).await?;
             let s = shared.clone();
             tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(s.cfg.heartbeat);

@@ -162,7 +162,7 @@ pub(crate) async fn register(
                 .map_err(|e| Error::kube(format!("update node {name}"), e))?;
         }
     }
-    update_status(client, cfg).await
+    Ok(())
 }
 
 /// Refreshes the node status (heartbeat times, capacity, conditions).
@@ -206,9 +206,18 @@ pub(crate) async fn renew_lease(client: &kube::Client, cfg: &NodeConfig) -> Resu
             serde_json::from_value(json!({"metadata": {"name": LEASE_NAMESPACE}})).expect("ns");
         let _ = nsapi.create(&PostParams::default(), &ns).await;
     }
+    // owned by the Node, as the kubelet does, so deleting the Node removes its Lease
+    let owner = Api::<Node>::all(client.clone())
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|n| n.metadata.uid)
+        .map(|uid| json!([{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]))
+        .unwrap_or_else(|| json!([]));
     let lease: Lease = serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": LEASE_NAMESPACE,
-            "ownerReferences": []},
+            "ownerReferences": owner},
         "spec": {"holderIdentity": name, "leaseDurationSeconds": cfg.lease_duration.as_secs(), "renewTime": now, "acquireTime": now},
     }))
     .expect("lease");
