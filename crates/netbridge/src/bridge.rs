@@ -5,17 +5,24 @@ use std::net::{IpAddr, Ipv4Addr};
 use futures::TryStreamExt;
 use kcore_ns::NetNs;
 use netlink_packet_route::link::LinkAttribute;
-use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use netlink_packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
+};
 
 use tracing::Instrument;
 
 use crate::{Error, Ipv4Net};
-use kcore_ns::netlink::{is_errno, link_by_name, link_mac, route_connection as connect};
+use kcore_ns::netlink::{is_errno, link_by_name, route_connection as connect};
 
 fn nl(op: &'static str, target: impl ToString) -> impl FnOnce(rtnetlink::Error) -> Error {
     let target = target.to_string();
     move |source| Error::Netlink { op, target, source }
 }
+
+/// The loopback device's index, the same in every network namespace.
+const LOOPBACK_INDEX: u32 = 1;
 
 /// The node's pod bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +182,7 @@ impl Bridge {
         }
         self.detach(host_ifname).await?;
         let pod_handle = connect(Some(pod))?;
-        // a leftover eth0 from an earlier attempt would block the rename
+        // a leftover eth0 from an earlier attempt would block the new one
         if let Some(old) = link_by_name(&pod_handle, "eth0")
             .await
             .map_err(nl("get link", "eth0"))?
@@ -187,28 +194,33 @@ impl Bridge {
                 .await
                 .map_err(nl("delete link", "eth0"))?;
         }
-        let peer = format!("kt{:08x}", u32::from(ip));
         let mtu = self.cfg.mtu;
+        let mac = pod_mac(ip);
+        // One request makes both ends: the pod end is born inside the pod's namespace
+        // as `eth0` with its MAC and MTU; the host end is born a bridge port, up. (The
+        // kernel refuses to bring the pod end up in the same request: ENOTCONN.)
+        // (Creating it on the host and moving and renaming it costs four more
+        // round trips, each taking the rtnl lock.)
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(pod));
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name("eth0".to_owned())
+            .address(mac.to_vec())
+            .mtu(mtu)
+            .setns_by_fd(fd)
+            .build();
         self.handle
             .link()
-            .add(LinkVeth::new(host_ifname, &peer).mtu(mtu).build())
+            .add(
+                LinkVeth::new(host_ifname, "eth0")
+                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                    .mtu(mtu)
+                    .controller(self.index)
+                    .up()
+                    .build(),
+            )
             .execute()
             .await
             .map_err(nl("add veth", host_ifname))?;
-        let peer_idx = link_by_name(&self.handle, &peer)
-            .await
-            .map_err(nl("get link", &peer))?
-            .ok_or_else(|| Error::LinkNotFound { name: peer.clone() })?
-            .header
-            .index;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(pod));
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(peer_idx).setns_by_fd(fd).build())
-            .execute()
-            .await
-            .map_err(nl("move link to pod namespace", &peer))?;
-        // host end: bridge port with hairpin, up
         let host_idx = link_by_name(&self.handle, host_ifname)
             .await
             .map_err(nl("get link", host_ifname))?
@@ -219,74 +231,51 @@ impl Bridge {
             .index;
         self.handle
             .link()
-            .set(
-                LinkUnspec::new_with_index(host_idx)
-                    .controller(self.index)
-                    .mtu(mtu)
-                    .up()
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(nl("enslave to bridge", host_ifname))?;
-        self.handle
-            .link()
             .set_port(LinkBridgePort::new(host_idx).hairpin(true).build())
             .execute()
             .await
             .map_err(nl("set hairpin", host_ifname))?;
-        // pod end: eth0 with MAC, MTU, address, default route; lo up
-        let mac = pod_mac(ip);
-        let idx = link_by_name(&pod_handle, &peer)
-            .await
-            .map_err(nl("get link", &peer))?
-            .ok_or_else(|| Error::LinkNotFound { name: peer.clone() })?
-            .header
-            .index;
-        pod_handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(idx)
-                    .name("eth0".to_owned())
-                    .address(mac.to_vec())
-                    .mtu(mtu)
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(nl("rename pod link", "eth0"))?;
-        pod_handle
-            .link()
-            .set(LinkUnspec::new_with_index(idx).up().build())
-            .execute()
-            .await
-            .map_err(nl("set link up", "eth0"))?;
-        set_up(&pod_handle, "lo").await?;
-        pod_handle
-            .address()
-            .add(idx, IpAddr::V4(ip), self.cfg.subnet.prefix_len())
-            .replace()
-            .execute()
-            .await
-            .map_err(nl("add address", ip))?;
-        let gateway = self.gateway();
-        pod_handle
-            .route()
-            .add(
-                RouteMessageBuilder::<Ipv4Addr>::new()
-                    .gateway(gateway)
-                    .build(),
-            )
-            .replace()
-            .execute()
-            .await
-            .map_err(nl("add default route", gateway))?;
-        let mac = link_by_name(&pod_handle, "eth0")
+        // pod end: up, address, default route via the gateway; lo up
+        let idx = link_by_name(&pod_handle, "eth0")
             .await
             .map_err(nl("get link", "eth0"))?
-            .as_ref()
-            .and_then(link_mac)
-            .unwrap_or(mac);
+            .ok_or_else(|| Error::LinkNotFound {
+                name: "eth0".into(),
+            })?
+            .header
+            .index;
+        let gateway = self.gateway();
+        // sent back to back on one socket: the kernel handles them in order, so the
+        // link is up and has its address when the route through the gateway is added
+        let (up, addr, route, lo) = futures::join!(
+            pod_handle
+                .link()
+                .set(LinkUnspec::new_with_index(idx).up().build())
+                .execute(),
+            pod_handle
+                .address()
+                .add(idx, IpAddr::V4(ip), self.cfg.subnet.prefix_len())
+                .replace()
+                .execute(),
+            pod_handle
+                .route()
+                .add(
+                    RouteMessageBuilder::<Ipv4Addr>::new()
+                        .output_interface(idx)
+                        .gateway(gateway)
+                        .build(),
+                )
+                .replace()
+                .execute(),
+            pod_handle
+                .link()
+                .set(LinkUnspec::new_with_index(LOOPBACK_INDEX).up().build())
+                .execute(),
+        );
+        up.map_err(nl("set link up", "eth0"))?;
+        addr.map_err(nl("add address", ip))?;
+        route.map_err(nl("add default route", gateway))?;
+        lo.map_err(nl("set link up", "lo"))?;
         Ok(PodInterface {
             host_ifname: host_ifname.to_owned(),
             ifname: "eth0".into(),

@@ -344,16 +344,7 @@ fn cleanup_orphans(shared: &Shared, known: &[String]) {
             }
             let dir = e.path();
             if let Some(sb) = crate::sandbox::Sandbox::load(&dir) {
-                let env = crate::sandbox::SandboxEnv {
-                    netns_dir: &shared.netns_dir,
-                    node_netns: shared.cfg.node_netns.as_deref(),
-                    ipam: &shared.ipam,
-                    bridge: shared.bridge.as_ref(),
-                    cgroup_parent: &shared.cfg.cgroup_parent,
-                    node_ip: shared.cfg.node_ip,
-                    cluster_dns: None,
-                    domain: &shared.cfg.cluster_domain,
-                };
+                let env = crate::sandbox::SandboxEnv::new(shared);
                 let rt = tokio::runtime::Handle::current();
                 rt.block_on(sb.teardown(&dir, &env));
             }

@@ -221,18 +221,8 @@ impl PodWorker {
             .unwrap_or("Always")
     }
 
-    fn sandbox_env(&self) -> SandboxEnv<'_> {
-        let s = &self.shared;
-        SandboxEnv {
-            netns_dir: &s.netns_dir,
-            node_netns: s.cfg.node_netns.as_deref(),
-            ipam: &s.ipam,
-            bridge: s.bridge.as_ref(),
-            cgroup_parent: &s.cfg.cgroup_parent,
-            node_ip: s.cfg.node_ip,
-            cluster_dns: s.cfg.dns.then(|| s.cfg.dns_ip()),
-            domain: &s.cfg.cluster_domain,
-        }
+    fn sandbox_env(&self) -> SandboxEnv {
+        SandboxEnv::new(&self.shared)
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<PodEvent>) {
@@ -644,6 +634,7 @@ impl PodWorker {
         if self.sandbox.is_none() {
             let env = self.sandbox_env();
             let sb = Sandbox::ensure(&self.pod, &self.dir, &env).await?;
+            tracing::debug!(pod = %self.name(), ip = %sb.ip, "sandbox ready");
             self.sandbox = Some(sb);
         }
         if self.volumes.is_none()
@@ -899,9 +890,15 @@ impl PodWorker {
                 if let Ok(old) = shared.runtime.load(&id2) {
                     let _ = old.delete(true);
                 }
-                let mut ctr = match shared.runtime.create(&id2, &bundle, &oci, opts) {
+                // the log pumps read the FIFOs before the program can write to them
+                let pumps = attach_pumps_blocking(&fifo_dir, &id2, log2);
+                // create and start in one step (no exec.fifo round trip)
+                let mut ctr = match shared.runtime.run(&id2, &bundle, &oci, opts) {
                     Ok(c) => c,
                     Err(e) => {
+                        for p in &pumps {
+                            p.abort();
+                        }
                         let _ = shared.images.remove_rootfs(&id2);
                         return Err(Error::Runtime {
                             id: id2,
@@ -909,18 +906,6 @@ impl PodWorker {
                         });
                     }
                 };
-                let pumps = attach_pumps_blocking(&fifo_dir, &id2, log2);
-                if let Err(e) = ctr.start() {
-                    for p in &pumps {
-                        p.abort();
-                    }
-                    let _ = ctr.delete(true);
-                    let _ = shared.images.remove_rootfs(&id2);
-                    return Err(Error::Runtime {
-                        id: id2,
-                        source: Box::new(e),
-                    });
-                }
                 let pid = ctr.pid();
                 let name = st_name;
                 std::thread::Builder::new()
@@ -938,7 +923,8 @@ impl PodWorker {
             })
             .await
             .expect("start task");
-        let (_pid, pumps) = result.map_err(|e| ("RunContainerError", e))?;
+        let (pid, pumps) = result.map_err(|e| ("RunContainerError", e))?;
+        tracing::debug!(container = %c.name, pid, "container started");
         let st = self.ctrs.entry(c.name.clone()).or_default();
         if st.saved.attempts > 0 {
             st.saved.restart_count += 1;

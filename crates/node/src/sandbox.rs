@@ -232,16 +232,40 @@ fn unbind(p: &Path) {
     }
 }
 
-/// The node-side pieces sandboxes are made with.
-pub(crate) struct SandboxEnv<'a> {
-    pub netns_dir: &'a NetnsDir,
-    pub node_netns: Option<&'a Path>,
-    pub ipam: &'a kcore_netbridge::Ipam,
-    pub bridge: Option<&'a kcore_netbridge::Bridge>,
-    pub cgroup_parent: &'a str,
+/// The node-side pieces sandboxes are made with (cheap to clone: paths and handles).
+#[derive(Clone)]
+pub(crate) struct SandboxEnv {
+    pub netns_dir: NetnsDir,
+    pub node_netns: Option<PathBuf>,
+    pub ipam: kcore_netbridge::Ipam,
+    pub bridge: Option<kcore_netbridge::Bridge>,
+    pub cgroup_parent: String,
     pub node_ip: Ipv4Addr,
     pub cluster_dns: Option<Ipv4Addr>,
-    pub domain: &'a str,
+    pub domain: String,
+}
+
+impl SandboxEnv {
+    pub fn new(s: &crate::agent::Shared) -> Self {
+        SandboxEnv {
+            netns_dir: s.netns_dir.clone(),
+            node_netns: s.cfg.node_netns.clone(),
+            ipam: s.ipam.clone(),
+            bridge: s.bridge.clone(),
+            cgroup_parent: s.cfg.cgroup_parent.clone(),
+            node_ip: s.cfg.node_ip,
+            cluster_dns: s.cfg.dns.then(|| s.cfg.dns_ip()),
+            domain: s.cfg.cluster_domain.clone(),
+        }
+    }
+}
+
+/// Runs blocking sandbox work (namespaces, IPAM with its fsync, cgroups, files) off
+/// the async workers, so that many pods starting at once do not stall the agent.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 impl Sandbox {
@@ -259,7 +283,7 @@ impl Sandbox {
     }
 
     /// Creates the sandbox (or re-creates the missing parts of a saved one).
-    pub async fn ensure(pod: &Pod, pod_dir: &Path, env: &SandboxEnv<'_>) -> Result<Sandbox> {
+    pub async fn ensure(pod: &Pod, pod_dir: &Path, env: &SandboxEnv) -> Result<Sandbox> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         tracing::debug!(uid = %uid, "ensure sandbox");
         std::fs::create_dir_all(pod_dir).map_err(|e| Error::io("create", pod_dir, e))?;
@@ -274,21 +298,24 @@ impl Sandbox {
             .as_ref()
             .and_then(|s| s.host_network)
             .unwrap_or(false);
-        let host = hostname(pod);
-        let ns_name = format!("pod-{uid}");
         let (netns, own_netns, ip, host_ifname) = if host_net {
-            (env.node_netns.map(Path::to_owned), false, env.node_ip, None)
+            (env.node_netns.clone(), false, env.node_ip, None)
         } else {
-            let ns = env
-                .netns_dir
-                .open_or_create(&ns_name)
-                .map_err(|e| Error::ns(format!("create network namespace {ns_name}"), e))?;
-            let ip = env
-                .ipam
-                .allocate(&uid)
-                .map_err(|e| Error::net(format!("allocate an address for pod {uid}"), e))?;
+            let (e, u) = (env.clone(), uid.clone());
+            let (ns, ip) =
+                blocking(move || {
+                    let name = format!("pod-{u}");
+                    let ns = e.netns_dir.open_or_create(&name).map_err(|err| {
+                        Error::ns(format!("create network namespace {name}"), err)
+                    })?;
+                    let ip = e.ipam.allocate(&u).map_err(|err| {
+                        Error::net(format!("allocate an address for pod {u}"), err)
+                    })?;
+                    Ok((ns, ip))
+                })
+                .await?;
             let ifname = host_ifname(&uid);
-            if let Some(bridge) = env.bridge {
+            if let Some(bridge) = &env.bridge {
                 bridge
                     .attach(&ns, &ifname, ip)
                     .await
@@ -296,92 +323,90 @@ impl Sandbox {
             }
             (Some(ns.path().to_owned()), true, ip, Some(ifname))
         };
-        let ipc = pod_dir.join("ipc");
-        let uts = pod_dir.join("uts");
-        unbind(&ipc);
-        unbind(&uts);
-        make_ipc_uts(&ipc, &uts, &host)?;
-        // pod cgroup
-        let cgroup = format!("{}/pod{}", env.cgroup_parent, uid.replace('-', "_"));
-        match kcore_cgroup::Host::detect() {
-            Ok(h) => match kcore_cgroup::Cgroup::create(&h, &cgroup) {
-                Ok(cg) => {
-                    if let Err(e) = cg.set_resources(&pod_resources(pod)) {
-                        tracing::warn!(error = %e, "pod cgroup limits");
-                    }
-                }
-                Err(e) => {
-                    return Err(Error::Cgroup {
-                        path: cgroup,
-                        source: Box::new(e),
-                    })
-                }
-            },
-            Err(e) => {
-                return Err(Error::Cgroup {
-                    path: cgroup,
-                    source: Box::new(e),
-                })
+        let (pod, pod_dir, env) = (pod.clone(), pod_dir.to_owned(), env.clone());
+        blocking(move || {
+            let host = hostname(&pod);
+            let ipc = pod_dir.join("ipc");
+            let uts = pod_dir.join("uts");
+            unbind(&ipc);
+            unbind(&uts);
+            make_ipc_uts(&ipc, &uts, &host)?;
+            let cgroup = format!("{}/pod{}", env.cgroup_parent, uid.replace('-', "_"));
+            let cg_err = |e: kcore_cgroup::Error| Error::Cgroup {
+                path: cgroup.clone(),
+                source: Box::new(e),
+            };
+            let cg = kcore_cgroup::Host::detect()
+                .and_then(|h| kcore_cgroup::Cgroup::create(&h, &cgroup))
+                .map_err(cg_err)?;
+            if let Err(e) = cg.set_resources(&pod_resources(&pod)) {
+                tracing::warn!(error = %e, "pod cgroup limits");
             }
-        }
-        let etc = pod_dir.join("etc");
-        std::fs::create_dir_all(&etc).map_err(|e| Error::io("create", &etc, e))?;
-        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let files = [
-            ("hosts", etc_hosts(pod, ip, env.domain)),
-            (
-                "resolv.conf",
-                resolv_conf(pod, env.cluster_dns, env.domain, &host_resolv),
-            ),
-            ("hostname", format!("{host}\n")),
-        ];
-        for (n, content) in &files {
-            let p = etc.join(n);
-            std::fs::write(&p, content).map_err(|e| Error::io("write", &p, e))?;
-        }
-        let sb = Sandbox {
-            uid,
-            netns,
-            own_netns,
-            ipc,
-            uts,
-            ip,
-            host_ifname,
-            cgroup,
-            hostname: host,
-            etc_hosts: etc.join("hosts"),
-            resolv_conf: etc.join("resolv.conf"),
-            etc_hostname: etc.join("hostname"),
-        };
-        sb.save(pod_dir)?;
-        Ok(sb)
+            let etc = pod_dir.join("etc");
+            std::fs::create_dir_all(&etc).map_err(|e| Error::io("create", &etc, e))?;
+            let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let files = [
+                ("hosts", etc_hosts(&pod, ip, &env.domain)),
+                (
+                    "resolv.conf",
+                    resolv_conf(&pod, env.cluster_dns, &env.domain, &host_resolv),
+                ),
+                ("hostname", format!("{host}\n")),
+            ];
+            for (n, content) in &files {
+                let p = etc.join(n);
+                std::fs::write(&p, content).map_err(|e| Error::io("write", &p, e))?;
+            }
+            let sb = Sandbox {
+                uid,
+                netns,
+                own_netns,
+                ipc,
+                uts,
+                ip,
+                host_ifname,
+                cgroup,
+                hostname: host,
+                etc_hosts: etc.join("hosts"),
+                resolv_conf: etc.join("resolv.conf"),
+                etc_hostname: etc.join("hostname"),
+            };
+            sb.save(&pod_dir)?;
+            Ok(sb)
+        })
+        .await
     }
 
     /// Removes everything the sandbox holds (idempotent).
-    pub async fn teardown(&self, pod_dir: &Path, env: &SandboxEnv<'_>) {
+    pub async fn teardown(&self, pod_dir: &Path, env: &SandboxEnv) {
         tracing::debug!(uid = %self.uid, "tear down sandbox");
-        if let (Some(ifname), Some(bridge)) = (&self.host_ifname, env.bridge) {
+        if let (Some(ifname), Some(bridge)) = (&self.host_ifname, &env.bridge) {
             if let Err(e) = bridge.detach(ifname).await {
                 tracing::warn!(error = %e, "detach pod interface");
             }
         }
-        if self.own_netns {
-            let _ = env.ipam.release(&self.uid);
-            if let Err(e) = env.netns_dir.remove(&format!("pod-{}", self.uid)) {
-                tracing::warn!(error = %e, "remove pod network namespace");
-            }
-        }
-        unbind(&self.ipc);
-        unbind(&self.uts);
-        if let Ok(h) = kcore_cgroup::Host::detect() {
-            if let Ok(cg) = kcore_cgroup::Cgroup::open(&h, &self.cgroup) {
-                let _ = cg.kill();
-                if let Err(e) = cg.delete() {
-                    tracing::warn!(error = %e, "remove pod cgroup");
+        let (sb, pod_dir, env) = (self.clone(), pod_dir.to_owned(), env.clone());
+        let _ = blocking(move || {
+            if sb.own_netns {
+                let _ = env.ipam.release(&sb.uid);
+                if let Err(e) = env.netns_dir.remove(&format!("pod-{}", sb.uid)) {
+                    tracing::warn!(error = %e, "remove pod network namespace");
                 }
             }
-        }
-        let _ = std::fs::remove_file(pod_dir.join("sandbox.json"));
+            unbind(&sb.ipc);
+            unbind(&sb.uts);
+            if let Ok(h) = kcore_cgroup::Host::detect() {
+                if let Ok(cg) = kcore_cgroup::Cgroup::open(&h, &sb.cgroup) {
+                    let _ = cg.kill();
+                    if let Err(e) = cg.delete() {
+                        tracing::warn!(error = %e, "remove pod cgroup");
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(pod_dir.join("sandbox.json"));
+            Ok(())
+        })
+        .await;
     }
 }
 
