@@ -384,6 +384,20 @@ fn syncfs(dir: &Path) {
     }
 }
 
+/// Read `path` (a file, or every file under a directory) so that every tool
+/// starts with its input in the page cache: the extracted trees of earlier
+/// runs push the fixture out of memory, and a cold read would measure the
+/// disk instead of the unpacker.
+fn warm(path: &Path) {
+    if path.is_dir() {
+        for e in fs::read_dir(path).unwrap() {
+            warm(&e.unwrap().path());
+        }
+    } else if path.is_file() {
+        std::io::copy(&mut File::open(path).unwrap(), &mut std::io::sink()).unwrap();
+    }
+}
+
 fn run(cmd: &mut Command) {
     let st = cmd.status().unwrap();
     assert!(st.success(), "{cmd:?} failed");
@@ -410,6 +424,16 @@ impl Tool {
             Tool::Kcore(c) => format!("kcore/{c:?}").to_lowercase(),
             Tool::GnuTar(c) => format!("gnu-tar/{c:?}").to_lowercase(),
             Tool::Umoci => "umoci/gzip".into(),
+        }
+    }
+
+    /// The input file this tool reads.
+    fn input(self, fx: &Fixture) -> &Path {
+        match self {
+            Tool::Kcore(Codec::Tar) | Tool::GnuTar(Codec::Tar) => &fx.tar,
+            Tool::Kcore(Codec::Zstd) | Tool::GnuTar(Codec::Zstd) => &fx.zst,
+            // umoci's layout hard-links the same gzip blob.
+            Tool::Kcore(Codec::Gzip) | Tool::GnuTar(Codec::Gzip) | Tool::Umoci => &fx.gz,
         }
     }
 
@@ -495,7 +519,7 @@ fn bench_layers(c: &mut Criterion, fx: &Fixture, work: &Path) {
 /// The comparison on the big layer: rounds in which every tool runs once,
 /// interleaved, so that a busy machine slows them alike. Each run extracts
 /// into a fresh directory; trees are removed at the end.
-fn compare(fx: &Fixture, rounds: usize, work: &Path) {
+fn compare(fx: &Fixture, rounds: usize, work: &Path) -> Vec<String> {
     let store = ImageStore::open(&fx.five_store).unwrap();
     let tools = [
         Tool::GnuTar(Codec::Tar),
@@ -506,10 +530,13 @@ fn compare(fx: &Fixture, rounds: usize, work: &Path) {
         Tool::Kcore(Codec::Gzip),
         Tool::Umoci,
     ];
+    let mut loads = Vec::new();
     for round in 0..rounds {
         eprintln!("comparison round {}/{rounds}", round + 1);
+        loads.push(load());
         for tool in tools {
             let dest = work.join(format!("t{}", SEQ.fetch_add(1, Ordering::Relaxed)));
+            warm(tool.input(fx));
             syncfs(work);
             let t = Instant::now();
             tool.extract(fx, &dest);
@@ -519,6 +546,7 @@ fn compare(fx: &Fixture, rounds: usize, work: &Path) {
             let layers =
                 LayerStore::open(work.join(format!("s{}", SEQ.fetch_add(1, Ordering::Relaxed))))
                     .unwrap();
+            warm(&fx.five_store);
             syncfs(work);
             let t = Instant::now();
             let u = store
@@ -528,6 +556,8 @@ fn compare(fx: &Fixture, rounds: usize, work: &Path) {
             assert_eq!(u.unpacked, 5);
         }
     }
+    loads.push(load());
+    loads
 }
 
 fn median(v: &[Duration]) -> Option<f64> {
@@ -610,7 +640,15 @@ fn child_mode(tool: &str) {
     panic!("exec failed: {err}");
 }
 
-fn summary(fx: &Fixture) {
+/// The 1-minute load average, to print next to the numbers.
+fn load() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn summary(fx: &Fixture, loads: &[String]) {
     let times = TIMES.lock().unwrap().clone();
     let m = |id: &str| median(times.get(id).map(Vec::as_slice).unwrap_or(&[]));
     println!();
@@ -620,6 +658,10 @@ fn summary(fx: &Fixture) {
         fx.bytes as f64 / 1e6,
         fs::metadata(&fx.gz).map(|m| m.len()).unwrap_or(0) as f64 / 1e6,
         fs::metadata(&fx.zst).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
+    );
+    println!(
+        "load average (1 min) at the start of each round and at the end: {}",
+        loads.join(" ")
     );
     println!(
         "{:<16} {:>10} {:>10} {:>14}   all runs (s)",
@@ -645,12 +687,36 @@ fn summary(fx: &Fixture) {
             all.join(" ")
         );
     }
+    // The ratio of the medians, and the median of the per-round ratios
+    // (both tools ran back to back in each round, so a load spike from
+    // other work on the machine hits a pair rather than one side).
     let ratio = |label: &str, num: &str, den: &str, target: &str| {
         if let (Some(a), Some(b)) = (m(num), m(den)) {
-            println!("{label:<44} {:>6.2}   (target {target})", a / b);
+            let per_round: Vec<Duration> = match (times.get(num), times.get(den)) {
+                (Some(x), Some(y)) => x
+                    .iter()
+                    .zip(y)
+                    .map(|(a, b)| Duration::from_secs_f64(a.as_secs_f64() / b.as_secs_f64()))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let rounds: Vec<String> = per_round
+                .iter()
+                .map(|r| format!("{:.2}", r.as_secs_f64()))
+                .collect();
+            println!(
+                "{label:<44} {:>10.2} {:>16.2}   (target {target})   per round: {}",
+                a / b,
+                median(&per_round).unwrap_or(f64::NAN),
+                rounds.join(" ")
+            );
         }
     };
     println!();
+    println!(
+        "{:<44} {:>10} {:>16}",
+        "ratio", "of medians", "median of rounds"
+    );
     ratio(
         "kcore zstd / gnu tar -xf (plain)",
         "kcore/zstd",
@@ -707,8 +773,8 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    compare(&big, rounds, &work);
-    summary(&big);
+    let loads = compare(&big, rounds, &work);
+    summary(&big, &loads);
     eprintln!("removing the extracted trees...");
     run(Command::new("rm").arg("-rf").arg(&work));
 }

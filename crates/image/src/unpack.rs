@@ -2,12 +2,21 @@
 //!
 //! A layer is read by a decoder thread that decompresses and hashes it (the
 //! DiffID) while the calling thread parses the tar stream and creates the
-//! files. Every path is resolved relative to a directory fd of the layer root
-//! with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`; the final
-//! component is always created with `*at` calls that never follow symlinks.
-//! No path string is ever joined onto the root.
+//! files; with more than one CPU a writer thread fills the created files
+//! (data, ownership, mode, xattrs, times, close) from batches of entry data,
+//! so the kernel work of one layer is spread over two threads.
+//!
+//! Every path is resolved relative to a directory fd of the layer root with
+//! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`; the final component is
+//! always created with `*at` calls that never follow symlinks. No path string
+//! is ever joined onto the root. Resolved parent directory fds are cached by
+//! path and the whole cache is dropped whenever an entry removes or replaces
+//! anything (a directory fd stays on the inode it was resolved to, which the
+//! extractor itself never moves, so a cached fd is as confined as a fresh
+//! one; dropping the cache keeps later entries resolving through whatever
+//! now sits at that path, like a fresh lookup would).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -26,6 +35,12 @@ use crate::digest::{Digest, Hasher};
 use crate::error::{Error, IoContext, Result};
 
 const CHUNK: usize = 512 * 1024;
+/// Bytes of file data per batch handed to the writer.
+const BATCH_BYTES: usize = 1 << 20;
+/// Files per batch (each holds an open fd until the writer is done with it).
+const BATCH_FILES: usize = 32;
+/// Batches queued for the writer.
+const BATCH_QUEUE: usize = 2;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
@@ -289,9 +304,25 @@ pub fn apply_layer_at(
 
     let (tx, rx) = sync_channel::<Vec<u8>>(8);
     let (back_tx, back_rx) = sync_channel::<Vec<u8>>(10);
+    let owner = Owner::new(opts);
+    let threaded = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
     std::thread::scope(|s| {
         let decoder = s.spawn(move || decode(reader, compression, tx, back_rx));
-        let mut ex = Extractor::new(root, opts);
+        let (sink, writer) = if threaded {
+            let (wtx, wrx) = sync_channel::<Batch>(BATCH_QUEUE);
+            let (wback_tx, wback_rx) = sync_channel::<Batch>(BATCH_QUEUE + 1);
+            let h = s.spawn(move || write_loop(wrx, wback_tx, owner));
+            (
+                Sink::Thread {
+                    tx: wtx,
+                    back: wback_rx,
+                },
+                Some(h),
+            )
+        } else {
+            (Sink::Inline(Writer { owner, cur: None }), None)
+        };
+        let mut ex = Extractor::new(root, opts, owner, sink);
         let mut chan = ChanReader {
             rx,
             back: back_tx,
@@ -299,6 +330,10 @@ pub fn apply_layer_at(
             pos: 0,
         };
         let res = ex.run(&mut chan);
+        let closed = ex.close_sink(res.is_ok());
+        let written = writer.map_or(Ok(()), |h| h.join().expect("writer thread panicked"));
+        // The writer's own error explains a parser that found it gone.
+        let res = written.and(res).and(closed);
         // Drain the rest (tar padding) so the DiffID covers the whole stream,
         // or hang up on the decoder if we failed.
         let drained = match &res {
@@ -424,19 +459,200 @@ struct Meta {
     xattrs: Vec<(OsString, Vec<u8>)>,
 }
 
+/// Who owns what is created, and which mode bits need an explicit chmod.
+#[derive(Clone, Copy)]
+struct Owner {
+    same_owner: bool,
+    euid: u32,
+    egid: u32,
+    /// The process umask, if known (`None`: always chmod).
+    umask: Option<u32>,
+}
+
+impl Owner {
+    fn new(opts: &UnpackOptions) -> Self {
+        Owner {
+            same_owner: opts.same_owner,
+            euid: rustix::process::geteuid().as_raw(),
+            egid: rustix::process::getegid().as_raw(),
+            umask: process_umask(),
+        }
+    }
+
+    /// Whether a chown is needed for these ids.
+    fn needs_chown(&self, uid: u64, gid: u64) -> bool {
+        self.same_owner && !(uid == u64::from(self.euid) && gid == u64::from(self.egid))
+    }
+
+    fn own_fd(&self, fd: &impl AsFd, uid: u64, gid: u64) -> io::Result<()> {
+        if !self.needs_chown(uid, gid) {
+            return Ok(());
+        }
+        let (u, g) = ids(uid, gid)?;
+        rfs::fchown(fd, Some(u), Some(g)).map_err(errno)
+    }
+
+    /// Ownership, then mode (chmod after chown keeps setuid bits), xattrs
+    /// and times on an open file. `chmod` false: the mode it was created
+    /// with is already the final one.
+    fn finish_fd(&self, fd: &impl AsFd, meta: &Meta, chmod: bool) -> io::Result<()> {
+        self.own_fd(fd, meta.uid, meta.gid)?;
+        if chmod {
+            rfs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(errno)?;
+        }
+        for (k, v) in &meta.xattrs {
+            set_xattr(fd, k, v)?;
+        }
+        let ts = Timestamps {
+            last_access: meta.mtime,
+            last_modification: meta.mtime,
+        };
+        rfs::futimens(fd, &ts).map_err(errno)
+    }
+
+    /// Whether a file created with `mode` (as the creation mode) ends up
+    /// with exactly `mode` without a chmod: no special bits (a chown clears
+    /// them, and they are set after it), nothing the umask takes away.
+    fn created_exact(&self, mode: u32) -> bool {
+        match self.umask {
+            Some(mask) => mode & 0o7000 == 0 && mode & mask == 0,
+            None => false,
+        }
+    }
+}
+
+/// The umask, read from `/proc/self/status` (setting it to read it back
+/// would race with other threads).
+fn process_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+    u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+}
+
+/// A regular file created by the parser, filled and closed by the writer.
+struct PendingFile {
+    file: File,
+    meta: Meta,
+    chmod: bool,
+    entry: PathBuf,
+}
+
+/// One step of the writer's work.
+enum Op {
+    /// A newly created file: the following writes go to it.
+    Start(PendingFile),
+    /// Write `data[start..end]` of the batch to the current file.
+    Write(usize, usize),
+    /// The current file is complete: apply its metadata and close it.
+    End,
+}
+
+/// File data and the operations that consume it, in archive order.
+struct Batch {
+    /// Always `BATCH_BYTES` long; `used` of them hold data.
+    data: Vec<u8>,
+    used: usize,
+    ops: Vec<Op>,
+    files: usize,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            data: vec![0u8; BATCH_BYTES],
+            used: 0,
+            ops: Vec::with_capacity(4 * BATCH_FILES),
+            files: 0,
+        }
+    }
+}
+
+/// Applies batches: on the writer thread, or inline with a single CPU.
+struct Writer {
+    owner: Owner,
+    cur: Option<PendingFile>,
+}
+
+impl Writer {
+    fn apply(&mut self, batch: &mut Batch) -> Result<()> {
+        let Batch {
+            data,
+            ops,
+            used,
+            files,
+        } = batch;
+        for op in ops.drain(..) {
+            match op {
+                Op::Start(p) => self.cur = Some(p),
+                Op::Write(a, b) => {
+                    let p = self.cur.as_mut().expect("a write follows a start");
+                    p.file
+                        .write_all(&data[a..b])
+                        .map_err(|source| Error::Entry {
+                            entry: p.entry.clone(),
+                            source,
+                        })?;
+                }
+                Op::End => {
+                    let p = self.cur.take().expect("an end follows a start");
+                    self.owner
+                        .finish_fd(&p.file, &p.meta, p.chmod)
+                        .map_err(|source| Error::Entry {
+                            entry: p.entry,
+                            source,
+                        })?;
+                }
+            }
+        }
+        *used = 0;
+        *files = 0;
+        Ok(())
+    }
+}
+
+/// Where full batches go.
+enum Sink {
+    Inline(Writer),
+    Thread {
+        tx: SyncSender<Batch>,
+        back: Receiver<Batch>,
+    },
+}
+
+/// The writer thread: applies batches until the parser hangs up, hands the
+/// emptied batches back for reuse.
+fn write_loop(rx: Receiver<Batch>, back: SyncSender<Batch>, owner: Owner) -> Result<()> {
+    let mut w = Writer { owner, cur: None };
+    for mut batch in rx {
+        w.apply(&mut batch)?;
+        let _ = back.try_send(batch);
+    }
+    Ok(())
+}
+
+/// The writer thread stopped early; its own error is the one reported.
+fn writer_gone() -> Error {
+    Error::Archive {
+        layer: "layer".into(),
+        source: io::Error::other("the file writer stopped"),
+    }
+}
+
 struct Extractor<'a> {
     root: BorrowedFd<'a>,
     opts: &'a UnpackOptions,
-    cache: Option<(PathBuf, OwnedFd)>,
+    /// Resolved parent directories (O_PATH fds), by path in the layer.
+    dir_fds: HashMap<PathBuf, OwnedFd>,
+    dir_cap: usize,
     dirs: Vec<DirMeta>,
     /// Paths created by this layer (only tracked in Apply mode, where the
     /// directory also holds lower layers).
     created: HashSet<PathBuf>,
     entries: u64,
     bytes: u64,
-    buf: Vec<u8>,
-    euid: u32,
-    egid: u32,
+    owner: Owner,
+    batch: Batch,
+    sink: Sink,
 }
 
 fn errno(e: Errno) -> io::Error {
@@ -444,19 +660,60 @@ fn errno(e: Errno) -> io::Error {
 }
 
 impl<'a> Extractor<'a> {
-    fn new(root: BorrowedFd<'a>, opts: &'a UnpackOptions) -> Self {
+    fn new(root: BorrowedFd<'a>, opts: &'a UnpackOptions, owner: Owner, sink: Sink) -> Self {
+        // Cached directory fds take a small share of the fd limit (parallel
+        // unpacks each have their own cache).
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(1024);
+        let dir_cap = usize::try_from(limit / 16).unwrap_or(1024).clamp(8, 1024);
         Extractor {
             root,
             opts,
-            cache: None,
+            dir_fds: HashMap::new(),
+            dir_cap,
             dirs: Vec::new(),
             created: HashSet::new(),
             entries: 0,
             bytes: 0,
-            buf: vec![0u8; 256 * 1024],
-            euid: rustix::process::geteuid().as_raw(),
-            egid: rustix::process::getegid().as_raw(),
+            owner,
+            batch: Batch::new(),
+            sink,
         }
+    }
+
+    /// Forget every cached directory fd: something was removed or replaced.
+    fn forget_dirs(&mut self) {
+        self.dir_fds.clear();
+    }
+
+    /// Hand the current batch to the writer (or apply it inline).
+    fn flush(&mut self) -> Result<()> {
+        if self.batch.ops.is_empty() && self.batch.used == 0 {
+            return Ok(());
+        }
+        match &mut self.sink {
+            Sink::Inline(w) => w.apply(&mut self.batch),
+            Sink::Thread { tx, back } => {
+                let next = back.try_recv().unwrap_or_else(|_| Batch::new());
+                let full = std::mem::replace(&mut self.batch, next);
+                tx.send(full).map_err(|_| writer_gone())
+            }
+        }
+    }
+
+    /// Flush what is left (unless the layer failed) and stop the writer
+    /// thread's input.
+    fn close_sink(&mut self, flush: bool) -> Result<()> {
+        let r = if flush { self.flush() } else { Ok(()) };
+        if let Sink::Thread { .. } = self.sink {
+            // Dropping the sender ends the writer's loop.
+            self.sink = Sink::Inline(Writer {
+                owner: self.owner,
+                cur: None,
+            });
+        }
+        r
     }
 
     fn run(&mut self, input: &mut ChanReader) -> Result<()> {
@@ -528,11 +785,8 @@ impl<'a> Extractor<'a> {
             }
             return Ok(());
         };
-        let name = rel
-            .file_name()
-            .expect("normalized path has a name")
-            .to_owned();
-        let parent = rel.parent().unwrap_or(Path::new("")).to_owned();
+        let name = rel.file_name().expect("normalized path has a name");
+        let parent = rel.parent().unwrap_or(Path::new(""));
         let ctx = |source: io::Error| Error::Entry {
             entry: shown.to_owned(),
             source,
@@ -540,7 +794,7 @@ impl<'a> Extractor<'a> {
 
         let nb = name.as_bytes();
         if nb == OPAQUE_MARKER {
-            return self.opaque(&parent).map_err(ctx);
+            return self.opaque(parent).map_err(ctx);
         }
         if let Some(hidden) = nb.strip_prefix(WHITEOUT_PREFIX) {
             if hidden.is_empty() || hidden == b"." || hidden == b".." {
@@ -550,7 +804,7 @@ impl<'a> Extractor<'a> {
                 });
             }
             return self
-                .whiteout(&parent, OsStr::from_bytes(hidden))
+                .whiteout(parent, OsStr::from_bytes(hidden))
                 .map_err(ctx);
         }
 
@@ -558,10 +812,10 @@ impl<'a> Extractor<'a> {
         use tar::EntryType as T;
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
-                self.file(entry, &parent, &name, &meta).map_err(ctx)?
+                self.file(entry, parent, name, meta, shown)?
             }
             T::Directory => {
-                self.dir(&parent, &name).map_err(ctx)?;
+                self.dir(parent, name).map_err(ctx)?;
                 self.dirs.push(DirMeta {
                     path: rel.clone(),
                     mode: meta.mode,
@@ -576,7 +830,7 @@ impl<'a> Extractor<'a> {
                     .link_name_bytes()
                     .ok_or_else(|| ctx(io::Error::other("symlink without a target")))?
                     .into_owned();
-                self.symlink(&parent, &name, &target, &meta).map_err(ctx)?
+                self.symlink(parent, name, &target, &meta).map_err(ctx)?
             }
             T::Link => {
                 let target = entry
@@ -592,7 +846,7 @@ impl<'a> Extractor<'a> {
                         entry: shown.to_owned(),
                         reason: "hardlink to the layer root".into(),
                     })?;
-                self.hardlink(&parent, &name, &target).map_err(ctx)?
+                self.hardlink(parent, name, &target).map_err(ctx)?
             }
             T::Char | T::Block => match self.opts.devices {
                 DevicePolicy::Skip => {
@@ -614,12 +868,12 @@ impl<'a> Extractor<'a> {
                     } else {
                         FileType::BlockDevice
                     };
-                    self.node(&parent, &name, ft, rfs::makedev(major, minor), &meta)
+                    self.node(parent, name, ft, rfs::makedev(major, minor), &meta)
                         .map_err(ctx)?
                 }
             },
             T::Fifo => self
-                .node(&parent, &name, FileType::Fifo, 0, &meta)
+                .node(parent, name, FileType::Fifo, 0, &meta)
                 .map_err(ctx)?,
             other => {
                 tracing::debug!(entry = %shown.display(), kind = ?other, "skipping an unsupported entry type");
@@ -685,16 +939,22 @@ impl<'a> Extractor<'a> {
         if parent.as_os_str().is_empty() {
             return Ok(self.root);
         }
-        let hit = matches!(&self.cache, Some((p, _)) if p == parent);
-        if !hit {
+        if !self.dir_fds.contains_key(parent) {
             let fd = match resolve_dir(self.root, parent) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => self.mkdir_all(parent)?,
                 Err(e) => return Err(errno(e)),
             };
-            self.cache = Some((parent.to_owned(), fd));
+            if self.dir_fds.len() >= self.dir_cap {
+                // Full: drop one (whichever the map yields first).
+                let old = self.dir_fds.keys().next().cloned();
+                if let Some(old) = old {
+                    self.dir_fds.remove(&old);
+                }
+            }
+            self.dir_fds.insert(parent.to_owned(), fd);
         }
-        Ok(self.cache.as_ref().expect("cache filled").1.as_fd())
+        Ok(self.dir_fds[parent].as_fd())
     }
 
     fn mkdir_all(&mut self, path: &Path) -> io::Result<OwnedFd> {
@@ -738,9 +998,11 @@ impl<'a> Extractor<'a> {
             }
             remove_all_at(pfd, name)?;
             // A directory we may hold an fd into is gone.
-            self.cache = None;
+            self.forget_dirs();
         } else {
             rfs::unlinkat(pfd, name, AtFlags::empty()).map_err(errno)?;
+            // It may have been a symlink that cached paths went through.
+            self.forget_dirs();
             if new_is_dir
                 && self.opts.whiteouts == Whiteouts::Overlay
                 && is_overlay_whiteout(ft, st.st_rdev)
@@ -778,64 +1040,69 @@ impl<'a> Extractor<'a> {
         }
     }
 
+    /// Create a regular file and queue its data and metadata for the
+    /// writer. Errors of the writer surface later, naming the entry.
     fn file<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
         parent: &Path,
         name: &OsStr,
-        meta: &Meta,
-    ) -> io::Result<()> {
+        meta: Meta,
+        shown: &Path,
+    ) -> Result<()> {
+        let ctx = |source: io::Error| Error::Entry {
+            entry: shown.to_owned(),
+            source,
+        };
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let mode = Mode::from_raw_mode(0o600);
-        let pfd = self.parent_fd(parent)?;
+        // Created with its final permission bits when the umask keeps them
+        // and no special bit needs setting after the chown.
+        let exact = self.owner.created_exact(meta.mode);
+        let mode = Mode::from_raw_mode(if exact { meta.mode } else { 0o600 });
+        let pfd = self.parent_fd(parent).map_err(ctx)?;
         let fd = match rfs::openat(pfd, name, flags, mode) {
             Ok(fd) => fd,
             Err(Errno::EXIST) => {
-                self.clear(parent, name, false)?;
-                let pfd = self.parent_fd(parent)?;
-                rfs::openat(pfd, name, flags, mode).map_err(errno)?
+                self.clear(parent, name, false).map_err(ctx)?;
+                let pfd = self.parent_fd(parent).map_err(ctx)?;
+                rfs::openat(pfd, name, flags, mode).map_err(|e| ctx(errno(e)))?
             }
-            Err(e) => return Err(errno(e)),
+            Err(e) => return Err(ctx(errno(e))),
         };
-        let mut file = File::from(fd);
+        if self.batch.files >= BATCH_FILES {
+            self.flush()?;
+        }
+        self.batch.files += 1;
+        self.batch.ops.push(Op::Start(PendingFile {
+            file: File::from(fd),
+            meta,
+            chmod: !exact,
+            entry: shown.to_owned(),
+        }));
         loop {
-            let n = match entry.read(&mut self.buf) {
+            if self.batch.used == BATCH_BYTES {
+                self.flush()?;
+            }
+            let start = self.batch.used;
+            let n = match entry.read(&mut self.batch.data[start..]) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(ctx(e)),
             };
-            file.write_all(&self.buf[..n])?;
+            self.batch.used += n;
+            match self.batch.ops.last_mut() {
+                Some(Op::Write(_, end)) if *end == start => *end += n,
+                _ => self.batch.ops.push(Op::Write(start, start + n)),
+            }
         }
-        self.finish_fd(&file, meta)
-    }
-
-    /// Ownership, then mode (chmod after chown keeps setuid bits), xattrs
-    /// and times on an open file.
-    fn finish_fd(&self, fd: &impl AsFd, meta: &Meta) -> io::Result<()> {
-        self.own_fd(fd, meta.uid, meta.gid)?;
-        rfs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(errno)?;
-        for (k, v) in &meta.xattrs {
-            set_xattr(fd, k, v)?;
-        }
-        let ts = Timestamps {
-            last_access: meta.mtime,
-            last_modification: meta.mtime,
-        };
-        rfs::futimens(fd, &ts).map_err(errno)
+        self.batch.ops.push(Op::End);
+        Ok(())
     }
 
     fn owner(&self) -> (bool, u32, u32) {
-        (self.opts.same_owner, self.euid, self.egid)
-    }
-
-    fn own_fd(&self, fd: &impl AsFd, uid: u64, gid: u64) -> io::Result<()> {
-        if !self.opts.same_owner || (uid == u64::from(self.euid) && gid == u64::from(self.egid)) {
-            return Ok(());
-        }
-        let (u, g) = ids(uid, gid)?;
-        rfs::fchown(fd, Some(u), Some(g)).map_err(errno)
+        (self.owner.same_owner, self.owner.euid, self.owner.egid)
     }
 
     fn symlink(
@@ -976,10 +1243,15 @@ impl<'a> Extractor<'a> {
                 Some(_) if same_layer => Ok(()),
                 Some(FileType::Directory) => {
                     remove_all_at(pfd, hidden)?;
-                    self.cache = None;
+                    self.forget_dirs();
                     Ok(())
                 }
-                Some(_) => rfs::unlinkat(pfd, hidden, AtFlags::empty()).map_err(errno),
+                Some(_) => {
+                    rfs::unlinkat(pfd, hidden, AtFlags::empty()).map_err(errno)?;
+                    // It may have been a symlink that cached paths went through.
+                    self.forget_dirs();
+                    Ok(())
+                }
             },
         }
     }
@@ -1046,7 +1318,7 @@ impl<'a> Extractor<'a> {
                         }
                     }
                 }
-                self.cache = None;
+                self.forget_dirs();
                 Ok(())
             }
         }
@@ -1055,7 +1327,7 @@ impl<'a> Extractor<'a> {
     /// Deferred directory metadata: after every child is in place, so the
     /// mtimes stick and read-only directories did not block their children.
     fn finish(&mut self) -> Result<()> {
-        self.cache = None;
+        self.forget_dirs();
         let dirs = std::mem::take(&mut self.dirs);
         for d in dirs.iter().rev() {
             let fd = if d.path.as_os_str().is_empty() {
@@ -1090,10 +1362,12 @@ impl<'a> Extractor<'a> {
                 mtime: d.mtime,
                 xattrs: d.xattrs.clone(),
             };
-            self.finish_fd(&fd, &meta).map_err(|source| Error::Entry {
-                entry: d.path.clone(),
-                source,
-            })?;
+            self.owner
+                .finish_fd(&fd, &meta, true)
+                .map_err(|source| Error::Entry {
+                    entry: d.path.clone(),
+                    source,
+                })?;
         }
         Ok(())
     }

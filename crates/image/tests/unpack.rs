@@ -497,3 +497,89 @@ fn flatten_applies_whiteouts_onto_lower_layers() {
         0o755
     );
 }
+
+#[test]
+fn flatten_whiteout_of_a_symlink_then_a_directory_of_that_name() {
+    // The upper layer first writes through the lower symlink (which
+    // resolves inside the root), then whites the symlink out and makes a
+    // real directory of that name: later entries must land in the new
+    // directory, not where the symlink used to point.
+    let l1 = Layer::new()
+        .dir("real/", 0o755)
+        .symlink("link", "real")
+        .tar();
+    let l2 = Layer::new()
+        .file("link/pre", 0o644, b"p")
+        .file(".wh.link", 0o644, b"")
+        .dir("link/", 0o755)
+        .file("link/post", 0o644, b"q")
+        .tar();
+    let t = TempDir::new("flat-link");
+    let root = t.path().join("rootfs");
+    let o = opts().whiteouts(Whiteouts::Apply);
+    unpack_layer(&l1[..], None, &root, None, &o).unwrap();
+    apply_layer(&l2[..], None, &root, None, &o).unwrap();
+    assert_eq!(fs::read(root.join("real/pre")).unwrap(), b"p");
+    let link = fs::symlink_metadata(root.join("link")).unwrap();
+    assert!(link.is_dir(), "the symlink was replaced by a directory");
+    assert_eq!(fs::read(root.join("link/post")).unwrap(), b"q");
+    assert!(!root.join("real/post").exists());
+}
+
+#[test]
+fn a_directory_replaced_by_a_symlink_is_resolved_afresh() {
+    // Entries under "d" are written, "d" becomes a symlink to "e", and a
+    // later "d/y" must follow the new symlink (inside the root).
+    let tar = Layer::new()
+        .dir("d/", 0o755)
+        .file("d/x", 0o644, b"x")
+        .dir("e/", 0o755)
+        .symlink("d", "e")
+        .file("d/y", 0o644, b"y")
+        .tar();
+    let t = TempDir::new("dir-to-link");
+    let dest = t.path().join("layer");
+    unpack_layer(&tar[..], None, &dest, None, &opts()).unwrap();
+    assert_eq!(fs::read_link(dest.join("d")).unwrap(), Path::new("e"));
+    assert_eq!(fs::read(dest.join("e/y")).unwrap(), b"y");
+    assert!(!dest.join("e/x").exists());
+}
+
+#[test]
+fn many_files_across_many_directories_keep_content_and_metadata() {
+    // More files and directories than one writer batch and the directory
+    // fd cache hold, in an order that jumps between directories.
+    let mut layer = Layer::new();
+    for d in 0..40 {
+        layer = layer.dir(&format!("d{d}/"), 0o755);
+    }
+    let mut expect = Vec::new();
+    for i in 0..1500u32 {
+        let d = (i * 7) % 40;
+        let mode = [0o644, 0o755, 0o600, 0o4755, 0o444][i as usize % 5];
+        let data = vec![(i % 251) as u8; (i as usize * 37) % 3000];
+        let name = format!("d{d}/f{i}");
+        layer = layer.file(&name, mode, &data);
+        expect.push((name, mode, data));
+    }
+    // One big file that spans several writer batches.
+    let big: Vec<u8> = (0..3_500_000u32).map(|i| (i % 253) as u8).collect();
+    layer = layer.file("d3/big", 0o640, &big);
+    let tar = layer.tar();
+    let t = TempDir::new("many");
+    let dest = t.path().join("layer");
+    let st = unpack_layer(&tar[..], None, &dest, Some(&Digest::of(&tar)), &opts()).unwrap();
+    assert_eq!(st.entries, 40 + 1500 + 1);
+    for (name, mode, data) in &expect {
+        let p = dest.join(name);
+        assert_eq!(&fs::read(&p).unwrap(), data, "{name}");
+        let m = fs::metadata(&p).unwrap();
+        assert_eq!(m.mode() & 0o7777, *mode, "{name}");
+        assert_eq!(m.mtime(), MTIME as i64, "{name}");
+    }
+    assert_eq!(fs::read(dest.join("d3/big")).unwrap(), big);
+    assert_eq!(
+        fs::metadata(dest.join("d3/big")).unwrap().mode() & 0o7777,
+        0o640
+    );
+}
