@@ -21,7 +21,9 @@ BENCH=$(cargo bench --locked -p kcore-benches --bench startup --no-run 2>&1 \
 
 NS=kcore-bench-$$
 DATA=$(mktemp -d /tmp/kcore-startup-XXXXXX)
+LOG="$TARGET/startup-kcored.log"
 cleanup() {
+  cp "$DATA/kcored.log" "$LOG" 2>/dev/null && echo "kcored's log: $LOG"
   ip netns del "$NS" 2>/dev/null || true
   for m in $(awk -v d="$DATA" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
     umount -l "$m" 2>/dev/null || true

@@ -146,7 +146,15 @@ impl NodeArgs {
 }
 
 fn main() -> ExitCode {
+    // KCORE_LOG_SPANS=1 also logs each span as it closes, with its busy and idle time
+    // (where a slow pod start or request spends its time)
+    let span_events = if std::env::var_os("KCORE_LOG_SPANS").is_some_and(|v| v == "1") {
+        tracing_subscriber::fmt::format::FmtSpan::CLOSE
+    } else {
+        tracing_subscriber::fmt::format::FmtSpan::NONE
+    };
     tracing_subscriber::fmt()
+        .with_span_events(span_events)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
