@@ -2,9 +2,14 @@
 //!
 //! A layer is read by a decoder thread that decompresses and hashes it (the
 //! DiffID) while the calling thread parses the tar stream and creates the
-//! files; with more than one CPU a writer thread fills the created files
-//! (data, ownership, mode, xattrs, times, close) from batches of entry data,
-//! so the kernel work of one layer is spread over two threads.
+//! files. With more than one CPU, writer threads fill the files (data,
+//! ownership, mode, xattrs, times, close) from batches of entry data; in an
+//! overlay diff dir that starts empty they also create regular files whose
+//! name is new to the layer (`openat(O_CREAT | O_EXCL | O_NOFOLLOW)` of one
+//! component in a confined parent fd), so several inode creations, which
+//! often wait for the file system to read inode tables, are in flight at
+//! once. Everything else (directories, links, whiteouts, a name seen before)
+//! stays on the parser, in archive order, after the writers caught up.
 //!
 //! Every path is resolved relative to a directory fd of the layer root with
 //! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`; the final component is
@@ -23,8 +28,9 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use rustix::fs::{
     self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
@@ -39,8 +45,15 @@ const CHUNK: usize = 512 * 1024;
 const BATCH_BYTES: usize = 1 << 20;
 /// Files per batch (each holds an open fd until the writer is done with it).
 const BATCH_FILES: usize = 32;
-/// Batches queued for the writer.
+/// Batches queued for each writer.
 const BATCH_QUEUE: usize = 2;
+/// Writer threads (with more than one CPU). Creating an inode often waits
+/// for the file system to read an inode table block; several writers keep
+/// several of those reads in flight.
+const WRITERS: usize = 3;
+/// Beyond this many entries the extractor stops handing file creation to
+/// the writers (the set of names it keeps for that would grow too big).
+const MAX_KNOWN: usize = 1 << 20;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
@@ -308,31 +321,49 @@ pub fn apply_layer_at(
     let threaded = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
     std::thread::scope(|s| {
         let decoder = s.spawn(move || decode(reader, compression, tx, back_rx));
-        let (sink, writer) = if threaded {
-            let (wtx, wrx) = sync_channel::<Batch>(BATCH_QUEUE);
-            let (wback_tx, wback_rx) = sync_channel::<Batch>(BATCH_QUEUE + 1);
-            let h = s.spawn(move || write_loop(wrx, wback_tx, owner));
-            (
-                Sink::Thread {
-                    tx: wtx,
-                    back: wback_rx,
-                },
-                Some(h),
-            )
-        } else {
-            (Sink::Inline(Writer { owner, cur: None }), None)
-        };
-        let mut ex = Extractor::new(root, opts, owner, sink);
         let mut chan = ChanReader {
             rx,
             back: back_tx,
             cur: Vec::new(),
             pos: 0,
         };
+        let mut writers = Vec::new();
+        let mut shared = None;
+        let sink = if threaded {
+            let sh = Arc::new(Shared::default());
+            let (back_tx, back) = sync_channel::<Batch>(WRITERS * (BATCH_QUEUE + 1));
+            let mut txs = Vec::new();
+            for _ in 0..WRITERS {
+                let (wtx, wrx) = sync_channel::<Batch>(BATCH_QUEUE);
+                let (b, sh2) = (back_tx.clone(), sh.clone());
+                writers.push(s.spawn(move || write_loop(wrx, b, owner, sh2)));
+                txs.push(wtx);
+            }
+            shared = Some(sh.clone());
+            Sink::Threads {
+                txs,
+                next: 0,
+                back,
+                shared: sh,
+                sent: 0,
+            }
+        } else {
+            Sink::Inline(Writer { owner, cur: None })
+        };
+        let mut ex = Extractor::new(root, opts, owner, sink).map_err(|source| Error::Archive {
+            layer: label.clone(),
+            source,
+        })?;
         let res = ex.run(&mut chan);
         let closed = ex.close_sink(res.is_ok());
-        let written = writer.map_or(Ok(()), |h| h.join().expect("writer thread panicked"));
-        // The writer's own error explains a parser that found it gone.
+        for h in writers {
+            h.join().expect("writer thread panicked");
+        }
+        let written = match shared.and_then(|sh| sh.error.lock().expect("not poisoned").take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+        // A writer's own error explains a parser that found it gone.
         let res = written.and(res).and(closed);
         // Drain the rest (tar padding) so the DiffID covers the whole stream,
         // or hang up on the decoder if we failed.
@@ -537,10 +568,24 @@ struct PendingFile {
     entry: PathBuf,
 }
 
+/// A regular file the writer creates itself: `name` in `dir`, a confined
+/// directory fd, with `O_CREAT | O_EXCL | O_NOFOLLOW` (one path component,
+/// never an existing entry, never through a symlink).
+struct NewFile {
+    dir: Arc<OwnedFd>,
+    name: OsString,
+    mode: u32,
+    meta: Meta,
+    chmod: bool,
+    entry: PathBuf,
+}
+
 /// One step of the writer's work.
 enum Op {
     /// A newly created file: the following writes go to it.
     Start(PendingFile),
+    /// Create a file; the following writes go to it.
+    Create(NewFile),
     /// Write `data[start..end]` of the batch to the current file.
     Write(usize, usize),
     /// The current file is complete: apply its metadata and close it.
@@ -584,6 +629,24 @@ impl Writer {
         for op in ops.drain(..) {
             match op {
                 Op::Start(p) => self.cur = Some(p),
+                Op::Create(n) => {
+                    let flags = OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC;
+                    let fd = rfs::openat(&*n.dir, &n.name, flags, Mode::from_raw_mode(n.mode))
+                        .map_err(|e| Error::Entry {
+                            entry: n.entry.clone(),
+                            source: errno(e),
+                        })?;
+                    self.cur = Some(PendingFile {
+                        file: File::from(fd),
+                        meta: n.meta,
+                        chmod: n.chmod,
+                        entry: n.entry,
+                    });
+                }
                 Op::Write(a, b) => {
                     let p = self.cur.as_mut().expect("a write follows a start");
                     p.file
@@ -613,21 +676,51 @@ impl Writer {
 /// Where full batches go.
 enum Sink {
     Inline(Writer),
-    Thread {
-        tx: SyncSender<Batch>,
+    Threads {
+        /// One queue per writer: a file whose data spans batches keeps
+        /// going to the same writer, so its writes and its metadata stay in
+        /// order.
+        txs: Vec<SyncSender<Batch>>,
+        next: usize,
         back: Receiver<Batch>,
+        shared: Arc<Shared>,
+        sent: u64,
     },
 }
 
-/// The writer thread: applies batches until the parser hangs up, hands the
-/// emptied batches back for reuse.
-fn write_loop(rx: Receiver<Batch>, back: SyncSender<Batch>, owner: Owner) -> Result<()> {
+/// State shared by the parser and the writers.
+#[derive(Default)]
+struct Shared {
+    /// Batches the writers are done with.
+    done: Mutex<u64>,
+    cv: Condvar,
+    failed: AtomicBool,
+    error: Mutex<Option<Error>>,
+}
+
+/// A writer thread: applies batches until the parser hangs up, hands the
+/// emptied batches back for reuse. After a failure (kept in `shared`) it
+/// only drains its queue, so the parser never blocks on it.
+fn write_loop(rx: Receiver<Batch>, back: SyncSender<Batch>, owner: Owner, shared: Arc<Shared>) {
     let mut w = Writer { owner, cur: None };
     for mut batch in rx {
-        w.apply(&mut batch)?;
+        if !shared.failed.load(Ordering::Acquire) {
+            if let Err(e) = w.apply(&mut batch) {
+                let mut slot = shared.error.lock().expect("not poisoned");
+                if slot.is_none() {
+                    *slot = Some(e);
+                }
+                shared.failed.store(true, Ordering::Release);
+            }
+        }
+        // Files still open in a failed batch are closed here.
+        batch.ops.clear();
+        batch.used = 0;
+        batch.files = 0;
         let _ = back.try_send(batch);
+        *shared.done.lock().expect("not poisoned") += 1;
+        shared.cv.notify_all();
     }
-    Ok(())
 }
 
 /// The writer thread stopped early; its own error is the one reported.
@@ -641,8 +734,16 @@ fn writer_gone() -> Error {
 struct Extractor<'a> {
     root: BorrowedFd<'a>,
     opts: &'a UnpackOptions,
-    /// Resolved parent directories (O_PATH fds), by path in the layer.
-    dir_fds: HashMap<PathBuf, OwnedFd>,
+    /// Resolved parent directories (O_PATH fds and inode numbers), by path
+    /// in the layer.
+    dir_fds: HashMap<PathBuf, (Arc<OwnedFd>, u64)>,
+    /// The root, shared with writers that create files in it.
+    root_dir: (Arc<OwnedFd>, u64),
+    /// Every name this layer created or queued, by (parent inode, name),
+    /// when the layer started empty: a file whose name is not in it cannot
+    /// exist yet, so a writer can create it with O_EXCL while the parser
+    /// goes on. `None`: files are created by the parser.
+    known: Option<HashSet<(u64, OsString)>>,
     dir_cap: usize,
     dirs: Vec<DirMeta>,
     /// Paths created by this layer (only tracked in Apply mode, where the
@@ -653,6 +754,9 @@ struct Extractor<'a> {
     owner: Owner,
     batch: Batch,
     sink: Sink,
+    /// Flushing in the middle of a file's data (the next batch must go to
+    /// the same writer).
+    mid_file: bool,
 }
 
 fn errno(e: Errno) -> io::Error {
@@ -660,17 +764,32 @@ fn errno(e: Errno) -> io::Error {
 }
 
 impl<'a> Extractor<'a> {
-    fn new(root: BorrowedFd<'a>, opts: &'a UnpackOptions, owner: Owner, sink: Sink) -> Self {
+    fn new(
+        root: BorrowedFd<'a>,
+        opts: &'a UnpackOptions,
+        owner: Owner,
+        sink: Sink,
+    ) -> io::Result<Self> {
         // Cached directory fds take a small share of the fd limit (parallel
         // unpacks each have their own cache).
         let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
             .current
             .unwrap_or(1024);
         let dir_cap = usize::try_from(limit / 16).unwrap_or(1024).clamp(8, 1024);
-        Extractor {
+        let root_fd = root.try_clone_to_owned()?;
+        let root_ino = rfs::fstat(&root_fd).map_err(errno)?.st_ino;
+        // Writers create files only in an overlay diff dir that starts
+        // empty: then every existing name is one this layer made.
+        let known = (matches!(sink, Sink::Threads { .. })
+            && opts.whiteouts == Whiteouts::Overlay
+            && dir_is_empty(root)?)
+        .then(HashSet::new);
+        Ok(Extractor {
             root,
             opts,
             dir_fds: HashMap::new(),
+            root_dir: (Arc::new(root_fd), root_ino),
+            known,
             dir_cap,
             dirs: Vec::new(),
             created: HashSet::new(),
@@ -679,7 +798,39 @@ impl<'a> Extractor<'a> {
             owner,
             batch: Batch::new(),
             sink,
+            mid_file: false,
+        })
+    }
+
+    /// Record that `parent_ino/name` exists (or is queued). Returns whether
+    /// it was there already: the entry must then be handled by the parser,
+    /// after the writers caught up.
+    fn note_name(&mut self, parent_ino: u64, name: &OsStr) -> bool {
+        let Some(known) = &mut self.known else {
+            return true;
+        };
+        if known.len() >= MAX_KNOWN {
+            // Too many to track: the parser creates everything from now on.
+            self.known = None;
+            return true;
         }
+        !known.insert((parent_ino, name.to_owned()))
+    }
+
+    /// Wait until the writers have applied every batch sent so far (files
+    /// they create exist afterwards).
+    fn barrier(&mut self) -> Result<()> {
+        self.flush()?;
+        if let Sink::Threads { shared, sent, .. } = &self.sink {
+            let mut done = shared.done.lock().expect("not poisoned");
+            while *done < *sent && !shared.failed.load(Ordering::Acquire) {
+                done = shared.cv.wait(done).expect("not poisoned");
+            }
+            if shared.failed.load(Ordering::Acquire) {
+                return Err(writer_gone());
+            }
+        }
+        Ok(())
     }
 
     /// Forget every cached directory fd: something was removed or replaced.
@@ -692,12 +843,27 @@ impl<'a> Extractor<'a> {
         if self.batch.ops.is_empty() && self.batch.used == 0 {
             return Ok(());
         }
+        let mid_file = std::mem::take(&mut self.mid_file);
         match &mut self.sink {
             Sink::Inline(w) => w.apply(&mut self.batch),
-            Sink::Thread { tx, back } => {
-                let next = back.try_recv().unwrap_or_else(|_| Batch::new());
-                let full = std::mem::replace(&mut self.batch, next);
-                tx.send(full).map_err(|_| writer_gone())
+            Sink::Threads {
+                txs,
+                next,
+                back,
+                shared,
+                sent,
+            } => {
+                if shared.failed.load(Ordering::Acquire) {
+                    return Err(writer_gone());
+                }
+                let fresh = back.try_recv().unwrap_or_else(|_| Batch::new());
+                let full = std::mem::replace(&mut self.batch, fresh);
+                txs[*next].send(full).map_err(|_| writer_gone())?;
+                *sent += 1;
+                if !mid_file {
+                    *next = (*next + 1) % txs.len();
+                }
+                Ok(())
             }
         }
     }
@@ -706,8 +872,8 @@ impl<'a> Extractor<'a> {
     /// thread's input.
     fn close_sink(&mut self, flush: bool) -> Result<()> {
         let r = if flush { self.flush() } else { Ok(()) };
-        if let Sink::Thread { .. } = self.sink {
-            // Dropping the sender ends the writer's loop.
+        if let Sink::Threads { .. } = self.sink {
+            // Dropping the senders ends the writers' loops.
             self.sink = Sink::Inline(Writer {
                 owner: self.owner,
                 cur: None,
@@ -794,6 +960,9 @@ impl<'a> Extractor<'a> {
 
         let nb = name.as_bytes();
         if nb == OPAQUE_MARKER {
+            if self.known.is_some() {
+                self.barrier()?;
+            }
             return self.opaque(parent).map_err(ctx);
         }
         if let Some(hidden) = nb.strip_prefix(WHITEOUT_PREFIX) {
@@ -802,6 +971,12 @@ impl<'a> Extractor<'a> {
                     entry: shown.to_owned(),
                     reason: "whiteout of an invalid name".into(),
                 });
+            }
+            if self.known.is_some() {
+                // Whether it hides something of this layer depends on
+                // every queued file existing.
+                self.barrier()?;
+                self.claim(parent, OsStr::from_bytes(hidden))?;
             }
             return self
                 .whiteout(parent, OsStr::from_bytes(hidden))
@@ -815,6 +990,7 @@ impl<'a> Extractor<'a> {
                 self.file(entry, parent, name, meta, shown)?
             }
             T::Directory => {
+                self.claim(parent, name)?;
                 self.dir(parent, name).map_err(ctx)?;
                 self.dirs.push(DirMeta {
                     path: rel.clone(),
@@ -830,6 +1006,7 @@ impl<'a> Extractor<'a> {
                     .link_name_bytes()
                     .ok_or_else(|| ctx(io::Error::other("symlink without a target")))?
                     .into_owned();
+                self.claim(parent, name)?;
                 self.symlink(parent, name, &target, &meta).map_err(ctx)?
             }
             T::Link => {
@@ -846,6 +1023,11 @@ impl<'a> Extractor<'a> {
                         entry: shown.to_owned(),
                         reason: "hardlink to the layer root".into(),
                     })?;
+                self.claim(parent, name)?;
+                if self.known.is_some() {
+                    // The target may be a queued file.
+                    self.barrier()?;
+                }
                 self.hardlink(parent, name, &target).map_err(ctx)?
             }
             T::Char | T::Block => match self.opts.devices {
@@ -868,13 +1050,16 @@ impl<'a> Extractor<'a> {
                     } else {
                         FileType::BlockDevice
                     };
+                    self.claim(parent, name)?;
                     self.node(parent, name, ft, rfs::makedev(major, minor), &meta)
                         .map_err(ctx)?
                 }
             },
-            T::Fifo => self
-                .node(parent, name, FileType::Fifo, 0, &meta)
-                .map_err(ctx)?,
+            T::Fifo => {
+                self.claim(parent, name)?;
+                self.node(parent, name, FileType::Fifo, 0, &meta)
+                    .map_err(ctx)?
+            }
             other => {
                 tracing::debug!(entry = %shown.display(), kind = ?other, "skipping an unsupported entry type");
                 return Ok(());
@@ -939,22 +1124,57 @@ impl<'a> Extractor<'a> {
         if parent.as_os_str().is_empty() {
             return Ok(self.root);
         }
-        if !self.dir_fds.contains_key(parent) {
-            let fd = match resolve_dir(self.root, parent) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) => self.mkdir_all(parent)?,
-                Err(e) => return Err(errno(e)),
-            };
-            if self.dir_fds.len() >= self.dir_cap {
-                // Full: drop one (whichever the map yields first).
-                let old = self.dir_fds.keys().next().cloned();
-                if let Some(old) = old {
-                    self.dir_fds.remove(&old);
-                }
-            }
-            self.dir_fds.insert(parent.to_owned(), fd);
+        self.cache_dir(parent)?;
+        Ok(self.dir_fds[parent].0.as_fd())
+    }
+
+    /// Like [`Self::parent_fd`], as a shareable fd with its inode number.
+    fn parent_dir(&mut self, parent: &Path) -> io::Result<(Arc<OwnedFd>, u64)> {
+        if parent.as_os_str().is_empty() {
+            return Ok(self.root_dir.clone());
         }
-        Ok(self.dir_fds[parent].as_fd())
+        self.cache_dir(parent)?;
+        Ok(self.dir_fds[parent].clone())
+    }
+
+    fn cache_dir(&mut self, parent: &Path) -> io::Result<()> {
+        if self.dir_fds.contains_key(parent) {
+            return Ok(());
+        }
+        let fd = match resolve_dir(self.root, parent) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => self.mkdir_all(parent)?,
+            Err(e) => return Err(errno(e)),
+        };
+        let ino = rfs::fstat(&fd).map_err(errno)?.st_ino;
+        if self.dir_fds.len() >= self.dir_cap {
+            // Full: drop one (whichever the map yields first).
+            let old = self.dir_fds.keys().next().cloned();
+            if let Some(old) = old {
+                self.dir_fds.remove(&old);
+            }
+        }
+        self.dir_fds.insert(parent.to_owned(), (Arc::new(fd), ino));
+        Ok(())
+    }
+
+    /// Before creating `parent/name` while writers may be creating files:
+    /// `Some(dir)` when the name is new to this layer (a writer may create
+    /// a file there with O_EXCL); `None` when the parser must handle it, in
+    /// which case every queued creation has been carried out first.
+    fn claim(&mut self, parent: &Path, name: &OsStr) -> Result<Option<Arc<OwnedFd>>> {
+        if self.known.is_none() {
+            return Ok(None);
+        }
+        let (dir, ino) = self.parent_dir(parent).map_err(|source| Error::Entry {
+            entry: parent.join(name),
+            source,
+        })?;
+        if self.note_name(ino, name) {
+            self.barrier()?;
+            return Ok(None);
+        }
+        Ok(Some(dir))
     }
 
     fn mkdir_all(&mut self, path: &Path) -> io::Result<OwnedFd> {
@@ -965,6 +1185,16 @@ impl<'a> Extractor<'a> {
             match resolve_dir(self.root, &so_far) {
                 Ok(fd) => cur = Some(fd),
                 Err(Errno::NOENT) => {
+                    let dirfd = cur.as_ref().map(|f| f.as_fd()).unwrap_or(self.root);
+                    if self.known.is_some() {
+                        // A queued file of that name must exist first (and
+                        // then fails this, as it would in archive order).
+                        let ino = rfs::fstat(dirfd).map_err(errno)?.st_ino;
+                        if self.note_name(ino, comp.as_os_str()) {
+                            self.barrier()
+                                .map_err(|_| io::Error::other("the file writer stopped"))?;
+                        }
+                    }
                     let dirfd = cur.as_ref().map(|f| f.as_fd()).unwrap_or(self.root);
                     match rfs::mkdirat(dirfd, comp.as_os_str(), Mode::from_raw_mode(0o755)) {
                         Ok(()) | Err(Errno::EXIST) => {}
@@ -1059,7 +1289,24 @@ impl<'a> Extractor<'a> {
         // Created with its final permission bits when the umask keeps them
         // and no special bit needs setting after the chown.
         let exact = self.owner.created_exact(meta.mode);
-        let mode = Mode::from_raw_mode(if exact { meta.mode } else { 0o600 });
+        let raw_mode = if exact { meta.mode } else { 0o600 };
+        if self.batch.files >= BATCH_FILES {
+            self.flush()?;
+        }
+        if let Some(dir) = self.claim(parent, name)? {
+            // A name new to this layer: a writer creates it.
+            self.batch.files += 1;
+            self.batch.ops.push(Op::Create(NewFile {
+                dir,
+                name: name.to_owned(),
+                mode: raw_mode,
+                meta,
+                chmod: !exact,
+                entry: shown.to_owned(),
+            }));
+            return self.file_data(entry, shown);
+        }
+        let mode = Mode::from_raw_mode(raw_mode);
         let pfd = self.parent_fd(parent).map_err(ctx)?;
         let fd = match rfs::openat(pfd, name, flags, mode) {
             Ok(fd) => fd,
@@ -1070,9 +1317,6 @@ impl<'a> Extractor<'a> {
             }
             Err(e) => return Err(ctx(errno(e))),
         };
-        if self.batch.files >= BATCH_FILES {
-            self.flush()?;
-        }
         self.batch.files += 1;
         self.batch.ops.push(Op::Start(PendingFile {
             file: File::from(fd),
@@ -1080,8 +1324,19 @@ impl<'a> Extractor<'a> {
             chmod: !exact,
             entry: shown.to_owned(),
         }));
+        self.file_data(entry, shown)
+    }
+
+    /// Queue the data of the file just started, then its end.
+    fn file_data<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, shown: &Path) -> Result<()> {
+        let ctx = |source: io::Error| Error::Entry {
+            entry: shown.to_owned(),
+            source,
+        };
         loop {
             if self.batch.used == BATCH_BYTES {
+                // The file goes on in the next batch, on the same writer.
+                self.mid_file = true;
                 self.flush()?;
             }
             let start = self.batch.used;
@@ -1458,6 +1713,19 @@ fn openat2_in(root: BorrowedFd<'_>, path: &Path, flags: OFlags) -> rustix::io::R
 /// Resolve a directory inside the root, following symlinks only within it.
 fn resolve_dir(root: BorrowedFd<'_>, path: &Path) -> rustix::io::Result<OwnedFd> {
     openat2_in(root, path, OFlags::PATH | OFlags::DIRECTORY)
+}
+
+/// Whether a directory has no entries besides `.` and `..`.
+fn dir_is_empty(dir: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut it = rfs::Dir::read_from(dir).map_err(errno)?;
+    while let Some(e) = it.read() {
+        let e = e.map_err(errno)?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn is_overlay_whiteout(ft: FileType, rdev: u64) -> bool {

@@ -583,3 +583,39 @@ fn many_files_across_many_directories_keep_content_and_metadata() {
         0o640
     );
 }
+
+#[test]
+fn same_layer_duplicates_and_replacements_keep_archive_order() {
+    // Files are created by writer threads while the parser goes on; later
+    // entries naming the same path must still see them, in archive order.
+    let tar = Layer::new()
+        .file("dup", 0o644, b"first")
+        .file("dup", 0o600, b"second")
+        .file("f", 0o644, b"target")
+        .hardlink("h", "f")
+        .file("x", 0o644, b"file first")
+        .dir("x/", 0o755)
+        .file("x/inner", 0o644, b"i")
+        .file("w", 0o644, b"kept")
+        .file(".wh.w", 0o644, b"")
+        .file("s", 0o644, b"replaced by a symlink")
+        .symlink("s", "f")
+        .tar();
+    let t = TempDir::new("dups");
+    let dest = t.path().join("layer");
+    unpack_layer(&tar[..], None, &dest, None, &opts()).unwrap();
+    assert_eq!(fs::read(dest.join("dup")).unwrap(), b"second");
+    assert_eq!(
+        fs::metadata(dest.join("dup")).unwrap().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        fs::metadata(dest.join("h")).unwrap().ino(),
+        fs::metadata(dest.join("f")).unwrap().ino()
+    );
+    assert!(fs::symlink_metadata(dest.join("x")).unwrap().is_dir());
+    assert_eq!(fs::read(dest.join("x/inner")).unwrap(), b"i");
+    // A whiteout does not hide an entry of its own layer.
+    assert_eq!(fs::read(dest.join("w")).unwrap(), b"kept");
+    assert_eq!(fs::read_link(dest.join("s")).unwrap(), Path::new("f"));
+}
