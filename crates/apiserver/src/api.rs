@@ -156,6 +156,13 @@ fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
 }
 
 fn encode(obj: &Value) -> Vec<u8> {
+    let stored_only = obj["metadata"]
+        .as_object()
+        .is_none_or(|m| !m.contains_key("resourceVersion") && !m.contains_key("selfLink"));
+    if stored_only {
+        // Most writes (every create) carry neither: no copy of the object needed.
+        return serde_json::to_vec(obj).unwrap_or_default();
+    }
     let mut o = obj.clone();
     if let Some(m) = o["metadata"].as_object_mut() {
         m.remove("resourceVersion");
@@ -653,7 +660,7 @@ impl Api {
             .current;
         let fresh = self.inner.cache.revision().is_some_and(|r| r >= current);
         let cached = match self.inner.cache.get(&key) {
-            Some(Some(obj)) if fresh => Some((*obj).clone()),
+            Some(Some(obj)) if fresh => Some(obj),
             _ => None,
         };
         let obj = match cached {
@@ -664,7 +671,7 @@ impl Api {
                 .get(&key)
                 .await
                 .map_err(|e| from_storage(e, "", "namespaces", ns))?
-                .map(|kv| decode(&kv))
+                .map(|kv| decode(&kv).map(Arc::new))
                 .transpose()?,
         };
         match obj {

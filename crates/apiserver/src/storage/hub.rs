@@ -46,10 +46,9 @@ impl WatchHub {
     }
 
     /// Publishes committed events, in revision order.
-    pub(crate) fn publish(&self, events: impl IntoIterator<Item = Event>) {
+    pub(crate) fn publish(&self, events: impl IntoIterator<Item = Arc<Event>>) {
         let mut ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         for ev in events {
-            let ev = Arc::new(ev);
             ring.last = ev.revision();
             if ring.capacity > 0 {
                 if ring.events.len() == ring.capacity {
@@ -150,7 +149,7 @@ mod tests {
     #[test]
     fn ring_covers_only_recent_history() {
         let hub = WatchHub::new(0, 3, 16);
-        hub.publish((1..=5).map(|r| ev(r, "/a")));
+        hub.publish((1..=5).map(|r| Arc::new(ev(r, "/a"))));
         assert!(hub.subscribe(1).backlog.is_none());
         let s = hub.subscribe(2);
         let revs: Vec<u64> = s.backlog.unwrap().iter().map(|e| e.revision()).collect();
@@ -162,10 +161,10 @@ mod tests {
     #[tokio::test]
     async fn stream_filters_prefix_and_skips_replayed() {
         let hub = WatchHub::new(0, 10, 16);
-        hub.publish([ev(1, "/a/x"), ev(2, "/b/x")]);
+        hub.publish([ev(1, "/a/x"), ev(2, "/b/x")].map(Arc::new));
         let s = hub.subscribe(0);
         let mut stream = watch_stream("/a/".into(), s.backlog.unwrap(), s.rx, s.last);
-        hub.publish([ev(3, "/b/y"), ev(4, "/a/y")]);
+        hub.publish([ev(3, "/b/y"), ev(4, "/a/y")].map(Arc::new));
         let first = stream.next().await.unwrap().unwrap();
         let second = stream.next().await.unwrap().unwrap();
         assert_eq!((first.revision(), second.revision()), (1, 4));

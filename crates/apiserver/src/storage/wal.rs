@@ -2,12 +2,14 @@
 //!
 //! A durable redb commit rewrites B-tree pages all over its file and syncs them, which
 //! costs several milliseconds per commit. Instead each group commit is applied to redb
-//! without syncing, and the batch's events are appended to this log as one checksummed
-//! frame and made durable with one `fdatasync` before any write of the batch is
-//! acknowledged. The log file is preallocated (written with zeros), so that sync only
-//! flushes data blocks. About once a second a durable redb commit (a checkpoint) makes
-//! everything before it durable in the database itself, and the log is reused from its
-//! start. On open, frames newer than the database's durable revision are replayed.
+//! without syncing, and the events of every batch committed since the last sync are
+//! appended to this log as one checksummed frame, with one write and one `fdatasync`,
+//! before any of them is acknowledged. The log file is preallocated (written with zeros,
+//! and grown the same way in steps when it fills), so that sync only flushes data blocks.
+//! Now and then (when writes pause, after 3 MiB of log, or every 30 s) a durable redb
+//! commit (a checkpoint) makes everything before it durable in the database itself, and
+//! the log is reused from its start. On open, frames newer than the database's durable
+//! revision are replayed.
 //!
 //! Frame: `len: u32 LE | checksum: u64 LE (FNV-1a of len and payload) | payload`, the
 //! payload being length-prefixed encoded events. A zero length or a bad checksum ends the
@@ -21,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use super::StorageError;
 
-/// Bytes preallocated for the log; a checkpoint is forced before it would grow past.
+/// Bytes preallocated for the log when it is created, and the step it grows by.
 pub(crate) const WAL_BYTES: u64 = 4 << 20;
 
 fn checksum(len: u32, payload: &[u8]) -> u64 {
@@ -48,6 +50,8 @@ pub(crate) struct Wal {
     path: PathBuf,
     file: File,
     pos: u64,
+    /// The file's size: zeros (or stale frames) up to here.
+    allocated: u64,
 }
 
 impl Wal {
@@ -82,41 +86,60 @@ impl Wal {
             frames.push(payload.to_vec());
             at += 12 + payload.len();
         }
-        if (raw.len() as u64) < WAL_BYTES {
-            // Preallocate with real zeros (not a sparse hole) so appends do not change
-            // the file's size or extents and `fdatasync` has no metadata to write.
-            let zeros = vec![0u8; usize::try_from(WAL_BYTES).unwrap_or(0) - raw.len()];
-            file.write_all_at(&zeros, raw.len() as u64)
-                .map_err(io_err("preallocate log", path))?;
-            file.sync_all().map_err(io_err("sync log", path))?;
+        let mut wal = Self {
+            path: path.to_owned(),
+            file,
+            pos: 0,
+            allocated: raw.len() as u64,
+        };
+        wal.reserve(WAL_BYTES)?;
+        Ok((wal, frames))
+    }
+
+    /// Makes the file at least `size` bytes long, with real zeros (not a sparse hole), so
+    /// appends do not change the file's size or extents and `fdatasync` has no metadata to
+    /// write.
+    fn reserve(&mut self, size: u64) -> Result<(), StorageError> {
+        if size <= self.allocated {
+            return Ok(());
         }
-        Ok((
-            Self {
-                path: path.to_owned(),
-                file,
-                pos: 0,
-            },
-            frames,
-        ))
+        let target = size.div_ceil(WAL_BYTES) * WAL_BYTES;
+        let zeros = vec![0u8; usize::try_from(target - self.allocated).unwrap_or(0)];
+        self.file
+            .write_all_at(&zeros, self.allocated)
+            .map_err(io_err("preallocate log", &self.path))?;
+        self.file
+            .sync_all()
+            .map_err(io_err("sync log", &self.path))?;
+        self.allocated = target;
+        Ok(())
     }
 
     /// Bytes written since the last [`Wal::reset`].
+    #[cfg(test)]
     pub(crate) fn len(&self) -> u64 {
         self.pos
     }
 
-    /// Appends one frame and waits until it is on disk.
-    pub(crate) fn append(&mut self, payload: &[u8]) -> Result<(), StorageError> {
-        let len = u32::try_from(payload.len()).map_err(|_| StorageError::Backend {
+    /// Appends one frame whose payload is `parts` joined, with one write, and waits until
+    /// it is on disk.
+    pub(crate) fn append(&mut self, parts: &[&[u8]]) -> Result<(), StorageError> {
+        let size: usize = parts.iter().map(|p| p.len()).sum();
+        let len = u32::try_from(size).map_err(|_| StorageError::Backend {
             op: "append to log",
-            message: format!("a batch of {} bytes is too large", payload.len()),
+            message: format!("a batch of {size} bytes is too large"),
         })?;
-        let mut frame = Vec::with_capacity(12 + payload.len() + 12);
+        let mut frame = Vec::with_capacity(12 + size + 12);
         frame.extend_from_slice(&len.to_le_bytes());
-        frame.extend_from_slice(&checksum(len, payload).to_le_bytes());
-        frame.extend_from_slice(payload);
+        frame.extend_from_slice(&[0; 8]);
+        for p in parts {
+            frame.extend_from_slice(p);
+        }
+        let sum = checksum(len, &frame[12..]);
+        frame[4..12].copy_from_slice(&sum.to_le_bytes());
         // A zero header after the frame ends the log there, whatever older frames follow.
         frame.extend_from_slice(&[0u8; 12]);
+        self.reserve(self.pos + frame.len() as u64)?;
         self.file
             .write_all_at(&frame, self.pos)
             .map_err(io_err("append to log", &self.path))?;
@@ -143,8 +166,8 @@ mod tests {
         let path = dir.path().join("wal");
         let (mut w, frames) = Wal::open(&path).expect("open");
         assert!(frames.is_empty());
-        w.append(b"one").expect("append");
-        w.append(b"two").expect("append");
+        w.append(&[b"one"]).expect("append");
+        w.append(&[b"t", b"wo"]).expect("append");
         drop(w);
         let (mut w, frames) = Wal::open(&path).expect("reopen");
         assert_eq!(frames, vec![b"one".to_vec(), b"two".to_vec()]);
@@ -155,7 +178,7 @@ mod tests {
         );
         // After a reset, a new frame hides the older ones behind its end marker.
         w.reset();
-        w.append(b"three").expect("append");
+        w.append(&[b"three"]).expect("append");
         // A torn frame: its header promises more than its checksum covers.
         let torn_at = w.len();
         let mut hdr = 100u32.to_le_bytes().to_vec();
@@ -164,5 +187,25 @@ mod tests {
         drop(w);
         let (_, frames) = Wal::open(&path).expect("reopen");
         assert_eq!(frames, vec![b"three".to_vec()]);
+    }
+
+    #[test]
+    fn a_frame_past_the_preallocation_grows_the_log() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("wal");
+        let (mut w, _) = Wal::open(&path).expect("open");
+        let big = vec![7u8; usize::try_from(WAL_BYTES).expect("size")];
+        w.append(&[b"small"]).expect("append");
+        w.append(&[&big, b"tail"]).expect("append past the end");
+        let size = std::fs::metadata(&path).expect("meta").len();
+        assert!(
+            size > WAL_BYTES && size % WAL_BYTES == 0,
+            "grown in steps: {size}"
+        );
+        drop(w);
+        let (_, frames) = Wal::open(&path).expect("reopen");
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1].len(), big.len() + 4);
+        assert!(frames[1].ends_with(b"tail"));
     }
 }
