@@ -1,6 +1,7 @@
 //! Images for pods: lookup by Kubernetes-style reference, pull policy, unpacking into
 //! the overlay layer store, and building a small OCI image from a directory.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -201,6 +202,9 @@ pub(crate) struct Images {
     layers: LayerStore,
     /// Serialises unpacking (the store locks too; this avoids duplicate work).
     unpack: Mutex<()>,
+    /// Images already resolved and unpacked, by stored name and manifest digest: a
+    /// container start then costs a lookup instead of the store's locks and checks.
+    ready: Mutex<HashMap<(String, String), ResolvedImage>>,
 }
 
 impl Images {
@@ -217,6 +221,7 @@ impl Images {
             store,
             layers,
             unpack: Mutex::new(()),
+            ready: Mutex::new(HashMap::new()),
         })
     }
 
@@ -276,6 +281,23 @@ impl Images {
                 reason: "imagePullPolicy is Never".into(),
             });
         };
+        let key = (record.name.clone(), record.manifest.to_string());
+        let known = self
+            .ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(r) = known {
+            // still there (nothing removed its layers since)
+            let present = match r.top_layer.as_deref() {
+                Some(l) => self.layers.exists(l).unwrap_or(false),
+                None => true,
+            };
+            if present {
+                return Ok(r);
+            }
+        }
         let img_err = |e| Error::Image {
             image: image.to_owned(),
             source: Box::new(e),
@@ -292,12 +314,17 @@ impl Images {
             Some(i) if !repo[i..].contains('/') => &repo[..i],
             _ => repo,
         };
-        Ok(ResolvedImage {
+        let resolved = ResolvedImage {
             name: record.name.clone(),
             image_id: format!("{repo}@{}", record.manifest),
             top_layer: unpacked.top().map(str::to_owned),
             image: img,
-        })
+        };
+        self.ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, resolved.clone());
+        Ok(resolved)
     }
 
     fn pull(&self, image: &str) -> Result<kcore_image::ImageRecord> {
