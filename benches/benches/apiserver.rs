@@ -2,9 +2,14 @@
 //! and 64 concurrent clients on the embedded backend (and on etcd with `--features etcd`,
 //! with raw etcd puts in the same run as the anchor), plus watch fan-out.
 //!
+//! With etcd it also runs the two in alternating one-second slices (paired rounds) and
+//! prints the median ratio, which holds up when other work makes the disk's fsync latency
+//! swing during the run.
+//!
 //! `cargo bench -p kcore-benches --bench apiserver [--features etcd]`
-//! Environment: `KCORE_BENCH_SECS` (per cell, default 2), `KCORE_BENCH_WATCHERS` (default
-//! 1000) and `KCORE_BENCH_EVENTS` (default 10000) for the fan-out.
+//! Environment: `KCORE_BENCH_SECS` (per cell, default 2), `KCORE_BENCH_ROUNDS` (paired
+//! rounds, default 5), `KCORE_BENCH_WATCHERS` (default 1000) and `KCORE_BENCH_EVENTS`
+//! (default 10000) for the fan-out.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -311,6 +316,68 @@ mod etcd {
         None
     }
 
+    /// The same comparison in alternating one-second slices (embedded pod creates through
+    /// the Api, then raw etcd puts, and again), so that both sides see the same disk: on
+    /// a shared machine fsync latency swings by 100x within seconds.
+    pub async fn paired(endpoint: &str) {
+        let rounds = env_num("KCORE_BENCH_ROUNDS", 5) as usize;
+        let client = etcd_client::Client::connect([endpoint], None)
+            .await
+            .expect("connect");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api = Api::new(Arc::new(RedbStorage::open(dir.path()).expect("open")));
+        api.bootstrap().await.expect("bootstrap");
+        let value = serde_json::to_vec(&pod("raw")).expect("json");
+        println!("\npaired slices (embedded pod create / raw etcd put, ops/s):");
+        for clients in [16usize, 64] {
+            let mut ratios = Vec::new();
+            let mut worst_p99 = Duration::ZERO;
+            for round in 0..rounds {
+                let a = api.clone();
+                let tag = format!("paired-{clients}-{round}");
+                let ours = load(clients, 1, move |_, i| {
+                    let (a, name) = (a.clone(), format!("{tag}-{i}"));
+                    async move {
+                        a.create_value(
+                            "v1",
+                            "pods",
+                            Some("default"),
+                            pod(&name),
+                            &WriteOptions::default(),
+                        )
+                        .await
+                        .expect("create pod");
+                    }
+                })
+                .await;
+                let (cl, v) = (client.clone(), value.clone());
+                let theirs = load(clients, 1, move |_, i| {
+                    let (mut cl, v) = (cl.clone(), v.clone());
+                    async move {
+                        cl.put(format!("/paired/{clients}/{round}/{i}"), v, None)
+                            .await
+                            .expect("put");
+                    }
+                })
+                .await;
+                let (o, t) = (ours.ops as f64 / ours.secs, theirs.ops as f64 / theirs.secs);
+                worst_p99 = worst_p99.max(ours.p99);
+                println!(
+                    "  {clients:>2} clients, round {round}: {o:>7.0} / {t:>7.0} = {:.2}x (embedded p99 {:.1} ms)",
+                    o / t,
+                    ours.p99.as_secs_f64() * 1e3
+                );
+                ratios.push(o / t);
+            }
+            ratios.sort_by(f64::total_cmp);
+            println!(
+                "embedded pod create vs raw etcd put at {clients} clients, paired: median {:.2}x over {rounds} rounds (worst embedded p99 {:.1} ms)",
+                ratios[ratios.len() / 2],
+                worst_p99.as_secs_f64() * 1e3
+            );
+        }
+    }
+
     pub async fn raw_puts(endpoint: &str, secs: u64) -> Vec<(usize, f64)> {
         let client = etcd_client::Client::connect([endpoint], None)
             .await
@@ -403,6 +470,7 @@ fn main() {
                         ours / theirs
                     );
                 }
+                etcd::paired(&e.endpoint).await;
             }
             None => println!("etcd: could not start `etcd` (Debian: etcd-server); skipped"),
         }
