@@ -124,8 +124,31 @@ pub struct Host {
 
 impl Host {
     /// Detects the running host's hierarchies from `/proc/self/mountinfo`.
+    ///
+    /// This reads the whole mount table, which costs more the more mounts there are
+    /// (a node with many containers has hundreds): code that needs the hierarchies
+    /// often should use [`Host::system`].
     pub fn detect() -> Result<Host> {
         Host::from_mountinfo_file("/proc/self/mountinfo")
+    }
+
+    /// The running host's hierarchies, detected on the first successful call and
+    /// remembered for the life of the process (cgroup file systems are mounted at
+    /// boot, not while containers come and go). A failed detection is not
+    /// remembered: the next call tries again.
+    ///
+    /// ```no_run
+    /// let host = kcore_cgroup::Host::system()?;
+    /// println!("{:?}", host.mode());
+    /// # Ok::<(), kcore_cgroup::Error>(())
+    /// ```
+    pub fn system() -> Result<&'static Host> {
+        static SYSTEM: std::sync::OnceLock<Host> = std::sync::OnceLock::new();
+        if let Some(h) = SYSTEM.get() {
+            return Ok(h);
+        }
+        let h = Host::detect()?;
+        Ok(SYSTEM.get_or_init(|| h))
     }
 
     /// Detects hierarchies from a mountinfo file.

@@ -336,8 +336,8 @@ impl Sandbox {
                 path: cgroup.clone(),
                 source: Box::new(e),
             };
-            let cg = kcore_cgroup::Host::detect()
-                .and_then(|h| kcore_cgroup::Cgroup::create(&h, &cgroup))
+            let cg = kcore_cgroup::Host::system()
+                .and_then(|h| kcore_cgroup::Cgroup::create(h, &cgroup))
                 .map_err(cg_err)?;
             if let Err(e) = cg.set_resources(&pod_resources(&pod)) {
                 tracing::warn!(error = %e, "pod cgroup limits");
@@ -395,8 +395,8 @@ impl Sandbox {
             }
             unbind(&sb.ipc);
             unbind(&sb.uts);
-            if let Ok(h) = kcore_cgroup::Host::detect() {
-                if let Ok(cg) = kcore_cgroup::Cgroup::open(&h, &sb.cgroup) {
+            if let Ok(h) = kcore_cgroup::Host::system() {
+                if let Ok(cg) = kcore_cgroup::Cgroup::open(h, &sb.cgroup) {
                     let _ = cg.kill();
                     if let Err(e) = cg.delete() {
                         tracing::warn!(error = %e, "remove pod cgroup");

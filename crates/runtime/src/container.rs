@@ -427,7 +427,7 @@ impl Runtime {
         }
 
         // cgroup.
-        let host = Host::detect()?;
+        let host = Host::system()?;
         let cg_path = cgroups::cgroup_path(linux.cgroups_path().as_deref(), id);
 
         // Root filesystem plan.
@@ -482,7 +482,7 @@ impl Runtime {
                 .map(PathBuf::from)
                 .collect(),
             no_pivot: opts.no_pivot,
-            cgroup_dirs: cgroups::mount_dirs(&host, &cg_path),
+            cgroup_dirs: cgroups::mount_dirs(host, &cg_path),
             sysctl: linux
                 .sysctl()
                 .iter()
@@ -550,7 +550,7 @@ impl Runtime {
         // the caller and skips the global lock (and RCU grace period) a `cgroup.procs`
         // write by another process takes.
         let cg_span = tracing::debug_span!("cgroup", path = %cg_path.display()).entered();
-        let cg = Cgroup::create(&host, &cg_path)?;
+        let cg = Cgroup::create(host, &cg_path)?;
         partial.cgroup = Some(cg.clone());
         if let Some(r) = linux.resources() {
             let (res, ignored) = cgroups::resources(r);
@@ -561,7 +561,7 @@ impl Runtime {
                 cg.set_resources(&res)?;
             }
             cgroups::apply_devices(
-                &host,
+                host,
                 &cg_path,
                 r.devices().as_deref().unwrap_or_default(),
                 &created_devs,
@@ -574,7 +574,7 @@ impl Runtime {
         let attach = if parent_attach {
             Vec::new()
         } else {
-            cgroups::self_attach_files(&host, &cg_path)
+            cgroups::self_attach_files(host, &cg_path)
         };
         cmd.setup(move || {
             for f in &attach {
@@ -811,7 +811,7 @@ impl Container {
     /// The cgroup, if the container has one.
     pub fn cgroup(&self) -> Result<Option<Cgroup>> {
         match &self.saved.cgroup {
-            Some(p) => Ok(Some(Cgroup::new(&Host::detect()?, p)?)),
+            Some(p) => Ok(Some(Cgroup::new(Host::system()?, p)?)),
             None => Ok(None),
         }
     }
