@@ -380,21 +380,9 @@ impl Sandbox {
     /// Removes everything the sandbox holds (idempotent).
     pub async fn teardown(&self, pod_dir: &Path, env: &SandboxEnv) {
         tracing::debug!(uid = %self.uid, "tear down sandbox");
-        if let (Some(ifname), Some(bridge)) = (&self.host_ifname, &env.bridge) {
-            if let Err(e) = bridge.detach(ifname).await {
-                tracing::warn!(error = %e, "detach pod interface");
-            }
-        }
-        let (sb, pod_dir, env) = (self.clone(), pod_dir.to_owned(), env.clone());
-        let _ = blocking(move || {
-            if sb.own_netns {
-                let _ = env.ipam.release(&sb.uid);
-                if let Err(e) = env.netns_dir.remove(&format!("pod-{}", sb.uid)) {
-                    tracing::warn!(error = %e, "remove pod network namespace");
-                }
-            }
-            unbind(&sb.ipc);
-            unbind(&sb.uts);
+        let (sb, env2) = (self.clone(), env.clone());
+        let netns_removed = blocking(move || {
+            // the pod's processes first, so nothing keeps its namespaces alive
             if let Ok(h) = kcore_cgroup::Host::system() {
                 if let Ok(cg) = kcore_cgroup::Cgroup::open(h, &sb.cgroup) {
                     let _ = cg.kill();
@@ -402,6 +390,38 @@ impl Sandbox {
                         tracing::warn!(error = %e, "remove pod cgroup");
                     }
                 }
+            }
+            unbind(&sb.ipc);
+            unbind(&sb.uts);
+            if !sb.own_netns {
+                return Ok(false);
+            }
+            match env2.netns_dir.remove(&format!("pod-{}", sb.uid)) {
+                Ok(_) => Ok(true),
+                Err(e) => {
+                    tracing::warn!(error = %e, "remove pod network namespace");
+                    Ok(false)
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        // A removed namespace takes its veth pair with it: the kernel unregisters the
+        // devices of dying namespaces in batches, off this path. Deleting each pair
+        // here instead holds the rtnl lock ~20 ms per pod, which stalled the sandboxes
+        // of pods starting meanwhile.
+        if !netns_removed {
+            if let (Some(ifname), Some(bridge)) = (&self.host_ifname, &env.bridge) {
+                if let Err(e) = bridge.detach(ifname).await {
+                    tracing::warn!(error = %e, "detach pod interface");
+                }
+            }
+        }
+        let (sb, pod_dir, env) = (self.clone(), pod_dir.to_owned(), env.clone());
+        let _ = blocking(move || {
+            // the address is free once its namespace is on its way out
+            if sb.own_netns {
+                let _ = env.ipam.release(&sb.uid);
             }
             let _ = std::fs::remove_file(pod_dir.join("sandbox.json"));
             Ok(())
