@@ -1,6 +1,7 @@
 //! kcore-apiserver: pod create / get / list throughput and latency (p50, p99) at 1, 16
 //! and 64 concurrent clients on the embedded backend (and on etcd with `--features etcd`,
-//! with raw etcd puts in the same run as the anchor), plus watch fan-out.
+//! with raw etcd puts in the same run as the anchor), plus watch fan-out. It runs with
+//! kcored's allocator (jemalloc).
 //!
 //! With etcd it also runs the two in alternating one-second slices (paired rounds) and
 //! prints the median ratio, which holds up when other work makes the disk's fsync latency
@@ -9,7 +10,8 @@
 //! `cargo bench -p kcore-benches --bench apiserver [--features etcd]`
 //! Environment: `KCORE_BENCH_SECS` (per cell, default 2), `KCORE_BENCH_ROUNDS` (paired
 //! rounds, default 5), `KCORE_BENCH_WATCHERS` (default 1000) and `KCORE_BENCH_EVENTS`
-//! (default 10000) for the fan-out.
+//! (default 10000) for the fan-out. `KCORE_BENCH_ONLY=create` runs just the embedded pod
+//! creates at 64 clients (for profiling with `perf`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,11 +23,25 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kcore_apiserver::{Api, ListOptions, RedbStorage, Storage, WriteOptions};
 use serde_json::{json, Value};
 
+/// The allocator kcored uses, so that the figures are what the daemon does.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// User + system CPU time of this process so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage struct.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn pod(name: &str) -> Value {
@@ -406,6 +422,36 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if std::env::var("KCORE_BENCH_ONLY").as_deref() == Ok("create") {
+        let secs = env_num("KCORE_BENCH_SECS", 10);
+        rt.block_on(async {
+            let d = tempfile::tempdir().expect("tempdir");
+            let api = Api::new(Arc::new(RedbStorage::open(d.path()).expect("open")));
+            api.bootstrap().await.expect("bootstrap");
+            let cpu0 = cpu_time();
+            let c = load(64, secs, move |_, i| {
+                let a = api.clone();
+                async move {
+                    a.create_value(
+                        "v1",
+                        "pods",
+                        Some("default"),
+                        pod(&format!("p-{i}")),
+                        &WriteOptions::default(),
+                    )
+                    .await
+                    .expect("create pod");
+                }
+            })
+            .await;
+            row("embedded: pod create", 64, &c);
+            println!(
+                "process CPU per create: {:.1} µs",
+                (cpu_time() - cpu0).as_secs_f64() * 1e6 / c.ops as f64
+            );
+        });
+        return;
+    }
     // Single-client latency with criterion.
     let dir = tempfile::tempdir().expect("tempdir");
     let api = rt.block_on(async {

@@ -646,46 +646,53 @@ impl Api {
 
     // ----- the machinery -----
 
+    /// After a namespace write: waits until the watch cache (if primed) shows it, so that
+    /// [`Self::namespace_exists`], which trusts the cache, never misses a deletion or a
+    /// deletion mark this server acknowledged. Other kinds return at once.
+    async fn settle(&self, info: &ResourceInfo, rev: u64) {
+        let cache = &self.inner.cache;
+        if info.kind == "Namespace"
+            && cache.revision().is_some()
+            && !cache.wait_for(rev, Duration::from_secs(3)).await
+        {
+            tracing::warn!(
+                rev,
+                "the watch cache did not catch up with a namespace write"
+            );
+        }
+    }
+
     async fn namespace_exists(&self, ns: &str) -> Result<(), ApiError> {
         let info = resources::lookup("", "v1", "namespaces").expect("served");
         let key = info.key(None, ns);
-        // The watch cache answers when it has caught up with the store (a consistent
-        // read without a storage round trip on the embedded backend); else the store.
-        let current = self
-            .inner
-            .storage
-            .revision()
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .current;
-        let fresh = self.inner.cache.revision().is_some_and(|r| r >= current);
-        let cached = match self.inner.cache.get(&key) {
-            Some(Some(obj)) if fresh => Some(obj),
-            _ => None,
-        };
-        let obj = match cached {
-            Some(obj) => Some(obj),
-            None => self
+        let terminating = |obj: &Value| obj["metadata"]["deletionTimestamp"].is_string();
+        // Like upstream's NamespaceLifecycle admission, which reads an informer: a
+        // namespace the watch cache holds and that is not being deleted is taken as it
+        // is, without a storage read (under many writers the cache is always a batch
+        // behind the store, so waiting for it to be fresh would mean a read and a decode
+        // per create). Deleting a namespace first marks it, and the cache sees the mark
+        // within a batch. A namespace the cache lacks or saw marked is looked up.
+        let obj = match self.inner.cache.get(&key) {
+            Some(Some(obj)) if !terminating(&obj) => return Ok(()),
+            _ => self
                 .inner
                 .storage
                 .get(&key)
                 .await
                 .map_err(|e| from_storage(e, "", "namespaces", ns))?
-                .map(|kv| decode(&kv).map(Arc::new))
+                .map(|kv| decode(&kv))
                 .transpose()?,
         };
         match obj {
             None => Err(ApiError::not_found("", "namespaces", ns)),
-            Some(obj) => {
-                if obj["metadata"]["deletionTimestamp"].is_string() {
-                    return Err(ApiError::new(
-                        403,
-                        "Forbidden",
-                        format!("unable to create new content in namespace {ns} because it is being terminated"),
-                    ));
-                }
-                Ok(())
-            }
+            Some(obj) if terminating(&obj) => Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
+            )),
+            Some(_) => Ok(()),
         }
     }
 
@@ -1266,6 +1273,7 @@ impl Api {
                 .delete(&key, Some(old_rev))
                 .await
                 .map_err(|e| from_storage(e, info.group, info.plural, name))?;
+            self.settle(info, kv.mod_revision).await;
             let mut out = new;
             out["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
             return Ok(out);
@@ -1276,6 +1284,7 @@ impl Api {
             .update(&key, encode(&new), Some(old_rev))
             .await
             .map_err(|e| from_storage(e, info.group, info.plural, name))?;
+        self.settle(info, kv.mod_revision).await;
         let mut out = new;
         out["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
         Ok(out)
@@ -1643,6 +1652,7 @@ impl Api {
                     .await
                 {
                     Ok(kv) => {
+                        self.settle(info, kv.mod_revision).await;
                         new["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
                         return Ok(new);
                     }
@@ -1660,6 +1670,7 @@ impl Api {
                 .await
             {
                 Ok(kv) => {
+                    self.settle(info, kv.mod_revision).await;
                     let mut out = old;
                     out["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
                     return Ok(out);
