@@ -671,8 +671,13 @@ impl Api {
         // is, without a storage read (under many writers the cache is always a batch
         // behind the store, so waiting for it to be fresh would mean a read and a decode
         // per create). Deleting a namespace first marks it, and the cache sees the mark
-        // within a batch. A namespace the cache lacks or saw marked is looked up.
-        let obj = match self.inner.cache.get(&key) {
+        // within a batch. A namespace the cache lacks or saw marked is looked up. The
+        // first check primes the cache (a server taking writes has watchers anyway).
+        let cache = &self.inner.cache;
+        if let Err(e) = cache.ensure().await {
+            tracing::debug!(error = %e, "watch cache unavailable; reading the namespace");
+        }
+        let obj = match cache.get(&key) {
             Some(Some(obj)) if !terminating(&obj) => return Ok(()),
             _ => self
                 .inner
