@@ -58,6 +58,6 @@ pub use server::{ApiServer, ApiServerBuilder, RunningServer};
 #[cfg(feature = "etcd")]
 pub use storage::EtcdStorage;
 pub use storage::{
-    Event, EventKind, KeyValue, RangeResult, RedbStorage, Revisions, Storage, StorageError,
-    WatchStream,
+    Checkpoints, Event, EventKind, KeyValue, RangeResult, RedbStorage, Revisions, Storage,
+    StorageError, WatchStream,
 };

@@ -3,8 +3,9 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
-use kcore_apiserver::{conformance, RedbStorage, Storage};
+use kcore_apiserver::{conformance, Checkpoints, RedbStorage, Storage};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -57,15 +58,29 @@ async fn redb_state_survives_reopen() {
     assert_eq!(c.mod_revision, rev + 1);
 }
 
-/// Child side of [`acknowledged_writes_survive_kill_9`]: writes keys as fast as it can and
-/// prints each acknowledged key; the parent kills it with SIGKILL.
+/// Checkpoints after every few batches, so that a run crosses dozens of them.
+fn busy_checkpoints() -> Checkpoints {
+    Checkpoints::default()
+        .after_log_bytes(2048)
+        .when_idle_for(Duration::from_millis(5))
+        .at_least_every(Duration::from_millis(20))
+}
+
+/// Child side of the kill -9 tests: writes keys from 8 tasks as fast as it can and prints
+/// each acknowledged key; the parent kills it with SIGKILL. `KCORE_CRASH_BUSY` makes it
+/// checkpoint all the time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run as a child process by acknowledged_writes_survive_kill_9"]
+#[ignore = "run as a child process by the kill -9 tests"]
 async fn crash_child_writer() {
     let Ok(dir) = std::env::var("KCORE_CRASH_DIR") else {
         return;
     };
-    let s = std::sync::Arc::new(RedbStorage::open(dir).expect("open"));
+    let checkpoints = if std::env::var_os("KCORE_CRASH_BUSY").is_some() {
+        busy_checkpoints()
+    } else {
+        Checkpoints::default()
+    };
+    let s = std::sync::Arc::new(RedbStorage::open_with(dir, checkpoints).expect("open"));
     let mut tasks = Vec::new();
     for t in 0..8 {
         let s = s.clone();
@@ -86,25 +101,28 @@ async fn crash_child_writer() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_writes_survive_kill_9() {
+/// Runs [`crash_child_writer`], kills it with SIGKILL once it acknowledged `writes` keys,
+/// and checks that every acknowledged key is there after reopening.
+async fn acknowledged_writes_survive(busy: bool, writes: usize) {
     let dir = temp_dir("crash");
-    let mut child = Command::new(std::env::current_exe().expect("exe"))
-        .args([
-            "--exact",
-            "crash_child_writer",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("KCORE_CRASH_DIR", dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn child");
+    let mut cmd = Command::new(std::env::current_exe().expect("exe"));
+    cmd.args([
+        "--exact",
+        "crash_child_writer",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("KCORE_CRASH_DIR", dir.path())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    if busy {
+        cmd.env("KCORE_CRASH_BUSY", "1");
+    }
+    let mut child = cmd.spawn().expect("spawn child");
     let mut acked = Vec::new();
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    while acked.len() < 400 {
+    while acked.len() < writes {
         match lines.next() {
             Some(Ok(line)) => {
                 if let Some(k) = line.strip_prefix("ACK ") {
@@ -124,7 +142,7 @@ async fn acknowledged_writes_survive_kill_9() {
         }
     }
     assert!(
-        acked.len() >= 400,
+        acked.len() >= writes,
         "child acknowledged only {} writes",
         acked.len()
     );
@@ -137,4 +155,15 @@ async fn acknowledged_writes_survive_kill_9() {
             .unwrap_or_else(|| panic!("{key} lost"));
         assert_eq!(kv.value, key.as_bytes());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    acknowledged_writes_survive(false, 400).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_across_checkpoints() {
+    // Enough writes for dozens of checkpoints (one per 2 KiB of log).
+    acknowledged_writes_survive(true, 1500).await;
 }

@@ -18,7 +18,7 @@ mod wal;
 
 #[cfg(feature = "etcd")]
 pub use etcd_backend::EtcdStorage;
-pub use redb_backend::RedbStorage;
+pub use redb_backend::{Checkpoints, RedbStorage};
 
 /// One stored key with its revisions.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -33,21 +33,63 @@ const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// Largest number of requests committed together.
 const MAX_BATCH: usize = 1024;
 
-/// When checkpoints are taken (the constants below; tests make them frequent).
-#[derive(Clone, Copy, Debug)]
-struct Tuning {
+/// When the embedded store takes checkpoints: durable commits of its database, after
+/// which its write-ahead log starts over.
+///
+/// Writes are durable once their log entry is synced, so checkpoints only bound how much
+/// log a restart replays. Each one stalls the writer while the database file syncs, so
+/// taking them often costs write throughput and tail latency.
+///
+/// ```
+/// use kcore_apiserver::{Checkpoints, RedbStorage};
+///
+/// // Replay at most about 1 MiB of log after a crash.
+/// let c = Checkpoints::default().after_log_bytes(1 << 20);
+/// assert_eq!(c.log_bytes(), 1 << 20);
+/// let dir = tempfile::tempdir()?;
+/// let _store = RedbStorage::open_with(dir.path(), c)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpoints {
     idle: Duration,
     bytes: u64,
     every: Duration,
 }
 
-impl Default for Tuning {
+impl Default for Checkpoints {
     fn default() -> Self {
         Self {
             idle: CHECKPOINT_IDLE,
             bytes: CHECKPOINT_BYTES,
             every: CHECKPOINT_EVERY,
         }
+    }
+}
+
+impl Checkpoints {
+    /// Checkpoint once this many bytes were logged since the last one (default 12 MiB,
+    /// within the log's preallocation).
+    pub fn after_log_bytes(mut self, bytes: u64) -> Self {
+        self.bytes = bytes.max(1);
+        self
+    }
+
+    /// Checkpoint when no write came for this long (default 1 s).
+    pub fn when_idle_for(mut self, idle: Duration) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// Under a steady trickle of writes, checkpoint at least this often (default 30 s).
+    pub fn at_least_every(mut self, every: Duration) -> Self {
+        self.every = every;
+        self
+    }
+
+    /// The log size that triggers a checkpoint.
+    pub fn log_bytes(&self) -> u64 {
+        self.bytes
     }
 }
 
@@ -133,10 +175,13 @@ impl std::fmt::Debug for RedbStorage {
 impl RedbStorage {
     /// Opens (or creates) the store `kcore.redb` inside `dir`, creating `dir` if needed.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
-        Self::open_tuned(dir.as_ref(), Tuning::default())
+        Self::open_with(dir, Checkpoints::default())
     }
 
-    fn open_tuned(dir: &Path, tuning: Tuning) -> Result<Self, StorageError> {
+    /// Opens (or creates) the store like [`RedbStorage::open`], with its own checkpoint
+    /// policy.
+    pub fn open_with(dir: impl AsRef<Path>, tuning: Checkpoints) -> Result<Self, StorageError> {
+        let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| StorageError::Backend {
             op: "create data directory",
             message: format!("{}: {e}", dir.display()),
@@ -534,7 +579,7 @@ fn writer_loop(
     hub: &Arc<WatchHub>,
     compacted_shared: &AtomicU64,
     mut revision: u64,
-    tuning: Tuning,
+    tuning: Checkpoints,
 ) {
     let (to_sync, sync_rx) = mpsc::channel();
     let syncer = {
@@ -855,15 +900,13 @@ impl Storage for RedbStorage {
 mod tests {
     use super::*;
     use futures::StreamExt;
-    use std::io::{BufRead, Write};
 
     /// Checkpoints after every few batches, so that tests cross many of them.
-    fn busy_tuning() -> Tuning {
-        Tuning {
-            idle: Duration::from_millis(5),
-            bytes: 2048,
-            every: Duration::from_millis(20),
-        }
+    fn busy_tuning() -> Checkpoints {
+        Checkpoints::default()
+            .after_log_bytes(2048)
+            .when_idle_for(Duration::from_millis(5))
+            .at_least_every(Duration::from_millis(20))
     }
 
     fn temp_dir() -> tempfile::TempDir {
@@ -883,7 +926,7 @@ mod tests {
         let dir = temp_dir();
         let (writers, per) = (8u64, 150u64);
         let mut revs = {
-            let s = Arc::new(RedbStorage::open_tuned(dir.path(), busy_tuning()).expect("open"));
+            let s = Arc::new(RedbStorage::open_with(dir.path(), busy_tuning()).expect("open"));
             let mut w = s.watch("/k/", 0).await.expect("watch");
             let mut tasks = Vec::new();
             for t in 0..writers {
@@ -924,86 +967,6 @@ mod tests {
                 (kv.mod_revision, kv.value.as_slice()),
                 (*rev, key.as_bytes())
             );
-        }
-    }
-
-    /// Child side of [`acknowledged_writes_survive_kill_9_across_checkpoints`].
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "run as a child process by acknowledged_writes_survive_kill_9_across_checkpoints"]
-    async fn checkpointing_crash_child() {
-        let Ok(dir) = std::env::var("KCORE_REDB_CRASH_DIR") else {
-            return;
-        };
-        let s = Arc::new(RedbStorage::open_tuned(Path::new(&dir), busy_tuning()).expect("open"));
-        let mut tasks = Vec::new();
-        for t in 0..8 {
-            let s = s.clone();
-            tasks.push(tokio::spawn(async move {
-                for i in 0.. {
-                    let key = format!("/crash/{t}-{i:06}");
-                    s.create(&key, key.as_bytes().to_vec())
-                        .await
-                        .expect("create");
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "ACK {key}").expect("stdout");
-                    out.flush().expect("flush");
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.expect("task");
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn acknowledged_writes_survive_kill_9_across_checkpoints() {
-        let dir = temp_dir();
-        let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
-            .args([
-                "--exact",
-                "storage::redb_backend::tests::checkpointing_crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("KCORE_REDB_CRASH_DIR", dir.path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut acked = Vec::new();
-        // Enough writes for dozens of checkpoints (one per 2 KiB of log).
-        while acked.len() < 1500 {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(k) = line.strip_prefix("ACK ") {
-                        acked.push(k.to_owned());
-                    }
-                }
-                _ => break,
-            }
-        }
-        child.kill().expect("kill -9");
-        child.wait().expect("wait");
-        acked.extend(
-            lines
-                .map_while(Result::ok)
-                .filter_map(|l| l.strip_prefix("ACK ").map(str::to_owned)),
-        );
-        assert!(
-            acked.len() >= 1500,
-            "child acknowledged only {}",
-            acked.len()
-        );
-        let s = RedbStorage::open(dir.path()).expect("reopen after crash");
-        for key in &acked {
-            let kv = s
-                .get(key)
-                .await
-                .expect("get")
-                .unwrap_or_else(|| panic!("{key} lost"));
-            assert_eq!(kv.value, key.as_bytes());
         }
     }
 
