@@ -7,9 +7,12 @@
 #   KCORE_BENCH_SCALE=0.25 benches/unpack-compare.sh   # quicker, smaller layer
 #
 # Needs root (overlay layers, ownership), the Debian packages tar, zstd, umoci
-# and time, and ~25 GB free where KCORE_BENCH_DIR points (default
+# and time, and ~30 GB free where KCORE_BENCH_DIR points (default
 # /var/tmp/kcore-bench-unpack; the generated fixture is cached there).
 # KCORE_BENCH_ROUNDS (default 3) sets the interleaved comparison rounds.
+# KCORE_BENCH_ONLY=image5 runs only the 5-layer image cases (serial and
+# parallel, default threads per layer and one thread per layer), printing
+# the wall and CPU time of every run.
 # Prints criterion's report, then a summary with medians, peak RSS and the
 # ratios against the targets; the summary is also saved to
 # $KCORE_BENCH_DIR/summary.txt.

@@ -13,15 +13,24 @@
 //! 2. The comparison runs `KCORE_BENCH_ROUNDS` (default 3) rounds on the big
 //!    layer; in each round every tool extracts once, interleaved (GNU
 //!    `tar -xf`, `zstd -dc | tar -x`, `tar -xzf`, `umoci raw unpack`, kcore
-//!    for each codec, then the 5-layer image serially and with 2 jobs), so a
-//!    busy machine slows them alike. Every run extracts into a fresh
-//!    directory on the same filesystem; trees are removed only at the end
-//!    (extracting right after a large `rm -rf` is slowed by the filesystem).
+//!    for each codec, then the 5-layer image serially and with 2 jobs, each
+//!    with the default helper threads per layer and with one thread per
+//!    layer, `UnpackOptions::threads(0)`), so a busy machine slows them
+//!    alike. Every run extracts into a fresh directory on the same
+//!    filesystem; trees are removed only at the end: ext4 without a journal
+//!    skips inodes freed in the last minute (five while their inode table
+//!    block is dirty) when it allocates new ones, scanning past each of
+//!    them, so creating files right after a large `rm -rf` is several times
+//!    slower (leave a few minutes between runs).
 //! 3. A summary prints the medians, every run, the ratios the issue asks
-//!    for, and the peak RSS of one run of each tool (GNU time).
+//!    for, the peak RSS of one run of each tool (GNU time), and the CPU
+//!    time and CPU utilisation (CPU / wall) of the 5-layer runs.
+//!
+//! `KCORE_BENCH_ONLY=image5` runs only the 5-layer cases, printing wall
+//! and CPU time of each run (see [`only_image5`]).
 //!
 //! Needs root (5-layer case: kcore-overlay layers; ownership) plus `tar`,
-//! `zstd`, `umoci` and `time`, and ~25 GB free at full scale.
+//! `zstd`, `umoci` and `time`, and ~30 GB free at full scale.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -40,6 +49,8 @@ const FIXTURE_VERSION: u32 = 1;
 const MTIME: u64 = 1_700_000_000;
 
 static TIMES: Mutex<BTreeMap<String, Vec<Duration>>> = Mutex::new(BTreeMap::new());
+/// CPU time (user + system, all threads) of the in-process runs.
+static CPU: Mutex<BTreeMap<String, Vec<Duration>>> = Mutex::new(BTreeMap::new());
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// xorshift64* — deterministic and fast.
@@ -542,22 +553,51 @@ fn compare(fx: &Fixture, rounds: usize, work: &Path) -> Vec<String> {
             tool.extract(fx, &dest);
             record(&tool.id(), t.elapsed());
         }
-        for (id, jobs) in [("image5/serial", 1usize), ("image5/parallel", 2)] {
+        for (id, jobs) in image5_modes() {
             let layers =
                 LayerStore::open(work.join(format!("s{}", SEQ.fetch_add(1, Ordering::Relaxed))))
                     .unwrap();
             warm(&fx.five_store);
             syncfs(work);
+            let (u0, s0) = cpu_times();
             let t = Instant::now();
             let u = store
-                .unpack("five", &layers, &UnpackOptions::new(), jobs)
+                .unpack("five", &layers, &image5_options(id), jobs)
                 .unwrap();
             record(id, t.elapsed());
+            let (u1, s1) = cpu_times();
+            CPU.lock()
+                .unwrap()
+                .entry(id.to_owned())
+                .or_default()
+                .push(u1 - u0 + (s1 - s0));
             assert_eq!(u.unpacked, 5);
         }
     }
     loads.push(load());
     loads
+}
+
+/// The 5-layer cases: (id, layers unpacked at a time). `serial` and
+/// `parallel` use the default helper threads per layer (a decoder and 3
+/// writers); `*-1thread` unpack each layer on one thread
+/// (`UnpackOptions::threads(0)`).
+fn image5_modes() -> Vec<(&'static str, usize)> {
+    vec![
+        ("image5/serial", 1),
+        ("image5/parallel", 2),
+        ("image5/serial-1thread", 1),
+        ("image5/parallel-1thread", 2),
+    ]
+}
+
+/// The unpack options of a 5-layer case.
+fn image5_options(id: &str) -> UnpackOptions {
+    if id.ends_with("-1thread") {
+        UnpackOptions::new().threads(0)
+    } else {
+        UnpackOptions::new()
+    }
 }
 
 fn median(v: &[Duration]) -> Option<f64> {
@@ -664,7 +704,7 @@ fn summary(fx: &Fixture, loads: &[String]) {
         loads.join(" ")
     );
     println!(
-        "{:<16} {:>10} {:>10} {:>14}   all runs (s)",
+        "{:<24} {:>10} {:>10} {:>14}   all runs (s)",
         "case", "median s", "samples", "peak RSS MiB"
     );
     for (id, v) in &times {
@@ -678,7 +718,7 @@ fn summary(fx: &Fixture, loads: &[String]) {
             .map(|d| format!("{:.2}", d.as_secs_f64()))
             .collect();
         println!(
-            "{:<16} {:>10.3} {:>10} {:>14}   {}",
+            "{:<24} {:>10.3} {:>10} {:>14}   {}",
             id,
             median(v).unwrap_or(f64::NAN),
             v.len(),
@@ -753,11 +793,119 @@ fn summary(fx: &Fixture, loads: &[String]) {
         "image5/parallel",
         ">= 1.5",
     );
+    ratio(
+        "5 layers: single-threaded serial / parallel",
+        "image5/serial-1thread",
+        "image5/parallel",
+        "-",
+    );
+    ratio(
+        "5 layers, 1 thread/layer: serial / parallel",
+        "image5/serial-1thread",
+        "image5/parallel-1thread",
+        "-",
+    );
+    // How much of the 2 CPUs each 5-layer mode keeps busy: a mode near
+    // the CPU count cannot get faster by running more at once.
+    let cpu = CPU.lock().unwrap().clone();
+    println!();
+    println!(
+        "{:<24} {:>10} {:>16} {:>10}   CPU s of every run (user + sys)",
+        "5 layers", "median s", "median CPU s", "CPU/wall"
+    );
+    for (id, v) in &cpu {
+        let (Some(c), Some(w)) = (median(v), m(id)) else {
+            continue;
+        };
+        let all: Vec<String> = v
+            .iter()
+            .map(|d| format!("{:.2}", d.as_secs_f64()))
+            .collect();
+        println!(
+            "{id:<24} {w:>10.3} {c:>16.3} {:>10.2}   {}",
+            c / w,
+            all.join(" ")
+        );
+    }
+}
+
+/// CPU time (user, system) used so far by this process, all its threads
+/// included (joined threads too).
+fn cpu_times() -> (Duration, Duration) {
+    // SAFETY: getrusage fills the zeroed struct it is given and nothing else.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    (tv(ru.ru_utime), tv(ru.ru_stime))
+}
+
+/// `KCORE_BENCH_ONLY=image5` (or one case, e.g. `image5/parallel`): only
+/// the 5-layer cases, no criterion, no other tool; `KCORE_BENCH_ROUNDS`
+/// rounds (default 3), each mode once per round, into fresh trees. Prints
+/// wall time, user and system CPU and the CPU utilisation (CPU / wall) of
+/// every run: a quick loop for profiling (`perf record`) and tuning. The
+/// trees are removed at the end unless `KCORE_BENCH_KEEP` is set.
+fn only_image5(which: &str) {
+    let fx = fixture(scale());
+    let work = fx.dir.join(format!("work-{}", std::process::id()));
+    fs::create_dir_all(&work).unwrap();
+    let rounds: usize = std::env::var("KCORE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let store = ImageStore::open(&fx.five_store).unwrap();
+    let modes: Vec<(&str, usize)> = image5_modes()
+        .into_iter()
+        .filter(|(id, _)| which == "image5" || *id == which)
+        .collect();
+    assert!(!modes.is_empty(), "unknown KCORE_BENCH_ONLY={which}");
+    println!(
+        "{:<22} {:>7} {:>7} {:>7} {:>6} {:>6}",
+        "case", "wall s", "user s", "sys s", "util", "load"
+    );
+    for _ in 0..rounds {
+        for &(id, jobs) in &modes {
+            let layers =
+                LayerStore::open(work.join(format!("s{}", SEQ.fetch_add(1, Ordering::Relaxed))))
+                    .unwrap();
+            warm(&fx.five_store);
+            syncfs(&work);
+            let l = load();
+            let (u0, s0) = cpu_times();
+            let t = Instant::now();
+            let u = store
+                .unpack("five", &layers, &image5_options(id), jobs)
+                .unwrap();
+            let wall = t.elapsed().as_secs_f64();
+            let (u1, s1) = cpu_times();
+            assert_eq!(u.unpacked, 5);
+            let (user, sys) = ((u1 - u0).as_secs_f64(), (s1 - s0).as_secs_f64());
+            println!(
+                "{id:<22} {wall:>7.3} {user:>7.3} {sys:>7.3} {:>6.2} {l:>6}",
+                (user + sys) / wall
+            );
+        }
+    }
+    if std::env::var_os("KCORE_BENCH_KEEP").is_some() {
+        // Back-to-back profiling runs: ext4 without a journal skips inodes
+        // freed in the last ~30 s when it allocates new ones, so creating
+        // files right after a big removal is much slower.
+        eprintln!("trees kept in {}", work.display());
+    } else {
+        remove_trees(&work);
+    }
 }
 
 fn main() {
     if let Ok(tool) = std::env::var("KCORE_BENCH_CHILD") {
         child_mode(&tool);
+        return;
+    }
+    if let Ok(which) = std::env::var("KCORE_BENCH_ONLY") {
+        only_image5(&which);
         return;
     }
     let scale = scale();

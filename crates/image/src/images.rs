@@ -784,7 +784,8 @@ impl ImageStore {
     // ----- unpack ---------------------------------------------------------
 
     /// Unpack an image's layers into `layers`, each into its own diff
-    /// directory (named by the hex of its chain ID), `jobs` layers at a time.
+    /// directory (named by the hex of its chain ID), `jobs` layers at a time,
+    /// each with the helper threads of [`UnpackOptions::threads`].
     /// Layers already unpacked are reused. Each layer's DiffID is verified;
     /// a failed layer (and every layer above it) is removed.
     ///

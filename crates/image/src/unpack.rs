@@ -47,9 +47,9 @@ const BATCH_BYTES: usize = 1 << 20;
 const BATCH_FILES: usize = 32;
 /// Batches queued for each writer.
 const BATCH_QUEUE: usize = 2;
-/// Writer threads (with more than one CPU). Creating an inode often waits
-/// for the file system to read an inode table block; several writers keep
-/// several of those reads in flight.
+/// Writer threads by default (with more than one CPU). Creating an inode
+/// often waits for the file system to read an inode table block; several
+/// writers keep several of those reads in flight.
 const WRITERS: usize = 3;
 /// Beyond this many entries the extractor stops handing file creation to
 /// the writers (the set of names it keeps for that would grow too big).
@@ -137,6 +137,7 @@ pub struct UnpackOptions {
     xattrs: bool,
     max_bytes: u64,
     max_entries: u64,
+    threads: Option<usize>,
     progress: Option<ProgressFn>,
 }
 
@@ -149,6 +150,7 @@ impl std::fmt::Debug for UnpackOptions {
             .field("xattrs", &self.xattrs)
             .field("max_bytes", &self.max_bytes)
             .field("max_entries", &self.max_entries)
+            .field("threads", &self.threads)
             .field("progress", &self.progress.is_some())
             .finish()
     }
@@ -163,6 +165,7 @@ impl Default for UnpackOptions {
             xattrs: true,
             max_bytes: 64 << 30,
             max_entries: 4_000_000,
+            threads: None,
             progress: None,
         }
     }
@@ -203,6 +206,35 @@ impl UnpackOptions {
     pub fn max_entries(mut self, n: u64) -> Self {
         self.max_entries = n;
         self
+    }
+    /// Helper threads per layer, besides the calling thread (which always
+    /// parses the archive and creates directories and links):
+    ///
+    /// - `0`: none, everything (decompression, DiffID hashing, file data)
+    ///   happens on the calling thread: one CPU per layer, for busy
+    ///   machines or when many layers unpack at once;
+    /// - `1`: a decoder thread decompresses and hashes the stream while the
+    ///   calling thread creates and writes the files;
+    /// - `n > 1`: the decoder thread plus `n - 1` writer threads that
+    ///   create and fill regular files, so several file creations (which
+    ///   often wait for the file system to read inode tables) are in
+    ///   flight at once.
+    ///
+    /// Default: 4 (a decoder and 3 writers) with more than one CPU, 1 with
+    /// one. The safety checks and the result do not depend on it.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n);
+        self
+    }
+    /// The helper threads per layer in effect (see [`Self::threads`]).
+    pub fn thread_count(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            if std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
+                1 + WRITERS
+            } else {
+                1
+            }
+        })
     }
     /// Report progress to `f`.
     pub fn progress(mut self, f: ProgressFn) -> Self {
@@ -315,12 +347,31 @@ pub fn apply_layer_at(
         }
     }
 
+    let owner = Owner::new(opts);
+    let writer_threads = match opts.thread_count() {
+        0 => {
+            return apply_inline(
+                reader,
+                compression,
+                root,
+                expected_diff_id,
+                opts,
+                owner,
+                &label,
+            )
+        }
+        n => n - 1,
+    };
     let (tx, rx) = sync_channel::<Vec<u8>>(8);
     let (back_tx, back_rx) = sync_channel::<Vec<u8>>(10);
-    let owner = Owner::new(opts);
-    let threaded = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
     std::thread::scope(|s| {
-        let decoder = s.spawn(move || decode(reader, compression, tx, back_rx));
+        let decoder = std::thread::Builder::new()
+            .name("unpack-decode".into())
+            .spawn_scoped(s, move || decode(reader, compression, tx, back_rx))
+            .map_err(|source| Error::Archive {
+                layer: label.clone(),
+                source,
+            })?;
         let mut chan = ChanReader {
             rx,
             back: back_tx,
@@ -329,14 +380,21 @@ pub fn apply_layer_at(
         };
         let mut writers = Vec::new();
         let mut shared = None;
-        let sink = if threaded {
+        let sink = if writer_threads > 0 {
             let sh = Arc::new(Shared::default());
-            let (back_tx, back) = sync_channel::<Batch>(WRITERS * (BATCH_QUEUE + 1));
+            let (back_tx, back) = sync_channel::<Batch>(writer_threads * (BATCH_QUEUE + 1));
             let mut txs = Vec::new();
-            for _ in 0..WRITERS {
+            for _ in 0..writer_threads {
                 let (wtx, wrx) = sync_channel::<Batch>(BATCH_QUEUE);
                 let (b, sh2) = (back_tx.clone(), sh.clone());
-                writers.push(s.spawn(move || write_loop(wrx, b, owner, sh2)));
+                let w = std::thread::Builder::new()
+                    .name("unpack-write".into())
+                    .spawn_scoped(s, move || write_loop(wrx, b, owner, sh2))
+                    .map_err(|source| Error::Archive {
+                        layer: label.clone(),
+                        source,
+                    })?;
+                writers.push(w);
                 txs.push(wtx);
             }
             shared = Some(sh.clone());
@@ -382,27 +440,99 @@ pub fn apply_layer_at(
             layer: label.clone(),
             source,
         })?;
-        if let Some(exp) = expected_diff_id {
-            if exp != &diff_id {
-                return Err(Error::DigestMismatch {
-                    what: "layer diff id".to_owned(),
-                    expected: exp.clone(),
-                    actual: diff_id,
-                });
-            }
-        }
-        ex.finish()?;
-        if let Some(p) = &opts.progress {
-            p(Progress {
-                bytes: tar_bytes,
-                entries: ex.entries,
+        conclude(ex, diff_id, tar_bytes, expected_diff_id, opts)
+    })
+}
+
+/// The end of a layer whose entries are all in place: check the DiffID,
+/// apply the deferred directory metadata, report the final progress.
+fn conclude(
+    mut ex: Extractor<'_>,
+    diff_id: Digest,
+    tar_bytes: u64,
+    expected_diff_id: Option<&Digest>,
+    opts: &UnpackOptions,
+) -> Result<LayerStats> {
+    if let Some(exp) = expected_diff_id {
+        if exp != &diff_id {
+            return Err(Error::DigestMismatch {
+                what: "layer diff id".to_owned(),
+                expected: exp.clone(),
+                actual: diff_id,
             });
         }
-        Ok(LayerStats {
-            diff_id,
-            tar_bytes,
+    }
+    ex.finish()?;
+    if let Some(p) = &opts.progress {
+        p(Progress {
+            bytes: tar_bytes,
             entries: ex.entries,
-        })
+        });
+    }
+    Ok(LayerStats {
+        diff_id,
+        tar_bytes,
+        entries: ex.entries,
+    })
+}
+
+/// A layer on the calling thread alone (`threads(0)`): the archive is
+/// decompressed and hashed as the parser reads it, files are written
+/// inline.
+fn apply_inline(
+    reader: BufReader<impl Read>,
+    compression: Compression,
+    root: BorrowedFd<'_>,
+    expected_diff_id: Option<&Digest>,
+    opts: &UnpackOptions,
+    owner: Owner,
+    label: &str,
+) -> Result<LayerStats> {
+    let archive = |source: io::Error| Error::Archive {
+        layer: label.to_owned(),
+        source,
+    };
+    let hashing = HashingReader {
+        inner: decompressor(reader, compression).map_err(archive)?,
+        hasher: Hasher::new(),
+    };
+    // The tar parser reads headers 512 bytes at a time: decompress and
+    // hash in big chunks underneath it.
+    let mut input = BufReader::with_capacity(CHUNK, hashing);
+    let sink = Sink::Inline(Writer { owner, cur: None });
+    let mut ex = Extractor::new(root, opts, owner, sink).map_err(archive)?;
+    ex.run(&mut input)?;
+    ex.close_sink(true)?;
+    // The rest (tar padding) is part of the DiffID too.
+    io::copy(&mut input, &mut io::sink()).map_err(archive)?;
+    let hasher = input.into_inner().hasher;
+    let tar_bytes = hasher.len();
+    conclude(ex, hasher.finish(), tar_bytes, expected_diff_id, opts)
+}
+
+/// Hashes what it reads (the DiffID of an inline layer).
+struct HashingReader<R> {
+    inner: R,
+    hasher: Hasher,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The uncompressed tar stream of a layer.
+fn decompressor<'r>(
+    reader: BufReader<impl Read + 'r>,
+    compression: Compression,
+) -> io::Result<Box<dyn Read + 'r>> {
+    Ok(match compression {
+        Compression::None => Box::new(reader),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader)?),
     })
 }
 
@@ -412,11 +542,7 @@ fn decode(
     tx: SyncSender<Vec<u8>>,
     back: Receiver<Vec<u8>>,
 ) -> io::Result<(Digest, u64)> {
-    let mut src: Box<dyn Read> = match compression {
-        Compression::None => Box::new(reader),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader)?),
-    };
+    let mut src = decompressor(reader, compression)?;
     let mut hasher = Hasher::new();
     loop {
         let mut buf = back
@@ -882,7 +1008,7 @@ impl<'a> Extractor<'a> {
         r
     }
 
-    fn run(&mut self, input: &mut ChanReader) -> Result<()> {
+    fn run(&mut self, input: &mut impl Read) -> Result<()> {
         let mut archive = tar::Archive::new(input);
         let entries = archive.entries().map_err(|source| Error::Archive {
             layer: "layer".into(),

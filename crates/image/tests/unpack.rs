@@ -619,3 +619,138 @@ fn same_layer_duplicates_and_replacements_keep_archive_order() {
     assert_eq!(fs::read(dest.join("w")).unwrap(), b"kept");
     assert_eq!(fs::read_link(dest.join("s")).unwrap(), Path::new("f"));
 }
+
+/// Every entry under `root`, sorted: path, type, mode, size, mtime, inode
+/// group (hardlinks share one), symlink target and content.
+fn describe_tree(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, inodes: &mut Vec<u64>, out: &mut Vec<String>) {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for p in names {
+            let m = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let group = match inodes.iter().position(|i| *i == m.ino()) {
+                Some(g) => g,
+                None => {
+                    inodes.push(m.ino());
+                    inodes.len() - 1
+                }
+            };
+            let what = if m.is_dir() {
+                "dir".to_owned()
+            } else if m.file_type().is_symlink() {
+                format!("-> {}", fs::read_link(&p).unwrap().display())
+            } else if m.is_file() {
+                format!("{:?}", Digest::of(&fs::read(&p).unwrap()))
+            } else {
+                format!("{:?}", m.file_type())
+            };
+            let size = if m.is_dir() { 0 } else { m.len() };
+            out.push(format!(
+                "{rel} {:o} {size} {} inode#{group} {what}",
+                m.mode(),
+                m.mtime()
+            ));
+            if m.is_dir() {
+                walk(root, &p, inodes, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut Vec::new(), &mut out);
+    out
+}
+
+#[test]
+fn every_thread_count_gives_the_same_tree_and_diff_id() {
+    // The sample, same-layer replacements, and enough files and data for
+    // several writer batches.
+    let mut layer = Layer::new()
+        .dir("etc/", 0o755)
+        .file("etc/hosts", 0o644, b"127.0.0.1 localhost\n")
+        .dir("bin/", 0o755)
+        .file("bin/tool", 0o4755, b"\x7fELF...")
+        .symlink("bin/sh", "tool")
+        .hardlink("bin/tool2", "bin/tool")
+        .dir("ro/", 0o555)
+        .file("ro/inside", 0o444, b"ro")
+        .dir("run/", 0o755)
+        .fifo("run/pipe")
+        .file("dup", 0o644, b"first")
+        .file("dup", 0o600, b"second")
+        .file("x", 0o644, b"file first")
+        .dir("x/", 0o755)
+        .file("x/inner", 0o644, b"i")
+        .file("w", 0o644, b"kept")
+        .file(".wh.w", 0o644, b"");
+    // Every directory has an entry (an implicit one gets the current time).
+    for d in 0..7 {
+        layer = layer.dir(&format!("d{d}/"), 0o750);
+    }
+    for i in 0..300u32 {
+        let data = vec![(i % 251) as u8; (i as usize * 97) % 9000];
+        layer = layer.file(&format!("d{}/f{i}", i % 7), 0o644, &data);
+    }
+    let big: Vec<u8> = (0..2_500_000u32).map(|i| (i % 253) as u8).collect();
+    let tar = layer.file("d1/big", 0o640, &big).tar();
+    let gz = gzip(&tar);
+    let t = TempDir::new("threads");
+    let mut trees = Vec::new();
+    for threads in [0, 1, 2, 4] {
+        assert_eq!(opts().threads(threads).thread_count(), threads);
+        for (codec, input) in [("tar", &tar), ("gzip", &gz)] {
+            let dest = t.path().join(format!("{codec}-{threads}"));
+            let o = opts().threads(threads);
+            let st = unpack_layer(&input[..], None, &dest, Some(&Digest::of(&tar)), &o)
+                .unwrap_or_else(|e| panic!("{codec}, {threads} threads: {e}"));
+            assert_eq!(st.tar_bytes, tar.len() as u64);
+            assert_eq!(st.entries, 17 + 7 + 300 + 1);
+            trees.push((format!("{codec}, {threads} threads"), describe_tree(&dest)));
+        }
+    }
+    let (first, want) = &trees[0];
+    assert!(
+        want.iter().any(|l| l.starts_with("dup 100600 6 ")),
+        "{want:#?}"
+    );
+    assert!(
+        want.iter().any(|l| l.starts_with("w 100644 4 ")),
+        "{want:#?}"
+    );
+    for (which, tree) in &trees[1..] {
+        let diff: Vec<_> = tree.iter().filter(|l| !want.contains(l)).collect();
+        assert!(
+            tree.len() == want.len() && diff.is_empty(),
+            "{which} differs from {first}: {diff:#?}"
+        );
+    }
+}
+
+#[test]
+fn one_thread_refuses_escapes_and_wrong_diff_ids_and_leaves_nothing() {
+    let o = opts().threads(0);
+    let tar = Layer::new().file("a/../../../escaped", 0o644, b"x").tar();
+    let err = assert_refused_with(&tar, "dotdot", &o);
+    assert!(matches!(err, Error::UnsafeEntry { .. }), "{err}");
+    let tar = Layer::new()
+        .symlink("link", "/")
+        .hardlink("h", "link/etc/passwd")
+        .tar();
+    assert_refused_with(&tar, "hardlink through a symlink", &o);
+
+    let t = TempDir::new("one-thread-diffid");
+    let dest = t.path().join("l");
+    let err = unpack_layer(
+        &gzip(&sample())[..],
+        None,
+        &dest,
+        Some(&Digest::of(b"nope")),
+        &o,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    assert!(!dest.exists());
+}
