@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "run.sh: needs root (namespaces, cgroups, mounts, netlink)" >&2; exit 1; }
 command -v kubectl >/dev/null || { echo "run.sh: needs kubectl" >&2; exit 1; }
 missing=()
-for p in nft:nftables ip:iproute2 curl:curl; do
+for p in nft:nftables ip:iproute2 curl:curl make:make; do
   command -v "${p%%:*}" >/dev/null || missing+=("${p##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then apt-get install -y --no-install-recommends "${missing[@]}"; fi
