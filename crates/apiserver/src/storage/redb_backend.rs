@@ -68,7 +68,7 @@ impl Default for Checkpoints {
 }
 
 impl Checkpoints {
-    /// Checkpoint once this many bytes were logged since the last one (default 12 MiB,
+    /// Checkpoint once this many bytes were logged since the last one (default 48 MiB,
     /// within the log's preallocation).
     pub fn after_log_bytes(mut self, bytes: u64) -> Self {
         self.bytes = bytes.max(1);
