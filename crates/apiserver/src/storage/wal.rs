@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use super::StorageError;
 
 /// Bytes preallocated for the log when it is created, and the step it grows by.
-pub(crate) const WAL_BYTES: u64 = 64 << 20;
+pub(crate) const WAL_BYTES: u64 = 16 << 20;
 
 fn checksum(len: u32, payload: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
