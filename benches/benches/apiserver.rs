@@ -100,6 +100,26 @@ where
     }
 }
 
+/// Pod creates through `api` from `clients` tasks for `secs` seconds, named `{tag}-{i}`.
+async fn pod_creates(api: &Api, clients: usize, secs: u64, tag: String) -> Cell {
+    let api = api.clone();
+    load(clients, secs, move |_, i| {
+        let (a, name) = (api.clone(), format!("{tag}-{i}"));
+        async move {
+            a.create_value(
+                "v1",
+                "pods",
+                Some("default"),
+                pod(&name),
+                &WriteOptions::default(),
+            )
+            .await
+            .expect("create pod");
+        }
+    })
+    .await
+}
+
 fn row(what: &str, clients: usize, c: &Cell) -> f64 {
     let rate = c.ops as f64 / c.secs;
     println!(
@@ -112,20 +132,8 @@ fn row(what: &str, clients: usize, c: &Cell) -> f64 {
 
 async fn api_rows(label: &str, api: Api, secs: u64) -> Vec<(usize, f64)> {
     let mut creates = Vec::new();
-    let w = WriteOptions::default();
     for clients in [1usize, 16, 64] {
-        let a = api.clone();
-        let w = w.clone();
-        let tag = format!("{label}-{clients}");
-        let c = load(clients, secs, move |_, i| {
-            let (a, w, name) = (a.clone(), w.clone(), format!("{tag}-{i}"));
-            async move {
-                a.create_value("v1", "pods", Some("default"), pod(&name), &w)
-                    .await
-                    .expect("create pod");
-            }
-        })
-        .await;
+        let c = pod_creates(&api, clients, secs, format!("{label}-{clients}")).await;
         creates.push((clients, row(&format!("{label}: pod create"), clients, &c)));
     }
     let names: Vec<String> = api
@@ -349,32 +357,14 @@ mod etcd {
             let mut ratios = Vec::new();
             let mut worst_p99 = Duration::ZERO;
             for round in 0..rounds {
-                let a = api.clone();
-                let tag = format!("paired-{clients}-{round}");
-                let ours = load(clients, 1, move |_, i| {
-                    let (a, name) = (a.clone(), format!("{tag}-{i}"));
-                    async move {
-                        a.create_value(
-                            "v1",
-                            "pods",
-                            Some("default"),
-                            pod(&name),
-                            &WriteOptions::default(),
-                        )
-                        .await
-                        .expect("create pod");
-                    }
-                })
-                .await;
-                let (cl, v) = (client.clone(), value.clone());
-                let theirs = load(clients, 1, move |_, i| {
-                    let (mut cl, v) = (cl.clone(), v.clone());
-                    async move {
-                        cl.put(format!("/paired/{clients}/{round}/{i}"), v, None)
-                            .await
-                            .expect("put");
-                    }
-                })
+                let ours = pod_creates(&api, clients, 1, format!("paired-{clients}-{round}")).await;
+                let theirs = puts(
+                    &client,
+                    &value,
+                    clients,
+                    1,
+                    format!("/paired/{clients}/{round}"),
+                )
                 .await;
                 let (o, t) = (ours.ops as f64 / ours.secs, theirs.ops as f64 / theirs.secs);
                 worst_p99 = worst_p99.max(ours.p99);
@@ -394,6 +384,25 @@ mod etcd {
         }
     }
 
+    /// Raw etcd puts of `value` from `clients` tasks for `secs` seconds, under `prefix`.
+    async fn puts(
+        client: &etcd_client::Client,
+        value: &[u8],
+        clients: usize,
+        secs: u64,
+        prefix: String,
+    ) -> Cell {
+        let (client, value) = (client.clone(), value.to_vec());
+        load(clients, secs, move |_, i| {
+            let (mut cl, v) = (client.clone(), value.clone());
+            let key = format!("{prefix}/{i}");
+            async move {
+                cl.put(key, v, None).await.expect("put");
+            }
+        })
+        .await
+    }
+
     pub async fn raw_puts(endpoint: &str, secs: u64) -> Vec<(usize, f64)> {
         let client = etcd_client::Client::connect([endpoint], None)
             .await
@@ -401,16 +410,7 @@ mod etcd {
         let value = serde_json::to_vec(&pod("raw")).expect("json");
         let mut out = Vec::new();
         for clients in [1usize, 16, 64] {
-            let (cl, v) = (client.clone(), value.clone());
-            let c = load(clients, secs, move |_, i| {
-                let (mut cl, v) = (cl.clone(), v.clone());
-                async move {
-                    cl.put(format!("/anchor/{clients}/{i}"), v, None)
-                        .await
-                        .expect("put");
-                }
-            })
-            .await;
+            let c = puts(&client, &value, clients, secs, format!("/anchor/{clients}")).await;
             out.push((clients, row("etcd: raw put (anchor)", clients, &c)));
         }
         out
@@ -429,21 +429,7 @@ fn main() {
             let api = Api::new(Arc::new(RedbStorage::open(d.path()).expect("open")));
             api.bootstrap().await.expect("bootstrap");
             let cpu0 = cpu_time();
-            let c = load(64, secs, move |_, i| {
-                let a = api.clone();
-                async move {
-                    a.create_value(
-                        "v1",
-                        "pods",
-                        Some("default"),
-                        pod(&format!("p-{i}")),
-                        &WriteOptions::default(),
-                    )
-                    .await
-                    .expect("create pod");
-                }
-            })
-            .await;
+            let c = pod_creates(&api, 64, secs, "p".into()).await;
             row("embedded: pod create", 64, &c);
             println!(
                 "process CPU per create: {:.1} µs",

@@ -364,14 +364,16 @@ pub fn apply_layer_at(
     };
     let (tx, rx) = sync_channel::<Vec<u8>>(8);
     let (back_tx, back_rx) = sync_channel::<Vec<u8>>(10);
+    // A thread that cannot be started fails the layer like an I/O error would.
+    let spawn_err = |source| Error::Archive {
+        layer: label.clone(),
+        source,
+    };
     std::thread::scope(|s| {
         let decoder = std::thread::Builder::new()
             .name("unpack-decode".into())
             .spawn_scoped(s, move || decode(reader, compression, tx, back_rx))
-            .map_err(|source| Error::Archive {
-                layer: label.clone(),
-                source,
-            })?;
+            .map_err(spawn_err)?;
         let mut chan = ChanReader {
             rx,
             back: back_tx,
@@ -390,10 +392,7 @@ pub fn apply_layer_at(
                 let w = std::thread::Builder::new()
                     .name("unpack-write".into())
                     .spawn_scoped(s, move || write_loop(wrx, b, owner, sh2))
-                    .map_err(|source| Error::Archive {
-                        layer: label.clone(),
-                        source,
-                    })?;
+                    .map_err(spawn_err)?;
                 writers.push(w);
                 txs.push(wtx);
             }

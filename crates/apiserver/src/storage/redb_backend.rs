@@ -45,7 +45,6 @@ const MAX_BATCH: usize = 1024;
 ///
 /// // Replay at most about 1 MiB of log after a crash.
 /// let c = Checkpoints::default().after_log_bytes(1 << 20);
-/// assert_eq!(c.log_bytes(), 1 << 20);
 /// let dir = tempfile::tempdir()?;
 /// let _store = RedbStorage::open_with(dir.path(), c)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -85,11 +84,6 @@ impl Checkpoints {
     pub fn at_least_every(mut self, every: Duration) -> Self {
         self.every = every;
         self
-    }
-
-    /// The log size that triggers a checkpoint.
-    pub fn log_bytes(&self) -> u64 {
-        self.bytes
     }
 }
 

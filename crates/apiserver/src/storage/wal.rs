@@ -6,7 +6,7 @@
 //! appended to this log as one checksummed frame, with one write and one `fdatasync`,
 //! before any of them is acknowledged. The log file is preallocated (written with zeros,
 //! and grown the same way in steps when it fills), so that sync only flushes data blocks.
-//! Now and then (when writes pause, after 3 MiB of log, or every 30 s) a durable redb
+//! Now and then (when writes pause, after 48 MiB of log, or every 30 s) a durable redb
 //! commit (a checkpoint) makes everything before it durable in the database itself, and
 //! the log is reused from its start. On open, frames newer than the database's durable
 //! revision are replayed.
