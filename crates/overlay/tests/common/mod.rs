@@ -51,22 +51,16 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Loads the overlay module if the kernel does not list the filesystem yet.
-pub fn ensure_overlay() {
-    let listed = || {
-        std::fs::read_to_string("/proc/filesystems")
-            .map(|s| s.lines().any(|l| l.trim_end().ends_with("\toverlay")))
-            .unwrap_or(false)
-    };
-    if !listed() {
-        let _ = std::process::Command::new("modprobe")
-            .arg("overlay")
-            .status();
+/// Whether the kernel offers overlayfs (listed in /proc/filesystems; run.sh loads the
+/// module where it is one). Prints why when it does not, for the skipped test.
+pub fn overlay_available() -> bool {
+    let listed = std::fs::read_to_string("/proc/filesystems")
+        .map(|s| s.lines().any(|l| l.trim_end().ends_with("\toverlay")))
+        .unwrap_or(false);
+    if !listed {
+        eprintln!("skipping: the kernel has no overlay file system (/proc/filesystems)");
     }
-    assert!(
-        listed(),
-        "overlayfs is not available (modprobe overlay failed)"
-    );
+    listed
 }
 
 pub fn read(path: impl AsRef<Path>) -> String {
