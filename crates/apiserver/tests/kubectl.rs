@@ -394,18 +394,29 @@ async fn kubectl_watch_and_rollout_status() {
     let _ = watch.kill();
     let _ = watch.wait();
 
-    // rollout status returns once the status (written here, as a controller would) says so.
-    let rollout = {
-        let cmd = kubectl_cmd(
-            &c,
-            &["rollout", "status", "deployment/web", "--timeout=60s"],
-        );
-        tokio::task::spawn_blocking(move || {
-            let mut cmd = cmd;
-            cmd.output().expect("rollout status")
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // rollout status returns once the status (written here, as a controller would) says
+    // so. It prints "Waiting for deployment ..." for the state it listed and then
+    // watches from that list's resourceVersion: the status is written only after that
+    // line, so the change must arrive through the watch.
+    let mut rollout = kubectl_cmd(
+        &c,
+        &["rollout", "status", "deployment/web", "--timeout=60s"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("kubectl rollout status");
+    let stdout = rollout.stdout.take().expect("stdout");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let waiting = next_line(&mut rx).await.unwrap_or_default();
+    assert!(waiting.starts_with("Waiting for deployment"), "{waiting}");
     let mut dep: Deployment = api.get(Some("default"), "web").await.expect("get");
     dep.status = Some(DeploymentStatus {
         observed_generation: dep.metadata.generation,
@@ -432,8 +443,15 @@ async fn kubectl_watch_and_rollout_status() {
     api.replace_status(Some("default"), &dep)
         .await
         .expect("write status");
-    let out = rollout.await.expect("join");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut rest = Vec::new();
+    while let Some(line) = next_line(&mut rx).await {
+        rest.push(line);
+    }
+    let out = tokio::task::spawn_blocking(move || rollout.wait_with_output())
+        .await
+        .expect("join")
+        .expect("rollout status");
+    let stdout = rest.join("\n");
     assert!(
         out.status.success(),
         "rollout status failed: {stdout} {}",

@@ -384,15 +384,39 @@ async fn restarted_agent_adopts_running_containers() {
         .clone()
         .unwrap();
     env.stop_agent().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The container goes on while no agent runs: wait until it has printed its second
+    // line, that is until its shell has gone on to `exec sleep 3600`.
+    let ids = env.container_ids();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let pid = kcore_runtime::Runtime::new(env.cfg.data_dir.join("containers"))
+        .load(&ids[0])
+        .unwrap()
+        .pid();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\x003600\x00") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "container never reached its sleep"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     env.start_agent();
+    // A barrier: a pod created after the restart reaches Running only once the new agent
+    // has synced the pods it found, so a wrong restart of "long" would show by then.
+    env.create_pod(json!({
+        "metadata": {"name": "after-restart"},
+        "spec": {"terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": IMAGE, "command": ["sleep", "3600"]}]}
+    }))
+    .await;
+    env.wait_pod("after-restart", 60, |p| phase(p) == "Running")
+        .await;
     // still the same container, not restarted, its output still collected
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let p = env.wait_pod("long", 30, |p| phase(p) == "Running").await;
     let c = &p.status.unwrap().container_statuses.unwrap()[0];
     assert_eq!(c.container_id.as_deref(), Some(id.as_str()));
     assert_eq!(c.restart_count, 0);
-    assert_eq!(env.container_ids().len(), 1);
+    assert_eq!(env.container_ids().len(), 2);
     let (_, logs) = env
         .agent_get(&format!("/containerLogs/{}/long/c", env.namespace))
         .await;
@@ -401,7 +425,12 @@ async fn restarted_agent_adopts_running_containers() {
         .delete("long", &DeleteParams::default())
         .await
         .unwrap();
+    env.pods()
+        .delete("after-restart", &DeleteParams::default())
+        .await
+        .unwrap();
     env.wait_gone("long", 30).await;
+    env.wait_gone("after-restart", 30).await;
     env.stop_agent().await;
 }
 

@@ -296,13 +296,55 @@ impl GarbageCollector {
         }
     }
 
+    /// The object `uid` as the server has it now, or `None` when it is gone (or the name
+    /// now belongs to another object).
+    async fn live(&self, uid: &str, n: &Node) -> Result<Option<Node>, Error> {
+        let api = self.api_for(n.kind, n.namespace.as_deref());
+        match api.get(&n.name).await {
+            Ok(o) if o.metadata.uid.as_deref() == Some(uid) => Ok(Some(Node {
+                resource_version: o.metadata.resource_version,
+                owners: o.metadata.owner_references.unwrap_or_default(),
+                deleting: o.metadata.deletion_timestamp.is_some(),
+                finalizers: o.metadata.finalizers.unwrap_or_default(),
+                ..n.clone()
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if code_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(Error::api("get", self.describe(n))(e)),
+        }
+    }
+
+    /// Deletes `uid` whatever its version (the dependents of a foreground deletion).
     async fn delete(&self, uid: &str, n: &Node, policy: PropagationPolicy) -> Result<(), Error> {
+        self.delete_with(uid, None, n, policy).await
+    }
+
+    /// Deletes `uid` only if it is still at the version `n` was read at: a change since
+    /// (a dropped owner reference, say) makes the server refuse, and the change's own
+    /// event brings the object back to the collector.
+    async fn delete_version(
+        &self,
+        uid: &str,
+        n: &Node,
+        policy: PropagationPolicy,
+    ) -> Result<(), Error> {
+        self.delete_with(uid, n.resource_version.clone(), n, policy)
+            .await
+    }
+
+    async fn delete_with(
+        &self,
+        uid: &str,
+        resource_version: Option<String>,
+        n: &Node,
+        policy: PropagationPolicy,
+    ) -> Result<(), Error> {
         let policy_name = format!("{policy:?}");
         let dp = DeleteParams {
             propagation_policy: Some(policy),
             preconditions: Some(Preconditions {
                 uid: Some(uid.to_owned()),
-                resource_version: None,
+                resource_version,
             }),
             ..DeleteParams::default()
         };
@@ -350,32 +392,30 @@ impl Reconciler for GarbageCollector {
         match plan {
             Plan::Nothing => {}
             Plan::Delete | Plan::DropOwners(_) => {
-                // Confirm each missing owner with the server before acting.
-                let candidates: Vec<OwnerReference> = match &plan {
-                    Plan::DropOwners(m) => node
-                        .owners
-                        .iter()
-                        .filter(|o| m.contains(&o.uid))
-                        .cloned()
-                        .collect(),
-                    _ => node.owners.clone(),
+                // The graph may lag behind the server: an owner's deletion can arrive
+                // before the update that orphaned this object. Decide on the object as
+                // the server has it now (upstream's attemptToDeleteItem does the same),
+                // then act only on that version of it.
+                let Some(live) = self.live(uid, &node).await? else {
+                    return Ok(Action::Done);
                 };
                 let mut gone = Vec::new();
-                for o in &candidates {
-                    if self.owner_gone(o, node.namespace.as_deref()).await? {
+                for o in &live.owners {
+                    let in_graph = self.read().nodes.contains_key(&o.uid);
+                    if !in_graph && self.owner_gone(o, live.namespace.as_deref()).await? {
                         gone.push(o.uid.clone());
                     }
                 }
-                if gone.len() == node.owners.len() {
-                    self.delete(uid, &node, PropagationPolicy::Background)
+                if !gone.is_empty() && gone.len() == live.owners.len() {
+                    self.delete_version(uid, &live, PropagationPolicy::Background)
                         .await?;
                 } else if !gone.is_empty() {
-                    let keep: Vec<&OwnerReference> = node
+                    let keep: Vec<&OwnerReference> = live
                         .owners
                         .iter()
                         .filter(|o| !gone.contains(&o.uid))
                         .collect();
-                    self.patch_meta(&node, json!({ "ownerReferences": keep }))
+                    self.patch_meta(&live, json!({ "ownerReferences": keep }))
                         .await?;
                 }
             }
@@ -466,6 +506,75 @@ mod tests {
     fn dummy_client() -> Client {
         let cfg = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
         Client::try_from(cfg).expect("client")
+    }
+
+    /// The graph can lag behind the server: here it still shows pod `p` owned by a
+    /// ReplicaSet that is gone, while the server's pod was already orphaned (its
+    /// reference removed). The collector must decide on the live pod and keep it; a pod
+    /// whose live reference does dangle is still collected.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stale_graph_never_deletes_an_orphaned_object() {
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::api::PostParams;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = kcore_apiserver::ApiServer::builder()
+            .data_dir(dir.path().join("data"))
+            .listen("127.0.0.1:0".parse().expect("addr"))
+            .insecure_http(true)
+            .build()
+            .await
+            .expect("server")
+            .spawn();
+        let client = Client::try_from(kube::Config::new(server.url().parse().expect("url")))
+            .expect("client");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let gone_rs = owner("00000000-0000-0000-0000-00000000dead", true);
+        let create = |name: &str, owners: Vec<&OwnerReference>| {
+            let pods = pods.clone();
+            let pod = json!({"metadata": {"name": name, "ownerReferences": owners},
+                "spec": {"containers": [{"name": "c", "image": "x"}]}});
+            async move {
+                pods.create(
+                    &PostParams::default(),
+                    &serde_json::from_value(pod).expect("pod"),
+                )
+                .await
+                .expect("create pod")
+            }
+        };
+        let orphaned = create("orphaned", vec![]).await;
+        let dangling = create("dangling", vec![&gone_rs]).await;
+
+        let mut g = gc_graph();
+        for p in [&orphaned, &dangling] {
+            let mut n = node(
+                1,
+                p.metadata.name.as_deref().expect("name"),
+                vec![gone_rs.clone()],
+            );
+            n.namespace = Some("default".into());
+            n.resource_version = p.metadata.resource_version.clone();
+            g.set(p.metadata.uid.as_deref().expect("uid"), Some(n));
+        }
+        let gc = GarbageCollector {
+            client,
+            graph: Arc::new(RwLock::new(g)),
+        };
+        for p in [&orphaned, &dangling] {
+            let key = ObjectKey::cluster(p.metadata.uid.clone().expect("uid"));
+            assert_eq!(gc.plan(&key.name).1, Plan::Delete);
+            gc.reconcile(&key).await.expect("reconcile");
+        }
+        assert!(
+            pods.get_opt("orphaned").await.expect("get").is_some(),
+            "orphan deleted"
+        );
+        let d = pods.get_opt("dangling").await.expect("get");
+        assert!(
+            d.is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
+            "dangling kept"
+        );
+        server.shutdown().await.expect("shutdown");
     }
 
     #[tokio::test]
