@@ -1,8 +1,7 @@
 //! The node agent: wires the node's pieces together and runs them until shutdown.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -14,24 +13,14 @@ use kube::Api;
 
 use crate::cache::ClusterCache;
 use crate::config::NodeConfig;
+use crate::dns::DnsEnv;
 use crate::error::{Error, Result};
 use crate::images::Images;
+use crate::ingress::IngressEnv;
 use crate::netctx::NetCtx;
-use crate::pods::{self, PodEvent, WorkerHandle};
-
-/// What every part of the agent shares.
-pub(crate) struct Shared {
-    pub cfg: NodeConfig,
-    pub client: kube::Client,
-    pub runtime: kcore_runtime::Runtime,
-    pub images: Arc<Images>,
-    pub netns_dir: NetnsDir,
-    pub ipam: Ipam,
-    pub bridge: Option<Bridge>,
-    pub pods_root: PathBuf,
-    pub logs_root: PathBuf,
-    pub net: NetCtx,
-}
+use crate::pods::{self, PodEnv, PodEvent, WorkerHandle};
+use crate::probes::ProbeEnv;
+use crate::sandbox::SandboxEnv;
 
 /// The node agent (the kubelet's job, plus kube-proxy's, cluster DNS and Ingress).
 ///
@@ -70,32 +59,33 @@ impl NodeAgent {
         let cfg = self.cfg;
         cfg.validate()?;
         let _span = tracing::info_span!("node_reset", node = %cfg.node_name);
-        let (shared, node_ns) = open(self.client, cfg).await?;
-        let s = shared.clone();
-        tokio::task::spawn_blocking(move || cleanup_orphans(&s, &[]))
+        let net = NetCtx::new(cfg.node_netns.clone());
+        let (pods, node_ns) = open(self.client, &cfg, net).await?;
+        let p = pods.clone();
+        tokio::task::spawn_blocking(move || cleanup_orphans(&p, &HashSet::new()))
             .await
             .map_err(|e| Error::Config(format!("pod cleanup panicked: {e}")))?;
         if let Ok(h) = kcore_cgroup::Host::detect() {
-            if let Ok(cg) = kcore_cgroup::Cgroup::open(&h, &shared.cfg.cgroup_parent) {
+            if let Ok(cg) = kcore_cgroup::Cgroup::open(&h, &cfg.cgroup_parent) {
                 let _ = cg.kill();
                 if let Err(e) = cg.delete() {
                     tracing::warn!(error = %e, "removing the pod cgroup parent");
                 }
             }
         }
-        if shared.cfg.service_proxy {
-            crate::proxy::teardown(&shared.cfg)?;
+        if cfg.service_proxy {
+            crate::proxy::teardown(&cfg)?;
         }
-        if shared.cfg.vxlan {
-            crate::overlay::teardown(&shared.cfg, node_ns.as_ref()).await?;
+        if cfg.vxlan {
+            crate::overlay::teardown(&cfg, node_ns.as_ref()).await?;
         }
-        let shared = Arc::into_inner(shared)
+        let pods = Arc::into_inner(pods)
             .ok_or_else(|| Error::Config("node state still shared after cleanup".into()))?;
-        if let Some(bridge) = shared.bridge {
+        if let Some(bridge) = pods.sandbox.bridge {
             bridge
                 .delete()
                 .await
-                .map_err(|e| Error::net(format!("delete bridge {}", shared.cfg.bridge_name), e))?;
+                .map_err(|e| Error::net(format!("delete bridge {}", cfg.bridge_name), e))?;
         }
         Ok(())
     }
@@ -121,22 +111,23 @@ impl NodeAgent {
         if let Ok(a) = listener.local_addr() {
             cfg.server_addr = a;
         }
-        let (shared, node_ns) = open(client, cfg).await?;
+        // one NetCtx for the node: probes, DNS and Ingress make their sockets through it
+        let net = NetCtx::new(cfg.node_netns.clone());
+        let (pods, node_ns) = open(client.clone(), &cfg, net.clone()).await?;
         let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
 
         // networking extras: overlay first (its MAC goes into the Node annotations)
         let mut annotations = BTreeMap::new();
-        let c = &shared.cfg;
-        let cache = if c.vxlan || c.service_proxy || c.dns || c.ingress_addr.is_some() {
-            let (cache, watchers) = ClusterCache::start(&shared.client);
+        let cache = if cfg.vxlan || cfg.service_proxy || cfg.dns || cfg.ingress_addr.is_some() {
+            let (cache, watchers) = ClusterCache::start(&client);
             tasks.extend(watchers);
             Some(cache)
         } else {
             None
         };
         if let Some(cache) = &cache {
-            if shared.cfg.vxlan {
-                match crate::overlay::start(shared.clone(), cache.clone(), node_ns.as_ref()).await {
+            if cfg.vxlan {
+                match crate::overlay::start(&cfg, cache.clone(), node_ns.as_ref()).await {
                     Ok((ann, task)) => {
                         annotations.extend(ann);
                         tasks.push(task);
@@ -144,25 +135,36 @@ impl NodeAgent {
                     Err(e) => tracing::warn!(error = %e, "vxlan overlay disabled"),
                 }
             }
-            if shared.cfg.service_proxy {
-                match crate::proxy::start(shared.clone(), cache.clone()) {
+            if cfg.service_proxy {
+                match crate::proxy::start(&cfg, cache.clone()) {
                     Ok(t) => tasks.push(t),
                     Err(e) => tracing::warn!(error = %e, "service proxy disabled"),
                 }
             }
-            if shared.cfg.dns {
-                match crate::dns::start(shared.clone(), cache.clone()) {
+            if cfg.dns {
+                let env = DnsEnv {
+                    net: net.clone(),
+                    dns_ip: cfg.dns_ip(),
+                    domain: cfg.cluster_domain.clone(),
+                    upstream_dns: cfg.upstream_dns.clone(),
+                };
+                match crate::dns::start(env, cache.clone()) {
                     Ok(t) => tasks.push(t),
                     Err(e) => tracing::warn!(error = %e, "cluster dns disabled"),
                 }
             }
-            if let Some(addr) = shared.cfg.ingress_addr {
-                tasks.push(crate::ingress::start(shared.clone(), cache.clone(), addr)?);
+            if let Some(addr) = cfg.ingress_addr {
+                let env = IngressEnv {
+                    net: net.clone(),
+                    client: client.clone(),
+                    node_ip: cfg.node_ip,
+                };
+                tasks.push(crate::ingress::start(env, cache.clone(), addr)?);
             }
         }
 
         // HTTP server
-        let app = crate::server::router(shared.logs_root.clone());
+        let app = crate::server::router(pods.logs_root.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!(error = %e, "http server stopped");
@@ -170,10 +172,10 @@ impl NodeAgent {
         }));
 
         // node registration and heartbeat
-        if shared.cfg.register_node {
+        if cfg.register_node {
             let mut tries = 0;
             loop {
-                match crate::node::register(&shared.client, &shared.cfg, &annotations).await {
+                match crate::node::register(&client, &cfg, &annotations).await {
                     Ok(()) => break,
                     Err(e) if tries < 30 => {
                         tries += 1;
@@ -185,20 +187,20 @@ impl NodeAgent {
             }
             // the Lease exists before the Node reports Ready, so nothing sees a Ready
             // node without a heartbeat
-            if let Err(e) = crate::node::renew_lease(&shared.client, &shared.cfg).await {
+            if let Err(e) = crate::node::renew_lease(&client, &cfg).await {
                 tracing::warn!(error = %e, "lease");
             }
-            crate::node::update_status(&shared.client, &shared.cfg).await?;
-            let s = shared.clone();
+            crate::node::update_status(&client, &cfg).await?;
+            let (client, cfg) = (client.clone(), cfg.clone());
             tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(s.cfg.heartbeat);
+                let mut tick = tokio::time::interval(cfg.heartbeat);
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    if let Err(e) = crate::node::renew_lease(&s.client, &s.cfg).await {
+                    if let Err(e) = crate::node::renew_lease(&client, &cfg).await {
                         tracing::warn!(error = %e, "lease renewal failed");
                     }
-                    if let Err(e) = crate::node::update_status(&s.client, &s.cfg).await {
+                    if let Err(e) = crate::node::update_status(&client, &cfg).await {
                         tracing::warn!(error = %e, "node status update failed");
                     }
                 }
@@ -206,7 +208,7 @@ impl NodeAgent {
         }
 
         let result = tokio::select! {
-            r = pod_manager(shared.clone()) => r,
+            r = pod_manager(pods) => r,
             () = shutdown => Ok(()),
         };
         for t in &tasks {
@@ -216,12 +218,13 @@ impl NodeAgent {
     }
 }
 
-/// Opens what the agent's parts share: the node namespace, forwarding, the bridge,
-/// IPAM and the image store.
+/// Opens the node's pieces (its namespace, forwarding, the bridge, IPAM and the image
+/// store) and builds the pod workers' environment from them and `cfg`.
 async fn open(
     client: kube::Client,
-    cfg: NodeConfig,
-) -> Result<(Arc<Shared>, Option<kcore_ns::NetNs>)> {
+    cfg: &NodeConfig,
+    net: NetCtx,
+) -> Result<(Arc<PodEnv>, Option<kcore_ns::NetNs>)> {
     let node_ns = match &cfg.node_netns {
         Some(p) => Some(
             kcore_ns::NetNs::open(p).map_err(|e| Error::ns("open node network namespace", e))?,
@@ -243,29 +246,74 @@ async fn open(
     .map_err(|e| Error::net(format!("bridge {}", cfg.bridge_name), e))?;
     let ipam = Ipam::open(cfg.dir("ipam"), cfg.pod_cidr).map_err(|e| Error::net("open ipam", e))?;
     let images = Images::open(&cfg.dir("images"), &cfg.dir("overlay"))?;
-    let net = NetCtx::new(cfg.node_netns.clone());
-    let shared = Arc::new(Shared {
-        runtime: kcore_runtime::Runtime::new(cfg.dir("containers")),
-        images: Arc::new(images),
+    let runtime = kcore_runtime::Runtime::new(cfg.dir("containers"));
+    let sandbox = SandboxEnv {
         netns_dir: NetnsDir::new(cfg.dir("netns")),
+        node_netns: cfg.node_netns.clone(),
         ipam,
         bridge: Some(bridge),
+        cgroup_parent: cfg.cgroup_parent.clone(),
+        node_ip: cfg.node_ip,
+        cluster_dns: cfg.dns.then(|| cfg.dns_ip()),
+        domain: cfg.cluster_domain.clone(),
+    };
+    let probe = Arc::new(ProbeEnv {
+        runtime: runtime.clone(),
+        net,
+    });
+    let pods = Arc::new(PodEnv {
+        client,
+        node_name: cfg.node_name.clone(),
+        node_ip: cfg.node_ip,
+        runtime,
+        images: Arc::new(images),
         pods_root: cfg.dir("pods"),
         logs_root: cfg.dir("logs"),
-        net,
-        client,
-        cfg,
+        sandbox,
+        probe,
+        backoff_base: cfg.backoff_base,
+        backoff_max: cfg.backoff_max,
+        log_max_bytes: cfg.log_max_bytes,
+        log_max_files: cfg.log_max_files,
+        volume_refresh: cfg.volume_refresh,
+        pull_timeout: cfg.pull_timeout,
     });
-    Ok((shared, node_ns))
+    Ok((pods, node_ns))
+}
+
+/// The uids of the pods in the pod watch's current (re)list. `Init` empties it,
+/// `InitApply` adds to it and `InitDone` hands it over, empty again: it never holds
+/// more than one list, and updates after the list (`Apply`) do not touch it.
+#[derive(Debug, Default)]
+struct Listing(HashSet<String>);
+
+impl Listing {
+    /// Takes note of a watch event (`InitDone` is [`Listing::done`]'s).
+    fn note(&mut self, ev: &watcher::Event<Pod>) {
+        match ev {
+            watcher::Event::Init => self.0.clear(),
+            watcher::Event::InitApply(p) => {
+                if let Some(uid) = &p.metadata.uid {
+                    self.0.insert(uid.clone());
+                }
+            }
+            watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone => {}
+        }
+    }
+
+    /// The uids the list held, leaving the set empty.
+    fn done(&mut self) -> HashSet<String> {
+        std::mem::take(&mut self.0)
+    }
 }
 
 /// Watches the pods bound to the node and feeds one worker per pod.
-async fn pod_manager(shared: Arc<Shared>) -> Result<()> {
-    let api: Api<Pod> = Api::all(shared.client.clone());
-    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", shared.cfg.node_name));
+async fn pod_manager(env: Arc<PodEnv>) -> Result<()> {
+    let api: Api<Pod> = Api::all(env.client.clone());
+    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", env.node_name));
     let mut stream = watcher(api, cfg).boxed();
     let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
-    let mut seen_in_init: Vec<String> = Vec::new();
+    let mut listing = Listing::default();
     let mut first_init = true;
     loop {
         let ev = match stream.next().await {
@@ -278,13 +326,13 @@ async fn pod_manager(shared: Arc<Shared>) -> Result<()> {
             None => return Ok(()),
         };
         workers.retain(|_, w| !w.task.is_finished());
+        listing.note(&ev);
         match ev {
-            watcher::Event::Init => seen_in_init.clear(),
+            watcher::Event::Init => {}
             watcher::Event::InitApply(p) | watcher::Event::Apply(p) => {
                 let Some(uid) = p.metadata.uid.clone() else {
                     continue;
                 };
-                seen_in_init.push(uid.clone());
                 match workers.get(&uid) {
                     Some(w) => {
                         let _ = w.tx.send(PodEvent::Update(Box::new(p)));
@@ -295,9 +343,9 @@ async fn pod_manager(shared: Arc<Shared>) -> Result<()> {
                             p.status.as_ref().and_then(|s| s.phase.as_deref()),
                             Some("Succeeded" | "Failed")
                         ) && p.metadata.deletion_timestamp.is_none()
-                            && !shared.pods_root.join(&uid).exists();
+                            && !env.pods_root.join(&uid).exists();
                         if !terminal {
-                            workers.insert(uid, pods::spawn_worker(shared.clone(), p));
+                            workers.insert(uid, pods::spawn_worker(env.clone(), p));
                         }
                     }
                 }
@@ -308,16 +356,16 @@ async fn pod_manager(shared: Arc<Shared>) -> Result<()> {
                 }
             }
             watcher::Event::InitDone => {
+                let known = listing.done();
                 for (uid, w) in &workers {
-                    if !seen_in_init.contains(uid) {
+                    if !known.contains(uid) {
                         let _ = w.tx.send(PodEvent::Removed);
                     }
                 }
                 if first_init {
                     first_init = false;
-                    let known = seen_in_init.clone();
-                    let s = shared.clone();
-                    tokio::task::spawn_blocking(move || cleanup_orphans(&s, &known));
+                    let env = env.clone();
+                    tokio::task::spawn_blocking(move || cleanup_orphans(&env, &known));
                 }
             }
         }
@@ -325,18 +373,18 @@ async fn pod_manager(shared: Arc<Shared>) -> Result<()> {
 }
 
 /// Removes containers and pod directories left by pods that no longer exist.
-fn cleanup_orphans(shared: &Shared, known: &[String]) {
-    if let Ok(ids) = shared.runtime.list() {
+fn cleanup_orphans(env: &PodEnv, known: &HashSet<String>) {
+    if let Ok(ids) = env.runtime.list() {
         for id in ids {
             if let Some((uid, _, _)) = pods::parse_container_id(&id) {
-                if !known.iter().any(|k| k == uid) {
+                if !known.contains(uid) {
                     tracing::info!(id, "removing orphaned container");
-                    pods::remove_container(&shared.runtime, &shared.images, &id);
+                    pods::remove_container(&env.runtime, &env.images, &id);
                 }
             }
         }
     }
-    if let Ok(rd) = std::fs::read_dir(&shared.pods_root) {
+    if let Ok(rd) = std::fs::read_dir(&env.pods_root) {
         for e in rd.flatten() {
             let uid = e.file_name().to_string_lossy().into_owned();
             if known.contains(&uid) {
@@ -344,12 +392,51 @@ fn cleanup_orphans(shared: &Shared, known: &[String]) {
             }
             let dir = e.path();
             if let Some(sb) = crate::sandbox::Sandbox::load(&dir) {
-                let env = crate::sandbox::SandboxEnv::new(shared);
                 let rt = tokio::runtime::Handle::current();
-                rt.block_on(sb.teardown(&dir, &env));
+                rt.block_on(sb.teardown(&dir, &env.sandbox));
             }
             crate::volumes::teardown(&dir.join("volumes"));
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(uid: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": uid, "uid": uid}})).unwrap()
+    }
+
+    fn uids(v: &[&str]) -> HashSet<String> {
+        v.iter().map(|u| (*u).to_owned()).collect()
+    }
+
+    #[test]
+    fn listing_holds_one_list_at_most() {
+        let mut l = Listing::default();
+        l.note(&watcher::Event::Init);
+        l.note(&watcher::Event::InitApply(pod("a")));
+        l.note(&watcher::Event::InitApply(pod("a")));
+        l.note(&watcher::Event::InitApply(pod("b")));
+        l.note(&watcher::Event::InitApply(Pod::default()));
+        l.note(&watcher::Event::InitDone);
+        assert_eq!(l.done(), uids(&["a", "b"]));
+        assert!(l.0.is_empty());
+        // updates and deletions after the list leave it alone
+        for _ in 0..1000 {
+            l.note(&watcher::Event::Apply(pod("a")));
+            l.note(&watcher::Event::Apply(pod("c")));
+        }
+        l.note(&watcher::Event::Delete(pod("a")));
+        assert!(l.0.is_empty());
+        // a relist that restarts before it is done starts over
+        l.note(&watcher::Event::Init);
+        l.note(&watcher::Event::InitApply(pod("a")));
+        l.note(&watcher::Event::Init);
+        l.note(&watcher::Event::InitApply(pod("c")));
+        assert_eq!(l.done(), uids(&["c"]));
+        assert!(l.done().is_empty());
     }
 }

@@ -12,11 +12,24 @@ use hickory_proto::rr::rdata::{A, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::agent::Shared;
 use crate::cache::ClusterCache;
 use crate::error::{Error, Result};
+use crate::netctx::NetCtx;
 
 const TTL: u32 = 5;
+
+/// What cluster DNS runs with.
+#[derive(Debug)]
+pub(crate) struct DnsEnv {
+    /// Where the listeners and upstream queries live (the node's namespace).
+    pub net: NetCtx,
+    /// The address served (port 53).
+    pub dns_ip: Ipv4Addr,
+    /// The cluster domain.
+    pub domain: String,
+    /// Configured resolvers; empty means those of the node's resolv.conf.
+    pub upstream_dns: Vec<SocketAddr>,
+}
 
 /// What the cluster zone says about a name.
 #[derive(Debug, PartialEq, Eq)]
@@ -183,23 +196,23 @@ pub(crate) fn reply(cache: &ClusterCache, domain: &str, req: &Message) -> Option
     Some(m)
 }
 
-fn upstreams(cfg: &crate::config::NodeConfig) -> Vec<SocketAddr> {
-    if !cfg.upstream_dns.is_empty() {
-        return cfg.upstream_dns.clone();
+fn upstreams(env: &DnsEnv) -> Vec<SocketAddr> {
+    if !env.upstream_dns.is_empty() {
+        return env.upstream_dns.clone();
     }
     std::fs::read_to_string("/etc/resolv.conf")
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.strip_prefix("nameserver"))
         .filter_map(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
-        .filter(|ip| ip.is_ipv4() && *ip != std::net::IpAddr::V4(cfg.dns_ip()))
+        .filter(|ip| ip.is_ipv4() && *ip != std::net::IpAddr::V4(env.dns_ip))
         .map(|ip| SocketAddr::new(ip, 53))
         .collect()
 }
 
-async fn forward(shared: &Shared, packet: &[u8]) -> Option<Vec<u8>> {
-    for up in upstreams(&shared.cfg) {
-        let Ok(sock) = shared
+async fn forward(env: &DnsEnv, packet: &[u8]) -> Option<Vec<u8>> {
+    for up in upstreams(env) {
+        let Ok(sock) = env
             .net
             .udp(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0))
         else {
@@ -220,14 +233,14 @@ async fn forward(shared: &Shared, packet: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Handles one DNS message; `None` means no answer can be given.
-async fn handle(shared: &Shared, cache: &ClusterCache, packet: &[u8]) -> Option<Vec<u8>> {
+async fn handle(env: &DnsEnv, cache: &ClusterCache, packet: &[u8]) -> Option<Vec<u8>> {
     let req = match Message::from_vec(packet) {
         Ok(m) => m,
         Err(_) => return None,
     };
-    match reply(cache, &shared.cfg.cluster_domain, &req) {
+    match reply(cache, &env.domain, &req) {
         Some(m) => m.to_vec().ok(),
-        None => match forward(shared, packet).await {
+        None => match forward(env, packet).await {
             Some(r) => Some(r),
             None => {
                 let mut m = Message::error_msg(req.id(), req.op_code(), ResponseCode::ServFail);
@@ -241,22 +254,20 @@ async fn handle(shared: &Shared, cache: &ClusterCache, packet: &[u8]) -> Option<
 }
 
 /// Serves DNS on the cluster DNS address (UDP and TCP port 53).
-pub(crate) fn start(
-    shared: Arc<Shared>,
-    cache: Arc<ClusterCache>,
-) -> Result<tokio::task::JoinHandle<()>> {
-    let addr = SocketAddr::new(shared.cfg.dns_ip().into(), 53);
-    let udp = shared
+pub(crate) fn start(env: DnsEnv, cache: Arc<ClusterCache>) -> Result<tokio::task::JoinHandle<()>> {
+    let addr = SocketAddr::new(env.dns_ip.into(), 53);
+    let udp = env
         .net
         .udp(addr)
         .map_err(|e| Error::Listen { addr, source: e })?;
-    let tcp = shared
+    let tcp = env
         .net
         .listen(addr)
         .map_err(|e| Error::Listen { addr, source: e })?;
     let udp = Arc::new(udp);
+    let env = Arc::new(env);
     Ok(tokio::spawn(async move {
-        let s2 = shared.clone();
+        let s2 = env.clone();
         let c2 = cache.clone();
         let tcp_task = tokio::spawn(async move {
             while let Ok((mut conn, _)) = tcp.accept().await {
@@ -288,7 +299,7 @@ pub(crate) fn start(
                 break;
             };
             let packet = buf[..n].to_vec();
-            let (s, c, u) = (shared.clone(), cache.clone(), udp.clone());
+            let (s, c, u) = (env.clone(), cache.clone(), udp.clone());
             tokio::spawn(async move {
                 if let Some(out) = handle(&s, &c, &packet).await {
                     let _ = u.send_to(&out, peer).await;

@@ -2,7 +2,7 @@
 //! rules, pathType Prefix / Exact / ImplementationSpecific, defaultBackend) to Service
 //! endpoints, with each Ingress' status pointing at the node.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -15,9 +15,19 @@ use kube::api::{Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
 
-use crate::agent::Shared;
 use crate::cache::ClusterCache;
 use crate::error::{Error, Result};
+use crate::netctx::NetCtx;
+
+/// What the Ingress proxy runs with.
+pub(crate) struct IngressEnv {
+    /// Where the listener and the backend connections live (the node's namespace).
+    pub net: NetCtx,
+    /// Writes the Ingress status.
+    pub client: kube::Client,
+    /// The address written to the Ingress status.
+    pub node_ip: Ipv4Addr,
+}
 
 /// The backend a request goes to: namespace, service and port.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,7 +160,7 @@ fn error(code: StatusCode, msg: &str) -> Response<Body> {
 }
 
 async fn serve_one(
-    shared: Arc<Shared>,
+    env: Arc<IngressEnv>,
     cache: Arc<ClusterCache>,
     rr: Arc<AtomicUsize>,
     mut req: Request<Incoming>,
@@ -185,7 +195,7 @@ async fn serve_one(
     let mut last_err = String::new();
     for i in 0..eps.len() {
         let ep = eps[(start + i) % eps.len()];
-        let stream = match shared.net.connect(SocketAddr::V4(ep)).await {
+        let stream = match env.net.connect(SocketAddr::V4(ep)).await {
             Ok(s) => s,
             Err(e) => {
                 last_err = e.to_string();
@@ -231,22 +241,23 @@ async fn serve_one(
 
 /// Starts the proxy on `addr` and the status writer.
 pub(crate) fn start(
-    shared: Arc<Shared>,
+    env: IngressEnv,
     cache: Arc<ClusterCache>,
     addr: SocketAddr,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = shared
+    let listener = env
         .net
         .listen(addr)
         .map_err(|e| Error::Listen { addr, source: e })?;
     let rr = Arc::new(AtomicUsize::new(0));
+    let env = Arc::new(env);
     Ok(tokio::spawn(async move {
-        let status = tokio::spawn(write_status(shared.clone(), cache.clone()));
+        let status = tokio::spawn(write_status(env.clone(), cache.clone()));
         loop {
             let Ok((stream, peer)) = listener.accept().await else {
                 break;
             };
-            let (s, c, r) = (shared.clone(), cache.clone(), rr.clone());
+            let (s, c, r) = (env.clone(), cache.clone(), rr.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     req.extensions_mut().insert(peer);
@@ -262,9 +273,9 @@ pub(crate) fn start(
 }
 
 /// Keeps `status.loadBalancer.ingress` of every Ingress pointing at this node.
-async fn write_status(shared: Arc<Shared>, cache: Arc<ClusterCache>) {
+async fn write_status(env: Arc<IngressEnv>, cache: Arc<ClusterCache>) {
     let mut rx = cache.version.subscribe();
-    let ip = shared.cfg.node_ip.to_string();
+    let ip = env.node_ip.to_string();
     loop {
         let ings: Vec<Ingress> = cache
             .ingresses
@@ -289,7 +300,7 @@ async fn write_status(shared: Arc<Shared>, cache: Arc<ClusterCache>) {
                 .clone()
                 .unwrap_or_else(|| "default".into());
             let name = ing.metadata.name.clone().unwrap_or_default();
-            let api: Api<Ingress> = Api::namespaced(shared.client.clone(), &ns);
+            let api: Api<Ingress> = Api::namespaced(env.client.clone(), &ns);
             let mut list: Vec<serde_json::Value> = ing
                 .status
                 .as_ref()

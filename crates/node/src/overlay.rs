@@ -9,7 +9,6 @@ use k8s_openapi::api::core::v1::Node;
 use kcore_ns::NetNs;
 use kcore_vxlan::{Overlay, Peer, VxlanConfig};
 
-use crate::agent::Shared;
 use crate::cache::ClusterCache;
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
@@ -71,11 +70,11 @@ pub(crate) async fn teardown(node: &NodeConfig, node_ns: Option<&NetNs>) -> Resu
 
 /// Sets up the VTEP; returns the Node annotations to publish and the peer task.
 pub(crate) async fn start(
-    shared: Arc<Shared>,
+    node: &NodeConfig,
     cache: Arc<ClusterCache>,
     node_ns: Option<&NetNs>,
 ) -> Result<(BTreeMap<String, String>, tokio::task::JoinHandle<()>)> {
-    let overlay = Overlay::ensure(node_ns, vxlan_config(&shared.cfg))
+    let overlay = Overlay::ensure(node_ns, vxlan_config(node))
         .await
         .map_err(|e| Error::Vxlan {
             what: "create the vxlan device".into(),
@@ -83,9 +82,9 @@ pub(crate) async fn start(
         })?;
     let mut ann = BTreeMap::new();
     ann.insert(ANN_VTEP_MAC.to_owned(), format_mac(overlay.mac()));
-    ann.insert(ANN_PUBLIC_IP.to_owned(), shared.cfg.node_ip.to_string());
+    ann.insert(ANN_PUBLIC_IP.to_owned(), node.node_ip.to_string());
     let mut rx = cache.version.subscribe();
-    let me = shared.cfg.node_name.clone();
+    let me = node.node_name.clone();
     let task = tokio::spawn(async move {
         let mut last: Option<Vec<Peer>> = None;
         loop {

@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::agent::Shared;
 use crate::error::{Error, Result};
+use crate::images::Images;
 use crate::logs::{self, LogFile};
-use crate::probes::{self, ProbeKind};
+use crate::probes::{self, ProbeEnv, ProbeKind};
 use crate::refs::Refs;
 use crate::sandbox::{Sandbox, SandboxEnv};
 use crate::spec::{self, BindMount, SpecInput};
@@ -144,13 +144,41 @@ impl Drop for WorkerHandle {
     }
 }
 
+/// What pod workers run with: the agent builds one and every worker shares it.
+pub(crate) struct PodEnv {
+    /// Pod status and deletion, events, and the objects env and volumes refer to.
+    pub client: kube::Client,
+    /// The node's name, in events.
+    pub node_name: String,
+    /// The node's address, the pods' `hostIP`.
+    pub node_ip: std::net::Ipv4Addr,
+    pub runtime: kcore_runtime::Runtime,
+    pub images: Arc<Images>,
+    /// One directory per pod uid: sandbox, state, volumes, FIFOs.
+    pub pods_root: PathBuf,
+    /// Container logs.
+    pub logs_root: PathBuf,
+    pub sandbox: SandboxEnv,
+    pub probe: Arc<ProbeEnv>,
+    /// CrashLoopBackOff: first delay and longest delay.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Log rotation: size of a file and rotated files kept.
+    pub log_max_bytes: u64,
+    pub log_max_files: usize,
+    /// How often ConfigMap, Secret and downward API volumes are refreshed.
+    pub volume_refresh: Duration,
+    /// How long an `Always` pull may take before a local copy is used.
+    pub pull_timeout: Duration,
+}
+
 /// Starts a worker for `pod`.
-pub(crate) fn spawn_worker(shared: Arc<Shared>, pod: Pod) -> WorkerHandle {
+pub(crate) fn spawn_worker(env: Arc<PodEnv>, pod: Pod) -> WorkerHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let dir = shared.pods_root.join(&uid);
+    let dir = env.pods_root.join(&uid);
     let w = PodWorker {
-        shared,
+        env,
         uid,
         dir,
         pod,
@@ -178,7 +206,7 @@ pub(crate) fn spawn_worker(shared: Arc<Shared>, pod: Pod) -> WorkerHandle {
 }
 
 struct PodWorker {
-    shared: Arc<Shared>,
+    env: Arc<PodEnv>,
     uid: String,
     dir: PathBuf,
     pod: Pod,
@@ -219,10 +247,6 @@ impl PodWorker {
             .as_ref()
             .and_then(|s| s.restart_policy.as_deref())
             .unwrap_or("Always")
-    }
-
-    fn sandbox_env(&self) -> SandboxEnv {
-        SandboxEnv::new(&self.shared)
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<PodEvent>) {
@@ -269,7 +293,7 @@ impl PodWorker {
     fn next_wake(&self) -> Option<Instant> {
         let mut w: Option<Instant> = self.ctrs.values().filter_map(|c| c.next_start).min();
         if self.volumes.is_some() && !self.is_terminal() {
-            let v = self.volume_refreshed + self.shared.cfg.volume_refresh;
+            let v = self.volume_refreshed + self.env.volume_refresh;
             w = Some(w.map_or(v, |x| x.min(v)));
         }
         w
@@ -308,9 +332,9 @@ impl PodWorker {
                         if !ok {
                             tracing::info!(container = %name, ?kind, "probe failed; restarting the container");
                             crate::events::record(
-                                &self.shared.client,
+                                &self.env.client,
                                 &self.pod,
-                                &self.shared.cfg.node_name,
+                                &self.env.node_name,
                                 true,
                                 "Unhealthy",
                                 format!(
@@ -326,7 +350,7 @@ impl PodWorker {
                                 let spec = self.container_spec(&name);
                                 let ip = sb_ip(&self.sandbox);
                                 tokio::spawn(stop_gracefully(
-                                    self.shared.clone(),
+                                    self.env.probe.clone(),
                                     id,
                                     grace,
                                     spec,
@@ -375,8 +399,8 @@ impl PodWorker {
         attempt: u32,
         status: Option<kcore_runtime::ExitStatus>,
     ) {
-        let base = self.shared.cfg.backoff_base;
-        let max = self.shared.cfg.backoff_max;
+        let base = self.env.backoff_base;
+        let max = self.env.backoff_max;
         let id = container_id(&self.uid, name, attempt);
         let fallback = self
             .container_spec(name)
@@ -392,13 +416,7 @@ impl PodWorker {
             .unwrap_or_default();
         if message.is_empty() && fallback && failed {
             let file = logs::attempt_file(
-                &logs::container_dir(
-                    &self.shared.logs_root,
-                    self.ns(),
-                    self.name(),
-                    &self.uid,
-                    name,
-                ),
+                &logs::container_dir(&self.env.logs_root, self.ns(), self.name(), &self.uid, name),
                 attempt,
             );
             let q = logs::LogQuery {
@@ -440,7 +458,7 @@ impl PodWorker {
             None => (137, None, "ContainerStatusUnknown"),
         };
         // a SIGKILL we did not send is most likely the OOM killer
-        let reason = if reason == "OOMKilled" && !oom_happened(&self.shared, &r.id) {
+        let reason = if reason == "OOMKilled" && !oom_happened(&self.env.runtime, &r.id) {
             "Error"
         } else {
             reason
@@ -462,8 +480,8 @@ impl PodWorker {
         } else {
             (c.backoff * 2).min(max)
         };
-        let rt = self.shared.runtime.clone();
-        let images = self.shared.images.clone();
+        let rt = self.env.runtime.clone();
+        let images = self.env.images.clone();
         let id = r.id.clone();
         let _ = tokio::task::spawn_blocking(move || remove_container(&rt, &images, &id)).await;
         self.save();
@@ -512,7 +530,7 @@ impl PodWorker {
         }
         self.adopted = true;
         self.sandbox = Sandbox::load(&self.dir);
-        let Ok(ids) = self.shared.runtime.list() else {
+        let Ok(ids) = self.env.runtime.list() else {
             return;
         };
         for id in ids {
@@ -522,27 +540,19 @@ impl PodWorker {
             if uid != self.uid {
                 continue;
             }
-            let Ok(mut c) = self.shared.runtime.load(&id) else {
+            let Ok(mut c) = self.env.runtime.load(&id) else {
                 continue;
             };
             let status = c.status();
-            let log_dir = logs::container_dir(
-                &self.shared.logs_root,
-                self.ns(),
-                self.name(),
-                &self.uid,
-                name,
-            );
+            let log_dir =
+                logs::container_dir(&self.env.logs_root, self.ns(), self.name(), &self.uid, name);
             let ctr = self.ctrs.entry(name.to_owned()).or_default();
             if status == kcore_runtime::Status::Running && ctr.running.is_none() {
                 tracing::info!(id, "adopting running container");
                 ctr.saved.attempts = ctr.saved.attempts.max(attempt + 1);
                 let file = logs::attempt_file(&log_dir, attempt);
-                let Ok(lf) = LogFile::open(
-                    &file,
-                    self.shared.cfg.log_max_bytes,
-                    self.shared.cfg.log_max_files,
-                ) else {
+                let Ok(lf) = LogFile::open(&file, self.env.log_max_bytes, self.env.log_max_files)
+                else {
                     continue;
                 };
                 let log = Arc::new(Mutex::new(lf));
@@ -558,7 +568,7 @@ impl PodWorker {
                 let spec = self.container_spec(name);
                 let probe = spec.as_ref().map(|spec| {
                     probes::spawn(
-                        self.shared.clone(),
+                        self.env.probe.clone(),
                         spec.clone(),
                         sb_ip(&self.sandbox),
                         id.clone(),
@@ -579,8 +589,8 @@ impl PodWorker {
                 ctr.started = true;
                 watch_adopted(c.pid(), name.to_owned(), attempt, self.tx.clone());
             } else if ctr.running.as_ref().is_none_or(|r| r.id != id) {
-                let rt = self.shared.runtime.clone();
-                let images = self.shared.images.clone();
+                let rt = self.env.runtime.clone();
+                let images = self.env.images.clone();
                 remove_container(&rt, &images, &id);
             }
         }
@@ -597,7 +607,7 @@ impl PodWorker {
         if self.removed || self.pod.metadata.deletion_timestamp.is_some() {
             self.terminate().await;
             if !self.removed {
-                let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), self.ns());
+                let api: Api<Pod> = Api::namespaced(self.env.client.clone(), self.ns());
                 let _ = self.write_status().await;
                 let dp = DeleteParams {
                     grace_period_seconds: Some(0),
@@ -622,8 +632,7 @@ impl PodWorker {
                 return Ok(Flow::Continue);
             }
             if let Some(sb) = self.sandbox.take() {
-                let env = self.sandbox_env();
-                sb.teardown(&self.dir, &env).await;
+                sb.teardown(&self.dir, &self.env.sandbox).await;
             }
             return Ok(Flow::Continue);
         }
@@ -632,15 +641,12 @@ impl PodWorker {
             self.save();
         }
         if self.sandbox.is_none() {
-            let env = self.sandbox_env();
-            let sb = Sandbox::ensure(&self.pod, &self.dir, &env).await?;
+            let sb = Sandbox::ensure(&self.pod, &self.dir, &self.env.sandbox).await?;
             tracing::debug!(pod = %self.name(), ip = %sb.ip, "sandbox ready");
             self.sandbox = Some(sb);
         }
-        if self.volumes.is_none()
-            || self.volume_refreshed.elapsed() >= self.shared.cfg.volume_refresh
-        {
-            let mut refs = Refs::new(self.shared.client.clone(), self.ns());
+        if self.volumes.is_none() || self.volume_refreshed.elapsed() >= self.env.volume_refresh {
+            let mut refs = Refs::new(self.env.client.clone(), self.ns());
             let v = volumes::prepare(&self.pod, &self.dir.join("volumes"), &mut refs).await?;
             self.volumes = Some(v);
             self.volume_refreshed = Instant::now();
@@ -691,9 +697,9 @@ impl PodWorker {
         if st.saved.last_term.is_some() && st.next_start.is_none() && !st.backoff.is_zero() {
             st.next_start = Some(Instant::now() + st.backoff);
             crate::events::record(
-                &self.shared.client,
+                &self.env.client,
                 &self.pod,
-                &self.shared.cfg.node_name,
+                &self.env.node_name,
                 true,
                 "BackOff",
                 format!("Back-off restarting failed container {}", c.name),
@@ -716,9 +722,9 @@ impl PodWorker {
             Err((reason, e)) => {
                 tracing::warn!(container = %c.name, error = %e, "container start failed");
                 crate::events::record(
-                    &self.shared.client,
+                    &self.env.client,
                     &self.pod,
-                    &self.shared.cfg.node_name,
+                    &self.env.node_name,
                     true,
                     "Failed",
                     format!("{reason}: {e}"),
@@ -726,11 +732,11 @@ impl PodWorker {
                 );
                 let st = self.ctrs.entry(c.name.clone()).or_default();
                 st.waiting = Some((reason.into(), e.to_string()));
-                let base = self.shared.cfg.backoff_base;
+                let base = self.env.backoff_base;
                 st.backoff = if st.backoff.is_zero() {
                     base
                 } else {
-                    (st.backoff * 2).min(self.shared.cfg.backoff_max)
+                    (st.backoff * 2).min(self.env.backoff_max)
                 };
                 st.next_start = Some(Instant::now() + st.backoff);
             }
@@ -751,9 +757,9 @@ impl PodWorker {
             }
         });
         let image = c.image.clone().unwrap_or_default();
-        let images = self.shared.images.clone();
+        let images = self.env.images.clone();
         let (img, pol) = (image.clone(), policy.clone());
-        let wait = self.shared.cfg.pull_timeout;
+        let wait = self.env.pull_timeout;
         let resolved = tokio::task::spawn_blocking(move || images.ensure(&img, &pol, wait))
             .await
             .expect("image task");
@@ -774,7 +780,7 @@ impl PodWorker {
                 return Err((reason, e));
             }
         };
-        let mut refs = Refs::new(self.shared.client.clone(), self.ns());
+        let mut refs = Refs::new(self.env.client.clone(), self.ns());
         let env = refs
             .env(&self.pod, c)
             .await
@@ -822,25 +828,21 @@ impl PodWorker {
             });
         }
         let log_dir = logs::container_dir(
-            &self.shared.logs_root,
+            &self.env.logs_root,
             self.ns(),
             self.name(),
             &self.uid,
             &c.name,
         );
         let log_file = logs::attempt_file(&log_dir, attempt);
-        let log = LogFile::open(
-            &log_file,
-            self.shared.cfg.log_max_bytes,
-            self.shared.cfg.log_max_files,
-        )
-        .map_err(|e| ("RunContainerError", e))?;
+        let log = LogFile::open(&log_file, self.env.log_max_bytes, self.env.log_max_files)
+            .map_err(|e| ("RunContainerError", e))?;
         let log = Arc::new(Mutex::new(log));
         let fifo_dir = self.dir.join("fifo");
         let mut annotations = BTreeMap::new();
         annotations.insert(ANN_POD_UID.to_owned(), self.uid.clone());
         annotations.insert(ANN_CONTAINER.to_owned(), c.name.clone());
-        let shared = self.shared.clone();
+        let (runtime, images) = (self.env.runtime.clone(), self.env.images.clone());
         let pod = self.pod.clone();
         let container = c.clone();
         let id2 = id.clone();
@@ -850,9 +852,7 @@ impl PodWorker {
         let log2 = log.clone();
         let result =
             tokio::task::spawn_blocking(move || -> Result<(i32, Vec<tokio::task::AbortHandle>)> {
-                let rootfs = shared
-                    .images
-                    .mount_rootfs(&id2, resolved.top_layer.as_deref())?;
+                let rootfs = images.mount_rootfs(&id2, resolved.top_layer.as_deref())?;
                 let cfg = resolved.image.config.config().clone();
                 let input = SpecInput {
                     pod: &pod,
@@ -871,7 +871,7 @@ impl PodWorker {
                 let oci = match spec::build(&input) {
                     Ok(s) => s,
                     Err(e) => {
-                        let _ = shared.images.remove_rootfs(&id2);
+                        let _ = images.remove_rootfs(&id2);
                         return Err(e);
                     }
                 };
@@ -887,19 +887,19 @@ impl PodWorker {
                     ..Default::default()
                 };
                 // a leftover from a crash with the same id
-                if let Ok(old) = shared.runtime.load(&id2) {
+                if let Ok(old) = runtime.load(&id2) {
                     let _ = old.delete(true);
                 }
                 // the log pumps read the FIFOs before the program can write to them
                 let pumps = attach_pumps_blocking(&fifo_dir, &id2, log2);
                 // create and start in one step (no exec.fifo round trip)
-                let mut ctr = match shared.runtime.run(&id2, &bundle, &oci, opts) {
+                let mut ctr = match runtime.run(&id2, &bundle, &oci, opts) {
                     Ok(c) => c,
                     Err(e) => {
                         for p in &pumps {
                             p.abort();
                         }
-                        let _ = shared.images.remove_rootfs(&id2);
+                        let _ = images.remove_rootfs(&id2);
                         return Err(Error::Runtime {
                             id: id2,
                             source: Box::new(e),
@@ -942,9 +942,9 @@ impl PodWorker {
             ("Started", format!("Started container {}", c.name)),
         ] {
             crate::events::record(
-                &self.shared.client,
+                &self.env.client,
                 &self.pod,
-                &self.shared.cfg.node_name,
+                &self.env.node_name,
                 false,
                 reason,
                 msg,
@@ -955,13 +955,17 @@ impl PodWorker {
         st.started = c.startup_probe.is_none();
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
             // a failed postStart hook kills the container, like a failed liveness probe
-            let (shared, c2, id2, tx) =
-                (self.shared.clone(), c.clone(), id.clone(), self.tx.clone());
+            let (probe, c2, id2, tx) = (
+                self.env.probe.clone(),
+                c.clone(),
+                id.clone(),
+                self.tx.clone(),
+            );
             let ip = sb_ip(&self.sandbox);
             let name = c.name.clone();
             tokio::spawn(async move {
                 let limit = Duration::from_secs(30);
-                if !probes::run_handler(&shared, &c2, &h, ip, &id2, limit).await {
+                if !probes::run_handler(&probe, &c2, &h, ip, &id2, limit).await {
                     let _ = tx.send(PodEvent::Probe {
                         name,
                         attempt,
@@ -972,7 +976,7 @@ impl PodWorker {
             });
         }
         let probe = probes::spawn(
-            self.shared.clone(),
+            self.env.probe.clone(),
             c.clone(),
             sb_ip(&self.sandbox),
             id.clone(),
@@ -1007,9 +1011,9 @@ impl PodWorker {
         let ip = sb_ip(&self.sandbox);
         for (name, _, _) in &running {
             crate::events::record(
-                &self.shared.client,
+                &self.env.client,
                 &self.pod,
-                &self.shared.cfg.node_name,
+                &self.env.node_name,
                 false,
                 "Killing",
                 format!("Stopping container {name}"),
@@ -1019,7 +1023,7 @@ impl PodWorker {
         for (name, id, _) in &running {
             let spec = self.container_spec(name);
             stops.push(tokio::spawn(stop_gracefully(
-                self.shared.clone(),
+                self.env.probe.clone(),
                 id.clone(),
                 grace,
                 spec,
@@ -1040,7 +1044,7 @@ impl PodWorker {
                 .iter()
                 .filter(|(_, c)| {
                     c.running.as_ref().is_some_and(|r| {
-                        self.shared
+                        self.env
                             .runtime
                             .load(&r.id)
                             .map(|mut x| x.status() == kcore_runtime::Status::Stopped)
@@ -1064,8 +1068,7 @@ impl PodWorker {
             }
         }
         if let Some(sb) = self.sandbox.take() {
-            let env = self.sandbox_env();
-            sb.teardown(&self.dir, &env).await;
+            sb.teardown(&self.dir, &self.env.sandbox).await;
         }
         volumes::teardown(&self.dir.join("volumes"));
     }
@@ -1073,7 +1076,7 @@ impl PodWorker {
     fn cleanup_files(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);
         let d = self
-            .shared
+            .env
             .logs_root
             .join(format!("{}_{}_{}", self.ns(), self.name(), self.uid));
         let _ = std::fs::remove_dir_all(d);
@@ -1276,8 +1279,8 @@ impl PodWorker {
         let mut st = json!({
             "phase": phase,
             "conditions": conditions,
-            "hostIP": self.shared.cfg.node_ip.to_string(),
-            "hostIPs": [{"ip": self.shared.cfg.node_ip.to_string()}],
+            "hostIP": self.env.node_ip.to_string(),
+            "hostIPs": [{"ip": self.env.node_ip.to_string()}],
             "containerStatuses": statuses,
             "qosClass": qos_class(&self.pod),
         });
@@ -1319,7 +1322,7 @@ impl PodWorker {
         if self.last_status.as_ref() == Some(&st) {
             return Ok(());
         }
-        let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), self.ns());
+        let api: Api<Pod> = Api::namespaced(self.env.client.clone(), self.ns());
         let patch = json!({"status": st});
         match api
             .patch_status(self.name(), &PatchParams::default(), &Patch::Merge(&patch))
@@ -1387,10 +1390,8 @@ pub(crate) fn qos_class(pod: &Pod) -> &'static str {
 
 /// Whether the kernel's OOM killer killed a process of the container (read from its
 /// memory cgroup, which exists until the container is deleted).
-fn oom_happened(shared: &Shared, id: &str) -> bool {
-    shared
-        .runtime
-        .load(id)
+fn oom_happened(rt: &kcore_runtime::Runtime, id: &str) -> bool {
+    rt.load(id)
         .and_then(|c| c.stats())
         .map(|s| s.memory.oom_kill.unwrap_or(0) > 0 || s.memory.oom.unwrap_or(0) > 0)
         .unwrap_or(false)
@@ -1500,7 +1501,7 @@ fn watch_adopted(pid: i32, name: String, attempt: u32, tx: mpsc::UnboundedSender
 
 /// Runs the container's preStop hook (within the grace period), then stops it.
 async fn stop_gracefully(
-    shared: Arc<Shared>,
+    probe: Arc<ProbeEnv>,
     id: String,
     grace: Duration,
     c: Option<Container>,
@@ -1509,16 +1510,15 @@ async fn stop_gracefully(
     let started = Instant::now();
     if let Some(c) = &c {
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
-            let ok =
-                tokio::time::timeout(grace, probes::run_handler(&shared, c, h, ip, &id, grace))
-                    .await;
+            let ok = tokio::time::timeout(grace, probes::run_handler(&probe, c, h, ip, &id, grace))
+                .await;
             if !matches!(ok, Ok(true)) {
                 tracing::info!(id, "preStop hook failed or timed out");
             }
         }
     }
     let left = grace.saturating_sub(started.elapsed());
-    let rt = shared.runtime.clone();
+    let rt = probe.runtime.clone();
     let _ = tokio::task::spawn_blocking(move || stop_container(&rt, &id, left)).await;
 }
 

@@ -9,9 +9,16 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::agent::Shared;
 use crate::netctx::NetCtx;
 use crate::pods::PodEvent;
+
+/// What probes and lifecycle handlers run with: the runtime (exec) and the node's
+/// network namespace (httpGet, tcpSocket, gRPC).
+#[derive(Debug)]
+pub(crate) struct ProbeEnv {
+    pub runtime: kcore_runtime::Runtime,
+    pub net: NetCtx,
+}
 
 /// Which probe a result is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,14 +48,14 @@ fn port_of(c: &Container, p: &IntOrString) -> Option<u16> {
 
 /// Runs one probe; `true` on success.
 pub(crate) async fn run_once(
-    shared: &Shared,
-    net: &NetCtx,
+    env: &ProbeEnv,
     c: &Container,
     probe: &Probe,
     ip: Ipv4Addr,
     id: &str,
 ) -> bool {
     let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
+    let net = &env.net;
     if let Some(h) = &probe.http_get {
         let Some(port) = port_of(c, &h.port) else {
             return false;
@@ -99,7 +106,7 @@ pub(crate) async fn run_once(
         if cmd.is_empty() {
             return false;
         }
-        let rt = shared.runtime.clone();
+        let rt = env.runtime.clone();
         let id = id.to_owned();
         let res = tokio::task::spawn_blocking(move || -> Option<bool> {
             let mut ctr = rt.load(&id).ok()?;
@@ -155,7 +162,7 @@ pub(crate) async fn run_once(
 /// Runs a lifecycle handler (postStart / preStop): exec, httpGet, tcpSocket or sleep,
 /// bounded by `limit`; `true` on success.
 pub(crate) async fn run_handler(
-    shared: &Shared,
+    env: &ProbeEnv,
     c: &Container,
     h: &LifecycleHandler,
     ip: Ipv4Addr,
@@ -174,12 +181,12 @@ pub(crate) async fn run_handler(
         timeout_seconds: Some(limit.as_secs().clamp(1, i32::MAX as u64) as i32),
         ..Default::default()
     };
-    run_once(shared, &shared.net, c, &probe, ip, id).await
+    run_once(env, c, &probe, ip, id).await
 }
 
 /// Starts the probe loop of a container attempt, if it has probes.
 pub(crate) fn spawn(
-    shared: Arc<Shared>,
+    env: Arc<ProbeEnv>,
     c: Container,
     ip: Ipv4Addr,
     id: String,
@@ -190,7 +197,6 @@ pub(crate) fn spawn(
         return None;
     }
     let task = tokio::spawn(async move {
-        let net = NetCtx::new(shared.cfg.node_netns.clone());
         let send = |kind, ok| {
             let _ = tx.send(PodEvent::Probe {
                 name: c.name.clone(),
@@ -207,7 +213,7 @@ pub(crate) fn spawn(
             let threshold = p.failure_threshold.unwrap_or(3).max(1);
             let mut failures = 0;
             loop {
-                if run_once(&shared, &net, &c, p, ip, &id).await {
+                if run_once(&env, &c, p, ip, &id).await {
                     send(ProbeKind::Startup, true);
                     break;
                 }
@@ -220,14 +226,13 @@ pub(crate) fn spawn(
             }
         }
         let live = c.liveness_probe.clone().map(|p| {
-            let (shared, net, c, id, send) =
-                (shared.clone(), net.clone(), c.clone(), id.clone(), send);
+            let (env, c, id, send) = (env.clone(), c.clone(), id.clone(), send);
             async move {
                 tokio::time::sleep(delay(&p)).await;
                 let threshold = p.failure_threshold.unwrap_or(3).max(1);
                 let mut failures = 0;
                 loop {
-                    if run_once(&shared, &net, &c, &p, ip, &id).await {
+                    if run_once(&env, &c, &p, ip, &id).await {
                         failures = 0;
                     } else {
                         failures += 1;
@@ -241,8 +246,7 @@ pub(crate) fn spawn(
             }
         });
         let ready = c.readiness_probe.clone().map(|p| {
-            let (shared, net, c, id, send) =
-                (shared.clone(), net.clone(), c.clone(), id.clone(), send);
+            let (env, c, id, send) = (env.clone(), c.clone(), id.clone(), send);
             async move {
                 tokio::time::sleep(delay(&p)).await;
                 let fail_t = p.failure_threshold.unwrap_or(3).max(1);
@@ -250,7 +254,7 @@ pub(crate) fn spawn(
                 let (mut oks, mut fails) = (0, 0);
                 let mut state: Option<bool> = None;
                 loop {
-                    if run_once(&shared, &net, &c, &p, ip, &id).await {
+                    if run_once(&env, &c, &p, ip, &id).await {
                         oks += 1;
                         fails = 0;
                         if oks >= ok_t && state != Some(true) {

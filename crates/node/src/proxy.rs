@@ -10,7 +10,6 @@ use kcore_netbridge::{
     Endpoint, NftConfig, NftNetlink, Protocol, Service, ServiceProxy, SessionAffinity,
 };
 
-use crate::agent::Shared;
 use crate::cache::ClusterCache;
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
@@ -144,10 +143,10 @@ pub(crate) fn teardown(node: &NodeConfig) -> Result<()> {
 
 /// Starts syncing nftables from the cache.
 pub(crate) fn start(
-    shared: Arc<Shared>,
+    node: &NodeConfig,
     cache: Arc<ClusterCache>,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let mut proxy = proxy(&shared.cfg)?;
+    let mut proxy = proxy(node)?;
     proxy
         .init()
         .map_err(|e| Error::net("initialise nftables", e))?;

@@ -245,21 +245,6 @@ pub(crate) struct SandboxEnv {
     pub domain: String,
 }
 
-impl SandboxEnv {
-    pub fn new(s: &crate::agent::Shared) -> Self {
-        SandboxEnv {
-            netns_dir: s.netns_dir.clone(),
-            node_netns: s.cfg.node_netns.clone(),
-            ipam: s.ipam.clone(),
-            bridge: s.bridge.clone(),
-            cgroup_parent: s.cfg.cgroup_parent.clone(),
-            node_ip: s.cfg.node_ip,
-            cluster_dns: s.cfg.dns.then(|| s.cfg.dns_ip()),
-            domain: s.cfg.cluster_domain.clone(),
-        }
-    }
-}
-
 /// Runs blocking sandbox work (namespaces, IPAM with its fsync, cgroups, files) off
 /// the async workers, so that many pods starting at once do not stall the agent.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
