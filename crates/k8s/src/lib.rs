@@ -8,11 +8,11 @@
 //! | a pod's QoS class | `ComputePodQOS` | [`pod_qos_class`], [`qos_class`] |
 //! | label and node selectors | `labels`, `nodeaffinity` | [`Selector`], [`NodeSelectorTerm`] |
 //! | Lease leader election | client-go `leaderelection` | [`decide`], [`LeaseObserver`] |
-//! | status code of an API error | `apierrors.ReasonForError` | [`status_code`] (feature `kube`) |
+//! | status code of an API error | `apierrors.ReasonForError` | `status_code` (feature `kube`) |
 //! | the Kubernetes version kcore implements | `version.Get` | [`VERSION`], [`GIT_VERSION`] |
 //!
 //! Each is table-tested against upstream's own cases. The crate depends on k8s-openapi
-//! and thiserror only; the optional `kube` feature adds [`status_code`] for
+//! and thiserror only; the optional `kube` feature adds `status_code` for
 //! `kube::Error`.
 //!
 //! # Example
