@@ -1708,22 +1708,22 @@ impl Api {
             let all = self
                 .list_in(pdbs, Some(namespace), &ListOptions::default())
                 .await?;
-            let matching: Vec<&Value> = all["items"]
+            // A budget without a selector, or with one that does not compile, selects
+            // nothing (upstream skips it).
+            let matching: Vec<(&Value, LabelSelector)> = all["items"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|b| {
-                    let sel = &b["spec"]["selector"];
-                    !sel.is_null() && LabelSelector::from_object(sel).matches(&pod)
-                })
+                .filter(|b| !b["spec"]["selector"].is_null())
+                .filter_map(|b| Some((b, LabelSelector::from_object(&b["spec"]["selector"]).ok()?)))
+                .filter(|(_, sel)| sel.matches(&pod))
                 .collect();
             if matching.len() > 1 {
                 return Err(ApiError::internal(
                     "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
                 ));
             }
-            if let Some(pdb) = matching.first() {
-                let sel = LabelSelector::from_object(&pdb["spec"]["selector"]);
+            if let Some((pdb, sel)) = matching.first() {
                 let peers = self
                     .list_in(pods, Some(namespace), &ListOptions::default())
                     .await?;
@@ -1947,27 +1947,34 @@ impl Api {
     }
 }
 
+/// A new pod's `status.qosClass`: kcore-k8s's rule (app and init containers,
+/// pod-level resources, requests defaulted from limits), read from only the
+/// resources of the spec. A spec too malformed to read is rejected by
+/// validation right after; it gets BestEffort meanwhile.
 fn qos_class(spec: &Value) -> &'static str {
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in spec["containers"].as_array().into_iter().flatten() {
-        let r = &c["resources"];
-        for res in ["cpu", "memory"] {
-            let req = &r["requests"][res];
-            let lim = &r["limits"][res];
-            if !req.is_null() || !lim.is_null() {
-                any = true;
-            }
-            if lim.is_null() || (!req.is_null() && req != lim) {
-                guaranteed = false;
-            }
-        }
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use serde::Deserialize;
+    #[derive(Deserialize)]
+    struct Container {
+        resources: Option<ResourceRequirements>,
     }
-    match (any, guaranteed) {
-        (false, _) => "BestEffort",
-        (true, true) => "Guaranteed",
-        (true, false) => "Burstable",
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Spec {
+        containers: Option<Vec<Container>>,
+        init_containers: Option<Vec<Container>>,
+        resources: Option<ResourceRequirements>,
     }
+    let Ok(spec) = Spec::deserialize(spec) else {
+        return kcore_k8s::QosClass::BestEffort.as_str();
+    };
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter())
+        .flatten()
+        .map(|c| c.resources.as_ref());
+    kcore_k8s::qos_class(spec.resources.as_ref(), containers).as_str()
 }
 
 /// The autoscaling/v1 Scale view of a scalable object.

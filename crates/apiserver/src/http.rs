@@ -437,12 +437,13 @@ fn wants_aggregated(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The `/version` answer.
+/// The `/version` answer: the Kubernetes version kcore implements (kcore-k8s) and the
+/// commit, tree state and date of this build (see `build.rs`).
 pub(crate) fn version_info() -> Value {
     json!({
-        "major": "1", "minor": "37", "gitVersion": "v1.37.0-kcore.0.1.0",
-        "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-        "buildDate": "2026-01-01T00:00:00Z", "goVersion": "rust", "compiler": "rustc",
+        "major": kcore_k8s::MAJOR, "minor": kcore_k8s::MINOR, "gitVersion": kcore_k8s::GIT_VERSION,
+        "gitCommit": env!("KCORE_GIT_COMMIT"), "gitTreeState": env!("KCORE_GIT_TREE_STATE"),
+        "buildDate": env!("KCORE_BUILD_DATE"), "goVersion": "rust", "compiler": "rustc",
         "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
     })
 }

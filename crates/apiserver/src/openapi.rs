@@ -106,7 +106,7 @@ pub(crate) fn group_version(group: &str, version: &str) -> Option<Value> {
     }
     Some(json!({
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": "v1.37.0"},
+        "info": {"title": "Kubernetes", "version": kcore_k8s::VERSION},
         "paths": paths,
         "components": {"schemas": {}},
     }))

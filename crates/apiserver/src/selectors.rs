@@ -1,26 +1,16 @@
 //! Label and field selectors as in `?labelSelector=` and `?fieldSelector=`.
 
-use std::collections::BTreeSet;
-
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as K8sLabelSelector;
+use kcore_k8s::{Op, Requirement, Selector};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
 
-#[derive(Debug, Clone, PartialEq)]
-enum Op {
-    Eq(String),
-    NotEq(String),
-    In(BTreeSet<String>),
-    NotIn(BTreeSet<String>),
-    Exists,
-    NotExists,
-}
-
-/// A parsed label selector; all requirements must hold.
+/// A parsed label selector; all requirements must hold. The matching rules are
+/// kcore-k8s's [`Selector`], shared with the scheduler and the controllers.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct LabelSelector {
-    reqs: Vec<(String, Op)>,
-}
+pub struct LabelSelector(Selector);
 
 fn split_top_level(s: &str) -> Vec<&str> {
     let mut out = Vec::new();
@@ -58,36 +48,46 @@ impl LabelSelector {
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let bad =
             |why: &str| ApiError::bad_request(format!("unable to parse requirement: {why}: {s:?}"));
-        let mut reqs = Vec::new();
+        let mut sel = Selector::default();
         for part in split_top_level(s) {
             let part = part.trim();
             if part.is_empty() {
                 continue;
             }
-            let set = |rest: &str| -> Result<BTreeSet<String>, ApiError> {
+            let set = |rest: &str| -> Result<Vec<String>, ApiError> {
                 let rest = rest.trim();
                 let inner = rest
                     .strip_prefix('(')
                     .and_then(|r| r.strip_suffix(')'))
                     .ok_or_else(|| bad("expected a parenthesized set"))?;
-                let vals: BTreeSet<String> = inner
+                let mut vals: Vec<String> = inner
                     .split(',')
                     .map(|v| v.trim().to_owned())
                     .filter(|v| !v.is_empty())
                     .collect();
+                vals.sort_unstable();
+                vals.dedup();
                 if vals.iter().any(|v| !valid_value(v)) {
                     return Err(bad("invalid label value"));
                 }
                 Ok(vals)
             };
+            // `=`, `==` and `!=` are `in` and `notin` with one value, as upstream.
+            let one = |v: &str| -> Result<Vec<String>, ApiError> {
+                let v = v.trim();
+                if !valid_value(v) {
+                    return Err(bad("invalid label value"));
+                }
+                Ok(vec![v.to_owned()])
+            };
             let (key, op) = if let Some(k) = part.strip_prefix('!') {
-                (k.trim().to_owned(), Op::NotExists)
+                (k.trim().to_owned(), Op::DoesNotExist)
             } else if let Some((k, v)) = part.split_once("!=") {
-                (k.trim().to_owned(), Op::NotEq(v.trim().to_owned()))
+                (k.trim().to_owned(), Op::NotIn(one(v)?))
             } else if let Some((k, v)) = part.split_once("==") {
-                (k.trim().to_owned(), Op::Eq(v.trim().to_owned()))
+                (k.trim().to_owned(), Op::In(one(v)?))
             } else if let Some((k, v)) = part.split_once('=') {
-                (k.trim().to_owned(), Op::Eq(v.trim().to_owned()))
+                (k.trim().to_owned(), Op::In(one(v)?))
             } else if let Some((k, rest)) = part.split_once(" notin ") {
                 (k.trim().to_owned(), Op::NotIn(set(rest)?))
             } else if let Some((k, rest)) = part.split_once(" in ") {
@@ -98,67 +98,28 @@ impl LabelSelector {
             if !valid_key(&key) {
                 return Err(bad("invalid label key"));
             }
-            if let Op::Eq(v) | Op::NotEq(v) = &op {
-                if !valid_value(v) {
-                    return Err(bad("invalid label value"));
-                }
-            }
-            reqs.push((key, op));
+            sel.push(Requirement { key, op });
         }
-        Ok(Self { reqs })
+        Ok(Self(sel))
     }
 
-    /// Builds a selector from a `LabelSelector` object (`matchLabels`, `matchExpressions`).
-    pub fn from_object(sel: &Value) -> Self {
-        let mut reqs = Vec::new();
-        if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
-            for (k, v) in m {
-                reqs.push((k.clone(), Op::Eq(v.as_str().unwrap_or_default().to_owned())));
-            }
-        }
-        for e in sel
-            .get("matchExpressions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let key = e["key"].as_str().unwrap_or_default().to_owned();
-            let vals: BTreeSet<String> = e["values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect();
-            let op = match e["operator"].as_str() {
-                Some("In") => Op::In(vals),
-                Some("NotIn") => Op::NotIn(vals),
-                Some("DoesNotExist") => Op::NotExists,
-                _ => Op::Exists,
-            };
-            reqs.push((key, op));
-        }
-        Self { reqs }
+    /// Builds a selector from a `LabelSelector` object (`matchLabels`,
+    /// `matchExpressions`); an unknown operator, or values where an operator takes
+    /// none (or none where it needs some), is an error, as upstream.
+    pub fn from_object(sel: &Value) -> Result<Self, String> {
+        let sel = K8sLabelSelector::deserialize(sel).map_err(|e| e.to_string())?;
+        Selector::compile(&sel).map(Self).map_err(|e| e.to_string())
     }
 
     /// Whether the selector has no requirements.
     pub fn is_empty(&self) -> bool {
-        self.reqs.is_empty()
+        self.0.is_empty()
     }
 
     /// Whether an object's `metadata.labels` satisfy the selector.
     pub fn matches(&self, obj: &Value) -> bool {
         let labels = &obj["metadata"]["labels"];
-        self.reqs.iter().all(|(k, op)| {
-            let v = labels.get(k).and_then(Value::as_str);
-            match op {
-                Op::Eq(want) => v == Some(want.as_str()),
-                Op::NotEq(want) => v != Some(want.as_str()),
-                Op::In(set) => v.is_some_and(|v| set.contains(v)),
-                Op::NotIn(set) => v.is_none_or(|v| !set.contains(v)),
-                Op::Exists => v.is_some(),
-                Op::NotExists => v.is_none(),
-            }
-        })
+        self.0.matches_fn(|k| labels.get(k).and_then(Value::as_str))
     }
 }
 
@@ -253,9 +214,19 @@ mod tests {
     fn selector_from_object() {
         let sel = json!({"matchLabels": {"app": "web"},
             "matchExpressions": [{"key": "tier", "operator": "In", "values": ["front"]}]});
-        let s = LabelSelector::from_object(&sel);
+        let s = LabelSelector::from_object(&sel).unwrap();
         assert!(s.matches(&json!({"metadata": {"labels": {"app": "web", "tier": "front"}}})));
         assert!(!s.matches(&json!({"metadata": {"labels": {"app": "web"}}})));
+        // An unknown operator is an error (it used to read as Exists), as are values
+        // that do not fit the operator.
+        for bad in [
+            json!({"matchExpressions": [{"key": "tier", "operator": "Bogus"}]}),
+            json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": []}]}),
+            json!({"matchExpressions": [{"key": "tier", "operator": "Exists", "values": ["a"]}]}),
+            json!({"matchLabels": {"app": 1}}),
+        ] {
+            assert!(LabelSelector::from_object(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -180,12 +180,14 @@ fn workload(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
         causes.push(Cause::required("spec.selector"));
     } else {
         let tpl_meta = serde_json::json!({"metadata": {"labels": spec["template"]["metadata"]["labels"].clone()}});
-        if !LabelSelector::from_object(sel).matches(&tpl_meta) {
-            causes.push(Cause::invalid(
+        match LabelSelector::from_object(sel) {
+            Err(why) => causes.push(Cause::invalid("spec.selector", sel, &why)),
+            Ok(s) if !s.matches(&tpl_meta) => causes.push(Cause::invalid(
                 "spec.template.metadata.labels",
                 &spec["template"]["metadata"]["labels"],
                 "`selector` does not match template `labels`",
-            ));
+            )),
+            Ok(_) => {}
         }
     }
     containers(&spec["template"]["spec"], "spec.template.spec", causes);

@@ -113,6 +113,72 @@ async fn create_sets_server_fields_and_generate_name() {
     assert_eq!(err.code, 404);
 }
 
+/// status.qosClass follows upstream's ComputePodQOS (kcore-k8s): init containers count
+/// (the API server used to look at app containers only, the node at both), a limit
+/// implies an equal request, and quantities compare by value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_qos_class_counts_init_containers() {
+    let e = env().await;
+    let g = json!({"limits": {"cpu": "1", "memory": "1Gi"}});
+    let cases = [
+        (
+            "best-effort",
+            json!([{"name": "c", "image": "busybox"}]),
+            None,
+            "BestEffort",
+        ),
+        (
+            "guaranteed",
+            json!([{"name": "c", "image": "busybox", "resources": g}]),
+            None,
+            "Guaranteed",
+        ),
+        (
+            // was Burstable: "1" and "1000m" compared as JSON text
+            "same-value-other-spelling",
+            json!([{"name": "c", "image": "busybox", "resources":
+                {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1000m", "memory": "1024Mi"}}}]),
+            None,
+            "Guaranteed",
+        ),
+        (
+            // was Guaranteed: the init container's request without limits was not seen
+            "burstable-init",
+            json!([{"name": "c", "image": "busybox", "resources": g}]),
+            Some(
+                json!([{"name": "i", "image": "busybox", "resources": {"requests": {"cpu": "100m"}}}]),
+            ),
+            "Burstable",
+        ),
+        (
+            "guaranteed-init",
+            json!([{"name": "c", "image": "busybox", "resources": g}]),
+            Some(json!([{"name": "i", "image": "busybox", "resources": g}])),
+            "Guaranteed",
+        ),
+    ];
+    for (name, containers, init, want) in cases {
+        let mut p = pod(name);
+        p["spec"]["containers"] = containers;
+        if let Some(init) = init {
+            p["spec"]["initContainers"] = init;
+        }
+        let out = e
+            .api
+            .create_value("v1", "pods", Some("default"), p, &W)
+            .await
+            .expect("create pod");
+        assert_eq!(out["status"]["qosClass"], want, "{name}");
+        // and what the typed object model computes from the stored spec agrees
+        let stored: Pod = serde_json::from_value(out).unwrap();
+        assert_eq!(
+            kcore_k8s::pod_qos_class(stored.spec.as_ref().unwrap()).as_str(),
+            want,
+            "{name}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optimistic_concurrency_and_generation() {
     let e = env().await;

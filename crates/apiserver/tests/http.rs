@@ -91,6 +91,29 @@ async fn discovery_and_health() {
     let u = s.url().to_owned();
     let v = curl("GET", format!("{u}/version"), &[], None).await.json();
     assert_eq!(v["major"], "1");
+    // One version everywhere: the one kcore-k8s says kcore implements.
+    assert_eq!(v["minor"], kcore_k8s::MINOR);
+    assert_eq!(v["gitVersion"], kcore_k8s::GIT_VERSION);
+    // The commit and date of this build, not placeholders.
+    let commit = v["gitCommit"].as_str().expect("gitCommit");
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{commit}"
+    );
+    assert_ne!(commit, "0000000000000000000000000000000000000000");
+    assert!(
+        ["clean", "dirty", "unknown"].contains(&v["gitTreeState"].as_str().unwrap_or_default()),
+        "{v}"
+    );
+    let date = v["buildDate"].as_str().expect("buildDate");
+    assert!(
+        date.parse::<k8s_openapi::jiff::Timestamp>().is_ok()
+            && date.ends_with('Z')
+            && date.len() == 20,
+        "{date}"
+    );
+    assert_ne!(date, "2026-01-01T00:00:00Z");
     let api = curl("GET", format!("{u}/api"), &[], None).await.json();
     assert_eq!(api["versions"], json!(["v1"]));
     let apis = curl("GET", format!("{u}/apis"), &[], None).await.json();

@@ -134,7 +134,7 @@ async fn assigned_pod_cidr(client: &kube::Client, name: &str) -> Result<Ipv4Net>
                 }))?;
                 match nodes.create(&PostParams::default(), &node).await {
                     Ok(_) => created = true,
-                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) if kcore_k8s::status_code(&e) == Some(409) => {}
                     Err(e) => tracing::warn!(error = %e, "registering the node"),
                 }
                 continue;

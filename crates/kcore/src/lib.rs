@@ -13,6 +13,7 @@
 //! | `runtime` | `kcore-runtime` | OCI runtime-spec containers |
 //! | `netbridge` | `kcore-netbridge` | bridge, veth, IPAM, Service rules |
 //! | `vxlan` | `kcore-vxlan` | flannel-style VXLAN overlay, pod-subnet routes |
+//! | `k8s` | `kcore-k8s` | Kubernetes rules: quantities, QoS, selectors, leader election, version |
 //! | `apiserver` | `kcore-apiserver` | Kubernetes-compatible API server and storage |
 //! | `scheduler` | `kcore-scheduler` | scheduling framework and default plugins |
 //! | `reconcile` | `kcore-reconcile` | controller runtime and built-in controllers |
@@ -42,6 +43,9 @@ pub use kcore_client as client;
 #[cfg(feature = "image")]
 #[doc(inline)]
 pub use kcore_image as image;
+#[cfg(feature = "k8s")]
+#[doc(inline)]
+pub use kcore_k8s as k8s;
 #[cfg(feature = "netbridge")]
 #[doc(inline)]
 pub use kcore_netbridge as netbridge;

@@ -75,7 +75,6 @@ mod overlay;
 mod pods;
 mod probes;
 mod proxy;
-mod quantity;
 mod refs;
 mod sandbox;
 mod server;

@@ -6,6 +6,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
+use kcore_k8s::status_code;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::{json, Value};
@@ -113,8 +114,8 @@ pub(crate) fn node_status(cfg: &NodeConfig, old: Option<&Node>) -> Value {
             "bootID": boot,
             "containerRuntimeVersion": format!("kcore://{}", env!("CARGO_PKG_VERSION")),
             "kernelVersion": kernel,
-            "kubeProxyVersion": format!("v1.31.0-kcore.{}", env!("CARGO_PKG_VERSION")),
-            "kubeletVersion": format!("v1.31.0-kcore.{}", env!("CARGO_PKG_VERSION")),
+            "kubeProxyVersion": kcore_k8s::GIT_VERSION,
+            "kubeletVersion": kcore_k8s::GIT_VERSION,
             "machineID": machine,
             "operatingSystem": "linux",
             "osImage": os_image(),
@@ -148,7 +149,7 @@ pub(crate) async fn register(
             .expect("node");
             match api.create(&PostParams::default(), &node).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) if status_code(&e) == Some(409) => {}
                 Err(e) => return Err(Error::kube(format!("create node {name}"), e)),
             }
         }
@@ -191,7 +192,7 @@ pub(crate) async fn renew_lease(client: &kube::Client, cfg: &NodeConfig) -> Resu
         .await
     {
         Ok(_) => return Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) if status_code(&e) == Some(404) => {}
         Err(e) => return Err(Error::kube(format!("renew lease {name}"), e)),
     }
     let nsapi: Api<Namespace> = Api::all(client.clone());
@@ -223,7 +224,7 @@ pub(crate) async fn renew_lease(client: &kube::Client, cfg: &NodeConfig) -> Resu
     .expect("lease");
     match api.create(&PostParams::default(), &lease).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) if status_code(&e) == Some(409) => Ok(()),
         Err(e) => Err(Error::kube(format!("create lease {name}"), e)),
     }
 }

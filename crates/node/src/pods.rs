@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kcore_k8s::{pod_qos_class, status_code, QosClass};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Api;
 use serde::{Deserialize, Serialize};
@@ -619,7 +620,7 @@ impl PodWorker {
                 };
                 match api.delete(self.name(), &dp).await {
                     Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) if matches!(status_code(&e), Some(404 | 409)) => {}
                     Err(e) => return Err(Error::kube(format!("delete pod {}", self.name()), e)),
                 }
             }
@@ -1276,13 +1277,18 @@ impl PodWorker {
                 conditions[0]["message"] = json!(msg);
             }
         }
+        let qos = self
+            .pod
+            .spec
+            .as_ref()
+            .map_or(QosClass::BestEffort, pod_qos_class);
         let mut st = json!({
             "phase": phase,
             "conditions": conditions,
             "hostIP": self.env.node_ip.to_string(),
             "hostIPs": [{"ip": self.env.node_ip.to_string()}],
             "containerStatuses": statuses,
-            "qosClass": qos_class(&self.pod),
+            "qosClass": qos.as_str(),
         });
         if let Some(t) = &self.start_time {
             st["startTime"] = serde_json::to_value(Time(*t)).expect("time");
@@ -1335,7 +1341,7 @@ impl PodWorker {
                 self.last_status = Some(st);
                 Ok(())
             }
-            Err(kube::Error::Api(s)) if s.code == 404 => {
+            Err(e) if status_code(&e) == Some(404) => {
                 self.last_status = Some(st);
                 Ok(())
             }
@@ -1351,41 +1357,6 @@ fn sb_ip(sb: &Option<Sandbox>) -> std::net::Ipv4Addr {
     sb.as_ref()
         .map(|s| s.ip)
         .unwrap_or(std::net::Ipv4Addr::LOCALHOST)
-}
-
-/// The pod's QoS class.
-pub(crate) fn qos_class(pod: &Pod) -> &'static str {
-    let Some(spec) = pod.spec.as_ref() else {
-        return "BestEffort";
-    };
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-    {
-        let r = c.resources.as_ref();
-        let lim = r.and_then(|r| r.limits.clone()).unwrap_or_default();
-        let req = r.and_then(|r| r.requests.clone()).unwrap_or_default();
-        if !lim.is_empty() || !req.is_empty() {
-            any = true;
-        }
-        for k in ["cpu", "memory"] {
-            match (lim.get(k), req.get(k)) {
-                (Some(l), Some(q)) if l == q => {}
-                (Some(_), None) => {}
-                _ => guaranteed = false,
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
 }
 
 /// Whether the kernel's OOM killer killed a process of the container (read from its
@@ -1564,26 +1535,5 @@ mod tests {
         let id = container_id("0b7c-11", "web", 3);
         assert_eq!(parse_container_id(&id), Some(("0b7c-11", "web", 3)));
         assert_eq!(parse_container_id("kcore-runc-x"), None);
-    }
-
-    #[test]
-    fn qos_classes() {
-        let p = |v: Value| -> Pod { serde_json::from_value(v).unwrap() };
-        assert_eq!(
-            qos_class(&p(json!({"spec": {"containers": [{"name": "a"}]}}))),
-            "BestEffort"
-        );
-        assert_eq!(
-            qos_class(&p(
-                json!({"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}})
-            )),
-            "Guaranteed"
-        );
-        assert_eq!(
-            qos_class(&p(
-                json!({"spec": {"containers": [{"name": "a", "resources": {"requests": {"cpu": "1"}}}]}})
-            )),
-            "Burstable"
-        );
     }
 }

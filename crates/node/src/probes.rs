@@ -63,7 +63,8 @@ pub(crate) async fn run_once(
         let host = h.host.as_deref().and_then(|h| h.parse().ok()).unwrap_or(ip);
         let path = h.path.clone().unwrap_or_else(|| "/".into());
         let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.31\r\nAccept: */*\r\nConnection: close\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: {}\r\nAccept: */*\r\nConnection: close\r\n",
+            kcore_k8s::PROBE_USER_AGENT
         );
         for hd in h.http_headers.iter().flatten() {
             req.push_str(&format!("{}: {}\r\n", hd.name, hd.value));

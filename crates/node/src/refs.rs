@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ObjectFieldSelector, Pod, ResourceFieldSelector, Secret, Service,
 };
+use kcore_k8s::Quantity;
 use kube::Api;
 
 use crate::error::{Error, Result};
-use crate::quantity;
 
 /// Fetches ConfigMaps and Secrets of one namespace, caching them for one sync.
 pub(crate) struct Refs {
@@ -350,15 +350,21 @@ pub(crate) fn resource_field(
             }
         })
         .and_then(|m| m.get(res))
-        .and_then(|q| quantity::parse(&q.0))
-        .unwrap_or(0.0);
+        .and_then(|q| Quantity::try_from(q).ok())
+        .unwrap_or(Quantity::ZERO);
     let divisor = r
         .divisor
         .as_ref()
-        .and_then(|d| quantity::parse(&d.0))
-        .filter(|d| *d > 0.0)
-        .unwrap_or(1.0);
-    Ok(format!("{}", (q / divisor).ceil() as i64))
+        .and_then(|d| Quantity::try_from(d).ok())
+        .filter(|d| *d > Quantity::ZERO)
+        .unwrap_or(Quantity::new(1, 0));
+    // As the kubelet: cpu in millicores, everything else in base units, rounded up.
+    let (n, d) = if res == "cpu" {
+        (q.milli_value(), divisor.milli_value())
+    } else {
+        (q.value(), divisor.value())
+    };
+    Ok((n / d + i64::from(n % d > 0)).to_string())
 }
 
 #[cfg(test)]
@@ -420,5 +426,25 @@ mod tests {
         assert_eq!(r("limits.memory", Some("1Mi")), "64");
         assert_eq!(r("limits.cpu", Some("1m")), "250");
         assert_eq!(r("limits.cpu", None), "1");
+        // exact: no floating point on the way (f64 made this ...784)
+        let big: Pod = serde_json::from_value(json!({"spec": {"containers": [{"name": "c",
+            "resources": {"limits": {"memory": "123456789123456789", "cpu": "1.1"}}}]}}))
+        .unwrap();
+        let c = &big.spec.as_ref().unwrap().containers[0];
+        let r = |res: &str, div: Option<&str>| {
+            resource_field(
+                &big,
+                Some(c),
+                &ResourceFieldSelector {
+                    resource: res.into(),
+                    container_name: None,
+                    divisor: div
+                        .map(|d| k8s_openapi::apimachinery::pkg::api::resource::Quantity(d.into())),
+                },
+            )
+            .unwrap()
+        };
+        assert_eq!(r("limits.memory", None), "123456789123456789");
+        assert_eq!(r("limits.cpu", Some("100m")), "11"); // f64: 11.000000000000002 -> 12
     }
 }

@@ -6,11 +6,11 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
+use kcore_k8s::Quantity;
 use kcore_ns::{mount, Namespace, NetnsDir};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::quantity;
 
 /// What a sandbox consists of; saved as `sandbox.json` in the pod directory so a
 /// restarted agent adopts it.
@@ -55,31 +55,33 @@ pub(crate) fn hostname(pod: &Pod) -> String {
 }
 
 /// Pod-level cgroup limits: the sum of the app containers' limits when every one of
-/// them sets that limit (otherwise the pod is not bounded for that resource).
+/// them sets that limit (otherwise the pod is not bounded for that resource), summed
+/// exactly and then rounded up, as the kubelet does.
 pub(crate) fn pod_resources(pod: &Pod) -> kcore_cgroup::Resources {
     let mut r = kcore_cgroup::Resources::default();
     let Some(spec) = pod.spec.as_ref() else {
         return r;
     };
-    let sum = |k: &str, f: fn(&str) -> Option<u64>| -> Option<u64> {
-        let mut total = 0u64;
+    let sum = |k: &str| -> Option<Quantity> {
+        let mut total = Quantity::ZERO;
         for c in &spec.containers {
-            let v = c
+            let q = c
                 .resources
                 .as_ref()
                 .and_then(|r| r.limits.as_ref())
                 .and_then(|l| l.get(k))
-                .and_then(|q| f(&q.0))?;
-            total += v;
+                .and_then(|q| Quantity::try_from(q).ok())?;
+            total = total.checked_add(q)?;
         }
         Some(total)
     };
-    if let Some(m) = sum("memory", quantity::bytes) {
-        r.memory.limit = Some(m as i64);
+    // Negative amounts (invalid upstream) count as zero.
+    if let Some(m) = sum("memory") {
+        r.memory.limit = Some(m.value().max(0));
     }
-    if let Some(c) = sum("cpu", quantity::cpu_millis) {
+    if let Some(c) = sum("cpu") {
         r.cpu.period = Some(100_000);
-        r.cpu.quota = Some((c * 100) as i64);
+        r.cpu.quota = Some(c.milli_value().max(0).saturating_mul(100));
     }
     r
 }
@@ -473,5 +475,17 @@ mod tests {
         assert_eq!(r.memory.limit, Some(96 << 20));
         assert_eq!(r.cpu.quota, None);
         assert_eq!(host_ifname("x").len(), 12);
+    }
+
+    #[test]
+    fn pod_limits_are_summed_exactly() {
+        // f64 read 123456789123456789 as ...784, and 0.1 + 0.2 cores as 300.00000000000006m
+        let p = pod(json!({"metadata": {"name": "a"}, "spec": {"containers": [
+            {"name": "a", "resources": {"limits": {"memory": "123456789123456789", "cpu": "0.1"}}},
+            {"name": "b", "resources": {"limits": {"memory": "1", "cpu": "0.2"}}}
+        ]}}));
+        let r = pod_resources(&p);
+        assert_eq!(r.memory.limit, Some(123_456_789_123_456_790));
+        assert_eq!(r.cpu.quota, Some(30_000));
     }
 }

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{Container, Pod, SecurityContext};
+use kcore_k8s::Quantity;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::quantity;
 
 /// A bind mount into the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,27 +251,33 @@ pub(crate) fn resources(c: &Container) -> Value {
     let limit = |k: &str| {
         res.and_then(|r| r.limits.as_ref())
             .and_then(|l| l.get(k))
-            .map(|q| q.0.clone())
+            .and_then(|q| Quantity::try_from(q).ok())
     };
     let request = |k: &str| {
         res.and_then(|r| r.requests.as_ref())
             .and_then(|l| l.get(k))
-            .map(|q| q.0.clone())
+            .and_then(|q| Quantity::try_from(q).ok())
     };
-    if let Some(m) = limit("memory").and_then(|q| quantity::bytes(&q)) {
+    // Negative amounts (invalid upstream) count as zero.
+    let bytes = |q: Quantity| q.value().max(0);
+    let millis = |q: Quantity| q.milli_value().max(0);
+    if let Some(m) = limit("memory").map(bytes) {
         r.insert("memory".into(), json!({"limit": m}));
     }
     let mut cpu = serde_json::Map::new();
     // requests (or, without one, the limit) become shares: 1024 per core, at least 2
-    if let Some(m) = request("cpu")
-        .or_else(|| limit("cpu"))
-        .and_then(|q| quantity::cpu_millis(&q))
-    {
-        cpu.insert("shares".into(), json!((m * 1024 / 1000).max(2)));
+    if let Some(m) = request("cpu").or_else(|| limit("cpu")).map(millis) {
+        cpu.insert(
+            "shares".into(),
+            json!((m.saturating_mul(1024) / 1000).max(2)),
+        );
     }
-    if let Some(m) = limit("cpu").and_then(|q| quantity::cpu_millis(&q)) {
-        let period = 100_000u64;
-        cpu.insert("quota".into(), json!((m * period / 1000).max(1000)));
+    if let Some(m) = limit("cpu").map(millis) {
+        let period = 100_000i64;
+        cpu.insert(
+            "quota".into(),
+            json!((m.saturating_mul(period) / 1000).max(1000)),
+        );
         cpu.insert("period".into(), json!(period));
     }
     if !cpu.is_empty() {

@@ -285,7 +285,8 @@ pub(crate) async fn prepare(
                 let size = e
                     .size_limit
                     .as_ref()
-                    .and_then(|q| crate::quantity::bytes(&q.0))
+                    .and_then(|q| kcore_k8s::Quantity::try_from(q).ok())
+                    .map(|q| q.value().max(0))
                     .map(|b| format!("mode=1777,size={b}"))
                     .unwrap_or_else(|| "mode=1777".into());
                 kcore_ns::mount::mount_tmpfs(&p, kcore_ns::mount::MountFlags::NONE, Some(&size))

@@ -67,19 +67,8 @@ impl Error {
 
     fn status_code(&self) -> Option<u16> {
         match self {
-            Error::Api {
-                source: kube::Error::Api(status),
-                ..
-            } => Some(status.code),
+            Error::Api { source, .. } => kcore_k8s::status_code(source),
             _ => None,
         }
-    }
-}
-
-/// Status code of a kube error, if the server answered with one.
-pub(crate) fn code_of(err: &kube::Error) -> Option<u16> {
-    match err {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
     }
 }

@@ -1,20 +1,22 @@
 //! Leader election with a `coordination.k8s.io/v1` Lease, as client-go's leaderelection:
 //! a candidate takes the lease when it is free or when its holder has not renewed it for a
 //! lease duration as observed by the candidate's own clock (so clock skew between
-//! machines does not matter); the leader renews every retry period and steps down when it
-//! could not renew within the renew deadline.
+//! machines does not matter: the decision is kcore-k8s's [`LeaseObserver`]); the leader
+//! renews every retry period and steps down when it could not renew within the renew
+//! deadline.
 
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
+use kcore_k8s::{status_code, LeaseDecision, LeaseObserver};
 use kube::api::{Api, PostParams};
 use kube::Client;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::error::{code_of, Error};
+use crate::error::Error;
 
 /// Settings of a [`LeaderElector`].
 #[derive(Debug, Clone)]
@@ -51,54 +53,6 @@ impl LeaderElectionConfig {
     }
 }
 
-/// What a candidate does with the lease it just read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseDecision {
-    /// No lease exists: create it, holding it.
-    Create,
-    /// The lease is ours: renew it.
-    Renew,
-    /// The lease is free or expired: take it over (one more transition).
-    Acquire,
-    /// Someone else holds a live lease.
-    Wait {
-        /// The current holder.
-        holder: String,
-    },
-}
-
-/// Decides what to do with the lease `spec` (None: absent), given that its contents were
-/// last seen to change at `observed_at` on our clock.
-pub fn decide(
-    spec: Option<&LeaseSpec>,
-    identity: &str,
-    observed_at: Instant,
-    now: Instant,
-    default_duration: Duration,
-) -> LeaseDecision {
-    let Some(spec) = spec else {
-        return LeaseDecision::Create;
-    };
-    let holder = spec.holder_identity.as_deref().unwrap_or("");
-    if holder == identity {
-        return LeaseDecision::Renew;
-    }
-    if holder.is_empty() {
-        return LeaseDecision::Acquire;
-    }
-    let duration = spec
-        .lease_duration_seconds
-        .and_then(|s| u64::try_from(s).ok())
-        .map_or(default_duration, Duration::from_secs);
-    if now.saturating_duration_since(observed_at) >= duration {
-        LeaseDecision::Acquire
-    } else {
-        LeaseDecision::Wait {
-            holder: holder.to_owned(),
-        }
-    }
-}
-
 /// Competes for a Lease and publishes whether this candidate leads.
 #[derive(Debug)]
 pub struct LeaderElector {
@@ -129,10 +83,10 @@ impl LeaderElector {
     /// Competes and renews until `shutdown` resolves, then releases the lease if held.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut observed: Option<(String, Option<Timestamp>, Instant)> = None;
+        let mut seen = LeaseObserver::new();
         let mut last_renew: Option<Instant> = None;
         loop {
-            let attempt = self.try_once(&mut observed).await;
+            let attempt = self.try_once(&mut seen).await;
             let now = Instant::now();
             match attempt {
                 Ok(true) => {
@@ -174,40 +128,23 @@ impl LeaderElector {
     }
 
     /// One acquire-or-renew attempt; `Ok(true)` when we hold the lease afterwards.
-    async fn try_once(
-        &self,
-        observed: &mut Option<(String, Option<Timestamp>, Instant)>,
-    ) -> Result<bool, Error> {
+    async fn try_once(&self, seen: &mut LeaseObserver) -> Result<bool, Error> {
         let name = &self.config.name;
         let current = match self.api.get(name).await {
             Ok(l) => Some(l),
-            Err(e) if code_of(&e) == Some(404) => None,
+            Err(e) if status_code(&e) == Some(404) => None,
             Err(e) => return Err(Error::api("get", format!("lease {}", self.lease_name()))(e)),
         };
-        let now = Instant::now();
         let spec = current.as_ref().and_then(|l| l.spec.as_ref());
-        let record = spec.map(|s| {
-            (
-                s.holder_identity.clone().unwrap_or_default(),
-                s.renew_time.as_ref().map(|t| t.0),
-            )
-        });
-        let observed_at = match (&*observed, &record) {
-            (Some((h, r, at)), Some((h2, r2))) if h == h2 && r == r2 => *at,
-            _ => now,
-        };
-        if let Some((h, r)) = record {
-            *observed = Some((h, r, observed_at));
-        }
-        let duration_secs = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(i32::MAX);
-        let stamp = MicroTime(Timestamp::now());
-        match decide(
+        let decision = seen.decide(
             spec,
             &self.config.identity,
-            observed_at,
-            now,
+            std::time::Instant::now(),
             self.config.lease_duration,
-        ) {
+        );
+        let duration_secs = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(i32::MAX);
+        let stamp = MicroTime(Timestamp::now());
+        match decision {
             LeaseDecision::Wait { .. } => Ok(false),
             LeaseDecision::Create => {
                 let lease = Lease {
@@ -227,7 +164,7 @@ impl LeaderElector {
                 };
                 match self.api.create(&PostParams::default(), &lease).await {
                     Ok(_) => Ok(true),
-                    Err(e) if code_of(&e) == Some(409) => Ok(false),
+                    Err(e) if status_code(&e) == Some(409) => Ok(false),
                     Err(e) => Err(Error::api("create", format!("lease {}", self.lease_name()))(e)),
                 }
             }
@@ -246,7 +183,7 @@ impl LeaderElector {
                 // The resourceVersion in `lease` makes this a compare-and-swap.
                 match self.api.replace(name, &PostParams::default(), &lease).await {
                     Ok(_) => Ok(true),
-                    Err(e) if code_of(&e) == Some(409) => Ok(false),
+                    Err(e) if status_code(&e) == Some(409) => Ok(false),
                     Err(e) => Err(Error::api("update", format!("lease {}", self.lease_name()))(e)),
                 }
             }
@@ -271,55 +208,5 @@ impl LeaderElector {
             .await
             .map_err(Error::api("update", format!("lease {}", self.lease_name())))?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(holder: Option<&str>, secs: i32) -> LeaseSpec {
-        LeaseSpec {
-            holder_identity: holder.map(str::to_owned),
-            lease_duration_seconds: Some(secs),
-            ..LeaseSpec::default()
-        }
-    }
-
-    #[test]
-    fn decisions() {
-        let t0 = Instant::now();
-        let d = Duration::from_secs(15);
-        let s = |sec| t0 + Duration::from_secs(sec);
-        assert_eq!(decide(None, "me", t0, t0, d), LeaseDecision::Create);
-        assert_eq!(
-            decide(Some(&spec(Some("me"), 15)), "me", t0, s(100), d),
-            LeaseDecision::Renew
-        );
-        assert_eq!(
-            decide(Some(&spec(None, 15)), "me", t0, t0, d),
-            LeaseDecision::Acquire
-        );
-        assert_eq!(
-            decide(Some(&spec(Some(""), 15)), "me", t0, t0, d),
-            LeaseDecision::Acquire
-        );
-        assert_eq!(
-            decide(Some(&spec(Some("other"), 15)), "me", t0, s(14), d),
-            LeaseDecision::Wait {
-                holder: "other".into()
-            }
-        );
-        assert_eq!(
-            decide(Some(&spec(Some("other"), 15)), "me", t0, s(15), d),
-            LeaseDecision::Acquire
-        );
-        // The lease's own duration wins over our default.
-        assert_eq!(
-            decide(Some(&spec(Some("other"), 60)), "me", t0, s(30), d),
-            LeaseDecision::Wait {
-                holder: "other".into()
-            }
-        );
     }
 }

@@ -66,11 +66,11 @@ pub use controllers::statefulset::{
     claim_name, sts_plan, OrdinalPod, StsAction, POD_INDEX_LABEL, POD_NAME_LABEL,
 };
 pub use error::Error;
-pub use leader::{decide as decide_lease, LeaderElectionConfig, LeaderElector, LeaseDecision};
+pub use leader::{LeaderElectionConfig, LeaderElector};
 pub use manager::{ControllerManager, ControllerManagerConfig, CONTROLLERS};
 pub use meta::{
-    controller_of, controller_ref, map_selector_matches, pod_is_active, pod_is_available,
-    pod_is_ready, selector_is_empty, selector_matches, toleration_for, ObjectKey,
+    controller_of, controller_ref, pod_is_active, pod_is_available, pod_is_ready, toleration_for,
+    ObjectKey,
 };
 pub use queue::{RateLimitConfig, RateLimiter, WorkQueue};
 pub use runner::{run_workers, Action, Expectations, Reconciler};

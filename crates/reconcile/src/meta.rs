@@ -1,11 +1,10 @@
-//! Object helpers shared by the controllers: keys, label selectors, owner references,
+//! Object helpers shared by the controllers: keys, owner references,
 //! pod readiness and time.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 
@@ -57,58 +56,6 @@ impl fmt::Display for ObjectKey {
             None => f.write_str(&self.name),
         }
     }
-}
-
-/// Whether `labels` satisfy `selector` (matchLabels and matchExpressions). An empty
-/// selector matches everything, as for the API.
-pub fn selector_matches(
-    selector: &LabelSelector,
-    labels: Option<&BTreeMap<String, String>>,
-) -> bool {
-    let empty = BTreeMap::new();
-    let labels = labels.unwrap_or(&empty);
-    if let Some(ml) = &selector.match_labels {
-        if ml.iter().any(|(k, v)| labels.get(k) != Some(v)) {
-            return false;
-        }
-    }
-    for e in selector.match_expressions.iter().flatten() {
-        let values = e.values.as_deref().unwrap_or(&[]);
-        let got = labels.get(&e.key);
-        let ok = match e.operator.as_str() {
-            "In" => got.is_some_and(|v| values.contains(v)),
-            "NotIn" => got.is_none_or(|v| !values.contains(v)),
-            "Exists" => got.is_some(),
-            "DoesNotExist" => got.is_none(),
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
-
-/// True when the selector selects nothing-in-particular (matches every object).
-pub fn selector_is_empty(selector: &LabelSelector) -> bool {
-    selector
-        .match_labels
-        .as_ref()
-        .is_none_or(BTreeMap::is_empty)
-        && selector
-            .match_expressions
-            .as_ref()
-            .is_none_or(Vec::is_empty)
-}
-
-/// Whether every `key=value` of `selector` is in `labels` (a Service-style map selector).
-pub fn map_selector_matches(
-    selector: &BTreeMap<String, String>,
-    labels: Option<&BTreeMap<String, String>>,
-) -> bool {
-    selector
-        .iter()
-        .all(|(k, v)| labels.is_some_and(|l| l.get(k) == Some(v)))
 }
 
 /// The owner reference with `controller: true`, if any.
@@ -215,53 +162,6 @@ pub(crate) fn safe_encode(n: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn selectors() {
-        let sel = LabelSelector {
-            match_labels: Some(labels(&[("app", "web")])),
-            match_expressions: Some(vec![
-                LabelSelectorRequirement {
-                    key: "tier".into(),
-                    operator: "In".into(),
-                    values: Some(vec!["a".into(), "b".into()]),
-                },
-                LabelSelectorRequirement {
-                    key: "canary".into(),
-                    operator: "DoesNotExist".into(),
-                    values: None,
-                },
-            ]),
-        };
-        assert!(selector_matches(
-            &sel,
-            Some(&labels(&[("app", "web"), ("tier", "b")]))
-        ));
-        assert!(!selector_matches(
-            &sel,
-            Some(&labels(&[("app", "web"), ("tier", "c")]))
-        ));
-        assert!(!selector_matches(
-            &sel,
-            Some(&labels(&[("app", "web"), ("tier", "a"), ("canary", "1")]))
-        ));
-        assert!(!selector_matches(&sel, None));
-        assert!(selector_matches(&LabelSelector::default(), None));
-        assert!(selector_is_empty(&LabelSelector::default()));
-        assert!(map_selector_matches(
-            &labels(&[("a", "1")]),
-            Some(&labels(&[("a", "1"), ("b", "2")]))
-        ));
-        assert!(!map_selector_matches(&labels(&[("a", "1")]), None));
-    }
 
     #[test]
     fn tolerations() {

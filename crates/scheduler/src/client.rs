@@ -19,6 +19,8 @@ use kube::Client;
 use serde_json::json;
 use tokio::sync::Notify;
 
+use kcore_k8s::{status_code, LeaseDecision, LeaseObserver};
+
 use crate::error::Error;
 use crate::framework::{ClusterEvent, EventAction, EventResource};
 use crate::profile::Framework;
@@ -63,66 +65,73 @@ fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::Kube { action, source }
 }
 
-fn status_code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
-    }
-}
-
 fn micro_now() -> MicroTime {
     MicroTime(Timestamp::now())
 }
 
 /// One attempt to acquire or renew the Lease. Ok(true) when we hold it.
-async fn try_acquire(api: &Api<Lease>, le: &LeaderElection) -> Result<bool, Error> {
-    let now = Timestamp::now();
+///
+/// Whether another holder's lease has expired is decided by kcore-k8s's
+/// [`LeaseObserver`]: its silence is timed on our own clock from when we first
+/// saw its current record; its `renewTime` is never compared with our clock,
+/// so a holder on a skewed clock keeps the lease for a whole lease duration.
+async fn try_acquire(
+    api: &Api<Lease>,
+    le: &LeaderElection,
+    seen: &mut LeaseObserver,
+) -> Result<bool, Error> {
     let dur = i32::try_from(le.lease_duration.as_secs()).unwrap_or(i32::MAX);
     let existing = api
         .get_opt(&le.name)
         .await
         .map_err(kube_err(format!("get lease {}/{}", le.namespace, le.name)))?;
-    let Some(mut lease) = existing else {
-        let lease = Lease {
-            metadata: ObjectMeta {
-                name: Some(le.name.clone()),
-                namespace: Some(le.namespace.clone()),
-                ..Default::default()
-            },
-            spec: Some(LeaseSpec {
-                holder_identity: Some(le.identity.clone()),
-                lease_duration_seconds: Some(dur),
-                acquire_time: Some(MicroTime(now)),
-                renew_time: Some(MicroTime(now)),
-                lease_transitions: Some(0),
-                ..Default::default()
-            }),
-        };
-        return match api.create(&PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
-            Err(e) if status_code(&e) == Some(409) => Ok(false),
-            Err(e) => Err(kube_err(format!(
-                "create lease {}/{}",
-                le.namespace, le.name
-            ))(e)),
-        };
-    };
-    let spec = lease.spec.get_or_insert_with(Default::default);
-    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
-    let ours = holder.as_deref() == Some(le.identity.as_str());
-    if !ours {
-        if let (Some(_), Some(renew)) = (&holder, &spec.renew_time) {
-            let valid_ms = i64::from(spec.lease_duration_seconds.unwrap_or(dur)) * 1000;
-            if renew.0.as_millisecond() + valid_ms > now.as_millisecond() {
-                return Ok(false);
-            }
+    let decision = seen.decide(
+        existing.as_ref().and_then(|l| l.spec.as_ref()),
+        &le.identity,
+        std::time::Instant::now(),
+        le.lease_duration,
+    );
+    let now = Timestamp::now();
+    let lease = match (decision, existing) {
+        (LeaseDecision::Wait { .. }, _) => return Ok(false),
+        (LeaseDecision::Create, _) | (_, None) => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(le.name.clone()),
+                    namespace: Some(le.namespace.clone()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(le.identity.clone()),
+                    lease_duration_seconds: Some(dur),
+                    acquire_time: Some(MicroTime(now)),
+                    renew_time: Some(MicroTime(now)),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            return match api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(e) if status_code(&e) == Some(409) => Ok(false),
+                Err(e) => Err(kube_err(format!(
+                    "create lease {}/{}",
+                    le.namespace, le.name
+                ))(e)),
+            };
         }
-        spec.acquire_time = Some(MicroTime(now));
-        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-    }
-    spec.holder_identity = Some(le.identity.clone());
-    spec.lease_duration_seconds = Some(dur);
-    spec.renew_time = Some(MicroTime(now));
+        (decision, Some(mut lease)) => {
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            if decision == LeaseDecision::Acquire {
+                spec.acquire_time = Some(MicroTime(now));
+                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+            }
+            spec.holder_identity = Some(le.identity.clone());
+            spec.lease_duration_seconds = Some(dur);
+            spec.renew_time = Some(MicroTime(now));
+            lease
+        }
+    };
+    // The resourceVersion in `lease` makes this a compare-and-swap.
     match api.replace(&le.name, &PostParams::default(), &lease).await {
         Ok(_) => Ok(true),
         Err(e) if status_code(&e) == Some(409) => Ok(false),
@@ -663,9 +672,10 @@ impl SchedulerLoop {
                 le.clone(),
             )
         });
+        let mut seen = LeaseObserver::new();
         if let Some((api, le)) = &leases {
             loop {
-                match try_acquire(api, le).await {
+                match try_acquire(api, le, &mut seen).await {
                     Ok(true) => break,
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "leader election"),
@@ -739,7 +749,7 @@ impl SchedulerLoop {
             let mut last_ok = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(le.retry_period).await;
-                match try_acquire(api, le).await {
+                match try_acquire(api, le, &mut seen).await {
                     Ok(true) => last_ok = tokio::time::Instant::now(),
                     Ok(false) => {
                         return Error::LeaseLost {

@@ -5,16 +5,20 @@
 #[non_exhaustive]
 pub enum Error {
     /// A resource quantity could not be parsed.
-    #[error("invalid quantity {value:?}")]
+    #[error("resource {resource}")]
     Quantity {
-        /// The offending text.
-        value: String,
+        /// The resource (`cpu`, `memory`, …) whose quantity is malformed.
+        resource: String,
+        /// What is wrong with the quantity.
+        #[source]
+        source: kcore_k8s::Error,
     },
     /// A label or node selector is malformed.
-    #[error("invalid selector: {reason}")]
+    #[error("invalid selector")]
     Selector {
         /// What is wrong.
-        reason: String,
+        #[source]
+        source: kcore_k8s::Error,
     },
     /// An object lacks a field the scheduler needs.
     #[error("{kind} {name:?} is missing {field}")]

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as K8sLabelSelector;
 
+use kcore_k8s::{Op, Requirement, Selector};
+
 use crate::error::Error;
 use crate::intern::{Interner, Sym};
 
@@ -30,6 +32,12 @@ impl Labels {
         self.0.iter().find(|e| e.0 == key).map(|e| e.1)
     }
 
+    /// The value of label `key`, by reference.
+    #[inline]
+    fn get_ref(&self, key: Sym) -> Option<&Sym> {
+        self.0.iter().find(|e| e.0 == key).map(|e| &e.1)
+    }
+
     /// Number of labels.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -41,89 +49,24 @@ impl Labels {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Op {
-    In(Vec<Sym>),
-    NotIn(Vec<Sym>),
-    Exists,
-    DoesNotExist,
-    Gt(i64),
-    Lt(i64),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Requirement {
-    pub(crate) key: Sym,
-    pub(crate) op: Op,
-}
-
-impl Requirement {
-    #[inline]
-    fn matches_value(&self, value: Option<Sym>, i: Option<&Interner>) -> bool {
-        match (&self.op, value) {
-            (Op::In(vals), Some(v)) => vals.contains(&v),
-            (Op::In(_), None) => false,
-            (Op::NotIn(vals), Some(v)) => !vals.contains(&v),
-            (Op::NotIn(_), None) => true,
-            (Op::Exists, v) => v.is_some(),
-            (Op::DoesNotExist, v) => v.is_none(),
-            (Op::Gt(n), Some(v)) => i
-                .and_then(|i| i.resolve(v).parse::<i64>().ok())
-                .is_some_and(|x| x > *n),
-            (Op::Lt(n), Some(v)) => i
-                .and_then(|i| i.resolve(v).parse::<i64>().ok())
-                .is_some_and(|x| x < *n),
-            (Op::Gt(_) | Op::Lt(_), None) => false,
-        }
-    }
-}
-
-/// A compiled `metav1.LabelSelector` (requirements ANDed).
+/// A compiled `metav1.LabelSelector` (requirements ANDed), with kcore-k8s's
+/// rules over interned ids.
 ///
 /// `None` selectors in the API match nothing; an empty selector `{}` matches
 /// everything — callers decide which applies.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LabelSelector {
-    pub(crate) reqs: Vec<Requirement>,
-}
+pub struct LabelSelector(Selector<Sym>);
 
 impl LabelSelector {
     pub(crate) fn compile(sel: &K8sLabelSelector, i: &mut Interner) -> Result<Self, Error> {
-        let mut reqs = Vec::new();
-        for (k, v) in sel.match_labels.iter().flatten() {
-            reqs.push(Requirement {
-                key: i.intern(k),
-                op: Op::In(vec![i.intern(v)]),
-            });
-        }
-        for e in sel.match_expressions.iter().flatten() {
-            let vals = || -> Vec<Sym> { Vec::new() };
-            let mut values = vals();
-            for v in e.values.iter().flatten() {
-                values.push(i.intern(v));
-            }
-            let op = match e.operator.as_str() {
-                "In" => Op::In(values),
-                "NotIn" => Op::NotIn(values),
-                "Exists" => Op::Exists,
-                "DoesNotExist" => Op::DoesNotExist,
-                other => {
-                    return Err(Error::Selector {
-                        reason: format!("unknown label selector operator {other:?}"),
-                    })
-                }
-            };
-            reqs.push(Requirement {
-                key: i.intern(&e.key),
-                op,
-            });
-        }
-        Ok(LabelSelector { reqs })
+        Selector::compile_with(sel, |s| i.intern(s))
+            .map(LabelSelector)
+            .map_err(|source| Error::Selector { source })
     }
 
     /// Adds `key In (value)` (used for matchLabelKeys).
     pub(crate) fn push_in(&mut self, key: Sym, value: Sym) {
-        self.reqs.push(Requirement {
+        self.0.push(Requirement {
             key,
             op: Op::In(vec![value]),
         });
@@ -131,7 +74,7 @@ impl LabelSelector {
 
     /// Adds `key NotIn (value)` (used for mismatchLabelKeys).
     pub(crate) fn push_not_in(&mut self, key: Sym, value: Sym) {
-        self.reqs.push(Requirement {
+        self.0.push(Requirement {
             key,
             op: Op::NotIn(vec![value]),
         });
@@ -140,86 +83,42 @@ impl LabelSelector {
     /// True when every requirement holds for `labels`.
     #[inline]
     pub fn matches(&self, labels: &Labels) -> bool {
-        self.reqs
-            .iter()
-            .all(|r| r.matches_value(labels.get(r.key), None))
+        self.0.matches_with(|k| labels.get_ref(*k), |_| None)
     }
 
     /// True when the selector has no requirements (matches everything).
     pub fn is_empty(&self) -> bool {
-        self.reqs.is_empty()
+        self.0.is_empty()
     }
 }
 
-/// One compiled `NodeSelectorTerm`: expressions on labels and on fields
-/// (`metadata.name`), ANDed.
+/// One compiled `NodeSelectorTerm`: expressions on labels and on the node's
+/// name (`metadata.name`), ANDed, with kcore-k8s's rules over interned ids.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct NodeSelectorTerm {
-    pub(crate) exprs: Vec<Requirement>,
-    /// `metadata.name` requirements (the only field Kubernetes supports).
-    pub(crate) name_fields: Vec<Requirement>,
-}
+pub(crate) struct NodeSelectorTerm(kcore_k8s::NodeSelectorTerm<Sym>);
 
 impl NodeSelectorTerm {
     pub(crate) fn compile(t: &core::NodeSelectorTerm, i: &mut Interner) -> Result<Self, Error> {
-        let compile_req = |r: &core::NodeSelectorRequirement, i: &mut Interner| {
-            let values: Vec<Sym> = r.values.iter().flatten().map(|v| i.intern(v)).collect();
-            let num = |i: &Interner| -> Result<i64, Error> {
-                let [v] = values.as_slice() else {
-                    return Err(Error::Selector {
-                        reason: format!("operator {} needs exactly one value", r.operator),
-                    });
-                };
-                i.resolve(*v).parse::<i64>().map_err(|_| Error::Selector {
-                    reason: format!("operator {} needs an integer value", r.operator),
-                })
-            };
-            let op = match r.operator.as_str() {
-                "In" => Op::In(values.clone()),
-                "NotIn" => Op::NotIn(values.clone()),
-                "Exists" => Op::Exists,
-                "DoesNotExist" => Op::DoesNotExist,
-                "Gt" => Op::Gt(num(i)?),
-                "Lt" => Op::Lt(num(i)?),
-                other => {
-                    return Err(Error::Selector {
-                        reason: format!("unknown node selector operator {other:?}"),
-                    })
-                }
-            };
-            Ok(Requirement {
-                key: i.intern(&r.key),
-                op,
-            })
-        };
-        let mut exprs = Vec::new();
-        for r in t.match_expressions.iter().flatten() {
-            exprs.push(compile_req(r, i)?);
-        }
-        let mut name_fields = Vec::new();
-        for r in t.match_fields.iter().flatten() {
-            if r.key != "metadata.name" {
-                return Err(Error::Selector {
-                    reason: format!("unsupported node field selector {:?}", r.key),
-                });
-            }
-            name_fields.push(compile_req(r, i)?);
-        }
-        Ok(NodeSelectorTerm { exprs, name_fields })
+        kcore_k8s::NodeSelectorTerm::compile_with(t, |s| i.intern(s))
+            .map(NodeSelectorTerm)
+            .map_err(|source| Error::Selector { source })
+    }
+
+    /// The node names an `In` requirement on `metadata.name` pins, if any.
+    pub(crate) fn pinned_names(&self) -> Option<&[Sym]> {
+        self.0.name_requirements().iter().find_map(|op| match op {
+            Op::In(v) => Some(v.as_slice()),
+            _ => None,
+        })
     }
 
     /// Kubernetes semantics: a term with no requirements matches nothing.
     pub(crate) fn matches(&self, labels: &Labels, name: Sym, i: &Interner) -> bool {
-        if self.exprs.is_empty() && self.name_fields.is_empty() {
-            return false;
-        }
-        self.exprs
-            .iter()
-            .all(|r| r.matches_value(labels.get(r.key), Some(i)))
-            && self
-                .name_fields
-                .iter()
-                .all(|r| r.matches_value(Some(name), Some(i)))
+        self.0.matches_with(
+            |k| labels.get_ref(*k),
+            &name,
+            |v| i.resolve(*v).parse::<i64>().ok(),
+        )
     }
 }
 
@@ -293,10 +192,8 @@ mod tests {
         assert!(t.matches(&l8, n1, &i));
         assert!(!t.matches(&l8, n2, &i));
         assert!(!t.matches(&l2, n1, &i));
-        let empty = NodeSelectorTerm {
-            exprs: vec![],
-            name_fields: vec![],
-        };
+        let empty = NodeSelectorTerm::compile(&core::NodeSelectorTerm::default(), &mut i).unwrap();
         assert!(!empty.matches(&l8, n1, &i));
+        assert_eq!(t.pinned_names(), Some(&[n1][..]));
     }
 }

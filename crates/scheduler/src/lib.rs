@@ -76,6 +76,6 @@ pub use plugins::{
 };
 pub use profile::{DefaultPluginsConfig, Framework, FrameworkBuilder, ScoringStrategy};
 pub use queue::{Clock, ManualClock, Popped, QueueState, SchedulingQueue, SystemClock};
-pub use resource::{parse_quantity, parse_quantity_milli, Resources};
+pub use resource::Resources;
 pub use scheduler::{FitError, Outcome, ScheduleResult, Scheduler};
 pub use snapshot::Snapshot;

@@ -753,7 +753,7 @@ fn container_requests(
         }
         for (name, q) in lim {
             if !matches!(name.as_str(), "cpu" | "memory" | "ephemeral-storage") && !has(name) {
-                let v = crate::resource::parse_quantity(&q.0)?;
+                let v = crate::resource::quantity(name, q, false)?;
                 let mut one = Resources::default();
                 one.scalars.push((i.intern(name), v));
                 r.add(&one);

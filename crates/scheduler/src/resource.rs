@@ -1,4 +1,5 @@
-//! Kubernetes quantities and the resource vector the scheduler works with.
+//! The resource vector the scheduler works with (quantities are read with
+//! kcore-k8s's exact [`kcore_k8s::Quantity`]).
 
 use std::collections::BTreeMap;
 
@@ -14,88 +15,14 @@ pub const DEFAULT_MILLI_CPU_REQUEST: i64 = 100;
 /// as upstream's `DefaultMemoryRequest`.
 pub const DEFAULT_MEMORY_REQUEST: i64 = 200 * 1024 * 1024;
 
-/// Parses a Kubernetes quantity ("100m", "1.5Gi", "2e3", "4") and returns its
-/// value multiplied by 1000, rounded up (milli-units).
-pub fn parse_quantity_milli(q: &str) -> Result<i64, Error> {
-    let bad = || Error::Quantity {
-        value: q.to_string(),
-    };
-    let s = q.trim();
-    if s.is_empty() {
-        return Err(bad());
-    }
-    let (neg, s) = match s.as_bytes()[0] {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let num_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(num_end);
-    if num.is_empty() || num == "." {
-        return Err(bad());
-    }
-    let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
-    if frac_part.contains('.') {
-        return Err(bad());
-    }
-    // value = digits * 10^exp10 * 2^exp2
-    let digits: String = format!("{int_part}{frac_part}");
-    let mut exp10: i32 = -(frac_part.len() as i32);
-    let mut exp2: u32 = 0;
-    match suffix {
-        "" => {}
-        "n" => exp10 -= 9,
-        "u" => exp10 -= 6,
-        "m" => exp10 -= 3,
-        "k" => exp10 += 3,
-        "M" => exp10 += 6,
-        "G" => exp10 += 9,
-        "T" => exp10 += 12,
-        "P" => exp10 += 15,
-        "E" => exp10 += 18,
-        "Ki" => exp2 = 10,
-        "Mi" => exp2 = 20,
-        "Gi" => exp2 = 30,
-        "Ti" => exp2 = 40,
-        "Pi" => exp2 = 50,
-        "Ei" => exp2 = 60,
-        other if other.starts_with(['e', 'E']) => {
-            let e: i32 = other[1..].parse().map_err(|_| bad())?;
-            exp10 += e;
-        }
-        _ => return Err(bad()),
-    }
-    exp10 += 3; // milli
-    let digits = digits.trim_start_matches('0');
-    let mut v: i128 = 0;
-    for d in digits.bytes() {
-        v = v.checked_mul(10).ok_or_else(bad)?;
-        v += i128::from(d - b'0');
-        if v > i128::from(i64::MAX) << 64 {
-            return Err(bad());
-        }
-    }
-    v = v.checked_mul(1i128 << exp2).ok_or_else(bad)?;
-    if exp10 >= 0 {
-        for _ in 0..exp10 {
-            v = v.saturating_mul(10);
-        }
-    } else {
-        let div = 10i128
-            .checked_pow(exp10.unsigned_abs())
-            .unwrap_or(i128::MAX);
-        v = (v + div - 1) / div; // round up like resource.Quantity.MilliValue
-    }
-    let v = v.min(i128::from(i64::MAX)) as i64;
-    Ok(if neg { -v } else { v })
-}
-
-/// Value of a quantity rounded up to an integer (bytes, counts).
-pub fn parse_quantity(q: &str) -> Result<i64, Error> {
-    let m = parse_quantity_milli(q)?;
-    Ok(if m >= 0 { (m + 999) / 1000 } else { m / 1000 })
+/// The value of quantity `q` of `resource`, rounded up: millicores for `cpu`
+/// (`milli`), base units otherwise.
+pub(crate) fn quantity(resource: &str, q: &Quantity, milli: bool) -> Result<i64, Error> {
+    let q = kcore_k8s::Quantity::try_from(q).map_err(|source| Error::Quantity {
+        resource: resource.to_owned(),
+        source,
+    })?;
+    Ok(if milli { q.milli_value() } else { q.value() })
 }
 
 /// A vector of resource amounts: CPU in millicores, memory and ephemeral storage
@@ -124,12 +51,12 @@ impl Resources {
         let mut r = Resources::default();
         for (name, q) in map {
             match name.as_str() {
-                "cpu" => r.milli_cpu = parse_quantity_milli(&q.0)?,
-                "memory" => r.memory = parse_quantity(&q.0)?,
-                "ephemeral-storage" => r.ephemeral_storage = parse_quantity(&q.0)?,
-                "pods" => r.pods = parse_quantity(&q.0)?,
+                "cpu" => r.milli_cpu = quantity(name, q, true)?,
+                "memory" => r.memory = quantity(name, q, false)?,
+                "ephemeral-storage" => r.ephemeral_storage = quantity(name, q, false)?,
+                "pods" => r.pods = quantity(name, q, false)?,
                 other => {
-                    let v = parse_quantity(&q.0)?;
+                    let v = quantity(other, q, false)?;
                     r.set_scalar(interner.intern(other), v);
                 }
             }
@@ -205,29 +132,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantities_parse_like_kubernetes() {
-        let cases: &[(&str, i64)] = &[
-            ("100m", 100),
-            ("1", 1000),
-            ("1.5", 1500),
-            ("0.1", 100),
-            ("2k", 2_000_000),
-            ("1Ki", 1_024_000),
-            ("500Mi", 500 * 1024 * 1024 * 1000),
-            ("1e3", 1_000_000),
-            ("1n", 1), // rounds up
-            ("250u", 1),
-            ("0", 0),
-        ];
-        for (q, want) in cases {
-            assert_eq!(parse_quantity_milli(q).unwrap(), *want, "{q}");
-        }
-        assert_eq!(parse_quantity("32Gi").unwrap(), 32 << 30);
-        assert_eq!(parse_quantity("110").unwrap(), 110);
-        assert_eq!(parse_quantity("1.5k").unwrap(), 1500);
-        for bad in ["", "abc", "1.2.3", "12Xi", "."] {
-            assert!(parse_quantity_milli(bad).is_err(), "{bad}");
-        }
+    fn resource_maps_read_exact_quantities() {
+        let mut i = Interner::default();
+        let map = |kv: &[(&str, &str)]| -> BTreeMap<String, Quantity> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                .collect()
+        };
+        let r = Resources::from_map(
+            &map(&[
+                ("cpu", "1.5"),
+                ("memory", "123456789123456789"),
+                ("pods", "110"),
+                ("nvidia.com/gpu", "2"),
+            ]),
+            &mut i,
+        )
+        .unwrap();
+        assert_eq!(r.milli_cpu, 1500);
+        assert_eq!(r.memory, 123_456_789_123_456_789);
+        assert_eq!(r.pods, 110);
+        assert_eq!(r.scalar(i.intern("nvidia.com/gpu")), 2);
+        let err = Resources::from_map(&map(&[("memory", "12Xi")]), &mut i).unwrap_err();
+        assert!(
+            matches!(&err, Error::Quantity { resource, .. } if resource == "memory"),
+            "{err}"
+        );
     }
 
     #[test]

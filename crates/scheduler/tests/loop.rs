@@ -268,6 +268,72 @@ async fn only_the_lease_holder_schedules_and_leadership_moves_on_shutdown() {
     b.await.unwrap();
 }
 
+/// A holder whose clock is far behind ours wrote a renewTime decades ago: the
+/// scheduler must not read that as expired (it used to compare renewTime with
+/// its own clock) but wait a whole lease duration as observed on its clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_with_a_skewed_renew_time_keeps_the_lease_for_a_locally_observed_duration() {
+    let c = start().await;
+    add_node(&c, &format!("{}-n", c.ns), "8", json!([])).await;
+    let name = format!("skew-{}", c.ns);
+    let leases = Api::<Lease>::namespaced(c.client.clone(), &c.ns);
+    let lease_secs = 3;
+    leases
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"holderIdentity": "other", "leaseDurationSeconds": lease_secs,
+                    "acquireTime": "2000-01-01T00:00:00.000000Z",
+                    "renewTime": "2000-01-01T00:00:00.000000Z", "leaseTransitions": 0}
+            }))
+            .unwrap(),
+        )
+        .await
+        .expect("lease held by other");
+    let holder = || async {
+        leases
+            .get_opt(&name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec.and_then(|s| s.holder_identity))
+    };
+    let mut le = LeaderElection::new(&name, "me");
+    le.namespace = c.ns.clone();
+    le.lease_duration = Duration::from_secs(15); // the lease's own duration wins
+    le.retry_period = Duration::from_millis(100);
+    let fw = Framework::default_builder("kcore-skew", &Default::default())
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (stop, handle) = spawn_loop(&c, fw, Some(le));
+    add_pod(&c, "p", "1", "kcore-skew").await;
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        holder().await.as_deref(),
+        Some("other"),
+        "a renewTime from a skewed clock is not expiry"
+    );
+    assert_eq!(node_of(&c, "p").await, None, "only the leader schedules");
+
+    eventually("me leads once other stays silent", || async {
+        (holder().await.as_deref() == Some("me")).then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(lease_secs),
+        "took over after {:?}, before a whole lease duration",
+        started.elapsed()
+    );
+    eventually("pod bound by the new leader", || node_of(&c, "p")).await;
+    let spec = leases.get(&name).await.unwrap().spec.unwrap();
+    assert_eq!(spec.lease_transitions, Some(1));
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preemption_evicts_a_lower_priority_pod_and_binds_the_preemptor() {
     let c = start().await;

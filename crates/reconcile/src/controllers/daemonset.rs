@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
+use kcore_k8s::{set_matches, status_code};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
@@ -22,7 +23,7 @@ use super::deployment::{scaled_value, template_hash};
 use super::history::{prune_revisions, revision_name, sync_revisions};
 use super::replicaset::{apply_claim, claim};
 use crate::cache::{Change, Store};
-use crate::error::{code_of, Error};
+use crate::error::Error;
 use crate::meta::{
     controller_of, controller_ref, pod_is_available, pod_is_ready, toleration_for, ObjectKey,
 };
@@ -54,57 +55,22 @@ fn default_tolerations(spec: &PodSpec) -> Vec<Toleration> {
     v
 }
 
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.as_deref().unwrap_or(&[]);
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
-fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
-    let labels = node.metadata.labels.clone().unwrap_or_default();
-    let exprs = term.match_expressions.iter().flatten();
-    let fields = term.match_fields.iter().flatten();
-    let has_any = term
-        .match_expressions
-        .as_ref()
-        .is_some_and(|v| !v.is_empty())
-        || term.match_fields.as_ref().is_some_and(|v| !v.is_empty());
-    has_any
-        && exprs
-            .clone()
-            .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-        && fields.clone().all(|r| {
-            r.key == "metadata.name" && requirement_matches(r, node.metadata.name.as_deref())
-        })
+/// Whether `node` matches `term` (kcore-k8s's node selector rules; a term that does not
+/// compile matches nothing).
+fn term_matches(term: &NodeSelectorTerm, node: &Node, labels: &BTreeMap<String, String>) -> bool {
+    kcore_k8s::NodeSelectorTerm::compile(term)
+        .is_ok_and(|t| t.matches(labels, node.metadata.name.as_deref().unwrap_or_default()))
 }
 
 /// Whether a pod of `spec` belongs on `node`: node selector, required node affinity, and
 /// every NoSchedule / NoExecute taint tolerated (with the DaemonSet default tolerations).
 pub fn node_should_run(spec: &PodSpec, node: &Node) -> bool {
-    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let empty = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
     if spec
         .node_selector
-        .iter()
-        .flatten()
-        .any(|(k, v)| labels.get(k) != Some(v))
+        .as_ref()
+        .is_some_and(|sel| !set_matches(sel, Some(labels)))
     {
         return false;
     }
@@ -120,7 +86,7 @@ pub fn node_should_run(spec: &PodSpec, node: &Node) -> bool {
         if !req
             .node_selector_terms
             .iter()
-            .any(|t| term_matches(t, node))
+            .any(|t| term_matches(t, node, labels))
         {
             return false;
         }
@@ -443,7 +409,7 @@ impl Reconciler for DaemonSetController {
             for name in &p.delete {
                 match api.delete(name, &DeleteParams::default()).await {
                     Ok(_) => {}
-                    Err(e) if code_of(&e) == Some(404) => {}
+                    Err(e) if status_code(&e) == Some(404) => {}
                     Err(e) => {
                         return Err(Error::api("delete", format!("pod {}/{name}", key.ns()))(e))
                     }
@@ -486,7 +452,7 @@ impl Reconciler for DaemonSetController {
                 .await
             {
                 Ok(_) => {}
-                Err(e) if code_of(&e) == Some(404) => return Ok(Action::Done),
+                Err(e) if status_code(&e) == Some(404) => return Ok(Action::Done),
                 Err(e) => return Err(Error::api("patch status of", format!("daemonset {key}"))(e)),
             }
         }

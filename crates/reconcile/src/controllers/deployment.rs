@@ -17,17 +17,15 @@ use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kcore_k8s::{label_selector_is_empty, label_selector_matches, status_code};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
 use super::replicaset::{apply_claim, claim};
 use crate::cache::{Change, Store};
-use crate::error::{code_of, Error};
-use crate::meta::{
-    controller_of, controller_ref, fnv32a, safe_encode, selector_is_empty, selector_matches,
-    ObjectKey,
-};
+use crate::error::Error;
+use crate::meta::{controller_of, controller_ref, fnv32a, safe_encode, ObjectKey};
 use crate::queue::WorkQueue;
 use crate::runner::{Action, Reconciler};
 
@@ -541,7 +539,7 @@ impl DeploymentController {
                 None => {
                     let ns = rs.metadata.namespace.as_deref().unwrap_or("");
                     for d in deployments.list_namespace(ns) {
-                        if selector_matches(&d.spec.selector, rs.metadata.labels.as_ref()) {
+                        if label_selector_matches(&d.spec.selector, rs.metadata.labels.as_ref()) {
                             queue.add(ObjectKey::of(d.as_ref()));
                         }
                     }
@@ -719,7 +717,7 @@ impl DeploymentController {
                 tracing::info!(deployment = %format!("{ns}/{}", d.metadata.name.as_deref().unwrap_or("")), replicaset = %name, replicas, "created new replicaset");
                 Ok(Some(Arc::new(created)))
             }
-            Err(e) if code_of(&e) == Some(409) => {
+            Err(e) if status_code(&e) == Some(409) => {
                 // Someone has that name: ours from a stale cache, or a hash collision.
                 let other = self
                     .rs_api(ns)
@@ -783,7 +781,7 @@ impl DeploymentController {
                 Ok(_) => {
                     tracing::debug!(replicaset = %format!("{ns}/{name}"), "deleted old replicaset")
                 }
-                Err(e) if code_of(&e) == Some(404) => {}
+                Err(e) if status_code(&e) == Some(404) => {}
                 Err(e) => return Err(Error::api("delete", format!("replicaset {ns}/{name}"))(e)),
             }
         }
@@ -813,7 +811,7 @@ impl DeploymentController {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if code_of(&e) == Some(404) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
             Err(e) => Err(Error::api("patch", format!("deployment {ns}/{name}"))(e)),
         }
     }
@@ -830,7 +828,7 @@ impl DeploymentController {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if code_of(&e) == Some(404) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
             Err(e) => Err(Error::api(
                 "patch status of",
                 format!("deployment {ns}/{name}"),
@@ -976,7 +974,7 @@ impl Reconciler for DeploymentController {
         let Some(d) = self.deployments.get(key) else {
             return Ok(Action::Done);
         };
-        if selector_is_empty(&d.spec.selector) {
+        if label_selector_is_empty(&d.spec.selector) {
             return Err(Error::Invalid {
                 object: format!("deployment {key}"),
                 field: "spec.selector",

@@ -12,12 +12,13 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kcore_k8s::{set_matches, status_code};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::Client;
 
 use crate::cache::{Change, Store};
-use crate::error::{code_of, Error};
-use crate::meta::{controller_ref, map_selector_matches, pod_is_ready, ObjectKey};
+use crate::error::Error;
+use crate::meta::{controller_ref, pod_is_ready, ObjectKey};
 use crate::queue::WorkQueue;
 use crate::runner::{Action, Reconciler};
 
@@ -76,7 +77,7 @@ pub(crate) fn desired(svc: &Service, pods: &[Arc<Pod>]) -> (Vec<EndpointSubset>,
     // Port set -> endpoints.
     let mut groups: BTreeMap<Vec<ResolvedPort>, Vec<PodEndpoint>> = BTreeMap::new();
     for pod in pods {
-        if !map_selector_matches(selector, pod.metadata.labels.as_ref()) {
+        if !set_matches(selector, pod.metadata.labels.as_ref()) {
             continue;
         }
         let status = pod.status.as_ref();
@@ -236,9 +237,9 @@ impl EndpointsController {
                 else {
                     continue;
                 };
-                let hit = map_selector_matches(sel, pod.metadata.labels.as_ref())
+                let hit = set_matches(sel, pod.metadata.labels.as_ref())
                     || c.old()
-                        .is_some_and(|o| map_selector_matches(sel, o.metadata.labels.as_ref()));
+                        .is_some_and(|o| set_matches(sel, o.metadata.labels.as_ref()));
                 if hit {
                     queue.add(ObjectKey::of(svc.as_ref()));
                 }
@@ -370,7 +371,7 @@ impl EndpointsController {
                 }
                 None => match api.create(&PostParams::default(), &slice).await {
                     Ok(_) => {}
-                    Err(e) if code_of(&e) == Some(409) => {
+                    Err(e) if status_code(&e) == Some(409) => {
                         return Err(Error::api(
                             "create",
                             format!("endpointslice {}/{name}", key.ns()),
@@ -388,7 +389,7 @@ impl EndpointsController {
         for name in existing.keys().filter(|n| !wanted.contains(*n)) {
             match api.delete(name, &DeleteParams::default()).await {
                 Ok(_) => {}
-                Err(e) if code_of(&e) == Some(404) => {}
+                Err(e) if status_code(&e) == Some(404) => {}
                 Err(e) => {
                     return Err(Error::api(
                         "delete",
@@ -413,7 +414,7 @@ impl Reconciler for EndpointsController {
                 let api: Api<Endpoints> = Api::namespaced(self.client.clone(), key.ns());
                 match api.delete(&key.name, &DeleteParams::default()).await {
                     Ok(_) => {}
-                    Err(e) if code_of(&e) == Some(404) => {}
+                    Err(e) if status_code(&e) == Some(404) => {}
                     Err(e) => return Err(Error::api("delete", format!("endpoints {key}"))(e)),
                 }
             }

@@ -15,13 +15,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kcore_k8s::status_code;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::core::{ApiResource, DynamicObject};
 use kube::{Client, Resource};
 use serde_json::json;
 
 use crate::cache::Change;
-use crate::error::{code_of, Error};
+use crate::error::Error;
 use crate::meta::ObjectKey;
 use crate::queue::WorkQueue;
 use crate::runner::{Action, Reconciler};
@@ -288,7 +289,7 @@ impl GarbageCollector {
         };
         match self.api_for(kind, ns).get(&r.name).await {
             Ok(o) => Ok(o.metadata.uid.as_deref() != Some(r.uid.as_str())),
-            Err(e) if code_of(&e) == Some(404) => Ok(true),
+            Err(e) if status_code(&e) == Some(404) => Ok(true),
             Err(e) => Err(Error::api(
                 "get",
                 format!("{} {}", r.kind.to_lowercase(), r.name),
@@ -357,7 +358,7 @@ impl GarbageCollector {
                 tracing::debug!(object = %self.describe(n), policy = %policy_name, "garbage collected");
                 Ok(())
             }
-            Err(e) if matches!(code_of(&e), Some(404 | 409)) => Ok(()),
+            Err(e) if matches!(status_code(&e), Some(404 | 409)) => Ok(()),
             Err(e) => Err(Error::api("delete", self.describe(n))(e)),
         }
     }
@@ -372,7 +373,7 @@ impl GarbageCollector {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if code_of(&e) == Some(404) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
             Err(e) => Err(Error::api("patch", self.describe(n))(e)),
         }
     }

@@ -12,13 +12,14 @@ use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
+use kcore_k8s::status_code;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serde_json::{json, Value};
 
 use super::daemonset::CONTROLLER_REVISION_HASH;
 use super::deployment::template_hash;
-use crate::error::{code_of, Error};
+use crate::error::Error;
 use crate::meta::{controller_of, controller_ref};
 
 /// The `data` of a ControllerRevision for `template`: a strategic merge patch that
@@ -158,7 +159,7 @@ where
                     all.push(created.clone());
                     created
                 }
-                Err(e) if code_of(&e) == Some(409) => {
+                Err(e) if status_code(&e) == Some(409) => {
                     // Made by an earlier sync our list did not see yet.
                     let other = api
                         .get(&name)
@@ -209,7 +210,7 @@ pub(crate) async fn prune_revisions(
     for name in revisions_to_prune(&rows, live, limit) {
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => tracing::debug!(revision = %name, "pruned controllerrevision"),
-            Err(e) if code_of(&e) == Some(404) => {}
+            Err(e) if status_code(&e) == Some(404) => {}
             Err(e) => {
                 return Err(Error::api(
                     "delete",

@@ -6,12 +6,13 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
+use kcore_k8s::status_code;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::Client;
 
 use crate::cache::{Change, Store};
-use crate::error::{code_of, Error};
+use crate::error::Error;
 use crate::meta::ObjectKey;
 use crate::queue::WorkQueue;
 use crate::runner::{Action, Reconciler};
@@ -58,7 +59,7 @@ impl NamespaceController {
             let list = match api.list(&ListParams::default()).await {
                 Ok(l) => l,
                 // A kind this server does not serve.
-                Err(e) if code_of(&e) == Some(404) => continue,
+                Err(e) if status_code(&e) == Some(404) => continue,
                 Err(e) => {
                     return Err(Error::api(
                         "list",
@@ -74,7 +75,7 @@ impl NamespaceController {
                 let name = o.metadata.name.as_deref().unwrap_or("");
                 match api.delete(name, &DeleteParams::background()).await {
                     Ok(_) => {}
-                    Err(e) if code_of(&e) == Some(404) => {}
+                    Err(e) if status_code(&e) == Some(404) => {}
                     Err(e) => {
                         return Err(Error::api(
                             "delete",
@@ -128,7 +129,7 @@ impl Reconciler for NamespaceController {
             .await
         {
             Ok(_) => Ok(Action::Done),
-            Err(e) if code_of(&e) == Some(404) => Ok(Action::Done),
+            Err(e) if status_code(&e) == Some(404) => Ok(Action::Done),
             Err(e) => Err(Error::api("finalize", format!("namespace {key}"))(e)),
         }
     }

@@ -12,12 +12,13 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kcore_k8s::status_code;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
 
 use crate::cache::{Change, Store};
-use crate::error::{code_of, Error};
+use crate::error::Error;
 use crate::meta::{toleration_for, ObjectKey};
 use crate::queue::WorkQueue;
 use crate::runner::{Action, Reconciler};
@@ -224,7 +225,7 @@ impl NodeLifecycleController {
                 Ok(_) => {
                     tracing::info!(node = %name, pod = %format!("{ns}/{pname}"), "evicted pod from unreachable node")
                 }
-                Err(e) if code_of(&e) == Some(404) => {}
+                Err(e) if status_code(&e) == Some(404) => {}
                 Err(e) => return Err(Error::api("evict", format!("pod {ns}/{pname}"))(e)),
             }
         }

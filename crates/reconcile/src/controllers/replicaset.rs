@@ -10,15 +10,16 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
+use kcore_k8s::{label_selector_matches, status_code};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serde_json::json;
 
 use crate::cache::{Change, Store};
-use crate::error::{code_of, Error};
+use crate::error::Error;
 use crate::meta::{
     controller_of, controller_ref, pod_is_active, pod_is_available, pod_is_ready, pod_ready_since,
-    selector_matches, ObjectKey,
+    ObjectKey,
 };
 use crate::queue::WorkQueue;
 use crate::runner::{Action, Expectations, Reconciler};
@@ -52,7 +53,7 @@ pub(crate) fn claim<'a, K: Resource>(
     };
     for o in objs {
         let m = o.meta();
-        let matches = selector_matches(selector, m.labels.as_ref());
+        let matches = label_selector_matches(selector, m.labels.as_ref());
         match controller_of(m) {
             Some(r) if r.uid == owner_uid => {
                 if matches {
@@ -353,7 +354,7 @@ impl ReplicaSetController {
             let enqueue_matching = |p: &Pod| {
                 let ns = p.metadata.namespace.as_deref().unwrap_or("");
                 for rs in rss.list_namespace(ns) {
-                    if selector_matches(&rs.spec.selector, p.metadata.labels.as_ref()) {
+                    if label_selector_matches(&rs.spec.selector, p.metadata.labels.as_ref()) {
                         queue.add(ObjectKey::of(rs.as_ref()));
                     }
                 }
@@ -464,7 +465,7 @@ impl ReplicaSetController {
             for (r, name, uid) in results {
                 if let Err(e) = r {
                     self.expectations.deletion_observed_uid(key, &uid);
-                    if code_of(&e) != Some(404) {
+                    if status_code(&e) != Some(404) {
                         first_err.get_or_insert((e, name));
                     }
                 }
@@ -523,7 +524,7 @@ impl Reconciler for ReplicaSetController {
                 .await
             {
                 Ok(_) => {}
-                Err(e) if code_of(&e) == Some(404) => return Ok(Action::Done),
+                Err(e) if status_code(&e) == Some(404) => return Ok(Action::Done),
                 Err(e) => {
                     return Err(Error::api("patch status of", format!("replicaset {key}"))(
                         e,

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
+use kcore_k8s::status_code;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
@@ -22,7 +23,7 @@ use super::deployment::template_hash;
 use super::history::{prune_revisions, revision_name, sync_revisions};
 use super::replicaset::{apply_claim, claim};
 use crate::cache::{Change, Store};
-use crate::error::{code_of, Error};
+use crate::error::Error;
 use crate::meta::{controller_of, controller_ref, pod_is_available, pod_is_ready, ObjectKey};
 use crate::queue::WorkQueue;
 use crate::runner::{Action, Reconciler};
@@ -253,7 +254,7 @@ impl StatefulSetController {
             };
             match api.create(&PostParams::default(), &pvc).await {
                 Ok(_) => tracing::debug!(claim = %format!("{ns}/{name}"), "created claim"),
-                Err(e) if code_of(&e) == Some(409) => {}
+                Err(e) if status_code(&e) == Some(409) => {}
                 Err(e) => {
                     return Err(Error::api(
                         "create",
@@ -366,7 +367,7 @@ impl Reconciler for StatefulSetController {
                             Ok(_) => {
                                 tracing::debug!(statefulset = %key, ordinal = i, "created pod")
                             }
-                            Err(e) if code_of(&e) == Some(409) => {}
+                            Err(e) if status_code(&e) == Some(409) => {}
                             Err(e) => {
                                 return Err(Error::api(
                                     "create",
@@ -381,7 +382,7 @@ impl Reconciler for StatefulSetController {
                             Ok(_) => {
                                 tracing::debug!(statefulset = %key, ordinal = i, "deleted pod")
                             }
-                            Err(e) if code_of(&e) == Some(404) => {}
+                            Err(e) if status_code(&e) == Some(404) => {}
                             Err(e) => {
                                 return Err(Error::api(
                                     "delete",
@@ -446,7 +447,7 @@ impl Reconciler for StatefulSetController {
                 .await
             {
                 Ok(_) => {}
-                Err(e) if code_of(&e) == Some(404) => {}
+                Err(e) if status_code(&e) == Some(404) => {}
                 Err(e) => {
                     return Err(Error::api("patch status of", format!("statefulset {key}"))(
                         e,

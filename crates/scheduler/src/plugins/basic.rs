@@ -230,11 +230,7 @@ impl PreFilterPlugin for NodeAffinity {
         // Terms that all pin metadata.name with In narrow the node set.
         let mut names = Vec::new();
         for t in terms {
-            let pinned = t.name_fields.iter().find_map(|r| match &r.op {
-                crate::labels::Op::In(v) => Some(v),
-                _ => None,
-            });
-            match pinned {
+            match t.pinned_names() {
                 Some(v) => names.extend(v.iter().copied()),
                 None => return Status::success(),
             }
