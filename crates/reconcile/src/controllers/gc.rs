@@ -310,7 +310,7 @@ impl GarbageCollector {
                 ..n.clone()
             })),
             Ok(_) => Ok(None),
-            Err(e) if code_of(&e) == Some(404) => Ok(None),
+            Err(e) if status_code(&e) == Some(404) => Ok(None),
             Err(e) => Err(Error::api("get", self.describe(n))(e)),
         }
     }
