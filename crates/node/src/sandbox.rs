@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kcore_ns::{mount, Namespace, NetnsDir};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorChain, Result};
 use crate::quantity;
 
 /// What a sandbox consists of; saved as `sandbox.json` in the pod directory so a
@@ -325,7 +325,7 @@ impl Sandbox {
                 .and_then(|h| kcore_cgroup::Cgroup::create(h, &cgroup))
                 .map_err(cg_err)?;
             if let Err(e) = cg.set_resources(&pod_resources(&pod)) {
-                tracing::warn!(error = %e, "pod cgroup limits");
+                tracing::warn!(error = %ErrorChain(&e), "pod cgroup limits");
             }
             let etc = pod_dir.join("etc");
             std::fs::create_dir_all(&etc).map_err(|e| Error::io("create", &etc, e))?;
@@ -372,7 +372,7 @@ impl Sandbox {
                 if let Ok(cg) = kcore_cgroup::Cgroup::open(h, &sb.cgroup) {
                     let _ = cg.kill();
                     if let Err(e) = cg.delete() {
-                        tracing::warn!(error = %e, "remove pod cgroup");
+                        tracing::warn!(error = %ErrorChain(&e), "remove pod cgroup");
                     }
                 }
             }
@@ -384,7 +384,7 @@ impl Sandbox {
             match env2.netns_dir.remove(&format!("pod-{}", sb.uid)) {
                 Ok(_) => Ok(true),
                 Err(e) => {
-                    tracing::warn!(error = %e, "remove pod network namespace");
+                    tracing::warn!(error = %ErrorChain(&e), "remove pod network namespace");
                     Ok(false)
                 }
             }
@@ -398,7 +398,7 @@ impl Sandbox {
         if !netns_removed {
             if let (Some(ifname), Some(bridge)) = (&self.host_ifname, &env.bridge) {
                 if let Err(e) = bridge.detach(ifname).await {
-                    tracing::warn!(error = %e, "detach pod interface");
+                    tracing::warn!(error = %ErrorChain(&e), "detach pod interface");
                 }
             }
         }
