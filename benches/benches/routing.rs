@@ -259,22 +259,34 @@ enum Runner {
 /// one changed Service (an endpoint replaced; median of 21), and adding one more
 /// Service (median of 11). Returns (initial load seconds, one-update ms, one-add
 /// ms), or why it was skipped.
+/// An error and its sources, `a: b: c` (messages do not repeat their cause).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 fn kernel_update(n: usize, runner: Runner) -> Result<(f64, f64, f64), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let store = kcore_ns::NetnsDir::new(dir.path());
     let name = format!("kb-routing-{}-{n}", std::process::id());
-    let ns = store.create(&name).map_err(|e| e.to_string())?;
+    let ns = store.create(&name).map_err(|e| chain(&e))?;
     let _guard = NsGuard(store, name);
     let runner: Box<dyn NftRunner> = match runner {
         Runner::NftBinary => Box::new(NftCommand::in_netns(ns.path())),
-        Runner::Netlink => Box::new(NftNetlink::open(Some(&ns)).map_err(|e| e.to_string())?),
+        Runner::Netlink => Box::new(NftNetlink::open(Some(&ns)).map_err(|e| chain(&e))?),
     };
     let all: Vec<Service> = services_fixture().into_iter().take(n).collect();
     let mut proxy = ServiceProxy::new(NftConfig::default(), runner);
-    proxy.init().map_err(|e| e.to_string())?;
+    proxy.init().map_err(|e| chain(&e))?;
     let t = Instant::now();
     for chunk in all.chunks(500) {
-        proxy.update(chunk, &[]).map_err(|e| e.to_string())?;
+        proxy.update(chunk, &[]).map_err(|e| chain(&e))?;
     }
     let load = t.elapsed().as_secs_f64();
     let mut round = 0;
@@ -291,7 +303,7 @@ fn kernel_update(n: usize, runner: Runner) -> Result<(f64, f64, f64), String> {
         extra.cluster_ip = Ipv4Addr::from(0x0a70_0000 + k);
         proxy.update(std::slice::from_ref(&extra), &[]).unwrap();
     }) / 1e6;
-    proxy.teardown().map_err(|e| e.to_string())?;
+    proxy.teardown().map_err(|e| chain(&e))?;
     Ok((load, ms, add_ms))
 }
 

@@ -633,7 +633,11 @@ fn enable_controllers(dir: &Path) -> Result<()> {
         // One at a time: some controllers cannot be enabled everywhere, and a failure
         // only matters if a limit needs that controller (reported then).
         if let Err(e) = write_file(&control, &format!("+{c}")) {
-            tracing::warn!(error = %e, controller = c, "cannot enable controller");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                controller = c,
+                "cannot enable controller"
+            );
         }
     }
     Ok(())

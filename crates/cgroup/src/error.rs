@@ -9,11 +9,12 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum Error {
     /// Reading the mount table failed.
-    #[error("reading mount table {path}: {source}")]
+    #[error("reading mount table {path}")]
     Mountinfo {
         /// The mountinfo file.
         path: PathBuf,
         /// The underlying error.
+        #[source]
         source: io::Error,
     },
     /// No cgroup v1 or v2 file system was found.
@@ -35,29 +36,32 @@ pub enum Error {
         path: PathBuf,
     },
     /// Creating a cgroup directory failed.
-    #[error("creating cgroup directory {path}: {source}")]
+    #[error("creating cgroup directory {path}")]
     Create {
         /// The directory.
         path: PathBuf,
         /// The underlying error.
+        #[source]
         source: io::Error,
     },
     /// Reading a cgroup interface file failed.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The underlying error.
+        #[source]
         source: io::Error,
     },
     /// Writing a cgroup interface file failed.
-    #[error("writing {value:?} to {path}: {source}")]
+    #[error("writing {value:?} to {path}")]
     Write {
         /// The file.
         path: PathBuf,
         /// What we tried to write.
         value: String,
         /// The underlying error.
+        #[source]
         source: io::Error,
     },
     /// An interface file held something we could not parse.
@@ -93,22 +97,45 @@ pub enum Error {
         timeout: Duration,
     },
     /// Sending a signal failed.
-    #[error("sending SIGKILL to pid {pid}: {source}")]
+    #[error("sending SIGKILL to pid {pid}")]
     Kill {
         /// The process.
         pid: u32,
         /// The underlying error.
+        #[source]
         source: nix::Error,
     },
     /// Removing a cgroup directory failed (for example still busy after the timeout).
-    #[error("removing cgroup directory {path}: {source}")]
+    #[error("removing cgroup directory {path}")]
     Remove {
         /// The directory.
         path: PathBuf,
         /// The underlying error.
+        #[source]
         source: io::Error,
     },
 }
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_leaves_the_cause_to_the_chain() {
+        let einval = nix::errno::Errno::EINVAL as i32;
+        let cause = io::Error::from_raw_os_error(einval).to_string();
+        let err = Error::Write {
+            path: "/sys/fs/cgroup/kcore/memory.max".into(),
+            value: "64M".into(),
+            source: io::Error::from_raw_os_error(einval),
+        };
+        let msg = err.to_string();
+        assert_eq!(msg, "writing \"64M\" to /sys/fs/cgroup/kcore/memory.max");
+        assert!(!msg.contains(&cause), "{msg}");
+        let source = std::error::Error::source(&err).expect("a source");
+        assert_eq!(source.to_string(), cause);
+    }
+}

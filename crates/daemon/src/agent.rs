@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
-use kcore_node::NodeConfig;
+use kcore_node::{ErrorChain, NodeConfig};
 use kube::api::{Api, PostParams};
 
 /// The cluster's pod network unless told otherwise (flannel's default).
@@ -135,12 +135,12 @@ async fn assigned_pod_cidr(client: &kube::Client, name: &str) -> Result<Ipv4Net>
                 match nodes.create(&PostParams::default(), &node).await {
                     Ok(_) => created = true,
                     Err(e) if kcore_k8s::status_code(&e) == Some(409) => {}
-                    Err(e) => tracing::warn!(error = %e, "registering the node"),
+                    Err(e) => tracing::warn!(error = %ErrorChain(&e), "registering the node"),
                 }
                 continue;
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "reading the node"),
+            Err(e) => tracing::warn!(error = %ErrorChain(&e), "reading the node"),
         }
         if tokio::time::Instant::now() > deadline {
             anyhow::bail!(

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
+use kcore_node::ErrorChain;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
 
@@ -93,7 +94,7 @@ pub async fn run(
         let ev = match ev {
             Some(Ok(ev)) => ev,
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "node watch");
+                tracing::warn!(error = %ErrorChain(&e), "node watch");
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 continue;
             }

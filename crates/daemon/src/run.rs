@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{bail, Context, Result};
 use kcore_cgroup::{Cgroup, Host, Resources};
+use kcore_node::ErrorChain;
 use kcore_ns::mount::{self, DevNodes, MountFlags, Propagation};
 use kcore_ns::{ExitStatus, Namespace, NamespaceSet, NsCommand};
 use kcore_overlay::{LayerStore, MountOptions};
@@ -178,14 +179,14 @@ impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         if let Some(cg) = self.cgroup.take() {
             if let Err(e) = cg.kill().and_then(|()| cg.delete()) {
-                tracing::warn!(error = %e, "removing cgroup");
+                tracing::warn!(error = %ErrorChain(&e), "removing cgroup");
             }
         }
         if let Err(e) = self.store.unmount(&self.layer) {
-            tracing::warn!(error = %e, layer = %self.layer, "unmounting container layer");
+            tracing::warn!(error = %ErrorChain(&e), layer = %self.layer, "unmounting container layer");
         }
         if let Err(e) = self.store.remove(&self.layer) {
-            tracing::warn!(error = %e, layer = %self.layer, "removing container layer");
+            tracing::warn!(error = %ErrorChain(&e), layer = %self.layer, "removing container layer");
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::digest::Digest;
 #[non_exhaustive]
 pub enum Error {
     /// An I/O error on a file of the store, a layout or an archive.
-    #[error("i/o error on {path}: {source}")]
+    #[error("i/o error on {path}")]
     Io {
         /// The file or directory involved.
         path: PathBuf,
@@ -62,7 +62,7 @@ pub enum Error {
         reason: String,
     },
     /// Creating a layer entry failed.
-    #[error("layer entry {entry:?}: {source}")]
+    #[error("layer entry {entry:?}")]
     Entry {
         /// The entry's path inside the layer.
         entry: PathBuf,
@@ -79,7 +79,7 @@ pub enum Error {
         limit: String,
     },
     /// The layer stream is not a readable (possibly compressed) tar archive.
-    #[error("unreadable layer archive {layer}: {source}")]
+    #[error("unreadable layer archive {layer}")]
     Archive {
         /// The layer (its digest or file name).
         layer: String,
@@ -134,5 +134,23 @@ impl<T> IoContext<T> for io::Result<T> {
             path: path.into(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_leaves_the_cause_to_the_chain() {
+        let cause = io::Error::from(io::ErrorKind::NotFound).to_string();
+        let err = Err::<(), _>(io::Error::from(io::ErrorKind::NotFound))
+            .at("/nonexistent/kcore-image/index.json")
+            .unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(msg, "i/o error on /nonexistent/kcore-image/index.json");
+        assert!(!msg.contains(&cause), "{msg}");
+        let source = std::error::Error::source(&err).expect("a source");
+        assert_eq!(source.to_string(), cause);
     }
 }

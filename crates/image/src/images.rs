@@ -365,7 +365,7 @@ impl ImageStore {
                 }
                 Err(e) => {
                     // Never delete what a broken record might still need.
-                    tracing::warn!(image = %r.name, error = %e, "unreadable image; pruning nothing");
+                    tracing::warn!(image = %r.name, error = &e as &dyn std::error::Error, "unreadable image; pruning nothing");
                     return Err(e);
                 }
             }
@@ -397,7 +397,7 @@ impl ImageStore {
                         report.layers.push(id);
                     }
                     Err(e) => {
-                        tracing::info!(layer = %id, error = %e, "keeping an unreferenced layer in use");
+                        tracing::info!(layer = %id, error = &e as &dyn std::error::Error, "keeping an unreferenced layer in use");
                     }
                 }
             }
@@ -813,7 +813,7 @@ impl ImageStore {
             .collect();
         let ov = |e: kcore_overlay::Error| Error::Io {
             path: layers.root().to_path_buf(),
-            source: io::Error::other(e.to_string()),
+            source: io::Error::other(e),
         };
 
         // Phase 1 (in order, cheap): make sure each layer exists, empty if new.

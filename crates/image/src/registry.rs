@@ -269,7 +269,12 @@ impl RegistryClient {
             let resp = match req.call() {
                 Ok(r) => r,
                 Err(e) if attempt < self.attempts => {
-                    tracing::debug!(url, error = %e, attempt, "registry request failed; retrying");
+                    tracing::debug!(
+                        url,
+                        error = &e as &dyn std::error::Error,
+                        attempt,
+                        "registry request failed; retrying"
+                    );
                     std::thread::sleep(Duration::from_millis(200 << attempt.min(5)));
                     continue;
                 }
@@ -439,7 +444,11 @@ impl RegistryClient {
                 // A connection cut mid-blob is worth another try; a wrong
                 // digest or size is not.
                 Err(e @ Error::Io { .. }) => {
-                    tracing::debug!(url, error = %e, "blob download interrupted; retrying");
+                    tracing::debug!(
+                        url,
+                        error = &e as &dyn std::error::Error,
+                        "blob download interrupted; retrying"
+                    );
                     last_err = Some(e);
                 }
                 Err(e) => return Err(e),

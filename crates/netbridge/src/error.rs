@@ -30,11 +30,12 @@ pub enum Error {
         owner: String,
     },
     /// Reading or writing the IPAM store failed.
-    #[error("ipam store {path}: {source}")]
+    #[error("ipam store {path}")]
     Ipam {
         /// File or directory involved.
         path: PathBuf,
         /// Underlying error.
+        #[source]
         source: io::Error,
     },
     /// A Service definition cannot be programmed.
@@ -46,11 +47,12 @@ pub enum Error {
         reason: &'static str,
     },
     /// The `nft` binary could not be run.
-    #[error("running {program}: {source}")]
+    #[error("running {program}")]
     NftSpawn {
         /// The program.
         program: PathBuf,
         /// Underlying error.
+        #[source]
         source: io::Error,
     },
     /// `nft` rejected a transaction.
@@ -71,31 +73,34 @@ pub enum Error {
         reason: String,
     },
     /// The kernel refused an nf_tables netlink transaction, or talking to it failed.
-    #[error("nf_tables netlink {op} (netns {target}): {source}")]
+    #[error("nf_tables netlink {op} (netns {target})")]
     NftNetlink {
         /// The message that failed (`add chain ip kcore svc-...`) or the step.
         op: String,
         /// The network namespace of the socket.
         target: String,
         /// Underlying error (the kernel's errno).
+        #[source]
         source: io::Error,
     },
     /// A network namespace could not be opened or entered.
-    #[error("network namespace {path}: {source}")]
+    #[error("network namespace {path}")]
     Netns {
         /// The namespace path.
         path: PathBuf,
         /// Underlying error.
+        #[source]
         source: io::Error,
     },
     /// A netlink request failed.
-    #[error("netlink {op} {target}: {source}")]
+    #[error("netlink {op} {target}")]
     Netlink {
         /// The operation (`add link`, `set address`, ...).
         op: &'static str,
         /// The object (link name, address).
         target: String,
         /// Underlying error.
+        #[source]
         source: rtnetlink::Error,
     },
     /// A link that must exist was not found.
@@ -105,14 +110,34 @@ pub enum Error {
         name: String,
     },
     /// Writing a sysctl failed.
-    #[error("sysctl {path}: {source}")]
+    #[error("sysctl {path}")]
     Sysctl {
         /// The /proc/sys path.
         path: PathBuf,
         /// Underlying error.
+        #[source]
         source: io::Error,
     },
     /// Opening a netlink socket inside a network namespace failed.
     #[error(transparent)]
     Ns(#[from] kcore_ns::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_leaves_the_cause_to_the_chain() {
+        let cause = io::Error::from(io::ErrorKind::PermissionDenied).to_string();
+        let err = Error::Sysctl {
+            path: "/proc/sys/net/ipv4/ip_forward".into(),
+            source: io::ErrorKind::PermissionDenied.into(),
+        };
+        let msg = err.to_string();
+        assert_eq!(msg, "sysctl /proc/sys/net/ipv4/ip_forward");
+        assert!(!msg.contains(&cause), "{msg}");
+        let source = std::error::Error::source(&err).expect("a source");
+        assert_eq!(source.to_string(), cause);
+    }
 }

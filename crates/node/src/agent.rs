@@ -14,7 +14,7 @@ use kube::Api;
 use crate::cache::ClusterCache;
 use crate::config::NodeConfig;
 use crate::dns::DnsEnv;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorChain, Result};
 use crate::images::Images;
 use crate::ingress::IngressEnv;
 use crate::netctx::NetCtx;
@@ -69,7 +69,7 @@ impl NodeAgent {
             if let Ok(cg) = kcore_cgroup::Cgroup::open(&h, &cfg.cgroup_parent) {
                 let _ = cg.kill();
                 if let Err(e) = cg.delete() {
-                    tracing::warn!(error = %e, "removing the pod cgroup parent");
+                    tracing::warn!(error = %ErrorChain(&e), "removing the pod cgroup parent");
                 }
             }
         }
@@ -132,13 +132,13 @@ impl NodeAgent {
                         annotations.extend(ann);
                         tasks.push(task);
                     }
-                    Err(e) => tracing::warn!(error = %e, "vxlan overlay disabled"),
+                    Err(e) => tracing::warn!(error = %ErrorChain(&e), "vxlan overlay disabled"),
                 }
             }
             if cfg.service_proxy {
                 match crate::proxy::start(&cfg, cache.clone()) {
                     Ok(t) => tasks.push(t),
-                    Err(e) => tracing::warn!(error = %e, "service proxy disabled"),
+                    Err(e) => tracing::warn!(error = %ErrorChain(&e), "service proxy disabled"),
                 }
             }
             if cfg.dns {
@@ -150,7 +150,7 @@ impl NodeAgent {
                 };
                 match crate::dns::start(env, cache.clone()) {
                     Ok(t) => tasks.push(t),
-                    Err(e) => tracing::warn!(error = %e, "cluster dns disabled"),
+                    Err(e) => tracing::warn!(error = %ErrorChain(&e), "cluster dns disabled"),
                 }
             }
             if let Some(addr) = cfg.ingress_addr {
@@ -167,7 +167,7 @@ impl NodeAgent {
         let app = crate::server::router(pods.logs_root.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
-                tracing::warn!(error = %e, "http server stopped");
+                tracing::warn!(error = %ErrorChain(&e), "http server stopped");
             }
         }));
 
@@ -179,7 +179,7 @@ impl NodeAgent {
                     Ok(()) => break,
                     Err(e) if tries < 30 => {
                         tries += 1;
-                        tracing::warn!(error = %e, "node registration failed; retrying");
+                        tracing::warn!(error = %ErrorChain(&e), "node registration failed; retrying");
                         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     }
                     Err(e) => return Err(e),
@@ -188,7 +188,7 @@ impl NodeAgent {
             // the Lease exists before the Node reports Ready, so nothing sees a Ready
             // node without a heartbeat
             if let Err(e) = crate::node::renew_lease(&client, &cfg).await {
-                tracing::warn!(error = %e, "lease");
+                tracing::warn!(error = %ErrorChain(&e), "lease");
             }
             crate::node::update_status(&client, &cfg).await?;
             let (client, cfg) = (client.clone(), cfg.clone());
@@ -198,10 +198,10 @@ impl NodeAgent {
                 loop {
                     tick.tick().await;
                     if let Err(e) = crate::node::renew_lease(&client, &cfg).await {
-                        tracing::warn!(error = %e, "lease renewal failed");
+                        tracing::warn!(error = %ErrorChain(&e), "lease renewal failed");
                     }
                     if let Err(e) = crate::node::update_status(&client, &cfg).await {
-                        tracing::warn!(error = %e, "node status update failed");
+                        tracing::warn!(error = %ErrorChain(&e), "node status update failed");
                     }
                 }
             }));
@@ -319,7 +319,7 @@ async fn pod_manager(env: Arc<PodEnv>) -> Result<()> {
         let ev = match stream.next().await {
             Some(Ok(ev)) => ev,
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "pod watch error");
+                tracing::warn!(error = %ErrorChain(&e), "pod watch error");
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 continue;
             }

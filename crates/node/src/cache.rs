@@ -13,6 +13,8 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use crate::error::ErrorChain;
+
 /// `(namespace, name)`.
 pub(crate) type Key = (String, String);
 
@@ -122,7 +124,7 @@ where
                 cache.bump();
             }
             Err(e) => {
-                tracing::debug!(error = %e, "watch error");
+                tracing::debug!(error = %ErrorChain(&e), "watch error");
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         }

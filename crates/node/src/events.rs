@@ -7,6 +7,8 @@ use kube::api::PostParams;
 use kube::Api;
 use serde_json::json;
 
+use crate::error::ErrorChain;
+
 /// The Event object for `pod` (without sending it).
 pub(crate) fn event(
     pod: &Pod,
@@ -69,7 +71,7 @@ pub(crate) fn record(
     let api: Api<Event> = Api::namespaced(client.clone(), &ns);
     tokio::spawn(async move {
         if let Err(e) = api.create(&PostParams::default(), &ev).await {
-            tracing::debug!(error = %e, "record event");
+            tracing::debug!(error = %ErrorChain(&e), "record event");
         }
     });
 }

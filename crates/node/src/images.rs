@@ -12,7 +12,7 @@ use kcore_overlay::LayerStore;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorChain, Result};
 
 /// What to put in the config of an image built by [`image_from_dir`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -265,14 +265,9 @@ impl Images {
             match pulled {
                 Ok(r) => record = Some(r),
                 Err(e) if record.is_some() => {
-                    tracing::info!(image, error = %e, "pull failed; using the local image");
+                    tracing::info!(image, error = %ErrorChain(&e), "pull failed; using the local image");
                 }
-                Err(e) => {
-                    return Err(Error::ImageNotPresent {
-                        image: image.to_owned(),
-                        reason: format!("pull failed: {e}"),
-                    })
-                }
+                Err(e) => return Err(e),
             }
         }
         let Some(record) = record else {
@@ -332,7 +327,7 @@ impl Images {
             attempts: 1,
             ..Default::default()
         };
-        self.store.pull(image, &opts).map_err(|e| Error::Image {
+        self.store.pull(image, &opts).map_err(|e| Error::Pull {
             image: image.to_owned(),
             source: Box::new(e),
         })

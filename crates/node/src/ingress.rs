@@ -16,7 +16,7 @@ use kube::Api;
 use serde_json::json;
 
 use crate::cache::ClusterCache;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorChain, Result};
 use crate::netctx::NetCtx;
 
 /// What the Ingress proxy runs with.
@@ -198,7 +198,7 @@ async fn serve_one(
         let stream = match env.net.connect(SocketAddr::V4(ep)).await {
             Ok(s) => s,
             Err(e) => {
-                last_err = e.to_string();
+                last_err = ErrorChain(&e).to_string();
                 continue;
             }
         };
@@ -206,7 +206,7 @@ async fn serve_one(
             match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
                 Ok(x) => x,
                 Err(e) => {
-                    last_err = e.to_string();
+                    last_err = ErrorChain(&e).to_string();
                     continue;
                 }
             };
@@ -230,7 +230,10 @@ async fn serve_one(
         }
         return Ok(match sender.send_request(req).await {
             Ok(resp) => resp.map(Body::new),
-            Err(e) => error(StatusCode::BAD_GATEWAY, &format!("upstream: {e}")),
+            Err(e) => error(
+                StatusCode::BAD_GATEWAY,
+                &format!("upstream: {}", ErrorChain(&e)),
+            ),
         });
     }
     Ok(error(
@@ -316,7 +319,7 @@ async fn write_status(env: Arc<IngressEnv>, cache: Arc<ClusterCache>) {
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                tracing::debug!(ingress = %name, error = %e, "ingress status");
+                tracing::debug!(ingress = %name, error = %ErrorChain(&e), "ingress status");
             }
         }
         if rx.changed().await.is_err() {

@@ -83,7 +83,7 @@ mod volumes;
 
 pub use agent::NodeAgent;
 pub use config::NodeConfig;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorChain, Result};
 pub use images::{image_from_dir, reference_candidates, ImageSpec};
 pub use ipnet::Ipv4Net;
 pub use logs::LogQuery;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use tokio::io::AsyncReadExt;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorChain, Result};
 
 /// Longest line written as one entry; longer output is split into partial (`P`) entries.
 const MAX_LINE: usize = 16 * 1024;
@@ -106,7 +106,7 @@ impl LogFile {
         line.push(b'\n');
         if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
             if let Err(e) = self.rotate() {
-                tracing::warn!(path = %self.path.display(), error = %e, "log rotation failed");
+                tracing::warn!(path = %self.path.display(), error = %ErrorChain(&e), "log rotation failed");
             }
         }
         if self.file.write_all(&line).is_ok() {

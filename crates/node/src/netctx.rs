@@ -13,7 +13,7 @@ pub(crate) struct NetCtx {
 fn in_ns<R: Send>(netns: Option<&Path>, f: impl FnOnce() -> io::Result<R> + Send) -> io::Result<R> {
     match netns {
         None => f(),
-        Some(p) => kcore_ns::netns::run_in(p, f).map_err(|e| io::Error::other(e.to_string()))?,
+        Some(p) => kcore_ns::netns::run_in(p, f).map_err(io::Error::other)?,
     }
 }
 

@@ -11,7 +11,7 @@ use kcore_vxlan::{Overlay, Peer, VxlanConfig};
 
 use crate::cache::ClusterCache;
 use crate::config::NodeConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorChain, Result};
 use crate::node::{ANN_PUBLIC_IP, ANN_VTEP_MAC};
 
 /// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
@@ -100,7 +100,7 @@ pub(crate) async fn start(
             if last.as_ref() != Some(&peers) {
                 match overlay.reconcile(&peers).await {
                     Ok(_) => last = Some(peers),
-                    Err(e) => tracing::warn!(error = %e, "vxlan peers"),
+                    Err(e) => tracing::warn!(error = %ErrorChain(&e), "vxlan peers"),
                 }
             }
             if rx.changed().await.is_err() {

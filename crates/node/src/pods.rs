@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorChain, Result};
 use crate::images::Images;
 use crate::logs::{self, LogFile};
 use crate::probes::{self, ProbeEnv, ProbeKind};
@@ -258,12 +258,12 @@ impl PodWorker {
                 Ok(Flow::Done) => return,
                 Ok(Flow::Continue) => self.error = None,
                 Err(e) => {
-                    tracing::warn!(pod = %self.name(), error = %e, "pod sync failed");
-                    self.error = Some(("SyncError".into(), e.to_string()));
+                    tracing::warn!(pod = %self.name(), error = %ErrorChain(&e), "pod sync failed");
+                    self.error = Some(("SyncError".into(), ErrorChain(&e).to_string()));
                 }
             }
             if let Err(e) = self.write_status().await {
-                tracing::debug!(pod = %self.name(), error = %e, "status update failed");
+                tracing::debug!(pod = %self.name(), error = %ErrorChain(&e), "status update failed");
             }
             // wait for something to happen
             let mut wake = self.next_wake();
@@ -721,18 +721,18 @@ impl PodWorker {
         match self.start(c, init).await {
             Ok(()) => {}
             Err((reason, e)) => {
-                tracing::warn!(container = %c.name, error = %e, "container start failed");
+                tracing::warn!(container = %c.name, error = %ErrorChain(&e), "container start failed");
                 crate::events::record(
                     &self.env.client,
                     &self.pod,
                     &self.env.node_name,
                     true,
                     "Failed",
-                    format!("{reason}: {e}"),
+                    format!("{reason}: {}", ErrorChain(&e)),
                     None,
                 );
                 let st = self.ctrs.entry(c.name.clone()).or_default();
-                st.waiting = Some((reason.into(), e.to_string()));
+                st.waiting = Some((reason.into(), ErrorChain(&e).to_string()));
                 let base = self.env.backoff_base;
                 st.backoff = if st.backoff.is_zero() {
                     base
@@ -1434,7 +1434,9 @@ fn attach_pumps(dir: &Path, id: &str, log: Arc<Mutex<LogFile>>) -> Vec<tokio::ta
                 });
                 out.push(t.abort_handle());
             }
-            Err(e) => tracing::warn!(path = %p.display(), error = %e, "open container output"),
+            Err(e) => {
+                tracing::warn!(path = %p.display(), error = %ErrorChain(&e), "open container output")
+            }
         }
     }
     out
@@ -1518,11 +1520,11 @@ pub(crate) fn remove_container(
 ) {
     if let Ok(c) = rt.load(id) {
         if let Err(e) = c.delete(true) {
-            tracing::warn!(id, error = %e, "delete container");
+            tracing::warn!(id, error = %ErrorChain(&e), "delete container");
         }
     }
     if let Err(e) = images.remove_rootfs(id) {
-        tracing::warn!(id, error = %e, "remove container layer");
+        tracing::warn!(id, error = %ErrorChain(&e), "remove container layer");
     }
 }
 

@@ -12,7 +12,7 @@ use kcore_netbridge::{
 
 use crate::cache::ClusterCache;
 use crate::config::NodeConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorChain, Result};
 
 fn protocol(p: Option<&str>) -> Protocol {
     match p {
@@ -161,7 +161,7 @@ pub(crate) fn start(
             })
             .await;
             if let Ok(Err(e)) = res {
-                tracing::warn!(error = %e, "service rules sync failed");
+                tracing::warn!(error = %ErrorChain(&e), "service rules sync failed");
             }
             if rx.changed().await.is_err() {
                 return;

@@ -10,7 +10,7 @@ use kcore_k8s::Quantity;
 use kcore_ns::{mount, Namespace, NetnsDir};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorChain, Result};
 
 /// What a sandbox consists of; saved as `sandbox.json` in the pod directory so a
 /// restarted agent adopts it.
@@ -327,7 +327,7 @@ impl Sandbox {
                 .and_then(|h| kcore_cgroup::Cgroup::create(h, &cgroup))
                 .map_err(cg_err)?;
             if let Err(e) = cg.set_resources(&pod_resources(&pod)) {
-                tracing::warn!(error = %e, "pod cgroup limits");
+                tracing::warn!(error = %ErrorChain(&e), "pod cgroup limits");
             }
             let etc = pod_dir.join("etc");
             std::fs::create_dir_all(&etc).map_err(|e| Error::io("create", &etc, e))?;
@@ -374,7 +374,7 @@ impl Sandbox {
                 if let Ok(cg) = kcore_cgroup::Cgroup::open(h, &sb.cgroup) {
                     let _ = cg.kill();
                     if let Err(e) = cg.delete() {
-                        tracing::warn!(error = %e, "remove pod cgroup");
+                        tracing::warn!(error = %ErrorChain(&e), "remove pod cgroup");
                     }
                 }
             }
@@ -386,7 +386,7 @@ impl Sandbox {
             match env2.netns_dir.remove(&format!("pod-{}", sb.uid)) {
                 Ok(_) => Ok(true),
                 Err(e) => {
-                    tracing::warn!(error = %e, "remove pod network namespace");
+                    tracing::warn!(error = %ErrorChain(&e), "remove pod network namespace");
                     Ok(false)
                 }
             }
@@ -400,7 +400,7 @@ impl Sandbox {
         if !netns_removed {
             if let (Some(ifname), Some(bridge)) = (&self.host_ifname, &env.bridge) {
                 if let Err(e) = bridge.detach(ifname).await {
-                    tracing::warn!(error = %e, "detach pod interface");
+                    tracing::warn!(error = %ErrorChain(&e), "detach pod interface");
                 }
             }
         }

@@ -127,7 +127,7 @@ pub fn http(
     let mut s = kcore_ns::netns::run_in(netns, move || {
         TcpStream::connect_timeout(&addr, Duration::from_secs(3))
     })
-    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    .map_err(std::io::Error::other)??;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,

@@ -187,7 +187,7 @@ impl Env {
                 })
                 .await
             {
-                panic!("agent failed: {e}");
+                panic!("agent failed: {}", kcore_node::ErrorChain(&e));
             }
         });
         self.agent = Some((tx, task));
