@@ -88,7 +88,7 @@ pub enum Error {
         reason: String,
     },
     /// A filesystem operation on the store failed.
-    #[error("cannot {op} {}: {source}", path.display())]
+    #[error("cannot {op} {}", path.display())]
     Io {
         /// The operation, e.g. "create directory".
         op: &'static str,
@@ -99,7 +99,7 @@ pub enum Error {
         source: io::Error,
     },
     /// The mount system call failed.
-    #[error("cannot mount layer {id} at {}: {source}", target.display())]
+    #[error("cannot mount layer {id} at {}", target.display())]
     Mount {
         /// The layer id.
         id: String,
@@ -110,7 +110,7 @@ pub enum Error {
         source: io::Error,
     },
     /// The unmount system call failed.
-    #[error("cannot unmount layer {id} from {}: {source}", target.display())]
+    #[error("cannot unmount layer {id} from {}", target.display())]
     Unmount {
         /// The layer id.
         id: String,
@@ -132,4 +132,23 @@ pub(crate) fn io_err(
 ) -> impl FnOnce(io::Error) -> Error {
     let path = path.into();
     move |source| Error::Io { op, path, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_leaves_the_cause_to_the_chain() {
+        let cause = io::Error::from(io::ErrorKind::PermissionDenied).to_string();
+        let err = Error::Mount {
+            id: "abc".into(),
+            target: "/merged".into(),
+            source: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
+        let msg = err.to_string();
+        assert_eq!(msg, "cannot mount layer abc at /merged");
+        let source = std::error::Error::source(&err).expect("a source");
+        assert_eq!(source.to_string(), cause);
+    }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// A network namespace could not be entered, or a socket opened in it.
-    #[error("network namespace {path}: {source}")]
+    #[error("network namespace {path}")]
     Netns {
         /// The namespace path.
         path: PathBuf,
@@ -15,7 +15,7 @@ pub enum Error {
         source: io::Error,
     },
     /// A netlink request failed.
-    #[error("netlink {op} {target}: {source}")]
+    #[error("netlink {op} {target}")]
     Netlink {
         /// The operation.
         op: &'static str,
@@ -39,4 +39,22 @@ pub enum Error {
     /// Opening a netlink socket inside a network namespace failed.
     #[error(transparent)]
     Ns(#[from] kcore_ns::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_leaves_the_cause_to_the_chain() {
+        let cause = io::Error::from(io::ErrorKind::NotFound).to_string();
+        let err = Error::Netns {
+            path: "/run/netns/x".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        let msg = err.to_string();
+        assert_eq!(msg, "network namespace /run/netns/x");
+        let source = std::error::Error::source(&err).expect("a source");
+        assert_eq!(source.to_string(), cause);
+    }
 }
