@@ -138,10 +138,12 @@ impl ApiServerBuilder {
             )));
         }
         if let Some(dir) = &self.data_dir {
-            let tightened = kcore_statedir::ensure_dir(dir, kcore_statedir::PRIVATE_DIR)
-                .map_err(|source| Error::Io {
-                    path: dir.clone(),
-                    source,
+            let tightened =
+                kcore_statedir::ensure_dir(dir, kcore_statedir::PRIVATE_DIR).map_err(|source| {
+                    Error::Io {
+                        path: dir.clone(),
+                        source,
+                    }
                 })?;
             if let Some(t) = tightened {
                 tracing::info!(%t, "tightened the mode of the API server's data directory");

@@ -35,8 +35,7 @@ fn tls_err(what: &str, e: impl std::fmt::Display) -> Error {
 
 /// Keys and tokens: only root may read them.
 fn write_private(path: &Path, data: &str) -> Result<(), Error> {
-    kcore_statedir::write(path, data.as_bytes(), kcore_statedir::PRIVATE_FILE)
-        .map_err(io_err(path))
+    kcore_statedir::write(path, data.as_bytes(), kcore_statedir::PRIVATE_FILE).map_err(io_err(path))
 }
 
 /// Certificates are public; they are written whole all the same.

@@ -7,7 +7,7 @@
 //!
 //! | path | mode |
 //! |---|---|
-//! | the data directory, `apiserver/`, `apiserver/pki/`, `ipam/`, `images/`, `overlay/`, `containers/` | 0700 |
+//! | the data directory, `apiserver/`, `apiserver/pki/`, `ipam/`, `images/`, `overlay/`, `containers/`, `netns/` | 0700 |
 //! | files with object data, keys, tokens, state (`kcore.redb`, `kcore.wal`, `*.key`, `tokens.csv`, `admin.kubeconfig`, `node.json`, `state.json`, IPAM records, image catalog and locks) | 0600 |
 //! | `pods/`, each `pods/<uid>/` and its `volumes/` | 0750 |
 //! | `logs/` and the directories below it | 0750 |
@@ -51,11 +51,17 @@ pub fn secure(data_dir: &Path) -> Result<Vec<Tightened>> {
             }
         })?;
     }
-    for dir in ["images", "overlay"] {
-        // the stores' content keeps its modes (layers are root file systems)
+    for dir in ["images", "overlay", "netns"] {
+        // the directory only: the stores' content keeps its modes (layers are root file
+        // systems), namespace handles are mounts
         changed.extend(tighten(&at(dir), PRIVATE_DIR)?);
     }
-    for file in ["node.json", "images/images.json", "images/.lock", "images/.gc.lock"] {
+    for file in [
+        "node.json",
+        "images/images.json",
+        "images/.lock",
+        "images/.gc.lock",
+    ] {
         changed.extend(tighten(&at(file), PRIVATE_FILE)?);
     }
     tighten_tree(&at("logs"), GROUP_DIR, &mut changed, |_| GROUP_FILE)?;
@@ -137,6 +143,7 @@ mod tests {
             "containers/c1",
             "images",
             "overlay/l1/diff",
+            "netns",
             "logs/default_web_u1/app",
             "pods/u1/volumes/projected/sec/..1",
         ] {
@@ -162,8 +169,20 @@ mod tests {
         }
         set(&d.join("overlay/l1/diff/hello"), 0o755);
         let walk = [
-            "", "apiserver", "apiserver/pki", "ipam", "containers", "containers/c1", "images",
-            "overlay", "logs", "logs/default_web_u1", "pods", "pods/u1", "pods/u1/volumes",
+            "",
+            "apiserver",
+            "apiserver/pki",
+            "ipam",
+            "containers",
+            "containers/c1",
+            "images",
+            "overlay",
+            "netns",
+            "logs",
+            "logs/default_web_u1",
+            "pods",
+            "pods/u1",
+            "pods/u1/volumes",
         ];
         for p in walk {
             set(&d.join(p), 0o755);
@@ -180,6 +199,7 @@ mod tests {
             ("containers/c1", 0o700),
             ("images", 0o700),
             ("overlay", 0o700),
+            ("netns", 0o700),
             ("logs", 0o750),
             ("logs/default_web_u1/app", 0o750),
             ("pods", 0o750),

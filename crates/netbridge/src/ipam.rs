@@ -48,9 +48,11 @@ impl Ipam {
         let first = base + 2;
         let last = u32::from(subnet.broadcast()) - 1;
         let dir = dir.into();
-        kcore_statedir::ensure_dir(&dir, kcore_statedir::PRIVATE_DIR).map_err(|source| Error::Ipam {
-            path: dir.clone(),
-            source,
+        kcore_statedir::ensure_dir(&dir, kcore_statedir::PRIVATE_DIR).map_err(|source| {
+            Error::Ipam {
+                path: dir.clone(),
+                source,
+            }
         })?;
         Ok(Self {
             dir,
@@ -186,9 +188,9 @@ impl Ipam {
             kcore_statedir::PRIVATE_FILE,
         )
         .map_err(|source| Error::Ipam {
-                path: path.clone(),
-                source,
-            })?;
+            path: path.clone(),
+            source,
+        })?;
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| Error::Ipam {
             path,
             source: errno.into(),
@@ -206,8 +208,12 @@ impl Ipam {
 
     fn write_last_reserved(&self, ip: Ipv4Addr) -> Result<(), Error> {
         let path = self.dir.join(LAST_RESERVED);
-        kcore_statedir::write(&path, ip.to_string().as_bytes(), kcore_statedir::PRIVATE_FILE)
-            .map_err(|source| Error::Ipam { path, source })
+        kcore_statedir::write(
+            &path,
+            ip.to_string().as_bytes(),
+            kcore_statedir::PRIVATE_FILE,
+        )
+        .map_err(|source| Error::Ipam { path, source })
     }
 }
 

@@ -249,10 +249,13 @@ async fn open(
     .await
     .map_err(|e| Error::net(format!("bridge {}", cfg.bridge_name), e))?;
     // as the kubelet's pods and logs directories: root and its group only (the pods'
-    // volumes and logs are below them)
-    for d in [cfg.dir("pods"), cfg.dir("logs")] {
-        kcore_statedir::ensure_dir(&d, kcore_statedir::GROUP_DIR)
-            .map_err(|e| Error::io("create", &d, e))?;
+    // volumes and logs are below them); the pods' namespace handles root's only
+    for (d, mode) in [
+        (cfg.dir("pods"), kcore_statedir::GROUP_DIR),
+        (cfg.dir("logs"), kcore_statedir::GROUP_DIR),
+        (cfg.dir("netns"), kcore_statedir::PRIVATE_DIR),
+    ] {
+        kcore_statedir::ensure_dir(&d, mode).map_err(|e| Error::io("create", &d, e))?;
     }
     let ipam = Ipam::open(cfg.dir("ipam"), cfg.pod_cidr).map_err(|e| Error::net("open ipam", e))?;
     let images = Images::open(&cfg.dir("images"), &cfg.dir("overlay"))?;

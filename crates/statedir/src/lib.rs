@@ -223,7 +223,11 @@ mod tests {
             let leaf = base.path().join("a/b/c");
             assert_eq!(ensure_dir(&leaf, GROUP_DIR).unwrap(), None);
             for p in ["a", "a/b", "a/b/c"] {
-                assert_eq!(mode(&base.path().join(p)), 0o750, "{p} under umask {mask:o}");
+                assert_eq!(
+                    mode(&base.path().join(p)),
+                    0o750,
+                    "{p} under umask {mask:o}"
+                );
             }
             // idempotent
             assert_eq!(ensure_dir(&leaf, GROUP_DIR).unwrap(), None);

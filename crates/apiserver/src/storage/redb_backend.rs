@@ -945,7 +945,9 @@ mod tests {
         let dir = base.path().join("apiserver");
         {
             let s = RedbStorage::open(&dir).expect("open");
-            s.create("/k/secret", b"s3cret".to_vec()).await.expect("create");
+            s.create("/k/secret", b"s3cret".to_vec())
+                .await
+                .expect("create");
         }
         let files = [dir.join("kcore.redb"), dir.join("kcore.wal")];
         assert_eq!(mode(&dir), 0o700);
