@@ -61,6 +61,7 @@ pub fn secure(data_dir: &Path) -> Result<Vec<Tightened>> {
         "images/images.json",
         "images/.lock",
         "images/.gc.lock",
+        "images/.unpack.lock",
     ] {
         changed.extend(tighten(&at(file), PRIVATE_FILE)?);
     }
@@ -83,7 +84,7 @@ pub fn secure(data_dir: &Path) -> Result<Vec<Tightened>> {
         }
         tracing::warn!(
             data_dir = %data_dir.display(),
-            "tightened the modes of {} paths that an older kcored left readable by other users: {}",
+            "tightened the modes of {} path(s) that an older kcored left readable by other users: {}",
             changed.len(),
             named.join(", ")
         );
