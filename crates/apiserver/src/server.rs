@@ -58,6 +58,9 @@ impl Default for ApiServerBuilder {
 
 impl ApiServerBuilder {
     /// Directory for the embedded store (and, with TLS, the generated certificates).
+    ///
+    /// It holds every object (Secrets too), keys and tokens: it is kept 0700 (an
+    /// existing one is tightened), its files 0600 (certificates 0644), whatever the umask.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
         self
@@ -133,6 +136,18 @@ impl ApiServerBuilder {
             return Err(Error::Config(format!(
                 "plain HTTP is only allowed on loopback, not {listen}"
             )));
+        }
+        if let Some(dir) = &self.data_dir {
+            let tightened =
+                kcore_statedir::ensure_dir(dir, kcore_statedir::PRIVATE_DIR).map_err(|source| {
+                    Error::Io {
+                        path: dir.clone(),
+                        source,
+                    }
+                })?;
+            if let Some(t) = tightened {
+                tracing::info!(%t, "tightened the mode of the API server's data directory");
+            }
         }
         let storage: Arc<dyn Storage> = match (self.storage, &self.data_dir) {
             (Some(s), _) => s,
@@ -307,7 +322,8 @@ impl ApiServer {
             .map(String::as_str)
     }
 
-    /// Writes a kubeconfig for this server to `path`.
+    /// Writes a kubeconfig for this server to `path`, mode 0600 (it holds the admin
+    /// token); an existing file keeps its owner.
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         let token = self.state.tokens.as_ref().and_then(|t| t.first().cloned());
         let user = match token {
@@ -337,14 +353,15 @@ impl ApiServer {
             source,
         };
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
+        let mut f = kcore_statedir::open(
+            path,
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+            kcore_statedir::PRIVATE_FILE,
+        )
+        .map_err(io)?;
         f.write_all(cfg.as_bytes()).map_err(io)
     }
 

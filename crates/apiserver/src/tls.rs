@@ -33,17 +33,14 @@ fn tls_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Config(format!("{what}: {e}"))
 }
 
+/// Keys and tokens: only root may read them.
 fn write_private(path: &Path, data: &str) -> Result<(), Error> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err(path))?;
-    f.write_all(data.as_bytes()).map_err(io_err(path))
+    kcore_statedir::write(path, data.as_bytes(), kcore_statedir::PRIVATE_FILE).map_err(io_err(path))
+}
+
+/// Certificates are public; they are written whole all the same.
+fn write_public(path: &Path, data: &str) -> Result<(), Error> {
+    kcore_statedir::write(path, data.as_bytes(), 0o644).map_err(io_err(path))
 }
 
 fn ca_params() -> Result<CertificateParams, Error> {
@@ -63,7 +60,7 @@ fn ca_params() -> Result<CertificateParams, Error> {
 /// `hosts` (DNS names or IP addresses), signed by it.
 pub(crate) fn ensure_pki(dir: &Path, hosts: &[String]) -> Result<Pki, Error> {
     let _span = tracing::info_span!("pki", dir = %dir.display()).entered();
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    kcore_statedir::ensure_dir(dir, kcore_statedir::PRIVATE_DIR).map_err(io_err(dir))?;
     let (ca_key_path, ca_crt_path) = (dir.join("ca.key"), dir.join("ca.crt"));
     let ca_key = if ca_key_path.exists() && ca_crt_path.exists() {
         let pem = std::fs::read_to_string(&ca_key_path).map_err(io_err(&ca_key_path))?;
@@ -74,7 +71,7 @@ pub(crate) fn ensure_pki(dir: &Path, hosts: &[String]) -> Result<Pki, Error> {
             .self_signed(&key)
             .map_err(|e| tls_err("signing CA", e))?;
         write_private(&ca_key_path, &key.serialize_pem())?;
-        std::fs::write(&ca_crt_path, cert.pem()).map_err(io_err(&ca_crt_path))?;
+        write_public(&ca_crt_path, &cert.pem())?;
         tracing::info!(path = %ca_crt_path.display(), "generated cluster CA");
         key
     };
@@ -118,7 +115,7 @@ pub(crate) fn ensure_pki(dir: &Path, hosts: &[String]) -> Result<Pki, Error> {
         .map_err(|e| tls_err("signing server certificate", e))?;
     let (crt_path, key_path) = (dir.join("apiserver.crt"), dir.join("apiserver.key"));
     write_private(&key_path, &key.serialize_pem())?;
-    std::fs::write(&crt_path, cert.pem()).map_err(io_err(&crt_path))?;
+    write_public(&crt_path, &cert.pem())?;
     Ok(Pki {
         ca_pem,
         cert_pem: cert.pem(),

@@ -166,12 +166,11 @@ pub fn save_node_record(cfg: &NodeConfig) -> Result<()> {
         "vxlan": cfg.vxlan,
     });
     let path = cfg.data_dir.join(NODE_RECORD);
-    std::fs::create_dir_all(&cfg.data_dir)
+    kcore_statedir::ensure_dir(&cfg.data_dir, kcore_statedir::PRIVATE_DIR)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&v)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    let data = serde_json::to_vec_pretty(&v)?;
+    kcore_statedir::write(&path, &data, kcore_statedir::PRIVATE_FILE)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The node configuration [`save_node_record`] recorded under `data_dir`.

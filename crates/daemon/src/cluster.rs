@@ -158,8 +158,9 @@ impl ControlPlane {
     /// Starts the API server, then the scheduler and the controllers against it.
     #[tracing::instrument(skip_all, fields(listen = %cfg.listen, data_dir = %cfg.data_dir.display()))]
     pub async fn start(cfg: &ControlPlaneConfig) -> Result<ControlPlane> {
+        crate::datadir::secure(&cfg.data_dir)?;
         let api_dir = cfg.data_dir.join("apiserver");
-        std::fs::create_dir_all(&api_dir)
+        kcore_statedir::ensure_dir(&api_dir, kcore_statedir::PRIVATE_DIR)
             .with_context(|| format!("creating {}", api_dir.display()))?;
         let mut builder = ApiServer::builder().data_dir(&api_dir).listen(cfg.listen);
         for san in &cfg.tls_sans {

@@ -27,14 +27,21 @@ impl Stores {
 
     /// The image store.
     pub fn images(&self) -> Result<ImageStore> {
+        self.ensure_root()?;
         let dir = self.root.join("images");
         ImageStore::open(&dir).with_context(|| format!("opening image store {}", dir.display()))
     }
 
+    /// The root is kcored's data directory (by default): made, or tightened, as kcored
+    /// does it.
+    fn ensure_root(&self) -> Result<()> {
+        crate::datadir::secure(&self.root).map(drop)
+    }
+
     /// The layer store.
     pub fn layers(&self) -> Result<LayerStore> {
+        self.ensure_root()?;
         let dir = self.root.join("overlay");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         LayerStore::open(&dir).with_context(|| format!("opening layer store {}", dir.display()))
     }
 }

@@ -5,6 +5,8 @@
 //!
 //! - [`cluster`]: `kcored up` / `kcored server` — API server, scheduler,
 //!   controllers, node IPAM and (for `up`) a node agent in one process.
+//! - [`datadir`]: who may read what in the data directory, and tightening one that an
+//!   older version left readable by other users.
 //! - [`agent`]: `kcored agent` — a node joining a cluster; [`join`] is how it trusts
 //!   the server from a join token; [`ipam`] hands nodes their pod subnets.
 //! - [`image_cmd`]: `kcore image import | pull | ls | inspect | unpack | rm | prune`.
@@ -15,6 +17,7 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod datadir;
 pub mod image_cmd;
 pub mod ipam;
 pub mod join;

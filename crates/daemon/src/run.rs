@@ -198,7 +198,8 @@ pub fn run(opts: &RunOptions) -> Result<ExitStatus> {
         bail!("no command given");
     };
     let resources = opts.resources()?;
-    std::fs::create_dir_all(&opts.store)
+    // in kcored's data directory by default: what this creates is root's only
+    kcore_statedir::ensure_dir(&opts.store, kcore_statedir::PRIVATE_DIR)
         .with_context(|| format!("creating layer store {}", opts.store.display()))?;
     let store = LayerStore::open(&opts.store)?;
     let base = ensure_busybox_layer(&store, &opts.busybox)?;

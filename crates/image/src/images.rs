@@ -136,9 +136,11 @@ impl Drop for Lock {
 }
 
 impl ImageStore {
-    /// Open (creating if needed) a store at `root`.
+    /// Open (creating if needed) a store at `root`, kept 0700 (an existing one is
+    /// tightened), its catalog and lock files 0600, whatever the umask.
     pub fn open(root: impl AsRef<Path>) -> Result<ImageStore> {
         let root = root.as_ref().to_path_buf();
+        kcore_statedir::ensure_dir(&root, kcore_statedir::PRIVATE_DIR).at(&root)?;
         fs::create_dir_all(root.join("unpacked")).at(&root)?;
         let content = ContentStore::open(root.join("content"))?;
         Ok(ImageStore { root, content })
@@ -170,12 +172,15 @@ impl ImageStore {
 
     fn flock(&self, name: &str, exclusive: bool) -> Result<Lock> {
         let p = self.root.join(name);
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .at(&p)?;
+        let f = kcore_statedir::open(
+            &p,
+            fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true),
+            kcore_statedir::PRIVATE_FILE,
+        )
+        .at(&p)?;
         let op = if exclusive {
             FlockOperation::LockExclusive
         } else {
@@ -199,12 +204,8 @@ impl ImageStore {
 
     fn save(&self, c: &Catalog) -> Result<()> {
         let p = self.root.join("images.json");
-        let tmp = self
-            .root
-            .join(format!(".images.json.{}", std::process::id()));
         let data = serde_json::to_vec_pretty(c).expect("catalog serializes");
-        fs::write(&tmp, data).at(&tmp)?;
-        fs::rename(&tmp, &p).at(&p)
+        kcore_statedir::write(&p, &data, kcore_statedir::PRIVATE_FILE).at(&p)
     }
 
     /// All images, sorted by name.

@@ -21,11 +21,12 @@ pub struct ContentStore {
 }
 
 impl ContentStore {
-    /// Open (creating if needed) a store rooted at `root`.
+    /// Open (creating if needed) a store rooted at `root`. Directories it creates are
+    /// 0700 and blobs 0600: a private image's content is root's only.
     pub fn open(root: impl AsRef<Path>) -> Result<ContentStore> {
         let root = root.as_ref().to_path_buf();
         for d in [root.join("blobs/sha256"), root.join("tmp")] {
-            fs::create_dir_all(&d).at(&d)?;
+            kcore_statedir::ensure_dir(&d, kcore_statedir::PRIVATE_DIR).at(&d)?;
         }
         Ok(ContentStore { root })
     }
@@ -82,11 +83,12 @@ impl ContentStore {
             .root
             .join("tmp")
             .join(format!("blob-{}-{n}", std::process::id()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .at(&tmp)?;
+        let file = kcore_statedir::open(
+            &tmp,
+            OpenOptions::new().write(true).create_new(true),
+            kcore_statedir::PRIVATE_FILE,
+        )
+        .at(&tmp)?;
         Ok(BlobWriter {
             store: self.clone(),
             tmp,

@@ -65,6 +65,14 @@ fn import_oci_layout_dir_then_flatten() {
         16,
         "progress counts every entry of both layers"
     );
+    // the store is root's: its directory 0700, catalog, locks and blobs 0600
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+    let s = store.root();
+    assert_eq!(mode(s), 0o700);
+    for f in ["images.json", ".lock", ".gc.lock"] {
+        assert_eq!(mode(&s.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(&store.content().blob_path(&md)), 0o600);
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! address (named after the address, holding the owner id), a `last_reserved_ip.0`
 //! file remembering where the round-robin search stopped, and a `lock` file taken
 //! with `flock(2)` around every operation, so that several processes (or a
-//! restarted daemon) never hand out the same address twice.
+//! restarted daemon) never hand out the same address twice. The directory is 0700 and
+//! its files 0600: which pod holds which address is the node's business.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -47,9 +48,11 @@ impl Ipam {
         let first = base + 2;
         let last = u32::from(subnet.broadcast()) - 1;
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|source| Error::Ipam {
-            path: dir.clone(),
-            source,
+        kcore_statedir::ensure_dir(&dir, kcore_statedir::PRIVATE_DIR).map_err(|source| {
+            Error::Ipam {
+                path: dir.clone(),
+                source,
+            }
         })?;
         Ok(Self {
             dir,
@@ -95,7 +98,9 @@ impl Ipam {
             let candidate = self.first + (start + i) % span;
             let ip = Ipv4Addr::from(candidate);
             let path = self.dir.join(ip.to_string());
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
+            let mut create = OpenOptions::new();
+            create.write(true).create_new(true);
+            match kcore_statedir::open(&path, &create, kcore_statedir::PRIVATE_FILE) {
                 Ok(mut f) => {
                     f.write_all(owner.as_bytes())
                         .and_then(|()| f.sync_all())
@@ -177,15 +182,15 @@ impl Ipam {
 
     fn lock(&self) -> Result<Flock<File>, Error> {
         let path = self.dir.join(LOCK);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| Error::Ipam {
-                path: path.clone(),
-                source,
-            })?;
+        let file = kcore_statedir::open(
+            &path,
+            OpenOptions::new().create(true).truncate(false).write(true),
+            kcore_statedir::PRIVATE_FILE,
+        )
+        .map_err(|source| Error::Ipam {
+            path: path.clone(),
+            source,
+        })?;
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| Error::Ipam {
             path,
             source: errno.into(),
@@ -203,10 +208,12 @@ impl Ipam {
 
     fn write_last_reserved(&self, ip: Ipv4Addr) -> Result<(), Error> {
         let path = self.dir.join(LAST_RESERVED);
-        let tmp = self.dir.join(format!("{LAST_RESERVED}.tmp"));
-        fs::write(&tmp, ip.to_string())
-            .and_then(|()| fs::rename(&tmp, &path))
-            .map_err(|source| Error::Ipam { path, source })
+        kcore_statedir::write(
+            &path,
+            ip.to_string().as_bytes(),
+            kcore_statedir::PRIVATE_FILE,
+        )
+        .map_err(|source| Error::Ipam { path, source })
     }
 }
 
@@ -245,6 +252,20 @@ mod tests {
         assert_eq!(ipam.release("a").unwrap(), None);
         let c = ipam.allocate("c").unwrap();
         assert_eq!(c, Ipv4Addr::new(10, 244, 3, 4));
+    }
+
+    #[test]
+    fn the_store_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("ipam");
+        let ipam = Ipam::open(&dir, net("10.244.6.0/24")).unwrap();
+        let ip = ipam.allocate("pod-a").unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&dir), 0o700);
+        for f in [ip.to_string().as_str(), LAST_RESERVED, LOCK] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
     }
 
     #[test]

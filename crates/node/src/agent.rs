@@ -97,8 +97,12 @@ impl NodeAgent {
         cfg.validate()?;
         let client = self.client;
         let _span = tracing::info_span!("node_agent", node = %cfg.node_name);
-        std::fs::create_dir_all(&cfg.data_dir)
+        // root's only: pod state, Secret volumes, container logs and states are below it
+        let tightened = kcore_statedir::ensure_dir(&cfg.data_dir, kcore_statedir::PRIVATE_DIR)
             .map_err(|e| Error::io("create", &cfg.data_dir, e))?;
+        if let Some(t) = tightened {
+            tracing::info!(%t, "tightened the mode of the node's data directory");
+        }
         // the HTTP server listens in the agent's own namespace, where the API server
         // reaches it; a port of 0 picks a free one, reported in the Node status
         let mut cfg = cfg;
@@ -244,6 +248,15 @@ async fn open(
     )
     .await
     .map_err(|e| Error::net(format!("bridge {}", cfg.bridge_name), e))?;
+    // as the kubelet's pods and logs directories: root and its group only (the pods'
+    // volumes and logs are below them); the pods' namespace handles root's only
+    for (d, mode) in [
+        (cfg.dir("pods"), kcore_statedir::GROUP_DIR),
+        (cfg.dir("logs"), kcore_statedir::GROUP_DIR),
+        (cfg.dir("netns"), kcore_statedir::PRIVATE_DIR),
+    ] {
+        kcore_statedir::ensure_dir(&d, mode).map_err(|e| Error::io("create", &d, e))?;
+    }
     let ipam = Ipam::open(cfg.dir("ipam"), cfg.pod_cidr).map_err(|e| Error::net("open ipam", e))?;
     let images = Images::open(&cfg.dir("images"), &cfg.dir("overlay"))?;
     let runtime = kcore_runtime::Runtime::new(cfg.dir("containers"));

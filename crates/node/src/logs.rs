@@ -1,5 +1,8 @@
 //! Container logs: CRI-format files (`<RFC3339Nano> <stream> <F|P> <text>`) with size
 //! rotation, and reading them back with tail, previous, timestamps and follow.
+//!
+//! As the kubelet keeps them, log files are 0640 in 0750 directories: root and its
+//! group read them, other users do not (a log may print a Secret).
 
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -56,14 +59,11 @@ pub(crate) struct LogFile {
 impl LogFile {
     pub fn open(path: &Path, max_bytes: u64, max_files: usize) -> Result<Self> {
         if let Some(p) = path.parent() {
-            std::fs::create_dir_all(p).map_err(|e| Error::io("create", p, e))?;
+            kcore_statedir::ensure_dir(p, kcore_statedir::GROUP_DIR)
+                .map_err(|e| Error::io("create", p, e))?;
         }
         let _ = std::fs::remove_file(done_marker(path));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| Error::io("open", path, e))?;
+        let file = open_log(path).map_err(|e| Error::io("open", path, e))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(LogFile {
             path: path.to_owned(),
@@ -87,10 +87,7 @@ impl LogFile {
             std::fs::rename(&self.path, rotated(&self.path, 1))?;
         }
         let _ = std::fs::remove_file(rotated(&self.path, self.max_files + 1));
-        self.file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        self.file = open_log(&self.path)?;
         self.size = 0;
         Ok(())
     }
@@ -118,6 +115,14 @@ impl LogFile {
     pub fn finish(&self) {
         let _ = std::fs::write(done_marker(&self.path), b"");
     }
+}
+
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    kcore_statedir::open(
+        path,
+        std::fs::OpenOptions::new().create(true).append(true),
+        kcore_statedir::GROUP_FILE,
+    )
 }
 
 fn rotated(path: &Path, i: usize) -> PathBuf {
@@ -417,6 +422,13 @@ mod tests {
             !rotated(&path, 3).exists(),
             "only max_files rotated files kept"
         );
+        // root and its group only, as the kubelet keeps them
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(path.parent().unwrap()), 0o750);
+        for p in [path.clone(), rotated(&path, 1), rotated(&path, 2)] {
+            assert_eq!(mode(&p), 0o640, "{}", p.display());
+        }
         let q = LogQuery {
             tail_lines: Some(3),
             ..Default::default()

@@ -516,11 +516,12 @@ impl PodWorker {
                 .map(|(k, v)| (k.clone(), v.saved.clone()))
                 .collect(),
         };
-        if std::fs::create_dir_all(&self.dir).is_ok() {
-            let tmp = self.dir.join(".state.json.tmp");
-            if std::fs::write(&tmp, serde_json::to_vec(&saved).expect("json")).is_ok() {
-                let _ = std::fs::rename(&tmp, self.dir.join("state.json"));
-            }
+        if kcore_statedir::ensure_dir(&self.dir, kcore_statedir::GROUP_DIR).is_ok() {
+            let _ = kcore_statedir::write(
+                &self.dir.join("state.json"),
+                &serde_json::to_vec(&saved).expect("json"),
+                kcore_statedir::PRIVATE_FILE,
+            );
         }
     }
 

@@ -263,17 +263,18 @@ impl Sandbox {
 
     fn save(&self, pod_dir: &Path) -> Result<()> {
         let p = pod_dir.join("sandbox.json");
-        let tmp = pod_dir.join(".sandbox.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(self).expect("json"))
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        std::fs::rename(&tmp, &p).map_err(|e| Error::io("rename", &p, e))
+        let data = serde_json::to_vec(self).expect("json");
+        kcore_statedir::write(&p, &data, kcore_statedir::PRIVATE_FILE)
+            .map_err(|e| Error::io("write", &p, e))
     }
 
     /// Creates the sandbox (or re-creates the missing parts of a saved one).
     pub async fn ensure(pod: &Pod, pod_dir: &Path, env: &SandboxEnv) -> Result<Sandbox> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         tracing::debug!(uid = %uid, "ensure sandbox");
-        std::fs::create_dir_all(pod_dir).map_err(|e| Error::io("create", pod_dir, e))?;
+        // 0750 like the kubelet's pod directories: other users reach no volume through it
+        kcore_statedir::ensure_dir(pod_dir, kcore_statedir::GROUP_DIR)
+            .map_err(|e| Error::io("create", pod_dir, e))?;
         if let Some(sb) = Sandbox::load(pod_dir) {
             let net_ok = sb.netns.as_ref().is_none_or(|p| p.exists());
             if net_ok && sb.ipc.exists() && sb.uts.exists() {

@@ -256,6 +256,11 @@ pub(crate) async fn prepare(
     dir: &Path,
     refs: &mut Refs,
 ) -> Result<HashMap<String, PathBuf>> {
+    // the volumes' parent stays 0750 (the kubelet's too): other host users reach no
+    // volume through it, while the volumes themselves keep modes that let a non-root
+    // container read them through its bind mounts
+    kcore_statedir::ensure_dir(dir, kcore_statedir::GROUP_DIR)
+        .map_err(|e| Error::io("create", dir, e))?;
     let mut out = HashMap::new();
     let what = |v: &Volume| {
         format!(

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -326,9 +326,14 @@ impl Runtime {
             Ok(p) if p.is_dir() => p,
             _ => return Err(Error::RootfsMissing { path: rootfs }),
         };
-        std::fs::create_dir_all(&self.root).map_err(|e| Error::io("create", &self.root, e))?;
+        // the states hold each process's environment (Secret values too): root's only
+        kcore_statedir::ensure_dir(&self.root, kcore_statedir::PRIVATE_DIR)
+            .map_err(|e| Error::io("create", &self.root, e))?;
         let dir = self.root.join(id);
-        match std::fs::create_dir(&dir) {
+        match std::fs::DirBuilder::new()
+            .mode(kcore_statedir::PRIVATE_DIR)
+            .create(&dir)
+        {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(Error::Exists { id: id.into() })
@@ -1178,5 +1183,6 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
             .map_err(|e| Error::io("resolve", path, e))?
             .join(path)
     };
-    state::write_atomic(&abs, pid.to_string().as_bytes())
+    kcore_statedir::write(&abs, pid.to_string().as_bytes(), 0o644)
+        .map_err(|e| Error::io("write", &abs, e))
 }

@@ -1,7 +1,6 @@
 //! The per-container state directory and the runtime-spec state JSON.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
@@ -131,13 +130,16 @@ impl Saved {
         })
     }
 
-    /// Writes `state.json` atomically (temp file, fsync-free rename).
+    /// Writes `state.json` atomically (temp file, fsync-free rename), mode 0600: the
+    /// spec in it carries the process's environment, Secret values included.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let data = serde_json::to_vec(self).map_err(|e| Error::Sys {
             op: "serialize state".into(),
             source: std::io::Error::other(e),
         })?;
-        write_atomic(&dir.join(STATE_FILE), &data)
+        let path = dir.join(STATE_FILE);
+        kcore_statedir::write(&path, &data, kcore_statedir::PRIVATE_FILE)
+            .map_err(|e| Error::io("write", &path, e))
     }
 
     pub fn public(&self, status: Status) -> State {
@@ -157,24 +159,6 @@ impl Saved {
             annotations: self.spec.annotations().clone().unwrap_or_default(),
         }
     }
-}
-
-/// Writes `data` to a temp file beside `path` and renames it into place.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        std::fs::rename(&tmp, path)
-    })();
-    res.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io("write", path, e)
-    })
 }
 
 /// What `/proc/<pid>/stat` says about a process: its start time and whether it is a zombie.
@@ -272,16 +256,10 @@ mod tests {
     }
 
     #[test]
-    fn own_process_is_alive_and_atomic_write() {
+    fn own_process_is_alive() {
         let me = std::process::id() as i32;
         let (start, _) = proc_stat(me).unwrap();
         assert!(alive(me, start));
         assert!(!alive(me, start + 1));
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f.json");
-        write_atomic(&p, b"{}").unwrap();
-        write_atomic(&p, b"[1]").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"[1]");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -21,7 +21,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use tokio::sync::oneshot;
 
 use super::hub::{watch_stream, WatchHub};
-use super::wal::{Wal, WAL_BYTES};
+use super::wal::{io_err, Wal, WAL_BYTES};
 use super::{
     Event, EventKind, KeyValue, RangeResult, Revisions, Storage, StorageError, WatchStream,
 };
@@ -171,6 +171,9 @@ impl std::fmt::Debug for RedbStorage {
 
 impl RedbStorage {
     /// Opens (or creates) the store `kcore.redb` inside `dir`, creating `dir` if needed.
+    ///
+    /// The stored objects include Secrets: `dir` is kept 0700 (an existing one is
+    /// tightened) and the database and its log 0600, whatever the umask.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
         Self::open_with(dir, Checkpoints::default())
     }
@@ -179,12 +182,24 @@ impl RedbStorage {
     /// policy.
     pub fn open_with(dir: impl AsRef<Path>, tuning: Checkpoints) -> Result<Self, StorageError> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Backend {
-            op: "create data directory",
-            message: format!("{}: {e}", dir.display()),
-        })?;
+        let tightened = kcore_statedir::ensure_dir(dir, kcore_statedir::PRIVATE_DIR)
+            .map_err(io_err("create data directory", dir))?;
+        if let Some(t) = tightened {
+            tracing::info!(%t, "tightened the mode of the store's directory");
+        }
         let path = dir.join("kcore.redb");
         let _span = tracing::info_span!("redb_open", path = %path.display()).entered();
+        // redb creates its file with the umask's mode: make it (or keep it) 0600 first
+        kcore_statedir::open(
+            &path,
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            kcore_statedir::PRIVATE_FILE,
+        )
+        .map_err(io_err("open", &path))?;
         let db = Database::create(&path).map_err(|e| StorageError::Backend {
             op: "open",
             message: format!("{}: {e}", path.display()),
@@ -916,6 +931,46 @@ mod tests {
             ))
             .tempdir()
             .expect("temp dir")
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777
+    }
+
+    #[tokio::test]
+    async fn the_store_is_readable_by_its_owner_only_and_an_older_one_is_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = temp_dir();
+        let dir = base.path().join("apiserver");
+        {
+            let s = RedbStorage::open(&dir).expect("open");
+            s.create("/k/secret", b"s3cret".to_vec())
+                .await
+                .expect("create");
+        }
+        let files = [dir.join("kcore.redb"), dir.join("kcore.wal")];
+        assert_eq!(mode(&dir), 0o700);
+        for f in &files {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+        // as an older version left them
+        let open_up = |p: &Path, m| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+        };
+        open_up(&dir, 0o755);
+        for f in &files {
+            open_up(f, 0o644);
+        }
+        let s = RedbStorage::open(&dir).expect("reopen");
+        assert_eq!(
+            s.get("/k/secret").await.expect("get").map(|kv| kv.value),
+            Some(b"s3cret".to_vec())
+        );
+        assert_eq!(mode(&dir), 0o700);
+        for f in &files {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,7 +35,7 @@ fn checksum(len: u32, payload: &[u8]) -> u64 {
     h
 }
 
-fn io_err<'a>(
+pub(super) fn io_err<'a>(
     op: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
@@ -58,13 +58,16 @@ impl Wal {
     /// Opens (or creates and preallocates) the log; returns it and the payloads of the
     /// valid frames it holds, oldest first.
     pub(crate) fn open(path: &Path) -> Result<(Self, Vec<Vec<u8>>), StorageError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io_err("open log", path))?;
+        let mut file = kcore_statedir::open(
+            path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            kcore_statedir::PRIVATE_FILE,
+        )
+        .map_err(io_err("open log", path))?;
         let mut raw = Vec::new();
         file.read_to_end(&mut raw)
             .map_err(io_err("read log", path))?;

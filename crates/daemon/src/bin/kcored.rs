@@ -216,6 +216,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             node,
         } => {
             let token: JoinToken = token.parse()?;
+            kcored::datadir::secure(&node.data_dir)?;
             let ca = kcored::join::discover_ca(&server, &token).await?;
             let client = kcored::join::client(&server, ca, &token.secret)?;
             let cfg = kcored::agent::node_config(&client, &node.options(true)).await?;
