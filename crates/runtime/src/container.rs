@@ -212,6 +212,10 @@ struct Partial {
     pid: Option<i32>,
     cgroup: Option<Cgroup>,
     release: Option<JoinHandle<kcore_ns::Result<Child>>>,
+    /// Once the container exists (its state was saved): the `poststop` hooks and the
+    /// `stopped` state they read, run after the teardown (runtime.md lifecycle steps
+    /// 12-13, as runc's destroy does).
+    poststop: Option<(Vec<Hook>, Vec<u8>)>,
 }
 
 impl Partial {
@@ -230,6 +234,9 @@ impl Partial {
             let _ = cg.delete();
         }
         let _ = std::fs::remove_dir_all(dir);
+        if let Some((hooks, json)) = &self.poststop {
+            let _ = run_hooks("poststop", hooks, json);
+        }
     }
 }
 
@@ -279,7 +286,10 @@ impl Runtime {
     ///
     /// On return the container is [`Status::Created`]: its namespaces, mounts and
     /// cgroup exist and the `createRuntime`/`createContainer` hooks ran; the user
-    /// program runs on [`Container::start`]. On failure nothing is left behind.
+    /// program runs on [`Container::start`]. On failure nothing is left behind; a
+    /// failure once the container exists (a `prestart`, `createRuntime` or
+    /// `createContainer` hook, a mount) also runs the `poststop` hooks after the
+    /// teardown, as the runtime spec's lifecycle asks.
     pub fn create(
         &self,
         id: &str,
@@ -594,11 +604,15 @@ impl Runtime {
                 .into());
             }
             rootfs_plan.prepare()?;
-            let mut state_json = Vec::new();
+            // The runtime answers MSG_HOOKS with the `creating` state (for
+            // createContainer) and the `created` state (for startContainer), NUL-separated.
+            let mut created_json = Vec::new();
             if hook_sync {
                 child_send(sync_fd, &[MSG_HOOKS])?;
-                state_json = child_recv(sync_fd)?;
-                run_hooks("createContainer", &create_container_hooks, &state_json)?;
+                let both = child_recv(sync_fd)?;
+                let cut = both.iter().position(|&b| b == 0).unwrap_or(both.len());
+                run_hooks("createContainer", &create_container_hooks, &both[..cut])?;
+                created_json = both.get(cut + 1..).unwrap_or_default().to_vec();
             }
             rootfs_plan.switch_root()?;
             if let Some(c) = console_raw {
@@ -628,7 +642,7 @@ impl Runtime {
             }
             // SAFETY: closing our own descriptor before exec.
             unsafe { libc::close(sync_fd) };
-            run_hooks("startContainer", &start_container_hooks, &state_json)?;
+            run_hooks("startContainer", &start_container_hooks, &created_json)?;
             plan.last_step(preserve)?;
             Ok(())
         });
@@ -660,6 +674,9 @@ impl Runtime {
             spec: spec.clone(),
         };
         saved.save(dir)?;
+        if let Some(h) = hooks.get("poststop").filter(|h| !h.is_empty()) {
+            partial.poststop = Some((h.clone(), state_json(&saved, Status::Stopped)));
+        }
         let init_error = |e: kcore_ns::Error| match e {
             kcore_ns::Error::Child { message, errno, .. } => Error::Init {
                 id: id.into(),
@@ -734,11 +751,13 @@ impl Runtime {
             }
             match msg[0] {
                 MSG_HOOKS => {
-                    let json = state_json(&saved, Status::Creating);
-                    #[allow(deprecated)]
+                    // runc's choice where the spec leaves room: `creating` for
+                    // prestart, createRuntime and createContainer (crun: `created`).
+                    let mut json = state_json(&saved, Status::Creating);
                     run_hooks("prestart", &hooks["prestart"], &json)?;
                     run_hooks("createRuntime", &hooks["createRuntime"], &json)?;
-                    let json = state_json(&saved, Status::Created);
+                    json.push(0);
+                    json.extend(state_json(&saved, Status::Created));
                     sock.write_all(&json).map_err(|e| Error::Sys {
                         op: "write to container process".into(),
                         source: e,
@@ -864,7 +883,10 @@ impl Container {
     /// Lets the user program run; then runs the `poststart` hooks.
     ///
     /// For a container created by this process, waits until the program was executed
-    /// and reports a failure to do so (a `startContainer` hook, seccomp, exec).
+    /// and reports a failure to do so (a `startContainer` hook, seccomp, exec). The
+    /// container is then stopped; [`delete`](Self::delete) destroys it and runs the
+    /// `poststop` hooks, as after `runc start` fails. A failing `poststart` hook is only
+    /// logged.
     pub fn start(&mut self) -> Result<()> {
         let _span = tracing::info_span!("start", id = %self.saved.id).entered();
         self.guard("start", Status::can_start)?;
@@ -896,14 +918,13 @@ impl Container {
         Ok(())
     }
 
-    /// Runs the poststart hooks; a failure is logged, as the runtime spec asks.
+    /// Runs the poststart hooks; a failure is logged and the hooks after it still run,
+    /// as the runtime spec asks.
     fn run_poststart(&mut self) {
         let hooks = hooks_of(&self.saved.spec);
         if let Some(h) = hooks.get("poststart").filter(|h| !h.is_empty()) {
             let json = state_json(&self.saved, Status::Running);
-            if let Err(e) = run_hooks("poststart", h, &json) {
-                tracing::warn!(error = %e, "poststart hook failed");
-            }
+            let _ = run_hooks("poststart", h, &json);
         }
     }
 
@@ -1046,9 +1067,8 @@ impl Container {
         let json = state_json(&self.saved, Status::Stopped);
         std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io("remove", &self.dir, e))?;
         if let Some(h) = hooks.get("poststop") {
-            if let Err(e) = run_hooks("poststop", h, &json) {
-                tracing::warn!(error = %e, "poststop hook failed");
-            }
+            // Failures are logged; the delete succeeded.
+            let _ = run_hooks("poststop", h, &json);
         }
         Ok(())
     }

@@ -75,14 +75,15 @@ pub enum Error {
         path: PathBuf,
     },
     /// A lifecycle hook failed or timed out.
-    #[error("{kind} hook {path} failed: {message}")]
+    #[error("{kind} hook {path} failed")]
     Hook {
         /// The hook kind (`createRuntime`, `poststart`, ...).
         kind: &'static str,
         /// The hook binary.
         path: PathBuf,
         /// Exit status, timeout, or spawn error.
-        message: String,
+        #[source]
+        source: HookFailure,
     },
     /// The container process failed before or while executing the user program.
     #[error("container {id}: {message}")]
@@ -111,6 +112,24 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+}
+
+/// Why a lifecycle hook failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HookFailure {
+    /// The hook binary could not be started.
+    #[error("cannot run it")]
+    Spawn(#[source] io::Error),
+    /// Waiting for the hook failed.
+    #[error("wait for it")]
+    Wait(#[source] io::Error),
+    /// The hook exited unsuccessfully.
+    #[error("exited with {0}")]
+    Exit(std::process::ExitStatus),
+    /// The hook ran longer than its `timeout` (seconds) and was killed.
+    #[error("timed out after {0}s")]
+    Timeout(i64),
 }
 
 impl Error {

@@ -52,7 +52,7 @@ mod syscalls;
 pub use container::{
     write_pid_file, Container, CreateOptions, ExecOptions, ExecProcess, Runtime, DEFAULT_ROOT,
 };
-pub use error::{Error, Result};
+pub use error::{Error, HookFailure, Result};
 pub use kcore_ns::ExitStatus;
 pub use process::recv_fd;
 pub use seccomp::{compile as compile_seccomp, SeccompProgram};

@@ -245,7 +245,7 @@ fn hooks_run_in_order_with_state_on_stdin() {
     );
     for (line, status) in text
         .lines()
-        .zip(["creating", "created", "running", "stopped"])
+        .zip(["creating", "creating", "running", "stopped"])
     {
         let state: serde_json::Value =
             serde_json::from_str(line.split_once(' ').unwrap().1).unwrap();
@@ -258,6 +258,100 @@ fn hooks_run_in_order_with_state_on_stdin() {
     }
     let inner = std::fs::read_to_string(inner_log).unwrap();
     assert!(inner.starts_with("startContainer {"), "{inner}");
+    let state: serde_json::Value =
+        serde_json::from_str(inner.trim_end().split_once(' ').unwrap().1).unwrap();
+    assert_eq!(state["status"], "created", "{inner}");
+}
+
+/// Every hook kind × (ok, fail, timeout) through the whole lifecycle: a failing
+/// prestart/createRuntime/createContainer hook fails `create`, a failing startContainer
+/// hook fails `start`; then the container is torn down and the poststop hooks run. A
+/// failing poststart/poststop hook is only logged: the hooks after it run and the
+/// operation succeeds.
+#[test]
+#[ignore = "needs root"]
+fn hook_failure_semantics_per_kind() {
+    let kinds = [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ];
+    let outcomes: [(&str, serde_json::Value); 3] = [
+        ("ok", json!({"args": ["sh", "-c", "exit 0"]})),
+        ("fail", json!({"args": ["sh", "-c", "exit 7"]})),
+        (
+            "timeout",
+            json!({"args": ["sh", "-c", "exec sleep 30"], "timeout": 1}),
+        ),
+    ];
+    for kind in kinds {
+        for (outcome, first) in &outcomes {
+            let case = format!("{kind}/{outcome}");
+            let b = Bundle::new();
+            let rt = b.runtime();
+            std::fs::create_dir_all(b.file("hookdir")).unwrap();
+            let log = b.file("hookdir/log");
+            // startContainer hooks resolve in the container: they see the log at /hooks.
+            let log_seen = if kind == "startContainer" {
+                std::path::PathBuf::from("/hooks/log")
+            } else {
+                log.clone()
+            };
+            let mut first = first.clone();
+            first["path"] = json!("/bin/sh");
+            let marker = |tag: &str, file: &std::path::Path| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {tag} >> {}", file.display())]});
+            let mut v = spec(&["/bin/true"]);
+            v["mounts"].as_array_mut().unwrap().push(json!({"destination": "/hooks", "type": "bind", "source": b.file("hookdir"), "options": ["rbind", "rw"]}));
+            v["hooks"] = json!({ kind: [first, marker("after", &log_seen)] });
+            if kind != "poststop" {
+                v["hooks"]["poststop"] = json!([marker("poststop", &log)]);
+            }
+            let id = unique_id("hookcase");
+            let _g = Cleanup {
+                runtime: rt.clone(),
+                id: id.clone(),
+            };
+            let fails = *outcome != "ok" && !matches!(kind, "poststart" | "poststop");
+            let lines = || -> Vec<String> {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(String::from)
+                    .collect()
+            };
+            let created = rt.create(&id, b.path(), &parse(&v), CreateOptions::default());
+            if fails && kind != "startContainer" {
+                let e = created.expect_err(&case);
+                let text = format!("{e}");
+                assert!(text.contains(kind), "{case}: {text}");
+                assert_no_trace(&b, &id, 0);
+                assert_eq!(lines(), ["poststop"], "{case}");
+                continue;
+            }
+            let mut c = created.unwrap_or_else(|e| panic!("{case}: {e}"));
+            let pid = c.pid();
+            let started = c.start();
+            if fails {
+                let e = started.expect_err(&case);
+                assert!(e.to_string().contains(kind), "{case}: {e}");
+                assert_eq!(c.status(), Status::Stopped, "{case}");
+            } else {
+                started.unwrap_or_else(|e| panic!("{case}: {e}"));
+                c.wait().unwrap();
+            }
+            c.delete(false).unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_no_trace(&b, &id, pid);
+            let want: &[&str] = match (fails, kind) {
+                (true, _) => &["poststop"],
+                (false, "poststop") => &["after"],
+                (false, _) => &["after", "poststop"],
+            };
+            assert_eq!(lines(), want, "{case}");
+        }
+    }
 }
 
 #[test]
