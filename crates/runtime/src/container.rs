@@ -568,7 +568,7 @@ impl Runtime {
         let cg = Cgroup::create(host, &cg_path)?;
         partial.cgroup = Some(cg.clone());
         if let Some(r) = linux.resources() {
-            let (res, ignored) = cgroups::resources(r);
+            let (res, ignored) = cgroups::resources(r, host.mode());
             if !ignored.is_empty() {
                 tracing::warn!(?ignored, "resources not supported, ignored");
             }

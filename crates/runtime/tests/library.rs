@@ -155,6 +155,75 @@ fn cgroup_limits_are_applied() {
     assert_no_trace(&b, &id, pid);
 }
 
+/// `memory.swappiness` and `disableOOMKiller` reach the container's v1 memory cgroup
+/// where the host offers the files (probed in a fresh cgroup of our own), and fail
+/// create with a clear error where it does not.
+#[test]
+#[ignore = "needs root"]
+fn memory_swappiness_and_oom_killer_are_applied() {
+    use kcore_cgroup::{Cgroup, CgroupMode, Controller};
+    let host = kcore_cgroup::Host::detect().expect("detect cgroups");
+    if host.mode() == CgroupMode::V2 {
+        eprintln!("skipping: v2 hosts have neither control (runc ignores them there)");
+        return;
+    }
+    let Some(mem_root) = host.v1_mount(Controller::Memory).map(|p| p.to_path_buf()) else {
+        eprintln!("skipping: no v1 memory controller on this host");
+        return;
+    };
+    let probe = Cgroup::create(&host, unique_id("probe")).unwrap();
+    let offers = |f: &str| mem_root.join(probe.path()).join(f).exists();
+    let (swappiness, oom) = (offers("memory.swappiness"), offers("memory.oom_control"));
+    probe.delete().unwrap();
+    let b = Bundle::new();
+    let mut v = spec(&["/bin/sleep", "1000"]);
+    v["linux"]["resources"] =
+        json!({"memory": {"limit": 67108864, "swappiness": 7, "disableOOMKiller": true}});
+    let rt = b.runtime();
+    let id = unique_id("swappiness");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let created = rt.create(&id, b.path(), &parse(&v), CreateOptions::default());
+    if !(swappiness && oom) {
+        eprintln!("this host lacks memory.swappiness or memory.oom_control: expecting a refusal");
+        let e = created.unwrap_err().to_string();
+        assert!(
+            e.contains("memory (swappiness)") || e.contains("memory (oom_control)"),
+            "{e}"
+        );
+        assert_no_trace(&b, &id, 0);
+        return;
+    }
+    let c = created.unwrap();
+    let dir = mem_root.join(c.cgroup().unwrap().unwrap().path());
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    assert_eq!(read("memory.swappiness").trim(), "7");
+    assert!(read("memory.oom_control").contains("oom_kill_disable 1"));
+    let pid = c.pid();
+    c.delete(true).unwrap();
+    assert_no_trace(&b, &id, pid);
+
+    // Out of range: refused before anything runs.
+    v["linux"]["resources"]["memory"]["swappiness"] = json!(101);
+    let id = unique_id("swappiness");
+    let e = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Cgroup(kcore_cgroup::Error::InvalidValue {
+                field: "memory.swappiness",
+                ..
+            })
+        ),
+        "{e}"
+    );
+    assert_no_trace(&b, &id, 0);
+}
+
 #[test]
 #[ignore = "needs root"]
 fn capabilities_are_dropped() {
