@@ -15,6 +15,7 @@ use oci_spec::runtime::{Hook, LinuxDeviceType, LinuxNamespaceType, Process, Spec
 use crate::cgroups;
 use crate::error::{Error, Result};
 use crate::hooks::run_hooks;
+use crate::lsm::{LsmHost, LsmPlan};
 use crate::mounts::{self, DevMode, DevicePlan, RootfsPlan};
 use crate::process::{self, ProcessPlan};
 use crate::seccomp;
@@ -413,6 +414,7 @@ impl Runtime {
         // The process and its plan.
         let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
         let plan = ProcessPlan::from_spec(proc_spec, seccomp)?;
+        let lsm = LsmPlan::new(proc_spec, Some(linux), &LsmHost::system())?;
         let console = if plan.terminal {
             let path = opts
                 .console_socket
@@ -477,7 +479,11 @@ impl Runtime {
                 .rootfs_propagation()
                 .as_deref()
                 .and_then(mounts::propagation_flag),
-            mounts: mounts::plan(spec.mounts().as_deref().unwrap_or_default(), bundle),
+            mounts: {
+                let mut m = mounts::plan(spec.mounts().as_deref().unwrap_or_default(), bundle);
+                crate::lsm::label_mounts(&mut m, lsm.mount_label.as_deref());
+                m
+            },
             devices,
             dev_mode: if userns {
                 DevMode::Bind
@@ -622,6 +628,7 @@ impl Runtime {
             }
             rootfs_plan.finish()?;
             plan.check_program()?;
+            lsm.apply()?;
             plan.finalize()?;
             child_send(sync_fd, &[MSG_READY])?;
             let mut b = [0u8; 1];
@@ -1124,6 +1131,7 @@ impl Container {
         let linux = self.saved.spec.linux().clone().unwrap_or_default();
         let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
         let plan = ProcessPlan::from_spec(process, seccomp)?;
+        let lsm = LsmPlan::new(process, None, &LsmHost::system())?;
         let console = if plan.terminal {
             let path = opts
                 .console_socket
@@ -1173,6 +1181,7 @@ impl Container {
                 unsafe { libc::close(c) };
             }
             plan.check_program()?;
+            lsm.apply()?;
             plan.finalize()?;
             plan.last_step(preserve)?;
             Ok(())

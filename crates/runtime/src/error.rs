@@ -95,6 +95,16 @@ pub enum Error {
         /// errno of the failing call, when known.
         errno: Option<i32>,
     },
+    /// The config asks for a Linux security module the host has not enabled.
+    #[error("{field} needs {lsm}, which this host does not offer ({missing})")]
+    LsmUnavailable {
+        /// The config field, e.g. `process.apparmorProfile`.
+        field: &'static str,
+        /// `AppArmor` or `SELinux`.
+        lsm: &'static str,
+        /// What the probe found missing.
+        missing: String,
+    },
     /// The seccomp profile cannot be compiled.
     #[error("seccomp: {0}")]
     Seccomp(String),

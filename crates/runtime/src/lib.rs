@@ -18,6 +18,9 @@
 //!   cgroupsPath and resources, seccomp (compiled to BPF by [`compile_seccomp`]), the
 //!   six hook kinds with the state on stdin and timeouts, and a terminal sent over a
 //!   console socket ([`recv_fd`] is the receiving side).
+//! - AppArmor profiles and SELinux process and mount labels where the host has the
+//!   LSM enabled; a config asking for one the host lacks is refused
+//!   ([`Error::LsmUnavailable`]), as runc and crun refuse it.
 //!
 //! # Example
 //!
@@ -42,6 +45,7 @@ mod cgroups;
 mod container;
 mod error;
 mod hooks;
+mod lsm;
 mod mounts;
 mod process;
 mod seccomp;

@@ -224,6 +224,76 @@ fn memory_swappiness_and_oom_killer_are_applied() {
     assert_no_trace(&b, &id, 0);
 }
 
+/// On a host without AppArmor or SELinux, a config asking for a profile or a label is
+/// refused at create (and a process asking for one at exec) and nothing is left behind.
+#[test]
+#[ignore = "needs root"]
+fn lsm_settings_the_host_cannot_apply_are_refused() {
+    let apparmor = std::path::Path::new("/sys/kernel/security/apparmor").exists()
+        && std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+            .is_ok_and(|s| s.trim_end() == "Y");
+    let selinux = std::path::Path::new("/sys/fs/selinux/enforce").exists();
+    let b = Bundle::new();
+    let rt = b.runtime();
+    let cases = [
+        ("process.apparmorProfile", apparmor, "AppArmor"),
+        ("process.selinuxLabel", selinux, "SELinux"),
+        ("linux.mountLabel", selinux, "SELinux"),
+    ];
+    for (field, host_has_it, lsm) in cases {
+        if host_has_it {
+            eprintln!("skipping {field}: this host has {lsm} enabled");
+            continue;
+        }
+        let mut v = spec(&["/bin/true"]);
+        let (section, key) = field.split_once('.').unwrap();
+        v[section][key] = json!("kcore_test_t");
+        let id = unique_id("lsm");
+        let _g = Cleanup {
+            runtime: rt.clone(),
+            id: id.clone(),
+        };
+        let e = rt
+            .create(&id, b.path(), &parse(&v), CreateOptions::default())
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::LsmUnavailable { field: f, lsm: l, .. } if *f == field && *l == lsm),
+            "{field}: {e:?}"
+        );
+        assert!(
+            e.to_string().starts_with(&format!("{field} needs {lsm}")),
+            "{e}"
+        );
+        assert_no_trace(&b, &id, 0);
+    }
+
+    // exec: the process's own profile or label is checked the same way.
+    let v = spec(&["/bin/sleep", "1000"]);
+    let id = unique_id("lsm");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let mut c = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap();
+    c.start().unwrap();
+    for (key, host_has_it) in [("apparmorProfile", apparmor), ("selinuxLabel", selinux)] {
+        if host_has_it {
+            continue;
+        }
+        let mut p = v["process"].clone();
+        p["args"] = json!(["/bin/true"]);
+        p[key] = json!("kcore_test_t");
+        let p = kcore_runtime::parse_process(&p.to_string()).unwrap();
+        let e = c.exec(&p, ExecOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::LsmUnavailable { .. }), "{key}: {e:?}");
+    }
+    let pid = c.pid();
+    c.delete(true).unwrap();
+    assert_no_trace(&b, &id, pid);
+}
+
 #[test]
 #[ignore = "needs root"]
 fn capabilities_are_dropped() {
