@@ -432,6 +432,12 @@ impl Runtime {
         let mut new = NamespaceSet::new();
         let mut joins = Vec::new();
         let mut userns = false;
+        // New or joined; without one the container shares ours (see RootfsPlan::mount_ns).
+        let mount_ns = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::Mount);
         for ns in linux.namespaces().iter().flatten() {
             let kind = ns_kind(ns.typ());
             userns |= kind == Namespace::User;
@@ -503,6 +509,7 @@ impl Runtime {
                 .map(PathBuf::from)
                 .collect(),
             no_pivot: opts.no_pivot,
+            mount_ns,
             cgroup_dirs: cgroups::mount_dirs(host, &cg_path),
             sysctl: linux
                 .sysctl()
@@ -622,7 +629,8 @@ impl Runtime {
             }
             rootfs_plan.switch_root()?;
             if let Some(c) = console_raw {
-                process::setup_console(c, plan.console_size, true)?;
+                // /dev/console is bound only in a mount namespace of our own.
+                process::setup_console(c, plan.console_size, mount_ns)?;
                 // SAFETY: closing our copy of the console socket.
                 unsafe { libc::close(c) };
             }
@@ -1157,6 +1165,8 @@ impl Container {
         for ns in linux.namespaces().iter().flatten() {
             set.insert(ns_kind(ns.typ()));
         }
+        // A container sharing our mount namespace is entered by chroot, as it was made.
+        let chroot_into = (!set.contains(Namespace::Mount)).then(|| self.saved.rootfs.clone());
         let mut cmd = NsCommand::new(&plan.args[0]);
         cmd.args(&plan.args[1..]).env_clear();
         for (k, v) in &plan.env {
@@ -1175,6 +1185,9 @@ impl Container {
         let console_raw = console.as_ref().map(|c| c.as_raw_fd());
         let preserve = opts.preserve_fds;
         cmd.setup(move || {
+            if let Some(root) = &chroot_into {
+                mounts::chroot(root)?;
+            }
             if let Some(c) = console_raw {
                 process::setup_console(c, plan.console_size, false)?;
                 // SAFETY: closing our copy of the console socket.

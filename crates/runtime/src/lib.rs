@@ -11,7 +11,9 @@
 //!   [`Container::delete`], [`Container::exec`], [`Container::pause`],
 //!   [`Container::resume`], [`Container::processes`], [`Container::stats`], and
 //!   [`Container::state`] (the runtime-spec state JSON).
-//! - What `config.json` asks for on Linux: new and joined namespaces, id maps,
+//! - What `config.json` asks for on Linux: new and joined namespaces (an absent type is
+//!   shared with the runtime; without a mount namespace the process is chrooted into the
+//!   rootfs and settings that need mounts are refused), id maps,
 //!   mounts (with runc's option names), pivot_root or MS_MOVE+chroot, devices,
 //!   masked and read-only paths, hostname/domainname, sysctl, rlimits, the five
 //!   capability sets, no_new_privs, user/groups/umask, cwd, env, oomScoreAdj,

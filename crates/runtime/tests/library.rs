@@ -294,6 +294,85 @@ fn lsm_settings_the_host_cannot_apply_are_refused() {
     assert_no_trace(&b, &id, pid);
 }
 
+/// Without a mount namespace the container shares ours and is chrooted into its
+/// rootfs (create and exec); mounts are refused with the field named.
+#[test]
+#[ignore = "needs root"]
+fn shares_the_mount_namespace_when_none_is_asked_for() {
+    let b = Bundle::new();
+    let rt = b.runtime();
+    std::fs::write(b.rootfs().join("marker"), "inside the rootfs\n").unwrap();
+    let mut v = spec(&["/bin/sleep", "1000"]);
+    v["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "mount");
+    // Refused while it still asks for mounts.
+    let id = unique_id("nomnt");
+    let e = rt
+        .create(
+            &id,
+            b.path(),
+            &serde_json::from_value(v.clone()).unwrap(),
+            CreateOptions::default(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidSpec { field, .. } if field == "mounts[0]"),
+        "{e:?}"
+    );
+    assert_no_trace(&b, &id, 0);
+
+    v["mounts"] = json!([]);
+    v["linux"]["maskedPaths"] = json!([]);
+    v["linux"]["readonlyPaths"] = json!([]);
+    v["root"]["readonly"] = json!(false);
+    let id = unique_id("nomnt");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let mut c = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap();
+    c.start().unwrap();
+    let pid = c.pid();
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap();
+    assert_eq!(
+        ns(&pid.to_string()),
+        ns("self"),
+        "not in our mount namespace"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/root")).unwrap(),
+        b.rootfs().canonicalize().unwrap()
+    );
+    // exec enters it the same way.
+    let out = b.file("exec.out");
+    let f = std::fs::File::create(&out).unwrap();
+    let mut p = v["process"].clone();
+    p["args"] = json!(["/bin/cat", "/marker"]);
+    let p = kcore_runtime::parse_process(&p.to_string()).unwrap();
+    let mut e = c
+        .exec(
+            &p,
+            ExecOptions {
+                stdout: Some(OwnedFd::from(f)),
+                ..ExecOptions::default()
+            },
+        )
+        .unwrap();
+    assert!(e.wait().unwrap().success());
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "inside the rootfs\n"
+    );
+    c.kill(libc::SIGKILL, false).unwrap();
+    c.wait().unwrap();
+    c.delete(false).unwrap();
+    assert_no_trace(&b, &id, pid);
+}
+
 #[test]
 #[ignore = "needs root"]
 fn capabilities_are_dropped() {
