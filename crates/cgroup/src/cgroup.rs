@@ -205,6 +205,7 @@ impl Cgroup {
 
     /// Applies the limits that are set in `resources`; unset (`None`) ones are left
     /// alone. Fails with [`Error::ControllerMissing`] if a limit needs a controller
+    /// (or, as for v1 `memory.swappiness` and `memory.oom_control`, an interface file)
     /// this host (or this cgroup, on v2) lacks.
     pub fn set_resources(&self, resources: &Resources) -> Result<()> {
         let _span =
@@ -264,6 +265,36 @@ impl Cgroup {
             if let Some(res) = reservation {
                 write_file(&dir.join("memory.soft_limit_in_bytes"), &res.to_string())?;
             }
+        }
+        if let Some(sw) = m.swappiness {
+            if sw > 100 {
+                return Err(Error::InvalidValue {
+                    field: "memory.swappiness",
+                    reason: format!("{sw} is out of range 0-100"),
+                });
+            }
+            let dir = self
+                .v1_dir(Controller::Memory)
+                .ok_or_else(|| self.missing("memory"))?;
+            write_ctl(
+                &dir,
+                "memory.swappiness",
+                &sw.to_string(),
+                self,
+                "memory (swappiness)",
+            )?;
+        }
+        if m.oom_kill_disable == Some(true) {
+            let dir = self
+                .v1_dir(Controller::Memory)
+                .ok_or_else(|| self.missing("memory"))?;
+            write_ctl(
+                &dir,
+                "memory.oom_control",
+                "1",
+                self,
+                "memory (oom_control)",
+            )?;
         }
 
         let c = &r.cpu;
@@ -921,6 +952,9 @@ mod tests {
                 limit: Some(64 * MIB),
                 swap: Some(96 * MIB),
                 reservation: Some(16 * MIB),
+                // v2 has no per-cgroup swappiness or OOM-killer switch: left alone.
+                swappiness: Some(10),
+                oom_kill_disable: Some(true),
             },
             cpu: CpuResources {
                 shares: Some(1024),
@@ -942,6 +976,8 @@ mod tests {
         assert_eq!(get(&b.join("cpuset.mems")), "0");
         assert_eq!(get(&b.join("pids.max")), "32");
         assert_eq!(get(&b.join("io.weight")), "default 4950");
+        assert!(!b.join("memory.swappiness").exists());
+        assert!(!b.join("memory.oom_control").exists());
 
         // Unlimited values become "max"; a lone period keeps the current quota.
         let mut res = Resources::default();
@@ -1101,5 +1137,91 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// v1 `memory.swappiness` and `memory.oom_control`: (request, files present) →
+    /// what is written, or the error.
+    #[test]
+    fn v1_swappiness_and_oom_killer() {
+        #[derive(Debug)]
+        enum Want {
+            Wrote(&'static str, &'static str),
+            Untouched,
+            Missing(&'static str),
+            Invalid(&'static str),
+        }
+        let cases: [(Option<u64>, Option<bool>, bool, Want); 8] = [
+            (Some(0), None, true, Want::Wrote("memory.swappiness", "0")),
+            (Some(60), None, true, Want::Wrote("memory.swappiness", "60")),
+            (
+                Some(100),
+                None,
+                true,
+                Want::Wrote("memory.swappiness", "100"),
+            ),
+            (Some(101), None, true, Want::Invalid("memory.swappiness")),
+            (Some(10), None, false, Want::Missing("memory (swappiness)")),
+            (
+                None,
+                Some(true),
+                true,
+                Want::Wrote("memory.oom_control", "1"),
+            ),
+            (None, Some(false), true, Want::Untouched),
+            (
+                None,
+                Some(true),
+                false,
+                Want::Missing("memory (oom_control)"),
+            ),
+        ];
+        for (i, (swappiness, oom_kill_disable, files, want)) in cases.into_iter().enumerate() {
+            let tmp = tempfile::tempdir().unwrap();
+            let mem = tmp.path().join("memory/k");
+            put(&mem.join("memory.limit_in_bytes"), "9223372036854771712\n");
+            if files {
+                put(&mem.join("memory.swappiness"), "60\n");
+                put(
+                    &mem.join("memory.oom_control"),
+                    "oom_kill_disable 0\nunder_oom 0\n",
+                );
+            }
+            let host = Host::v1([(Controller::Memory, tmp.path().join("memory"))]);
+            let cg = Cgroup::new(&host, "k").unwrap();
+            let mut res = Resources::default();
+            res.memory.swappiness = swappiness;
+            res.memory.oom_kill_disable = oom_kill_disable;
+            let got = cg.set_resources(&res);
+            let case = format!("case {i}: {want:?} got {got:?}");
+            match want {
+                Want::Wrote(file, value) => {
+                    assert!(got.is_ok(), "{case}");
+                    assert_eq!(get(&mem.join(file)), value, "{case}");
+                }
+                Want::Untouched => {
+                    assert!(got.is_ok(), "{case}");
+                    assert_eq!(get(&mem.join("memory.swappiness")), "60\n", "{case}");
+                    assert!(get(&mem.join("memory.oom_control")).starts_with("oom_kill_disable 0"));
+                }
+                Want::Missing(what) => {
+                    assert!(
+                        matches!(&got, Err(Error::ControllerMissing { controller, .. }) if *controller == what),
+                        "{case}"
+                    );
+                    let msg = got.unwrap_err().to_string();
+                    assert_eq!(
+                        msg,
+                        format!("controller {what} is not available for cgroup k")
+                    );
+                }
+                Want::Invalid(field) => {
+                    assert!(
+                        matches!(&got, Err(Error::InvalidValue { field: f, .. }) if *f == field),
+                        "{case}"
+                    );
+                    assert_eq!(get(&mem.join("memory.swappiness")), "60\n", "{case}");
+                }
+            }
+        }
     }
 }

@@ -32,6 +32,13 @@ pub struct MemoryResources {
     pub swap: Option<i64>,
     /// Soft limit / protection (`memory.soft_limit_in_bytes` / `memory.low`).
     pub reservation: Option<i64>,
+    /// v1 `memory.swappiness`, 0..=100. cgroup v2 has no per-cgroup swappiness: the
+    /// v2 driver leaves it alone, as runc does.
+    pub swappiness: Option<u64>,
+    /// `Some(true)` disables the OOM killer (v1 `memory.oom_control` = 1): a cgroup at
+    /// its limit waits for memory instead. v2 has no such control; the v2 driver
+    /// leaves it alone, as runc does.
+    pub oom_kill_disable: Option<bool>,
 }
 
 /// CPU limits.

@@ -206,6 +206,46 @@ fn memory_limit_oom_kills_and_counts() {
     }
 }
 
+/// v1 `memory.swappiness` and `memory.oom_control` on the real kernel, where the host's
+/// memory controller offers them in the created cgroup.
+#[test]
+#[ignore = "needs root"]
+fn memory_swappiness_and_oom_killer() {
+    let host = host();
+    if host.mode() == CgroupMode::V2 {
+        eprintln!("skipping: v2 has no memory.swappiness or memory.oom_control");
+        return;
+    }
+    let cg = new_cgroup(&host);
+    let dir = host
+        .v1_mount(Controller::Memory)
+        .map(|m| m.join(cg.0.path()));
+    let read = |file: &str| std::fs::read_to_string(dir.as_ref().unwrap().join(file)).unwrap();
+    if offers(&host, &cg.0, Controller::Memory, "memory.swappiness") {
+        for value in [0, 37, 100] {
+            let mut res = Resources::default();
+            res.memory.swappiness = Some(value);
+            cg.0.set_resources(&res).unwrap();
+            assert_eq!(read("memory.swappiness").trim(), value.to_string());
+        }
+        let mut res = Resources::default();
+        res.memory.swappiness = Some(101);
+        let e = cg.0.set_resources(&res).unwrap_err();
+        assert!(e.to_string().contains("memory.swappiness"), "{e}");
+    }
+    if offers(&host, &cg.0, Controller::Memory, "memory.oom_control") {
+        assert!(read("memory.oom_control").contains("oom_kill_disable 0"));
+        let mut res = Resources::default();
+        res.memory.oom_kill_disable = Some(true);
+        cg.0.set_resources(&res).unwrap();
+        assert!(
+            read("memory.oom_control").contains("oom_kill_disable 1"),
+            "{}",
+            read("memory.oom_control")
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs root"]
 fn pids_limit_makes_fork_fail() {

@@ -29,16 +29,30 @@ pub(crate) fn cgroup_path(spec_path: Option<&Path>, id: &str) -> PathBuf {
     }
 }
 
-/// Converts the limits kcore-cgroup applies; returns the names of the ones it ignores.
-pub(crate) fn resources(r: &LinuxResources) -> (Resources, Vec<&'static str>) {
+/// Converts the limits kcore-cgroup applies on a host in `mode`; returns the names of
+/// the ones it ignores. `memory.swappiness` and `memory.disableOOMKiller` are v1
+/// controls: on a pure v2 host they are ignored, as runc does.
+pub(crate) fn resources(r: &LinuxResources, mode: CgroupMode) -> (Resources, Vec<&'static str>) {
     let mut out = Resources::default();
     let mut ignored = Vec::new();
     if let Some(m) = r.memory() {
         out.memory.limit = m.limit();
         out.memory.swap = m.swap();
         out.memory.reservation = m.reservation();
-        if m.swappiness().is_some() {
-            ignored.push("memory.swappiness");
+        let v1 = mode != CgroupMode::V2;
+        if let Some(sw) = m.swappiness() {
+            if v1 {
+                out.memory.swappiness = Some(sw);
+            } else {
+                ignored.push("memory.swappiness");
+            }
+        }
+        if m.disable_oom_killer() == Some(true) {
+            if v1 {
+                out.memory.oom_kill_disable = Some(true);
+            } else {
+                ignored.push("memory.disableOOMKiller");
+            }
         }
     }
     if let Some(c) = r.cpu() {
@@ -214,15 +228,45 @@ mod tests {
                 "pids": {"limit": 20}, "blockIO": {"weight": 300}, "devices": [{"allow": false, "access": "rwm"}]}"#,
         )
         .unwrap();
-        let (res, ignored) = resources(&r);
+        let (res, ignored) = resources(&r, CgroupMode::V1);
         assert_eq!(res.memory.limit, Some(1 << 20));
+        assert_eq!(res.memory.swappiness, Some(1));
         assert_eq!(res.cpu.shares, Some(512));
         assert_eq!(res.cpu.quota, Some(50000));
         assert_eq!(res.cpu.cpus, None);
         assert_eq!(res.pids.max, Some(20));
         assert_eq!(res.io.weight, Some(300));
-        assert_eq!(ignored, vec!["memory.swappiness"]);
+        assert!(ignored.is_empty(), "{ignored:?}");
         assert_eq!(rule(&r.devices().as_ref().unwrap()[0]), "a *:* rwm");
+    }
+
+    /// swappiness and disableOOMKiller per host mode: applied on v1 and hybrid hosts,
+    /// ignored (and reported) on v2.
+    #[test]
+    fn swappiness_and_oom_killer_per_mode() {
+        let r: LinuxResources =
+            serde_json::from_str(r#"{"memory": {"swappiness": 0, "disableOOMKiller": true}}"#)
+                .unwrap();
+        for (mode, swappiness, oom, ignored) in [
+            (CgroupMode::V1, Some(0), Some(true), vec![]),
+            (CgroupMode::Hybrid, Some(0), Some(true), vec![]),
+            (
+                CgroupMode::V2,
+                None,
+                None,
+                vec!["memory.swappiness", "memory.disableOOMKiller"],
+            ),
+        ] {
+            let (res, got) = resources(&r, mode);
+            assert_eq!(res.memory.swappiness, swappiness, "{mode:?}");
+            assert_eq!(res.memory.oom_kill_disable, oom, "{mode:?}");
+            assert_eq!(got, ignored, "{mode:?}");
+        }
+        // disableOOMKiller: false asks for nothing.
+        let r: LinuxResources =
+            serde_json::from_str(r#"{"memory": {"disableOOMKiller": false}}"#).unwrap();
+        let (res, got) = resources(&r, CgroupMode::V2);
+        assert!(res.is_empty() && got.is_empty());
     }
 
     #[test]

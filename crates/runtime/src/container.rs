@@ -15,6 +15,7 @@ use oci_spec::runtime::{Hook, LinuxDeviceType, LinuxNamespaceType, Process, Spec
 use crate::cgroups;
 use crate::error::{Error, Result};
 use crate::hooks::run_hooks;
+use crate::lsm::{LsmHost, LsmPlan};
 use crate::mounts::{self, DevMode, DevicePlan, RootfsPlan};
 use crate::process::{self, ProcessPlan};
 use crate::seccomp;
@@ -212,6 +213,10 @@ struct Partial {
     pid: Option<i32>,
     cgroup: Option<Cgroup>,
     release: Option<JoinHandle<kcore_ns::Result<Child>>>,
+    /// Once the container exists (its state was saved): the `poststop` hooks and the
+    /// `stopped` state they read, run after the teardown (runtime.md lifecycle steps
+    /// 12-13, as runc's destroy does).
+    poststop: Option<(Vec<Hook>, Vec<u8>)>,
 }
 
 impl Partial {
@@ -230,6 +235,9 @@ impl Partial {
             let _ = cg.delete();
         }
         let _ = std::fs::remove_dir_all(dir);
+        if let Some((hooks, json)) = &self.poststop {
+            let _ = run_hooks("poststop", hooks, json);
+        }
     }
 }
 
@@ -279,7 +287,10 @@ impl Runtime {
     ///
     /// On return the container is [`Status::Created`]: its namespaces, mounts and
     /// cgroup exist and the `createRuntime`/`createContainer` hooks ran; the user
-    /// program runs on [`Container::start`]. On failure nothing is left behind.
+    /// program runs on [`Container::start`]. On failure nothing is left behind; a
+    /// failure once the container exists (a `prestart`, `createRuntime` or
+    /// `createContainer` hook, a mount) also runs the `poststop` hooks after the
+    /// teardown, as the runtime spec's lifecycle asks.
     pub fn create(
         &self,
         id: &str,
@@ -403,6 +414,7 @@ impl Runtime {
         // The process and its plan.
         let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
         let plan = ProcessPlan::from_spec(proc_spec, seccomp)?;
+        let lsm = LsmPlan::new(proc_spec, Some(linux), &LsmHost::system())?;
         let console = if plan.terminal {
             let path = opts
                 .console_socket
@@ -420,6 +432,12 @@ impl Runtime {
         let mut new = NamespaceSet::new();
         let mut joins = Vec::new();
         let mut userns = false;
+        // New or joined; without one the container shares ours (see RootfsPlan::mount_ns).
+        let mount_ns = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::Mount);
         for ns in linux.namespaces().iter().flatten() {
             let kind = ns_kind(ns.typ());
             userns |= kind == Namespace::User;
@@ -467,7 +485,11 @@ impl Runtime {
                 .rootfs_propagation()
                 .as_deref()
                 .and_then(mounts::propagation_flag),
-            mounts: mounts::plan(spec.mounts().as_deref().unwrap_or_default(), bundle),
+            mounts: {
+                let mut m = mounts::plan(spec.mounts().as_deref().unwrap_or_default(), bundle);
+                crate::lsm::label_mounts(&mut m, lsm.mount_label.as_deref());
+                m
+            },
             devices,
             dev_mode: if userns {
                 DevMode::Bind
@@ -487,6 +509,7 @@ impl Runtime {
                 .map(PathBuf::from)
                 .collect(),
             no_pivot: opts.no_pivot,
+            mount_ns,
             cgroup_dirs: cgroups::mount_dirs(host, &cg_path),
             sysctl: linux
                 .sysctl()
@@ -558,7 +581,7 @@ impl Runtime {
         let cg = Cgroup::create(host, &cg_path)?;
         partial.cgroup = Some(cg.clone());
         if let Some(r) = linux.resources() {
-            let (res, ignored) = cgroups::resources(r);
+            let (res, ignored) = cgroups::resources(r, host.mode());
             if !ignored.is_empty() {
                 tracing::warn!(?ignored, "resources not supported, ignored");
             }
@@ -594,20 +617,26 @@ impl Runtime {
                 .into());
             }
             rootfs_plan.prepare()?;
-            let mut state_json = Vec::new();
+            // The runtime answers MSG_HOOKS with the `creating` state (for
+            // createContainer) and the `created` state (for startContainer), NUL-separated.
+            let mut created_json = Vec::new();
             if hook_sync {
                 child_send(sync_fd, &[MSG_HOOKS])?;
-                state_json = child_recv(sync_fd)?;
-                run_hooks("createContainer", &create_container_hooks, &state_json)?;
+                let both = child_recv(sync_fd)?;
+                let cut = both.iter().position(|&b| b == 0).unwrap_or(both.len());
+                run_hooks("createContainer", &create_container_hooks, &both[..cut])?;
+                created_json = both.get(cut + 1..).unwrap_or_default().to_vec();
             }
             rootfs_plan.switch_root()?;
             if let Some(c) = console_raw {
-                process::setup_console(c, plan.console_size, true)?;
+                // /dev/console is bound only in a mount namespace of our own.
+                process::setup_console(c, plan.console_size, mount_ns)?;
                 // SAFETY: closing our copy of the console socket.
                 unsafe { libc::close(c) };
             }
             rootfs_plan.finish()?;
             plan.check_program()?;
+            lsm.apply()?;
             plan.finalize()?;
             child_send(sync_fd, &[MSG_READY])?;
             let mut b = [0u8; 1];
@@ -628,7 +657,7 @@ impl Runtime {
             }
             // SAFETY: closing our own descriptor before exec.
             unsafe { libc::close(sync_fd) };
-            run_hooks("startContainer", &start_container_hooks, &state_json)?;
+            run_hooks("startContainer", &start_container_hooks, &created_json)?;
             plan.last_step(preserve)?;
             Ok(())
         });
@@ -660,6 +689,9 @@ impl Runtime {
             spec: spec.clone(),
         };
         saved.save(dir)?;
+        if let Some(h) = hooks.get("poststop").filter(|h| !h.is_empty()) {
+            partial.poststop = Some((h.clone(), state_json(&saved, Status::Stopped)));
+        }
         let init_error = |e: kcore_ns::Error| match e {
             kcore_ns::Error::Child { message, errno, .. } => Error::Init {
                 id: id.into(),
@@ -734,11 +766,13 @@ impl Runtime {
             }
             match msg[0] {
                 MSG_HOOKS => {
-                    let json = state_json(&saved, Status::Creating);
-                    #[allow(deprecated)]
+                    // runc's choice where the spec leaves room: `creating` for
+                    // prestart, createRuntime and createContainer (crun: `created`).
+                    let mut json = state_json(&saved, Status::Creating);
                     run_hooks("prestart", &hooks["prestart"], &json)?;
                     run_hooks("createRuntime", &hooks["createRuntime"], &json)?;
-                    let json = state_json(&saved, Status::Created);
+                    json.push(0);
+                    json.extend(state_json(&saved, Status::Created));
                     sock.write_all(&json).map_err(|e| Error::Sys {
                         op: "write to container process".into(),
                         source: e,
@@ -864,7 +898,10 @@ impl Container {
     /// Lets the user program run; then runs the `poststart` hooks.
     ///
     /// For a container created by this process, waits until the program was executed
-    /// and reports a failure to do so (a `startContainer` hook, seccomp, exec).
+    /// and reports a failure to do so (a `startContainer` hook, seccomp, exec). The
+    /// container is then stopped; [`delete`](Self::delete) destroys it and runs the
+    /// `poststop` hooks, as after `runc start` fails. A failing `poststart` hook is only
+    /// logged.
     pub fn start(&mut self) -> Result<()> {
         let _span = tracing::info_span!("start", id = %self.saved.id).entered();
         self.guard("start", Status::can_start)?;
@@ -896,14 +933,13 @@ impl Container {
         Ok(())
     }
 
-    /// Runs the poststart hooks; a failure is logged, as the runtime spec asks.
+    /// Runs the poststart hooks; a failure is logged and the hooks after it still run,
+    /// as the runtime spec asks.
     fn run_poststart(&mut self) {
         let hooks = hooks_of(&self.saved.spec);
         if let Some(h) = hooks.get("poststart").filter(|h| !h.is_empty()) {
             let json = state_json(&self.saved, Status::Running);
-            if let Err(e) = run_hooks("poststart", h, &json) {
-                tracing::warn!(error = %e, "poststart hook failed");
-            }
+            let _ = run_hooks("poststart", h, &json);
         }
     }
 
@@ -1046,9 +1082,8 @@ impl Container {
         let json = state_json(&self.saved, Status::Stopped);
         std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io("remove", &self.dir, e))?;
         if let Some(h) = hooks.get("poststop") {
-            if let Err(e) = run_hooks("poststop", h, &json) {
-                tracing::warn!(error = %e, "poststop hook failed");
-            }
+            // Failures are logged; the delete succeeded.
+            let _ = run_hooks("poststop", h, &json);
         }
         Ok(())
     }
@@ -1104,6 +1139,7 @@ impl Container {
         let linux = self.saved.spec.linux().clone().unwrap_or_default();
         let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
         let plan = ProcessPlan::from_spec(process, seccomp)?;
+        let lsm = LsmPlan::new(process, None, &LsmHost::system())?;
         let console = if plan.terminal {
             let path = opts
                 .console_socket
@@ -1129,6 +1165,8 @@ impl Container {
         for ns in linux.namespaces().iter().flatten() {
             set.insert(ns_kind(ns.typ()));
         }
+        // A container sharing our mount namespace is entered by chroot, as it was made.
+        let chroot_into = (!set.contains(Namespace::Mount)).then(|| self.saved.rootfs.clone());
         let mut cmd = NsCommand::new(&plan.args[0]);
         cmd.args(&plan.args[1..]).env_clear();
         for (k, v) in &plan.env {
@@ -1147,12 +1185,16 @@ impl Container {
         let console_raw = console.as_ref().map(|c| c.as_raw_fd());
         let preserve = opts.preserve_fds;
         cmd.setup(move || {
+            if let Some(root) = &chroot_into {
+                mounts::chroot(root)?;
+            }
             if let Some(c) = console_raw {
                 process::setup_console(c, plan.console_size, false)?;
                 // SAFETY: closing our copy of the console socket.
                 unsafe { libc::close(c) };
             }
             plan.check_program()?;
+            lsm.apply()?;
             plan.finalize()?;
             plan.last_step(preserve)?;
             Ok(())

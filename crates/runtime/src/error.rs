@@ -75,14 +75,15 @@ pub enum Error {
         path: PathBuf,
     },
     /// A lifecycle hook failed or timed out.
-    #[error("{kind} hook {path} failed: {message}")]
+    #[error("{kind} hook {path} failed")]
     Hook {
         /// The hook kind (`createRuntime`, `poststart`, ...).
         kind: &'static str,
         /// The hook binary.
         path: PathBuf,
         /// Exit status, timeout, or spawn error.
-        message: String,
+        #[source]
+        source: HookFailure,
     },
     /// The container process failed before or while executing the user program.
     #[error("container {id}: {message}")]
@@ -93,6 +94,16 @@ pub enum Error {
         message: String,
         /// errno of the failing call, when known.
         errno: Option<i32>,
+    },
+    /// The config asks for a Linux security module the host has not enabled.
+    #[error("{field} needs {lsm}, which this host does not offer ({missing})")]
+    LsmUnavailable {
+        /// The config field, e.g. `process.apparmorProfile`.
+        field: &'static str,
+        /// `AppArmor` or `SELinux`.
+        lsm: &'static str,
+        /// What the probe found missing.
+        missing: String,
     },
     /// The seccomp profile cannot be compiled.
     #[error("seccomp: {0}")]
@@ -111,6 +122,24 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+}
+
+/// Why a lifecycle hook failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HookFailure {
+    /// The hook binary could not be started.
+    #[error("cannot run it")]
+    Spawn(#[source] io::Error),
+    /// Waiting for the hook failed.
+    #[error("wait for it")]
+    Wait(#[source] io::Error),
+    /// The hook exited unsuccessfully.
+    #[error("exited with {0}")]
+    Exit(std::process::ExitStatus),
+    /// The hook ran longer than its `timeout` (seconds) and was killed.
+    #[error("timed out after {0}s")]
+    Timeout(i64),
 }
 
 impl Error {

@@ -11,13 +11,18 @@
 //!   [`Container::delete`], [`Container::exec`], [`Container::pause`],
 //!   [`Container::resume`], [`Container::processes`], [`Container::stats`], and
 //!   [`Container::state`] (the runtime-spec state JSON).
-//! - What `config.json` asks for on Linux: new and joined namespaces, id maps,
+//! - What `config.json` asks for on Linux: new and joined namespaces (an absent type is
+//!   shared with the runtime; without a mount namespace the process is chrooted into the
+//!   rootfs and settings that need mounts are refused), id maps,
 //!   mounts (with runc's option names), pivot_root or MS_MOVE+chroot, devices,
 //!   masked and read-only paths, hostname/domainname, sysctl, rlimits, the five
 //!   capability sets, no_new_privs, user/groups/umask, cwd, env, oomScoreAdj,
 //!   cgroupsPath and resources, seccomp (compiled to BPF by [`compile_seccomp`]), the
 //!   six hook kinds with the state on stdin and timeouts, and a terminal sent over a
 //!   console socket ([`recv_fd`] is the receiving side).
+//! - AppArmor profiles and SELinux process and mount labels where the host has the
+//!   LSM enabled; a config asking for one the host lacks is refused
+//!   ([`Error::LsmUnavailable`]), as runc and crun refuse it.
 //!
 //! # Example
 //!
@@ -42,6 +47,7 @@ mod cgroups;
 mod container;
 mod error;
 mod hooks;
+mod lsm;
 mod mounts;
 mod process;
 mod seccomp;
@@ -52,7 +58,7 @@ mod syscalls;
 pub use container::{
     write_pid_file, Container, CreateOptions, ExecOptions, ExecProcess, Runtime, DEFAULT_ROOT,
 };
-pub use error::{Error, Result};
+pub use error::{Error, HookFailure, Result};
 pub use kcore_ns::ExitStatus;
 pub use process::recv_fd;
 pub use seccomp::{compile as compile_seccomp, SeccompProgram};

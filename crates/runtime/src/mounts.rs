@@ -308,6 +308,10 @@ pub(crate) struct RootfsPlan {
     pub masked: Vec<PathBuf>,
     pub readonly_paths: Vec<PathBuf>,
     pub no_pivot: bool,
+    /// False when the container shares the runtime's mount namespace: then nothing is
+    /// mounted or created (validation refused what would need it) and the process only
+    /// chroots into the rootfs, as runc does.
+    pub mount_ns: bool,
     /// `(name, host directory)` of the container's cgroup in each hierarchy, for
     /// mounts of type `cgroup`.
     pub cgroup_dirs: Vec<(String, PathBuf)>,
@@ -317,6 +321,9 @@ pub(crate) struct RootfsPlan {
 impl RootfsPlan {
     /// Before pivot_root: propagation, the rootfs bind, the spec's mounts, `/dev`.
     pub fn prepare(&self) -> R {
+        if !self.mount_ns {
+            return Ok(());
+        }
         mount(
             None,
             Path::new("/"),
@@ -507,6 +514,13 @@ impl RootfsPlan {
 
     /// Switches the root: pivot_root, or MS_MOVE + chroot in no-pivot mode.
     pub fn switch_root(&self) -> R {
+        if !self.mount_ns {
+            // Namespaced sysctls (net.*, kernel ipc) follow the writer's namespaces, so
+            // the host's /proc/sys reaches the container's; after the chroot the rootfs
+            // may have no /proc.
+            self.write_sysctls()?;
+            return chroot(&self.rootfs);
+        }
         if self.no_pivot {
             let root = cstr(&self.rootfs)?;
             // SAFETY: valid C strings; plain syscalls.
@@ -542,10 +556,10 @@ impl RootfsPlan {
 
     /// After the root switch: sysctls, read-only and masked paths, read-only root.
     pub fn finish(&self) -> R {
-        for (k, v) in &self.sysctl {
-            let p = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-            std::fs::write(&p, v).map_err(|e| format!("sysctl {k}={v}: {e}"))?;
+        if !self.mount_ns {
+            return Ok(());
         }
+        self.write_sysctls()?;
         for p in &self.readonly_paths {
             kcore_ns::mount::readonly_path(p)?;
         }
@@ -564,6 +578,35 @@ impl RootfsPlan {
         }
         Ok(())
     }
+}
+
+impl RootfsPlan {
+    fn write_sysctls(&self) -> R {
+        for (k, v) in &self.sysctl {
+            let p = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+            std::fs::write(&p, v).map_err(|e| format!("sysctl {k}={v}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// chroot into `root` and make it the working directory (the root switch without a
+/// mount namespace of our own; also how `exec` enters such a container).
+pub(crate) fn chroot(root: &Path) -> R {
+    let c = cstr(root)?;
+    // SAFETY: valid C strings; plain syscalls.
+    unsafe {
+        if libc::chdir(c.as_ptr()) != 0 {
+            return Err(err("chdir", root));
+        }
+        if libc::chroot(c".".as_ptr()) != 0 {
+            return Err(err("chroot", root));
+        }
+        if libc::chdir(c"/".as_ptr()) != 0 {
+            return Err(err("chdir", Path::new("/")));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -597,6 +640,36 @@ mod tests {
         assert_eq!(p[0].source.as_deref(), Some(Path::new("/b/vol")));
         assert!(p[0].is_bind());
         assert_eq!(p[0].flags & libc::MS_RDONLY, libc::MS_RDONLY);
+    }
+
+    /// Without a mount namespace of its own the container process mounts and creates
+    /// nothing (it would be on the host's mount table and rootfs): even a plan holding
+    /// mounts and devices leaves the rootfs untouched before the chroot.
+    #[test]
+    fn without_a_mount_namespace_nothing_is_mounted_or_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let m: oci_spec::runtime::Mount =
+            serde_json::from_str(r#"{"destination": "/proc", "type": "proc", "source": "proc"}"#)
+                .unwrap();
+        let plan = RootfsPlan {
+            rootfs: dir.path().to_path_buf(),
+            readonly: true,
+            propagation: Some(libc::MS_PRIVATE),
+            mounts: plan(&[m], dir.path()),
+            devices: default_devices(),
+            dev_mode: DevMode::Mknod,
+            masked: vec![PathBuf::from("/proc/kcore")],
+            readonly_paths: vec![PathBuf::from("/proc/sys")],
+            no_pivot: false,
+            mount_ns: false,
+            cgroup_dirs: Vec::new(),
+            sysctl: Vec::new(),
+        };
+        plan.prepare().unwrap();
+        plan.finish().unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!after.contains(dir.path().to_str().unwrap()));
     }
 
     #[test]

@@ -140,10 +140,7 @@ pub fn validate(spec: &Spec) -> Result<()> {
         has_user |= ns.typ() == LinuxNamespaceType::User;
     }
     if !has_mnt {
-        return Err(Error::spec(
-            "linux.namespaces",
-            "a mount namespace is required",
-        ));
+        no_mount_namespace(spec, linux)?;
     }
     let maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
         || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
@@ -175,6 +172,46 @@ pub fn validate(spec: &Spec) -> Result<()> {
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// Without a mount namespace the container shares the runtime's (runtime spec,
+/// config-linux.md "Namespaces"): its process only chroots into the rootfs, as runc
+/// does. Whatever would need mounts is refused rather than done on the host's mount
+/// table, where it would outlive the container.
+fn no_mount_namespace(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<()> {
+    const WHY: &str = "needs a mount namespace: without one it would be mounted on the host";
+    if spec.mounts().as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(Error::spec("mounts[0]", WHY));
+    }
+    let some = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
+    if some(linux.masked_paths()) || some(linux.readonly_paths()) {
+        // runc's words for the same refusal.
+        let field = if some(linux.masked_paths()) {
+            "linux.maskedPaths"
+        } else {
+            "linux.readonlyPaths"
+        };
+        return Err(Error::spec(
+            field,
+            "unable to restrict sys entries without a private MNT namespace",
+        ));
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        return Err(Error::spec("root.readonly", WHY));
+    }
+    if linux.rootfs_propagation().is_some() {
+        return Err(Error::spec("linux.rootfsPropagation", WHY));
+    }
+    if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(Error::spec(
+            "linux.devices",
+            "needs a mount namespace: without one the device nodes would be made in the host's rootfs directory",
+        ));
+    }
+    if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) {
+        return Err(Error::spec("linux.mountLabel", WHY));
     }
     Ok(())
 }
@@ -222,9 +259,6 @@ mod tests {
 
     #[test]
     fn semantic_checks() {
-        let no_mnt = MINIMAL.replace(r#"{"type": "mount"}, "#, "");
-        let e = parse_spec(&no_mnt).unwrap_err().to_string();
-        assert!(e.contains("linux.namespaces") && e.contains("mount"), "{e}");
         let rel = MINIMAL.replace(r#""cwd": "/""#, r#""cwd": "tmp""#);
         let e = parse_spec(&rel).unwrap_err().to_string();
         assert!(e.contains("process.cwd"), "{e}");
@@ -235,6 +269,38 @@ mod tests {
             .contains("process.args"));
         let dup = MINIMAL.replace(r#"{"type": "pid"}"#, r#"{"type": "mount"}"#);
         assert!(parse_spec(&dup).unwrap_err().to_string().contains("twice"));
+    }
+
+    /// Without a mount namespace: accepted bare; each setting that needs mounts is
+    /// refused by name. With one, the same settings are fine.
+    #[test]
+    fn without_a_mount_namespace() {
+        let bare = MINIMAL.replace(r#"{"type": "mount"}, "#, "");
+        parse_spec(&bare).unwrap();
+        let with = |extra: &str, root: &str| {
+            bare.replace(r#""root": {"path": "rootfs"}"#, root)
+                .replace(r#""linux": {"#, &format!(r#"{extra} "linux": {{"#))
+        };
+        let root = r#""root": {"path": "rootfs"}"#;
+        for (json, field) in [
+            (with(r#""mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],"#, root), "mounts[0]"),
+            (with("", r#""root": {"path": "rootfs", "readonly": true}"#), "root.readonly"),
+            (bare.replace(r#""linux": {"#, r#""linux": {"maskedPaths": ["/proc/kcore"], "#), "linux.maskedPaths"),
+            (bare.replace(r#""linux": {"#, r#""linux": {"readonlyPaths": ["/proc/sys"], "#), "linux.readonlyPaths"),
+            (bare.replace(r#""linux": {"#, r#""linux": {"rootfsPropagation": "private", "#), "linux.rootfsPropagation"),
+            (bare.replace(r#""linux": {"#, r#""linux": {"devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}], "#), "linux.devices"),
+            (bare.replace(r#""linux": {"#, r#""linux": {"mountLabel": "s:o:t:s0", "#), "linux.mountLabel"),
+        ] {
+            match parse_spec(&json) {
+                Err(Error::InvalidSpec { field: f, .. }) => assert_eq!(f, field, "{json}"),
+                other => panic!("{field}: expected a refusal, got {other:?}"),
+            }
+            // The same config with a mount namespace is accepted.
+            let mnt = json.replace(r#""namespaces": ["#, r#""namespaces": [{"type": "mount"}, "#);
+            parse_spec(&mnt).unwrap_or_else(|e| panic!("{field} with a mount namespace: {e}"));
+        }
+        // Empty lists ask for nothing.
+        parse_spec(&with(r#""mounts": [],"#, root)).unwrap();
     }
 
     #[test]

@@ -155,6 +155,224 @@ fn cgroup_limits_are_applied() {
     assert_no_trace(&b, &id, pid);
 }
 
+/// `memory.swappiness` and `disableOOMKiller` reach the container's v1 memory cgroup
+/// where the host offers the files (probed in a fresh cgroup of our own), and fail
+/// create with a clear error where it does not.
+#[test]
+#[ignore = "needs root"]
+fn memory_swappiness_and_oom_killer_are_applied() {
+    use kcore_cgroup::{Cgroup, CgroupMode, Controller};
+    let host = kcore_cgroup::Host::detect().expect("detect cgroups");
+    if host.mode() == CgroupMode::V2 {
+        eprintln!("skipping: v2 hosts have neither control (runc ignores them there)");
+        return;
+    }
+    let Some(mem_root) = host.v1_mount(Controller::Memory).map(|p| p.to_path_buf()) else {
+        eprintln!("skipping: no v1 memory controller on this host");
+        return;
+    };
+    let probe = Cgroup::create(&host, unique_id("probe")).unwrap();
+    let offers = |f: &str| mem_root.join(probe.path()).join(f).exists();
+    let (swappiness, oom) = (offers("memory.swappiness"), offers("memory.oom_control"));
+    probe.delete().unwrap();
+    let b = Bundle::new();
+    let mut v = spec(&["/bin/sleep", "1000"]);
+    v["linux"]["resources"] =
+        json!({"memory": {"limit": 67108864, "swappiness": 7, "disableOOMKiller": true}});
+    let rt = b.runtime();
+    let id = unique_id("swappiness");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let created = rt.create(&id, b.path(), &parse(&v), CreateOptions::default());
+    if !(swappiness && oom) {
+        eprintln!("this host lacks memory.swappiness or memory.oom_control: expecting a refusal");
+        let e = created.unwrap_err().to_string();
+        assert!(
+            e.contains("memory (swappiness)") || e.contains("memory (oom_control)"),
+            "{e}"
+        );
+        assert_no_trace(&b, &id, 0);
+        return;
+    }
+    let c = created.unwrap();
+    let dir = mem_root.join(c.cgroup().unwrap().unwrap().path());
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    assert_eq!(read("memory.swappiness").trim(), "7");
+    assert!(read("memory.oom_control").contains("oom_kill_disable 1"));
+    let pid = c.pid();
+    c.delete(true).unwrap();
+    assert_no_trace(&b, &id, pid);
+
+    // Out of range: refused before anything runs.
+    v["linux"]["resources"]["memory"]["swappiness"] = json!(101);
+    let id = unique_id("swappiness");
+    let e = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Cgroup(kcore_cgroup::Error::InvalidValue {
+                field: "memory.swappiness",
+                ..
+            })
+        ),
+        "{e}"
+    );
+    assert_no_trace(&b, &id, 0);
+}
+
+/// On a host without AppArmor or SELinux, a config asking for a profile or a label is
+/// refused at create (and a process asking for one at exec) and nothing is left behind.
+#[test]
+#[ignore = "needs root"]
+fn lsm_settings_the_host_cannot_apply_are_refused() {
+    let apparmor = std::path::Path::new("/sys/kernel/security/apparmor").exists()
+        && std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+            .is_ok_and(|s| s.trim_end() == "Y");
+    let selinux = std::path::Path::new("/sys/fs/selinux/enforce").exists();
+    let b = Bundle::new();
+    let rt = b.runtime();
+    let cases = [
+        ("process.apparmorProfile", apparmor, "AppArmor"),
+        ("process.selinuxLabel", selinux, "SELinux"),
+        ("linux.mountLabel", selinux, "SELinux"),
+    ];
+    for (field, host_has_it, lsm) in cases {
+        if host_has_it {
+            eprintln!("skipping {field}: this host has {lsm} enabled");
+            continue;
+        }
+        let mut v = spec(&["/bin/true"]);
+        let (section, key) = field.split_once('.').unwrap();
+        v[section][key] = json!("kcore_test_t");
+        let id = unique_id("lsm");
+        let _g = Cleanup {
+            runtime: rt.clone(),
+            id: id.clone(),
+        };
+        let e = rt
+            .create(&id, b.path(), &parse(&v), CreateOptions::default())
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::LsmUnavailable { field: f, lsm: l, .. } if *f == field && *l == lsm),
+            "{field}: {e:?}"
+        );
+        assert!(
+            e.to_string().starts_with(&format!("{field} needs {lsm}")),
+            "{e}"
+        );
+        assert_no_trace(&b, &id, 0);
+    }
+
+    // exec: the process's own profile or label is checked the same way.
+    let v = spec(&["/bin/sleep", "1000"]);
+    let id = unique_id("lsm");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let mut c = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap();
+    c.start().unwrap();
+    for (key, host_has_it) in [("apparmorProfile", apparmor), ("selinuxLabel", selinux)] {
+        if host_has_it {
+            continue;
+        }
+        let mut p = v["process"].clone();
+        p["args"] = json!(["/bin/true"]);
+        p[key] = json!("kcore_test_t");
+        let p = kcore_runtime::parse_process(&p.to_string()).unwrap();
+        let e = c.exec(&p, ExecOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::LsmUnavailable { .. }), "{key}: {e:?}");
+    }
+    let pid = c.pid();
+    c.delete(true).unwrap();
+    assert_no_trace(&b, &id, pid);
+}
+
+/// Without a mount namespace the container shares ours and is chrooted into its
+/// rootfs (create and exec); mounts are refused with the field named.
+#[test]
+#[ignore = "needs root"]
+fn shares_the_mount_namespace_when_none_is_asked_for() {
+    let b = Bundle::new();
+    let rt = b.runtime();
+    std::fs::write(b.rootfs().join("marker"), "inside the rootfs\n").unwrap();
+    let mut v = spec(&["/bin/sleep", "1000"]);
+    v["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "mount");
+    // Refused while it still asks for mounts.
+    let id = unique_id("nomnt");
+    let e = rt
+        .create(
+            &id,
+            b.path(),
+            &serde_json::from_value(v.clone()).unwrap(),
+            CreateOptions::default(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidSpec { field, .. } if field == "mounts[0]"),
+        "{e:?}"
+    );
+    assert_no_trace(&b, &id, 0);
+
+    v["mounts"] = json!([]);
+    v["linux"]["maskedPaths"] = json!([]);
+    v["linux"]["readonlyPaths"] = json!([]);
+    v["root"]["readonly"] = json!(false);
+    let id = unique_id("nomnt");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let mut c = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap();
+    c.start().unwrap();
+    let pid = c.pid();
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap();
+    assert_eq!(
+        ns(&pid.to_string()),
+        ns("self"),
+        "not in our mount namespace"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/root")).unwrap(),
+        b.rootfs().canonicalize().unwrap()
+    );
+    // exec enters it the same way.
+    let out = b.file("exec.out");
+    let f = std::fs::File::create(&out).unwrap();
+    let mut p = v["process"].clone();
+    p["args"] = json!(["/bin/cat", "/marker"]);
+    let p = kcore_runtime::parse_process(&p.to_string()).unwrap();
+    let mut e = c
+        .exec(
+            &p,
+            ExecOptions {
+                stdout: Some(OwnedFd::from(f)),
+                ..ExecOptions::default()
+            },
+        )
+        .unwrap();
+    assert!(e.wait().unwrap().success());
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "inside the rootfs\n"
+    );
+    c.kill(libc::SIGKILL, false).unwrap();
+    c.wait().unwrap();
+    c.delete(false).unwrap();
+    assert_no_trace(&b, &id, pid);
+}
+
 #[test]
 #[ignore = "needs root"]
 fn capabilities_are_dropped() {
@@ -245,7 +463,7 @@ fn hooks_run_in_order_with_state_on_stdin() {
     );
     for (line, status) in text
         .lines()
-        .zip(["creating", "created", "running", "stopped"])
+        .zip(["creating", "creating", "running", "stopped"])
     {
         let state: serde_json::Value =
             serde_json::from_str(line.split_once(' ').unwrap().1).unwrap();
@@ -258,6 +476,100 @@ fn hooks_run_in_order_with_state_on_stdin() {
     }
     let inner = std::fs::read_to_string(inner_log).unwrap();
     assert!(inner.starts_with("startContainer {"), "{inner}");
+    let state: serde_json::Value =
+        serde_json::from_str(inner.trim_end().split_once(' ').unwrap().1).unwrap();
+    assert_eq!(state["status"], "created", "{inner}");
+}
+
+/// Every hook kind × (ok, fail, timeout) through the whole lifecycle: a failing
+/// prestart/createRuntime/createContainer hook fails `create`, a failing startContainer
+/// hook fails `start`; then the container is torn down and the poststop hooks run. A
+/// failing poststart/poststop hook is only logged: the hooks after it run and the
+/// operation succeeds.
+#[test]
+#[ignore = "needs root"]
+fn hook_failure_semantics_per_kind() {
+    let kinds = [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ];
+    let outcomes: [(&str, serde_json::Value); 3] = [
+        ("ok", json!({"args": ["sh", "-c", "exit 0"]})),
+        ("fail", json!({"args": ["sh", "-c", "exit 7"]})),
+        (
+            "timeout",
+            json!({"args": ["sh", "-c", "exec sleep 30"], "timeout": 1}),
+        ),
+    ];
+    for kind in kinds {
+        for (outcome, first) in &outcomes {
+            let case = format!("{kind}/{outcome}");
+            let b = Bundle::new();
+            let rt = b.runtime();
+            std::fs::create_dir_all(b.file("hookdir")).unwrap();
+            let log = b.file("hookdir/log");
+            // startContainer hooks resolve in the container: they see the log at /hooks.
+            let log_seen = if kind == "startContainer" {
+                std::path::PathBuf::from("/hooks/log")
+            } else {
+                log.clone()
+            };
+            let mut first = first.clone();
+            first["path"] = json!("/bin/sh");
+            let marker = |tag: &str, file: &std::path::Path| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {tag} >> {}", file.display())]});
+            let mut v = spec(&["/bin/true"]);
+            v["mounts"].as_array_mut().unwrap().push(json!({"destination": "/hooks", "type": "bind", "source": b.file("hookdir"), "options": ["rbind", "rw"]}));
+            v["hooks"] = json!({ kind: [first, marker("after", &log_seen)] });
+            if kind != "poststop" {
+                v["hooks"]["poststop"] = json!([marker("poststop", &log)]);
+            }
+            let id = unique_id("hookcase");
+            let _g = Cleanup {
+                runtime: rt.clone(),
+                id: id.clone(),
+            };
+            let fails = *outcome != "ok" && !matches!(kind, "poststart" | "poststop");
+            let lines = || -> Vec<String> {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(String::from)
+                    .collect()
+            };
+            let created = rt.create(&id, b.path(), &parse(&v), CreateOptions::default());
+            if fails && kind != "startContainer" {
+                let e = created.expect_err(&case);
+                let text = format!("{e}");
+                assert!(text.contains(kind), "{case}: {text}");
+                assert_no_trace(&b, &id, 0);
+                assert_eq!(lines(), ["poststop"], "{case}");
+                continue;
+            }
+            let mut c = created.unwrap_or_else(|e| panic!("{case}: {e}"));
+            let pid = c.pid();
+            let started = c.start();
+            if fails {
+                let e = started.expect_err(&case);
+                assert!(e.to_string().contains(kind), "{case}: {e}");
+                assert_eq!(c.status(), Status::Stopped, "{case}");
+            } else {
+                started.unwrap_or_else(|e| panic!("{case}: {e}"));
+                c.wait().unwrap();
+            }
+            c.delete(false).unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_no_trace(&b, &id, pid);
+            let want: &[&str] = match (fails, kind) {
+                (true, _) => &["poststop"],
+                (false, "poststop") => &["after"],
+                (false, _) => &["after", "poststop"],
+            };
+            assert_eq!(lines(), want, "{case}");
+        }
+    }
 }
 
 #[test]
