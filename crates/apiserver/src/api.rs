@@ -16,10 +16,10 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{from_storage, ApiError, Cause};
 use crate::patch::{self, PatchType};
+use crate::registry;
 use crate::resources::{self, ResourceInfo, Sub};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::storage::{EventKind, KeyValue, Storage, StorageError};
-use crate::{defaults, validate};
 
 /// Options of a list or watch request (the `?` parameters of the same names).
 #[derive(Debug, Clone, Default)]
@@ -346,13 +346,6 @@ fn budget(spec: &Value, expected: usize) -> usize {
     }
 }
 
-fn spec_like(kind: &str, obj: &Value) -> Value {
-    match kind {
-        "ConfigMap" | "Secret" => json!([obj["data"], obj["binaryData"], obj["stringData"]]),
-        _ => obj["spec"].clone(),
-    }
-}
-
 impl Api {
     /// Wraps a storage backend.
     pub fn new(storage: Arc<dyn Storage>) -> Self {
@@ -648,10 +641,11 @@ impl Api {
 
     /// After a namespace write: waits until the watch cache (if primed) shows it, so that
     /// [`Self::namespace_exists`], which trusts the cache, never misses a deletion or a
-    /// deletion mark this server acknowledged. Other kinds return at once.
+    /// deletion mark this server acknowledged (the kinds whose strategy asks for it).
+    /// Other kinds return at once.
     async fn settle(&self, info: &ResourceInfo, rev: u64) {
         let cache = &self.inner.cache;
-        if info.kind == "Namespace"
+        if registry::strategy(info.kind).settle_in_cache()
             && cache.revision().is_some()
             && !cache.wait_for(rev, Duration::from_secs(3)).await
         {
@@ -730,7 +724,11 @@ impl Api {
         Ok(())
     }
 
-    fn normalize_and_validate(info: &ResourceInfo, obj: Value) -> Result<Value, ApiError> {
+    fn normalize_and_validate(
+        info: &ResourceInfo,
+        obj: Value,
+        old: Option<&Value>,
+    ) -> Result<Value, ApiError> {
         let name = obj["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -741,7 +739,7 @@ impl Api {
                 info.kind, info.version, info.kind
             ))
         })?;
-        let causes = validate::object(info.kind, &norm);
+        let causes = registry::validate(info.kind, &norm, old);
         if !causes.is_empty() {
             return Err(ApiError::invalid(info.group, info.kind, &name, causes));
         }
@@ -913,21 +911,13 @@ impl Api {
         ] {
             meta.remove(k);
         }
-        match info.kind {
-            "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
-                obj.as_object_mut().map(|o| o.remove("status"));
-            }
-            "Pod" => {
-                obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj["spec"])});
-            }
-            "Service" => obj["status"] = json!({"loadBalancer": {}}),
-            _ => {}
-        }
-        defaults::apply(info.kind, &mut obj);
-        if info.kind == "Service" {
+        let strategy = registry::strategy(info.kind);
+        strategy.prepare_for_create(&mut obj);
+        strategy.defaults(&mut obj);
+        if strategy.allocates_service_addresses() {
             self.allocate_service(&mut obj, None).await?;
         }
-        let obj = Self::normalize_and_validate(info, obj)?;
+        let obj = Self::normalize_and_validate(info, obj, None)?;
         let name = obj["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -1186,6 +1176,7 @@ impl Api {
                 )));
             }
         }
+        let strategy = registry::strategy(info.kind);
         let mut new = match sub {
             Some(Sub::Status) => {
                 let mut n = old.clone();
@@ -1201,19 +1192,10 @@ impl Api {
             }
             _ => {
                 let mut n = incoming;
-                if info.has(Sub::Status) && info.kind != "Namespace" {
+                if info.has(Sub::Status) && strategy.update_resets_status() {
                     n["status"] = old["status"].clone();
                 }
-                if info.kind == "Namespace" {
-                    // spec.finalizers changes only through the finalize subresource.
-                    if !n["spec"].is_object() {
-                        n["spec"] = json!({});
-                    }
-                    n["spec"]["finalizers"] = old["spec"]["finalizers"].clone();
-                    if old["metadata"]["deletionTimestamp"].is_string() {
-                        n["status"]["phase"] = json!("Terminating");
-                    }
-                }
+                strategy.prepare_for_update(&mut n, old);
                 n
             }
         };
@@ -1244,13 +1226,13 @@ impl Api {
         if new["status"].is_null() {
             new.as_object_mut().map(|o| o.remove("status"));
         }
-        defaults::apply(info.kind, &mut new);
-        if info.kind == "Service" {
+        strategy.defaults(&mut new);
+        if strategy.allocates_service_addresses() {
             self.allocate_service(&mut new, Some(old)).await?;
         }
-        let mut new = Self::normalize_and_validate(info, new)?;
-        if spec_like(info.kind, &new) != spec_like(info.kind, old) {
-            tracing::trace!(old = %spec_like(info.kind, old), new = %spec_like(info.kind, &new), "spec changed");
+        let mut new = Self::normalize_and_validate(info, new, Some(old))?;
+        if strategy.spec_of(&new) != strategy.spec_of(old) {
+            tracing::trace!(old = %strategy.spec_of(old), new = %strategy.spec_of(&new), "spec changed");
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             new["metadata"]["generation"] = json!(g);
         }
@@ -1267,10 +1249,7 @@ impl Api {
             && new["metadata"]["finalizers"]
                 .as_array()
                 .is_none_or(|f| f.is_empty())
-            && (info.kind != "Namespace"
-                || new["spec"]["finalizers"]
-                    .as_array()
-                    .is_none_or(|f| f.is_empty()));
+            && !strategy.has_kind_finalizers(&new);
         if finalized {
             let kv = self
                 .inner
@@ -1587,26 +1566,14 @@ impl Api {
                 Some("Orphan") => add("orphan"),
                 _ => {}
             }
-            let graceful_pod = info.kind == "Pod"
-                && old["spec"]["nodeName"]
-                    .as_str()
-                    .is_some_and(|n| !n.is_empty())
-                && opts
-                    .grace_period_seconds
-                    .or_else(|| old["spec"]["terminationGracePeriodSeconds"].as_i64())
-                    .unwrap_or(30)
-                    > 0
-                && !matches!(
-                    old["status"]["phase"].as_str(),
-                    Some("Succeeded" | "Failed")
-                );
+            let strategy = registry::strategy(info.kind);
+            // A pod bound to a node is marked and left to its node agent.
+            let graceful = strategy.graceful_deletion(&old, opts.grace_period_seconds);
+            let graceful_pod = graceful.is_some();
             // A namespace with spec.finalizers (`kubernetes` by default) goes Terminating;
             // the namespace controller deletes its content, then finalizes it.
-            let namespace_finalizers = info.kind == "Namespace"
-                && old["spec"]["finalizers"]
-                    .as_array()
-                    .is_some_and(|f| !f.is_empty());
-            if !finalizers.is_empty() || graceful_pod || namespace_finalizers {
+            let kind_finalizers = strategy.has_kind_finalizers(&old);
+            if !finalizers.is_empty() || graceful_pod || kind_finalizers {
                 if old["metadata"]["deletionTimestamp"].is_string()
                     && finalizers
                         == old["metadata"]["finalizers"]
@@ -1620,13 +1587,7 @@ impl Api {
                 let mut new = old.clone();
                 let m = meta_mut(&mut new);
                 if !m.contains_key("deletionTimestamp") {
-                    let grace = if graceful_pod {
-                        opts.grace_period_seconds
-                            .or_else(|| old["spec"]["terminationGracePeriodSeconds"].as_i64())
-                            .unwrap_or(30)
-                    } else {
-                        0
-                    };
+                    let grace = graceful.unwrap_or(0);
                     let at = timestamp_now()
                         .checked_add(jiff::SignedDuration::from_secs(grace))
                         .unwrap_or_else(|_| timestamp_now());
@@ -1643,9 +1604,7 @@ impl Api {
                     m.insert("finalizers".into(), json!(finalizers));
                 }
                 m.remove("resourceVersion");
-                if info.kind == "Namespace" {
-                    new["status"]["phase"] = json!("Terminating");
-                }
+                strategy.mark_terminating(&mut new);
                 if opts.dry_run {
                     return Ok(new);
                 }
@@ -1945,36 +1904,6 @@ impl Api {
         });
         Ok(futures::stream::iter(head).chain(live).boxed())
     }
-}
-
-/// A new pod's `status.qosClass`: kcore-k8s's rule (app and init containers,
-/// pod-level resources, requests defaulted from limits), read from only the
-/// resources of the spec. A spec too malformed to read is rejected by
-/// validation right after; it gets BestEffort meanwhile.
-fn qos_class(spec: &Value) -> &'static str {
-    use k8s_openapi::api::core::v1::ResourceRequirements;
-    use serde::Deserialize;
-    #[derive(Deserialize)]
-    struct Container {
-        resources: Option<ResourceRequirements>,
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Spec {
-        containers: Option<Vec<Container>>,
-        init_containers: Option<Vec<Container>>,
-        resources: Option<ResourceRequirements>,
-    }
-    let Ok(spec) = Spec::deserialize(spec) else {
-        return kcore_k8s::QosClass::BestEffort.as_str();
-    };
-    let containers = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter())
-        .flatten()
-        .map(|c| c.resources.as_ref());
-    kcore_k8s::qos_class(spec.resources.as_ref(), containers).as_str()
 }
 
 /// The autoscaling/v1 Scale view of a scalable object.
