@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 
 use super::Strategy;
 use crate::error::Cause;
+use crate::table::{age, col};
 use crate::validate;
 
 /// The `ConfigMap` strategy.
@@ -20,5 +21,19 @@ impl Strategy for ConfigMapStrategy {
 
     fn spec_of(&self, obj: &Value) -> Value {
         json!([obj["data"], obj["binaryData"], obj["stringData"]])
+    }
+
+    fn table_columns(&self) -> Vec<Value> {
+        let s = "string";
+        let i = "integer";
+        vec![col("Name", s, 0), col("Data", i, 0), col("Age", s, 0)]
+    }
+
+    fn table_cells(&self, o: &Value) -> Vec<Value> {
+        let name = json!(o["metadata"]["name"]);
+        let a = json!(age(&o["metadata"]["creationTimestamp"]));
+        let n = o["data"].as_object().map_or(0, |m| m.len())
+            + o["binaryData"].as_object().map_or(0, |m| m.len());
+        vec![name, json!(n), a]
     }
 }

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use super::Strategy;
 use crate::defaults::{obj_mut, set_default, template};
 use crate::error::Cause;
+use crate::table::{age, col, containers_images, num, selector_str};
 use crate::validate;
 
 /// The `DaemonSet` strategy.
@@ -34,5 +35,44 @@ impl Strategy for DaemonSetStrategy {
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
         validate::workload(obj, causes);
+    }
+
+    fn table_columns(&self) -> Vec<Value> {
+        let s = "string";
+        let i = "integer";
+        vec![
+            col("Name", s, 0),
+            col("Desired", i, 0),
+            col("Current", i, 0),
+            col("Ready", i, 0),
+            col("Up-to-date", i, 0),
+            col("Available", i, 0),
+            col("Node Selector", s, 0),
+            col("Age", s, 0),
+            col("Containers", s, 1),
+            col("Images", s, 1),
+            col("Selector", s, 1),
+        ]
+    }
+
+    fn table_cells(&self, o: &Value) -> Vec<Value> {
+        let name = json!(o["metadata"]["name"]);
+        let a = json!(age(&o["metadata"]["creationTimestamp"]));
+        let st = &o["status"];
+        let spec = &o["spec"];
+        let (c, i) = containers_images(&spec["template"]["spec"]);
+        vec![
+            name,
+            json!(num(&st["desiredNumberScheduled"])),
+            json!(num(&st["currentNumberScheduled"])),
+            json!(num(&st["numberReady"])),
+            json!(num(&st["updatedNumberScheduled"])),
+            json!(num(&st["numberAvailable"])),
+            json!(selector_str(&spec["template"]["spec"]["nodeSelector"])),
+            a,
+            json!(c),
+            json!(i),
+            json!(selector_str(&spec["selector"])),
+        ]
     }
 }

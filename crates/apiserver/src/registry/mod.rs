@@ -14,15 +14,22 @@
 //! Adding a built-in kind with rules of its own: one new file here and one line in
 //! [`STRATEGIES`].
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::error::Cause;
+use crate::table::{age, col};
 use crate::validate;
 
 mod configmap;
 mod daemonset;
 mod deployment;
+mod endpoints;
+mod endpointslice;
+mod event;
+mod ingress;
+mod lease;
 mod namespace;
+mod node;
 mod pod;
 mod replicaset;
 mod secret;
@@ -95,6 +102,19 @@ pub(crate) trait Strategy: Sync {
     fn settle_in_cache(&self) -> bool {
         false
     }
+
+    /// The Table column definitions (`kubectl get`).
+    fn table_columns(&self) -> Vec<Value> {
+        vec![col("Name", "string", 0), col("Age", "string", 0)]
+    }
+
+    /// One object's Table cells, matching [`Strategy::table_columns`].
+    fn table_cells(&self, o: &Value) -> Vec<Value> {
+        vec![
+            json!(o["metadata"]["name"]),
+            json!(age(&o["metadata"]["creationTimestamp"])),
+        ]
+    }
 }
 
 /// The strategy of kinds with no special rules.
@@ -111,7 +131,13 @@ static STRATEGIES: &[&dyn Strategy] = &[
     &configmap::ConfigMapStrategy,
     &daemonset::DaemonSetStrategy,
     &deployment::DeploymentStrategy,
+    &endpoints::EndpointsStrategy,
+    &endpointslice::EndpointSliceStrategy,
+    &event::EventStrategy,
+    &ingress::IngressStrategy,
+    &lease::LeaseStrategy,
     &namespace::NamespaceStrategy,
+    &node::NodeStrategy,
     &pod::PodStrategy,
     &replicaset::ReplicaSetStrategy,
     &secret::SecretStrategy,

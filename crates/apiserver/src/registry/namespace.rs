@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::Strategy;
 use crate::defaults::{obj_mut, set_default};
+use crate::table::{age, col};
 
 /// The `Namespace` strategy.
 pub(crate) struct NamespaceStrategy;
@@ -57,5 +58,17 @@ impl Strategy for NamespaceStrategy {
 
     fn settle_in_cache(&self) -> bool {
         true
+    }
+
+    fn table_columns(&self) -> Vec<Value> {
+        let s = "string";
+        vec![col("Name", s, 0), col("Status", s, 0), col("Age", s, 0)]
+    }
+
+    fn table_cells(&self, o: &Value) -> Vec<Value> {
+        let name = json!(o["metadata"]["name"]);
+        let a = json!(age(&o["metadata"]["creationTimestamp"]));
+        let st = &o["status"];
+        vec![name, json!(st["phase"].as_str().unwrap_or("Active")), a]
     }
 }

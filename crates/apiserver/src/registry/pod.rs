@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use super::Strategy;
 use crate::defaults::{obj_mut, pod_spec, set_default};
 use crate::error::Cause;
+use crate::table::{age, col, num};
 use crate::validate;
 
 /// The `Pod` strategy.
@@ -45,6 +46,69 @@ impl Strategy for PodStrategy {
             );
         graceful.then_some(grace)
     }
+
+    fn table_columns(&self) -> Vec<Value> {
+        let s = "string";
+        vec![
+            col("Name", s, 0),
+            col("Ready", s, 0),
+            col("Status", s, 0),
+            col("Restarts", s, 0),
+            col("Age", s, 0),
+            col("IP", s, 1),
+            col("Node", s, 1),
+            col("Nominated Node", s, 1),
+            col("Readiness Gates", s, 1),
+        ]
+    }
+
+    fn table_cells(&self, o: &Value) -> Vec<Value> {
+        let name = json!(o["metadata"]["name"]);
+        let a = json!(age(&o["metadata"]["creationTimestamp"]));
+        let st = &o["status"];
+        let spec = &o["spec"];
+        let cs = st["containerStatuses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let total = spec["containers"].as_array().map_or(0, Vec::len);
+        let ready = cs.iter().filter(|c| c["ready"] == true).count();
+        let restarts: i64 = cs.iter().map(|c| num(&c["restartCount"])).sum();
+        vec![
+            name,
+            json!(format!("{ready}/{total}")),
+            json!(pod_status(o)),
+            json!(restarts.to_string()),
+            a,
+            json!(st["podIP"].as_str().unwrap_or("<none>")),
+            json!(spec["nodeName"].as_str().unwrap_or("<none>")),
+            json!("<none>"),
+            json!("<none>"),
+        ]
+    }
+}
+
+fn pod_status(o: &Value) -> String {
+    if o["metadata"]["deletionTimestamp"].is_string() {
+        return "Terminating".into();
+    }
+    for cs in o["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(r) = cs["state"]["waiting"]["reason"].as_str() {
+            return r.to_owned();
+        }
+        if let Some(r) = cs["state"]["terminated"]["reason"].as_str() {
+            return r.to_owned();
+        }
+    }
+    o["status"]["reason"]
+        .as_str()
+        .or(o["status"]["phase"].as_str())
+        .unwrap_or("Pending")
+        .to_owned()
 }
 
 /// A new pod's `status.qosClass`: kcore-k8s's rule (app and init containers,

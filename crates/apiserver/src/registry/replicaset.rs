@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use super::Strategy;
 use crate::defaults::{obj_mut, set_default, template};
 use crate::error::Cause;
+use crate::table::{age, col, containers_images, num, selector_str};
 use crate::validate;
 
 /// The `ReplicaSet` strategy.
@@ -26,5 +27,38 @@ impl Strategy for ReplicaSetStrategy {
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
         validate::workload(obj, causes);
+    }
+
+    fn table_columns(&self) -> Vec<Value> {
+        let s = "string";
+        let i = "integer";
+        vec![
+            col("Name", s, 0),
+            col("Desired", i, 0),
+            col("Current", i, 0),
+            col("Ready", i, 0),
+            col("Age", s, 0),
+            col("Containers", s, 1),
+            col("Images", s, 1),
+            col("Selector", s, 1),
+        ]
+    }
+
+    fn table_cells(&self, o: &Value) -> Vec<Value> {
+        let name = json!(o["metadata"]["name"]);
+        let a = json!(age(&o["metadata"]["creationTimestamp"]));
+        let st = &o["status"];
+        let spec = &o["spec"];
+        let (c, i) = containers_images(&spec["template"]["spec"]);
+        vec![
+            name,
+            json!(num(&spec["replicas"])),
+            json!(num(&st["replicas"])),
+            json!(num(&st["readyReplicas"])),
+            a,
+            json!(c),
+            json!(i),
+            json!(selector_str(&spec["selector"])),
+        ]
     }
 }

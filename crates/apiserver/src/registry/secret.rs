@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use super::Strategy;
 use crate::defaults::{obj_mut, set_default};
 use crate::error::Cause;
+use crate::table::{age, col};
 use crate::validate;
 
 /// The `Secret` strategy.
@@ -35,5 +36,27 @@ impl Strategy for SecretStrategy {
 
     fn spec_of(&self, obj: &Value) -> Value {
         json!([obj["data"], obj["binaryData"], obj["stringData"]])
+    }
+
+    fn table_columns(&self) -> Vec<Value> {
+        let s = "string";
+        let i = "integer";
+        vec![
+            col("Name", s, 0),
+            col("Type", s, 0),
+            col("Data", i, 0),
+            col("Age", s, 0),
+        ]
+    }
+
+    fn table_cells(&self, o: &Value) -> Vec<Value> {
+        let name = json!(o["metadata"]["name"]);
+        let a = json!(age(&o["metadata"]["creationTimestamp"]));
+        vec![
+            name,
+            json!(o["type"]),
+            json!(o["data"].as_object().map_or(0, |m| m.len())),
+            a,
+        ]
     }
 }

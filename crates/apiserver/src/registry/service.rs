@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use super::Strategy;
 use crate::defaults::{obj_mut, set_default};
 use crate::error::Cause;
+use crate::table::{age, col, join_str, num, selector_str};
 
 /// The `Service` strategy.
 pub(crate) struct ServiceStrategy;
@@ -88,6 +89,74 @@ impl Strategy for ServiceStrategy {
             causes.push(Cause::required("spec.externalName"));
         }
     }
+
+    fn table_columns(&self) -> Vec<Value> {
+        let s = "string";
+        vec![
+            col("Name", s, 0),
+            col("Type", s, 0),
+            col("Cluster-IP", s, 0),
+            col("External-IP", s, 0),
+            col("Port(s)", s, 0),
+            col("Age", s, 0),
+            col("Selector", s, 1),
+        ]
+    }
+
+    fn table_cells(&self, o: &Value) -> Vec<Value> {
+        let name = json!(o["metadata"]["name"]);
+        let a = json!(age(&o["metadata"]["creationTimestamp"]));
+        let st = &o["status"];
+        let spec = &o["spec"];
+        let ext: Vec<String> = st["loadBalancer"]["ingress"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| {
+                i["ip"]
+                    .as_str()
+                    .or(i["hostname"].as_str())
+                    .map(str::to_owned)
+            })
+            .chain(
+                spec["externalIPs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_owned)),
+            )
+            .collect();
+        let ext = if ext.is_empty() {
+            if spec["type"] == "LoadBalancer" {
+                "<pending>".into()
+            } else if spec["type"] == "ExternalName" {
+                spec["externalName"].as_str().unwrap_or("<none>").into()
+            } else {
+                "<none>".to_owned()
+            }
+        } else {
+            ext.join(",")
+        };
+        vec![
+            name,
+            json!(spec["type"]),
+            json!(spec["clusterIP"].as_str().unwrap_or("<none>")),
+            json!(ext),
+            json!(service_ports(spec)),
+            a,
+            json!(selector_str(&spec["selector"])),
+        ]
+    }
+}
+
+fn service_ports(spec: &Value) -> String {
+    join_str(spec["ports"].as_array().into_iter().flatten().map(|p| {
+        let proto = p["protocol"].as_str().unwrap_or("TCP");
+        match p["nodePort"].as_i64() {
+            Some(np) => format!("{}:{np}/{proto}", num(&p["port"])),
+            None => format!("{}/{proto}", num(&p["port"])),
+        }
+    }))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use super::Strategy;
 use crate::defaults::{obj_mut, set_default, template};
 use crate::error::Cause;
+use crate::table::{age, col, containers_images, num};
 use crate::validate;
 
 /// The `StatefulSet` strategy.
@@ -51,5 +52,35 @@ impl Strategy for StatefulSetStrategy {
                 validate::MSG_LABEL,
             ));
         }
+    }
+
+    fn table_columns(&self) -> Vec<Value> {
+        let s = "string";
+        vec![
+            col("Name", s, 0),
+            col("Ready", s, 0),
+            col("Age", s, 0),
+            col("Containers", s, 1),
+            col("Images", s, 1),
+        ]
+    }
+
+    fn table_cells(&self, o: &Value) -> Vec<Value> {
+        let name = json!(o["metadata"]["name"]);
+        let a = json!(age(&o["metadata"]["creationTimestamp"]));
+        let st = &o["status"];
+        let spec = &o["spec"];
+        let (c, i) = containers_images(&spec["template"]["spec"]);
+        vec![
+            name,
+            json!(format!(
+                "{}/{}",
+                num(&st["readyReplicas"]),
+                num(&spec["replicas"])
+            )),
+            a,
+            json!(c),
+            json!(i),
+        ]
     }
 }
