@@ -3,7 +3,6 @@
 use k8s_openapi::jiff;
 use serde_json::{json, Value};
 
-use crate::registry;
 use crate::resources::ResourceInfo;
 
 /// Human age like kubectl's (`5s`, `3m2s`, `4h`, `2d`).
@@ -99,7 +98,7 @@ pub(crate) fn table(
     cont: &Value,
     include_object: bool,
 ) -> Value {
-    let strategy = registry::strategy(info.kind);
+    let strategy = info.strategy;
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {

@@ -53,7 +53,7 @@ impl Api {
                 Some("Orphan") => add("orphan"),
                 _ => {}
             }
-            let strategy = registry::strategy(info.kind);
+            let strategy = info.strategy;
             // A pod bound to a node is marked and left to its node agent.
             let graceful = strategy.graceful_deletion(&old, opts.grace_period_seconds);
             let graceful_pod = graceful.is_some();

@@ -11,7 +11,7 @@ impl Api {
     /// Other kinds return at once.
     pub(super) async fn settle(&self, info: &ResourceInfo, rev: u64) {
         let cache = &self.inner.cache;
-        if registry::strategy(info.kind).settle_in_cache()
+        if info.strategy.settle_in_cache()
             && cache.revision().is_some()
             && !cache.wait_for(rev, Duration::from_secs(3)).await
         {
@@ -105,7 +105,7 @@ impl Api {
                 info.kind, info.version, info.kind
             ))
         })?;
-        let causes = registry::validate(info.kind, &norm, old);
+        let causes = registry::validate(info.strategy, &norm, old);
         if !causes.is_empty() {
             return Err(ApiError::invalid(info.group, info.kind, &name, causes));
         }
@@ -188,7 +188,7 @@ impl Api {
         ] {
             meta.remove(k);
         }
-        let strategy = registry::strategy(info.kind);
+        let strategy = info.strategy;
         strategy.prepare_for_create(&mut obj);
         strategy.defaults(&mut obj);
         if strategy.allocates_service_addresses() {
@@ -239,7 +239,7 @@ impl Api {
                 )));
             }
         }
-        let strategy = registry::strategy(info.kind);
+        let strategy = info.strategy;
         let mut new = match sub {
             Some(Sub::Status) => {
                 let mut n = old.clone();

@@ -4,8 +4,21 @@ use serde_json::{json, Value};
 
 use super::Strategy;
 use crate::error::Cause;
+use crate::resources::{res, ResourceInfo, NONE};
 use crate::table::{age, col};
 use crate::validate;
+
+/// The served `ConfigMap` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::core::v1::ConfigMap,
+    "configmaps",
+    true,
+    &["cm"],
+    NONE,
+    &[],
+    false,
+    &ConfigMapStrategy
+);
 
 /// The `ConfigMap` strategy.
 pub(crate) struct ConfigMapStrategy;

@@ -5,8 +5,21 @@ use serde_json::{json, Value};
 use super::Strategy;
 use crate::defaults::{obj_mut, set_default, template};
 use crate::error::Cause;
+use crate::resources::{res, ResourceInfo, Sub, ALL};
 use crate::table::{age, col, containers_images, num, selector_str};
 use crate::validate;
+
+/// The served `DaemonSet` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::apps::v1::DaemonSet,
+    "daemonsets",
+    true,
+    &["ds"],
+    ALL,
+    &[Sub::Status],
+    false,
+    &DaemonSetStrategy
+);
 
 /// The `DaemonSet` strategy.
 pub(crate) struct DaemonSetStrategy;

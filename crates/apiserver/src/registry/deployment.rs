@@ -5,8 +5,21 @@ use serde_json::{json, Value};
 use super::Strategy;
 use crate::defaults::{obj_mut, set_default, template};
 use crate::error::Cause;
+use crate::resources::{res, ResourceInfo, Sub, ALL};
 use crate::table::{age, col, containers_images, num, selector_str};
 use crate::validate;
+
+/// The served `Deployment` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::apps::v1::Deployment,
+    "deployments",
+    true,
+    &["deploy"],
+    ALL,
+    &[Sub::Status, Sub::Scale],
+    false,
+    &DeploymentStrategy
+);
 
 /// The `Deployment` strategy.
 pub(crate) struct DeploymentStrategy;
@@ -108,7 +121,7 @@ mod tests {
         let d = json!({"metadata": {"name": "Bad_Name", "labels": {"ok": "not ok!"}},
             "spec": {"replicas": -1, "selector": {"matchLabels": {"app": "x"}},
                 "template": {"metadata": {"labels": {"app": "y"}}, "spec": {"containers": [{"name": "c"}]}}}});
-        let fields: Vec<String> = super::super::validate("Deployment", &d, None)
+        let fields: Vec<String> = super::super::validate(&DeploymentStrategy, &d, None)
             .into_iter()
             .map(|c| c.field)
             .collect();

@@ -3,7 +3,20 @@
 use serde_json::{json, Value};
 
 use super::Strategy;
+use crate::resources::{res, ResourceInfo, NONE};
 use crate::table::{age, col, join_str, num};
+
+/// The served `Endpoints` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::core::v1::Endpoints,
+    "endpoints",
+    true,
+    &["ep"],
+    NONE,
+    &[],
+    true,
+    &EndpointsStrategy
+);
 
 /// The `Endpoints` strategy.
 pub(crate) struct EndpointsStrategy;

@@ -3,7 +3,20 @@
 use serde_json::{json, Value};
 
 use super::Strategy;
+use crate::resources::{res, ResourceInfo, NONE};
 use crate::table::{age, col, join_str, num};
+
+/// The served `EndpointSlice` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::discovery::v1::EndpointSlice,
+    "endpointslices",
+    true,
+    &[],
+    NONE,
+    &[],
+    false,
+    &EndpointSliceStrategy
+);
 
 /// The `EndpointSlice` strategy.
 pub(crate) struct EndpointSliceStrategy;

@@ -3,7 +3,20 @@
 use serde_json::{json, Value};
 
 use super::Strategy;
+use crate::resources::{res, ResourceInfo, NONE};
 use crate::table::{age, col};
+
+/// The served `Event` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::core::v1::Event,
+    "events",
+    true,
+    &["ev"],
+    NONE,
+    &[],
+    true,
+    &EventStrategy
+);
 
 /// The `Event` strategy.
 pub(crate) struct EventStrategy;

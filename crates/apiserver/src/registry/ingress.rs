@@ -3,7 +3,20 @@
 use serde_json::{json, Value};
 
 use super::Strategy;
+use crate::resources::{res, ResourceInfo, Sub, NONE};
 use crate::table::{age, col, join_str};
+
+/// The served `Ingress` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::networking::v1::Ingress,
+    "ingresses",
+    true,
+    &["ing"],
+    NONE,
+    &[Sub::Status],
+    false,
+    &IngressStrategy
+);
 
 /// The `Ingress` strategy.
 pub(crate) struct IngressStrategy;

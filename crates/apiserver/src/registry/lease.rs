@@ -3,7 +3,20 @@
 use serde_json::{json, Value};
 
 use super::Strategy;
+use crate::resources::{res, ResourceInfo, NONE};
 use crate::table::{age, col};
+
+/// The served `Lease` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::coordination::v1::Lease,
+    "leases",
+    true,
+    &[],
+    NONE,
+    &[],
+    true,
+    &LeaseStrategy
+);
 
 /// The `Lease` strategy.
 pub(crate) struct LeaseStrategy;

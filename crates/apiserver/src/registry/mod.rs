@@ -8,11 +8,12 @@
 //! default that fits a kind with no special rules, so a kind without a file here is served
 //! by [`DefaultStrategy`].
 //!
-//! Short names, categories, scope and subresources are in the served-resource table
-//! (`resources.rs`); field selectors are generic over JSON paths today, as they were.
+//! Field selectors are generic over JSON paths today, as they were.
 //!
-//! Adding a built-in kind with rules of its own: one new file here and one line in
-//! [`STRATEGIES`].
+//! Each kind's file also declares its served resource (`RESOURCE`: plural, scope, short
+//! names, categories, subresources) with its strategy; adding a built-in kind is one new
+//! file here plus one line in `resources::RESOURCES`. Kinds with no rules of their own
+//! are listed there directly and get [`DefaultStrategy`].
 
 use serde_json::{json, Value};
 
@@ -20,21 +21,21 @@ use crate::error::Cause;
 use crate::table::{age, col};
 use crate::validate;
 
-mod configmap;
-mod daemonset;
-mod deployment;
-mod endpoints;
-mod endpointslice;
-mod event;
-mod ingress;
-mod lease;
-mod namespace;
-mod node;
-mod pod;
-mod replicaset;
-mod secret;
-mod service;
-mod statefulset;
+pub(crate) mod configmap;
+pub(crate) mod daemonset;
+pub(crate) mod deployment;
+pub(crate) mod endpoints;
+pub(crate) mod endpointslice;
+pub(crate) mod event;
+pub(crate) mod ingress;
+pub(crate) mod lease;
+pub(crate) mod namespace;
+pub(crate) mod node;
+pub(crate) mod pod;
+pub(crate) mod replicaset;
+pub(crate) mod secret;
+pub(crate) mod service;
+pub(crate) mod statefulset;
 
 /// How the generic store treats objects of one kind.
 pub(crate) trait Strategy: Sync {
@@ -126,38 +127,9 @@ impl Strategy for DefaultStrategy {
     }
 }
 
-/// The registered strategies, one line per kind that has rules of its own.
-static STRATEGIES: &[&dyn Strategy] = &[
-    &configmap::ConfigMapStrategy,
-    &daemonset::DaemonSetStrategy,
-    &deployment::DeploymentStrategy,
-    &endpoints::EndpointsStrategy,
-    &endpointslice::EndpointSliceStrategy,
-    &event::EventStrategy,
-    &ingress::IngressStrategy,
-    &lease::LeaseStrategy,
-    &namespace::NamespaceStrategy,
-    &node::NodeStrategy,
-    &pod::PodStrategy,
-    &replicaset::ReplicaSetStrategy,
-    &secret::SecretStrategy,
-    &service::ServiceStrategy,
-    &statefulset::StatefulSetStrategy,
-];
-
-/// The strategy for `kind`, or the default one.
-pub(crate) fn strategy(kind: &str) -> &'static dyn Strategy {
-    STRATEGIES
-        .iter()
-        .copied()
-        .find(|s| s.kind() == kind)
-        .unwrap_or(&DefaultStrategy)
-}
-
-/// Validates an object of `kind` (metadata, then the kind's own rules); `old` is the
-/// stored object on update. An empty result means valid.
-pub(crate) fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
-    let s = strategy(kind);
+/// Validates an object (metadata, then the rules of its kind's strategy `s`); `old` is
+/// the stored object on update. An empty result means valid.
+pub(crate) fn validate(s: &dyn Strategy, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut causes = Vec::new();
     validate::metadata(s.name_is_label(), obj, &mut causes);
     match old {
@@ -169,16 +141,19 @@ pub(crate) fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Caus
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::resources::RESOURCES;
 
     #[test]
-    fn kinds_are_registered_once_and_unknown_kinds_get_the_default() {
-        let mut kinds: Vec<_> = STRATEGIES.iter().map(|s| s.kind()).collect();
-        let n = kinds.len();
-        kinds.sort_unstable();
-        kinds.dedup();
-        assert_eq!(kinds.len(), n, "a kind is registered twice");
-        assert_eq!(strategy("Pod").kind(), "Pod");
-        assert_eq!(strategy("NoSuchKind").kind(), "");
+    fn each_resource_has_its_kinds_strategy_or_the_default() {
+        for r in RESOURCES {
+            let k = r.strategy.kind();
+            assert!(
+                k.is_empty() || k == r.kind,
+                "{} has the {k} strategy",
+                r.kind
+            );
+        }
+        let pods = crate::resources::lookup("", "v1", "pods").unwrap();
+        assert_eq!(pods.strategy.kind(), "Pod");
     }
 }

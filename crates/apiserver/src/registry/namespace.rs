@@ -7,7 +7,20 @@ use serde_json::{json, Value};
 
 use super::Strategy;
 use crate::defaults::{obj_mut, set_default};
+use crate::resources::{res, ResourceInfo, Sub, NONE};
 use crate::table::{age, col};
+
+/// The served `Namespace` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::core::v1::Namespace,
+    "namespaces",
+    false,
+    &["ns"],
+    NONE,
+    &[Sub::Status, Sub::Finalize],
+    false,
+    &NamespaceStrategy
+);
 
 /// The `Namespace` strategy.
 pub(crate) struct NamespaceStrategy;

@@ -3,7 +3,20 @@
 use serde_json::{json, Value};
 
 use super::Strategy;
+use crate::resources::{res, ResourceInfo, Sub, NONE};
 use crate::table::{age, col, join_str};
+
+/// The served `Node` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::core::v1::Node,
+    "nodes",
+    false,
+    &["no"],
+    NONE,
+    &[Sub::Status],
+    false,
+    &NodeStrategy
+);
 
 /// The `Node` strategy.
 pub(crate) struct NodeStrategy;

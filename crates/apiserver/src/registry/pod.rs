@@ -6,8 +6,21 @@ use serde_json::{json, Value};
 use super::Strategy;
 use crate::defaults::{obj_mut, pod_spec, set_default};
 use crate::error::Cause;
+use crate::resources::{res, ResourceInfo, Sub, ALL};
 use crate::table::{age, col, num};
 use crate::validate;
+
+/// The served `Pod` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::core::v1::Pod,
+    "pods",
+    true,
+    &["po"],
+    ALL,
+    &[Sub::Status, Sub::Binding, Sub::Eviction, Sub::Log],
+    false,
+    &PodStrategy
+);
 
 /// The `Pod` strategy.
 pub(crate) struct PodStrategy;

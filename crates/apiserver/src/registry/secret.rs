@@ -6,8 +6,21 @@ use serde_json::{json, Value};
 use super::Strategy;
 use crate::defaults::{obj_mut, set_default};
 use crate::error::Cause;
+use crate::resources::{res, ResourceInfo, NONE};
 use crate::table::{age, col};
 use crate::validate;
+
+/// The served `Secret` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::core::v1::Secret,
+    "secrets",
+    true,
+    &[],
+    NONE,
+    &[],
+    false,
+    &SecretStrategy
+);
 
 /// The `Secret` strategy.
 pub(crate) struct SecretStrategy;

@@ -6,7 +6,20 @@ use serde_json::{json, Value};
 use super::Strategy;
 use crate::defaults::{obj_mut, set_default};
 use crate::error::Cause;
+use crate::resources::{res, ResourceInfo, Sub, ALL};
 use crate::table::{age, col, join_str, num, selector_str};
+
+/// The served `Service` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::core::v1::Service,
+    "services",
+    true,
+    &["svc"],
+    ALL,
+    &[Sub::Status],
+    false,
+    &ServiceStrategy
+);
 
 /// The `Service` strategy.
 pub(crate) struct ServiceStrategy;
@@ -174,6 +187,6 @@ mod tests {
     #[test]
     fn a_valid_service_has_no_causes() {
         let good = json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}});
-        assert!(super::super::validate("Service", &good, None).is_empty());
+        assert!(super::super::validate(&ServiceStrategy, &good, None).is_empty());
     }
 }

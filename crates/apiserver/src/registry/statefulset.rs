@@ -6,8 +6,21 @@ use serde_json::{json, Value};
 use super::Strategy;
 use crate::defaults::{obj_mut, set_default, template};
 use crate::error::Cause;
+use crate::resources::{res, ResourceInfo, Sub, ALL};
 use crate::table::{age, col, containers_images, num};
 use crate::validate;
+
+/// The served `StatefulSet` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::apps::v1::StatefulSet,
+    "statefulsets",
+    true,
+    &["sts"],
+    ALL,
+    &[Sub::Status, Sub::Scale],
+    false,
+    &StatefulSetStrategy
+);
 
 /// The `StatefulSet` strategy.
 pub(crate) struct StatefulSetStrategy;
