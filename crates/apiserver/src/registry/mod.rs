@@ -1,10 +1,10 @@
 //! Per-kind strategies, as upstream's `pkg/registry/<group>/<kind>/strategy.go`: what the
-//! generic store in `api.rs` does differently for one kind lives in that kind's file here.
+//! generic store in `api/` does differently for one kind lives in that kind's file here.
 //!
 //! A [`Strategy`] says how a kind is defaulted, prepared on create and update, validated,
 //! which of its fields count as spec (for `metadata.generation`) and which as status (reset
 //! by a plain update when the kind has a status subresource), how it is deleted (graceful
-//! deletion, finalizers of its own) and how it prints in a Table. Every method has the
+//! deletion, finalizers of its own) and how it prints in a Table (`kubectl get`). Every method has the
 //! default that fits a kind with no special rules, so a kind without a file here is served
 //! by [`DefaultStrategy`].
 //!
