@@ -42,6 +42,7 @@ mod http;
 mod openapi;
 mod patch;
 mod protobuf;
+mod registry;
 mod resources;
 mod selectors;
 mod server;

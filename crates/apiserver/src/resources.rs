@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use crate::registry::{self, Strategy};
+
 /// Subresources a resource may have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Sub {
@@ -28,7 +30,6 @@ impl Sub {
 }
 
 /// One served resource.
-#[derive(Debug)]
 pub(crate) struct ResourceInfo {
     pub group: &'static str,
     pub version: &'static str,
@@ -43,6 +44,20 @@ pub(crate) struct ResourceInfo {
     pub create_on_update: bool,
     /// Parses into the upstream type and serializes back, rejecting wrong shapes.
     pub normalize: fn(Value) -> Result<Value, serde_json::Error>,
+    /// What the store does differently for this kind (`registry/`).
+    pub strategy: &'static dyn Strategy,
+}
+
+impl std::fmt::Debug for ResourceInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResourceInfo")
+            .field("group", &self.group)
+            .field("version", &self.version)
+            .field("kind", &self.kind)
+            .field("plural", &self.plural)
+            .field("strategy", &self.strategy.kind())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ResourceInfo {
@@ -93,16 +108,31 @@ impl ResourceInfo {
     }
 }
 
-fn normalize<T>(v: Value) -> Result<Value, serde_json::Error>
+/// Parses `v` into `T` and serializes it back.
+pub(crate) fn normalize<T>(v: Value) -> Result<Value, serde_json::Error>
 where
     T: serde::de::DeserializeOwned + serde::Serialize,
 {
     serde_json::to_value(serde_json::from_value::<T>(v)?)
 }
 
+/// A [`ResourceInfo`] for upstream type `$ty`: plural, namespaced, short names,
+/// categories, subresources, create-on-update and (optionally) the kind's strategy.
 macro_rules! res {
     ($ty:ty, $plural:expr, $ns:expr, $short:expr, $cats:expr, $subs:expr, $cou:expr) => {
-        ResourceInfo {
+        $crate::resources::res!(
+            $ty,
+            $plural,
+            $ns,
+            $short,
+            $cats,
+            $subs,
+            $cou,
+            &$crate::registry::DefaultStrategy
+        )
+    };
+    ($ty:ty, $plural:expr, $ns:expr, $short:expr, $cats:expr, $subs:expr, $cou:expr, $strategy:expr) => {
+        $crate::resources::ResourceInfo {
             group: <$ty as k8s_openapi::Resource>::GROUP,
             version: <$ty as k8s_openapi::Resource>::VERSION,
             kind: <$ty as k8s_openapi::Resource>::KIND,
@@ -113,67 +143,30 @@ macro_rules! res {
             categories: $cats,
             subresources: $subs,
             create_on_update: $cou,
-            normalize: normalize::<$ty>,
+            normalize: $crate::resources::normalize::<$ty>,
+            strategy: $strategy,
         }
     };
 }
+pub(crate) use res;
 
-use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
-use k8s_openapi::api::{discovery::v1 as disc, networking::v1 as net, policy::v1 as policy};
+use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, policy::v1 as policy};
 
-const ALL: &[&str] = &["all"];
-const NONE: &[&str] = &[];
+/// The `all` category.
+pub(crate) const ALL: &[&str] = &["all"];
+/// No short names or categories.
+pub(crate) const NONE: &[&str] = &[];
 
 /// Every served resource.
 pub(crate) static RESOURCES: &[ResourceInfo] = &[
-    res!(
-        core::Namespace,
-        "namespaces",
-        false,
-        &["ns"],
-        NONE,
-        &[Sub::Status, Sub::Finalize],
-        false
-    ),
-    res!(
-        core::Pod,
-        "pods",
-        true,
-        &["po"],
-        ALL,
-        &[Sub::Status, Sub::Binding, Sub::Eviction, Sub::Log],
-        false
-    ),
-    res!(
-        core::Service,
-        "services",
-        true,
-        &["svc"],
-        ALL,
-        &[Sub::Status],
-        false
-    ),
-    res!(core::Endpoints, "endpoints", true, &["ep"], NONE, &[], true),
-    res!(
-        core::ConfigMap,
-        "configmaps",
-        true,
-        &["cm"],
-        NONE,
-        &[],
-        false
-    ),
-    res!(core::Secret, "secrets", true, &[], NONE, &[], false),
-    res!(
-        core::Node,
-        "nodes",
-        false,
-        &["no"],
-        NONE,
-        &[Sub::Status],
-        false
-    ),
-    res!(core::Event, "events", true, &["ev"], NONE, &[], true),
+    registry::namespace::RESOURCE,
+    registry::pod::RESOURCE,
+    registry::service::RESOURCE,
+    registry::endpoints::RESOURCE,
+    registry::configmap::RESOURCE,
+    registry::secret::RESOURCE,
+    registry::node::RESOURCE,
+    registry::event::RESOURCE,
     res!(
         core::ServiceAccount,
         "serviceaccounts",
@@ -183,61 +176,13 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
         &[],
         false
     ),
-    res!(
-        apps::Deployment,
-        "deployments",
-        true,
-        &["deploy"],
-        ALL,
-        &[Sub::Status, Sub::Scale],
-        false
-    ),
-    res!(
-        apps::ReplicaSet,
-        "replicasets",
-        true,
-        &["rs"],
-        ALL,
-        &[Sub::Status, Sub::Scale],
-        false
-    ),
-    res!(
-        apps::StatefulSet,
-        "statefulsets",
-        true,
-        &["sts"],
-        ALL,
-        &[Sub::Status, Sub::Scale],
-        false
-    ),
-    res!(
-        apps::DaemonSet,
-        "daemonsets",
-        true,
-        &["ds"],
-        ALL,
-        &[Sub::Status],
-        false
-    ),
-    res!(
-        disc::EndpointSlice,
-        "endpointslices",
-        true,
-        &[],
-        NONE,
-        &[],
-        false
-    ),
-    res!(
-        net::Ingress,
-        "ingresses",
-        true,
-        &["ing"],
-        NONE,
-        &[Sub::Status],
-        false
-    ),
-    res!(coord::Lease, "leases", true, &[], NONE, &[], true),
+    registry::deployment::RESOURCE,
+    registry::replicaset::RESOURCE,
+    registry::statefulset::RESOURCE,
+    registry::daemonset::RESOURCE,
+    registry::endpointslice::RESOURCE,
+    registry::ingress::RESOURCE,
+    registry::lease::RESOURCE,
     res!(
         core::PersistentVolumeClaim,
         "persistentvolumeclaims",

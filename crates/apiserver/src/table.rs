@@ -32,16 +32,19 @@ fn age_at(ts: &Value, now: i64) -> String {
     }
 }
 
-fn col(name: &str, ty: &str, priority: u8) -> Value {
+/// A column definition.
+pub(crate) fn col(name: &str, ty: &str, priority: u8) -> Value {
     let format = if name == "Name" { "name" } else { "" };
     json!({"name": name, "type": ty, "format": format, "description": name, "priority": priority})
 }
 
-fn num(v: &Value) -> i64 {
+/// An integer field, 0 when missing.
+pub(crate) fn num(v: &Value) -> i64 {
     v.as_i64().unwrap_or(0)
 }
 
-fn join_str(items: impl Iterator<Item = String>) -> String {
+/// Comma-joined items, `<none>` when there are none.
+pub(crate) fn join_str(items: impl Iterator<Item = String>) -> String {
     let v: Vec<String> = items.collect();
     if v.is_empty() {
         "<none>".into()
@@ -50,7 +53,8 @@ fn join_str(items: impl Iterator<Item = String>) -> String {
     }
 }
 
-fn containers_images(spec: &Value) -> (String, String) {
+/// The container names and images of a PodSpec, comma-joined.
+pub(crate) fn containers_images(spec: &Value) -> (String, String) {
     let cs = spec["containers"].as_array().cloned().unwrap_or_default();
     (
         join_str(
@@ -64,7 +68,8 @@ fn containers_images(spec: &Value) -> (String, String) {
     )
 }
 
-fn selector_str(sel: &Value) -> String {
+/// A selector (or a plain label map) as `k=v,k=v`.
+pub(crate) fn selector_str(sel: &Value) -> String {
     let mut parts: Vec<String> = sel["matchLabels"]
         .as_object()
         .into_iter()
@@ -84,457 +89,6 @@ fn selector_str(sel: &Value) -> String {
     join_str(parts.into_iter())
 }
 
-fn pod_status(o: &Value) -> String {
-    if o["metadata"]["deletionTimestamp"].is_string() {
-        return "Terminating".into();
-    }
-    for cs in o["status"]["containerStatuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if let Some(r) = cs["state"]["waiting"]["reason"].as_str() {
-            return r.to_owned();
-        }
-        if let Some(r) = cs["state"]["terminated"]["reason"].as_str() {
-            return r.to_owned();
-        }
-    }
-    o["status"]["reason"]
-        .as_str()
-        .or(o["status"]["phase"].as_str())
-        .unwrap_or("Pending")
-        .to_owned()
-}
-
-fn service_ports(spec: &Value) -> String {
-    join_str(spec["ports"].as_array().into_iter().flatten().map(|p| {
-        let proto = p["protocol"].as_str().unwrap_or("TCP");
-        match p["nodePort"].as_i64() {
-            Some(np) => format!("{}:{np}/{proto}", num(&p["port"])),
-            None => format!("{}/{proto}", num(&p["port"])),
-        }
-    }))
-}
-
-/// Column definitions and cells for one kind.
-fn columns(kind: &str) -> Vec<Value> {
-    let s = "string";
-    let i = "integer";
-    match kind {
-        "Pod" => vec![
-            col("Name", s, 0),
-            col("Ready", s, 0),
-            col("Status", s, 0),
-            col("Restarts", s, 0),
-            col("Age", s, 0),
-            col("IP", s, 1),
-            col("Node", s, 1),
-            col("Nominated Node", s, 1),
-            col("Readiness Gates", s, 1),
-        ],
-        "Deployment" => vec![
-            col("Name", s, 0),
-            col("Ready", s, 0),
-            col("Up-to-date", i, 0),
-            col("Available", i, 0),
-            col("Age", s, 0),
-            col("Containers", s, 1),
-            col("Images", s, 1),
-            col("Selector", s, 1),
-        ],
-        "ReplicaSet" => vec![
-            col("Name", s, 0),
-            col("Desired", i, 0),
-            col("Current", i, 0),
-            col("Ready", i, 0),
-            col("Age", s, 0),
-            col("Containers", s, 1),
-            col("Images", s, 1),
-            col("Selector", s, 1),
-        ],
-        "StatefulSet" => vec![
-            col("Name", s, 0),
-            col("Ready", s, 0),
-            col("Age", s, 0),
-            col("Containers", s, 1),
-            col("Images", s, 1),
-        ],
-        "DaemonSet" => vec![
-            col("Name", s, 0),
-            col("Desired", i, 0),
-            col("Current", i, 0),
-            col("Ready", i, 0),
-            col("Up-to-date", i, 0),
-            col("Available", i, 0),
-            col("Node Selector", s, 0),
-            col("Age", s, 0),
-            col("Containers", s, 1),
-            col("Images", s, 1),
-            col("Selector", s, 1),
-        ],
-        "Service" => vec![
-            col("Name", s, 0),
-            col("Type", s, 0),
-            col("Cluster-IP", s, 0),
-            col("External-IP", s, 0),
-            col("Port(s)", s, 0),
-            col("Age", s, 0),
-            col("Selector", s, 1),
-        ],
-        "ConfigMap" => vec![col("Name", s, 0), col("Data", i, 0), col("Age", s, 0)],
-        "Secret" => vec![
-            col("Name", s, 0),
-            col("Type", s, 0),
-            col("Data", i, 0),
-            col("Age", s, 0),
-        ],
-        "Namespace" => vec![col("Name", s, 0), col("Status", s, 0), col("Age", s, 0)],
-        "Node" => vec![
-            col("Name", s, 0),
-            col("Status", s, 0),
-            col("Roles", s, 0),
-            col("Age", s, 0),
-            col("Version", s, 0),
-            col("Internal-IP", s, 1),
-            col("OS-Image", s, 1),
-            col("Kernel-Version", s, 1),
-            col("Container-Runtime", s, 1),
-        ],
-        "Endpoints" => vec![col("Name", s, 0), col("Endpoints", s, 0), col("Age", s, 0)],
-        "Event" => vec![
-            col("Last Seen", s, 0),
-            col("Type", s, 0),
-            col("Reason", s, 0),
-            col("Object", s, 0),
-            col("Message", s, 0),
-        ],
-        "Ingress" => vec![
-            col("Name", s, 0),
-            col("Class", s, 0),
-            col("Hosts", s, 0),
-            col("Address", s, 0),
-            col("Ports", s, 0),
-            col("Age", s, 0),
-        ],
-        "Lease" => vec![col("Name", s, 0), col("Holder", s, 0), col("Age", s, 0)],
-        "EndpointSlice" => vec![
-            col("Name", s, 0),
-            col("AddressType", s, 0),
-            col("Ports", s, 0),
-            col("Endpoints", s, 0),
-            col("Age", s, 0),
-        ],
-        _ => vec![col("Name", s, 0), col("Age", s, 0)],
-    }
-}
-
-fn cells(kind: &str, o: &Value) -> Vec<Value> {
-    let name = json!(o["metadata"]["name"]);
-    let a = json!(age(&o["metadata"]["creationTimestamp"]));
-    let st = &o["status"];
-    let spec = &o["spec"];
-    match kind {
-        "Pod" => {
-            let cs = st["containerStatuses"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let total = spec["containers"].as_array().map_or(0, Vec::len);
-            let ready = cs.iter().filter(|c| c["ready"] == true).count();
-            let restarts: i64 = cs.iter().map(|c| num(&c["restartCount"])).sum();
-            vec![
-                name,
-                json!(format!("{ready}/{total}")),
-                json!(pod_status(o)),
-                json!(restarts.to_string()),
-                a,
-                json!(st["podIP"].as_str().unwrap_or("<none>")),
-                json!(spec["nodeName"].as_str().unwrap_or("<none>")),
-                json!("<none>"),
-                json!("<none>"),
-            ]
-        }
-        "Deployment" => {
-            let (c, i) = containers_images(&spec["template"]["spec"]);
-            vec![
-                name,
-                json!(format!(
-                    "{}/{}",
-                    num(&st["readyReplicas"]),
-                    num(&spec["replicas"])
-                )),
-                json!(num(&st["updatedReplicas"])),
-                json!(num(&st["availableReplicas"])),
-                a,
-                json!(c),
-                json!(i),
-                json!(selector_str(&spec["selector"])),
-            ]
-        }
-        "ReplicaSet" => {
-            let (c, i) = containers_images(&spec["template"]["spec"]);
-            vec![
-                name,
-                json!(num(&spec["replicas"])),
-                json!(num(&st["replicas"])),
-                json!(num(&st["readyReplicas"])),
-                a,
-                json!(c),
-                json!(i),
-                json!(selector_str(&spec["selector"])),
-            ]
-        }
-        "StatefulSet" => {
-            let (c, i) = containers_images(&spec["template"]["spec"]);
-            vec![
-                name,
-                json!(format!(
-                    "{}/{}",
-                    num(&st["readyReplicas"]),
-                    num(&spec["replicas"])
-                )),
-                a,
-                json!(c),
-                json!(i),
-            ]
-        }
-        "DaemonSet" => {
-            let (c, i) = containers_images(&spec["template"]["spec"]);
-            vec![
-                name,
-                json!(num(&st["desiredNumberScheduled"])),
-                json!(num(&st["currentNumberScheduled"])),
-                json!(num(&st["numberReady"])),
-                json!(num(&st["updatedNumberScheduled"])),
-                json!(num(&st["numberAvailable"])),
-                json!(selector_str(&spec["template"]["spec"]["nodeSelector"])),
-                a,
-                json!(c),
-                json!(i),
-                json!(selector_str(&spec["selector"])),
-            ]
-        }
-        "Service" => {
-            let ext: Vec<String> = st["loadBalancer"]["ingress"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|i| {
-                    i["ip"]
-                        .as_str()
-                        .or(i["hostname"].as_str())
-                        .map(str::to_owned)
-                })
-                .chain(
-                    spec["externalIPs"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|v| v.as_str().map(str::to_owned)),
-                )
-                .collect();
-            let ext = if ext.is_empty() {
-                if spec["type"] == "LoadBalancer" {
-                    "<pending>".into()
-                } else if spec["type"] == "ExternalName" {
-                    spec["externalName"].as_str().unwrap_or("<none>").into()
-                } else {
-                    "<none>".to_owned()
-                }
-            } else {
-                ext.join(",")
-            };
-            vec![
-                name,
-                json!(spec["type"]),
-                json!(spec["clusterIP"].as_str().unwrap_or("<none>")),
-                json!(ext),
-                json!(service_ports(spec)),
-                a,
-                json!(selector_str(&spec["selector"])),
-            ]
-        }
-        "ConfigMap" => {
-            let n = o["data"].as_object().map_or(0, |m| m.len())
-                + o["binaryData"].as_object().map_or(0, |m| m.len());
-            vec![name, json!(n), a]
-        }
-        "Secret" => vec![
-            name,
-            json!(o["type"]),
-            json!(o["data"].as_object().map_or(0, |m| m.len())),
-            a,
-        ],
-        "Namespace" => vec![name, json!(st["phase"].as_str().unwrap_or("Active")), a],
-        "Node" => {
-            let ready = st["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["type"] == "Ready");
-            let mut status = match ready.map(|c| c["status"].as_str().unwrap_or("")) {
-                Some("True") => "Ready".to_owned(),
-                _ => "NotReady".to_owned(),
-            };
-            if spec["unschedulable"] == true {
-                status.push_str(",SchedulingDisabled");
-            }
-            let roles = join_str(
-                o["metadata"]["labels"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|(k, _)| {
-                        k.strip_prefix("node-role.kubernetes.io/")
-                            .map(str::to_owned)
-                    }),
-            );
-            let ip = st["addresses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|a| a["type"] == "InternalIP")
-                .and_then(|a| a["address"].as_str())
-                .unwrap_or("<none>");
-            let ni = &st["nodeInfo"];
-            vec![
-                name,
-                json!(status),
-                json!(roles),
-                a,
-                json!(ni["kubeletVersion"].as_str().unwrap_or("")),
-                json!(ip),
-                json!(ni["osImage"].as_str().unwrap_or("<unknown>")),
-                json!(ni["kernelVersion"].as_str().unwrap_or("<unknown>")),
-                json!(ni["containerRuntimeVersion"]
-                    .as_str()
-                    .unwrap_or("<unknown>")),
-            ]
-        }
-        "Endpoints" => {
-            let eps = join_str(o["subsets"].as_array().into_iter().flatten().flat_map(|s| {
-                let ports: Vec<i64> = s["ports"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|p| num(&p["port"]))
-                    .collect();
-                s["addresses"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .flat_map(move |ad| {
-                        let ip = ad["ip"].as_str().unwrap_or_default().to_owned();
-                        let ports = ports.clone();
-                        if ports.is_empty() {
-                            vec![ip]
-                        } else {
-                            ports.into_iter().map(|p| format!("{ip}:{p}")).collect()
-                        }
-                    })
-            }));
-            vec![name, json!(eps), a]
-        }
-        "Event" => {
-            let last = if o["lastTimestamp"].is_string() {
-                &o["lastTimestamp"]
-            } else if o["eventTime"].is_string() {
-                &o["eventTime"]
-            } else {
-                &o["metadata"]["creationTimestamp"]
-            };
-            let io = &o["involvedObject"];
-            vec![
-                json!(age(last)),
-                json!(o["type"]),
-                json!(o["reason"]),
-                json!(format!(
-                    "{}/{}",
-                    io["kind"].as_str().unwrap_or_default().to_lowercase(),
-                    io["name"].as_str().unwrap_or_default()
-                )),
-                json!(o["message"]),
-            ]
-        }
-        "Ingress" => {
-            let hosts = join_str(
-                spec["rules"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|r| r["host"].as_str().map(str::to_owned)),
-            );
-            let hosts = if hosts == "<none>" {
-                "*".to_owned()
-            } else {
-                hosts
-            };
-            let addr = join_str(
-                st["loadBalancer"]["ingress"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| {
-                        i["ip"]
-                            .as_str()
-                            .or(i["hostname"].as_str())
-                            .map(str::to_owned)
-                    }),
-            );
-            let addr = if addr == "<none>" {
-                String::new()
-            } else {
-                addr
-            };
-            let ports = if spec["tls"].as_array().is_some_and(|t| !t.is_empty()) {
-                "80, 443"
-            } else {
-                "80"
-            };
-            vec![
-                name,
-                json!(spec["ingressClassName"].as_str().unwrap_or("<none>")),
-                json!(hosts),
-                json!(addr),
-                json!(ports),
-                a,
-            ]
-        }
-        "Lease" => vec![
-            name,
-            json!(spec["holderIdentity"].as_str().unwrap_or("")),
-            a,
-        ],
-        "EndpointSlice" => {
-            let ports = join_str(
-                o["ports"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|p| num(&p["port"]).to_string()),
-            );
-            let eps = join_str(
-                o["endpoints"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|e| {
-                        e["addresses"]
-                            .as_array()
-                            .cloned()
-                            .unwrap_or_default()
-                            .into_iter()
-                            .filter_map(|a| a.as_str().map(str::to_owned))
-                    }),
-            );
-            vec![name, json!(o["addressType"]), json!(ports), json!(eps), a]
-        }
-        _ => vec![name, a],
-    }
-}
-
 /// A meta.k8s.io/v1 Table for `items` (with the object in each row unless `include_object`
 /// is false).
 pub(crate) fn table(
@@ -544,10 +98,11 @@ pub(crate) fn table(
     cont: &Value,
     include_object: bool,
 ) -> Value {
+    let strategy = info.strategy;
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {
-            let mut row = json!({"cells": cells(info.kind, o)});
+            let mut row = json!({"cells": strategy.table_cells(o)});
             if include_object {
                 let mut obj = o.clone();
                 if obj["kind"].is_null() {
@@ -567,7 +122,7 @@ pub(crate) fn table(
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": meta,
-        "columnDefinitions": columns(info.kind),
+        "columnDefinitions": strategy.table_columns(),
         "rows": rows,
     })
 }

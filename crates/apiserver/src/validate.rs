@@ -1,4 +1,5 @@
-//! Validation as upstream: names, labels, annotations and the key fields of each kind.
+//! Validation helpers as upstream: names, labels, annotations, containers, workloads;
+//! each kind's rules are in its strategy (`registry/`).
 
 use serde_json::Value;
 
@@ -43,21 +44,17 @@ fn is_label_value(s: &str) -> bool {
     s.is_empty() || is_qualified_name_part(s)
 }
 
-const MSG_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
+pub(crate) const MSG_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
 const MSG_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
 
-/// Which name rule a kind uses.
-fn name_is_label(kind: &str) -> bool {
-    matches!(kind, "Namespace" | "Service")
-}
-
-/// Validates metadata: name, namespace, labels, annotations.
-pub(crate) fn metadata(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
+/// Validates metadata: name (an RFC 1123 label if `name_is_label`, else a subdomain),
+/// labels, annotations.
+pub(crate) fn metadata(name_is_label: bool, obj: &Value, causes: &mut Vec<Cause>) {
     let meta = &obj["metadata"];
     match meta["name"].as_str() {
         None | Some("") => causes.push(Cause::required("metadata.name")),
         Some(n) => {
-            if name_is_label(kind) {
+            if name_is_label {
                 if !is_dns1123_label(n) {
                     causes.push(Cause::invalid("metadata.name", &meta["name"], MSG_LABEL));
                 }
@@ -110,7 +107,8 @@ pub(crate) fn metadata(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
-fn containers(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
+/// Validates the containers and restart policy of a PodSpec at `path`.
+pub(crate) fn containers(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
     let list = spec["containers"].as_array();
     if list.is_none_or(|l| l.is_empty()) {
         causes.push(Cause::required(format!("{path}.containers")));
@@ -160,7 +158,8 @@ fn containers(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-fn workload(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
+/// Validates a workload: replicas, selector against template labels, template.
+pub(crate) fn workload(obj: &Value, causes: &mut Vec<Cause>) {
     let spec = &obj["spec"];
     if let Some(r) = spec.get("replicas").filter(|r| !r.is_null()) {
         if r.as_i64().is_none_or(|r| r < 0) {
@@ -191,60 +190,10 @@ fn workload(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
         }
     }
     containers(&spec["template"]["spec"], "spec.template.spec", causes);
-    if kind == "StatefulSet"
-        && spec["serviceName"]
-            .as_str()
-            .is_some_and(|s| !s.is_empty() && !is_dns1123_label(s))
-    {
-        causes.push(Cause::invalid(
-            "spec.serviceName",
-            &spec["serviceName"],
-            MSG_LABEL,
-        ));
-    }
 }
 
-fn service(obj: &Value, causes: &mut Vec<Cause>) {
-    let spec = &obj["spec"];
-    let ty = spec["type"].as_str().unwrap_or("ClusterIP");
-    let types = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
-    if !types.contains(&ty) {
-        causes.push(Cause::not_supported("spec.type", &spec["type"], &types));
-    }
-    let ports = spec["ports"].as_array();
-    let headless = spec["clusterIP"] == "None";
-    if ty != "ExternalName" && !headless && ports.is_none_or(|p| p.is_empty()) {
-        causes.push(Cause::required("spec.ports"));
-    }
-    let multi = ports.is_some_and(|p| p.len() > 1);
-    for (i, p) in ports.into_iter().flatten().enumerate() {
-        let port = p["port"].as_i64().unwrap_or(0);
-        if !(1..=65535).contains(&port) {
-            causes.push(Cause::invalid(
-                format!("spec.ports[{i}].port"),
-                &p["port"],
-                "must be between 1 and 65535, inclusive",
-            ));
-        }
-        if multi && p["name"].as_str().is_none_or(str::is_empty) {
-            causes.push(Cause::required(format!("spec.ports[{i}].name")));
-        }
-        if let Some(np) = p["nodePort"].as_i64() {
-            if !(30000..=32767).contains(&np) {
-                causes.push(Cause::invalid(
-                    format!("spec.ports[{i}].nodePort"),
-                    &p["nodePort"],
-                    "provided port is not in the valid range. The range of valid ports is 30000-32767",
-                ));
-            }
-        }
-    }
-    if ty == "ExternalName" && spec["externalName"].as_str().is_none_or(str::is_empty) {
-        causes.push(Cause::required("spec.externalName"));
-    }
-}
-
-fn data_keys(obj: &Value, causes: &mut Vec<Cause>) {
+/// Validates the keys of `data`, `binaryData` and `stringData`.
+pub(crate) fn data_keys(obj: &Value, causes: &mut Vec<Cause>) {
     for field in ["data", "binaryData", "stringData"] {
         for k in obj[field].as_object().into_iter().flatten().map(|(k, _)| k) {
             let ok = !k.is_empty()
@@ -262,26 +211,9 @@ fn data_keys(obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
-/// Validates an object of `kind`; an empty result means valid.
-pub(crate) fn object(kind: &str, obj: &Value) -> Vec<Cause> {
-    let mut causes = Vec::new();
-    metadata(kind, obj, &mut causes);
-    match kind {
-        "Pod" => containers(&obj["spec"], "spec", &mut causes),
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
-            workload(kind, obj, &mut causes)
-        }
-        "Service" => service(obj, &mut causes),
-        "ConfigMap" | "Secret" => data_keys(obj, &mut causes),
-        _ => {}
-    }
-    causes
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn names() {
@@ -297,30 +229,5 @@ mod tests {
         assert!(is_qualified_name("App_1"));
         assert!(!is_qualified_name("/x"));
         assert!(!is_qualified_name("a/b/c"));
-    }
-
-    #[test]
-    fn causes_name_each_field() {
-        let d = json!({"metadata": {"name": "Bad_Name", "labels": {"ok": "not ok!"}},
-            "spec": {"replicas": -1, "selector": {"matchLabels": {"app": "x"}},
-                "template": {"metadata": {"labels": {"app": "y"}}, "spec": {"containers": [{"name": "c"}]}}}});
-        let fields: Vec<String> = object("Deployment", &d)
-            .into_iter()
-            .map(|c| c.field)
-            .collect();
-        for want in [
-            "metadata.name",
-            "metadata.labels",
-            "spec.replicas",
-            "spec.template.metadata.labels",
-            "spec.template.spec.containers[0].image",
-        ] {
-            assert!(
-                fields.iter().any(|f| f == want),
-                "missing {want} in {fields:?}"
-            );
-        }
-        let good = json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}});
-        assert!(object("Service", &good).is_empty());
     }
 }

@@ -1,0 +1,61 @@
+//! Events (core/v1): the columns `kubectl get events` prints.
+
+use serde_json::{json, Value};
+
+use super::Strategy;
+use crate::resources::{res, ResourceInfo, NONE};
+use crate::table::{age, col};
+
+/// The served `Event` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::core::v1::Event,
+    "events",
+    true,
+    &["ev"],
+    NONE,
+    &[],
+    true,
+    &EventStrategy
+);
+
+/// The `Event` strategy.
+pub(crate) struct EventStrategy;
+
+impl Strategy for EventStrategy {
+    fn kind(&self) -> &'static str {
+        "Event"
+    }
+
+    fn table_columns(&self) -> Vec<Value> {
+        let s = "string";
+        vec![
+            col("Last Seen", s, 0),
+            col("Type", s, 0),
+            col("Reason", s, 0),
+            col("Object", s, 0),
+            col("Message", s, 0),
+        ]
+    }
+
+    fn table_cells(&self, o: &Value) -> Vec<Value> {
+        let last = if o["lastTimestamp"].is_string() {
+            &o["lastTimestamp"]
+        } else if o["eventTime"].is_string() {
+            &o["eventTime"]
+        } else {
+            &o["metadata"]["creationTimestamp"]
+        };
+        let io = &o["involvedObject"];
+        vec![
+            json!(age(last)),
+            json!(o["type"]),
+            json!(o["reason"]),
+            json!(format!(
+                "{}/{}",
+                io["kind"].as_str().unwrap_or_default().to_lowercase(),
+                io["name"].as_str().unwrap_or_default()
+            )),
+            json!(o["message"]),
+        ]
+    }
+}

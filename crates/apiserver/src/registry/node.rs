@@ -1,0 +1,93 @@
+//! Nodes: the columns `kubectl get nodes` prints.
+
+use serde_json::{json, Value};
+
+use super::Strategy;
+use crate::resources::{res, ResourceInfo, Sub, NONE};
+use crate::table::{age, col, join_str};
+
+/// The served `Node` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::core::v1::Node,
+    "nodes",
+    false,
+    &["no"],
+    NONE,
+    &[Sub::Status],
+    false,
+    &NodeStrategy
+);
+
+/// The `Node` strategy.
+pub(crate) struct NodeStrategy;
+
+impl Strategy for NodeStrategy {
+    fn kind(&self) -> &'static str {
+        "Node"
+    }
+
+    fn table_columns(&self) -> Vec<Value> {
+        let s = "string";
+        vec![
+            col("Name", s, 0),
+            col("Status", s, 0),
+            col("Roles", s, 0),
+            col("Age", s, 0),
+            col("Version", s, 0),
+            col("Internal-IP", s, 1),
+            col("OS-Image", s, 1),
+            col("Kernel-Version", s, 1),
+            col("Container-Runtime", s, 1),
+        ]
+    }
+
+    fn table_cells(&self, o: &Value) -> Vec<Value> {
+        let name = json!(o["metadata"]["name"]);
+        let a = json!(age(&o["metadata"]["creationTimestamp"]));
+        let st = &o["status"];
+        let spec = &o["spec"];
+        let ready = st["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready");
+        let mut status = match ready.map(|c| c["status"].as_str().unwrap_or("")) {
+            Some("True") => "Ready".to_owned(),
+            _ => "NotReady".to_owned(),
+        };
+        if spec["unschedulable"] == true {
+            status.push_str(",SchedulingDisabled");
+        }
+        let roles = join_str(
+            o["metadata"]["labels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, _)| {
+                    k.strip_prefix("node-role.kubernetes.io/")
+                        .map(str::to_owned)
+                }),
+        );
+        let ip = st["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["type"] == "InternalIP")
+            .and_then(|a| a["address"].as_str())
+            .unwrap_or("<none>");
+        let ni = &st["nodeInfo"];
+        vec![
+            name,
+            json!(status),
+            json!(roles),
+            a,
+            json!(ni["kubeletVersion"].as_str().unwrap_or("")),
+            json!(ip),
+            json!(ni["osImage"].as_str().unwrap_or("<unknown>")),
+            json!(ni["kernelVersion"].as_str().unwrap_or("<unknown>")),
+            json!(ni["containerRuntimeVersion"]
+                .as_str()
+                .unwrap_or("<unknown>")),
+        ]
+    }
+}

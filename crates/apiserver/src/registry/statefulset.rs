@@ -1,0 +1,99 @@
+//! StatefulSets (apps/v1): upstream's defaults; `serviceName` must be a DNS label; the
+//! status is the controller's.
+
+use serde_json::{json, Value};
+
+use super::Strategy;
+use crate::defaults::{obj_mut, set_default, template};
+use crate::error::Cause;
+use crate::resources::{res, ResourceInfo, Sub, ALL};
+use crate::table::{age, col, containers_images, num};
+use crate::validate;
+
+/// The served `StatefulSet` resource.
+pub(crate) const RESOURCE: ResourceInfo = res!(
+    k8s_openapi::api::apps::v1::StatefulSet,
+    "statefulsets",
+    true,
+    &["sts"],
+    ALL,
+    &[Sub::Status, Sub::Scale],
+    false,
+    &StatefulSetStrategy
+);
+
+/// The `StatefulSet` strategy.
+pub(crate) struct StatefulSetStrategy;
+
+impl Strategy for StatefulSetStrategy {
+    fn kind(&self) -> &'static str {
+        "StatefulSet"
+    }
+
+    fn defaults(&self, obj: &mut Value) {
+        template(obj);
+        let spec = obj_mut(obj, "spec");
+        set_default(spec, "replicas", json!(1));
+        set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+        set_default(spec, "revisionHistoryLimit", json!(10));
+        set_default(
+            spec,
+            "persistentVolumeClaimRetentionPolicy",
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+        );
+        let us = obj_mut(spec, "updateStrategy");
+        set_default(us, "type", json!("RollingUpdate"));
+        if us["type"] == "RollingUpdate" {
+            set_default(obj_mut(us, "rollingUpdate"), "partition", json!(0));
+        }
+    }
+
+    fn prepare_for_create(&self, obj: &mut Value) {
+        obj.as_object_mut().map(|o| o.remove("status"));
+    }
+
+    fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
+        validate::workload(obj, causes);
+        let spec = &obj["spec"];
+        if spec["serviceName"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty() && !validate::is_dns1123_label(s))
+        {
+            causes.push(Cause::invalid(
+                "spec.serviceName",
+                &spec["serviceName"],
+                validate::MSG_LABEL,
+            ));
+        }
+    }
+
+    fn table_columns(&self) -> Vec<Value> {
+        let s = "string";
+        vec![
+            col("Name", s, 0),
+            col("Ready", s, 0),
+            col("Age", s, 0),
+            col("Containers", s, 1),
+            col("Images", s, 1),
+        ]
+    }
+
+    fn table_cells(&self, o: &Value) -> Vec<Value> {
+        let name = json!(o["metadata"]["name"]);
+        let a = json!(age(&o["metadata"]["creationTimestamp"]));
+        let st = &o["status"];
+        let spec = &o["spec"];
+        let (c, i) = containers_images(&spec["template"]["spec"]);
+        vec![
+            name,
+            json!(format!(
+                "{}/{}",
+                num(&st["readyReplicas"]),
+                num(&spec["replicas"])
+            )),
+            a,
+            json!(c),
+            json!(i),
+        ]
+    }
+}
