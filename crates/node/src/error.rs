@@ -129,6 +129,13 @@ pub enum Error {
     /// The configuration is inconsistent.
     #[error("invalid node configuration: {0}")]
     Config(String),
+    /// The TLS configuration of the agent's server could not be built.
+    #[error("tls of the node's server")]
+    ServerTls {
+        /// The underlying error.
+        #[source]
+        source: kcore_tls::Error,
+    },
     /// A server socket could not be bound.
     #[error("listen on {addr}")]
     Listen {
