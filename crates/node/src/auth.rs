@@ -59,9 +59,10 @@ impl Authn {
     pub(crate) fn new(ca_pem: &str, url: Option<&str>) -> Result<Authn, crate::Error> {
         let review = match url {
             Some(u) => Some(TokenReview {
-                uri: u
-                    .parse()
-                    .map_err(|e| crate::Error::Config(format!("api server url {u}: {e}")))?,
+                uri: u.parse().map_err(|source| crate::Error::ApiServerUrl {
+                    url: u.to_owned(),
+                    source,
+                })?,
                 tls: Arc::new(
                     kcore_tls::client_config(ca_pem, None)
                         .map_err(|source| crate::Error::ServerTls { source })?,

@@ -136,6 +136,15 @@ pub enum Error {
         #[source]
         source: kcore_tls::Error,
     },
+    /// The API server URL bearer tokens are checked with is not a URL.
+    #[error("api server url {url}")]
+    ApiServerUrl {
+        /// The URL as given.
+        url: String,
+        /// The underlying error.
+        #[source]
+        source: hyper::http::uri::InvalidUri,
+    },
     /// A server socket could not be bound.
     #[error("listen on {addr}")]
     Listen {

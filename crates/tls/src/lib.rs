@@ -22,7 +22,7 @@
 //! let server = kcore_tls::server_config(&node, Some(ca.cert_pem()))?;
 //! let client = kcore_tls::client_config(ca.cert_pem(), None)?;
 //! assert_eq!(server.alpn_protocols, vec![b"http/1.1".to_vec()]);
-//! assert!(client.client_auth_cert_resolver.has_certs() == false);
+//! assert!(!client.client_auth_cert_resolver.has_certs());
 //! // the CA is kept: a second start reads the same one
 //! assert_eq!(Ca::load_or_create(dir.path())?.cert_pem(), ca.cert_pem());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
