@@ -36,6 +36,9 @@ pub enum Error {
     /// A request to the API failed.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// A key, certificate or TLS configuration of the cluster's PKI.
+    #[error("cluster pki")]
+    Tls(#[from] kcore_tls::Error),
 }
 
 /// A failed API request: becomes a `Status` object with this HTTP code.

@@ -26,6 +26,11 @@ pub(crate) struct AppState {
     pub api: Api,
     pub tokens: Option<Vec<String>>,
     pub metrics: Metrics,
+    /// How to reach the nodes' agents over HTTPS (cluster CA, the API server's client
+    /// certificate); `None` when the server itself runs without a PKI (plain HTTP).
+    pub node_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The cluster's PKI, which signs nodes' serving certificates; `None` on plain HTTP.
+    pub pki: Option<crate::tls::Pki>,
 }
 
 /// Request counters for /metrics.
@@ -608,6 +613,11 @@ async fn route(
     let static_resp = |v: Value| Ok((json_response(200, &v), String::new()));
     match segs.as_slice() {
         ["version"] if get => return static_resp(version_info()),
+        ["kcore", "v1", "nodecertificates"] if method == Method::POST => {
+            let b = decode_body_json(&body)?;
+            let out = crate::node_certs::issue(state.pki.as_ref(), &b)?;
+            return Ok((json_response(201, &out), String::new()));
+        }
         ["metrics"] if get => {
             return Ok((text(StatusCode::OK, state.metrics.render()), String::new()))
         }
@@ -873,17 +883,19 @@ async fn serve_resource(
         }
         (Method::GET, Some(name), Some(Sub::Log)) => {
             let pod = api.get_in(info, ns, &name).await?;
-            proxy_logs(api, &pod, params).await
+            proxy_logs(state, &pod, params).await
         }
         _ => Err(ApiError::method_not_allowed(info.plural)),
     }
 }
 
 /// `pods/log`: forwards to the node agent that runs the pod, kubelet-style:
-/// `GET http://<node InternalIP>:<status.daemonEndpoints.kubeletEndpoint.Port>/containerLogs/<ns>/<pod>/<container>`
-/// with `follow`, `tailLines`, `previous`, `timestamps`, `sinceSeconds` and `limitBytes`
-/// passed through, streaming the answer back.
-async fn proxy_logs(api: &Api, pod: &Value, params: &Params) -> Result<Response, ApiError> {
+/// `GET https://<node InternalIP>:<status.daemonEndpoints.kubeletEndpoint.Port>/containerLogs/<ns>/<pod>/<container>`
+/// (the node's certificate verified against the cluster CA, the API server's client
+/// certificate presented) with `follow`, `tailLines`, `previous`, `timestamps`,
+/// `sinceSeconds` and `limitBytes` passed through, streaming the answer back.
+async fn proxy_logs(state: &AppState, pod: &Value, params: &Params) -> Result<Response, ApiError> {
+    let api = &state.api;
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
     let containers: Vec<&str> = pod["spec"]["containers"]
@@ -954,40 +966,17 @@ async fn proxy_logs(api: &Api, pod: &Value, params: &Params) -> Result<Response,
         }
     }
     let path = format!("/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
-    let unavailable = |e: String| {
-        ApiError::new(
-            503,
-            "ServiceUnavailable",
-            format!("cannot reach node {node_name} at {ip}:{port}: {e}"),
-        )
-    };
-    let host = if ip.contains(':') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
-    };
-    let tcp = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        tokio::net::TcpStream::connect(&host),
-    )
-    .await
-    .map_err(|_| unavailable("connect timed out".into()))?
-    .map_err(|e| unavailable(e.to_string()))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let req = axum::http::Request::get(&path)
-        .header(header::HOST, host.as_str())
-        .body(Body::empty())
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let resp = sender
-        .send_request(req)
+    let port = u16::try_from(port).unwrap_or(10250);
+    let resp = crate::node_client::get(state.node_tls.as_ref(), &ip, port, &path)
         .await
-        .map_err(|e| unavailable(e.to_string()))?;
+        .map_err(|e| {
+            // upstream answers a failed proxy to the kubelet with an InternalError (500),
+            // which clients do not retry as they do a 503
+            ApiError::internal(format!(
+                "cannot reach node {node_name} at {ip}:{port}: {}",
+                e.chain()
+            ))
+        })?;
     let status = resp.status();
     let mut out = Response::new(Body::new(resp.into_body()));
     *out.status_mut() = status;

@@ -39,6 +39,8 @@ pub mod conformance;
 mod defaults;
 mod error;
 mod http;
+mod node_certs;
+mod node_client;
 mod openapi;
 mod patch;
 mod protobuf;

@@ -14,7 +14,7 @@ use crate::api::{Api, ApiConfig};
 use crate::error::Error;
 use crate::http::{handle, AppState, Metrics};
 use crate::storage::{RedbStorage, Storage};
-use crate::tls::TlsListener;
+use kcore_tls::TlsListener;
 
 /// Configures an [`ApiServer`].
 #[must_use]
@@ -195,14 +195,20 @@ impl ApiServerBuilder {
             api: api.clone(),
             tokens: (!tokens.is_empty()).then_some(tokens),
             metrics: Metrics::default(),
+            node_tls: tls
+                .as_ref()
+                .map(crate::tls::node_client_config)
+                .transpose()?,
+            pki: tls.clone(),
         });
         let (listener, ca_pem) = match tls {
             Some(pki) => {
-                let acceptor = crate::tls::acceptor(&pki)?;
-                let l = TlsListener::new(listener, acceptor).map_err(|source| Error::Bind {
-                    addr: listen,
-                    source,
-                })?;
+                let l = TlsListener::new(listener, crate::tls::server_config(&pki)?).map_err(
+                    |source| Error::Bind {
+                        addr: listen,
+                        source,
+                    },
+                )?;
                 (Listener::Tls(l), Some(pki.ca_pem))
             }
             None => (Listener::Plain(listener), None),

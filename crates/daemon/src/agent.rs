@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
-use kcore_node::{ErrorChain, NodeConfig};
+use kcore_node::{ErrorChain, NodeConfig, ServerTls};
 use kube::api::{Api, PostParams};
 
 /// The cluster's pod network unless told otherwise (flannel's default).
@@ -89,10 +89,15 @@ pub fn default_node_ip() -> Ipv4Addr {
         .unwrap_or(Ipv4Addr::LOCALHOST)
 }
 
-/// Resolves the options against the cluster into the agent's configuration: makes sure
-/// the Node exists and has a pod subnet (waiting for the control plane to assign one).
+/// Resolves the options against the cluster at `server_url` into the agent's
+/// configuration: makes sure the Node exists and has a pod subnet (waiting for the
+/// control plane to assign one), and gets the node's serving certificate.
 #[tracing::instrument(skip_all, fields(data_dir = %opts.data_dir.display()))]
-pub async fn node_config(client: &kube::Client, opts: &AgentOptions) -> Result<NodeConfig> {
+pub async fn node_config(
+    client: &kube::Client,
+    server_url: &str,
+    opts: &AgentOptions,
+) -> Result<NodeConfig> {
     // pods need a cgroup file system: say so now rather than failing every pod later
     kcore_cgroup::Host::detect()
         .context("this node has no usable cgroup file system (is /sys/fs/cgroup mounted?)")?;
@@ -109,8 +114,43 @@ pub async fn node_config(client: &kube::Client, opts: &AgentOptions) -> Result<N
     cfg.vxlan = opts.vxlan;
     cfg.cgroup_parent = opts.cgroup_parent.clone();
     cfg.heartbeat = opts.heartbeat;
+    cfg.server_tls = Some(serving_certificate(client, server_url, &name, node_ip).await?);
     cfg.validate().context("node configuration")?;
     Ok(cfg)
+}
+
+/// The node's serving certificate for its agent's server, signed by the cluster CA for
+/// its IP and name (`POST /kcore/v1/nodecertificates`); bearer tokens sent to the agent
+/// are checked with the API server at `server_url`.
+async fn serving_certificate(
+    client: &kube::Client,
+    server_url: &str,
+    name: &str,
+    node_ip: Ipv4Addr,
+) -> Result<ServerTls> {
+    let body = serde_json::json!({
+        "nodeName": name,
+        "addresses": [node_ip.to_string(), name],
+    });
+    let req = hyper::Request::post("/kcore/v1/nodecertificates")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(&body)?)
+        .context("building the certificate request")?;
+    let v: serde_json::Value = client
+        .request(req)
+        .await
+        .with_context(|| format!("getting the serving certificate of node {name}"))?;
+    let pem = |k: &str| {
+        v[k].as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("the node certificate answer has no {k}"))
+    };
+    Ok(ServerTls {
+        ca_pem: pem("caPem")?,
+        cert_pem: pem("certificatePem")?,
+        key_pem: pem("keyPem")?,
+        token_review_url: Some(server_url.to_owned()),
+    })
 }
 
 /// Registers the Node (without a subnet) if it does not exist and waits for the control

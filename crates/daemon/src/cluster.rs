@@ -239,7 +239,7 @@ impl ControlPlane {
         }
         let node = match &cfg.agent {
             Some(opts) => {
-                let node = crate::agent::node_config(&client, opts).await?;
+                let node = crate::agent::node_config(&client, &url, opts).await?;
                 crate::agent::save_node_record(&node)?;
                 let (agent, shutdown) = (
                     NodeAgent::new(client.clone(), node.clone()),

@@ -261,6 +261,45 @@ fn three_nodes_joined_by_vxlan() {
             .join("\n")
     );
 
+    // the joined nodes' API (port 10250) speaks HTTPS with a certificate the cluster CA
+    // signed for the node's IP, and lets in only the API server's client certificate or
+    // a token the API server accepts
+    let pki = server.data.join("apiserver").join("pki");
+    let admin_token = std::fs::read_to_string(server.data.join("apiserver").join("tokens.csv"))
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    for i in 1..3 {
+        let curl = |extra: &[&str]| {
+            let mut c = in_netns(&server.netns, "curl");
+            c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+                .arg(pki.join("ca.crt"))
+                .args(extra)
+                .arg(format!("https://10.99.0.{}:10250/healthz", i + 1));
+            run_ok(c)
+        };
+        assert_eq!(curl(&[]), "401", "node n{i} without credentials");
+        let bearer = format!("Authorization: Bearer {admin_token}");
+        assert_eq!(
+            curl(&["-H", &bearer]),
+            "200",
+            "node n{i} with the admin token"
+        );
+        let (crt, key) = (
+            pki.join("apiserver-kubelet-client.crt"),
+            pki.join("apiserver-kubelet-client.key"),
+        );
+        let (crt, key) = (crt.to_str().unwrap(), key.to_str().unwrap());
+        assert_eq!(
+            curl(&["--cert", crt, "--key", key]),
+            "200",
+            "node n{i} with the API server's client certificate"
+        );
+    }
+
     apply(server, WORKLOADS);
     // a DaemonSet pod on every node
     let web = wait_for(120, "a ready web pod on every node", || {
@@ -280,6 +319,13 @@ fn three_nodes_joined_by_vxlan() {
     wait_for(60, "the db pod", || {
         (pods_by_node(server, "app=db").contains_key("n2")).then_some(())
     });
+
+    // kubectl logs reaches a joined node through its secured API
+    let n1_pod = web["n1"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.kubectl(&["logs", &n1_pod, "--tail=1"]);
 
     // from each node's web pod: POST/GET through the db Service (the db pod is on n2,
     // so n0's and n1's requests cross the overlay), and node -> pod on another node

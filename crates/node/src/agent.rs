@@ -11,6 +11,7 @@ use kcore_ns::NetnsDir;
 use kube::runtime::watcher;
 use kube::Api;
 
+use crate::auth::Authn;
 use crate::cache::ClusterCache;
 use crate::config::NodeConfig;
 use crate::dns::DnsEnv;
@@ -167,13 +168,38 @@ impl NodeAgent {
             }
         }
 
-        // HTTP server
-        let app = crate::server::router(pods.logs_root.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::warn!(error = %ErrorChain(&e), "http server stopped");
+        // the node's server: HTTPS with client authentication, or plain HTTP when
+        // configured without TLS
+        match &cfg.server_tls {
+            Some(t) => {
+                let authn = Arc::new(Authn::new(&t.ca_pem, t.token_review_url.as_deref())?);
+                let serving = kcore_tls::CertKey {
+                    cert_pem: t.cert_pem.clone(),
+                    key_pem: t.key_pem.clone(),
+                };
+                let tls = kcore_tls::server_config(&serving, Some(&t.ca_pem))
+                    .map_err(|source| Error::ServerTls { source })?;
+                let addr = cfg.server_addr;
+                let listener = kcore_tls::TlsListener::new(listener, tls)
+                    .map_err(|source| Error::Listen { addr, source })?;
+                let app = crate::server::router(pods.logs_root.clone(), Some(authn))
+                    .into_make_service_with_connect_info::<kcore_tls::PeerCertified>();
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::warn!(error = %ErrorChain(&e), "https server stopped");
+                    }
+                }));
             }
-        }));
+            None => {
+                tracing::warn!(addr = %cfg.server_addr, "the node's server speaks plain HTTP without authentication");
+                let app = crate::server::router(pods.logs_root.clone(), None);
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::warn!(error = %ErrorChain(&e), "http server stopped");
+                    }
+                }));
+            }
+        }
 
         // node registration and heartbeat
         if cfg.register_node {

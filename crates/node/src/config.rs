@@ -31,8 +31,12 @@ pub struct NodeConfig {
     pub node_netns: Option<PathBuf>,
     /// Parent cgroup path of the pod cgroups.
     pub cgroup_parent: String,
-    /// Where the agent's HTTP server (container logs, health) listens.
+    /// Where the agent's server (container logs, health) listens.
     pub server_addr: SocketAddr,
+    /// HTTPS and client authentication for that server. `None` serves plain HTTP to
+    /// anyone who can reach the port: only for tests and embedding behind loopback, as
+    /// the API server's `insecure_http`.
+    pub server_tls: Option<ServerTls>,
     /// Cluster DNS domain.
     pub cluster_domain: String,
     /// Serve cluster DNS on the bridge gateway (port 53) and point pods at it.
@@ -74,6 +78,36 @@ pub struct NodeConfig {
     pub pull_timeout: Duration,
 }
 
+/// How the agent's server proves itself and who it lets in (the kubelet's
+/// `--tls-cert-file`, `--client-ca-file` and webhook authentication).
+///
+/// A client proves who it is with a certificate signed by the cluster CA for
+/// `clientAuth` (the API server's own, when it proxies `kubectl logs`), or with a bearer
+/// token the API server at `token_review_url` accepts. Everything else, `/healthz`
+/// included, gets 401.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The cluster CA (PEM): client certificates must chain to it, and so must the API
+    /// server's that tokens are checked with.
+    pub ca_pem: String,
+    /// This node's serving certificate (PEM), signed by the cluster CA for the node's IP
+    /// and host name.
+    pub cert_pem: String,
+    /// Its private key (PEM).
+    pub key_pem: String,
+    /// The API server bearer tokens are checked against (`https://host:port`); `None`
+    /// accepts client certificates only.
+    pub token_review_url: Option<String>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("token_review_url", &self.token_review_url)
+            .finish_non_exhaustive()
+    }
+}
+
 impl NodeConfig {
     /// A configuration with the defaults: bridge `kcore0`, cgroup parent `kcore`, server
     /// on port 10250 of the node IP, domain `cluster.local`, DNS, Service proxy and VXLAN
@@ -96,6 +130,7 @@ impl NodeConfig {
             node_netns: None,
             cgroup_parent: "kcore".into(),
             server_addr: SocketAddr::new(node_ip.into(), 10250),
+            server_tls: None,
             cluster_domain: "cluster.local".into(),
             dns: true,
             upstream_dns: Vec::new(),

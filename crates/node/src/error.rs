@@ -129,6 +129,22 @@ pub enum Error {
     /// The configuration is inconsistent.
     #[error("invalid node configuration: {0}")]
     Config(String),
+    /// The TLS configuration of the agent's server could not be built.
+    #[error("tls of the node's server")]
+    ServerTls {
+        /// The underlying error.
+        #[source]
+        source: kcore_tls::Error,
+    },
+    /// The API server URL bearer tokens are checked with is not a URL.
+    #[error("api server url {url}")]
+    ApiServerUrl {
+        /// The URL as given.
+        url: String,
+        /// The underlying error.
+        #[source]
+        source: hyper::http::uri::InvalidUri,
+    },
     /// A server socket could not be bound.
     #[error("listen on {addr}")]
     Listen {

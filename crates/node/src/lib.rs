@@ -19,7 +19,9 @@
 //! conditions, IPs, start time, container states, restart counts, images) is written
 //! back whenever it changes. Container output goes to CRI-format log files with
 //! rotation, served at `GET /containerLogs/{namespace}/{pod}/{container}` on
-//! [`NodeConfig::server_addr`] (port 10250 by default). A restarted agent adopts the
+//! [`NodeConfig::server_addr`] (port 10250 by default), over HTTPS to clients with a
+//! certificate from the cluster CA or a token the API server accepts when
+//! [`NodeConfig::server_tls`] is set ([`ServerTls`]). A restarted agent adopts the
 //! containers it finds running.
 //!
 //! The Node is registered with capacity, allocatable, addresses, conditions and its
@@ -61,6 +63,7 @@
 #![cfg(target_os = "linux")]
 
 mod agent;
+mod auth;
 mod cache;
 mod config;
 mod dns;
@@ -82,7 +85,7 @@ mod spec;
 mod volumes;
 
 pub use agent::NodeAgent;
-pub use config::NodeConfig;
+pub use config::{NodeConfig, ServerTls};
 pub use error::{Error, ErrorChain, Result};
 pub use images::{image_from_dir, reference_candidates, ImageSpec};
 pub use ipnet::Ipv4Net;

@@ -1,5 +1,6 @@
-//! The agent's HTTP server: `GET /containerLogs/{namespace}/{pod}/{container}` (the
-//! kubelet's endpoint behind `kubectl logs`) and `GET /healthz`.
+//! The agent's server: `GET /containerLogs/{namespace}/{pod}/{container}` (the
+//! kubelet's endpoint behind `kubectl logs`) and `GET /healthz`, over HTTPS for
+//! authenticated clients only (see [`crate::auth`]) when [`crate::ServerTls`] is set.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::auth::Authn;
 use crate::logs::{self, LogQuery};
 
 #[derive(Clone)]
@@ -18,9 +20,10 @@ struct AppState {
     logs_root: Arc<PathBuf>,
 }
 
-/// The router of the agent's HTTP server, reading logs under `logs_root`.
-pub(crate) fn router(logs_root: PathBuf) -> Router {
-    Router::new()
+/// The router of the agent's server, reading logs under `logs_root`; with `authn`, every
+/// route requires a client certificate or an accepted bearer token.
+pub(crate) fn router(logs_root: PathBuf, authn: Option<Arc<Authn>>) -> Router {
+    let r = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
@@ -28,7 +31,14 @@ pub(crate) fn router(logs_root: PathBuf) -> Router {
         )
         .with_state(AppState {
             logs_root: Arc::new(logs_root),
-        })
+        });
+    match authn {
+        Some(a) => r.layer(axum::middleware::from_fn_with_state(
+            a,
+            crate::auth::require,
+        )),
+        None => r,
+    }
 }
 
 /// The newest log directory of pod `ns/pod` (several pods of the same name may have

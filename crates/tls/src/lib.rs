@@ -1,0 +1,368 @@
+//! The cluster's PKI: one CA, the certificates it signs, and the TLS plumbing around them.
+//!
+//! - [`Ca::load_or_create`] keeps the cluster CA in a directory (`ca.key` 0600, `ca.crt`),
+//!   making it on first start.
+//! - [`Ca::issue`] signs a fresh key for a subject and its names: a serving certificate
+//!   ([`Usage::Server`], for the API server and each node's agent) or a client certificate
+//!   ([`Usage::Client`], the API server's identity towards the nodes).
+//! - [`server_config`] and [`client_config`] build rustls configurations from PEM; a
+//!   server may ask clients for a certificate signed by the CA without requiring one
+//!   (bearer tokens are the other way to prove who one is).
+//! - [`TlsListener`] is an `axum::serve` listener completing handshakes concurrently, and
+//!   [`PeerCertified`] tells a handler whether the client proved itself with a certificate.
+//!
+//! # Example
+//!
+//! ```
+//! use kcore_tls::{Ca, Usage};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let ca = Ca::load_or_create(dir.path())?;
+//! let node = ca.issue("node-a", &["10.0.0.7".into(), "node-a".into()], Usage::Server)?;
+//! let server = kcore_tls::server_config(&node, Some(ca.cert_pem()))?;
+//! let client = kcore_tls::client_config(ca.cert_pem(), None)?;
+//! assert_eq!(server.alpn_protocols, vec![b"http/1.1".to_vec()]);
+//! assert!(!client.client_auth_cert_resolver.has_certs());
+//! // the CA is kept: a second start reads the same one
+//! assert_eq!(Ca::load_or_create(dir.path())?.cert_pem(), ca.cert_pem());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod listener;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+pub use listener::{PeerCertified, TlsListener};
+
+/// What went wrong with a key, a certificate or a TLS configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file of the PKI could not be read or written.
+    #[error("{op} {path}")]
+    Io {
+        /// What was done (`read`, `write`, `create`).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key or certificate could not be made, signed or read.
+    #[error("{what}")]
+    Certificate {
+        /// Which one, and what was done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// PEM text could not be parsed.
+    #[error("parsing {what}")]
+    Pem {
+        /// What the text should hold.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// PEM text held no certificate.
+    #[error("no certificate in the {what}")]
+    NoCertificate {
+        /// What the text should hold.
+        what: &'static str,
+    },
+    /// rustls refused the configuration.
+    #[error("tls configuration: {what}")]
+    Config {
+        /// What was being configured.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The client certificate verifier could not be built.
+    #[error("client certificate verifier")]
+    Verifier {
+        /// The cause.
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn cert_err(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Certificate { what, source }
+}
+
+/// What a certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Usage {
+    /// A TLS server (extended key usage `serverAuth`).
+    Server,
+    /// A TLS client (extended key usage `clientAuth`).
+    Client,
+}
+
+/// A certificate and its private key, PEM-encoded.
+#[derive(Clone)]
+pub struct CertKey {
+    /// The certificate (PEM).
+    pub cert_pem: String,
+    /// The private key (PEM).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for CertKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertKey").finish_non_exhaustive()
+    }
+}
+
+impl CertKey {
+    /// Writes `<dir>/<name>.crt` (0644) and `<dir>/<name>.key` (0600), each atomically.
+    pub fn write(&self, dir: &Path, name: &str) -> Result<(), Error> {
+        let (crt, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        write_private(&key, &self.key_pem)?;
+        write_public(&crt, &self.cert_pem)
+    }
+}
+
+/// Keys and tokens: only the owner (root) may read them.
+pub fn write_private(path: &Path, data: &str) -> Result<(), Error> {
+    kcore_statedir::write(path, data.as_bytes(), kcore_statedir::PRIVATE_FILE)
+        .map_err(io("write", path))
+}
+
+/// Certificates are public; they are written whole all the same.
+fn write_public(path: &Path, data: &str) -> Result<(), Error> {
+    kcore_statedir::write(path, data.as_bytes(), 0o644).map_err(io("write", path))
+}
+
+fn ca_params() -> Result<CertificateParams, Error> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(cert_err("ca parameters"))?;
+    p.distinguished_name.push(DnType::CommonName, "kcore-ca");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(p)
+}
+
+/// The cluster CA: its certificate and the key that signs.
+pub struct Ca {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
+impl Ca {
+    /// Loads the CA kept in `dir` (`ca.key`, `ca.crt`), making it on first start; the
+    /// directory is created (or tightened) to 0700.
+    pub fn load_or_create(dir: &Path) -> Result<Ca, Error> {
+        let _span = tracing::info_span!("pki", dir = %dir.display()).entered();
+        kcore_statedir::ensure_dir(dir, kcore_statedir::PRIVATE_DIR).map_err(io("create", dir))?;
+        let (key_path, crt_path) = (dir.join("ca.key"), dir.join("ca.crt"));
+        let key = if key_path.exists() && crt_path.exists() {
+            let pem = std::fs::read_to_string(&key_path).map_err(io("read", &key_path))?;
+            KeyPair::from_pem(&pem).map_err(cert_err(format!("reading {}", key_path.display())))?
+        } else {
+            let key = KeyPair::generate().map_err(cert_err("generating the CA key"))?;
+            let cert = ca_params()?
+                .self_signed(&key)
+                .map_err(cert_err("signing the CA"))?;
+            write_private(&key_path, &key.serialize_pem())?;
+            write_public(&crt_path, &cert.pem())?;
+            tracing::info!(path = %crt_path.display(), "generated cluster CA");
+            key
+        };
+        let cert_pem = std::fs::read_to_string(&crt_path).map_err(io("read", &crt_path))?;
+        Ok(Ca {
+            cert_pem,
+            issuer: Issuer::new(ca_params()?, key),
+        })
+    }
+
+    /// The CA certificate (PEM).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// A new key and a certificate for it, signed by the CA, for subject `common_name`
+    /// with `names` (DNS names or IP addresses) as subject alternative names.
+    pub fn issue(
+        &self,
+        common_name: &str,
+        names: &[String],
+        usage: Usage,
+    ) -> Result<CertKey, Error> {
+        let mut params = CertificateParams::new(Vec::<String>::new())
+            .map_err(cert_err("certificate parameters"))?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        let mut names = names.to_vec();
+        names.sort();
+        names.dedup();
+        for n in names {
+            let san = match n.parse::<IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(
+                    n.as_str()
+                        .try_into()
+                        .map_err(cert_err(format!("subject alternative name {n}")))?,
+                ),
+            };
+            params.subject_alt_names.push(san);
+        }
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![match usage {
+            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+        }];
+        let key = KeyPair::generate().map_err(cert_err("generating a key"))?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(cert_err(format!(
+                "signing the certificate of {common_name}"
+            )))?;
+        Ok(CertKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+fn certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|source| Error::Pem { what, source })?;
+    if certs.is_empty() {
+        return Err(Error::NoCertificate { what });
+    }
+    Ok(certs)
+}
+
+fn key(pem: &str) -> Result<PrivateKeyDer<'static>, Error> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|source| Error::Pem {
+        what: "private key",
+        source,
+    })
+}
+
+fn roots(ca_pem: &str) -> Result<rustls::RootCertStore, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(ca_pem, "CA certificate")? {
+        roots.add(c).map_err(|source| Error::Config {
+            what: "trusted CA",
+            source,
+        })?;
+    }
+    Ok(roots)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server configuration presenting `cert` (its chain ends with the CA, so a joining
+/// node can pin the CA by its hash, when `cert.cert_pem` holds it). With `client_ca`,
+/// clients may present a certificate, which must then be signed by that CA for
+/// `clientAuth`; a client without one still connects (see [`PeerCertified`]).
+pub fn server_config(
+    cert: &CertKey,
+    client_ca: Option<&str>,
+) -> Result<rustls::ServerConfig, Error> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| Error::Config {
+            what: "protocol versions",
+            source,
+        })?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(ca)?),
+                provider(),
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|source| Error::Verifier { source })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder
+        .with_single_cert(certs(&cert.cert_pem, "certificate")?, key(&cert.key_pem)?)
+        .map_err(|source| Error::Config {
+            what: "certificate",
+            source,
+        })?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// A client configuration trusting only `ca_pem`, presenting `identity` when given.
+pub fn client_config(
+    ca_pem: &str,
+    identity: Option<&CertKey>,
+) -> Result<rustls::ClientConfig, Error> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| Error::Config {
+            what: "protocol versions",
+            source,
+        })?
+        .with_root_certificates(roots(ca_pem)?);
+    let mut cfg = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(
+                certs(&id.cert_pem, "client certificate")?,
+                key(&id.key_pem)?,
+            )
+            .map_err(|source| Error::Config {
+                what: "client certificate",
+                source,
+            })?,
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+use super::*;
+
+#[test]
+fn issued_certificates_chain_to_the_ca_and_keep_their_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::load_or_create(dir.path()).unwrap();
+    let server = ca
+        .issue(
+            "node-a",
+            &["127.0.0.1".into(), "node-a".into()],
+            Usage::Server,
+        )
+        .unwrap();
+    let client = ca.issue("apiserver", &[], Usage::Client).unwrap();
+    // a server certificate cannot serve as a client identity towards a verifying server
+    // and vice versa: both configurations build, and rustls checks usage at handshake
+    assert!(server_config(&server, Some(ca.cert_pem())).is_ok());
+    assert!(client_config(ca.cert_pem(), Some(&client)).is_ok());
+    // the key stays private on disk
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("ca.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    client.write(dir.path(), "client").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("client.crt")).unwrap(),
+        client.cert_pem
+    );
+}
+
+#[test]
+fn garbage_pem_is_an_error_that_names_what_it_should_be() {
+    let e = client_config("not a certificate", None).unwrap_err();
+    assert_eq!(e.to_string(), "no certificate in the CA certificate");
+}
+
+#[tokio::test]
+async fn the_listener_tells_certified_clients_from_the_others() {
+    use axum::extract::ConnectInfo;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::load_or_create(dir.path()).unwrap();
+    let server = ca
+        .issue("localhost", &["127.0.0.1".into()], Usage::Server)
+        .unwrap();
+    let client = ca.issue("apiserver", &[], Usage::Client).unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener =
+        TlsListener::new(tcp, server_config(&server, Some(ca.cert_pem())).unwrap()).unwrap();
+    let addr = axum::serve::Listener::local_addr(&listener).unwrap();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(|ConnectInfo(p): ConnectInfo<PeerCertified>| async move {
+            if p.0 {
+                "certified"
+            } else {
+                "anonymous"
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<PeerCertified>(),
+        )
+        .await
+    });
+    async fn get(addr: std::net::SocketAddr, cfg: rustls::ClientConfig) -> std::io::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await?;
+        tls.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await?;
+        let mut out = String::new();
+        tls.read_to_string(&mut out).await?;
+        Ok(out)
+    }
+    let anon = get(addr, client_config(ca.cert_pem(), None).unwrap())
+        .await
+        .unwrap();
+    assert!(anon.ends_with("anonymous"), "{anon}");
+    let cert = get(addr, client_config(ca.cert_pem(), Some(&client)).unwrap())
+        .await
+        .unwrap();
+    assert!(cert.ends_with("certified"), "{cert}");
+    // a client certificate from another CA is refused at the handshake
+    let other = tempfile::tempdir().unwrap();
+    let stranger = Ca::load_or_create(other.path())
+        .unwrap()
+        .issue("mallory", &[], Usage::Client)
+        .unwrap();
+    assert!(
+        get(addr, client_config(ca.cert_pem(), Some(&stranger)).unwrap())
+            .await
+            .is_err()
+    );
+}
