@@ -15,7 +15,7 @@ pub enum Error {
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -23,7 +23,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("file {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -232,5 +232,22 @@ pub(crate) fn from_storage(e: StorageError, group: &str, plural: &str, name: &st
             "too old resource version: {requested} ({compacted})"
         )),
         other => ApiError::internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_leaves_the_cause_to_the_chain() {
+        let cause = std::io::Error::from(std::io::ErrorKind::AddrInUse).to_string();
+        let err = Error::Bind {
+            addr: "127.0.0.1:6443".parse().expect("addr"),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        assert_eq!(err.to_string(), "cannot listen on 127.0.0.1:6443");
+        let source = std::error::Error::source(&err).expect("a source");
+        assert_eq!(source.to_string(), cause);
     }
 }
