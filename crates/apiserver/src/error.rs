@@ -75,14 +75,50 @@ impl Cause {
         }
     }
     pub(crate) fn invalid(field: impl Into<String>, value: &Value, why: &str) -> Self {
-        let shown = match value {
-            Value::String(s) => format!("{s:?}"),
-            v => v.to_string(),
-        };
         Self {
             reason: "FieldValueInvalid",
             field: field.into(),
-            message: format!("Invalid value: {shown}: {why}"),
+            message: format!("Invalid value: {}: {why}", shown(value)),
+        }
+    }
+    /// `Forbidden: <why>`, upstream's `field.Forbidden`.
+    pub(crate) fn forbidden(field: impl Into<String>, why: &str) -> Self {
+        Self {
+            reason: "FieldValueForbidden",
+            field: field.into(),
+            message: format!("Forbidden: {why}"),
+        }
+    }
+    /// `Required value: <why>`, upstream's `field.Required` with a detail.
+    pub(crate) fn required_because(field: impl Into<String>, why: &str) -> Self {
+        Self {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message: format!("Required value: {why}"),
+        }
+    }
+    /// `Not found: <value>`, upstream's `field.NotFound`.
+    pub(crate) fn not_found(field: impl Into<String>, value: &Value) -> Self {
+        Self {
+            reason: "FieldValueNotFound",
+            field: field.into(),
+            message: format!("Not found: {}", shown(value)),
+        }
+    }
+    /// `Duplicate value: <value>`, upstream's `field.Duplicate`.
+    pub(crate) fn duplicate(field: impl Into<String>, value: &Value) -> Self {
+        Self {
+            reason: "FieldValueDuplicate",
+            field: field.into(),
+            message: format!("Duplicate value: {}", shown(value)),
+        }
+    }
+    /// `Too long: may not be more than <max> bytes`, upstream's `field.TooLong`.
+    pub(crate) fn too_long(field: impl Into<String>, max: usize) -> Self {
+        Self {
+            reason: "FieldValueTooLong",
+            field: field.into(),
+            message: format!("Too long: may not be more than {max} bytes"),
         }
     }
     pub(crate) fn not_supported(field: impl Into<String>, value: &Value, allowed: &[&str]) -> Self {
@@ -91,10 +127,19 @@ impl Cause {
             reason: "FieldValueNotSupported",
             field: field.into(),
             message: format!(
-                "Unsupported value: {value}: supported values: {}",
+                "Unsupported value: {}: supported values: {}",
+                shown(value),
                 list.join(", ")
             ),
         }
+    }
+}
+
+/// A bad value as upstream prints it in a field error: strings quoted, the rest as JSON.
+fn shown(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{s:?}"),
+        v => v.to_string(),
     }
 }
 
@@ -169,7 +214,12 @@ impl ApiError {
         let mut e = Self::new(
             422,
             "Invalid",
-            format!("{w} {name:?} is invalid: {}", summary.join(", ")),
+            // Upstream's aggregate: one error as it is, several in brackets.
+            if summary.len() == 1 {
+                format!("{w} {name:?} is invalid: {}", summary[0])
+            } else {
+                format!("{w} {name:?} is invalid: [{}]", summary.join(", "))
+            },
         )
         .with_details(group, kind, name);
         if let Some(d) = e.details.as_mut() {

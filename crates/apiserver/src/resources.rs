@@ -150,7 +150,7 @@ macro_rules! res {
 }
 pub(crate) use res;
 
-use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, policy::v1 as policy};
+use k8s_openapi::api::core::v1 as core;
 
 /// The `all` category.
 pub(crate) const ALL: &[&str] = &["all"];
@@ -183,42 +183,10 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::endpointslice::RESOURCE,
     registry::ingress::RESOURCE,
     registry::lease::RESOURCE,
-    res!(
-        core::PersistentVolumeClaim,
-        "persistentvolumeclaims",
-        true,
-        &["pvc"],
-        NONE,
-        &[Sub::Status],
-        false
-    ),
-    res!(
-        core::PersistentVolume,
-        "persistentvolumes",
-        false,
-        &["pv"],
-        NONE,
-        &[Sub::Status],
-        false
-    ),
-    res!(
-        apps::ControllerRevision,
-        "controllerrevisions",
-        true,
-        &[],
-        NONE,
-        &[],
-        false
-    ),
-    res!(
-        policy::PodDisruptionBudget,
-        "poddisruptionbudgets",
-        true,
-        &["pdb"],
-        NONE,
-        &[Sub::Status],
-        false
-    ),
+    registry::persistentvolumeclaim::RESOURCE,
+    registry::persistentvolume::RESOURCE,
+    registry::controllerrevision::RESOURCE,
+    registry::poddisruptionbudget::RESOURCE,
 ];
 
 /// Finds a resource by group, version and plural name.

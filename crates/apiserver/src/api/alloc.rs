@@ -15,7 +15,10 @@ impl Api {
         let ty = spec["type"].as_str().unwrap_or("ClusterIP").to_owned();
         if let Some(old) = old {
             let os = &old["spec"];
-            if spec["clusterIP"].as_str().is_none_or(str::is_empty) && os["clusterIP"].is_string() {
+            if ty != "ExternalName"
+                && spec["clusterIP"].as_str().is_none_or(str::is_empty)
+                && os["clusterIP"].is_string()
+            {
                 spec["clusterIP"] = os["clusterIP"].clone();
                 spec["clusterIPs"] = os["clusterIPs"].clone();
             }
@@ -35,6 +38,28 @@ impl Api {
         if ty == "ExternalName" {
             return Ok(());
         }
+        // NodePorts the user chose must be in the configured range (upstream checks this
+        // in its allocator, with this message).
+        let (lo, hi) = self.inner.config.node_ports;
+        let mut out_of_range = Vec::new();
+        for (i, p) in spec["ports"].as_array().into_iter().flatten().enumerate() {
+            if let Some(n) = p["nodePort"].as_i64() {
+                if !(i64::from(lo)..=i64::from(hi)).contains(&n) {
+                    out_of_range.push(Cause::invalid(
+                        format!("spec.ports[{i}].nodePort"),
+                        &p["nodePort"],
+                        &format!(
+                            "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+                        ),
+                    ));
+                }
+            }
+        }
+        if !out_of_range.is_empty() {
+            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+            return Err(ApiError::invalid("", "Service", name, out_of_range));
+        }
+        let spec = &mut obj["spec"];
         let need_ip = spec["clusterIP"].as_str().is_none_or(str::is_empty);
         let need_ports = matches!(ty.as_str(), "NodePort" | "LoadBalancer")
             && spec["ports"]

@@ -29,7 +29,11 @@ impl Strategy for ConfigMapStrategy {
     }
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
-        validate::data_keys(obj, causes);
+        validate::data(obj, "", causes);
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {
+        validate::immutable_data(new, old, &["data", "binaryData"], causes);
     }
 
     fn spec_of(&self, obj: &Value) -> Value {

@@ -47,7 +47,37 @@ impl Strategy for DaemonSetStrategy {
     }
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
-        validate::workload(obj, causes);
+        validate::workload(obj, "DaemonSet", causes);
+        let us = &obj["spec"]["updateStrategy"];
+        validate::one_of(
+            &us["type"],
+            "spec.updateStrategy.type",
+            &["OnDelete", "RollingUpdate"],
+            causes,
+        );
+        let ru = &us["rollingUpdate"];
+        let p = "spec.updateStrategy.rollingUpdate";
+        validate::int_or_percent(&ru["maxUnavailable"], &format!("{p}.maxUnavailable"), causes);
+        validate::int_or_percent(&ru["maxSurge"], &format!("{p}.maxSurge"), causes);
+        if !ru.is_null()
+            && validate::is_zero_or_percent(&ru["maxUnavailable"])
+            && (ru["maxSurge"].is_null() || validate::is_zero_or_percent(&ru["maxSurge"]))
+        {
+            causes.push(Cause::invalid(
+                format!("{p}.maxUnavailable"),
+                &ru["maxUnavailable"],
+                "may not be 0 when `maxSurge` is 0",
+            ));
+        }
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {
+        validate::immutable(
+            &new["spec"]["selector"],
+            &old["spec"]["selector"],
+            "spec.selector",
+            causes,
+        );
     }
 
     fn table_columns(&self) -> Vec<Value> {

@@ -49,7 +49,53 @@ impl Strategy for DeploymentStrategy {
     }
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
-        validate::workload(obj, causes);
+        validate::workload(obj, "Deployment", causes);
+        let spec = &obj["spec"];
+        let st = &spec["strategy"];
+        validate::one_of(
+            &st["type"],
+            "spec.strategy.type",
+            &["Recreate", "RollingUpdate"],
+            causes,
+        );
+        let ru = &st["rollingUpdate"];
+        if st["type"] == "Recreate" && !ru.is_null() {
+            causes.push(Cause::forbidden(
+                "spec.strategy.rollingUpdate",
+                "may not be specified when strategy `type` is 'Recreate'",
+            ));
+        }
+        let p = "spec.strategy.rollingUpdate";
+        validate::int_or_percent(&ru["maxUnavailable"], &format!("{p}.maxUnavailable"), causes);
+        validate::int_or_percent(&ru["maxSurge"], &format!("{p}.maxSurge"), causes);
+        if !ru.is_null()
+            && validate::is_zero_or_percent(&ru["maxUnavailable"])
+            && validate::is_zero_or_percent(&ru["maxSurge"])
+        {
+            causes.push(Cause::invalid(
+                format!("{p}.maxUnavailable"),
+                &ru["maxUnavailable"],
+                "may not be 0 when `maxSurge` is 0",
+            ));
+        }
+        if let Some(pd) = spec["progressDeadlineSeconds"].as_i64() {
+            if pd <= spec["minReadySeconds"].as_i64().unwrap_or(0) {
+                causes.push(Cause::invalid(
+                    "spec.progressDeadlineSeconds",
+                    &spec["progressDeadlineSeconds"],
+                    "must be greater than minReadySeconds",
+                ));
+            }
+        }
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {
+        validate::immutable(
+            &new["spec"]["selector"],
+            &old["spec"]["selector"],
+            "spec.selector",
+            causes,
+        );
     }
 
     fn table_columns(&self) -> Vec<Value> {

@@ -4,7 +4,9 @@ use serde_json::{json, Value};
 
 use super::Strategy;
 use crate::resources::{res, ResourceInfo, NONE};
+use crate::error::Cause;
 use crate::table::{age, col, join_str, num};
+use crate::validate;
 
 /// The served `Endpoints` resource.
 pub(crate) const RESOURCE: ResourceInfo = res!(
@@ -24,6 +26,47 @@ pub(crate) struct EndpointsStrategy;
 impl Strategy for EndpointsStrategy {
     fn kind(&self) -> &'static str {
         "Endpoints"
+    }
+
+    fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
+        for (i, s) in obj["subsets"].as_array().into_iter().flatten().enumerate() {
+            let sp = format!("subsets[{i}]");
+            for list in ["addresses", "notReadyAddresses"] {
+                for (j, a) in s[list].as_array().into_iter().flatten().enumerate() {
+                    let ip = &a["ip"];
+                    if ip.as_str().and_then(validate::ip_family).is_none() {
+                        causes.push(Cause::invalid(
+                            format!("{sp}.{list}[{j}].ip"),
+                            ip,
+                            validate::MSG_IP,
+                        ));
+                    }
+                    if let Some(h) = a["hostname"].as_str() {
+                        validate::dns_label(
+                            &Value::String(h.to_owned()),
+                            &format!("{sp}.{list}[{j}].hostname"),
+                            causes,
+                        );
+                    }
+                }
+            }
+            let ports = s["ports"].as_array().map(Vec::as_slice).unwrap_or_default();
+            for (j, p) in ports.iter().enumerate() {
+                let pp = format!("{sp}.ports[{j}]");
+                match p["name"].as_str().filter(|n| !n.is_empty()) {
+                    None if ports.len() > 1 => causes.push(Cause::required(format!("{pp}.name"))),
+                    None => {}
+                    Some(_) => validate::dns_label(&p["name"], &format!("{pp}.name"), causes),
+                }
+                validate::port_number(&p["port"], &format!("{pp}.port"), causes);
+                validate::one_of(
+                    &p["protocol"],
+                    &format!("{pp}.protocol"),
+                    &["SCTP", "TCP", "UDP"],
+                    causes,
+                );
+            }
+        }
     }
 
     fn table_columns(&self) -> Vec<Value> {

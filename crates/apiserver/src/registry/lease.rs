@@ -4,7 +4,9 @@ use serde_json::{json, Value};
 
 use super::Strategy;
 use crate::resources::{res, ResourceInfo, NONE};
+use crate::error::Cause;
 use crate::table::{age, col};
+use crate::validate;
 
 /// The served `Lease` resource.
 pub(crate) const RESOURCE: ResourceInfo = res!(
@@ -24,6 +26,24 @@ pub(crate) struct LeaseStrategy;
 impl Strategy for LeaseStrategy {
     fn kind(&self) -> &'static str {
         "Lease"
+    }
+
+    fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
+        let spec = &obj["spec"];
+        if spec["leaseDurationSeconds"].as_i64().is_some_and(|d| d <= 0) {
+            causes.push(Cause::invalid(
+                "spec.leaseDurationSeconds",
+                &spec["leaseDurationSeconds"],
+                "must be greater than 0",
+            ));
+        }
+        validate::non_negative(&spec["leaseTransitions"], "spec.leaseTransitions", causes);
+        validate::one_of(
+            &spec["strategy"],
+            "spec.strategy",
+            &["OldestEmulationVersion"],
+            causes,
+        );
     }
 
     fn table_columns(&self) -> Vec<Value> {

@@ -22,6 +22,7 @@ use crate::table::{age, col};
 use crate::validate;
 
 pub(crate) mod configmap;
+pub(crate) mod controllerrevision;
 pub(crate) mod daemonset;
 pub(crate) mod deployment;
 pub(crate) mod endpoints;
@@ -31,7 +32,10 @@ pub(crate) mod ingress;
 pub(crate) mod lease;
 pub(crate) mod namespace;
 pub(crate) mod node;
+pub(crate) mod persistentvolume;
+pub(crate) mod persistentvolumeclaim;
 pub(crate) mod pod;
+pub(crate) mod poddisruptionbudget;
 pub(crate) mod replicaset;
 pub(crate) mod secret;
 pub(crate) mod service;
@@ -69,13 +73,14 @@ pub(crate) trait Strategy: Sync {
         false
     }
 
-    /// Kind-specific validation of a whole object; metadata is validated by the caller.
+    /// Kind-specific validation of a whole object (upstream's `Validate<Kind>`); metadata
+    /// is validated by the caller. On update these rules run on the new object too,
+    /// ratcheted (see [`validate`]).
     fn validate(&self, _obj: &Value, _causes: &mut Vec<Cause>) {}
 
-    /// Validation of an update; the default validates `new` as on create.
-    fn validate_update(&self, new: &Value, _old: &Value, causes: &mut Vec<Cause>) {
-        self.validate(new, causes);
-    }
+    /// The rules of an update only (upstream's `Validate<Kind>Update` beyond the create
+    /// rules): immutable fields and the allowed update paths.
+    fn validate_update(&self, _new: &Value, _old: &Value, _causes: &mut Vec<Cause>) {}
 
     /// The part of an object whose change bumps `metadata.generation`.
     fn spec_of(&self, obj: &Value) -> Value {
@@ -129,13 +134,28 @@ impl Strategy for DefaultStrategy {
 
 /// Validates an object (metadata, then the rules of its kind's strategy `s`); `old` is
 /// the stored object on update. An empty result means valid.
+///
+/// Ratcheting, as upstream: on update the create rules run on the new object, but a
+/// fault the stored object already had (the same field, the same message) is let
+/// through, so an object stored before a rule was enforced still takes metadata,
+/// finalizer and status updates and can be deleted; only what the update changes is
+/// held to the rules. The update rules ([`Strategy::validate_update`]) always apply.
 pub(crate) fn validate(s: &dyn Strategy, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let mut causes = create_rules(s, obj);
+    if let Some(old) = old {
+        if !causes.is_empty() {
+            let before = create_rules(s, old);
+            causes.retain(|c| !before.contains(c));
+        }
+        s.validate_update(obj, old, &mut causes);
+    }
+    causes
+}
+
+fn create_rules(s: &dyn Strategy, obj: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     validate::metadata(s.name_is_label(), obj, &mut causes);
-    match old {
-        Some(old) => s.validate_update(obj, old, &mut causes),
-        None => s.validate(obj, &mut causes),
-    }
+    s.validate(obj, &mut causes);
     causes
 }
 

@@ -42,7 +42,11 @@ impl Strategy for PodStrategy {
     }
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
-        validate::containers(&obj["spec"], "spec", causes);
+        validate::pod::spec(&obj["spec"], "spec", causes);
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {
+        validate::pod::update(new, old, causes);
     }
 
     fn graceful_deletion(&self, old: &Value, requested: Option<i64>) -> Option<i64> {

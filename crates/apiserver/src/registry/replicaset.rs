@@ -39,7 +39,16 @@ impl Strategy for ReplicaSetStrategy {
     }
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
-        validate::workload(obj, causes);
+        validate::workload(obj, "ReplicaSet", causes);
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {
+        validate::immutable(
+            &new["spec"]["selector"],
+            &old["spec"]["selector"],
+            "spec.selector",
+            causes,
+        );
     }
 
     fn table_columns(&self) -> Vec<Value> {

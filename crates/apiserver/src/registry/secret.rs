@@ -44,7 +44,13 @@ impl Strategy for SecretStrategy {
     }
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
-        validate::data_keys(obj, causes);
+        validate::data(obj, "data", causes);
+        secret_type(obj, causes);
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {
+        validate::immutable(&new["type"], &old["type"], "type", causes);
+        validate::immutable_data(new, old, &["data"], causes);
     }
 
     fn spec_of(&self, obj: &Value) -> Value {
@@ -73,3 +79,39 @@ impl Strategy for SecretStrategy {
         ]
     }
 }
+/// The keys each built-in Secret type requires (upstream's `ValidateSecret`).
+fn secret_type(obj: &Value, causes: &mut Vec<Cause>) {
+    let data = &obj["data"];
+    let has = |k: &str| data.get(k).is_some();
+    let require = |k: &str, causes: &mut Vec<Cause>| {
+        if !has(k) {
+            causes.push(Cause::required(format!("data[{k}]")));
+        }
+    };
+    match obj["type"].as_str().unwrap_or_default() {
+        "kubernetes.io/service-account-token" => {
+            let key = "kubernetes.io/service-account.name";
+            if obj["metadata"]["annotations"][key]
+                .as_str()
+                .is_none_or(str::is_empty)
+            {
+                causes.push(Cause::required(format!("metadata.annotations[{key}]")));
+            }
+        }
+        "kubernetes.io/dockercfg" => require(".dockercfg", causes),
+        "kubernetes.io/dockerconfigjson" => require(".dockerconfigjson", causes),
+        "kubernetes.io/basic-auth" => {
+            if !has("username") && !has("password") {
+                require("username", causes);
+                require("password", causes);
+            }
+        }
+        "kubernetes.io/ssh-auth" => require("ssh-privatekey", causes),
+        "kubernetes.io/tls" => {
+            require("tls.crt", causes);
+            require("tls.key", causes);
+        }
+        _ => {}
+    }
+}
+

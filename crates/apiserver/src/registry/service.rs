@@ -1,6 +1,8 @@
 //! Services: defaults, the status a new Service starts with, ClusterIP and NodePort
 //! allocation (done by the store, see `Api::allocate_service`) and port validation.
 
+use std::collections::HashSet;
+
 use serde_json::{json, Value};
 
 use super::Strategy;
@@ -8,6 +10,7 @@ use crate::defaults::{obj_mut, set_default};
 use crate::error::Cause;
 use crate::resources::{res, ResourceInfo, Sub, ALL};
 use crate::table::{age, col, join_str, num, selector_str};
+use crate::validate;
 
 /// The served `Service` resource.
 pub(crate) const RESOURCE: ResourceInfo = res!(
@@ -63,10 +66,14 @@ impl Strategy for ServiceStrategy {
         true
     }
 
+    fn prepare_for_update(&self, new: &mut Value, old: &Value) {
+        drop_type_dependent_fields(new, old);
+    }
+
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
         let spec = &obj["spec"];
         let ty = spec["type"].as_str().unwrap_or("ClusterIP");
-        let types = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
+        let types = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
         if !types.contains(&ty) {
             causes.push(Cause::not_supported("spec.type", &spec["type"], &types));
         }
@@ -75,31 +82,107 @@ impl Strategy for ServiceStrategy {
         if ty != "ExternalName" && !headless && ports.is_none_or(|p| p.is_empty()) {
             causes.push(Cause::required("spec.ports"));
         }
-        let multi = ports.is_some_and(|p| p.len() > 1);
-        for (i, p) in ports.into_iter().flatten().enumerate() {
-            let port = p["port"].as_i64().unwrap_or(0);
-            if !(1..=65535).contains(&port) {
-                causes.push(Cause::invalid(
-                    format!("spec.ports[{i}].port"),
-                    &p["port"],
-                    "must be between 1 and 65535, inclusive",
+        validate_ports(spec, ty, causes);
+        if ty == "ExternalName" {
+            if spec["externalName"].as_str().is_none_or(str::is_empty) {
+                causes.push(Cause::required("spec.externalName"));
+            } else {
+                validate::dns_subdomain(&spec["externalName"], "spec.externalName", causes);
+            }
+            if spec["clusterIPs"]
+                .as_array()
+                .is_some_and(|ips| !ips.is_empty())
+                || spec["clusterIP"].as_str().is_some_and(|ip| !ip.is_empty())
+            {
+                causes.push(Cause::forbidden(
+                    "spec.clusterIPs",
+                    "may not be set for ExternalName services",
                 ));
             }
-            if multi && p["name"].as_str().is_none_or(str::is_empty) {
-                causes.push(Cause::required(format!("spec.ports[{i}].name")));
-            }
-            if let Some(np) = p["nodePort"].as_i64() {
-                if !(30000..=32767).contains(&np) {
+        } else {
+            validate_cluster_ips(spec, causes);
+        }
+        validate::one_of(
+            &spec["sessionAffinity"],
+            "spec.sessionAffinity",
+            &["ClientIP", "None"],
+            causes,
+        );
+        let sac = &spec["sessionAffinityConfig"];
+        if spec["sessionAffinity"] == "ClientIP" {
+            if let Some(t) = sac["clientIP"]["timeoutSeconds"].as_i64() {
+                if !(1..=86400).contains(&t) {
                     causes.push(Cause::invalid(
-                        format!("spec.ports[{i}].nodePort"),
-                        &p["nodePort"],
-                        "provided port is not in the valid range. The range of valid ports is 30000-32767",
+                        "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                        &sac["clientIP"]["timeoutSeconds"],
+                        "must be greater than 0 and less than 86400",
                     ));
                 }
             }
+        } else if !sac.is_null() && sac.as_object().is_some_and(|o| !o.is_empty()) {
+            causes.push(Cause::invalid(
+                "spec.sessionAffinityConfig",
+                sac,
+                &format!(
+                    "must not be set when session affinity is {}",
+                    spec["sessionAffinity"].as_str().unwrap_or("None")
+                ),
+            ));
         }
-        if ty == "ExternalName" && spec["externalName"].as_str().is_none_or(str::is_empty) {
-            causes.push(Cause::required("spec.externalName"));
+        for (f, allowed) in [
+            ("externalTrafficPolicy", &["Cluster", "Local"][..]),
+            ("internalTrafficPolicy", &["Cluster", "Local"][..]),
+        ] {
+            validate::one_of(&spec[f], &format!("spec.{f}"), allowed, causes);
+        }
+        if matches!(ty, "ClusterIP" | "ExternalName") && !spec["externalTrafficPolicy"].is_null() {
+            causes.push(Cause::invalid(
+                "spec.externalTrafficPolicy",
+                &spec["externalTrafficPolicy"],
+                "may only be set for externally-accessible services",
+            ));
+        }
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {
+        let (ns, os) = (&new["spec"], &old["spec"]);
+        if ns["type"] == "ExternalName" || os["type"] == "ExternalName" {
+            return;
+        }
+        // Upstream's normalizeClusterIPs: a changed `clusterIP` with unchanged
+        // `clusterIPs` means the user changed the primary address.
+        let mut ips: Vec<Value> = ns["clusterIPs"].as_array().cloned().unwrap_or_default();
+        if ns["clusterIP"] != os["clusterIP"] && ns["clusterIPs"] == os["clusterIPs"] {
+            ips = vec![ns["clusterIP"].clone()];
+        }
+        let old_ips = os["clusterIPs"].as_array().cloned().unwrap_or_default();
+        for (i, (n, o)) in ips.iter().zip(&old_ips).enumerate() {
+            if n != o {
+                causes.push(Cause::invalid(
+                    format!("spec.clusterIPs[{i}]"),
+                    &json!(ips),
+                    "may not change once set",
+                ));
+                break;
+            }
+        }
+        if ips.is_empty() && !old_ips.is_empty() && ns["clusterIP"] != os["clusterIP"] {
+            causes.push(Cause::invalid(
+                "spec.clusterIPs[0]",
+                &json!(ips),
+                "may not change once set",
+            ));
+        }
+        let fam = ns["ipFamilies"].as_array().cloned().unwrap_or_default();
+        let old_fam = os["ipFamilies"].as_array().cloned().unwrap_or_default();
+        if let (Some(n), Some(o)) = (fam.first(), old_fam.first()) {
+            if n != o {
+                causes.push(Cause::invalid(
+                    "spec.ipFamilies[0]",
+                    n,
+                    "may not change once set",
+                ));
+            }
         }
     }
 
@@ -159,6 +242,162 @@ impl Strategy for ServiceStrategy {
             a,
             json!(selector_str(&spec["selector"])),
         ]
+    }
+}
+
+/// Upstream's `dropTypeDependentFields`: a type change drops what the old type
+/// allocated and the new one cannot have, when the update left it as it was (NodePorts
+/// leaving NodePort/LoadBalancer; the ClusterIP and families becoming ExternalName).
+fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
+    let (ty, old_ty) = (
+        new["spec"]["type"].as_str().unwrap_or("ClusterIP").to_owned(),
+        old["spec"]["type"].as_str().unwrap_or("ClusterIP"),
+    );
+    if ty == old_ty {
+        return;
+    }
+    let spec = &mut new["spec"];
+    if !matches!(ty.as_str(), "NodePort" | "LoadBalancer") {
+        let old_ports = old["spec"]["ports"].as_array().cloned().unwrap_or_default();
+        for p in spec["ports"].as_array_mut().into_iter().flatten() {
+            let kept = old_ports
+                .iter()
+                .any(|op| op["nodePort"].is_number() && op["nodePort"] == p["nodePort"]);
+            if kept {
+                p.as_object_mut().map(|o| o.remove("nodePort"));
+            }
+        }
+        if spec["externalTrafficPolicy"] == old["spec"]["externalTrafficPolicy"] {
+            spec.as_object_mut()
+                .map(|o| o.remove("externalTrafficPolicy"));
+        }
+    }
+    if ty == "ExternalName" {
+        for f in [
+            "clusterIP",
+            "clusterIPs",
+            "ipFamilies",
+            "ipFamilyPolicy",
+            "internalTrafficPolicy",
+        ] {
+            if spec[f] == old["spec"][f] {
+                spec.as_object_mut().map(|o| o.remove(f));
+            }
+        }
+    }
+}
+
+/// Ports: number, name (a DNS label, required and unique when there are several),
+/// protocol, targetPort, nodePort (only for NodePort and LoadBalancer, unique), and no
+/// port/protocol pair twice.
+fn validate_ports(spec: &Value, ty: &str, causes: &mut Vec<Cause>) {
+    let ports = spec["ports"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let multi = ports.len() > 1;
+    let mut names = HashSet::new();
+    let mut pairs = HashSet::new();
+    let mut node_ports = HashSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        let pp = format!("spec.ports[{i}]");
+        validate::port_number(&p["port"], &format!("{pp}.port"), causes);
+        match p["name"].as_str().filter(|n| !n.is_empty()) {
+            None if multi => causes.push(Cause::required(format!("{pp}.name"))),
+            None => {}
+            Some(n) => {
+                validate::dns_label(&p["name"], &format!("{pp}.name"), causes);
+                if !names.insert(n.to_owned()) {
+                    causes.push(Cause::duplicate(format!("{pp}.name"), &p["name"]));
+                }
+            }
+        }
+        validate::one_of(
+            &p["protocol"],
+            &format!("{pp}.protocol"),
+            &["SCTP", "TCP", "UDP"],
+            causes,
+        );
+        if !p["targetPort"].is_null() && ty != "ExternalName" {
+            validate::port_num_or_name(&p["targetPort"], &format!("{pp}.targetPort"), causes);
+        }
+        let pair = json!({"port": p["port"], "protocol": p["protocol"]});
+        if !pairs.insert(pair.to_string()) {
+            causes.push(Cause::duplicate(pp.clone(), &pair));
+        }
+        if let Some(np) = p["nodePort"].as_i64() {
+            if !matches!(ty, "NodePort" | "LoadBalancer") {
+                causes.push(Cause::forbidden(
+                    format!("{pp}.nodePort"),
+                    &format!("may not be used when `type` is '{ty}'"),
+                ));
+            } else if !node_ports.insert((np, p["protocol"].to_string())) {
+                causes.push(Cause::duplicate(format!("{pp}.nodePort"), &p["nodePort"]));
+            }
+        }
+    }
+}
+
+/// `clusterIP` and `clusterIPs`: `None` or addresses, the first equal to `clusterIP`, each
+/// of the family `ipFamilies` names at its index; families and policy from their sets.
+fn validate_cluster_ips(spec: &Value, causes: &mut Vec<Cause>) {
+    let fams = spec["ipFamilies"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for (i, f) in fams.iter().enumerate() {
+        validate::one_of(f, &format!("spec.ipFamilies[{i}]"), &["IPv4", "IPv6"], causes);
+    }
+    if fams.len() == 2 && fams[0] == fams[1] {
+        causes.push(Cause::duplicate("spec.ipFamilies[1]", &fams[1]));
+    }
+    validate::one_of(
+        &spec["ipFamilyPolicy"],
+        "spec.ipFamilyPolicy",
+        &["SingleStack", "PreferDualStack", "RequireDualStack"],
+        causes,
+    );
+    let ips = spec["clusterIPs"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if let (Some(ip), Some(first)) = (spec["clusterIP"].as_str(), ips.first()) {
+        if !ip.is_empty() && first != ip {
+            causes.push(Cause::invalid(
+                "spec.clusterIPs",
+                &spec["clusterIPs"],
+                "first value must match `clusterIP`",
+            ));
+        }
+    }
+    if spec["ipFamilyPolicy"] == "SingleStack" && ips.len() > 1 {
+        causes.push(Cause::invalid(
+            "spec.clusterIPs",
+            &spec["clusterIPs"],
+            "must have at most one value when `ipFamilyPolicy` is 'SingleStack'",
+        ));
+    }
+    for (i, ipv) in ips.iter().enumerate() {
+        let Some(ip) = ipv.as_str() else { continue };
+        if ip == "None" {
+            if ips.len() > 1 {
+                causes.push(Cause::invalid(
+                    format!("spec.clusterIPs[{i}]"),
+                    ipv,
+                    "must be a valid IP address, or 'None' for a headless service",
+                ));
+            }
+            continue;
+        }
+        match validate::ip_family(ip) {
+            None => causes.push(Cause::invalid(
+                format!("spec.clusterIPs[{i}]"),
+                ipv,
+                validate::MSG_IP,
+            )),
+            Some(fam) => {
+                if let Some(want) = fams.get(i).and_then(Value::as_str) {
+                    if want != fam {
+                        causes.push(Cause::invalid(
+                            format!("spec.clusterIPs[{i}]"),
+                            ipv,
+                            &format!("expected an {want} value as indicated by `ipFamilies[{i}]`"),
+                        ));
+                    }
+                }
+            }
+        }
     }
 }
 

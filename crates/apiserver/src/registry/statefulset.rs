@@ -22,6 +22,17 @@ pub(crate) const RESOURCE: ResourceInfo = res!(
     &StatefulSetStrategy
 );
 
+/// The spec fields an update may change.
+const UPDATABLE: &[&str] = &[
+    "replicas",
+    "ordinals",
+    "template",
+    "updateStrategy",
+    "revisionHistoryLimit",
+    "persistentVolumeClaimRetentionPolicy",
+    "minReadySeconds",
+];
+
 /// The `StatefulSet` strategy.
 pub(crate) struct StatefulSetStrategy;
 
@@ -53,8 +64,45 @@ impl Strategy for StatefulSetStrategy {
     }
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
-        validate::workload(obj, causes);
+        validate::workload(obj, "StatefulSet", causes);
         let spec = &obj["spec"];
+        validate::one_of(
+            &spec["podManagementPolicy"],
+            "spec.podManagementPolicy",
+            &["OrderedReady", "Parallel"],
+            causes,
+        );
+        let us = &spec["updateStrategy"];
+        validate::one_of(
+            &us["type"],
+            "spec.updateStrategy.type",
+            &["OnDelete", "RollingUpdate"],
+            causes,
+        );
+        if us["type"] == "OnDelete" && !us["rollingUpdate"].is_null() {
+            causes.push(Cause::invalid(
+                "spec.updateStrategy.rollingUpdate",
+                &us["rollingUpdate"],
+                "only allowed for updateStrategy 'RollingUpdate'",
+            ));
+        }
+        validate::non_negative(
+            &us["rollingUpdate"]["partition"],
+            "spec.updateStrategy.rollingUpdate.partition",
+            causes,
+        );
+        validate::non_negative(&spec["ordinals"]["start"], "spec.ordinals.start", causes);
+        for (k, v) in [
+            ("whenDeleted", &spec["persistentVolumeClaimRetentionPolicy"]["whenDeleted"]),
+            ("whenScaled", &spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"]),
+        ] {
+            validate::one_of(
+                v,
+                &format!("spec.persistentVolumeClaimRetentionPolicy.{k}"),
+                &["Retain", "Delete"],
+                causes,
+            );
+        }
         if spec["serviceName"]
             .as_str()
             .is_some_and(|s| !s.is_empty() && !validate::is_dns1123_label(s))
@@ -63,6 +111,25 @@ impl Strategy for StatefulSetStrategy {
                 "spec.serviceName",
                 &spec["serviceName"],
                 validate::MSG_LABEL,
+            ));
+        }
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {
+        // Upstream's ValidateStatefulSetUpdate: everything in the spec but these is fixed.
+        let mut rest = new["spec"].clone();
+        let mut old_rest = old["spec"].clone();
+        for v in [&mut rest, &mut old_rest] {
+            if let Some(o) = v.as_object_mut() {
+                for k in UPDATABLE {
+                    o.remove(*k);
+                }
+            }
+        }
+        if rest != old_rest {
+            causes.push(Cause::forbidden(
+                "spec",
+                "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
             ));
         }
     }
