@@ -135,7 +135,11 @@ pub(crate) fn port_num_or_name(v: &Value, path: &str, causes: &mut Vec<Cause>) {
 /// An optional integer at `path` that must be `>= 0`.
 pub(crate) fn non_negative(v: &Value, path: &str, causes: &mut Vec<Cause>) {
     if v.as_i64().is_some_and(|n| n < 0) {
-        causes.push(Cause::invalid(path, v, "must be greater than or equal to 0"));
+        causes.push(Cause::invalid(
+            path,
+            v,
+            "must be greater than or equal to 0",
+        ));
     }
 }
 
@@ -221,7 +225,11 @@ pub(crate) fn metadata(name_is_label: bool, obj: &Value, causes: &mut Vec<Cause>
                     causes.push(Cause::invalid("metadata.name", &meta["name"], MSG_LABEL));
                 }
             } else if !is_dns1123_subdomain(n) {
-                causes.push(Cause::invalid("metadata.name", &meta["name"], MSG_SUBDOMAIN));
+                causes.push(Cause::invalid(
+                    "metadata.name",
+                    &meta["name"],
+                    MSG_SUBDOMAIN,
+                ));
             }
         }
     }

@@ -52,7 +52,13 @@ async fn start(seed: &[(&str, Value)]) -> Server {
 }
 
 /// One HTTP/1.1 exchange over loopback: (status code, JSON body).
-async fn http(s: &Server, method: &str, path: &str, ct: &str, body: Option<&Value>) -> (u16, Value) {
+async fn http(
+    s: &Server,
+    method: &str,
+    path: &str,
+    ct: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
     let addr = s.server.local_addr();
     let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
@@ -152,7 +158,13 @@ fn create(kind: &'static str, what: &'static str, obj: Value, want: Want) -> Cas
     }
 }
 
-fn update(kind: &'static str, what: &'static str, obj: Value, f: fn(&mut Value), want: Want) -> Case {
+fn update(
+    kind: &'static str,
+    what: &'static str,
+    obj: Value,
+    f: fn(&mut Value),
+    want: Want,
+) -> Case {
     Case {
         kind,
         what,
@@ -239,7 +251,11 @@ fn container_with(f: impl FnOnce(&mut Value)) -> Value {
 }
 
 fn workload(kind: &str) -> Value {
-    let api = if kind == "ReplicaSet" || kind == "Deployment" || kind == "StatefulSet" || kind == "DaemonSet" {
+    let api = if kind == "ReplicaSet"
+        || kind == "Deployment"
+        || kind == "StatefulSet"
+        || kind == "DaemonSet"
+    {
         "apps/v1"
     } else {
         unreachable!()
@@ -300,7 +316,8 @@ const BIG: usize = 1_500_000;
 #[allow(clippy::too_many_lines)]
 fn cases() -> Vec<Case> {
     use Want::{Invalid, Ok as Accepted};
-    let forbidden_pod = "Forbidden: pod updates may not change fields other than `spec.containers[*].image`";
+    let forbidden_pod =
+        "Forbidden: pod updates may not change fields other than `spec.containers[*].image`";
     vec![
         // ---- Pod, create (ValidatePodSpec) ----
         create("Pod", "a plain pod", pod(), Accepted),
@@ -674,8 +691,17 @@ async fn every_built_in_kind_validates_as_upstream_on_create_and_update() {
     for (kind, (c, u)) in &counts {
         println!("{kind}: {c} create cases, {u} update cases");
     }
-    assert_eq!(counts.len(), 20, "a table for every served built-in kind: {counts:?}");
-    assert!(failures.is_empty(), "{} failing cases:\n{}", failures.len(), failures.join("\n"));
+    assert_eq!(
+        counts.len(),
+        20,
+        "a table for every served built-in kind: {counts:?}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// Runs the real `kubectl` against `s` (stdin from `input`): (success, stdout, stderr).
@@ -691,11 +717,17 @@ async fn kubectl(s: &Server, args: &[&str], input: Option<String>) -> (bool, Str
         .args(args)
         .env("HOME", s.kubeconfig.parent().expect("dir"))
         .env_remove("KUBECONFIG")
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let out = tokio::task::spawn_blocking(move || {
-        let mut child = cmd.spawn().expect("kubectl must be installed (CI installs it)");
+        let mut child = cmd
+            .spawn()
+            .expect("kubectl must be installed (CI installs it)");
         if let Some(i) = input {
             child
                 .stdin
@@ -743,14 +775,24 @@ async fn kubectl_gets_upstreams_refusals() {
 
     // A Deployment's selector changed by `kubectl apply`.
     kubectl_ok(&s, &apply, Some(deployment_yaml("a"))).await;
-    kubectl_refused(&s, &apply, Some(deployment_yaml("b")), &[
-        "The Deployment \"web\" is invalid: spec.selector: Invalid value: ",
-        "field is immutable",
-    ])
+    kubectl_refused(
+        &s,
+        &apply,
+        Some(deployment_yaml("b")),
+        &[
+            "The Deployment \"web\" is invalid: spec.selector: Invalid value: ",
+            "field is immutable",
+        ],
+    )
     .await;
 
     // A Service's clusterIP patched to another address.
-    kubectl_ok(&s, &["create", "service", "clusterip", "web", "--tcp=80:8080"], None).await;
+    kubectl_ok(
+        &s,
+        &["create", "service", "clusterip", "web", "--tcp=80:8080"],
+        None,
+    )
+    .await;
     kubectl_refused(&s, &["patch", "service", "web", "-p", r#"{"spec":{"clusterIP":"10.96.0.99"}}"#], None, &[
         "The Service \"web\" is invalid: spec.clusterIPs[0]: Invalid value: [\"10.96.0.99\"]: may not change once set",
     ])
@@ -765,7 +807,12 @@ async fn kubectl_gets_upstreams_refusals() {
     .await;
 
     // A Secret's type changed.
-    kubectl_ok(&s, &["create", "secret", "generic", "creds", "--from-literal=a=b"], None).await;
+    kubectl_ok(
+        &s,
+        &["create", "secret", "generic", "creds", "--from-literal=a=b"],
+        None,
+    )
+    .await;
     kubectl_refused(&s, &["patch", "secret", "creds", "-p", r#"{"type":"example.com/custom"}"#], None, &[
         "The Secret \"creds\" is invalid: type: Invalid value: \"example.com/custom\": field is immutable",
     ])
@@ -780,7 +827,12 @@ async fn kubectl_gets_upstreams_refusals() {
     .await;
 
     // A Pod's restartPolicy patched.
-    kubectl_ok(&s, &["run", "p", "--image=nginx:1.27", "--restart=Always"], None).await;
+    kubectl_ok(
+        &s,
+        &["run", "p", "--image=nginx:1.27", "--restart=Always"],
+        None,
+    )
+    .await;
     kubectl_refused(&s, &["patch", "pod", "p", "-p", r#"{"spec":{"restartPolicy":"Never"}}"#], None, &[
         "The Pod \"p\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`",
     ])
@@ -799,10 +851,12 @@ async fn kubectl_gets_upstreams_refusals() {
     let big = s.kubeconfig.with_file_name("big.txt");
     std::fs::write(&big, "x".repeat(BIG)).expect("write");
     let from = format!("--from-file=big={}", big.display());
-    kubectl_refused(&s, &["create", "configmap", "big", &from], None, &[
-        "The ConfigMap \"big\" is invalid",
-        "Too long: may not be more than 1048576 bytes",
-    ])
+    kubectl_refused(
+        &s,
+        &["create", "configmap", "big", &from],
+        None,
+        &["ConfigMap \"big\" is invalid: : Too long: may not be more than 1048576 bytes"],
+    )
     .await;
 }
 
@@ -835,30 +889,71 @@ async fn objects_stored_before_a_rule_still_update_and_delete() {
     let pods = "/api/v1/namespaces/default/pods/legacy";
     let merge = "application/merge-patch+json";
     // Metadata and finalizers.
-    let (code, body) = http(&s, "PATCH", pods, merge, Some(&json!({"metadata": {"labels": {"a": "b"}, "finalizers": ["example.com/keep"]}}))).await;
+    let (code, body) = http(
+        &s,
+        "PATCH",
+        pods,
+        merge,
+        Some(&json!({"metadata": {"labels": {"a": "b"}, "finalizers": ["example.com/keep"]}})),
+    )
+    .await;
     assert_eq!(code, 200, "{body}");
     // Status.
-    let (code, body) = http(&s, "PATCH", &format!("{pods}/status"), merge, Some(&json!({"status": {"phase": "Running"}}))).await;
+    let (code, body) = http(
+        &s,
+        "PATCH",
+        &format!("{pods}/status"),
+        merge,
+        Some(&json!({"status": {"phase": "Running"}})),
+    )
+    .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["status"]["phase"], "Running");
     // An allowed spec change (the image) is not held to the old fault.
-    let (code, body) = http(&s, "PATCH", pods, "application/strategic-merge-patch+json",
-        Some(&json!({"spec": {"containers": [{"name": "c", "image": "nginx:1.28"}]}}))).await;
+    let (code, body) = http(
+        &s,
+        "PATCH",
+        pods,
+        "application/strategic-merge-patch+json",
+        Some(&json!({"spec": {"containers": [{"name": "c", "image": "nginx:1.28"}]}})),
+    )
+    .await;
     assert_eq!(code, 200, "{body}");
     // A change that adds a fault of its own is refused, naming only that fault.
-    let (code, body) = http(&s, "PATCH", pods, merge, Some(&json!({"metadata": {"labels": {"bad": "a b"}}}))).await;
+    let (code, body) = http(
+        &s,
+        "PATCH",
+        pods,
+        merge,
+        Some(&json!({"metadata": {"labels": {"bad": "a b"}}})),
+    )
+    .await;
     assert_eq!(code, 422, "{body}");
     let causes = body["details"]["causes"].as_array().expect("causes");
     assert_eq!(causes.len(), 1, "{body}");
     assert_eq!(causes[0]["field"], "metadata.labels");
     // Deletion (the finalizer removed first).
-    let (code, body) = http(&s, "PATCH", pods, merge, Some(&json!({"metadata": {"finalizers": null}}))).await;
+    let (code, body) = http(
+        &s,
+        "PATCH",
+        pods,
+        merge,
+        Some(&json!({"metadata": {"finalizers": null}})),
+    )
+    .await;
     assert_eq!(code, 200, "{body}");
     let (code, body) = http(&s, "DELETE", pods, JSON, None).await;
     assert_eq!(code, 200, "{body}");
 
     let cm = "/api/v1/namespaces/default/configmaps/huge";
-    let (code, body) = http(&s, "PATCH", cm, merge, Some(&json!({"metadata": {"labels": {"a": "b"}}}))).await;
+    let (code, body) = http(
+        &s,
+        "PATCH",
+        cm,
+        merge,
+        Some(&json!({"metadata": {"labels": {"a": "b"}}})),
+    )
+    .await;
     assert_eq!(code, 200, "{body}");
     let (code, body) = http(&s, "DELETE", cm, JSON, None).await;
     assert_eq!(code, 200, "{body}");
@@ -924,7 +1019,9 @@ fn random_change(r: &mut Rng, obj: &mut Value) {
         },
         _ => match r.next() % 4 {
             0 => obj["spec"]["clusterIP"] = json!("10.96.1.1"),
-            1 => obj["spec"]["ports"] = json!([{"name": "a", "port": 80}, {"name": "b", "port": 81}]),
+            1 => {
+                obj["spec"]["ports"] = json!([{"name": "a", "port": 80}, {"name": "b", "port": 81}])
+            }
             2 => obj["spec"]["type"] = json!(r.pick(&["NodePort", "ClusterIP", "Bogus"])),
             _ => obj["spec"]["ports"][0]["port"] = json!(0),
         },
@@ -962,7 +1059,10 @@ async fn writes_are_stored_whole_or_refused() {
             let (code, answer) = http(&s, "PUT", &item, JSON, Some(&changed)).await;
             let (_, after) = http(&s, "GET", &item, JSON, None).await;
             match code {
-                200 => assert_eq!(after, answer, "an accepted {kind} update reads back as answered"),
+                200 => assert_eq!(
+                    after, answer,
+                    "an accepted {kind} update reads back as answered"
+                ),
                 422 => {
                     assert_eq!(after, before, "a refused {kind} update changed the object");
                     refused += 1;
@@ -972,5 +1072,8 @@ async fn writes_are_stored_whole_or_refused() {
         }
     }
     println!("stored {stored} objects; refused {refused} writes");
-    assert!(stored > 0 && refused > 0, "the generator exercises both outcomes");
+    assert!(
+        stored > 0 && refused > 0,
+        "the generator exercises both outcomes"
+    );
 }

@@ -22,9 +22,12 @@ impl Api {
                 spec["clusterIP"] = os["clusterIP"].clone();
                 spec["clusterIPs"] = os["clusterIPs"].clone();
             }
-            if let (Some(ports), Some(old_ports)) =
-                (spec["ports"].as_array_mut(), os["ports"].as_array())
-            {
+            let node_ports = matches!(ty.as_str(), "NodePort" | "LoadBalancer");
+            if let (true, Some(ports), Some(old_ports)) = (
+                node_ports,
+                spec["ports"].as_array_mut(),
+                os["ports"].as_array(),
+            ) {
                 for p in ports.iter_mut().filter(|p| p["nodePort"].is_null()) {
                     if let Some(op) = old_ports
                         .iter()

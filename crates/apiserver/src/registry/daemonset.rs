@@ -57,7 +57,11 @@ impl Strategy for DaemonSetStrategy {
         );
         let ru = &us["rollingUpdate"];
         let p = "spec.updateStrategy.rollingUpdate";
-        validate::int_or_percent(&ru["maxUnavailable"], &format!("{p}.maxUnavailable"), causes);
+        validate::int_or_percent(
+            &ru["maxUnavailable"],
+            &format!("{p}.maxUnavailable"),
+            causes,
+        );
         validate::int_or_percent(&ru["maxSurge"], &format!("{p}.maxSurge"), causes);
         if !ru.is_null()
             && validate::is_zero_or_percent(&ru["maxUnavailable"])

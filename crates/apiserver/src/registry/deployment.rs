@@ -66,7 +66,11 @@ impl Strategy for DeploymentStrategy {
             ));
         }
         let p = "spec.strategy.rollingUpdate";
-        validate::int_or_percent(&ru["maxUnavailable"], &format!("{p}.maxUnavailable"), causes);
+        validate::int_or_percent(
+            &ru["maxUnavailable"],
+            &format!("{p}.maxUnavailable"),
+            causes,
+        );
         validate::int_or_percent(&ru["maxSurge"], &format!("{p}.maxSurge"), causes);
         if !ru.is_null()
             && validate::is_zero_or_percent(&ru["maxUnavailable"])

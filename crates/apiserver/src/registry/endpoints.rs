@@ -3,8 +3,8 @@
 use serde_json::{json, Value};
 
 use super::Strategy;
-use crate::resources::{res, ResourceInfo, NONE};
 use crate::error::Cause;
+use crate::resources::{res, ResourceInfo, NONE};
 use crate::table::{age, col, join_str, num};
 use crate::validate;
 

@@ -3,8 +3,8 @@
 use serde_json::{json, Value};
 
 use super::Strategy;
-use crate::resources::{res, ResourceInfo, NONE};
 use crate::error::Cause;
+use crate::resources::{res, ResourceInfo, NONE};
 use crate::table::{age, col, join_str, num};
 use crate::validate;
 
@@ -36,9 +36,17 @@ impl Strategy for EndpointSliceStrategy {
         } else {
             validate::one_of(at, "addressType", &["IPv4", "IPv6", "FQDN"], causes);
         }
-        for (i, e) in obj["endpoints"].as_array().into_iter().flatten().enumerate() {
+        for (i, e) in obj["endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let p = format!("endpoints[{i}].addresses");
-            let addrs = e["addresses"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let addrs = e["addresses"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             if addrs.is_empty() || addrs.len() > 100 {
                 causes.push(Cause::invalid(
                     &p,
@@ -50,22 +58,22 @@ impl Strategy for EndpointSliceStrategy {
                 let ap = format!("{p}[{j}]");
                 match (ty, a.as_str().and_then(validate::ip_family)) {
                     ("IPv4", Some("IPv4")) | ("IPv6", Some("IPv6")) => {}
-                    ("IPv4", _) => causes.push(Cause::invalid(
-                        ap,
-                        a,
-                        "must be a valid IPv4 address",
-                    )),
-                    ("IPv6", _) => causes.push(Cause::invalid(
-                        ap,
-                        a,
-                        "must be a valid IPv6 address",
-                    )),
+                    ("IPv4", _) => {
+                        causes.push(Cause::invalid(ap, a, "must be a valid IPv4 address"))
+                    }
+                    ("IPv6", _) => {
+                        causes.push(Cause::invalid(ap, a, "must be a valid IPv6 address"))
+                    }
                     ("FQDN", _) => validate::dns_subdomain(a, &ap, causes),
                     _ => {}
                 }
             }
             if let Some(h) = e["hostname"].as_str() {
-                validate::dns_label(&Value::String(h.to_owned()), &format!("endpoints[{i}].hostname"), causes);
+                validate::dns_label(
+                    &Value::String(h.to_owned()),
+                    &format!("endpoints[{i}].hostname"),
+                    causes,
+                );
             }
         }
         let mut names = std::collections::HashSet::new();
@@ -90,7 +98,12 @@ impl Strategy for EndpointSliceStrategy {
     }
 
     fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {
-        validate::immutable(&new["addressType"], &old["addressType"], "addressType", causes);
+        validate::immutable(
+            &new["addressType"],
+            &old["addressType"],
+            "addressType",
+            causes,
+        );
     }
 
     fn table_columns(&self) -> Vec<Value> {

@@ -3,8 +3,8 @@
 use serde_json::{json, Value};
 
 use super::Strategy;
-use crate::resources::{res, ResourceInfo, Sub, NONE};
 use crate::error::Cause;
+use crate::resources::{res, ResourceInfo, Sub, NONE};
 use crate::table::{age, col, join_str};
 use crate::validate;
 
@@ -30,7 +30,10 @@ impl Strategy for IngressStrategy {
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
         let spec = &obj["spec"];
-        let rules = spec["rules"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let rules = spec["rules"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         if spec["defaultBackend"].is_null() && rules.is_empty() {
             causes.push(Cause::invalid(
                 "spec",
@@ -57,7 +60,10 @@ impl Strategy for IngressStrategy {
             if r["http"].is_null() {
                 continue;
             }
-            let paths = r["http"]["paths"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let paths = r["http"]["paths"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             if paths.is_empty() {
                 causes.push(Cause::required(format!("{rp}.http.paths")));
             }
@@ -134,7 +140,11 @@ impl Strategy for IngressStrategy {
 fn host(h: &Value, p: &str, causes: &mut Vec<Cause>) {
     let Some(s) = h.as_str() else { return };
     if validate::ip_family(s).is_some() {
-        causes.push(Cause::invalid(p, h, "must be a DNS name, not an IP address"));
+        causes.push(Cause::invalid(
+            p,
+            h,
+            "must be a DNS name, not an IP address",
+        ));
         return;
     }
     match s.strip_prefix("*.") {
@@ -155,7 +165,7 @@ fn host(h: &Value, p: &str, causes: &mut Vec<Cause>) {
 /// without `//`, `/./`, `/../` or a trailing `/..` or `/.`.
 fn path(p: &Value, pp: &str, causes: &mut Vec<Cause>) {
     let ty = &p["pathType"];
-    if ty.is_null() {
+    if ty.as_str().is_none_or(str::is_empty) {
         causes.push(Cause::required_because(
             format!("{pp}.pathType"),
             "pathType must be specified",
@@ -265,4 +275,3 @@ fn backend(b: &Value, bp: &str, causes: &mut Vec<Cause>) {
         }
     }
 }
-

@@ -3,8 +3,8 @@
 use serde_json::{json, Value};
 
 use super::Strategy;
-use crate::resources::{res, ResourceInfo, NONE};
 use crate::error::Cause;
+use crate::resources::{res, ResourceInfo, NONE};
 use crate::table::{age, col};
 use crate::validate;
 
@@ -30,7 +30,10 @@ impl Strategy for LeaseStrategy {
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
         let spec = &obj["spec"];
-        if spec["leaseDurationSeconds"].as_i64().is_some_and(|d| d <= 0) {
+        if spec["leaseDurationSeconds"]
+            .as_i64()
+            .is_some_and(|d| d <= 0)
+        {
             causes.push(Cause::invalid(
                 "spec.leaseDurationSeconds",
                 &spec["leaseDurationSeconds"],

@@ -3,8 +3,8 @@
 use serde_json::{json, Value};
 
 use super::Strategy;
-use crate::resources::{res, ResourceInfo, Sub, NONE};
 use crate::error::Cause;
+use crate::resources::{res, ResourceInfo, Sub, NONE};
 use crate::table::{age, col, join_str};
 use crate::validate;
 
@@ -43,7 +43,12 @@ impl Strategy for NodeStrategy {
                 causes,
             );
         }
-        for (i, c) in spec["podCIDRs"].as_array().into_iter().flatten().enumerate() {
+        for (i, c) in spec["podCIDRs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let ok = c
                 .as_str()
                 .and_then(|c| c.split_once('/'))
@@ -63,7 +68,10 @@ impl Strategy for NodeStrategy {
     fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {
         let (ns, os) = (&new["spec"], &old["spec"]);
         // The pod CIDR and provider ID may be set once (by the controller manager).
-        let old_cidrs = os["podCIDRs"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let old_cidrs = os["podCIDRs"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         if !old_cidrs.is_empty() && ns["podCIDRs"] != os["podCIDRs"] {
             causes.push(Cause::forbidden(
                 "spec.podCIDRs",

@@ -68,7 +68,10 @@ impl Strategy for PersistentVolumeStrategy {
             }
         }
         match source(spec).as_object().map_or(0, |o| o.len()) {
-            0 => causes.push(Cause::required_because("spec", "must specify a volume type")),
+            0 => causes.push(Cause::required_because(
+                "spec",
+                "must specify a volume type",
+            )),
             1 => {}
             _ => causes.push(Cause::forbidden(
                 "spec",

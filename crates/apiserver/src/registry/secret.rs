@@ -114,4 +114,3 @@ fn secret_type(obj: &Value, causes: &mut Vec<Cause>) {
         _ => {}
     }
 }
-

@@ -68,6 +68,15 @@ impl Strategy for ServiceStrategy {
 
     fn prepare_for_update(&self, new: &mut Value, old: &Value) {
         drop_type_dependent_fields(new, old);
+        // Upstream's normalizeClusterIPs: a changed `clusterIP` with `clusterIPs` left as
+        // they were means the primary address changed.
+        let spec = &mut new["spec"];
+        if spec["clusterIP"] != old["spec"]["clusterIP"]
+            && spec["clusterIPs"] == old["spec"]["clusterIPs"]
+            && spec["clusterIP"].as_str().is_some_and(|ip| !ip.is_empty())
+        {
+            spec["clusterIPs"] = json!([spec["clusterIP"].clone()]);
+        }
     }
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
@@ -149,12 +158,7 @@ impl Strategy for ServiceStrategy {
         if ns["type"] == "ExternalName" || os["type"] == "ExternalName" {
             return;
         }
-        // Upstream's normalizeClusterIPs: a changed `clusterIP` with unchanged
-        // `clusterIPs` means the user changed the primary address.
-        let mut ips: Vec<Value> = ns["clusterIPs"].as_array().cloned().unwrap_or_default();
-        if ns["clusterIP"] != os["clusterIP"] && ns["clusterIPs"] == os["clusterIPs"] {
-            ips = vec![ns["clusterIP"].clone()];
-        }
+        let ips: Vec<Value> = ns["clusterIPs"].as_array().cloned().unwrap_or_default();
         let old_ips = os["clusterIPs"].as_array().cloned().unwrap_or_default();
         for (i, (n, o)) in ips.iter().zip(&old_ips).enumerate() {
             if n != o {
@@ -250,7 +254,10 @@ impl Strategy for ServiceStrategy {
 /// leaving NodePort/LoadBalancer; the ClusterIP and families becoming ExternalName).
 fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
     let (ty, old_ty) = (
-        new["spec"]["type"].as_str().unwrap_or("ClusterIP").to_owned(),
+        new["spec"]["type"]
+            .as_str()
+            .unwrap_or("ClusterIP")
+            .to_owned(),
         old["spec"]["type"].as_str().unwrap_or("ClusterIP"),
     );
     if ty == old_ty {
@@ -291,7 +298,10 @@ fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
 /// protocol, targetPort, nodePort (only for NodePort and LoadBalancer, unique), and no
 /// port/protocol pair twice.
 fn validate_ports(spec: &Value, ty: &str, causes: &mut Vec<Cause>) {
-    let ports = spec["ports"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let ports = spec["ports"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let multi = ports.len() > 1;
     let mut names = HashSet::new();
     let mut pairs = HashSet::new();
@@ -338,9 +348,17 @@ fn validate_ports(spec: &Value, ty: &str, causes: &mut Vec<Cause>) {
 /// `clusterIP` and `clusterIPs`: `None` or addresses, the first equal to `clusterIP`, each
 /// of the family `ipFamilies` names at its index; families and policy from their sets.
 fn validate_cluster_ips(spec: &Value, causes: &mut Vec<Cause>) {
-    let fams = spec["ipFamilies"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let fams = spec["ipFamilies"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     for (i, f) in fams.iter().enumerate() {
-        validate::one_of(f, &format!("spec.ipFamilies[{i}]"), &["IPv4", "IPv6"], causes);
+        validate::one_of(
+            f,
+            &format!("spec.ipFamilies[{i}]"),
+            &["IPv4", "IPv6"],
+            causes,
+        );
     }
     if fams.len() == 2 && fams[0] == fams[1] {
         causes.push(Cause::duplicate("spec.ipFamilies[1]", &fams[1]));
@@ -351,7 +369,10 @@ fn validate_cluster_ips(spec: &Value, causes: &mut Vec<Cause>) {
         &["SingleStack", "PreferDualStack", "RequireDualStack"],
         causes,
     );
-    let ips = spec["clusterIPs"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let ips = spec["clusterIPs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     if let (Some(ip), Some(first)) = (spec["clusterIP"].as_str(), ips.first()) {
         if !ip.is_empty() && first != ip {
             causes.push(Cause::invalid(

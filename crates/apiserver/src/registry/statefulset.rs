@@ -93,8 +93,14 @@ impl Strategy for StatefulSetStrategy {
         );
         validate::non_negative(&spec["ordinals"]["start"], "spec.ordinals.start", causes);
         for (k, v) in [
-            ("whenDeleted", &spec["persistentVolumeClaimRetentionPolicy"]["whenDeleted"]),
-            ("whenScaled", &spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"]),
+            (
+                "whenDeleted",
+                &spec["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
+            ),
+            (
+                "whenScaled",
+                &spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"],
+            ),
         ] {
             validate::one_of(
                 v,

@@ -66,7 +66,10 @@ pub(crate) fn spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
             ));
         }
     }
-    if let Some(sa) = spec["serviceAccountName"].as_str().filter(|s| !s.is_empty()) {
+    if let Some(sa) = spec["serviceAccountName"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+    {
         dns_subdomain(&json!(sa), &format!("{path}.serviceAccountName"), causes);
     }
     tolerations(&spec["tolerations"], &format!("{path}.tolerations"), causes);
@@ -188,7 +191,12 @@ fn container(
     }
     resources(&c["resources"], &format!("{p}.resources"), causes);
     let mut mount_paths = HashSet::new();
-    for (j, m) in c["volumeMounts"].as_array().into_iter().flatten().enumerate() {
+    for (j, m) in c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let mp = format!("{p}.volumeMounts[{j}]");
         match m["name"].as_str() {
             None | Some("") => causes.push(Cause::required(format!("{mp}.name"))),
@@ -460,7 +468,9 @@ fn affinity(a: &Value, path: &str, causes: &mut Vec<Cause>) {
     let na = &a["nodeAffinity"];
     let req = &na["requiredDuringSchedulingIgnoredDuringExecution"];
     if !req.is_null() {
-        let tp = format!("{path}.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms");
+        let tp = format!(
+            "{path}.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
+        );
         match req["nodeSelectorTerms"].as_array() {
             Some(terms) if !terms.is_empty() => {
                 for (i, t) in terms.iter().enumerate() {
@@ -570,11 +580,7 @@ fn topology_spread(list: &Value, path: &str, causes: &mut Vec<Cause>) {
                 ));
             }
         }
-        label_selector(
-            &c["labelSelector"],
-            &format!("{p}.labelSelector"),
-            causes,
-        );
+        label_selector(&c["labelSelector"], &format!("{p}.labelSelector"), causes);
     }
 }
 
@@ -653,8 +659,14 @@ pub(crate) fn update(new: &Value, old: &Value, causes: &mut Vec<Cause>) {
     {
         munged["terminationGracePeriodSeconds"] = os["terminationGracePeriodSeconds"].clone();
     }
-    let old_gates = os["schedulingGates"].as_array().cloned().unwrap_or_default();
-    let new_gates = ns["schedulingGates"].as_array().cloned().unwrap_or_default();
+    let old_gates = os["schedulingGates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let new_gates = ns["schedulingGates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     if !old_gates.is_empty() {
         if new_gates.iter().all(|g| old_gates.contains(g)) {
             munged["schedulingGates"] = os["schedulingGates"].clone();
