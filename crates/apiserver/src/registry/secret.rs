@@ -100,11 +100,9 @@ fn secret_type(obj: &Value, causes: &mut Vec<Cause>) {
         }
         "kubernetes.io/dockercfg" => require(".dockercfg", causes),
         "kubernetes.io/dockerconfigjson" => require(".dockerconfigjson", causes),
-        "kubernetes.io/basic-auth" => {
-            if !has("username") && !has("password") {
-                require("username", causes);
-                require("password", causes);
-            }
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+            require("username", causes);
+            require("password", causes);
         }
         "kubernetes.io/ssh-auth" => require("ssh-privatekey", causes),
         "kubernetes.io/tls" => {

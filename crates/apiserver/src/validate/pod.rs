@@ -526,7 +526,7 @@ fn topology_spread(list: &Value, path: &str, causes: &mut Vec<Cause>) {
     let all = list.as_array().map(Vec::as_slice).unwrap_or_default();
     for (i, c) in all.iter().enumerate() {
         let p = format!("{path}[{i}]");
-        if !c["maxSkew"].as_i64().is_some_and(|m| m > 0) {
+        if c["maxSkew"].as_i64().is_none_or(|m| m <= 0) {
             causes.push(Cause::invalid(
                 format!("{p}.maxSkew"),
                 &c["maxSkew"],
