@@ -1077,3 +1077,117 @@ async fn writes_are_stored_whole_or_refused() {
         "the generator exercises both outcomes"
     );
 }
+
+/// For each kind with a status subresource: a plain update does not change the status,
+/// and an update through `/status` changes nothing but the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_and_spec_change_only_through_their_own_endpoints() {
+    let s = start(&[]).await;
+    type Change = fn(&mut Value);
+    let kinds: Vec<(&str, Value, Change, Value)> = vec![
+        (
+            "Pod",
+            pod(),
+            |o| o["spec"]["containers"][0]["image"] = json!("busybox"),
+            json!({"phase": "Running"}),
+        ),
+        (
+            "Service",
+            service(),
+            |o| o["spec"]["ports"][0]["port"] = json!(81),
+            json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}),
+        ),
+        (
+            "Deployment",
+            workload("Deployment"),
+            |o| o["spec"]["replicas"] = json!(7),
+            json!({"replicas": 3, "readyReplicas": 2}),
+        ),
+        (
+            "ReplicaSet",
+            workload("ReplicaSet"),
+            |o| o["spec"]["replicas"] = json!(7),
+            json!({"replicas": 3}),
+        ),
+        (
+            "StatefulSet",
+            workload("StatefulSet"),
+            |o| o["spec"]["replicas"] = json!(7),
+            json!({"replicas": 3, "availableReplicas": 0}),
+        ),
+        (
+            "DaemonSet",
+            workload("DaemonSet"),
+            |o| o["spec"]["minReadySeconds"] = json!(7),
+            json!({"currentNumberScheduled": 1, "desiredNumberScheduled": 1, "numberMisscheduled": 0, "numberReady": 1}),
+        ),
+        (
+            "PersistentVolumeClaim",
+            pvc(),
+            |o| o["spec"]["volumeName"] = json!("pv-1"),
+            json!({"phase": "Bound"}),
+        ),
+        (
+            "PersistentVolume",
+            pv(),
+            |o| o["spec"]["persistentVolumeReclaimPolicy"] = json!("Delete"),
+            json!({"phase": "Available"}),
+        ),
+        (
+            "PodDisruptionBudget",
+            json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {}, "spec": {"minAvailable": 1}}),
+            |o| o["spec"]["minAvailable"] = json!(2),
+            json!({"currentHealthy": 1, "desiredHealthy": 1, "disruptionsAllowed": 0, "expectedPods": 1}),
+        ),
+        (
+            "Node",
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {}, "spec": {}}),
+            |o| o["spec"]["unschedulable"] = json!(true),
+            json!({"capacity": {"cpu": "4"}}),
+        ),
+        (
+            "Ingress",
+            ingress(json!([{"path": "/", "pathType": "Prefix", "backend": svc_backend()}])),
+            |o| o["spec"]["ingressClassName"] = json!("nginx"),
+            json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}),
+        ),
+    ];
+    for (n, (kind, obj, change_spec, status)) in kinds.into_iter().enumerate() {
+        let mut obj = obj;
+        obj["metadata"]["name"] = json!(format!("s{n}"));
+        let item = format!("{}/s{n}", collection(kind));
+        let (code, created) = http(&s, "POST", collection(kind), JSON, Some(&obj)).await;
+        assert_eq!(code, 201, "{kind}: {created}");
+        // A plain update that sets a status keeps the stored one (and takes the spec).
+        let mut both = created.clone();
+        change_spec(&mut both);
+        both["status"] = status.clone();
+        let (code, after) = http(&s, "PUT", &item, JSON, Some(&both)).await;
+        assert_eq!(code, 200, "{kind}: {after}");
+        assert_eq!(
+            after["status"], created["status"],
+            "{kind}: a plain update changed the status"
+        );
+        let mut want = created.clone();
+        change_spec(&mut want);
+        assert_eq!(
+            after["spec"], want["spec"],
+            "{kind}: the spec change was not taken"
+        );
+        // A status update that also changes the spec takes only the status.
+        let mut both = after.clone();
+        change_spec(&mut both);
+        for (k, v) in status.as_object().expect("status") {
+            both["status"][k] = v.clone();
+        }
+        let (code, st) = http(&s, "PUT", &format!("{item}/status"), JSON, Some(&both)).await;
+        assert_eq!(code, 200, "{kind}: {st}");
+        assert_eq!(
+            st["spec"], after["spec"],
+            "{kind}: a status update changed the spec"
+        );
+        for (k, v) in status.as_object().expect("status") {
+            assert_eq!(&st["status"][k], v, "{kind}: status.{k} not taken");
+        }
+    }
+}
