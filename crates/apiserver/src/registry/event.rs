@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use super::Strategy;
+use crate::error::Cause;
 use crate::resources::{res, ResourceInfo, NONE};
 use crate::table::{age, col};
 
@@ -24,6 +25,27 @@ pub(crate) struct EventStrategy;
 impl Strategy for EventStrategy {
     fn kind(&self) -> &'static str {
         "Event"
+    }
+
+    /// Upstream's `ValidateEventCreate` for core/v1 Events: the involved object of a
+    /// namespaced event lives in the event's namespace, and the type is known.
+    fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
+        let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+        let io = &obj["involvedObject"]["namespace"];
+        if io.as_str().is_some_and(|i| !i.is_empty() && i != ns) {
+            causes.push(Cause::invalid(
+                "involvedObject.namespace",
+                io,
+                "does not match event.namespace",
+            ));
+        }
+        let ty = &obj["type"];
+        if ty
+            .as_str()
+            .is_some_and(|t| !t.is_empty() && t != "Normal" && t != "Warning")
+        {
+            causes.push(Cause::not_supported("type", ty, &["Normal", "Warning"]));
+        }
     }
 
     fn table_columns(&self) -> Vec<Value> {

@@ -108,8 +108,24 @@ impl Strategy for ServiceStrategy {
                     "may not be set for ExternalName services",
                 ));
             }
+            for f in ["ipFamilies", "ipFamilyPolicy"] {
+                let v = &spec[f];
+                if !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()) {
+                    causes.push(Cause::forbidden(
+                        format!("spec.{f}"),
+                        "may not be set for ExternalName services",
+                    ));
+                }
+            }
         } else {
             validate_cluster_ips(spec, causes);
+            if headless && matches!(ty, "NodePort" | "LoadBalancer") {
+                causes.push(Cause::invalid(
+                    "spec.clusterIPs[0]",
+                    &spec["clusterIP"],
+                    &format!("may not be set to 'None' for {ty} services"),
+                ));
+            }
         }
         validate::one_of(
             &spec["sessionAffinity"],
