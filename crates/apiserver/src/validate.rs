@@ -1,5 +1,7 @@
-//! Validation helpers as upstream: names, labels, annotations, containers, workloads;
-//! each kind's rules are in its strategy (`registry/`).
+//! Validation helpers as upstream (`pkg/apis/*/validation`): names, labels, annotations,
+//! ports, selectors, sizes, immutable fields, workloads; pod specs and the pod update
+//! rule in [`pod`]. Each kind's rules are in its strategy (`registry/`), and
+//! `registry::validate` runs them, ratcheted on update.
 
 use serde_json::Value;
 

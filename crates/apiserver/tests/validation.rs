@@ -1202,4 +1202,18 @@ async fn status_and_spec_change_only_through_their_own_endpoints() {
             assert_eq!(&st["status"][k], v, "{kind}: status.{k} not taken");
         }
     }
+    // A status update is validated: a pod's addresses must be IPs.
+    let item = format!("{}/s0/status", collection("Pod"));
+    let (_, mut p) = http(&s, "GET", &item, JSON, None).await;
+    p["status"]["podIP"] = json!("10.0.0.300");
+    let (code, body) = http(&s, "PUT", &item, JSON, Some(&p)).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        has_cause(
+            &body,
+            "status.podIP",
+            "Invalid value: \"10.0.0.300\": must be a valid IP address"
+        ),
+        "{body}"
+    );
 }

@@ -176,4 +176,25 @@ mod tests {
         let pods = crate::resources::lookup("", "v1", "pods").unwrap();
         assert_eq!(pods.strategy.kind(), "Pod");
     }
+
+    #[test]
+    fn updates_ratchet_faults_the_stored_object_already_had() {
+        use serde_json::json;
+        let s = &super::pod::PodStrategy;
+        let old = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x",
+            "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}]}});
+        assert_eq!(
+            super::validate(s, &old, None).len(),
+            1,
+            "the old fault counts on create"
+        );
+        let mut relabelled = old.clone();
+        relabelled["metadata"]["labels"] = json!({"a": "b"});
+        assert!(super::validate(s, &relabelled, Some(&old)).is_empty());
+        let mut worse = relabelled.clone();
+        worse["metadata"]["labels"] = json!({"a": "not valid"});
+        let causes = super::validate(s, &worse, Some(&old));
+        assert_eq!(causes.len(), 1, "{causes:?}");
+        assert_eq!(causes[0].field, "metadata.labels");
+    }
 }

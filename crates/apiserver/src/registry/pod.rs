@@ -43,6 +43,7 @@ impl Strategy for PodStrategy {
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
         validate::pod::spec(&obj["spec"], "spec", causes);
+        validate::pod::status(&obj["status"], causes);
     }
 
     fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {

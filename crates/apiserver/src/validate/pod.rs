@@ -584,6 +584,41 @@ fn topology_spread(list: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// The parts of a pod's status upstream checks on status updates: addresses are IPs
+/// (`podIP` first among `podIPs`), `nominatedNodeName` a DNS subdomain.
+pub(crate) fn status(st: &Value, causes: &mut Vec<Cause>) {
+    for f in ["podIP", "hostIP"] {
+        if let Some(ip) = st[f].as_str().filter(|s| !s.is_empty()) {
+            if super::ip_family(ip).is_none() {
+                causes.push(Cause::invalid(format!("status.{f}"), &st[f], super::MSG_IP));
+            }
+        }
+    }
+    for (list, key) in [("podIPs", "podIPs"), ("hostIPs", "hostIPs")] {
+        for (i, a) in st[list].as_array().into_iter().flatten().enumerate() {
+            if a["ip"].as_str().and_then(super::ip_family).is_none() {
+                causes.push(Cause::invalid(
+                    format!("status.{key}[{i}].ip"),
+                    &a["ip"],
+                    super::MSG_IP,
+                ));
+            }
+        }
+    }
+    if let (Some(ip), Some(first)) = (st["podIP"].as_str(), st["podIPs"][0]["ip"].as_str()) {
+        if ip != first {
+            causes.push(Cause::invalid(
+                "status.podIPs[0].ip",
+                &st["podIPs"][0]["ip"],
+                "must be equal to `podIP`",
+            ));
+        }
+    }
+    if let Some(n) = st["nominatedNodeName"].as_str().filter(|s| !s.is_empty()) {
+        dns_subdomain(&json!(n), "status.nominatedNodeName", causes);
+    }
+}
+
 /// The fields of a pod spec a running pod may change, as upstream lists them.
 const UPDATABLE: &str = "`spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
 
