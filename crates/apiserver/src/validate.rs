@@ -51,7 +51,7 @@ fn is_label_value(s: &str) -> bool {
 pub(crate) const MSG_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 pub(crate) const MSG_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 const MSG_NAME_PART: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
-const MSG_LABEL_VALUE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+pub(crate) const MSG_LABEL_VALUE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
 
 /// Upstream's `ValidateDNS1123Label` of an optional string at `path`: nothing when absent.
 pub(crate) fn dns_label(v: &Value, path: &str, causes: &mut Vec<Cause>) {
@@ -267,10 +267,22 @@ pub(crate) fn metadata(name_is_label: bool, obj: &Value, causes: &mut Vec<Cause>
     }
 }
 
+/// How much of a workload's pod template [`workload`] validates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Template {
+    /// The whole pod spec (Deployments, ReplicaSets, DaemonSets).
+    PodSpec,
+    /// Only what upstream checks of a StatefulSet's template (its restart policy and
+    /// deadline): the controller completes the spec (volumes from the claim templates)
+    /// and the pods it makes are validated as pods.
+    PoliciesOnly,
+}
+
 /// Validates a workload: replicas, selector against template labels, and the template's
-/// pod spec with the rules of pods owned by a controller (`restartPolicy: Always`, no
-/// `activeDeadlineSeconds`). `kind` names the workload in messages.
-pub(crate) fn workload(obj: &Value, kind: &str, causes: &mut Vec<Cause>) {
+/// pod spec (as `template` says) with the rules of pods owned by a controller
+/// (`restartPolicy: Always`, no `activeDeadlineSeconds`). `kind` names the workload in
+/// messages.
+pub(crate) fn workload(obj: &Value, kind: &str, template: Template, causes: &mut Vec<Cause>) {
     let spec = &obj["spec"];
     if let Some(r) = spec.get("replicas").filter(|r| !r.is_null()) {
         if r.as_i64().is_none_or(|r| r < 0) {
@@ -307,7 +319,9 @@ pub(crate) fn workload(obj: &Value, kind: &str, causes: &mut Vec<Cause>) {
         }
     }
     let pod = &spec["template"]["spec"];
-    pod::spec(pod, "spec.template.spec", causes);
+    if template == Template::PodSpec {
+        pod::spec(pod, "spec.template.spec", causes);
+    }
     let rp = &pod["restartPolicy"];
     if rp.as_str().is_some_and(|p| p != "Always") {
         causes.push(Cause::not_supported(

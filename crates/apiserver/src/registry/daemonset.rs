@@ -47,7 +47,7 @@ impl Strategy for DaemonSetStrategy {
     }
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
-        validate::workload(obj, "DaemonSet", causes);
+        validate::workload(obj, "DaemonSet", validate::Template::PodSpec, causes);
         let us = &obj["spec"]["updateStrategy"];
         validate::one_of(
             &us["type"],

@@ -49,7 +49,7 @@ impl Strategy for DeploymentStrategy {
     }
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
-        validate::workload(obj, "Deployment", causes);
+        validate::workload(obj, "Deployment", validate::Template::PodSpec, causes);
         let spec = &obj["spec"];
         let st = &spec["strategy"];
         validate::one_of(

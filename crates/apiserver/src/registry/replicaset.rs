@@ -39,7 +39,7 @@ impl Strategy for ReplicaSetStrategy {
     }
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
-        validate::workload(obj, "ReplicaSet", causes);
+        validate::workload(obj, "ReplicaSet", validate::Template::PodSpec, causes);
     }
 
     fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {

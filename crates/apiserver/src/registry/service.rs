@@ -92,6 +92,33 @@ impl Strategy for ServiceStrategy {
             causes.push(Cause::required("spec.ports"));
         }
         validate_ports(spec, ty, causes);
+        for (k, v) in spec["selector"].as_object().into_iter().flatten() {
+            validate::label_name(&json!(k), "spec.selector", causes);
+            if !v
+                .as_str()
+                .is_some_and(|v| v.is_empty() || validate::is_qualified_name(v) && !v.contains('/'))
+            {
+                causes.push(Cause::invalid(
+                    "spec.selector",
+                    v,
+                    validate::MSG_LABEL_VALUE,
+                ));
+            }
+        }
+        for (i, ip) in spec["externalIPs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if ip.as_str().and_then(validate::ip_family).is_none() {
+                causes.push(Cause::invalid(
+                    format!("spec.externalIPs[{i}]"),
+                    ip,
+                    validate::MSG_IP,
+                ));
+            }
+        }
         if ty == "ExternalName" {
             if spec["externalName"].as_str().is_none_or(str::is_empty) {
                 causes.push(Cause::required("spec.externalName"));

@@ -64,7 +64,7 @@ impl Strategy for StatefulSetStrategy {
     }
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
-        validate::workload(obj, "StatefulSet", causes);
+        validate::workload(obj, "StatefulSet", validate::Template::PoliciesOnly, causes);
         let spec = &obj["spec"];
         validate::one_of(
             &spec["podManagementPolicy"],

@@ -190,6 +190,27 @@ fn container(
         }
     }
     resources(&c["resources"], &format!("{p}.resources"), causes);
+    one_of(
+        &c["imagePullPolicy"],
+        &format!("{p}.imagePullPolicy"),
+        &["Always", "IfNotPresent", "Never"],
+        causes,
+    );
+    one_of(
+        &c["terminationMessagePolicy"],
+        &format!("{p}.terminationMessagePolicy"),
+        &["File", "FallbackToLogsOnError"],
+        causes,
+    );
+    if !regular {
+        // Only sidecars (restartPolicy Always) may set an init container's policy.
+        one_of(
+            &c["restartPolicy"],
+            &format!("{p}.restartPolicy"),
+            &["Always"],
+            causes,
+        );
+    }
     let mut mount_paths = HashSet::new();
     for (j, m) in c["volumeMounts"]
         .as_array()
@@ -311,6 +332,15 @@ fn resources(r: &Value, path: &str, causes: &mut Vec<Cause>) {
         let mut out = Vec::new();
         for (k, v) in r[field].as_object().into_iter().flatten() {
             let p = format!("{path}.{field}[{k}]");
+            let standard = matches!(k.as_str(), "cpu" | "memory" | "ephemeral-storage")
+                || k.starts_with("hugepages-");
+            if !k.contains('/') && !standard {
+                causes.push(Cause::invalid(
+                    &p,
+                    &json!(k),
+                    "must be a standard resource for containers",
+                ));
+            }
             match v.as_str().map(Quantity::parse) {
                 Some(Ok(q)) => {
                     if q < Quantity::new(0, 0) {
