@@ -363,10 +363,19 @@ pub(crate) fn is_zero_or_percent(v: &Value) -> bool {
     v.as_i64() == Some(0) || v.as_str() == Some("0%")
 }
 
+/// Whose data [`data`] validates: they differ in encoding and in where upstream reports
+/// the size.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DataOf {
+    /// `data` is text, `binaryData` base64; the size is reported at `""`.
+    ConfigMap,
+    /// `data` is base64; the size is reported at `data`.
+    Secret,
+}
+
 /// Validates the keys of `data` and `binaryData` (`stringData` too, before it is merged),
-/// a key in both, and the total size (at most [`MAX_DATA_SIZE`]; `size_path` is where
-/// upstream reports it: `""` for ConfigMaps, `data` for Secrets).
-pub(crate) fn data(obj: &Value, size_path: &str, causes: &mut Vec<Cause>) {
+/// a ConfigMap key in both, and the total decoded size (at most [`MAX_DATA_SIZE`]).
+pub(crate) fn data(obj: &Value, of: DataOf, causes: &mut Vec<Cause>) {
     use base64::Engine as _;
     let mut total = 0usize;
     for field in ["data", "binaryData", "stringData"] {
@@ -376,7 +385,7 @@ pub(crate) fn data(obj: &Value, size_path: &str, causes: &mut Vec<Cause>) {
             for why in config_key_errors(k) {
                 causes.push(Cause::invalid(&path, &key, why));
             }
-            if field == "data" && obj["binaryData"].get(k).is_some() && size_path.is_empty() {
+            if field == "data" && obj["binaryData"].get(k).is_some() && of == DataOf::ConfigMap {
                 causes.push(Cause::invalid(
                     &path,
                     &key,
@@ -386,7 +395,7 @@ pub(crate) fn data(obj: &Value, size_path: &str, causes: &mut Vec<Cause>) {
             let s = v.as_str().unwrap_or_default();
             // Secret data and ConfigMap binaryData are base64 on the wire; their size is
             // that of the decoded bytes.
-            let base64 = field == "binaryData" || (field == "data" && !size_path.is_empty());
+            let base64 = field == "binaryData" || (field == "data" && of == DataOf::Secret);
             total += if base64 {
                 base64::engine::general_purpose::STANDARD
                     .decode(s)
@@ -397,7 +406,11 @@ pub(crate) fn data(obj: &Value, size_path: &str, causes: &mut Vec<Cause>) {
         }
     }
     if total > MAX_DATA_SIZE {
-        causes.push(Cause::too_long(size_path, MAX_DATA_SIZE));
+        let at = match of {
+            DataOf::ConfigMap => "",
+            DataOf::Secret => "data",
+        };
+        causes.push(Cause::too_long(at, MAX_DATA_SIZE));
     }
 }
 

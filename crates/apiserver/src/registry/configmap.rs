@@ -1,4 +1,5 @@
-//! ConfigMaps: keys are validated; `data` and `binaryData` are the spec.
+//! ConfigMaps: keys and the 1 MiB data limit are validated; once `immutable: true` is
+//! set it stays, and the data does not change; `data` and `binaryData` are the spec.
 
 use serde_json::{json, Value};
 
@@ -29,7 +30,7 @@ impl Strategy for ConfigMapStrategy {
     }
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
-        validate::data(obj, "", causes);
+        validate::data(obj, validate::DataOf::ConfigMap, causes);
     }
 
     fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {

@@ -1,4 +1,5 @@
-//! DaemonSets (apps/v1): upstream's defaults; the status is the controller's.
+//! DaemonSets (apps/v1): upstream's defaults and validation (the template's pod spec,
+//! the update strategy, a selector that never changes); the status is the controller's.
 
 use serde_json::{json, Value};
 

@@ -1,4 +1,6 @@
-//! Deployments (apps/v1): upstream's defaults; the status is the controller's.
+//! Deployments (apps/v1): upstream's defaults and validation (the template's pod spec,
+//! the rolling-update parameters, a selector that never changes); the status is the
+//! controller's.
 
 use serde_json::{json, Value};
 

@@ -1,4 +1,5 @@
-//! Endpoints: the columns `kubectl get endpoints` prints.
+//! Endpoints: addresses and ports are validated; the columns `kubectl get endpoints`
+//! prints.
 
 use serde_json::{json, Value};
 

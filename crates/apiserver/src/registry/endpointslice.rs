@@ -1,4 +1,5 @@
-//! EndpointSlices (discovery.k8s.io/v1): the columns `kubectl get endpointslices` prints.
+//! EndpointSlices (discovery.k8s.io/v1): addresses of the slice's `addressType` (which
+//! never changes) and ports are validated; the columns `kubectl get endpointslices` prints.
 
 use serde_json::{json, Value};
 

@@ -1,4 +1,5 @@
-//! Events (core/v1): the columns `kubectl get events` prints.
+//! Events (core/v1): the involved object's namespace and the type are validated; the
+//! columns `kubectl get events` prints.
 
 use serde_json::{json, Value};
 

@@ -1,4 +1,6 @@
-//! Ingresses (networking.k8s.io/v1): the columns `kubectl get ingress` prints.
+//! Ingresses (networking.k8s.io/v1): hosts, paths (`pathType` required, `Exact` and
+//! `Prefix` paths absolute) and backends (a service or a resource; a port by name or
+//! number) are validated; the columns `kubectl get ingress` prints.
 
 use serde_json::{json, Value};
 

@@ -1,4 +1,5 @@
-//! Leases (coordination.k8s.io/v1): the columns `kubectl get leases` prints.
+//! Leases (coordination.k8s.io/v1): durations and transitions are validated; the
+//! columns `kubectl get leases` prints.
 
 use serde_json::{json, Value};
 

@@ -1,4 +1,5 @@
-//! Nodes: the columns `kubectl get nodes` prints.
+//! Nodes: taints and pod CIDRs are validated, the pod CIDR and provider ID are set once;
+//! the columns `kubectl get nodes` prints.
 
 use serde_json::{json, Value};
 

@@ -1,5 +1,7 @@
 //! Pods: a new pod starts Pending with its QoS class; a pod bound to a node is deleted
-//! gracefully (marked, then removed by its node agent).
+//! gracefully (marked, then removed by its node agent); the spec is validated as
+//! upstream's `ValidatePodSpec`, and an update may change only what upstream allows
+//! (`validate::pod`).
 
 use serde_json::{json, Value};
 

@@ -1,5 +1,6 @@
 //! Secrets: `type` defaults to Opaque, write-only `stringData` is merged into `data`,
-//! keys are validated; the data fields are the spec.
+//! keys, the 1 MiB data limit and the keys each built-in type needs are validated; the
+//! `type` never changes, nor the data of an `immutable` Secret; the data fields are the spec.
 
 use serde_json::{json, Value};
 
@@ -44,7 +45,7 @@ impl Strategy for SecretStrategy {
     }
 
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
-        validate::data(obj, "data", causes);
+        validate::data(obj, validate::DataOf::Secret, causes);
         secret_type(obj, causes);
     }
 

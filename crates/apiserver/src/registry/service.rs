@@ -1,5 +1,7 @@
 //! Services: defaults, the status a new Service starts with, ClusterIP and NodePort
-//! allocation (done by the store, see `Api::allocate_service`) and port validation.
+//! allocation (done by the store, see `Api::allocate_service`), the fields a type change
+//! drops, and upstream's validation: ports, ClusterIPs and families (fixed once set),
+//! session affinity, traffic policies.
 
 use std::collections::HashSet;
 

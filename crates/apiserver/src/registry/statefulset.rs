@@ -1,4 +1,6 @@
-//! StatefulSets (apps/v1): upstream's defaults; `serviceName` must be a DNS label; the
+//! StatefulSets (apps/v1): upstream's defaults and validation; `serviceName` must be a
+//! DNS label, and an update may change only replicas, ordinals, template, update
+//! strategy, revision history limit, claim retention policy and minReadySeconds; the
 //! status is the controller's.
 
 use serde_json::{json, Value};
