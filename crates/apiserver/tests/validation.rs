@@ -1220,6 +1220,28 @@ async fn status_and_spec_change_only_through_their_own_endpoints() {
             assert_eq!(&st["status"][k], v, "{kind}: status.{k} not taken");
         }
     }
+    // A bound claim may grow, and shrink no lower than its capacity.
+    let claim = format!("{}/s6", collection("PersistentVolumeClaim"));
+    let (_, mut c) = http(&s, "GET", &claim, JSON, None).await;
+    c["status"] = json!({"phase": "Bound", "capacity": {"storage": "1Gi"}});
+    let (code, body) = http(&s, "PUT", &format!("{claim}/status"), JSON, Some(&c)).await;
+    assert_eq!(code, 200, "{body}");
+    let (_, mut c) = http(&s, "GET", &claim, JSON, None).await;
+    c["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
+    let (code, body) = http(&s, "PUT", &claim, JSON, Some(&c)).await;
+    assert_eq!(code, 200, "a bound claim grows: {body}");
+    let mut c = body;
+    c["spec"]["resources"]["requests"]["storage"] = json!("512Mi");
+    let (code, body) = http(&s, "PUT", &claim, JSON, Some(&c)).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        has_cause(
+            &body,
+            "spec.resources.requests.storage",
+            "Forbidden: field can not be less than status.capacity"
+        ),
+        "{body}"
+    );
     // A status update is validated: a pod's addresses must be IPs.
     let item = format!("{}/s0/status", collection("Pod"));
     let (_, mut p) = http(&s, "GET", &item, JSON, None).await;

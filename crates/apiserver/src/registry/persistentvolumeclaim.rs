@@ -98,9 +98,13 @@ impl Strategy for PersistentVolumeClaimStrategy {
         if o["volumeName"].as_str().is_none_or(str::is_empty) {
             o["volumeName"] = n["volumeName"].clone();
         }
-        // A bound claim may change its storage request.
-        if new["status"]["phase"] == "Bound" && !n["resources"]["requests"].is_null() {
-            n["resources"]["requests"]["storage"] = o["resources"]["requests"]["storage"].clone();
+        // A bound claim may change its storage request and volume attributes class.
+        if new["status"]["phase"] == "Bound" {
+            if !n["resources"]["requests"].is_null() {
+                n["resources"]["requests"]["storage"] =
+                    o["resources"]["requests"]["storage"].clone();
+            }
+            n["volumeAttributesClassName"] = o["volumeAttributesClassName"].clone();
         }
         let clean = |v: &mut Value| {
             if let Some(m) = v.as_object_mut() {
