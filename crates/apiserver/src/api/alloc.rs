@@ -62,13 +62,54 @@ impl Api {
             let name = obj["metadata"]["name"].as_str().unwrap_or_default();
             return Err(ApiError::invalid("", "Service", name, out_of_range));
         }
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let namespace = obj["metadata"]["namespace"].clone();
         let spec = &mut obj["spec"];
+        // Upstream's normalizeClusterIPs on create: `clusterIP` alone means `clusterIPs` too.
+        if spec["clusterIPs"].is_null()
+            && spec["clusterIP"].as_str().is_some_and(|ip| !ip.is_empty())
+        {
+            spec["clusterIPs"] = json!([spec["clusterIP"].clone()]);
+        }
         let need_ip = spec["clusterIP"].as_str().is_none_or(str::is_empty);
         let need_ports = matches!(ty.as_str(), "NodePort" | "LoadBalancer")
             && spec["ports"]
                 .as_array()
                 .is_some_and(|ps| ps.iter().any(|p| p["nodePort"].is_null()));
-        if need_ip || need_ports {
+        // Addresses and ports the user chose (new on this write) must be free and, for
+        // addresses, inside the service range (upstream's allocators).
+        let old_spec = old.map(|o| &o["spec"]);
+        let chosen_ips: Vec<String> =
+            if old_spec.is_some_and(|os| os["clusterIPs"] == spec["clusterIPs"]) {
+                Vec::new()
+            } else {
+                spec["clusterIPs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .filter(|ip| !ip.is_empty() && *ip != "None")
+                    .map(str::to_owned)
+                    .collect()
+            };
+        let old_ports: Vec<i64> = old_spec
+            .and_then(|os| os["ports"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["nodePort"].as_i64())
+            .collect();
+        let chosen_ports: Vec<(usize, i64)> = spec["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, p)| Some((i, p["nodePort"].as_i64()?)))
+            .filter(|(_, n)| !old_ports.contains(n))
+            .collect();
+        if need_ip || need_ports || !chosen_ips.is_empty() || !chosen_ports.is_empty() {
             let _guard = self.inner.alloc.lock().await;
             let info = resources::lookup("", "v1", "services").expect("served");
             let all = self
@@ -81,6 +122,10 @@ impl Api {
             let mut node_ports = std::collections::HashSet::new();
             for kv in &all.kvs {
                 let s: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+                if s["metadata"]["name"] == name.as_str() && s["metadata"]["namespace"] == namespace
+                {
+                    continue;
+                }
                 for ip in s["spec"]["clusterIPs"].as_array().into_iter().flatten() {
                     ips.insert(ip.as_str().unwrap_or_default().to_owned());
                 }
@@ -93,8 +138,43 @@ impl Api {
                     }
                 }
             }
+            let (base, bits) = self.inner.config.service_cidr;
+            let mut taken = Vec::new();
+            for ip in &chosen_ips {
+                let why = match ip.parse::<Ipv4Addr>() {
+                    Ok(a) if !in_cidr(a, base, bits) => format!(
+                        "failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {base}/{bits}"
+                    ),
+                    _ if ips.contains(ip) => {
+                        format!("failed to allocate IP {ip}: provided IP is already allocated")
+                    }
+                    _ => continue,
+                };
+                taken.push(Cause::invalid("spec.clusterIPs", &spec["clusterIPs"], &why));
+            }
+            for (i, n) in &chosen_ports {
+                if u64::try_from(*n).is_ok_and(|n| node_ports.contains(&n)) {
+                    taken.push(Cause::invalid(
+                        format!("spec.ports[{i}].nodePort"),
+                        &json!(n),
+                        "provided port is already allocated",
+                    ));
+                }
+            }
+            if !taken.is_empty() {
+                return Err(ApiError::invalid("", "Service", &name, taken));
+            }
+            // This object's own addresses and ports stay its own.
+            for ip in old_spec
+                .and_then(|os| os["clusterIPs"].as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                ips.insert(ip.to_owned());
+            }
+            node_ports.extend(old_ports.iter().filter_map(|n| u64::try_from(*n).ok()));
             if need_ip {
-                let (base, bits) = self.inner.config.service_cidr;
                 let size = 1u32 << (32 - u32::from(bits));
                 let base = u32::from(base);
                 // .0 is the network, .1 is kept for the `kubernetes` service.
@@ -107,6 +187,11 @@ impl Api {
             }
             if need_ports {
                 let (lo, hi) = self.inner.config.node_ports;
+                for p in spec["ports"].as_array_mut().into_iter().flatten() {
+                    if let Some(n) = p["nodePort"].as_u64() {
+                        node_ports.insert(n);
+                    }
+                }
                 for p in spec["ports"].as_array_mut().into_iter().flatten() {
                     if p["nodePort"].is_null() {
                         let n = (u64::from(lo)..=u64::from(hi))
@@ -123,4 +208,10 @@ impl Api {
         }
         Ok(())
     }
+}
+
+/// Whether `ip` is inside `base/bits`.
+fn in_cidr(ip: Ipv4Addr, base: Ipv4Addr, bits: u8) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(base) & mask
 }
