@@ -249,6 +249,24 @@ pub(crate) fn metadata(name_is_label: bool, obj: &Value, causes: &mut Vec<Cause>
             }
         }
     }
+    let finalizers = meta["finalizers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for f in finalizers {
+        if !f.as_str().is_some_and(is_qualified_name) {
+            causes.push(Cause::invalid("metadata.finalizers", f, MSG_NAME_PART));
+        }
+    }
+    if finalizers.iter().any(|f| f == "orphan")
+        && finalizers.iter().any(|f| f == "foregroundDeletion")
+    {
+        causes.push(Cause::invalid(
+            "metadata.finalizers",
+            &meta["finalizers"],
+            "finalizer orphan and foregroundDeletion cannot be both set",
+        ));
+    }
     if let Some(ann) = meta["annotations"].as_object() {
         let mut total = 0;
         for (k, v) in ann {
