@@ -336,6 +336,26 @@ pub(crate) fn workload(obj: &Value, kind: &str, template: Template, causes: &mut
             Ok(_) => {}
         }
     }
+    for f in [
+        "replicas",
+        "updatedReplicas",
+        "readyReplicas",
+        "availableReplicas",
+        "unavailableReplicas",
+        "fullyLabeledReplicas",
+        "currentReplicas",
+        "terminatingReplicas",
+        "collisionCount",
+        "currentNumberScheduled",
+        "desiredNumberScheduled",
+        "numberMisscheduled",
+        "numberReady",
+        "numberAvailable",
+        "numberUnavailable",
+        "updatedNumberScheduled",
+    ] {
+        non_negative(&obj["status"][f], &format!("status.{f}"), causes);
+    }
     let pod = &spec["template"]["spec"];
     if template == Template::PodSpec {
         pod::spec(pod, "spec.template.spec", causes);

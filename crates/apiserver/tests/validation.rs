@@ -710,6 +710,9 @@ fn cases() -> Vec<Case> {
             Invalid("type", "Unsupported value: \"Loud\": supported values: \"Normal\", \"Warning\"")),
         update("Event", "count bumped", json!({"apiVersion": "v1", "kind": "Event", "metadata": {}, "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"}, "reason": "Started", "message": "m", "type": "Normal", "count": 1}),
             |e| e["count"] = json!(2), Accepted),
+        update("Event", "reason of a new-style event changed", json!({"apiVersion": "v1", "kind": "Event", "metadata": {}, "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"}, "reason": "Started", "message": "m", "type": "Normal",
+            "eventTime": "2026-01-01T00:00:00.000000Z", "reportingComponent": "kcore", "reportingInstance": "n1", "action": "Start"}),
+            |e| e["reason"] = json!("Stopped"), Invalid("reason", "Invalid value: \"Stopped\": field is immutable")),
         create("Event", "an event", json!({"apiVersion": "v1", "kind": "Event", "metadata": {}, "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"}, "reason": "Started", "message": "m", "type": "Normal"}), Accepted),
     ]
 }
@@ -1251,6 +1254,20 @@ async fn status_and_spec_change_only_through_their_own_endpoints() {
             &body,
             "spec.resources.requests.storage",
             "Forbidden: field can not be less than status.capacity"
+        ),
+        "{body}"
+    );
+    // Workload status counts are not negative.
+    let item = format!("{}/s2/status", collection("Deployment"));
+    let (_, mut d) = http(&s, "GET", &item, JSON, None).await;
+    d["status"]["readyReplicas"] = json!(-1);
+    let (code, body) = http(&s, "PUT", &item, JSON, Some(&d)).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        has_cause(
+            &body,
+            "status.readyReplicas",
+            "must be greater than or equal to 0"
         ),
         "{body}"
     );

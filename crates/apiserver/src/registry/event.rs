@@ -49,6 +49,25 @@ impl Strategy for EventStrategy {
         }
     }
 
+    /// Upstream's `ValidateEventUpdate`: a new-style event (one with `eventTime`) keeps
+    /// what it is about; a legacy event may be updated freely (count, timestamps).
+    fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {
+        if old["eventTime"].is_null() {
+            return;
+        }
+        for f in [
+            "involvedObject",
+            "reason",
+            "type",
+            "action",
+            "related",
+            "reportingComponent",
+            "reportingInstance",
+        ] {
+            crate::validate::immutable(&new[f], &old[f], f, causes);
+        }
+    }
+
     fn table_columns(&self) -> Vec<Value> {
         let s = "string";
         vec![
