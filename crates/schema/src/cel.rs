@@ -1,0 +1,462 @@
+//! `x-kubernetes-validations`: CEL rules compiled once per schema and evaluated against
+//! each value, as apiextensions-apiserver's `schema/cel` package does.
+
+use std::sync::Arc;
+
+use cel::common::types::CelOptional;
+use cel::common::value::Val;
+use cel::objects::{Key, Map};
+use cel::{Context, Program};
+use serde_json::Value;
+
+use crate::cost::{self, Size};
+use crate::error::{join_path, ErrorType, FieldError};
+use crate::schema::Node;
+
+/// Cost limits for CEL rules. The defaults are upstream's.
+#[derive(Clone, Debug)]
+pub struct CostLimits {
+    /// Largest estimated cost of one rule at schema compile time
+    /// (upstream's `StaticEstimatedCostLimit`, 10,000,000).
+    pub per_expression_estimate: u64,
+    /// Largest estimated cost of all rules of a schema, each multiplied by the number of
+    /// times it may run (upstream's `StaticEstimatedCRDCostLimit`, 100,000,000).
+    pub per_schema_estimate: u64,
+    /// Largest cost of one rule evaluation (upstream's `PerCallLimit`, 1,000,000).
+    pub per_call: u64,
+    /// Largest cost of all rule evaluations on one object (upstream's
+    /// `RuntimeCELCostBudget`, 10,000,000).
+    pub per_object: u64,
+}
+
+impl Default for CostLimits {
+    fn default() -> Self {
+        CostLimits {
+            per_expression_estimate: 10_000_000,
+            per_schema_estimate: 100_000_000,
+            per_call: 1_000_000,
+            per_object: 10_000_000,
+        }
+    }
+}
+
+/// Below this estimated cost a rule is charged its static estimate instead of measuring
+/// the value (measuring costs a walk over the value).
+const CHEAP_RULE: f64 = 10_000.0;
+
+/// One compiled `x-kubernetes-validations` entry.
+#[derive(Debug)]
+pub(crate) struct Rule {
+    pub source: String,
+    pub message: Option<String>,
+    pub message_expression: Option<Program>,
+    pub reason: ErrorType,
+    /// `fieldPath`, normalized to a relative field path (`spec.x`, `[key]`).
+    pub field_path: String,
+    pub program: Program,
+    pub uses_old_self: bool,
+    pub optional_old_self: bool,
+    /// Estimated cost of one evaluation, from the schema.
+    pub estimated_cost: u64,
+}
+
+fn compile_source(src: &str) -> Result<Program, String> {
+    crate::celib::env()
+        .compile(src)
+        .map_err(|e| format!("compilation failed: {e}"))
+}
+
+impl Rule {
+    /// Compiles rule `r` of the node `n` (whose children are compiled already).
+    pub(crate) fn compile(
+        r: &Value,
+        n: &Node,
+        path: &str,
+        limits: &CostLimits,
+    ) -> Result<Rule, Vec<FieldError>> {
+        let mut errs = Vec::new();
+        let get = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_owned);
+        let source = get("rule").unwrap_or_default();
+        let rule_path = join_path(path, "rule");
+        if source.trim().is_empty() {
+            errs.push(FieldError::required(&rule_path, ""));
+        }
+        let message = get("message");
+        if let Some(m) = &message {
+            if m.contains('\n') {
+                errs.push(FieldError::invalid(
+                    &join_path(path, "message"),
+                    Value::String(m.clone()),
+                    "message must not contain line breaks",
+                ));
+            }
+            if m.trim().is_empty() {
+                errs.push(FieldError::invalid(
+                    &join_path(path, "message"),
+                    Value::String(m.clone()),
+                    "message must be non-empty if specified",
+                ));
+            }
+        }
+        let reason = match get("reason") {
+            None => ErrorType::Invalid,
+            Some(x) => ErrorType::from_rule_reason(&x).unwrap_or_else(|| {
+                errs.push(FieldError::new(
+                    join_path(path, "reason"),
+                    ErrorType::NotSupported,
+                    crate::schema::supported(&[
+                        "FieldValueDuplicate",
+                        "FieldValueForbidden",
+                        "FieldValueInvalid",
+                        "FieldValueRequired",
+                    ]),
+                    Some(Value::String(x.clone())),
+                ));
+                ErrorType::Invalid
+            }),
+        };
+        let field_path = match get("fieldPath") {
+            None => String::new(),
+            Some(fp) => match normalize_field_path(&fp, n) {
+                Ok(p) => p,
+                Err(e) => {
+                    errs.push(FieldError::invalid(
+                        &join_path(path, "fieldPath"),
+                        Value::String(fp.clone()),
+                        format!("fieldPath must be a valid path: {e}"),
+                    ));
+                    String::new()
+                }
+            },
+        };
+        let optional_old_self = r
+            .get("optionalOldSelf")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let message_expression = match get("messageExpression") {
+            None => None,
+            Some(src) => match compile_source(&src) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    errs.push(FieldError::invalid(
+                        &join_path(path, "messageExpression"),
+                        Value::String(src.clone()),
+                        format!("messageExpression {e}"),
+                    ));
+                    None
+                }
+            },
+        };
+        let program = if source.trim().is_empty() {
+            None
+        } else {
+            match compile_source(&source) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    errs.push(FieldError::invalid(
+                        &rule_path,
+                        Value::String(source.clone()),
+                        e,
+                    ));
+                    None
+                }
+            }
+        };
+        let Some(program) = program else {
+            return Err(errs);
+        };
+        let uses_old_self = program.references().has_variable("oldSelf");
+        if optional_old_self && !uses_old_self {
+            errs.push(FieldError::invalid(
+                &join_path(path, "optionalOldSelf"),
+                Value::Bool(true),
+                "may not be set if oldSelf is not used in rule",
+            ));
+        }
+        let size = Size::of_schema(n);
+        let estimate = cost::estimate(program.expression(), &size)
+            + message_expression
+                .as_ref()
+                .map_or(0.0, |m| cost::estimate(m.expression(), &size));
+        let limit = limits.per_expression_estimate as f64;
+        if estimate > limit {
+            let factor = estimate / limit;
+            let factor = if factor > 100.0 {
+                "more than 100x".to_owned()
+            } else {
+                format!("{factor:.1}x")
+            };
+            errs.push(FieldError::forbidden(
+                &rule_path,
+                format!("estimated rule cost exceeds budget by factor of {factor} (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)"),
+            ));
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        Ok(Rule {
+            source,
+            message,
+            message_expression,
+            reason,
+            field_path,
+            program,
+            uses_old_self,
+            optional_old_self,
+            estimated_cost: estimate.min(u64::MAX as f64) as u64,
+        })
+    }
+
+    /// `message`, or upstream's default `failed rule: <rule>`.
+    fn message_or_default(&self) -> String {
+        match &self.message {
+            Some(m) => m.trim().to_owned(),
+            None => format!("failed rule: {}", self.source.trim()),
+        }
+    }
+
+    /// What upstream prints of a rule in errors: its message, else its source.
+    fn error_string(&self) -> String {
+        match &self.message {
+            Some(m) => m.trim().to_owned(),
+            None => self.source.trim().to_owned(),
+        }
+    }
+}
+
+/// Normalizes a rule's `fieldPath` (`.spec.x`, `.labels['a.b']`) against the schema it
+/// is relative to, as upstream's `ValidFieldPath`.
+fn normalize_field_path(fp: &str, n: &Node) -> Result<String, String> {
+    let mut out = String::new();
+    let mut node = Some(n);
+    let mut rest = fp;
+    if rest.is_empty() {
+        return Err("unexpected end of JSON path".to_owned());
+    }
+    while !rest.is_empty() {
+        let (name, bracket) = if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            let name = &r[..end];
+            if name.is_empty() {
+                return Err("unexpected end of JSON path".to_owned());
+            }
+            rest = &r[end..];
+            (name.to_owned(), false)
+        } else if let Some(r) = rest.strip_prefix("['") {
+            let end = r.find("']").ok_or("expected ] but got end of path")?;
+            let name = &r[..end];
+            rest = &r[end + 2..];
+            (name.to_owned(), true)
+        } else if rest.starts_with('[') {
+            return Err("array notation is not allowed".to_owned());
+        } else {
+            return Err(format!("expected [ or . but got: {rest}"));
+        };
+        let Some(cur) = node else {
+            return Err("does not refer to a valid field".to_owned());
+        };
+        let child = cur.properties.get(&name);
+        let additional = match &cur.additional {
+            Some(crate::schema::Additional::Schema(s)) => Some(&**s),
+            _ => None,
+        };
+        node = match (child, additional) {
+            (Some(c), _) => Some(c),
+            (None, Some(a)) => {
+                out.push_str(&format!("[{name}]"));
+                node = Some(a);
+                continue;
+            }
+            (None, None) if cur.preserve_unknown => None,
+            (None, None) => return Err("does not refer to a valid field".to_owned()),
+        };
+        if bracket && name.contains('.') {
+            out.push_str(&format!("[{name}]"));
+        } else {
+            out = join_path(&out, &name);
+        }
+    }
+    Ok(out)
+}
+
+/// Converts a JSON value to CEL, by its schema: `number` fields are doubles even when
+/// integral, `integer` fields ints.
+pub(crate) fn to_cel(v: &Value, n: Option<&Node>) -> cel::Value {
+    match v {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(num) => {
+            let as_double = n.is_some_and(|n| n.ty.as_deref() == Some("number"));
+            match (num.as_i64(), as_double) {
+                (Some(i), false) => cel::Value::Int(i),
+                _ => match num.as_u64() {
+                    Some(u) if !as_double && num.as_i64().is_none() => cel::Value::UInt(u),
+                    _ => cel::Value::Float(num.as_f64().unwrap_or(0.0)),
+                },
+            }
+        }
+        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        Value::Array(items) => {
+            let item = n.and_then(|n| n.items.as_deref());
+            cel::Value::List(Arc::new(items.iter().map(|x| to_cel(x, item)).collect()))
+        }
+        Value::Object(map) => {
+            let m = map
+                .iter()
+                .map(|(k, x)| {
+                    (
+                        Key::String(Arc::new(k.clone())),
+                        to_cel(x, n.and_then(|n| n.property(k))),
+                    )
+                })
+                .collect();
+            cel::Value::Map(Map { map: Arc::new(m) })
+        }
+    }
+}
+
+/// How rule evaluation ended for one value.
+pub(crate) enum Budget {
+    /// Budget left for the rest of the object.
+    Left(u64),
+    /// Spent: no further rules run.
+    Exhausted,
+}
+
+/// Runs the rules of `n` against `v` (at `path`), charging `budget`.
+pub(crate) fn run_rules(
+    n: &Node,
+    v: &Value,
+    old: Option<&Value>,
+    path: &str,
+    limits: &CostLimits,
+    budget: &mut Budget,
+    errs: &mut Vec<FieldError>,
+) {
+    if n.rules.is_empty() {
+        return;
+    }
+    let type_value = Value::String(n.type_name().to_owned());
+    let mut actual: Option<Size> = None;
+    let mut self_val: Option<Box<dyn Val>> = None;
+    let mut old_val: Option<Box<dyn Val>> = None;
+    for rule in &n.rules {
+        let Budget::Left(left) = *budget else {
+            return;
+        };
+        if rule.uses_old_self && old.is_none() && !rule.optional_old_self {
+            continue;
+        }
+        // Charge the rule; measure the value when the static estimate is not small.
+        let mut cost = rule.estimated_cost as f64;
+        if cost > CHEAP_RULE {
+            let size = actual.get_or_insert_with(|| {
+                let s = Size::of_value(v);
+                match old {
+                    Some(o) => merge_sizes(s, Size::of_value(o)),
+                    None => s,
+                }
+            });
+            cost = cost::estimate(rule.program.expression(), size);
+            if cost > limits.per_call as f64 {
+                errs.push(FieldError::invalid(
+                    path,
+                    type_value.clone(),
+                    format!("'operation cancelled: actual cost limit exceeded': no further validation rules will be run due to call cost exceeds limit for rule: {}", rule.error_string()),
+                ));
+                *budget = Budget::Exhausted;
+                return;
+            }
+        }
+        let cost = cost as u64;
+        if cost > left {
+            errs.push(FieldError::invalid(
+                path,
+                type_value.clone(),
+                "validation failed due to running out of cost budget, no further validation rules will be run",
+            ));
+            *budget = Budget::Exhausted;
+            return;
+        }
+        *budget = Budget::Left(left - cost);
+
+        let this = self_val
+            .get_or_insert_with(|| boxed(to_cel(v, Some(n))))
+            .clone_as_boxed();
+        let mut ctx = Context::with_env(crate::celib::env());
+        ctx.add_variable_as_val("self", this);
+        if rule.uses_old_self {
+            let old_cel = old.map(|o| {
+                old_val
+                    .get_or_insert_with(|| boxed(to_cel(o, Some(n))))
+                    .clone_as_boxed()
+            });
+            let bound: Box<dyn Val> = match (rule.optional_old_self, old_cel) {
+                (true, Some(o)) => Box::new(CelOptional::of(o)),
+                (true, None) => Box::new(CelOptional::none()),
+                (false, Some(o)) => o,
+                (false, None) => continue,
+            };
+            ctx.add_variable_as_val("oldSelf", bound);
+        }
+        let field = join_path(path, &rule.field_path);
+        match rule.program.execute(&ctx) {
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(cel::Value::Bool(false)) => {
+                let detail = rule
+                    .message_expression
+                    .as_ref()
+                    .and_then(|m| match m.execute(&ctx) {
+                        Ok(cel::Value::String(s)) => {
+                            let s = s.trim();
+                            (!s.is_empty() && !s.contains('\n')).then(|| s.to_owned())
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| rule.message_or_default());
+                let value = match n.ty.as_deref() {
+                    Some("object" | "array") => None,
+                    _ => Some(v.clone()),
+                };
+                let e = match rule.reason {
+                    ErrorType::Forbidden => FieldError::forbidden(&field, detail),
+                    ErrorType::Required => FieldError::required(&field, detail),
+                    ErrorType::Duplicate => {
+                        FieldError::new(field, ErrorType::Duplicate, "", value)
+                    }
+                    _ => FieldError::new(field, ErrorType::Invalid, detail, value),
+                };
+                errs.push(e);
+            }
+            Ok(other) => errs.push(FieldError::invalid(
+                path,
+                type_value.clone(),
+                format!(
+                    "rule evaluated to {other:?}, not a bool, evaluating rule: {}",
+                    rule.error_string()
+                ),
+            )),
+            Err(e) => errs.push(FieldError::invalid(
+                path,
+                type_value.clone(),
+                format!("{e} evaluating rule: {}", rule.error_string()),
+            )),
+        }
+    }
+}
+
+fn merge_sizes(a: Size, b: Size) -> Size {
+    // The larger value bounds both self and oldSelf.
+    if a.len() >= b.len() {
+        a
+    } else {
+        b
+    }
+}
+
+fn boxed(v: cel::Value) -> Box<dyn Val> {
+    match Box::<dyn Val>::try_from(v) {
+        Ok(b) => b,
+        Err(_) => Box::new(cel::common::types::CelNull),
+    }
+}

@@ -1,0 +1,416 @@
+//! The CEL environment for validation rules: cel-rust's standard library and its
+//! strings extension, plus the Kubernetes libraries rules commonly use (lists, regex,
+//! URLs, quantities), after k8s.io/apiserver/pkg/cel/library.
+
+use std::sync::{Arc, OnceLock};
+
+use cel::common::types::{Type, DYN_TYPE, INT_TYPE, LIST_TYPE, STRING_TYPE};
+use cel::common::value::{CowVal, Val};
+use cel::objects::{Key, Map, Opaque};
+use cel::{Env, ExecutionError, Value};
+use kcore_k8s::Quantity;
+
+/// CEL type name of quantities (as upstream's `kubernetes.Quantity`).
+const QUANTITY: &str = "kubernetes.Quantity";
+/// CEL type name of URLs (as upstream's `kubernetes.URL`).
+const URL: &str = "kubernetes.URL";
+
+/// A quantity as a CEL value.
+#[derive(Debug, PartialEq, Eq)]
+struct Qty(Quantity);
+
+impl Opaque for Qty {
+    fn runtime_type_name(&self) -> &str {
+        QUANTITY
+    }
+}
+
+/// A parsed URL as a CEL value.
+#[derive(Debug, PartialEq, Eq)]
+struct Url {
+    scheme: String,
+    host: String,
+    hostname: String,
+    port: String,
+    escaped_path: String,
+    query: Vec<(String, String)>,
+}
+
+impl Opaque for Url {
+    fn runtime_type_name(&self) -> &str {
+        URL
+    }
+}
+
+/// The shared environment, built once.
+pub(crate) fn env() -> Arc<Env> {
+    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+    ENV.get_or_init(|| Arc::new(build().expect("the validation-rule CEL library declares each overload once")))
+        .clone()
+}
+
+type Fun = cel::common::functions::Function;
+
+fn qt() -> Type {
+    Type::new_opaque_type(QUANTITY)
+}
+
+fn ut() -> Type {
+    Type::new_opaque_type(URL)
+}
+
+fn build() -> Result<Env, cel::DeclarationError> {
+    let mut env = Env::stdlib();
+    env.add_extension(cel::extensions::strings)?;
+    env.add_type(qt())?;
+    env.add_type(ut())?;
+    let members: Vec<(&str, &str, Type, Vec<Type>, Fun)> = vec![
+        // lists
+        ("isSorted", "list_is_sorted", LIST_TYPE, vec![], list_is_sorted),
+        ("sum", "list_sum", LIST_TYPE, vec![], list_sum),
+        ("min", "list_min", LIST_TYPE, vec![], list_min),
+        ("max", "list_max", LIST_TYPE, vec![], list_max),
+        ("indexOf", "list_index_of", LIST_TYPE, vec![DYN_TYPE], list_index_of),
+        ("lastIndexOf", "list_last_index_of", LIST_TYPE, vec![DYN_TYPE], list_last_index_of),
+        // regex
+        ("find", "string_find", STRING_TYPE, vec![STRING_TYPE], regex_find),
+        ("findAll", "string_find_all", STRING_TYPE, vec![STRING_TYPE], regex_find_all),
+        ("findAll", "string_find_all_n", STRING_TYPE, vec![STRING_TYPE, INT_TYPE], regex_find_all_n),
+        // urls
+        ("getScheme", "url_get_scheme", ut(), vec![], url_scheme),
+        ("getHost", "url_get_host", ut(), vec![], url_host),
+        ("getHostname", "url_get_hostname", ut(), vec![], url_hostname),
+        ("getPort", "url_get_port", ut(), vec![], url_port),
+        ("getEscapedPath", "url_get_escaped_path", ut(), vec![], url_escaped_path),
+        ("getQuery", "url_get_query", ut(), vec![], url_query),
+        // quantities
+        ("isInteger", "quantity_is_integer", qt(), vec![], q_is_integer),
+        ("asInteger", "quantity_as_integer", qt(), vec![], q_as_integer),
+        ("asApproximateFloat", "quantity_as_float", qt(), vec![], q_as_float),
+        ("sign", "quantity_sign", qt(), vec![], q_sign),
+        ("add", "quantity_add", qt(), vec![qt()], q_add),
+        ("add", "quantity_add_int", qt(), vec![INT_TYPE], q_add),
+        ("sub", "quantity_sub", qt(), vec![qt()], q_sub),
+        ("sub", "quantity_sub_int", qt(), vec![INT_TYPE], q_sub),
+        ("isGreaterThan", "quantity_greater", qt(), vec![qt()], q_greater),
+        ("isLessThan", "quantity_less", qt(), vec![qt()], q_less),
+        ("compareTo", "quantity_compare", qt(), vec![qt()], q_compare),
+    ];
+    for (name, id, target, args, f) in members {
+        env.add_member_overload(name, id, target, args, f)?;
+    }
+    let globals: Vec<(&str, &str, Vec<Type>, Fun)> = vec![
+        ("url", "string_to_url", vec![STRING_TYPE], to_url),
+        ("isURL", "is_url_string", vec![STRING_TYPE], is_url),
+        ("quantity", "string_to_quantity", vec![STRING_TYPE], to_quantity),
+        ("isQuantity", "is_quantity_string", vec![STRING_TYPE], is_quantity),
+    ];
+    for (name, id, args, f) in globals {
+        env.add_overload(name, id, args, f)?;
+    }
+    Ok(env)
+}
+
+/// The call's arguments as owned values.
+fn values(args: &[CowVal<'_, '_>]) -> Result<Vec<Value>, ExecutionError> {
+    args.iter().map(|a| Value::try_from(a.as_ref())).collect()
+}
+
+fn ret<'b, 'v>(v: Value) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let b: Box<dyn Val> = v.try_into()?;
+    Ok(CowVal::from(b))
+}
+
+fn fail(function: &str, msg: impl ToString) -> ExecutionError {
+    ExecutionError::function_error(function, msg)
+}
+
+fn list_arg(v: &Value, function: &str) -> Result<Arc<Vec<Value>>, ExecutionError> {
+    match v {
+        Value::List(l) => Ok(l.clone()),
+        _ => Err(fail(function, "receiver is not a list")),
+    }
+}
+
+fn compare(a: &Value, b: &Value, function: &str) -> Result<std::cmp::Ordering, ExecutionError> {
+    use std::cmp::Ordering;
+    let ord = match (a, b) {
+        (Value::Int(x), Value::Int(y)) => x.cmp(y),
+        (Value::UInt(x), Value::UInt(y)) => x.cmp(y),
+        (Value::Float(x), Value::Float(y)) => x.partial_cmp(y).unwrap_or(Ordering::Equal),
+        (Value::Int(x), Value::Float(y)) => (*x as f64).partial_cmp(y).unwrap_or(Ordering::Equal),
+        (Value::Float(x), Value::Int(y)) => x.partial_cmp(&(*y as f64)).unwrap_or(Ordering::Equal),
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::Bytes(x), Value::Bytes(y)) => x.cmp(y),
+        (Value::Opaque(x), Value::Opaque(y)) => match (x.downcast_ref::<Qty>(), y.downcast_ref::<Qty>()) {
+            (Some(p), Some(q)) => p.0.cmp(&q.0),
+            _ => return Err(fail(function, "values are not comparable")),
+        },
+        _ => return Err(fail(function, "values are not comparable")),
+    };
+    Ok(ord)
+}
+
+macro_rules! cel_fn {
+    ($name:ident, |$args:ident| $body:block) => {
+        fn $name<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+            let $args = values(&args)?;
+            let out: Result<Value, ExecutionError> = $body;
+            ret(out?)
+        }
+    };
+}
+
+cel_fn!(list_is_sorted, |a| {
+    let l = list_arg(&a[0], "isSorted")?;
+    let mut sorted = true;
+    for w in l.windows(2) {
+        if compare(&w[0], &w[1], "isSorted")? == std::cmp::Ordering::Greater {
+            sorted = false;
+            break;
+        }
+    }
+    Ok(Value::Bool(sorted))
+});
+
+cel_fn!(list_sum, |a| {
+    let l = list_arg(&a[0], "sum")?;
+    let mut acc = match l.first() {
+        Some(Value::Float(_)) => Value::Float(0.0),
+        Some(Value::UInt(_)) => Value::UInt(0),
+        _ => Value::Int(0),
+    };
+    for v in l.iter() {
+        acc = match (&acc, v) {
+            (Value::Int(x), Value::Int(y)) => Value::Int(
+                x.checked_add(*y)
+                    .ok_or_else(|| fail("sum", "integer overflow"))?,
+            ),
+            (Value::UInt(x), Value::UInt(y)) => Value::UInt(
+                x.checked_add(*y)
+                    .ok_or_else(|| fail("sum", "integer overflow"))?,
+            ),
+            (Value::Float(x), Value::Float(y)) => Value::Float(x + y),
+            _ => return Err(fail("sum", "list elements must be numbers of one type")),
+        };
+    }
+    Ok(acc)
+});
+
+fn extreme(a: &[Value], function: &str, want: std::cmp::Ordering) -> Result<Value, ExecutionError> {
+    let l = list_arg(&a[0], function)?;
+    let mut best: Option<&Value> = None;
+    for v in l.iter() {
+        best = match best {
+            Some(b) if compare(v, b, function)? != want => Some(b),
+            _ => Some(v),
+        };
+    }
+    best.cloned()
+        .ok_or_else(|| fail(function, format!("{function} called on an empty list")))
+}
+
+cel_fn!(list_min, |a| { extreme(&a, "min", std::cmp::Ordering::Less) });
+cel_fn!(list_max, |a| { extreme(&a, "max", std::cmp::Ordering::Greater) });
+
+cel_fn!(list_index_of, |a| {
+    let l = list_arg(&a[0], "indexOf")?;
+    Ok(Value::Int(
+        l.iter().position(|v| *v == a[1]).map_or(-1, |i| i as i64),
+    ))
+});
+
+cel_fn!(list_last_index_of, |a| {
+    let l = list_arg(&a[0], "lastIndexOf")?;
+    Ok(Value::Int(
+        l.iter().rposition(|v| *v == a[1]).map_or(-1, |i| i as i64),
+    ))
+});
+
+fn strings2<'a>(a: &'a [Value], function: &str) -> Result<(&'a str, &'a str), ExecutionError> {
+    match (&a[0], &a[1]) {
+        (Value::String(s), Value::String(r)) => Ok((s.as_str(), r.as_str())),
+        _ => Err(fail(function, "arguments must be strings")),
+    }
+}
+
+fn regex(pattern: &str, function: &str) -> Result<regex::Regex, ExecutionError> {
+    regex::Regex::new(pattern).map_err(|e| fail(function, e))
+}
+
+cel_fn!(regex_find, |a| {
+    let (s, r) = strings2(&a, "find")?;
+    let re = regex(r, "find")?;
+    Ok(Value::from(re.find(s).map_or("", |m| m.as_str()).to_owned()))
+});
+
+fn find_all(a: &[Value], limit: Option<i64>) -> Result<Value, ExecutionError> {
+    let (s, r) = strings2(a, "findAll")?;
+    let re = regex(r, "findAll")?;
+    let take = match limit {
+        Some(n) if n >= 0 => n as usize,
+        _ => usize::MAX,
+    };
+    let found: Vec<Value> = re
+        .find_iter(s)
+        .take(take)
+        .map(|m| Value::from(m.as_str().to_owned()))
+        .collect();
+    Ok(Value::List(Arc::new(found)))
+}
+
+cel_fn!(regex_find_all, |a| { find_all(&a, None) });
+cel_fn!(regex_find_all_n, |a| {
+    match a.get(2) {
+        Some(Value::Int(n)) => find_all(&a, Some(*n)),
+        _ => Err(fail("findAll", "limit must be an int")),
+    }
+});
+
+/// Parses a URL as upstream's `url()` accepts it: an absolute URI or an absolute path.
+fn parse_url(s: &str) -> Option<Url> {
+    if s.starts_with('/') {
+        let (p, q) = s.split_once('?').unwrap_or((s, ""));
+        let query = url::form_urlencoded::parse(q.as_bytes()).into_owned().collect();
+        return Some(Url {
+            scheme: String::new(),
+            host: String::new(),
+            hostname: String::new(),
+            port: String::new(),
+            escaped_path: p.to_owned(),
+            query,
+        });
+    }
+    let u = url::Url::parse(s).ok()?;
+    let hostname = match u.host() {
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(h) => h.to_string(),
+        None => String::new(),
+    };
+    let port = u.port().map(|p| p.to_string()).unwrap_or_default();
+    let bracketed = match u.host() {
+        Some(url::Host::Ipv6(_)) => format!("[{hostname}]"),
+        _ => hostname.clone(),
+    };
+    let host = if port.is_empty() {
+        bracketed
+    } else {
+        format!("{bracketed}:{port}")
+    };
+    Some(Url {
+        scheme: u.scheme().to_owned(),
+        host,
+        hostname,
+        port,
+        escaped_path: u.path().to_owned(),
+        query: u.query_pairs().into_owned().collect(),
+    })
+}
+
+fn string_arg<'a>(a: &'a [Value], function: &str) -> Result<&'a str, ExecutionError> {
+    match &a[0] {
+        Value::String(s) => Ok(s.as_str()),
+        _ => Err(fail(function, "argument must be a string")),
+    }
+}
+
+cel_fn!(to_url, |a| {
+    let s = string_arg(&a, "url")?;
+    let u = parse_url(s).ok_or_else(|| fail("url", format!("URL parse error during conversion from string: {s}")))?;
+    Ok(Value::Opaque(Arc::new(u)))
+});
+
+cel_fn!(is_url, |a| { Ok(Value::Bool(parse_url(string_arg(&a, "isURL")?).is_some())) });
+
+fn url_of<'a>(a: &'a [Value], function: &str) -> Result<&'a Url, ExecutionError> {
+    match &a[0] {
+        Value::Opaque(o) => o.downcast_ref::<Url>().ok_or_else(|| fail(function, "not a URL")),
+        _ => Err(fail(function, "not a URL")),
+    }
+}
+
+cel_fn!(url_scheme, |a| { Ok(Value::from(url_of(&a, "getScheme")?.scheme.clone())) });
+cel_fn!(url_host, |a| { Ok(Value::from(url_of(&a, "getHost")?.host.clone())) });
+cel_fn!(url_hostname, |a| { Ok(Value::from(url_of(&a, "getHostname")?.hostname.clone())) });
+cel_fn!(url_port, |a| { Ok(Value::from(url_of(&a, "getPort")?.port.clone())) });
+cel_fn!(url_escaped_path, |a| { Ok(Value::from(url_of(&a, "getEscapedPath")?.escaped_path.clone())) });
+cel_fn!(url_query, |a| {
+    let u = url_of(&a, "getQuery")?;
+    let mut m: std::collections::HashMap<Key, Value> = std::collections::HashMap::new();
+    for (k, v) in &u.query {
+        let entry = m
+            .entry(Key::String(Arc::new(k.clone())))
+            .or_insert_with(|| Value::List(Arc::new(Vec::new())));
+        if let Value::List(l) = entry {
+            Arc::make_mut(l).push(Value::from(v.clone()));
+        }
+    }
+    Ok(Value::Map(Map { map: Arc::new(m) }))
+});
+
+cel_fn!(to_quantity, |a| {
+    let s = string_arg(&a, "quantity")?;
+    let q = Quantity::parse(s).map_err(|e| fail("quantity", e))?;
+    Ok(Value::Opaque(Arc::new(Qty(q))))
+});
+
+cel_fn!(is_quantity, |a| { Ok(Value::Bool(Quantity::parse(string_arg(&a, "isQuantity")?).is_ok())) });
+
+fn qty(v: &Value, function: &str) -> Result<Quantity, ExecutionError> {
+    match v {
+        Value::Opaque(o) => o
+            .downcast_ref::<Qty>()
+            .map(|q| q.0)
+            .ok_or_else(|| fail(function, "not a quantity")),
+        Value::Int(i) => Ok(Quantity::new(*i, 0)),
+        _ => Err(fail(function, "not a quantity")),
+    }
+}
+
+fn is_integer(q: Quantity) -> bool {
+    let v = q.value();
+    v != i64::MAX && Quantity::new(v, 0) == q
+}
+
+cel_fn!(q_is_integer, |a| { Ok(Value::Bool(is_integer(qty(&a[0], "isInteger")?))) });
+cel_fn!(q_as_integer, |a| {
+    let q = qty(&a[0], "asInteger")?;
+    if !is_integer(q) {
+        return Err(fail("asInteger", "cannot convert value to integer"));
+    }
+    Ok(Value::Int(q.value()))
+});
+cel_fn!(q_as_float, |a| {
+    let q = qty(&a[0], "asApproximateFloat")?;
+    Ok(Value::Float(q.scaled_value(-9) as f64 / 1e9))
+});
+cel_fn!(q_sign, |a| {
+    let q = qty(&a[0], "sign")?;
+    Ok(Value::Int(match q.cmp(&Quantity::ZERO) {
+        std::cmp::Ordering::Less => -1,
+        std::cmp::Ordering::Equal => 0,
+        std::cmp::Ordering::Greater => 1,
+    }))
+});
+cel_fn!(q_add, |a| {
+    let sum = qty(&a[0], "add")?
+        .checked_add(qty(&a[1], "add")?)
+        .ok_or_else(|| fail("add", "quantity overflow"))?;
+    Ok(Value::Opaque(Arc::new(Qty(sum))))
+});
+cel_fn!(q_sub, |a| {
+    let d = qty(&a[0], "sub")?
+        .checked_sub(qty(&a[1], "sub")?)
+        .ok_or_else(|| fail("sub", "quantity overflow"))?;
+    Ok(Value::Opaque(Arc::new(Qty(d))))
+});
+cel_fn!(q_greater, |a| { Ok(Value::Bool(qty(&a[0], "isGreaterThan")? > qty(&a[1], "isGreaterThan")?)) });
+cel_fn!(q_less, |a| { Ok(Value::Bool(qty(&a[0], "isLessThan")? < qty(&a[1], "isLessThan")?)) });
+cel_fn!(q_compare, |a| {
+    Ok(Value::Int(match qty(&a[0], "compareTo")?.cmp(&qty(&a[1], "compareTo")?) {
+        std::cmp::Ordering::Less => -1,
+        std::cmp::Ordering::Equal => 0,
+        std::cmp::Ordering::Greater => 1,
+    }))
+});
