@@ -421,9 +421,7 @@ pub(crate) fn run_rules(
                 let e = match rule.reason {
                     ErrorType::Forbidden => FieldError::forbidden(&field, detail),
                     ErrorType::Required => FieldError::required(&field, detail),
-                    ErrorType::Duplicate => {
-                        FieldError::new(field, ErrorType::Duplicate, "", value)
-                    }
+                    ErrorType::Duplicate => FieldError::new(field, ErrorType::Duplicate, "", value),
                     _ => FieldError::new(field, ErrorType::Invalid, detail, value),
                 };
                 errs.push(e);

@@ -45,8 +45,10 @@ impl Opaque for Url {
 /// The shared environment, built once.
 pub(crate) fn env() -> Arc<Env> {
     static ENV: OnceLock<Arc<Env>> = OnceLock::new();
-    ENV.get_or_init(|| Arc::new(build().expect("the validation-rule CEL library declares each overload once")))
-        .clone()
+    ENV.get_or_init(|| {
+        Arc::new(build().expect("the validation-rule CEL library declares each overload once"))
+    })
+    .clone()
 }
 
 type Fun = cel::common::functions::Function;
@@ -66,33 +68,105 @@ fn build() -> Result<Env, cel::DeclarationError> {
     env.add_type(ut())?;
     let members: Vec<(&str, &str, Type, Vec<Type>, Fun)> = vec![
         // lists
-        ("isSorted", "list_is_sorted", LIST_TYPE, vec![], list_is_sorted),
+        (
+            "isSorted",
+            "list_is_sorted",
+            LIST_TYPE,
+            vec![],
+            list_is_sorted,
+        ),
         ("sum", "list_sum", LIST_TYPE, vec![], list_sum),
         ("min", "list_min", LIST_TYPE, vec![], list_min),
         ("max", "list_max", LIST_TYPE, vec![], list_max),
-        ("indexOf", "list_index_of", LIST_TYPE, vec![DYN_TYPE], list_index_of),
-        ("lastIndexOf", "list_last_index_of", LIST_TYPE, vec![DYN_TYPE], list_last_index_of),
+        (
+            "indexOf",
+            "list_index_of",
+            LIST_TYPE,
+            vec![DYN_TYPE],
+            list_index_of,
+        ),
+        (
+            "lastIndexOf",
+            "list_last_index_of",
+            LIST_TYPE,
+            vec![DYN_TYPE],
+            list_last_index_of,
+        ),
         // regex
-        ("find", "string_find", STRING_TYPE, vec![STRING_TYPE], regex_find),
-        ("findAll", "string_find_all", STRING_TYPE, vec![STRING_TYPE], regex_find_all),
-        ("findAll", "string_find_all_n", STRING_TYPE, vec![STRING_TYPE, INT_TYPE], regex_find_all_n),
+        (
+            "find",
+            "string_find",
+            STRING_TYPE,
+            vec![STRING_TYPE],
+            regex_find,
+        ),
+        (
+            "findAll",
+            "string_find_all",
+            STRING_TYPE,
+            vec![STRING_TYPE],
+            regex_find_all,
+        ),
+        (
+            "findAll",
+            "string_find_all_n",
+            STRING_TYPE,
+            vec![STRING_TYPE, INT_TYPE],
+            regex_find_all_n,
+        ),
         // urls
         ("getScheme", "url_get_scheme", ut(), vec![], url_scheme),
         ("getHost", "url_get_host", ut(), vec![], url_host),
-        ("getHostname", "url_get_hostname", ut(), vec![], url_hostname),
+        (
+            "getHostname",
+            "url_get_hostname",
+            ut(),
+            vec![],
+            url_hostname,
+        ),
         ("getPort", "url_get_port", ut(), vec![], url_port),
-        ("getEscapedPath", "url_get_escaped_path", ut(), vec![], url_escaped_path),
+        (
+            "getEscapedPath",
+            "url_get_escaped_path",
+            ut(),
+            vec![],
+            url_escaped_path,
+        ),
         ("getQuery", "url_get_query", ut(), vec![], url_query),
         // quantities
-        ("isInteger", "quantity_is_integer", qt(), vec![], q_is_integer),
-        ("asInteger", "quantity_as_integer", qt(), vec![], q_as_integer),
-        ("asApproximateFloat", "quantity_as_float", qt(), vec![], q_as_float),
+        (
+            "isInteger",
+            "quantity_is_integer",
+            qt(),
+            vec![],
+            q_is_integer,
+        ),
+        (
+            "asInteger",
+            "quantity_as_integer",
+            qt(),
+            vec![],
+            q_as_integer,
+        ),
+        (
+            "asApproximateFloat",
+            "quantity_as_float",
+            qt(),
+            vec![],
+            q_as_float,
+        ),
         ("sign", "quantity_sign", qt(), vec![], q_sign),
         ("add", "quantity_add", qt(), vec![qt()], q_add),
         ("add", "quantity_add_int", qt(), vec![INT_TYPE], q_add),
         ("sub", "quantity_sub", qt(), vec![qt()], q_sub),
         ("sub", "quantity_sub_int", qt(), vec![INT_TYPE], q_sub),
-        ("isGreaterThan", "quantity_greater", qt(), vec![qt()], q_greater),
+        (
+            "isGreaterThan",
+            "quantity_greater",
+            qt(),
+            vec![qt()],
+            q_greater,
+        ),
         ("isLessThan", "quantity_less", qt(), vec![qt()], q_less),
         ("compareTo", "quantity_compare", qt(), vec![qt()], q_compare),
     ];
@@ -102,8 +176,18 @@ fn build() -> Result<Env, cel::DeclarationError> {
     let globals: Vec<(&str, &str, Vec<Type>, Fun)> = vec![
         ("url", "string_to_url", vec![STRING_TYPE], to_url),
         ("isURL", "is_url_string", vec![STRING_TYPE], is_url),
-        ("quantity", "string_to_quantity", vec![STRING_TYPE], to_quantity),
-        ("isQuantity", "is_quantity_string", vec![STRING_TYPE], is_quantity),
+        (
+            "quantity",
+            "string_to_quantity",
+            vec![STRING_TYPE],
+            to_quantity,
+        ),
+        (
+            "isQuantity",
+            "is_quantity_string",
+            vec![STRING_TYPE],
+            is_quantity,
+        ),
     ];
     for (name, id, args, f) in globals {
         env.add_overload(name, id, args, f)?;
@@ -143,10 +227,12 @@ fn compare(a: &Value, b: &Value, function: &str) -> Result<std::cmp::Ordering, E
         (Value::String(x), Value::String(y)) => x.cmp(y),
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
         (Value::Bytes(x), Value::Bytes(y)) => x.cmp(y),
-        (Value::Opaque(x), Value::Opaque(y)) => match (x.downcast_ref::<Qty>(), y.downcast_ref::<Qty>()) {
-            (Some(p), Some(q)) => p.0.cmp(&q.0),
-            _ => return Err(fail(function, "values are not comparable")),
-        },
+        (Value::Opaque(x), Value::Opaque(y)) => {
+            match (x.downcast_ref::<Qty>(), y.downcast_ref::<Qty>()) {
+                (Some(p), Some(q)) => p.0.cmp(&q.0),
+                _ => return Err(fail(function, "values are not comparable")),
+            }
+        }
         _ => return Err(fail(function, "values are not comparable")),
     };
     Ok(ord)
@@ -211,8 +297,12 @@ fn extreme(a: &[Value], function: &str, want: std::cmp::Ordering) -> Result<Valu
         .ok_or_else(|| fail(function, format!("{function} called on an empty list")))
 }
 
-cel_fn!(list_min, |a| { extreme(&a, "min", std::cmp::Ordering::Less) });
-cel_fn!(list_max, |a| { extreme(&a, "max", std::cmp::Ordering::Greater) });
+cel_fn!(list_min, |a| {
+    extreme(&a, "min", std::cmp::Ordering::Less)
+});
+cel_fn!(list_max, |a| {
+    extreme(&a, "max", std::cmp::Ordering::Greater)
+});
 
 cel_fn!(list_index_of, |a| {
     let l = list_arg(&a[0], "indexOf")?;
@@ -242,7 +332,9 @@ fn regex(pattern: &str, function: &str) -> Result<regex::Regex, ExecutionError> 
 cel_fn!(regex_find, |a| {
     let (s, r) = strings2(&a, "find")?;
     let re = regex(r, "find")?;
-    Ok(Value::from(re.find(s).map_or("", |m| m.as_str()).to_owned()))
+    Ok(Value::from(
+        re.find(s).map_or("", |m| m.as_str()).to_owned(),
+    ))
 });
 
 fn find_all(a: &[Value], limit: Option<i64>) -> Result<Value, ExecutionError> {
@@ -272,7 +364,9 @@ cel_fn!(regex_find_all_n, |a| {
 fn parse_url(s: &str) -> Option<Url> {
     if s.starts_with('/') {
         let (p, q) = s.split_once('?').unwrap_or((s, ""));
-        let query = url::form_urlencoded::parse(q.as_bytes()).into_owned().collect();
+        let query = url::form_urlencoded::parse(q.as_bytes())
+            .into_owned()
+            .collect();
         return Some(Url {
             scheme: String::new(),
             host: String::new(),
@@ -317,24 +411,45 @@ fn string_arg<'a>(a: &'a [Value], function: &str) -> Result<&'a str, ExecutionEr
 
 cel_fn!(to_url, |a| {
     let s = string_arg(&a, "url")?;
-    let u = parse_url(s).ok_or_else(|| fail("url", format!("URL parse error during conversion from string: {s}")))?;
+    let u = parse_url(s).ok_or_else(|| {
+        fail(
+            "url",
+            format!("URL parse error during conversion from string: {s}"),
+        )
+    })?;
     Ok(Value::Opaque(Arc::new(u)))
 });
 
-cel_fn!(is_url, |a| { Ok(Value::Bool(parse_url(string_arg(&a, "isURL")?).is_some())) });
+cel_fn!(is_url, |a| {
+    Ok(Value::Bool(parse_url(string_arg(&a, "isURL")?).is_some()))
+});
 
 fn url_of<'a>(a: &'a [Value], function: &str) -> Result<&'a Url, ExecutionError> {
     match &a[0] {
-        Value::Opaque(o) => o.downcast_ref::<Url>().ok_or_else(|| fail(function, "not a URL")),
+        Value::Opaque(o) => o
+            .downcast_ref::<Url>()
+            .ok_or_else(|| fail(function, "not a URL")),
         _ => Err(fail(function, "not a URL")),
     }
 }
 
-cel_fn!(url_scheme, |a| { Ok(Value::from(url_of(&a, "getScheme")?.scheme.clone())) });
-cel_fn!(url_host, |a| { Ok(Value::from(url_of(&a, "getHost")?.host.clone())) });
-cel_fn!(url_hostname, |a| { Ok(Value::from(url_of(&a, "getHostname")?.hostname.clone())) });
-cel_fn!(url_port, |a| { Ok(Value::from(url_of(&a, "getPort")?.port.clone())) });
-cel_fn!(url_escaped_path, |a| { Ok(Value::from(url_of(&a, "getEscapedPath")?.escaped_path.clone())) });
+cel_fn!(url_scheme, |a| {
+    Ok(Value::from(url_of(&a, "getScheme")?.scheme.clone()))
+});
+cel_fn!(url_host, |a| {
+    Ok(Value::from(url_of(&a, "getHost")?.host.clone()))
+});
+cel_fn!(url_hostname, |a| {
+    Ok(Value::from(url_of(&a, "getHostname")?.hostname.clone()))
+});
+cel_fn!(url_port, |a| {
+    Ok(Value::from(url_of(&a, "getPort")?.port.clone()))
+});
+cel_fn!(url_escaped_path, |a| {
+    Ok(Value::from(
+        url_of(&a, "getEscapedPath")?.escaped_path.clone(),
+    ))
+});
 cel_fn!(url_query, |a| {
     let u = url_of(&a, "getQuery")?;
     let mut m: std::collections::HashMap<Key, Value> = std::collections::HashMap::new();
@@ -355,7 +470,11 @@ cel_fn!(to_quantity, |a| {
     Ok(Value::Opaque(Arc::new(Qty(q))))
 });
 
-cel_fn!(is_quantity, |a| { Ok(Value::Bool(Quantity::parse(string_arg(&a, "isQuantity")?).is_ok())) });
+cel_fn!(is_quantity, |a| {
+    Ok(Value::Bool(
+        Quantity::parse(string_arg(&a, "isQuantity")?).is_ok(),
+    ))
+});
 
 fn qty(v: &Value, function: &str) -> Result<Quantity, ExecutionError> {
     match v {
@@ -373,7 +492,9 @@ fn is_integer(q: Quantity) -> bool {
     v != i64::MAX && Quantity::new(v, 0) == q
 }
 
-cel_fn!(q_is_integer, |a| { Ok(Value::Bool(is_integer(qty(&a[0], "isInteger")?))) });
+cel_fn!(q_is_integer, |a| {
+    Ok(Value::Bool(is_integer(qty(&a[0], "isInteger")?)))
+});
 cel_fn!(q_as_integer, |a| {
     let q = qty(&a[0], "asInteger")?;
     if !is_integer(q) {
@@ -405,12 +526,22 @@ cel_fn!(q_sub, |a| {
         .ok_or_else(|| fail("sub", "quantity overflow"))?;
     Ok(Value::Opaque(Arc::new(Qty(d))))
 });
-cel_fn!(q_greater, |a| { Ok(Value::Bool(qty(&a[0], "isGreaterThan")? > qty(&a[1], "isGreaterThan")?)) });
-cel_fn!(q_less, |a| { Ok(Value::Bool(qty(&a[0], "isLessThan")? < qty(&a[1], "isLessThan")?)) });
+cel_fn!(q_greater, |a| {
+    Ok(Value::Bool(
+        qty(&a[0], "isGreaterThan")? > qty(&a[1], "isGreaterThan")?,
+    ))
+});
+cel_fn!(q_less, |a| {
+    Ok(Value::Bool(
+        qty(&a[0], "isLessThan")? < qty(&a[1], "isLessThan")?,
+    ))
+});
 cel_fn!(q_compare, |a| {
-    Ok(Value::Int(match qty(&a[0], "compareTo")?.cmp(&qty(&a[1], "compareTo")?) {
-        std::cmp::Ordering::Less => -1,
-        std::cmp::Ordering::Equal => 0,
-        std::cmp::Ordering::Greater => 1,
-    }))
+    Ok(Value::Int(
+        match qty(&a[0], "compareTo")?.cmp(&qty(&a[1], "compareTo")?) {
+            std::cmp::Ordering::Less => -1,
+            std::cmp::Ordering::Equal => 0,
+            std::cmp::Ordering::Greater => 1,
+        },
+    ))
 });

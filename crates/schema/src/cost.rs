@@ -92,7 +92,10 @@ impl Size {
         match n.ty.as_deref() {
             Some("string") => Size::Str(n.max_length.unwrap_or(MAX_REQUEST_BYTES - 2)),
             Some("array") => {
-                let elem = n.items.as_deref().map_or(Size::Any(MAX_REQUEST_BYTES), Size::of_schema);
+                let elem = n
+                    .items
+                    .as_deref()
+                    .map_or(Size::Any(MAX_REQUEST_BYTES), Size::of_schema);
                 let len = n.max_items.unwrap_or_else(|| {
                     MAX_REQUEST_BYTES / (min_serialized_size(n.items.as_deref()) + 1)
                 });
@@ -168,7 +171,11 @@ struct Scope<'a> {
 
 impl Scope<'_> {
     fn get(&self, name: &str) -> Option<&Size> {
-        self.vars.iter().rev().find(|(n, _)| *n == name).map(|(_, s)| s)
+        self.vars
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| s)
     }
 }
 
@@ -186,8 +193,8 @@ fn scans(name: &str) -> Option<f64> {
     Some(match name {
         "contains" | "startsWith" | "endsWith" | "lowerAscii" | "upperAscii" | "trim"
         | "replace" | "split" | "join" | "indexOf" | "lastIndexOf" | "substring" | "charAt"
-        | "reverse" | "url" | "isURL" | "quantity" | "isQuantity" | "string" | "_==_"
-        | "_!=_" | "_+_" | "format" => 0.1,
+        | "reverse" | "url" | "isURL" | "quantity" | "isQuantity" | "string" | "_==_" | "_!=_"
+        | "_+_" | "format" => 0.1,
         "matches" | "find" | "findAll" => 1.0,
         "isSorted" | "sum" | "min" | "max" | "@in" | "size" => 1.0,
         _ => return None,
@@ -200,7 +207,11 @@ fn walk<'a>(expr: &'a IdedExpr, scope: &mut Scope<'a>) -> (f64, Size) {
         Expr::Ident(name) => (1.0, scope.get(name).cloned().unwrap_or(Size::Scalar)),
         Expr::Select(sel) => {
             let (c, s) = walk(&sel.operand, scope);
-            let out = if sel.test { Size::Scalar } else { s.field(&sel.field) };
+            let out = if sel.test {
+                Size::Scalar
+            } else {
+                s.field(&sel.field)
+            };
             (c + 1.0, out)
         }
         Expr::List(l) => {
@@ -220,7 +231,14 @@ fn walk<'a>(expr: &'a IdedExpr, scope: &mut Scope<'a>) -> (f64, Size) {
                     cost += walk(&e.key, scope).0 + walk(&e.value, scope).0;
                 }
             }
-            (cost, Size::Map(m.entries.len() as u64, BTreeMap::new(), Box::new(Size::Scalar)))
+            (
+                cost,
+                Size::Map(
+                    m.entries.len() as u64,
+                    BTreeMap::new(),
+                    Box::new(Size::Scalar),
+                ),
+            )
         }
         Expr::Struct(s) => {
             let mut cost = 1.0;
@@ -258,7 +276,9 @@ fn walk<'a>(expr: &'a IdedExpr, scope: &mut Scope<'a>) -> (f64, Size) {
                 | "quantity" => Size::Scalar,
                 "_+_" => sizes.into_iter().fold(Size::Scalar, |a, b| match (a, b) {
                     (Size::Str(x), Size::Str(y)) => Size::Str(x + y),
-                    (Size::List(x, e), Size::List(y, f)) => Size::List(x + y, Box::new(e.merge(*f))),
+                    (Size::List(x, e), Size::List(y, f)) => {
+                        Size::List(x + y, Box::new(e.merge(*f)))
+                    }
                     (a, b) => a.merge(b),
                 }),
                 _ => sizes.into_iter().fold(Size::Scalar, Size::merge),

@@ -45,7 +45,8 @@ fn digits(s: &str, n: usize) -> Option<u32> {
 /// `YYYY-MM-DD` (RFC 3339 full-date).
 pub(crate) fn date(s: &str) -> bool {
     let mut parts = s.split('-');
-    let (Some(y), Some(m), Some(d), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return false;
     };
@@ -82,7 +83,7 @@ pub(crate) fn date_time(s: &str) -> bool {
         let Some((h, m)) = z.split_once(':') else {
             return false;
         };
-        if !digits(h, 2).is_some_and(|h| h < 24) || !digits(m, 2).is_some_and(|m| m < 60) {
+        if digits(h, 2).is_none_or(|h| h >= 24) || digits(m, 2).is_none_or(|m| m >= 60) {
             return false;
         }
     }
@@ -122,7 +123,10 @@ pub(crate) fn duration(s: &str) -> bool {
         let unit_end = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        if !matches!(&rest[..unit_end], "ns" | "us" | "µs" | "μs" | "ms" | "s" | "m" | "h") {
+        if !matches!(
+            &rest[..unit_end],
+            "ns" | "us" | "µs" | "μs" | "ms" | "s" | "m" | "h"
+        ) {
             return false;
         }
         rest = &rest[unit_end..];
@@ -190,7 +194,8 @@ pub(crate) fn dns1123_subdomain(s: &str) -> bool {
     s.len() <= 253
         && s.split('.').all(|l| {
             !l.is_empty()
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })

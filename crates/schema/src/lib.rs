@@ -209,7 +209,15 @@ impl Schema {
             return errs;
         }
         let mut budget = Budget::Left(self.limits.per_object);
-        rules(&self.root, obj, old, "", &self.limits, &mut budget, &mut errs);
+        rules(
+            &self.root,
+            obj,
+            old,
+            "",
+            &self.limits,
+            &mut budget,
+            &mut errs,
+        );
         errs
     }
 }
@@ -252,14 +260,21 @@ fn rules(
                 }
                 let old_x = if n.list_type.as_deref() == Some("map") {
                     old.and_then(Value::as_array).and_then(|olds| {
-                        olds.iter().find(|o| {
-                            n.list_map_keys.iter().all(|k| o.get(k) == x.get(k))
-                        })
+                        olds.iter()
+                            .find(|o| n.list_map_keys.iter().all(|k| o.get(k) == x.get(k)))
                     })
                 } else {
                     None
                 };
-                rules(item, x, old_x, &format!("{path}[{i}]"), limits, budget, errs);
+                rules(
+                    item,
+                    x,
+                    old_x,
+                    &format!("{path}[{i}]"),
+                    limits,
+                    budget,
+                    errs,
+                );
             }
         }
         _ => {}
@@ -319,14 +334,12 @@ fn check_tree(
             ));
         }
         let mut inner = Vec::new();
-        validate::openapi(n, d, "", &mut inner);
+        validate::openapi(n, d, &p, &mut inner);
         let mut budget = Budget::Left(limits.per_object);
         if inner.is_empty() {
-            rules(n, d, None, "", limits, &mut budget, &mut inner);
+            rules(n, d, None, &p, limits, &mut budget, &mut inner);
         }
-        for e in inner {
-            errs.push(FieldError::invalid(&p, d.clone(), e.to_string()));
-        }
+        errs.extend(inner);
     }
     for r in &n.rules {
         if r.uses_old_self && !correlatable {
@@ -338,10 +351,22 @@ fn check_tree(
         }
     }
     for (k, p) in &n.properties {
-        check_tree(p, &join_path(path, &format!("properties[{k}]")), correlatable, limits, errs);
+        check_tree(
+            p,
+            &join_path(path, &format!("properties[{k}]")),
+            correlatable,
+            limits,
+            errs,
+        );
     }
     if let Some(Additional::Schema(s)) = &n.additional {
-        check_tree(s, &join_path(path, "additionalProperties"), correlatable, limits, errs);
+        check_tree(
+            s,
+            &join_path(path, "additionalProperties"),
+            correlatable,
+            limits,
+            errs,
+        );
     }
     if let Some(item) = &n.items {
         let keeps = correlatable && n.list_type.as_deref() == Some("map");

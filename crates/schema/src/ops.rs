@@ -104,7 +104,10 @@ fn prune_object(
     pruned: &mut Vec<String>,
 ) {
     let keeps_all = n.preserve_unknown
-        || matches!(n.additional, Some(Additional::Bool(true)) | Some(Additional::Schema(_)));
+        || matches!(
+            n.additional,
+            Some(Additional::Bool(true)) | Some(Additional::Schema(_))
+        );
     if !keeps_all {
         map.retain(|k, _| {
             let keep = n.properties.contains_key(k)
@@ -123,15 +126,12 @@ fn prune_object(
         if root && k == "metadata" && !n.properties.contains_key("metadata") {
             continue;
         }
-        match n.property(k) {
-            Some(p) => {
-                if root && k == "metadata" {
-                    // name/generateName restrictions only; metadata itself is ObjectMeta
-                    continue;
-                }
-                prune(p, x, p.embedded, &child_path, pruned);
+        if let Some(p) = n.property(k) {
+            if root && k == "metadata" {
+                // name/generateName restrictions only; metadata itself is ObjectMeta
+                continue;
             }
-            None => {}
+            prune(p, x, p.embedded, &child_path, pruned);
         }
     }
 }

@@ -167,7 +167,11 @@ impl<'a> Compiler<'a> {
 
     fn node(&mut self, v: &Value, path: &str, place: Place, under_preserve: bool) -> Node {
         let Some(obj) = v.as_object() else {
-            self.err(FieldError::invalid(path, v.clone(), "must be a schema object"));
+            self.err(FieldError::invalid(
+                path,
+                v.clone(),
+                "must be a schema object",
+            ));
             return Node::default();
         };
         let mut n = Node::default();
@@ -210,7 +214,13 @@ impl<'a> Compiler<'a> {
             )),
         }
         if place == Place::Junctor {
-            for key in ["type", "default", "additionalProperties", "nullable", "description"] {
+            for key in [
+                "type",
+                "default",
+                "additionalProperties",
+                "nullable",
+                "description",
+            ] {
                 if obj.contains_key(key) && !(n.int_or_string_pattern_ok(obj, key)) {
                     self.err(FieldError::forbidden(
                         &keyword_path(path, key),
@@ -570,7 +580,11 @@ impl Node {
     /// In a junctor, `type` may still appear for the int-or-string pattern
     /// (`anyOf: [{type: integer}, {type: string}]`).
     fn int_or_string_pattern_ok(&self, obj: &Map<String, Value>, key: &str) -> bool {
-        key == "type" && matches!(obj.get("type").and_then(Value::as_str), Some("integer" | "string"))
+        key == "type"
+            && matches!(
+                obj.get("type").and_then(Value::as_str),
+                Some("integer" | "string")
+            )
     }
 }
 

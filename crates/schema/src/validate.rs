@@ -199,7 +199,11 @@ fn number(n: &Node, num: &Number, v: &Value, path: &str, errs: &mut Vec<FieldErr
         }
     }
     if let Some(max) = n.maximum {
-        let bad = if n.exclusive_maximum { f >= max } else { f > max };
+        let bad = if n.exclusive_maximum {
+            f >= max
+        } else {
+            f > max
+        };
         if bad {
             let rel = if n.exclusive_maximum {
                 "less than"
@@ -214,7 +218,11 @@ fn number(n: &Node, num: &Number, v: &Value, path: &str, errs: &mut Vec<FieldErr
         }
     }
     if let Some(min) = n.minimum {
-        let bad = if n.exclusive_minimum { f <= min } else { f < min };
+        let bad = if n.exclusive_minimum {
+            f <= min
+        } else {
+            f < min
+        };
         if bad {
             let rel = if n.exclusive_minimum {
                 "greater than"
@@ -276,18 +284,16 @@ fn array(n: &Node, items: &[Value], path: &str, errs: &mut Vec<FieldError>) {
     }
 }
 
-fn object(
-    n: &Node,
-    map: &serde_json::Map<String, Value>,
-    path: &str,
-    errs: &mut Vec<FieldError>,
-) {
+fn object(n: &Node, map: &serde_json::Map<String, Value>, path: &str, errs: &mut Vec<FieldError>) {
     if let Some(min) = n.min_properties {
         if (map.len() as u64) < min {
             errs.push(FieldError::invalid(
                 path,
                 Value::from(map.len() as u64),
-                format!("{} in body should have at least {min} properties", name(path)),
+                format!(
+                    "{} in body should have at least {min} properties",
+                    name(path)
+                ),
             ));
         }
     }
