@@ -131,8 +131,8 @@ impl<'a> Compiler<'a> {
 
     /// Compiles the root schema.
     pub(crate) fn root(&mut self, v: &Value) -> Node {
-        let node = self.node(v, "", Place::Root, false);
-        if node.ty.as_deref() != Some("object") {
+        let node = self.node(v, "", Place::Root);
+        if node.ty.as_deref().is_some_and(|t| t != "object") {
             let ty = node.type_name().to_owned();
             self.err(FieldError::invalid(
                 "type",
@@ -142,6 +142,12 @@ impl<'a> Compiler<'a> {
         }
         if let Some(meta) = node.properties.get("metadata") {
             self.check_metadata(meta, "properties[metadata]");
+        }
+        if node.additional.is_some() {
+            self.err(FieldError::forbidden(
+                "additionalProperties",
+                "must not be used at the root",
+            ));
         }
         node
     }
@@ -156,7 +162,10 @@ impl<'a> Compiler<'a> {
             || !meta.required.is_empty()
             || meta.default.is_some()
             || !meta.rules.is_empty()
-            || meta.ty.as_deref().is_some_and(|t| t != "object");
+            || meta.enumeration.is_some()
+            || meta.max_properties.is_some()
+            || meta.min_properties.is_some()
+            || meta.preserve_unknown;
         if extra {
             self.err(FieldError::forbidden(
                 path,
@@ -165,7 +174,7 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn node(&mut self, v: &Value, path: &str, place: Place, under_preserve: bool) -> Node {
+    fn node(&mut self, v: &Value, path: &str, place: Place) -> Node {
         let Some(obj) = v.as_object() else {
             self.err(FieldError::invalid(
                 path,
@@ -214,24 +223,64 @@ impl<'a> Compiler<'a> {
             )),
         }
         if place == Place::Junctor {
-            for key in [
-                "type",
-                "default",
-                "additionalProperties",
-                "nullable",
-                "description",
-            ] {
-                if obj.contains_key(key) && !(n.int_or_string_pattern_ok(obj, key)) {
-                    self.err(FieldError::forbidden(
-                        &keyword_path(path, key),
-                        "must be empty to be structural",
-                    ));
+            let rules: [(&str, &str); 13] = [
+                ("type", "must be empty to be structural"),
+                ("additionalProperties", "must be undefined to be structural"),
+                ("default", "must be undefined to be structural"),
+                ("title", "must be empty to be structural"),
+                ("description", "must be empty to be structural"),
+                ("nullable", "must be false to be structural"),
+                (
+                    "x-kubernetes-preserve-unknown-fields",
+                    "must be false to be structural",
+                ),
+                (
+                    "x-kubernetes-embedded-resource",
+                    "must be false to be structural",
+                ),
+                (
+                    "x-kubernetes-int-or-string",
+                    "must be false to be structural",
+                ),
+                (
+                    "x-kubernetes-list-map-keys",
+                    "must be empty to be structural",
+                ),
+                (
+                    "x-kubernetes-list-type",
+                    "must be undefined to be structural",
+                ),
+                (
+                    "x-kubernetes-map-type",
+                    "must be undefined to be structural",
+                ),
+                ("x-kubernetes-validations", "must be empty to be structural"),
+            ];
+            for (key, msg) in rules {
+                if obj.contains_key(key) && !n.int_or_string_pattern_ok(obj, key) {
+                    self.err(FieldError::forbidden(&keyword_path(path, key), msg));
                 }
+            }
+            if obj
+                .get("properties")
+                .and_then(Value::as_object)
+                .is_some_and(|p| p.contains_key("metadata"))
+            {
+                self.err(FieldError::forbidden(
+                    &keyword_path(path, "properties[metadata]"),
+                    "must not be specified in a nested context",
+                ));
+            }
+        } else if n.embedded && n.ty.as_deref() != Some("object") {
+            let p = keyword_path(path, "type");
+            let msg = "must be object if x-kubernetes-embedded-resource is true";
+            match &n.ty {
+                None => self.err(FieldError::required(&p, msg)),
+                Some(t) => self.err(FieldError::invalid(&p, Value::String(t.clone()), msg)),
             }
         } else if n.ty.is_none()
             && !n.int_or_string
             && !n.preserve_unknown
-            && !under_preserve
             && obj.get("type").is_none_or(|t| t.as_str() == Some(""))
         {
             let msg = match place {
@@ -241,17 +290,24 @@ impl<'a> Compiler<'a> {
             };
             self.err(FieldError::required(&keyword_path(path, "type"), msg));
         }
+        if n.int_or_string && n.preserve_unknown {
+            self.err(FieldError::invalid(
+                &keyword_path(path, "x-kubernetes-preserve-unknown-fields"),
+                Value::Bool(true),
+                "must be false if x-kubernetes-int-or-string is true",
+            ));
+        }
+        if n.int_or_string && n.embedded {
+            self.err(FieldError::invalid(
+                &keyword_path(path, "x-kubernetes-embedded-resource"),
+                Value::Bool(true),
+                "must be false if x-kubernetes-int-or-string is true",
+            ));
+        }
         if n.int_or_string && n.ty.is_some() {
             self.err(FieldError::forbidden(
                 &keyword_path(path, "type"),
                 "must be empty if x-kubernetes-int-or-string is true",
-            ));
-        }
-        if n.embedded && n.ty.as_deref() != Some("object") && place != Place::Junctor {
-            self.err(FieldError::invalid(
-                &keyword_path(path, "type"),
-                Value::String(n.type_name().to_owned()),
-                "must be object if x-kubernetes-embedded-resource is true",
             ));
         }
         n.format = obj.get("format").and_then(Value::as_str).map(str::to_owned);
@@ -306,7 +362,6 @@ impl<'a> Compiler<'a> {
                 .map(str::to_owned)
                 .collect();
         }
-        let child_preserve = under_preserve || n.preserve_unknown;
         let child_place = if place == Place::Junctor {
             Place::Junctor
         } else {
@@ -315,7 +370,7 @@ impl<'a> Compiler<'a> {
         if let Some(props) = obj.get("properties").and_then(Value::as_object) {
             for (name, sub) in props {
                 let p = keyword_path(path, &format!("properties[{name}]"));
-                let child = self.node(sub, &p, child_place, child_preserve);
+                let child = self.node(sub, &p, child_place);
                 n.properties.insert(name.clone(), child);
             }
         }
@@ -332,7 +387,7 @@ impl<'a> Compiler<'a> {
             }
             Some(sub) => {
                 let p = keyword_path(path, "additionalProperties");
-                let child = self.node(sub, &p, child_place, child_preserve);
+                let child = self.node(sub, &p, child_place);
                 n.additional = Some(Additional::Schema(Box::new(child)));
             }
         }
@@ -362,7 +417,7 @@ impl<'a> Compiler<'a> {
                     Place::Items
                 };
                 let p = keyword_path(path, "items");
-                n.items = Some(Box::new(self.node(sub, &p, items_place, child_preserve)));
+                n.items = Some(Box::new(self.node(sub, &p, items_place)));
             }
         }
         for (key, target) in [("allOf", 0), ("anyOf", 1), ("oneOf", 2)] {
@@ -372,7 +427,7 @@ impl<'a> Compiler<'a> {
                     .enumerate()
                     .map(|(i, s)| {
                         let p = keyword_path(path, &format!("{key}[{i}]"));
-                        let j = self.node(s, &p, Place::Junctor, true);
+                        let j = self.node(s, &p, Place::Junctor);
                         self.check_junctor_fields(&n, &j, &p);
                         j
                     })
@@ -386,7 +441,7 @@ impl<'a> Compiler<'a> {
         }
         if let Some(s) = obj.get("not") {
             let p = keyword_path(path, "not");
-            let j = self.node(s, &p, Place::Junctor, true);
+            let j = self.node(s, &p, Place::Junctor);
             self.check_junctor_fields(&n, &j, &p);
             n.not = Some(Box::new(j));
         }
@@ -396,13 +451,48 @@ impl<'a> Compiler<'a> {
                 n.default = Some(d.clone());
             }
             self.rules(obj, &mut n, path);
-            if n.embedded && n.properties.contains_key("metadata") {
-                let meta = &n.properties["metadata"];
-                let meta_path = keyword_path(path, "properties[metadata]");
-                self.check_metadata(meta, &meta_path);
+            if n.embedded || place == Place::Root {
+                self.resource_fields(&n, path);
+            }
+            if n.embedded && !n.preserve_unknown && n.properties.is_empty() {
+                self.err(FieldError::required(
+                    &keyword_path(path, "properties"),
+                    "must not be empty if x-kubernetes-embedded-resource is true without x-kubernetes-preserve-unknown-fields",
+                ));
+            }
+            if n.embedded && n.additional.is_some() {
+                self.err(FieldError::forbidden(
+                    &keyword_path(path, "additionalProperties"),
+                    "must not be used if x-kubernetes-embedded-resource is set",
+                ));
             }
         }
         n
+    }
+
+    /// At a resource root (the top, or an embedded resource): `kind` and `apiVersion`
+    /// are strings and `metadata` an object.
+    fn resource_fields(&mut self, n: &Node, path: &str) {
+        for key in ["kind", "apiVersion"] {
+            if let Some(p) = n.properties.get(key) {
+                if p.ty.as_deref() != Some("string") {
+                    self.err(FieldError::invalid(
+                        &keyword_path(path, &format!("properties[{key}].type")),
+                        Value::String(p.type_name().to_owned()),
+                        "must be string",
+                    ));
+                }
+            }
+        }
+        if let Some(m) = n.properties.get("metadata") {
+            if m.ty.as_deref() != Some("object") {
+                self.err(FieldError::invalid(
+                    &keyword_path(path, "properties[metadata].type"),
+                    Value::String(m.type_name().to_owned()),
+                    "must be object",
+                ));
+            }
+        }
     }
 
     /// A field or item named inside a junctor must be specified outside it too.

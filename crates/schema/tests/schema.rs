@@ -331,6 +331,29 @@ fn structural_checks() {
     for want in expected {
         assert!(e.contains(&want.to_owned()), "missing {want:?} in {e:#?}");
     }
+    let e = refused(
+        json!({"type": "object", "additionalProperties": {"type": "string"}, "properties": {
+            "emb": {"type": "object", "x-kubernetes-embedded-resource": true},
+            "emb2": {"x-kubernetes-embedded-resource": true, "x-kubernetes-preserve-unknown-fields": true},
+            "j": {"type": "object", "properties": {"a": {"type": "string"}},
+                  "allOf": [{"description": "d", "default": {}, "nullable": true, "properties": {"metadata": {}, "a": {}}}]},
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                     "properties": {"untyped": {"description": "children still need a type"}}}
+        }}),
+    );
+    let expected = [
+        "additionalProperties: Forbidden: must not be used at the root",
+        "properties[emb].properties: Required value: must not be empty if x-kubernetes-embedded-resource is true without x-kubernetes-preserve-unknown-fields",
+        "properties[emb2].type: Required value: must be object if x-kubernetes-embedded-resource is true",
+        "properties[j].allOf[0].description: Forbidden: must be empty to be structural",
+        "properties[j].allOf[0].default: Forbidden: must be undefined to be structural",
+        "properties[j].allOf[0].nullable: Forbidden: must be false to be structural",
+        "properties[j].allOf[0].properties[metadata]: Forbidden: must not be specified in a nested context",
+        "properties[free].properties[untyped].type: Required value: must not be empty for specified object fields",
+    ];
+    for want in expected {
+        assert!(e.contains(&want.to_owned()), "missing {want:?} in {e:#?}");
+    }
     // the root must be an object
     assert_eq!(
         refused(json!({"type": "string"})),
