@@ -61,9 +61,112 @@ pub(crate) struct Rule {
 }
 
 fn compile_source(src: &str) -> Result<Program, String> {
-    crate::celib::env()
+    let program = crate::celib::env()
         .compile(src)
-        .map_err(|e| format!("compilation failed: {e}"))
+        .map_err(|e| format!("compilation failed: {e}"))?;
+    let mut bound = vec!["self", "oldSelf"];
+    if let Some(name) = undeclared_function(program.expression(), &mut bound) {
+        return Err(format!(
+            "compilation failed: undeclared reference to '{name}'"
+        ));
+    }
+    Ok(program)
+}
+
+/// The first function the rule calls that the environment does not declare.
+///
+/// cel-rust has no checker, so each call is probed once: `null.f(null)` (or `f(null)`)
+/// with the call's arity fails with "undeclared reference" only when no overload of `f`
+/// of that call style exists; any other failure means `f` exists.
+fn undeclared_function<'a>(expr: &'a cel::IdedExpr, bound: &mut Vec<&'a str>) -> Option<String> {
+    use cel::common::ast::{EntryExpr, Expr};
+    match &expr.expr {
+        Expr::Call(call) => {
+            let name = call.func_name.as_str();
+            let operator = name.starts_with(['_', '@', '!', '-']);
+            let namespaced = matches!(
+                call.target.as_deref().map(|t| &t.expr),
+                Some(Expr::Ident(id)) if !bound.contains(&id.as_str())
+            );
+            if !operator
+                && !namespaced
+                && !function_declared(name, call.target.is_some(), call.args.len())
+            {
+                return Some(name.to_owned());
+            }
+            call.target
+                .iter()
+                .map(|t| &**t)
+                .chain(call.args.iter())
+                .find_map(|e| undeclared_function(e, bound))
+        }
+        Expr::Select(sel) => undeclared_function(&sel.operand, bound),
+        Expr::List(l) => l
+            .elements
+            .iter()
+            .find_map(|e| undeclared_function(e, bound)),
+        Expr::Map(m) => m.entries.iter().find_map(|e| match &e.expr {
+            EntryExpr::MapEntry(me) => undeclared_function(&me.key, bound)
+                .or_else(|| undeclared_function(&me.value, bound)),
+            EntryExpr::StructField(f) => undeclared_function(&f.value, bound),
+        }),
+        Expr::Struct(st) => st.entries.iter().find_map(|e| match &e.expr {
+            EntryExpr::StructField(f) => undeclared_function(&f.value, bound),
+            EntryExpr::MapEntry(me) => undeclared_function(&me.value, bound),
+        }),
+        Expr::Comprehension(c) => {
+            let depth = bound.len();
+            let found = undeclared_function(&c.iter_range, bound)
+                .or_else(|| undeclared_function(&c.accu_init, bound));
+            if found.is_some() {
+                return found;
+            }
+            bound.push(c.iter_var.as_str());
+            if let Some(v) = &c.iter_var2 {
+                bound.push(v.as_str());
+            }
+            bound.push(c.accu_var.as_str());
+            let found = [&c.loop_cond, &c.loop_step, &c.result]
+                .into_iter()
+                .find_map(|e| undeclared_function(e, bound));
+            bound.truncate(depth);
+            found
+        }
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => None,
+    }
+}
+
+/// Whether `name` is declared for a call of this style and arity (memoized).
+fn function_declared(name: &str, member: bool, arity: usize) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    /// (name, member call, arity) → declared.
+    type Seen = HashMap<(String, bool, usize), bool>;
+    static SEEN: OnceLock<Mutex<Seen>> = OnceLock::new();
+    let key = (name.to_owned(), member, arity);
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some(&known) = seen.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return known;
+    }
+    let args = vec!["null"; arity].join(", ");
+    let probe = if member {
+        format!("null.{name}({args})")
+    } else {
+        format!("{name}({args})")
+    };
+    let env = crate::celib::env();
+    let declared = match env.compile(&probe) {
+        // a name the parser will not take as a function: leave it to evaluation
+        Err(_) => true,
+        Ok(p) => !matches!(
+            p.execute(&Context::with_env(env.clone())),
+            Err(cel::ExecutionError::UndeclaredReference(n)) if n.as_str() == name
+        ),
+    };
+    seen.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, declared);
+    declared
 }
 
 impl Rule {

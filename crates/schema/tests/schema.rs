@@ -689,7 +689,9 @@ fn cel_compile_errors_and_bad_fields() {
             {"rule": "self.a ==", "message": "m"},
             {"rule": "true", "reason": "Bogus"},
             {"rule": "true", "fieldPath": ".nope"},
-            {"rule": ""}
+            {"rule": ""},
+            {"rule": "self.a.frobnicate() && has(self.a)"},
+            {"rule": "self.all(k, nonsense(k))"}
         ],
         "properties": {"a": {"type": "string"}}})));
     assert!(e[0].starts_with(r#"properties[spec].x-kubernetes-validations[0].rule: Invalid value: "self.a ==": compilation failed"#), "{e:#?}");
