@@ -462,6 +462,7 @@ pub(crate) fn run_rules(
             });
             cost = cost::estimate(rule.program.expression(), size);
             if cost > limits.per_call as f64 {
+                tracing::debug!(rule = %rule.source, path, cost, "CEL rule not run: its cost exceeds the per-call limit");
                 errs.push(FieldError::invalid(
                     path,
                     type_value.clone(),

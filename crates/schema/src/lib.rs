@@ -128,6 +128,7 @@ impl Schema {
         open_api_v3_schema: &Value,
         limits: CostLimits,
     ) -> Result<Schema, Vec<FieldError>> {
+        let _span = tracing::debug_span!("compile_openapi_v3_schema").entered();
         let mut compiler = Compiler::new(&limits);
         let root = compiler.root(open_api_v3_schema);
         let mut errors = compiler.errors;

@@ -58,6 +58,8 @@ pub(crate) struct Node {
     pub list_map_keys: Vec<String>,
     pub map_type: Option<String>,
     pub rules: Vec<Rule>,
+    /// This node or a descendant has rules (set once compiled).
+    pub subtree_rules: bool,
 }
 
 impl Node {
@@ -76,6 +78,10 @@ impl Node {
 
     /// True when this node, or a descendant, has CEL rules.
     pub(crate) fn has_rules(&self) -> bool {
+        self.subtree_rules
+    }
+
+    fn compute_subtree_rules(&self) -> bool {
         !self.rules.is_empty()
             || self.properties.values().any(Node::has_rules)
             || matches!(&self.additional, Some(Additional::Schema(s)) if s.has_rules())
@@ -467,6 +473,7 @@ impl<'a> Compiler<'a> {
                 ));
             }
         }
+        n.subtree_rules = n.compute_subtree_rules();
         n
     }
 

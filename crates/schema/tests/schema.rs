@@ -779,3 +779,28 @@ fn cel_cost_stops_at_runtime() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].ends_with("validation failed due to running out of cost budget, no further validation rules will be run"), "{e:?}");
 }
+
+#[test]
+fn schemas_are_shared_across_threads() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<Schema>();
+    let s = std::sync::Arc::new(scale_schema());
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                errors_of(
+                    &s,
+                    json!({"minReplicas": i + 2, "replicas": 1, "maxReplicas": 5}),
+                )
+            })
+        })
+        .collect();
+    for h in handles {
+        let e = h.join().expect("validation thread");
+        assert_eq!(
+            e,
+            vec!["spec: Invalid value: replicas should be greater than or equal to minReplicas"]
+        );
+    }
+}
