@@ -42,7 +42,7 @@ impl Default for CostLimits {
 
 /// Below this estimated cost a rule is charged its static estimate instead of measuring
 /// the value (measuring costs a walk over the value).
-const CHEAP_RULE: f64 = 10_000.0;
+const CHEAP_RULE: f64 = 100.0;
 
 /// One compiled `x-kubernetes-validations` entry.
 #[derive(Debug)]
@@ -541,9 +541,26 @@ pub(crate) fn run_rules(
             Err(e) => errs.push(FieldError::invalid(
                 path,
                 type_value.clone(),
-                format!("{e} evaluating rule: {}", rule.error_string()),
+                format!(
+                    "{} evaluating rule: {}",
+                    error_text(&e),
+                    rule.error_string()
+                ),
             )),
         }
+    }
+}
+
+/// An evaluation error in cel-go's words where cel-rust's differ.
+fn error_text(e: &cel::ExecutionError) -> String {
+    use cel::ExecutionError as E;
+    match e {
+        E::NoSuchKey(k) => format!("no such key: {k}"),
+        E::UndeclaredReference(r) => format!("undeclared reference to '{r}'"),
+        E::DivisionByZero(_) => "division by zero".to_owned(),
+        E::RemainderByZero(_) => "modulus by zero".to_owned(),
+        E::FunctionError { message, .. } => message.clone(),
+        other => other.to_string(),
     }
 }
 
