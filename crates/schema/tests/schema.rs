@@ -804,3 +804,30 @@ fn schemas_are_shared_across_threads() {
         );
     }
 }
+
+#[test]
+fn cel_field_paths_into_maps_and_message_expression_fallback() {
+    let s = schema(with_spec(json!({"type": "object",
+        "x-kubernetes-validations": [
+            {"rule": "!('a.b' in self.labels) || self.labels['a.b'] != ''", "fieldPath": ".labels['a.b']",
+             "message": "must not be empty", "reason": "FieldValueRequired"},
+            {"rule": "self.labels.size() < 3", "messageExpression": "self.nope + 'x'", "message": "too many labels"},
+            {"rule": "!('dup' in self.labels)", "reason": "FieldValueDuplicate", "fieldPath": ".labels"}
+        ],
+        "properties": {"labels": {"type": "object", "maxProperties": 10,
+            "additionalProperties": {"type": "string", "maxLength": 10}}}})));
+    let e = s.validate(
+        &obj(json!({"labels": {"a.b": "", "c": "1", "dup": "x"}})),
+        None,
+    );
+    assert_eq!(
+        texts(&e),
+        vec![
+            "spec.labels[a.b]: Required value: must not be empty",
+            "spec: Invalid value: too many labels",
+            "spec.labels: Duplicate value",
+        ]
+    );
+    assert_eq!(e[0].error_type.reason(), "FieldValueRequired");
+    assert_eq!(e[2].error_type.reason(), "FieldValueDuplicate");
+}
