@@ -469,27 +469,18 @@ pub(crate) fn list_types(n: &Node, v: &Value, path: &str, errs: &mut Vec<FieldEr
 }
 
 /// `x-kubernetes-embedded-resource` objects need apiVersion and kind, and a light
-/// check of their metadata (upstream's `schemaobjectmeta.Validate`).
+/// check of their metadata (upstream's `objectmeta` validation of embedded resources).
 pub(crate) fn embedded(n: &Node, v: &Value, path: &str, root: bool, errs: &mut Vec<FieldError>) {
     match v {
         Value::Object(map) => {
             if n.embedded && !root {
-                for key in ["apiVersion", "kind"] {
-                    match map.get(key) {
-                        Some(Value::String(s)) if !s.is_empty() => {}
-                        _ => errs.push(FieldError::required(
-                            &join_path(path, key),
-                            "must not be empty",
-                        )),
-                    }
-                }
-                if let Some(meta) = map.get("metadata") {
-                    metadata(meta, &join_path(path, "metadata"), errs);
-                }
+                embedded_resource(map, path, errs);
             }
             for (k, x) in map {
-                if let Some(p) = n.property(k) {
+                if let Some(p) = n.properties.get(k) {
                     embedded(p, x, &join_path(path, k), false, errs);
+                } else if let Some(Additional::Schema(s)) = &n.additional {
+                    embedded(s, x, &format!("{path}[{k}]"), false, errs);
                 }
             }
         }
@@ -504,26 +495,96 @@ pub(crate) fn embedded(n: &Node, v: &Value, path: &str, root: bool, errs: &mut V
     }
 }
 
+/// A DNS-1035 label (`kind`s are checked lower-cased against it).
+fn dns1035_label(s: &str) -> bool {
+    s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+const DNS1035_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+
+fn embedded_resource(map: &serde_json::Map<String, Value>, path: &str, errs: &mut Vec<FieldError>) {
+    for key in ["apiVersion", "kind"] {
+        if !map.contains_key(key) {
+            errs.push(FieldError::required(&join_path(path, key), ""));
+        }
+    }
+    for (k, v) in map {
+        let p = join_path(path, k);
+        match (k.as_str(), v) {
+            ("apiVersion" | "kind", Value::String(s)) if s.is_empty() => {
+                errs.push(FieldError::invalid(&p, v.clone(), "must not be empty"));
+            }
+            ("apiVersion" | "kind", Value::String(_)) | ("apiVersion" | "kind", Value::Null) => {
+                if let ("apiVersion", Value::String(s)) = (k.as_str(), v) {
+                    if s.matches('/').count() > 1 {
+                        errs.push(FieldError::invalid(
+                            &p,
+                            v.clone(),
+                            format!("unexpected GroupVersion string: {s}"),
+                        ));
+                    }
+                }
+                if let ("kind", Value::String(s)) = (k.as_str(), v) {
+                    if !dns1035_label(&s.to_lowercase()) {
+                        errs.push(FieldError::invalid(
+                            &p,
+                            v.clone(),
+                            format!(
+                                "may have mixed case, but should otherwise match: {DNS1035_MSG}"
+                            ),
+                        ));
+                    }
+                }
+                if v.is_null() {
+                    errs.push(FieldError::invalid(&p, v.clone(), "must be a string"));
+                }
+            }
+            ("apiVersion" | "kind", _) => {
+                errs.push(FieldError::invalid(&p, v.clone(), "must be a string"));
+            }
+            ("metadata", _) => metadata(v, &p, errs),
+            _ => {}
+        }
+    }
+}
+
+/// Names of embedded objects are path segments (upstream's `ValidatePathSegmentName`).
+fn path_segment_errors(name: &str, prefix: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if !prefix && (name == "." || name == "..") {
+        out.push(format!("may not be '{name}'"));
+    }
+    for c in ["/", "%"] {
+        if name.contains(c) {
+            out.push(format!("may not contain '{c}'"));
+        }
+    }
+    out
+}
+
 fn metadata(meta: &Value, path: &str, errs: &mut Vec<FieldError>) {
     let Some(m) = meta.as_object() else {
-        errs.push(type_error(path, "object", json_type(meta)));
+        errs.push(FieldError::invalid(path, meta.clone(), "must be an object"));
         return;
     };
     for key in ["name", "generateName", "namespace"] {
         if let Some(x) = m.get(key) {
             match x.as_str() {
                 Some(s) => {
-                    let s = if key == "generateName" {
-                        s.trim_end_matches('-')
-                    } else {
-                        s
+                    let problems = match key {
+                        "name" => path_segment_errors(s, false),
+                        "generateName" => path_segment_errors(s, true),
+                        _ if !s.is_empty() && !format::dns1123_label(s) => {
+                            vec![format::DNS1123_LABEL_MSG.to_owned()]
+                        }
+                        _ => Vec::new(),
                     };
-                    if !s.is_empty() && !format::dns1123_subdomain(s) {
-                        errs.push(FieldError::invalid(
-                            &join_path(path, key),
-                            x.clone(),
-                            format::DNS1123_SUBDOMAIN_MSG,
-                        ));
+                    for msg in problems {
+                        errs.push(FieldError::invalid(&join_path(path, key), x.clone(), msg));
                     }
                 }
                 None => errs.push(type_error(&join_path(path, key), "string", json_type(x))),

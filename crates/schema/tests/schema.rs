@@ -290,11 +290,21 @@ fn embedded_resources_need_api_version_and_kind() {
                      "x-kubernetes-preserve-unknown-fields": true}
     }})));
     assert_eq!(
-        errors_of(&s, json!({"template": {"metadata": {"name": "Bad_Name"}}})),
+        errors_of(&s, json!({"template": {"metadata": {"name": "a/b"}}})),
         vec![
-            "spec.template.apiVersion: Required value: must not be empty",
-            "spec.template.kind: Required value: must not be empty",
-            r#"spec.template.metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"#,
+            "spec.template.apiVersion: Required value",
+            "spec.template.kind: Required value",
+            r#"spec.template.metadata.name: Invalid value: "a/b": may not contain '/'"#,
+        ]
+    );
+    assert_eq!(
+        errors_of(
+            &s,
+            json!({"template": {"apiVersion": "a/b/c", "kind": "9Pod"}})
+        ),
+        vec![
+            r#"spec.template.apiVersion: Invalid value: "a/b/c": unexpected GroupVersion string: a/b/c"#,
+            r#"spec.template.kind: Invalid value: "9Pod": may have mixed case, but should otherwise match: a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"#,
         ]
     );
     assert!(errors_of(
