@@ -383,7 +383,7 @@ fn normalize_field_path(fp: &str, n: &Node) -> Result<String, String> {
 }
 
 /// Converts a JSON value to CEL, by its schema: `number` fields are doubles even when
-/// integral, `integer` fields ints.
+/// integral, `integer` fields ints, `format: byte` strings bytes.
 pub(crate) fn to_cel(v: &Value, n: Option<&Node>) -> cel::Value {
     match v {
         Value::Null => cel::Value::Null,
@@ -398,7 +398,16 @@ pub(crate) fn to_cel(v: &Value, n: Option<&Node>) -> cel::Value {
                 },
             }
         }
-        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        Value::String(s) => {
+            use base64::Engine;
+            let bytes = n
+                .filter(|n| n.format.as_deref() == Some("byte"))
+                .and_then(|_| base64::engine::general_purpose::STANDARD.decode(s).ok());
+            match bytes {
+                Some(b) => cel::Value::Bytes(Arc::new(b)),
+                None => cel::Value::String(Arc::new(s.clone())),
+            }
+        }
         Value::Array(items) => {
             let item = n.and_then(|n| n.items.as_deref());
             cel::Value::List(Arc::new(items.iter().map(|x| to_cel(x, item)).collect()))

@@ -668,6 +668,10 @@ fn cel_kubernetes_libraries() {
         "isQuantity(self.mem) && !isQuantity('1.5.5') && quantity('1.5').isInteger() == false && quantity('-1').sign() == -1",
         "self.nums.exists_one(n, n == 2) && self.nums.map(n, n * 2) == [2, 4, 6] && self.nums.filter(n, n > 1).size() == 2",
         "has(self.name) && !has(self.missing) && size(self.name) == 4",
+        "size(self.blob) == 5",
+        "self.blob == b'hello'",
+        "self.ratio == 2.0",
+        "type(self.ratio) == double",
     ];
     let validations: Vec<Value> = rules.iter().map(|r| json!({"rule": r})).collect();
     let s = schema(with_spec(
@@ -676,12 +680,15 @@ fn cel_kubernetes_libraries() {
             "name": {"type": "string", "maxLength": 10},
             "missing": {"type": "string"},
             "url": {"type": "string", "maxLength": 100},
-            "mem": {"type": "string", "maxLength": 10}
+            "mem": {"type": "string", "maxLength": 10},
+            "blob": {"type": "string", "format": "byte", "maxLength": 100},
+            "ratio": {"type": "number"}
         }}),
     ));
     let e = errors_of(
         &s,
-        json!({"nums": [1, 2, 3], "name": "abcd", "url": "https://example.com:8443/a/b?x=1&x=2", "mem": "2Gi"}),
+        json!({"nums": [1, 2, 3], "name": "abcd", "url": "https://example.com:8443/a/b?x=1&x=2", "mem": "2Gi",
+               "blob": "aGVsbG8=", "ratio": 2}),
     );
     assert!(e.is_empty(), "{e:#?}");
     // each rule fails on other data
