@@ -29,8 +29,9 @@ pub(crate) enum Size {
     Str(u64),
     /// A list of at most `len` elements shaped like `elem`.
     List(u64, Box<Size>),
-    /// A map of at most `len` entries: known fields, and the shape of any other.
-    Map(u64, BTreeMap<String, Size>, Box<Size>),
+    /// A map of at most `len` entries: known fields, the shape of any other value, and
+    /// the longest key.
+    Map(u64, BTreeMap<String, Size>, Box<Size>, u64),
     /// Anything (preserved unknown fields), no larger than this in any dimension.
     Any(u64),
 }
@@ -41,7 +42,7 @@ impl Size {
     pub(crate) fn len(&self) -> u64 {
         match self {
             Size::Scalar => 1,
-            Size::Str(l) | Size::List(l, _) | Size::Map(l, _, _) | Size::Any(l) => *l,
+            Size::Str(l) | Size::List(l, _) | Size::Map(l, _, _, _) | Size::Any(l) => *l,
         }
     }
 
@@ -49,7 +50,7 @@ impl Size {
         match self {
             Size::List(_, e) => (**e).clone(),
             // iterating a map visits its keys
-            Size::Map(..) => Size::Str(MAX_REQUEST_BYTES),
+            Size::Map(_, _, _, key) => Size::Str(*key),
             Size::Any(s) => Size::Any(*s),
             Size::Scalar | Size::Str(_) => Size::Scalar,
         }
@@ -57,7 +58,9 @@ impl Size {
 
     fn field(&self, name: &str) -> Size {
         match self {
-            Size::Map(_, fields, other) => fields.get(name).cloned().unwrap_or((**other).clone()),
+            Size::Map(_, fields, other, _) => {
+                fields.get(name).cloned().unwrap_or((**other).clone())
+            }
             Size::List(_, e) => (**e).clone(),
             Size::Any(s) => Size::Any(*s),
             _ => Size::Scalar,
@@ -70,7 +73,7 @@ impl Size {
             (Size::Scalar, o) | (o, Size::Scalar) => o,
             (Size::Str(a), Size::Str(b)) => Size::Str(a.max(b)),
             (Size::List(a, x), Size::List(b, y)) => Size::List(a.max(b), Box::new(x.merge(*y))),
-            (Size::Map(a, mut f, x), Size::Map(b, g, y)) => {
+            (Size::Map(a, mut f, x, k), Size::Map(b, g, y, l)) => {
                 for (k, v) in g {
                     let merged = match f.remove(&k) {
                         Some(old) => old.merge(v),
@@ -78,7 +81,7 @@ impl Size {
                     };
                     f.insert(k, merged);
                 }
-                Size::Map(a.max(b), f, Box::new(x.merge(*y)))
+                Size::Map(a.max(b), f, Box::new(x.merge(*y)), k.max(l))
             }
             (a, b) => Size::Any(a.len().max(b.len())),
         }
@@ -113,15 +116,26 @@ impl Size {
                             // "k":v, at least 4 bytes plus the value
                             MAX_REQUEST_BYTES / (min_serialized_size(Some(s)) + 4)
                         });
-                        Size::Map(len, fields, Box::new(Size::of_schema(s)))
+                        Size::Map(len, fields, Box::new(Size::of_schema(s)), MAX_REQUEST_BYTES)
                     }
                     _ if n.preserve_unknown || n.embedded => {
                         let len = n.max_properties.unwrap_or(MAX_REQUEST_BYTES / 5);
-                        Size::Map(len, fields, Box::new(Size::Any(MAX_REQUEST_BYTES)))
+                        Size::Map(
+                            len,
+                            fields,
+                            Box::new(Size::Any(MAX_REQUEST_BYTES)),
+                            MAX_REQUEST_BYTES,
+                        )
                     }
                     _ => {
                         let len = n.max_properties.unwrap_or(fields.len() as u64);
-                        Size::Map(len, fields, Box::new(Size::Scalar))
+                        let key = n
+                            .properties
+                            .keys()
+                            .map(|k| k.len() as u64)
+                            .max()
+                            .unwrap_or(0);
+                        Size::Map(len, fields, Box::new(Size::Scalar), key)
                     }
                 }
             }
@@ -146,7 +160,8 @@ impl Size {
                     .iter()
                     .map(|(k, v)| (k.clone(), Size::of_value(v)))
                     .collect();
-                Size::Map(map.len() as u64, fields, Box::new(Size::Scalar))
+                let key = map.keys().map(|k| k.len() as u64).max().unwrap_or(0);
+                Size::Map(map.len() as u64, fields, Box::new(Size::Scalar), key)
             }
             _ => Size::Scalar,
         }
@@ -237,6 +252,7 @@ fn walk<'a>(expr: &'a IdedExpr, scope: &mut Scope<'a>) -> (f64, Size) {
                     m.entries.len() as u64,
                     BTreeMap::new(),
                     Box::new(Size::Scalar),
+                    MAX_REQUEST_BYTES,
                 ),
             )
         }

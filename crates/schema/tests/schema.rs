@@ -848,3 +848,22 @@ fn cel_field_paths_into_maps_and_message_expression_fallback() {
     assert_eq!(e[0].error_type.reason(), "FieldValueRequired");
     assert_eq!(e[2].error_type.reason(), "FieldValueDuplicate");
 }
+
+#[test]
+fn cel_rules_over_map_keys_run_when_keys_are_short() {
+    // keys have no length bound, so the compile-time estimate is high but allowed; the
+    // actual keys are short, so the rule runs
+    let s = schema(with_spec(json!({"type": "object", "properties": {
+        "labels": {"type": "object", "maxProperties": 10,
+                   "additionalProperties": {"type": "string", "maxLength": 10},
+                   "x-kubernetes-validations": [{"rule": "self.all(k, k.startsWith('app'))"}]}}})));
+    assert!(errors_of(
+        &s,
+        json!({"labels": {"app": "1", "app.kubernetes.io/name": "x"}})
+    )
+    .is_empty());
+    assert_eq!(
+        errors_of(&s, json!({"labels": {"app": "1", "team": "x"}})),
+        vec!["spec.labels: Invalid value: failed rule: self.all(k, k.startsWith('app'))"]
+    );
+}
