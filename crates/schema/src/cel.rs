@@ -450,8 +450,9 @@ pub(crate) fn run_rules(
     }
     let type_value = Value::String(n.type_name().to_owned());
     let mut actual: Option<Size> = None;
-    let mut self_val: Option<Box<dyn Val>> = None;
-    let mut old_val: Option<Box<dyn Val>> = None;
+    // One context per node: `self`, and `oldSelf` when there is an old value; rules
+    // with optionalOldSelf bind their optional in a child scope.
+    let mut base: Option<Context<'_, '_>> = None;
     for rule in &n.rules {
         let Budget::Left(left) = *budget else {
             return;
@@ -493,33 +494,35 @@ pub(crate) fn run_rules(
         }
         *budget = Budget::Left(left - cost);
 
-        let this = self_val
-            .get_or_insert_with(|| boxed(to_cel(v, Some(n))))
-            .clone_as_boxed();
-        let mut ctx = Context::with_env(crate::celib::env());
-        ctx.add_variable_as_val("self", this);
-        if rule.uses_old_self {
-            let old_cel = old.map(|o| {
-                old_val
-                    .get_or_insert_with(|| boxed(to_cel(o, Some(n))))
-                    .clone_as_boxed()
-            });
-            let bound: Box<dyn Val> = match (rule.optional_old_self, old_cel) {
-                (true, Some(o)) => Box::new(CelOptional::of(o)),
-                (true, None) => Box::new(CelOptional::none()),
-                (false, Some(o)) => o,
-                (false, None) => continue,
+        let base_ctx: &Context<'_, '_> = base.get_or_insert_with(|| {
+            let mut c = Context::with_env(crate::celib::env());
+            c.add_variable_as_val("self", boxed(to_cel(v, Some(n))));
+            if let Some(o) = old {
+                c.add_variable_as_val("oldSelf", boxed(to_cel(o, Some(n))));
+            }
+            c
+        });
+        let optional_scope;
+        let ctx = if rule.uses_old_self && rule.optional_old_self {
+            let mut child = base_ctx.new_inner_scope();
+            let bound = match old {
+                Some(o) => CelOptional::of(boxed(to_cel(o, Some(n)))),
+                None => CelOptional::none(),
             };
-            ctx.add_variable_as_val("oldSelf", bound);
-        }
+            child.add_variable_as_val("oldSelf", Box::new(bound));
+            optional_scope = child;
+            &optional_scope
+        } else {
+            base_ctx
+        };
         let field = join_path(path, &rule.field_path);
-        match rule.program.execute(&ctx) {
+        match rule.program.execute(ctx) {
             Ok(cel::Value::Bool(true)) => {}
             Ok(cel::Value::Bool(false)) => {
                 let detail = rule
                     .message_expression
                     .as_ref()
-                    .and_then(|m| match m.execute(&ctx) {
+                    .and_then(|m| match m.execute(ctx) {
                         Ok(cel::Value::String(s)) => {
                             let s = s.trim();
                             (!s.is_empty() && !s.contains('\n')).then(|| s.to_owned())
