@@ -13,6 +13,19 @@ use crate::cost::{self, Size};
 use crate::error::{join_path, ErrorType, FieldError};
 use crate::schema::Node;
 
+/// Upstream's `getCostErrorMessage`.
+pub(crate) fn cost_error_message(what: &str, cost: f64, limit: u64) -> String {
+    let factor = cost / limit as f64;
+    let factor = if factor > 100.0 {
+        "more than 100x".to_owned()
+    } else if factor < 1.5 {
+        format!("{factor:.6}x")
+    } else {
+        format!("{factor:.1}x")
+    };
+    format!("{what} exceeds budget by factor of {factor} (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)")
+}
+
 /// Cost limits for CEL rules. The defaults are upstream's.
 #[derive(Clone, Debug)]
 pub struct CostLimits {
@@ -58,6 +71,8 @@ pub(crate) struct Rule {
     pub optional_old_self: bool,
     /// Estimated cost of one evaluation, from the schema.
     pub estimated_cost: u64,
+    /// Position in the node's `x-kubernetes-validations`.
+    pub index: usize,
 }
 
 fn compile_source(src: &str) -> Result<Program, String> {
@@ -173,9 +188,9 @@ impl Rule {
     /// Compiles rule `r` of the node `n` (whose children are compiled already).
     pub(crate) fn compile(
         r: &Value,
+        index: usize,
         n: &Node,
         path: &str,
-        limits: &CostLimits,
     ) -> Result<Rule, Vec<FieldError>> {
         let mut errs = Vec::new();
         let get = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_owned);
@@ -281,19 +296,6 @@ impl Rule {
             + message_expression
                 .as_ref()
                 .map_or(0.0, |m| cost::estimate(m.expression(), &size));
-        let limit = limits.per_expression_estimate as f64;
-        if estimate > limit {
-            let factor = estimate / limit;
-            let factor = if factor > 100.0 {
-                "more than 100x".to_owned()
-            } else {
-                format!("{factor:.1}x")
-            };
-            errs.push(FieldError::forbidden(
-                &rule_path,
-                format!("estimated rule cost exceeds budget by factor of {factor} (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)"),
-            ));
-        }
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -307,6 +309,7 @@ impl Rule {
             uses_old_self,
             optional_old_self,
             estimated_cost: estimate.min(u64::MAX as f64) as u64,
+            index,
         })
     }
 

@@ -67,9 +67,11 @@
 //!   `getHost`, `getHostname`, `getPort`, `getEscapedPath`, `getQuery`) and quantity
 //!   (`quantity`, `isQuantity`, `isInteger`, `asInteger`, `asApproximateFloat`, `sign`,
 //!   `add`, `sub`, `isGreaterThan`, `isLessThan`, `compareTo`) libraries.
-//! * Cost: each rule's cost is estimated from the schema when it is compiled (over
-//!   [`CostLimits::per_expression_estimate`] it is refused, as are schemas whose rules
-//!   together may cost more than [`CostLimits::per_schema_estimate`]); before a costly
+//! * Cost: each rule's cost is estimated from the schema when it is compiled, times the
+//!   number of values it may run on (items of lists without `maxItems` count as many as
+//!   fit in a 3 MiB request, as upstream); over [`CostLimits::per_expression_estimate`]
+//!   it is refused, as are schemas whose rules together may cost more than
+//!   [`CostLimits::per_schema_estimate`]. Before a costly
 //!   rule runs its cost is estimated again from the actual value and it does not run
 //!   over [`CostLimits::per_call`]; all rules on one object share
 //!   [`CostLimits::per_object`].
@@ -129,21 +131,27 @@ impl Schema {
         limits: CostLimits,
     ) -> Result<Schema, Vec<FieldError>> {
         let _span = tracing::debug_span!("compile_openapi_v3_schema").entered();
-        let mut compiler = Compiler::new(&limits);
+        let mut compiler = Compiler::new();
         let root = compiler.root(open_api_v3_schema);
         let mut errors = compiler.errors;
-        check_tree(&root, "", true, &limits, &mut errors);
-        let total = total_cost(&root, 1.0);
+        let mut costs = Vec::new();
+        check_tree(&root, "", 1.0, true, &limits, &mut costs, &mut errors);
+        let total: f64 = costs.iter().map(|(_, c)| c).sum();
         if total > limits.per_schema_estimate as f64 {
-            let factor = total / limits.per_schema_estimate as f64;
-            let factor = if factor > 100.0 {
-                "more than 100x".to_owned()
-            } else {
-                format!("{factor:.1}x")
-            };
+            costs.sort_by(|a, b| b.1.total_cmp(&a.1));
+            for (path, _) in costs.iter().take(4) {
+                errors.push(FieldError::forbidden(
+                    path,
+                    "contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema",
+                ));
+            }
             errors.push(FieldError::forbidden(
                 "",
-                format!("x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of {factor}"),
+                cel::cost_error_message(
+                    "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema",
+                    total,
+                    limits.per_schema_estimate,
+                ),
             ));
         }
         if errors.is_empty() {
@@ -287,32 +295,17 @@ fn fan_out(n: &Node) -> f64 {
     crate::cost::Size::of_schema(n).len() as f64
 }
 
-/// The sum over rules of estimated cost times the number of times a rule may run.
-fn total_cost(n: &Node, cardinality: f64) -> f64 {
-    let mut total: f64 = n
-        .rules
-        .iter()
-        .map(|r| r.estimated_cost as f64 * cardinality)
-        .sum();
-    for p in n.properties.values() {
-        total += total_cost(p, cardinality);
-    }
-    if let Some(Additional::Schema(s)) = &n.additional {
-        total += total_cost(s, cardinality * fan_out(n));
-    }
-    if let Some(item) = &n.items {
-        total += total_cost(item, cardinality * fan_out(n));
-    }
-    total
-}
-
-/// Checks that need the whole compiled tree: defaults valid against their schemas, and
-/// transition rules only where old values can be correlated.
+/// Checks that need the whole compiled tree: defaults valid against their schemas,
+/// transition rules only where old values can be correlated, and each rule's estimated
+/// cost times the number of values it may run on (`cardinality`) within the limit; the
+/// costs are collected in `costs` for the schema-wide limit.
 fn check_tree(
     n: &Node,
     path: &str,
+    cardinality: f64,
     correlatable: bool,
     limits: &CostLimits,
+    costs: &mut Vec<(String, f64)>,
     errs: &mut Vec<FieldError>,
 ) {
     if let Some(d) = &n.default {
@@ -343,6 +336,19 @@ fn check_tree(
         errs.extend(inner);
     }
     for r in &n.rules {
+        let rule_path = join_path(path, &format!("x-kubernetes-validations[{}].rule", r.index));
+        let cost = r.estimated_cost as f64 * cardinality;
+        if cost > limits.per_expression_estimate as f64 {
+            errs.push(FieldError::forbidden(
+                &rule_path,
+                cel::cost_error_message(
+                    "estimated rule cost",
+                    cost,
+                    limits.per_expression_estimate,
+                ),
+            ));
+        }
+        costs.push((rule_path, cost));
         if r.uses_old_self && !correlatable {
             errs.push(FieldError::invalid(
                 &join_path(path, "x-kubernetes-validations"),
@@ -355,8 +361,10 @@ fn check_tree(
         check_tree(
             p,
             &join_path(path, &format!("properties[{k}]")),
+            cardinality,
             correlatable,
             limits,
+            costs,
             errs,
         );
     }
@@ -364,13 +372,23 @@ fn check_tree(
         check_tree(
             s,
             &join_path(path, "additionalProperties"),
+            cardinality * fan_out(n),
             correlatable,
             limits,
+            costs,
             errs,
         );
     }
     if let Some(item) = &n.items {
         let keeps = correlatable && n.list_type.as_deref() == Some("map");
-        check_tree(item, &join_path(path, "items"), keeps, limits, errs);
+        check_tree(
+            item,
+            &join_path(path, "items"),
+            cardinality * fan_out(n),
+            keeps,
+            limits,
+            costs,
+            errs,
+        );
     }
 }

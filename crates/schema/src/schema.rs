@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::cel::{CostLimits, Rule};
+use crate::cel::Rule;
 use crate::error::{join_path, ErrorType, FieldError};
 
 /// The JSON types a structural schema may name.
@@ -101,11 +101,8 @@ enum Place {
 }
 
 /// Parses, checks and compiles one schema tree.
-pub(crate) struct Compiler<'a> {
+pub(crate) struct Compiler {
     pub errors: Vec<FieldError>,
-    pub limits: &'a CostLimits,
-    /// Sum of the estimated costs of all rules (upstream's per-CRD limit).
-    pub total_cost: u64,
 }
 
 fn keyword_path(path: &str, key: &str) -> String {
@@ -122,13 +119,9 @@ const FORBIDDEN_KEYWORDS: [(&str, &str); 7] = [
     ("$schema", "$schema is not supported"),
 ];
 
-impl<'a> Compiler<'a> {
-    pub(crate) fn new(limits: &'a CostLimits) -> Self {
-        Compiler {
-            errors: Vec::new(),
-            limits,
-            total_cost: 0,
-        }
+impl Compiler {
+    pub(crate) fn new() -> Self {
+        Compiler { errors: Vec::new() }
     }
 
     fn err(&mut self, e: FieldError) {
@@ -662,11 +655,8 @@ impl<'a> Compiler<'a> {
         };
         for (i, r) in list.iter().enumerate() {
             let p = keyword_path(path, &format!("x-kubernetes-validations[{i}]"));
-            match Rule::compile(r, n, &p, self.limits) {
-                Ok(rule) => {
-                    self.total_cost = self.total_cost.saturating_add(rule.estimated_cost);
-                    n.rules.push(rule);
-                }
+            match Rule::compile(r, i, n, &p) {
+                Ok(rule) => n.rules.push(rule),
                 Err(errs) => self.errors.extend(errs),
             }
         }

@@ -756,7 +756,8 @@ fn cel_cost_refused_at_compile_time() {
     let e = refused(with_spec(json!({"type": "object", "properties": {
         "names": {"type": "array", "items": {"type": "string"},
                   "x-kubernetes-validations": [{"rule": "self.all(x, x.contains('a'))"}]}}})));
-    assert_eq!(e.len(), 1, "{e:?}");
+    // the rule, its share of the schema-wide total, and the total
+    assert_eq!(e.len(), 3, "{e:?}");
     assert!(e[0].starts_with("properties[spec].properties[names].x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of"), "{e:?}");
     assert!(e[0].contains("adding maxItems, maxProperties, and maxLength"));
     // the same rule with bounds compiles
@@ -866,4 +867,37 @@ fn cel_rules_over_map_keys_run_when_keys_are_short() {
         errors_of(&s, json!({"labels": {"app": "1", "team": "x"}})),
         vec!["spec.labels: Invalid value: failed rule: self.all(k, k.startsWith('app'))"]
     );
+}
+
+#[test]
+fn cel_cost_counts_how_often_a_rule_runs() {
+    // a cheap rule on the items of an unbounded list inside an unbounded list runs on up
+    // to ~10^11 values: refused, as upstream multiplies by the maximum cardinality
+    let e = refused(with_spec(json!({"type": "object", "properties": {
+        "rows": {"type": "array", "items": {"type": "array", "items": {"type": "integer",
+            "x-kubernetes-validations": [{"rule": "self >= 0"}]}}}}})));
+    assert_eq!(
+        e,
+        vec![
+            "properties[spec].properties[rows].items.items.x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of more than 100x (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)",
+            "properties[spec].properties[rows].items.items.x-kubernetes-validations[0].rule: Forbidden: contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema",
+            "<nil>: Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of more than 100x (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)",
+        ]
+    );
+    // the schema-wide total: two rules each within their own limit, over the total
+    let limits = CostLimits {
+        per_schema_estimate: 700,
+        ..CostLimits::default()
+    };
+    let e = Schema::with_limits(
+        &with_spec(json!({"type": "object", "properties": {"xs": {"type": "array", "maxItems": 100,
+            "items": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                      "x-kubernetes-validations": [{"rule": "self.a <= self.b"}, {"rule": "self.a >= 0"}]}}}})),
+        limits,
+    )
+    .unwrap_err();
+    let e = texts(&e);
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(e[0].ends_with("x-kubernetes-validations[0].rule: Forbidden: contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema"), "{e:#?}");
+    assert!(e[2].starts_with("<nil>: Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of 1."), "{e:#?}");
 }
