@@ -463,6 +463,10 @@ pub(crate) fn run_rules(
         if rule.uses_old_self && old.is_none() && !rule.optional_old_self {
             continue;
         }
+        // ratcheting: a rule that does not look at oldSelf is not re-run on an unchanged value
+        if !rule.uses_old_self && old == Some(v) {
+            continue;
+        }
         // Charge the rule; measure the value when the static estimate is not small.
         let mut cost = rule.estimated_cost as f64;
         if cost > CHEAP_RULE {

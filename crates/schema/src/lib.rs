@@ -82,8 +82,10 @@
 //!   missing field or returning a non-bool fails when evaluated (as an `Invalid` error
 //!   naming the rule), not when the CRD is created.
 //! * `timestamp`/`duration` values in rules (the `date-time` and `duration` formats are
-//!   strings in CEL), `format` library, `ip`/`cidr` libraries, `authz`, and validation
-//!   ratcheting (unchanged invalid fields are reported like any others).
+//!   strings in CEL), the `format`, `ip`, `cidr`, `semver` and `authz` libraries.
+//! * Ratcheting is per value as upstream's (an unchanged value is not validated again,
+//!   nor are rules that do not use `oldSelf`), but ratcheted CEL failures are not
+//!   returned as warnings, and list-type and embedded-resource checks are not ratcheted.
 //! * Upstream's cost model is approximated (every node costs about one, scans cost by
 //!   length), not reproduced exactly.
 
@@ -190,9 +192,15 @@ impl Schema {
     /// validation, list-type invariants and embedded resources first, then the CEL
     /// rules unless a blocking error (type, required, enum, too long, too many) was
     /// found, as upstream.
+    ///
+    /// On update (`old` given) validation ratchets as upstream's: a value equal to the
+    /// old value it correlates with (same key in objects, same list-map keys in
+    /// `x-kubernetes-list-type: map` lists) is not validated again, and rules that do not
+    /// use `oldSelf` do not run on it, so objects stored before a schema was tightened
+    /// can still be updated elsewhere.
     pub fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        validate::openapi(&self.root, obj, "", &mut errs);
+        validate::openapi(&self.root, obj, old, "", &mut errs);
         validate::embedded(&self.root, obj, "", true, &mut errs);
         validate::list_types(&self.root, obj, "", &mut errs);
         if !self.root.has_rules() {
@@ -267,14 +275,7 @@ fn rules(
                 if matches!(budget, Budget::Exhausted) {
                     return;
                 }
-                let old_x = if n.list_type.as_deref() == Some("map") {
-                    old.and_then(Value::as_array).and_then(|olds| {
-                        olds.iter()
-                            .find(|o| n.list_map_keys.iter().all(|k| o.get(k) == x.get(k)))
-                    })
-                } else {
-                    None
-                };
+                let old_x = validate::correlated_item(n, x, old);
                 rules(
                     item,
                     x,
@@ -328,7 +329,7 @@ fn check_tree(
             ));
         }
         let mut inner = Vec::new();
-        validate::openapi(n, d, &p, &mut inner);
+        validate::openapi(n, d, None, &p, &mut inner);
         let mut budget = Budget::Left(limits.per_object);
         if inner.is_empty() {
             rules(n, d, None, &p, limits, &mut budget, &mut inner);

@@ -79,7 +79,21 @@ fn type_error(path: &str, expected: &str, actual: &str) -> FieldError {
 }
 
 /// Validates `v` against `n` (kube-openapi's schema validator), appending errors.
-pub(crate) fn openapi(n: &Node, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
+///
+/// On update, `old` is the correlated old value (same key in objects, same keys in
+/// `x-kubernetes-list-type: map` lists, none in other lists): a value equal to its old
+/// value is not validated again (upstream's validation ratcheting), so an object that
+/// became invalid under a tightened schema can still be updated elsewhere.
+pub(crate) fn openapi(
+    n: &Node,
+    v: &Value,
+    old: Option<&Value>,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    if old == Some(v) {
+        return;
+    }
     if v.is_null() {
         if n.ty.is_some() && !n.nullable {
             errs.push(type_error(path, n.type_name(), "null"));
@@ -106,8 +120,8 @@ pub(crate) fn openapi(n: &Node, v: &Value, path: &str, errs: &mut Vec<FieldError
     match v {
         Value::String(s) => string(n, s, v, path, errs),
         Value::Number(num) => number(n, num, v, path, errs),
-        Value::Array(items) => array(n, items, path, errs),
-        Value::Object(map) => object(n, map, path, errs),
+        Value::Array(items) => array(n, items, old, path, errs),
+        Value::Object(map) => object(n, map, old, path, errs),
         Value::Bool(_) | Value::Null => {}
     }
     if let Some(allowed) = &n.enumeration {
@@ -132,7 +146,7 @@ pub(crate) fn openapi(n: &Node, v: &Value, path: &str, errs: &mut Vec<FieldError
             ));
         }
     }
-    junctors(n, v, path, errs);
+    junctors(n, v, old, path, errs);
 }
 
 fn string(n: &Node, s: &str, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
@@ -248,7 +262,7 @@ fn too_many(path: &str, actual: usize, max: u64) -> FieldError {
     )
 }
 
-fn array(n: &Node, items: &[Value], path: &str, errs: &mut Vec<FieldError>) {
+fn array(n: &Node, items: &[Value], old: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
     if let Some(min) = n.min_items {
         if (items.len() as u64) < min {
             errs.push(FieldError::invalid(
@@ -279,12 +293,19 @@ fn array(n: &Node, items: &[Value], path: &str, errs: &mut Vec<FieldError>) {
     }
     if let Some(item) = &n.items {
         for (i, v) in items.iter().enumerate() {
-            openapi(item, v, &format!("{path}[{i}]"), errs);
+            let old_item = correlated_item(n, v, old);
+            openapi(item, v, old_item, &format!("{path}[{i}]"), errs);
         }
     }
 }
 
-fn object(n: &Node, map: &serde_json::Map<String, Value>, path: &str, errs: &mut Vec<FieldError>) {
+fn object(
+    n: &Node,
+    map: &serde_json::Map<String, Value>,
+    old: Option<&Value>,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) {
     if let Some(min) = n.min_properties {
         if (map.len() as u64) < min {
             errs.push(FieldError::invalid(
@@ -309,11 +330,12 @@ fn object(n: &Node, map: &serde_json::Map<String, Value>, path: &str, errs: &mut
     }
     for (k, v) in map {
         let child = join_path(path, k);
+        let old_v = old.and_then(|o| o.get(k));
         if let Some(p) = n.properties.get(k) {
-            openapi(p, v, &child, errs);
+            openapi(p, v, old_v, &child, errs);
         } else {
             match &n.additional {
-                Some(Additional::Schema(s)) => openapi(s, v, &child, errs),
+                Some(Additional::Schema(s)) => openapi(s, v, old_v, &child, errs),
                 Some(Additional::Bool(false)) => errs.push(FieldError::invalid(
                     path,
                     Value::String(k.clone()),
@@ -325,7 +347,7 @@ fn object(n: &Node, map: &serde_json::Map<String, Value>, path: &str, errs: &mut
     }
 }
 
-fn junctors(n: &Node, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
+fn junctors(n: &Node, v: &Value, old: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
     let quoted = crate::error::go_quote(path);
     let composite = |msg: String| FieldError::invalid("", Value::String(String::new()), msg);
     if !n.any_of.is_empty() {
@@ -333,7 +355,7 @@ fn junctors(n: &Node, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
         let mut ok = false;
         for s in &n.any_of {
             let mut e = Vec::new();
-            openapi(s, v, path, &mut e);
+            openapi(s, v, old, path, &mut e);
             if e.is_empty() {
                 ok = true;
                 break;
@@ -354,7 +376,7 @@ fn junctors(n: &Node, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
         let mut valid = 0;
         for s in &n.one_of {
             let mut e = Vec::new();
-            openapi(s, v, path, &mut e);
+            openapi(s, v, old, path, &mut e);
             if e.is_empty() {
                 valid += 1;
             } else if valid == 0 && best.as_ref().is_none_or(|b| e.len() < b.len()) {
@@ -379,7 +401,7 @@ fn junctors(n: &Node, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
         let mut valid = 0;
         for s in &n.all_of {
             let before = errs.len();
-            openapi(s, v, path, errs);
+            openapi(s, v, old, path, errs);
             if errs.len() == before {
                 valid += 1;
             }
@@ -393,7 +415,7 @@ fn junctors(n: &Node, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
     }
     if let Some(not) = &n.not {
         let mut e = Vec::new();
-        openapi(not, v, path, &mut e);
+        openapi(not, v, None, path, &mut e);
         if e.is_empty() {
             errs.push(composite(format!(
                 "{quoted} must not validate the schema (not)"
@@ -601,4 +623,19 @@ fn metadata(meta: &Value, path: &str, errs: &mut Vec<FieldError>) {
             }
         }
     }
+}
+
+/// The old item an item of a list correlates with: by the list-map keys in an
+/// `x-kubernetes-list-type: map` list, none in other lists (upstream's correlation).
+pub(crate) fn correlated_item<'a>(
+    n: &Node,
+    item: &Value,
+    old: Option<&'a Value>,
+) -> Option<&'a Value> {
+    if n.list_type.as_deref() != Some("map") {
+        return None;
+    }
+    old.and_then(Value::as_array)?
+        .iter()
+        .find(|o| n.list_map_keys.iter().all(|k| o.get(k) == item.get(k)))
 }

@@ -901,3 +901,53 @@ fn cel_cost_counts_how_often_a_rule_runs() {
     assert!(e[0].ends_with("x-kubernetes-validations[0].rule: Forbidden: contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema"), "{e:#?}");
     assert!(e[2].starts_with("<nil>: Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of 1."), "{e:#?}");
 }
+
+#[test]
+fn updates_ratchet_unchanged_invalid_values() {
+    // a schema tightened after objects were stored: unchanged values are not re-validated
+    let s = schema(with_spec(json!({"type": "object", "properties": {
+        "name": {"type": "string", "maxLength": 3},
+        "replicas": {"type": "integer"},
+        "tags": {"type": "array", "maxItems": 10, "items": {"type": "string", "maxLength": 10},
+                 "x-kubernetes-validations": [{"rule": "self.size() < 3", "message": "at most 2 tags"}]},
+        "ports": {"type": "array", "maxItems": 10, "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                  "items": {"type": "object", "required": ["name"], "properties": {
+                      "name": {"type": "string", "maxLength": 10}, "port": {"type": "integer", "maximum": 100}}}}
+    }})));
+    let old = obj(
+        json!({"name": "toolong", "replicas": 1, "tags": ["a", "b", "c"],
+                         "ports": [{"name": "a", "port": 500}, {"name": "b", "port": 1}]}),
+    );
+    // create-time validation reports everything
+    assert_eq!(s.validate(&old, None).len(), 3);
+    // an update elsewhere passes; list-map items correlate by key, even reordered
+    let new = obj(
+        json!({"name": "toolong", "replicas": 2, "tags": ["a", "b", "c"],
+                         "ports": [{"name": "b", "port": 1}, {"name": "a", "port": 500}]}),
+    );
+    assert!(
+        s.validate(&new, Some(&old)).is_empty(),
+        "{:?}",
+        texts(&s.validate(&new, Some(&old)))
+    );
+    // changed values are validated
+    let new = obj(
+        json!({"name": "abc", "replicas": 2, "tags": ["a", "b", "c", "d"],
+                         "ports": [{"name": "a", "port": 501}, {"name": "b", "port": 1}]}),
+    );
+    assert_eq!(
+        texts(&s.validate(&new, Some(&old))),
+        vec![
+            "spec.ports[0].port: Invalid value: 501: spec.ports[0].port in body should be less than or equal to 100",
+            "spec.tags: Invalid value: at most 2 tags",
+        ]
+    );
+    let new = obj(json!({"name": "stilltoolong", "tags": ["a"]}));
+    assert_eq!(
+        texts(&s.validate(&new, Some(&old))),
+        vec![
+            "spec.name: Too long: may not be more than 3 bytes",
+            "<nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+        ]
+    );
+}
