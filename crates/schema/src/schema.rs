@@ -43,7 +43,6 @@ pub(crate) struct Node {
     pub pattern: Option<(String, Regex)>,
     pub max_items: Option<u64>,
     pub min_items: Option<u64>,
-    pub unique_items: bool,
     pub max_properties: Option<u64>,
     pub min_properties: Option<u64>,
     pub all_of: Vec<Node>,
@@ -328,8 +327,7 @@ impl Compiler {
         n.min_items = obj.get("minItems").and_then(Value::as_u64);
         n.max_properties = obj.get("maxProperties").and_then(Value::as_u64);
         n.min_properties = obj.get("minProperties").and_then(Value::as_u64);
-        n.unique_items = flag(obj, "uniqueItems");
-        if n.unique_items {
+        if flag(obj, "uniqueItems") {
             self.err(FieldError::forbidden(
                 &keyword_path(path, "uniqueItems"),
                 "uniqueItems cannot be set to true since the runtime complexity becomes quadratic",

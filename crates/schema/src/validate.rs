@@ -277,20 +277,6 @@ fn array(n: &Node, items: &[Value], old: Option<&Value>, path: &str, errs: &mut 
             errs.push(too_many(path, items.len(), max));
         }
     }
-    if n.unique_items {
-        let mut seen: Vec<&Value> = Vec::new();
-        if items.iter().any(|i| {
-            let dup = seen.contains(&i);
-            seen.push(i);
-            dup
-        }) {
-            errs.push(FieldError::invalid(
-                path,
-                Value::String(String::new()),
-                format!("{} in body shouldn't contain duplicates", name(path)),
-            ));
-        }
-    }
     if let Some(item) = &n.items {
         for (i, v) in items.iter().enumerate() {
             let old_item = correlated_item(n, v, old);
@@ -331,18 +317,9 @@ fn object(
     for (k, v) in map {
         let child = join_path(path, k);
         let old_v = old.and_then(|o| o.get(k));
-        if let Some(p) = n.properties.get(k) {
+        // additionalProperties: false is refused when compiling (not structural)
+        if let Some(p) = n.property(k) {
             openapi(p, v, old_v, &child, errs);
-        } else {
-            match &n.additional {
-                Some(Additional::Schema(s)) => openapi(s, v, old_v, &child, errs),
-                Some(Additional::Bool(false)) => errs.push(FieldError::invalid(
-                    path,
-                    Value::String(k.clone()),
-                    format!("{}.{k} in body is a forbidden property", name(path)),
-                )),
-                _ => {}
-            }
         }
     }
 }
@@ -536,40 +513,26 @@ fn embedded_resource(map: &serde_json::Map<String, Value>, path: &str, errs: &mu
     }
     for (k, v) in map {
         let p = join_path(path, k);
-        match (k.as_str(), v) {
+        let problem = match (k.as_str(), v) {
             ("apiVersion" | "kind", Value::String(s)) if s.is_empty() => {
-                errs.push(FieldError::invalid(&p, v.clone(), "must not be empty"));
+                Some("must not be empty".to_owned())
             }
-            ("apiVersion" | "kind", Value::String(_)) | ("apiVersion" | "kind", Value::Null) => {
-                if let ("apiVersion", Value::String(s)) = (k.as_str(), v) {
-                    if s.matches('/').count() > 1 {
-                        errs.push(FieldError::invalid(
-                            &p,
-                            v.clone(),
-                            format!("unexpected GroupVersion string: {s}"),
-                        ));
-                    }
-                }
-                if let ("kind", Value::String(s)) = (k.as_str(), v) {
-                    if !dns1035_label(&s.to_lowercase()) {
-                        errs.push(FieldError::invalid(
-                            &p,
-                            v.clone(),
-                            format!(
-                                "may have mixed case, but should otherwise match: {DNS1035_MSG}"
-                            ),
-                        ));
-                    }
-                }
-                if v.is_null() {
-                    errs.push(FieldError::invalid(&p, v.clone(), "must be a string"));
-                }
+            ("apiVersion", Value::String(s)) if s.matches('/').count() > 1 => {
+                Some(format!("unexpected GroupVersion string: {s}"))
             }
-            ("apiVersion" | "kind", _) => {
-                errs.push(FieldError::invalid(&p, v.clone(), "must be a string"));
+            ("kind", Value::String(s)) if !dns1035_label(&s.to_lowercase()) => Some(format!(
+                "may have mixed case, but should otherwise match: {DNS1035_MSG}"
+            )),
+            ("apiVersion" | "kind", Value::String(_)) => None,
+            ("apiVersion" | "kind", _) => Some("must be a string".to_owned()),
+            ("metadata", _) => {
+                metadata(v, &p, errs);
+                None
             }
-            ("metadata", _) => metadata(v, &p, errs),
-            _ => {}
+            _ => None,
+        };
+        if let Some(msg) = problem {
+            errs.push(FieldError::invalid(&p, v.clone(), msg));
         }
     }
 }
