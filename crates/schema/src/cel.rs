@@ -477,7 +477,11 @@ pub(crate) fn run_rules(
                     None => s,
                 }
             });
-            cost = cost::estimate(rule.program.expression(), size);
+            cost = cost::estimate(rule.program.expression(), size)
+                + rule
+                    .message_expression
+                    .as_ref()
+                    .map_or(0.0, |m| cost::estimate(m.expression(), size));
             if cost > limits.per_call as f64 {
                 tracing::debug!(rule = %rule.source, path, cost, "CEL rule not run: its cost exceeds the per-call limit");
                 errs.push(FieldError::invalid(

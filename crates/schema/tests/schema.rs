@@ -951,3 +951,63 @@ fn updates_ratchet_unchanged_invalid_values() {
         ]
     );
 }
+
+#[test]
+fn kubebuilder_generated_schema_is_structural() {
+    // the shapes controller-gen emits: descriptions everywhere, int-or-string and
+    // quantities as anyOf, metav1.Condition lists as list-map, metadata as a bare object
+    let s = schema(json!({
+        "description": "Widget is the Schema for the widgets API",
+        "type": "object",
+        "properties": {
+            "apiVersion": {"description": "APIVersion defines the versioned schema", "type": "string"},
+            "kind": {"description": "Kind is a string value", "type": "string"},
+            "metadata": {"type": "object"},
+            "spec": {"description": "WidgetSpec", "type": "object", "required": ["image"], "properties": {
+                "image": {"type": "string", "minLength": 1},
+                "replicas": {"type": "integer", "format": "int32", "default": 1, "minimum": 0},
+                "port": {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": true},
+                "memory": {"anyOf": [{"type": "integer"}, {"type": "string"}],
+                           "pattern": "^(\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))))?$",
+                           "x-kubernetes-int-or-string": true},
+                "args": {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "atomic"},
+                "selector": {"type": "object", "x-kubernetes-map-type": "atomic", "properties": {
+                    "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}}},
+                "template": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+            }},
+            "status": {"type": "object", "properties": {
+                "conditions": {"type": "array", "x-kubernetes-list-map-keys": ["type"], "x-kubernetes-list-type": "map",
+                    "items": {"type": "object", "required": ["lastTransitionTime", "message", "reason", "status", "type"],
+                        "properties": {
+                            "lastTransitionTime": {"type": "string", "format": "date-time"},
+                            "message": {"type": "string", "maxLength": 32768},
+                            "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+                            "reason": {"type": "string", "maxLength": 1024, "minLength": 1,
+                                       "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"},
+                            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                            "type": {"type": "string", "maxLength": 316}
+                        }}}
+            }}
+        }
+    }));
+    let mut o = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+        "spec": {"image": "nginx", "port": "http", "memory": "1Gi", "template": {"any": "thing"}},
+        "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Up", "message": "",
+                                   "lastTransitionTime": "2024-01-01T00:00:00Z"}]}});
+    s.default(&mut o);
+    assert_eq!(o["spec"]["replicas"], json!(1));
+    assert!(
+        s.validate(&o, None).is_empty(),
+        "{:?}",
+        texts(&s.validate(&o, None))
+    );
+    o["spec"]["memory"] = json!("lots");
+    o["status"]["conditions"][0]["status"] = json!("Maybe");
+    assert_eq!(
+        texts(&s.validate(&o, None)),
+        vec![
+            r#"spec.memory: Invalid value: "lots": spec.memory in body should match '^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$'"#,
+            r#"status.conditions[0].status: Unsupported value: "Maybe": supported values: "True", "False", "Unknown""#,
+        ]
+    );
+}
