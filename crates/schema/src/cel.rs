@@ -1,11 +1,8 @@
 //! `x-kubernetes-validations`: CEL rules compiled once per schema and evaluated against
 //! each value, as apiextensions-apiserver's `schema/cel` package does.
 
-use std::sync::Arc;
-
 use cel::common::types::CelOptional;
 use cel::common::value::Val;
-use cel::objects::{Key, Map};
 use cel::{Context, Program};
 use serde_json::Value;
 
@@ -385,20 +382,23 @@ fn normalize_field_path(fp: &str, n: &Node) -> Result<String, String> {
     Ok(out)
 }
 
-/// Converts a JSON value to CEL, by its schema: `number` fields are doubles even when
-/// integral, `integer` fields ints, `format: byte` strings bytes.
-pub(crate) fn to_cel(v: &Value, n: Option<&Node>) -> cel::Value {
+/// Converts a JSON value to a CEL value borrowing its strings, by its schema: `number`
+/// fields are doubles even when integral, `integer` fields ints, `format: byte` strings
+/// bytes.
+pub(crate) fn to_val<'v>(v: &'v Value, n: Option<&Node>) -> Box<dyn Val + 'v> {
+    use cel::common::types::{
+        CelBool, CelBytes, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString,
+        CelUInt,
+    };
     match v {
-        Value::Null => cel::Value::Null,
-        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Null => Box::new(CelNull),
+        Value::Bool(b) => Box::new(CelBool::from(*b)),
         Value::Number(num) => {
             let as_double = n.is_some_and(|n| n.ty.as_deref() == Some("number"));
-            match (num.as_i64(), as_double) {
-                (Some(i), false) => cel::Value::Int(i),
-                _ => match num.as_u64() {
-                    Some(u) if !as_double && num.as_i64().is_none() => cel::Value::UInt(u),
-                    _ => cel::Value::Float(num.as_f64().unwrap_or(0.0)),
-                },
+            match (num.as_i64(), num.as_u64()) {
+                (Some(i), _) if !as_double => Box::new(CelInt::from(i)),
+                (None, Some(u)) if !as_double => Box::new(CelUInt::from(u)),
+                _ => Box::new(CelDouble::from(num.as_f64().unwrap_or(0.0))),
             }
         }
         Value::String(s) => {
@@ -407,25 +407,26 @@ pub(crate) fn to_cel(v: &Value, n: Option<&Node>) -> cel::Value {
                 .filter(|n| n.format.as_deref() == Some("byte"))
                 .and_then(|_| base64::engine::general_purpose::STANDARD.decode(s).ok());
             match bytes {
-                Some(b) => cel::Value::Bytes(Arc::new(b)),
-                None => cel::Value::String(Arc::new(s.clone())),
+                Some(b) => Box::new(CelBytes::from(b)),
+                None => Box::new(CelString::from(s.as_str())),
             }
         }
         Value::Array(items) => {
             let item = n.and_then(|n| n.items.as_deref());
-            cel::Value::List(Arc::new(items.iter().map(|x| to_cel(x, item)).collect()))
+            let list: Vec<Box<dyn Val + 'v>> = items.iter().map(|x| to_val(x, item)).collect();
+            Box::new(CelList::from(list))
         }
         Value::Object(map) => {
-            let m = map
+            let m: std::collections::HashMap<CelMapKey<'v>, Box<dyn Val + 'v>> = map
                 .iter()
                 .map(|(k, x)| {
                     (
-                        Key::String(Arc::new(k.clone())),
-                        to_cel(x, n.and_then(|n| n.property(k))),
+                        CelMapKey::from(k.as_str()),
+                        to_val(x, n.and_then(|n| n.property(k))),
                     )
                 })
                 .collect();
-            cel::Value::Map(Map { map: Arc::new(m) })
+            Box::new(CelMap::from(m))
         }
     }
 }
@@ -439,10 +440,10 @@ pub(crate) enum Budget {
 }
 
 /// Runs the rules of `n` against `v` (at `path`), charging `budget`.
-pub(crate) fn run_rules(
+pub(crate) fn run_rules<'v>(
     n: &Node,
-    v: &Value,
-    old: Option<&Value>,
+    v: &'v Value,
+    old: Option<&'v Value>,
     path: &str,
     limits: &CostLimits,
     budget: &mut Budget,
@@ -455,7 +456,7 @@ pub(crate) fn run_rules(
     let mut actual: Option<Size> = None;
     // One context per node: `self`, and `oldSelf` when there is an old value; rules
     // with optionalOldSelf bind their optional in a child scope.
-    let mut base: Option<Context<'_, '_>> = None;
+    let mut base: Option<Context<'_, 'v>> = None;
     for rule in &n.rules {
         let Budget::Left(left) = *budget else {
             return;
@@ -505,11 +506,11 @@ pub(crate) fn run_rules(
         }
         *budget = Budget::Left(left - cost);
 
-        let base_ctx: &Context<'_, '_> = base.get_or_insert_with(|| {
+        let base_ctx: &Context<'_, 'v> = base.get_or_insert_with(|| {
             let mut c = Context::with_env(crate::celib::env());
-            c.add_variable_as_val("self", boxed(to_cel(v, Some(n))));
+            c.add_variable_as_val("self", to_val(v, Some(n)));
             if let Some(o) = old {
-                c.add_variable_as_val("oldSelf", boxed(to_cel(o, Some(n))));
+                c.add_variable_as_val("oldSelf", to_val(o, Some(n)));
             }
             c
         });
@@ -517,7 +518,7 @@ pub(crate) fn run_rules(
         let ctx = if rule.uses_old_self && rule.optional_old_self {
             let mut child = base_ctx.new_inner_scope();
             let bound = match old {
-                Some(o) => CelOptional::of(boxed(to_cel(o, Some(n)))),
+                Some(o) => CelOptional::of(to_val(o, Some(n))),
                 None => CelOptional::none(),
             };
             child.add_variable_as_val("oldSelf", Box::new(bound));
@@ -593,12 +594,5 @@ fn merge_sizes(a: Size, b: Size) -> Size {
         a
     } else {
         b
-    }
-}
-
-fn boxed(v: cel::Value) -> Box<dyn Val> {
-    match Box::<dyn Val>::try_from(v) {
-        Ok(b) => b,
-        Err(_) => Box::new(cel::common::types::CelNull),
     }
 }
