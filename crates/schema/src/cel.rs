@@ -509,7 +509,11 @@ pub(crate) fn run_rules<'v>(
         let base_ctx: &Context<'_, 'v> = base.get_or_insert_with(|| {
             let mut c = Context::with_env(crate::celib::env());
             c.add_variable_as_val("self", to_val(v, Some(n)));
-            if let Some(o) = old {
+            let plain_old_self = n
+                .rules
+                .iter()
+                .any(|r| r.uses_old_self && !r.optional_old_self);
+            if let (Some(o), true) = (old, plain_old_self) {
                 c.add_variable_as_val("oldSelf", to_val(o, Some(n)));
             }
             c
