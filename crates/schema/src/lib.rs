@@ -175,7 +175,7 @@ impl Schema {
     /// Drops unknown fields. `x-kubernetes-preserve-unknown-fields` keeps a subtree's
     /// unknown fields (known ones below are still pruned by their schemas); the top
     /// level and `x-kubernetes-embedded-resource` objects keep `apiVersion`, `kind` and
-    /// `metadata`.
+    /// `metadata`, whose fields are pruned to ObjectMeta's.
     pub fn prune(&self, obj: &mut Value) {
         self.prune_report(obj);
     }

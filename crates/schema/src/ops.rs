@@ -123,15 +123,44 @@ fn prune_object(
         if root && matches!(k.as_str(), "apiVersion" | "kind") {
             continue;
         }
-        if root && k == "metadata" && !n.properties.contains_key("metadata") {
+        if root && k == "metadata" {
+            // metadata is an ObjectMeta whatever the schema says of its name
+            prune_object_meta(x, &child_path, pruned);
             continue;
         }
         if let Some(p) = n.property(k) {
-            if root && k == "metadata" {
-                // name/generateName restrictions only; metadata itself is ObjectMeta
-                continue;
-            }
             prune(p, x, p.embedded, &child_path, pruned);
         }
+    }
+}
+
+/// The fields of an ObjectMeta; others are dropped, as decoding into ObjectMeta does.
+const OBJECT_META_FIELDS: [&str; 15] = [
+    "annotations",
+    "creationTimestamp",
+    "deletionGracePeriodSeconds",
+    "deletionTimestamp",
+    "finalizers",
+    "generateName",
+    "generation",
+    "labels",
+    "managedFields",
+    "name",
+    "namespace",
+    "ownerReferences",
+    "resourceVersion",
+    "selfLink",
+    "uid",
+];
+
+fn prune_object_meta(meta: &mut Value, path: &str, pruned: &mut Vec<String>) {
+    if let Value::Object(m) = meta {
+        m.retain(|k, _| {
+            let keep = OBJECT_META_FIELDS.contains(&k.as_str());
+            if !keep {
+                pruned.push(join_path(path, k));
+            }
+            keep
+        });
     }
 }

@@ -473,7 +473,7 @@ fn pruning_unknown_preserved_and_embedded() {
             "unknown": 1,
             "known": {"a": "x", "b": "y"},
             "free": {"anything": {"deep": [1, 2]}, "inner": {"k": "v", "drop": true}},
-            "template": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "extra": 1,
+            "template": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "bogusMeta": 1}, "extra": 1,
                          "spec": {"image": "nginx", "bogus": 2}},
             "items": [{"n": 1, "x": 2}],
             "map": {"a": {"v": "1", "w": "2"}}
@@ -503,6 +503,7 @@ fn pruning_unknown_preserved_and_embedded() {
             "spec.known.b",
             "spec.map.a.w",
             "spec.template.extra",
+            "spec.template.metadata.bogusMeta",
             "spec.template.spec.bogus",
             "spec.unknown",
             "status",
