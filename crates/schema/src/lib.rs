@@ -111,6 +111,37 @@ use crate::schema::{Additional, Compiler, Node};
 
 /// One CRD version's `openAPIV3Schema`, checked and compiled (CEL programs compiled
 /// once). Cheap to share: validation takes `&self`.
+///
+/// # Example
+///
+/// A transition rule from the Kubernetes documentation, checked on update only:
+///
+/// ```
+/// use kcore_schema::{ErrorType, Schema};
+/// use serde_json::json;
+///
+/// let schema = Schema::new(&json!({
+///     "type": "object",
+///     "properties": {"spec": {"type": "object", "properties": {
+///         "region": {
+///             "type": "string",
+///             "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "Value is immutable"}]
+///         }
+///     }}}
+/// }))
+/// .map_err(|errs| format!("{errs:?}"))?;
+///
+/// let old = json!({"spec": {"region": "eu-west"}});
+/// let new = json!({"spec": {"region": "us-east"}});
+/// assert!(schema.validate(&new, None).is_empty()); // create: no old value
+/// let errors = schema.validate(&new, Some(&old));
+/// assert_eq!(errors[0].error_type, ErrorType::Invalid);
+/// assert_eq!(
+///     errors[0].to_string(),
+///     r#"spec.region: Invalid value: "us-east": Value is immutable"#
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Schema {
     root: Node,
