@@ -43,20 +43,21 @@
 //!
 //! # What is supported
 //!
-//! * Structural checks: a type everywhere (except under `x-kubernetes-int-or-string` and
-//!   `x-kubernetes-preserve-unknown-fields`), no type/default/nullable/
+//! * Structural checks: a type everywhere (except on nodes with
+//!   `x-kubernetes-int-or-string` or `x-kubernetes-preserve-unknown-fields`), no
+//!   type/default/nullable/
 //!   additionalProperties inside `allOf`/`anyOf`/`oneOf`/`not`, fields named in junctors
 //!   also named outside, `properties` and `additionalProperties` mutually exclusive,
 //!   forbidden keywords (`$ref`, `uniqueItems: true`, `additionalProperties: false`,
 //!   `patternProperties`, …), metadata restricted to `name`/`generateName`,
 //!   list-type and map-type rules, defaults pruned and valid against their schema,
-//!   rules that compile, cost estimates within limits.
+//!   rules that parse and call only declared functions, cost estimates within limits.
 //! * Validation: type, nullable, enum, minimum/maximum (exclusive too), multipleOf,
 //!   minLength/maxLength, pattern, formats (date, date-time, duration, byte, ipv4, ipv6,
 //!   cidr, mac, uuid*, hostname, email, uri, bsonobjectid, hexcolor; others pass),
 //!   minItems/maxItems, minProperties/maxProperties, allOf/anyOf/oneOf/not,
 //!   additionalProperties, int-or-string, embedded resources (apiVersion, kind and
-//!   metadata names), list-type `set` and `map` duplicates.
+//!   metadata names), list-type `set` and `map` duplicates; on update, ratcheting.
 //! * CEL rules: `rule` with `self` and `oldSelf` (transition rules run only with an old
 //!   value; `optionalOldSelf` binds `oldSelf` as an optional), `message`,
 //!   `messageExpression`, `reason`, `fieldPath`; cel-rust's standard library and strings
@@ -79,8 +80,9 @@
 //! # Not supported
 //!
 //! * CEL type checking at compile time: cel-rust has no checker, so a rule naming a
-//!   missing field or returning a non-bool fails when evaluated (as an `Invalid` error
-//!   naming the rule), not when the CRD is created.
+//!   missing field, calling a function with the wrong argument types or returning a
+//!   non-bool fails when evaluated (as an `Invalid` error naming the rule), not when the
+//!   CRD is created (calls to functions that do not exist are caught when compiling).
 //! * `timestamp`/`duration` values in rules (the `date-time` and `duration` formats are
 //!   strings in CEL), the `format`, `ip`, `cidr`, `semver` and `authz` libraries.
 //! * Ratcheting is per value as upstream's (an unchanged value is not validated again,
