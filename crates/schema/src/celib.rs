@@ -188,6 +188,25 @@ fn build() -> Result<Env, cel::DeclarationError> {
             vec![STRING_TYPE],
             is_quantity,
         ),
+        // sets (cel-go's ext.Sets, in Kubernetes' environment)
+        (
+            "sets.contains",
+            "list_sets_contains_list",
+            vec![LIST_TYPE, LIST_TYPE],
+            sets_contains,
+        ),
+        (
+            "sets.equivalent",
+            "list_sets_equivalent_list",
+            vec![LIST_TYPE, LIST_TYPE],
+            sets_equivalent,
+        ),
+        (
+            "sets.intersects",
+            "list_sets_intersects_list",
+            vec![LIST_TYPE, LIST_TYPE],
+            sets_intersects,
+        ),
     ];
     for (name, id, args, f) in globals {
         env.add_overload(name, id, args, f)?;
@@ -544,4 +563,28 @@ cel_fn!(q_compare, |a| {
             std::cmp::Ordering::Greater => 1,
         },
     ))
+});
+
+fn two_lists(
+    a: &[Value],
+    function: &str,
+) -> Result<(Arc<Vec<Value>>, Arc<Vec<Value>>), ExecutionError> {
+    Ok((list_arg(&a[0], function)?, list_arg(&a[1], function)?))
+}
+
+cel_fn!(sets_contains, |a| {
+    let (x, y) = two_lists(&a, "sets.contains")?;
+    Ok(Value::Bool(y.iter().all(|e| x.contains(e))))
+});
+
+cel_fn!(sets_equivalent, |a| {
+    let (x, y) = two_lists(&a, "sets.equivalent")?;
+    Ok(Value::Bool(
+        y.iter().all(|e| x.contains(e)) && x.iter().all(|e| y.contains(e)),
+    ))
+});
+
+cel_fn!(sets_intersects, |a| {
+    let (x, y) = two_lists(&a, "sets.intersects")?;
+    Ok(Value::Bool(y.iter().any(|e| x.contains(e))))
 });

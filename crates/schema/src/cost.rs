@@ -212,6 +212,8 @@ fn scans(name: &str) -> Option<f64> {
         | "_+_" | "format" => 0.1,
         "matches" | "find" | "findAll" => 1.0,
         "isSorted" | "sum" | "min" | "max" | "@in" | "size" => 1.0,
+        // quadratic in the two lists' lengths; charged as their product below
+        "sets.contains" | "sets.equivalent" | "sets.intersects" => 1.0,
         _ => return None,
     })
 }
@@ -278,7 +280,11 @@ fn walk<'a>(expr: &'a IdedExpr, scope: &mut Scope<'a>) -> (f64, Size) {
                 cost += c;
                 sizes.push(s);
             }
-            let scanned: u64 = sizes.iter().map(Size::len).sum();
+            let scanned: u64 = if call.func_name.starts_with("sets.") {
+                sizes.iter().map(Size::len).product()
+            } else {
+                sizes.iter().map(Size::len).sum()
+            };
             if let Some(factor) = scans(&call.func_name) {
                 cost += factor * scanned as f64;
             }

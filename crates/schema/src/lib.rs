@@ -67,7 +67,8 @@
 //!   `lastIndexOf`), regex (`find`, `findAll`), URL (`url`, `isURL`, `getScheme`,
 //!   `getHost`, `getHostname`, `getPort`, `getEscapedPath`, `getQuery`) and quantity
 //!   (`quantity`, `isQuantity`, `isInteger`, `asInteger`, `asApproximateFloat`, `sign`,
-//!   `add`, `sub`, `isGreaterThan`, `isLessThan`, `compareTo`) libraries.
+//!   `add`, `sub`, `isGreaterThan`, `isLessThan`, `compareTo`) libraries, and the sets
+//!   extension (`sets.contains`, `sets.equivalent`, `sets.intersects`).
 //! * Cost: each rule's cost is estimated from the schema when it is compiled, times the
 //!   number of values it may run on (items of lists without `maxItems` count as many as
 //!   fit in a 3 MiB request, as upstream); over [`CostLimits::per_expression_estimate`]

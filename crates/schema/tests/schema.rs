@@ -671,6 +671,7 @@ fn cel_kubernetes_libraries() {
         "has(self.name) && !has(self.missing) && size(self.name) == 4",
         "size(self.blob) == 5",
         "self.blob == b'hello'",
+        "sets.contains(self.nums, [1, 3]) && !sets.contains(self.nums, [4]) && sets.equivalent([3, 2, 1], self.nums) && sets.intersects(self.nums, [9, 2])",
         "self.ratio == 2.0",
         "type(self.ratio) == double",
     ];
