@@ -565,10 +565,10 @@ cel_fn!(q_compare, |a| {
     ))
 });
 
-fn two_lists(
-    a: &[Value],
-    function: &str,
-) -> Result<(Arc<Vec<Value>>, Arc<Vec<Value>>), ExecutionError> {
+/// The two list arguments of a `sets.*` function.
+type ListPair = (Arc<Vec<Value>>, Arc<Vec<Value>>);
+
+fn two_lists(a: &[Value], function: &str) -> Result<ListPair, ExecutionError> {
     Ok((list_arg(&a[0], function)?, list_arg(&a[1], function)?))
 }
 
