@@ -66,6 +66,7 @@ fn build() -> Result<Env, cel::DeclarationError> {
     env.add_extension(cel::extensions::strings)?;
     env.add_type(qt())?;
     env.add_type(ut())?;
+    network(&mut env)?;
     let members: Vec<(&str, &str, Type, Vec<Type>, Fun)> = vec![
         // lists
         (
@@ -587,4 +588,296 @@ cel_fn!(sets_equivalent, |a| {
 cel_fn!(sets_intersects, |a| {
     let (x, y) = two_lists(&a, "sets.intersects")?;
     Ok(Value::Bool(y.iter().any(|e| x.contains(e))))
+});
+
+/// CEL type name of IP addresses (as upstream's `net.IP`).
+const IP: &str = "net.IP";
+/// CEL type name of CIDRs (as upstream's `net.CIDR`).
+const CIDR: &str = "net.CIDR";
+
+/// An IP address as a CEL value.
+#[derive(Debug, PartialEq, Eq)]
+struct Ip(std::net::IpAddr);
+
+impl Opaque for Ip {
+    fn runtime_type_name(&self) -> &str {
+        IP
+    }
+}
+
+/// A CIDR (address and prefix length, as written) as a CEL value.
+#[derive(Debug, PartialEq, Eq)]
+struct Cidr {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Opaque for Cidr {
+    fn runtime_type_name(&self) -> &str {
+        CIDR
+    }
+}
+
+fn ipt() -> Type {
+    Type::new_opaque_type(IP)
+}
+
+fn cidrt() -> Type {
+    Type::new_opaque_type(CIDR)
+}
+
+/// Kubernetes' IP and CIDR libraries (`ip`, `isIP`, `cidr`, `isCIDR` and their methods).
+fn network(env: &mut Env) -> Result<(), cel::DeclarationError> {
+    env.add_type(ipt())?;
+    env.add_type(cidrt())?;
+    let globals: Vec<(&str, &str, Vec<Type>, Fun)> = vec![
+        ("ip", "string_to_ip", vec![STRING_TYPE], to_ip),
+        ("isIP", "is_ip_string", vec![STRING_TYPE], is_ip),
+        ("cidr", "string_to_cidr", vec![STRING_TYPE], to_cidr),
+        ("isCIDR", "is_cidr_string", vec![STRING_TYPE], is_cidr),
+        ("string", "ip_to_string", vec![ipt()], ip_string),
+        ("string", "cidr_to_string", vec![cidrt()], cidr_string),
+    ];
+    for (name, id, args, f) in globals {
+        env.add_overload(name, id, args, f)?;
+    }
+    let members: Vec<(&str, &str, Type, Vec<Type>, Fun)> = vec![
+        ("family", "ip_family", ipt(), vec![], ip_family),
+        (
+            "isUnspecified",
+            "ip_is_unspecified",
+            ipt(),
+            vec![],
+            ip_is_unspecified,
+        ),
+        (
+            "isLoopback",
+            "ip_is_loopback",
+            ipt(),
+            vec![],
+            ip_is_loopback,
+        ),
+        (
+            "isLinkLocalMulticast",
+            "ip_is_link_local_multicast",
+            ipt(),
+            vec![],
+            ip_is_ll_multicast,
+        ),
+        (
+            "isLinkLocalUnicast",
+            "ip_is_link_local_unicast",
+            ipt(),
+            vec![],
+            ip_is_ll_unicast,
+        ),
+        (
+            "isGlobalUnicast",
+            "ip_is_global_unicast",
+            ipt(),
+            vec![],
+            ip_is_global_unicast,
+        ),
+        (
+            "containsIP",
+            "cidr_contains_ip_ip",
+            cidrt(),
+            vec![ipt()],
+            cidr_contains_ip,
+        ),
+        (
+            "containsIP",
+            "cidr_contains_ip_string",
+            cidrt(),
+            vec![STRING_TYPE],
+            cidr_contains_ip,
+        ),
+        (
+            "containsCIDR",
+            "cidr_contains_cidr_cidr",
+            cidrt(),
+            vec![cidrt()],
+            cidr_contains_cidr,
+        ),
+        (
+            "containsCIDR",
+            "cidr_contains_cidr_string",
+            cidrt(),
+            vec![STRING_TYPE],
+            cidr_contains_cidr,
+        ),
+        ("ip", "cidr_ip", cidrt(), vec![], cidr_ip),
+        ("masked", "cidr_masked", cidrt(), vec![], cidr_masked),
+        (
+            "prefixLength",
+            "cidr_prefix_length",
+            cidrt(),
+            vec![],
+            cidr_prefix_length,
+        ),
+    ];
+    for (name, id, target, args, f) in members {
+        env.add_member_overload(name, id, target, args, f)?;
+    }
+    Ok(())
+}
+
+/// An IP as upstream's `ip()` accepts it: no zone, no IPv4-mapped IPv6 form.
+fn parse_ip(s: &str) -> Option<std::net::IpAddr> {
+    let ip: std::net::IpAddr = s.parse().ok()?;
+    match ip {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => None,
+        _ => Some(ip),
+    }
+}
+
+fn parse_cidr(s: &str) -> Option<Cidr> {
+    let (addr, prefix) = s.split_once('/')?;
+    let addr = parse_ip(addr)?;
+    let prefix: u8 = prefix.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (prefix <= max).then_some(Cidr { addr, prefix })
+}
+
+fn ip_of(v: &Value, function: &str) -> Result<std::net::IpAddr, ExecutionError> {
+    match v {
+        Value::Opaque(o) => o
+            .downcast_ref::<Ip>()
+            .map(|i| i.0)
+            .ok_or_else(|| fail(function, "not an IP")),
+        Value::String(s) => parse_ip(s).ok_or_else(|| {
+            fail(
+                function,
+                format!("IP Address {s:?} parse error during conversion from string"),
+            )
+        }),
+        _ => Err(fail(function, "not an IP")),
+    }
+}
+
+fn cidr_of(v: &Value, function: &str) -> Result<(std::net::IpAddr, u8), ExecutionError> {
+    match v {
+        Value::Opaque(o) => o
+            .downcast_ref::<Cidr>()
+            .map(|c| (c.addr, c.prefix))
+            .ok_or_else(|| fail(function, "not a CIDR")),
+        Value::String(s) => parse_cidr(s).map(|c| (c.addr, c.prefix)).ok_or_else(|| {
+            fail(
+                function,
+                format!("network address parse error during conversion from string: {s}"),
+            )
+        }),
+        _ => Err(fail(function, "not a CIDR")),
+    }
+}
+
+/// The address with the bits past `prefix` cleared.
+fn mask(addr: std::net::IpAddr, prefix: u8) -> std::net::IpAddr {
+    match addr {
+        std::net::IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
+            std::net::IpAddr::V4((bits & m).into())
+        }
+        std::net::IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
+            std::net::IpAddr::V6((bits & m).into())
+        }
+    }
+}
+
+fn contains(net: (std::net::IpAddr, u8), ip: std::net::IpAddr) -> bool {
+    net.0.is_ipv4() == ip.is_ipv4() && mask(net.0, net.1) == mask(ip, net.1)
+}
+
+cel_fn!(to_ip, |a| {
+    Ok(Value::Opaque(Arc::new(Ip(ip_of(&a[0], "ip")?))))
+});
+cel_fn!(is_ip, |a| {
+    Ok(Value::Bool(parse_ip(string_arg(&a, "isIP")?).is_some()))
+});
+cel_fn!(to_cidr, |a| {
+    let (addr, prefix) = cidr_of(&a[0], "cidr")?;
+    Ok(Value::Opaque(Arc::new(Cidr { addr, prefix })))
+});
+cel_fn!(is_cidr, |a| {
+    Ok(Value::Bool(parse_cidr(string_arg(&a, "isCIDR")?).is_some()))
+});
+cel_fn!(ip_string, |a| {
+    Ok(Value::from(ip_of(&a[0], "string")?.to_string()))
+});
+cel_fn!(cidr_string, |a| {
+    let (addr, prefix) = cidr_of(&a[0], "string")?;
+    Ok(Value::from(format!("{addr}/{prefix}")))
+});
+cel_fn!(ip_family, |a| {
+    Ok(Value::Int(if ip_of(&a[0], "family")?.is_ipv4() {
+        4
+    } else {
+        6
+    }))
+});
+cel_fn!(ip_is_unspecified, |a| {
+    Ok(Value::Bool(ip_of(&a[0], "isUnspecified")?.is_unspecified()))
+});
+cel_fn!(ip_is_loopback, |a| {
+    Ok(Value::Bool(ip_of(&a[0], "isLoopback")?.is_loopback()))
+});
+cel_fn!(ip_is_ll_multicast, |a| {
+    Ok(Value::Bool(match ip_of(&a[0], "isLinkLocalMulticast")? {
+        std::net::IpAddr::V4(v) => v.octets()[..3] == [224, 0, 0],
+        std::net::IpAddr::V6(v) => v.segments()[0] & 0xff0f == 0xff02,
+    }))
+});
+cel_fn!(ip_is_ll_unicast, |a| {
+    Ok(Value::Bool(match ip_of(&a[0], "isLinkLocalUnicast")? {
+        std::net::IpAddr::V4(v) => v.is_link_local(),
+        std::net::IpAddr::V6(v) => v.segments()[0] & 0xffc0 == 0xfe80,
+    }))
+});
+cel_fn!(ip_is_global_unicast, |a| {
+    let ip = ip_of(&a[0], "isGlobalUnicast")?;
+    // Go's net.IP.IsGlobalUnicast: not unspecified, loopback, multicast, link-local
+    // or (IPv4) broadcast
+    let special = ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || match ip {
+            std::net::IpAddr::V4(v) => v.is_link_local() || v.is_broadcast(),
+            std::net::IpAddr::V6(v) => v.segments()[0] & 0xffc0 == 0xfe80,
+        };
+    Ok(Value::Bool(!special))
+});
+cel_fn!(cidr_contains_ip, |a| {
+    Ok(Value::Bool(contains(
+        cidr_of(&a[0], "containsIP")?,
+        ip_of(&a[1], "containsIP")?,
+    )))
+});
+cel_fn!(cidr_contains_cidr, |a| {
+    let outer = cidr_of(&a[0], "containsCIDR")?;
+    let inner = cidr_of(&a[1], "containsCIDR")?;
+    Ok(Value::Bool(inner.1 >= outer.1 && contains(outer, inner.0)))
+});
+cel_fn!(cidr_ip, |a| {
+    Ok(Value::Opaque(Arc::new(Ip(cidr_of(&a[0], "ip")?.0))))
+});
+cel_fn!(cidr_masked, |a| {
+    let (addr, prefix) = cidr_of(&a[0], "masked")?;
+    Ok(Value::Opaque(Arc::new(Cidr {
+        addr: mask(addr, prefix),
+        prefix,
+    })))
+});
+cel_fn!(cidr_prefix_length, |a| {
+    Ok(Value::Int(i64::from(cidr_of(&a[0], "prefixLength")?.1)))
 });

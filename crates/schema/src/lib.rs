@@ -67,8 +67,11 @@
 //!   `lastIndexOf`), regex (`find`, `findAll`), URL (`url`, `isURL`, `getScheme`,
 //!   `getHost`, `getHostname`, `getPort`, `getEscapedPath`, `getQuery`) and quantity
 //!   (`quantity`, `isQuantity`, `isInteger`, `asInteger`, `asApproximateFloat`, `sign`,
-//!   `add`, `sub`, `isGreaterThan`, `isLessThan`, `compareTo`) libraries, and the sets
-//!   extension (`sets.contains`, `sets.equivalent`, `sets.intersects`).
+//!   `add`, `sub`, `isGreaterThan`, `isLessThan`, `compareTo`), IP (`ip`, `isIP`,
+//!   `family`, `isUnspecified`, `isLoopback`, `isLinkLocalMulticast`,
+//!   `isLinkLocalUnicast`, `isGlobalUnicast`) and CIDR (`cidr`, `isCIDR`, `containsIP`,
+//!   `containsCIDR`, `ip`, `masked`, `prefixLength`) libraries, and the sets extension
+//!   (`sets.contains`, `sets.equivalent`, `sets.intersects`).
 //! * Cost: each rule's cost is estimated from the schema when it is compiled, times the
 //!   number of values it may run on (items of lists without `maxItems` count as many as
 //!   fit in a 3 MiB request, as upstream); over [`CostLimits::per_expression_estimate`]
@@ -85,7 +88,7 @@
 //!   non-bool fails when evaluated (as an `Invalid` error naming the rule), not when the
 //!   CRD is created (calls to functions that do not exist are caught when compiling).
 //! * `timestamp`/`duration` values in rules (the `date-time` and `duration` formats are
-//!   strings in CEL), the `format`, `ip`, `cidr`, `semver` and `authz` libraries.
+//!   strings in CEL), the `format`, `semver` and `authz` libraries.
 //! * Ratcheting is per value as upstream's (an unchanged value is not validated again,
 //!   nor are rules that do not use `oldSelf`), but ratcheted CEL failures are not
 //!   returned as warnings, and list-type and embedded-resource checks are not ratcheted.
