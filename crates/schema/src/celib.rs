@@ -67,6 +67,7 @@ fn build() -> Result<Env, cel::DeclarationError> {
     env.add_type(qt())?;
     env.add_type(ut())?;
     network(&mut env)?;
+    formats(&mut env)?;
     let members: Vec<(&str, &str, Type, Vec<Type>, Fun)> = vec![
         // lists
         (
@@ -880,4 +881,113 @@ cel_fn!(cidr_masked, |a| {
 });
 cel_fn!(cidr_prefix_length, |a| {
     Ok(Value::Int(i64::from(cidr_of(&a[0], "prefixLength")?.1)))
+});
+
+/// CEL type name of a named format (as upstream's `kubernetes.NamedFormat`).
+const FORMAT: &str = "kubernetes.NamedFormat";
+
+/// One of the formats of Kubernetes' format library.
+#[derive(Debug, PartialEq, Eq)]
+struct NamedFormat(&'static str);
+
+impl Opaque for NamedFormat {
+    fn runtime_type_name(&self) -> &str {
+        FORMAT
+    }
+}
+
+fn fmtt() -> Type {
+    Type::new_opaque_type(FORMAT)
+}
+
+/// The formats `format.<name>()` and `format.named("<name>")` know.
+const FORMAT_NAMES: [&str; 11] = [
+    "dns1123Label",
+    "dns1123Subdomain",
+    "dns1035Label",
+    "qualifiedName",
+    "labelValue",
+    "uri",
+    "uuid",
+    "byte",
+    "date",
+    "datetime",
+    "dns1123LabelPrefix",
+];
+
+/// Kubernetes' format library: `format.dns1123Label().validate(s)` is an optional list
+/// of what is wrong with `s` (none when valid); `format.named(name)` an optional format.
+fn formats(env: &mut Env) -> Result<(), cel::DeclarationError> {
+    env.add_type(fmtt())?;
+    let constructors: [(&str, Fun); 11] = [
+        ("format.dns1123Label", |_| ret(named("dns1123Label"))),
+        ("format.dns1123Subdomain", |_| {
+            ret(named("dns1123Subdomain"))
+        }),
+        ("format.dns1035Label", |_| ret(named("dns1035Label"))),
+        ("format.qualifiedName", |_| ret(named("qualifiedName"))),
+        ("format.labelValue", |_| ret(named("labelValue"))),
+        ("format.uri", |_| ret(named("uri"))),
+        ("format.uuid", |_| ret(named("uuid"))),
+        ("format.byte", |_| ret(named("byte"))),
+        ("format.date", |_| ret(named("date"))),
+        ("format.datetime", |_| ret(named("datetime"))),
+        ("format.dns1123LabelPrefix", |_| {
+            ret(named("dns1123LabelPrefix"))
+        }),
+    ];
+    for (name, f) in constructors {
+        env.add_overload(name, name, vec![], f)?;
+    }
+    env.add_overload(
+        "format.named",
+        "format_named_string",
+        vec![STRING_TYPE],
+        format_named,
+    )?;
+    env.add_member_overload(
+        "validate",
+        "named_format_validate_string",
+        fmtt(),
+        vec![STRING_TYPE],
+        format_validate,
+    )?;
+    Ok(())
+}
+
+fn named(name: &'static str) -> Value {
+    Value::Opaque(Arc::new(NamedFormat(name)))
+}
+
+cel_fn!(format_named, |a| {
+    let wanted = string_arg(&a, "format.named")?;
+    let found = FORMAT_NAMES.iter().find(|n| **n == wanted);
+    let opt = match found {
+        Some(n) => cel::objects::OptionalValue::of(named(n)),
+        None => cel::objects::OptionalValue::none(),
+    };
+    Ok(Value::Opaque(Arc::new(opt)))
+});
+
+cel_fn!(format_validate, |a| {
+    let format = match &a[0] {
+        Value::Opaque(o) => o
+            .downcast_ref::<NamedFormat>()
+            .map(|f| f.0)
+            .ok_or_else(|| fail("validate", "not a format"))?,
+        _ => return Err(fail("validate", "not a format")),
+    };
+    let s = match &a[1] {
+        Value::String(s) => s.as_str(),
+        _ => return Err(fail("validate", "argument must be a string")),
+    };
+    let problems = crate::format::named_format_errors(format, s);
+    let opt = if problems.is_empty() {
+        cel::objects::OptionalValue::none()
+    } else {
+        cel::objects::OptionalValue::of(Value::List(Arc::new(
+            problems.into_iter().map(Value::from).collect(),
+        )))
+    };
+    Ok(Value::Opaque(Arc::new(opt)))
 });

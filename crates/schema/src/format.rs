@@ -199,6 +199,94 @@ pub(crate) fn dns1123_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+const QUALIFIED_NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+
+fn too_long(s: &str, max: usize) -> Option<String> {
+    (s.len() > max).then(|| format!("must be no more than {max} characters"))
+}
+
+/// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`: label values and qualified-name parts.
+fn label_like(s: &str) -> bool {
+    let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    ends(s.chars().next())
+        && ends(s.chars().last())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// What Kubernetes' CEL format library reports for `s` in `format`; empty when valid.
+pub(crate) fn named_format_errors(format: &str, s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    fn check(out: &mut Vec<String>, ok: bool, msg: &str) {
+        if !ok {
+            out.push(msg.to_owned());
+        }
+    }
+    match format {
+        "dns1123Label" | "dns1123LabelPrefix" => {
+            let s = if format.ends_with("Prefix") {
+                s.trim_end_matches('-')
+            } else {
+                s
+            };
+            out.extend(too_long(s, 63));
+            check(&mut out, dns1123_label(s), DNS1123_LABEL_MSG);
+        }
+        "dns1123Subdomain" => {
+            out.extend(too_long(s, 253));
+            check(&mut out, dns1123_subdomain(s), DNS1123_SUBDOMAIN_MSG);
+        }
+        "dns1035Label" => {
+            out.extend(too_long(s, 63));
+            let ok = s.starts_with(|c: char| c.is_ascii_lowercase())
+                && !s.ends_with('-')
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            check(&mut out, ok, DNS1035_LABEL_MSG);
+        }
+        "labelValue" => {
+            out.extend(too_long(s, 63));
+            check(&mut out, s.is_empty() || label_like(s), LABEL_VALUE_MSG);
+        }
+        "qualifiedName" => {
+            let (prefix, name) = match s.split_once('/') {
+                Some((p, n)) => (Some(p), n),
+                None => (None, s),
+            };
+            if let Some(p) = prefix {
+                if p.is_empty() {
+                    out.push("prefix part must be non-empty".to_owned());
+                } else if !dns1123_subdomain(p) {
+                    out.push(format!("prefix part {DNS1123_SUBDOMAIN_MSG}"));
+                }
+            }
+            if name.is_empty() {
+                out.push("name part must be non-empty".to_owned());
+            } else {
+                if name.len() > 63 {
+                    out.push("name part must be no more than 63 characters".to_owned());
+                }
+                check(&mut out, label_like(name), QUALIFIED_NAME_MSG);
+            }
+        }
+        "uri" => check(&mut out, valid("uri", s), "invalid URI"),
+        "uuid" => check(&mut out, valid("uuid", s), "does not match the UUID format"),
+        "byte" => check(&mut out, valid("byte", s), "invalid base64"),
+        "date" => check(&mut out, date(s), "invalid date"),
+        "datetime" => check(&mut out, date_time(s), "invalid datetime"),
+        _ => {}
+    }
+    out
+}
+
+/// A lowercase RFC 1123 subdomain.
+fn dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(dns1123_label)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,7 +71,10 @@
 //!   `family`, `isUnspecified`, `isLoopback`, `isLinkLocalMulticast`,
 //!   `isLinkLocalUnicast`, `isGlobalUnicast`) and CIDR (`cidr`, `isCIDR`, `containsIP`,
 //!   `containsCIDR`, `ip`, `masked`, `prefixLength`) libraries, and the sets extension
-//!   (`sets.contains`, `sets.equivalent`, `sets.intersects`).
+//!   (`sets.contains`, `sets.equivalent`, `sets.intersects`), and the format library
+//!   (`format.dns1123Label()`, `dns1123Subdomain`, `dns1035Label`, `qualifiedName`,
+//!   `labelValue`, `uri`, `uuid`, `byte`, `date`, `datetime`, `format.named(name)`,
+//!   `.validate(s)`).
 //! * Cost: each rule's cost is estimated from the schema when it is compiled, times the
 //!   number of values it may run on (items of lists without `maxItems` count as many as
 //!   fit in a 3 MiB request, as upstream); over [`CostLimits::per_expression_estimate`]
@@ -88,7 +91,7 @@
 //!   non-bool fails when evaluated (as an `Invalid` error naming the rule), not when the
 //!   CRD is created (calls to functions that do not exist are caught when compiling).
 //! * `timestamp`/`duration` values in rules (the `date-time` and `duration` formats are
-//!   strings in CEL), the `format`, `semver` and `authz` libraries.
+//!   strings in CEL), the `semver` and `authz` libraries.
 //! * Ratcheting is per value as upstream's (an unchanged value is not validated again,
 //!   nor are rules that do not use `oldSelf`), but ratcheted CEL failures are not
 //!   returned as warnings, and list-type and embedded-resource checks are not ratcheted.

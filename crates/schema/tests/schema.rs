@@ -671,6 +671,8 @@ fn cel_kubernetes_libraries() {
         "has(self.name) && !has(self.missing) && size(self.name) == 4",
         "size(self.blob) == 5",
         "self.blob == b'hello'",
+        "!format.dns1123Label().validate(self.name).hasValue() && format.dns1123Label().validate('Bad_Name').value().size() == 1",
+        "format.named('labelValue').value().validate('ok.value-1') == optional.none() && !format.named('nope').hasValue() && format.qualifiedName().validate('example.com/a_b').hasValue() == false",
         "isIP('10.0.0.1') && !isIP('10.0.0.300') && !isIP('::ffff:1.2.3.4') && ip('fe80::1').family() == 6 && ip('127.0.0.1').isLoopback() && ip('8.8.8.8').isGlobalUnicast()",
         "cidr('10.0.0.0/8').containsIP(ip('10.1.2.3')) && cidr('10.0.0.0/8').containsIP('10.9.9.9') && !cidr('10.0.0.0/8').containsIP('11.0.0.1') && cidr('10.0.0.0/8').containsCIDR('10.1.0.0/16')",
         "cidr('192.168.1.7/24').masked() == cidr('192.168.1.0/24') && cidr('192.168.1.7/24').prefixLength() == 24 && string(cidr('192.168.1.7/24').ip()) == '192.168.1.7' && isCIDR('fd00::/8') && !isCIDR('10.0.0.0/40')",
