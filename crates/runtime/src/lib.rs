@@ -53,6 +53,7 @@ mod process;
 mod seccomp;
 mod spec;
 mod state;
+mod sys;
 mod syscalls;
 
 pub use container::{

@@ -2,11 +2,16 @@
 //! mount namespace (these functions run in the container process before exec).
 
 use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use kcore_ns::SetupError;
+use kcore_rootfd::{Errno, Kind, OFlags};
+use rustix::fs::{self as rfs, AtFlags, FileType};
+
+use crate::sys::{locked_flags, readonly_recursive, Dest, Real, Src, Syscall};
 
 type R<T = ()> = std::result::Result<T, SetupError>;
 
@@ -117,47 +122,6 @@ pub(crate) fn plan(mounts: &[oci_spec::runtime::Mount], bundle: &Path) -> Vec<Mo
         .collect()
 }
 
-/// Resolves `path` inside `root` following symlinks as if `root` were `/`: the result
-/// never leaves `root`. Missing components are kept as they are.
-pub(crate) fn secure_join(root: &Path, path: &Path) -> PathBuf {
-    let mut todo: Vec<PathBuf> = vec![path.to_path_buf()];
-    let mut cur = PathBuf::new(); // relative to root
-    let mut links = 0;
-    while let Some(p) = todo.pop() {
-        let mut comps: Vec<Component<'_>> = p.components().collect();
-        comps.reverse();
-        while let Some(c) = comps.pop() {
-            match c {
-                Component::RootDir | Component::Prefix(_) => cur = PathBuf::new(),
-                Component::CurDir => {}
-                Component::ParentDir => {
-                    cur.pop();
-                }
-                Component::Normal(n) => {
-                    let next = cur.join(n);
-                    let full = root.join(&next);
-                    match std::fs::read_link(&full) {
-                        Ok(target) if links < 255 => {
-                            links += 1;
-                            // Resolve the link target, then the components after it.
-                            let rest: PathBuf = comps.iter().rev().collect();
-                            if target.is_absolute() {
-                                cur = PathBuf::new();
-                            }
-                            todo.push(rest);
-                            todo.push(target);
-                            comps.clear();
-                            break;
-                        }
-                        _ => cur = next,
-                    }
-                }
-            }
-        }
-    }
-    root.join(cur)
-}
-
 pub(crate) fn cstr(p: &Path) -> R<CString> {
     Ok(CString::new(p.as_os_str().as_bytes())
         .map_err(|_| format!("path {} contains a NUL byte", p.display()))?)
@@ -171,7 +135,29 @@ fn err(what: &str, p: &Path) -> SetupError {
     ))
 }
 
-/// mount(2) with an error naming the target.
+/// A step of the rootfs setup that failed, with the path it was about.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}", path.display())]
+pub(crate) struct MountError {
+    what: String,
+    path: PathBuf,
+    #[source]
+    source: io::Error,
+}
+
+fn fail(what: impl Into<String>, path: &Path) -> impl FnOnce(io::Error) -> SetupError + '_ {
+    let what = what.into();
+    move |source| {
+        Box::new(MountError {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// mount(2) by path with an error naming the target (the console and `exec` paths,
+/// which act on the container's own view after its root switch).
 pub(crate) fn mount(
     source: Option<&Path>,
     target: &Path,
@@ -179,78 +165,22 @@ pub(crate) fn mount(
     flags: libc::c_ulong,
     data: Option<&str>,
 ) -> R {
-    let s = source.map(cstr).transpose()?;
-    let t = cstr(target)?;
-    let f = fstype.map(|f| CString::new(f).unwrap_or_default());
-    let d = data
-        .filter(|d| !d.is_empty())
-        .map(|d| CString::new(d).unwrap_or_default());
-    // SAFETY: every pointer is null or a valid NUL-terminated string alive for the call.
-    let rc = unsafe {
-        libc::mount(
-            s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-            t.as_ptr(),
-            f.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-            flags,
-            d.as_ref().map_or(std::ptr::null(), |s| s.as_ptr().cast()),
-        )
-    };
-    if rc != 0 {
-        let what = format!(
-            "mount {} ({}) on",
-            source.map_or_else(|| "none".into(), |s| s.display().to_string()),
-            fstype.unwrap_or("none")
-        );
-        return Err(err(&what, target));
-    }
-    Ok(())
+    Real.mount_path(source, target, fstype, flags, data)
+        .map_err(fail(
+            format!("mount {} on", fstype.unwrap_or("bind")),
+            target,
+        ))
 }
 
-fn mkdir_all(p: &Path) -> R {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(p)
-        .map_err(|e| format!("mkdir {}: {e}", p.display()).into())
-}
-
-fn touch(p: &Path) -> R {
-    if let Some(parent) = p.parent() {
-        mkdir_all(parent)?;
-    }
-    match std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(p)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EISDIR) => Ok(()),
-        Err(e) => Err(format!("create {}: {e}", p.display()).into()),
-    }
-}
-
-/// Flags a remount inside a user namespace must keep (the kernel locks them).
-fn locked_flags(target: &Path) -> libc::c_ulong {
-    let Ok(t) = cstr(target) else { return 0 };
-    // SAFETY: zeroed statvfs is a valid out buffer; t is a valid path.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statvfs(t.as_ptr(), &mut st) } != 0 {
-        return 0;
-    }
-    let mut f = 0;
-    for (sv, ms) in [
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_RDONLY, libc::MS_RDONLY),
-    ] {
-        if st.f_flag & sv != 0 {
-            f |= ms;
-        }
-    }
-    f
+/// Resolves `path` inside `root` (creating what is missing as `kind`) into a [`Dest`].
+fn dest<'r>(root: BorrowedFd<'r>, path: &Path, kind: Kind) -> R<Dest<'r>> {
+    let fd = kcore_rootfd::create_in(root, path, kind, 0o755)
+        .map_err(|e| fail("create mount point", path)(e.into()))?;
+    Ok(Dest {
+        root,
+        path: path.to_path_buf(),
+        fd,
+    })
 }
 
 /// How `/dev` nodes are made.
@@ -321,175 +251,171 @@ pub(crate) struct RootfsPlan {
 impl RootfsPlan {
     /// Before pivot_root: propagation, the rootfs bind, the spec's mounts, `/dev`.
     pub fn prepare(&self) -> R {
+        self.prepare_with(&Real)
+    }
+
+    /// [`Self::prepare`] through a given [`Syscall`].
+    ///
+    /// Every destination is resolved inside an fd of the rootfs (taken after the rootfs
+    /// is bound onto itself) with [`kcore_rootfd`], missing components are created
+    /// fd-relative, and the mount goes onto the resolved fd: a symlink that appears in
+    /// the rootfs after resolution cannot redirect it.
+    pub(crate) fn prepare_with(&self, sys: &dyn Syscall) -> R {
         if !self.mount_ns {
             return Ok(());
         }
-        mount(
+        let _span = tracing::debug_span!("rootfs", rootfs = %self.rootfs.display()).entered();
+        sys.mount_path(
             None,
             Path::new("/"),
             None,
             libc::MS_SLAVE | libc::MS_REC,
             None,
-        )?;
+        )
+        .map_err(fail("make the mount tree a slave of", Path::new("/")))?;
         let root = &self.rootfs;
-        mount(Some(root), root, None, libc::MS_BIND | libc::MS_REC, None)?;
+        sys.mount_path(Some(root), root, None, libc::MS_BIND | libc::MS_REC, None)
+            .map_err(fail("bind the rootfs onto itself", root))?;
+        let rootfd = kcore_rootfd::open_root(root).map_err(fail("open rootfs", root))?;
         let mut dev_bound = false;
         for m in &self.mounts {
-            self.mount_one(m)?;
+            self.mount_one(sys, rootfd.as_fd(), m)?;
             if m.destination == Path::new("/dev") && m.is_bind() {
                 dev_bound = true;
             }
         }
         if !dev_bound {
-            self.make_devices()?;
+            self.make_devices(sys, rootfd.as_fd())?;
         }
         Ok(())
     }
 
-    fn mount_one(&self, m: &MountPlan) -> R {
-        let dest = secure_join(&self.rootfs, &m.destination);
+    fn mount_one(&self, sys: &dyn Syscall, root: BorrowedFd<'_>, m: &MountPlan) -> R {
         let fstype = m.fstype.as_deref();
-        if m.is_bind() {
-            let src = m.source.as_deref().ok_or_else(|| {
-                format!("bind mount on {} has no source", m.destination.display())
-            })?;
-            let meta = std::fs::metadata(src)
-                .map_err(|e| format!("bind source {}: {e}", src.display()))?;
-            if meta.is_dir() {
-                mkdir_all(&dest)?;
-            } else {
-                touch(&dest)?;
-            }
-            mount(
-                Some(src),
-                &dest,
-                None,
-                libc::MS_BIND | (m.flags & libc::MS_REC),
-                None,
-            )?;
-            let extra = m.flags & !(libc::MS_BIND | libc::MS_REC | libc::MS_REMOUNT);
-            if extra != 0 {
-                mount(
-                    None,
-                    &dest,
-                    None,
-                    libc::MS_BIND | libc::MS_REMOUNT | extra | locked_flags(&dest),
-                    None,
-                )?;
-            }
-        } else if fstype == Some("cgroup") {
-            self.mount_cgroup(m, &dest)?;
-        } else {
-            mkdir_all(&dest)?;
+        let shown = &m.destination;
+        let mnt = if m.is_bind() {
             let src = m
                 .source
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(fstype.unwrap_or("none")));
-            let res = mount(Some(&src), &dest, fstype, m.flags, Some(&m.data));
-            if let Err(e) = res {
-                // sysfs needs a network namespace of our own; fall back to binding the host's, read-only.
-                if fstype == Some("sysfs") {
-                    mount(
-                        Some(Path::new("/sys")),
-                        &dest,
-                        None,
-                        libc::MS_BIND | libc::MS_REC,
-                        None,
-                    )?;
-                    mount(
-                        None,
-                        &dest,
-                        None,
-                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked_flags(&dest),
-                        None,
-                    )?;
-                } else {
-                    return Err(e);
-                }
+                .as_deref()
+                .ok_or_else(|| format!("bind mount on {} has no source", shown.display()))?;
+            let meta = std::fs::metadata(src).map_err(fail("bind source", src))?;
+            let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
+            let dest = dest(root, shown, kind)?;
+            let mnt = sys
+                .bind(Src::Path(src), m.flags & libc::MS_REC != 0, &dest)
+                .map_err(fail(format!("bind {} on", src.display()), shown))?;
+            let extra = m.flags & !(libc::MS_BIND | libc::MS_REC | libc::MS_REMOUNT);
+            if extra != 0 {
+                sys.change(
+                    mnt.as_fd(),
+                    libc::MS_BIND | libc::MS_REMOUNT | extra | locked_flags(mnt.as_fd()),
+                )
+                .map_err(fail("remount", shown))?;
             }
-        }
+            mnt
+        } else if fstype == Some("cgroup") {
+            let dest = dest(root, shown, Kind::Dir)?;
+            self.mount_cgroup(sys, m, &dest)?
+        } else {
+            let dest = dest(root, shown, Kind::Dir)?;
+            let fstype = fstype.unwrap_or("none");
+            let src = m
+                .source
+                .as_deref()
+                .map_or_else(|| fstype.to_string(), |s| s.display().to_string());
+            match sys.mount_fs(&src, fstype, m.flags, &m.data, &dest) {
+                Ok(mnt) => mnt,
+                // sysfs needs a network namespace of our own; fall back to binding the
+                // host's, read-only.
+                Err(_) if fstype == "sysfs" => {
+                    let mnt = sys
+                        .bind(Src::Path(Path::new("/sys")), true, &dest)
+                        .map_err(fail("bind /sys on", shown))?;
+                    sys.change(
+                        mnt.as_fd(),
+                        libc::MS_BIND
+                            | libc::MS_REMOUNT
+                            | libc::MS_RDONLY
+                            | locked_flags(mnt.as_fd()),
+                    )
+                    .map_err(fail("remount read-only", shown))?;
+                    mnt
+                }
+                Err(e) => return Err(fail(format!("mount {fstype} on"), shown)(e)),
+            }
+        };
         for p in &m.propagation {
-            mount(None, &dest, None, *p, None)?;
+            sys.change(mnt.as_fd(), *p)
+                .map_err(fail("set propagation of", shown))?;
         }
         Ok(())
     }
 
-    fn mount_cgroup(&self, m: &MountPlan, dest: &Path) -> R {
-        mkdir_all(dest)?;
+    fn mount_cgroup(&self, sys: &dyn Syscall, m: &MountPlan, dest: &Dest<'_>) -> R<OwnedFd> {
+        let shown = &m.destination;
         let ro = m.flags & libc::MS_RDONLY;
         let base = m.flags & (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC);
         if self.cgroup_dirs.len() == 1 && self.cgroup_dirs[0].0.is_empty() {
             // A pure v2 host: mount the cgroup2 file system (rooted at our cgroup namespace).
-            return mount(
-                Some(Path::new("cgroup2")),
-                dest,
-                Some("cgroup2"),
-                m.flags,
-                None,
-            );
+            return sys
+                .mount_fs("cgroup2", "cgroup2", m.flags, "", dest)
+                .map_err(fail("mount cgroup2 on", shown));
         }
-        mount(
-            Some(Path::new("tmpfs")),
-            dest,
-            Some("tmpfs"),
-            base,
-            Some("mode=755"),
-        )?;
+        let tmpfs = sys
+            .mount_fs("tmpfs", "tmpfs", base, "mode=755", dest)
+            .map_err(fail("mount tmpfs on", shown))?;
         for (name, host_dir) in &self.cgroup_dirs {
             if !host_dir.is_dir() {
                 continue;
             }
-            let target = dest.join(name);
-            mkdir_all(&target)?;
-            mount(Some(host_dir), &target, None, libc::MS_BIND, None)?;
-            mount(
-                None,
-                &target,
-                None,
-                libc::MS_BIND | libc::MS_REMOUNT | base | ro | locked_flags(&target),
-                None,
-            )?;
+            // Inside the tmpfs we just made (nothing else can have put a link there).
+            let target = self::dest(tmpfs.as_fd(), Path::new(name), Kind::Dir)?;
+            let shown = shown.join(name);
+            let mnt = sys
+                .bind(Src::Path(host_dir), false, &target)
+                .map_err(fail(format!("bind {} on", host_dir.display()), &shown))?;
+            sys.change(
+                mnt.as_fd(),
+                libc::MS_BIND | libc::MS_REMOUNT | base | ro | locked_flags(mnt.as_fd()),
+            )
+            .map_err(fail("remount", &shown))?;
         }
         if ro != 0 {
-            mount(None, dest, None, libc::MS_REMOUNT | base | ro, None)?;
+            sys.change(tmpfs.as_fd(), libc::MS_REMOUNT | base | ro)
+                .map_err(fail("remount read-only", shown))?;
         }
-        Ok(())
+        Ok(tmpfs)
     }
 
-    fn make_devices(&self) -> R {
+    fn make_devices(&self, sys: &dyn Syscall, root: BorrowedFd<'_>) -> R {
         for d in &self.devices {
-            let path = secure_join(&self.rootfs, &d.path);
-            if let Some(parent) = path.parent() {
-                mkdir_all(parent)?;
-            }
-            let _ = std::fs::remove_file(&path);
+            let (parent, name) = kcore_rootfd::split_last(&d.path)
+                .ok_or_else(|| format!("device path {} names no file", d.path.display()))?;
+            let pfd = kcore_rootfd::mkdir_all_in(root, parent, 0o755)
+                .map_err(|e| fail("create directory of", &d.path)(e.into()))?;
+            let _ = rfs::unlinkat(&pfd, name, AtFlags::empty());
             match self.dev_mode {
-                DevMode::Mknod => {
-                    let c = cstr(&path)?;
-                    // SAFETY: valid path; makedev is pure arithmetic.
-                    let rc = unsafe {
-                        libc::mknod(
-                            c.as_ptr(),
-                            d.kind | (d.mode & 0o7777),
-                            libc::makedev(d.major, d.minor),
-                        )
-                    };
-                    if rc != 0 {
-                        return Err(err("mknod", &path));
-                    }
-                    // SAFETY: valid path; mknod applied the umask, so set the mode explicitly.
-                    unsafe {
-                        libc::chmod(c.as_ptr(), d.mode & 0o7777);
-                        libc::chown(c.as_ptr(), d.uid, d.gid);
-                    }
-                }
+                DevMode::Mknod => sys
+                    .mknod(
+                        pfd.as_fd(),
+                        name,
+                        d.kind,
+                        d.mode,
+                        libc::makedev(d.major, d.minor),
+                        d.uid,
+                        d.gid,
+                    )
+                    .map_err(fail("mknod", &d.path))?,
                 DevMode::Bind => {
-                    touch(&path)?;
-                    mount(Some(&d.path), &path, None, libc::MS_BIND, None)?;
+                    let target = dest(root, &d.path, Kind::File)?;
+                    sys.bind(Src::Path(&d.path), false, &target)
+                        .map_err(fail("bind the host's node on", &d.path))?;
                 }
             }
         }
-        let dev = secure_join(&self.rootfs, Path::new("/dev"));
+        let dev_path = Path::new("/dev");
+        let dev = kcore_rootfd::mkdir_all_in(root, dev_path, 0o755)
+            .map_err(|e| fail("resolve", dev_path)(e.into()))?;
         for (link, to) in [
             ("fd", "/proc/self/fd"),
             ("stdin", "/proc/self/fd/0"),
@@ -497,17 +423,17 @@ impl RootfsPlan {
             ("stderr", "/proc/self/fd/2"),
             ("core", "/proc/kcore"),
         ] {
-            let p = dev.join(link);
-            if std::fs::symlink_metadata(&p).is_err() {
-                std::os::unix::fs::symlink(to, &p)
-                    .map_err(|e| format!("symlink {}: {e}", p.display()))?;
+            match rfs::symlinkat(to, &dev, link) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(fail("symlink", &dev_path.join(link))(e.into())),
             }
         }
-        let ptmx = dev.join("ptmx");
-        if dev.join("pts").is_dir() {
-            let _ = std::fs::remove_file(&ptmx);
-            std::os::unix::fs::symlink("pts/ptmx", &ptmx)
-                .map_err(|e| format!("symlink {}: {e}", ptmx.display()))?;
+        let pts_is_dir = rfs::statat(&dev, "pts", AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+        if pts_is_dir {
+            let _ = rfs::unlinkat(&dev, "ptmx", AtFlags::empty());
+            rfs::symlinkat("pts/ptmx", &dev, "ptmx")
+                .map_err(|e| fail("symlink", &dev_path.join("ptmx"))(e.into()))?;
         }
         Ok(())
     }
@@ -556,25 +482,70 @@ impl RootfsPlan {
 
     /// After the root switch: sysctls, read-only and masked paths, read-only root.
     pub fn finish(&self) -> R {
+        self.finish_with(&Real, Path::new("/"))
+    }
+
+    /// [`Self::finish`] through a given [`Syscall`], with the container's root at `root`
+    /// (`/` after the root switch). Read-only and masked paths are resolved inside it,
+    /// never created, and mounted onto the resolved fd.
+    pub(crate) fn finish_with(&self, sys: &dyn Syscall, root: &Path) -> R {
         if !self.mount_ns {
             return Ok(());
         }
         self.write_sysctls()?;
+        let rootfd = kcore_rootfd::open_root(root).map_err(fail("open root", root))?;
+        let existing = |p: &Path| -> R<Option<Dest<'_>>> {
+            match kcore_rootfd::open_in(&rootfd, p, OFlags::PATH) {
+                Ok(fd) => Ok(Some(Dest {
+                    root: rootfd.as_fd(),
+                    path: p.to_path_buf(),
+                    fd,
+                })),
+                Err(Errno::NOENT) => Ok(None),
+                Err(e) => Err(fail("resolve", p)(e.into())),
+            }
+        };
         for p in &self.readonly_paths {
-            kcore_ns::mount::readonly_path(p)?;
+            let Some(d) = existing(p)? else { continue };
+            let mnt = sys
+                .bind(Src::Fd(d.fd.as_fd()), true, &d)
+                .map_err(fail("bind onto itself", p))?;
+            sys.change(
+                mnt.as_fd(),
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked_flags(mnt.as_fd()),
+            )
+            .map_err(fail("remount read-only", p))?;
+            readonly_recursive(mnt.as_fd());
         }
         for p in &self.masked {
-            kcore_ns::mount::mask_path(p)?;
+            let Some(d) = existing(p)? else { continue };
+            let is_dir = rfs::fstat(&d.fd)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+            if is_dir {
+                sys.mount_fs(
+                    "tmpfs",
+                    "tmpfs",
+                    libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    "",
+                    &d,
+                )
+                .map_err(fail("mask", p))?;
+            } else {
+                let null = Path::new("/dev/null");
+                let null = root.join(null.strip_prefix("/").unwrap_or(null));
+                sys.bind(Src::Path(&null), false, &d)
+                    .map_err(fail("mask", p))?;
+            }
         }
         if self.readonly {
-            let root = Path::new("/");
-            mount(
+            sys.mount_path(
                 None,
                 root,
                 None,
-                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked_flags(root),
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked_flags(rootfd.as_fd()),
                 None,
-            )?;
+            )
+            .map_err(fail("remount read-only", root))?;
         }
         Ok(())
     }
@@ -670,24 +641,5 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         let after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!after.contains(dir.path().to_str().unwrap()));
-    }
-
-    #[test]
-    fn secure_join_stays_inside() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("a/b")).unwrap();
-        std::os::unix::fs::symlink("/etc", root.join("a/abs")).unwrap();
-        std::os::unix::fs::symlink("../../..", root.join("a/b/up")).unwrap();
-        std::os::unix::fs::symlink("b", root.join("a/rel")).unwrap();
-        assert_eq!(secure_join(root, Path::new("/a/abs/x")), root.join("etc/x"));
-        assert_eq!(
-            secure_join(root, Path::new("/a/b/up/etc")),
-            root.join("etc")
-        );
-        assert_eq!(secure_join(root, Path::new("/a/rel/c")), root.join("a/b/c"));
-        assert_eq!(secure_join(root, Path::new("/../../x")), root.join("x"));
-        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
-        let _ = secure_join(root, Path::new("/loop/x")); // terminates
     }
 }
