@@ -193,27 +193,73 @@ pub fn walk_in(root: impl AsFd, path: &Path, flags: OFlags) -> rustix::io::Resul
 }
 
 /// `path` inside `root` as a directory fd (`O_PATH`), creating every missing component
-/// with `mkdirat(mode)` in its parent's fd. A component that exists but is not a
-/// directory (or a dangling symlink) fails with `ENOTDIR` / `ENOENT`; nothing is created
-/// outside the root whatever symlinks the tree holds or gains meanwhile.
+/// with `mkdirat(mode)` in its parent's fd. A dangling symlink on the way is created
+/// through, inside the root (its target taken as if the root were `/`), as
+/// `mkdir -p` in a chroot would; a component that exists but is not a directory fails
+/// with `ENOTDIR`. Nothing is created outside the root whatever symlinks the tree holds
+/// or gains meanwhile.
 pub fn mkdir_all_in(root: impl AsFd, path: &Path, mode: u32) -> rustix::io::Result<OwnedFd> {
-    let root = root.as_fd();
+    mkdir_all_links(root.as_fd(), path, mode, 0)
+}
+
+/// Where a dangling symlink `name` in `dir` (reached as `at`) points, with `rest`
+/// appended: the path to create instead, still relative to the root.
+fn through_link(
+    dir: BorrowedFd<'_>,
+    at: &Path,
+    name: &OsStr,
+    rest: &[&OsStr],
+) -> rustix::io::Result<PathBuf> {
+    let target = match rfs::readlinkat(dir, name, Vec::new()) {
+        Ok(t) => t,
+        // Not a link: something was there and went away; report it as missing.
+        Err(Errno::INVAL) => return Err(Errno::NOENT),
+        Err(e) => return Err(e),
+    };
+    let target = Path::new(OsStr::from_bytes(target.as_bytes()));
+    let mut new = if target.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        at.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    new.push(target);
+    new.extend(rest);
+    Ok(new)
+}
+
+fn mkdir_all_links(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    mode: u32,
+    links: usize,
+) -> rustix::io::Result<OwnedFd> {
     match resolve_dir(root, path) {
         Err(Errno::NOENT) => {}
         r => return r,
     }
+    let comps: Vec<&OsStr> = components(path).collect();
     let mut so_far = PathBuf::new();
     let mut cur: Option<OwnedFd> = None;
-    for name in components(path) {
+    for (i, name) in comps.iter().enumerate() {
         let parent = cur.as_ref().map_or(root, |f| f.as_fd());
         so_far.push(name);
-        if name != ".." {
-            match rfs::mkdirat(parent, name, Mode::from_raw_mode(mode)) {
+        if *name != ".." {
+            match rfs::mkdirat(parent, *name, Mode::from_raw_mode(mode)) {
                 Ok(()) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(e),
             }
         }
-        cur = Some(resolve_dir(root, &so_far)?);
+        match resolve_dir(root, &so_far) {
+            Ok(fd) => cur = Some(fd),
+            Err(Errno::NOENT) if *name != ".." => {
+                if links >= MAX_LINKS {
+                    return Err(Errno::LOOP);
+                }
+                let new = through_link(parent, &so_far, name, &comps[i + 1..])?;
+                return mkdir_all_links(root, &new, mode, links + 1);
+            }
+            Err(e) => return Err(e),
+        }
     }
     match cur {
         Some(fd) => Ok(fd),
@@ -233,33 +279,51 @@ pub enum Kind {
 /// `path` inside `root` as an `O_PATH` fd, created as `kind` with `mode` (and its parent
 /// directories with 0755) when missing. What exists is kept, whatever its type (a mount
 /// point for a file may already be a directory; the caller checks if it cares). The
-/// final component is resolved like every other (a symlink in the rootfs is followed
-/// inside the root, as runc does for mount destinations).
+/// final component is resolved like every other: a symlink in the tree is followed
+/// inside the root, a dangling one is created through, as runc does for mount
+/// destinations.
 pub fn create_in(
     root: impl AsFd,
     path: &Path,
     kind: Kind,
     mode: u32,
 ) -> rustix::io::Result<OwnedFd> {
-    let root = root.as_fd();
+    create_links(root.as_fd(), path, kind, mode, 0)
+}
+
+fn create_links(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    kind: Kind,
+    mode: u32,
+    links: usize,
+) -> rustix::io::Result<OwnedFd> {
     let flags = OFlags::PATH;
     match open_in(root, path, flags) {
         Err(Errno::NOENT) => {}
         r => return r,
     }
     if kind == Kind::Dir {
-        return mkdir_all_in(root, path, mode);
+        return mkdir_all_links(root, path, mode, links);
     }
     let (parent, name) = split_last(path).ok_or(Errno::ISDIR)?;
-    let pfd = mkdir_all_in(root, parent, 0o755)?;
+    let pfd = mkdir_all_links(root, parent, 0o755, links)?;
     match rfs::openat(
         &pfd,
         name,
         OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
         Mode::from_raw_mode(mode),
     ) {
-        // Made by someone else meanwhile, or a dangling link: resolve what is there.
-        Ok(_) | Err(Errno::EXIST) => open_in(root, path, flags),
+        Ok(_) => open_in(root, path, flags),
+        Err(Errno::EXIST) => match open_in(root, path, flags) {
+            Err(Errno::NOENT) if links < MAX_LINKS => {
+                // A dangling symlink: create its target instead.
+                let new = through_link(pfd.as_fd(), path, name, &[])?;
+                create_links(root, &new, kind, mode, links + 1)
+            }
+            Err(Errno::NOENT) => Err(Errno::LOOP),
+            r => r,
+        },
         Err(e) => Err(e),
     }
 }
@@ -431,10 +495,23 @@ mod tests {
             mkdir_all_in(&root, Path::new("/file/x"), 0o755).unwrap_err(),
             Errno::NOTDIR
         );
-        // A dangling link inside the root is refused rather than created through.
-        symlink("/nowhere/at/all", r.join("dangling")).unwrap();
-        assert!(create_in(&root, Path::new("/dangling/x"), Kind::Dir, 0o755).is_err());
-        assert!(!r.join("nowhere").exists());
+        // Dangling links are created through, inside the root.
+        let outside = tempfile::tempdir().unwrap();
+        let out = outside.path().join("made");
+        symlink(&out, r.join("dangling")).unwrap();
+        let d = create_in(&root, Path::new("/dangling/x"), Kind::Dir, 0o755).unwrap();
+        let inside = r.join(out.strip_prefix("/").unwrap());
+        assert_eq!(ino(&d), on_disk(&inside.join("x")));
+        assert!(!out.exists());
+        symlink("../gone/file.conf", r.join("etc/dangling.conf")).unwrap();
+        let f = create_in(&root, Path::new("etc/dangling.conf"), Kind::File, 0o644).unwrap();
+        assert_eq!(ino(&f), on_disk(&r.join("gone/file.conf")));
+        assert!(r.join("gone/file.conf").is_file());
+        symlink("self", r.join("self")).unwrap();
+        assert_eq!(
+            create_in(&root, Path::new("/self/x"), Kind::Dir, 0o755).unwrap_err(),
+            Errno::LOOP
+        );
     }
 
     #[test]

@@ -642,4 +642,382 @@ mod tests {
         let after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!after.contains(dir.path().to_str().unwrap()));
     }
+
+    use crate::sys::testing::{fd_path, Call, Recorder};
+    use std::os::unix::fs::symlink;
+
+    fn mount(json: &str) -> oci_spec::runtime::Mount {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn plan_for(rootfs: &Path, bundle: &Path, mounts: &[oci_spec::runtime::Mount]) -> RootfsPlan {
+        RootfsPlan {
+            rootfs: rootfs.to_path_buf(),
+            readonly: false,
+            propagation: None,
+            mounts: plan(mounts, bundle),
+            devices: Vec::new(),
+            dev_mode: DevMode::Mknod,
+            masked: Vec::new(),
+            readonly_paths: Vec::new(),
+            no_pivot: false,
+            mount_ns: true,
+            cgroup_dirs: Vec::new(),
+            sysctl: Vec::new(),
+        }
+    }
+
+    fn canon(p: &Path) -> PathBuf {
+        std::fs::canonicalize(p).unwrap()
+    }
+
+    /// The mount planning, run without root through a recording seam: each destination
+    /// is resolved inside the rootfs (symlinks, absolute or pointing above the root,
+    /// taken as if the rootfs were `/`), missing mount points are created there with
+    /// the source's type, the mount goes to the resolved object, remounts and
+    /// propagation go to the new mount, and nothing is created outside the rootfs.
+    #[test]
+    fn planned_mounts_land_inside_the_rootfs() {
+        let host = tempfile::tempdir().unwrap();
+        let canary = host.path().join("canary");
+        std::fs::create_dir(&canary).unwrap();
+        let bundle = host.path().join("bundle");
+        let rootfs = bundle.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+        std::fs::create_dir_all(rootfs.join("run")).unwrap();
+        std::fs::create_dir_all(bundle.join("vol")).unwrap();
+        std::fs::write(bundle.join("resolv.conf"), "nameserver 10.0.0.1\n").unwrap();
+        // The image's tricks: an absolute link to the host's canary, one far above
+        // the root, and the usual relative /etc/resolv.conf link.
+        symlink(&canary, rootfs.join("abs")).unwrap();
+        symlink("../../../../../..", rootfs.join("etc/up")).unwrap();
+        symlink("../run/resolv.conf", rootfs.join("etc/resolv.conf")).unwrap();
+        let mounts = [
+            mount(
+                r#"{"destination": "/abs/data", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]}"#,
+            ),
+            mount(
+                r#"{"destination": "/etc/up/vol", "type": "bind", "source": "vol", "options": ["rbind", "ro", "rprivate"]}"#,
+            ),
+            mount(
+                r#"{"destination": "/etc/resolv.conf", "type": "bind", "source": "resolv.conf", "options": ["bind"]}"#,
+            ),
+        ];
+        let mut p = plan_for(&rootfs, &bundle, &mounts);
+        p.devices = default_devices();
+        let rec = Recorder::default();
+        p.prepare_with(&rec).unwrap();
+        let r = canon(&rootfs);
+        let calls = rec.calls.into_inner();
+        let expected = [
+            Call::Path {
+                target: "/".into(),
+                flags: libc::MS_SLAVE | libc::MS_REC,
+            },
+            Call::Path {
+                target: rootfs.clone(),
+                flags: libc::MS_BIND | libc::MS_REC,
+            },
+            Call::Fs {
+                fstype: "tmpfs".into(),
+                target: r.join(canary.strip_prefix("/").unwrap()).join("data"),
+                flags: libc::MS_NOSUID,
+                data: "mode=755".into(),
+            },
+            Call::Bind {
+                source: bundle.join("vol"),
+                recursive: true,
+                target: r.join("vol"),
+            },
+            Call::Change {
+                target: r.join("vol"),
+                flags: libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked_flags_of(&r),
+            },
+            Call::Change {
+                target: r.join("vol"),
+                flags: libc::MS_PRIVATE | libc::MS_REC,
+            },
+            Call::Bind {
+                source: bundle.join("resolv.conf"),
+                recursive: false,
+                target: r.join("run/resolv.conf"),
+            },
+        ];
+        assert_eq!(calls[..expected.len()], expected[..]);
+        // Then the default devices, made in the rootfs's /dev.
+        let nodes: Vec<_> = calls[expected.len()..].to_vec();
+        assert_eq!(nodes.len(), default_devices().len(), "{nodes:?}");
+        assert_eq!(
+            nodes[0],
+            Call::Mknod {
+                path: r.join("dev/null"),
+                mode: 0o666
+            }
+        );
+        // The file mount point was made as a file, at the link's target in the rootfs.
+        assert!(r.join("run/resolv.conf").is_file());
+        assert!(std::fs::symlink_metadata(r.join("etc/resolv.conf"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(
+            std::fs::read_link(r.join("dev/stdout")).unwrap(),
+            Path::new("/proc/self/fd/1")
+        );
+        // Nothing outside the rootfs: the host's canary is as empty as before.
+        assert_eq!(std::fs::read_dir(&canary).unwrap().count(), 0);
+        assert!(!host.path().join("vol").exists());
+    }
+
+    fn locked_flags_of(p: &Path) -> libc::c_ulong {
+        let fd = kcore_rootfd::open_root(p).unwrap();
+        locked_flags(fd.as_fd())
+    }
+
+    /// Read-only and masked paths after the root switch: resolved inside the root,
+    /// never created, a directory masked with a read-only tmpfs and a file with the
+    /// container's /dev/null, each onto the resolved object.
+    #[test]
+    fn readonly_and_masked_paths_resolve_inside_the_root() {
+        let host = tempfile::tempdir().unwrap();
+        let root = host.path().join("root");
+        std::fs::create_dir_all(root.join("proc/sys")).unwrap();
+        std::fs::create_dir_all(root.join("dev")).unwrap();
+        std::fs::create_dir_all(root.join("sys/firmware")).unwrap();
+        std::fs::write(root.join("proc/kcore"), "").unwrap();
+        std::fs::write(root.join("dev/null"), "").unwrap();
+        // A masked path that is a link out of the root masks the root's own object.
+        symlink("/sys/firmware", root.join("proc/acpi")).unwrap();
+        let mut p = plan_for(&root, host.path(), &[]);
+        p.readonly_paths = vec!["/proc/sys".into(), "/proc/missing".into()];
+        p.masked = vec!["/proc/kcore".into(), "/proc/acpi".into(), "/nope".into()];
+        let rec = Recorder::default();
+        p.finish_with(&rec, &root).unwrap();
+        let r = canon(&root);
+        let calls = rec.calls.into_inner();
+        assert_eq!(
+            calls,
+            vec![
+                Call::Bind {
+                    source: r.join("proc/sys"),
+                    recursive: true,
+                    target: r.join("proc/sys"),
+                },
+                Call::Change {
+                    target: r.join("proc/sys"),
+                    flags: libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked_flags_of(&r),
+                },
+                Call::Bind {
+                    source: root.join("dev/null"),
+                    recursive: false,
+                    target: r.join("proc/kcore"),
+                },
+                Call::Fs {
+                    fstype: "tmpfs".into(),
+                    target: r.join("sys/firmware"),
+                    flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    data: String::new(),
+                },
+            ]
+        );
+        assert!(!root.join("proc/missing").exists());
+        assert!(!root.join("nope").exists());
+    }
+
+    /// A `Syscall` that attacks: just before each mount onto `victim`, it renames the
+    /// resolved mount point away and puts a symlink to `canary` (outside the rootfs) in
+    /// its place, as a process racing the runtime would; then it makes the real call.
+    struct Swapper {
+        real: &'static (dyn Syscall + Sync),
+        rootfs: PathBuf,
+        victim: PathBuf,
+        canary: PathBuf,
+        swapped: std::cell::Cell<bool>,
+    }
+
+    impl Swapper {
+        fn swap(&self, target: &Dest<'_>) {
+            if target.path != self.victim || self.swapped.get() {
+                return;
+            }
+            let at = self.rootfs.join(self.victim.strip_prefix("/").unwrap());
+            assert_eq!(fd_path(&target.fd), at, "resolved where expected");
+            std::fs::rename(&at, at.with_extension("moved")).unwrap();
+            symlink(&self.canary, &at).unwrap();
+            self.swapped.set(true);
+        }
+    }
+
+    impl Syscall for Swapper {
+        fn mount_path(
+            &self,
+            source: Option<&Path>,
+            target: &Path,
+            fstype: Option<&str>,
+            flags: libc::c_ulong,
+            data: Option<&str>,
+        ) -> io::Result<()> {
+            self.real.mount_path(source, target, fstype, flags, data)
+        }
+        fn mount_fs(
+            &self,
+            source: &str,
+            fstype: &str,
+            flags: libc::c_ulong,
+            data: &str,
+            target: &Dest<'_>,
+        ) -> io::Result<OwnedFd> {
+            self.swap(target);
+            self.real.mount_fs(source, fstype, flags, data, target)
+        }
+        fn bind(&self, source: Src<'_>, recursive: bool, target: &Dest<'_>) -> io::Result<OwnedFd> {
+            self.swap(target);
+            self.real.bind(source, recursive, target)
+        }
+        fn change(&self, mnt: BorrowedFd<'_>, flags: libc::c_ulong) -> io::Result<()> {
+            self.real.change(mnt, flags)
+        }
+        fn mknod(
+            &self,
+            dir: BorrowedFd<'_>,
+            name: &std::ffi::OsStr,
+            kind: libc::mode_t,
+            mode: u32,
+            dev: libc::dev_t,
+            uid: u32,
+            gid: u32,
+        ) -> io::Result<()> {
+            self.real.mknod(dir, name, kind, mode, dev, uid, gid)
+        }
+    }
+
+    /// Mount points of the calling thread's mount namespace.
+    fn mount_points() -> Vec<PathBuf> {
+        std::fs::read_to_string("/proc/thread-self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(PathBuf::from)
+            .collect()
+    }
+
+    /// Runs `f` on a thread of its own in a new, private mount namespace: every mount it
+    /// makes goes away with the thread, whatever happens.
+    fn in_private_mount_ns(f: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(move || {
+            // SAFETY: plain syscalls; unsharing the mount namespace affects this thread only.
+            unsafe {
+                assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0, "unshare");
+                assert_eq!(
+                    libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_PRIVATE | libc::MS_REC,
+                        std::ptr::null()
+                    ),
+                    0
+                );
+            }
+            f()
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// The Done-when of the fd-safe mounts: a symlink to a directory outside the rootfs
+    /// swapped in between resolution and mount — deterministically, through the seam —
+    /// redirects nothing. The tmpfs and the bind land on the object that was resolved
+    /// (now renamed inside the rootfs); the canary outside is neither a mount point nor
+    /// touched. The same swap against a mount by path string (the old way) does land
+    /// on the canary, so the test would see an escape. Run with the new mount API and
+    /// with the legacy `/proc/self/fd` path of older kernels.
+    #[test]
+    #[ignore = "needs root"]
+    fn symlink_swapped_in_before_mount_is_not_followed() {
+        swap_attack(&Real, true);
+        // The legacy path finds the new mount by resolving the target again; after
+        // the swap that lookup (inside the rootfs) fails, and the setup fails with it.
+        swap_attack(&crate::sys::Legacy, false);
+    }
+
+    fn swap_attack(real: &'static (dyn Syscall + Sync), must_succeed: bool) {
+        let host = tempfile::tempdir().unwrap();
+        let host_path = canon(host.path());
+        let canary = host_path.join("canary");
+        std::fs::create_dir(&canary).unwrap();
+        let bundle = host_path.join("bundle");
+        let rootfs = bundle.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("data")).unwrap();
+        std::fs::create_dir_all(bundle.join("vol")).unwrap();
+        std::fs::write(bundle.join("vol/secret"), "from the volume").unwrap();
+        for (victim_name, mounts) in [
+            (
+                "/data",
+                r#"{"destination": "/data", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "rprivate"]}"#,
+            ),
+            (
+                "/vol",
+                r#"{"destination": "/vol", "type": "bind", "source": "vol", "options": ["rbind", "ro"]}"#,
+            ),
+        ] {
+            let (rootfs_t, bundle, canary_t) = (rootfs.clone(), bundle.clone(), canary.clone());
+            let victim = PathBuf::from(victim_name);
+            let mounts = vec![mount(mounts)];
+            in_private_mount_ns(move || {
+                let (rootfs, canary) = (rootfs_t, canary_t);
+                let p = plan_for(&rootfs, &bundle, &mounts);
+                let sys = Swapper {
+                    real,
+                    rootfs: rootfs.clone(),
+                    victim: victim.clone(),
+                    canary: canary.clone(),
+                    swapped: std::cell::Cell::new(false),
+                };
+                let res = p.prepare_with(&sys);
+                if must_succeed {
+                    res.unwrap();
+                }
+                assert!(sys.swapped.get(), "the seam did the swap");
+                let at = rootfs.join(victim.strip_prefix("/").unwrap());
+                let moved = at.with_extension("moved");
+                let points = mount_points();
+                assert!(
+                    !points.contains(&canary),
+                    "{canary:?} mounted over: {points:?}"
+                );
+                assert_eq!(std::fs::read_dir(&canary).unwrap().count(), 0);
+                assert!(
+                    points.contains(&moved),
+                    "{moved:?} not a mount point: {points:?}"
+                );
+                if victim == Path::new("/vol") {
+                    let secret = std::fs::read_to_string(moved.join("secret")).unwrap();
+                    assert_eq!(secret, "from the volume");
+                }
+                // The control: a mount by the same path string now escapes.
+                let c = cstr(&at).unwrap();
+                // SAFETY: valid C strings.
+                let rc = unsafe {
+                    libc::mount(
+                        c"tmpfs".as_ptr(),
+                        c.as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        0,
+                        std::ptr::null(),
+                    )
+                };
+                assert_eq!(rc, 0);
+                assert!(
+                    mount_points().contains(&canary),
+                    "the path-string mount would escape"
+                );
+            });
+            // Put the rootfs back for the next case (the mounts went with the thread).
+            let at = rootfs.join(victim_name.trim_start_matches('/'));
+            std::fs::remove_file(&at).unwrap();
+            std::fs::rename(at.with_extension("moved"), &at).unwrap();
+            assert_eq!(std::fs::read_dir(&canary).unwrap().count(), 0);
+        }
+    }
 }

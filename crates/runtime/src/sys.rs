@@ -241,17 +241,9 @@ impl Syscall for Real {
         target: &Dest<'_>,
     ) -> io::Result<OwnedFd> {
         match new_api_fs(source, fstype, flags, data, target) {
-            Err(Errno::NOSYS) => {}
-            r => return Ok(r?),
+            Err(Errno::NOSYS) => Legacy.mount_fs(source, fstype, flags, data, target),
+            r => Ok(r?),
         }
-        legacy_mount(
-            Some(source.as_bytes()),
-            &kcore_rootfd::proc_fd_path(&target.fd),
-            Some(fstype),
-            flags,
-            Some(data),
-        )?;
-        target.reresolve()
     }
 
     fn bind(&self, source: Src<'_>, recursive: bool, target: &Dest<'_>) -> io::Result<OwnedFd> {
@@ -273,11 +265,71 @@ impl Syscall for Real {
                     MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
                         | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
                 )?;
-                return Ok(tree);
+                Ok(tree)
             }
-            Err(Errno::NOSYS) => {}
-            Err(e) => return Err(e.into()),
+            Err(Errno::NOSYS) => Legacy.bind(source, recursive, target),
+            Err(e) => Err(e.into()),
         }
+    }
+
+    fn change(&self, mnt: BorrowedFd<'_>, flags: libc::c_ulong) -> io::Result<()> {
+        Legacy.change(mnt, flags)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn mknod(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        kind: libc::mode_t,
+        mode: u32,
+        dev: libc::dev_t,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<()> {
+        Legacy.mknod(dir, name, kind, mode, dev, uid, gid)
+    }
+}
+
+/// The calls of kernels without the new mount API (before Linux 5.2): mount(2) onto
+/// `/proc/self/fd/N` of the resolved target, then the new mount reached by resolving
+/// the target again inside the same root (a lookup that cannot leave the root, so a
+/// swap in between can at worst make a later remount or propagation change act on
+/// another mount inside the container). [`Real`] falls back to it on `ENOSYS`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Legacy;
+
+impl Syscall for Legacy {
+    fn mount_path(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+    ) -> io::Result<()> {
+        Real.mount_path(source, target, fstype, flags, data)
+    }
+
+    fn mount_fs(
+        &self,
+        source: &str,
+        fstype: &str,
+        flags: libc::c_ulong,
+        data: &str,
+        target: &Dest<'_>,
+    ) -> io::Result<OwnedFd> {
+        legacy_mount(
+            Some(source.as_bytes()),
+            &kcore_rootfd::proc_fd_path(&target.fd),
+            Some(fstype),
+            flags,
+            Some(data),
+        )?;
+        target.reresolve()
+    }
+
+    fn bind(&self, source: Src<'_>, recursive: bool, target: &Dest<'_>) -> io::Result<OwnedFd> {
         let src = match source {
             Src::Path(p) => p.to_path_buf(),
             Src::Fd(fd) => kcore_rootfd::proc_fd_path(fd),

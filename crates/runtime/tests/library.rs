@@ -1056,3 +1056,38 @@ impl Drop for ParentCgroup {
         assert!(!cg.exists());
     }
 }
+
+/// Mount destinations that are symlinks out of the rootfs (absolute, and far above it)
+/// are taken inside the rootfs, as if it were `/`: the mounts land there, visible to
+/// the container, and the host's directory the links name stays untouched.
+#[test]
+#[ignore = "needs root"]
+fn mount_destinations_through_symlinks_stay_inside_the_rootfs() {
+    let b = Bundle::new();
+    let host = tempfile::tempdir().unwrap();
+    let canary = std::fs::canonicalize(host.path()).unwrap().join("canary");
+    std::fs::create_dir(&canary).unwrap();
+    let rootfs = b.rootfs();
+    std::os::unix::fs::symlink(&canary, rootfs.join("abs")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../../..", rootfs.join("up")).unwrap();
+    std::fs::create_dir(b.file("vol")).unwrap();
+    std::fs::write(b.file("vol/hello"), "from the volume\n").unwrap();
+    let mut v = spec(&[
+        "/bin/sh",
+        "-c",
+        "cat /abs/vol/hello; ls /up/scratch && echo scratch-ok",
+    ]);
+    let mounts = v["mounts"].as_array_mut().unwrap();
+    mounts.push(json!({"destination": "/abs/vol", "type": "bind", "source": "vol", "options": ["rbind", "ro"]}));
+    mounts.push(json!({"destination": "/up/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}));
+    let (st, out) = run_to_end(&b, &v, "symdest");
+    assert!(st.success(), "{st}: {out}");
+    assert!(out.contains("from the volume"), "{out}");
+    assert!(out.contains("scratch-ok"), "{out}");
+    // Made inside the rootfs, at the links' targets taken in it...
+    let inside = rootfs.join(canary.strip_prefix("/").unwrap());
+    assert!(inside.join("vol").is_dir());
+    assert!(rootfs.join("scratch").is_dir());
+    // ...and nothing in the host directory the absolute link names.
+    assert_eq!(std::fs::read_dir(&canary).unwrap().count(), 0);
+}
