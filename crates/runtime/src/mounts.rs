@@ -172,6 +172,18 @@ pub(crate) fn mount(
         ))
 }
 
+/// Binds the terminal `slave` onto `/dev/console` of the container's root (after the
+/// root switch), resolved and created inside it and mounted onto the resolved fd.
+pub(crate) fn bind_console(slave: BorrowedFd<'_>) -> R {
+    let console = Path::new("/dev/console");
+    let root =
+        kcore_rootfd::open_root(Path::new("/")).map_err(fail("open root", Path::new("/")))?;
+    let target = dest(root.as_fd(), console, Kind::File)?;
+    Real.bind(Src::Fd(slave), false, &target)
+        .map_err(fail("bind the terminal on", console))?;
+    Ok(())
+}
+
 /// Resolves `path` inside `root` (creating what is missing as `kind`) into a [`Dest`].
 fn dest<'r>(root: BorrowedFd<'r>, path: &Path, kind: Kind) -> R<Dest<'r>> {
     let fd = kcore_rootfd::create_in(root, path, kind, 0o755)
