@@ -46,6 +46,7 @@
 mod cgroups;
 mod container;
 mod error;
+mod features;
 mod hooks;
 mod lsm;
 mod mounts;
@@ -60,6 +61,7 @@ pub use container::{
     write_pid_file, Container, CreateOptions, ExecOptions, ExecProcess, Runtime, DEFAULT_ROOT,
 };
 pub use error::{Error, HookFailure, Result};
+pub use features::{features, OCI_VERSION_MAX};
 pub use kcore_ns::ExitStatus;
 pub use process::recv_fd;
 pub use seccomp::{compile as compile_seccomp, SeccompProgram};

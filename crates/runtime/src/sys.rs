@@ -188,7 +188,15 @@ fn new_api_fs(
     fsconfig_set_string(&fs, "source", source)?;
     for opt in split_data(data) {
         match opt.split_once('=') {
-            Some((k, v)) => fsconfig_set_string(&fs, k, v)?,
+            // mount(2) strips the quotes of an LSM option (`context="..."`); fsconfig
+            // takes the value as it is.
+            Some((k, v)) => {
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v);
+                fsconfig_set_string(&fs, k, v)?
+            }
             None => fsconfig_set_flag(&fs, opt)?,
         }
     }

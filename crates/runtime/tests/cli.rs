@@ -264,6 +264,33 @@ fn spec_and_features() {
         .unwrap()
         .contains(&json!("user")));
     assert_eq!(f["linux"]["seccomp"]["enabled"], true);
+    // The same questions to runc (a Debian package on every machine that runs these).
+    let r = Command::new("runc")
+        .arg("features")
+        .output()
+        .expect("runc is installed");
+    let r: Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(f["ociVersionMin"], r["ociVersionMin"]);
+    assert_eq!(f["hooks"], r["hooks"]);
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    // Every mount option and seccomp operator kcore lists is one runc knows too, and
+    // kcore knows every namespace runc does.
+    for o in names(&f["mountOptions"]) {
+        assert!(names(&r["mountOptions"]).contains(&o), "{o}");
+    }
+    assert_eq!(
+        f["linux"]["seccomp"]["operators"],
+        r["linux"]["seccomp"]["operators"]
+    );
+    for ns in names(&r["linux"]["namespaces"]) {
+        assert!(names(&f["linux"]["namespaces"]).contains(&ns), "{ns}");
+    }
 }
 
 #[test]

@@ -309,34 +309,6 @@ fn default_spec(rootless: bool) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::to_value(&spec)?)
 }
 
-fn features() -> serde_json::Value {
-    serde_json::json!({
-        "ociVersionMin": "1.0.0",
-        "ociVersionMax": "1.2.0",
-        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
-        "mountOptions": ["async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec",
-            "mand", "noatime", "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime",
-            "nosuid", "private", "rbind", "relatime", "remount", "ro", "rprivate", "rshared", "rslave",
-            "runbindable", "rw", "shared", "slave", "strictatime", "suid", "sync", "unbindable"],
-        "linux": {
-            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
-            "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
-            "seccomp": {
-                "enabled": true,
-                "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
-                    "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
-                "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
-                    "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
-                "archs": [if cfg!(target_arch = "aarch64") { "SCMP_ARCH_AARCH64" } else { "SCMP_ARCH_X86_64" }]
-            },
-            "apparmor": {"enabled": false},
-            "selinux": {"enabled": false}
-        },
-        "annotations": {"org.kcore.runtime.version": env!("CARGO_PKG_VERSION")}
-    })
-}
-
 fn exec(rt: &Runtime, id: &str, cmd: &Cmd) -> anyhow::Result<i32> {
     let Cmd::Exec {
         process,
@@ -524,7 +496,10 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
                 }
             }
         }
-        Cmd::Features => println!("{}", serde_json::to_string_pretty(&features())?),
+        Cmd::Features => println!(
+            "{}",
+            serde_json::to_string_pretty(&kcore_runtime::features())?
+        ),
         Cmd::Spec { bundle } => {
             let rootless = &(cli.rootless.as_deref() == Some("true"));
             let path = bundle.join("config.json");
