@@ -9,8 +9,9 @@
 //!   stopped`, with a guard on every operation ([`Status::can_start`], ...).
 //!   [`Container::start`], [`Container::wait`], [`Container::kill`],
 //!   [`Container::delete`], [`Container::exec`], [`Container::pause`],
-//!   [`Container::resume`], [`Container::processes`], [`Container::stats`], and
-//!   [`Container::state`] (the runtime-spec state JSON).
+//!   [`Container::resume`], [`Container::processes`], [`Container::stats`],
+//!   [`Container::update`] (live resource limits), and [`Container::state`] (the
+//!   runtime-spec state JSON). [`features`] is the runtime-spec Features structure.
 //! - What `config.json` asks for on Linux: new and joined namespaces (an absent type is
 //!   shared with the runtime; without a mount namespace the process is chrooted into the
 //!   rootfs and settings that need mounts are refused), id maps,

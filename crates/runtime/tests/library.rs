@@ -1091,3 +1091,106 @@ fn mount_destinations_through_symlinks_stay_inside_the_rootfs() {
     // ...and nothing in the host directory the absolute link names.
     assert_eq!(std::fs::read_dir(&canary).unwrap().count(), 0);
 }
+
+/// Reads one control of a container's cgroup: the v1 file under the controller's
+/// hierarchy, or the v2 file in the unified one.
+fn cg_read(
+    cg: &kcore_cgroup::Cgroup,
+    ctrl: kcore_cgroup::Controller,
+    v1: &str,
+    v2: &str,
+) -> String {
+    let host = cg.host();
+    let path = if host.mode() == kcore_cgroup::CgroupMode::V2 {
+        host.unified().expect("v2 mount").join(cg.path()).join(v2)
+    } else {
+        host.v1_mount(ctrl)
+            .expect("v1 controller")
+            .join(cg.path())
+            .join(v1)
+    };
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// `update` changes the limits of a running and of a paused container in its cgroup,
+/// keeps the ones it leaves out, records them in the state, and is refused once the
+/// container stopped.
+#[test]
+#[ignore = "needs root"]
+fn update_changes_live_limits() {
+    use kcore_cgroup::{CgroupMode, Controller};
+    let detected = kcore_cgroup::Host::detect().expect("detect cgroups");
+    let pids = detected.mode() == CgroupMode::V2 || detected.v1_mount(Controller::Pids).is_some();
+    if !pids {
+        eprintln!("skipping the pids limit: no pids controller on this host");
+    }
+    let b = Bundle::new();
+    let mut v = spec(&["/bin/sleep", "1000"]);
+    v["linux"]["resources"] = json!({"memory": {"limit": 67108864}, "cpu": {"shares": 512}});
+    let rt = b.runtime();
+    let id = unique_id("update");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let mut c = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap();
+    c.start().unwrap();
+    let mut new = json!({"memory": {"limit": 134217728}});
+    if pids {
+        new["pids"] = json!({"limit": 40});
+    }
+    let ignored = c.update(&serde_json::from_value(new).unwrap()).unwrap();
+    assert!(ignored.is_empty(), "{ignored:?}");
+    let cg = c.cgroup().unwrap().unwrap();
+    let mem = || {
+        cg_read(
+            &cg,
+            Controller::Memory,
+            "memory.limit_in_bytes",
+            "memory.max",
+        )
+    };
+    assert_eq!(mem(), "134217728");
+    if pids {
+        assert_eq!(cg_read(&cg, Controller::Pids, "pids.max", "pids.max"), "40");
+    }
+    if detected.mode() != CgroupMode::V2 {
+        // Left out, so unchanged.
+        assert_eq!(
+            cg_read(&cg, Controller::Cpu, "cpu.shares", "cpu.weight"),
+            "512"
+        );
+    }
+    // Recorded: a later load sees the merged resources.
+    let again = rt.load(&id).unwrap();
+    let r = again
+        .spec()
+        .linux()
+        .as_ref()
+        .unwrap()
+        .resources()
+        .clone()
+        .unwrap();
+    assert_eq!(r.memory().as_ref().unwrap().limit(), Some(134217728));
+    assert_eq!(r.cpu().as_ref().unwrap().shares(), Some(512));
+    // Paused containers take updates too.
+    c.pause().unwrap();
+    c.update(&serde_json::from_value(json!({"memory": {"limit": 100663296}})).unwrap())
+        .unwrap();
+    assert_eq!(mem(), "100663296");
+    c.resume().unwrap();
+    let pid = c.pid();
+    c.kill(libc::SIGKILL, false).unwrap();
+    c.wait().unwrap();
+    let e = c
+        .update(&serde_json::from_value(json!({"memory": {"limit": 67108864}})).unwrap())
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidState { .. }), "{e}");
+    c.delete(false).unwrap();
+    assert_no_trace(&b, &id, pid);
+}

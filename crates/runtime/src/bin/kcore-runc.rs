@@ -62,6 +62,153 @@ struct CreateArgs {
     no_new_keyring: bool,
 }
 
+/// The limits of `update`: runc's flags, or a `linux.resources` JSON object.
+#[derive(clap::Args, Debug, Default)]
+struct UpdateArgs {
+    /// JSON file with the resources to update (`-` for stdin); the other options are
+    /// then ignored.
+    #[arg(short, long)]
+    resources: Option<PathBuf>,
+    /// Block IO weight (10-1000).
+    #[arg(long = "blkio-weight")]
+    blkio_weight: Option<u16>,
+    /// CPU CFS period (microseconds).
+    #[arg(long = "cpu-period")]
+    cpu_period: Option<u64>,
+    /// CPU CFS quota (microseconds per period).
+    #[arg(long = "cpu-quota")]
+    cpu_quota: Option<i64>,
+    /// CPU shares (relative weight).
+    #[arg(long = "cpu-share")]
+    cpu_share: Option<u64>,
+    /// CPU realtime period (microseconds).
+    #[arg(long = "cpu-rt-period")]
+    cpu_rt_period: Option<u64>,
+    /// CPU realtime runtime (microseconds per period).
+    #[arg(long = "cpu-rt-runtime")]
+    cpu_rt_runtime: Option<i64>,
+    /// CPUs to use (e.g. 0-3,5).
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes to use.
+    #[arg(long = "cpuset-mems")]
+    cpuset_mems: Option<String>,
+    /// Memory limit (bytes, or with a k/m/g suffix).
+    #[arg(long)]
+    memory: Option<String>,
+    /// Memory soft limit (bytes, or with a k/m/g suffix).
+    #[arg(long = "memory-reservation")]
+    memory_reservation: Option<String>,
+    /// Memory plus swap limit; -1 for unlimited swap.
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Maximum number of processes.
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Intel RDT L3 cache schema (not supported by kcore).
+    #[arg(long = "l3-cache-schema")]
+    l3_cache_schema: Option<String>,
+    /// Intel RDT memory bandwidth schema (not supported by kcore).
+    #[arg(long = "mem-bw-schema")]
+    mem_bw_schema: Option<String>,
+}
+
+/// A byte size as runc's update takes it: a number with an optional binary suffix
+/// (`k`, `m`, `g`, `t`, `p`, optionally followed by `b` or `ib`), or `-1`.
+fn parse_bytes(s: &str) -> anyhow::Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    if t == "-1" {
+        return Ok(-1);
+    }
+    let digits = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let unit = unit.trim();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(unit);
+    let mult: f64 = match unit {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024.0f64.powi(4),
+        "p" => 1024.0f64.powi(5),
+        _ => anyhow::bail!("invalid size {s:?}"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid size {s:?}"))?;
+    Ok((n * mult) as i64)
+}
+
+/// The `linux.resources` object `update` asks for.
+fn update_resources(a: &UpdateArgs) -> anyhow::Result<oci_spec::runtime::LinuxResources> {
+    if let Some(path) = &a.resources {
+        let text = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())?
+        } else {
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?
+        };
+        return Ok(serde_json::from_str(&text)?);
+    }
+    if a.l3_cache_schema.is_some() || a.mem_bw_schema.is_some() {
+        anyhow::bail!("Intel RDT (--l3-cache-schema, --mem-bw-schema) is not supported");
+    }
+    let mut r = serde_json::json!({});
+    let mut set = |path: &[&str], v: serde_json::Value| {
+        let mut cur = &mut r;
+        for k in &path[..path.len() - 1] {
+            cur = cur
+                .as_object_mut()
+                .expect("objects only")
+                .entry(*k)
+                .or_insert_with(|| serde_json::json!({}));
+        }
+        cur[path[path.len() - 1]] = v;
+    };
+    if let Some(v) = a.blkio_weight {
+        set(&["blockIO", "weight"], v.into());
+    }
+    if let Some(v) = a.cpu_period {
+        set(&["cpu", "period"], v.into());
+    }
+    if let Some(v) = a.cpu_quota {
+        set(&["cpu", "quota"], v.into());
+    }
+    if let Some(v) = a.cpu_share {
+        set(&["cpu", "shares"], v.into());
+    }
+    if let Some(v) = a.cpu_rt_period {
+        set(&["cpu", "realtimePeriod"], v.into());
+    }
+    if let Some(v) = a.cpu_rt_runtime {
+        set(&["cpu", "realtimeRuntime"], v.into());
+    }
+    if let Some(v) = &a.cpuset_cpus {
+        set(&["cpu", "cpus"], v.as_str().into());
+    }
+    if let Some(v) = &a.cpuset_mems {
+        set(&["cpu", "mems"], v.as_str().into());
+    }
+    if let Some(v) = &a.memory {
+        set(&["memory", "limit"], parse_bytes(v)?.into());
+    }
+    if let Some(v) = &a.memory_reservation {
+        set(&["memory", "reservation"], parse_bytes(v)?.into());
+    }
+    if let Some(v) = &a.memory_swap {
+        set(&["memory", "swap"], parse_bytes(v)?.into());
+    }
+    if let Some(v) = a.pids_limit {
+        set(&["pids", "limit"], v.into());
+    }
+    Ok(serde_json::from_value(r)?)
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Create a container (the user program waits for `start`).
@@ -136,6 +283,12 @@ enum Cmd {
         /// table or json.
         #[arg(short, long, default_value = "table")]
         format: String,
+        id: String,
+    },
+    /// Change the resource limits of a live container (as `runc update`).
+    Update {
+        #[command(flatten)]
+        args: UpdateArgs,
         id: String,
     },
     /// Freeze a container.
@@ -448,6 +601,13 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
                 }
             }
         }
+        Cmd::Update { args, id } => {
+            let res = update_resources(args)?;
+            let ignored = rt.load(id)?.update(&res)?;
+            if !ignored.is_empty() {
+                eprintln!("warning: not supported on this host, not applied: {ignored:?}");
+            }
+        }
         Cmd::Pause { id } => rt.load(id)?.pause()?,
         Cmd::Resume { id } => rt.load(id)?.resume()?,
         Cmd::Events {
@@ -579,5 +739,46 @@ fn main() {
             eprintln!("kcore-runc: {msg}");
             std::process::exit(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_like_runc() {
+        assert_eq!(parse_bytes("100").unwrap(), 100);
+        assert_eq!(parse_bytes("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("512kb").unwrap(), 512 << 10);
+        assert_eq!(parse_bytes("2MiB").unwrap(), 2 << 20);
+        assert_eq!(parse_bytes("-1").unwrap(), -1);
+        assert!(parse_bytes("12x").is_err());
+        assert!(parse_bytes("").is_err());
+    }
+
+    #[test]
+    fn update_flags_become_resources() {
+        let a = UpdateArgs {
+            memory: Some("128m".into()),
+            memory_swap: Some("-1".into()),
+            cpu_share: Some(256),
+            cpuset_cpus: Some("0-1".into()),
+            pids_limit: Some(40),
+            ..UpdateArgs::default()
+        };
+        let r = serde_json::to_value(update_resources(&a).unwrap()).unwrap();
+        assert_eq!(r["memory"]["limit"], 128 << 20);
+        assert_eq!(r["memory"]["swap"], -1);
+        assert_eq!(r["cpu"]["shares"], 256);
+        assert_eq!(r["cpu"]["cpus"], "0-1");
+        assert_eq!(r["pids"]["limit"], 40);
+        assert!(r.get("blockIO").is_none_or(|b| b.is_null()));
+        let rdt = UpdateArgs {
+            l3_cache_schema: Some("L3:0=ff".into()),
+            ..UpdateArgs::default()
+        };
+        assert!(update_resources(&rdt).is_err());
     }
 }

@@ -8,6 +8,7 @@ mod kill;
 mod pause;
 mod ps;
 mod start;
+mod update;
 
 pub use exec::ExecProcess;
 
