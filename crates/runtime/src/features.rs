@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 /// The highest runtime-spec version kcore accepts in `config.json`.
 pub const OCI_VERSION_MAX: &str = "1.2.0";
 
-/// Mount options [`features`] lists: every one is decoded by the mount setup.
+/// Mount options [`features`] lists: every one is decoded by the mount setup (the
+/// `r`-prefixed recursive ones with mount_setattr, Linux 5.12+).
 const MOUNT_OPTIONS: &[&str] = &[
     "async",
     "atime",
@@ -31,20 +32,40 @@ const MOUNT_OPTIONS: &[&str] = &[
     "norelatime",
     "nostrictatime",
     "nosuid",
+    "nosymfollow",
     "private",
+    "ratime",
     "rbind",
+    "rdev",
+    "rdiratime",
     "relatime",
     "remount",
+    "rexec",
+    "rnoatime",
+    "rnodev",
+    "rnodiratime",
+    "rnoexec",
+    "rnorelatime",
+    "rnostrictatime",
+    "rnosuid",
+    "rnosymfollow",
     "ro",
     "rprivate",
+    "rrelatime",
+    "rro",
+    "rrw",
     "rshared",
     "rslave",
+    "rstrictatime",
+    "rsuid",
+    "rsymfollow",
     "runbindable",
     "rw",
     "shared",
     "slave",
     "strictatime",
     "suid",
+    "symfollow",
     "sync",
     "unbindable",
 ];
@@ -133,9 +154,34 @@ mod tests {
         let f = features();
         let typed: oci_spec::runtime::Features = serde_json::from_value(f.clone()).unwrap();
         assert_eq!(typed.oci_version_max(), OCI_VERSION_MAX);
-        for o in f["mountOptions"].as_array().unwrap() {
-            let (_, _, data) = crate::mounts::parse_options(&[o.as_str().unwrap().to_string()]);
-            assert!(data.is_empty(), "{o} is not decoded");
+        let opts = f["mountOptions"].as_array().unwrap();
+        let mut sorted = opts.clone();
+        sorted.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+        assert_eq!(&sorted, opts, "sorted, as runc lists them");
+        for o in opts {
+            let o = [o.as_str().unwrap().to_string()];
+            let (flags, prop, data) = crate::mounts::parse_options(&o);
+            assert!(data.is_empty(), "{o:?} is not decoded");
+            let rec = crate::mounts::recursive_attrs(&o);
+            let does_something = flags != 0 || !prop.is_empty() || rec != (0, 0);
+            let clears = [
+                "rw",
+                "suid",
+                "dev",
+                "exec",
+                "async",
+                "nomand",
+                "atime",
+                "diratime",
+                "norelatime",
+                "nostrictatime",
+                "defaults",
+                "symfollow",
+            ];
+            assert!(
+                does_something || clears.contains(&o[0].as_str()) || o[0].starts_with('r'),
+                "{o:?}"
+            );
         }
         for ns in f["linux"]["namespaces"].as_array().unwrap() {
             let cfg = format!(r#"{{"type": {ns}}}"#);

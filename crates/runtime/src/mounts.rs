@@ -11,7 +11,7 @@ use kcore_ns::SetupError;
 use kcore_rootfd::{Errno, Kind, OFlags};
 use rustix::fs::{self as rfs, AtFlags, FileType};
 
-use crate::sys::{locked_flags, readonly_recursive, Dest, Real, Src, Syscall};
+use crate::sys::{locked_flags, Dest, Real, Src, Syscall};
 
 type R<T = ()> = std::result::Result<T, SetupError>;
 
@@ -39,6 +39,9 @@ pub(crate) struct MountPlan {
     pub flags: libc::c_ulong,
     pub data: String,
     pub propagation: Vec<libc::c_ulong>,
+    /// `MOUNT_ATTR_*` bits set and cleared on the mount and every mount below it
+    /// (runc's recursive options such as `rro`), with `mount_setattr(AT_RECURSIVE)`.
+    pub rec_attr: (u64, u64),
 }
 
 impl MountPlan {
@@ -47,7 +50,59 @@ impl MountPlan {
     }
 }
 
-/// Decodes mount options the way runc does: flags, propagation, and the rest as data.
+/// `nosymfollow` (Linux 5.10; not in the libc crate).
+pub(crate) const MS_NOSYMFOLLOW: libc::c_ulong = 256;
+
+/// The recursive mount options: the `MOUNT_ATTR_*` bit each sets (or, with `true`,
+/// clears) on the whole mount tree.
+fn recursive_option(name: &str) -> Option<(bool, u64)> {
+    use rustix::mount::MountAttrFlags as A;
+    let (clear, attr) = match name {
+        "rro" => (false, A::MOUNT_ATTR_RDONLY),
+        "rrw" => (true, A::MOUNT_ATTR_RDONLY),
+        "rnosuid" => (false, A::MOUNT_ATTR_NOSUID),
+        "rsuid" => (true, A::MOUNT_ATTR_NOSUID),
+        "rnodev" => (false, A::MOUNT_ATTR_NODEV),
+        "rdev" => (true, A::MOUNT_ATTR_NODEV),
+        "rnoexec" => (false, A::MOUNT_ATTR_NOEXEC),
+        "rexec" => (true, A::MOUNT_ATTR_NOEXEC),
+        "rnodiratime" => (false, A::MOUNT_ATTR_NODIRATIME),
+        "rdiratime" => (true, A::MOUNT_ATTR_NODIRATIME),
+        "rrelatime" => (false, A::MOUNT_ATTR_RELATIME),
+        "rnorelatime" => (true, A::MOUNT_ATTR_RELATIME),
+        "rnoatime" => (false, A::MOUNT_ATTR_NOATIME),
+        "ratime" => (true, A::MOUNT_ATTR_NOATIME),
+        "rstrictatime" => (false, A::MOUNT_ATTR_STRICTATIME),
+        "rnostrictatime" => (true, A::MOUNT_ATTR_STRICTATIME),
+        "rnosymfollow" => (false, A::MOUNT_ATTR_NOSYMFOLLOW),
+        "rsymfollow" => (true, A::MOUNT_ATTR_NOSYMFOLLOW),
+        _ => return None,
+    };
+    Some((clear, u64::from(attr.bits())))
+}
+
+/// The `(attr_set, attr_clr)` of the recursive options among `opts`. Setting an
+/// access-time mode also clears the whole access-time field, as mount_setattr(2) asks.
+pub(crate) fn recursive_attrs(opts: &[String]) -> (u64, u64) {
+    let atime = u64::from(rustix::mount::MountAttrFlags::MOUNT_ATTR__ATIME.bits());
+    let (mut set, mut clr) = (0u64, 0u64);
+    for (clear, attr) in opts.iter().filter_map(|o| recursive_option(o)) {
+        if clear {
+            clr |= attr;
+            set &= !attr;
+        } else {
+            set |= attr;
+            clr &= !attr;
+            if attr & atime == attr {
+                clr |= atime;
+            }
+        }
+    }
+    (set, clr)
+}
+
+/// Decodes mount options the way runc does: flags, propagation, and the rest as data
+/// (the recursive options are left to [`recursive_attrs`]).
 pub(crate) fn parse_options(opts: &[String]) -> (libc::c_ulong, Vec<libc::c_ulong>, String) {
     let mut flags: libc::c_ulong = 0;
     let mut prop = Vec::new();
@@ -79,6 +134,9 @@ pub(crate) fn parse_options(opts: &[String]) -> (libc::c_ulong, Vec<libc::c_ulon
             "nostrictatime" => (0, libc::MS_STRICTATIME),
             "bind" => (libc::MS_BIND, 0),
             "rbind" => (libc::MS_BIND | libc::MS_REC, 0),
+            "nosymfollow" => (MS_NOSYMFOLLOW, 0),
+            "symfollow" => (0, MS_NOSYMFOLLOW),
+            other if recursive_option(other).is_some() => (0, 0),
             other => {
                 if let Some(p) = propagation_flag(other) {
                     prop.push(p);
@@ -98,8 +156,8 @@ pub(crate) fn plan(mounts: &[oci_spec::runtime::Mount], bundle: &Path) -> Vec<Mo
     mounts
         .iter()
         .map(|m| {
-            let (mut flags, propagation, data) =
-                parse_options(m.options().as_deref().unwrap_or_default());
+            let opts = m.options().as_deref().unwrap_or_default();
+            let (mut flags, propagation, data) = parse_options(opts);
             if m.typ().as_deref() == Some("bind") {
                 flags |= libc::MS_BIND;
             }
@@ -117,6 +175,7 @@ pub(crate) fn plan(mounts: &[oci_spec::runtime::Mount], bundle: &Path) -> Vec<Mo
                 flags,
                 data,
                 propagation,
+                rec_attr: recursive_attrs(opts),
             }
         })
         .collect()
@@ -356,6 +415,10 @@ impl RootfsPlan {
                 Err(e) => return Err(fail(format!("mount {fstype} on"), shown)(e)),
             }
         };
+        if m.rec_attr != (0, 0) {
+            sys.set_attr(mnt.as_fd(), m.rec_attr.0, m.rec_attr.1)
+                .map_err(fail("set recursive mount attributes of", shown))?;
+        }
         for p in &m.propagation {
             sys.change(mnt.as_fd(), *p)
                 .map_err(fail("set propagation of", shown))?;
@@ -527,7 +590,13 @@ impl RootfsPlan {
                 libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked_flags(mnt.as_fd()),
             )
             .map_err(fail("remount read-only", p))?;
-            readonly_recursive(mnt.as_fd());
+            // Submounts too, where the kernel has mount_setattr (5.12); before that the
+            // remount covers the top mount only.
+            let ro = u64::from(rustix::mount::MountAttrFlags::MOUNT_ATTR_RDONLY.bits());
+            match sys.set_attr(mnt.as_fd(), ro, 0) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+                r => r.map_err(fail("make read-only below", p))?,
+            }
         }
         for p in &self.masked {
             let Some(d) = existing(p)? else { continue };
@@ -611,6 +680,22 @@ mod tests {
         assert_eq!(p, vec![libc::MS_PRIVATE | libc::MS_REC]);
         let (f, _, _) = parse_options(&s(&["ro", "rw"]));
         assert_eq!(f, 0);
+        use rustix::mount::MountAttrFlags as A;
+        let bits = |a: A| u64::from(a.bits());
+        // Recursive options are not file-system data; an access-time mode clears the
+        // whole access-time field; a later option wins.
+        let o = s(&["rro", "rnoatime", "rnosuid", "rsuid", "nosymfollow"]);
+        let (f, _, d) = parse_options(&o);
+        assert_eq!(f, MS_NOSYMFOLLOW);
+        assert!(d.is_empty());
+        assert_eq!(
+            recursive_attrs(&o),
+            (
+                bits(A::MOUNT_ATTR_RDONLY | A::MOUNT_ATTR_NOATIME),
+                bits(A::MOUNT_ATTR__ATIME | A::MOUNT_ATTR_NOSUID)
+            )
+        );
+        assert_eq!(recursive_attrs(&s(&["ro", "nosuid"])), (0, 0));
     }
 
     #[test]
@@ -819,6 +904,11 @@ mod tests {
                     target: r.join("proc/sys"),
                     flags: libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked_flags_of(&r),
                 },
+                Call::SetAttr {
+                    target: r.join("proc/sys"),
+                    set: u64::from(rustix::mount::MountAttrFlags::MOUNT_ATTR_RDONLY.bits()),
+                    clr: 0,
+                },
                 Call::Bind {
                     source: root.join("dev/null"),
                     recursive: false,
@@ -888,6 +978,9 @@ mod tests {
         }
         fn change(&self, mnt: BorrowedFd<'_>, flags: libc::c_ulong) -> io::Result<()> {
             self.real.change(mnt, flags)
+        }
+        fn set_attr(&self, mnt: BorrowedFd<'_>, set: u64, clr: u64) -> io::Result<()> {
+            self.real.set_attr(mnt, set, clr)
         }
         fn mknod(
             &self,

@@ -84,6 +84,10 @@ pub(crate) trait Syscall {
     /// change.
     fn change(&self, mnt: BorrowedFd<'_>, flags: libc::c_ulong) -> io::Result<()>;
 
+    /// `mount_setattr(AT_RECURSIVE)` on the mount `mnt` holds and every mount below it:
+    /// `set` and `clr` are `MOUNT_ATTR_*` bits. `ENOSYS` before Linux 5.12.
+    fn set_attr(&self, mnt: BorrowedFd<'_>, set: u64, clr: u64) -> io::Result<()>;
+
     /// Makes the device node `name` in `dir` with exactly `mode` and owner `uid:gid`.
     #[allow(clippy::too_many_arguments)]
     fn mknod(
@@ -147,6 +151,10 @@ pub(crate) fn mount_attrs(flags: libc::c_ulong) -> MountAttrFlags {
         (libc::MS_NOATIME, MountAttrFlags::MOUNT_ATTR_NOATIME),
         (libc::MS_STRICTATIME, MountAttrFlags::MOUNT_ATTR_STRICTATIME),
         (libc::MS_NODIRATIME, MountAttrFlags::MOUNT_ATTR_NODIRATIME),
+        (
+            crate::mounts::MS_NOSYMFOLLOW,
+            MountAttrFlags::MOUNT_ATTR_NOSYMFOLLOW,
+        ),
     ] {
         if flags & ms != 0 {
             a |= attr;
@@ -284,6 +292,10 @@ impl Syscall for Real {
         Legacy.change(mnt, flags)
     }
 
+    fn set_attr(&self, mnt: BorrowedFd<'_>, set: u64, clr: u64) -> io::Result<()> {
+        mount_setattr_recursive(mnt, set, clr)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn mknod(
         &self,
@@ -360,6 +372,12 @@ impl Syscall for Legacy {
         legacy_mount(None, &kcore_rootfd::proc_fd_path(mnt), None, flags, None)
     }
 
+    /// mount_setattr is newer than the mount API (5.12 against 5.2): nothing older to
+    /// fall back to.
+    fn set_attr(&self, mnt: BorrowedFd<'_>, set: u64, clr: u64) -> io::Result<()> {
+        mount_setattr_recursive(mnt, set, clr)
+    }
+
     fn mknod(
         &self,
         dir: BorrowedFd<'_>,
@@ -428,9 +446,8 @@ pub(crate) fn locked_flags(mnt: BorrowedFd<'_>) -> libc::c_ulong {
     f
 }
 
-/// Makes every mount under `mnt` read-only too (`mount_setattr(AT_RECURSIVE)`, Linux
-/// 5.12+); on older kernels the caller's remount covers the top mount only.
-pub(crate) fn readonly_recursive(mnt: BorrowedFd<'_>) {
+/// `mount_setattr(mnt, "", AT_EMPTY_PATH | AT_RECURSIVE, {set, clr})`.
+fn mount_setattr_recursive(mnt: BorrowedFd<'_>, set: u64, clr: u64) -> io::Result<()> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -439,23 +456,28 @@ pub(crate) fn readonly_recursive(mnt: BorrowedFd<'_>) {
         userns_fd: u64,
     }
     let attr = MountAttr {
-        attr_set: u64::from(MountAttrFlags::MOUNT_ATTR_RDONLY.bits()),
-        attr_clr: 0,
+        attr_set: set,
+        attr_clr: clr,
         propagation: 0,
         userns_fd: 0,
     };
+    const AT_RECURSIVE: libc::c_int = 0x8000;
     // SAFETY: a valid fd, an empty path with AT_EMPTY_PATH, and an attribute struct of
-    // the size passed; failure (an old kernel) is tolerated, see above.
-    unsafe {
+    // the size passed.
+    let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             std::os::fd::AsRawFd::as_raw_fd(&mnt),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH | 0x8000, // AT_RECURSIVE
+            libc::AT_EMPTY_PATH | AT_RECURSIVE,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -492,6 +514,11 @@ pub(crate) mod testing {
         Mknod {
             path: PathBuf,
             mode: u32,
+        },
+        SetAttr {
+            target: PathBuf,
+            set: u64,
+            clr: u64,
         },
     }
 
@@ -554,6 +581,15 @@ pub(crate) mod testing {
             self.calls.borrow_mut().push(Call::Change {
                 target: fd_path(mnt),
                 flags,
+            });
+            Ok(())
+        }
+
+        fn set_attr(&self, mnt: BorrowedFd<'_>, set: u64, clr: u64) -> io::Result<()> {
+            self.calls.borrow_mut().push(Call::SetAttr {
+                target: fd_path(mnt),
+                set,
+                clr,
             });
             Ok(())
         }

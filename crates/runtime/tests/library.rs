@@ -1194,3 +1194,78 @@ fn update_changes_live_limits() {
     c.delete(false).unwrap();
     assert_no_trace(&b, &id, pid);
 }
+
+/// Unmounts a test's host mount on drop (lazily, so a failing test cannot leave it).
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid path; plain umount2.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// `rro` makes a bind mount read-only together with everything mounted below its
+/// source, where `ro` covers the top mount only (runc's recursive options, through
+/// mount_setattr).
+#[test]
+#[ignore = "needs root"]
+fn recursive_read_only_bind_covers_submounts() {
+    // SAFETY: a probe with a bad fd; only the errno matters.
+    let rc = unsafe { libc::syscall(libc::SYS_mount_setattr, -1, c"".as_ptr(), 0, 0, 0) };
+    if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        eprintln!("skipping: the kernel has no mount_setattr (Linux 5.12+)");
+        return;
+    }
+    let b = Bundle::new();
+    let sub = b.file("vol/sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    let c = std::ffi::CString::new(sub.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid C strings.
+    let rc = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            c.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "mount a tmpfs under the volume");
+    let _u = Unmount(sub.clone());
+    let mut v = spec(&[
+        "/bin/sh",
+        "-c",
+        "touch /ro/sub/a && echo ro-sub-writable; \
+         touch /rro/sub/b 2>/dev/null || echo rro-sub-readonly; \
+         touch /rro/c 2>/dev/null || echo rro-top-readonly",
+    ]);
+    let mounts = v["mounts"].as_array_mut().unwrap();
+    mounts.push(
+        json!({"destination": "/ro", "type": "bind", "source": "vol", "options": ["rbind", "ro"]}),
+    );
+    mounts.push(json!({"destination": "/rro", "type": "bind", "source": "vol", "options": ["rbind", "rro"]}));
+    let rt = b.runtime();
+    let id = unique_id("rro");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let (out, opts) = out_files(&b, "rro");
+    let mut c = rt.create(&id, b.path(), &parse(&v), opts).unwrap();
+    let pid = c.pid();
+    c.start().unwrap();
+    let st = c.wait().unwrap();
+    c.delete(false).unwrap();
+    let out = std::fs::read_to_string(out).unwrap();
+    assert!(st.success(), "{st}: {out}");
+    for want in ["ro-sub-writable", "rro-sub-readonly", "rro-top-readonly"] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert!(sub.join("a").exists());
+    assert!(!sub.join("b").exists());
+    // The test's own tmpfs goes before the check that nothing of the bundle is mounted.
+    drop(_u);
+    assert_no_trace(&b, &id, pid);
+}
