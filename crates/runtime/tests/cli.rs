@@ -111,6 +111,23 @@ fn lifecycle_create_start_exec_kill_delete() {
     let ps: Vec<i32> =
         serde_json::from_str(&ok(&runc(&b, &["ps", "--format", "json", &id]))).unwrap();
     assert_eq!(ps, vec![pid]);
+    // The table is ps(1)'s, filtered to the container (with ps options, as runc).
+    let table = ok(&runc(&b, &["ps", &id]));
+    let mut rows = table.lines();
+    assert!(rows.next().unwrap().contains("PID"), "{table}");
+    let rows: Vec<&str> = rows.collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    assert!(rows[0].contains("sleep 1000"), "{table}");
+    let table = ok(&runc(&b, &["ps", &id, "-o", "pid,comm"]));
+    assert_eq!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [pid.to_string().as_str(), "sleep"]
+    );
     ok(&runc(&b, &["pause", &id]));
     assert_eq!(state(&b, &id)["status"], "paused");
     let ev: Value = serde_json::from_str(&ok(&runc(&b, &["events", "--stats", &id]))).unwrap();

@@ -144,6 +144,50 @@ fn parse_bytes(s: &str) -> anyhow::Result<i64> {
     Ok((n * mult) as i64)
 }
 
+/// `ps` with `args` (default `-ef`), keeping the header and the lines of `pids`, as
+/// `runc ps` prints them.
+fn ps_table(pids: &[i32], args: &[String]) -> anyhow::Result<String> {
+    let args: Vec<String> = if args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        args.to_vec()
+    };
+    let out = std::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .map_err(|e| anyhow::anyhow!("run ps: {e}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    filter_ps(&String::from_utf8_lossy(&out.stdout), pids)
+}
+
+/// The header of `ps` output and the lines whose PID column holds one of `pids`.
+fn filter_ps(text: &str, pids: &[i32]) -> anyhow::Result<String> {
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let col = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .ok_or_else(|| anyhow::anyhow!("ps output has no PID column"))?;
+    let mut out = format!("{header}\n");
+    for l in lines {
+        let pid = l
+            .split_whitespace()
+            .nth(col)
+            .and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
 /// The `linux.resources` object `update` asks for.
 fn update_resources(a: &UpdateArgs) -> anyhow::Result<oci_spec::runtime::LinuxResources> {
     if let Some(path) = &a.resources {
@@ -278,12 +322,16 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
-    /// List the processes of a container.
+    /// List the processes of a container: `ps` output (with the given ps options,
+    /// default `-ef`) filtered to the container's processes, or a JSON list of pids.
     Ps {
         /// table or json.
         #[arg(short, long, default_value = "table")]
         format: String,
         id: String,
+        /// Options for ps(1), as runc passes them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
     },
     /// Change the resource limits of a live container (as `runc update`).
     Update {
@@ -583,22 +631,16 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
             Err(e) => return Err(e.into()),
         },
         cmd @ Cmd::Exec { id, .. } => return exec(&rt, id, cmd),
-        Cmd::Ps { format, id } => {
-            let c = rt.load(id)?;
-            let pids = c.processes()?;
-            if format == "json" {
-                println!("{}", serde_json::to_string(&pids)?);
-            } else {
-                println!("{:>8} CMD", "PID");
-                for p in pids {
-                    let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-                    let cmdline: Vec<String> = cmdline
-                        .split(|b| *b == 0)
-                        .filter(|s| !s.is_empty())
-                        .map(|s| String::from_utf8_lossy(s).into_owned())
-                        .collect();
-                    println!("{p:>8} {}", cmdline.join(" "));
-                }
+        Cmd::Ps {
+            format,
+            id,
+            ps_args,
+        } => {
+            let pids = rt.load(id)?.processes()?;
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string(&pids)?),
+                "table" => print!("{}", ps_table(&pids, ps_args)?),
+                other => anyhow::bail!("invalid format {other:?}: table or json"),
             }
         }
         Cmd::Update { args, id } => {
@@ -745,6 +787,20 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ps_output_is_filtered_by_the_pid_column() {
+        let text = "UID          PID    PPID  C STIME TTY          TIME CMD\n\
+                    root           1       0  0 10:00 ?        00:00:01 /sbin/init\n\
+                    root          42       1  0 10:01 ?        00:00:00 sleep 1000\n\
+                    root         420      42  0 10:01 ?        00:00:00 sh -c x\n";
+        let out = filter_ps(text, &[42]).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("UID"));
+        assert!(lines[1].ends_with("sleep 1000"));
+        assert!(filter_ps("USER COMMAND\nroot x\n", &[1]).is_err());
+    }
 
     #[test]
     fn sizes_parse_like_runc() {
