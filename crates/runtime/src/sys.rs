@@ -9,8 +9,9 @@
 //! Mount targets are never paths: a target is a [`Dest`], an `O_PATH` fd that
 //! [`kcore_rootfd`] resolved inside the rootfs, and the mount goes onto that fd with the
 //! new mount API (`open_tree` / `fsopen` + `fsmount`, then `move_mount` with
-//! `MOVE_MOUNT_T_EMPTY_PATH`). On kernels without it (`ENOSYS`, before 5.2) mount(2) is
-//! given `/proc/self/fd/N` of the same fd, which the kernel resolves to exactly that
+//! `MOVE_MOUNT_T_EMPTY_PATH`). On kernels without it (`ENOSYS`, before 5.2), or under a
+//! seccomp profile that refuses it (`EPERM`), mount(2) is given `/proc/self/fd/N` of
+//! the same fd, which the kernel resolves to exactly that
 //! object. Either way a symlink swapped in after resolution changes nothing: the fd
 //! stays on the object it was opened on, inside the rootfs.
 
@@ -257,7 +258,11 @@ impl Syscall for Real {
         target: &Dest<'_>,
     ) -> io::Result<OwnedFd> {
         match new_api_fs(source, fstype, flags, data, target) {
-            Err(Errno::NOSYS) => Legacy.mount_fs(source, fstype, flags, data, target),
+            // No new mount API, or a seccomp profile around the runtime that refuses
+            // it (container engines' default profiles answer EPERM to calls they do
+            // not know): the legacy calls, which fail the same way where the
+            // permission is really missing.
+            Err(Errno::NOSYS | Errno::PERM) => Legacy.mount_fs(source, fstype, flags, data, target),
             r => Ok(r?),
         }
     }
@@ -283,7 +288,7 @@ impl Syscall for Real {
                 )?;
                 Ok(tree)
             }
-            Err(Errno::NOSYS) => Legacy.bind(source, recursive, target),
+            Err(Errno::NOSYS | Errno::PERM) => Legacy.bind(source, recursive, target),
             Err(e) => Err(e.into()),
         }
     }
