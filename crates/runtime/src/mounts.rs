@@ -186,12 +186,9 @@ pub(crate) fn cstr(p: &Path) -> R<CString> {
         .map_err(|_| format!("path {} contains a NUL byte", p.display()))?)
 }
 
+/// The last OS error of a step about `p` (the cause stays in the error's source).
 fn err(what: &str, p: &Path) -> SetupError {
-    let e = std::io::Error::last_os_error();
-    Box::new(std::io::Error::new(
-        e.kind(),
-        format!("{what} {}: {e}", p.display()),
-    ))
+    fail(what, p)(io::Error::last_os_error())
 }
 
 /// A step of the rootfs setup that failed, with the path it was about.
