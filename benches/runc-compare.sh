@@ -6,7 +6,9 @@
 #
 # One cycle is `<runtime> run` of a busybox `/bin/true` bundle in the foreground:
 # create + start + wait for exit + delete, with new pid/net/ipc/uts/mount
-# namespaces and the runtime's default cgroup. Every runtime gets the same bundle
+# namespaces and the runtime's default cgroup. Exec latency is `<runtime> exec ID
+# /bin/true` into a running container of the same bundle (running `sleep`), timed
+# until the exec'd process exited and the runtime returned. Every runtime gets the same bundle
 # and its own state root. crun refuses hybrid-cgroup hosts (v1 controllers plus
 # /sys/fs/cgroup/unified), so its cycles run in a private mount namespace where
 # the unified mount is detached; kcore-runc and runc run on the host as it is.
@@ -47,6 +49,7 @@ mkdir -p "$B/rootfs/bin" "$B/rootfs/proc" "$B/rootfs/dev" "$B/rootfs/sys" "$B/ro
 cp /bin/busybox "$B/rootfs/bin/busybox"
 ln -s busybox "$B/rootfs/bin/true"
 ln -s busybox "$B/rootfs/bin/sh"
+ln -s busybox "$B/rootfs/bin/sleep"
 cat > "$B/config.json" <<'JSON'
 {
   "ociVersion": "1.0.2",
@@ -94,6 +97,21 @@ cycles() {
         if ((i >= WARMUP)); then echo $(((t1 - t0) / 1000)) >> "$WORK/$name.times"; fi
     done
 }
+# exec_lat NAME BINARY ROUND COUNT: starts one container running `sleep` and times
+# WARMUP + COUNT execs of /bin/true into it, appending one duration (µs) per line to
+# $WORK/NAME.exec
+exec_lat() {
+    local name=$1 bin=$2 round=$3 count=$4 root=$WORK/state-$1 id="exec-$1-$$-$3" i t0 t1
+    mkdir -p "$root"
+    "$bin" --root "$root" run -d --bundle "$EB" "$id" > /dev/null 2>&1 < /dev/null
+    for ((i = 0; i < WARMUP + count; i++)); do
+        t0=$(date +%s%N)
+        "$bin" --root "$root" exec "$id" /bin/true > /dev/null
+        t1=$(date +%s%N)
+        if ((i >= WARMUP)); then echo $(((t1 - t0) / 1000)) >> "$WORK/$name.exec"; fi
+    done
+    "$bin" --root "$root" delete --force "$id" > /dev/null 2>&1
+}
 # peak_rss NAME BINARY: max resident set (KiB) over 5 cycles, or "n/a"
 peak_rss() {
     local name=$1 bin=$2 root=$WORK/state-$1 i max=0 kb
@@ -104,19 +122,33 @@ peak_rss() {
     done
     echo "$max"
 }
-export -f cycles peak_rss
-export WORK B N WARMUP
+# The exec bundle: the same rootfs and config, running `sleep` instead of `true`.
+EB=$WORK/exec-bundle
+mkdir -p "$EB"
+# (runc refuses a symlinked rootfs: the root path is made absolute instead)
+sed -e 's|"args": \["/bin/true"\]|"args": ["/bin/sleep", "100000"]|' \
+    -e "s|\"path\": \"rootfs\"|\"path\": \"$B/rootfs\"|" "$B/config.json" > "$EB/config.json"
+grep -q '/bin/sleep' "$EB/config.json" && grep -q "\"$B/rootfs\"" "$EB/config.json" ||
+    { echo "exec bundle: config not rewritten" >&2; exit 1; }
+
+export -f cycles exec_lat peak_rss
+export WORK B EB N WARMUP
 
 # The runtimes take turns in ROUNDS rounds, so load changes on the machine hit all three.
 ROUNDS=5
 echo "running $N cycles each in $ROUNDS rounds (+$WARMUP warm-up per round)..." >&2
 : > "$WORK/kcore.times"; : > "$WORK/runc.times"; : > "$WORK/crun.times"
+: > "$WORK/kcore.exec"; : > "$WORK/runc.exec"; : > "$WORK/crun.exec"
 for ((r = 0; r < ROUNDS; r++)); do
     count=$(((N + ROUNDS - 1 - r) / ROUNDS))
     cycles kcore "$KR" "$r" "$count"
     cycles runc "$(command -v runc)" "$r" "$count"
     unshare --mount --propagation private bash -c \
         "umount -l /sys/fs/cgroup/unified 2>/dev/null || true; cycles crun \"\$(command -v crun)\" $r $count"
+    exec_lat kcore "$KR" "$r" "$count"
+    exec_lat runc "$(command -v runc)" "$r" "$count"
+    unshare --mount --propagation private bash -c \
+        "umount -l /sys/fs/cgroup/unified 2>/dev/null || true; exec_lat crun \"\$(command -v crun)\" $r $count"
 done
 RSS_KCORE=$(peak_rss kcore "$KR")
 RSS_RUNC=$(peak_rss runc "$(command -v runc)")
@@ -141,4 +173,16 @@ printf '%-12s %10s %10s %10s %14s\n' kcore-runc "$K_MED" "$K_P90" "$K_MEAN" "$RS
 printf '%-12s %10s %10s %10s %14s\n' "runc $(runc --version | awk 'NR==1{print $3}')" "$R_MED" "$R_P90" "$R_MEAN" "$RSS_RUNC"
 printf '%-12s %10s %10s %10s %14s\n' "crun $(crun --version | awk 'NR==1{print $3}')" "$C_MED" "$C_P90" "$C_MEAN" "$RSS_CRUN"
 awk -v k="$K_MED" -v r="$R_MED" -v c="$C_MED" 'BEGIN {
+    printf "ratio (median): runc / kcore-runc = %.2fx, crun / kcore-runc = %.2fx\n", r / k, c / k }'
+
+read -r KE_MED KE_P90 KE_MEAN <<< "$(stats "$WORK/kcore.exec")"
+read -r RE_MED RE_P90 RE_MEAN <<< "$(stats "$WORK/runc.exec")"
+read -r CE_MED CE_P90 CE_MEAN <<< "$(stats "$WORK/crun.exec")"
+echo
+echo "exec latency (exec of /bin/true into a running container), $N execs each"
+printf '%-12s %10s %10s %10s\n' runtime "median ms" "p90 ms" "mean ms"
+printf '%-12s %10s %10s %10s\n' kcore-runc "$KE_MED" "$KE_P90" "$KE_MEAN"
+printf '%-12s %10s %10s %10s\n' runc "$RE_MED" "$RE_P90" "$RE_MEAN"
+printf '%-12s %10s %10s %10s\n' crun "$CE_MED" "$CE_P90" "$CE_MEAN"
+awk -v k="$KE_MED" -v r="$RE_MED" -v c="$CE_MED" 'BEGIN {
     printf "ratio (median): runc / kcore-runc = %.2fx, crun / kcore-runc = %.2fx\n", r / k, c / k }'

@@ -12,7 +12,9 @@
 //! stays on the parser, in archive order, after the writers caught up.
 //!
 //! Every path is resolved relative to a directory fd of the layer root with
-//! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`; the final component is
+//! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` (kcore-rootfd's helpers,
+//! shared with the runtime's mount setup; a careful `O_NOFOLLOW` walk on kernels
+//! without openat2); the final component is
 //! always created with `*at` calls that never follow symlinks. No path string
 //! is ever joined onto the root. Resolved parent directory fds are cached by
 //! path and the whole cache is dropped whenever an entry removes or replaces
@@ -32,10 +34,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 
-use rustix::fs::{
-    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
-};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
+
+use kcore_rootfd::{open_in, remove_all_at, resolve_dir};
 
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, IoContext, Result};
@@ -1648,7 +1650,7 @@ impl<'a> Extractor<'a> {
                     )
                 } else {
                     self.parent_fd(dir)?;
-                    openat2_in(
+                    open_in(
                         self.root,
                         dir,
                         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
@@ -1668,7 +1670,7 @@ impl<'a> Extractor<'a> {
                         Mode::empty(),
                     )
                 } else {
-                    openat2_in(
+                    open_in(
                         self.root,
                         dir,
                         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
@@ -1718,7 +1720,7 @@ impl<'a> Extractor<'a> {
                     Mode::empty(),
                 )
             } else {
-                openat2_in(
+                open_in(
                     self.root,
                     &d.path,
                     OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
@@ -1820,26 +1822,6 @@ pub(crate) fn normalize(raw: &[u8]) -> std::result::Result<Option<PathBuf>, &'st
     })
 }
 
-fn openat2_in(root: BorrowedFd<'_>, path: &Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
-    loop {
-        match rfs::openat2(
-            root,
-            path,
-            flags | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        ) {
-            Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
-            r => return r,
-        }
-    }
-}
-
-/// Resolve a directory inside the root, following symlinks only within it.
-fn resolve_dir(root: BorrowedFd<'_>, path: &Path) -> rustix::io::Result<OwnedFd> {
-    openat2_in(root, path, OFlags::PATH | OFlags::DIRECTORY)
-}
-
 /// Whether a directory has no entries besides `.` and `..`.
 fn dir_is_empty(dir: BorrowedFd<'_>) -> io::Result<bool> {
     let mut it = rfs::Dir::read_from(dir).map_err(errno)?;
@@ -1860,50 +1842,6 @@ fn is_overlay_whiteout(ft: FileType, rdev: u64) -> bool {
 /// An overlayfs whiteout: a 0:0 character device (kcore-overlay's format).
 fn make_overlay_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     kcore_overlay::whiteout_at(dir, name)
-}
-
-/// Remove `name` in `dir` and everything below it without following
-/// symlinks.
-pub(crate) fn remove_all_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-    let fd = match rfs::openat(
-        dir,
-        name,
-        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(Errno::NOTDIR | Errno::LOOP) => {
-            return rfs::unlinkat(dir, name, AtFlags::empty()).map_err(errno)
-        }
-        Err(Errno::NOENT) => return Ok(()),
-        Err(e) => return Err(errno(e)),
-    };
-    let mut children = Vec::new();
-    {
-        let mut it = rfs::Dir::read_from(&fd).map_err(errno)?;
-        while let Some(e) = it.read() {
-            let e = e.map_err(errno)?;
-            let n = e.file_name().to_bytes();
-            if n != b"." && n != b".." {
-                children.push((OsStr::from_bytes(n).to_owned(), e.file_type()));
-            }
-        }
-    }
-    for (n, ft) in children {
-        if ft == FileType::Directory || ft == FileType::Unknown {
-            remove_all_at(fd.as_fd(), &n)?;
-        } else {
-            match rfs::unlinkat(&fd, &n, AtFlags::empty()) {
-                Ok(()) | Err(Errno::NOENT) => {}
-                Err(e) => return Err(errno(e)),
-            }
-        }
-    }
-    drop(fd);
-    match rfs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
-        Ok(()) | Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(errno(e)),
-    }
 }
 
 #[cfg(test)]

@@ -108,6 +108,16 @@ pub enum Error {
     /// The seccomp profile cannot be compiled.
     #[error("seccomp: {0}")]
     Seccomp(String),
+
+    /// New resource limits could not be merged into the recorded ones.
+    #[error("merge the resources of container {id}")]
+    Resources {
+        /// Container id.
+        id: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Namespace or spawn error from kcore-ns.
     #[error(transparent)]
     Ns(#[from] kcore_ns::Error),

@@ -25,6 +25,16 @@ use oci_spec::runtime::Hook;
 
 use crate::error::{Error, HookFailure, Result};
 
+/// The hook kinds of the runtime spec, in lifecycle order.
+pub(crate) const KINDS: [&str; 6] = [
+    "prestart",
+    "createRuntime",
+    "createContainer",
+    "startContainer",
+    "poststart",
+    "poststop",
+];
+
 /// Whether a failing hook of `kind` fails the operation (else it is only logged).
 pub(crate) fn is_fatal(kind: &str) -> bool {
     !matches!(kind, "poststart" | "poststop")

@@ -9,8 +9,9 @@
 //!   stopped`, with a guard on every operation ([`Status::can_start`], ...).
 //!   [`Container::start`], [`Container::wait`], [`Container::kill`],
 //!   [`Container::delete`], [`Container::exec`], [`Container::pause`],
-//!   [`Container::resume`], [`Container::processes`], [`Container::stats`], and
-//!   [`Container::state`] (the runtime-spec state JSON).
+//!   [`Container::resume`], [`Container::processes`], [`Container::stats`],
+//!   [`Container::update`] (live resource limits), and [`Container::state`] (the
+//!   runtime-spec state JSON). [`features`] is the runtime-spec Features structure.
 //! - What `config.json` asks for on Linux: new and joined namespaces (an absent type is
 //!   shared with the runtime; without a mount namespace the process is chrooted into the
 //!   rootfs and settings that need mounts are refused), id maps,
@@ -46,6 +47,7 @@
 mod cgroups;
 mod container;
 mod error;
+mod features;
 mod hooks;
 mod lsm;
 mod mounts;
@@ -53,12 +55,14 @@ mod process;
 mod seccomp;
 mod spec;
 mod state;
+mod sys;
 mod syscalls;
 
 pub use container::{
     write_pid_file, Container, CreateOptions, ExecOptions, ExecProcess, Runtime, DEFAULT_ROOT,
 };
 pub use error::{Error, HookFailure, Result};
+pub use features::{features, OCI_VERSION_MAX};
 pub use kcore_ns::ExitStatus;
 pub use process::recv_fd;
 pub use seccomp::{compile as compile_seccomp, SeccompProgram};

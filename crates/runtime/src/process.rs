@@ -334,17 +334,9 @@ pub(crate) fn setup_console(socket: RawFd, size: Option<(u16, u16)>, bind_consol
         unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &ws) };
     }
     if bind_console {
-        let console = Path::new("/dev/console");
-        if std::fs::symlink_metadata(console).is_err() {
-            let _ = std::fs::File::create(console);
-        }
-        crate::mounts::mount(
-            Some(Path::new(&slave_path)),
-            console,
-            None,
-            libc::MS_BIND,
-            None,
-        )?;
+        // SAFETY: `slave` is open for the rest of this function.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(slave) };
+        crate::mounts::bind_console(fd)?;
     }
     send_fd(socket, master, slave_path.as_bytes()).map_err(|e| format!("send pty master: {e}"))?;
     // SAFETY: closing our copy; syscalls on valid descriptors.

@@ -68,6 +68,12 @@ impl Status {
     pub fn can_resume(self) -> bool {
         self == Status::Paused
     }
+
+    /// `update` (new resource limits) is allowed: the container's cgroup exists and
+    /// holds its processes.
+    pub fn can_update(self) -> bool {
+        matches!(self, Status::Created | Status::Running | Status::Paused)
+    }
 }
 
 impl std::fmt::Display for Status {
@@ -253,6 +259,9 @@ mod tests {
         assert!(!Status::Stopped.can_kill());
         assert!(Status::Paused.can_resume());
         assert!(!Status::Paused.can_exec());
+        assert!(Status::Paused.can_update());
+        assert!(!Status::Stopped.can_update());
+        assert!(!Status::Creating.can_update());
     }
 
     #[test]

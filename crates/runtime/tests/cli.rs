@@ -111,6 +111,23 @@ fn lifecycle_create_start_exec_kill_delete() {
     let ps: Vec<i32> =
         serde_json::from_str(&ok(&runc(&b, &["ps", "--format", "json", &id]))).unwrap();
     assert_eq!(ps, vec![pid]);
+    // The table is ps(1)'s, filtered to the container (with ps options, as runc).
+    let table = ok(&runc(&b, &["ps", &id]));
+    let mut rows = table.lines();
+    assert!(rows.next().unwrap().contains("PID"), "{table}");
+    let rows: Vec<&str> = rows.collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    assert!(rows[0].contains("sleep 1000"), "{table}");
+    let table = ok(&runc(&b, &["ps", &id, "-o", "pid,comm"]));
+    assert_eq!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [pid.to_string().as_str(), "sleep"]
+    );
     ok(&runc(&b, &["pause", &id]));
     assert_eq!(state(&b, &id)["status"], "paused");
     let ev: Value = serde_json::from_str(&ok(&runc(&b, &["events", "--stats", &id]))).unwrap();
@@ -264,6 +281,33 @@ fn spec_and_features() {
         .unwrap()
         .contains(&json!("user")));
     assert_eq!(f["linux"]["seccomp"]["enabled"], true);
+    // The same questions to runc (a Debian package on every machine that runs these).
+    let r = Command::new("runc")
+        .arg("features")
+        .output()
+        .expect("runc is installed");
+    let r: Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(f["ociVersionMin"], r["ociVersionMin"]);
+    assert_eq!(f["hooks"], r["hooks"]);
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    // Every mount option and seccomp operator kcore lists is one runc knows too, and
+    // kcore knows every namespace runc does.
+    for o in names(&f["mountOptions"]) {
+        assert!(names(&r["mountOptions"]).contains(&o), "{o}");
+    }
+    assert_eq!(
+        f["linux"]["seccomp"]["operators"],
+        r["linux"]["seccomp"]["operators"]
+    );
+    for ns in names(&r["linux"]["namespaces"]) {
+        assert!(names(&f["linux"]["namespaces"]).contains(&ns), "{ns}");
+    }
 }
 
 #[test]
@@ -327,12 +371,12 @@ fn run_bin(bin: &str, root: &std::path::Path, b: &Bundle, args: &[&str]) -> Outp
     }
 }
 
-/// Deletes a runc container on drop.
-struct RuncCleanup(std::path::PathBuf, String);
+/// Deletes a runc (or kcore-runc) container on drop.
+struct RuncCleanup(std::path::PathBuf, String, String);
 
 impl Drop for RuncCleanup {
     fn drop(&mut self) {
-        let _ = Command::new("runc")
+        let _ = Command::new(&self.2)
             .arg("--root")
             .arg(&self.0)
             .args(["delete", "--force", &self.1])
@@ -395,7 +439,7 @@ fn hook_failures_through_run_against_runc() {
                 runtime: b.runtime(),
                 id: id.clone(),
             };
-            let _r = RuncCleanup(root.clone(), id.clone());
+            let _r = RuncCleanup(root.clone(), id.clone(), "runc".to_string());
             let o = run_bin(bin, &root, &b, &["run", &id]);
             let lines: Vec<String> = std::fs::read_to_string(&log)
                 .unwrap_or_default()
@@ -425,4 +469,107 @@ fn hook_failures_through_run_against_runc() {
             }
         }
     }
+}
+
+/// Runs `bin` (kcore-runc or runc) with its own state root, output in files.
+fn tool(b: &Bundle, bin: &str, root: &std::path::Path, args: &[&str]) -> Output {
+    let n = unique_id("io");
+    let (op, ep) = (b.file(&format!("{n}.out")), b.file(&format!("{n}.err")));
+    let status = Command::new(bin)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .current_dir(b.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&op).unwrap())
+        .stderr(std::fs::File::create(&ep).unwrap())
+        .status()
+        .unwrap_or_else(|e| panic!("{bin}: {e}"));
+    Output {
+        status,
+        stdout: std::fs::read(&op).unwrap(),
+        stderr: std::fs::read(&ep).unwrap(),
+    }
+}
+
+/// `update` with runc's flags and with `-r resources.json`, done the same way with
+/// kcore-runc and with runc in the same test: both leave the same limits in the
+/// container's cgroup (a changed limit is changed, an omitted one kept).
+#[test]
+#[ignore = "needs root"]
+fn update_flags_and_resources_file_like_runc() {
+    use kcore_cgroup::{CgroupMode, Controller};
+    let host = kcore_cgroup::Host::detect().expect("detect cgroups");
+    if host.mode() == CgroupMode::V2 {
+        eprintln!("skipping: this comparison reads v1 files; the library test covers v2");
+        return;
+    }
+    let pids = host.v1_mount(Controller::Pids).is_some();
+    if !pids {
+        eprintln!("skipping the pids limit: no pids controller on this host");
+    }
+    let b = Bundle::new();
+    let read = |ctrl, cg: &str, file: &str| {
+        let p = host
+            .v1_mount(ctrl)
+            .unwrap()
+            .join(cg.trim_start_matches('/'))
+            .join(file);
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .trim()
+            .to_string()
+    };
+    let res = b.file("resources.json");
+    std::fs::write(&res, r#"{"cpu": {"shares": 256}}"#).unwrap();
+    let kcore = env!("CARGO_BIN_EXE_kcore-runc");
+    let mut seen = Vec::new();
+    for bin in [kcore, "runc"] {
+        let root = b.path().join(format!("state-{}", seen.len()));
+        let id = unique_id("upd");
+        let cg = format!("/{id}");
+        let mut v = spec(&["/bin/sleep", "1000"]);
+        v["linux"]["cgroupsPath"] = json!(cg);
+        v["linux"]["resources"] = json!({"memory": {"limit": 67108864}, "cpu": {"shares": 512}});
+        b.write_config(&v);
+        let _g = RuncCleanup(root.clone(), id.clone(), bin.to_string());
+        let run = |args: &[&str]| {
+            let o = tool(&b, bin, &root, args);
+            assert!(
+                o.status.success(),
+                "{bin} {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        run(&["create", "--bundle", ".", &id]);
+        run(&["start", &id]);
+        let mut args = vec!["update", "--memory", "128M"];
+        if pids {
+            args.extend(["--pids-limit", "40"]);
+        }
+        args.push(&id);
+        run(&args);
+        let after_flags = (
+            read(Controller::Memory, &cg, "memory.limit_in_bytes"),
+            read(Controller::Cpu, &cg, "cpu.shares"),
+            pids.then(|| read(Controller::Pids, &cg, "pids.max")),
+        );
+        run(&["update", "-r", res.to_str().unwrap(), &id]);
+        let after_file = (
+            read(Controller::Memory, &cg, "memory.limit_in_bytes"),
+            read(Controller::Cpu, &cg, "cpu.shares"),
+        );
+        run(&["delete", "--force", &id]);
+        seen.push((after_flags, after_file));
+    }
+    let expected = (
+        (
+            "134217728".to_string(),
+            "512".to_string(),
+            pids.then(|| "40".to_string()),
+        ),
+        ("134217728".to_string(), "256".to_string()),
+    );
+    assert_eq!(seen[0], expected, "kcore-runc");
+    assert_eq!(seen[1], expected, "runc");
 }

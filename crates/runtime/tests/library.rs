@@ -1056,3 +1056,216 @@ impl Drop for ParentCgroup {
         assert!(!cg.exists());
     }
 }
+
+/// Mount destinations that are symlinks out of the rootfs (absolute, and far above it)
+/// are taken inside the rootfs, as if it were `/`: the mounts land there, visible to
+/// the container, and the host's directory the links name stays untouched.
+#[test]
+#[ignore = "needs root"]
+fn mount_destinations_through_symlinks_stay_inside_the_rootfs() {
+    let b = Bundle::new();
+    let host = tempfile::tempdir().unwrap();
+    let canary = std::fs::canonicalize(host.path()).unwrap().join("canary");
+    std::fs::create_dir(&canary).unwrap();
+    let rootfs = b.rootfs();
+    std::os::unix::fs::symlink(&canary, rootfs.join("abs")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../../..", rootfs.join("up")).unwrap();
+    std::fs::create_dir(b.file("vol")).unwrap();
+    std::fs::write(b.file("vol/hello"), "from the volume\n").unwrap();
+    let mut v = spec(&[
+        "/bin/sh",
+        "-c",
+        "cat /abs/vol/hello; ls /up/scratch && echo scratch-ok",
+    ]);
+    let mounts = v["mounts"].as_array_mut().unwrap();
+    mounts.push(json!({"destination": "/abs/vol", "type": "bind", "source": "vol", "options": ["rbind", "ro"]}));
+    mounts.push(json!({"destination": "/up/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}));
+    let (st, out) = run_to_end(&b, &v, "symdest");
+    assert!(st.success(), "{st}: {out}");
+    assert!(out.contains("from the volume"), "{out}");
+    assert!(out.contains("scratch-ok"), "{out}");
+    // Made inside the rootfs, at the links' targets taken in it...
+    let inside = rootfs.join(canary.strip_prefix("/").unwrap());
+    assert!(inside.join("vol").is_dir());
+    assert!(rootfs.join("scratch").is_dir());
+    // ...and nothing in the host directory the absolute link names.
+    assert_eq!(std::fs::read_dir(&canary).unwrap().count(), 0);
+}
+
+/// Reads one control of a container's cgroup: the v1 file under the controller's
+/// hierarchy, or the v2 file in the unified one.
+fn cg_read(
+    cg: &kcore_cgroup::Cgroup,
+    ctrl: kcore_cgroup::Controller,
+    v1: &str,
+    v2: &str,
+) -> String {
+    let host = cg.host();
+    let path = if host.mode() == kcore_cgroup::CgroupMode::V2 {
+        host.unified().expect("v2 mount").join(cg.path()).join(v2)
+    } else {
+        host.v1_mount(ctrl)
+            .expect("v1 controller")
+            .join(cg.path())
+            .join(v1)
+    };
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// `update` changes the limits of a running and of a paused container in its cgroup,
+/// keeps the ones it leaves out, records them in the state, and is refused once the
+/// container stopped.
+#[test]
+#[ignore = "needs root"]
+fn update_changes_live_limits() {
+    use kcore_cgroup::{CgroupMode, Controller};
+    let detected = kcore_cgroup::Host::detect().expect("detect cgroups");
+    let pids = detected.mode() == CgroupMode::V2 || detected.v1_mount(Controller::Pids).is_some();
+    if !pids {
+        eprintln!("skipping the pids limit: no pids controller on this host");
+    }
+    let b = Bundle::new();
+    let mut v = spec(&["/bin/sleep", "1000"]);
+    v["linux"]["resources"] = json!({"memory": {"limit": 67108864}, "cpu": {"shares": 512}});
+    let rt = b.runtime();
+    let id = unique_id("update");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let mut c = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap();
+    c.start().unwrap();
+    let mut new = json!({"memory": {"limit": 134217728}});
+    if pids {
+        new["pids"] = json!({"limit": 40});
+    }
+    let ignored = c.update(&serde_json::from_value(new).unwrap()).unwrap();
+    assert!(ignored.is_empty(), "{ignored:?}");
+    let cg = c.cgroup().unwrap().unwrap();
+    let mem = || {
+        cg_read(
+            &cg,
+            Controller::Memory,
+            "memory.limit_in_bytes",
+            "memory.max",
+        )
+    };
+    assert_eq!(mem(), "134217728");
+    if pids {
+        assert_eq!(cg_read(&cg, Controller::Pids, "pids.max", "pids.max"), "40");
+    }
+    if detected.mode() != CgroupMode::V2 {
+        // Left out, so unchanged.
+        assert_eq!(
+            cg_read(&cg, Controller::Cpu, "cpu.shares", "cpu.weight"),
+            "512"
+        );
+    }
+    // Recorded: a later load sees the merged resources.
+    let again = rt.load(&id).unwrap();
+    let r = again
+        .spec()
+        .linux()
+        .as_ref()
+        .unwrap()
+        .resources()
+        .clone()
+        .unwrap();
+    assert_eq!(r.memory().as_ref().unwrap().limit(), Some(134217728));
+    assert_eq!(r.cpu().as_ref().unwrap().shares(), Some(512));
+    // Paused containers take updates too.
+    c.pause().unwrap();
+    c.update(&serde_json::from_value(json!({"memory": {"limit": 100663296}})).unwrap())
+        .unwrap();
+    assert_eq!(mem(), "100663296");
+    c.resume().unwrap();
+    let pid = c.pid();
+    c.kill(libc::SIGKILL, false).unwrap();
+    c.wait().unwrap();
+    let e = c
+        .update(&serde_json::from_value(json!({"memory": {"limit": 67108864}})).unwrap())
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidState { .. }), "{e}");
+    c.delete(false).unwrap();
+    assert_no_trace(&b, &id, pid);
+}
+
+/// Unmounts a test's host mount on drop (lazily, so a failing test cannot leave it).
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid path; plain umount2.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// `rro` makes a bind mount read-only together with everything mounted below its
+/// source, where `ro` covers the top mount only (runc's recursive options, through
+/// mount_setattr).
+#[test]
+#[ignore = "needs root"]
+fn recursive_read_only_bind_covers_submounts() {
+    // SAFETY: a probe with a bad fd; only the errno matters.
+    let rc = unsafe { libc::syscall(libc::SYS_mount_setattr, -1, c"".as_ptr(), 0, 0, 0) };
+    if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        eprintln!("skipping: the kernel has no mount_setattr (Linux 5.12+)");
+        return;
+    }
+    let b = Bundle::new();
+    let sub = b.file("vol/sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    let c = std::ffi::CString::new(sub.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid C strings.
+    let rc = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            c.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "mount a tmpfs under the volume");
+    let _u = Unmount(sub.clone());
+    let mut v = spec(&[
+        "/bin/sh",
+        "-c",
+        "touch /ro/sub/a && echo ro-sub-writable; \
+         touch /rro/sub/b 2>/dev/null || echo rro-sub-readonly; \
+         touch /rro/c 2>/dev/null || echo rro-top-readonly",
+    ]);
+    let mounts = v["mounts"].as_array_mut().unwrap();
+    mounts.push(
+        json!({"destination": "/ro", "type": "bind", "source": "vol", "options": ["rbind", "ro"]}),
+    );
+    mounts.push(json!({"destination": "/rro", "type": "bind", "source": "vol", "options": ["rbind", "rro"]}));
+    let rt = b.runtime();
+    let id = unique_id("rro");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let (out, opts) = out_files(&b, "rro");
+    let mut c = rt.create(&id, b.path(), &parse(&v), opts).unwrap();
+    let pid = c.pid();
+    c.start().unwrap();
+    let st = c.wait().unwrap();
+    c.delete(false).unwrap();
+    let out = std::fs::read_to_string(out).unwrap();
+    assert!(st.success(), "{st}: {out}");
+    for want in ["ro-sub-writable", "rro-sub-readonly", "rro-top-readonly"] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert!(sub.join("a").exists());
+    assert!(!sub.join("b").exists());
+    // The test's own tmpfs goes before the check that nothing of the bundle is mounted.
+    drop(_u);
+    assert_no_trace(&b, &id, pid);
+}

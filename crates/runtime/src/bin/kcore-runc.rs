@@ -62,6 +62,197 @@ struct CreateArgs {
     no_new_keyring: bool,
 }
 
+/// The limits of `update`: runc's flags, or a `linux.resources` JSON object.
+#[derive(clap::Args, Debug, Default)]
+struct UpdateArgs {
+    /// JSON file with the resources to update (`-` for stdin); the other options are
+    /// then ignored.
+    #[arg(short, long)]
+    resources: Option<PathBuf>,
+    /// Block IO weight (10-1000).
+    #[arg(long = "blkio-weight")]
+    blkio_weight: Option<u16>,
+    /// CPU CFS period (microseconds).
+    #[arg(long = "cpu-period")]
+    cpu_period: Option<u64>,
+    /// CPU CFS quota (microseconds per period).
+    #[arg(long = "cpu-quota")]
+    cpu_quota: Option<i64>,
+    /// CPU shares (relative weight).
+    #[arg(long = "cpu-share")]
+    cpu_share: Option<u64>,
+    /// CPU realtime period (microseconds).
+    #[arg(long = "cpu-rt-period")]
+    cpu_rt_period: Option<u64>,
+    /// CPU realtime runtime (microseconds per period).
+    #[arg(long = "cpu-rt-runtime")]
+    cpu_rt_runtime: Option<i64>,
+    /// CPUs to use (e.g. 0-3,5).
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes to use.
+    #[arg(long = "cpuset-mems")]
+    cpuset_mems: Option<String>,
+    /// Memory limit (bytes, or with a k/m/g suffix).
+    #[arg(long)]
+    memory: Option<String>,
+    /// Memory soft limit (bytes, or with a k/m/g suffix).
+    #[arg(long = "memory-reservation")]
+    memory_reservation: Option<String>,
+    /// Memory plus swap limit; -1 for unlimited swap.
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Maximum number of processes.
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Intel RDT L3 cache schema (not supported by kcore).
+    #[arg(long = "l3-cache-schema")]
+    l3_cache_schema: Option<String>,
+    /// Intel RDT memory bandwidth schema (not supported by kcore).
+    #[arg(long = "mem-bw-schema")]
+    mem_bw_schema: Option<String>,
+}
+
+/// A byte size as runc's update takes it: a number with an optional binary suffix
+/// (`k`, `m`, `g`, `t`, `p`, optionally followed by `b` or `ib`), or `-1`.
+fn parse_bytes(s: &str) -> anyhow::Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    if t == "-1" {
+        return Ok(-1);
+    }
+    let digits = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let unit = unit.trim();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(unit);
+    let mult: f64 = match unit {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024.0f64.powi(4),
+        "p" => 1024.0f64.powi(5),
+        _ => anyhow::bail!("invalid size {s:?}"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid size {s:?}"))?;
+    Ok((n * mult) as i64)
+}
+
+/// `ps` with `args` (default `-ef`), keeping the header and the lines of `pids`, as
+/// `runc ps` prints them.
+fn ps_table(pids: &[i32], args: &[String]) -> anyhow::Result<String> {
+    let args: Vec<String> = if args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        args.to_vec()
+    };
+    let out = std::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .map_err(|e| anyhow::anyhow!("run ps: {e}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    filter_ps(&String::from_utf8_lossy(&out.stdout), pids)
+}
+
+/// The header of `ps` output and the lines whose PID column holds one of `pids`.
+fn filter_ps(text: &str, pids: &[i32]) -> anyhow::Result<String> {
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let col = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .ok_or_else(|| anyhow::anyhow!("ps output has no PID column"))?;
+    let mut out = format!("{header}\n");
+    for l in lines {
+        let pid = l
+            .split_whitespace()
+            .nth(col)
+            .and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// The `linux.resources` object `update` asks for.
+fn update_resources(a: &UpdateArgs) -> anyhow::Result<oci_spec::runtime::LinuxResources> {
+    if let Some(path) = &a.resources {
+        let text = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())?
+        } else {
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?
+        };
+        return Ok(serde_json::from_str(&text)?);
+    }
+    if a.l3_cache_schema.is_some() || a.mem_bw_schema.is_some() {
+        anyhow::bail!("Intel RDT (--l3-cache-schema, --mem-bw-schema) is not supported");
+    }
+    let mut r = serde_json::json!({});
+    let mut set = |path: &[&str], v: serde_json::Value| {
+        let mut cur = &mut r;
+        for k in &path[..path.len() - 1] {
+            cur = cur
+                .as_object_mut()
+                .expect("objects only")
+                .entry(*k)
+                .or_insert_with(|| serde_json::json!({}));
+        }
+        cur[path[path.len() - 1]] = v;
+    };
+    if let Some(v) = a.blkio_weight {
+        set(&["blockIO", "weight"], v.into());
+    }
+    if let Some(v) = a.cpu_period {
+        set(&["cpu", "period"], v.into());
+    }
+    if let Some(v) = a.cpu_quota {
+        set(&["cpu", "quota"], v.into());
+    }
+    if let Some(v) = a.cpu_share {
+        set(&["cpu", "shares"], v.into());
+    }
+    if let Some(v) = a.cpu_rt_period {
+        set(&["cpu", "realtimePeriod"], v.into());
+    }
+    if let Some(v) = a.cpu_rt_runtime {
+        set(&["cpu", "realtimeRuntime"], v.into());
+    }
+    if let Some(v) = &a.cpuset_cpus {
+        set(&["cpu", "cpus"], v.as_str().into());
+    }
+    if let Some(v) = &a.cpuset_mems {
+        set(&["cpu", "mems"], v.as_str().into());
+    }
+    if let Some(v) = &a.memory {
+        set(&["memory", "limit"], parse_bytes(v)?.into());
+    }
+    if let Some(v) = &a.memory_reservation {
+        set(&["memory", "reservation"], parse_bytes(v)?.into());
+    }
+    if let Some(v) = &a.memory_swap {
+        set(&["memory", "swap"], parse_bytes(v)?.into());
+    }
+    if let Some(v) = a.pids_limit {
+        set(&["pids", "limit"], v.into());
+    }
+    Ok(serde_json::from_value(r)?)
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Create a container (the user program waits for `start`).
@@ -131,11 +322,21 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
-    /// List the processes of a container.
+    /// List the processes of a container: `ps` output (with the given ps options,
+    /// default `-ef`) filtered to the container's processes, or a JSON list of pids.
     Ps {
         /// table or json.
         #[arg(short, long, default_value = "table")]
         format: String,
+        id: String,
+        /// Options for ps(1), as runc passes them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Change the resource limits of a live container (as `runc update`).
+    Update {
+        #[command(flatten)]
+        args: UpdateArgs,
         id: String,
     },
     /// Freeze a container.
@@ -309,34 +510,6 @@ fn default_spec(rootless: bool) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::to_value(&spec)?)
 }
 
-fn features() -> serde_json::Value {
-    serde_json::json!({
-        "ociVersionMin": "1.0.0",
-        "ociVersionMax": "1.2.0",
-        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
-        "mountOptions": ["async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec",
-            "mand", "noatime", "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime",
-            "nosuid", "private", "rbind", "relatime", "remount", "ro", "rprivate", "rshared", "rslave",
-            "runbindable", "rw", "shared", "slave", "strictatime", "suid", "sync", "unbindable"],
-        "linux": {
-            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
-            "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
-            "seccomp": {
-                "enabled": true,
-                "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
-                    "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
-                "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
-                    "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
-                "archs": [if cfg!(target_arch = "aarch64") { "SCMP_ARCH_AARCH64" } else { "SCMP_ARCH_X86_64" }]
-            },
-            "apparmor": {"enabled": false},
-            "selinux": {"enabled": false}
-        },
-        "annotations": {"org.kcore.runtime.version": env!("CARGO_PKG_VERSION")}
-    })
-}
-
 fn exec(rt: &Runtime, id: &str, cmd: &Cmd) -> anyhow::Result<i32> {
     let Cmd::Exec {
         process,
@@ -458,22 +631,23 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
             Err(e) => return Err(e.into()),
         },
         cmd @ Cmd::Exec { id, .. } => return exec(&rt, id, cmd),
-        Cmd::Ps { format, id } => {
-            let c = rt.load(id)?;
-            let pids = c.processes()?;
-            if format == "json" {
-                println!("{}", serde_json::to_string(&pids)?);
-            } else {
-                println!("{:>8} CMD", "PID");
-                for p in pids {
-                    let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-                    let cmdline: Vec<String> = cmdline
-                        .split(|b| *b == 0)
-                        .filter(|s| !s.is_empty())
-                        .map(|s| String::from_utf8_lossy(s).into_owned())
-                        .collect();
-                    println!("{p:>8} {}", cmdline.join(" "));
-                }
+        Cmd::Ps {
+            format,
+            id,
+            ps_args,
+        } => {
+            let pids = rt.load(id)?.processes()?;
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string(&pids)?),
+                "table" => print!("{}", ps_table(&pids, ps_args)?),
+                other => anyhow::bail!("invalid format {other:?}: table or json"),
+            }
+        }
+        Cmd::Update { args, id } => {
+            let res = update_resources(args)?;
+            let ignored = rt.load(id)?.update(&res)?;
+            if !ignored.is_empty() {
+                eprintln!("warning: not supported on this host, not applied: {ignored:?}");
             }
         }
         Cmd::Pause { id } => rt.load(id)?.pause()?,
@@ -524,7 +698,10 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
                 }
             }
         }
-        Cmd::Features => println!("{}", serde_json::to_string_pretty(&features())?),
+        Cmd::Features => println!(
+            "{}",
+            serde_json::to_string_pretty(&kcore_runtime::features())?
+        ),
         Cmd::Spec { bundle } => {
             let rootless = &(cli.rootless.as_deref() == Some("true"));
             let path = bundle.join("config.json");
@@ -604,5 +781,60 @@ fn main() {
             eprintln!("kcore-runc: {msg}");
             std::process::exit(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ps_output_is_filtered_by_the_pid_column() {
+        let text = "UID          PID    PPID  C STIME TTY          TIME CMD\n\
+                    root           1       0  0 10:00 ?        00:00:01 /sbin/init\n\
+                    root          42       1  0 10:01 ?        00:00:00 sleep 1000\n\
+                    root         420      42  0 10:01 ?        00:00:00 sh -c x\n";
+        let out = filter_ps(text, &[42]).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("UID"));
+        assert!(lines[1].ends_with("sleep 1000"));
+        assert!(filter_ps("USER COMMAND\nroot x\n", &[1]).is_err());
+    }
+
+    #[test]
+    fn sizes_parse_like_runc() {
+        assert_eq!(parse_bytes("100").unwrap(), 100);
+        assert_eq!(parse_bytes("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("512kb").unwrap(), 512 << 10);
+        assert_eq!(parse_bytes("2MiB").unwrap(), 2 << 20);
+        assert_eq!(parse_bytes("-1").unwrap(), -1);
+        assert!(parse_bytes("12x").is_err());
+        assert!(parse_bytes("").is_err());
+    }
+
+    #[test]
+    fn update_flags_become_resources() {
+        let a = UpdateArgs {
+            memory: Some("128m".into()),
+            memory_swap: Some("-1".into()),
+            cpu_share: Some(256),
+            cpuset_cpus: Some("0-1".into()),
+            pids_limit: Some(40),
+            ..UpdateArgs::default()
+        };
+        let r = serde_json::to_value(update_resources(&a).unwrap()).unwrap();
+        assert_eq!(r["memory"]["limit"], 128 << 20);
+        assert_eq!(r["memory"]["swap"], -1);
+        assert_eq!(r["cpu"]["shares"], 256);
+        assert_eq!(r["cpu"]["cpus"], "0-1");
+        assert_eq!(r["pids"]["limit"], 40);
+        assert!(r.get("blockIO").is_none_or(|b| b.is_null()));
+        let rdt = UpdateArgs {
+            l3_cache_schema: Some("L3:0=ff".into()),
+            ..UpdateArgs::default()
+        };
+        assert!(update_resources(&rdt).is_err());
     }
 }
