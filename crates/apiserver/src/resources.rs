@@ -183,6 +183,8 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::endpointslice::RESOURCE,
     registry::ingress::RESOURCE,
     registry::lease::RESOURCE,
+    registry::mutatingwebhookconfiguration::RESOURCE,
+    registry::validatingwebhookconfiguration::RESOURCE,
     res!(
         core::PersistentVolumeClaim,
         "persistentvolumeclaims",

@@ -29,6 +29,7 @@ pub(crate) mod endpointslice;
 pub(crate) mod event;
 pub(crate) mod ingress;
 pub(crate) mod lease;
+pub(crate) mod mutatingwebhookconfiguration;
 pub(crate) mod namespace;
 pub(crate) mod node;
 pub(crate) mod pod;
@@ -36,6 +37,8 @@ pub(crate) mod replicaset;
 pub(crate) mod secret;
 pub(crate) mod service;
 pub(crate) mod statefulset;
+pub(crate) mod validatingwebhookconfiguration;
+pub(crate) mod webhookconfiguration;
 
 /// How the generic store treats objects of one kind.
 pub(crate) trait Strategy: Sync {
