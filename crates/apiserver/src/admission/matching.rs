@@ -65,13 +65,11 @@ impl Rule {
 }
 
 /// Upstream's resource match: `*` is every resource without a subresource, `*/*` every
-/// resource and subresource, `x/*` every subresource of x, `*/s` subresource s of any.
+/// resource and subresource, `x/*` x and all its subresources, `*/s` subresource s of
+/// any resource.
 fn resource_matches(rule: &str, resource: &str, sub: &str) -> bool {
     let (r, s) = rule.split_once('/').unwrap_or((rule, ""));
-    if sub.is_empty() {
-        return s.is_empty() && (r == "*" || r == resource);
-    }
-    !s.is_empty() && (r == "*" || r == resource) && (s == "*" || s == sub)
+    (r == "*" || r == resource) && (s == "*" || s == sub)
 }
 
 /// The resource a matching webhook is called for: the request's own, or with
@@ -124,7 +122,7 @@ mod tests {
             ("pods", "pods", "", true),
             ("pods", "pods", "status", false),
             ("pods/*", "pods", "status", true),
-            ("pods/*", "pods", "", false),
+            ("pods/*", "pods", "", true),
             ("*/status", "deployments", "status", true),
             ("*/status", "deployments", "scale", false),
             ("deployments/scale", "deployments", "scale", true),
