@@ -564,6 +564,91 @@ async fn service_backed_webhook_through_endpoints() {
 }
 
 #[tokio::test]
+async fn reinvocation_and_dry_run() {
+    let c = start().await;
+    let s = webhook::start(&[]).await;
+    // "a-copy" runs first and finds nothing to copy; "b-label" then changes the object, so
+    // with IfNeeded "a-copy" is called again and copies the label.
+    let mut copy = hook(
+        "copy.webhooks.kcore.dev",
+        url_config(&s, "/copy"),
+        &["CREATE"],
+        &["configmaps"],
+    );
+    copy["reinvocationPolicy"] = json!("IfNeeded");
+    mutating(&c.api, "a-copy", vec![copy]).await;
+    mutating(
+        &c.api,
+        "b-label",
+        vec![hook(
+            "label.webhooks.kcore.dev",
+            url_config(&s, "/mutate"),
+            &["CREATE"],
+            &["configmaps"],
+        )],
+    )
+    .await;
+    let cm = create_cm(&c.api, "default", "twice", json!({}))
+        .await
+        .expect("create");
+    assert!(mutated(&cm), "{cm}");
+    assert_eq!(
+        cm["metadata"]["labels"]["copied"], "true",
+        "reinvoked: {cm}"
+    );
+    assert_eq!(s.count("CREATE"), 3);
+
+    // Never: no second call.
+    c.api
+        .patch_value(
+            ADMISSION,
+            "mutatingwebhookconfigurations",
+            None,
+            "a-copy",
+            kcore_apiserver::PatchType::Json,
+            br#"[{"op": "replace", "path": "/webhooks/0/reinvocationPolicy", "value": "Never"}]"#,
+            &WriteOptions::default(),
+        )
+        .await
+        .expect("patch");
+    let cm = create_cm(&c.api, "default", "once", json!({}))
+        .await
+        .expect("create");
+    assert!(
+        mutated(&cm) && cm["metadata"]["labels"]["copied"].is_null(),
+        "{cm}"
+    );
+
+    // A server-side dry run is admitted (sideEffects None) and says so; nothing is stored.
+    let out = kubectl(
+        &c,
+        &[
+            "create",
+            "configmap",
+            "dry",
+            "--from-literal=a=b",
+            "--dry-run=server",
+            "-o",
+            "json",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let dry: Value = serde_json::from_str(&out.stdout).expect("json");
+    assert!(mutated(&dry), "{dry}");
+    let last = s.reviews.lock().unwrap().last().cloned().expect("a review");
+    assert_eq!(last["request"]["dryRun"], true);
+    assert_eq!(last["request"]["name"], "dry");
+    assert!(c
+        .api
+        .get_value("v1", "configmaps", Some("default"), "dry")
+        .await
+        .is_err());
+    c.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
 async fn configurations_are_validated_and_defaulted() {
     let c = start().await;
     let bad = json!({"apiVersion": ADMISSION, "kind": "ValidatingWebhookConfiguration",

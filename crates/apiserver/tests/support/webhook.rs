@@ -6,6 +6,8 @@
 //! - `POST /validate`: denies (403 Forbidden, `the object is forbidden`) an object
 //!   labelled `forbidden: "true"`, and the DELETE of one labelled `protected: "true"`
 //!   (`protected objects cannot be deleted`, no code: upstream answers 400);
+//! - `POST /copy`: copies the label `webhook.kcore.dev/mutated` to `copied` when the
+//!   object has it (for reinvocation);
 //! - `POST /allow`: allows everything.
 //!
 //! Every review received is kept in `reviews`.
@@ -108,6 +110,19 @@ async fn validate(State(reviews): State<Reviews>, body: Bytes) -> axum::response
     answer(&review, response)
 }
 
+async fn copy(State(reviews): State<Reviews>, body: Bytes) -> axum::response::Response {
+    let review = parse(&reviews, &body);
+    let labels = &review["request"]["object"]["metadata"]["labels"];
+    let mut response = json!({"allowed": true});
+    if labels["webhook.kcore.dev/mutated"].is_string() && labels["copied"].is_null() {
+        let patch = json!([{"op": "add", "path": "/metadata/labels/copied", "value": "true"}]);
+        response["patchType"] = json!("JSONPatch");
+        response["patch"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(patch.to_string()));
+    }
+    answer(&review, response)
+}
+
 async fn allow(State(reviews): State<Reviews>, body: Bytes) -> axum::response::Response {
     let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let _ = &reviews;
@@ -136,6 +151,7 @@ pub async fn start(names: &[&str]) -> WebhookServer {
     let app = Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
+        .route("/copy", post(copy))
         .route("/allow", post(allow))
         .with_state(Arc::clone(&reviews));
     let task = tokio::spawn(async move {
