@@ -678,23 +678,27 @@ impl Api {
         req: &Request<'_>,
         obj: &mut Option<Value>,
         old: Option<&Value>,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<(), ApiError> {
         let Some(answer) = self.review(hook, req, obj.as_ref(), old).await? else {
-            return Ok(false);
+            return Ok(());
         };
+        // A patch of a DELETE (no object) has nothing to apply to.
         if let (Some(p), Some(o)) = (answer.patch, obj.as_mut()) {
-            let before = o.clone();
+            let (name, namespace) = (
+                o["metadata"]["name"].clone(),
+                o["metadata"]["namespace"].clone(),
+            );
             json_patch::patch(o, &p).map_err(|e| internal(e.to_string()))?;
             // The object stays where the request put it.
-            for k in ["name", "namespace"] {
-                o["metadata"][k] = before["metadata"][k].clone();
+            o["metadata"]["name"] = name;
+            match namespace {
+                Value::Null => {
+                    o["metadata"].as_object_mut().map(|m| m.remove("namespace"));
+                }
+                ns => o["metadata"]["namespace"] = ns,
             }
-            if o["metadata"]["namespace"].is_null() {
-                o["metadata"].as_object_mut().map(|m| m.remove("namespace"));
-            }
-            return Ok(*o != before);
         }
-        Ok(true)
+        Ok(())
     }
 
     /// The mutating webhooks, with one reinvocation of `IfNeeded` ones.
