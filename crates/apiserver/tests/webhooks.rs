@@ -639,6 +639,7 @@ async fn reinvocation_and_dry_run() {
     assert!(mutated(&dry), "{dry}");
     let last = s.reviews.lock().unwrap().last().cloned().expect("a review");
     assert_eq!(last["request"]["dryRun"], true);
+    assert_eq!(last["request"]["options"]["dryRun"], json!(["All"]));
     assert_eq!(last["request"]["name"], "dry");
     assert!(c
         .api

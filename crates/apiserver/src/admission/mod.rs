@@ -578,6 +578,12 @@ impl Webhooks {
     }
 }
 
+/// Whether `info` is the core `namespaces` resource (whose objects are selected by their
+/// own labels and named as the request's namespace).
+fn is_namespaces(info: &ResourceInfo) -> bool {
+    info.group.is_empty() && info.plural == "namespaces"
+}
+
 /// `{group, version, kind}` / `{group, version, resource}` of a request, for `info`.
 fn gvk(info: &ResourceInfo, sub: Option<Sub>) -> (Value, Value) {
     let kind = match sub {
@@ -605,7 +611,7 @@ impl Api {
             return Some(matched);
         }
         let ns_info = resources::lookup("", "v1", "namespaces").expect("served");
-        let labels_of = if std::ptr::eq(req.info, ns_info) {
+        let labels_of = if is_namespaces(req.info) {
             // A Namespace is selected by its own labels.
             obj.or(old).cloned()
         } else if let Some(ns) = req.namespace.filter(|_| req.info.namespaced) {
@@ -653,6 +659,12 @@ impl Api {
         }
         if let Some(ns) = req.namespace.filter(|_| req.info.namespaced) {
             r["namespace"] = json!(ns);
+        } else if is_namespaces(req.info) {
+            // Upstream sets a Namespace's own name as the request's namespace.
+            r["namespace"] = json!(req.name);
+        }
+        if req.dry_run {
+            r["options"]["dryRun"] = json!(["All"]);
         }
         let review =
             json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": r});
