@@ -650,6 +650,78 @@ async fn reinvocation_and_dry_run() {
 }
 
 #[tokio::test]
+async fn subresources_match_their_own_rules() {
+    let c = start().await;
+    let s = webhook::start(&[]).await;
+    let mut sub = hook(
+        "sub.webhooks.kcore.dev",
+        url_config(&s, "/validate"),
+        &["UPDATE"],
+        &["deployments/scale", "*/status"],
+    );
+    sub["rules"][0]["apiGroups"] = json!(["apps"]);
+    validating(&c.api, "subresources", vec![sub]).await;
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "d"}},
+            "template": {"metadata": {"labels": {"app": "d"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+    c.api
+        .create_value(
+            "apps/v1",
+            "deployments",
+            Some("default"),
+            d,
+            &WriteOptions::default(),
+        )
+        .await
+        .expect("deployment");
+    // A plain update matches neither `deployments/scale` nor `*/status`.
+    let out = kubectl(&c, &["label", "deployment", "d", "x=y"], None).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(s.count("UPDATE"), 0);
+
+    let out = kubectl(&c, &["scale", "deployment", "d", "--replicas=3"], None).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let r = s
+        .reviews
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("a scale review");
+    assert_eq!(r["request"]["subResource"], "scale");
+    assert_eq!(
+        r["request"]["kind"],
+        json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
+    );
+    assert_eq!(r["request"]["resource"]["resource"], "deployments");
+    assert_eq!(r["request"]["object"]["spec"]["replicas"], 3);
+    assert_eq!(r["request"]["oldObject"]["spec"]["replicas"], 1);
+
+    let mut dep: k8s_openapi::api::apps::v1::Deployment =
+        c.api.get(Some("default"), "d").await.expect("get");
+    dep.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+        replicas: Some(3),
+        ..Default::default()
+    });
+    c.api
+        .replace_status(Some("default"), &dep)
+        .await
+        .expect("status");
+    let r = s
+        .reviews
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("a status review");
+    assert_eq!(r["request"]["subResource"], "status");
+    assert_eq!(r["request"]["object"]["status"]["replicas"], 3);
+    assert_eq!(s.count("UPDATE"), 2);
+    c.server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
 async fn configurations_are_validated_and_defaulted() {
     let c = start().await;
     let bad = json!({"apiVersion": ADMISSION, "kind": "ValidatingWebhookConfiguration",
