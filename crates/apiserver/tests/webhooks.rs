@@ -361,6 +361,36 @@ async fn failure_policy_decides_for_a_dead_webhook() {
         .expect_err("Fail blocks");
     assert_eq!((e.code, e.reason.as_str()), (500, "InternalError"));
 
+    // A webhook slower than its timeoutSeconds fails the call.
+    let mut slow = hook(
+        "slow.webhooks.kcore.dev",
+        url_config(&s, "/slow"),
+        &["CREATE"],
+        &["secrets"],
+    );
+    slow["timeoutSeconds"] = json!(1);
+    validating(&c.api, "slow", vec![slow]).await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}});
+    let e = c
+        .api
+        .create_value(
+            "v1",
+            "secrets",
+            Some("default"),
+            secret,
+            &WriteOptions::default(),
+        )
+        .await
+        .expect_err("timed out");
+    assert!(
+        e.message.ends_with(&format!(
+            "Post \"{}?timeout=1s\": context deadline exceeded",
+            s.url("/slow")
+        )),
+        "{}",
+        e.message
+    );
+
     // A webhook the CA does not vouch for fails the same way (caBundle is the only trust).
     c.api
         .patch_value(ADMISSION, "validatingwebhookconfigurations", None, "fail",

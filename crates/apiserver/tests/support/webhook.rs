@@ -8,6 +8,7 @@
 //!   (`protected objects cannot be deleted`, no code: upstream answers 400);
 //! - `POST /copy`: copies the label `webhook.kcore.dev/mutated` to `copied` when the
 //!   object has it (for reinvocation);
+//! - `POST /slow`: allows after 3 seconds (for `timeoutSeconds`);
 //! - `POST /allow`: allows everything.
 //!
 //! Every review received is kept in `reviews`.
@@ -123,6 +124,11 @@ async fn copy(State(reviews): State<Reviews>, body: Bytes) -> axum::response::Re
     answer(&review, response)
 }
 
+async fn slow(State(reviews): State<Reviews>, body: Bytes) -> axum::response::Response {
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    allow(State(reviews), body).await
+}
+
 async fn allow(State(reviews): State<Reviews>, body: Bytes) -> axum::response::Response {
     let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let _ = &reviews;
@@ -152,6 +158,7 @@ pub async fn start(names: &[&str]) -> WebhookServer {
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
         .route("/copy", post(copy))
+        .route("/slow", post(slow))
         .route("/allow", post(allow))
         .with_state(Arc::clone(&reviews));
     let task = tokio::spawn(async move {
