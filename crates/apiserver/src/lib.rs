@@ -33,6 +33,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod admission;
 mod api;
 mod cache;
 pub mod conformance;

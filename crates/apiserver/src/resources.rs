@@ -187,6 +187,8 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::persistentvolume::RESOURCE,
     registry::controllerrevision::RESOURCE,
     registry::poddisruptionbudget::RESOURCE,
+    registry::mutatingwebhookconfiguration::RESOURCE,
+    registry::validatingwebhookconfiguration::RESOURCE,
 ];
 
 /// Finds a resource by group, version and plural name.

@@ -39,6 +39,15 @@ impl Api {
                     )));
                 }
             }
+            let req = admission::Request {
+                info,
+                sub: None,
+                op: admission::Operation::Delete,
+                namespace: ns,
+                name,
+                dry_run: opts.dry_run,
+            };
+            self.admit_delete(&req, &old).await?;
             let mut finalizers: Vec<Value> = old["metadata"]["finalizers"]
                 .as_array()
                 .cloned()

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use crate::admission;
 use crate::error::{from_storage, ApiError, Cause};
 use crate::patch::{self, PatchType};
 use crate::registry;
@@ -66,6 +67,7 @@ struct Inner {
     alloc: tokio::sync::Mutex<()>,
     evictions: tokio::sync::Mutex<()>,
     cache: crate::cache::WatchCache,
+    webhooks: crate::admission::Webhooks,
 }
 
 /// The in-process API: every operation the REST server offers, on JSON or typed objects.
@@ -182,8 +184,36 @@ impl Api {
                 config,
                 alloc: tokio::sync::Mutex::new(()),
                 evictions: tokio::sync::Mutex::new(()),
+                webhooks: Default::default(),
             }),
         }
+    }
+
+    /// The admission webhooks state (`crate::admission`).
+    pub(crate) fn webhooks(&self) -> &crate::admission::Webhooks {
+        &self.inner.webhooks
+    }
+
+    /// The current objects of a cluster-wide resource, from the watch cache (primed on
+    /// first use), else from the store.
+    pub(crate) async fn current_objects(
+        &self,
+        info: &'static ResourceInfo,
+    ) -> Result<Vec<Arc<Value>>, ApiError> {
+        let cache = &self.inner.cache;
+        if cache.ensure().await.is_ok() {
+            if let Some((objs, _, _)) = cache.page(&info.prefix(None), None, None, &|_| true, 0) {
+                return Ok(objs);
+            }
+        }
+        let list = self.list_in(info, None, &ListOptions::default()).await?;
+        Ok(list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .cloned()
+            .map(Arc::new)
+            .collect())
     }
 
     /// The storage backend.

@@ -102,7 +102,7 @@ impl Api {
             let mut new = old.clone();
             new["spec"]["replicas"] = replicas.clone();
             match self
-                .write_update(info, ns, name, &old, old_rev, new, None, opts)
+                .write_update(info, ns, name, &old, old_rev, new, Some(Sub::Scale), opts)
                 .await
             {
                 Err(e) if e.reason == "Conflict" && given_rv.is_none() => continue,

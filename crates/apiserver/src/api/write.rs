@@ -194,11 +194,20 @@ impl Api {
         if strategy.allocates_service_addresses() {
             self.allocate_service(&mut obj, None).await?;
         }
-        let obj = Self::normalize_and_validate(info, obj, None)?;
         let name = obj["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
+        let req = admission::Request {
+            info,
+            sub: None,
+            op: admission::Operation::Create,
+            namespace: ns.as_deref(),
+            name: &name,
+            dry_run: opts.dry_run,
+        };
+        let check = |o| Self::normalize_and_validate(info, o, None);
+        let obj = self.admit(&req, obj, None, check).await?;
         if let Some(ns) = &ns {
             self.namespace_exists(ns).await?;
         }
@@ -212,6 +221,7 @@ impl Api {
         )
         .await
         .map_err(|e| from_storage(e, info.group, info.plural, &name))?;
+        self.settle(info, kv.mod_revision).await;
         let mut out = obj;
         out["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
         Ok(out)
@@ -293,7 +303,16 @@ impl Api {
         if strategy.allocates_service_addresses() {
             self.allocate_service(&mut new, Some(old)).await?;
         }
-        let mut new = Self::normalize_and_validate(info, new, Some(old))?;
+        let req = admission::Request {
+            info,
+            sub,
+            op: admission::Operation::Update,
+            namespace: ns,
+            name,
+            dry_run: opts.dry_run,
+        };
+        let check = |o| Self::normalize_and_validate(info, o, Some(old));
+        let mut new = self.admit(&req, new, Some(old), check).await?;
         if strategy.spec_of(&new) != strategy.spec_of(old) {
             tracing::trace!(old = %strategy.spec_of(old), new = %strategy.spec_of(&new), "spec changed");
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
@@ -439,7 +458,7 @@ impl Api {
                 Some(Sub::Scale) => {
                     let mut new = old.clone();
                     new["spec"]["replicas"] = patched["spec"]["replicas"].clone();
-                    self.write_update(info, ns, name, &old, old_rev, new, None, opts)
+                    self.write_update(info, ns, name, &old, old_rev, new, sub, opts)
                         .await
                         .map(|o| scale_of(info, &o))
                 }

@@ -30,6 +30,7 @@ pub(crate) mod endpointslice;
 pub(crate) mod event;
 pub(crate) mod ingress;
 pub(crate) mod lease;
+pub(crate) mod mutatingwebhookconfiguration;
 pub(crate) mod namespace;
 pub(crate) mod node;
 pub(crate) mod persistentvolume;
@@ -40,6 +41,8 @@ pub(crate) mod replicaset;
 pub(crate) mod secret;
 pub(crate) mod service;
 pub(crate) mod statefulset;
+pub(crate) mod validatingwebhookconfiguration;
+pub(crate) mod webhookconfiguration;
 
 /// How the generic store treats objects of one kind.
 pub(crate) trait Strategy: Sync {
