@@ -39,6 +39,7 @@ pub mod conformance;
 mod defaults;
 mod error;
 mod http;
+mod negotiate;
 mod node_certs;
 mod node_client;
 mod openapi;
