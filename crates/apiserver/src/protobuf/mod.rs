@@ -207,6 +207,7 @@ pub(crate) fn decode_watch_event(frame: &[u8]) -> Result<(String, Value), Error>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn varint(mut v: u64, out: &mut Vec<u8>) {
         loop {
@@ -262,3 +263,6 @@ mod tests {
         assert_eq!(decode_body(&other).unwrap_err().code, 415);
     }
 }
+
+#[cfg(test)]
+mod k8s_pb_tests;
