@@ -162,6 +162,13 @@ impl Params {
     }
 }
 
+fn protobuf_body(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with(crate::protobuf::MEDIA_TYPE))
+}
+
 fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -803,7 +810,12 @@ async fn serve_resource(
         }
         (Method::POST, None, None) => {
             let obj = decode_body(headers, &body)?;
-            let unknown = check_fields(params, info, &obj)?;
+            // protobuf bodies are not decoded strictly, as upstream
+            let unknown = if protobuf_body(headers) {
+                Vec::new()
+            } else {
+                check_fields(params, info, &obj)?
+            };
             let out = api.create_in(info, ns, obj, &wopts).await?;
             Ok(with_warnings(
                 output(codec, params, info, 201, out),
@@ -822,7 +834,12 @@ async fn serve_resource(
         }
         (Method::PUT, Some(name), None) => {
             let obj = decode_body(headers, &body)?;
-            let unknown = check_fields(params, info, &obj)?;
+            // protobuf bodies are not decoded strictly, as upstream
+            let unknown = if protobuf_body(headers) {
+                Vec::new()
+            } else {
+                check_fields(params, info, &obj)?
+            };
             let out = api.update_in(info, ns, &name, obj, None, &wopts).await?;
             Ok(with_warnings(
                 output(codec, params, info, 200, out),

@@ -11,6 +11,23 @@
 //! raw stream serializer writes it) whose `object.raw` is the enveloped object.
 //!
 //! Custom resources have no descriptor: they are JSON only, as upstream.
+//!
+//! # Example
+//!
+//! ```
+//! use kcore_apiserver::protobuf;
+//! use serde_json::json;
+//!
+//! let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+//!     "spec": {"containers": [{"name": "c", "image": "nginx", "ports": [{"containerPort": 80}]}]}});
+//! let bytes = protobuf::encode(&pod)?;
+//! assert!(bytes.starts_with(protobuf::MAGIC));
+//! let (api_version, kind, back) = protobuf::decode(&bytes)?;
+//! assert_eq!((api_version.as_str(), kind.as_str()), ("v1", "Pod"));
+//! assert_eq!(back, pod);
+//! assert!(!protobuf::supports("example.com/v1", "Widget"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod time;
 mod transcode;
@@ -25,16 +42,16 @@ use crate::error::ApiError;
 use transcode::Message;
 
 /// The media type.
-pub(crate) const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
+pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 /// The media type of a watch stream.
-pub(crate) const STREAM_MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf;stream=watch";
+pub const STREAM_MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf;stream=watch";
 /// The prefix of every enveloped object.
-pub(crate) const MAGIC: &[u8] = b"k8s\0";
+pub const MAGIC: &[u8] = b"k8s\0";
 
 /// A body that cannot be transcoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum Error {
+pub enum Error {
     /// The bytes are not a well-formed message.
     #[error("malformed protobuf: {0}")]
     Malformed(&'static str),
@@ -86,13 +103,13 @@ fn lookup(api_version: &str, kind: &str) -> Option<&'static Message> {
 
 /// Whether objects of this kind have a protobuf form (every built-in kind; no custom
 /// resource).
-pub(crate) fn supports(api_version: &str, kind: &str) -> bool {
+pub fn supports(api_version: &str, kind: &str) -> bool {
     lookup(api_version, kind).is_some()
 }
 
 /// Decodes an enveloped object into apiVersion, kind and its JSON (with `apiVersion`
 /// and `kind` set).
-pub(crate) fn decode(body: &[u8]) -> Result<(String, String, Value), Error> {
+pub fn decode(body: &[u8]) -> Result<(String, String, Value), Error> {
     let rest = body.strip_prefix(MAGIC).ok_or(Error::NoEnvelope)?;
     let mut r = wire::Reader::new(rest);
     let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
@@ -140,7 +157,7 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// Encodes a JSON object (with `apiVersion` and `kind`) as an enveloped object.
-pub(crate) fn encode(obj: &Value) -> Result<Vec<u8>, Error> {
+pub fn encode(obj: &Value) -> Result<Vec<u8>, Error> {
     let mut out = Vec::with_capacity(256);
     encode_into(obj, &mut out)?;
     Ok(out)
@@ -167,7 +184,7 @@ fn encode_into(obj: &Value, out: &mut Vec<u8>) -> Result<(), Error> {
 
 /// One frame of a protobuf watch stream: the 4-byte big-endian length, then a
 /// `metav1.WatchEvent` whose `object.raw` is the enveloped object.
-pub(crate) fn watch_frame(event_type: &str, object: &Value) -> Result<Vec<u8>, Error> {
+pub fn watch_frame(event_type: &str, object: &Value) -> Result<Vec<u8>, Error> {
     let mut out = vec![0u8; 4];
     wire::put_bytes(&mut out, 1, event_type.as_bytes());
     wire::put_nested(&mut out, 2, |out| {
