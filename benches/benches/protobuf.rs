@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use criterion::{black_box, Criterion};
+use std::hint::black_box;
+
+use criterion::Criterion;
 use kcore_apiserver::{protobuf, Api, ApiServer, WriteOptions};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
