@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::api::{Api, DeleteOptions, ListOptions, WriteOptions};
 use crate::error::ApiError;
+use crate::negotiate::{self, Codec};
 use crate::patch::PatchType;
 use crate::resources::{self, ResourceInfo, Sub, RESOURCES};
 use crate::table;
@@ -81,6 +82,37 @@ fn error_response(e: &ApiError) -> Response {
     json_response(e.code, &e.to_status())
 }
 
+fn accept(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())
+}
+
+/// The one place a response body is encoded: `v` in the negotiated codec. An object
+/// without a protobuf form (a kind the tables do not know) is written as JSON.
+fn respond(codec: Codec, code: u16, v: &Value) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match codec {
+        Codec::Protobuf => match crate::protobuf::encode(v) {
+            Ok(body) => {
+                return (
+                    status,
+                    [(header::CONTENT_TYPE, crate::protobuf::MEDIA_TYPE)],
+                    body,
+                )
+                    .into_response()
+            }
+            Err(e) => tracing::warn!(error = %e, "answering in JSON: no protobuf form"),
+        },
+        Codec::Yaml => {
+            if let Ok(body) = serde_yaml_ng::to_string(v) {
+                return (status, [(header::CONTENT_TYPE, "application/yaml")], body)
+                    .into_response();
+            }
+        }
+        Codec::Json | Codec::Table => {}
+    }
+    json_response(code, v)
+}
+
 fn text(code: StatusCode, s: String) -> Response {
     (
         code,
@@ -130,15 +162,11 @@ impl Params {
     }
 }
 
-fn wants_table(headers: &HeaderMap) -> bool {
+fn protobuf_body(headers: &HeaderMap) -> bool {
     headers
-        .get(header::ACCEPT)
+        .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| {
-            a.split(',')
-                .next()
-                .is_some_and(|first| first.contains("as=Table"))
-        })
+        .is_some_and(|ct| ct.starts_with(crate::protobuf::MEDIA_TYPE))
 }
 
 fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
@@ -147,7 +175,7 @@ fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     if ct.starts_with("application/vnd.kubernetes.protobuf") {
-        crate::protobuf::decode(body)
+        crate::protobuf::decode_body(body)
     } else if ct.starts_with("application/yaml") || ct.starts_with("application/x-yaml") {
         serde_yaml_ng::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
@@ -594,7 +622,15 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> 
             let c = r.status().as_u16();
             (r, c, res)
         }
-        Err(e) => (error_response(&e), e.code, String::new()),
+        Err(e) => {
+            // a Status in what the client accepts (JSON when that is nothing we write)
+            let codec = negotiate::output(accept(&parts.headers), true).unwrap_or(Codec::Json);
+            (
+                respond(codec, e.code, &e.to_status()),
+                e.code,
+                String::new(),
+            )
+        }
     };
     state.metrics.record(&verb, &resource, code);
     for w in warnings {
@@ -702,14 +738,8 @@ async fn route(
     Ok((resp, resource))
 }
 
-fn output(
-    headers: &HeaderMap,
-    params: &Params,
-    info: &ResourceInfo,
-    code: u16,
-    obj: Value,
-) -> Response {
-    if wants_table(headers) && obj["kind"] != "Status" {
+fn output(codec: Codec, params: &Params, info: &ResourceInfo, code: u16, obj: Value) -> Response {
+    if codec == Codec::Table && obj["kind"] != "Status" {
         let items = if obj["items"].is_array() {
             obj["items"].as_array().cloned().unwrap_or_default()
         } else {
@@ -725,7 +755,7 @@ fn output(
         );
         return json_response(code, &t);
     }
-    json_response(code, &obj)
+    respond(codec, code, &obj)
 }
 
 async fn serve_resource(
@@ -740,16 +770,24 @@ async fn serve_resource(
     let info = t.info;
     let ns = t.namespace.as_deref();
     let wopts = params.write_options();
+    let codec = negotiate::output(accept(headers), info.supports_protobuf())?;
     match (method.clone(), t.name, t.sub) {
         (Method::GET, None, None) if params.flag("watch") => {
             let opts = params.list_options()?;
             let events = api.watch_in(info, ns, &opts).await?;
-            let table_mode = wants_table(headers);
+            let table_mode = codec == Codec::Table;
+            let protobuf = codec == Codec::Protobuf;
             let state2 = state.clone();
             state.metrics.watchers.fetch_add(1, Ordering::Relaxed);
             let guard = WatchGuard(state2);
             let stream = events.map(move |ev| {
                 let _keep = &guard;
+                if protobuf {
+                    match crate::protobuf::watch_frame(ev.kind, &ev.object) {
+                        Ok(frame) => return Ok::<_, Infallible>(Bytes::from(frame)),
+                        Err(e) => tracing::warn!(error = %e, "watch event has no protobuf form"),
+                    }
+                }
                 let mut j = ev.to_json();
                 if table_mode && matches!(ev.kind, "ADDED" | "MODIFIED" | "DELETED") {
                     let rv = ev.object["metadata"]["resourceVersion"].clone();
@@ -762,7 +800,11 @@ async fn serve_resource(
             let mut resp = Response::new(Body::from_stream(stream));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
+                HeaderValue::from_static(if protobuf {
+                    crate::protobuf::STREAM_MEDIA_TYPE
+                } else {
+                    "application/json"
+                }),
             );
             resp.headers_mut().insert(
                 header::CACHE_CONTROL,
@@ -773,14 +815,19 @@ async fn serve_resource(
         (Method::GET, None, None) => {
             let opts = params.list_options()?;
             let list = api.list_in(info, ns, &opts).await?;
-            Ok(output(headers, params, info, 200, list))
+            Ok(output(codec, params, info, 200, list))
         }
         (Method::POST, None, None) => {
             let obj = decode_body(headers, &body)?;
-            let unknown = check_fields(params, info, &obj)?;
+            // protobuf bodies are not decoded strictly, as upstream
+            let unknown = if protobuf_body(headers) {
+                Vec::new()
+            } else {
+                check_fields(params, info, &obj)?
+            };
             let out = api.create_in(info, ns, obj, &wopts).await?;
             Ok(with_warnings(
-                output(headers, params, info, 201, out),
+                output(codec, params, info, 201, out),
                 &unknown,
             ))
         }
@@ -788,18 +835,23 @@ async fn serve_resource(
             let lopts = params.list_options()?;
             let dopts = delete_options(params, headers, &body)?;
             let out = api.delete_collection(info, ns, &lopts, &dopts).await?;
-            Ok(json_response(200, &out))
+            Ok(respond(codec, 200, &out))
         }
         (Method::GET, Some(name), None) => {
             let out = api.get_in(info, ns, &name).await?;
-            Ok(output(headers, params, info, 200, out))
+            Ok(output(codec, params, info, 200, out))
         }
         (Method::PUT, Some(name), None) => {
             let obj = decode_body(headers, &body)?;
-            let unknown = check_fields(params, info, &obj)?;
+            // protobuf bodies are not decoded strictly, as upstream
+            let unknown = if protobuf_body(headers) {
+                Vec::new()
+            } else {
+                check_fields(params, info, &obj)?
+            };
             let out = api.update_in(info, ns, &name, obj, None, &wopts).await?;
             Ok(with_warnings(
-                output(headers, params, info, 200, out),
+                output(codec, params, info, 200, out),
                 &unknown,
             ))
         }
@@ -826,7 +878,7 @@ async fn serve_resource(
                 200
             };
             Ok(with_warnings(
-                output(headers, params, info, code, out),
+                output(codec, params, info, code, out),
                 &unknown,
             ))
         }
@@ -842,10 +894,10 @@ async fn serve_resource(
             } else {
                 200
             };
-            Ok(json_response(code, &out))
+            Ok(respond(codec, code, &out))
         }
         (Method::GET, Some(name), Some(Sub::Status)) => Ok(output(
-            headers,
+            codec,
             params,
             info,
             200,
@@ -853,7 +905,8 @@ async fn serve_resource(
         )),
         (Method::PUT, Some(name), Some(Sub::Status)) => {
             let obj = decode_body(headers, &body)?;
-            Ok(json_response(
+            Ok(respond(
+                codec,
                 200,
                 &api.update_in(info, ns, &name, obj, Some(Sub::Status), &wopts)
                     .await?,
@@ -861,25 +914,27 @@ async fn serve_resource(
         }
         (Method::PUT, Some(name), Some(Sub::Finalize)) => {
             let obj = decode_body(headers, &body)?;
-            Ok(json_response(
+            Ok(respond(
+                codec,
                 200,
                 &api.update_in(info, ns, &name, obj, Some(Sub::Finalize), &wopts)
                     .await?,
             ))
         }
         (Method::GET, Some(name), Some(Sub::Scale)) => {
-            Ok(json_response(200, &api.get_scale(info, ns, &name).await?))
+            Ok(respond(codec, 200, &api.get_scale(info, ns, &name).await?))
         }
         (Method::PUT, Some(name), Some(Sub::Scale)) => {
             let obj = decode_body(headers, &body)?;
-            Ok(json_response(
+            Ok(respond(
+                codec,
                 200,
                 &api.update_scale(info, ns, &name, obj, &wopts).await?,
             ))
         }
         (Method::POST, Some(name), Some(Sub::Binding)) => {
             let b = decode_body(headers, &body)?;
-            Ok(json_response(201, &api.bind(ns, &name, b).await?))
+            Ok(respond(codec, 201, &api.bind(ns, &name, b).await?))
         }
         (Method::POST, Some(name), Some(Sub::Eviction)) => {
             let b = decode_body(headers, &body)?;
@@ -888,7 +943,7 @@ async fn serve_resource(
                 ..Default::default()
             };
             let out = api.evict(ns.unwrap_or("default"), &name, &dopts).await?;
-            Ok(json_response(201, &out))
+            Ok(respond(codec, 201, &out))
         }
         (Method::GET, Some(name), Some(Sub::Log)) => {
             let pod = api.get_in(info, ns, &name).await?;

@@ -8,6 +8,9 @@
 //! - [`Api`] is the object machinery in-process: CRUD with namespaces, generateName, uid,
 //!   generation, resourceVersion conflicts, finalizers, defaulting, validation, selectors,
 //!   pagination, watch, subresources and the four PATCH flavours.
+//! - [`protobuf`] transcodes between the stored JSON and Kubernetes protobuf
+//!   (`application/vnd.kubernetes.protobuf`) for every built-in kind; the server
+//!   negotiates it per request, as upstream.
 //! - [`ApiServer`] puts it on HTTPS (generated CA, bearer tokens, admin kubeconfig) or,
 //!   opt-in, plain HTTP on loopback.
 //!
@@ -40,11 +43,12 @@ pub mod conformance;
 mod defaults;
 mod error;
 mod http;
+mod negotiate;
 mod node_certs;
 mod node_client;
 mod openapi;
 mod patch;
-mod protobuf;
+pub mod protobuf;
 mod registry;
 mod resources;
 mod selectors;

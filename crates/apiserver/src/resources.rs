@@ -69,6 +69,12 @@ impl ResourceInfo {
         }
     }
 
+    /// Whether objects of this resource have a protobuf form: every built-in kind (the
+    /// generated tables know it); custom resources are JSON only, as upstream.
+    pub(crate) fn supports_protobuf(&self) -> bool {
+        crate::protobuf::supports(&self.api_version(), self.kind)
+    }
+
     pub(crate) fn singular(&self) -> String {
         self.kind.to_ascii_lowercase()
     }
