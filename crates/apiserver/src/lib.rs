@@ -37,6 +37,7 @@ mod api;
 mod cache;
 pub mod conformance;
 mod defaults;
+mod discovery;
 mod error;
 mod http;
 mod node_certs;

@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use crate::error::{from_storage, ApiError, Cause};
 use crate::patch::{self, PatchType};
 use crate::registry;
-use crate::resources::{self, ResourceInfo, Sub};
+use crate::resources::{self, Registry, Resource, ResourceInfo, Sub};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::storage::{EventKind, KeyValue, Storage, StorageError};
 
@@ -66,6 +66,7 @@ struct Inner {
     alloc: tokio::sync::Mutex<()>,
     evictions: tokio::sync::Mutex<()>,
     cache: crate::cache::WatchCache,
+    registry: Registry,
 }
 
 /// The in-process API: every operation the REST server offers, on JSON or typed objects.
@@ -122,6 +123,21 @@ fn encode(obj: &Value) -> Vec<u8> {
     serde_json::to_vec(&o).unwrap_or_default()
 }
 
+/// The stored bytes of an object of `info` (in its storage version).
+fn encode_for(info: &ResourceInfo, obj: &Value) -> Vec<u8> {
+    match info.strategy.to_storage(obj) {
+        Some(stored) => encode(&stored),
+        None => encode(obj),
+    }
+}
+
+/// A stored object of `info` as served (in its version).
+fn decode_for(info: &ResourceInfo, kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut v = decode(kv)?;
+    info.strategy.from_storage(&mut v);
+    Ok(v)
+}
+
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
@@ -140,15 +156,6 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
         .expect("metadata is an object")
 }
 
-fn resource_for<K: k8s_openapi::Resource>() -> Result<&'static ResourceInfo, ApiError> {
-    resources::lookup(K::GROUP, K::VERSION, K::URL_PATH_SEGMENT).ok_or_else(|| {
-        ApiError::new(
-            404,
-            "NotFound",
-            format!("the server does not serve {}", K::URL_PATH_SEGMENT),
-        )
-    })
-}
 
 fn to_typed<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
     serde_json::from_value(v).map_err(|e| ApiError::internal(format!("decoding response: {e}")))
@@ -182,6 +189,7 @@ impl Api {
                 config,
                 alloc: tokio::sync::Mutex::new(()),
                 evictions: tokio::sync::Mutex::new(()),
+                registry: Registry::new(),
             }),
         }
     }
@@ -209,12 +217,27 @@ impl Api {
         Ok(())
     }
 
-    pub(crate) fn resource(
-        api_version: &str,
-        plural: &str,
-    ) -> Result<&'static ResourceInfo, ApiError> {
+    /// The served resources (built-in and custom).
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    fn resource_for<K: k8s_openapi::Resource>(&self) -> Result<Resource, ApiError> {
+        self.inner
+            .registry
+            .lookup(K::GROUP, K::VERSION, K::URL_PATH_SEGMENT)
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("the server does not serve {}", K::URL_PATH_SEGMENT),
+                )
+            })
+    }
+
+    pub(crate) fn resource(&self, api_version: &str, plural: &str) -> Result<Resource, ApiError> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        resources::lookup(group, version, plural).ok_or_else(|| {
+        self.inner.registry.lookup(group, version, plural).ok_or_else(|| {
             ApiError::new(
                 404,
                 "NotFound",
@@ -232,7 +255,7 @@ impl Api {
     where
         K: k8s_openapi::Resource + Serialize + DeserializeOwned,
     {
-        let info = resource_for::<K>()?;
+        let info = &self.resource_for::<K>()?;
         let v = self
             .create_in(info, namespace, to_value(obj)?, &WriteOptions::default())
             .await?;
@@ -244,7 +267,7 @@ impl Api {
     where
         K: k8s_openapi::Resource + DeserializeOwned,
     {
-        to_typed(self.get_in(resource_for::<K>()?, namespace, name).await?)
+        to_typed(self.get_in(&*self.resource_for::<K>()?, namespace, name).await?)
     }
 
     /// Lists objects of an upstream type; returns the items and the list's resourceVersion.
@@ -256,7 +279,7 @@ impl Api {
     where
         K: k8s_openapi::Resource + DeserializeOwned,
     {
-        let list = self.list_in(resource_for::<K>()?, namespace, opts).await?;
+        let list = self.list_in(&*self.resource_for::<K>()?, namespace, opts).await?;
         let rv = list["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or_default()
@@ -281,7 +304,7 @@ impl Api {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let info = resource_for::<K>()?;
+        let info = &self.resource_for::<K>()?;
         to_typed(
             self.update_in(info, namespace, &name, v, None, &WriteOptions::default())
                 .await?,
@@ -298,7 +321,7 @@ impl Api {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let info = resource_for::<K>()?;
+        let info = &self.resource_for::<K>()?;
         to_typed(
             self.update_in(
                 info,
@@ -317,7 +340,7 @@ impl Api {
     where
         K: k8s_openapi::Resource + DeserializeOwned,
     {
-        let info = resource_for::<K>()?;
+        let info = &self.resource_for::<K>()?;
         to_typed(
             self.delete_in(info, namespace, name, &DeleteOptions::default())
                 .await?,
@@ -336,7 +359,7 @@ impl Api {
     where
         K: k8s_openapi::Resource + DeserializeOwned,
     {
-        let info = resource_for::<K>()?;
+        let info = &self.resource_for::<K>()?;
         let raw = serde_json::to_vec(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
         to_typed(
             self.patch_in(info, namespace, name, None, patch_type, &raw, opts)
@@ -355,7 +378,7 @@ impl Api {
         K: k8s_openapi::Resource + DeserializeOwned,
     {
         to_typed(
-            self.delete_in(resource_for::<K>()?, namespace, name, opts)
+            self.delete_in(&*self.resource_for::<K>()?, namespace, name, opts)
                 .await?,
         )
     }
@@ -398,7 +421,7 @@ impl Api {
     where
         K: k8s_openapi::Resource,
     {
-        self.watch_in(resource_for::<K>()?, namespace, opts).await
+        self.watch_in(&*self.resource_for::<K>()?, namespace, opts).await
     }
 
     // ----- untyped, by apiVersion and plural -----
@@ -412,7 +435,7 @@ impl Api {
         obj: Value,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        self.create_in(Self::resource(api_version, plural)?, namespace, obj, opts)
+        self.create_in(&*self.resource(api_version, plural)?, namespace, obj, opts)
             .await
     }
 
@@ -424,7 +447,7 @@ impl Api {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Value, ApiError> {
-        self.get_in(Self::resource(api_version, plural)?, namespace, name)
+        self.get_in(&*self.resource(api_version, plural)?, namespace, name)
             .await
     }
 
@@ -436,7 +459,7 @@ impl Api {
         namespace: Option<&str>,
         opts: &ListOptions,
     ) -> Result<Value, ApiError> {
-        self.list_in(Self::resource(api_version, plural)?, namespace, opts)
+        self.list_in(&*self.resource(api_version, plural)?, namespace, opts)
             .await
     }
 
@@ -452,7 +475,7 @@ impl Api {
         body: &[u8],
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        let info = Self::resource(api_version, plural)?;
+        let info = &self.resource(api_version, plural)?;
         self.patch_in(info, namespace, name, None, patch_type, body, opts)
             .await
     }

@@ -38,7 +38,7 @@ pub(crate) mod service;
 pub(crate) mod statefulset;
 
 /// How the generic store treats objects of one kind.
-pub(crate) trait Strategy: Sync {
+pub(crate) trait Strategy: Send + Sync {
     /// The kind this strategy is for (`""` for [`DefaultStrategy`]).
     fn kind(&self) -> &'static str;
 
@@ -107,6 +107,55 @@ pub(crate) trait Strategy: Sync {
     /// The Table column definitions (`kubectl get`).
     fn table_columns(&self) -> Vec<Value> {
         vec![col("Name", "string", 0), col("Age", "string", 0)]
+    }
+
+    /// The OpenAPI v3 schema of the kind, for kinds that publish one (custom resources).
+    fn openapi_schema(&self) -> Option<Value> {
+        None
+    }
+
+    /// Whether a field selector may name `field` (built-in kinds: any path).
+    fn selectable_field(&self, _field: &str) -> bool {
+        true
+    }
+
+    /// Whether PATCH accepts strategic merge patches (not for custom resources, as
+    /// upstream).
+    fn strategic_merge_patch(&self) -> bool {
+        true
+    }
+
+    /// The stored form of an object when it differs from the served one (custom
+    /// resources served in several versions are stored in their storage version).
+    fn to_storage(&self, _obj: &Value) -> Option<Value> {
+        None
+    }
+
+    /// A stored object as served by this resource (its version).
+    fn from_storage(&self, _obj: &mut Value) {}
+
+    /// The scale of a scalable object: desired replicas, observed replicas and the
+    /// label selector as a string (autoscaling/v1 `Scale`).
+    fn scale(&self, obj: &Value) -> (i64, i64, String) {
+        let sel_str = obj["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .map(|ml| {
+                ml.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        (
+            obj["spec"]["replicas"].as_i64().unwrap_or(0),
+            obj["status"]["replicas"].as_i64().unwrap_or(0),
+            sel_str,
+        )
+    }
+
+    /// Sets the desired replicas (a write of the `scale` subresource).
+    fn set_replicas(&self, obj: &mut Value, replicas: Value) {
+        obj["spec"]["replicas"] = replicas;
     }
 
     /// One object's Table cells, matching [`Strategy::table_columns`].
