@@ -36,6 +36,7 @@
 mod api;
 mod cache;
 pub mod conformance;
+mod crd;
 mod defaults;
 mod discovery;
 mod error;

@@ -36,9 +36,6 @@ impl Names {
     pub(crate) fn is_empty(&self) -> bool {
         self.iter().next().is_none()
     }
-    pub(crate) fn contains(&self, name: &str) -> bool {
-        self.iter().any(|n| n == name)
-    }
 }
 
 impl serde::Serialize for Names {
@@ -254,6 +251,7 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::endpointslice::RESOURCE,
     registry::ingress::RESOURCE,
     registry::lease::RESOURCE,
+    registry::customresourcedefinition::RESOURCE,
     res!(
         core::PersistentVolumeClaim,
         "persistentvolumeclaims",
@@ -350,6 +348,8 @@ pub(crate) fn version_priority(v: &str) -> (u8, std::cmp::Reverse<u64>, std::cmp
 /// CustomResourceDefinitions, which change at run time.
 pub(crate) struct Registry {
     custom: RwLock<Vec<Arc<ResourceInfo>>>,
+    /// What each CRD's resources were built from, by (group, plural).
+    fingerprints: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
     /// Bumped on every change of the custom resources (discovery ETags).
     generation: std::sync::atomic::AtomicU64,
 }
@@ -371,6 +371,7 @@ impl Registry {
     pub(crate) fn new() -> Self {
         Self {
             custom: RwLock::new(Vec::new()),
+            fingerprints: Default::default(),
             generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -400,12 +401,42 @@ impl Registry {
             .map(Resource::Custom)
     }
 
-    /// Replaces the custom resources of one CRD (its group and plural) with `resources`
-    /// (none removes them).
-    pub(crate) fn set_custom(&self, group: &str, plural: &str, resources: Vec<ResourceInfo>) {
+    /// Replaces the custom resources of one CRD (its group and plural) with
+    /// `resources`, unless they were built from the same `fingerprint` already.
+    pub(crate) fn set_custom(
+        &self,
+        group: &str,
+        plural: &str,
+        fingerprint: &str,
+        resources: Vec<ResourceInfo>,
+    ) {
+        let mut fps = self.fingerprints.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (group.to_owned(), plural.to_owned());
+        if fps.get(&key).is_some_and(|f| f == fingerprint) {
+            return;
+        }
+        fps.insert(key, fingerprint.to_owned());
         let mut custom = self.custom.write().unwrap_or_else(|e| e.into_inner());
         custom.retain(|r| !(r.group == group && r.plural == plural));
         custom.extend(resources.into_iter().map(Arc::new));
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(group, plural, "serving custom resources");
+    }
+
+    /// Stops serving the custom resources of CRDs other than `keep` (group, plural).
+    pub(crate) fn retain_custom(&self, keep: &[(String, String)]) {
+        let mut fps = self.fingerprints.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<(String, String)> = fps.keys().filter(|k| !keep.contains(k)).cloned().collect();
+        if gone.is_empty() {
+            return;
+        }
+        let mut custom = self.custom.write().unwrap_or_else(|e| e.into_inner());
+        for (g, p) in gone {
+            custom.retain(|r| !(r.group == g && r.plural == p));
+            fps.remove(&(g.clone(), p.clone()));
+            tracing::info!(group = g, plural = p, "no longer serving custom resources");
+        }
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }

@@ -22,6 +22,7 @@ use crate::table::{age, col};
 use crate::validate;
 
 pub(crate) mod configmap;
+pub(crate) mod customresourcedefinition;
 pub(crate) mod daemonset;
 pub(crate) mod deployment;
 pub(crate) mod endpoints;
@@ -40,7 +41,7 @@ pub(crate) mod statefulset;
 /// How the generic store treats objects of one kind.
 pub(crate) trait Strategy: Send + Sync {
     /// The kind this strategy is for (`""` for [`DefaultStrategy`]).
-    fn kind(&self) -> &'static str;
+    fn kind(&self) -> &str;
 
     /// Whether `metadata.name` must be an RFC 1123 label (otherwise a subdomain).
     fn name_is_label(&self) -> bool {
