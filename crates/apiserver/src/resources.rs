@@ -504,7 +504,7 @@ mod tests {
     #[test]
     fn registry_is_consistent() {
         let pods = lookup("", "v1", "pods").unwrap();
-        assert_eq!((pods.kind, pods.list_kind), ("Pod", "PodList"));
+        assert_eq!((&*pods.kind, &*pods.list_kind), ("Pod", "PodList"));
         assert_eq!(
             pods.key(Some("default"), "a"),
             "/registry/core/pods/default/a"

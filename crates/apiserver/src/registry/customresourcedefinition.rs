@@ -212,9 +212,8 @@ impl Strategy for CrdStrategy {
     }
 
     fn prepare_for_create(&self, obj: &mut Value) {
-        if let Some(o) = obj.as_object_mut() {
-            o.remove("status");
-        }
+        // As upstream: empty accepted names until the controller accepts them.
+        obj["status"] = json!({"acceptedNames": {"plural": "", "kind": ""}});
         record_storage_version(obj);
     }
 
