@@ -19,7 +19,6 @@ struct Shared {
     url: String,
     kubeconfig: PathBuf,
     dir: PathBuf,
-    api: kcore_apiserver::Api,
 }
 
 fn shared() -> &'static Shared {
@@ -51,7 +50,6 @@ fn shared() -> &'static Shared {
                     url: running.url().to_owned(),
                     kubeconfig,
                     dir: d.clone(),
-                    api: running.api().clone(),
                 })
                 .expect("send");
                 // Serve until the test process ends.
@@ -578,4 +576,132 @@ fn aggregated_discovery_etag_changes_with_crds() {
     assert_eq!(subs, ["status", "scale"]);
     c.ok(&["delete", "crd", &format!("widgets.{group}")]);
     let _ = Path::new(&c.s.url);
+}
+
+/// A CRD for the Helm charts (`crontabs.<group>`): a schema, a status subresource and
+/// printer columns; `versions` is the YAML of its versions' extra entries.
+fn crontab_crd(group: &str, extra_versions: &str) -> String {
+    let version = |name: &str, storage: bool| {
+        format!(
+            r#"  - name: {name}
+    served: true
+    storage: {storage}
+    subresources:
+      status: {{}}
+    additionalPrinterColumns:
+    - name: Spec
+      type: string
+      jsonPath: .spec.cronSpec
+    - name: Replicas
+      type: integer
+      jsonPath: .spec.replicas
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              cronSpec: {{type: string}}
+              replicas: {{type: integer}}
+          status:
+            type: object
+            properties:
+              active: {{type: integer}}
+"#
+        )
+    };
+    let mut versions = version("v1", true);
+    for v in extra_versions.split_whitespace() {
+        versions.push_str(&version(v, false));
+    }
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: crontabs.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names:\n    plural: crontabs\n    singular: crontab\n    kind: CronTab\n    shortNames: [ct]\n  versions:\n{versions}"
+    )
+}
+
+/// Writes a chart: `crds` (files of the `crds/` folder) and `templates`.
+fn write_chart(dir: &Path, name: &str, crds: &[(&str, String)], templates: &[(&str, String)]) {
+    std::fs::create_dir_all(dir.join("templates")).expect("chart dir");
+    std::fs::write(
+        dir.join("Chart.yaml"),
+        format!("apiVersion: v2\nname: {name}\nversion: 0.1.0\n"),
+    )
+    .expect("Chart.yaml");
+    std::fs::write(dir.join("values.yaml"), "schedule: \"*/5 * * * *\"\nreplicas: 1\n").expect("values");
+    if !crds.is_empty() {
+        std::fs::create_dir_all(dir.join("crds")).expect("crds dir");
+    }
+    for (f, text) in crds {
+        std::fs::write(dir.join("crds").join(f), text).expect("crd file");
+    }
+    for (f, text) in templates {
+        std::fs::write(dir.join("templates").join(f), text).expect("template");
+    }
+}
+
+#[test]
+fn helm_charts_with_crds() {
+    let c = Ctx::new("helm");
+    let helm = |args: &[&str]| -> (bool, String, String) {
+        let mut all: Vec<&str> = args.to_vec();
+        let kc = c.s.kubeconfig.to_str().expect("utf-8").to_owned();
+        all.extend(["--kubeconfig", &kc]);
+        c.run("helm", &all, None)
+    };
+    let helm_ok = |args: &[&str]| -> String {
+        let (ok, out, err) = helm(args);
+        assert!(ok, "helm {args:?} failed:\nstdout: {out}\nstderr: {err}");
+        out
+    };
+
+    // Chart 1: the CRD in crds/, a CronTab from a template.
+    let group = unique_group("h");
+    let chart = c.dir.join("chart-crds");
+    let cr = format!(
+        "apiVersion: {group}/v1\nkind: CronTab\nmetadata:\n  name: {{{{ .Release.Name }}}}-tab\nspec:\n  cronSpec: {{{{ .Values.schedule | quote }}}}\n  replicas: {{{{ .Values.replicas }}}}\n"
+    );
+    write_chart(&chart, "crontab", &[("crontab.yaml", crontab_crd(&group, ""))], &[("crontab.yaml", cr)]);
+    let chart_s = chart.to_str().expect("utf-8");
+    helm_ok(&["install", "tabs", chart_s]);
+    let out = c.ok(&["get", "crontabs"]);
+    let header = out.lines().next().unwrap_or_default();
+    assert!(header.contains("SPEC") && header.contains("REPLICAS"), "{out}");
+    assert!(out.contains("tabs-tab") && out.contains("*/5 * * * *"), "{out}");
+    helm_ok(&["upgrade", "tabs", chart_s, "--set", "replicas=3"]);
+    let row = c.ok(&["get", "ct", "tabs-tab", "--no-headers"]);
+    assert!(row.split_whitespace().any(|w| w == "3"), "{row}");
+    let list = helm_ok(&["list", "-o", "json"]);
+    assert!(list.contains("\"tabs\"") && list.contains("\"revision\":\"2\""), "{list}");
+    helm_ok(&["uninstall", "tabs"]);
+    let (found, out, _) = c.kubectl(&["get", "ct", "tabs-tab"]);
+    assert!(!found, "the release's CronTab is gone: {out}");
+    // Helm never deletes CRDs from crds/.
+    c.ok(&["get", "crd", &format!("crontabs.{group}")]);
+    c.ok(&["delete", "crd", &format!("crontabs.{group}")]);
+
+    // Chart 2: the CRD in templates/: an upgrade adds a served version, uninstall
+    // removes the CRD.
+    let group = unique_group("t");
+    let chart = c.dir.join("chart-templates");
+    write_chart(&chart, "crd-in-templates", &[], &[("crd.yaml", crontab_crd(&group, ""))]);
+    let chart_s = chart.to_str().expect("utf-8");
+    helm_ok(&["install", "defs", chart_s]);
+    wait_established(&c, &format!("crontabs.{group}"));
+    let (v2, _, _) = c.kubectl(&["get", "--raw", &format!("/apis/{group}/v2")]);
+    assert!(!v2, "v2 is not served yet");
+    write_chart(&chart, "crd-in-templates", &[], &[("crd.yaml", crontab_crd(&group, "v2"))]);
+    helm_ok(&["upgrade", "defs", chart_s]);
+    c.eventually("v2 served", || {
+        c.kubectl(&["get", "--raw", &format!("/apis/{group}/v2")]).0
+    });
+    let tab = c.file(
+        "tab.yaml",
+        &format!("apiVersion: {group}/v2\nkind: CronTab\nmetadata:\n  name: via-v2\nspec:\n  cronSpec: x\n"),
+    );
+    c.ok(&["apply", "-f", &tab]);
+    helm_ok(&["uninstall", "defs"]);
+    c.eventually("the CRD to go with the release", || {
+        !c.kubectl(&["get", "crd", &format!("crontabs.{group}")]).0
+    });
 }
