@@ -27,7 +27,7 @@ pub(crate) fn wants_aggregated(headers: &HeaderMap) -> bool {
 }
 
 /// A subresource's response kind (kind, group, version) and verbs.
-fn sub_desc<'a>(r: &'a ResourceInfo, s: Sub) -> (&'a str, &'a str, &'a str, &'static [&'static str]) {
+fn sub_desc(r: &ResourceInfo, s: Sub) -> (&str, &str, &str, &'static [&'static str]) {
     match s {
         Sub::Status => (&r.kind, &r.group, &r.version, &["get", "patch", "update"]),
         Sub::Scale => ("Scale", "autoscaling", "v1", &["get", "patch", "update"]),

@@ -321,7 +321,9 @@ impl std::ops::Deref for Resource {
 
 /// Where a custom group's versions rank: Kubernetes version priority (GA over beta over
 /// alpha, higher numbers first, then other names alphabetically).
-pub(crate) fn version_priority(v: &str) -> (u8, std::cmp::Reverse<u64>, std::cmp::Reverse<u64>, String) {
+pub(crate) fn version_priority(
+    v: &str,
+) -> (u8, std::cmp::Reverse<u64>, std::cmp::Reverse<u64>, String) {
     use std::cmp::Reverse;
     let parse = |s: &str| -> Option<(u64, u8, u64)> {
         let rest = s.strip_prefix('v')?;
@@ -427,7 +429,8 @@ impl Registry {
     /// Stops serving the custom resources of CRDs other than `keep` (group, plural).
     pub(crate) fn retain_custom(&self, keep: &[(String, String)]) {
         let mut fps = self.fingerprints.lock().unwrap_or_else(|e| e.into_inner());
-        let gone: Vec<(String, String)> = fps.keys().filter(|k| !keep.contains(k)).cloned().collect();
+        let gone: Vec<(String, String)> =
+            fps.keys().filter(|k| !keep.contains(k)).cloned().collect();
         if gone.is_empty() {
             return;
         }

@@ -131,13 +131,17 @@ impl Ctx {
 
     fn fails(&self, args: &[&str]) -> String {
         let (ok, out, err) = self.kubectl(args);
-        assert!(!ok, "kubectl {args:?} should fail:\nstdout: {out}\nstderr: {err}");
+        assert!(
+            !ok,
+            "kubectl {args:?} should fail:\nstdout: {out}\nstderr: {err}"
+        );
         err
     }
 
     fn json(&self, args: &[&str]) -> Value {
         let out = self.ok(args);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("kubectl {args:?}: not JSON ({e}): {out}"))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("kubectl {args:?}: not JSON ({e}): {out}"))
     }
 
     fn apply(&self, name: &str, yaml: &str, extra: &[&str]) -> String {
@@ -268,11 +272,22 @@ fn crd_established_and_custom_resources_through_kubectl() {
     let group = unique_group("w");
     let crd = format!("widgets.{group}");
     let out = c.apply("crd.yaml", &widget_crd(&group), &[]);
-    assert!(out.contains(&format!("customresourcedefinition.apiextensions.k8s.io/{crd} created")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "customresourcedefinition.apiextensions.k8s.io/{crd} created"
+        )),
+        "{out}"
+    );
     wait_established(&c, &crd);
     let got = c.json(&["get", "crd", &crd, "-o", "json"]);
     let conds = got["status"]["conditions"].as_array().expect("conditions");
-    let cond = |t: &str| conds.iter().find(|x| x["type"] == t).cloned().unwrap_or_default();
+    let cond = |t: &str| {
+        conds
+            .iter()
+            .find(|x| x["type"] == t)
+            .cloned()
+            .unwrap_or_default()
+    };
     assert_eq!(cond("NamesAccepted")["status"], "True");
     assert_eq!(cond("NamesAccepted")["reason"], "NoConflicts");
     assert_eq!(cond("Established")["status"], "True");
@@ -282,14 +297,28 @@ fn crd_established_and_custom_resources_through_kubectl() {
     assert_eq!(got["spec"]["conversion"]["strategy"], "None");
     // `kubectl get crd` prints upstream's columns, and the short names work.
     let table = c.ok(&["get", "crds"]);
-    assert!(table.starts_with("NAME") && table.lines().next().unwrap_or_default().contains("CREATED AT"), "{table}");
+    assert!(
+        table.starts_with("NAME")
+            && table
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .contains("CREATED AT"),
+        "{table}"
+    );
     assert!(table.contains(&crd), "{table}");
 
     // Discovery: api-resources lists the resource with its short name and kind.
     let res = c.ok(&["api-resources", "--api-group", &group]);
-    let line = res.lines().find(|l| l.starts_with("widgets")).unwrap_or_else(|| panic!("{res}"));
+    let line = res
+        .lines()
+        .find(|l| l.starts_with("widgets"))
+        .unwrap_or_else(|| panic!("{res}"));
     for want in ["wdg", &format!("{group}/v1"), "true", "Widget"] {
-        assert!(line.contains(want), "api-resources line lacks {want}: {line}");
+        assert!(
+            line.contains(want),
+            "api-resources line lacks {want}: {line}"
+        );
     }
 
     // Create, with defaulting and pruning of unknown fields.
@@ -297,7 +326,10 @@ fn crd_established_and_custom_resources_through_kubectl() {
         "apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: w1\n  labels: {{tier: gold}}\nspec:\n  color: red\n  unknown: dropped\n  extra: {{kept: true}}\n"
     );
     let out = c.apply("w1.yaml", &cr, &[]);
-    assert!(out.contains("widget.") && out.contains("/w1 created"), "{out}");
+    assert!(
+        out.contains("widget.") && out.contains("/w1 created"),
+        "{out}"
+    );
     let w1 = c.json(&["get", "widget", "w1", "-o", "json"]);
     assert_eq!(w1["spec"]["replicas"], 1, "defaulted: {w1}");
     assert!(w1["spec"].get("unknown").is_none(), "pruned: {w1}");
@@ -311,10 +343,15 @@ fn crd_established_and_custom_resources_through_kubectl() {
     assert!(out.contains("unchanged"), "{out}");
 
     // An invalid object: 422 with the field path.
-    let bad = format!("apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: bad\nspec:\n  color: purple\n");
+    let bad = format!(
+        "apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: bad\nspec:\n  color: purple\n"
+    );
     let p = c.file("bad.yaml", &bad);
     let err = c.fails(&["apply", "-f", &p]);
-    assert!(err.contains("spec.color") && err.contains("Unsupported value"), "{err}");
+    assert!(
+        err.contains("spec.color") && err.contains("Unsupported value"),
+        "{err}"
+    );
 
     // A second widget through server-side apply.
     let w2 = format!("apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: w2\nspec:\n  color: blue\n  replicas: 2\n");
@@ -324,7 +361,10 @@ fn crd_established_and_custom_resources_through_kubectl() {
     assert_eq!(got["metadata"]["managedFields"][0]["manager"], "kubectl");
     let w2b = w2.replace("replicas: 2", "replicas: 4");
     c.apply("w2.yaml", &w2b, &["--server-side"]);
-    assert_eq!(c.json(&["get", "wdg", "w2", "-o", "json"])["spec"]["replicas"], 4);
+    assert_eq!(
+        c.json(&["get", "wdg", "w2", "-o", "json"])["spec"]["replicas"],
+        4
+    );
 
     // Printer columns, by short name; `get all` includes the category.
     let table = c.ok(&["get", "wdg"]);
@@ -332,14 +372,22 @@ fn crd_established_and_custom_resources_through_kubectl() {
     for col in ["NAME", "COLOR", "REPLICAS", "READY", "AGE"] {
         assert!(header.contains(col), "{table}");
     }
-    let row = table.lines().find(|l| l.starts_with("w2")).unwrap_or_else(|| panic!("{table}"));
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("w2"))
+        .unwrap_or_else(|| panic!("{table}"));
     assert!(row.contains("blue") && row.contains('4'), "{row}");
     let all = c.ok(&["get", "all"]);
     assert!(all.contains("widget.") && all.contains("/w1"), "{all}");
 
     // Status subresource: the main endpoint ignores status, /status takes only status.
     c.ok(&[
-        "patch", "widget", "w1", "--type", "merge", "-p",
+        "patch",
+        "widget",
+        "w1",
+        "--type",
+        "merge",
+        "-p",
         r#"{"status":{"replicas":9},"spec":{"color":"green"}}"#,
     ]);
     let w1 = c.json(&["get", "widget", "w1", "-o", "json"]);
@@ -353,15 +401,25 @@ fn crd_established_and_custom_resources_through_kubectl() {
     let w1 = c.json(&["get", "widget", "w1", "-o", "json"]);
     assert_eq!(w1["spec"]["color"], "green", "status writes ignore spec");
     assert_eq!(w1["status"]["replicas"], 1);
-    assert_eq!(w1["metadata"]["generation"], 2, "status writes keep the generation");
+    assert_eq!(
+        w1["metadata"]["generation"], 2,
+        "status writes keep the generation"
+    );
     let row = c.ok(&["get", "widget", "w1", "--no-headers"]);
     assert!(row.contains("True"), "Ready column: {row}");
 
     // Scale subresource through `kubectl scale`.
     let out = c.ok(&["scale", "widget", "w1", "--replicas", "3"]);
     assert!(out.contains("scaled"), "{out}");
-    assert_eq!(c.json(&["get", "widget", "w1", "-o", "json"])["spec"]["replicas"], 3);
-    let scale = c.json(&["get", "--raw", &format!("/apis/{group}/v1/namespaces/default/widgets/w1/scale")]);
+    assert_eq!(
+        c.json(&["get", "widget", "w1", "-o", "json"])["spec"]["replicas"],
+        3
+    );
+    let scale = c.json(&[
+        "get",
+        "--raw",
+        &format!("/apis/{group}/v1/namespaces/default/widgets/w1/scale"),
+    ]);
     assert_eq!(scale["kind"], "Scale");
     assert_eq!(scale["spec"]["replicas"], 3);
     assert_eq!(scale["status"]["selector"], "app=w1");
@@ -370,33 +428,64 @@ fn crd_established_and_custom_resources_through_kubectl() {
     let names = |args: &[&str]| -> Vec<String> {
         let mut a = vec!["get", "widgets", "-o", "name"];
         a.extend_from_slice(args);
-        c.ok(&a).lines().map(|l| l.rsplit('/').next().unwrap_or_default().to_owned()).collect()
+        c.ok(&a)
+            .lines()
+            .map(|l| l.rsplit('/').next().unwrap_or_default().to_owned())
+            .collect()
     };
     assert_eq!(names(&["-l", "tier=gold"]), ["w1"]);
     assert_eq!(names(&["--field-selector", "metadata.name=w2"]), ["w2"]);
     assert_eq!(names(&["--field-selector", "spec.color=green"]), ["w1"]);
     let err = c.fails(&["get", "widgets", "--field-selector", "spec.replicas=3"]);
-    assert!(err.contains("field label not supported: spec.replicas"), "{err}");
+    assert!(
+        err.contains("field label not supported: spec.replicas"),
+        "{err}"
+    );
 
     // Strategic merge patches are not for custom resources (415, as upstream).
-    let err = c.fails(&["patch", "widget", "w1", "--type", "strategic", "-p", r#"{"spec":{"color":"red"}}"#]);
-    assert!(err.contains("unknown format") || err.contains("415") || err.contains("UnsupportedMediaType"), "{err}");
+    let err = c.fails(&[
+        "patch",
+        "widget",
+        "w1",
+        "--type",
+        "strategic",
+        "-p",
+        r#"{"spec":{"color":"red"}}"#,
+    ]);
+    assert!(
+        err.contains("unknown format")
+            || err.contains("415")
+            || err.contains("UnsupportedMediaType"),
+        "{err}"
+    );
 
     // kubectl explain reads the schema from OpenAPI v3.
     let out = c.ok(&["explain", "widgets.spec"]);
-    assert!(out.contains("What the widget should be") && out.contains("color"), "{out}");
+    assert!(
+        out.contains("What the widget should be") && out.contains("color"),
+        "{out}"
+    );
     let out = c.ok(&["explain", "widget.spec.color"]);
     assert!(out.contains("The widget's color"), "{out}");
 
     // Deleting the CRD deletes its custom resources, then the CRD.
-    c.ok(&["create", "namespace", &format!("ns-{}", group.split('.').next().unwrap_or("x"))]);
+    c.ok(&[
+        "create",
+        "namespace",
+        &format!("ns-{}", group.split('.').next().unwrap_or("x")),
+    ]);
     let ns = format!("ns-{}", group.split('.').next().unwrap_or("x"));
     c.apply("w3.yaml", &format!("apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: w3\n  namespace: {ns}\nspec:\n  color: red\n"), &[]);
     c.ok(&["delete", "crd", &crd, "--wait=true", "--timeout=60s"]);
     let (found, out, _) = c.kubectl(&["get", "crd", &crd]);
     assert!(!found, "CRD still there: {out}");
     let (ok, out, err) = c.kubectl(&["get", "--raw", &format!("/apis/{group}/v1/widgets")]);
-    assert!(!ok && err.contains("NotFound") || err.contains("not found") || err.contains("the server could not find"), "{ok} {out} {err}");
+    assert!(
+        !ok && err.contains("NotFound")
+            || err.contains("not found")
+            || err.contains("the server could not find"),
+        "{ok} {out} {err}"
+    );
     // The objects are gone from storage: a new CRD of the same name starts empty.
     c.apply("crd2.yaml", &widget_crd(&group), &[]);
     wait_established(&c, &crd);
@@ -421,9 +510,17 @@ fn multiple_versions_and_crd_updates_take_effect() {
     let v = |name: &str, storage: bool, extra: &str| {
         format!("    - name: {name}\n      served: true\n      storage: {storage}\n{extra}{schema}")
     };
-    c.apply("crd.yaml", &doc(&(v("v1", true, "") + &v("v2", false, ""))), &[]);
+    c.apply(
+        "crd.yaml",
+        &doc(&(v("v1", true, "") + &v("v2", false, ""))),
+        &[],
+    );
     wait_established(&c, &crd);
-    c.apply("g.yaml", &format!("apiVersion: {group}/v1\nkind: Gadget\nmetadata:\n  name: g1\nspec:\n  size: 3\n"), &[]);
+    c.apply(
+        "g.yaml",
+        &format!("apiVersion: {group}/v1\nkind: Gadget\nmetadata:\n  name: g1\nspec:\n  size: 3\n"),
+        &[],
+    );
     let v2 = c.json(&["get", "--raw", &format!("/apis/{group}/v2/gadgets/g1")]);
     assert_eq!(v2["apiVersion"], format!("{group}/v2"));
     assert_eq!(v2["spec"]["size"], 3);
@@ -435,7 +532,15 @@ fn multiple_versions_and_crd_updates_take_effect() {
     assert_eq!(g["preferredVersion"]["version"], "v2");
     // Written through v2, stored in v1 (the storage version), read back in v1.
     let _ = c.json(&["get", "--raw", &format!("/apis/{group}/v1/gadgets/g1")]);
-    c.ok(&["patch", &format!("gadgets.v2.{group}"), "g1", "--type", "merge", "-p", r#"{"spec":{"size":5}}"#]);
+    c.ok(&[
+        "patch",
+        &format!("gadgets.v2.{group}"),
+        "g1",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"size":5}}"#,
+    ]);
     let v1 = c.json(&["get", "--raw", &format!("/apis/{group}/v1/gadgets/g1")]);
     assert_eq!(v1["spec"]["size"], 5);
     assert_eq!(v1["apiVersion"], format!("{group}/v1"));
@@ -451,7 +556,12 @@ fn multiple_versions_and_crd_updates_take_effect() {
         &[],
     );
     c.eventually("v3 served", || {
-        c.run("kubectl", &["get", "--raw", &format!("/apis/{group}/v3/gadgets/g1")], None).0
+        c.run(
+            "kubectl",
+            &["get", "--raw", &format!("/apis/{group}/v3/gadgets/g1")],
+            None,
+        )
+        .0
     });
     c.eventually("the Size column", || {
         let (ok, out, _) = c.kubectl(&["get", &format!("gadgets.v1.{group}")]);
@@ -479,12 +589,16 @@ fn name_conflicts_and_refused_specs() {
     c.eventually("NamesAccepted=False", || {
         let (ok, out, _) = c.kubectl(&["get", "crd", &name, "-o", "json"]);
         ok && serde_json::from_str::<Value>(&out).is_ok_and(|v| {
-            v["status"]["conditions"].as_array().into_iter().flatten().any(|x| {
-                x["type"] == "NamesAccepted"
-                    && x["status"] == "False"
-                    && x["reason"] == "KindConflict"
-                    && x["message"] == "\"Apple\" is already in use"
-            })
+            v["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|x| {
+                    x["type"] == "NamesAccepted"
+                        && x["status"] == "False"
+                        && x["reason"] == "KindConflict"
+                        && x["message"] == "\"Apple\" is already in use"
+                })
         })
     });
     let got = c.json(&["get", "crd", &name, "-o", "json"]);
@@ -508,11 +622,23 @@ fn name_conflicts_and_refused_specs() {
         ),
     );
     let err = c.fails(&["create", "-f", &p]);
-    assert!(err.contains("spec.conversion.strategy") && err.contains("Webhook"), "{err}");
+    assert!(
+        err.contains("spec.conversion.strategy") && err.contains("Webhook"),
+        "{err}"
+    );
     // metadata.name must be <plural>.<group>.
-    let p = c.file("name.yaml", &crd("figs", "Fig", "fg").replace(&format!("name: figs.{group}"), &format!("name: other.{group}")));
+    let p = c.file(
+        "name.yaml",
+        &crd("figs", "Fig", "fg").replace(
+            &format!("name: figs.{group}"),
+            &format!("name: other.{group}"),
+        ),
+    );
     let err = c.fails(&["create", "-f", &p]);
-    assert!(err.contains("metadata.name") && err.contains("spec.names.plural"), "{err}");
+    assert!(
+        err.contains("metadata.name") && err.contains("spec.names.plural"),
+        "{err}"
+    );
     c.ok(&["delete", "crd", &format!("apples.{group}"), &name]);
 }
 
@@ -525,7 +651,8 @@ fn aggregated_discovery_etag_changes_with_crds() {
             "-D".to_owned(),
             "-".to_owned(),
             "-H".to_owned(),
-            "Accept: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList".to_owned(),
+            "Accept: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+                .to_owned(),
         ];
         if let Some(e) = etag {
             args.push("-H".to_owned());
@@ -536,14 +663,25 @@ fn aggregated_discovery_etag_changes_with_crds() {
         let (ok, out, err) = c.run("curl", &refs, None);
         assert!(ok, "curl: {err}");
         let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-        let code: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let code: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let etag = head
             .lines()
-            .find_map(|l| l.strip_prefix("etag: ").or_else(|| l.strip_prefix("ETag: ")))
+            .find_map(|l| {
+                l.strip_prefix("etag: ")
+                    .or_else(|| l.strip_prefix("ETag: "))
+            })
             .unwrap_or_default()
             .trim()
             .to_owned();
-        (code, etag, serde_json::from_str(body).unwrap_or(Value::Null))
+        (
+            code,
+            etag,
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
     };
     let (code, etag, _) = get(None);
     assert_eq!(code, 200);
@@ -628,7 +766,11 @@ fn write_chart(dir: &Path, name: &str, crds: &[(&str, String)], templates: &[(&s
         format!("apiVersion: v2\nname: {name}\nversion: 0.1.0\n"),
     )
     .expect("Chart.yaml");
-    std::fs::write(dir.join("values.yaml"), "schedule: \"*/5 * * * *\"\nreplicas: 1\n").expect("values");
+    std::fs::write(
+        dir.join("values.yaml"),
+        "schedule: \"*/5 * * * *\"\nreplicas: 1\n",
+    )
+    .expect("values");
     if !crds.is_empty() {
         std::fs::create_dir_all(dir.join("crds")).expect("crds dir");
     }
@@ -661,18 +803,32 @@ fn helm_charts_with_crds() {
     let cr = format!(
         "apiVersion: {group}/v1\nkind: CronTab\nmetadata:\n  name: {{{{ .Release.Name }}}}-tab\nspec:\n  cronSpec: {{{{ .Values.schedule | quote }}}}\n  replicas: {{{{ .Values.replicas }}}}\n"
     );
-    write_chart(&chart, "crontab", &[("crontab.yaml", crontab_crd(&group, ""))], &[("crontab.yaml", cr)]);
+    write_chart(
+        &chart,
+        "crontab",
+        &[("crontab.yaml", crontab_crd(&group, ""))],
+        &[("crontab.yaml", cr)],
+    );
     let chart_s = chart.to_str().expect("utf-8");
     helm_ok(&["install", "tabs", chart_s]);
     let out = c.ok(&["get", "crontabs"]);
     let header = out.lines().next().unwrap_or_default();
-    assert!(header.contains("SPEC") && header.contains("REPLICAS"), "{out}");
-    assert!(out.contains("tabs-tab") && out.contains("*/5 * * * *"), "{out}");
+    assert!(
+        header.contains("SPEC") && header.contains("REPLICAS"),
+        "{out}"
+    );
+    assert!(
+        out.contains("tabs-tab") && out.contains("*/5 * * * *"),
+        "{out}"
+    );
     helm_ok(&["upgrade", "tabs", chart_s, "--set", "replicas=3"]);
     let row = c.ok(&["get", "ct", "tabs-tab", "--no-headers"]);
     assert!(row.split_whitespace().any(|w| w == "3"), "{row}");
     let list = helm_ok(&["list", "-o", "json"]);
-    assert!(list.contains("\"tabs\"") && list.contains("\"revision\":\"2\""), "{list}");
+    assert!(
+        list.contains("\"tabs\"") && list.contains("\"revision\":\"2\""),
+        "{list}"
+    );
     helm_ok(&["uninstall", "tabs"]);
     let (found, out, _) = c.kubectl(&["get", "ct", "tabs-tab"]);
     assert!(!found, "the release's CronTab is gone: {out}");
@@ -684,13 +840,23 @@ fn helm_charts_with_crds() {
     // removes the CRD.
     let group = unique_group("t");
     let chart = c.dir.join("chart-templates");
-    write_chart(&chart, "crd-in-templates", &[], &[("crd.yaml", crontab_crd(&group, ""))]);
+    write_chart(
+        &chart,
+        "crd-in-templates",
+        &[],
+        &[("crd.yaml", crontab_crd(&group, ""))],
+    );
     let chart_s = chart.to_str().expect("utf-8");
     helm_ok(&["install", "defs", chart_s]);
     wait_established(&c, &format!("crontabs.{group}"));
     let (v2, _, _) = c.kubectl(&["get", "--raw", &format!("/apis/{group}/v2")]);
     assert!(!v2, "v2 is not served yet");
-    write_chart(&chart, "crd-in-templates", &[], &[("crd.yaml", crontab_crd(&group, "v2"))]);
+    write_chart(
+        &chart,
+        "crd-in-templates",
+        &[],
+        &[("crd.yaml", crontab_crd(&group, "v2"))],
+    );
     helm_ok(&["upgrade", "defs", chart_s]);
     c.eventually("v2 served", || {
         c.kubectl(&["get", "--raw", &format!("/apis/{group}/v2")]).0

@@ -50,9 +50,13 @@ struct ReconcileError(#[source] kube::Error);
 async fn reconcile(g: Arc<Gizmo>, client: Arc<Client>) -> Result<Action, ReconcileError> {
     let api: Api<Gizmo> = Api::namespaced((*client).clone(), &g.namespace().unwrap_or_default());
     let status = json!({"status": {"observed_size": g.spec.size, "replicas": g.spec.replicas}});
-    api.patch_status(&g.name_any(), &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .map_err(ReconcileError)?;
+    api.patch_status(
+        &g.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&status),
+    )
+    .await
+    .map_err(ReconcileError)?;
     Ok(Action::await_change())
 }
 
@@ -98,7 +102,7 @@ async fn kube_rs_derived_custom_resource_and_controller() {
         .await
         .expect("create CRD");
     eventually("Established", || async {
-        crds.get(&Gizmo::crd_name()).await.is_ok_and(|c| {
+        crds.get(Gizmo::crd_name()).await.is_ok_and(|c| {
             c.status
                 .and_then(|s| s.conditions)
                 .unwrap_or_default()
@@ -133,13 +137,31 @@ async fn kube_rs_derived_custom_resource_and_controller() {
     );
 
     let a = gizmos
-        .create(&PostParams::default(), &Gizmo::new("a", GizmoSpec { size: 3, replicas: 1 }))
+        .create(
+            &PostParams::default(),
+            &Gizmo::new(
+                "a",
+                GizmoSpec {
+                    size: 3,
+                    replicas: 1,
+                },
+            ),
+        )
         .await
         .expect("create a");
     assert_eq!(a.spec.size, 3);
     assert!(a.status.is_none(), "status is not set on create");
     gizmos
-        .create(&PostParams::default(), &Gizmo::new("b", GizmoSpec { size: 5, replicas: 2 }))
+        .create(
+            &PostParams::default(),
+            &Gizmo::new(
+                "b",
+                GizmoSpec {
+                    size: 5,
+                    replicas: 2,
+                },
+            ),
+        )
         .await
         .expect("create b");
     let mut names = tokio::time::timeout(Duration::from_secs(30), seen)
@@ -151,14 +173,22 @@ async fn kube_rs_derived_custom_resource_and_controller() {
 
     eventually("the controller's status", || async {
         gizmos.get("b").await.is_ok_and(|g| {
-            g.status == Some(GizmoStatus { observed_size: 5, replicas: 2 })
+            g.status
+                == Some(GizmoStatus {
+                    observed_size: 5,
+                    replicas: 2,
+                })
         })
     })
     .await;
 
     // A spec change reaches the controller again.
     gizmos
-        .patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 7}})))
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 7}})),
+        )
         .await
         .expect("patch a");
     eventually("the new observed size", || async {
@@ -168,19 +198,32 @@ async fn kube_rs_derived_custom_resource_and_controller() {
             .is_ok_and(|g| g.status.as_ref().is_some_and(|s| s.observed_size == 7))
     })
     .await;
-    assert_eq!(gizmos.get("a").await.expect("get").metadata.generation, Some(2));
+    assert_eq!(
+        gizmos.get("a").await.expect("get").metadata.generation,
+        Some(2)
+    );
 
     // Scale through kube's scale API.
     let scale = gizmos.get_scale("b").await.expect("scale");
     assert_eq!(scale.spec.and_then(|s| s.replicas), Some(2));
     gizmos
-        .patch_scale("b", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 4}})))
+        .patch_scale(
+            "b",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
         .await
         .expect("patch scale");
     assert_eq!(gizmos.get("b").await.expect("get b").spec.replicas, 4);
 
     // Server-side apply of a typed object.
-    let mut c = Gizmo::new("c", GizmoSpec { size: 1, replicas: 1 });
+    let mut c = Gizmo::new(
+        "c",
+        GizmoSpec {
+            size: 1,
+            replicas: 1,
+        },
+    );
     c.metadata.labels = Some([("tier".to_owned(), "x".to_owned())].into());
     gizmos
         .patch("c", &PatchParams::apply("crd-kube-test"), &Patch::Apply(&c))
@@ -197,11 +240,13 @@ async fn kube_rs_derived_custom_resource_and_controller() {
         .await
         .expect("delete c");
     ctl.abort();
-    crds.delete(&Gizmo::crd_name(), &DeleteParams::default())
+    crds.delete(Gizmo::crd_name(), &DeleteParams::default())
         .await
         .expect("delete CRD");
     eventually("the CRD and its objects to go", || async {
-        crds.get_opt(&Gizmo::crd_name()).await.is_ok_and(|c| c.is_none())
+        crds.get_opt(Gizmo::crd_name())
+            .await
+            .is_ok_and(|c| c.is_none())
     })
     .await;
     running.shutdown().await.expect("shutdown");

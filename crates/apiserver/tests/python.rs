@@ -60,7 +60,9 @@ async fn run_script(script: &str, marker: &str) {
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     let running = server.spawn();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
     let out = tokio::task::spawn_blocking(move || {
         Command::new(py)
             .arg(script)

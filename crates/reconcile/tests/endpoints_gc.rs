@@ -345,8 +345,11 @@ async fn gc_custom_resources_own_objects() {
                 "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
     }))
     .unwrap();
-    crds.create(&PostParams::default(), &crd).await.expect("create CRD");
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1", "Owner"), "owners");
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("create CRD");
+    let ar =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1", "Owner"), "owners");
     let owners: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), &c.namespace, &ar);
     let owner = eventually(30, "the CRD served", || async {
         let o: DynamicObject = serde_json::from_value(json!({
@@ -360,15 +363,26 @@ async fn gc_custom_resources_own_objects() {
     let owned = json!({"metadata": {"name": "owned", "ownerReferences": [{
         "apiVersion": format!("{group}/v1"), "kind": "Owner", "name": "boss",
         "uid": owner.metadata.uid.clone().unwrap()}]}});
-    cms.create(&PostParams::default(), &serde_json::from_value(owned).unwrap())
-        .await
-        .expect("owned configmap");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(owned).unwrap(),
+    )
+    .await
+    .expect("owned configmap");
     // The owner lives: the dependent stays (give the collector time to track the kind).
     tokio::time::sleep(std::time::Duration::from_secs(7)).await;
-    assert!(cms.get_opt("owned").await.unwrap().is_some(), "a live owner keeps its dependent");
-    owners.delete("boss", &DeleteParams::default()).await.expect("delete owner");
-    eventually(30, "the dependent of a deleted custom resource collected", || async {
-        cms.get_opt("owned").await.ok()?.is_none().then_some(())
-    })
+    assert!(
+        cms.get_opt("owned").await.unwrap().is_some(),
+        "a live owner keeps its dependent"
+    );
+    owners
+        .delete("boss", &DeleteParams::default())
+        .await
+        .expect("delete owner");
+    eventually(
+        30,
+        "the dependent of a deleted custom resource collected",
+        || async { cms.get_opt("owned").await.ok()?.is_none().then_some(()) },
+    )
     .await;
 }

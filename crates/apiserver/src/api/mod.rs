@@ -125,7 +125,7 @@ fn encode(obj: &Value) -> Vec<u8> {
 
 /// The stored bytes of an object of `info` (in its storage version).
 fn encode_for(info: &ResourceInfo, obj: &Value) -> Vec<u8> {
-    match info.strategy.to_storage(obj) {
+    match info.strategy.stored_form(obj) {
         Some(stored) => encode(&stored),
         None => encode(obj),
     }
@@ -134,7 +134,7 @@ fn encode_for(info: &ResourceInfo, obj: &Value) -> Vec<u8> {
 /// A stored object of `info` as served (in its version).
 fn decode_for(info: &ResourceInfo, kv: &KeyValue) -> Result<Value, ApiError> {
     let mut v = decode(kv)?;
-    info.strategy.from_storage(&mut v);
+    info.strategy.serve_stored(&mut v);
     Ok(v)
 }
 
@@ -155,7 +155,6 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
         .as_object_mut()
         .expect("metadata is an object")
 }
-
 
 fn to_typed<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
     serde_json::from_value(v).map_err(|e| ApiError::internal(format!("decoding response: {e}")))
@@ -237,15 +236,18 @@ impl Api {
 
     pub(crate) fn resource(&self, api_version: &str, plural: &str) -> Result<Resource, ApiError> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        self.inner.registry.lookup(group, version, plural).ok_or_else(|| {
-            ApiError::new(
-                404,
-                "NotFound",
-                format!(
-                    "the server could not find the requested resource ({plural}.{api_version})"
-                ),
-            )
-        })
+        self.inner
+            .registry
+            .lookup(group, version, plural)
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "NotFound",
+                    format!(
+                        "the server could not find the requested resource ({plural}.{api_version})"
+                    ),
+                )
+            })
     }
 
     // ----- typed convenience -----
@@ -267,7 +269,10 @@ impl Api {
     where
         K: k8s_openapi::Resource + DeserializeOwned,
     {
-        to_typed(self.get_in(&*self.resource_for::<K>()?, namespace, name).await?)
+        to_typed(
+            self.get_in(&*self.resource_for::<K>()?, namespace, name)
+                .await?,
+        )
     }
 
     /// Lists objects of an upstream type; returns the items and the list's resourceVersion.
@@ -279,7 +284,9 @@ impl Api {
     where
         K: k8s_openapi::Resource + DeserializeOwned,
     {
-        let list = self.list_in(&*self.resource_for::<K>()?, namespace, opts).await?;
+        let list = self
+            .list_in(&*self.resource_for::<K>()?, namespace, opts)
+            .await?;
         let rv = list["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or_default()
@@ -421,7 +428,8 @@ impl Api {
     where
         K: k8s_openapi::Resource,
     {
-        self.watch_in(&*self.resource_for::<K>()?, namespace, opts).await
+        self.watch_in(&*self.resource_for::<K>()?, namespace, opts)
+            .await
     }
 
     // ----- untyped, by apiVersion and plural -----

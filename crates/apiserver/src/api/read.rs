@@ -195,7 +195,7 @@ impl Api {
             .iter()
             .map(|o| {
                 let mut v = (**o).clone();
-                info.strategy.from_storage(&mut v);
+                info.strategy.serve_stored(&mut v);
                 v
             })
             .collect();

@@ -90,7 +90,7 @@ impl Api {
         };
         let convert = move |ev: crate::storage::Event| -> Option<WatchEvent> {
             let mut obj = decode(&ev.kv).ok()?;
-            served.from_storage(&mut obj);
+            served.serve_stored(&mut obj);
             let prev_match = ev
                 .prev
                 .as_ref()

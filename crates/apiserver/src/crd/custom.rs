@@ -54,7 +54,9 @@ fn path(v: &Value) -> Option<JsonPath> {
 /// Keeps an object's metadata to the `ObjectMeta` shape and the object a JSON object.
 fn normalize(mut v: Value) -> Result<Value, serde_json::Error> {
     if !v.is_object() {
-        return Err(serde::de::Error::custom("a custom resource must be a JSON object"));
+        return Err(serde::de::Error::custom(
+            "a custom resource must be a JSON object",
+        ));
     }
     let meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
         serde_json::from_value(v["metadata"].take())?;
@@ -206,7 +208,9 @@ impl Strategy for CustomStrategy {
             self.schema
                 .as_ref()
                 .map(|s| s.raw().clone())
-                .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})),
+                .unwrap_or_else(
+                    || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+                ),
         )
     }
 
@@ -219,7 +223,7 @@ impl Strategy for CustomStrategy {
         false
     }
 
-    fn to_storage(&self, obj: &Value) -> Option<Value> {
+    fn stored_form(&self, obj: &Value) -> Option<Value> {
         (self.api_version != self.storage_api_version).then(|| {
             let mut o = obj.clone();
             o["apiVersion"] = json!(self.storage_api_version);
@@ -227,7 +231,7 @@ impl Strategy for CustomStrategy {
         })
     }
 
-    fn from_storage(&self, obj: &mut Value) {
+    fn serve_stored(&self, obj: &mut Value) {
         if obj["apiVersion"] != self.api_version.as_str() {
             obj["apiVersion"] = json!(self.api_version);
         }

@@ -62,7 +62,8 @@ impl JsonPath {
                         .or_else(|| inner.strip_prefix('"').and_then(|x| x.strip_suffix('"')))
                     {
                         Step::Field(q.to_owned())
-                    } else if let Some(f) = inner.strip_prefix("?(@.").and_then(|x| x.strip_suffix(')'))
+                    } else if let Some(f) =
+                        inner.strip_prefix("?(@.").and_then(|x| x.strip_suffix(')'))
                     {
                         let (lhs, rhs) = f.split_once("==").ok_or_else(bad)?;
                         let rhs = rhs.trim();
@@ -148,17 +149,29 @@ mod tests {
     fn printer_column_paths() {
         let o = json!({"spec": {"replicas": 3, "a.b": "x", "items": [{"n": 1}, {"n": 2}]},
             "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "X", "status": "False"}]}});
-        let get = |p: &str| JsonPath::parse(p).unwrap().find(&o).into_iter().cloned().collect::<Vec<_>>();
+        let get = |p: &str| {
+            JsonPath::parse(p)
+                .unwrap()
+                .find(&o)
+                .into_iter()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
         assert_eq!(get(".spec.replicas"), [json!(3)]);
         assert_eq!(get("{.spec.replicas}"), [json!(3)]);
         assert_eq!(get(".spec['a.b']"), [json!("x")]);
         assert_eq!(get(".spec.items[1].n"), [json!(2)]);
         assert_eq!(get(".spec.items[*].n"), [json!(1), json!(2)]);
-        assert_eq!(get(".status.conditions[?(@.type==\"Ready\")].status"), [json!("True")]);
+        assert_eq!(
+            get(".status.conditions[?(@.type==\"Ready\")].status"),
+            [json!("True")]
+        );
         assert!(get(".spec.missing").is_empty());
         assert!(JsonPath::parse("spec").is_err());
         let mut v = json!({});
-        JsonPath::parse(".spec.replicas").unwrap().set(&mut v, json!(5));
+        JsonPath::parse(".spec.replicas")
+            .unwrap()
+            .set(&mut v, json!(5));
         assert_eq!(v["spec"]["replicas"], 5);
     }
 }

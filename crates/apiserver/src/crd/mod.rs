@@ -65,8 +65,10 @@ pub(crate) fn set_condition(
             true
         }
         None => {
-            conds.push(json!({"type": ty, "status": status, "lastTransitionTime": now,
-                "reason": reason, "message": message}));
+            conds.push(
+                json!({"type": ty, "status": status, "lastTransitionTime": now,
+                "reason": reason, "message": message}),
+            );
             true
         }
     }
@@ -155,7 +157,9 @@ fn built_in_names(group: &str) -> Vec<Held> {
 /// One pass of the controller over every CRD. Returns the revision it read and
 /// whether work is left (a deleted CRD whose custom resources are still going).
 pub(crate) async fn reconcile(api: &Api) -> Result<(String, bool), ApiError> {
-    let list = api.list_in(&RESOURCE, None, &ListOptions::default()).await?;
+    let list = api
+        .list_in(&RESOURCE, None, &ListOptions::default())
+        .await?;
     let rv = list["metadata"]["resourceVersion"]
         .as_str()
         .unwrap_or_default()
@@ -164,8 +168,14 @@ pub(crate) async fn reconcile(api: &Api) -> Result<(String, bool), ApiError> {
     crds.sort_by(|a, b| {
         let key = |o: &Value| {
             (
-                o["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_owned(),
-                o["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+                o["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             )
         };
         key(a).cmp(&key(b))
@@ -187,7 +197,13 @@ pub(crate) async fn reconcile(api: &Api) -> Result<(String, bool), ApiError> {
         match conflict(&wanted, &others) {
             None => {
                 new["status"]["acceptedNames"] = crd["spec"]["names"].clone();
-                set_condition(&mut new, "NamesAccepted", "True", "NoConflicts", "no conflicts found");
+                set_condition(
+                    &mut new,
+                    "NamesAccepted",
+                    "True",
+                    "NoConflicts",
+                    "no conflicts found",
+                );
             }
             Some((reason, message)) => {
                 set_condition(&mut new, "NamesAccepted", "False", reason, &message);
@@ -213,12 +229,25 @@ pub(crate) async fn reconcile(api: &Api) -> Result<(String, bool), ApiError> {
                 "the initial names have been accepted",
             );
         } else {
-            set_condition(&mut new, "Established", "False", "NotAccepted", "not all names are accepted");
+            set_condition(
+                &mut new,
+                "Established",
+                "False",
+                "NotAccepted",
+                "not all names are accepted",
+            );
         }
         if new["status"] != crd["status"] {
             let name = crd["metadata"]["name"].as_str().unwrap_or_default();
             match api
-                .update_in(&RESOURCE, None, name, new.clone(), Some(Sub::Status), &WriteOptions::default())
+                .update_in(
+                    &RESOURCE,
+                    None,
+                    name,
+                    new.clone(),
+                    Some(Sub::Status),
+                    &WriteOptions::default(),
+                )
                 .await
             {
                 Ok(_) => {}
@@ -245,7 +274,12 @@ async fn cleanup(api: &Api, crd: &Value) -> Result<bool, ApiError> {
         return Ok(true);
     };
     let left = api
-        .delete_collection(&info, None, &ListOptions::default(), &DeleteOptions::default())
+        .delete_collection(
+            &info,
+            None,
+            &ListOptions::default(),
+            &DeleteOptions::default(),
+        )
         .await?;
     let remaining = api.list_in(&info, None, &ListOptions::default()).await?;
     let still = remaining["items"].as_array().is_some_and(|a| !a.is_empty());
@@ -334,7 +368,9 @@ mod tests {
             "KindConflict: \"Widget\" is already in use"
         );
         assert!(c(json!({"plural": "gadgets", "singular": "gadget", "kind": "Gadget", "listKind": "GadgetList"})).is_none());
-        assert!(built_in_names("apps").iter().any(|h| h.plural == "deployments"));
+        assert!(built_in_names("apps")
+            .iter()
+            .any(|h| h.plural == "deployments"));
     }
 
     #[test]

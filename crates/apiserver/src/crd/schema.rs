@@ -85,7 +85,11 @@ fn check_schema(s: &Value, path: &str, root: bool, causes: &mut Vec<Cause>) {
         None if root => causes.push(Cause::required(join(path, "type"))),
         None => {}
     }
-    if root && m.get("type").and_then(Value::as_str).is_some_and(|t| t != "object") {
+    if root
+        && m.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t != "object")
+    {
         causes.push(Cause::invalid(
             join(path, "type"),
             &m["type"],
@@ -200,7 +204,10 @@ fn validate(s: &Value, v: &Value, path: &str, root: bool, causes: &mut Vec<Cause
             causes.push(Cause {
                 reason: "FieldValueTypeInvalid",
                 field: shown.to_owned(),
-                message: format!("Invalid value: {:?}: {shown} in body must be of type {want}: {:?}", got, got),
+                message: format!(
+                    "Invalid value: {:?}: {shown} in body must be of type {want}: {:?}",
+                    got, got
+                ),
             });
             return;
         }

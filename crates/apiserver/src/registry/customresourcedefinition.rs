@@ -87,7 +87,11 @@ fn validate_names(names: &Value, causes: &mut Vec<Cause>) {
     }
     let list_kind = names["listKind"].as_str().unwrap_or_default();
     if let Some(why) = dns1035(&list_kind.to_ascii_lowercase()).filter(|_| !list_kind.is_empty()) {
-        causes.push(Cause::invalid(format!("{p}.listKind"), &names["listKind"], &why));
+        causes.push(Cause::invalid(
+            format!("{p}.listKind"),
+            &names["listKind"],
+            &why,
+        ));
     }
     if !kind.is_empty() && kind == list_kind {
         causes.push(Cause::invalid(
@@ -96,14 +100,28 @@ fn validate_names(names: &Value, causes: &mut Vec<Cause>) {
             "kind and listKind may not be the same or parsing will be ambiguous",
         ));
     }
-    for (i, s) in names["shortNames"].as_array().into_iter().flatten().enumerate() {
+    for (i, s) in names["shortNames"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         if let Some(why) = s.as_str().and_then(dns1035) {
             causes.push(Cause::invalid(format!("{p}.shortNames[{i}]"), s, &why));
         }
     }
-    for (i, s) in names["categories"].as_array().into_iter().flatten().enumerate() {
+    for (i, s) in names["categories"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         if s.as_str().is_none_or(str::is_empty) {
-            causes.push(Cause::invalid(format!("{p}.categories[{i}]"), s, "must not be empty"));
+            causes.push(Cause::invalid(
+                format!("{p}.categories[{i}]"),
+                s,
+                "must not be empty",
+            ));
         }
     }
 }
@@ -144,24 +162,38 @@ fn validate_versions(spec: &Value, causes: &mut Vec<Cause>) {
                 field: format!("{f}.schema.openAPIV3Schema"),
                 message: "Required value: schemas are required".into(),
             });
-        } else if let Err(errs) = VersionSchema::new(schema, &format!("{f}.schema.openAPIV3Schema")) {
+        } else if let Err(errs) = VersionSchema::new(schema, &format!("{f}.schema.openAPIV3Schema"))
+        {
             causes.extend(errs);
         }
         let scale = &v["subresources"]["scale"];
         if scale.is_object() {
-            for (k, prefix) in [("specReplicasPath", ".spec."), ("statusReplicasPath", ".status.")] {
+            for (k, prefix) in [
+                ("specReplicasPath", ".spec."),
+                ("statusReplicasPath", ".status."),
+            ] {
                 match scale[k].as_str() {
-                    None | Some("") => causes.push(Cause::required(format!("{f}.subresources.scale.{k}"))),
+                    None | Some("") => {
+                        causes.push(Cause::required(format!("{f}.subresources.scale.{k}")))
+                    }
                     Some(p) if !p.starts_with(prefix) => causes.push(Cause::invalid(
                         format!("{f}.subresources.scale.{k}"),
                         &scale[k],
-                        &format!("should be a json path under {}", prefix.trim_end_matches('.')),
+                        &format!(
+                            "should be a json path under {}",
+                            prefix.trim_end_matches('.')
+                        ),
                     )),
                     Some(_) => {}
                 }
             }
         }
-        for (j, c) in v["additionalPrinterColumns"].as_array().into_iter().flatten().enumerate() {
+        for (j, c) in v["additionalPrinterColumns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let cf = format!("{f}.additionalPrinterColumns[{j}]");
             if c["name"].as_str().is_none_or(str::is_empty) {
                 causes.push(Cause::required(format!("{cf}.name")));
@@ -174,8 +206,15 @@ fn validate_versions(spec: &Value, causes: &mut Vec<Cause>) {
                     &["integer", "number", "string", "boolean", "date"],
                 )),
             }
-            if c["jsonPath"].as_str().is_none_or(|p| crate::crd::JsonPath::parse(p).is_err()) {
-                causes.push(Cause::invalid(format!("{cf}.jsonPath"), &c["jsonPath"], "must be a simple json path"));
+            if c["jsonPath"]
+                .as_str()
+                .is_none_or(|p| crate::crd::JsonPath::parse(p).is_err())
+            {
+                causes.push(Cause::invalid(
+                    format!("{cf}.jsonPath"),
+                    &c["jsonPath"],
+                    "must be a simple json path",
+                ));
             }
         }
     }
@@ -227,7 +266,11 @@ impl Strategy for CrdStrategy {
         if group.is_empty() {
             causes.push(Cause::required("spec.group"));
         } else if !group.contains('.') {
-            causes.push(Cause::invalid("spec.group", &spec["group"], "should be a domain with at least one dot"));
+            causes.push(Cause::invalid(
+                "spec.group",
+                &spec["group"],
+                "should be a domain with at least one dot",
+            ));
         } else if !crate::validate::is_dns1123_subdomain(group) {
             causes.push(Cause::invalid("spec.group", &spec["group"], "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"));
         }
@@ -269,7 +312,11 @@ impl Strategy for CrdStrategy {
     fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {
         self.validate(new, causes);
         if new["spec"]["scope"] != old["spec"]["scope"] {
-            causes.push(Cause::invalid("spec.scope", &new["spec"]["scope"], "field is immutable"));
+            causes.push(Cause::invalid(
+                "spec.scope",
+                &new["spec"]["scope"],
+                "field is immutable",
+            ));
         }
         // A version still stored must stay in spec.versions.
         let versions: Vec<&str> = new["spec"]["versions"]
@@ -278,7 +325,12 @@ impl Strategy for CrdStrategy {
             .flatten()
             .filter_map(|v| v["name"].as_str())
             .collect();
-        for (i, s) in new["status"]["storedVersions"].as_array().into_iter().flatten().enumerate() {
+        for (i, s) in new["status"]["storedVersions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             if s.as_str().is_some_and(|s| !versions.contains(&s)) {
                 causes.push(Cause::invalid(
                     format!("status.storedVersions[{i}]"),
@@ -348,7 +400,9 @@ mod tests {
         CrdStrategy.defaults(&mut o);
         let mut c = Vec::new();
         CrdStrategy.validate(&o, &mut c);
-        c.into_iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+        c.into_iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect()
     }
 
     #[test]
@@ -373,20 +427,28 @@ mod tests {
         assert!(causes(&o).iter().any(|c| c.contains("at least one dot")));
         let mut o = crd();
         o["spec"]["names"]["plural"] = json!("Widgets");
-        assert!(causes(&o).iter().any(|c| c.starts_with("spec.names.plural")));
+        assert!(causes(&o)
+            .iter()
+            .any(|c| c.starts_with("spec.names.plural")));
         let mut o = crd();
         o["spec"]["versions"][0]["storage"] = json!(false);
-        assert!(causes(&o).iter().any(|c| c.contains("exactly one version marked as storage")));
+        assert!(causes(&o)
+            .iter()
+            .any(|c| c.contains("exactly one version marked as storage")));
         let mut o = crd();
         let v = o["spec"]["versions"][0].clone();
         o["spec"]["versions"] = json!([v.clone(), v]);
-        assert!(causes(&o).iter().any(|c| c.contains("unique version names")));
+        assert!(causes(&o)
+            .iter()
+            .any(|c| c.contains("unique version names")));
         let mut o = crd();
         o["spec"]["scope"] = json!("Global");
         assert!(causes(&o).iter().any(|c| c.starts_with("spec.scope")));
         let mut o = crd();
         o["spec"]["conversion"] = json!({"strategy": "Webhook"});
-        assert!(causes(&o).iter().any(|c| c.starts_with("spec.conversion.strategy")));
+        assert!(causes(&o)
+            .iter()
+            .any(|c| c.starts_with("spec.conversion.strategy")));
         let mut o = crd();
         o["spec"]["versions"] = json!([]);
         assert!(causes(&o).iter().any(|c| c.starts_with("spec.versions")));

@@ -128,12 +128,12 @@ pub(crate) trait Strategy: Send + Sync {
 
     /// The stored form of an object when it differs from the served one (custom
     /// resources served in several versions are stored in their storage version).
-    fn to_storage(&self, _obj: &Value) -> Option<Value> {
+    fn stored_form(&self, _obj: &Value) -> Option<Value> {
         None
     }
 
     /// A stored object as served by this resource (its version).
-    fn from_storage(&self, _obj: &mut Value) {}
+    fn serve_stored(&self, _obj: &mut Value) {}
 
     /// The scale of a scalable object: desired replicas, observed replicas and the
     /// label selector as a string (autoscaling/v1 `Scale`).

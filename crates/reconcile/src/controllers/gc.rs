@@ -98,7 +98,10 @@ impl Graph {
         if node.is_none() || node.as_ref().is_some_and(|n| n.deleting) {
             // Dependents may have lost their last owner; owners may wait for us.
             keys.extend(self.dependents_of(&uid));
-            keys.extend(old.iter().flat_map(|o| o.owners.iter().map(|r| r.uid.clone())));
+            keys.extend(
+                old.iter()
+                    .flat_map(|o| o.owners.iter().map(|r| r.uid.clone())),
+            );
         }
         keys
     }
@@ -110,7 +113,8 @@ impl Graph {
             .iter()
             .filter(|(_, n)| {
                 n.owners.iter().any(|o| {
-                    o.kind == k.kind && o.api_version.rsplit_once('/').map_or("", |(g, _)| g) == k.group
+                    o.kind == k.kind
+                        && o.api_version.rsplit_once('/').map_or("", |(g, _)| g) == k.group
                 })
             })
             .map(|(uid, _)| uid.clone())
@@ -259,12 +263,16 @@ impl GarbageCollector {
     /// Registers the listable, watchable, deletable kinds discovery shows that the graph
     /// lacks; returns them.
     async fn discover(&self) -> Result<Vec<(usize, ApiResource)>, kube::Error> {
-        let discovery = kube::discovery::Discovery::new(self.client.clone()).run().await?;
+        let discovery = kube::discovery::Discovery::new(self.client.clone())
+            .run()
+            .await?;
         let mut new = Vec::new();
         for group in discovery.groups() {
             for (ar, caps) in group.recommended_resources() {
                 let verbs = [verbs::LIST, verbs::WATCH, verbs::DELETE];
-                if !verbs.iter().all(|v| caps.supports_operation(v)) || !ar.plural.chars().all(|c| c != '/') {
+                if !verbs.iter().all(|v| caps.supports_operation(v))
+                    || !ar.plural.chars().all(|c| c != '/')
+                {
                     continue;
                 }
                 let mut g = self.write();
@@ -321,7 +329,13 @@ impl GarbageCollector {
                             .iter()
                             .filter(|(uid, n)| n.kind == kind && !seen.contains(*uid))
                             .map(|(uid, _)| {
-                                (uid.clone(), ObjectMeta { uid: Some(uid.clone()), ..ObjectMeta::default() })
+                                (
+                                    uid.clone(),
+                                    ObjectMeta {
+                                        uid: Some(uid.clone()),
+                                        ..ObjectMeta::default()
+                                    },
+                                )
                             })
                             .collect();
                         for (_, m) in stale {
