@@ -196,9 +196,11 @@ fn unknown_fields(info: &ResourceInfo, raw: &Value) -> Vec<String> {
     if obj["kind"].is_null() {
         obj["kind"] = json!(info.kind);
     }
-    let Ok(known) = (info.normalize)(obj) else {
+    let Ok(mut known) = (info.normalize)(obj) else {
         return Vec::new();
     };
+    // Defaulting adds fields and, for custom resources, prunes those the schema lacks.
+    info.strategy.defaults(&mut known);
     let mut out = Vec::new();
     walk(raw, &known, "", &mut out);
     out

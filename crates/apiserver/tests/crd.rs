@@ -325,7 +325,11 @@ fn crd_established_and_custom_resources_through_kubectl() {
     let cr = format!(
         "apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: w1\n  labels: {{tier: gold}}\nspec:\n  color: red\n  unknown: dropped\n  extra: {{kept: true}}\n"
     );
-    let out = c.apply("w1.yaml", &cr, &[]);
+    // kubectl validates strictly by default: the server names the unknown field.
+    let p = c.file("w1.yaml", &cr);
+    let err = c.fails(&["apply", "-f", &p]);
+    assert!(err.contains("unknown field \"spec.unknown\""), "{err}");
+    let out = c.apply("w1.yaml", &cr, &["--validate=false"]);
     assert!(
         out.contains("widget.") && out.contains("/w1 created"),
         "{out}"
