@@ -398,6 +398,9 @@ impl ApiServer {
         };
         compactor.abort();
         crds.abort();
+        // Wait for both to let go of the storage (a restart on the same data opens it).
+        let _ = compactor.await;
+        let _ = crds.await;
         served.map_err(|source| Error::Bind { addr, source })
     }
 

@@ -251,3 +251,56 @@ async fn kube_rs_derived_custom_resource_and_controller() {
     .await;
     running.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_resources_are_served_after_a_restart() {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("kcore-crd-restart-{}-", std::process::id()))
+        .tempdir()
+        .expect("temp dir");
+    let build = || async {
+        ApiServer::builder()
+            .data_dir(dir.path().join("data"))
+            .listen("127.0.0.1:0".parse().expect("addr"))
+            .insecure_http(true)
+            .build()
+            .await
+            .expect("server")
+    };
+    let running = build().await.spawn();
+    let api = running.api().clone();
+    let crd = serde_json::to_value(Gizmo::crd()).expect("crd");
+    api.create_value(
+        "apiextensions.k8s.io/v1",
+        "customresourcedefinitions",
+        None,
+        crd,
+        &Default::default(),
+    )
+    .await
+    .expect("create CRD");
+    let gizmo = json!({"apiVersion": "kube.kcore.test/v1", "kind": "Gizmo",
+        "metadata": {"name": "kept"}, "spec": {"size": 1, "replicas": 1}});
+    eventually("the CRD served", || {
+        let api = api.clone();
+        let gizmo = gizmo.clone();
+        async move {
+            api.create_value("kube.kcore.test/v1", "gizmos", Some("default"), gizmo, &Default::default())
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    drop(api);
+    running.shutdown().await.expect("shutdown");
+
+    // A new server on the same data serves the custom resources from its first request.
+    let running = build().await.spawn();
+    let got = running
+        .api()
+        .get_value("kube.kcore.test/v1", "gizmos", Some("default"), "kept")
+        .await
+        .expect("served after the restart");
+    assert_eq!(got["spec"]["size"], 1);
+    running.shutdown().await.expect("shutdown");
+}
