@@ -7,7 +7,9 @@
 //!   [`conformance`] is the suite every backend passes.
 //! - [`Api`] is the object machinery in-process: CRUD with namespaces, generateName, uid,
 //!   generation, resourceVersion conflicts, finalizers, defaulting, validation, selectors,
-//!   pagination, watch, subresources and the four PATCH flavours.
+//!   pagination, watch, subresources and the four PATCH flavours, for the built-in kinds
+//!   and the custom resources of CustomResourceDefinitions (served as soon as a CRD is
+//!   established).
 //! - [`ApiServer`] puts it on HTTPS (generated CA, bearer tokens, admin kubeconfig) or,
 //!   opt-in, plain HTTP on loopback.
 //!

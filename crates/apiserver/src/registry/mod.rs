@@ -8,7 +8,12 @@
 //! default that fits a kind with no special rules, so a kind without a file here is served
 //! by [`DefaultStrategy`].
 //!
-//! Field selectors are generic over JSON paths today, as they were.
+//! Field selectors are generic over JSON paths for built-in kinds; a strategy may limit
+//! them ([`Strategy::selectable_field`], as custom resources do).
+//!
+//! Custom resources have no file here: their strategy is built at run time from their
+//! CRD (`crate::crd::custom::CustomStrategy`), and their resources enter the
+//! `Api`'s [`Registry`](crate::resources::Registry) when the CRD is established.
 //!
 //! Each kind's file also declares its served resource (`RESOURCE`: plural, scope, short
 //! names, categories, subresources) with its strategy; adding a built-in kind is one new
