@@ -480,9 +480,47 @@ fn crd_established_and_custom_resources_through_kubectl() {
     ]);
     let ns = format!("ns-{}", group.split('.').next().unwrap_or("x"));
     c.apply("w3.yaml", &format!("apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: w3\n  namespace: {ns}\nspec:\n  color: red\n"), &[]);
-    c.ok(&["delete", "crd", &crd, "--wait=true", "--timeout=60s"]);
-    let (found, out, _) = c.kubectl(&["get", "crd", &crd]);
-    assert!(!found, "CRD still there: {out}");
+    // deletecollection with a label selector.
+    c.ok(&["label", "widget", "w2", "doomed=yes"]);
+    c.ok(&[
+        "delete",
+        "--raw",
+        &format!("/apis/{group}/v1/namespaces/default/widgets?labelSelector=doomed%3Dyes"),
+    ]);
+    assert_eq!(names(&[]), ["w1"]);
+    // A widget with a finalizer of its own holds the CRD in Terminating.
+    c.apply("held.yaml", &format!("apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: held\n  finalizers: [kcore.test/hold]\nspec:\n  color: red\n"), &[]);
+    c.ok(&["delete", "crd", &crd, "--wait=false"]);
+    c.eventually("Terminating", || {
+        let (ok, out, _) = c.kubectl(&["get", "crd", &crd, "-o", "json"]);
+        ok && serde_json::from_str::<Value>(&out).is_ok_and(|v| {
+            v["metadata"]["finalizers"] == json!(["customresourcecleanup.apiextensions.k8s.io"])
+                && v["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|x| x["type"] == "Terminating" && x["status"] == "True")
+        })
+    });
+    c.eventually("the other widgets deleted", || {
+        let (ok, out, _) = c.kubectl(&["get", "widgets", "-A", "-o", "name"]);
+        ok && out.trim().lines().count() == 1 && out.contains("held")
+    });
+    let err = c.fails(&["create", "-f", &c.file("late.yaml", &format!("apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: late\nspec:\n  color: red\n"))]);
+    assert!(
+        err.contains("create not allowed while custom resource definition is terminating"),
+        "{err}"
+    );
+    c.ok(&[
+        "patch",
+        "widget",
+        "held",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    c.eventually("the CRD gone", || !c.kubectl(&["get", "crd", &crd]).0);
     let (ok, out, err) = c.kubectl(&["get", "--raw", &format!("/apis/{group}/v1/widgets")]);
     assert!(
         !ok && err.contains("NotFound")

@@ -285,9 +285,15 @@ async fn custom_resources_are_served_after_a_restart() {
         let api = api.clone();
         let gizmo = gizmo.clone();
         async move {
-            api.create_value("kube.kcore.test/v1", "gizmos", Some("default"), gizmo, &Default::default())
-                .await
-                .is_ok()
+            api.create_value(
+                "kube.kcore.test/v1",
+                "gizmos",
+                Some("default"),
+                gizmo,
+                &Default::default(),
+            )
+            .await
+            .is_ok()
         }
     })
     .await;

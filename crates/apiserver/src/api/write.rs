@@ -146,6 +146,9 @@ impl Api {
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
         Self::check_type(info, &mut obj)?;
+        if let Some(e) = info.strategy.refuses_create() {
+            return Err(e);
+        }
         let ns = Self::resolve_namespace(info, namespace, &mut obj)?;
         let meta = meta_mut(&mut obj);
         if meta

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::jsonpath::JsonPath;
 use super::schema::VersionSchema;
-use crate::error::Cause;
+use crate::error::{ApiError, Cause};
 use crate::registry::Strategy;
 use crate::resources::{Names, ResourceInfo, StrategyRef, Sub};
 use crate::table::{age, col};
@@ -44,6 +44,8 @@ pub(crate) struct CustomStrategy {
     scale: Option<ScalePaths>,
     columns: Vec<Column>,
     selectable: Vec<String>,
+    /// The CRD is being deleted: no new objects.
+    terminating: bool,
 }
 
 /// Parses `.spec.replicas`-style paths of a CRD; `None` if the path is not simple.
@@ -138,6 +140,7 @@ pub(crate) fn resources_of(crd: &Value) -> Vec<ResourceInfo> {
                 scale,
                 columns,
                 selectable,
+                terminating: crd["metadata"]["deletionTimestamp"].is_string(),
             };
             ResourceInfo {
                 group: Cow::Owned(group.clone()),
@@ -221,6 +224,16 @@ impl Strategy for CustomStrategy {
 
     fn strategic_merge_patch(&self) -> bool {
         false
+    }
+
+    fn refuses_create(&self) -> Option<ApiError> {
+        self.terminating.then(|| {
+            ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "create not allowed while custom resource definition is terminating",
+            )
+        })
     }
 
     fn stored_form(&self, obj: &Value) -> Option<Value> {

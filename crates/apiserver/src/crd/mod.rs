@@ -213,7 +213,12 @@ pub(crate) async fn reconcile(api: &Api) -> Result<(String, bool), ApiError> {
         let established = !accepted.plural.is_empty();
         if established {
             taken.push((group.clone(), accepted.clone()));
-            let fingerprint = json!([crd["spec"], new["status"]["acceptedNames"]]).to_string();
+            let fingerprint = json!([
+                crd["spec"],
+                new["status"]["acceptedNames"],
+                crd["metadata"]["deletionTimestamp"]
+            ])
+            .to_string();
             api.registry().set_custom(
                 &group,
                 &accepted.plural,

@@ -22,7 +22,7 @@
 
 use serde_json::{json, Value};
 
-use crate::error::Cause;
+use crate::error::{ApiError, Cause};
 use crate::table::{age, col};
 use crate::validate;
 
@@ -123,6 +123,12 @@ pub(crate) trait Strategy: Send + Sync {
     /// Whether a field selector may name `field` (built-in kinds: any path).
     fn selectable_field(&self, _field: &str) -> bool {
         true
+    }
+
+    /// Why new objects are refused at the moment, if they are (the custom resources of
+    /// a CRD being deleted).
+    fn refuses_create(&self) -> Option<ApiError> {
+        None
     }
 
     /// Whether PATCH accepts strategic merge patches (not for custom resources, as
