@@ -199,8 +199,8 @@ fn unknown_fields(info: &ResourceInfo, raw: &Value) -> Vec<String> {
     let Ok(mut known) = (info.normalize)(obj) else {
         return Vec::new();
     };
-    // Defaulting adds fields and, for custom resources, prunes those the schema lacks.
-    info.strategy.defaults(&mut known);
+    // Custom resources: fields their schema lacks are unknown too.
+    info.strategy.prune_unknown(&mut known);
     let mut out = Vec::new();
     walk(raw, &known, "", &mut out);
     out

@@ -172,6 +172,12 @@ impl Strategy for CustomStrategy {
         }
     }
 
+    fn prune_unknown(&self, obj: &mut Value) {
+        if let Some(s) = &self.schema {
+            s.prune(obj);
+        }
+    }
+
     fn prepare_for_create(&self, obj: &mut Value) {
         if self.status {
             if let Some(o) = obj.as_object_mut() {

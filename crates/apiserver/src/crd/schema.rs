@@ -60,6 +60,11 @@ impl VersionSchema {
         prune(&self.raw, obj, true);
     }
 
+    /// Prunes unknown fields only.
+    pub(crate) fn prune(&self, obj: &mut Value) {
+        prune(&self.raw, obj, true);
+    }
+
     /// Validates an object (on update `old` is the stored object); empty means valid.
     pub(crate) fn validate(&self, obj: &Value, _old: Option<&Value>) -> Vec<Cause> {
         let mut causes = Vec::new();

@@ -125,6 +125,10 @@ pub(crate) trait Strategy: Send + Sync {
         true
     }
 
+    /// Drops the fields the kind does not know, beyond what its upstream type drops
+    /// (custom resources: what their schema prunes).
+    fn prune_unknown(&self, _obj: &mut Value) {}
+
     /// Why new objects are refused at the moment, if they are (the custom resources of
     /// a CRD being deleted).
     fn refuses_create(&self) -> Option<ApiError> {
