@@ -16,7 +16,7 @@ use crate::api::{Api, DeleteOptions, ListOptions, WriteOptions};
 use crate::error::ApiError;
 use crate::negotiate::{self, Codec};
 use crate::patch::PatchType;
-use crate::resources::{self, ResourceInfo, Sub, RESOURCES};
+use crate::resources::{self, Registry, Resource, ResourceInfo, Sub};
 use crate::table;
 
 /// Largest accepted request body, as upstream.
@@ -224,9 +224,11 @@ fn unknown_fields(info: &ResourceInfo, raw: &Value) -> Vec<String> {
     if obj["kind"].is_null() {
         obj["kind"] = json!(info.kind);
     }
-    let Ok(known) = (info.normalize)(obj) else {
+    let Ok(mut known) = (info.normalize)(obj) else {
         return Vec::new();
     };
+    // Custom resources: fields their schema lacks are unknown too.
+    info.strategy.prune_unknown(&mut known);
     let mut out = Vec::new();
     walk(raw, &known, "", &mut out);
     out
@@ -311,165 +313,6 @@ fn delete_options(
     Ok(o)
 }
 
-// ----- discovery -----
-
-fn api_resource_list(group: &str, version: &str) -> Value {
-    let gv = if group.is_empty() {
-        version.to_owned()
-    } else {
-        format!("{group}/{version}")
-    };
-    let mut out = Vec::new();
-    for r in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
-        let mut e = json!({
-            "name": r.plural, "singularName": r.singular(), "namespaced": r.namespaced,
-            "kind": r.kind, "verbs": r.verbs(),
-        });
-        if !r.short_names.is_empty() {
-            e["shortNames"] = json!(r.short_names);
-        }
-        if !r.categories.is_empty() {
-            e["categories"] = json!(r.categories);
-        }
-        out.push(e);
-        for s in r.subresources {
-            let (kind, verbs, grp, ver): (&str, &[&str], Option<&str>, Option<&str>) = match s {
-                Sub::Status => (r.kind, &["get", "patch", "update"], None, None),
-                Sub::Scale => (
-                    "Scale",
-                    &["get", "patch", "update"],
-                    Some("autoscaling"),
-                    Some("v1"),
-                ),
-                Sub::Binding => ("Binding", &["create"], None, None),
-                Sub::Eviction => ("Eviction", &["create"], Some("policy"), Some("v1")),
-                Sub::Log => ("Pod", &["get"], None, None),
-                Sub::Finalize => (r.kind, &["update"], None, None),
-            };
-            let mut e = json!({"name": format!("{}/{}", r.plural, s.name()), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
-            if let (Some(g), Some(v)) = (grp, ver) {
-                e["group"] = json!(g);
-                e["version"] = json!(v);
-            }
-            out.push(e);
-        }
-    }
-    if group.is_empty() {
-        out.push(json!({"name": "bindings", "singularName": "binding", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
-    }
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out})
-}
-
-fn api_group(group: &str) -> Value {
-    let versions: Vec<Value> = resources::group_versions()
-        .into_iter()
-        .filter(|(g, _)| *g == group)
-        .map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
-        .collect();
-    json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions, "preferredVersion": versions.first()})
-}
-
-fn api_group_list() -> Value {
-    let mut groups: Vec<&str> = resources::group_versions()
-        .into_iter()
-        .map(|(g, _)| g)
-        .filter(|g| !g.is_empty())
-        .collect();
-    groups.dedup();
-    let list: Vec<Value> = groups
-        .into_iter()
-        .map(|g| {
-            let mut v = api_group(g);
-            if let Some(m) = v.as_object_mut() {
-                m.remove("kind");
-                m.remove("apiVersion");
-            }
-            v
-        })
-        .collect();
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": list})
-}
-
-/// Aggregated discovery (apidiscovery.k8s.io/v2) for `/api` (core) or `/apis` (groups).
-fn aggregated_discovery(core: bool) -> Value {
-    let mut items = Vec::new();
-    let mut groups: Vec<&str> = resources::group_versions()
-        .into_iter()
-        .map(|(g, _)| g)
-        .collect();
-    groups.dedup();
-    for g in groups.into_iter().filter(|g| g.is_empty() == core) {
-        let mut versions = Vec::new();
-        for (_, v) in resources::group_versions()
-            .into_iter()
-            .filter(|(x, _)| *x == g)
-        {
-            let res: Vec<Value> = RESOURCES
-                .iter()
-                .filter(|r| r.group == g && r.version == v)
-                .map(|r| {
-                    let subs: Vec<Value> = r
-                        .subresources
-                        .iter()
-                        .map(|s| {
-                            let (kind, grp, ver, verbs): (&str, &str, &str, &[&str]) = match s {
-                                Sub::Status => (r.kind, r.group, r.version, &["get", "patch", "update"]),
-                                Sub::Scale => ("Scale", "autoscaling", "v1", &["get", "patch", "update"]),
-                                Sub::Binding => ("Binding", "", "v1", &["create"]),
-                                Sub::Eviction => ("Eviction", "policy", "v1", &["create"]),
-                                Sub::Log => ("Pod", "", "v1", &["get"]),
-                                Sub::Finalize => (r.kind, r.group, r.version, &["update"]),
-                            };
-                            json!({"subresource": s.name(), "responseKind": {"group": grp, "version": ver, "kind": kind}, "verbs": verbs})
-                        })
-                        .collect();
-                    let mut e = json!({
-                        "resource": r.plural,
-                        "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
-                        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
-                        "singularResource": r.singular(),
-                        "verbs": r.verbs(),
-                    });
-                    if !r.short_names.is_empty() {
-                        e["shortNames"] = json!(r.short_names);
-                    }
-                    if !r.categories.is_empty() {
-                        e["categories"] = json!(r.categories);
-                    }
-                    if !subs.is_empty() {
-                        e["subresources"] = json!(subs);
-                    }
-                    e
-                })
-                .collect();
-            versions.push(json!({"version": v, "resources": res, "freshness": "Current"}));
-        }
-        items.push(
-            json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions}),
-        );
-    }
-    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
-}
-
-const AGGREGATED_CT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
-
-fn wants_aggregated(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| {
-            a.split(',').any(|t| {
-                t.contains("as=APIGroupDiscoveryList")
-                    && t.contains("g=apidiscovery.k8s.io")
-                    && t.contains("v=v2")
-                    && !t.contains("v=v2beta1")
-            })
-        })
-}
-
 /// The `/version` answer: the Kubernetes version kcore implements (kcore-k8s) and the
 /// commit, tree state and date of this build (see `build.rs`).
 pub(crate) fn version_info() -> Value {
@@ -484,16 +327,16 @@ pub(crate) fn version_info() -> Value {
 // ----- routing -----
 
 struct Target {
-    info: &'static ResourceInfo,
+    info: Resource,
     namespace: Option<String>,
     name: Option<String>,
     sub: Option<Sub>,
 }
 
-fn parse_target(segs: &[&str]) -> Result<Option<Target>, ApiError> {
+fn parse_target(reg: &Registry, segs: &[&str]) -> Result<Option<Target>, ApiError> {
     // segs: the part after /api/v1 or /apis/<g>/<v>, plus group and version first.
     let (group, version, rest) = (segs[0], segs[1], &segs[2..]);
-    let find = |plural: &str| resources::lookup(group, version, plural);
+    let find = |plural: &str| reg.lookup(group, version, plural);
     let not_found = || {
         ApiError::new(
             404,
@@ -525,10 +368,10 @@ fn parse_target(segs: &[&str]) -> Result<Option<Target>, ApiError> {
         ["namespaces", ns, plural, name, sub] if find(plural).is_some() => {
             let info = find(plural).ok_or_else(not_found)?;
             Target {
+                sub: Some(sub_of(&info, sub)?),
                 info,
                 namespace: Some((*ns).into()),
                 name: Some((*name).into()),
-                sub: Some(sub_of(info, sub)?),
             }
         }
         [plural] => Target {
@@ -546,10 +389,10 @@ fn parse_target(segs: &[&str]) -> Result<Option<Target>, ApiError> {
         [plural, name, sub] => {
             let info = find(plural).ok_or_else(not_found)?;
             Target {
+                sub: Some(sub_of(&info, sub)?),
                 info,
                 namespace: None,
                 name: Some((*name).into()),
-                sub: Some(sub_of(info, sub)?),
             }
         }
         _ => return Err(not_found()),
@@ -655,6 +498,7 @@ async fn route(
         .filter(|s| !s.is_empty())
         .collect();
     let get = method == Method::GET;
+    let reg = state.api.registry();
     let static_resp = |v: Value| Ok((json_response(200, &v), String::new()));
     match segs.as_slice() {
         ["version"] if get => return static_resp(version_info()),
@@ -666,13 +510,28 @@ async fn route(
         ["metrics"] if get => {
             return Ok((text(StatusCode::OK, state.metrics.render()), String::new()))
         }
-        ["api"] | ["apis"] if get && wants_aggregated(headers) => {
-            let doc = aggregated_discovery(segs.len() == 1 && segs[0] == "api");
-            let mut r = json_response(200, &doc);
-            r.headers_mut().insert(
+        ["api"] | ["apis"] if get && crate::discovery::wants_aggregated(headers) => {
+            let reg = state.api.registry();
+            let doc = crate::discovery::aggregated(reg, segs.len() == 1 && segs[0] == "api");
+            let body = serde_json::to_vec(&doc).unwrap_or_default();
+            let etag = crate::discovery::etag(&body);
+            let unchanged = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v == etag);
+            let mut r = if unchanged {
+                StatusCode::NOT_MODIFIED.into_response()
+            } else {
+                (StatusCode::OK, body).into_response()
+            };
+            let h = r.headers_mut();
+            h.insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static(AGGREGATED_CT),
+                HeaderValue::from_static(crate::discovery::AGGREGATED_CT),
             );
+            if let Ok(v) = HeaderValue::from_str(&etag) {
+                h.insert(header::ETAG, v);
+            }
             return Ok((r, String::new()));
         }
         ["api"] if get => {
@@ -680,24 +539,27 @@ async fn route(
                 json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
             )
         }
-        ["apis"] if get => return static_resp(api_group_list()),
-        ["openapi", "v3"] if get => return static_resp(crate::openapi::index()),
+        ["apis"] if get => return static_resp(crate::discovery::api_group_list(reg)),
+        ["openapi", "v2"] if get => return static_resp(crate::openapi::v2(reg)),
+        ["openapi", "v3"] if get => return static_resp(crate::openapi::index(reg)),
         ["openapi", "v3", "api", v] if get => {
-            if let Some(doc) = crate::openapi::group_version("", v) {
+            if let Some(doc) = crate::openapi::group_version(reg, "", v) {
                 return static_resp(doc);
             }
         }
         ["openapi", "v3", "apis", g, v] if get => {
-            if let Some(doc) = crate::openapi::group_version(g, v) {
+            if let Some(doc) = crate::openapi::group_version(reg, g, v) {
                 return static_resp(doc);
             }
         }
-        ["api", "v1"] if get => return static_resp(api_resource_list("", "v1")),
-        ["apis", g] if get && resources::group_versions().iter().any(|(x, _)| x == g) => {
-            return static_resp(api_group(g))
+        ["api", "v1"] if get => {
+            return static_resp(crate::discovery::api_resource_list(reg, "", "v1"))
         }
-        ["apis", g, v] if get && resources::group_versions().contains(&(g, v)) => {
-            return static_resp(api_resource_list(g, v))
+        ["apis", g] if get && reg.serves_group(g) => {
+            return static_resp(crate::discovery::api_group(reg, g))
+        }
+        ["apis", g, v] if get && reg.serves(g, v) => {
+            return static_resp(crate::discovery::api_resource_list(reg, g, v))
         }
         _ => {}
     }
@@ -717,12 +579,12 @@ async fn route(
                     return Ok((json_response(201, &out), "bindings".into()));
                 }
             }
-            parse_target(&s)?
+            parse_target(reg, &s)?
         }
         ["apis", g, v, rest @ ..] => {
             let mut s = vec![*g, *v];
             s.extend_from_slice(rest);
-            parse_target(&s)?
+            parse_target(reg, &s)?
         }
         _ => None,
     };
@@ -733,7 +595,7 @@ async fn route(
             "the server could not find the requested resource",
         ));
     };
-    let resource = t.info.plural.to_owned();
+    let resource = t.info.plural.to_string();
     let resp = serve_resource(state, method, t, params, headers, body).await?;
     Ok((resp, resource))
 }
@@ -767,7 +629,7 @@ async fn serve_resource(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let api = &state.api;
-    let info = t.info;
+    let info: &ResourceInfo = &t.info;
     let ns = t.namespace.as_deref();
     let wopts = params.write_options();
     let codec = negotiate::output(accept(headers), info.supports_protobuf())?;
@@ -777,6 +639,7 @@ async fn serve_resource(
             let events = api.watch_in(info, ns, &opts).await?;
             let table_mode = codec == Codec::Table;
             let protobuf = codec == Codec::Protobuf;
+            let res = t.info.clone();
             let state2 = state.clone();
             state.metrics.watchers.fetch_add(1, Ordering::Relaxed);
             let guard = WatchGuard(state2);
@@ -791,7 +654,7 @@ async fn serve_resource(
                 let mut j = ev.to_json();
                 if table_mode && matches!(ev.kind, "ADDED" | "MODIFIED" | "DELETED") {
                     let rv = ev.object["metadata"]["resourceVersion"].clone();
-                    j["object"] = table::table(info, &[ev.object], &rv, &Value::Null, true);
+                    j["object"] = table::table(&res, &[ev.object], &rv, &Value::Null, true);
                 }
                 let mut line = serde_json::to_vec(&j).unwrap_or_default();
                 line.push(b'\n');
@@ -949,7 +812,7 @@ async fn serve_resource(
             let pod = api.get_in(info, ns, &name).await?;
             proxy_logs(state, &pod, params).await
         }
-        _ => Err(ApiError::method_not_allowed(info.plural)),
+        _ => Err(ApiError::method_not_allowed(&info.plural)),
     }
 }
 

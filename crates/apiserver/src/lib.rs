@@ -7,7 +7,9 @@
 //!   [`conformance`] is the suite every backend passes.
 //! - [`Api`] is the object machinery in-process: CRUD with namespaces, generateName, uid,
 //!   generation, resourceVersion conflicts, finalizers, defaulting, validation, selectors,
-//!   pagination, watch, subresources and the four PATCH flavours.
+//!   pagination, watch, subresources and the four PATCH flavours, for the built-in kinds
+//!   and the custom resources of CustomResourceDefinitions (served as soon as a CRD is
+//!   established).
 //! - [`protobuf`] transcodes between the stored JSON and Kubernetes protobuf
 //!   (`application/vnd.kubernetes.protobuf`) for every built-in kind; the server
 //!   negotiates it per request, as upstream.
@@ -40,7 +42,9 @@ mod admission;
 mod api;
 mod cache;
 pub mod conformance;
+mod crd;
 mod defaults;
+mod discovery;
 mod error;
 mod http;
 mod negotiate;

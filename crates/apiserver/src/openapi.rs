@@ -1,13 +1,46 @@
 //! A minimal OpenAPI v3 description: the paths and operations of each group-version, with
 //! `x-kubernetes-group-version-kind` and the `fieldValidation` parameter, which is what
-//! kubectl reads to decide that the server validates fields itself. Schemas are not
-//! described (kubectl then computes patches from its compiled-in types).
+//! kubectl reads to decide that the server validates fields itself. Built-in kinds'
+//! schemas are not described (kubectl then computes patches from its compiled-in
+//! types); custom resources are, from their CRD's `openAPIV3Schema`, so that
+//! `kubectl explain` works on them. `/openapi/v2` describes the custom resources.
 
 use serde_json::{json, Map, Value};
 
-use crate::resources::{self, RESOURCES};
+use crate::resources::{Registry, ResourceInfo};
 
-const HASH: &str = "kcore-0-1-0";
+/// The documents' hash: changes whenever the served custom resources change, so that
+/// clients caching documents by URL (kubectl) fetch the new ones.
+fn hash(reg: &Registry) -> String {
+    format!("kcore-0-1-0-{}", reg.generation())
+}
+
+/// The name of a custom resource's schema (`<reversed group>.<version>.<Kind>`, as
+/// upstream).
+fn schema_name(r: &ResourceInfo) -> String {
+    let mut parts: Vec<&str> = r.group.split('.').collect();
+    parts.reverse();
+    format!("{}.{}.{}", parts.join("."), r.version, r.kind)
+}
+
+/// A custom resource's schema with its identity, or `None` for built-in kinds.
+fn resource_schema(r: &ResourceInfo) -> Option<Value> {
+    let mut schema = r.strategy.openapi_schema()?;
+    if !schema.is_object() {
+        schema = json!({"type": "object"});
+    }
+    let props = &mut schema["properties"];
+    if !props.is_object() {
+        *props = json!({});
+    }
+    props["apiVersion"] = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."});
+    props["kind"] = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."});
+    props["metadata"] = json!({"type": "object", "description": "Standard object's metadata."});
+    schema["type"] = json!("object");
+    schema["x-kubernetes-group-version-kind"] =
+        json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
+    Some(schema)
+}
 
 fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() {
@@ -18,16 +51,33 @@ fn gv_path(group: &str, version: &str) -> String {
 }
 
 /// `GET /openapi/v3`: the index of group-version documents.
-pub(crate) fn index() -> Value {
+pub(crate) fn index(reg: &Registry) -> Value {
     let mut paths = Map::new();
-    for (g, v) in resources::group_versions() {
-        let p = gv_path(g, v);
+    let hash = hash(reg);
+    for (g, v) in reg.group_versions() {
+        let p = gv_path(&g, &v);
         paths.insert(
             p.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={HASH}")}),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}),
         );
     }
     json!({"paths": paths})
+}
+
+/// `GET /openapi/v2`: a Swagger 2.0 document with the custom resources' definitions.
+pub(crate) fn v2(reg: &Registry) -> Value {
+    let mut defs = Map::new();
+    for r in reg.all() {
+        if let Some(s) = resource_schema(&r) {
+            defs.insert(schema_name(&r), s);
+        }
+    }
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": kcore_k8s::VERSION},
+        "paths": {},
+        "definitions": defs,
+    })
 }
 
 fn op(id: String, gvk: &Value, params: &[&str]) -> Value {
@@ -44,10 +94,11 @@ fn op(id: String, gvk: &Value, params: &[&str]) -> Value {
 }
 
 /// `GET /openapi/v3/<api|apis/group>/<version>`, if served.
-pub(crate) fn group_version(group: &str, version: &str) -> Option<Value> {
-    if !resources::group_versions().contains(&(group, version)) {
+pub(crate) fn group_version(reg: &Registry, group: &str, version: &str) -> Option<Value> {
+    if !reg.serves(group, version) {
         return None;
     }
+    let mut schemas = Map::new();
     let mut paths = Map::new();
     let base = format!("/{}", gv_path(group, version));
     let write = ["dryRun", "fieldManager", "fieldValidation", "pretty"];
@@ -70,17 +121,21 @@ pub(crate) fn group_version(group: &str, version: &str) -> Option<Value> {
         "sendInitialEvents",
         "timeoutSeconds",
     ];
-    for r in RESOURCES
-        .iter()
+    for r in reg
+        .all()
+        .into_iter()
         .filter(|r| r.group == group && r.version == version)
     {
+        if let Some(s) = resource_schema(&r) {
+            schemas.insert(schema_name(&r), s);
+        }
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
         let coll = if r.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}", r.plural)
         } else {
             format!("{base}/{}", r.plural)
         };
-        let k = r.kind;
+        let k = &r.kind;
         paths.insert(
             coll.clone(),
             json!({
@@ -95,7 +150,7 @@ pub(crate) fn group_version(group: &str, version: &str) -> Option<Value> {
             "patch": op(format!("patch{k}"), &gvk, &patch),
             "delete": op(format!("delete{k}"), &gvk, &["dryRun", "gracePeriodSeconds", "propagationPolicy"]),
         }));
-        for s in r.subresources {
+        for s in r.subresources.iter() {
             paths.insert(
                 format!("{coll}/{{name}}/{}", s.name()),
                 json!({
@@ -108,7 +163,7 @@ pub(crate) fn group_version(group: &str, version: &str) -> Option<Value> {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": kcore_k8s::VERSION},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": schemas},
     }))
 }
 
@@ -118,12 +173,13 @@ mod tests {
 
     #[test]
     fn patch_operations_carry_gvk_and_field_validation() {
-        let idx = index();
+        let reg = Registry::new();
+        let idx = index(&reg);
         assert!(idx["paths"]["apis/apps/v1"]["serverRelativeURL"]
             .as_str()
             .unwrap()
             .starts_with("/openapi/v3/apis/apps/v1"));
-        let doc = group_version("apps", "v1").unwrap();
+        let doc = group_version(&reg, "apps", "v1").unwrap();
         let p = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
         assert_eq!(p["x-kubernetes-group-version-kind"]["kind"], "Deployment");
         assert!(p["parameters"]
@@ -131,6 +187,6 @@ mod tests {
             .unwrap()
             .iter()
             .any(|x| x["name"] == "fieldValidation"));
-        assert!(group_version("nope", "v1").is_none());
+        assert!(group_version(&reg, "nope", "v1").is_none());
     }
 }

@@ -158,6 +158,11 @@ impl FieldSelector {
             .map(|(_, _, v)| v.as_str())
     }
 
+    /// The fields the selector names.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.reqs.iter().map(|(p, _, _)| p.as_str())
+    }
+
     /// Whether the object's fields satisfy the selector; missing fields read as "".
     pub fn matches(&self, obj: &Value) -> bool {
         self.reqs.iter().all(|(path, eq, want)| {

@@ -180,6 +180,10 @@ impl ApiServerBuilder {
         }
         let api = Api::with_config(storage, self.config);
         api.bootstrap().await?;
+        // Serve the custom resources of stored CRDs from the first request on.
+        if let Err(e) = crate::crd::reconcile(&api).await {
+            tracing::warn!(error = %e.message, "loading CustomResourceDefinitions");
+        }
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| Error::Bind {
@@ -385,6 +389,7 @@ impl ApiServer {
             self.api.storage().clone(),
             self.compaction,
         ));
+        let crds = tokio::spawn(crate::crd::run(self.api.clone()));
         let app = axum::Router::new().fallback(handle).with_state(self.state);
         let addr = self.addr;
         let served = match self.listener {
@@ -392,6 +397,10 @@ impl ApiServer {
             Listener::Tls(l) => axum::serve(l, app).with_graceful_shutdown(signal).await,
         };
         compactor.abort();
+        crds.abort();
+        // Wait for both to let go of the storage (a restart on the same data opens it).
+        let _ = compactor.await;
+        let _ = crds.await;
         served.map_err(|source| Error::Bind { addr, source })
     }
 

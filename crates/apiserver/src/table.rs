@@ -98,7 +98,7 @@ pub(crate) fn table(
     cont: &Value,
     include_object: bool,
 ) -> Value {
-    let strategy = info.strategy;
+    let strategy = &info.strategy;
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {

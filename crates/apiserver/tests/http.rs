@@ -170,10 +170,10 @@ async fn discovery_and_health() {
         "{}",
         m.body
     );
-    assert_eq!(
-        curl("GET", format!("{u}/openapi/v2"), &[], None).await.code,
-        404
-    );
+    // OpenAPI v2 describes the custom resources (none here).
+    let v2 = curl("GET", format!("{u}/openapi/v2"), &[], None).await;
+    assert_eq!(v2.code, 200);
+    assert_eq!(v2.json()["swagger"], "2.0");
     assert_eq!(
         curl("GET", format!("{u}/apis/nope.io/v1"), &[], None)
             .await

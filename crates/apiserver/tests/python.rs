@@ -41,8 +41,8 @@ fn python_with_client() -> PathBuf {
     py
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_client_crud_watch_patch() {
+/// Runs `tests/python/<script>` against a fresh server; it must print `<marker>`.
+async fn run_script(script: &str, marker: &str) {
     let py = tokio::task::spawn_blocking(python_with_client)
         .await
         .expect("join");
@@ -60,7 +60,9 @@ async fn python_client_crud_watch_patch() {
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     let running = server.spawn();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client_roundtrip.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
     let out = tokio::task::spawn_blocking(move || {
         Command::new(py)
             .arg(script)
@@ -76,6 +78,16 @@ async fn python_client_crud_watch_patch() {
         out.status.success(),
         "python client failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("python client: ok"), "{stdout}");
+    assert!(stdout.contains(marker), "{stdout}");
     running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_crud_watch_patch() {
+    run_script("client_roundtrip.py", "python client: ok").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_custom_resources() {
+    run_script("crd_client.py", "python crd client: ok").await;
 }

@@ -286,6 +286,7 @@ impl ControllerManager {
             pods.on_change(|_| {});
             start!(c, q);
         }
+        let mut other_kinds = None;
         if gc_on {
             let q = new_queue();
             let gc = GarbageCollector::new(client.clone());
@@ -303,6 +304,7 @@ impl ControllerManager {
             nodes.on_change(gc.track(q.clone()));
             leases.on_change(gc.track(q.clone()));
             nss.on_change(gc.track(q.clone()));
+            other_kinds = Some((gc.clone(), q.clone()));
             start!(gc, q);
         }
 
@@ -319,6 +321,14 @@ impl ControllerManager {
             )*};
         }
         run!(pods, rss, deps, svcs, eps, slices, nss, cms, secrets, sas, stss, dss, nodes, leases);
+        if let Some((gc, q)) = other_kinds {
+            // Custom resources as owners: kinds beyond the informers', by discovery.
+            informers.spawn(gc.watch_other_kinds(
+                q,
+                std::time::Duration::from_secs(5),
+                stopped(stop.clone()),
+            ));
+        }
 
         // Controllers start once every cache holds a complete list.
         let mut stop_wait = stop.clone();

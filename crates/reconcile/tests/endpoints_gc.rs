@@ -329,3 +329,60 @@ async fn gc_collects_objects_whose_owner_vanished_and_drops_dangling_refs() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_custom_resources_own_objects() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+    let c = start(Kubelet::None, &["garbagecollector"]).await;
+    let group = format!("gc{}.kcore.test", std::process::id());
+    let crds: Api<CustomResourceDefinition> = Api::all(c.client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": format!("owners.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+            "names": {"plural": "owners", "singular": "owner", "kind": "Owner"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("create CRD");
+    let ar =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1", "Owner"), "owners");
+    let owners: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), &c.namespace, &ar);
+    let owner = eventually(30, "the CRD served", || async {
+        let o: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": format!("{group}/v1"), "kind": "Owner", "metadata": {"name": "boss"}
+        }))
+        .unwrap();
+        owners.create(&PostParams::default(), &o).await.ok()
+    })
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), &c.namespace);
+    let owned = json!({"metadata": {"name": "owned", "ownerReferences": [{
+        "apiVersion": format!("{group}/v1"), "kind": "Owner", "name": "boss",
+        "uid": owner.metadata.uid.clone().unwrap()}]}});
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(owned).unwrap(),
+    )
+    .await
+    .expect("owned configmap");
+    // The owner lives: the dependent stays (give the collector time to track the kind).
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    assert!(
+        cms.get_opt("owned").await.unwrap().is_some(),
+        "a live owner keeps its dependent"
+    );
+    owners
+        .delete("boss", &DeleteParams::default())
+        .await
+        .expect("delete owner");
+    eventually(
+        30,
+        "the dependent of a deleted custom resource collected",
+        || async { cms.get_opt("owned").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+}

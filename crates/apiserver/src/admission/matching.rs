@@ -76,14 +76,14 @@ fn resource_matches(rule: &str, resource: &str, sub: &str) -> bool {
 /// `matchPolicy: Equivalent` a resource served from the same storage in another group
 /// or version (the request's kind and resource then stay in `requestKind` and
 /// `requestResource`, as upstream).
-pub(crate) fn matched_resource(hook: &Hook, req: &Request<'_>) -> Option<&'static ResourceInfo> {
+pub(crate) fn matched_resource<'a>(hook: &Hook, req: &Request<'a>) -> Option<&'a ResourceInfo> {
     let info = req.info;
     let sub = req.sub.map_or("", |s| s.name());
     let namespaced = info.namespaced && req.namespace.is_some();
     let hit = |i: &ResourceInfo| {
         hook.rules
             .iter()
-            .any(|r| r.matches(req.op, (i.group, i.version, i.plural), sub, namespaced))
+            .any(|r| r.matches(req.op, (&i.group, &i.version, &i.plural), sub, namespaced))
     };
     if hit(info) {
         return Some(info);

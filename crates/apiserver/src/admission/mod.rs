@@ -81,7 +81,7 @@ impl Operation {
 /// What a write asks of the admission chain.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Request<'a> {
-    pub info: &'static ResourceInfo,
+    pub info: &'a ResourceInfo,
     pub sub: Option<Sub>,
     pub op: Operation,
     pub namespace: Option<&'a str>,
@@ -596,13 +596,13 @@ fn gvk(info: &ResourceInfo, sub: Option<Sub>) -> (Value, Value) {
 
 impl Api {
     /// Whether `hook` is called for `req` on `obj` / `old`; the resource it is called for.
-    async fn should_call(
+    async fn should_call<'a>(
         &self,
         hook: &Hook,
-        req: &Request<'_>,
+        req: &Request<'a>,
         obj: Option<&Value>,
         old: Option<&Value>,
-    ) -> Option<&'static ResourceInfo> {
+    ) -> Option<&'a ResourceInfo> {
         let matched = matching::matched_resource(hook, req)?;
         if !matching::object_selected(&hook.object_selector, obj, old) {
             return None;

@@ -7,7 +7,7 @@ impl Api {
     /// DELETE one object.
     pub(crate) async fn delete_in(
         &self,
-        info: &'static ResourceInfo,
+        info: &ResourceInfo,
         namespace: Option<&str>,
         name: &str,
         opts: &DeleteOptions,
@@ -22,8 +22,8 @@ impl Api {
             if let Some(uid) = &opts.precondition_uid {
                 if old["metadata"]["uid"].as_str() != Some(uid) {
                     return Err(ApiError::conflict(
-                        info.group,
-                        info.plural,
+                        &info.group,
+                        &info.plural,
                         name,
                         &format!(
                         "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
@@ -34,7 +34,7 @@ impl Api {
             }
             if let Some(rv) = &opts.precondition_resource_version {
                 if rv != &old_rev.to_string() {
-                    return Err(ApiError::conflict(info.group, info.plural, name, &format!(
+                    return Err(ApiError::conflict(&info.group, &info.plural, name, &format!(
                         "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {old_rev}"
                     )));
                 }
@@ -62,7 +62,7 @@ impl Api {
                 Some("Orphan") => add("orphan"),
                 _ => {}
             }
-            let strategy = info.strategy;
+            let strategy = &info.strategy;
             // A pod bound to a node is marked and left to its node agent.
             let graceful = strategy.graceful_deletion(&old, opts.grace_period_seconds);
             let graceful_pod = graceful.is_some();
@@ -108,7 +108,7 @@ impl Api {
                 match self
                     .inner
                     .storage
-                    .update(&key, encode(&new), Some(old_rev))
+                    .update(&key, encode_for(info, &new), Some(old_rev))
                     .await
                 {
                     Ok(kv) => {
@@ -117,7 +117,7 @@ impl Api {
                         return Ok(new);
                     }
                     Err(StorageError::Conflict { .. }) => continue,
-                    Err(e) => return Err(from_storage(e, info.group, info.plural, name)),
+                    Err(e) => return Err(from_storage(e, &info.group, &info.plural, name)),
                 }
             }
             if opts.dry_run {
@@ -136,7 +136,7 @@ impl Api {
                     return Ok(out);
                 }
                 Err(StorageError::Conflict { .. }) => continue,
-                Err(e) => return Err(from_storage(e, info.group, info.plural, name)),
+                Err(e) => return Err(from_storage(e, &info.group, &info.plural, name)),
             }
         }
     }
@@ -144,7 +144,7 @@ impl Api {
     /// DELETE a collection: every object matching the selectors.
     pub(crate) async fn delete_collection(
         &self,
-        info: &'static ResourceInfo,
+        info: &ResourceInfo,
         namespace: Option<&str>,
         list_opts: &ListOptions,
         opts: &DeleteOptions,

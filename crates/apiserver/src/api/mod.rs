@@ -25,7 +25,7 @@ use crate::admission;
 use crate::error::{from_storage, ApiError, Cause};
 use crate::patch::{self, PatchType};
 use crate::registry;
-use crate::resources::{self, ResourceInfo, Sub};
+use crate::resources::{self, Registry, Resource, ResourceInfo, Sub};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::storage::{EventKind, KeyValue, Storage, StorageError};
 
@@ -68,6 +68,7 @@ struct Inner {
     evictions: tokio::sync::Mutex<()>,
     cache: crate::cache::WatchCache,
     webhooks: crate::admission::Webhooks,
+    registry: Registry,
 }
 
 /// The in-process API: every operation the REST server offers, on JSON or typed objects.
@@ -124,6 +125,21 @@ fn encode(obj: &Value) -> Vec<u8> {
     serde_json::to_vec(&o).unwrap_or_default()
 }
 
+/// The stored bytes of an object of `info` (in its storage version).
+fn encode_for(info: &ResourceInfo, obj: &Value) -> Vec<u8> {
+    match info.strategy.stored_form(obj) {
+        Some(stored) => encode(&stored),
+        None => encode(obj),
+    }
+}
+
+/// A stored object of `info` as served (in its version).
+fn decode_for(info: &ResourceInfo, kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut v = decode(kv)?;
+    info.strategy.serve_stored(&mut v);
+    Ok(v)
+}
+
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
@@ -140,16 +156,6 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     obj["metadata"]
         .as_object_mut()
         .expect("metadata is an object")
-}
-
-fn resource_for<K: k8s_openapi::Resource>() -> Result<&'static ResourceInfo, ApiError> {
-    resources::lookup(K::GROUP, K::VERSION, K::URL_PATH_SEGMENT).ok_or_else(|| {
-        ApiError::new(
-            404,
-            "NotFound",
-            format!("the server does not serve {}", K::URL_PATH_SEGMENT),
-        )
-    })
 }
 
 fn to_typed<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
@@ -185,6 +191,7 @@ impl Api {
                 alloc: tokio::sync::Mutex::new(()),
                 evictions: tokio::sync::Mutex::new(()),
                 webhooks: Default::default(),
+                registry: Registry::new(),
             }),
         }
     }
@@ -239,20 +246,38 @@ impl Api {
         Ok(())
     }
 
-    pub(crate) fn resource(
-        api_version: &str,
-        plural: &str,
-    ) -> Result<&'static ResourceInfo, ApiError> {
+    /// The served resources (built-in and custom).
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    fn resource_for<K: k8s_openapi::Resource>(&self) -> Result<Resource, ApiError> {
+        self.inner
+            .registry
+            .lookup(K::GROUP, K::VERSION, K::URL_PATH_SEGMENT)
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("the server does not serve {}", K::URL_PATH_SEGMENT),
+                )
+            })
+    }
+
+    pub(crate) fn resource(&self, api_version: &str, plural: &str) -> Result<Resource, ApiError> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        resources::lookup(group, version, plural).ok_or_else(|| {
-            ApiError::new(
-                404,
-                "NotFound",
-                format!(
-                    "the server could not find the requested resource ({plural}.{api_version})"
-                ),
-            )
-        })
+        self.inner
+            .registry
+            .lookup(group, version, plural)
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "NotFound",
+                    format!(
+                        "the server could not find the requested resource ({plural}.{api_version})"
+                    ),
+                )
+            })
     }
 
     // ----- typed convenience -----
@@ -262,7 +287,7 @@ impl Api {
     where
         K: k8s_openapi::Resource + Serialize + DeserializeOwned,
     {
-        let info = resource_for::<K>()?;
+        let info = &self.resource_for::<K>()?;
         let v = self
             .create_in(info, namespace, to_value(obj)?, &WriteOptions::default())
             .await?;
@@ -274,7 +299,10 @@ impl Api {
     where
         K: k8s_openapi::Resource + DeserializeOwned,
     {
-        to_typed(self.get_in(resource_for::<K>()?, namespace, name).await?)
+        to_typed(
+            self.get_in(&*self.resource_for::<K>()?, namespace, name)
+                .await?,
+        )
     }
 
     /// Lists objects of an upstream type; returns the items and the list's resourceVersion.
@@ -286,7 +314,9 @@ impl Api {
     where
         K: k8s_openapi::Resource + DeserializeOwned,
     {
-        let list = self.list_in(resource_for::<K>()?, namespace, opts).await?;
+        let list = self
+            .list_in(&*self.resource_for::<K>()?, namespace, opts)
+            .await?;
         let rv = list["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or_default()
@@ -311,7 +341,7 @@ impl Api {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let info = resource_for::<K>()?;
+        let info = &self.resource_for::<K>()?;
         to_typed(
             self.update_in(info, namespace, &name, v, None, &WriteOptions::default())
                 .await?,
@@ -328,7 +358,7 @@ impl Api {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let info = resource_for::<K>()?;
+        let info = &self.resource_for::<K>()?;
         to_typed(
             self.update_in(
                 info,
@@ -347,7 +377,7 @@ impl Api {
     where
         K: k8s_openapi::Resource + DeserializeOwned,
     {
-        let info = resource_for::<K>()?;
+        let info = &self.resource_for::<K>()?;
         to_typed(
             self.delete_in(info, namespace, name, &DeleteOptions::default())
                 .await?,
@@ -366,7 +396,7 @@ impl Api {
     where
         K: k8s_openapi::Resource + DeserializeOwned,
     {
-        let info = resource_for::<K>()?;
+        let info = &self.resource_for::<K>()?;
         let raw = serde_json::to_vec(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
         to_typed(
             self.patch_in(info, namespace, name, None, patch_type, &raw, opts)
@@ -385,7 +415,7 @@ impl Api {
         K: k8s_openapi::Resource + DeserializeOwned,
     {
         to_typed(
-            self.delete_in(resource_for::<K>()?, namespace, name, opts)
+            self.delete_in(&*self.resource_for::<K>()?, namespace, name, opts)
                 .await?,
         )
     }
@@ -428,7 +458,8 @@ impl Api {
     where
         K: k8s_openapi::Resource,
     {
-        self.watch_in(resource_for::<K>()?, namespace, opts).await
+        self.watch_in(&*self.resource_for::<K>()?, namespace, opts)
+            .await
     }
 
     // ----- untyped, by apiVersion and plural -----
@@ -442,7 +473,7 @@ impl Api {
         obj: Value,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        self.create_in(Self::resource(api_version, plural)?, namespace, obj, opts)
+        self.create_in(&*self.resource(api_version, plural)?, namespace, obj, opts)
             .await
     }
 
@@ -454,7 +485,7 @@ impl Api {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Value, ApiError> {
-        self.get_in(Self::resource(api_version, plural)?, namespace, name)
+        self.get_in(&*self.resource(api_version, plural)?, namespace, name)
             .await
     }
 
@@ -466,7 +497,7 @@ impl Api {
         namespace: Option<&str>,
         opts: &ListOptions,
     ) -> Result<Value, ApiError> {
-        self.list_in(Self::resource(api_version, plural)?, namespace, opts)
+        self.list_in(&*self.resource(api_version, plural)?, namespace, opts)
             .await
     }
 
@@ -482,7 +513,7 @@ impl Api {
         body: &[u8],
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        let info = Self::resource(api_version, plural)?;
+        let info = &self.resource(api_version, plural)?;
         self.patch_in(info, namespace, name, None, patch_type, body, opts)
             .await
     }

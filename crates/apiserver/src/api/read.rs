@@ -96,10 +96,18 @@ pub(super) struct Filter {
 }
 
 impl Filter {
-    pub(super) fn new(opts: &ListOptions) -> Result<Self, ApiError> {
+    /// The selectors of a list or watch of `info`; a field selector on a field the
+    /// resource does not offer is refused, as upstream.
+    pub(super) fn new(info: &ResourceInfo, opts: &ListOptions) -> Result<Self, ApiError> {
+        let fields = FieldSelector::parse(opts.field_selector.as_deref().unwrap_or(""))?;
+        if let Some(f) = fields.fields().find(|f| !info.strategy.selectable_field(f)) {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {f}"
+            )));
+        }
         Ok(Self {
             labels: LabelSelector::parse(opts.label_selector.as_deref().unwrap_or(""))?,
-            fields: FieldSelector::parse(opts.field_selector.as_deref().unwrap_or(""))?,
+            fields,
         })
     }
     pub(super) fn matches(&self, obj: &Value) -> bool {
@@ -110,7 +118,7 @@ impl Filter {
 impl Api {
     pub(crate) async fn get_in(
         &self,
-        info: &'static ResourceInfo,
+        info: &ResourceInfo,
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Value, ApiError> {
@@ -119,7 +127,7 @@ impl Api {
 
     pub(super) async fn get_kv(
         &self,
-        info: &'static ResourceInfo,
+        info: &ResourceInfo,
         namespace: Option<&str>,
         name: &str,
     ) -> Result<(Value, u64), ApiError> {
@@ -133,18 +141,18 @@ impl Api {
             .storage
             .get(&info.key(ns, name))
             .await
-            .map_err(|e| from_storage(e, info.group, info.plural, name))?
-            .ok_or_else(|| ApiError::not_found(info.group, info.plural, name))?;
-        Ok((decode(&kv)?, kv.mod_revision))
+            .map_err(|e| from_storage(e, &info.group, &info.plural, name))?
+            .ok_or_else(|| ApiError::not_found(&info.group, &info.plural, name))?;
+        Ok((decode_for(info, &kv)?, kv.mod_revision))
     }
 
     pub(crate) async fn list_in(
         &self,
-        info: &'static ResourceInfo,
+        info: &ResourceInfo,
         namespace: Option<&str>,
         opts: &ListOptions,
     ) -> Result<Value, ApiError> {
-        let filter = Filter::new(opts)?;
+        let filter = Filter::new(info, opts)?;
         let prefix = info.prefix(namespace.filter(|_| info.namespaced));
         let limit = opts.limit.unwrap_or(0);
         let (start, token_rv) = match &opts.continue_token {
@@ -183,7 +191,14 @@ impl Api {
                 (page, more, rev)
             }
         };
-        let items: Vec<Value> = objs.iter().map(|o| (**o).clone()).collect();
+        let items: Vec<Value> = objs
+            .iter()
+            .map(|o| {
+                let mut v = (**o).clone();
+                info.strategy.serve_stored(&mut v);
+                v
+            })
+            .collect();
         let next = more.then(|| {
             let last = items.last().map(|o| key_of(info, o)).unwrap_or_default();
             encode_continue(&last, rev)

@@ -32,17 +32,7 @@ pub(super) fn budget(spec: &Value, expected: usize) -> usize {
 /// The autoscaling/v1 Scale view of a scalable object.
 pub(crate) fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
     let m = &obj["metadata"];
-    let selector = &obj["spec"]["selector"];
-    let sel_str = selector["matchLabels"]
-        .as_object()
-        .map(|ml| {
-            ml.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
-    let _ = info;
+    let (replicas, observed, selector) = info.strategy.scale(obj);
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -50,8 +40,8 @@ pub(crate) fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
             "name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
             "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"],
         },
-        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
-        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": sel_str},
+        "spec": {"replicas": replicas},
+        "status": {"replicas": observed, "selector": selector},
     })
 }
 
@@ -59,7 +49,7 @@ impl Api {
     /// Reads the autoscaling/v1 Scale of an object.
     pub(crate) async fn get_scale(
         &self,
-        info: &'static ResourceInfo,
+        info: &ResourceInfo,
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Value, ApiError> {
@@ -69,7 +59,7 @@ impl Api {
     /// PUT of a Scale.
     pub(crate) async fn update_scale(
         &self,
-        info: &'static ResourceInfo,
+        info: &ResourceInfo,
         namespace: Option<&str>,
         name: &str,
         scale: Value,
@@ -97,10 +87,10 @@ impl Api {
         loop {
             let (old, old_rev) = self.get_kv(info, ns, name).await?;
             if given_rv.is_some_and(|rv| rv != old_rev) {
-                return Err(ApiError::modified(info.group, info.plural, name));
+                return Err(ApiError::modified(&info.group, &info.plural, name));
             }
             let mut new = old.clone();
-            new["spec"]["replicas"] = replicas.clone();
+            info.strategy.set_replicas(&mut new, replicas.clone());
             match self
                 .write_update(info, ns, name, &old, old_rev, new, Some(Sub::Scale), opts)
                 .await
@@ -165,7 +155,7 @@ impl Api {
             match self
                 .inner
                 .storage
-                .update(&key, encode(&new), Some(old_rev))
+                .update(&key, encode_for(info, &new), Some(old_rev))
                 .await
             {
                 Ok(_) => {

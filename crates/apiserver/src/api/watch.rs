@@ -6,11 +6,12 @@ impl Api {
     /// Starts a watch.
     pub(crate) async fn watch_in(
         &self,
-        info: &'static ResourceInfo,
+        info: &ResourceInfo,
         namespace: Option<&str>,
         opts: &ListOptions,
     ) -> Result<WatchEvents, ApiError> {
-        let filter = Filter::new(opts)?;
+        let filter = Filter::new(info, opts)?;
+        let served = info.strategy.clone();
         let prefix = info.prefix(namespace.filter(|_| info.namespaced));
         let rv = opts.resource_version.as_deref().filter(|s| !s.is_empty());
         let send_initial = opts
@@ -51,7 +52,7 @@ impl Api {
         let bookmarks = opts.allow_watch_bookmarks;
         let bookmark_every = self.inner.config.bookmark_interval;
         let api_version = info.api_version();
-        let kind = info.kind;
+        let kind = info.kind.clone();
         let bookmark = move |rv: u64, end: bool| {
             let mut m = json!({"resourceVersion": rv.to_string()});
             if end {
@@ -88,7 +89,8 @@ impl Api {
             Err(e) => return Err(ApiError::internal(e.to_string())),
         };
         let convert = move |ev: crate::storage::Event| -> Option<WatchEvent> {
-            let obj = decode(&ev.kv).ok()?;
+            let mut obj = decode(&ev.kv).ok()?;
+            served.serve_stored(&mut obj);
             let prev_match = ev
                 .prev
                 .as_ref()

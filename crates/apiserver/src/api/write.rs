@@ -105,9 +105,9 @@ impl Api {
                 info.kind, info.version, info.kind
             ))
         })?;
-        let causes = registry::validate(info.strategy, &norm, old);
+        let causes = registry::validate(&*info.strategy, &norm, old);
         if !causes.is_empty() {
-            return Err(ApiError::invalid(info.group, info.kind, &name, causes));
+            return Err(ApiError::invalid(&info.group, &info.kind, &name, causes));
         }
         Ok(norm)
     }
@@ -140,12 +140,15 @@ impl Api {
 
     pub(crate) async fn create_in(
         &self,
-        info: &'static ResourceInfo,
+        info: &ResourceInfo,
         namespace: Option<&str>,
         mut obj: Value,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
         Self::check_type(info, &mut obj)?;
+        if let Some(e) = info.strategy.refuses_create() {
+            return Err(e);
+        }
         let ns = Self::resolve_namespace(info, namespace, &mut obj)?;
         let meta = meta_mut(&mut obj);
         if meta
@@ -160,8 +163,8 @@ impl Api {
                 }
                 _ => {
                     return Err(ApiError::invalid(
-                        info.group,
-                        info.kind,
+                        &info.group,
+                        &info.kind,
                         "",
                         vec![Cause::required("metadata.name")],
                     ))
@@ -188,7 +191,7 @@ impl Api {
         ] {
             meta.remove(k);
         }
-        let strategy = info.strategy;
+        let strategy = &info.strategy;
         strategy.prepare_for_create(&mut obj);
         strategy.defaults(&mut obj);
         if strategy.allocates_service_addresses() {
@@ -216,11 +219,11 @@ impl Api {
         }
         let key = info.key(ns.as_deref(), &name);
         let kv = tracing::Instrument::instrument(
-            self.inner.storage.create(&key, encode(&obj)),
+            self.inner.storage.create(&key, encode_for(info, &obj)),
             tracing::debug_span!("create", %key),
         )
         .await
-        .map_err(|e| from_storage(e, info.group, info.plural, &name))?;
+        .map_err(|e| from_storage(e, &info.group, &info.plural, &name))?;
         self.settle(info, kv.mod_revision).await;
         let mut out = obj;
         out["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
@@ -232,7 +235,7 @@ impl Api {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn write_update(
         &self,
-        info: &'static ResourceInfo,
+        info: &ResourceInfo,
         ns: Option<&str>,
         name: &str,
         old: &Value,
@@ -249,7 +252,7 @@ impl Api {
                 )));
             }
         }
-        let strategy = info.strategy;
+        let strategy = &info.strategy;
         let mut new = match sub {
             Some(Sub::Status) => {
                 let mut n = old.clone();
@@ -338,7 +341,7 @@ impl Api {
                 .storage
                 .delete(&key, Some(old_rev))
                 .await
-                .map_err(|e| from_storage(e, info.group, info.plural, name))?;
+                .map_err(|e| from_storage(e, &info.group, &info.plural, name))?;
             self.settle(info, kv.mod_revision).await;
             let mut out = new;
             out["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
@@ -347,9 +350,9 @@ impl Api {
         let kv = self
             .inner
             .storage
-            .update(&key, encode(&new), Some(old_rev))
+            .update(&key, encode_for(info, &new), Some(old_rev))
             .await
-            .map_err(|e| from_storage(e, info.group, info.plural, name))?;
+            .map_err(|e| from_storage(e, &info.group, &info.plural, name))?;
         self.settle(info, kv.mod_revision).await;
         let mut out = new;
         out["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
@@ -359,7 +362,7 @@ impl Api {
     /// PUT: replace an object, or its status.
     pub(crate) async fn update_in(
         &self,
-        info: &'static ResourceInfo,
+        info: &ResourceInfo,
         namespace: Option<&str>,
         name: &str,
         obj: Value,
@@ -390,7 +393,7 @@ impl Api {
                 Err(e) => return Err(e),
             };
             if given_rv.is_some_and(|rv| rv != old_rev) {
-                return Err(ApiError::modified(info.group, info.plural, name));
+                return Err(ApiError::modified(&info.group, &info.plural, name));
             }
             match self
                 .write_update(info, ns, name, &old, old_rev, obj.clone(), sub, opts)
@@ -406,7 +409,7 @@ impl Api {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn patch_in(
         &self,
-        info: &'static ResourceInfo,
+        info: &ResourceInfo,
         namespace: Option<&str>,
         name: &str,
         sub: Option<Sub>,
@@ -420,6 +423,13 @@ impl Api {
             None
         };
         let manager = opts.field_manager.clone();
+        if patch_type == PatchType::Strategic && !info.strategy.strategic_merge_patch() {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+            ));
+        }
         if patch_type == PatchType::Apply && manager.as_deref().is_none_or(str::is_empty) {
             return Err(ApiError::bad_request(
                 "PATCH with apply patch type requires fieldManager to be set",
@@ -452,12 +462,13 @@ impl Api {
             let patched = patch::apply_patch(patch_type, &base, body, info, opts)?;
             let given_rv = rv_of(&patched).filter(|rv| *rv != old_rev);
             if given_rv.is_some() {
-                return Err(ApiError::modified(info.group, info.plural, name));
+                return Err(ApiError::modified(&info.group, &info.plural, name));
             }
             let result = match sub {
                 Some(Sub::Scale) => {
                     let mut new = old.clone();
-                    new["spec"]["replicas"] = patched["spec"]["replicas"].clone();
+                    info.strategy
+                        .set_replicas(&mut new, patched["spec"]["replicas"].clone());
                     self.write_update(info, ns, name, &old, old_rev, new, sub, opts)
                         .await
                         .map(|o| scale_of(info, &o))

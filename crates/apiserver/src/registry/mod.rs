@@ -8,7 +8,12 @@
 //! default that fits a kind with no special rules, so a kind without a file here is served
 //! by [`DefaultStrategy`].
 //!
-//! Field selectors are generic over JSON paths today, as they were.
+//! Field selectors are generic over JSON paths for built-in kinds; a strategy may limit
+//! them ([`Strategy::selectable_field`], as custom resources do).
+//!
+//! Custom resources have no file here: their strategy is built at run time from their
+//! CRD (`crate::crd::custom::CustomStrategy`), and their resources enter the
+//! `Api`'s [`Registry`](crate::resources::Registry) when the CRD is established.
 //!
 //! Each kind's file also declares its served resource (`RESOURCE`: plural, scope, short
 //! names, categories, subresources) with its strategy; adding a built-in kind is one new
@@ -17,12 +22,13 @@
 
 use serde_json::{json, Value};
 
-use crate::error::Cause;
+use crate::error::{ApiError, Cause};
 use crate::table::{age, col};
 use crate::validate;
 
 pub(crate) mod configmap;
 pub(crate) mod controllerrevision;
+pub(crate) mod customresourcedefinition;
 pub(crate) mod daemonset;
 pub(crate) mod deployment;
 pub(crate) mod endpoints;
@@ -45,9 +51,9 @@ pub(crate) mod validatingwebhookconfiguration;
 pub(crate) mod webhookconfiguration;
 
 /// How the generic store treats objects of one kind.
-pub(crate) trait Strategy: Sync {
+pub(crate) trait Strategy: Send + Sync {
     /// The kind this strategy is for (`""` for [`DefaultStrategy`]).
-    fn kind(&self) -> &'static str;
+    fn kind(&self) -> &str;
 
     /// Whether `metadata.name` must be an RFC 1123 label (otherwise a subdomain).
     fn name_is_label(&self) -> bool {
@@ -115,6 +121,65 @@ pub(crate) trait Strategy: Sync {
     /// The Table column definitions (`kubectl get`).
     fn table_columns(&self) -> Vec<Value> {
         vec![col("Name", "string", 0), col("Age", "string", 0)]
+    }
+
+    /// The OpenAPI v3 schema of the kind, for kinds that publish one (custom resources).
+    fn openapi_schema(&self) -> Option<Value> {
+        None
+    }
+
+    /// Whether a field selector may name `field` (built-in kinds: any path).
+    fn selectable_field(&self, _field: &str) -> bool {
+        true
+    }
+
+    /// Drops the fields the kind does not know, beyond what its upstream type drops
+    /// (custom resources: what their schema prunes).
+    fn prune_unknown(&self, _obj: &mut Value) {}
+
+    /// Why new objects are refused at the moment, if they are (the custom resources of
+    /// a CRD being deleted).
+    fn refuses_create(&self) -> Option<ApiError> {
+        None
+    }
+
+    /// Whether PATCH accepts strategic merge patches (not for custom resources, as
+    /// upstream).
+    fn strategic_merge_patch(&self) -> bool {
+        true
+    }
+
+    /// The stored form of an object when it differs from the served one (custom
+    /// resources served in several versions are stored in their storage version).
+    fn stored_form(&self, _obj: &Value) -> Option<Value> {
+        None
+    }
+
+    /// A stored object as served by this resource (its version).
+    fn serve_stored(&self, _obj: &mut Value) {}
+
+    /// The scale of a scalable object: desired replicas, observed replicas and the
+    /// label selector as a string (autoscaling/v1 `Scale`).
+    fn scale(&self, obj: &Value) -> (i64, i64, String) {
+        let sel_str = obj["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .map(|ml| {
+                ml.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        (
+            obj["spec"]["replicas"].as_i64().unwrap_or(0),
+            obj["status"]["replicas"].as_i64().unwrap_or(0),
+            sel_str,
+        )
+    }
+
+    /// Sets the desired replicas (a write of the `scale` subresource).
+    fn set_replicas(&self, obj: &mut Value, replicas: Value) {
+        obj["spec"]["replicas"] = replicas;
     }
 
     /// One object's Table cells, matching [`Strategy::table_columns`].

@@ -10,14 +10,21 @@
 //! - drops dangling ownerReferences from objects that still have a live owner.
 //!
 //! Absence in the cache is confirmed with a live GET before anything is deleted.
+//!
+//! Built-in kinds reach the graph through the shared informers; other kinds (custom
+//! resources) are found by discovery, as upstream's collector does, every few seconds,
+//! and watched with dynamic watchers from then on, so custom resources can own objects.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kcore_k8s::status_code;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::core::{ApiResource, DynamicObject};
+use kube::discovery::{verbs, Scope};
 use kube::{Client, Resource};
 use serde_json::json;
 
@@ -47,15 +54,71 @@ struct Node {
 #[derive(Default)]
 struct Graph {
     kinds: Vec<ApiResource>,
+    /// Kinds known to be cluster-scoped (from discovery).
+    cluster_scoped: BTreeSet<usize>,
     nodes: HashMap<String, Node>,
     dependents: HashMap<String, BTreeSet<String>>,
 }
 
 impl Graph {
+    /// The tracked kind of an owner reference, by group and kind (any version of a
+    /// kind names the same objects).
     fn kind_of(&self, api_version: &str, kind: &str) -> Option<usize> {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
         self.kinds
             .iter()
-            .position(|k| k.api_version == api_version && k.kind == kind)
+            .position(|k| k.group == group && k.kind == kind)
+    }
+
+    /// Applies one observed object (or its deletion) to the graph; returns the uids the
+    /// collector should look at.
+    fn observe(&mut self, kind: usize, m: &ObjectMeta, deleted: bool) -> Vec<String> {
+        let Some(uid) = m.uid.clone() else {
+            return Vec::new();
+        };
+        let node = (!deleted).then(|| Node {
+            kind,
+            namespace: m.namespace.clone(),
+            name: m.name.clone().unwrap_or_default(),
+            resource_version: m.resource_version.clone(),
+            owners: m.owner_references.clone().unwrap_or_default(),
+            deleting: m.deletion_timestamp.is_some(),
+            finalizers: m.finalizers.clone().unwrap_or_default(),
+        });
+        let interesting = node.as_ref().is_some_and(|n| {
+            !n.owners.is_empty()
+                || (n.deleting && n.finalizers.iter().any(|f| f == FOREGROUND || f == ORPHAN))
+        });
+        let old = self.set(&uid, node.clone());
+        let changed = old != node;
+        let mut keys = Vec::new();
+        if interesting && changed {
+            keys.push(uid.clone());
+        }
+        if node.is_none() || node.as_ref().is_some_and(|n| n.deleting) {
+            // Dependents may have lost their last owner; owners may wait for us.
+            keys.extend(self.dependents_of(&uid));
+            keys.extend(
+                old.iter()
+                    .flat_map(|o| o.owners.iter().map(|r| r.uid.clone())),
+            );
+        }
+        keys
+    }
+
+    /// The objects with an owner of kind `kind` (to look at once the kind is tracked).
+    fn owned_by_kind(&self, kind: usize) -> Vec<String> {
+        let k = &self.kinds[kind];
+        self.nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.owners.iter().any(|o| {
+                    o.kind == k.kind
+                        && o.api_version.rsplit_once('/').map_or("", |(g, _)| g) == k.group
+                })
+            })
+            .map(|(uid, _)| uid.clone())
+            .collect()
     }
 
     /// Replaces (or with `None`, removes) the node `uid`; keeps the dependents index.
@@ -158,44 +221,130 @@ impl GarbageCollector {
         };
         let graph = Arc::clone(&self.graph);
         move |c| {
-            let m = c.object().meta();
-            let Some(uid) = m.uid.clone() else {
-                return;
-            };
-            let mut g = graph
+            let keys = graph
                 .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let node = match c {
-                Change::Deleted(_) => None,
-                _ => Some(Node {
-                    kind,
-                    namespace: m.namespace.clone(),
-                    name: m.name.clone().unwrap_or_default(),
-                    resource_version: m.resource_version.clone(),
-                    owners: m.owner_references.clone().unwrap_or_default(),
-                    deleting: m.deletion_timestamp.is_some(),
-                    finalizers: m.finalizers.clone().unwrap_or_default(),
-                }),
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .observe(kind, c.object().meta(), matches!(c, Change::Deleted(_)));
+            for k in keys {
+                queue.add(ObjectKey::cluster(k));
+            }
+        }
+    }
+
+    /// Finds the kinds the informers do not cover (custom resources) by discovery every
+    /// `every`, and watches each new one, until `shutdown` resolves.
+    pub(crate) async fn watch_other_kinds(
+        self,
+        queue: WorkQueue<ObjectKey>,
+        every: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let mut watchers = tokio::task::JoinSet::new();
+        let scan = async {
+            loop {
+                match self.discover().await {
+                    Ok(new) => {
+                        for (kind, ar) in new {
+                            watchers.spawn(self.clone().watch_kind(kind, ar, queue.clone()));
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "garbage collector discovery"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        };
+        tokio::select! {
+            _ = scan => {}
+            _ = shutdown => {}
+        }
+        watchers.shutdown().await;
+    }
+
+    /// Registers the listable, watchable, deletable kinds discovery shows that the graph
+    /// lacks; returns them.
+    async fn discover(&self) -> Result<Vec<(usize, ApiResource)>, kube::Error> {
+        let discovery = kube::discovery::Discovery::new(self.client.clone())
+            .run()
+            .await?;
+        let mut new = Vec::new();
+        for group in discovery.groups() {
+            for (ar, caps) in group.recommended_resources() {
+                let verbs = [verbs::LIST, verbs::WATCH, verbs::DELETE];
+                if !verbs.iter().all(|v| caps.supports_operation(v))
+                    || !ar.plural.chars().all(|c| c != '/')
+                {
+                    continue;
+                }
+                let mut g = self.write();
+                if g.kind_of(&ar.api_version, &ar.kind).is_some() {
+                    continue;
+                }
+                g.kinds.push(ar.clone());
+                let kind = g.kinds.len() - 1;
+                if caps.scope == Scope::Cluster {
+                    g.cluster_scoped.insert(kind);
+                }
+                tracing::debug!(kind = %ar.kind, group = %ar.group, "garbage collector tracks a new kind");
+                new.push((kind, ar));
+            }
+        }
+        Ok(new)
+    }
+
+    /// Keeps the objects of one discovered kind in the graph.
+    async fn watch_kind(self, kind: usize, ar: ApiResource, queue: WorkQueue<ObjectKey>) {
+        use futures::StreamExt as _;
+        use kube::runtime::watcher::{self, Event};
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+        let stream = watcher::watcher(api, watcher::Config::default());
+        futures::pin_mut!(stream);
+        let mut listed: Option<BTreeSet<String>> = None;
+        while let Some(ev) = stream.next().await {
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::debug!(error = %e, kind = %ar.kind, "garbage collector watch");
+                    continue;
+                }
             };
-            let interesting = node.as_ref().is_some_and(|n| {
-                !n.owners.is_empty()
-                    || (n.deleting && n.finalizers.iter().any(|f| f == FOREGROUND || f == ORPHAN))
-            });
-            let old = g.set(&uid, node.clone());
-            let changed = old != node;
             let mut keys = Vec::new();
-            if interesting && changed {
-                keys.push(uid.clone());
+            {
+                let mut g = self.write();
+                match ev {
+                    Event::Apply(o) => keys = g.observe(kind, &o.metadata, false),
+                    Event::Delete(o) => keys = g.observe(kind, &o.metadata, true),
+                    Event::Init => listed = Some(BTreeSet::new()),
+                    Event::InitApply(o) => {
+                        if let (Some(l), Some(uid)) = (listed.as_mut(), o.metadata.uid.clone()) {
+                            l.insert(uid);
+                        }
+                        keys = g.observe(kind, &o.metadata, false);
+                    }
+                    Event::InitDone => {
+                        // Objects gone while not watched, then everything that may be
+                        // owned by one of this kind.
+                        let seen = listed.take().unwrap_or_default();
+                        let stale: Vec<(String, ObjectMeta)> = g
+                            .nodes
+                            .iter()
+                            .filter(|(uid, n)| n.kind == kind && !seen.contains(*uid))
+                            .map(|(uid, _)| {
+                                (
+                                    uid.clone(),
+                                    ObjectMeta {
+                                        uid: Some(uid.clone()),
+                                        ..ObjectMeta::default()
+                                    },
+                                )
+                            })
+                            .collect();
+                        for (_, m) in stale {
+                            keys.extend(g.observe(kind, &m, true));
+                        }
+                        keys.extend(g.owned_by_kind(kind));
+                    }
+                }
             }
-            if node.is_none() || node.as_ref().is_some_and(|n| n.deleting) {
-                // Dependents may have lost their last owner; owners may wait for us.
-                keys.extend(g.dependents_of(&uid));
-                keys.extend(
-                    old.iter()
-                        .flat_map(|o| o.owners.iter().map(|r| r.uid.clone())),
-                );
-            }
-            drop(g);
             for k in keys {
                 queue.add(ObjectKey::cluster(k));
             }
@@ -282,7 +431,8 @@ impl GarbageCollector {
             .nodes
             .values()
             .any(|n| n.kind == kind && n.namespace.is_some());
-        let ns = if namespaced || r.kind != "Node" && r.kind != "Namespace" {
+        let cluster_scoped = self.read().cluster_scoped.contains(&kind);
+        let ns = if !cluster_scoped && (namespaced || r.kind != "Node" && r.kind != "Namespace") {
             namespace
         } else {
             None
