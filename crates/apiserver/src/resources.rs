@@ -150,14 +150,14 @@ impl ResourceInfo {
 
     /// The storage key prefix for all objects of this resource, or of one namespace.
     pub(crate) fn prefix(&self, namespace: Option<&str>) -> String {
-        let g: &str = if self.group.is_empty() {
-            "core"
-        } else {
-            &self.group
-        };
+        let (group, plural) = self
+            .strategy
+            .stored_as()
+            .unwrap_or((&self.group, &self.plural));
+        let g = if group.is_empty() { "core" } else { group };
         match namespace {
-            Some(ns) if self.namespaced => format!("/registry/{g}/{}/{ns}/", self.plural),
-            _ => format!("/registry/{g}/{}/", self.plural),
+            Some(ns) if self.namespaced => format!("/registry/{g}/{plural}/{ns}/"),
+            _ => format!("/registry/{g}/{plural}/"),
         }
     }
 
@@ -241,6 +241,7 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::secret::RESOURCE,
     registry::node::RESOURCE,
     registry::event::RESOURCE,
+    registry::events_v1::RESOURCE,
     res!(
         core::ServiceAccount,
         "serviceaccounts",

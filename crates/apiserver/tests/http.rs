@@ -560,3 +560,148 @@ async fn aggregated_discovery() {
     assert_eq!(legacy["kind"], "APIGroupList");
     s.shutdown().await.expect("shutdown");
 }
+
+/// events.k8s.io/v1 Events are the core Events seen through another API, as upstream:
+/// one store, fields renamed on the way, the strict new-style rules on writes through
+/// events.k8s.io, and watches of either API see writes through the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_k8s_io_serves_the_core_events() {
+    let (s, _d) = start().await;
+    let u = s.url().to_owned();
+    let core = format!("{u}/api/v1/namespaces/default/events");
+    let v1 = format!("{u}/apis/events.k8s.io/v1/namespaces/default/events");
+
+    // A watch through events.k8s.io, opened before any write.
+    let watch = tokio::spawn(curl(
+        "GET",
+        format!("{v1}?watch=1&timeoutSeconds=3"),
+        &[],
+        None,
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // A legacy event through the core API reads back through events.k8s.io.
+    let legacy = json!({"apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "legacy", "namespace": "default"},
+        "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+        "reason": "Pulled", "message": "pulled the image", "type": "Normal",
+        "count": 2, "source": {"component": "kubelet"}});
+    let r = curl(
+        "POST",
+        core.clone(),
+        &[JSON],
+        Some(legacy.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    let got = curl("GET", format!("{v1}/legacy"), &[], None).await.json();
+    assert_eq!(got["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(got["regarding"]["name"], "p");
+    assert_eq!(got["note"], "pulled the image");
+    assert_eq!(got["deprecatedCount"], 2);
+    assert_eq!(got["deprecatedSource"]["component"], "kubelet");
+    assert!(got.get("message").is_none(), "{got}");
+
+    // Through events.k8s.io a new-style event must say who reported what.
+    let bare = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "bare", "namespace": "default"},
+        "regarding": {"kind": "Pod", "name": "p", "namespace": "default"},
+        "type": "Normal", "deprecatedCount": 1});
+    let r = curl(
+        "POST",
+        v1.clone(),
+        &[JSON],
+        Some(bare.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(r.code, 422, "{}", r.body);
+    let causes: Vec<String> = r.json()["details"]["causes"]
+        .as_array()
+        .expect("causes")
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c["field"].as_str().unwrap_or(""),
+                c["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for want in [
+        "eventTime: Required value",
+        "reportingController: Required value",
+        "reportingInstance: Required value",
+        "action: Required value",
+        "reason: Required value",
+        "count: Invalid value: \"\": needs to be unset",
+    ] {
+        assert!(causes.iter().any(|c| c == want), "{want} not in {causes:?}");
+    }
+    assert_eq!(
+        curl("GET", format!("{core}/bare"), &[], None).await.code,
+        404
+    );
+
+    // A complete new-style event reads back through the core API.
+    let new = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "fresh", "namespace": "default"},
+        "regarding": {"kind": "Pod", "name": "p", "namespace": "default"},
+        "eventTime": "2026-12-06T10:00:00.000000Z", "type": "Warning",
+        "reason": "BackOff", "action": "Restarting", "note": "back-off restarting",
+        "reportingController": "kcore.dev/node", "reportingInstance": "node-1"});
+    let r = curl(
+        "POST",
+        v1.clone(),
+        &[JSON],
+        Some(new.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    assert_eq!(r.json()["note"], "back-off restarting");
+    let got = curl("GET", format!("{core}/fresh"), &[], None).await.json();
+    assert_eq!(got["apiVersion"], "v1");
+    assert_eq!(got["message"], "back-off restarting");
+    assert_eq!(got["involvedObject"]["name"], "p");
+    assert_eq!(got["reportingComponent"], "kcore.dev/node");
+
+    // What it is about does not change through events.k8s.io.
+    let patch = json!({"note": "something else"}).to_string().into_bytes();
+    let r = curl(
+        "PATCH",
+        format!("{v1}/fresh"),
+        &["Content-Type: application/merge-patch+json"],
+        Some(patch),
+    )
+    .await;
+    assert_eq!(r.code, 422, "{}", r.body);
+    assert!(r.body.contains("field is immutable"), "{}", r.body);
+
+    // Both lists hold both events; the watch saw both creates in its own form.
+    for url in [&core, &v1] {
+        let list = curl("GET", url.to_string(), &[], None).await.json();
+        let mut names: Vec<&str> = list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|o| o["metadata"]["name"].as_str())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["fresh", "legacy"], "{url}");
+    }
+    let w = watch.await.expect("watch");
+    let events: Vec<Value> = w
+        .body
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("watch event"))
+        .collect();
+    let added: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "ADDED")
+        .map(|e| {
+            assert_eq!(e["object"]["apiVersion"], "events.k8s.io/v1", "{e}");
+            e["object"]["metadata"]["name"].as_str().unwrap_or("")
+        })
+        .collect();
+    assert_eq!(added, ["legacy", "fresh"]);
+}

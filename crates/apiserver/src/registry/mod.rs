@@ -34,6 +34,7 @@ pub(crate) mod deployment;
 pub(crate) mod endpoints;
 pub(crate) mod endpointslice;
 pub(crate) mod event;
+pub(crate) mod events_v1;
 pub(crate) mod ingress;
 pub(crate) mod lease;
 pub(crate) mod mutatingwebhookconfiguration;
@@ -157,6 +158,13 @@ pub(crate) trait Strategy: Send + Sync {
 
     /// A stored object as served by this resource (its version).
     fn serve_stored(&self, _obj: &mut Value) {}
+
+    /// The resource, as `(group, plural)`, whose storage this one shares when it is a
+    /// second view of another resource's objects (events.k8s.io Events are core Events,
+    /// as upstream); [`Strategy::stored_form`] and [`Strategy::serve_stored`] convert.
+    fn stored_as(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
 
     /// The scale of a scalable object: desired replicas, observed replicas and the
     /// label selector as a string (autoscaling/v1 `Scale`).
