@@ -41,6 +41,8 @@ pub(crate) fn spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
                 causes.push(Cause::required(format!("{p}.image")));
             }
             container(c, &p, &volumes, field == "containers", causes);
+            let grace = spec["terminationGracePeriodSeconds"].as_i64();
+            lifecycle(c, &p, field == "containers", grace, causes);
         }
     }
     one_of(
@@ -255,7 +257,7 @@ fn container(
             }
             continue;
         }
-        handler(pr, &pp, causes);
+        handler(pr, &pp, &PROBE_HANDLERS, causes);
         for f in [
             "initialDelaySeconds",
             "timeoutSeconds",
@@ -285,10 +287,51 @@ fn container(
     }
 }
 
-/// A probe's handler: exactly one of exec, httpGet, tcpSocket, grpc.
-fn handler(pr: &Value, pp: &str, causes: &mut Vec<Cause>) {
+/// The handler types of a probe.
+const PROBE_HANDLERS: [&str; 4] = ["exec", "httpGet", "tcpSocket", "grpc"];
+/// The handler types of a lifecycle hook (`tcpSocket` is kept by upstream for backward
+/// compatibility only, and accepted).
+const LIFECYCLE_HANDLERS: [&str; 4] = ["exec", "httpGet", "tcpSocket", "sleep"];
+
+/// A container's `lifecycle`: each of `postStart` and `preStop` has exactly one handler
+/// (upstream's `validateLifecycle`), a `sleep` lasts from 0 up to the pod's grace period;
+/// init containers other than sidecars have none.
+fn lifecycle(c: &Value, p: &str, regular: bool, grace: Option<i64>, causes: &mut Vec<Cause>) {
+    let lc = &c["lifecycle"];
+    if lc.is_null() {
+        return;
+    }
+    if !regular && c["restartPolicy"] != "Always" {
+        causes.push(Cause::forbidden(
+            format!("{p}.lifecycle"),
+            "may not be set for init containers without restartPolicy=Always",
+        ));
+        return;
+    }
+    for hook in ["postStart", "preStop"] {
+        if !lc[hook].is_null() {
+            let hp = format!("{p}.lifecycle.{hook}");
+            handler(&lc[hook], &hp, &LIFECYCLE_HANDLERS, causes);
+            let secs = &lc[hook]["sleep"]["seconds"];
+            if let (Some(g), Some(n)) = (grace, secs.as_i64()) {
+                if n < 0 || n > g {
+                    causes.push(Cause::invalid(
+                        format!("{hp}.sleep"),
+                        secs,
+                        &format!(
+                            "must be non-negative and less than terminationGracePeriodSeconds ({g})"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// A probe's or lifecycle hook's handler: exactly one of the `kinds`.
+fn handler(pr: &Value, pp: &str, kinds: &[&str], causes: &mut Vec<Cause>) {
     let mut n = 0;
-    for h in ["exec", "httpGet", "tcpSocket", "grpc"] {
+    for &h in kinds {
         if pr[h].is_null() {
             continue;
         }
@@ -318,6 +361,7 @@ fn handler(pr: &Value, pp: &str, causes: &mut Vec<Cause>) {
             "tcpSocket" => {
                 port_num_or_name(&pr[h]["port"], &format!("{pp}.tcpSocket.port"), causes)
             }
+            "sleep" => {}
             _ => port_number(&pr[h]["port"], &format!("{pp}.grpc.port"), causes),
         }
     }
