@@ -768,6 +768,11 @@ impl Api {
         }
         let wh = self.webhooks();
         let mutating = wh.hooks(self, true).await?;
+        let validating = wh.hooks(self, false).await?;
+        if mutating.is_empty() && validating.is_empty() {
+            // The common case: no copy of the old object, no views.
+            return check(obj);
+        }
         let scale = req.sub == Some(Sub::Scale);
         let view = |o: &Value| {
             if scale {
@@ -793,7 +798,6 @@ impl Api {
             req.info.strategy.defaults(&mut obj);
         }
         let obj = check(obj)?;
-        let validating = wh.hooks(self, false).await?;
         if !validating.is_empty() {
             let v = view(&obj);
             self.run_validating(&validating, req, Some(&v), old_view.as_ref())
