@@ -1,0 +1,122 @@
+//! The kubelet's streaming side: `exec`, `attach` and `port-forward` sessions.
+//!
+//! The protocols (WebSocket `v4`/`v5.channel.k8s.io`, SPDY/3.1, port-forward framings)
+//! live in this crate; what runs behind a session is a [`Backend`]: the node agent's
+//! implementation runs processes in pod containers and dials into pod network namespaces,
+//! a test's may run host processes.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+/// A boxed future, as [`Backend`] methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed byte source.
+pub type Reader = Pin<Box<dyn AsyncRead + Send>>;
+/// A boxed byte sink; shutting it down closes the process's stdin.
+pub type Writer = Pin<Box<dyn AsyncWrite + Send>>;
+/// A boxed bidirectional byte stream (a port-forward connection).
+pub trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
+
+/// Which container of which pod a session is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's uid when the request named one (the kubelet's optional path segment).
+    pub uid: Option<String>,
+    /// The container's name (empty for port-forward, which is per pod).
+    pub container: String,
+}
+
+/// Which standard streams a client asked for, and whether it wants a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Streams {
+    /// The client sends stdin.
+    pub stdin: bool,
+    /// The client reads stdout.
+    pub stdout: bool,
+    /// The client reads stderr (never with `tty`: a terminal merges it into stdout).
+    pub stderr: bool,
+    /// The process runs on a pseudo-terminal; resize messages arrive on the resize channel.
+    pub tty: bool,
+}
+
+/// A terminal size, as the resize channel carries it (`{"Width":80,"Height":24}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminalSize {
+    /// Columns.
+    pub width: u16,
+    /// Rows.
+    pub height: u16,
+}
+
+/// How a process ended, reported to the client as upstream does (a `Status` with an
+/// `ExitCode` cause for a non-zero exit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The process exited with this code.
+    Code(i32),
+    /// The process was killed by this signal (reported as exit code 128 + signal).
+    Signal(i32),
+}
+
+/// The stdio of a running exec or attach session, handed from the backend to the protocol.
+pub struct Process {
+    /// The process's stdin, when the client asked for it.
+    pub stdin: Option<Writer>,
+    /// The process's stdout (with a terminal, everything it prints).
+    pub stdout: Option<Reader>,
+    /// The process's stderr (none with a terminal).
+    pub stderr: Option<Reader>,
+    /// Terminal resizes from the client, when the session has a terminal.
+    pub resize: Option<mpsc::UnboundedSender<TerminalSize>>,
+    /// Resolves when the process ends (for attach: when the container ends or the
+    /// client detaches, whichever the backend reports).
+    pub exit: BoxFuture<'static, Result<Exit, BackendError>>,
+}
+
+/// A backend's failure, shown to the client on the error channel.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The pod or container does not exist on this node (HTTP 404 before the upgrade).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request cannot be served in the target's state (HTTP 400 before the upgrade,
+    /// e.g. a container that is not running).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Anything else (shown as an internal error).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What runs behind exec, attach and port-forward sessions.
+pub trait Backend: Send + Sync + 'static {
+    /// Starts `command` in the target container with the requested streams.
+    fn exec(
+        &self,
+        target: Target,
+        command: Vec<String>,
+        streams: Streams,
+    ) -> BoxFuture<'_, Result<Process, BackendError>>;
+
+    /// Attaches to the target container's main process (its stdio as the agent holds it).
+    fn attach(
+        &self,
+        target: Target,
+        streams: Streams,
+    ) -> BoxFuture<'_, Result<Process, BackendError>>;
+
+    /// Opens a connection to `localhost:port` inside the target pod's network namespace.
+    fn port_forward(
+        &self,
+        target: Target,
+        port: u16,
+    ) -> BoxFuture<'_, Result<Box<dyn Duplex>, BackendError>>;
+}
