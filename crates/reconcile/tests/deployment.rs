@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{eventually, start, workload, Cluster, Kubelet};
+use common::{eventually, eventually_or, start, workload, Cluster, Kubelet};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -408,11 +408,22 @@ async fn scaling_mid_rollout_is_proportional() {
     })
     .await;
     set_image(&deps, "s", "v2").await;
-    eventually(
+    let seen = Mutex::new(String::new());
+    eventually_or(
         30,
         "rollout stalled with two active replicasets",
         || async {
             let all = replicasets(&rss).await;
+            *seen.lock().unwrap() = format!(
+                "{:?}",
+                all.iter()
+                    .map(|r| (
+                        r.metadata.name.clone(),
+                        r.spec.replicas,
+                        r.metadata.annotations.clone()
+                    ))
+                    .collect::<Vec<_>>()
+            );
             (all.len() == 2
                 && all
                     .iter()
@@ -421,6 +432,7 @@ async fn scaling_mid_rollout_is_proportional() {
                     == 13)
                 .then_some(())
         },
+        || seen.lock().unwrap().clone(),
     )
     .await;
     deps.patch(

@@ -163,7 +163,21 @@ async fn kubelet_loop(client: Client, ns: String, delay: Duration) {
 }
 
 /// Polls `f` until it returns `Some`, for at most `secs` seconds.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_or(secs, what, f, String::new).await
+}
+
+/// [`eventually`], with `describe()` (the state last seen) in the failure message.
+pub async fn eventually_or<T, F, Fut>(
+    secs: u64,
+    what: &str,
+    mut f: F,
+    describe: impl FnOnce() -> String,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -173,10 +187,9 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out waiting for {what}; last seen: {}", describe());
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
