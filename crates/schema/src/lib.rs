@@ -105,12 +105,14 @@ mod celib;
 mod cost;
 mod error;
 mod format;
+mod merge;
 mod ops;
 mod schema;
 mod validate;
 
 pub use crate::cel::CostLimits;
 pub use crate::error::{ErrorType, FieldError};
+pub use crate::merge::{ListType, MapType};
 
 use serde_json::Value;
 

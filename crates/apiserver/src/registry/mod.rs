@@ -144,6 +144,12 @@ pub(crate) trait Strategy: Send + Sync {
         None
     }
 
+    /// How the kind's lists and maps merge in server-side apply and strategic merge
+    /// patches (custom resources: by their CRD's schema).
+    fn merge_rules(&self) -> Box<dyn crate::patch::MergeRules + '_> {
+        Box::new(crate::patch::BuiltinRules)
+    }
+
     /// Whether PATCH accepts strategic merge patches (not for custom resources, as
     /// upstream).
     fn strategic_merge_patch(&self) -> bool {
