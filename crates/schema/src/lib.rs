@@ -104,6 +104,7 @@ mod cel;
 mod celib;
 mod cost;
 mod error;
+mod expr;
 mod format;
 mod merge;
 mod ops;
@@ -112,6 +113,7 @@ mod validate;
 
 pub use crate::cel::CostLimits;
 pub use crate::error::{ErrorType, FieldError};
+pub use crate::expr::{Bindings, Expression, ExpressionError};
 pub use crate::merge::{ListType, MapType};
 
 use serde_json::Value;

@@ -6,8 +6,11 @@
 //! Deletes go through both lists with `oldObject` only.
 //!
 //! - Which webhooks match: `matching` (rules, `matchPolicy`, `namespaceSelector`,
-//!   `objectSelector`). `matchConditions` (CEL) are not evaluated: a webhook that has
-//!   them is called as if they all held.
+//!   `objectSelector`), then `matchConditions` (`conditions`): CEL over `object`,
+//!   `oldObject` and `request`, all true for the webhook to be called; one false skips
+//!   it; an evaluation error follows `failurePolicy` (`Fail`: 403
+//!   `<resource> "<name>" is forbidden: expression '…' resulted in error: …`, as
+//!   upstream; `Ignore`: skipped). No `authorizer` variable.
 //! - The call: an AdmissionReview v1 POST over HTTPS to `clientConfig.url`, or to a
 //!   Service: kcore resolves `service {namespace, name, port}` through the Service's
 //!   Endpoints (a ready address and the target port of the Service port), so the call
@@ -37,6 +40,7 @@ use crate::resources::{self, ResourceInfo, Sub};
 use crate::selectors::LabelSelector;
 
 mod client;
+pub(crate) mod conditions;
 mod matching;
 
 use client::{chain, Target, TransportError};
@@ -124,6 +128,7 @@ pub(crate) struct Hook {
     timeout: Duration,
     /// `reinvocationPolicy: IfNeeded`.
     reinvoke: bool,
+    match_conditions: conditions::MatchConditions,
     endpoint: Endpoint,
     ca_bundle: Arc<[u8]>,
 }
@@ -173,6 +178,10 @@ impl Hook {
             dry_run_safe: matches!(w["sideEffects"].as_str(), Some("None" | "NoneOnDryRun")),
             timeout: Duration::from_secs(w["timeoutSeconds"].as_u64().unwrap_or(10)),
             reinvoke: w["reinvocationPolicy"].as_str() == Some("IfNeeded"),
+            match_conditions: conditions::MatchConditions::parse(
+                &w["matchConditions"],
+                conditions::WEBHOOK_VARIABLES,
+            ),
             endpoint,
             ca_bundle: ca.into(),
         })
@@ -318,6 +327,28 @@ enum CallError {
     PatchType(String),
     #[error("validating webhook may not return response.patch")]
     ValidatingPatch,
+}
+
+/// Upstream's `NewForbidden` for a request on `info`: `<resource>[.<group>] "<name>" is
+/// forbidden: <why>`.
+pub(crate) fn forbidden(info: &ResourceInfo, name: &str, why: &str) -> ApiError {
+    let resource = if info.group.is_empty() {
+        info.plural.to_string()
+    } else {
+        format!("{}.{}", info.plural, info.group)
+    };
+    let message = if name.is_empty() {
+        format!("{resource} is forbidden: {why}")
+    } else {
+        format!("{resource} {name:?} is forbidden: {why}")
+    };
+    let mut e = ApiError::new(403, "Forbidden", message);
+    let mut details = json!({"name": name, "kind": info.plural, "causes": [{"message": why}]});
+    if !info.group.is_empty() {
+        details["group"] = json!(info.group);
+    }
+    e.details = Some(details);
+    e
 }
 
 /// upstream's `NewInternalError`.
@@ -594,6 +625,35 @@ fn gvk(info: &ResourceInfo, sub: Option<Sub>) -> (Value, Value) {
     (kind, res)
 }
 
+/// The AdmissionRequest of `req` for the resource it `matched`, without `object` and
+/// `oldObject` (what CEL expressions see as `request`).
+pub(crate) fn admission_request(req: &Request<'_>, matched: &ResourceInfo, uid: &str) -> Value {
+    let (kind, resource) = gvk(matched, req.sub);
+    let (request_kind, request_resource) = gvk(req.info, req.sub);
+    let sub = req.sub.map_or("", |s| s.name());
+    let mut r = json!({
+        "uid": uid, "kind": kind, "resource": resource,
+        "requestKind": request_kind, "requestResource": request_resource,
+        "name": req.name, "operation": req.op.as_str(), "userInfo": user_info(),
+        "dryRun": req.dry_run,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": req.op.options_kind()},
+    });
+    if !sub.is_empty() {
+        r["subResource"] = json!(sub);
+        r["requestSubResource"] = json!(sub);
+    }
+    if let Some(ns) = req.namespace.filter(|_| req.info.namespaced) {
+        r["namespace"] = json!(ns);
+    } else if is_namespaces(req.info) {
+        // Upstream sets a Namespace's own name as the request's namespace.
+        r["namespace"] = json!(req.name);
+    }
+    if req.dry_run {
+        r["options"]["dryRun"] = json!(["All"]);
+    }
+    r
+}
+
 impl Api {
     /// Whether `hook` is called for `req` on `obj` / `old`; the resource it is called for.
     async fn should_call<'a>(
@@ -636,36 +696,30 @@ impl Api {
         let Some(matched) = self.should_call(hook, req, obj, old).await else {
             return Ok(None);
         };
+        let uid = uuid::Uuid::new_v4().to_string();
+        let mut r = admission_request(req, matched, &uid);
+        if !hook.match_conditions.is_empty() {
+            let b = kcore_schema::Bindings::new()
+                .bind("object", obj.unwrap_or(&Value::Null))
+                .bind("oldObject", old.unwrap_or(&Value::Null))
+                .bind("request", &r);
+            match hook.match_conditions.matches(&b, hook.fail_open) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(why) => {
+                    tracing::warn!(webhook = %hook.name, error = %why, "failed evaluating match conditions, failing closed");
+                    return Err(forbidden(req.info, req.name, &why));
+                }
+            }
+        }
         if req.dry_run && !hook.dry_run_safe {
             return Err(ApiError::bad_request(format!(
                 "admission webhook {:?} does not support dry run",
                 hook.name
             )));
         }
-        let uid = uuid::Uuid::new_v4().to_string();
-        let (kind, resource) = gvk(matched, req.sub);
-        let (request_kind, request_resource) = gvk(req.info, req.sub);
-        let sub = req.sub.map_or("", |s| s.name());
-        let mut r = json!({
-            "uid": uid, "kind": kind, "resource": resource,
-            "requestKind": request_kind, "requestResource": request_resource,
-            "name": req.name, "operation": req.op.as_str(), "userInfo": user_info(),
-            "object": obj, "oldObject": old, "dryRun": req.dry_run,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": req.op.options_kind()},
-        });
-        if !sub.is_empty() {
-            r["subResource"] = json!(sub);
-            r["requestSubResource"] = json!(sub);
-        }
-        if let Some(ns) = req.namespace.filter(|_| req.info.namespaced) {
-            r["namespace"] = json!(ns);
-        } else if is_namespaces(req.info) {
-            // Upstream sets a Namespace's own name as the request's namespace.
-            r["namespace"] = json!(req.name);
-        }
-        if req.dry_run {
-            r["options"]["dryRun"] = json!(["All"]);
-        }
+        r["object"] = json!(obj);
+        r["oldObject"] = json!(old);
         let review =
             json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": r});
         match self.webhooks().call(self, hook, &review, &uid).await {

@@ -113,6 +113,12 @@ impl WebhookConfigStrategy {
             }
         }
         validate_client_config(&w["clientConfig"], &format!("{path}.clientConfig"), causes);
+        crate::admission::conditions::validate_match_conditions(
+            &w["matchConditions"],
+            &format!("{path}.matchConditions"),
+            crate::admission::conditions::WEBHOOK_VARIABLES,
+            causes,
+        );
     }
 }
 
