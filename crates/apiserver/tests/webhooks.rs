@@ -809,3 +809,101 @@ async fn configurations_are_validated_and_defaulted() {
     assert!(w.get("reinvocationPolicy").is_none());
     c.server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn match_conditions_decide_whether_a_webhook_is_called() {
+    let c = start().await;
+    let s = webhook::start(&[]).await;
+    let mut conditional = hook(
+        "cel.webhooks.kcore.dev",
+        url_config(&s, "/mutate"),
+        &["CREATE", "UPDATE"],
+        &["configmaps"],
+    );
+    conditional["matchConditions"] = json!([
+        {"name": "not-skipped", "expression": "!has(object.metadata.labels) || !('skip' in object.metadata.labels)"},
+        {"name": "creates-by-users", "expression": "request.operation == 'CREATE' && oldObject == null"},
+    ]);
+    mutating(&c.api, "conditional", vec![conditional]).await;
+    assert!(mutated(
+        &create_cm(&c.api, "default", "called", json!({}))
+            .await
+            .expect("create")
+    ));
+    assert!(!mutated(
+        &create_cm(&c.api, "default", "skipped", json!({"skip": "yes"}))
+            .await
+            .expect("create")
+    ));
+    c.api
+        .delete::<MutatingWebhookConfiguration>(None, "conditional")
+        .await
+        .expect("delete");
+
+    // An evaluation error fails closed with failurePolicy Fail (upstream's 403)...
+    let mut failing = hook(
+        "fail.webhooks.kcore.dev",
+        url_config(&s, "/mutate"),
+        &["CREATE"],
+        &["configmaps"],
+    );
+    failing["matchConditions"] =
+        json!([{"name": "needs-spec", "expression": "object.spec.x == 1"}]);
+    let mut ignoring = failing.clone();
+    ignoring["name"] = json!("ignore.webhooks.kcore.dev");
+    ignoring["failurePolicy"] = json!("Ignore");
+    ignoring["objectSelector"] = json!({"matchLabels": {"policy": "ignore"}});
+    failing["objectSelector"] = json!({"matchLabels": {"policy": "fail"}});
+    mutating(&c.api, "erroring", vec![failing, ignoring]).await;
+    let cm = serde_json::to_string(&configmap("closed", json!({"policy": "fail"}))).expect("json");
+    let out = kubectl(&c, &["create", "-f", "-"], Some(&cm)).await;
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stderr.contains(
+            r#"configmaps "closed" is forbidden: expression 'object.spec.x == 1' resulted in error: no such key: spec"#
+        ),
+        "{}",
+        out.stderr
+    );
+    // ... and skips the webhook with Ignore.
+    assert!(!mutated(
+        &create_cm(&c.api, "default", "open", json!({"policy": "ignore"}))
+            .await
+            .expect("create")
+    ));
+
+    // Conditions are validated with the configuration.
+    let mut bad = hook(
+        "bad.webhooks.kcore.dev",
+        url_config(&s, "/mutate"),
+        &["CREATE"],
+        &["configmaps"],
+    );
+    bad["matchConditions"] = json!([
+        {"name": "a", "expression": "object.("},
+        {"name": "a", "expression": "true"},
+        {"name": "b", "expression": "authorizer.group('').check()"},
+    ]);
+    let obj = json!({"apiVersion": ADMISSION, "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "bad"}, "webhooks": [bad]});
+    let e = c
+        .api
+        .create_value(
+            ADMISSION,
+            "validatingwebhookconfigurations",
+            None,
+            obj,
+            &WriteOptions::default(),
+        )
+        .await
+        .expect_err("invalid");
+    assert_eq!(e.code, 422);
+    for want in [
+        "webhooks[0].matchConditions[0].expression: Invalid value: \"object.(\": compilation failed",
+        "webhooks[0].matchConditions[1].name: Duplicate value: \"a\"",
+        "webhooks[0].matchConditions[2].expression: Invalid value",
+    ] {
+        assert!(e.message.contains(want), "{want}: {}", e.message);
+    }
+    c.server.shutdown().await.expect("shutdown");
+}

@@ -4,8 +4,9 @@
 //!
 //! Expressions see `object`, `oldObject` (null on create and delete as upstream) and
 //! `request` (the AdmissionRequest without its objects); policies add `params`,
-//! `namespaceObject` and `variables`. The `authorizer` variable is not offered: kcore
-//! has no authorizer to ask, so an expression naming it does not compile.
+//! `namespaceObject` and `variables`. The `authorizer` variable is not offered (kcore
+//! has no authorizer to ask): an expression calling its functions does not compile, one
+//! reading it fails when evaluated.
 
 use kcore_schema::{Bindings, CostLimits, Expression, ExpressionError};
 use serde_json::Value;
