@@ -196,7 +196,10 @@ impl Scope<'_> {
 
 /// The estimated cost of `expr` with `self` (and `oldSelf`) shaped as `this`.
 pub(crate) fn estimate(expr: &IdedExpr, this: &Size) -> f64 {
-    estimate_with(expr, vec![("self", this.clone()), ("oldSelf", this.clone())])
+    estimate_with(
+        expr,
+        vec![("self", this.clone()), ("oldSelf", this.clone())],
+    )
 }
 
 /// The estimated cost of `expr` with its variables shaped as given (others scalars).

@@ -176,7 +176,9 @@ fn to_json(v: &cel::Value) -> Result<Value, ExpressionError> {
         cel::Value::Bytes(b) => {
             Value::String(base64::engine::general_purpose::STANDARD.encode(b.as_slice()))
         }
-        cel::Value::List(items) => Value::Array(items.iter().map(to_json).collect::<Result<_, _>>()?),
+        cel::Value::List(items) => {
+            Value::Array(items.iter().map(to_json).collect::<Result<_, _>>()?)
+        }
         cel::Value::Map(m) => Value::Object(
             m.map
                 .iter()
@@ -191,7 +193,11 @@ fn to_json(v: &cel::Value) -> Result<Value, ExpressionError> {
                 })
                 .collect::<Result<_, ExpressionError>>()?,
         ),
-        other => return Err(ExpressionError::Unrepresentable(other.type_of().to_string())),
+        other => {
+            return Err(ExpressionError::Unrepresentable(
+                other.type_of().to_string(),
+            ))
+        }
     })
 }
 
@@ -203,16 +209,24 @@ mod tests {
     #[test]
     fn compile_evaluate_and_errors() {
         let obj = json!({"metadata": {"name": "a", "labels": {"env": "prod"}}, "n": [1, 2, 3]});
-        let b = Bindings::new().bind("object", &obj).bind("oldObject", &Value::Null);
+        let b = Bindings::new()
+            .bind("object", &obj)
+            .bind("oldObject", &Value::Null);
         let mut budget = 1_000_000;
         let t = |src: &str, budget: &mut u64| {
             Expression::compile(src, &["object", "oldObject"])
                 .unwrap()
                 .evaluate(&b, 1_000_000, budget)
         };
-        assert_eq!(t("object.metadata.labels.env == 'prod'", &mut budget), Ok(json!(true)));
+        assert_eq!(
+            t("object.metadata.labels.env == 'prod'", &mut budget),
+            Ok(json!(true))
+        );
         assert_eq!(t("oldObject == null", &mut budget), Ok(json!(true)));
-        assert_eq!(t("object.n.map(x, x * 2)", &mut budget), Ok(json!([2, 4, 6])));
+        assert_eq!(
+            t("object.n.map(x, x * 2)", &mut budget),
+            Ok(json!([2, 4, 6]))
+        );
         assert_eq!(
             t("{'a': object.metadata.name}", &mut budget),
             Ok(json!({"a": "a"}))
@@ -228,14 +242,18 @@ mod tests {
             e.to_string(),
             "compilation failed: undeclared reference to 'nosuch'"
         );
-        let bool_err = Expression::compile("1", &[])
-            .unwrap()
-            .evaluate_bool(&b, 1_000_000, &mut budget);
+        let bool_err =
+            Expression::compile("1", &[])
+                .unwrap()
+                .evaluate_bool(&b, 1_000_000, &mut budget);
         assert!(matches!(bool_err, Err(ExpressionError::Evaluation(_))));
         // Cost: a per-call limit, then the shared budget.
         let e = Expression::compile("object.n.all(x, object.n.all(y, x + y > 0))", &["object"])
             .unwrap();
-        assert_eq!(e.evaluate(&b, 1, &mut budget), Err(ExpressionError::CostLimit));
+        assert_eq!(
+            e.evaluate(&b, 1, &mut budget),
+            Err(ExpressionError::CostLimit)
+        );
         let mut small = 1;
         assert_eq!(
             e.evaluate(&b, 1_000_000, &mut small),

@@ -54,14 +54,20 @@ impl Compiled {
     /// Evaluates to a bool; errors in upstream's words (`expression '…' resulted in
     /// error: …`, `compilation error: …`, the cost messages).
     pub(crate) fn evaluate_bool(&self, b: &Bindings<'_>, budget: &mut u64) -> Result<bool, String> {
-        let e = self.0.as_ref().map_err(|e| format!("compilation error: {e}"))?;
+        let e = self
+            .0
+            .as_ref()
+            .map_err(|e| format!("compilation error: {e}"))?;
         e.evaluate_bool(b, limits().per_call, budget)
             .map_err(|err| explain(e, err))
     }
 
     /// Evaluates to a JSON value, errors as [`Compiled::evaluate_bool`].
     pub(crate) fn evaluate(&self, b: &Bindings<'_>, budget: &mut u64) -> Result<Value, String> {
-        let e = self.0.as_ref().map_err(|e| format!("compilation error: {e}"))?;
+        let e = self
+            .0
+            .as_ref()
+            .map_err(|e| format!("compilation error: {e}"))?;
         e.evaluate(b, limits().per_call, budget)
             .map_err(|err| explain(e, err))
     }
@@ -145,7 +151,12 @@ pub(crate) fn validate_match_conditions(
     let mut seen = std::collections::HashSet::new();
     for (i, c) in list.iter().enumerate() {
         let p = format!("{path}[{i}]");
-        validate_expression(&c["expression"], &format!("{p}.expression"), variables, causes);
+        validate_expression(
+            &c["expression"],
+            &format!("{p}.expression"),
+            variables,
+            causes,
+        );
         match c["name"].as_str() {
             None | Some("") => causes.push(Cause::required(format!("{p}.name"))),
             Some(n) => {
@@ -219,7 +230,10 @@ mod tests {
         ];
         for (v, want) in table {
             let got = causes(v.clone());
-            assert!(got.iter().any(|g| g.contains(want)), "{v}: want {want:?} in {got:?}");
+            assert!(
+                got.iter().any(|g| g.contains(want)),
+                "{v}: want {want:?} in {got:?}"
+            );
         }
         let many: Vec<Value> = (0..65)
             .map(|i| json!({"name": format!("c{i}"), "expression": "true"}))
@@ -248,7 +262,10 @@ mod tests {
         assert_eq!(conds(json!([t, e])).matches(&b, true), Ok(false));
         assert_eq!(
             conds(json!([t, e])).matches(&b, false),
-            Err("expression 'object.spec.replicas > 1' resulted in error: no such key: spec".to_owned())
+            Err(
+                "expression 'object.spec.replicas > 1' resulted in error: no such key: spec"
+                    .to_owned()
+            )
         );
         let e2 = json!({"name": "e2", "expression": "request.x"});
         assert_eq!(

@@ -48,6 +48,8 @@ pub(crate) mod replicaset;
 pub(crate) mod secret;
 pub(crate) mod service;
 pub(crate) mod statefulset;
+pub(crate) mod validatingadmissionpolicy;
+pub(crate) mod validatingadmissionpolicybinding;
 pub(crate) mod validatingwebhookconfiguration;
 pub(crate) mod webhookconfiguration;
 

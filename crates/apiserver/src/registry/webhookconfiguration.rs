@@ -208,7 +208,9 @@ fn strings(v: &Value) -> Vec<&str> {
         .collect()
 }
 
-fn validate_rule(r: &Value, path: &str, causes: &mut Vec<Cause>) {
+/// Upstream's `validateRule` (a `RuleWithOperations`), shared with the admission policies'
+/// resource rules.
+pub(crate) fn validate_rule(r: &Value, path: &str, causes: &mut Vec<Cause>) {
     for (field, what) in [
         ("operations", "operations"),
         ("apiGroups", "API groups"),
