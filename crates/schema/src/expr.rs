@@ -36,7 +36,7 @@ pub enum ExpressionError {
 
 /// The values an expression is evaluated against, by variable name; measured once for
 /// the cost estimates of every expression evaluated against them.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Bindings<'v> {
     vars: Vec<(String, &'v Value, Size)>,
 }

@@ -23,8 +23,12 @@
 //!   response's `status.code` (400 below 400) and reason; `warnings` reach the client as
 //!   `Warning` headers; a JSONPatch (mutating webhooks only) is applied to the object.
 //!
+//! ValidatingAdmissionPolicies (`policy`) run between the kind's validation and the
+//! validating webhooks, as upstream's plugin order; on delete, before the validating
+//! webhooks too.
+//!
 //! The webhook configurations themselves (and everything else in
-//! admissionregistration.k8s.io) are never sent to webhooks, as upstream.
+//! admissionregistration.k8s.io) are never sent to webhooks or policies.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -42,6 +46,7 @@ use crate::selectors::LabelSelector;
 mod client;
 pub(crate) mod conditions;
 mod matching;
+mod policy;
 
 use client::{chain, Target, TransportError};
 use matching::Rule;
@@ -234,6 +239,8 @@ pub(crate) struct Webhooks {
     memo: [Mutex<Memo>; 2],
     /// Round-robin over a Service's endpoints.
     next: std::sync::atomic::AtomicUsize,
+    /// The compiled ValidatingAdmissionPolicies and their bindings.
+    policies: Mutex<policy::Memo>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -279,13 +286,18 @@ fn user_info() -> Value {
 }
 
 fn add_warnings(w: &Value) {
-    let list: Vec<String> = w
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect();
+    add_warnings_list(
+        w.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+    );
+}
+
+/// Adds warnings for the response of the current request.
+fn add_warnings_list(list: Vec<String>) {
     if list.is_empty() {
         return;
     }
@@ -667,22 +679,38 @@ impl Api {
         if !matching::object_selected(&hook.object_selector, obj, old) {
             return None;
         }
-        if hook.namespace_selector.is_empty() {
-            return Some(matched);
+        self.namespace_selected(&hook.namespace_selector, req, obj, old)
+            .await
+            .then_some(matched)
+    }
+
+    /// Whether a `namespaceSelector` selects the request: a Namespace by its own labels,
+    /// a namespaced object by its namespace's; cluster-scoped objects always.
+    async fn namespace_selected(
+        &self,
+        sel: &LabelSelector,
+        req: &Request<'_>,
+        obj: Option<&Value>,
+        old: Option<&Value>,
+    ) -> bool {
+        if sel.is_empty() {
+            return true;
         }
-        let ns_info = resources::lookup("", "v1", "namespaces").expect("served");
         let labels_of = if is_namespaces(req.info) {
-            // A Namespace is selected by its own labels.
             obj.or(old).cloned()
-        } else if let Some(ns) = req.namespace.filter(|_| req.info.namespaced) {
-            self.get_in(ns_info, None, ns).await.ok()
+        } else if req.info.namespaced && req.namespace.is_some() {
+            self.namespace_object(req).await
         } else {
-            // Cluster-scoped objects are never exempted by a namespace selector.
-            return Some(matched);
+            return true;
         };
-        labels_of
-            .filter(|n| hook.namespace_selector.matches(n))
-            .map(|_| matched)
+        labels_of.is_some_and(|n| sel.matches(&n))
+    }
+
+    /// The Namespace of a namespaced request, if it exists.
+    async fn namespace_object(&self, req: &Request<'_>) -> Option<Value> {
+        let ns = req.namespace.filter(|_| req.info.namespaced)?;
+        let ns_info = resources::lookup("", "v1", "namespaces").expect("served");
+        self.get_in(ns_info, None, ns).await.ok()
     }
 
     /// Builds the AdmissionReview for `hook` and calls it. `Ok(None)`: not called.
@@ -823,7 +851,8 @@ impl Api {
         let wh = self.webhooks();
         let mutating = wh.hooks(self, true).await?;
         let validating = wh.hooks(self, false).await?;
-        if mutating.is_empty() && validating.is_empty() {
+        let policies = policy::bound(self, &wh.policies).await?;
+        if mutating.is_empty() && validating.is_empty() && policies.is_empty() {
             // The common case: no copy of the old object, no views.
             return check(obj);
         }
@@ -852,8 +881,12 @@ impl Api {
             req.info.strategy.defaults(&mut obj);
         }
         let obj = check(obj)?;
-        if !validating.is_empty() {
+        if !validating.is_empty() || !policies.is_empty() {
             let v = view(&obj);
+            // Policies first, as upstream's plugin order (ValidatingAdmissionPolicy, then
+            // ValidatingAdmissionWebhook).
+            self.run_policies(&policies, req, Some(&v), old_view.as_ref())
+                .await?;
             self.run_validating(&validating, req, Some(&v), old_view.as_ref())
                 .await?;
         }
@@ -874,6 +907,10 @@ impl Api {
         if !mutating.is_empty() {
             self.run_mutating(&mutating, req, &mut None, Some(old))
                 .await?;
+        }
+        let policies = policy::bound(self, &wh.policies).await?;
+        if !policies.is_empty() {
+            self.run_policies(&policies, req, None, Some(old)).await?;
         }
         let validating = wh.hooks(self, false).await?;
         if !validating.is_empty() {
