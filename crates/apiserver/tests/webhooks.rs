@@ -907,3 +907,240 @@ async fn match_conditions_decide_whether_a_webhook_is_called() {
     }
     c.server.shutdown().await.expect("shutdown");
 }
+
+const REPLICA_POLICY: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: replica-limit.example.com
+spec:
+  failurePolicy: Fail
+  paramKind:
+    apiVersion: v1
+    kind: ConfigMap
+  matchConstraints:
+    resourceRules:
+    - apiGroups: ["apps"]
+      apiVersions: ["v1"]
+      operations: ["CREATE", "UPDATE"]
+      resources: ["deployments"]
+  variables:
+  - name: max
+    expression: "int(params.data.max)"
+  validations:
+  - expression: "object.spec.replicas <= variables.max"
+    messageExpression: "'replicas must be at most ' + string(variables.max)"
+    reason: Forbidden
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: replica-limit-binding
+spec:
+  policyName: replica-limit.example.com
+  validationActions: [Deny]
+  paramRef:
+    name: replica-limits
+    parameterNotFoundAction: Deny
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: few-keys.example.com
+spec:
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE"]
+      resources: ["configmaps"]
+  matchConditions:
+  - name: not-params
+    expression: "object.metadata.name != 'replica-limits'"
+  validations:
+  - expression: "!has(object.data) || size(object.data) <= 1"
+    message: "a configmap holds one key"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: few-keys-warn
+spec:
+  policyName: few-keys.example.com
+  validationActions: [Warn]
+"#;
+
+#[tokio::test]
+async fn validating_admission_policies_through_kubectl() {
+    let c = start().await;
+    let out = kubectl(&c, &["apply", "-f", "-"], Some(REPLICA_POLICY)).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(
+            "validatingadmissionpolicy.admissionregistration.k8s.io/replica-limit.example.com created"
+        ),
+        "{}",
+        out.stdout
+    );
+    let out = kubectl(
+        &c,
+        &[
+            "create",
+            "configmap",
+            "replica-limits",
+            "--from-literal=max=3",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // Denied, with upstream's message and the validation's reason.
+    let out = kubectl(
+        &c,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--replicas=5",
+        ],
+        None,
+    )
+    .await;
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stderr.contains(
+            r#"deployments.apps "web" is forbidden: ValidatingAdmissionPolicy 'replica-limit.example.com' with binding 'replica-limit-binding' denied request: replicas must be at most 3"#
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = kubectl(
+        &c,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--replicas=2",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Updates are checked too (the scale subresource is not: the rule names
+    // `deployments`, not `deployments/scale`, as upstream matches).
+    let out = kubectl(
+        &c,
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "-p",
+            r#"{"spec":{"replicas":4}}"#,
+        ],
+        None,
+    )
+    .await;
+    assert_ne!(out.code, 0, "patching past the limit: {}", out.stdout);
+    assert!(
+        out.stderr.contains("replicas must be at most 3"),
+        "{}",
+        out.stderr
+    );
+
+    // No params in another namespace: parameterNotFoundAction Deny.
+    let out = kubectl(&c, &["create", "namespace", "elsewhere"], None).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = kubectl(
+        &c,
+        &[
+            "-n",
+            "elsewhere",
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+        ],
+        None,
+    )
+    .await;
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stderr.contains(
+            "denied request: failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction"
+        ),
+        "{}",
+        out.stderr
+    );
+
+    // Warn: admitted, with the warning.
+    let out = kubectl(
+        &c,
+        &[
+            "create",
+            "configmap",
+            "two",
+            "--from-literal=a=1",
+            "--from-literal=b=2",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "Warning: Validation failed for ValidatingAdmissionPolicy 'few-keys.example.com' with binding 'few-keys-warn': a configmap holds one key"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = kubectl(
+        &c,
+        &["create", "configmap", "one", "--from-literal=a=1"],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("Warning"), "{}", out.stderr);
+
+    // Table columns.
+    let out = kubectl(&c, &["get", "validatingadmissionpolicies"], None).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let header: Vec<&str> = out
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "VALIDATIONS", "PARAMKIND", "AGE"],
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("v1/ConfigMap"), "{}", out.stdout);
+    let out = kubectl(&c, &["get", "validatingadmissionpolicybindings"], None).await;
+    assert!(out.stdout.contains("*/replica-limits"), "{}", out.stdout);
+
+    // A policy whose expression does not compile is refused.
+    let bad = REPLICA_POLICY
+        .split("---")
+        .next()
+        .unwrap_or_default()
+        .replace(
+            "object.spec.replicas <= variables.max",
+            "object.spec.replicas <=",
+        );
+    let out = kubectl(&c, &["apply", "-f", "-"], Some(&bad)).await;
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("spec.validations[0].expression: Invalid value"),
+        "{}",
+        out.stderr
+    );
+    c.server.shutdown().await.expect("shutdown");
+}
