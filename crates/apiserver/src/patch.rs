@@ -128,8 +128,8 @@ impl MergeRules for SchemaRules<'_> {
     }
 
     fn atomic_map(&self, path: &[String], field: &str) -> bool {
-        !path.first().is_some_and(|p| p == "metadata")
-            && !(path.is_empty() && field == "metadata")
+        let in_metadata = path.first().map_or(field, String::as_str) == "metadata";
+        !in_metadata
             && self.0.is_some_and(|s| {
                 s.map_type_at(&full_path(path, field)) == kcore_schema::MapType::Atomic
             })

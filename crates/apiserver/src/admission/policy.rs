@@ -537,14 +537,13 @@ impl Api {
             }
             let ns_obj = namespace_object.as_ref().unwrap_or(&Value::Null);
             for binding in bindings {
-                match &binding.match_resources {
-                    None => {}
-                    Some(Ok(m)) => {
-                        if self.selects(m, req, obj, old).await.is_none() {
-                            continue;
-                        }
-                    }
-                    Some(Err(_)) => continue,
+                let selected = match &binding.match_resources {
+                    None => true,
+                    Some(Ok(m)) => self.selects(m, req, obj, old).await.is_some(),
+                    Some(Err(_)) => false,
+                };
+                if !selected {
+                    continue;
                 }
                 let params = match self.collect_params(policy, binding, req).await {
                     Ok(p) => p,
@@ -623,7 +622,8 @@ mod tests {
     #[test]
     fn messages_reasons_variables_and_failure_policy() {
         let deploy = json!({"spec": {"replicas": 7}, "metadata": {"name": "web"}});
-        let table: Vec<(Value, Value, Vec<(&str, &str)>)> = vec![
+        type Case = (Value, Value, Vec<(&'static str, &'static str)>);
+        let table: Vec<Case> = vec![
             // the expression when there is no message
             (
                 json!({"validations": [{"expression": "object.spec.replicas <= 5"}]}),
