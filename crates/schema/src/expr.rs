@@ -4,6 +4,8 @@
 //! with the variables the caller names, and evaluated against JSON values under the
 //! caller's cost limits.
 
+use std::cell::OnceCell;
+
 use cel::{Context, Program};
 use serde_json::Value;
 
@@ -34,11 +36,12 @@ pub enum ExpressionError {
     Unrepresentable(String),
 }
 
-/// The values an expression is evaluated against, by variable name; measured once for
-/// the cost estimates of every expression evaluated against them.
+/// The values an expression is evaluated against, by variable name. Each value is
+/// measured (for cost estimates) at most once, and only when an expression that uses it
+/// is evaluated.
 #[derive(Debug, Default, Clone)]
 pub struct Bindings<'v> {
-    vars: Vec<(String, &'v Value, Size)>,
+    vars: Vec<(String, &'v Value, OnceCell<Size>)>,
 }
 
 impl<'v> Bindings<'v> {
@@ -51,7 +54,7 @@ impl<'v> Bindings<'v> {
     pub fn bind(mut self, name: impl Into<String>, value: &'v Value) -> Self {
         let name = name.into();
         self.vars.retain(|(n, _, _)| *n != name);
-        self.vars.push((name, value, Size::of_value(value)));
+        self.vars.push((name, value, OnceCell::new()));
         self
     }
 }
@@ -136,10 +139,16 @@ impl Expression {
         per_call: u64,
         budget: &mut u64,
     ) -> Result<cel::Value, ExpressionError> {
-        let sizes = bindings
+        // Only the variables the expression names are measured and converted.
+        let references = self.program.references();
+        let used: Vec<_> = bindings
             .vars
             .iter()
-            .map(|(n, _, s)| (n.as_str(), s.clone()))
+            .filter(|(n, _, _)| references.has_variable(n))
+            .collect();
+        let sizes = used
+            .iter()
+            .map(|(n, v, size)| (n.as_str(), size.get_or_init(|| Size::of_value(v)).clone()))
             .collect();
         let cost = cost::estimate_with(self.program.expression(), sizes);
         if cost > per_call as f64 {
@@ -151,7 +160,7 @@ impl Expression {
         }
         *budget -= cost;
         let mut ctx = Context::with_env(crate::celib::env());
-        for (name, v, _) in &bindings.vars {
+        for (name, v, _) in used {
             ctx.add_variable_as_val(name.clone(), to_val(v, None));
         }
         self.program
