@@ -36,37 +36,103 @@ impl PatchType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ListStrategy {
-    MergeKey(&'static str),
+/// How a list merges (strategic merge patch, server-side apply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ListStrategy {
+    /// Entries are objects merged by these key fields.
+    MergeKeys(Vec<String>),
+    /// A set of scalars, merged by value.
     MergePrimitive,
+    /// Replaced whole.
     Atomic,
 }
 
-/// The patch strategy of list field `field`, whose ancestors' field names are `path`.
-fn list_strategy(path: &[String], field: &str) -> ListStrategy {
-    use ListStrategy::*;
-    let in_container = path.iter().any(|p| {
-        matches!(
-            p.as_str(),
-            "containers" | "initContainers" | "ephemeralContainers"
-        )
-    });
-    match field {
-        "containers" | "initContainers" | "ephemeralContainers" => MergeKey("name"),
-        "ports" if in_container => MergeKey("containerPort"),
-        "ports" if path.last().is_some_and(|p| p == "spec") => MergeKey("port"),
-        "env" | "volumes" | "imagePullSecrets" | "resourceClaims" => MergeKey("name"),
-        "volumeMounts" => MergeKey("mountPath"),
-        "volumeDevices" => MergeKey("devicePath"),
-        "hostAliases" => MergeKey("ip"),
-        "conditions" => MergeKey("type"),
-        "ownerReferences" => MergeKey("uid"),
-        "topologySpreadConstraints" => MergeKey("topologyKey"),
-        "taints" => MergeKey("key"),
-        "addresses" if path.last().is_some_and(|p| p == "status") => MergeKey("type"),
-        "finalizers" if path.last().is_some_and(|p| p == "metadata") => MergePrimitive,
-        _ => Atomic,
+impl ListStrategy {
+    fn key(k: &str) -> Self {
+        Self::MergeKeys(vec![k.to_owned()])
+    }
+}
+
+/// Where a kind's merge rules come from: the patch strategies of lists and maps at a
+/// place in its objects. `path` holds the field names of the ancestors from the root
+/// (a list's name stands for its items), `field` the field itself.
+///
+/// Built-in kinds use [`BuiltinRules`] (upstream's `patchStrategy`/`patchMergeKey`
+/// tags); custom resources their CRD's structural schema (`x-kubernetes-list-type`,
+/// `x-kubernetes-list-map-keys`, `x-kubernetes-map-type`).
+pub(crate) trait MergeRules: Send + Sync {
+    /// The strategy of list field `field` under `path`.
+    fn list(&self, path: &[String], field: &str) -> ListStrategy;
+    /// Whether object field `field` under `path` is atomic (replaced and owned whole).
+    fn atomic_map(&self, _path: &[String], _field: &str) -> bool {
+        false
+    }
+}
+
+/// The merge rules of the built-in kinds.
+pub(crate) struct BuiltinRules;
+
+impl MergeRules for BuiltinRules {
+    fn list(&self, path: &[String], field: &str) -> ListStrategy {
+        use ListStrategy::*;
+        let in_container = path.iter().any(|p| {
+            matches!(
+                p.as_str(),
+                "containers" | "initContainers" | "ephemeralContainers"
+            )
+        });
+        match field {
+            "containers" | "initContainers" | "ephemeralContainers" => ListStrategy::key("name"),
+            "ports" if in_container => ListStrategy::key("containerPort"),
+            "ports" if path.last().is_some_and(|p| p == "spec") => ListStrategy::key("port"),
+            "env" | "volumes" | "imagePullSecrets" | "resourceClaims" => ListStrategy::key("name"),
+            "volumeMounts" => ListStrategy::key("mountPath"),
+            "volumeDevices" => ListStrategy::key("devicePath"),
+            "hostAliases" => ListStrategy::key("ip"),
+            "conditions" => ListStrategy::key("type"),
+            "ownerReferences" => ListStrategy::key("uid"),
+            "topologySpreadConstraints" => ListStrategy::key("topologyKey"),
+            "taints" => ListStrategy::key("key"),
+            "addresses" if path.last().is_some_and(|p| p == "status") => ListStrategy::key("type"),
+            "finalizers" if path.last().is_some_and(|p| p == "metadata") => MergePrimitive,
+            _ => Atomic,
+        }
+    }
+}
+
+/// The merge rules of a custom resource: `metadata` as every kind's, the rest from the
+/// CRD version's structural schema (no schema: every list atomic, as upstream's
+/// deduced type).
+pub(crate) struct SchemaRules<'a>(pub(crate) Option<&'a kcore_schema::Schema>);
+
+fn full_path<'p>(path: &'p [String], field: &'p str) -> Vec<&'p str> {
+    path.iter()
+        .map(String::as_str)
+        .chain(std::iter::once(field))
+        .collect()
+}
+
+impl MergeRules for SchemaRules<'_> {
+    fn list(&self, path: &[String], field: &str) -> ListStrategy {
+        if path.first().is_some_and(|p| p == "metadata") {
+            return BuiltinRules.list(path, field);
+        }
+        let Some(schema) = self.0 else {
+            return ListStrategy::Atomic;
+        };
+        match schema.list_type_at(&full_path(path, field)) {
+            kcore_schema::ListType::Map(keys) => ListStrategy::MergeKeys(keys.to_vec()),
+            kcore_schema::ListType::Set => ListStrategy::MergePrimitive,
+            _ => ListStrategy::Atomic,
+        }
+    }
+
+    fn atomic_map(&self, path: &[String], field: &str) -> bool {
+        let in_metadata = path.first().map_or(field, String::as_str) == "metadata";
+        !in_metadata
+            && self.0.is_some_and(|s| {
+                s.map_type_at(&full_path(path, field)) == kcore_schema::MapType::Atomic
+            })
     }
 }
 
@@ -88,12 +154,18 @@ fn strip_directives(v: &Value) -> Value {
     }
 }
 
-fn same_key(a: &Value, b: &Value, key: &str) -> bool {
-    a.get(key).is_some() && a.get(key) == b.get(key)
+fn same_key(a: &Value, b: &Value, keys: &[String]) -> bool {
+    keys.iter().any(|k| a.get(k).is_some()) && keys.iter().all(|k| a.get(k) == b.get(k))
 }
 
-fn merge_list(orig: &[Value], patch: &[Value], path: &mut Vec<String>, field: &str) -> Vec<Value> {
-    match list_strategy(path, field) {
+fn merge_list(
+    rules: &dyn MergeRules,
+    orig: &[Value],
+    patch: &[Value],
+    path: &mut Vec<String>,
+    field: &str,
+) -> Vec<Value> {
+    match rules.list(path, field) {
         ListStrategy::Atomic => patch.iter().map(strip_directives).collect(),
         ListStrategy::MergePrimitive => {
             let mut out = orig.to_vec();
@@ -104,7 +176,7 @@ fn merge_list(orig: &[Value], patch: &[Value], path: &mut Vec<String>, field: &s
             }
             out
         }
-        ListStrategy::MergeKey(key) => {
+        ListStrategy::MergeKeys(keys) => {
             if patch
                 .iter()
                 .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
@@ -120,13 +192,13 @@ fn merge_list(orig: &[Value], patch: &[Value], path: &mut Vec<String>, field: &s
             for item in patch {
                 let directive = item.get("$patch").and_then(Value::as_str);
                 if directive == Some("delete") {
-                    out.retain(|o| !same_key(o, item, key));
+                    out.retain(|o| !same_key(o, item, &keys));
                     continue;
                 }
-                match out.iter().position(|o| same_key(o, item, key)) {
+                match out.iter().position(|o| same_key(o, item, &keys)) {
                     Some(i) => {
                         if let (Some(om), Some(pm)) = (out[i].as_object(), item.as_object()) {
-                            if let Some(m) = merge_map(om, pm, path) {
+                            if let Some(m) = merge_map(rules, om, pm, path) {
                                 out[i] = Value::Object(m);
                             }
                         } else {
@@ -142,11 +214,11 @@ fn merge_list(orig: &[Value], patch: &[Value], path: &mut Vec<String>, field: &s
     }
 }
 
-fn reorder(list: &mut [Value], order: &[Value], key: Option<&str>) {
+fn reorder(list: &mut [Value], order: &[Value], keys: Option<&[String]>) {
     let pos = |v: &Value| -> usize {
         order
             .iter()
-            .position(|o| match key {
+            .position(|o| match keys {
                 Some(k) => same_key(v, o, k),
                 None => v == o,
             })
@@ -157,6 +229,7 @@ fn reorder(list: &mut [Value], order: &[Value], key: Option<&str>) {
 
 /// Strategic merge of `patch` into `orig`; `None` means the map was deleted.
 fn merge_map(
+    rules: &dyn MergeRules,
     orig: &Map<String, Value>,
     patch: &Map<String, Value>,
     path: &mut Vec<String>,
@@ -193,16 +266,15 @@ fn merge_map(
             Value::Null => {
                 out.remove(k);
             }
+            Value::Object(pm) if rules.atomic_map(path, k) => {
+                out.insert(k.clone(), strip_directives(&Value::Object(pm.clone())));
+            }
             Value::Object(pm) => {
-                let merged = match out.get(k).and_then(Value::as_object) {
-                    Some(om) => {
-                        path.push(k.clone());
-                        let m = merge_map(om, pm, path);
-                        path.pop();
-                        m
-                    }
-                    None => merge_map(&Map::new(), pm, path),
-                };
+                let empty = Map::new();
+                let om = out.get(k).and_then(Value::as_object).unwrap_or(&empty);
+                path.push(k.clone());
+                let merged = merge_map(rules, om, pm, path);
+                path.pop();
                 match merged {
                     Some(m) => out.insert(k.clone(), Value::Object(m)),
                     None => out.remove(k),
@@ -214,7 +286,7 @@ fn merge_map(
                     .and_then(Value::as_array)
                     .cloned()
                     .unwrap_or_default();
-                let merged = merge_list(&orig_list, pa, path, k);
+                let merged = merge_list(rules, &orig_list, pa, path, k);
                 out.insert(k.clone(), Value::Array(merged));
             }
             other => {
@@ -223,15 +295,15 @@ fn merge_map(
         }
     }
     for (field, order) in orders {
-        let key = match list_strategy(path, &field) {
-            ListStrategy::MergeKey(k) => Some(k),
+        let keys = match rules.list(path, &field) {
+            ListStrategy::MergeKeys(k) => Some(k),
             _ => None,
         };
         if let (Some(list), Some(order)) = (
             out.get_mut(&field).and_then(Value::as_array_mut),
             order.as_array(),
         ) {
-            reorder(list, order, key);
+            reorder(list, order, keys.as_deref());
         }
     }
     if let Some(retain) = patch.get("$retainKeys").and_then(Value::as_array) {
@@ -241,15 +313,24 @@ fn merge_map(
     Some(out)
 }
 
-/// Applies a strategic merge patch to a whole object.
+/// Applies a strategic merge patch to a whole object of a built-in kind.
 pub fn strategic_merge(orig: &Value, patch: &Value) -> Result<Value, ApiError> {
+    strategic_merge_with(&BuiltinRules, orig, patch)
+}
+
+/// Applies a strategic merge patch to a whole object, lists and maps merging by `rules`.
+pub(crate) fn strategic_merge_with(
+    rules: &dyn MergeRules,
+    orig: &Value,
+    patch: &Value,
+) -> Result<Value, ApiError> {
     let (Some(o), Some(p)) = (orig.as_object(), patch.as_object()) else {
         return Err(ApiError::bad_request(
             "a strategic merge patch must be a JSON object",
         ));
     };
     Ok(Value::Object(
-        merge_map(o, p, &mut Vec::new()).unwrap_or_default(),
+        merge_map(rules, o, p, &mut Vec::new()).unwrap_or_default(),
     ))
 }
 
@@ -272,15 +353,18 @@ pub(crate) fn parse_apply(body: &[u8]) -> Result<Value, ApiError> {
 
 // ----- managed fields (fieldsV1) -----
 
-fn key_elem(item: &Value, key: &str) -> String {
-    format!(
-        "k:{}",
-        json!({key: item.get(key).cloned().unwrap_or(Value::Null)})
-    )
+fn key_elem(item: &Value, keys: &[String]) -> String {
+    let fields: std::collections::BTreeMap<&str, &Value> = keys
+        .iter()
+        .map(|k| (k.as_str(), item.get(k).unwrap_or(&Value::Null)))
+        .collect();
+    format!("k:{}", json!(fields))
 }
 
-/// Leaf paths set by an apply configuration.
+/// Leaf paths set by an apply configuration, with the paths of the list-map entries
+/// it sets (owned as entries, `"."` in fieldsV1).
 fn field_paths(
+    rules: &dyn MergeRules,
     v: &Value,
     path: &mut Vec<String>,
     names: &mut Vec<String>,
@@ -309,12 +393,13 @@ fn field_paths(
                 }
                 path.push(format!("f:{k}"));
                 match child {
-                    Value::Array(items) => match list_strategy(names, k) {
-                        ListStrategy::MergeKey(key) => {
+                    Value::Array(items) => match rules.list(names, k) {
+                        ListStrategy::MergeKeys(keys) => {
                             names.push(k.clone());
                             for item in items {
-                                path.push(key_elem(item, key));
-                                field_paths(item, path, names, out);
+                                path.push(key_elem(item, &keys));
+                                out.insert(path.clone());
+                                field_paths(rules, item, path, names, out);
                                 path.pop();
                             }
                             names.pop();
@@ -328,14 +413,20 @@ fn field_paths(
                                 out.insert(path.clone());
                                 path.pop();
                             }
+                            if items.is_empty() {
+                                out.insert(path.clone());
+                            }
                         }
                         ListStrategy::Atomic => {
                             out.insert(path.clone());
                         }
                     },
+                    Value::Object(_) if rules.atomic_map(names, k) => {
+                        out.insert(path.clone());
+                    }
                     _ => {
                         names.push(k.clone());
-                        field_paths(child, path, names, out);
+                        field_paths(rules, child, path, names, out);
                         names.pop();
                     }
                 }
@@ -348,10 +439,15 @@ fn field_paths(
     }
 }
 
-fn paths_of(applied: &Value) -> BTreeSet<Vec<String>> {
+fn paths_of(rules: &dyn MergeRules, applied: &Value) -> BTreeSet<Vec<String>> {
     let mut out = BTreeSet::new();
-    field_paths(applied, &mut Vec::new(), &mut Vec::new(), &mut out);
+    field_paths(rules, applied, &mut Vec::new(), &mut Vec::new(), &mut out);
     out
+}
+
+/// Whether a managed path names a list-map entry itself (not one of its fields).
+fn is_entry(path: &[String]) -> bool {
+    path.last().is_some_and(|s| s.starts_with("k:"))
 }
 
 fn to_fields_v1(paths: &BTreeSet<Vec<String>>) -> Value {
@@ -366,12 +462,28 @@ fn to_fields_v1(paths: &BTreeSet<Vec<String>>) -> Value {
                 .expect("fieldsV1 nodes are objects");
         }
     }
+    // A path owned itself and with owned fields below it is marked with ".".
+    for p in paths {
+        let mut cur = &mut root;
+        for seg in p {
+            cur = cur
+                .get_mut(seg)
+                .and_then(Value::as_object_mut)
+                .expect("inserted above");
+        }
+        if !cur.is_empty() {
+            cur.insert(".".to_owned(), json!({}));
+        }
+    }
     Value::Object(root)
 }
 
 fn from_fields_v1(v: &Value, path: &mut Vec<String>, out: &mut BTreeSet<Vec<String>>) {
     match v.as_object() {
         Some(m) if !m.is_empty() => {
+            if m.contains_key(".") && !path.is_empty() {
+                out.insert(path.clone());
+            }
             for (k, child) in m {
                 if k == "." {
                     continue;
@@ -393,8 +505,10 @@ fn find_item(list: &[Value], elem: &str) -> Option<usize> {
     if let Some(k) = elem.strip_prefix("k:") {
         let want: Value = serde_json::from_str(k).ok()?;
         let want = want.as_object()?;
-        list.iter()
-            .position(|i| want.iter().all(|(k, v)| i.get(k) == Some(v)))
+        list.iter().position(|i| {
+            want.iter()
+                .all(|(k, v)| i.get(k).unwrap_or(&Value::Null) == v)
+        })
     } else if let Some(v) = elem.strip_prefix("v:") {
         let want: Value = serde_json::from_str(v).ok()?;
         list.iter().position(|i| *i == want)
@@ -449,6 +563,67 @@ fn remove_at(obj: &mut Value, path: &[String]) {
     }
 }
 
+/// A managed path as upstream's structured-merge-diff prints it:
+/// `.spec.ports[name="a"].value`, `.spec.tags[="x"]`.
+fn path_string(path: &[String]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        if let Some(f) = seg.strip_prefix("f:") {
+            out.push('.');
+            out.push_str(f);
+        } else if let Some(k) = seg.strip_prefix("k:") {
+            let fields: Map<String, Value> = serde_json::from_str(k).unwrap_or_default();
+            let parts: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push_str(&format!("[{}]", parts.join(",")));
+        } else if let Some(v) = seg.strip_prefix("v:") {
+            out.push_str(&format!("[={v}]"));
+        } else {
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+/// Upstream's apply conflict error: one line for one conflict, else the conflicting
+/// paths grouped by manager (managers sorted).
+fn conflict_error(conflicts: &[(String, Vec<String>)]) -> ApiError {
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|(m, p)| {
+            json!({"reason": "FieldManagerConflict", "message": format!("conflict with {m:?}"),
+                "field": path_string(p)})
+        })
+        .collect();
+    let message = match conflicts {
+        [(m, p)] => format!(
+            "Apply failed with 1 conflict: conflict with {m:?}: {}",
+            path_string(p)
+        ),
+        _ => {
+            let mut by_manager: std::collections::BTreeMap<&str, Vec<String>> =
+                std::collections::BTreeMap::new();
+            for (m, p) in conflicts {
+                by_manager.entry(m).or_default().push(path_string(p));
+            }
+            let lines: Vec<String> = by_manager
+                .iter()
+                .flat_map(|(m, paths)| {
+                    std::iter::once(format!("conflicts with {m:?}:"))
+                        .chain(paths.iter().map(|p| format!("- {p}")))
+                })
+                .collect();
+            format!(
+                "Apply failed with {} conflicts: {}",
+                conflicts.len(),
+                lines.join("\n")
+            )
+        }
+    };
+    let mut e = ApiError::new(409, "Conflict", message);
+    e.details = Some(json!({"causes": causes}));
+    e
+}
+
 fn managed_entry(manager: &str, api_version: &str, paths: &BTreeSet<Vec<String>>) -> Value {
     json!({
         "manager": manager,
@@ -466,7 +641,8 @@ pub(crate) fn apply_create(
     manager: &str,
     info: &ResourceInfo,
 ) -> Result<Value, ApiError> {
-    let paths = paths_of(&applied);
+    let rules = info.strategy.merge_rules();
+    let paths = paths_of(&*rules, &applied);
     applied["metadata"]["managedFields"] =
         json!([managed_entry(manager, &info.api_version(), &paths)]);
     Ok(applied)
@@ -479,8 +655,10 @@ fn apply_existing(
     info: &ResourceInfo,
     opts: &WriteOptions,
 ) -> Result<Value, ApiError> {
+    let rules = info.strategy.merge_rules();
+    let rules = &*rules;
     let manager = opts.field_manager.as_deref().unwrap_or_default();
-    let new_paths = paths_of(applied);
+    let new_paths = paths_of(rules, applied);
     let mut entries: Vec<Value> = current["metadata"]["managedFields"]
         .as_array()
         .cloned()
@@ -496,7 +674,8 @@ fn apply_existing(
             others.push((i, set));
         }
     }
-    // Conflicts: fields another applier owns, set here to a different value.
+    // Conflicts: fields another applier owns, set here to a different value (entries
+    // of list maps are shared; their fields are compared).
     let mut conflicts = Vec::new();
     for (i, set) in &mut others {
         let owner = entries[*i]["manager"]
@@ -505,42 +684,27 @@ fn apply_existing(
             .to_owned();
         let clashing: Vec<Vec<String>> = set
             .iter()
-            .filter(|p| new_paths.contains(*p) && value_at(current, p) != value_at(applied, p))
+            .filter(|p| {
+                !is_entry(p)
+                    && new_paths.contains(*p)
+                    && value_at(current, p) != value_at(applied, p)
+            })
             .cloned()
             .collect();
-        for p in &clashing {
+        for p in clashing {
             if opts.force {
-                set.remove(p);
+                set.remove(&p);
             } else {
-                let field = p
-                    .iter()
-                    .map(|s| s.trim_start_matches("f:"))
-                    .collect::<Vec<_>>()
-                    .join(".");
-                conflicts.push((owner.clone(), field));
+                conflicts.push((owner.clone(), p));
             }
         }
     }
     if !conflicts.is_empty() {
-        let causes: Vec<Value> = conflicts
-            .iter()
-            .map(|(m, f)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {m:?}"), "field": f}))
-            .collect();
-        let msg = conflicts
-            .iter()
-            .map(|(m, f)| format!("conflict with {m:?}: .{f}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut e = ApiError::new(
-            409,
-            "Conflict",
-            format!("Apply failed with {} conflict(s): {msg}", conflicts.len()),
-        );
-        e.details = Some(json!({"causes": causes}));
-        return Err(e);
+        return Err(conflict_error(&conflicts));
     }
-    let mut merged = strategic_merge(current, &strip_directives(applied))?;
-    // Fields this manager applied before but no longer does, and nobody else owns, go.
+    let mut merged = strategic_merge_with(rules, current, &strip_directives(applied))?;
+    // Fields this manager applied before but no longer does, and nobody else owns, go
+    // (list-map entries whole).
     for p in prev_paths.difference(&new_paths) {
         if !others.iter().any(|(_, s)| s.contains(p)) {
             remove_at(&mut merged, p);
@@ -583,7 +747,9 @@ pub(crate) fn apply_patch(
             json_patch::merge(&mut doc, &p);
             Ok(doc)
         }
-        PatchType::Strategic => strategic_merge(current, &parse_json(body)?),
+        PatchType::Strategic => {
+            strategic_merge_with(&*info.strategy.merge_rules(), current, &parse_json(body)?)
+        }
         PatchType::Apply => apply_existing(current, &parse_apply(body)?, info, opts),
     }
 }
@@ -793,5 +959,191 @@ mod tests {
         assert_eq!(out2["data"]["a"], "2");
         // Same value is shared ownership, not a conflict.
         assert!(apply_existing(&out, &json!({"data": {"a": "1"}}), info, &bob).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod custom_resource_tests {
+    use super::*;
+
+    fn widget_info() -> ResourceInfo {
+        let crd = json!({
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {
+                        "type": "object", "properties": {
+                            "ports": {"type": "array", "x-kubernetes-list-type": "map",
+                                "x-kubernetes-list-map-keys": ["name"],
+                                "items": {"type": "object", "required": ["name"], "properties": {
+                                    "name": {"type": "string"}, "port": {"type": "integer"},
+                                    "proto": {"type": "string"}}}},
+                            "tags": {"type": "array", "x-kubernetes-list-type": "set",
+                                "items": {"type": "string"}},
+                            "args": {"type": "array", "items": {"type": "string"}},
+                            "selector": {"type": "object", "x-kubernetes-map-type": "atomic",
+                                "additionalProperties": {"type": "string"}},
+                            "labels": {"type": "object",
+                                "additionalProperties": {"type": "string"}}}}}}}}]},
+            "status": {"acceptedNames": {"plural": "widgets", "kind": "Widget",
+                "listKind": "WidgetList", "singular": "widget"}}
+        });
+        crate::crd::custom::resources_of(&crd).remove(0)
+    }
+
+    fn by(manager: &str, force: bool) -> WriteOptions {
+        WriteOptions {
+            field_manager: Some(manager.into()),
+            force,
+            ..Default::default()
+        }
+    }
+
+    fn widget(spec: Value) -> Value {
+        json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": "w"}, "spec": spec})
+    }
+
+    #[test]
+    fn list_map_entries_of_two_managers_merge_and_conflict_per_field() {
+        let info = widget_info();
+        let alice = apply_create(
+            widget(json!({"ports": [{"name": "a", "port": 1}], "args": ["x"]})),
+            "alice",
+            &info,
+        )
+        .unwrap();
+        assert_eq!(
+            alice["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"],
+            json!({"f:args": {}, "f:ports": {r#"k:{"name":"a"}"#: {".": {}, "f:name": {}, "f:port": {}}}})
+        );
+        // Bob adds another entry: both survive.
+        let both = apply_existing(
+            &alice,
+            &widget(json!({"ports": [{"name": "b", "port": 2}]})),
+            &info,
+            &by("bob", false),
+        )
+        .unwrap();
+        assert_eq!(
+            both["spec"]["ports"],
+            json!([{"name": "a", "port": 1}, {"name": "b", "port": 2}])
+        );
+        // Bob setting a field of alice's entry to another value conflicts on that field.
+        let err = apply_existing(
+            &both,
+            &widget(json!({"ports": [{"name": "b", "port": 2}, {"name": "a", "port": 9}]})),
+            &info,
+            &by("bob", false),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, 409);
+        assert_eq!(
+            err.message,
+            r#"Apply failed with 1 conflict: conflict with "alice": .spec.ports[name="a"].port"#
+        );
+        // A new field of alice's entry is not a conflict: the entry is shared.
+        let shared = apply_existing(
+            &both,
+            &widget(json!({"ports": [{"name": "b", "port": 2}, {"name": "a", "proto": "TCP"}]})),
+            &info,
+            &by("bob", false),
+        )
+        .unwrap();
+        assert_eq!(
+            shared["spec"]["ports"][0],
+            json!({"name": "a", "port": 1, "proto": "TCP"})
+        );
+        // Forced, bob takes the field over.
+        let forced = apply_existing(
+            &both,
+            &widget(json!({"ports": [{"name": "b", "port": 2}, {"name": "a", "port": 9}]})),
+            &info,
+            &by("bob", true),
+        )
+        .unwrap();
+        assert_eq!(forced["spec"]["ports"][0]["port"], 9);
+        let alice_fields = &forced["metadata"]["managedFields"][0];
+        assert_eq!(alice_fields["manager"], "alice");
+        assert_eq!(
+            alice_fields["fieldsV1"]["f:spec"]["f:ports"],
+            json!({r#"k:{"name":"a"}"#: {".": {}, "f:name": {}}})
+        );
+        // Alice dropping her entry removes it; bob's stays.
+        let dropped = apply_existing(
+            &both,
+            &widget(json!({"args": ["x"]})),
+            &info,
+            &by("alice", false),
+        )
+        .unwrap();
+        assert_eq!(dropped["spec"]["ports"], json!([{"name": "b", "port": 2}]));
+    }
+
+    #[test]
+    fn sets_are_owned_per_value_and_atomic_maps_whole() {
+        let info = widget_info();
+        let alice = apply_create(
+            widget(json!({"tags": ["x", "y"], "selector": {"app": "a"}, "labels": {"k": "v"}})),
+            "alice",
+            &info,
+        )
+        .unwrap();
+        let f = &alice["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"];
+        assert_eq!(f["f:tags"], json!({r#"v:"x""#: {}, r#"v:"y""#: {}}));
+        assert_eq!(f["f:selector"], json!({}));
+        assert_eq!(f["f:labels"], json!({"f:k": {}}));
+        let bob = apply_existing(
+            &alice,
+            &widget(json!({"tags": ["y", "z"], "labels": {"j": "w"}})),
+            &info,
+            &by("bob", false),
+        )
+        .unwrap();
+        assert_eq!(bob["spec"]["tags"], json!(["x", "y", "z"]));
+        assert_eq!(bob["spec"]["labels"], json!({"k": "v", "j": "w"}));
+        // An atomic map is replaced whole, and conflicts whole.
+        let err = apply_existing(
+            &bob,
+            &widget(json!({"selector": {"tier": "b"}})),
+            &info,
+            &by("bob", false),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.message,
+            r#"Apply failed with 1 conflict: conflict with "alice": .spec.selector"#
+        );
+        let out = apply_existing(
+            &bob,
+            &widget(json!({"selector": {"tier": "b"}})),
+            &info,
+            &by("bob", true),
+        )
+        .unwrap();
+        assert_eq!(out["spec"]["selector"], json!({"tier": "b"}));
+        // Alice dropping "y" keeps it (bob owns it too); "x" goes.
+        let out = apply_existing(
+            &bob,
+            &widget(json!({"selector": {"app": "a"}, "labels": {"k": "v"}})),
+            &info,
+            &by("alice", false),
+        )
+        .unwrap();
+        assert_eq!(out["spec"]["tags"], json!(["y", "z"]));
+    }
+
+    #[test]
+    fn conflicts_with_several_managers_are_grouped() {
+        let err = conflict_error(&[
+            ("b".into(), vec!["f:spec".into(), "f:x".into()]),
+            ("a".into(), vec!["f:spec".into(), r#"v:"t""#.into()]),
+            ("b".into(), vec!["f:y".into()]),
+        ]);
+        assert_eq!(
+            err.message,
+            "Apply failed with 3 conflicts: conflicts with \"a\":\n- .spec[=\"t\"]\nconflicts with \"b\":\n- .spec.x\n- .y"
+        );
     }
 }

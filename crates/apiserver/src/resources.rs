@@ -264,6 +264,8 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::poddisruptionbudget::RESOURCE,
     registry::mutatingwebhookconfiguration::RESOURCE,
     registry::validatingwebhookconfiguration::RESOURCE,
+    registry::validatingadmissionpolicy::RESOURCE,
+    registry::validatingadmissionpolicybinding::RESOURCE,
     registry::customresourcedefinition::RESOURCE,
 ];
 

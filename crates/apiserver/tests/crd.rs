@@ -927,3 +927,141 @@ fn helm_charts_with_crds() {
         !c.kubectl(&["get", "crd", &format!("crontabs.{group}")]).0
     });
 }
+
+/// A cluster-scoped CRD `gateways.<group>` whose spec has a list-map (`listeners`,
+/// keyed by name), a set (`hosts`) and an atomic map (`selector`).
+fn gateway_crd(group: &str) -> String {
+    format!(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gateways.{group}
+spec:
+  group: {group}
+  scope: Cluster
+  names: {{plural: gateways, singular: gateway, kind: Gateway}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              listeners:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {{type: string}}
+                    port: {{type: integer}}
+              hosts:
+                type: array
+                x-kubernetes-list-type: set
+                items: {{type: string}}
+              selector:
+                type: object
+                x-kubernetes-map-type: atomic
+                additionalProperties: {{type: string}}
+"#
+    )
+}
+
+#[test]
+fn server_side_apply_merges_custom_resource_lists_by_schema() {
+    let c = Ctx::new("ssa-lists");
+    let group = unique_group("g");
+    let crd = format!("gateways.{group}");
+    c.apply("crd.yaml", &gateway_crd(&group), &[]);
+    wait_established(&c, &crd);
+    let gw = |listeners: &str, hosts: &str| {
+        format!(
+            "apiVersion: {group}/v1\nkind: Gateway\nmetadata:\n  name: gw\nspec:\n  listeners: {listeners}\n  hosts: {hosts}\n"
+        )
+    };
+    let resource = format!("gateways.{group}/gw");
+    let as_manager = |m: &str, file: &str, text: &str, extra: &[&str]| {
+        let p = c.file(file, text);
+        let mut args = vec!["apply", "--server-side", "--field-manager", m, "-f", &p];
+        args.extend_from_slice(extra);
+        c.kubectl(&args)
+    };
+    let (ok, _, err) = as_manager(
+        "alice",
+        "a.yaml",
+        &gw("[{name: a, port: 80}]", "[x.example]"),
+        &[],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = as_manager(
+        "bob",
+        "b.yaml",
+        &gw("[{name: b, port: 443}]", "[y.example]"),
+        &[],
+    );
+    assert!(ok, "{err}");
+    let got = c.json(&["get", &resource, "-o", "json", "--show-managed-fields"]);
+    assert_eq!(
+        got["spec"]["listeners"],
+        json!([{"name": "a", "port": 80}, {"name": "b", "port": 443}])
+    );
+    assert_eq!(got["spec"]["hosts"], json!(["x.example", "y.example"]));
+    let managed = got["metadata"]["managedFields"]
+        .as_array()
+        .expect("managed");
+    let bob = managed.iter().find(|m| m["manager"] == "bob").expect("bob");
+    assert_eq!(
+        bob["fieldsV1"]["f:spec"]["f:listeners"],
+        json!({r#"k:{"name":"b"}"#: {".": {}, "f:name": {}, "f:port": {}}})
+    );
+    assert_eq!(
+        bob["fieldsV1"]["f:spec"]["f:hosts"],
+        json!({r#"v:"y.example""#: {}})
+    );
+
+    // Bob changing alice's listener's port conflicts on that field only.
+    let both = gw(
+        "[{name: b, port: 443}, {name: a, port: 8080}]",
+        "[y.example]",
+    );
+    let (ok, _, err) = as_manager("bob", "b2.yaml", &both, &[]);
+    assert!(!ok, "the conflict must fail the apply");
+    assert!(
+        err.contains(
+            r#"Apply failed with 1 conflict: conflict with "alice": .spec.listeners[name="a"].port"#
+        ),
+        "{err}"
+    );
+    // --force-conflicts takes it over.
+    let (ok, _, err) = as_manager("bob", "b2.yaml", &both, &["--force-conflicts"]);
+    assert!(ok, "{err}");
+    let got = c.json(&["get", &resource, "-o", "json"]);
+    assert_eq!(
+        got["spec"]["listeners"],
+        json!([{"name": "a", "port": 8080}, {"name": "b", "port": 443}])
+    );
+
+    // Alice drops her listener: it stays, since bob now owns a field of it; bob drops
+    // his own: it goes.
+    let (ok, _, err) = as_manager("alice", "a2.yaml", &gw("[]", "[x.example]"), &[]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = as_manager(
+        "bob",
+        "b3.yaml",
+        &gw("[{name: a, port: 8080}]", "[y.example]"),
+        &[],
+    );
+    assert!(ok, "{err}");
+    let got = c.json(&["get", &resource, "-o", "json"]);
+    assert_eq!(
+        got["spec"]["listeners"],
+        json!([{"name": "a", "port": 8080}])
+    );
+    c.ok(&["delete", "crd", &crd]);
+}

@@ -809,3 +809,338 @@ async fn configurations_are_validated_and_defaulted() {
     assert!(w.get("reinvocationPolicy").is_none());
     c.server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn match_conditions_decide_whether_a_webhook_is_called() {
+    let c = start().await;
+    let s = webhook::start(&[]).await;
+    let mut conditional = hook(
+        "cel.webhooks.kcore.dev",
+        url_config(&s, "/mutate"),
+        &["CREATE", "UPDATE"],
+        &["configmaps"],
+    );
+    conditional["matchConditions"] = json!([
+        {"name": "not-skipped", "expression": "!has(object.metadata.labels) || !('skip' in object.metadata.labels)"},
+        {"name": "creates-by-users", "expression": "request.operation == 'CREATE' && oldObject == null"},
+    ]);
+    mutating(&c.api, "conditional", vec![conditional]).await;
+    assert!(mutated(
+        &create_cm(&c.api, "default", "called", json!({}))
+            .await
+            .expect("create")
+    ));
+    assert!(!mutated(
+        &create_cm(&c.api, "default", "skipped", json!({"skip": "yes"}))
+            .await
+            .expect("create")
+    ));
+    c.api
+        .delete::<MutatingWebhookConfiguration>(None, "conditional")
+        .await
+        .expect("delete");
+
+    // An evaluation error fails closed with failurePolicy Fail (upstream's 403)...
+    let mut failing = hook(
+        "fail.webhooks.kcore.dev",
+        url_config(&s, "/mutate"),
+        &["CREATE"],
+        &["configmaps"],
+    );
+    failing["matchConditions"] =
+        json!([{"name": "needs-spec", "expression": "object.spec.x == 1"}]);
+    let mut ignoring = failing.clone();
+    ignoring["name"] = json!("ignore.webhooks.kcore.dev");
+    ignoring["failurePolicy"] = json!("Ignore");
+    ignoring["objectSelector"] = json!({"matchLabels": {"policy": "ignore"}});
+    failing["objectSelector"] = json!({"matchLabels": {"policy": "fail"}});
+    mutating(&c.api, "erroring", vec![failing, ignoring]).await;
+    let cm = serde_json::to_string(&configmap("closed", json!({"policy": "fail"}))).expect("json");
+    let out = kubectl(&c, &["create", "-f", "-"], Some(&cm)).await;
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stderr.contains(
+            r#"configmaps "closed" is forbidden: expression 'object.spec.x == 1' resulted in error: no such key: spec"#
+        ),
+        "{}",
+        out.stderr
+    );
+    // ... and skips the webhook with Ignore.
+    assert!(!mutated(
+        &create_cm(&c.api, "default", "open", json!({"policy": "ignore"}))
+            .await
+            .expect("create")
+    ));
+
+    // Conditions are validated with the configuration.
+    let mut bad = hook(
+        "bad.webhooks.kcore.dev",
+        url_config(&s, "/mutate"),
+        &["CREATE"],
+        &["configmaps"],
+    );
+    bad["matchConditions"] = json!([
+        {"name": "a", "expression": "object.("},
+        {"name": "a", "expression": "true"},
+        {"name": "b", "expression": "authorizer.group('').check()"},
+    ]);
+    let obj = json!({"apiVersion": ADMISSION, "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "bad"}, "webhooks": [bad]});
+    let e = c
+        .api
+        .create_value(
+            ADMISSION,
+            "validatingwebhookconfigurations",
+            None,
+            obj,
+            &WriteOptions::default(),
+        )
+        .await
+        .expect_err("invalid");
+    assert_eq!(e.code, 422);
+    for want in [
+        "webhooks[0].matchConditions[0].expression: Invalid value: \"object.(\": compilation failed",
+        "webhooks[0].matchConditions[1].name: Duplicate value: \"a\"",
+        "webhooks[0].matchConditions[2].expression: Invalid value",
+    ] {
+        assert!(e.message.contains(want), "{want}: {}", e.message);
+    }
+    c.server.shutdown().await.expect("shutdown");
+}
+
+const REPLICA_POLICY: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: replica-limit.example.com
+spec:
+  failurePolicy: Fail
+  paramKind:
+    apiVersion: v1
+    kind: ConfigMap
+  matchConstraints:
+    resourceRules:
+    - apiGroups: ["apps"]
+      apiVersions: ["v1"]
+      operations: ["CREATE", "UPDATE"]
+      resources: ["deployments"]
+  variables:
+  - name: max
+    expression: "int(params.data.max)"
+  validations:
+  - expression: "object.spec.replicas <= variables.max"
+    messageExpression: "'replicas must be at most ' + string(variables.max)"
+    reason: Forbidden
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: replica-limit-binding
+spec:
+  policyName: replica-limit.example.com
+  validationActions: [Deny]
+  paramRef:
+    name: replica-limits
+    parameterNotFoundAction: Deny
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: few-keys.example.com
+spec:
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE"]
+      resources: ["configmaps"]
+  matchConditions:
+  - name: not-params
+    expression: "object.metadata.name != 'replica-limits'"
+  validations:
+  - expression: "!has(object.data) || size(object.data) <= 1"
+    message: "a configmap holds one key"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: few-keys-warn
+spec:
+  policyName: few-keys.example.com
+  validationActions: [Warn]
+"#;
+
+#[tokio::test]
+async fn validating_admission_policies_through_kubectl() {
+    let c = start().await;
+    let out = kubectl(&c, &["apply", "-f", "-"], Some(REPLICA_POLICY)).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(
+            "validatingadmissionpolicy.admissionregistration.k8s.io/replica-limit.example.com created"
+        ),
+        "{}",
+        out.stdout
+    );
+    let out = kubectl(
+        &c,
+        &[
+            "create",
+            "configmap",
+            "replica-limits",
+            "--from-literal=max=3",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // Denied, with upstream's message and the validation's reason.
+    let out = kubectl(
+        &c,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--replicas=5",
+        ],
+        None,
+    )
+    .await;
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stderr.contains(
+            r#"deployments.apps "web" is forbidden: ValidatingAdmissionPolicy 'replica-limit.example.com' with binding 'replica-limit-binding' denied request: replicas must be at most 3"#
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = kubectl(
+        &c,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--replicas=2",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Updates are checked too (the scale subresource is not: the rule names
+    // `deployments`, not `deployments/scale`, as upstream matches).
+    let out = kubectl(
+        &c,
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "-p",
+            r#"{"spec":{"replicas":4}}"#,
+        ],
+        None,
+    )
+    .await;
+    assert_ne!(out.code, 0, "patching past the limit: {}", out.stdout);
+    assert!(
+        out.stderr.contains("replicas must be at most 3"),
+        "{}",
+        out.stderr
+    );
+
+    // No params in another namespace: parameterNotFoundAction Deny.
+    let out = kubectl(&c, &["create", "namespace", "elsewhere"], None).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = kubectl(
+        &c,
+        &[
+            "-n",
+            "elsewhere",
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+        ],
+        None,
+    )
+    .await;
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stderr.contains(
+            "denied request: failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction"
+        ),
+        "{}",
+        out.stderr
+    );
+
+    // Warn: admitted, with the warning.
+    let out = kubectl(
+        &c,
+        &[
+            "create",
+            "configmap",
+            "two",
+            "--from-literal=a=1",
+            "--from-literal=b=2",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "Warning: Validation failed for ValidatingAdmissionPolicy 'few-keys.example.com' with binding 'few-keys-warn': a configmap holds one key"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = kubectl(
+        &c,
+        &["create", "configmap", "one", "--from-literal=a=1"],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("Warning"), "{}", out.stderr);
+
+    // Table columns.
+    let out = kubectl(&c, &["get", "validatingadmissionpolicies"], None).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let header: Vec<&str> = out
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "VALIDATIONS", "PARAMKIND", "AGE"],
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("v1/ConfigMap"), "{}", out.stdout);
+    let out = kubectl(&c, &["get", "validatingadmissionpolicybindings"], None).await;
+    assert!(out.stdout.contains("*/replica-limits"), "{}", out.stdout);
+
+    // A policy whose expression does not compile is refused.
+    let bad = REPLICA_POLICY
+        .split("---")
+        .next()
+        .unwrap_or_default()
+        .replace(
+            "object.spec.replicas <= variables.max",
+            "object.spec.replicas <=",
+        );
+    let out = kubectl(&c, &["apply", "-f", "-"], Some(&bad)).await;
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("spec.validations[0].expression: Invalid value"),
+        "{}",
+        out.stderr
+    );
+    c.server.shutdown().await.expect("shutdown");
+}

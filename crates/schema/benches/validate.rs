@@ -1,10 +1,12 @@
 //! Validating a custom resource with 50 spec fields and 3 CEL rules: the full
 //! `prune` + `default` + `validate` pass an API server makes on each write, and
 //! `validate` alone, with the OpenAPI-only validation of the same object as the anchor
-//! (so the ratio shows what the CEL rules cost).
+//! (so the ratio shows what the CEL rules cost). Also what one admission expression
+//! (`Expression`, as a webhook `matchConditions` entry or a policy validation) costs per
+//! request: binding the request's values, then evaluating.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use kcore_schema::Schema;
+use kcore_schema::{Bindings, Expression, Schema};
 use serde_json::{json, Map, Value};
 
 fn schema(with_rules: bool) -> Schema {
@@ -94,5 +96,33 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+fn admission_expression(c: &mut Criterion) {
+    let obj = object();
+    let request = json!({"operation": "CREATE", "namespace": "default", "name": "w",
+        "userInfo": {"username": "alice", "groups": ["dev"]}});
+    let vars = ["object", "oldObject", "request"];
+    let simple = Expression::compile("request.userInfo.username != 'system:admin'", &vars)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let scan = Expression::compile(
+        "object.spec.tags.all(t, t.startsWith('t')) && object.spec.n0 <= object.spec.n1",
+        &vars,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut g = c.benchmark_group("admission_expression");
+    for (name, e) in [("field_compare", &simple), ("list_scan", &scan)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let bindings = Bindings::new()
+                    .bind("object", &obj)
+                    .bind("oldObject", &Value::Null)
+                    .bind("request", &request);
+                let mut budget = 10_000_000;
+                e.evaluate_bool(&bindings, 1_000_000, &mut budget)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, admission_expression);
 criterion_main!(benches);

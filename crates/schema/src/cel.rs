@@ -73,10 +73,16 @@ pub(crate) struct Rule {
 }
 
 fn compile_source(src: &str) -> Result<Program, String> {
+    compile_with(src, &["self", "oldSelf"])
+}
+
+/// Compiles `src` in the shared environment; `variables` are the names it may bind (a
+/// call on one of them, `self.f()`, is a member call, not a namespaced function).
+pub(crate) fn compile_with(src: &str, variables: &[&str]) -> Result<Program, String> {
     let program = crate::celib::env()
         .compile(src)
         .map_err(|e| format!("compilation failed: {e}"))?;
-    let mut bound = vec!["self", "oldSelf"];
+    let mut bound = variables.to_vec();
     if let Some(name) = undeclared_function(program.expression(), &mut bound) {
         return Err(format!(
             "compilation failed: undeclared reference to '{name}'"
@@ -580,7 +586,7 @@ pub(crate) fn run_rules<'v>(
 }
 
 /// An evaluation error in cel-go's words where cel-rust's differ.
-fn error_text(e: &cel::ExecutionError) -> String {
+pub(crate) fn error_text(e: &cel::ExecutionError) -> String {
     use cel::ExecutionError as E;
     match e {
         E::NoSuchKey(k) => format!("no such key: {k}"),

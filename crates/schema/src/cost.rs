@@ -196,9 +196,15 @@ impl Scope<'_> {
 
 /// The estimated cost of `expr` with `self` (and `oldSelf`) shaped as `this`.
 pub(crate) fn estimate(expr: &IdedExpr, this: &Size) -> f64 {
-    let mut scope = Scope {
-        vars: vec![("self", this.clone()), ("oldSelf", this.clone())],
-    };
+    estimate_with(
+        expr,
+        vec![("self", this.clone()), ("oldSelf", this.clone())],
+    )
+}
+
+/// The estimated cost of `expr` with its variables shaped as given (others scalars).
+pub(crate) fn estimate_with<'a>(expr: &'a IdedExpr, vars: Vec<(&'a str, Size)>) -> f64 {
+    let mut scope = Scope { vars };
     walk(expr, &mut scope).0
 }
 

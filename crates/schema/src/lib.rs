@@ -75,6 +75,11 @@
 //!   (`format.dns1123Label()`, `dns1123Subdomain`, `dns1035Label`, `qualifiedName`,
 //!   `labelValue`, `uri`, `uuid`, `byte`, `date`, `datetime`, `format.named(name)`,
 //!   `.validate(s)`).
+//! * Merge types for server-side apply: [`Schema::list_type_at`] and
+//!   [`Schema::map_type_at`].
+//! * CEL outside a schema: [`Expression`] compiles an expression with named variables in
+//!   the same environment, [`Bindings`] binds JSON values to them, and evaluation is
+//!   refused over a per-call cost estimate and charged to a shared budget.
 //! * Cost: each rule's cost is estimated from the schema when it is compiled, times the
 //!   number of values it may run on (items of lists without `maxItems` count as many as
 //!   fit in a 3 MiB request, as upstream); over [`CostLimits::per_expression_estimate`]
@@ -104,13 +109,17 @@ mod cel;
 mod celib;
 mod cost;
 mod error;
+mod expr;
 mod format;
+mod merge;
 mod ops;
 mod schema;
 mod validate;
 
 pub use crate::cel::CostLimits;
 pub use crate::error::{ErrorType, FieldError};
+pub use crate::expr::{Bindings, Expression, ExpressionError};
+pub use crate::merge::{ListType, MapType};
 
 use serde_json::Value;
 

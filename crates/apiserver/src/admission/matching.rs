@@ -77,18 +77,27 @@ fn resource_matches(rule: &str, resource: &str, sub: &str) -> bool {
 /// or version (the request's kind and resource then stay in `requestKind` and
 /// `requestResource`, as upstream).
 pub(crate) fn matched_resource<'a>(hook: &Hook, req: &Request<'a>) -> Option<&'a ResourceInfo> {
-    let info = req.info;
     let sub = req.sub.map_or("", |s| s.name());
-    let namespaced = info.namespaced && req.namespace.is_some();
-    let hit = |i: &ResourceInfo| {
+    let namespaced = req.info.namespaced && req.namespace.is_some();
+    matched_with(req, hook.equivalent, |i| {
         hook.rules
             .iter()
             .any(|r| r.matches(req.op, (&i.group, &i.version, &i.plural), sub, namespaced))
-    };
+    })
+}
+
+/// The resource `hit` accepts for `req`: the request's own, or with `equivalent` one
+/// served from the same storage in another group or version.
+pub(crate) fn matched_with<'a>(
+    req: &Request<'a>,
+    equivalent: bool,
+    hit: impl Fn(&ResourceInfo) -> bool,
+) -> Option<&'a ResourceInfo> {
+    let info = req.info;
     if hit(info) {
         return Some(info);
     }
-    if !hook.equivalent {
+    if !equivalent {
         return None;
     }
     let prefix = info.prefix(None);

@@ -6,8 +6,11 @@
 //! Deletes go through both lists with `oldObject` only.
 //!
 //! - Which webhooks match: `matching` (rules, `matchPolicy`, `namespaceSelector`,
-//!   `objectSelector`). `matchConditions` (CEL) are not evaluated: a webhook that has
-//!   them is called as if they all held.
+//!   `objectSelector`), then `matchConditions` (`conditions`): CEL over `object`,
+//!   `oldObject` and `request`, all true for the webhook to be called; one false skips
+//!   it; an evaluation error follows `failurePolicy` (`Fail`: 403
+//!   `<resource> "<name>" is forbidden: expression '…' resulted in error: …`, as
+//!   upstream; `Ignore`: skipped). No `authorizer` variable.
 //! - The call: an AdmissionReview v1 POST over HTTPS to `clientConfig.url`, or to a
 //!   Service: kcore resolves `service {namespace, name, port}` through the Service's
 //!   Endpoints (a ready address and the target port of the Service port), so the call
@@ -20,8 +23,12 @@
 //!   response's `status.code` (400 below 400) and reason; `warnings` reach the client as
 //!   `Warning` headers; a JSONPatch (mutating webhooks only) is applied to the object.
 //!
+//! ValidatingAdmissionPolicies (`policy`) run between the kind's validation and the
+//! validating webhooks, as upstream's plugin order; on delete, before the validating
+//! webhooks too.
+//!
 //! The webhook configurations themselves (and everything else in
-//! admissionregistration.k8s.io) are never sent to webhooks, as upstream.
+//! admissionregistration.k8s.io) are never sent to webhooks or policies.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -37,7 +44,9 @@ use crate::resources::{self, ResourceInfo, Sub};
 use crate::selectors::LabelSelector;
 
 mod client;
+pub(crate) mod conditions;
 mod matching;
+mod policy;
 
 use client::{chain, Target, TransportError};
 use matching::Rule;
@@ -124,6 +133,7 @@ pub(crate) struct Hook {
     timeout: Duration,
     /// `reinvocationPolicy: IfNeeded`.
     reinvoke: bool,
+    match_conditions: conditions::MatchConditions,
     endpoint: Endpoint,
     ca_bundle: Arc<[u8]>,
 }
@@ -173,6 +183,10 @@ impl Hook {
             dry_run_safe: matches!(w["sideEffects"].as_str(), Some("None" | "NoneOnDryRun")),
             timeout: Duration::from_secs(w["timeoutSeconds"].as_u64().unwrap_or(10)),
             reinvoke: w["reinvocationPolicy"].as_str() == Some("IfNeeded"),
+            match_conditions: conditions::MatchConditions::parse(
+                &w["matchConditions"],
+                conditions::WEBHOOK_VARIABLES,
+            ),
             endpoint,
             ca_bundle: ca.into(),
         })
@@ -225,6 +239,8 @@ pub(crate) struct Webhooks {
     memo: [Mutex<Memo>; 2],
     /// Round-robin over a Service's endpoints.
     next: std::sync::atomic::AtomicUsize,
+    /// The compiled ValidatingAdmissionPolicies and their bindings.
+    policies: Mutex<policy::Memo>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -270,13 +286,18 @@ fn user_info() -> Value {
 }
 
 fn add_warnings(w: &Value) {
-    let list: Vec<String> = w
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect();
+    add_warnings_list(
+        w.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+    );
+}
+
+/// Adds warnings for the response of the current request.
+fn add_warnings_list(list: Vec<String>) {
     if list.is_empty() {
         return;
     }
@@ -318,6 +339,28 @@ enum CallError {
     PatchType(String),
     #[error("validating webhook may not return response.patch")]
     ValidatingPatch,
+}
+
+/// Upstream's `NewForbidden` for a request on `info`: `<resource>[.<group>] "<name>" is
+/// forbidden: <why>`.
+pub(crate) fn forbidden(info: &ResourceInfo, name: &str, why: &str) -> ApiError {
+    let resource = if info.group.is_empty() {
+        info.plural.to_string()
+    } else {
+        format!("{}.{}", info.plural, info.group)
+    };
+    let message = if name.is_empty() {
+        format!("{resource} is forbidden: {why}")
+    } else {
+        format!("{resource} {name:?} is forbidden: {why}")
+    };
+    let mut e = ApiError::new(403, "Forbidden", message);
+    let mut details = json!({"name": name, "kind": info.plural, "causes": [{"message": why}]});
+    if !info.group.is_empty() {
+        details["group"] = json!(info.group);
+    }
+    e.details = Some(details);
+    e
 }
 
 /// upstream's `NewInternalError`.
@@ -594,6 +637,35 @@ fn gvk(info: &ResourceInfo, sub: Option<Sub>) -> (Value, Value) {
     (kind, res)
 }
 
+/// The AdmissionRequest of `req` for the resource it `matched`, without `object` and
+/// `oldObject` (what CEL expressions see as `request`).
+pub(crate) fn admission_request(req: &Request<'_>, matched: &ResourceInfo, uid: &str) -> Value {
+    let (kind, resource) = gvk(matched, req.sub);
+    let (request_kind, request_resource) = gvk(req.info, req.sub);
+    let sub = req.sub.map_or("", |s| s.name());
+    let mut r = json!({
+        "uid": uid, "kind": kind, "resource": resource,
+        "requestKind": request_kind, "requestResource": request_resource,
+        "name": req.name, "operation": req.op.as_str(), "userInfo": user_info(),
+        "dryRun": req.dry_run,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": req.op.options_kind()},
+    });
+    if !sub.is_empty() {
+        r["subResource"] = json!(sub);
+        r["requestSubResource"] = json!(sub);
+    }
+    if let Some(ns) = req.namespace.filter(|_| req.info.namespaced) {
+        r["namespace"] = json!(ns);
+    } else if is_namespaces(req.info) {
+        // Upstream sets a Namespace's own name as the request's namespace.
+        r["namespace"] = json!(req.name);
+    }
+    if req.dry_run {
+        r["options"]["dryRun"] = json!(["All"]);
+    }
+    r
+}
+
 impl Api {
     /// Whether `hook` is called for `req` on `obj` / `old`; the resource it is called for.
     async fn should_call<'a>(
@@ -607,22 +679,38 @@ impl Api {
         if !matching::object_selected(&hook.object_selector, obj, old) {
             return None;
         }
-        if hook.namespace_selector.is_empty() {
-            return Some(matched);
+        self.namespace_selected(&hook.namespace_selector, req, obj, old)
+            .await
+            .then_some(matched)
+    }
+
+    /// Whether a `namespaceSelector` selects the request: a Namespace by its own labels,
+    /// a namespaced object by its namespace's; cluster-scoped objects always.
+    async fn namespace_selected(
+        &self,
+        sel: &LabelSelector,
+        req: &Request<'_>,
+        obj: Option<&Value>,
+        old: Option<&Value>,
+    ) -> bool {
+        if sel.is_empty() {
+            return true;
         }
-        let ns_info = resources::lookup("", "v1", "namespaces").expect("served");
         let labels_of = if is_namespaces(req.info) {
-            // A Namespace is selected by its own labels.
             obj.or(old).cloned()
-        } else if let Some(ns) = req.namespace.filter(|_| req.info.namespaced) {
-            self.get_in(ns_info, None, ns).await.ok()
+        } else if req.info.namespaced && req.namespace.is_some() {
+            self.namespace_object(req).await
         } else {
-            // Cluster-scoped objects are never exempted by a namespace selector.
-            return Some(matched);
+            return true;
         };
-        labels_of
-            .filter(|n| hook.namespace_selector.matches(n))
-            .map(|_| matched)
+        labels_of.is_some_and(|n| sel.matches(&n))
+    }
+
+    /// The Namespace of a namespaced request, if it exists.
+    async fn namespace_object(&self, req: &Request<'_>) -> Option<Value> {
+        let ns = req.namespace.filter(|_| req.info.namespaced)?;
+        let ns_info = resources::lookup("", "v1", "namespaces").expect("served");
+        self.get_in(ns_info, None, ns).await.ok()
     }
 
     /// Builds the AdmissionReview for `hook` and calls it. `Ok(None)`: not called.
@@ -636,36 +724,30 @@ impl Api {
         let Some(matched) = self.should_call(hook, req, obj, old).await else {
             return Ok(None);
         };
+        let uid = uuid::Uuid::new_v4().to_string();
+        let mut r = admission_request(req, matched, &uid);
+        if !hook.match_conditions.is_empty() {
+            let b = kcore_schema::Bindings::new()
+                .bind("object", obj.unwrap_or(&Value::Null))
+                .bind("oldObject", old.unwrap_or(&Value::Null))
+                .bind("request", &r);
+            match hook.match_conditions.matches(&b, hook.fail_open) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(why) => {
+                    tracing::warn!(webhook = %hook.name, error = %why, "failed evaluating match conditions, failing closed");
+                    return Err(forbidden(req.info, req.name, &why));
+                }
+            }
+        }
         if req.dry_run && !hook.dry_run_safe {
             return Err(ApiError::bad_request(format!(
                 "admission webhook {:?} does not support dry run",
                 hook.name
             )));
         }
-        let uid = uuid::Uuid::new_v4().to_string();
-        let (kind, resource) = gvk(matched, req.sub);
-        let (request_kind, request_resource) = gvk(req.info, req.sub);
-        let sub = req.sub.map_or("", |s| s.name());
-        let mut r = json!({
-            "uid": uid, "kind": kind, "resource": resource,
-            "requestKind": request_kind, "requestResource": request_resource,
-            "name": req.name, "operation": req.op.as_str(), "userInfo": user_info(),
-            "object": obj, "oldObject": old, "dryRun": req.dry_run,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": req.op.options_kind()},
-        });
-        if !sub.is_empty() {
-            r["subResource"] = json!(sub);
-            r["requestSubResource"] = json!(sub);
-        }
-        if let Some(ns) = req.namespace.filter(|_| req.info.namespaced) {
-            r["namespace"] = json!(ns);
-        } else if is_namespaces(req.info) {
-            // Upstream sets a Namespace's own name as the request's namespace.
-            r["namespace"] = json!(req.name);
-        }
-        if req.dry_run {
-            r["options"]["dryRun"] = json!(["All"]);
-        }
+        r["object"] = json!(obj);
+        r["oldObject"] = json!(old);
         let review =
             json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": r});
         match self.webhooks().call(self, hook, &review, &uid).await {
@@ -769,7 +851,8 @@ impl Api {
         let wh = self.webhooks();
         let mutating = wh.hooks(self, true).await?;
         let validating = wh.hooks(self, false).await?;
-        if mutating.is_empty() && validating.is_empty() {
+        let policies = policy::bound(self, &wh.policies).await?;
+        if mutating.is_empty() && validating.is_empty() && policies.is_empty() {
             // The common case: no copy of the old object, no views.
             return check(obj);
         }
@@ -798,8 +881,12 @@ impl Api {
             req.info.strategy.defaults(&mut obj);
         }
         let obj = check(obj)?;
-        if !validating.is_empty() {
+        if !validating.is_empty() || !policies.is_empty() {
             let v = view(&obj);
+            // Policies first, as upstream's plugin order (ValidatingAdmissionPolicy, then
+            // ValidatingAdmissionWebhook).
+            self.run_policies(&policies, req, Some(&v), old_view.as_ref())
+                .await?;
             self.run_validating(&validating, req, Some(&v), old_view.as_ref())
                 .await?;
         }
@@ -820,6 +907,10 @@ impl Api {
         if !mutating.is_empty() {
             self.run_mutating(&mutating, req, &mut None, Some(old))
                 .await?;
+        }
+        let policies = policy::bound(self, &wh.policies).await?;
+        if !policies.is_empty() {
+            self.run_policies(&policies, req, None, Some(old)).await?;
         }
         let validating = wh.hooks(self, false).await?;
         if !validating.is_empty() {

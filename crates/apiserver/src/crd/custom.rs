@@ -228,6 +228,12 @@ impl Strategy for CustomStrategy {
             || self.selectable.iter().any(|f| f == field)
     }
 
+    fn merge_rules(&self) -> Box<dyn crate::patch::MergeRules + '_> {
+        Box::new(crate::patch::SchemaRules(
+            self.schema.as_ref().map(VersionSchema::compiled),
+        ))
+    }
+
     fn strategic_merge_patch(&self) -> bool {
         false
     }

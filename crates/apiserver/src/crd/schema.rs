@@ -63,6 +63,11 @@ impl VersionSchema {
         self.compiled.default(obj);
     }
 
+    /// The compiled schema (list and map types for server-side apply).
+    pub(crate) fn compiled(&self) -> &kcore_schema::Schema {
+        &self.compiled
+    }
+
     /// Prunes unknown fields only.
     pub(crate) fn prune(&self, obj: &mut Value) {
         self.compiled.prune(obj);

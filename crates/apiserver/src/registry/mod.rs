@@ -48,6 +48,8 @@ pub(crate) mod replicaset;
 pub(crate) mod secret;
 pub(crate) mod service;
 pub(crate) mod statefulset;
+pub(crate) mod validatingadmissionpolicy;
+pub(crate) mod validatingadmissionpolicybinding;
 pub(crate) mod validatingwebhookconfiguration;
 pub(crate) mod webhookconfiguration;
 
@@ -142,6 +144,12 @@ pub(crate) trait Strategy: Send + Sync {
     /// a CRD being deleted).
     fn refuses_create(&self) -> Option<ApiError> {
         None
+    }
+
+    /// How the kind's lists and maps merge in server-side apply and strategic merge
+    /// patches (custom resources: by their CRD's schema).
+    fn merge_rules(&self) -> Box<dyn crate::patch::MergeRules + '_> {
+        Box::new(crate::patch::BuiltinRules)
     }
 
     /// Whether PATCH accepts strategic merge patches (not for custom resources, as

@@ -113,6 +113,12 @@ impl WebhookConfigStrategy {
             }
         }
         validate_client_config(&w["clientConfig"], &format!("{path}.clientConfig"), causes);
+        crate::admission::conditions::validate_match_conditions(
+            &w["matchConditions"],
+            &format!("{path}.matchConditions"),
+            crate::admission::conditions::WEBHOOK_VARIABLES,
+            causes,
+        );
     }
 }
 
@@ -202,7 +208,9 @@ fn strings(v: &Value) -> Vec<&str> {
         .collect()
 }
 
-fn validate_rule(r: &Value, path: &str, causes: &mut Vec<Cause>) {
+/// Upstream's `validateRule` (a `RuleWithOperations`), shared with the admission policies'
+/// resource rules.
+pub(crate) fn validate_rule(r: &Value, path: &str, causes: &mut Vec<Cause>) {
     for (field, what) in [
         ("operations", "operations"),
         ("apiGroups", "API groups"),
