@@ -1,6 +1,6 @@
 //! The agent's server: `GET /containerLogs/{namespace}/{pod}/{container}` (the
 //! kubelet's endpoint behind `kubectl logs`), the streaming endpoints `/exec`, `/attach`
-//! and `/portforward` (see [`streaming`]), `GET /debug/streams` and `GET /healthz`, over
+//! and `/portforward` (see [`kcore_stream::routes`]), `GET /debug/streams` and `GET /healthz`, over
 //! HTTPS for authenticated clients only (see [`crate::auth`]) when [`crate::ServerTls`] is
 //! set.
 
@@ -39,7 +39,7 @@ pub(crate) fn router(
         .with_state(AppState {
             logs_root: Arc::new(logs_root),
         })
-        .merge(streaming::routes(streams));
+        .merge(kcore_stream::routes(streams, kcore_stream::Sessions::default()));
     match authn {
         Some(a) => r.layer(axum::middleware::from_fn_with_state(
             a,
@@ -127,93 +127,3 @@ async fn container_logs(
     (ctype, Body::from_stream(stream)).into_response()
 }
 
-/// The kubelet's streaming endpoints, each with and without the pod's uid segment:
-/// `/exec/{ns}/{pod}[/{uid}]/{container}?command=..&stdin=1&stdout=1&stderr=1&tty=1`,
-/// `/attach/{ns}/{pod}[/{uid}]/{container}` and `/portforward/{ns}/{pod}[/{uid}]` (GET or
-/// POST, WebSocket or SPDY upgrades, see [`kcore_stream::serve`]), and
-/// `GET /debug/streams`: the protocols recent sessions negotiated.
-pub(crate) mod streaming {
-    use std::collections::HashMap;
-    use std::sync::Arc;
-
-    use axum::extract::{Path, Request, State};
-    use axum::http::StatusCode;
-    use axum::response::{IntoResponse, Response};
-    use axum::routing::{get, on, MethodFilter};
-    use axum::{Json, Router};
-    use kcore_stream::{Backend, Kind, Sessions, Target};
-
-    #[derive(Clone)]
-    struct Streaming {
-        backend: Option<Arc<dyn Backend>>,
-        sessions: Sessions,
-    }
-
-    /// The routes, serving sessions on `backend`.
-    pub(crate) fn routes(backend: Option<Arc<dyn Backend>>) -> Router {
-        let any = MethodFilter::GET.or(MethodFilter::POST);
-        let st = Streaming {
-            backend,
-            sessions: Sessions::default(),
-        };
-        Router::new()
-            .route("/exec/{ns}/{pod}/{container}", on(any, exec))
-            .route("/exec/{ns}/{pod}/{uid}/{container}", on(any, exec))
-            .route("/attach/{ns}/{pod}/{container}", on(any, attach))
-            .route("/attach/{ns}/{pod}/{uid}/{container}", on(any, attach))
-            .route("/portforward/{ns}/{pod}", on(any, port_forward))
-            .route("/portforward/{ns}/{pod}/{uid}", on(any, port_forward))
-            .route(
-                "/debug/streams",
-                get(|State(st): State<Streaming>| async move { Json(st.sessions.to_json()) }),
-            )
-            .with_state(st)
-    }
-
-    fn target(p: HashMap<String, String>) -> Target {
-        let get = |k: &str| p.get(k).cloned().unwrap_or_default();
-        Target {
-            namespace: get("ns"),
-            pod: get("pod"),
-            uid: p.get("uid").cloned(),
-            container: get("container"),
-        }
-    }
-
-    async fn session(st: Streaming, kind: Kind, t: Target, req: Request) -> Response {
-        let Some(backend) = st.backend else {
-            return (
-                StatusCode::NOT_IMPLEMENTED,
-                "this node does not run exec, attach or port-forward sessions",
-            )
-                .into_response();
-        };
-        kcore_stream::serve(backend, &st.sessions, kind, t, req)
-            .await
-            .into_response()
-    }
-
-    async fn exec(
-        State(st): State<Streaming>,
-        Path(p): Path<HashMap<String, String>>,
-        req: Request,
-    ) -> Response {
-        session(st, Kind::Exec, target(p), req).await
-    }
-
-    async fn attach(
-        State(st): State<Streaming>,
-        Path(p): Path<HashMap<String, String>>,
-        req: Request,
-    ) -> Response {
-        session(st, Kind::Attach, target(p), req).await
-    }
-
-    async fn port_forward(
-        State(st): State<Streaming>,
-        Path(p): Path<HashMap<String, String>>,
-        req: Request,
-    ) -> Response {
-        session(st, Kind::PortForward, target(p), req).await
-    }
-}

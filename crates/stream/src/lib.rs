@@ -5,7 +5,8 @@
 //! implementation runs processes in pod containers and dials into pod network namespaces,
 //! a test's may run host processes.
 //!
-//! A node's server hands each `/exec`, `/attach` and `/portforward` request to [`serve`],
+//! A node's server mounts [`routes`] (axum), or hands each `/exec`, `/attach` and
+//! `/portforward` request to [`serve`],
 //! which negotiates the protocol, answers `101 Switching Protocols` and runs the session;
 //! [`Sessions`] records which protocol each session used.
 //!
@@ -50,12 +51,14 @@
 
 mod portforward;
 mod record;
+mod routes;
 mod serve;
 mod session;
 mod spdy;
 mod ws;
 
 pub use record::{SessionRecord, Sessions, Transport};
+pub use routes::routes;
 pub use serve::{serve, Kind, PROTOCOL_HEADER, TUNNEL_PROTOCOL};
 pub use spdy::FrameError;
 
