@@ -111,18 +111,17 @@ pub(crate) async fn serve(
     let req = req
         .body(Body::empty())
         .map_err(|e| ApiError::internal(format!("building the node request: {e}")))?;
-    let mut answer =
-        crate::node_client::upgrade(state.node_tls.as_ref(), &node.ip, node.port, req)
-            .await
-            .map_err(|e| {
-                ApiError::internal(format!(
-                    "error dialing backend: node {} at {}:{}: {}",
-                    node.name,
-                    node.ip,
-                    node.port,
-                    e.chain()
-                ))
-            })?;
+    let mut answer = crate::node_client::upgrade(state.node_tls.as_ref(), &node.ip, node.port, req)
+        .await
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "error dialing backend: node {} at {}:{}: {}",
+                node.name,
+                node.ip,
+                node.port,
+                e.chain()
+            ))
+        })?;
     let status = answer.status();
     let mut out = Response::new(Body::empty());
     *out.status_mut() = status;
@@ -269,7 +268,10 @@ mod tests {
         let pod = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}],
             "initContainers": [{"name": "i"}], "ephemeralContainers": [{"name": "debugger"}]}});
         assert_eq!(container_of(&pod, "p", Some("b")).unwrap(), "b");
-        assert_eq!(container_of(&pod, "p", Some("debugger")).unwrap(), "debugger");
+        assert_eq!(
+            container_of(&pod, "p", Some("debugger")).unwrap(),
+            "debugger"
+        );
         assert_eq!(
             container_of(&pod, "p", Some("x")).unwrap_err().message,
             "container x is not valid for pod p"
@@ -285,7 +287,10 @@ mod tests {
     #[test]
     fn paths_and_queries_parse() {
         let r = streaming_subresource("/api/v1/namespaces/ns/pods/p/exec").unwrap();
-        assert_eq!((r.namespace.as_str(), r.pod.as_str(), r.sub), ("ns", "p", Sub::Exec));
+        assert_eq!(
+            (r.namespace.as_str(), r.pod.as_str(), r.sub),
+            ("ns", "p", Sub::Exec)
+        );
         assert!(streaming_subresource("/api/v1/namespaces/ns/pods/p/log").is_none());
         assert_eq!(
             query_value("command=ls&container=my%2Dc&stdin=true", "container").as_deref(),

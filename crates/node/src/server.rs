@@ -39,7 +39,10 @@ pub(crate) fn router(
         .with_state(AppState {
             logs_root: Arc::new(logs_root),
         })
-        .merge(kcore_stream::routes(streams, kcore_stream::Sessions::default()));
+        .merge(kcore_stream::routes(
+            streams,
+            kcore_stream::Sessions::default(),
+        ));
     match authn {
         Some(a) => r.layer(axum::middleware::from_fn_with_state(
             a,
@@ -126,4 +129,3 @@ async fn container_logs(
     });
     (ctype, Body::from_stream(stream)).into_response()
 }
-

@@ -88,7 +88,12 @@ impl Sessions {
         );
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         *g.counts
-            .entry(format!("{}/{}/{}", r.kind, r.transport.as_str(), r.protocol))
+            .entry(format!(
+                "{}/{}/{}",
+                r.kind,
+                r.transport.as_str(),
+                r.protocol
+            ))
             .or_default() += 1;
         if g.recent.len() == KEEP {
             g.recent.pop_front();

@@ -153,8 +153,7 @@ pub async fn serve<B>(
             }
         }
     };
-    let ports: Vec<u16> = if kind == Kind::PortForward && websocket && protocol != TUNNEL_PROTOCOL
-    {
+    let ports: Vec<u16> = if kind == Kind::PortForward && websocket && protocol != TUNNEL_PROTOCOL {
         match parse_ports(&query) {
             Ok(p) => p,
             Err(msg) => return text(StatusCode::BAD_REQUEST, msg),

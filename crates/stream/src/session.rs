@@ -58,7 +58,10 @@ pub(crate) struct Wiring {
 /// What ended the session, as the error channel says it.
 pub(crate) enum Ending {
     /// The exec'd command's exit (exec reports non-zero codes, attach does not).
-    Exited { code: i32, command: Option<Vec<String>> },
+    Exited {
+        code: i32,
+        command: Option<Vec<String>>,
+    },
     /// The backend failed.
     Failed(BackendError),
 }

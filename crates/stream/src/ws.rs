@@ -198,14 +198,13 @@ where
     let (mut rd, mut wr) = tokio::io::split(other);
     let inbound = async move {
         while let Some(Ok(msg)) = stream.next().await {
-            match msg {
-                Message::Binary(b) => {
-                    if wr.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
+            let written = match msg {
+                Message::Binary(b) => wr.write_all(&b).await,
                 Message::Close(_) => break,
-                _ => {}
+                _ => Ok(()),
+            };
+            if written.is_err() {
+                break;
             }
         }
         let _ = wr.shutdown().await;
@@ -254,10 +253,7 @@ mod tests {
             base64: true,
             close_signal: false,
         };
-        assert_eq!(
-            encode(raw, 1, b"\n"),
-            Message::Binary(vec![1u8, 10].into())
-        );
+        assert_eq!(encode(raw, 1, b"\n"), Message::Binary(vec![1u8, 10].into()));
         // upstream's example: "foo\n" on stdin is "0Zm9vCg=="
         assert_eq!(encode(b64, 0, b"foo\n"), Message::Text("0Zm9vCg==".into()));
         assert_eq!(

@@ -308,7 +308,16 @@ async fn exec_cases(mode: Mode) {
     let out = run(
         &c,
         mode,
-        &["exec", "p", "-c", "c", "--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+        &[
+            "exec",
+            "p",
+            "-c",
+            "c",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
         None,
     )
     .await;
@@ -318,7 +327,13 @@ async fn exec_cases(mode: Mode) {
     assert_eq!(last(&c, "exec"), (want_transport, want_protocol.into()));
 
     // a zero exit
-    let out = run(&c, mode, &["exec", "p", "-c", "sidecar", "--", "true"], None).await;
+    let out = run(
+        &c,
+        mode,
+        &["exec", "p", "-c", "sidecar", "--", "true"],
+        None,
+    )
+    .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
 
     // stdin piped through, ended by the client's close
@@ -326,7 +341,17 @@ async fn exec_cases(mode: Mode) {
     let out = run(
         &c,
         mode,
-        &["exec", "-i", "p", "-c", "c", "--", "sh", "-c", "cat | wc -c"],
+        &[
+            "exec",
+            "-i",
+            "p",
+            "-c",
+            "c",
+            "--",
+            "sh",
+            "-c",
+            "cat | wc -c",
+        ],
         Some(&input),
     )
     .await;
@@ -339,7 +364,12 @@ async fn exec_cases(mode: Mode) {
         Some(b"hi\n"),
     )
     .await;
-    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "hi\n"), "{}", out.stderr);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), "hi\n"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(last(&c, "exec"), (want_transport, want_protocol.into()));
 
     // upstream's refusals
@@ -353,7 +383,11 @@ async fn exec_cases(mode: Mode) {
     // kubectl picks the first container itself, and says so
     let out = run(&c, mode, &["exec", "p", "--", "true"], None).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert!(out.stderr.contains("Defaulted container \"c\""), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("Defaulted container \"c\""),
+        "{}",
+        out.stderr
+    );
     c.node.abort();
     c.server.shutdown().await.unwrap();
 }
@@ -393,7 +427,11 @@ async fn one_connection(local: u16, seed: u64, len: usize) {
     writer.await.unwrap();
     assert_eq!(back.len(), 16 + len, "answer length");
     assert_eq!(&back[..8], &(len as u64).to_be_bytes());
-    assert_eq!(&back[8..16], &fnv(&data).to_be_bytes(), "checksum of the upload");
+    assert_eq!(
+        &back[8..16],
+        &fnv(&data).to_be_bytes(),
+        "checksum of the upload"
+    );
     assert!(
         back[16..].iter().zip(&data).all(|(b, d)| *b == d ^ 0x5a),
         "the download matches"

@@ -235,7 +235,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     inboxes.remove(&stream_id);
                 }
                 Frame::Ping(id) => {
-                    if out.send(Cmd::Frame(Frame::Ping(id))).await.is_err() {
+                    let answered = out.send(Cmd::Frame(Frame::Ping(id))).await;
+                    if answered.is_err() {
                         return;
                     }
                 }

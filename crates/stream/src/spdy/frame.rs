@@ -38,7 +38,10 @@ pub(crate) enum Frame {
     /// A stream ends abnormally.
     RstStream { stream_id: u32, status: u32 },
     /// Connection settings (read and ignored).
-    Settings { flags: u8, entries: Vec<(u8, u32, u32)> },
+    Settings {
+        flags: u8,
+        entries: Vec<(u8, u32, u32)>,
+    },
     /// A liveness probe, echoed by the other side.
     Ping(u32),
     /// The connection ends; no stream above `last_good` was processed.
@@ -99,17 +102,71 @@ pub(crate) fn dictionary() -> &'static [u8] {
     static DICT: OnceLock<Vec<u8>> = OnceLock::new();
     DICT.get_or_init(|| {
         const WORDS: &[&str] = &[
-            "options", "head", "post", "put", "delete", "trace", "accept", "accept-charset",
-            "accept-encoding", "accept-language", "accept-ranges", "age", "allow",
-            "authorization", "cache-control", "connection", "content-base", "content-encoding",
-            "content-language", "content-length", "content-location", "content-md5",
-            "content-range", "content-type", "date", "etag", "expect", "expires", "from",
-            "host", "if-match", "if-modified-since", "if-none-match", "if-range",
-            "if-unmodified-since", "last-modified", "location", "max-forwards", "pragma",
-            "proxy-authenticate", "proxy-authorization", "range", "referer", "retry-after",
-            "server", "te", "trailer", "transfer-encoding", "upgrade", "user-agent", "vary",
-            "via", "warning", "www-authenticate", "method", "get", "status", "200 OK",
-            "version", "HTTP/1.1", "url", "public", "set-cookie", "keep-alive", "origin",
+            "options",
+            "head",
+            "post",
+            "put",
+            "delete",
+            "trace",
+            "accept",
+            "accept-charset",
+            "accept-encoding",
+            "accept-language",
+            "accept-ranges",
+            "age",
+            "allow",
+            "authorization",
+            "cache-control",
+            "connection",
+            "content-base",
+            "content-encoding",
+            "content-language",
+            "content-length",
+            "content-location",
+            "content-md5",
+            "content-range",
+            "content-type",
+            "date",
+            "etag",
+            "expect",
+            "expires",
+            "from",
+            "host",
+            "if-match",
+            "if-modified-since",
+            "if-none-match",
+            "if-range",
+            "if-unmodified-since",
+            "last-modified",
+            "location",
+            "max-forwards",
+            "pragma",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "range",
+            "referer",
+            "retry-after",
+            "server",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "user-agent",
+            "vary",
+            "via",
+            "warning",
+            "www-authenticate",
+            "method",
+            "get",
+            "status",
+            "200 OK",
+            "version",
+            "HTTP/1.1",
+            "url",
+            "public",
+            "set-cookie",
+            "keep-alive",
+            "origin",
         ];
         const TAIL: &str = concat!(
             "100101201202205206300302303304305306307402405406407408409410411412413414415416417",
@@ -215,7 +272,9 @@ impl Codec {
             Frame::Settings { flags, entries } => {
                 let mut body = (entries.len() as u32).to_be_bytes().to_vec();
                 for (f, id, value) in entries {
-                    body.extend_from_slice(&((u32::from(*f) << 24) | (id & 0x00ff_ffff)).to_be_bytes());
+                    body.extend_from_slice(
+                        &((u32::from(*f) << 24) | (id & 0x00ff_ffff)).to_be_bytes(),
+                    );
                     body.extend_from_slice(&value.to_be_bytes());
                 }
                 control(out, SETTINGS, *flags, &body)
@@ -247,7 +306,8 @@ impl Codec {
         }
         let flags = buf[4];
         let body = &buf[8..8 + len];
-        let be32 = |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let be32 =
+            |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
         if buf[0] & 0x80 == 0 {
             let frame = Frame::Data {
                 stream_id: be32(buf, 0) & 0x7fff_ffff,
@@ -543,7 +603,8 @@ mod tests {
         let mut z = Compress::new(Compression::best(), true);
         z.set_dictionary(dictionary()).unwrap();
         let mut block = Vec::with_capacity(512);
-        z.compress_vec(&raw, &mut block, FlushCompress::Sync).unwrap();
+        z.compress_vec(&raw, &mut block, FlushCompress::Sync)
+            .unwrap();
         // zlib header announces a preset dictionary (FDICT) with SPDY/3's id
         assert_eq!(block[1] & 0x20, 0x20);
         assert_eq!(&block[2..6], &0xe3c6_a7c2u32.to_be_bytes());
