@@ -104,23 +104,23 @@ pub(crate) fn encode(framing: Framing, ch: u8, data: &[u8]) -> Message {
     }
 }
 
-/// A message's channel and data (`None`: not a channel message).
+/// A message's channel and data (`None`: not a channel message). Like upstream, a text
+/// message is as good as a binary one on a raw connection (the Python client writes
+/// strings as text messages), and a binary close signal is read on a base64 one.
 pub(crate) fn decode(framing: Framing, msg: &Message) -> Option<(u8, Vec<u8>)> {
-    match msg {
-        Message::Binary(b) if !framing.base64 && !b.is_empty() => Some((b[0], b[1..].to_vec())),
-        Message::Text(t) if framing.base64 && !t.is_empty() => {
-            let b = t.as_bytes();
-            let data = base64::engine::general_purpose::STANDARD
-                .decode(&b[1..])
-                .ok()?;
-            Some((b[0].wrapping_sub(b'0'), data))
-        }
-        // a client may send binary messages on a base64 connection for the close signal
-        Message::Binary(b) if b.len() >= 2 && b[0] == CLOSE_CHANNEL => {
-            Some((b[0], b[1..].to_vec()))
-        }
-        _ => None,
+    let b: &[u8] = match msg {
+        Message::Binary(b) => b,
+        Message::Text(t) => t.as_bytes(),
+        _ => return None,
+    };
+    let (&first, rest) = b.split_first()?;
+    if !framing.base64 || (msg.is_binary() && first == CLOSE_CHANNEL) {
+        return Some((first, rest.to_vec()));
     }
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(rest)
+        .ok()?;
+    Some((first.wrapping_sub(b'0'), data))
 }
 
 async fn write_loop<T>(
@@ -264,6 +264,10 @@ mod tests {
             decode(raw, &Message::Binary(vec![255u8, 0].into())),
             Some((255, vec![0]))
         );
-        assert_eq!(decode(raw, &Message::Text("1abc".into())), None);
+        assert_eq!(
+            decode(raw, &Message::Text("\u{0}hi".into())),
+            Some((0, b"hi".to_vec()))
+        );
+        assert_eq!(decode(b64, &Message::Text("1!!".into())), None);
     }
 }

@@ -4,226 +4,17 @@
 //! to loopback listeners. Each case runs with kubectl's defaults (WebSocket) and with SPDY
 //! forced, and asserts the protocol the node recorded.
 
+mod support;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kcore_apiserver::{ApiServer, RunningServer};
-use kcore_stream::{
-    Backend, BackendError, BoxFuture, Duplex, Exit, Process, Sessions, Streams, Target, Transport,
-};
+use kcore_stream::Transport;
+use support::{fnv, start, Cluster};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// Runs commands on the host in a temp dir; "pod ports" map to loopback listeners.
-struct HostBackend {
-    dir: PathBuf,
-    ports: HashMap<u16, u16>,
-}
-
-impl Backend for HostBackend {
-    fn exec(
-        &self,
-        t: Target,
-        command: Vec<String>,
-        streams: Streams,
-    ) -> BoxFuture<'_, Result<Process, BackendError>> {
-        Box::pin(async move {
-            if t.container != "c" && t.container != "sidecar" {
-                return Err(BackendError::NotFound(format!(
-                    "container not found (\"{}\")",
-                    t.container
-                )));
-            }
-            if streams.tty {
-                return Err(BackendError::BadRequest(
-                    "the test backend has no terminals".into(),
-                ));
-            }
-            let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
-            let mut child = Command::new(&command[0])
-                .args(&command[1..])
-                .current_dir(&self.dir)
-                .stdin(pipe(streams.stdin))
-                .stdout(pipe(streams.stdout))
-                .stderr(pipe(streams.stderr))
-                .spawn()
-                .map_err(|e| BackendError::Internal(format!("{}: {e}", command[0])))?;
-            Ok(Process {
-                stdin: child
-                    .stdin
-                    .take()
-                    .map(|s| Box::pin(s) as kcore_stream::Writer),
-                stdout: child
-                    .stdout
-                    .take()
-                    .map(|s| Box::pin(s) as kcore_stream::Reader),
-                stderr: child
-                    .stderr
-                    .take()
-                    .map(|s| Box::pin(s) as kcore_stream::Reader),
-                resize: None,
-                exit: Box::pin(async move {
-                    use std::os::unix::process::ExitStatusExt;
-                    let st = child
-                        .wait()
-                        .await
-                        .map_err(|e| BackendError::Internal(e.to_string()))?;
-                    Ok(match (st.code(), st.signal()) {
-                        (Some(c), _) => Exit::Code(c),
-                        (None, Some(s)) => Exit::Signal(s),
-                        (None, None) => Exit::Code(-1),
-                    })
-                }),
-            })
-        })
-    }
-
-    fn attach(&self, t: Target, _: Streams) -> BoxFuture<'_, Result<Process, BackendError>> {
-        Box::pin(async move {
-            Err(BackendError::BadRequest(format!(
-                "container {} has no attachable stdio in the test backend",
-                t.container
-            )))
-        })
-    }
-
-    fn port_forward(
-        &self,
-        _: Target,
-        port: u16,
-    ) -> BoxFuture<'_, Result<Box<dyn Duplex>, BackendError>> {
-        Box::pin(async move {
-            let refused = || {
-                BackendError::Internal(format!(
-                    "failed to connect to localhost:{port} inside the pod: connection refused"
-                ))
-            };
-            let real = self.ports.get(&port).ok_or_else(refused)?;
-            let s = tokio::net::TcpStream::connect(("127.0.0.1", *real))
-                .await
-                .map_err(|_| refused())?;
-            Ok(Box::new(s) as Box<dyn Duplex>)
-        })
-    }
-}
-
-struct Cluster {
-    server: RunningServer,
-    sessions: Sessions,
-    kubeconfig: PathBuf,
-    cache: PathBuf,
-    node: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-/// A pod's "port 8080": reads everything, then answers its length and FNV-1a hash and
-/// the bytes back, each xor 0x5a.
-async fn pod_port() -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut data = Vec::new();
-                if s.read_to_end(&mut data).await.is_err() {
-                    return;
-                }
-                let mut head = (data.len() as u64).to_be_bytes().to_vec();
-                head.extend_from_slice(&fnv(&data).to_be_bytes());
-                for b in &mut data {
-                    *b ^= 0x5a;
-                }
-                let _ = s.write_all(&head).await;
-                let _ = s.write_all(&data).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    port
-}
-
-fn fnv(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-    })
-}
-
-async fn start() -> Cluster {
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("kcore-stream-{}-{n}-", std::process::id()))
-        .tempdir()
-        .unwrap();
-    let data = dir.path().join("data");
-    let server = ApiServer::builder()
-        .data_dir(&data)
-        .listen("127.0.0.1:0".parse().unwrap())
-        .build()
-        .await
-        .unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).unwrap();
-    let server = server.spawn();
-
-    // the node's serving certificate from the cluster CA, for its loopback address
-    let ca = kcore_tls::Ca::load_or_create(&data.join("pki")).unwrap();
-    let serving = ca
-        .issue("n1", &["127.0.0.1".into()], kcore_tls::Usage::Server)
-        .unwrap();
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let node_port = tcp.local_addr().unwrap().port();
-    let listener = kcore_tls::TlsListener::new(
-        tcp,
-        kcore_tls::server_config(&serving, Some(ca.cert_pem())).unwrap(),
-    )
-    .unwrap();
-    let workdir = dir.path().join("pod");
-    std::fs::create_dir_all(&workdir).unwrap();
-    let backend = HostBackend {
-        dir: workdir,
-        ports: HashMap::from([(8080, pod_port().await)]),
-    };
-    let sessions = Sessions::default();
-    let app = kcore_stream::routes(Some(Arc::new(backend)), sessions.clone());
-    let node = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-
-    let api = server.api().clone();
-    let node_obj: Node = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "n1"},
-        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": node_port}}}}))
-    .unwrap();
-    api.create(None, &node_obj).await.unwrap();
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "p", "namespace": "default"},
-        "spec": {"nodeName": "n1", "containers": [
-            {"name": "c", "image": "busybox"}, {"name": "sidecar", "image": "busybox"}]}}))
-    .unwrap();
-    let mut pod = api.create(Some("default"), &pod).await.unwrap();
-    pod.status = Some(
-        serde_json::from_value(serde_json::json!({"phase": "Running", "podIP": "127.0.0.1"}))
-            .unwrap(),
-    );
-    api.replace_status(Some("default"), &pod).await.unwrap();
-
-    Cluster {
-        server,
-        sessions,
-        kubeconfig,
-        cache: dir.path().join("cache"),
-        node,
-        _dir: dir,
-    }
-}
 
 /// The transport kubectl is asked to use.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -285,18 +76,6 @@ async fn run(c: &Cluster, mode: Mode, args: &[&str], stdin: Option<&[u8]>) -> Ou
     }
 }
 
-/// The transport and protocol the node recorded for the newest session of `kind`.
-fn last(c: &Cluster, kind: &str) -> (Transport, String) {
-    let r = c
-        .sessions
-        .recent()
-        .into_iter()
-        .rev()
-        .find(|s| s.kind == kind)
-        .unwrap_or_else(|| panic!("no {kind} session recorded"));
-    (r.transport, r.protocol)
-}
-
 async fn exec_cases(mode: Mode) {
     let c = start().await;
     let (want_transport, want_protocol) = match mode {
@@ -324,7 +103,7 @@ async fn exec_cases(mode: Mode) {
     assert_eq!(out.code, Some(3), "exit code 3: {}", out.stderr);
     assert_eq!(out.stdout, "out\n");
     assert!(out.stderr.starts_with("err\n"), "stderr: {:?}", out.stderr);
-    assert_eq!(last(&c, "exec"), (want_transport, want_protocol.into()));
+    assert_eq!(c.last("exec"), (want_transport, want_protocol.into()));
 
     // a zero exit
     let out = run(
@@ -370,7 +149,7 @@ async fn exec_cases(mode: Mode) {
         "{}",
         out.stderr
     );
-    assert_eq!(last(&c, "exec"), (want_transport, want_protocol.into()));
+    assert_eq!(c.last("exec"), (want_transport, want_protocol.into()));
 
     // upstream's refusals
     let out = run(&c, mode, &["exec", "p", "-c", "nope", "--", "true"], None).await;
@@ -388,8 +167,7 @@ async fn exec_cases(mode: Mode) {
         "{}",
         out.stderr
     );
-    c.node.abort();
-    c.server.shutdown().await.unwrap();
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -419,21 +197,23 @@ async fn one_connection(local: u16, seed: u64, len: usize) {
     let (mut rd, mut wr) = s.into_split();
     let up = data.clone();
     let writer = tokio::spawn(async move {
+        wr.write_all(&(up.len() as u64).to_be_bytes())
+            .await
+            .unwrap();
         wr.write_all(&up).await.unwrap();
         wr.shutdown().await.unwrap();
     });
     let mut back = Vec::new();
     rd.read_to_end(&mut back).await.unwrap();
     writer.await.unwrap();
-    assert_eq!(back.len(), 16 + len, "answer length");
-    assert_eq!(&back[..8], &(len as u64).to_be_bytes());
+    assert_eq!(back.len(), 8 + len, "answer length");
     assert_eq!(
-        &back[8..16],
+        &back[..8],
         &fnv(&data).to_be_bytes(),
         "checksum of the upload"
     );
     assert!(
-        back[16..].iter().zip(&data).all(|(b, d)| *b == d ^ 0x5a),
+        back[8..].iter().zip(&data).all(|(b, d)| *b == d ^ 0x5a),
         "the download matches"
     );
 }
@@ -474,7 +254,7 @@ async fn port_forward_cases(mode: Mode) {
         ),
         Mode::Spdy => (Transport::Spdy, "portforward.k8s.io".to_owned()),
     };
-    assert_eq!(last(&c, "portforward"), want);
+    assert_eq!(c.last("portforward"), want);
 
     // nothing listens on the pod's port 9: the error stream says so
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", local[&9]))
@@ -501,8 +281,7 @@ async fn port_forward_cases(mode: Mode) {
         "kubectl's stderr: {err}"
     );
     let _ = child.kill().await;
-    c.node.abort();
-    c.server.shutdown().await.unwrap();
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
