@@ -159,6 +159,18 @@ async fn exec_cases(mode: Mode) {
         "{}",
         out.stderr
     );
+    tty_case(&c, mode).await;
+    assert_eq!(c.last("exec"), (want_transport, want_protocol.into()));
+
+    // discovery lists the subresources
+    let out = run(&c, mode, &["get", "--raw", "/api/v1"], None).await;
+    for sub in ["pods/exec", "pods/attach", "pods/portforward"] {
+        assert!(
+            out.stdout.contains(&format!("\"{sub}\"")),
+            "{sub} in discovery"
+        );
+    }
+
     // kubectl picks the first container itself, and says so
     let out = run(&c, mode, &["exec", "p", "--", "true"], None).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
@@ -168,6 +180,60 @@ async fn exec_cases(mode: Mode) {
         out.stderr
     );
     c.stop().await;
+}
+
+/// `kubectl exec -it` on a terminal of 33 rows and 101 columns: the remote shell sees
+/// that size once the first resize message arrives, and its output comes back.
+async fn tty_case(c: &Cluster, mode: Mode) {
+    let (master, slave) = support::openpty(33, 101);
+    let mut cmd = kubectl(
+        c,
+        mode,
+        &[
+            "exec",
+            "-it",
+            "p",
+            "-c",
+            "c",
+            "--",
+            "sh",
+            "-c",
+            "while [ \"$(stty size)\" = \"0 0\" ]; do sleep 0.05; done; echo \"size $(stty size)\"; tty >/dev/null && echo on-a-tty; exit 4",
+        ],
+    );
+    cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave));
+    support::controlling_terminal(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .expect("kubectl must be on PATH (CI installs it)");
+    drop(cmd);
+    // read the terminal until kubectl (its last holder) is gone
+    let reader = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut master = master;
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = master.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("kubectl exec -it finishes")
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("the terminal closes")
+        .unwrap();
+    assert!(out.contains("size 33 101"), "terminal output: {out:?}");
+    assert!(out.contains("on-a-tty"), "terminal output: {out:?}");
+    assert_eq!(status.code(), Some(4), "terminal output: {out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

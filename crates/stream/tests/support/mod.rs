@@ -43,9 +43,7 @@ impl Backend for HostBackend {
                 )));
             }
             if streams.tty {
-                return Err(BackendError::BadRequest(
-                    "the test backend has no terminals".into(),
-                ));
+                return tty_exec(&self.dir, &command);
             }
             let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
             let mut child = Command::new(&command[0])
@@ -247,4 +245,77 @@ pub async fn start() -> Cluster {
         node,
         _dir: dir,
     }
+}
+
+/// A pseudo-terminal pair (master, slave) of `rows` x `cols`.
+pub fn openpty(rows: u16, cols: u16) -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut m, mut s) = (0, 0);
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: the out-pointers are live locals; a null name and termios are allowed.
+    let r = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty returned two fresh descriptors that nothing else owns.
+    unsafe { (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(s)) }
+}
+
+/// Makes the child a session leader with its stdin (a pty slave) as controlling terminal.
+pub fn controlling_terminal(cmd: &mut Command) {
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+}
+
+/// An exec on a fresh pty (size 0x0 until the client's first resize).
+fn tty_exec(dir: &std::path::Path, command: &[String]) -> Result<Process, BackendError> {
+    use std::os::fd::AsRawFd;
+    let (master, slave) = openpty(0, 0);
+    let io = |e: std::io::Error| BackendError::Internal(e.to_string());
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..])
+        .current_dir(dir)
+        .stdin(Stdio::from(slave.try_clone().map_err(io)?))
+        .stdout(Stdio::from(slave.try_clone().map_err(io)?))
+        .stderr(Stdio::from(slave));
+    controlling_terminal(&mut cmd);
+    let mut child = cmd.spawn().map_err(io)?;
+    drop(cmd);
+    let writer = master.try_clone().map_err(io)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<kcore_stream::TerminalSize>();
+    let sizer = master.try_clone().map_err(io)?;
+    tokio::spawn(async move {
+        while let Some(sz) = rx.recv().await {
+            let ws = libc::winsize {
+                ws_row: sz.height,
+                ws_col: sz.width,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads a winsize from a live local.
+            unsafe { libc::ioctl(sizer.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        }
+    });
+    Ok(Process {
+        stdin: Some(Box::pin(tokio::fs::File::from_std(writer))),
+        stdout: Some(Box::pin(tokio::fs::File::from_std(master))),
+        stderr: None,
+        resize: Some(tx),
+        exit: Box::pin(async move {
+            let st = child
+                .wait()
+                .await
+                .map_err(|e| BackendError::Internal(e.to_string()))?;
+            Ok(Exit::Code(st.code().unwrap_or(-1)))
+        }),
+    })
 }
