@@ -159,6 +159,19 @@ async fn exec_cases(mode: Mode) {
         "{}",
         out.stderr
     );
+    // attach: the client's stdin reaches the process, its output comes back, and the end
+    // of stdin ends it
+    let out = run(
+        &c,
+        mode,
+        &["attach", "-i", "p", "-c", "c"],
+        Some(b"attached\n"),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "attached\n", "{}", out.stderr);
+    assert_eq!(c.last("attach"), (want_transport, want_protocol.into()));
+
     tty_case(&c, mode).await;
     assert_eq!(c.last("exec"), (want_transport, want_protocol.into()));
 

@@ -84,13 +84,9 @@ impl Backend for HostBackend {
         })
     }
 
-    fn attach(&self, t: Target, _: Streams) -> BoxFuture<'_, Result<Process, BackendError>> {
-        Box::pin(async move {
-            Err(BackendError::BadRequest(format!(
-                "container {} has no attachable stdio in the test backend",
-                t.container
-            )))
-        })
+    /// Attaches to a fresh `cat` (a stand-in for a container's main process).
+    fn attach(&self, t: Target, streams: Streams) -> BoxFuture<'_, Result<Process, BackendError>> {
+        self.exec(t, vec!["cat".into()], streams)
     }
 
     fn port_forward(
