@@ -297,16 +297,23 @@ async fn one_connection(local: u16, seed: u64, len: usize) {
     );
 }
 
-async fn port_forward_cases(mode: Mode) {
-    let c = start().await;
-    let mut child = kubectl(&c, mode, &["port-forward", "pod/p", ":8080", ":9"])
+/// Starts `kubectl port-forward <what> <ports>` and returns it with its local ports by remote port.
+async fn forward(
+    c: &Cluster,
+    mode: Mode,
+    what: &str,
+    ports: &[&str],
+) -> (tokio::process::Child, HashMap<u16, u16>) {
+    let mut args = vec!["port-forward", what];
+    args.extend_from_slice(ports);
+    let mut child = kubectl(c, mode, &args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("kubectl must be on PATH (CI installs it)");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut local = HashMap::new();
-    while local.len() < 2 {
+    while local.len() < ports.len() {
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
             .expect("kubectl reports its ports")
@@ -318,12 +325,48 @@ async fn port_forward_cases(mode: Mode) {
             local.insert(r.trim().parse::<u16>().unwrap(), l.parse::<u16>().unwrap());
         }
     }
+    // keep reading ("Handling connection for ..."): a closed pipe would end kubectl
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, local)
+}
+
+async fn port_forward_cases(mode: Mode) {
+    let c = start().await;
+
+    // through a Service: kubectl picks its pod and maps 80 to the target port 8080
+    let (mut svc, local) = forward(&c, mode, "svc/s", &[":80"]).await;
+    let conn = tokio::spawn(one_connection(local[&8080], 7, 1000)).await;
+    let _ = svc.kill().await;
+    if conn.is_err() {
+        let mut err = String::new();
+        let _ = svc.stderr.take().unwrap().read_to_string(&mut err).await;
+        panic!(
+            "through svc/s: kubectl says {err}; node saw {:?}",
+            c.sessions.to_json()
+        );
+    }
+
+    let (mut child, local) = forward(&c, mode, "pod/p", &[":8080", ":9"]).await;
     let fwd = local[&8080];
     // two concurrent connections with 16 MiB each way
+    let t = std::time::Instant::now();
     let a = tokio::spawn(one_connection(fwd, 1, 16 << 20));
     let b = tokio::spawn(one_connection(fwd, 2, 16 << 20));
     a.await.unwrap();
     b.await.unwrap();
+    let through = t.elapsed();
+    let t = std::time::Instant::now();
+    let a = tokio::spawn(one_connection(c.pod_8080, 1, 16 << 20));
+    let b = tokio::spawn(one_connection(c.pod_8080, 2, 16 << 20));
+    a.await.unwrap();
+    b.await.unwrap();
+    let direct = t.elapsed();
+    // a figure for the record (64 MiB moved: 2 connections x 16 MiB each way), not a check
+    eprintln!(
+        "port-forward {mode:?}: {:.0} MiB/s through kubectl, {:.0} MiB/s direct",
+        64.0 / through.as_secs_f64(),
+        64.0 / direct.as_secs_f64()
+    );
     // and a small one after them
     one_connection(fwd, 3, 10).await;
     let want = match mode {

@@ -110,6 +110,8 @@ impl Backend for HostBackend {
 }
 
 pub struct Cluster {
+    /// The loopback port behind the pod's port 8080 (for direct comparisons).
+    pub pod_8080: u16,
     pub server: RunningServer,
     pub sessions: Sessions,
     pub kubeconfig: PathBuf,
@@ -202,11 +204,12 @@ pub async fn start() -> Cluster {
         kcore_tls::server_config(&serving, Some(ca.cert_pem())).unwrap(),
     )
     .unwrap();
+    let pod_8080 = pod_port().await;
     let workdir = dir.path().join("pod");
     std::fs::create_dir_all(&workdir).unwrap();
     let backend = HostBackend {
         dir: workdir,
-        ports: HashMap::from([(8080, pod_port().await)]),
+        ports: HashMap::from([(8080, pod_8080)]),
     };
     let sessions = Sessions::default();
     let app = kcore_stream::routes(Some(Arc::new(backend)), sessions.clone());
@@ -222,7 +225,7 @@ pub async fn start() -> Cluster {
     .unwrap();
     api.create(None, &node_obj).await.unwrap();
     let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "p", "namespace": "default"},
+        "metadata": {"name": "p", "namespace": "default", "labels": {"app": "p"}},
         "spec": {"nodeName": "n1", "containers": [
             {"name": "c", "image": "busybox"}, {"name": "sidecar", "image": "busybox"}]}}))
     .unwrap();
@@ -233,7 +236,15 @@ pub async fn start() -> Cluster {
     );
     api.replace_status(Some("default"), &pod).await.unwrap();
 
+    // a Service in front of it (port 80 -> 8080), for `kubectl port-forward svc/s`
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "s", "namespace": "default"},
+        "spec": {"selector": {"app": "p"}, "ports": [{"port": 80, "targetPort": 8080}]}}))
+    .unwrap();
+    api.create(Some("default"), &svc).await.unwrap();
+
     Cluster {
+        pod_8080,
         server,
         sessions,
         kubeconfig,
