@@ -23,9 +23,16 @@ use tokio::process::Command;
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Runs commands on the host in a temp dir; "pod ports" map to loopback listeners.
-struct HostBackend {
+pub struct HostBackend {
     dir: PathBuf,
     ports: HashMap<u16, u16>,
+}
+
+impl HostBackend {
+    /// Runs commands in `dir`; the pod's port `k` is the loopback port `ports[k]`.
+    pub fn new(dir: PathBuf, ports: HashMap<u16, u16>) -> HostBackend {
+        HostBackend { dir, ports }
+    }
 }
 
 impl Backend for HostBackend {
