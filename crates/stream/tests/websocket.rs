@@ -165,3 +165,30 @@ async fn v4_port_forward_opens_two_channels_per_port() {
     let err = String::from_utf8(err).unwrap();
     assert!(err.contains("error forwarding port 9 to pod p"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_exec_of_true_round_trips() {
+    let (port, sessions, _dir) = node().await;
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        let mut ws = connect(
+            port,
+            "/exec/default/p/c?command=true&stdout=1&stderr=1",
+            "v5.channel.k8s.io",
+        )
+        .await;
+        let msgs = drain(&mut ws, false).await;
+        times.push(t.elapsed());
+        let status: serde_json::Value = serde_json::from_str(&joined(&msgs, 3)).unwrap();
+        assert_eq!(status["status"], "Success");
+    }
+    times.sort();
+    // a figure for the record (request to exit status, debug build), not a check
+    eprintln!(
+        "exec of `true` over v5: median {:?}, best {:?}",
+        times[times.len() / 2],
+        times[0]
+    );
+    assert_eq!(sessions.recent().len(), 20);
+}
