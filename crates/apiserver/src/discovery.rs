@@ -35,6 +35,9 @@ fn sub_desc(r: &ResourceInfo, s: Sub) -> (&str, &str, &str, &'static [&'static s
         Sub::Eviction => ("Eviction", "policy", "v1", &["create"]),
         Sub::Log => ("Pod", "", "v1", &["get"]),
         Sub::Finalize => (&r.kind, &r.group, &r.version, &["update"]),
+        Sub::Exec => ("PodExecOptions", "", "v1", &["create", "get"]),
+        Sub::Attach => ("PodAttachOptions", "", "v1", &["create", "get"]),
+        Sub::PortForward => ("PodPortForwardOptions", "", "v1", &["create", "get"]),
     }
 }
 

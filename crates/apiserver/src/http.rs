@@ -16,7 +16,7 @@ use crate::api::{Api, DeleteOptions, ListOptions, WriteOptions};
 use crate::error::ApiError;
 use crate::negotiate::{self, Codec};
 use crate::patch::PatchType;
-use crate::resources::{self, Registry, Resource, ResourceInfo, Sub};
+use crate::resources::{Registry, Resource, ResourceInfo, Sub};
 use crate::table;
 
 /// Largest accepted request body, as upstream.
@@ -424,6 +424,15 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> 
     if !authorized(&state, &parts.headers) {
         let e = ApiError::new(401, "Unauthorized", "Unauthorized");
         return error_response(&e);
+    }
+    if let Some(sub) = crate::stream_proxy::streaming_subresource(&path) {
+        let verb = parts.method.as_str().to_owned();
+        let resp = match crate::stream_proxy::serve(&state, sub, parts).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        };
+        state.metrics.record(&verb, "pods", resp.status().as_u16());
+        return resp;
     }
     let too_large = || {
         let e = ApiError::new(
@@ -846,34 +855,11 @@ async fn proxy_logs(state: &AppState, pod: &Value, params: &Params) -> Result<Re
             )))
         }
     };
-    let node_name = pod["spec"]["nodeName"]
-        .as_str()
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("pod {name} does not have a host assigned"))
-        })?;
-    let nodes = resources::lookup("", "v1", "nodes").expect("served");
-    let node = api.get_in(nodes, None, node_name).await?;
-    let addrs = node["status"]["addresses"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let ip = addrs
-        .iter()
-        .find(|a| a["type"] == "InternalIP")
-        .or_else(|| addrs.first())
-        .and_then(|a| a["address"].as_str())
-        .ok_or_else(|| {
-            ApiError::new(
-                503,
-                "ServiceUnavailable",
-                format!("node {node_name} has no address"),
-            )
-        })?
-        .to_owned();
-    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
-        .as_u64()
-        .unwrap_or(10250);
+    let crate::node_client::NodeEndpoint {
+        name: node_name,
+        ip,
+        port,
+    } = crate::node_client::endpoint(api, pod).await?;
     let mut query = Vec::new();
     for k in [
         "follow",
@@ -893,7 +879,6 @@ async fn proxy_logs(state: &AppState, pod: &Value, params: &Params) -> Result<Re
         }
     }
     let path = format!("/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
-    let port = u16::try_from(port).unwrap_or(10250);
     let resp = crate::node_client::get(state.node_tls.as_ref(), &ip, port, &path)
         .await
         .map_err(|e| {

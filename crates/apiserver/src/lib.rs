@@ -58,6 +58,7 @@ mod resources;
 mod selectors;
 mod server;
 mod storage;
+mod stream_proxy;
 mod table;
 mod tls;
 mod validate;

@@ -73,6 +73,11 @@ pub(crate) enum Sub {
     Eviction,
     Log,
     Finalize,
+    /// `pods/exec`, `pods/attach`, `pods/portforward`: upgraded connections proxied to the
+    /// pod's node (served by `stream_proxy`).
+    Exec,
+    Attach,
+    PortForward,
 }
 
 impl Sub {
@@ -84,6 +89,9 @@ impl Sub {
             Sub::Eviction => "eviction",
             Sub::Log => "log",
             Sub::Finalize => "finalize",
+            Sub::Exec => "exec",
+            Sub::Attach => "attach",
+            Sub::PortForward => "portforward",
         }
     }
 }

@@ -182,7 +182,7 @@ impl NodeAgent {
                 let addr = cfg.server_addr;
                 let listener = kcore_tls::TlsListener::new(listener, tls)
                     .map_err(|source| Error::Listen { addr, source })?;
-                let app = crate::server::router(pods.logs_root.clone(), Some(authn))
+                let app = crate::server::router(pods.logs_root.clone(), Some(authn), None)
                     .into_make_service_with_connect_info::<kcore_tls::PeerCertified>();
                 tasks.push(tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, app).await {
@@ -192,7 +192,7 @@ impl NodeAgent {
             }
             None => {
                 tracing::warn!(addr = %cfg.server_addr, "the node's server speaks plain HTTP without authentication");
-                let app = crate::server::router(pods.logs_root.clone(), None);
+                let app = crate::server::router(pods.logs_root.clone(), None, None);
                 tasks.push(tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, app).await {
                         tracing::warn!(error = %ErrorChain(&e), "http server stopped");

@@ -254,7 +254,7 @@ mod tests {
         };
         let authn = Arc::new(Authn::new(ca.cert_pem(), Some(&url)).unwrap());
         let logs = tempfile::tempdir().unwrap();
-        let app = crate::server::router(logs.path().to_owned(), Some(authn))
+        let app = crate::server::router(logs.path().to_owned(), Some(authn), None)
             .into_make_service_with_connect_info::<PeerCertified>();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
@@ -266,7 +266,13 @@ mod tests {
         let task = tokio::spawn(async move { axum::serve(listener, app).await });
         let ca_pem = ca.cert_pem();
 
-        for path in ["/healthz", "/containerLogs/default/p/c"] {
+        for path in [
+            "/healthz",
+            "/containerLogs/default/p/c",
+            "/exec/default/p/c?command=true&stdout=1",
+            "/portforward/default/p",
+            "/debug/streams",
+        ] {
             let (code, body) = get(addr, ca_pem, None, None, path).await;
             assert_eq!(code, 401, "{path}: {body}");
             let status: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -287,6 +293,16 @@ mod tests {
         )
         .await;
         assert_eq!(code, 404, "past authentication, no such pod: {body}");
+        // this router has no streaming backend
+        let (code, body) = get(
+            addr,
+            ca_pem,
+            Some(&apiserver_client),
+            None,
+            "/exec/default/p/c?command=true&stdout=1",
+        )
+        .await;
+        assert_eq!(code, 501, "no exec without a backend: {body}");
         // a token the API server accepts (twice: the second from the cache)
         for _ in 0..2 {
             let (code, body) = get(addr, ca_pem, None, Some(&token), "/healthz").await;

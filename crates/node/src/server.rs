@@ -1,6 +1,8 @@
 //! The agent's server: `GET /containerLogs/{namespace}/{pod}/{container}` (the
-//! kubelet's endpoint behind `kubectl logs`) and `GET /healthz`, over HTTPS for
-//! authenticated clients only (see [`crate::auth`]) when [`crate::ServerTls`] is set.
+//! kubelet's endpoint behind `kubectl logs`), the streaming endpoints `/exec`, `/attach`
+//! and `/portforward` (see [`kcore_stream::routes`]), `GET /debug/streams` and `GET /healthz`, over
+//! HTTPS for authenticated clients only (see [`crate::auth`]) when [`crate::ServerTls`] is
+//! set.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,9 +22,14 @@ struct AppState {
     logs_root: Arc<PathBuf>,
 }
 
-/// The router of the agent's server, reading logs under `logs_root`; with `authn`, every
-/// route requires a client certificate or an accepted bearer token.
-pub(crate) fn router(logs_root: PathBuf, authn: Option<Arc<Authn>>) -> Router {
+/// The router of the agent's server, reading logs under `logs_root` and running streaming
+/// sessions on `streams` (none: those endpoints answer 501); with `authn`, every route
+/// requires a client certificate or an accepted bearer token.
+pub(crate) fn router(
+    logs_root: PathBuf,
+    authn: Option<Arc<Authn>>,
+    streams: Option<Arc<dyn kcore_stream::Backend>>,
+) -> Router {
     let r = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -31,7 +38,11 @@ pub(crate) fn router(logs_root: PathBuf, authn: Option<Arc<Authn>>) -> Router {
         )
         .with_state(AppState {
             logs_root: Arc::new(logs_root),
-        });
+        })
+        .merge(kcore_stream::routes(
+            streams,
+            kcore_stream::Sessions::default(),
+        ));
     match authn {
         Some(a) => r.layer(axum::middleware::from_fn_with_state(
             a,

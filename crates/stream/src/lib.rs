@@ -4,6 +4,63 @@
 //! live in this crate; what runs behind a session is a [`Backend`]: the node agent's
 //! implementation runs processes in pod containers and dials into pod network namespaces,
 //! a test's may run host processes.
+//!
+//! A node's server mounts [`routes`] (axum), or hands each `/exec`, `/attach` and
+//! `/portforward` request to [`serve`],
+//! which negotiates the protocol, answers `101 Switching Protocols` and runs the session;
+//! [`Sessions`] records which protocol each session used.
+//!
+//! # Example
+//!
+//! ```
+//! use kcore_stream::{Backend, BackendError, BoxFuture, Duplex, Process, Streams, Target};
+//!
+//! /// A backend that has no pods.
+//! struct Empty;
+//!
+//! impl Backend for Empty {
+//!     fn exec(&self, t: Target, _: Vec<String>, _: Streams) -> BoxFuture<'_, Result<Process, BackendError>> {
+//!         Box::pin(async move { Err(BackendError::NotFound(format!("pod {} does not exist", t.pod))) })
+//!     }
+//!     fn attach(&self, t: Target, _: Streams) -> BoxFuture<'_, Result<Process, BackendError>> {
+//!         Box::pin(async move { Err(BackendError::NotFound(format!("pod {} does not exist", t.pod))) })
+//!     }
+//!     fn port_forward(&self, t: Target, _: u16) -> BoxFuture<'_, Result<Box<dyn Duplex>, BackendError>> {
+//!         Box::pin(async move { Err(BackendError::NotFound(format!("pod {} does not exist", t.pod))) })
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+//! let target = Target { namespace: "default".into(), pod: "p".into(), uid: None, container: "c".into() };
+//! let req = hyper::Request::get("/exec/default/p/c?command=true&stdout=1")
+//!     .header("connection", "Upgrade")
+//!     .header("upgrade", "websocket")
+//!     .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+//!     .header("sec-websocket-protocol", "v5.channel.k8s.io")
+//!     .body(())?;
+//! let sessions = kcore_stream::Sessions::default();
+//! let resp = kcore_stream::serve(std::sync::Arc::new(Empty), &sessions, kcore_stream::Kind::Exec, target, req).await;
+//! assert_eq!(resp.status(), 404);
+//! assert_eq!(resp.body(), "pod p does not exist");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod portforward;
+mod record;
+mod routes;
+mod serve;
+mod session;
+mod spdy;
+mod ws;
+
+pub use record::{SessionRecord, Sessions, Transport};
+pub use routes::routes;
+pub use serve::{serve, Kind, PROTOCOL_HEADER, TUNNEL_PROTOCOL};
+pub use spdy::FrameError;
 
 use std::future::Future;
 use std::pin::Pin;

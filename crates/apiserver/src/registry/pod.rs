@@ -19,7 +19,15 @@ pub(crate) const RESOURCE: ResourceInfo = res!(
     true,
     &["po"],
     ALL,
-    &[Sub::Status, Sub::Binding, Sub::Eviction, Sub::Log],
+    &[
+        Sub::Status,
+        Sub::Binding,
+        Sub::Eviction,
+        Sub::Log,
+        Sub::Exec,
+        Sub::Attach,
+        Sub::PortForward
+    ],
     false,
     &PodStrategy
 );

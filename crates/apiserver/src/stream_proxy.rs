@@ -1,0 +1,300 @@
+//! `pods/exec`, `pods/attach` and `pods/portforward`: the pod and container are checked as
+//! upstream does, then the upgrade request goes to the agent of the pod's node (its
+//! `/exec`, `/attach` or `/portforward` endpoint, over verified TLS with the API server's
+//! client certificate), the node's `101` goes back to the client, and the two upgraded
+//! connections are spliced both ways. Whatever protocol the client and the node agree on
+//! (WebSocket channels, SPDY, SPDY tunnelled in WebSocket) passes through unchanged.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderName, Method, Request, StatusCode};
+use axum::response::Response;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::resources::{self, Sub};
+
+/// The largest error body a node's refusal may carry back.
+const MAX_ERROR_BODY: usize = 1 << 20;
+/// The copy buffers of a spliced session, each way.
+const SPLICE_BUFFER: usize = 64 * 1024;
+
+/// The request headers an upgrade carries to the node.
+const FORWARDED: &[&str] = &[
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+];
+/// The node's answer headers the client gets with the `101`.
+const ANSWERED: &[&str] = &[
+    "upgrade",
+    "connection",
+    "sec-websocket-accept",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+    "x-accepted-stream-protocol-versions",
+];
+
+/// A streaming subresource request: `/api/v1/namespaces/{ns}/pods/{name}/{exec|attach|portforward}`.
+pub(crate) struct StreamRequest {
+    namespace: String,
+    pod: String,
+    sub: Sub,
+}
+
+/// Whether `path` names a streaming subresource of a pod.
+pub(crate) fn streaming_subresource(path: &str) -> Option<StreamRequest> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["api", "v1", "namespaces", ns, "pods", pod, sub] => {
+            let sub = match *sub {
+                "exec" => Sub::Exec,
+                "attach" => Sub::Attach,
+                "portforward" => Sub::PortForward,
+                _ => return None,
+            };
+            Some(StreamRequest {
+                namespace: (*ns).to_owned(),
+                pod: (*pod).to_owned(),
+                sub,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Serves a streaming subresource request (its errors as a `Status`).
+pub(crate) async fn serve(
+    state: &Arc<AppState>,
+    r: StreamRequest,
+    mut parts: Parts,
+) -> Result<Response, ApiError> {
+    if parts.method != Method::GET && parts.method != Method::POST {
+        return Err(ApiError::method_not_allowed("pods"));
+    }
+    let pods = resources::lookup("", "v1", "pods").expect("served");
+    let pod = state.api.get_in(pods, Some(&r.namespace), &r.pod).await?;
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let path = match r.sub {
+        Sub::PortForward => format!("/portforward/{}/{}", r.namespace, r.pod),
+        sub => {
+            let asked = query_value(&query, "container");
+            let container = container_of(&pod, &r.pod, asked.as_deref())?;
+            let what = if sub == Sub::Exec { "exec" } else { "attach" };
+            format!("/{what}/{}/{}/{container}", r.namespace, r.pod)
+        }
+    };
+    let on_client_upgrade = parts
+        .extensions
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .filter(|_| parts.headers.contains_key(header::UPGRADE))
+        .ok_or_else(|| ApiError::bad_request("Upgrade request required"))?;
+    let node = crate::node_client::endpoint(&state.api, &pod).await?;
+    let uri = if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{query}")
+    };
+    let mut req = Request::builder().method(parts.method.clone()).uri(uri);
+    for name in FORWARDED {
+        for v in parts.headers.get_all(*name) {
+            req = req.header(*name, v);
+        }
+    }
+    let req = req
+        .body(Body::empty())
+        .map_err(|e| ApiError::internal(format!("building the node request: {e}")))?;
+    let mut answer = crate::node_client::upgrade(state.node_tls.as_ref(), &node.ip, node.port, req)
+        .await
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "error dialing backend: node {} at {}:{}: {}",
+                node.name,
+                node.ip,
+                node.port,
+                e.chain()
+            ))
+        })?;
+    let status = answer.status();
+    let mut out = Response::new(Body::empty());
+    *out.status_mut() = status;
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        // the node's refusal, as it said it (clients show "unable to upgrade connection: <body>")
+        for name in [header::CONTENT_TYPE]
+            .into_iter()
+            .chain(ANSWERED.iter().map(|n| HeaderName::from_static(n)))
+        {
+            for v in answer.headers().get_all(&name) {
+                out.headers_mut().append(name.clone(), v.clone());
+            }
+        }
+        let body = axum::body::to_bytes(Body::new(answer.into_body()), MAX_ERROR_BODY)
+            .await
+            .unwrap_or_default();
+        *out.body_mut() = Body::from(body);
+        return Ok(out);
+    }
+    for name in ANSWERED {
+        for v in answer.headers().get_all(*name) {
+            out.headers_mut()
+                .append(HeaderName::from_static(name), v.clone());
+        }
+    }
+    let on_node_upgrade = hyper::upgrade::on(&mut answer);
+    let span = tracing::info_span!("stream_proxy", pod = %r.pod, namespace = %r.namespace, sub = r.sub.name(), node = %node.name);
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let (client, node) = match tokio::join!(on_client_upgrade, on_node_upgrade) {
+                (Ok(c), Ok(n)) => (c, n),
+                (c, n) => {
+                    tracing::warn!(client = c.is_ok(), node = n.is_ok(), "an upgrade failed");
+                    return;
+                }
+            };
+            let (mut client, mut node) = (TokioIo::new(client), TokioIo::new(node));
+            match tokio::io::copy_bidirectional_with_sizes(
+                &mut client,
+                &mut node,
+                SPLICE_BUFFER,
+                SPLICE_BUFFER,
+            )
+            .await
+            {
+                Ok((up, down)) => tracing::debug!(up, down, "streaming session closed"),
+                Err(e) => tracing::debug!(error = %e, "streaming session ended"),
+            }
+        },
+        span,
+    ));
+    Ok(out)
+}
+
+/// The first value of `key` in a raw query string (percent-decoded).
+fn query_value(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = (b[i] == b'%' && i + 2 < b.len())
+            .then(|| std::str::from_utf8(&b[i + 1..i + 3]).ok())
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (_, Some(x)) => {
+                out.push(x);
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, None) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The container a session is for, checked as upstream does: a named container must be
+/// one of the pod's (init and ephemeral ones included); with none named, the pod must
+/// have exactly one.
+fn container_of(pod: &Value, name: &str, asked: Option<&str>) -> Result<String, ApiError> {
+    let names = |field: &str| -> Vec<String> {
+        pod["spec"][field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let (main, init, ephemeral) = (
+        names("containers"),
+        names("initContainers"),
+        names("ephemeralContainers"),
+    );
+    match asked.filter(|c| !c.is_empty()) {
+        Some(c) => {
+            if main.iter().chain(&init).chain(&ephemeral).any(|n| n == c) {
+                Ok(c.to_owned())
+            } else {
+                Err(ApiError::bad_request(format!(
+                    "container {c} is not valid for pod {name}"
+                )))
+            }
+        }
+        None if main.len() == 1 => Ok(main[0].clone()),
+        None if main.is_empty() => Err(ApiError::bad_request(format!(
+            "a container name must be specified for pod {name}"
+        ))),
+        None => {
+            let mut msg = format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                main.join(" ")
+            );
+            if !init.is_empty() {
+                msg.push_str(&format!(
+                    " or one of the init containers: [{}]",
+                    init.join(" ")
+                ));
+            }
+            Err(ApiError::bad_request(msg))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn containers_are_checked_as_upstream() {
+        let pod = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}],
+            "initContainers": [{"name": "i"}], "ephemeralContainers": [{"name": "debugger"}]}});
+        assert_eq!(container_of(&pod, "p", Some("b")).unwrap(), "b");
+        assert_eq!(
+            container_of(&pod, "p", Some("debugger")).unwrap(),
+            "debugger"
+        );
+        assert_eq!(
+            container_of(&pod, "p", Some("x")).unwrap_err().message,
+            "container x is not valid for pod p"
+        );
+        assert_eq!(
+            container_of(&pod, "p", None).unwrap_err().message,
+            "a container name must be specified for pod p, choose one of: [a b] or one of the init containers: [i]"
+        );
+        let one = json!({"spec": {"containers": [{"name": "only"}]}});
+        assert_eq!(container_of(&one, "p", None).unwrap(), "only");
+    }
+
+    #[test]
+    fn paths_and_queries_parse() {
+        let r = streaming_subresource("/api/v1/namespaces/ns/pods/p/exec").unwrap();
+        assert_eq!(
+            (r.namespace.as_str(), r.pod.as_str(), r.sub),
+            ("ns", "p", Sub::Exec)
+        );
+        assert!(streaming_subresource("/api/v1/namespaces/ns/pods/p/log").is_none());
+        assert_eq!(
+            query_value("command=ls&container=my%2Dc&stdin=true", "container").as_deref(),
+            Some("my-c")
+        );
+    }
+}
