@@ -82,6 +82,7 @@ mod refs;
 mod sandbox;
 mod server;
 mod spec;
+mod streams;
 mod volumes;
 
 pub use agent::NodeAgent;
@@ -91,3 +92,4 @@ pub use images::{image_from_dir, reference_candidates, ImageSpec};
 pub use ipnet::Ipv4Net;
 pub use logs::LogQuery;
 pub use node::{ANN_PUBLIC_IP, ANN_VTEP_MAC, LEASE_NAMESPACE};
+pub use streams::PodStreams;
