@@ -943,6 +943,9 @@ impl PodWorker {
                     .map_err(|e| Error::io("make the stdin pipe of", PathBuf::from(&id2), e))?;
                 stdin_w = Some(w);
                 Some(r)
+            } else if tty {
+                // the pty is the process's stdio (given stdio would replace it)
+                None
             } else {
                 open_dev_null().ok()
             };
