@@ -35,6 +35,7 @@ fn sub_desc(r: &ResourceInfo, s: Sub) -> (&str, &str, &str, &'static [&'static s
         Sub::Eviction => ("Eviction", "policy", "v1", &["create"]),
         Sub::Log => ("Pod", "", "v1", &["get"]),
         Sub::Finalize => (&r.kind, &r.group, &r.version, &["update"]),
+        Sub::EphemeralContainers => ("Pod", "", "v1", &["get", "patch", "update"]),
     }
 }
 

@@ -73,6 +73,8 @@ pub(crate) enum Sub {
     Eviction,
     Log,
     Finalize,
+    /// `pods/ephemeralcontainers`: the pod, of which only the ephemeral containers change.
+    EphemeralContainers,
 }
 
 impl Sub {
@@ -84,6 +86,7 @@ impl Sub {
             Sub::Eviction => "eviction",
             Sub::Log => "log",
             Sub::Finalize => "finalize",
+            Sub::EphemeralContainers => "ephemeralcontainers",
         }
     }
 }

@@ -19,7 +19,13 @@ pub(crate) const RESOURCE: ResourceInfo = res!(
     true,
     &["po"],
     ALL,
-    &[Sub::Status, Sub::Binding, Sub::Eviction, Sub::Log],
+    &[
+        Sub::Status,
+        Sub::Binding,
+        Sub::Eviction,
+        Sub::Log,
+        Sub::EphemeralContainers
+    ],
     false,
     &PodStrategy
 );
