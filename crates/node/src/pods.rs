@@ -700,7 +700,7 @@ impl PodWorker {
                 Some(_) if policy == "Never" => return Ok(Flow::Continue),
                 _ => {}
             }
-            self.maybe_start(c, true).await;
+            self.maybe_start(c, None).await;
             return Ok(Flow::Continue);
         }
         for c in &apps {
@@ -716,14 +716,42 @@ impl PodWorker {
                 }
             };
             if restart {
-                self.maybe_start(c, false).await;
+                self.maybe_start(c, None).await;
+            }
+        }
+        // ephemeral containers (kubectl debug): started once, never restarted, in the
+        // PID namespace of their target container when they name one
+        for (c, target) in self.ephemeral_containers() {
+            let st = self.ctrs.entry(c.name.clone()).or_default();
+            if st.running.is_none() && st.saved.attempts == 0 {
+                self.maybe_start(&c, target.as_deref()).await;
             }
         }
         Ok(Flow::Continue)
     }
 
-    /// Starts `c` unless it is backing off.
-    async fn maybe_start(&mut self, c: &Container, init: bool) {
+    /// The pod's ephemeral containers as containers, each with its target's name.
+    fn ephemeral_containers(&self) -> Vec<(Container, Option<String>)> {
+        let Some(spec) = self.pod.spec.as_ref() else {
+            return Vec::new();
+        };
+        spec.ephemeral_containers
+            .iter()
+            .flatten()
+            .filter_map(|e| {
+                // the same fields, less targetContainerName
+                let c: Container = serde_json::to_value(e)
+                    .and_then(serde_json::from_value)
+                    .ok()?;
+                let target = e.target_container_name.clone().filter(|t| !t.is_empty());
+                Some((c, target))
+            })
+            .collect()
+    }
+
+    /// Starts `c` unless it is backing off (in the PID namespace of the container
+    /// `target` when given).
+    async fn maybe_start(&mut self, c: &Container, target: Option<&str>) {
         let st = self.ctrs.entry(c.name.clone()).or_default();
         if let Some(t) = st.next_start {
             if Instant::now() < t {
@@ -753,7 +781,7 @@ impl PodWorker {
             return;
         }
         st.next_start = None;
-        match self.start(c, init).await {
+        match self.start(c, target).await {
             Ok(()) => {}
             Err((reason, e)) => {
                 tracing::warn!(container = %c.name, error = %ErrorChain(&e), "container start failed");
@@ -782,8 +810,37 @@ impl PodWorker {
     async fn start(
         &mut self,
         c: &Container,
-        _init: bool,
+        target: Option<&str>,
     ) -> std::result::Result<(), (&'static str, Error)> {
+        // an ephemeral container's target: its PID namespace is shared
+        let pid_ns = match target {
+            None => None,
+            Some(t) => {
+                let pid = self
+                    .ctrs
+                    .get(t)
+                    .and_then(|st| st.running.as_ref())
+                    .and_then(|r| self.env.runtime.load(&r.id).ok())
+                    .map(|ctr| ctr.pid());
+                match pid {
+                    Some(pid) => Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))),
+                    None => {
+                        return Err((
+                            "CreateContainerError",
+                            Error::InvalidSpec {
+                                object: format!(
+                                    "{}/{} container {}",
+                                    self.ns(),
+                                    self.name(),
+                                    c.name
+                                ),
+                                reason: format!("the target container {t} is not running"),
+                            },
+                        ))
+                    }
+                }
+            }
+        };
         let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
             let img = c.image.as_deref().unwrap_or_default();
             if img.ends_with(":latest") || !img.rsplit('/').next().unwrap_or(img).contains(':') {
@@ -912,6 +969,9 @@ impl PodWorker {
                     return Err(e);
                 }
             };
+            if let Some(path) = pid_ns {
+                share_pid_namespace(&mut oci, path);
+            }
             let bundle = rootfs
                 .parent()
                 .map(Path::to_owned)
@@ -1242,24 +1302,7 @@ impl PodWorker {
             .and_then(|s| s.saved.image_id.clone())
             .unwrap_or_default();
         let ts = |t: &Timestamp| serde_json::to_value(Time(*t)).expect("time");
-        let term = |t: &Term| {
-            let mut v = json!({
-                "exitCode": t.exit_code,
-                "reason": t.reason,
-                "finishedAt": ts(&t.finished_at),
-                "containerID": t.container_id,
-            });
-            if let Some(s) = t.signal {
-                v["signal"] = json!(s);
-            }
-            if let Some(s) = &t.started_at {
-                v["startedAt"] = ts(s);
-            }
-            if let Some(m) = &t.message {
-                v["message"] = json!(m);
-            }
-            json!({"terminated": v})
-        };
+        let term = terminated_state;
         let mut v = json!({
             "name": c.name,
             "image": image,
@@ -1310,6 +1353,23 @@ impl PodWorker {
         } else {
             v["state"] = json!({"waiting": {"reason": if self.sandbox.is_some() { "ContainerCreating" } else { "PodInitializing" }}});
         }
+        v
+    }
+
+    /// An ephemeral container's status: as a container's, except that an ended one
+    /// stays terminated (it is never restarted).
+    fn ephemeral_status(&self, c: &Container) -> Value {
+        let mut v = self.container_status(c);
+        if let Some(st) = self.ctrs.get(&c.name) {
+            if let (None, Some(t)) = (&st.running, &st.saved.last_term) {
+                v["state"] = terminated_state(t);
+                v["containerID"] = json!(t.container_id);
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("lastState");
+                }
+            }
+        }
+        v["ready"] = json!(false);
         v
     }
 
@@ -1408,6 +1468,13 @@ impl PodWorker {
                 })
                 .collect::<Vec<_>>());
         }
+        let ephemeral = self.ephemeral_containers();
+        if !ephemeral.is_empty() {
+            st["ephemeralContainerStatuses"] = json!(ephemeral
+                .iter()
+                .map(|(c, _)| self.ephemeral_status(c))
+                .collect::<Vec<_>>());
+        }
         if let Some(sb) = &self.sandbox {
             st["podIP"] = json!(sb.ip.to_string());
             st["podIPs"] = json!([{"ip": sb.ip.to_string()}]);
@@ -1449,6 +1516,40 @@ impl PodWorker {
                 format!("update status of pod {}", self.name()),
                 e,
             )),
+        }
+    }
+}
+
+/// A container state `{"terminated": ...}` from its termination record.
+fn terminated_state(t: &Term) -> Value {
+    let ts = |t: &Timestamp| serde_json::to_value(Time(*t)).expect("time");
+    let mut v = json!({
+        "exitCode": t.exit_code,
+        "reason": t.reason,
+        "finishedAt": ts(&t.finished_at),
+        "containerID": t.container_id,
+    });
+    if let Some(s) = t.signal {
+        v["signal"] = json!(s);
+    }
+    if let Some(s) = &t.started_at {
+        v["startedAt"] = ts(s);
+    }
+    if let Some(m) = &t.message {
+        v["message"] = json!(m);
+    }
+    json!({"terminated": v})
+}
+
+/// Makes the container join the PID namespace at `path` instead of having its own.
+fn share_pid_namespace(oci: &mut oci_spec::runtime::Spec, path: PathBuf) {
+    let nss = oci
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.namespaces_mut().as_mut());
+    for ns in nss.into_iter().flatten() {
+        if ns.typ() == oci_spec::runtime::LinuxNamespaceType::Pid {
+            ns.set_path(Some(path.clone()));
         }
     }
 }

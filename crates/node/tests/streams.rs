@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{Env, IMAGE};
 use k8s_openapi::api::core::v1::Pod;
 use kcore_stream::{Backend, BackendError, Exit, Process, Streams, Target, TerminalSize};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
@@ -285,8 +286,8 @@ async fn exec_attach_and_port_forward_in_a_running_pod() {
     let mut out = p.stdout.take().unwrap();
     let mut w = p.stdin.take().unwrap();
     w.write_all(b"echo $((6*7)); tty\n").await.unwrap();
-    read_until(&mut out, "42").await;
-    read_until(&mut out, "/dev/").await;
+    let seen = read_until(&mut out, "/dev/pts/").await;
+    assert!(seen.contains("42"), "{seen}");
     drop((w, out, p));
 
     // port-forward: a connection into the pod's namespace carries data both ways
@@ -338,4 +339,42 @@ async fn exec_attach_and_port_forward_in_a_running_pod() {
         be.port_forward(target(&env, "nope", ""), 8080).await,
         Err(BackendError::NotFound(_))
     ));
+
+    // an ephemeral container targeting "main" runs in main's PID namespace
+    let patch = json!({"spec": {"ephemeralContainers": [{
+        "name": "dbg", "image": IMAGE, "imagePullPolicy": "Never",
+        "command": ["sleep", "3600"], "targetContainerName": "main"}]}});
+    env.pods()
+        .patch_ephemeral_containers("s", &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .unwrap();
+    let p = env
+        .wait_pod("s", 30, |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.ephemeral_container_statuses.as_ref())
+                .and_then(|c| c.first())
+                .and_then(|c| c.state.as_ref())
+                .is_some_and(|s| s.running.is_some())
+        })
+        .await;
+    assert_eq!(
+        p.status.unwrap().ephemeral_container_statuses.unwrap()[0].name,
+        "dbg"
+    );
+    let mut ps = be
+        .exec(target(&env, "s", "dbg"), vec!["ps".into()], OUT_ERR)
+        .await
+        .unwrap();
+    let out = read_all(ps.stdout.take()).await;
+    assert!(out.contains("nc -ll -p 8080"), "{out}");
+    assert!(out.contains("sleep 3600"), "{out}");
+    assert_eq!(exit_of(ps).await, Exit::Code(0));
+    // the target's own view has the debugger's process too
+    let mut ps = be
+        .exec(target(&env, "s", "main"), vec!["ps".into()], OUT_ERR)
+        .await
+        .unwrap();
+    let out = read_all(ps.stdout.take()).await;
+    assert!(out.contains("sleep 3600"), "{out}");
 }
