@@ -114,6 +114,8 @@ async fn exec_attach_and_port_forward_in_a_running_pod() {
                  "command": ["cat"], "stdin": true},
                 {"name": "t", "image": IMAGE, "imagePullPolicy": "Never",
                  "command": ["sh"], "stdin": true, "tty": true},
+                {"name": "once", "image": IMAGE, "imagePullPolicy": "Never",
+                 "command": ["cat"], "stdin": true, "stdinOnce": true},
                 {"name": "done", "image": IMAGE, "imagePullPolicy": "Never",
                  "command": ["true"]}
             ]
@@ -121,7 +123,7 @@ async fn exec_attach_and_port_forward_in_a_running_pod() {
     }))
     .await;
     env.wait_pod("s", 60, |p| {
-        ["main", "in", "t"].iter().all(|c| running(p, c)) && terminated(p, "done")
+        ["main", "in", "t", "once"].iter().all(|c| running(p, c)) && terminated(p, "done")
     })
     .await;
 
@@ -268,6 +270,17 @@ async fn exec_attach_and_port_forward_in_a_running_pod() {
         be.attach(target(&env, "s", "main"), both).await,
         Err(BackendError::BadRequest(_))
     ));
+
+    // stdinOnce: the first client's detach closes the container's stdin, so cat ends,
+    // and the session's exit is the container's
+    let mut p = be.attach(target(&env, "s", "once"), both).await.unwrap();
+    let mut out = p.stdout.take().unwrap();
+    let mut w = p.stdin.take().unwrap();
+    w.write_all(b"bye\n").await.unwrap();
+    read_until(&mut out, "bye").await;
+    w.shutdown().await.unwrap();
+    assert_eq!(exit_of(p).await, Exit::Code(0));
+    env.wait_pod("s", 20, |p| terminated(p, "once")).await;
 
     // attach to a `tty: true` container: a shell on its terminal
     let mut p = be
