@@ -258,6 +258,8 @@ impl PodWorker {
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<PodEvent>) {
+        // sessions find the pod from now on (its containers as they run)
+        self.env.streams.add_pod(self.ns(), self.name(), &self.uid);
         self.load_saved();
         self.adopt();
         loop {

@@ -466,8 +466,9 @@ impl AsyncWrite for AttachStdin {
 #[derive(Debug)]
 struct PodEntry {
     uid: String,
-    /// The pod's network namespace (`None`: the node's, with hostNetwork).
-    netns: Option<PathBuf>,
+    /// The pod's network namespace once its sandbox is made (`Some(None)`: the
+    /// node's, with hostNetwork).
+    netns: Option<Option<PathBuf>>,
     containers: HashMap<String, CtrEntry>,
 }
 
@@ -484,8 +485,20 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// Records the pod `namespace/name` (with uid `uid`) and its network namespace.
+    /// Records the pod `namespace/name` (with uid `uid`), before it has a sandbox.
+    pub(crate) fn add_pod(&self, namespace: &str, name: &str, uid: &str) {
+        self.entry(namespace, name, uid, |_| {});
+    }
+
+    /// Records the pod `namespace/name` (with uid `uid`) and its sandbox's network
+    /// namespace.
     pub(crate) fn set_pod(&self, namespace: &str, name: &str, uid: &str, netns: Option<&Path>) {
+        self.entry(namespace, name, uid, |e| {
+            e.netns = Some(netns.map(Path::to_owned));
+        });
+    }
+
+    fn entry(&self, namespace: &str, name: &str, uid: &str, f: impl FnOnce(&mut PodEntry)) {
         let mut pods = lock(&self.pods);
         let e = pods
             .entry((namespace.to_owned(), name.to_owned()))
@@ -496,9 +509,10 @@ impl Registry {
             });
         if e.uid != uid {
             e.uid = uid.to_owned();
+            e.netns = None;
             e.containers.clear();
         }
-        e.netns = netns.map(Path::to_owned);
+        f(e);
     }
 
     /// Records the running container `container` (runtime id `id`) of a recorded pod.
@@ -548,7 +562,13 @@ impl Registry {
         let pods = lock(&self.pods);
         match pods.get(&(t.namespace.clone(), t.pod.clone())) {
             Some(e) if t.uid.as_deref().is_none_or(|u| u.is_empty() || u == e.uid) => {
-                Ok((e.uid.clone(), e.netns.clone()))
+                match &e.netns {
+                    Some(netns) => Ok((e.uid.clone(), netns.clone())),
+                    None => Err(BackendError::BadRequest(format!(
+                        "pod {} has no network namespace yet",
+                        t.pod
+                    ))),
+                }
             }
             _ => Err(BackendError::NotFound("pod does not exist".into())),
         }
@@ -869,6 +889,74 @@ impl Backend for PodStreams {
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
+
+    fn t(pod: &str, uid: Option<&str>, container: &str) -> Target {
+        Target {
+            namespace: "ns".into(),
+            pod: pod.into(),
+            uid: uid.map(Into::into),
+            container: container.into(),
+        }
+    }
+
+    #[test]
+    fn registry_answers_as_the_kubelet() {
+        let r = Registry::default();
+        // unknown pod
+        assert!(
+            matches!(r.container(&t("p", None, "c")), Err(BackendError::NotFound(m)) if m == "pod does not exist")
+        );
+        // known pod, no sandbox, no running container
+        r.add_pod("ns", "p", "u1");
+        assert!(
+            matches!(r.container(&t("p", None, "c")), Err(BackendError::BadRequest(m)) if m == "container not found (\"c\")")
+        );
+        assert!(matches!(
+            r.pod(&t("p", None, "")),
+            Err(BackendError::BadRequest(_))
+        ));
+        r.set_pod("ns", "p", "u1", Some(Path::new("/run/netns/x")));
+        let (uid, netns) = r.pod(&t("p", Some("u1"), "")).unwrap();
+        assert_eq!(
+            (uid.as_str(), netns.as_deref()),
+            ("u1", Some(Path::new("/run/netns/x")))
+        );
+        assert!(matches!(
+            r.pod(&t("p", Some("u2"), "")),
+            Err(BackendError::NotFound(_))
+        ));
+        let (io, _tees) = AttachIo::new(None, false, None);
+        r.set_container("ns", "p", "u1", "c", "u1_c_0", io.clone());
+        assert_eq!(r.container(&t("p", None, "c")).unwrap().id, "u1_c_0");
+        // a record of another uid does not touch the pod's
+        r.set_container("ns", "p", "u9", "d", "u9_d_0", io.clone());
+        r.remove_container("ns", "p", "u9", "u1_c_0");
+        assert!(r.container(&t("p", None, "c")).is_ok());
+        assert!(r.container(&t("p", None, "d")).is_err());
+        r.remove_container("ns", "p", "u1", "u1_c_0");
+        assert!(matches!(
+            r.container(&t("p", None, "c")),
+            Err(BackendError::BadRequest(_))
+        ));
+        // a new pod of the same name replaces the old one's record
+        r.set_container("ns", "p", "u1", "c", "u1_c_1", io);
+        r.add_pod("ns", "p", "u2");
+        assert!(r.container(&t("p", None, "c")).is_err());
+        assert!(
+            r.pod(&t("p", None, "")).is_err(),
+            "no sandbox for the new pod yet"
+        );
+        r.remove_pod("ns", "p", "u1");
+        assert!(matches!(
+            r.container(&t("p", None, "c")),
+            Err(BackendError::BadRequest(_))
+        ));
+        r.remove_pod("ns", "p", "u2");
+        assert!(matches!(
+            r.container(&t("p", None, "c")),
+            Err(BackendError::NotFound(_))
+        ));
+    }
 
     #[test]
     fn go_errno_reads_like_go() {
