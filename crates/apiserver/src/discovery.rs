@@ -38,6 +38,7 @@ fn sub_desc(r: &ResourceInfo, s: Sub) -> (&str, &str, &str, &'static [&'static s
         Sub::Exec => ("PodExecOptions", "", "v1", &["create", "get"]),
         Sub::Attach => ("PodAttachOptions", "", "v1", &["create", "get"]),
         Sub::PortForward => ("PodPortForwardOptions", "", "v1", &["create", "get"]),
+        Sub::EphemeralContainers => ("Pod", "", "v1", &["get", "patch", "update"]),
     }
 }
 

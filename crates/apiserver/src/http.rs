@@ -727,7 +727,11 @@ async fn serve_resource(
                 &unknown,
             ))
         }
-        (Method::PATCH, Some(name), sub @ (None | Some(Sub::Status) | Some(Sub::Scale))) => {
+        (
+            Method::PATCH,
+            Some(name),
+            sub @ (None | Some(Sub::Status | Sub::Scale | Sub::EphemeralContainers)),
+        ) => {
             let ct = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -768,7 +772,7 @@ async fn serve_resource(
             };
             Ok(respond(codec, code, &out))
         }
-        (Method::GET, Some(name), Some(Sub::Status)) => Ok(output(
+        (Method::GET, Some(name), Some(Sub::Status | Sub::EphemeralContainers)) => Ok(output(
             codec,
             params,
             info,
@@ -784,12 +788,12 @@ async fn serve_resource(
                     .await?,
             ))
         }
-        (Method::PUT, Some(name), Some(Sub::Finalize)) => {
+        (Method::PUT, Some(name), Some(sub @ (Sub::Finalize | Sub::EphemeralContainers))) => {
             let obj = decode_body(headers, &body)?;
             Ok(respond(
                 codec,
                 200,
-                &api.update_in(info, ns, &name, obj, Some(Sub::Finalize), &wopts)
+                &api.update_in(info, ns, &name, obj, Some(sub), &wopts)
                     .await?,
             ))
         }

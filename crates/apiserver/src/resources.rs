@@ -78,6 +78,8 @@ pub(crate) enum Sub {
     Exec,
     Attach,
     PortForward,
+    /// `pods/ephemeralcontainers`: the pod, of which only the ephemeral containers change.
+    EphemeralContainers,
 }
 
 impl Sub {
@@ -92,6 +94,7 @@ impl Sub {
             Sub::Exec => "exec",
             Sub::Attach => "attach",
             Sub::PortForward => "portforward",
+            Sub::EphemeralContainers => "ephemeralcontainers",
         }
     }
 }

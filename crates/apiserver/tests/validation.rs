@@ -1295,3 +1295,144 @@ async fn status_and_spec_change_only_through_their_own_endpoints() {
         "{body}"
     );
 }
+
+/// `pods/ephemeralcontainers`: GET reads the pod; PATCH and PUT change only
+/// `spec.ephemeralContainers`, as upstream validates them (no ports, probes, hooks or
+/// resources; unique names; a target among the pod's containers; never removed or
+/// changed once added), while the pod itself still refuses such a change.
+#[tokio::test]
+async fn ephemeral_containers_subresource_validates_as_upstream() {
+    let s = start(&[]).await;
+    let item = "/api/v1/namespaces/default/pods/eph";
+    let sub = format!("{item}/ephemeralcontainers");
+    let (code, body) = http(
+        &s,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        JSON,
+        Some(&pod_with(|p| p["metadata"]["name"] = json!("eph"))),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let (code, got) = http(&s, "GET", &sub, JSON, None).await;
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(got["kind"], "Pod");
+
+    // added with a strategic merge patch, as kubectl debug does; other changes in the
+    // body are not taken
+    let dbg = json!({"name": "dbg", "image": "busybox:1.36", "targetContainerName": "c",
+        "stdin": true, "tty": true});
+    let patch = json!({"metadata": {"labels": {"app": "changed"}},
+        "spec": {"containers": [{"name": "c", "image": "other:1"}], "ephemeralContainers": [dbg]}});
+    let (code, got) = http(
+        &s,
+        "PATCH",
+        &sub,
+        "application/strategic-merge-patch+json",
+        Some(&patch),
+    )
+    .await;
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(got["spec"]["ephemeralContainers"][0]["name"], "dbg");
+    assert_eq!(
+        got["spec"]["ephemeralContainers"][0]["terminationMessagePolicy"],
+        "File"
+    );
+    assert_eq!(got["spec"]["containers"][0]["image"], "nginx:1.27");
+    assert_eq!(got["metadata"]["labels"]["app"], "x");
+
+    // what a new ephemeral container may not be
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (
+            json!({"name": "e1", "image": "busybox", "ports": [{"containerPort": 80}]}),
+            "spec.ephemeralContainers[1].ports",
+            "cannot be set for an Ephemeral Container",
+        ),
+        (
+            json!({"name": "e1", "image": "busybox",
+                "readinessProbe": {"exec": {"command": ["true"]}}}),
+            "spec.ephemeralContainers[1].readinessProbe",
+            "cannot be set for an Ephemeral Container",
+        ),
+        (
+            json!({"name": "e1", "image": "busybox",
+                "lifecycle": {"preStop": {"exec": {"command": ["true"]}}}}),
+            "spec.ephemeralContainers[1].lifecycle",
+            "cannot be set for an Ephemeral Container",
+        ),
+        (
+            json!({"name": "e1", "image": "busybox", "resources": {"limits": {"cpu": "1"}}}),
+            "spec.ephemeralContainers[1].resources",
+            "cannot be set for an Ephemeral Container",
+        ),
+        (
+            json!({"name": "c", "image": "busybox"}),
+            "spec.ephemeralContainers[1].name",
+            "Duplicate value",
+        ),
+        (
+            json!({"name": "dbg2", "image": "busybox", "targetContainerName": "nope"}),
+            "spec.ephemeralContainers[1].targetContainerName",
+            "Not found",
+        ),
+        (
+            json!({"name": "e1"}),
+            "spec.ephemeralContainers[1].image",
+            "Required value",
+        ),
+    ];
+    let (_, base) = http(&s, "GET", &sub, JSON, None).await;
+    for (c, field, msg) in cases {
+        let mut body = base.clone();
+        body["spec"]["ephemeralContainers"]
+            .as_array_mut()
+            .unwrap()
+            .push(c.clone());
+        let (code, got) = http(&s, "PUT", &sub, JSON, Some(&body)).await;
+        assert_eq!(code, 422, "{c}: {got}");
+        assert!(has_cause(&got, field, msg), "{c}: {got}");
+    }
+
+    // once added, never removed or changed
+    let mut removed = base.clone();
+    removed["spec"]["ephemeralContainers"] = json!([]);
+    let (code, got) = http(&s, "PUT", &sub, JSON, Some(&removed)).await;
+    assert_eq!(code, 422, "{got}");
+    assert!(
+        has_cause(
+            &got,
+            "spec.ephemeralContainers",
+            "existing ephemeral containers \"dbg\" may not be removed"
+        ),
+        "{got}"
+    );
+    let mut changed = base.clone();
+    changed["spec"]["ephemeralContainers"][0]["image"] = json!("busybox:1.37");
+    let (code, got) = http(&s, "PUT", &sub, JSON, Some(&changed)).await;
+    assert_eq!(code, 422, "{got}");
+    assert!(
+        has_cause(
+            &got,
+            "spec.ephemeralContainers",
+            "existing ephemeral containers \"dbg\" may not be changed"
+        ),
+        "{got}"
+    );
+
+    // a second one is added by PUT; the pod itself does not take the change
+    let mut two = base.clone();
+    two["spec"]["ephemeralContainers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "dbg2", "image": "busybox:1.36"}));
+    let (code, got) = http(&s, "PUT", &sub, JSON, Some(&two)).await;
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(got["spec"]["ephemeralContainers"][1]["name"], "dbg2");
+    let mut three = got.clone();
+    three["spec"]["ephemeralContainers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "dbg3", "image": "busybox:1.36"}));
+    let (code, got) = http(&s, "PUT", item, JSON, Some(&three)).await;
+    assert_eq!(code, 422, "{got}");
+}

@@ -22,6 +22,7 @@ use crate::netctx::NetCtx;
 use crate::pods::{self, PodEnv, PodEvent, WorkerHandle};
 use crate::probes::ProbeEnv;
 use crate::sandbox::SandboxEnv;
+use crate::streams::PodStreams;
 
 /// The node agent (the kubelet's job, plus kube-proxy's, cluster DNS and Ingress).
 ///
@@ -31,6 +32,7 @@ use crate::sandbox::SandboxEnv;
 pub struct NodeAgent {
     client: kube::Client,
     cfg: NodeConfig,
+    streams: PodStreams,
 }
 
 impl std::fmt::Debug for NodeAgent {
@@ -43,7 +45,22 @@ impl NodeAgent {
     /// An agent for the node described by `cfg`, talking to the API server through
     /// `client`.
     pub fn new(client: kube::Client, cfg: NodeConfig) -> Self {
-        NodeAgent { client, cfg }
+        let streams = PodStreams::new(
+            kcore_runtime::Runtime::new(cfg.dir("containers")),
+            cfg.dir("console"),
+            cfg.node_netns.clone(),
+        );
+        NodeAgent {
+            client,
+            cfg,
+            streams,
+        }
+    }
+
+    /// The backend of exec, attach and port-forward sessions into this agent's pods
+    /// (it sees the pods once [`NodeAgent::run`] runs them).
+    pub fn streams(&self) -> PodStreams {
+        self.streams.clone()
     }
 
     /// The configuration.
@@ -61,7 +78,7 @@ impl NodeAgent {
         cfg.validate()?;
         let _span = tracing::info_span!("node_reset", node = %cfg.node_name);
         let net = NetCtx::new(cfg.node_netns.clone());
-        let (pods, node_ns) = open(self.client, &cfg, net).await?;
+        let (pods, node_ns) = open(self.client, &cfg, net, self.streams).await?;
         let p = pods.clone();
         tokio::task::spawn_blocking(move || cleanup_orphans(&p, &HashSet::new()))
             .await
@@ -118,7 +135,10 @@ impl NodeAgent {
         }
         // one NetCtx for the node: probes, DNS and Ingress make their sockets through it
         let net = NetCtx::new(cfg.node_netns.clone());
-        let (pods, node_ns) = open(client.clone(), &cfg, net.clone()).await?;
+        // exec, attach and port-forward sessions: the pod workers keep its registry
+        // of pods and running containers
+        let streams = self.streams;
+        let (pods, node_ns) = open(client.clone(), &cfg, net.clone(), streams.clone()).await?;
         let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
 
         // networking extras: overlay first (its MAC goes into the Node annotations)
@@ -169,7 +189,9 @@ impl NodeAgent {
         }
 
         // the node's server: HTTPS with client authentication, or plain HTTP when
-        // configured without TLS
+        // configured without TLS. `streams` (a `PodStreams`, the kcore_stream::Backend
+        // of this node's pods) is what the exec/attach/portforward routes run on: pass
+        // `streams.clone()` to `server::router` when those routes are wired in.
         match &cfg.server_tls {
             Some(t) => {
                 let authn = Arc::new(Authn::new(&t.ca_pem, t.token_review_url.as_deref())?);
@@ -254,6 +276,7 @@ async fn open(
     client: kube::Client,
     cfg: &NodeConfig,
     net: NetCtx,
+    streams: PodStreams,
 ) -> Result<(Arc<PodEnv>, Option<kcore_ns::NetNs>)> {
     let node_ns = match &cfg.node_netns {
         Some(p) => Some(
@@ -280,6 +303,7 @@ async fn open(
         (cfg.dir("pods"), kcore_statedir::GROUP_DIR),
         (cfg.dir("logs"), kcore_statedir::GROUP_DIR),
         (cfg.dir("netns"), kcore_statedir::PRIVATE_DIR),
+        (cfg.dir("console"), kcore_statedir::PRIVATE_DIR),
     ] {
         kcore_statedir::ensure_dir(&d, mode).map_err(|e| Error::io("create", &d, e))?;
     }
@@ -316,6 +340,8 @@ async fn open(
         log_max_files: cfg.log_max_files,
         volume_refresh: cfg.volume_refresh,
         pull_timeout: cfg.pull_timeout,
+        streams: streams.registry.clone(),
+        console_dir: cfg.dir("console"),
     });
     Ok((pods, node_ns))
 }

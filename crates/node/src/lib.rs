@@ -21,7 +21,9 @@
 //! rotation, served at `GET /containerLogs/{namespace}/{pod}/{container}` on
 //! [`NodeConfig::server_addr`] (port 10250 by default), over HTTPS to clients with a
 //! certificate from the cluster CA or a token the API server accepts when
-//! [`NodeConfig::server_tls`] is set ([`ServerTls`]). A restarted agent adopts the
+//! [`NodeConfig::server_tls`] is set ([`ServerTls`]). [`PodStreams`] (from
+//! [`NodeAgent::streams`]) runs exec, attach and port-forward sessions in the pods, and
+//! ephemeral containers join their target's PID namespace. A restarted agent adopts the
 //! containers it finds running.
 //!
 //! The Node is registered with capacity, allocatable, addresses, conditions and its
@@ -82,6 +84,7 @@ mod refs;
 mod sandbox;
 mod server;
 mod spec;
+mod streams;
 mod volumes;
 
 pub use agent::NodeAgent;
@@ -91,3 +94,4 @@ pub use images::{image_from_dir, reference_candidates, ImageSpec};
 pub use ipnet::Ipv4Net;
 pub use logs::LogQuery;
 pub use node::{ANN_PUBLIC_IP, ANN_VTEP_MAC, LEASE_NAMESPACE};
+pub use streams::PodStreams;

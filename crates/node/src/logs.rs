@@ -131,11 +131,13 @@ fn rotated(path: &Path, i: usize) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Copies a container stream into the log until end of file.
+/// Copies a container stream into the log until end of file, and to the clients
+/// attached to the container through `tee`.
 pub(crate) async fn pump<R: tokio::io::AsyncRead + Unpin>(
     mut reader: R,
     stream: &'static str,
     log: Arc<Mutex<LogFile>>,
+    tee: Option<tokio::sync::broadcast::Sender<crate::streams::Chunk>>,
 ) {
     let mut buf = vec![0u8; 32 * 1024];
     let mut pending: Vec<u8> = Vec::new();
@@ -144,6 +146,10 @@ pub(crate) async fn pump<R: tokio::io::AsyncRead + Unpin>(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if let Some(t) = &tee {
+            // no attached client is no error
+            let _ = t.send(Arc::from(&buf[..n]));
+        }
         pending.extend_from_slice(&buf[..n]);
         let mut start = 0;
         let mut lg = log.lock().unwrap_or_else(|p| p.into_inner());
@@ -496,7 +502,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("0.log");
         let lf = Arc::new(Mutex::new(LogFile::open(&path, 1 << 20, 1).unwrap()));
-        pump(&b"one\ntwo\nthr"[..], "stdout", lf.clone()).await;
+        pump(&b"one\ntwo\nthr"[..], "stdout", lf.clone(), None).await;
         lf.lock().unwrap().finish();
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(follow(path.clone(), 0, LogQuery::default(), None, tx));

@@ -23,6 +23,7 @@ use crate::probes::{self, ProbeEnv, ProbeKind};
 use crate::refs::Refs;
 use crate::sandbox::{Sandbox, SandboxEnv};
 use crate::spec::{self, BindMount, SpecInput};
+use crate::streams::{AttachIo, ConsoleSocket, FdIo, Registry, Tees};
 use crate::volumes;
 
 /// Annotations on every container's OCI spec, used to adopt containers after a restart.
@@ -74,6 +75,8 @@ struct Running {
     log: Arc<Mutex<LogFile>>,
     /// Log copiers: left to drain on exit, stopped when the worker goes away.
     pumps: Vec<tokio::task::AbortHandle>,
+    /// The stdio attached clients share.
+    io: Arc<AttachIo>,
 }
 
 impl Drop for Running {
@@ -171,6 +174,10 @@ pub(crate) struct PodEnv {
     pub volume_refresh: Duration,
     /// How long an `Always` pull may take before a local copy is used.
     pub pull_timeout: Duration,
+    /// The pods and running containers exec, attach and port-forward sessions find.
+    pub streams: Arc<Registry>,
+    /// Where console sockets for containers with `tty: true` are made.
+    pub console_dir: PathBuf,
 }
 
 /// Starts a worker for `pod`.
@@ -251,6 +258,8 @@ impl PodWorker {
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<PodEvent>) {
+        // sessions find the pod from now on (its containers as they run)
+        self.env.streams.add_pod(self.ns(), self.name(), &self.uid);
         self.load_saved();
         self.adopt();
         loop {
@@ -443,6 +452,11 @@ impl PodWorker {
         }
         // the copiers end by themselves once the output is drained
         r.pumps.clear();
+        r.io.exited(match status {
+            Some(kcore_runtime::ExitStatus::Exited(n)) => kcore_stream::Exit::Code(n),
+            Some(kcore_runtime::ExitStatus::Signaled(s)) => kcore_stream::Exit::Signal(s),
+            None => kcore_stream::Exit::Code(137),
+        });
         r.log.lock().unwrap_or_else(|p| p.into_inner()).finish();
         let (exit_code, signal, reason) = match status {
             Some(kcore_runtime::ExitStatus::Exited(0)) => (0, None, "Completed"),
@@ -484,6 +498,9 @@ impl PodWorker {
         let rt = self.env.runtime.clone();
         let images = self.env.images.clone();
         let id = r.id.clone();
+        self.env
+            .streams
+            .remove_container(self.ns(), self.name(), &self.uid, &id);
         let _ = tokio::task::spawn_blocking(move || remove_container(&rt, &images, &id)).await;
         self.save();
     }
@@ -559,7 +576,9 @@ impl PodWorker {
                 };
                 let log = Arc::new(Mutex::new(lf));
                 let fifo_dir = self.dir.join("fifo");
-                let pumps = attach_pumps(&fifo_dir, &id, log.clone());
+                // the previous agent's stdin pipe or pty master is gone with it
+                let (io, tees) = AttachIo::new(None, false, None);
+                let pumps = attach_pumps(&fifo_dir, &id, log.clone(), &tees);
                 let started_at = std::fs::metadata(c.state_dir())
                     .and_then(|m| m.modified())
                     .ok()
@@ -587,8 +606,17 @@ impl PodWorker {
                     probe: probe.flatten(),
                     log,
                     pumps,
+                    io: io.clone(),
                 });
                 ctr.started = true;
+                let sb_netns = self.sandbox.as_ref().and_then(|s| s.netns.clone());
+                let (ns, pod) = (self.ns().to_owned(), self.name().to_owned());
+                self.env
+                    .streams
+                    .set_pod(&ns, &pod, &self.uid, sb_netns.as_deref());
+                self.env
+                    .streams
+                    .set_container(&ns, &pod, &self.uid, name, &id, io);
                 watch_adopted(c.pid(), name.to_owned(), attempt, self.tx.clone());
             } else if ctr.running.as_ref().is_none_or(|r| r.id != id) {
                 let rt = self.env.runtime.clone();
@@ -626,6 +654,9 @@ impl PodWorker {
                 }
             }
             self.cleanup_files();
+            self.env
+                .streams
+                .remove_pod(self.ns(), self.name(), &self.uid);
             return Ok(Flow::Done);
         }
         if self.is_terminal() {
@@ -647,6 +678,11 @@ impl PodWorker {
             tracing::debug!(pod = %self.name(), ip = %sb.ip, "sandbox ready");
             self.sandbox = Some(sb);
         }
+        if let Some(sb) = &self.sandbox {
+            self.env
+                .streams
+                .set_pod(self.ns(), self.name(), &self.uid, sb.netns.as_deref());
+        }
         if self.volumes.is_none() || self.volume_refreshed.elapsed() >= self.env.volume_refresh {
             let mut refs = Refs::new(self.env.client.clone(), self.ns());
             let v = volumes::prepare(&self.pod, &self.dir.join("volumes"), &mut refs).await?;
@@ -666,7 +702,7 @@ impl PodWorker {
                 Some(_) if policy == "Never" => return Ok(Flow::Continue),
                 _ => {}
             }
-            self.maybe_start(c, true).await;
+            self.maybe_start(c, None).await;
             return Ok(Flow::Continue);
         }
         for c in &apps {
@@ -682,14 +718,42 @@ impl PodWorker {
                 }
             };
             if restart {
-                self.maybe_start(c, false).await;
+                self.maybe_start(c, None).await;
+            }
+        }
+        // ephemeral containers (kubectl debug): started once, never restarted, in the
+        // PID namespace of their target container when they name one
+        for (c, target) in self.ephemeral_containers() {
+            let st = self.ctrs.entry(c.name.clone()).or_default();
+            if st.running.is_none() && st.saved.attempts == 0 {
+                self.maybe_start(&c, target.as_deref()).await;
             }
         }
         Ok(Flow::Continue)
     }
 
-    /// Starts `c` unless it is backing off.
-    async fn maybe_start(&mut self, c: &Container, init: bool) {
+    /// The pod's ephemeral containers as containers, each with its target's name.
+    fn ephemeral_containers(&self) -> Vec<(Container, Option<String>)> {
+        let Some(spec) = self.pod.spec.as_ref() else {
+            return Vec::new();
+        };
+        spec.ephemeral_containers
+            .iter()
+            .flatten()
+            .filter_map(|e| {
+                // the same fields, less targetContainerName
+                let c: Container = serde_json::to_value(e)
+                    .and_then(serde_json::from_value)
+                    .ok()?;
+                let target = e.target_container_name.clone().filter(|t| !t.is_empty());
+                Some((c, target))
+            })
+            .collect()
+    }
+
+    /// Starts `c` unless it is backing off (in the PID namespace of the container
+    /// `target` when given).
+    async fn maybe_start(&mut self, c: &Container, target: Option<&str>) {
         let st = self.ctrs.entry(c.name.clone()).or_default();
         if let Some(t) = st.next_start {
             if Instant::now() < t {
@@ -719,7 +783,7 @@ impl PodWorker {
             return;
         }
         st.next_start = None;
-        match self.start(c, init).await {
+        match self.start(c, target).await {
             Ok(()) => {}
             Err((reason, e)) => {
                 tracing::warn!(container = %c.name, error = %ErrorChain(&e), "container start failed");
@@ -748,8 +812,37 @@ impl PodWorker {
     async fn start(
         &mut self,
         c: &Container,
-        _init: bool,
+        target: Option<&str>,
     ) -> std::result::Result<(), (&'static str, Error)> {
+        // an ephemeral container's target: its PID namespace is shared
+        let pid_ns = match target {
+            None => None,
+            Some(t) => {
+                let pid = self
+                    .ctrs
+                    .get(t)
+                    .and_then(|st| st.running.as_ref())
+                    .and_then(|r| self.env.runtime.load(&r.id).ok())
+                    .map(|ctr| ctr.pid());
+                match pid {
+                    Some(pid) => Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))),
+                    None => {
+                        return Err((
+                            "CreateContainerError",
+                            Error::InvalidSpec {
+                                object: format!(
+                                    "{}/{} container {}",
+                                    self.ns(),
+                                    self.name(),
+                                    c.name
+                                ),
+                                reason: format!("the target container {t} is not running"),
+                            },
+                        ))
+                    }
+                }
+            }
+        };
         let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
             let img = c.image.as_deref().unwrap_or_default();
             if img.ends_with(":latest") || !img.rsplit('/').next().unwrap_or(img).contains(':') {
@@ -852,80 +945,144 @@ impl PodWorker {
         let st_name = c.name.clone();
         let tx = self.tx.clone();
         let log2 = log.clone();
-        let result =
-            tokio::task::spawn_blocking(move || -> Result<(i32, Vec<tokio::task::AbortHandle>)> {
-                let rootfs = images.mount_rootfs(&id2, resolved.top_layer.as_deref())?;
-                let cfg = resolved.image.config.config().clone();
-                let input = SpecInput {
-                    pod: &pod,
-                    container: &container,
-                    image_config: cfg.as_ref(),
-                    env,
-                    rootfs: rootfs.clone(),
-                    mounts,
-                    netns: sb.netns.clone(),
-                    ipc: Some(sb.ipc.clone()),
-                    uts: Some(sb.uts.clone()),
-                    hostname: sb.hostname.clone(),
-                    cgroup_path: cgroup,
-                    annotations,
-                };
-                let oci = match spec::build(&input) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = images.remove_rootfs(&id2);
-                        return Err(e);
-                    }
-                };
-                let bundle = rootfs
-                    .parent()
-                    .map(Path::to_owned)
-                    .unwrap_or(rootfs.clone());
-                let (out, err) = make_fifos(&fifo_dir, &id2)?;
-                let opts = kcore_runtime::CreateOptions {
-                    stdout: Some(out),
-                    stderr: Some(err),
-                    stdin: open_dev_null().ok(),
-                    ..Default::default()
-                };
-                // a leftover from a crash with the same id
-                if let Ok(old) = runtime.load(&id2) {
-                    let _ = old.delete(true);
+        let console_dir = self.env.console_dir.clone();
+        type Started = (i32, Vec<tokio::task::AbortHandle>, Arc<AttachIo>);
+        let result = tokio::task::spawn_blocking(move || -> Result<Started> {
+            let rootfs = images.mount_rootfs(&id2, resolved.top_layer.as_deref())?;
+            let cfg = resolved.image.config.config().clone();
+            let input = SpecInput {
+                pod: &pod,
+                container: &container,
+                image_config: cfg.as_ref(),
+                env,
+                rootfs: rootfs.clone(),
+                mounts,
+                netns: sb.netns.clone(),
+                ipc: Some(sb.ipc.clone()),
+                uts: Some(sb.uts.clone()),
+                hostname: sb.hostname.clone(),
+                cgroup_path: cgroup,
+                annotations,
+            };
+            let mut oci = match spec::build(&input) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = images.remove_rootfs(&id2);
+                    return Err(e);
                 }
-                // the log pumps read the FIFOs before the program can write to them
-                let pumps = attach_pumps_blocking(&fifo_dir, &id2, log2);
-                // create and start in one step (no exec.fifo round trip)
-                let mut ctr = match runtime.run(&id2, &bundle, &oci, opts) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        for p in &pumps {
-                            p.abort();
-                        }
-                        let _ = images.remove_rootfs(&id2);
-                        return Err(Error::Runtime {
-                            id: id2,
-                            source: Box::new(e),
-                        });
+            };
+            if let Some(path) = pid_ns {
+                share_pid_namespace(&mut oci, path);
+            }
+            let bundle = rootfs
+                .parent()
+                .map(Path::to_owned)
+                .unwrap_or(rootfs.clone());
+            // stdio: a pty with `tty: true` (its master comes back over a console
+            // socket), FIFOs into the log otherwise; with `stdin: true` the agent
+            // keeps stdin open for attached clients
+            let tty = container.tty == Some(true);
+            let keep_stdin = container.stdin == Some(true);
+            let stdin_once = container.stdin_once == Some(true);
+            let mut opts = kcore_runtime::CreateOptions::default();
+            let console = if tty {
+                if let Some(p) = oci.process_mut() {
+                    p.set_terminal(Some(true));
+                }
+                let sock = ConsoleSocket::new(&console_dir)
+                    .map_err(|e| Error::io("make a console socket in", &console_dir, e))?;
+                opts.console_socket = Some(sock.path().to_owned());
+                Some(sock)
+            } else {
+                let (out, err) = make_fifos(&fifo_dir, &id2)?;
+                opts.stdout = Some(out);
+                opts.stderr = Some(err);
+                None
+            };
+            let mut stdin_w = None;
+            opts.stdin = if keep_stdin && !tty {
+                let (r, w) = crate::streams::pipe()
+                    .map_err(|e| Error::io("make the stdin pipe of", PathBuf::from(&id2), e))?;
+                stdin_w = Some(w);
+                Some(r)
+            } else if tty {
+                // the pty is the process's stdio (given stdio would replace it)
+                None
+            } else {
+                open_dev_null().ok()
+            };
+            // a leftover from a crash with the same id
+            if let Ok(old) = runtime.load(&id2) {
+                let _ = old.delete(true);
+            }
+            let handle = tokio::runtime::Handle::current();
+            let _rt = handle.enter();
+            let fd_io = |fd| {
+                FdIo::new(fd).map_err(|e| Error::io("watch the stdio of", PathBuf::from(&id2), e))
+            };
+            let (io, tees) = if tty {
+                AttachIo::new(None, stdin_once, None)
+            } else {
+                AttachIo::new(stdin_w.map(fd_io).transpose()?, stdin_once, None)
+            };
+            // the log pumps read the FIFOs before the program can write to them
+            let mut pumps = if tty {
+                Vec::new()
+            } else {
+                attach_pumps(&fifo_dir, &id2, log2.clone(), &tees)
+            };
+            // create and start in one step (no exec.fifo round trip)
+            let mut ctr = match runtime.run(&id2, &bundle, &oci, opts) {
+                Ok(c) => c,
+                Err(e) => {
+                    for p in &pumps {
+                        p.abort();
                     }
-                };
-                let pid = ctr.pid();
-                let name = st_name;
-                std::thread::Builder::new()
-                    .name(format!("wait-{pid}"))
-                    .spawn(move || {
-                        let status = ctr.wait().ok();
-                        let _ = tx.send(PodEvent::Exited {
-                            name,
-                            attempt,
-                            status,
-                        });
-                    })
-                    .map_err(|e| Error::io("spawn waiter for", PathBuf::from(&id2), e))?;
-                Ok((pid, pumps))
-            })
-            .await
-            .expect("start task");
-        let (pid, pumps) = result.map_err(|e| ("RunContainerError", e))?;
+                    let _ = images.remove_rootfs(&id2);
+                    return Err(Error::Runtime {
+                        id: id2,
+                        source: Box::new(e),
+                    });
+                }
+            };
+            let io = match console {
+                None => io,
+                Some(sock) => {
+                    let master = match sock.receive().and_then(FdIo::new) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            let _ = ctr.kill(libc::SIGKILL, true);
+                            return Err(Error::io("receive the pty of", PathBuf::from(&id2), e));
+                        }
+                    };
+                    let (io, tees) = AttachIo::new(
+                        keep_stdin.then(|| master.share()),
+                        stdin_once,
+                        Some(master.share()),
+                    );
+                    let t = tokio::spawn(logs::pump(master, "stdout", log2, Some(tees.stdout)));
+                    pumps.push(t.abort_handle());
+                    io
+                }
+            };
+            let pid = ctr.pid();
+            let name = st_name;
+            std::thread::Builder::new()
+                .name(format!("wait-{pid}"))
+                .spawn(move || {
+                    let status = ctr.wait().ok();
+                    let _ = tx.send(PodEvent::Exited {
+                        name,
+                        attempt,
+                        status,
+                    });
+                })
+                .map_err(|e| Error::io("spawn waiter for", PathBuf::from(&id2), e))?;
+            Ok((pid, pumps, io))
+        })
+        .await
+        .expect("start task");
+        let (pid, pumps, io) = result.map_err(|e| ("RunContainerError", e))?;
         tracing::debug!(container = %c.name, pid, "container started");
         let st = self.ctrs.entry(c.name.clone()).or_default();
         if st.saved.attempts > 0 {
@@ -986,14 +1143,18 @@ impl PodWorker {
             self.tx.clone(),
         );
         st.running = Some(Running {
-            id,
+            id: id.clone(),
             started_at: now(),
             stopping: false,
             probe,
             log,
             pumps,
+            io: io.clone(),
         });
         self.save();
+        self.env
+            .streams
+            .set_container(self.ns(), self.name(), &self.uid, &c.name, &id, io);
         Ok(())
     }
 
@@ -1143,24 +1304,7 @@ impl PodWorker {
             .and_then(|s| s.saved.image_id.clone())
             .unwrap_or_default();
         let ts = |t: &Timestamp| serde_json::to_value(Time(*t)).expect("time");
-        let term = |t: &Term| {
-            let mut v = json!({
-                "exitCode": t.exit_code,
-                "reason": t.reason,
-                "finishedAt": ts(&t.finished_at),
-                "containerID": t.container_id,
-            });
-            if let Some(s) = t.signal {
-                v["signal"] = json!(s);
-            }
-            if let Some(s) = &t.started_at {
-                v["startedAt"] = ts(s);
-            }
-            if let Some(m) = &t.message {
-                v["message"] = json!(m);
-            }
-            json!({"terminated": v})
-        };
+        let term = terminated_state;
         let mut v = json!({
             "name": c.name,
             "image": image,
@@ -1211,6 +1355,23 @@ impl PodWorker {
         } else {
             v["state"] = json!({"waiting": {"reason": if self.sandbox.is_some() { "ContainerCreating" } else { "PodInitializing" }}});
         }
+        v
+    }
+
+    /// An ephemeral container's status: as a container's, except that an ended one
+    /// stays terminated (it is never restarted).
+    fn ephemeral_status(&self, c: &Container) -> Value {
+        let mut v = self.container_status(c);
+        if let Some(st) = self.ctrs.get(&c.name) {
+            if let (None, Some(t)) = (&st.running, &st.saved.last_term) {
+                v["state"] = terminated_state(t);
+                v["containerID"] = json!(t.container_id);
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("lastState");
+                }
+            }
+        }
+        v["ready"] = json!(false);
         v
     }
 
@@ -1309,6 +1470,13 @@ impl PodWorker {
                 })
                 .collect::<Vec<_>>());
         }
+        let ephemeral = self.ephemeral_containers();
+        if !ephemeral.is_empty() {
+            st["ephemeralContainerStatuses"] = json!(ephemeral
+                .iter()
+                .map(|(c, _)| self.ephemeral_status(c))
+                .collect::<Vec<_>>());
+        }
         if let Some(sb) = &self.sandbox {
             st["podIP"] = json!(sb.ip.to_string());
             st["podIPs"] = json!([{"ip": sb.ip.to_string()}]);
@@ -1350,6 +1518,40 @@ impl PodWorker {
                 format!("update status of pod {}", self.name()),
                 e,
             )),
+        }
+    }
+}
+
+/// A container state `{"terminated": ...}` from its termination record.
+fn terminated_state(t: &Term) -> Value {
+    let ts = |t: &Timestamp| serde_json::to_value(Time(*t)).expect("time");
+    let mut v = json!({
+        "exitCode": t.exit_code,
+        "reason": t.reason,
+        "finishedAt": ts(&t.finished_at),
+        "containerID": t.container_id,
+    });
+    if let Some(s) = t.signal {
+        v["signal"] = json!(s);
+    }
+    if let Some(s) = &t.started_at {
+        v["startedAt"] = ts(s);
+    }
+    if let Some(m) = &t.message {
+        v["message"] = json!(m);
+    }
+    json!({"terminated": v})
+}
+
+/// Makes the container join the PID namespace at `path` instead of having its own.
+fn share_pid_namespace(oci: &mut oci_spec::runtime::Spec, path: PathBuf) {
+    let nss = oci
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.namespaces_mut().as_mut());
+    for ns in nss.into_iter().flatten() {
+        if ns.typ() == oci_spec::runtime::LinuxNamespaceType::Pid {
+            ns.set_path(Some(path.clone()));
         }
     }
 }
@@ -1410,27 +1612,27 @@ fn make_fifos(dir: &Path, id: &str) -> Result<(std::os::fd::OwnedFd, std::os::fd
     Ok((o, err))
 }
 
-fn attach_pumps_blocking(
+/// Starts copying a container's FIFOs into its log file and to attached clients
+/// (call inside a tokio runtime).
+fn attach_pumps(
     dir: &Path,
     id: &str,
     log: Arc<Mutex<LogFile>>,
+    tees: &Tees,
 ) -> Vec<tokio::task::AbortHandle> {
-    let handle = tokio::runtime::Handle::current();
-    let _g = handle.enter();
-    attach_pumps(dir, id, log)
-}
-
-/// Starts copying a container's FIFOs into its log file.
-fn attach_pumps(dir: &Path, id: &str, log: Arc<Mutex<LogFile>>) -> Vec<tokio::task::AbortHandle> {
     let mut out = Vec::new();
-    for (s, stream) in [("out", "stdout"), ("err", "stderr")] {
+    for (s, stream, tee) in [
+        ("out", "stdout", &tees.stdout),
+        ("err", "stderr", &tees.stderr),
+    ] {
         let p = dir.join(format!("{id}.{s}"));
         match tokio::net::unix::pipe::OpenOptions::new().open_receiver(&p) {
             Ok(rx) => {
                 let log = log.clone();
                 let p2 = p.clone();
+                let tee = tee.clone();
                 let t = tokio::spawn(async move {
-                    logs::pump(rx, stream, log).await;
+                    logs::pump(rx, stream, log, Some(tee)).await;
                     let _ = std::fs::remove_file(p2);
                 });
                 out.push(t.abort_handle());

@@ -255,3 +255,23 @@ impl Api {
         )
     }
 }
+
+impl Api {
+    /// The checks of a `pods/ephemeralcontainers` write: the pod as a new pod would be
+    /// checked (ephemeral containers with their own rules, `validate::pod::spec`), and
+    /// no ephemeral container removed or changed once added.
+    pub(super) fn validate_ephemeral_containers(
+        info: &ResourceInfo,
+        obj: Value,
+        old: &Value,
+    ) -> Result<Value, ApiError> {
+        let norm = Self::normalize_and_validate(info, obj, None)?;
+        let mut causes = Vec::new();
+        crate::validate::pod::ephemeral_update(&norm, old, &mut causes);
+        if !causes.is_empty() {
+            let name = norm["metadata"]["name"].as_str().unwrap_or_default();
+            return Err(ApiError::invalid(&info.group, &info.kind, name, causes));
+        }
+        Ok(norm)
+    }
+}

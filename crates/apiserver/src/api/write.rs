@@ -259,6 +259,19 @@ impl Api {
                 n["status"] = incoming["status"].clone();
                 n
             }
+            Some(Sub::EphemeralContainers) => {
+                // pods/ephemeralcontainers: only spec.ephemeralContainers changes.
+                let mut n = old.clone();
+                match &incoming["spec"]["ephemeralContainers"] {
+                    Value::Null => {
+                        n["spec"]
+                            .as_object_mut()
+                            .map(|s| s.remove("ephemeralContainers"));
+                    }
+                    e => n["spec"]["ephemeralContainers"] = e.clone(),
+                }
+                n
+            }
             Some(Sub::Finalize) => {
                 // namespaces/finalize: only spec.finalizers changes.
                 let mut n = old.clone();
@@ -314,7 +327,10 @@ impl Api {
             name,
             dry_run: opts.dry_run,
         };
-        let check = |o| Self::normalize_and_validate(info, o, Some(old));
+        let check = |o| match sub {
+            Some(Sub::EphemeralContainers) => Self::validate_ephemeral_containers(info, o, old),
+            _ => Self::normalize_and_validate(info, o, Some(old)),
+        };
         let mut new = self.admit(&req, new, Some(old), check).await?;
         if strategy.spec_of(&new) != strategy.spec_of(old) {
             tracing::trace!(old = %strategy.spec_of(old), new = %strategy.spec_of(&new), "spec changed");

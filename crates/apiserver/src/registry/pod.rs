@@ -26,7 +26,8 @@ pub(crate) const RESOURCE: ResourceInfo = res!(
         Sub::Log,
         Sub::Exec,
         Sub::Attach,
-        Sub::PortForward
+        Sub::PortForward,
+        Sub::EphemeralContainers
     ],
     false,
     &PodStrategy

@@ -45,6 +45,7 @@ pub(crate) fn spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
             lifecycle(c, &p, field == "containers", grace, causes);
         }
     }
+    ephemeral_containers(spec, path, &names, &volumes, causes);
     one_of(
         &spec["restartPolicy"],
         &format!("{path}.restartPolicy"),
@@ -81,6 +82,127 @@ pub(crate) fn spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
         &format!("{path}.topologySpreadConstraints"),
         causes,
     );
+}
+
+/// Fields of a container that an ephemeral container may not set: what the pod's
+/// service relies on (ports, probes, hooks, resources, restarts).
+const NOT_FOR_EPHEMERAL: [&str; 9] = [
+    "ports",
+    "resources",
+    "resizePolicy",
+    "restartPolicy",
+    "restartPolicyRules",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+];
+
+/// Whether a JSON field holds its type's zero value (how upstream tells "not set").
+fn unset(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(o) => o.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+/// Ephemeral containers as upstream's `validateEphemeralContainers`: a container's
+/// common rules, a name unique among all the pod's containers, a `targetContainerName`
+/// naming a regular or init container, none of [`NOT_FOR_EPHEMERAL`], and no subPath
+/// mounts. `others` are the names of the regular and init containers.
+fn ephemeral_containers(
+    spec: &Value,
+    path: &str,
+    others: &HashSet<String>,
+    volumes: &HashSet<String>,
+    causes: &mut Vec<Cause>,
+) {
+    let mut names = others.clone();
+    for (i, c) in spec["ephemeralContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let p = format!("{path}.ephemeralContainers[{i}]");
+        match c["name"].as_str() {
+            None | Some("") => causes.push(Cause::required(format!("{p}.name"))),
+            Some(n) if !super::is_dns1123_label(n) => {
+                dns_label(&c["name"], &format!("{p}.name"), causes)
+            }
+            Some(n) => {
+                if !names.insert(n.to_owned()) {
+                    causes.push(Cause::duplicate(format!("{p}.name"), &c["name"]));
+                }
+            }
+        }
+        if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
+            causes.push(Cause::required(format!("{p}.image")));
+        }
+        if let Some(t) = c["targetContainerName"].as_str().filter(|t| !t.is_empty()) {
+            if !others.contains(t) {
+                causes.push(Cause::not_found(
+                    format!("{p}.targetContainerName"),
+                    &c["targetContainerName"],
+                ));
+            }
+        }
+        // the common rules on what may be set; the forbidden fields are reported once
+        let mut common = c.clone();
+        for f in NOT_FOR_EPHEMERAL {
+            if !unset(&c[f]) {
+                causes.push(Cause::forbidden(
+                    format!("{p}.{f}"),
+                    "cannot be set for an Ephemeral Container",
+                ));
+            }
+            common.as_object_mut().map(|o| o.remove(f));
+        }
+        container(&common, &p, volumes, true, causes);
+        for (j, m) in c["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            for f in ["subPath", "subPathExpr"] {
+                if m[f].as_str().is_some_and(|s| !s.is_empty()) {
+                    causes.push(Cause::forbidden(
+                        format!("{p}.volumeMounts[{j}].{f}"),
+                        "cannot be set for an Ephemeral Container",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// A `pods/ephemeralcontainers` update: ephemeral containers may be added, never
+/// removed or changed.
+pub(crate) fn ephemeral_update(new: &Value, old: &Value, causes: &mut Vec<Cause>) {
+    let list = |p: &Value| -> Vec<Value> {
+        p["spec"]["ephemeralContainers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let new_list = list(new);
+    for o in list(old) {
+        let name = o["name"].as_str().unwrap_or_default();
+        match new_list.iter().find(|n| n["name"] == o["name"]) {
+            None => causes.push(Cause::forbidden(
+                "spec.ephemeralContainers",
+                &format!("existing ephemeral containers {name:?} may not be removed"),
+            )),
+            Some(n) if *n != o => causes.push(Cause::forbidden(
+                "spec.ephemeralContainers",
+                &format!("existing ephemeral containers {name:?} may not be changed"),
+            )),
+            Some(_) => {}
+        }
+    }
 }
 
 /// Volume names (required, DNS labels, unique), each with exactly one source; returns

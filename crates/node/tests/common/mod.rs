@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kcore_apiserver::{ApiServer, RunningServer};
-use kcore_node::{image_from_dir, ImageSpec, NodeAgent, NodeConfig};
+use kcore_node::{image_from_dir, ImageSpec, NodeAgent, NodeConfig, PodStreams};
 use kube::api::{Api, PostParams};
 use kube::Client;
 use serde_json::json;
@@ -31,7 +31,7 @@ pub fn unique(tag: &str) -> String {
 
 const APPLETS: &[&str] = &[
     "sh", "true", "false", "cat", "ls", "hostname", "sleep", "echo", "id", "grep", "env", "httpd",
-    "wget", "nc", "test", "mkdir", "touch", "printf", "nslookup", "kill", "[",
+    "wget", "nc", "test", "mkdir", "touch", "printf", "nslookup", "kill", "[", "tty", "stty", "ps",
 ];
 
 /// Builds the busybox image layout under `dir` and returns its path.
@@ -74,6 +74,8 @@ pub struct Env {
     pub cfg: NodeConfig,
     pub node_netns: PathBuf,
     pub server: Option<RunningServer>,
+    /// The running agent's exec/attach/port-forward backend.
+    pub streams: Option<PodStreams>,
     agent: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     dir: tempfile::TempDir,
     netns_dir: kcore_ns::NetnsDir,
@@ -165,6 +167,7 @@ impl Env {
             cfg,
             node_netns: ns.path().to_owned(),
             server,
+            streams: None,
             agent: None,
             dir,
             netns_dir,
@@ -180,6 +183,7 @@ impl Env {
     pub fn start_agent(&mut self) {
         let (tx, rx) = oneshot::channel();
         let agent = NodeAgent::new(self.client.clone(), self.cfg.clone());
+        self.streams = Some(agent.streams());
         let task = tokio::spawn(async move {
             if let Err(e) = agent
                 .run(async {
