@@ -36,7 +36,9 @@ async fn stand_in_node(seen: Arc<Mutex<Vec<String>>>) -> (u16, tokio::task::Join
                     if pod == "racy" {
                         return (
                             axum::http::StatusCode::BAD_REQUEST,
-                            format!("container {c:?} in pod {pod:?} is waiting to start - no logs yet"),
+                            format!(
+                                "container {c:?} in pod {pod:?} is waiting to start - no logs yet"
+                            ),
                         );
                     }
                     (axum::http::StatusCode::OK, format!("{c} [{q}]\n"))
@@ -172,7 +174,8 @@ async fn kubectl_logs_options_reach_the_node_and_errors_read_as_upstream() {
         if name != "unscheduled" {
             spec["nodeName"] = json!("n1");
         }
-        let p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec});
+        let p =
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec});
         api.create_value("v1", "pods", Some("default"), p, &Default::default())
             .await
             .unwrap();
@@ -209,7 +212,11 @@ async fn kubectl_logs_options_reach_the_node_and_errors_read_as_upstream() {
         "app [timestamps=true&sinceSeconds=300&tailLines=3&limitBytes=100]\n"
     );
     assert_eq!(
-        ok(kubectl(&c, &["logs", "web", "--since-time=2026-01-02T03:04:05+01:00"]).await),
+        ok(kubectl(
+            &c,
+            &["logs", "web", "--since-time=2026-01-02T03:04:05+01:00"]
+        )
+        .await),
         "app [sinceTime=2026-01-02T02:04:05Z]\n"
     );
     assert_eq!(
@@ -245,20 +252,32 @@ async fn kubectl_logs_options_reach_the_node_and_errors_read_as_upstream() {
         e.contains(r#"Error from server (BadRequest): previous terminated container "app" in pod "fresh" not found"#),
         "{e}"
     );
-    let e = err(kubectl(&c, &["get", "--raw", "/api/v1/namespaces/default/pods/multi/log"]).await);
+    let e = err(kubectl(
+        &c,
+        &["get", "--raw", "/api/v1/namespaces/default/pods/multi/log"],
+    )
+    .await);
     assert!(
         e.contains("a container name must be specified for pod multi, choose one of: [a b] or one of the init containers: [init]"),
         "{e}"
     );
     let e = err(kubectl(
         &c,
-        &["get", "--raw", "/api/v1/namespaces/default/pods/web/log?container=nope"],
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/pods/web/log?container=nope",
+        ],
     )
     .await);
     assert!(e.contains("container nope is not valid for pod web"), "{e}");
     let e = err(kubectl(
         &c,
-        &["get", "--raw", "/api/v1/namespaces/default/pods/web/log?tailLines=-1"],
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/pods/web/log?tailLines=-1",
+        ],
     )
     .await);
     assert!(
@@ -267,7 +286,11 @@ async fn kubectl_logs_options_reach_the_node_and_errors_read_as_upstream() {
     );
     let e = err(kubectl(
         &c,
-        &["get", "--raw", "/api/v1/namespaces/default/pods/web/log?sinceSeconds=5&sinceTime=2026-01-02T03:04:05Z"],
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/pods/web/log?sinceSeconds=5&sinceTime=2026-01-02T03:04:05Z",
+        ],
     )
     .await);
     assert!(

@@ -460,7 +460,8 @@ fn webhook_in_a_pod(m: &Machine) {
     // the pod's log shows the reviews it answered
     let logs = m.kubectl(&["logs", "-n", "webhook-system", "deployment/webhook"]);
     assert!(
-        logs.contains("webhook: POST /mutate -> 200")
+        logs.lines()
+            .any(|l| l.starts_with("webhook: POST /mutate?timeout=") && l.ends_with("-> 200"))
             && logs.contains("webhook: denied ConfigMap bad"),
         "webhook logs: {logs}"
     );

@@ -319,7 +319,9 @@ fn webhook(addr: &str, cert: &str, key: &str) {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "webhook".into());
     serve(addr, "webhook", Some(config), move |req| {
-        match (req.method.as_str(), req.path.as_str()) {
+        // the API server adds `?timeout=<n>s`
+        let path = req.path.split('?').next().unwrap_or_default();
+        match (req.method.as_str(), path) {
             ("GET", "/healthz") => return Response::new(200, "ok\n"),
             ("POST", "/mutate" | "/validate") => {}
             _ => return Response::new(404, "not found\n"),
@@ -329,7 +331,7 @@ fn webhook(addr: &str, cert: &str, key: &str) {
             Err(e) => return Response::new(400, format!("not an AdmissionReview: {e}\n")),
         };
         let request = &review["request"];
-        let mut response = if req.path == "/mutate" {
+        let mut response = if path == "/mutate" {
             mutate(request, &host)
         } else {
             validate(request)
