@@ -308,7 +308,10 @@ pub(crate) fn node_error(code: u16, body: &str, pod: &str) -> ApiError {
 mod tests {
     use super::*;
 
-    fn parse(q: &[(&str, &str)]) -> Result<LogOptions, ApiError> {
+    /// A query as name/value pairs.
+    type Query<'a> = &'a [(&'a str, &'a str)];
+
+    fn parse(q: Query<'_>) -> Result<LogOptions, ApiError> {
         LogOptions::parse("p", |k| q.iter().find(|(n, _)| *n == k).map(|(_, v)| *v))
     }
 
@@ -326,7 +329,7 @@ mod tests {
             o.node_query(),
             "follow=true&tailLines=0&limitBytes=10&sinceTime=2026-01-02T02:04:05Z"
         );
-        let cases: &[(&[(&str, &str)], u16, &str)] = &[
+        let cases: &[(Query<'_>, u16, &str)] = &[
             (
                 &[("tailLines", "-1")],
                 422,
