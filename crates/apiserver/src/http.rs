@@ -830,8 +830,8 @@ async fn proxy_logs(state: &AppState, pod: &Value, params: &Params) -> Result<Re
     let opts = pod_log::LogOptions::parse(name, |k| params.get(k))?;
     let container = pod_log::container(pod, opts.container.as_deref())?;
     let Some(node_name) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
-        // upstream: a pod not yet on a node has an empty log
-        return Ok(([(header::CONTENT_TYPE, "text/plain")], "").into_response());
+        // upstream: a pod not yet on a node has no log stream, 204 No Content
+        return Ok(StatusCode::NO_CONTENT.into_response());
     };
     pod_log::check_status(pod, &container, opts.previous)?;
     let nodes = resources::lookup("", "v1", "nodes").expect("served");

@@ -6,7 +6,7 @@
 //!   `limitBytes` and `sinceSeconds` > 0, not both `sinceSeconds` and `sinceTime`): a 422;
 //! - the container: the only one when the pod has one, else it must be named, and be one
 //!   of the pod's containers, init containers or ephemeral containers (400 otherwise);
-//! - a pod not yet on a node has an empty log;
+//! - a pod not yet on a node has no log stream (204 No Content);
 //! - the container's status decides whether there is a log to read: one waiting to
 //!   start answers `container "c" in pod "p" is waiting to start: <reason>`, `previous`
 //!   without a terminated earlier instance `previous terminated container "c" in pod
