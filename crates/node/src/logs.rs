@@ -254,14 +254,19 @@ pub(crate) fn attempts(dir: &Path) -> Vec<u32> {
     v
 }
 
-/// The file to read for `q` in a container's log directory.
+/// The file to read for `q` in a container's log directory: the latest attempt, or with
+/// `previous` the kubelet's last terminated instance — the attempt before the running
+/// one, or the last attempt itself once it is over (a container waiting to restart).
 pub(crate) fn select(dir: &Path, previous: bool) -> Option<PathBuf> {
     let a = attempts(dir);
-    let n = if previous {
-        a.len().checked_sub(2).map(|i| a[i])?
-    } else {
-        *a.last()?
-    };
+    let last = *a.last()?;
+    if !previous {
+        return Some(attempt_file(dir, last));
+    }
+    if done_marker(&attempt_file(dir, last)).exists() {
+        return Some(attempt_file(dir, last));
+    }
+    let n = a.len().checked_sub(2).map(|i| a[i])?;
     Some(attempt_file(dir, n))
 }
 
@@ -488,13 +493,21 @@ mod tests {
     }
 
     #[test]
-    fn previous_selects_the_attempt_before_the_last() {
+    fn previous_selects_the_last_terminated_attempt() {
         let tmp = tempfile::tempdir().unwrap();
         for a in [0, 1, 2] {
             std::fs::write(attempt_file(tmp.path(), a), b"").unwrap();
         }
         assert_eq!(select(tmp.path(), false), Some(attempt_file(tmp.path(), 2)));
         assert_eq!(select(tmp.path(), true), Some(attempt_file(tmp.path(), 1)));
+        // attempt 2 is over and the container waits to restart: it is the previous one
+        std::fs::write(done_marker(&attempt_file(tmp.path(), 2)), b"").unwrap();
+        assert_eq!(select(tmp.path(), false), Some(attempt_file(tmp.path(), 2)));
+        assert_eq!(select(tmp.path(), true), Some(attempt_file(tmp.path(), 2)));
+        // a first attempt still running has no previous one
+        let one = tempfile::tempdir().unwrap();
+        std::fs::write(attempt_file(one.path(), 0), b"").unwrap();
+        assert_eq!(select(one.path(), true), None);
     }
 
     /// A pod's log directory as the agent leaves it: attempt 0 (terminated) and 1, with
