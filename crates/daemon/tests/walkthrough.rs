@@ -272,6 +272,7 @@ spec:
   template:
     metadata: {labels: {app: webhook}}
     spec:
+      terminationGracePeriodSeconds: 1
       containers:
       - name: webhook
         image: kcore.local/demo:v1
@@ -326,6 +327,7 @@ webhooks:
 /// and denied by it.
 fn webhook_in_a_pod(m: &Machine) {
     use base64::Engine as _;
+    let started = std::time::Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let ca = kcore_tls::Ca::load_or_create(&dir.path().join("pki")).expect("webhook CA");
     let serving = ca
@@ -504,4 +506,5 @@ fn webhook_in_a_pod(m: &Machine) {
         "--wait=true",
         "--timeout=60s",
     ]);
+    eprintln!("webhook in a pod: {:.1?}", started.elapsed());
 }
