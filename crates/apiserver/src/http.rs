@@ -832,57 +832,30 @@ async fn serve_resource(
 /// `pods/log`: forwards to the node agent that runs the pod, kubelet-style:
 /// `GET https://<node InternalIP>:<status.daemonEndpoints.kubeletEndpoint.Port>/containerLogs/<ns>/<pod>/<container>`
 /// (the node's certificate verified against the cluster CA, the API server's client
-/// certificate presented) with `follow`, `tailLines`, `previous`, `timestamps`,
-/// `sinceSeconds` and `limitBytes` passed through, streaming the answer back.
+/// certificate presented) with the validated `PodLogOptions` passed through, streaming
+/// the answer back; the container and its status are checked first
+/// ([`crate::registry::pod_log`]).
 async fn proxy_logs(state: &AppState, pod: &Value, params: &Params) -> Result<Response, ApiError> {
+    use crate::registry::pod_log;
     let api = &state.api;
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
-    let containers: Vec<&str> = pod["spec"]["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
-    let container = match params.get("container") {
-        Some(c) if containers.contains(&c) => c.to_owned(),
-        Some(c) => {
-            return Err(ApiError::bad_request(format!(
-                "container {c} is not valid for pod {name}"
-            )))
-        }
-        None if containers.len() == 1 => containers[0].to_owned(),
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                containers.join(" ")
-            )))
-        }
-    };
+    let opts = pod_log::LogOptions::parse(name, |k| params.get(k))?;
+    let container = pod_log::container(pod, opts.container.as_deref())?;
+    if pod["spec"]["nodeName"].as_str().is_none_or(str::is_empty) {
+        // upstream: a pod not yet on a node has no log stream, 204 No Content
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    pod_log::check_status(pod, &container, opts.previous)?;
     let crate::node_client::NodeEndpoint {
         name: node_name,
         ip,
         port,
     } = crate::node_client::endpoint(api, pod).await?;
-    let mut query = Vec::new();
-    for k in [
-        "follow",
-        "tailLines",
-        "previous",
-        "timestamps",
-        "sinceSeconds",
-        "sinceTime",
-        "limitBytes",
-    ] {
-        if let Some(v) = params.get(k) {
-            let v: String = v
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | ':' | '.'))
-                .collect();
-            query.push(format!("{k}={v}"));
-        }
-    }
-    let path = format!("/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
+    let path = format!(
+        "/containerLogs/{ns}/{name}/{container}?{}",
+        opts.node_query()
+    );
     let resp = crate::node_client::get(state.node_tls.as_ref(), &ip, port, &path)
         .await
         .map_err(|e| {
@@ -894,6 +867,17 @@ async fn proxy_logs(state: &AppState, pod: &Value, params: &Params) -> Result<Re
             ))
         })?;
     let status = resp.status();
+    if !status.is_success() {
+        // the node's error text (a short one) in a Status
+        let text = axum::body::to_bytes(Body::new(resp.into_body()), 64 * 1024)
+            .await
+            .unwrap_or_default();
+        return Err(pod_log::node_error(
+            status.as_u16(),
+            &String::from_utf8_lossy(&text),
+            name,
+        ));
+    }
     let mut out = Response::new(Body::new(resp.into_body()));
     *out.status_mut() = status;
     out.headers_mut()

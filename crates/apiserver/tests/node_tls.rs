@@ -90,6 +90,17 @@ async fn logs_reach_a_node_over_verified_tls_with_the_client_certificate() {
         api.create_value("v1", "pods", Some("default"), p, &Default::default())
             .await
             .unwrap();
+        // running, as the node reports it (a container not started has no log to read)
+        let mut p: Pod = api
+            .get(Some("default"), &format!("p-{node}"))
+            .await
+            .unwrap();
+        p.status = Some(
+            serde_json::from_value(serde_json::json!({"containerStatuses": [{"name": "c",
+                "state": {"running": {}}, "ready": true, "restartCount": 0, "image": "busybox", "imageID": ""}]}))
+            .unwrap(),
+        );
+        api.replace_status(Some("default"), &p).await.unwrap();
     }
     let pods: kube::Api<Pod> = kube::Api::namespaced(client, "default");
     let logs = pods.logs("p-n1", &LogParams::default()).await.unwrap();

@@ -3,7 +3,8 @@
 //! of examples/walkthrough applied, and every effect checked — pods Running with IPs,
 //! HTTP through the Service and the Ingress, DNS between them, scaling, a rolling
 //! update with maxUnavailable 0 that never fails a request, logs, ConfigMap and Secret
-//! volumes.
+//! volumes; then, on the same cluster, a Service-backed admission webhook running in a
+//! pod of the demo image.
 
 mod common;
 
@@ -242,6 +243,8 @@ fn walkthrough_on_one_node_with_kubectl() {
     let logs = m.kubectl(&["logs", &web_pod, "--tail=1"]);
     assert_eq!(logs.lines().count(), 1, "{logs}");
 
+    webhook_in_a_pod(&m);
+
     // clean up through the API, then stop the daemon (which resets the node)
     m.kubectl(&[
         "delete",
@@ -255,4 +258,253 @@ fn walkthrough_on_one_node_with_kubectl() {
         l["items"].as_array().unwrap().is_empty().then_some(())
     });
     m.stop_kcored(true);
+}
+
+/// The webhook's Deployment (the demo image in `webhook` mode, its serving certificate
+/// from a Secret volume) and the Service the API server reaches it through.
+const WEBHOOK_APP: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: webhook, namespace: webhook-system, labels: {app: webhook}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: webhook}}
+  template:
+    metadata: {labels: {app: webhook}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: webhook
+        image: kcore.local/demo:v1
+        imagePullPolicy: IfNotPresent
+        args: ["webhook", "0.0.0.0:8443", "/etc/webhook/tls.crt", "/etc/webhook/tls.key"]
+        ports: [{name: https, containerPort: 8443}]
+        readinessProbe: {tcpSocket: {port: 8443}, periodSeconds: 1}
+        volumeMounts: [{name: tls, mountPath: /etc/webhook, readOnly: true}]
+      volumes: [{name: tls, secret: {secretName: webhook-tls}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: webhook, namespace: webhook-system}
+spec:
+  selector: {app: webhook}
+  ports: [{name: https, port: 443, targetPort: https}]
+"#;
+
+/// Mutating and Validating WebhookConfigurations calling the Service `webhook` for
+/// ConfigMaps in namespaces labelled `kcore.dev/webhooks=on`.
+fn webhook_configurations(ca_bundle: &str) -> String {
+    let hook = |name: &str, path: &str, operations: &str| {
+        format!(
+            r#"
+webhooks:
+- name: {name}
+  clientConfig:
+    service: {{namespace: webhook-system, name: webhook, port: 443, path: {path}}}
+    caBundle: {ca_bundle}
+  rules:
+  - {{operations: [{operations}], apiGroups: [""], apiVersions: [v1], resources: [configmaps]}}
+  namespaceSelector: {{matchLabels: {{kcore.dev/webhooks: "on"}}}}
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+"#
+        )
+    };
+    format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n\
+         metadata: {{name: label-configmaps}}{}---\n\
+         apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\n\
+         metadata: {{name: deny-forbidden}}{}",
+        hook("label.kcore.dev", "/mutate", "CREATE"),
+        hook("deny.kcore.dev", "/validate", "CREATE, UPDATE"),
+    )
+}
+
+/// A Service-backed admission webhook served by a pod of this cluster: the API server
+/// finds the pod through the Service's Endpoints and checks its certificate (issued for
+/// `webhook.webhook-system.svc`) against the `caBundle`; kubectl's writes are mutated
+/// and denied by it.
+fn webhook_in_a_pod(m: &Machine) {
+    use base64::Engine as _;
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = kcore_tls::Ca::load_or_create(&dir.path().join("pki")).expect("webhook CA");
+    let serving = ca
+        .issue(
+            "webhook",
+            &["webhook.webhook-system.svc".to_owned()],
+            kcore_tls::Usage::Server,
+        )
+        .expect("serving certificate");
+    serving.write(dir.path(), "webhook").unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+
+    m.kubectl(&["create", "namespace", "webhook-system"]);
+    let (crt, key) = (
+        dir.path().join("webhook.crt"),
+        dir.path().join("webhook.key"),
+    );
+    m.kubectl(&[
+        "create",
+        "secret",
+        "tls",
+        "webhook-tls",
+        "-n",
+        "webhook-system",
+        &format!("--cert={}", crt.display()),
+        &format!("--key={}", key.display()),
+    ]);
+    let app = file("webhook.yaml", WEBHOOK_APP);
+    m.kubectl(&["apply", "-f", &app]);
+    m.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/webhook",
+        "-n",
+        "webhook-system",
+        "--timeout=120s",
+    ]);
+    let pod = m.kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        "webhook-system",
+        "-l",
+        "app=webhook",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    wait_for(60, "the webhook Service's endpoints", || {
+        let (ok, out) = m.kubectl_with(
+            &m.kubeconfig(),
+            &[
+                "get",
+                "endpoints",
+                "webhook",
+                "-n",
+                "webhook-system",
+                "-o",
+                "jsonpath={.subsets[0].addresses[0].ip}",
+            ],
+        );
+        (ok && !out.trim().is_empty()).then_some(())
+    });
+
+    m.kubectl(&["create", "namespace", "admission"]);
+    m.kubectl(&["label", "namespace", "admission", "kcore.dev/webhooks=on"]);
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca.cert_pem());
+    let configs = file("configs.yaml", &webhook_configurations(&bundle));
+    m.kubectl(&["apply", "-f", &configs]);
+
+    // mutated: the label names the pod that served the review
+    m.kubectl(&[
+        "create",
+        "configmap",
+        "plain",
+        "-n",
+        "admission",
+        "--from-literal=k=v",
+    ]);
+    let by = m.kubectl(&[
+        "get",
+        "configmap",
+        "plain",
+        "-n",
+        "admission",
+        "-o",
+        r"jsonpath={.metadata.labels.webhook\.kcore\.dev/mutated-by}",
+    ]);
+    assert_eq!(by, pod, "the ConfigMap was not mutated by the webhook pod");
+    // a namespace the selector leaves out is not sent to the webhook
+    m.kubectl(&["create", "configmap", "untouched", "--from-literal=k=v"]);
+    let cm = m.kubectl_json(&["get", "configmap", "untouched"]);
+    assert!(
+        cm["metadata"]["labels"]["webhook.kcore.dev/mutated-by"].is_null(),
+        "{cm}"
+    );
+
+    // denied, on create and on update, with upstream's message and the webhook's code
+    let bad = file(
+        "bad.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\n  namespace: admission\n  \
+         labels: {forbidden: \"true\"}\ndata: {k: v}\n",
+    );
+    let denial = r#"admission webhook "deny.kcore.dev" denied the request: objects labelled forbidden=true are not allowed"#;
+    let (ok, out) = m.kubectl_with(&m.kubeconfig(), &["apply", "-f", &bad]);
+    assert!(!ok, "a forbidden ConfigMap was created: {out}");
+    assert!(
+        out.contains("Error from server (Forbidden)") && out.contains(denial),
+        "{out}"
+    );
+    let (ok, out) = m.kubectl_with(
+        &m.kubeconfig(),
+        &["get", "configmap", "bad", "-n", "admission"],
+    );
+    assert!(!ok && out.contains("NotFound"), "{out}");
+    let (ok, out) = m.kubectl_with(
+        &m.kubeconfig(),
+        &[
+            "label",
+            "configmap",
+            "plain",
+            "-n",
+            "admission",
+            "forbidden=true",
+        ],
+    );
+    assert!(!ok && out.contains(denial), "{out}");
+
+    // the pod's log shows the reviews it answered
+    let logs = m.kubectl(&["logs", "-n", "webhook-system", "deployment/webhook"]);
+    assert!(
+        logs.lines()
+            .any(|l| l.starts_with("webhook: POST /mutate?timeout=") && l.ends_with("-> 200"))
+            && logs.contains("webhook: denied ConfigMap bad"),
+        "webhook logs: {logs}"
+    );
+
+    // with the pod gone, failurePolicy Fail rejects the write
+    m.kubectl(&[
+        "scale",
+        "deployment/webhook",
+        "-n",
+        "webhook-system",
+        "--replicas=0",
+    ]);
+    wait_for(60, "the webhook pod to go", || {
+        let l = m.kubectl_json(&["get", "pods", "-n", "webhook-system"]);
+        l["items"].as_array().unwrap().is_empty().then_some(())
+    });
+    let (ok, out) = m.kubectl_with(
+        &m.kubeconfig(),
+        &[
+            "create",
+            "configmap",
+            "late",
+            "-n",
+            "admission",
+            "--from-literal=k=v",
+        ],
+    );
+    assert!(
+        !ok && out.contains(r#"failed calling webhook "label.kcore.dev""#),
+        "{out}"
+    );
+
+    m.kubectl(&["delete", "-f", &configs]);
+    m.kubectl(&["delete", "-f", &app]);
+    m.kubectl(&[
+        "delete",
+        "namespace",
+        "admission",
+        "webhook-system",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    eprintln!("webhook in a pod: {:.1?}", started.elapsed());
 }

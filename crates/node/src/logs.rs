@@ -232,8 +232,11 @@ pub(crate) fn parse_line(line: &[u8]) -> Option<Entry> {
     })
 }
 
-fn render(e: &Entry, q: &LogQuery, out: &mut Vec<u8>) {
-    if q.timestamps {
+/// Appends `e` as the client reads it; `line_start` says whether `e` begins a line (a
+/// partial entry's continuation does not), so that a timestamp starts lines only, as
+/// the kubelet prints them.
+fn render(e: &Entry, q: &LogQuery, line_start: &mut bool, out: &mut Vec<u8>) {
+    if q.timestamps && *line_start {
         out.extend_from_slice(e.time.as_bytes());
         out.push(b' ');
     }
@@ -241,6 +244,7 @@ fn render(e: &Entry, q: &LogQuery, out: &mut Vec<u8>) {
     if !e.partial {
         out.push(b'\n');
     }
+    *line_start = !e.partial;
 }
 
 /// The attempts with a log file in `dir`, oldest first.
@@ -256,14 +260,19 @@ pub(crate) fn attempts(dir: &Path) -> Vec<u32> {
     v
 }
 
-/// The file to read for `q` in a container's log directory.
+/// The file to read for `q` in a container's log directory: the latest attempt, or with
+/// `previous` the kubelet's last terminated instance — the attempt before the running
+/// one, or the last attempt itself once it is over (a container waiting to restart).
 pub(crate) fn select(dir: &Path, previous: bool) -> Option<PathBuf> {
     let a = attempts(dir);
-    let n = if previous {
-        a.len().checked_sub(2).map(|i| a[i])?
-    } else {
-        *a.last()?
-    };
+    let last = *a.last()?;
+    if !previous {
+        return Some(attempt_file(dir, last));
+    }
+    if done_marker(&attempt_file(dir, last)).exists() {
+        return Some(attempt_file(dir, last));
+    }
+    let n = a.len().checked_sub(2).map(|i| a[i])?;
     Some(attempt_file(dir, n))
 }
 
@@ -340,8 +349,9 @@ pub(crate) fn read_all(file: &Path, q: &LogQuery) -> (Vec<u8>, u64) {
         entries.drain(..start);
     }
     let mut out = Vec::new();
+    let mut line_start = true;
     for e in &entries {
-        render(e, q, &mut out);
+        render(e, q, &mut line_start, &mut out);
     }
     if let Some(l) = q.limit_bytes.filter(|l| *l >= 0) {
         out.truncate(l as usize);
@@ -361,6 +371,7 @@ pub(crate) async fn follow(
     let mut ino = std::fs::metadata(&file)
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .ok();
+    let mut line_start = true;
     loop {
         let done = done_marker(&file).exists();
         let meta = std::fs::metadata(&file).ok();
@@ -382,7 +393,7 @@ pub(crate) async fn follow(
                     .unwrap_or(0);
                 for line in buf[..whole].split_inclusive(|b| *b == b'\n') {
                     if let Some(e) = parse_line(line) {
-                        render(&e, &q, &mut chunk);
+                        render(&e, &q, &mut line_start, &mut chunk);
                     }
                 }
                 offset += whole as u64;
@@ -488,13 +499,139 @@ mod tests {
     }
 
     #[test]
-    fn previous_selects_the_attempt_before_the_last() {
+    fn previous_selects_the_last_terminated_attempt() {
         let tmp = tempfile::tempdir().unwrap();
         for a in [0, 1, 2] {
             std::fs::write(attempt_file(tmp.path(), a), b"").unwrap();
         }
         assert_eq!(select(tmp.path(), false), Some(attempt_file(tmp.path(), 2)));
         assert_eq!(select(tmp.path(), true), Some(attempt_file(tmp.path(), 1)));
+        // attempt 2 is over and the container waits to restart: it is the previous one
+        std::fs::write(done_marker(&attempt_file(tmp.path(), 2)), b"").unwrap();
+        assert_eq!(select(tmp.path(), false), Some(attempt_file(tmp.path(), 2)));
+        assert_eq!(select(tmp.path(), true), Some(attempt_file(tmp.path(), 2)));
+        // a first attempt still running has no previous one
+        let one = tempfile::tempdir().unwrap();
+        std::fs::write(attempt_file(one.path(), 0), b"").unwrap();
+        assert_eq!(select(one.path(), true), None);
+    }
+
+    /// A pod's log directory as the agent leaves it: attempt 0 (terminated) and 1, with
+    /// fixed times, a partial entry and both streams.
+    fn fixture(root: &Path) {
+        let dir = container_dir(root, "ns", "p", "uid1", "c");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            attempt_file(&dir, 0),
+            "2026-01-01T00:00:00.000000000Z stdout F first-attempt\n",
+        )
+        .unwrap();
+        std::fs::write(
+            attempt_file(&dir, 1),
+            "2026-01-01T00:00:01.000000000Z stdout F one\n\
+             2026-01-01T00:00:02.000000000Z stderr F two\n\
+             2026-01-01T00:00:03.000000000Z stdout P thr\n\
+             2026-01-01T00:00:03.500000000Z stdout F ee\n",
+        )
+        .unwrap();
+        // a container that has not written its first log file yet
+        std::fs::create_dir_all(container_dir(root, "ns", "p", "uid1", "later")).unwrap();
+    }
+
+    /// `GET path` on the agent's server (no authentication) serving `root`.
+    async fn get(root: &Path, path: &str) -> (u16, String) {
+        use tokio::io::AsyncWriteExt;
+        let app = crate::server::router(root.to_owned(), None);
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let task = tokio::spawn(async move { axum::serve(tcp, app).await });
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: n\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut text = Vec::new();
+        s.read_to_end(&mut text).await.unwrap();
+        task.abort();
+        let text = String::from_utf8(text).unwrap();
+        let code = text[9..12].parse().unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(!head.contains("chunked"), "{head}");
+        (code, body.to_owned())
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_applies_each_option() {
+        let tmp = tempfile::tempdir().unwrap();
+        fixture(tmp.path());
+        let base = "/containerLogs/ns/p/c";
+        let cases = [
+            ("", "one\ntwo\nthree\n"),
+            ("?tailLines=1", "three\n"),
+            ("?tailLines=0", ""),
+            (
+                "?tailLines=2&timestamps=true",
+                "2026-01-01T00:00:02.000000000Z two\n2026-01-01T00:00:03.000000000Z three\n",
+            ),
+            ("?sinceTime=2026-01-01T00:00:02Z", "two\nthree\n"),
+            // long before now
+            ("?sinceSeconds=60", ""),
+            ("?limitBytes=5", "one\nt"),
+            ("?previous=true", "first-attempt\n"),
+            (
+                "?previous=true&timestamps=true",
+                "2026-01-01T00:00:00.000000000Z first-attempt\n",
+            ),
+            // the attempt is over (no follower is left waiting)
+            ("?follow=true&limitBytes=4", "one\n"),
+        ];
+        for (q, want) in cases {
+            let (code, body) = get(tmp.path(), &format!("{base}{q}")).await;
+            assert_eq!((code, body.as_str()), (200, want), "{q}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_answers_as_the_kubelet_when_there_is_no_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        fixture(tmp.path());
+        let cases = [
+            (
+                "/containerLogs/ns/p/later",
+                400,
+                r#"container "later" in pod "p" is waiting to start - no logs yet"#,
+            ),
+            (
+                "/containerLogs/ns/p/later?previous=true",
+                400,
+                r#"previous terminated container "later" in pod "p" not found"#,
+            ),
+            (
+                "/containerLogs/ns/p/nope",
+                404,
+                r#"container "nope" not found in pod "p""#,
+            ),
+            ("/containerLogs/ns/q/c", 404, r#"pod "q" does not exist"#),
+        ];
+        for (path, code, msg) in cases {
+            assert_eq!(
+                get(tmp.path(), path).await,
+                (code, msg.to_owned()),
+                "{path}"
+            );
+        }
+        // one attempt only: no previous one
+        let dir = container_dir(tmp.path(), "ns", "p", "uid1", "c");
+        std::fs::remove_file(attempt_file(&dir, 0)).unwrap();
+        let (code, body) = get(tmp.path(), "/containerLogs/ns/p/c?previous=true").await;
+        assert_eq!(
+            (code, body.as_str()),
+            (
+                400,
+                r#"previous terminated container "c" in pod "p" not found"#
+            )
+        );
     }
 
     #[tokio::test]

@@ -82,20 +82,25 @@ async fn container_logs(
     UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Response {
+    // the kubelet's answers: 404 for what it does not know, 400 for a container
+    // without the log asked for
     let Some(dir) = pod_dir(&st.logs_root, &ns, &pod) else {
-        return text(
-            StatusCode::NOT_FOUND,
-            format!("pod {ns}/{pod} has no logs on this node"),
-        );
+        return text(StatusCode::NOT_FOUND, format!("pod {pod:?} does not exist"));
     };
     let cdir = dir.join(&container);
+    if !cdir.is_dir() {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("container {container:?} not found in pod {pod:?}"),
+        );
+    }
     let Some(file) = logs::select(&cdir, q.previous) else {
         let msg = if q.previous {
-            format!("previous terminated container \"{container}\" in pod \"{pod}\" not found")
+            format!("previous terminated container {container:?} in pod {pod:?} not found")
         } else {
-            format!("container \"{container}\" in pod \"{pod}\" has no logs yet")
+            format!("container {container:?} in pod {pod:?} is waiting to start - no logs yet")
         };
-        return text(StatusCode::NOT_FOUND, msg);
+        return text(StatusCode::BAD_REQUEST, msg);
     };
     let q2 = q.clone();
     let file2 = file.clone();

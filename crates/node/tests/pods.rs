@@ -273,6 +273,8 @@ async fn pod_runs_with_env_volumes_probes_logs_and_is_deleted_cleanly() {
 #[ignore = "needs root"]
 async fn restart_policies_and_crash_loop_back_off() {
     let mut env = Env::new("10.77.2.0/24").await;
+    // the API server reaches the agent's log endpoint at the node's InternalIP
+    env.cfg.node_ip = std::net::Ipv4Addr::LOCALHOST;
     env.start_agent();
     env.create_pod(json!({
         "metadata": {"name": "crash"},
@@ -358,6 +360,33 @@ async fn restart_policies_and_crash_loop_back_off() {
         ))
         .await;
     assert_eq!((code, prev.as_str()), (200, "attempt\n"));
+    // ... and through the API server, as kubectl logs --previous asks for them
+    let previous = kube::api::LogParams {
+        previous: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        env.pods().logs("crash", &previous).await.unwrap(),
+        "attempt\n"
+    );
+    // a container that never ran: the kubelet's messages, as a 400
+    for (lp, want) in [
+        (
+            kube::api::LogParams::default(),
+            r#"container "c" in pod "noimage" is waiting to start: ErrImageNeverPull"#,
+        ),
+        (
+            previous,
+            r#"previous terminated container "c" in pod "noimage" not found"#,
+        ),
+    ] {
+        match env.pods().logs("noimage", &lp).await {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!((e.code, e.message.as_str()), (400, want));
+            }
+            other => panic!("logs of a container that never ran: {other:?}"),
+        }
+    }
     for n in ["crash", "done", "badinit", "noimage"] {
         env.pods()
             .delete(n, &DeleteParams::default())

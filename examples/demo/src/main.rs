@@ -1,5 +1,5 @@
-//! `kcore-demo`: the walkthrough's application, built as one static binary with only
-//! the standard library so that it fits in a one-file image.
+//! `kcore-demo`: the walkthrough's application, built as one static binary so that it
+//! fits in a one-file image.
 //!
 //! - `kcore-demo db [ADDR] [FILE]` keeps users in FILE: `POST /users` appends the JSON
 //!   object in the body, `GET /users` returns them all as a JSON array.
@@ -8,12 +8,21 @@
 //!   `$GREETING_FILE` (a ConfigMap volume) and the version `$APP_VERSION`, `/secret`
 //!   says whether `$SECRET_FILE` (a Secret volume) holds the expected token.
 //!
-//! Both log one line per request to standard output and answer `GET /healthz`.
+//! - `kcore-demo webhook [ADDR] [CERT] [KEY]` is an admission webhook over HTTPS (the
+//!   serving certificate and key in PEM, by default from a Secret volume at
+//!   `/etc/webhook/tls.{crt,key}`) that answers AdmissionReview v1: `POST /mutate` adds
+//!   the label `webhook.kcore.dev/mutated-by: <host name>` (a JSONPatch), `POST /validate`
+//!   denies (403) an object labelled `forbidden: "true"`.
+//!
+//! All log one line per request to standard output and answer `GET /healthz`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
 
 struct Request {
     method: String,
@@ -23,6 +32,7 @@ struct Request {
 
 struct Response {
     status: u16,
+    content_type: &'static str,
     body: String,
 }
 
@@ -30,7 +40,16 @@ impl Response {
     fn new(status: u16, body: impl Into<String>) -> Self {
         Response {
             status,
+            content_type: "text/plain",
             body: body.into(),
+        }
+    }
+
+    fn json(status: u16, body: &Value) -> Self {
+        Response {
+            status,
+            content_type: "application/json",
+            body: body.to_string(),
         }
     }
 }
@@ -47,7 +66,7 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
+fn read_request(stream: impl Read) -> std::io::Result<Request> {
     let mut r = BufReader::new(stream);
     let mut line = String::new();
     r.read_line(&mut line)?;
@@ -71,38 +90,64 @@ fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
     Ok(Request { method, path, body })
 }
 
-fn write_response(mut stream: &TcpStream, resp: &Response) -> std::io::Result<()> {
+fn write_response(mut stream: impl Write, resp: &Response) -> std::io::Result<()> {
     write!(
         stream,
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
         resp.status,
         reason(resp.status),
+        resp.content_type,
         resp.body.len(),
         resp.body
     )?;
     stream.flush()
 }
 
-fn serve(addr: &str, name: &str, handler: impl Fn(&Request) -> Response + Send + Sync + 'static) {
+type Handler = dyn Fn(&Request) -> Response + Send + Sync;
+
+/// Reads one request from `stream`, answers it and logs it.
+fn respond(mut stream: impl Read + Write, name: &str, handler: &Handler) {
+    let Ok(req) = read_request(&mut stream) else {
+        return;
+    };
+    let resp = handler(&req);
+    if req.path != "/healthz" {
+        println!("{name}: {} {} -> {}", req.method, req.path, resp.status);
+    }
+    let _ = write_response(&mut stream, &resp);
+}
+
+/// Serves `handler` on `addr`, one thread per connection, over TLS when `tls` is given.
+fn serve(
+    addr: &str,
+    name: &str,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+) {
     let listener = TcpListener::bind(addr).unwrap_or_else(|e| {
         eprintln!("{name}: cannot listen on {addr}: {e}");
         std::process::exit(1)
     });
     println!("{name}: listening on {addr}");
-    let handler = Arc::new(handler);
+    let handler: Arc<Handler> = Arc::new(handler);
     for stream in listener.incoming().flatten() {
         let handler = handler.clone();
         let name = name.to_owned();
+        let tls = tls.clone();
         std::thread::spawn(move || {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-            let Ok(req) = read_request(&stream) else {
-                return;
-            };
-            let resp = handler(&req);
-            if req.path != "/healthz" {
-                println!("{name}: {} {} -> {}", req.method, req.path, resp.status);
+            match tls {
+                None => respond(&stream, &name, &*handler),
+                Some(config) => {
+                    let Ok(conn) = rustls::ServerConnection::new(config) else {
+                        return;
+                    };
+                    let mut tls = rustls::StreamOwned::new(conn, stream);
+                    respond(&mut tls, &name, &*handler);
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                }
             }
-            let _ = write_response(&stream, &resp);
         });
     }
 }
@@ -147,7 +192,7 @@ fn call(url: &str, method: &str, body: &[u8]) -> std::io::Result<(u16, String)> 
 fn db(addr: &str, file: &str) {
     let lock = Arc::new(Mutex::new(()));
     let file = file.to_owned();
-    serve(addr, "db", move |req| {
+    serve(addr, "db", None, move |req| {
         let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
         match (req.method.as_str(), req.path.as_str()) {
             ("GET", "/healthz") => Response::new(200, "ok\n"),
@@ -189,7 +234,7 @@ fn web(addr: &str) {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default();
-    serve(addr, "web", move |req| match req.path.as_str() {
+    serve(addr, "web", None, move |req| match req.path.as_str() {
         "/healthz" => Response::new(200, "ok\n"),
         "/" => {
             let greeting = std::fs::read_to_string(&greeting_file)
@@ -214,14 +259,107 @@ fn web(addr: &str) {
     });
 }
 
+/// The label the mutating webhook adds; its value is the webhook's host (pod) name.
+const MUTATED_BY: &str = "webhook.kcore.dev/mutated-by";
+
+/// The TLS configuration of the webhook from PEM files; exits when they cannot be used.
+fn tls_config(cert: &str, key: &str) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
+        eprintln!("webhook: {what}: {e}");
+        std::process::exit(1)
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .unwrap_or_else(|e| fail(&format!("reading {cert}"), &e));
+    let key =
+        PrivateKeyDer::from_pem_file(key).unwrap_or_else(|e| fail(&format!("reading {key}"), &e));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .unwrap_or_else(|e| fail("TLS configuration", &e));
+    Arc::new(config)
+}
+
+/// The mutating webhook's answer: a JSONPatch adding [`MUTATED_BY`].
+fn mutate(request: &Value, host: &str) -> Value {
+    let patch = if request["object"]["metadata"]["labels"].is_object() {
+        let path = format!(
+            "/metadata/labels/{}",
+            MUTATED_BY.replace('~', "~0").replace('/', "~1")
+        );
+        json!([{"op": "add", "path": path, "value": host}])
+    } else {
+        json!([{"op": "add", "path": "/metadata/labels", "value": {MUTATED_BY: host}}])
+    };
+    let patch = base64::engine::general_purpose::STANDARD.encode(patch.to_string());
+    json!({"allowed": true, "patchType": "JSONPatch", "patch": patch})
+}
+
+/// The validating webhook's answer: objects labelled `forbidden: "true"` are denied.
+fn validate(request: &Value) -> Value {
+    if request["object"]["metadata"]["labels"]["forbidden"] == "true" {
+        println!(
+            "webhook: denied {} {}",
+            request["kind"]["kind"].as_str().unwrap_or("object"),
+            request["name"].as_str().unwrap_or("")
+        );
+        json!({"allowed": false, "status": {"code": 403, "reason": "Forbidden",
+               "message": "objects labelled forbidden=true are not allowed"}})
+    } else {
+        json!({"allowed": true})
+    }
+}
+
+fn webhook(addr: &str, cert: &str, key: &str) {
+    let config = tls_config(cert, key);
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "webhook".into());
+    serve(addr, "webhook", Some(config), move |req| {
+        // the API server adds `?timeout=<n>s`
+        let path = req.path.split('?').next().unwrap_or_default();
+        match (req.method.as_str(), path) {
+            ("GET", "/healthz") => return Response::new(200, "ok\n"),
+            ("POST", "/mutate" | "/validate") => {}
+            _ => return Response::new(404, "not found\n"),
+        }
+        let review: Value = match serde_json::from_slice(&req.body) {
+            Ok(v) => v,
+            Err(e) => return Response::new(400, format!("not an AdmissionReview: {e}\n")),
+        };
+        let request = &review["request"];
+        let mut response = if path == "/mutate" {
+            mutate(request, &host)
+        } else {
+            validate(request)
+        };
+        response["uid"] = request["uid"].clone();
+        Response::json(
+            200,
+            &json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                    "response": response}),
+        )
+    });
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.into());
     match args.get(1).map(String::as_str) {
         Some("db") => db(&arg(2, "0.0.0.0:8080"), &arg(3, "/data/users.jsonl")),
         Some("web") => web(&arg(2, "0.0.0.0:8080")),
+        Some("webhook") => webhook(
+            &arg(2, "0.0.0.0:8443"),
+            &arg(3, "/etc/webhook/tls.crt"),
+            &arg(4, "/etc/webhook/tls.key"),
+        ),
         _ => {
-            eprintln!("usage: kcore-demo db [ADDR] [FILE] | web [ADDR]");
+            eprintln!(
+                "usage: kcore-demo db [ADDR] [FILE] | web [ADDR] | webhook [ADDR] [CERT] [KEY]"
+            );
             std::process::exit(2);
         }
     }

@@ -43,6 +43,7 @@ pub(crate) mod node;
 pub(crate) mod persistentvolume;
 pub(crate) mod persistentvolumeclaim;
 pub(crate) mod pod;
+pub(crate) mod pod_log;
 pub(crate) mod poddisruptionbudget;
 pub(crate) mod replicaset;
 pub(crate) mod secret;
