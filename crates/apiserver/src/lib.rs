@@ -40,6 +40,7 @@
 
 mod admission;
 mod api;
+mod auth;
 mod cache;
 pub mod conformance;
 mod crd;

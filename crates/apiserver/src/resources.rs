@@ -265,6 +265,10 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::mutatingwebhookconfiguration::RESOURCE,
     registry::validatingwebhookconfiguration::RESOURCE,
     registry::customresourcedefinition::RESOURCE,
+    registry::role::RESOURCE,
+    registry::clusterrole::RESOURCE,
+    registry::rolebinding::RESOURCE,
+    registry::clusterrolebinding::RESOURCE,
 ];
 
 /// Finds a built-in resource by group, version and plural name (the served resources,

@@ -158,6 +158,7 @@ impl ApiServerBuilder {
                 ))
             }
         };
+        let admin_tokens = self.tokens.clone();
         let mut tokens = self.tokens;
         let mut token_file = self.token_file.clone();
         let mut tls = None;
@@ -175,11 +176,19 @@ impl ApiServerBuilder {
             }
             tls = Some(pki);
         }
+        let mut token_lines = Vec::new();
         if let Some(path) = &token_file {
+            token_lines = crate::auth::read_token_file(path)?;
             tokens.extend(read_tokens(path)?);
         }
+        let issuer = match &self.data_dir {
+            Some(dir) => crate::auth::Issuer::load_or_create(&dir.join("sa.key"))?,
+            None => crate::auth::Issuer::ephemeral()?,
+        };
+        let auth = crate::auth::Auth::new(&token_lines, &admin_tokens, tls.is_some(), issuer);
         let api = Api::with_config(storage, self.config);
         api.bootstrap().await?;
+        crate::auth::reconcile_bootstrap_policy(&api).await?;
         // Serve the custom resources of stored CRDs from the first request on.
         if let Err(e) = crate::crd::reconcile(&api).await {
             tracing::warn!(error = %e.message, "loading CustomResourceDefinitions");
@@ -198,6 +207,7 @@ impl ApiServerBuilder {
         let state = Arc::new(AppState {
             api: api.clone(),
             tokens: (!tokens.is_empty()).then_some(tokens),
+            auth,
             metrics: Metrics::default(),
             node_tls: tls
                 .as_ref()
@@ -390,14 +400,21 @@ impl ApiServer {
             self.compaction,
         ));
         let crds = tokio::spawn(crate::crd::run(self.api.clone()));
+        let auth = tokio::spawn(crate::auth::run(self.api.clone()));
         let app = axum::Router::new().fallback(handle).with_state(self.state);
         let addr = self.addr;
         let served = match self.listener {
             Listener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(signal).await,
-            Listener::Tls(l) => axum::serve(l, app).with_graceful_shutdown(signal).await,
+            Listener::Tls(l) => {
+                // the client certificate's subject is the user (`crate::auth`)
+                let app = app.into_make_service_with_connect_info::<kcore_tls::PeerIdentity>();
+                axum::serve(l, app).with_graceful_shutdown(signal).await
+            }
         };
         compactor.abort();
         crds.abort();
+        auth.abort();
+        let _ = auth.await;
         // Wait for both to let go of the storage (a restart on the same data opens it).
         let _ = compactor.await;
         let _ = crds.await;

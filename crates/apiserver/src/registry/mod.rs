@@ -26,6 +26,8 @@ use crate::error::{ApiError, Cause};
 use crate::table::{age, col};
 use crate::validate;
 
+pub(crate) mod clusterrole;
+pub(crate) mod clusterrolebinding;
 pub(crate) mod configmap;
 pub(crate) mod controllerrevision;
 pub(crate) mod customresourcedefinition;
@@ -45,6 +47,8 @@ pub(crate) mod persistentvolumeclaim;
 pub(crate) mod pod;
 pub(crate) mod poddisruptionbudget;
 pub(crate) mod replicaset;
+pub(crate) mod role;
+pub(crate) mod rolebinding;
 pub(crate) mod secret;
 pub(crate) mod service;
 pub(crate) mod statefulset;
