@@ -491,7 +491,11 @@ async fn route(
     let get = method == Method::GET;
     let reg = state.api.registry();
     let static_resp = |v: Value| Ok((json_response(200, &v), String::new()));
-    if let Some(r) = crate::auth::serve(&state.auth, &state.api, method, &segs, &body).await {
+    if let Some(r) = crate::auth::serve(&state.auth, &state.api, method, &segs, || {
+        decode_body(headers, &body)
+    })
+    .await
+    {
         let (code, v) = r?;
         return Ok((json_response(code, &v), String::new()));
     }

@@ -166,6 +166,9 @@ impl ResourceInfo {
     }
 
     pub(crate) fn verbs(&self) -> &'static [&'static str] {
+        if let Some(v) = self.strategy.verbs() {
+            return v;
+        }
         &[
             "create",
             "delete",
@@ -269,6 +272,12 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::clusterrole::RESOURCE,
     registry::rolebinding::RESOURCE,
     registry::clusterrolebinding::RESOURCE,
+    registry::reviews::SELF_SUBJECT_REVIEW,
+    registry::reviews::TOKEN_REVIEW,
+    registry::reviews::SELF_SUBJECT_ACCESS_REVIEW,
+    registry::reviews::SUBJECT_ACCESS_REVIEW,
+    registry::reviews::LOCAL_SUBJECT_ACCESS_REVIEW,
+    registry::reviews::SELF_SUBJECT_RULES_REVIEW,
 ];
 
 /// Finds a built-in resource by group, version and plural name (the served resources,

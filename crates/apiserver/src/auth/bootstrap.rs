@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::rbac::GROUP;
-use crate::api::{Api, WriteOptions};
+use crate::api::{Api, ListOptions, WriteOptions};
 use crate::error::ApiError;
 use crate::resources::{self, ResourceInfo};
 use crate::selectors::LabelSelector;
@@ -455,7 +455,16 @@ pub(crate) async fn reconcile(api: &Api) -> Result<(), ApiError> {
 /// its selectors match (in name order), as upstream's aggregation controller.
 pub(crate) async fn aggregate(api: &Api) -> Result<(), ApiError> {
     let info = info("clusterroles");
-    let all: Vec<Arc<Value>> = api.current_objects(info).await?;
+    // from the store, not the watch cache: the event that started this pass may be ahead
+    // of the cache
+    let list = api.list_in(info, None, &ListOptions::default()).await?;
+    let all: Vec<Arc<Value>> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .cloned()
+        .map(Arc::new)
+        .collect();
     for role in all.iter().filter(|r| r["aggregationRule"].is_object()) {
         let selectors: Vec<LabelSelector> = role["aggregationRule"]["clusterRoleSelectors"]
             .as_array()

@@ -22,6 +22,14 @@ use crate::resources;
 
 const AUTHN: &str = "authentication.k8s.io";
 const AUTHZ: &str = "authorization.k8s.io";
+const REVIEWS: &[&str] = &[
+    "selfsubjectreviews",
+    "tokenreviews",
+    "selfsubjectaccessreviews",
+    "subjectaccessreviews",
+    "localsubjectaccessreviews",
+    "selfsubjectrulesreviews",
+];
 
 /// The user the request runs as (set by the HTTP layer for the admission scope).
 fn current_user() -> UserInfo {
@@ -60,20 +68,17 @@ fn check_kind(body: &Value, group: &str, kind: &str) -> Result<(), ApiError> {
 }
 
 /// Serves the endpoints of this module: `None` when `segs` (the path's segments) is
-/// none of them; else the status code and body.
+/// none of them; else the status code and body. `body` decodes the request's body (in
+/// its content type: JSON, YAML or protobuf).
 pub(crate) async fn serve(
     auth: &Auth,
     api: &Api,
     method: &Method,
     segs: &[&str],
-    body: &[u8],
+    body: impl FnOnce() -> Result<Value, ApiError>,
 ) -> Option<Result<(u16, Value), ApiError>> {
     let post = method == Method::POST;
-    let parse = || -> Result<Value, ApiError> {
-        serde_json::from_slice(body)
-            .or_else(|_| serde_yaml_ng::from_slice(body))
-            .map_err(|e| ApiError::bad_request(format!("error decoding the review: {e}")))
-    };
+    let parse = body;
     let out = match segs {
         [".well-known", "openid-configuration"] if method == Method::GET => Ok((
             200,
@@ -114,6 +119,10 @@ pub(crate) async fn serve(
         }
         ["api", "v1", "namespaces", ns, "serviceaccounts", name, "token"] if post => {
             token_request(auth, api, ns, name, parse()).await
+        }
+        // the reviews are only created
+        ["apis", AUTHN | AUTHZ, "v1", .., plural] if REVIEWS.contains(plural) => {
+            Err(ApiError::method_not_allowed(plural))
         }
         _ => return None,
     };

@@ -57,6 +57,10 @@ impl Strategy for ClusterRoleStrategy {
         serde_json::json!([obj["rules"], obj["aggregationRule"]])
     }
 
+    fn name_rule(&self) -> crate::validate::NameRule {
+        crate::validate::NameRule::PathSegment
+    }
+
     fn settle_in_cache(&self) -> bool {
         true
     }

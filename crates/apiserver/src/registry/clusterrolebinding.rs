@@ -46,6 +46,10 @@ impl Strategy for ClusterRoleBindingStrategy {
         json!([obj["roleRef"], obj["subjects"]])
     }
 
+    fn name_rule(&self) -> crate::validate::NameRule {
+        crate::validate::NameRule::PathSegment
+    }
+
     fn settle_in_cache(&self) -> bool {
         true
     }

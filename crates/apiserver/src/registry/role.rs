@@ -94,6 +94,10 @@ impl Strategy for RoleStrategy {
         obj["rules"].clone()
     }
 
+    fn name_rule(&self) -> crate::validate::NameRule {
+        crate::validate::NameRule::PathSegment
+    }
+
     fn settle_in_cache(&self) -> bool {
         true
     }
