@@ -400,7 +400,7 @@ impl ApiServer {
             self.compaction,
         ));
         let crds = tokio::spawn(crate::crd::run(self.api.clone()));
-        let auth = tokio::spawn(crate::auth::run(self.api.clone()));
+        let auth = tokio::spawn(crate::auth::run(self.api.clone(), self.ca_pem.clone()));
         let app = axum::Router::new().fallback(handle).with_state(self.state);
         let addr = self.addr;
         let served = match self.listener {

@@ -489,10 +489,59 @@ async fn service_account_tokens_authenticate_until_their_pod_is_gone() {
         "system:serviceaccount:apps:default"
     );
 
-    // a token bound to a pod stops working when the pod goes
+    // the cluster CA is published in the namespace, and pods get the token volume
+    eventually("kube-root-ca.crt", || async {
+        kubectl(
+            &admin,
+            &["get", "configmap", "kube-root-ca.crt", "-n", "apps"],
+            None,
+        )
+        .await
+        .ok
+    })
+    .await;
+    let cm = json(
+        &admin,
+        &[
+            "get",
+            "configmap",
+            "kube-root-ca.crt",
+            "-n",
+            "apps",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(cm["data"]["ca.crt"], c.ca_pem.as_str());
     let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}"#;
     let o = kubectl(&admin, &["create", "-n", "apps", "-f", "-"], Some(pod)).await;
     assert!(o.ok, "{}", o.stderr);
+    let p = json(&admin, &["get", "pod", "p", "-n", "apps", "-o", "json"]).await;
+    assert_eq!(p["spec"]["serviceAccountName"], "default");
+    let vol = &p["spec"]["volumes"][0];
+    assert!(
+        vol["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("kube-api-access-"),
+        "{vol}"
+    );
+    assert_eq!(
+        vol["projected"]["sources"][0]["serviceAccountToken"]["path"],
+        "token"
+    );
+    assert_eq!(
+        p["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
+    let no_token = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q"}, "spec": {"automountServiceAccountToken": false, "containers": [{"name": "c", "image": "busybox"}]}}"#;
+    let o = kubectl(&admin, &["create", "-n", "apps", "-f", "-"], Some(no_token)).await;
+    assert!(o.ok, "{}", o.stderr);
+    let q = json(&admin, &["get", "pod", "q", "-n", "apps", "-o", "json"]).await;
+    assert!(q["spec"]["volumes"].is_null(), "{q}");
+
+    // a token bound to a pod stops working when the pod goes
     let bound = ok(
         &admin,
         &[

@@ -769,8 +769,9 @@ impl Api {
         old: Option<&Value>,
         check: impl FnOnce(Value) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
-        crate::auth::confirm_no_escalation(self, req.info, req.namespace, &obj, &user_info())
-            .await?;
+        let create = matches!(req.op, Operation::Create) && req.sub.is_none();
+        let obj =
+            crate::auth::admit(self, req.info, req.namespace, create, obj, &user_info()).await?;
         if req.info.group == EXEMPT_GROUP {
             return check(obj);
         }

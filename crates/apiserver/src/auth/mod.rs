@@ -26,6 +26,7 @@ mod bootstrap;
 mod rbac;
 mod request;
 mod reviews;
+mod serviceaccount;
 mod token;
 
 use std::collections::{BTreeMap, HashMap};
@@ -432,7 +433,7 @@ async fn current_rbac(api: &Api) -> Result<[Vec<Arc<Value>>; 4], ApiError> {
 /// Refuses a write of a Role, ClusterRole or binding that would grant `user` (the
 /// request's user, a `UserInfo` object) rights it does not hold, unless it may
 /// `escalate` (roles) or `bind` (bindings) — upstream's RBAC storage checks.
-pub(crate) async fn confirm_no_escalation(
+async fn confirm_no_escalation(
     api: &Api,
     info: &ResourceInfo,
     namespace: Option<&str>,
@@ -498,10 +499,34 @@ pub(crate) async fn confirm_no_escalation(
     Err(ApiError::forbidden(rbac::GROUP, &plural, name, &why))
 }
 
+/// The admission steps of this module for a write of `obj` by `user` (a `UserInfo`
+/// object): escalation checks on RBAC objects, the ServiceAccount admission of new pods.
+pub(crate) async fn admit(
+    api: &Api,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    create: bool,
+    obj: Value,
+    user: &Value,
+) -> Result<Value, ApiError> {
+    confirm_no_escalation(api, info, namespace, &obj, user).await?;
+    match namespace {
+        Some(ns) if create && info.group.is_empty() && info.plural == "pods" => {
+            serviceaccount::admit_pod(api, ns, obj).await
+        }
+        _ => Ok(obj),
+    }
+}
+
 /// The controllers of this module, run with the server: the aggregation of
-/// ClusterRoles and the `default` ServiceAccount of every namespace.
-pub(crate) async fn run(api: Api) {
-    futures::future::join(aggregation_loop(&api), service_account_loop(&api)).await;
+/// ClusterRoles, and in every namespace the `default` ServiceAccount and (with a
+/// cluster CA, `ca_pem`) the `kube-root-ca.crt` ConfigMap.
+pub(crate) async fn run(api: Api, ca_pem: Option<String>) {
+    futures::future::join(
+        aggregation_loop(&api),
+        service_account_loop(&api, ca_pem.as_deref()),
+    )
+    .await;
 }
 
 async fn watch_forever<F, Fut>(api: &Api, info: &'static ResourceInfo, mut on_event: F)
@@ -533,7 +558,7 @@ async fn aggregation_loop(api: &Api) {
     .await;
 }
 
-async fn service_account_loop(api: &Api) {
+async fn service_account_loop(api: &Api, ca_pem: Option<&str>) {
     let namespaces = resources::lookup("", "v1", "namespaces").expect("served");
     let sas = resources::lookup("", "v1", "serviceaccounts").expect("served");
     watch_forever(api, namespaces, |ns| async move {
@@ -542,6 +567,9 @@ async fn service_account_loop(api: &Api) {
         };
         if ns["metadata"]["deletionTimestamp"].is_string() || ns["status"]["phase"] == "Terminating" {
             return;
+        }
+        if let Some(ca) = ca_pem {
+            serviceaccount::publish_root_ca(api, name, ca).await;
         }
         if api.get_in(sas, Some(name), "default").await.is_ok() {
             return;
