@@ -54,8 +54,8 @@ impl Refs {
             .filter(|s| !s.is_empty())
             .unwrap_or("default");
         let request = TokenRequest {
-            spec: TokenRequestSpec {
-                audiences: audience.map(|a| vec![a.to_owned()]).unwrap_or_default(),
+            spec: Some(TokenRequestSpec {
+                audiences: audience.map(|a| vec![a.to_owned()]),
                 expiration_seconds: Some(expiration_seconds),
                 bound_object_ref: Some(BoundObjectReference {
                     api_version: Some("v1".into()),
@@ -63,7 +63,8 @@ impl Refs {
                     name: pod.metadata.name.clone(),
                     uid: pod.metadata.uid.clone(),
                 }),
-            },
+                ..TokenRequestSpec::default()
+            }),
             ..TokenRequest::default()
         };
         let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.namespace);
@@ -76,7 +77,11 @@ impl Refs {
                     e,
                 )
             })?;
-        Ok(out.status.map(|s| s.token).unwrap_or_default().into_bytes())
+        Ok(out
+            .status
+            .and_then(|s| s.token)
+            .unwrap_or_default()
+            .into_bytes())
     }
 
     /// The data of a ConfigMap (`data` and `binaryData`), `None` if it does not exist.
