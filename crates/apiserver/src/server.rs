@@ -78,7 +78,8 @@ impl ApiServerBuilder {
         self
     }
 
-    /// Serves plain HTTP instead of HTTPS (authentication only if tokens are given). Only
+    /// Serves plain HTTP instead of HTTPS (authentication only if tokens are given: without
+    /// any, a request that brings no credential is an administrator's). Only
     /// loopback addresses are accepted: this mode is for tests and local tools. Without it
     /// the server speaks HTTPS with a CA and certificate kept in `<data_dir>/pki`, requires
     /// a bearer token (from `<data_dir>/tokens.csv`, made on first start, unless
@@ -88,8 +89,9 @@ impl ApiServerBuilder {
         self
     }
 
-    /// A file of bearer tokens, one per line (`token` or `token,user,uid` as upstream's
-    /// token auth file); requests without one of them get 401.
+    /// A file of bearer tokens, one per line as upstream's token auth file:
+    /// `token,user,uid,"group1,group2"` (a line with the token alone is an administrator,
+    /// in `system:masters`). What each user may do is up to RBAC.
     pub fn token_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.token_file = Some(path.into());
         self
@@ -101,7 +103,7 @@ impl ApiServerBuilder {
         self
     }
 
-    /// Adds an accepted bearer token.
+    /// Adds an accepted bearer token: an administrator's (group `system:masters`).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.tokens.push(token.into());
         self

@@ -8,8 +8,10 @@
 //! - [`server_config`] and [`client_config`] build rustls configurations from PEM; a
 //!   server may ask clients for a certificate signed by the CA without requiring one
 //!   (bearer tokens are the other way to prove who one is).
-//! - [`TlsListener`] is an `axum::serve` listener completing handshakes concurrently, and
-//!   [`PeerCertified`] tells a handler whether the client proved itself with a certificate.
+//! - [`TlsListener`] is an `axum::serve` listener completing handshakes concurrently;
+//!   [`PeerCertified`] tells a handler whether the client proved itself with a certificate
+//!   and [`PeerIdentity`] who it is ([`subject`]: CN and O, a Kubernetes user and groups,
+//!   issued by [`Ca::issue_client`]).
 //!
 //! # Example
 //!

@@ -331,15 +331,14 @@ fn covers(owner: &PolicyRule, a: &Atom) -> bool {
 /// them (`{APIGroups:["apps"], Resources:["deployments"], Verbs:["get" "list"]}`), one
 /// per line; empty when everything is covered.
 pub(crate) fn uncovered(owned: &[PolicyRule], requested: &[PolicyRule]) -> Vec<String> {
-    let mut missing: BTreeMap<
-        (
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        ),
-        Vec<String>,
-    > = BTreeMap::new();
+    // (group, resource, name, url) -> verbs
+    type Target = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let mut missing: BTreeMap<Target, Vec<String>> = BTreeMap::new();
     for rule in requested {
         for a in atoms(rule) {
             if !owned.iter().any(|o| covers(o, &a)) {
