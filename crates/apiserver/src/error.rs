@@ -170,6 +170,25 @@ impl ApiError {
         }
     }
 
+    /// Upstream's `NewForbidden`: `<resource>[.<group>] ["<name>"] is forbidden: <why>`
+    /// (`forbidden: <why>` without a resource).
+    pub(crate) fn forbidden(group: &str, plural: &str, name: &str, why: &str) -> Self {
+        let message = match (plural.is_empty(), name.is_empty()) {
+            (true, _) => format!("forbidden: {why}"),
+            (false, true) => format!("{} is forbidden: {why}", Self::what(group, plural)),
+            (false, false) => format!("{} {name:?} is forbidden: {why}", Self::what(group, plural)),
+        };
+        let mut e = Self::new(403, "Forbidden", message);
+        let mut d = json!({});
+        for (k, v) in [("name", name), ("group", group), ("kind", plural)] {
+            if !v.is_empty() {
+                d[k] = json!(v);
+            }
+        }
+        e.details = Some(d);
+        e
+    }
+
     pub(crate) fn not_found(group: &str, plural: &str, name: &str) -> Self {
         let w = Self::what(group, plural);
         Self::new(404, "NotFound", format!("{w} {name:?} not found"))

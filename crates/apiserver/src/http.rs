@@ -26,6 +26,8 @@ pub(crate) const MAX_BODY: usize = 3 * 1024 * 1024;
 pub(crate) struct AppState {
     pub api: Api,
     pub tokens: Option<Vec<String>>,
+    /// Authentication and authorization of every request (`crate::auth`).
+    pub auth: crate::auth::Auth,
     pub metrics: Metrics,
     /// How to reach the nodes' agents over HTTPS (cluster CA, the API server's client
     /// certificate); `None` when the server itself runs without a PKI (plain HTTP).
@@ -403,17 +405,6 @@ fn parse_target(reg: &Registry, segs: &[&str]) -> Result<Option<Target>, ApiErro
     Ok(Some(t))
 }
 
-fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(tokens) = &state.tokens else {
-        return true;
-    };
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| tokens.iter().any(|k| k == t.trim()))
-}
-
 /// The single entry point for every request.
 pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
@@ -421,10 +412,10 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> 
     if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
         return text(StatusCode::OK, "ok".into());
     }
-    if !authorized(&state, &parts.headers) {
-        let e = ApiError::new(401, "Unauthorized", "Unauthorized");
-        return error_response(&e);
-    }
+    let user = match state.auth.check(&state.api, &parts).await {
+        Ok(u) => u,
+        Err(e) => return error_response(&e),
+    };
     if let Some(sub) = crate::stream_proxy::streaming_subresource(&path) {
         let verb = parts.method.as_str().to_owned();
         let resp = match crate::stream_proxy::serve(&state, sub, parts).await {
@@ -465,7 +456,7 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> 
     let method = parts.method.clone();
     let verb = method.as_str().to_owned();
     let (result, warnings) = crate::admission::request_scope(
-        json!({"username": "admin", "groups": ["system:masters", "system:authenticated"]}),
+        user.to_value(),
         route(&state, &method, &path, &params, &parts.headers, body),
     )
     .await;
@@ -509,6 +500,14 @@ async fn route(
     let get = method == Method::GET;
     let reg = state.api.registry();
     let static_resp = |v: Value| Ok((json_response(200, &v), String::new()));
+    if let Some(r) = crate::auth::serve(&state.auth, &state.api, method, &segs, || {
+        decode_body(headers, &body)
+    })
+    .await
+    {
+        let (code, v) = r?;
+        return Ok((json_response(code, &v), String::new()));
+    }
     match segs.as_slice() {
         ["version"] if get => return static_resp(version_info()),
         ["kcore", "v1", "nodecertificates"] if method == Method::POST => {

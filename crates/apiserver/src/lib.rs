@@ -13,8 +13,11 @@
 //! - [`protobuf`] transcodes between the stored JSON and Kubernetes protobuf
 //!   (`application/vnd.kubernetes.protobuf`) for every built-in kind; the server
 //!   negotiates it per request, as upstream.
-//! - [`ApiServer`] puts it on HTTPS (generated CA, bearer tokens, admin kubeconfig) or,
-//!   opt-in, plain HTTP on loopback.
+//! - [`ApiServer`] puts it on HTTPS (generated CA, admin kubeconfig) or, opt-in, plain
+//!   HTTP on loopback, with authentication (client certificates of the cluster CA, the
+//!   token file's users, service-account JWTs from TokenRequest), RBAC
+//!   (`rbac.authorization.k8s.io/v1`, upstream's bootstrap roles, escalation checks) and
+//!   the review APIs (`kubectl auth whoami`, `kubectl auth can-i`).
 //!
 //! # Example
 //!
@@ -40,6 +43,7 @@
 
 mod admission;
 mod api;
+mod auth;
 mod cache;
 pub mod conformance;
 mod crd;

@@ -177,6 +177,9 @@ impl ResourceInfo {
     }
 
     pub(crate) fn verbs(&self) -> &'static [&'static str] {
+        if let Some(v) = self.strategy.verbs() {
+            return v;
+        }
         &[
             "create",
             "delete",
@@ -278,6 +281,16 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::validatingadmissionpolicy::RESOURCE,
     registry::validatingadmissionpolicybinding::RESOURCE,
     registry::customresourcedefinition::RESOURCE,
+    registry::role::RESOURCE,
+    registry::clusterrole::RESOURCE,
+    registry::rolebinding::RESOURCE,
+    registry::clusterrolebinding::RESOURCE,
+    registry::reviews::SELF_SUBJECT_REVIEW,
+    registry::reviews::TOKEN_REVIEW,
+    registry::reviews::SELF_SUBJECT_ACCESS_REVIEW,
+    registry::reviews::SUBJECT_ACCESS_REVIEW,
+    registry::reviews::LOCAL_SUBJECT_ACCESS_REVIEW,
+    registry::reviews::SELF_SUBJECT_RULES_REVIEW,
 ];
 
 /// Finds a built-in resource by group, version and plural name (the served resources,

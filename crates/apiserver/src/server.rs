@@ -78,7 +78,8 @@ impl ApiServerBuilder {
         self
     }
 
-    /// Serves plain HTTP instead of HTTPS (authentication only if tokens are given). Only
+    /// Serves plain HTTP instead of HTTPS (authentication only if tokens are given: without
+    /// any, a request that brings no credential is an administrator's). Only
     /// loopback addresses are accepted: this mode is for tests and local tools. Without it
     /// the server speaks HTTPS with a CA and certificate kept in `<data_dir>/pki`, requires
     /// a bearer token (from `<data_dir>/tokens.csv`, made on first start, unless
@@ -88,8 +89,9 @@ impl ApiServerBuilder {
         self
     }
 
-    /// A file of bearer tokens, one per line (`token` or `token,user,uid` as upstream's
-    /// token auth file); requests without one of them get 401.
+    /// A file of bearer tokens, one per line as upstream's token auth file:
+    /// `token,user,uid,"group1,group2"` (a line with the token alone is an administrator,
+    /// in `system:masters`). What each user may do is up to RBAC.
     pub fn token_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.token_file = Some(path.into());
         self
@@ -101,7 +103,7 @@ impl ApiServerBuilder {
         self
     }
 
-    /// Adds an accepted bearer token.
+    /// Adds an accepted bearer token: an administrator's (group `system:masters`).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.tokens.push(token.into());
         self
@@ -158,6 +160,7 @@ impl ApiServerBuilder {
                 ))
             }
         };
+        let admin_tokens = self.tokens.clone();
         let mut tokens = self.tokens;
         let mut token_file = self.token_file.clone();
         let mut tls = None;
@@ -175,11 +178,19 @@ impl ApiServerBuilder {
             }
             tls = Some(pki);
         }
+        let mut token_lines = Vec::new();
         if let Some(path) = &token_file {
+            token_lines = crate::auth::read_token_file(path)?;
             tokens.extend(read_tokens(path)?);
         }
+        let issuer = match &self.data_dir {
+            Some(dir) => crate::auth::Issuer::load_or_create(&dir.join("sa.key"))?,
+            None => crate::auth::Issuer::ephemeral()?,
+        };
+        let auth = crate::auth::Auth::new(&token_lines, &admin_tokens, tls.is_some(), issuer);
         let api = Api::with_config(storage, self.config);
         api.bootstrap().await?;
+        crate::auth::reconcile_bootstrap_policy(&api).await?;
         // Serve the custom resources of stored CRDs from the first request on.
         if let Err(e) = crate::crd::reconcile(&api).await {
             tracing::warn!(error = %e.message, "loading CustomResourceDefinitions");
@@ -198,6 +209,7 @@ impl ApiServerBuilder {
         let state = Arc::new(AppState {
             api: api.clone(),
             tokens: (!tokens.is_empty()).then_some(tokens),
+            auth,
             metrics: Metrics::default(),
             node_tls: tls
                 .as_ref()
@@ -390,14 +402,21 @@ impl ApiServer {
             self.compaction,
         ));
         let crds = tokio::spawn(crate::crd::run(self.api.clone()));
+        let auth = tokio::spawn(crate::auth::run(self.api.clone(), self.ca_pem.clone()));
         let app = axum::Router::new().fallback(handle).with_state(self.state);
         let addr = self.addr;
         let served = match self.listener {
             Listener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(signal).await,
-            Listener::Tls(l) => axum::serve(l, app).with_graceful_shutdown(signal).await,
+            Listener::Tls(l) => {
+                // the client certificate's subject is the user (`crate::auth`)
+                let app = app.into_make_service_with_connect_info::<kcore_tls::PeerIdentity>();
+                axum::serve(l, app).with_graceful_shutdown(signal).await
+            }
         };
         compactor.abort();
         crds.abort();
+        auth.abort();
+        let _ = auth.await;
         // Wait for both to let go of the storage (a restart on the same data opens it).
         let _ = compactor.await;
         let _ = crds.await;

@@ -56,7 +56,8 @@ pub(crate) fn ensure_pki(dir: &Path, hosts: &[String]) -> Result<Pki, Error> {
 
 /// The rustls configuration of the API server's listener.
 pub(crate) fn server_config(pki: &Pki) -> Result<rustls::ServerConfig, Error> {
-    Ok(kcore_tls::server_config(&pki.serving, None)?)
+    // clients may prove who they are with a certificate the cluster CA signed
+    Ok(kcore_tls::server_config(&pki.serving, Some(&pki.ca_pem))?)
 }
 
 /// The rustls configuration the API server connects to nodes' agents with: it trusts

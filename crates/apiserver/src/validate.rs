@@ -217,12 +217,46 @@ pub(crate) fn diff(type_name: &str, old: &Value, new: &Value) -> String {
 
 /// Validates metadata: name (an RFC 1123 label if `name_is_label`, else a subdomain),
 /// labels, annotations.
-pub(crate) fn metadata(name_is_label: bool, obj: &Value, causes: &mut Vec<Cause>) {
+/// What a kind's names must look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NameRule {
+    /// An RFC 1123 label (Namespaces, Services).
+    Label,
+    /// An RFC 1123 subdomain (most kinds).
+    Subdomain,
+    /// Anything usable as one path segment (RBAC's `ValidateRBACName`:
+    /// `system:node` is a valid role name).
+    PathSegment,
+}
+
+/// Upstream's `IsValidPathSegmentName`.
+fn path_segment_faults(n: &str) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    match n {
+        "." => out.push("may not be '.'"),
+        ".." => out.push("may not be '..'"),
+        _ => {}
+    }
+    if n.contains('/') {
+        out.push("may not contain '/'");
+    }
+    if n.contains('%') {
+        out.push("may not contain '%'");
+    }
+    out
+}
+
+pub(crate) fn metadata(rule: NameRule, obj: &Value, causes: &mut Vec<Cause>) {
     let meta = &obj["metadata"];
     match meta["name"].as_str() {
         None | Some("") => causes.push(Cause::required("metadata.name")),
+        Some(n) if rule == NameRule::PathSegment => {
+            for why in path_segment_faults(n) {
+                causes.push(Cause::invalid("metadata.name", &meta["name"], why));
+            }
+        }
         Some(n) => {
-            if name_is_label {
+            if rule == NameRule::Label {
                 if !is_dns1123_label(n) {
                     causes.push(Cause::invalid("metadata.name", &meta["name"], MSG_LABEL));
                 }

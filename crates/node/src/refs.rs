@@ -2,8 +2,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ObjectFieldSelector, Pod, ResourceFieldSelector, Secret, Service,
+    ServiceAccount,
 };
 use kcore_k8s::Quantity;
 use kube::Api;
@@ -26,6 +28,60 @@ impl Refs {
             config_maps: HashMap::new(),
             secrets: HashMap::new(),
         }
+    }
+
+    /// A token of the pod's service account for a projected `serviceAccountToken` source:
+    /// `current` (the token the volume holds) while it is younger than 80% of its
+    /// lifetime, as the kubelet rotates, else a new one from the TokenRequest API, bound
+    /// to the pod.
+    pub async fn service_account_token(
+        &mut self,
+        pod: &Pod,
+        audience: Option<&str>,
+        expiration_seconds: i64,
+        current: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if let Some(cur) = current.filter(|c| token_is_fresh(c, now)) {
+            return Ok(cur.to_vec());
+        }
+        let spec = pod.spec.as_ref();
+        let sa = spec
+            .and_then(|s| s.service_account_name.as_deref())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default");
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: audience.map(|a| vec![a.to_owned()]),
+                expiration_seconds: Some(expiration_seconds),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: pod.metadata.name.clone(),
+                    uid: pod.metadata.uid.clone(),
+                }),
+                ..TokenRequestSpec::default()
+            }),
+            ..TokenRequest::default()
+        };
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.namespace);
+        let out = api
+            .create_token_request(sa, &kube::api::PostParams::default(), &request)
+            .await
+            .map_err(|e| {
+                Error::kube(
+                    format!("request a token of service account {}/{sa}", self.namespace),
+                    e,
+                )
+            })?;
+        Ok(out
+            .status
+            .and_then(|s| s.token)
+            .unwrap_or_default()
+            .into_bytes())
     }
 
     /// The data of a ConfigMap (`data` and `binaryData`), `None` if it does not exist.
@@ -197,6 +253,25 @@ impl Refs {
 
 /// `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT[_<PORT>]`, `<NAME>_PORT[_<n>_<PROTO>[_PROTO|_PORT|_ADDR]]`
 /// for Services with a cluster IP.
+/// Whether a JWT (its `iat` and `exp` claims, read without verifying: the node only
+/// decides when to ask for a new one) is younger than 80% of its lifetime at `now`.
+pub(crate) fn token_is_fresh(token: &[u8], now: i64) -> bool {
+    use base64::Engine as _;
+    let Some(payload) = token.split(|b| *b == b'.').nth(1) else {
+        return false;
+    };
+    let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
+        return false;
+    };
+    let Ok(claims) = serde_json::from_slice::<serde_json::Value>(&json) else {
+        return false;
+    };
+    match (claims["iat"].as_i64(), claims["exp"].as_i64()) {
+        (Some(iat), Some(exp)) if exp > iat => now < iat + (exp - iat) * 8 / 10,
+        _ => false,
+    }
+}
+
 pub(crate) fn service_link_env(services: &[Service]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for s in services {
@@ -371,6 +446,24 @@ pub(crate) fn resource_field(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn tokens_are_rotated_at_eighty_percent_of_their_lifetime() {
+        use base64::Engine as _;
+        let claims = serde_json::json!({"iat": 1000, "exp": 2000});
+        let b = |v: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let t = format!(
+            "{}.{}.sig",
+            b(&serde_json::json!({"alg": "ES256"})),
+            b(&claims)
+        );
+        assert!(token_is_fresh(t.as_bytes(), 1500));
+        assert!(token_is_fresh(t.as_bytes(), 1799));
+        assert!(!token_is_fresh(t.as_bytes(), 1800));
+        assert!(!token_is_fresh(b"not a token", 1500));
+    }
 
     #[test]
     fn service_links_follow_the_docker_link_names() {

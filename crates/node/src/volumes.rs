@@ -174,7 +174,15 @@ fn downward(
 
 /// The files of a configMap / secret / downwardAPI / projected volume, or `None` for
 /// other kinds. A missing required object is an error.
-pub(crate) async fn files_of(pod: &Pod, v: &Volume, refs: &mut Refs) -> Result<Option<FileSet>> {
+///
+/// `current` is where the volume's files are now (a service-account token there is kept
+/// until it is due for rotation).
+pub(crate) async fn files_of(
+    pod: &Pod,
+    v: &Volume,
+    refs: &mut Refs,
+    current: &Path,
+) -> Result<Option<FileSet>> {
     let mut out = FileSet::new();
     if let Some(cm) = &v.config_map {
         let mode = cm.default_mode.unwrap_or(0o644) as u32;
@@ -244,6 +252,18 @@ pub(crate) async fn files_of(pod: &Pod, v: &Volume, refs: &mut Refs) -> Result<O
             if let Some(d) = &src.downward_api {
                 downward(pod, d.items.as_deref().unwrap_or_default(), mode, &mut out)?;
             }
+            if let Some(t) = &src.service_account_token {
+                let held = std::fs::read(current.join(&t.path)).ok();
+                let token = refs
+                    .service_account_token(
+                        pod,
+                        t.audience.as_deref(),
+                        t.expiration_seconds.unwrap_or(3600),
+                        held.as_deref(),
+                    )
+                    .await?;
+                out.insert(t.path.clone(), (token, mode));
+            }
         }
         return Ok(Some(out));
     }
@@ -277,8 +297,9 @@ pub(crate) async fn prepare(
         .into_iter()
         .flatten()
     {
-        let path = if let Some(files) = files_of(pod, v, refs).await? {
-            let p = dir.join("projected").join(&v.name);
+        let projected = dir.join("projected").join(&v.name);
+        let path = if let Some(files) = files_of(pod, v, refs, &projected).await? {
+            let p = projected;
             write_atomic(&p, &files)?;
             p
         } else if let Some(e) = &v.empty_dir {

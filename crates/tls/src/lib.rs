@@ -8,8 +8,10 @@
 //! - [`server_config`] and [`client_config`] build rustls configurations from PEM; a
 //!   server may ask clients for a certificate signed by the CA without requiring one
 //!   (bearer tokens are the other way to prove who one is).
-//! - [`TlsListener`] is an `axum::serve` listener completing handshakes concurrently, and
-//!   [`PeerCertified`] tells a handler whether the client proved itself with a certificate.
+//! - [`TlsListener`] is an `axum::serve` listener completing handshakes concurrently;
+//!   [`PeerCertified`] tells a handler whether the client proved itself with a certificate
+//!   and [`PeerIdentity`] who it is ([`subject`]: CN and O, a Kubernetes user and groups,
+//!   issued by [`Ca::issue_client`]).
 //!
 //! # Example
 //!
@@ -31,6 +33,7 @@
 #![deny(missing_docs)]
 
 mod listener;
+mod subject;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -43,7 +46,8 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use listener::{PeerCertified, TlsListener};
+pub use listener::{PeerCertified, PeerIdentity, TlsListener};
+pub use subject::{subject, Subject};
 
 /// What went wrong with a key, a certificate or a TLS configuration.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +96,12 @@ pub enum Error {
         /// The cause.
         #[source]
         source: rustls::Error,
+    },
+    /// A client certificate may name at most two organizations (groups).
+    #[error("the certificate of {subject} names more than two organizations")]
+    TooManyOrganizations {
+        /// The certificate's common name.
+        subject: String,
     },
     /// The client certificate verifier could not be built.
     #[error("client certificate verifier")]
@@ -227,11 +237,48 @@ impl Ca {
         names: &[String],
         usage: Usage,
     ) -> Result<CertKey, Error> {
+        self.sign(common_name, &[], names, usage)
+    }
+
+    /// A client certificate for user `user` in `groups` (subject `CN=user`, one `O` per
+    /// group), as the API server reads it: upstream's x509 client authentication.
+    pub fn issue_client(&self, user: &str, groups: &[String]) -> Result<CertKey, Error> {
+        self.sign(user, groups, &[], Usage::Client)
+    }
+
+    fn sign(
+        &self,
+        common_name: &str,
+        organizations: &[String],
+        names: &[String],
+        usage: Usage,
+    ) -> Result<CertKey, Error> {
         let mut params = CertificateParams::new(Vec::<String>::new())
             .map_err(cert_err("certificate parameters"))?;
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
+        // rcgen keeps one value per attribute type: the second organization goes in under
+        // the same OID (2.5.4.10) named as a custom type
+        match organizations {
+            [] => {}
+            [o] => params
+                .distinguished_name
+                .push(DnType::OrganizationName, o.as_str()),
+            [o1, o2] => {
+                params
+                    .distinguished_name
+                    .push(DnType::OrganizationName, o1.as_str());
+                params
+                    .distinguished_name
+                    .push(DnType::CustomDnType(vec![2, 5, 4, 10]), o2.as_str());
+            }
+            _ => {
+                return Err(Error::TooManyOrganizations {
+                    subject: common_name.to_owned(),
+                })
+            }
+        }
         let mut names = names.to_vec();
         names.sort();
         names.dedup();
@@ -265,6 +312,11 @@ impl Ca {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// The certificates (DER) in PEM text, in order.
+pub fn pem_certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    certs(pem, "certificate")
 }
 
 fn certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, Error> {

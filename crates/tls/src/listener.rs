@@ -95,3 +95,20 @@ impl Connected<IncomingStream<'_, TlsListener>> for PeerCertified {
         PeerCertified(conn.peer_certificates().is_some_and(|c| !c.is_empty()))
     }
 }
+
+/// Connection info for `into_make_service_with_connect_info::<PeerIdentity>()`: the subject
+/// of the certificate the client presented, which the server's verifier accepted (signed
+/// by the client CA for `clientAuth`), or `None` when it presented none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity(pub Option<crate::Subject>);
+
+impl Connected<IncomingStream<'_, TlsListener>> for PeerIdentity {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        let (_, conn) = stream.io().get_ref();
+        PeerIdentity(
+            conn.peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|leaf| crate::subject(leaf)),
+        )
+    }
+}

@@ -99,3 +99,29 @@ async fn the_listener_tells_certified_clients_from_the_others() {
             .is_err()
     );
 }
+
+#[test]
+fn client_certificates_name_their_user_and_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::load_or_create(dir.path()).unwrap();
+    for groups in [
+        vec![],
+        vec!["system:masters".to_owned()],
+        vec!["dev".to_owned(), "ops".to_owned()],
+    ] {
+        let c = ca.issue_client("jane", &groups).unwrap();
+        let der = pem_certificates(&c.cert_pem).unwrap();
+        let s = subject(&der[0]).unwrap();
+        assert_eq!(s.common_name.as_deref(), Some("jane"));
+        assert_eq!(s.organizations, groups);
+    }
+    let too_many: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+    assert!(ca.issue_client("jane", &too_many).is_err());
+    // the CA's own subject has a CN and no O; garbage is no subject
+    let ca_der = pem_certificates(ca.cert_pem()).unwrap();
+    assert_eq!(
+        subject(&ca_der[0]).unwrap().common_name.as_deref(),
+        Some("kcore-ca")
+    );
+    assert_eq!(subject(b"\x30\x03\x02\x01"), None);
+}

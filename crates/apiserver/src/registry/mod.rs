@@ -26,6 +26,8 @@ use crate::error::{ApiError, Cause};
 use crate::table::{age, col};
 use crate::validate;
 
+pub(crate) mod clusterrole;
+pub(crate) mod clusterrolebinding;
 pub(crate) mod configmap;
 pub(crate) mod controllerrevision;
 pub(crate) mod customresourcedefinition;
@@ -46,6 +48,9 @@ pub(crate) mod pod;
 pub(crate) mod pod_log;
 pub(crate) mod poddisruptionbudget;
 pub(crate) mod replicaset;
+pub(crate) mod reviews;
+pub(crate) mod role;
+pub(crate) mod rolebinding;
 pub(crate) mod secret;
 pub(crate) mod service;
 pub(crate) mod statefulset;
@@ -62,6 +67,21 @@ pub(crate) trait Strategy: Send + Sync {
     /// Whether `metadata.name` must be an RFC 1123 label (otherwise a subdomain).
     fn name_is_label(&self) -> bool {
         false
+    }
+
+    /// The rule for names (by default from [`Strategy::name_is_label`]).
+    fn name_rule(&self) -> validate::NameRule {
+        if self.name_is_label() {
+            validate::NameRule::Label
+        } else {
+            validate::NameRule::Subdomain
+        }
+    }
+
+    /// The verbs served, when not all of them (kinds that are only created, never
+    /// stored: the reviews).
+    fn verbs(&self) -> Option<&'static [&'static str]> {
+        None
     }
 
     /// Upstream's `SetDefaults_*`, applied on create and on every update.
@@ -239,7 +259,7 @@ pub(crate) fn validate(s: &dyn Strategy, obj: &Value, old: Option<&Value>) -> Ve
 
 fn create_rules(s: &dyn Strategy, obj: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
-    validate::metadata(s.name_is_label(), obj, &mut causes);
+    validate::metadata(s.name_rule(), obj, &mut causes);
     s.validate(obj, &mut causes);
     causes
 }

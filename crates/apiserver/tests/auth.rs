@@ -1,0 +1,678 @@
+//! Who may do what, end to end with the real `kubectl` against an HTTPS server: users
+//! from client certificates, RBAC decisions and upstream's 403, escalation refusals,
+//! service-account tokens, anonymous requests, impersonation.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use kcore_apiserver::{ApiServer, RunningServer};
+use serde_json::Value;
+
+struct Cluster {
+    _server: RunningServer,
+    dir: tempfile::TempDir,
+    url: String,
+    ca_pem: String,
+    ca: kcore_tls::Ca,
+    admin: PathBuf,
+}
+
+async fn start() -> Cluster {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("kcore-auth-{}-", std::process::id()))
+        .tempdir()
+        .expect("temp dir");
+    let data = dir.path().join("data");
+    let server = ApiServer::builder()
+        .data_dir(&data)
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .build()
+        .await
+        .expect("https server");
+    let url = server.url();
+    let ca_pem = server.ca_pem().expect("tls").to_owned();
+    let ca = kcore_tls::Ca::load_or_create(&data.join("pki")).expect("the cluster CA");
+    Cluster {
+        _server: server.spawn(),
+        url,
+        ca_pem,
+        ca,
+        admin: data.join("admin.kubeconfig"),
+        dir,
+    }
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+impl Cluster {
+    /// A kubeconfig for `user` (YAML lines under `user:`).
+    fn kubeconfig(&self, name: &str, user: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        let cfg = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    certificate-authority-data: {}\n    server: {}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u, namespace: default}}\ncurrent-context: c\nusers:\n- name: u\n  user:\n{user}",
+            b64(&self.ca_pem),
+            self.url
+        );
+        std::fs::write(&path, cfg).expect("kubeconfig");
+        path
+    }
+
+    /// A kubeconfig presenting a client certificate for `user` in `groups`, signed by `ca`.
+    fn cert_user(&self, ca: &kcore_tls::Ca, user: &str, groups: &[&str]) -> PathBuf {
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        let c = ca.issue_client(user, &groups).expect("client cert");
+        self.kubeconfig(
+            user,
+            &format!(
+                "    client-certificate-data: {}\n    client-key-data: {}\n",
+                b64(&c.cert_pem),
+                b64(&c.key_pem)
+            ),
+        )
+    }
+
+    fn token_user(&self, name: &str, token: &str) -> PathBuf {
+        self.kubeconfig(name, &format!("    token: {token}\n"))
+    }
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+async fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Out {
+    let mut cmd = Command::new("kubectl");
+    let cache = kubeconfig.with_extension("cache");
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .args(args)
+        .env("HOME", kubeconfig.parent().unwrap_or(Path::new("/tmp")))
+        .env_remove("KUBECONFIG")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let input = stdin.map(str::to_owned);
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().expect("kubectl is on PATH (CI installs it)");
+        if let Some(i) = input {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(i.as_bytes())
+                .expect("stdin");
+        }
+        child.wait_with_output().expect("kubectl output")
+    })
+    .await
+    .expect("join");
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn ok(kubeconfig: &Path, args: &[&str]) -> String {
+    let o = kubectl(kubeconfig, args, None).await;
+    assert!(
+        o.ok,
+        "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+        o.stdout, o.stderr
+    );
+    o.stdout
+}
+
+async fn fails(kubeconfig: &Path, args: &[&str]) -> String {
+    let o = kubectl(kubeconfig, args, None).await;
+    assert!(!o.ok, "kubectl {args:?} should fail:\nstdout: {}", o.stdout);
+    o.stderr
+}
+
+async fn json(kubeconfig: &Path, args: &[&str]) -> Value {
+    let out = ok(kubeconfig, args).await;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("kubectl {args:?}: not JSON ({e}): {out}"))
+}
+
+/// `kubectl auth can-i` as a boolean.
+async fn can_i(kubeconfig: &Path, args: &[&str]) -> bool {
+    let mut a = vec!["auth", "can-i"];
+    a.extend_from_slice(args);
+    let o = kubectl(kubeconfig, &a, None).await;
+    match o.stdout.trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!("kubectl auth can-i {args:?}: {other:?} {}", o.stderr),
+    }
+}
+
+/// Waits (RBAC changes reach the authorizer through the watch cache) until `f` holds.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_users_get_what_rbac_grants_and_upstreams_403_otherwise() {
+    let c = start().await;
+    let admin = c.admin.clone();
+    let alice = c.cert_user(&c.ca, "alice", &["dev"]);
+
+    let who = json(&alice, &["auth", "whoami", "-o", "json"]).await;
+    assert_eq!(who["kind"], "SelfSubjectReview");
+    assert_eq!(who["status"]["userInfo"]["username"], "alice");
+    assert_eq!(
+        who["status"]["userInfo"]["groups"],
+        serde_json::json!(["dev", "system:authenticated"])
+    );
+
+    ok(&admin, &["create", "namespace", "team"]).await;
+    let e = fails(&alice, &["get", "pods", "-n", "team"]).await;
+    assert!(
+        e.contains(r#"Error from server (Forbidden): pods is forbidden: User "alice" cannot list resource "pods" in API group "" in the namespace "team""#),
+        "{e}"
+    );
+    assert!(!can_i(&alice, &["list", "pods", "-n", "team"]).await);
+
+    ok(
+        &admin,
+        &[
+            "create",
+            "rolebinding",
+            "alice-view",
+            "--clusterrole=view",
+            "--user=alice",
+            "-n",
+            "team",
+        ],
+    )
+    .await;
+    eventually("alice may list pods in team", || {
+        can_i(&alice, &["list", "pods", "-n", "team"])
+    })
+    .await;
+    ok(&alice, &["get", "pods", "-n", "team"]).await;
+    assert!(can_i(&alice, &["get", "pods/log", "-n", "team"]).await);
+    assert!(!can_i(&alice, &["delete", "pods", "-n", "team"]).await);
+    assert!(!can_i(&alice, &["list", "pods", "-n", "default"]).await);
+    let e = fails(&alice, &["get", "secret", "s1", "-n", "team"]).await;
+    assert!(
+        e.contains(r#"secrets "s1" is forbidden: User "alice" cannot get resource "secrets" in API group "" in the namespace "team""#),
+        "{e}"
+    );
+    let e = fails(&alice, &["get", "nodes"]).await;
+    assert!(
+        e.contains(
+            r#"User "alice" cannot list resource "nodes" in API group "" at the cluster scope"#
+        ),
+        "{e}"
+    );
+
+    // the admin's view of alice, through impersonation; alice may not impersonate
+    assert!(can_i(&admin, &["list", "pods", "-n", "team", "--as", "alice"]).await);
+    assert!(!can_i(&admin, &["list", "secrets", "-n", "team", "--as", "alice"]).await);
+    let e = fails(&alice, &["get", "pods", "-n", "team", "--as", "bob"]).await;
+    assert!(
+        e.contains(r#"users "bob" is forbidden: User "alice" cannot impersonate resource "users""#),
+        "{e}"
+    );
+
+    // the rules alice holds in team
+    let list = ok(&alice, &["auth", "can-i", "--list", "-n", "team"]).await;
+    let pods = list
+        .lines()
+        .find(|l| l.starts_with("pods "))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(pods.contains("[get list watch]"), "{pods}");
+    assert!(
+        list.contains("selfsubjectaccessreviews.authorization.k8s.io"),
+        "{list}"
+    );
+    assert!(!list.lines().any(|l| l.starts_with("secrets ")), "{list}");
+
+    // escalation: alice may manage roles in team but not grant more than she holds
+    ok(
+        &admin,
+        &[
+            "create",
+            "role",
+            "rbac-manager",
+            "--verb=create,get,list",
+            "--resource=roles,rolebindings",
+            "-n",
+            "team",
+        ],
+    )
+    .await;
+    ok(
+        &admin,
+        &[
+            "create",
+            "rolebinding",
+            "alice-rbac",
+            "--role=rbac-manager",
+            "--user=alice",
+            "-n",
+            "team",
+        ],
+    )
+    .await;
+    eventually("alice may create roles", || {
+        can_i(&alice, &["create", "roles", "-n", "team"])
+    })
+    .await;
+    let e = fails(
+        &alice,
+        &[
+            "create",
+            "role",
+            "secrets",
+            "--verb=get",
+            "--resource=secrets",
+            "-n",
+            "team",
+        ],
+    )
+    .await;
+    assert!(
+        e.contains(r#"roles.rbac.authorization.k8s.io "secrets" is forbidden: user "alice" (groups=["dev" "system:authenticated"]) is attempting to grant RBAC permissions not currently held:"#)
+            && e.contains(r#"{APIGroups:[""], Resources:["secrets"], Verbs:["get"]}"#),
+        "{e}"
+    );
+    ok(
+        &alice,
+        &[
+            "create",
+            "role",
+            "pod-reader",
+            "--verb=get,list",
+            "--resource=pods",
+            "-n",
+            "team",
+        ],
+    )
+    .await;
+    let e = fails(
+        &alice,
+        &[
+            "create",
+            "rolebinding",
+            "bob-edit",
+            "--clusterrole=edit",
+            "--user=bob",
+            "-n",
+            "team",
+        ],
+    )
+    .await;
+    assert!(
+        e.contains("is attempting to grant RBAC permissions not currently held"),
+        "{e}"
+    );
+    ok(
+        &alice,
+        &[
+            "create",
+            "rolebinding",
+            "bob-read",
+            "--role=pod-reader",
+            "--user=bob",
+            "-n",
+            "team",
+        ],
+    )
+    .await;
+    // with `bind` on edit, alice may bind it after all
+    ok(
+        &admin,
+        &[
+            "create",
+            "role",
+            "bind-edit",
+            "--verb=bind",
+            "--resource=clusterroles",
+            "--resource-name=edit",
+            "-n",
+            "team",
+        ],
+    )
+    .await;
+    ok(
+        &admin,
+        &[
+            "create",
+            "rolebinding",
+            "alice-bind",
+            "--role=bind-edit",
+            "--user=alice",
+            "-n",
+            "team",
+        ],
+    )
+    .await;
+    eventually("alice may bind edit", || async {
+        kubectl(
+            &alice,
+            &[
+                "create",
+                "rolebinding",
+                "bob-edit",
+                "--clusterrole=edit",
+                "--user=bob",
+                "-n",
+                "team",
+            ],
+            None,
+        )
+        .await
+        .ok
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_requests_get_401_except_health_and_version() {
+    let c = start().await;
+    // a user kubectl does not prompt for, whose Basic credentials the server ignores
+    let anon = c.kubeconfig("anonymous", "    username: nobody\n    password: none\n");
+    for path in ["/healthz", "/livez", "/readyz"] {
+        assert_eq!(ok(&anon, &["get", "--raw", path]).await.trim(), "ok");
+    }
+    let v: Value = serde_json::from_str(&ok(&anon, &["get", "--raw", "/version"]).await).unwrap();
+    assert!(v["gitVersion"].is_string());
+    // kubectl's words for a 401
+    let unauthorized = "You must be logged in to the server";
+    let e = fails(&anon, &["get", "pods"]).await;
+    assert!(e.contains(unauthorized), "{e}");
+    let e = fails(&anon, &["get", "--raw", "/apis"]).await;
+    assert!(e.contains(unauthorized), "{e}");
+    let bad = c.token_user("bad-token", "not-a-token");
+    let e = fails(&bad, &["get", "pods"]).await;
+    assert!(e.contains(unauthorized), "{e}");
+    // a certificate from another CA does not get through the TLS handshake
+    let other = tempfile::tempdir().unwrap();
+    let rogue_ca = kcore_tls::Ca::load_or_create(other.path()).unwrap();
+    let rogue = c.cert_user(&rogue_ca, "mallory", &["system:masters"]);
+    let e = fails(&rogue, &["get", "pods"]).await;
+    assert!(!e.contains("mallory"), "{e}");
+    // a certificate in system:masters from the cluster CA is an administrator
+    let root = c.cert_user(&c.ca, "root", &["system:masters"]);
+    ok(&root, &["get", "secrets", "-A"]).await;
+    assert!(can_i(&root, &["delete", "nodes"]).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_tokens_authenticate_until_their_pod_is_gone() {
+    let c = start().await;
+    let admin = c.admin.clone();
+    ok(&admin, &["create", "namespace", "apps"]).await;
+    eventually("the default service account", || async {
+        kubectl(
+            &admin,
+            &["get", "serviceaccount", "default", "-n", "apps"],
+            None,
+        )
+        .await
+        .ok
+    })
+    .await;
+    let token = ok(&admin, &["create", "token", "default", "-n", "apps"]).await;
+    let sa = c.token_user("sa", token.trim());
+    let who = json(&sa, &["auth", "whoami", "-o", "json"]).await;
+    assert_eq!(
+        who["status"]["userInfo"]["username"],
+        "system:serviceaccount:apps:default"
+    );
+    let groups = who["status"]["userInfo"]["groups"].to_string();
+    assert!(
+        groups.contains("\"system:serviceaccounts\"")
+            && groups.contains("\"system:serviceaccounts:apps\""),
+        "{groups}"
+    );
+    let e = fails(&sa, &["get", "pods", "-n", "apps"]).await;
+    assert!(
+        e.contains(r#"User "system:serviceaccount:apps:default" cannot list resource "pods""#),
+        "{e}"
+    );
+    ok(
+        &admin,
+        &[
+            "create",
+            "rolebinding",
+            "sa-view",
+            "--clusterrole=view",
+            "--serviceaccount=apps:default",
+            "-n",
+            "apps",
+        ],
+    )
+    .await;
+    eventually("the service account may list pods", || {
+        can_i(&sa, &["list", "pods", "-n", "apps"])
+    })
+    .await;
+    ok(&sa, &["get", "pods", "-n", "apps"]).await;
+
+    // TokenReview, as an authenticating proxy would use it
+    let review = format!(
+        r#"{{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {{"token": "{}"}}}}"#,
+        token.trim()
+    );
+    let o = kubectl(&admin, &["create", "-f", "-", "-o", "json"], Some(&review)).await;
+    assert!(o.ok, "{}", o.stderr);
+    let r: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(r["status"]["authenticated"], true, "{r}");
+    assert_eq!(
+        r["status"]["user"]["username"],
+        "system:serviceaccount:apps:default"
+    );
+
+    // the cluster CA is published in the namespace, and pods get the token volume
+    eventually("kube-root-ca.crt", || async {
+        kubectl(
+            &admin,
+            &["get", "configmap", "kube-root-ca.crt", "-n", "apps"],
+            None,
+        )
+        .await
+        .ok
+    })
+    .await;
+    let cm = json(
+        &admin,
+        &[
+            "get",
+            "configmap",
+            "kube-root-ca.crt",
+            "-n",
+            "apps",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(cm["data"]["ca.crt"], c.ca_pem.as_str());
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}"#;
+    let o = kubectl(&admin, &["create", "-n", "apps", "-f", "-"], Some(pod)).await;
+    assert!(o.ok, "{}", o.stderr);
+    let p = json(&admin, &["get", "pod", "p", "-n", "apps", "-o", "json"]).await;
+    assert_eq!(p["spec"]["serviceAccountName"], "default");
+    let vol = &p["spec"]["volumes"][0];
+    assert!(
+        vol["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("kube-api-access-"),
+        "{vol}"
+    );
+    assert_eq!(
+        vol["projected"]["sources"][0]["serviceAccountToken"]["path"],
+        "token"
+    );
+    assert_eq!(
+        p["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
+    let no_token = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q"}, "spec": {"automountServiceAccountToken": false, "containers": [{"name": "c", "image": "busybox"}]}}"#;
+    let o = kubectl(&admin, &["create", "-n", "apps", "-f", "-"], Some(no_token)).await;
+    assert!(o.ok, "{}", o.stderr);
+    let q = json(&admin, &["get", "pod", "q", "-n", "apps", "-o", "json"]).await;
+    assert!(q["spec"]["volumes"].is_null(), "{q}");
+
+    // a token bound to a pod stops working when the pod goes
+    let bound = ok(
+        &admin,
+        &[
+            "create",
+            "token",
+            "default",
+            "-n",
+            "apps",
+            "--bound-object-kind=Pod",
+            "--bound-object-name=p",
+            "--duration=20m",
+        ],
+    )
+    .await;
+    let bound_user = c.token_user("bound", bound.trim());
+    let who = json(&bound_user, &["auth", "whoami", "-o", "json"]).await;
+    assert_eq!(
+        who["status"]["userInfo"]["extra"]["authentication.kubernetes.io/pod-name"],
+        serde_json::json!(["p"])
+    );
+    ok(
+        &admin,
+        &[
+            "delete",
+            "pod",
+            "p",
+            "-n",
+            "apps",
+            "--grace-period=0",
+            "--force",
+            "--wait=false",
+        ],
+    )
+    .await;
+    eventually("the pod is gone", || async {
+        !kubectl(&admin, &["get", "pod", "p", "-n", "apps"], None)
+            .await
+            .ok
+    })
+    .await;
+    let e = fails(&bound_user, &["get", "pods", "-n", "apps"]).await;
+    assert!(e.contains("You must be logged in to the server"), "{e}");
+    let e = fails(
+        &admin,
+        &["create", "token", "default", "-n", "apps", "--duration=1m"],
+    )
+    .await;
+    assert!(
+        e.contains("may not specify a duration less than 10 minutes"),
+        "{e}"
+    );
+
+    // the issuer's keys for OIDC consumers
+    let jwks: Value =
+        serde_json::from_str(&ok(&admin, &["get", "--raw", "/openid/v1/jwks"]).await).unwrap();
+    assert_eq!(jwks["keys"][0]["alg"], "ES256");
+    let oidc: Value = serde_json::from_str(
+        &ok(&sa, &["get", "--raw", "/.well-known/openid-configuration"]).await,
+    )
+    .unwrap();
+    assert_eq!(
+        oidc["issuer"],
+        "https://kubernetes.default.svc.cluster.local"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_roles_print_as_upstream_and_aggregate() {
+    let c = start().await;
+    let admin = c.admin.clone();
+    let out = ok(
+        &admin,
+        &["get", "clusterrolebinding", "cluster-admin", "-o", "wide"],
+    )
+    .await;
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"]
+    );
+    let row = out.lines().nth(1).unwrap();
+    assert!(
+        row.contains("ClusterRole/cluster-admin") && row.contains("system:masters"),
+        "{row}"
+    );
+    let out = ok(&admin, &["get", "clusterroles"]).await;
+    assert!(
+        out.starts_with("NAME") && out.lines().next().unwrap().contains("CREATED AT"),
+        "{out}"
+    );
+    for name in [
+        "cluster-admin",
+        "admin",
+        "edit",
+        "view",
+        "system:discovery",
+        "system:basic-user",
+        "system:public-info-viewer",
+        "system:node",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.split_whitespace().next() == Some(name)),
+            "{name} in {out}"
+        );
+    }
+    // view aggregates a new role labelled for it; admin aggregates edit's and view's
+    let extra = r#"{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "widgets-view", "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}},
+        "rules": [{"apiGroups": ["example.com"], "resources": ["widgets"], "verbs": ["get"]}]}"#;
+    let o = kubectl(&admin, &["create", "-f", "-"], Some(extra)).await;
+    assert!(o.ok, "{}", o.stderr);
+    eventually("view aggregates widgets", || async {
+        let v = json(&admin, &["get", "clusterrole", "view", "-o", "json"]).await;
+        v["rules"].to_string().contains("widgets")
+    })
+    .await;
+    let admin_role = json(&admin, &["get", "clusterrole", "admin", "-o", "json"]).await;
+    let rules = admin_role["rules"].to_string();
+    assert!(
+        rules.contains("rolebindings") && rules.contains("deployments") && !rules.is_empty(),
+        "{rules}"
+    );
+    // invalid rules are refused as upstream
+    let bad = r#"{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "bad"},
+        "rules": [{"nonResourceURLs": ["/x"], "verbs": ["get"]}]}"#;
+    let o = kubectl(&admin, &["create", "-f", "-"], Some(bad)).await;
+    assert!(
+        o.stderr
+            .contains("namespaced rules cannot apply to non-resource URLs"),
+        "{}",
+        o.stderr
+    );
+}
