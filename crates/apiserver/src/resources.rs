@@ -265,6 +265,8 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::mutatingwebhookconfiguration::RESOURCE,
     registry::validatingwebhookconfiguration::RESOURCE,
     registry::customresourcedefinition::RESOURCE,
+    registry::job::RESOURCE,
+    registry::cronjob::RESOURCE,
 ];
 
 /// Finds a built-in resource by group, version and plural name (the served resources,

@@ -251,7 +251,12 @@ impl CronSchedule {
         let limit = local.year() + 5;
         while dt.year() <= limit {
             if self.month & (1 << dt.month()) == 0 {
-                dt = dt.date().first_of_month().checked_add(1.month()).ok()?.into();
+                dt = dt
+                    .date()
+                    .first_of_month()
+                    .checked_add(1.month())
+                    .ok()?
+                    .into();
                 continue;
             }
             if !self.day_matches(dt) {
@@ -290,10 +295,7 @@ impl CronSchedule {
     ) -> Option<Timestamp> {
         let mut window = jiff::SignedDuration::from_mins(2);
         loop {
-            let from = now
-                .checked_sub(window)
-                .unwrap_or(earliest)
-                .max(earliest);
+            let from = now.checked_sub(window).unwrap_or(earliest).max(earliest);
             let mut last = None;
             let mut t = from;
             while let Some(n) = self.next_after(t, tz).filter(|n| *n <= now) {
@@ -387,7 +389,11 @@ mod tests {
         for (sched, from, want) in [
             ("* * * * *", "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"),
             ("* * * * *", "2026-01-01T00:00:30Z", "2026-01-01T00:01:00Z"),
-            ("*/5 * * * *", "2026-01-01T00:01:00Z", "2026-01-01T00:05:00Z"),
+            (
+                "*/5 * * * *",
+                "2026-01-01T00:01:00Z",
+                "2026-01-01T00:05:00Z",
+            ),
             ("0 * * * *", "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"),
             ("@hourly", "2026-01-01T10:59:59Z", "2026-01-01T11:00:00Z"),
             ("@daily", "2026-01-01T10:00:00Z", "2026-01-02T00:00:00Z"),
@@ -398,17 +404,37 @@ mod tests {
             ("@annually", "2026-01-15T10:00:00Z", "2027-01-01T00:00:00Z"),
             ("30 2 * * *", "2026-01-01T02:30:00Z", "2026-01-02T02:30:00Z"),
             ("0 0 29 2 *", "2026-01-01T00:00:00Z", "2028-02-29T00:00:00Z"),
-            ("0 9 * * mon-fri", "2026-03-06T10:00:00Z", "2026-03-09T09:00:00Z"),
-            ("0 9 * jan,JUL *", "2026-02-01T00:00:00Z", "2026-07-01T09:00:00Z"),
+            (
+                "0 9 * * mon-fri",
+                "2026-03-06T10:00:00Z",
+                "2026-03-09T09:00:00Z",
+            ),
+            (
+                "0 9 * jan,JUL *",
+                "2026-02-01T00:00:00Z",
+                "2026-07-01T09:00:00Z",
+            ),
             // Both day fields restricted: either matches.
             ("0 0 13 * 5", "2026-03-01T00:00:00Z", "2026-03-06T00:00:00Z"),
             ("0 0 1 * 6", "2026-03-08T00:00:00Z", "2026-03-14T00:00:00Z"),
             // One of them a star: both must match.
             ("0 0 13 * *", "2026-03-01T00:00:00Z", "2026-03-13T00:00:00Z"),
             ("0 0 ? * 5", "2026-03-01T00:00:00Z", "2026-03-06T00:00:00Z"),
-            ("5/20 * * * *", "2026-01-01T00:06:00Z", "2026-01-01T00:25:00Z"),
-            ("1-10/3 * * * *", "2026-01-01T00:05:00Z", "2026-01-01T00:07:00Z"),
-            ("59 23 31 12 *", "2026-01-01T00:00:00Z", "2026-12-31T23:59:00Z"),
+            (
+                "5/20 * * * *",
+                "2026-01-01T00:06:00Z",
+                "2026-01-01T00:25:00Z",
+            ),
+            (
+                "1-10/3 * * * *",
+                "2026-01-01T00:05:00Z",
+                "2026-01-01T00:07:00Z",
+            ),
+            (
+                "59 23 31 12 *",
+                "2026-01-01T00:00:00Z",
+                "2026-12-31T23:59:00Z",
+            ),
         ] {
             let s = CronSchedule::parse(sched).unwrap();
             assert_eq!(
@@ -462,17 +488,29 @@ mod tests {
         for (sched, reason) in [
             ("", "empty spec string"),
             ("* * * *", "expected exactly 5 fields, found 4: [* * * *]"),
-            ("* * * * * *", "expected exactly 5 fields, found 6: [* * * * * *]"),
+            (
+                "* * * * * *",
+                "expected exactly 5 fields, found 6: [* * * * * *]",
+            ),
             ("@every 1h", "unrecognized descriptor: @every 1h"),
             ("@often", "unrecognized descriptor: @often"),
             ("60 * * * *", "end of range (60) above maximum (59): 60"),
             ("* 0-24 * * *", "end of range (24) above maximum (23): 0-24"),
             ("* * 0 * *", "beginning of range (0) below minimum (1): 0"),
-            ("5-1 * * * *", "beginning of range (5) beyond end of range (1): 5-1"),
-            ("*/0 * * * *", "step of range should be a positive number: */0"),
+            (
+                "5-1 * * * *",
+                "beginning of range (5) beyond end of range (1): 5-1",
+            ),
+            (
+                "*/0 * * * *",
+                "step of range should be a positive number: */0",
+            ),
             ("1-2-3 * * * *", "too many hyphens: 1-2-3"),
             ("*/2/3 * * * *", "too many slashes: */2/3"),
-            ("x * * * *", "failed to parse int from x: invalid digit found in string"),
+            (
+                "x * * * *",
+                "failed to parse int from x: invalid digit found in string",
+            ),
             ("* * * * 7", "end of range (7) above maximum (6): 7"),
             (
                 "TZ=UTC * * * * *",
@@ -493,7 +531,13 @@ mod tests {
         let hourly = CronSchedule::parse("0 * * * *").unwrap();
         let weekdays = CronSchedule::parse("0 9 * * 1-5").unwrap();
         for (s, earliest, now, most_recent, count) in [
-            (&every_min, "2026-01-01T00:00:00Z", "2026-01-01T00:00:59Z", None, 0),
+            (
+                &every_min,
+                "2026-01-01T00:00:00Z",
+                "2026-01-01T00:00:59Z",
+                None,
+                0,
+            ),
             (
                 &every_min,
                 "2026-01-01T00:00:00Z",

@@ -28,6 +28,7 @@ use crate::validate;
 
 pub(crate) mod configmap;
 pub(crate) mod controllerrevision;
+pub(crate) mod cronjob;
 pub(crate) mod customresourcedefinition;
 pub(crate) mod daemonset;
 pub(crate) mod deployment;
@@ -36,6 +37,7 @@ pub(crate) mod endpointslice;
 pub(crate) mod event;
 pub(crate) mod events_v1;
 pub(crate) mod ingress;
+pub(crate) mod job;
 pub(crate) mod lease;
 pub(crate) mod mutatingwebhookconfiguration;
 pub(crate) mod namespace;
