@@ -63,8 +63,8 @@ async fn jobs_of(api: &Api<Job>, cj: &str) -> Vec<String> {
     v
 }
 
-async fn until_jobs(api: &Api<Job>, cj: &str, want: &[String]) {
-    let mut want = want.to_vec();
+async fn until_jobs(api: &Api<Job>, cj: &str, want: &[&str]) {
+    let mut want: Vec<String> = want.iter().map(|s| (*s).to_owned()).collect();
     want.sort();
     let mut last = Vec::new();
     for _ in 0..400 {
@@ -132,9 +132,9 @@ async fn schedules_forbid_replace_catch_up_and_history() {
     let f1 = cronjob_job_name("forbid", m1);
     let r1 = cronjob_job_name("replace", m1);
     let a1 = cronjob_job_name("allow", m1);
-    until_jobs(&jobs, "forbid", &[f1.clone()]).await;
-    until_jobs(&jobs, "replace", &[r1.clone()]).await;
-    until_jobs(&jobs, "allow", &[a1.clone()]).await;
+    until_jobs(&jobs, "forbid", &[f1.as_str()]).await;
+    until_jobs(&jobs, "replace", &[r1.as_str()]).await;
+    until_jobs(&jobs, "allow", &[a1.as_str()]).await;
     let j = jobs.get(&f1).await.unwrap();
     assert_eq!(
         j.metadata.annotations.as_ref().unwrap()[CRONJOB_SCHEDULED_TIMESTAMP],
@@ -156,14 +156,14 @@ async fn schedules_forbid_replace_catch_up_and_history() {
     );
     let r2 = cronjob_job_name("replace", m2);
     let a2 = cronjob_job_name("allow", m2);
-    until_jobs(&jobs, "replace", &[r2.clone()]).await;
-    until_jobs(&jobs, "allow", &[a1.clone(), a2.clone()]).await;
+    until_jobs(&jobs, "replace", &[r2.as_str()]).await;
+    until_jobs(&jobs, "allow", &[a1.as_str(), a2.as_str()]).await;
     let msg = has_event(&c, "forbid", "JobAlreadyActive").await;
     assert_eq!(
         msg,
         "Not starting job because prior execution is running and concurrency policy is Forbid"
     );
-    assert_eq!(jobs_of(&jobs, "forbid").await, [f1.clone()]);
+    assert_eq!(jobs_of(&jobs, "forbid").await, [f1.as_str()]);
     assert_eq!(
         has_event(&c, "replace", "SuccessfulDelete").await,
         format!("Deleted job {r1}")
@@ -173,7 +173,7 @@ async fn schedules_forbid_replace_catch_up_and_history() {
     // one), as upstream; lastSuccessfulTime follows the completed Job.
     complete(&jobs, &f1).await;
     let f2 = cronjob_job_name("forbid", m2);
-    until_jobs(&jobs, "forbid", &[f1.clone(), f2.clone()]).await;
+    until_jobs(&jobs, "forbid", &[f1.as_str(), f2.as_str()]).await;
     eventually(30, "forbid saw the completed job", || async {
         let st = cjs.get("forbid").await.ok()?.status?;
         st.last_successful_time.is_some().then_some(())
@@ -188,11 +188,11 @@ async fn schedules_forbid_replace_catch_up_and_history() {
 
     // History: Allow keeps one successful Job.
     let a3 = cronjob_job_name("allow", m3);
-    until_jobs(&jobs, "allow", &[a1.clone(), a2.clone(), a3.clone()]).await;
+    until_jobs(&jobs, "allow", &[a1.as_str(), a2.as_str(), a3.as_str()]).await;
     for n in [&a1, &a2, &a3] {
         complete(&jobs, n).await;
     }
-    until_jobs(&jobs, "allow", &[a3.clone()]).await;
+    until_jobs(&jobs, "allow", &[a3.as_str()]).await;
 
     // Down for three hours: one catch-up run for the latest start time, and a warning.
     let late = Timestamp::from_second(m3.as_second() + 3 * 3600).unwrap();
@@ -201,7 +201,7 @@ async fn schedules_forbid_replace_catch_up_and_history() {
             .unwrap(),
     );
     let a_late = cronjob_job_name("allow", late);
-    until_jobs(&jobs, "allow", &[a3.clone(), a_late.clone()]).await;
+    until_jobs(&jobs, "allow", &[a3.as_str(), a_late.as_str()]).await;
     let msg = has_event(&c, "allow", "TooManyMissedTimes").await;
     assert_eq!(
         msg,
@@ -239,5 +239,10 @@ async fn suspended_cronjobs_do_not_run() {
     // Resumed: the most recent missed start time runs once.
     let now = clock.now();
     let last = Timestamp::from_second(now.as_second() / 60 * 60).unwrap();
-    until_jobs(&jobs, "paused", &[cronjob_job_name("paused", last)]).await;
+    until_jobs(
+        &jobs,
+        "paused",
+        &[cronjob_job_name("paused", last).as_str()],
+    )
+    .await;
 }
