@@ -65,10 +65,10 @@ pub use controllers::endpoints::{
 pub use controllers::gc::{FOREGROUND, ORPHAN};
 pub use controllers::history::{revision_data, revision_name, revisions_to_prune};
 pub use controllers::job::{
-    format_indexes, job_finished, match_pod_failure_policy, parse_indexes, pod_failure_backoff,
-    pod_for_job, pod_index, want_active, FailureAction, DEFAULT_POD_FAILURE_BACKOFF,
-    JOB_COMPLETION_INDEX, JOB_COMPLETION_INDEX_ENV, JOB_INDEX_FAILURE_COUNT,
-    JOB_TRACKING_FINALIZER,
+    format_indexes, job_finished, match_pod_failure_policy, parse_indexes,
+    past_backoff_limit_on_failure, pod_failure_backoff, pod_for_job, pod_index, want_active,
+    FailureAction, DEFAULT_POD_FAILURE_BACKOFF, JOB_COMPLETION_INDEX, JOB_COMPLETION_INDEX_ENV,
+    JOB_INDEX_FAILURE_COUNT, JOB_TRACKING_FINALIZER,
 };
 pub use controllers::namespace::KUBERNETES_FINALIZER;
 pub use controllers::nodelifecycle::{NODE_LEASE_NAMESPACE, UNREACHABLE_TAINT};

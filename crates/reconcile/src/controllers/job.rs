@@ -201,6 +201,40 @@ pub fn pod_failure_backoff(base: Duration, failures: u32) -> Duration {
         .min(MAX_POD_FAILURE_BACKOFF.max(base))
 }
 
+/// Upstream's `pastBackoffLimitOnFailure`: with `restartPolicy: OnFailure` failures show
+/// as container restarts of pending and running pods, and their sum counts against
+/// `backoffLimit` (any restart at all when the limit is 0).
+pub fn past_backoff_limit_on_failure(job: &Job, pods: &[Arc<Pod>]) -> bool {
+    let Some(spec) = job.spec.as_ref() else {
+        return false;
+    };
+    let on_failure = spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        == Some("OnFailure");
+    if !on_failure {
+        return false;
+    }
+    let restarts: i64 = pods
+        .iter()
+        .filter(|p| matches!(phase(p), "Running" | "Pending"))
+        .filter_map(|p| p.status.as_ref())
+        .flat_map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+        })
+        .map(|c| i64::from(c.restart_count))
+        .sum();
+    match i64::from(spec.backoff_limit.unwrap_or(6)) {
+        0 => restarts > 0,
+        limit => restarts >= limit,
+    }
+}
+
 /// How many pods a NonIndexed Job wants running (upstream's `wantActive`).
 pub fn want_active(parallelism: i32, completions: Option<i32>, succeeded: i32, active: i32) -> i32 {
     match completions {
@@ -941,7 +975,9 @@ impl Reconciler for JobController {
         if !has(&conds, "FailureTarget") && !has(&conds, "SuccessCriteriaMet") {
             let mut failure: Option<(&str, String)> = None;
             let backoff_limit = spec.backoff_limit.unwrap_or(6);
-            if spec.backoff_limit_per_index.is_none() && failed > backoff_limit {
+            if spec.backoff_limit_per_index.is_none()
+                && (failed > backoff_limit || past_backoff_limit_on_failure(&job, &active))
+            {
                 failure = Some((
                     "BackoffLimitExceeded",
                     "Job has reached the specified backoff limit".into(),
@@ -1237,6 +1273,45 @@ mod tests {
         ] {
             assert_eq!(want_active(p, c, s, a), want, "{p} {c:?} {s} {a}");
         }
+    }
+
+    #[test]
+    fn restarts_count_against_the_backoff_limit_under_on_failure() {
+        let job_with = |policy: &str, limit: i32| -> Job {
+            serde_json::from_value(
+                json!({"spec": {"backoffLimit": limit, "template": {"spec": {
+                "restartPolicy": policy, "containers": [{"name": "main", "image": "x"}]}}}}),
+            )
+            .unwrap()
+        };
+        let pod = |phase: &str, restarts: i32| -> Arc<Pod> {
+            Arc::new(
+                serde_json::from_value(json!({"status": {"phase": phase, "containerStatuses": [
+                    {"name": "main", "image": "x", "imageID": "", "ready": false, "restartCount": restarts}]}}))
+                .unwrap(),
+            )
+        };
+        let on_failure = job_with("OnFailure", 3);
+        assert!(!past_backoff_limit_on_failure(
+            &on_failure,
+            &[pod("Running", 2)]
+        ));
+        assert!(past_backoff_limit_on_failure(
+            &on_failure,
+            &[pod("Running", 2), pod("Pending", 1)]
+        ));
+        assert!(
+            !past_backoff_limit_on_failure(&on_failure, &[pod("Failed", 5)]),
+            "only live pods"
+        );
+        assert!(past_backoff_limit_on_failure(
+            &job_with("OnFailure", 0),
+            &[pod("Running", 1)]
+        ));
+        assert!(!past_backoff_limit_on_failure(
+            &job_with("Never", 1),
+            &[pod("Running", 4)]
+        ));
     }
 
     #[test]
