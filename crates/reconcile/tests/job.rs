@@ -397,6 +397,15 @@ async fn suspend_deletes_pods_and_resume_restarts_them() {
         ev.iter().any(|e| e.1 == "Suspended") && ev.iter().any(|e| e.1 == "Resumed")
     })
     .await;
+    // Deleted in the background with its pods still running: the controller lets go of
+    // their tracking finalizers, so the garbage collector's deletions complete.
+    api.delete("sus", &kube::api::DeleteParams::background())
+        .await
+        .expect("delete job");
+    eventually(30, "running pods of a deleted job gone", || async {
+        (count().await == 0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,4 +557,23 @@ async fn kubectl_creates_lists_waits_and_resolves_logs() {
         logs.stdout,
         logs.stderr
     );
+    // Deleting the Job in the background takes its pods along: the controller lets go
+    // of the tracking finalizers of a Job that is gone.
+    must(
+        kubectl(
+            &c,
+            &["delete", "job", "hello", "--cascade=background"],
+            None,
+        )
+        .await,
+        "delete job",
+    );
+    eventually(30, "the job's pods gone", || async {
+        let l = pods
+            .list(&ListParams::default().labels("job-name=hello"))
+            .await
+            .ok()?;
+        l.items.is_empty().then_some(())
+    })
+    .await;
 }

@@ -750,6 +750,15 @@ impl Reconciler for JobController {
     async fn reconcile(&self, key: &ObjectKey) -> Result<Action, Error> {
         let Some(mut job) = self.jobs.get(key) else {
             self.expectations.delete(key);
+            // The Job is gone (deleted in the background, or orphaning): nothing counts
+            // its pods any more, so none may keep waiting for it.
+            let orphans: Vec<Arc<Pod>> = self
+                .pods
+                .list_namespace(key.ns())
+                .into_iter()
+                .filter(|p| has_finalizer(p) && owner_key(p).as_ref() == Some(key))
+                .collect();
+            self.release(&orphans.iter().collect::<Vec<_>>()).await?;
             return Ok(Action::Done);
         };
         let uid = job.metadata.uid.clone().unwrap_or_default();
