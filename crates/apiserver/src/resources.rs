@@ -291,6 +291,8 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::reviews::SUBJECT_ACCESS_REVIEW,
     registry::reviews::LOCAL_SUBJECT_ACCESS_REVIEW,
     registry::reviews::SELF_SUBJECT_RULES_REVIEW,
+    registry::job::RESOURCE,
+    registry::cronjob::RESOURCE,
 ];
 
 /// Finds a built-in resource by group, version and plural name (the served resources,

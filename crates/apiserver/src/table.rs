@@ -18,7 +18,12 @@ fn age_at(ts: &Value, now: i64) -> String {
     let Some(t) = ts.as_str().and_then(|s| s.parse::<jiff::Timestamp>().ok()) else {
         return "<unknown>".into();
     };
-    let s = (now - t.as_second()).max(0);
+    human_duration(now - t.as_second())
+}
+
+/// A duration in seconds as kubectl prints ages (`5s`, `3m2s`, `4h`, `2d`).
+pub(crate) fn human_duration(s: i64) -> String {
+    let s = s.max(0);
     let (m, h, d) = (s / 60, s / 3600, s / 86400);
     match s {
         _ if s < 120 => format!("{s}s"),

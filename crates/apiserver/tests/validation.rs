@@ -126,8 +126,26 @@ fn collection(kind: &str) -> &'static str {
         "Ingress" => "/apis/networking.k8s.io/v1/namespaces/default/ingresses",
         "Lease" => "/apis/coordination.k8s.io/v1/namespaces/default/leases",
         "PodDisruptionBudget" => "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+        "Job" => "/apis/batch/v1/namespaces/default/jobs",
+        "CronJob" => "/apis/batch/v1/namespaces/default/cronjobs",
         other => panic!("no collection for {other}"),
     }
+}
+
+/// A Job of one busybox pod, changed by `f`.
+fn batch_job(f: impl FnOnce(&mut Value)) -> Value {
+    let mut j = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox:1.36"}]}}}});
+    f(&mut j);
+    j
+}
+
+/// A CronJob on `schedule`.
+fn batch_cronjob(schedule: &str) -> Value {
+    json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {},
+        "spec": {"schedule": schedule, "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "busybox:1.36"}]}}}}}})
 }
 
 /// What a case expects: accepted, or refused (422) with a cause at `field` whose message
@@ -703,6 +721,29 @@ fn cases() -> Vec<Case> {
             Invalid("spec.unhealthyPodEvictionPolicy", "Unsupported value: \"Never\"")),
         update("PodDisruptionBudget", "selector change (mutable since 1.15)", json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"a": "b"}}}}),
             |p| p["spec"]["selector"] = json!({"matchLabels": {"a": "c"}}), Accepted),
+        // ---- Job, CronJob ----
+        create("Job", "a plain job", batch_job(|_| {}), Accepted),
+        create("Job", "template restartPolicy Always", batch_job(|j| j["spec"]["template"]["spec"]["restartPolicy"] = json!("Always")),
+            Invalid("spec.template.spec.restartPolicy", "Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\"")),
+        create("Job", "Indexed without completions", batch_job(|j| { j["spec"]["completionMode"] = json!("Indexed"); j["spec"]["parallelism"] = json!(2); }),
+            Invalid("spec.completions", "Required value: when completion mode is Indexed")),
+        create("Job", "podFailurePolicy with OnFailure", batch_job(|j| {
+            j["spec"]["template"]["spec"]["restartPolicy"] = json!("OnFailure");
+            j["spec"]["podFailurePolicy"] = json!({"rules": [{"action": "Ignore", "onExitCodes": {"operator": "In", "values": [1]}}]});
+        }), Invalid("spec.template.spec.restartPolicy", "only \"Never\" is supported when podFailurePolicy is specified")),
+        create("Job", "a selector of its own without manualSelector", batch_job(|j| j["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "not-mine"}})),
+            Invalid("spec.selector.matchLabels[batch.kubernetes.io/controller-uid]", "must be '")),
+        update("Job", "completions change", batch_job(|_| {}), |j| j["spec"]["completions"] = json!(3),
+            Invalid("spec.completions", "field is immutable")),
+        update("Job", "template change of a running job", batch_job(|_| {}), |j| j["spec"]["template"]["spec"]["containers"][0]["image"] = json!("busybox:2"),
+            Invalid("spec.template", "field is immutable")),
+        update("Job", "parallelism and suspend change", batch_job(|_| {}), |j| { j["spec"]["parallelism"] = json!(0); j["spec"]["suspend"] = json!(true); }, Accepted),
+        create("CronJob", "a plain cronjob", batch_cronjob("*/5 * * * *"), Accepted),
+        create("CronJob", "an unparseable schedule", batch_cronjob("every minute"),
+            Invalid("spec.schedule", "expected exactly 5 fields, found 2: [every minute]")),
+        create("CronJob", "an unknown time zone", { let mut c = batch_cronjob("@daily"); c["spec"]["timeZone"] = json!("Atlantis/Capital"); c },
+            Invalid("spec.timeZone", "unknown time zone Atlantis/Capital")),
+        update("CronJob", "schedule and suspend change", batch_cronjob("*/5 * * * *"), |c| { c["spec"]["schedule"] = json!("@hourly"); c["spec"]["suspend"] = json!(true); }, Accepted),
         // ---- ServiceAccount, Event ----
         create("ServiceAccount", "bad name", json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "Bad_Name"}}),
             Invalid("metadata.name", "a lowercase RFC 1123 subdomain must consist of")),
@@ -747,7 +788,7 @@ async fn every_built_in_kind_validates_as_upstream_on_create_and_update() {
     }
     assert_eq!(
         counts.len(),
-        20,
+        22,
         "a table for every served built-in kind: {counts:?}"
     );
     assert!(

@@ -20,4 +20,18 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A cron schedule could not be parsed.
+    #[error("unparseable schedule {schedule:?}: {reason}")]
+    Cron {
+        /// The schedule text.
+        schedule: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A time zone name is not in the host's tz database.
+    #[error("unknown time zone {name}")]
+    TimeZone {
+        /// The name asked for.
+        name: String,
+    },
 }

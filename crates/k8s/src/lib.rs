@@ -9,6 +9,7 @@
 //! | label and node selectors | `labels`, `nodeaffinity` | [`Selector`], [`NodeSelectorTerm`] |
 //! | Lease leader election | client-go `leaderelection` | [`decide`], [`LeaseObserver`] |
 //! | status code of an API error | `apierrors.ReasonForError` | `status_code` (feature `kube`) |
+//! | cron schedules and missed start times | robfig/cron `ParseStandard`, `mostRecentScheduleTime` | [`CronSchedule`], [`missed_schedules`] |
 //! | the Kubernetes version kcore implements | `version.Get` | [`VERSION`], [`GIT_VERSION`] |
 //!
 //! Each is table-tested against upstream's own cases. The crate depends on k8s-openapi
@@ -36,6 +37,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cron;
 mod error;
 mod leader;
 mod qos;
@@ -45,6 +47,7 @@ mod selector;
 mod status;
 mod version;
 
+pub use cron::{missed_schedules, time_zone, CronSchedule, Missed};
 pub use error::Error;
 pub use leader::{decide, LeaseDecision, LeaseObserver};
 pub use qos::{pod_qos_class, qos_class, QosClass};

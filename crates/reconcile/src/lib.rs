@@ -9,7 +9,8 @@
 //!   controller from acting twice before its cache has seen its own writes;
 //! - [`LeaderElector`]: leader election with a `coordination.k8s.io` Lease.
 //!
-//! The controllers (ReplicaSet, Deployment, DaemonSet, StatefulSet, Endpoints and
+//! The controllers (ReplicaSet, Deployment, DaemonSet, StatefulSet, Job, CronJob,
+//! TTL-after-finished, Endpoints and
 //! EndpointSlices, garbage collector, namespace, node lifecycle) run in a
 //! [`ControllerManager`]: `ControllerManager::new(client).run(shutdown)` starts shared
 //! informers, waits for them to sync, and runs each controller's workers (behind leader
@@ -45,6 +46,10 @@ mod queue;
 mod runner;
 
 pub use cache::{Change, Handler, Informer, Store};
+pub use controllers::cronjob::{
+    cronjob_job_name, job_for_schedule, schedule_decision, Clock, ScheduleDecision,
+    CRONJOB_SCHEDULED_TIMESTAMP,
+};
 pub use controllers::daemonset::{
     node_should_run, plan as daemon_plan, pod_node as daemon_pod_node, DaemonPlan, NodePods,
     CONTROLLER_REVISION_HASH,
@@ -59,15 +64,22 @@ pub use controllers::endpoints::{
 };
 pub use controllers::gc::{FOREGROUND, ORPHAN};
 pub use controllers::history::{revision_data, revision_name, revisions_to_prune};
+pub use controllers::job::{
+    format_indexes, job_finished, match_pod_failure_policy, parse_indexes,
+    past_backoff_limit_on_failure, pod_failure_backoff, pod_for_job, pod_index, want_active,
+    FailureAction, DEFAULT_POD_FAILURE_BACKOFF, JOB_COMPLETION_INDEX, JOB_COMPLETION_INDEX_ENV,
+    JOB_INDEX_FAILURE_COUNT, JOB_TRACKING_FINALIZER,
+};
 pub use controllers::namespace::KUBERNETES_FINALIZER;
 pub use controllers::nodelifecycle::{NODE_LEASE_NAMESPACE, UNREACHABLE_TAINT};
 pub use controllers::replicaset::POD_DELETION_COST;
 pub use controllers::statefulset::{
     claim_name, sts_plan, OrdinalPod, StsAction, POD_INDEX_LABEL, POD_NAME_LABEL,
 };
+pub use controllers::ttlafterfinished::ttl_expiry;
 pub use error::Error;
 pub use leader::{LeaderElectionConfig, LeaderElector};
-pub use manager::{ControllerManager, ControllerManagerConfig, CONTROLLERS};
+pub use manager::{BatchConfig, ControllerManager, ControllerManagerConfig, CONTROLLERS};
 pub use meta::{
     controller_of, controller_ref, pod_is_active, pod_is_available, pod_is_ready, toleration_for,
     ObjectKey,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service,
@@ -23,14 +24,17 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::cache::Informer;
+use crate::controllers::cronjob::{Clock, CronJobController};
 use crate::controllers::daemonset::DaemonSetController;
 use crate::controllers::deployment::DeploymentController;
 use crate::controllers::endpoints::EndpointsController;
 use crate::controllers::gc::GarbageCollector;
+use crate::controllers::job::{JobController, DEFAULT_POD_FAILURE_BACKOFF};
 use crate::controllers::namespace::NamespaceController;
 use crate::controllers::nodelifecycle::NodeLifecycleController;
 use crate::controllers::replicaset::ReplicaSetController;
 use crate::controllers::statefulset::StatefulSetController;
+use crate::controllers::ttlafterfinished::TtlAfterFinishedController;
 use crate::error::Error;
 use crate::leader::{LeaderElectionConfig, LeaderElector};
 use crate::meta::ObjectKey;
@@ -47,7 +51,29 @@ pub const CONTROLLERS: &[&str] = &[
     "garbagecollector",
     "namespace",
     "nodelifecycle",
+    "job",
+    "cronjob",
+    "ttl-after-finished",
 ];
+
+/// Settings of the batch controllers (Job, CronJob, TTL-after-finished).
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// Their clock; tests use [`Clock::manual`] to step through schedules.
+    pub clock: Clock,
+    /// The first backoff before a failed Job pod is replaced (10 s upstream), doubling
+    /// per failure.
+    pub pod_failure_backoff: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            clock: Clock::system(),
+            pod_failure_backoff: DEFAULT_POD_FAILURE_BACKOFF,
+        }
+    }
+}
 
 /// Settings of a [`ControllerManager`].
 #[derive(Debug, Clone)]
@@ -62,6 +88,8 @@ pub struct ControllerManagerConfig {
     pub rate_limit: RateLimitConfig,
     /// How long a node may go without heartbeat before it is NotReady (40 s upstream).
     pub node_monitor_grace_period: Duration,
+    /// The batch controllers' clock and backoff.
+    pub batch: BatchConfig,
 }
 
 impl Default for ControllerManagerConfig {
@@ -72,6 +100,7 @@ impl Default for ControllerManagerConfig {
             leader_election: None,
             rate_limit: RateLimitConfig::default(),
             node_monitor_grace_period: Duration::from_secs(40),
+            batch: BatchConfig::default(),
         }
     }
 }
@@ -187,6 +216,8 @@ impl ControllerManager {
         let mut dss = Informer::new(Api::<DaemonSet>::all(client.clone()));
         let mut nodes = Informer::new(Api::<Node>::all(client.clone()));
         let mut leases = Informer::new(Api::<Lease>::all(client.clone()));
+        let mut jobs = Informer::new(Api::<Job>::all(client.clone()));
+        let mut cronjobs = Informer::new(Api::<CronJob>::all(client.clone()));
 
         let mut starters: Vec<Starter> = Vec::new();
         macro_rules! start {
@@ -230,7 +261,16 @@ impl ControllerManager {
             eps.on_change(move |c| qe.add(ObjectKey::of(c.object().as_ref())));
             start!(c, q);
         }
+        self.start_batch(
+            &mut starters,
+            &mut new_queue,
+            &mut jobs,
+            &mut cronjobs,
+            &mut pods,
+        );
         let namespaced_kinds = vec![
+            ApiResource::erase::<Job>(&()),
+            ApiResource::erase::<CronJob>(&()),
             ApiResource::erase::<Pod>(&()),
             ApiResource::erase::<ReplicaSet>(&()),
             ApiResource::erase::<Deployment>(&()),
@@ -304,6 +344,8 @@ impl ControllerManager {
             nodes.on_change(gc.track(q.clone()));
             leases.on_change(gc.track(q.clone()));
             nss.on_change(gc.track(q.clone()));
+            jobs.on_change(gc.track(q.clone()));
+            cronjobs.on_change(gc.track(q.clone()));
             other_kinds = Some((gc.clone(), q.clone()));
             start!(gc, q);
         }
@@ -320,7 +362,10 @@ impl ControllerManager {
                 }
             )*};
         }
-        run!(pods, rss, deps, svcs, eps, slices, nss, cms, secrets, sas, stss, dss, nodes, leases);
+        run!(
+            pods, rss, deps, svcs, eps, slices, nss, cms, secrets, sas, stss, dss, nodes, leases,
+            jobs, cronjobs
+        );
         if let Some((gc, q)) = other_kinds {
             // Custom resources as owners: kinds beyond the informers', by discovery.
             informers.spawn(gc.watch_other_kinds(
@@ -358,6 +403,62 @@ impl ControllerManager {
         }
         while informers.join_next().await.is_some() {}
         failure.map_or(Ok(()), Err)
+    }
+}
+
+impl ControllerManager {
+    /// Registers the Job, CronJob and TTL-after-finished controllers that are enabled.
+    fn start_batch(
+        &self,
+        starters: &mut Vec<Starter>,
+        new_queue: &mut dyn FnMut() -> WorkQueue<ObjectKey>,
+        jobs: &mut Informer<Job>,
+        cronjobs: &mut Informer<CronJob>,
+        pods: &mut Informer<Pod>,
+    ) {
+        let client = &self.client;
+        let workers_n = self.config.workers;
+        let batch = &self.config.batch;
+        if self.enabled("job") {
+            let q = new_queue();
+            let c = JobController::new(
+                client.clone(),
+                jobs.store(),
+                pods.store(),
+                batch.clock.clone(),
+                batch.pod_failure_backoff,
+            );
+            jobs.on_change(c.on_job(q.clone()));
+            pods.on_change(c.on_pod(q.clone()));
+            starters.push(Box::new(move |set| {
+                set.spawn(run_workers(Arc::new(c), q, workers_n));
+            }));
+        }
+        if self.enabled("cronjob") {
+            let q = new_queue();
+            let c = CronJobController::new(
+                client.clone(),
+                cronjobs.store(),
+                jobs.store(),
+                batch.clock.clone(),
+            );
+            cronjobs.on_change(CronJobController::on_cronjob(q.clone()));
+            jobs.on_change(CronJobController::on_job(q.clone()));
+            let follow = c.follow_clock(q.clone());
+            starters.push(Box::new(move |set| {
+                set.spawn(follow);
+                set.spawn(run_workers(Arc::new(c), q, workers_n));
+            }));
+        }
+        if self.enabled("ttl-after-finished") {
+            let q = new_queue();
+            let c =
+                TtlAfterFinishedController::new(client.clone(), jobs.store(), batch.clock.clone());
+            jobs.on_change(TtlAfterFinishedController::on_job(q.clone()));
+            starters.push(Box::new(move |set| {
+                set.spawn(run_workers(Arc::new(c), q, workers_n));
+            }));
+        }
     }
 }
 

@@ -3,67 +3,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, start, Cluster, Kubelet};
+use common::kubectl::{kubectl, must};
+use common::{eventually, start, Kubelet};
 use k8s_openapi::api::apps::v1::Deployment;
 use kcore_reconcile::REVISION;
 use kube::api::Api;
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-async fn kubectl(c: &Cluster, args: &[&str], stdin: Option<&str>) -> Out {
-    let mut cmd = Command::new("kubectl");
-    let home = c.kubeconfig.parent().expect("dir").to_path_buf();
-    cmd.arg("--kubeconfig")
-        .arg(&c.kubeconfig)
-        .arg("--cache-dir")
-        .arg(home.join("cache"))
-        .arg("-n")
-        .arg(&c.namespace)
-        .args(args)
-        .env("HOME", &home)
-        .env_remove("KUBECONFIG");
-    let input = stdin.map(str::to_owned);
-    let out = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        use std::process::Stdio;
-        cmd.stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("run kubectl");
-        if let Some(i) = input {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(i.as_bytes())
-                .expect("stdin");
-        }
-        child.wait_with_output().expect("kubectl output")
-    })
-    .await
-    .expect("join");
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn must(o: Out, what: &str) -> String {
-    assert!(o.ok, "kubectl {what} failed: {}\n{}", o.stderr, o.stdout);
-    o.stdout
-}
 
 fn image(d: &Deployment) -> String {
     d.spec

@@ -1,11 +1,14 @@
 //! The built-in controllers.
 
+pub(crate) mod cronjob;
 pub(crate) mod daemonset;
 pub(crate) mod deployment;
 pub(crate) mod endpoints;
 pub(crate) mod gc;
 pub(crate) mod history;
+pub(crate) mod job;
 pub(crate) mod namespace;
 pub(crate) mod nodelifecycle;
 pub(crate) mod replicaset;
 pub(crate) mod statefulset;
+pub(crate) mod ttlafterfinished;
