@@ -61,6 +61,10 @@ pub use controllers::gc::{FOREGROUND, ORPHAN};
 pub use controllers::history::{revision_data, revision_name, revisions_to_prune};
 pub use controllers::namespace::KUBERNETES_FINALIZER;
 pub use controllers::nodelifecycle::{NODE_LEASE_NAMESPACE, UNREACHABLE_TAINT};
+pub use controllers::persistentvolume::{
+    best_volume, volume_mismatch, ANN_BIND_COMPLETED, ANN_BOUND_BY_CONTROLLER, ANN_PROVISIONED_BY,
+    ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER,
+};
 pub use controllers::replicaset::POD_DELETION_COST;
 pub use controllers::statefulset::{
     claim_name, sts_plan, OrdinalPod, StsAction, POD_INDEX_LABEL, POD_NAME_LABEL,

@@ -29,6 +29,7 @@ use crate::controllers::endpoints::EndpointsController;
 use crate::controllers::gc::GarbageCollector;
 use crate::controllers::namespace::NamespaceController;
 use crate::controllers::nodelifecycle::NodeLifecycleController;
+use crate::controllers::persistentvolume::PersistentVolumeController;
 use crate::controllers::replicaset::ReplicaSetController;
 use crate::controllers::statefulset::StatefulSetController;
 use crate::error::Error;
@@ -47,6 +48,7 @@ pub const CONTROLLERS: &[&str] = &[
     "garbagecollector",
     "namespace",
     "nodelifecycle",
+    "persistentvolume-binder",
 ];
 
 /// Settings of a [`ControllerManager`].
@@ -187,6 +189,13 @@ impl ControllerManager {
         let mut dss = Informer::new(Api::<DaemonSet>::all(client.clone()));
         let mut nodes = Informer::new(Api::<Node>::all(client.clone()));
         let mut leases = Informer::new(Api::<Lease>::all(client.clone()));
+        let mut pvcs = Informer::new(Api::<PersistentVolumeClaim>::all(client.clone()));
+        let mut pvs = Informer::new(Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(
+            client.clone(),
+        ));
+        let mut scs = Informer::new(Api::<k8s_openapi::api::storage::v1::StorageClass>::all(
+            client.clone(),
+        ));
 
         let mut starters: Vec<Starter> = Vec::new();
         macro_rules! start {
@@ -286,6 +295,19 @@ impl ControllerManager {
             pods.on_change(|_| {});
             start!(c, q);
         }
+        if self.enabled("persistentvolume-binder") {
+            let q = new_queue();
+            let c = PersistentVolumeController::new(
+                client.clone(),
+                pvcs.store(),
+                pvs.store(),
+                scs.store(),
+            );
+            pvcs.on_change(PersistentVolumeController::on_claim(q.clone()));
+            pvs.on_change(c.on_volume(q.clone()));
+            scs.on_change(|_| {});
+            start!(c, q);
+        }
         let mut other_kinds = None;
         if gc_on {
             let q = new_queue();
@@ -321,6 +343,7 @@ impl ControllerManager {
             )*};
         }
         run!(pods, rss, deps, svcs, eps, slices, nss, cms, secrets, sas, stss, dss, nodes, leases);
+        run!(pvcs, pvs, scs);
         if let Some((gc, q)) = other_kinds {
             // Custom resources as owners: kinds beyond the informers', by discovery.
             informers.spawn(gc.watch_other_kinds(

@@ -7,5 +7,6 @@ pub(crate) mod gc;
 pub(crate) mod history;
 pub(crate) mod namespace;
 pub(crate) mod nodelifecycle;
+pub(crate) mod persistentvolume;
 pub(crate) mod replicaset;
 pub(crate) mod statefulset;
