@@ -69,6 +69,9 @@ pub use controllers::replicaset::POD_DELETION_COST;
 pub use controllers::statefulset::{
     claim_name, sts_plan, OrdinalPod, StsAction, POD_INDEX_LABEL, POD_NAME_LABEL,
 };
+pub use controllers::volumeprotection::{
+    pod_uses_claim, PVC_PROTECTION_FINALIZER, PV_PROTECTION_FINALIZER,
+};
 pub use error::Error;
 pub use leader::{LeaderElectionConfig, LeaderElector};
 pub use manager::{ControllerManager, ControllerManagerConfig, CONTROLLERS};

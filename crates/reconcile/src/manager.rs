@@ -32,6 +32,7 @@ use crate::controllers::nodelifecycle::NodeLifecycleController;
 use crate::controllers::persistentvolume::PersistentVolumeController;
 use crate::controllers::replicaset::ReplicaSetController;
 use crate::controllers::statefulset::StatefulSetController;
+use crate::controllers::volumeprotection::{PvProtectionController, PvcProtectionController};
 use crate::error::Error;
 use crate::leader::{LeaderElectionConfig, LeaderElector};
 use crate::meta::ObjectKey;
@@ -49,6 +50,8 @@ pub const CONTROLLERS: &[&str] = &[
     "namespace",
     "nodelifecycle",
     "persistentvolume-binder",
+    "pvc-protection",
+    "pv-protection",
 ];
 
 /// Settings of a [`ControllerManager`].
@@ -306,6 +309,19 @@ impl ControllerManager {
             pvcs.on_change(PersistentVolumeController::on_claim(q.clone()));
             pvs.on_change(c.on_volume(q.clone()));
             scs.on_change(|_| {});
+            start!(c, q);
+        }
+        if self.enabled("pvc-protection") {
+            let q = new_queue();
+            let c = PvcProtectionController::new(client.clone(), pvcs.store(), pods.store());
+            pvcs.on_change(PvcProtectionController::on_claim(q.clone()));
+            pods.on_change(PvcProtectionController::on_pod(q.clone()));
+            start!(c, q);
+        }
+        if self.enabled("pv-protection") {
+            let q = new_queue();
+            let c = PvProtectionController::new(client.clone(), pvs.store());
+            pvs.on_change(PvProtectionController::on_volume(q.clone()));
             start!(c, q);
         }
         let mut other_kinds = None;

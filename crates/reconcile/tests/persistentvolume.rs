@@ -203,3 +203,50 @@ async fn wait_for_first_consumer_claims_wait_for_a_node() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_in_use_is_kept_until_its_pod_goes() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kcore_reconcile::{PVC_PROTECTION_FINALIZER, PV_PROTECTION_FINALIZER};
+    let c = start(Kubelet::None, &["pvc-protection", "pv-protection"]).await;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), &c.namespace);
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &c.namespace);
+    let pvs: Api<PersistentVolume> = Api::all(c.client.clone());
+    let claim = create(&pvcs, pvc("used", "1Gi", "")).await;
+    assert_eq!(
+        claim.metadata.finalizers,
+        Some(vec![PVC_PROTECTION_FINALIZER.to_owned()])
+    );
+    create(
+        &pods,
+        json!({"metadata": {"name": "db"}, "spec": {"containers": [{"name": "c", "image": "x"}],
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "used"}}]}}),
+    )
+    .await;
+    pvcs.delete("used", &DeleteParams::default())
+        .await
+        .expect("delete");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let kept = pvcs.get("used").await.expect("kept while in use");
+    assert!(kept.metadata.deletion_timestamp.is_some());
+    pods.delete("db", &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    eventually(20, "the claim to go with its pod", || async {
+        pvcs.get_opt("used").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    // A volume that is not bound goes at once.
+    let v = create(&pvs, pv("loose", "1Gi", "Retain")).await;
+    assert_eq!(
+        v.metadata.finalizers,
+        Some(vec![PV_PROTECTION_FINALIZER.to_owned()])
+    );
+    pvs.delete("loose", &DeleteParams::default())
+        .await
+        .expect("delete pv");
+    eventually(20, "the unbound volume to go", || async {
+        pvs.get_opt("loose").await.ok()?.is_none().then_some(())
+    })
+    .await;
+}

@@ -213,11 +213,11 @@ impl Framework {
             .plugin(Arc::new(plugins::TaintToleration), 3)
             .plugin(Arc::new(plugins::NodeAffinity), 2)
             .plugin(Arc::new(plugins::NodePorts), 1)
-            .plugin(Arc::new(plugins::VolumeBinding), 1)
             .plugin(
                 Arc::new(plugins::NodeResourcesFit::new(cfg.scoring_strategy)),
                 1,
             )
+            .plugin(Arc::new(plugins::VolumeBinding), 1)
             .plugin(Arc::new(plugins::PodTopologySpread), 2)
             .plugin(
                 Arc::new(plugins::InterPodAffinity::new(cfg.hard_pod_affinity_weight)),

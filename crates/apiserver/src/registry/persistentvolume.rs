@@ -107,6 +107,7 @@ impl Strategy for PersistentVolumeStrategy {
 
     fn prepare_for_create(&self, obj: &mut Value) {
         obj["status"] = json!({"phase": "Pending"});
+        super::persistentvolumeclaim::add_finalizer(obj, "kubernetes.io/pv-protection");
     }
 
     fn table_columns(&self) -> Vec<Value> {

@@ -88,6 +88,20 @@ pub(crate) fn attributes_class(obj: &Value) -> String {
         .to_owned()
 }
 
+/// Upstream's StorageObjectInUseProtection admission: a new claim or volume gets its
+/// protection finalizer (removed by the pvc-protection and pv-protection controllers).
+pub(crate) fn add_finalizer(obj: &mut Value, finalizer: &str) {
+    let meta = &mut obj["metadata"];
+    if !meta["finalizers"].is_array() {
+        meta["finalizers"] = json!([]);
+    }
+    if let Some(list) = meta["finalizers"].as_array_mut() {
+        if !list.iter().any(|f| f == finalizer) {
+            list.push(json!(finalizer));
+        }
+    }
+}
+
 fn storage_request(obj: &Value) -> Option<kcore_k8s::Quantity> {
     obj["spec"]["resources"]["requests"]["storage"]
         .as_str()
@@ -135,6 +149,7 @@ impl Strategy for PersistentVolumeClaimStrategy {
 
     fn prepare_for_create(&self, obj: &mut Value) {
         obj["status"] = json!({"phase": "Pending"});
+        add_finalizer(obj, "kubernetes.io/pvc-protection");
     }
 
     fn create_reads(&self) -> Option<(&'static str, &'static str)> {

@@ -10,3 +10,4 @@ pub(crate) mod nodelifecycle;
 pub(crate) mod persistentvolume;
 pub(crate) mod replicaset;
 pub(crate) mod statefulset;
+pub(crate) mod volumeprotection;
