@@ -63,7 +63,11 @@ async fn has_event(client: &Client, ns: &str, name: &str, reason: &str) -> Optio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_bind_to_the_smallest_fitting_volume_and_release_on_delete() {
-    let c = start(Kubelet::None, &["persistentvolume-binder"]).await;
+    let c = start(
+        Kubelet::None,
+        &["persistentvolume-binder", "pvc-protection", "pv-protection"],
+    )
+    .await;
     let pvs: Api<PersistentVolume> = Api::all(c.client.clone());
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), &c.namespace);
     create(&pvs, pv("big", "10Gi", "Retain")).await;
