@@ -274,6 +274,7 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::lease::RESOURCE,
     registry::persistentvolumeclaim::RESOURCE,
     registry::persistentvolume::RESOURCE,
+    registry::storageclass::RESOURCE,
     registry::controllerrevision::RESOURCE,
     registry::poddisruptionbudget::RESOURCE,
     registry::mutatingwebhookconfiguration::RESOURCE,

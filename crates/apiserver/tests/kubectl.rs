@@ -715,3 +715,208 @@ async fn kubectl_rejects_unknown_fields() {
     ok(&c, &["apply", "--validate=false", "-f", &file]).await;
     c.server.shutdown().await.expect("shutdown");
 }
+
+const STORAGE: &str = r#"
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local-path
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: kcore.dev/local-path
+volumeBindingMode: WaitForFirstConsumer
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: fast
+provisioner: example.com/fast
+allowVolumeExpansion: true
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: none
+spec:
+  storageClassName: ""
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: pv1
+spec:
+  capacity: {storage: 2Gi}
+  accessModes: [ReadWriteOnce, ReadOnlyMany]
+  storageClassName: fast
+  hostPath: {path: /tmp/pv1}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_storage_classes_and_the_default_class() {
+    let c = start().await;
+    let file = write_manifests(&c, "storage.yaml", STORAGE);
+    ok(&c, &["apply", "-f", &file]).await;
+    let sc = ok(&c, &["get", "sc"]).await;
+    let lines: Vec<Vec<&str>> = sc.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        lines[0],
+        [
+            "NAME",
+            "PROVISIONER",
+            "RECLAIMPOLICY",
+            "VOLUMEBINDINGMODE",
+            "ALLOWVOLUMEEXPANSION",
+            "AGE"
+        ],
+        "{sc}"
+    );
+    assert_eq!(
+        lines[1][..5],
+        ["fast", "example.com/fast", "Delete", "Immediate", "true"],
+        "{sc}"
+    );
+    assert_eq!(
+        lines[2][..6],
+        [
+            "local-path",
+            "(default)",
+            "kcore.dev/local-path",
+            "Delete",
+            "WaitForFirstConsumer",
+            "false"
+        ],
+        "{sc}"
+    );
+    // DefaultStorageClass admission: a claim naming no class gets the default one; an
+    // empty class stays empty.
+    let class = ok(
+        &c,
+        &[
+            "get",
+            "pvc",
+            "data",
+            "-o",
+            "jsonpath={.spec.storageClassName}",
+        ],
+    )
+    .await;
+    assert_eq!(class, "local-path");
+    let class = ok(
+        &c,
+        &[
+            "get",
+            "pvc",
+            "none",
+            "-o",
+            "jsonpath={.spec.storageClassName}",
+        ],
+    )
+    .await;
+    assert_eq!(class, "");
+    let pvc = ok(&c, &["get", "pvc", "data"]).await;
+    let head: Vec<&str> = pvc
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        head,
+        [
+            "NAME",
+            "STATUS",
+            "VOLUME",
+            "CAPACITY",
+            "ACCESS",
+            "MODES",
+            "STORAGECLASS",
+            "VOLUMEATTRIBUTESCLASS",
+            "AGE"
+        ],
+        "{pvc}"
+    );
+    assert!(
+        pvc.lines().nth(1).is_some_and(|l| l.starts_with("data")
+            && l.contains("Pending")
+            && l.contains("local-path")),
+        "{pvc}"
+    );
+    let pv = ok(&c, &["get", "pv"]).await;
+    let head: Vec<&str> = pv
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        head,
+        [
+            "NAME",
+            "CAPACITY",
+            "ACCESS",
+            "MODES",
+            "RECLAIM",
+            "POLICY",
+            "STATUS",
+            "CLAIM",
+            "STORAGECLASS",
+            "VOLUMEATTRIBUTESCLASS",
+            "REASON",
+            "AGE"
+        ],
+        "{pv}"
+    );
+    let row: Vec<&str> = pv
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..6],
+        ["pv1", "2Gi", "RWO,ROX", "Retain", "Pending", "fast"],
+        "{pv}"
+    );
+    // Upstream's update rules.
+    let out = kubectl(
+        &c,
+        &["patch", "sc", "fast", "-p", r#"{"reclaimPolicy":"Retain"}"#],
+    )
+    .await;
+    assert!(
+        !out.ok
+            && out
+                .stderr
+                .contains("updates to reclaimPolicy are forbidden"),
+        "{}",
+        out.stderr
+    );
+    let bad = write_manifests(
+        &c,
+        "bad-sc.yaml",
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: bad}\nprovisioner: \"\"\nvolumeBindingMode: Later\n",
+    );
+    let out = kubectl(&c, &["create", "-f", &bad]).await;
+    assert!(!out.ok, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("provisioner: Required value"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("volumeBindingMode: Unsupported value: \"Later\""),
+        "{}",
+        out.stderr
+    );
+    c.server.shutdown().await.expect("shutdown");
+}

@@ -202,6 +202,7 @@ impl ControlPlane {
 
         let client = client_from_kubeconfig(&kubeconfig).await?;
         wait_ready(&client).await?;
+        crate::storage::ensure_default_class(&client).await?;
         if cfg.scheduler {
             let client = client.clone();
             let shutdown = stopped(rx.clone());

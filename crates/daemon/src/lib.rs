@@ -10,6 +10,7 @@
 //! - [`agent`]: `kcored agent` — a node joining a cluster; [`join`] is how it trusts
 //!   the server from a join token; [`ipam`] hands nodes their pod subnets.
 //! - [`image_cmd`]: `kcore image import | pull | ls | inspect | unpack | rm | prune`.
+//! - [`storage`]: the default `local-path` StorageClass.
 //! - [`run`]: `kcore run` — one program in new namespaces, inside a cgroup with
 //!   limits, on an overlay root file system (a static busybox base layer plus a
 //!   writable layer per run).
@@ -22,4 +23,5 @@ pub mod image_cmd;
 pub mod ipam;
 pub mod join;
 pub mod run;
+pub mod storage;
 pub mod units;

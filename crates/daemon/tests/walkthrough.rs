@@ -3,8 +3,9 @@
 //! of examples/walkthrough applied, and every effect checked — pods Running with IPs,
 //! HTTP through the Service and the Ingress, DNS between them, scaling, a rolling
 //! update with maxUnavailable 0 that never fails a request, logs, ConfigMap and Secret
-//! volumes; then, on the same cluster, a Service-backed admission webhook running in a
-//! pod of the demo image.
+//! volumes, and the database's records on a PersistentVolumeClaim that outlive its pod;
+//! then, on the same cluster, a Service-backed admission webhook running in a pod of the
+//! demo image.
 
 mod common;
 
@@ -243,6 +244,43 @@ fn walkthrough_on_one_node_with_kubectl() {
     let logs = m.kubectl(&["logs", &web_pod, "--tail=1"]);
     assert_eq!(logs.lines().count(), 1, "{logs}");
 
+    // the database keeps its records on a claim of the default class: bound to a
+    // local volume on this node, they outlive the database's pod
+    let sc = m.kubectl(&["get", "storageclass"]);
+    assert!(sc.contains("local-path (default)"), "{sc}");
+    let pvc = m.kubectl_json(&["get", "pvc", "db-data"]);
+    assert_eq!(pvc["status"]["phase"], "Bound", "{pvc}");
+    assert_eq!(pvc["spec"]["storageClassName"], "local-path");
+    let pv_name = pvc["spec"]["volumeName"]
+        .as_str()
+        .expect("volume")
+        .to_owned();
+    let pv = m.kubectl_json(&["get", "pv", &pv_name]);
+    let dir = std::path::PathBuf::from(pv["spec"]["local"]["path"].as_str().expect("local path"));
+    assert!(
+        dir.join("users.jsonl").is_file(),
+        "records in {}",
+        dir.display()
+    );
+    assert_eq!(
+        pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]
+            ["values"][0],
+        "walk"
+    );
+    let db_pod = running_pods(&m, "db")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    m.kubectl(&["delete", "pod", &db_pod, "--wait=true", "--timeout=60s"]);
+    wait_for(120, "a new database pod with the old records", || {
+        let p = running_pods(&m, "db");
+        if p.len() != 1 || p[0]["metadata"]["name"] == db_pod.as_str() {
+            return None;
+        }
+        let (code, body) = http(&m.netns, ingress(), "GET", HOST, "/users", "").ok()?;
+        (code == 200 && body.contains("ada") && body.contains("grace")).then_some(())
+    });
+
     webhook_in_a_pod(&m);
 
     // clean up through the API, then stop the daemon (which resets the node)
@@ -256,6 +294,11 @@ fn walkthrough_on_one_node_with_kubectl() {
     wait_for(60, "the pods to go", || {
         let l = m.kubectl_json(&["get", "pods"]);
         l["items"].as_array().unwrap().is_empty().then_some(())
+    });
+    // reclaim policy Delete: the claim's volume and its directory go with it
+    wait_for(60, "the released volume to be deleted", || {
+        let l = m.kubectl_json(&["get", "pv"]);
+        (l["items"].as_array().unwrap().is_empty() && !dir.exists()).then_some(())
     });
     m.stop_kcored(true);
 }

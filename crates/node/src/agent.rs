@@ -140,6 +140,12 @@ impl NodeAgent {
         let streams = self.streams;
         let (pods, node_ns) = open(client.clone(), &cfg, net.clone(), streams.clone()).await?;
         let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+        let local = crate::provisioner::LocalProvisioner::new(
+            client.clone(),
+            cfg.node_name.clone(),
+            cfg.dir("volumes"),
+        );
+        tasks.push(tokio::spawn(local.run()));
 
         // networking extras: overlay first (its MAC goes into the Node annotations)
         let mut annotations = BTreeMap::new();

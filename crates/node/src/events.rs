@@ -18,38 +18,67 @@ pub(crate) fn event(
     message: &str,
     field: Option<&str>,
 ) -> Event {
-    let now = serde_json::to_value(Time(Timestamp::now())).expect("time");
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
     let mut involved = json!({
-        "kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": name,
-        "uid": pod.metadata.uid, "resourceVersion": pod.metadata.resource_version,
+        "kind": "Pod", "apiVersion": "v1", "namespace": pod.metadata.namespace.as_deref().unwrap_or("default"),
+        "name": pod.metadata.name, "uid": pod.metadata.uid,
+        "resourceVersion": pod.metadata.resource_version,
     });
     if let Some(f) = field {
         involved["fieldPath"] = json!(f);
     }
+    event_about(involved, node, "kubelet", warning, reason, message)
+}
+
+/// The Event object about the object `involved` (an ObjectReference as JSON) from
+/// `component` on `node`; events about cluster-scoped objects go to `default`, as
+/// upstream.
+pub(crate) fn event_about(
+    involved: serde_json::Value,
+    node: &str,
+    component: &str,
+    warning: bool,
+    reason: &str,
+    message: &str,
+) -> Event {
+    let now = serde_json::to_value(Time(Timestamp::now())).expect("time");
+    let name = involved["name"].as_str().unwrap_or_default().to_owned();
+    let ns = involved["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_owned();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     serde_json::from_value(json!({
         "metadata": {"name": format!("{name}.{nanos:x}"), "namespace": ns},
         "involvedObject": involved,
         "reason": reason,
         "message": message,
         "type": if warning { "Warning" } else { "Normal" },
-        "source": {"component": "kubelet", "host": node},
-        "reportingComponent": "kubelet",
+        "source": {"component": component, "host": node},
+        "reportingComponent": component,
         "reportingInstance": node,
         "firstTimestamp": now,
         "lastTimestamp": now,
         "count": 1,
     }))
     .expect("event")
+}
+
+/// Sends an event in the background (failures are only logged).
+pub(crate) fn send(client: &kube::Client, ev: Event) {
+    let ns = ev
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    tokio::spawn(async move {
+        if let Err(e) = api.create(&PostParams::default(), &ev).await {
+            tracing::debug!(error = %ErrorChain(&e), "record event");
+        }
+    });
 }
 
 /// Records an event in the background (failures are only logged).
@@ -62,18 +91,7 @@ pub(crate) fn record(
     message: String,
     field: Option<&str>,
 ) {
-    let ev = event(pod, node, warning, reason, &message, field);
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
-    tokio::spawn(async move {
-        if let Err(e) = api.create(&PostParams::default(), &ev).await {
-            tracing::debug!(error = %ErrorChain(&e), "record event");
-        }
-    });
+    send(client, event(pod, node, warning, reason, &message, field));
 }
 
 #[cfg(test)]

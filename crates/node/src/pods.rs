@@ -685,7 +685,25 @@ impl PodWorker {
         }
         if self.volumes.is_none() || self.volume_refreshed.elapsed() >= self.env.volume_refresh {
             let mut refs = Refs::new(self.env.client.clone(), self.ns());
-            let v = volumes::prepare(&self.pod, &self.dir.join("volumes"), &mut refs).await?;
+            let v = match volumes::prepare(&self.pod, &self.dir.join("volumes"), &mut refs).await {
+                Ok(v) => v,
+                Err(e) => {
+                    // a FailedMount event per new reason; the sync retries
+                    let msg = ErrorChain(&e).to_string();
+                    if self.error.as_ref().is_none_or(|(_, m)| *m != msg) {
+                        crate::events::record(
+                            &self.env.client,
+                            &self.pod,
+                            &self.env.node_name,
+                            true,
+                            "FailedMount",
+                            format!("MountVolume.SetUp failed: {msg}"),
+                            None,
+                        );
+                    }
+                    return Err(e);
+                }
+            };
             self.volumes = Some(v);
             self.volume_refreshed = Instant::now();
         }

@@ -84,6 +84,16 @@ impl Refs {
             .into_bytes())
     }
 
+    /// The client the references are read with.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// The namespace the references are read in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// The data of a ConfigMap (`data` and `binaryData`), `None` if it does not exist.
     pub async fn config_map(&mut self, name: &str) -> Result<Option<&BTreeMap<String, Vec<u8>>>> {
         if !self.config_maps.contains_key(name) {

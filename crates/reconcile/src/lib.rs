@@ -72,11 +72,18 @@ pub use controllers::job::{
 };
 pub use controllers::namespace::KUBERNETES_FINALIZER;
 pub use controllers::nodelifecycle::{NODE_LEASE_NAMESPACE, UNREACHABLE_TAINT};
+pub use controllers::persistentvolume::{
+    best_volume, volume_mismatch, ANN_BIND_COMPLETED, ANN_BOUND_BY_CONTROLLER, ANN_PROVISIONED_BY,
+    ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER,
+};
 pub use controllers::replicaset::POD_DELETION_COST;
 pub use controllers::statefulset::{
     claim_name, sts_plan, OrdinalPod, StsAction, POD_INDEX_LABEL, POD_NAME_LABEL,
 };
 pub use controllers::ttlafterfinished::ttl_expiry;
+pub use controllers::volumeprotection::{
+    pod_uses_claim, PVC_PROTECTION_FINALIZER, PV_PROTECTION_FINALIZER,
+};
 pub use error::Error;
 pub use leader::{LeaderElectionConfig, LeaderElector};
 pub use manager::{BatchConfig, ControllerManager, ControllerManagerConfig, CONTROLLERS};

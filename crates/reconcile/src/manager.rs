@@ -32,9 +32,11 @@ use crate::controllers::gc::GarbageCollector;
 use crate::controllers::job::{JobController, DEFAULT_POD_FAILURE_BACKOFF};
 use crate::controllers::namespace::NamespaceController;
 use crate::controllers::nodelifecycle::NodeLifecycleController;
+use crate::controllers::persistentvolume::PersistentVolumeController;
 use crate::controllers::replicaset::ReplicaSetController;
 use crate::controllers::statefulset::StatefulSetController;
 use crate::controllers::ttlafterfinished::TtlAfterFinishedController;
+use crate::controllers::volumeprotection::{PvProtectionController, PvcProtectionController};
 use crate::error::Error;
 use crate::leader::{LeaderElectionConfig, LeaderElector};
 use crate::meta::ObjectKey;
@@ -54,6 +56,9 @@ pub const CONTROLLERS: &[&str] = &[
     "job",
     "cronjob",
     "ttl-after-finished",
+    "persistentvolume-binder",
+    "pvc-protection",
+    "pv-protection",
 ];
 
 /// Settings of the batch controllers (Job, CronJob, TTL-after-finished).
@@ -218,6 +223,13 @@ impl ControllerManager {
         let mut leases = Informer::new(Api::<Lease>::all(client.clone()));
         let mut jobs = Informer::new(Api::<Job>::all(client.clone()));
         let mut cronjobs = Informer::new(Api::<CronJob>::all(client.clone()));
+        let mut pvcs = Informer::new(Api::<PersistentVolumeClaim>::all(client.clone()));
+        let mut pvs = Informer::new(Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(
+            client.clone(),
+        ));
+        let mut scs = Informer::new(Api::<k8s_openapi::api::storage::v1::StorageClass>::all(
+            client.clone(),
+        ));
 
         let mut starters: Vec<Starter> = Vec::new();
         macro_rules! start {
@@ -326,6 +338,32 @@ impl ControllerManager {
             pods.on_change(|_| {});
             start!(c, q);
         }
+        if self.enabled("persistentvolume-binder") {
+            let q = new_queue();
+            let c = PersistentVolumeController::new(
+                client.clone(),
+                pvcs.store(),
+                pvs.store(),
+                scs.store(),
+            );
+            pvcs.on_change(PersistentVolumeController::on_claim(q.clone()));
+            pvs.on_change(c.on_volume(q.clone()));
+            scs.on_change(|_| {});
+            start!(c, q);
+        }
+        if self.enabled("pvc-protection") {
+            let q = new_queue();
+            let c = PvcProtectionController::new(client.clone(), pvcs.store(), pods.store());
+            pvcs.on_change(PvcProtectionController::on_claim(q.clone()));
+            pods.on_change(PvcProtectionController::on_pod(q.clone()));
+            start!(c, q);
+        }
+        if self.enabled("pv-protection") {
+            let q = new_queue();
+            let c = PvProtectionController::new(client.clone(), pvs.store());
+            pvs.on_change(PvProtectionController::on_volume(q.clone()));
+            start!(c, q);
+        }
         let mut other_kinds = None;
         if gc_on {
             let q = new_queue();
@@ -366,6 +404,8 @@ impl ControllerManager {
             pods, rss, deps, svcs, eps, slices, nss, cms, secrets, sas, stss, dss, nodes, leases,
             jobs, cronjobs
         );
+        run!(pods, rss, deps, svcs, eps, slices, nss, cms, secrets, sas, stss, dss, nodes, leases);
+        run!(pvcs, pvs, scs);
         if let Some((gc, q)) = other_kinds {
             // Custom resources as owners: kinds beyond the informers', by discovery.
             informers.spawn(gc.watch_other_kinds(

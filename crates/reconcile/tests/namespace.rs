@@ -13,7 +13,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_namespace_deletes_its_content_then_the_namespace() {
-    let c = start(Kubelet::None, &["namespace"]).await;
+    let c = start(Kubelet::None, &["namespace", "pvc-protection"]).await;
     let name = format!("{}-doomed", c.namespace);
     let nss: Api<Namespace> = Api::all(c.client.clone());
     let ns = nss

@@ -315,3 +315,60 @@ async fn controller_revisions_and_volume_claims() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_scaled_delete_removes_the_claims_of_condemned_ordinals() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+
+    let c = start(
+        Kubelet::ReadyAtOnce,
+        &["statefulset", "garbagecollector", "pvc-protection"],
+    )
+    .await;
+    let sts_api: Api<StatefulSet> = Api::namespaced(c.client.clone(), &c.namespace);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), &c.namespace);
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "spec": {
+            "replicas": 2,
+            "podManagementPolicy": "Parallel",
+            "serviceName": "db",
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}},
+                "spec": {"containers": [{"name": "c", "image": "pg"}]}},
+            "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Delete"},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}}}}],
+        },
+    }))
+    .unwrap();
+    sts_api.create(&PostParams::default(), &sts).await.unwrap();
+    eventually(30, "two ready replicas", || async {
+        let s = sts_api.get("db").await.ok()?.status?;
+        (s.ready_replicas == Some(2)).then_some(())
+    })
+    .await;
+    pvcs.get("data-db-1").await.expect("claim of ordinal 1");
+    sts_api
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    eventually(60, "the condemned ordinal's claim to go", || async {
+        pvcs.get_opt("data-db-1")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let kept = pvcs
+        .get("data-db-0")
+        .await
+        .expect("ordinal 0 keeps its claim");
+    assert!(kept.metadata.deletion_timestamp.is_none());
+}

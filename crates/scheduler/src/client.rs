@@ -468,10 +468,15 @@ impl Loop {
             };
             let key = popped.key;
             let pod = popped.item;
+            let vols = crate::volumes::resolve(&self.client, &pod).await;
             let outcome = {
                 let mut guard = self.lock();
                 let s = &mut *guard;
-                match s.snap.compile_pod(&pod) {
+                let compiled = match &vols {
+                    Some(v) => s.snap.compile_pod_with_volumes(&pod, v),
+                    None => s.snap.compile_pod(&pod),
+                };
+                match compiled {
                     Ok(info) => s.sched.schedule_one(&mut s.snap, info),
                     Err(e) => {
                         tracing::warn!(pod = %key, error = %e, "cannot schedule pod");
@@ -486,6 +491,15 @@ impl Loop {
                     tokio::spawn(async move {
                         let _span =
                             tracing::debug_span!("bind", pod = %key, node = %result.node_name);
+                        if let Some(v) = &vols {
+                            crate::volumes::select_node(
+                                &this.client,
+                                &pod,
+                                &v.unbound_delayed,
+                                &result.node_name,
+                            )
+                            .await;
+                        }
                         match this.bind(&pod, &result.node_name).await {
                             Ok(()) => this.lock().queue.done(&key),
                             Err(e) => {

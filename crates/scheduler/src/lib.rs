@@ -53,6 +53,8 @@ mod snapshot;
 
 #[cfg(feature = "client")]
 mod client;
+#[cfg(feature = "client")]
+mod volumes;
 
 pub use batch::{schedule_batch, Decision, Placement};
 #[cfg(feature = "client")]
@@ -67,12 +69,13 @@ pub use framework::{
 pub use intern::{Interner, Sym};
 pub use labels::{LabelSelector, Labels};
 pub use model::{
-    normalize_image, NodeId, NodeInfo, PodId, PodInfo, TaintEffect, DEFAULT_SCHEDULER_NAME,
+    normalize_image, NodeId, NodeInfo, PodId, PodInfo, PodVolumes, TaintEffect,
+    DEFAULT_SCHEDULER_NAME,
 };
 pub use plugins::{
     DefaultPreemption, ImageLocality, InterPodAffinity, NodeAffinity, NodeName, NodePorts,
     NodeResourcesBalancedAllocation, NodeResourcesFit, NodeUnschedulable, PodTopologySpread,
-    TaintToleration,
+    TaintToleration, VolumeBinding, UNBOUND_IMMEDIATE, VOLUME_NODE_AFFINITY_CONFLICT,
 };
 pub use profile::{DefaultPluginsConfig, Framework, FrameworkBuilder, ScoringStrategy};
 pub use queue::{Clock, ManualClock, Popped, QueueState, SchedulingQueue, SystemClock};

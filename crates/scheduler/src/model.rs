@@ -395,6 +395,51 @@ pub struct PodInfo {
     pub(crate) start_time: i64,
     /// The node this pod is assigned to in the snapshot.
     pub(crate) node: Option<NodeId>,
+    /// Its PersistentVolumeClaims, when the caller resolved them
+    /// ([`Snapshot::compile_pod_with_volumes`](crate::Snapshot::compile_pod_with_volumes)).
+    pub(crate) volumes: Option<Box<CompiledVolumes>>,
+}
+
+/// What the scheduler knows of a pod's PersistentVolumeClaims (VolumeBinding's input),
+/// resolved by the caller from the API server.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodVolumes {
+    /// Claims that do not exist.
+    pub missing: Vec<String>,
+    /// Unbound claims that bind at once (no class, or an `Immediate` one).
+    pub unbound_immediate: Vec<String>,
+    /// Unbound claims of `WaitForFirstConsumer` classes: bound where the pod goes.
+    pub unbound_delayed: Vec<String>,
+    /// The required node affinity of each bound volume that has one.
+    pub node_affinity: Vec<core::NodeSelector>,
+}
+
+/// [`PodVolumes`], compiled.
+#[derive(Clone, Debug)]
+pub(crate) struct CompiledVolumes {
+    pub(crate) missing: Vec<String>,
+    pub(crate) unbound_immediate: Vec<String>,
+    pub(crate) node_affinity: Vec<Vec<NodeSelectorTerm>>,
+}
+
+impl CompiledVolumes {
+    pub(crate) fn compile(v: &PodVolumes, i: &mut Interner) -> Result<Self, Error> {
+        let node_affinity = v
+            .node_affinity
+            .iter()
+            .map(|sel| {
+                sel.node_selector_terms
+                    .iter()
+                    .map(|t| NodeSelectorTerm::compile(t, i))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CompiledVolumes {
+            missing: v.missing.clone(),
+            unbound_immediate: v.unbound_immediate.clone(),
+            node_affinity,
+        })
+    }
 }
 
 /// The default scheduler name.
@@ -631,6 +676,7 @@ impl PodInfo {
             terminating: pod.metadata.deletion_timestamp.is_some(),
             start_time,
             node: None,
+            volumes: None,
         })
     }
 }

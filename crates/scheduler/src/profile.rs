@@ -217,6 +217,7 @@ impl Framework {
                 Arc::new(plugins::NodeResourcesFit::new(cfg.scoring_strategy)),
                 1,
             )
+            .plugin(Arc::new(plugins::VolumeBinding), 1)
             .plugin(Arc::new(plugins::PodTopologySpread), 2)
             .plugin(
                 Arc::new(plugins::InterPodAffinity::new(cfg.hard_pod_affinity_weight)),

@@ -149,6 +149,21 @@ impl Snapshot {
         PodInfo::compile(pod, &mut self.interner)
     }
 
+    /// Compiles a pending pod together with what is known of its PersistentVolumeClaims
+    /// (for the VolumeBinding plugin).
+    pub fn compile_pod_with_volumes(
+        &mut self,
+        pod: &core::Pod,
+        volumes: &crate::model::PodVolumes,
+    ) -> Result<PodInfo, Error> {
+        let mut info = PodInfo::compile(pod, &mut self.interner)?;
+        info.volumes = Some(Box::new(crate::model::CompiledVolumes::compile(
+            volumes,
+            &mut self.interner,
+        )?));
+        Ok(info)
+    }
+
     /// Adds or replaces a node.
     pub fn upsert_node(&mut self, node: &core::Node) -> Result<NodeId, Error> {
         let mut info = NodeInfo::compile(node, &mut self.interner)?;

@@ -854,6 +854,7 @@ fn default_profile_has_upstream_plugins_and_weights() {
             "NodeAffinity",
             "NodePorts",
             "NodeResourcesFit",
+            "VolumeBinding",
             "PodTopologySpread",
             "InterPodAffinity",
             "NodeResourcesBalancedAllocation",

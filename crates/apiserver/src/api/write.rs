@@ -194,6 +194,15 @@ impl Api {
         let strategy = &info.strategy;
         strategy.prepare_for_create(&mut obj);
         strategy.defaults(&mut obj);
+        if let Some((api_version, plural)) = strategy.create_reads() {
+            let read = self
+                .list_value(api_version, plural, None, &ListOptions::default())
+                .await?;
+            strategy.admit_create(
+                &mut obj,
+                read["items"].as_array().map_or(&[], Vec::as_slice),
+            );
+        }
         if strategy.allocates_service_addresses() {
             self.allocate_service(&mut obj, None).await?;
         }

@@ -58,6 +58,7 @@ pub(crate) mod service;
 pub(crate) mod statefulset;
 pub(crate) mod validatingadmissionpolicy;
 pub(crate) mod validatingadmissionpolicybinding;
+pub(crate) mod storageclass;
 pub(crate) mod validatingwebhookconfiguration;
 pub(crate) mod webhookconfiguration;
 
@@ -143,6 +144,17 @@ pub(crate) trait Strategy: Send + Sync {
     fn settle_in_cache(&self) -> bool {
         false
     }
+
+    /// A built-in mutating admission on create that reads the objects of one other
+    /// resource, named `(api version, plural)` (upstream's DefaultStorageClass reads the
+    /// StorageClasses); [`Strategy::admit_create`] applies it.
+    fn create_reads(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
+
+    /// Applies the admission of [`Strategy::create_reads`] to a new object, given every
+    /// object of that resource.
+    fn admit_create(&self, _obj: &mut Value, _read: &[Value]) {}
 
     /// The Table column definitions (`kubectl get`).
     fn table_columns(&self) -> Vec<Value> {

@@ -1,12 +1,13 @@
 //! PersistentVolumes: capacity, access modes and exactly one volume source are
 //! required; the source and volume mode are fixed after creation, node affinity once set.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::persistentvolumeclaim::access_modes;
+use super::persistentvolumeclaim::{access_modes, access_modes_str, attributes_class, class_of};
 use super::Strategy;
 use crate::error::Cause;
 use crate::resources::{res, ResourceInfo, Sub, NONE};
+use crate::table::{age, col};
 use crate::validate;
 
 /// The served `PersistentVolume` resource.
@@ -90,6 +91,67 @@ impl Strategy for PersistentVolumeStrategy {
             &["Block", "Filesystem"],
             causes,
         );
+    }
+
+    fn defaults(&self, obj: &mut Value) {
+        let spec = &mut obj["spec"];
+        if spec.is_object() {
+            if spec["persistentVolumeReclaimPolicy"].is_null() {
+                spec["persistentVolumeReclaimPolicy"] = json!("Retain");
+            }
+            if spec["volumeMode"].is_null() {
+                spec["volumeMode"] = json!("Filesystem");
+            }
+        }
+    }
+
+    fn prepare_for_create(&self, obj: &mut Value) {
+        obj["status"] = json!({"phase": "Pending"});
+        super::persistentvolumeclaim::add_finalizer(obj, "kubernetes.io/pv-protection");
+    }
+
+    fn table_columns(&self) -> Vec<Value> {
+        let s = "string";
+        vec![
+            col("Name", s, 0),
+            col("Capacity", s, 0),
+            col("Access Modes", s, 0),
+            col("Reclaim Policy", s, 0),
+            col("Status", s, 0),
+            col("Claim", s, 0),
+            col("StorageClass", s, 0),
+            col("VolumeAttributesClass", s, 0),
+            col("Reason", s, 0),
+            col("Age", s, 0),
+            col("VolumeMode", s, 1),
+        ]
+    }
+
+    fn table_cells(&self, o: &Value) -> Vec<Value> {
+        let spec = &o["spec"];
+        let claim = match (
+            spec["claimRef"]["namespace"].as_str(),
+            spec["claimRef"]["name"].as_str(),
+        ) {
+            (Some(ns), Some(n)) => format!("{ns}/{n}"),
+            (None, Some(n)) => n.to_owned(),
+            _ => String::new(),
+        };
+        vec![
+            json!(o["metadata"]["name"]),
+            json!(spec["capacity"]["storage"].as_str().unwrap_or_default()),
+            json!(access_modes_str(&spec["accessModes"])),
+            json!(spec["persistentVolumeReclaimPolicy"]
+                .as_str()
+                .unwrap_or_default()),
+            json!(o["status"]["phase"].as_str().unwrap_or_default()),
+            json!(claim),
+            json!(class_of(o)),
+            json!(attributes_class(o)),
+            json!(o["status"]["reason"].as_str().unwrap_or_default()),
+            json!(age(&o["metadata"]["creationTimestamp"])),
+            json!(spec["volumeMode"].as_str().unwrap_or("Filesystem")),
+        ]
     }
 
     fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {

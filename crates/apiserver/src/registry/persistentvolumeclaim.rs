@@ -2,11 +2,12 @@
 //! creation the spec is fixed but for the storage request of a bound claim (which may
 //! grow) and a `volumeName` set once.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::Strategy;
 use crate::error::Cause;
 use crate::resources::{res, ResourceInfo, Sub, NONE};
+use crate::table::{age, col};
 use crate::validate;
 
 /// The served `PersistentVolumeClaim` resource.
@@ -52,6 +53,55 @@ pub(crate) fn access_modes(modes: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// Access modes as kubectl prints them (`RWO,ROX,RWX,RWOP`, in that order).
+pub(crate) fn access_modes_str(modes: &Value) -> String {
+    let list = modes.as_array().map(Vec::as_slice).unwrap_or_default();
+    [
+        ("ReadWriteOnce", "RWO"),
+        ("ReadOnlyMany", "ROX"),
+        ("ReadWriteMany", "RWX"),
+        ("ReadWriteOncePod", "RWOP"),
+    ]
+    .iter()
+    .filter(|(m, _)| list.iter().any(|x| x == m))
+    .map(|(_, s)| *s)
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+/// A claim's or volume's class: `spec.storageClassName`, else the beta annotation.
+pub(crate) fn class_of(obj: &Value) -> &str {
+    obj["spec"]["storageClassName"]
+        .as_str()
+        .or_else(|| {
+            obj["metadata"]["annotations"]["volume.beta.kubernetes.io/storage-class"].as_str()
+        })
+        .unwrap_or_default()
+}
+
+/// The volume attributes class as kubectl prints it (`<unset>` when there is none).
+pub(crate) fn attributes_class(obj: &Value) -> String {
+    obj["spec"]["volumeAttributesClassName"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("<unset>")
+        .to_owned()
+}
+
+/// Upstream's StorageObjectInUseProtection admission: a new claim or volume gets its
+/// protection finalizer (removed by the pvc-protection and pv-protection controllers).
+pub(crate) fn add_finalizer(obj: &mut Value, finalizer: &str) {
+    let meta = &mut obj["metadata"];
+    if !meta["finalizers"].is_array() {
+        meta["finalizers"] = json!([]);
+    }
+    if let Some(list) = meta["finalizers"].as_array_mut() {
+        if !list.iter().any(|f| f == finalizer) {
+            list.push(json!(finalizer));
+        }
+    }
+}
+
 fn storage_request(obj: &Value) -> Option<kcore_k8s::Quantity> {
     obj["spec"]["resources"]["requests"]["storage"]
         .as_str()
@@ -91,9 +141,82 @@ impl Strategy for PersistentVolumeClaimStrategy {
         }
     }
 
+    fn defaults(&self, obj: &mut Value) {
+        if obj["spec"].is_object() && obj["spec"]["volumeMode"].is_null() {
+            obj["spec"]["volumeMode"] = json!("Filesystem");
+        }
+    }
+
+    fn prepare_for_create(&self, obj: &mut Value) {
+        obj["status"] = json!({"phase": "Pending"});
+        add_finalizer(obj, "kubernetes.io/pvc-protection");
+    }
+
+    fn create_reads(&self) -> Option<(&'static str, &'static str)> {
+        Some(("storage.k8s.io/v1", "storageclasses"))
+    }
+
+    /// Upstream's DefaultStorageClass admission: a claim that names no class (a null
+    /// `storageClassName`, not an empty one) gets the default class.
+    fn admit_create(&self, obj: &mut Value, classes: &[Value]) {
+        let annotated =
+            !obj["metadata"]["annotations"]["volume.beta.kubernetes.io/storage-class"].is_null();
+        if !obj["spec"]["storageClassName"].is_null() || annotated {
+            return;
+        }
+        if let Some(name) = super::storageclass::default_class(classes) {
+            obj["spec"]["storageClassName"] = json!(name);
+        }
+    }
+
+    fn table_columns(&self) -> Vec<Value> {
+        let s = "string";
+        vec![
+            col("Name", s, 0),
+            col("Status", s, 0),
+            col("Volume", s, 0),
+            col("Capacity", s, 0),
+            col("Access Modes", s, 0),
+            col("StorageClass", s, 0),
+            col("VolumeAttributesClass", s, 0),
+            col("Age", s, 0),
+            col("VolumeMode", s, 1),
+        ]
+    }
+
+    fn table_cells(&self, o: &Value) -> Vec<Value> {
+        let volume = o["spec"]["volumeName"].as_str().unwrap_or_default();
+        let (modes, capacity) = if volume.is_empty() {
+            (String::new(), String::new())
+        } else {
+            (
+                access_modes_str(&o["status"]["accessModes"]),
+                o["status"]["capacity"]["storage"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        };
+        vec![
+            json!(o["metadata"]["name"]),
+            json!(o["status"]["phase"].as_str().unwrap_or("Pending")),
+            json!(volume),
+            json!(capacity),
+            json!(modes),
+            json!(class_of(o)),
+            json!(attributes_class(o)),
+            json!(age(&o["metadata"]["creationTimestamp"])),
+            json!(o["spec"]["volumeMode"].as_str().unwrap_or("Filesystem")),
+        ]
+    }
+
     fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {
         let mut n = new["spec"].clone();
         let mut o = old["spec"].clone();
+        // Claims stored before volumeMode was defaulted.
+        if o["volumeMode"].is_null() {
+            o["volumeMode"] = n["volumeMode"].clone();
+        }
         // volumeName may be set once.
         if o["volumeName"].as_str().is_none_or(str::is_empty) {
             o["volumeName"] = n["volumeName"].clone();

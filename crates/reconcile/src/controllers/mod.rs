@@ -9,6 +9,8 @@ pub(crate) mod history;
 pub(crate) mod job;
 pub(crate) mod namespace;
 pub(crate) mod nodelifecycle;
+pub(crate) mod persistentvolume;
 pub(crate) mod replicaset;
 pub(crate) mod statefulset;
 pub(crate) mod ttlafterfinished;
+pub(crate) mod volumeprotection;

@@ -267,6 +267,62 @@ impl StatefulSetController {
     }
 }
 
+impl StatefulSetController {
+    /// With `persistentVolumeClaimRetentionPolicy.whenScaled: Delete`, the claims of an
+    /// ordinal scaled away are given its pod as an owner, so the garbage collector
+    /// deletes them once the pod is gone (as upstream).
+    async fn claims_follow_pod(
+        &self,
+        sts: &StatefulSet,
+        ordinal: i32,
+        pod: &Pod,
+    ) -> Result<(), Error> {
+        let when_scaled = sts
+            .spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .and_then(|p| p.when_scaled.as_deref());
+        if when_scaled != Some("Delete") {
+            return Ok(());
+        }
+        let ns = sts.metadata.namespace.as_deref().unwrap_or("");
+        let set = sts.metadata.name.as_deref().unwrap_or("");
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            controller: Some(false),
+            block_owner_deletion: Some(true),
+        };
+        for ct in sts.spec.volume_claim_templates.iter().flatten() {
+            let name = claim_name(ct.metadata.name.as_deref().unwrap_or(""), set, ordinal);
+            let Some(claim) = api.get_opt(&name).await.map_err(Error::api(
+                "get",
+                format!("persistentvolumeclaim {ns}/{name}"),
+            ))?
+            else {
+                continue;
+            };
+            let mut owners = claim.metadata.owner_references.clone().unwrap_or_default();
+            if owners.iter().any(|o| o.uid == owner.uid) {
+                continue;
+            }
+            owners.push(owner.clone());
+            let patch = json!({"metadata": {"ownerReferences": owners,
+                "resourceVersion": claim.metadata.resource_version}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::api(
+                    "patch",
+                    format!("persistentvolumeclaim {ns}/{name}"),
+                ))?;
+        }
+        Ok(())
+    }
+}
+
 impl Reconciler for StatefulSetController {
     fn name(&self) -> &'static str {
         "statefulset"
@@ -377,6 +433,11 @@ impl Reconciler for StatefulSetController {
                         }
                     }
                     StsAction::Delete(i) => {
+                        if i >= replicas {
+                            if let Some(p) = by_ordinal.get(&i) {
+                                self.claims_follow_pod(&sts, i, p).await?;
+                            }
+                        }
                         let name = format!("{}-{i}", key.name);
                         match api.delete(&name, &DeleteParams::default()).await {
                             Ok(_) => {

@@ -6,6 +6,7 @@ mod interpod;
 mod preemption;
 mod resources;
 mod spread;
+mod volume;
 
 pub use basic::{NodeAffinity, NodeName, NodePorts, NodeUnschedulable, TaintToleration};
 pub use image::ImageLocality;
@@ -13,6 +14,7 @@ pub use interpod::InterPodAffinity;
 pub use preemption::DefaultPreemption;
 pub use resources::{NodeResourcesBalancedAllocation, NodeResourcesFit};
 pub use spread::PodTopologySpread;
+pub use volume::{VolumeBinding, UNBOUND_IMMEDIATE, VOLUME_NODE_AFFINITY_CONFLICT};
 
 use crate::framework::{ClusterEvent, EventAction as A, EventResource as R};
 

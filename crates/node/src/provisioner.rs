@@ -1,0 +1,456 @@
+//! The built-in local volume provisioner (`kcore.dev/local-path`), run by every node
+//! agent for its own node, as k3s's local-path provisioner does for its nodes.
+//!
+//! A claim the PV controller handed to this provisioner (the
+//! `volume.kubernetes.io/storage-provisioner` annotation) and that the scheduler placed
+//! on this node (`volume.kubernetes.io/selected-node`) gets a directory
+//! `<data dir>/volumes/pvc-<claim uid>` and a `local` PersistentVolume with node affinity
+//! to this node, pre-bound to the claim; the PV controller then binds the claim. A
+//! Released volume of this node whose reclaim policy is Delete has its directory removed
+//! and then its PersistentVolume. A claim for a `Block` volume is refused with a
+//! `ProvisioningFailed` event (directories are file systems only).
+//!
+//! Capacity is not enforced (the hosts' file systems have no project quotas): the
+//! provisioner measures each bound volume's usage and warns with a
+//! `VolumeCapacityExceeded` event on the claim when it grows past its capacity.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt as _, StreamExt};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kcore_k8s::{status_code, Quantity};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+
+use crate::error::{Error, ErrorChain, Result};
+use crate::events;
+
+/// The provisioner name of the built-in local volumes.
+pub const LOCAL_PATH_PROVISIONER: &str = "kcore.dev/local-path";
+
+const ANN_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+const ANN_STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
+const ANN_PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+const COMPONENT: &str = "kcore.dev/local-path";
+
+/// How often usage is measured.
+const MEASURE_EVERY: Duration = Duration::from_secs(30);
+
+/// The provisioner of one node.
+pub(crate) struct LocalProvisioner {
+    client: kube::Client,
+    node: String,
+    /// `<data dir>/volumes`: one directory per volume.
+    root: PathBuf,
+    /// Events already sent (object uid, reason): each once.
+    sent: HashSet<(String, String)>,
+    measured: Option<Instant>,
+}
+
+/// The node a volume's node affinity pins it to (a `kubernetes.io/hostname In [node]`
+/// term), if any.
+pub(crate) fn volume_node(pv: &PersistentVolume) -> Option<&str> {
+    let terms = &pv
+        .spec
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required
+        .as_ref()?
+        .node_selector_terms;
+    terms.iter().find_map(|t| {
+        t.match_expressions.iter().flatten().find_map(|e| {
+            (e.key == HOSTNAME_LABEL && e.operator == "In")
+                .then(|| e.values.as_ref()?.first().map(String::as_str))
+                .flatten()
+        })
+    })
+}
+
+fn annotation<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    k: &str,
+) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(k).map(String::as_str)
+}
+
+/// The bytes a directory tree takes on disk (allocated blocks; symlinks are not
+/// followed, other file systems not entered).
+pub(crate) fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(top) = std::fs::symlink_metadata(dir) else {
+        return 0;
+    };
+    let dev = top.dev();
+    let mut total = top.blocks() * 512;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.dev() != dev {
+                continue;
+            }
+            total += m.blocks() * 512;
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    total
+}
+
+impl LocalProvisioner {
+    pub(crate) fn new(client: kube::Client, node: String, root: PathBuf) -> Self {
+        LocalProvisioner {
+            client,
+            node,
+            root,
+            sent: HashSet::new(),
+            measured: None,
+        }
+    }
+
+    fn event(&mut self, involved: serde_json::Value, warning: bool, reason: &str, msg: &str) {
+        self.event_once(involved, warning, reason, msg, &format!("{reason}/{msg}"));
+    }
+
+    /// Sends an event unless one with the same `key` about the same object was sent.
+    fn event_once(
+        &mut self,
+        involved: serde_json::Value,
+        warning: bool,
+        reason: &str,
+        msg: &str,
+        key: &str,
+    ) {
+        let uid = involved["uid"].as_str().unwrap_or_default().to_owned();
+        if self.sent.insert((uid, key.to_owned())) {
+            events::send(
+                &self.client,
+                events::event_about(involved, &self.node, COMPONENT, warning, reason, msg),
+            );
+        }
+    }
+
+    fn claim_ref(c: &PersistentVolumeClaim) -> serde_json::Value {
+        json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1",
+            "namespace": c.metadata.namespace, "name": c.metadata.name,
+            "uid": c.metadata.uid, "resourceVersion": c.metadata.resource_version})
+    }
+
+    /// Provisions a volume for `c` if it is this node's to provision.
+    async fn provision(&mut self, c: &PersistentVolumeClaim) -> Result<()> {
+        let m = &c.metadata;
+        if m.deletion_timestamp.is_some()
+            || annotation(m, ANN_SELECTED_NODE) != Some(self.node.as_str())
+            || annotation(m, ANN_STORAGE_PROVISIONER) != Some(LOCAL_PATH_PROVISIONER)
+        {
+            return Ok(());
+        }
+        let spec = c.spec.clone().unwrap_or_default();
+        if spec.volume_name.as_deref().is_some_and(|v| !v.is_empty()) {
+            return Ok(());
+        }
+        let class_name = spec.storage_class_name.clone().unwrap_or_default();
+        let what = format!(
+            "persistentvolumeclaim {}/{}",
+            m.namespace.as_deref().unwrap_or_default(),
+            m.name.as_deref().unwrap_or_default()
+        );
+        let classes: Api<StorageClass> = Api::all(self.client.clone());
+        let Some(class) = classes
+            .get_opt(&class_name)
+            .await
+            .map_err(|e| Error::kube(format!("get storageclass {class_name}"), e))?
+        else {
+            return Ok(());
+        };
+        if class.provisioner != LOCAL_PATH_PROVISIONER {
+            return Ok(());
+        }
+        let claim_ref = Self::claim_ref(c);
+        if spec.volume_mode.as_deref() == Some("Block") {
+            self.event(
+                claim_ref,
+                true,
+                "ProvisioningFailed",
+                &format!(
+                    "failed to provision volume with StorageClass {class_name:?}: {LOCAL_PATH_PROVISIONER} provisions only volumeMode Filesystem; volumeMode Block is not supported"
+                ),
+            );
+            return Ok(());
+        }
+        let name = format!("pvc-{}", m.uid.as_deref().unwrap_or_default());
+        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+        if pvs
+            .get_opt(&name)
+            .await
+            .map_err(|e| Error::kube(format!("get persistentvolume {name}"), e))?
+            .is_some()
+        {
+            return Ok(());
+        }
+        tracing::debug!(volume = %name, claim = %what, "provisioning");
+        self.event(
+            claim_ref.clone(),
+            false,
+            "Provisioning",
+            &format!(
+                "External provisioner is provisioning volume for claim \"{}/{}\"",
+                m.namespace.as_deref().unwrap_or_default(),
+                m.name.as_deref().unwrap_or_default()
+            ),
+        );
+        let dir = self.root.join(&name);
+        kcore_statedir::ensure_dir(&self.root, kcore_statedir::GROUP_DIR)
+            .map_err(|e| Error::io("create", &self.root, e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // as local-path-provisioner: any container user may write its volume
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                .map_err(|e| Error::io("chmod", &dir, e))?;
+        }
+        let request = spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.clone())
+            .unwrap_or_else(|| "0".into());
+        let pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": {ANN_PROVISIONED_BY: LOCAL_PATH_PROVISIONER}},
+            "spec": {
+                "capacity": {"storage": request},
+                "accessModes": spec.access_modes,
+                "persistentVolumeReclaimPolicy": class.reclaim_policy.as_deref().unwrap_or("Delete"),
+                "storageClassName": class_name,
+                "volumeMode": "Filesystem",
+                "mountOptions": class.mount_options,
+                "local": {"path": dir},
+                "claimRef": claim_ref,
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": HOSTNAME_LABEL, "operator": "In", "values": [self.node]}]}]}},
+            },
+        }))
+        .map_err(|e| Error::Config(format!("persistentvolume {name}: {e}")))?;
+        match pvs.create(&PostParams::default(), &pv).await {
+            Ok(_) => {}
+            Err(e) if status_code(&e) == Some(409) => return Ok(()),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                self.event(
+                    claim_ref,
+                    true,
+                    "ProvisioningFailed",
+                    &format!(
+                        "failed to provision volume with StorageClass {class_name:?}: {}",
+                        ErrorChain(&e)
+                    ),
+                );
+                return Err(Error::kube(format!("create persistentvolume {name}"), e));
+            }
+        }
+        tracing::info!(volume = %name, claim = %what, path = %dir.display(), "provisioned a local volume");
+        self.event(
+            claim_ref,
+            false,
+            "ProvisioningSucceeded",
+            &format!("Successfully provisioned volume {name}"),
+        );
+        Ok(())
+    }
+
+    /// The directory of a volume this node provisioned, if `pv` is one.
+    fn own_dir(&self, pv: &PersistentVolume) -> Option<PathBuf> {
+        let name = pv.metadata.name.as_deref()?;
+        if annotation(&pv.metadata, ANN_PROVISIONED_BY) != Some(LOCAL_PATH_PROVISIONER)
+            || volume_node(pv) != Some(self.node.as_str())
+        {
+            return None;
+        }
+        let dir = self.root.join(name);
+        // only the directory this provisioner made for that name, whatever the spec says
+        let path = pv.spec.as_ref()?.local.as_ref()?.path.clone();
+        (Path::new(&path) == dir).then_some(dir)
+    }
+
+    /// Deletes a Released volume of this node under reclaim policy Delete: the
+    /// directory, then the object.
+    async fn reclaim(&mut self, pv: &PersistentVolume) -> Result<()> {
+        let Some(dir) = self.own_dir(pv) else {
+            return Ok(());
+        };
+        let spec = pv.spec.clone().unwrap_or_default();
+        let released = pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Released");
+        if !released
+            || pv.metadata.deletion_timestamp.is_some()
+            || spec.persistent_volume_reclaim_policy.as_deref() != Some("Delete")
+        {
+            return Ok(());
+        }
+        let name = pv.metadata.name.clone().unwrap_or_default();
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                self.event(
+                    json!({"kind": "PersistentVolume", "apiVersion": "v1", "name": name, "uid": pv.metadata.uid}),
+                    true,
+                    "VolumeFailedDelete",
+                    &format!("remove {}: {e}", dir.display()),
+                );
+                return Err(Error::io("remove", &dir, e));
+            }
+        }
+        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+        match pvs.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if status_code(&e) == Some(404) => {}
+            Err(e) => return Err(Error::kube(format!("delete persistentvolume {name}"), e)),
+        }
+        tracing::info!(volume = %name, path = %dir.display(), "deleted a released local volume");
+        Ok(())
+    }
+
+    /// Warns about bound volumes of this node that use more than their capacity.
+    async fn measure(&mut self, pvs: &[PersistentVolume], claims: &[PersistentVolumeClaim]) {
+        for pv in pvs {
+            let Some(dir) = self.own_dir(pv) else {
+                continue;
+            };
+            let Some(cap_q) = pv
+                .spec
+                .as_ref()
+                .and_then(|s| s.capacity.as_ref())
+                .and_then(|c| c.get("storage"))
+                .cloned()
+            else {
+                continue;
+            };
+            let Ok(cap) = Quantity::try_from(&cap_q) else {
+                continue;
+            };
+            let used = tokio::task::spawn_blocking(move || disk_usage(&dir))
+                .await
+                .unwrap_or(0);
+            if i128::from(used) <= i128::from(cap.value()) {
+                continue;
+            }
+            let Some(r) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
+                continue;
+            };
+            let Some(c) = claims.iter().find(|c| c.metadata.uid == r.uid) else {
+                continue;
+            };
+            let name = pv.metadata.name.as_deref().unwrap_or_default();
+            let msg = format!(
+                "volume {name} uses {used} bytes, more than its capacity {} (capacity is not enforced on this node's file system)",
+                cap_q.0
+            );
+            tracing::warn!(volume = name, used, "volume over capacity");
+            // once per claim
+            self.event_once(
+                Self::claim_ref(c),
+                true,
+                "VolumeCapacityExceeded",
+                &msg,
+                "capacity",
+            );
+        }
+    }
+
+    /// One pass over every claim and volume.
+    async fn sync(&mut self) {
+        let claims: Api<PersistentVolumeClaim> = Api::all(self.client.clone());
+        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+        let (claims, pvs) = match (
+            claims.list(&ListParams::default()).await,
+            pvs.list(&ListParams::default()).await,
+        ) {
+            (Ok(c), Ok(p)) => (c.items, p.items),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!(error = %ErrorChain(&e), "list claims and volumes");
+                return;
+            }
+        };
+        for c in &claims {
+            if let Err(e) = self.provision(c).await {
+                tracing::warn!(error = %ErrorChain(&e), "provisioning a local volume failed");
+            }
+        }
+        for pv in &pvs {
+            if let Err(e) = self.reclaim(pv).await {
+                tracing::warn!(error = %ErrorChain(&e), "deleting a local volume failed");
+            }
+        }
+        if self.measured.is_none_or(|t| t.elapsed() >= MEASURE_EVERY) {
+            self.measured = Some(Instant::now());
+            self.measure(&pvs, &claims).await;
+        }
+    }
+
+    /// Runs until the task is dropped: a pass on every change of a claim or volume, and
+    /// every few seconds.
+    pub(crate) async fn run(mut self) {
+        let claims = watcher::watcher(
+            Api::<PersistentVolumeClaim>::all(self.client.clone()),
+            watcher::Config::default(),
+        )
+        .map(|_| ());
+        let pvs = watcher::watcher(
+            Api::<PersistentVolume>::all(self.client.clone()),
+            watcher::Config::default(),
+        )
+        .map(|_| ());
+        let mut changes = futures::stream::select(claims, pvs).boxed();
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                c = changes.next() => if c.is_none() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                },
+                _ = tick.tick() => {}
+            }
+            // a burst of changes makes one pass
+            while let Some(Some(())) = changes.next().now_or_never() {}
+            self.sync().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_counts_allocated_bytes_below_the_directory() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let empty = disk_usage(tmp.path());
+        std::fs::create_dir(tmp.path().join("sub")).expect("mkdir");
+        std::fs::write(tmp.path().join("sub/f"), vec![1u8; 1 << 20]).expect("write");
+        let used = disk_usage(tmp.path());
+        assert!(used >= empty + (1 << 20), "{used} after 1 MiB");
+        // a symlink to elsewhere does not count what it points at
+        std::os::unix::fs::symlink("/usr", tmp.path().join("link")).expect("symlink");
+        assert!(disk_usage(tmp.path()) < used + (1 << 20));
+    }
+
+    #[test]
+    fn volumes_name_their_node_through_their_affinity() {
+        let pv: PersistentVolume = serde_json::from_value(json!({"metadata": {"name": "v"},
+            "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": HOSTNAME_LABEL, "operator": "In", "values": ["n1"]}]}]}}}}))
+        .expect("pv");
+        assert_eq!(volume_node(&pv), Some("n1"));
+        assert_eq!(volume_node(&PersistentVolume::default()), None);
+    }
+}

@@ -1,0 +1,144 @@
+//! The API side of VolumeBinding: what a pending pod's PersistentVolumeClaims are
+//! (read before each attempt), and, once a node is chosen, the
+//! `volume.kubernetes.io/selected-node` annotation on its `WaitForFirstConsumer`
+//! claims, then a bounded wait for them to be bound (upstream's PreBind) so the pod
+//! reaches its node with its volumes ready.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, Patch, PatchParams};
+use kube::Client;
+use serde_json::json;
+
+use crate::model::PodVolumes;
+
+/// The annotation with the node the scheduler chose for a claim.
+const ANN_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+
+/// How long the binder waits for delayed claims to be bound before binding the pod
+/// anyway (the node then retries its mount until they are).
+const BIND_WAIT: Duration = Duration::from_secs(60);
+
+/// The claims a pod uses: its `persistentVolumeClaim` volumes and the claims of its
+/// generic ephemeral volumes (`<pod>-<volume>`).
+pub(crate) fn claim_names(pod: &Pod) -> Vec<String> {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| {
+            if let Some(c) = &v.persistent_volume_claim {
+                Some(c.claim_name.clone())
+            } else {
+                v.ephemeral.as_ref().map(|_| format!("{name}-{}", v.name))
+            }
+        })
+        .collect()
+}
+
+fn bound(c: &PersistentVolumeClaim) -> Option<&str> {
+    c.spec
+        .as_ref()?
+        .volume_name
+        .as_deref()
+        .filter(|v| !v.is_empty())
+}
+
+/// Reads what VolumeBinding needs to know of `pod`'s claims; `None` for a pod without
+/// claims.
+pub(crate) async fn resolve(client: &Client, pod: &Pod) -> Option<PodVolumes> {
+    let names = claim_names(pod);
+    if names.is_empty() {
+        return None;
+    }
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    let mut out = PodVolumes::default();
+    for name in names {
+        let claim = match claims.get_opt(&name).await {
+            Ok(Some(c)) if c.metadata.deletion_timestamp.is_none() => c,
+            Ok(_) => {
+                out.missing.push(name);
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(claim = %name, error = %e, "reading a pod's claim");
+                out.missing.push(name);
+                continue;
+            }
+        };
+        if let Some(v) = bound(&claim) {
+            if let Ok(Some(pv)) = pvs.get_opt(v).await {
+                if let Some(req) = pv
+                    .spec
+                    .and_then(|s| s.node_affinity)
+                    .and_then(|a| a.required)
+                {
+                    out.node_affinity.push(req);
+                }
+            }
+            continue;
+        }
+        let class = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.clone())
+            .unwrap_or_default();
+        let delayed = !class.is_empty()
+            && classes
+                .get_opt(&class)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|sc| {
+                    sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer")
+                });
+        if delayed {
+            out.unbound_delayed.push(name);
+        } else {
+            out.unbound_immediate.push(name);
+        }
+    }
+    Some(out)
+}
+
+/// Marks the pod's delayed claims with the chosen `node`, then waits (at most a minute)
+/// for them to be bound.
+pub(crate) async fn select_node(client: &Client, pod: &Pod, delayed: &[String], node: &str) {
+    if delayed.is_empty() {
+        return;
+    }
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let patch = json!({"metadata": {"annotations": {ANN_SELECTED_NODE: node}}});
+    for c in delayed {
+        if let Err(e) = claims
+            .patch(c, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(claim = %c, error = %e, "setting the selected node of a claim");
+        }
+    }
+    let deadline = tokio::time::Instant::now() + BIND_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        let mut all = true;
+        for c in delayed {
+            let ok = claims
+                .get_opt(c)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|c| bound(&c).is_some());
+            all &= ok;
+        }
+        if all {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tracing::warn!(pod = ?pod.metadata.name, "claims not bound in time; binding the pod anyway");
+}
