@@ -257,6 +257,7 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::daemonset::RESOURCE,
     registry::endpointslice::RESOURCE,
     registry::ingress::RESOURCE,
+    registry::networkpolicy::RESOURCE,
     registry::lease::RESOURCE,
     registry::persistentvolumeclaim::RESOURCE,
     registry::persistentvolume::RESOURCE,

@@ -39,6 +39,7 @@ pub(crate) mod ingress;
 pub(crate) mod lease;
 pub(crate) mod mutatingwebhookconfiguration;
 pub(crate) mod namespace;
+pub(crate) mod networkpolicy;
 pub(crate) mod node;
 pub(crate) mod persistentvolume;
 pub(crate) mod persistentvolumeclaim;
