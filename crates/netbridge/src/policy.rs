@@ -343,7 +343,9 @@ fn render(set: &PolicySet, table: &str) -> Rendered {
                 let mut head = Vec::new();
                 match &rule.peers {
                     None => {}
-                    Some(peers) if peers.is_empty() => continue,
+                    // an empty set never matches; keeping the rule keeps the table's
+                    // shape a function of the policies alone, so pod churn stays
+                    // element changes
                     Some(peers) => {
                         let s = format!("{pc}-{ri}-peers");
                         r.sets.insert(
@@ -380,9 +382,6 @@ fn render(set: &PolicySet, table: &str) -> Rendered {
                             e.push(json!({"match": {"op": "==", "left": dport(), "right": right}}));
                         }
                         PortMatch::Named(resolved) => {
-                            if resolved.is_empty() {
-                                continue;
-                            }
                             let s = format!("{pc}-{ri}-port-{pi}");
                             r.sets.insert(
                                 s.clone(),
@@ -779,16 +778,17 @@ mod tests {
         ] {
             assert!(t.contains(want), "{want} missing: {t}");
         }
-        assert!(!t.contains("pol-0-in-0-port-3"), "{t}");
-        assert!(!t.contains("pol-0-in-1-peers"), "{t}");
-        // four port lines in the ingress chain, one allow-all line in egress
+        // empty sets render (they never match), so the shape does not depend on pods
+        assert!(t.contains(r#""right":"@pol-0-in-0-port-3""#), "{t}");
+        assert!(t.contains(r#""right":"@pol-0-in-1-peers""#), "{t}");
+        // six lines in the ingress chain, one allow-all line in egress
         let rules_in = |c: &str| {
             b.commands()
                 .iter()
                 .filter(|v| v["add"]["rule"]["chain"] == c)
                 .count()
         };
-        assert_eq!(rules_in("pol-0-in"), 4);
+        assert_eq!(rules_in("pol-0-in"), 6);
         assert_eq!(rules_in("pol-0-eg"), 1);
         // each base chain: established, not-isolated, one jump, drop
         assert_eq!(rules_in("ingress"), 4);
