@@ -719,11 +719,15 @@ fn guess_value(v: &Value, int: bool) -> Enc<Vec<u8>> {
     Ok(out)
 }
 
-/// An interval key: `{"range": [lo, hi]}`, or a concatenation of 32-bit integers
-/// ending in one. Returns the start key and the end key (`hi + 1`), every field a
-/// big-endian 32-bit integer so that ranges are contiguous byte strings (rules
-/// convert their host-order values with `byteorder` before looking them up).
-fn interval_key(key: &Value) -> Option<Enc<(Vec<u8>, Option<Vec<u8>>)>> {
+/// An interval element's start key and end key (none for an interval that runs to the
+/// end of the key space).
+type IntervalKeys = (Vec<u8>, Option<Vec<u8>>);
+
+/// An interval key: `{"range": [lo, hi]}` of two addresses, or of 32-bit integers
+/// (alone or ending a concatenation of them). Returns the start key and the end key
+/// (`hi + 1`), every field big-endian so that ranges are contiguous byte strings
+/// (rules convert their host-order integers with `byteorder` before looking them up).
+fn interval_key(key: &Value) -> Option<Enc<IntervalKeys>> {
     let fields: Vec<&Value> = match key.get("concat").and_then(Value::as_array) {
         Some(a) => a.iter().collect(),
         None => vec![key],
