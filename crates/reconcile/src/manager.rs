@@ -30,6 +30,7 @@ use crate::controllers::gc::GarbageCollector;
 use crate::controllers::namespace::NamespaceController;
 use crate::controllers::nodelifecycle::NodeLifecycleController;
 use crate::controllers::replicaset::ReplicaSetController;
+use crate::controllers::servicelb::ServiceLbController;
 use crate::controllers::statefulset::StatefulSetController;
 use crate::error::Error;
 use crate::leader::{LeaderElectionConfig, LeaderElector};
@@ -47,6 +48,7 @@ pub const CONTROLLERS: &[&str] = &[
     "garbagecollector",
     "namespace",
     "nodelifecycle",
+    "servicelb",
 ];
 
 /// Settings of a [`ControllerManager`].
@@ -228,6 +230,13 @@ impl ControllerManager {
             slices.on_change(EndpointsController::on_slice(q.clone()));
             let qe = q.clone();
             eps.on_change(move |c| qe.add(ObjectKey::of(c.object().as_ref())));
+            start!(c, q);
+        }
+        if self.enabled("servicelb") {
+            let q = new_queue();
+            let c = ServiceLbController::new(client.clone(), svcs.store(), nodes.store());
+            svcs.on_change(ServiceLbController::on_service(q.clone()));
+            nodes.on_change(c.on_node(q.clone()));
             start!(c, q);
         }
         let namespaced_kinds = vec![

@@ -8,4 +8,5 @@ pub(crate) mod history;
 pub(crate) mod namespace;
 pub(crate) mod nodelifecycle;
 pub(crate) mod replicaset;
+pub(crate) mod servicelb;
 pub(crate) mod statefulset;
