@@ -258,6 +258,7 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::endpointslice::RESOURCE,
     registry::ingress::RESOURCE,
     registry::networkpolicy::RESOURCE,
+    registry::ingressclass::RESOURCE,
     registry::lease::RESOURCE,
     registry::persistentvolumeclaim::RESOURCE,
     registry::persistentvolume::RESOURCE,

@@ -22,6 +22,30 @@ impl Api {
         }
     }
 
+    /// Upstream's DefaultIngressClass admission: an object with neither
+    /// `spec.ingressClassName` nor the legacy `kubernetes.io/ingress.class` annotation
+    /// gets the default IngressClass, read from the watch cache.
+    async fn default_ingress_class(&self, obj: &mut Value) {
+        if !obj["spec"]["ingressClassName"].is_null()
+            || !obj["metadata"]["annotations"]["kubernetes.io/ingress.class"].is_null()
+        {
+            return;
+        }
+        let info = resources::lookup("networking.k8s.io", "v1", "ingressclasses").expect("served");
+        let cache = &self.inner.cache;
+        if let Err(e) = cache.ensure().await {
+            tracing::debug!(error = %e, "watch cache unavailable; no default IngressClass");
+            return;
+        }
+        let Some((classes, _, _)) = cache.page(&info.prefix(None), None, None, &|_| true, 0) else {
+            return;
+        };
+        let classes: Vec<Value> = classes.iter().map(|c| (**c).clone()).collect();
+        if let Some(name) = crate::registry::ingressclass::default_class(&classes) {
+            obj["spec"]["ingressClassName"] = json!(name);
+        }
+    }
+
     pub(super) async fn namespace_exists(&self, ns: &str) -> Result<(), ApiError> {
         let info = resources::lookup("", "v1", "namespaces").expect("served");
         let key = info.key(None, ns);
@@ -194,6 +218,9 @@ impl Api {
         let strategy = &info.strategy;
         strategy.prepare_for_create(&mut obj);
         strategy.defaults(&mut obj);
+        if strategy.takes_default_ingress_class() {
+            self.default_ingress_class(&mut obj).await;
+        }
         if strategy.allocates_service_addresses() {
             self.allocate_service(&mut obj, None).await?;
         }

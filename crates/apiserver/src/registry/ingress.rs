@@ -30,6 +30,10 @@ impl Strategy for IngressStrategy {
         "Ingress"
     }
 
+    fn takes_default_ingress_class(&self) -> bool {
+        true
+    }
+
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
         let spec = &obj["spec"];
         let rules = spec["rules"]

@@ -36,6 +36,7 @@ pub(crate) mod endpointslice;
 pub(crate) mod event;
 pub(crate) mod events_v1;
 pub(crate) mod ingress;
+pub(crate) mod ingressclass;
 pub(crate) mod lease;
 pub(crate) mod mutatingwebhookconfiguration;
 pub(crate) mod namespace;
@@ -117,6 +118,12 @@ pub(crate) trait Strategy: Send + Sync {
     /// Whether writes wait for the watch cache to show them (kinds that admission reads
     /// from the cache).
     fn settle_in_cache(&self) -> bool {
+        false
+    }
+
+    /// Whether a new object without `spec.ingressClassName` gets the default
+    /// IngressClass (upstream's DefaultIngressClass admission).
+    fn takes_default_ingress_class(&self) -> bool {
         false
     }
 
