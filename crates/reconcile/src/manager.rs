@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
     ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::ApiResource;
 use kube::{Api, Client};
@@ -254,6 +254,7 @@ impl ControllerManager {
             ApiResource::erase::<Lease>(&()),
             ApiResource::erase::<Event>(&()),
             ApiResource::erase::<Ingress>(&()),
+            ApiResource::erase::<NetworkPolicy>(&()),
             ApiResource::erase::<PersistentVolumeClaim>(&()),
             ApiResource::erase::<ControllerRevision>(&()),
             ApiResource::erase::<PodDisruptionBudget>(&()),
