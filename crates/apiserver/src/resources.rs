@@ -271,6 +271,8 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::daemonset::RESOURCE,
     registry::endpointslice::RESOURCE,
     registry::ingress::RESOURCE,
+    registry::networkpolicy::RESOURCE,
+    registry::ingressclass::RESOURCE,
     registry::lease::RESOURCE,
     registry::persistentvolumeclaim::RESOURCE,
     registry::persistentvolume::RESOURCE,

@@ -7,6 +7,8 @@
 //!   DNAT, `ClientIP` affinity, and incremental updates, applied over nf_tables
 //!   netlink ([`NftNetlink`]; an endpoint change costs the same whatever the
 //!   number of Services) or by the `nft` binary ([`NftCommand`]).
+//! * [`PolicyFirewall`] — NetworkPolicy enforcement: a [`PolicySet`] resolved to
+//!   addresses becomes a table of sets and per-policy chains on the `forward` hook.
 //! * [`Bridge`] — the node's pod bridge (default `kcore0`) and per-pod veth pairs
 //!   over rtnetlink, with one connection per network namespace opened inside it.
 //! * [`ServiceTable`] and [`Maglev`] — an in-memory Service table with Maglev
@@ -41,6 +43,7 @@ mod ipam;
 mod maglev;
 mod nfnl;
 mod nft;
+mod policy;
 mod service;
 
 pub use bridge::{enable_ip_forwarding, pod_mac, Bridge, BridgeConfig, PodInterface};
@@ -53,5 +56,9 @@ pub use nfnl::NftNetlink;
 pub use nft::{
     list_table, NftBatch, NftCommand, NftConfig, NftRunner, ServiceProxy, SyncStats,
     MASQUERADE_MARK,
+};
+pub use policy::{
+    cidr_except, merge_ranges, AddrRange, CompiledPolicy, PolicyFirewall, PolicyRule, PolicySet,
+    PolicyStats, PortMatch,
 };
 pub use service::{Endpoint, Protocol, Service, ServiceTable, SessionAffinity};

@@ -107,6 +107,7 @@ const NFT_SET_EVAL: u32 = 0x20;
 const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 
 // verdicts
+const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
 const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;
@@ -148,6 +149,8 @@ const NFTA_CMP_OP: u16 = 2;
 const NFTA_CMP_DATA: u16 = 3;
 const NFT_CMP_EQ: u32 = 0;
 const NFT_CMP_NEQ: u32 = 1;
+const NFT_CMP_LTE: u32 = 3;
+const NFT_CMP_GTE: u32 = 5;
 const NFTA_BITWISE_SREG: u16 = 1;
 const NFTA_BITWISE_DREG: u16 = 2;
 const NFTA_BITWISE_LEN: u16 = 3;
@@ -175,6 +178,7 @@ const NFTA_FIB_F_SADDR: u32 = 1;
 const NFTA_FIB_F_DADDR: u32 = 2;
 const NFTA_CT_DREG: u16 = 1;
 const NFTA_CT_KEY: u16 = 2;
+const NFT_CT_STATE: u32 = 0;
 const NFT_CT_STATUS: u32 = 2;
 const NFTA_NAT_TYPE: u16 = 1;
 const NFTA_NAT_FAMILY: u16 = 2;
@@ -193,6 +197,13 @@ const NFTA_DYNSET_OP: u16 = 3;
 const NFTA_DYNSET_SREG_KEY: u16 = 4;
 const NFT_DYNSET_OP_ADD: u32 = 0;
 const NFT_DYNSET_OP_UPDATE: u32 = 1;
+
+// conntrack state bits (NF_CT_STATE_BIT and friends)
+const CT_STATE_INVALID: u32 = 1;
+const CT_STATE_ESTABLISHED: u32 = 1 << 1;
+const CT_STATE_RELATED: u32 = 1 << 2;
+const CT_STATE_NEW: u32 = 1 << 3;
+const CT_STATE_UNTRACKED: u32 = 1 << 6;
 
 // conntrack status bits (IPS_*)
 const IPS_SRC_NAT: u32 = 0x10;
@@ -575,12 +586,14 @@ enum Kind {
     U32,
     AddrType,
     CtStatus,
+    /// `ct state` bits (host-endian 32 bits).
+    CtState,
 }
 
 impl Kind {
     fn len(self) -> usize {
         match self {
-            Kind::Ipv4 | Kind::U32 | Kind::AddrType | Kind::CtStatus => 4,
+            Kind::Ipv4 | Kind::U32 | Kind::AddrType | Kind::CtStatus | Kind::CtState => 4,
             Kind::Proto => 1,
             Kind::Service => 2,
             Kind::Ifname => 16,
@@ -654,6 +667,25 @@ impl Kind {
                 Some("snat") => IPS_SRC_NAT.to_ne_bytes().to_vec(),
                 _ => return Err(bad()),
             },
+            Kind::CtState => {
+                // one state name or a list of them, or'ed together
+                let names: Vec<&Value> = match v {
+                    Value::Array(a) => a.iter().collect(),
+                    one => vec![one],
+                };
+                let mut bits = 0;
+                for n in names {
+                    bits |= match n.as_str() {
+                        Some("invalid") => CT_STATE_INVALID,
+                        Some("established") => CT_STATE_ESTABLISHED,
+                        Some("related") => CT_STATE_RELATED,
+                        Some("new") => CT_STATE_NEW,
+                        Some("untracked") => CT_STATE_UNTRACKED,
+                        _ => return Err(bad()),
+                    };
+                }
+                bits.to_ne_bytes().to_vec()
+            }
         })
     }
 }
@@ -687,17 +719,34 @@ fn guess_value(v: &Value, int: bool) -> Enc<Vec<u8>> {
     Ok(out)
 }
 
-/// An interval key: `{"range": [lo, hi]}`, or a concatenation of 32-bit integers
-/// ending in one. Returns the start key and the end key (`hi + 1`), every field a
-/// big-endian 32-bit integer so that ranges are contiguous byte strings (rules
-/// convert their host-order values with `byteorder` before looking them up).
-fn interval_key(key: &Value) -> Option<Enc<(Vec<u8>, Vec<u8>)>> {
+/// An interval element's start key and end key (none for an interval that runs to the
+/// end of the key space).
+type IntervalKeys = (Vec<u8>, Option<Vec<u8>>);
+
+/// An interval key: `{"range": [lo, hi]}` of two addresses, or of 32-bit integers
+/// (alone or ending a concatenation of them). Returns the start key and the end key
+/// (`hi + 1`), every field big-endian so that ranges are contiguous byte strings
+/// (rules convert their host-order integers with `byteorder` before looking them up).
+fn interval_key(key: &Value) -> Option<Enc<IntervalKeys>> {
     let fields: Vec<&Value> = match key.get("concat").and_then(Value::as_array) {
         Some(a) => a.iter().collect(),
         None => vec![key],
     };
     let (last, prefix) = fields.split_last()?;
     let range = last.get("range")?.as_array()?;
+    if prefix.is_empty() {
+        if let [lo, hi] = range.as_slice() {
+            let addr = |v: &Value| v.as_str().and_then(|s| s.parse::<Ipv4Addr>().ok());
+            if let (Some(lo), Some(hi)) = (addr(lo), addr(hi)) {
+                // an address range: the end element is hi + 1, none when hi is the
+                // last address (the interval then runs to the end of the space)
+                let end = u32::from(hi)
+                    .checked_add(1)
+                    .map(|e| e.to_be_bytes().to_vec());
+                return Some(Ok((lo.octets().to_vec(), end)));
+            }
+        }
+    }
     let int = |v: &Value| u32::try_from(num(v)?).map_err(|e| e.to_string());
     Some((|| {
         let [lo, hi] = range.as_slice() else {
@@ -711,7 +760,7 @@ fn interval_key(key: &Value) -> Option<Enc<(Vec<u8>, Vec<u8>)>> {
         start.extend_from_slice(&int(lo)?.to_be_bytes());
         let past = int(hi)?.checked_add(1).ok_or("range end past 2^32 - 1")?;
         end.extend_from_slice(&past.to_be_bytes());
-        Ok((start, end))
+        Ok((start, Some(end)))
     })())
 }
 
@@ -856,10 +905,7 @@ impl Encoder {
                         // element carrying the data and an end element at hi + 1, keys in
                         // network order (rules convert with `byteorder` before looking up)
                         let (start, end) = match interval_key(key) {
-                            Some(r) => {
-                                let (start, end) = r?;
-                                (start, Some(end))
-                            }
+                            Some(r) => r?,
                             None => (guess_value(key, false)?, None),
                         };
                         self.w.nest(NFTA_LIST_ELEM);
@@ -1189,14 +1235,16 @@ impl Encoder {
             return Ok(vec![Kind::AddrType]);
         }
         if let Some(c) = v.get("ct") {
-            if text(c, "key")? != "status" {
-                return Err(format!("ct key {}", c["key"]));
-            }
+            let (key, kind) = match text(c, "key")? {
+                "status" => (NFT_CT_STATUS, Kind::CtStatus),
+                "state" => (NFT_CT_STATE, Kind::CtState),
+                k => return Err(format!("ct key {k}")),
+            };
             self.w.expr("ct");
             self.w.u32(NFTA_CT_DREG, reg);
-            self.w.u32(NFTA_CT_KEY, NFT_CT_STATUS);
+            self.w.u32(NFTA_CT_KEY, key);
             self.w.end_expr();
-            return Ok(vec![Kind::CtStatus]);
+            return Ok(vec![kind]);
         }
         if let Some(and) = v.get("&").and_then(Value::as_array) {
             let [left, mask] = and.as_slice() else {
@@ -1279,10 +1327,27 @@ impl Encoder {
             let op = text(m, "op")?;
             let kinds = self.load(field(m, "left")?, r)?;
             let right = field(m, "right")?;
-            let [kind] = kinds.as_slice() else {
-                return Err("match on a concatenation".into());
+            let set = right.as_str().and_then(|s| s.strip_prefix('@'));
+            let kind = match kinds.as_slice() {
+                [kind] => *kind,
+                // a concatenation can only be looked up in a set
+                _ if set.is_some() => Kind::U32,
+                _ => return Err("match on a concatenation".into()),
             };
-            if let Some(set) = right.as_str().and_then(|s| s.strip_prefix('@')) {
+            let kind = &kind;
+            if let Some(range) = right.get("range").and_then(Value::as_array) {
+                // lo <= left <= hi, compared as big-endian bytes
+                let [lo, hi] = range.as_slice() else {
+                    return Err("a range has two ends".into());
+                };
+                if op != "==" || !matches!(kind, Kind::Service | Kind::Ipv4) {
+                    return Err(format!("range match {op} on {kind:?}"));
+                }
+                self.cmp(r, NFT_CMP_GTE, &kind.value(lo)?);
+                self.cmp(r, NFT_CMP_LTE, &kind.value(hi)?);
+                return Ok(());
+            }
+            if let Some(set) = set {
                 let invert = match op {
                     "==" | "in" => false,
                     "!=" => true,
@@ -1331,6 +1396,12 @@ impl Encoder {
                 d => return Err(format!("vmap data {d}")),
             }
             return Ok(());
+        }
+        for (k, code) in [("accept", NF_ACCEPT), ("drop", NF_DROP)] {
+            if s.get(k).is_some() {
+                self.immediate_verdict(code as i32, None);
+                return Ok(());
+            }
         }
         for (k, code) in [("jump", NFT_JUMP), ("goto", NFT_GOTO)] {
             if let Some(j) = s.get(k) {
@@ -1729,5 +1800,70 @@ mod tests {
             let e = encode(batch, 1).unwrap();
             assert_eq!(messages(&e.buf).len(), e.ops.len() + 2);
         }
+    }
+
+    #[test]
+    fn the_policy_ruleset_encodes() {
+        use crate::policy::{AddrRange, CompiledPolicy, PolicyFirewall, PolicyRule, PolicySet};
+        use crate::{PortMatch, Protocol};
+        #[derive(Default)]
+        struct Keep(std::cell::RefCell<Vec<NftBatch>>);
+        impl NftRunner for Keep {
+            fn apply(&self, b: &NftBatch) -> Result<(), Error> {
+                self.0.borrow_mut().push(b.clone());
+                Ok(())
+            }
+        }
+        let pod = Ipv4Addr::new(10, 244, 1, 5);
+        let mut set = PolicySet {
+            policies: vec![CompiledPolicy {
+                name: "d/p".into(),
+                pods: [pod].into(),
+                ingress: Some(vec![PolicyRule {
+                    peers: Some(vec![
+                        AddrRange::single(Ipv4Addr::new(10, 244, 1, 6)),
+                        AddrRange {
+                            first: Ipv4Addr::new(11, 0, 0, 0),
+                            last: Ipv4Addr::BROADCAST,
+                        },
+                    ]),
+                    ports: Some(vec![
+                        PortMatch::Ports {
+                            protocol: Protocol::Tcp,
+                            first: 80,
+                            last: 90,
+                        },
+                        PortMatch::Ports {
+                            protocol: Protocol::Tcp,
+                            first: 443,
+                            last: 443,
+                        },
+                        PortMatch::Named([(pod, Protocol::Tcp, 8080)].into()),
+                        PortMatch::Protocol(Protocol::Udp),
+                    ]),
+                }]),
+                egress: Some(vec![PolicyRule::default()]),
+            }],
+        };
+        let mut fw = PolicyFirewall::new("kcore-policy", Keep::default());
+        fw.apply(&set).unwrap();
+        set.policies[0].pods.insert(Ipv4Addr::new(10, 244, 1, 9));
+        fw.apply(&set).unwrap();
+        fw.teardown().unwrap();
+        let batches = fw.runner().0.borrow();
+        assert_eq!(batches.len(), 3);
+        for batch in batches.iter() {
+            let e = encode(batch, 1).unwrap();
+            assert_eq!(messages(&e.buf).len(), e.ops.len() + 2);
+        }
+        // the open-ended range has a start element and no end element: the peers set
+        // message carries 3 elements (10.244.1.6 start + end, 11.0.0.0 start)
+        let e = encode(&batches[0], 1).unwrap();
+        let peers = e
+            .ops
+            .iter()
+            .filter(|o| o.contains("pol-0-in-0-peers") && o.starts_with("add element"))
+            .count();
+        assert_eq!(peers, 1, "{:?}", e.ops);
     }
 }

@@ -93,6 +93,7 @@ impl NodeAgent {
         }
         if cfg.service_proxy {
             crate::proxy::teardown(&cfg)?;
+            crate::netpol::teardown(&cfg)?;
         }
         if cfg.vxlan {
             crate::overlay::teardown(&cfg, node_ns.as_ref()).await?;
@@ -171,6 +172,11 @@ impl NodeAgent {
                     Ok(t) => tasks.push(t),
                     Err(e) => tracing::warn!(error = %ErrorChain(&e), "service proxy disabled"),
                 }
+                // NetworkPolicy goes with the nftables Service rules
+                crate::netpol::start(&cfg, &client).map_or_else(
+                    |e| tracing::warn!(error = %ErrorChain(&e), "network policy disabled"),
+                    |t| tasks.extend(t),
+                );
             }
             if cfg.dns {
                 let env = DnsEnv {

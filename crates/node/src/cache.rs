@@ -97,6 +97,14 @@ async fn run<K>(api: Api<K>, store: Store<K>, cache: Arc<ClusterCache>)
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
+    watch_into(api, store, move || cache.bump()).await
+}
+
+/// Mirrors every object of `api` into `store`, calling `bump` after each change.
+pub(crate) async fn watch_into<K>(api: Api<K>, store: Store<K>, bump: impl Fn() + Send)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
     let mut stream = watcher(api, watcher::Config::default()).boxed();
     let mut fresh: BTreeMap<Key, K> = BTreeMap::new();
     while let Some(ev) = stream.next().await {
@@ -107,21 +115,21 @@ where
             }
             Ok(watcher::Event::InitDone) => {
                 *store.write().unwrap_or_else(|p| p.into_inner()) = std::mem::take(&mut fresh);
-                cache.bump();
+                bump();
             }
             Ok(watcher::Event::Apply(o)) => {
                 store
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(key(&o), o);
-                cache.bump();
+                bump();
             }
             Ok(watcher::Event::Delete(o)) => {
                 store
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&key(&o));
-                cache.bump();
+                bump();
             }
             Err(e) => {
                 tracing::debug!(error = %ErrorChain(&e), "watch error");

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
     ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::ApiResource;
 use kube::{Api, Client};
@@ -34,6 +34,7 @@ use crate::controllers::namespace::NamespaceController;
 use crate::controllers::nodelifecycle::NodeLifecycleController;
 use crate::controllers::persistentvolume::PersistentVolumeController;
 use crate::controllers::replicaset::ReplicaSetController;
+use crate::controllers::servicelb::ServiceLbController;
 use crate::controllers::statefulset::StatefulSetController;
 use crate::controllers::ttlafterfinished::TtlAfterFinishedController;
 use crate::controllers::volumeprotection::{PvProtectionController, PvcProtectionController};
@@ -59,6 +60,7 @@ pub const CONTROLLERS: &[&str] = &[
     "persistentvolume-binder",
     "pvc-protection",
     "pv-protection",
+    "servicelb",
 ];
 
 /// Settings of the batch controllers (Job, CronJob, TTL-after-finished).
@@ -280,6 +282,13 @@ impl ControllerManager {
             &mut cronjobs,
             &mut pods,
         );
+        if self.enabled("servicelb") {
+            let q = new_queue();
+            let c = ServiceLbController::new(client.clone(), svcs.store(), nodes.store());
+            svcs.on_change(ServiceLbController::on_service(q.clone()));
+            nodes.on_change(c.on_node(q.clone()));
+            start!(c, q);
+        }
         let namespaced_kinds = vec![
             ApiResource::erase::<Job>(&()),
             ApiResource::erase::<CronJob>(&()),
@@ -297,6 +306,7 @@ impl ControllerManager {
             ApiResource::erase::<Lease>(&()),
             ApiResource::erase::<Event>(&()),
             ApiResource::erase::<Ingress>(&()),
+            ApiResource::erase::<NetworkPolicy>(&()),
             ApiResource::erase::<PersistentVolumeClaim>(&()),
             ApiResource::erase::<ControllerRevision>(&()),
             ApiResource::erase::<PodDisruptionBudget>(&()),

@@ -22,6 +22,9 @@ impl Api {
         }
     }
 
+    /// Upstream's DefaultIngressClass admission: an object with neither
+    /// `spec.ingressClassName` nor the legacy `kubernetes.io/ingress.class` annotation
+    /// gets the default IngressClass, read from the watch cache.
     pub(super) async fn namespace_exists(&self, ns: &str) -> Result<(), ApiError> {
         let info = resources::lookup("", "v1", "namespaces").expect("served");
         let key = info.key(None, ns);

@@ -30,6 +30,23 @@ impl Strategy for IngressStrategy {
         "Ingress"
     }
 
+    fn create_reads(&self) -> Option<(&'static str, &'static str)> {
+        Some(("networking.k8s.io/v1", "ingressclasses"))
+    }
+
+    /// Upstream's DefaultIngressClass admission: an Ingress that names no class (neither
+    /// `spec.ingressClassName` nor the deprecated annotation) gets the default class.
+    fn admit_create(&self, obj: &mut Value, classes: &[Value]) {
+        if !obj["spec"]["ingressClassName"].is_null()
+            || !obj["metadata"]["annotations"]["kubernetes.io/ingress.class"].is_null()
+        {
+            return;
+        }
+        if let Some(name) = super::ingressclass::default_class(classes) {
+            obj["spec"]["ingressClassName"] = json!(name);
+        }
+    }
+
     fn validate(&self, obj: &Value, causes: &mut Vec<Cause>) {
         let spec = &obj["spec"];
         let rules = spec["rules"]

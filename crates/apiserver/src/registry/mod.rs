@@ -40,9 +40,11 @@ pub(crate) mod event;
 pub(crate) mod events_v1;
 pub(crate) mod ingress;
 pub(crate) mod job;
+pub(crate) mod ingressclass;
 pub(crate) mod lease;
 pub(crate) mod mutatingwebhookconfiguration;
 pub(crate) mod namespace;
+pub(crate) mod networkpolicy;
 pub(crate) mod node;
 pub(crate) mod persistentvolume;
 pub(crate) mod persistentvolumeclaim;
@@ -316,4 +318,27 @@ mod tests {
         assert_eq!(causes.len(), 1, "{causes:?}");
         assert_eq!(causes[0].field, "metadata.labels");
     }
+}
+
+/// The default class among `classes` as upstream's DefaultStorageClass and
+/// DefaultIngressClass admissions pick it: of the classes `is_default` marks (and not
+/// being deleted), the newest by `creationTimestamp`, then the first by name.
+pub(crate) fn newest_default<'a>(
+    classes: &'a [Value],
+    is_default: impl Fn(&Value) -> bool,
+) -> Option<&'a str> {
+    classes
+        .iter()
+        .filter(|c| is_default(c) && c["metadata"]["deletionTimestamp"].is_null())
+        .max_by(|a, b| {
+            let ts = |o: &Value| {
+                o["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let name = |o: &Value| o["metadata"]["name"].as_str().unwrap_or("").to_owned();
+            ts(a).cmp(&ts(b)).then_with(|| name(b).cmp(&name(a)))
+        })
+        .and_then(|c| c["metadata"]["name"].as_str())
 }

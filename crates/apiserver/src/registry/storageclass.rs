@@ -45,20 +45,7 @@ pub(crate) fn is_default(sc: &Value) -> bool {
 /// The default class among `classes`, as upstream's admission picks it: of several
 /// default classes, the newest (then the first by name).
 pub(crate) fn default_class(classes: &[Value]) -> Option<&str> {
-    classes
-        .iter()
-        .filter(|c| is_default(c) && c["metadata"]["deletionTimestamp"].is_null())
-        .max_by(|a, b| {
-            let ts = |o: &Value| {
-                o["metadata"]["creationTimestamp"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned()
-            };
-            let name = |o: &Value| o["metadata"]["name"].as_str().unwrap_or("").to_owned();
-            ts(a).cmp(&ts(b)).then_with(|| name(b).cmp(&name(a)))
-        })
-        .and_then(|c| c["metadata"]["name"].as_str())
+    super::newest_default(classes, is_default)
 }
 
 impl Strategy for StorageClassStrategy {

@@ -11,6 +11,7 @@ pub(crate) mod namespace;
 pub(crate) mod nodelifecycle;
 pub(crate) mod persistentvolume;
 pub(crate) mod replicaset;
+pub(crate) mod servicelb;
 pub(crate) mod statefulset;
 pub(crate) mod ttlafterfinished;
 pub(crate) mod volumeprotection;

@@ -1,0 +1,99 @@
+//! The node-mode LoadBalancer controller: a LoadBalancer Service gets the Ready nodes'
+//! addresses as its ingress, one of another `loadBalancerClass` is left alone, and a
+//! Service that stops being a LoadBalancer has its ingress cleared.
+
+mod common;
+
+use common::{eventually, start_with, Kubelet};
+use k8s_openapi::api::core::v1::{Node, Service};
+use kcore_reconcile::ControllerManagerConfig;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+fn ingress_ips(s: &Service) -> Vec<String> {
+    s.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_services_get_node_addresses() {
+    let cfg = ControllerManagerConfig {
+        workers: 2,
+        controllers: ["servicelb".to_owned()].into(),
+        ..ControllerManagerConfig::default()
+    };
+    let c = start_with(Kubelet::None, cfg).await;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let svcs: Api<Service> = Api::namespaced(c.client.clone(), &c.namespace);
+    let node = |name: String, ip: &str| -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                       "addresses": [{"type": "InternalIP", "address": ip}]},
+        }))
+        .unwrap()
+    };
+    nodes
+        .create(
+            &PostParams::default(),
+            &node(format!("{}-a", c.namespace), "10.9.0.2"),
+        )
+        .await
+        .expect("node a");
+    let svc = |name: &str, class: Option<&str>| -> Service {
+        let mut spec = json!({"type": "LoadBalancer", "ports": [{"port": 80, "targetPort": 8080}]});
+        if let Some(cl) = class {
+            spec["loadBalancerClass"] = json!(cl);
+        }
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+    };
+    svcs.create(&PostParams::default(), &svc("web", None))
+        .await
+        .expect("web");
+    svcs.create(
+        &PostParams::default(),
+        &svc("other", Some("example.com/lb")),
+    )
+    .await
+    .expect("other");
+    eventually(30, "web gets node a's address", || async {
+        let s = svcs.get("web").await.ok()?;
+        (ingress_ips(&s) == ["10.9.0.2"]).then_some(())
+    })
+    .await;
+    // a second node joins: both addresses
+    nodes
+        .create(
+            &PostParams::default(),
+            &node(format!("{}-b", c.namespace), "10.9.0.3"),
+        )
+        .await
+        .expect("node b");
+    eventually(30, "web gets both nodes", || async {
+        let s = svcs.get("web").await.ok()?;
+        (ingress_ips(&s) == ["10.9.0.2", "10.9.0.3"]).then_some(())
+    })
+    .await;
+    // another class stays pending
+    assert!(ingress_ips(&svcs.get("other").await.unwrap()).is_empty());
+    // no longer a LoadBalancer: cleared
+    svcs.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80, "targetPort": 8080, "nodePort": null}]}})),
+    )
+    .await
+    .expect("to ClusterIP");
+    eventually(30, "web's ingress cleared", || async {
+        let s = svcs.get("web").await.ok()?;
+        ingress_ips(&s).is_empty().then_some(())
+    })
+    .await;
+    assert!(ingress_ips(&svcs.get("other").await.unwrap()).is_empty());
+}
