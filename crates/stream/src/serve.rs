@@ -238,6 +238,7 @@ pub async fn serve<B>(
         container = %target.container,
     );
     let command = (kind == Kind::Exec).then_some(command);
+    let begun = std::time::Instant::now();
     tokio::spawn(
         async move {
             let io = match upgrade.await {
@@ -269,7 +270,10 @@ pub async fn serve<B>(
                     crate::portforward::channels(ws, framing, backend, target, ports).await
                 }
             }
-            tracing::debug!("streaming session ended");
+            tracing::debug!(
+                elapsed_ms = begun.elapsed().as_secs_f64() * 1000.0,
+                "streaming session ended"
+            );
         }
         .instrument(span),
     );
