@@ -964,140 +964,146 @@ impl PodWorker {
         let tx = self.tx.clone();
         let log2 = log.clone();
         let console_dir = self.env.console_dir.clone();
-        type Started = (i32, Vec<tokio::task::AbortHandle>, Arc<AttachIo>);
-        let result = tokio::task::spawn_blocking(move || -> Result<Started> {
-            let rootfs = images.mount_rootfs(&id2, resolved.top_layer.as_deref())?;
-            let cfg = resolved.image.config.config().clone();
-            let input = SpecInput {
-                pod: &pod,
-                container: &container,
-                image_config: cfg.as_ref(),
-                env,
-                rootfs: rootfs.clone(),
-                mounts,
-                netns: sb.netns.clone(),
-                ipc: Some(sb.ipc.clone()),
-                uts: Some(sb.uts.clone()),
-                hostname: sb.hostname.clone(),
-                cgroup_path: cgroup,
-                annotations,
-            };
-            let mut oci = match spec::build(&input) {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = images.remove_rootfs(&id2);
-                    return Err(e);
-                }
-            };
-            if let Some(path) = pid_ns {
-                share_pid_namespace(&mut oci, path);
-            }
-            let bundle = rootfs
-                .parent()
-                .map(Path::to_owned)
-                .unwrap_or(rootfs.clone());
-            // stdio: a pty with `tty: true` (its master comes back over a console
-            // socket), FIFOs into the log otherwise; with `stdin: true` the agent
-            // keeps stdin open for attached clients
-            let tty = container.tty == Some(true);
-            let keep_stdin = container.stdin == Some(true);
-            let stdin_once = container.stdin_once == Some(true);
-            let mut opts = kcore_runtime::CreateOptions::default();
-            let console = if tty {
-                if let Some(p) = oci.process_mut() {
-                    p.set_terminal(Some(true));
-                }
-                let sock = ConsoleSocket::new(&console_dir)
-                    .map_err(|e| Error::io("make a console socket in", &console_dir, e))?;
-                opts.console_socket = Some(sock.path().to_owned());
-                Some(sock)
-            } else {
-                let (out, err) = make_fifos(&fifo_dir, &id2)?;
-                opts.stdout = Some(out);
-                opts.stderr = Some(err);
-                None
-            };
-            let mut stdin_w = None;
-            opts.stdin = if keep_stdin && !tty {
-                let (r, w) = crate::streams::pipe()
-                    .map_err(|e| Error::io("make the stdin pipe of", PathBuf::from(&id2), e))?;
-                stdin_w = Some(w);
-                Some(r)
-            } else if tty {
-                // the pty is the process's stdio (given stdio would replace it)
-                None
-            } else {
-                open_dev_null().ok()
-            };
-            // a leftover from a crash with the same id
-            if let Ok(old) = runtime.load(&id2) {
-                let _ = old.delete(true);
-            }
-            let handle = tokio::runtime::Handle::current();
-            let _rt = handle.enter();
-            let fd_io = |fd| {
-                FdIo::new(fd).map_err(|e| Error::io("watch the stdio of", PathBuf::from(&id2), e))
-            };
-            let (io, tees) = if tty {
-                AttachIo::new(None, stdin_once, None)
-            } else {
-                AttachIo::new(stdin_w.map(fd_io).transpose()?, stdin_once, None)
-            };
-            // the log pumps read the FIFOs before the program can write to them
-            let mut pumps = if tty {
-                Vec::new()
-            } else {
-                attach_pumps(&fifo_dir, &id2, log2.clone(), &tees)
-            };
-            // create and start in one step (no exec.fifo round trip)
-            let mut ctr = match runtime.run(&id2, &bundle, &oci, opts) {
-                Ok(c) => c,
-                Err(e) => {
-                    for p in &pumps {
-                        p.abort();
+        let result = tokio::task::spawn_blocking(
+            move || -> Result<(i32, Vec<tokio::task::AbortHandle>, Arc<AttachIo>)> {
+                let rootfs = images.mount_rootfs(&id2, resolved.top_layer.as_deref())?;
+                let cfg = resolved.image.config.config().clone();
+                let input = SpecInput {
+                    pod: &pod,
+                    container: &container,
+                    image_config: cfg.as_ref(),
+                    env,
+                    rootfs: rootfs.clone(),
+                    mounts,
+                    netns: sb.netns.clone(),
+                    ipc: Some(sb.ipc.clone()),
+                    uts: Some(sb.uts.clone()),
+                    hostname: sb.hostname.clone(),
+                    cgroup_path: cgroup,
+                    annotations,
+                };
+                let mut oci = match spec::build(&input) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = images.remove_rootfs(&id2);
+                        return Err(e);
                     }
-                    let _ = images.remove_rootfs(&id2);
-                    return Err(Error::Runtime {
-                        id: id2,
-                        source: Box::new(e),
-                    });
+                };
+                if let Some(path) = pid_ns {
+                    share_pid_namespace(&mut oci, path);
                 }
-            };
-            let io = match console {
-                None => io,
-                Some(sock) => {
-                    let master = match sock.receive().and_then(FdIo::new) {
-                        Ok(m) => m,
-                        Err(e) => {
-                            let _ = ctr.kill(libc::SIGKILL, true);
-                            return Err(Error::io("receive the pty of", PathBuf::from(&id2), e));
+                let bundle = rootfs
+                    .parent()
+                    .map(Path::to_owned)
+                    .unwrap_or(rootfs.clone());
+                // stdio: a pty with `tty: true` (its master comes back over a console
+                // socket), FIFOs into the log otherwise; with `stdin: true` the agent
+                // keeps stdin open for attached clients
+                let tty = container.tty == Some(true);
+                let keep_stdin = container.stdin == Some(true);
+                let stdin_once = container.stdin_once == Some(true);
+                let mut opts = kcore_runtime::CreateOptions::default();
+                let console = if tty {
+                    if let Some(p) = oci.process_mut() {
+                        p.set_terminal(Some(true));
+                    }
+                    let sock = ConsoleSocket::new(&console_dir)
+                        .map_err(|e| Error::io("make a console socket in", &console_dir, e))?;
+                    opts.console_socket = Some(sock.path().to_owned());
+                    Some(sock)
+                } else {
+                    let (out, err) = make_fifos(&fifo_dir, &id2)?;
+                    opts.stdout = Some(out);
+                    opts.stderr = Some(err);
+                    None
+                };
+                let mut stdin_w = None;
+                opts.stdin = if keep_stdin && !tty {
+                    let (r, w) = crate::streams::pipe()
+                        .map_err(|e| Error::io("make the stdin pipe of", PathBuf::from(&id2), e))?;
+                    stdin_w = Some(w);
+                    Some(r)
+                } else if tty {
+                    // the pty is the process's stdio (given stdio would replace it)
+                    None
+                } else {
+                    open_dev_null().ok()
+                };
+                // a leftover from a crash with the same id
+                if let Ok(old) = runtime.load(&id2) {
+                    let _ = old.delete(true);
+                }
+                let handle = tokio::runtime::Handle::current();
+                let _rt = handle.enter();
+                let fd_io = |fd| {
+                    FdIo::new(fd)
+                        .map_err(|e| Error::io("watch the stdio of", PathBuf::from(&id2), e))
+                };
+                let (io, tees) = if tty {
+                    AttachIo::new(None, stdin_once, None)
+                } else {
+                    AttachIo::new(stdin_w.map(fd_io).transpose()?, stdin_once, None)
+                };
+                // the log pumps read the FIFOs before the program can write to them
+                let mut pumps = if tty {
+                    Vec::new()
+                } else {
+                    attach_pumps(&fifo_dir, &id2, log2.clone(), &tees)
+                };
+                // create and start in one step (no exec.fifo round trip)
+                let mut ctr = match runtime.run(&id2, &bundle, &oci, opts) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        for p in &pumps {
+                            p.abort();
                         }
-                    };
-                    let (io, tees) = AttachIo::new(
-                        keep_stdin.then(|| master.share()),
-                        stdin_once,
-                        Some(master.share()),
-                    );
-                    let t = tokio::spawn(logs::pump(master, "stdout", log2, Some(tees.stdout)));
-                    pumps.push(t.abort_handle());
-                    io
-                }
-            };
-            let pid = ctr.pid();
-            let name = st_name;
-            std::thread::Builder::new()
-                .name(format!("wait-{pid}"))
-                .spawn(move || {
-                    let status = ctr.wait().ok();
-                    let _ = tx.send(PodEvent::Exited {
-                        name,
-                        attempt,
-                        status,
-                    });
-                })
-                .map_err(|e| Error::io("spawn waiter for", PathBuf::from(&id2), e))?;
-            Ok((pid, pumps, io))
-        })
+                        let _ = images.remove_rootfs(&id2);
+                        return Err(Error::Runtime {
+                            id: id2,
+                            source: Box::new(e),
+                        });
+                    }
+                };
+                let io = match console {
+                    None => io,
+                    Some(sock) => {
+                        let master = match sock.receive().and_then(FdIo::new) {
+                            Ok(m) => m,
+                            Err(e) => {
+                                let _ = ctr.kill(libc::SIGKILL, true);
+                                return Err(Error::io(
+                                    "receive the pty of",
+                                    PathBuf::from(&id2),
+                                    e,
+                                ));
+                            }
+                        };
+                        let (io, tees) = AttachIo::new(
+                            keep_stdin.then(|| master.share()),
+                            stdin_once,
+                            Some(master.share()),
+                        );
+                        let t = tokio::spawn(logs::pump(master, "stdout", log2, Some(tees.stdout)));
+                        pumps.push(t.abort_handle());
+                        io
+                    }
+                };
+                let pid = ctr.pid();
+                let name = st_name;
+                std::thread::Builder::new()
+                    .name(format!("wait-{pid}"))
+                    .spawn(move || {
+                        let status = ctr.wait().ok();
+                        let _ = tx.send(PodEvent::Exited {
+                            name,
+                            attempt,
+                            status,
+                        });
+                    })
+                    .map_err(|e| Error::io("spawn waiter for", PathBuf::from(&id2), e))?;
+                Ok((pid, pumps, io))
+            },
+        )
         .await
         .expect("start task");
         let (pid, pumps, io) = result.map_err(|e| ("RunContainerError", e))?;
