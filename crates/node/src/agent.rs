@@ -201,9 +201,9 @@ impl NodeAgent {
         }
 
         // the node's server: HTTPS with client authentication, or plain HTTP when
-        // configured without TLS. `streams` (a `PodStreams`, the kcore_stream::Backend
-        // of this node's pods) is what the exec/attach/portforward routes run on: pass
-        // `streams.clone()` to `server::router` when those routes are wired in.
+        // configured without TLS; its exec/attach/portforward routes run on `streams`
+        // (this node's pods as a kcore_stream::Backend)
+        let backend: Arc<dyn kcore_stream::Backend> = Arc::new(streams.clone());
         match &cfg.server_tls {
             Some(t) => {
                 let authn = Arc::new(Authn::new(&t.ca_pem, t.token_review_url.as_deref())?);
@@ -216,7 +216,7 @@ impl NodeAgent {
                 let addr = cfg.server_addr;
                 let listener = kcore_tls::TlsListener::new(listener, tls)
                     .map_err(|source| Error::Listen { addr, source })?;
-                let app = crate::server::router(pods.logs_root.clone(), Some(authn), None)
+                let app = crate::server::router(pods.logs_root.clone(), Some(authn), Some(backend))
                     .into_make_service_with_connect_info::<kcore_tls::PeerCertified>();
                 tasks.push(tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, app).await {
@@ -226,7 +226,7 @@ impl NodeAgent {
             }
             None => {
                 tracing::warn!(addr = %cfg.server_addr, "the node's server speaks plain HTTP without authentication");
-                let app = crate::server::router(pods.logs_root.clone(), None, None);
+                let app = crate::server::router(pods.logs_root.clone(), None, Some(backend));
                 tasks.push(tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, app).await {
                         tracing::warn!(error = %ErrorChain(&e), "http server stopped");

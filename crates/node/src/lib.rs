@@ -97,5 +97,5 @@ pub use ipnet::Ipv4Net;
 pub use logs::LogQuery;
 pub use netpol::{compile_policies, POLICY_TABLE};
 pub use node::{ANN_PUBLIC_IP, ANN_VTEP_MAC, LEASE_NAMESPACE};
-pub use streams::PodStreams;
 pub use provisioner::LOCAL_PATH_PROVISIONER;
+pub use streams::PodStreams;

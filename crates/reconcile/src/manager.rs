@@ -414,7 +414,6 @@ impl ControllerManager {
             pods, rss, deps, svcs, eps, slices, nss, cms, secrets, sas, stss, dss, nodes, leases,
             jobs, cronjobs
         );
-        run!(pods, rss, deps, svcs, eps, slices, nss, cms, secrets, sas, stss, dss, nodes, leases);
         run!(pvcs, pvs, scs);
         if let Some((gc, q)) = other_kinds {
             // Custom resources as owners: kinds beyond the informers', by discovery.

@@ -39,8 +39,8 @@ pub(crate) mod endpointslice;
 pub(crate) mod event;
 pub(crate) mod events_v1;
 pub(crate) mod ingress;
-pub(crate) mod job;
 pub(crate) mod ingressclass;
+pub(crate) mod job;
 pub(crate) mod lease;
 pub(crate) mod mutatingwebhookconfiguration;
 pub(crate) mod namespace;
@@ -58,9 +58,9 @@ pub(crate) mod rolebinding;
 pub(crate) mod secret;
 pub(crate) mod service;
 pub(crate) mod statefulset;
+pub(crate) mod storageclass;
 pub(crate) mod validatingadmissionpolicy;
 pub(crate) mod validatingadmissionpolicybinding;
-pub(crate) mod storageclass;
 pub(crate) mod validatingwebhookconfiguration;
 pub(crate) mod webhookconfiguration;
 
@@ -280,6 +280,29 @@ fn create_rules(s: &dyn Strategy, obj: &Value) -> Vec<Cause> {
     causes
 }
 
+/// The default class among `classes` as upstream's DefaultStorageClass and
+/// DefaultIngressClass admissions pick it: of the classes `is_default` marks (and not
+/// being deleted), the newest by `creationTimestamp`, then the first by name.
+pub(crate) fn newest_default(
+    classes: &[Value],
+    is_default: impl Fn(&Value) -> bool,
+) -> Option<&str> {
+    classes
+        .iter()
+        .filter(|c| is_default(c) && c["metadata"]["deletionTimestamp"].is_null())
+        .max_by(|a, b| {
+            let ts = |o: &Value| {
+                o["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let name = |o: &Value| o["metadata"]["name"].as_str().unwrap_or("").to_owned();
+            ts(a).cmp(&ts(b)).then_with(|| name(b).cmp(&name(a)))
+        })
+        .and_then(|c| c["metadata"]["name"].as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use crate::resources::RESOURCES;
@@ -318,27 +341,4 @@ mod tests {
         assert_eq!(causes.len(), 1, "{causes:?}");
         assert_eq!(causes[0].field, "metadata.labels");
     }
-}
-
-/// The default class among `classes` as upstream's DefaultStorageClass and
-/// DefaultIngressClass admissions pick it: of the classes `is_default` marks (and not
-/// being deleted), the newest by `creationTimestamp`, then the first by name.
-pub(crate) fn newest_default<'a>(
-    classes: &'a [Value],
-    is_default: impl Fn(&Value) -> bool,
-) -> Option<&'a str> {
-    classes
-        .iter()
-        .filter(|c| is_default(c) && c["metadata"]["deletionTimestamp"].is_null())
-        .max_by(|a, b| {
-            let ts = |o: &Value| {
-                o["metadata"]["creationTimestamp"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned()
-            };
-            let name = |o: &Value| o["metadata"]["name"].as_str().unwrap_or("").to_owned();
-            ts(a).cmp(&ts(b)).then_with(|| name(b).cmp(&name(a)))
-        })
-        .and_then(|c| c["metadata"]["name"].as_str())
 }
