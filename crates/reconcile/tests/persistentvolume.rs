@@ -182,12 +182,11 @@ async fn wait_for_first_consumer_claims_wait_for_a_node() {
         Some("waiting for first consumer to be created before binding")
     );
     let claim = pvcs.get("wait").await.expect("get");
-    assert!(claim
+    assert!(!claim
         .metadata
         .annotations
         .unwrap_or_default()
-        .get(ANN_STORAGE_PROVISIONER)
-        .is_none());
+        .contains_key(ANN_STORAGE_PROVISIONER));
     // The scheduler's choice hands it to the provisioner.
     pvcs.patch(
         "wait",
