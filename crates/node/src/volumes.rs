@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
-use crate::error::{Error, ErrorChain, Result};
+use crate::error::{Error, Result};
 use crate::refs::{self, Refs};
 use crate::spec::BindMount;
 
@@ -320,12 +320,7 @@ pub(crate) async fn prepare(
             }
             p
         } else if let Some(pvc) = &v.persistent_volume_claim {
-            claim_dir(refs, &pvc.claim_name)
-                .await
-                .map_err(|reason| Error::InvalidSpec {
-                    object: what(v),
-                    reason,
-                })?
+            claim_dir(refs, &pvc.claim_name, &what(v)).await?
         } else if let Some(h) = &v.host_path {
             let p = PathBuf::from(&h.path);
             match h.type_.as_deref() {
@@ -366,16 +361,21 @@ pub(crate) async fn prepare(
 }
 
 /// The host directory of the volume bound to claim `name` (a `local` or `hostPath`
-/// PersistentVolume), or why there is none yet, in the kubelet's words.
-async fn claim_dir(refs: &Refs, name: &str) -> std::result::Result<PathBuf, String> {
+/// PersistentVolume); an [`Error::InvalidSpec`] about `object` says, in the kubelet's
+/// words, why there is none yet.
+async fn claim_dir(refs: &Refs, name: &str, object: &str) -> Result<PathBuf> {
     use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
     let ns = refs.namespace();
+    let invalid = |reason: String| Error::InvalidSpec {
+        object: object.to_owned(),
+        reason,
+    };
     let claims: kube::Api<PersistentVolumeClaim> = kube::Api::namespaced(refs.client().clone(), ns);
     let claim = claims
         .get_opt(name)
         .await
-        .map_err(|e| format!("get persistentvolumeclaim {ns}/{name}: {}", ErrorChain(&e)))?
-        .ok_or_else(|| format!("persistentvolumeclaim {name:?} not found"))?;
+        .map_err(|e| Error::kube(format!("get persistentvolumeclaim {ns}/{name}"), e))?
+        .ok_or_else(|| invalid(format!("persistentvolumeclaim {name:?} not found")))?;
     let phase = claim
         .status
         .as_ref()
@@ -387,36 +387,36 @@ async fn claim_dir(refs: &Refs, name: &str) -> std::result::Result<PathBuf, Stri
         .and_then(|s| s.volume_name.clone())
         .unwrap_or_default();
     if phase != "Bound" || volume.is_empty() {
-        return Err(format!(
+        return Err(invalid(format!(
             "PVC {ns}/{name} has non-bound phase ({phase:?}) or empty pvc.Spec.VolumeName ({volume:?})"
-        ));
+        )));
     }
     let pvs: kube::Api<PersistentVolume> = kube::Api::all(refs.client().clone());
     let pv = pvs
         .get_opt(&volume)
         .await
-        .map_err(|e| format!("get persistentvolume {volume}: {}", ErrorChain(&e)))?
-        .ok_or_else(|| format!("persistentvolume {volume:?} not found"))?;
+        .map_err(|e| Error::kube(format!("get persistentvolume {volume}"), e))?
+        .ok_or_else(|| invalid(format!("persistentvolume {volume:?} not found")))?;
     let spec = pv.spec.unwrap_or_default();
     if spec.volume_mode.as_deref() == Some("Block") {
-        return Err(format!(
+        return Err(invalid(format!(
             "volume {volume} has volumeMode Block, which this node does not support"
-        ));
+        )));
     }
     let path = match (&spec.local, &spec.host_path) {
         (Some(l), _) => PathBuf::from(&l.path),
         (None, Some(h)) => PathBuf::from(&h.path),
         _ => {
-            return Err(format!(
+            return Err(invalid(format!(
                 "volume {volume} is of a type this node cannot mount (only local and hostPath)"
-            ))
+            )))
         }
     };
     if !path.is_dir() {
-        return Err(format!(
+        return Err(invalid(format!(
             "path {} of volume {volume} is not a directory on this node",
             path.display()
-        ));
+        )));
     }
     Ok(path)
 }
