@@ -97,6 +97,10 @@ struct CtrSaved {
     /// Attempts made so far (the next attempt's number).
     attempts: u32,
     last_term: Option<Term>,
+    /// The termination before `last_term`: a container that finished for good after
+    /// restarts reports it as `lastState` (kubelet's `LastTerminationState`).
+    #[serde(default)]
+    prev_term: Option<Term>,
     image_id: Option<String>,
 }
 
@@ -478,6 +482,7 @@ impl PodWorker {
         } else {
             reason
         };
+        c.saved.prev_term = c.saved.last_term.take();
         c.saved.last_term = Some(Term {
             exit_code,
             signal,
@@ -1375,6 +1380,9 @@ impl PodWorker {
             } else {
                 v["state"] = term(t);
                 v["containerID"] = json!(t.container_id);
+                if let Some(prev) = &st.saved.prev_term {
+                    v["lastState"] = term(prev);
+                }
             }
         } else {
             v["state"] = json!({"waiting": {"reason": if self.sandbox.is_some() { "ContainerCreating" } else { "PodInitializing" }}});

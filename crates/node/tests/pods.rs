@@ -293,6 +293,20 @@ async fn restart_policies_and_crash_loop_back_off() {
             "containers": [{"name": "c", "image": IMAGE, "command": ["true"]}]}
     }))
     .await;
+    // OnFailure: the first run fails and leaves a mark, the retry succeeds.
+    env.create_pod(json!({
+        "metadata": {"name": "retry"},
+        "spec": {"restartPolicy": "OnFailure",
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            "containers": [{"name": "c", "image": IMAGE, "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                "command": ["sh", "-c", "if [ -e /scratch/ran ]; then exit 0; fi; touch /scratch/ran; exit 4"]}]}
+    }))
+    .await;
+    env.create_pod(json!({
+        "metadata": {"name": "nevercrash"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": IMAGE, "command": ["sh", "-c", "exit 2"]}]}
+    }))
+    .await;
     env.create_pod(json!({
         "metadata": {"name": "noimage"},
         "spec": {"containers": [{"name": "c", "image": "kcore.test/absent:v9", "imagePullPolicy": "Never"}]}
@@ -334,6 +348,26 @@ async fn restart_policies_and_crash_loop_back_off() {
         .agent_get(&format!("/containerLogs/{}/done/c", env.namespace))
         .await;
     assert_eq!(logs, "finished\n");
+    let p = env.wait_pod("retry", 60, |p| phase(p) == "Succeeded").await;
+    let c = &p.status.unwrap().container_statuses.unwrap()[0];
+    assert_eq!(c.restart_count, 1, "restarted once after the failure");
+    let now = c.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(
+        (now.exit_code, now.reason.as_deref()),
+        (0, Some("Completed"))
+    );
+    let before = c.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(
+        (before.exit_code, before.reason.as_deref()),
+        (4, Some("Error"))
+    );
+    let p = env
+        .wait_pod("nevercrash", 30, |p| phase(p) == "Failed")
+        .await;
+    let c = &p.status.unwrap().container_statuses.unwrap()[0];
+    assert_eq!(c.restart_count, 0, "Never does not restart");
+    let t = c.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (2, Some("Error")));
     let p = env.wait_pod("badinit", 30, |p| phase(p) == "Failed").await;
     assert!(p.status.unwrap().container_statuses.unwrap()[0]
         .state
@@ -387,13 +421,13 @@ async fn restart_policies_and_crash_loop_back_off() {
             other => panic!("logs of a container that never ran: {other:?}"),
         }
     }
-    for n in ["crash", "done", "badinit", "noimage"] {
+    for n in ["crash", "done", "badinit", "noimage", "retry", "nevercrash"] {
         env.pods()
             .delete(n, &DeleteParams::default())
             .await
             .unwrap();
     }
-    for n in ["crash", "done", "badinit", "noimage"] {
+    for n in ["crash", "done", "badinit", "noimage", "retry", "nevercrash"] {
         env.wait_gone(n, 30).await;
     }
     env.stop_agent().await;
