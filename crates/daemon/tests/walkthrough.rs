@@ -743,5 +743,9 @@ fn into_the_pods(m: &Machine) {
             "no {want} session in {raw}"
         );
     }
-    eprintln!("into the pods: {:.1?}", started.elapsed());
+    eprintln!(
+        "into the pods: {:.1?}, node sessions {}",
+        started.elapsed(),
+        streams["counts"]
+    );
 }
