@@ -5,7 +5,8 @@
 //! update with maxUnavailable 0 that never fails a request, logs, ConfigMap and Secret
 //! volumes, and the database's records on a PersistentVolumeClaim that outlive its pod;
 //! then, on the same cluster, a Service-backed admission webhook running in a pod of the
-//! demo image.
+//! demo image, and `kubectl exec`, `port-forward` and `cp` into the pods over both
+//! streaming protocols (WebSocket and SPDY).
 
 mod common;
 
@@ -282,6 +283,7 @@ fn walkthrough_on_one_node_with_kubectl() {
     });
 
     webhook_in_a_pod(&m);
+    into_the_pods(&m);
 
     // clean up through the API, then stop the daemon (which resets the node)
     m.kubectl(&[
@@ -550,4 +552,200 @@ fn webhook_in_a_pod(m: &Machine) {
         "--timeout=60s",
     ]);
     eprintln!("webhook in a pod: {:.1?}", started.elapsed());
+}
+
+/// The environment that makes kubectl fall back from WebSocket to SPDY.
+const SPDY: &[(&str, &str)] = &[
+    ("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false"),
+    ("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false"),
+];
+
+/// `kubectl <args>` from inside the machine's namespace with `env`, `stdin` written
+/// to it; stdout and stderr kept apart.
+fn kubectl_io(
+    m: &Machine,
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdin: &str,
+) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut c = in_netns(&m.netns, "kubectl");
+    c.arg("--kubeconfig")
+        .arg(m.kubeconfig())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("kubectl");
+    let mut input = child.stdin.take().unwrap();
+    let text = stdin.to_owned();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(text.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+/// `kubectl port-forward pod/<pod> <local>:8080` with `env`, one HTTP request through
+/// the local port, then the forwarder stopped.
+fn port_forward_once(m: &Machine, env: &[(&str, &str)], pod: &str, local: u16) -> (u16, String) {
+    use std::io::BufRead as _;
+    use std::process::Stdio;
+    let mut pf = in_netns(&m.netns, "kubectl")
+        .arg("--kubeconfig")
+        .arg(m.kubeconfig())
+        .args([
+            "port-forward",
+            &format!("pod/{pod}"),
+            &format!("{local}:8080"),
+            "--address=127.0.0.1",
+        ])
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl port-forward");
+    let stdout = pf.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if l.starts_with("Forwarding from") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let ready = rx.recv_timeout(std::time::Duration::from_secs(30));
+    let res = ready.ok().and_then(|()| {
+        http(
+            &m.netns,
+            format!("127.0.0.1:{local}").parse().unwrap(),
+            "GET",
+            "web",
+            "/",
+            "",
+        )
+        .ok()
+    });
+    let _ = pf.kill();
+    let out = pf.wait_with_output().unwrap();
+    res.unwrap_or_else(|| {
+        panic!(
+            "port-forward {env:?}: no answer; kubectl said: {}\n--- kcored log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            m.logs()
+        )
+    })
+}
+
+/// `kubectl exec` (exit code, stdout and stderr apart, stdin), `port-forward` and `cp`
+/// into a web pod, each over WebSocket and over SPDY; the node's `/debug/streams`
+/// shows the protocols the sessions negotiated.
+fn into_the_pods(m: &Machine) {
+    let started = std::time::Instant::now();
+    let pod = running_pods(m, "web")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    for (mode, env, local) in [("websocket", &[][..], 18080u16), ("spdy", SPDY, 18081)] {
+        let fail = |what: &str, out: &std::process::Output| -> String {
+            format!(
+                "{mode} {what}: {:?}\nstdout: {}\nstderr: {}\n--- kcored log ---\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                m.logs()
+            )
+        };
+        // the command's exit code, its stdout and stderr apart
+        let out = kubectl_io(
+            m,
+            env,
+            &[
+                "exec",
+                &pod,
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 3",
+            ],
+            "",
+        );
+        assert_eq!(out.status.code(), Some(3), "{}", fail("exec", &out));
+        assert_eq!(out.stdout, b"out\n", "{}", fail("exec", &out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).starts_with("err\n"),
+            "{}",
+            fail("exec", &out)
+        );
+        // stdin to the end
+        let input = format!("to {mode}\nand back\n");
+        let out = kubectl_io(m, env, &["exec", "-i", &pod, "--", "cat"], &input);
+        assert!(out.status.success(), "{}", fail("exec -i", &out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            input,
+            "{}",
+            fail("exec -i", &out)
+        );
+
+        // one request through a forwarded port
+        let (code, body) = port_forward_once(m, env, &pod, local);
+        assert_eq!(code, 200, "{mode} port-forward: {body}");
+        assert!(body.contains("from web v2"), "{mode} port-forward: {body}");
+
+        // cp into the pod and back out (a file of the pod's own: the ConfigMap
+        // volume's files are symlinks, which kubectl cp skips)
+        let text = format!("copied in over {mode}\n");
+        let local_file = dir.path().join(format!("in-{mode}"));
+        std::fs::write(&local_file, &text).unwrap();
+        let remote = format!("{pod}:/tmp/in-{mode}");
+        let local_path = local_file.to_str().unwrap();
+        let out = kubectl_io(m, env, &["cp", local_path, &remote], "");
+        assert!(out.status.success(), "{}", fail("cp in", &out));
+        let out = kubectl_io(
+            m,
+            env,
+            &["exec", &pod, "--", "cat", &format!("/tmp/in-{mode}")],
+            "",
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            text,
+            "{}",
+            fail("cat the copy", &out)
+        );
+        let back = dir.path().join(format!("out-{mode}"));
+        let out = kubectl_io(m, env, &["cp", &remote, back.to_str().unwrap()], "");
+        assert!(out.status.success(), "{}", fail("cp out", &out));
+        assert_eq!(std::fs::read_to_string(&back).unwrap(), text);
+    }
+
+    // the node recorded the protocols: asked with the admin credentials directly
+    let node = format!("https://{NODE_IP}:10250");
+    let raw = m.kubectl(&["--server", &node, "get", "--raw", "/debug/streams"]);
+    let streams: serde_json::Value = serde_json::from_str(&raw).expect("/debug/streams json");
+    let counts = streams["counts"].as_object().expect("counts");
+    for want in [
+        "exec/websocket/v5.channel.k8s.io",
+        "exec/spdy/",
+        "portforward/websocket-spdy-tunnel/",
+        "portforward/spdy/",
+    ] {
+        assert!(
+            counts.keys().any(|k| k.starts_with(want)),
+            "no {want} session in {raw}"
+        );
+    }
+    eprintln!(
+        "into the pods: {:.1?}, node sessions {}",
+        started.elapsed(),
+        streams["counts"]
+    );
 }

@@ -57,7 +57,8 @@ pub fn demo_binary() -> &'static Path {
 pub const KCORED: &str = env!("CARGO_BIN_EXE_kcored");
 pub const KCORE: &str = env!("CARGO_BIN_EXE_kcore");
 
-/// Builds `kcore.local/demo:<version>` into the stores under `data`.
+/// Builds `kcore.local/demo:<version>` into the stores under `data`: the demo binary
+/// and the host's static busybox (a shell, `cat` and `tar` for `kubectl exec` and `cp`).
 pub fn build_demo_image(data: &Path, version: &str) {
     let out = Command::new(KCORE)
         .arg("image")
@@ -67,6 +68,7 @@ pub fn build_demo_image(data: &Path, version: &str) {
             "build",
             "-t",
             &format!("kcore.local/demo:{version}"),
+            "--busybox",
             "--add",
         ])
         .arg(format!("{}:/bin/kcore-demo", demo_binary().display()))
