@@ -4,6 +4,10 @@
 //! - [`netns`]: network namespaces with unique names removed on drop, and small TCP
 //!   servers and clients inside them.
 //! - [`mounts`]: unmounting whatever a test left under its directory.
+//! - [`python`]: an interpreter with the official Python client.
+//! - [`process`]: a command run to completion with optional stdin.
 
 pub mod mounts;
 pub mod netns;
+pub mod process;
+pub mod python;

@@ -3,7 +3,7 @@
 //! service-account tokens, anonymous requests, impersonation.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -80,11 +80,7 @@ impl Cluster {
     }
 }
 
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
+use kcore_tests::process::Output as Out;
 
 async fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Out {
     let mut cmd = Command::new("kubectl");
@@ -95,35 +91,11 @@ async fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Out {
         .arg(&cache)
         .args(args)
         .env("HOME", kubeconfig.parent().unwrap_or(Path::new("/tmp")))
-        .env_remove("KUBECONFIG")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_remove("KUBECONFIG");
     let input = stdin.map(str::to_owned);
-    let out = tokio::task::spawn_blocking(move || {
-        let mut child = cmd.spawn().expect("kubectl is on PATH (CI installs it)");
-        if let Some(i) = input {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(i.as_bytes())
-                .expect("stdin");
-        }
-        child.wait_with_output().expect("kubectl output")
-    })
-    .await
-    .expect("join");
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    tokio::task::spawn_blocking(move || kcore_tests::process::output(cmd, input.as_deref()))
+        .await
+        .expect("join")
 }
 
 async fn ok(kubeconfig: &Path, args: &[&str]) -> String {

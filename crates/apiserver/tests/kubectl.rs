@@ -52,11 +52,7 @@ async fn next_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Opt
         .flatten()
 }
 
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
+use kcore_tests::process::Output as Out;
 
 fn kubectl_cmd(c: &Cluster, args: &[&str]) -> Command {
     let mut cmd = Command::new("kubectl");
@@ -71,35 +67,11 @@ fn kubectl_cmd(c: &Cluster, args: &[&str]) -> Command {
 }
 
 async fn kubectl_stdin(c: &Cluster, args: &[&str], stdin: Option<&str>) -> Out {
-    let mut cmd = kubectl_cmd(c, args);
+    let cmd = kubectl_cmd(c, args);
     let input = stdin.map(str::to_owned);
-    let out = tokio::task::spawn_blocking(move || {
-        cmd.stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("run kubectl");
-        if let Some(i) = input {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(i.as_bytes())
-                .expect("write stdin");
-        }
-        child.wait_with_output().expect("kubectl output")
-    })
-    .await
-    .expect("join");
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    tokio::task::spawn_blocking(move || kcore_tests::process::output(cmd, input.as_deref()))
+        .await
+        .expect("join")
 }
 
 async fn kubectl(c: &Cluster, args: &[&str]) -> Out {

@@ -9,36 +9,7 @@ use std::process::Command;
 use kcore_apiserver::ApiServer;
 
 fn python_with_client() -> PathBuf {
-    if let Ok(p) = std::env::var("KCORE_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kcore-py-kubernetes");
-    let py = venv.join("bin/python");
-    let has_client = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import kubernetes"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !has_client(&py) {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "python3 -m venv {} failed (Debian: python3-venv)",
-            venv.display()
-        );
-        let ok = Command::new(&py)
-            .args(["-m", "pip", "install", "-q", "kubernetes"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "pip install kubernetes failed");
-    }
-    assert!(has_client(&py), "the kubernetes module is not importable");
-    py
+    kcore_tests::python::python_with_client(env!("CARGO_TARGET_TMPDIR"))
 }
 
 /// Runs `tests/python/<script>` against a fresh server; it must print `<marker>`.

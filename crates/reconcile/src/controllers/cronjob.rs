@@ -323,12 +323,15 @@ impl CronJobController {
             if done.len() <= keep {
                 continue;
             }
+            // upstream's byJobStartTime: by start time, Jobs without one last, equal
+            // start times by name
             done.sort_by_key(|j| {
-                j.status
+                let start = j
+                    .status
                     .as_ref()
                     .and_then(|s| s.start_time.as_ref())
-                    .map(|t| t.0)
-                    .or(j.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                    .map(|t| t.0);
+                (start.is_none(), start, j.metadata.name.clone())
             });
             let n = done.len() - keep;
             for j in done.into_iter().take(n) {

@@ -4,12 +4,7 @@ use std::process::Command;
 
 use super::Cluster;
 
-/// What kubectl printed and whether it succeeded.
-pub struct Out {
-    pub ok: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
+pub use kcore_tests::process::Output as Out;
 
 /// Runs kubectl with `args` in the cluster's namespace, feeding `stdin`.
 pub async fn kubectl(c: &Cluster, args: &[&str], stdin: Option<&str>) -> Out {
@@ -25,34 +20,9 @@ pub async fn kubectl(c: &Cluster, args: &[&str], stdin: Option<&str>) -> Out {
         .env("HOME", &home)
         .env_remove("KUBECONFIG");
     let input = stdin.map(str::to_owned);
-    let out = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        use std::process::Stdio;
-        cmd.stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("run kubectl");
-        if let Some(i) = input {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(i.as_bytes())
-                .expect("stdin");
-        }
-        child.wait_with_output().expect("kubectl output")
-    })
-    .await
-    .expect("join");
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    tokio::task::spawn_blocking(move || kcore_tests::process::output(cmd, input.as_deref()))
+        .await
+        .expect("join")
 }
 
 /// The stdout of a kubectl run that must succeed.
