@@ -380,19 +380,17 @@ async fn suspend_deletes_pods_and_resume_restarts_them() {
         (count().await == 2).then_some(())
     })
     .await;
-    let j = api.get("sus").await.unwrap();
-    let s = j
-        .status
-        .unwrap()
-        .conditions
-        .unwrap()
-        .into_iter()
-        .find(|c| c.type_ == "Suspended")
-        .unwrap();
-    assert_eq!(
-        (s.status.as_str(), s.reason.as_deref()),
-        ("False", Some("JobResumed"))
-    );
+    // the pods may come before the status that says why: wait for the condition
+    eventually(30, "Suspended=False JobResumed", || async {
+        let j = api.get("sus").await.ok()?;
+        let s = j
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Suspended")?;
+        (s.status == "False" && s.reason.as_deref() == Some("JobResumed")).then_some(())
+    })
+    .await;
     events_of(&c, "sus", |ev| {
         ev.iter().any(|e| e.1 == "Suspended") && ev.iter().any(|e| e.1 == "Resumed")
     })

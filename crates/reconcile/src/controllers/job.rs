@@ -1136,9 +1136,17 @@ impl Reconciler for JobController {
                 } else {
                     HashSet::new()
                 };
+                // A succeeded pod's index is done even before the Job's status (maybe
+                // stale in the cache) lists it: never start a second pod for it.
+                let succeeded_idx: HashSet<i32> = pods
+                    .iter()
+                    .filter(|p| phase(p) == "Succeeded")
+                    .filter_map(|p| pod_index(p))
+                    .collect();
                 for i in (0..n_idx)
                     .filter(|i| {
                         !seen.contains(i)
+                            && !succeeded_idx.contains(i)
                             && !counted.completed.contains(i)
                             && !counted.failed_indexes.contains(i)
                             && !terminating_idx.contains(i)
