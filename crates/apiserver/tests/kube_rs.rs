@@ -1,34 +1,20 @@
 //! A kube-rs client against the server: typed CRUD, list with selectors, strategic, merge
 //! and apply patches, a runtime watcher (classic list+watch and streaming lists), and errors.
 
+mod support;
+
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kcore_apiserver::ApiServer;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde_json::json;
 
 async fn client() -> (Client, kcore_apiserver::RunningServer, tempfile::TempDir) {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("kcore-kube-rs-{}-", std::process::id()))
-        .tempdir()
-        .expect("temp dir");
-    let server = ApiServer::builder()
-        .data_dir(dir.path().join("data"))
-        .listen("127.0.0.1:0".parse().expect("addr"))
-        .insecure_http(true)
-        .build()
-        .await
-        .expect("server");
-    let url = server.url().parse().expect("url");
-    let running = server.spawn();
-    let mut cfg = Config::new(url);
-    cfg.default_namespace = "default".into();
-    (Client::try_from(cfg).expect("client"), running, dir)
+    support::kube_client("kube-rs").await
 }
 
 fn pod(name: &str, app: &str) -> Pod {

@@ -1,29 +1,15 @@
 //! networking.k8s.io kinds through a kube-rs client: NetworkPolicy defaulted and
 //! validated, IngressClass with the default-class annotation given to new Ingresses.
 
+mod support;
+
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
-use kcore_apiserver::ApiServer;
 use kube::api::{PostParams, ResourceExt};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde_json::json;
 
 async fn client() -> (Client, kcore_apiserver::RunningServer, tempfile::TempDir) {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("kcore-networking-{}-", std::process::id()))
-        .tempdir()
-        .expect("temp dir");
-    let server = ApiServer::builder()
-        .data_dir(dir.path().join("data"))
-        .listen("127.0.0.1:0".parse().expect("addr"))
-        .insecure_http(true)
-        .build()
-        .await
-        .expect("server");
-    let url = server.url().parse().expect("url");
-    let running = server.spawn();
-    let mut cfg = Config::new(url);
-    cfg.default_namespace = "default".into();
-    (Client::try_from(cfg).expect("client"), running, dir)
+    support::kube_client("networking").await
 }
 
 fn status_of(e: kube::Error) -> (u16, String) {
