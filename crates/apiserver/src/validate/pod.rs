@@ -16,6 +16,25 @@ use crate::error::Cause;
 
 const CONTAINER_LISTS: [&str; 2] = ["initContainers", "containers"];
 
+/// A container's name (required, a DNS label, unique among `names`, which it joins) and
+/// image (required), for every kind of container in a pod.
+fn name_and_image(c: &Value, p: &str, names: &mut HashSet<String>, causes: &mut Vec<Cause>) {
+    match c["name"].as_str() {
+        None | Some("") => causes.push(Cause::required(format!("{p}.name"))),
+        Some(n) if !super::is_dns1123_label(n) => {
+            dns_label(&c["name"], &format!("{p}.name"), causes)
+        }
+        Some(n) => {
+            if !names.insert(n.to_owned()) {
+                causes.push(Cause::duplicate(format!("{p}.name"), &c["name"]));
+            }
+        }
+    }
+    if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
+        causes.push(Cause::required(format!("{p}.image")));
+    }
+}
+
 /// Validates a PodSpec at `path` (`spec`, or `spec.template.spec` in a workload).
 pub(crate) fn spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
     let volumes = volumes(spec, path, causes);
@@ -26,20 +45,7 @@ pub(crate) fn spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
     for field in CONTAINER_LISTS {
         for (i, c) in spec[field].as_array().into_iter().flatten().enumerate() {
             let p = format!("{path}.{field}[{i}]");
-            match c["name"].as_str() {
-                None | Some("") => causes.push(Cause::required(format!("{p}.name"))),
-                Some(n) if !super::is_dns1123_label(n) => {
-                    dns_label(&c["name"], &format!("{p}.name"), causes)
-                }
-                Some(n) => {
-                    if !names.insert(n.to_owned()) {
-                        causes.push(Cause::duplicate(format!("{p}.name"), &c["name"]));
-                    }
-                }
-            }
-            if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
-                causes.push(Cause::required(format!("{p}.image")));
-            }
+            name_and_image(c, &p, &mut names, causes);
             container(c, &p, &volumes, field == "containers", causes);
             let grace = spec["terminationGracePeriodSeconds"].as_i64();
             lifecycle(c, &p, field == "containers", grace, causes);
@@ -127,20 +133,7 @@ fn ephemeral_containers(
         .enumerate()
     {
         let p = format!("{path}.ephemeralContainers[{i}]");
-        match c["name"].as_str() {
-            None | Some("") => causes.push(Cause::required(format!("{p}.name"))),
-            Some(n) if !super::is_dns1123_label(n) => {
-                dns_label(&c["name"], &format!("{p}.name"), causes)
-            }
-            Some(n) => {
-                if !names.insert(n.to_owned()) {
-                    causes.push(Cause::duplicate(format!("{p}.name"), &c["name"]));
-                }
-            }
-        }
-        if c["image"].as_str().is_none_or(|s| s.trim().is_empty()) {
-            causes.push(Cause::required(format!("{p}.image")));
-        }
+        name_and_image(c, &p, &mut names, causes);
         if let Some(t) = c["targetContainerName"].as_str().filter(|t| !t.is_empty()) {
             if !others.contains(t) {
                 causes.push(Cause::not_found(
