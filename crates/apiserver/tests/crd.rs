@@ -745,7 +745,12 @@ fn aggregated_discovery_etag_changes_with_crds() {
     let (code, _, _) = get(Some(&etag));
     assert_eq!(code, 304, "unchanged discovery answers 304");
     let group = unique_group("e");
-    c.apply("crd.yaml", &widget_crd(&group), &[]);
+    // Its own short name and category: the shared server's `kubectl get all` in the other
+    // tests must not see a CRD this test is about to delete.
+    let crd = widget_crd(&group)
+        .replace("shortNames: [wdg]", "shortNames: [wdge]")
+        .replace("categories: [all]", "categories: [discovery-etag]");
+    c.apply("crd.yaml", &crd, &[]);
     wait_established(&c, &format!("widgets.{group}"));
     let (code, etag2, doc) = get(Some(&etag));
     assert_eq!(code, 200, "a new CRD changes the ETag");
@@ -759,8 +764,8 @@ fn aggregated_discovery_etag_changes_with_crds() {
         .unwrap_or_else(|| panic!("{group} not in aggregated discovery"));
     let r = &item["versions"][0]["resources"][0];
     assert_eq!(r["resource"], "widgets");
-    assert_eq!(r["shortNames"], json!(["wdg"]));
-    assert_eq!(r["categories"], json!(["all"]));
+    assert_eq!(r["shortNames"], json!(["wdge"]));
+    assert_eq!(r["categories"], json!(["discovery-etag"]));
     let subs: Vec<&str> = r["subresources"]
         .as_array()
         .into_iter()
