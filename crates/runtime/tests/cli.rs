@@ -384,111 +384,132 @@ impl Drop for RuncCleanup {
     }
 }
 
-/// Hook failure semantics through `run`, for kcore-runc and, where installed, runc in
-/// the same test. A failing createRuntime hook fails `run`, the hooks after it do not
-/// run, the container is destroyed and the poststop hooks run: runc does the same. A
-/// failing poststart or poststop hook is logged and the hooks after it run (the
-/// runtime spec); runc 1.1 instead stops at the failing hook and fails `run`, which
-/// this test prints rather than asserts.
+/// Hook semantics through `run`, one row per hook kind × outcome (ok, exit 7, timeout),
+/// each run with kcore-runc and, where installed, runc in the same test:
+///
+/// - ok: every hook reads the state on stdin; the status each kind sees follows runc
+///   (`creating` for prestart, createRuntime and createContainer, `created` for
+///   startContainer, `running` for poststart, `stopped` for poststop); runc 1.1 passes
+///   `created` to poststart, printed as a difference;
+/// - a failing or timed-out prestart/createRuntime/createContainer/startContainer hook
+///   fails `run`, the hooks after it do not run, the container is torn down (no state
+///   left) and the poststop hooks run: shared with runc, asserted for both;
+/// - a failing poststart/poststop hook is logged, the hooks after it run and `run`
+///   succeeds (the runtime spec); runc 1.1 stops at the failing hook instead, which the
+///   test prints rather than asserts.
 #[test]
 #[ignore = "needs root"]
-fn hook_failures_through_run_against_runc() {
+fn hook_semantics_per_kind_against_runc() {
     let runc_bin = ["/usr/sbin/runc", "/usr/bin/runc"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists());
     if runc_bin.is_none() {
         eprintln!("runc not installed (apt-get install runc): checking kcore-runc only");
     }
-    let hook = |script: String| json!({"path": "/bin/sh", "args": ["sh", "-c", script]});
-    let cases = [
-        ("createRuntime", true, &["poststop"][..]),
-        (
-            "poststart+poststop",
-            false,
-            &["poststart-after", "poststop-after"][..],
-        ),
+    let kinds = [
+        ("prestart", "creating"),
+        ("createRuntime", "creating"),
+        ("createContainer", "creating"),
+        ("startContainer", "created"),
+        ("poststart", "running"),
+        ("poststop", "stopped"),
     ];
-    for (case, fails, want) in cases {
-        let mut runtimes = vec![(env!("CARGO_BIN_EXE_kcore-runc"), true)];
-        if let Some(r) = runc_bin {
-            runtimes.push((r, false));
-        }
-        for (bin, ours) in runtimes {
-            let b = Bundle::new();
-            let log = b.file("log");
-            let mut v = spec(&["/bin/true"]);
-            v["hooks"] = if case == "createRuntime" {
-                json!({
-                    "createRuntime": [hook("exit 5".into()), hook(format!("echo createRuntime-after >> {}", log.display()))],
-                    "poststop": [hook(format!("echo poststop >> {}", log.display()))]
-                })
-            } else {
-                json!({
-                    "poststart": [hook("exit 3".into()), hook(format!("echo poststart-after >> {}", log.display()))],
-                    "poststop": [hook("exit 4".into()), hook(format!("echo poststop-after >> {}", log.display()))]
-                })
-            };
-            b.write_config(&v);
-            let id = unique_id("hookrun");
-            let root = if ours {
-                b.root.clone()
-            } else {
-                b.file("runc-state")
-            };
-            let _g = Cleanup {
-                runtime: b.runtime(),
-                id: id.clone(),
-            };
-            let _r = RuncCleanup(root.clone(), id.clone(), "runc".to_string());
-            let o = run_bin(bin, &root, &b, &["run", &id]);
-            let lines: Vec<String> = std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .lines()
-                .map(String::from)
-                .collect();
-            let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-            let left = run_bin(bin, &root, &b, &["state", &id]).status.success();
-            let matches = o.status.success() != fails && lines == want && !left;
-            if ours || fails {
-                assert!(
-                    matches,
-                    "{bin} {case}: status {}, hooks ran {lines:?} (want {want:?}), state left: {left}\n{stderr}",
-                    o.status
-                );
-            } else if !matches {
-                eprintln!(
-                    "runc differs from the runtime spec on {case}: status {}, hooks ran {lines:?}",
-                    o.status
-                );
+    // The status field of the state JSON on stdin, with shell expansions only (the
+    // startContainer hook runs in the busybox rootfs).
+    let status_of = r#"s=$(cat); s=${s#*\"status\":\"}; s=${s%%\"*}"#;
+    for (kind, status) in kinds {
+        for outcome in ["ok", "fail", "timeout"] {
+            let fatal = !matches!(kind, "poststart" | "poststop");
+            let fails = fatal && outcome != "ok";
+            let case = format!("{kind}/{outcome}");
+            let mut runtimes = vec![(env!("CARGO_BIN_EXE_kcore-runc"), true)];
+            if let Some(r) = runc_bin {
+                runtimes.push((r, false));
             }
-            if ours && !fails {
-                assert!(
-                    stderr.contains("poststart hook") && stderr.contains("poststop hook"),
-                    "{stderr}"
-                );
+            for (bin, ours) in runtimes {
+                let b = Bundle::new();
+                std::fs::create_dir_all(b.file("hookdir")).unwrap();
+                let log = b.file("hookdir/log");
+                // startContainer hooks resolve in the container: the log is at /hooks.
+                let seen = if kind == "startContainer" {
+                    std::path::PathBuf::from("/hooks/log")
+                } else {
+                    log.clone()
+                };
+                let sh = |script: String| json!({"path": "/bin/sh", "args": ["sh", "-c", script]});
+                let first = match outcome {
+                    "ok" => sh(format!("{status_of}; echo {kind}:$s >> {}", seen.display())),
+                    "fail" => sh("exit 7".into()),
+                    _ => {
+                        json!({"path": "/bin/sh", "args": ["sh", "-c", "exec sleep 30"], "timeout": 1})
+                    }
+                };
+                let after = sh(format!("echo after >> {}", seen.display()));
+                let mut v = spec(&["/bin/true"]);
+                v["mounts"].as_array_mut().unwrap().push(json!({"destination": "/hooks", "type": "bind", "source": b.file("hookdir"), "options": ["rbind", "rw"]}));
+                v["hooks"] = json!({ kind: [first, after] });
+                if kind != "poststop" {
+                    v["hooks"]["poststop"] =
+                        json!([sh(format!("echo poststop >> {}", log.display()))]);
+                }
+                b.write_config(&v);
+                let id = unique_id("hookrun");
+                let root = if ours {
+                    b.root.clone()
+                } else {
+                    b.file("runc-state")
+                };
+                let _g = Cleanup {
+                    runtime: b.runtime(),
+                    id: id.clone(),
+                };
+                let _r = RuncCleanup(root.clone(), id.clone(), bin.to_string());
+                let o = run_bin(bin, &root, &b, &["run", &id]);
+                let lines: Vec<String> = std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(String::from)
+                    .collect();
+                let mut want: Vec<String> = Vec::new();
+                if outcome == "ok" {
+                    want.push(format!("{kind}:{status}"));
+                }
+                if !fails {
+                    want.push("after".into());
+                }
+                if kind != "poststop" {
+                    want.push("poststop".into());
+                }
+                let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+                let left = run_bin(bin, &root, &b, &["state", &id]).status.success();
+                let matches = o.status.success() != fails && lines == want && !left;
+                // runc 1.1 passes `created` to poststart hooks, after the program started.
+                let shared = fatal || (outcome == "ok" && kind != "poststart");
+                if ours || shared {
+                    assert!(
+                        matches,
+                        "{bin} {case}: status {}, hooks ran {lines:?} (want {want:?}), state left: {left}\n{stderr}",
+                        o.status
+                    );
+                } else if !matches {
+                    eprintln!(
+                        "runc differs from the runtime spec on {case}: status {}, hooks ran {lines:?} (the spec: {want:?})",
+                        o.status
+                    );
+                }
+                if ours {
+                    if fails {
+                        assert!(stderr.contains(&format!("{kind} hook")), "{case}: {stderr}");
+                        assert_no_trace(&b, &id, 0);
+                    } else if outcome != "ok" {
+                        assert!(
+                            stderr.contains(&format!("{kind} hook failed; continuing")),
+                            "{case}: {stderr}"
+                        );
+                    }
+                }
             }
         }
-    }
-}
-
-/// Runs `bin` (kcore-runc or runc) with its own state root, output in files.
-fn tool(b: &Bundle, bin: &str, root: &std::path::Path, args: &[&str]) -> Output {
-    let n = unique_id("io");
-    let (op, ep) = (b.file(&format!("{n}.out")), b.file(&format!("{n}.err")));
-    let status = Command::new(bin)
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .current_dir(b.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&op).unwrap())
-        .stderr(std::fs::File::create(&ep).unwrap())
-        .status()
-        .unwrap_or_else(|e| panic!("{bin}: {e}"));
-    Output {
-        status,
-        stdout: std::fs::read(&op).unwrap(),
-        stderr: std::fs::read(&ep).unwrap(),
     }
 }
 
@@ -534,7 +555,7 @@ fn update_flags_and_resources_file_like_runc() {
         b.write_config(&v);
         let _g = RuncCleanup(root.clone(), id.clone(), bin.to_string());
         let run = |args: &[&str]| {
-            let o = tool(&b, bin, &root, args);
+            let o = run_bin(bin, &root, &b, args);
             assert!(
                 o.status.success(),
                 "{bin} {args:?}: {}",
