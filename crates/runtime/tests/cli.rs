@@ -594,3 +594,249 @@ fn update_flags_and_resources_file_like_runc() {
     assert_eq!(seen[0], expected, "kcore-runc");
     assert_eq!(seen[1], expected, "runc");
 }
+
+/// A process holding namespaces for a test to join by path; killed on drop.
+struct Holder(std::process::Child, i32);
+
+impl Holder {
+    /// `unshare <flags> sleep 1000`; with `fork`, the sleeping child (the one inside a
+    /// new pid or time namespace) is the process whose namespaces are joined.
+    fn new(flags: &[&str], fork: bool) -> Holder {
+        let mut cmd = Command::new("unshare");
+        cmd.args(flags);
+        if fork {
+            cmd.arg("--fork");
+        }
+        let child = cmd
+            .args(["sleep", "1000"])
+            .spawn()
+            .expect("unshare (util-linux)");
+        let top = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let pid = loop {
+            let inner = if fork {
+                std::fs::read_to_string(format!("/proc/{top}/task/{top}/children"))
+                    .ok()
+                    .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+            } else {
+                Some(top)
+            };
+            // Ready once the sleeping process runs sleep (unshare has set everything up).
+            if let Some(p) = inner {
+                let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+                if comm.trim() == "sleep" {
+                    break p;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unshare did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        Holder(child, pid)
+    }
+
+    fn ns_path(&self, proc_name: &str) -> String {
+        format!("/proc/{}/ns/{proc_name}", self.1)
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of our own child and its sleeping child.
+        unsafe {
+            libc::kill(self.1, libc::SIGKILL);
+            libc::kill(self.0.id() as i32, libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Namespaces as a table, each row created with kcore-runc and, where runc 1.1 offers
+/// the same, with runc in the same test; the container's `/proc/PID/ns/*` is then read
+/// from outside. Per type: a new namespace differs from the runtime's and the holder's,
+/// an absent type is the runtime's own (config-linux.md: "If a namespace type is not
+/// specified in the namespaces array, the container MUST inherit the runtime namespace
+/// of that type"), a type with a `path` is the namespace at that path (joined, for every
+/// type: mount, network, ipc, uts, pid, cgroup, time, user). Rows: all new, none at all,
+/// each type left out, each type joined. A row without a mount namespace has no mounts
+/// (they are refused, as `shares_the_mount_namespace_when_none_is_asked_for` shows).
+/// runc 1.1 has no time namespace, cannot join a user namespace without id maps, and
+/// without a mount namespace fails in its chroot (it reads `/proc/self/fd` there before
+/// executing): those rows run with kcore-runc only.
+#[test]
+#[ignore = "needs root"]
+fn namespaces_any_subset_and_joined_by_path() {
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum How {
+        New,
+        Absent,
+        Join,
+    }
+    // (spec type, /proc/PID/ns name, unshare flag)
+    const TYPES: [(&str, &str, &str); 8] = [
+        ("mount", "mnt", "--mount"),
+        ("network", "net", "--net"),
+        ("ipc", "ipc", "--ipc"),
+        ("uts", "uts", "--uts"),
+        ("pid", "pid", "--pid"),
+        ("cgroup", "cgroup", "--cgroup"),
+        ("time", "time", "--time"),
+        ("user", "user", "--user"),
+    ];
+    // The base row: every type new except time and user (those are rows of their own).
+    let base = |t: &str| {
+        if matches!(t, "time" | "user") {
+            How::Absent
+        } else {
+            How::New
+        }
+    };
+    let mut rows: Vec<(String, Vec<How>, bool)> = Vec::new();
+    let row = |f: &dyn Fn(&str) -> How| TYPES.iter().map(|(t, _, _)| f(t)).collect::<Vec<How>>();
+    rows.push(("all new".into(), row(&base), true));
+    rows.push(("none".into(), row(&|_| How::Absent), false));
+    rows.push((
+        "new time".into(),
+        row(&|t| if t == "time" { How::New } else { base(t) }),
+        false,
+    ));
+    for (ty, _, _) in TYPES {
+        if !matches!(ty, "time" | "user") {
+            rows.push((
+                format!("no {ty}"),
+                row(&|t| if t == ty { How::Absent } else { base(t) }),
+                ty != "mount",
+            ));
+        }
+        rows.push((
+            format!("join {ty}"),
+            row(&|t| if t == ty { How::Join } else { base(t) }),
+            !matches!(ty, "time" | "user"),
+        ));
+    }
+    let runc_bin = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    if runc_bin.is_none() {
+        eprintln!("runc not installed (apt-get install runc): checking kcore-runc only");
+    }
+    let host_ns = |name: &str| std::fs::read_link(format!("/proc/self/ns/{name}")).unwrap();
+    for (name, hows, shared) in &rows {
+        let mut runtimes = vec![(env!("CARGO_BIN_EXE_kcore-runc"), true)];
+        if let (Some(r), true) = (runc_bin, shared) {
+            runtimes.push((r, false));
+        }
+        for (bin, ours) in runtimes {
+            let b = Bundle::new();
+            // A fresh holder per run: a container joining a mount namespace pivots it.
+            let joined: Vec<&str> = TYPES
+                .iter()
+                .zip(hows)
+                .filter(|(_, h)| **h == How::Join)
+                .map(|((_, _, flag), _)| *flag)
+                .collect();
+            let holder = (!joined.is_empty()).then(|| {
+                let h = Holder::new(
+                    &joined,
+                    joined.iter().any(|f| matches!(*f, "--pid" | "--time")),
+                );
+                if joined == ["--user"] {
+                    // Ids 0-65535 map to themselves, so the spec's devpts gid=5 is valid.
+                    for f in ["uid_map", "gid_map"] {
+                        std::fs::write(format!("/proc/{}/{f}", h.1), "0 0 65536\n").unwrap();
+                    }
+                }
+                h
+            });
+            let mut v = spec(&["/bin/sleep", "1000"]);
+            v["root"]["readonly"] = json!(false);
+            let mut list = Vec::new();
+            for ((ty, proc_name, _), how) in TYPES.iter().zip(hows) {
+                match how {
+                    How::New => list.push(json!({"type": ty})),
+                    How::Join => list.push(
+                        json!({"type": ty, "path": holder.as_ref().unwrap().ns_path(proc_name)}),
+                    ),
+                    How::Absent => {}
+                }
+            }
+            v["linux"]["namespaces"] = json!(list);
+            if hows[3] == How::Absent {
+                v.as_object_mut().unwrap().remove("hostname");
+            }
+            if hows[0] == How::Absent {
+                v["mounts"] = json!([]);
+                v["linux"]["maskedPaths"] = json!([]);
+                v["linux"]["readonlyPaths"] = json!([]);
+            }
+            b.write_config(&v);
+            let id = unique_id("ns");
+            let root = if ours {
+                b.root.clone()
+            } else {
+                b.file("runc-state")
+            };
+            let _g = Cleanup {
+                runtime: b.runtime(),
+                id: id.clone(),
+            };
+            let _r = RuncCleanup(root.clone(), id.clone(), bin.to_string());
+            let pid_file = b.file("pid");
+            let o = run_bin(
+                bin,
+                &root,
+                &b,
+                &[
+                    "create",
+                    "--bundle",
+                    ".",
+                    "--pid-file",
+                    pid_file.to_str().unwrap(),
+                    &id,
+                ],
+            );
+            assert!(
+                o.status.success(),
+                "{bin} {name}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let pid: i32 = std::fs::read_to_string(&pid_file)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            for ((ty, proc_name, _), how) in TYPES.iter().zip(hows) {
+                let got = std::fs::read_link(format!("/proc/{pid}/ns/{proc_name}")).unwrap();
+                let host = host_ns(proc_name);
+                let held = holder
+                    .as_ref()
+                    .map(|h| std::fs::read_link(h.ns_path(proc_name)).unwrap());
+                match how {
+                    How::New => {
+                        assert_ne!(got, host, "{bin} {name}: {ty} is the runtime's");
+                        assert_ne!(
+                            Some(&got),
+                            held.as_ref(),
+                            "{bin} {name}: {ty} is the holder's"
+                        );
+                    }
+                    How::Absent => assert_eq!(got, host, "{bin} {name}: {ty} not inherited"),
+                    How::Join => {
+                        assert_eq!(Some(&got), held.as_ref(), "{bin} {name}: {ty} not joined")
+                    }
+                }
+            }
+            let o = run_bin(bin, &root, &b, &["delete", "--force", &id]);
+            assert!(
+                o.status.success(),
+                "{bin} {name}: delete: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            if ours {
+                assert_no_trace(&b, &id, pid);
+            }
+        }
+    }
+}
