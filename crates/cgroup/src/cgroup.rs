@@ -343,6 +343,183 @@ impl Cgroup {
                 .ok_or_else(|| self.missing("blkio weight"))?;
             write_file(&file, &weight.to_string())?;
         }
+        self.set_v1_more(r)
+    }
+
+    /// The v1 limits beyond the everyday ones: kernel TCP, realtime CPU, per-device
+    /// block I/O, hugetlb, net_cls/net_prio, rdma; `unified` is refused.
+    fn set_v1_more(&self, r: &Resources) -> Result<()> {
+        if let Some(tcp) = nonzero(r.memory.kernel_tcp) {
+            let dir = self
+                .v1_dir(Controller::Memory)
+                .ok_or_else(|| self.missing("memory"))?;
+            let what = "memory (kernel TCP)";
+            write_ctl(
+                &dir,
+                "memory.kmem.tcp.limit_in_bytes",
+                &tcp.to_string(),
+                self,
+                what,
+            )?;
+        }
+        let c = &r.cpu;
+        if c.realtime_period.is_some() || c.realtime_runtime.is_some() {
+            let dir = self
+                .v1_dir(Controller::Cpu)
+                .ok_or_else(|| self.missing("cpu"))?;
+            // The period first: a runtime is checked against it (as runc orders them).
+            if let Some(p) = c.realtime_period.filter(|p| *p != 0) {
+                write_ctl(
+                    &dir,
+                    "cpu.rt_period_us",
+                    &p.to_string(),
+                    self,
+                    "cpu (realtime)",
+                )?;
+            }
+            if let Some(rt) = c.realtime_runtime.filter(|r| *r != 0) {
+                write_ctl(
+                    &dir,
+                    "cpu.rt_runtime_us",
+                    &rt.to_string(),
+                    self,
+                    "cpu (realtime)",
+                )?;
+            }
+        }
+        let io = &r.io;
+        let io_devices = io.leaf_weight.is_some_and(|w| w != 0)
+            || !io.weight_device.is_empty()
+            || !io.throttle_read_bps.is_empty()
+            || !io.throttle_write_bps.is_empty()
+            || !io.throttle_read_iops.is_empty()
+            || !io.throttle_write_iops.is_empty();
+        if io_devices {
+            let dir = self
+                .v1_dir(Controller::Blkio)
+                .ok_or_else(|| self.missing("blkio"))?;
+            if let Some(w) = io.leaf_weight.filter(|w| *w != 0) {
+                write_ctl(
+                    &dir,
+                    "blkio.leaf_weight",
+                    &w.to_string(),
+                    self,
+                    "blkio (leaf weight)",
+                )?;
+            }
+            for d in &io.weight_device {
+                if let Some(w) = d.weight.filter(|w| *w != 0) {
+                    let file = ["blkio.weight_device", "blkio.bfq.weight_device"]
+                        .into_iter()
+                        .find(|f| dir.join(f).exists())
+                        .ok_or_else(|| self.missing("blkio weight"))?;
+                    write_file(&dir.join(file), &format!("{}:{} {w}", d.major, d.minor))?;
+                }
+                if let Some(w) = d.leaf_weight.filter(|w| *w != 0) {
+                    let line = format!("{}:{} {w}", d.major, d.minor);
+                    write_ctl(
+                        &dir,
+                        "blkio.leaf_weight_device",
+                        &line,
+                        self,
+                        "blkio (leaf weight)",
+                    )?;
+                }
+            }
+            for (file, list) in [
+                ("blkio.throttle.read_bps_device", &io.throttle_read_bps),
+                ("blkio.throttle.write_bps_device", &io.throttle_write_bps),
+                ("blkio.throttle.read_iops_device", &io.throttle_read_iops),
+                ("blkio.throttle.write_iops_device", &io.throttle_write_iops),
+            ] {
+                for d in list {
+                    let line = format!("{}:{} {}", d.major, d.minor, d.rate);
+                    write_ctl(&dir, file, &line, self, "blkio (throttle)")?;
+                }
+            }
+        }
+        if !r.hugetlb.is_empty() {
+            let dir = self
+                .v1_dir(Controller::Hugetlb)
+                .ok_or_else(|| self.missing("hugetlb"))?;
+            self.set_hugetlb(&dir, &r.hugetlb, "limit_in_bytes")?;
+        }
+        let net = &r.network;
+        if let Some(id) = net.class_id {
+            let dir = self
+                .v1_dir(Controller::NetCls)
+                .ok_or_else(|| self.missing("net_cls"))?;
+            write_ctl(&dir, "net_cls.classid", &id.to_string(), self, "net_cls")?;
+        }
+        if !net.priorities.is_empty() {
+            let dir = self
+                .v1_dir(Controller::NetPrio)
+                .ok_or_else(|| self.missing("net_prio"))?;
+            // One interface per write, as the kernel parses the file.
+            for (iface, prio) in &net.priorities {
+                write_ctl(
+                    &dir,
+                    "net_prio.ifpriomap",
+                    &format!("{iface} {prio}"),
+                    self,
+                    "net_prio",
+                )?;
+            }
+        }
+        if !r.rdma.is_empty() {
+            let dir = self
+                .v1_dir(Controller::Rdma)
+                .ok_or_else(|| self.missing("rdma"))?;
+            self.set_rdma(&dir, r)?;
+        }
+        if !r.unified.is_empty() {
+            return Err(Error::NotSupported {
+                field: "unified",
+                mode: if self.host.mode() == CgroupMode::Hybrid {
+                    "hybrid"
+                } else {
+                    "v1"
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// `hugetlb.<size>.<suffix>` per limit, and the reservation file (`.rsvd.`) where
+    /// the kernel has one, as runc writes both. A page size the host does not offer is
+    /// an invalid value.
+    fn set_hugetlb(&self, dir: &Path, limits: &[crate::HugetlbLimit], suffix: &str) -> Result<()> {
+        if !dir.is_dir() {
+            return Err(self.missing("hugetlb"));
+        }
+        for h in limits {
+            let file = dir.join(format!("hugetlb.{}.{suffix}", h.page_size));
+            if !file.exists() {
+                return Err(Error::InvalidValue {
+                    field: "hugepageLimits",
+                    reason: format!("page size {} is not offered by this host", h.page_size),
+                });
+            }
+            write_file(&file, &h.limit.to_string())?;
+            let rsvd = dir.join(format!("hugetlb.{}.rsvd.{suffix}", h.page_size));
+            if rsvd.exists() {
+                write_file(&rsvd, &h.limit.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One `rdma.max` line per device (same format on v1 and v2).
+    fn set_rdma(&self, dir: &Path, r: &Resources) -> Result<()> {
+        let n = |v: Option<u32>| v.map_or("max".to_string(), |v| v.to_string());
+        for (dev, l) in &r.rdma {
+            let line = format!(
+                "{dev} hca_handle={} hca_object={}",
+                n(l.hca_handles),
+                n(l.hca_objects)
+            );
+            write_ctl(dir, "rdma.max", &line, self, "rdma")?;
+        }
         Ok(())
     }
 
@@ -411,7 +588,90 @@ impl Cgroup {
                 write_ctl(&dir, "io.weight", &format!("default {w}"), self, "io")?;
             }
         }
+        self.set_v2_more(&dir, r)
+    }
+
+    /// The v2 limits beyond the everyday ones: per-device I/O, hugetlb, rdma, then the
+    /// raw `unified` files. Kernel TCP and the leaf weights have no v2 file and are
+    /// left alone (as runc does); realtime CPU time and net_cls/net_prio are refused.
+    fn set_v2_more(&self, dir: &Path, r: &Resources) -> Result<()> {
+        let c = &r.cpu;
+        if c.realtime_period.is_some_and(|p| p != 0) || c.realtime_runtime.is_some_and(|r| r != 0) {
+            return Err(Error::NotSupported {
+                field: "cpu.realtimeRuntime/realtimePeriod",
+                mode: "v2",
+            });
+        }
+        let io = &r.io;
+        for d in &io.weight_device {
+            if let Some(w) = d.weight.filter(|w| *w != 0) {
+                if dir.join("io.bfq.weight").exists() {
+                    write_file(
+                        &dir.join("io.bfq.weight"),
+                        &format!("{}:{} {w}", d.major, d.minor),
+                    )?;
+                } else {
+                    let line = format!("{}:{} {}", d.major, d.minor, blkio_weight_to_io_weight(w));
+                    write_ctl(dir, "io.weight", &line, self, "io")?;
+                }
+            }
+        }
+        for (key, list) in [
+            ("rbps", &io.throttle_read_bps),
+            ("wbps", &io.throttle_write_bps),
+            ("riops", &io.throttle_read_iops),
+            ("wiops", &io.throttle_write_iops),
+        ] {
+            for d in list {
+                let rate = if d.rate == 0 {
+                    "max".to_string()
+                } else {
+                    d.rate.to_string()
+                };
+                let line = format!("{}:{} {key}={rate}", d.major, d.minor);
+                write_ctl(dir, "io.max", &line, self, "io")?;
+            }
+        }
+        if !r.hugetlb.is_empty() {
+            if !self.v2_offers(dir, "hugetlb") {
+                return Err(self.missing("hugetlb"));
+            }
+            self.set_hugetlb(dir, &r.hugetlb, "max")?;
+        }
+        if r.network.class_id.is_some() {
+            return Err(self.missing("net_cls"));
+        }
+        if !r.network.priorities.is_empty() {
+            return Err(self.missing("net_prio"));
+        }
+        if !r.rdma.is_empty() {
+            if !self.v2_offers(dir, "rdma") {
+                return Err(self.missing("rdma"));
+            }
+            self.set_rdma(dir, r)?;
+        }
+        for (key, value) in &r.unified {
+            let (controller, _) = key.split_once('.').ok_or_else(|| Error::InvalidValue {
+                field: "unified",
+                reason: format!("{key:?} is not a cgroup interface file name"),
+            })?;
+            if key.contains('/') || key.starts_with('.') || controller.is_empty() {
+                return Err(Error::InvalidValue {
+                    field: "unified",
+                    reason: format!("{key:?} is not a cgroup interface file name"),
+                });
+            }
+            let name = Controller::from_name(controller).map_or("unified", Controller::name);
+            write_ctl(dir, key, value, self, name)?;
+        }
         Ok(())
+    }
+
+    /// Whether the v2 cgroup at `dir` has `controller` enabled (its
+    /// `cgroup.controllers` lists it).
+    fn v2_offers(&self, dir: &Path, controller: &str) -> bool {
+        fs::read_to_string(dir.join("cgroup.controllers"))
+            .is_ok_and(|s| s.split_whitespace().any(|c| c == controller))
     }
 
     /// Reads the cgroup's accounting. Counters the host lacks are `None`.
@@ -955,6 +1215,7 @@ mod tests {
                 // v2 has no per-cgroup swappiness or OOM-killer switch: left alone.
                 swappiness: Some(10),
                 oom_kill_disable: Some(true),
+                ..MemoryResources::default()
             },
             cpu: CpuResources {
                 shares: Some(1024),
@@ -962,9 +1223,14 @@ mod tests {
                 period: Some(100_000),
                 cpus: Some("0-1".into()),
                 mems: Some("0".into()),
+                ..CpuResources::default()
             },
             pids: PidsResources { max: Some(32) },
-            io: IoResources { weight: Some(500) },
+            io: IoResources {
+                weight: Some(500),
+                ..IoResources::default()
+            },
+            ..Resources::default()
         };
         cg.set_resources(&res).unwrap();
         assert_eq!(get(&b.join("memory.max")), (64 * MIB).to_string());
@@ -1220,6 +1486,557 @@ mod tests {
                         "{case}"
                     );
                     assert_eq!(get(&mem.join("memory.swappiness")), "60\n", "{case}");
+                }
+            }
+        }
+    }
+
+    /// The rest of `linux.resources` on fake v1, hybrid and v2 cgroupfs: (case, host
+    /// mode, interface files present (v1: `<controller>/<file>`), v2 controllers,
+    /// limits) → the files written, or the error. Controllers this host lacks (hugetlb,
+    /// net_cls, net_prio, rdma on v1) are proven here.
+    #[test]
+    fn every_other_resource_per_mode() {
+        use crate::resources::{
+            HugetlbLimit, NetworkResources, RdmaLimit, ThrottleDevice, WeightDevice,
+        };
+        #[derive(Debug)]
+        enum Want {
+            Wrote(Vec<(&'static str, &'static str)>),
+            Missing(&'static str),
+            NotSupported(&'static str, &'static str),
+            Invalid(&'static str),
+        }
+        use Want::*;
+        let dev = |rate| ThrottleDevice {
+            major: 8,
+            minor: 0,
+            rate,
+        };
+        type Case = (
+            &'static str,
+            CgroupMode,
+            &'static [&'static str],
+            &'static str,
+            Box<dyn Fn(&mut Resources)>,
+            Want,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "v1 kernel TCP",
+                CgroupMode::V1,
+                &["memory/memory.kmem.tcp.limit_in_bytes"],
+                "",
+                Box::new(|r| r.memory.kernel_tcp = Some(MIB)),
+                Wrote(vec![("memory/memory.kmem.tcp.limit_in_bytes", "1048576")]),
+            ),
+            (
+                "v1 kernel TCP, no kmem files",
+                CgroupMode::V1,
+                &["memory/memory.limit_in_bytes"],
+                "",
+                Box::new(|r| r.memory.kernel_tcp = Some(MIB)),
+                Missing("memory (kernel TCP)"),
+            ),
+            (
+                "v1 realtime",
+                CgroupMode::V1,
+                &["cpu/cpu.rt_period_us", "cpu/cpu.rt_runtime_us"],
+                "",
+                Box::new(|r| {
+                    r.cpu.realtime_period = Some(1_000_000);
+                    r.cpu.realtime_runtime = Some(950_000);
+                }),
+                Wrote(vec![
+                    ("cpu/cpu.rt_period_us", "1000000"),
+                    ("cpu/cpu.rt_runtime_us", "950000"),
+                ]),
+            ),
+            (
+                "v1 realtime without RT group scheduling",
+                CgroupMode::V1,
+                &["cpu/cpu.shares"],
+                "",
+                Box::new(|r| r.cpu.realtime_runtime = Some(1000)),
+                Missing("cpu (realtime)"),
+            ),
+            (
+                "v1 blkio weights",
+                CgroupMode::V1,
+                &[
+                    "blkio/blkio.leaf_weight",
+                    "blkio/blkio.weight_device",
+                    "blkio/blkio.leaf_weight_device",
+                ],
+                "",
+                Box::new(|r| {
+                    r.io.leaf_weight = Some(700);
+                    r.io.weight_device = vec![WeightDevice {
+                        major: 8,
+                        minor: 0,
+                        weight: Some(500),
+                        leaf_weight: Some(300),
+                    }];
+                }),
+                Wrote(vec![
+                    ("blkio/blkio.leaf_weight", "700"),
+                    ("blkio/blkio.weight_device", "8:0 500"),
+                    ("blkio/blkio.leaf_weight_device", "8:0 300"),
+                ]),
+            ),
+            (
+                "v1 blkio device weight without CFQ/BFQ",
+                CgroupMode::V1,
+                &["blkio/blkio.throttle.read_bps_device"],
+                "",
+                Box::new(|r| {
+                    r.io.weight_device = vec![WeightDevice {
+                        major: 8,
+                        minor: 0,
+                        weight: Some(500),
+                        leaf_weight: None,
+                    }]
+                }),
+                Missing("blkio weight"),
+            ),
+            (
+                "v1 blkio throttles",
+                CgroupMode::V1,
+                &[
+                    "blkio/blkio.throttle.read_bps_device",
+                    "blkio/blkio.throttle.write_bps_device",
+                    "blkio/blkio.throttle.read_iops_device",
+                    "blkio/blkio.throttle.write_iops_device",
+                ],
+                "",
+                Box::new(move |r| {
+                    r.io.throttle_read_bps = vec![dev(1 << 20)];
+                    r.io.throttle_write_bps = vec![dev(2 << 20)];
+                    r.io.throttle_read_iops = vec![dev(100)];
+                    r.io.throttle_write_iops = vec![dev(0)];
+                }),
+                Wrote(vec![
+                    ("blkio/blkio.throttle.read_bps_device", "8:0 1048576"),
+                    ("blkio/blkio.throttle.write_bps_device", "8:0 2097152"),
+                    ("blkio/blkio.throttle.read_iops_device", "8:0 100"),
+                    ("blkio/blkio.throttle.write_iops_device", "8:0 0"),
+                ]),
+            ),
+            (
+                "v1 blkio throttle, no blkio hierarchy",
+                CgroupMode::V1,
+                &["memory/memory.limit_in_bytes"],
+                "",
+                Box::new(move |r| r.io.throttle_read_bps = vec![dev(1)]),
+                Missing("blkio"),
+            ),
+            (
+                "v1 hugetlb",
+                CgroupMode::V1,
+                &[
+                    "hugetlb/hugetlb.2MB.limit_in_bytes",
+                    "hugetlb/hugetlb.2MB.rsvd.limit_in_bytes",
+                    "hugetlb/hugetlb.1GB.limit_in_bytes",
+                ],
+                "",
+                Box::new(|r| {
+                    r.hugetlb = vec![HugetlbLimit {
+                        page_size: "2MB".into(),
+                        limit: 4 << 20,
+                    }]
+                }),
+                Wrote(vec![
+                    ("hugetlb/hugetlb.2MB.limit_in_bytes", "4194304"),
+                    ("hugetlb/hugetlb.2MB.rsvd.limit_in_bytes", "4194304"),
+                    ("hugetlb/hugetlb.1GB.limit_in_bytes", ""),
+                ]),
+            ),
+            (
+                "v1 hugetlb, page size not offered",
+                CgroupMode::V1,
+                &["hugetlb/hugetlb.2MB.limit_in_bytes"],
+                "",
+                Box::new(|r| {
+                    r.hugetlb = vec![HugetlbLimit {
+                        page_size: "1GB".into(),
+                        limit: 1 << 30,
+                    }]
+                }),
+                Invalid("hugepageLimits"),
+            ),
+            (
+                "v1 hugetlb, no hugetlb hierarchy",
+                CgroupMode::V1,
+                &["memory/memory.limit_in_bytes"],
+                "",
+                Box::new(|r| {
+                    r.hugetlb = vec![HugetlbLimit {
+                        page_size: "2MB".into(),
+                        limit: 1,
+                    }]
+                }),
+                Missing("hugetlb"),
+            ),
+            (
+                "v1 net_cls",
+                CgroupMode::V1,
+                &["net_cls/net_cls.classid"],
+                "",
+                Box::new(|r| r.network.class_id = Some(0x10_0001)),
+                Wrote(vec![("net_cls/net_cls.classid", "1048577")]),
+            ),
+            (
+                "v1 net_prio (one write per interface)",
+                CgroupMode::V1,
+                &["net_prio/net_prio.ifpriomap"],
+                "",
+                Box::new(|r| r.network.priorities = vec![("lo".into(), 1), ("eth0".into(), 5)]),
+                Wrote(vec![("net_prio/net_prio.ifpriomap", "eth0 5")]),
+            ),
+            (
+                "v1 net_cls, no hierarchy",
+                CgroupMode::V1,
+                &["memory/memory.limit_in_bytes"],
+                "",
+                Box::new(|r| {
+                    r.network = NetworkResources {
+                        class_id: Some(1),
+                        priorities: vec![],
+                    }
+                }),
+                Missing("net_cls"),
+            ),
+            (
+                "v1 net_prio, no hierarchy",
+                CgroupMode::V1,
+                &["net_cls/net_cls.classid"],
+                "",
+                Box::new(|r| r.network.priorities = vec![("eth0".into(), 1)]),
+                Missing("net_prio"),
+            ),
+            (
+                "v1 rdma",
+                CgroupMode::V1,
+                &["rdma/rdma.max"],
+                "",
+                Box::new(|r| {
+                    r.rdma.insert(
+                        "mlx5_0".into(),
+                        RdmaLimit {
+                            hca_handles: Some(3),
+                            hca_objects: None,
+                        },
+                    );
+                }),
+                Wrote(vec![(
+                    "rdma/rdma.max",
+                    "mlx5_0 hca_handle=3 hca_object=max",
+                )]),
+            ),
+            (
+                "v1 rdma, no hierarchy",
+                CgroupMode::V1,
+                &["memory/memory.limit_in_bytes"],
+                "",
+                Box::new(|r| {
+                    r.rdma.insert("mlx5_0".into(), RdmaLimit::default());
+                }),
+                Missing("rdma"),
+            ),
+            (
+                "v1 unified",
+                CgroupMode::V1,
+                &["memory/memory.limit_in_bytes"],
+                "",
+                Box::new(|r| {
+                    r.unified.insert("memory.high".into(), "1G".into());
+                }),
+                NotSupported("unified", "v1"),
+            ),
+            (
+                "hybrid unified",
+                CgroupMode::Hybrid,
+                &["memory/memory.limit_in_bytes"],
+                "",
+                Box::new(|r| {
+                    r.unified.insert("memory.high".into(), "1G".into());
+                }),
+                NotSupported("unified", "hybrid"),
+            ),
+            (
+                "v2 kernel TCP and leaf weights have no file: left alone",
+                CgroupMode::V2,
+                &["io.weight"],
+                "io",
+                Box::new(|r| {
+                    r.memory.kernel_tcp = Some(MIB);
+                    r.io.leaf_weight = Some(500);
+                    r.io.weight_device = vec![WeightDevice {
+                        major: 8,
+                        minor: 0,
+                        weight: None,
+                        leaf_weight: Some(300),
+                    }];
+                }),
+                Wrote(vec![("io.weight", "")]),
+            ),
+            (
+                "v2 realtime",
+                CgroupMode::V2,
+                &["cpu.max"],
+                "cpu",
+                Box::new(|r| r.cpu.realtime_runtime = Some(1000)),
+                NotSupported("cpu.realtimeRuntime/realtimePeriod", "v2"),
+            ),
+            (
+                "v2 device weight",
+                CgroupMode::V2,
+                &["io.weight"],
+                "io",
+                Box::new(|r| {
+                    r.io.weight_device = vec![WeightDevice {
+                        major: 8,
+                        minor: 16,
+                        weight: Some(500),
+                        leaf_weight: None,
+                    }]
+                }),
+                Wrote(vec![("io.weight", "8:16 4950")]),
+            ),
+            (
+                "v2 device weight with BFQ",
+                CgroupMode::V2,
+                &["io.weight", "io.bfq.weight"],
+                "io",
+                Box::new(|r| {
+                    r.io.weight_device = vec![WeightDevice {
+                        major: 8,
+                        minor: 16,
+                        weight: Some(500),
+                        leaf_weight: None,
+                    }]
+                }),
+                Wrote(vec![("io.bfq.weight", "8:16 500"), ("io.weight", "")]),
+            ),
+            (
+                "v2 read bps",
+                CgroupMode::V2,
+                &["io.max"],
+                "io",
+                Box::new(move |r| r.io.throttle_read_bps = vec![dev(1 << 20)]),
+                Wrote(vec![("io.max", "8:0 rbps=1048576")]),
+            ),
+            (
+                "v2 write iops 0 lifts the limit",
+                CgroupMode::V2,
+                &["io.max"],
+                "io",
+                Box::new(move |r| r.io.throttle_write_iops = vec![dev(0)]),
+                Wrote(vec![("io.max", "8:0 wiops=max")]),
+            ),
+            (
+                "v2 throttle, no io controller",
+                CgroupMode::V2,
+                &["memory.max"],
+                "memory",
+                Box::new(move |r| r.io.throttle_read_iops = vec![dev(5)]),
+                Missing("io"),
+            ),
+            (
+                "v2 hugetlb",
+                CgroupMode::V2,
+                &["hugetlb.2MB.max", "hugetlb.2MB.rsvd.max"],
+                "hugetlb",
+                Box::new(|r| {
+                    r.hugetlb = vec![HugetlbLimit {
+                        page_size: "2MB".into(),
+                        limit: 8 << 20,
+                    }]
+                }),
+                Wrote(vec![
+                    ("hugetlb.2MB.max", "8388608"),
+                    ("hugetlb.2MB.rsvd.max", "8388608"),
+                ]),
+            ),
+            (
+                "v2 hugetlb, controller not enabled",
+                CgroupMode::V2,
+                &["hugetlb.2MB.max"],
+                "memory",
+                Box::new(|r| {
+                    r.hugetlb = vec![HugetlbLimit {
+                        page_size: "2MB".into(),
+                        limit: 1,
+                    }]
+                }),
+                Missing("hugetlb"),
+            ),
+            (
+                "v2 net_cls",
+                CgroupMode::V2,
+                &["memory.max"],
+                "memory",
+                Box::new(|r| r.network.class_id = Some(1)),
+                Missing("net_cls"),
+            ),
+            (
+                "v2 net_prio",
+                CgroupMode::V2,
+                &["memory.max"],
+                "memory",
+                Box::new(|r| r.network.priorities = vec![("eth0".into(), 1)]),
+                Missing("net_prio"),
+            ),
+            (
+                "v2 rdma",
+                CgroupMode::V2,
+                &["rdma.max"],
+                "rdma",
+                Box::new(|r| {
+                    r.rdma.insert(
+                        "mlx4_0".into(),
+                        RdmaLimit {
+                            hca_handles: Some(2),
+                            hca_objects: Some(2000),
+                        },
+                    );
+                }),
+                Wrote(vec![("rdma.max", "mlx4_0 hca_handle=2 hca_object=2000")]),
+            ),
+            (
+                "v2 rdma, controller not enabled",
+                CgroupMode::V2,
+                &["rdma.max"],
+                "memory",
+                Box::new(|r| {
+                    r.rdma.insert("mlx4_0".into(), RdmaLimit::default());
+                }),
+                Missing("rdma"),
+            ),
+            (
+                "v2 unified wins over the field it overlaps",
+                CgroupMode::V2,
+                &["memory.max", "memory.high"],
+                "memory",
+                Box::new(|r| {
+                    r.memory.limit = Some(64 * MIB);
+                    r.unified.insert("memory.max".into(), "max".into());
+                    r.unified.insert("memory.high".into(), "1G".into());
+                }),
+                Wrote(vec![("memory.max", "max"), ("memory.high", "1G")]),
+            ),
+            (
+                "v2 unified file missing",
+                CgroupMode::V2,
+                &["memory.max"],
+                "memory",
+                Box::new(|r| {
+                    r.unified.insert("hugetlb.2MB.max".into(), "0".into());
+                }),
+                Missing("hugetlb"),
+            ),
+            (
+                "v2 unified key outside the cgroup",
+                CgroupMode::V2,
+                &["memory.max"],
+                "memory",
+                Box::new(|r| {
+                    r.unified.insert("../memory.max".into(), "0".into());
+                }),
+                Invalid("unified"),
+            ),
+            (
+                "v2 unified key without a controller",
+                CgroupMode::V2,
+                &["memory.max"],
+                "memory",
+                Box::new(|r| {
+                    r.unified.insert("release_agent".into(), "/x".into());
+                }),
+                Invalid("unified"),
+            ),
+        ];
+        for (name, mode, files, controllers, set, want) in cases {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path();
+            let (host, base) = if mode == CgroupMode::V2 {
+                put(
+                    &root.join("k/cgroup.controllers"),
+                    &format!("{controllers}\n"),
+                );
+                (Host::v2(root), root.join("k"))
+            } else {
+                let mut mounts = Vec::new();
+                for f in files {
+                    let c = f.split('/').next().unwrap();
+                    let ctl = Controller::from_name(c).unwrap();
+                    if !mounts.iter().any(|(x, _)| *x == ctl) {
+                        mounts.push((ctl, root.join(c)));
+                    }
+                }
+                let host = Host::v1(mounts);
+                let host = if mode == CgroupMode::Hybrid {
+                    fs::create_dir_all(root.join("unified/k")).unwrap();
+                    host.with_unified(root.join("unified"))
+                } else {
+                    host
+                };
+                (host, root.to_path_buf())
+            };
+            for f in files {
+                let p = if mode == CgroupMode::V2 {
+                    base.join(f)
+                } else {
+                    let (c, file) = f.split_once('/').unwrap();
+                    root.join(c).join("k").join(file)
+                };
+                put(&p, "");
+            }
+            assert_eq!(host.mode(), mode, "{name}");
+            let cg = Cgroup::new(&host, "k").unwrap();
+            let mut r = Resources::default();
+            set(&mut r);
+            let got = cg.set_resources(&r);
+            let case = format!("{name}: want {want:?}, got {got:?}");
+            match want {
+                Wrote(expect) => {
+                    assert!(got.is_ok(), "{case}");
+                    for (f, v) in expect {
+                        let p = if mode == CgroupMode::V2 {
+                            base.join(f)
+                        } else {
+                            let (c, file) = f.split_once('/').unwrap();
+                            root.join(c).join("k").join(file)
+                        };
+                        assert_eq!(get(&p), v, "{case}: {f}");
+                    }
+                }
+                Missing(what) => {
+                    assert!(
+                        matches!(&got, Err(Error::ControllerMissing { controller, .. }) if *controller == what),
+                        "{case}"
+                    );
+                    assert_eq!(
+                        got.unwrap_err().to_string(),
+                        format!("controller {what} is not available for cgroup k")
+                    );
+                }
+                NotSupported(field, m) => {
+                    let e = got.expect_err(&case);
+                    assert!(
+                        matches!(&e, Error::NotSupported { field: f, mode } if *f == field && *mode == m),
+                        "{case}"
+                    );
+                    assert_eq!(
+                        e.to_string(),
+                        format!("{field} cannot be set on a cgroup {m} host")
+                    );
+                }
+                Invalid(field) => {
+                    assert!(
+                        matches!(&got, Err(Error::InvalidValue { field: f, .. }) if *f == field),
+                        "{case}"
+                    );
                 }
             }
         }

@@ -80,6 +80,15 @@ pub enum Error {
         /// The cgroup (relative path).
         path: PathBuf,
     },
+    /// A limit this kind of host cannot express (`unified` files on a v1 or hybrid
+    /// host, realtime CPU time on v2).
+    #[error("{field} cannot be set on a cgroup {mode} host")]
+    NotSupported {
+        /// The resource field, e.g. `unified`.
+        field: &'static str,
+        /// `v1`, `hybrid` or `v2`.
+        mode: &'static str,
+    },
     /// A resource value is out of range.
     #[error("invalid value for {field}: {reason}")]
     InvalidValue {

@@ -3,8 +3,10 @@
 //! [`Host`] finds the mounted hierarchies (from `/proc/self/mountinfo`, or by probing a
 //! cgroupfs root, which may be a fake one in a temp dir). [`Cgroup`] is a cgroup path
 //! present in every hierarchy the host manages: create it (nested paths included), add
-//! processes, apply [`Resources`] (memory limit/swap/reservation, cpu shares + quota/
-//! period, cpuset cpus/mems, pids max, io weight), read [`Stats`], list processes,
+//! processes, apply [`Resources`] (memory limit/swap/reservation/swappiness/OOM killer/
+//! kernel TCP, cpu shares + quota/period + realtime, cpuset cpus/mems, pids max, block
+//! I/O weights and per-device throttles, hugetlb, net_cls/net_prio, rdma, and raw v2
+//! `unified` files), read [`Stats`], list processes,
 //! freeze/thaw, kill every process, and delete it recursively.
 //!
 //! [`Resources`] uses the OCI runtime-spec's (v1) units; on v2 hosts the spec's
@@ -45,7 +47,8 @@ pub use error::{Error, Result};
 pub use host::{CgroupMode, Controller, Host};
 pub use resources::{
     blkio_weight_to_io_weight, cpu_shares_to_weight, cpu_shares_to_weight_linear,
-    memory_swap_to_v2, CpuResources, IoResources, MemoryResources, PidsResources, Resources,
-    CPU_SHARES_MAX, CPU_WEIGHT_MAX,
+    memory_swap_to_v2, CpuResources, HugetlbLimit, IoResources, MemoryResources, NetworkResources,
+    PidsResources, RdmaLimit, Resources, ThrottleDevice, WeightDevice, CPU_SHARES_MAX,
+    CPU_WEIGHT_MAX,
 };
 pub use stats::{CpuStats, FreezerState, MemoryStats, PidsStats, Stats};

@@ -16,8 +16,78 @@ pub struct Resources {
     pub cpu: CpuResources,
     /// Process-number limit.
     pub pids: PidsResources,
-    /// Block I/O weight.
+    /// Block I/O weights and throttles.
     pub io: IoResources,
+    /// Huge page limits, one per page size.
+    pub hugetlb: Vec<HugetlbLimit>,
+    /// v1 `net_cls` class id and `net_prio` interface priorities (no v2 controller).
+    pub network: NetworkResources,
+    /// RDMA limits per device name (`mlx5_0`).
+    pub rdma: std::collections::BTreeMap<String, RdmaLimit>,
+    /// cgroup v2 interface files written as given (`"memory.high": "1G"`), after every
+    /// other limit; refused on v1 and hybrid hosts, as runc refuses them.
+    pub unified: std::collections::BTreeMap<String, String>,
+}
+
+/// A huge page limit (`hugetlb.<size>.limit_in_bytes` / `hugetlb.<size>.max`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, rename_all = "camelCase"))]
+pub struct HugetlbLimit {
+    /// The page size as the kernel names it in the file names: `2MB`, `1GB`, `64KB`.
+    pub page_size: String,
+    /// Bytes of huge pages allowed.
+    pub limit: u64,
+}
+
+/// Network classification and priorities (v1 only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, rename_all = "camelCase"))]
+pub struct NetworkResources {
+    /// `net_cls.classid` of the cgroup's packets.
+    pub class_id: Option<u32>,
+    /// `net_prio.ifpriomap` entries: interface name and priority.
+    pub priorities: Vec<(String, u32)>,
+}
+
+/// The RDMA limits of one device (`rdma.max`); `None` is unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, rename_all = "camelCase"))]
+pub struct RdmaLimit {
+    /// HCA handles.
+    pub hca_handles: Option<u32>,
+    /// HCA objects.
+    pub hca_objects: Option<u32>,
+}
+
+/// A per-device block I/O weight (v1 `blkio.weight_device`, v2 `io.weight`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, rename_all = "camelCase"))]
+pub struct WeightDevice {
+    /// Device major number.
+    pub major: i64,
+    /// Device minor number.
+    pub minor: i64,
+    /// Weight in `blkio.weight` units (10..=1000).
+    pub weight: Option<u16>,
+    /// Leaf weight (v1 CFQ only; ignored on v2, as runc does).
+    pub leaf_weight: Option<u16>,
+}
+
+/// A per-device rate limit (bytes or operations per second).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, rename_all = "camelCase"))]
+pub struct ThrottleDevice {
+    /// Device major number.
+    pub major: i64,
+    /// Device minor number.
+    pub minor: i64,
+    /// The rate; `0` removes the limit.
+    pub rate: u64,
 }
 
 /// Memory limits, in bytes. `-1` means unlimited.
@@ -39,6 +109,9 @@ pub struct MemoryResources {
     /// its limit waits for memory instead. v2 has no such control; the v2 driver
     /// leaves it alone, as runc does.
     pub oom_kill_disable: Option<bool>,
+    /// v1 kernel TCP buffer limit (`memory.kmem.tcp.limit_in_bytes`); v2 accounts TCP
+    /// memory in `memory.max` and the v2 driver leaves it alone, as runc does.
+    pub kernel_tcp: Option<i64>,
 }
 
 /// CPU limits.
@@ -57,6 +130,11 @@ pub struct CpuResources {
     pub cpus: Option<String>,
     /// Memory nodes to allocate from, in list format.
     pub mems: Option<String>,
+    /// v1 `cpu.rt_runtime_us`: realtime microseconds per realtime period (`-1`
+    /// unlimited). No v2 equivalent: refused there.
+    pub realtime_runtime: Option<i64>,
+    /// v1 `cpu.rt_period_us`.
+    pub realtime_period: Option<u64>,
 }
 
 /// Process-number limit.
@@ -77,6 +155,18 @@ pub struct IoResources {
     /// [`blkio_weight_to_io_weight`] of it in `io.weight` (or the value itself in
     /// `io.bfq.weight` when the BFQ scheduler offers it).
     pub weight: Option<u16>,
+    /// v1 `blkio.leaf_weight` (CFQ); v2 has none and leaves it alone, as runc does.
+    pub leaf_weight: Option<u16>,
+    /// Per-device weights.
+    pub weight_device: Vec<WeightDevice>,
+    /// Read bytes/s per device (`blkio.throttle.read_bps_device`, v2 `io.max rbps`).
+    pub throttle_read_bps: Vec<ThrottleDevice>,
+    /// Write bytes/s per device (`wbps`).
+    pub throttle_write_bps: Vec<ThrottleDevice>,
+    /// Read operations/s per device (`riops`).
+    pub throttle_read_iops: Vec<ThrottleDevice>,
+    /// Write operations/s per device (`wiops`).
+    pub throttle_write_iops: Vec<ThrottleDevice>,
 }
 
 impl Resources {

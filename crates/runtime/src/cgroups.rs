@@ -29,30 +29,43 @@ pub(crate) fn cgroup_path(spec_path: Option<&Path>, id: &str) -> PathBuf {
     }
 }
 
-/// Converts the limits kcore-cgroup applies on a host in `mode`; returns the names of
-/// the ones it ignores. `memory.swappiness` and `memory.disableOOMKiller` are v1
-/// controls: on a pure v2 host they are ignored, as runc does.
+/// Converts `linux.resources` to kcore-cgroup's [`Resources`]; returns the names of
+/// the fields left alone on a host in `mode`, as runc leaves them: on pure v2,
+/// `memory.swappiness`, `memory.disableOOMKiller`, `memory.kernelTCP` and the blkio
+/// leaf weights (v2 has no such files); everywhere, the obsolete `memory.kernel`.
+/// What a host cannot apply at all (a controller it lacks, `unified` on v1, realtime
+/// CPU time on v2) is refused by [`kcore_cgroup::Cgroup::set_resources`].
 pub(crate) fn resources(r: &LinuxResources, mode: CgroupMode) -> (Resources, Vec<&'static str>) {
     let mut out = Resources::default();
     let mut ignored = Vec::new();
+    let v1 = mode != CgroupMode::V2;
+    let v1_only = |name: &'static str, ignored: &mut Vec<&'static str>| {
+        if !v1 {
+            ignored.push(name);
+        }
+        v1
+    };
     if let Some(m) = r.memory() {
         out.memory.limit = m.limit();
         out.memory.swap = m.swap();
         out.memory.reservation = m.reservation();
-        let v1 = mode != CgroupMode::V2;
         if let Some(sw) = m.swappiness() {
-            if v1 {
+            if v1_only("memory.swappiness", &mut ignored) {
                 out.memory.swappiness = Some(sw);
-            } else {
-                ignored.push("memory.swappiness");
             }
         }
-        if m.disable_oom_killer() == Some(true) {
-            if v1 {
-                out.memory.oom_kill_disable = Some(true);
-            } else {
-                ignored.push("memory.disableOOMKiller");
+        if m.disable_oom_killer() == Some(true) && v1_only("memory.disableOOMKiller", &mut ignored)
+        {
+            out.memory.oom_kill_disable = Some(true);
+        }
+        if let Some(tcp) = m.kernel_tcp().filter(|v| *v != 0) {
+            if v1_only("memory.kernelTCP", &mut ignored) {
+                out.memory.kernel_tcp = Some(tcp);
             }
+        }
+        #[allow(deprecated)]
+        if m.kernel().is_some_and(|k| k != 0) {
+            ignored.push("memory.kernel");
         }
     }
     if let Some(c) = r.cpu() {
@@ -61,28 +74,76 @@ pub(crate) fn resources(r: &LinuxResources, mode: CgroupMode) -> (Resources, Vec
         out.cpu.period = c.period();
         out.cpu.cpus = c.cpus().clone().filter(|s| !s.is_empty());
         out.cpu.mems = c.mems().clone().filter(|s| !s.is_empty());
-        if c.realtime_runtime().is_some() || c.realtime_period().is_some() {
-            ignored.push("cpu.realtime");
-        }
+        out.cpu.realtime_runtime = c.realtime_runtime();
+        out.cpu.realtime_period = c.realtime_period();
     }
     if let Some(p) = r.pids() {
         out.pids.max = Some(p.limit());
     }
     if let Some(b) = r.block_io() {
         out.io.weight = b.weight();
-        if b.weight_device().is_some()
-            || b.throttle_read_bps_device().is_some()
-            || b.throttle_write_bps_device().is_some()
-        {
-            ignored.push("blockIO devices");
+        if b.leaf_weight().is_some_and(|w| w != 0) && v1_only("blockIO.leafWeight", &mut ignored) {
+            out.io.leaf_weight = b.leaf_weight();
         }
+        for d in b.weight_device().iter().flatten() {
+            let leaf = d.leaf_weight().filter(|w| *w != 0);
+            let leaf =
+                if leaf.is_some() && !v1_only("blockIO.weightDevice.leafWeight", &mut ignored) {
+                    None
+                } else {
+                    leaf
+                };
+            out.io.weight_device.push(kcore_cgroup::WeightDevice {
+                major: d.major(),
+                minor: d.minor(),
+                weight: d.weight(),
+                leaf_weight: leaf,
+            });
+        }
+        let throttles = |l: &Option<Vec<oci_spec::runtime::LinuxThrottleDevice>>| {
+            l.iter()
+                .flatten()
+                .map(|d| kcore_cgroup::ThrottleDevice {
+                    major: d.major(),
+                    minor: d.minor(),
+                    rate: d.rate(),
+                })
+                .collect::<Vec<_>>()
+        };
+        out.io.throttle_read_bps = throttles(b.throttle_read_bps_device());
+        out.io.throttle_write_bps = throttles(b.throttle_write_bps_device());
+        out.io.throttle_read_iops = throttles(b.throttle_read_iops_device());
+        out.io.throttle_write_iops = throttles(b.throttle_write_iops_device());
     }
-    if r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()) {
-        ignored.push("hugepageLimits");
+    for h in r.hugepage_limits().iter().flatten() {
+        out.hugetlb.push(kcore_cgroup::HugetlbLimit {
+            page_size: h.page_size().clone(),
+            // A negative limit is "unlimited" in the spec's int64: the largest value.
+            limit: u64::try_from(h.limit()).unwrap_or(u64::MAX),
+        });
     }
-    if r.unified().as_ref().is_some_and(|u| !u.is_empty()) {
-        ignored.push("unified");
+    if let Some(n) = r.network() {
+        out.network.class_id = n.class_id();
+        out.network.priorities = n
+            .priorities()
+            .iter()
+            .flatten()
+            .map(|p| (p.name().clone(), p.priority()))
+            .collect();
     }
+    for (dev, l) in r.rdma().iter().flatten() {
+        out.rdma.insert(
+            dev.clone(),
+            kcore_cgroup::RdmaLimit {
+                hca_handles: l.hca_handles(),
+                hca_objects: l.hca_objects(),
+            },
+        );
+    }
+    for (k, v) in r.unified().iter().flatten() {
+        out.unified.insert(k.clone(), v.clone());
+    }
+    ignored.dedup();
     (out, ignored)
 }
 
@@ -267,6 +328,69 @@ mod tests {
             serde_json::from_str(r#"{"memory": {"disableOOMKiller": false}}"#).unwrap();
         let (res, got) = resources(&r, CgroupMode::V2);
         assert!(res.is_empty() && got.is_empty());
+    }
+
+    /// Every `linux.resources` field reaches kcore-cgroup; per host mode, the fields v2
+    /// has no file for are reported as left alone (runc's behaviour).
+    #[test]
+    fn every_field_converts_and_v2_leaves_the_v1_only_ones() {
+        let r: LinuxResources = serde_json::from_str(
+            r#"{"memory": {"limit": 1048576, "kernelTCP": 65536, "kernel": 4096, "swappiness": 10, "disableOOMKiller": true},
+                "cpu": {"realtimeRuntime": 950000, "realtimePeriod": 1000000},
+                "blockIO": {"weight": 300, "leafWeight": 400,
+                    "weightDevice": [{"major": 8, "minor": 0, "weight": 500, "leafWeight": 600}],
+                    "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1}],
+                    "throttleWriteBpsDevice": [{"major": 8, "minor": 0, "rate": 2}],
+                    "throttleReadIOPSDevice": [{"major": 8, "minor": 0, "rate": 3}],
+                    "throttleWriteIOPSDevice": [{"major": 8, "minor": 0, "rate": 4}]},
+                "hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}],
+                "network": {"classID": 1048577, "priorities": [{"name": "eth0", "priority": 5}]},
+                "rdma": {"mlx5_0": {"hcaHandles": 3}},
+                "unified": {"memory.high": "1G"}}"#,
+        )
+        .unwrap();
+        for (mode, ignored) in [
+            (CgroupMode::V1, vec!["memory.kernel"]),
+            (CgroupMode::Hybrid, vec!["memory.kernel"]),
+            (
+                CgroupMode::V2,
+                vec![
+                    "memory.swappiness",
+                    "memory.disableOOMKiller",
+                    "memory.kernelTCP",
+                    "memory.kernel",
+                    "blockIO.leafWeight",
+                    "blockIO.weightDevice.leafWeight",
+                ],
+            ),
+        ] {
+            let (res, got) = resources(&r, mode);
+            assert_eq!(got, ignored, "{mode:?}");
+            let v1 = mode != CgroupMode::V2;
+            assert_eq!(res.memory.kernel_tcp, v1.then_some(65536), "{mode:?}");
+            assert_eq!(res.io.leaf_weight, v1.then_some(400), "{mode:?}");
+            assert_eq!(res.io.weight_device[0].leaf_weight, v1.then_some(600));
+            assert_eq!(res.io.weight_device[0].weight, Some(500));
+            assert_eq!(res.cpu.realtime_runtime, Some(950_000));
+            assert_eq!(res.cpu.realtime_period, Some(1_000_000));
+            let rates: Vec<u64> = [
+                &res.io.throttle_read_bps,
+                &res.io.throttle_write_bps,
+                &res.io.throttle_read_iops,
+                &res.io.throttle_write_iops,
+            ]
+            .iter()
+            .map(|l| l[0].rate)
+            .collect();
+            assert_eq!(rates, [1, 2, 3, 4]);
+            assert_eq!(res.hugetlb[0].page_size, "2MB");
+            assert_eq!(res.hugetlb[0].limit, 4 << 20);
+            assert_eq!(res.network.class_id, Some(0x10_0001));
+            assert_eq!(res.network.priorities, vec![("eth0".to_string(), 5)]);
+            assert_eq!(res.rdma["mlx5_0"].hca_handles, Some(3));
+            assert_eq!(res.rdma["mlx5_0"].hca_objects, None);
+            assert_eq!(res.unified["memory.high"], "1G");
+        }
     }
 
     #[test]
