@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use oci_spec::runtime::{Linux, Process};
 
 use crate::error::{Error, Result};
+use crate::sys::Syscall;
 
 /// Which LSMs a host can apply, read under a root directory.
 #[derive(Debug, Clone)]
@@ -125,49 +126,30 @@ impl LsmPlan {
         Ok(plan)
     }
 
-    /// Sets the labels the next execve takes on. Runs in the container process.
-    pub(crate) fn apply(&self) -> std::result::Result<(), kcore_ns::SetupError> {
+    /// The LSM attribute files each label goes to, first match wins: AppArmor's own
+    /// directory (Linux 5.1+, stacking-safe) before the shared `attr/exec`.
+    const APPARMOR_ATTRS: &'static [&'static std::ffi::CStr] = &[
+        c"/proc/thread-self/attr/apparmor/exec",
+        c"/proc/thread-self/attr/exec",
+    ];
+    const SELINUX_ATTRS: &'static [&'static std::ffi::CStr] = &[c"/proc/thread-self/attr/exec"];
+
+    /// Sets the labels the next execve takes on, through the syscall seam. Runs in the
+    /// container process.
+    pub(crate) fn apply(
+        &self,
+        sys: &impl Syscall,
+    ) -> std::result::Result<(), kcore_ns::SetupError> {
         if let Some(v) = &self.apparmor {
-            write_attr(
-                &[
-                    c"/proc/thread-self/attr/apparmor/exec",
-                    c"/proc/thread-self/attr/exec",
-                ],
-                v,
-            )
-            .map_err(|e| format!("apply AppArmor profile: {e}"))?;
+            sys.set_exec_label(Self::APPARMOR_ATTRS, v)
+                .map_err(|e| format!("apply AppArmor profile: {e}"))?;
         }
         if let Some(v) = &self.selinux {
-            write_attr(&[c"/proc/thread-self/attr/exec"], v)
+            sys.set_exec_label(Self::SELINUX_ATTRS, v)
                 .map_err(|e| format!("apply SELinux label: {e}"))?;
         }
         Ok(())
     }
-}
-
-/// Writes `value` to the first of `paths` that opens. Raw syscalls: runs after fork.
-fn write_attr(paths: &[&std::ffi::CStr], value: &CString) -> std::io::Result<()> {
-    let mut last = std::io::Error::from_raw_os_error(libc::ENOENT);
-    for p in paths {
-        // SAFETY: valid C string; the descriptor is closed below.
-        let fd = unsafe { libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            last = std::io::Error::last_os_error();
-            continue;
-        }
-        let bytes = value.as_bytes();
-        // SAFETY: valid buffer of bytes.len() bytes.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-        let err = std::io::Error::last_os_error();
-        // SAFETY: our own descriptor.
-        unsafe { libc::close(fd) };
-        return if n == bytes.len() as isize {
-            Ok(())
-        } else {
-            Err(err)
-        };
-    }
-    Err(last)
 }
 
 /// The mount option that carries the SELinux mount label for a mount of `fstype`
@@ -350,6 +332,43 @@ mod tests {
         );
         label_mounts(&mut plans[2..], None);
         assert_eq!(plans[2].data, "");
+    }
+
+    /// Applying goes through the syscall seam only: the AppArmor profile to AppArmor's
+    /// attribute file (then the shared one), the SELinux label to the shared one; an
+    /// empty plan makes no call.
+    #[test]
+    fn apply_writes_the_exec_attributes_through_the_seam() {
+        use crate::sys::testing::{Call, Recorder};
+        let root = fake(Some("Y\n"), true, true);
+        let plan = LsmPlan::new(
+            &process(r#"{"apparmorProfile": "kcore-p", "selinuxLabel": "u:r:t:s0"}"#),
+            None,
+            &LsmHost::at(root.path()),
+        )
+        .unwrap();
+        let rec = Recorder::default();
+        plan.apply(&rec).unwrap();
+        assert_eq!(
+            *rec.calls.borrow(),
+            vec![
+                Call::Label {
+                    attrs: vec![
+                        "/proc/thread-self/attr/apparmor/exec".into(),
+                        "/proc/thread-self/attr/exec".into()
+                    ],
+                    value: "exec kcore-p".into(),
+                },
+                Call::Label {
+                    attrs: vec!["/proc/thread-self/attr/exec".into()],
+                    value: "u:r:t:s0".into(),
+                },
+            ]
+        );
+        let none = LsmPlan::new(&process("{}"), None, &LsmHost::at(root.path())).unwrap();
+        let rec = Recorder::default();
+        none.apply(&rec).unwrap();
+        assert!(rec.calls.borrow().is_empty());
     }
 
     #[test]

@@ -991,6 +991,14 @@ mod tests {
         ) -> io::Result<()> {
             self.real.mknod(dir, name, kind, mode, dev, uid, gid)
         }
+
+        fn set_exec_label(
+            &self,
+            attrs: &[&std::ffi::CStr],
+            value: &std::ffi::CStr,
+        ) -> io::Result<()> {
+            self.real.set_exec_label(attrs, value)
+        }
     }
 
     /// Mount points of the calling thread's mount namespace.

@@ -15,7 +15,7 @@
 //! object. Either way a symlink swapped in after resolution changes nothing: the fd
 //! stays on the object it was opened on, inside the rootfs.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -101,6 +101,11 @@ pub(crate) trait Syscall {
         uid: u32,
         gid: u32,
     ) -> io::Result<()>;
+
+    /// Writes `value` to the first of the LSM attribute files `attrs` that opens
+    /// (`/proc/thread-self/attr/...`): the AppArmor profile or SELinux label the next
+    /// execve takes on. Runs in the container process after fork: raw calls only.
+    fn set_exec_label(&self, attrs: &[&CStr], value: &CStr) -> io::Result<()>;
 }
 
 /// The real system calls.
@@ -314,6 +319,35 @@ impl Syscall for Real {
     ) -> io::Result<()> {
         Legacy.mknod(dir, name, kind, mode, dev, uid, gid)
     }
+
+    fn set_exec_label(&self, attrs: &[&CStr], value: &CStr) -> io::Result<()> {
+        write_attr(attrs, value)
+    }
+}
+
+/// Writes `value` to the first of `paths` that opens. Raw syscalls: runs after fork.
+fn write_attr(paths: &[&CStr], value: &CStr) -> io::Result<()> {
+    let mut last = io::Error::from_raw_os_error(libc::ENOENT);
+    for p in paths {
+        // SAFETY: valid C string; the descriptor is closed below.
+        let fd = unsafe { libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            last = io::Error::last_os_error();
+            continue;
+        }
+        let bytes = value.to_bytes();
+        // SAFETY: valid buffer of bytes.len() bytes.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        let err = io::Error::last_os_error();
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd) };
+        return if n == bytes.len() as isize {
+            Ok(())
+        } else {
+            Err(err)
+        };
+    }
+    Err(last)
 }
 
 /// The calls of kernels without the new mount API (before Linux 5.2): mount(2) onto
@@ -429,6 +463,10 @@ impl Syscall for Legacy {
         )?;
         Ok(())
     }
+
+    fn set_exec_label(&self, attrs: &[&CStr], value: &CStr) -> io::Result<()> {
+        Real.set_exec_label(attrs, value)
+    }
 }
 
 /// Flags a remount must keep (a user namespace may not clear them): those the mount
@@ -525,6 +563,10 @@ pub(crate) mod testing {
             set: u64,
             clr: u64,
         },
+        Label {
+            attrs: Vec<String>,
+            value: String,
+        },
     }
 
     #[derive(Debug, Default)]
@@ -618,6 +660,17 @@ pub(crate) mod testing {
             self.calls.borrow_mut().push(Call::Mknod {
                 path: fd_path(dir).join(name),
                 mode,
+            });
+            Ok(())
+        }
+
+        fn set_exec_label(&self, attrs: &[&CStr], value: &CStr) -> io::Result<()> {
+            self.calls.borrow_mut().push(Call::Label {
+                attrs: attrs
+                    .iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect(),
+                value: value.to_string_lossy().into_owned(),
             });
             Ok(())
         }

@@ -457,7 +457,7 @@ impl Runtime {
             }
             rootfs_plan.finish()?;
             plan.check_program()?;
-            lsm.apply()?;
+            lsm.apply(&crate::sys::Real)?;
             plan.finalize()?;
             child_send(sync_fd, &[MSG_READY])?;
             let mut b = [0u8; 1];

@@ -101,7 +101,7 @@ impl Container {
                 unsafe { libc::close(c) };
             }
             plan.check_program()?;
-            lsm.apply()?;
+            lsm.apply(&crate::sys::Real)?;
             plan.finalize()?;
             plan.last_step(preserve)?;
             Ok(())
