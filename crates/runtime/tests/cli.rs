@@ -1033,3 +1033,68 @@ fn every_resource_applied_or_refused_like_runc() {
         }
     }
 }
+
+/// AppArmor and SELinux settings on a host without the LSM, as a table: kcore-runc
+/// refuses `create` with an error naming the field and the LSM and leaves nothing;
+/// runc, in the same test where installed, refuses the same configs.
+#[test]
+#[ignore = "needs root"]
+fn lsm_settings_refused_like_runc() {
+    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.trim_end() == "Y");
+    let selinux = std::path::Path::new("/sys/fs/selinux/enforce").exists();
+    let runc_bin = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    if runc_bin.is_none() {
+        eprintln!("runc not installed (apt-get install runc): checking kcore-runc only");
+    }
+    // (field, host has it, LSM name); runc 1.1 refuses each as well.
+    let rows = [
+        ("process.apparmorProfile", apparmor, "AppArmor"),
+        ("process.selinuxLabel", selinux, "SELinux"),
+        ("linux.mountLabel", selinux, "SELinux"),
+    ];
+    for (field, host_has_it, lsm) in rows {
+        if host_has_it {
+            eprintln!("skipping {field}: this host has {lsm} enabled");
+            continue;
+        }
+        let mut runtimes = vec![(env!("CARGO_BIN_EXE_kcore-runc"), true)];
+        if let Some(r) = runc_bin {
+            runtimes.push((r, false));
+        }
+        for (bin, ours) in runtimes {
+            let b = Bundle::new();
+            let mut v = spec(&["/bin/true"]);
+            let (section, key) = field.split_once('.').unwrap();
+            v[section][key] = json!("kcore_test_t");
+            b.write_config(&v);
+            let id = unique_id("lsm");
+            let root = if ours {
+                b.root.clone()
+            } else {
+                b.file("runc-state")
+            };
+            let _g = Cleanup {
+                runtime: b.runtime(),
+                id: id.clone(),
+            };
+            let _r = RuncCleanup(root.clone(), id.clone(), bin.to_string());
+            let o = run_bin(bin, &root, &b, &["run", &id]);
+            let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+            if ours {
+                assert!(!o.status.success(), "{field}: accepted");
+                assert!(
+                    stderr.contains(&format!(
+                        "{field} needs {lsm}, which this host does not offer"
+                    )),
+                    "{field}: {stderr}"
+                );
+                assert_no_trace(&b, &id, 0);
+            } else {
+                assert!(!o.status.success(), "runc {field}: accepted");
+            }
+        }
+    }
+}
