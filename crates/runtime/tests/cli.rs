@@ -1098,3 +1098,276 @@ fn lsm_settings_refused_like_runc() {
         }
     }
 }
+
+/// `exec` as the engines drive it, as a table run with kcore-runc and, where installed,
+/// runc in the same test, on a running container: `-d --pid-file` returns at once with
+/// the pid of a process inside the container's pid namespace; `--pid-file` in the
+/// foreground; `--preserve-fds 1` hands the caller's fd 3 to the process; `-d -t
+/// --console-socket` sends the pty master, on which the process's output arrives (a
+/// console socket without `-d` is refused, as runc refuses it).
+#[test]
+#[ignore = "needs root"]
+fn exec_options_like_runc() {
+    let runc_bin = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    if runc_bin.is_none() {
+        eprintln!("runc not installed (apt-get install runc): checking kcore-runc only");
+    }
+    let mut runtimes = vec![(env!("CARGO_BIN_EXE_kcore-runc"), true)];
+    if let Some(r) = runc_bin {
+        runtimes.push((r, false));
+    }
+    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    for (bin, ours) in runtimes {
+        let b = Bundle::new();
+        b.write_config(&spec(&["/bin/sleep", "1000"]));
+        let id = unique_id("execopt");
+        let root = if ours {
+            b.root.clone()
+        } else {
+            b.file("runc-state")
+        };
+        let _g = Cleanup {
+            runtime: b.runtime(),
+            id: id.clone(),
+        };
+        let _r = RuncCleanup(root.clone(), id.clone(), bin.to_string());
+        let init_pid = b.file("init.pid");
+        let must = |args: &[&str]| {
+            let o = run_bin(bin, &root, &b, args);
+            assert!(
+                o.status.success(),
+                "{bin} {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        must(&["run", "-d", "--pid-file", init_pid.to_str().unwrap(), &id]);
+        let init: i32 = std::fs::read_to_string(&init_pid)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+
+        // exec -d --pid-file
+        let pf = b.file("exec-d.pid");
+        must(&[
+            "exec",
+            "-d",
+            "--pid-file",
+            pf.to_str().unwrap(),
+            &id,
+            "/bin/sleep",
+            "77",
+        ]);
+        let pid: i32 = std::fs::read_to_string(&pf)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            ns(pid),
+            ns(init),
+            "{bin}: detached exec not in the container"
+        );
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert_eq!(cmdline, b"/bin/sleep\x0077\x00", "{bin}");
+        // SAFETY: kill(2) of the detached process.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+
+        // foreground exec --pid-file
+        let pf = b.file("exec-fg.pid");
+        let out = must(&[
+            "exec",
+            "--pid-file",
+            pf.to_str().unwrap(),
+            &id,
+            "/bin/sh",
+            "-c",
+            "echo $$",
+        ]);
+        let written: i32 = std::fs::read_to_string(&pf)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            written > 0 && out.trim().parse::<i32>().is_ok(),
+            "{bin}: {out}"
+        );
+
+        // --preserve-fds 1: the caller's fd 3 reaches the process.
+        let got = b.file("fd3.out");
+        let st = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(r#"exec 3>"$OUT"; exec "$BIN" --root "$ROOT" exec --preserve-fds 1 "$ID" /bin/sh -c 'echo preserved >&3'"#)
+            .env("OUT", &got)
+            .env("BIN", bin)
+            .env("ROOT", &root)
+            .env("ID", &id)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{bin}: exec --preserve-fds");
+        assert_eq!(
+            std::fs::read_to_string(&got).unwrap(),
+            "preserved\n",
+            "{bin}"
+        );
+
+        // -t --console-socket
+        let sock = b.file("exec-console.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let reader = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let (master, _) = kcore_runtime::recv_fd(conn.as_raw_fd()).unwrap();
+            let mut f = std::fs::File::from(master);
+            let mut out = Vec::new();
+            let mut buf = [0u8; 256];
+            while !String::from_utf8_lossy(&out).contains("hello-exec") {
+                match std::io::Read::read(&mut f, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        });
+        // In the foreground a console socket is refused (runc's rule).
+        let o = run_bin(
+            bin,
+            &root,
+            &b,
+            &[
+                "exec",
+                "-t",
+                "--console-socket",
+                sock.to_str().unwrap(),
+                &id,
+                "/bin/true",
+            ],
+        );
+        assert!(
+            !o.status.success(),
+            "{bin}: foreground exec took a console socket"
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("cannot use console socket"),
+            "{bin}"
+        );
+        let pf = b.file("exec-tty.pid");
+        must(&[
+            "exec",
+            "-d",
+            "-t",
+            "--console-socket",
+            sock.to_str().unwrap(),
+            "--pid-file",
+            pf.to_str().unwrap(),
+            &id,
+            "/bin/sh",
+            "-c",
+            "tty; echo hello-exec; sleep 5",
+        ]);
+        let text = reader.join().unwrap();
+        assert!(
+            text.contains("/dev/pts/") && text.contains("hello-exec\r\n"),
+            "{bin}: {text:?}"
+        );
+
+        must(&["delete", "--force", &id]);
+        if ours {
+            assert_no_trace(&b, &id, init);
+        }
+    }
+}
+
+/// `events` reports an OOM kill in the container as `{"type":"oom"}` while it streams
+/// stats, with kcore-runc and, where installed, runc in the same test.
+#[test]
+#[ignore = "needs root"]
+fn events_report_oom_like_runc() {
+    let runc_bin = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    if runc_bin.is_none() {
+        eprintln!("runc not installed (apt-get install runc): checking kcore-runc only");
+    }
+    let mut runtimes = vec![(env!("CARGO_BIN_EXE_kcore-runc"), true)];
+    if let Some(r) = runc_bin {
+        runtimes.push((r, false));
+    }
+    for (bin, ours) in runtimes {
+        let b = Bundle::new();
+        let id = unique_id("oom");
+        let mut v = spec(&["/bin/sleep", "1000"]);
+        let limit = 16 << 20;
+        v["linux"]["resources"] =
+            json!({"memory": {"limit": limit, "swap": limit, "swappiness": 0}});
+        b.write_config(&v);
+        let root = if ours {
+            b.root.clone()
+        } else {
+            b.file("runc-state")
+        };
+        let _g = Cleanup {
+            runtime: b.runtime(),
+            id: id.clone(),
+        };
+        let _r = RuncCleanup(root.clone(), id.clone(), bin.to_string());
+        let o = run_bin(bin, &root, &b, &["run", "-d", &id]);
+        assert!(
+            o.status.success(),
+            "{bin}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let log = b.file("events.out");
+        let mut events = Command::new(bin)
+            .arg("--root")
+            .arg(&root)
+            .args(["events", "--interval", "1s", &id])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // A shell that reads 64 MB into a variable, in a 16 MiB cgroup without swap.
+        let o = run_bin(
+            bin,
+            &root,
+            &b,
+            &[
+                "exec",
+                &id,
+                "/bin/sh",
+                "-c",
+                "a=$(head -c 64000000 /dev/urandom); echo survived",
+            ],
+        );
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("survived"),
+            "{bin}: no OOM kill"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut text = String::new();
+        while std::time::Instant::now() < deadline {
+            text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.lines().any(|l| l.contains(r#""type":"oom""#)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = events.kill();
+        let _ = events.wait();
+        let oom: Value = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["type"] == "oom")
+            .unwrap_or_else(|| panic!("{bin}: no oom event in {text}"));
+        assert_eq!(oom["id"], id.as_str(), "{bin}");
+        assert!(
+            text.contains(r#""type":"stats""#),
+            "{bin}: no stats event in {text}"
+        );
+        let o = run_bin(bin, &root, &b, &["delete", "--force", &id]);
+        assert!(o.status.success(), "{bin}: delete");
+    }
+}

@@ -105,6 +105,12 @@ struct UpdateArgs {
     /// Maximum number of processes.
     #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pids_limit: Option<i64>,
+    /// Kernel memory limit (obsolete: accepted and ignored, as by runc).
+    #[arg(long = "kernel-memory")]
+    kernel_memory: Option<String>,
+    /// Kernel TCP buffer limit (cgroup v1).
+    #[arg(long = "kernel-memory-tcp")]
+    kernel_memory_tcp: Option<String>,
     /// Intel RDT L3 cache schema (not supported by kcore).
     #[arg(long = "l3-cache-schema")]
     l3_cache_schema: Option<String>,
@@ -249,6 +255,12 @@ fn update_resources(a: &UpdateArgs) -> anyhow::Result<oci_spec::runtime::LinuxRe
     }
     if let Some(v) = a.pids_limit {
         set(&["pids", "limit"], v.into());
+    }
+    if let Some(v) = &a.kernel_memory {
+        set(&["memory", "kernel"], parse_bytes(v)?.into());
+    }
+    if let Some(v) = &a.kernel_memory_tcp {
+        set(&["memory", "kernelTCP"], parse_bytes(v)?.into());
     }
     Ok(serde_json::from_value(r)?)
 }
@@ -458,8 +470,29 @@ fn exit_code(st: ExitStatus) -> i32 {
     }
 }
 
+/// runc's terminal rules: a detached terminal process needs a console socket to send
+/// the pty to, and a console socket is only used by a detached terminal process
+/// (`create` always detaches).
+fn check_terminal(detach: bool, terminal: bool, console_socket: bool) -> anyhow::Result<()> {
+    if detach && terminal && !console_socket {
+        bail!("cannot allocate tty if kcore-runc will detach without setting console socket");
+    }
+    if (!detach || !terminal) && console_socket {
+        bail!("cannot use console socket if kcore-runc will not detach or allocate tty");
+    }
+    Ok(())
+}
+
+fn spec_terminal(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false)
+}
+
 fn create(rt: &Runtime, id: &str, a: &CreateArgs) -> anyhow::Result<Container> {
     let spec = load_spec(&a.bundle)?;
+    check_terminal(true, spec_terminal(&spec), a.console_socket.is_some())?;
     let c = rt.create(
         id,
         &a.bundle,
@@ -494,6 +527,46 @@ fn stats_json(c: &Container) -> anyhow::Result<serde_json::Value> {
             "pids": {"current": s.pids.current, "limit": s.pids.max},
         }
     }))
+}
+
+/// How often `events` looks at the OOM counter between stats events.
+const OOM_POLL: Duration = Duration::from_millis(100);
+
+/// The container's OOM-kill count (v1 `memory.oom_control`, v2 `memory.events`);
+/// `None` once its cgroup is gone.
+fn oom_count(c: &Container) -> Option<u64> {
+    let s = c.stats().ok()?;
+    Some(s.memory.oom_kill.or(s.memory.oom).unwrap_or(0))
+}
+
+/// runc's `events` stream: a stats event every `every`, an `oom` event as soon as the
+/// container's OOM-kill count grows, until the container stops.
+fn events(c: &mut Container, every: Duration, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut ooms = oom_count(c).unwrap_or(0);
+    let mut next = std::time::Instant::now();
+    loop {
+        if std::time::Instant::now() >= next {
+            match stats_json(c) {
+                Ok(v) => writeln!(out, "{}", serde_json::to_string(&v)?)?,
+                Err(_) if c.status() == Status::Stopped => break,
+                Err(e) => return Err(e),
+            }
+            next += every;
+        }
+        if let Some(n) = oom_count(c) {
+            if n > ooms {
+                let ev = serde_json::json!({"type": "oom", "id": c.id()});
+                writeln!(out, "{ev}")?;
+            }
+            ooms = n;
+        }
+        out.flush()?;
+        if c.status() == Status::Stopped {
+            break;
+        }
+        std::thread::sleep(OOM_POLL.min(every));
+    }
+    Ok(())
 }
 
 fn default_spec(rootless: bool) -> anyhow::Result<serde_json::Value> {
@@ -561,6 +634,11 @@ fn exec(rt: &Runtime, id: &str, cmd: &Cmd) -> anyhow::Result<i32> {
             p
         }
     };
+    check_terminal(
+        *detach,
+        proc_.terminal().unwrap_or(false),
+        console_socket.is_some(),
+    )?;
     let sigs = (!*detach).then(block_forwarded_signals);
     let mut child = c.exec(
         &proc_,
@@ -591,6 +669,10 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Start { id } => rt.load(id)?.start()?,
         Cmd::Run { args, detach, id } => {
             let spec = load_spec(&args.bundle)?;
+            // A foreground terminal `run` without a socket runs on the caller's stdio.
+            if *detach || args.console_socket.is_some() {
+                check_terminal(*detach, spec_terminal(&spec), args.console_socket.is_some())?;
+            }
             let sigs = (!*detach).then(block_forwarded_signals);
             let mut c = rt.run(
                 id,
@@ -660,17 +742,11 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
             let mut c = rt.load(id)?;
             let every = parse_duration(interval)?;
             let mut out = std::io::stdout().lock();
-            loop {
+            if *stats {
                 writeln!(out, "{}", serde_json::to_string(&stats_json(&c)?)?)?;
-                out.flush()?;
-                if *stats {
-                    break;
-                }
-                std::thread::sleep(every);
-                if c.status() == Status::Stopped {
-                    break;
-                }
+                return Ok(0);
             }
+            events(&mut c, every, &mut out)?;
         }
         Cmd::List { format } => {
             let mut states = Vec::new();
@@ -800,6 +876,27 @@ mod tests {
         assert!(lines[0].starts_with("UID"));
         assert!(lines[1].ends_with("sleep 1000"));
         assert!(filter_ps("USER COMMAND\nroot x\n", &[1]).is_err());
+    }
+
+    #[test]
+    fn terminal_rules_like_runc() {
+        // (detach, terminal, console socket) -> allowed
+        for (detach, terminal, socket, ok) in [
+            (true, true, true, true),
+            (true, false, false, true),
+            (false, false, false, true),
+            (false, true, false, true),
+            (true, true, false, false),
+            (false, true, true, false),
+            (true, false, true, false),
+            (false, false, true, false),
+        ] {
+            assert_eq!(
+                check_terminal(detach, terminal, socket).is_ok(),
+                ok,
+                "detach {detach} terminal {terminal} socket {socket}"
+            );
+        }
     }
 
     #[test]
