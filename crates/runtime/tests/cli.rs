@@ -529,6 +529,12 @@ fn update_flags_and_resources_file_like_runc() {
     if !pids {
         eprintln!("skipping the pids limit: no pids controller on this host");
     }
+    let rt = host
+        .v1_mount(Controller::Cpu)
+        .is_some_and(|m| m.join("cpu.rt_runtime_us").exists());
+    if !rt {
+        eprintln!("skipping the realtime flags: no RT group scheduling on this host");
+    }
     let b = Bundle::new();
     let read = |ctrl, cg: &str, file: &str| {
         let p = host
@@ -565,6 +571,9 @@ fn update_flags_and_resources_file_like_runc() {
         run(&["create", "--bundle", ".", &id]);
         run(&["start", &id]);
         let mut args = vec!["update", "--memory", "128M"];
+        if rt {
+            args.extend(["--cpu-rt-period", "1000000", "--cpu-rt-runtime", "20000"]);
+        }
         if pids {
             args.extend(["--pids-limit", "40"]);
         }
@@ -574,6 +583,7 @@ fn update_flags_and_resources_file_like_runc() {
             read(Controller::Memory, &cg, "memory.limit_in_bytes"),
             read(Controller::Cpu, &cg, "cpu.shares"),
             pids.then(|| read(Controller::Pids, &cg, "pids.max")),
+            rt.then(|| read(Controller::Cpu, &cg, "cpu.rt_runtime_us")),
         );
         run(&["update", "-r", res.to_str().unwrap(), &id]);
         let after_file = (
@@ -588,6 +598,7 @@ fn update_flags_and_resources_file_like_runc() {
             "134217728".to_string(),
             "512".to_string(),
             pids.then(|| "40".to_string()),
+            rt.then(|| "20000".to_string()),
         ),
         ("134217728".to_string(), "256".to_string()),
     );
