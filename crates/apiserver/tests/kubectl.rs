@@ -892,3 +892,114 @@ async fn kubectl_storage_classes_and_the_default_class() {
     );
     c.server.shutdown().await.expect("shutdown");
 }
+
+/// PriorityClasses: the built-in classes, the columns, the Priority admission and its
+/// refusals in upstream's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_priority_classes_and_priority_admission() {
+    let c = start().await;
+    let pcs = ok(&c, &["get", "priorityclass"]).await;
+    let lines: Vec<Vec<&str>> = pcs
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"],
+        "{pcs}"
+    );
+    assert_eq!(
+        lines[1][..3],
+        ["system-cluster-critical", "2000000000", "false"]
+    );
+    assert_eq!(
+        lines[2][..3],
+        ["system-node-critical", "2000001000", "false"]
+    );
+    assert_eq!(lines[2][4], "PreemptLowerPriority");
+
+    ok(&c, &["create", "priorityclass", "high", "--value=1000"]).await;
+    ok(
+        &c,
+        &[
+            "create",
+            "priorityclass",
+            "batch",
+            "--value=10",
+            "--global-default",
+            "--preemption-policy=Never",
+        ],
+    )
+    .await;
+    let o = kubectl(
+        &c,
+        &[
+            "create",
+            "priorityclass",
+            "other",
+            "--value=5",
+            "--global-default",
+        ],
+    )
+    .await;
+    assert!(!o.ok);
+    assert!(
+        o.stderr.contains("priorityclasses.scheduling.k8s.io \"other\" is forbidden: PriorityClass batch is already marked as default. Only one default can exist"),
+        "{}",
+        o.stderr
+    );
+    let o = kubectl(&c, &["create", "priorityclass", "system-mine", "--value=5"]).await;
+    assert!(
+        o.stderr.contains("metadata.name: Forbidden: priority class names with 'system-' prefix are reserved for system use only. error: system-mine is not a known system priority class"),
+        "{}",
+        o.stderr
+    );
+
+    let pod = |name: &str, class: Option<&str>| {
+        let mut p = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        if let Some(class) = class {
+            p["spec"]["priorityClassName"] = serde_json::json!(class);
+        }
+        p.to_string()
+    };
+    ok_stdin(&c, &["create", "-f", "-"], &pod("hi", Some("high"))).await;
+    let spec = ok_json(&c, &["get", "pod", "hi", "-o", "json"]).await["spec"].clone();
+    assert_eq!(spec["priority"], 1000);
+    assert_eq!(spec["preemptionPolicy"], "PreemptLowerPriority");
+    // Without a class the global default applies.
+    ok_stdin(&c, &["create", "-f", "-"], &pod("plain", None)).await;
+    let spec = ok_json(&c, &["get", "pod", "plain", "-o", "json"]).await["spec"].clone();
+    assert_eq!(spec["priorityClassName"], "batch");
+    assert_eq!(spec["priority"], 10);
+    assert_eq!(spec["preemptionPolicy"], "Never");
+    let o = kubectl_stdin(&c, &["create", "-f", "-"], Some(&pod("lost", Some("nope")))).await;
+    assert!(
+        o.stderr
+            .contains("pods \"lost\" is forbidden: no PriorityClass with name nope was found"),
+        "{}",
+        o.stderr
+    );
+    // The value is immutable.
+    let o = kubectl(
+        &c,
+        &["patch", "priorityclass", "high", "-p", r#"{"value": 7}"#],
+    )
+    .await;
+    assert!(
+        o.stderr
+            .contains("value: Forbidden: may not be changed in an update."),
+        "{}",
+        o.stderr
+    );
+}
+
+async fn ok_stdin(c: &Cluster, args: &[&str], stdin: &str) -> String {
+    let o = kubectl_stdin(c, args, Some(stdin)).await;
+    assert!(
+        o.ok,
+        "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+        o.stdout, o.stderr
+    );
+    o.stdout
+}

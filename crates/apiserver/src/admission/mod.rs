@@ -47,6 +47,7 @@ mod client;
 pub(crate) mod conditions;
 mod matching;
 mod policy;
+mod priority;
 
 use client::{chain, Target, TransportError};
 use matching::Rule;
@@ -854,6 +855,7 @@ impl Api {
         let create = matches!(req.op, Operation::Create) && req.sub.is_none();
         let obj =
             crate::auth::admit(self, req.info, req.namespace, create, obj, &user_info()).await?;
+        let obj = priority::admit(self, req, obj).await?;
         if req.info.group == EXEMPT_GROUP {
             return check(obj);
         }

@@ -51,6 +51,7 @@ pub(crate) mod persistentvolumeclaim;
 pub(crate) mod pod;
 pub(crate) mod pod_log;
 pub(crate) mod poddisruptionbudget;
+pub(crate) mod priorityclass;
 pub(crate) mod replicaset;
 pub(crate) mod reviews;
 pub(crate) mod role;
