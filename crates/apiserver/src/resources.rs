@@ -297,6 +297,7 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::job::RESOURCE,
     registry::cronjob::RESOURCE,
     registry::priorityclass::RESOURCE,
+    registry::resourcequota::RESOURCE,
 ];
 
 /// Finds a built-in resource by group, version and plural name (the served resources,

@@ -1003,3 +1003,121 @@ async fn ok_stdin(c: &Cluster, args: &[&str], stdin: &str) -> String {
     );
     o.stdout
 }
+
+/// ResourceQuota: object counts and compute resources refused in upstream's words, the
+/// controller's `status.used`, and the columns of `kubectl get quota`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_resource_quotas() {
+    let c = start().await;
+    let ns = "quota-test";
+    ok(&c, &["create", "namespace", ns]).await;
+    ok(
+        &c,
+        &[
+            "create",
+            "quota",
+            "counts",
+            "-n",
+            ns,
+            "--hard=pods=2,count/configmaps=1",
+        ],
+    )
+    .await;
+    let pod = |name: &str, resources: serde_json::Value| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": resources}]}})
+        .to_string()
+    };
+    let create = |name: &'static str, resources: serde_json::Value| {
+        let body = pod(name, resources);
+        let c = &c;
+        async move { kubectl_stdin(c, &["create", "-n", ns, "-f", "-"], Some(&body)).await }
+    };
+    for name in ["a", "b"] {
+        let o = create(name, serde_json::json!({})).await;
+        assert!(o.ok, "{}", o.stderr);
+    }
+    let o = create("c", serde_json::json!({})).await;
+    assert!(
+        o.stderr.contains("pods \"c\" is forbidden: exceeded quota: counts, requested: pods=1, used: pods=2, limited: pods=2"),
+        "{}",
+        o.stderr
+    );
+    ok(&c, &["create", "configmap", "one", "-n", ns]).await;
+    let o = kubectl(&c, &["create", "configmap", "two", "-n", ns]).await;
+    assert!(
+        o.stderr.contains("exceeded quota: counts, requested: count/configmaps=1, used: count/configmaps=1, limited: count/configmaps=1"),
+        "{}",
+        o.stderr
+    );
+    let table = ok(&c, &["get", "quota", "-n", ns]).await;
+    let head: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(head, ["NAME", "AGE", "REQUEST", "LIMIT"], "{table}");
+    assert!(
+        table.contains("count/configmaps: 1/1, pods: 2/2"),
+        "{table}"
+    );
+    // The controller gives back what a deleted pod used.
+    ok(&c, &["delete", "pod", "a", "-n", ns]).await;
+    let mut used = String::new();
+    for _ in 0..100 {
+        used = ok(
+            &c,
+            &[
+                "get",
+                "quota",
+                "counts",
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.status.used.pods}",
+            ],
+        )
+        .await;
+        if used == "1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(used, "1");
+    let o = create("c", serde_json::json!({})).await;
+    assert!(o.ok, "{}", o.stderr);
+    let described = ok(&c, &["describe", "quota", "counts", "-n", ns]).await;
+    assert!(described.contains("Resource"), "{described}");
+    assert!(
+        described
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["pods", "2", "2"]),
+        "{described}"
+    );
+
+    // Compute resources: each container must name what the quota limits.
+    ok(&c, &["delete", "quota", "counts", "-n", ns]).await;
+    ok(
+        &c,
+        &[
+            "create",
+            "quota",
+            "compute",
+            "-n",
+            ns,
+            "--hard=limits.cpu=1,requests.memory=1Gi",
+        ],
+    )
+    .await;
+    let o = create("d", serde_json::json!({})).await;
+    assert!(
+        o.stderr.contains("pods \"d\" is forbidden: failed quota: compute: must specify limits.cpu for: c; requests.memory for: c"),
+        "{}",
+        o.stderr
+    );
+    let fits = serde_json::json!({"limits": {"cpu": "600m"}, "requests": {"memory": "512Mi"}});
+    let o = create("e", fits.clone()).await;
+    assert!(o.ok, "{}", o.stderr);
+    let o = create("f", fits).await;
+    assert!(
+        o.stderr.contains("exceeded quota: compute, requested: limits.cpu=600m, used: limits.cpu=600m, limited: limits.cpu=1"),
+        "{}",
+        o.stderr
+    );
+}

@@ -48,6 +48,7 @@ pub(crate) mod conditions;
 mod matching;
 mod policy;
 mod priority;
+pub(crate) mod quota;
 
 use client::{chain, Target, TransportError};
 use matching::Rule;
@@ -846,6 +847,19 @@ impl Api {
     /// normalizes and validates), then validating webhooks. For `pods/scale`-style
     /// requests the webhooks see the autoscaling/v1 Scale.
     pub(crate) async fn admit(
+        &self,
+        req: &Request<'_>,
+        obj: Value,
+        old: Option<&Value>,
+        check: impl FnOnce(Value) -> Result<Value, ApiError>,
+    ) -> Result<Value, ApiError> {
+        let obj = self.admit_until_quota(req, obj, old, check).await?;
+        // ResourceQuota comes last, as in upstream's plugin order.
+        quota::admit(self, req, &obj).await?;
+        Ok(obj)
+    }
+
+    async fn admit_until_quota(
         &self,
         req: &Request<'_>,
         obj: Value,

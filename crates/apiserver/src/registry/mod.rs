@@ -53,6 +53,7 @@ pub(crate) mod pod_log;
 pub(crate) mod poddisruptionbudget;
 pub(crate) mod priorityclass;
 pub(crate) mod replicaset;
+pub(crate) mod resourcequota;
 pub(crate) mod reviews;
 pub(crate) mod role;
 pub(crate) mod rolebinding;
