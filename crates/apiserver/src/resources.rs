@@ -298,6 +298,7 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::cronjob::RESOURCE,
     registry::priorityclass::RESOURCE,
     registry::resourcequota::RESOURCE,
+    registry::limitrange::RESOURCE,
 ];
 
 /// Finds a built-in resource by group, version and plural name (the served resources,

@@ -1121,3 +1121,95 @@ async fn kubectl_resource_quotas() {
         o.stderr
     );
 }
+
+const LIMIT_RANGE: &str = r#"
+apiVersion: v1
+kind: LimitRange
+metadata:
+  name: defaults
+spec:
+  limits:
+  - type: Container
+    default: {cpu: 500m, memory: 256Mi}
+    defaultRequest: {cpu: 100m}
+    max: {cpu: "1"}
+    maxLimitRequestRatio: {cpu: "10"}
+  - type: PersistentVolumeClaim
+    max: {storage: 2Gi}
+"#;
+
+/// LimitRange: defaults filled into a pod, min/max and ratio refusals, a claim's max,
+/// in upstream's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_limit_ranges() {
+    let c = start().await;
+    let ns = "limits-test";
+    ok(&c, &["create", "namespace", ns]).await;
+    let file = write_manifests(&c, "limits.yaml", LIMIT_RANGE);
+    ok(&c, &["apply", "-n", ns, "-f", &file]).await;
+    let table = ok(&c, &["get", "limits", "-n", ns]).await;
+    let head: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(head, ["NAME", "CREATED", "AT"], "{table}");
+    // The stored range is defaulted: the memory default request is the default limit.
+    let lr = ok_json(&c, &["get", "limits", "defaults", "-n", ns, "-o", "json"]).await;
+    assert_eq!(
+        lr["spec"]["limits"][0]["defaultRequest"],
+        serde_json::json!({"cpu": "100m", "memory": "256Mi"})
+    );
+    ok(&c, &["run", "plain", "-n", ns, "--image=busybox"]).await;
+    let pod = ok_json(&c, &["get", "pod", "plain", "-n", ns, "-o", "json"]).await;
+    let r = &pod["spec"]["containers"][0]["resources"];
+    assert_eq!(
+        r["limits"],
+        serde_json::json!({"cpu": "500m", "memory": "256Mi"})
+    );
+    assert_eq!(
+        r["requests"],
+        serde_json::json!({"cpu": "100m", "memory": "256Mi"})
+    );
+    assert_eq!(pod["status"]["qosClass"], "Burstable");
+    assert_eq!(
+        pod["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
+        "LimitRanger plugin set: cpu, memory request for container plain; cpu, memory limit for container plain"
+    );
+    let pod = |name: &str, req: &str, lim: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox",
+                "resources": {"requests": {"cpu": req}, "limits": {"cpu": lim}}}]}})
+        .to_string()
+    };
+    let o = kubectl_stdin(
+        &c,
+        &["create", "-n", ns, "-f", "-"],
+        Some(&pod("big", "1", "2")),
+    )
+    .await;
+    assert!(
+        o.stderr.contains(
+            "pods \"big\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"
+        ),
+        "{}",
+        o.stderr
+    );
+    let o = kubectl_stdin(
+        &c,
+        &["create", "-n", ns, "-f", "-"],
+        Some(&pod("skewed", "50m", "1")),
+    )
+    .await;
+    assert!(
+        o.stderr.contains("pods \"skewed\" is forbidden: cpu max limit to request ratio per Container is 10, but provided ratio is 20.000000"),
+        "{}",
+        o.stderr
+    );
+    let claim = serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "huge"}, "spec": {"accessModes": ["ReadWriteOnce"],
+            "storageClassName": "", "resources": {"requests": {"storage": "5Gi"}}}})
+    .to_string();
+    let o = kubectl_stdin(&c, &["create", "-n", ns, "-f", "-"], Some(&claim)).await;
+    assert!(
+        o.stderr.contains("persistentvolumeclaims \"huge\" is forbidden: maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi"),
+        "{}",
+        o.stderr
+    );
+}

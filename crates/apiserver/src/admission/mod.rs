@@ -45,6 +45,7 @@ use crate::selectors::LabelSelector;
 
 mod client;
 pub(crate) mod conditions;
+mod limitrange;
 mod matching;
 mod policy;
 mod priority;
@@ -867,6 +868,8 @@ impl Api {
         check: impl FnOnce(Value) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
         let create = matches!(req.op, Operation::Create) && req.sub.is_none();
+        // LimitRanger first, as in upstream's plugin order.
+        let obj = limitrange::admit(self, req, obj).await?;
         let obj =
             crate::auth::admit(self, req.info, req.namespace, create, obj, &user_info()).await?;
         let obj = priority::admit(self, req, obj).await?;
