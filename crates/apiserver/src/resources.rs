@@ -296,6 +296,9 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::reviews::SELF_SUBJECT_RULES_REVIEW,
     registry::job::RESOURCE,
     registry::cronjob::RESOURCE,
+    registry::priorityclass::RESOURCE,
+    registry::resourcequota::RESOURCE,
+    registry::limitrange::RESOURCE,
 ];
 
 /// Finds a built-in resource by group, version and plural name (the served resources,

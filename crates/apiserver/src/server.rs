@@ -403,6 +403,7 @@ impl ApiServer {
         ));
         let crds = tokio::spawn(crate::crd::run(self.api.clone()));
         let auth = tokio::spawn(crate::auth::run(self.api.clone(), self.ca_pem.clone()));
+        let quota = tokio::spawn(crate::admission::quota::run(self.api.clone()));
         let app = axum::Router::new().fallback(handle).with_state(self.state);
         let addr = self.addr;
         let served = match self.listener {
@@ -416,7 +417,9 @@ impl ApiServer {
         compactor.abort();
         crds.abort();
         auth.abort();
+        quota.abort();
         let _ = auth.await;
+        let _ = quota.await;
         // Wait for both to let go of the storage (a restart on the same data opens it).
         let _ = compactor.await;
         let _ = crds.await;

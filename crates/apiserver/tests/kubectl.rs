@@ -892,3 +892,324 @@ async fn kubectl_storage_classes_and_the_default_class() {
     );
     c.server.shutdown().await.expect("shutdown");
 }
+
+/// PriorityClasses: the built-in classes, the columns, the Priority admission and its
+/// refusals in upstream's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_priority_classes_and_priority_admission() {
+    let c = start().await;
+    let pcs = ok(&c, &["get", "priorityclass"]).await;
+    let lines: Vec<Vec<&str>> = pcs
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"],
+        "{pcs}"
+    );
+    assert_eq!(
+        lines[1][..3],
+        ["system-cluster-critical", "2000000000", "false"]
+    );
+    assert_eq!(
+        lines[2][..3],
+        ["system-node-critical", "2000001000", "false"]
+    );
+    assert_eq!(lines[2][4], "PreemptLowerPriority");
+
+    ok(&c, &["create", "priorityclass", "high", "--value=1000"]).await;
+    ok(
+        &c,
+        &[
+            "create",
+            "priorityclass",
+            "batch",
+            "--value=10",
+            "--global-default",
+            "--preemption-policy=Never",
+        ],
+    )
+    .await;
+    let o = kubectl(
+        &c,
+        &[
+            "create",
+            "priorityclass",
+            "other",
+            "--value=5",
+            "--global-default",
+        ],
+    )
+    .await;
+    assert!(!o.ok);
+    assert!(
+        o.stderr.contains("priorityclasses.scheduling.k8s.io \"other\" is forbidden: PriorityClass batch is already marked as default. Only one default can exist"),
+        "{}",
+        o.stderr
+    );
+    let o = kubectl(&c, &["create", "priorityclass", "system-mine", "--value=5"]).await;
+    assert!(
+        o.stderr.contains("metadata.name: Forbidden: priority class names with 'system-' prefix are reserved for system use only. error: system-mine is not a known system priority class"),
+        "{}",
+        o.stderr
+    );
+
+    let pod = |name: &str, class: Option<&str>| {
+        let mut p = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        if let Some(class) = class {
+            p["spec"]["priorityClassName"] = serde_json::json!(class);
+        }
+        p.to_string()
+    };
+    ok_stdin(&c, &["create", "-f", "-"], &pod("hi", Some("high"))).await;
+    let spec = ok_json(&c, &["get", "pod", "hi", "-o", "json"]).await["spec"].clone();
+    assert_eq!(spec["priority"], 1000);
+    assert_eq!(spec["preemptionPolicy"], "PreemptLowerPriority");
+    // Without a class the global default applies.
+    ok_stdin(&c, &["create", "-f", "-"], &pod("plain", None)).await;
+    let spec = ok_json(&c, &["get", "pod", "plain", "-o", "json"]).await["spec"].clone();
+    assert_eq!(spec["priorityClassName"], "batch");
+    assert_eq!(spec["priority"], 10);
+    assert_eq!(spec["preemptionPolicy"], "Never");
+    let o = kubectl_stdin(&c, &["create", "-f", "-"], Some(&pod("lost", Some("nope")))).await;
+    assert!(
+        o.stderr
+            .contains("pods \"lost\" is forbidden: no PriorityClass with name nope was found"),
+        "{}",
+        o.stderr
+    );
+    // The value is immutable.
+    let o = kubectl(
+        &c,
+        &["patch", "priorityclass", "high", "-p", r#"{"value": 7}"#],
+    )
+    .await;
+    assert!(
+        o.stderr
+            .contains("value: Forbidden: may not be changed in an update."),
+        "{}",
+        o.stderr
+    );
+}
+
+async fn ok_stdin(c: &Cluster, args: &[&str], stdin: &str) -> String {
+    let o = kubectl_stdin(c, args, Some(stdin)).await;
+    assert!(
+        o.ok,
+        "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+        o.stdout, o.stderr
+    );
+    o.stdout
+}
+
+/// ResourceQuota: object counts and compute resources refused in upstream's words, the
+/// controller's `status.used`, and the columns of `kubectl get quota`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_resource_quotas() {
+    let c = start().await;
+    let ns = "quota-test";
+    ok(&c, &["create", "namespace", ns]).await;
+    ok(
+        &c,
+        &[
+            "create",
+            "quota",
+            "counts",
+            "-n",
+            ns,
+            "--hard=pods=2,count/configmaps=1",
+        ],
+    )
+    .await;
+    let pod = |name: &str, resources: serde_json::Value| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": resources}]}})
+        .to_string()
+    };
+    let create = |name: &'static str, resources: serde_json::Value| {
+        let body = pod(name, resources);
+        let c = &c;
+        async move { kubectl_stdin(c, &["create", "-n", ns, "-f", "-"], Some(&body)).await }
+    };
+    for name in ["a", "b"] {
+        let o = create(name, serde_json::json!({})).await;
+        assert!(o.ok, "{}", o.stderr);
+    }
+    let o = create("c", serde_json::json!({})).await;
+    assert!(
+        o.stderr.contains("pods \"c\" is forbidden: exceeded quota: counts, requested: pods=1, used: pods=2, limited: pods=2"),
+        "{}",
+        o.stderr
+    );
+    ok(&c, &["create", "configmap", "one", "-n", ns]).await;
+    let o = kubectl(&c, &["create", "configmap", "two", "-n", ns]).await;
+    assert!(
+        o.stderr.contains("exceeded quota: counts, requested: count/configmaps=1, used: count/configmaps=1, limited: count/configmaps=1"),
+        "{}",
+        o.stderr
+    );
+    let table = ok(&c, &["get", "quota", "-n", ns]).await;
+    let head: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(head, ["NAME", "AGE", "REQUEST", "LIMIT"], "{table}");
+    assert!(
+        table.contains("count/configmaps: 1/1, pods: 2/2"),
+        "{table}"
+    );
+    // The controller gives back what a deleted pod used.
+    ok(&c, &["delete", "pod", "a", "-n", ns]).await;
+    let mut used = String::new();
+    for _ in 0..100 {
+        used = ok(
+            &c,
+            &[
+                "get",
+                "quota",
+                "counts",
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.status.used.pods}",
+            ],
+        )
+        .await;
+        if used == "1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(used, "1");
+    let o = create("c", serde_json::json!({})).await;
+    assert!(o.ok, "{}", o.stderr);
+    let described = ok(&c, &["describe", "quota", "counts", "-n", ns]).await;
+    assert!(described.contains("Resource"), "{described}");
+    assert!(
+        described
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["pods", "2", "2"]),
+        "{described}"
+    );
+
+    // Compute resources: each container must name what the quota limits.
+    ok(&c, &["delete", "quota", "counts", "-n", ns]).await;
+    ok(
+        &c,
+        &[
+            "create",
+            "quota",
+            "compute",
+            "-n",
+            ns,
+            "--hard=limits.cpu=1,requests.memory=1Gi",
+        ],
+    )
+    .await;
+    let o = create("d", serde_json::json!({})).await;
+    assert!(
+        o.stderr.contains("pods \"d\" is forbidden: failed quota: compute: must specify limits.cpu for: c; requests.memory for: c"),
+        "{}",
+        o.stderr
+    );
+    let fits = serde_json::json!({"limits": {"cpu": "600m"}, "requests": {"memory": "512Mi"}});
+    let o = create("e", fits.clone()).await;
+    assert!(o.ok, "{}", o.stderr);
+    let o = create("f", fits).await;
+    assert!(
+        o.stderr.contains("exceeded quota: compute, requested: limits.cpu=600m, used: limits.cpu=600m, limited: limits.cpu=1"),
+        "{}",
+        o.stderr
+    );
+}
+
+const LIMIT_RANGE: &str = r#"
+apiVersion: v1
+kind: LimitRange
+metadata:
+  name: defaults
+spec:
+  limits:
+  - type: Container
+    default: {cpu: 500m, memory: 256Mi}
+    defaultRequest: {cpu: 100m}
+    max: {cpu: "1"}
+    maxLimitRequestRatio: {cpu: "10"}
+  - type: PersistentVolumeClaim
+    max: {storage: 2Gi}
+"#;
+
+/// LimitRange: defaults filled into a pod, min/max and ratio refusals, a claim's max,
+/// in upstream's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_limit_ranges() {
+    let c = start().await;
+    let ns = "limits-test";
+    ok(&c, &["create", "namespace", ns]).await;
+    let file = write_manifests(&c, "limits.yaml", LIMIT_RANGE);
+    ok(&c, &["apply", "-n", ns, "-f", &file]).await;
+    let table = ok(&c, &["get", "limits", "-n", ns]).await;
+    let head: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(head, ["NAME", "CREATED", "AT"], "{table}");
+    // The stored range is defaulted: the memory default request is the default limit.
+    let lr = ok_json(&c, &["get", "limits", "defaults", "-n", ns, "-o", "json"]).await;
+    assert_eq!(
+        lr["spec"]["limits"][0]["defaultRequest"],
+        serde_json::json!({"cpu": "100m", "memory": "256Mi"})
+    );
+    ok(&c, &["run", "plain", "-n", ns, "--image=busybox"]).await;
+    let pod = ok_json(&c, &["get", "pod", "plain", "-n", ns, "-o", "json"]).await;
+    let r = &pod["spec"]["containers"][0]["resources"];
+    assert_eq!(
+        r["limits"],
+        serde_json::json!({"cpu": "500m", "memory": "256Mi"})
+    );
+    assert_eq!(
+        r["requests"],
+        serde_json::json!({"cpu": "100m", "memory": "256Mi"})
+    );
+    assert_eq!(pod["status"]["qosClass"], "Burstable");
+    assert_eq!(
+        pod["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
+        "LimitRanger plugin set: cpu, memory request for container plain; cpu, memory limit for container plain"
+    );
+    let pod = |name: &str, req: &str, lim: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox",
+                "resources": {"requests": {"cpu": req}, "limits": {"cpu": lim}}}]}})
+        .to_string()
+    };
+    let o = kubectl_stdin(
+        &c,
+        &["create", "-n", ns, "-f", "-"],
+        Some(&pod("big", "1", "2")),
+    )
+    .await;
+    assert!(
+        o.stderr.contains(
+            "pods \"big\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"
+        ),
+        "{}",
+        o.stderr
+    );
+    let o = kubectl_stdin(
+        &c,
+        &["create", "-n", ns, "-f", "-"],
+        Some(&pod("skewed", "50m", "1")),
+    )
+    .await;
+    assert!(
+        o.stderr.contains("pods \"skewed\" is forbidden: cpu max limit to request ratio per Container is 10, but provided ratio is 20.000000"),
+        "{}",
+        o.stderr
+    );
+    let claim = serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "huge"}, "spec": {"accessModes": ["ReadWriteOnce"],
+            "storageClassName": "", "resources": {"requests": {"storage": "5Gi"}}}})
+    .to_string();
+    let o = kubectl_stdin(&c, &["create", "-n", ns, "-f", "-"], Some(&claim)).await;
+    assert!(
+        o.stderr.contains("persistentvolumeclaims \"huge\" is forbidden: maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi"),
+        "{}",
+        o.stderr
+    );
+}

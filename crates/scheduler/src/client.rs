@@ -377,28 +377,39 @@ impl Loop {
         .map(|_| ())
     }
 
-    async fn record_failure(&self, pod: &Pod, reason: &str, message: &str) {
+    /// Records a core/v1 Event about `pod` of `type_` (`Normal`, `Warning`), as the
+    /// scheduler's event recorder does; `related` names a second pod (the preemptor).
+    async fn record_event(
+        &self,
+        pod: &Pod,
+        type_: &str,
+        reason: &str,
+        message: &str,
+        related: Option<&Pod>,
+    ) {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let name = pod.metadata.name.as_deref().unwrap_or("");
         let now = Timestamp::now();
+        let pod_ref = |p: &Pod| ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: p.metadata.name.clone(),
+            namespace: p.metadata.namespace.clone(),
+            uid: p.metadata.uid.clone(),
+            resource_version: p.metadata.resource_version.clone(),
+            ..Default::default()
+        };
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(format!("{name}.{:x}", now.as_nanosecond())),
                 namespace: Some(ns.to_string()),
                 ..Default::default()
             },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(name.to_string()),
-                namespace: Some(ns.to_string()),
-                uid: pod.metadata.uid.clone(),
-                resource_version: pod.metadata.resource_version.clone(),
-                ..Default::default()
-            },
+            involved_object: pod_ref(pod),
+            related: related.map(pod_ref),
             reason: Some(reason.to_string()),
             message: Some(message.to_string()),
-            type_: Some("Warning".into()),
+            type_: Some(type_.into()),
             count: Some(1),
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
@@ -411,8 +422,16 @@ impl Loop {
         };
         let events: Api<Event> = Api::namespaced(self.client.clone(), ns);
         if let Err(e) = events.create(&PostParams::default(), &event).await {
-            tracing::warn!(pod = %name, error = %e, "recording FailedScheduling event");
+            tracing::warn!(pod = %name, %reason, error = %e, "recording an event");
         }
+    }
+
+    async fn record_failure(&self, pod: &Pod, reason: &str, message: &str) {
+        self.record_event(pod, "Warning", reason, message, None)
+            .await;
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or("");
+        let now = Timestamp::now();
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let patch = json!({"status": {"conditions": [{
             "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
@@ -438,14 +457,48 @@ impl Loop {
         }
     }
 
-    async fn evict(&self, key: &str) {
+    /// Preempts `key` for `preemptor` nominated to `node`, as upstream's
+    /// DefaultPreemption does: the victim gets the `DisruptionTarget` condition
+    /// (reason `PreemptionByScheduler`), is deleted, and gets a `Preempted` event.
+    async fn preempt(&self, key: &str, preemptor: &Pod, node: &str) {
         let (ns, name) = key.split_once('/').unwrap_or(("default", key));
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let victim = match pods.get(name).await {
+            Ok(v) => v,
+            Err(e) if status_code(&e) == Some(404) => return,
+            Err(e) => {
+                tracing::warn!(pod = %key, error = %e, "reading preemption victim");
+                return;
+            }
+        };
+        let scheduler = preemptor
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or(crate::model::DEFAULT_SCHEDULER_NAME);
+        let patch = json!({"status": {"conditions": [{
+            "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+            "message": format!("{scheduler}: preempting to accommodate a higher priority pod"),
+            "lastTransitionTime": Time(Timestamp::now()),
+        }]}});
+        if let Err(e) = pods
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+        {
+            tracing::debug!(pod = %key, error = %e, "setting the DisruptionTarget condition");
+        }
         match pods.delete(name, &DeleteParams::default()).await {
             Ok(_) => {}
-            Err(e) if status_code(&e) == Some(404) => {}
-            Err(e) => tracing::warn!(pod = %key, error = %e, "evicting preemption victim"),
+            Err(e) if status_code(&e) == Some(404) => return,
+            Err(e) => {
+                tracing::warn!(pod = %key, error = %e, "evicting preemption victim");
+                return;
+            }
         }
+        let uid = preemptor.metadata.uid.as_deref().unwrap_or_default();
+        let message = format!("Preempted by pod {uid} on node {node}");
+        self.record_event(&victim, "Normal", "Preempted", &message, Some(preemptor))
+            .await;
     }
 
     /// Pops and schedules pods until cancelled.
@@ -566,7 +619,7 @@ impl Loop {
                     tokio::spawn(async move {
                         if let Some(p) = &fit.preemption {
                             for v in &p.victims {
-                                this.evict(v).await;
+                                this.preempt(v, &pod, &p.node_name).await;
                             }
                             for other in &p.cleared_nominations {
                                 this.set_nominated(other, None).await;

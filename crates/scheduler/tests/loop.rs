@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kcore_apiserver::{ApiServer, RunningServer};
 use kcore_scheduler::{Framework, LeaderElection, SchedulerLoop};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -341,41 +342,95 @@ async fn preemption_evicts_a_lower_priority_pod_and_binds_the_preemptor() {
     add_node(&c, &node, "2", json!([])).await;
     let (stop, handle) = spawn_loop(&c, Framework::with_defaults(), None);
     let pods = Api::<Pod>::namespaced(c.client.clone(), &c.ns);
-    let create = |name: &'static str, prio: i32| {
+    // Priorities come from PriorityClasses through the Priority admission.
+    let classes = Api::<PriorityClass>::all(c.client.clone());
+    for (suffix, value) in [("low", 1), ("high", 100)] {
+        let pc: PriorityClass = serde_json::from_value(
+            json!({"metadata": {"name": format!("{}-{suffix}", c.ns)}, "value": value}),
+        )
+        .unwrap();
+        classes
+            .create(&PostParams::default(), &pc)
+            .await
+            .expect("create class");
+    }
+    let create = |name: &'static str| {
         let pods = pods.clone();
+        let class = format!("{}-{name}", c.ns);
         async move {
             let pod: Pod = serde_json::from_value(json!({
                 "metadata": {"name": name},
-                "spec": {"priority": prio, "containers": [{"name": "c", "image": "busybox",
+                "spec": {"priorityClassName": class, "containers": [{"name": "c", "image": "busybox",
                     "resources": {"requests": {"cpu": "2"}}}]}
             }))
             .unwrap();
             pods.create(&PostParams::default(), &pod)
                 .await
-                .expect("create pod");
+                .expect("create pod")
         }
     };
-    create("low", 1).await;
+    let low = create("low").await;
+    assert_eq!(low.spec.as_ref().unwrap().priority, Some(1));
     assert_eq!(eventually("low bound", || node_of(&c, "low")).await, node);
-    create("high", 100).await;
-    // The victim is deleted (gracefully); act as the kubelet and finish it.
-    eventually("victim evicted", || async {
-        match pods.get_opt("low").await.ok()? {
-            None => Some(()),
-            Some(p) if p.metadata.deletion_timestamp.is_some() => {
-                let _ = pods
-                    .delete("low", &kube::api::DeleteParams::default().grace_period(0))
-                    .await;
-                None
-            }
-            Some(_) => None,
-        }
+    let high = create("high").await;
+    assert_eq!(high.spec.as_ref().unwrap().priority, Some(100));
+    // The victim is marked and deleted (gracefully); act as the kubelet and finish it.
+    let victim = eventually("victim evicted", || async {
+        pods.get_opt("low")
+            .await
+            .ok()?
+            .filter(|p| p.metadata.deletion_timestamp.is_some())
     })
     .await;
+    let cond = victim
+        .status
+        .and_then(|s| s.conditions)
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "DisruptionTarget")
+        .expect("DisruptionTarget condition");
+    assert_eq!(cond.reason.as_deref(), Some("PreemptionByScheduler"));
+    assert_eq!(
+        cond.message.as_deref(),
+        Some("default-scheduler: preempting to accommodate a higher priority pod")
+    );
+    let nominated = eventually("nominatedNodeName", || async {
+        pods.get("high").await.ok()?.status?.nominated_node_name
+    })
+    .await;
+    assert_eq!(nominated, node);
+    let events = Api::<Event>::namespaced(c.client.clone(), &c.ns);
+    let ev = eventually("Preempted event", || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("Preempted"))
+    })
+    .await;
+    assert_eq!(ev.involved_object.name.as_deref(), Some("low"));
+    assert_eq!(ev.type_.as_deref(), Some("Normal"));
+    assert_eq!(
+        ev.message.unwrap(),
+        format!(
+            "Preempted by pod {} on node {node}",
+            high.metadata.uid.unwrap()
+        )
+    );
+    pods.delete("low", &kube::api::DeleteParams::default().grace_period(0))
+        .await
+        .expect("finish the victim");
     assert_eq!(
         eventually("preemptor bound", || node_of(&c, "high")).await,
         node
     );
+    for suffix in ["low", "high"] {
+        let _ = classes
+            .delete(&format!("{}-{suffix}", c.ns), &Default::default())
+            .await;
+    }
     stop.send(()).unwrap();
     handle.await.unwrap();
 }

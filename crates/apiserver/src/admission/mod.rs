@@ -45,8 +45,11 @@ use crate::selectors::LabelSelector;
 
 mod client;
 pub(crate) mod conditions;
+mod limitrange;
 mod matching;
 mod policy;
+mod priority;
+pub(crate) mod quota;
 
 use client::{chain, Target, TransportError};
 use matching::Rule;
@@ -851,9 +854,25 @@ impl Api {
         old: Option<&Value>,
         check: impl FnOnce(Value) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
+        let obj = self.admit_until_quota(req, obj, old, check).await?;
+        // ResourceQuota comes last, as in upstream's plugin order.
+        quota::admit(self, req, &obj).await?;
+        Ok(obj)
+    }
+
+    async fn admit_until_quota(
+        &self,
+        req: &Request<'_>,
+        obj: Value,
+        old: Option<&Value>,
+        check: impl FnOnce(Value) -> Result<Value, ApiError>,
+    ) -> Result<Value, ApiError> {
         let create = matches!(req.op, Operation::Create) && req.sub.is_none();
+        // LimitRanger first, as in upstream's plugin order.
+        let obj = limitrange::admit(self, req, obj).await?;
         let obj =
             crate::auth::admit(self, req.info, req.namespace, create, obj, &user_info()).await?;
+        let obj = priority::admit(self, req, obj).await?;
         if req.info.group == EXEMPT_GROUP {
             return check(obj);
         }

@@ -229,13 +229,26 @@ impl Api {
     }
 
     /// Creates the built-in namespaces (`default`, `kube-system`, `kube-public`,
-    /// `kube-node-lease`) if they are missing.
+    /// `kube-node-lease`) and PriorityClasses (`system-node-critical`,
+    /// `system-cluster-critical`) if they are missing.
     pub async fn bootstrap(&self) -> Result<(), ApiError> {
         let ns = resources::lookup("", "v1", "namespaces").expect("namespaces are served");
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
             match self
                 .create_in(ns, None, obj, &WriteOptions::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.code == 409 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // The built-in PriorityClasses (upstream's bootstrap-system-priority-classes).
+        let pc = resources::lookup("scheduling.k8s.io", "v1", "priorityclasses").expect("served");
+        for class in registry::priorityclass::SYSTEM_CLASSES {
+            match self
+                .create_in(pc, None, class.object(), &WriteOptions::default())
                 .await
             {
                 Ok(_) => {}

@@ -45,7 +45,6 @@ impl Strategy for PodStrategy {
         let spec = obj_mut(obj, "spec");
         pod_spec(spec);
         set_default(spec, "serviceAccountName", json!("default"));
-        set_default(spec, "priority", json!(0));
     }
 
     fn prepare_for_create(&self, obj: &mut Value) {
