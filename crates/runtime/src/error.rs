@@ -105,6 +105,15 @@ pub enum Error {
         /// What the probe found missing.
         missing: String,
     },
+    /// The config asks for Intel RDT the host cannot apply (no resctrl, or no
+    /// allocation of the kind a schema needs).
+    #[error("{field} is set, but this host cannot apply Intel RDT ({missing})")]
+    IntelRdtUnavailable {
+        /// The config field, e.g. `linux.intelRdt.l3CacheSchema`.
+        field: &'static str,
+        /// What the host lacks.
+        missing: String,
+    },
     /// The seccomp profile cannot be compiled.
     #[error("seccomp: {0}")]
     Seccomp(String),

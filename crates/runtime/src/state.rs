@@ -123,6 +123,12 @@ pub(crate) struct Saved {
     /// cgroup path relative to the hierarchy roots.
     pub cgroup: Option<PathBuf>,
     pub spec: Spec,
+    /// The resctrl group of `linux.intelRdt` (exec'd processes join it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdt_group: Option<PathBuf>,
+    /// The runtime created `rdt_group` (and removes it on delete).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rdt_created: bool,
 }
 
 impl Saved {
