@@ -184,6 +184,25 @@ pub(crate) fn proc_stat(pid: i32) -> Option<(u64, char)> {
     Some((start, state))
 }
 
+/// The exit status of `pid` (started at `start`) while it is a zombie not yet collected
+/// by its parent (`exit_code`, field 52 of `/proc/<pid>/stat`, Linux 3.5+).
+pub(crate) fn exit_status(pid: i32, start: u64) -> Option<kcore_ns::ExitStatus> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = s[s.rfind(')')? + 2..].split_whitespace().collect();
+    // fields[0] is field 3 (state), so field N is fields[N - 3].
+    let state = fields.first()?.chars().next()?;
+    let started: u64 = fields.get(19)?.parse().ok()?;
+    if state != 'Z' || started != start {
+        return None;
+    }
+    let raw: i32 = fields.get(49)?.parse().ok()?;
+    Some(if libc::WIFSIGNALED(raw) {
+        kcore_ns::ExitStatus::Signaled(libc::WTERMSIG(raw))
+    } else {
+        kcore_ns::ExitStatus::Exited(libc::WEXITSTATUS(raw))
+    })
+}
+
 /// True if `pid` is still the process that was started at `start` and has not exited.
 pub(crate) fn alive(pid: i32, start: u64) -> bool {
     if pid <= 0 {
