@@ -45,10 +45,14 @@ pub(crate) fn resources(r: &LinuxResources, mode: CgroupMode) -> (Resources, Vec
         }
         v1
     };
+    // Zero means "not set" for the scalar limits, as in runc (engines such as Docker send
+    // every field of `update`'s resources, the ones not asked for as 0).
+    let nz = |v: Option<i64>| v.filter(|v| *v != 0);
+    let nzu = |v: Option<u64>| v.filter(|v| *v != 0);
     if let Some(m) = r.memory() {
-        out.memory.limit = m.limit();
-        out.memory.swap = m.swap();
-        out.memory.reservation = m.reservation();
+        out.memory.limit = nz(m.limit());
+        out.memory.swap = nz(m.swap());
+        out.memory.reservation = nz(m.reservation());
         if let Some(sw) = m.swappiness() {
             if v1_only("memory.swappiness", &mut ignored) {
                 out.memory.swappiness = Some(sw);
@@ -69,19 +73,19 @@ pub(crate) fn resources(r: &LinuxResources, mode: CgroupMode) -> (Resources, Vec
         }
     }
     if let Some(c) = r.cpu() {
-        out.cpu.shares = c.shares();
-        out.cpu.quota = c.quota();
-        out.cpu.period = c.period();
+        out.cpu.shares = nzu(c.shares());
+        out.cpu.quota = nz(c.quota());
+        out.cpu.period = nzu(c.period());
         out.cpu.cpus = c.cpus().clone().filter(|s| !s.is_empty());
         out.cpu.mems = c.mems().clone().filter(|s| !s.is_empty());
-        out.cpu.realtime_runtime = c.realtime_runtime();
-        out.cpu.realtime_period = c.realtime_period();
+        out.cpu.realtime_runtime = nz(c.realtime_runtime());
+        out.cpu.realtime_period = nzu(c.realtime_period());
     }
     if let Some(p) = r.pids() {
-        out.pids.max = Some(p.limit());
+        out.pids.max = nz(Some(p.limit()));
     }
     if let Some(b) = r.block_io() {
-        out.io.weight = b.weight();
+        out.io.weight = b.weight().filter(|w| *w != 0);
         if b.leaf_weight().is_some_and(|w| w != 0) && v1_only("blockIO.leafWeight", &mut ignored) {
             out.io.leaf_weight = b.leaf_weight();
         }

@@ -105,6 +105,22 @@ pub enum Error {
         /// What the probe found missing.
         missing: String,
     },
+    /// A container another process created exited, and its parent collected the exit
+    /// status before [`Container::wait`](crate::Container::wait) could read it.
+    #[error("container {id} exited, but its parent collected the exit status first")]
+    ExitStatusUnavailable {
+        /// Container id.
+        id: String,
+    },
+    /// The config asks for Intel RDT the host cannot apply (no resctrl, or no
+    /// allocation of the kind a schema needs).
+    #[error("{field} is set, but this host cannot apply Intel RDT ({missing})")]
+    IntelRdtUnavailable {
+        /// The config field, e.g. `linux.intelRdt.l3CacheSchema`.
+        field: &'static str,
+        /// What the host lacks.
+        missing: String,
+    },
     /// The seccomp profile cannot be compiled.
     #[error("seccomp: {0}")]
     Seccomp(String),

@@ -134,7 +134,7 @@ pub fn features() -> Value {
             },
             "apparmor": {"enabled": true},
             "selinux": {"enabled": true},
-            "intelRdt": {"enabled": false},
+            "intelRdt": {"enabled": true},
             "mountExtensions": {"idmap": {"enabled": false}},
         },
         "annotations": {"org.kcore.runtime.version": env!("CARGO_PKG_VERSION")}

@@ -49,6 +49,7 @@ mod container;
 mod error;
 mod features;
 mod hooks;
+mod intelrdt;
 mod lsm;
 mod mounts;
 mod process;

@@ -123,6 +123,12 @@ pub(crate) struct Saved {
     /// cgroup path relative to the hierarchy roots.
     pub cgroup: Option<PathBuf>,
     pub spec: Spec,
+    /// The resctrl group of `linux.intelRdt` (exec'd processes join it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdt_group: Option<PathBuf>,
+    /// The runtime created `rdt_group` (and removes it on delete).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rdt_created: bool,
 }
 
 impl Saved {
@@ -176,6 +182,25 @@ pub(crate) fn proc_stat(pid: i32) -> Option<(u64, char)> {
     let state = fields.first()?.chars().next()?;
     let start = fields.get(19)?.parse().ok()?;
     Some((start, state))
+}
+
+/// The exit status of `pid` (started at `start`) while it is a zombie not yet collected
+/// by its parent (`exit_code`, field 52 of `/proc/<pid>/stat`, Linux 3.5+).
+pub(crate) fn exit_status(pid: i32, start: u64) -> Option<kcore_ns::ExitStatus> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = s[s.rfind(')')? + 2..].split_whitespace().collect();
+    // fields[0] is field 3 (state), so field N is fields[N - 3].
+    let state = fields.first()?.chars().next()?;
+    let started: u64 = fields.get(19)?.parse().ok()?;
+    if state != 'Z' || started != start {
+        return None;
+    }
+    let raw: i32 = fields.get(49)?.parse().ok()?;
+    Some(if libc::WIFSIGNALED(raw) {
+        kcore_ns::ExitStatus::Signaled(libc::WTERMSIG(raw))
+    } else {
+        kcore_ns::ExitStatus::Exited(libc::WEXITSTATUS(raw))
+    })
 }
 
 /// True if `pid` is still the process that was started at `start` and has not exited.

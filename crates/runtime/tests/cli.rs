@@ -1382,3 +1382,54 @@ fn events_report_oom_like_runc() {
         assert!(o.status.success(), "{bin}: delete");
     }
 }
+
+/// `linux.intelRdt` on a host without a resctrl mount is refused before anything is
+/// made, by kcore-runc and, in the same test where installed, by runc.
+#[test]
+#[ignore = "needs root"]
+fn intel_rdt_refused_without_resctrl_like_runc() {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    if mi.lines().any(|l| l.contains(" - resctrl ")) {
+        eprintln!("skipped: this host has resctrl mounted (the refusal path needs a host without)");
+        return;
+    }
+    let runc_bin = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let mut runtimes = vec![(env!("CARGO_BIN_EXE_kcore-runc"), true)];
+    if let Some(r) = runc_bin {
+        runtimes.push((r, false));
+    } else {
+        eprintln!("runc not installed (apt-get install runc): checking kcore-runc only");
+    }
+    for (bin, ours) in runtimes {
+        let b = Bundle::new();
+        let mut v = spec(&["/bin/true"]);
+        v["linux"]["intelRdt"] = json!({"closID": "kcore-test", "l3CacheSchema": "L3:0=f"});
+        b.write_config(&v);
+        let id = unique_id("rdt");
+        let root = if ours {
+            b.root.clone()
+        } else {
+            b.file("runc-state")
+        };
+        let _g = Cleanup {
+            runtime: b.runtime(),
+            id: id.clone(),
+        };
+        let _r = RuncCleanup(root.clone(), id.clone(), bin.to_string());
+        let o = run_bin(bin, &root, &b, &["run", &id]);
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success(), "{bin}: intelRdt accepted");
+        if ours {
+            assert!(
+                stderr.contains("linux.intelRdt is set, but this host cannot apply Intel RDT")
+                    && stderr.contains("no resctrl filesystem is mounted"),
+                "{stderr}"
+            );
+            assert_no_trace(&b, &id, 0);
+        } else {
+            eprintln!("runc: {}", stderr.trim());
+        }
+    }
+}

@@ -1269,3 +1269,41 @@ fn recursive_read_only_bind_covers_submounts() {
     drop(_u);
     assert_no_trace(&b, &id, pid);
 }
+
+/// `wait` on a handle loaded from the state (not the process that created the
+/// container): it returns when the container exits, with its exit status, and the state
+/// says stopped.
+#[test]
+#[ignore = "needs root"]
+fn wait_for_a_container_another_handle_created() {
+    let b = Bundle::new();
+    let rt = b.runtime();
+    let id = unique_id("fwait");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let v = spec(&["/bin/sh", "-c", "sleep 0.3; exit 5"]);
+    let mut creator = rt
+        .create(&id, b.path(), &parse(&v), CreateOptions::default())
+        .unwrap();
+    // A second handle, as another process gets with `load`: no child to reap.
+    let mut other = rt.load(&id).unwrap();
+    creator.start().unwrap();
+    let t0 = std::time::Instant::now();
+    assert_eq!(other.wait().unwrap(), ExitStatus::Exited(5));
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(200),
+        "returned before the exit"
+    );
+    assert_eq!(status_of(&rt, &id), Status::Stopped);
+    // The creator still reaps its child; the status agrees.
+    assert_eq!(creator.wait().unwrap(), ExitStatus::Exited(5));
+    // Once the creator collected the status, a further wait says so.
+    let mut again = rt.load(&id).unwrap();
+    assert!(matches!(
+        again.wait(),
+        Err(Error::ExitStatusUnavailable { .. })
+    ));
+    creator.delete(false).unwrap();
+}

@@ -74,6 +74,8 @@ fn child_recv(fd: RawFd) -> std::result::Result<Vec<u8>, kcore_ns::SetupError> {
 struct Partial {
     pid: Option<i32>,
     cgroup: Option<Cgroup>,
+    /// A resctrl group made for the container.
+    rdt_group: Option<PathBuf>,
     release: Option<JoinHandle<kcore_ns::Result<Child>>>,
     /// Once the container exists (its state was saved): the `poststop` hooks and the
     /// `stopped` state they read, run after the teardown (runtime.md lifecycle steps
@@ -95,6 +97,9 @@ impl Partial {
         if let Some(cg) = &self.cgroup {
             let _ = cg.kill();
             let _ = cg.delete();
+        }
+        if let Some(g) = &self.rdt_group {
+            let _ = crate::intelrdt::remove_group(g);
         }
         let _ = std::fs::remove_dir_all(dir);
         if let Some((hooks, json)) = &self.poststop {
@@ -236,6 +241,11 @@ impl Runtime {
         let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
         let plan = ProcessPlan::from_spec(proc_spec, seccomp)?;
         let lsm = LsmPlan::new(proc_spec, Some(linux), &LsmHost::system())?;
+        let rdt = crate::intelrdt::plan(
+            linux.intel_rdt().as_ref(),
+            crate::intelrdt::Resctrl::find().as_ref(),
+            id,
+        )?;
         let console = if plan.terminal {
             let path = opts
                 .console_socket
@@ -497,6 +507,14 @@ impl Runtime {
             let p = format!("/proc/{pid}/oom_score_adj");
             std::fs::write(&p, adj.to_string()).map_err(|e| Error::io("write", p, e))?;
         }
+        let (rdt_group, rdt_created) = match &rdt {
+            Some(p) => {
+                let created = p.apply(pid)?;
+                partial.rdt_group = created.then(|| p.group.clone());
+                (Some(p.group.clone()), created)
+            }
+            None => (None, false),
+        };
         let pid_start = state::proc_stat(pid).map(|s| s.0).unwrap_or(0);
         let mut saved = Saved {
             id: id.into(),
@@ -508,6 +526,8 @@ impl Runtime {
             created: state::rfc3339(std::time::SystemTime::now()),
             cgroup: Some(cg_path.clone()),
             spec: spec.clone(),
+            rdt_group,
+            rdt_created,
         };
         saved.save(dir)?;
         if let Some(h) = hooks.get("poststop").filter(|h| !h.is_empty()) {
@@ -530,6 +550,7 @@ impl Runtime {
             saved.status = Status::Running;
             saved.save(dir)?;
             partial.cgroup = None;
+            partial.rdt_group = None;
             return Ok(Container {
                 dir: dir.to_path_buf(),
                 saved,
@@ -628,6 +649,7 @@ impl Runtime {
         saved.save(dir)?;
         partial.pid = None;
         partial.cgroup = None;
+        partial.rdt_group = None;
         Ok(Container {
             dir: dir.to_path_buf(),
             saved,

@@ -39,6 +39,14 @@ impl Container {
                 cg.delete()?;
             }
         }
+        if let Some(g) = self
+            .saved
+            .rdt_group
+            .as_ref()
+            .filter(|_| self.saved.rdt_created)
+        {
+            crate::intelrdt::remove_group(g)?;
+        }
         let hooks = hooks_of(&self.saved.spec);
         let json = state_json(&self.saved, Status::Stopped);
         std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io("remove", &self.dir, e))?;

@@ -111,6 +111,9 @@ impl Container {
         if let Some(cg) = self.cgroup()? {
             cg.add_process(pending.pid() as u32)?;
         }
+        if let Some(g) = &self.saved.rdt_group {
+            crate::intelrdt::add_process(g, pending.pid())?;
+        }
         let child = pending.release().map_err(|e| match e {
             kcore_ns::Error::Child { message, errno, .. } => Error::Init {
                 id: self.saved.id.clone(),

@@ -1,6 +1,7 @@
 //! `start` (and `wait` for a container this process created).
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
 use kcore_ns::ExitStatus;
@@ -61,14 +62,15 @@ impl Container {
 
     /// Waits for the container process to exit and returns its status.
     ///
-    /// Only for containers created by this process (their init is our child).
+    /// A container created by this process is reaped here. For one another process
+    /// created (loaded with [`Runtime::load`](crate::Runtime::load)), the wait is on a
+    /// pidfd of the recorded pid, checked against the recorded start time (so a reused
+    /// pid is never waited for); the status is read from the exited process before its
+    /// parent collects it, and [`Error::ExitStatusUnavailable`] says when the parent
+    /// collected it first. Either way the state is `stopped` afterwards.
     pub fn wait(&mut self) -> Result<ExitStatus> {
         let Some(init) = &mut self.init else {
-            return Err(Error::InvalidState {
-                id: self.saved.id.clone(),
-                op: "wait for",
-                status: "not a child of this process".into(),
-            });
+            return self.wait_foreign();
         };
         init.join()?;
         let child = init.child.as_mut().ok_or_else(|| Error::InvalidState {
@@ -80,5 +82,38 @@ impl Container {
         self.saved.status = Status::Stopped;
         self.saved.save(&self.dir)?;
         Ok(st)
+    }
+
+    fn wait_foreign(&mut self) -> Result<ExitStatus> {
+        let _span =
+            tracing::debug_span!("wait", id = %self.saved.id, pid = self.saved.pid).entered();
+        let (pid, start) = (self.saved.pid, self.saved.pid_start);
+        // The pidfd pins the pid: if the start time still matches once it is open, it
+        // refers to the container's process (a zombie included).
+        let fd = (pid > 0).then(|| kcore_ns::pidfd_open(pid).ok()).flatten();
+        let same = crate::state::proc_stat(pid).is_some_and(|(s, _)| s == start);
+        if let (Some(fd), true) = (&fd, same) {
+            let mut pfd = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            loop {
+                // SAFETY: one valid pollfd for the duration of the call.
+                if unsafe { libc::poll(&mut pfd, 1, -1) } >= 0 {
+                    break;
+                }
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(Error::io("poll the pidfd of", format!("/proc/{pid}"), e));
+                }
+            }
+        }
+        let st = crate::state::exit_status(pid, start);
+        self.saved.status = Status::Stopped;
+        self.saved.save(&self.dir)?;
+        st.ok_or_else(|| Error::ExitStatusUnavailable {
+            id: self.saved.id.clone(),
+        })
     }
 }
