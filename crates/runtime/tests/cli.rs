@@ -1182,8 +1182,18 @@ fn exec_options_like_runc() {
             ns(init),
             "{bin}: detached exec not in the container"
         );
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-        assert_eq!(cmdline, b"/bin/sleep\x0077\x00", "{bin}");
+        // The pid file is written once the process exists, which can be just before its
+        // execve(2) completes (runc alike): wait for the command line to become the exec'd one.
+        let want = b"/bin/sleep\x0077\x00";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let cmdline = loop {
+            let got = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if got == want || std::time::Instant::now() > deadline {
+                break got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(cmdline, want, "{bin}");
         // SAFETY: kill(2) of the detached process.
         unsafe { libc::kill(pid, libc::SIGKILL) };
 
