@@ -455,7 +455,7 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> 
     );
     let method = parts.method.clone();
     let verb = method.as_str().to_owned();
-    let (result, warnings) = crate::admission::request_scope(
+    let (result, scope) = crate::admission::request_scope(
         user.to_value(),
         route(&state, &method, &path, &params, &parts.headers, body),
     )
@@ -476,7 +476,7 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> 
         }
     };
     state.metrics.record(&verb, &resource, code);
-    for w in warnings {
+    for w in scope.warnings {
         if let Ok(v) = HeaderValue::from_str(&crate::admission::warning_header(&w)) {
             resp.headers_mut().append("warning", v);
         }

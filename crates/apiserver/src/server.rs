@@ -129,6 +129,15 @@ impl ApiServerBuilder {
         self
     }
 
+    /// Reads upstream's `AdmissionConfiguration` file (`--admission-control-config-file`):
+    /// the `PodSecurity` plugin's defaults and exemptions.
+    pub fn admission_config_file(mut self, path: impl AsRef<Path>) -> Result<Self, Error> {
+        self.config.pod_security = Arc::new(
+            crate::admission::PodSecurityConfig::from_admission_config(path.as_ref())?,
+        );
+        Ok(self)
+    }
+
     /// Opens storage, creates the built-in namespaces and binds the listener.
     pub async fn build(self) -> Result<ApiServer, Error> {
         let listen = self
