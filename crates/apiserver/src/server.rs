@@ -28,6 +28,7 @@ pub struct ApiServerBuilder {
     hosts: Vec<String>,
     compaction: Duration,
     config: ApiConfig,
+    encryption: Option<crate::storage::EncryptionConfig>,
 }
 
 impl std::fmt::Debug for ApiServerBuilder {
@@ -52,6 +53,7 @@ impl Default for ApiServerBuilder {
             hosts: Vec::new(),
             compaction: Duration::from_secs(300),
             config: ApiConfig::default(),
+            encryption: None,
         }
     }
 }
@@ -138,6 +140,14 @@ impl ApiServerBuilder {
         Ok(self)
     }
 
+    /// Reads upstream's `EncryptionConfiguration` file (`--encryption-provider-config`):
+    /// the resources whose values are encrypted at rest and the providers (`aesgcm`,
+    /// `identity`); the first provider writes, all of them read.
+    pub fn encryption_provider_config(mut self, path: impl AsRef<Path>) -> Result<Self, Error> {
+        self.encryption = Some(crate::storage::EncryptionConfig::from_file(path.as_ref())?);
+        Ok(self)
+    }
+
     /// Opens storage, creates the built-in namespaces and binds the listener.
     pub async fn build(self) -> Result<ApiServer, Error> {
         let listen = self
@@ -168,6 +178,10 @@ impl ApiServerBuilder {
                     "a data directory or a storage backend is required".into(),
                 ))
             }
+        };
+        let storage: Arc<dyn Storage> = match self.encryption {
+            Some(cfg) => Arc::new(crate::storage::EncryptedStorage::new(storage, cfg)),
+            None => storage,
         };
         let admin_tokens = self.tokens.clone();
         let mut tokens = self.tokens;
