@@ -29,6 +29,8 @@ pub struct ApiServerBuilder {
     compaction: Duration,
     config: ApiConfig,
     encryption: Option<crate::storage::EncryptionConfig>,
+    audit_policy: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ApiServerBuilder {
@@ -54,6 +56,8 @@ impl Default for ApiServerBuilder {
             compaction: Duration::from_secs(300),
             config: ApiConfig::default(),
             encryption: None,
+            audit_policy: None,
+            audit_log: None,
         }
     }
 }
@@ -148,6 +152,19 @@ impl ApiServerBuilder {
         Ok(self)
     }
 
+    /// The audit policy (`--audit-policy-file`, `audit.k8s.io/v1` Policy); with
+    /// [`audit_log_path`](Self::audit_log_path) it turns the audit log on.
+    pub fn audit_policy_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.audit_policy = Some(path.into());
+        self
+    }
+
+    /// Where audit events are appended as JSON lines (`--audit-log-path`; created 0600).
+    pub fn audit_log_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.audit_log = Some(path.into());
+        self
+    }
+
     /// Opens storage, creates the built-in namespaces and binds the listener.
     pub async fn build(self) -> Result<ApiServer, Error> {
         let listen = self
@@ -176,6 +193,15 @@ impl ApiServerBuilder {
             (None, None) => {
                 return Err(Error::Config(
                     "a data directory or a storage backend is required".into(),
+                ))
+            }
+        };
+        let audit = match (&self.audit_policy, &self.audit_log) {
+            (Some(policy), Some(log)) => Some(crate::audit::Auditor::open(policy, log)?),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Config(
+                    "the audit log needs both a policy file and a log path".into(),
                 ))
             }
         };
@@ -239,6 +265,7 @@ impl ApiServerBuilder {
                 .map(crate::tls::node_client_config)
                 .transpose()?,
             pki: tls.clone(),
+            audit,
         });
         let (listener, ca_pem) = match tls {
             Some(pki) => {

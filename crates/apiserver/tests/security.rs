@@ -494,3 +494,144 @@ async fn secrets_are_encrypted_at_rest_and_keys_rotate() {
         "{e}"
     );
 }
+
+fn audit_events(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is one JSON event"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_log_as_upstream() {
+    let c = start("audit", |b, dir| {
+        let policy = dir.join("audit-policy.yaml");
+        std::fs::write(
+            &policy,
+            "apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+- level: None
+  nonResourceURLs: ['/api*', '/apis*', '/openapi*', '/version']
+- level: RequestResponse
+  resources: [{group: '', resources: [configmaps]}]
+- level: Request
+  verbs: [create]
+  namespaces: [audited]
+- level: Metadata
+  omitStages: [RequestReceived]
+",
+        )
+        .expect("policy");
+        b.audit_policy_file(policy)
+            .audit_log_path(dir.join("audit.log"))
+    })
+    .await;
+    let log = c.dir.path().join("audit.log");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&log).expect("log exists").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    c.ok(
+        &["create", "configmap", "audit-cm", "--from-literal=k=v"],
+        None,
+    );
+    c.fails(&["get", "secret", "no-such-secret"], None);
+    c.ok(
+        &["apply", "-f", "-"],
+        Some(&namespace("audited", &[("audit", "restricted")])),
+    );
+    c.ok(
+        &["-n", "audited", "apply", "-f", "-"],
+        Some(&BARE_POD.replace("NAME", "audited-pod")),
+    );
+    // the Audit-Id header of a response names its events
+    let out = c.kubectl(&["get", "ns", "default", "-v=8"], None);
+    let verbose = String::from_utf8_lossy(&out.stderr).into_owned();
+    let header_id = verbose
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Audit-Id: "))
+        .or_else(|| verbose.lines().find_map(|l| l.split("Audit-Id: ").nth(1)))
+        .unwrap_or_else(|| panic!("no Audit-Id header in {verbose}"))
+        .trim()
+        .to_owned();
+
+    let events = audit_events(&log);
+    for e in &events {
+        assert_eq!(e["kind"], "Event");
+        assert_eq!(e["apiVersion"], "audit.k8s.io/v1");
+        assert!(e["requestReceivedTimestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')));
+        assert!(e["stageTimestamp"].is_string());
+        assert_eq!(e["sourceIPs"][0], "127.0.0.1", "{e}");
+        // discovery is at level None
+        assert!(
+            !e["requestURI"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("/openapi"),
+            "{e}"
+        );
+    }
+    let find = |verb: &str, resource: &str, stage: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| {
+                e["verb"] == verb && e["objectRef"]["resource"] == resource && e["stage"] == stage
+            })
+            .collect()
+    };
+    // RequestResponse: both stages, both bodies
+    let cm = find("create", "configmaps", "ResponseComplete");
+    assert_eq!(cm.len(), 1, "{events:?}");
+    let cm = cm[0];
+    assert_eq!(cm["level"], "RequestResponse");
+    assert_eq!(cm["objectRef"]["namespace"], "default");
+    assert_eq!(cm["objectRef"]["apiVersion"], "v1");
+    assert_eq!(cm["responseStatus"]["code"], 201);
+    assert_eq!(cm["requestObject"]["data"]["k"], "v");
+    assert!(cm["responseObject"]["metadata"]["uid"].is_string());
+    assert!(
+        cm["userAgent"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("kubectl")),
+        "{cm}"
+    );
+    assert_eq!(cm["user"]["username"], "admin");
+    let received = find("create", "configmaps", "RequestReceived");
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0]["auditID"], cm["auditID"]);
+    assert!(received[0]["responseStatus"].is_null());
+    // Metadata: no bodies, the failure's status, RequestReceived omitted by the rule
+    let miss = find("get", "secrets", "ResponseComplete");
+    assert_eq!(miss.len(), 1);
+    assert_eq!(miss[0]["level"], "Metadata");
+    assert_eq!(miss[0]["objectRef"]["name"], "no-such-secret");
+    assert_eq!(miss[0]["responseStatus"]["code"], 404);
+    assert_eq!(miss[0]["responseStatus"]["reason"], "NotFound");
+    assert!(miss[0]["requestObject"].is_null() && miss[0]["responseObject"].is_null());
+    assert!(find("get", "secrets", "RequestReceived").is_empty());
+    // Request: the request body only; Pod Security's audit annotation
+    let pod = find("create", "pods", "ResponseComplete");
+    assert_eq!(pod.len(), 1, "{events:?}");
+    assert_eq!(pod[0]["level"], "Request");
+    assert_eq!(pod[0]["requestObject"]["metadata"]["name"], "audited-pod");
+    assert!(pod[0]["responseObject"].is_null());
+    assert!(
+        pod[0]["annotations"]["pod-security.kubernetes.io/audit-violations"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("would violate PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false")),
+        "{}",
+        pod[0]
+    );
+    // the header's id is in the log
+    assert!(
+        events
+            .iter()
+            .any(|e| e["auditID"] == header_id.as_str() && e["verb"] == "get"),
+        "{header_id}"
+    );
+}
