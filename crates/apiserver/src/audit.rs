@@ -671,8 +671,7 @@ mod tests {
             Policy::parse(
                 &json!({"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": rules}),
             )
-            .err()
-            .expect("refused")
+            .expect_err("refused")
         };
         assert!(bad(json!([{"level": "Everything"}])).contains("Unsupported value"));
         assert!(bad(json!([{"level": "None", "omitStages": ["Later"]}])).contains("unknown stage"));

@@ -486,8 +486,7 @@ async fn secrets_are_encrypted_at_rest_and_keys_rotate() {
     .expect("write");
     let e = ApiServer::builder()
         .encryption_provider_config(&bad)
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         e.to_string()
             .contains("provider \"secretbox\" is not supported by kcore"),

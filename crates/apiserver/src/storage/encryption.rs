@@ -548,16 +548,14 @@ mod tests {
                 "apiVersion": "apiserver.config.k8s.io/v1", "kind": "EncryptionConfiguration",
                 "resources": [{"resources": ["secrets"], "providers": [{p: {"keys": []}}]}]
             }))
-            .err()
-            .expect("refused");
+            .expect_err("refused");
             assert!(e.contains("is not supported by kcore"), "{e}");
         }
         let e = EncryptionConfig::parse(&json!({
             "apiVersion": "apiserver.config.k8s.io/v1", "kind": "EncryptionConfiguration",
             "resources": [{"resources": ["secrets"], "providers": [{"aesgcm": {"keys": [{"name": "a", "secret": "c2hvcnQ="}]}}]}]
         }))
-        .err()
-        .expect("refused");
+        .expect_err("refused");
         assert!(e.contains("must be 16, 24 or 32 bytes, not 5"), "{e}");
     }
 }
