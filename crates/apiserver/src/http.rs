@@ -34,6 +34,8 @@ pub(crate) struct AppState {
     pub node_tls: Option<Arc<rustls::ClientConfig>>,
     /// The cluster's PKI, which signs nodes' serving certificates; `None` on plain HTTP.
     pub pki: Option<crate::tls::Pki>,
+    /// The audit log, when configured.
+    pub audit: Option<crate::audit::Auditor>,
 }
 
 /// Request counters for /metrics.
@@ -412,18 +414,52 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> 
     if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
         return text(StatusCode::OK, "ok".into());
     }
+    let audit_id = uuid::Uuid::new_v4().to_string();
     let user = match state.auth.check(&state.api, &parts).await {
         Ok(u) => u,
-        Err(e) => return error_response(&e),
+        Err(e) => return crate::audit::with_id(error_response(&e), &audit_id),
     };
+    let Some(auditor) = state.audit.as_ref() else {
+        let (resp, _) = serve_authorized(&state, parts, body, &user).await;
+        return crate::audit::with_id(resp, &audit_id);
+    };
+    let audit = auditor.begin(crate::audit::RequestInfo::new(
+        audit_id.clone(),
+        &parts,
+        user.to_value(),
+    ));
+    let (resp, served) = serve_authorized(&state, parts, body, &user).await;
+    let resp = match audit {
+        Some(a) => a.finish(resp, served).await,
+        None => resp,
+    };
+    crate::audit::with_id(resp, &audit_id)
+}
+
+/// What the audit log needs of a served request: its body and audit annotations.
+#[derive(Default)]
+pub(crate) struct Served {
+    pub body: Option<Bytes>,
+    pub content_type: Option<String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// Serves an authenticated, authorized request.
+async fn serve_authorized(
+    state: &Arc<AppState>,
+    parts: axum::http::request::Parts,
+    body: Body,
+    user: &crate::auth::UserInfo,
+) -> (Response, Served) {
+    let path = parts.uri.path().to_owned();
     if let Some(sub) = crate::stream_proxy::streaming_subresource(&path) {
         let verb = parts.method.as_str().to_owned();
-        let resp = match crate::stream_proxy::serve(&state, sub, parts).await {
+        let resp = match crate::stream_proxy::serve(state, sub, parts).await {
             Ok(r) => r,
             Err(e) => error_response(&e),
         };
         state.metrics.record(&verb, "pods", resp.status().as_u16());
-        return resp;
+        return (resp, Served::default());
     }
     let too_large = || {
         let e = ApiError::new(
@@ -442,11 +478,20 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return too_large();
+        return (too_large(), Served::default());
     }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => return too_large(),
+        Err(_) => return (too_large(), Served::default()),
+    };
+    let mut served = Served {
+        body: (!body.is_empty()).then(|| body.clone()),
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        ..Served::default()
     };
     let params = Params(
         Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
@@ -455,9 +500,9 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> 
     );
     let method = parts.method.clone();
     let verb = method.as_str().to_owned();
-    let (result, warnings) = crate::admission::request_scope(
+    let (result, scope) = crate::admission::request_scope(
         user.to_value(),
-        route(&state, &method, &path, &params, &parts.headers, body),
+        route(state, &method, &path, &params, &parts.headers, body),
     )
     .await;
     let (mut resp, code, resource) = match result {
@@ -476,12 +521,13 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> 
         }
     };
     state.metrics.record(&verb, &resource, code);
-    for w in warnings {
+    for w in scope.warnings {
         if let Ok(v) = HeaderValue::from_str(&crate::admission::warning_header(&w)) {
             resp.headers_mut().append("warning", v);
         }
     }
-    resp
+    served.annotations = scope.annotations;
+    (resp, served)
 }
 
 async fn route(

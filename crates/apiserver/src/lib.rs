@@ -43,6 +43,7 @@
 
 mod admission;
 mod api;
+mod audit;
 mod auth;
 mod cache;
 pub mod conformance;

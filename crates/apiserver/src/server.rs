@@ -28,6 +28,9 @@ pub struct ApiServerBuilder {
     hosts: Vec<String>,
     compaction: Duration,
     config: ApiConfig,
+    encryption: Option<crate::storage::EncryptionConfig>,
+    audit_policy: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ApiServerBuilder {
@@ -52,6 +55,9 @@ impl Default for ApiServerBuilder {
             hosts: Vec::new(),
             compaction: Duration::from_secs(300),
             config: ApiConfig::default(),
+            encryption: None,
+            audit_policy: None,
+            audit_log: None,
         }
     }
 }
@@ -129,6 +135,36 @@ impl ApiServerBuilder {
         self
     }
 
+    /// Reads upstream's `AdmissionConfiguration` file (`--admission-control-config-file`):
+    /// the `PodSecurity` plugin's defaults and exemptions.
+    pub fn admission_config_file(mut self, path: impl AsRef<Path>) -> Result<Self, Error> {
+        self.config.pod_security = Arc::new(
+            crate::admission::PodSecurityConfig::from_admission_config(path.as_ref())?,
+        );
+        Ok(self)
+    }
+
+    /// Reads upstream's `EncryptionConfiguration` file (`--encryption-provider-config`):
+    /// the resources whose values are encrypted at rest and the providers (`aesgcm`,
+    /// `identity`); the first provider writes, all of them read.
+    pub fn encryption_provider_config(mut self, path: impl AsRef<Path>) -> Result<Self, Error> {
+        self.encryption = Some(crate::storage::EncryptionConfig::from_file(path.as_ref())?);
+        Ok(self)
+    }
+
+    /// The audit policy (`--audit-policy-file`, `audit.k8s.io/v1` Policy); with
+    /// [`audit_log_path`](Self::audit_log_path) it turns the audit log on.
+    pub fn audit_policy_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.audit_policy = Some(path.into());
+        self
+    }
+
+    /// Where audit events are appended as JSON lines (`--audit-log-path`; created 0600).
+    pub fn audit_log_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.audit_log = Some(path.into());
+        self
+    }
+
     /// Opens storage, creates the built-in namespaces and binds the listener.
     pub async fn build(self) -> Result<ApiServer, Error> {
         let listen = self
@@ -159,6 +195,19 @@ impl ApiServerBuilder {
                     "a data directory or a storage backend is required".into(),
                 ))
             }
+        };
+        let audit = match (&self.audit_policy, &self.audit_log) {
+            (Some(policy), Some(log)) => Some(crate::audit::Auditor::open(policy, log)?),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Config(
+                    "the audit log needs both a policy file and a log path".into(),
+                ))
+            }
+        };
+        let storage: Arc<dyn Storage> = match self.encryption {
+            Some(cfg) => Arc::new(crate::storage::EncryptedStorage::new(storage, cfg)),
+            None => storage,
         };
         let admin_tokens = self.tokens.clone();
         let mut tokens = self.tokens;
@@ -216,6 +265,7 @@ impl ApiServerBuilder {
                 .map(crate::tls::node_client_config)
                 .transpose()?,
             pki: tls.clone(),
+            audit,
         });
         let (listener, ca_pem) = match tls {
             Some(pki) => {

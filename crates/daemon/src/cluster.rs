@@ -85,6 +85,48 @@ pub struct ControlPlaneConfig {
     /// On shutdown, also remove the in-process agent's pods, bridge and rules (`kcored
     /// up`); otherwise containers keep running and the next start adopts them.
     pub reset_node_on_exit: bool,
+    /// Admission, encryption and audit configuration files of the API server.
+    pub security: SecurityFiles,
+}
+
+/// The API server's security configuration files, upstream's flags of the same names.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityFiles {
+    /// `--admission-control-config-file`: an `AdmissionConfiguration` (Pod Security's
+    /// defaults and exemptions).
+    pub admission_config: Option<PathBuf>,
+    /// `--encryption-provider-config`: an `EncryptionConfiguration` (encryption at rest).
+    pub encryption_provider_config: Option<PathBuf>,
+    /// `--audit-policy-file`: an `audit.k8s.io/v1` Policy.
+    pub audit_policy: Option<PathBuf>,
+    /// `--audit-log-path`: where audit events are appended.
+    pub audit_log: Option<PathBuf>,
+}
+
+impl SecurityFiles {
+    /// Applies the files to an API server builder.
+    fn apply(
+        &self,
+        mut b: kcore_apiserver::ApiServerBuilder,
+    ) -> Result<kcore_apiserver::ApiServerBuilder> {
+        if let Some(p) = &self.admission_config {
+            b = b
+                .admission_config_file(p)
+                .with_context(|| format!("--admission-control-config-file {}", p.display()))?;
+        }
+        if let Some(p) = &self.encryption_provider_config {
+            b = b
+                .encryption_provider_config(p)
+                .with_context(|| format!("--encryption-provider-config {}", p.display()))?;
+        }
+        if let Some(p) = &self.audit_policy {
+            b = b.audit_policy_file(p);
+        }
+        if let Some(p) = &self.audit_log {
+            b = b.audit_log_path(p);
+        }
+        Ok(b)
+    }
 }
 
 impl ControlPlaneConfig {
@@ -103,6 +145,7 @@ impl ControlPlaneConfig {
             cluster_cidr: Some(DEFAULT_CLUSTER_CIDR.parse().expect("valid default CIDR")),
             agent: None,
             reset_node_on_exit: false,
+            security: SecurityFiles::default(),
         }
     }
 
@@ -169,6 +212,7 @@ impl ControlPlane {
         if let Datastore::Etcd(endpoints) = &cfg.datastore {
             builder = builder.storage(etcd_storage(endpoints).await?);
         }
+        builder = cfg.security.apply(builder)?;
         let server = builder.build().await.context("starting the API server")?;
         let url = server.url();
         let join_token = match (server.ca_pem(), server.admin_token()) {

@@ -98,9 +98,10 @@ impl Connected<IncomingStream<'_, TlsListener>> for PeerCertified {
 
 /// Connection info for `into_make_service_with_connect_info::<PeerIdentity>()`: the subject
 /// of the certificate the client presented, which the server's verifier accepted (signed
-/// by the client CA for `clientAuth`), or `None` when it presented none.
+/// by the client CA for `clientAuth`), or `None` when it presented none; and the client's
+/// address (an audit log's `sourceIPs`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerIdentity(pub Option<crate::Subject>);
+pub struct PeerIdentity(pub Option<crate::Subject>, pub Option<SocketAddr>);
 
 impl Connected<IncomingStream<'_, TlsListener>> for PeerIdentity {
     fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
@@ -109,6 +110,7 @@ impl Connected<IncomingStream<'_, TlsListener>> for PeerIdentity {
             conn.peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|leaf| crate::subject(leaf)),
+            Some(*stream.remote_addr()),
         )
     }
 }

@@ -47,9 +47,12 @@ mod client;
 pub(crate) mod conditions;
 mod limitrange;
 mod matching;
+mod podsecurity;
 mod policy;
 mod priority;
 pub(crate) mod quota;
+
+pub(crate) use podsecurity::Config as PodSecurityConfig;
 
 use client::{chain, Target, TransportError};
 use matching::Rule;
@@ -258,22 +261,54 @@ impl std::fmt::Debug for Webhooks {
 struct Scope {
     user: Value,
     warnings: Mutex<Vec<String>>,
+    annotations: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 tokio::task_local! {
     static SCOPE: Arc<Scope>;
 }
 
+/// What admission leaves for the response and the audit log of one request.
+#[derive(Debug, Default)]
+pub(crate) struct ScopeOutput {
+    /// Warnings for `Warning` headers.
+    pub warnings: Vec<String>,
+    /// Audit annotations (`pod-security.kubernetes.io/audit-violations`, ...).
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
 /// Runs `f` (one API request from `user`, a `UserInfo` object) and returns its output with
-/// the warnings webhooks gave for the response.
-pub(crate) async fn request_scope<F: Future>(user: Value, f: F) -> (F::Output, Vec<String>) {
+/// the warnings admission gave for the response and its audit annotations.
+pub(crate) async fn request_scope<F: Future>(user: Value, f: F) -> (F::Output, ScopeOutput) {
     let scope = Arc::new(Scope {
         user,
         warnings: Mutex::new(Vec::new()),
+        annotations: Mutex::default(),
     });
     let out = SCOPE.scope(Arc::clone(&scope), f).await;
-    let w = std::mem::take(&mut *scope.warnings.lock().unwrap_or_else(|e| e.into_inner()));
-    (out, w)
+    let warnings = std::mem::take(&mut *scope.warnings.lock().unwrap_or_else(|e| e.into_inner()));
+    let annotations =
+        std::mem::take(&mut *scope.annotations.lock().unwrap_or_else(|e| e.into_inner()));
+    (
+        out,
+        ScopeOutput {
+            warnings,
+            annotations,
+        },
+    )
+}
+
+/// Adds audit annotations for the current request.
+fn add_audit_annotations(list: std::collections::BTreeMap<String, String>) {
+    if list.is_empty() {
+        return;
+    }
+    let _ = SCOPE.try_with(|s| {
+        s.annotations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(list)
+    });
 }
 
 /// A `Warning` header value (`299 - "text"`) as upstream writes it.
@@ -882,7 +917,9 @@ impl Api {
         let policies = policy::bound(self, &wh.policies).await?;
         if mutating.is_empty() && validating.is_empty() && policies.is_empty() {
             // The common case: no copy of the old object, no views.
-            return check(obj);
+            let obj = check(obj)?;
+            self.pod_security_admit(req, &obj, old).await?;
+            return Ok(obj);
         }
         let scale = req.sub == Some(Sub::Scale);
         let view = |o: &Value| {
@@ -909,6 +946,7 @@ impl Api {
             req.info.strategy.defaults(&mut obj);
         }
         let obj = check(obj)?;
+        self.pod_security_admit(req, &obj, old).await?;
         if !validating.is_empty() || !policies.is_empty() {
             let v = view(&obj);
             // Policies first, as upstream's plugin order (ValidatingAdmissionPolicy, then
@@ -919,6 +957,29 @@ impl Api {
                 .await?;
         }
         Ok(obj)
+    }
+
+    /// Pod Security (upstream's `PodSecurity` plugin, the first validating one): a
+    /// denial, or warnings and audit annotations for the request.
+    async fn pod_security_admit(
+        &self,
+        req: &Request<'_>,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        let user = user_info();
+        let ps = podsecurity::Request {
+            group: &req.info.group,
+            plural: &req.info.plural,
+            subresource: req.sub.map(Sub::name),
+            namespace: req.namespace,
+            name: req.name,
+            user: user["username"].as_str().unwrap_or_default(),
+        };
+        let out = podsecurity::admit(self, self.pod_security(), &ps, obj, old).await?;
+        add_warnings_list(out.warnings);
+        add_audit_annotations(out.annotations);
+        Ok(())
     }
 
     /// The admission chain of a delete: the webhooks see `oldObject` only.

@@ -48,6 +48,8 @@ pub(crate) struct ApiConfig {
     pub node_ports: (u16, u16),
     pub bookmark_interval: Duration,
     pub default_watch_timeout: Duration,
+    /// Pod Security admission's defaults and exemptions.
+    pub pod_security: Arc<crate::admission::PodSecurityConfig>,
 }
 
 impl Default for ApiConfig {
@@ -57,6 +59,7 @@ impl Default for ApiConfig {
             node_ports: (30000, 32767),
             bookmark_interval: Duration::from_secs(30),
             default_watch_timeout: Duration::from_secs(1800),
+            pod_security: Arc::default(),
         }
     }
 }
@@ -194,6 +197,11 @@ impl Api {
                 registry: Registry::new(),
             }),
         }
+    }
+
+    /// Pod Security admission's configuration.
+    pub(crate) fn pod_security(&self) -> &crate::admission::PodSecurityConfig {
+        &self.inner.config.pod_security
     }
 
     /// The admission webhooks state (`crate::admission`).

@@ -351,7 +351,17 @@ impl Api {
         }
         let mut old_cmp = old.clone();
         meta_mut(&mut old_cmp).remove("resourceVersion");
-        if new == old_cmp {
+        // unchanged: nothing is written, unless the stored value is under an encryption
+        // key that no longer writes (a re-write is how keys are rotated)
+        if new == old_cmp
+            && (opts.dry_run
+                || !self
+                    .inner
+                    .storage
+                    .stale(&info.key(ns, name))
+                    .await
+                    .unwrap_or(false))
+        {
             return Ok(old.clone());
         }
         if opts.dry_run {

@@ -43,7 +43,7 @@ use crate::error::{ApiError, Error};
 use crate::resources::{self, ResourceInfo};
 
 pub(crate) use bootstrap::reconcile as reconcile_bootstrap_policy;
-pub(crate) use request::Attributes;
+pub(crate) use request::{attributes, Attributes};
 pub(crate) use reviews::serve;
 pub(crate) use token::Issuer;
 

@@ -10,12 +10,14 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
+mod encryption;
 #[cfg(feature = "etcd")]
 mod etcd_backend;
 mod hub;
 mod redb_backend;
 mod wal;
 
+pub(crate) use encryption::{EncryptedStorage, EncryptionConfig};
 #[cfg(feature = "etcd")]
 pub use etcd_backend::EtcdStorage;
 pub use redb_backend::{Checkpoints, RedbStorage};
@@ -186,6 +188,14 @@ pub trait Storage: Send + Sync + 'static {
 
     /// The store's current revision and its latest compacted revision.
     fn revision(&self) -> BoxFuture<'_, Result<Revisions, StorageError>>;
+
+    /// Whether the stored value of `key` should be re-written even when unchanged (it is
+    /// encrypted with a key that no longer writes, see `EncryptedStorage`). Plain
+    /// backends: never.
+    fn stale(&self, key: &str) -> BoxFuture<'_, Result<bool, StorageError>> {
+        let _ = key;
+        Box::pin(async { Ok(false) })
+    }
 }
 
 /// The store's revision counters.
@@ -239,5 +249,8 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     }
     fn revision(&self) -> BoxFuture<'_, Result<Revisions, StorageError>> {
         (**self).revision()
+    }
+    fn stale(&self, key: &str) -> BoxFuture<'_, Result<bool, StorageError>> {
+        (**self).stale(key)
     }
 }

@@ -94,6 +94,18 @@ struct ServerArgs {
     /// Seconds a node may miss heartbeats before it is NotReady and tainted.
     #[arg(long, default_value_t = 40)]
     node_monitor_grace_period: u64,
+    /// An AdmissionConfiguration file (Pod Security's defaults and exemptions).
+    #[arg(long)]
+    admission_control_config_file: Option<PathBuf>,
+    /// An EncryptionConfiguration file: which resources are encrypted at rest, and how.
+    #[arg(long)]
+    encryption_provider_config: Option<PathBuf>,
+    /// An audit policy file (audit.k8s.io/v1 Policy); needs --audit-log-path.
+    #[arg(long)]
+    audit_policy_file: Option<PathBuf>,
+    /// Where audit events are written as JSON lines; needs --audit-policy-file.
+    #[arg(long)]
+    audit_log_path: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -272,6 +284,12 @@ fn control_plane(server: &ServerArgs, node: &NodeArgs) -> Result<ControlPlaneCon
         std::time::Duration::from_secs(server.node_monitor_grace_period);
     cfg.cluster_cidr = Some(node.cluster_cidr);
     cfg.tls_sans = server.tls_san.clone();
+    cfg.security = kcored::cluster::SecurityFiles {
+        admission_config: server.admission_control_config_file.clone(),
+        encryption_provider_config: server.encryption_provider_config.clone(),
+        audit_policy: server.audit_policy_file.clone(),
+        audit_log: server.audit_log_path.clone(),
+    };
     cfg.tls_sans.push(
         node.node_ip
             .unwrap_or_else(kcored::agent::default_node_ip)
