@@ -285,7 +285,7 @@ impl ControllerManager {
         if self.enabled("servicelb") {
             let q = new_queue();
             let c = ServiceLbController::new(client.clone(), svcs.store(), nodes.store());
-            svcs.on_change(ServiceLbController::on_service(q.clone()));
+            svcs.on_change(c.on_service(q.clone()));
             nodes.on_change(c.on_node(q.clone()));
             start!(c, q);
         }

@@ -1,11 +1,12 @@
 //! The node-mode LoadBalancer controller: a LoadBalancer Service gets the Ready nodes'
-//! addresses as its ingress, one of another `loadBalancerClass` is left alone, and a
-//! Service that stops being a LoadBalancer has its ingress cleared.
+//! addresses as its ingress, one of another `loadBalancerClass` is left alone, a second
+//! one on a port already served waits with a Warning event until the port is free, and
+//! a Service that stops being a LoadBalancer has its ingress cleared.
 
 mod common;
 
 use common::{eventually, start_with, Kubelet};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Event, Node, Service};
 use kcore_reconcile::ControllerManagerConfig;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -82,6 +83,27 @@ async fn load_balancer_services_get_node_addresses() {
     .await;
     // another class stays pending
     assert!(ingress_ips(&svcs.get("other").await.unwrap()).is_empty());
+    // a second node-mode Service on port 80 waits, with a Warning event
+    svcs.create(&PostParams::default(), &svc("web2", None))
+        .await
+        .expect("web2");
+    let events: Api<Event> = Api::namespaced(c.client.clone(), &c.namespace);
+    eventually(30, "web2's port-taken event", || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .find(|e| {
+                e.involved_object.name.as_deref() == Some("web2")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.reason.as_deref() == Some("SyncLoadBalancerFailed")
+                    && e.message.as_deref().is_some_and(|m| {
+                        m.contains("port 80/TCP") && m.contains(&format!("{}/web", c.namespace))
+                    })
+            })
+            .map(|_| ())
+    })
+    .await;
+    assert!(ingress_ips(&svcs.get("web2").await.unwrap()).is_empty());
     // no longer a LoadBalancer: cleared
     svcs.patch(
         "web",
@@ -96,4 +118,10 @@ async fn load_balancer_services_get_node_addresses() {
     })
     .await;
     assert!(ingress_ips(&svcs.get("other").await.unwrap()).is_empty());
+    // the port is free: web2 gets the nodes' addresses
+    eventually(30, "web2 gets both nodes", || async {
+        let s = svcs.get("web2").await.ok()?;
+        (ingress_ips(&s) == ["10.9.0.2", "10.9.0.3"]).then_some(())
+    })
+    .await;
 }

@@ -5,6 +5,12 @@
 //! rules already answer on a Service's load-balancer addresses). Services of another
 //! class are left to their controller; a Service that stops being a LoadBalancer has
 //! its ingress cleared.
+//!
+//! Every node serves a node-mode Service's ports on its own addresses, so two such
+//! Services cannot share a port and protocol. As with k3s's ServiceLB (whose per-port
+//! host-port pods stay Pending), the Service that came second stays `<pending>`, with
+//! no ingress, and a Warning event says which Service holds the port; it gets its
+//! addresses when that Service goes away or frees the port.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -25,6 +31,21 @@ pub(crate) struct ServiceLbController {
     client: Client,
     services: Store<Service>,
     nodes: Store<Node>,
+    /// (Service, holder of its port) pairs already reported by an event.
+    warned: std::sync::Mutex<BTreeSet<(String, String)>>,
+}
+
+/// A reference to a Service for an event.
+fn object_ref(svc: &Service) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Service".into()),
+        name: svc.metadata.name.clone(),
+        namespace: svc.metadata.namespace.clone(),
+        uid: svc.metadata.uid.clone(),
+        resource_version: svc.metadata.resource_version.clone(),
+        ..Default::default()
+    }
 }
 
 /// Whether the node's `Ready` condition is `True`.
@@ -46,6 +67,56 @@ fn node_address(node: &Node) -> Option<IpAddr> {
             .iter()
             .filter(|a| a.type_ == *ty)
             .find_map(|a| a.address.parse().ok())
+    })
+}
+
+/// Whether this controller serves `svc`: a LoadBalancer without a class.
+fn node_mode(svc: &Service) -> bool {
+    svc.spec.as_ref().is_some_and(|s| {
+        s.type_.as_deref() == Some("LoadBalancer") && s.load_balancer_class.is_none()
+    })
+}
+
+/// The `(protocol, port)` pairs a Service's ports take on every node.
+fn taken_ports(svc: &Service) -> BTreeSet<(String, i32)> {
+    svc.spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .map(|p| (p.protocol.clone().unwrap_or_else(|| "TCP".into()), p.port))
+        .collect()
+}
+
+/// Which Service came first: creation time, then namespace and name.
+fn age_key(svc: &Service) -> (Option<k8s_openapi::jiff::Timestamp>, String, String) {
+    (
+        svc.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        svc.metadata.namespace.clone().unwrap_or_default(),
+        svc.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The first port of `svc` an older node-mode LoadBalancer already holds, with that
+/// Service: `(protocol, port, namespace/name)`. Pure.
+pub(crate) fn port_conflict<'a>(
+    svc: &Service,
+    others: impl IntoIterator<Item = &'a Service>,
+) -> Option<(String, i32, String)> {
+    if !node_mode(svc) {
+        return None;
+    }
+    let mine = taken_ports(svc);
+    let me = age_key(svc);
+    let mut holders: Vec<&Service> = others
+        .into_iter()
+        .filter(|o| node_mode(o) && age_key(o) < me)
+        .collect();
+    holders.sort_by_key(|o| age_key(o));
+    holders.iter().find_map(|o| {
+        let (_, ns, name) = age_key(o);
+        taken_ports(o)
+            .intersection(&mine)
+            .next()
+            .map(|(proto, port)| (proto.clone(), *port, format!("{ns}/{name}")))
     })
 }
 
@@ -91,13 +162,30 @@ impl ServiceLbController {
             client,
             services,
             nodes,
+            warned: std::sync::Mutex::default(),
         }
     }
 
+    /// A Service change queues it and every node-mode LoadBalancer sharing one of its
+    /// ports (a Service that frees a port lets the one waiting for it in).
     pub(crate) fn on_service(
+        &self,
         queue: WorkQueue<ObjectKey>,
     ) -> impl Fn(&Change<Service>) + Send + Sync {
-        move |c| queue.add(ObjectKey::of(c.object().as_ref()))
+        let services = self.services.clone();
+        move |c| {
+            let svc = c.object();
+            queue.add(ObjectKey::of(svc.as_ref()));
+            let ports = taken_ports(svc);
+            if ports.is_empty() {
+                return;
+            }
+            for s in services
+                .filter(|s| node_mode(s) && taken_ports(s).intersection(&ports).next().is_some())
+            {
+                queue.add(ObjectKey::of(s.as_ref()));
+            }
+        }
     }
 
     /// A node change (joined, left, Ready flipped, address changed) re-queues every
@@ -127,19 +215,51 @@ impl Reconciler for ServiceLbController {
             return Ok(Action::Done);
         };
         let nodes = self.nodes.list();
-        let Some(want) = desired_ingress(&svc, nodes.iter().map(AsRef::as_ref)) else {
+        let Some(mut want) = desired_ingress(&svc, nodes.iter().map(AsRef::as_ref)) else {
             return Ok(Action::Done);
         };
+        let others = self.services.list();
+        let conflict = port_conflict(&svc, others.iter().map(AsRef::as_ref));
+        if conflict.is_some() {
+            want.clear();
+        }
         let have = svc
             .status
             .as_ref()
             .and_then(|s| s.load_balancer.as_ref())
             .and_then(|l| l.ingress.clone())
             .unwrap_or_default();
+        let ns = key.namespace.as_deref().unwrap_or("default");
+        if let Some((proto, port, holder)) = &conflict {
+            // one event per Service and holder, as long as the conflict lasts
+            let first = self
+                .warned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((key.to_string(), holder.clone()));
+            if first {
+                let message = format!(
+                    "Error syncing load balancer: port {port}/{proto} is already served on the nodes by LoadBalancer Service {holder}"
+                );
+                super::job::record_event(
+                    &self.client,
+                    "service-lb-controller",
+                    object_ref(&svc),
+                    "Warning",
+                    "SyncLoadBalancerFailed",
+                    &message,
+                )
+                .await;
+            }
+        } else {
+            self.warned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(k, _)| *k != key.to_string());
+        }
         if have == want {
             return Ok(Action::Done);
         }
-        let ns = key.namespace.as_deref().unwrap_or("default");
         let patch = json!({"status": {"loadBalancer": {"ingress": want}}});
         Api::<Service>::namespaced(self.client.clone(), ns)
             .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -173,6 +293,42 @@ mod tests {
     fn ips(v: &Option<Vec<LoadBalancerIngress>>) -> Option<Vec<String>> {
         v.as_ref()
             .map(|v| v.iter().filter_map(|i| i.ip.clone()).collect())
+    }
+
+    #[test]
+    fn the_second_service_on_a_port_waits() {
+        let at = |name: &str, t: &str, spec: serde_json::Value| -> Service {
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "d",
+                "creationTimestamp": t}, "spec": spec}))
+            .unwrap()
+        };
+        let lb = |ports: serde_json::Value| json!({"type": "LoadBalancer", "ports": ports});
+        let first = at("first", "2026-01-01T00:00:00Z", lb(json!([{"port": 80}])));
+        let second = at(
+            "second",
+            "2026-01-01T00:00:05Z",
+            lb(json!([{"port": 443}, {"port": 80, "protocol": "TCP"}])),
+        );
+        let udp = at(
+            "udp",
+            "2026-01-01T00:00:06Z",
+            lb(json!([{"port": 80, "protocol": "UDP"}])),
+        );
+        let classed = at(
+            "classed",
+            "2026-01-01T00:00:07Z",
+            json!({"type": "LoadBalancer", "loadBalancerClass": "x.io/lb", "ports": [{"port": 80}]}),
+        );
+        let all = [first.clone(), second.clone(), udp.clone(), classed.clone()];
+        assert_eq!(port_conflict(&first, all.iter()), None);
+        assert_eq!(
+            port_conflict(&second, all.iter()),
+            Some(("TCP".into(), 80, "d/first".into()))
+        );
+        assert_eq!(port_conflict(&udp, all.iter()), None, "another protocol");
+        assert_eq!(port_conflict(&classed, all.iter()), None, "another class");
+        // the first goes away: the second gets the port
+        assert_eq!(port_conflict(&second, all[1..].iter()), None);
     }
 
     #[test]
