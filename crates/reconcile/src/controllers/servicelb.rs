@@ -13,7 +13,7 @@
 //! addresses when that Service goes away or frees the port.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, Node, Service};
 use kube::api::{Api, Patch, PatchParams};
@@ -33,6 +33,8 @@ pub(crate) struct ServiceLbController {
     nodes: Store<Node>,
     /// (Service, holder of its port) pairs already reported by an event.
     warned: std::sync::Mutex<BTreeSet<(String, String)>>,
+    /// Pool mode: load-balancer addresses (inclusive ranges); empty for node mode.
+    pool: Vec<(Ipv4Addr, Ipv4Addr)>,
 }
 
 /// A reference to a Service for an event.
@@ -67,6 +69,79 @@ fn node_address(node: &Node) -> Option<IpAddr> {
             .iter()
             .filter(|a| a.type_ == *ty)
             .find_map(|a| a.address.parse().ok())
+    })
+}
+
+/// The annotation naming the node that announces a pool address (pool mode).
+pub const ANNOUNCE_NODE_ANNOTATION: &str = "kcore.io/lb-announce-node";
+
+/// Why a Service gets no pool address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PoolMiss {
+    /// `spec.loadBalancerIP` is outside the pool.
+    NotInPool(Ipv4Addr),
+    /// `spec.loadBalancerIP` is held by another Service.
+    InUse(Ipv4Addr),
+    /// Every address of the pool is held.
+    Exhausted,
+}
+
+/// The pool address a Service holds (MetalLB-style allocation, pure): the address it
+/// already has when still in the pool and not held by another; else the requested
+/// `spec.loadBalancerIP` when in the pool and free; else the first free address.
+/// `pool` is inclusive ranges; `taken` the addresses other Services hold.
+pub(crate) fn pool_address(
+    svc: &Service,
+    pool: &[(Ipv4Addr, Ipv4Addr)],
+    taken: &BTreeSet<Ipv4Addr>,
+) -> Result<Ipv4Addr, PoolMiss> {
+    let in_pool = |ip: Ipv4Addr| pool.iter().any(|(a, b)| *a <= ip && ip <= *b);
+    let requested: Option<Ipv4Addr> = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_ip.as_deref())
+        .and_then(|ip| ip.parse().ok());
+    let current = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse::<Ipv4Addr>().ok())
+        .find(|ip| in_pool(*ip) && !taken.contains(ip) && requested.is_none_or(|r| r == *ip));
+    if let Some(ip) = current {
+        return Ok(ip);
+    }
+    if let Some(r) = requested {
+        return if !in_pool(r) {
+            Err(PoolMiss::NotInPool(r))
+        } else if taken.contains(&r) {
+            Err(PoolMiss::InUse(r))
+        } else {
+            Ok(r)
+        };
+    }
+    pool.iter()
+        .flat_map(|(a, b)| u32::from(*a)..=u32::from(*b))
+        .map(Ipv4Addr::from)
+        .find(|ip| !taken.contains(ip))
+        .ok_or(PoolMiss::Exhausted)
+}
+
+/// The node that announces `address` among the Ready `nodes` (rendezvous hashing: when
+/// a node goes, only its addresses move, each to the next node in its own order). The
+/// hash is SipHash with fixed keys: every instance of one build picks the same node.
+pub(crate) fn announcer<'a>(
+    address: Ipv4Addr,
+    nodes: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    use std::hash::{Hash, Hasher};
+    nodes.into_iter().max_by_key(|n| {
+        // a fixed-key hasher: every controller instance picks the same node
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (n, address).hash(&mut h);
+        (h.finish(), *n)
     })
 }
 
@@ -157,12 +232,18 @@ pub(crate) fn desired_ingress<'a>(
 }
 
 impl ServiceLbController {
-    pub(crate) fn new(client: Client, services: Store<Service>, nodes: Store<Node>) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        services: Store<Service>,
+        nodes: Store<Node>,
+        pool: Vec<(Ipv4Addr, Ipv4Addr)>,
+    ) -> Self {
         Self {
             client,
             services,
             nodes,
             warned: std::sync::Mutex::default(),
+            pool,
         }
     }
 
@@ -219,6 +300,9 @@ impl Reconciler for ServiceLbController {
             return Ok(Action::Done);
         };
         let others = self.services.list();
+        if !self.pool.is_empty() && node_mode(&svc) {
+            return self.reconcile_pool(key, &svc, &nodes, &others).await;
+        }
         let conflict = port_conflict(&svc, others.iter().map(AsRef::as_ref));
         if conflict.is_some() {
             want.clear();
@@ -269,6 +353,97 @@ impl Reconciler for ServiceLbController {
     }
 }
 
+impl ServiceLbController {
+    /// Pool mode: one address from the pool in the ingress, and the Ready node that
+    /// announces it in the [`ANNOUNCE_NODE_ANNOTATION`] annotation.
+    async fn reconcile_pool(
+        &self,
+        key: &ObjectKey,
+        svc: &Service,
+        nodes: &[std::sync::Arc<Node>],
+        others: &[std::sync::Arc<Service>],
+    ) -> Result<Action, Error> {
+        let taken: BTreeSet<Ipv4Addr> = others
+            .iter()
+            .filter(|o| ObjectKey::of(o.as_ref()) != *key && node_mode(o))
+            .flat_map(|o| {
+                o.status
+                    .as_ref()
+                    .and_then(|s| s.load_balancer.as_ref())
+                    .and_then(|l| l.ingress.clone())
+                    .unwrap_or_default()
+            })
+            .filter_map(|i| i.ip?.parse().ok())
+            .collect();
+        let ns = key.namespace.as_deref().unwrap_or("default");
+        let api = Api::<Service>::namespaced(self.client.clone(), ns);
+        let (ingress, node) = match pool_address(svc, &self.pool, &taken) {
+            Ok(ip) => {
+                let ready: Vec<&str> = nodes
+                    .iter()
+                    .filter(|n| ready(n))
+                    .filter_map(|n| n.metadata.name.as_deref())
+                    .collect();
+                let ing = LoadBalancerIngress {
+                    ip: Some(ip.to_string()),
+                    ip_mode: Some("VIP".into()),
+                    ..LoadBalancerIngress::default()
+                };
+                (vec![ing], announcer(ip, ready).map(str::to_owned))
+            }
+            Err(miss) => {
+                let why = match miss {
+                    PoolMiss::NotInPool(ip) => format!("requested address {ip} is not in the pool"),
+                    PoolMiss::InUse(ip) => format!("requested address {ip} is in use"),
+                    PoolMiss::Exhausted => "no address left in the pool".to_owned(),
+                };
+                if self
+                    .warned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((key.to_string(), why.clone()))
+                {
+                    super::job::record_event(
+                        &self.client,
+                        "service-lb-controller",
+                        object_ref(svc),
+                        "Warning",
+                        "AllocationFailed",
+                        &format!("Failed to allocate IP for \"{key}\": {why}"),
+                    )
+                    .await;
+                }
+                (Vec::new(), None)
+            }
+        };
+        let have_node = svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOUNCE_NODE_ANNOTATION))
+            .cloned();
+        if have_node != node {
+            let patch = json!({"metadata": {"annotations": {ANNOUNCE_NODE_ANNOTATION: node}}});
+            api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::api("annotate", format!("service {key}")))?;
+        }
+        let have = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.clone())
+            .unwrap_or_default();
+        if have != ingress {
+            let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
+            api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::api("update status of", format!("service {key}")))?;
+        }
+        Ok(Action::Done)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +468,68 @@ mod tests {
     fn ips(v: &Option<Vec<LoadBalancerIngress>>) -> Option<Vec<String>> {
         v.as_ref()
             .map(|v| v.iter().filter_map(|i| i.ip.clone()).collect())
+    }
+
+    #[test]
+    fn pool_allocation_and_announcer() {
+        let pool = [
+            (Ipv4Addr::new(192, 0, 2, 100), Ipv4Addr::new(192, 0, 2, 101)),
+            (
+                Ipv4Addr::new(198, 51, 100, 7),
+                Ipv4Addr::new(198, 51, 100, 7),
+            ),
+        ];
+        let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
+        let none = BTreeSet::new();
+        let plain = svc(json!({"type": "LoadBalancer"}), json!({}));
+        assert_eq!(pool_address(&plain, &pool, &none), Ok(ip("192.0.2.100")));
+        let taken: BTreeSet<_> = [ip("192.0.2.100"), ip("192.0.2.101")].into();
+        assert_eq!(pool_address(&plain, &pool, &taken), Ok(ip("198.51.100.7")));
+        let all: BTreeSet<_> = taken.iter().copied().chain([ip("198.51.100.7")]).collect();
+        assert_eq!(pool_address(&plain, &pool, &all), Err(PoolMiss::Exhausted));
+        // an address held stays
+        let holding = svc(
+            json!({"type": "LoadBalancer"}),
+            json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.101"}]}}),
+        );
+        assert_eq!(pool_address(&holding, &pool, &none), Ok(ip("192.0.2.101")));
+        // spec.loadBalancerIP is honoured, or the Service waits
+        let asks = |a: &str| {
+            svc(
+                json!({"type": "LoadBalancer", "loadBalancerIP": a}),
+                json!({}),
+            )
+        };
+        assert_eq!(
+            pool_address(&asks("192.0.2.101"), &pool, &none),
+            Ok(ip("192.0.2.101"))
+        );
+        assert_eq!(
+            pool_address(&asks("10.0.0.1"), &pool, &none),
+            Err(PoolMiss::NotInPool(ip("10.0.0.1")))
+        );
+        assert_eq!(
+            pool_address(&asks("192.0.2.100"), &pool, &taken),
+            Err(PoolMiss::InUse(ip("192.0.2.100")))
+        );
+        // the announcer: stable, and only a lost node's addresses move
+        let nodes = ["a", "b", "c"];
+        let addrs: Vec<Ipv4Addr> = (1..=60).map(|i| Ipv4Addr::new(192, 0, 2, i)).collect();
+        let before: Vec<&str> = addrs
+            .iter()
+            .map(|a| announcer(*a, nodes).unwrap())
+            .collect();
+        assert!(
+            nodes.iter().all(|n| before.contains(n)),
+            "spread over every node"
+        );
+        for (a, was) in addrs.iter().zip(&before) {
+            let now = announcer(*a, ["a", "c"]).unwrap();
+            if *was != "b" {
+                assert_eq!(now, *was, "{a} stays on {was}");
+            }
+        }
+        assert_eq!(announcer(addrs[0], std::iter::empty()), None);
     }
 
     #[test]
