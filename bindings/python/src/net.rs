@@ -196,11 +196,13 @@ fn service(d: &Bound<'_, PyDict>) -> PyResult<Service> {
                     Endpoint {
                         addr: SocketAddrV4::new(parse_ip(&ip)?, port),
                         ready,
+                        local: true,
                     }
                 }
                 Err(_) => Endpoint {
                     addr: socket_addr(&ep, "endpoint")?,
                     ready: true,
+                    local: true,
                 },
             };
             svc.endpoints.push(endpoint);

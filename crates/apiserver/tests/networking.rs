@@ -112,3 +112,37 @@ async fn network_policies_and_ingress_classes() {
     );
     assert_eq!(c.name_any(), "plain");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_node_port_follows_the_traffic_policy() {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Patch, PatchParams};
+    let (client, _server, _dir) = client().await;
+    let svcs: Api<Service> = Api::default_namespaced(client);
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "lb-local"},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                 "selector": {"app": "web"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    let created = svcs.create(&PostParams::default(), &svc).await.unwrap();
+    let spec = created.spec.unwrap();
+    let hc = spec.health_check_node_port.expect("allocated");
+    let np = spec.ports.unwrap()[0].node_port.unwrap();
+    assert!((30000..=32767).contains(&hc) && hc != np, "{hc} {np}");
+    // a replace that leaves it out keeps it
+    let mut again = svcs.get("lb-local").await.unwrap();
+    again.spec.as_mut().unwrap().health_check_node_port = None;
+    let kept = svcs
+        .replace("lb-local", &PostParams::default(), &again)
+        .await
+        .unwrap();
+    assert_eq!(kept.spec.unwrap().health_check_node_port, Some(hc));
+    // the Cluster policy needs none: it is released
+    let patch = json!({"spec": {"externalTrafficPolicy": "Cluster"}});
+    let cluster = svcs
+        .patch("lb-local", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    assert_eq!(cluster.spec.unwrap().health_check_node_port, None);
+}

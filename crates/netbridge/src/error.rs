@@ -118,6 +118,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Sending gratuitous ARP failed.
+    #[error("send gratuitous arp on {iface}")]
+    Arp {
+        /// The interface.
+        iface: String,
+        /// Underlying error.
+        #[source]
+        source: io::Error,
+    },
     /// Opening a netlink socket inside a network namespace failed.
     #[error(transparent)]
     Ns(#[from] kcore_ns::Error),

@@ -9,6 +9,8 @@
 //!   number of Services) or by the `nft` binary ([`NftCommand`]).
 //! * [`PolicyFirewall`] — NetworkPolicy enforcement: a [`PolicySet`] resolved to
 //!   addresses becomes a table of sets and per-policy chains on the `forward` hook.
+//! * [`L2Announcer`] — load-balancer pool addresses announced on a node's uplink
+//!   (`/32` on the interface, gratuitous ARP on takeover), MetalLB's L2 mode.
 //! * [`Bridge`] — the node's pod bridge (default `kcore0`) and per-pod veth pairs
 //!   over rtnetlink, with one connection per network namespace opened inside it.
 //! * [`ServiceTable`] and [`Maglev`] — an in-memory Service table with Maglev
@@ -37,6 +39,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod announce;
 mod bridge;
 mod error;
 mod ipam;
@@ -46,6 +49,7 @@ mod nft;
 mod policy;
 mod service;
 
+pub use announce::L2Announcer;
 pub use bridge::{enable_ip_forwarding, pod_mac, Bridge, BridgeConfig, PodInterface};
 pub use error::Error;
 pub use ipam::Ipam;

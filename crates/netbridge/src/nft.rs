@@ -18,7 +18,11 @@
 //!   `ClientIP` Service instead jumps to one `ep-<id>-<ep>` chain per endpoint,
 //!   which records the client in a timeout set (checked first on the next
 //!   connection) and DNATs;
-//! * `ext-<id>` — marks external (NodePort / load-balancer) traffic for masquerade;
+//! * `ext-<id>` — external (NodePort / load-balancer) traffic: marked for
+//!   masquerade, or under `externalTrafficPolicy: Local` sent unmasqueraded to this
+//!   node's endpoints only (dropped when it has none);
+//! * `fw-<id>` — `loadBalancerSourceRanges`: load-balancer traffic from a listed
+//!   source goes on to `ext-<id>`, the rest is dropped;
 //! * `postrouting` — masquerades marked traffic, Service traffic that is DNATed
 //!   back onto the local pod bridge, and pod traffic leaving the cluster CIDR.
 //!
@@ -643,6 +647,7 @@ fn ep_id(ep: SocketAddrV4) -> String {
 struct Names {
     svc: String,
     ext: String,
+    fw: String,
     id: String,
 }
 
@@ -651,7 +656,86 @@ fn names(s: &Service) -> Names {
     Names {
         svc: format!("svc-{id}"),
         ext: format!("ext-{id}"),
+        fw: format!("fw-{id}"),
         id,
+    }
+}
+
+/// Whether load-balancer traffic of `s` passes a source-range check first (its
+/// `fw-<id>` chain).
+fn uses_firewall(s: &Service) -> bool {
+    !s.source_ranges.is_empty() && !s.load_balancer_ips.is_empty()
+}
+
+/// The `fw-<id>` chain: sources in `loadBalancerSourceRanges` go on to `ext-<id>`,
+/// everything else is dropped.
+fn firewall_rules(s: &Service, n: &Names) -> Vec<Value> {
+    let mut ranges = s.source_ranges.clone();
+    ranges.sort();
+    ranges.dedup();
+    let mut out: Vec<Value> = ranges
+        .iter()
+        .map(|r| {
+            json!([
+                matches("==", payload("ip", "saddr"), prefix(*r)),
+                goto(&n.ext)
+            ])
+        })
+        .collect();
+    out.push(json!([{"drop": null}]));
+    out
+}
+
+/// A DNAT to one of `eps` picked at random, through an anonymous `numgen` map.
+fn numgen_dnat(s: &Service, eps: &[SocketAddrV4]) -> Value {
+    let numgen = json!({"numgen": {"mode": "random", "mod": eps.len(), "offset": 0}});
+    let arms: Vec<Value> = eps
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| json!([i, {"concat": [ep.ip().to_string(), ep.port()]}]))
+        .collect();
+    json!([
+        matches("==", meta("l4proto"), json!(s.protocol.nft_name())),
+        {"dnat": {"family": "ip", "addr": {"map": {"key": numgen, "data": {"set": arms}}}}}
+    ])
+}
+
+/// The `ext-<id>` chain (NodePort and load-balancer traffic). With the `Cluster`
+/// policy it marks the packet for masquerade and goes on to the Service chain. With
+/// `Local`, as kube-proxy does: pods of the cluster and the node itself still reach
+/// every endpoint (the node's own traffic masqueraded), and other clients reach only
+/// this node's ready endpoints, unmasqueraded so the endpoint sees their address, or
+/// are dropped when the node has none.
+fn external_rules(cfg: &NftConfig, s: &Service, n: &Names) -> Vec<Value> {
+    if !s.external_local {
+        return vec![json!([set_mark()]), json!([goto(&n.svc)])];
+    }
+    let mut out = Vec::new();
+    if let Some(cluster) = cfg.cluster_cidr {
+        out.push(json!([
+            matches("==", payload("ip", "saddr"), prefix(cluster)),
+            goto(&n.svc)
+        ]));
+    }
+    let local_src = matches(
+        "==",
+        json!({"fib": {"result": "type", "flags": ["saddr"]}}),
+        json!("local"),
+    );
+    out.push(json!([local_src.clone(), set_mark()]));
+    out.push(json!([local_src, goto(&n.svc)]));
+    let eps = s.ready_local_endpoints();
+    if eps.is_empty() {
+        out.push(json!([{"drop": null}]));
+    } else {
+        out.push(numgen_dnat(s, &eps));
+    }
+    out
+}
+
+fn add_rules(cfg: &NftConfig, b: &mut NftBatch, chain: &str, rules: Vec<Value>) {
+    for r in rules {
+        b.push(rule(cfg, chain, r));
     }
 }
 
@@ -670,20 +754,27 @@ fn affinity_timeout(s: &Service) -> Option<u32> {
     }
 }
 
-/// Frontend map elements of a Service: (map name, key).
-fn frontends(s: &Service) -> BTreeSet<(&'static str, String)> {
+/// Frontend map elements of a Service: (map name, key, target chain). The cluster IP
+/// goes straight to the Service chain; node ports to the external chain; load-balancer
+/// IPs to the external chain, through the firewall chain when source ranges are set.
+fn frontends(s: &Service) -> BTreeSet<(&'static str, String, String)> {
+    let n = names(s);
     let mut out = BTreeSet::new();
     let key3 = |ip: Ipv4Addr| {
         json!({"concat": [ip.to_string(), s.protocol.nft_name(), s.port]}).to_string()
     };
-    out.insert(("service-ips", key3(s.cluster_ip)));
+    let lb_target = if uses_firewall(s) { &n.fw } else { &n.ext };
     for ip in &s.load_balancer_ips {
-        out.insert(("service-ips", key3(*ip)));
+        out.insert(("service-ips", key3(*ip), lb_target.clone()));
     }
+    // inserted last: a load-balancer IP equal to the cluster IP keeps the cluster path
+    out.retain(|(_, k, _)| *k != key3(s.cluster_ip));
+    out.insert(("service-ips", key3(s.cluster_ip), n.svc.clone()));
     if let Some(np) = s.node_port {
         out.insert((
             "service-nodeports",
             json!({"concat": [s.protocol.nft_name(), np]}).to_string(),
+            n.ext.clone(),
         ));
     }
     out
@@ -693,11 +784,8 @@ fn element(cfg: &NftConfig, map: &str, elem: Value) -> Value {
     json!({"element": {"family": "ip", "table": cfg.table, "name": map, "elem": [elem]}})
 }
 
-fn add_frontend(cfg: &NftConfig, b: &mut NftBatch, s: &Service, map: &str, key: &str, n: &Names) {
+fn add_frontend(cfg: &NftConfig, b: &mut NftBatch, map: &str, key: &str, target: &str) {
     let key: Value = serde_json::from_str(key).unwrap_or(Value::Null);
-    // the cluster IP goes straight to the service chain; everything else is external
-    let internal = map == "service-ips" && key["concat"][0] == json!(s.cluster_ip.to_string());
-    let target = if internal { &n.svc } else { &n.ext };
     b.push(json!({"add": element(cfg, map, json!([key, goto(target)]))}));
 }
 
@@ -777,23 +865,11 @@ fn service_rules(
     if eps.is_empty() {
         return;
     }
-    let numgen = json!({"numgen": {"mode": "random", "mod": eps.len(), "offset": 0}});
     let Some(t) = affinity_timeout(s) else {
-        let arms: Vec<Value> = eps
-            .iter()
-            .enumerate()
-            .map(|(i, ep)| json!([i, {"concat": [ep.ip().to_string(), ep.port()]}]))
-            .collect();
-        b.push(rule(
-            cfg,
-            &n.svc,
-            json!([
-                matches("==", meta("l4proto"), json!(s.protocol.nft_name())),
-                {"dnat": {"family": "ip", "addr": {"map": {"key": numgen, "data": {"set": arms}}}}}
-            ]),
-        ));
+        b.push(rule(cfg, &n.svc, numgen_dnat(s, eps)));
         return;
     };
+    let numgen = json!({"numgen": {"mode": "random", "mod": eps.len(), "offset": 0}});
     for ep in eps {
         b.push(rule(
             cfg,
@@ -912,17 +988,24 @@ fn add_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service, maps: bool, sid: 
     b.push(json!({"add": {"chain": chain_obj(cfg, &n.svc)}}));
     service_rules(cfg, b, s, &n, &eps, (maps, sid));
     b.push(json!({"add": {"chain": chain_obj(cfg, &n.ext)}}));
-    b.push(rule(cfg, &n.ext, json!([set_mark()])));
-    b.push(rule(cfg, &n.ext, json!([goto(&n.svc)])));
-    for (map, key) in frontends(s) {
-        add_frontend(cfg, b, s, map, &key, &n);
+    add_rules(cfg, b, &n.ext, external_rules(cfg, s, &n));
+    if uses_firewall(s) {
+        b.push(json!({"add": {"chain": chain_obj(cfg, &n.fw)}}));
+        add_rules(cfg, b, &n.fw, firewall_rules(s, &n));
+    }
+    for (map, key, target) in frontends(s) {
+        add_frontend(cfg, b, map, &key, &target);
     }
 }
 
 fn remove_service(cfg: &NftConfig, b: &mut NftBatch, s: &Service, maps: bool, sid: u32) {
     let n = names(s);
-    for (map, key) in frontends(s) {
+    for (map, key, _) in frontends(s) {
         delete_frontend(cfg, b, map, &key);
+    }
+    if uses_firewall(s) {
+        b.push(json!({"flush": {"chain": chain_obj(cfg, &n.fw)}}));
+        b.push(json!({"delete": {"chain": chain_obj(cfg, &n.fw)}}));
     }
     b.push(json!({"flush": {"chain": chain_obj(cfg, &n.ext)}}));
     b.push(json!({"flush": {"chain": chain_obj(cfg, &n.svc)}}));
@@ -953,7 +1036,7 @@ fn change_service(
     // 1. frontends that went away
     let old_fe = frontends(old);
     let new_fe = frontends(new);
-    for (map, key) in old_fe.difference(&new_fe) {
+    for (map, key, _) in old_fe.difference(&new_fe) {
         delete_frontend(cfg, b, map, key);
     }
     // 2. endpoint chains: new ones are made; kept ones rewritten only if their rules changed
@@ -1009,9 +1092,31 @@ fn change_service(
             }
         }
     }
-    // 6. frontends that are new (a frontend whose key stays keeps its element)
-    for (map, key) in new_fe.difference(&old_fe) {
-        add_frontend(cfg, b, new, map, key, &n);
+    // 6. the external and firewall chains, when what they say changed
+    let ext = external_rules(cfg, new, &n);
+    if external_rules(cfg, old, &n) != ext {
+        b.push(json!({"flush": {"chain": chain_obj(cfg, &n.ext)}}));
+        add_rules(cfg, b, &n.ext, ext);
+    }
+    match (uses_firewall(old), uses_firewall(new)) {
+        (false, true) => {
+            b.push(json!({"add": {"chain": chain_obj(cfg, &n.fw)}}));
+            add_rules(cfg, b, &n.fw, firewall_rules(new, &n));
+        }
+        (true, true) if firewall_rules(old, &n) != firewall_rules(new, &n) => {
+            b.push(json!({"flush": {"chain": chain_obj(cfg, &n.fw)}}));
+            add_rules(cfg, b, &n.fw, firewall_rules(new, &n));
+        }
+        _ => {}
+    }
+    // 7. frontends that are new (a frontend whose key and target stay keeps its element)
+    for (map, key, target) in new_fe.difference(&old_fe) {
+        add_frontend(cfg, b, map, key, target);
+    }
+    // 8. a firewall chain nothing points at any more
+    if uses_firewall(old) && !uses_firewall(new) {
+        b.push(json!({"flush": {"chain": chain_obj(cfg, &n.fw)}}));
+        b.push(json!({"delete": {"chain": chain_obj(cfg, &n.fw)}}));
     }
 }
 

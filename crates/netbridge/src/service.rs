@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use serde::{Deserialize, Serialize};
 
 use crate::maglev::{mix64, Maglev};
-use crate::Error;
+use crate::{Error, Ipv4Net};
 
 /// Transport protocol of a Service port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -66,14 +66,26 @@ pub struct Endpoint {
     pub addr: SocketAddrV4,
     /// Whether the endpoint is ready; only ready endpoints receive traffic.
     pub ready: bool,
+    /// Whether the endpoint runs on this node: under `externalTrafficPolicy: Local`
+    /// only these receive external traffic.
+    pub local: bool,
 }
 
 impl Endpoint {
-    /// A ready endpoint.
+    /// A ready endpoint on this node.
     pub fn ready(ip: Ipv4Addr, port: u16) -> Self {
         Self {
             addr: SocketAddrV4::new(ip, port),
             ready: true,
+            local: true,
+        }
+    }
+
+    /// A ready endpoint on another node.
+    pub fn remote(ip: Ipv4Addr, port: u16) -> Self {
+        Self {
+            local: false,
+            ..Self::ready(ip, port)
         }
     }
 }
@@ -96,6 +108,13 @@ pub struct Service {
     pub load_balancer_ips: Vec<Ipv4Addr>,
     /// Session affinity.
     pub affinity: SessionAffinity,
+    /// `externalTrafficPolicy: Local`: NodePort and load-balancer traffic goes only to
+    /// this node's endpoints (dropped when there are none) and keeps its client source
+    /// address (no masquerade).
+    pub external_local: bool,
+    /// `loadBalancerSourceRanges`: when not empty, load-balancer traffic from other
+    /// sources is dropped (NodePort and cluster-IP traffic is not filtered).
+    pub source_ranges: Vec<Ipv4Net>,
     /// Endpoints; only ready ones receive traffic.
     pub endpoints: Vec<Endpoint>,
 }
@@ -116,8 +135,23 @@ impl Service {
             node_port: None,
             load_balancer_ips: Vec::new(),
             affinity: SessionAffinity::None,
+            external_local: false,
+            source_ranges: Vec::new(),
             endpoints: Vec::new(),
         }
+    }
+
+    /// The ready endpoints on this node, sorted and de-duplicated.
+    pub fn ready_local_endpoints(&self) -> Vec<SocketAddrV4> {
+        let mut v: Vec<_> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.ready && e.local)
+            .map(|e| e.addr)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// The ready endpoints, sorted and de-duplicated (the order rules are built in).

@@ -172,6 +172,15 @@ impl NodeAgent {
                     Ok(t) => tasks.push(t),
                     Err(e) => tracing::warn!(error = %ErrorChain(&e), "service proxy disabled"),
                 }
+                // the health-check node ports of externalTrafficPolicy: Local
+                tasks.push(crate::healthcheck::start(
+                    crate::healthcheck::HealthEnv {
+                        net: net.clone(),
+                        bind: std::net::Ipv4Addr::UNSPECIFIED.into(),
+                        node_name: cfg.node_name.clone(),
+                    },
+                    cache.clone(),
+                ));
                 // NetworkPolicy goes with the nftables Service rules
                 crate::netpol::start(&cfg, &client).map_or_else(
                     |e| tracing::warn!(error = %ErrorChain(&e), "network policy disabled"),

@@ -146,7 +146,7 @@ pub(crate) fn endpoints(cache: &ClusterCache, r: &Route) -> Vec<SocketAddrV4> {
         return Vec::new();
     };
     let slices = cache.slices_of(&r.namespace, &r.backend.name);
-    crate::proxy::services_of(&svc, &slices)
+    crate::proxy::services_of(&svc, &slices, "")
         .into_iter()
         .find(|s| s.port == sp.port as u16)
         .map(|s| s.ready_endpoints())

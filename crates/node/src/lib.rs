@@ -71,6 +71,7 @@ mod config;
 mod dns;
 mod error;
 mod events;
+mod healthcheck;
 mod images;
 mod ingress;
 mod logs;

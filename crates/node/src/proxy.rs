@@ -22,8 +22,9 @@ fn protocol(p: Option<&str>) -> Protocol {
     }
 }
 
-/// The netbridge Services (one per port) of a Kubernetes Service and its slices.
-pub(crate) fn services_of(svc: &KService, slices: &[EndpointSlice]) -> Vec<Service> {
+/// The netbridge Services (one per port) of a Kubernetes Service and its slices, as
+/// node `node` programs them (its own endpoints are the local ones).
+pub(crate) fn services_of(svc: &KService, slices: &[EndpointSlice], node: &str) -> Vec<Service> {
     let Some(spec) = svc.spec.as_ref() else {
         return Vec::new();
     };
@@ -57,6 +58,9 @@ pub(crate) fn services_of(svc: &KService, slices: &[EndpointSlice]) -> Vec<Servi
     } else {
         SessionAffinity::None
     };
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local")
+        && matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+    let source_ranges = source_ranges(svc);
     let mut out = Vec::new();
     for p in spec.ports.iter().flatten() {
         let pname = p.name.clone().unwrap_or_default();
@@ -77,11 +81,13 @@ pub(crate) fn services_of(svc: &KService, slices: &[EndpointSlice]) -> Vec<Servi
             };
             for e in s.endpoints.iter().flatten() {
                 let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                let local = e.node_name.as_deref() == Some(node);
                 for a in &e.addresses {
                     if let Ok(ip) = a.parse::<Ipv4Addr>() {
                         endpoints.push(Endpoint {
                             addr: std::net::SocketAddrV4::new(ip, port),
                             ready,
+                            local,
                         });
                     }
                 }
@@ -97,14 +103,48 @@ pub(crate) fn services_of(svc: &KService, slices: &[EndpointSlice]) -> Vec<Servi
             node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
             load_balancer_ips: lb.clone(),
             affinity,
+            external_local,
+            source_ranges: source_ranges.clone(),
             endpoints,
         });
     }
     out
 }
 
-/// Every Service of the cluster as netbridge Services.
-pub(crate) fn desired(cache: &ClusterCache) -> Vec<Service> {
+/// The IPv4 `loadBalancerSourceRanges` of a LoadBalancer Service (the field, else
+/// the `service.beta.kubernetes.io/load-balancer-source-ranges` annotation, as
+/// upstream reads them); empty for other types.
+fn source_ranges(svc: &KService) -> Vec<kcore_netbridge::Ipv4Net> {
+    let Some(spec) = svc.spec.as_ref() else {
+        return Vec::new();
+    };
+    if spec.type_.as_deref() != Some("LoadBalancer") {
+        return Vec::new();
+    }
+    let annotation = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SOURCE_RANGES_ANNOTATION));
+    let listed: Vec<String> = match &spec.load_balancer_source_ranges {
+        Some(r) if !r.is_empty() => r.clone(),
+        _ => annotation
+            .map(|a| a.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
+    };
+    listed
+        .iter()
+        .filter_map(|r| r.trim().parse().ok())
+        .map(|n: kcore_netbridge::Ipv4Net| n.trunc())
+        .collect()
+}
+
+/// The annotation upstream reads when `spec.loadBalancerSourceRanges` is empty.
+pub(crate) const SOURCE_RANGES_ANNOTATION: &str =
+    "service.beta.kubernetes.io/load-balancer-source-ranges";
+
+/// Every Service of the cluster as netbridge Services, as node `node` programs them.
+pub(crate) fn desired(cache: &ClusterCache, node: &str) -> Vec<Service> {
     let svcs = cache
         .services
         .read()
@@ -113,7 +153,7 @@ pub(crate) fn desired(cache: &ClusterCache) -> Vec<Service> {
     let mut out = Vec::new();
     for ((ns, name), svc) in &svcs {
         let slices = cache.slices_of(ns, name);
-        out.extend(services_of(svc, &slices));
+        out.extend(services_of(svc, &slices, node));
     }
     out
 }
@@ -152,9 +192,10 @@ pub(crate) fn start(
         .map_err(|e| Error::net("initialise nftables", e))?;
     let proxy = Arc::new(std::sync::Mutex::new(proxy));
     let mut rx = cache.version.subscribe();
+    let node_name = node.node_name.clone();
     Ok(tokio::spawn(async move {
         loop {
-            let want = desired(&cache);
+            let want = desired(&cache, &node_name);
             let p = proxy.clone();
             let res = tokio::task::spawn_blocking(move || {
                 p.lock().unwrap_or_else(|x| x.into_inner()).sync(&want)
@@ -195,7 +236,7 @@ mod tests {
                 {"addresses": ["10.244.0.6"], "conditions": {"ready": false}}]
         }))
         .unwrap();
-        let out = services_of(&svc, &[slice]);
+        let out = services_of(&svc, &[slice], "n1");
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].name, "d/web:http");
         assert_eq!(out[0].endpoints.len(), 2);
@@ -209,6 +250,6 @@ mod tests {
             "metadata": {"name": "h"}, "spec": {"clusterIP": "None", "ports": [{"port": 80}]}
         }))
         .unwrap();
-        assert!(services_of(&headless, &[]).is_empty());
+        assert!(services_of(&headless, &[], "n1").is_empty());
     }
 }

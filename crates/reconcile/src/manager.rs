@@ -97,6 +97,9 @@ pub struct ControllerManagerConfig {
     pub node_monitor_grace_period: Duration,
     /// The batch controllers' clock and backoff.
     pub batch: BatchConfig,
+    /// LoadBalancer pool mode (MetalLB's L2): addresses Services get from, as
+    /// inclusive ranges; empty (the default) is node mode (k3s's ServiceLB).
+    pub service_lb_pool: Vec<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
 }
 
 impl Default for ControllerManagerConfig {
@@ -108,6 +111,7 @@ impl Default for ControllerManagerConfig {
             rate_limit: RateLimitConfig::default(),
             node_monitor_grace_period: Duration::from_secs(40),
             batch: BatchConfig::default(),
+            service_lb_pool: Vec::new(),
         }
     }
 }
@@ -284,8 +288,13 @@ impl ControllerManager {
         );
         if self.enabled("servicelb") {
             let q = new_queue();
-            let c = ServiceLbController::new(client.clone(), svcs.store(), nodes.store());
-            svcs.on_change(ServiceLbController::on_service(q.clone()));
+            let c = ServiceLbController::new(
+                client.clone(),
+                svcs.store(),
+                nodes.store(),
+                self.config.service_lb_pool.clone(),
+            );
+            svcs.on_change(c.on_service(q.clone()));
             nodes.on_change(c.on_node(q.clone()));
             start!(c, q);
         }

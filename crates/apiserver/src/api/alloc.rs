@@ -13,7 +13,15 @@ impl Api {
             return Ok(());
         }
         let ty = spec["type"].as_str().unwrap_or("ClusterIP").to_owned();
+        // upstream's needsHealthCheck: a LoadBalancer with externalTrafficPolicy Local
+        let need_hc = ty == "LoadBalancer" && spec["externalTrafficPolicy"] == "Local";
         if let Some(old) = old {
+            if need_hc
+                && spec["healthCheckNodePort"].is_null()
+                && old["spec"]["healthCheckNodePort"].is_number()
+            {
+                spec["healthCheckNodePort"] = old["spec"]["healthCheckNodePort"].clone();
+            }
             let os = &old["spec"];
             if ty != "ExternalName"
                 && spec["clusterIP"].as_str().is_none_or(str::is_empty)
@@ -45,12 +53,22 @@ impl Api {
         // in its allocator, with this message).
         let (lo, hi) = self.inner.config.node_ports;
         let mut out_of_range = Vec::new();
-        for (i, p) in spec["ports"].as_array().into_iter().flatten().enumerate() {
-            if let Some(n) = p["nodePort"].as_i64() {
+        let chosen = spec["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, p)| (format!("spec.ports[{i}].nodePort"), &p["nodePort"]))
+            .chain([(
+                "spec.healthCheckNodePort".to_owned(),
+                &spec["healthCheckNodePort"],
+            )]);
+        for (field, v) in chosen {
+            if let Some(n) = v.as_i64() {
                 if !(i64::from(lo)..=i64::from(hi)).contains(&n) {
                     out_of_range.push(Cause::invalid(
-                        format!("spec.ports[{i}].nodePort"),
-                        &p["nodePort"],
+                        field,
+                        v,
                         &format!(
                             "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
                         ),
@@ -78,7 +96,8 @@ impl Api {
         let need_ports = matches!(ty.as_str(), "NodePort" | "LoadBalancer")
             && spec["ports"]
                 .as_array()
-                .is_some_and(|ps| ps.iter().any(|p| p["nodePort"].is_null()));
+                .is_some_and(|ps| ps.iter().any(|p| p["nodePort"].is_null()))
+            || need_hc && spec["healthCheckNodePort"].is_null();
         // Addresses and ports the user chose (new on this write) must be free and, for
         // addresses, inside the service range (upstream's allocators).
         let old_spec = old.map(|o| &o["spec"]);
@@ -95,18 +114,20 @@ impl Api {
                     .map(str::to_owned)
                     .collect()
             };
-        let old_ports: Vec<i64> = old_spec
-            .and_then(|os| os["ports"].as_array())
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["nodePort"].as_i64())
-            .collect();
-        let chosen_ports: Vec<(usize, i64)> = spec["ports"]
+        let old_ports: Vec<i64> = old_spec.map(node_ports_of).unwrap_or_default();
+        let chosen_ports: Vec<(String, i64)> = spec["ports"]
             .as_array()
             .into_iter()
             .flatten()
             .enumerate()
-            .filter_map(|(i, p)| Some((i, p["nodePort"].as_i64()?)))
+            .filter_map(|(i, p)| {
+                Some((format!("spec.ports[{i}].nodePort"), p["nodePort"].as_i64()?))
+            })
+            .chain(
+                spec["healthCheckNodePort"]
+                    .as_i64()
+                    .map(|n| ("spec.healthCheckNodePort".to_owned(), n)),
+            )
             .filter(|(_, n)| !old_ports.contains(n))
             .collect();
         if need_ip || need_ports || !chosen_ips.is_empty() || !chosen_ports.is_empty() {
@@ -132,11 +153,11 @@ impl Api {
                 if let Some(ip) = s["spec"]["clusterIP"].as_str() {
                     ips.insert(ip.to_owned());
                 }
-                for p in s["spec"]["ports"].as_array().into_iter().flatten() {
-                    if let Some(n) = p["nodePort"].as_u64() {
-                        node_ports.insert(n);
-                    }
-                }
+                node_ports.extend(
+                    node_ports_of(&s["spec"])
+                        .into_iter()
+                        .filter_map(|n| u64::try_from(n).ok()),
+                );
             }
             let (base, bits) = self.inner.config.service_cidr;
             let mut taken = Vec::new();
@@ -152,10 +173,10 @@ impl Api {
                 };
                 taken.push(Cause::invalid("spec.clusterIPs", &spec["clusterIPs"], &why));
             }
-            for (i, n) in &chosen_ports {
+            for (field, n) in &chosen_ports {
                 if u64::try_from(*n).is_ok_and(|n| node_ports.contains(&n)) {
                     taken.push(Cause::invalid(
-                        format!("spec.ports[{i}].nodePort"),
+                        field.clone(),
                         &json!(n),
                         "provided port is already allocated",
                     ));
@@ -187,19 +208,27 @@ impl Api {
             }
             if need_ports {
                 let (lo, hi) = self.inner.config.node_ports;
-                for p in spec["ports"].as_array_mut().into_iter().flatten() {
-                    if let Some(n) = p["nodePort"].as_u64() {
-                        node_ports.insert(n);
+                node_ports.extend(
+                    node_ports_of(spec)
+                        .into_iter()
+                        .filter_map(|n| u64::try_from(n).ok()),
+                );
+                let mut next = || {
+                    let n = (u64::from(lo)..=u64::from(hi))
+                        .find(|n| !node_ports.contains(n))
+                        .ok_or_else(|| ApiError::internal("the node port range is full"))?;
+                    node_ports.insert(n);
+                    Ok::<_, ApiError>(json!(n))
+                };
+                if matches!(ty.as_str(), "NodePort" | "LoadBalancer") {
+                    for p in spec["ports"].as_array_mut().into_iter().flatten() {
+                        if p["nodePort"].is_null() {
+                            p["nodePort"] = next()?;
+                        }
                     }
                 }
-                for p in spec["ports"].as_array_mut().into_iter().flatten() {
-                    if p["nodePort"].is_null() {
-                        let n = (u64::from(lo)..=u64::from(hi))
-                            .find(|n| !node_ports.contains(n))
-                            .ok_or_else(|| ApiError::internal("the node port range is full"))?;
-                        node_ports.insert(n);
-                        p["nodePort"] = json!(n);
-                    }
+                if need_hc && spec["healthCheckNodePort"].is_null() {
+                    spec["healthCheckNodePort"] = next()?;
                 }
             }
         }
@@ -208,6 +237,17 @@ impl Api {
         }
         Ok(())
     }
+}
+
+/// The node ports a Service spec holds: its ports' and its health-check node port.
+fn node_ports_of(spec: &Value) -> Vec<i64> {
+    spec["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["nodePort"].as_i64())
+        .chain(spec["healthCheckNodePort"].as_i64())
+        .collect()
 }
 
 /// Whether `ip` is inside `base/bits`.

@@ -189,6 +189,21 @@ impl Strategy for ServiceStrategy {
         ] {
             validate::one_of(&spec[f], &format!("spec.{f}"), allowed, causes);
         }
+        validate_source_ranges(obj, ty, causes);
+        let hc = &spec["healthCheckNodePort"];
+        if hc.as_i64().is_some_and(|n| n < 0) {
+            causes.push(Cause::invalid(
+                "spec.healthCheckNodePort",
+                hc,
+                "must be not less than 0",
+            ));
+        } else if hc.as_i64().is_some_and(|n| n != 0) && !needs_health_check(spec) {
+            causes.push(Cause::invalid(
+                "spec.healthCheckNodePort",
+                hc,
+                "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
+            ));
+        }
         if matches!(ty, "ClusterIP" | "ExternalName") && !spec["externalTrafficPolicy"].is_null() {
             causes.push(Cause::invalid(
                 "spec.externalTrafficPolicy",
@@ -298,6 +313,15 @@ impl Strategy for ServiceStrategy {
 /// allocated and the new one cannot have, when the update left it as it was (NodePorts
 /// leaving NodePort/LoadBalancer; the ClusterIP and families becoming ExternalName).
 fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
+    // the health-check port goes when it is no longer needed and was left as it was
+    if needs_health_check(&old["spec"])
+        && !needs_health_check(&new["spec"])
+        && new["spec"]["healthCheckNodePort"] == old["spec"]["healthCheckNodePort"]
+    {
+        if let Some(o) = new["spec"].as_object_mut() {
+            o.remove("healthCheckNodePort");
+        }
+    }
     let (ty, old_ty) = (
         new["spec"]["type"]
             .as_str()
@@ -337,6 +361,72 @@ fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
             }
         }
     }
+}
+
+/// Upstream's `needsHealthCheck`: a LoadBalancer with `externalTrafficPolicy: Local`
+/// gets a `healthCheckNodePort`.
+fn needs_health_check(spec: &Value) -> bool {
+    spec["type"] == "LoadBalancer" && spec["externalTrafficPolicy"] == "Local"
+}
+
+/// The source-range annotation upstream reads when `spec.loadBalancerSourceRanges` is
+/// empty.
+const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
+
+/// `loadBalancerSourceRanges` (or its annotation) only on a LoadBalancer, and a list of
+/// CIDRs (entries trimmed), as upstream's `ValidateService`: the causes name the field
+/// as upstream does (`spec.LoadBalancerSourceRanges`).
+fn validate_source_ranges(obj: &Value, ty: &str, causes: &mut Vec<Cause>) {
+    let ranges: Vec<&str> = obj["spec"]["loadBalancerSourceRanges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| v.as_str().unwrap_or_default())
+        .collect();
+    let annotation = obj["metadata"]["annotations"][SOURCE_RANGES_ANNOTATION].as_str();
+    let (field, value, list) = if !ranges.is_empty() {
+        (
+            "spec.LoadBalancerSourceRanges".to_owned(),
+            format!("[{}]", ranges.join(" ")),
+            ranges,
+        )
+    } else if let Some(a) = annotation {
+        (
+            format!("metadata.annotations[{SOURCE_RANGES_ANNOTATION}]"),
+            a.to_owned(),
+            // an empty annotation means everywhere
+            a.split(',').filter(|r| !r.trim().is_empty()).collect(),
+        )
+    } else {
+        return;
+    };
+    if ty != "LoadBalancer" {
+        causes.push(Cause::forbidden(
+            field.clone(),
+            "may only be used when `type` is 'LoadBalancer'",
+        ));
+    }
+    if list.iter().any(|r| !is_cidr(r.trim())) {
+        causes.push(Cause::invalid(
+            field,
+            &json!(value),
+            "must be a list of IP ranges. For example, 10.240.0.0/24,10.250.0.0/24 ",
+        ));
+    }
+}
+
+/// Whether `s` is an address and prefix length (`10.0.0.0/8`, `2001:db8::/32`); host
+/// bits may be set, as upstream's sloppy CIDR parser allows.
+fn is_cidr(s: &str) -> bool {
+    let Some((ip, len)) = s.split_once('/') else {
+        return false;
+    };
+    let max = match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => 32,
+        Ok(std::net::IpAddr::V6(_)) => 128,
+        Err(_) => return false,
+    };
+    len.parse::<u8>().is_ok_and(|l| l <= max) && !len.starts_with('+')
 }
 
 /// Ports: number, name (a DNS label, required and unique when there are several),

@@ -5,9 +5,15 @@
 //! rules already answer on a Service's load-balancer addresses). Services of another
 //! class are left to their controller; a Service that stops being a LoadBalancer has
 //! its ingress cleared.
+//!
+//! Every node serves a node-mode Service's ports on its own addresses, so two such
+//! Services cannot share a port and protocol. As with k3s's ServiceLB (whose per-port
+//! host-port pods stay Pending), the Service that came second stays `<pending>`, with
+//! no ingress, and a Warning event says which Service holds the port; it gets its
+//! addresses when that Service goes away or frees the port.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, Node, Service};
 use kube::api::{Api, Patch, PatchParams};
@@ -25,6 +31,23 @@ pub(crate) struct ServiceLbController {
     client: Client,
     services: Store<Service>,
     nodes: Store<Node>,
+    /// (Service, holder of its port) pairs already reported by an event.
+    warned: std::sync::Mutex<BTreeSet<(String, String)>>,
+    /// Pool mode: load-balancer addresses (inclusive ranges); empty for node mode.
+    pool: Vec<(Ipv4Addr, Ipv4Addr)>,
+}
+
+/// A reference to a Service for an event.
+fn object_ref(svc: &Service) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Service".into()),
+        name: svc.metadata.name.clone(),
+        namespace: svc.metadata.namespace.clone(),
+        uid: svc.metadata.uid.clone(),
+        resource_version: svc.metadata.resource_version.clone(),
+        ..Default::default()
+    }
 }
 
 /// Whether the node's `Ready` condition is `True`.
@@ -46,6 +69,129 @@ fn node_address(node: &Node) -> Option<IpAddr> {
             .iter()
             .filter(|a| a.type_ == *ty)
             .find_map(|a| a.address.parse().ok())
+    })
+}
+
+/// The annotation naming the node that announces a pool address (pool mode).
+pub const ANNOUNCE_NODE_ANNOTATION: &str = "kcore.io/lb-announce-node";
+
+/// Why a Service gets no pool address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PoolMiss {
+    /// `spec.loadBalancerIP` is outside the pool.
+    NotInPool(Ipv4Addr),
+    /// `spec.loadBalancerIP` is held by another Service.
+    InUse(Ipv4Addr),
+    /// Every address of the pool is held.
+    Exhausted,
+}
+
+/// The pool address a Service holds (MetalLB-style allocation, pure): the address it
+/// already has when still in the pool and not held by another; else the requested
+/// `spec.loadBalancerIP` when in the pool and free; else the first free address.
+/// `pool` is inclusive ranges; `taken` the addresses other Services hold.
+pub(crate) fn pool_address(
+    svc: &Service,
+    pool: &[(Ipv4Addr, Ipv4Addr)],
+    taken: &BTreeSet<Ipv4Addr>,
+) -> Result<Ipv4Addr, PoolMiss> {
+    let in_pool = |ip: Ipv4Addr| pool.iter().any(|(a, b)| *a <= ip && ip <= *b);
+    let requested: Option<Ipv4Addr> = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_ip.as_deref())
+        .and_then(|ip| ip.parse().ok());
+    let current = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse::<Ipv4Addr>().ok())
+        .find(|ip| in_pool(*ip) && !taken.contains(ip) && requested.is_none_or(|r| r == *ip));
+    if let Some(ip) = current {
+        return Ok(ip);
+    }
+    if let Some(r) = requested {
+        return if !in_pool(r) {
+            Err(PoolMiss::NotInPool(r))
+        } else if taken.contains(&r) {
+            Err(PoolMiss::InUse(r))
+        } else {
+            Ok(r)
+        };
+    }
+    pool.iter()
+        .flat_map(|(a, b)| u32::from(*a)..=u32::from(*b))
+        .map(Ipv4Addr::from)
+        .find(|ip| !taken.contains(ip))
+        .ok_or(PoolMiss::Exhausted)
+}
+
+/// The node that announces `address` among the Ready `nodes` (rendezvous hashing: when
+/// a node goes, only its addresses move, each to the next node in its own order). The
+/// hash is SipHash with fixed keys: every instance of one build picks the same node.
+pub(crate) fn announcer<'a>(
+    address: Ipv4Addr,
+    nodes: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    use std::hash::{Hash, Hasher};
+    nodes.into_iter().max_by_key(|n| {
+        // a fixed-key hasher: every controller instance picks the same node
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (n, address).hash(&mut h);
+        (h.finish(), *n)
+    })
+}
+
+/// Whether this controller serves `svc`: a LoadBalancer without a class.
+fn node_mode(svc: &Service) -> bool {
+    svc.spec.as_ref().is_some_and(|s| {
+        s.type_.as_deref() == Some("LoadBalancer") && s.load_balancer_class.is_none()
+    })
+}
+
+/// The `(protocol, port)` pairs a Service's ports take on every node.
+fn taken_ports(svc: &Service) -> BTreeSet<(String, i32)> {
+    svc.spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .map(|p| (p.protocol.clone().unwrap_or_else(|| "TCP".into()), p.port))
+        .collect()
+}
+
+/// Which Service came first: creation time, then namespace and name.
+fn age_key(svc: &Service) -> (Option<k8s_openapi::jiff::Timestamp>, String, String) {
+    (
+        svc.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        svc.metadata.namespace.clone().unwrap_or_default(),
+        svc.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The first port of `svc` an older node-mode LoadBalancer already holds, with that
+/// Service: `(protocol, port, namespace/name)`. Pure.
+pub(crate) fn port_conflict<'a>(
+    svc: &Service,
+    others: impl IntoIterator<Item = &'a Service>,
+) -> Option<(String, i32, String)> {
+    if !node_mode(svc) {
+        return None;
+    }
+    let mine = taken_ports(svc);
+    let me = age_key(svc);
+    let mut holders: Vec<&Service> = others
+        .into_iter()
+        .filter(|o| node_mode(o) && age_key(o) < me)
+        .collect();
+    holders.sort_by_key(|o| age_key(o));
+    holders.iter().find_map(|o| {
+        let (_, ns, name) = age_key(o);
+        taken_ports(o)
+            .intersection(&mine)
+            .next()
+            .map(|(proto, port)| (proto.clone(), *port, format!("{ns}/{name}")))
     })
 }
 
@@ -86,18 +232,41 @@ pub(crate) fn desired_ingress<'a>(
 }
 
 impl ServiceLbController {
-    pub(crate) fn new(client: Client, services: Store<Service>, nodes: Store<Node>) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        services: Store<Service>,
+        nodes: Store<Node>,
+        pool: Vec<(Ipv4Addr, Ipv4Addr)>,
+    ) -> Self {
         Self {
             client,
             services,
             nodes,
+            warned: std::sync::Mutex::default(),
+            pool,
         }
     }
 
+    /// A Service change queues it and every node-mode LoadBalancer sharing one of its
+    /// ports (a Service that frees a port lets the one waiting for it in).
     pub(crate) fn on_service(
+        &self,
         queue: WorkQueue<ObjectKey>,
     ) -> impl Fn(&Change<Service>) + Send + Sync {
-        move |c| queue.add(ObjectKey::of(c.object().as_ref()))
+        let services = self.services.clone();
+        move |c| {
+            let svc = c.object();
+            queue.add(ObjectKey::of(svc.as_ref()));
+            let ports = taken_ports(svc);
+            if ports.is_empty() {
+                return;
+            }
+            for s in services
+                .filter(|s| node_mode(s) && taken_ports(s).intersection(&ports).next().is_some())
+            {
+                queue.add(ObjectKey::of(s.as_ref()));
+            }
+        }
     }
 
     /// A node change (joined, left, Ready flipped, address changed) re-queues every
@@ -127,24 +296,150 @@ impl Reconciler for ServiceLbController {
             return Ok(Action::Done);
         };
         let nodes = self.nodes.list();
-        let Some(want) = desired_ingress(&svc, nodes.iter().map(AsRef::as_ref)) else {
+        let Some(mut want) = desired_ingress(&svc, nodes.iter().map(AsRef::as_ref)) else {
             return Ok(Action::Done);
         };
+        let others = self.services.list();
+        if !self.pool.is_empty() && node_mode(&svc) {
+            return self.reconcile_pool(key, &svc, &nodes, &others).await;
+        }
+        let conflict = port_conflict(&svc, others.iter().map(AsRef::as_ref));
+        if conflict.is_some() {
+            want.clear();
+        }
         let have = svc
             .status
             .as_ref()
             .and_then(|s| s.load_balancer.as_ref())
             .and_then(|l| l.ingress.clone())
             .unwrap_or_default();
+        let ns = key.namespace.as_deref().unwrap_or("default");
+        if let Some((proto, port, holder)) = &conflict {
+            // one event per Service and holder, as long as the conflict lasts
+            let first = self
+                .warned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((key.to_string(), holder.clone()));
+            if first {
+                let message = format!(
+                    "Error syncing load balancer: port {port}/{proto} is already served on the nodes by LoadBalancer Service {holder}"
+                );
+                super::job::record_event(
+                    &self.client,
+                    "service-lb-controller",
+                    object_ref(&svc),
+                    "Warning",
+                    "SyncLoadBalancerFailed",
+                    &message,
+                )
+                .await;
+            }
+        } else {
+            self.warned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(k, _)| *k != key.to_string());
+        }
         if have == want {
             return Ok(Action::Done);
         }
-        let ns = key.namespace.as_deref().unwrap_or("default");
         let patch = json!({"status": {"loadBalancer": {"ingress": want}}});
         Api::<Service>::namespaced(self.client.clone(), ns)
             .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(Error::api("update status of", format!("service {key}")))?;
+        Ok(Action::Done)
+    }
+}
+
+impl ServiceLbController {
+    /// Pool mode: one address from the pool in the ingress, and the Ready node that
+    /// announces it in the [`ANNOUNCE_NODE_ANNOTATION`] annotation.
+    async fn reconcile_pool(
+        &self,
+        key: &ObjectKey,
+        svc: &Service,
+        nodes: &[std::sync::Arc<Node>],
+        others: &[std::sync::Arc<Service>],
+    ) -> Result<Action, Error> {
+        let taken: BTreeSet<Ipv4Addr> = others
+            .iter()
+            .filter(|o| ObjectKey::of(o.as_ref()) != *key && node_mode(o))
+            .flat_map(|o| {
+                o.status
+                    .as_ref()
+                    .and_then(|s| s.load_balancer.as_ref())
+                    .and_then(|l| l.ingress.clone())
+                    .unwrap_or_default()
+            })
+            .filter_map(|i| i.ip?.parse().ok())
+            .collect();
+        let ns = key.namespace.as_deref().unwrap_or("default");
+        let api = Api::<Service>::namespaced(self.client.clone(), ns);
+        let (ingress, node) = match pool_address(svc, &self.pool, &taken) {
+            Ok(ip) => {
+                let ready: Vec<&str> = nodes
+                    .iter()
+                    .filter(|n| ready(n))
+                    .filter_map(|n| n.metadata.name.as_deref())
+                    .collect();
+                let ing = LoadBalancerIngress {
+                    ip: Some(ip.to_string()),
+                    ip_mode: Some("VIP".into()),
+                    ..LoadBalancerIngress::default()
+                };
+                (vec![ing], announcer(ip, ready).map(str::to_owned))
+            }
+            Err(miss) => {
+                let why = match miss {
+                    PoolMiss::NotInPool(ip) => format!("requested address {ip} is not in the pool"),
+                    PoolMiss::InUse(ip) => format!("requested address {ip} is in use"),
+                    PoolMiss::Exhausted => "no address left in the pool".to_owned(),
+                };
+                if self
+                    .warned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((key.to_string(), why.clone()))
+                {
+                    super::job::record_event(
+                        &self.client,
+                        "service-lb-controller",
+                        object_ref(svc),
+                        "Warning",
+                        "AllocationFailed",
+                        &format!("Failed to allocate IP for \"{key}\": {why}"),
+                    )
+                    .await;
+                }
+                (Vec::new(), None)
+            }
+        };
+        let have_node = svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOUNCE_NODE_ANNOTATION))
+            .cloned();
+        if have_node != node {
+            let patch = json!({"metadata": {"annotations": {ANNOUNCE_NODE_ANNOTATION: node}}});
+            api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::api("annotate", format!("service {key}")))?;
+        }
+        let have = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.clone())
+            .unwrap_or_default();
+        if have != ingress {
+            let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
+            api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::api("update status of", format!("service {key}")))?;
+        }
         Ok(Action::Done)
     }
 }
@@ -173,6 +468,104 @@ mod tests {
     fn ips(v: &Option<Vec<LoadBalancerIngress>>) -> Option<Vec<String>> {
         v.as_ref()
             .map(|v| v.iter().filter_map(|i| i.ip.clone()).collect())
+    }
+
+    #[test]
+    fn pool_allocation_and_announcer() {
+        let pool = [
+            (Ipv4Addr::new(192, 0, 2, 100), Ipv4Addr::new(192, 0, 2, 101)),
+            (
+                Ipv4Addr::new(198, 51, 100, 7),
+                Ipv4Addr::new(198, 51, 100, 7),
+            ),
+        ];
+        let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
+        let none = BTreeSet::new();
+        let plain = svc(json!({"type": "LoadBalancer"}), json!({}));
+        assert_eq!(pool_address(&plain, &pool, &none), Ok(ip("192.0.2.100")));
+        let taken: BTreeSet<_> = [ip("192.0.2.100"), ip("192.0.2.101")].into();
+        assert_eq!(pool_address(&plain, &pool, &taken), Ok(ip("198.51.100.7")));
+        let all: BTreeSet<_> = taken.iter().copied().chain([ip("198.51.100.7")]).collect();
+        assert_eq!(pool_address(&plain, &pool, &all), Err(PoolMiss::Exhausted));
+        // an address held stays
+        let holding = svc(
+            json!({"type": "LoadBalancer"}),
+            json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.101"}]}}),
+        );
+        assert_eq!(pool_address(&holding, &pool, &none), Ok(ip("192.0.2.101")));
+        // spec.loadBalancerIP is honoured, or the Service waits
+        let asks = |a: &str| {
+            svc(
+                json!({"type": "LoadBalancer", "loadBalancerIP": a}),
+                json!({}),
+            )
+        };
+        assert_eq!(
+            pool_address(&asks("192.0.2.101"), &pool, &none),
+            Ok(ip("192.0.2.101"))
+        );
+        assert_eq!(
+            pool_address(&asks("10.0.0.1"), &pool, &none),
+            Err(PoolMiss::NotInPool(ip("10.0.0.1")))
+        );
+        assert_eq!(
+            pool_address(&asks("192.0.2.100"), &pool, &taken),
+            Err(PoolMiss::InUse(ip("192.0.2.100")))
+        );
+        // the announcer: stable, and only a lost node's addresses move
+        let nodes = ["a", "b", "c"];
+        let addrs: Vec<Ipv4Addr> = (1..=60).map(|i| Ipv4Addr::new(192, 0, 2, i)).collect();
+        let before: Vec<&str> = addrs
+            .iter()
+            .map(|a| announcer(*a, nodes).unwrap())
+            .collect();
+        assert!(
+            nodes.iter().all(|n| before.contains(n)),
+            "spread over every node"
+        );
+        for (a, was) in addrs.iter().zip(&before) {
+            let now = announcer(*a, ["a", "c"]).unwrap();
+            if *was != "b" {
+                assert_eq!(now, *was, "{a} stays on {was}");
+            }
+        }
+        assert_eq!(announcer(addrs[0], std::iter::empty()), None);
+    }
+
+    #[test]
+    fn the_second_service_on_a_port_waits() {
+        let at = |name: &str, t: &str, spec: serde_json::Value| -> Service {
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "d",
+                "creationTimestamp": t}, "spec": spec}))
+            .unwrap()
+        };
+        let lb = |ports: serde_json::Value| json!({"type": "LoadBalancer", "ports": ports});
+        let first = at("first", "2026-01-01T00:00:00Z", lb(json!([{"port": 80}])));
+        let second = at(
+            "second",
+            "2026-01-01T00:00:05Z",
+            lb(json!([{"port": 443}, {"port": 80, "protocol": "TCP"}])),
+        );
+        let udp = at(
+            "udp",
+            "2026-01-01T00:00:06Z",
+            lb(json!([{"port": 80, "protocol": "UDP"}])),
+        );
+        let classed = at(
+            "classed",
+            "2026-01-01T00:00:07Z",
+            json!({"type": "LoadBalancer", "loadBalancerClass": "x.io/lb", "ports": [{"port": 80}]}),
+        );
+        let all = [first.clone(), second.clone(), udp.clone(), classed.clone()];
+        assert_eq!(port_conflict(&first, all.iter()), None);
+        assert_eq!(
+            port_conflict(&second, all.iter()),
+            Some(("TCP".into(), 80, "d/first".into()))
+        );
+        assert_eq!(port_conflict(&udp, all.iter()), None, "another protocol");
+        assert_eq!(port_conflict(&classed, all.iter()), None, "another class");
+        // the first goes away: the second gets the port
+        assert_eq!(port_conflict(&second, all[1..].iter()), None);
     }
 
     #[test]

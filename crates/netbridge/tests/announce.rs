@@ -1,0 +1,117 @@
+//! L2 announcement, as root, inside network namespaces this test creates: a "switch"
+//! namespace holding a bridge, two node namespaces and a client namespace plugged into
+//! it. A pool address announced by node A answers the client's TCP; moved to node B, the
+//! client's neighbour entry follows at once (gratuitous ARP) and B answers.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use common::{fetch, Namespaces, Server};
+use kcore_netbridge::{Bridge, BridgeConfig, Ipv4Net, L2Announcer};
+use kcore_ns::NetNs;
+
+/// The MAC the client's neighbour table holds for `ip`, if any.
+fn neighbour(ns: &NetNs, ip: Ipv4Addr) -> Option<String> {
+    ns.run(move || {
+        let arp = std::fs::read_to_string("/proc/thread-self/net/arp").unwrap_or_default();
+        arp.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&ip.to_string().as_str()) && f.get(2) != Some(&"0x0"))
+                .then(|| f[3].to_owned())
+        })
+    })
+    .unwrap()
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[test]
+#[ignore = "needs root"]
+fn pool_address_moves_between_nodes_with_gratuitous_arp() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let host_links = common::current_links();
+    let mut nss = Namespaces::new();
+    let switch = nss.create("ksw");
+    let nodes = [nss.create("kan"), nss.create("kan")];
+    let client = nss.create("kac");
+    let lan: Ipv4Net = "192.0.2.0/24".parse().unwrap();
+    let tag = std::process::id() % 100_000;
+    let br = rt
+        .block_on(Bridge::ensure(
+            Some(&switch),
+            BridgeConfig {
+                name: "ksw0".into(),
+                ..BridgeConfig::new(lan)
+            },
+        ))
+        .unwrap();
+    let mut macs = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let ip = Ipv4Addr::new(192, 0, 2, 10 + i as u8);
+        let iface = rt
+            .block_on(br.attach(n, &format!("kan{tag}x{i}"), ip))
+            .unwrap();
+        macs.push(mac_text(iface.mac));
+    }
+    rt.block_on(br.attach(&client, &format!("kac{tag}"), Ipv4Addr::new(192, 0, 2, 20)))
+        .unwrap();
+    let _servers = [
+        Server::start(&nodes[0], SocketAddr::from(([0, 0, 0, 0], 8080)), "node-a"),
+        Server::start(&nodes[1], SocketAddr::from(([0, 0, 0, 0], 8080)), "node-b"),
+    ];
+    let vip = Ipv4Addr::new(192, 0, 2, 100);
+    let at = SocketAddr::V4(SocketAddrV4::new(vip, 8080));
+    let want: BTreeSet<Ipv4Addr> = [vip].into();
+    let mut a = rt
+        .block_on(L2Announcer::new(Some(&nodes[0]), "eth0"))
+        .unwrap();
+    let mut b = rt
+        .block_on(L2Announcer::new(Some(&nodes[1]), "eth0"))
+        .unwrap();
+
+    // nobody holds it: nothing answers
+    assert!(fetch(&client, at).is_err());
+    rt.block_on(a.sync(&want)).unwrap();
+    rt.block_on(a.sync(&want)).unwrap(); // idempotent
+    assert_eq!(fetch(&client, at).unwrap(), "node-a");
+    assert_eq!(neighbour(&client, vip).as_deref(), Some(macs[0].as_str()));
+
+    // takeover: A gives it up, B announces; the client's cache follows without asking
+    rt.block_on(a.sync(&BTreeSet::new())).unwrap();
+    rt.block_on(b.sync(&want)).unwrap();
+    let mut moved = false;
+    for _ in 0..50 {
+        if neighbour(&client, vip).as_deref() == Some(macs[1].as_str()) {
+            moved = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(moved, "gratuitous ARP updated the client's neighbour entry");
+    assert_eq!(fetch(&client, at).unwrap(), "node-b");
+
+    // a fresh announcer (a restarted agent) adopts and can give the address up
+    let mut b2 = rt
+        .block_on(L2Announcer::new(Some(&nodes[1]), "eth0"))
+        .unwrap();
+    rt.block_on(b2.sync(&want)).unwrap();
+    rt.block_on(b2.sync(&BTreeSet::new())).unwrap();
+    assert!(b2.announced().is_empty());
+    assert!(fetch(&client, at).is_err(), "released: nobody answers");
+    assert_eq!(
+        common::current_links(),
+        host_links,
+        "the test's own namespace is untouched"
+    );
+}
