@@ -62,3 +62,8 @@ async fn python_client_crud_watch_patch() {
 async fn python_client_custom_resources() {
     run_script("crd_client.py", "python crd client: ok").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_persistent_volume_claims() {
+    run_script("storage_client.py", "python storage: ok").await;
+}

@@ -38,6 +38,7 @@
 #![deny(missing_docs)]
 
 mod cron;
+mod ephemeral;
 mod error;
 mod leader;
 mod qos;
@@ -48,6 +49,7 @@ mod status;
 mod version;
 
 pub use cron::{missed_schedules, time_zone, CronSchedule, Missed};
+pub use ephemeral::{claim_is_for_pod, ephemeral_claim_name};
 pub use error::Error;
 pub use leader::{decide, LeaseDecision, LeaseObserver};
 pub use qos::{pod_qos_class, qos_class, QosClass};

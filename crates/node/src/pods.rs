@@ -1,7 +1,7 @@
 //! Pod workers: one task per pod bound to the node, driven by pod updates, container
 //! exits and probe results (no fixed-tick polling of containers).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -121,6 +121,9 @@ struct Ctr {
 struct PodSaved {
     start_time: Option<Timestamp>,
     ctrs: BTreeMap<String, CtrSaved>,
+    /// The eviction message, once the node evicted the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    evicted: Option<String>,
 }
 
 fn now() -> Timestamp {
@@ -196,6 +199,7 @@ pub(crate) fn spawn_worker(env: Arc<PodEnv>, pod: Pod) -> WorkerHandle {
         pod,
         sandbox: None,
         volumes: None,
+        evicted: None,
         volume_refreshed: Instant::now(),
         ctrs: BTreeMap::new(),
         tx: tx.clone(),
@@ -223,7 +227,9 @@ struct PodWorker {
     dir: PathBuf,
     pod: Pod,
     sandbox: Option<Sandbox>,
-    volumes: Option<HashMap<String, PathBuf>>,
+    volumes: Option<volumes::Volumes>,
+    /// Why the node evicted the pod (its status message), once it did.
+    evicted: Option<String>,
     volume_refreshed: Instant,
     ctrs: BTreeMap<String, Ctr>,
     tx: mpsc::UnboundedSender<PodEvent>,
@@ -518,6 +524,7 @@ impl PodWorker {
             return;
         };
         self.start_time = saved.start_time;
+        self.evicted = saved.evicted;
         for (n, s) in saved.ctrs {
             self.ctrs.insert(
                 n,
@@ -532,6 +539,7 @@ impl PodWorker {
     fn save(&self) {
         let saved = PodSaved {
             start_time: self.start_time,
+            evicted: self.evicted.clone(),
             ctrs: self
                 .ctrs
                 .iter()
@@ -709,6 +717,13 @@ impl PodWorker {
                     return Err(e);
                 }
             };
+            // the kubelet's emptyDir sizeLimit eviction, on the refresh cadence (its
+            // eviction manager's 10 s by default)
+            if let Some(msg) = volumes::over_limit(&self.pod, &v) {
+                self.volumes = Some(v);
+                self.evict(msg).await;
+                return Ok(Flow::Continue);
+            }
             self.volumes = Some(v);
             self.volume_refreshed = Instant::now();
         }
@@ -910,9 +925,14 @@ impl PodWorker {
             .clone()
             .expect("sandbox made before containers");
         let object = format!("{}/{} container {}", self.ns(), self.name(), c.name);
-        let mut mounts =
-            volumes::container_mounts(c, self.volumes.as_ref().expect("volumes"), &object)
-                .map_err(|e| ("CreateContainerConfigError", e))?;
+        let mut mounts = volumes::container_mounts(
+            c,
+            self.volumes.as_ref().expect("volumes"),
+            &env,
+            &self.dir.join("volumes").join("volume-subpaths"),
+            &object,
+        )
+        .map_err(|e| ("CreateContainerConfigError", e))?;
         let user_paths: Vec<String> = mounts.iter().map(|m| m.destination.clone()).collect();
         for (src, dst) in [
             (&sb.etc_hosts, "/etc/hosts"),
@@ -1189,7 +1209,28 @@ impl PodWorker {
 
     /// Stops every container (SIGTERM, grace period, SIGKILL) and removes the sandbox.
     async fn terminate(&mut self) {
-        let grace = self.grace_period();
+        self.terminate_within(self.grace_period()).await;
+    }
+
+    /// Evicts the pod as the kubelet's eviction manager does: a Warning `Evicted` event,
+    /// its containers killed at once, and the pod Failed with reason `Evicted` and `msg`.
+    async fn evict(&mut self, msg: String) {
+        tracing::info!(pod = %self.name(), message = %msg, "evicting the pod");
+        crate::events::record(
+            &self.env.client,
+            &self.pod,
+            &self.env.node_name,
+            true,
+            "Evicted",
+            msg.clone(),
+            None,
+        );
+        self.evicted = Some(msg);
+        self.save();
+        self.terminate_within(Duration::ZERO).await;
+    }
+
+    async fn terminate_within(&mut self, grace: Duration) {
         let running: Vec<(String, String, u32)> = self
             .ctrs
             .iter_mut()
@@ -1266,7 +1307,7 @@ impl PodWorker {
     }
 
     fn cleanup_files(&self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        volumes::remove_unmounted(&self.dir);
         let d = self
             .env
             .logs_root
@@ -1275,6 +1316,9 @@ impl PodWorker {
     }
 
     fn phase(&self) -> String {
+        if self.evicted.is_some() {
+            return "Failed".into();
+        }
         let (inits, apps) = self.spec_containers();
         let policy = self.restart_policy();
         for c in &inits {
@@ -1518,6 +1562,10 @@ impl PodWorker {
         }
         if let Some((reason, msg)) = &self.error {
             st["reason"] = json!(reason);
+            st["message"] = json!(msg);
+        }
+        if let Some(msg) = &self.evicted {
+            st["reason"] = json!("Evicted");
             st["message"] = json!(msg);
         }
         st

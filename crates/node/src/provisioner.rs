@@ -13,6 +13,19 @@
 //! Capacity is not enforced (the hosts' file systems have no project quotas): the
 //! provisioner measures each bound volume's usage and warns with a
 //! `VolumeCapacityExceeded` event on the claim when it grows past its capacity.
+//!
+//! Pods using an over-full volume are deliberately *not* evicted. The kubelet evicts for
+//! ephemeral storage (an emptyDir past its `sizeLimit`, see `volumes::over_limit`)
+//! because removing the pod frees that storage; a claim's data outlives the pod, and its
+//! `local` volume pins the replacement pod to the same node, so an eviction would free
+//! nothing and only turn a full volume into a restart loop. Upstream does not act either:
+//! Kubernetes `local` volumes and Rancher's local-path-provisioner document that their
+//! capacity is not enforced. The honest answers are real limits (project quotas, or a
+//! loop-mounted file system per volume, not built yet) and this warning.
+//!
+//! A bound claim that asks for more (the API server allows it only when the class has
+//! `allowVolumeExpansion`) is expanded at once: a directory has no device or file system
+//! to grow, so the resize flow only records the new size (see `LocalProvisioner::resize`).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -321,6 +334,125 @@ impl LocalProvisioner {
         Ok(())
     }
 
+    /// Expands a volume of this node whose bound claim asks for more than it has, in
+    /// upstream's resize flow made honest for a directory (there is no block device or
+    /// file system to grow, so every step succeeds at once): the claim's
+    /// `allocatedResources` and a `Resizing` condition with
+    /// `ControllerResizeInProgress`, the volume's new capacity, then the claim's
+    /// `status.capacity` with the condition and status cleared, with the external
+    /// resizer's events. The API server has already refused the request unless the
+    /// class allows expansion.
+    async fn resize(
+        &mut self,
+        pv: &PersistentVolume,
+        claims: &[PersistentVolumeClaim],
+    ) -> Result<()> {
+        if self.own_dir(pv).is_none() {
+            return Ok(());
+        }
+        let Some(r) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
+            return Ok(());
+        };
+        let Some(c) = claims.iter().find(|c| c.metadata.uid == r.uid) else {
+            return Ok(());
+        };
+        let bound = c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        let storage = |m: Option<
+            &std::collections::BTreeMap<
+                String,
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+            >,
+        >| { m.and_then(|m| m.get("storage")).cloned() };
+        let (Some(want_q), Some(have_q)) = (
+            storage(
+                c.spec
+                    .as_ref()
+                    .and_then(|s| s.resources.as_ref())
+                    .and_then(|r| r.requests.as_ref()),
+            ),
+            storage(pv.spec.as_ref().and_then(|s| s.capacity.as_ref())),
+        ) else {
+            return Ok(());
+        };
+        let (Ok(want), Ok(have)) = (Quantity::try_from(&want_q), Quantity::try_from(&have_q))
+        else {
+            return Ok(());
+        };
+        let pv_name = pv.metadata.name.clone().unwrap_or_default();
+        let claim_cap = storage(c.status.as_ref().and_then(|s| s.capacity.as_ref()));
+        if !bound || c.metadata.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let ns = c.metadata.namespace.clone().unwrap_or_default();
+        let name = c.metadata.name.clone().unwrap_or_default();
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+        let patch_status = |v: serde_json::Value| {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                api.patch_status(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(v),
+                )
+                .await
+                .map(|_| ())
+            }
+        };
+        let ctx = |what: &str| format!("{what} of persistentvolumeclaim {ns}/{name}");
+        if want > have {
+            tracing::info!(volume = %pv_name, from = %have_q.0, to = %want_q.0, "expanding a local volume");
+            let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            );
+            patch_status(json!({"status": {
+                "allocatedResources": {"storage": want_q},
+                "allocatedResourceStatuses": {"storage": "ControllerResizeInProgress"},
+                "conditions": [{"type": "Resizing", "status": "True", "lastTransitionTime": now}]
+            }}))
+            .await
+            .map_err(|e| Error::kube(ctx("update status"), e))?;
+            self.event_once(
+                Self::claim_ref(c),
+                false,
+                "Resizing",
+                &format!("External resizer is resizing volume {pv_name}"),
+                &format!("resize/{}", want_q.0),
+            );
+            let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+            pvs.patch(
+                &pv_name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"spec": {"capacity": {"storage": want_q}}})),
+            )
+            .await
+            .map_err(|e| Error::kube(format!("expand persistentvolume {pv_name}"), e))?;
+        } else if claim_cap.as_ref() != Some(&have_q)
+            && claim_cap
+                .as_ref()
+                .and_then(|q| Quantity::try_from(q).ok())
+                .is_some_and(|q| q < have)
+        {
+            // the volume has grown: the claim shows it and the resize is finished
+            patch_status(json!({"status": {
+                "capacity": {"storage": have_q},
+                "allocatedResources": {"storage": have_q},
+                "allocatedResourceStatuses": null,
+                "conditions": null
+            }}))
+            .await
+            .map_err(|e| Error::kube(ctx("update status"), e))?;
+            self.event_once(
+                Self::claim_ref(c),
+                false,
+                "VolumeResizeSuccessful",
+                "Resize volume succeeded",
+                &format!("resized/{}", have_q.0),
+            );
+        }
+        Ok(())
+    }
+
     /// Warns about bound volumes of this node that use more than their capacity.
     async fn measure(&mut self, pvs: &[PersistentVolume], claims: &[PersistentVolumeClaim]) {
         for pv in pvs {
@@ -390,6 +522,9 @@ impl LocalProvisioner {
         for pv in &pvs {
             if let Err(e) = self.reclaim(pv).await {
                 tracing::warn!(error = %ErrorChain(&e), "deleting a local volume failed");
+            }
+            if let Err(e) = self.resize(pv, &claims).await {
+                tracing::warn!(error = %ErrorChain(&e), "expanding a local volume failed");
             }
         }
         if self.measured.is_none_or(|t| t.elapsed() >= MEASURE_EVERY) {

@@ -108,6 +108,16 @@ fn cap_name(c: &str) -> String {
 
 /// Expands `$(VAR)` references like Kubernetes: `$$` escapes, unknown references stay.
 pub(crate) fn expand(s: &str, env: &[(String, String)]) -> String {
+    expand_with(s, |name| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    })
+}
+
+/// [`expand`] over any lookup: a reference the lookup answers `None` for stays as it is.
+pub(crate) fn expand_with(s: &str, mut lookup: impl FnMut(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(s.len());
     let b = s.as_bytes();
     let mut i = 0;
@@ -121,8 +131,8 @@ pub(crate) fn expand(s: &str, env: &[(String, String)]) -> String {
             if b[i + 1] == b'(' {
                 if let Some(end) = s[i + 2..].find(')') {
                     let name = &s[i + 2..i + 2 + end];
-                    if let Some((_, v)) = env.iter().rev().find(|(k, _)| k == name) {
-                        out.push_str(v);
+                    if let Some(v) = lookup(name) {
+                        out.push_str(&v);
                     } else {
                         out.push_str(&s[i..i + 3 + end]);
                     }

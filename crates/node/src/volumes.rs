@@ -1,5 +1,23 @@
-//! Pod volumes: emptyDir (disk or memory), configMap, secret, downwardAPI, projected
-//! and hostPath, with atomically updated file sets like the kubelet's `..data` links.
+//! Pod volumes: emptyDir (disk or memory), configMap, secret, downwardAPI, projected,
+//! hostPath and claims, with atomically updated file sets like the kubelet's `..data`
+//! links.
+//!
+//! # Mount semantics
+//!
+//! - A mount is read-only when its `volumeMount` says so, when the claim's volume source
+//!   has `readOnly`, and always for configMap, secret, downwardAPI and projected volumes
+//!   (the kubelet mounts API data read-only too).
+//! - A memory emptyDir is a tmpfs sized to the smallest of its `sizeLimit` and the pod's
+//!   memory limit (the pod cgroup's), so writes past it fail with `ENOSPC`; a disk emptyDir
+//!   with a `sizeLimit` is measured and the pod is evicted past it ([`over_limit`]).
+//! - A `subPath` (or an expanded `subPathExpr`) is resolved inside its volume through file
+//!   descriptors (`openat2(RESOLVE_IN_ROOT)`, [`kcore_rootfd`]): a symlink in the volume,
+//!   even one a container swapped in for a path component, resolves as if the volume were
+//!   `/`, so it never leads outside. The fd it gives is bind-mounted through
+//!   `/proc/self/fd/N` onto a staging path `volume-subpaths/<volume>/<container>/<index>`
+//!   (the kubelet's layout), and the container mounts that staging path: nothing resolves
+//!   the sub path as a string after it was checked. Missing directories are created with
+//!   `mkdirat` in parents that were themselves resolved inside the volume.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
@@ -270,12 +288,34 @@ pub(crate) async fn files_of(
     Ok(None)
 }
 
-/// Prepares (or refreshes) every volume of the pod under `dir`; returns name → host path.
-pub(crate) async fn prepare(
-    pod: &Pod,
-    dir: &Path,
-    refs: &mut Refs,
-) -> Result<HashMap<String, PathBuf>> {
+/// A volume made ready on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Prepared {
+    /// Where it is on the host.
+    pub path: PathBuf,
+    /// Every mount of it is read-only (see the module doc).
+    pub read_only: bool,
+    /// A disk emptyDir's `sizeLimit`: bytes, and the quantity as written.
+    pub size_limit: Option<(u64, String)>,
+}
+
+/// The pod's volumes by name.
+pub(crate) type Volumes = HashMap<String, Prepared>;
+
+/// The size of a memory emptyDir's tmpfs, as the kubelet picks it: the smallest positive
+/// one of the volume's `sizeLimit` and the pod's memory limit; `None` when neither is set
+/// (the tmpfs default, half the host's memory).
+pub(crate) fn memory_medium_size(pod: &Pod, size_limit: Option<i64>) -> Option<i64> {
+    let pod_limit = crate::sandbox::pod_resources(pod).memory.limit;
+    [pod_limit, size_limit]
+        .into_iter()
+        .flatten()
+        .filter(|b| *b > 0)
+        .min()
+}
+
+/// Prepares (or refreshes) every volume of the pod under `dir`.
+pub(crate) async fn prepare(pod: &Pod, dir: &Path, refs: &mut Refs) -> Result<Volumes> {
     // the volumes' parent stays 0750 (the kubelet's too): other host users reach no
     // volume through it, while the volumes themselves keep modes that let a non-root
     // container read them through its bind mounts
@@ -298,29 +338,47 @@ pub(crate) async fn prepare(
         .flatten()
     {
         let projected = dir.join("projected").join(&v.name);
+        let mut read_only = false;
+        let mut size_limit = None;
         let path = if let Some(files) = files_of(pod, v, refs, &projected).await? {
             let p = projected;
             write_atomic(&p, &files)?;
+            read_only = true;
             p
         } else if let Some(e) = &v.empty_dir {
             let p = dir.join("empty-dir").join(&v.name);
             std::fs::create_dir_all(&p).map_err(|e| Error::io("create", &p, e))?;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777))
                 .map_err(|e| Error::io("chmod", &p, e))?;
-            if e.medium.as_deref() == Some("Memory") && !is_mountpoint(&p) {
-                let size = e
-                    .size_limit
-                    .as_ref()
-                    .and_then(|q| kcore_k8s::Quantity::try_from(q).ok())
-                    .map(|q| q.value().max(0))
-                    .map(|b| format!("mode=1777,size={b}"))
-                    .unwrap_or_else(|| "mode=1777".into());
-                kcore_ns::mount::mount_tmpfs(&p, kcore_ns::mount::MountFlags::NONE, Some(&size))
+            let limit = e
+                .size_limit
+                .as_ref()
+                .and_then(|q| Some((kcore_k8s::Quantity::try_from(q).ok()?.value(), &q.0)));
+            if e.medium.as_deref() == Some("Memory") {
+                if !is_mountpoint(&p) {
+                    let size = memory_medium_size(pod, limit.map(|l| l.0))
+                        .map(|b| format!("mode=1777,size={b}"))
+                        .unwrap_or_else(|| "mode=1777".into());
+                    kcore_ns::mount::mount_tmpfs(
+                        &p,
+                        kcore_ns::mount::MountFlags::NONE,
+                        Some(&size),
+                    )
                     .map_err(|e| Error::ns(format!("mount tmpfs for {}", what(v)), e))?;
+                }
+            } else {
+                size_limit = limit
+                    .filter(|(b, _)| *b > 0)
+                    .map(|(b, s)| (b as u64, s.clone()));
             }
             p
         } else if let Some(pvc) = &v.persistent_volume_claim {
-            claim_dir(refs, &pvc.claim_name, &what(v)).await?
+            read_only = pvc.read_only == Some(true);
+            claim_dir(refs, &pvc.claim_name, None, &what(v)).await?
+        } else if v.ephemeral.is_some() {
+            // the claim the ephemeral-volume controller made, and only if it is the pod's
+            let name = kcore_k8s::ephemeral_claim_name(pod, v);
+            claim_dir(refs, &name, Some(pod), &what(v)).await?
         } else if let Some(h) = &v.host_path {
             let p = PathBuf::from(&h.path);
             match h.type_.as_deref() {
@@ -355,15 +413,46 @@ pub(crate) async fn prepare(
                 reason: "unsupported volume type on this node".into(),
             });
         };
-        out.insert(v.name.clone(), path);
+        out.insert(
+            v.name.clone(),
+            Prepared {
+                path,
+                read_only,
+                size_limit,
+            },
+        );
     }
     Ok(out)
+}
+
+/// The eviction message of the first disk emptyDir whose usage is past its `sizeLimit`,
+/// in the kubelet's words (trailing space included).
+pub(crate) fn over_limit(pod: &Pod, volumes: &Volumes) -> Option<String> {
+    // in the pod's order, as the kubelet checks them
+    let names = pod.spec.as_ref()?.volumes.as_ref()?;
+    names.iter().find_map(|v| {
+        let p = volumes.get(&v.name)?;
+        let (limit, shown) = p.size_limit.as_ref()?;
+        (crate::provisioner::disk_usage(&p.path) > *limit).then(|| {
+            format!(
+                "Usage of EmptyDir volume {:?} exceeds the limit {shown:?}. ",
+                v.name
+            )
+        })
+    })
 }
 
 /// The host directory of the volume bound to claim `name` (a `local` or `hostPath`
 /// PersistentVolume); an [`Error::InvalidSpec`] about `object` says, in the kubelet's
 /// words, why there is none yet.
-async fn claim_dir(refs: &Refs, name: &str, object: &str) -> Result<PathBuf> {
+///
+/// With `for_pod`, the claim must be that pod's own (a generic ephemeral volume's).
+async fn claim_dir(
+    refs: &Refs,
+    name: &str,
+    for_pod: Option<&Pod>,
+    object: &str,
+) -> Result<PathBuf> {
     use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
     let ns = refs.namespace();
     let invalid = |reason: String| Error::InvalidSpec {
@@ -376,6 +465,9 @@ async fn claim_dir(refs: &Refs, name: &str, object: &str) -> Result<PathBuf> {
         .await
         .map_err(|e| Error::kube(format!("get persistentvolumeclaim {ns}/{name}"), e))?
         .ok_or_else(|| invalid(format!("persistentvolumeclaim {name:?} not found")))?;
+    if let Some(pod) = for_pod {
+        kcore_k8s::claim_is_for_pod(pod, &claim).map_err(invalid)?;
+    }
     let phase = claim
         .status
         .as_ref()
@@ -429,57 +521,173 @@ fn is_mountpoint(p: &Path) -> bool {
     mi.lines().any(|l| l.split(' ').nth(4) == Some(&s))
 }
 
-/// Unmounts memory-backed emptyDirs and removes the pod's volume directory.
-pub(crate) fn teardown(dir: &Path) {
-    let ed = dir.join("empty-dir");
-    if let Ok(rd) = std::fs::read_dir(&ed) {
-        for e in rd.flatten() {
-            let p = e.path();
-            while is_mountpoint(&p) {
-                if kcore_ns::mount::unmount(&p, true).is_err() {
-                    break;
-                }
+/// The mount points at or below `dir` in this mount namespace, deepest first.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = mi
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out.dedup();
+    out
+}
+
+/// Unmounts everything at or below `dir` (memory emptyDirs, sub-path staging mounts)
+/// and then removes it. When a mount stays, nothing is removed: a sub-path mount shows
+/// a claim's own files, which removing the pod must never touch.
+pub(crate) fn remove_unmounted(dir: &Path) {
+    for _ in 0..4 {
+        let left = mounts_under(dir);
+        if left.is_empty() {
+            let _ = std::fs::remove_dir_all(dir);
+            return;
+        }
+        for m in left {
+            if let Err(e) = kcore_ns::mount::unmount(&m, true) {
+                tracing::debug!(path = %m.display(), error = %e, "unmount");
             }
         }
     }
-    let _ = std::fs::remove_dir_all(dir);
+    tracing::warn!(dir = %dir.display(), "mounts remain below the pod's directory; it is kept");
 }
 
-/// The bind mounts of a container's `volumeMounts`.
+/// Unmounts memory-backed emptyDirs and sub-path mounts and removes the pod's volume
+/// directory.
+pub(crate) fn teardown(dir: &Path) {
+    remove_unmounted(dir);
+}
+
+/// The error of a bad sub path of `object`.
+fn bad_sub_path(object: &str, reason: String) -> Error {
+    Error::InvalidSpec {
+        object: object.to_owned(),
+        reason,
+    }
+}
+
+/// A mount's sub path: `subPath`, or `subPathExpr` expanded with the container's
+/// environment (every variable it names must be set and non-empty, as upstream); it
+/// must be relative and must not contain `..`.
+fn sub_path_of(
+    m: &k8s_openapi::api::core::v1::VolumeMount,
+    env: &[(String, String)],
+    object: &str,
+) -> Result<Option<String>> {
+    let sub = if let Some(e) = m.sub_path_expr.as_deref().filter(|s| !s.is_empty()) {
+        let mut missing = std::collections::BTreeSet::new();
+        let out = crate::spec::expand_with(e, |name| {
+            let v = env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty());
+            if v.is_none() {
+                missing.insert(name.to_owned());
+            }
+            Some(v.unwrap_or_default())
+        });
+        if !missing.is_empty() {
+            let names: Vec<_> = missing.into_iter().collect();
+            return Err(bad_sub_path(
+                object,
+                format!("missing value for {}", names.join(", ")),
+            ));
+        }
+        out
+    } else if let Some(s) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+        s.to_owned()
+    } else {
+        return Ok(None);
+    };
+    if sub.starts_with('/') {
+        return Err(bad_sub_path(
+            object,
+            format!("error SubPath `{sub}` must not be an absolute path"),
+        ));
+    }
+    if Path::new(&sub)
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
+        return Err(bad_sub_path(
+            object,
+            format!("unable to provision SubPath `{sub}`: must not contain '..'"),
+        ));
+    }
+    Ok(Some(sub))
+}
+
+/// Resolves `sub` inside the volume at `volume` through file descriptors (creating
+/// missing directories as upstream does) and bind-mounts what it found onto `target`
+/// through `/proc/self/fd/N`, replacing an earlier mount there (a restarted container
+/// resolves again, so a symlink swapped in meanwhile is followed only inside the volume).
+fn bind_sub_path(volume: &Path, sub: &str, target: &Path, object: &str) -> Result<()> {
+    use kcore_rootfd::{mkdir_all_in, open_in, open_root, Errno, OFlags};
+    let root = open_root(volume).map_err(|e| Error::io("open", volume, e))?;
+    let io = |e: Errno| Error::io("resolve sub path in", volume.join(sub), e.into());
+    let fd = match open_in(&root, Path::new(sub), OFlags::PATH | OFlags::CLOEXEC) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => mkdir_all_in(&root, Path::new(sub), 0o755).map_err(io)?,
+        Err(e) => return Err(io(e)),
+    };
+    while is_mountpoint(target) {
+        kcore_ns::mount::unmount(target, true)
+            .map_err(|e| Error::ns(format!("unmount the old sub path of {object}"), e))?;
+    }
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+    }
+    // a staging target of the other type (a file became a directory) is replaced
+    let source = kcore_rootfd::proc_fd_path(&fd);
+    let is_dir = std::fs::metadata(&source)
+        .map_err(|e| Error::io("stat", volume.join(sub), e))?
+        .is_dir();
+    match std::fs::symlink_metadata(target) {
+        Ok(m) if m.is_dir() != is_dir => {
+            let _ = std::fs::remove_dir(target).or_else(|_| std::fs::remove_file(target));
+        }
+        _ => {}
+    }
+    kcore_ns::mount::bind(&source, target, false, kcore_ns::mount::MountFlags::NONE)
+        .map_err(|e| Error::ns(format!("bind-mount sub path {sub:?} of {object}"), e))
+}
+
+/// The bind mounts of a container's `volumeMounts`. Sub paths are staged under
+/// `staging` (the pod's `volume-subpaths/<volume>/<container>/<index>`); `env` is the
+/// container's resolved environment, for `subPathExpr`.
 pub(crate) fn container_mounts(
     c: &Container,
-    volumes: &HashMap<String, PathBuf>,
+    volumes: &Volumes,
+    env: &[(String, String)],
+    staging: &Path,
     object: &str,
 ) -> Result<Vec<BindMount>> {
     let mut out = Vec::new();
-    for m in c.volume_mounts.iter().flatten() {
-        let Some(src) = volumes.get(&m.name) else {
+    for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
+        let Some(vol) = volumes.get(&m.name) else {
             return Err(Error::InvalidSpec {
                 object: object.to_owned(),
                 reason: format!("volumeMount {} refers to no volume", m.name),
             });
         };
-        let mut source = src.clone();
-        if let Some(sp) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            if !safe_rel(sp) {
-                return Err(Error::InvalidSpec {
-                    object: object.to_owned(),
-                    reason: format!("bad subPath {sp:?}"),
-                });
-            }
-            source = src.join(sp);
-            if !source.exists() {
-                std::fs::create_dir_all(&source).map_err(|e| Error::io("create", &source, e))?;
-            }
-            // a subPath of a projected volume goes through ..data
-            if let Ok(real) = std::fs::canonicalize(&source) {
-                source = real;
-            }
+        let mut source = vol.path.clone();
+        if let Some(sub) = sub_path_of(m, env, object)? {
+            // a projected volume's top-level names are links through ..data: the
+            // resolution inside the volume follows them
+            let target = staging.join(&m.name).join(&c.name).join(i.to_string());
+            bind_sub_path(&vol.path, &sub, &target, object)?;
+            source = target;
         }
         out.push(BindMount {
             source,
             destination: m.mount_path.clone(),
-            read_only: m.read_only.unwrap_or(false),
+            read_only: m.read_only.unwrap_or(false) || vol.read_only,
         });
     }
     Ok(out)

@@ -28,6 +28,7 @@ use crate::controllers::cronjob::{Clock, CronJobController};
 use crate::controllers::daemonset::DaemonSetController;
 use crate::controllers::deployment::DeploymentController;
 use crate::controllers::endpoints::EndpointsController;
+use crate::controllers::ephemeral::EphemeralVolumeController;
 use crate::controllers::gc::GarbageCollector;
 use crate::controllers::job::{JobController, DEFAULT_POD_FAILURE_BACKOFF};
 use crate::controllers::namespace::NamespaceController;
@@ -60,6 +61,7 @@ pub const CONTROLLERS: &[&str] = &[
     "persistentvolume-binder",
     "pvc-protection",
     "pv-protection",
+    "ephemeral-volume",
     "servicelb",
 ];
 
@@ -375,6 +377,13 @@ impl ControllerManager {
             let c = PvcProtectionController::new(client.clone(), pvcs.store(), pods.store());
             pvcs.on_change(PvcProtectionController::on_claim(q.clone()));
             pods.on_change(PvcProtectionController::on_pod(q.clone()));
+            start!(c, q);
+        }
+        if self.enabled("ephemeral-volume") {
+            let q = new_queue();
+            let c = EphemeralVolumeController::new(client.clone(), pods.store(), pvcs.store());
+            pods.on_change(EphemeralVolumeController::on_pod(q.clone()));
+            pvcs.on_change(EphemeralVolumeController::on_claim(q.clone()));
             start!(c, q);
         }
         if self.enabled("pv-protection") {

@@ -253,3 +253,146 @@ async fn a_claim_in_use_is_kept_until_its_pod_goes() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_volumes_get_their_own_claim_and_never_a_foreign_one() {
+    use k8s_openapi::api::core::v1::Pod;
+    let c = start(Kubelet::None, &["ephemeral-volume", "garbagecollector"]).await;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), &c.namespace);
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &c.namespace);
+    let template = json!({"volumeClaimTemplate": {
+        "metadata": {"labels": {"tier": "scratch"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+                 "resources": {"requests": {"storage": "1Gi"}}}}});
+    // someone else's claim already has the name the second pod's volume would get
+    create(&pvcs, pvc("squat-data", "5Gi", "manual")).await;
+    let web = create(
+        &pods,
+        json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "x"}],
+            "volumes": [{"name": "data", "ephemeral": template}]}}),
+    )
+    .await;
+    create(
+        &pods,
+        json!({"metadata": {"name": "squat"}, "spec": {"containers": [{"name": "c", "image": "x"}],
+            "volumes": [{"name": "data", "ephemeral": template}]}}),
+    )
+    .await;
+    let claim = eventually(20, "the claim web-data", || async {
+        pvcs.get_opt("web-data").await.ok()?
+    })
+    .await;
+    let owner = &claim.metadata.owner_references.as_ref().expect("owned")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("Pod", "web", Some(true))
+    );
+    assert_eq!(Some(&owner.uid), web.metadata.uid.as_ref());
+    assert_eq!(claim.metadata.labels.unwrap()["tier"], "scratch");
+    assert_eq!(
+        claim.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0,
+        "1Gi"
+    );
+    let ev = eventually(20, "a FailedBinding event on the squatted pod", || async {
+        has_event(&c.client, &c.namespace, "squat", "FailedBinding").await
+    })
+    .await;
+    assert_eq!(
+        ev.message.as_deref(),
+        Some(format!(
+            "ephemeral volume data: PVC {0}/squat-data was not created for pod {0}/squat (pod is not owner)",
+            c.namespace
+        ))
+        .as_deref()
+    );
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    let foreign = pvcs.get("squat-data").await.expect("foreign claim");
+    assert!(
+        foreign.metadata.owner_references.is_none(),
+        "the foreign claim is left alone"
+    );
+    // the claim goes with its pod
+    pods.delete("web", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete pod");
+    eventually(30, "web-data to go with its pod", || async {
+        let c = pvcs.get_opt("web-data").await.ok()?;
+        (c.is_none() || c.is_some_and(|c| c.metadata.deletion_timestamp.is_some())).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_grow_only_in_expandable_classes_and_never_shrink() {
+    let c = start(Kubelet::None, &["persistentvolume-binder"]).await;
+    let scs: Api<StorageClass> = Api::all(c.client.clone());
+    let pvs: Api<PersistentVolume> = Api::all(c.client.clone());
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), &c.namespace);
+    let fixed = format!("fixed-{}", c.namespace);
+    let growing = format!("growing-{}", c.namespace);
+    create(
+        &scs,
+        json!({"metadata": {"name": fixed}, "provisioner": "kubernetes.io/no-provisioner"}),
+    )
+    .await;
+    create(
+        &scs,
+        json!({"metadata": {"name": growing}, "provisioner": "kubernetes.io/no-provisioner",
+               "allowVolumeExpansion": true}),
+    )
+    .await;
+    for (class, vol) in [(&fixed, "pv-fixed"), (&growing, "pv-growing")] {
+        let vol = format!("{vol}-{}", c.namespace);
+        let mut v = pv(&vol, "1Gi", "Retain");
+        v["spec"]["storageClassName"] = json!(class);
+        create(&pvs, v).await;
+        create(&pvcs, pvc(class, "1Gi", class)).await;
+    }
+    for class in [&fixed, &growing] {
+        eventually(20, "claims Bound", || async {
+            let st = pvcs.get(class).await.ok()?.status?;
+            (st.phase.as_deref() == Some("Bound")).then_some(())
+        })
+        .await;
+    }
+    let grow =
+        |size: &str| Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": size}}}}));
+    let err = pvcs
+        .patch(&fixed, &PatchParams::default(), &grow("2Gi"))
+        .await
+        .expect_err("a class without allowVolumeExpansion");
+    let kube::Error::Api(s) = err else {
+        panic!("not an API error: {err}")
+    };
+    assert_eq!(s.code, 403);
+    assert_eq!(
+        s.message,
+        format!("persistentvolumeclaims \"{fixed}\" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize")
+    );
+    let grown = pvcs
+        .patch(&growing, &PatchParams::default(), &grow("2Gi"))
+        .await
+        .expect("an expandable class");
+    assert_eq!(
+        grown.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0,
+        "2Gi"
+    );
+    // the binder leaves the claim's capacity to the resizer
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let st = pvcs.get(&growing).await.expect("claim").status.unwrap();
+    assert_eq!(st.capacity.unwrap()["storage"].0, "1Gi");
+    let err = pvcs
+        .patch(&growing, &PatchParams::default(), &grow("512Mi"))
+        .await
+        .expect_err("shrinking");
+    let kube::Error::Api(s) = err else {
+        panic!("not an API error: {err}")
+    };
+    assert_eq!(s.code, 422);
+    assert!(
+        s.message
+            .contains("spec.resources.requests.storage: Forbidden: field can not be less than status.capacity"),
+        "{}",
+        s.message
+    );
+}

@@ -331,6 +331,17 @@ impl Api {
         if strategy.allocates_service_addresses() {
             self.allocate_service(&mut new, Some(old)).await?;
         }
+        if sub.is_none() {
+            if let Some((api_version, plural)) = strategy.update_reads(&new, old) {
+                let read = self
+                    .list_value(api_version, plural, None, &ListOptions::default())
+                    .await?;
+                let read = read["items"].as_array().map_or(&[][..], Vec::as_slice);
+                if let Err(why) = strategy.admit_update(&new, old, read) {
+                    return Err(ApiError::forbidden(&info.group, &info.plural, name, &why));
+                }
+            }
+        }
         let req = admission::Request {
             info,
             sub,

@@ -161,6 +161,20 @@ pub(crate) trait Strategy: Send + Sync {
     /// object of that resource.
     fn admit_create(&self, _obj: &mut Value, _read: &[Value]) {}
 
+    /// A built-in validating admission on update that reads the objects of one other
+    /// resource, named `(api version, plural)`, when this update needs it (upstream's
+    /// PersistentVolumeClaimResize reads the claim's StorageClass when it grows);
+    /// [`Strategy::admit_update`] applies it.
+    fn update_reads(&self, _new: &Value, _old: &Value) -> Option<(&'static str, &'static str)> {
+        None
+    }
+
+    /// Applies the admission of [`Strategy::update_reads`]: `Err(why)` refuses the
+    /// update with 403 Forbidden.
+    fn admit_update(&self, _new: &Value, _old: &Value, _read: &[Value]) -> Result<(), String> {
+        Ok(())
+    }
+
     /// The Table column definitions (`kubectl get`).
     fn table_columns(&self) -> Vec<Value> {
         vec![col("Name", "string", 0), col("Age", "string", 0)]

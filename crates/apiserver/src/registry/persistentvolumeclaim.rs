@@ -169,6 +169,29 @@ impl Strategy for PersistentVolumeClaimStrategy {
         }
     }
 
+    /// Upstream's PersistentVolumeClaimResize admission: a claim may grow only when its
+    /// class allows volume expansion.
+    fn update_reads(&self, new: &Value, old: &Value) -> Option<(&'static str, &'static str)> {
+        match (storage_request(new), storage_request(old)) {
+            (Some(n), Some(o)) if n > o => Some(("storage.k8s.io/v1", "storageclasses")),
+            _ => None,
+        }
+    }
+
+    fn admit_update(&self, new: &Value, old: &Value, classes: &[Value]) -> Result<(), String> {
+        let class = class_of(new);
+        let expandable = !class.is_empty()
+            && class == class_of(old)
+            && classes.iter().any(|c| {
+                c["metadata"]["name"] == class && c["allowVolumeExpansion"] == json!(true)
+            });
+        if expandable {
+            Ok(())
+        } else {
+            Err("only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize".into())
+        }
+    }
+
     fn table_columns(&self) -> Vec<Value> {
         let s = "string";
         vec![

@@ -32,6 +32,7 @@ pub fn unique(tag: &str) -> String {
 const APPLETS: &[&str] = &[
     "sh", "true", "false", "cat", "ls", "hostname", "sleep", "echo", "id", "grep", "env", "httpd",
     "wget", "nc", "test", "mkdir", "touch", "printf", "nslookup", "kill", "[", "tty", "stty", "ps",
+    "head", "ln", "rm", "readlink",
 ];
 
 /// Builds the busybox image layout under `dir` and returns its path.

@@ -4,6 +4,7 @@ pub(crate) mod cronjob;
 pub(crate) mod daemonset;
 pub(crate) mod deployment;
 pub(crate) mod endpoints;
+pub(crate) mod ephemeral;
 pub(crate) mod gc;
 pub(crate) mod history;
 pub(crate) mod job;

@@ -373,17 +373,15 @@ impl PersistentVolumeController {
             .await?;
         }
         let status = c.status.clone().unwrap_or_default();
-        if status.phase.as_deref() != Some("Bound")
-            || status.capacity != vspec.capacity
-            || status.access_modes != vspec.access_modes
-        {
-            self.patch_claim(
-                c,
-                json!({"status": {"phase": "Bound", "capacity": vspec.capacity,
-                    "accessModes": vspec.access_modes}}),
-                true,
-            )
-            .await?;
+        // the capacity is set as the claim becomes Bound, not later: after that it is
+        // the resizer's (a difference can mean an expansion in progress), as upstream
+        let becoming = status.phase.as_deref() != Some("Bound");
+        if becoming || status.access_modes != vspec.access_modes {
+            let mut st = json!({"phase": "Bound", "accessModes": vspec.access_modes});
+            if becoming || status.capacity.is_none() {
+                st["capacity"] = json!(vspec.capacity);
+            }
+            self.patch_claim(c, json!({ "status": st }), true).await?;
         }
         tracing::info!(
             claim = %ObjectKey::of(c),
