@@ -86,6 +86,7 @@ mod refs;
 mod sandbox;
 mod server;
 mod spec;
+mod stats;
 mod streams;
 mod volumes;
 
