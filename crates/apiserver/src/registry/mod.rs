@@ -42,6 +42,7 @@ pub(crate) mod ingress;
 pub(crate) mod ingressclass;
 pub(crate) mod job;
 pub(crate) mod lease;
+pub(crate) mod metrics;
 pub(crate) mod mutatingwebhookconfiguration;
 pub(crate) mod namespace;
 pub(crate) mod networkpolicy;
