@@ -296,6 +296,8 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::reviews::SELF_SUBJECT_RULES_REVIEW,
     registry::job::RESOURCE,
     registry::cronjob::RESOURCE,
+    registry::horizontalpodautoscaler::RESOURCE,
+    registry::horizontalpodautoscaler::RESOURCE_V1,
     registry::metrics::NODE_METRICS,
     registry::metrics::POD_METRICS,
 ];

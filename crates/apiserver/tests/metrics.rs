@@ -215,3 +215,109 @@ async fn kubectl_top_reads_node_and_pod_metrics() {
     assert!(!created && err.contains("MethodNotAllowed"), "{err}");
     node_task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_autoscale_makes_a_v2_hpa_readable_as_v1() {
+    let (_client, server, dir) = support::kube_client("hpa").await;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n\
+             users:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n\
+             current-context: c\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let home = dir.path().to_owned();
+    let run = move |args: Vec<&'static str>| {
+        let (k, h) = (kubeconfig.clone(), home.clone());
+        tokio::task::spawn_blocking(move || kubectl(&k, &h, &args))
+    };
+    let ok = |r: (bool, String, String)| {
+        assert!(r.0, "kubectl failed: {}", r.2);
+        r.1
+    };
+    ok(run(vec!["create", "deployment", "web", "--image=busybox"])
+        .await
+        .unwrap());
+    ok(run(vec![
+        "autoscale",
+        "deployment",
+        "web",
+        "--cpu-percent=50",
+        "--min=2",
+        "--max=5",
+    ])
+    .await
+    .unwrap());
+    let out = ok(run(vec!["get", "hpa"]).await.unwrap());
+    let r = rows(&out);
+    assert_eq!(
+        r[0],
+        [
+            "NAME",
+            "REFERENCE",
+            "TARGETS",
+            "MINPODS",
+            "MAXPODS",
+            "REPLICAS",
+            "AGE"
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        r[1][..7],
+        [
+            "web",
+            "Deployment/web",
+            "cpu:",
+            "<unknown>/50%",
+            "2",
+            "5",
+            "0"
+        ],
+        "{out}"
+    );
+    let v2: Value = serde_json::from_str(&ok(run(vec!["get", "hpa", "web", "-o", "json"])
+        .await
+        .unwrap()))
+    .unwrap();
+    assert_eq!(v2["apiVersion"], "autoscaling/v2");
+    assert_eq!(
+        v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        50
+    );
+    let v1: Value = serde_json::from_str(&ok(run(vec![
+        "get",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "web",
+        "-o",
+        "json",
+    ])
+    .await
+    .unwrap()))
+    .unwrap();
+    assert_eq!(v1["apiVersion"], "autoscaling/v1");
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 50);
+    assert_eq!(v1["spec"]["minReplicas"], 2);
+    // the server's validation, as upstream words it
+    let (patched, _, err) = run(vec![
+        "patch",
+        "hpa",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"minReplicas":6}}"#,
+    ])
+    .await
+    .unwrap();
+    assert!(
+        !patched
+            && err.contains(
+                "spec.minReplicas: Invalid value: 6: must be less than or equal to maxReplicas"
+            ),
+        "{err}"
+    );
+}

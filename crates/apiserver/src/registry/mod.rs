@@ -38,6 +38,7 @@ pub(crate) mod endpoints;
 pub(crate) mod endpointslice;
 pub(crate) mod event;
 pub(crate) mod events_v1;
+pub(crate) mod horizontalpodautoscaler;
 pub(crate) mod ingress;
 pub(crate) mod ingressclass;
 pub(crate) mod job;
