@@ -6,6 +6,7 @@ pub(crate) mod deployment;
 pub(crate) mod endpoints;
 pub(crate) mod gc;
 pub(crate) mod history;
+pub(crate) mod hpa;
 pub(crate) mod job;
 pub(crate) mod namespace;
 pub(crate) mod nodelifecycle;
