@@ -617,6 +617,25 @@ async fn route(
         }
         _ => {}
     }
+    if let ["apis", crate::registry::metrics::GROUP, "v1beta1", rest @ ..] = segs.as_slice() {
+        // read only, never stored: get and list, nothing else
+        if !get || params.flag("watch") {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+        let r = crate::registry::metrics::serve(state, rest, &params.list_options()?).await;
+        let v = r.ok_or_else(|| {
+            ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+        })??;
+        return Ok((json_response(200, &v), "metrics".into()));
+    }
     let target = match segs.as_slice() {
         ["api", "v1", rest @ ..] => {
             let mut s = vec!["", "v1"];

@@ -69,6 +69,12 @@ pub(crate) async fn endpoint(api: &Api, pod: &Value) -> Result<NodeEndpoint, Api
         })?;
     let nodes = resources::lookup("", "v1", "nodes").expect("served");
     let node = api.get_in(nodes, None, node_name).await?;
+    endpoint_of(&node)
+}
+
+/// The agent endpoint of `node` (a Node object): a 503 for a node without an address.
+pub(crate) fn endpoint_of(node: &Value) -> Result<NodeEndpoint, ApiError> {
+    let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
     let addrs = node["status"]["addresses"]
         .as_array()
         .cloned()

@@ -299,6 +299,10 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::priorityclass::RESOURCE,
     registry::resourcequota::RESOURCE,
     registry::limitrange::RESOURCE,
+    registry::horizontalpodautoscaler::RESOURCE,
+    registry::horizontalpodautoscaler::RESOURCE_V1,
+    registry::metrics::NODE_METRICS,
+    registry::metrics::POD_METRICS,
 ];
 
 /// Finds a built-in resource by group, version and plural name (the served resources,

@@ -686,6 +686,10 @@ impl Cgroup {
                 s.memory.oom = keyed(&p, &ev, "oom")?;
                 s.memory.oom_kill = keyed(&p, &ev, "oom_kill")?;
             }
+            let p = dir.join("memory.stat");
+            if let Some(st) = read_opt(&p)? {
+                s.memory.inactive_file = keyed(&p, &st, "inactive_file")?;
+            }
             let stat_file = dir.join("cpu.stat");
             if let Some(st) = read_opt(&stat_file)? {
                 s.cpu.usage_usec = keyed(&stat_file, &st, "usage_usec")?;
@@ -706,6 +710,10 @@ impl Cgroup {
             let p = dir.join("memory.oom_control");
             if let Some(text) = read_opt(&p)? {
                 s.memory.oom_kill = keyed(&p, &text, "oom_kill")?;
+            }
+            let p = dir.join("memory.stat");
+            if let Some(text) = read_opt(&p)? {
+                s.memory.inactive_file = keyed(&p, &text, "total_inactive_file")?;
             }
         }
         if let Some(dir) = self.v1_dir(Controller::Cpuacct) {
@@ -1150,6 +1158,7 @@ mod tests {
             ("memory.low", "0\n"),
             ("memory.current", "4096\n"),
             ("memory.peak", "8192\n"),
+            ("memory.stat", "anon 1024\nfile 3072\nactive_file 2048\ninactive_file 1024\n"),
             ("memory.events", "low 0\nhigh 0\nmax 5\noom 2\noom_kill 1\noom_group_kill 0\n"),
             ("cpu.weight", "100\n"),
             ("cpu.max", "20000 100000\n"),
@@ -1304,6 +1313,8 @@ mod tests {
         assert_eq!(s.memory.peak, Some(8192));
         assert_eq!(s.memory.oom, Some(2));
         assert_eq!(s.memory.oom_kill, Some(1));
+        assert_eq!(s.memory.inactive_file, Some(1024));
+        assert_eq!(s.memory.working_set(), Some(3072));
         assert_eq!(s.cpu.usage_usec, Some(1500));
         assert_eq!(s.cpu.user_usec, Some(1000));
         assert_eq!(s.cpu.system_usec, Some(500));
@@ -1407,6 +1418,27 @@ mod tests {
 
     /// v1 `memory.swappiness` and `memory.oom_control`: (request, files present) →
     /// what is written, or the error.
+    #[test]
+    fn v1_stats_working_set_and_cpu_in_usec() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        put(&r.join("memory/k/memory.usage_in_bytes"), "10000\n");
+        put(
+            &r.join("memory/k/memory.stat"),
+            "cache 6000\ninactive_file 1\ntotal_cache 6000\ntotal_inactive_file 4000\n",
+        );
+        put(&r.join("cpuacct/k/cpuacct.usage"), "2500000\n");
+        let host = Host::v1([
+            (Controller::Memory, r.join("memory")),
+            (Controller::Cpuacct, r.join("cpuacct")),
+        ]);
+        let s = Cgroup::open(&host, "k").unwrap().stats().unwrap();
+        // v1 counts the hierarchy in the total_ keys, as cAdvisor reads them
+        assert_eq!(s.memory.inactive_file, Some(4000));
+        assert_eq!(s.memory.working_set(), Some(6000));
+        assert_eq!(s.cpu.usage_usec, Some(2500));
+    }
+
     #[test]
     fn v1_swappiness_and_oom_killer() {
         #[derive(Debug)]

@@ -26,6 +26,23 @@ pub struct MemoryStats {
     /// Processes killed by the OOM killer (v2 `memory.events` `oom_kill`, v1
     /// `memory.oom_control` `oom_kill`).
     pub oom_kill: Option<u64>,
+    /// Inactive file-backed pages, which the kernel reclaims first (`memory.stat`
+    /// `inactive_file` on v2, `total_inactive_file` on v1).
+    pub inactive_file: Option<u64>,
+}
+
+impl MemoryStats {
+    /// The working set as the kubelet and cAdvisor count it: usage less inactive file
+    /// pages (never below zero); `None` when usage is unknown.
+    ///
+    /// ```
+    /// let m = kcore_cgroup::MemoryStats { usage: Some(100), inactive_file: Some(30), ..Default::default() };
+    /// assert_eq!(m.working_set(), Some(70));
+    /// ```
+    pub fn working_set(&self) -> Option<u64> {
+        self.usage
+            .map(|u| u.saturating_sub(self.inactive_file.unwrap_or(0)))
+    }
 }
 
 /// CPU accounting, in microseconds.

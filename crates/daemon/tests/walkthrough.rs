@@ -6,7 +6,7 @@
 //! volumes, and the database's records on a PersistentVolumeClaim that outlive its pod;
 //! then, on the same cluster, a Service-backed admission webhook running in a pod of the
 //! demo image, and `kubectl exec`, `port-forward` and `cp` into the pods over both
-//! streaming protocols (WebSocket and SPDY).
+//! streaming protocols (WebSocket and SPDY), and `kubectl top` of a pod that burns CPU.
 
 mod common;
 
@@ -284,6 +284,7 @@ fn walkthrough_on_one_node_with_kubectl() {
 
     webhook_in_a_pod(&m);
     into_the_pods(&m);
+    top_of_the_pods(&m);
 
     // clean up through the API, then stop the daemon (which resets the node)
     m.kubectl(&[
@@ -748,4 +749,68 @@ fn into_the_pods(m: &Machine) {
         started.elapsed(),
         streams["counts"]
     );
+}
+
+/// A pod limited to 500m that spins: `kubectl top` shows it busy (its rate measured from
+/// the cgroup by the node), with the upstream columns for pods, containers and nodes.
+fn top_of_the_pods(m: &Machine) {
+    const BURN: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: burn, labels: {app: burn}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: spin
+    image: kcore.local/demo:v1
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "while :; do :; done"]
+    resources: {limits: {cpu: 500m, memory: 64Mi}}
+"#;
+    let file = m.data.join("burn.yaml");
+    std::fs::write(&file, BURN).unwrap();
+    m.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    m.kubectl(&["wait", "--for=condition=Ready", "pod/burn", "--timeout=60s"]);
+    // two samples of the cgroup make a rate: a few seconds after the start
+    let millis = |cell: &str| -> Option<u64> {
+        cell.strip_suffix('m')
+            .and_then(|v| v.parse().ok())
+            .or_else(|| cell.parse::<u64>().ok().map(|c| c * 1000))
+    };
+    let rows = wait_for(60, "kubectl top to show the busy pod", || {
+        let (ok, out) = m.kubectl_with(&m.kubeconfig(), &["top", "pod", "burn", "--containers"]);
+        let rows: Vec<Vec<String>> = out
+            .lines()
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .collect();
+        (ok && rows.len() == 2 && millis(&rows[1][2]).is_some_and(|c| c > 100)).then_some(rows)
+    });
+    assert_eq!(rows[0], ["POD", "NAME", "CPU(cores)", "MEMORY(bytes)"]);
+    assert_eq!(rows[1][..2], ["burn", "spin"]);
+    // the CFS quota holds it near 500m
+    let cpu = millis(&rows[1][2]).unwrap();
+    assert!((300..=650).contains(&cpu), "burn at {cpu}m: {rows:?}");
+    assert!(
+        rows[1][3].ends_with("Mi") || rows[1][3].ends_with("Ki"),
+        "{rows:?}"
+    );
+    let out = m.kubectl(&["top", "pod", "-l", "app=burn"]);
+    assert!(
+        out.starts_with("NAME") && out.contains("CPU(cores)") && out.contains("burn"),
+        "{out}"
+    );
+    let out = m.kubectl(&["top", "node"]);
+    let head: Vec<&str> = out
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        head,
+        ["NAME", "CPU(cores)", "CPU(%)", "MEMORY(bytes)", "MEMORY(%)"],
+        "{out}"
+    );
+    assert!(out.contains("walk"), "{out}");
+    m.kubectl(&["delete", "pod", "burn", "--wait=true", "--timeout=60s"]);
 }

@@ -213,6 +213,16 @@ impl NodeAgent {
         // configured without TLS; its exec/attach/portforward routes run on `streams`
         // (this node's pods as a kcore_stream::Backend)
         let backend: Arc<dyn kcore_stream::Backend> = Arc::new(streams.clone());
+        // resource usage for `kubectl top` (the Summary API), sampled from the cgroups
+        let registry = streams.registry.clone();
+        let stats = Arc::new(crate::stats::ResourceStats::new(
+            cfg.node_name.clone(),
+            cfg.cgroup_parent.clone(),
+            kcore_cgroup::Host::system().ok().cloned(),
+            "/proc".into(),
+            Box::new(move || registry.running()),
+        ));
+        tasks.push(stats.clone().spawn());
         match &cfg.server_tls {
             Some(t) => {
                 let authn = Arc::new(Authn::new(&t.ca_pem, t.token_review_url.as_deref())?);
@@ -225,8 +235,13 @@ impl NodeAgent {
                 let addr = cfg.server_addr;
                 let listener = kcore_tls::TlsListener::new(listener, tls)
                     .map_err(|source| Error::Listen { addr, source })?;
-                let app = crate::server::router(pods.logs_root.clone(), Some(authn), Some(backend))
-                    .into_make_service_with_connect_info::<kcore_tls::PeerCertified>();
+                let app = crate::server::router(
+                    pods.logs_root.clone(),
+                    Some(authn),
+                    Some(backend),
+                    Some(stats.clone()),
+                )
+                .into_make_service_with_connect_info::<kcore_tls::PeerCertified>();
                 tasks.push(tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, app).await {
                         tracing::warn!(error = %ErrorChain(&e), "https server stopped");
@@ -235,7 +250,12 @@ impl NodeAgent {
             }
             None => {
                 tracing::warn!(addr = %cfg.server_addr, "the node's server speaks plain HTTP without authentication");
-                let app = crate::server::router(pods.logs_root.clone(), None, Some(backend));
+                let app = crate::server::router(
+                    pods.logs_root.clone(),
+                    None,
+                    Some(backend),
+                    Some(stats.clone()),
+                );
                 tasks.push(tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, app).await {
                         tracing::warn!(error = %ErrorChain(&e), "http server stopped");

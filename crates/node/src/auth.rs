@@ -254,7 +254,7 @@ mod tests {
         };
         let authn = Arc::new(Authn::new(ca.cert_pem(), Some(&url)).unwrap());
         let logs = tempfile::tempdir().unwrap();
-        let app = crate::server::router(logs.path().to_owned(), Some(authn), None)
+        let app = crate::server::router(logs.path().to_owned(), Some(authn), None, None)
             .into_make_service_with_connect_info::<PeerCertified>();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();

@@ -87,6 +87,7 @@ mod refs;
 mod sandbox;
 mod server;
 mod spec;
+mod stats;
 mod streams;
 mod volumes;
 

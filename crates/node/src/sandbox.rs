@@ -32,6 +32,11 @@ pub(crate) struct Sandbox {
     pub etc_hostname: PathBuf,
 }
 
+/// The cgroup of the pod with `uid` below `parent` (`<parent>/pod<uid with _ for ->`).
+pub(crate) fn pod_cgroup(parent: &str, uid: &str) -> String {
+    format!("{parent}/pod{}", uid.replace('-', "_"))
+}
+
 /// The host end name of a pod's veth pair (at most 15 bytes).
 pub(crate) fn host_ifname(uid: &str) -> String {
     let mut h: u32 = 0x811c_9dc5;
@@ -319,7 +324,7 @@ impl Sandbox {
             unbind(&ipc);
             unbind(&uts);
             make_ipc_uts(&ipc, &uts, &host)?;
-            let cgroup = format!("{}/pod{}", env.cgroup_parent, uid.replace('-', "_"));
+            let cgroup = pod_cgroup(&env.cgroup_parent, &uid);
             let cg_err = |e: kcore_cgroup::Error| Error::Cgroup {
                 path: cgroup.clone(),
                 source: Box::new(e),

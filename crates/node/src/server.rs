@@ -16,19 +16,23 @@ use axum::Router;
 
 use crate::auth::Authn;
 use crate::logs::{self, LogQuery};
+use crate::stats::ResourceStats;
 
 #[derive(Clone)]
 struct AppState {
     logs_root: Arc<PathBuf>,
+    stats: Option<Arc<ResourceStats>>,
 }
 
 /// The router of the agent's server, reading logs under `logs_root` and running streaming
-/// sessions on `streams` (none: those endpoints answer 501); with `authn`, every route
-/// requires a client certificate or an accepted bearer token.
+/// sessions on `streams` (none: those endpoints answer 501) and serving resource usage
+/// from `stats` (none: 404); with `authn`, every route requires a client certificate or
+/// an accepted bearer token.
 pub(crate) fn router(
     logs_root: PathBuf,
     authn: Option<Arc<Authn>>,
     streams: Option<Arc<dyn kcore_stream::Backend>>,
+    stats: Option<Arc<ResourceStats>>,
 ) -> Router {
     let r = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -36,8 +40,10 @@ pub(crate) fn router(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
+        .route("/stats/summary", get(summary))
         .with_state(AppState {
             logs_root: Arc::new(logs_root),
+            stats,
         })
         .merge(kcore_stream::routes(
             streams,
@@ -66,6 +72,13 @@ fn pod_dir(root: &Path, ns: &str, pod: &str) -> Option<PathBuf> {
         })
         .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
         .map(|e| e.path())
+}
+
+async fn summary(State(st): State<AppState>) -> Response {
+    match st.stats {
+        Some(s) => axum::Json(s.summary()).into_response(),
+        None => text(StatusCode::NOT_FOUND, "resource stats are off".into()),
+    }
 }
 
 fn text(code: StatusCode, msg: String) -> Response {

@@ -549,6 +549,22 @@ impl Registry {
         }
     }
 
+    /// The recorded pods (namespace, name, uid) and the names of their running
+    /// containers, sorted (the resource-usage sampler walks their cgroups).
+    pub(crate) fn running(&self) -> Vec<crate::stats::RunningPod> {
+        let pods = lock(&self.pods);
+        let mut out: Vec<_> = pods
+            .iter()
+            .map(|((ns, name), e)| {
+                let mut cs: Vec<String> = e.containers.keys().cloned().collect();
+                cs.sort();
+                (ns.clone(), name.clone(), e.uid.clone(), cs)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Forgets a pod that is gone from the node.
     pub(crate) fn remove_pod(&self, namespace: &str, name: &str, uid: &str) {
         let mut pods = lock(&self.pods);
