@@ -8,9 +8,11 @@ from kubernetes.stream import portforward, stream
 
 
 def fnv(data):
+    """FNV-1a over little-endian 8-byte words, a short tail zero-padded (as the test pod's)."""
     h = 0xCBF29CE484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    for i in range(0, len(data), 8):
+        w = int.from_bytes(data[i : i + 8].ljust(8, b"\0"), "little")
+        h = ((h ^ w) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return h
 
 

@@ -59,6 +59,7 @@ impl Backend for HostBackend {
                 .stdin(pipe(streams.stdin))
                 .stdout(pipe(streams.stdout))
                 .stderr(pipe(streams.stderr))
+                .process_group(0)
                 .spawn()
                 .map_err(|e| BackendError::Internal(format!("{}: {e}", command[0])))?;
             Ok(Process {
@@ -75,6 +76,7 @@ impl Backend for HostBackend {
                     .take()
                     .map(|s| Box::pin(s) as kcore_stream::Reader),
                 resize: None,
+                kill: Some(kill_group(child.id())),
                 exit: Box::pin(async move {
                     use std::os::unix::process::ExitStatusExt;
                     let st = child
@@ -164,9 +166,7 @@ pub async fn pod_port() -> u16 {
                     return;
                 }
                 let head = fnv(&data).to_be_bytes();
-                for b in &mut data {
-                    *b ^= 0x5a;
-                }
+                xor5a(&mut data);
                 let _ = s.write_all(&head).await;
                 let _ = s.write_all(&data).await;
                 let _ = s.shutdown().await;
@@ -176,10 +176,55 @@ pub async fn pod_port() -> u16 {
     port
 }
 
+/// FNV-1a over the data's little-endian 8-byte words, a short tail zero-padded (word by
+/// word so that checking hundreds of MiB stays cheap in a debug build).
 pub fn fnv(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-    })
+    let step = |h: u64, w: u64| (h ^ w).wrapping_mul(0x100_0000_01b3);
+    let mut words = data.chunks_exact(8);
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for w in &mut words {
+        h = step(h, u64::from_le_bytes(w.try_into().unwrap()));
+    }
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        let mut w = [0u8; 8];
+        w[..tail.len()].copy_from_slice(tail);
+        h = step(h, u64::from_le_bytes(w));
+    }
+    h
+}
+
+/// Flips the pod's answer: every byte xor 0x5a (word by word).
+pub fn xor5a(data: &mut [u8]) {
+    let mut words = data.chunks_exact_mut(8);
+    for w in &mut words {
+        let x = u64::from_le_bytes((&*w).try_into().unwrap()) ^ 0x5a5a_5a5a_5a5a_5a5a;
+        w.copy_from_slice(&x.to_le_bytes());
+    }
+    for b in words.into_remainder() {
+        *b ^= 0x5a;
+    }
+}
+
+/// `len` bytes of xorshift noise from `seed` (word by word).
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut data = vec![0u8; len];
+    let mut words = data.chunks_exact_mut(8);
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for w in &mut words {
+        w.copy_from_slice(&next().to_le_bytes());
+    }
+    let tail = words.into_remainder();
+    let last = next().to_le_bytes();
+    let n = tail.len();
+    tail.copy_from_slice(&last[..n]);
+    data
 }
 
 pub async fn start() -> Cluster {
@@ -324,6 +369,7 @@ fn tty_exec(dir: &std::path::Path, command: &[String]) -> Result<Process, Backen
         stdout: Some(Box::pin(tokio::fs::File::from_std(master))),
         stderr: None,
         resize: Some(tx),
+        kill: Some(kill_group(child.id())),
         exit: Box::pin(async move {
             let st = child
                 .wait()
@@ -331,5 +377,15 @@ fn tty_exec(dir: &std::path::Path, command: &[String]) -> Result<Process, Backen
                 .map_err(|e| BackendError::Internal(e.to_string()))?;
             Ok(Exit::Code(st.code().unwrap_or(-1)))
         }),
+    })
+}
+
+/// Kills the process group `pid` leads (the exec'd process and what it started).
+fn kill_group(pid: Option<u32>) -> kcore_stream::Kill {
+    Box::new(move || {
+        if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill(2) takes no pointers; the group is the test's own child's.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
     })
 }
