@@ -150,7 +150,7 @@ impl Cluster {
 }
 
 /// A pod's "port 8080": reads a length (8 bytes, big-endian) and that many bytes, then
-/// answers their FNV-1a hash and the bytes back, each xor 0x5a, and closes.
+/// answers their SHA-256 and the bytes back, and closes.
 pub async fn pod_port() -> u16 {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
@@ -165,9 +165,7 @@ pub async fn pod_port() -> u16 {
                 if s.read_exact(&mut data).await.is_err() {
                     return;
                 }
-                let head = fnv(&data).to_be_bytes();
-                xor5a(&mut data);
-                let _ = s.write_all(&head).await;
+                let _ = s.write_all(&sha256(&data)).await;
                 let _ = s.write_all(&data).await;
                 let _ = s.shutdown().await;
             });
@@ -176,54 +174,35 @@ pub async fn pod_port() -> u16 {
     port
 }
 
-/// FNV-1a over the data's little-endian 8-byte words, a short tail zero-padded (word by
-/// word so that checking hundreds of MiB stays cheap in a debug build).
-pub fn fnv(data: &[u8]) -> u64 {
-    let step = |h: u64, w: u64| (h ^ w).wrapping_mul(0x100_0000_01b3);
-    let mut words = data.chunks_exact(8);
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for w in &mut words {
-        h = step(h, u64::from_le_bytes(w.try_into().unwrap()));
-    }
-    let tail = words.remainder();
-    if !tail.is_empty() {
-        let mut w = [0u8; 8];
-        w[..tail.len()].copy_from_slice(tail);
-        h = step(h, u64::from_le_bytes(w));
-    }
-    h
+/// The SHA-256 of `data` (ring's, fast even in a debug build).
+pub fn sha256(data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
 }
 
-/// Flips the pod's answer: every byte xor 0x5a (word by word).
-pub fn xor5a(data: &mut [u8]) {
-    let mut words = data.chunks_exact_mut(8);
-    for w in &mut words {
-        let x = u64::from_le_bytes((&*w).try_into().unwrap()) ^ 0x5a5a_5a5a_5a5a_5a5a;
-        w.copy_from_slice(&x.to_le_bytes());
-    }
-    for b in words.into_remainder() {
-        *b ^= 0x5a;
-    }
-}
-
-/// `len` bytes of xorshift noise from `seed` (word by word).
+/// `len` bytes of test data: a MiB of xorshift noise from `seed`, repeated, each
+/// repetition stamped with its index (so that lost, doubled or reordered MiBs show).
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    const BLOCK: usize = 1 << 20;
     let mut x = seed | 1;
-    let mut data = vec![0u8; len];
-    let mut words = data.chunks_exact_mut(8);
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    for w in &mut words {
-        w.copy_from_slice(&next().to_le_bytes());
+    let block: Vec<u8> = (0..BLOCK / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    let mut data = Vec::with_capacity(len + BLOCK);
+    let mut i = 0u64;
+    while data.len() < len {
+        let at = data.len();
+        data.extend_from_slice(&block);
+        data[at..at + 8].copy_from_slice(&i.to_le_bytes());
+        i += 1;
     }
-    let tail = words.into_remainder();
-    let last = next().to_le_bytes();
-    let n = tail.len();
-    tail.copy_from_slice(&last[..n]);
+    data.truncate(len);
     data
 }
 
