@@ -644,6 +644,115 @@ fn port_forward_once(m: &Machine, env: &[(&str, &str)], pod: &str, local: u16) -
     })
 }
 
+/// `kubectl run -i --rm` (a pod for the session, removed at its end), `kubectl attach` to
+/// a pod kept with open stdin, and `kubectl debug` with an ephemeral container in the web
+/// pod's process namespace, over kubectl's transport for `env`.
+fn run_attach_and_debug(
+    m: &Machine,
+    env: &[(&str, &str)],
+    mode: &str,
+    web_pod: &str,
+    fail: &dyn Fn(&str, &std::process::Output) -> String,
+) {
+    const IMAGE: &str = "--image=kcore.local/demo:v2";
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    // run -i --rm: the shell reads the session's stdin; the pod is gone afterwards
+    let name = format!("tmp-{mode}");
+    let out = kubectl_io(
+        m,
+        env,
+        &[
+            "run",
+            &name,
+            "-i",
+            "--rm",
+            "--restart=Never",
+            IMAGE,
+            "--image-pull-policy=Never",
+            "--",
+            "sh",
+            "-c",
+            "read l; echo \"got $l\"",
+        ],
+        "hello\n",
+    );
+    assert!(out.status.success(), "{}", fail("run -i --rm", &out));
+    assert!(
+        text(&out.stdout).contains("got hello"),
+        "{}",
+        fail("run -i --rm", &out)
+    );
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        all.contains(&format!("pod \"{name}\" deleted")),
+        "{}",
+        fail("run -i --rm", &out)
+    );
+    wait_for(60, "the run pod removed", || {
+        let o = kubectl_io(m, &[], &["get", "pod", &name, "-o", "name"], "");
+        (!o.status.success() && text(&o.stderr).contains("NotFound")).then_some(())
+    });
+
+    // attach: a pod with open stdin reads what the attached client sends, and ends
+    let name = format!("att-{mode}");
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: kcore.local/demo:v2\n    imagePullPolicy: Never\n    stdin: true\n    command: [sh, -c, 'read l; echo \"attached $l\"']\n"
+    );
+    let out = kubectl_io(m, &[], &["apply", "-f", "-"], &manifest);
+    assert!(
+        out.status.success(),
+        "{}",
+        fail("create the attach pod", &out)
+    );
+    let out = kubectl_io(
+        m,
+        &[],
+        &[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{name}"),
+            "--timeout=60s",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", fail("attach pod ready", &out));
+    let out = kubectl_io(m, env, &["attach", "-i", &name], "hello\n");
+    assert!(out.status.success(), "{}", fail("attach", &out));
+    assert!(
+        text(&out.stdout).contains("attached hello"),
+        "{}",
+        fail("attach", &out)
+    );
+    let _ = kubectl_io(m, &[], &["delete", "pod", &name, "--wait=false"], "");
+
+    // debug: an ephemeral container sharing the web container's process namespace
+    let out = kubectl_io(
+        m,
+        env,
+        &[
+            "debug",
+            web_pod,
+            "-i",
+            IMAGE,
+            "--image-pull-policy=Never",
+            "--target=web",
+            &format!("--container=dbg-{mode}"),
+            "--",
+            "sh",
+            "-c",
+            "read l; grep Name /proc/1/status; echo \"debug $l\"",
+        ],
+        "go\n",
+    );
+    assert!(out.status.success(), "{}", fail("debug", &out));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("kcore-demo") && stdout.contains("debug go"),
+        "{}",
+        fail("debug", &out)
+    );
+}
+
 /// `kubectl exec` (exit code, stdout and stderr apart, stdin), `port-forward` and `cp`
 /// into a web pod, each over WebSocket and over SPDY; the node's `/debug/streams`
 /// shows the protocols the sessions negotiated.
@@ -726,6 +835,8 @@ fn into_the_pods(m: &Machine) {
         let out = kubectl_io(m, env, &["cp", &remote, back.to_str().unwrap()], "");
         assert!(out.status.success(), "{}", fail("cp out", &out));
         assert_eq!(std::fs::read_to_string(&back).unwrap(), text);
+
+        run_attach_and_debug(m, env, mode, &pod, &fail);
     }
 
     // the node recorded the protocols: asked with the admin credentials directly
@@ -738,6 +849,8 @@ fn into_the_pods(m: &Machine) {
         "exec/spdy/",
         "portforward/websocket-spdy-tunnel/",
         "portforward/spdy/",
+        "attach/websocket/v5.channel.k8s.io",
+        "attach/spdy/",
     ] {
         assert!(
             counts.keys().any(|k| k.starts_with(want)),

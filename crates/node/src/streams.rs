@@ -406,6 +406,8 @@ impl AttachIo {
                     }
                 }
             }),
+            // the container outlives its clients
+            kill: None,
         })
     }
 }
@@ -679,6 +681,7 @@ impl PodStreams {
             master,
         } = started;
         let io = |fd: OwnedFd| FdIo::new(fd).map_err(|e| internal("exec stdio", &e));
+        let kill = kill_group(child.pid());
         let (tx, rx) = oneshot::channel();
         std::thread::Builder::new()
             .name(format!("exec-{}", child.pid()))
@@ -702,6 +705,7 @@ impl PodStreams {
                 stderr: None,
                 resize: Some(resizer(&master)),
                 exit,
+                kill: Some(kill),
             });
         }
         Ok(Process {
@@ -710,6 +714,7 @@ impl PodStreams {
             stderr: stderr.map(io).transpose()?.map(|r| Box::pin(r) as Reader),
             resize: None,
             exit,
+            kill: Some(kill),
         })
     }
 
@@ -774,6 +779,19 @@ fn go_errno(e: &io::Error) -> String {
 
 fn internal(what: &str, e: &dyn std::error::Error) -> BackendError {
     BackendError::Internal(format!("{what}: {}", ErrorChain(e)))
+}
+
+/// Kills an exec'd process and its process group (the runtime makes each exec'd process
+/// a session leader), as the kubelet's runtime does when the client's stream closes.
+fn kill_group(pid: i32) -> kcore_stream::Kill {
+    Box::new(move || {
+        // SAFETY: kill(2) takes no pointers. The group id is the exec'd process's pid,
+        // which stays reserved while the process is unreaped or any of its group lives.
+        if pid > 1 && unsafe { libc::kill(-pid, libc::SIGKILL) } != 0 {
+            let e = io::Error::last_os_error();
+            tracing::debug!(pid, error = %e, "kill the exec'd process group");
+        }
+    })
 }
 
 /// An exec'd process and the agent's ends of its stdio.

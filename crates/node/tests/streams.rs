@@ -157,6 +157,48 @@ async fn exec_attach_and_port_forward_in_a_running_pod() {
         .unwrap();
     assert_eq!(exit_of(p).await, Exit::Signal(9));
 
+    // a client that goes away: the session kills the exec'd shell and its group (here a
+    // background sleep), which the kill the backend hands out does
+    let mut p = be
+        .exec(
+            target(&env, "s", "main"),
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "sleep 1000 & echo $!; wait".into(),
+            ],
+            OUT_ERR,
+        )
+        .await
+        .unwrap();
+    let mut out = p.stdout.take().unwrap();
+    let line = read_until(&mut out, "\n").await;
+    let sleep_pid: u32 = line.trim().parse().unwrap();
+    let state = |pid: u32| {
+        let be = be.clone();
+        let t = target(&env, "s", "main");
+        async move {
+            let mut p = be
+                .exec(
+                    t,
+                    vec![
+                        "sh".into(),
+                        "-c".into(),
+                        format!("cut -d' ' -f3 /proc/{pid}/stat 2>/dev/null || echo gone"),
+                    ],
+                    OUT_ERR,
+                )
+                .await
+                .unwrap();
+            read_all(p.stdout.take()).await.trim().to_owned()
+        }
+    };
+    assert_eq!(state(sleep_pid).await, "S", "the sleep runs");
+    (p.kill.take().expect("exec hands out a kill"))();
+    assert_eq!(exit_of(p).await, Exit::Signal(9));
+    let s = state(sleep_pid).await;
+    assert!(s == "gone" || s == "Z", "the group's sleep is killed: {s}");
+
     // stdin piped through cat, closed by shutting the writer down
     let mut p = be
         .exec(

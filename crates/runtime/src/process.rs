@@ -282,7 +282,7 @@ pub(crate) fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn os_err(what: &str) -> kcore_ns::SetupError {
+pub(crate) fn os_err(what: &str) -> kcore_ns::SetupError {
     let e = std::io::Error::last_os_error();
     Box::new(std::io::Error::new(e.kind(), format!("{what}: {e}")))
 }

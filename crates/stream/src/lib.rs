@@ -136,7 +136,15 @@ pub struct Process {
     /// Resolves when the process ends (for attach: when the container ends or the
     /// client detaches, whichever the backend reports).
     pub exit: BoxFuture<'static, Result<Exit, BackendError>>,
+    /// Called once when the client goes away (its connection closes or drops) before the
+    /// process has ended: an exec's process and its process group are killed, as the
+    /// kubelet's runtime does when the stream closes. `None` for attach, whose container
+    /// outlives its clients.
+    pub kill: Option<Kill>,
 }
+
+/// What ends a process whose client went away (see [`Process::kill`]).
+pub type Kill = Box<dyn FnOnce() + Send>;
 
 /// A backend's failure, shown to the client on the error channel.
 #[derive(Debug, thiserror::Error)]

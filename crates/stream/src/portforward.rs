@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::session::Out;
-use crate::spdy::{Conn, Stream};
+use crate::spdy::{Conn, Inbox, Stream};
 use crate::ws::{Channels, Framing};
 use crate::{Backend, Target};
 
@@ -102,7 +102,7 @@ async fn forward_pair(
 /// Copies between a pod connection and a client channel: client data into the pod (its
 /// end half-closes the pod connection), pod data out; returns when the pod's side ends,
 /// leaving the client's direction to drain on its own.
-async fn splice(conn: Box<dyn crate::Duplex>, mut inbox: mpsc::Receiver<Vec<u8>>, out: &Out) {
+async fn splice(conn: Box<dyn crate::Duplex>, mut inbox: Inbox, out: &Out) {
     let (mut rd, mut wr) = tokio::io::split(conn);
     let up = tokio::spawn(async move {
         while let Some(buf) = inbox.recv().await {
@@ -161,7 +161,7 @@ pub(crate) async fn channels<T>(
         let (backend, target) = (backend.clone(), target.clone());
         tasks.spawn(async move {
             match backend.port_forward(target.clone(), port).await {
-                Ok(conn) => splice(conn, rx, &data).await,
+                Ok(conn) => splice(conn, rx.into(), &data).await,
                 Err(e) => {
                     error
                         .write(forward_error(&target, port, &e).as_bytes())

@@ -304,14 +304,15 @@ async fn ws_exec<T>(
     let stdin = streams.stdin.then(|| {
         let (tx, rx) = mpsc::channel(16);
         inboxes.insert(0u8, tx);
-        rx
+        rx.into()
     });
     let resize = streams.tty.then(|| {
         let (tx, rx) = mpsc::channel(16);
         inboxes.insert(4u8, tx);
-        rx
+        rx.into()
     });
-    let chans = Channels::start(ws, framing, inboxes);
+    let mut chans = Channels::start(ws, framing, inboxes);
+    let gone = chans.gone.take();
     let out = |ch: u8| Out::Ws {
         ch,
         tx: chans.out.clone(),
@@ -332,6 +333,7 @@ async fn ws_exec<T>(
         stderr: streams.stderr.then(|| out(2)),
         error: Some(out(3)),
         style,
+        gone,
     };
     session::run(p, wiring, command).await;
     chans.close().await;
@@ -366,6 +368,7 @@ async fn spdy_exec<T>(
         } else {
             StatusStyle::Text
         },
+        gone: conn.gone.take(),
     };
     let mut got = 0;
     let deadline = tokio::time::sleep(STREAM_CREATION);

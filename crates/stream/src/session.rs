@@ -3,10 +3,12 @@
 
 use serde::Deserialize;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use std::time::Duration;
 
-use crate::spdy::StreamWriter;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::spdy::{Inbox, StreamWriter};
 use crate::ws::WsOut;
 use crate::{BackendError, Exit, Process, Reader, TerminalSize};
 
@@ -47,13 +49,18 @@ pub(crate) enum StatusStyle {
 
 /// The client's side of a session, wired by the transport.
 pub(crate) struct Wiring {
-    pub stdin: Option<mpsc::Receiver<Vec<u8>>>,
-    pub resize: Option<mpsc::Receiver<Vec<u8>>>,
+    pub stdin: Option<Inbox>,
+    pub resize: Option<Inbox>,
     pub stdout: Option<Out>,
     pub stderr: Option<Out>,
     pub error: Option<Out>,
     pub style: StatusStyle,
+    /// Resolves (with an error: its sender is dropped) when the client's connection ends.
+    pub gone: Option<oneshot::Receiver<()>>,
 }
+
+/// How long a killed process has to end before the session stops waiting for it.
+const REAP: Duration = Duration::from_secs(10);
 
 /// What ended the session, as the error channel says it.
 pub(crate) enum Ending {
@@ -118,6 +125,7 @@ pub(crate) async fn run(p: Process, w: Wiring, command: Option<Vec<String>>) {
         stderr,
         resize,
         exit,
+        kill,
     } = p;
     // client -> process stdin; its end (v5 close signal, SPDY FIN) closes the process's stdin
     let stdin_task = match (w.stdin, stdin) {
@@ -137,7 +145,40 @@ pub(crate) async fn run(p: Process, w: Wiring, command: Option<Vec<String>>) {
     };
     let out = pump(stdout, w.stdout.clone());
     let err = pump(stderr, w.stderr.clone());
-    let (_, _, exit) = tokio::join!(out, err, exit);
+    let work = async { tokio::join!(out, err, exit).2 };
+    tokio::pin!(work);
+    let gone = async {
+        match w.gone {
+            Some(rx) => {
+                let _ = rx.await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let exit = tokio::select! {
+        biased;
+        exit = &mut work => Some(exit),
+        () = gone => None,
+    };
+    let Some(exit) = exit else {
+        // the client went away while the process runs: end it, as the kubelet's runtime
+        // does when the stream closes, and give it a moment to be reaped (an attached
+        // container keeps running: dropping the session detaches)
+        tracing::info!(
+            killed = kill.is_some(),
+            "the client went away before the process ended"
+        );
+        if let Some(kill) = kill {
+            kill();
+            if tokio::time::timeout(REAP, &mut work).await.is_err() {
+                tracing::warn!("the process did not end after the client went away");
+            }
+        }
+        for t in [stdin_task, resize_task].into_iter().flatten() {
+            t.abort();
+        }
+        return;
+    };
     let end = match exit {
         Ok(Exit::Code(code)) => Ending::Exited { code, command },
         Ok(Exit::Signal(sig)) => Ending::Exited {
@@ -195,7 +236,7 @@ struct Size {
 }
 
 /// Parses the resize channel's JSON objects (split or joined across messages at will).
-async fn resizes(mut rx: mpsc::Receiver<Vec<u8>>, tx: mpsc::UnboundedSender<TerminalSize>) {
+async fn resizes(mut rx: Inbox, tx: mpsc::UnboundedSender<TerminalSize>) {
     let mut buf = Vec::new();
     while let Some(chunk) = rx.recv().await {
         buf.extend_from_slice(&chunk);
@@ -270,7 +311,7 @@ mod tests {
     async fn resizes_parse_across_message_boundaries() {
         let (tx, rx) = mpsc::channel(8);
         let (stx, mut srx) = mpsc::unbounded_channel();
-        let t = tokio::spawn(resizes(rx, stx));
+        let t = tokio::spawn(resizes(rx.into(), stx));
         tx.send(br#"{"Width":80,"Hei"#.to_vec()).await.unwrap();
         tx.send(br#"ght":24}{"Width":100,"Height":50}"#.to_vec())
             .await

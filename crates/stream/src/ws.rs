@@ -9,7 +9,7 @@ use base64::Engine as _;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -53,6 +53,9 @@ where
 pub(crate) struct Channels {
     /// The writer's queue.
     pub out: mpsc::Sender<WsOut>,
+    /// Resolves (with an error) when the client's side of the connection ends: a close
+    /// frame, the connection's end, or a broken connection.
+    pub gone: Option<oneshot::Receiver<()>>,
     writer: tokio::task::JoinHandle<()>,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -70,10 +73,12 @@ impl Channels {
     {
         let (sink, stream) = ws.split();
         let (tx, rx) = mpsc::channel(64);
+        let (alive, gone) = oneshot::channel();
         Channels {
             out: tx,
+            gone: Some(gone),
             writer: tokio::spawn(write_loop(sink, rx, framing)),
-            reader: tokio::spawn(read_loop(stream, framing, inboxes)),
+            reader: tokio::spawn(read_loop(stream, framing, inboxes, alive)),
         }
     }
 
@@ -160,9 +165,12 @@ async fn read_loop<T>(
     mut stream: SplitStream<WebSocketStream<T>>,
     framing: Framing,
     mut inboxes: HashMap<u8, mpsc::Sender<Vec<u8>>>,
+    alive: oneshot::Sender<()>,
 ) where
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    // dropped when the client's side ends, which tells the session
+    let _alive = alive;
     while let Some(Ok(msg)) = stream.next().await {
         if msg.is_close() {
             break;

@@ -99,6 +99,14 @@ impl Container {
                 process::setup_console(c, plan.console_size, false)?;
                 // SAFETY: closing our copy of the console socket.
                 unsafe { libc::close(c) };
+            } else {
+                // a session (and process group) of its own, as runc's exec makes, so
+                // that the caller can signal the process with what it started, and
+                // never the caller's group
+                // SAFETY: setsid takes no arguments; a fresh child is no group leader.
+                if unsafe { libc::setsid() } < 0 {
+                    return Err(process::os_err("setsid"));
+                }
             }
             plan.check_program()?;
             lsm.apply(&crate::sys::Real)?;

@@ -37,7 +37,7 @@ pub(crate) enum Frame {
     },
     /// A stream ends abnormally.
     RstStream { stream_id: u32, status: u32 },
-    /// Connection settings (read and ignored).
+    /// Connection settings (the initial stream window is what this side reads).
     Settings {
         flags: u8,
         entries: Vec<(u8, u32, u32)>,
@@ -52,7 +52,7 @@ pub(crate) enum Frame {
         flags: u8,
         headers: Headers,
     },
-    /// Flow control credit (read and ignored: Kubernetes' SPDY library does not enforce windows).
+    /// Flow control credit for a stream (`stream_id` 0: the session).
     WindowUpdate { stream_id: u32, delta: u32 },
     /// Stream data.
     Data {

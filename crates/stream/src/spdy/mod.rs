@@ -4,5 +4,5 @@
 mod conn;
 mod frame;
 
-pub(crate) use conn::{Conn, Stream, StreamWriter};
+pub(crate) use conn::{Conn, Inbox, Stream, StreamWriter};
 pub use frame::FrameError;

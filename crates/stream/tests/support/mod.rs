@@ -59,6 +59,7 @@ impl Backend for HostBackend {
                 .stdin(pipe(streams.stdin))
                 .stdout(pipe(streams.stdout))
                 .stderr(pipe(streams.stderr))
+                .process_group(0)
                 .spawn()
                 .map_err(|e| BackendError::Internal(format!("{}: {e}", command[0])))?;
             Ok(Process {
@@ -75,6 +76,7 @@ impl Backend for HostBackend {
                     .take()
                     .map(|s| Box::pin(s) as kcore_stream::Reader),
                 resize: None,
+                kill: Some(kill_group(child.id())),
                 exit: Box::pin(async move {
                     use std::os::unix::process::ExitStatusExt;
                     let st = child
@@ -148,7 +150,7 @@ impl Cluster {
 }
 
 /// A pod's "port 8080": reads a length (8 bytes, big-endian) and that many bytes, then
-/// answers their FNV-1a hash and the bytes back, each xor 0x5a, and closes.
+/// answers their SHA-256 and the bytes back, and closes.
 pub async fn pod_port() -> u16 {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
@@ -163,11 +165,7 @@ pub async fn pod_port() -> u16 {
                 if s.read_exact(&mut data).await.is_err() {
                     return;
                 }
-                let head = fnv(&data).to_be_bytes();
-                for b in &mut data {
-                    *b ^= 0x5a;
-                }
-                let _ = s.write_all(&head).await;
+                let _ = s.write_all(&sha256(&data)).await;
                 let _ = s.write_all(&data).await;
                 let _ = s.shutdown().await;
             });
@@ -176,10 +174,36 @@ pub async fn pod_port() -> u16 {
     port
 }
 
-pub fn fnv(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-    })
+/// The SHA-256 of `data` (ring's, fast even in a debug build).
+pub fn sha256(data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
+/// `len` bytes of test data: a MiB of xorshift noise from `seed`, repeated, each
+/// repetition stamped with its index (so that lost, doubled or reordered MiBs show).
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    const BLOCK: usize = 1 << 20;
+    let mut x = seed | 1;
+    let block: Vec<u8> = (0..BLOCK / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    let mut data = Vec::with_capacity(len + BLOCK);
+    let mut i = 0u64;
+    while data.len() < len {
+        let at = data.len();
+        data.extend_from_slice(&block);
+        data[at..at + 8].copy_from_slice(&i.to_le_bytes());
+        i += 1;
+    }
+    data.truncate(len);
+    data
 }
 
 pub async fn start() -> Cluster {
@@ -324,6 +348,7 @@ fn tty_exec(dir: &std::path::Path, command: &[String]) -> Result<Process, Backen
         stdout: Some(Box::pin(tokio::fs::File::from_std(master))),
         stderr: None,
         resize: Some(tx),
+        kill: Some(kill_group(child.id())),
         exit: Box::pin(async move {
             let st = child
                 .wait()
@@ -331,5 +356,15 @@ fn tty_exec(dir: &std::path::Path, command: &[String]) -> Result<Process, Backen
                 .map_err(|e| BackendError::Internal(e.to_string()))?;
             Ok(Exit::Code(st.code().unwrap_or(-1)))
         }),
+    })
+}
+
+/// Kills the process group `pid` leads (the exec'd process and what it started).
+fn kill_group(pid: Option<u32>) -> kcore_stream::Kill {
+    Box::new(move || {
+        if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill(2) takes no pointers; the group is the test's own child's.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
     })
 }
