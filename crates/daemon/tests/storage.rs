@@ -124,18 +124,18 @@ fn statefulset_claims_survive_scaling_grow_and_are_retained() {
     wait_for(90, "one pod left", || {
         (pods_named(&m) == ["db-0"]).then_some(())
     });
-    for i in 1..3 {
+    for (i, volume) in before.iter().enumerate().skip(1) {
         assert_eq!(
-            volume_of(&m, i),
-            before[i],
+            &volume_of(&m, i),
+            volume,
             "claim data-db-{i} kept its volume"
         );
     }
     // 1 -> 3: the same claims, the same data, seen from inside the new pods
     m.kubectl(&["scale", "statefulset/db", "--replicas=3"]);
     m.kubectl(&["rollout", "status", "statefulset/db", "--timeout=180s"]);
-    for i in 0..3 {
-        assert_eq!(volume_of(&m, i), before[i]);
+    for (i, volume) in before.iter().enumerate() {
+        assert_eq!(&volume_of(&m, i), volume);
         let id = m.kubectl(&["exec", &format!("db-{i}"), "--", "cat", "/data/id"]);
         assert_eq!(id.trim(), format!("db-{i}"));
     }
