@@ -437,6 +437,12 @@ impl ApiServer {
         let crds = tokio::spawn(crate::crd::run(self.api.clone()));
         let auth = tokio::spawn(crate::auth::run(self.api.clone(), self.ca_pem.clone()));
         let master_service = tokio::spawn(self.master_service.run(self.api.clone()));
+        let csr_signer = self.state.pki.as_ref().map(|pki| {
+            tokio::spawn(crate::auth::run_csr_signer(
+                self.api.clone(),
+                pki.ca.clone(),
+            ))
+        });
         let app = axum::Router::new().fallback(handle).with_state(self.state);
         let addr = self.addr;
         let served = match self.listener {
@@ -452,6 +458,10 @@ impl ApiServer {
         auth.abort();
         master_service.abort();
         let _ = master_service.await;
+        if let Some(s) = csr_signer {
+            s.abort();
+            let _ = s.await;
+        }
         let _ = auth.await;
         // Wait for both to let go of the storage (a restart on the same data opens it).
         let _ = compactor.await;

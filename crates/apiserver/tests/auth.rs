@@ -658,6 +658,148 @@ async fn the_kubernetes_service_leads_in_cluster_clients_to_the_server() {
     );
 }
 
+/// A CertificateSigningRequest manifest for `req` (PEM).
+fn csr_yaml(name: &str, req: &str, signer: &str, usages: &[&str]) -> String {
+    let usages: Vec<String> = usages.iter().map(|u| format!("  - {u}")).collect();
+    format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {}\n  signerName: {signer}\n  expirationSeconds: 3600\n  usages:\n{}\n",
+        b64(req),
+        usages.join("\n")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_signing_requests_are_approved_signed_and_denied() {
+    let c = start().await;
+    let apply = |yaml: String| {
+        let admin = c.admin.clone();
+        async move { kubectl(&admin, &["create", "-f", "-"], Some(&yaml)).await }
+    };
+    // a user asks for a client certificate; the admin approves it; it works
+    let bob = kcore_tls::CertRequest::new("bob", &["devs".into()], &[]).unwrap();
+    let o = apply(csr_yaml(
+        "bob",
+        &bob.cert_pem,
+        "kubernetes.io/kube-apiserver-client",
+        &["client auth", "digital signature"],
+    ))
+    .await;
+    assert!(o.ok, "{}", o.stderr);
+    let table = ok(&c.admin, &["get", "csr", "bob"]).await;
+    let head: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        head,
+        [
+            "NAME",
+            "AGE",
+            "SIGNERNAME",
+            "REQUESTOR",
+            "REQUESTEDDURATION",
+            "CONDITION"
+        ]
+    );
+    assert!(
+        table.contains("Pending") && table.contains("admin") && table.contains("60m"),
+        "{table}"
+    );
+    ok(&c.admin, &["certificate", "approve", "bob"]).await;
+    let admin = c.admin.clone();
+    eventually("bob's certificate is issued", || {
+        let admin = admin.clone();
+        async move {
+            kubectl(&admin, &["get", "csr", "bob"], None)
+                .await
+                .stdout
+                .contains("Approved,Issued")
+        }
+    })
+    .await;
+    let cert = ok(
+        &c.admin,
+        &["get", "csr", "bob", "-o", "jsonpath={.status.certificate}"],
+    )
+    .await;
+    let cert = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(cert.trim())
+            .unwrap(),
+    )
+    .unwrap();
+    let kc = c.kubeconfig(
+        "bob",
+        &format!(
+            "    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(&cert),
+            b64(&bob.key_pem)
+        ),
+    );
+    let who = json(&kc, &["auth", "whoami", "-o", "json"]).await;
+    assert_eq!(who["status"]["userInfo"]["username"], "bob");
+    assert!(who["status"]["userInfo"]["groups"]
+        .as_array()
+        .unwrap()
+        .contains(&"devs".into()));
+    // the kubelet signer refuses a subject that is not a node's
+    let o = apply(csr_yaml(
+        "not-a-node",
+        &bob.cert_pem,
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        &["client auth", "digital signature"],
+    ))
+    .await;
+    assert!(o.ok, "{}", o.stderr);
+    ok(&c.admin, &["certificate", "approve", "not-a-node"]).await;
+    let admin = c.admin.clone();
+    eventually("the kubelet signer fails a non-node request", || {
+        let admin = admin.clone();
+        async move {
+            kubectl(
+                &admin,
+                &[
+                    "get",
+                    "csr",
+                    "not-a-node",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}",
+                ],
+                None,
+            )
+            .await
+            .stdout
+            .contains("SignerValidationFailure")
+        }
+    })
+    .await;
+    // denied requests get no certificate, and stay denied
+    let o = apply(csr_yaml(
+        "carol",
+        &bob.cert_pem,
+        "kubernetes.io/kube-apiserver-client",
+        &["client auth"],
+    ))
+    .await;
+    assert!(o.ok, "{}", o.stderr);
+    ok(&c.admin, &["certificate", "deny", "carol"]).await;
+    let e = fails(&c.admin, &["certificate", "approve", "carol"]).await;
+    assert!(
+        e.contains("mutually exclusive") || e.contains("already denied") || e.contains("Denied"),
+        "{e}"
+    );
+    let t = ok(&c.admin, &["get", "csr", "carol"]).await;
+    assert!(t.contains("Denied") && !t.contains("Issued"), "{t}");
+    // validation as upstream
+    let o = apply(csr_yaml("bad", "not a request", "example", &["flying"])).await;
+    assert!(!o.ok);
+    assert!(o.stderr.contains("spec.request"), "{}", o.stderr);
+    assert!(o.stderr.contains("spec.signerName"), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(r#"spec.usages[0]: Unsupported value: "flying""#),
+        "{}",
+        o.stderr
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_account_tokens_authenticate_until_their_pod_is_gone() {
     let c = start().await;

@@ -25,6 +25,7 @@
 //! against escalation ([`confirm_no_escalation`]).
 
 mod bootstrap;
+mod csr;
 mod rbac;
 mod request;
 mod reviews;
@@ -45,6 +46,7 @@ use crate::error::{ApiError, Error};
 use crate::resources::{self, ResourceInfo};
 
 pub(crate) use bootstrap::reconcile as reconcile_bootstrap_policy;
+pub(crate) use csr::run as run_csr_signer;
 pub(crate) use request::Attributes;
 pub(crate) use reviews::serve;
 pub(crate) use token::Issuer;
@@ -530,6 +532,11 @@ pub(crate) async fn admit(
     user: &Value,
 ) -> Result<Value, ApiError> {
     confirm_no_escalation(api, info, namespace, &obj, user).await?;
+    if create && info.group == "certificates.k8s.io" && info.plural == "certificatesigningrequests"
+    {
+        let u: UserInfo = serde_json::from_value(user.clone()).unwrap_or_default();
+        return Ok(csr::record_requester(obj, &u));
+    }
     match namespace {
         Some(ns) if create && info.group.is_empty() && info.plural == "pods" => {
             serviceaccount::admit_pod(api, ns, obj).await
