@@ -676,7 +676,7 @@ async fn certificate_signing_requests_are_approved_signed_and_denied() {
         async move { kubectl(&admin, &["create", "-f", "-"], Some(&yaml)).await }
     };
     // a user asks for a client certificate; the admin approves it; it works
-    let bob = kcore_tls::CertRequest::new("bob", &["devs".into()], &[]).unwrap();
+    let bob = kcore_tls::CertRequest::generate("bob", &["devs".into()], &[]).unwrap();
     let o = apply(csr_yaml(
         "bob",
         &bob.cert_pem,

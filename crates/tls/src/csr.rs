@@ -1,5 +1,5 @@
 //! PKCS#10 certificate requests: made by a client that keeps its key
-//! ([`CertRequest::new`]), read and checked by the server ([`CertRequest::parse`]), and
+//! ([`CertRequest::generate`]), read and checked by the server ([`CertRequest::parse`]), and
 //! signed by the cluster CA ([`Ca::sign_request`]) once approved, as upstream's
 //! CertificateSigningRequest signers do.
 
@@ -22,13 +22,13 @@ impl CertRequest {
     /// names or IP addresses): the request's PEM in `cert_pem`, the key in `key_pem`.
     ///
     /// ```
-    /// let req = kcore_tls::CertRequest::new("system:node:n1", &["system:nodes".into()], &[])?;
+    /// let req = kcore_tls::CertRequest::generate("system:node:n1", &["system:nodes".into()], &[])?;
     /// let parsed = kcore_tls::CertRequest::parse(&req.cert_pem)?;
     /// assert_eq!(parsed.subject().common_name.as_deref(), Some("system:node:n1"));
     /// assert_eq!(parsed.subject().organizations, ["system:nodes"]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn new(
+    pub fn generate(
         common_name: &str,
         organizations: &[String],
         names: &[String],

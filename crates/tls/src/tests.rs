@@ -130,7 +130,7 @@ fn client_certificates_name_their_user_and_groups() {
 fn signed_requests_keep_their_subject_and_names_and_verify_as_clients() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::load_or_create(dir.path()).unwrap();
-    let req = CertRequest::new(
+    let req = CertRequest::generate(
         "system:node:n1",
         &["system:nodes".into()],
         &["n1".into(), "10.0.0.7".into()],
