@@ -375,7 +375,7 @@ impl RequestInfo {
         }
         if let Some(peer) = parts
             .extensions
-            .get::<axum::extract::ConnectInfo<kcore_tls::PeerIdentity>>()
+            .get::<axum::extract::ConnectInfo<kcore_tls::PeerCertificates>>()
             .and_then(|c| c.0 .1)
         {
             let ip = peer.ip().to_string();

@@ -39,6 +39,7 @@ fn sub_desc(r: &ResourceInfo, s: Sub) -> (&str, &str, &str, &'static [&'static s
         Sub::Attach => ("PodAttachOptions", "", "v1", &["create", "get"]),
         Sub::PortForward => ("PodPortForwardOptions", "", "v1", &["create", "get"]),
         Sub::EphemeralContainers => ("Pod", "", "v1", &["get", "patch", "update"]),
+        Sub::Approval => (&r.kind, &r.group, &r.version, &["get", "patch", "update"]),
     }
 }
 

@@ -836,13 +836,15 @@ async fn serve_resource(
             };
             Ok(respond(codec, code, &out))
         }
-        (Method::GET, Some(name), Some(Sub::Status | Sub::EphemeralContainers)) => Ok(output(
-            codec,
-            params,
-            info,
-            200,
-            api.get_in(info, ns, &name).await?,
-        )),
+        (Method::GET, Some(name), Some(Sub::Status | Sub::EphemeralContainers | Sub::Approval)) => {
+            Ok(output(
+                codec,
+                params,
+                info,
+                200,
+                api.get_in(info, ns, &name).await?,
+            ))
+        }
         (Method::PUT, Some(name), Some(Sub::Status)) => {
             let obj = decode_body(headers, &body)?;
             Ok(respond(
@@ -852,7 +854,11 @@ async fn serve_resource(
                     .await?,
             ))
         }
-        (Method::PUT, Some(name), Some(sub @ (Sub::Finalize | Sub::EphemeralContainers))) => {
+        (
+            Method::PUT,
+            Some(name),
+            Some(sub @ (Sub::Finalize | Sub::EphemeralContainers | Sub::Approval)),
+        ) => {
             let obj = decode_body(headers, &body)?;
             Ok(respond(
                 codec,

@@ -52,6 +52,7 @@ mod defaults;
 mod discovery;
 mod error;
 mod http;
+mod kubernetes_service;
 mod negotiate;
 mod node_certs;
 mod node_client;

@@ -80,6 +80,8 @@ pub(crate) enum Sub {
     PortForward,
     /// `pods/ephemeralcontainers`: the pod, of which only the ephemeral containers change.
     EphemeralContainers,
+    /// `certificatesigningrequests/approval`: the CSR, of which only the conditions change.
+    Approval,
 }
 
 impl Sub {
@@ -95,6 +97,7 @@ impl Sub {
             Sub::Attach => "attach",
             Sub::PortForward => "portforward",
             Sub::EphemeralContainers => "ephemeralcontainers",
+            Sub::Approval => "approval",
         }
     }
 }
@@ -273,6 +276,7 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::ingress::RESOURCE,
     registry::networkpolicy::RESOURCE,
     registry::ingressclass::RESOURCE,
+    registry::certificatesigningrequest::RESOURCE,
     registry::lease::RESOURCE,
     registry::persistentvolumeclaim::RESOURCE,
     registry::persistentvolume::RESOURCE,

@@ -1,7 +1,7 @@
 //! The server: builder, listener and lifecycle.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,7 @@ pub struct ApiServerBuilder {
     token_file: Option<PathBuf>,
     tokens: Vec<String>,
     hosts: Vec<String>,
+    advertise: Option<IpAddr>,
     compaction: Duration,
     config: ApiConfig,
     encryption: Option<crate::storage::EncryptionConfig>,
@@ -53,6 +54,7 @@ impl Default for ApiServerBuilder {
             token_file: None,
             tokens: Vec::new(),
             hosts: Vec::new(),
+            advertise: None,
             compaction: Duration::from_secs(300),
             config: ApiConfig::default(),
             encryption: None,
@@ -106,6 +108,14 @@ impl ApiServerBuilder {
     /// An extra name or IP address for the serving certificate.
     pub fn tls_host(mut self, host: impl Into<String>) -> Self {
         self.hosts.push(host.into());
+        self
+    }
+
+    /// The address pods reach this server at: the endpoint of the `default/kubernetes`
+    /// Service (upstream's `--advertise-address`; default: the listen address, or
+    /// 127.0.0.1 when that is unspecified).
+    pub fn advertise_address(mut self, ip: IpAddr) -> Self {
+        self.advertise = Some(ip);
         self
     }
 
@@ -221,6 +231,12 @@ impl ApiServerBuilder {
             if !listen.ip().is_unspecified() {
                 hosts.push(listen.ip().to_string());
             }
+            if let Some(ip) = self.advertise {
+                hosts.push(ip.to_string());
+            }
+            // in-cluster clients reach the server at the kubernetes Service's address
+            let (base, bits) = self.config.service_cidr;
+            hosts.push(crate::kubernetes_service::first_service_ip(base, bits).to_string());
             let pki = crate::tls::ensure_pki(&dir.join("pki"), &hosts)?;
             if token_file.is_none() {
                 token_file = Some(crate::tls::ensure_token_file(&dir.join("tokens.csv"))?);
@@ -236,7 +252,12 @@ impl ApiServerBuilder {
             Some(dir) => crate::auth::Issuer::load_or_create(&dir.join("sa.key"))?,
             None => crate::auth::Issuer::ephemeral()?,
         };
-        let auth = crate::auth::Auth::new(&token_lines, &admin_tokens, tls.is_some(), issuer);
+        let client_ca = tls
+            .as_ref()
+            .map(|pki| kcore_tls::ClientVerifier::new(&pki.ca_pem))
+            .transpose()?;
+        let auth = crate::auth::Auth::new(&token_lines, &admin_tokens, client_ca, issuer);
+        let (base, bits) = self.config.service_cidr;
         let api = Api::with_config(storage, self.config);
         api.bootstrap().await?;
         crate::auth::reconcile_bootstrap_policy(&api).await?;
@@ -255,6 +276,16 @@ impl ApiServerBuilder {
             source,
         })?;
         tracing::info!(%addr, "apiserver listening");
+        let master_service = crate::kubernetes_service::MasterService {
+            cluster_ip: crate::kubernetes_service::first_service_ip(base, bits),
+            endpoint_ip: self.advertise.unwrap_or(if addr.ip().is_unspecified() {
+                IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+            } else {
+                addr.ip()
+            }),
+            port: addr.port(),
+        };
+        master_service.reconcile(&api).await?;
         let state = Arc::new(AppState {
             api: api.clone(),
             tokens: (!tokens.is_empty()).then_some(tokens),
@@ -286,6 +317,7 @@ impl ApiServerBuilder {
             state,
             ca_pem,
             compaction: self.compaction,
+            master_service,
         };
         if let (Some(dir), true) = (&self.data_dir, server.ca_pem.is_some()) {
             server.write_kubeconfig(dir.join("admin.kubeconfig"))?;
@@ -340,6 +372,7 @@ pub struct ApiServer {
     state: Arc<AppState>,
     ca_pem: Option<String>,
     compaction: Duration,
+    master_service: crate::kubernetes_service::MasterService,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -454,13 +487,20 @@ impl ApiServer {
         let crds = tokio::spawn(crate::crd::run(self.api.clone()));
         let auth = tokio::spawn(crate::auth::run(self.api.clone(), self.ca_pem.clone()));
         let quota = tokio::spawn(crate::admission::quota::run(self.api.clone()));
+        let master_service = tokio::spawn(self.master_service.run(self.api.clone()));
+        let csr_signer = self.state.pki.as_ref().map(|pki| {
+            tokio::spawn(crate::auth::run_csr_signer(
+                self.api.clone(),
+                pki.ca.clone(),
+            ))
+        });
         let app = axum::Router::new().fallback(handle).with_state(self.state);
         let addr = self.addr;
         let served = match self.listener {
             Listener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(signal).await,
             Listener::Tls(l) => {
                 // the client certificate's subject is the user (`crate::auth`)
-                let app = app.into_make_service_with_connect_info::<kcore_tls::PeerIdentity>();
+                let app = app.into_make_service_with_connect_info::<kcore_tls::PeerCertificates>();
                 axum::serve(l, app).with_graceful_shutdown(signal).await
             }
         };
@@ -468,6 +508,12 @@ impl ApiServer {
         crds.abort();
         auth.abort();
         quota.abort();
+        master_service.abort();
+        let _ = master_service.await;
+        if let Some(s) = csr_signer {
+            s.abort();
+            let _ = s.await;
+        }
         let _ = auth.await;
         let _ = quota.await;
         // Wait for both to let go of the storage (a restart on the same data opens it).

@@ -35,6 +35,7 @@ pub(crate) fn ensure_pki(dir: &Path, hosts: &[String]) -> Result<Pki, Error> {
         "kubernetes".into(),
         "kubernetes.default".into(),
         "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
         "127.0.0.1".into(),
         "::1".into(),
     ];
@@ -56,8 +57,12 @@ pub(crate) fn ensure_pki(dir: &Path, hosts: &[String]) -> Result<Pki, Error> {
 
 /// The rustls configuration of the API server's listener.
 pub(crate) fn server_config(pki: &Pki) -> Result<rustls::ServerConfig, Error> {
-    // clients may prove who they are with a certificate the cluster CA signed
-    Ok(kcore_tls::server_config(&pki.serving, Some(&pki.ca_pem))?)
+    // clients may prove who they are with a certificate the cluster CA signed; the chain
+    // is checked by the authenticator, so one from another CA gets a 401 (`crate::auth`)
+    Ok(kcore_tls::server_config_requesting_client_certs(
+        &pki.serving,
+        &pki.ca_pem,
+    )?)
 }
 
 /// The rustls configuration the API server connects to nodes' agents with: it trusts

@@ -364,6 +364,54 @@ async fn certificate_users_get_what_rbac_grants_and_upstreams_403_otherwise() {
     .await;
 }
 
+/// A GET over TLS with a client certificate and a bearer token of one's choice: the
+/// status code and body.
+async fn raw_get(
+    c: &Cluster,
+    cert: Option<&kcore_tls::CertKey>,
+    token: Option<&str>,
+    path: &str,
+) -> (u16, String) {
+    raw_get_as(c, &c.ca_pem, "127.0.0.1", cert, token, path).await
+}
+
+/// [`raw_get`] trusting `ca_pem` and checking the server's certificate for `server_name`.
+async fn raw_get_as(
+    c: &Cluster,
+    ca_pem: &str,
+    server_name: &str,
+    cert: Option<&kcore_tls::CertKey>,
+    token: Option<&str>,
+    path: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cfg = kcore_tls::client_config(ca_pem, cert).expect("client config");
+    let addr = c.url.trim_start_matches("https://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned()).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("the handshake succeeds whatever the certificate");
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let code = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {out}"));
+    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or_default();
+    (code, body.to_owned())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_requests_get_401_except_health_and_version() {
     let c = start().await;
@@ -383,16 +431,373 @@ async fn anonymous_requests_get_401_except_health_and_version() {
     let bad = c.token_user("bad-token", "not-a-token");
     let e = fails(&bad, &["get", "pods"]).await;
     assert!(e.contains(unauthorized), "{e}");
-    // a certificate from another CA does not get through the TLS handshake
+    // a certificate from another CA gets through the handshake and is answered 401
     let other = tempfile::tempdir().unwrap();
     let rogue_ca = kcore_tls::Ca::load_or_create(other.path()).unwrap();
     let rogue = c.cert_user(&rogue_ca, "mallory", &["system:masters"]);
     let e = fails(&rogue, &["get", "pods"]).await;
-    assert!(!e.contains("mallory"), "{e}");
+    assert!(e.contains(unauthorized), "{e}");
+    let e = fails(&rogue, &["get", "--raw", "/version"]).await;
+    assert!(e.contains(unauthorized), "not anonymous either: {e}");
+    let mallory = rogue_ca
+        .issue_client("mallory", &["system:masters".into()])
+        .unwrap();
+    let (code, body) = raw_get(&c, Some(&mallory), None, "/api/v1/namespaces").await;
+    assert_eq!(code, 401, "{body}");
+    let status: Value = serde_json::from_str(&body).expect("a Status");
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "Unauthorized");
+    assert_eq!(status["message"], "Unauthorized");
+    // a valid token still authenticates a request that brings a bad certificate, as
+    // upstream's union of authenticators
+    let tokens = std::fs::read_to_string(c.dir.path().join("data/tokens.csv")).expect("tokens");
+    let token = tokens.split(',').next().expect("the admin token");
+    let (code, body) = raw_get(&c, Some(&mallory), Some(token), "/api/v1/namespaces").await;
+    assert_eq!(code, 200, "{body}");
+    // the cluster CA's own certificate users get through the same path
+    let alice = c.ca.issue_client("alice", &[]).unwrap();
+    let (code, body) = raw_get(&c, Some(&alice), None, "/api/v1/namespaces").await;
+    assert_eq!(code, 403, "alice is authenticated, not authorized: {body}");
+    assert!(body.contains(r#"User \"alice\" cannot list"#), "{body}");
     // a certificate in system:masters from the cluster CA is an administrator
     let root = c.cert_user(&c.ca, "root", &["system:masters"]);
     ok(&root, &["get", "secrets", "-A"]).await;
     assert!(can_i(&root, &["delete", "nodes"]).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_service_leads_in_cluster_clients_to_the_server() {
+    let c = start().await;
+    let port: u16 = c.url.rsplit(':').next().unwrap().parse().unwrap();
+    let svc = json(
+        &c.admin,
+        &[
+            "get",
+            "service",
+            "kubernetes",
+            "-n",
+            "default",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(svc["spec"]["clusterIP"], "10.96.0.1");
+    assert_eq!(svc["spec"]["type"], "ClusterIP");
+    assert!(svc["spec"]["selector"].is_null());
+    assert_eq!(svc["metadata"]["labels"]["component"], "apiserver");
+    assert_eq!(svc["metadata"]["labels"]["provider"], "kubernetes");
+    let p = &svc["spec"]["ports"][0];
+    assert_eq!(
+        (p["name"].as_str(), p["port"].as_u64()),
+        (Some("https"), Some(443))
+    );
+    assert_eq!(p["targetPort"].as_u64(), Some(u64::from(port)));
+    let ep = json(
+        &c.admin,
+        &[
+            "get",
+            "endpoints",
+            "kubernetes",
+            "-n",
+            "default",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(ep["subsets"][0]["addresses"][0]["ip"], "127.0.0.1");
+    assert_eq!(
+        ep["subsets"][0]["ports"][0]["port"].as_u64(),
+        Some(u64::from(port))
+    );
+    let slice = json(
+        &c.admin,
+        &[
+            "get",
+            "endpointslices",
+            "kubernetes",
+            "-n",
+            "default",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(
+        slice["metadata"]["labels"]["kubernetes.io/service-name"],
+        "kubernetes"
+    );
+    assert_eq!(slice["endpoints"][0]["addresses"][0], "127.0.0.1");
+    // an edited Service gets its ports back, a deleted Endpoints comes back
+    ok(
+        &c.admin,
+        &[
+            "patch",
+            "service",
+            "kubernetes",
+            "-n",
+            "default",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/ports/0/port","value":8443}]"#,
+        ],
+    )
+    .await;
+    ok(
+        &c.admin,
+        &["delete", "endpoints", "kubernetes", "-n", "default"],
+    )
+    .await;
+    let admin = c.admin.clone();
+    eventually("the kubernetes service is reconciled", || {
+        let admin = admin.clone();
+        async move {
+            let s = kubectl(
+                &admin,
+                &[
+                    "get",
+                    "service",
+                    "kubernetes",
+                    "-n",
+                    "default",
+                    "-o",
+                    "jsonpath={.spec.ports[0].port}",
+                ],
+                None,
+            )
+            .await;
+            let e = kubectl(
+                &admin,
+                &["get", "endpoints", "kubernetes", "-n", "default"],
+                None,
+            )
+            .await;
+            s.stdout.trim() == "443" && e.ok
+        }
+    })
+    .await;
+    // what a pod has: the default service account's token and the root CA it is given,
+    // checking the server as `kubernetes.default.svc` and as the Service's address
+    ok(&c.admin, &["create", "namespace", "incluster"]).await;
+    let admin = c.admin.clone();
+    eventually("the namespace's service account and root CA", || {
+        let admin = admin.clone();
+        async move {
+            kubectl(
+                &admin,
+                &[
+                    "get",
+                    "serviceaccount/default",
+                    "configmap/kube-root-ca.crt",
+                    "-n",
+                    "incluster",
+                ],
+                None,
+            )
+            .await
+            .ok
+        }
+    })
+    .await;
+    let ca = ok(
+        &c.admin,
+        &[
+            "get",
+            "configmap",
+            "kube-root-ca.crt",
+            "-n",
+            "incluster",
+            "-o",
+            "jsonpath={.data.ca\\.crt}",
+        ],
+    )
+    .await;
+    let token = ok(&c.admin, &["create", "token", "default", "-n", "incluster"]).await;
+    let token = token.trim().to_owned();
+    let pods = "/api/v1/namespaces/incluster/pods";
+    for name in [
+        "10.96.0.1",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ] {
+        let (code, body) = raw_get_as(&c, &ca, name, None, Some(&token), pods).await;
+        assert_eq!(code, 403, "{name}: {body}");
+        assert!(
+            body.contains("system:serviceaccount:incluster:default"),
+            "{body}"
+        );
+    }
+    ok(
+        &c.admin,
+        &[
+            "create",
+            "rolebinding",
+            "sa-view",
+            "-n",
+            "incluster",
+            "--clusterrole=view",
+            "--serviceaccount=incluster:default",
+        ],
+    )
+    .await;
+    let mut last = String::new();
+    for _ in 0..100 {
+        let (code, body) =
+            raw_get_as(&c, &ca, "kubernetes.default.svc", None, Some(&token), pods).await;
+        if code == 200 {
+            last.clear();
+            break;
+        }
+        last = body;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        last.is_empty(),
+        "the bound service account still cannot list pods: {last}"
+    );
+}
+
+/// A CertificateSigningRequest manifest for `req` (PEM).
+fn csr_yaml(name: &str, req: &str, signer: &str, usages: &[&str]) -> String {
+    let usages: Vec<String> = usages.iter().map(|u| format!("  - {u}")).collect();
+    format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {}\n  signerName: {signer}\n  expirationSeconds: 3600\n  usages:\n{}\n",
+        b64(req),
+        usages.join("\n")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_signing_requests_are_approved_signed_and_denied() {
+    let c = start().await;
+    let apply = |yaml: String| {
+        let admin = c.admin.clone();
+        async move { kubectl(&admin, &["create", "-f", "-"], Some(&yaml)).await }
+    };
+    // a user asks for a client certificate; the admin approves it; it works
+    let bob = kcore_tls::CertRequest::generate("bob", &["devs".into()], &[]).unwrap();
+    let o = apply(csr_yaml(
+        "bob",
+        &bob.cert_pem,
+        "kubernetes.io/kube-apiserver-client",
+        &["client auth", "digital signature"],
+    ))
+    .await;
+    assert!(o.ok, "{}", o.stderr);
+    let table = ok(&c.admin, &["get", "csr", "bob"]).await;
+    let head: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        head,
+        [
+            "NAME",
+            "AGE",
+            "SIGNERNAME",
+            "REQUESTOR",
+            "REQUESTEDDURATION",
+            "CONDITION"
+        ]
+    );
+    assert!(
+        table.contains("Pending") && table.contains("admin") && table.contains("60m"),
+        "{table}"
+    );
+    ok(&c.admin, &["certificate", "approve", "bob"]).await;
+    let admin = c.admin.clone();
+    eventually("bob's certificate is issued", || {
+        let admin = admin.clone();
+        async move {
+            kubectl(&admin, &["get", "csr", "bob"], None)
+                .await
+                .stdout
+                .contains("Approved,Issued")
+        }
+    })
+    .await;
+    let cert = ok(
+        &c.admin,
+        &["get", "csr", "bob", "-o", "jsonpath={.status.certificate}"],
+    )
+    .await;
+    let cert = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(cert.trim())
+            .unwrap(),
+    )
+    .unwrap();
+    let kc = c.kubeconfig(
+        "bob",
+        &format!(
+            "    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(&cert),
+            b64(&bob.key_pem)
+        ),
+    );
+    let who = json(&kc, &["auth", "whoami", "-o", "json"]).await;
+    assert_eq!(who["status"]["userInfo"]["username"], "bob");
+    assert!(who["status"]["userInfo"]["groups"]
+        .as_array()
+        .unwrap()
+        .contains(&"devs".into()));
+    // the kubelet signer refuses a subject that is not a node's
+    let o = apply(csr_yaml(
+        "not-a-node",
+        &bob.cert_pem,
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        &["client auth", "digital signature"],
+    ))
+    .await;
+    assert!(o.ok, "{}", o.stderr);
+    ok(&c.admin, &["certificate", "approve", "not-a-node"]).await;
+    let admin = c.admin.clone();
+    eventually("the kubelet signer fails a non-node request", || {
+        let admin = admin.clone();
+        async move {
+            kubectl(
+                &admin,
+                &[
+                    "get",
+                    "csr",
+                    "not-a-node",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}",
+                ],
+                None,
+            )
+            .await
+            .stdout
+            .contains("SignerValidationFailure")
+        }
+    })
+    .await;
+    // denied requests get no certificate, and stay denied
+    let o = apply(csr_yaml(
+        "carol",
+        &bob.cert_pem,
+        "kubernetes.io/kube-apiserver-client",
+        &["client auth"],
+    ))
+    .await;
+    assert!(o.ok, "{}", o.stderr);
+    ok(&c.admin, &["certificate", "deny", "carol"]).await;
+    let e = fails(&c.admin, &["certificate", "approve", "carol"]).await;
+    assert!(
+        e.contains("mutually exclusive") || e.contains("already denied") || e.contains("Denied"),
+        "{e}"
+    );
+    let t = ok(&c.admin, &["get", "csr", "carol"]).await;
+    assert!(t.contains("Denied") && !t.contains("Issued"), "{t}");
+    // validation as upstream
+    let o = apply(csr_yaml("bad", "not a request", "example", &["flying"])).await;
+    assert!(!o.ok);
+    assert!(o.stderr.contains("spec.request"), "{}", o.stderr);
+    assert!(o.stderr.contains("spec.signerName"), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(r#"spec.usages[0]: Unsupported value: "flying""#),
+        "{}",
+        o.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -205,7 +205,21 @@ impl ControlPlane {
         let api_dir = cfg.data_dir.join("apiserver");
         kcore_statedir::ensure_dir(&api_dir, kcore_statedir::PRIVATE_DIR)
             .with_context(|| format!("creating {}", api_dir.display()))?;
-        let mut builder = ApiServer::builder().data_dir(&api_dir).listen(cfg.listen);
+        // pods reach the server through the `kubernetes` Service at this address: the
+        // listen address, or this machine's node address when listening on all
+        let advertise = match cfg.listen.ip() {
+            ip if ip.is_unspecified() => std::net::IpAddr::V4(
+                cfg.agent
+                    .as_ref()
+                    .and_then(|a| a.node_ip)
+                    .unwrap_or_else(crate::agent::default_node_ip),
+            ),
+            ip => ip,
+        };
+        let mut builder = ApiServer::builder()
+            .data_dir(&api_dir)
+            .listen(cfg.listen)
+            .advertise_address(advertise);
         for san in &cfg.tls_sans {
             builder = builder.tls_host(san);
         }

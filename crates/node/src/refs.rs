@@ -178,17 +178,29 @@ impl Refs {
     }
 
     /// The Docker-link style variables of the namespace's Services
-    /// (`enableServiceLinks`, default on), as the kubelet sets them.
+    /// (`enableServiceLinks`, default on), and always those of the API server's
+    /// `default/kubernetes` Service (`KUBERNETES_SERVICE_HOST`, ...), as the kubelet sets
+    /// them.
     pub async fn service_env(&mut self, pod: &Pod) -> Result<Vec<(String, String)>> {
-        if pod.spec.as_ref().and_then(|s| s.enable_service_links) == Some(false) {
-            return Ok(Vec::new());
-        }
-        let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
-        let list = api
-            .list(&Default::default())
-            .await
-            .map_err(|e| Error::kube(format!("list services in {}", self.namespace), e))?;
-        Ok(service_link_env(&list.items))
+        let links = pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false);
+        let local = if links {
+            let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+            api.list(&Default::default())
+                .await
+                .map_err(|e| Error::kube(format!("list services in {}", self.namespace), e))?
+                .items
+        } else {
+            Vec::new()
+        };
+        let master = if links && self.namespace == MASTER_NAMESPACE {
+            None
+        } else {
+            let api: Api<Service> = Api::namespaced(self.client.clone(), MASTER_NAMESPACE);
+            api.get_opt(MASTER_SERVICE)
+                .await
+                .map_err(|e| Error::kube("get service default/kubernetes".to_owned(), e))?
+        };
+        Ok(service_link_env(&env_services(master, local)))
     }
 
     /// The container's environment: Service links, then `envFrom`, then `env`, with
@@ -280,6 +292,22 @@ pub(crate) fn token_is_fresh(token: &[u8], now: i64) -> bool {
         (Some(iat), Some(exp)) if exp > iat => now < iat + (exp - iat) * 8 / 10,
         _ => false,
     }
+}
+
+/// The namespace and name of the API server's Service, whose variables every container
+/// gets (upstream's master services).
+const MASTER_NAMESPACE: &str = "default";
+const MASTER_SERVICE: &str = "kubernetes";
+
+/// The Services a container's link variables come from: the namespace's own (`local`,
+/// empty when service links are off) and the API server's `master`, unless a local
+/// Service of the same name takes its place, in name order as the kubelet's map.
+pub(crate) fn env_services(master: Option<Service>, local: Vec<Service>) -> Vec<Service> {
+    let mut by_name: BTreeMap<String, Service> = BTreeMap::new();
+    for s in master.into_iter().chain(local) {
+        by_name.insert(s.metadata.name.clone().unwrap_or_default(), s);
+    }
+    by_name.into_values().collect()
 }
 
 pub(crate) fn service_link_env(services: &[Service]) -> Vec<(String, String)> {
@@ -473,6 +501,55 @@ mod tests {
         assert!(token_is_fresh(t.as_bytes(), 1799));
         assert!(!token_is_fresh(t.as_bytes(), 1800));
         assert!(!token_is_fresh(b"not a token", 1500));
+    }
+
+    #[test]
+    fn every_container_gets_the_kubernetes_service_unless_its_namespace_has_its_own() {
+        let svc = |name: &str, ip: &str, port: u16, port_name: &str| -> Service {
+            serde_json::from_value(json!({"metadata": {"name": name},
+                "spec": {"clusterIP": ip, "ports": [{"name": port_name, "port": port}]}}))
+            .unwrap()
+        };
+        let master = svc("kubernetes", "10.96.0.1", 443, "https");
+        // service links off: the API server's variables all the same
+        let env = service_link_env(&env_services(Some(master.clone()), Vec::new()));
+        let get = |env: &[(String, String)], k: &str| {
+            env.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            get(&env, "KUBERNETES_SERVICE_HOST").as_deref(),
+            Some("10.96.0.1")
+        );
+        assert_eq!(get(&env, "KUBERNETES_SERVICE_PORT").as_deref(), Some("443"));
+        assert_eq!(
+            get(&env, "KUBERNETES_SERVICE_PORT_HTTPS").as_deref(),
+            Some("443")
+        );
+        assert_eq!(
+            get(&env, "KUBERNETES_PORT").as_deref(),
+            Some("tcp://10.96.0.1:443")
+        );
+        assert_eq!(
+            get(&env, "KUBERNETES_PORT_443_TCP_ADDR").as_deref(),
+            Some("10.96.0.1")
+        );
+        // a namespace's own Service of that name wins, the others join
+        let local = vec![
+            svc("kubernetes", "10.96.0.9", 8443, "web"),
+            svc("db", "10.96.0.5", 5432, "pg"),
+        ];
+        let env = service_link_env(&env_services(Some(master), local));
+        assert_eq!(
+            get(&env, "KUBERNETES_SERVICE_HOST").as_deref(),
+            Some("10.96.0.9")
+        );
+        assert_eq!(get(&env, "DB_SERVICE_HOST").as_deref(), Some("10.96.0.5"));
+        assert_eq!(
+            env.iter()
+                .filter(|(k, _)| k == "KUBERNETES_SERVICE_HOST")
+                .count(),
+            1
+        );
     }
 
     #[test]

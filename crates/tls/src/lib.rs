@@ -10,8 +10,11 @@
 //!   (bearer tokens are the other way to prove who one is).
 //! - [`TlsListener`] is an `axum::serve` listener completing handshakes concurrently;
 //!   [`PeerCertified`] tells a handler whether the client proved itself with a certificate
-//!   and [`PeerIdentity`] who it is ([`subject`]: CN and O, a Kubernetes user and groups,
-//!   issued by [`Ca::issue_client`]).
+//!   and [`PeerCertificates`] which chain it presented.
+//! - [`server_config_requesting_client_certs`] asks for a client certificate without
+//!   trusting it, and [`ClientVerifier`] checks the chain afterwards and reads who it names
+//!   ([`subject`]: CN and O, a Kubernetes user and groups, issued by [`Ca::issue_client`]),
+//!   so a request with a certificate from another CA can be answered 401, as upstream.
 //!
 //! # Example
 //!
@@ -32,8 +35,10 @@
 
 #![deny(missing_docs)]
 
+mod csr;
 mod listener;
 mod subject;
+mod verify;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -46,8 +51,10 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use listener::{PeerCertified, PeerIdentity, TlsListener};
+pub use csr::CertRequest;
+pub use listener::{PeerCertificates, PeerCertified, TlsListener};
 pub use subject::{subject, Subject};
+pub use verify::ClientVerifier;
 
 /// What went wrong with a key, a certificate or a TLS configuration.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +110,24 @@ pub enum Error {
         /// The certificate's common name.
         subject: String,
     },
+    /// A client's certificate chain does not lead to the trusted CA (or is expired, or
+    /// not for `clientAuth`).
+    #[error("verifying the client certificate")]
+    Untrusted {
+        /// The cause.
+        #[source]
+        source: rustls::Error,
+    },
+    /// A certificate request could not be read, or its signature is wrong.
+    #[error("reading the certificate request")]
+    Request {
+        /// The cause.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// A verified certificate's subject could not be read.
+    #[error("the client certificate's subject cannot be read")]
+    Subject,
     /// The client certificate verifier could not be built.
     #[error("client certificate verifier")]
     Verifier {
@@ -186,6 +211,9 @@ fn ca_params() -> Result<CertificateParams, Error> {
 }
 
 /// The cluster CA: its certificate and the key that signs.
+///
+/// Besides [`Ca::issue`], it signs certificate requests ([`Ca::sign_request`]), as
+/// upstream's CSR signers do.
 pub struct Ca {
     cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
@@ -253,55 +281,8 @@ impl Ca {
         names: &[String],
         usage: Usage,
     ) -> Result<CertKey, Error> {
-        let mut params = CertificateParams::new(Vec::<String>::new())
-            .map_err(cert_err("certificate parameters"))?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        // rcgen keeps one value per attribute type: the second organization goes in under
-        // the same OID (2.5.4.10) named as a custom type
-        match organizations {
-            [] => {}
-            [o] => params
-                .distinguished_name
-                .push(DnType::OrganizationName, o.as_str()),
-            [o1, o2] => {
-                params
-                    .distinguished_name
-                    .push(DnType::OrganizationName, o1.as_str());
-                params
-                    .distinguished_name
-                    .push(DnType::CustomDnType(vec![2, 5, 4, 10]), o2.as_str());
-            }
-            _ => {
-                return Err(Error::TooManyOrganizations {
-                    subject: common_name.to_owned(),
-                })
-            }
-        }
-        let mut names = names.to_vec();
-        names.sort();
-        names.dedup();
-        for n in names {
-            let san = match n.parse::<IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(
-                    n.as_str()
-                        .try_into()
-                        .map_err(cert_err(format!("subject alternative name {n}")))?,
-                ),
-            };
-            params.subject_alt_names.push(san);
-        }
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![match usage {
-            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-        }];
         let key = KeyPair::generate().map_err(cert_err("generating a key"))?;
+        let params = leaf_params(common_name, organizations, names, usage)?;
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(cert_err(format!(
@@ -312,6 +293,65 @@ impl Ca {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// The parameters of a certificate for `common_name` in `organizations` (at most two),
+/// for `names` (DNS names or IP addresses) and `usage`.
+pub(crate) fn leaf_params(
+    common_name: &str,
+    organizations: &[String],
+    names: &[String],
+    usage: Usage,
+) -> Result<CertificateParams, Error> {
+    let mut params =
+        CertificateParams::new(Vec::<String>::new()).map_err(cert_err("certificate parameters"))?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    // rcgen keeps one value per attribute type: the second organization goes in under
+    // the same OID (2.5.4.10) named as a custom type
+    match organizations {
+        [] => {}
+        [o] => params
+            .distinguished_name
+            .push(DnType::OrganizationName, o.as_str()),
+        [o1, o2] => {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, o1.as_str());
+            params
+                .distinguished_name
+                .push(DnType::CustomDnType(vec![2, 5, 4, 10]), o2.as_str());
+        }
+        _ => {
+            return Err(Error::TooManyOrganizations {
+                subject: common_name.to_owned(),
+            })
+        }
+    }
+    let mut names = names.to_vec();
+    names.sort();
+    names.dedup();
+    for n in names {
+        let san = match n.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                n.as_str()
+                    .try_into()
+                    .map_err(cert_err(format!("subject alternative name {n}")))?,
+            ),
+        };
+        params.subject_alt_names.push(san);
+    }
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![match usage {
+        Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+        Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+    }];
+    Ok(params)
 }
 
 /// The certificates (DER) in PEM text, in order.
@@ -379,6 +419,32 @@ pub fn server_config(
         None => builder.with_no_client_auth(),
     };
     let mut cfg = builder
+        .with_single_cert(certs(&cert.cert_pem, "certificate")?, key(&cert.key_pem)?)
+        .map_err(|source| Error::Config {
+            what: "certificate",
+            source,
+        })?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// A server configuration presenting `cert` that asks clients for a certificate, naming
+/// `client_ca` as acceptable, but neither requires nor trusts one: the client proves it
+/// holds the key, and the chain is left to a [`ClientVerifier`] after the handshake (read
+/// it with [`PeerCertificates`]), as upstream's API server answers a certificate from
+/// another CA with a 401 rather than a failed handshake.
+pub fn server_config_requesting_client_certs(
+    cert: &CertKey,
+    client_ca: &str,
+) -> Result<rustls::ServerConfig, Error> {
+    let verifier = Arc::new(verify::RequestClientCert::new(client_ca)?);
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| Error::Config {
+            what: "protocol versions",
+            source,
+        })?
+        .with_client_cert_verifier(verifier)
         .with_single_cert(certs(&cert.cert_pem, "certificate")?, key(&cert.key_pem)?)
         .map_err(|source| Error::Config {
             what: "certificate",

@@ -96,20 +96,25 @@ impl Connected<IncomingStream<'_, TlsListener>> for PeerCertified {
     }
 }
 
-/// Connection info for `into_make_service_with_connect_info::<PeerIdentity>()`: the subject
-/// of the certificate the client presented, which the server's verifier accepted (signed
-/// by the client CA for `clientAuth`), or `None` when it presented none; and the client's
-/// address (an audit log's `sourceIPs`).
+/// Connection info for `into_make_service_with_connect_info::<PeerCertificates>()`: the
+/// certificate chain the client presented (leaf first, empty when none). With
+/// [`server_config_requesting_client_certs`](crate::server_config_requesting_client_certs)
+/// nothing but the client's possession of the key is checked yet: verify the chain with a
+/// [`ClientVerifier`](crate::ClientVerifier) before trusting it. The second field is the
+/// client's address (an audit log's `sourceIPs`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerIdentity(pub Option<crate::Subject>, pub Option<SocketAddr>);
+pub struct PeerCertificates(
+    pub Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub Option<SocketAddr>,
+);
 
-impl Connected<IncomingStream<'_, TlsListener>> for PeerIdentity {
+impl Connected<IncomingStream<'_, TlsListener>> for PeerCertificates {
     fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
         let (_, conn) = stream.io().get_ref();
-        PeerIdentity(
+        PeerCertificates(
             conn.peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|leaf| crate::subject(leaf)),
+                .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+                .unwrap_or_default(),
             Some(*stream.remote_addr()),
         )
     }

@@ -73,7 +73,27 @@ pub fn subject(der: &[u8]) -> Option<Subject> {
     for _ in 0..4 {
         rest = element(rest)?.2;
     }
-    let (tag, mut rdns, _) = element(rest)?;
+    name(rest)
+}
+
+/// Reads the subject of a DER-encoded PKCS#10 certificate request (its signature is
+/// checked by [`crate::CertRequest::parse`]).
+pub(crate) fn request_subject(der: &[u8]) -> Option<Subject> {
+    let (tag, req, _) = element(der)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (tag, info, _) = element(req)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    // version, then subject
+    name(element(info)?.2)
+}
+
+/// The CN and O attributes of the X.501 Name at the start of `der`.
+fn name(der: &[u8]) -> Option<Subject> {
+    let (tag, mut rdns, _) = element(der)?;
     if tag != SEQUENCE {
         return None;
     }

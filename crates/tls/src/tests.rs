@@ -125,3 +125,44 @@ fn client_certificates_name_their_user_and_groups() {
     );
     assert_eq!(subject(b"\x30\x03\x02\x01"), None);
 }
+
+#[test]
+fn signed_requests_keep_their_subject_and_names_and_verify_as_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::load_or_create(dir.path()).unwrap();
+    let req = CertRequest::generate(
+        "system:node:n1",
+        &["system:nodes".into()],
+        &["n1".into(), "10.0.0.7".into()],
+    )
+    .unwrap();
+    let parsed = CertRequest::parse(&req.cert_pem).unwrap();
+    assert_eq!(parsed.dns_names(), ["n1"]);
+    assert_eq!(
+        parsed.ip_addresses(),
+        ["10.0.0.7".parse::<std::net::IpAddr>().unwrap()]
+    );
+    let pem = ca
+        .sign_request(&parsed, Usage::Client, std::time::Duration::from_secs(3600))
+        .unwrap();
+    let chain = pem_certificates(&pem).unwrap();
+    let who = ClientVerifier::new(ca.cert_pem())
+        .unwrap()
+        .verify(&chain)
+        .unwrap();
+    assert_eq!(who.common_name.as_deref(), Some("system:node:n1"));
+    assert_eq!(who.organizations, ["system:nodes"]);
+    // a server certificate is no client's
+    let server = ca
+        .sign_request(&parsed, Usage::Server, std::time::Duration::from_secs(3600))
+        .unwrap();
+    assert!(ClientVerifier::new(ca.cert_pem())
+        .unwrap()
+        .verify(&pem_certificates(&server).unwrap())
+        .is_err());
+    // a tampered request is refused
+    let mut bad = req.cert_pem.clone().into_bytes();
+    let mid = bad.len() / 2;
+    bad[mid] = if bad[mid] == b'A' { b'B' } else { b'A' };
+    assert!(CertRequest::parse(&String::from_utf8(bad).unwrap()).is_err());
+}

@@ -284,6 +284,12 @@ impl Api {
                 }
                 n
             }
+            Some(Sub::Approval) => {
+                // certificatesigningrequests/approval: only the conditions change
+                let mut n = old.clone();
+                n["status"]["conditions"] = incoming["status"]["conditions"].clone();
+                n
+            }
             Some(Sub::Finalize) => {
                 // namespaces/finalize: only spec.finalizers changes.
                 let mut n = old.clone();

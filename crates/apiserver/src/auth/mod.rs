@@ -3,7 +3,9 @@
 //! Every request passes [`Auth::check`] before it is routed:
 //!
 //! 1. **Authentication** finds the user: a client certificate signed by the cluster CA
-//!    (user = CN, groups = O; rustls verified it during the handshake), else a bearer
+//!    (user = CN, groups = O; TLS only asks for it, and its chain is verified here, so a
+//!    certificate from another CA gets a 401 unless a valid bearer token comes with it,
+//!    as upstream's union of authenticators), else a bearer
 //!    token: a static token of the token file (`token,user,uid,"group1,group2"`, the
 //!    bootstrap credentials; a line with the token alone is an administrator in
 //!    `system:masters`), else a service-account JWT this server signed
@@ -23,6 +25,7 @@
 //! against escalation ([`confirm_no_escalation`]).
 
 mod bootstrap;
+mod csr;
 mod rbac;
 mod request;
 mod reviews;
@@ -43,6 +46,7 @@ use crate::error::{ApiError, Error};
 use crate::resources::{self, ResourceInfo};
 
 pub(crate) use bootstrap::reconcile as reconcile_bootstrap_policy;
+pub(crate) use csr::run as run_csr_signer;
 pub(crate) use request::{attributes, Attributes};
 pub(crate) use reviews::serve;
 pub(crate) use token::Issuer;
@@ -139,6 +143,8 @@ pub(crate) struct Auth {
     /// Whether any credential is configured (a server without any treats a request
     /// that brings none as an administrator).
     required: bool,
+    /// Verifies client certificates against the cluster CA (with TLS).
+    client_ca: Option<kcore_tls::ClientVerifier>,
     issuer: Arc<Issuer>,
     policy: rbac::PolicyCache,
 }
@@ -166,11 +172,11 @@ fn now_secs() -> i64 {
 
 impl Auth {
     /// Authentication from token-file lines (`lines`) and extra administrator tokens;
-    /// `tls`: clients may bring certificates, so credentials are required.
+    /// `client_ca` (with TLS): clients may bring certificates, so credentials are required.
     pub(crate) fn new(
         lines: &[String],
         admin_tokens: &[String],
-        tls: bool,
+        client_ca: Option<kcore_tls::ClientVerifier>,
         issuer: Issuer,
     ) -> Self {
         let mut tokens: HashMap<String, UserInfo> =
@@ -182,7 +188,8 @@ impl Auth {
             );
         }
         Self {
-            required: tls || !tokens.is_empty(),
+            required: client_ca.is_some() || !tokens.is_empty(),
+            client_ca,
             tokens,
             issuer: Arc::new(issuer),
             policy: rbac::PolicyCache::default(),
@@ -216,10 +223,23 @@ impl Auth {
     /// the 401/403 to answer.
     pub(crate) async fn check(&self, api: &Api, parts: &Parts) -> Result<UserInfo, ApiError> {
         let unauthorized = || ApiError::new(401, "Unauthorized", "Unauthorized");
-        let peer = parts
+        let chain = parts
             .extensions
-            .get::<axum::extract::ConnectInfo<kcore_tls::PeerIdentity>>()
-            .and_then(|c| c.0 .0.clone());
+            .get::<axum::extract::ConnectInfo<kcore_tls::PeerCertificates>>()
+            .map(|c| c.0 .0.as_slice())
+            .filter(|c| !c.is_empty());
+        // upstream's x509 authenticator: a chain the cluster CA did not sign is an error,
+        // which a valid token still overrides but which is never anonymous
+        let (peer, bad_cert) = match (chain, &self.client_ca) {
+            (Some(chain), Some(ca)) => match ca.verify(chain) {
+                Ok(s) => (Some(s), false),
+                Err(e) => {
+                    tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "client certificate refused");
+                    (None, true)
+                }
+            },
+            _ => (None, false),
+        };
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -239,6 +259,8 @@ impl Auth {
                     return Err(unauthorized());
                 }
             }
+        } else if bad_cert {
+            return Err(unauthorized());
         } else if !self.required {
             UserInfo::admin()
         } else {
@@ -510,6 +532,11 @@ pub(crate) async fn admit(
     user: &Value,
 ) -> Result<Value, ApiError> {
     confirm_no_escalation(api, info, namespace, &obj, user).await?;
+    if create && info.group == "certificates.k8s.io" && info.plural == "certificatesigningrequests"
+    {
+        let u: UserInfo = serde_json::from_value(user.clone()).unwrap_or_default();
+        return Ok(csr::record_requester(obj, &u));
+    }
     match namespace {
         Some(ns) if create && info.group.is_empty() && info.plural == "pods" => {
             serviceaccount::admit_pod(api, ns, obj).await
