@@ -1232,7 +1232,12 @@ async fn status_and_spec_change_only_through_their_own_endpoints() {
         ),
         (
             "PersistentVolumeClaim",
-            pvc(),
+            {
+                // in a class that allows expansion, for the growth case below
+                let mut c = pvc();
+                c["spec"]["storageClassName"] = json!("expandable");
+                c
+            },
             |o| o["spec"]["volumeName"] = json!("pv-1"),
             json!({"phase": "Bound"}),
         ),
@@ -1261,6 +1266,18 @@ async fn status_and_spec_change_only_through_their_own_endpoints() {
             json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}),
         ),
     ];
+    let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "expandable"}, "provisioner": "example.com/x",
+        "allowVolumeExpansion": true});
+    let (code, body) = http(
+        &s,
+        "POST",
+        "/apis/storage.k8s.io/v1/storageclasses",
+        JSON,
+        Some(&class),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
     for (n, (kind, obj, change_spec, status)) in kinds.into_iter().enumerate() {
         let mut obj = obj;
         obj["metadata"]["name"] = json!(format!("s{n}"));

@@ -669,6 +669,7 @@ fn run_attach_and_debug(
             "--restart=Never",
             IMAGE,
             "--image-pull-policy=Never",
+            "--command",
             "--",
             "sh",
             "-c",

@@ -67,8 +67,14 @@ pub struct Endpoint {
     /// Whether the endpoint is ready; only ready endpoints receive traffic.
     pub ready: bool,
     /// Whether the endpoint runs on this node: under `externalTrafficPolicy: Local`
-    /// only these receive external traffic.
+    /// only these receive external traffic. Absent in serialized form means local (a
+    /// table written before the field existed, or by a single-node caller).
+    #[serde(default = "yes")]
     pub local: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Endpoint {
@@ -111,9 +117,11 @@ pub struct Service {
     /// `externalTrafficPolicy: Local`: NodePort and load-balancer traffic goes only to
     /// this node's endpoints (dropped when there are none) and keeps its client source
     /// address (no masquerade).
+    #[serde(default)]
     pub external_local: bool,
     /// `loadBalancerSourceRanges`: when not empty, load-balancer traffic from other
     /// sources is dropped (NodePort and cluster-IP traffic is not filtered).
+    #[serde(default)]
     pub source_ranges: Vec<Ipv4Net>,
     /// Endpoints; only ready ones receive traffic.
     pub endpoints: Vec<Endpoint>,

@@ -536,15 +536,19 @@ impl LocalProvisioner {
     /// Runs until the task is dropped: a pass on every change of a claim or volume, and
     /// every few seconds.
     pub(crate) async fn run(mut self) {
+        use kube::runtime::WatchStreamExt as _;
+        // with backoff: errors count as changes, and one that never pends would spin
         let claims = watcher::watcher(
             Api::<PersistentVolumeClaim>::all(self.client.clone()),
             watcher::Config::default(),
         )
+        .default_backoff()
         .map(|_| ());
         let pvs = watcher::watcher(
             Api::<PersistentVolume>::all(self.client.clone()),
             watcher::Config::default(),
         )
+        .default_backoff()
         .map(|_| ());
         let mut changes = futures::stream::select(claims, pvs).boxed();
         let mut tick = tokio::time::interval(Duration::from_secs(5));

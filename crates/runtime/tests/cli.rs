@@ -1371,7 +1371,10 @@ fn events_report_oom_like_runc() {
         let mut text = String::new();
         while std::time::Instant::now() < deadline {
             text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.lines().any(|l| l.contains(r#""type":"oom""#)) {
+            // the OOM event can come before the first stats interval has passed
+            if text.lines().any(|l| l.contains(r#""type":"oom""#))
+                && text.contains(r#""type":"stats""#)
+            {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));

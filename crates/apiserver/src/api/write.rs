@@ -337,17 +337,6 @@ impl Api {
         if strategy.allocates_service_addresses() {
             self.allocate_service(&mut new, Some(old)).await?;
         }
-        if sub.is_none() {
-            if let Some((api_version, plural)) = strategy.update_reads(&new, old) {
-                let read = self
-                    .list_value(api_version, plural, None, &ListOptions::default())
-                    .await?;
-                let read = read["items"].as_array().map_or(&[][..], Vec::as_slice);
-                if let Err(why) = strategy.admit_update(&new, old, read) {
-                    return Err(ApiError::forbidden(&info.group, &info.plural, name, &why));
-                }
-            }
-        }
         let req = admission::Request {
             info,
             sub,
@@ -361,6 +350,19 @@ impl Api {
             _ => Self::normalize_and_validate(info, o, Some(old)),
         };
         let mut new = self.admit(&req, new, Some(old), check).await?;
+        // built-in validating admission (upstream's PersistentVolumeClaimResize): after
+        // validation, so an update validation refuses gets its 422 first
+        if sub.is_none() {
+            if let Some((api_version, plural)) = strategy.update_reads(&new, old) {
+                let read = self
+                    .list_value(api_version, plural, None, &ListOptions::default())
+                    .await?;
+                let read = read["items"].as_array().map_or(&[][..], Vec::as_slice);
+                if let Err(why) = strategy.admit_update(&new, old, read) {
+                    return Err(ApiError::forbidden(&info.group, &info.plural, name, &why));
+                }
+            }
+        }
         if strategy.spec_of(&new) != strategy.spec_of(old) {
             tracing::trace!(old = %strategy.spec_of(old), new = %strategy.spec_of(&new), "spec changed");
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;

@@ -295,8 +295,11 @@ impl GarbageCollector {
     async fn watch_kind(self, kind: usize, ar: ApiResource, queue: WorkQueue<ObjectKey>) {
         use futures::StreamExt as _;
         use kube::runtime::watcher::{self, Event};
+        use kube::runtime::WatchStreamExt as _;
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
-        let stream = watcher::watcher(api, watcher::Config::default());
+        // Backoff on errors: a failing list (a server gone, a kind removed) can fail
+        // without ever pending, and a loop that never yields blocks the runtime's shutdown.
+        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
         futures::pin_mut!(stream);
         let mut listed: Option<BTreeSet<String>> = None;
         while let Some(ev) = stream.next().await {
