@@ -80,6 +80,29 @@ pub(crate) fn v2(reg: &Registry) -> Value {
     })
 }
 
+/// Whether a `GET /openapi/v2` asks for gnostic's protobuf form: the first media range
+/// that names either form decides, as upstream's handler (JSON otherwise).
+pub(crate) fn v2_wants_protobuf(accept: Option<&str>) -> bool {
+    const PB: [&str; 2] = [
+        crate::protobuf::openapi_v2::MEDIA_TYPE,
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+    ];
+    accept
+        .into_iter()
+        .flat_map(|a| a.split(','))
+        .map(|r| r.split(';').next().unwrap_or("").trim())
+        .find_map(|m| {
+            if PB.iter().any(|p| m.eq_ignore_ascii_case(p)) {
+                Some(true)
+            } else if m.eq_ignore_ascii_case("application/json") {
+                Some(false)
+            } else {
+                None
+            }
+        })
+        .unwrap_or(false)
+}
+
 fn op(id: String, gvk: &Value, params: &[&str]) -> Value {
     let parameters: Vec<Value> = params
         .iter()
