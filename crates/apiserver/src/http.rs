@@ -599,7 +599,10 @@ async fn route(
             if !crate::openapi::v2_wants_protobuf(accept(headers)) {
                 return static_resp(doc);
             }
-            let mut r = (StatusCode::OK, crate::protobuf::openapi_v2::encode_document(&doc))
+            let mut r = (
+                StatusCode::OK,
+                crate::protobuf::openapi_v2::encode_document(&doc),
+            )
                 .into_response();
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -84,8 +84,8 @@ pub(crate) fn v2(reg: &Registry) -> Value {
 /// that names either form decides, as upstream's handler (JSON otherwise).
 pub(crate) fn v2_wants_protobuf(accept: Option<&str>) -> bool {
     const PB: [&str; 2] = [
+        crate::protobuf::openapi_v2::ACCEPT_MEDIA_TYPE,
         crate::protobuf::openapi_v2::MEDIA_TYPE,
-        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
     ];
     accept
         .into_iter()

@@ -1260,7 +1260,10 @@ enum TextVal {
 
 impl TextMsg {
     fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a TextVal> + 'a {
-        self.0.iter().filter(move |(n, _)| n == name).map(|(_, v)| v)
+        self.0
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v)
     }
     fn msgs<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a TextMsg> + 'a {
         self.all(name).filter_map(|v| match v {
@@ -1342,7 +1345,10 @@ fn yaml_of(any: &TextMsg) -> Value {
 fn extensions_of(m: &TextMsg, out: &mut serde_json::Map<String, Value>) {
     for e in m.msgs("vendor_extension") {
         let name = e.scalar("name").expect("NamedAny.name");
-        out.insert(name.to_owned(), yaml_of(e.msg("value").expect("NamedAny.value")));
+        out.insert(
+            name.to_owned(),
+            yaml_of(e.msg("value").expect("NamedAny.value")),
+        );
     }
 }
 
@@ -1527,7 +1533,13 @@ spec:
     ok(&c, &["apply", "-f", &f]).await;
     ok(
         &c,
-        &["wait", "--for", "condition=Established", "--timeout=60s", &format!("crd/{crd}")],
+        &[
+            "wait",
+            "--for",
+            "condition=Established",
+            "--timeout=60s",
+            &format!("crd/{crd}"),
+        ],
     )
     .await;
 
@@ -1537,7 +1549,10 @@ spec:
     let (ct, pb) = tokio::task::spawn_blocking(move || get_openapi_v2(addr, pb_accept))
         .await
         .expect("join");
-    assert_eq!(ct, pb_accept);
+    assert_eq!(
+        ct,
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    );
     let (json_ct, json_body) =
         tokio::task::spawn_blocking(move || get_openapi_v2(addr, "application/json"))
             .await
@@ -1586,8 +1601,15 @@ spec:
     }
     let want = doc["definitions"].as_object().expect("definitions");
     assert_eq!(defs.len(), want.len(), "{text}");
-    let gizmo = format!("com.example.{}.v1.Gizmo", group.trim_end_matches(".example.com"));
-    assert!(defs.contains_key(&gizmo), "{gizmo} not in {:?}", defs.keys());
+    let gizmo = format!(
+        "com.example.{}.v1.Gizmo",
+        group.trim_end_matches(".example.com")
+    );
+    assert!(
+        defs.contains_key(&gizmo),
+        "{gizmo} not in {:?}",
+        defs.keys()
+    );
     for (name, schema) in want {
         assert_eq!(defs[name], v2_keywords(schema), "definition {name}");
     }
@@ -1613,7 +1635,7 @@ items:
 - apiVersion: {group}/v1
   kind: Gizmo
   metadata: {{name: g1}}
-  spec: {{size: 3, color: blue, tags: [a, b], labels: {{x: y}}}}
+  spec: {{size: 3, color: blue, tags: [a, b], labels: {{env: prod}}}}
 "#
     );
     let f = write_manifests(&c, "v2pb-list.yaml", &list);
@@ -1629,4 +1651,6 @@ items:
     let f = write_manifests(&c, "v2pb-bad.yaml", &bad);
     let o = kubectl(&c, &["apply", "--validate=true", "-f", &f]).await;
     assert!(!o.ok, "a string size was accepted: {}", o.stdout);
+    assert!(o.stderr.contains("error validating data"), "{}", o.stderr);
+    assert!(o.stderr.contains("Gizmo.spec.size"), "{}", o.stderr);
 }

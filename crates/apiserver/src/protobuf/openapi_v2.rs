@@ -16,8 +16,11 @@ use serde_json::{Map, Value};
 
 use super::wire::{put_bytes, put_nested, put_tag, put_varint, FIXED64, VARINT};
 
-/// The media type clients ask for, and the response's Content-Type.
-pub const MEDIA_TYPE: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// The media type client-go asks for (upstream's deprecated spelling, kept by clients).
+pub const ACCEPT_MEDIA_TYPE: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// The media type of the response (upstream answers both spellings with this one: `@` is
+/// not a token character, so Go's `mime.ParseMediaType` refuses the other).
+pub const MEDIA_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 /// Encodes a Swagger 2.0 document (JSON) as an `openapi.v2.Document` message.
 ///
