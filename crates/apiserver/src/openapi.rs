@@ -212,4 +212,29 @@ mod tests {
             .any(|x| x["name"] == "fieldValidation"));
         assert!(group_version(&reg, "nope", "v1").is_none());
     }
+
+    #[test]
+    fn v2_protobuf_is_served_when_the_first_known_range_asks_for_it() {
+        let pb = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+        assert!(v2_wants_protobuf(Some(pb)));
+        assert!(v2_wants_protobuf(Some(
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+        )));
+        assert!(v2_wants_protobuf(Some(&format!(
+            "text/plain, {pb};q=0.9, application/json"
+        ))));
+        assert!(!v2_wants_protobuf(Some(&format!("application/json, {pb}"))));
+        assert!(!v2_wants_protobuf(Some("*/*")));
+        assert!(!v2_wants_protobuf(None));
+    }
+
+    #[test]
+    fn v2_document_encodes_as_gnostic_protobuf() {
+        let doc = v2(&Registry::new());
+        let pb = crate::protobuf::openapi_v2::encode_document(&doc);
+        // swagger (1), then info (2) holding title (1) and version (2)
+        assert!(pb.starts_with(b"\x0a\x032.0\x12"));
+        let title = b"\x0a\x0aKubernetes";
+        assert!(pb.windows(title.len()).any(|w| w == title));
+    }
 }
