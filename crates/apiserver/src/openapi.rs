@@ -3,7 +3,8 @@
 //! kubectl reads to decide that the server validates fields itself. Built-in kinds'
 //! schemas are not described (kubectl then computes patches from its compiled-in
 //! types); custom resources are, from their CRD's `openAPIV3Schema`, so that
-//! `kubectl explain` works on them. `/openapi/v2` describes the custom resources.
+//! `kubectl explain` works on them. `/openapi/v2` describes the custom resources, in JSON
+//! or, for Go clients (kubectl's client-side validation), as gnostic's protobuf.
 
 use serde_json::{json, Map, Value};
 

@@ -1635,7 +1635,7 @@ items:
 - apiVersion: {group}/v1
   kind: Gizmo
   metadata: {{name: g1}}
-  spec: {{size: 3, color: blue, tags: [a, b], labels: {{env: prod}}}}
+  spec: {{size: 3, color: blue, tags: [a, b], labels: {{env: prod}}, port: http, note: hi, extra: {{any: [thing]}}}}
 "#
     );
     let f = write_manifests(&c, "v2pb-list.yaml", &list);
