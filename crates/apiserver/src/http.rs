@@ -594,7 +594,22 @@ async fn route(
             )
         }
         ["apis"] if get => return static_resp(crate::discovery::api_group_list(reg)),
-        ["openapi", "v2"] if get => return static_resp(crate::openapi::v2(reg)),
+        ["openapi", "v2"] if get => {
+            let doc = crate::openapi::v2(reg);
+            if !crate::openapi::v2_wants_protobuf(accept(headers)) {
+                return static_resp(doc);
+            }
+            let mut r = (
+                StatusCode::OK,
+                crate::protobuf::openapi_v2::encode_document(&doc),
+            )
+                .into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::protobuf::openapi_v2::MEDIA_TYPE),
+            );
+            return Ok((r, String::new()));
+        }
         ["openapi", "v3"] if get => return static_resp(crate::openapi::index(reg)),
         ["openapi", "v3", "api", v] if get => {
             if let Some(doc) = crate::openapi::group_version(reg, "", v) {

@@ -3,7 +3,8 @@
 //! kubectl reads to decide that the server validates fields itself. Built-in kinds'
 //! schemas are not described (kubectl then computes patches from its compiled-in
 //! types); custom resources are, from their CRD's `openAPIV3Schema`, so that
-//! `kubectl explain` works on them. `/openapi/v2` describes the custom resources.
+//! `kubectl explain` works on them. `/openapi/v2` describes the custom resources, in JSON
+//! or, for Go clients (kubectl's client-side validation), as gnostic's protobuf.
 
 use serde_json::{json, Map, Value};
 
@@ -78,6 +79,29 @@ pub(crate) fn v2(reg: &Registry) -> Value {
         "paths": {},
         "definitions": defs,
     })
+}
+
+/// Whether a `GET /openapi/v2` asks for gnostic's protobuf form: the first media range
+/// that names either form decides, as upstream's handler (JSON otherwise).
+pub(crate) fn v2_wants_protobuf(accept: Option<&str>) -> bool {
+    const PB: [&str; 2] = [
+        crate::protobuf::openapi_v2::ACCEPT_MEDIA_TYPE,
+        crate::protobuf::openapi_v2::MEDIA_TYPE,
+    ];
+    accept
+        .into_iter()
+        .flat_map(|a| a.split(','))
+        .map(|r| r.split(';').next().unwrap_or("").trim())
+        .find_map(|m| {
+            if PB.iter().any(|p| m.eq_ignore_ascii_case(p)) {
+                Some(true)
+            } else if m.eq_ignore_ascii_case("application/json") {
+                Some(false)
+            } else {
+                None
+            }
+        })
+        .unwrap_or(false)
 }
 
 fn op(id: String, gvk: &Value, params: &[&str]) -> Value {
@@ -188,5 +212,30 @@ mod tests {
             .iter()
             .any(|x| x["name"] == "fieldValidation"));
         assert!(group_version(&reg, "nope", "v1").is_none());
+    }
+
+    #[test]
+    fn v2_protobuf_is_served_when_the_first_known_range_asks_for_it() {
+        let pb = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+        assert!(v2_wants_protobuf(Some(pb)));
+        assert!(v2_wants_protobuf(Some(
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+        )));
+        assert!(v2_wants_protobuf(Some(&format!(
+            "text/plain, {pb};q=0.9, application/json"
+        ))));
+        assert!(!v2_wants_protobuf(Some(&format!("application/json, {pb}"))));
+        assert!(!v2_wants_protobuf(Some("*/*")));
+        assert!(!v2_wants_protobuf(None));
+    }
+
+    #[test]
+    fn v2_document_encodes_as_gnostic_protobuf() {
+        let doc = v2(&Registry::new());
+        let pb = crate::protobuf::openapi_v2::encode_document(&doc);
+        // swagger (1), then info (2) holding title (1) and version (2)
+        assert!(pb.starts_with(b"\x0a\x032.0\x12"));
+        let title = b"\x0a\x0aKubernetes";
+        assert!(pb.windows(title.len()).any(|w| w == title));
     }
 }

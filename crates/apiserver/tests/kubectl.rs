@@ -1218,3 +1218,444 @@ async fn kubectl_limit_ranges() {
         o.stderr
     );
 }
+
+// ----- /openapi/v2 in protobuf: kubectl's client-side validation of Lists -----
+
+/// The part of gnostic's `openapiv2/OpenAPIv2.proto` that kcore's document uses, with
+/// upstream's field numbers, for `protoc --decode` (the independent decoder).
+const OPENAPI_V2_PROTO: &str = r#"
+syntax = "proto3";
+package openapi.v2;
+message Any { string yaml = 2; }
+message NamedAny { string name = 1; Any value = 2; }
+message Info { string title = 1; string version = 2; string description = 3; repeated NamedAny vendor_extension = 7; }
+message Paths { repeated NamedAny vendor_extension = 1; }
+message NamedSchema { string name = 1; Schema value = 2; }
+message Definitions { repeated NamedSchema additional_properties = 1; }
+message Properties { repeated NamedSchema additional_properties = 1; }
+message TypeItem { repeated string value = 1; }
+message ItemsItem { repeated Schema schema = 1; }
+message AdditionalPropertiesItem { oneof oneof { Schema schema = 1; bool boolean = 2; } }
+message Schema {
+  string _ref = 1; string format = 2; string title = 3; string description = 4; Any default = 5;
+  double multiple_of = 6; double maximum = 7; bool exclusive_maximum = 8; double minimum = 9;
+  bool exclusive_minimum = 10; int64 max_length = 11; int64 min_length = 12; string pattern = 13;
+  int64 max_items = 14; int64 min_items = 15; bool unique_items = 16; int64 max_properties = 17;
+  int64 min_properties = 18; repeated string required = 19; repeated Any enum = 20;
+  AdditionalPropertiesItem additional_properties = 21; TypeItem type = 22; ItemsItem items = 23;
+  repeated Schema all_of = 24; Properties properties = 25; string discriminator = 26;
+  bool read_only = 27; Any example = 30; repeated NamedAny vendor_extension = 31;
+}
+message Document {
+  string swagger = 1; Info info = 2; string host = 3; string base_path = 4;
+  repeated string schemes = 5; repeated string consumes = 6; repeated string produces = 7;
+  Paths paths = 8; Definitions definitions = 9; repeated NamedAny vendor_extension = 16;
+}
+"#;
+
+/// A message of protobuf text format: each field's values in order.
+#[derive(Debug, Default)]
+struct TextMsg(Vec<(String, TextVal)>);
+
+#[derive(Debug)]
+enum TextVal {
+    Scalar(String),
+    Msg(TextMsg),
+}
+
+impl TextMsg {
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a TextVal> + 'a {
+        self.0
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+    fn msgs<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a TextMsg> + 'a {
+        self.all(name).filter_map(|v| match v {
+            TextVal::Msg(m) => Some(m),
+            TextVal::Scalar(_) => None,
+        })
+    }
+    fn msg<'a>(&'a self, name: &'a str) -> Option<&'a TextMsg> {
+        self.msgs(name).next()
+    }
+    fn scalars<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.all(name).filter_map(|v| match v {
+            TextVal::Scalar(s) => Some(s.as_str()),
+            TextVal::Msg(_) => None,
+        })
+    }
+    fn scalar<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.scalars(name).next()
+    }
+}
+
+/// Undoes protoc's C-style string escapes (octal bytes for non-ASCII).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let (mut out, mut i) = (Vec::new(), 0);
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        i += 1;
+        match b[i] {
+            b'n' => out.push(b'\n'),
+            b't' => out.push(b'\t'),
+            b'r' => out.push(b'\r'),
+            c @ b'0'..=b'7' => {
+                let mut v = u32::from(c - b'0');
+                let mut k = 1;
+                while k < 3 && i + 1 < b.len() && (b'0'..=b'7').contains(&b[i + 1]) {
+                    i += 1;
+                    k += 1;
+                    v = v * 8 + u32::from(b[i] - b'0');
+                }
+                out.push(v as u8);
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).expect("utf-8")
+}
+
+/// Parses protoc's text output (one field per line).
+fn parse_text(lines: &mut std::str::Lines<'_>) -> TextMsg {
+    let mut m = TextMsg::default();
+    while let Some(line) = lines.next() {
+        let line = line.trim();
+        if line == "}" {
+            break;
+        }
+        if let Some(name) = line.strip_suffix(" {") {
+            m.0.push((name.to_owned(), TextVal::Msg(parse_text(lines))));
+        } else if let Some((name, v)) = line.split_once(": ") {
+            let v = match v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                Some(s) => unescape(s),
+                None => v.to_owned(),
+            };
+            m.0.push((name.to_owned(), TextVal::Scalar(v)));
+        }
+    }
+    m
+}
+
+fn yaml_of(any: &TextMsg) -> Value {
+    serde_yaml_ng::from_str(any.scalar("yaml").expect("Any.yaml")).expect("Any.yaml is YAML")
+}
+
+fn extensions_of(m: &TextMsg, out: &mut serde_json::Map<String, Value>) {
+    for e in m.msgs("vendor_extension") {
+        let name = e.scalar("name").expect("NamedAny.name");
+        out.insert(
+            name.to_owned(),
+            yaml_of(e.msg("value").expect("NamedAny.value")),
+        );
+    }
+}
+
+/// A decoded `Schema` back to Swagger JSON.
+fn schema_of(m: &TextMsg) -> Value {
+    let mut o = serde_json::Map::new();
+    for (field, key) in [
+        ("_ref", "$ref"),
+        ("format", "format"),
+        ("title", "title"),
+        ("description", "description"),
+        ("pattern", "pattern"),
+    ] {
+        if let Some(s) = m.scalar(field) {
+            o.insert(key.into(), Value::from(s));
+        }
+    }
+    for (field, key) in [
+        ("max_length", "maxLength"),
+        ("min_length", "minLength"),
+        ("max_items", "maxItems"),
+        ("min_items", "minItems"),
+    ] {
+        if let Some(s) = m.scalar(field) {
+            o.insert(key.into(), Value::from(s.parse::<i64>().expect("int64")));
+        }
+    }
+    for (field, key) in [("maximum", "maximum"), ("minimum", "minimum")] {
+        if let Some(s) = m.scalar(field) {
+            o.insert(key.into(), Value::from(s.parse::<f64>().expect("double")));
+        }
+    }
+    if m.scalar("unique_items") == Some("true") {
+        o.insert("uniqueItems".into(), Value::Bool(true));
+    }
+    if let Some(d) = m.msg("default") {
+        o.insert("default".into(), yaml_of(d));
+    }
+    let req: Vec<Value> = m.scalars("required").map(Value::from).collect();
+    if !req.is_empty() {
+        o.insert("required".into(), Value::Array(req));
+    }
+    let en: Vec<Value> = m.msgs("enum").map(yaml_of).collect();
+    if !en.is_empty() {
+        o.insert("enum".into(), Value::Array(en));
+    }
+    if let Some(a) = m.msg("additional_properties") {
+        let v = match (a.msg("schema"), a.scalar("boolean")) {
+            (Some(s), _) => schema_of(s),
+            (None, Some(b)) => Value::Bool(b == "true"),
+            (None, None) => panic!("additional_properties without a value"),
+        };
+        o.insert("additionalProperties".into(), v);
+    }
+    if let Some(t) = m.msg("type") {
+        let t: Vec<&str> = t.scalars("value").collect();
+        o.insert("type".into(), Value::from(t[0]));
+    }
+    if let Some(i) = m.msg("items") {
+        let items: Vec<Value> = i.msgs("schema").map(schema_of).collect();
+        o.insert("items".into(), items[0].clone());
+    }
+    if let Some(p) = m.msg("properties") {
+        let mut props = serde_json::Map::new();
+        for n in p.msgs("additional_properties") {
+            let name = n.scalar("name").expect("NamedSchema.name");
+            props.insert(name.to_owned(), schema_of(n.msg("value").expect("value")));
+        }
+        o.insert("properties".into(), Value::Object(props));
+    }
+    extensions_of(m, &mut o);
+    Value::Object(o)
+}
+
+/// The Swagger 2.0 keywords of a schema (what the protobuf form carries).
+fn v2_keywords(s: &Value) -> Value {
+    let Some(m) = s.as_object() else {
+        return s.clone();
+    };
+    let mut o = serde_json::Map::new();
+    for (k, v) in m {
+        match k.as_str() {
+            "nullable" | "oneOf" | "anyOf" | "not" => {}
+            "properties" => {
+                let p = v.as_object().expect("properties").iter();
+                let p = p.map(|(k, v)| (k.clone(), v2_keywords(v))).collect();
+                o.insert(k.clone(), Value::Object(p));
+            }
+            "items" | "additionalProperties" => {
+                o.insert(k.clone(), v2_keywords(v));
+            }
+            "maximum" | "minimum" => {
+                o.insert(k.clone(), Value::from(v.as_f64().expect("number")));
+            }
+            _ => {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(o)
+}
+
+/// `GET /openapi/v2` with an Accept header over a raw loopback connection: the
+/// Content-Type and the body.
+fn get_openapi_v2(addr: std::net::SocketAddr, accept: &str) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET /openapi/v2 HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    let at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
+    let head = String::from_utf8_lossy(&raw[..at]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let ct = head
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        })
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_default();
+    (ct, raw[at + 4..].to_vec())
+}
+
+/// `/openapi/v2` in gnostic's protobuf form, decoded by protoc, says what the JSON form
+/// says; kubectl then validates Lists client-side without `--validate=false`: a
+/// `get -o yaml | replace -f -` round trip and `apply -f` of a List holding a ConfigMap
+/// and a custom resource (a bad custom resource in a List is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_validates_lists_against_openapi_v2_protobuf() {
+    let c = start().await;
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let group = format!("v2pb{}-{n}.example.com", std::process::id());
+    let crd = format!("gizmos.{group}");
+    let crd_yaml = format!(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: {crd}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{plural: gizmos, singular: gizmo, kind: Gizmo}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        description: "A gizmo: \"quoted\", naïve and multi\nline."
+        properties:
+          spec:
+            type: object
+            required: [size]
+            properties:
+              size: {{type: integer, format: int32, minimum: 1, maximum: 10}}
+              color: {{type: string, enum: [red, blue], default: red, maxLength: 8}}
+              tags:
+                type: array
+                items: {{type: string, pattern: "^[a-z]+$"}}
+                x-kubernetes-list-type: set
+              labels:
+                type: object
+                additionalProperties: {{type: string}}
+              port:
+                x-kubernetes-int-or-string: true
+              note: {{type: string, nullable: true}}
+              extra:
+                type: object
+                x-kubernetes-preserve-unknown-fields: true
+"#
+    );
+    let f = write_manifests(&c, "gizmo-crd.yaml", &crd_yaml);
+    ok(&c, &["apply", "-f", &f]).await;
+    ok(
+        &c,
+        &[
+            "wait",
+            "--for",
+            "condition=Established",
+            "--timeout=60s",
+            &format!("crd/{crd}"),
+        ],
+    )
+    .await;
+
+    // the protobuf form, decoded independently, equals the JSON form
+    let addr = c.server.local_addr();
+    let pb_accept = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+    let (ct, pb) = tokio::task::spawn_blocking(move || get_openapi_v2(addr, pb_accept))
+        .await
+        .expect("join");
+    assert_eq!(
+        ct,
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    );
+    let (json_ct, json_body) =
+        tokio::task::spawn_blocking(move || get_openapi_v2(addr, "application/json"))
+            .await
+            .expect("join");
+    assert!(json_ct.starts_with("application/json"), "{json_ct}");
+    let doc: Value = serde_json::from_slice(&json_body).expect("JSON document");
+    let dir = c.kubeconfig.parent().expect("dir").to_path_buf();
+    std::fs::write(dir.join("openapi_v2.proto"), OPENAPI_V2_PROTO).expect("write proto");
+    let mut cmd = Command::new("protoc");
+    cmd.arg("--decode=openapi.v2.Document")
+        .arg(format!("--proto_path={}", dir.display()))
+        .arg("openapi_v2.proto")
+        .current_dir(&dir);
+    let out = tokio::task::spawn_blocking(move || {
+        // protoc reads the message on stdin: bytes, so through a file
+        let bin = dir.join("openapi_v2.pb");
+        std::fs::write(&bin, &pb).expect("write pb");
+        cmd.stdin(std::fs::File::open(&bin).expect("open pb"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("protoc (Debian's protobuf-compiler) must be installed");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        out.status.success(),
+        "protoc --decode failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoded = parse_text(&mut text.lines());
+    assert_eq!(decoded.scalar("swagger"), doc["swagger"].as_str());
+    let info = decoded.msg("info").expect("info");
+    assert_eq!(info.scalar("title"), doc["info"]["title"].as_str());
+    assert_eq!(info.scalar("version"), doc["info"]["version"].as_str());
+    assert!(decoded.msg("paths").is_some(), "{text}");
+    let mut defs = serde_json::Map::new();
+    for d in decoded
+        .msg("definitions")
+        .expect("definitions")
+        .msgs("additional_properties")
+    {
+        let name = d.scalar("name").expect("name").to_owned();
+        defs.insert(name, schema_of(d.msg("value").expect("schema")));
+    }
+    let want = doc["definitions"].as_object().expect("definitions");
+    assert_eq!(defs.len(), want.len(), "{text}");
+    let gizmo = format!(
+        "com.example.{}.v1.Gizmo",
+        group.trim_end_matches(".example.com")
+    );
+    assert!(
+        defs.contains_key(&gizmo),
+        "{gizmo} not in {:?}",
+        defs.keys()
+    );
+    for (name, schema) in want {
+        assert_eq!(defs[name], v2_keywords(schema), "definition {name}");
+    }
+    assert_eq!(
+        defs[&gizmo]["x-kubernetes-group-version-kind"][0]["kind"],
+        "Gizmo"
+    );
+
+    // kubectl: a List round trip and a List with a ConfigMap and a custom resource
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: v2pb-a}\ndata: {k: v}\n";
+    ok_stdin(&c, &["apply", "-f", "-"], cm).await;
+    let all = ok(&c, &["get", "configmaps", "-o", "yaml"]).await;
+    assert!(all.contains("kind: List"), "{all}");
+    ok_stdin(&c, &["replace", "-f", "-"], &all).await;
+    let list = format!(
+        r#"apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {{name: v2pb-b}}
+  data: {{k: v}}
+- apiVersion: {group}/v1
+  kind: Gizmo
+  metadata: {{name: g1}}
+  spec: {{size: 3, color: blue, tags: [a, b], labels: {{env: prod}}, port: http, note: hi, extra: {{any: [thing]}}}}
+"#
+    );
+    let f = write_manifests(&c, "v2pb-list.yaml", &list);
+    let out = ok(&c, &["apply", "-f", &f]).await;
+    assert!(out.contains("configmap/v2pb-b"), "{out}");
+    assert!(out.contains("gizmo.") && out.contains("/g1"), "{out}");
+    let g = ok_json(&c, &["get", &format!("gizmos.{group}"), "g1", "-o", "json"]).await;
+    assert_eq!(g["spec"]["size"], 3);
+
+    // the client-side validation uses the custom resource's schema: a wrong type is
+    // refused by kubectl itself, before any request
+    let bad = list.replace("size: 3", "size: \"three\"");
+    let f = write_manifests(&c, "v2pb-bad.yaml", &bad);
+    let o = kubectl(&c, &["apply", "--validate=true", "-f", &f]).await;
+    assert!(!o.ok, "a string size was accepted: {}", o.stdout);
+    assert!(o.stderr.contains("error validating data"), "{}", o.stderr);
+    assert!(o.stderr.contains("Gizmo.spec.size"), "{}", o.stderr);
+}

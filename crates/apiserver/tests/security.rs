@@ -444,9 +444,8 @@ async fn secrets_are_encrypted_at_rest_and_keys_rotate() {
     );
     assert_eq!(out, secret_b64);
     let (all, _) = c.ok(&["get", "secrets", "-A", "-o", "json"], None);
-    // --validate=false: kubectl validates a List against /openapi/v2 in protobuf, which
-    // kcore serves only as JSON (a separate gap)
-    c.ok(&["replace", "--validate=false", "-f", "-"], Some(&all));
+    // a List: kubectl validates it client-side against /openapi/v2 in protobuf
+    c.ok(&["replace", "-f", "-"], Some(&all));
     assert!(store_contains(&store, "k8s:enc:aesgcm:v1:key2:"));
 
     // the old key gone: every Secret still reads

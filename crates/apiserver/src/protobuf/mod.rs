@@ -29,6 +29,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod openapi_v2;
 mod time;
 mod transcode;
 mod wire;
