@@ -781,6 +781,10 @@ fn into_the_pods(m: &Machine) {
             &[
                 "exec",
                 &pod,
+                // named: after the first mode's `kubectl debug` the pod has an ephemeral
+                // container too, and kubectl says which one it defaulted to on stderr
+                "-c",
+                "web",
                 "--",
                 "sh",
                 "-c",
