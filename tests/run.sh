@@ -39,8 +39,19 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "tests/run.sh: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    # Install without starting the packages' services (dockerd, containerd, etcd, the
+    # registry): the tests start their own, privately; a host dockerd would add docker0
+    # and firewall rules to the root network namespace. policy-rc.d is Debian's switch.
+    added_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        added_policy=1
+    fi
+    status=0
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" || status=$?
+    if [ -n "$added_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+    [ "$status" -eq 0 ] || exit "$status"
 fi
 # Load the modules the tests use where they are modules (best effort: they may be built
 # in, absent or disabled). The tests themselves never load modules: each checks for
