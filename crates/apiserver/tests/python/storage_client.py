@@ -49,10 +49,20 @@ check(read.status.phase == "Pending", f"phase: {read.status}")
 listed = core.list_namespaced_persistent_volume_claim(NS)
 check([c.metadata.name for c in listed.items] == ["py-claim"], "listed")
 
+grow = {"spec": {"resources": {"requests": {"storage": "2Gi"}}}}
+# validation comes first: an unbound claim's spec is immutable (422)
 try:
-    core.patch_namespaced_persistent_volume_claim(
-        "py-claim", NS, {"spec": {"resources": {"requests": {"storage": "2Gi"}}}}
-    )
+    core.patch_namespaced_persistent_volume_claim("py-claim", NS, grow)
+    raise AssertionError("a Pending claim's request was changed")
+except ApiException as e:
+    check(e.status == 422, f"status {e.status}")
+    check("for bound claims" in e.body, e.body)
+# once bound, the resize admission asks the class (403)
+core.patch_namespaced_persistent_volume_claim_status(
+    "py-claim", NS, {"status": {"phase": "Bound"}}
+)
+try:
+    core.patch_namespaced_persistent_volume_claim("py-claim", NS, grow)
     raise AssertionError("expansion of a class without allowVolumeExpansion was accepted")
 except ApiException as e:
     check(e.status == 403, f"status {e.status}")

@@ -130,43 +130,57 @@ impl Reconciler for EphemeralVolumeController {
                 continue;
             };
             let name = ephemeral_claim_name(&pod, v);
-            let existing = self
+            let cached = self
                 .claims
                 .get(&ObjectKey::namespaced(key.ns().to_owned(), name.clone()));
-            if let Some(existing) = existing {
-                if let Err(msg) = claim_is_for_pod(&pod, &existing) {
-                    record_event(
-                        &self.client,
-                        "ephemeral_volume",
-                        pod_ref(),
-                        "Warning",
-                        "FailedBinding",
-                        &format!("ephemeral volume {}: {msg}", v.name),
-                    )
-                    .await;
-                    tracing::info!(pod = %key, volume = %v.name, "{msg}");
-                }
-                continue;
-            }
-            match api.create(&PostParams::default(), &claim).await {
-                Ok(_) => tracing::debug!(pod = %key, claim = %name, "ephemeral claim created"),
-                // made a moment ago (the cache lags): checked on the next change
-                Err(e) if status_code(&e) == Some(409) => {}
-                Err(e) => {
-                    record_event(
-                        &self.client,
-                        "ephemeral_volume",
-                        pod_ref(),
-                        "Warning",
-                        "FailedCreate",
-                        &format!("error creating PVC {name}: {e}"),
-                    )
-                    .await;
-                    return Err(Error::api(
-                        "create",
-                        format!("persistentvolumeclaim {name}"),
-                    )(e));
-                }
+            let existing = match cached {
+                Some(existing) => existing,
+                None => match api.create(&PostParams::default(), &claim).await {
+                    Ok(_) => {
+                        tracing::debug!(pod = %key, claim = %name, "ephemeral claim created");
+                        continue;
+                    }
+                    // the cache lags behind a claim made a moment ago, by us or by
+                    // someone else: whose it is decides, as for a cached one
+                    Err(e) if status_code(&e) == Some(409) => match api.get_opt(&name).await {
+                        Ok(Some(existing)) => std::sync::Arc::new(existing),
+                        Ok(None) => {
+                            return Ok(Action::RequeueAfter(std::time::Duration::from_secs(1)))
+                        }
+                        Err(e) => {
+                            return Err(Error::api("get", format!("persistentvolumeclaim {name}"))(
+                                e,
+                            ))
+                        }
+                    },
+                    Err(e) => {
+                        record_event(
+                            &self.client,
+                            "ephemeral_volume",
+                            pod_ref(),
+                            "Warning",
+                            "FailedCreate",
+                            &format!("error creating PVC {name}: {e}"),
+                        )
+                        .await;
+                        return Err(Error::api(
+                            "create",
+                            format!("persistentvolumeclaim {name}"),
+                        )(e));
+                    }
+                },
+            };
+            if let Err(msg) = claim_is_for_pod(&pod, &existing) {
+                record_event(
+                    &self.client,
+                    "ephemeral_volume",
+                    pod_ref(),
+                    "Warning",
+                    "FailedBinding",
+                    &format!("ephemeral volume {}: {msg}", v.name),
+                )
+                .await;
+                tracing::info!(pod = %key, volume = %v.name, "{msg}");
             }
         }
         Ok(Action::Done)
