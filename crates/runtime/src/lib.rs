@@ -64,6 +64,7 @@ pub use container::{
 };
 pub use error::{Error, HookFailure, Result};
 pub use features::{features, OCI_VERSION_MAX};
+pub use intelrdt::{CmtStats, IntelRdtStats, L3CacheInfo, MbmStats, MemBwInfo};
 pub use kcore_ns::ExitStatus;
 pub use process::recv_fd;
 pub use seccomp::{compile as compile_seccomp, SeccompProgram};

@@ -1446,3 +1446,115 @@ fn intel_rdt_refused_without_resctrl_like_runc() {
         }
     }
 }
+
+/// `update --l3-cache-schema/--mem-bw-schema` and the `intel_rdt` part of
+/// `events --stats`, with kcore-runc and runc in the same test. On a host with resctrl
+/// mounted: the update makes the container's group with its process in it and writes
+/// the root group's own (always valid) L3 line, and the stats report it. Without
+/// resctrl (this machine): both runtimes refuse the update, and the stats carry an
+/// empty `intel_rdt`, as runc's do.
+#[test]
+#[ignore = "needs root"]
+fn intel_rdt_update_and_stats_like_runc() {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let resctrl = mi.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let target = pre.split_whitespace().nth(4)?;
+        (post.split_whitespace().next()? == "resctrl").then(|| std::path::PathBuf::from(target))
+    });
+    let l3_root = resctrl.as_ref().and_then(|r| {
+        std::fs::read_to_string(r.join("schemata"))
+            .ok()?
+            .lines()
+            .find(|l| l.trim_start().starts_with("L3:"))
+            .map(|l| l.trim().to_string())
+    });
+    match (&resctrl, &l3_root) {
+        (None, _) => eprintln!(
+            "this host has no resctrl mounted (/sys/fs/resctrl): checking the refusal path \
+             and the empty intel_rdt stats; the writing is unit-tested on a fake resctrl"
+        ),
+        (Some(r), None) => eprintln!(
+            "resctrl at {} has no L3 allocation: checking the refusal path",
+            r.display()
+        ),
+        (Some(r), Some(_)) => eprintln!("resctrl at {}: checking the real path", r.display()),
+    }
+    let runc_bin = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let mut runtimes = vec![(env!("CARGO_BIN_EXE_kcore-runc"), true)];
+    match runc_bin {
+        Some(r) => runtimes.push((r, false)),
+        None => eprintln!("runc not installed (apt-get install runc): checking kcore-runc only"),
+    }
+    for (bin, ours) in runtimes {
+        let b = Bundle::new();
+        let id = unique_id("rdtu");
+        b.write_config(&spec(&["/bin/sleep", "1000"]));
+        let root = if ours {
+            b.root.clone()
+        } else {
+            b.file("runc-state")
+        };
+        let _g = Cleanup {
+            runtime: b.runtime(),
+            id: id.clone(),
+        };
+        let _r = RuncCleanup(root.clone(), id.clone(), bin.to_string());
+        let o = run_bin(bin, &root, &b, &["run", "-d", &id]);
+        assert!(o.status.success(), "{bin}: run -d");
+        let schema = l3_root.clone().unwrap_or_else(|| "L3:0=f".into());
+        let o = run_bin(
+            bin,
+            &root,
+            &b,
+            &["update", "--l3-cache-schema", &schema, &id],
+        );
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        let stats = |b: &Bundle| -> Value {
+            let o = run_bin(bin, &root, b, &["events", "--stats", &id]);
+            assert!(o.status.success(), "{bin}: events --stats");
+            serde_json::from_slice(&o.stdout).unwrap()
+        };
+        if l3_root.is_some() {
+            assert!(o.status.success(), "{bin}: update: {stderr}");
+            let group = resctrl.as_ref().unwrap().join(&id);
+            let pid = state_of(bin, &root, &b, &id)["pid"].as_i64().unwrap();
+            let tasks = std::fs::read_to_string(group.join("tasks")).unwrap();
+            assert!(
+                tasks.lines().any(|t| t == pid.to_string()),
+                "{bin}: {tasks}"
+            );
+            let s = stats(&b);
+            assert_eq!(
+                s["data"]["intel_rdt"]["l3_cache_schema"], schema,
+                "{bin}: {s}"
+            );
+            assert!(s["data"]["intel_rdt"]["l3_cache_info"]["cbm_mask"].is_string());
+        } else {
+            assert!(
+                !o.status.success(),
+                "{bin}: update accepted without L3 allocation"
+            );
+            assert!(
+                stderr.contains("Intel RDT/CAT: l3 cache schema is not enabled")
+                    || (ours && stderr.contains("no resctrl filesystem is mounted")),
+                "{bin}: {stderr}"
+            );
+            let s = stats(&b);
+            assert_eq!(s["data"]["intel_rdt"], json!({}), "{bin}: {s}");
+        }
+        let o = run_bin(bin, &root, &b, &["delete", "--force", &id]);
+        assert!(o.status.success(), "{bin}: delete");
+        if let Some(r) = &resctrl {
+            assert!(!r.join(&id).exists(), "{bin}: resctrl group left behind");
+        }
+    }
+}
+
+fn state_of(bin: &str, root: &std::path::Path, b: &Bundle, id: &str) -> Value {
+    let o = run_bin(bin, root, b, &["state", id]);
+    assert!(o.status.success(), "{bin}: state");
+    serde_json::from_slice(&o.stdout).unwrap()
+}

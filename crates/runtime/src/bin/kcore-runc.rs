@@ -111,10 +111,10 @@ struct UpdateArgs {
     /// Kernel TCP buffer limit (cgroup v1).
     #[arg(long = "kernel-memory-tcp")]
     kernel_memory_tcp: Option<String>,
-    /// Intel RDT L3 cache schema (not supported by kcore).
+    /// Intel RDT L3 cache schema (e.g. `L3:0=ff;1=ff`); applied with or without -r.
     #[arg(long = "l3-cache-schema")]
     l3_cache_schema: Option<String>,
-    /// Intel RDT memory bandwidth schema (not supported by kcore).
+    /// Intel RDT memory bandwidth schema (e.g. `MB:0=50`); applied with or without -r.
     #[arg(long = "mem-bw-schema")]
     mem_bw_schema: Option<String>,
 }
@@ -204,9 +204,6 @@ fn update_resources(a: &UpdateArgs) -> anyhow::Result<oci_spec::runtime::LinuxRe
                 .map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?
         };
         return Ok(serde_json::from_str(&text)?);
-    }
-    if a.l3_cache_schema.is_some() || a.mem_bw_schema.is_some() {
-        anyhow::bail!("Intel RDT (--l3-cache-schema, --mem-bw-schema) is not supported");
     }
     let mut r = serde_json::json!({});
     let mut set = |path: &[&str], v: serde_json::Value| {
@@ -525,6 +522,8 @@ fn stats_json(c: &Container) -> anyhow::Result<serde_json::Value> {
             "memory": {"usage": {"usage": s.memory.usage, "max": s.memory.peak},
                 "oom": s.memory.oom, "oomKill": s.memory.oom_kill},
             "pids": {"current": s.pids.current, "limit": s.pids.max},
+            "intel_rdt": c.intel_rdt_stats()?.map(serde_json::to_value).transpose()?
+                .unwrap_or_else(|| serde_json::json!({})),
         }
     }))
 }
@@ -727,7 +726,16 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         }
         Cmd::Update { args, id } => {
             let res = update_resources(args)?;
-            let ignored = rt.load(id)?.update(&res)?;
+            let mut c = rt.load(id)?;
+            // runc checks the RDT schemas against the host before changing anything.
+            let (l3, mb) = (
+                args.l3_cache_schema.as_deref().filter(|s| !s.is_empty()),
+                args.mem_bw_schema.as_deref().filter(|s| !s.is_empty()),
+            );
+            if l3.is_some() || mb.is_some() {
+                c.update_intel_rdt(l3, mb)?;
+            }
+            let ignored = c.update(&res)?;
             if !ignored.is_empty() {
                 eprintln!("warning: not supported on this host, not applied: {ignored:?}");
             }
@@ -928,10 +936,30 @@ mod tests {
         assert_eq!(r["cpu"]["cpus"], "0-1");
         assert_eq!(r["pids"]["limit"], 40);
         assert!(r.get("blockIO").is_none_or(|b| b.is_null()));
+        // The RDT schemas are not resources: they go to update_intel_rdt, even with -r.
         let rdt = UpdateArgs {
             l3_cache_schema: Some("L3:0=ff".into()),
             ..UpdateArgs::default()
         };
-        assert!(update_resources(&rdt).is_err());
+        let r = serde_json::to_value(update_resources(&rdt).unwrap()).unwrap();
+        assert!(r.as_object().unwrap().values().all(|v| v.is_null()), "{r}");
+        let cli = Cli::try_parse_from([
+            "kcore-runc",
+            "update",
+            "-r",
+            "/dev/null",
+            "--l3-cache-schema",
+            "L3:0=f",
+            "--mem-bw-schema",
+            "MB:0=20",
+            "c1",
+        ])
+        .unwrap();
+        let Cmd::Update { args, id } = cli.cmd else {
+            panic!("not update")
+        };
+        assert_eq!(id, "c1");
+        assert_eq!(args.l3_cache_schema.as_deref(), Some("L3:0=f"));
+        assert_eq!(args.mem_bw_schema.as_deref(), Some("MB:0=20"));
     }
 }

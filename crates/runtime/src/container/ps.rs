@@ -23,4 +23,16 @@ impl Container {
             None => Ok(kcore_cgroup::Stats::default()),
         }
     }
+
+    /// Intel RDT statistics of the container's resctrl group (runc's `intel_rdt` in
+    /// `events --stats`); `None` when the container has no group or the host no resctrl.
+    pub fn intel_rdt_stats(&self) -> Result<Option<crate::IntelRdtStats>> {
+        let (Some(group), Some(host)) = (
+            self.saved.rdt_group.as_deref(),
+            crate::intelrdt::Resctrl::find(),
+        ) else {
+            return Ok(None);
+        };
+        crate::intelrdt::stats(&host, group).map(Some)
+    }
 }

@@ -68,6 +68,41 @@ impl Container {
     }
 }
 
+impl Container {
+    /// `update --l3-cache-schema/--mem-bw-schema`: writes new Intel RDT schemas into the
+    /// container's resctrl group, making the group (`<resctrl>/<id>`, with the
+    /// container's process in it) when the config had no `intelRdt`, as runc does. A
+    /// schema the host's resctrl does not offer is refused with runc's message. The new
+    /// schemas are recorded in the container's spec.
+    pub fn update_intel_rdt(&mut self, l3: Option<&str>, mem_bw: Option<&str>) -> Result<()> {
+        let _span = tracing::info_span!("update_intel_rdt", id = %self.saved.id).entered();
+        self.guard("update", Status::can_update)?;
+        let (group, created) = crate::intelrdt::update(
+            crate::intelrdt::Resctrl::find().as_ref(),
+            self.saved.rdt_group.as_deref(),
+            &self.saved.id,
+            self.saved.pid,
+            l3,
+            mem_bw,
+        )?;
+        if created {
+            self.saved.rdt_created = true;
+        }
+        self.saved.rdt_group = Some(group);
+        let mut linux = self.saved.spec.linux().clone().unwrap_or_default();
+        let mut rdt = linux.intel_rdt().clone().unwrap_or_default();
+        if let Some(v) = l3 {
+            rdt.set_l3_cache_schema(Some(v.to_string()));
+        }
+        if let Some(v) = mem_bw {
+            rdt.set_mem_bw_schema(Some(v.to_string()));
+        }
+        linux.set_intel_rdt(Some(rdt));
+        self.saved.spec.set_linux(Some(linux));
+        self.saved.save(&self.dir)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
