@@ -121,6 +121,28 @@ pub enum Error {
         /// What the host lacks.
         missing: String,
     },
+    /// CRIU refused or failed a request (its log is quoted in the runtime's log).
+    #[error("criu {op} failed: {message}")]
+    Criu {
+        /// `dump`, `pre-dump`, `restore`, `version`, ...
+        op: &'static str,
+        /// CRIU's errno and message, or what went wrong on the connection.
+        message: String,
+    },
+    /// The installed CRIU or the kernel lacks features a checkpoint option needs.
+    #[error("criu is missing features: {missing:?}")]
+    CriuMissingFeatures {
+        /// CRIU's option names of the missing features (`--memory-track`, ...).
+        missing: Vec<&'static str>,
+    },
+    /// A checkpoint or restore option is invalid.
+    #[error("{option}: {message}")]
+    CheckpointOption {
+        /// The option, e.g. `--parent-path`.
+        option: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The seccomp profile cannot be compiled.
     #[error("seccomp: {0}")]
     Seccomp(String),

@@ -10,7 +10,8 @@
 //!   [`Container::start`], [`Container::wait`], [`Container::kill`],
 //!   [`Container::delete`], [`Container::exec`], [`Container::pause`],
 //!   [`Container::resume`], [`Container::processes`], [`Container::stats`],
-//!   [`Container::update`] (live resource limits), and [`Container::state`] (the
+//!   [`Container::update`] (live resource limits), [`Container::checkpoint`] and
+//!   [`Runtime::restore`] (CRIU, as runc drives it), and [`Container::state`] (the
 //!   runtime-spec state JSON). [`features`] is the runtime-spec Features structure.
 //! - What `config.json` asks for on Linux: new and joined namespaces (an absent type is
 //!   shared with the runtime; without a mount namespace the process is chrooted into the
@@ -46,6 +47,7 @@
 
 mod cgroups;
 mod container;
+mod criu;
 mod error;
 mod features;
 mod hooks;
@@ -60,7 +62,8 @@ mod sys;
 mod syscalls;
 
 pub use container::{
-    write_pid_file, Container, CreateOptions, ExecOptions, ExecProcess, Runtime, DEFAULT_ROOT,
+    write_pid_file, CgroupsMode, CheckpointOptions, Container, CreateOptions, CriuOptions,
+    ExecOptions, ExecProcess, RestoreOptions, Runtime, DEFAULT_ROOT, DESCRIPTORS_FILE,
 };
 pub use error::{Error, HookFailure, Result};
 pub use features::{features, OCI_VERSION_MAX};

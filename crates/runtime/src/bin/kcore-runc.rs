@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use kcore_runtime::{
-    load_spec, parse_process, write_pid_file, Container, CreateOptions, ExecOptions, ExitStatus,
-    Runtime, Status, DEFAULT_ROOT,
+    load_spec, parse_process, write_pid_file, CheckpointOptions, Container, CreateOptions,
+    CriuOptions, ExecOptions, ExitStatus, RestoreOptions, Runtime, Status, DEFAULT_ROOT,
 };
 
 #[derive(Parser, Debug)]
@@ -33,6 +33,9 @@ struct Cli {
     /// Accepted for compatibility; cgroups are always managed through cgroupfs.
     #[arg(long = "systemd-cgroup", global = true)]
     systemd_cgroup: bool,
+    /// The CRIU binary for checkpoint and restore.
+    #[arg(long, global = true, default_value = "criu")]
+    criu: PathBuf,
     /// `true` for `spec` to write a rootless spec; otherwise accepted for compatibility.
     #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
     rootless: Option<String>,
@@ -117,6 +120,179 @@ struct UpdateArgs {
     /// Intel RDT memory bandwidth schema (e.g. `MB:0=50`); applied with or without -r.
     #[arg(long = "mem-bw-schema")]
     mem_bw_schema: Option<String>,
+}
+
+/// The flags `checkpoint` and `restore` share (runc's names).
+#[derive(clap::Args, Debug, Default, Clone)]
+struct CriuArgs {
+    /// Directory of the CRIU image files (default: `checkpoint` in the current directory).
+    #[arg(long = "image-path")]
+    image_path: Option<PathBuf>,
+    /// Directory for CRIU's work files and logs.
+    #[arg(long = "work-path")]
+    work_path: Option<PathBuf>,
+    /// Allow open TCP connections.
+    #[arg(long = "tcp-established")]
+    tcp_established: bool,
+    /// Allow external unix sockets.
+    #[arg(long = "ext-unix-sk")]
+    ext_unix_sk: bool,
+    /// Allow shell jobs.
+    #[arg(long = "shell-job")]
+    shell_job: bool,
+    /// Handle file locks, for safety.
+    #[arg(long = "file-locks")]
+    file_locks: bool,
+    /// cgroups mode: soft|full|strict|ignore (default: soft).
+    #[arg(long = "manage-cgroups-mode", default_value = "")]
+    manage_cgroups_mode: String,
+    /// Create a namespace, but do not restore its properties (`network`).
+    #[arg(long = "empty-ns")]
+    empty_ns: Vec<String>,
+    /// Enable auto deduplication of memory images.
+    #[arg(long = "auto-dedup")]
+    auto_dedup: bool,
+    /// Use userfaultfd to lazily restore memory pages.
+    #[arg(long = "lazy-pages")]
+    lazy_pages: bool,
+}
+
+/// The flags only `checkpoint` takes.
+#[derive(clap::Args, Debug, Default, Clone)]
+struct CheckpointArgs {
+    #[command(flatten)]
+    criu: CriuArgs,
+    /// Path of the previous (pre-dump) images, relative to --image-path.
+    #[arg(long = "parent-path")]
+    parent_path: Option<PathBuf>,
+    /// Leave the process running after checkpointing.
+    #[arg(long = "leave-running")]
+    leave_running: bool,
+    /// Skip in-flight TCP connections.
+    #[arg(long = "tcp-skip-in-flight")]
+    tcp_skip_in_flight: bool,
+    /// Allow linking unlinked files back when possible.
+    #[arg(long = "link-remap")]
+    link_remap: bool,
+    /// Dump the memory only, leaving the container running.
+    #[arg(long = "pre-dump")]
+    pre_dump: bool,
+    /// ADDRESS:PORT of the page server.
+    #[arg(long = "page-server")]
+    page_server: Option<String>,
+    /// CRIU writes \0 to this descriptor once lazy pages are ready.
+    #[arg(long = "status-fd", default_value_t = -1, allow_hyphen_values = true)]
+    status_fd: i32,
+}
+
+/// The flags only `restore` takes.
+#[derive(clap::Args, Debug, Default, Clone)]
+struct RestoreArgs {
+    #[command(flatten)]
+    criu: CriuArgs,
+    /// Bundle directory (holds config.json).
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Socket that receives the pty master of a terminal container.
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Detach from the container's process.
+    #[arg(short, long)]
+    detach: bool,
+    /// File to write the restored process's pid to.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Do not become a subreaper for reparented processes.
+    #[arg(long = "no-subreaper")]
+    no_subreaper: bool,
+    /// Accepted as runc does: CRIU restores the mount namespace itself.
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// LSM profile for the restored process, TYPE:NAME.
+    #[arg(long = "lsm-profile")]
+    lsm_profile: Option<String>,
+    /// LSM mount context for the restore.
+    #[arg(long = "lsm-mount-context")]
+    lsm_mount_context: Option<String>,
+}
+
+/// The library's CRIU options from the shared flags (runc's `criuOptions`): the image
+/// path made when missing, `--empty-ns` names turned into namespace bits (the
+/// network namespace always among them).
+fn criu_options(criu: &std::path::Path, a: &CriuArgs) -> anyhow::Result<CriuOptions> {
+    let image = match &a.image_path {
+        Some(p) => p.clone(),
+        None => std::env::current_dir()?.join("checkpoint"),
+    };
+    std::fs::create_dir_all(&image).with_context(|| format!("create {}", image.display()))?;
+    let mut o = CriuOptions::new(image);
+    o.criu = criu.to_path_buf();
+    o.work_path = a.work_path.clone();
+    o.tcp_established = a.tcp_established;
+    o.ext_unix_sk = a.ext_unix_sk;
+    o.shell_job = a.shell_job;
+    o.file_locks = a.file_locks;
+    o.manage_cgroups_mode = a.manage_cgroups_mode.parse()?;
+    o.auto_dedup = a.auto_dedup;
+    o.lazy_pages = a.lazy_pages;
+    let mut mask = libc::CLONE_NEWNET as u32;
+    for ns in &a.empty_ns {
+        match ns.as_str() {
+            "network" => mask |= libc::CLONE_NEWNET as u32,
+            other => bail!("namespace {other:?} is not supported"),
+        }
+    }
+    o.empty_ns = mask;
+    Ok(o)
+}
+
+/// `checkpoint`'s options: runc's `--parent-path` and `--page-server` rules.
+fn checkpoint_options(
+    criu: &std::path::Path,
+    a: &CheckpointArgs,
+) -> anyhow::Result<CheckpointOptions> {
+    let c = criu_options(criu, &a.criu)?;
+    if let Some(parent) = &a.parent_path {
+        if parent.is_absolute() {
+            bail!("--parent-path must be relative");
+        }
+        let real = c.image_path.join(parent);
+        match std::fs::metadata(&real) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => bail!("invalid --parent-path: {}: not a directory", real.display()),
+            Err(e) => bail!("invalid --parent-path: {}: {e}", real.display()),
+        }
+    }
+    let page_server = match a.page_server.as_deref() {
+        None | Some("") => None,
+        Some(ps) => {
+            let (addr, port) = ps
+                .rsplit_once(':')
+                .filter(|(a, p)| !a.is_empty() && !p.is_empty())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("Use --page-server ADDRESS:PORT to specify page server")
+                })?;
+            let port: i32 = port
+                .parse()
+                .map_err(|_| anyhow::anyhow!("Invalid port number"))?;
+            Some((
+                addr.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+                port,
+            ))
+        }
+    };
+    Ok(CheckpointOptions {
+        criu: c,
+        parent_path: a.parent_path.clone(),
+        leave_running: a.leave_running,
+        tcp_skip_in_flight: a.tcp_skip_in_flight,
+        link_remap: a.link_remap,
+        pre_dump: a.pre_dump,
+        page_server,
+        status_fd: (a.status_fd >= 0).then_some(a.status_fd),
+    })
 }
 
 /// A byte size as runc's update takes it: a number with an optional binary suffix
@@ -346,6 +522,18 @@ enum Cmd {
     Update {
         #[command(flatten)]
         args: UpdateArgs,
+        id: String,
+    },
+    /// Checkpoint a running container with CRIU (as `runc checkpoint`).
+    Checkpoint {
+        #[command(flatten)]
+        args: CheckpointArgs,
+        id: String,
+    },
+    /// Restore a container from a CRIU checkpoint (as `runc restore`).
+    Restore {
+        #[command(flatten)]
+        args: RestoreArgs,
         id: String,
     },
     /// Freeze a container.
@@ -659,6 +847,35 @@ fn exec(rt: &Runtime, id: &str, cmd: &Cmd) -> anyhow::Result<i32> {
     Ok(exit_code(child.wait()?))
 }
 
+fn restore(rt: &Runtime, criu: &std::path::Path, id: &str, a: &RestoreArgs) -> anyhow::Result<i32> {
+    let spec = load_spec(&a.bundle)?;
+    let _ = a.no_pivot;
+    let opts = RestoreOptions {
+        criu: criu_options(criu, &a.criu)?,
+        console_socket: a.console_socket.clone(),
+        lsm_profile: a.lsm_profile.clone(),
+        lsm_mount_context: a.lsm_mount_context.clone(),
+    };
+    if !a.detach && !a.no_subreaper {
+        // SAFETY: prctl on this process.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    let sigs = (!a.detach).then(block_forwarded_signals);
+    let mut c = rt.restore(id, &a.bundle, &spec, &opts)?;
+    if let Some(p) = &a.pid_file {
+        write_pid_file(p, c.pid())?;
+    }
+    if a.detach {
+        return Ok(0);
+    }
+    if let Some(set) = sigs {
+        forward_signals(set, c.pid());
+    }
+    let st = c.wait()?;
+    c.delete(true)?;
+    Ok(exit_code(st))
+}
+
 fn run(cli: &Cli) -> anyhow::Result<i32> {
     let rt = Runtime::new(&cli.root);
     match &cli.cmd {
@@ -740,6 +957,22 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
                 eprintln!("warning: not supported on this host, not applied: {ignored:?}");
             }
         }
+        Cmd::Checkpoint { args, id } => {
+            let mut c = rt.load(id)?;
+            let st = c.status();
+            if matches!(st, Status::Created | Status::Stopped) {
+                bail!("Container cannot be checkpointed in {st} state");
+            }
+            let opts = checkpoint_options(&cli.criu, args)?;
+            c.checkpoint(&opts)?;
+            if !opts.leave_running && !opts.pre_dump {
+                // CRIU stopped the processes: the container goes, as with runc.
+                if let Err(e) = c.delete(true) {
+                    eprintln!("warning: delete after checkpoint: {e}");
+                }
+            }
+        }
+        Cmd::Restore { args, id } => return restore(&rt, &cli.criu, id, args),
         Cmd::Pause { id } => rt.load(id)?.pause()?,
         Cmd::Resume { id } => rt.load(id)?.resume()?,
         Cmd::Events {
@@ -961,5 +1194,155 @@ mod tests {
         assert_eq!(id, "c1");
         assert_eq!(args.l3_cache_schema.as_deref(), Some("L3:0=f"));
         assert_eq!(args.mem_bw_schema.as_deref(), Some("MB:0=20"));
+    }
+
+    fn parse(args: &[&str]) -> Cmd {
+        let mut all = vec!["kcore-runc"];
+        all.extend(args);
+        Cli::try_parse_from(all).unwrap().cmd
+    }
+
+    #[test]
+    fn checkpoint_flags_map_like_runc() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        std::fs::create_dir_all(img.join("pre1")).unwrap();
+        let img_s = img.to_str().unwrap();
+        let Cmd::Checkpoint { args, id } = parse(&[
+            "checkpoint",
+            "--image-path",
+            img_s,
+            "--work-path",
+            "/w",
+            "--parent-path",
+            "pre1",
+            "--leave-running",
+            "--tcp-established",
+            "--ext-unix-sk",
+            "--shell-job",
+            "--file-locks",
+            "--manage-cgroups-mode",
+            "full",
+            "--empty-ns",
+            "network",
+            "--auto-dedup",
+            "--page-server",
+            "10.0.0.1:8765",
+            "c1",
+        ]) else {
+            panic!("not checkpoint")
+        };
+        assert_eq!(id, "c1");
+        let o = checkpoint_options(std::path::Path::new("/opt/criu"), &args).unwrap();
+        assert_eq!(o.criu.criu, std::path::Path::new("/opt/criu"));
+        assert_eq!(o.criu.image_path, img);
+        assert_eq!(
+            o.criu.work_path.as_deref(),
+            Some(std::path::Path::new("/w"))
+        );
+        assert_eq!(o.parent_path.as_deref(), Some(std::path::Path::new("pre1")));
+        assert!(o.leave_running && !o.pre_dump);
+        assert!(o.criu.tcp_established && o.criu.ext_unix_sk && o.criu.shell_job);
+        assert!(o.criu.file_locks && o.criu.auto_dedup && !o.criu.lazy_pages);
+        assert_eq!(o.criu.manage_cgroups_mode, kcore_runtime::CgroupsMode::Full);
+        assert_eq!(o.criu.empty_ns, libc::CLONE_NEWNET as u32);
+        assert_eq!(o.page_server, Some(("10.0.0.1".into(), 8765)));
+        assert_eq!(o.status_fd, None);
+        // Defaults: the network namespace is always left empty, the mode CRIU's.
+        let Cmd::Checkpoint { args, .. } =
+            parse(&["checkpoint", "--image-path", img_s, "--pre-dump", "c1"])
+        else {
+            panic!()
+        };
+        let o = checkpoint_options(std::path::Path::new("criu"), &args).unwrap();
+        assert!(o.pre_dump && !o.leave_running);
+        assert_eq!(o.criu.empty_ns, libc::CLONE_NEWNET as u32);
+        assert_eq!(
+            o.criu.manage_cgroups_mode,
+            kcore_runtime::CgroupsMode::Default
+        );
+    }
+
+    #[test]
+    fn checkpoint_flag_errors_are_runcs() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("img");
+        let img_s = img.to_str().unwrap();
+        let err = |extra: &[&str]| {
+            let mut a = vec!["checkpoint", "--image-path", img_s];
+            a.extend(extra);
+            a.push("c1");
+            let Cmd::Checkpoint { args, .. } = parse(&a) else {
+                panic!()
+            };
+            checkpoint_options(std::path::Path::new("criu"), &args)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(&["--parent-path", "/abs"]),
+            "--parent-path must be relative"
+        );
+        assert!(err(&["--parent-path", "nope"]).starts_with("invalid --parent-path: "));
+        assert_eq!(
+            err(&["--page-server", "nohostport"]),
+            "Use --page-server ADDRESS:PORT to specify page server"
+        );
+        assert_eq!(err(&["--page-server", "h:x"]), "Invalid port number");
+        assert_eq!(
+            err(&["--empty-ns", "pid"]),
+            "namespace \"pid\" is not supported"
+        );
+        assert!(
+            err(&["--manage-cgroups-mode", "hard"]).contains("invalid manage-cgroups-mode value")
+        );
+        assert!(img.is_dir(), "the image path is made, as runc makes it");
+    }
+
+    #[test]
+    fn restore_flags_parse_like_runc() {
+        let Cmd::Restore { args, id } = parse(&[
+            "restore",
+            "-d",
+            "-b",
+            "/b",
+            "--pid-file",
+            "/p",
+            "--console-socket",
+            "/s",
+            "--image-path",
+            "/img",
+            "--work-path",
+            "/w",
+            "--no-subreaper",
+            "--no-pivot",
+            "--manage-cgroups-mode",
+            "soft",
+            "--lsm-profile",
+            "apparmor:x",
+            "--lsm-mount-context",
+            "ctx",
+            "--tcp-established",
+            "--shell-job",
+            "c2",
+        ]) else {
+            panic!("not restore")
+        };
+        assert_eq!(id, "c2");
+        assert!(args.detach && args.no_subreaper && args.no_pivot);
+        assert_eq!(args.bundle, std::path::Path::new("/b"));
+        assert_eq!(args.pid_file.as_deref(), Some(std::path::Path::new("/p")));
+        assert_eq!(
+            args.console_socket.as_deref(),
+            Some(std::path::Path::new("/s"))
+        );
+        assert_eq!(args.lsm_profile.as_deref(), Some("apparmor:x"));
+        assert_eq!(args.lsm_mount_context.as_deref(), Some("ctx"));
+        assert!(args.criu.tcp_established && args.criu.shell_job);
+        assert_eq!(
+            args.criu.image_path.as_deref(),
+            Some(std::path::Path::new("/img"))
+        );
+        assert_eq!(args.criu.manage_cgroups_mode, "soft");
     }
 }

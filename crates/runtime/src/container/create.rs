@@ -152,9 +152,38 @@ impl Runtime {
         opts: CreateOptions,
         start_now: bool,
     ) -> Result<Container> {
+        let _span = tracing::info_span!("create", id).entered();
+        let (bundle, rootfs, dir) = self.new_state_dir(id, bundle, spec)?;
+        let mut partial = Partial::default();
+        match self.create_inner(
+            id,
+            &bundle,
+            &rootfs,
+            spec,
+            opts,
+            &dir,
+            &mut partial,
+            start_now,
+        ) {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                partial.cleanup(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks `id` and `spec`, resolves the bundle and rootfs, and makes the
+    /// container's state directory (an existing one is [`Error::Exists`]). Returns the
+    /// bundle, the rootfs and the directory.
+    pub(super) fn new_state_dir(
+        &self,
+        id: &str,
+        bundle: &Path,
+        spec: &Spec,
+    ) -> Result<(PathBuf, PathBuf, PathBuf)> {
         state::validate_id(id)?;
         crate::spec::validate(spec)?;
-        let _span = tracing::info_span!("create", id).entered();
         let bundle =
             std::fs::canonicalize(bundle).map_err(|e| Error::io("open bundle", bundle, e))?;
         let root_cfg = spec.root().as_ref().expect("validated");
@@ -177,23 +206,7 @@ impl Runtime {
             }
             Err(e) => return Err(Error::io("create", &dir, e)),
         }
-        let mut partial = Partial::default();
-        match self.create_inner(
-            id,
-            &bundle,
-            &rootfs,
-            spec,
-            opts,
-            &dir,
-            &mut partial,
-            start_now,
-        ) {
-            Ok(c) => Ok(c),
-            Err(e) => {
-                partial.cleanup(&dir);
-                Err(e)
-            }
-        }
+        Ok((bundle, rootfs, dir))
     }
 
     #[allow(clippy::too_many_arguments)]

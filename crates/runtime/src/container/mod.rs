@@ -1,6 +1,8 @@
 //! Containers: the types and the state every operation shares; one file per operation
-//! (create/run, start/wait, kill, delete, pause/resume, exec, ps/stats, update).
+//! (create/run, start/wait, kill, delete, pause/resume, exec, ps/stats, update,
+//! checkpoint/restore).
 
+mod checkpoint;
 mod create;
 mod delete;
 mod exec;
@@ -10,6 +12,9 @@ mod ps;
 mod start;
 mod update;
 
+pub use checkpoint::{
+    CgroupsMode, CheckpointOptions, CriuOptions, RestoreOptions, DESCRIPTORS_FILE,
+};
 pub use exec::ExecProcess;
 
 use std::collections::HashMap;
