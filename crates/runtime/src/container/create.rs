@@ -477,6 +477,14 @@ impl Runtime {
                 process::setup_console(c, plan.console_size, mount_ns)?;
                 // SAFETY: closing our copy of the console socket.
                 unsafe { libc::close(c) };
+            } else {
+                // A session of its own, as runc's nsexec makes for every container
+                // process: the caller's session is no part of the container (CRIU
+                // refuses to dump a session whose leader is outside the container).
+                // SAFETY: setsid takes no arguments; a fresh child is no group leader.
+                if unsafe { libc::setsid() } < 0 {
+                    return Err(process::os_err("setsid"));
+                }
             }
             rootfs_plan.finish()?;
             plan.check_program()?;
