@@ -1818,3 +1818,142 @@ fn checkpoint_restore_counter_continues_like_runc() {
         assert!(o.status.success(), "{bin}: delete");
     }
 }
+
+/// The operations' MUSTs of the runtime spec (runtime.md "Operations" and
+/// "Lifecycle"), one row each, run with kcore-runc and, in the same test, runc: every
+/// row is shared behaviour, so both are asserted.
+#[test]
+#[ignore = "needs root"]
+fn lifecycle_musts_table_against_runc() {
+    let runc_bin = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let mut runtimes = vec![env!("CARGO_BIN_EXE_kcore-runc")];
+    match runc_bin {
+        Some(r) => runtimes.push(r),
+        None => eprintln!("runc not installed (apt-get install runc): checking kcore-runc only"),
+    }
+    for bin in runtimes {
+        let b = Bundle::new();
+        let out = b.file("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let mut v = spec(&["/bin/sh", "-c", "touch /out/ran; exec sleep 1000"]);
+        v["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/out", "type": "bind", "source": out, "options": ["rbind", "rw"]
+        }));
+        v["annotations"] = json!({"org.kcore.test": "lifecycle"});
+        b.write_config(&v);
+        let root = b.file(&format!("state-{}", bin.len()));
+        let id = unique_id("must");
+        let _g = RuncCleanup(root.clone(), id.clone(), bin.to_string());
+        let run = |args: &[&str]| run_bin(bin, &root, &b, args);
+        let status = || -> Option<Value> {
+            let o = run(&["state", &id]);
+            o.status
+                .success()
+                .then(|| serde_json::from_slice(&o.stdout).unwrap())
+        };
+        let wait_status = |want: &str| {
+            for _ in 0..200 {
+                if status().is_some_and(|s| s["status"] == want) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            panic!("{bin}: never {want}");
+        };
+        type Row<'a> = (&'a str, Vec<&'a str>, bool);
+        // (the MUST, the command, whether it succeeds); checks after some rows below.
+        let rows: Vec<Row> = vec![
+            (
+                "state of an unknown container is an error",
+                vec!["state", "nope-x"],
+                false,
+            ),
+            ("create makes the container", vec!["create", &id], true),
+            (
+                "create with an id in use is an error",
+                vec!["create", &id],
+                false,
+            ),
+            ("start runs the program", vec!["start", &id], true),
+            (
+                "start of a container not created is an error",
+                vec!["start", &id],
+                false,
+            ),
+            (
+                "delete of a container not stopped is an error",
+                vec!["delete", &id],
+                false,
+            ),
+            ("kill signals the process", vec!["kill", &id, "KILL"], true),
+            (
+                "kill of a stopped container is an error",
+                vec!["kill", &id, "TERM"],
+                false,
+            ),
+            (
+                "start of a stopped container is an error",
+                vec!["start", &id],
+                false,
+            ),
+            (
+                "delete of a stopped container removes it",
+                vec!["delete", &id],
+                true,
+            ),
+            ("state after delete is an error", vec!["state", &id], false),
+        ];
+        for (must, args, succeeds) in rows {
+            let o = run(&args);
+            assert_eq!(
+                o.status.success(),
+                succeeds,
+                "{bin}: {must}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            match (args[0], succeeds) {
+                ("create", true) => {
+                    let s = status().expect("state after create");
+                    assert_eq!(s["status"], "created", "{bin}: {s}");
+                    assert!(s["pid"].as_i64().unwrap() > 0, "{bin}: {s}");
+                    assert_eq!(s["id"], id.as_str());
+                    assert!(s["ociVersion"].is_string(), "{bin}: {s}");
+                    assert_eq!(
+                        s["bundle"].as_str(),
+                        Some(std::fs::canonicalize(b.path()).unwrap().to_str().unwrap()),
+                        "{bin}: the bundle's absolute path"
+                    );
+                    assert_eq!(s["annotations"]["org.kcore.test"], "lifecycle", "{bin}");
+                    assert!(
+                        !out.join("ran").exists(),
+                        "{bin}: the user program ran before start"
+                    );
+                }
+                ("create", false) => {
+                    assert_eq!(status().unwrap()["status"], "created", "{bin}: changed");
+                }
+                ("start", true) => {
+                    wait_status("running");
+                    for _ in 0..200 {
+                        if out.join("ran").exists() {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(25));
+                    }
+                    assert!(out.join("ran").exists(), "{bin}: program did not run");
+                }
+                ("kill", true) => wait_status("stopped"),
+                ("delete", false) => {
+                    assert_eq!(
+                        status().unwrap()["status"],
+                        "running",
+                        "{bin}: delete changed it"
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+}
