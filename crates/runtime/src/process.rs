@@ -278,6 +278,39 @@ impl ProcessPlan {
     }
 }
 
+/// Points descriptors 0-2 that are `/dev/null` (any char device 1:3, such as the
+/// host's an engine passed) at the container's own `/dev/null`, as runc's
+/// `reOpenDevNull`: a descriptor into a mount outside the container cannot be
+/// checkpointed. Runs after the root switch.
+pub(crate) fn reopen_dev_null() -> R {
+    // SAFETY: open/fstat/dup3/close on descriptors this process owns.
+    unsafe {
+        let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(os_err("open /dev/null in the container"));
+        }
+        let is_null = |fd: i32| {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstat(fd, &mut st) == 0
+                && st.st_mode & libc::S_IFMT == libc::S_IFCHR
+                && st.st_rdev == libc::makedev(1, 3)
+        };
+        if !is_null(fd) {
+            libc::close(fd);
+            return Err("the container's /dev/null is not the null device".into());
+        }
+        for i in 0..3 {
+            if is_null(i) && libc::dup3(fd, i, 0) < 0 {
+                let e = os_err("reopen /dev/null");
+                libc::close(fd);
+                return Err(e);
+            }
+        }
+        libc::close(fd);
+    }
+    Ok(())
+}
+
 pub(crate) fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }

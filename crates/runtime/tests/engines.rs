@@ -138,23 +138,42 @@ fn image_archive(b: &Bundle) -> PathBuf {
     archive
 }
 
+/// The CRIU the checkpoint steps use: `$KCORE_CRIU` (an executable named `criu`,
+/// whose directory goes first on the engine's PATH), else `criu` from PATH.
+fn criu_bin() -> String {
+    std::env::var("KCORE_CRIU").unwrap_or_else(|_| "criu".into())
+}
+
+/// PATH for an engine, with the directory of `$KCORE_CRIU` first.
+fn engine_path() -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    match std::env::var("KCORE_CRIU") {
+        Ok(c) => match Path::new(&c).parent() {
+            Some(d) => format!("{}:{path}", d.display()),
+            None => path,
+        },
+        Err(_) => path,
+    }
+}
+
 /// `criu check` passes and kcore-runc offers `checkpoint`; else why checkpointing is
 /// left out.
 fn checkpoint_unavailable(dir: &Path) -> Option<String> {
-    if missing_binary(&["criu"]).is_some() {
+    let criu = criu_bin();
+    if criu == "criu" && missing_binary(&["criu"]).is_some() {
         return Some("criu is not installed".into());
     }
-    let o = run(Command::new("criu").arg("check"), dir);
+    let o = run(Command::new(&criu).arg("check"), dir);
     if !o.status.success() {
         let err = String::from_utf8_lossy(&o.stderr);
         return Some(format!(
-            "`criu check` fails on this host: {}",
+            "`{criu} check` fails on this host: {} (set KCORE_CRIU to a CRIU that works here)",
             err.lines().last().unwrap_or("").trim()
         ));
     }
     let o = run(Command::new(KCORE_RUNC).args(["checkpoint", "--help"]), dir);
     if !o.status.success() {
-        return Some("kcore-runc has no `checkpoint` command yet".into());
+        return Some("kcore-runc has no `checkpoint` command".into());
     }
     None
 }
@@ -528,8 +547,9 @@ fn podman_runs_its_everyday_commands_on_kcore_runc() {
     std::fs::write(
         &runtime,
         format!(
-            "#!/bin/sh\nexec {KCORE_RUNC} --root {} \"$@\"\n",
-            kroot.display()
+            "#!/bin/sh\nexec {KCORE_RUNC} --root {} --criu {} \"$@\"\n",
+            kroot.display(),
+            criu_bin()
         ),
     )
     .unwrap();
@@ -562,6 +582,7 @@ fn podman_runs_its_everyday_commands_on_kcore_runc() {
     let podman = |args: &[&str]| {
         let mut c = Command::new("podman");
         c.env("CONTAINERS_CONF", &conf)
+            .env("PATH", engine_path())
             .env("CONTAINERS_STORAGE_CONF", dir.join("storage.conf"))
             .env("XDG_CONFIG_HOME", dir.join("xdg"))
             .arg("--root")
@@ -683,10 +704,56 @@ fn podman_runs_its_everyday_commands_on_kcore_runc() {
     match checkpoint_unavailable(&dir) {
         Some(why) => println!("checkpoint not exercised: {why}"),
         None => {
-            ok("podman start", p(&["start", "c1"]));
-            ok("podman checkpoint", p(&["container", "checkpoint", "c1"]));
-            ok("podman restore", p(&["container", "restore", "c1"]));
-            assert_eq!(kcore_status(&kroot, &id, &dir), "running");
+            // A counter in the container's writable layer: checkpointed, restored, it
+            // goes on from where it stopped.
+            let args = [
+                "run",
+                "-d",
+                "--name",
+                "c2",
+                "--network",
+                "none",
+                "--cgroup-parent",
+                &cg,
+                "kt-busybox:latest",
+                "/bin/sh",
+                "-c",
+                "i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done",
+            ];
+            let id2 = ok("podman run -d (counter)", p(&args)).trim().to_string();
+            let read = || -> u64 {
+                let o = p(&["exec", "c2", "/bin/cat", "/tmp/n"]);
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse()
+                    .unwrap_or(0)
+            };
+            eventually("the counter reaches 20", || read() >= 20);
+            ok("podman checkpoint", p(&["container", "checkpoint", "c2"]));
+            assert_eq!(
+                ok(
+                    "podman inspect",
+                    p(&["inspect", "-f", "{{.State.Status}}", "c2"])
+                )
+                .trim(),
+                "exited"
+            );
+            assert!(
+                state_dirs(&kroot).iter().all(|d| *d != id2),
+                "kept after checkpoint"
+            );
+            ok("podman restore", p(&["container", "restore", "c2"]));
+            assert_eq!(kcore_status(&kroot, &id2, &dir), "running");
+            let after = read();
+            assert!(after >= 20, "the counter restarted: {after}");
+            eventually("the counter goes on", || read() > after);
+            // --leave-running keeps it going.
+            ok(
+                "podman checkpoint --leave-running",
+                p(&["container", "checkpoint", "--leave-running", "c2"]),
+            );
+            assert_eq!(kcore_status(&kroot, &id2, &dir), "running");
+            ok("podman rm c2", p(&["rm", "--force", "--time", "0", "c2"]));
         }
     }
 

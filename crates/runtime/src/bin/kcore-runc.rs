@@ -15,7 +15,10 @@ use kcore_runtime::{
 #[command(
     name = "kcore-runc",
     version,
-    about = "Run OCI containers (runc-compatible command line)"
+    about = "Run OCI containers (runc-compatible command line)",
+    // A flag given twice is accepted, the last one winning, as by runc's flag parser
+    // (podman passes `--leave-running` twice).
+    args_override_self = true
 )]
 struct Cli {
     /// Root directory for container state.
@@ -1344,5 +1347,23 @@ mod tests {
             Some(std::path::Path::new("/img"))
         );
         assert_eq!(args.criu.manage_cgroups_mode, "soft");
+    }
+
+    #[test]
+    fn repeated_flags_are_accepted_like_runc() {
+        let Cmd::Checkpoint { args, .. } =
+            parse(&["checkpoint", "--leave-running", "--leave-running", "c1"])
+        else {
+            panic!()
+        };
+        assert!(args.leave_running);
+        let Cmd::Exec { env, .. } = parse(&["exec", "-e", "A=1", "-e", "B=2", "c1", "true"]) else {
+            panic!()
+        };
+        assert_eq!(
+            env,
+            ["A=1", "B=2"],
+            "repeatable flags still collect every value"
+        );
     }
 }

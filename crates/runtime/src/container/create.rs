@@ -363,6 +363,16 @@ impl Runtime {
                 .collect(),
         };
 
+        // The runtime makes /dev unless the config binds one (runc's needsSetupDev).
+        let setup_dev = mount_ns
+            && !spec.mounts().iter().flatten().any(|m| {
+                m.destination() == Path::new("/dev")
+                    && (m.typ().as_deref() == Some("bind")
+                        || m.options()
+                            .iter()
+                            .flatten()
+                            .any(|o| o == "bind" || o == "rbind"))
+            });
         let hook_sync = [
             "prestart",
             "createRuntime",
@@ -487,6 +497,9 @@ impl Runtime {
                 }
             }
             rootfs_plan.finish()?;
+            if setup_dev {
+                process::reopen_dev_null()?;
+            }
             plan.check_program()?;
             lsm.apply(&crate::sys::Real)?;
             plan.finalize()?;
