@@ -32,6 +32,9 @@ pub(crate) struct RdtPlan {
     pub group: PathBuf,
     /// `schemata` content (one line per schema), empty to leave the group's as it is.
     pub schemata: String,
+    /// `enableMonitoring`: the container's own monitoring group,
+    /// `<group>/mon_groups/<id>` (as runc makes it).
+    pub mon_group: Option<PathBuf>,
 }
 
 impl Resctrl {
@@ -131,6 +134,28 @@ pub(crate) fn plan(
             ),
         ));
     }
+    let f = host.features();
+    #[allow(deprecated)]
+    let (cmt, mbm) = (*rdt.enable_cmt(), *rdt.enable_mbm());
+    if cmt == Some(true) && !f.cmt {
+        return Err(unavailable(
+            "linux.intelRdt.enableCMT",
+            "Intel RDT/CMT is not enabled (no llc_occupancy in info/L3_MON/mon_features)".into(),
+        ));
+    }
+    if mbm == Some(true) && !f.mbm() {
+        return Err(unavailable(
+            "linux.intelRdt.enableMBM",
+            "Intel RDT/MBM is not enabled (no mbm_*_bytes in info/L3_MON/mon_features)".into(),
+        ));
+    }
+    let monitoring = *rdt.enable_monitoring() == Some(true);
+    if monitoring && !f.cmt && !f.mbm() {
+        return Err(unavailable(
+            "linux.intelRdt.enableMonitoring",
+            "no resctrl monitoring (info/L3_MON)".into(),
+        ));
+    }
     let name = rdt.clos_id().as_deref().unwrap_or(id);
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
         return Err(Error::InvalidSpec {
@@ -148,8 +173,22 @@ pub(crate) fn plan(
     if !schemata.is_empty() {
         schemata.push('\n');
     }
+    let group = host.root.join(name);
+    if rdt.clos_id().is_some() && schemata.is_empty() && !group.is_dir() {
+        // runc: a CLOS named without any schema must have been made beforehand.
+        return Err(Error::InvalidSpec {
+            file: "config.json".into(),
+            field: "linux.intelRdt.closID".into(),
+            message: format!(
+                "clos dir {} not accessible (must be pre-created when schemata, \
+                 l3CacheSchema and memBwSchema are empty)",
+                group.display()
+            ),
+        });
+    }
     Ok(Some(RdtPlan {
-        group: host.root.join(name),
+        mon_group: monitoring.then(|| group.join("mon_groups").join(id)),
+        group,
         schemata,
     }))
 }
@@ -171,7 +210,7 @@ impl RdtPlan {
             if !self.schemata.is_empty() {
                 write(&self.group.join("schemata"), &self.schemata)?;
             }
-            add_process(&self.group, pid)
+            add_process(&self.group, self.mon_group.as_deref(), pid)
         })();
         if res.is_err() && created {
             let _ = std::fs::remove_dir(&self.group);
@@ -180,9 +219,19 @@ impl RdtPlan {
     }
 }
 
-/// Moves `pid` (a container process or an exec'd one) into the resctrl `group`.
-pub(crate) fn add_process(group: &Path, pid: i32) -> Result<()> {
-    write(&group.join("tasks"), &pid.to_string())
+/// Moves `pid` (a container process or an exec'd one) into the resctrl `group`, and
+/// into the container's monitoring group `mon` (made when missing) if it has one.
+pub(crate) fn add_process(group: &Path, mon: Option<&Path>, pid: i32) -> Result<()> {
+    write(&group.join("tasks"), &pid.to_string())?;
+    if let Some(m) = mon {
+        match std::fs::create_dir(m) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create", m, e)),
+        }
+        write(&m.join("tasks"), &pid.to_string())?;
+    }
+    Ok(())
 }
 
 /// Removes a group the runtime created (a resctrl group directory is removed with
@@ -248,6 +297,7 @@ pub(crate) fn update(
             let plan = RdtPlan {
                 group: host.root.join(id),
                 schemata: String::new(),
+                mon_group: None,
             };
             let created = plan.apply(pid)?;
             (plan.group, created)
@@ -352,14 +402,15 @@ fn read_u64(path: &Path) -> Result<u64> {
 fn schema_line(schemata: &str, kind: &str) -> String {
     schemata
         .lines()
-        .filter(|l| l.contains(kind))
-        .last()
+        .rfind(|l| l.contains(kind))
         .map(|l| l.trim().to_string())
         .unwrap_or_default()
 }
 
-/// Reads the Intel RDT statistics of `group` on `host`, as runc's intelrdt GetStats.
-pub(crate) fn stats(host: &Resctrl, group: &Path) -> Result<IntelRdtStats> {
+/// Reads the Intel RDT statistics of `group` on `host`, as runc's intelrdt GetStats;
+/// the monitoring counters from the container's own monitoring group `mon` when it
+/// has one, else from the group's.
+pub(crate) fn stats(host: &Resctrl, group: &Path, mon: Option<&Path>) -> Result<IntelRdtStats> {
     let f = host.features();
     let root_schemata = read_trim(&host.root.join("schemata"))?;
     let schemata = read_trim(&group.join("schemata"))?;
@@ -387,7 +438,7 @@ pub(crate) fn stats(host: &Resctrl, group: &Path) -> Result<IntelRdtStats> {
         s.mem_bw_schema = schema_line(&schemata, "MB");
     }
     if f.cmt || f.mbm() {
-        let mon = group.join("mon_data");
+        let mon = mon.unwrap_or(group).join("mon_data");
         let rd = std::fs::read_dir(&mon).map_err(|e| Error::io("read", &mon, e))?;
         let mut domains: Vec<PathBuf> = rd
             .filter_map(|e| e.ok())
@@ -426,8 +477,18 @@ pub(crate) fn stats(host: &Resctrl, group: &Path) -> Result<IntelRdtStats> {
 mod tests {
     use super::*;
 
+    /// The `intelRdt` object of a config, read as `kcore-runc` reads a config.
     fn rdt(v: serde_json::Value) -> LinuxIntelRdt {
-        serde_json::from_value(v).unwrap()
+        let mut spec = serde_json::to_value(oci_spec::runtime::Spec::default()).unwrap();
+        spec["linux"]["intelRdt"] = v;
+        crate::spec::parse_spec(&spec.to_string())
+            .unwrap()
+            .linux()
+            .clone()
+            .unwrap()
+            .intel_rdt()
+            .clone()
+            .unwrap()
     }
 
     fn fake(l3: bool, mb: bool) -> (tempfile::TempDir, Resctrl) {
@@ -454,7 +515,7 @@ mod tests {
         let get = |f: &str| std::fs::read_to_string(d.path().join("ctr1").join(f)).unwrap();
         assert_eq!(get("schemata"), "L3:0=ffff0;1=3ff\nMB:0=70;1=20\n");
         assert_eq!(get("tasks"), "4242");
-        add_process(&p.group, 4343).unwrap();
+        add_process(&p.group, None, 4343).unwrap();
         assert_eq!(get("tasks"), "4343");
         remove_group(&p.group).ok();
     }
@@ -574,7 +635,7 @@ mod tests {
             std::fs::write(m.join("llc_occupancy"), format!("{occ}\n")).unwrap();
         }
         std::fs::write(g.join("schemata"), "L3:0=ff;1=ff\nMB:0=30;1=30\n").unwrap();
-        let s = stats(&host, &g).unwrap();
+        let s = stats(&host, &g, None).unwrap();
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(
             v,
@@ -595,7 +656,7 @@ mod tests {
         // Without monitoring, and with CAT only: only the L3 parts.
         std::fs::remove_dir_all(d.path().join("info/L3_MON")).unwrap();
         std::fs::remove_dir_all(d.path().join("info/MB")).unwrap();
-        let v = serde_json::to_value(stats(&host, &g).unwrap()).unwrap();
+        let v = serde_json::to_value(stats(&host, &g, None).unwrap()).unwrap();
         let mut keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         keys.sort();
         assert_eq!(
@@ -606,7 +667,65 @@ mod tests {
         std::fs::create_dir_all(d.path().join("info/L3_MON")).unwrap();
         std::fs::write(d.path().join("info/L3_MON/mon_features"), "llc_occupancy\n").unwrap();
         std::fs::write(g.join("mon_data/mon_L3_01/llc_occupancy"), "Unavailable\n").unwrap();
-        let e = stats(&host, &g).unwrap_err();
+        let e = stats(&host, &g, None).unwrap_err();
         assert!(e.to_string().contains("llc_occupancy"), "{e}");
+    }
+
+    #[test]
+    fn monitoring_group_per_container_and_its_counters() {
+        let (d, host) = full_fake();
+        std::fs::create_dir_all(d.path().join("shared/mon_groups")).unwrap();
+        let cfg = rdt(serde_json::json!({"closID": "shared", "enableMonitoring": true}));
+        let p = plan(Some(&cfg), Some(&host), "c9").unwrap().unwrap();
+        let mon = d.path().join("shared/mon_groups/c9");
+        assert_eq!(p.mon_group.as_deref(), Some(mon.as_path()));
+        assert!(!p.apply(31).unwrap(), "the CLOS existed");
+        assert_eq!(std::fs::read_to_string(mon.join("tasks")).unwrap(), "31");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("shared/tasks")).unwrap(),
+            "31"
+        );
+        add_process(&p.group, p.mon_group.as_deref(), 32).unwrap();
+        assert_eq!(std::fs::read_to_string(mon.join("tasks")).unwrap(), "32");
+        // The counters come from the container's monitoring group, not the CLOS's.
+        std::fs::write(d.path().join("shared/schemata"), "L3:0=f\n").unwrap();
+        for (dir, occ) in [(d.path().join("shared"), 1), (mon.clone(), 2)] {
+            let m = dir.join("mon_data/mon_L3_00");
+            std::fs::create_dir_all(&m).unwrap();
+            for f in ["mbm_total_bytes", "mbm_local_bytes"] {
+                std::fs::write(m.join(f), "0\n").unwrap();
+            }
+            std::fs::write(m.join("llc_occupancy"), format!("{occ}\n")).unwrap();
+        }
+        let s = stats(&host, &p.group, p.mon_group.as_deref()).unwrap();
+        assert_eq!(s.cmt_stats.unwrap()[0].llc_occupancy, 2);
+        let s = stats(&host, &p.group, None).unwrap();
+        assert_eq!(s.cmt_stats.unwrap()[0].llc_occupancy, 1);
+    }
+
+    #[test]
+    fn monitoring_and_clos_rules_like_runc() {
+        let (_d, host) = fake(true, true);
+        for (field, cfg) in [
+            ("enableCMT", serde_json::json!({"enableCMT": true})),
+            ("enableMBM", serde_json::json!({"enableMBM": true})),
+            (
+                "enableMonitoring",
+                serde_json::json!({"enableMonitoring": true}),
+            ),
+        ] {
+            let e = plan(Some(&rdt(cfg)), Some(&host), "c").unwrap_err();
+            assert!(e.to_string().contains(field), "{e}");
+        }
+        let e = plan(
+            Some(&rdt(serde_json::json!({"closID": "absent"}))),
+            Some(&host),
+            "c",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("must be pre-created"), "{e}");
+        // With a schema the CLOS is made.
+        let with = rdt(serde_json::json!({"closID": "absent", "memBwSchema": "MB:0=20"}));
+        assert!(plan(Some(&with), Some(&host), "c").unwrap().is_some());
     }
 }

@@ -26,9 +26,38 @@ fn parse<T: DeserializeOwned>(json: &str, file: &str) -> Result<T> {
 
 /// Parses a runtime spec from JSON; errors name the field at fault.
 pub fn parse_spec(json: &str) -> Result<Spec> {
-    let spec: Spec = parse(json, "config.json")?;
+    let mut spec: Spec = parse(json, "config.json")?;
+    rdt_flags(json, &mut spec);
     validate(&spec)?;
     Ok(spec)
+}
+
+/// The runtime spec spells `linux.intelRdt.enableCMT`/`enableMBM` in capitals, which
+/// the oci-spec crate reads as `enableCmt`/`enableMbm`: take the spec's spelling too.
+fn rdt_flags(json: &str, spec: &mut Spec) {
+    if !json.contains("enableCMT") && !json.contains("enableMBM") {
+        return;
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return;
+    };
+    let raw = &v["linux"]["intelRdt"];
+    let (cmt, mbm) = (raw["enableCMT"].as_bool(), raw["enableMBM"].as_bool());
+    if let Some(rdt) = spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.intel_rdt_mut().as_mut())
+    {
+        #[allow(deprecated)]
+        {
+            if cmt.is_some() {
+                rdt.set_enable_cmt(cmt);
+            }
+            if mbm.is_some() {
+                rdt.set_enable_mbm(mbm);
+            }
+        }
+    }
 }
 
 /// Reads and validates `<bundle>/config.json`.

@@ -126,6 +126,9 @@ pub(crate) struct Saved {
     /// The resctrl group of `linux.intelRdt` (exec'd processes join it too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rdt_group: Option<PathBuf>,
+    /// The container's own resctrl monitoring group (`enableMonitoring`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdt_mon_group: Option<PathBuf>,
     /// The runtime created `rdt_group` (and removes it on delete).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rdt_created: bool,

@@ -1864,7 +1864,7 @@ fn lifecycle_musts_table_against_runc() {
         };
         type Row<'a> = (&'a str, Vec<&'a str>, bool);
         // (the MUST, the command, whether it succeeds); checks after some rows below.
-        let rows: Vec<Row> = vec![
+        let rows: Vec<Row<'_>> = vec![
             (
                 "state of an unknown container is an error",
                 vec!["state", "nope-x"],

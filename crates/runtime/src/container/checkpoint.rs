@@ -841,6 +841,7 @@ impl Runtime {
             cgroup: Some(cg_path.clone()),
             spec: spec.clone(),
             rdt_group: None,
+            rdt_mon_group: None,
             rdt_created: false,
         };
         saved.save(dir)?;

@@ -76,6 +76,8 @@ struct Partial {
     cgroup: Option<Cgroup>,
     /// A resctrl group made for the container.
     rdt_group: Option<PathBuf>,
+    /// The container's resctrl monitoring group.
+    rdt_mon_group: Option<PathBuf>,
     release: Option<JoinHandle<kcore_ns::Result<Child>>>,
     /// Once the container exists (its state was saved): the `poststop` hooks and the
     /// `stopped` state they read, run after the teardown (runtime.md lifecycle steps
@@ -97,6 +99,9 @@ impl Partial {
         if let Some(cg) = &self.cgroup {
             let _ = cg.kill();
             let _ = cg.delete();
+        }
+        if let Some(g) = &self.rdt_mon_group {
+            let _ = crate::intelrdt::remove_group(g);
         }
         if let Some(g) = &self.rdt_group {
             let _ = crate::intelrdt::remove_group(g);
@@ -545,10 +550,12 @@ impl Runtime {
             Some(p) => {
                 let created = p.apply(pid)?;
                 partial.rdt_group = created.then(|| p.group.clone());
+                partial.rdt_mon_group = p.mon_group.clone();
                 (Some(p.group.clone()), created)
             }
             None => (None, false),
         };
+        let rdt_mon_group = rdt.as_ref().and_then(|p| p.mon_group.clone());
         let pid_start = state::proc_stat(pid).map(|s| s.0).unwrap_or(0);
         let mut saved = Saved {
             id: id.into(),
@@ -561,6 +568,7 @@ impl Runtime {
             cgroup: Some(cg_path.clone()),
             spec: spec.clone(),
             rdt_group,
+            rdt_mon_group,
             rdt_created,
         };
         saved.save(dir)?;
@@ -585,6 +593,7 @@ impl Runtime {
             saved.save(dir)?;
             partial.cgroup = None;
             partial.rdt_group = None;
+            partial.rdt_mon_group = None;
             return Ok(Container {
                 dir: dir.to_path_buf(),
                 saved,
@@ -684,6 +693,7 @@ impl Runtime {
         partial.pid = None;
         partial.cgroup = None;
         partial.rdt_group = None;
+        partial.rdt_mon_group = None;
         Ok(Container {
             dir: dir.to_path_buf(),
             saved,

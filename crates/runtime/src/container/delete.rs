@@ -45,7 +45,10 @@ impl Container {
             .as_ref()
             .filter(|_| self.saved.rdt_created)
         {
+            // The monitoring group below goes with it.
             crate::intelrdt::remove_group(g)?;
+        } else if let Some(m) = &self.saved.rdt_mon_group {
+            crate::intelrdt::remove_group(m)?;
         }
         let hooks = hooks_of(&self.saved.spec);
         let json = state_json(&self.saved, Status::Stopped);

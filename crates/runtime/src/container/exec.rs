@@ -120,7 +120,7 @@ impl Container {
             cg.add_process(pending.pid() as u32)?;
         }
         if let Some(g) = &self.saved.rdt_group {
-            crate::intelrdt::add_process(g, pending.pid())?;
+            crate::intelrdt::add_process(g, self.saved.rdt_mon_group.as_deref(), pending.pid())?;
         }
         let child = pending.release().map_err(|e| match e {
             kcore_ns::Error::Child { message, errno, .. } => Error::Init {

@@ -33,6 +33,6 @@ impl Container {
         ) else {
             return Ok(None);
         };
-        crate::intelrdt::stats(&host, group).map(Some)
+        crate::intelrdt::stats(&host, group, self.saved.rdt_mon_group.as_deref()).map(Some)
     }
 }
