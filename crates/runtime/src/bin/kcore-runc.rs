@@ -1076,8 +1076,86 @@ fn init_logging(cli: &Cli) -> anyhow::Result<Option<std::fs::File>> {
     Ok(file)
 }
 
+/// Long options given with one dash, as Go's flag parsing (runc's) accepts them and
+/// containerd's go-runc passes `-no-subreaper` to `restore`, rewritten to two. Flags
+/// are read up to the container id, as Go's parser stops at the first argument that
+/// is not a flag: what follows (an exec'd command, ps options) is left as it is.
+fn go_style_flags(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut longs: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let mut shorts: std::collections::HashMap<char, bool> = std::collections::HashMap::new();
+    let mut collect = |c: &clap::Command| {
+        for a in c.get_arguments() {
+            let takes = a.get_action().takes_values();
+            if let Some(l) = a.get_long() {
+                longs.insert(l.to_string(), takes);
+            }
+            if let Some(s) = a.get_short() {
+                shorts.insert(s, takes);
+            }
+        }
+    };
+    collect(&cmd);
+    for sub in cmd.get_subcommands() {
+        collect(sub);
+    }
+    let mut out = Vec::with_capacity(argv.len());
+    let mut it = argv.into_iter();
+    out.extend(it.next());
+    let mut positionals = 0;
+    let mut skip_value = false;
+    for a in it.by_ref() {
+        let Some(s) = a.to_str().map(str::to_string) else {
+            out.push(a);
+            continue;
+        };
+        if skip_value {
+            skip_value = false;
+            out.push(a);
+            continue;
+        }
+        if s == "--" {
+            out.push(a);
+            break;
+        }
+        if let Some(rest) = s.strip_prefix("--") {
+            let (name, inline) = rest
+                .split_once('=')
+                .map_or((rest, false), |(n, _)| (n, true));
+            skip_value = !inline && longs.get(name).copied().unwrap_or(false);
+            out.push(a);
+        } else if let Some(rest) = s.strip_prefix('-').filter(|r| !r.is_empty()) {
+            let (name, inline) = rest
+                .split_once('=')
+                .map_or((rest, false), |(n, _)| (n, true));
+            if name.chars().count() > 1 && longs.contains_key(name) {
+                skip_value = !inline && longs[name];
+                out.push(format!("-{s}").into());
+            } else {
+                let mut chars = rest.chars();
+                skip_value = rest.chars().count() == 1
+                    && shorts
+                        .get(&chars.next().unwrap_or(' '))
+                        .copied()
+                        .unwrap_or(false);
+                out.push(a);
+            }
+        } else {
+            out.push(a);
+            positionals += 1;
+            // The subcommand, then the container id: flags end there.
+            if positionals == 2 {
+                break;
+            }
+        }
+    }
+    out.extend(it);
+    out
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(go_style_flags(std::env::args_os().collect()));
     let log = match init_logging(&cli) {
         Ok(l) => l,
         Err(e) => {
@@ -1365,5 +1443,53 @@ mod tests {
             ["A=1", "B=2"],
             "repeatable flags still collect every value"
         );
+    }
+
+    #[test]
+    fn go_style_single_dash_long_flags() {
+        let conv = |args: &[&str]| -> Vec<String> {
+            go_style_flags(args.iter().map(|a| a.into()).collect())
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        // containerd's go-runc restore.
+        assert_eq!(
+            conv(&[
+                "r",
+                "--root",
+                "/x",
+                "restore",
+                "--detach",
+                "-no-subreaper",
+                "-pid-file=/p",
+                "c1"
+            ]),
+            [
+                "r",
+                "--root",
+                "/x",
+                "restore",
+                "--detach",
+                "--no-subreaper",
+                "--pid-file=/p",
+                "c1"
+            ]
+        );
+        // A flag's value and what follows the container id are left alone.
+        assert_eq!(
+            conv(&["r", "exec", "--cwd", "-debug", "-d", "c1", "sh", "-debug", "-c", "x"]),
+            ["r", "exec", "--cwd", "-debug", "-d", "c1", "sh", "-debug", "-c", "x"]
+        );
+        assert_eq!(
+            conv(&["r", "-root", "/x", "ps", "c1", "-ef"]),
+            ["r", "--root", "/x", "ps", "c1", "-ef"]
+        );
+        let cli =
+            Cli::try_parse_from(conv(&["r", "restore", "-detach", "-no-subreaper", "c1"])).unwrap();
+        let Cmd::Restore { args, .. } = cli.cmd else {
+            panic!()
+        };
+        assert!(args.detach && args.no_subreaper);
     }
 }
