@@ -1957,3 +1957,103 @@ fn lifecycle_musts_table_against_runc() {
         }
     }
 }
+
+/// A container in a joined (external) network namespace, with a prestart hook:
+/// checkpointed, it is restored into the same namespace (CRIU's `extRootNetNS`,
+/// handed over as a descriptor), and the hook runs again on restore with the restored
+/// process's pid, as runc runs it on CRIU's `setup-namespaces`. kcore-runc and runc in
+/// the same test; skipped with the reason where `criu check` fails.
+#[test]
+#[ignore = "needs root"]
+fn checkpoint_restore_into_a_joined_netns_runs_the_hooks_like_runc() {
+    let Some(criu) = working_criu() else {
+        return;
+    };
+    // The namespace's holder: a process of its own in a new network namespace.
+    let mut holder = Command::new("unshare")
+        .args(["--net", "sleep", "1000"])
+        .spawn()
+        .expect("unshare (util-linux)");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let holder_pid = holder.id();
+    let _k = Kill(&mut holder);
+    let netns = format!("/proc/{holder_pid}/ns/net");
+    for _ in 0..100 {
+        if std::fs::read_link(&netns).ok() != std::fs::read_link("/proc/self/ns/net").ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let ns_link = std::fs::read_link(&netns).unwrap();
+    let runc_bin = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let mut runtimes = vec![env!("CARGO_BIN_EXE_kcore-runc")];
+    if let Some(r) = runc_bin {
+        runtimes.push(r);
+    }
+    for bin in runtimes {
+        let b = Bundle::new();
+        let hook_out = b.file("hook-states");
+        let mut v = spec(&["/bin/sh", "-c", "while :; do sleep 0.1; done"]);
+        for ns in v["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "network" {
+                ns["path"] = json!(netns);
+            }
+        }
+        v["hooks"] = json!({"prestart": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("cat >> {}; echo >> {}", hook_out.display(), hook_out.display())]
+        }]});
+        b.write_config(&v);
+        let root = b.file("state");
+        let (id1, id2) = (unique_id("nsr1"), unique_id("nsr2"));
+        let _g1 = RuncCleanup(root.clone(), id1.clone(), bin.to_string());
+        let _g2 = RuncCleanup(root.clone(), id2.clone(), bin.to_string());
+        let crit = |args: &[&str]| {
+            let mut a = vec!["--criu", criu.as_str()];
+            a.extend(args);
+            run_piped(bin, &root, &b, &a)
+        };
+        let (ok, err, _io1) = crit(&["run", "-d", &id1]);
+        assert!(ok, "{bin}: run: {err}");
+        let img = b.file("img");
+        let (ok, err, _) = crit(&["checkpoint", "--image-path", img.to_str().unwrap(), &id1]);
+        assert!(ok, "{bin}: checkpoint: {err}");
+        let (ok, err, _io2) = crit(&["restore", "-d", "--image-path", img.to_str().unwrap(), &id2]);
+        assert!(ok, "{bin}: restore: {err}");
+        let st = state_of(bin, &root, &b, &id2);
+        assert_eq!(st["status"], "running", "{bin}: {st}");
+        let pid = st["pid"].as_i64().unwrap();
+        assert_eq!(
+            std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap(),
+            ns_link,
+            "{bin}: restored outside the joined network namespace"
+        );
+        let states: Vec<Value> = std::fs::read_to_string(&hook_out)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            states.len(),
+            2,
+            "{bin}: prestart on run and on restore: {states:?}"
+        );
+        assert_eq!(states[1]["id"], id2.as_str(), "{bin}");
+        assert_eq!(
+            states[1]["pid"].as_i64(),
+            Some(pid),
+            "{bin}: the restored pid"
+        );
+        let o = run_bin(bin, &root, &b, &["delete", "--force", &id2]);
+        assert!(o.status.success(), "{bin}: delete");
+    }
+}
