@@ -2057,3 +2057,109 @@ fn checkpoint_restore_into_a_joined_netns_runs_the_hooks_like_runc() {
         assert!(o.status.success(), "{bin}: delete");
     }
 }
+
+/// A terminal container (its pty master held by the caller through the console
+/// socket): checkpointed and restored with `--console-socket`, CRIU hands the new pty
+/// master over (`orphan-pts-master`), which reaches the socket, and the restored shell
+/// answers on it. kcore-runc and runc in the same test; skipped with the reason where
+/// `criu check` fails.
+#[test]
+#[ignore = "needs root"]
+fn checkpoint_restore_a_terminal_container_like_runc() {
+    let Some(criu) = working_criu() else {
+        return;
+    };
+    let runc_bin = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let mut runtimes = vec![env!("CARGO_BIN_EXE_kcore-runc")];
+    if let Some(r) = runc_bin {
+        runtimes.push(r);
+    }
+    let receive = |sock: &std::path::Path| {
+        let listener = std::os::unix::net::UnixListener::bind(sock).unwrap();
+        std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            kcore_runtime::recv_fd(conn.as_raw_fd()).unwrap().0
+        })
+    };
+    // Writes `line` to the pty and reads until `want` comes back.
+    let talk = |master: &std::os::fd::OwnedFd, line: &str, want: &str| -> String {
+        use std::io::{Read, Write};
+        let mut f = std::fs::File::from(master.try_clone().unwrap());
+        f.write_all(line.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&out).contains(want) {
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    for bin in runtimes {
+        let b = Bundle::new();
+        let mut v = spec(&["/bin/sh"]);
+        v["process"]["terminal"] = json!(true);
+        b.write_config(&v);
+        let root = b.file("state");
+        let (id1, id2) = (unique_id("tty1"), unique_id("tty2"));
+        let _g1 = RuncCleanup(root.clone(), id1.clone(), bin.to_string());
+        let _g2 = RuncCleanup(root.clone(), id2.clone(), bin.to_string());
+        let run = |args: &[&str]| {
+            let mut a = vec!["--criu", criu.as_str()];
+            a.extend(args);
+            run_bin(bin, &root, &b, &a)
+        };
+        let sock = b.file("console1.sock");
+        let rx = receive(&sock);
+        let o = run(&[
+            "run",
+            "-d",
+            "--console-socket",
+            sock.to_str().unwrap(),
+            &id1,
+        ]);
+        assert!(
+            o.status.success(),
+            "{bin}: run: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let master = rx.join().unwrap();
+        let text = talk(&master, "echo before-$((20+1))\n", "before-21");
+        assert!(text.contains("before-21"), "{bin}: {text:?}");
+        let img = b.file("img");
+        let o = run(&["checkpoint", "--image-path", img.to_str().unwrap(), &id1]);
+        assert!(
+            o.status.success(),
+            "{bin}: checkpoint: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        drop(master);
+        let sock2 = b.file("console2.sock");
+        let rx = receive(&sock2);
+        let o = run(&[
+            "restore",
+            "-d",
+            "--console-socket",
+            sock2.to_str().unwrap(),
+            "--image-path",
+            img.to_str().unwrap(),
+            &id2,
+        ]);
+        assert!(
+            o.status.success(),
+            "{bin}: restore: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let master = rx.join().unwrap();
+        let text = talk(&master, "echo after-$((40+2))\n", "after-42");
+        assert!(
+            text.contains("after-42"),
+            "{bin}: the restored shell: {text:?}"
+        );
+        let o = run_bin(bin, &root, &b, &["delete", "--force", &id2]);
+        assert!(o.status.success(), "{bin}: delete");
+    }
+}
