@@ -66,6 +66,19 @@ tools="$(tests/fetch-clients.sh)"
 export PATH="$tools:$PATH"
 echo "tests/run.sh: $(kubectl version --client 2>/dev/null | head -1); helm $(helm version --short 2>/dev/null)"
 
+# A CRIU that passes `criu check` for the checkpoint tests: the installed one, else
+# Debian 13's unpacked under target/tools/criu (Debian 12's fails on kernel 6.x). The
+# tests, kcore-runc (--criu) and the engines use $KCORE_CRIU; without one that works
+# they print why they skip.
+if [ -z "${KCORE_CRIU:-}" ] && ! criu check >/dev/null 2>&1; then
+    if criu_bin="$(tests/criu-from-trixie.sh target/tools/criu)"; then
+        export KCORE_CRIU="$criu_bin"
+    else
+        echo "tests/run.sh: no CRIU passes \`criu check\` here: checkpoint tests will skip"
+    fi
+fi
+[ -n "${KCORE_CRIU:-}" ] && echo "tests/run.sh: checkpoint tests use $KCORE_CRIU"
+
 # The official Kubernetes Python client, in a venv of our own.
 VENV="${KCORE_VENV:-$PWD/target/kcore-venv}"
 if ! "$VENV/bin/python" -c "import kubernetes" 2>/dev/null; then
