@@ -797,8 +797,8 @@ impl Runtime {
             None,
         )
         .map_err(|e| Error::Sys {
-            op: e.to_string(),
-            source: std::io::Error::other("bind the rootfs for criu"),
+            op: "bind the rootfs for criu".into(),
+            source: std::io::Error::other(e),
         })?;
         cleanup.unmount.push(criu_root.clone());
         prepare_mounts(spec, bundle, rootfs, cleanup)?;
@@ -994,8 +994,8 @@ fn prepare_mounts(
                 None,
             )
             .map_err(|e| Error::Sys {
-                op: e.to_string(),
-                source: std::io::Error::other("bind mount for the restore"),
+                op: format!("bind {} for the restore", dest.display()),
+                source: std::io::Error::other(e),
             })?;
             // Unmounted by its resolved path, which the bind now covers.
             let at = std::fs::read_link(&target).map_err(|e| Error::io("resolve", &target, e))?;
