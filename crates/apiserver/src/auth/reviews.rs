@@ -169,6 +169,7 @@ fn attributes_of(spec: &Value) -> Result<Attributes, ApiError> {
             namespace: s(&r["namespace"]),
             name: s(&r["name"]),
             path: String::new(),
+            field_selector: s(&r["fieldSelector"]["rawSelector"]),
         }),
         (false, true) => Ok(Attributes::non_resource(&s(&n["verb"]), &s(&n["path"]))),
         (true, true) => Err(ApiError::invalid(
@@ -402,6 +403,8 @@ async fn token_request(
     check_kind(&b, AUTHN, "TokenRequest")?;
     let sas = resources::lookup("", "v1", "serviceaccounts").expect("served");
     let sa = api.get_in(sas, Some(ns), name).await?;
+    crate::admission::noderestriction::admit_token_request(api, &current_user(), ns, name, &b)
+        .await?;
     let spec = &b["spec"];
     let expiration = spec["expirationSeconds"]
         .as_i64()
