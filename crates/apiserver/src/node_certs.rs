@@ -73,7 +73,9 @@ pub(crate) fn issue(pki: Option<&Pki>, body: &Value) -> Result<Value, ApiError> 
             &[crate::auth::node::NODES_GROUP.to_owned()],
         )
         .map_err(|e| {
-            ApiError::internal(format!("issuing the client certificate of node {node}: {e}"))
+            ApiError::internal(format!(
+                "issuing the client certificate of node {node}: {e}"
+            ))
         })?;
     tracing::info!(%node, ?names, "issued a node's serving and client certificates");
     Ok(json!({

@@ -113,6 +113,23 @@ pub async fn node_config(
         &creds.client_cert_pem,
         &creds.client_key_pem,
     )?;
+    // kept as the kubelet keeps its client certificate, for the operator's tools
+    let kubeconfig = opts.data_dir.join(NODE_KUBECONFIG);
+    kcore_statedir::ensure_dir(&opts.data_dir, kcore_statedir::PRIVATE_DIR)
+        .with_context(|| format!("creating {}", opts.data_dir.display()))?;
+    kcore_statedir::write(
+        &kubeconfig,
+        crate::join::kubeconfig_with_certificate(
+            server_url,
+            &name,
+            &creds.serving.ca_pem,
+            &creds.client_cert_pem,
+            &creds.client_key_pem,
+        )
+        .as_bytes(),
+        kcore_statedir::PRIVATE_FILE,
+    )
+    .with_context(|| format!("writing {}", kubeconfig.display()))?;
     let pod_cidr = match opts.pod_cidr {
         Some(c) => c,
         None => assigned_pod_cidr(&client, &name).await?,
@@ -213,6 +230,9 @@ async fn assigned_pod_cidr(client: &kube::Client, name: &str) -> Result<Ipv4Net>
 }
 
 const NODE_RECORD: &str = "node.json";
+/// The node's own credential (`system:node:<name>`) as a kubeconfig, mode 0600, under
+/// its data directory.
+pub const NODE_KUBECONFIG: &str = "node.kubeconfig";
 
 /// Records the node's identity and networking under its data directory, so that
 /// `kcored reset` can undo it without the API server.

@@ -253,10 +253,7 @@ impl ControlPlane {
         // the scheduler and the controllers run as their own users, with the roles
         // upstream binds to them, not as the administrator
         let component_kubeconfig = |user: &str| -> Result<PathBuf> {
-            let path = api_dir.join(format!(
-                "{}.kubeconfig",
-                user.trim_start_matches("system:")
-            ));
+            let path = api_dir.join(format!("{}.kubeconfig", user.trim_start_matches("system:")));
             if server.ca_pem().is_some() {
                 server
                     .write_client_kubeconfig(&path, user, &[])

@@ -213,6 +213,25 @@ pub fn client_with_certificate(
     kube::Client::try_from(cfg).context("building the API client")
 }
 
+/// A kubeconfig for node `node` at `url` with its client certificate (what
+/// [`client_with_certificate`] connects with), for `kubectl --kubeconfig`.
+pub fn kubeconfig_with_certificate(
+    url: &str,
+    node: &str,
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> String {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kcore\n  cluster:\n    certificate-authority-data: {}\n    server: {url}\ncontexts:\n- name: kcore\n  context:\n    cluster: kcore\n    user: \"system:node:{node}\"\ncurrent-context: kcore\nusers:\n- name: \"system:node:{node}\"\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+        b64(ca_pem),
+        b64(cert_pem),
+        b64(key_pem)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

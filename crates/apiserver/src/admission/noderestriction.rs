@@ -140,7 +140,9 @@ pub(super) async fn admit(
                     return deny(format!("node {node:?} can only update pod status for pods with spec.nodeName set to itself"));
                 }
                 if obj["metadata"]["labels"] != old["metadata"]["labels"] {
-                    return deny(format!("node {node:?} cannot update labels through pod status"));
+                    return deny(format!(
+                        "node {node:?} cannot update labels through pod status"
+                    ));
                 }
                 Ok(())
             }
@@ -153,7 +155,9 @@ pub(super) async fn admit(
         },
         ("", "nodes") => {
             if name != node {
-                return deny(format!("node {node:?} is not allowed to modify node {name:?}"));
+                return deny(format!(
+                    "node {node:?} is not allowed to modify node {name:?}"
+                ));
             }
             match req.op {
                 Operation::Create => {
@@ -334,9 +338,9 @@ pub(super) fn admit_delete(req: &Request<'_>, old: &Value) -> Result<(), ApiErro
         ("", "nodes") if name != node => deny(format!(
             "node {node:?} is not allowed to modify node {name:?}"
         )),
-        ("coordination.k8s.io", "leases") if name != node => deny(
-            "can only access node lease with the same name as the requesting node".into(),
-        ),
+        ("coordination.k8s.io", "leases") if name != node => {
+            deny("can only access node lease with the same name as the requesting node".into())
+        }
         _ => Ok(()),
     }
 }

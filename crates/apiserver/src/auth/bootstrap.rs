@@ -92,12 +92,18 @@ fn node_rules() -> Vec<Value> {
             &["create", "delete", "get", "patch", "update"],
         ),
         rule(&["storage.k8s.io"], &["volumeattachments"], &["get"]),
-        rule(&[""], &["persistentvolumeclaims/status"], &["patch", "update"]),
+        rule(
+            &[""],
+            &["persistentvolumeclaims/status"],
+            &["patch", "update"],
+        ),
         rule(&[""], &["serviceaccounts/token"], &["create"]),
         rule(
             &["storage.k8s.io"],
             &["csinodes"],
-            &["create", "delete", "get", "list", "patch", "update", "watch"],
+            &[
+                "create", "delete", "get", "list", "patch", "update", "watch",
+            ],
         ),
         rule(&["storage.k8s.io"], &["csidrivers"], READ),
         rule(&["node.k8s.io"], &["runtimeclasses"], READ),
@@ -105,7 +111,16 @@ fn node_rules() -> Vec<Value> {
         rule(
             &["resource.k8s.io"],
             &["resourceslices"],
-            &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ],
         ),
     ]
 }
@@ -366,7 +381,11 @@ pub(crate) fn cluster_roles() -> Vec<Value> {
                     &["events"],
                     &["create", "patch", "update"],
                 ),
-                rule(&["discovery.k8s.io"], &["endpointslices"], &["list", "watch"]),
+                rule(
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                    &["list", "watch"],
+                ),
             ],
         ),
         cluster_role(
@@ -429,7 +448,15 @@ pub(crate) fn cluster_roles() -> Vec<Value> {
                 rule(
                     &["*"],
                     &["*"],
-                    &["delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                    &[
+                        "delete",
+                        "deletecollection",
+                        "get",
+                        "list",
+                        "patch",
+                        "update",
+                        "watch",
+                    ],
                 ),
                 rule(
                     &[""],
@@ -447,7 +474,11 @@ pub(crate) fn cluster_roles() -> Vec<Value> {
                     ],
                     &["create"],
                 ),
-                rule(&["apps"], &["controllerrevisions", "replicasets"], &["create"]),
+                rule(
+                    &["apps"],
+                    &["controllerrevisions", "replicasets"],
+                    &["create"],
+                ),
                 rule(&["batch"], &["jobs"], &["create"]),
                 rule(&["discovery.k8s.io"], &["endpointslices"], &["create"]),
                 rule(&["events.k8s.io"], &["events"], &["create"]),
@@ -470,15 +501,33 @@ pub(crate) fn cluster_roles() -> Vec<Value> {
             "kcore:node-agent",
             json!({}),
             vec![
-                rule(&[""], &["nodes", "namespaces", "pods", "services", "endpoints"], &["list", "watch"]),
-                rule(&["discovery.k8s.io"], &["endpointslices"], &["list", "watch"]),
-                rule(&["networking.k8s.io"], &["networkpolicies", "ingresses", "ingressclasses"], READ),
-                rule(&["networking.k8s.io"], &["ingresses/status"], &["patch", "update"]),
+                rule(
+                    &[""],
+                    &["nodes", "namespaces", "pods", "services", "endpoints"],
+                    &["list", "watch"],
+                ),
+                rule(
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                    &["list", "watch"],
+                ),
+                rule(
+                    &["networking.k8s.io"],
+                    &["networkpolicies", "ingresses", "ingressclasses"],
+                    READ,
+                ),
+                rule(
+                    &["networking.k8s.io"],
+                    &["ingresses/status"],
+                    &["patch", "update"],
+                ),
                 rule(&["storage.k8s.io"], &["storageclasses"], READ),
                 rule(
                     &[""],
                     &["persistentvolumes"],
-                    &["create", "delete", "get", "list", "patch", "update", "watch"],
+                    &[
+                        "create", "delete", "get", "list", "patch", "update", "watch",
+                    ],
                 ),
                 rule(&[""], &["persistentvolumeclaims"], &["list", "watch"]),
                 rule(

@@ -416,7 +416,10 @@ impl PodRefs {
                 }
                 for e in c["env"].as_array().into_iter().flatten() {
                     push(&mut r.secrets, &e["valueFrom"]["secretKeyRef"]["name"]);
-                    push(&mut r.config_maps, &e["valueFrom"]["configMapKeyRef"]["name"]);
+                    push(
+                        &mut r.config_maps,
+                        &e["valueFrom"]["configMapKeyRef"]["name"],
+                    );
                 }
             }
         }
@@ -499,20 +502,20 @@ mod tests {
     #[test]
     fn pod_references_cover_volumes_env_and_pull_secrets() {
         let pod = json!({"metadata": {"name": "p"}, "spec": {
-            "serviceAccountName": "sa",
-            "imagePullSecrets": [{"name": "pull"}],
-            "containers": [{"name": "c",
-                "env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "envsec", "key": "k"}}},
-                        {"name": "B", "valueFrom": {"configMapKeyRef": {"name": "envcm", "key": "k"}}}],
-                "envFrom": [{"secretRef": {"name": "fromsec"}}, {"configMapRef": {"name": "fromcm"}}]}],
-            "volumes": [
-                {"name": "s", "secret": {"secretName": "volsec"}},
-                {"name": "c", "configMap": {"name": "volcm"}},
-                {"name": "pr", "projected": {"sources": [{"secret": {"name": "projsec"}}, {"configMap": {"name": "projcm"}}]}},
-                {"name": "csi", "csi": {"driver": "d", "nodePublishSecretRef": {"name": "csisec"}}},
-                {"name": "claim", "persistentVolumeClaim": {"claimName": "data"}},
-                {"name": "eph", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}}
-            ]}});
+        "serviceAccountName": "sa",
+        "imagePullSecrets": [{"name": "pull"}],
+        "containers": [{"name": "c",
+            "env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "envsec", "key": "k"}}},
+                    {"name": "B", "valueFrom": {"configMapKeyRef": {"name": "envcm", "key": "k"}}}],
+            "envFrom": [{"secretRef": {"name": "fromsec"}}, {"configMapRef": {"name": "fromcm"}}]}],
+        "volumes": [
+            {"name": "s", "secret": {"secretName": "volsec"}},
+            {"name": "c", "configMap": {"name": "volcm"}},
+            {"name": "pr", "projected": {"sources": [{"secret": {"name": "projsec"}}, {"configMap": {"name": "projcm"}}]}},
+            {"name": "csi", "csi": {"driver": "d", "nodePublishSecretRef": {"name": "csisec"}}},
+            {"name": "claim", "persistentVolumeClaim": {"claimName": "data"}},
+            {"name": "eph", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}}
+        ]}});
         let r = PodRefs::of(&pod);
         assert_eq!(
             r.secrets,
@@ -530,7 +533,8 @@ mod tests {
 
     #[test]
     fn static_decisions_are_upstreams() {
-        let mut a = Attributes::resource("update", "coordination.k8s.io", "leases", "kube-node-lease");
+        let mut a =
+            Attributes::resource("update", "coordination.k8s.io", "leases", "kube-node-lease");
         a.name = "n2".into();
         assert_eq!(
             lease("n1", &a),
