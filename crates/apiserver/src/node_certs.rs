@@ -4,9 +4,11 @@
 //! The request names the node and the addresses and host names its certificate is for:
 //! `{"nodeName": "n1", "addresses": ["10.0.0.7", "n1"]}`; the answer carries the CA, the
 //! certificate and its new key (PEM), over the TLS connection of an authenticated
-//! client. Every token of the token file is an administrator's today; the security
-//! issue moves this to the CertificateSigningRequest flow (the node keeps its key and
-//! sends a CSR, approved by policy).
+//! client, with the node's client certificate (`CN=system:node:<name>`,
+//! `O=system:nodes`), the only credential its agent then uses. Only callers allowed to
+//! `create` the path `/kcore/v1/nodecertificates` (administrators: the join token) get
+//! one; a node renewing through CertificateSigningRequests uses the
+//! `kube-apiserver-client-kubelet` signer instead.
 
 use std::net::IpAddr;
 
@@ -61,7 +63,21 @@ pub(crate) fn issue(pki: Option<&Pki>, body: &Value) -> Result<Value, ApiError> 
             kcore_tls::Usage::Server,
         )
         .map_err(|e| ApiError::internal(format!("issuing the certificate of node {node}: {e}")))?;
-    tracing::info!(%node, ?names, "issued a node serving certificate");
+    // the node's own credential towards the API server (what the
+    // `kube-apiserver-client-kubelet` signer issues): the Node authorizer and
+    // NodeRestriction admission limit it to the node's own objects
+    let client = pki
+        .ca
+        .issue_client(
+            &format!("{}{node}", crate::auth::node::NODE_USER_PREFIX),
+            &[crate::auth::node::NODES_GROUP.to_owned()],
+        )
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "issuing the client certificate of node {node}: {e}"
+            ))
+        })?;
+    tracing::info!(%node, ?names, "issued a node's serving and client certificates");
     Ok(json!({
         "kind": "NodeCertificate",
         "apiVersion": "kcore.dev/v1",
@@ -69,6 +85,8 @@ pub(crate) fn issue(pki: Option<&Pki>, body: &Value) -> Result<Value, ApiError> 
         "caPem": pki.ca_pem,
         "certificatePem": cert.cert_pem,
         "keyPem": cert.key_pem,
+        "clientCertificatePem": client.cert_pem,
+        "clientKeyPem": client.key_pem,
     }))
 }
 
@@ -90,6 +108,11 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("-----BEGIN CERTIFICATE-----"));
+        let client = ok["clientCertificatePem"].as_str().unwrap();
+        let der = kcore_tls::pem_certificates(client).unwrap();
+        let subject = kcore_tls::subject(&der[0]).unwrap();
+        assert_eq!(subject.common_name.as_deref(), Some("system:node:n1"));
+        assert_eq!(subject.organizations, ["system:nodes"]);
         for bad in [
             json!({"nodeName": "N_1"}),
             json!({"nodeName": "n1", "addresses": ["bad name"]}),

@@ -432,14 +432,46 @@ impl ApiServer {
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         let token = self.state.tokens.as_ref().and_then(|t| t.first().cloned());
         let user = match token {
-            Some(t) => format!("    token: {t}\n"),
-            None => "    {}\n".to_owned(),
+            Some(t) => format!("  user:\n    token: {t}\n"),
+            None => "  user: {}\n".to_owned(),
         };
-        let user = if user.trim() == "{}" {
-            "  user: {}\n".to_owned()
-        } else {
-            format!("  user:\n{user}")
-        };
+        self.write_kubeconfig_for(path.as_ref(), "admin", &user)
+    }
+
+    /// Writes a kubeconfig for `user` in `groups` to `path` (mode 0600), holding a new
+    /// client certificate the cluster CA signs for them: how the scheduler
+    /// (`system:kube-scheduler`) and the controller manager
+    /// (`system:kube-controller-manager`) run as their own identities, with the roles
+    /// upstream binds to those users. A server without a cluster CA (plain HTTP) has
+    /// no certificates to give.
+    ///
+    /// ```no_run
+    /// # async fn f(server: kcore_apiserver::ApiServer) -> Result<(), kcore_apiserver::Error> {
+    /// server.write_client_kubeconfig("/tmp/scheduler.kubeconfig", "system:kube-scheduler", &[])?;
+    /// # Ok(()) }
+    /// ```
+    pub fn write_client_kubeconfig(
+        &self,
+        path: impl AsRef<Path>,
+        user: &str,
+        groups: &[String],
+    ) -> Result<(), Error> {
+        use base64::Engine as _;
+        let path = path.as_ref();
+        let pki = self.state.pki.as_ref().ok_or_else(|| {
+            Error::Config("this API server has no cluster CA to sign a client certificate".into())
+        })?;
+        let cert = pki.ca.issue_client(user, groups)?;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let entry = format!(
+            "  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(&cert.cert_pem),
+            b64(&cert.key_pem)
+        );
+        self.write_kubeconfig_for(path, user, &entry)
+    }
+
+    fn write_kubeconfig_for(&self, path: &Path, user_name: &str, user: &str) -> Result<(), Error> {
         let ca = match &self.ca_pem {
             Some(pem) => {
                 use base64::Engine as _;
@@ -449,10 +481,9 @@ impl ApiServer {
             None => String::new(),
         };
         let cfg = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: kcore\n  cluster:\n{ca}    server: {}\ncontexts:\n- name: kcore\n  context:\n    cluster: kcore\n    user: admin\n    namespace: default\ncurrent-context: kcore\nusers:\n- name: admin\n{user}",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kcore\n  cluster:\n{ca}    server: {}\ncontexts:\n- name: kcore\n  context:\n    cluster: kcore\n    user: {user_name:?}\n    namespace: default\ncurrent-context: kcore\nusers:\n- name: {user_name:?}\n{user}",
             self.url()
         );
-        let path = path.as_ref();
         let io = |source| Error::Io {
             path: path.into(),
             source,

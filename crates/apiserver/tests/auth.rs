@@ -126,7 +126,8 @@ async fn can_i(kubeconfig: &Path, args: &[&str]) -> bool {
     let o = kubectl(kubeconfig, &a, None).await;
     match o.stdout.trim() {
         "yes" => true,
-        "no" => false,
+        // kubectl prints the authorizer's reason after a "no"
+        no if no == "no" || no.starts_with("no - ") => false,
         other => panic!("kubectl auth can-i {args:?}: {other:?} {}", o.stderr),
     }
 }
@@ -1049,6 +1050,277 @@ async fn bootstrap_roles_print_as_upstream_and_aggregate() {
     assert!(
         o.stderr
             .contains("namespaced rules cannot apply to non-resource URLs"),
+        "{}",
+        o.stderr
+    );
+}
+
+const NODE_OBJECTS: &str = r#"
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Node, metadata: {name: n1}}
+- {apiVersion: v1, kind: Node, metadata: {name: n2}}
+- {apiVersion: v1, kind: Secret, metadata: {name: s1}, stringData: {k: one}}
+- {apiVersion: v1, kind: Secret, metadata: {name: s2}, stringData: {k: two}}
+- {apiVersion: v1, kind: ConfigMap, metadata: {name: cm2}, data: {k: two}}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: p1}
+  spec:
+    nodeName: n1
+    containers: [{name: c, image: busybox}]
+    volumes: [{name: s, secret: {secretName: s1}}]
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: p2}
+  spec:
+    nodeName: n2
+    containers:
+    - name: c
+      image: busybox
+      env: [{name: K, valueFrom: {configMapKeyRef: {name: cm2, key: k}}}]
+    volumes: [{name: s, secret: {secretName: s2}}]
+"#;
+
+/// A node's credential as a joining node gets it (`POST /kcore/v1/nodecertificates`
+/// with the bootstrap credential), as a kubeconfig.
+async fn node_credential(c: &Cluster, node: &str) -> PathBuf {
+    let body = c.dir.path().join(format!("{node}-request.json"));
+    std::fs::write(
+        &body,
+        format!(r#"{{"nodeName": "{node}", "addresses": ["127.0.0.1"]}}"#),
+    )
+    .expect("request");
+    let out = json(
+        &c.admin,
+        &[
+            "create",
+            "--raw",
+            "/kcore/v1/nodecertificates",
+            "-f",
+            body.to_str().expect("utf-8"),
+        ],
+    )
+    .await;
+    let pem = |k: &str| {
+        out[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {k}: {out}"))
+            .to_owned()
+    };
+    c.kubeconfig(
+        &format!("node-{node}"),
+        &format!(
+            "    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(&pem("clientCertificatePem")),
+            b64(&pem("clientKeyPem"))
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reaches_only_its_own_pods_objects() {
+    let c = start().await;
+    let admin = c.admin.clone();
+    eventually("the default service account", || async {
+        kubectl(&admin, &["get", "serviceaccount", "default"], None)
+            .await
+            .ok
+    })
+    .await;
+    let o = kubectl(&admin, &["apply", "-f", "-"], Some(NODE_OBJECTS)).await;
+    assert!(o.ok, "{}", o.stderr);
+    let n1 = node_credential(&c, "n1").await;
+
+    let who = json(&n1, &["auth", "whoami", "-o", "json"]).await;
+    assert_eq!(who["status"]["userInfo"]["username"], "system:node:n1");
+    assert_eq!(
+        who["status"]["userInfo"]["groups"],
+        serde_json::json!(["system:nodes", "system:authenticated"])
+    );
+
+    // the Node authorizer: its own pod's Secret, not another node's pod's
+    assert_eq!(
+        ok(&n1, &["get", "secret", "s1", "-o", "jsonpath={.data.k}"]).await,
+        b64("one")
+    );
+    let forbidden = |what: &str, verb: &str, res: &str, scope: &str, reason: &str| {
+        format!(
+            r#"Error from server (Forbidden): {what} is forbidden: User "system:node:n1" cannot {verb} resource "{res}" in API group "" {scope}: {reason}"#
+        )
+    };
+    let no_relation = "no relationship found between node 'n1' and this object";
+    let e = fails(&n1, &["get", "secret", "s2"]).await;
+    let want = forbidden(
+        r#"secrets "s2""#,
+        "get",
+        "secrets",
+        r#"in the namespace "default""#,
+        no_relation,
+    );
+    assert!(e.contains(&want), "{e}\nwanted: {want}");
+    let e = fails(&n1, &["get", "configmap", "cm2"]).await;
+    assert!(e.contains(no_relation), "{e}");
+    let e = fails(&n1, &["get", "secrets"]).await;
+    assert!(
+        e.contains(&forbidden(
+            "secrets",
+            "list",
+            "secrets",
+            r#"in the namespace "default""#,
+            "No Object name found"
+        )),
+        "{e}"
+    );
+    assert!(can_i(&n1, &["get", "secret/s1"]).await);
+    assert!(!can_i(&n1, &["get", "secret/s2"]).await);
+    let e = fails(&n1, &["get", "node", "n2"]).await;
+    assert!(
+        e.contains(&forbidden(
+            r#"nodes "n2""#,
+            "get",
+            "nodes",
+            "at the cluster scope",
+            "node 'n1' cannot read 'n2', only its own Node object"
+        )),
+        "{e}"
+    );
+    ok(&n1, &["get", "node", "n1"]).await;
+    let mine = ok(
+        &n1,
+        &[
+            "get",
+            "pods",
+            "--field-selector",
+            "spec.nodeName=n1",
+            "-o",
+            "name",
+        ],
+    )
+    .await;
+    assert_eq!(mine.trim(), "pod/p1");
+
+    // NodeRestriction: only its own Node, without restricted labels
+    // (kubectl label and patch read the Node first, which the authorizer refuses: a raw
+    // PUT reaches admission)
+    let n2 = c.dir.path().join("n2.json");
+    std::fs::write(
+        &n2,
+        r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n2","labels":{"team":"a"}}}"#,
+    )
+    .expect("node");
+    let n2 = n2.to_str().expect("utf-8");
+    let e = fails(&n1, &["replace", "--raw", "/api/v1/nodes/n2", "-f", n2]).await;
+    assert!(
+        e.contains(r#"nodes "n2" is forbidden: node "n1" is not allowed to modify node "n2""#),
+        "{e}"
+    );
+    ok(&n1, &["label", "node", "n1", "team=a"]).await;
+    let e = fails(
+        &n1,
+        &[
+            "label",
+            "node",
+            "n1",
+            "node-role.kubernetes.io/control-plane=",
+        ],
+    )
+    .await;
+    assert!(
+        e.contains(r#"nodes "n1" is forbidden: is not allowed to modify labels: node-role.kubernetes.io/control-plane"#),
+        "{e}"
+    );
+    let e = fails(&n1, &["taint", "node", "n1", "k=v:NoSchedule"]).await;
+    assert!(
+        e.contains(r#"node "n1" is not allowed to modify taints"#),
+        "{e}"
+    );
+    // pods: the status of its own only, no deletes of others', only mirror pods
+    // (kubectl patch --subresource=status reads pods/status first, which nodes may not)
+    let status_put = |p: &'static str| {
+        let (admin, n1, dir) = (admin.clone(), n1.clone(), c.dir.path().to_owned());
+        async move {
+            let mut pod = json(&admin, &["get", "pod", p, "-o", "json"]).await;
+            pod["status"]["message"] = "seen".into();
+            let file = dir.join(format!("{p}-status.json"));
+            std::fs::write(&file, pod.to_string()).expect("pod");
+            let path = format!("/api/v1/namespaces/default/pods/{p}/status");
+            kubectl(
+                &n1,
+                &[
+                    "replace",
+                    "--raw",
+                    &path,
+                    "-f",
+                    file.to_str().expect("utf-8"),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let o = status_put("p1").await;
+    assert!(o.ok, "{}", o.stderr);
+    let e = status_put("p2").await.stderr;
+    assert!(
+        e.contains(r#"pods "p2" is forbidden: node "n1" can only update pod status for pods with spec.nodeName set to itself"#),
+        "{e}"
+    );
+    let e = fails(&n1, &["delete", "pod", "p2", "--wait=false"]).await;
+    assert!(
+        e.contains(r#"node "n1" can only delete pods with spec.nodeName set to itself"#),
+        "{e}"
+    );
+    let e = fails(&n1, &["run", "x", "--image=busybox"]).await;
+    assert!(
+        e.contains(r#"pod does not have "kubernetes.io/config.mirror" annotation, node "n1" can only create mirror pods"#),
+        "{e}"
+    );
+    // tokens only for pods on the node; leases only its own
+    let uid = |p: &'static str| {
+        let admin = admin.clone();
+        async move { ok(&admin, &["get", "pod", p, "-o", "jsonpath={.metadata.uid}"]).await }
+    };
+    let (u1, u2) = (uid("p1").await, uid("p2").await);
+    let token = |p: &'static str, u: String| {
+        let n1 = n1.clone();
+        async move {
+            kubectl(
+                &n1,
+                &[
+                    "create",
+                    "token",
+                    "default",
+                    "--bound-object-kind=Pod",
+                    &format!("--bound-object-name={p}"),
+                    &format!("--bound-object-uid={u}"),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let t = token("p1", u1).await;
+    assert!(t.ok, "{}", t.stderr);
+    let t = token("p2", u2).await;
+    assert!(
+        t.stderr
+            .contains("node requested token bound to a pod scheduled on a different node"),
+        "{}",
+        t.stderr
+    );
+    let lease = |n: &str| {
+        format!(
+            "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: {n}, namespace: kube-node-lease}}\nspec: {{holderIdentity: {n}}}\n"
+        )
+    };
+    let o = kubectl(&n1, &["create", "-f", "-"], Some(&lease("n1"))).await;
+    assert!(o.ok, "{}", o.stderr);
+    let o = kubectl(&n1, &["create", "-f", "-"], Some(&lease("n2"))).await;
+    assert!(
+        o.stderr
+            .contains("can only access node lease with the same name as the requesting node"),
         "{}",
         o.stderr
     );

@@ -90,22 +90,49 @@ pub fn default_node_ip() -> Ipv4Addr {
 }
 
 /// Resolves the options against the cluster at `server_url` into the agent's
-/// configuration: makes sure the Node exists and has a pod subnet (waiting for the
-/// control plane to assign one), and gets the node's serving certificate.
+/// configuration and the client it runs with: gets the node's certificates with the
+/// bootstrap credentials (`bootstrap`, the join token's), then, as the node's own
+/// identity (`system:node:<name>` in `system:nodes`, the only credential the agent uses
+/// from here on), makes sure the Node exists and has a pod subnet (waiting for the
+/// control plane to assign one).
 #[tracing::instrument(skip_all, fields(data_dir = %opts.data_dir.display()))]
 pub async fn node_config(
-    client: &kube::Client,
+    bootstrap: &kube::Client,
     server_url: &str,
     opts: &AgentOptions,
-) -> Result<NodeConfig> {
+) -> Result<(NodeConfig, kube::Client)> {
     // pods need a cgroup file system: say so now rather than failing every pod later
     kcore_cgroup::Host::detect()
         .context("this node has no usable cgroup file system (is /sys/fs/cgroup mounted?)")?;
     let name = opts.node_name.clone().unwrap_or_else(host_name);
     let node_ip = opts.node_ip.unwrap_or_else(default_node_ip);
+    let creds = node_certificates(bootstrap, server_url, &name, node_ip).await?;
+    let client = crate::join::client_with_certificate(
+        server_url,
+        &creds.serving.ca_pem,
+        &creds.client_cert_pem,
+        &creds.client_key_pem,
+    )?;
+    // kept as the kubelet keeps its client certificate, for the operator's tools
+    let kubeconfig = opts.data_dir.join(NODE_KUBECONFIG);
+    kcore_statedir::ensure_dir(&opts.data_dir, kcore_statedir::PRIVATE_DIR)
+        .with_context(|| format!("creating {}", opts.data_dir.display()))?;
+    kcore_statedir::write(
+        &kubeconfig,
+        crate::join::kubeconfig_with_certificate(
+            server_url,
+            &name,
+            &creds.serving.ca_pem,
+            &creds.client_cert_pem,
+            &creds.client_key_pem,
+        )
+        .as_bytes(),
+        kcore_statedir::PRIVATE_FILE,
+    )
+    .with_context(|| format!("writing {}", kubeconfig.display()))?;
     let pod_cidr = match opts.pod_cidr {
         Some(c) => c,
-        None => assigned_pod_cidr(client, &name).await?,
+        None => assigned_pod_cidr(&client, &name).await?,
     };
     let mut cfg = NodeConfig::new(&name, &opts.data_dir, pod_cidr, node_ip);
     cfg.cluster_cidr = Some(opts.cluster_cidr);
@@ -114,20 +141,27 @@ pub async fn node_config(
     cfg.vxlan = opts.vxlan;
     cfg.cgroup_parent = opts.cgroup_parent.clone();
     cfg.heartbeat = opts.heartbeat;
-    cfg.server_tls = Some(serving_certificate(client, server_url, &name, node_ip).await?);
+    cfg.server_tls = Some(creds.serving);
     cfg.validate().context("node configuration")?;
-    Ok(cfg)
+    Ok((cfg, client))
+}
+
+/// What a node gets as it joins: its serving certificate and its client credential.
+struct NodeCredentials {
+    serving: ServerTls,
+    client_cert_pem: String,
+    client_key_pem: String,
 }
 
 /// The node's serving certificate for its agent's server, signed by the cluster CA for
-/// its IP and name (`POST /kcore/v1/nodecertificates`); bearer tokens sent to the agent
-/// are checked with the API server at `server_url`.
-async fn serving_certificate(
+/// its IP and name, and its client certificate (`POST /kcore/v1/nodecertificates`);
+/// bearer tokens sent to the agent are checked with the API server at `server_url`.
+async fn node_certificates(
     client: &kube::Client,
     server_url: &str,
     name: &str,
     node_ip: Ipv4Addr,
-) -> Result<ServerTls> {
+) -> Result<NodeCredentials> {
     let body = serde_json::json!({
         "nodeName": name,
         "addresses": [node_ip.to_string(), name],
@@ -139,17 +173,21 @@ async fn serving_certificate(
     let v: serde_json::Value = client
         .request(req)
         .await
-        .with_context(|| format!("getting the serving certificate of node {name}"))?;
+        .with_context(|| format!("getting the certificates of node {name}"))?;
     let pem = |k: &str| {
         v[k].as_str()
             .map(str::to_owned)
             .with_context(|| format!("the node certificate answer has no {k}"))
     };
-    Ok(ServerTls {
-        ca_pem: pem("caPem")?,
-        cert_pem: pem("certificatePem")?,
-        key_pem: pem("keyPem")?,
-        token_review_url: Some(server_url.to_owned()),
+    Ok(NodeCredentials {
+        serving: ServerTls {
+            ca_pem: pem("caPem")?,
+            cert_pem: pem("certificatePem")?,
+            key_pem: pem("keyPem")?,
+            token_review_url: Some(server_url.to_owned()),
+        },
+        client_cert_pem: pem("clientCertificatePem")?,
+        client_key_pem: pem("clientKeyPem")?,
     })
 }
 
@@ -192,6 +230,9 @@ async fn assigned_pod_cidr(client: &kube::Client, name: &str) -> Result<Ipv4Net>
 }
 
 const NODE_RECORD: &str = "node.json";
+/// The node's own credential (`system:node:<name>`) as a kubeconfig, mode 0600, under
+/// its data directory.
+pub const NODE_KUBECONFIG: &str = "node.kubeconfig";
 
 /// Records the node's identity and networking under its data directory, so that
 /// `kcored reset` can undo it without the API server.

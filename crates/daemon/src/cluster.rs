@@ -1,8 +1,11 @@
 //! `kcored up` and `kcored server`: the control plane in one process.
 //!
 //! The API server (embedded store by default) is started first; the scheduler and
-//! the controller manager then talk to it over its own HTTPS endpoint with the admin
-//! credentials, exactly as they would talk to any Kubernetes API server. The admin
+//! the controller manager then talk to it over its own HTTPS endpoint as their own
+//! users (`system:kube-scheduler`, `system:kube-controller-manager`, with client
+//! certificates the cluster CA signs, kubeconfigs under `<data-dir>/apiserver`), and the
+//! in-process node agent as its node (`system:node:<name>`), exactly as they would talk
+//! to any Kubernetes API server. The admin
 //! kubeconfig is written to `<data-dir>/admin.kubeconfig` (and copied to a path the
 //! user chooses), so `kubectl` works against the cluster at once.
 
@@ -247,6 +250,22 @@ impl ControlPlane {
                 .with_context(|| format!("writing {}", out.display()))?;
         }
 
+        // the scheduler and the controllers run as their own users, with the roles
+        // upstream binds to them, not as the administrator
+        let component_kubeconfig = |user: &str| -> Result<PathBuf> {
+            let path = api_dir.join(format!("{}.kubeconfig", user.trim_start_matches("system:")));
+            if server.ca_pem().is_some() {
+                server
+                    .write_client_kubeconfig(&path, user, &[])
+                    .with_context(|| format!("writing the kubeconfig of {user}"))?;
+                Ok(path)
+            } else {
+                // plain HTTP (tests): no certificates to give
+                Ok(kubeconfig.clone())
+            }
+        };
+        let scheduler_kubeconfig = component_kubeconfig("system:kube-scheduler")?;
+        let controllers_kubeconfig = component_kubeconfig("system:kube-controller-manager")?;
         let (stop, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let shutdown = stopped(rx.clone());
@@ -262,7 +281,7 @@ impl ControlPlane {
         wait_ready(&client).await?;
         crate::storage::ensure_default_class(&client).await?;
         if cfg.scheduler {
-            let client = client.clone();
+            let client = client_from_kubeconfig(&scheduler_kubeconfig).await?;
             let shutdown = stopped(rx.clone());
             tasks.spawn(async move {
                 let r = SchedulerLoop::new(client, Framework::with_defaults())
@@ -272,16 +291,17 @@ impl ControlPlane {
                 ("scheduler", r)
             });
         }
+        let controllers_client = client_from_kubeconfig(&controllers_kubeconfig).await?;
         if let Some(cidr) = cfg.cluster_cidr {
             let allocator = crate::ipam::SubnetAllocator::new(cidr, 24)?;
-            let (client, shutdown) = (client.clone(), stopped(rx.clone()));
+            let (client, shutdown) = (controllers_client.clone(), stopped(rx.clone()));
             tasks.spawn(async move {
                 let r = crate::ipam::run(client, allocator, shutdown).await;
                 ("node ipam", r)
             });
         }
         if cfg.controllers {
-            let (client, shutdown) = (client.clone(), stopped(rx.clone()));
+            let (client, shutdown) = (controllers_client.clone(), stopped(rx.clone()));
             let grace = cfg.node_monitor_grace_period;
             tasks.spawn(async move {
                 let config = ControllerManagerConfig {
@@ -298,10 +318,10 @@ impl ControlPlane {
         }
         let node = match &cfg.agent {
             Some(opts) => {
-                let node = crate::agent::node_config(&client, &url, opts).await?;
+                let (node, node_client) = crate::agent::node_config(&client, &url, opts).await?;
                 crate::agent::save_node_record(&node)?;
                 let (agent, shutdown) = (
-                    NodeAgent::new(client.clone(), node.clone()),
+                    NodeAgent::new(node_client, node.clone()),
                     stopped(rx.clone()),
                 );
                 tasks.spawn(async move {

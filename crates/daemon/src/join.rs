@@ -196,6 +196,42 @@ pub fn client(url: &str, ca_der: Vec<u8>, bearer: &str) -> Result<kube::Client> 
     kube::Client::try_from(cfg).context("building the API client")
 }
 
+/// A kube client for `url` that trusts only the CA `ca_pem` and authenticates with the
+/// client certificate `cert_pem` and its key `key_pem` (a node's own credential).
+pub fn client_with_certificate(
+    url: &str,
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<kube::Client> {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut cfg = kube::Config::new(url.parse().with_context(|| format!("server URL {url}"))?);
+    cfg.root_cert = Some(vec![ca_der(ca_pem)?]);
+    cfg.auth_info.client_certificate_data = Some(b64(cert_pem));
+    cfg.auth_info.client_key_data = Some(b64(key_pem).into());
+    kube::Client::try_from(cfg).context("building the API client")
+}
+
+/// A kubeconfig for node `node` at `url` with its client certificate (what
+/// [`client_with_certificate`] connects with), for `kubectl --kubeconfig`.
+pub fn kubeconfig_with_certificate(
+    url: &str,
+    node: &str,
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> String {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kcore\n  cluster:\n    certificate-authority-data: {}\n    server: {url}\ncontexts:\n- name: kcore\n  context:\n    cluster: kcore\n    user: \"system:node:{node}\"\ncurrent-context: kcore\nusers:\n- name: \"system:node:{node}\"\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+        b64(ca_pem),
+        b64(cert_pem),
+        b64(key_pem)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -126,8 +126,13 @@ spec:
         image: kcore.local/demo:v1
         args: ["db", "0.0.0.0:8080", "/data/users.jsonl"]
         readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}
-        volumeMounts: [{name: data, mountPath: /data}]
-      volumes: [{name: data, emptyDir: {}}]
+        volumeMounts: [{name: data, mountPath: /data}, {name: creds, mountPath: /creds}]
+      volumes: [{name: data, emptyDir: {}}, {name: creds, secret: {secretName: db-creds}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: db-creds}
+stringData: {password: only-for-n2}
 ---
 apiVersion: v1
 kind: Service
@@ -319,6 +324,53 @@ fn three_nodes_joined_by_vxlan() {
     wait_for(60, "the db pod", || {
         (pods_by_node(server, "app=db").contains_key("n2")).then_some(())
     });
+
+    // each joined agent runs with its own credential only (`system:node:<name>`, kept in
+    // its data directory): n2's agent mounted the db pod's Secret with it; n1's may
+    // neither read that Secret nor change n2's Node
+    let node_kubeconfig = |i: usize| nodes[i].data.join("node.kubeconfig");
+    let (ok, who) = nodes[1].kubectl_with(&node_kubeconfig(1), &["auth", "whoami"]);
+    assert!(ok && who.contains("system:node:n1"), "{who}");
+    let (ok, out) = nodes[2].kubectl_with(
+        &node_kubeconfig(2),
+        &[
+            "get",
+            "secret",
+            "db-creds",
+            "-o",
+            "jsonpath={.data.password}",
+        ],
+    );
+    assert!(
+        ok && out.trim() == "b25seS1mb3ItbjI=",
+        "n2 reading its pod's Secret: {out}"
+    );
+    let (ok, out) = nodes[1].kubectl_with(&node_kubeconfig(1), &["get", "secret", "db-creds"]);
+    assert!(
+        !ok && out.contains(r#"Error from server (Forbidden): secrets "db-creds" is forbidden: User "system:node:n1" cannot get resource "secrets" in API group "" in the namespace "default": no relationship found between node 'n1' and this object"#),
+        "n1 reading n2's pod's Secret: {out}"
+    );
+    let other_node = nodes[1].data.join("n2.json");
+    std::fs::write(
+        &other_node,
+        r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n2","labels":{"stolen":"yes"}}}"#,
+    )
+    .unwrap();
+    let (ok, out) = nodes[1].kubectl_with(
+        &node_kubeconfig(1),
+        &[
+            "replace",
+            "--raw",
+            "/api/v1/nodes/n2",
+            "-f",
+            other_node.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !ok && out
+            .contains(r#"nodes "n2" is forbidden: node "n1" is not allowed to modify node "n2""#),
+        "n1 updating n2's Node: {out}"
+    );
 
     // kubectl logs reaches a joined node through its secured API
     let n1_pod = web["n1"][0]["metadata"]["name"]

@@ -47,6 +47,7 @@ mod client;
 pub(crate) mod conditions;
 mod limitrange;
 mod matching;
+pub(crate) mod noderestriction;
 mod podsecurity;
 mod policy;
 mod priority;
@@ -907,6 +908,7 @@ impl Api {
         let obj = limitrange::admit(self, req, obj).await?;
         let obj =
             crate::auth::admit(self, req.info, req.namespace, create, obj, &user_info()).await?;
+        noderestriction::admit(self, req, &obj, old).await?;
         let obj = priority::admit(self, req, obj).await?;
         if req.info.group == EXEMPT_GROUP {
             return check(obj);
@@ -988,6 +990,7 @@ impl Api {
         req: &Request<'_>,
         old: &Value,
     ) -> Result<(), ApiError> {
+        noderestriction::admit_delete(req, old)?;
         if req.info.group == EXEMPT_GROUP {
             return Ok(());
         }

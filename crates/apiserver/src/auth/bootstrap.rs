@@ -55,6 +55,76 @@ fn binding(name: &str, role: &str, subjects: &[(&str, &str)]) -> Value {
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 
+/// Upstream's `system:node` rules (its `NodeRules`), which the Node authorizer applies
+/// to every node.
+fn node_rules() -> Vec<Value> {
+    vec![
+        rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+        rule(
+            &["authorization.k8s.io"],
+            &["localsubjectaccessreviews", "subjectaccessreviews"],
+            &["create"],
+        ),
+        rule(&[""], &["services"], READ),
+        rule(&[""], &["nodes"], &["create", "get", "list", "watch"]),
+        rule(&[""], &["nodes/status"], &["patch", "update"]),
+        rule(&[""], &["nodes"], &["patch", "update"]),
+        rule(&[""], &["events"], &["create", "patch", "update"]),
+        rule(&[""], &["pods"], READ),
+        rule(&[""], &["pods"], &["create", "delete"]),
+        rule(&[""], &["pods/status"], &["patch", "update"]),
+        rule(&[""], &["pods/eviction"], &["create"]),
+        rule(&[""], &["configmaps", "secrets"], READ),
+        rule(
+            &[""],
+            &["persistentvolumeclaims", "persistentvolumes"],
+            &["get"],
+        ),
+        rule(&[""], &["endpoints"], &["get"]),
+        rule(
+            &["certificates.k8s.io"],
+            &["certificatesigningrequests"],
+            &["create", "get", "list", "watch"],
+        ),
+        rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &["create", "delete", "get", "patch", "update"],
+        ),
+        rule(&["storage.k8s.io"], &["volumeattachments"], &["get"]),
+        rule(
+            &[""],
+            &["persistentvolumeclaims/status"],
+            &["patch", "update"],
+        ),
+        rule(&[""], &["serviceaccounts/token"], &["create"]),
+        rule(
+            &["storage.k8s.io"],
+            &["csinodes"],
+            &[
+                "create", "delete", "get", "list", "patch", "update", "watch",
+            ],
+        ),
+        rule(&["storage.k8s.io"], &["csidrivers"], READ),
+        rule(&["node.k8s.io"], &["runtimeclasses"], READ),
+        rule(&["resource.k8s.io"], &["resourceclaims"], &["get"]),
+        rule(
+            &["resource.k8s.io"],
+            &["resourceslices"],
+            &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ],
+        ),
+    ]
+}
+
 /// Upstream's bootstrap ClusterRoles (the ones kcore's components and users meet).
 pub(crate) fn cluster_roles() -> Vec<Value> {
     let view_core = &[
@@ -298,25 +368,172 @@ pub(crate) fn cluster_roles() -> Vec<Value> {
             ],
         ),
         // exists with no subjects bound, as upstream (nodes are authorized otherwise)
+        cluster_role("system:node", json!({}), node_rules()),
         cluster_role(
-            "system:node",
+            "system:node-proxier",
+            json!({}),
+            vec![
+                rule(&[""], &["endpoints", "services"], &["list", "watch"]),
+                rule(&[""], &["nodes"], READ),
+                rule(&[""], &["events"], &["create", "patch", "update"]),
+                rule(
+                    &["events.k8s.io"],
+                    &["events"],
+                    &["create", "patch", "update"],
+                ),
+                rule(
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                    &["list", "watch"],
+                ),
+            ],
+        ),
+        cluster_role(
+            "system:volume-scheduler",
             json!({}),
             vec![
                 rule(
                     &[""],
-                    &["nodes", "nodes/status"],
-                    &["create", "get", "list", "watch", "patch", "update"],
+                    &["persistentvolumes"],
+                    &["get", "list", "patch", "update", "watch"],
+                ),
+                rule(&["storage.k8s.io"], &["storageclasses"], READ),
+                rule(
+                    &[""],
+                    &["persistentvolumeclaims"],
+                    &["get", "list", "patch", "update", "watch"],
+                ),
+            ],
+        ),
+        cluster_role(
+            "system:kube-controller-manager",
+            json!({}),
+            vec![
+                rule(&[""], &["events"], &["create", "patch", "update"]),
+                rule(
+                    &["events.k8s.io"],
+                    &["events"],
+                    &["create", "patch", "update"],
+                ),
+                rule(&["coordination.k8s.io"], &["leases"], &["create"]),
+                json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                    "resourceNames": ["kube-controller-manager"], "verbs": ["get", "update"]}),
+                rule(&[""], &["secrets", "serviceaccounts"], &["create"]),
+                rule(&[""], &["secrets"], &["delete"]),
+                rule(
+                    &[""],
+                    &["configmaps", "namespaces", "secrets", "serviceaccounts"],
+                    &["get"],
+                ),
+                rule(&[""], &["secrets", "serviceaccounts"], &["update"]),
+                rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+                rule(
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                    &["create"],
+                ),
+                rule(&["*"], &["*"], &["list", "watch"]),
+                rule(&[""], &["serviceaccounts/token"], &["create"]),
+            ],
+        ),
+        // kcore's controller manager runs every controller with one credential, as
+        // upstream's does without `--use-service-account-credentials`: this is the union
+        // of upstream's `system:controller:*` roles (the garbage collector's and the
+        // namespace controller's `*` reads, updates and deletes; creates of what the
+        // controllers make), never `escalate`, `bind` or `impersonate`
+        cluster_role(
+            "kcore:controller-manager",
+            json!({}),
+            vec![
+                rule(
+                    &["*"],
+                    &["*"],
+                    &[
+                        "delete",
+                        "deletecollection",
+                        "get",
+                        "list",
+                        "patch",
+                        "update",
+                        "watch",
+                    ],
                 ),
                 rule(
                     &[""],
-                    &["pods", "pods/status"],
-                    &["get", "list", "watch", "patch", "update"],
+                    &[
+                        "configmaps",
+                        "endpoints",
+                        "events",
+                        "persistentvolumeclaims",
+                        "persistentvolumes",
+                        "pods",
+                        "pods/eviction",
+                        "secrets",
+                        "serviceaccounts",
+                        "serviceaccounts/token",
+                    ],
+                    &["create"],
                 ),
-                rule(&[""], &["events"], &["create", "patch", "update"]),
                 rule(
-                    &["coordination.k8s.io"],
-                    &["leases"],
-                    &["create", "delete", "get", "patch", "update"],
+                    &["apps"],
+                    &["controllerrevisions", "replicasets"],
+                    &["create"],
+                ),
+                rule(&["batch"], &["jobs"], &["create"]),
+                rule(&["discovery.k8s.io"], &["endpointslices"], &["create"]),
+                rule(&["events.k8s.io"], &["events"], &["create"]),
+                rule(&["coordination.k8s.io"], &["leases"], &["create"]),
+                rule(&["resource.k8s.io"], &["resourceclaims"], &["create"]),
+                rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+                rule(
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                    &["create"],
+                ),
+            ],
+        ),
+        // kcore's node agent also runs what upstream runs beside the kubelet with their
+        // own identities: the service proxy (kube-proxy), the overlay, the network
+        // policy enforcer, the ingress proxy and the local volume provisioner; their
+        // rights are granted to every node here (never Secrets or ConfigMaps, which only
+        // the Node authorizer grants)
+        cluster_role(
+            "kcore:node-agent",
+            json!({}),
+            vec![
+                rule(
+                    &[""],
+                    &["nodes", "namespaces", "pods", "services", "endpoints"],
+                    &["list", "watch"],
+                ),
+                rule(
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                    &["list", "watch"],
+                ),
+                rule(
+                    &["networking.k8s.io"],
+                    &["networkpolicies", "ingresses", "ingressclasses"],
+                    READ,
+                ),
+                rule(
+                    &["networking.k8s.io"],
+                    &["ingresses/status"],
+                    &["patch", "update"],
+                ),
+                rule(&["storage.k8s.io"], &["storageclasses"], READ),
+                rule(
+                    &[""],
+                    &["persistentvolumes"],
+                    &[
+                        "create", "delete", "get", "list", "patch", "update", "watch",
+                    ],
+                ),
+                rule(&[""], &["persistentvolumeclaims"], &["list", "watch"]),
+                rule(
+                    &["events.k8s.io"],
+                    &["events"],
+                    &["create", "patch", "update"],
                 ),
             ],
         ),
@@ -336,6 +553,18 @@ pub(crate) fn cluster_roles() -> Vec<Value> {
                         "replicationcontrollers",
                     ],
                     READ,
+                ),
+                rule(&[""], &["pods"], &["delete"]),
+                rule(
+                    &["storage.k8s.io"],
+                    &["csidrivers", "csinodes", "csistoragecapacities"],
+                    READ,
+                ),
+                rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+                rule(
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                    &["create"],
                 ),
                 rule(&[""], &["bindings", "pods/binding"], &["create"]),
                 rule(&[""], &["pods/status"], &["patch", "update"]),
@@ -392,6 +621,33 @@ pub(crate) fn cluster_role_bindings() -> Vec<Value> {
             "system:kube-scheduler",
             "system:kube-scheduler",
             &[("User", "system:kube-scheduler")],
+        ),
+        binding(
+            "system:volume-scheduler",
+            "system:volume-scheduler",
+            &[("User", "system:kube-scheduler")],
+        ),
+        binding(
+            "system:kube-controller-manager",
+            "system:kube-controller-manager",
+            &[("User", "system:kube-controller-manager")],
+        ),
+        binding(
+            "kcore:controller-manager",
+            "kcore:controller-manager",
+            &[("User", "system:kube-controller-manager")],
+        ),
+        binding(
+            "system:node-proxier",
+            "system:node-proxier",
+            &[("User", "system:kube-proxy")],
+        ),
+        // as upstream: the role exists, nothing is bound to it
+        binding("system:node", "system:node", &[]),
+        binding(
+            "kcore:node-agent",
+            "kcore:node-agent",
+            &[("Group", "system:nodes")],
         ),
     ]
 }

@@ -26,6 +26,7 @@
 
 mod bootstrap;
 mod csr;
+pub(crate) mod node;
 mod rbac;
 mod request;
 mod reviews;
@@ -274,16 +275,23 @@ impl Auth {
                 (key == k).then(|| v.to_owned())
             })
         };
-        let field_name = param("fieldSelector").and_then(|f| {
-            let f = f.replace("%3D", "=").replace("%3d", "=");
-            f.strip_prefix("metadata.name=").map(str::to_owned)
-        });
-        let attrs = request::attributes(
+        let fields = param("fieldSelector")
+            .map(|f| {
+                f.replace("%3D", "=")
+                    .replace("%3d", "=")
+                    .replace("%2C", ",")
+                    .replace("%2c", ",")
+                    .replace("%21", "!")
+            })
+            .unwrap_or_default();
+        let field_name = fields.strip_prefix("metadata.name=");
+        let mut attrs = request::attributes(
             parts.method.as_str(),
             path,
             matches!(param("watch").as_deref(), Some("true" | "1")),
-            field_name.as_deref(),
+            field_name,
         );
+        attrs.field_selector = fields.clone();
         if user.username == ANONYMOUS {
             // anonymous requests reach only what upstream's anonymous conditions allow
             let public = matches!(
@@ -318,8 +326,23 @@ impl Auth {
         if user.is_master() {
             return Ok(());
         }
+        // the authorization modes Node,RBAC: the first to allow wins, and the 403 names
+        // the reasons of both (upstream's union authorizer)
+        let node_reason = match node::identity(user) {
+            Some(name) => match node::authorize(api, user, name, a).await {
+                node::Decision::Allow => return Ok(()),
+                node::Decision::NoOpinion(reason) => reason,
+            },
+            None => String::new(),
+        };
         let policy = self.policy(api).await.map_err(|e| e.message)?;
-        policy.authorize(user, a)
+        policy.authorize(user, a).map_err(|rbac| {
+            [node_reason, rbac]
+                .into_iter()
+                .filter(|r| !r.is_empty())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
     }
 
     /// Upstream's impersonation filter: the caller must be allowed to `impersonate` the

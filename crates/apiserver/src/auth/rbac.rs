@@ -429,6 +429,7 @@ mod tests {
             namespace: ns.into(),
             name: name.into(),
             path: String::new(),
+            field_selector: String::new(),
         }
     }
 

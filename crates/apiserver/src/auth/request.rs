@@ -17,6 +17,8 @@ pub(crate) struct Attributes {
     pub name: String,
     /// The request path (non-resource requests).
     pub path: String,
+    /// The decoded `fieldSelector` of a list or watch (`spec.nodeName=n1,...`).
+    pub field_selector: String,
 }
 
 impl Attributes {
@@ -39,6 +41,14 @@ impl Attributes {
             path: path.into(),
             ..Self::default()
         }
+    }
+
+    /// The value an `=`/`==` requirement of the field selector gives `field`.
+    pub(crate) fn field_selector_equals(&self, field: &str) -> Option<&str> {
+        self.field_selector.split(',').find_map(|req| {
+            let (k, v) = req.split_once("==").or_else(|| req.split_once('='))?;
+            (k.trim() == field && !k.ends_with('!')).then(|| v.trim())
+        })
     }
 
     /// `resource/subresource`, or the resource alone.

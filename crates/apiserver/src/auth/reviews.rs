@@ -169,6 +169,7 @@ fn attributes_of(spec: &Value) -> Result<Attributes, ApiError> {
             namespace: s(&r["namespace"]),
             name: s(&r["name"]),
             path: String::new(),
+            field_selector: s(&r["fieldSelector"]["rawSelector"]),
         }),
         (false, true) => Ok(Attributes::non_resource(&s(&n["verb"]), &s(&n["path"]))),
         (true, true) => Err(ApiError::invalid(
@@ -272,7 +273,15 @@ async fn rules_review(
     let ns = b["spec"]["namespace"].as_str().unwrap_or_default();
     let user = current_user();
     let policy = auth.policy(api).await?;
-    let (mut rules, errors) = policy.rules_for(&user, ns);
+    let (mut rules, mut errors) = policy.rules_for(&user, ns);
+    if super::node::identity(&user).is_some() {
+        // the Node authorizer's grants depend on the objects asked for (upstream's
+        // union of rule resolvers says so first)
+        errors.insert(
+            0,
+            "node authorizer does not support user rule resolution".to_owned(),
+        );
+    }
     if user.is_master() {
         // the privileged group's own grant, as upstream's rules for system:masters
         rules.push(
@@ -402,6 +411,8 @@ async fn token_request(
     check_kind(&b, AUTHN, "TokenRequest")?;
     let sas = resources::lookup("", "v1", "serviceaccounts").expect("served");
     let sa = api.get_in(sas, Some(ns), name).await?;
+    crate::admission::noderestriction::admit_token_request(api, &current_user(), ns, name, &b)
+        .await?;
     let spec = &b["spec"];
     let expiration = spec["expirationSeconds"]
         .as_i64()

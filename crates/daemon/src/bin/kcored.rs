@@ -231,7 +231,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
             kcored::datadir::secure(&node.data_dir)?;
             let ca = kcored::join::discover_ca(&server, &token).await?;
             let client = kcored::join::client(&server, ca, &token.secret)?;
-            let cfg = kcored::agent::node_config(&client, &server, &node.options(true)).await?;
+            let (cfg, client) =
+                kcored::agent::node_config(&client, &server, &node.options(true)).await?;
             kcored::agent::save_node_record(&cfg)?;
             println!(
                 "kcored: node {} joined {server} with pod subnet {}",
