@@ -229,6 +229,7 @@ impl SimulatedNodes {
             nodes: Mutex::new(nodes),
             pods: Mutex::new(HashMap::new()),
             limit: Semaphore::new(self.concurrency),
+            heartbeat_limit: Semaphore::new(self.concurrency),
         });
         ensure_namespace(&self.client, LEASE_NAMESPACE).await?;
         let names = shared.names();
@@ -338,7 +339,11 @@ struct Shared {
     cfg: SimulatedNodes,
     nodes: Mutex<BTreeMap<String, SimNode>>,
     pods: Mutex<HashMap<String, PodState>>,
+    /// Bounds pod and node writes.
     limit: Semaphore,
+    /// Bounds Lease renewals apart from `limit`, so a burst of pod status writes never
+    /// delays a heartbeat into a NotReady node.
+    heartbeat_limit: Semaphore,
 }
 
 impl Shared {
@@ -533,7 +538,7 @@ async fn heartbeats(shared: Arc<Shared>) {
             }
             let s = shared.clone();
             inflight.spawn(async move {
-                let _permit = s.limit.acquire().await.expect("semaphore");
+                let _permit = s.heartbeat_limit.acquire().await.expect("semaphore");
                 if let Err(e) = s.renew_lease(&name).await {
                     tracing::warn!(node = %name, error = %crate::ErrorChain(&e), "lease");
                 }
