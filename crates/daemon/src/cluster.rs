@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
 use kcore_apiserver::ApiServer;
-use kcore_node::{NodeAgent, NodeConfig};
+use kcore_node::{NodeAgent, NodeConfig, NodeTemplate, SimulatedNodes, Simulation};
 use kcore_reconcile::{ControllerManager, ControllerManagerConfig};
 use kcore_scheduler::{Framework, SchedulerLoop};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -90,6 +90,21 @@ pub struct ControlPlaneConfig {
     pub reset_node_on_exit: bool,
     /// Admission, encryption and audit configuration files of the API server.
     pub security: SecurityFiles,
+    /// Also run this many simulated nodes in this process (`--simulated-nodes`).
+    pub simulation: Option<SimulationOptions>,
+}
+
+/// Simulated nodes the control plane runs in its own process ([`SimulatedNodes`]).
+#[derive(Debug, Clone, Default)]
+pub struct SimulationOptions {
+    /// How many nodes.
+    pub nodes: usize,
+    /// What each node looks like.
+    pub template: NodeTemplate,
+    /// How long a bound pod stays Pending before it runs.
+    pub start_delay: Duration,
+    /// How often each node renews its Lease (the kubelet's 10 s when zero).
+    pub heartbeat: Duration,
 }
 
 /// The API server's security configuration files, upstream's flags of the same names.
@@ -149,6 +164,7 @@ impl ControlPlaneConfig {
             agent: None,
             reset_node_on_exit: false,
             security: SecurityFiles::default(),
+            simulation: None,
         }
     }
 
@@ -182,6 +198,7 @@ pub struct ControlPlane {
     client: kube::Client,
     node: Option<NodeConfig>,
     reset_node_on_exit: bool,
+    simulation: Option<Simulation>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<(&'static str, Result<()>)>,
 }
@@ -332,6 +349,18 @@ impl ControlPlane {
             }
             None => None,
         };
+        let simulation = match &cfg.simulation {
+            Some(o) if o.nodes > 0 => {
+                let mut sim = SimulatedNodes::new(client.clone(), o.nodes)
+                    .template(o.template.clone())
+                    .start_delay(o.start_delay);
+                if !o.heartbeat.is_zero() {
+                    sim = sim.heartbeat(o.heartbeat);
+                }
+                Some(sim.start().await.context("starting the simulated nodes")?)
+            }
+            _ => None,
+        };
         tracing::info!(%url, kubeconfig = %kubeconfig.display(), "control plane up");
         Ok(ControlPlane {
             url,
@@ -340,6 +369,7 @@ impl ControlPlane {
             client,
             node,
             reset_node_on_exit: cfg.reset_node_on_exit,
+            simulation,
             stop,
             tasks,
         })
@@ -365,6 +395,16 @@ impl ControlPlane {
         self.node.as_ref()
     }
 
+    /// The simulated nodes, when any run here (fail and recover them on demand).
+    pub fn simulation(&self) -> Option<&Simulation> {
+        self.simulation.as_ref()
+    }
+
+    /// An admin client of the API server.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
     /// Runs until `shutdown` resolves or a component fails; then stops them all.
     pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
@@ -382,6 +422,9 @@ impl ControlPlane {
 
     /// Asks every component to stop and waits (bounded) for them.
     pub async fn stop(&mut self) {
+        if let Some(sim) = self.simulation.take() {
+            sim.stop().await;
+        }
         let _ = self.stop.send(true);
         let drain = async {
             while let Some(done) = self.tasks.join_next().await {

@@ -11,6 +11,8 @@
 //!   the server from a join token; [`ipam`] hands nodes their pod subnets.
 //! - [`image_cmd`]: `kcore image import | pull | ls | inspect | unpack | rm | prune`.
 //! - [`storage`]: the default `local-path` StorageClass.
+//! - [`testing`]: a real cluster inside a test ([`testing::Cluster`]), with simulated
+//!   nodes.
 //! - [`run`]: `kcore run` — one program in new namespaces, inside a cgroup with
 //!   limits, on an overlay root file system (a static busybox base layer plus a
 //!   writable layer per run).
@@ -24,4 +26,5 @@ pub mod ipam;
 pub mod join;
 pub mod run;
 pub mod storage;
+pub mod testing;
 pub mod units;

@@ -86,6 +86,7 @@ mod proxy;
 mod refs;
 mod sandbox;
 mod server;
+mod simulated;
 mod spec;
 mod stats;
 mod streams;
@@ -100,4 +101,7 @@ pub use logs::LogQuery;
 pub use netpol::{compile_policies, POLICY_TABLE};
 pub use node::{ANN_PUBLIC_IP, ANN_VTEP_MAC, LEASE_NAMESPACE};
 pub use provisioner::LOCAL_PATH_PROVISIONER;
+pub use simulated::{
+    NodeTemplate, SimulatedNodes, Simulation, ANN_EXIT_AFTER, ANN_EXIT_CODE, LABEL_SIMULATED,
+};
 pub use streams::PodStreams;

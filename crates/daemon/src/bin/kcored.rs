@@ -91,6 +91,14 @@ struct ServerArgs {
     /// IP and host name are always added.
     #[arg(long)]
     tls_san: Vec<String>,
+    /// Also run this many simulated nodes (KWOK-style: Nodes with Leases whose bound
+    /// pods go Running without containers); for scale and scheduler tests.
+    #[arg(long, default_value_t = 0)]
+    simulated_nodes: usize,
+    /// Keep all state in a new temporary directory (instead of --data-dir) and remove it
+    /// on exit: a throw-away cluster for CI.
+    #[arg(long)]
+    ephemeral: bool,
     /// Seconds a node may miss heartbeats before it is NotReady and tainted.
     #[arg(long, default_value_t = 40)]
     node_monitor_grace_period: u64,
@@ -205,22 +213,25 @@ async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Up {
             server,
-            node,
+            mut node,
             keep_pods,
         } => {
+            let scratch = ephemeral_state(&server, &mut node)?;
             let mut cfg = control_plane(&server, &node)?;
             cfg.agent = Some(node.options(false));
-            cfg.reset_node_on_exit = !keep_pods;
-            serve(cfg).await
+            cfg.reset_node_on_exit = !keep_pods || scratch.is_some();
+            finish(serve(cfg).await, scratch)
         }
         Cmd::Server {
             server,
             agent,
-            node,
+            mut node,
         } => {
+            let scratch = ephemeral_state(&server, &mut node)?;
             let mut cfg = control_plane(&server, &node)?;
             cfg.agent = agent.then(|| node.options(true));
-            serve(cfg).await
+            cfg.reset_node_on_exit |= scratch.is_some();
+            finish(serve(cfg).await, scratch)
         }
         Cmd::Agent {
             server,
@@ -274,9 +285,40 @@ async fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
+/// With `--ephemeral`, a new temporary state directory in place of `--data-dir`.
+fn ephemeral_state(server: &ServerArgs, node: &mut NodeArgs) -> Result<Option<tempfile::TempDir>> {
+    if !server.ephemeral {
+        return Ok(None);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("kcored-ephemeral-")
+        .tempdir()
+        .context("creating the ephemeral state directory")?;
+    println!(
+        "kcored: ephemeral state in {} (removed on exit)",
+        dir.path().display()
+    );
+    node.data_dir = dir.path().to_owned();
+    Ok(Some(dir))
+}
+
+/// Removes the ephemeral state once everything has stopped.
+fn finish(result: Result<()>, scratch: Option<tempfile::TempDir>) -> Result<()> {
+    if let Some(dir) = scratch {
+        let path = dir.path().to_owned();
+        dir.close()
+            .with_context(|| format!("removing the ephemeral state {}", path.display()))?;
+    }
+    result
+}
+
 fn control_plane(server: &ServerArgs, node: &NodeArgs) -> Result<ControlPlaneConfig> {
     let mut cfg = ControlPlaneConfig::new();
     cfg.data_dir = node.data_dir.clone();
+    cfg.simulation = (server.simulated_nodes > 0).then(|| kcored::cluster::SimulationOptions {
+        nodes: server.simulated_nodes,
+        ..Default::default()
+    });
     cfg.listen = server.listen;
     cfg.kubeconfig_out = server.kubeconfig.clone();
     cfg.scheduler = !server.no_scheduler;
