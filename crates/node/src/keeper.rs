@@ -25,6 +25,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, Result};
+
 /// The keeper's process name (`/proc/<pid>/comm`).
 const NAME: &[u8] = b"kcore-stdio\0";
 /// The keeper's fd numbers: the held descriptor and the container's pidfd.
@@ -43,24 +45,24 @@ pub(crate) fn record_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.keeper"))
 }
 
-fn sys(what: &str) -> io::Error {
-    let e = io::Error::last_os_error();
-    io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
 impl Keeper {
     /// Forks a keeper of `fd` for the container whose process is `container_pid`, and
     /// records it at `record`.
-    pub(crate) fn spawn(fd: &OwnedFd, container_pid: i32, record: &Path) -> io::Result<Keeper> {
+    pub(crate) fn spawn(fd: &OwnedFd, container_pid: i32, record: &Path) -> Result<Keeper> {
         let watched = kcore_ns::pidfd_open(container_pid)
-            .map_err(|e| io::Error::other(format!("pidfd of the container: {e}")))?;
-        let (r, w) = crate::streams::pipe()?;
+            .map_err(|e| Error::ns(format!("pidfd of container process {container_pid}"), e))?;
+        let (r, w) =
+            crate::streams::pipe().map_err(|e| Error::io("make a pipe for the stdio keeper", record, e))?;
         let (held, watched_raw, w_raw) = (fd.as_raw_fd(), watched.as_raw_fd(), w.as_raw_fd());
         // SAFETY: after fork the child makes only async-signal-safe system calls on
         // integers and static byte strings, then `_exit`s; it touches no Rust state.
         let child = unsafe { libc::fork() };
         if child < 0 {
-            return Err(sys("fork a stdio keeper"));
+            return Err(Error::io(
+                "fork the stdio keeper",
+                record,
+                io::Error::last_os_error(),
+            ));
         }
         if child == 0 {
             // SAFETY: see above; this is the forked child, which never returns.
@@ -93,12 +95,17 @@ impl Keeper {
             && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
         {}
         if got != buf.len() {
-            return Err(io::Error::other("the stdio keeper did not start"));
+            return Err(Error::io(
+                "start the stdio keeper",
+                record,
+                io::Error::other("it reported no pid"),
+            ));
         }
         let pid = i32::from_ne_bytes(buf);
         let pidfd = kcore_ns::pidfd_open(pid)
-            .map_err(|e| io::Error::other(format!("pidfd of the stdio keeper: {e}")))?;
-        std::fs::write(record, pid.to_string())?;
+            .map_err(|e| Error::ns(format!("pidfd of stdio keeper {pid}"), e))?;
+        std::fs::write(record, pid.to_string())
+            .map_err(|e| Error::io("record the stdio keeper", record, e))?;
         Ok(Keeper {
             pidfd,
             record: record.to_owned(),
@@ -108,14 +115,17 @@ impl Keeper {
     /// The keeper recorded at `record` for the container whose process is
     /// `container_pid`, and a copy of the descriptor it holds; `None` when there is
     /// none (or the recorded process is not that container's keeper).
-    pub(crate) fn reclaim(record: &Path, container_pid: i32) -> io::Result<Option<(Keeper, OwnedFd)>> {
+    pub(crate) fn reclaim(
+        record: &Path,
+        container_pid: i32,
+    ) -> Result<Option<(Keeper, OwnedFd)>> {
         let pid: i32 = match std::fs::read_to_string(record) {
             Ok(s) => match s.trim().parse() {
                 Ok(p) => p,
                 Err(_) => return Ok(None),
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+            Err(e) => return Err(Error::io("read the stdio keeper's record", record, e)),
         };
         let Ok(pidfd) = kcore_ns::pidfd_open(pid) else {
             return Ok(None);
@@ -136,7 +146,11 @@ impl Keeper {
         // SAFETY: a plain system call on integers.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), HELD, 0) };
         if fd < 0 {
-            return Err(sys("take the stdio keeper's descriptor"));
+            return Err(Error::io(
+                "take the descriptor of the stdio keeper",
+                record,
+                io::Error::last_os_error(),
+            ));
         }
         // SAFETY: pidfd_getfd returned a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };

@@ -541,13 +541,16 @@ async fn attach_keeps_stdin_and_terminal_across_an_agent_restart() {
     drop((w, out, p));
 
     // stdinOnce after the restart: the first client's detach still ends cat's input
+    // (the keeper goes too), so cat ends and so does the session. The code it ended
+    // with is not known to an agent that did not start it (it is not cat's parent), so
+    // the session's exit is not checked here; the container's end is.
     let mut p = attach_when_ready(&env, "r", "once", both).await;
     let mut out = p.stdout.take().unwrap();
     let mut w = p.stdin.take().unwrap();
     w.write_all(b"bye\n").await.unwrap();
     read_until(&mut out, "bye").await;
     w.shutdown().await.unwrap();
-    assert_eq!(exit_of(p).await, Exit::Code(0));
+    exit_of(p).await;
     let after = env.wait_pod("r", 20, |p| terminated(p, "once")).await;
 
     // the same containers throughout, none restarted
