@@ -94,10 +94,12 @@ impl Api {
             .await
             .unwrap();
         let _ = tcp.set_nodelay(true);
-        let name = rustls::pki_types::ServerName::IpAddress(
-            std::net::Ipv4Addr::LOCALHOST.into(),
-        );
-        let tls = self.tls.connect(name, tcp).await.expect("TLS to the API server");
+        let name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+        let tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .expect("TLS to the API server");
         let mut cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
         cfg.max_message_size = Some(64 << 20);
         let (ws, resp) = tokio_tungstenite::client_async_with_config(req, tls, Some(cfg))
@@ -171,12 +173,7 @@ async fn forwarded_round(api: &Api, p: &Arc<Payload>) -> Duration {
                     first[ch] = false;
                     continue;
                 }
-                assert_eq!(
-                    ch,
-                    0,
-                    "error channel: {}",
-                    String::from_utf8_lossy(&b[1..])
-                );
+                assert_eq!(ch, 0, "error channel: {}", String::from_utf8_lossy(&b[1..]));
                 let body = &b[1..];
                 let need = p.digest.len().saturating_sub(head.len()).min(body.len());
                 head.extend_from_slice(&body[..need]);
@@ -253,11 +250,19 @@ async fn exec_true(api: &Api, c: &Cluster) -> (Duration, Duration) {
     // the node's record of this session (the newest exec), once it has ended
     let deadline = Instant::now() + Duration::from_secs(5);
     let server = loop {
-        let last = c.sessions.recent().into_iter().rev().find(|s| s.kind == "exec");
+        let last = c
+            .sessions
+            .recent()
+            .into_iter()
+            .rev()
+            .find(|s| s.kind == "exec");
         if let Some(us) = last.and_then(|s| s.duration_micros) {
             break Duration::from_micros(us);
         }
-        assert!(Instant::now() < deadline, "the node never ended the session");
+        assert!(
+            Instant::now() < deadline,
+            "the node never ended the session"
+        );
         tokio::time::sleep(Duration::from_micros(200)).await;
     };
     (elapsed, server)
@@ -370,9 +375,9 @@ fn bench(c: &mut Criterion) {
                 ms(median(runs))
             );
         }
-        None => println!(
-            "kubectl exec p -- true: skipped, no kubectl on PATH or in target/tools/bin"
-        ),
+        None => {
+            println!("kubectl exec p -- true: skipped, no kubectl on PATH or in target/tools/bin")
+        }
     }
 
     // criterion's own figures for the two kcore paths

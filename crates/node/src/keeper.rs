@@ -51,8 +51,8 @@ impl Keeper {
     pub(crate) fn spawn(fd: &OwnedFd, container_pid: i32, record: &Path) -> Result<Keeper> {
         let watched = kcore_ns::pidfd_open(container_pid)
             .map_err(|e| Error::ns(format!("pidfd of container process {container_pid}"), e))?;
-        let (r, w) =
-            crate::streams::pipe().map_err(|e| Error::io("make a pipe for the stdio keeper", record, e))?;
+        let (r, w) = crate::streams::pipe()
+            .map_err(|e| Error::io("make a pipe for the stdio keeper", record, e))?;
         let (held, watched_raw, w_raw) = (fd.as_raw_fd(), watched.as_raw_fd(), w.as_raw_fd());
         // SAFETY: after fork the child makes only async-signal-safe system calls on
         // integers and static byte strings, then `_exit`s; it touches no Rust state.
@@ -115,10 +115,7 @@ impl Keeper {
     /// The keeper recorded at `record` for the container whose process is
     /// `container_pid`, and a copy of the descriptor it holds; `None` when there is
     /// none (or the recorded process is not that container's keeper).
-    pub(crate) fn reclaim(
-        record: &Path,
-        container_pid: i32,
-    ) -> Result<Option<(Keeper, OwnedFd)>> {
+    pub(crate) fn reclaim(record: &Path, container_pid: i32) -> Result<Option<(Keeper, OwnedFd)>> {
         let pid: i32 = match std::fs::read_to_string(record) {
             Ok(s) => match s.trim().parse() {
                 Ok(p) => p,
@@ -135,8 +132,8 @@ impl Keeper {
         if comm.strip_suffix(b"\n") != Some(&NAME[..NAME.len() - 1]) {
             return Ok(None);
         }
-        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{WATCHED}"))
-            .unwrap_or_default();
+        let info =
+            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{WATCHED}")).unwrap_or_default();
         if !info
             .lines()
             .any(|l| l.strip_prefix("Pid:").map(str::trim) == Some(&container_pid.to_string()))

@@ -1729,7 +1729,10 @@ fn adopt_stdio(
         None
     };
     if kept.is_none() && (tty || keep_stdin) {
-        tracing::info!(id, "no stdio keeper: the adopted container's stdin stays closed");
+        tracing::info!(
+            id,
+            "no stdio keeper: the adopted container's stdin stays closed"
+        );
     }
     match (tty, kept) {
         (true, Some((k, master))) => {

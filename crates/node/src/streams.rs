@@ -343,12 +343,7 @@ impl AttachIo {
     /// [`crate::keeper`]); recorded at `record`. Nothing to keep is no error.
     pub(crate) fn keep(&self, container_pid: i32, record: &Path) {
         let stdin = lock(&self.stdin);
-        let Some(fd) = self
-            .tty
-            .as_ref()
-            .or(stdin.as_ref())
-            .and_then(FdIo::owned)
-        else {
+        let Some(fd) = self.tty.as_ref().or(stdin.as_ref()).and_then(FdIo::owned) else {
             return;
         };
         match Keeper::spawn(fd, container_pid, record) {

@@ -473,7 +473,9 @@ async fn attach_keeps_stdin_and_terminal_across_an_agent_restart() {
     }))
     .await;
     let before = env
-        .wait_pod("r", 60, |p| ["in", "t", "once"].iter().all(|c| running(p, c)))
+        .wait_pod("r", 60, |p| {
+            ["in", "t", "once"].iter().all(|c| running(p, c))
+        })
         .await;
     let ids = |p: &Pod| -> Vec<(String, Option<String>, i32)> {
         let mut v: Vec<_> = p

@@ -457,12 +457,13 @@ async fn port_forward_cases(mode: Mode) {
 
     // through a Deployment: kubectl picks a pod by its selector (no controller runs
     // here, so the pod is `p`, which the selector matches)
-    let deploy: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
+    let deploy: k8s_openapi::api::apps::v1::Deployment =
+        serde_json::from_value(serde_json::json!({
         "metadata": {"name": "d", "namespace": "default"},
         "spec": {"selector": {"matchLabels": {"app": "p"}},
             "template": {"metadata": {"labels": {"app": "p"}},
                 "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}))
-    .unwrap();
+        .unwrap();
     c.server
         .api()
         .create(Some("default"), &deploy)
@@ -471,7 +472,11 @@ async fn port_forward_cases(mode: Mode) {
     let (mut dep, local) = forward(&c, mode, "deploy/d", &[":8080"]).await;
     let conn = tokio::spawn(one_connection(local[&8080], 8, 1000)).await;
     let _ = dep.kill().await;
-    assert!(conn.is_ok(), "through deploy/d: node saw {:?}", c.sessions.to_json());
+    assert!(
+        conn.is_ok(),
+        "through deploy/d: node saw {:?}",
+        c.sessions.to_json()
+    );
 
     let (mut child, local) = forward(&c, mode, "pod/p", &[":8080", ":9"]).await;
     let fwd = local[&8080];
