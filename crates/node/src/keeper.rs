@@ -188,7 +188,7 @@ impl Keeper {
 ///
 /// Call only in a freshly forked child; it never returns.
 unsafe fn keeper_child(held: i32, watched: i32, report: i32) -> ! {
-    // SAFETY (whole body): async-signal-safe system calls on integers and locals.
+    // SAFETY: async-signal-safe system calls on integers and locals only (the whole body).
     unsafe {
         let keeper = libc::fork();
         if keeper != 0 {
