@@ -74,6 +74,7 @@ mod events;
 mod healthcheck;
 mod images;
 mod ingress;
+mod keeper;
 mod logs;
 mod netctx;
 mod netpol;

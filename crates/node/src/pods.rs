@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, ErrorChain, Result};
 use crate::images::Images;
+use crate::keeper;
 use crate::logs::{self, LogFile};
 use crate::probes::{self, ProbeEnv, ProbeKind};
 use crate::refs::Refs;
@@ -589,9 +590,8 @@ impl PodWorker {
                 };
                 let log = Arc::new(Mutex::new(lf));
                 let fifo_dir = self.dir.join("fifo");
-                // the previous agent's stdin pipe or pty master is gone with it
-                let (io, tees) = AttachIo::new(None, false, None);
-                let pumps = attach_pumps(&fifo_dir, &id, log.clone(), &tees);
+                let spec = self.container_spec(name);
+                let (io, pumps) = adopt_stdio(&fifo_dir, &id, c.pid(), spec.as_ref(), &log);
                 let started_at = std::fs::metadata(c.state_dir())
                     .and_then(|m| m.modified())
                     .ok()
@@ -599,7 +599,6 @@ impl PodWorker {
                     .unwrap_or_else(now);
                 // probes start over, as after a start: readiness is earned again when
                 // the container has a readiness probe, and is immediate without one
-                let spec = self.container_spec(name);
                 let probe = spec.as_ref().map(|spec| {
                     probes::spawn(
                         self.env.probe.clone(),
@@ -1114,6 +1113,11 @@ impl PodWorker {
                     }
                 };
                 let pid = ctr.pid();
+                // the terminal or open stdin outlives this agent in a keeper
+                if tty || keep_stdin {
+                    let _ = std::fs::create_dir_all(&fifo_dir);
+                    io.keep(pid, &keeper::record_path(&fifo_dir, &id2));
+                }
                 let name = st_name;
                 std::thread::Builder::new()
                     .name(format!("wait-{pid}"))
@@ -1690,6 +1694,68 @@ fn make_fifos(dir: &Path, id: &str) -> Result<(std::os::fd::OwnedFd, std::os::fd
     let err = out.pop().expect("two");
     let o = out.pop().expect("two");
     Ok((o, err))
+}
+
+/// The attachable stdio of a container a previous agent started: its stdin pipe or pty
+/// master taken back from the keeper holding it (see [`crate::keeper`]), its output
+/// copied into the log and to attached clients again (call inside a tokio runtime).
+fn adopt_stdio(
+    fifo_dir: &Path,
+    id: &str,
+    pid: i32,
+    spec: Option<&Container>,
+    log: &Arc<Mutex<LogFile>>,
+) -> (Arc<AttachIo>, Vec<tokio::task::AbortHandle>) {
+    let tty = spec.is_some_and(|c| c.tty == Some(true));
+    let keep_stdin = spec.is_some_and(|c| c.stdin == Some(true));
+    let stdin_once = spec.is_some_and(|c| c.stdin_once == Some(true));
+    let record = keeper::record_path(fifo_dir, id);
+    let kept = if tty || keep_stdin {
+        match keeper::Keeper::reclaim(&record, pid) {
+            Ok(Some((k, fd))) => match FdIo::new(fd) {
+                Ok(f) => Some((k, f)),
+                Err(e) => {
+                    tracing::warn!(id, error = %ErrorChain(&e), "watch the kept stdio");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(id, error = %ErrorChain(&e), "take back the kept stdio");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if kept.is_none() && (tty || keep_stdin) {
+        tracing::info!(
+            id,
+            "no stdio keeper: the adopted container's stdin stays closed"
+        );
+    }
+    match (tty, kept) {
+        (true, Some((k, master))) => {
+            let (io, tees) = AttachIo::new(
+                keep_stdin.then(|| master.share()),
+                stdin_once,
+                Some(master.share()),
+            );
+            io.kept_by(k);
+            let t = tokio::spawn(logs::pump(master, "stdout", log.clone(), Some(tees.stdout)));
+            (io, vec![t.abort_handle()])
+        }
+        (true, None) => (AttachIo::new(None, stdin_once, None).0, Vec::new()),
+        (false, kept) => {
+            let (k, sink) = kept.unzip();
+            let (io, tees) = AttachIo::new(sink, stdin_once, None);
+            if let Some(k) = k {
+                io.kept_by(k);
+            }
+            let pumps = attach_pumps(fifo_dir, id, log.clone(), &tees);
+            (io, pumps)
+        }
+    }
 }
 
 /// Starts copying a container's FIFOs into its log file and to attached clients

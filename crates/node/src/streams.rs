@@ -32,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::error::ErrorChain;
+use crate::keeper::Keeper;
 
 /// Output chunks of a container, as attached clients receive them.
 pub(crate) type Chunk = Arc<[u8]>;
@@ -67,6 +68,11 @@ impl FdIo {
         FdIo {
             fd: self.fd.clone(),
         }
+    }
+
+    /// The descriptor, unless this handle was shut down.
+    pub(crate) fn owned(&self) -> Option<&OwnedFd> {
+        self.fd.as_ref().map(|f| f.get_ref())
     }
 
     fn raw(&self) -> Option<i32> {
@@ -280,6 +286,8 @@ pub(crate) struct AttachIo {
     stdin_once: bool,
     /// The pty master, when the container runs on a terminal.
     tty: Option<FdIo>,
+    /// The process that holds the stdin sink or pty master past the agent's life.
+    keeper: Arc<Mutex<Option<Keeper>>>,
     /// How the container ended, once it has.
     exit: watch::Sender<Option<Exit>>,
 }
@@ -318,6 +326,7 @@ impl AttachIo {
             stdin: Arc::new(Mutex::new(stdin)),
             stdin_once,
             tty,
+            keeper: Arc::default(),
             exit: watch::channel(None).0,
         };
         (
@@ -329,9 +338,34 @@ impl AttachIo {
         )
     }
 
+    /// Hands the container's terminal (or else its open stdin) to a keeper process
+    /// that holds it while the container runs, so that an agent restart keeps it (see
+    /// [`crate::keeper`]); recorded at `record`. Nothing to keep is no error.
+    pub(crate) fn keep(&self, container_pid: i32, record: &Path) {
+        let stdin = lock(&self.stdin);
+        let Some(fd) = self.tty.as_ref().or(stdin.as_ref()).and_then(FdIo::owned) else {
+            return;
+        };
+        match Keeper::spawn(fd, container_pid, record) {
+            Ok(k) => *lock(&self.keeper) = Some(k),
+            Err(e) => tracing::warn!(
+                error = %ErrorChain(&e),
+                "no stdio keeper: an agent restart will close the container's stdin"
+            ),
+        }
+    }
+
+    /// Adopts the keeper a previous agent started (see [`AttachIo::keep`]).
+    pub(crate) fn kept_by(&self, k: Keeper) {
+        *lock(&self.keeper) = Some(k);
+    }
+
     /// Records how the container ended: attached sessions end.
     pub(crate) fn exited(&self, exit: Exit) {
         self.exit.send_replace(Some(exit));
+        if let Some(k) = lock(&self.keeper).take() {
+            k.forget();
+        }
         // a client still holding stdin keeps nothing alive: the pipe's reader is gone
         lock(&self.stdin).take();
     }
@@ -377,7 +411,7 @@ impl AttachIo {
             Some(Box::pin(AttachStdin {
                 sink: Some(sink),
                 slot: self.stdin.clone(),
-                once: self.stdin_once,
+                once: self.stdin_once.then(|| self.keeper.clone()),
             }))
         } else {
             None
@@ -417,18 +451,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// An attached client's hold on a container's stdin: given back when the client
-/// detaches, or closed then when the container has `stdinOnce`.
+/// detaches, or closed then when the container has `stdinOnce` (`once` holds its
+/// keeper, which then ends too, so that the container reads end of file).
 struct AttachStdin {
     sink: Option<StdinSink>,
     slot: Arc<Mutex<Option<StdinSink>>>,
-    once: bool,
+    once: Option<Arc<Mutex<Option<Keeper>>>>,
 }
 
 impl AttachStdin {
     fn detach(&mut self) {
         if let Some(s) = self.sink.take() {
-            if !self.once {
-                *lock(&self.slot) = Some(s);
+            match &self.once {
+                None => *lock(&self.slot) = Some(s),
+                Some(keeper) => {
+                    if let Some(k) = lock(keeper).take() {
+                        k.release();
+                    }
+                }
             }
         }
     }

@@ -433,3 +433,139 @@ async fn exec_attach_and_port_forward_in_a_running_pod() {
     let out = read_all(ps.stdout.take()).await;
     assert!(out.contains("sleep 3600"), "{out}");
 }
+
+/// Attaches to `container` of pod `pod` once the agent has it registered (a restarted
+/// agent registers adopted containers as it syncs).
+async fn attach_when_ready(env: &Env, pod: &str, container: &str, streams: Streams) -> Process {
+    let be = env.streams.clone().expect("agent started");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match be.attach(target(env, pod, container), streams).await {
+            Ok(p) => return p,
+            Err(BackendError::NotFound(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("attach {pod}/{container}: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root"]
+async fn attach_keeps_stdin_and_terminal_across_an_agent_restart() {
+    let mut env = Env::new("10.77.32.0/24").await;
+    env.cfg.node_ip = std::net::Ipv4Addr::LOCALHOST;
+    env.start_agent();
+    env.create_pod(json!({
+        "metadata": {"name": "r"},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {"name": "in", "image": IMAGE, "imagePullPolicy": "Never",
+                 "command": ["cat"], "stdin": true},
+                {"name": "t", "image": IMAGE, "imagePullPolicy": "Never",
+                 "command": ["sh"], "stdin": true, "tty": true},
+                {"name": "once", "image": IMAGE, "imagePullPolicy": "Never",
+                 "command": ["cat"], "stdin": true, "stdinOnce": true}
+            ]
+        }
+    }))
+    .await;
+    let before = env
+        .wait_pod("r", 60, |p| {
+            ["in", "t", "once"].iter().all(|c| running(p, c))
+        })
+        .await;
+    let ids = |p: &Pod| -> Vec<(String, Option<String>, i32)> {
+        let mut v: Vec<_> = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| (c.name, c.container_id, c.restart_count))
+            .collect();
+        v.sort();
+        v
+    };
+    let both = Streams {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        tty: false,
+    };
+    let tty = Streams {
+        stdin: true,
+        stdout: true,
+        stderr: false,
+        tty: true,
+    };
+    {
+        let mut p = attach_when_ready(&env, "r", "in", both).await;
+        let mut out = p.stdout.take().unwrap();
+        let mut w = p.stdin.take().unwrap();
+        w.write_all(b"before\n").await.unwrap();
+        read_until(&mut out, "before").await;
+        let mut p = attach_when_ready(&env, "r", "t", tty).await;
+        let mut out = p.stdout.take().unwrap();
+        let mut w = p.stdin.take().unwrap();
+        w.write_all(b"export MARK=kept\n").await.unwrap();
+        w.write_all(b"echo $((6*7))\n").await.unwrap();
+        read_until(&mut out, "42").await;
+    }
+
+    // the agent goes away and a new one starts: the containers' stdin and terminal were
+    // held meanwhile (cat has not read end of file, the shell has not hung up)
+    env.stop_agent().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.start_agent();
+
+    // stdin: a new client's input reaches the same cat
+    let mut p = attach_when_ready(&env, "r", "in", both).await;
+    let mut out = p.stdout.take().unwrap();
+    let mut w = p
+        .stdin
+        .take()
+        .expect("the adopted container's stdin is attachable");
+    w.write_all(b"after\n").await.unwrap();
+    read_until(&mut out, "after").await;
+    drop((w, out, p));
+
+    // the terminal: the same shell (its variable survives), still on its pty
+    let mut p = attach_when_ready(&env, "r", "t", tty).await;
+    assert!(p.resize.is_some(), "the adopted container has its terminal");
+    let mut out = p.stdout.take().unwrap();
+    let mut w = p.stdin.take().unwrap();
+    w.write_all(b"echo mark=$MARK; tty\n").await.unwrap();
+    let seen = read_until(&mut out, "/dev/pts/").await;
+    assert!(seen.contains("mark=kept"), "{seen}");
+    drop((w, out, p));
+
+    // stdinOnce after the restart: the first client's detach still ends cat's input
+    // (the keeper goes too), so cat ends and so does the session. The code it ended
+    // with is not known to an agent that did not start it (it is not cat's parent), so
+    // the session's exit is not checked here; the container's end is.
+    let mut p = attach_when_ready(&env, "r", "once", both).await;
+    let mut out = p.stdout.take().unwrap();
+    let mut w = p.stdin.take().unwrap();
+    w.write_all(b"bye\n").await.unwrap();
+    read_until(&mut out, "bye").await;
+    w.shutdown().await.unwrap();
+    exit_of(p).await;
+    let after = env.wait_pod("r", 20, |p| terminated(p, "once")).await;
+
+    // the same containers throughout, none restarted
+    let (b, a) = (ids(&before), ids(&after));
+    assert_eq!(b.len(), 3);
+    for (x, y) in b.iter().zip(&a) {
+        assert_eq!((&x.0, &x.1), (&y.0, &y.1), "{a:?}");
+        assert_eq!(y.2, 0, "{a:?}");
+    }
+    let (code, log) = env
+        .agent_get(&format!("/containerLogs/{}/r/in", env.namespace))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(log, "before\nafter\n");
+    env.stop_agent().await;
+}

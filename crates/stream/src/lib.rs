@@ -143,6 +143,61 @@ pub struct Process {
     pub kill: Option<Kill>,
 }
 
+impl Process {
+    /// The session of a spawned child process: its piped stdin, stdout and stderr (those
+    /// not piped stay `None`), its exit status (a signal as [`Exit::Signal`]), and a kill
+    /// that sends `SIGKILL` to the process group the child leads, or to the child alone
+    /// when it leads none. Spawn it with `process_group(0)` (or `setsid`) so that a
+    /// client going away also ends what the command started.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+    /// let child = tokio::process::Command::new("sh")
+    ///     .args(["-c", "exit 3"])
+    ///     .process_group(0)
+    ///     .spawn()?;
+    /// let p = kcore_stream::Process::from_child(child);
+    /// assert!(p.stdin.is_none() && p.kill.is_some());
+    /// assert_eq!(p.exit.await?, kcore_stream::Exit::Code(3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_child(mut child: tokio::process::Child) -> Process {
+        let pid = child.id().and_then(|p| i32::try_from(p).ok());
+        Process {
+            stdin: child.stdin.take().map(|s| Box::pin(s) as Writer),
+            stdout: child.stdout.take().map(|s| Box::pin(s) as Reader),
+            stderr: child.stderr.take().map(|s| Box::pin(s) as Reader),
+            resize: None,
+            kill: Some(Box::new(move || {
+                if let Some(pid) = pid {
+                    // SAFETY: kill(2) takes no pointers. A session calls the kill only
+                    // while the exit future has not reported (reaped) the child, so the
+                    // pid and group id still name it.
+                    unsafe {
+                        if libc::kill(-pid, libc::SIGKILL) != 0 {
+                            libc::kill(pid, libc::SIGKILL);
+                        }
+                    }
+                }
+            })),
+            exit: Box::pin(async move {
+                use std::os::unix::process::ExitStatusExt;
+                let st = child
+                    .wait()
+                    .await
+                    .map_err(|e| BackendError::Internal(format!("wait for the process: {e}")))?;
+                Ok(match (st.code(), st.signal()) {
+                    (Some(c), _) => Exit::Code(c),
+                    (None, Some(s)) => Exit::Signal(s),
+                    (None, None) => Exit::Code(-1),
+                })
+            }),
+        }
+    }
+}
+
 /// What ends a process whose client went away (see [`Process::kill`]).
 pub type Kill = Box<dyn FnOnce() + Send>;
 

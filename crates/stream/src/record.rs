@@ -54,6 +54,11 @@ pub struct SessionRecord {
     pub container: String,
     /// When the session started, in seconds since the epoch.
     pub started: u64,
+    /// The session's number on this node (set by [`Sessions::record`]).
+    pub id: u64,
+    /// The session's span on the node, in microseconds: from the request's arrival to
+    /// the session's end (for an exec, past its exit status); `None` while it runs.
+    pub duration_micros: Option<u64>,
 }
 
 /// Recent sessions, shared by every handler of a node's server.
@@ -72,11 +77,13 @@ pub struct Sessions {
 struct Inner {
     recent: VecDeque<SessionRecord>,
     counts: BTreeMap<String, u64>,
+    next: u64,
 }
 
 impl Sessions {
-    /// Records a session that just negotiated its protocol.
-    pub fn record(&self, r: SessionRecord) {
+    /// Records a session that just negotiated its protocol; returns its number (for
+    /// [`Sessions::finish`]).
+    pub fn record(&self, mut r: SessionRecord) -> u64 {
         tracing::info!(
             kind = r.kind,
             transport = r.transport.as_str(),
@@ -95,10 +102,21 @@ impl Sessions {
                 r.protocol
             ))
             .or_default() += 1;
+        g.next += 1;
+        r.id = g.next;
         if g.recent.len() == KEEP {
             g.recent.pop_front();
         }
         g.recent.push_back(r);
+        g.next
+    }
+
+    /// Records that session `id` ended, `span` after its request arrived.
+    pub fn finish(&self, id: u64, span: std::time::Duration) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = g.recent.iter_mut().rev().find(|r| r.id == id) {
+            r.duration_micros = Some(u64::try_from(span.as_micros()).unwrap_or(u64::MAX));
+        }
     }
 
     /// The recent sessions, oldest first.

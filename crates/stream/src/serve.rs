@@ -84,6 +84,7 @@ pub async fn serve<B>(
     target: Target,
     mut req: Request<B>,
 ) -> Response<String> {
+    let begun = std::time::Instant::now();
     let query = parse_query(req.uri().query().unwrap_or(""));
     let headers = req.headers();
     let websocket = header_is(headers, header::UPGRADE, "websocket")
@@ -218,7 +219,7 @@ pub async fn serve<B>(
         }
         Transport::Spdy
     };
-    sessions.record(SessionRecord {
+    let id = sessions.record(SessionRecord {
         kind: kind.name(),
         transport,
         protocol: protocol.clone(),
@@ -226,7 +227,10 @@ pub async fn serve<B>(
         pod: target.pod.clone(),
         container: target.container.clone(),
         started: now(),
+        id: 0,
+        duration_micros: None,
     });
+    let sessions = sessions.clone();
     let upgrade = hyper::upgrade::on(&mut req);
     let span = tracing::info_span!(
         "stream_session",
@@ -238,7 +242,6 @@ pub async fn serve<B>(
         container = %target.container,
     );
     let command = (kind == Kind::Exec).then_some(command);
-    let begun = std::time::Instant::now();
     tokio::spawn(
         async move {
             let io = match upgrade.await {
@@ -270,8 +273,10 @@ pub async fn serve<B>(
                     crate::portforward::channels(ws, framing, backend, target, ports).await
                 }
             }
+            let span = begun.elapsed();
+            sessions.finish(id, span);
             tracing::debug!(
-                elapsed_ms = begun.elapsed().as_secs_f64() * 1000.0,
+                elapsed_ms = span.as_secs_f64() * 1000.0,
                 "streaming session ended"
             );
         }

@@ -180,6 +180,9 @@ async fn exec_cases(mode: Mode) {
     tty_case(&c, mode).await;
     assert_eq!(c.last("exec"), (want_transport, want_protocol.into()));
 
+    cp_case(&c, mode).await;
+    assert_eq!(c.last("exec"), (want_transport, want_protocol.into()));
+
     // discovery lists the subresources
     let out = run(&c, mode, &["get", "--raw", "/api/v1"], None).await;
     for sub in ["pods/exec", "pods/attach", "pods/portforward"] {
@@ -198,6 +201,60 @@ async fn exec_cases(mode: Mode) {
         out.stderr
     );
     c.stop().await;
+}
+
+/// The files under `dir` (relative paths) and their contents, sorted.
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// `kubectl cp` of a directory (a nested one inside, a binary file) into the pod and
+/// back out: tar through exec both ways.
+async fn cp_case(c: &Cluster, mode: Mode) {
+    let root = c.cache.parent().unwrap().to_owned();
+    let src = root.join(format!("cp-src-{mode:?}"));
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    std::fs::write(src.join("a.txt"), "alpha\n").unwrap();
+    std::fs::write(src.join("sub/b.bin"), noise(5, 300_000)).unwrap();
+    std::fs::write(src.join("sub/deeper/c.txt"), format!("over {mode:?}\n")).unwrap();
+    // the host backend's pod runs in `<root>/pod`: the copy lands there
+    let remote = root.join("pod").join(format!("cp-{mode:?}"));
+    let remote_arg = format!("p:{}", remote.display());
+    let out = run(
+        c,
+        mode,
+        &["cp", "-c", "c", src.to_str().unwrap(), &remote_arg],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "cp in: {}", out.stderr);
+    let want = tree(&src);
+    assert_eq!(want.len(), 3);
+    assert!(tree(&remote) == want, "the copy in differs");
+    let back = root.join(format!("cp-back-{mode:?}"));
+    let out = run(
+        c,
+        mode,
+        &["cp", "-c", "c", &remote_arg, back.to_str().unwrap()],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "cp out: {}", out.stderr);
+    assert!(tree(&back) == want, "the copy out differs");
 }
 
 /// A process's state letter from `/proc/<pid>/stat` (`None`: no such process).
@@ -397,6 +454,29 @@ async fn port_forward_cases(mode: Mode) {
             c.sessions.to_json()
         );
     }
+
+    // through a Deployment: kubectl picks a pod by its selector (no controller runs
+    // here, so the pod is `p`, which the selector matches)
+    let deploy: k8s_openapi::api::apps::v1::Deployment =
+        serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "d", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": "p"}},
+            "template": {"metadata": {"labels": {"app": "p"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}))
+        .unwrap();
+    c.server
+        .api()
+        .create(Some("default"), &deploy)
+        .await
+        .unwrap();
+    let (mut dep, local) = forward(&c, mode, "deploy/d", &[":8080"]).await;
+    let conn = tokio::spawn(one_connection(local[&8080], 8, 1000)).await;
+    let _ = dep.kill().await;
+    assert!(
+        conn.is_ok(),
+        "through deploy/d: node saw {:?}",
+        c.sessions.to_json()
+    );
 
     let (mut child, local) = forward(&c, mode, "pod/p", &[":8080", ":9"]).await;
     let fwd = local[&8080];

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kcore_apiserver::{ApiServer, RunningServer};
 use kcore_stream::{
-    Backend, BackendError, BoxFuture, Duplex, Exit, Process, Sessions, Streams, Target, Transport,
+    Backend, BackendError, BoxFuture, Duplex, Process, Sessions, Streams, Target, Transport,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
@@ -53,7 +53,7 @@ impl Backend for HostBackend {
                 return tty_exec(&self.dir, &command);
             }
             let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
-            let mut child = Command::new(&command[0])
+            let child = Command::new(&command[0])
                 .args(&command[1..])
                 .current_dir(&self.dir)
                 .stdin(pipe(streams.stdin))
@@ -62,34 +62,7 @@ impl Backend for HostBackend {
                 .process_group(0)
                 .spawn()
                 .map_err(|e| BackendError::Internal(format!("{}: {e}", command[0])))?;
-            Ok(Process {
-                stdin: child
-                    .stdin
-                    .take()
-                    .map(|s| Box::pin(s) as kcore_stream::Writer),
-                stdout: child
-                    .stdout
-                    .take()
-                    .map(|s| Box::pin(s) as kcore_stream::Reader),
-                stderr: child
-                    .stderr
-                    .take()
-                    .map(|s| Box::pin(s) as kcore_stream::Reader),
-                resize: None,
-                kill: Some(kill_group(child.id())),
-                exit: Box::pin(async move {
-                    use std::os::unix::process::ExitStatusExt;
-                    let st = child
-                        .wait()
-                        .await
-                        .map_err(|e| BackendError::Internal(e.to_string()))?;
-                    Ok(match (st.code(), st.signal()) {
-                        (Some(c), _) => Exit::Code(c),
-                        (None, Some(s)) => Exit::Signal(s),
-                        (None, None) => Exit::Code(-1),
-                    })
-                }),
-            })
+            Ok(Process::from_child(child))
         })
     }
 
@@ -122,6 +95,8 @@ pub struct Cluster {
     /// The loopback port behind the pod's port 8080 (for direct comparisons).
     pub pod_8080: u16,
     pub server: RunningServer,
+    /// The cluster CA's certificate (PEM): it signs the API server's and the node's.
+    pub ca_pem: String,
     pub sessions: Sessions,
     pub kubeconfig: PathBuf,
     pub cache: PathBuf,
@@ -277,6 +252,7 @@ pub async fn start() -> Cluster {
     Cluster {
         pod_8080,
         server,
+        ca_pem: ca.cert_pem().to_owned(),
         sessions,
         kubeconfig,
         cache: dir.path().join("cache"),
@@ -326,7 +302,7 @@ fn tty_exec(dir: &std::path::Path, command: &[String]) -> Result<Process, Backen
         .stdout(Stdio::from(slave.try_clone().map_err(io)?))
         .stderr(Stdio::from(slave));
     controlling_terminal(&mut cmd);
-    let mut child = cmd.spawn().map_err(io)?;
+    let child = cmd.spawn().map_err(io)?;
     drop(cmd);
     let writer = master.try_clone().map_err(io)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<kcore_stream::TerminalSize>();
@@ -346,25 +322,7 @@ fn tty_exec(dir: &std::path::Path, command: &[String]) -> Result<Process, Backen
     Ok(Process {
         stdin: Some(Box::pin(tokio::fs::File::from_std(writer))),
         stdout: Some(Box::pin(tokio::fs::File::from_std(master))),
-        stderr: None,
         resize: Some(tx),
-        kill: Some(kill_group(child.id())),
-        exit: Box::pin(async move {
-            let st = child
-                .wait()
-                .await
-                .map_err(|e| BackendError::Internal(e.to_string()))?;
-            Ok(Exit::Code(st.code().unwrap_or(-1)))
-        }),
-    })
-}
-
-/// Kills the process group `pid` leads (the exec'd process and what it started).
-fn kill_group(pid: Option<u32>) -> kcore_stream::Kill {
-    Box::new(move || {
-        if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-            // SAFETY: kill(2) takes no pointers; the group is the test's own child's.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-        }
+        ..Process::from_child(child)
     })
 }
