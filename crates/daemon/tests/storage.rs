@@ -396,7 +396,9 @@ fn the_demo_database_on_loop_volumes_keeps_its_records_and_goes_with_its_set() {
         "{records}"
     );
 
-    // expansion grows the file system, online
+    // expansion grows the file system: online where the node may resize a mounted file
+    // system, else once no pod uses the volume (scaled to 0 here, as for an offline
+    // expansion upstream)
     m.kubectl(&[
         "patch",
         "pvc",
@@ -404,11 +406,30 @@ fn the_demo_database_on_loop_volumes_keeps_its_records_and_goes_with_its_set() {
         "-p",
         r#"{"spec":{"resources":{"requests":{"storage":"48Mi"}}}}"#,
     ]);
-    wait_for(60, "the claim's capacity to grow", || {
+    m.kubectl(&["scale", "statefulset/users", "--replicas=0"]);
+    wait_for(120, "the claim's capacity to grow", || {
         let p = m.kubectl_json(&["get", "pvc", "data-users-0"]);
         (p["status"]["capacity"]["storage"] == "48Mi").then_some(())
     });
+    m.kubectl(&["scale", "statefulset/users", "--replicas=1"]);
+    m.kubectl(&["rollout", "status", "statefulset/users", "--timeout=180s"]);
+    wait_for(60, "the database to answer", || {
+        m.kubectl_with(
+            &m.kubeconfig(),
+            &[
+                "exec",
+                "users-0",
+                "--",
+                "wget",
+                "-qO-",
+                "http://127.0.0.1:8080/users",
+            ],
+        )
+        .0
+        .then_some(())
+    });
     assert_eq!(std::fs::metadata(&image).unwrap().len(), 48 << 20);
+    assert!(attached(&image), "mounted again for the new pod");
     let kib = data_kib(&m);
     assert!(kib > 32 * 1024, "{kib} KiB after growing to 48Mi");
     let out = m.kubectl(&[

@@ -162,7 +162,8 @@ fn run(tool_name: &str, args: &[&std::ffi::OsStr], on: &Path, ok: &[i32]) -> Res
 
 /// Makes a volume of `size` bytes with a fresh `fs_type` file system and mounts it on
 /// `dir` (made if missing), writable by every user as a directory volume is. On failure
-/// nothing is left behind.
+/// nothing is left behind; a file system already in the image (an earlier call was
+/// interrupted before the volume was recorded) is kept.
 pub fn create(dir: &Path, size: u64, fs_type: &str) -> Result<()> {
     check(fs_type)?;
     if size < 1 << 20 {
@@ -171,26 +172,31 @@ pub fn create(dir: &Path, size: u64, fs_type: &str) -> Result<()> {
     let image = image_of(dir);
     let _g = lock();
     let made = (|| {
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&image)
-            .map_err(io("create", &image))?;
-        f.set_len(size).map_err(io("size", &image))?;
-        drop(f);
-        // no blocks reserved for root: the whole capacity is the pod's
-        run(
-            &format!("mkfs.{fs_type}"),
-            &[
-                "-q".as_ref(),
-                "-F".as_ref(),
-                "-m".as_ref(),
-                "0".as_ref(),
-                image.as_os_str(),
-            ],
-            &image,
-            &[0],
-        )?;
+        // a whole volume an interrupted provisioning left is taken as made; a partial
+        // one is made again
+        if fs_bytes(&image).is_err() {
+            let f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&image)
+                .map_err(io("create", &image))?;
+            f.set_len(size).map_err(io("size", &image))?;
+            drop(f);
+            // no blocks reserved for root: the whole capacity is the pod's
+            run(
+                &format!("mkfs.{fs_type}"),
+                &[
+                    "-q".as_ref(),
+                    "-F".as_ref(),
+                    "-m".as_ref(),
+                    "0".as_ref(),
+                    image.as_os_str(),
+                ],
+                &image,
+                &[0],
+            )?;
+        }
         mount_locked(dir, fs_type)?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
@@ -397,6 +403,7 @@ fn mount_locked(dir: &Path, fs_type: &str) -> Result<()> {
 
 /// Unmounts the volume on `dir` if mounted (the loop device goes with it once nothing
 /// else uses the file system); lazily if the file system is still busy.
+#[cfg(test)]
 pub fn unmount(dir: &Path) -> Result<()> {
     let _g = lock();
     unmount_locked(dir)

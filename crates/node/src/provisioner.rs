@@ -527,6 +527,7 @@ impl LocalProvisioner {
                         Error::Config(format!("growing volume {pv_name} panicked: {e}"))
                     })?;
                 if let Err(e) = grown {
+                    let in_use = matches!(e, crate::loopfs::LoopFsError::InUse);
                     let e = Error::LoopVolume {
                         path: dir,
                         source: e,
@@ -538,6 +539,11 @@ impl LocalProvisioner {
                         &format!("resize volume {pv_name:?} failed: {}", ErrorChain(&e)),
                         &format!("resize-failed/{}", want_q.0),
                     );
+                    if in_use {
+                        // retried at every pass until the pods are gone
+                        tracing::debug!(volume = %pv_name, "a loop volume waits to grow offline");
+                        return Ok(());
+                    }
                     return Err(e);
                 }
             }
