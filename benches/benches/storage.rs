@@ -132,6 +132,7 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let daemon = Daemon::start("bench").await;
+        println!("kcored up → node Ready: {:.0} ms", ms(daemon.up));
         let c = &daemon.client;
         // a first set of each kind warms the caches and the image; not counted
         round(c, "warm-claims", true).await;
