@@ -3,43 +3,4 @@
 # (create → Running, image present) for 1, 10 and 100 pods at once, p50 / p99.
 #
 #   sudo benches/startup.sh
-#
-# Everything runs in a network namespace made for the run (a veth with 192.0.2.50 and a
-# default route through it), with its own state directory; both are removed at the end.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "startup.sh: needs root" >&2; exit 1; }
-TARGET=${CARGO_TARGET_DIR:-target}
-HOST=$(rustc -vV | sed -n 's/^host: //p')
-
-cargo build --release --locked -p kcored --bins
-CARGO_TARGET_DIR="$TARGET/demo-static" RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --release --locked -p kcore-demo --target "$HOST"
-BENCH=$(cargo bench --locked -p kcore-benches --bench startup --no-run 2>&1 \
-  | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)
-[ -x "$BENCH" ] || { echo "startup.sh: could not find the bench executable" >&2; exit 1; }
-
-NS=kcore-bench-$$
-DATA=$(mktemp -d /tmp/kcore-startup-XXXXXX)
-LOG="$TARGET/startup-kcored.log"
-cleanup() {
-  cp "$DATA/kcored.log" "$LOG" 2>/dev/null && echo "kcored's log: $LOG"
-  ip netns del "$NS" 2>/dev/null || true
-  for m in $(awk -v d="$DATA" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
-    umount -l "$m" 2>/dev/null || true
-  done
-  rm -rf "$DATA"
-}
-trap cleanup EXIT
-ip netns add "$NS"
-ip -n "$NS" link set lo up
-ip -n "$NS" link add eth0 type veth peer name eth0p
-ip -n "$NS" addr add 192.0.2.50/24 dev eth0
-ip -n "$NS" link set eth0p up
-ip -n "$NS" link set eth0 up
-ip -n "$NS" route add default dev eth0
-
-"$TARGET/release/kcore" image --root "$DATA" build -t kcore.local/demo:v1 \
-  --add "$TARGET/demo-static/$HOST/release/kcore-demo:/bin/kcore-demo" --entrypoint /bin/kcore-demo >/dev/null
-KCORED="$(realpath "$TARGET/release/kcored")" KCORE_DATA="$DATA" KCORE_NODE_IP=192.0.2.50 \
-  nsenter --net="/run/netns/$NS" "$BENCH"
+exec "$(dirname "$0")/cluster-bench.sh" startup

@@ -4,6 +4,11 @@
 //! and back to three; a claim of an expandable class grows through upstream's resize
 //! flow; and with reclaim policy Retain, deleting the claims leaves the volumes Released
 //! with their data.
+//!
+//! The demo database as a StatefulSet on loop-mounted volumes (`fsType: ext4`): its
+//! records outlive its pod, a write past the claim's capacity fails with ENOSPC, the
+//! claim grows with its file system, and `whenDeleted: Delete` with reclaim policy
+//! Delete removes the claims, the volumes, their files and their mounts.
 
 mod common;
 
@@ -200,5 +205,264 @@ fn statefulset_claims_survive_scaling_grow_and_are_retained() {
     }
     let table = m.kubectl(&["get", "pv"]);
     assert_eq!(table.matches("Released").count(), 3, "{table}");
+    m.stop_kcored(true);
+}
+
+/// An expandable class of loop-mounted ext4 volumes, and the demo database as a
+/// StatefulSet whose claims go with it.
+const DB: &str = r#"
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: sized}
+provisioner: kcore.dev/local-path
+parameters: {fsType: ext4}
+reclaimPolicy: Delete
+volumeBindingMode: WaitForFirstConsumer
+allowVolumeExpansion: true
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: users}
+spec:
+  serviceName: users
+  replicas: 1
+  podManagementPolicy: Parallel
+  selector: {matchLabels: {app: users}}
+  persistentVolumeClaimRetentionPolicy: {whenScaled: Retain, whenDeleted: Delete}
+  template:
+    metadata: {labels: {app: users}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: db
+        image: kcore.local/demo:v1
+        imagePullPolicy: IfNotPresent
+        args: ["db", "0.0.0.0:8080", "/data/users.jsonl"]
+        volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      storageClassName: sized
+      resources: {requests: {storage: 16Mi}}
+"#;
+
+/// Why this host cannot loop-mount volumes, if it cannot.
+fn no_loop_volumes() -> Option<String> {
+    if !std::path::Path::new("/dev/loop-control").exists() {
+        return Some("no /dev/loop-control".into());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .any(|d| d.join("mkfs.ext4").is_file());
+    (!found).then(|| "no mkfs.ext4 on PATH or in /usr/sbin".into())
+}
+
+/// What `users-0`'s database answers to `GET /users`.
+fn users(m: &Machine) -> String {
+    m.kubectl(&[
+        "exec",
+        "users-0",
+        "--",
+        "wget",
+        "-qO-",
+        "http://127.0.0.1:8080/users",
+    ])
+}
+
+/// Total KiB of the file system on the pod's `/data`, as `df` inside it sees it.
+fn data_kib(m: &Machine) -> u64 {
+    let df = m.kubectl(&["exec", "users-0", "--", "df", "-k", "/data"]);
+    df.lines()
+        .last()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("df: {df}"))
+}
+
+/// Whether a loop device still has `image` as its backing file.
+fn attached(image: &std::path::Path) -> bool {
+    std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read_to_string(e.path().join("loop/backing_file"))
+                .is_ok_and(|b| b.trim() == image.to_string_lossy())
+        })
+}
+
+#[test]
+#[ignore = "needs root"]
+fn the_demo_database_on_loop_volumes_keeps_its_records_and_goes_with_its_set() {
+    if let Some(why) = no_loop_volumes() {
+        eprintln!("skipped: loop-mounted volumes need {why}");
+        return;
+    }
+    let mut m = Machine::new("kl", Some(NODE_IP));
+    build_demo_image(&m.data, "v1");
+    m.start_kcored(&[
+        "up",
+        "--listen",
+        "127.0.0.1:6443",
+        "--node-ip",
+        NODE_IP,
+        "--node-name",
+        "store",
+    ]);
+    m.wait_node_ready("store");
+    let app = m.data.join("db.yaml");
+    std::fs::write(&app, DB).unwrap();
+    m.kubectl(&["apply", "-f", app.to_str().unwrap()]);
+    m.kubectl(&["rollout", "status", "statefulset/users", "--timeout=180s"]);
+    let pvc = m.kubectl_json(&["get", "pvc", "data-users-0"]);
+    assert_eq!(pvc["status"]["phase"], "Bound", "{pvc}");
+    assert_eq!(
+        pvc["metadata"]["ownerReferences"][0]["name"], "users",
+        "whenDeleted: Delete makes the set own its claims: {pvc}"
+    );
+    let pv_name = pvc["spec"]["volumeName"].as_str().unwrap().to_owned();
+    let pv = m.kubectl_json(&["get", "pv", &pv_name]);
+    assert_eq!(pv["spec"]["local"]["fsType"], "ext4", "{pv}");
+    let dir = std::path::PathBuf::from(pv["spec"]["local"]["path"].as_str().unwrap());
+    let image = std::path::PathBuf::from(format!("{}.img", dir.display()));
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 16 << 20);
+    assert!(attached(&image), "{} is on a loop device", image.display());
+    // the pod sees a file system of the claim's size, not the host's
+    let kib = data_kib(&m);
+    assert!((8 * 1024..=16 * 1024).contains(&kib), "{kib} KiB");
+
+    // records written through the database
+    for name in ["ada", "grace"] {
+        let out = m.kubectl(&[
+            "exec",
+            "users-0",
+            "--",
+            "wget",
+            "-qO-",
+            &format!("--post-data={{\"name\":\"{name}\"}}"),
+            "http://127.0.0.1:8080/users",
+        ]);
+        assert!(out.contains(name), "{out}");
+    }
+    // a write past the capacity fails, and nothing outside the volume fills up
+    let out = m.kubectl(&[
+        "exec",
+        "users-0",
+        "--",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/data/fill bs=1M count=64 2>&1; echo rc=$?; rm -f /data/fill",
+    ]);
+    assert!(
+        out.contains("No space left on device") && !out.contains("rc=0"),
+        "{out}"
+    );
+
+    // the pod goes; its replacement has the same claim and the records
+    let uid = m.kubectl_json(&["get", "pod", "users-0"])["metadata"]["uid"].clone();
+    m.kubectl(&["delete", "pod", "users-0", "--wait=true", "--timeout=60s"]);
+    wait_for(120, "a new users-0 Running", || {
+        let p = m.kubectl_json(&["get", "pods", "-l", "app=users"]);
+        p["items"]
+            .as_array()?
+            .iter()
+            .any(|p| p["metadata"]["uid"] != uid && p["status"]["phase"] == "Running")
+            .then_some(())
+    });
+    let pvc = m.kubectl_json(&["get", "pvc", "data-users-0"]);
+    assert_eq!(
+        pvc["spec"]["volumeName"],
+        pv_name.as_str(),
+        "the same claim and volume"
+    );
+    let records = wait_for(60, "the database to answer", || {
+        let (ok, out) = m.kubectl_with(
+            &m.kubeconfig(),
+            &[
+                "exec",
+                "users-0",
+                "--",
+                "wget",
+                "-qO-",
+                "http://127.0.0.1:8080/users",
+            ],
+        );
+        ok.then_some(out)
+    });
+    assert!(
+        records.contains("ada") && records.contains("grace"),
+        "{records}"
+    );
+
+    // expansion grows the file system: online where the node may resize a mounted file
+    // system, else once no pod uses the volume (scaled to 0 here, as for an offline
+    // expansion upstream)
+    m.kubectl(&[
+        "patch",
+        "pvc",
+        "data-users-0",
+        "-p",
+        r#"{"spec":{"resources":{"requests":{"storage":"48Mi"}}}}"#,
+    ]);
+    m.kubectl(&["scale", "statefulset/users", "--replicas=0"]);
+    wait_for(120, "the claim's capacity to grow", || {
+        let p = m.kubectl_json(&["get", "pvc", "data-users-0"]);
+        (p["status"]["capacity"]["storage"] == "48Mi").then_some(())
+    });
+    m.kubectl(&["scale", "statefulset/users", "--replicas=1"]);
+    m.kubectl(&["rollout", "status", "statefulset/users", "--timeout=180s"]);
+    wait_for(60, "the database to answer", || {
+        m.kubectl_with(
+            &m.kubeconfig(),
+            &[
+                "exec",
+                "users-0",
+                "--",
+                "wget",
+                "-qO-",
+                "http://127.0.0.1:8080/users",
+            ],
+        )
+        .0
+        .then_some(())
+    });
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 48 << 20);
+    assert!(attached(&image), "mounted again for the new pod");
+    let kib = data_kib(&m);
+    assert!(kib > 32 * 1024, "{kib} KiB after growing to 48Mi");
+    let out = m.kubectl(&[
+        "exec",
+        "users-0",
+        "--",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/data/fill bs=1M count=24 2>&1 && rm /data/fill && echo grown",
+    ]);
+    assert!(out.contains("grown"), "{out}");
+    assert!(users(&m).contains("grace"));
+
+    // deleting the set deletes its claims (whenDeleted: Delete), and reclaim Delete
+    // the volume, its mount, its loop device, its image and its directory
+    m.kubectl(&[
+        "delete",
+        "statefulset",
+        "users",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    wait_for(120, "the claim to go", || {
+        let (_, out) = m.kubectl_with(&m.kubeconfig(), &["get", "pvc", "data-users-0"]);
+        out.contains("NotFound").then_some(())
+    });
+    wait_for(60, "the volume to go", || {
+        let (_, out) = m.kubectl_with(&m.kubeconfig(), &["get", "pv", &pv_name]);
+        out.contains("NotFound").then_some(())
+    });
+    wait_for(30, "the files to go", || {
+        (!dir.exists() && !image.exists()).then_some(())
+    });
+    assert!(!attached(&image), "the loop device was detached");
     m.stop_kcored(true);
 }

@@ -98,6 +98,13 @@ impl NodeAgent {
         if cfg.vxlan {
             crate::overlay::teardown(&cfg, node_ns.as_ref()).await?;
         }
+        // loop-mounted volumes are unmounted (freeing their loop devices); their
+        // images, like every volume's data, stay
+        let volumes = cfg.dir("volumes");
+        crate::loopfs::unmount_all(&volumes).map_err(|source| Error::LoopVolume {
+            path: volumes,
+            source,
+        })?;
         let pods = Arc::into_inner(pods)
             .ok_or_else(|| Error::Config("node state still shared after cleanup".into()))?;
         if let Some(bridge) = pods.sandbox.bridge {

@@ -17,6 +17,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A loop-mounted volume could not be made, mounted, grown or deleted.
+    #[error("volume {}", path.display())]
+    LoopVolume {
+        /// The volume's directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: crate::loopfs::LoopFsError,
+    },
     /// A request to the API server failed.
     #[error("api request {what}")]
     Kube {

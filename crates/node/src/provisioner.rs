@@ -10,9 +10,15 @@
 //! and then its PersistentVolume. A claim for a `Block` volume is refused with a
 //! `ProvisioningFailed` event (directories are file systems only).
 //!
-//! Capacity is not enforced (the hosts' file systems have no project quotas): the
-//! provisioner measures each bound volume's usage and warns with a
-//! `VolumeCapacityExceeded` event on the claim when it grows past its capacity.
+//! **Capacity.** A class with the parameter `fsType: ext4` (or `ext3`, `ext2`) gets real
+//! limits: each volume is a file system of the claim's size in a sparse file, loop-mounted
+//! on the volume's directory (see `loopfs`), so a write past the capacity fails with
+//! `ENOSPC`; the PV says so with `local.fsType`. A node without `/dev/loop-control` or
+//! `mkfs.<fsType>` refuses such claims with a `ProvisioningFailed` event. Without the
+//! parameter a volume is a plain directory and capacity is not enforced (the hosts'
+//! file systems have no project quotas): the provisioner measures each bound volume's
+//! usage and warns with a `VolumeCapacityExceeded` event on the claim when it grows past
+//! its capacity.
 //!
 //! Pods using an over-full volume are deliberately *not* evicted. The kubelet evicts for
 //! ephemeral storage (an emptyDir past its `sizeLimit`, see `volumes::over_limit`)
@@ -20,12 +26,13 @@
 //! `local` volume pins the replacement pod to the same node, so an eviction would free
 //! nothing and only turn a full volume into a restart loop. Upstream does not act either:
 //! Kubernetes `local` volumes and Rancher's local-path-provisioner document that their
-//! capacity is not enforced. The honest answers are real limits (project quotas, or a
-//! loop-mounted file system per volume, not built yet) and this warning.
+//! capacity is not enforced. The honest answers are real limits (the `fsType` parameter)
+//! and this warning.
 //!
 //! A bound claim that asks for more (the API server allows it only when the class has
-//! `allowVolumeExpansion`) is expanded at once: a directory has no device or file system
-//! to grow, so the resize flow only records the new size (see `LocalProvisioner::resize`).
+//! `allowVolumeExpansion`) is expanded at once: a loop-mounted volume's file and file
+//! system grow online; a directory has no device or file system to grow, so for it the
+//! resize flow only records the new size (see `LocalProvisioner::resize`).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -50,6 +57,8 @@ const ANN_STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner"
 const ANN_PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 const COMPONENT: &str = "kcore.dev/local-path";
+/// The class parameter that selects a loop-mounted file system per volume.
+const PARAM_FS_TYPE: &str = "fsType";
 
 /// How often usage is measured.
 const MEASURE_EVERY: Duration = Duration::from_secs(30);
@@ -122,6 +131,47 @@ pub(crate) fn disk_usage(dir: &Path) -> u64 {
     total
 }
 
+/// The size in bytes of the file system holding `path`.
+#[allow(clippy::useless_conversion)] // the field types differ between targets
+fn fs_size(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid C string and `st` a plain struct statvfs fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; both outlive the call.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(u64::from(st.f_blocks).saturating_mul(u64::from(st.f_frsize)))
+}
+
+/// The file system of a loop-mounted volume (its `local.fsType`), if `pv` is one.
+pub(crate) fn loop_fs(pv: &PersistentVolume) -> Option<String> {
+    let fs = pv.spec.as_ref()?.local.as_ref()?.fs_type.clone()?;
+    (annotation(&pv.metadata, ANN_PROVISIONED_BY) == Some(LOCAL_PATH_PROVISIONER)
+        && crate::loopfs::FS_TYPES.contains(&fs.as_str()))
+    .then_some(fs)
+}
+
+/// Removes a volume's directory, or, for a loop-mounted one, its mount, image and
+/// directory.
+async fn remove_volume(dir: PathBuf, loop_mounted: bool) -> Result<()> {
+    tokio::task::spawn_blocking(move || {
+        if loop_mounted {
+            crate::loopfs::delete(&dir).map_err(|source| Error::LoopVolume { path: dir, source })
+        } else {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::io("remove", &dir, e))
+                }
+                _ => Ok(()),
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Config(format!("removing a volume panicked: {e}")))?
+}
+
 impl LocalProvisioner {
     pub(crate) fn new(client: kube::Client, node: String, root: PathBuf) -> Self {
         LocalProvisioner {
@@ -192,6 +242,19 @@ impl LocalProvisioner {
             return Ok(());
         }
         let claim_ref = Self::claim_ref(c);
+        let params = class.parameters.clone().unwrap_or_default();
+        if let Some(unknown) = params.keys().find(|k| *k != PARAM_FS_TYPE) {
+            self.event(
+                claim_ref,
+                true,
+                "ProvisioningFailed",
+                &format!(
+                    "failed to provision volume with StorageClass {class_name:?}: invalid parameter {unknown:?} (the only parameter of {LOCAL_PATH_PROVISIONER} is {PARAM_FS_TYPE})"
+                ),
+            );
+            return Ok(());
+        }
+        let fs_type = params.get(PARAM_FS_TYPE).cloned();
         if spec.volume_mode.as_deref() == Some("Block") {
             self.event(
                 claim_ref,
@@ -227,13 +290,6 @@ impl LocalProvisioner {
         let dir = self.root.join(&name);
         kcore_statedir::ensure_dir(&self.root, kcore_statedir::GROUP_DIR)
             .map_err(|e| Error::io("create", &self.root, e))?;
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // as local-path-provisioner: any container user may write its volume
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
-                .map_err(|e| Error::io("chmod", &dir, e))?;
-        }
         let request = spec
             .resources
             .as_ref()
@@ -241,6 +297,51 @@ impl LocalProvisioner {
             .and_then(|r| r.get("storage"))
             .map(|q| q.0.clone())
             .unwrap_or_else(|| "0".into());
+        let requested = request
+            .parse::<Quantity>()
+            .map(|q| u64::try_from(q.value()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        if let Some(holds) = fs_size(&self.root).filter(|h| requested > *h) {
+            self.event(
+                claim_ref,
+                true,
+                "ProvisioningFailed",
+                &format!(
+                    "failed to provision volume with StorageClass {class_name:?}: the claim asks for {request}, more than node {} can hold (its volumes' file system has {holds} bytes)",
+                    self.node
+                ),
+            );
+            return Ok(());
+        }
+        if let Some(fs) = &fs_type {
+            let (d, f) = (dir.clone(), fs.clone());
+            let made =
+                tokio::task::spawn_blocking(move || crate::loopfs::create(&d, requested, &f))
+                    .await
+                    .map_err(|e| Error::Config(format!("making volume {name} panicked: {e}")))?;
+            if let Err(e) = made {
+                let e = Error::LoopVolume {
+                    path: dir.clone(),
+                    source: e,
+                };
+                self.event(
+                    claim_ref,
+                    true,
+                    "ProvisioningFailed",
+                    &format!(
+                        "failed to provision volume with StorageClass {class_name:?}: {}",
+                        ErrorChain(&e)
+                    ),
+                );
+                return Err(e);
+            }
+        } else {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+            use std::os::unix::fs::PermissionsExt;
+            // as local-path-provisioner: any container user may write its volume
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                .map_err(|e| Error::io("chmod", &dir, e))?;
+        }
         let pv: PersistentVolume = serde_json::from_value(json!({
             "metadata": {"name": name, "annotations": {ANN_PROVISIONED_BY: LOCAL_PATH_PROVISIONER}},
             "spec": {
@@ -250,7 +351,7 @@ impl LocalProvisioner {
                 "storageClassName": class_name,
                 "volumeMode": "Filesystem",
                 "mountOptions": class.mount_options,
-                "local": {"path": dir},
+                "local": {"path": dir, "fsType": fs_type},
                 "claimRef": claim_ref,
                 "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
                     {"key": HOSTNAME_LABEL, "operator": "In", "values": [self.node]}]}]}},
@@ -261,7 +362,7 @@ impl LocalProvisioner {
             Ok(_) => {}
             Err(e) if status_code(&e) == Some(409) => return Ok(()),
             Err(e) => {
-                let _ = std::fs::remove_dir(&dir);
+                let _ = remove_volume(dir.clone(), fs_type.is_some()).await;
                 self.event(
                     claim_ref,
                     true,
@@ -313,16 +414,14 @@ impl LocalProvisioner {
             return Ok(());
         }
         let name = pv.metadata.name.clone().unwrap_or_default();
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                self.event(
-                    json!({"kind": "PersistentVolume", "apiVersion": "v1", "name": name, "uid": pv.metadata.uid}),
-                    true,
-                    "VolumeFailedDelete",
-                    &format!("remove {}: {e}", dir.display()),
-                );
-                return Err(Error::io("remove", &dir, e));
-            }
+        if let Err(e) = remove_volume(dir.clone(), loop_fs(pv).is_some()).await {
+            self.event(
+                json!({"kind": "PersistentVolume", "apiVersion": "v1", "name": name, "uid": pv.metadata.uid}),
+                true,
+                "VolumeFailedDelete",
+                &ErrorChain(&e).to_string(),
+            );
+            return Err(e);
         }
         let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
         match pvs.delete(&name, &DeleteParams::default()).await {
@@ -419,6 +518,35 @@ impl LocalProvisioner {
                 &format!("External resizer is resizing volume {pv_name}"),
                 &format!("resize/{}", want_q.0),
             );
+            if let (Some(fs), Some(dir)) = (loop_fs(pv), self.own_dir(pv)) {
+                let size = u64::try_from(want.value()).unwrap_or(0);
+                let d = dir.clone();
+                let grown = tokio::task::spawn_blocking(move || crate::loopfs::grow(&d, size, &fs))
+                    .await
+                    .map_err(|e| {
+                        Error::Config(format!("growing volume {pv_name} panicked: {e}"))
+                    })?;
+                if let Err(e) = grown {
+                    let in_use = matches!(e, crate::loopfs::LoopFsError::InUse);
+                    let e = Error::LoopVolume {
+                        path: dir,
+                        source: e,
+                    };
+                    self.event_once(
+                        Self::claim_ref(c),
+                        true,
+                        "VolumeResizeFailed",
+                        &format!("resize volume {pv_name:?} failed: {}", ErrorChain(&e)),
+                        &format!("resize-failed/{}", want_q.0),
+                    );
+                    if in_use {
+                        // retried at every pass until the pods are gone
+                        tracing::debug!(volume = %pv_name, "a loop volume waits to grow offline");
+                        return Ok(());
+                    }
+                    return Err(e);
+                }
+            }
             let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
             pvs.patch(
                 &pv_name,
@@ -453,12 +581,45 @@ impl LocalProvisioner {
         Ok(())
     }
 
+    /// Mounts again the loop-mounted volumes of this node that are not mounted (after
+    /// a reboot or a `kcored reset`).
+    async fn remount(&self, pvs: &[PersistentVolume]) {
+        for pv in pvs {
+            let (Some(dir), Some(fs)) = (self.own_dir(pv), loop_fs(pv)) else {
+                continue;
+            };
+            if pv.metadata.deletion_timestamp.is_some()
+                || crate::loopfs::mounted_device(&dir).is_some()
+                || !crate::loopfs::image_of(&dir).is_file()
+            {
+                continue;
+            }
+            let d = dir.clone();
+            match tokio::task::spawn_blocking(move || crate::loopfs::mount(&d, &fs)).await {
+                Ok(Ok(())) => {
+                    tracing::info!(volume = %dir.display(), "mounted a loop volume again")
+                }
+                Ok(Err(e)) => {
+                    let e = Error::LoopVolume {
+                        path: dir,
+                        source: e,
+                    };
+                    tracing::warn!(error = %ErrorChain(&e), "mounting a loop volume failed");
+                }
+                Err(e) => tracing::warn!(error = %e, "mounting a loop volume panicked"),
+            }
+        }
+    }
+
     /// Warns about bound volumes of this node that use more than their capacity.
     async fn measure(&mut self, pvs: &[PersistentVolume], claims: &[PersistentVolumeClaim]) {
         for pv in pvs {
             let Some(dir) = self.own_dir(pv) else {
                 continue;
             };
+            if loop_fs(pv).is_some() {
+                continue; // its file system holds no more than its capacity
+            }
             let Some(cap_q) = pv
                 .spec
                 .as_ref()
@@ -514,11 +675,19 @@ impl LocalProvisioner {
                 return;
             }
         };
+        // forget the events of objects that are gone
+        let live: HashSet<&str> = claims
+            .iter()
+            .filter_map(|c| c.metadata.uid.as_deref())
+            .chain(pvs.iter().filter_map(|p| p.metadata.uid.as_deref()))
+            .collect();
+        self.sent.retain(|(uid, _)| live.contains(uid.as_str()));
         for c in &claims {
             if let Err(e) = self.provision(c).await {
                 tracing::warn!(error = %ErrorChain(&e), "provisioning a local volume failed");
             }
         }
+        self.remount(&pvs).await;
         for pv in &pvs {
             if let Err(e) = self.reclaim(pv).await {
                 tracing::warn!(error = %ErrorChain(&e), "deleting a local volume failed");

@@ -489,6 +489,7 @@ async fn claim_dir(
         .await
         .map_err(|e| Error::kube(format!("get persistentvolume {volume}"), e))?
         .ok_or_else(|| invalid(format!("persistentvolume {volume:?} not found")))?;
+    let loop_fs = crate::provisioner::loop_fs(&pv);
     let spec = pv.spec.unwrap_or_default();
     if spec.volume_mode.as_deref() == Some("Block") {
         return Err(invalid(format!(
@@ -504,6 +505,18 @@ async fn claim_dir(
             )))
         }
     };
+    if let Some(fs) = loop_fs {
+        // a loop-mounted volume whose mount went away (a reboot, `kcored reset`) is
+        // mounted again before any container sees the bare directory
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || crate::loopfs::mount(&p, &fs))
+            .await
+            .map_err(|e| Error::Config(format!("mounting volume {volume} panicked: {e}")))?
+            .map_err(|source| Error::LoopVolume {
+                path: path.clone(),
+                source,
+            })?;
+    }
     if !path.is_dir() {
         return Err(invalid(format!(
             "path {} of volume {volume} is not a directory on this node",

@@ -2,14 +2,19 @@
 //! claim, and always for API data), sub paths resolved through file descriptors even
 //! when a container swaps a path component for a symlink to `/`, `subPathExpr`, memory
 //! emptyDirs sized like the kubelet's, and the eviction of a pod past a disk emptyDir's
-//! `sizeLimit`.
+//! `sizeLimit`; projected and generic ephemeral volumes; and bad input (a missing
+//! `hostPath` of `type: Directory`, a claim larger than the node can hold) answered with
+//! an event giving the reason, nothing on the host touched.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{Env, IMAGE};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -288,5 +293,213 @@ async fn a_pod_past_its_empty_dir_size_limit_is_evicted() {
     }
     env.pods().delete("hog", &Default::default()).await.unwrap();
     env.wait_gone("hog", 40).await;
+    env.stop_agent().await;
+}
+
+/// Waits for a Warning event with `reason` about `name` whose message contains `text`.
+async fn wait_event(env: &Env, name: &str, reason: &str, text: &str) -> String {
+    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.namespace);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find_map(|e| {
+                (e.involved_object.name.as_deref() == Some(name)
+                    && e.reason.as_deref() == Some(reason)
+                    && e.type_.as_deref() == Some("Warning"))
+                .then_some(e.message.unwrap_or_default())
+                .filter(|m| m.contains(text))
+            });
+        if let Some(m) = found {
+            return m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {reason} event about {name} saying {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root"]
+async fn projected_and_ephemeral_volumes_mount_and_bad_volumes_get_events() {
+    let mut env = Env::new("10.77.11.0/24").await;
+    let ns = env.namespace.clone();
+    let out = env.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let eph_dir = env.path().join("eph");
+    std::fs::create_dir_all(&eph_dir).unwrap();
+    let missing = env.path().join("missing");
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &ns);
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"greeting": "hi"}}))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "sec"}, "stringData": {"password": "s3"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    env.start_agent();
+
+    // a hostPath of type Directory that does not exist: FailedMount with the reason,
+    // and the path is not made
+    env.create_pod(json!({
+        "metadata": {"name": "nohost"},
+        "spec": {
+            "volumes": [{"name": "h", "hostPath": {"path": missing, "type": "Directory"}}],
+            "containers": [{"name": "c", "image": IMAGE, "command": ["sleep", "3600"],
+                "volumeMounts": [{"name": "h", "mountPath": "/h"}]}]
+        }
+    }))
+    .await;
+    let msg = wait_event(&env, "nohost", "FailedMount", "is not a directory").await;
+    assert!(msg.starts_with("MountVolume.SetUp failed"), "{msg}");
+    assert!(!missing.exists(), "the missing hostPath was made");
+
+    // projected: a configMap, a secret and the downward API in one read-only directory
+    env.create_pod(json!({
+        "metadata": {"name": "proj", "labels": {"tier": "t1"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [
+                {"name": "p", "projected": {"sources": [
+                    {"configMap": {"name": "cfg", "items": [{"key": "greeting", "path": "greeting"}]}},
+                    {"secret": {"name": "sec", "items": [{"key": "password", "path": "pw"}]}},
+                    {"downwardAPI": {"items": [{"path": "tier", "fieldRef": {"fieldPath": "metadata.name"}}]}}
+                ]}},
+                {"name": "out", "hostPath": {"path": out, "type": "Directory"}}
+            ],
+            "containers": [{"name": "c", "image": IMAGE, "command": ["sh", "-c",
+                "{ cat /p/greeting; echo; cat /p/pw; echo; cat /p/tier; echo; \
+                   touch /p/x 2>/dev/null && echo rw || echo ro; } > /out/projected"],
+                "volumeMounts": [{"name": "p", "mountPath": "/p"}, {"name": "out", "mountPath": "/out"}]}]
+        }
+    }))
+    .await;
+    env.wait_pod("proj", 60, |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(out.join("projected")).unwrap(),
+        "hi\ns3\nproj\nro\n"
+    );
+
+    // a generic ephemeral volume: the pod's own claim `<pod>-<volume>` (made here as the
+    // ephemeral-volume controller makes it), bound to a volume, is mounted
+    let pod = env
+        .create_pod(json!({
+            "metadata": {"name": "eph"},
+            "spec": {
+                "restartPolicy": "Never",
+                "volumes": [{"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {
+                    "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                    "resources": {"requests": {"storage": "1Mi"}}}}}}],
+                "containers": [{"name": "c", "image": IMAGE,
+                    "command": ["sh", "-c", "echo kept > /scratch/file"],
+                    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}]
+            }
+        }))
+        .await;
+    let pv_name = common::unique("pv-");
+    let pvs: Api<PersistentVolume> = Api::all(env.client.clone());
+    pvs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": pv_name},
+            "spec": {"capacity": {"storage": "1Mi"}, "accessModes": ["ReadWriteOnce"],
+                     "storageClassName": "", "hostPath": {"path": eph_dir}}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), &ns);
+    pvcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "eph-scratch", "ownerReferences": [{"apiVersion": "v1",
+                "kind": "Pod", "name": "eph", "uid": pod.metadata.uid,
+                "controller": true, "blockOwnerDeletion": true}]},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                     "volumeName": pv_name, "resources": {"requests": {"storage": "1Mi"}}}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    pvcs.patch_status(
+        "eph-scratch",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+    )
+    .await
+    .unwrap();
+    env.wait_pod("eph", 60, |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(eph_dir.join("file")).unwrap(),
+        "kept\n"
+    );
+
+    // a claim larger than this node can hold: the provisioner refuses it with the reason
+    let class = common::unique("huge-");
+    let classes: Api<StorageClass> = Api::all(env.client.clone());
+    classes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": class},
+                "provisioner": "kcore.dev/local-path", "volumeBindingMode": "WaitForFirstConsumer"}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    pvcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "huge", "annotations": {
+                "volume.kubernetes.io/selected-node": env.node,
+                "volume.kubernetes.io/storage-provisioner": "kcore.dev/local-path"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                     "resources": {"requests": {"storage": "1Ei"}}}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let msg = wait_event(&env, "huge", "ProvisioningFailed", "more than node").await;
+    assert!(msg.contains("1Ei"), "{msg}");
+    let volumes = env.cfg.data_dir.join("volumes");
+    assert!(
+        std::fs::read_dir(&volumes)
+            .map(|d| d.count() == 0)
+            .unwrap_or(true),
+        "nothing was made for the claim"
+    );
+    let _ = classes.delete(&class, &Default::default()).await;
+    let _ = pvs.delete(&pv_name, &Default::default()).await;
+    for name in ["nohost", "proj", "eph"] {
+        env.pods().delete(name, &Default::default()).await.unwrap();
+    }
+    for name in ["nohost", "proj", "eph"] {
+        env.wait_gone(name, 40).await;
+    }
     env.stop_agent().await;
 }

@@ -185,8 +185,14 @@ pub(crate) struct PersistentVolumeController {
     claims: Store<PersistentVolumeClaim>,
     volumes: Store<PersistentVolume>,
     classes: Store<StorageClass>,
-    /// Events already sent, by (object uid, reason, message): each is sent once.
+    /// Events already sent, by (object uid, reason, message): each is sent once. The
+    /// entries of objects no longer in the caches are dropped (see `forget_gone`).
     sent: Mutex<HashSet<(String, String, String)>>,
+}
+
+/// Keeps only the entries of `sent` whose object uid is in `live`.
+fn retain_live(sent: &mut HashSet<(String, String, String)>, live: &HashSet<&str>) {
+    sent.retain(|(uid, _, _)| live.contains(uid.as_str()));
 }
 
 impl PersistentVolumeController {
@@ -246,6 +252,23 @@ impl PersistentVolumeController {
                 }
             }
         }
+    }
+
+    /// Forgets the events sent about claims and volumes that are gone, so the record
+    /// does not grow with every object ever seen. Called when a sync finds its object
+    /// gone from the cache.
+    fn forget_gone(&self) {
+        let claims = self.claims.list();
+        let volumes = self.volumes.list();
+        let live: HashSet<&str> = claims
+            .iter()
+            .filter_map(|c| c.metadata.uid.as_deref())
+            .chain(volumes.iter().filter_map(|v| v.metadata.uid.as_deref()))
+            .collect();
+        retain_live(
+            &mut self.sent.lock().unwrap_or_else(|e| e.into_inner()),
+            &live,
+        );
     }
 
     /// Records an event about `obj` once per (object, reason, message).
@@ -407,6 +430,7 @@ impl PersistentVolumeController {
 
     async fn sync_claim(&self, key: &ObjectKey) -> Result<Action, Error> {
         let Some(c) = self.claims.get(key) else {
+            self.forget_gone();
             return Ok(Action::Done);
         };
         if c.metadata.deletion_timestamp.is_some() {
@@ -552,6 +576,7 @@ impl PersistentVolumeController {
 
     async fn sync_volume(&self, key: &ObjectKey) -> Result<Action, Error> {
         let Some(v) = self.volumes.get(key) else {
+            self.forget_gone();
             return Ok(Action::Done);
         };
         if v.metadata.deletion_timestamp.is_some() {
@@ -808,6 +833,24 @@ mod tests {
         assert_eq!(
             volume_mismatch(&vs[0], &block).as_deref(),
             Some("incompatible volumeMode")
+        );
+    }
+
+    #[test]
+    fn the_record_of_sent_events_keeps_only_live_objects() {
+        let entry = |uid: &str, reason: &str| (uid.to_owned(), reason.to_owned(), "m".to_owned());
+        let mut sent: HashSet<_> = [entry("a", "X"), entry("a", "Y"), entry("gone", "X")]
+            .into_iter()
+            .collect();
+        retain_live(&mut sent, &["a", "b"].into_iter().collect());
+        let mut left: Vec<_> = sent.into_iter().map(|(u, r, _)| (u, r)).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ("a".to_owned(), "X".to_owned()),
+                ("a".to_owned(), "Y".to_owned())
+            ]
         );
     }
 }
