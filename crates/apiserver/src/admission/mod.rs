@@ -907,6 +907,7 @@ impl Api {
         let obj = limitrange::admit(self, req, obj).await?;
         let obj =
             crate::auth::admit(self, req.info, req.namespace, create, obj, &user_info()).await?;
+        crate::auth::admit_signer_rights(self, req.info, req.sub, old, &obj, &user_info()).await?;
         let obj = priority::admit(self, req, obj).await?;
         if req.info.group == EXEMPT_GROUP {
             return check(obj);
