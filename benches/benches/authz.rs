@@ -255,8 +255,7 @@ fn main() {
     let cluster_roles: Vec<Value> = Vec::new();
     let authz = RbacAuthorizer::new(&cluster_roles, &roles, &[], &bindings);
     let groups: Vec<String> = vec!["team-7".into(), "system:authenticated".into()];
-    let allowed = RbacRequest::resource("get", "", "configmaps", "ns-27")
-        .name("cm-827");
+    let allowed = RbacRequest::resource("get", "", "configmaps", "ns-27").name("cm-827");
     let refused = RbacRequest::resource("delete", "apps", "deployments", "ns-27").name("web");
     assert!(authz.authorize("user-827", &groups, &allowed).is_ok());
     assert!(authz.authorize("user-827", &groups, &refused).is_err());

@@ -37,8 +37,8 @@ use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
-use k8s_openapi::jiff;
 use futures::StreamExt as _;
+use k8s_openapi::jiff;
 use serde_json::{json, Value};
 
 use crate::auth::Attributes;
@@ -567,10 +567,9 @@ impl RequestInfo {
             }
             let mut extra = serde_json::Map::new();
             for (k, v) in &parts.headers {
-                if let (Some(key), Ok(v)) = (
-                    k.as_str().strip_prefix("impersonate-extra-"),
-                    v.to_str(),
-                ) {
+                if let (Some(key), Ok(v)) =
+                    (k.as_str().strip_prefix("impersonate-extra-"), v.to_str())
+                {
                     let list = extra.entry(key).or_insert_with(|| json!([]));
                     if let Some(l) = list.as_array_mut() {
                         l.push(json!(v));
@@ -589,19 +588,18 @@ impl RequestInfo {
                 auth_methods.push("basic");
             }
             let mut words = auth.split(' ');
-            if words.next().is_some_and(|w| w.eq_ignore_ascii_case("bearer"))
+            if words
+                .next()
+                .is_some_and(|w| w.eq_ignore_ascii_case("bearer"))
                 && words.next().is_some()
             {
                 auth_methods.push("bearer");
             }
         }
-        if parts
-            .uri
-            .query()
-            .unwrap_or_default()
-            .split('&')
-            .any(|kv| kv.strip_prefix("access_token=").is_some_and(|v| !v.is_empty()))
-        {
+        if parts.uri.query().unwrap_or_default().split('&').any(|kv| {
+            kv.strip_prefix("access_token=")
+                .is_some_and(|v| !v.is_empty())
+        }) {
             auth_methods.push("access_token");
         }
         if peer.is_some_and(|p| !p.0.is_empty()) {
@@ -1020,7 +1018,9 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600, "{name}");
         }
         let lines = std::fs::read_to_string(dir.path().join("audit.log")).expect("log");
-        assert!(lines.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()));
+        assert!(lines
+            .lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok()));
     }
 
     #[test]

@@ -70,8 +70,8 @@ mod table;
 mod tls;
 mod validate;
 
-pub use audit::AuditLogRotation;
 pub use api::{Api, DeleteOptions, ListOptions, WatchEvent, WatchEvents, WriteOptions};
+pub use audit::AuditLogRotation;
 pub use error::{ApiError, Cause, Error};
 pub use patch::{strategic_merge, PatchType};
 pub use rbac_authorizer::{RbacAuthorizer, RbacRequest};

@@ -88,7 +88,12 @@ impl RbacAuthorizer {
     /// Whether `user` in `groups` may do `request`; `Err` with upstream's reason when not
     /// (empty when no rule matched and every role resolved). The groups are taken as
     /// given (an authenticated user also has `system:authenticated`).
-    pub fn authorize(&self, user: &str, groups: &[String], request: &RbacRequest) -> Result<(), String> {
+    pub fn authorize(
+        &self,
+        user: &str,
+        groups: &[String],
+        request: &RbacRequest,
+    ) -> Result<(), String> {
         let user = UserInfo {
             username: user.into(),
             groups: groups.to_vec(),

@@ -1145,19 +1145,30 @@ async fn csr_approval_needs_approve_on_the_signer_and_node_client_requests_are_a
     let kc = approver.clone();
     eventually("the approver may approve client certificates", || {
         let kc = kc.clone();
-        async move { kubectl(&kc, &["certificate", "approve", "dave"], None).await.ok }
+        async move {
+            kubectl(&kc, &["certificate", "approve", "dave"], None)
+                .await
+                .ok
+        }
     })
     .await;
     assert!(csr_conditions(&c, "dave").await.starts_with("Approved/"));
 
     create_as(
         c.admin.clone(),
-        csr_yaml("erin", &someone.cert_pem, "example.com/custom", &["client auth"]),
+        csr_yaml(
+            "erin",
+            &someone.cert_pem,
+            "example.com/custom",
+            &["client auth"],
+        ),
     )
     .await;
     let e = fails(&approver, &["certificate", "approve", "erin"]).await;
     assert!(
-        e.contains(r#"user not permitted to approve requests with signerName "example.com/custom""#),
+        e.contains(
+            r#"user not permitted to approve requests with signerName "example.com/custom""#
+        ),
         "{e}"
     );
     grant(
@@ -1170,7 +1181,11 @@ async fn csr_approval_needs_approve_on_the_signer_and_node_client_requests_are_a
     let kc = approver.clone();
     eventually("the approver may approve example.com/*", || {
         let kc = kc.clone();
-        async move { kubectl(&kc, &["certificate", "approve", "erin"], None).await.ok }
+        async move {
+            kubectl(&kc, &["certificate", "approve", "erin"], None)
+                .await
+                .ok
+        }
     })
     .await;
 
@@ -1220,9 +1235,13 @@ async fn csr_approval_needs_approve_on_the_signer_and_node_client_requests_are_a
     // node client requests: approved when the requester may create
     // certificatesigningrequests/nodeclient (bootstrap) or .../selfnodeclient (its own)
     let node_csr = |node: &str| {
-        kcore_tls::CertRequest::generate(&format!("system:node:{node}"), &["system:nodes".into()], &[])
-            .unwrap()
-            .cert_pem
+        kcore_tls::CertRequest::generate(
+            &format!("system:node:{node}"),
+            &["system:nodes".into()],
+            &[],
+        )
+        .unwrap()
+        .cert_pem
     };
     let kubelet_csr = |name: &str, pem: &str| {
         csr_yaml(
@@ -1272,25 +1291,32 @@ async fn csr_approval_needs_approve_on_the_signer_and_node_client_requests_are_a
         }
     })
     .await;
-    create_as(stranger.clone(), kubelet_csr("n2-by-stranger", &node_csr("n2"))).await;
+    create_as(
+        stranger.clone(),
+        kubelet_csr("n2-by-stranger", &node_csr("n2")),
+    )
+    .await;
     // a node asking for another node's certificate is no renewal
     create_as(node3.clone(), kubelet_csr("n4-by-n3", &node_csr("n4"))).await;
     create_as(boot.clone(), kubelet_csr("n1-bootstrap", &node_csr("n1"))).await;
     create_as(node3.clone(), kubelet_csr("n3-renewal", &node_csr("n3"))).await;
     let admin = c.admin.clone();
-    eventually("the bootstrap and renewal requests are approved and issued", || {
-        let admin = admin.clone();
-        async move {
-            let t = kubectl(&admin, &["get", "csr"], None).await.stdout;
-            t.lines()
-                .filter(|l| {
-                    (l.starts_with("n1-bootstrap") || l.starts_with("n3-renewal"))
-                        && l.contains("Approved,Issued")
-                })
-                .count()
-                == 2
-        }
-    })
+    eventually(
+        "the bootstrap and renewal requests are approved and issued",
+        || {
+            let admin = admin.clone();
+            async move {
+                let t = kubectl(&admin, &["get", "csr"], None).await.stdout;
+                t.lines()
+                    .filter(|l| {
+                        (l.starts_with("n1-bootstrap") || l.starts_with("n3-renewal"))
+                            && l.contains("Approved,Issued")
+                    })
+                    .count()
+                    == 2
+            }
+        },
+    )
     .await;
     assert_eq!(
         csr_conditions(&c, "n1-bootstrap").await.trim(),

@@ -752,7 +752,10 @@ rules:
 
     // a 403 (here of an impersonated user): both stages, the authenticated user, the
     // impersonated one as asked, the decision
-    let e = c.fails(&["--as=nobody-at-all", "get", "secrets", "-n", "kube-public"], None);
+    let e = c.fails(
+        &["--as=nobody-at-all", "get", "secrets", "-n", "kube-public"],
+        None,
+    );
     assert!(e.contains("forbidden"), "{e}");
     let events = audit_event(&log, "the 403", |e| {
         e["objectRef"]["resource"] == "secrets" && e["stage"] == "ResponseComplete"
@@ -766,7 +769,11 @@ rules:
         .iter()
         .map(|e| e["stage"].as_str().unwrap_or_default())
         .collect();
-    assert_eq!(stages, ["RequestReceived", "ResponseComplete"], "{refused:#?}");
+    assert_eq!(
+        stages,
+        ["RequestReceived", "ResponseComplete"],
+        "{refused:#?}"
+    );
     let done = refused[1];
     assert_eq!(done["user"]["username"], "admin");
     assert_eq!(done["impersonatedUser"]["username"], "nobody-at-all");

@@ -234,7 +234,8 @@ pub(crate) async fn admit_signer_rights(
     new: &Value,
     user: &Value,
 ) -> Result<(), ApiError> {
-    let Some(old) = old.filter(|_| info.group == GROUP && info.plural == "certificatesigningrequests")
+    let Some(old) =
+        old.filter(|_| info.group == GROUP && info.plural == "certificatesigningrequests")
     else {
         return Ok(());
     };
@@ -317,8 +318,10 @@ pub(crate) async fn auto_approval(api: &Api, csr: &Value) -> Result<Option<Value
         let mut a = Attributes::resource("create", GROUP, "certificatesigningrequests", "");
         a.subresource = (*sub).to_owned();
         if rbac_allows(api, &user, &a).await? {
-            return Ok(Some(json!({"type": "Approved", "status": "True", "reason": "AutoApproved",
-                "message": message, "lastUpdateTime": crate::api::now()})));
+            return Ok(Some(
+                json!({"type": "Approved", "status": "True", "reason": "AutoApproved",
+                "message": message, "lastUpdateTime": crate::api::now()}),
+            ));
         }
     }
     Ok(None)
@@ -343,7 +346,14 @@ async fn auto_approve(api: &Api, info: &'static ResourceInfo, csr: &Value) {
     conds.push(cond);
     obj["status"]["conditions"] = json!(conds);
     match api
-        .update_in(info, None, name, obj, Some(Sub::Approval), &WriteOptions::default())
+        .update_in(
+            info,
+            None,
+            name,
+            obj,
+            Some(Sub::Approval),
+            &WriteOptions::default(),
+        )
         .await
     {
         Ok(_) => tracing::info!(csr = %name, "auto-approved a node client certificate request"),

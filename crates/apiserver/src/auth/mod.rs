@@ -334,7 +334,9 @@ impl Auth {
             return Ok(p);
         }
         let objs = current_rbac(api).await?;
-        Ok(self.policy.get([&objs[0], &objs[1], &objs[2], &objs[3]], rev))
+        Ok(self
+            .policy
+            .get([&objs[0], &objs[1], &objs[2], &objs[3]], rev))
     }
 
     /// Whether `user` may do `a`: `Err(reason)` when not.
