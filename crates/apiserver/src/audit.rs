@@ -11,22 +11,33 @@
 //! - Levels: `Metadata` (who, what, when, the outcome), `Request` (and the request
 //!   body as `requestObject`), `RequestResponse` (and the response body as
 //!   `responseObject`, except for streams).
-//! - Stages: `RequestReceived` when the request is authorized, `ResponseComplete` when
-//!   the answer is ready (for watches and other streams: when it starts); `omitStages`
-//!   of the rule and of the policy drop stages.
+//! - Stages: `RequestReceived` once the request is authenticated, `ResponseComplete`
+//!   when the answer is ready; long-running requests (watches, `proxy`, and the `log`,
+//!   `exec`, `attach`, `portforward` subresources, upstream's `LongRunningFunc`) also
+//!   get `ResponseStarted` when the response starts, and `ResponseComplete` when it
+//!   ends. `omitStages` of the rule and of the policy drop stages.
+//! - Refused requests are audited as upstream's filters do: a 403 (authorization or
+//!   impersonation) like any answer, with the authenticated user; a failed
+//!   authentication (401) by one `ResponseStarted` event with an empty `user`, the level
+//!   decided for that unknown user.
+//! - The `authorization.k8s.io/decision` (`allow`/`forbid`) and
+//!   `authorization.k8s.io/reason` annotations of the authorization step.
 //! - Every response carries an `Audit-Id` header, the event's `auditID`.
 //!
 //! The log file is created 0600 and appended to; lines are written whole under a lock.
+//! It is rotated as upstream's (`--audit-log-maxsize`, `--audit-log-maxbackup`,
+//! `--audit-log-maxage`, lumberjack's rules, see [`Rotation`]).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
+use futures::StreamExt as _;
 use k8s_openapi::jiff;
 use serde_json::{json, Value};
 
@@ -238,11 +249,38 @@ impl Policy {
     }
 }
 
+/// How the audit log is rotated (upstream's `--audit-log-max*` flags, with lumberjack's
+/// rules): when a write would take the file past `max_size_mb` megabytes (0: 100), it is
+/// renamed `<name>-<UTC time>.<ext>` (time as `2006-01-02T15-04-05.000`) and a new file
+/// is started; then the oldest such backups beyond `max_backups` (0: keep all) and those
+/// older than `max_age_days` days by the time in their name (0: keep all) are removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditLogRotation {
+    /// `--audit-log-maxsize`: megabytes before a rotation (0: lumberjack's 100).
+    pub max_size_mb: u64,
+    /// `--audit-log-maxbackup`: old files kept (0: all).
+    pub max_backups: usize,
+    /// `--audit-log-maxage`: days old files are kept (0: forever).
+    pub max_age_days: u64,
+}
+
+/// lumberjack's default size limit.
+const DEFAULT_MAX_MB: u64 = 100;
+/// The time in a backup's name (UTC).
+const BACKUP_TIME: &str = "%Y-%m-%dT%H-%M-%S%.3f";
+
+/// The open log and what it holds.
+struct LogFile {
+    file: std::fs::File,
+    size: u64,
+}
+
 /// The audit backend: a policy and the log file.
 pub(crate) struct Auditor {
     policy: Policy,
     path: PathBuf,
-    file: Mutex<std::fs::File>,
+    rotation: AuditLogRotation,
+    file: Mutex<LogFile>,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -255,7 +293,11 @@ impl std::fmt::Debug for Auditor {
 
 impl Auditor {
     /// Reads the policy file and opens (creates, mode 0600) the log for appending.
-    pub(crate) fn open(policy: &Path, log: &Path) -> Result<Self, Error> {
+    pub(crate) fn open(
+        policy: &Path,
+        log: &Path,
+        rotation: AuditLogRotation,
+    ) -> Result<Self, Error> {
         let text = std::fs::read_to_string(policy).map_err(|source| Error::Io {
             path: policy.into(),
             source,
@@ -268,41 +310,63 @@ impl Auditor {
         })?;
         let policy = Policy::parse(&doc)
             .map_err(|why| Error::Config(format!("audit policy {}: {why}", policy.display())))?;
-        let file = kcore_statedir::open(
-            log,
-            std::fs::OpenOptions::new().append(true).create(true),
-            kcore_statedir::PRIVATE_FILE,
-        )
-        .map_err(|source| Error::Io {
+        let file = open_log(log).map_err(|source| Error::Io {
             path: log.into(),
             source,
         })?;
         Ok(Self {
             policy,
             path: log.into(),
+            rotation,
             file: Mutex::new(file),
         })
     }
 
     /// Starts the audit of a request: its level decided, `RequestReceived` written.
     /// `None` when the policy does not audit it.
-    pub(crate) fn begin(&self, req: RequestInfo) -> Option<Audit<'_>> {
+    pub(crate) fn begin(self: &Arc<Self>, req: RequestInfo) -> Option<Audit> {
+        let a = self.begin_at(req, true)?;
+        if a.wants("RequestReceived") {
+            let mut ev = a.event("RequestReceived");
+            ev["stageTimestamp"] = json!(a.received);
+            self.write(&ev);
+        }
+        Some(a)
+    }
+
+    /// Audits a request whose authentication failed (upstream's
+    /// `WithFailedAuthenticationAudit`): the level for an unknown user, and one
+    /// `ResponseStarted` event with the 401.
+    pub(crate) fn failed_authentication(self: &Arc<Self>, req: RequestInfo, code: u16) {
+        let message = auth_methods(&req);
+        let Some(a) = self.begin_at(req, false) else {
+            return;
+        };
+        if a.wants("ResponseStarted") {
+            let mut ev = a.event("ResponseStarted");
+            ev["responseStatus"] = json!({"metadata": {}, "message": message, "code": code});
+            self.write(&ev);
+        }
+    }
+
+    /// [`Auditor::begin`], writing `RequestReceived` only if `received`.
+    fn begin_at(self: &Arc<Self>, req: RequestInfo, received: bool) -> Option<Audit> {
         let (level, omit) = self.policy.decide(&req.user, &req.attrs);
         if level == Level::None {
             return None;
         }
+        let mut omit = omit;
+        if !received {
+            omit.push("RequestReceived".into());
+        }
         let a = Audit {
-            auditor: self,
+            auditor: Arc::clone(self),
             level,
             omit,
             id: req.id.clone(),
             received: timestamp(),
             req,
         };
-        if a.wants("RequestReceived") {
-            let ev = a.event("RequestReceived");
-            self.write(&ev);
-        }
         Some(a)
     }
 
@@ -310,9 +374,129 @@ impl Auditor {
         let mut line = serde_json::to_vec(ev).unwrap_or_default();
         line.push(b'\n');
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = f.write_all(&line) {
-            tracing::warn!(path = %self.path.display(), error = %e, "writing the audit log");
+        let max = match self.rotation.max_size_mb {
+            0 => DEFAULT_MAX_MB,
+            n => n,
+        } << 20;
+        if f.size > 0 && f.size + line.len() as u64 > max {
+            if let Err(e) = self.rotate(&mut f) {
+                tracing::warn!(path = %self.path.display(), error = %e, "rotating the audit log");
+            }
         }
+        match f.file.write_all(&line) {
+            Ok(()) => f.size += line.len() as u64,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "writing the audit log")
+            }
+        }
+    }
+
+    /// Renames the log to its backup name, opens a new one and removes the backups the
+    /// rotation settings no longer keep.
+    fn rotate(&self, f: &mut LogFile) -> std::io::Result<()> {
+        let now = jiff::Timestamp::now();
+        let backup = backup_name(&self.path, now);
+        std::fs::rename(&self.path, &backup)?;
+        *f = open_log(&self.path)?;
+        for old in stale_backups(&self.path, self.rotation, now)? {
+            if let Err(e) = std::fs::remove_file(&old) {
+                tracing::warn!(path = %old.display(), error = %e, "removing an old audit log");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_log(path: &Path) -> std::io::Result<LogFile> {
+    let file = kcore_statedir::open(
+        path,
+        std::fs::OpenOptions::new().append(true).create(true),
+        kcore_statedir::PRIVATE_FILE,
+    )?;
+    let size = file.metadata()?.len();
+    Ok(LogFile { file, size })
+}
+
+/// The stem and extension of a log's file name (`audit.log` -> `audit`, `.log`).
+fn name_parts(log: &Path) -> (String, String) {
+    let name = log
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = log
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    let stem = name[..name.len() - ext.len()].to_owned();
+    (stem, ext)
+}
+
+/// lumberjack's backup name: `<dir>/<stem>-<UTC time><ext>`.
+fn backup_name(log: &Path, at: jiff::Timestamp) -> PathBuf {
+    let (stem, ext) = name_parts(log);
+    let time = at.strftime(BACKUP_TIME);
+    log.with_file_name(format!("{stem}-{time}{ext}"))
+}
+
+/// The backups of `log` to remove: beyond the newest `max_backups`, or older than
+/// `max_age_days` (by the time in their names).
+fn stale_backups(
+    log: &Path,
+    rotation: AuditLogRotation,
+    now: jiff::Timestamp,
+) -> std::io::Result<Vec<PathBuf>> {
+    if rotation.max_backups == 0 && rotation.max_age_days == 0 {
+        return Ok(Vec::new());
+    }
+    let (stem, ext) = name_parts(log);
+    let dir = match log.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut backups: Vec<(jiff::Timestamp, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(time) = name
+            .strip_prefix(&stem)
+            .and_then(|r| r.strip_prefix('-'))
+            .and_then(|r| r.strip_suffix(ext.as_str()))
+        else {
+            continue;
+        };
+        let Ok(t) = jiff::civil::DateTime::strptime(BACKUP_TIME, time)
+            .and_then(|t| t.to_zoned(jiff::tz::TimeZone::UTC))
+        else {
+            continue;
+        };
+        backups.push((t.timestamp(), entry.path()));
+    }
+    backups.sort_by_key(|b| std::cmp::Reverse(b.0.clone()));
+    let mut stale = Vec::new();
+    if rotation.max_backups > 0 && backups.len() > rotation.max_backups {
+        stale.extend(backups.drain(rotation.max_backups..).map(|(_, p)| p));
+    }
+    if rotation.max_age_days > 0 {
+        let cutoff = now - jiff::SignedDuration::from_hours(24 * rotation.max_age_days as i64);
+        stale.extend(
+            backups
+                .into_iter()
+                .filter(|(t, _)| *t < cutoff)
+                .map(|(_, p)| p),
+        );
+    }
+    Ok(stale)
+}
+
+/// Upstream's `getAuthMethods`: what a failed request tried.
+fn auth_methods(req: &RequestInfo) -> String {
+    if req.auth_methods.is_empty() {
+        "Authentication failed, no credentials provided".into()
+    } else {
+        format!(
+            "Authentication failed, attempted: {}",
+            req.auth_methods.join(", ")
+        )
     }
 }
 
@@ -328,6 +512,8 @@ pub(crate) struct RequestInfo {
     pub impersonated: Option<Value>,
     pub source_ips: Vec<String>,
     pub user_agent: Option<String>,
+    /// The credentials the request brought (`basic`, `bearer`, `access_token`, `x509`).
+    pub auth_methods: Vec<&'static str>,
 }
 
 impl RequestInfo {
@@ -337,23 +523,7 @@ impl RequestInfo {
             .uri
             .path_and_query()
             .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
-        let query = parts.uri.query().unwrap_or_default();
-        let param = |k: &str| {
-            query.split('&').find_map(|kv| {
-                let (key, v) = kv.split_once('=')?;
-                (key == k).then(|| v.to_owned())
-            })
-        };
-        let field_name = param("fieldSelector").and_then(|f| {
-            let f = f.replace("%3D", "=").replace("%3d", "=");
-            f.strip_prefix("metadata.name=").map(str::to_owned)
-        });
-        let attrs = crate::auth::attributes(
-            parts.method.as_str(),
-            parts.uri.path(),
-            matches!(param("watch").as_deref(), Some("true" | "1")),
-            field_name.as_deref(),
-        );
+        let attrs = crate::auth::request_attributes(parts);
         let header = |k: &str| {
             parts
                 .headers
@@ -373,17 +543,68 @@ impl RequestInfo {
         if let Some(ip) = header("x-real-ip") {
             source_ips.push(ip);
         }
-        if let Some(peer) = parts
+        let peer = parts
             .extensions
             .get::<axum::extract::ConnectInfo<kcore_tls::PeerCertificates>>()
-            .and_then(|c| c.0 .1)
-        {
-            let ip = peer.ip().to_string();
+            .map(|c| &c.0);
+        if let Some(addr) = peer.and_then(|p| p.1) {
+            let ip = addr.ip().to_string();
             if !source_ips.contains(&ip) {
                 source_ips.push(ip);
             }
         }
-        let impersonated = header("impersonate-user").map(|_| user.clone());
+        // upstream's NewEventFromRequest: the impersonation headers as asked
+        let impersonated = header("impersonate-user").map(|name| {
+            let mut u = json!({"username": name});
+            let groups: Vec<&str> = parts
+                .headers
+                .get_all("impersonate-group")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            if !groups.is_empty() {
+                u["groups"] = json!(groups);
+            }
+            let mut extra = serde_json::Map::new();
+            for (k, v) in &parts.headers {
+                if let (Some(key), Ok(v)) =
+                    (k.as_str().strip_prefix("impersonate-extra-"), v.to_str())
+                {
+                    let list = extra.entry(key).or_insert_with(|| json!([]));
+                    if let Some(l) = list.as_array_mut() {
+                        l.push(json!(v));
+                    }
+                }
+            }
+            if !extra.is_empty() {
+                u["extra"] = Value::Object(extra);
+            }
+            u
+        });
+        let mut auth_methods = Vec::new();
+        if let Some(auth) = header("authorization") {
+            let auth = auth.trim();
+            if auth.len() > 6 && auth[..6].eq_ignore_ascii_case("basic ") {
+                auth_methods.push("basic");
+            }
+            let mut words = auth.split(' ');
+            if words
+                .next()
+                .is_some_and(|w| w.eq_ignore_ascii_case("bearer"))
+                && words.next().is_some()
+            {
+                auth_methods.push("bearer");
+            }
+        }
+        if parts.uri.query().unwrap_or_default().split('&').any(|kv| {
+            kv.strip_prefix("access_token=")
+                .is_some_and(|v| !v.is_empty())
+        }) {
+            auth_methods.push("access_token");
+        }
+        if peer.is_some_and(|p| !p.0.is_empty()) {
+            auth_methods.push("x509");
+        }
         Self {
             id,
             uri,
@@ -392,6 +613,7 @@ impl RequestInfo {
             impersonated,
             source_ips,
             user_agent: header("user-agent"),
+            auth_methods,
         }
     }
 }
@@ -422,8 +644,8 @@ fn json_body(content_type: Option<&str>, body: &[u8]) -> Option<Value> {
 }
 
 /// One audited request in flight.
-pub(crate) struct Audit<'a> {
-    auditor: &'a Auditor,
+pub(crate) struct Audit {
+    auditor: Arc<Auditor>,
     level: Level,
     omit: Vec<String>,
     id: String,
@@ -437,7 +659,7 @@ fn timestamp() -> String {
         .to_string()
 }
 
-impl Audit<'_> {
+impl Audit {
     fn wants(&self, stage: &str) -> bool {
         !self.omit.iter().any(|s| s == stage)
     }
@@ -492,9 +714,24 @@ impl Audit<'_> {
         ev
     }
 
+    /// Whether the request is long-running (upstream's `BasicLongRunningRequestCheck`
+    /// of kube-apiserver: verbs `watch` and `proxy`, subresources `attach`, `exec`,
+    /// `proxy`, `log`, `portforward`).
+    fn long_running(&self) -> bool {
+        let a = &self.req.attrs;
+        matches!(a.verb.as_str(), "watch" | "proxy")
+            || (a.resource_request
+                && matches!(
+                    a.subresource.as_str(),
+                    "attach" | "exec" | "proxy" | "log" | "portforward"
+                ))
+    }
+
     /// Completes the audit of a served request: reads back what the level records
     /// (the Status of a failure, the response body of a non-streaming JSON answer) and
-    /// writes `ResponseComplete`. Returns the response to send.
+    /// writes `ResponseComplete`; a long-running request gets `ResponseStarted` now and
+    /// `ResponseComplete` when its response body ends (or the client goes away).
+    /// Returns the response to send.
     pub(crate) async fn finish(self, resp: Response, served: crate::http::Served) -> Response {
         let code = resp.status().as_u16();
         let content_type = resp
@@ -505,13 +742,9 @@ impl Audit<'_> {
         let json = content_type.as_deref().is_some_and(|ct| {
             ct.starts_with("application/json") || ct.starts_with(crate::protobuf::MEDIA_TYPE)
         });
-        let streaming = matches!(self.req.attrs.verb.as_str(), "watch" | "connect")
-            || self.req.attrs.subresource == "log"
-            || (self.req.attrs.resource == "pods"
-                && matches!(
-                    self.req.attrs.subresource.as_str(),
-                    "exec" | "attach" | "portforward" | "proxy"
-                ));
+        let long_running = self.long_running();
+        // a long-running request's answer is a stream unless it failed
+        let streaming = long_running && code < 300;
         let read_body = json && !streaming && (code >= 300 || self.wants_response());
         let (resp, body) = if read_body {
             let (parts, body) = resp.into_parts();
@@ -535,53 +768,98 @@ impl Audit<'_> {
             .and_then(|b| json_body(served.content_type.as_deref(), b));
         let status = body.as_ref().filter(|v| v["kind"] == "Status").cloned();
         let response = body.filter(|_| self.wants_response());
-        self.complete(
+        let done = Completion {
+            audit: Some(self),
             code,
-            status.as_ref(),
+            status,
             request,
             response,
-            &served.annotations,
-        );
-        resp
+            annotations: served.annotations,
+        };
+        if !long_running {
+            drop(done);
+            return resp;
+        }
+        done.started();
+        if code == 101 {
+            // an upgraded connection carries no body to wait for
+            drop(done);
+            return resp;
+        }
+        // ResponseComplete when the body is dropped: at its end or when the client leaves
+        let (parts, body) = resp.into_parts();
+        let body = Body::from_stream(body.into_data_stream().map(move |chunk| {
+            let _completes_when_dropped = &done;
+            chunk
+        }));
+        Response::from_parts(parts, body)
     }
 
-    /// Writes `ResponseComplete`: the status code, the Status of a failure, the request
-    /// and response bodies as the level asks, and the audit annotations.
-    fn complete(
-        self,
-        code: u16,
-        status: Option<&Value>,
-        request: Option<Value>,
-        response: Option<Value>,
-        annotations: &BTreeMap<String, String>,
-    ) {
-        if !self.wants("ResponseComplete") {
-            return;
-        }
-        let mut ev = self.event("ResponseComplete");
+    /// The `responseStatus` of an answer with `code` (and the Status of a failure, of
+    /// which upstream keeps the bounded fields).
+    fn response_status(code: u16, status: Option<&Value>) -> Value {
         let mut rs = json!({"metadata": {}, "code": code});
         if let Some(s) = status.filter(|_| code >= 300) {
-            for k in ["status", "message", "reason", "details"] {
+            for k in ["status", "reason"] {
                 if !s[k].is_null() {
                     rs[k] = s[k].clone();
                 }
             }
         }
-        ev["responseStatus"] = rs;
-        if self.wants_request() {
-            if let Some(r) = request {
+        rs
+    }
+}
+
+/// The end of an audited request, written as `ResponseComplete` when dropped.
+struct Completion {
+    audit: Option<Audit>,
+    code: u16,
+    status: Option<Value>,
+    request: Option<Value>,
+    response: Option<Value>,
+    annotations: BTreeMap<String, String>,
+}
+
+impl Completion {
+    /// Writes `ResponseStarted` (long-running requests).
+    fn started(&self) {
+        let Some(a) = &self.audit else { return };
+        if !a.wants("ResponseStarted") {
+            return;
+        }
+        let mut ev = a.event("ResponseStarted");
+        ev["responseStatus"] = Audit::response_status(self.code, self.status.as_ref());
+        if !self.annotations.is_empty() {
+            ev["annotations"] = json!(self.annotations);
+        }
+        a.auditor.write(&ev);
+    }
+}
+
+impl Drop for Completion {
+    /// Writes `ResponseComplete`: the status code, the Status of a failure, the request
+    /// and response bodies as the level asks, and the audit annotations.
+    fn drop(&mut self) {
+        let Some(a) = self.audit.take() else { return };
+        if !a.wants("ResponseComplete") {
+            return;
+        }
+        let mut ev = a.event("ResponseComplete");
+        ev["responseStatus"] = Audit::response_status(self.code, self.status.as_ref());
+        if a.wants_request() {
+            if let Some(r) = self.request.take() {
                 ev["requestObject"] = r;
             }
         }
-        if self.wants_response() {
-            if let Some(r) = response {
+        if a.wants_response() {
+            if let Some(r) = self.response.take() {
                 ev["responseObject"] = r;
             }
         }
-        if !annotations.is_empty() {
-            ev["annotations"] = json!(annotations);
+        if !self.annotations.is_empty() {
+            ev["annotations"] = json!(self.annotations);
         }
-        self.auditor.write(&ev);
+        a.auditor.write(&ev);
     }
 }
 
@@ -679,5 +957,128 @@ mod tests {
             bad(json!([{"level": "None", "nonResourceURLs": ["/x"], "namespaces": ["a"]}]))
                 .contains("both")
         );
+    }
+
+    fn auditor(dir: &Path, rotation: AuditLogRotation) -> Arc<Auditor> {
+        let policy = dir.join("policy.yaml");
+        std::fs::write(
+            &policy,
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n",
+        )
+        .expect("policy");
+        Arc::new(Auditor::open(&policy, &dir.join("audit.log"), rotation).expect("auditor"))
+    }
+
+    fn backups(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("audit-") && n.ends_with(".log"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_log_rotates_by_size_and_keeps_max_backups() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let a = auditor(
+            dir.path(),
+            AuditLogRotation {
+                max_size_mb: 1,
+                max_backups: 2,
+                max_age_days: 0,
+            },
+        );
+        // 300 KiB events: a 1 MiB file holds three
+        let ev = json!({"kind": "Event", "pad": "x".repeat(300 << 10)});
+        for _ in 0..4 {
+            a.write(&ev);
+        }
+        let first = backups(dir.path());
+        assert_eq!(first.len(), 1, "{first:?}");
+        // lumberjack's name: <stem>-<2006-01-02T15-04-05.000>.log, UTC
+        let time = &first[0]["audit-".len()..first[0].len() - ".log".len()];
+        assert!(
+            jiff::civil::DateTime::strptime(BACKUP_TIME, time).is_ok(),
+            "{time}"
+        );
+        for _ in 0..12 {
+            a.write(&ev);
+            // distinct backup names (millisecond resolution)
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let kept = backups(dir.path());
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        for name in kept.iter().map(String::as_str).chain(["audit.log"]) {
+            let meta = std::fs::metadata(dir.path().join(name)).expect("file");
+            assert!(meta.len() <= 1 << 20, "{name}: {}", meta.len());
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+        let lines = std::fs::read_to_string(dir.path().join("audit.log")).expect("log");
+        assert!(lines
+            .lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok()));
+    }
+
+    #[test]
+    fn old_backups_go_by_the_time_in_their_names() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("audit.log");
+        let now = jiff::Timestamp::now();
+        let old = backup_name(&log, now - jiff::SignedDuration::from_hours(24 * 3));
+        let recent = backup_name(&log, now - jiff::SignedDuration::from_hours(12));
+        for p in [&old, &recent] {
+            std::fs::write(p, "{}\n").expect("backup");
+        }
+        std::fs::write(dir.path().join("audit-notatime.log"), "").expect("other file");
+        let rotation = |max_backups, max_age_days| AuditLogRotation {
+            max_size_mb: 0,
+            max_backups,
+            max_age_days,
+        };
+        assert_eq!(
+            stale_backups(&log, rotation(0, 2), now).expect("read"),
+            vec![old.clone()]
+        );
+        assert_eq!(
+            stale_backups(&log, rotation(1, 0), now).expect("read"),
+            vec![old.clone()]
+        );
+        assert!(stale_backups(&log, rotation(0, 0), now)
+            .expect("read")
+            .is_empty());
+        assert!(stale_backups(&log, rotation(5, 7), now)
+            .expect("read")
+            .is_empty());
+    }
+
+    #[test]
+    fn long_running_requests_are_upstreams() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let a = auditor(dir.path(), AuditLogRotation::default());
+        let audit = |verb: &str, sub: &str| {
+            let mut attrs = attrs(verb, "", "pods", sub, "d");
+            attrs.name = "p".into();
+            a.begin(RequestInfo {
+                id: "x".into(),
+                uri: "/api/v1/namespaces/d/pods/p".into(),
+                attrs,
+                user: json!({"username": "u"}),
+                impersonated: None,
+                source_ips: Vec::new(),
+                user_agent: None,
+                auth_methods: Vec::new(),
+            })
+            .expect("audited")
+        };
+        assert!(audit("watch", "").long_running());
+        for sub in ["log", "exec", "attach", "portforward", "proxy"] {
+            assert!(audit("get", sub).long_running(), "{sub}");
+        }
+        assert!(!audit("get", "").long_running());
+        assert!(!audit("update", "status").long_running());
     }
 }

@@ -6,7 +6,7 @@
 //! and dropped when its watch fails (lagging, compaction); the next list primes it again,
 //! and lists fall back to the store meanwhile.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -55,6 +55,11 @@ struct State {
     /// States at revisions `oldest..=rev` can be rebuilt from `history`.
     oldest: u64,
     history: VecDeque<Change>,
+    /// The revision of the last change under each `/registry/<group>/` seen since the
+    /// cache was primed (a group absent here has not changed since `primed`).
+    group_changes: HashMap<String, u64>,
+    /// The revision the cache was primed at.
+    primed: u64,
 }
 
 type Decode = fn(&KeyValue) -> Option<Value>;
@@ -143,6 +148,8 @@ impl WatchCache {
             rev: first_rev,
             oldest: last_rev,
             history: VecDeque::new(),
+            group_changes: HashMap::new(),
+            primed: first_rev,
         });
         self.rev.send_modify(|r| *r = (*r).max(first_rev));
         let (stop_tx, mut stop_rx) = oneshot::channel();
@@ -184,6 +191,16 @@ impl WatchCache {
             });
         }
         Ok(())
+    }
+
+    /// The revision of the last change of any object of API `group` (`""`: core) the
+    /// cache knows of: when it is unchanged, so are that group's objects. `None` when the
+    /// cache is not primed.
+    pub(crate) fn group_revision(&self, group: &str) -> Option<u64> {
+        let guard = self.read();
+        let st = guard.as_ref()?;
+        let g = if group.is_empty() { "core" } else { group };
+        Some(st.group_changes.get(g).copied().unwrap_or(st.primed))
     }
 
     /// Waits until the cache reflects revision `rev` (or `timeout` passes).
@@ -289,6 +306,18 @@ fn apply(st: &mut State, ev: Event, capacity: usize) {
         EventKind::Put => st.objects.insert(key.clone(), Entry::new(ev.kv)),
         EventKind::Delete => st.objects.remove(&key),
     };
+    // `/registry/<group>/...`
+    if let Some(group) = key
+        .strip_prefix("/registry/")
+        .and_then(|k| k.split('/').next())
+    {
+        match st.group_changes.get_mut(group) {
+            Some(r) => *r = rev,
+            None => {
+                st.group_changes.insert(group.to_owned(), rev);
+            }
+        }
+    }
     st.history.push_back(Change { rev, key, prev });
     while st.history.len() > capacity {
         if let Some(c) = st.history.pop_front() {

@@ -35,7 +35,7 @@ pub(crate) struct AppState {
     /// The cluster's PKI, which signs nodes' serving certificates; `None` on plain HTTP.
     pub pki: Option<crate::tls::Pki>,
     /// The audit log, when configured.
-    pub audit: Option<crate::audit::Auditor>,
+    pub audit: Option<Arc<crate::audit::Auditor>>,
 }
 
 /// Request counters for /metrics.
@@ -415,22 +415,42 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> 
         return text(StatusCode::OK, "ok".into());
     }
     let audit_id = uuid::Uuid::new_v4().to_string();
-    let user = match state.auth.check(&state.api, &parts).await {
-        Ok(u) => u,
-        Err(e) => return crate::audit::with_id(error_response(&e), &audit_id),
-    };
     let Some(auditor) = state.audit.as_ref() else {
-        let (resp, _) = serve_authorized(&state, parts, body, &user).await;
+        let resp = match state.auth.check(&state.api, &parts).await {
+            Ok(user) => serve_authorized(&state, parts, body, &user).await.0,
+            Err(e) => error_response(&e),
+        };
         return crate::audit::with_id(resp, &audit_id);
+    };
+    let user = match state.auth.authenticate(&state.api, &parts).await {
+        Ok(u) => u,
+        Err(e) => {
+            let info = crate::audit::RequestInfo::new(audit_id.clone(), &parts, json!({}));
+            auditor.failed_authentication(info, e.code);
+            return crate::audit::with_id(error_response(&e), &audit_id);
+        }
     };
     let audit = auditor.begin(crate::audit::RequestInfo::new(
         audit_id.clone(),
         &parts,
         user.to_value(),
     ));
-    let (resp, served) = serve_authorized(&state, parts, body, &user).await;
+    let (resp, mut served) = match state.auth.authorize_request(&state.api, &parts, user).await {
+        Ok(user) => {
+            let (resp, mut served) = serve_authorized(&state, parts, body, &user).await;
+            served.authorized(true, "");
+            (resp, served)
+        }
+        Err(d) => {
+            let mut served = Served::default();
+            if let Some(reason) = &d.reason {
+                served.authorized(false, reason);
+            }
+            (error_response(&d.error), served)
+        }
+    };
     let resp = match audit {
-        Some(a) => a.finish(resp, served).await,
+        Some(a) => a.finish(resp, std::mem::take(&mut served)).await,
         None => resp,
     };
     crate::audit::with_id(resp, &audit_id)
@@ -442,6 +462,17 @@ pub(crate) struct Served {
     pub body: Option<Bytes>,
     pub content_type: Option<String>,
     pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+impl Served {
+    /// Records the authorization decision as upstream's audit annotations.
+    fn authorized(&mut self, allowed: bool, reason: &str) {
+        let decision = if allowed { "allow" } else { "forbid" };
+        self.annotations
+            .insert("authorization.k8s.io/decision".into(), decision.into());
+        self.annotations
+            .insert("authorization.k8s.io/reason".into(), reason.into());
+    }
 }
 
 /// Serves an authenticated, authorized request.

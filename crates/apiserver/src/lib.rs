@@ -59,6 +59,7 @@ mod node_client;
 mod openapi;
 mod patch;
 pub mod protobuf;
+mod rbac_authorizer;
 mod registry;
 mod resources;
 mod selectors;
@@ -70,8 +71,10 @@ mod tls;
 mod validate;
 
 pub use api::{Api, DeleteOptions, ListOptions, WatchEvent, WatchEvents, WriteOptions};
+pub use audit::AuditLogRotation;
 pub use error::{ApiError, Cause, Error};
 pub use patch::{strategic_merge, PatchType};
+pub use rbac_authorizer::{RbacAuthorizer, RbacRequest};
 pub use selectors::{FieldSelector, LabelSelector};
 pub use server::{ApiServer, ApiServerBuilder, RunningServer};
 #[cfg(feature = "etcd")]

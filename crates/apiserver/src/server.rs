@@ -32,6 +32,7 @@ pub struct ApiServerBuilder {
     encryption: Option<crate::storage::EncryptionConfig>,
     audit_policy: Option<PathBuf>,
     audit_log: Option<PathBuf>,
+    audit_rotation: crate::audit::AuditLogRotation,
 }
 
 impl std::fmt::Debug for ApiServerBuilder {
@@ -60,6 +61,7 @@ impl Default for ApiServerBuilder {
             encryption: None,
             audit_policy: None,
             audit_log: None,
+            audit_rotation: crate::audit::AuditLogRotation::default(),
         }
     }
 }
@@ -175,6 +177,13 @@ impl ApiServerBuilder {
         self
     }
 
+    /// How the audit log is rotated (`--audit-log-maxsize`, `--audit-log-maxbackup`,
+    /// `--audit-log-maxage`); by default at 100 MB, keeping every old file, as upstream.
+    pub fn audit_log_rotation(mut self, rotation: crate::audit::AuditLogRotation) -> Self {
+        self.audit_rotation = rotation;
+        self
+    }
+
     /// Opens storage, creates the built-in namespaces and binds the listener.
     pub async fn build(self) -> Result<ApiServer, Error> {
         let listen = self
@@ -207,7 +216,11 @@ impl ApiServerBuilder {
             }
         };
         let audit = match (&self.audit_policy, &self.audit_log) {
-            (Some(policy), Some(log)) => Some(crate::audit::Auditor::open(policy, log)?),
+            (Some(policy), Some(log)) => Some(Arc::new(crate::audit::Auditor::open(
+                policy,
+                log,
+                self.audit_rotation,
+            )?)),
             (None, None) => None,
             _ => {
                 return Err(Error::Config(

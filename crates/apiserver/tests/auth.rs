@@ -1325,3 +1325,280 @@ async fn a_node_reaches_only_its_own_pods_objects() {
         o.stderr
     );
 }
+
+/// A ClusterRole `name` with `rules` (JSON) bound to `user`, as the admin.
+async fn grant(c: &Cluster, name: &str, rules: &str, user: &str) {
+    let yaml = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: {name}}}\nrules: {rules}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {name}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {name}}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user:?}}}]\n"
+    );
+    let o = kubectl(&c.admin, &["apply", "-f", "-"], Some(&yaml)).await;
+    assert!(o.ok, "{}", o.stderr);
+}
+
+/// Binds the ClusterRole `role` to the group `group` (binding `name`).
+async fn bind_group(c: &Cluster, name: &str, role: &str, group: &str) {
+    let o = kubectl(
+        &c.admin,
+        &[
+            "create",
+            "clusterrolebinding",
+            name,
+            &format!("--clusterrole={role}"),
+            &format!("--group={group}"),
+        ],
+        None,
+    )
+    .await;
+    assert!(o.ok, "{}", o.stderr);
+}
+
+/// The conditions of a CSR, as `type/reason/message` lines.
+async fn csr_conditions(c: &Cluster, name: &str) -> String {
+    ok(
+        &c.admin,
+        &[
+            "get",
+            "csr",
+            name,
+            "-o",
+            "jsonpath={range .status.conditions[*]}{.type}/{.reason}/{.message}{\"\\n\"}{end}",
+        ],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csr_approval_needs_approve_on_the_signer_and_node_client_requests_are_auto_approved() {
+    let c = start().await;
+    let create_as = |kc: PathBuf, yaml: String| async move {
+        let o = kubectl(&kc, &["create", "-f", "-"], Some(&yaml)).await;
+        assert!(o.ok, "{}", o.stderr);
+    };
+    let someone = kcore_tls::CertRequest::generate("someone", &[], &[]).unwrap();
+
+    // approve on the signer (by name, then by `<domain>/*`), upstream's CertificateApproval
+    let approver = c.cert_user(&c.ca, "approver", &[]);
+    grant(
+        &c,
+        "csr-approver",
+        r#"[{apiGroups: [certificates.k8s.io], resources: [certificatesigningrequests], verbs: [get, list]},
+            {apiGroups: [certificates.k8s.io], resources: [certificatesigningrequests/approval, certificatesigningrequests/status], verbs: [get, update, patch]}]"#,
+        "approver",
+    )
+    .await;
+    create_as(
+        c.admin.clone(),
+        csr_yaml(
+            "dave",
+            &someone.cert_pem,
+            "kubernetes.io/kube-apiserver-client",
+            &["client auth"],
+        ),
+    )
+    .await;
+    let e = fails(&approver, &["certificate", "approve", "dave"]).await;
+    assert!(
+        e.contains(r#"certificatesigningrequests.certificates.k8s.io "dave" is forbidden: user not permitted to approve requests with signerName "kubernetes.io/kube-apiserver-client""#),
+        "{e}"
+    );
+    let o = kubectl(
+        &c.admin,
+        &[
+            "create",
+            "clusterrolebinding",
+            "approver-client",
+            "--clusterrole=system:certificates.k8s.io:kube-apiserver-client-approver",
+            "--user=approver",
+        ],
+        None,
+    )
+    .await;
+    assert!(o.ok, "{}", o.stderr);
+    let kc = approver.clone();
+    eventually("the approver may approve client certificates", || {
+        let kc = kc.clone();
+        async move {
+            kubectl(&kc, &["certificate", "approve", "dave"], None)
+                .await
+                .ok
+        }
+    })
+    .await;
+    assert!(csr_conditions(&c, "dave").await.starts_with("Approved/"));
+
+    create_as(
+        c.admin.clone(),
+        csr_yaml(
+            "erin",
+            &someone.cert_pem,
+            "example.com/custom",
+            &["client auth"],
+        ),
+    )
+    .await;
+    let e = fails(&approver, &["certificate", "approve", "erin"]).await;
+    assert!(
+        e.contains(
+            r#"user not permitted to approve requests with signerName "example.com/custom""#
+        ),
+        "{e}"
+    );
+    grant(
+        &c,
+        "example-signer",
+        r#"[{apiGroups: [certificates.k8s.io], resources: [signers], resourceNames: ["example.com/*"], verbs: [approve]}]"#,
+        "approver",
+    )
+    .await;
+    let kc = approver.clone();
+    eventually("the approver may approve example.com/*", || {
+        let kc = kc.clone();
+        async move {
+            kubectl(&kc, &["certificate", "approve", "erin"], None)
+                .await
+                .ok
+        }
+    })
+    .await;
+
+    // sign: writing the certificate through status, upstream's CertificateSigning
+    let issued = c.ca.issue_client("someone", &[]).expect("certificate");
+    let patch = format!(
+        r#"{{"status":{{"certificate":"{}"}}}}"#,
+        b64(&issued.cert_pem)
+    );
+    let sign = |kc: PathBuf, patch: String| async move {
+        kubectl(
+            &kc,
+            &[
+                "patch",
+                "csr",
+                "erin",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &patch,
+            ],
+            None,
+        )
+        .await
+    };
+    let o = sign(approver.clone(), patch.clone()).await;
+    assert!(!o.ok);
+    assert!(
+        o.stderr.contains(r#"certificatesigningrequests.certificates.k8s.io "erin" is forbidden: user not permitted to sign requests with signerName "example.com/custom""#),
+        "{}",
+        o.stderr
+    );
+    grant(
+        &c,
+        "example-signer-sign",
+        r#"[{apiGroups: [certificates.k8s.io], resources: [signers], resourceNames: [example.com/custom], verbs: [sign]}]"#,
+        "approver",
+    )
+    .await;
+    let (kc, p) = (approver.clone(), patch.clone());
+    eventually("the approver may sign for example.com/custom", || {
+        let (kc, p) = (kc.clone(), p.clone());
+        async move { sign(kc, p).await.ok }
+    })
+    .await;
+
+    // node client requests: approved when the requester may create
+    // certificatesigningrequests/nodeclient (bootstrap) or .../selfnodeclient (its own)
+    let node_csr = |node: &str| {
+        kcore_tls::CertRequest::generate(
+            &format!("system:node:{node}"),
+            &["system:nodes".into()],
+            &[],
+        )
+        .unwrap()
+        .cert_pem
+    };
+    let kubelet_csr = |name: &str, pem: &str| {
+        csr_yaml(
+            name,
+            pem,
+            "kubernetes.io/kube-apiserver-client-kubelet",
+            &["client auth", "digital signature"],
+        )
+    };
+    let stranger = c.cert_user(&c.ca, "stranger", &["strangers"]);
+    bind_group(&c, "strangers-csr", "system:node-bootstrapper", "strangers").await;
+    let boot = c.cert_user(&c.ca, "bootstrap-n1", &["system:bootstrappers"]);
+    bind_group(
+        &c,
+        "bootstrappers-csr",
+        "system:node-bootstrapper",
+        "system:bootstrappers",
+    )
+    .await;
+    bind_group(
+        &c,
+        "auto-approve-bootstrap",
+        "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+        "system:bootstrappers",
+    )
+    .await;
+    let node3 = c.cert_user(&c.ca, "system:node:n3", &["system:nodes"]);
+    bind_group(
+        &c,
+        "auto-approve-renewal",
+        "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+        "system:nodes",
+    )
+    .await;
+    // (upstream's Node authorizer lets nodes create CSRs; here RBAC does, for the test)
+    bind_group(&c, "nodes-csr", "system:node-bootstrapper", "system:nodes").await;
+    let requesters = [stranger.clone(), boot.clone(), node3.clone()];
+    eventually("the requesters may create CSRs", || {
+        let requesters = requesters.clone();
+        async move {
+            for r in &requesters {
+                if !can_i(r, &["create", "csr"]).await {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    create_as(
+        stranger.clone(),
+        kubelet_csr("n2-by-stranger", &node_csr("n2")),
+    )
+    .await;
+    // a node asking for another node's certificate is no renewal
+    create_as(node3.clone(), kubelet_csr("n4-by-n3", &node_csr("n4"))).await;
+    create_as(boot.clone(), kubelet_csr("n1-bootstrap", &node_csr("n1"))).await;
+    create_as(node3.clone(), kubelet_csr("n3-renewal", &node_csr("n3"))).await;
+    let admin = c.admin.clone();
+    eventually(
+        "the bootstrap and renewal requests are approved and issued",
+        || {
+            let admin = admin.clone();
+            async move {
+                let t = kubectl(&admin, &["get", "csr"], None).await.stdout;
+                t.lines()
+                    .filter(|l| {
+                        (l.starts_with("n1-bootstrap") || l.starts_with("n3-renewal"))
+                            && l.contains("Approved,Issued")
+                    })
+                    .count()
+                    == 2
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        csr_conditions(&c, "n1-bootstrap").await.trim(),
+        "Approved/AutoApproved/Auto approving kubelet client certificate after SubjectAccessReview."
+    );
+    assert_eq!(
+        csr_conditions(&c, "n3-renewal").await.trim(),
+        "Approved/AutoApproved/Auto approving self kubelet client certificate after SubjectAccessReview."
+    );
+    // the others wait for a person (their events came first, so they were decided)
+    assert_eq!(csr_conditions(&c, "n2-by-stranger").await.trim(), "");
+    assert_eq!(csr_conditions(&c, "n4-by-n3").await.trim(), "");
+}

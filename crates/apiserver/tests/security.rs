@@ -633,3 +633,196 @@ rules:
         "{header_id}"
     );
 }
+
+/// Waits until the audit log holds an event `pred` accepts; returns the events.
+async fn audit_event(log: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    for _ in 0..100 {
+        let events = audit_events(log);
+        if events.iter().any(&pred) {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no audit event for {what}: {:#?}", audit_events(log));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_log_records_refusals_and_streams_as_upstream() {
+    let c = start("audit-refusals", |b, dir| {
+        let policy = dir.join("audit-policy.yaml");
+        std::fs::write(
+            &policy,
+            "apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+- level: None
+  nonResourceURLs: ['/api*', '/apis*', '/openapi*', '/version']
+- level: Metadata
+",
+        )
+        .expect("policy");
+        b.audit_policy_file(policy)
+            .audit_log_path(dir.join("audit.log"))
+            .audit_log_rotation(kcore_apiserver::AuditLogRotation {
+                max_size_mb: 50,
+                max_backups: 3,
+                max_age_days: 7,
+            })
+    })
+    .await;
+    let log = c.dir.path().join("audit.log");
+    // kubeconfigs with the admin's cluster and no user, or a token nobody issued
+    let (server, _) = c.ok(
+        &[
+            "config",
+            "view",
+            "--raw",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ],
+        None,
+    );
+    let (ca, _) = c.ok(
+        &[
+            "config",
+            "view",
+            "--raw",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+        ],
+        None,
+    );
+    let kubeconfig = |name: &str, user: &str| {
+        let p = c.dir.path().join(format!("{name}.kubeconfig"));
+        std::fs::write(
+            &p,
+            format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    certificate-authority-data: {ca}\n    server: {server}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user: {user}\n"),
+        )
+        .expect("kubeconfig");
+        p
+    };
+    let as_other = |kc: &Path, args: &[&str]| {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kc)
+            .args(args)
+            .output()
+            .expect("kubectl runs")
+    };
+    // (a user with Basic credentials, which kubectl does not prompt for and the server
+    // does not accept)
+    let nobody = kubeconfig("nobody", "{username: nobody, password: none}");
+    let out = as_other(
+        &nobody,
+        &["get", "--raw", "/api/v1/namespaces/no-credentials/pods"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Unauthorized"), "{stderr}");
+    let forged = kubeconfig("forged", "{token: not-a-token}");
+    let out = as_other(
+        &forged,
+        &["get", "--raw", "/api/v1/namespaces/forged-token/pods"],
+    );
+    assert!(!out.status.success());
+    let events = audit_event(&log, "the forged token's 401", |e| {
+        e["objectRef"]["namespace"] == "forged-token"
+    })
+    .await;
+    // failed authentication: one ResponseStarted event, no user, upstream's message
+    for (ns, message) in [
+        ("no-credentials", "Authentication failed, attempted: basic"),
+        ("forged-token", "Authentication failed, attempted: bearer"),
+    ] {
+        let mine: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["objectRef"]["namespace"] == ns)
+            .collect();
+        assert!(!mine.is_empty(), "{ns}: {events:#?}");
+        for e in mine {
+            assert_eq!(e["stage"], "ResponseStarted", "{e}");
+            assert_eq!(e["level"], "Metadata");
+            assert_eq!(e["verb"], "list");
+            assert_eq!(e["user"], serde_json::json!({}), "{e}");
+            assert_eq!(e["responseStatus"]["code"], 401);
+            assert_eq!(e["responseStatus"]["message"], message, "{e}");
+        }
+    }
+
+    // a 403 (here of an impersonated user): both stages, the authenticated user, the
+    // impersonated one as asked, the decision
+    let e = c.fails(
+        &["--as=nobody-at-all", "get", "secrets", "-n", "kube-public"],
+        None,
+    );
+    assert!(e.contains("forbidden"), "{e}");
+    let events = audit_event(&log, "the 403", |e| {
+        e["objectRef"]["resource"] == "secrets" && e["stage"] == "ResponseComplete"
+    })
+    .await;
+    let refused: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["objectRef"]["resource"] == "secrets")
+        .collect();
+    let stages: Vec<&str> = refused
+        .iter()
+        .map(|e| e["stage"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        stages,
+        ["RequestReceived", "ResponseComplete"],
+        "{refused:#?}"
+    );
+    let done = refused[1];
+    assert_eq!(done["user"]["username"], "admin");
+    assert_eq!(done["impersonatedUser"]["username"], "nobody-at-all");
+    assert_eq!(done["objectRef"]["namespace"], "kube-public");
+    assert_eq!(done["responseStatus"]["code"], 403);
+    assert_eq!(done["responseStatus"]["reason"], "Forbidden");
+    assert_eq!(done["responseStatus"]["status"], "Failure");
+    assert_eq!(
+        done["annotations"]["authorization.k8s.io/decision"], "forbid",
+        "{done}"
+    );
+    assert_eq!(done["auditID"], refused[0]["auditID"]);
+
+    // a watch: ResponseStarted when it starts, ResponseComplete when it ends
+    let out = c.kubectl(
+        &[
+            "get",
+            "configmaps",
+            "-n",
+            "watched",
+            "--watch-only",
+            "--request-timeout=2s",
+        ],
+        None,
+    );
+    drop(out);
+    let events = audit_event(&log, "the watch's end", |e| {
+        e["verb"] == "watch" && e["stage"] == "ResponseComplete"
+    })
+    .await;
+    let watch: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["verb"] == "watch" && e["objectRef"]["namespace"] == "watched")
+        .collect();
+    let stages: Vec<&str> = watch
+        .iter()
+        .map(|e| e["stage"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        stages,
+        ["RequestReceived", "ResponseStarted", "ResponseComplete"],
+        "{watch:#?}"
+    );
+    assert_eq!(watch[1]["responseStatus"]["code"], 200);
+    assert_eq!(watch[2]["responseStatus"]["code"], 200);
+    assert!(watch[1]["stageTimestamp"].as_str() <= watch[2]["stageTimestamp"].as_str());
+    // an allowed request carries the allow decision
+    assert_eq!(
+        watch[2]["annotations"]["authorization.k8s.io/decision"],
+        "allow"
+    );
+}

@@ -119,6 +119,9 @@ pub struct SecurityFiles {
     pub audit_policy: Option<PathBuf>,
     /// `--audit-log-path`: where audit events are appended.
     pub audit_log: Option<PathBuf>,
+    /// `--audit-log-maxsize`, `--audit-log-maxbackup`, `--audit-log-maxage`: how the
+    /// audit log is rotated.
+    pub audit_log_rotation: kcore_apiserver::AuditLogRotation,
 }
 
 impl SecurityFiles {
@@ -141,7 +144,9 @@ impl SecurityFiles {
             b = b.audit_policy_file(p);
         }
         if let Some(p) = &self.audit_log {
-            b = b.audit_log_path(p);
+            b = b
+                .audit_log_path(p)
+                .audit_log_rotation(self.audit_log_rotation);
         }
         Ok(b)
     }

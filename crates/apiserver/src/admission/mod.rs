@@ -909,6 +909,7 @@ impl Api {
         let obj =
             crate::auth::admit(self, req.info, req.namespace, create, obj, &user_info()).await?;
         noderestriction::admit(self, req, &obj, old).await?;
+        crate::auth::admit_signer_rights(self, req.info, req.sub, old, &obj, &user_info()).await?;
         let obj = priority::admit(self, req, obj).await?;
         if req.info.group == EXEMPT_GROUP {
             return check(obj);

@@ -231,6 +231,13 @@ impl Api {
             .collect())
     }
 
+    /// The revision of the last change to an object of API `group` the watch cache
+    /// knows of (unchanged: the group's objects are unchanged); `None` when the cache is
+    /// not primed.
+    pub(crate) fn group_revision(&self, group: &str) -> Option<u64> {
+        self.inner.cache.group_revision(group)
+    }
+
     /// The storage backend.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.inner.storage

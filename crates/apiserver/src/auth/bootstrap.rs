@@ -52,6 +52,18 @@ fn binding(name: &str, role: &str, subjects: &[(&str, &str)]) -> Value {
         "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role}, "subjects": subjects})
 }
 
+/// Upstream's `system:certificates.k8s.io:<signer>-approver`: `approve` on the signer
+/// `kubernetes.io/<signer>`.
+fn signer_approver(signer: &str) -> Value {
+    let mut r = rule(&["certificates.k8s.io"], &["signers"], &["approve"]);
+    r["resourceNames"] = json!([format!("kubernetes.io/{signer}")]);
+    cluster_role(
+        &format!("system:certificates.k8s.io:{signer}-approver"),
+        json!({}),
+        vec![r],
+    )
+}
+
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 
@@ -537,6 +549,37 @@ pub(crate) fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
+        cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            json!({}),
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/nodeclient"],
+                &["create"],
+            )],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            json!({}),
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/selfnodeclient"],
+                &["create"],
+            )],
+        ),
+        cluster_role(
+            "system:node-bootstrapper",
+            json!({}),
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+                &["create", "get", "list", "watch"],
+            )],
+        ),
+        signer_approver("kube-apiserver-client"),
+        signer_approver("kube-apiserver-client-kubelet"),
+        signer_approver("kubelet-serving"),
+        signer_approver("legacy-unknown"),
         cluster_role(
             "system:kube-scheduler",
             json!({}),

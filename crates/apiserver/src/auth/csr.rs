@@ -13,6 +13,19 @@
 //! A request a signer refuses gets the `Failed` condition (`SignerValidationFailure`).
 //! Certificates last `spec.expirationSeconds`, at most a year (upstream's default
 //! `--cluster-signing-duration`).
+//!
+//! Also here:
+//!
+//! - upstream's `CertificateApproval` and `CertificateSigning` admission
+//!   ([`admit_signer_rights`]): approving or denying (the `approval` subresource) needs
+//!   `approve`, and changing the certificate or conditions through `status` needs
+//!   `sign`, on the `signers` resource of `certificates.k8s.io` named after the
+//!   request's signer, or after its `<domain>/*`;
+//! - upstream's `csrapproving` controller ([`auto_approval`]): a node client
+//!   certificate request (`kube-apiserver-client-kubelet`, a valid kubelet client
+//!   subject and usages) is approved (`AutoApproved`) when its requester may `create`
+//!   `certificatesigningrequests/selfnodeclient` (renewal: the requester is the node
+//!   named in the request) or `certificatesigningrequests/nodeclient` (bootstrap).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +34,12 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::api::{Api, WriteOptions};
-use crate::resources::{self, Sub};
+use crate::error::ApiError;
+use crate::resources::{self, ResourceInfo, Sub};
 
-use super::UserInfo;
+use super::{rbac, Attributes, UserInfo};
+
+const GROUP: &str = "certificates.k8s.io";
 
 const KUBE_APISERVER_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
 const KUBELET_CLIENT: &str = "kubernetes.io/kube-apiserver-client-kubelet";
@@ -122,6 +138,28 @@ fn check(
     })
 }
 
+/// The PEM of a CSR's `spec.request` (empty when it is not base64 of UTF-8).
+fn request_pem(csr: &Value) -> String {
+    base64::engine::general_purpose::STANDARD
+        .decode(csr["spec"]["request"].as_str().unwrap_or_default())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default()
+}
+
+fn parse_request(csr: &Value) -> Option<kcore_tls::CertRequest> {
+    kcore_tls::CertRequest::parse(&request_pem(csr)).ok()
+}
+
+fn usages(csr: &Value) -> Vec<&str> {
+    csr["spec"]["usages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// Signs one approved CSR of a built-in signer; `None` when there is nothing to do.
 fn sign(ca: &kcore_tls::Ca, csr: &Value) -> Option<Result<String, (String, String)>> {
     if !condition(csr, "Approved")
@@ -135,21 +173,11 @@ fn sign(ca: &kcore_tls::Ca, csr: &Value) -> Option<Result<String, (String, Strin
     }
     let spec = &csr["spec"];
     let signer = spec["signerName"].as_str().unwrap_or_default();
-    let pem = base64::engine::general_purpose::STANDARD
-        .decode(spec["request"].as_str().unwrap_or_default())
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .unwrap_or_default();
-    let req = match kcore_tls::CertRequest::parse(&pem) {
+    let req = match kcore_tls::CertRequest::parse(&request_pem(csr)) {
         Ok(r) => r,
         Err(e) => return Some(Err(("SignerValidationFailure".into(), e.to_string()))),
     };
-    let usages: Vec<&str> = spec["usages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let usages = usages(csr);
     let usage = match check(signer, &req, &usages)? {
         Ok(u) => u,
         Err(why) => return Some(Err(("SignerValidationFailure".into(), why))),
@@ -164,13 +192,185 @@ fn sign(ca: &kcore_tls::Ca, csr: &Value) -> Option<Result<String, (String, Strin
     )
 }
 
-/// Watches CSRs and signs the approved ones of the built-in signers.
+/// Whether RBAC lets `user` do `a` (members of `system:masters` may do anything): the
+/// check the server's own components make where upstream's send a SubjectAccessReview.
+async fn rbac_allows(api: &Api, user: &UserInfo, a: &Attributes) -> Result<bool, ApiError> {
+    if user.is_master() {
+        return Ok(true);
+    }
+    let objs = super::current_rbac(api).await?;
+    let policy = rbac::Policy::build(&objs[0], &objs[1], &objs[2], &objs[3]);
+    Ok(policy.authorize(user, a).is_ok())
+}
+
+/// Upstream's `IsAuthorizedForSignerName`: `verb` on the `signers` named `signer`, or
+/// on its `<domain>/*`.
+async fn may_use_signer(
+    api: &Api,
+    user: &UserInfo,
+    verb: &str,
+    signer: &str,
+) -> Result<bool, ApiError> {
+    let domain = signer.split('/').next().unwrap_or_default();
+    for name in [signer.to_owned(), format!("{domain}/*")] {
+        let mut a = Attributes::resource(verb, GROUP, "signers", "");
+        a.name = name;
+        if rbac_allows(api, user, &a).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Upstream's `CertificateApproval` and `CertificateSigning` admission: an update of a
+/// CSR's `approval` needs `approve`, and one of its `status` that changes the
+/// certificate or the conditions needs `sign`, on the request's signer (checked against
+/// the old object, whose signer cannot change). `user` is the request's `UserInfo`.
+pub(crate) async fn admit_signer_rights(
+    api: &Api,
+    info: &ResourceInfo,
+    sub: Option<Sub>,
+    old: Option<&Value>,
+    new: &Value,
+    user: &Value,
+) -> Result<(), ApiError> {
+    let Some(old) =
+        old.filter(|_| info.group == GROUP && info.plural == "certificatesigningrequests")
+    else {
+        return Ok(());
+    };
+    let verb = match sub {
+        Some(Sub::Approval) => "approve",
+        Some(Sub::Status)
+            if old["status"]["certificate"] != new["status"]["certificate"]
+                || old["status"]["conditions"] != new["status"]["conditions"] =>
+        {
+            "sign"
+        }
+        _ => return Ok(()),
+    };
+    let u: UserInfo = serde_json::from_value(user.clone()).unwrap_or_default();
+    let signer = old["spec"]["signerName"].as_str().unwrap_or_default();
+    if may_use_signer(api, &u, verb, signer).await? {
+        return Ok(());
+    }
+    let name = old["metadata"]["name"].as_str().unwrap_or_default();
+    Err(ApiError::forbidden(
+        GROUP,
+        "certificatesigningrequests",
+        name,
+        &format!("user not permitted to {verb} requests with signerName {signer:?}"),
+    ))
+}
+
+/// The requester of a CSR, as its spec records them.
+fn requester(csr: &Value) -> UserInfo {
+    let spec = &csr["spec"];
+    UserInfo {
+        username: spec["username"].as_str().unwrap_or_default().to_owned(),
+        uid: spec["uid"].as_str().unwrap_or_default().to_owned(),
+        groups: serde_json::from_value(spec["groups"].clone()).unwrap_or_default(),
+        extra: serde_json::from_value(spec["extra"].clone()).unwrap_or_default(),
+    }
+}
+
+/// The permissions upstream's approver tries, in order, with the message of its
+/// approval: (subresource of `certificatesigningrequests` to `create`, only for the
+/// node's own request, message).
+const RECOGNIZERS: &[(&str, bool, &str)] = &[
+    (
+        "selfnodeclient",
+        true,
+        "Auto approving self kubelet client certificate after SubjectAccessReview.",
+    ),
+    (
+        "nodeclient",
+        false,
+        "Auto approving kubelet client certificate after SubjectAccessReview.",
+    ),
+];
+
+/// Upstream's `csrapproving` decision for one CSR: the `Approved` condition to add when
+/// it is a node client certificate request its requester may have approved, `None`
+/// otherwise (not such a request, already decided or issued, or not permitted).
+pub(crate) async fn auto_approval(api: &Api, csr: &Value) -> Result<Option<Value>, ApiError> {
+    let decided = csr["status"]["certificate"]
+        .as_str()
+        .is_some_and(|c| !c.is_empty())
+        || condition(csr, "Approved")
+        || condition(csr, "Denied");
+    if decided || csr["spec"]["signerName"] != KUBELET_CLIENT {
+        return Ok(None);
+    }
+    let Some(req) = parse_request(csr) else {
+        return Ok(None);
+    };
+    let usages = usages(csr);
+    if !matches!(check(KUBELET_CLIENT, &req, &usages), Some(Ok(_))) {
+        return Ok(None);
+    }
+    let user = requester(csr);
+    let own = req.subject().common_name.as_deref() == Some(user.username.as_str());
+    for (sub, self_only, message) in RECOGNIZERS {
+        if *self_only && !own {
+            continue;
+        }
+        let mut a = Attributes::resource("create", GROUP, "certificatesigningrequests", "");
+        a.subresource = (*sub).to_owned();
+        if rbac_allows(api, &user, &a).await? {
+            return Ok(Some(
+                json!({"type": "Approved", "status": "True", "reason": "AutoApproved",
+                "message": message, "lastUpdateTime": crate::api::now()}),
+            ));
+        }
+    }
+    Ok(None)
+}
+
+/// Approves `csr` when [`auto_approval`] says so.
+async fn auto_approve(api: &Api, info: &'static ResourceInfo, csr: &Value) {
+    let name = csr["metadata"]["name"].as_str().unwrap_or_default();
+    let cond = match auto_approval(api, csr).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(csr = %name, error = %e.message, "deciding a CSR's auto-approval");
+            return;
+        }
+    };
+    let mut obj = csr.clone();
+    let mut conds = obj["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    conds.push(cond);
+    obj["status"]["conditions"] = json!(conds);
+    match api
+        .update_in(
+            info,
+            None,
+            name,
+            obj,
+            Some(Sub::Approval),
+            &WriteOptions::default(),
+        )
+        .await
+    {
+        Ok(_) => tracing::info!(csr = %name, "auto-approved a node client certificate request"),
+        Err(e) => tracing::debug!(csr = %name, error = %e.message, "approving a CSR"),
+    }
+}
+
+/// Watches CSRs: approves node client requests as upstream's `csrapproving` controller
+/// and signs the approved ones of the built-in signers.
 pub(crate) async fn run(api: Api, ca: Arc<kcore_tls::Ca>) {
-    let info = resources::lookup("certificates.k8s.io", "v1", "certificatesigningrequests")
-        .expect("served");
+    let info = resources::lookup(GROUP, "v1", "certificatesigningrequests").expect("served");
     super::watch_forever(&api, info, |csr| {
         let (api, ca) = (api.clone(), ca.clone());
         async move {
+            if csr["metadata"]["deletionTimestamp"].is_null() {
+                auto_approve(&api, info, &csr).await;
+            }
             let Some(result) = sign(&ca, &csr) else {
                 return;
             };

@@ -27,7 +27,7 @@
 mod bootstrap;
 mod csr;
 pub(crate) mod node;
-mod rbac;
+pub(crate) mod rbac;
 mod request;
 mod reviews;
 mod serviceaccount;
@@ -47,8 +47,8 @@ use crate::error::{ApiError, Error};
 use crate::resources::{self, ResourceInfo};
 
 pub(crate) use bootstrap::reconcile as reconcile_bootstrap_policy;
-pub(crate) use csr::run as run_csr_signer;
-pub(crate) use request::{attributes, Attributes};
+pub(crate) use csr::{admit_signer_rights, run as run_csr_signer};
+pub(crate) use request::{of_parts as request_attributes, Attributes};
 pub(crate) use reviews::serve;
 pub(crate) use token::Issuer;
 
@@ -223,6 +223,19 @@ impl Auth {
     /// Authenticates, impersonates and authorizes one request; the user it runs as, or
     /// the 401/403 to answer.
     pub(crate) async fn check(&self, api: &Api, parts: &Parts) -> Result<UserInfo, ApiError> {
+        let user = self.authenticate(api, parts).await?;
+        self.authorize_request(api, parts, user)
+            .await
+            .map_err(|d| d.error)
+    }
+
+    /// The authentication step of [`Auth::check`]: who sent the request, or the 401 to
+    /// answer (anonymous requests pass only on the public paths, authorized).
+    pub(crate) async fn authenticate(
+        &self,
+        api: &Api,
+        parts: &Parts,
+    ) -> Result<UserInfo, ApiError> {
         let unauthorized = || ApiError::new(401, "Unauthorized", "Unauthorized");
         let chain = parts
             .extensions
@@ -267,53 +280,64 @@ impl Auth {
         } else {
             UserInfo::anonymous()
         };
-        let path = parts.uri.path();
-        let query = parts.uri.query().unwrap_or_default();
-        let param = |k: &str| {
-            query.split('&').find_map(|kv| {
-                let (key, v) = kv.split_once('=')?;
-                (key == k).then(|| v.to_owned())
-            })
-        };
-        let fields = param("fieldSelector")
-            .map(|f| {
-                f.replace("%3D", "=")
-                    .replace("%3d", "=")
-                    .replace("%2C", ",")
-                    .replace("%2c", ",")
-                    .replace("%21", "!")
-            })
-            .unwrap_or_default();
-        let field_name = fields.strip_prefix("metadata.name=");
-        let mut attrs = request::attributes(
-            parts.method.as_str(),
-            path,
-            matches!(param("watch").as_deref(), Some("true" | "1")),
-            field_name,
-        );
-        attrs.field_selector = fields.clone();
         if user.username == ANONYMOUS {
             // anonymous requests reach only what upstream's anonymous conditions allow
+            let path = parts.uri.path();
             let public = matches!(
                 path,
                 "/healthz" | "/livez" | "/readyz" | "/version" | "/version/"
             );
-            if !public || self.authorize(api, &user, &attrs).await.is_err() {
+            if !public
+                || self
+                    .authorize(api, &user, &request::of_parts(parts))
+                    .await
+                    .is_err()
+            {
                 return Err(unauthorized());
             }
+        }
+        Ok(user)
+    }
+
+    /// The impersonation and authorization steps of [`Auth::check`] for an
+    /// authenticated `user`: the user the request runs as, or why it is refused.
+    pub(crate) async fn authorize_request(
+        &self,
+        api: &Api,
+        parts: &Parts,
+        user: UserInfo,
+    ) -> Result<UserInfo, Denied> {
+        if user.username == ANONYMOUS {
+            // authorized by `authenticate`
             return Ok(user);
         }
-        let user = self.impersonate(api, user, &parts.headers).await?;
+        let attrs = request::of_parts(parts);
+        let user = self
+            .impersonate(api, user, &parts.headers)
+            .await
+            .map_err(|error| Denied {
+                error,
+                reason: None,
+            })?;
         match self.authorize(api, &user, &attrs).await {
             Ok(()) => Ok(user),
-            Err(reason) => Err(forbidden(&user, &attrs, &reason)),
+            Err(reason) => Err(Denied {
+                error: forbidden(&user, &attrs, &reason),
+                reason: Some(reason),
+            }),
         }
     }
 
     /// The RBAC snapshot of the stored objects.
     pub(crate) async fn policy(&self, api: &Api) -> Result<Arc<rbac::Policy>, ApiError> {
+        let rev = api.group_revision(rbac::GROUP);
+        if let Some(p) = rev.and_then(|r| self.policy.at(r)) {
+            return Ok(p);
+        }
         let objs = current_rbac(api).await?;
-        Ok(self.policy.get([&objs[0], &objs[1], &objs[2], &objs[3]]))
+        Ok(self
+            .policy
+            .get([&objs[0], &objs[1], &objs[2], &objs[3]], rev))
     }
 
     /// Whether `user` may do `a`: `Err(reason)` when not.
@@ -424,6 +448,15 @@ impl Auth {
         }
         Ok(out.authenticated())
     }
+}
+
+/// A request [`Auth::authorize_request`] refuses.
+#[derive(Debug)]
+pub(crate) struct Denied {
+    /// The answer (403, or 400 for a malformed impersonation).
+    pub error: ApiError,
+    /// The authorizer's reason, when authorization (not impersonation) refused it.
+    pub reason: Option<String>,
 }
 
 /// The 403 of a refused request, with upstream's message.

@@ -383,30 +383,55 @@ pub(crate) fn uncovered(owned: &[PolicyRule], requested: &[PolicyRule]) -> Vec<S
 }
 
 /// The policy snapshot, rebuilt when the set of stored RBAC objects changes.
+///
+/// A request first asks [`PolicyCache::at`] with the watch cache's revision of the last
+/// RBAC change, which answers without looking at the objects while nothing changed; else
+/// the objects are read and compared by identity, and the snapshot is rebuilt only when
+/// they differ.
 #[derive(Default)]
 pub(crate) struct PolicyCache {
-    memo: Mutex<Option<(Vec<usize>, Arc<Policy>)>>,
+    memo: Mutex<Option<Memo>>,
+}
+
+struct Memo {
+    /// The identity of each object the snapshot was built from.
+    fingerprint: Vec<usize>,
+    /// The revision of the last RBAC change it reflects, when known.
+    revision: Option<u64>,
+    policy: Arc<Policy>,
 }
 
 impl PolicyCache {
+    /// The snapshot, if it reflects the RBAC change at `revision`.
+    pub(crate) fn at(&self, revision: u64) -> Option<Arc<Policy>> {
+        let memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        memo.as_ref()
+            .filter(|m| m.revision == Some(revision))
+            .map(|m| Arc::clone(&m.policy))
+    }
+
     /// The current snapshot for these objects (cluster roles, roles, cluster role
-    /// bindings, role bindings), reusing the last one when they are the same objects.
-    pub(crate) fn get(&self, objects: [&[Arc<Value>]; 4]) -> Arc<Policy> {
+    /// bindings, role bindings), read when the last RBAC change was at `revision`;
+    /// reusing the last one when they are the same objects.
+    pub(crate) fn get(&self, objects: [&[Arc<Value>]; 4], revision: Option<u64>) -> Arc<Policy> {
         let fingerprint: Vec<usize> = objects
             .iter()
             .flat_map(|l| l.iter().map(|o| Arc::as_ptr(o) as usize).chain([0]))
             .collect();
         let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((f, p)) = &*memo {
-            if *f == fingerprint {
-                return Arc::clone(p);
-            }
+        if let Some(m) = memo.as_mut().filter(|m| m.fingerprint == fingerprint) {
+            m.revision = revision;
+            return Arc::clone(&m.policy);
         }
-        let p = Arc::new(Policy::build(
+        let policy = Arc::new(Policy::build(
             objects[0], objects[1], objects[2], objects[3],
         ));
-        *memo = Some((fingerprint, Arc::clone(&p)));
-        p
+        *memo = Some(Memo {
+            fingerprint,
+            revision,
+            policy: Arc::clone(&policy),
+        });
+        policy
     }
 }
 

@@ -64,6 +64,35 @@ impl Attributes {
 /// Subresources of a namespace that stay on the namespace itself.
 const NAMESPACE_SUBRESOURCES: &[&str] = &["status", "finalize"];
 
+/// The attributes of a request: its method, path, `watch` and a `metadata.name=`
+/// `fieldSelector`.
+pub(crate) fn of_parts(parts: &axum::http::request::Parts) -> Attributes {
+    let query = parts.uri.query().unwrap_or_default();
+    let param = |k: &str| {
+        query.split('&').find_map(|kv| {
+            let (key, v) = kv.split_once('=')?;
+            (key == k).then(|| v.to_owned())
+        })
+    };
+    let fields = param("fieldSelector")
+        .map(|f| {
+            f.replace("%3D", "=")
+                .replace("%3d", "=")
+                .replace("%2C", ",")
+                .replace("%2c", ",")
+                .replace("%21", "!")
+        })
+        .unwrap_or_default();
+    let mut attrs = attributes(
+        parts.method.as_str(),
+        parts.uri.path(),
+        matches!(param("watch").as_deref(), Some("true" | "1")),
+        fields.strip_prefix("metadata.name="),
+    );
+    attrs.field_selector = fields;
+    attrs
+}
+
 /// The attributes of `method path?query` (`field_name`: a `metadata.name=` field selector
 /// of a list or watch, which names the object as upstream does).
 pub(crate) fn attributes(

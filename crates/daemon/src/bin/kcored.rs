@@ -114,6 +114,15 @@ struct ServerArgs {
     /// Where audit events are written as JSON lines; needs --audit-policy-file.
     #[arg(long)]
     audit_log_path: Option<PathBuf>,
+    /// The size in megabytes at which the audit log is rotated (0: 100, as upstream).
+    #[arg(long, default_value_t = 0)]
+    audit_log_maxsize: u64,
+    /// How many rotated audit logs are kept (0: all).
+    #[arg(long, default_value_t = 0)]
+    audit_log_maxbackup: usize,
+    /// How many days rotated audit logs are kept, by the time in their names (0: forever).
+    #[arg(long, default_value_t = 0)]
+    audit_log_maxage: u64,
 }
 
 #[derive(clap::Args)]
@@ -332,6 +341,11 @@ fn control_plane(server: &ServerArgs, node: &NodeArgs) -> Result<ControlPlaneCon
         encryption_provider_config: server.encryption_provider_config.clone(),
         audit_policy: server.audit_policy_file.clone(),
         audit_log: server.audit_log_path.clone(),
+        audit_log_rotation: kcore_apiserver::AuditLogRotation {
+            max_size_mb: server.audit_log_maxsize,
+            max_backups: server.audit_log_maxbackup,
+            max_age_days: server.audit_log_maxage,
+        },
     };
     cfg.tls_sans.push(
         node.node_ip
