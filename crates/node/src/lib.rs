@@ -65,6 +65,7 @@
 #![cfg(target_os = "linux")]
 
 mod agent;
+mod announce;
 mod auth;
 mod cache;
 mod config;

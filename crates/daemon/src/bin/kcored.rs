@@ -106,6 +106,11 @@ struct ServerArgs {
     /// Where audit events are written as JSON lines; needs --audit-policy-file.
     #[arg(long)]
     audit_log_path: Option<PathBuf>,
+    /// LoadBalancer pool mode (as MetalLB's L2): Services get addresses from this CIDR
+    /// or range (`a.b.c.d-e.f.g.h`; repeatable, or comma-separated), each announced by
+    /// one node with ARP. Without it, LoadBalancers get the nodes' addresses.
+    #[arg(long, value_delimiter = ',', value_parser = kcored::cluster::parse_lb_pool)]
+    service_lb_pool: Vec<(Ipv4Addr, Ipv4Addr)>,
 }
 
 #[derive(clap::Args)]
@@ -284,6 +289,7 @@ fn control_plane(server: &ServerArgs, node: &NodeArgs) -> Result<ControlPlaneCon
         std::time::Duration::from_secs(server.node_monitor_grace_period);
     cfg.cluster_cidr = Some(node.cluster_cidr);
     cfg.tls_sans = server.tls_san.clone();
+    cfg.service_lb_pool = server.service_lb_pool.clone();
     cfg.security = kcored::cluster::SecurityFiles {
         admission_config: server.admission_control_config_file.clone(),
         encryption_provider_config: server.encryption_provider_config.clone(),

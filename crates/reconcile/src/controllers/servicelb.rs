@@ -73,7 +73,7 @@ fn node_address(node: &Node) -> Option<IpAddr> {
 }
 
 /// The annotation naming the node that announces a pool address (pool mode).
-pub const ANNOUNCE_NODE_ANNOTATION: &str = "kcore.io/lb-announce-node";
+pub const ANNOUNCE_NODE_ANNOTATION: &str = kcore_k8s::LB_ANNOUNCE_NODE_ANNOTATION;
 
 /// Why a Service gets no pool address.
 #[derive(Debug, Clone, PartialEq, Eq)]
