@@ -219,8 +219,14 @@ impl NodeAgent {
                     net: net.clone(),
                     client: client.clone(),
                     node_ip: cfg.node_ip,
+                    tls_port: None,
                 };
-                tasks.push(crate::ingress::start(env, cache.clone(), addr)?);
+                tasks.push(crate::ingress::start(
+                    env,
+                    cache.clone(),
+                    addr,
+                    cfg.ingress_tls_addr,
+                )?);
             }
         }
 

@@ -136,6 +136,12 @@ struct NodeArgs {
     /// Where the Ingress proxy listens.
     #[arg(long, default_value = "0.0.0.0:80")]
     ingress_listen: SocketAddr,
+    /// Where the Ingress proxy serves TLS (certificates from the Ingresses' Secrets).
+    #[arg(long, default_value = "0.0.0.0:443")]
+    ingress_tls_listen: SocketAddr,
+    /// Do not serve Ingress TLS.
+    #[arg(long)]
+    no_ingress_tls: bool,
     /// Do not serve Ingress.
     #[arg(long)]
     no_ingress: bool,
@@ -156,6 +162,7 @@ impl NodeArgs {
         o.cluster_cidr = self.cluster_cidr;
         o.service_cidr = self.service_cidr;
         o.ingress = (!self.no_ingress).then_some(self.ingress_listen);
+        o.ingress_tls = (!self.no_ingress_tls).then_some(self.ingress_tls_listen);
         o.vxlan = vxlan_default && !self.no_vxlan;
         o.cgroup_parent = self.cgroup_parent.clone();
         o
