@@ -96,6 +96,7 @@ pub use agent::NodeAgent;
 pub use config::{NodeConfig, ServerTls};
 pub use error::{Error, ErrorChain, Result};
 pub use images::{image_from_dir, reference_candidates, ImageSpec};
+pub use ingress::CONTROLLER as INGRESS_CONTROLLER;
 pub use ipnet::Ipv4Net;
 pub use logs::LogQuery;
 pub use netpol::{compile_policies, POLICY_TABLE};
