@@ -369,11 +369,12 @@ fn three_nodes_joined_by_vxlan() {
         assert!(body.contains(&format!(r#""from":"{node}""#)), "{body}");
     }
 
-    network_policies(server);
-
     // LoadBalancer pool mode: each Service gets its own pool address, announced by one
     // node, and the client outside the nodes reaches it
     let lbs = load_balancers(server, &client);
+    eprintln!("load-balancer addresses: {lbs:?}");
+
+    network_policies(server);
     // the agent to kill: one announcing an address (the control plane's node stays)
     let (victim, lb_ip, lb_name) = lbs
         .iter()
@@ -495,27 +496,37 @@ fn load_balancers(server: &Machine, client: &Machine) -> Vec<(String, String, St
     lbs
 }
 
-/// Whether `pod` (in `ns`) gets an answer from `ip:8080` within 2 s.
-fn reaches(server: &Machine, ns: &str, pod: &str, ip: &str) -> bool {
+/// Whether `pod` (in `ns`) gets an answer from `ip:8080` within 2 s, with what
+/// kubectl said.
+fn reaches(server: &Machine, ns: &str, pod: &str, ip: &str) -> (bool, String) {
     let url = format!("http://{ip}:8080/healthz");
-    let (ok, _) = server.kubectl_with(
+    server.kubectl_with(
         &server.kubeconfig(),
         &[
             "exec", "-n", ns, pod, "--", "wget", "-q", "-T", "2", "-O", "-", &url,
         ],
-    );
-    ok
+    )
 }
 
 /// Waits until `pod` can (or cannot) reach `ip`, as the policies just applied say.
 fn expect_reach(server: &Machine, (ns, pod): (&str, &str), ip: &str, want: bool) {
-    let what = format!(
-        "{ns}/{pod} {} {ip}",
-        if want { "reaching" } else { "cut off from" }
-    );
-    wait_for(40, &what, || {
-        (reaches(server, ns, pod, ip) == want).then_some(())
-    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let (ok, out) = reaches(server, ns, pod, ip);
+        if ok == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ns}/{pod} {} {ip}; kubectl exec said: {out}",
+            if want {
+                "never reached"
+            } else {
+                "still reaches"
+            }
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
 }
 
 /// NetworkPolicy through kubectl and the agents: pods on n1 and n2 in two namespaces;

@@ -156,10 +156,12 @@ fn secret_cert(secret: &Secret) -> Option<kcore_tls::CertKey> {
 /// parsing each Secret once per resourceVersion.
 struct SniResolver {
     cache: Arc<ClusterCache>,
-    parsed: std::sync::Mutex<
-        std::collections::HashMap<(String, String), (String, Arc<rustls::sign::CertifiedKey>)>,
-    >,
+    parsed: std::sync::Mutex<ParsedSecrets>,
 }
+
+/// Parsed certificates by Secret `(namespace, name)`, with the resourceVersion parsed.
+type ParsedSecrets =
+    std::collections::HashMap<(String, String), (String, Arc<rustls::sign::CertifiedKey>)>;
 
 impl std::fmt::Debug for SniResolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
