@@ -499,12 +499,12 @@ fn load_balancers(server: &Machine, client: &Machine) -> Vec<(String, String, St
 /// Whether `pod` (in `ns`) gets an answer from `ip:8080` within 2 s, with what
 /// kubectl said.
 fn reaches(server: &Machine, ns: &str, pod: &str, ip: &str) -> (bool, String) {
-    let url = format!("http://{ip}:8080/healthz");
+    // busybox's nc (its static wget crashes in these images)
+    let script =
+        format!("printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 8080 | grep -q '^ok'");
     server.kubectl_with(
         &server.kubeconfig(),
-        &[
-            "exec", "-n", ns, pod, "--", "wget", "-q", "-T", "2", "-O", "-", &url,
-        ],
+        &["exec", "-n", ns, pod, "--", "sh", "-c", &script],
     )
 }
 
