@@ -471,7 +471,7 @@ fn stale_backups(
         };
         backups.push((t.timestamp(), entry.path()));
     }
-    backups.sort_by_key(|b| std::cmp::Reverse(b.0.clone()));
+    backups.sort_by_key(|b| std::cmp::Reverse(b.0));
     let mut stale = Vec::new();
     if rotation.max_backups > 0 && backups.len() > rotation.max_backups {
         stale.extend(backups.drain(rotation.max_backups..).map(|(_, p)| p));

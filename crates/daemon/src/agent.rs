@@ -37,6 +37,8 @@ pub struct AgentOptions {
     pub data_dir: PathBuf,
     /// Where the Ingress proxy listens; `None` turns it off.
     pub ingress: Option<SocketAddr>,
+    /// Where the Ingress proxy serves TLS; `None` turns TLS off.
+    pub ingress_tls: Option<SocketAddr>,
     /// Join the VXLAN overlay.
     pub vxlan: bool,
     /// Parent cgroup of the pod cgroups.
@@ -56,6 +58,7 @@ impl AgentOptions {
             service_cidr: DEFAULT_SERVICE_CIDR.parse().expect("valid default CIDR"),
             data_dir: data_dir.into(),
             ingress: Some(SocketAddr::from(([0, 0, 0, 0], 80))),
+            ingress_tls: Some(SocketAddr::from(([0, 0, 0, 0], 443))),
             vxlan: true,
             cgroup_parent: "kcore".into(),
             heartbeat: Duration::from_secs(5),
@@ -138,6 +141,7 @@ pub async fn node_config(
     cfg.cluster_cidr = Some(opts.cluster_cidr);
     cfg.service_cidr = Some(opts.service_cidr);
     cfg.ingress_addr = opts.ingress;
+    cfg.ingress_tls_addr = opts.ingress.and(opts.ingress_tls);
     cfg.vxlan = opts.vxlan;
     cfg.cgroup_parent = opts.cgroup_parent.clone();
     cfg.heartbeat = opts.heartbeat;

@@ -90,6 +90,9 @@ pub struct ControlPlaneConfig {
     pub reset_node_on_exit: bool,
     /// Admission, encryption and audit configuration files of the API server.
     pub security: SecurityFiles,
+    /// LoadBalancer pool mode: the addresses Services get (inclusive ranges), each
+    /// announced by one node over ARP; empty is node mode (the nodes' own addresses).
+    pub service_lb_pool: Vec<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
     /// Also run this many simulated nodes in this process (`--simulated-nodes`).
     pub simulation: Option<SimulationOptions>,
 }
@@ -105,6 +108,37 @@ pub struct SimulationOptions {
     pub start_delay: Duration,
     /// How often each node renews its Lease (the kubelet's 10 s when zero).
     pub heartbeat: Duration,
+}
+
+/// One `--service-lb-pool` entry, as MetalLB's address pools write them: a CIDR
+/// (`192.0.2.64/27`, every address of it) or an inclusive range
+/// (`192.0.2.100-192.0.2.120`).
+///
+/// ```
+/// let (a, b) = kcored::cluster::parse_lb_pool("192.0.2.64/30").unwrap();
+/// assert_eq!((a.to_string(), b.to_string()), ("192.0.2.64".into(), "192.0.2.67".into()));
+/// assert!(kcored::cluster::parse_lb_pool("192.0.2.9-192.0.2.1").is_err());
+/// ```
+pub fn parse_lb_pool(s: &str) -> Result<(std::net::Ipv4Addr, std::net::Ipv4Addr)> {
+    let s = s.trim();
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (
+            a.trim()
+                .parse()
+                .with_context(|| format!("{a:?} is not an IPv4 address"))?,
+            b.trim()
+                .parse()
+                .with_context(|| format!("{b:?} is not an IPv4 address"))?,
+        ),
+        None => {
+            let net: Ipv4Net = s
+                .parse()
+                .with_context(|| format!("{s:?} is neither an IPv4 CIDR nor a range"))?;
+            (net.network(), net.broadcast())
+        }
+    };
+    anyhow::ensure!(a <= b, "the range {s} ends before it starts");
+    Ok((a, b))
 }
 
 /// The API server's security configuration files, upstream's flags of the same names.
@@ -170,6 +204,7 @@ impl ControlPlaneConfig {
             reset_node_on_exit: false,
             security: SecurityFiles::default(),
             simulation: None,
+            service_lb_pool: Vec::new(),
         }
     }
 
@@ -325,9 +360,11 @@ impl ControlPlane {
         if cfg.controllers {
             let (client, shutdown) = (controllers_client.clone(), stopped(rx.clone()));
             let grace = cfg.node_monitor_grace_period;
+            let pool = cfg.service_lb_pool.clone();
             tasks.spawn(async move {
                 let config = ControllerManagerConfig {
                     node_monitor_grace_period: grace,
+                    service_lb_pool: pool,
                     ..ControllerManagerConfig::default()
                 };
                 let r = ControllerManager::new(client)

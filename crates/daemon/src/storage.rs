@@ -1,8 +1,11 @@
-//! The cluster's default StorageClass, `local-path`: created by `kcored up` and
-//! `kcored server` when it is missing (as k3s ships its `local-path` class), served by
-//! the local provisioner every node agent runs ([`kcore_node::LOCAL_PATH_PROVISIONER`]).
+//! The cluster's default classes, created by `kcored up` and `kcored server` when
+//! missing, as k3s ships its `local-path` StorageClass and `traefik` IngressClass:
+//! the StorageClass `local-path`, served by the local provisioner every node agent
+//! runs ([`kcore_node::LOCAL_PATH_PROVISIONER`]), and the IngressClass `kcore`, served
+//! by every node's Ingress proxy ([`kcore_node::INGRESS_CONTROLLER`]).
 
 use anyhow::{Context, Result};
+use k8s_openapi::api::networking::v1::IngressClass;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kcore_k8s::status_code;
 use kube::api::{Api, PostParams};
@@ -26,15 +29,50 @@ pub fn default_class() -> StorageClass {
     .expect("a valid StorageClass")
 }
 
-/// Creates the default class unless a class of that name exists.
+/// The name of the default IngressClass.
+pub const DEFAULT_INGRESS_CLASS: &str = "kcore";
+
+/// The default IngressClass: Ingresses created without a class get it (the
+/// DefaultIngressClass admission) and the nodes' proxy serves them.
+pub fn default_ingress_class() -> IngressClass {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": DEFAULT_INGRESS_CLASS,
+            "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"},
+        },
+        "spec": {"controller": kcore_node::INGRESS_CONTROLLER},
+    }))
+    .expect("a valid IngressClass")
+}
+
+/// Creates the default StorageClass and IngressClass unless classes of those names
+/// exist.
 pub async fn ensure_default_class(client: &kube::Client) -> Result<()> {
-    let api: Api<StorageClass> = Api::all(client.clone());
-    match api.create(&PostParams::default(), &default_class()).await {
+    create_unless_present(Api::<StorageClass>::all(client.clone()), &default_class()).await?;
+    create_unless_present(
+        Api::<IngressClass>::all(client.clone()),
+        &default_ingress_class(),
+    )
+    .await
+}
+
+async fn create_unless_present<K>(api: Api<K>, obj: &K) -> Result<()>
+where
+    K: kube::Resource
+        + Clone
+        + k8s_openapi::serde::Serialize
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    let name = obj.meta().name.clone().unwrap_or_default();
+    match api.create(&PostParams::default(), obj).await {
         Ok(_) => {
-            tracing::info!(class = DEFAULT_CLASS, "created the default storage class");
+            tracing::info!(%kind, %name, "created the default class");
             Ok(())
         }
         Err(e) if status_code(&e) == Some(409) => Ok(()),
-        Err(e) => Err(e).context("creating the default storage class"),
+        Err(e) => Err(e).with_context(|| format!("creating the default {kind} {name}")),
     }
 }

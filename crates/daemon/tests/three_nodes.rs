@@ -2,8 +2,12 @@
 //! (one `server --agent`, two `agent`s joining with the server's token), their underlay
 //! links on a test switch (a bridge in a fourth namespace), pod networks joined by the
 //! VXLAN overlay. Checked: the scheduler spreads pods; a DaemonSet pod runs on every
-//! node; pods reach pods on other nodes by IP and through a Service; an agent killed
-//! has its pods replaced on the others once the node is declared lost.
+//! node; pods reach pods on other nodes by IP and through a Service; NetworkPolicies
+//! applied with kubectl allow and deny pod traffic on one node and across nodes;
+//! LoadBalancer Services get pool addresses (`--service-lb-pool`) that a client
+//! outside the nodes (a fifth namespace on the switch) reaches; an agent killed has its
+//! pods replaced on the others, and its load-balancer address taken over by another
+//! node, once the node is declared lost.
 
 mod common;
 
@@ -13,6 +17,10 @@ use std::process::{Child, Command, Stdio};
 use common::*;
 
 const SERVER_IP: &str = "10.99.0.1";
+/// The LoadBalancer pool: addresses on the switch's subnet.
+const LB_POOL: &str = "10.99.0.100-10.99.0.105";
+/// The client outside the nodes.
+const CLIENT_IP: &str = "10.99.0.50";
 
 /// The test switch: a bridge in its own namespace, one veth port per machine.
 struct Switch {
@@ -185,6 +193,8 @@ fn three_nodes_joined_by_vxlan() {
         switch.plug(m, i, &format!("10.99.0.{}", i + 1));
         build_demo_image(&m.data, "v1");
     }
+    let client = Machine::new("kcl", None);
+    switch.plug(&client, 3, CLIENT_IP);
     nodes[0].start_kcored(&[
         "server",
         "--agent",
@@ -197,6 +207,8 @@ fn three_nodes_joined_by_vxlan() {
         "--no-ingress",
         "--node-monitor-grace-period",
         "8",
+        "--service-lb-pool",
+        LB_POOL,
     ]);
     nodes[0].wait_node_ready("n0");
     let token = {
@@ -409,15 +421,54 @@ fn three_nodes_joined_by_vxlan() {
         assert!(body.contains(&format!(r#""from":"{node}""#)), "{body}");
     }
 
-    // an agent killed: its node goes NotReady and its spread pods come back elsewhere
-    let victim = spread
-        .keys()
-        .find(|n| n.as_str() != "n0")
+    // LoadBalancer pool mode: each Service gets its own pool address, announced by one
+    // node, and the client outside the nodes reaches it
+    let lbs = load_balancers(server, &client);
+    eprintln!("load-balancer addresses: {lbs:?}");
+
+    network_policies(server);
+    // the agent to kill: one announcing an address (the control plane's node stays)
+    let (victim, lb_ip, lb_name) = lbs
+        .iter()
+        .find(|(node, _, _)| node != "n0")
         .cloned()
-        .expect("a spread pod on an agent node");
+        .unwrap_or_else(|| panic!("every pool address is announced by n0: {lbs:?}"));
+
+    // an agent killed: its node goes NotReady and its spread pods come back elsewhere;
+    // the node is gone from the network too (its switch port down), as a lost machine
     let idx: usize = victim[1..].parse().unwrap();
     nodes[idx].stop_kcored(false);
+    switch.m.ip(&["link", "set", &format!("swp{idx}"), "down"]);
     let server = &nodes[0];
+    wait_for(60, "the killed node declared lost", || {
+        let ready = server.kubectl(&[
+            "get",
+            "node",
+            &victim,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        (ready.trim() != "True").then_some(())
+    });
+    let lost = std::time::Instant::now();
+    wait_for(60, "the load-balancer address served again", || {
+        lb_get(&client, &lb_ip).then_some(())
+    });
+    let took = lost.elapsed();
+    let svc = server.kubectl_json(&["get", "service", &lb_name]);
+    let now = svc["metadata"]["annotations"]["kcore.io/lb-announce-node"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(now != victim && !now.is_empty(), "announced by {now:?}");
+    assert_eq!(
+        svc["status"]["loadBalancer"]["ingress"][0]["ip"],
+        lb_ip.as_str()
+    );
+    eprintln!(
+        "load-balancer address {lb_ip} moved from {victim} to {now}: traffic again {:.1} s after the node was declared lost",
+        took.as_secs_f64()
+    );
     let after = wait_for(120, "the lost node's pods replaced elsewhere", || {
         let s = pods_by_node(server, "app=spread");
         (s.values().map(Vec::len).sum::<usize>() == 6 && !s.contains_key(&victim)).then_some(s)
@@ -434,7 +485,178 @@ fn three_nodes_joined_by_vxlan() {
 
     // clean up through the API while the survivors still run
     nodes[0].kubectl(&["delete", "deployment", "spread", "db"]);
+    let lb_names: Vec<&str> = lbs.iter().map(|l| l.2.as_str()).collect();
+    nodes[0].kubectl(&[&["delete", "service"][..], &lb_names].concat());
     nodes[0].kubectl(&["delete", "daemonset", "web"]);
     drop(nodes);
+    drop(client);
     drop(switch);
+}
+
+/// Whether a GET of the web DaemonSet's `/healthz` through the load-balancer address
+/// `ip` (port 80) from `client` answers 200.
+fn lb_get(client: &Machine, ip: &str) -> bool {
+    let addr = format!("{ip}:80").parse().unwrap();
+    matches!(
+        http(&client.netns, addr, "GET", "web", "/healthz", ""),
+        Ok((200, _))
+    )
+}
+
+/// Six LoadBalancer Services in front of the web pods: each gets a distinct address of
+/// the pool and an announcing node, and the client reaches each. Returns
+/// (announcing node, address, Service name) of each.
+fn load_balancers(server: &Machine, client: &Machine) -> Vec<(String, String, String)> {
+    let yaml: String = (0..6)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: lb{i}}}\nspec:\n  type: LoadBalancer\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n---\n"
+            )
+        })
+        .collect();
+    apply(server, &yaml);
+    let lbs: Vec<(String, String, String)> = (0..6)
+        .map(|i| {
+            let name = format!("lb{i}");
+            wait_for(60, &format!("a pool address for {name}"), || {
+                let s = server.kubectl_json(&["get", "service", &name]);
+                let ip = s["status"]["loadBalancer"]["ingress"][0]["ip"].as_str()?;
+                let node = s["metadata"]["annotations"]["kcore.io/lb-announce-node"].as_str()?;
+                Some((node.to_owned(), ip.to_owned(), name.clone()))
+            })
+        })
+        .collect();
+    let mut ips: Vec<&str> = lbs.iter().map(|l| l.1.as_str()).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 6, "{lbs:?}");
+    for (_, ip, name) in &lbs {
+        let last: u8 = ip.rsplit('.').next().unwrap().parse().unwrap();
+        assert!(
+            ip.starts_with("10.99.0.") && (100..=105).contains(&last),
+            "{name}: {ip}"
+        );
+        wait_for(
+            30,
+            &format!("{name} at {ip} from outside the nodes"),
+            || lb_get(client, ip).then_some(()),
+        );
+    }
+    // `kubectl get` shows the address as the external IP
+    let table = server.kubectl(&["get", "service", "lb0"]);
+    assert!(table.contains(&lbs[0].1), "{table}");
+    lbs
+}
+
+/// Whether `pod` (in `ns`) gets an answer from `ip:8080` within 2 s, with what
+/// kubectl said.
+fn reaches(server: &Machine, ns: &str, pod: &str, ip: &str) -> (bool, String) {
+    // busybox's nc (its static wget crashes in these images)
+    let script =
+        format!("printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 8080 | grep -q '^ok'");
+    server.kubectl_with(
+        &server.kubeconfig(),
+        &["exec", "-n", ns, pod, "--", "sh", "-c", &script],
+    )
+}
+
+/// Waits until `pod` can (or cannot) reach `ip`, as the policies just applied say.
+fn expect_reach(server: &Machine, (ns, pod): (&str, &str), ip: &str, want: bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let (ok, out) = reaches(server, ns, pod, ip);
+        if ok == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ns}/{pod} {} {ip}; kubectl exec said: {out}",
+            if want {
+                "never reached"
+            } else {
+                "still reaches"
+            }
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+/// NetworkPolicy through kubectl and the agents: pods on n1 and n2 in two namespaces;
+/// default deny, an allow by pod label and by namespace label (on one node and across
+/// nodes), and egress limited to an ipBlock.
+fn network_policies(server: &Machine) {
+    let pod = |name: &str, ns: &str, node: &str, role: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{role: {role}}}}}\nspec:\n  nodeSelector: {{kubernetes.io/hostname: {node}}}\n  containers:\n  - {{name: web, image: kcore.local/demo:v1, args: [web, 0.0.0.0:8080]}}\n---\n"
+        )
+    };
+    let yaml = [
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: np-other, labels: {team: other}}\n---\n"
+            .to_owned(),
+        pod("np-a", "default", "n1", "target"),
+        pod("np-b", "default", "n1", "client"),
+        pod("np-c", "default", "n2", "target"),
+        pod("np-d", "np-other", "n2", "client"),
+    ]
+    .concat();
+    apply(server, &yaml);
+    let ip_of = |ns: &str, name: &str| {
+        wait_for(120, &format!("pod {ns}/{name} running"), || {
+            let p = server.kubectl_json(&["get", "pod", "-n", ns, name]);
+            (p["status"]["phase"] == "Running")
+                .then(|| p["status"]["podIP"].as_str().map(str::to_owned))
+                .flatten()
+        })
+    };
+    let (a, c) = (ip_of("default", "np-a"), ip_of("default", "np-c"));
+    ip_of("default", "np-b");
+    ip_of("np-other", "np-d");
+    let b = ("default", "np-b");
+    let d = ("np-other", "np-d");
+    // no policy: everything flows
+    expect_reach(server, b, &a, true);
+    expect_reach(server, d, &c, true);
+    // default deny for the targets: on one node (b -> a) and across nodes (b -> c)
+    apply(
+        server,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-targets}\nspec:\n  podSelector: {matchLabels: {role: target}}\n  policyTypes: [Ingress]\n",
+    );
+    expect_reach(server, b, &a, false);
+    expect_reach(server, b, &c, false);
+    // an allow by label lets this namespace's clients in, on the node and across
+    apply(
+        server,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-clients}\nspec:\n  podSelector: {matchLabels: {role: target}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {role: client}}}]\n",
+    );
+    expect_reach(server, b, &a, true);
+    expect_reach(server, b, &c, true);
+    // ... but not the other namespace's
+    expect_reach(server, d, &c, false);
+    // an allow by namespace label lets exactly that namespace in
+    apply(
+        server,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-team-other}\nspec:\n  podSelector: {matchLabels: {role: target}}\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {team: other}}}]\n",
+    );
+    expect_reach(server, d, &c, true);
+    expect_reach(server, d, &a, true);
+    // egress: this namespace's clients may reach only np-a's address
+    apply(
+        server,
+        &format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: egress-to-a}}\nspec:\n  podSelector: {{matchLabels: {{role: client}}}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{{ipBlock: {{cidr: {a}/32}}}}]\n"),
+    );
+    expect_reach(server, b, &c, false);
+    expect_reach(server, b, &a, true);
+    // `kubectl get networkpolicy` lists them
+    let table = server.kubectl(&["get", "networkpolicy"]);
+    for name in [
+        "deny-targets",
+        "allow-clients",
+        "allow-team-other",
+        "egress-to-a",
+    ] {
+        assert!(table.contains(name), "{table}");
+    }
+    server.kubectl(&["delete", "networkpolicy", "--all"]);
+    server.kubectl(&["delete", "namespace", "np-other", "--wait=false"]);
+    server.kubectl(&["delete", "pod", "np-a", "np-b", "np-c", "--wait=false"]);
 }

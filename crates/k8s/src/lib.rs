@@ -61,3 +61,8 @@ pub use selector::{
 #[cfg(feature = "kube")]
 pub use status::status_code;
 pub use version::{GIT_VERSION, MAJOR, MINOR, PROBE_USER_AGENT, VERSION};
+
+/// The Service annotation naming the node that announces a LoadBalancer pool address
+/// (pool mode, MetalLB's L2): the controller that allocates the address writes it,
+/// and that node's agent answers ARP for the address.
+pub const LB_ANNOUNCE_NODE_ANNOTATION: &str = "kcore.io/lb-announce-node";

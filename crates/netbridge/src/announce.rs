@@ -12,10 +12,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use futures::TryStreamExt;
-use kcore_ns::netlink::{link_by_name, route_connection as connect};
+use kcore_ns::netlink::{link_by_name, link_mac, link_with_address, route_connection as connect};
 use kcore_ns::NetNs;
 use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::Handle;
 
 use crate::Error;
@@ -48,24 +48,47 @@ impl L2Announcer {
             .ok_or_else(|| Error::LinkNotFound {
                 name: iface.to_owned(),
             })?;
-        let mac = link
+        Self::on_link(handle, node, link)
+    }
+
+    /// An announcer on the interface inside `node` that holds `address` (a node's
+    /// uplink, found by the node's own address). Must run inside a tokio runtime.
+    pub async fn for_address(node: Option<&NetNs>, address: Ipv4Addr) -> Result<Self, Error> {
+        let handle = connect(node)?;
+        let link = link_with_address(&handle, IpAddr::V4(address))
+            .await
+            .map_err(nl("find the link of", address))?
+            .ok_or_else(|| Error::LinkNotFound {
+                name: format!("(the interface holding {address})"),
+            })?;
+        Self::on_link(handle, node, link)
+    }
+
+    fn on_link(handle: Handle, node: Option<&NetNs>, link: LinkMessage) -> Result<Self, Error> {
+        let iface = link
             .attributes
             .iter()
             .find_map(|a| match a {
-                LinkAttribute::Address(m) => <[u8; 6]>::try_from(m.as_slice()).ok(),
+                LinkAttribute::IfName(n) => Some(n.clone()),
                 _ => None,
             })
-            .ok_or_else(|| Error::LinkNotFound {
-                name: format!("{iface} (no Ethernet address)"),
-            })?;
+            .unwrap_or_else(|| format!("#{}", link.header.index));
+        let mac = link_mac(&link).ok_or_else(|| Error::LinkNotFound {
+            name: format!("{iface} (no Ethernet address)"),
+        })?;
         Ok(Self {
             handle,
             netns: node.map(|n| n.path().to_path_buf()),
-            iface: iface.to_owned(),
+            iface,
             index: link.header.index,
             mac,
             announced: BTreeSet::new(),
         })
+    }
+
+    /// The interface the addresses go on.
+    pub fn interface(&self) -> &str {
+        &self.iface
     }
 
     /// The addresses this announcer holds.

@@ -727,9 +727,39 @@ fn external_rules(cfg: &NftConfig, s: &Service, n: &Names) -> Vec<Value> {
     let eps = s.ready_local_endpoints();
     if eps.is_empty() {
         out.push(json!([{"drop": null}]));
+    } else if let Some(t) = affinity_timeout(s) {
+        // `ClientIP` holds here too, among this node's endpoints: their endpoint chains
+        // (made for every ready endpoint) record and recognise the client
+        out.extend(affinity_rules(n, &eps, t));
     } else {
         out.push(numgen_dnat(s, &eps));
     }
+    out
+}
+
+/// `ClientIP` affinity over `eps`: a client an endpoint's timeout set remembers goes
+/// back to that endpoint's chain; others to a random one's, which records them.
+fn affinity_rules(n: &Names, eps: &[SocketAddrV4], t: u32) -> Vec<Value> {
+    let mut out: Vec<Value> = eps
+        .iter()
+        .map(|ep| {
+            json!([
+                matches(
+                    "==",
+                    payload("ip", "saddr"),
+                    json!(format!("@{}", aff_set(&n.id, *ep, t)))
+                ),
+                goto(&ep_chain(&n.id, *ep))
+            ])
+        })
+        .collect();
+    let numgen = json!({"numgen": {"mode": "random", "mod": eps.len(), "offset": 0}});
+    let arms: Vec<Value> = eps
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| json!([i, goto(&ep_chain(&n.id, *ep))]))
+        .collect();
+    out.push(json!([{"vmap": {"key": numgen, "data": {"set": arms}}}]));
     out
 }
 
@@ -869,31 +899,7 @@ fn service_rules(
         b.push(rule(cfg, &n.svc, numgen_dnat(s, eps)));
         return;
     };
-    let numgen = json!({"numgen": {"mode": "random", "mod": eps.len(), "offset": 0}});
-    for ep in eps {
-        b.push(rule(
-            cfg,
-            &n.svc,
-            json!([
-                matches(
-                    "==",
-                    payload("ip", "saddr"),
-                    json!(format!("@{}", aff_set(&n.id, *ep, t)))
-                ),
-                goto(&ep_chain(&n.id, *ep))
-            ]),
-        ));
-    }
-    let arms: Vec<Value> = eps
-        .iter()
-        .enumerate()
-        .map(|(i, ep)| json!([i, goto(&ep_chain(&n.id, *ep))]))
-        .collect();
-    b.push(rule(
-        cfg,
-        &n.svc,
-        json!([{"vmap": {"key": numgen, "data": {"set": arms}}}]),
-    ));
+    add_rules(cfg, b, &n.svc, affinity_rules(n, eps, t));
 }
 
 fn add_endpoint(cfg: &NftConfig, b: &mut NftBatch, s: &Service, id: &str, ep: SocketAddrV4) {
@@ -1077,22 +1083,8 @@ fn change_service(
     if old_m && !new_m {
         eps_elements(cfg, b, "delete", sid, &eps_ranges(&old_eps));
     }
-    // 5. endpoint chains that went away (nothing references them any more)
-    for ep in &old_chains {
-        if !new_chains.contains(ep) {
-            remove_endpoint(cfg, b, old, &n.id, *ep);
-        } else if endpoint_rules_changed {
-            if let Some(t) = affinity_timeout(old) {
-                if affinity_timeout(new) != Some(t) {
-                    b.push(
-                        json!({"delete": {"set": {"family": "ip", "table": cfg.table,
-                        "name": aff_set(&n.id, *ep, t)}}}),
-                    );
-                }
-            }
-        }
-    }
-    // 6. the external and firewall chains, when what they say changed
+    // 5. the external and firewall chains, when what they say changed (before the
+    // endpoint chains they may have jumped to go)
     let ext = external_rules(cfg, new, &n);
     if external_rules(cfg, old, &n) != ext {
         b.push(json!({"flush": {"chain": chain_obj(cfg, &n.ext)}}));
@@ -1108,6 +1100,21 @@ fn change_service(
             add_rules(cfg, b, &n.fw, firewall_rules(new, &n));
         }
         _ => {}
+    }
+    // 6. endpoint chains that went away (nothing references them any more)
+    for ep in &old_chains {
+        if !new_chains.contains(ep) {
+            remove_endpoint(cfg, b, old, &n.id, *ep);
+        } else if endpoint_rules_changed {
+            if let Some(t) = affinity_timeout(old) {
+                if affinity_timeout(new) != Some(t) {
+                    b.push(
+                        json!({"delete": {"set": {"family": "ip", "table": cfg.table,
+                        "name": aff_set(&n.id, *ep, t)}}}),
+                    );
+                }
+            }
+        }
     }
     // 7. frontends that are new (a frontend whose key and target stay keeps its element)
     for (map, key, target) in new_fe.difference(&old_fe) {
@@ -1456,6 +1463,73 @@ mod tests {
                 .count(),
             2,
             "{t}"
+        );
+    }
+
+    #[test]
+    fn local_policy_keeps_client_ip_affinity_among_local_endpoints() {
+        let cfg = NftConfig {
+            cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+            ..NftConfig::default()
+        };
+        let mut p = ServiceProxy::new(cfg, Recorder::default());
+        let mut s = svc(5, 0);
+        s.node_port = Some(30008);
+        s.external_local = true;
+        s.affinity = SessionAffinity::ClientIp { timeout_secs: 60 };
+        let (a, b, c) = (
+            Ipv4Addr::new(10, 244, 1, 5),
+            Ipv4Addr::new(10, 244, 2, 5),
+            Ipv4Addr::new(10, 244, 1, 6),
+        );
+        s.endpoints = vec![
+            Endpoint::ready(a, 8080),
+            Endpoint::remote(b, 8080),
+            Endpoint::ready(c, 8080),
+        ];
+        let n = names(&s);
+        let ext_rules = |batch: &NftBatch| -> Vec<String> {
+            batch
+                .commands()
+                .iter()
+                .filter(|c| c["add"]["rule"]["chain"] == json!(n.ext))
+                .map(|c| c["add"]["rule"]["expr"].to_string())
+                .collect()
+        };
+        let (plan, _) = p.plan_update(&[s.clone()], &[]).unwrap();
+        let rules = ext_rules(&plan);
+        let set = |ip: Ipv4Addr| format!("@{}", aff_set(&n.id, SocketAddrV4::new(ip, 8080), 60));
+        // the cluster's pods and the node still go to the Service chain
+        assert!(rules[0].contains(&n.svc), "{rules:?}");
+        // others: a remembered client goes back to its local endpoint, the rest to a
+        // random local endpoint's chain (which records them); never the remote one
+        let all = rules.join("\n");
+        assert!(all.contains(&set(a)) && all.contains(&set(c)), "{all}");
+        assert!(!all.contains(&set(b)), "{all}");
+        assert!(!all.contains(r#""dnat""#), "{all}");
+        let last = rules.last().unwrap();
+        assert!(
+            last.contains("vmap") && last.contains(r#""mod":2"#),
+            "{last}"
+        );
+
+        // a local endpoint goes: the external chain stops jumping to its chain before
+        // that chain is deleted, in the same transaction
+        p.update(&[s.clone()], &[]).unwrap();
+        let mut s2 = s.clone();
+        s2.endpoints.remove(0);
+        let (plan, _) = p.plan_update(&[s2], &[]).unwrap();
+        let cmds: Vec<String> = plan.commands().iter().map(Value::to_string).collect();
+        let pos = |verb: &str, chain: &str| {
+            plan.commands()
+                .iter()
+                .position(|c| c[verb]["chain"]["name"] == json!(chain))
+        };
+        let flush_ext = pos("flush", &n.ext);
+        let delete_ep = pos("delete", &ep_chain(&n.id, SocketAddrV4::new(a, 8080)));
+        assert!(
+            flush_ext.is_some() && delete_ep.is_some() && flush_ext < delete_ep,
+            "{cmds:#?}"
         );
     }
 }

@@ -77,8 +77,13 @@ fn pool_address_moves_between_nodes_with_gratuitous_arp() {
         .block_on(L2Announcer::new(Some(&nodes[0]), "eth0"))
         .unwrap();
     let mut b = rt
-        .block_on(L2Announcer::new(Some(&nodes[1]), "eth0"))
+        .block_on(L2Announcer::for_address(
+            Some(&nodes[1]),
+            Ipv4Addr::new(192, 0, 2, 11),
+        ))
         .unwrap();
+    // found by the node's own address, as the node agent finds its uplink
+    assert_eq!(b.interface(), "eth0");
 
     // nobody holds it: nothing answers
     assert!(fetch(&client, at).is_err());
@@ -103,8 +108,13 @@ fn pool_address_moves_between_nodes_with_gratuitous_arp() {
 
     // a fresh announcer (a restarted agent) adopts and can give the address up
     let mut b2 = rt
-        .block_on(L2Announcer::new(Some(&nodes[1]), "eth0"))
+        .block_on(L2Announcer::for_address(
+            Some(&nodes[1]),
+            Ipv4Addr::new(192, 0, 2, 11),
+        ))
         .unwrap();
+    // found by the node's own address, as the node agent finds its uplink
+    assert_eq!(b.interface(), "eth0");
     rt.block_on(b2.sync(&want)).unwrap();
     rt.block_on(b2.sync(&BTreeSet::new())).unwrap();
     assert!(b2.announced().is_empty());

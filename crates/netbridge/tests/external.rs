@@ -2,7 +2,8 @@
 //! node namespace with the pod bridge and an "uplink" bridge, two client namespaces on
 //! the uplink (outside the cluster), a pod namespace serving its peer's address.
 //! Checks `externalTrafficPolicy: Local` (only local endpoints, client address kept)
-//! against `Cluster` (masqueraded), and `loadBalancerSourceRanges`.
+//! against `Cluster` (masqueraded), `ClientIP` affinity under `Local`, and
+//! `loadBalancerSourceRanges`.
 
 mod common;
 
@@ -19,7 +20,8 @@ use kcore_netbridge::{
 };
 use kcore_ns::NetNs;
 
-/// A TCP server in `ns` that answers each connection with the peer's address.
+/// A TCP server in `ns` that answers each connection with the peer's address and its
+/// own port.
 struct PeerEcho {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -38,7 +40,7 @@ impl PeerEcho {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((mut c, peer)) => {
-                        let _ = c.write_all(peer.ip().to_string().as_bytes());
+                        let _ = c.write_all(format!("{} {port}", peer.ip()).as_bytes());
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
@@ -60,18 +62,25 @@ impl Drop for PeerEcho {
     }
 }
 
-/// What the server at `ip:port` says to a connection from `ns` (its view of the
-/// client's address), or `None` when the connection is dropped.
-fn peer_seen(ns: &NetNs, ip: Ipv4Addr, port: u16) -> Option<String> {
+/// What the server at `ip:port` says to a connection from `ns`: its view of the
+/// client's address and the port of the endpoint that answered, or `None` when the
+/// connection is dropped.
+fn answer(ns: &NetNs, ip: Ipv4Addr, port: u16) -> Option<(String, u16)> {
     let addr = SocketAddr::V4(SocketAddrV4::new(ip, port));
     ns.run(move || {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(700)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
-        Some(out)
+        let (peer, port) = out.split_once(' ')?;
+        Some((peer.to_owned(), port.parse().ok()?))
     })
     .unwrap()
+}
+
+/// The client's address as the endpoint that answered saw it.
+fn peer_seen(ns: &NetNs, ip: Ipv4Addr, port: u16) -> Option<String> {
+    answer(ns, ip, port).map(|a| a.0)
 }
 
 #[test]
@@ -184,6 +193,29 @@ fn external_traffic_policy_local_and_source_ranges() {
     proxy.sync(std::slice::from_ref(&svc)).unwrap();
     assert_eq!(peer_seen(&clients[0], node_ip, 30081), None);
     assert_eq!(peer_seen(&clients[0], lb_ip, 80), None);
+
+    // Local with ClientIP affinity: a client sticks to one of the local endpoints and
+    // keeps its address; a second endpoint (port 8081 of the same pod) is there to pick
+    let _second = PeerEcho::start(&pod, 8081);
+    svc.endpoints = vec![
+        Endpoint::ready(pod_ip, 8080),
+        Endpoint::ready(pod_ip, 8081),
+        Endpoint::remote(Ipv4Addr::new(10, 244, 77, 5), 8080),
+    ];
+    svc.affinity = kcore_netbridge::SessionAffinity::ClientIp { timeout_secs: 60 };
+    proxy.sync(std::slice::from_ref(&svc)).unwrap();
+    let first = answer(&clients[0], node_ip, 30081).expect("a local endpoint answers");
+    assert_eq!(first.0, "192.0.2.20");
+    for _ in 0..12 {
+        assert_eq!(answer(&clients[0], node_ip, 30081).as_ref(), Some(&first));
+    }
+    // the endpoint it sticks to goes: it moves to the other local one, and stays
+    svc.endpoints.retain(|e| e.addr.port() != first.1);
+    proxy.sync(std::slice::from_ref(&svc)).unwrap();
+    let moved = answer(&clients[0], node_ip, 30081).expect("the other local endpoint");
+    assert_ne!(moved.1, first.1);
+    assert_eq!(moved.0, "192.0.2.20");
+    svc.affinity = kcore_netbridge::SessionAffinity::None;
 
     // a fresh restore builds the same rules as the updates did
     svc.endpoints = vec![Endpoint::ready(pod_ip, 8080)];

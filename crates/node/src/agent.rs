@@ -157,6 +157,7 @@ impl NodeAgent {
 
         // networking extras: overlay first (its MAC goes into the Node annotations)
         let mut annotations = BTreeMap::new();
+        let mut lb_announcer = None;
         let cache = if cfg.vxlan || cfg.service_proxy || cfg.dns || cfg.ingress_addr.is_some() {
             let (cache, watchers) = ClusterCache::start(&client);
             tasks.extend(watchers);
@@ -188,6 +189,20 @@ impl NodeAgent {
                     },
                     cache.clone(),
                 ));
+                // LoadBalancer pool addresses this node announces (MetalLB's L2)
+                match crate::announce::start(
+                    node_ns.as_ref(),
+                    cfg.node_ip,
+                    cfg.node_name.clone(),
+                    cache.clone(),
+                )
+                .await
+                {
+                    Ok(a) => lb_announcer = Some(a),
+                    Err(e) => {
+                        tracing::warn!(error = %ErrorChain(&e), "load-balancer announcements disabled")
+                    }
+                }
                 // NetworkPolicy goes with the nftables Service rules
                 crate::netpol::start(&cfg, &client).map_or_else(
                     |e| tracing::warn!(error = %ErrorChain(&e), "network policy disabled"),
@@ -211,8 +226,14 @@ impl NodeAgent {
                     net: net.clone(),
                     client: client.clone(),
                     node_ip: cfg.node_ip,
+                    tls_port: None,
                 };
-                tasks.push(crate::ingress::start(env, cache.clone(), addr)?);
+                tasks.push(crate::ingress::start(
+                    env,
+                    cache.clone(),
+                    addr,
+                    cfg.ingress_tls_addr,
+                )?);
             }
         }
 
@@ -311,6 +332,9 @@ impl NodeAgent {
             r = pod_manager(pods) => r,
             () = shutdown => Ok(()),
         };
+        if let Some(a) = lb_announcer {
+            a.release().await;
+        }
         for t in &tasks {
             t.abort();
         }

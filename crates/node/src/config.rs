@@ -49,6 +49,9 @@ pub struct NodeConfig {
     pub vxlan: bool,
     /// Serve Ingress on this address (host port 80 in a cluster); `None` disables it.
     pub ingress_addr: Option<SocketAddr>,
+    /// Serve Ingress TLS (the certificates of the Ingresses' `spec.tls` Secrets, by
+    /// SNI) on this address (host port 443 in a cluster); needs `ingress_addr`.
+    pub ingress_tls_addr: Option<SocketAddr>,
     /// Register the Node object (and keep its status and Lease fresh).
     pub register_node: bool,
     /// Labels added to the Node on registration.
@@ -137,6 +140,7 @@ impl NodeConfig {
             service_proxy: true,
             vxlan: true,
             ingress_addr: None,
+            ingress_tls_addr: None,
             register_node: true,
             node_labels: BTreeMap::new(),
             cpu_millis: None,

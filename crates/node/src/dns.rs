@@ -323,6 +323,8 @@ mod tests {
             services: Default::default(),
             slices: Default::default(),
             ingresses: Default::default(),
+            ingress_classes: Default::default(),
+            tls_secrets: Default::default(),
             nodes: Default::default(),
             version: tx,
         };

@@ -145,6 +145,13 @@ pub enum Error {
         #[source]
         source: kcore_tls::Error,
     },
+    /// The TLS configuration of the Ingress proxy could not be built.
+    #[error("tls of the ingress proxy")]
+    IngressTls {
+        /// The underlying error.
+        #[source]
+        source: kcore_tls::Error,
+    },
     /// The API server URL bearer tokens are checked with is not a URL.
     #[error("api server url {url}")]
     ApiServerUrl {

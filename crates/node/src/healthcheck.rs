@@ -247,14 +247,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let (tx, _) = tokio::sync::watch::channel(0u64);
-        let cache = Arc::new(ClusterCache {
-            services: Arc::default(),
-            slices: Arc::default(),
-            ingresses: Arc::default(),
-            nodes: Arc::default(),
-            version: tx,
-        });
+        let cache = ClusterCache::empty();
         let key: Key = ("d".into(), "web".into());
         cache.services.write().unwrap().insert(
             key.clone(),

@@ -1,6 +1,20 @@
 //! An HTTP reverse proxy serving networking.k8s.io/v1 Ingress rules (host and path
 //! rules, pathType Prefix / Exact / ImplementationSpecific, defaultBackend) to Service
 //! endpoints, with each Ingress' status pointing at the node.
+//!
+//! - **Classes:** an Ingress is served when its `spec.ingressClassName` (or the legacy
+//!   `kubernetes.io/ingress.class` annotation) names an IngressClass whose
+//!   `spec.controller` is [`CONTROLLER`]; one naming another controller's class, or a
+//!   class that does not exist, is left alone. An Ingress without a class is served (the
+//!   DefaultIngressClass admission already gave it the default class if there is one).
+//! - **TLS:** a second listener terminates TLS with the certificate of the
+//!   `kubernetes.io/tls` Secret that a served Ingress' `spec.tls` names for the host
+//!   the client asks for (SNI; exact hosts before `*.` wildcards; an entry without hosts
+//!   is the fallback), offering HTTP/2 and HTTP/1.1 by ALPN. As ingress-nginx does, a
+//!   plain HTTP request for a host with TLS is redirected to HTTPS with a 308, unless
+//!   the Ingress sets `nginx.ingress.kubernetes.io/ssl-redirect: "false"`.
+//! - **Upgrades:** an HTTP/1.1 `Upgrade` (WebSocket) request is passed to the backend
+//!   and, once it answers `101`, bytes are copied both ways.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +24,8 @@ use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::networking::v1::{Ingress, IngressServiceBackend};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressServiceBackend};
 use kube::api::{Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
@@ -27,6 +42,171 @@ pub(crate) struct IngressEnv {
     pub client: kube::Client,
     /// The address written to the Ingress status.
     pub node_ip: Ipv4Addr,
+    /// The port of the TLS listener, once bound (for the HTTP to HTTPS redirect).
+    pub tls_port: Option<u16>,
+}
+
+/// The `spec.controller` of the IngressClasses this proxy serves.
+pub const CONTROLLER: &str = "kcore.dev/ingress";
+
+/// The legacy annotation naming an Ingress' class.
+const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+
+/// ingress-nginx's annotation turning the HTTP to HTTPS redirect off.
+const SSL_REDIRECT_ANNOTATION: &str = "nginx.ingress.kubernetes.io/ssl-redirect";
+
+/// Whether this proxy serves `ing`, given the cluster's IngressClasses. Pure.
+pub(crate) fn served(ing: &Ingress, classes: &[IngressClass]) -> bool {
+    let class = ing
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref())
+        .or_else(|| {
+            ing.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(CLASS_ANNOTATION))
+                .map(String::as_str)
+        });
+    let Some(class) = class else {
+        return true;
+    };
+    classes.iter().any(|c| {
+        c.metadata.name.as_deref() == Some(class)
+            && c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER)
+    })
+}
+
+/// The Ingresses this proxy serves, from the cache.
+pub(crate) fn served_ingresses(cache: &ClusterCache) -> Vec<Ingress> {
+    let classes: Vec<IngressClass> = cache
+        .ingress_classes
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    cache
+        .ingresses
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .filter(|i| served(i, &classes))
+        .cloned()
+        .collect()
+}
+
+/// The TLS Secret for `host` among `ingresses`: `(namespace, secret name, redirect)`,
+/// where `redirect` says whether plain HTTP for the host goes to HTTPS. An entry
+/// naming the host exactly wins over a `*.` wildcard, which wins over an entry
+/// without hosts. Pure.
+pub(crate) fn tls_for(ingresses: &[Ingress], host: &str) -> Option<(String, String, bool)> {
+    let host = host.to_ascii_lowercase();
+    let mut best: Option<(u8, (String, String, bool))> = None;
+    for ing in ingresses {
+        let ns = ing
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let redirect = ing
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION))
+            .is_none_or(|v| v != "false");
+        for t in ing.spec.iter().flat_map(|s| s.tls.iter().flatten()) {
+            let Some(secret) = t.secret_name.clone().filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let hosts = t.hosts.clone().unwrap_or_default();
+            let rank = if hosts.is_empty() {
+                Some(1)
+            } else if hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
+                Some(3)
+            } else if hosts
+                .iter()
+                .any(|h| h.starts_with("*.") && host_matches(h, &host))
+            {
+                Some(2)
+            } else {
+                None
+            };
+            if let Some(rank) = rank {
+                if best.as_ref().is_none_or(|(r, _)| rank > *r) {
+                    best = Some((rank, (ns.clone(), secret, redirect)));
+                }
+            }
+        }
+    }
+    best.map(|b| b.1)
+}
+
+/// The certificate and key a `kubernetes.io/tls` Secret holds.
+fn secret_cert(secret: &Secret) -> Option<kcore_tls::CertKey> {
+    let data = secret.data.as_ref()?;
+    let text = |k: &str| String::from_utf8(data.get(k)?.0.clone()).ok();
+    Some(kcore_tls::CertKey {
+        cert_pem: text("tls.crt")?,
+        key_pem: text("tls.key")?,
+    })
+}
+
+/// Picks the certificate per connection by SNI from the served Ingresses' `spec.tls`,
+/// parsing each Secret once per resourceVersion.
+struct SniResolver {
+    cache: Arc<ClusterCache>,
+    parsed: std::sync::Mutex<ParsedSecrets>,
+}
+
+/// Parsed certificates by Secret `(namespace, name)`, with the resourceVersion parsed.
+type ParsedSecrets =
+    std::collections::HashMap<(String, String), (String, Arc<rustls::sign::CertifiedKey>)>;
+
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniResolver").finish_non_exhaustive()
+    }
+}
+
+impl SniResolver {
+    fn certificate(&self, host: &str) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let (ns, name, _) = tls_for(&served_ingresses(&self.cache), host)?;
+        let secret = self
+            .cache
+            .tls_secrets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(ns.clone(), name.clone()))
+            .cloned()?;
+        let version = secret.metadata.resource_version.clone().unwrap_or_default();
+        let key = (ns, name);
+        let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, ck)) = parsed.get(&key) {
+            if *v == version {
+                return Some(ck.clone());
+            }
+        }
+        let ck = match secret_cert(&secret).map(|c| kcore_tls::certified_key(&c)) {
+            Some(Ok(ck)) => ck,
+            Some(Err(e)) => {
+                tracing::warn!(secret = %format!("{}/{}", key.0, key.1), error = %ErrorChain(&e), "ingress tls secret");
+                return None;
+            }
+            None => return None,
+        };
+        parsed.insert(key, (version, ck.clone()));
+        Some(ck)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for SniResolver {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.certificate(hello.server_name().unwrap_or_default())
+    }
 }
 
 /// The backend a request goes to: namespace, service and port.
@@ -173,16 +353,22 @@ async fn serve_one(
         .or_else(|| req.uri().host().map(str::to_owned))
         .unwrap_or_default();
     let path = req.uri().path().to_owned();
-    let ings: Vec<Ingress> = cache
-        .ingresses
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .cloned()
-        .collect();
+    let ings = served_ingresses(&cache);
     let Some(r) = route(&ings, &host, &path) else {
         return Ok(error(StatusCode::NOT_FOUND, "default backend - 404"));
     };
+    let secure = req.extensions().get::<Secure>().is_some();
+    let bare_host = host.split(':').next().unwrap_or(&host).to_owned();
+    if let (false, Some(port)) = (secure, env.tls_port) {
+        if let Some((_, _, true)) = tls_for(&ings, &bare_host) {
+            return Ok(redirect(&bare_host, port, req.uri()));
+        }
+    }
+    // an Upgrade (WebSocket) request: the client's side of the upgraded connection
+    let client_upgrade = req
+        .headers()
+        .contains_key(hyper::header::UPGRADE)
+        .then(|| hyper::upgrade::on(&mut req));
     let eps = endpoints(&cache, &r);
     if eps.is_empty() {
         return Ok(error(
@@ -211,8 +397,16 @@ async fn serve_one(
                 }
             };
         tokio::spawn(async move {
-            let _ = conn.await;
+            let _ = conn.with_upgrades().await;
         });
+        // the backends speak HTTP/1.1, whatever the client spoke (HTTP/2 carries the
+        // host in the URI's authority, not a Host header)
+        if !req.headers().contains_key(hyper::header::HOST) {
+            if let Ok(v) = host.parse() {
+                req.headers_mut().insert(hyper::header::HOST, v);
+            }
+        }
+        *req.version_mut() = hyper::Version::HTTP_11;
         let pq = req
             .uri()
             .path_and_query()
@@ -228,8 +422,20 @@ async fn serve_one(
         if let Ok(v) = host.parse() {
             req.headers_mut().insert("x-forwarded-host", v);
         }
+        req.headers_mut().insert(
+            "x-forwarded-proto",
+            hyper::header::HeaderValue::from_static(if secure { "https" } else { "http" }),
+        );
         return Ok(match sender.send_request(req).await {
-            Ok(resp) => resp.map(Body::new),
+            Ok(mut resp) => {
+                if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) =
+                    (client_upgrade, resp.status())
+                {
+                    let backend = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(splice(client, backend));
+                }
+                resp.map(Body::new)
+            }
             Err(e) => error(
                 StatusCode::BAD_GATEWAY,
                 &format!("upstream: {}", ErrorChain(&e)),
@@ -242,36 +448,135 @@ async fn serve_one(
     ))
 }
 
-/// Starts the proxy on `addr` and the status writer.
+/// Marks a request that came over TLS.
+#[derive(Debug, Clone, Copy)]
+struct Secure;
+
+/// A `308 Permanent Redirect` to the same host and path over HTTPS on `port`.
+fn redirect(host: &str, port: u16, uri: &hyper::Uri) -> Response<Body> {
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{pq}")
+    } else {
+        format!("https://{host}:{port}{pq}")
+    };
+    let mut r = error(StatusCode::PERMANENT_REDIRECT, "308 Permanent Redirect");
+    if let Ok(v) = location.parse() {
+        r.headers_mut().insert(hyper::header::LOCATION, v);
+    }
+    r
+}
+
+/// Copies bytes both ways between the two sides of an upgraded connection.
+async fn splice(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {
+    let (Ok(client), Ok(backend)) = (client.await, backend.await) else {
+        return;
+    };
+    let (mut c, mut b) = (TokioIo::new(client), TokioIo::new(backend));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
+        tracing::debug!(error = %ErrorChain(&e), "upgraded ingress connection");
+    }
+}
+
+/// Serves one accepted connection (plain or TLS): HTTP/1.1 with upgrades, and HTTP/2
+/// when `http2` (the client chose it by ALPN).
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    secure: bool,
+    (env, cache, rr): (Arc<IngressEnv>, Arc<ClusterCache>, Arc<AtomicUsize>),
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(peer);
+        if secure {
+            req.extensions_mut().insert(Secure);
+        }
+        serve_one(env.clone(), cache.clone(), rr.clone(), req)
+    });
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+        .await
+    {
+        tracing::debug!(error = %e, "ingress connection");
+    }
+}
+
+/// Starts the proxy on `addr` (and with TLS on `tls_addr`) and the status writer.
 pub(crate) fn start(
     env: IngressEnv,
     cache: Arc<ClusterCache>,
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let listener = env
         .net
         .listen(addr)
         .map_err(|e| Error::Listen { addr, source: e })?;
+    // a TLS port already taken leaves Ingress on plain HTTP only, with a warning
+    let tls_listener = tls_addr.and_then(|a| match env.net.listen(a) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            let e = Error::Listen { addr: a, source: e };
+            tracing::warn!(error = %ErrorChain(&e), "ingress tls disabled");
+            None
+        }
+    });
+    serve(env, cache, listener, tls_listener)
+}
+
+/// Serves Ingress on bound listeners: plain HTTP on `listener`, TLS on `tls`.
+pub(crate) fn serve(
+    mut env: IngressEnv,
+    cache: Arc<ClusterCache>,
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio::net::TcpListener>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    env.tls_port = tls
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.port());
+    let tls = match tls {
+        Some(l) => {
+            let resolver = Arc::new(SniResolver {
+                cache: cache.clone(),
+                parsed: std::sync::Mutex::default(),
+            });
+            let cfg = kcore_tls::server_config_with_resolver(resolver, &[b"h2", b"http/1.1"])
+                .map_err(|source| Error::IngressTls { source })?;
+            Some((l, tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
+        }
+        None => None,
+    };
     let rr = Arc::new(AtomicUsize::new(0));
     let env = Arc::new(env);
     Ok(tokio::spawn(async move {
         let status = tokio::spawn(write_status(env.clone(), cache.clone()));
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                break;
-            };
-            let (s, c, r) = (env.clone(), cache.clone(), rr.clone());
+        let shared = (env, cache, rr);
+        let tls_task = tls.map(|(l, acceptor)| {
+            let shared = shared.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(peer);
-                    serve_one(s.clone(), c.clone(), r.clone(), req)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+                while let Ok((stream, peer)) = l.accept().await {
+                    let (acceptor, shared) = (acceptor.clone(), shared.clone());
+                    tokio::spawn(async move {
+                        match acceptor.accept(stream).await {
+                            Ok(s) => serve_connection(s, peer, true, shared).await,
+                            Err(e) => tracing::debug!(error = %e, %peer, "ingress tls handshake"),
+                        }
+                    });
+                }
+            })
+        });
+        while let Ok((stream, peer)) = listener.accept().await {
+            tokio::spawn(serve_connection(stream, peer, false, shared.clone()));
         }
         status.abort();
+        if let Some(t) = tls_task {
+            t.abort();
+        }
     }))
 }
 
@@ -280,14 +585,7 @@ async fn write_status(env: Arc<IngressEnv>, cache: Arc<ClusterCache>) {
     let mut rx = cache.version.subscribe();
     let ip = env.node_ip.to_string();
     loop {
-        let ings: Vec<Ingress> = cache
-            .ingresses
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for ing in ings {
+        for ing in served_ingresses(&cache) {
             let has = ing
                 .status
                 .as_ref()
@@ -357,5 +655,336 @@ mod tests {
         assert_eq!(r("x.wild.test", "/").as_deref(), Some("wild"));
         assert_eq!(r("a.b.wild.test", "/").as_deref(), Some("fallback"));
         assert_eq!(r("other.host", "/").as_deref(), Some("fallback"));
+    }
+
+    #[test]
+    fn classes_decide_which_ingresses_are_served() {
+        let class = |name: &str, controller: &str| -> IngressClass {
+            serde_json::from_value(
+                json!({"metadata": {"name": name}, "spec": {"controller": controller}}),
+            )
+            .unwrap()
+        };
+        let classes = [
+            class("kcore", CONTROLLER),
+            class("nginx", "k8s.io/ingress-nginx"),
+        ];
+        let with = |spec: serde_json::Value, ann: serde_json::Value| {
+            ing(
+                json!({"metadata": {"name": "i", "namespace": "d", "annotations": ann}, "spec": spec}),
+            )
+        };
+        assert!(served(
+            &with(json!({"ingressClassName": "kcore"}), json!({})),
+            &classes
+        ));
+        assert!(!served(
+            &with(json!({"ingressClassName": "nginx"}), json!({})),
+            &classes
+        ));
+        assert!(!served(
+            &with(json!({"ingressClassName": "gone"}), json!({})),
+            &classes
+        ));
+        assert!(served(&with(json!({}), json!({})), &classes));
+        assert!(served(
+            &with(json!({}), json!({CLASS_ANNOTATION: "kcore"})),
+            &classes
+        ));
+        assert!(!served(
+            &with(json!({}), json!({CLASS_ANNOTATION: "nginx"})),
+            &classes
+        ));
+    }
+
+    #[test]
+    fn tls_secret_by_host_exact_then_wildcard_then_default() {
+        let a = ing(json!({"metadata": {"name": "a", "namespace": "d",
+            "annotations": {SSL_REDIRECT_ANNOTATION: "false"}}, "spec": {"tls": [
+            {"hosts": ["a.test"], "secretName": "a-cert"},
+            {"hosts": ["*.wild.test"], "secretName": "wild-cert"}]}}));
+        let b = ing(
+            json!({"metadata": {"name": "b", "namespace": "e"}, "spec": {"tls": [
+            {"hosts": ["exact.wild.test"], "secretName": "exact-cert"},
+            {"secretName": "default-cert"}]}}),
+        );
+        let both = [a, b];
+        let t = |h: &str| tls_for(&both, h);
+        assert_eq!(t("A.test"), Some(("d".into(), "a-cert".into(), false)));
+        assert_eq!(
+            t("x.wild.test"),
+            Some(("d".into(), "wild-cert".into(), false))
+        );
+        assert_eq!(
+            t("exact.wild.test"),
+            Some(("e".into(), "exact-cert".into(), true))
+        );
+        assert_eq!(
+            t("other.test"),
+            Some(("e".into(), "default-cert".into(), true))
+        );
+        assert_eq!(tls_for(&both[..1], "other.test"), None);
+    }
+
+    /// A backend on loopback: answers `<Host>|<X-Forwarded-Proto>`, or switches to an
+    /// echo of raw bytes on a WebSocket upgrade.
+    async fn backend() -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    let header = |name: &str| {
+                        head.lines()
+                            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                            .unwrap_or("")
+                            .trim()
+                            .to_owned()
+                    };
+                    if header("upgrade") == "websocket" {
+                        let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").await;
+                        loop {
+                            match s.read(&mut b).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => {
+                                    if s.write_all(&b[..n]).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let body = format!("{}|{}", header("host"), header("x-forwarded-proto"));
+                    let _ = s
+                        .write_all(
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                                .as_bytes(),
+                        )
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Sends a raw HTTP/1.1 request and reads the answer to the end.
+    async fn raw<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        mut s: S,
+        host: &str,
+        path: &str,
+    ) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// The proxy in this process on loopback, with a fake API client (status writes
+    /// fail quietly): classes, Exact/Prefix, TLS by SNI for two hosts over HTTP/1.1 and
+    /// HTTP/2, the redirect to HTTPS, and a WebSocket through it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serves_classes_tls_by_sni_h2_redirects_and_websockets() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let be = backend().await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = kcore_tls::Ca::load_or_create(dir.path()).unwrap();
+        let cache = ClusterCache::empty();
+        cache.services.write().unwrap().insert(
+            ("d".into(), "web".into()),
+            serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "d"},
+                "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}}))
+            .unwrap(),
+        );
+        cache.slices.write().unwrap().insert(
+            ("d".into(), "web-1".into()),
+            serde_json::from_value(json!({"metadata": {"name": "web-1", "namespace": "d",
+                "labels": {"kubernetes.io/service-name": "web"}}, "addressType": "IPv4",
+                "ports": [{"port": be.port(), "protocol": "TCP"}],
+                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]}))
+            .unwrap(),
+        );
+        for (name, controller) in [("kcore", CONTROLLER), ("other", "example.com/other")] {
+            cache.ingress_classes.write().unwrap().insert(
+                (String::new(), name.into()),
+                serde_json::from_value(
+                    json!({"metadata": {"name": name}, "spec": {"controller": controller}}),
+                )
+                .unwrap(),
+            );
+        }
+        let mut pems = Vec::new();
+        for host in ["a.test", "b.test"] {
+            let ck = ca
+                .issue(host, &[host.to_owned()], kcore_tls::Usage::Server)
+                .unwrap();
+            let b64 = |t: &str| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(t)
+            };
+            let name = format!("{host}-cert");
+            cache.tls_secrets.write().unwrap().insert(
+                ("d".into(), name.clone()),
+                serde_json::from_value(
+                    json!({"metadata": {"name": name, "namespace": "d", "resourceVersion": "1"},
+                    "type": "kubernetes.io/tls",
+                    "data": {"tls.crt": b64(&ck.cert_pem), "tls.key": b64(&ck.key_pem)}}),
+                )
+                .unwrap(),
+            );
+            pems.push(ck);
+        }
+        let backend = |path: &str, ty: &str| {
+            json!({"path": path, "pathType": ty,
+            "backend": {"service": {"name": "web", "port": {"number": 80}}}})
+        };
+        let rule =
+            |host: &str, paths: serde_json::Value| json!({"host": host, "http": {"paths": paths}});
+        let ingresses = [
+            json!({"metadata": {"name": "tls", "namespace": "d"}, "spec": {
+                "ingressClassName": "kcore",
+                "tls": [{"hosts": ["a.test"], "secretName": "a.test-cert"},
+                        {"hosts": ["b.test"], "secretName": "b.test-cert"}],
+                "rules": [rule("a.test", json!([backend("/", "Prefix")])),
+                          rule("b.test", json!([backend("/", "Prefix")]))]}}),
+            json!({"metadata": {"name": "other", "namespace": "d"}, "spec": {
+                "ingressClassName": "other",
+                "rules": [rule("c.test", json!([backend("/", "Prefix")]))]}}),
+            json!({"metadata": {"name": "plain", "namespace": "d"}, "spec": {
+                "ingressClassName": "kcore",
+                "rules": [rule("p.test", json!([backend("/exact", "Exact"), backend("/pre", "Prefix")]))]}}),
+        ];
+        for i in ingresses {
+            let i: Ingress = serde_json::from_value(i).unwrap();
+            let key = ("d".to_owned(), i.metadata.name.clone().unwrap());
+            cache.ingresses.write().unwrap().insert(key, i);
+        }
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap()))
+                .unwrap();
+        let env = IngressEnv {
+            net: NetCtx::new(None),
+            client,
+            node_ip: Ipv4Addr::LOCALHOST,
+            tls_port: None,
+        };
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (http_at, tls_at) = (plain.local_addr().unwrap(), tls.local_addr().unwrap());
+        let task = serve(env, cache.clone(), plain, Some(tls)).unwrap();
+        let connect = || tokio::net::TcpStream::connect(http_at);
+
+        // classes; Exact and Prefix
+        let get = |host: &'static str, path: &'static str| async move {
+            raw(connect().await.unwrap(), host, path).await
+        };
+        assert!(get("p.test", "/exact").await.ends_with("p.test|http"));
+        assert!(get("p.test", "/exact/more")
+            .await
+            .starts_with("HTTP/1.1 404"));
+        assert!(get("p.test", "/pre/more").await.ends_with("p.test|http"));
+        assert!(get("p.test", "/prefix").await.starts_with("HTTP/1.1 404"));
+        assert!(
+            get("c.test", "/").await.starts_with("HTTP/1.1 404"),
+            "another class's Ingress"
+        );
+
+        // plain HTTP for a TLS host is redirected
+        let r = get("a.test", "/x?y=1").await;
+        assert!(r.starts_with("HTTP/1.1 308"), "{r}");
+        assert!(
+            r.to_ascii_lowercase()
+                .contains(&format!("location: https://a.test:{}/x?y=1", tls_at.port())),
+            "{r}"
+        );
+
+        // TLS: each host gets its own certificate (the handshake checks the name)
+        let mut cfg = kcore_tls::client_config(ca.cert_pem(), None).unwrap();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let h1 = tokio_rustls::TlsConnector::from(Arc::new(cfg.clone()));
+        for host in ["a.test", "b.test"] {
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
+            let s = h1
+                .connect(name, tokio::net::TcpStream::connect(tls_at).await.unwrap())
+                .await
+                .unwrap_or_else(|e| panic!("handshake for {host}: {e}"));
+            let served = s.get_ref().1.peer_certificates().unwrap()[0].clone();
+            let want =
+                kcore_tls::pem_certificates(&pems[usize::from(host == "b.test")].cert_pem).unwrap();
+            assert_eq!(served, want[0], "the certificate of {host}");
+            let r = raw(s, host, "/").await;
+            assert!(r.ends_with(&format!("{host}|https")), "{r}");
+        }
+        // a host without TLS gets no certificate
+        let name = rustls::pki_types::ServerName::try_from("p.test").unwrap();
+        assert!(h1
+            .connect(name, tokio::net::TcpStream::connect(tls_at).await.unwrap())
+            .await
+            .is_err());
+
+        // HTTP/2 by ALPN
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        let h2 = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+        let name = rustls::pki_types::ServerName::try_from("b.test").unwrap();
+        let s = h2
+            .connect(name, tokio::net::TcpStream::connect(tls_at).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(s),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("https://b.test/h2")
+            .body(Body::empty())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.version(), hyper::Version::HTTP_2);
+        let body = axum::body::to_bytes(Body::new(resp.into_body()), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"b.test|https");
+
+        // a WebSocket through the proxy
+        let mut s = connect().await.unwrap();
+        s.write_all(b"GET /pre/ws HTTP/1.1\r\nHost: p.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut b).await.unwrap(), 1, "{head:?}");
+            head.push(b[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        for msg in [&b"\x81\x04ping"[..], &b"\x81\x04pong"[..]] {
+            s.write_all(msg).await.unwrap();
+            let mut back = vec![0u8; msg.len()];
+            s.read_exact(&mut back).await.unwrap();
+            assert_eq!(back, msg);
+        }
+        task.abort();
     }
 }

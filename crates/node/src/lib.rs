@@ -65,6 +65,7 @@
 #![cfg(target_os = "linux")]
 
 mod agent;
+mod announce;
 mod auth;
 mod cache;
 mod config;
@@ -98,6 +99,7 @@ pub use agent::NodeAgent;
 pub use config::{NodeConfig, ServerTls};
 pub use error::{Error, ErrorChain, Result};
 pub use images::{image_from_dir, reference_candidates, ImageSpec};
+pub use ingress::CONTROLLER as INGRESS_CONTROLLER;
 pub use ipnet::Ipv4Net;
 pub use logs::LogQuery;
 pub use loopfs::LoopFsError;

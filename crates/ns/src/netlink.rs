@@ -7,7 +7,8 @@
 //!
 //! With the `rtnetlink` feature, [`route_connection`] wraps such a socket into an
 //! [`rtnetlink::Handle`] and a few helpers cover what every rtnetlink user here
-//! needs: [`link_by_name`], [`link_mac`], [`link_mtu`] and [`is_errno`].
+//! needs: [`link_by_name`], [`link_with_address`], [`link_mac`], [`link_mtu`] and
+//! [`is_errno`].
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
@@ -55,7 +56,7 @@ pub fn socket_in(netns: Option<&NetNs>, protocol: i32) -> Result<OwnedFd> {
 }
 
 #[cfg(feature = "rtnetlink")]
-pub use route::{is_errno, link_by_name, link_mac, link_mtu, route_connection};
+pub use route::{is_errno, link_by_name, link_mac, link_mtu, link_with_address, route_connection};
 
 #[cfg(feature = "rtnetlink")]
 mod route {
@@ -108,6 +109,34 @@ mod route {
             Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The link holding address `ip` (e.g. a node's uplink, found by the node's
+    /// address), or `None` when no link has it.
+    pub async fn link_with_address(
+        handle: &Handle,
+        ip: std::net::IpAddr,
+    ) -> std::result::Result<Option<LinkMessage>, rtnetlink::Error> {
+        use netlink_packet_route::address::AddressAttribute;
+        let mut addrs = handle.address().get().execute();
+        while let Some(a) = addrs.try_next().await? {
+            let has = a.attributes.iter().any(|x| {
+                matches!(x, AddressAttribute::Local(v) | AddressAttribute::Address(v) if *v == ip)
+            });
+            if has {
+                let link = handle
+                    .link()
+                    .get()
+                    .match_index(a.header.index)
+                    .execute()
+                    .try_next()
+                    .await?;
+                if link.is_some() {
+                    return Ok(link);
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// The link's hardware address, when it has a 6-byte one.

@@ -428,6 +428,39 @@ pub fn server_config(
     Ok(cfg)
 }
 
+/// A certificate chain and its key (PEM, as a `kubernetes.io/tls` Secret holds them) made
+/// ready to present, for a [`rustls::server::ResolvesServerCert`] that picks one per
+/// connection (by SNI).
+pub fn certified_key(cert: &CertKey) -> Result<Arc<rustls::sign::CertifiedKey>, Error> {
+    let chain = certs(&cert.cert_pem, "certificate")?;
+    let key = provider()
+        .key_provider
+        .load_private_key(key(&cert.key_pem)?)
+        .map_err(|source| Error::Config {
+            what: "private key",
+            source,
+        })?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(chain, key)))
+}
+
+/// A server configuration (no client authentication) whose certificate `resolver`
+/// picks per connection, offering `alpn` (e.g. `h2` and `http/1.1`).
+pub fn server_config_with_resolver(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ServerConfig, Error> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| Error::Config {
+            what: "protocol versions",
+            source,
+        })?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(cfg)
+}
+
 /// A server configuration presenting `cert` that asks clients for a certificate, naming
 /// `client_ca` as acceptable, but neither requires nor trusts one: the client proves it
 /// holds the key, and the chain is left to a [`ClientVerifier`] after the handshake (read

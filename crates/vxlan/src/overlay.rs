@@ -6,7 +6,6 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use kcore_ns::NetNs;
-use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -18,7 +17,9 @@ use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 use tracing::Instrument;
 
 use crate::{Error, Ipv4Net};
-use kcore_ns::netlink::{is_errno, link_by_name, link_mac, link_mtu, route_connection as connect};
+use kcore_ns::netlink::{
+    is_errno, link_by_name, link_mac, link_mtu, link_with_address, route_connection as connect,
+};
 
 /// VXLAN encapsulation overhead subtracted from the underlay MTU.
 pub const VXLAN_OVERHEAD: u32 = 50;
@@ -548,31 +549,10 @@ fn route_dst(m: &RouteMessage) -> Option<Ipv4Addr> {
 
 /// The link holding address `local`.
 async fn underlay_for(handle: &Handle, local: Ipv4Addr) -> Result<LinkMessage, Error> {
-    let mut addrs = handle.address().get().execute();
-    while let Some(a) = addrs
-        .try_next()
+    link_with_address(handle, IpAddr::V4(local))
         .await
-        .map_err(nl("list addresses", local))?
-    {
-        let has = a.attributes.iter().any(|x| {
-            matches!(x, AddressAttribute::Local(IpAddr::V4(v)) | AddressAttribute::Address(IpAddr::V4(v)) if *v == local)
-        });
-        if has {
-            let idx = a.header.index;
-            let link = handle
-                .link()
-                .get()
-                .match_index(idx)
-                .execute()
-                .try_next()
-                .await
-                .map_err(nl("get link", idx))?;
-            if let Some(l) = link {
-                return Ok(l);
-            }
-        }
-    }
-    Err(Error::NoUnderlay { local })
+        .map_err(nl("find the link of", local))?
+        .ok_or(Error::NoUnderlay { local })
 }
 
 #[cfg(test)]

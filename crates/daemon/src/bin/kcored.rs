@@ -123,6 +123,11 @@ struct ServerArgs {
     /// How many days rotated audit logs are kept, by the time in their names (0: forever).
     #[arg(long, default_value_t = 0)]
     audit_log_maxage: u64,
+    /// LoadBalancer pool mode (as MetalLB's L2): Services get addresses from this CIDR
+    /// or range (`a.b.c.d-e.f.g.h`; repeatable, or comma-separated), each announced by
+    /// one node with ARP. Without it, LoadBalancers get the nodes' addresses.
+    #[arg(long, value_delimiter = ',', value_parser = kcored::cluster::parse_lb_pool)]
+    service_lb_pool: Vec<(Ipv4Addr, Ipv4Addr)>,
 }
 
 #[derive(clap::Args)]
@@ -148,6 +153,12 @@ struct NodeArgs {
     /// Where the Ingress proxy listens.
     #[arg(long, default_value = "0.0.0.0:80")]
     ingress_listen: SocketAddr,
+    /// Where the Ingress proxy serves TLS (certificates from the Ingresses' Secrets).
+    #[arg(long, default_value = "0.0.0.0:443")]
+    ingress_tls_listen: SocketAddr,
+    /// Do not serve Ingress TLS.
+    #[arg(long)]
+    no_ingress_tls: bool,
     /// Do not serve Ingress.
     #[arg(long)]
     no_ingress: bool,
@@ -168,6 +179,7 @@ impl NodeArgs {
         o.cluster_cidr = self.cluster_cidr;
         o.service_cidr = self.service_cidr;
         o.ingress = (!self.no_ingress).then_some(self.ingress_listen);
+        o.ingress_tls = (!self.no_ingress_tls).then_some(self.ingress_tls_listen);
         o.vxlan = vxlan_default && !self.no_vxlan;
         o.cgroup_parent = self.cgroup_parent.clone();
         o
@@ -336,6 +348,7 @@ fn control_plane(server: &ServerArgs, node: &NodeArgs) -> Result<ControlPlaneCon
         std::time::Duration::from_secs(server.node_monitor_grace_period);
     cfg.cluster_cidr = Some(node.cluster_cidr);
     cfg.tls_sans = server.tls_san.clone();
+    cfg.service_lb_pool = server.service_lb_pool.clone();
     cfg.security = kcored::cluster::SecurityFiles {
         admission_config: server.admission_control_config_file.clone(),
         encryption_provider_config: server.encryption_provider_config.clone(),

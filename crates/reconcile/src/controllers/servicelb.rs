@@ -35,6 +35,10 @@ pub(crate) struct ServiceLbController {
     warned: std::sync::Mutex<BTreeSet<(String, String)>>,
     /// Pool mode: load-balancer addresses (inclusive ranges); empty for node mode.
     pool: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Pool mode: the address each Service was given, by `namespace/name`. Workers
+    /// reconcile Services in parallel from a cache that lags their own writes, so
+    /// allocation goes through this map (as MetalLB's allocator does), not the cache.
+    allocated: std::sync::Mutex<std::collections::BTreeMap<String, Ipv4Addr>>,
 }
 
 /// A reference to a Service for an event.
@@ -73,7 +77,7 @@ fn node_address(node: &Node) -> Option<IpAddr> {
 }
 
 /// The annotation naming the node that announces a pool address (pool mode).
-pub const ANNOUNCE_NODE_ANNOTATION: &str = "kcore.io/lb-announce-node";
+pub const ANNOUNCE_NODE_ANNOTATION: &str = kcore_k8s::LB_ANNOUNCE_NODE_ANNOTATION;
 
 /// Why a Service gets no pool address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,6 +248,7 @@ impl ServiceLbController {
             nodes,
             warned: std::sync::Mutex::default(),
             pool,
+            allocated: std::sync::Mutex::default(),
         }
     }
 
@@ -293,8 +298,12 @@ impl Reconciler for ServiceLbController {
 
     async fn reconcile(&self, key: &ObjectKey) -> Result<Action, Error> {
         let Some(svc) = self.services.get(key) else {
+            self.release(key);
             return Ok(Action::Done);
         };
+        if !node_mode(&svc) {
+            self.release(key);
+        }
         let nodes = self.nodes.list();
         let Some(mut want) = desired_ingress(&svc, nodes.iter().map(AsRef::as_ref)) else {
             return Ok(Action::Done);
@@ -354,6 +363,14 @@ impl Reconciler for ServiceLbController {
 }
 
 impl ServiceLbController {
+    /// Forgets the pool address of a Service that is gone or no longer ours.
+    fn release(&self, key: &ObjectKey) {
+        self.allocated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key.to_string());
+    }
+
     /// Pool mode: one address from the pool in the ingress, and the Ready node that
     /// announces it in the [`ANNOUNCE_NODE_ANNOTATION`] annotation.
     async fn reconcile_pool(
@@ -377,7 +394,24 @@ impl ServiceLbController {
             .collect();
         let ns = key.namespace.as_deref().unwrap_or("default");
         let api = Api::<Service>::namespaced(self.client.clone(), ns);
-        let (ingress, node) = match pool_address(svc, &self.pool, &taken) {
+        let picked = {
+            let mut allocated = self.allocated.lock().unwrap_or_else(|p| p.into_inner());
+            let me = key.to_string();
+            let mut taken = taken;
+            taken.extend(
+                allocated
+                    .iter()
+                    .filter(|(k, _)| **k != me)
+                    .map(|(_, ip)| *ip),
+            );
+            let picked = pool_address(svc, &self.pool, &taken);
+            match &picked {
+                Ok(ip) => allocated.insert(me, *ip),
+                Err(_) => allocated.remove(&me),
+            };
+            picked
+        };
+        let (ingress, node) = match picked {
             Ok(ip) => {
                 let ready: Vec<&str> = nodes
                     .iter()
