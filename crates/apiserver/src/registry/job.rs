@@ -947,7 +947,11 @@ fn success_policy(sp: &Value, spec: &Value, indexed: bool, path: &str, causes: &
         let mut total = None;
         if let Some(s) = idx.as_str() {
             match parse_indexes(s, completions) {
-                Err(e) => causes.push(Cause::invalid(format!("{p}.succeededIndexes"), idx, &e)),
+                Err(e) => causes.push(Cause::invalid(
+                    format!("{p}.succeededIndexes"),
+                    idx,
+                    &format!("error parsing succeededIndexes: {e}"),
+                )),
                 Ok(r) => total = Some(r.iter().map(|(a, b)| b - a + 1).sum::<i64>()),
             }
         }
@@ -1066,7 +1070,7 @@ mod tests {
             (json!({"successPolicy": {"rules": [{"succeededCount": 1}]}, "template": tpl("Never")}),
                 "spec.successPolicy: Invalid value: \"(successPolicy)\": requires indexed completion mode"),
             (json!({"completionMode": "Indexed", "completions": 3, "successPolicy": {"rules": [{"succeededIndexes": "0-5"}]}, "template": tpl("Never")}),
-                "spec.successPolicy.rules[0].succeededIndexes: Invalid value: \"0-5\": too large: 5"),
+                "spec.successPolicy.rules[0].succeededIndexes: Invalid value: \"0-5\": error parsing succeededIndexes: too large index: \"5\""),
         ] {
             let j = job(spec.clone());
             let got = fields(&j);
