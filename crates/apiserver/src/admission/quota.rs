@@ -633,7 +633,9 @@ fn moves_use(ev: &crate::storage::Event, group: &str, plural: &str) -> bool {
         return true;
     };
     if group.is_empty() && plural == "resourcequotas" {
-        return new["spec"] != old["spec"] || new["status"].is_null();
+        // As upstream's controller: a quota is recounted when its spec changes or its
+        // status does not carry the spec's limits.
+        return new["spec"] != old["spec"] || new["spec"]["hard"] != new["status"]["hard"];
     }
     quota_relevant(group, plural, &new) != quota_relevant(group, plural, &old)
 }
