@@ -81,6 +81,15 @@ impl Cause {
             message: format!("Invalid value: {}: {why}", shown(value)),
         }
     }
+    /// `Invalid value: <why>`, upstream's `field.Invalid` with an omitted value
+    /// (`field.OmitValueType{}`).
+    pub(crate) fn invalid_omitted(field: impl Into<String>, why: &str) -> Self {
+        Self {
+            reason: "FieldValueInvalid",
+            field: field.into(),
+            message: format!("Invalid value: {why}"),
+        }
+    }
     /// `Forbidden: <why>`, upstream's `field.Forbidden`.
     pub(crate) fn forbidden(field: impl Into<String>, why: &str) -> Self {
         Self {

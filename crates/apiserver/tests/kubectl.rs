@@ -1125,6 +1125,98 @@ async fn kubectl_resource_quotas() {
         "{}",
         o.stderr
     );
+
+    // A quota whose status lacks the use of what it limits refuses, as upstream; the
+    // controller leaves a status alone while its hard limits match the spec.
+    let ns = "quota-status";
+    ok(&c, &["create", "namespace", ns]).await;
+    ok(&c, &["create", "quota", "gate", "-n", ns, "--hard=pods=5"]).await;
+    let mut used = String::new();
+    for _ in 0..100 {
+        let args = [
+            "get",
+            "quota",
+            "gate",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.status.used.pods}",
+        ];
+        used = ok(&c, &args).await;
+        if used == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(used, "0");
+    ok(
+        &c,
+        &[
+            "patch",
+            "quota",
+            "gate",
+            "-n",
+            ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"used":null}}"#,
+        ],
+    )
+    .await;
+    let body = pod("g", serde_json::json!({}));
+    let o = kubectl_stdin(&c, &["create", "-n", ns, "-f", "-"], Some(&body)).await;
+    assert!(
+        o.stderr
+            .contains("pods \"g\" is forbidden: status unknown for quota: gate, resources: pods"),
+        "{}",
+        o.stderr
+    );
+    // An update that grows what a quota counts is charged: a Service turned NodePort.
+    ok(
+        &c,
+        &[
+            "create",
+            "quota",
+            "ports",
+            "-n",
+            ns,
+            "--hard=services.nodeports=1",
+        ],
+    )
+    .await;
+    ok(
+        &c,
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "web",
+            "-n",
+            ns,
+            "--tcp=80:80,443:443",
+        ],
+    )
+    .await;
+    let o = kubectl(
+        &c,
+        &[
+            "patch",
+            "service",
+            "web",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"type":"NodePort"}}"#,
+        ],
+    )
+    .await;
+    assert!(
+        o.stderr.contains("services \"web\" is forbidden: exceeded quota: ports, requested: services.nodeports=2, used: services.nodeports=0, limited: services.nodeports=1"),
+        "{}",
+        o.stderr
+    );
 }
 
 const LIMIT_RANGE: &str = r#"

@@ -53,7 +53,7 @@ pub use ephemeral::{claim_is_for_pod, ephemeral_claim_name};
 pub use error::Error;
 pub use leader::{decide, LeaseDecision, LeaseObserver};
 pub use qos::{pod_qos_class, qos_class, QosClass};
-pub use quantity::Quantity;
+pub use quantity::{Quantity, QuantityFormat};
 pub use selector::{
     label_selector_is_empty, label_selector_matches, set_matches, NodeSelectorTerm, Op,
     Requirement, Selector, NODE_NAME_FIELD,

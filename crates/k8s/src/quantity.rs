@@ -36,16 +36,28 @@ const MAX_ALLOWED: u128 = i64::MAX as u128;
 /// Most nano-units a parsed quantity resolves to (upstream rounds to `Nano`).
 const NANO: i64 = -9;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
+/// How a quantity is written, kept from the string it was parsed from (upstream's
+/// `resource.Format`): it decides the suffixes of its canonical form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum QuantityFormat {
+    /// `n u m "" k M G T P E` (also plain numbers).
+    #[default]
     DecimalSi,
+    /// `Ki Mi Gi Ti Pi Ei`.
     BinarySi,
+    /// `e<n>`.
     DecimalExponent,
 }
 
+use QuantityFormat as Format;
+
 /// The exact value of a Kubernetes resource quantity.
 ///
-/// Ordering and equality are by value: `1` equals `1000m`, `1Ki` equals `1024`.
+/// Ordering, equality and hashing are by value: `1` equals `1000m`, `1Ki` equals `1024`.
+/// A quantity also keeps the [`QuantityFormat`] it was written in, and prints (`Display`)
+/// in upstream's canonical form for it: `1000m` as `1`, `1024Mi` as `1Gi`, `0.5` as
+/// `500m`, `1500m` as `1500m`; a sum takes the format of its first non-zero term.
 ///
 /// ```
 /// use kcore_k8s::Quantity;
@@ -55,14 +67,32 @@ enum Format {
 /// assert_eq!("1500m".parse::<Quantity>()?, cpu);
 /// assert_eq!(Quantity::parse("128Mi")?.value(), 128 << 20);
 /// assert_eq!(Quantity::parse("1n")?.milli_value(), 1); // rounded up
+/// assert_eq!(Quantity::parse("1024Mi")?.to_string(), "1Gi");
+/// assert_eq!(Quantity::parse("0.5")?.to_string(), "500m");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug)]
 pub struct Quantity {
     /// Value = mantissa × 10^exp, with no trailing zeros in the mantissa (zero: 0 × 10^0),
     /// so equal values have equal fields.
     mantissa: i128,
     exp: i64,
+    /// How it is written; not part of its value.
+    format: Format,
+}
+
+impl PartialEq for Quantity {
+    fn eq(&self, other: &Self) -> bool {
+        (self.mantissa, self.exp) == (other.mantissa, other.exp)
+    }
+}
+
+impl Eq for Quantity {}
+
+impl std::hash::Hash for Quantity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.mantissa, self.exp).hash(state);
+    }
 }
 
 impl Quantity {
@@ -70,6 +100,7 @@ impl Quantity {
     pub const ZERO: Quantity = Quantity {
         mantissa: 0,
         exp: 0,
+        format: Format::DecimalSi,
     };
 
     /// `value` × 10^`scale` (upstream's `NewScaledQuantity`): `Quantity::new(250, -3)` is
@@ -117,7 +148,7 @@ impl Quantity {
         }
         mag = mag.checked_mul(1u128 << exp2).ok_or_else(too_long)?;
         if mag == 0 {
-            return Ok(Self::ZERO);
+            return Ok(Self::ZERO.with_format(format));
         }
         // Round up to a whole number of nano-units.
         if exp < NANO {
@@ -132,7 +163,19 @@ impl Quantity {
             exp = 0;
         }
         let m = i128::try_from(mag).map_err(|_| too_long())?;
-        Ok(Self::normalized(if parts.negative { -m } else { m }, exp))
+        Ok(Self::normalized(if parts.negative { -m } else { m }, exp).with_format(format))
+    }
+
+    /// The format it was written in (decimal SI for [`Quantity::new`] and sums that
+    /// start from one).
+    pub fn format(&self) -> QuantityFormat {
+        self.format
+    }
+
+    /// The same value, to be written in `format`.
+    pub fn with_format(mut self, format: QuantityFormat) -> Self {
+        self.format = format;
+        self
     }
 
     /// The value in units of 10^`scale`, rounded up (away from zero) like upstream's
@@ -173,7 +216,8 @@ impl Quantity {
         self.mantissa == 0
     }
 
-    /// `self + other`, or `None` when the exact sum does not fit.
+    /// `self + other`, or `None` when the exact sum does not fit. The sum keeps
+    /// `self`'s format, or `other`'s when `self` is zero (upstream's `Add`).
     pub fn checked_add(self, other: Self) -> Option<Self> {
         if self.mantissa == 0 {
             return Some(other);
@@ -185,7 +229,7 @@ impl Quantity {
         let a = self.mantissa.checked_mul(pow10_signed(self.exp - exp)?)?;
         let b = other.mantissa.checked_mul(pow10_signed(other.exp - exp)?)?;
         let sum = a.checked_add(b).filter(|s| *s != i128::MIN)?;
-        Some(Self::normalized(sum, exp))
+        Some(Self::normalized(sum, exp).with_format(self.format))
     }
 
     /// `self - other`, or `None` when the exact difference does not fit.
@@ -201,7 +245,84 @@ impl Quantity {
             mantissa /= 10;
             exp += 1;
         }
-        Self { mantissa, exp }
+        Self {
+            mantissa,
+            exp,
+            format: Format::DecimalSi,
+        }
+    }
+
+    /// Upstream's `CanonicalizeBytes`: the digits and the suffix of the canonical form.
+    fn canonical(&self) -> (i128, String) {
+        if self.mantissa == 0 {
+            return (0, String::new());
+        }
+        let mut format = self.format;
+        if format == Format::BinarySi {
+            // Small or fractional values are shown in decimal, never rounded.
+            let small = self.exp <= 0
+                && self.mantissa.unsigned_abs()
+                    < pow10(-self.exp)
+                        .and_then(|p| p.checked_mul(1024))
+                        .unwrap_or(u128::MAX);
+            let whole = pow10_signed(self.exp).and_then(|p| self.mantissa.checked_mul(p));
+            match whole {
+                Some(mut v) if !small => {
+                    let mut times = 0;
+                    while v % 1024 == 0 && times < 6 {
+                        v /= 1024;
+                        times += 1;
+                    }
+                    let suffix = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][times];
+                    return (v, suffix.to_owned());
+                }
+                _ => format = Format::DecimalSi,
+            }
+        }
+        // Decimal: the exponent brought down to a multiple of three.
+        let (mut m, mut e) = (self.mantissa, self.exp);
+        let r = e.rem_euclid(3);
+        m *= pow10_signed(r).unwrap_or(1);
+        e -= r;
+        if format == Format::DecimalExponent {
+            return (
+                m,
+                if e == 0 {
+                    String::new()
+                } else {
+                    format!("e{e}")
+                },
+            );
+        }
+        // Past exa, the extra thousands stay in the digits.
+        while e > 18 {
+            match m.checked_mul(1000) {
+                Some(x) => m = x,
+                None => return (m, format!("e{e}")),
+            }
+            e -= 3;
+        }
+        let suffix = match e {
+            -9 => "n",
+            -6 => "u",
+            -3 => "m",
+            3 => "k",
+            6 => "M",
+            9 => "G",
+            12 => "T",
+            15 => "P",
+            18 => "E",
+            _ => "",
+        };
+        (m, suffix.to_owned())
+    }
+}
+
+impl std::fmt::Display for Quantity {
+    /// Upstream's canonical form (`Quantity.String()`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (digits, suffix) = self.canonical();
+        write!(f, "{digits}{suffix}")
     }
 }
 
@@ -213,6 +334,7 @@ impl std::ops::Neg for Quantity {
         Quantity {
             mantissa: -self.mantissa,
             exp: self.exp,
+            format: self.format,
         }
     }
 }
@@ -386,6 +508,66 @@ mod tests {
 
     fn q(s: &str) -> Quantity {
         Quantity::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    /// Upstream's canonical strings (quantity_test.go's TestQuantityString and
+    /// TestQuantityParseEmit cases): input, then what `String()` gives.
+    #[test]
+    fn prints_canonically_as_upstream() {
+        for (input, want) in [
+            ("0", "0"),
+            ("0Mi", "0"),
+            ("1000m", "1"),
+            ("1500m", "1500m"),
+            ("0.5", "500m"),
+            ("1.5", "1500m"),
+            ("1", "1"),
+            ("1000", "1k"),
+            ("1500", "1500"),
+            ("2000000", "2M"),
+            ("100m", "100m"),
+            ("12345n", "12345n"),
+            ("1000000n", "1m"),
+            ("1024Mi", "1Gi"),
+            ("1536Mi", "1536Mi"),
+            ("1000Mi", "1000Mi"),
+            ("1024", "1024"),
+            ("1024Ki", "1Mi"),
+            ("512", "512"),
+            ("0.5Ki", "512"),
+            ("1023Ki", "1023Ki"),
+            ("1.5Gi", "1536Mi"),
+            ("0.1Ki", "102400m"),
+            ("1e3", "1e3"),
+            ("1e6", "1e6"),
+            ("1.5e3", "1500"),
+            ("100e-3", "100e-3"),
+            ("-1", "-1"),
+            ("-1500m", "-1500m"),
+            ("-2Gi", "-2Gi"),
+            ("10E", "10E"),
+            ("1000E", "1000E"),
+            ("5n", "5n"),
+            ("1u", "1u"),
+        ] {
+            assert_eq!(q(input).to_string(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn sums_keep_the_first_terms_format() {
+        let sum = |a: &str, b: &str| q(a).checked_add(q(b)).unwrap().to_string();
+        assert_eq!(sum("512Mi", "512Mi"), "1Gi");
+        assert_eq!(sum("500M", "500M"), "1G");
+        assert_eq!(sum("0", "64Mi"), "64Mi");
+        assert_eq!(sum("1Gi", "1G"), "2073741824");
+        assert_eq!(sum("1G", "1Gi"), "2073741824");
+        assert_eq!(sum("250m", "750m"), "1");
+        assert_eq!(
+            Quantity::ZERO.checked_add(q("1Ki")).unwrap().format(),
+            QuantityFormat::BinarySi
+        );
+        assert_eq!(q("1Ki"), q("1024"));
     }
 
     /// Upstream's TestQuantityParse table (quantity_test.go): input and its exact value

@@ -575,3 +575,41 @@ async fn kubectl_creates_lists_waits_and_resolves_logs() {
     })
     .await;
 }
+
+/// The official Python client creates an Indexed Job with `BatchV1Api`, polls its status
+/// until Complete (this test is the node: every pod exits 0) and reads the counts, the
+/// completed indexes and the conditions (`tests/python/job_client.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_runs_a_job_and_reads_its_status() {
+    let py = tokio::task::spawn_blocking(|| {
+        kcore_tests::python::python_with_client(env!("CARGO_TARGET_TMPDIR"))
+    })
+    .await
+    .expect("join");
+    let c = cluster().await;
+    let _node = node(
+        c.client.clone(),
+        &c.namespace,
+        Arc::new(|_p: &Pod| Some(("Succeeded", 0))),
+    );
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/job_client.py");
+    let (kubeconfig, ns) = (c.kubeconfig.clone(), c.namespace.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(py)
+            .arg(script)
+            .arg(kubeconfig)
+            .arg(ns)
+            .output()
+            .expect("run python")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "python client failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("python job: ok"), "{stdout}");
+}

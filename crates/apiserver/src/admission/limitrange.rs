@@ -258,7 +258,7 @@ fn validate_pod(pod: &Value, ranges: &[Value]) -> Vec<String> {
             }
             sum.into_iter()
                 .map(|(k, q)| {
-                    let s = super::quota::format_quantity(&k, q);
+                    let s = q.to_string();
                     (k, (q, s))
                 })
                 .collect()

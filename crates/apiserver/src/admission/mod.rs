@@ -892,7 +892,7 @@ impl Api {
     ) -> Result<Value, ApiError> {
         let obj = self.admit_until_quota(req, obj, old, check).await?;
         // ResourceQuota comes last, as in upstream's plugin order.
-        quota::admit(self, req, &obj).await?;
+        quota::admit(self, req, &obj, old).await?;
         Ok(obj)
     }
 

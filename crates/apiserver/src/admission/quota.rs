@@ -63,8 +63,9 @@ const MUST_SPECIFY: &[&str] = &[
     "limits.memory",
 ];
 
-/// How often the controller recounts every quota.
-const RESYNC: Duration = Duration::from_secs(1);
+/// How often the controller recounts every quota, beside the recounts that changes
+/// trigger.
+const FULL_RESYNC: Duration = Duration::from_secs(60);
 
 fn q(s: &Value) -> Quantity {
     s.as_str()
@@ -235,39 +236,10 @@ fn tracks(quota: &Value, resource: &str) -> bool {
     !best_effort || resource == "pods" || resource == "count/pods"
 }
 
-/// Formats a quantity as upstream's canonical form would for sums of like values:
-/// binary suffixes for memory and storage amounts that are whole multiples of 1024,
-/// decimal ones otherwise, `m` for fractions.
-pub(crate) fn format_quantity(resource: &str, amount: Quantity) -> String {
-    let milli = amount.milli_value();
-    if milli % 1000 != 0 {
-        return format!("{milli}m");
-    }
-    let mut v = milli / 1000;
-    if v == 0 {
-        return "0".into();
-    }
-    let binary = resource.contains("memory") || resource.contains("storage");
-    if binary && v % 1024 == 0 {
-        let mut suffix = 0;
-        while v % 1024 == 0 && suffix < 6 {
-            v /= 1024;
-            suffix += 1;
-        }
-        return format!("{v}{}", ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][suffix]);
-    }
-    let mut suffix = 0;
-    while v % 1000 == 0 && suffix < 6 {
-        v /= 1000;
-        suffix += 1;
-    }
-    format!("{v}{}", ["", "k", "M", "G", "T", "P", "E"][suffix])
-}
-
 fn to_json(u: &Usage) -> Value {
     Value::Object(
         u.iter()
-            .map(|(k, v)| (k.clone(), json!(format_quantity(k, *v))))
+            .map(|(k, v)| (k.clone(), json!(v.to_string())))
             .collect(),
     )
 }
@@ -283,7 +255,7 @@ fn from_json(v: &Value) -> Usage {
 /// Upstream's `prettyPrint`: `a=1,b=2`, sorted.
 fn pretty(u: &Usage) -> String {
     u.iter()
-        .map(|(k, v)| format!("{k}={}", format_quantity(k, *v)))
+        .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -327,17 +299,19 @@ fn missing_constraints(pod: &Value, required: &[&str]) -> Option<String> {
     Some(format!("must specify {}", parts.join("; ")))
 }
 
-/// What a quota decides about a new object using `delta`: `Ok(Some(new used))` to
-/// charge, `Ok(None)` when the quota limits nothing the object uses, `Err(why)` to
-/// refuse (upstream's message after `<resource> "<name>" is forbidden: `).
+/// What the quota `name` with limits `hard` decides about a new object using `delta`,
+/// given what is `used`: `Ok(Some(new used))` to charge, `Ok(None)` when the quota
+/// limits nothing the object uses, `Err(why)` to refuse (upstream's message after
+/// `<resource> "<name>" is forbidden: `). `tracks` says which resources the quota's
+/// scopes let it count.
 fn decide(
-    quota: &Value,
+    name: &str,
+    hard: &Usage,
     used: &Usage,
     delta: &Usage,
     pod: Option<&Value>,
+    tracks: impl Fn(&str) -> bool,
 ) -> Result<Option<Usage>, String> {
-    let name = quota["metadata"]["name"].as_str().unwrap_or_default();
-    let hard = from_json(&quota["spec"]["hard"]);
     if let Some(pod) = pod {
         let required: Vec<&str> = MUST_SPECIFY
             .iter()
@@ -350,7 +324,7 @@ fn decide(
     }
     let requested: Usage = delta
         .iter()
-        .filter(|(k, _)| hard.contains_key(*k) && tracks(quota, k))
+        .filter(|(k, _)| hard.contains_key(*k) && tracks(k))
         .map(|(k, v)| (k.clone(), *v))
         .collect();
     if requested.is_empty() {
@@ -375,7 +349,7 @@ fn decide(
             "exceeded quota: {name}, requested: {}, used: {}, limited: {}",
             pretty(&mask(&requested)),
             pretty(&mask(used)),
-            pretty(&mask(&hard))
+            pretty(&mask(hard))
         ));
     }
     Ok(Some(new_used))
@@ -448,51 +422,126 @@ fn counted_kind(res: &str) -> (String, String) {
     (String::new(), "pods".into())
 }
 
-/// The plugin: on the create of a namespaced object, checks and charges every quota of
-/// its namespace that covers it.
-pub(super) async fn admit(api: &Api, req: &Request<'_>, obj: &Value) -> Result<(), ApiError> {
+/// Whether the quota resource name `res` counts objects of `(group, plural)` (upstream's
+/// evaluator `MatchingResources`).
+fn counts_kind(res: &str, group: &str, plural: &str) -> bool {
+    let (g, p) = counted_kind(res);
+    g == group && p == plural
+}
+
+/// Whether updates of `(group, plural)` are charged: a claim's resize and a Service's
+/// change of type can grow their use (upstream's PVC and Service evaluators handle
+/// UPDATE; pods only through `pods/resize`, which kcore does not serve, and other
+/// kinds only CREATE).
+fn charges_updates(group: &str, plural: &str) -> bool {
+    group.is_empty() && matches!(plural, "persistentvolumeclaims" | "services")
+}
+
+/// What an update adds: upstream's `SubtractWithNonNegativeResult(new, old)` with the
+/// zeros removed.
+fn growth(new: Usage, old: &Usage) -> Usage {
+    new.into_iter()
+        .filter_map(|(k, v)| {
+            let before = old.get(&k).copied().unwrap_or(Quantity::ZERO);
+            let d = v.checked_sub(before)?;
+            (d > Quantity::ZERO).then_some((k, d))
+        })
+        .collect()
+}
+
+/// The limits a quota enforces and the use it starts from: upstream reads both from the
+/// quota's status, which the controller fills. A quota the controller has not filled
+/// in yet (no `status.hard`) is counted on the spot against its spec instead of being
+/// passed over, so it holds from its first moment.
+async fn limits_and_use(api: &Api, quota: &Value) -> Result<(Usage, Usage), ApiError> {
+    if quota["status"]["hard"].is_object() {
+        return Ok((
+            from_json(&quota["status"]["hard"]),
+            from_json(&quota["status"]["used"]),
+        ));
+    }
+    Ok((from_json(&quota["spec"]["hard"]), count(api, quota).await?))
+}
+
+/// The plugin: on the create of a namespaced object (and the update of a claim or a
+/// Service), checks and charges every quota of its namespace that covers it. The
+/// namespace's quotas are read from the watch cache; the few that limit what the
+/// object uses are then read from the store, so the decision and the charge rest on
+/// the latest charge.
+pub(super) async fn admit(
+    api: &Api,
+    req: &Request<'_>,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
     let info = req.info;
-    let (Some(ns), Operation::Create, None) = (req.namespace, req.op, req.sub) else {
+    let (Some(ns), None) = (req.namespace, req.sub) else {
         return Ok(());
     };
     if !info.namespaced {
         return Ok(());
     }
-    let delta = usage(&info.group, &info.plural, obj);
-    let pod = (info.group.is_empty() && info.plural == "pods").then_some(obj);
+    let (group, plural): (&str, &str) = (&info.group, &info.plural);
+    let delta = match (req.op, old) {
+        (Operation::Create, _) => usage(group, plural, obj),
+        (Operation::Update, Some(old)) if charges_updates(group, plural) => {
+            growth(usage(group, plural, obj), &usage(group, plural, old))
+        }
+        _ => return Ok(()),
+    };
+    let pod = (group.is_empty() && plural == "pods").then_some(obj);
     let quotas_info = crate::resources::lookup("", "v1", "resourcequotas").expect("served");
+    let cached = api.cached_objects(quotas_info, Some(ns)).await?;
+    let relevant: Vec<String> = cached
+        .iter()
+        .filter(|q| covers(q, pod))
+        .filter(|q| {
+            let hard = if q["status"]["hard"].is_object() {
+                &q["status"]["hard"]
+            } else {
+                &q["spec"]["hard"]
+            };
+            hard.as_object()
+                .is_some_and(|h| h.keys().any(|k| counts_kind(k, group, plural)))
+        })
+        .filter_map(|q| q["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    if relevant.is_empty() {
+        return Ok(());
+    }
+    let forbidden = |why: String| ApiError::forbidden(&info.group, &info.plural, req.name, &why);
     for _attempt in 0..10 {
-        let list = api
-            .list_in(quotas_info, Some(ns), &ListOptions::default())
-            .await?;
         let mut charges = Vec::new();
-        for listed in list["items"].as_array().into_iter().flatten() {
-            if !covers(listed, pod) {
-                continue;
-            }
-            // The list may lag the last charge; decide on the stored quota.
-            let name = listed["metadata"]["name"].as_str().unwrap_or_default();
-            let quota = &match api.get_in(quotas_info, Some(ns), name).await {
+        for name in &relevant {
+            let quota = match api.get_in(quotas_info, Some(ns), name).await {
                 Ok(q) => q,
                 Err(e) if e.code == 404 => continue,
                 Err(e) => return Err(e),
             };
-            let used = if quota["status"]["hard"].is_object() {
-                from_json(&quota["status"]["used"])
-            } else {
-                count(api, quota).await?
-            };
-            match decide(quota, &used, &delta, pod) {
-                Ok(Some(new_used)) => charges.push((quota.clone(), new_used)),
+            if !covers(&quota, pod) {
+                continue;
+            }
+            let (hard, used) = limits_and_use(api, &quota).await?;
+            let restricted: Vec<&String> = hard
+                .keys()
+                .filter(|k| counts_kind(k, group, plural))
+                .collect();
+            if restricted.is_empty() {
+                continue;
+            }
+            if quota["status"]["hard"].is_object()
+                && restricted.iter().any(|k| !used.contains_key(*k))
+            {
+                let names: Vec<&str> = restricted.iter().map(|k| k.as_str()).collect();
+                return Err(forbidden(format!(
+                    "status unknown for quota: {name}, resources: {}",
+                    names.join(",")
+                )));
+            }
+            match decide(name, &hard, &used, &delta, pod, |k| tracks(&quota, k)) {
+                Ok(Some(new_used)) => charges.push((quota, new_used)),
                 Ok(None) => {}
-                Err(why) => {
-                    return Err(ApiError::forbidden(
-                        &info.group,
-                        &info.plural,
-                        req.name,
-                        &why,
-                    ))
-                }
+                Err(why) => return Err(forbidden(why)),
             }
         }
         if req.dry_run || charges.is_empty() {
@@ -501,7 +550,12 @@ pub(super) async fn admit(api: &Api, req: &Request<'_>, obj: &Value) -> Result<(
         let mut conflict = false;
         for (quota, used) in charges {
             let mut updated = quota.clone();
-            updated["status"] = json!({"hard": quota["spec"]["hard"], "used": to_json(&used)});
+            let hard = if quota["status"]["hard"].is_object() {
+                quota["status"]["hard"].clone()
+            } else {
+                quota["spec"]["hard"].clone()
+            };
+            updated["status"] = json!({"hard": hard, "used": to_json(&used)});
             let name = quota["metadata"]["name"].as_str().unwrap_or_default();
             match write_status(api, Some(ns), name, updated).await {
                 Ok(_) => {}
@@ -523,24 +577,131 @@ pub(super) async fn admit(api: &Api, req: &Request<'_>, obj: &Value) -> Result<(
     ))
 }
 
-/// The resourcequota controller: recounts every quota each second and writes
-/// `status.hard` and `status.used` when they changed.
+/// The resourcequota controller: follows every change in the store and recounts the
+/// quotas of the namespaces where a change can move a quota's use, plus a full recount
+/// every [`FULL_RESYNC`] (upstream's `--resource-quota-sync-period`, which also mends a
+/// charge whose object was never written). A quota's status is written when it
+/// changed.
 pub(crate) async fn run(api: Api) {
-    let info = crate::resources::lookup("", "v1", "resourcequotas").expect("served");
-    let mut tick = tokio::time::interval(RESYNC);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        let list = match api.list_in(info, None, &ListOptions::default()).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::debug!(error = %e.message, "listing resource quotas");
-                continue;
+        if let Err(e) = follow(&api).await {
+            tracing::debug!(error = %e.message, "resource quota controller restarts");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The namespace and `(group, plural)` of a stored object's key
+/// (`/registry/<group>/<plural>/<namespace>/<name>`), for namespaced objects.
+fn key_parts(key: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = key.strip_prefix("/registry/")?.split('/');
+    let (g, plural, ns, _name) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((if g == "core" { "" } else { g }, plural, ns))
+}
+
+/// What of an object can move a quota: its use and, for pods, what scopes look at.
+fn quota_relevant(group: &str, plural: &str, obj: &Value) -> (Usage, Value) {
+    let scope = if group.is_empty() && plural == "pods" {
+        json!([
+            obj["spec"]["activeDeadlineSeconds"],
+            obj["status"]["qosClass"],
+            obj["spec"]["priorityClassName"]
+        ])
+    } else {
+        Value::Null
+    };
+    (usage(group, plural, obj), scope)
+}
+
+/// Whether a stored change can move the use of a quota of its namespace: a create or a
+/// delete, a quota's spec, or an update that changes what [`quota_relevant`] sees (a
+/// pod's status updates mostly do not).
+fn moves_use(ev: &crate::storage::Event, group: &str, plural: &str) -> bool {
+    let Some(prev) = &ev.prev else {
+        return true;
+    };
+    if ev.kind == crate::storage::EventKind::Delete {
+        return true;
+    }
+    let (Ok(new), Ok(old)) = (
+        serde_json::from_slice::<Value>(&ev.kv.value),
+        serde_json::from_slice::<Value>(&prev.value),
+    ) else {
+        return true;
+    };
+    if group.is_empty() && plural == "resourcequotas" {
+        // As upstream's controller: a quota is recounted when its spec changes or its
+        // status does not carry the spec's limits.
+        return new["spec"] != old["spec"] || new["spec"]["hard"] != new["status"]["hard"];
+    }
+    quota_relevant(group, plural, &new) != quota_relevant(group, plural, &old)
+}
+
+async fn follow(api: &Api) -> Result<(), ApiError> {
+    let storage_err = |e: crate::storage::StorageError| ApiError::internal(e.to_string());
+    let info = crate::resources::lookup("", "v1", "resourcequotas").expect("served");
+    let from = api.storage().revision().await.map_err(storage_err)?.current;
+    let mut events = api
+        .storage()
+        .watch("/registry/", from)
+        .await
+        .map_err(storage_err)?;
+    let mut resync = tokio::time::interval(FULL_RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Namespaces that hold a quota (a change elsewhere moves nothing).
+    let mut with_quotas: std::collections::HashSet<String> = std::collections::HashSet::new();
+    loop {
+        let mut dirty: BTreeMap<String, ()> = BTreeMap::new();
+        tokio::select! {
+            _ = resync.tick() => {
+                let all = api.list_in(info, None, &ListOptions::default()).await?;
+                with_quotas.clear();
+                for q in all["items"].as_array().into_iter().flatten() {
+                    if let Some(ns) = q["metadata"]["namespace"].as_str() {
+                        with_quotas.insert(ns.to_owned());
+                        dirty.insert(ns.to_owned(), ());
+                    }
+                }
             }
-        };
-        for quota in list["items"].as_array().into_iter().flatten() {
-            if let Err(e) = sync(&api, quota).await {
-                tracing::debug!(error = %e.message, quota = %quota["metadata"]["name"], "syncing a resource quota");
+            ev = futures::StreamExt::next(&mut events) => {
+                let Some(ev) = ev else {
+                    return Err(ApiError::internal("the store's watch ended"));
+                };
+                let mut next = Some(ev.map_err(storage_err)?);
+                // Take every change already delivered, then recount once per namespace.
+                while let Some(ev) = next.take() {
+                    if let Some((group, plural, ns)) = key_parts(&ev.kv.key) {
+                        let is_quota = group.is_empty() && plural == "resourcequotas";
+                        if is_quota && ev.kind == crate::storage::EventKind::Put {
+                            with_quotas.insert(ns.to_owned());
+                        }
+                        if (is_quota || with_quotas.contains(ns)) && moves_use(&ev, group, plural) {
+                            dirty.insert(ns.to_owned(), ());
+                        }
+                    }
+                    if let Some(Some(more)) = futures::FutureExt::now_or_never(
+                        futures::StreamExt::next(&mut events),
+                    ) {
+                        next = Some(more.map_err(storage_err)?);
+                    }
+                }
+            }
+        }
+        for ns in dirty.into_keys() {
+            let quotas = api
+                .list_in(info, Some(&ns), &ListOptions::default())
+                .await?;
+            let items = quotas["items"].as_array().cloned().unwrap_or_default();
+            if items.is_empty() {
+                with_quotas.remove(&ns);
+            }
+            for quota in &items {
+                if let Err(e) = sync(api, quota).await {
+                    tracing::debug!(error = %e.message, quota = %quota["metadata"]["name"], "syncing a resource quota");
+                }
             }
         }
     }
@@ -604,7 +765,7 @@ mod tests {
             {"name": "b", "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}}}
         ]));
         let u = usage("", "pods", &p);
-        let f = |k: &str| format_quantity(k, u[k]);
+        let f = |k: &str| u[k].to_string();
         assert_eq!(f("pods"), "1");
         assert_eq!(f("count/pods"), "1");
         assert_eq!(f("requests.cpu"), "500m");
@@ -619,13 +780,20 @@ mod tests {
         let pvc = json!({"spec": {"storageClassName": "fast", "resources": {"requests": {"storage": "1Gi"}}}});
         let u = usage("", "persistentvolumeclaims", &pvc);
         assert_eq!(
-            format_quantity("", u["fast.storageclass.storage.k8s.io/requests.storage"]),
-            "1073741824"
-        );
-        assert_eq!(
-            format_quantity("requests.storage", u["requests.storage"]),
+            u["fast.storageclass.storage.k8s.io/requests.storage"].to_string(),
             "1Gi"
         );
+        assert_eq!(u["requests.storage"].to_string(), "1Gi");
+    }
+
+    fn decide(
+        quota: &Value,
+        used: &Usage,
+        delta: &Usage,
+        pod: Option<&Value>,
+    ) -> Result<Option<Usage>, String> {
+        let hard = from_json(&quota["spec"]["hard"]);
+        super::decide("q", &hard, used, delta, pod, |k| tracks(quota, k))
     }
 
     #[test]
@@ -676,12 +844,68 @@ mod tests {
 
     #[test]
     fn quantities_print_canonically() {
-        let f = |r: &str, s: &str| format_quantity(r, Quantity::parse(s).unwrap());
-        assert_eq!(f("requests.memory", "1536Mi"), "1536Mi");
-        assert_eq!(f("requests.memory", "2Gi"), "2Gi");
-        assert_eq!(f("requests.memory", "1G"), "1G");
-        assert_eq!(f("cpu", "1500m"), "1500m");
-        assert_eq!(f("cpu", "2"), "2");
-        assert_eq!(f("pods", "0"), "0");
+        let sum = |a: &str, b: &str| {
+            let mut u = Usage::new();
+            add(&mut u, "requests.memory", Quantity::parse(a).unwrap());
+            add(&mut u, "requests.memory", Quantity::parse(b).unwrap());
+            to_json(&u)["requests.memory"].clone()
+        };
+        assert_eq!(sum("512Mi", "512Mi"), "1Gi");
+        assert_eq!(sum("1Gi", "512Mi"), "1536Mi");
+        assert_eq!(sum("500M", "500M"), "1G");
+        assert_eq!(sum("500m", "500m"), "1");
+        assert_eq!(sum("750m", "750m"), "1500m");
+        assert_eq!(sum("0.25", "0.25"), "500m");
+        assert_eq!(
+            pretty(&from_json(&json!({"pods": "0", "cpu": "1000m"}))),
+            "cpu=1,pods=0"
+        );
+    }
+
+    #[test]
+    fn updates_charge_only_growth() {
+        let small = json!({"spec": {"resources": {"requests": {"storage": "1Gi"}}}});
+        let big = json!({"spec": {"resources": {"requests": {"storage": "3Gi"}}}});
+        let g = growth(
+            usage("", "persistentvolumeclaims", &big),
+            &usage("", "persistentvolumeclaims", &small),
+        );
+        assert_eq!(to_json(&g), json!({"requests.storage": "2Gi"}));
+        let g = growth(
+            usage("", "persistentvolumeclaims", &small),
+            &usage("", "persistentvolumeclaims", &big),
+        );
+        assert!(g.is_empty());
+        let q = quota(json!({"requests.storage": "2Gi"}));
+        let used = from_json(&json!({"requests.storage": "1Gi"}));
+        let delta = growth(
+            usage("", "persistentvolumeclaims", &big),
+            &usage("", "persistentvolumeclaims", &small),
+        );
+        assert_eq!(
+            decide(&q, &used, &delta, None).unwrap_err(),
+            "exceeded quota: q, requested: requests.storage=2Gi, used: requests.storage=1Gi, limited: requests.storage=2Gi"
+        );
+        assert!(charges_updates("", "services") && !charges_updates("", "pods"));
+        assert!(counts_kind(
+            "requests.storage",
+            "",
+            "persistentvolumeclaims"
+        ));
+        assert!(counts_kind("count/deployments.apps", "apps", "deployments"));
+        assert!(!counts_kind("pods", "", "services"));
+    }
+
+    #[test]
+    fn store_keys_name_the_namespace() {
+        assert_eq!(
+            key_parts("/registry/core/pods/ns1/p"),
+            Some(("", "pods", "ns1"))
+        );
+        assert_eq!(
+            key_parts("/registry/apps/deployments/ns1/d"),
+            Some(("apps", "deployments", "ns1"))
+        );
+        assert_eq!(key_parts("/registry/core/nodes/n1"), None);
     }
 }

@@ -215,13 +215,28 @@ impl Api {
         &self,
         info: &'static ResourceInfo,
     ) -> Result<Vec<Arc<Value>>, ApiError> {
+        self.cached_objects(info, None).await
+    }
+
+    /// The objects of a resource in `namespace` (`None`: everywhere) as the watch cache
+    /// holds them now, which may lag the store by the latest writes; from the store when
+    /// the cache cannot answer.
+    pub(crate) async fn cached_objects(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Arc<Value>>, ApiError> {
         let cache = &self.inner.cache;
         if cache.ensure().await.is_ok() {
-            if let Some((objs, _, _)) = cache.page(&info.prefix(None), None, None, &|_| true, 0) {
+            if let Some((objs, _, _)) =
+                cache.page(&info.prefix(namespace), None, None, &|_| true, 0)
+            {
                 return Ok(objs);
             }
         }
-        let list = self.list_in(info, None, &ListOptions::default()).await?;
+        let list = self
+            .list_in(info, namespace, &ListOptions::default())
+            .await?;
         Ok(list["items"]
             .as_array()
             .into_iter()

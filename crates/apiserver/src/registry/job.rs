@@ -176,6 +176,7 @@ impl Strategy for JobStrategy {
     }
 
     fn validate_update(&self, new: &Value, old: &Value, causes: &mut Vec<Cause>) {
+        validate_status_update(new, old, causes);
         let (ns, os) = (&new["spec"], &old["spec"]);
         validate::immutable(&ns["selector"], &os["selector"], "spec.selector", causes);
         for f in [
@@ -573,38 +574,341 @@ fn pod_failure_policy(
     }
 }
 
-/// Parses an index list such as `1,3-5,7` into sorted, non-overlapping ranges.
+/// Parses an index list such as `1,3-5,7` into sorted, non-overlapping ranges, with
+/// upstream's `validateIndexesFormat` rules and messages (an interval's ends are
+/// increasing, `3-3` is not an interval, each interval starts past the previous one).
 pub(crate) fn parse_indexes(s: &str, completions: i64) -> Result<Vec<(i64, i64)>, String> {
     let mut out: Vec<(i64, i64)> = Vec::new();
     if s.is_empty() {
         return Ok(out);
     }
     for part in s.split(',') {
-        let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a, b),
-            None => (part, part),
-        };
+        let limits: Vec<&str> = part.split('-').collect();
+        if limits.len() > 2 {
+            return Err(format!(
+                "the fragment {part:?} violates the requirement that an index interval can have at most two parts separated by '-'"
+            ));
+        }
         let parse = |x: &str| {
-            x.parse::<i64>()
-                .map_err(|_| format!("cannot convert string to integer for index: {x:?}"))
+            let n = x
+                .parse::<i64>()
+                .map_err(|_| format!("cannot convert string to integer for index: {x:?}"))?;
+            if n >= completions {
+                return Err(format!("too large index: {x:?}"));
+            }
+            Ok(n)
         };
-        let (a, b) = (parse(a)?, parse(b)?);
-        if a > b {
-            return Err(format!("non-increasing order, previous: {a}, current: {b}"));
-        }
-        if b >= completions {
-            return Err(format!("too large: {b}"));
-        }
+        let a = parse(limits[0])?;
+        let b = match limits.get(1) {
+            Some(y) => {
+                let b = parse(y)?;
+                if a >= b {
+                    return Err(format!("non-increasing order, previous: {a}, current: {b}"));
+                }
+                b
+            }
+            None => a,
+        };
         if let Some(&(_, pb)) = out.last() {
-            if a <= pb {
+            if pb >= a {
                 return Err(format!(
-                    "overlapping intervals, previous: {pb}, current: {a}"
+                    "non-increasing order, previous: {pb}, current: {a}"
                 ));
             }
         }
         out.push((a, b));
     }
     Ok(out)
+}
+
+fn condition_true(job: &Value, t: &str) -> bool {
+    job["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == t && c["status"] == "True"))
+}
+
+fn is_finished(job: &Value) -> bool {
+    condition_true(job, "Complete") || condition_true(job, "Failed")
+}
+
+/// The first index both lists hold, if any (upstream's
+/// `validateFailedIndexesNotOverlapCompleted`; lists that do not parse are judged by the
+/// format rule instead).
+fn indexes_overlap(completed: &str, failed: &str, completions: i64) -> Option<i64> {
+    let (Ok(c), Ok(f)) = (
+        parse_indexes(completed, completions),
+        parse_indexes(failed, completions),
+    ) else {
+        return None;
+    };
+    c.iter()
+        .flat_map(|&(ca, cb)| f.iter().map(move |&(fa, fb)| (ca, cb, fa, fb)))
+        .filter(|&(ca, cb, fa, fb)| ca <= fb && fa <= cb)
+        .map(|(ca, _, fa, _)| ca.max(fa))
+        .min()
+}
+
+/// Upstream's `ValidateJobStatusUpdate` with the options its Job strategy turns on
+/// (1.35, `JobManagedBy` on): each rule about a field applies when the update changes
+/// what the rule looks at, so a Job stored before a rule existed still takes updates
+/// that leave those fields alone. A plain update keeps the stored status, so only
+/// writes to `/status` can trip these rules.
+fn validate_status_update(new: &Value, old: &Value, causes: &mut Vec<Cause>) {
+    let (st, ost) = (&new["status"], &old["status"]);
+    let spec = &new["spec"];
+    let changed = |f: &str| st[f] != ost[f];
+    let cond_changed = |t: &str| condition_true(new, t) != condition_true(old, t);
+    let omitted = |field: &str, why: &str| Cause::invalid_omitted(field, why);
+    let indexed = spec["completionMode"] == "Indexed";
+    let completions = spec["completions"].as_i64();
+    let (complete, failed) = (
+        condition_true(new, "Complete"),
+        condition_true(new, "Failed"),
+    );
+    let failure_target = condition_true(new, "FailureTarget");
+    let criteria_met = condition_true(new, "SuccessCriteriaMet");
+    let finished = complete || failed;
+    let finished_changed = finished != is_finished(old);
+    let count = |v: &Value| v.as_i64().unwrap_or(0);
+    let uncounted = &st["uncountedTerminatedPods"];
+    let uncounted_len = |k: &str| uncounted[k].as_array().map_or(0, Vec::len);
+
+    // validateJobStatus (its non-negative counts are create rules, see `validate`):
+    // the uncounted pods' UIDs, then the conditions and times.
+    let mut seen = std::collections::HashSet::new();
+    for k in ["succeeded", "failed"] {
+        for (i, uid) in uncounted[k].as_array().into_iter().flatten().enumerate() {
+            let p = format!("status.uncountedTerminatedPods.{k}[{i}]");
+            if uid.as_str().is_none_or(str::is_empty) {
+                causes.push(Cause::invalid(p, uid, "must not be empty"));
+            } else if !seen.insert(uid.as_str().unwrap_or_default().to_owned()) {
+                causes.push(Cause::duplicate(p, uid));
+            }
+        }
+    }
+    if (cond_changed("Complete") || cond_changed("Failed")) && complete && failed {
+        causes.push(omitted(
+            "status.conditions",
+            "cannot set Complete=True and Failed=true conditions",
+        ));
+    }
+    if (cond_changed("Complete") || cond_changed("FailureTarget")) && complete && failure_target {
+        causes.push(omitted(
+            "status.conditions",
+            "cannot set Complete=True and FailureTarget=true conditions",
+        ));
+    }
+    let completion_changed = changed("completionTime");
+    if (cond_changed("Complete") || completion_changed)
+        && !st["completionTime"].is_null()
+        && !complete
+    {
+        causes.push(Cause::invalid(
+            "status.completionTime",
+            &st["completionTime"],
+            "cannot set completionTime when there is no Complete=True condition",
+        ));
+    }
+    if (cond_changed("Complete") || completion_changed)
+        && st["completionTime"].is_null()
+        && complete
+    {
+        causes.push(Cause::required_because(
+            "status.completionTime",
+            "completionTime is required for Complete jobs",
+        ));
+    }
+    if changed("startTime") || completion_changed {
+        if let (Some(s), Some(c)) = (
+            st["startTime"]
+                .as_str()
+                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok()),
+            st["completionTime"]
+                .as_str()
+                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok()),
+        ) {
+            if c < s {
+                causes.push(Cause::invalid(
+                    "status.completionTime",
+                    &st["completionTime"],
+                    "completionTime cannot be set before startTime",
+                ));
+            }
+        }
+    }
+    if (cond_changed("Failed") || changed("failedIndexes")) && failed && !failure_target {
+        causes.push(omitted(
+            "status.conditions",
+            "cannot set Failed=True condition without the FailureTarget=true condition",
+        ));
+    }
+    if cond_changed("Complete") && complete && !criteria_met {
+        causes.push(omitted(
+            "status.conditions",
+            "cannot set Complete=True condition without the SuccessCriteriaMet=true condition",
+        ));
+    }
+    if (finished_changed || changed("active")) && count(&st["active"]) > 0 && finished {
+        causes.push(Cause::invalid(
+            "status.active",
+            &st["active"],
+            "active>0 is invalid for finished job",
+        ));
+    }
+    if (finished_changed || changed("startTime")) && st["startTime"].is_null() && finished {
+        causes.push(Cause::required_because(
+            "status.startTime",
+            "startTime is required for finished job",
+        ));
+    }
+    if (finished_changed || changed("uncountedTerminatedPods"))
+        && finished
+        && uncounted_len("succeeded") + uncounted_len("failed") > 0
+    {
+        causes.push(Cause::invalid(
+            "status.uncountedTerminatedPods",
+            uncounted,
+            "uncountedTerminatedPods needs to be empty for finished job",
+        ));
+    }
+    let completed_indexes = st["completedIndexes"].as_str().unwrap_or_default();
+    let failed_indexes = st["failedIndexes"].as_str();
+    let (ci_changed, fi_changed) = (changed("completedIndexes"), changed("failedIndexes"));
+    if let Some(n) = completions {
+        if ci_changed {
+            if let Err(e) = parse_indexes(completed_indexes, n) {
+                causes.push(Cause::invalid(
+                    "status.completedIndexes",
+                    &st["completedIndexes"],
+                    &format!("error parsing completedIndexes: {e}"),
+                ));
+            }
+        }
+        if let (true, Some(fi), false) = (
+            fi_changed,
+            failed_indexes,
+            spec["backoffLimitPerIndex"].is_null(),
+        ) {
+            if let Err(e) = parse_indexes(fi, n) {
+                causes.push(Cause::invalid(
+                    "status.failedIndexes",
+                    &st["failedIndexes"],
+                    &format!("error parsing failedIndexes: {e}"),
+                ));
+            }
+        }
+    }
+    if ci_changed && !completed_indexes.is_empty() && !indexed {
+        causes.push(Cause::invalid(
+            "status.completedIndexes",
+            &st["completedIndexes"],
+            "cannot set non-empty completedIndexes when non-indexed completion mode",
+        ));
+    }
+    if fi_changed && spec["backoffLimitPerIndex"].is_null() && failed_indexes.is_some() {
+        causes.push(Cause::invalid(
+            "status.failedIndexes",
+            &st["failedIndexes"],
+            "cannot set non-null failedIndexes when backoffLimitPerIndex is null",
+        ));
+    }
+    if let (true, Some(n), Some(fi)) = (ci_changed || fi_changed, completions, failed_indexes) {
+        if let Some(i) = indexes_overlap(completed_indexes, fi, n) {
+            causes.push(Cause::invalid(
+                "status.failedIndexes",
+                &st["failedIndexes"],
+                &format!("failedIndexes and completedIndexes overlap at index: {i}"),
+            ));
+        }
+    }
+    if (finished_changed || changed("terminating")) && count(&st["terminating"]) > 0 && finished {
+        causes.push(Cause::invalid(
+            "status.terminating",
+            &st["terminating"],
+            "terminating>0 is invalid for finished job",
+        ));
+    }
+    if (changed("ready") || changed("active"))
+        && st["ready"]
+            .as_i64()
+            .is_some_and(|r| r > count(&st["active"]))
+    {
+        causes.push(Cause::invalid(
+            "status.ready",
+            &st["ready"],
+            "cannot set more ready pods than active",
+        ));
+    }
+    if criteria_met && failed {
+        causes.push(omitted(
+            "status.conditions",
+            "cannot set SuccessCriteriaMet=True and Failed=true conditions",
+        ));
+    }
+    if criteria_met && failure_target {
+        causes.push(omitted(
+            "status.conditions",
+            "cannot set SuccessCriteriaMet=True and FailureTarget=true conditions",
+        ));
+    }
+    if !spec["successPolicy"].is_null() && !criteria_met && complete {
+        causes.push(omitted(
+            "status.conditions",
+            "cannot set Complete=True for Job with SuccessPolicy unless SuccessCriteriaMet=True",
+        ));
+    }
+
+    // ValidateJobStatusUpdate: the transitions.
+    for t in ["Failed", "Complete", "FailureTarget"] {
+        if condition_true(old, t) && !condition_true(new, t) {
+            causes.push(omitted(
+                "status.conditions",
+                &format!("cannot disable the terminal {t}=True condition"),
+            ));
+        }
+    }
+    if count(&st["failed"]) < count(&ost["failed"]) {
+        causes.push(Cause::invalid(
+            "status.failed",
+            &json!(count(&st["failed"])),
+            "cannot decrease the failed counter",
+        ));
+    }
+    // A scaled-down Indexed Job (completions equal to parallelism) may count fewer.
+    let elastic = indexed && spec["completions"] == spec["parallelism"];
+    if !elastic && count(&st["succeeded"]) < count(&ost["succeeded"]) {
+        causes.push(Cause::invalid(
+            "status.succeeded",
+            &json!(count(&st["succeeded"])),
+            "cannot decrease the succeeded counter",
+        ));
+    }
+    if !st["completionTime"].is_null() && !ost["completionTime"].is_null() && completion_changed {
+        causes.push(Cause::invalid(
+            "status.completionTime",
+            &st["completionTime"],
+            "completionTime cannot be mutated",
+        ));
+    }
+    if !ost["startTime"].is_null() && changed("startTime") && spec["suspend"] != true {
+        causes.push(Cause::required_because(
+            "status.startTime",
+            "startTime cannot be removed for unsuspended job",
+        ));
+    }
+    if condition_true(old, "SuccessCriteriaMet") && !criteria_met {
+        causes.push(omitted(
+            "status.conditions",
+            "cannot disable the SuccessCriteriaMet=True condition",
+        ));
+    }
+    if condition_true(old, "Complete") && !condition_true(old, "SuccessCriteriaMet") && criteria_met
+    {
+        causes.push(omitted(
+            "status.conditions",
+            "cannot set SuccessCriteriaMet=True for Job already has Complete=true conditions",
+        ));
+    }
 }
 
 fn success_policy(sp: &Value, spec: &Value, indexed: bool, path: &str, causes: &mut Vec<Cause>) {
@@ -643,7 +947,11 @@ fn success_policy(sp: &Value, spec: &Value, indexed: bool, path: &str, causes: &
         let mut total = None;
         if let Some(s) = idx.as_str() {
             match parse_indexes(s, completions) {
-                Err(e) => causes.push(Cause::invalid(format!("{p}.succeededIndexes"), idx, &e)),
+                Err(e) => causes.push(Cause::invalid(
+                    format!("{p}.succeededIndexes"),
+                    idx,
+                    &format!("error parsing succeededIndexes: {e}"),
+                )),
                 Ok(r) => total = Some(r.iter().map(|(a, b)| b - a + 1).sum::<i64>()),
             }
         }
@@ -762,7 +1070,7 @@ mod tests {
             (json!({"successPolicy": {"rules": [{"succeededCount": 1}]}, "template": tpl("Never")}),
                 "spec.successPolicy: Invalid value: \"(successPolicy)\": requires indexed completion mode"),
             (json!({"completionMode": "Indexed", "completions": 3, "successPolicy": {"rules": [{"succeededIndexes": "0-5"}]}, "template": tpl("Never")}),
-                "spec.successPolicy.rules[0].succeededIndexes: Invalid value: \"0-5\": too large: 5"),
+                "spec.successPolicy.rules[0].succeededIndexes: Invalid value: \"0-5\": error parsing succeededIndexes: too large index: \"5\""),
         ] {
             let j = job(spec.clone());
             let got = fields(&j);
@@ -813,6 +1121,159 @@ mod tests {
         assert_eq!(
             super::super::validate(&JobStrategy, &n, Some(&started)).len(),
             1
+        );
+    }
+
+    #[test]
+    fn status_update_rules_as_upstream() {
+        let base = job(json!({"completions": 2, "parallelism": 2, "template": tpl("Never")}));
+        let start = "2026-01-01T00:00:00Z";
+        let mut running = base.clone();
+        running["status"] = json!({"active": 2, "ready": 0, "startTime": start});
+        let status = |old: &Value, st: Value| {
+            let mut n = old.clone();
+            n["status"] = st;
+            super::super::validate(&JobStrategy, &n, Some(old))
+                .into_iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect::<Vec<_>>()
+        };
+        let t = |ty: &str| json!({"type": ty, "status": "True"});
+        // The controller's own path: SuccessCriteriaMet, then Complete with the time.
+        let met = json!({"active": 0, "succeeded": 2, "startTime": start,
+            "conditions": [t("SuccessCriteriaMet")]});
+        assert!(status(&running, met.clone()).is_empty());
+        let mut meeting = running.clone();
+        meeting["status"] = met.clone();
+        let mut done = met.clone();
+        done["conditions"] = json!([t("SuccessCriteriaMet"), t("Complete")]);
+        done["completionTime"] = json!("2026-01-01T00:01:00Z");
+        assert!(status(&meeting, done.clone()).is_empty());
+        let mut finished = meeting.clone();
+        finished["status"] = done.clone();
+        assert_eq!(
+            status(
+                &running,
+                json!({"active": -1, "succeeded": 1, "startTime": start})
+            ),
+            ["status.active: Invalid value: -1: must be greater than or equal to 0"]
+        );
+        assert_eq!(
+            status(&running, json!({"active": 2, "startTime": start, "completionTime": start})),
+            ["status.completionTime: Invalid value: \"2026-01-01T00:00:00Z\": cannot set completionTime when there is no Complete=True condition"]
+        );
+        let mut no_time = done.clone();
+        no_time.as_object_mut().unwrap().remove("completionTime");
+        assert_eq!(
+            status(&meeting, no_time),
+            ["status.completionTime: Required value: completionTime is required for Complete jobs"]
+        );
+        let mut early = done.clone();
+        early["completionTime"] = json!("2025-12-31T00:00:00Z");
+        assert_eq!(
+            status(&meeting, early),
+            ["status.completionTime: Invalid value: \"2025-12-31T00:00:00Z\": completionTime cannot be set before startTime"]
+        );
+        let mut both = done.clone();
+        both["conditions"] = json!([
+            t("SuccessCriteriaMet"),
+            t("Complete"),
+            t("Failed"),
+            t("FailureTarget")
+        ]);
+        let got = status(&meeting, both);
+        for want in [
+            "status.conditions: Invalid value: cannot set Complete=True and Failed=true conditions",
+            "status.conditions: Invalid value: cannot set Complete=True and FailureTarget=true conditions",
+            "status.conditions: Invalid value: cannot set SuccessCriteriaMet=True and Failed=true conditions",
+        ] {
+            assert!(got.iter().any(|g| g == want), "{want} in {got:?}");
+        }
+        assert_eq!(
+            status(&running, json!({"active": 0, "failed": 1, "startTime": start, "conditions": [t("Failed")]})),
+            ["status.conditions: Invalid value: cannot set Failed=True condition without the FailureTarget=true condition"]
+        );
+        let mut active_done = done.clone();
+        active_done["active"] = json!(1);
+        assert_eq!(
+            status(&meeting, active_done),
+            ["status.active: Invalid value: 1: active>0 is invalid for finished job"]
+        );
+        assert_eq!(
+            status(
+                &running,
+                json!({"active": 1, "ready": 2, "startTime": start})
+            ),
+            ["status.ready: Invalid value: 2: cannot set more ready pods than active"]
+        );
+        assert_eq!(
+            status(&running, json!({"active": 2, "startTime": start,
+                "uncountedTerminatedPods": {"succeeded": ["a", ""], "failed": ["a"]}})),
+            [
+                "status.uncountedTerminatedPods.succeeded[1]: Invalid value: \"\": must not be empty",
+                "status.uncountedTerminatedPods.failed[0]: Duplicate value: \"a\"",
+            ]
+        );
+        let mut uncounted_done = done.clone();
+        uncounted_done["uncountedTerminatedPods"] = json!({"succeeded": ["a"]});
+        assert_eq!(
+            status(&meeting, uncounted_done),
+            ["status.uncountedTerminatedPods: Invalid value: {\"succeeded\":[\"a\"]}: uncountedTerminatedPods needs to be empty for finished job"]
+        );
+        assert_eq!(
+            status(&running, json!({"active": 2, "startTime": start, "completedIndexes": "0"})),
+            ["status.completedIndexes: Invalid value: \"0\": cannot set non-empty completedIndexes when non-indexed completion mode"]
+        );
+        // Transitions: terminal conditions stay, counters do not go down, times stay.
+        let mut undone = done.clone();
+        undone["conditions"] = json!([t("SuccessCriteriaMet")]);
+        undone.as_object_mut().unwrap().remove("completionTime");
+        assert_eq!(
+            status(&finished, undone),
+            ["status.conditions: Invalid value: cannot disable the terminal Complete=True condition"]
+        );
+        let mut fewer = done.clone();
+        fewer["succeeded"] = json!(1);
+        assert_eq!(
+            status(&finished, fewer),
+            ["status.succeeded: Invalid value: 1: cannot decrease the succeeded counter"]
+        );
+        let mut moved = done.clone();
+        moved["completionTime"] = json!("2026-01-01T00:02:00Z");
+        assert_eq!(
+            status(&finished, moved),
+            ["status.completionTime: Invalid value: \"2026-01-01T00:02:00Z\": completionTime cannot be mutated"]
+        );
+        assert_eq!(
+            status(&running, json!({"active": 2})),
+            ["status.startTime: Required value: startTime cannot be removed for unsuspended job"]
+        );
+        // A stored Job that already broke a rule still takes updates that leave it be.
+        let mut odd = running.clone();
+        odd["status"]["ready"] = json!(5);
+        assert!(status(
+            &odd,
+            json!({"active": 2, "ready": 5, "startTime": start, "failed": 1})
+        )
+        .is_empty());
+        // Indexed: the lists' format, and failed indexes need backoffLimitPerIndex.
+        let indexed = job(
+            json!({"completionMode": "Indexed", "completions": 4, "parallelism": 2,
+            "backoffLimitPerIndex": 1, "template": tpl("Never")}),
+        );
+        let mut irun = indexed.clone();
+        irun["status"] = json!({"active": 2, "startTime": start});
+        assert_eq!(
+            status(&irun, json!({"active": 2, "startTime": start, "completedIndexes": "1,0"})),
+            ["status.completedIndexes: Invalid value: \"1,0\": error parsing completedIndexes: non-increasing order, previous: 1, current: 0"]
+        );
+        assert_eq!(
+            status(&irun, json!({"active": 2, "startTime": start, "completedIndexes": "0-5"})),
+            ["status.completedIndexes: Invalid value: \"0-5\": error parsing completedIndexes: too large index: \"5\""]
+        );
+        assert_eq!(
+            status(&irun, json!({"active": 2, "startTime": start, "completedIndexes": "0-2", "failedIndexes": "2"})),
+            ["status.failedIndexes: Invalid value: \"2\": failedIndexes and completedIndexes overlap at index: 2"]
         );
     }
 
