@@ -76,6 +76,7 @@ pub use controllers::persistentvolume::{
     best_volume, volume_mismatch, ANN_BIND_COMPLETED, ANN_BOUND_BY_CONTROLLER, ANN_PROVISIONED_BY,
     ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER,
 };
+pub use controllers::podautoscaler::HpaConfig;
 pub use controllers::replicaset::POD_DELETION_COST;
 pub use controllers::statefulset::{
     claim_name, sts_plan, OrdinalPod, StsAction, POD_INDEX_LABEL, POD_NAME_LABEL,
