@@ -11,7 +11,8 @@
 //!
 //! The controllers (ReplicaSet, Deployment, DaemonSet, StatefulSet, Job, CronJob,
 //! TTL-after-finished, Endpoints and
-//! EndpointSlices, garbage collector, namespace, node lifecycle) run in a
+//! EndpointSlices, garbage collector, namespace, node lifecycle, HorizontalPodAutoscaler)
+//! run in a
 //! [`ControllerManager`]: `ControllerManager::new(client).run(shutdown)` starts shared
 //! informers, waits for them to sync, and runs each controller's workers (behind leader
 //! election when configured). Their decisions are pure functions exported here for reuse

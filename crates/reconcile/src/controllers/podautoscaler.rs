@@ -27,7 +27,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, EventSource, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kcore_k8s::Quantity;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -39,7 +40,7 @@ use crate::cache::{Change, Store};
 use crate::controllers::hpa::{
     milli_quantity, resource_replicas, stabilized_message, Normalizer, PodInfo, Target,
 };
-use crate::controllers::job::{object_ref, record_event};
+use crate::controllers::job::object_ref;
 use crate::error::Error;
 use crate::meta::ObjectKey;
 use crate::queue::WorkQueue;
@@ -126,7 +127,14 @@ pub(crate) struct HpaController {
     history: Mutex<HashMap<ObjectKey, Normalizer>>,
     /// Scale target kinds found by discovery, by `apiVersion` and kind.
     kinds: Mutex<HashMap<(String, String), ApiResource>>,
+    /// Events already recorded, by HPA, type, reason and message: a repeat raises the
+    /// count of the same Event (client-go's correlator), so an HPA that fails every sync
+    /// period does not add an Event each time.
+    recorded: Mutex<HashMap<EventKey, (String, i32)>>,
 }
+
+/// An HPA, event type, reason and message.
+type EventKey = (ObjectKey, String, String, String);
 
 impl HpaController {
     pub(crate) fn new(
@@ -140,6 +148,7 @@ impl HpaController {
             config,
             history: Mutex::new(HashMap::new()),
             kinds: Mutex::new(HashMap::new()),
+            recorded: Mutex::new(HashMap::new()),
         }
     }
 
@@ -160,8 +169,65 @@ impl HpaController {
         }
     }
 
+    /// Records an Event about `hpa`, or counts a repeat of one already recorded.
     async fn event(&self, hpa: &HorizontalPodAutoscaler, type_: &str, reason: &str, msg: &str) {
-        record_event(&self.client, COMPONENT, object_ref(hpa), type_, reason, msg).await;
+        let key = (
+            ObjectKey::of(hpa),
+            type_.to_owned(),
+            reason.to_owned(),
+            msg.to_owned(),
+        );
+        let ns = key.0.ns().to_owned();
+        let seen = self.recorded.lock().expect("recorded").get(&key).cloned();
+        if let Some((name, count)) = seen {
+            let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
+            let patch = json!({"count": count + 1, "lastTimestamp": Timestamp::now().to_string()});
+            if api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .is_ok()
+            {
+                self.recorded
+                    .lock()
+                    .expect("recorded")
+                    .insert(key, (name, count + 1));
+                return;
+            }
+            // gone (expired or deleted): record it anew
+        }
+        let now = Timestamp::now();
+        let name = format!("{}.{:x}", key.0.name, now.as_nanosecond());
+        let ev = Event {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(ns.clone()),
+                ..ObjectMeta::default()
+            },
+            involved_object: object_ref(hpa),
+            reason: Some(reason.to_owned()),
+            message: Some(msg.to_owned()),
+            type_: Some(type_.to_owned()),
+            count: Some(1),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            source: Some(EventSource {
+                component: Some(COMPONENT.into()),
+                host: None,
+            }),
+            reporting_component: Some(COMPONENT.into()),
+            ..Event::default()
+        };
+        match Api::<Event>::namespaced(self.client.clone(), &ns)
+            .create(&PostParams::default(), &ev)
+            .await
+        {
+            Ok(_) => {
+                let mut recorded = self.recorded.lock().expect("recorded");
+                recorded.retain(|k, _| k.0 != key.0 || k.1 != key.1 || k.2 != key.2);
+                recorded.insert(key, (name, 1));
+            }
+            Err(e) => tracing::debug!(reason, error = %e, "recording an event failed"),
+        }
     }
 
     /// The API resource of the target `kind` in `api_version`, by discovery (cached).
@@ -780,6 +846,10 @@ impl Reconciler for HpaController {
     async fn reconcile(&self, key: &ObjectKey) -> Result<Action, Error> {
         let Some(hpa) = self.hpas.get(key) else {
             self.history.lock().expect("history").remove(key);
+            self.recorded
+                .lock()
+                .expect("recorded")
+                .retain(|k, _| &k.0 != key);
             return Ok(Action::Done);
         };
         if hpa.metadata.deletion_timestamp.is_some() {
