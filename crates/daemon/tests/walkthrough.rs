@@ -6,7 +6,8 @@
 //! volumes, and the database's records on a PersistentVolumeClaim that outlive its pod;
 //! then, on the same cluster, a Service-backed admission webhook running in a pod of the
 //! demo image, and `kubectl exec`, `port-forward` and `cp` into the pods over both
-//! streaming protocols (WebSocket and SPDY), and `kubectl top` of a pod that burns CPU.
+//! streaming protocols (WebSocket and SPDY), `kubectl top` of a pod that burns CPU, and
+//! `kubectl autoscale` of a Deployment that burns CPU, scaled up and back down.
 
 mod common;
 
@@ -285,6 +286,7 @@ fn walkthrough_on_one_node_with_kubectl() {
     webhook_in_a_pod(&m);
     into_the_pods(&m);
     top_of_the_pods(&m);
+    autoscale_a_burning_deployment(&m);
 
     // clean up through the API, then stop the daemon (which resets the node)
     m.kubectl(&[
@@ -931,4 +933,110 @@ spec:
     );
     assert!(out.contains("walk"), "{out}");
     m.kubectl(&["delete", "pod", "burn", "--wait=true", "--timeout=60s"]);
+}
+
+/// A Deployment whose pods spin at their 200m limit (twice their 100m request) until
+/// told to idle: `kubectl autoscale` at 50 % scales it up to its maximum, `kubectl get
+/// hpa` shows the utilization, and once the pods idle the HPA scales it back down after
+/// its (short) scale-down window.
+fn autoscale_a_burning_deployment(m: &Machine) {
+    const HOG: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hog}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: hog}}
+  template:
+    metadata: {labels: {app: hog}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+      - name: spin
+        image: kcore.local/demo:v1
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "while [ ! -e /tmp/idle ]; do :; done; exec sleep 3600"]
+        resources: {requests: {cpu: 100m}, limits: {cpu: 200m, memory: 64Mi}}
+"#;
+    let started = std::time::Instant::now();
+    let file = m.data.join("hog.yaml");
+    std::fs::write(&file, HOG).unwrap();
+    m.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    m.kubectl(&["rollout", "status", "deployment/hog", "--timeout=120s"]);
+    m.kubectl(&[
+        "autoscale",
+        "deployment",
+        "hog",
+        "--cpu-percent=50",
+        "--min=1",
+        "--max=3",
+    ]);
+    m.kubectl(&[
+        "patch",
+        "hpa",
+        "hog",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"behavior":{"scaleDown":{"stabilizationWindowSeconds":10}}}}"#,
+    ]);
+    let replicas = || {
+        m.kubectl_json(&["get", "deployment", "hog"])["spec"]["replicas"]
+            .as_i64()
+            .unwrap_or(-1)
+    };
+    // ~200 % of the request against 50 %: 4 wanted, 3 at most
+    wait_for(240, "the HPA to scale hog up to 3", || {
+        (replicas() == 3).then_some(())
+    });
+    let targets = wait_for(120, "kubectl get hpa to show the utilization", || {
+        let out = m.kubectl(&["get", "hpa", "hog", "--no-headers"]);
+        let cols: Vec<String> = out.split_whitespace().map(str::to_owned).collect();
+        // NAME REFERENCE cpu: NOW/TARGET MINPODS MAXPODS REPLICAS AGE; how busy three
+        // pods at 200m look depends on how loaded the host is: a measurement is shown
+        cols.get(3)?.strip_suffix("%/50%")?.parse::<u32>().ok()?;
+        (cols[2] == "cpu:" && cols[6] == "3").then_some(cols)
+    });
+    let hog = wait_for(120, "three ready hog pods", || {
+        let p = running_pods(m, "hog");
+        (p.len() == 3).then_some(p)
+    });
+    // the pods idle: back to 1 once the window has passed
+    for p in &hog {
+        let name = p["metadata"]["name"].as_str().unwrap();
+        m.kubectl(&[
+            "exec",
+            name,
+            "-c",
+            "spin",
+            "--",
+            "sh",
+            "-c",
+            ": > /tmp/idle",
+        ]);
+    }
+    wait_for(240, "the HPA to scale hog down to 1", || {
+        (replicas() == 1).then_some(())
+    });
+    let events = m.kubectl(&["get", "events"]);
+    assert!(
+        events.contains("reason: cpu resource utilization (percentage of request) above target"),
+        "{events}"
+    );
+    assert!(
+        events.contains("New size: 1; reason: All metrics below target"),
+        "{events}"
+    );
+    m.kubectl(&["delete", "hpa", "hog"]);
+    m.kubectl(&[
+        "delete",
+        "-f",
+        file.to_str().unwrap(),
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    eprintln!(
+        "autoscale: {:.1?} (targets at the top: {})",
+        started.elapsed(),
+        targets[2..4].join(" ")
+    );
 }

@@ -11,7 +11,8 @@
 //!
 //! The controllers (ReplicaSet, Deployment, DaemonSet, StatefulSet, Job, CronJob,
 //! TTL-after-finished, Endpoints and
-//! EndpointSlices, garbage collector, namespace, node lifecycle) run in a
+//! EndpointSlices, garbage collector, namespace, node lifecycle, HorizontalPodAutoscaler)
+//! run in a
 //! [`ControllerManager`]: `ControllerManager::new(client).run(shutdown)` starts shared
 //! informers, waits for them to sync, and runs each controller's workers (behind leader
 //! election when configured). Their decisions are pure functions exported here for reuse
@@ -76,6 +77,7 @@ pub use controllers::persistentvolume::{
     best_volume, volume_mismatch, ANN_BIND_COMPLETED, ANN_BOUND_BY_CONTROLLER, ANN_PROVISIONED_BY,
     ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER,
 };
+pub use controllers::podautoscaler::HpaConfig;
 pub use controllers::replicaset::POD_DELETION_COST;
 pub use controllers::statefulset::{
     claim_name, sts_plan, OrdinalPod, StsAction, POD_INDEX_LABEL, POD_NAME_LABEL,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -34,6 +35,7 @@ use crate::controllers::job::{JobController, DEFAULT_POD_FAILURE_BACKOFF};
 use crate::controllers::namespace::NamespaceController;
 use crate::controllers::nodelifecycle::NodeLifecycleController;
 use crate::controllers::persistentvolume::PersistentVolumeController;
+use crate::controllers::podautoscaler::{HpaConfig, HpaController};
 use crate::controllers::replicaset::ReplicaSetController;
 use crate::controllers::servicelb::ServiceLbController;
 use crate::controllers::statefulset::StatefulSetController;
@@ -63,6 +65,7 @@ pub const CONTROLLERS: &[&str] = &[
     "pv-protection",
     "ephemeral-volume",
     "servicelb",
+    "horizontal-pod-autoscaler",
 ];
 
 /// Settings of the batch controllers (Job, CronJob, TTL-after-finished).
@@ -102,6 +105,8 @@ pub struct ControllerManagerConfig {
     /// LoadBalancer pool mode (MetalLB's L2): addresses Services get from, as
     /// inclusive ranges; empty (the default) is node mode (k3s's ServiceLB).
     pub service_lb_pool: Vec<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+    /// The HorizontalPodAutoscaler controller's sync period and windows.
+    pub hpa: HpaConfig,
 }
 
 impl Default for ControllerManagerConfig {
@@ -114,6 +119,7 @@ impl Default for ControllerManagerConfig {
             node_monitor_grace_period: Duration::from_secs(40),
             batch: BatchConfig::default(),
             service_lb_pool: Vec::new(),
+            hpa: HpaConfig::default(),
         }
     }
 }
@@ -238,6 +244,7 @@ impl ControllerManager {
         let mut scs = Informer::new(Api::<k8s_openapi::api::storage::v1::StorageClass>::all(
             client.clone(),
         ));
+        let mut hpas = Informer::new(Api::<HorizontalPodAutoscaler>::all(client.clone()));
 
         let mut starters: Vec<Starter> = Vec::new();
         macro_rules! start {
@@ -300,6 +307,12 @@ impl ControllerManager {
             nodes.on_change(c.on_node(q.clone()));
             start!(c, q);
         }
+        if self.enabled("horizontal-pod-autoscaler") {
+            let q = new_queue();
+            let c = HpaController::new(client.clone(), hpas.store(), self.config.hpa);
+            hpas.on_change(HpaController::on_hpa(q.clone()));
+            start!(c, q);
+        }
         let namespaced_kinds = vec![
             ApiResource::erase::<Job>(&()),
             ApiResource::erase::<CronJob>(&()),
@@ -321,6 +334,7 @@ impl ControllerManager {
             ApiResource::erase::<PersistentVolumeClaim>(&()),
             ApiResource::erase::<ControllerRevision>(&()),
             ApiResource::erase::<PodDisruptionBudget>(&()),
+            ApiResource::erase::<HorizontalPodAutoscaler>(&()),
         ];
         if self.enabled("namespace") {
             let q = new_queue();
@@ -432,7 +446,7 @@ impl ControllerManager {
             pods, rss, deps, svcs, eps, slices, nss, cms, secrets, sas, stss, dss, nodes, leases,
             jobs, cronjobs
         );
-        run!(pvcs, pvs, scs);
+        run!(pvcs, pvs, scs, hpas);
         if let Some((gc, q)) = other_kinds {
             // Custom resources as owners: kinds beyond the informers', by discovery.
             informers.spawn(gc.watch_other_kinds(

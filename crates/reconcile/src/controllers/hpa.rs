@@ -11,8 +11,8 @@
 //!   upstream's defaults when it is unset), and min/max, giving the `ScalingLimited`
 //!   reason and message.
 //!
-//! The controller that reads the metrics API and writes the scale subresource is not
-//! built yet.
+//! The controller that reads the metrics API and writes the scale subresource is
+//! [`super::podautoscaler`].
 
 use std::collections::HashMap;
 
@@ -34,9 +34,9 @@ pub(crate) struct PodInfo {
     pub ignored: bool,
     /// Pending, or not Ready yet: counted only as upstream does.
     pub unready: bool,
-    /// The sum of its containers' requests of the resource (milli-units); `None` when a
-    /// container has none.
-    pub request: Option<i64>,
+    /// The sum of its containers' requests of the resource (milli-units), or the name of
+    /// the first container without one.
+    pub request: Result<i64, String>,
 }
 
 /// Why no replica count could be computed.
@@ -46,8 +46,12 @@ pub(crate) enum CalcError {
     #[error("did not receive metrics for targeted pods (pods might be unready)")]
     NoMetrics,
     /// A pod's container has no request for the resource.
-    #[error("missing request for {resource} in pod {pod}")]
-    MissingRequest { resource: String, pod: String },
+    #[error("missing request for {resource} in container {container} of Pod {pod}")]
+    MissingRequest {
+        resource: String,
+        container: String,
+        pod: String,
+    },
 }
 
 /// The target of a resource metric.
@@ -85,7 +89,8 @@ pub(crate) fn resource_replicas(
         }
         match metrics.get(&p.name) {
             None if !p.unready => missing.push(p),
-            None => {}
+            // Pending pods count as unready with or without a metric
+            None => unready.push(p),
             Some(_) if p.unready => unready.push(p),
             Some(v) => {
                 ready.insert(&p.name, *v);
@@ -96,10 +101,13 @@ pub(crate) fn resource_replicas(
         return Err(CalcError::NoMetrics);
     }
     let request_of = |p: &PodInfo| {
-        p.request.ok_or_else(|| CalcError::MissingRequest {
-            resource: resource.to_owned(),
-            pod: p.name.clone(),
-        })
+        p.request
+            .clone()
+            .map_err(|container| CalcError::MissingRequest {
+                resource: resource.to_owned(),
+                container,
+                pod: p.name.clone(),
+            })
     };
     // the ratio of usage to target over a set of (usage, request) pairs
     let ratio = |set: &[(i64, i64)]| -> (f64, Option<i64>, i64) {
@@ -208,11 +216,29 @@ pub(crate) type Limit = (&'static str, &'static str);
 
 /// The recommendations and scale events of one HPA, which the stabilization windows and
 /// the policies' periods look back on.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Normalizer {
     recommendations: Vec<(Timestamp, i32)>,
     up_events: Vec<(Timestamp, i32)>,
     down_events: Vec<(Timestamp, i32)>,
+    /// The scale-down window (s) of HPAs without `behavior`, or whose `scaleDown` sets
+    /// none (the controller manager's `--horizontal-pod-autoscaler-downscale-stabilization`).
+    down_window: i64,
+}
+
+impl Default for Normalizer {
+    fn default() -> Self {
+        Self::new(DOWNSCALE_STABILIZATION)
+    }
+}
+
+/// The `AbleToScale` message of a stabilization reason of [`Normalizer::normalize`].
+pub(crate) fn stabilized_message(reason: &str) -> &'static str {
+    if reason == "ScaleUpStabilized" {
+        "recent recommendations were lower than current one, applying the lowest recent recommendation"
+    } else {
+        "recent recommendations were higher than current one, applying the highest recent recommendation"
+    }
 }
 
 fn change_in_period(events: &[(Timestamp, i32)], now: Timestamp, period: i64) -> i32 {
@@ -225,6 +251,25 @@ fn change_in_period(events: &[(Timestamp, i32)], now: Timestamp, period: i64) ->
 }
 
 impl Normalizer {
+    /// No history yet, with `down_window` seconds as the default scale-down window.
+    pub(crate) fn new(down_window: i64) -> Self {
+        Self {
+            recommendations: Vec::new(),
+            up_events: Vec::new(),
+            down_events: Vec::new(),
+            down_window,
+        }
+    }
+
+    /// Upstream's `recordInitialRecommendation`: the first time an HPA is seen, its
+    /// target's current size counts as a recommendation (so a restart does not scale
+    /// down at once).
+    pub(crate) fn record_initial(&mut self, now: Timestamp, current: i32) {
+        if self.recommendations.is_empty() {
+            self.recommendations.push((now, current));
+        }
+    }
+
     /// The replica count to scale to from the `desired` one computed at `now`, given the
     /// `behavior` (a `HorizontalPodAutoscalerBehavior` object, or null for upstream's
     /// defaults); with the stabilization reason (if any) and the limit that applied.
@@ -241,7 +286,10 @@ impl Normalizer {
             return self.normalize_without_behavior(now, current, desired, min, max);
         }
         let up = Rules::from_value(&behavior["scaleUp"], true);
-        let down = Rules::from_value(&behavior["scaleDown"], false);
+        let mut down = Rules::from_value(&behavior["scaleDown"], false);
+        if behavior["scaleDown"]["stabilizationWindowSeconds"].is_null() {
+            down.window = self.down_window;
+        }
         // stabilization: the lowest recommendation of the up window, the highest of the
         // down window
         let up_cut = now - SignedDuration::from_secs(up.window);
@@ -279,7 +327,7 @@ impl Normalizer {
         min: i32,
         max: i32,
     ) -> (i32, Option<&'static str>, Limit) {
-        let cut = now - SignedDuration::from_secs(DOWNSCALE_STABILIZATION);
+        let cut = now - SignedDuration::from_secs(self.down_window);
         self.recommendations.retain(|(t, _)| *t > cut);
         self.recommendations.push((now, desired));
         let stabilized = self
@@ -443,20 +491,24 @@ impl Normalizer {
     }
 }
 
-/// The event message of a rescale (`SuccessfulRescale`), as upstream words it.
-pub(crate) fn rescale_message(
-    new_size: i32,
-    resource: &str,
-    above: bool,
-    utilization: bool,
-) -> String {
-    let what = if utilization {
-        format!("{resource} resource utilization (percentage of request)")
-    } else {
-        format!("{resource} resource")
-    };
-    let dir = if above { "above" } else { "below" };
-    format!("New size: {new_size}; reason: {what} {dir} target")
+/// Milli-units as a canonical decimal quantity, as upstream's
+/// `resource.NewMilliQuantity(v, DecimalSI)` prints (`250m`, `1`, `1500m`, `2k`,
+/// `52428800`).
+pub(crate) fn milli_quantity(milli: i64) -> String {
+    if milli == 0 {
+        return "0".into();
+    }
+    if milli % 1000 != 0 {
+        return format!("{milli}m");
+    }
+    let mut v = milli / 1000;
+    let mut suffix = 0;
+    const SUFFIXES: [&str; 7] = ["", "k", "M", "G", "T", "P", "E"];
+    while v % 1000 == 0 && suffix + 1 < SUFFIXES.len() {
+        v /= 1000;
+        suffix += 1;
+    }
+    format!("{v}{}", SUFFIXES[suffix])
 }
 
 #[cfg(test)]
@@ -469,7 +521,7 @@ mod tests {
             name: name.into(),
             ignored: false,
             unready: false,
-            request: Some(request),
+            request: Ok(request),
         }
     }
 
@@ -526,7 +578,7 @@ mod tests {
             Err(CalcError::NoMetrics)
         );
         let no_req = [PodInfo {
-            request: None,
+            request: Err("app".into()),
             ..pod("a", 0)
         }];
         let err = resource_replicas(
@@ -537,7 +589,10 @@ mod tests {
             &metrics(&[("a", 5)]),
         )
         .unwrap_err();
-        assert_eq!(err.to_string(), "missing request for cpu in pod a");
+        assert_eq!(
+            err.to_string(),
+            "missing request for cpu in container app of Pod a"
+        );
     }
 
     #[test]
@@ -600,14 +655,35 @@ mod tests {
     }
 
     #[test]
-    fn rescale_messages() {
+    fn milli_quantities_as_upstream_prints_them() {
+        assert_eq!(milli_quantity(250), "250m");
+        assert_eq!(milli_quantity(1000), "1");
+        assert_eq!(milli_quantity(1500), "1500m");
+        assert_eq!(milli_quantity(2_000_000), "2k");
+        assert_eq!(milli_quantity(52_428_800_000), "52428800");
+        assert_eq!(milli_quantity(0), "0");
+    }
+
+    #[test]
+    fn initial_recommendation_holds_a_scale_down() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let s = |n: i64| t0 + SignedDuration::from_secs(n);
+        let mut n = Normalizer::new(60);
+        n.record_initial(s(0), 5);
+        n.record_initial(s(1), 9); // only the first counts
+        let (r, why, _) = n.normalize(s(10), 5, 2, 1, 10, &Value::Null);
+        assert_eq!((r, why), (5, Some("ScaleDownStabilized")));
+        let (r, why, _) = n.normalize(s(61), 5, 2, 1, 10, &Value::Null);
+        assert_eq!((r, why), (2, None));
+        // a scaleDown without a window takes the configured one
+        let b = serde_json::json!({"scaleDown": {"policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}});
+        let mut n = Normalizer::new(5);
+        n.record_initial(s(0), 4);
+        assert_eq!(n.normalize(s(3), 4, 1, 1, 10, &b).0, 4);
+        assert_eq!(n.normalize(s(9), 4, 1, 1, 10, &b).0, 1);
         assert_eq!(
-            rescale_message(4, "cpu", true, true),
-            "New size: 4; reason: cpu resource utilization (percentage of request) above target"
-        );
-        assert_eq!(
-            rescale_message(1, "memory", false, false),
-            "New size: 1; reason: memory resource below target"
+            stabilized_message("ScaleUpStabilized"),
+            "recent recommendations were lower than current one, applying the lowest recent recommendation"
         );
     }
 }

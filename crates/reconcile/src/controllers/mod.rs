@@ -7,13 +7,12 @@ pub(crate) mod endpoints;
 pub(crate) mod ephemeral;
 pub(crate) mod gc;
 pub(crate) mod history;
-// the HPA's decisions, table-tested; the controller that uses them is not wired yet
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod hpa;
 pub(crate) mod job;
 pub(crate) mod namespace;
 pub(crate) mod nodelifecycle;
 pub(crate) mod persistentvolume;
+pub(crate) mod podautoscaler;
 pub(crate) mod replicaset;
 pub(crate) mod servicelb;
 pub(crate) mod statefulset;
