@@ -907,9 +907,10 @@ spec:
     });
     assert_eq!(rows[0], ["POD", "NAME", "CPU(cores)", "MEMORY(bytes)"]);
     assert_eq!(rows[1][..2], ["burn", "spin"]);
-    // the CFS quota holds it near 500m
+    // the CFS quota holds it at 500m at most; how close it gets depends on how busy the
+    // host is (a loaded 2-core machine gives it under 200m), so only the cap is asserted
     let cpu = millis(&rows[1][2]).unwrap();
-    assert!((300..=650).contains(&cpu), "burn at {cpu}m: {rows:?}");
+    assert!((100..=650).contains(&cpu), "burn at {cpu}m: {rows:?}");
     assert!(
         rows[1][3].ends_with("Mi") || rows[1][3].ends_with("Ki"),
         "{rows:?}"
