@@ -542,6 +542,14 @@ pub(crate) fn cluster_roles() -> Vec<Value> {
                     ],
                 ),
                 rule(&[""], &["persistentvolumeclaims"], &["list", "watch"]),
+                // the local provisioner resizes its volumes as upstream's external
+                // resizer does, also while no pod on the node uses the claim (an offline
+                // expansion), where the Node authorizer sees no relationship
+                rule(
+                    &[""],
+                    &["persistentvolumeclaims/status"],
+                    &["patch", "update"],
+                ),
                 rule(
                     &["events.k8s.io"],
                     &["events"],
