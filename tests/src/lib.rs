@@ -6,8 +6,10 @@
 //! - [`mounts`]: unmounting whatever a test left under its directory.
 //! - [`python`]: an interpreter with the official Python client.
 //! - [`process`]: a command run to completion with optional stdin.
+//! - [`wait`]: polling until something happens, in async tests.
 
 pub mod mounts;
 pub mod netns;
 pub mod process;
 pub mod python;
+pub mod wait;

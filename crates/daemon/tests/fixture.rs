@@ -3,32 +3,13 @@
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use futures::Future;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kcore_tests::wait::eventually;
 use kcored::testing::Cluster;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
-
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn create<K>(api: &Api<K>, v: serde_json::Value) -> K
 where
@@ -123,9 +104,9 @@ async fn two_clusters_side_by_side_share_nothing_and_leave_nothing() {
 }
 
 /// The simulator's path at a small scale (the benchmark goes to 5,000 nodes and
-/// 150,000 pods): 200 nodes, 1,000 pods as 10 Deployments of 100.
+/// 150,000 pods): 200 nodes, 2,000 pods as 20 Deployments of 100.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simulator_smoke_run_200_nodes_1000_pods() {
+async fn simulator_smoke_run_200_nodes_2000_pods() {
     let c = Cluster::builder()
         .nodes(200)
         .start()
@@ -137,10 +118,10 @@ async fn simulator_smoke_run_200_nodes_1000_pods() {
         .expect("nodes");
     assert_eq!(nodes.items.len(), 200);
     let deploys: Api<Deployment> = Api::namespaced(c.client(), "default");
-    for i in 0..10 {
+    for i in 0..20 {
         create(&deploys, deployment(&format!("d{i}"), 100)).await;
     }
-    for i in 0..10 {
+    for i in 0..20 {
         available(&deploys, &format!("d{i}"), 100).await;
     }
     let pods = Api::<Pod>::namespaced(c.client(), "default")
@@ -152,7 +133,7 @@ async fn simulator_smoke_run_200_nodes_1000_pods() {
         .iter()
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
         .count();
-    assert_eq!(running, 1000);
+    assert_eq!(running, 2000);
     let used: std::collections::BTreeSet<_> = pods
         .items
         .iter()

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use futures::Future;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -12,27 +11,10 @@ use kcore_apiserver::ApiServer;
 use kcore_node::{NodeTemplate, SimulatedNodes, ANN_EXIT_AFTER, ANN_EXIT_CODE};
 use kcore_reconcile::{ControllerManager, ControllerManagerConfig};
 use kcore_scheduler::{Framework, SchedulerLoop};
+use kcore_tests::wait::eventually;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::Client;
 use serde_json::json;
-
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn create<K>(api: &Api<K>, v: serde_json::Value) -> K
 where
