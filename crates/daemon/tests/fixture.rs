@@ -124,16 +124,20 @@ async fn simulator_smoke_run_200_nodes_2000_pods() {
     for i in 0..20 {
         available(&deploys, &format!("d{i}"), 100).await;
     }
-    let pods = Api::<Pod>::namespaced(c.client(), "default")
-        .list(&ListParams::default())
-        .await
-        .expect("pods");
-    let running = pods
-        .items
-        .iter()
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .count();
-    assert_eq!(running, 2000);
+    // the Deployments count available replicas from their ReplicaSets' status, which may
+    // trail a replacement pod by a moment: the pods themselves are what is asserted
+    let pods_api = Api::<Pod>::namespaced(c.client(), "default");
+    let pods = eventually(120, "2,000 pods Running", || async {
+        let pods = pods_api.list(&ListParams::default()).await.ok()?;
+        let running = pods
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        (running == 2000).then_some(pods)
+    })
+    .await;
     let used: std::collections::BTreeSet<_> = pods
         .items
         .iter()
