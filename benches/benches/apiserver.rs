@@ -13,6 +13,9 @@
 //! (default 10000) for the fan-out. `KCORE_BENCH_ONLY=create` runs just the embedded pod
 //! creates at 64 clients (for profiling with `perf`).
 
+mod common;
+use common::env_num;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,13 +29,6 @@ use serde_json::{json, Value};
 /// The allocator kcored uses, so that the figures are what the daemon does.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// User + system CPU time of this process so far.
 fn cpu_time() -> Duration {

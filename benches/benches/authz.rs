@@ -15,6 +15,9 @@
 //! Environment: `KCORE_BENCH_SECS` (per slice, default 2), `KCORE_BENCH_ROUNDS`
 //! (default 5), `KCORE_BENCH_CLIENTS` (default 64).
 
+mod common;
+use common::env_num;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,13 +34,6 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const NS: &str = "bench";
 const TOKEN: &str = "bench-user-token";
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn pod(name: &str) -> Pod {
     serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",

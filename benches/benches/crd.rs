@@ -8,6 +8,9 @@
 //! Environment: `KCORE_BENCH_SECS` (per slice, default 2), `KCORE_BENCH_ROUNDS` (default 5),
 //! `KCORE_BENCH_CLIENTS` (default 64).
 
+mod common;
+use common::env_num;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -17,13 +20,6 @@ use serde_json::{json, Value};
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 const GROUP: &str = "bench.kcore.test";
 

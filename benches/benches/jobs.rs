@@ -9,6 +9,9 @@
 //! `cargo bench -p kcore-benches --bench jobs`
 //! Environment: `KCORE_BENCH_JOBS` (default 2000) sets both counts.
 
+mod common;
+use common::{env_num, process_cpu, thread_cpu};
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,39 +27,6 @@ use kube::runtime::watcher;
 use kube::Client;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, Semaphore};
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn clock(id: libc::clockid_t) -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
-    let rc = unsafe { libc::clock_gettime(id, &mut ts) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(
-        u64::try_from(ts.tv_sec).unwrap_or(0),
-        u32::try_from(ts.tv_nsec).unwrap_or(0),
-    )
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    clock(libc::CLOCK_THREAD_CPUTIME_ID)
-}
-
-/// CPU time of the whole process (server, node, clients and controllers).
-fn process_cpu() -> Duration {
-    clock(libc::CLOCK_PROCESS_CPUTIME_ID)
-}
 
 fn client_for(url: &str) -> Client {
     Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client")

@@ -8,6 +8,9 @@
 //! Environment: `KCORE_BENCH_DEPLOYMENTS` (default 1000), `KCORE_BENCH_REPLICAS`
 //! (default 10), `KCORE_BENCH_CONVERGE=0` to skip the convergence run.
 
+mod common;
+use common::{env_num, thread_cpu};
+
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
@@ -18,29 +21,6 @@ use kcore_reconcile::{ControllerManager, ControllerManagerConfig, ObjectKey, Wor
 use kube::api::{Api, ListParams, PostParams};
 use kube::Client;
 use serde_json::json;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(
-        u64::try_from(ts.tv_sec).unwrap_or(0),
-        u32::try_from(ts.tv_nsec).unwrap_or(0),
-    )
-}
 
 fn converge(deployments: usize, replicas: i32) {
     let server_rt = tokio::runtime::Builder::new_multi_thread()

@@ -25,6 +25,9 @@
 //! `KCORE_BENCH_ROUNDS` (port-forward rounds, default 5), `KCORE_BENCH_EXECS` (default
 //! 200), `KCORE_BENCH_KUBECTL` (kubectl runs, default 10).
 
+mod common;
+use common::env_num;
+
 #[path = "../../crates/stream/tests/support/mod.rs"]
 mod support;
 
@@ -38,13 +41,6 @@ use support::Cluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 type Ws = tokio_tungstenite::WebSocketStream<Tls>;
