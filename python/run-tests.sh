@@ -23,7 +23,7 @@ fi
 py="$venv/bin/python"
 # the maturin build backend runs the `maturin` executable of the venv
 export PATH="$venv/bin:$PATH"
-"$py" -m pip install --quiet --disable-pip-version-check 'maturin>=1.9,<2' 'pytest>=7' 'mypy>=1.10'
+"$py" -m pip install --quiet --disable-pip-version-check 'maturin>=1.9,<2' 'pytest>=7' 'mypy>=1.10' kubernetes
 
 echo "run-tests: building and installing the wheel (profile $profile)"
 # maturin is already in the venv: build without an isolated environment.

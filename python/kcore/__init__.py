@@ -2,12 +2,15 @@
 
 The native extension is ``kcore._kcore``; this package arranges it by topic:
 ``kcore.image``, ``kcore.runtime``, ``kcore.net``, ``kcore.scheduler`` and
-``kcore.Client``.
+``kcore.Client``, and ``kcore.Cluster``: a throw-away cluster for tests
+(a pytest plugin gives it as the ``kcore_cluster`` fixture).
 """
 
 from kcore._kcore import (
     Client as Client,
     ClientError as ClientError,
+    Cluster as Cluster,
+    ClusterError as ClusterError,
     ConflictError as ConflictError,
     ContainerError as ContainerError,
     ImageError as ImageError,
@@ -26,6 +29,8 @@ from kcore import scheduler as scheduler
 __all__ = [
     "Client",
     "ClientError",
+    "Cluster",
+    "ClusterError",
     "ConflictError",
     "ContainerError",
     "ImageError",

@@ -55,6 +55,13 @@ create_exception!(
     "The API server answered 409 Conflict (already exists, or a stale resourceVersion)."
 );
 
+create_exception!(
+    kcore,
+    ClusterError,
+    KcoreError,
+    "A test cluster failed to start, or was used after it stopped (kcore.Cluster)."
+);
+
 /// The full chain of `err` (its message and every source's), as one line.
 pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = err.to_string();
@@ -101,5 +108,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ClientError", py.get_type::<ClientError>())?;
     m.add("NotFoundError", py.get_type::<NotFoundError>())?;
     m.add("ConflictError", py.get_type::<ConflictError>())?;
+    m.add("ClusterError", py.get_type::<ClusterError>())?;
     Ok(())
 }

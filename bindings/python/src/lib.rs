@@ -1,7 +1,7 @@
 //! The native half of the `kcore` Python package (`kcore._kcore`), built into
 //! a wheel by maturin from `python/pyproject.toml`. The Python package
 //! (`python/kcore`) re-exports it as `kcore.image`, `kcore.runtime`,
-//! `kcore.net`, `kcore.scheduler` and `kcore.Client`, with `.pyi` stubs.
+//! `kcore.net`, `kcore.scheduler`, `kcore.Client` and `kcore.Cluster`, with `.pyi` stubs.
 //!
 //! Objects cross the boundary as plain dicts and lists; every blocking call
 //! releases the GIL; errors are `kcore.KcoreError` subclasses, one per family.
@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod client;
+mod cluster;
 mod convert;
 mod errors;
 mod image;
@@ -29,5 +30,6 @@ fn _kcore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     net::register(m)?;
     scheduler::register(m)?;
     client::register(m)?;
+    cluster::register(m)?;
     Ok(())
 }

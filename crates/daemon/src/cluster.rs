@@ -78,6 +78,10 @@ pub struct ControlPlaneConfig {
     pub scheduler: bool,
     /// Run the built-in controllers.
     pub controllers: bool,
+    /// Which controllers run and their settings (all, upstream's defaults unless
+    /// changed); the node grace period and the LoadBalancer pool below override the
+    /// fields of the same name.
+    pub controller_manager: ControllerManagerConfig,
     /// How long a node may miss heartbeats before it is NotReady and its pods are
     /// evicted (per their tolerations).
     pub node_monitor_grace_period: Duration,
@@ -198,6 +202,7 @@ impl ControlPlaneConfig {
             kubeconfig_out: None,
             scheduler: true,
             controllers: true,
+            controller_manager: ControllerManagerConfig::default(),
             node_monitor_grace_period: Duration::from_secs(40),
             cluster_cidr: Some(DEFAULT_CLUSTER_CIDR.parse().expect("valid default CIDR")),
             agent: None,
@@ -359,14 +364,12 @@ impl ControlPlane {
         }
         if cfg.controllers {
             let (client, shutdown) = (controllers_client.clone(), stopped(rx.clone()));
-            let grace = cfg.node_monitor_grace_period;
-            let pool = cfg.service_lb_pool.clone();
+            let config = ControllerManagerConfig {
+                node_monitor_grace_period: cfg.node_monitor_grace_period,
+                service_lb_pool: cfg.service_lb_pool.clone(),
+                ..cfg.controller_manager.clone()
+            };
             tasks.spawn(async move {
-                let config = ControllerManagerConfig {
-                    node_monitor_grace_period: grace,
-                    service_lb_pool: pool,
-                    ..ControllerManagerConfig::default()
-                };
                 let r = ControllerManager::new(client)
                     .with_config(config)
                     .run(shutdown)

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use kcore_node::{NodeTemplate, Simulation};
+use kcore_reconcile::ControllerManagerConfig;
 
 use crate::agent::AgentOptions;
 use crate::cluster::{ControlPlane, ControlPlaneConfig, SimulationOptions};
@@ -39,6 +40,7 @@ pub struct ClusterBuilder {
     simulation: SimulationOptions,
     scheduler: bool,
     controllers: bool,
+    controller_manager: ControllerManagerConfig,
     node_monitor_grace_period: Duration,
     agent: Option<AgentOptions>,
 }
@@ -86,6 +88,29 @@ impl ClusterBuilder {
         self
     }
 
+    /// Which controllers run, with what settings (all, with upstream's defaults,
+    /// unless set); [`node_monitor_grace_period`](Self::node_monitor_grace_period)
+    /// overrides the field of the same name.
+    ///
+    /// ```no_run
+    /// # async fn run() -> anyhow::Result<()> {
+    /// use kcore_reconcile::ControllerManagerConfig;
+    /// let only_deployments = ControllerManagerConfig {
+    ///     controllers: ["deployment", "replicaset"].map(String::from).into(),
+    ///     ..Default::default()
+    /// };
+    /// let cluster = kcored::testing::Cluster::builder()
+    ///     .nodes(1)
+    ///     .controller_manager(only_deployments)
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn controller_manager(mut self, config: ControllerManagerConfig) -> Self {
+        self.controller_manager = config;
+        self
+    }
+
     /// Also run a real node agent in this process: real containers, so root and a
     /// network namespace the test owns are needed (its bridge and rules go there).
     pub fn real_node(mut self, agent: AgentOptions) -> Self {
@@ -106,6 +131,7 @@ impl ClusterBuilder {
         cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         cfg.scheduler = self.scheduler;
         cfg.controllers = self.controllers;
+        cfg.controller_manager = self.controller_manager;
         cfg.node_monitor_grace_period = self.node_monitor_grace_period;
         // simulated nodes bring their own pod subnets; a real node gets one from IPAM
         if self.agent.is_none() {
@@ -141,6 +167,7 @@ impl Cluster {
             simulation: SimulationOptions::default(),
             scheduler: true,
             controllers: true,
+            controller_manager: ControllerManagerConfig::default(),
             node_monitor_grace_period: Duration::from_secs(40),
             agent: None,
         }

@@ -18,6 +18,7 @@
 //! | `scheduler` | `kcore-scheduler` | scheduling framework and default plugins |
 //! | `reconcile` | `kcore-reconcile` | controller runtime and built-in controllers |
 //! | `node` | `kcore-node` | the node agent |
+//! | `testing` | `kcored::testing` | a real control plane with simulated nodes inside a test |
 //!
 //! Each module is the crate itself; see its documentation for examples.
 //!
@@ -70,3 +71,6 @@ pub use kcore_scheduler as scheduler;
 #[cfg(feature = "vxlan")]
 #[doc(inline)]
 pub use kcore_vxlan as vxlan;
+#[cfg(feature = "testing")]
+#[doc(inline)]
+pub use kcored::testing;

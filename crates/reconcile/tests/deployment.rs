@@ -1,5 +1,5 @@
-//! The Deployment controller (with the ReplicaSet controller) against an in-process
-//! kcore-apiserver and a simulated kubelet.
+//! The Deployment controller (with the ReplicaSet controller) on kcore's test fixture:
+//! the real API server and scheduler, with simulated nodes.
 
 mod common;
 
@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{eventually, eventually_or, start, workload, Cluster, Kubelet};
+use common::{eventually, eventually_or, simulated, workload, Cluster};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -147,11 +147,7 @@ fn track(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_update_stays_within_surge_and_availability() {
-    let c = start(
-        Kubelet::ReadyAfter(Duration::from_millis(30)),
-        &["deployment", "replicaset"],
-    )
-    .await;
+    let c = simulated(1, Duration::from_millis(30), &["deployment", "replicaset"]).await;
     let (deps, rss, pods) = apis(&c);
     let mut body = workload("Deployment", "web", 6, "nginx:1");
     body["spec"]["strategy"] =
@@ -235,11 +231,7 @@ async fn rolling_update_stays_within_surge_and_availability() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recreate_never_mixes_versions() {
-    let c = start(
-        Kubelet::ReadyAfter(Duration::from_millis(20)),
-        &["deployment", "replicaset"],
-    )
-    .await;
+    let c = simulated(1, Duration::from_millis(20), &["deployment", "replicaset"]).await;
     let (deps, _rss, pods) = apis(&c);
     let mut body = workload("Deployment", "db", 3, "pg:1");
     body["spec"]["strategy"] = json!({"type": "Recreate"});
@@ -272,7 +264,7 @@ async fn recreate_never_mixes_versions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_reuses_the_old_replicaset_with_a_new_revision() {
-    let c = start(Kubelet::ReadyAtOnce, &["deployment", "replicaset"]).await;
+    let c = simulated(1, Duration::ZERO, &["deployment", "replicaset"]).await;
     let (deps, rss, _pods) = apis(&c);
     deps.create(
         &PostParams::default(),
@@ -308,7 +300,7 @@ async fn rollback_reuses_the_old_replicaset_with_a_new_revision() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_the_rollout_and_resume_continues() {
-    let c = start(Kubelet::ReadyAtOnce, &["deployment", "replicaset"]).await;
+    let c = simulated(1, Duration::ZERO, &["deployment", "replicaset"]).await;
     let (deps, rss, _pods) = apis(&c);
     deps.create(
         &PostParams::default(),
@@ -364,7 +356,7 @@ async fn pause_holds_the_rollout_and_resume_continues() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revision_history_limit_deletes_oldest_replicasets() {
-    let c = start(Kubelet::ReadyAtOnce, &["deployment", "replicaset"]).await;
+    let c = simulated(1, Duration::ZERO, &["deployment", "replicaset"]).await;
     let (deps, rss, _pods) = apis(&c);
     let mut body = workload("Deployment", "h", 1, "v1");
     body["spec"]["revisionHistoryLimit"] = json!(1);
@@ -391,7 +383,7 @@ async fn revision_history_limit_deletes_oldest_replicasets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_mid_rollout_is_proportional() {
     // Pods never become ready, so the rollout stalls with both ReplicaSets active.
-    let c = start(Kubelet::None, &["deployment", "replicaset"]).await;
+    let c = simulated(0, Duration::ZERO, &["deployment", "replicaset"]).await;
     let (deps, rss, _pods) = apis(&c);
     let mut body = workload("Deployment", "s", 10, "v1");
     body["spec"]["strategy"] =
@@ -456,7 +448,7 @@ async fn scaling_mid_rollout_is_proportional() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_rollout_reports_progress_deadline_exceeded() {
     // No kubelet: pods never become ready, so the rollout cannot progress.
-    let c = start(Kubelet::None, &["deployment", "replicaset"]).await;
+    let c = simulated(0, Duration::ZERO, &["deployment", "replicaset"]).await;
     let (deps, _rss, _pods) = apis(&c);
     let mut body = workload("Deployment", "stuck", 2, "v1");
     body["spec"]["progressDeadlineSeconds"] = json!(1);

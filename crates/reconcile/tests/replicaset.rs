@@ -1,8 +1,11 @@
-//! The ReplicaSet controller against an in-process kcore-apiserver.
+//! The ReplicaSet controller on kcore's test fixture (real API server, scheduler,
+//! simulated nodes).
 
 mod common;
 
-use common::{eventually, start, workload, Kubelet};
+use std::time::Duration;
+
+use common::{eventually, simulated, workload};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -23,7 +26,7 @@ async fn owned_pods(api: &Api<Pod>, rs_uid: &str) -> Vec<Pod> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scales_up_and_down_and_reports_status() {
-    let c = start(Kubelet::ReadyAtOnce, &["replicaset"]).await;
+    let c = simulated(1, Duration::ZERO, &["replicaset"]).await;
     let rss: Api<ReplicaSet> = Api::namespaced(c.client.clone(), &c.namespace);
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), &c.namespace);
     let rs: ReplicaSet =
@@ -84,7 +87,7 @@ async fn scales_up_and_down_and_reports_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adopts_orphans_and_releases_relabelled_pods() {
-    let c = start(Kubelet::None, &["replicaset"]).await;
+    let c = simulated(0, Duration::ZERO, &["replicaset"]).await;
     let rss: Api<ReplicaSet> = Api::namespaced(c.client.clone(), &c.namespace);
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), &c.namespace);
     let orphan: Pod = serde_json::from_value(json!({

@@ -1,5 +1,10 @@
-//! An in-process kcore-apiserver on a loopback port, a kube client for it, the controller
-//! manager, and a simulated kubelet that marks pods Running and Ready.
+//! Two set-ups for the controller tests:
+//! - [`simulated`]: kcore's test fixture (`kcored::testing::Cluster`): the real API
+//!   server, scheduler and the chosen controllers, with simulated nodes that take pods
+//!   through their lifecycle. Suites whose pods only need to run use this one.
+//! - [`start`]: a bare in-process kcore-apiserver, the chosen controllers, and a fake
+//!   kubelet that marks every pod Running and Ready wherever it is bound; for suites
+//!   that make their own Nodes (DaemonSets, node lifecycle) or step a manual clock.
 
 #![allow(dead_code)]
 
@@ -21,15 +26,64 @@ use tokio::sync::oneshot;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A running server + controllers + simulated kubelet; everything stops on drop.
+/// A running server + controllers + kubelet; everything stops on drop.
 pub struct Cluster {
     pub client: Client,
     pub namespace: String,
-    pub server: Option<RunningServer>,
     pub kubeconfig: std::path::PathBuf,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    _state: State,
+}
+
+/// What the cluster's state lives in: the fixture, or a bare server and its directory.
+/// Held only to be dropped with the [`Cluster`].
+#[allow(dead_code)]
+enum State {
+    Fixture(Box<kcored::testing::Cluster>),
+    Bare(RunningServer, tempfile::TempDir),
+}
+
+/// kcore's test fixture with `nodes` simulated nodes whose pods run `start_delay` after
+/// they are bound, the scheduler, and only `controllers`; a fresh namespace.
+pub async fn simulated(nodes: usize, start_delay: Duration, controllers: &[&str]) -> Cluster {
+    let cfg = ControllerManagerConfig {
+        workers: 3,
+        controllers: controllers.iter().map(|s| (*s).to_owned()).collect(),
+        ..ControllerManagerConfig::default()
+    };
+    let fixture = kcored::testing::Cluster::builder()
+        .nodes(nodes)
+        .pod_start_delay(start_delay)
+        .controller_manager(cfg)
+        .start()
+        .await
+        .expect("the test cluster starts");
+    let client = fixture.client();
+    let kubeconfig = fixture.kubeconfig().to_owned();
+    let namespace = create_namespace(&client).await;
+    Cluster {
+        client,
+        namespace,
+        kubeconfig,
+        stops: Vec::new(),
+        tasks: Vec::new(),
+        _state: State::Fixture(Box::new(fixture)),
+    }
+}
+
+/// A namespace unique to this test.
+async fn create_namespace(client: &Client) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let namespace = format!("t{}-{n}", std::process::id());
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("ns"),
+        )
+        .await
+        .expect("create namespace");
+    namespace
 }
 
 impl Drop for Cluster {
@@ -82,14 +136,7 @@ pub async fn start_with(kubelet: Kubelet, cfg: ControllerManagerConfig) -> Clust
     let server = server.spawn();
     let config = kube::Config::new(server.url().parse().expect("url"));
     let client = Client::try_from(config).expect("client");
-    let namespace = format!("t{}-{n}", std::process::id());
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("ns"),
-        )
-        .await
-        .expect("create namespace");
+    let namespace = create_namespace(&client).await;
 
     let mut stops = Vec::new();
     let mut tasks = Vec::new();
@@ -119,11 +166,10 @@ pub async fn start_with(kubelet: Kubelet, cfg: ControllerManagerConfig) -> Clust
     Cluster {
         client,
         namespace,
-        server: Some(server),
         kubeconfig,
         stops,
         tasks,
-        _dir: dir,
+        _state: State::Bare(server, dir),
     }
 }
 
