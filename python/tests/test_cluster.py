@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from kubernetes import client as k8s  # type: ignore[import-untyped]
+# typed since kubernetes 35; older releases have no py.typed
+from kubernetes import client as k8s  # type: ignore[import-untyped, unused-ignore]
 
 import kcore
 
@@ -22,7 +23,7 @@ def eventually(what: str, check: Callable[[], bool], timeout: float = 60.0) -> N
 
 
 def node_ready(node: Any) -> str:
-    for c in node.status.conditions or []:
+    for c in (node.status.conditions if node.status else None) or []:
         if c.type == "Ready":
             return str(c.status)
     return "Unknown"
@@ -34,7 +35,8 @@ def test_the_fixture_cluster_has_three_ready_nodes(kcore_cluster: kcore.Cluster)
     assert kcore_cluster.kubeconfig.is_file()
     core = k8s.CoreV1Api(kcore_cluster.api_client)
     nodes = core.list_node().items
-    assert sorted(n.metadata.name for n in nodes) == sorted(kcore_cluster.node_names())
+    names = sorted(str(n.metadata.name) for n in nodes if n.metadata is not None)
+    assert names == sorted(kcore_cluster.node_names())
     assert len(nodes) == 3
     assert all(node_ready(n) == "True" for n in nodes)
     # the same ApiClient every time
@@ -66,14 +68,15 @@ def test_a_deployment_rolls_out_on_simulated_nodes(
 
     def available() -> bool:
         d = apps.read_namespaced_deployment("web", kcore_namespace)
-        return bool(d.status.available_replicas == 4)
+        return d.status is not None and d.status.available_replicas == 4
 
     eventually("4 available replicas", available)
     pods = core.list_namespaced_pod(kcore_namespace, label_selector="app=web").items
     assert len(pods) == 4
     for p in pods:
+        assert p.status is not None and p.spec is not None
         assert p.status.phase == "Running"
-        assert p.spec.node_name in kcore_cluster.node_names()
+        assert str(p.spec.node_name) in kcore_cluster.node_names()
         assert p.status.pod_ip
 
 
@@ -105,7 +108,7 @@ def test_a_job_completes_by_annotation(
 
     def succeeded() -> bool:
         j = batch.read_namespaced_job("once", kcore_namespace)
-        return bool(j.status.succeeded == 2)
+        return j.status is not None and j.status.succeeded == 2
 
     eventually("the Job's 2 completions", succeeded)
 
@@ -114,12 +117,16 @@ def test_the_namespace_fixture_is_fresh(
     kcore_cluster: kcore.Cluster, kcore_namespace: str
 ) -> None:
     core = k8s.CoreV1Api(kcore_cluster.api_client)
-    assert core.read_namespace(kcore_namespace).status.phase == "Active"
-    assert core.list_namespaced_config_map(kcore_namespace).items == [
-        cm
+    status = core.read_namespace(kcore_namespace).status
+    assert status is not None and status.phase == "Active"
+    # nothing in it but what every namespace gets
+    names = [
+        str(cm.metadata.name)
         for cm in core.list_namespaced_config_map(kcore_namespace).items
-        if cm.metadata.name == "kube-root-ca.crt"
+        if cm.metadata is not None
     ]
+    assert names in ([], ["kube-root-ca.crt"])
+    assert core.list_namespaced_pod(kcore_namespace).items == []
 
 
 def test_a_second_cluster_beside_the_session_one(kcore_cluster: kcore.Cluster) -> None:

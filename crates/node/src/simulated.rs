@@ -174,10 +174,10 @@ impl SimulatedNodes {
     }
 
     /// How often each Lease is renewed (the kubelet's 10 s by default); the Lease's
-    /// duration is four times this.
+    /// duration is four times this, in whole seconds (at least one: the API's unit).
     pub fn heartbeat(mut self, every: Duration) -> Self {
         self.heartbeat = every;
-        self.lease_duration = every * 4;
+        self.lease_duration = Duration::from_secs((every * 4).as_secs_f64().ceil().max(1.0) as u64);
         self
     }
 
