@@ -94,6 +94,9 @@ pub struct UnpackedImage {
     pub layer_ids: Vec<String>,
     /// Layers that were unpacked now (the others were already there).
     pub unpacked: usize,
+    /// What the layers unpacked now left out (device nodes that could not
+    /// be created), see [`crate::LayerStats::warnings`].
+    pub warnings: Vec<String>,
 }
 
 impl UnpackedImage {
@@ -878,7 +881,13 @@ impl ImageStore {
             let m = marks.join(&ids[*i]);
             File::create(&m).at(&m)?;
         }
+        let warnings = results
+            .iter_mut()
+            .filter_map(|(_, r)| r.as_mut().ok())
+            .flat_map(|st| std::mem::take(&mut st.warnings))
+            .collect();
         Ok(UnpackedImage {
+            warnings,
             unpacked: results.len(),
             layer_ids: ids,
         })

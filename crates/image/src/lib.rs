@@ -47,6 +47,7 @@ mod images;
 mod oci;
 mod registry;
 mod store;
+mod tarstream;
 mod unpack;
 
 pub use digest::{chain_ids, Digest};
@@ -59,5 +60,5 @@ pub use registry::{PullOptions, Reference, RegistryClient};
 pub use store::{BlobWriter, ContentStore};
 pub use unpack::{
     apply_layer, apply_layer_at, unpack_layer, Compression, DevicePolicy, LayerStats, Progress,
-    ProgressFn, UnpackOptions, Whiteouts,
+    ProgressFn, UnpackOptions, Whiteouts, DEFAULT_MAX_BYTES,
 };

@@ -364,9 +364,18 @@ fn limits_name_the_entry_and_leave_nothing() {
         e => panic!("unexpected {e}"),
     }
     assert!(!dest.exists());
-    let err = unpack_layer(&tar[..], None, &dest, None, &opts().max_bytes(2)).unwrap_err();
+    // Each small file takes a 4 KiB block of the budget.
+    let err = unpack_layer(&tar[..], None, &dest, None, &opts().max_bytes(8192)).unwrap_err();
     match err {
-        Error::LimitExceeded { entry, .. } => assert_eq!(entry, Path::new("b")),
+        Error::BudgetExceeded {
+            entry,
+            needed,
+            allocated,
+            budget,
+        } => {
+            assert_eq!(entry, Path::new("c"));
+            assert_eq!((needed, allocated, budget), (4096, 8192, 8192));
+        }
         e => panic!("unexpected {e}"),
     }
     assert!(!dest.exists());
