@@ -45,6 +45,7 @@ mod digest;
 mod error;
 mod images;
 mod oci;
+mod push;
 mod registry;
 mod store;
 mod tarstream;
@@ -56,6 +57,7 @@ pub use images::{
     Image, ImageRecord, ImageStore, ImportOptions, LayerInfo, PruneReport, UnpackedImage,
 };
 pub use oci::{Platform, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+pub use push::{PushOptions, PushReport};
 pub use registry::{PullOptions, Reference, RegistryClient};
 pub use store::{BlobWriter, ContentStore};
 pub use unpack::{
