@@ -205,7 +205,7 @@ impl ImageStore {
         }
     }
 
-    fn save(&self, c: &Catalog) -> Result<()> {
+    fn save_catalog(&self, c: &Catalog) -> Result<()> {
         let p = self.root.join("images.json");
         let data = serde_json::to_vec_pretty(c).expect("catalog serializes");
         kcore_statedir::write(&p, &data, kcore_statedir::PRIVATE_FILE).at(&p)
@@ -324,7 +324,7 @@ impl ImageStore {
         let mut c = self.load()?;
         c.images.retain(|r| r.name != name);
         c.images.push(record.clone());
-        self.save(&c)?;
+        self.save_catalog(&c)?;
         Ok(record)
     }
 
@@ -334,7 +334,7 @@ impl ImageStore {
         let mut c = self.load()?;
         let i = Self::find(&c, name).ok_or_else(|| Error::ImageNotFound(name.to_owned()))?;
         let r = c.images.remove(i);
-        self.save(&c)?;
+        self.save_catalog(&c)?;
         Ok(r)
     }
 

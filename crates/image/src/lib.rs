@@ -47,6 +47,7 @@ mod images;
 mod oci;
 mod push;
 mod registry;
+mod save;
 mod store;
 mod tarstream;
 mod unpack;
@@ -59,6 +60,7 @@ pub use images::{
 pub use oci::{Platform, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 pub use push::{PushOptions, PushReport};
 pub use registry::{PullOptions, Reference, RegistryClient};
+pub use save::SaveFormat;
 pub use store::{BlobWriter, ContentStore};
 pub use unpack::{
     apply_layer, apply_layer_at, unpack_layer, Compression, DevicePolicy, LayerStats, Progress,
