@@ -307,7 +307,8 @@ fn a_decompression_bomb_is_refused_before_its_data_is_written() {
 
 #[test]
 fn malformed_sparse_maps_are_refused_in_every_format() {
-    let cases: [(&str, u64, Vec<(u64, u64)>); 3] = [
+    type Case = (&'static str, u64, Vec<(u64, u64)>);
+    let cases: [Case; 3] = [
         ("overlap", 100, vec![(0, 10), (5, 10)]),
         ("unsorted", 100, vec![(50, 1), (10, 1)]),
         ("beyond the end", 100, vec![(99, 2)]),
