@@ -8,6 +8,10 @@
 //!   from a registry (anonymous, basic or bearer-token auth), list, inspect,
 //!   remove and [prune](ImageStore::prune) (garbage collection of blobs and
 //!   unpacked layers no image references).
+//! - Out of the store: [push](ImageStore::push) to a registry (blob `HEAD`
+//!   checks, cross-repository mounts, monolithic or chunked uploads, basic
+//!   or bearer auth), [save](ImageStore::save) as an OCI layout or a
+//!   docker-archive, [`ImageStore::tag_image`].
 //! - Unpacking: [`ImageStore::unpack`] puts each layer into its own
 //!   [`kcore_overlay::LayerStore`] diff directory (named by chain ID, several
 //!   layers at once, OCI whiteouts turned into overlayfs whiteouts);
