@@ -89,6 +89,23 @@ class Store:
         self, name: str, dest: _StrPath, *, progress: Optional[_Progress] = None
     ) -> None: ...
     def tag(self, source: str, name: str) -> dict[str, Any]: ...
+    def push(
+        self,
+        name: str,
+        dest: Optional[str] = None,
+        *,
+        plain_http: bool = False,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        jobs: int = 3,
+        attempts: int = 4,
+        chunk_size: int = 16777216,
+        mount_from: Optional[str] = None,
+        progress: Optional[_Progress] = None,
+    ) -> dict[str, Any]: ...
+    def save(
+        self, names: builtins.list[str], dest: _StrPath, *, format: str = "oci"
+    ) -> None: ...
     def remove(self, name: str) -> dict[str, Any]: ...
     def prune(self, layers: Optional[_StrPath] = None) -> dict[str, Any]: ...
 

@@ -148,3 +148,43 @@ def test_pull_from_a_local_registry_with_progress(tmp_path: Path, registry: Regi
     assert not (dest / "data" / "gone").exists()
     with pytest.raises(kcore.ImageError):
         store.pull(f"127.0.0.1:{registry.port}/py/absent:v1", plain_http=True, attempts=1)
+
+
+def test_save_as_oci_layout_and_docker_archive(tmp_path: Path) -> None:
+    img = oci_layout(tmp_path / "layout", ref="v1")
+    store = kcore.image.Store(tmp_path / "store")
+    store.import_(img.path, name="kcore.local/py:v1")
+    oci = tmp_path / "out-oci.tar"
+    store.save(["kcore.local/py:v1"], oci)
+    docker = tmp_path / "out-docker.tar"
+    store.save(["kcore.local/py:v1"], docker, format="docker-archive")
+    with tarfile.open(docker) as t:
+        assert "manifest.json" in t.getnames()
+    for i, path in enumerate((oci, docker)):
+        back = kcore.image.Store(tmp_path / f"back{i}")
+        recs = back.import_(path)
+        assert [r["name"] for r in recs] == ["kcore.local/py:v1"]
+        dest = tmp_path / f"rootfs{i}"
+        back.flatten("kcore.local/py:v1", dest)
+        assert (dest / "etc" / "hello2").read_bytes() == LAYER2["etc/hello2"]
+    with pytest.raises(kcore.ImageError):
+        store.save(["kcore.local/py:v1"], tmp_path / "x.tar", format="zip")
+
+
+def test_push_to_a_local_registry(tmp_path: Path, registry: Registry) -> None:
+    img = oci_layout(tmp_path / "layout", ref="v1")
+    store = kcore.image.Store(tmp_path / "store")
+    store.import_(img.path, name="kcore.local/py:v1")
+    dest = f"127.0.0.1:{registry.port}/py/pushed:v1"
+    calls: list[tuple[int, int]] = []
+    report = store.push(
+        "kcore.local/py:v1", dest, plain_http=True, progress=lambda b, n: calls.append((b, n))
+    )
+    assert report["reference"] == dest
+    assert (report["uploaded"], report["existing"], report["mounted"]) == (3, 0, 0)
+    assert calls and max(b for b, _ in calls) == report["bytes"]
+    again = store.push("kcore.local/py:v1", dest, plain_http=True)
+    assert again["uploaded"] == 0 and again["existing"] == report["uploaded"]
+    back = kcore.image.Store(tmp_path / "back")
+    rec = back.pull(f"127.0.0.1:{registry.port}/py/pushed@{report['digest']}", plain_http=True)
+    assert rec["manifest"] == report["manifest"]

@@ -3,7 +3,10 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use kcore_image::{ImageRecord, ImageStore, ImportOptions, Platform, PullOptions, UnpackOptions};
+use kcore_image::{
+    ImageRecord, ImageStore, ImportOptions, Platform, PullOptions, PushOptions, SaveFormat,
+    UnpackOptions,
+};
 use kcore_overlay::LayerStore;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -30,6 +33,17 @@ fn records(py: Python<'_>, rs: &[ImageRecord]) -> PyResult<Py<PyList>> {
         list.append(record(py, r)?)?;
     }
     Ok(list.unbind())
+}
+
+fn credentials(
+    username: Option<String>,
+    password: Option<String>,
+) -> PyResult<Option<(String, String)>> {
+    match (username, password) {
+        (Some(u), Some(p)) => Ok(Some((u, p))),
+        (None, None) => Ok(None),
+        _ => Err(PyValueError::new_err("username and password go together")),
+    }
 }
 
 fn platform(p: Option<&str>) -> PyResult<Platform> {
@@ -192,15 +206,10 @@ impl Store {
         attempts: u32,
         progress: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let credentials = match (username, password) {
-            (Some(u), Some(p)) => Some((u, p)),
-            (None, None) => None,
-            _ => return Err(PyValueError::new_err("username and password go together")),
-        };
         let progress = Progress::new(progress)?;
         let opts = PullOptions {
             platform: self::platform(platform)?,
-            credentials,
+            credentials: credentials(username, password)?,
             plain_http,
             attempts: attempts.max(1),
             jobs: jobs.max(1),
@@ -280,12 +289,71 @@ impl Store {
     /// Gives the image `source` (a name or manifest digest) another name.
     fn tag(&self, py: Python<'_>, source: &str, name: &str) -> PyResult<Py<PyAny>> {
         let r = py
-            .detach(|| {
-                let src = self.inner.get(source)?;
-                self.inner.tag(name, &src.manifest, src.index.as_ref())
-            })
+            .detach(|| self.inner.tag_image(source, name))
             .map_err(errors::image)?;
         record(py, &r)
+    }
+
+    /// Pushes the image `name` to `dest` (`registry/repository[:tag]`, the
+    /// image's own name when `None`). Returns `reference`, `digest`,
+    /// `manifest`, `uploaded`, `existing`, `mounted` and `bytes`.
+    /// `progress(bytes, blobs)` is called as blobs upload.
+    #[pyo3(signature = (name, dest=None, *, plain_http=false, username=None, password=None, jobs=3, attempts=4, chunk_size=16777216, mount_from=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        dest: Option<&str>,
+        plain_http: bool,
+        username: Option<String>,
+        password: Option<String>,
+        jobs: usize,
+        attempts: u32,
+        chunk_size: usize,
+        mount_from: Option<String>,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let progress = Progress::new(progress)?;
+        let opts = PushOptions {
+            credentials: credentials(username, password)?,
+            plain_http,
+            attempts: attempts.max(1),
+            jobs: jobs.max(1),
+            chunk_size: chunk_size.max(1),
+            mount_from,
+            progress: progress.image_fn(),
+        };
+        let result = py.detach(|| self.inner.push(name, dest, &opts));
+        progress.finish()?;
+        let r = result.map_err(errors::image)?;
+        let value = json!({
+            "reference": r.reference,
+            "digest": r.digest.to_string(),
+            "manifest": r.manifest.to_string(),
+            "uploaded": r.uploaded,
+            "existing": r.existing,
+            "mounted": r.mounted,
+            "bytes": r.bytes,
+        });
+        Ok(to_py(py, &value)?.unbind())
+    }
+
+    /// Saves the images `names` to `dest`: a directory when it exists or
+    /// ends in `/`, a tar file otherwise. `format` is `"oci"` (an OCI image
+    /// layout) or `"docker-archive"` (what `docker load` / `podman load` read).
+    #[pyo3(signature = (names, dest, *, format="oci"))]
+    fn save(
+        &self,
+        py: Python<'_>,
+        names: Vec<String>,
+        dest: PathBuf,
+        format: &str,
+    ) -> PyResult<()> {
+        let format: SaveFormat = format.parse().map_err(errors::image)?;
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        py.detach(|| self.inner.save(&names, &dest, format))
+            .map_err(errors::image)
     }
 
     /// Forgets an image name; returns its record (blobs stay until `prune`).

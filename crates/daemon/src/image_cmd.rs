@@ -352,3 +352,56 @@ pub fn build(stores: &Stores, tag: &str, build: &Build) -> Result<()> {
     }
     Ok(())
 }
+
+/// Options of [`push`].
+#[derive(Debug, Clone, Default)]
+pub struct PushArgs {
+    /// Basic-auth user and password (also used for the token service).
+    pub credentials: Option<(String, String)>,
+    /// Talk HTTP instead of HTTPS (a registry on loopback).
+    pub plain_http: bool,
+    /// A repository of the destination registry to mount blobs from.
+    pub mount_from: Option<String>,
+}
+
+/// Pushes an image to a registry (under `dest`, or its own name).
+pub fn push(stores: &Stores, name: &str, dest: Option<&str>, args: PushArgs) -> Result<()> {
+    let images = stores.images()?;
+    let target = dest.unwrap_or(name);
+    let (bar, progress) = progress_bar(&format!("pushing {target}"));
+    let opts = kcore_image::PushOptions {
+        credentials: args.credentials,
+        plain_http: args.plain_http,
+        mount_from: args.mount_from,
+        progress: Some(progress),
+        ..Default::default()
+    };
+    let report = images.push(name, dest, &opts);
+    bar.finish_and_clear();
+    let r = report.with_context(|| format!("pushing {name} to {target}"))?;
+    println!(
+        "{}\t{}\t({} uploaded, {} already there, {} mounted)",
+        r.reference, r.digest, r.uploaded, r.existing, r.mounted
+    );
+    Ok(())
+}
+
+/// Saves images to an OCI layout (directory or tar) or a docker-archive.
+pub fn save(stores: &Stores, names: &[String], out: &Path, format: &str) -> Result<()> {
+    let images = stores.images()?;
+    let format: kcore_image::SaveFormat = format.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    images
+        .save(&names, out, format)
+        .with_context(|| format!("saving {} to {}", names.join(", "), out.display()))
+}
+
+/// Gives an image a second name.
+pub fn tag(stores: &Stores, src: &str, dst: &str) -> Result<()> {
+    let images = stores.images()?;
+    let rec = images
+        .tag_image(src, dst)
+        .with_context(|| format!("tagging {src} as {dst}"))?;
+    println!("{}\t{}", rec.name, rec.manifest);
+    Ok(())
+}

@@ -78,6 +78,20 @@ pub enum Error {
         /// Which limit (`"max_bytes 1000"`, ...).
         limit: String,
     },
+    /// Unpacking a layer would allocate more bytes on disk than its budget
+    /// ([`crate::UnpackOptions::max_bytes`]): a decompression or sparse bomb,
+    /// or a layer too big for the limit set.
+    #[error("unpack budget exceeded at entry {entry:?}: it needs {needed} bytes on disk, {allocated} of the budget of {budget} are used")]
+    BudgetExceeded {
+        /// The entry that would go over the budget.
+        entry: PathBuf,
+        /// Bytes the entry would allocate.
+        needed: u64,
+        /// Bytes allocated before it.
+        allocated: u64,
+        /// The budget.
+        budget: u64,
+    },
     /// The layer stream is not a readable (possibly compressed) tar archive.
     #[error("unreadable layer archive {layer}")]
     Archive {

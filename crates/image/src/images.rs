@@ -94,6 +94,9 @@ pub struct UnpackedImage {
     pub layer_ids: Vec<String>,
     /// Layers that were unpacked now (the others were already there).
     pub unpacked: usize,
+    /// What the layers unpacked now left out (device nodes that could not
+    /// be created), see [`crate::LayerStats::warnings`].
+    pub warnings: Vec<String>,
 }
 
 impl UnpackedImage {
@@ -202,7 +205,7 @@ impl ImageStore {
         }
     }
 
-    fn save(&self, c: &Catalog) -> Result<()> {
+    fn save_catalog(&self, c: &Catalog) -> Result<()> {
         let p = self.root.join("images.json");
         let data = serde_json::to_vec_pretty(c).expect("catalog serializes");
         kcore_statedir::write(&p, &data, kcore_statedir::PRIVATE_FILE).at(&p)
@@ -321,7 +324,7 @@ impl ImageStore {
         let mut c = self.load()?;
         c.images.retain(|r| r.name != name);
         c.images.push(record.clone());
-        self.save(&c)?;
+        self.save_catalog(&c)?;
         Ok(record)
     }
 
@@ -331,7 +334,7 @@ impl ImageStore {
         let mut c = self.load()?;
         let i = Self::find(&c, name).ok_or_else(|| Error::ImageNotFound(name.to_owned()))?;
         let r = c.images.remove(i);
-        self.save(&c)?;
+        self.save_catalog(&c)?;
         Ok(r)
     }
 
@@ -878,7 +881,13 @@ impl ImageStore {
             let m = marks.join(&ids[*i]);
             File::create(&m).at(&m)?;
         }
+        let warnings = results
+            .iter_mut()
+            .filter_map(|(_, r)| r.as_mut().ok())
+            .flat_map(|st| std::mem::take(&mut st.warnings))
+            .collect();
         Ok(UnpackedImage {
+            warnings,
             unpacked: results.len(),
             layer_ids: ids,
         })

@@ -8,6 +8,10 @@
 //!   from a registry (anonymous, basic or bearer-token auth), list, inspect,
 //!   remove and [prune](ImageStore::prune) (garbage collection of blobs and
 //!   unpacked layers no image references).
+//! - Out of the store: [push](ImageStore::push) to a registry (blob `HEAD`
+//!   checks, cross-repository mounts, monolithic or chunked uploads, basic
+//!   or bearer auth), [save](ImageStore::save) as an OCI layout or a
+//!   docker-archive, [`ImageStore::tag_image`].
 //! - Unpacking: [`ImageStore::unpack`] puts each layer into its own
 //!   [`kcore_overlay::LayerStore`] diff directory (named by chain ID, several
 //!   layers at once, OCI whiteouts turned into overlayfs whiteouts);
@@ -45,8 +49,11 @@ mod digest;
 mod error;
 mod images;
 mod oci;
+mod push;
 mod registry;
+mod save;
 mod store;
+mod tarstream;
 mod unpack;
 
 pub use digest::{chain_ids, Digest};
@@ -55,9 +62,11 @@ pub use images::{
     Image, ImageRecord, ImageStore, ImportOptions, LayerInfo, PruneReport, UnpackedImage,
 };
 pub use oci::{Platform, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+pub use push::{PushOptions, PushReport};
 pub use registry::{PullOptions, Reference, RegistryClient};
+pub use save::SaveFormat;
 pub use store::{BlobWriter, ContentStore};
 pub use unpack::{
     apply_layer, apply_layer_at, unpack_layer, Compression, DevicePolicy, LayerStats, Progress,
-    ProgressFn, UnpackOptions, Whiteouts,
+    ProgressFn, UnpackOptions, Whiteouts, DEFAULT_MAX_BYTES,
 };

@@ -183,6 +183,9 @@ pub struct RegistryClient {
     credentials: Option<(String, String)>,
     attempts: u32,
     auth: Mutex<Option<String>>,
+    /// Scopes asked for besides the challenge's (a push asks for
+    /// `pull,push` on its repository and `pull` on a mount's source).
+    scopes: Vec<String>,
 }
 
 impl fmt::Debug for RegistryClient {
@@ -246,7 +249,24 @@ impl RegistryClient {
             credentials: opts.credentials.clone(),
             attempts: opts.attempts.max(1),
             auth: Mutex::new(None),
+            scopes: Vec::new(),
         }
+    }
+
+    /// Ask for these token scopes too (`repository:NAME:ACTIONS`).
+    pub(crate) fn with_scopes(mut self, scopes: Vec<String>) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
+    /// `https://host` (or `http://`) of the registry.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The repository this client talks to.
+    pub(crate) fn repository(&self) -> &str {
+        &self.repository
     }
 
     fn err(url: &str, reason: impl Into<String>) -> Error {
@@ -258,15 +278,37 @@ impl RegistryClient {
 
     /// GET with auth negotiation and retries; returns a 200 response.
     fn get(&self, url: &str, accept: &str) -> Result<ureq::http::Response<ureq::Body>> {
+        self.send("GET", url, &[("Accept", accept)], None, &[200])
+    }
+
+    /// One request with auth negotiation (a 401 is answered once, from its
+    /// challenge) and retries on transport errors, 429 and 5xx; returns
+    /// the response when its status is one of `ok`.
+    pub(crate) fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        ok: &[u16],
+    ) -> Result<ureq::http::Response<ureq::Body>> {
         let mut attempt = 0;
         let mut authed_once = false;
         loop {
             attempt += 1;
-            let mut req = self.agent.get(url).header("Accept", accept);
+            let mut req = ureq::http::Request::builder().method(method).uri(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
             if let Some(a) = self.auth.lock().expect("not poisoned").clone() {
                 req = req.header("Authorization", a);
             }
-            let resp = match req.call() {
+            let sent = match body {
+                Some(b) => req.body(b).map(|r| self.agent.run(r)),
+                None => req.body(()).map(|r| self.agent.run(r)),
+            }
+            .map_err(|e| Self::err(url, e.to_string()))?;
+            let resp = match sent {
                 Ok(r) => r,
                 Err(e) if attempt < self.attempts => {
                     tracing::debug!(
@@ -281,8 +323,10 @@ impl RegistryClient {
                 Err(e) => return Err(Self::err(url, e.to_string())),
             };
             let status = resp.status().as_u16();
+            if ok.contains(&status) {
+                return Ok(resp);
+            }
             match status {
-                200 => return Ok(resp),
                 401 if !authed_once => {
                     authed_once = true;
                     let h = resp
@@ -300,7 +344,10 @@ impl RegistryClient {
                 }
                 401 => return Err(Self::err(url, "authentication failed (http 401)")),
                 404 => return Err(Self::err(url, "not found (http 404)")),
-                s => return Err(Self::err(url, format!("http {s}"))),
+                s => {
+                    let detail = error_detail(resp);
+                    return Err(Self::err(url, format!("{method}: http {s}{detail}")));
+                }
             }
         }
     }
@@ -341,6 +388,9 @@ impl RegistryClient {
                     .cloned()
                     .unwrap_or_else(|| format!("repository:{}:pull", self.repository));
                 req = req.query("scope", &scope);
+                for extra in self.scopes.iter().filter(|s| **s != scope) {
+                    req = req.query("scope", extra);
+                }
                 if let Some(b) = self.basic() {
                     req = req.header("Authorization", b);
                 }
@@ -455,6 +505,37 @@ impl RegistryClient {
             }
         }
         Err(last_err.unwrap_or_else(|| Self::err(&url, "download failed")))
+    }
+}
+
+/// The first error of a registry's JSON error body (`{"errors":[{"code":..,
+/// "message":..}]}`), as `": CODE message"`, or nothing.
+fn error_detail(mut resp: ureq::http::Response<ureq::Body>) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let Ok(body) = resp.body_mut().with_config().limit(64 << 10).read_to_vec() else {
+        return String::new();
+    };
+    match serde_json::from_slice::<Errors>(&body) {
+        Ok(e) => e
+            .errors
+            .first()
+            .map(|i| {
+                format!(
+                    ": {} {}",
+                    i.code.as_deref().unwrap_or(""),
+                    i.message.as_deref().unwrap_or("")
+                )
+            })
+            .unwrap_or_default(),
+        Err(_) => String::new(),
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::{skopeo, two_layers, write_layout, TempDir};
-use kcore_image::{Digest, Error, ImageStore, PullOptions, UnpackOptions};
+use kcore_image::{Digest, Error, ImageStore, PullOptions, PushOptions, UnpackOptions};
 
 const USER: &str = "kcore";
 const PASS: &str = "s3cret-pass";
@@ -488,4 +488,247 @@ fn pull_with_token_auth() {
     let store2 = ImageStore::open(t.path().join("store2")).unwrap();
     let err = store2.pull(&name, &bad).unwrap_err();
     assert!(matches!(err, Error::Registry { .. }), "{err}");
+}
+
+fn skopeo_out(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .arg("--insecure-policy")
+        .args(args)
+        .output()
+        .expect("skopeo must be installed (Debian package skopeo)");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn htpasswd_registry(t: &TempDir) -> Registry {
+    let out = Command::new("htpasswd")
+        .args(["-Bbn", USER, PASS])
+        .output()
+        .expect("htpasswd must be installed (Debian package apache2-utils)");
+    assert!(out.status.success());
+    let htpasswd = t.path().join("htpasswd");
+    std::fs::write(&htpasswd, &out.stdout).unwrap();
+    start_registry(
+        t.path(),
+        &format!(
+            "auth:\n  htpasswd:\n    realm: kcore-test\n    path: {}\n",
+            htpasswd.display()
+        ),
+    )
+}
+
+fn push_opts() -> PushOptions {
+    PushOptions {
+        plain_http: true,
+        credentials: Some((USER.into(), PASS.into())),
+        attempts: 2,
+        ..Default::default()
+    }
+}
+
+/// skopeo reads the pushed image back by digest: the raw manifest is the
+/// store's, and a copy into an OCI layout verifies every blob.
+fn skopeo_pulls_back(t: &TempDir, port: u16, repo: &str, digest: &Digest, manifest: &[u8]) {
+    let by_digest = format!("docker://127.0.0.1:{port}/{repo}@{digest}");
+    let creds = format!("{USER}:{PASS}");
+    let raw = skopeo_out(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &by_digest,
+    ]);
+    assert_eq!(
+        raw, manifest,
+        "{repo}: the registry serves the manifest as pushed"
+    );
+    let dir = t.path().join(format!("back-{}", repo.replace('/', "-")));
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds,
+        &by_digest,
+        &format!("oci:{}:back", dir.display()),
+    ]);
+    let back =
+        ImageStore::open(t.path().join(format!("store-{}", repo.replace('/', "-")))).unwrap();
+    let recs = back
+        .import_oci_layout(&dir, &kcore_image::ImportOptions::default())
+        .unwrap();
+    assert_eq!(recs[0].manifest, *digest);
+    check_rootfs(
+        &back,
+        &recs[0].name,
+        &t.path().join(format!("rootfs-{}", repo.replace('/', "-"))),
+    );
+}
+
+#[test]
+fn push_monolithic_chunked_existing_and_mounted_blobs() {
+    let t = TempDir::new("reg-push");
+    let reg = htpasswd_registry(&t);
+    let layout = t.path().join("layout");
+    let md = write_layout(&layout, &two_layers(), "v1");
+    let store = ImageStore::open(t.path().join("store")).unwrap();
+    let src = format!("127.0.0.1:{}/kcore/src:v1", reg.port);
+    store
+        .import_oci_layout(
+            &layout,
+            &kcore_image::ImportOptions {
+                name: Some(src.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let img = store.inspect(&src).unwrap();
+    let manifest = store.content().read_blob(&md).unwrap();
+
+    // Small chunks: the plain top layer goes up as PATCH chunks, the
+    // config and the gzip base layer in one PUT each.
+    let chunk = 1024;
+    assert!(
+        img.layers[1].size > chunk as u64 * 2,
+        "the top layer spans chunks"
+    );
+    assert!(img.layers[0].size <= chunk as u64);
+    let bytes = Arc::new(AtomicU64::new(0));
+    let b2 = bytes.clone();
+    let mut o = push_opts();
+    o.chunk_size = chunk;
+    o.progress = Some(Arc::new(move |p| {
+        b2.fetch_max(p.bytes, Ordering::Relaxed);
+    }));
+    let dest_a = format!("127.0.0.1:{}/kcore/a:v1", reg.port);
+    // The source repository does not exist in the registry: its mounts
+    // fall back to uploads.
+    let r = store.push(&src, Some(&dest_a), &o).unwrap();
+    assert_eq!(r.manifest, md);
+    assert_eq!(r.digest, md);
+    assert_eq!((r.uploaded, r.existing, r.mounted), (3, 0, 0), "{r:?}");
+    let blob_bytes: u64 = img.layers.iter().map(|l| l.size).sum::<u64>()
+        + store.content().blob_size(&img.record.config).unwrap();
+    assert_eq!(r.bytes, blob_bytes);
+    assert_eq!(
+        bytes.load(Ordering::Relaxed),
+        blob_bytes,
+        "progress saw the upload"
+    );
+    skopeo_pulls_back(&t, reg.port, "kcore/a", &md, &manifest);
+
+    // Again: every blob is there (HEAD), only the manifest is put.
+    let r = store.push(&src, Some(&dest_a), &push_opts()).unwrap();
+    assert_eq!(
+        (r.uploaded, r.existing, r.mounted, r.bytes),
+        (0, 3, 0, 0),
+        "{r:?}"
+    );
+
+    // Into another repository, mounting from the first.
+    let dest_b = format!("127.0.0.1:{}/kcore/b:v2", reg.port);
+    let mut o = push_opts();
+    o.mount_from = Some("kcore/a".into());
+    let r = store.push(&src, Some(&dest_b), &o).unwrap();
+    assert_eq!(
+        (r.uploaded, r.existing, r.mounted, r.bytes),
+        (0, 0, 3, 0),
+        "{r:?}"
+    );
+    skopeo_pulls_back(&t, reg.port, "kcore/b", &md, &manifest);
+
+    // Our own pull gets it back by tag too.
+    let store2 = ImageStore::open(t.path().join("store2")).unwrap();
+    let rec = store2.pull(&dest_b, &opts()).unwrap();
+    assert_eq!(rec.manifest, md);
+
+    // Wrong credentials are refused with a registry error.
+    let mut bad = push_opts();
+    bad.credentials = Some((USER.into(), "wrong".into()));
+    let err = store
+        .push(
+            &src,
+            Some(&format!("127.0.0.1:{}/kcore/c:v1", reg.port)),
+            &bad,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Registry { .. }), "{err}");
+}
+
+#[test]
+fn push_with_token_auth() {
+    let t = TempDir::new("reg-push-token");
+    let key = t.path().join("key.pem");
+    let cert = t.path().join("cert.pem");
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=kcore-token",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ],
+        None,
+    );
+    let der = openssl(
+        &["x509", "-in", cert.to_str().unwrap(), "-outform", "DER"],
+        None,
+    );
+    let tokens = start_token_server(key, der);
+    let reg = start_registry(
+        t.path(),
+        &format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: kcore-registry\n    issuer: kcore-test-issuer\n    rootcertbundle: {}\n",
+            tokens.port,
+            cert.display()
+        ),
+    );
+    let layout = t.path().join("layout");
+    let md = write_layout(&layout, &two_layers(), "v1");
+    let store = ImageStore::open(t.path().join("store")).unwrap();
+    let name = format!("127.0.0.1:{}/kcore/tok:v1", reg.port);
+    store
+        .import_oci_layout(
+            &layout,
+            &kcore_image::ImportOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // To the image's own name (no destination given).
+    let r = store.push(&name, None, &push_opts()).unwrap();
+    assert_eq!(r.digest, md);
+    assert_eq!(r.uploaded, 3);
+    assert!(
+        tokens.issued.load(Ordering::Relaxed) > 0,
+        "a token was issued"
+    );
+    // Mounting into a second repository needs pull on the source: the
+    // token asked for it.
+    let mut o = push_opts();
+    o.mount_from = Some("kcore/tok".into());
+    let r = store
+        .push(
+            &name,
+            Some(&format!("127.0.0.1:{}/kcore/tok2:v1", reg.port)),
+            &o,
+        )
+        .unwrap();
+    assert_eq!(r.mounted, 3, "{r:?}");
+    let manifest = store.content().read_blob(&md).unwrap();
+    skopeo_pulls_back(&t, reg.port, "kcore/tok2", &md, &manifest);
 }

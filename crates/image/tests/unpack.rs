@@ -323,7 +323,7 @@ fn devices_follow_the_policy() {
     );
     assert!(matches!(err, Error::UnsafeEntry { .. }), "{err}");
     let t = TempDir::new("dev");
-    unpack_layer(
+    let st = unpack_layer(
         &tar[..],
         None,
         &t.path().join("skip"),
@@ -333,6 +333,21 @@ fn devices_follow_the_policy() {
     .unwrap();
     assert!(!t.path().join("skip/dev/null").exists());
     assert!(t.path().join("skip/keep").exists());
+    // A skipped node is a recorded warning, naming it.
+    assert_eq!(st.warnings.len(), 1, "{:?}", st.warnings);
+    assert!(st.warnings[0].contains("dev/null"), "{:?}", st.warnings);
+    // The default: created as root, skipped with a warning otherwise.
+    let d = t.path().join("default");
+    let st = unpack_layer(&tar[..], None, &d, None, &opts()).unwrap();
+    if common::is_root() {
+        let m = fs::metadata(d.join("dev/null")).unwrap();
+        assert!(m.file_type().is_char_device());
+        assert_eq!(m.rdev(), rustix::fs::makedev(1, 3));
+        assert!(st.warnings.is_empty(), "{:?}", st.warnings);
+    } else {
+        assert!(!d.join("dev/null").exists());
+        assert_eq!(st.warnings.len(), 1, "{:?}", st.warnings);
+    }
     if common::is_root() {
         let d = t.path().join("create");
         unpack_layer(
@@ -364,9 +379,18 @@ fn limits_name_the_entry_and_leave_nothing() {
         e => panic!("unexpected {e}"),
     }
     assert!(!dest.exists());
-    let err = unpack_layer(&tar[..], None, &dest, None, &opts().max_bytes(2)).unwrap_err();
+    // Each small file takes a 4 KiB block of the budget.
+    let err = unpack_layer(&tar[..], None, &dest, None, &opts().max_bytes(8192)).unwrap_err();
     match err {
-        Error::LimitExceeded { entry, .. } => assert_eq!(entry, Path::new("b")),
+        Error::BudgetExceeded {
+            entry,
+            needed,
+            allocated,
+            budget,
+        } => {
+            assert_eq!(entry, Path::new("c"));
+            assert_eq!((needed, allocated, budget), (4096, 8192, 8192));
+        }
         e => panic!("unexpected {e}"),
     }
     assert!(!dest.exists());
@@ -753,4 +777,45 @@ fn one_thread_refuses_escapes_and_wrong_diff_ids_and_leaves_nothing() {
     .unwrap_err();
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
     assert!(!dest.exists());
+}
+
+#[test]
+fn long_names_and_links_in_every_tar_format() {
+    // GNU tar writes them: ustar (prefix + name), GNU (L / K members) and
+    // PAX (path / linkpath records).
+    let t = TempDir::new("longnames");
+    let src = t.path().join("src");
+    let deep = format!("{}/{}", "d".repeat(60), "e".repeat(60));
+    fs::create_dir_all(src.join(&deep)).unwrap();
+    let file = format!("{deep}/{}", "f".repeat(40));
+    fs::write(src.join(&file), b"long").unwrap();
+    let target = format!("{}/{}", "t".repeat(80), "u".repeat(60));
+    std::os::unix::fs::symlink(&target, src.join("link")).unwrap();
+    for format in ["ustar", "gnu", "posix"] {
+        let archive = t.path().join(format!("{format}.tar"));
+        let mut args = vec![format!("--format={format}"), "-C".into()];
+        if format == "ustar" {
+            // ustar cannot hold a 141-byte link target.
+            args.insert(0, "--exclude=./link".into());
+        }
+        args.push(src.to_str().unwrap().into());
+        args.extend(["-cf".into(), archive.to_str().unwrap().into(), ".".into()]);
+        let st = std::process::Command::new("tar")
+            .args(&args)
+            .status()
+            .expect("GNU tar is needed for this test");
+        assert!(st.success(), "{format}");
+        let dest = t.path().join(format!("out-{format}"));
+        let layer = fs::read(&archive).unwrap();
+        unpack_layer(&layer[..], None, &dest, None, &opts())
+            .unwrap_or_else(|e| panic!("{format}: {e:#?}"));
+        assert_eq!(fs::read(dest.join(&file)).unwrap(), b"long", "{format}");
+        if format != "ustar" {
+            assert_eq!(
+                fs::read_link(dest.join("link")).unwrap(),
+                Path::new(&target),
+                "{format}"
+            );
+        }
+    }
 }

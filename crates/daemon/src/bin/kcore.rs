@@ -25,7 +25,7 @@ struct Cli {
 enum Cmd {
     /// Run a program in new namespaces, inside a cgroup with limits, on an overlay root.
     Run(RunArgs),
-    /// Manage images: build, import, pull, list, inspect, unpack, remove, prune.
+    /// Manage images: build, import, pull, push, save, tag, list, inspect, unpack, remove, prune.
     Image(ImageArgs),
 }
 
@@ -91,6 +91,41 @@ enum ImageCmd {
         /// Platform to pick from an index (os/arch[/variant]).
         #[arg(long)]
         platform: Option<String>,
+    },
+    /// Push an image to a registry (OCI distribution).
+    Push {
+        /// The image in the store.
+        name: String,
+        /// Where to: registry/repository[:tag] (default: the image's own name).
+        dest: Option<String>,
+        /// user:password for basic or token auth.
+        #[arg(long)]
+        creds: Option<String>,
+        /// Use plain HTTP (a registry on loopback).
+        #[arg(long)]
+        plain_http: bool,
+        /// Mount blobs from this repository of the same registry.
+        #[arg(long)]
+        mount_from: Option<String>,
+    },
+    /// Save images to an OCI layout (a directory, or a tar file) or a docker-archive.
+    Save {
+        /// The images to save.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// A tar file, or a directory (existing, or ending in /).
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+        /// oci or docker-archive (`podman load` / `docker load` read both).
+        #[arg(long, default_value = "oci")]
+        format: String,
+    },
+    /// Give an image another name.
+    Tag {
+        /// The image's name (or digest).
+        src: String,
+        /// The new name.
+        dst: String,
     },
     /// List images.
     Ls,
@@ -175,6 +210,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--creds user:password`.
+fn parse_creds(creds: Option<String>) -> Result<Option<(String, String)>> {
+    creds
+        .map(|c| {
+            c.split_once(':')
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("--creds must be user:password"))
+        })
+        .transpose()
+}
+
 fn image(a: ImageArgs) -> Result<()> {
     let stores = image_cmd::Stores::new(a.root);
     match a.command {
@@ -189,17 +235,8 @@ fn image(a: ImageArgs) -> Result<()> {
             plain_http,
             platform,
         } => {
-            let credentials = match creds {
-                Some(c) => {
-                    let (u, p) = c
-                        .split_once(':')
-                        .ok_or_else(|| anyhow::anyhow!("--creds must be user:password"))?;
-                    Some((u.to_string(), p.to_string()))
-                }
-                None => None,
-            };
             let args = image_cmd::PullArgs {
-                credentials,
+                credentials: parse_creds(creds)?,
                 plain_http,
                 platform,
             };
@@ -234,6 +271,26 @@ fn image(a: ImageArgs) -> Result<()> {
             };
             image_cmd::build(&stores, &tag, &build)
         }
+        ImageCmd::Push {
+            name,
+            dest,
+            creds,
+            plain_http,
+            mount_from,
+        } => {
+            let args = image_cmd::PushArgs {
+                credentials: parse_creds(creds)?,
+                plain_http,
+                mount_from,
+            };
+            image_cmd::push(&stores, &name, dest.as_deref(), args)
+        }
+        ImageCmd::Save {
+            names,
+            output,
+            format,
+        } => image_cmd::save(&stores, &names, &output, &format),
+        ImageCmd::Tag { src, dst } => image_cmd::tag(&stores, &src, &dst),
         ImageCmd::Ls => image_cmd::list(&stores),
         ImageCmd::Inspect { name } => image_cmd::inspect(&stores, &name),
         ImageCmd::Unpack {
