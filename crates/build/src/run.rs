@@ -193,8 +193,6 @@ fn spec(rootfs: &Path, p: &Process, netns: Option<&Path>) -> Value {
     v["process"]["capabilities"] = json!({
         "bounding": CAPS, "effective": CAPS, "permitted": CAPS,
     });
-    v["process"]["rlimits"] =
-        json!([{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}]);
     let ns: Vec<Value> = v["linux"]["namespaces"]
         .as_array()
         .cloned()

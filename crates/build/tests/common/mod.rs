@@ -114,22 +114,27 @@ impl Env {
         }
         let mut tar = tar::Builder::new(Vec::new());
         let dir = |tar: &mut tar::Builder<Vec<u8>>, p: &str| {
-            let mut h = tar::Header::new_gnu();
+            let mut h = header();
             h.set_entry_type(tar::EntryType::Directory);
             h.set_mode(0o755);
             h.set_size(0);
             tar.append_data(&mut h, p, std::io::empty()).unwrap();
         };
         let file = |tar: &mut tar::Builder<Vec<u8>>, p: &str, mode: u32, data: &[u8]| {
-            let mut h = tar::Header::new_gnu();
+            let mut h = header();
             h.set_entry_type(tar::EntryType::Regular);
             h.set_mode(mode);
             h.set_size(data.len() as u64);
             tar.append_data(&mut h, p, data).unwrap();
         };
-        for d in ["bin/", "etc/", "tmp/", "root/"] {
+        for d in ["bin/", "etc/", "root/"] {
             dir(&mut tar, d);
         }
+        let mut h = header();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o1777);
+        h.set_size(0);
+        tar.append_data(&mut h, "tmp/", std::io::empty()).unwrap();
         file(
             &mut tar,
             "bin/busybox",
@@ -145,7 +150,7 @@ impl Env {
             if a.is_empty() || a == "busybox" || a.contains('/') {
                 continue;
             }
-            let mut h = tar::Header::new_gnu();
+            let mut h = header();
             h.set_entry_type(tar::EntryType::Symlink);
             h.set_mode(0o777);
             h.set_size(0);
@@ -185,7 +190,7 @@ impl Env {
     pub fn tar(&self, rel: &str, files: &[(&str, &str)]) {
         let mut tar = tar::Builder::new(Vec::new());
         for (p, data) in files {
-            let mut h = tar::Header::new_gnu();
+            let mut h = header();
             h.set_entry_type(tar::EntryType::Regular);
             h.set_mode(0o640);
             h.set_size(data.len() as u64);
@@ -206,4 +211,12 @@ pub fn attrs(p: &Path) -> (u32, u32, u32) {
 
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn header() -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h
 }
