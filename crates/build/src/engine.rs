@@ -1646,7 +1646,7 @@ impl<'a> Build<'a, '_> {
                     self.excluded(&full, &excludes, from_ctx) || excludes.iter().any(|e| glob_match(e, r))
                 };
                 if meta.is_dir() {
-                    let d = fscopy::mkdir_all(&root, &dest_abs, &snap.merged)?;
+                    let d = fscopy::mkdir_all_owned(&root, &dest_abs, owner, &snap.merged)?;
                     for e in fs::read_dir(p).at("read directory", p)? {
                         let e = e.at("read directory", p)?;
                         let name = e.file_name().to_string_lossy().into_owned();
@@ -1673,10 +1673,10 @@ impl<'a> Build<'a, '_> {
                 }
                 let base = Path::new(rel).file_name().map(|n| n.to_owned()).unwrap_or_else(|| "file".into());
                 let (dir, name) = if dest_dir_syntax || fscopy::is_dir_in(&root, &dest_abs) {
-                    (fscopy::mkdir_all(&root, &dest_abs, &snap.merged)?, base)
+                    (fscopy::mkdir_all_owned(&root, &dest_abs, owner, &snap.merged)?, base)
                 } else {
                     let (parent, name) = dest_abs.rsplit_once('/').unwrap_or(("", &dest_abs));
-                    (fscopy::mkdir_all(&root, parent, &snap.merged)?, name.into())
+                    (fscopy::mkdir_all_owned(&root, parent, owner, &snap.merged)?, name.into())
                 };
                 fscopy::copy_with_top(p, &meta, dir.as_fd(), &name, attrs)?;
             }

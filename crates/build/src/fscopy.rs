@@ -206,6 +206,29 @@ pub(crate) fn mkdir_all(root: &OwnedFd, path: &str, what: &Path) -> Result<Owned
     .at("open directory", what.join(p))
 }
 
+/// [`mkdir_all`] where every directory it creates gets `owner` (as BuildKit and
+/// buildah give the parents a `COPY --chown` creates to that user).
+pub(crate) fn mkdir_all_owned(
+    root: &OwnedFd,
+    path: &str,
+    owner: Option<(u32, u32)>,
+    what: &Path,
+) -> Result<OwnedFd> {
+    if let Some((uid, gid)) = owner {
+        let mut prefix = String::new();
+        for c in path.split('/').filter(|c| !c.is_empty()) {
+            prefix.push('/');
+            prefix.push_str(c);
+            if !is_dir_in(root, &prefix) {
+                let d = mkdir_all(root, &prefix, what)?;
+                rustix::fs::fchown(&d, Some(uid_of(uid)), Some(gid_of(gid)))
+                    .at("chown", what.join(prefix.trim_start_matches('/')))?;
+            }
+        }
+    }
+    mkdir_all(root, path, what)
+}
+
 /// Whether `path` inside `root` is an existing directory (following symlinks inside).
 pub(crate) fn is_dir_in(root: &OwnedFd, path: &str) -> bool {
     let p = Path::new(path.trim_start_matches('/'));

@@ -220,3 +220,80 @@ fn header() -> tar::Header {
     h.set_mtime(1_700_000_000);
     h
 }
+
+impl Env {
+    /// Writes image `name` as an OCI image layout directory at `dest`.
+    pub fn export_layout(&self, name: &str, dest: &Path) {
+        let rec = self.images.get(name).unwrap();
+        let img = self.images.inspect(name).unwrap();
+        let blobs = dest.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let content = self.images.content();
+        let mut digests = vec![rec.manifest.clone(), rec.config.clone()];
+        digests.extend(img.layers.iter().map(|l| l.digest.clone()));
+        for d in &digests {
+            std::fs::write(blobs.join(d.hex()), content.read_blob(d).unwrap()).unwrap();
+        }
+        let size = content.blob_size(&rec.manifest).unwrap();
+        std::fs::write(dest.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        let index = json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": rec.manifest.to_string(),
+                "size": size,
+                "annotations": {"org.opencontainers.image.ref.name": name},
+            }],
+        });
+        std::fs::write(dest.join("index.json"), index.to_string()).unwrap();
+    }
+}
+
+/// One entry of a tree listing: type, mode, owner, and content or link target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: char,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub data: String,
+}
+
+/// Every path under `root` with its [`Entry`] (file content as a sha256).
+pub fn tree(root: &Path) -> BTreeMap<String, Entry> {
+    use sha2::Digest as _;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for e in std::fs::read_dir(root.join(&rel)).unwrap() {
+            let e = e.unwrap();
+            let r = rel.join(e.file_name());
+            let p = root.join(&r);
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let (kind, data) = if m.is_dir() {
+                stack.push(r.clone());
+                ('d', String::new())
+            } else if m.file_type().is_symlink() {
+                ('l', std::fs::read_link(&p).unwrap().display().to_string())
+            } else if m.is_file() {
+                (
+                    'f',
+                    hex::encode(sha2::Sha256::digest(std::fs::read(&p).unwrap())),
+                )
+            } else {
+                ('o', String::new())
+            };
+            out.insert(
+                r.display().to_string(),
+                Entry {
+                    kind,
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    data,
+                },
+            );
+        }
+    }
+    out
+}
