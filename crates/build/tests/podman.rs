@@ -41,6 +41,7 @@ CMD [\"cat /etc/app/greeting\"]
 fn podman(dir: &Path, args: &[&str]) -> String {
     let mut c = Command::new("podman");
     c.env("CONTAINERS_STORAGE_CONF", dir.join("storage.conf"))
+        .env("CONTAINERS_CONF", dir.join("containers.conf"))
         .env("XDG_CONFIG_HOME", dir.join("xdg"))
         .arg("--root")
         .arg(dir.join("root"))
@@ -118,6 +119,18 @@ fn same_image_as_podman_build() {
         format!(
             "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/root\"\nrunroot = \"{0}/runroot\"\n",
             dir.display()
+        ),
+    )
+    .unwrap();
+    // nofile/nproc within what this process holds: podman as root otherwise asks for
+    // 1048576, which a runtime cannot set without CAP_SYS_RESOURCE.
+    std::fs::write(
+        dir.join("containers.conf"),
+        format!(
+            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n\
+             [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
+             [network]\nnetwork_config_dir = \"{}\"\n",
+            dir.join("cni").display()
         ),
     )
     .unwrap();
@@ -200,4 +213,41 @@ fn same_image_as_podman_build() {
     }
     assert!(a.len() > 5, "{a:?}");
     assert_eq!(normalise(&our_config), normalise(&their_config));
+
+    // Our image runs under the real engine too.
+    let ours_layout = dir.join("ours-layout");
+    e.export_layout("cmp:kcore", &ours_layout);
+    let ours_tar = dir.join("ours.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&ours_layout)
+        .arg("-cf")
+        .arg(&ours_tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let loaded = podman(dir, &["load", "-i", ours_tar.to_str().unwrap()]);
+    let id = loaded
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Loaded image: ")
+                .or_else(|| l.strip_prefix("Loaded image(s): "))
+        })
+        .unwrap_or_else(|| panic!("podman load said {loaded:?}"))
+        .trim()
+        .to_string();
+    let out = podman(dir, &["run", "--rm", "--network=none", &id]);
+    assert_eq!(out, "hello from both\n");
+    let out = podman(
+        dir,
+        &[
+            "run",
+            "--rm",
+            "--network=none",
+            &id,
+            "id -u; pwd; echo $APP_MODE",
+        ],
+    );
+    assert_eq!(out, "1000\n/home/app\ndemo\n");
 }
