@@ -1231,7 +1231,7 @@ impl<'a> Build<'a, '_> {
             inputs.push(format!("{m:?}"));
             if m.kind == "bind" {
                 match &m.from {
-                    Some(f) => inputs.push(self.from_key(st, f, i.line)?),
+                    Some(f) => inputs.push(self.source_key(st, f, i.line)?),
                     None => inputs.push(self.context_digest(&m.source, i.line)?),
                 }
             }
@@ -1403,7 +1403,7 @@ impl<'a> Build<'a, '_> {
                 let rel = clean(&m.source);
                 let source = match &m.from {
                     Some(f) => {
-                        let (layers, label) = self.from_layers(f, before, line)?;
+                        let (layers, label) = self.source_layers(f, before, line)?;
                         let snap = self.snapshot(&layers, &label, line)?;
                         let root = snap.root()?;
                         let fd = kcore_rootfd::open_in(
@@ -1456,17 +1456,17 @@ impl<'a> Build<'a, '_> {
     }
 
     /// Layers (and a label) of `--from`: a stage by name or index, or an image.
-    fn from_layers(
+    fn source_layers(
         &self,
         from: &str,
         before: usize,
         line: usize,
     ) -> Result<(Vec<LayerInfo>, String)> {
-        let out = self.from_out(from, before, line)?;
+        let out = self.source_stage(from, before, line)?;
         Ok((out.layers, from.to_owned()))
     }
 
-    fn from_out(&self, from: &str, before: usize, line: usize) -> Result<StageOut> {
+    fn source_stage(&self, from: &str, before: usize, line: usize) -> Result<StageOut> {
         match self.stage_ref(from, before) {
             Some(j) => self.stage(j),
             None => self.image(from, &self.platform, line),
@@ -1474,8 +1474,8 @@ impl<'a> Build<'a, '_> {
     }
 
     /// A cache input naming `--from`'s content: its stage key.
-    fn from_key(&self, st: &State, from: &str, line: usize) -> Result<String> {
-        Ok(self.from_out(from, st.idx, line)?.key)
+    fn source_key(&self, st: &State, from: &str, line: usize) -> Result<String> {
+        Ok(self.source_stage(from, st.idx, line)?.key)
     }
 
     /// A digest of a path in the context (for bind mounts).
@@ -1561,15 +1561,15 @@ impl<'a> Build<'a, '_> {
             .map(|e| self.word(st, i, e).map(|e| clean(&e)))
             .collect::<Result<Vec<_>>>()?;
         let from = i.flag("from").map(|f| self.word(st, i, f)).transpose()?;
-        let from_out = match &from {
-            Some(f) => Some(self.from_out(f, st.idx, i.line)?),
+        let source_stage = match &from {
+            Some(f) => Some(self.source_stage(f, st.idx, i.line)?),
             None => None,
         };
 
         // Inputs: the content (or the source stage's key) of every source.
         let mut inputs =
             vec![json!([srcs, dest_abs, chown, chmod, excludes, link, add]).to_string()];
-        let matches_ctx = match &from_out {
+        let matches_ctx = match &source_stage {
             None => {
                 let ctx =
                     kcore_rootfd::open_root(&self.opts.context).at("open", &self.opts.context)?;
@@ -1603,7 +1603,7 @@ impl<'a> Build<'a, '_> {
                 self.snapshot(&st.layers, &label, i.line)?
             };
             // Sources from another stage or image: a snapshot of it, read only by us.
-            let src_snap = match (&from_out, &from) {
+            let src_snap = match (&source_stage, &from) {
                 (Some(o), Some(f)) => Some((self.snapshot(&o.layers, f, i.line)?, f.clone())),
                 _ => None,
             };

@@ -38,6 +38,8 @@ struct ImageArgs {
     command: ImageCmd,
 }
 
+// `build`'s Dockerfile options make one variant larger; parsed once, it does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum ImageCmd {
     /// Import an OCI image layout (directory or tar) or a `docker save` archive.
