@@ -395,12 +395,37 @@ impl<'a> Builder<'a> {
         self
     }
 
+    /// Removes the snapshots of builds whose process is gone (killed mid-step).
+    fn remove_stale_snapshots(&self) {
+        let Ok(all) = self.layers.list() else { return };
+        for l in all {
+            let Some(rest) = l.id().strip_prefix("kbuild-") else {
+                continue;
+            };
+            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            let _ = self.layers.unmount(l.id());
+            if let Err(e) = self.layers.remove(l.id()) {
+                tracing::warn!(
+                    id = l.id(),
+                    error = &e as &dyn std::error::Error,
+                    "removing a stale build snapshot"
+                );
+            }
+        }
+    }
+
     /// Builds `opts.dockerfile` in `opts.context` and stores the image.
     pub fn build(&self, opts: &BuildOptions) -> Result<BuildResult> {
         let _span =
             tracing::info_span!("build", tag = ?opts.tag, context = %opts.context.display())
                 .entered();
         let df = parse(&opts.dockerfile)?;
+        self.remove_stale_snapshots();
         for d in ["cache", "mounts", "tmp"] {
             let p = self.work.join(d);
             fs::create_dir_all(&p).at("create", &p)?;

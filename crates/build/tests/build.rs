@@ -490,3 +490,28 @@ fn multi_stage_busybox_to_scratch_and_the_cache() {
     let fourth = e.build_with(&o).unwrap();
     assert_eq!(fourth.steps_cached, 0);
 }
+
+#[test]
+fn copy_from_an_image_and_a_stage_by_index_and_from_a_stage() {
+    need_root!();
+    let e = Env::new();
+    e.busybox();
+    let df = format!(
+        "FROM {BUSYBOX}\nRUN echo zero > /zero\nFROM 0 AS again\nRUN cat /zero > /copied\nFROM scratch\nCOPY --from={BUSYBOX} /etc/passwd /etc/\nCOPY --from=0 /zero /\nCOPY --from=again --chmod=600 /copied /\n"
+    );
+    e.build(&df, "from:1").unwrap();
+    let r = e.rootfs("from:1");
+    assert!(read(&r.join("etc/passwd")).starts_with("root:x:0:0"));
+    assert_eq!(read(&r.join("zero")), "zero\n");
+    assert_eq!(attrs(&r.join("copied")), (0o600, 0, 0));
+    let err = e
+        .build(
+            &format!("FROM {BUSYBOX}\nCOPY --from={BUSYBOX} /nope /\n"),
+            "from:2",
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("Dockerfile:2: COPY source \"/nope\" not found in {BUSYBOX}")
+    );
+}
