@@ -101,7 +101,7 @@ const KEYWORDS: &[&str] = &[
 /// Parses a Dockerfile.
 ///
 /// ```
-/// let df = kcore_build::parse("FROM scratch\nCOPY a \\\n  /b\n")?;
+/// let df = kcore_build::parse("FROM scratch\nCOPY a \\\n/b\n")?;
 /// assert_eq!(df.instructions[1].keyword, "COPY");
 /// assert_eq!(df.instructions[1].line, 2);
 /// assert_eq!(df.instructions[1].args, "a /b");
