@@ -369,7 +369,7 @@ pub struct DockerfileArgs {
     #[arg(long)]
     pub no_cache: bool,
     /// The platform to build for (os/arch[/variant]; default: the host's).
-    #[arg(long = "platform", id = "build_platform")]
+    #[arg(long = "platform", value_name = "OS/ARCH")]
     pub platform: Option<String>,
 }
 
