@@ -403,5 +403,83 @@ pub fn tag(stores: &Stores, src: &str, dst: &str) -> Result<()> {
         .tag_image(src, dst)
         .with_context(|| format!("tagging {src} as {dst}"))?;
     println!("{}\t{}", rec.name, rec.manifest);
+/// `kcore image build`'s Dockerfile options.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DockerfileArgs {
+    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(long = "file", short = 'f')]
+    pub file: Option<PathBuf>,
+    /// A build argument, NAME=value (repeatable).
+    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
+    pub build_args: Vec<String>,
+    /// The stage to build (default: the last).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// The platform to build for (os/arch[/variant]; default: the host's).
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+}
+
+/// Builds an image from a Dockerfile with [`kcore_build`], printing its steps.
+pub fn build_dockerfile(
+    stores: &Stores,
+    tag: &str,
+    context: &Path,
+    args: &DockerfileArgs,
+) -> Result<()> {
+    let images = stores.images()?;
+    let layers = stores.layers()?;
+    let file = args
+        .file
+        .clone()
+        .unwrap_or_else(|| context.join("Dockerfile"));
+    let dockerfile =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let mut build_args = std::collections::BTreeMap::new();
+    for a in &args.build_args {
+        let (k, v) = match a.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            // `--build-arg NAME` takes the value from the environment, as docker does.
+            None => match std::env::var(a) {
+                Ok(v) => (a.clone(), v),
+                Err(_) => continue,
+            },
+        };
+        build_args.insert(k, v);
+    }
+    let platform = match &args.platform {
+        Some(p) => Some(p.parse::<Platform>().map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
+    let progress: kcore_build::EventFn = Arc::new(|e: &kcore_build::Event| match e {
+        kcore_build::Event::Step {
+            stage,
+            n,
+            total,
+            text,
+        } => eprintln!("[{stage} {n}/{total}] {text}"),
+        kcore_build::Event::Cached => eprintln!("  CACHED"),
+        kcore_build::Event::Output(l) => eprintln!("  {l}"),
+        kcore_build::Event::Warning(w) => eprintln!("warning: {w}"),
+        _ => {}
+    });
+    let opts = kcore_build::BuildOptions {
+        dockerfile,
+        context: context.to_path_buf(),
+        tag: Some(tag.to_owned()),
+        build_args,
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        platform,
+        pull: None,
+        progress: Some(progress),
+    };
+    let res = kcore_build::Builder::new(&images, &layers)
+        .build(&opts)
+        .with_context(|| format!("building {tag}"))?;
+    println!("{}\t{}", res.record.name, res.record.manifest);
     Ok(())
 }

@@ -802,7 +802,21 @@ impl ImageStore {
         jobs: usize,
     ) -> Result<UnpackedImage> {
         let img = self.inspect(name)?;
-        let span = tracing::info_span!("unpack_image", image = %img.record.name, layers = img.layers.len());
+        self.unpack_layers(&img.record.name, &img.layers, layers, opts, jobs)
+    }
+
+    /// Like [`unpack`](Self::unpack), for a chain of layers (bottom first) whose
+    /// blobs are in the content store but that no image names yet: an image
+    /// builder's steps. `label` names the chain in logs.
+    pub fn unpack_layers(
+        &self,
+        label: &str,
+        chain: &[LayerInfo],
+        layers: &LayerStore,
+        opts: &UnpackOptions,
+        jobs: usize,
+    ) -> Result<UnpackedImage> {
+        let span = tracing::info_span!("unpack_image", image = %label, layers = chain.len());
         let _g = span.enter();
         let opts = opts.clone().whiteouts(Whiteouts::Overlay);
         let marks = self.root.join("unpacked");
@@ -810,11 +824,7 @@ impl ImageStore {
         // layer of another unpack must not be taken for a leftover.
         let _unpacking = self.lock_file(".unpack.lock")?;
         let _gc = self.gc_guard(false)?;
-        let ids: Vec<String> = img
-            .layers
-            .iter()
-            .map(|l| l.chain_id.hex().to_owned())
-            .collect();
+        let ids: Vec<String> = chain.iter().map(|l| l.chain_id.hex().to_owned()).collect();
         let ov = |e: kcore_overlay::Error| Error::Io {
             path: layers.root().to_path_buf(),
             source: io::Error::other(e),
@@ -852,7 +862,7 @@ impl ImageStore {
                 s.spawn(|| loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = todo.get(k) else { break };
-                    let l = &img.layers[i];
+                    let l = &chain[i];
                     let res = (|| {
                         let diff = layers.diff_path(&ids[i]).map_err(ov)?;
                         let blob = self.content.open_blob(&l.digest)?;

@@ -11,6 +11,7 @@
 //! | `overlay` | `kcore-overlay` | overlay2-style layer store |
 //! | `image` | `kcore-image` | OCI content store, import, registry pull, safe unpack |
 //! | `runtime` | `kcore-runtime` | OCI runtime-spec containers |
+//! | `build` | `kcore-build` | Dockerfile builds (BuildKit semantics) into the image store |
 //! | `netbridge` | `kcore-netbridge` | bridge, veth, IPAM, Service rules |
 //! | `vxlan` | `kcore-vxlan` | flannel-style VXLAN overlay, pod-subnet routes |
 //! | `k8s` | `kcore-k8s` | Kubernetes rules: quantities, QoS, selectors, leader election, version |
@@ -35,6 +36,9 @@
 #[cfg(feature = "apiserver")]
 #[doc(inline)]
 pub use kcore_apiserver as apiserver;
+#[cfg(feature = "build")]
+#[doc(inline)]
+pub use kcore_build as build;
 #[cfg(feature = "cgroup")]
 #[doc(inline)]
 pub use kcore_cgroup as cgroup;

@@ -38,6 +38,8 @@ struct ImageArgs {
     command: ImageCmd,
 }
 
+// `build`'s Dockerfile options make one variant larger; parsed once, it does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum ImageCmd {
     /// Import an OCI image layout (directory or tar) or a `docker save` archive.
@@ -51,11 +53,16 @@ enum ImageCmd {
         #[arg(long)]
         platform: Option<String>,
     },
-    /// Build a one-layer image from files (static binaries, busybox) and store it.
+    /// Build an image from a Dockerfile (`build -t NAME [-f FILE] CONTEXT`), or a
+    /// one-layer image from files (static binaries, busybox) without a CONTEXT.
     Build {
         /// Name of the image, e.g. kcore.local/web:v1.
         #[arg(long, short = 't')]
         tag: String,
+        /// The build context directory: build from its Dockerfile.
+        context: Option<PathBuf>,
+        #[command(flatten)]
+        dockerfile: image_cmd::DockerfileArgs,
         /// Start from a copy of this directory.
         #[arg(long)]
         from_dir: Option<PathBuf>,
@@ -244,6 +251,12 @@ fn image(a: ImageArgs) -> Result<()> {
         }
         ImageCmd::Build {
             tag,
+            context: Some(context),
+            dockerfile,
+            ..
+        } => image_cmd::build_dockerfile(&stores, &tag, &context, &dockerfile),
+        ImageCmd::Build {
+            tag,
             from_dir,
             busybox,
             add,
@@ -251,6 +264,7 @@ fn image(a: ImageArgs) -> Result<()> {
             cmd,
             env,
             workdir,
+            ..
         } => {
             let files = add
                 .iter()
