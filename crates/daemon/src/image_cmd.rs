@@ -403,6 +403,9 @@ pub fn tag(stores: &Stores, src: &str, dst: &str) -> Result<()> {
         .tag_image(src, dst)
         .with_context(|| format!("tagging {src} as {dst}"))?;
     println!("{}\t{}", rec.name, rec.manifest);
+    Ok(())
+}
+
 /// `kcore image build`'s Dockerfile options.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct DockerfileArgs {
