@@ -34,11 +34,15 @@ DEMO=$(ls "$TARGET"/*/release/kcore-demo | head -1)
 KCORE="$TARGET/release/kcore"
 KCORED="$TARGET/release/kcored"
 
-echo "==> building the images kcore.local/demo:v1 and :v2 into $DATA"
+echo "==> building the images kcore.local/demo:v1 and :v2 into $DATA from examples/walkthrough/Dockerfile"
+CONTEXT=$(mktemp -d)
+cp "$DEMO" "$CONTEXT/kcore-demo"
+cp /bin/busybox "$CONTEXT/busybox"   # Debian's busybox-static
 for v in v1 v2; do
-  "$KCORE" image --root "$DATA" build -t "kcore.local/demo:$v" --add "$DEMO:/bin/kcore-demo" \
-    --entrypoint /bin/kcore-demo --env "APP_VERSION=$v"
+  "$KCORE" image --root "$DATA" build -f examples/walkthrough/Dockerfile \
+    -t "kcore.local/demo:$v" --build-arg "APP_VERSION=$v" "$CONTEXT"
 done
+rm -rf "$CONTEXT"
 
 echo "==> starting kcored up (log: $DATA/kcored.log)"
 mkdir -p "$DATA"

@@ -57,27 +57,29 @@ pub fn demo_binary() -> &'static Path {
 pub const KCORED: &str = env!("CARGO_BIN_EXE_kcored");
 pub const KCORE: &str = env!("CARGO_BIN_EXE_kcore");
 
-/// Builds `kcore.local/demo:<version>` into the stores under `data`: the demo binary
-/// and the host's static busybox (a shell, `cat` and `tar` for `kubectl exec` and `cp`).
+/// Builds `kcore.local/demo:<version>` into the stores under `data` from the README
+/// walkthrough's Dockerfile (`examples/walkthrough/Dockerfile`): the demo binary and the
+/// host's static busybox (a shell, `cat` and `tar` for `kubectl exec` and `cp`).
 pub fn build_demo_image(data: &Path, version: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let context = tempfile::tempdir().expect("build context");
+    std::fs::copy(demo_binary(), context.path().join("kcore-demo")).expect("demo binary");
+    std::fs::copy("/bin/busybox", context.path().join("busybox"))
+        .expect("busybox-static at /bin/busybox");
     let out = Command::new(KCORE)
         .arg("image")
         .arg("--root")
         .arg(data)
+        .arg("build")
+        .arg("-f")
+        .arg(root.join("examples/walkthrough/Dockerfile"))
         .args([
-            "build",
             "-t",
             &format!("kcore.local/demo:{version}"),
-            "--busybox",
-            "--add",
-        ])
-        .arg(format!("{}:/bin/kcore-demo", demo_binary().display()))
-        .args([
-            "--entrypoint",
-            "/bin/kcore-demo",
-            "--env",
+            "--build-arg",
             &format!("APP_VERSION={version}"),
         ])
+        .arg(context.path())
         .output()
         .unwrap();
     assert!(
