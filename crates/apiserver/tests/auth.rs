@@ -1682,11 +1682,6 @@ async fn bootstrap_tokens_may_only_ask_for_node_certificates_until_they_expire()
     .await;
     create(
         c.admin.clone(),
-        bootstrap_secret("short1", "0123456789abcdef", Some(&rfc3339_in(4)), true),
-    )
-    .await;
-    create(
-        c.admin.clone(),
         bootstrap_secret("nousg1", "0123456789abcdef", None, false),
     )
     .await;
@@ -1803,7 +1798,12 @@ async fn bootstrap_tokens_may_only_ask_for_node_certificates_until_they_expire()
         assert_eq!(csr_conditions(&c, pending).await.trim(), "", "{pending}");
     }
 
-    // the short-lived token works, then is refused, then its Secret is cleaned up
+    // a short-lived token works, then is refused, then its Secret is cleaned up
+    create(
+        c.admin.clone(),
+        bootstrap_secret("short1", "0123456789abcdef", Some(&rfc3339_in(5)), true),
+    )
+    .await;
     let short = c.token_user("short", "short1.0123456789abcdef");
     let o = kubectl(&short, &["get", "--raw", "/api"], None).await;
     assert!(o.ok, "before expiry: {}", o.stderr);

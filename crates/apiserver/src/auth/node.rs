@@ -305,8 +305,10 @@ async fn objects(api: &Api, plural: &str) -> Result<Vec<Arc<Value>>, crate::erro
     } else {
         ""
     };
-    let info = resources::lookup(group, "v1", plural).expect("served");
-    api.current_objects(info).await
+    match resources::lookup(group, "v1", plural) {
+        Some(info) => api.current_objects(info).await,
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Whether an object of `kind` named `ns/name` is reachable from a pod bound to `node`

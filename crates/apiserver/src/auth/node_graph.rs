@@ -195,14 +195,15 @@ impl Source {
         Source::Attachments,
     ];
 
-    fn info(self) -> &'static ResourceInfo {
+    /// The resource, when this server serves it.
+    fn info(self) -> Option<&'static ResourceInfo> {
         let (group, plural) = match self {
             Source::Pods => ("", "pods"),
             Source::Claims => ("", "persistentvolumeclaims"),
             Source::Volumes => ("", "persistentvolumes"),
             Source::Attachments => ("storage.k8s.io", "volumeattachments"),
         };
-        resources::lookup(group, "v1", plural).expect("served")
+        resources::lookup(group, "v1", plural)
     }
 }
 
@@ -246,7 +247,11 @@ impl Graph {
     /// Lists `source` into the graph, then follows its watch; relists when the watch
     /// ends.
     async fn follow(&self, api: &Api, index: usize, source: Source) {
-        let info = source.info();
+        let Some(info) = source.info() else {
+            // nothing of this kind can exist
+            self.synced[index].store(true, Ordering::Release);
+            return;
+        };
         loop {
             let list = match api.list_in(info, None, &ListOptions::default()).await {
                 Ok(l) => l,
