@@ -1,14 +1,14 @@
 //! `POST /kcore/v1/nodecertificates`: a node's serving certificate for its agent's
-//! server (port 10250), signed by the cluster CA, issued to a node as it joins or starts.
+//! server (port 10250) and its client certificate, signed by the cluster CA in one call,
+//! for administrators' tools and tests. `kcored` nodes get theirs through
+//! CertificateSigningRequests with a bootstrap token instead (`kcored::credentials`).
 //!
 //! The request names the node and the addresses and host names its certificate is for:
 //! `{"nodeName": "n1", "addresses": ["10.0.0.7", "n1"]}`; the answer carries the CA, the
 //! certificate and its new key (PEM), over the TLS connection of an authenticated
 //! client, with the node's client certificate (`CN=system:node:<name>`,
 //! `O=system:nodes`), the only credential its agent then uses. Only callers allowed to
-//! `create` the path `/kcore/v1/nodecertificates` (administrators: the join token) get
-//! one; a node renewing through CertificateSigningRequests uses the
-//! `kube-apiserver-client-kubelet` signer instead.
+//! `create` the path `/kcore/v1/nodecertificates` (administrators) get one.
 
 use std::net::IpAddr;
 

@@ -529,7 +529,10 @@ impl ApiServer {
             self.compaction,
         ));
         let crds = tokio::spawn(crate::crd::run(self.api.clone()));
-        let auth = tokio::spawn(crate::auth::run(self.api.clone(), self.ca_pem.clone()));
+        let auth = tokio::spawn(futures::future::join(
+            crate::auth::run(self.api.clone(), self.ca_pem.clone()),
+            self.state.auth.run_node_graph(self.api.clone()),
+        ));
         let quota = tokio::spawn(crate::admission::quota::run(self.api.clone()));
         let master_service = tokio::spawn(self.master_service.run(self.api.clone()));
         let csr_signer = self.state.pki.as_ref().map(|pki| {

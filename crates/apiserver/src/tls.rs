@@ -11,6 +11,9 @@ use crate::error::Error;
 /// The file stem, under `<data_dir>/pki`, of the certificate the API server presents to the
 /// nodes' agents (upstream's `apiserver-kubelet-client`).
 pub(crate) const KUBELET_CLIENT: &str = "apiserver-kubelet-client";
+/// The user name ([`KUBELET_CLIENT`]'s common name) of the API server towards the nodes'
+/// agents, as kubeadm names it; bound to `system:kubelet-api-admin`.
+pub(crate) const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
 /// PEM files of the cluster's PKI as the API server uses them.
 #[derive(Debug, Clone)]
@@ -42,7 +45,7 @@ pub(crate) fn ensure_pki(dir: &Path, hosts: &[String]) -> Result<Pki, Error> {
     names.extend(hosts.iter().cloned());
     let serving = ca.issue("kcore-apiserver", &names, Usage::Server)?;
     serving.write(dir, "apiserver")?;
-    let kubelet_client = ca.issue(KUBELET_CLIENT, &[], Usage::Client)?;
+    let kubelet_client = ca.issue(KUBELET_CLIENT_USER, &[], Usage::Client)?;
     kubelet_client.write(dir, KUBELET_CLIENT)?;
     Ok(Pki {
         ca_pem: ca_pem.clone(),

@@ -1602,3 +1602,250 @@ async fn csr_approval_needs_approve_on_the_signer_and_node_client_requests_are_a
     assert_eq!(csr_conditions(&c, "n2-by-stranger").await.trim(), "");
     assert_eq!(csr_conditions(&c, "n4-by-n3").await.trim(), "");
 }
+
+/// A bootstrap-token Secret as `kubeadm token create` writes it.
+fn bootstrap_secret(id: &str, secret: &str, expiration: Option<&str>, usage: bool) -> String {
+    let mut s = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bootstrap-token-{id}\n  namespace: kube-system\ntype: bootstrap.kubernetes.io/token\nstringData:\n  token-id: {id}\n  token-secret: {secret}\n  auth-extra-groups: system:bootstrappers:kcore:test\n"
+    );
+    if usage {
+        s.push_str("  usage-bootstrap-authentication: \"true\"\n");
+    }
+    if let Some(e) = expiration {
+        s.push_str(&format!("  expiration: \"{e}\"\n"));
+    }
+    s
+}
+
+fn rfc3339_in(secs: i64) -> String {
+    let at = std::time::SystemTime::now() + Duration::from_secs(secs as u64);
+    let t = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    // civil date from days (Howard Hinnant)
+    let (days, rem) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Waits until the CSR `name` has a certificate; its PEM.
+async fn issued(c: &Cluster, name: &str) -> String {
+    let (admin, n) = (c.admin.clone(), name.to_owned());
+    eventually(&format!("CSR {name} is issued"), || {
+        let (admin, n) = (admin.clone(), n.clone());
+        async move {
+            !ok(
+                &admin,
+                &["get", "csr", &n, "-o", "jsonpath={.status.certificate}"],
+            )
+            .await
+            .trim()
+            .is_empty()
+        }
+    })
+    .await;
+    let b = ok(
+        &c.admin,
+        &["get", "csr", name, "-o", "jsonpath={.status.certificate}"],
+    )
+    .await;
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_tokens_may_only_ask_for_node_certificates_until_they_expire() {
+    let c = start().await;
+    let create = |kc: PathBuf, yaml: String| async move {
+        let o = kubectl(&kc, &["create", "-f", "-"], Some(&yaml)).await;
+        assert!(o.ok, "{}", o.stderr);
+    };
+    create(
+        c.admin.clone(),
+        bootstrap_secret("abcdef", "0123456789abcdef", Some(&rfc3339_in(3600)), true),
+    )
+    .await;
+    create(
+        c.admin.clone(),
+        bootstrap_secret("nousg1", "0123456789abcdef", None, false),
+    )
+    .await;
+    let boot = c.token_user("boot", "abcdef.0123456789abcdef");
+    let who = json(&boot, &["auth", "whoami", "-o", "json"]).await;
+    assert_eq!(
+        who["status"]["userInfo"]["username"],
+        "system:bootstrap:abcdef"
+    );
+    assert_eq!(
+        who["status"]["userInfo"]["groups"],
+        serde_json::json!([
+            "system:bootstrappers",
+            "system:bootstrappers:kcore:test",
+            "system:authenticated"
+        ])
+    );
+    // nothing but CSRs
+    let e = fails(&boot, &["get", "pods"]).await;
+    assert!(
+        e.contains(r#"pods is forbidden: User "system:bootstrap:abcdef" cannot list resource "pods" in API group "" in the namespace "default""#),
+        "{e}"
+    );
+    let e = fails(&boot, &["get", "secrets", "-n", "kube-system"]).await;
+    assert!(e.contains("is forbidden"), "{e}");
+    assert!(can_i(&boot, &["create", "certificatesigningrequests"]).await);
+    assert!(can_i(&boot, &["get", "certificatesigningrequests"]).await);
+    assert!(!can_i(&boot, &["approve", "signers", "--all-namespaces"]).await);
+    assert!(!can_i(&boot, &["create", "nodes"]).await);
+
+    // a wrong secret, a token not for authentication, an unknown id: 401
+    for (name, token) in [
+        ("wrong", "abcdef.0123456789abcdee"),
+        ("nousage", "nousg1.0123456789abcdef"),
+        ("unknown", "zzzzzz.0123456789abcdef"),
+    ] {
+        let kc = c.token_user(name, token);
+        let e = fails(&kc, &["get", "--raw", "/api"]).await;
+        assert!(e.contains("Unauthorized"), "{name}: {e}");
+    }
+
+    // the node client certificate: asked with the bootstrap token, auto-approved, signed
+    let n1 =
+        kcore_tls::CertRequest::generate("system:node:n1", &["system:nodes".into()], &[]).unwrap();
+    create(
+        boot.clone(),
+        csr_yaml(
+            "n1-client",
+            &n1.cert_pem,
+            "kubernetes.io/kube-apiserver-client-kubelet",
+            &["client auth", "digital signature"],
+        ),
+    )
+    .await;
+    let cert = issued(&c, "n1-client").await;
+    assert_eq!(
+        csr_conditions(&c, "n1-client").await.trim(),
+        "Approved/AutoApproved/Auto approving kubelet client certificate after SubjectAccessReview."
+    );
+    let requester = ok(
+        &c.admin,
+        &["get", "csr", "n1-client", "-o", "jsonpath={.spec.username}"],
+    )
+    .await;
+    assert_eq!(requester, "system:bootstrap:abcdef");
+    // which is n1's credential
+    let node1 = c.kubeconfig(
+        "n1",
+        &format!(
+            "    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(&cert),
+            b64(&n1.key_pem)
+        ),
+    );
+    let who = json(&node1, &["auth", "whoami", "-o", "json"]).await;
+    assert_eq!(who["status"]["userInfo"]["username"], "system:node:n1");
+
+    // serving certificates: approved for the node's own name, from the node itself
+    let serving = |cn: &str, names: &[&str]| {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        kcore_tls::CertRequest::generate(cn, &["system:nodes".into()], &names)
+            .unwrap()
+            .cert_pem
+    };
+    let serving_yaml = |name: &str, pem: &str| {
+        csr_yaml(
+            name,
+            pem,
+            "kubernetes.io/kubelet-serving",
+            &["server auth", "digital signature"],
+        )
+    };
+    create(
+        node1.clone(),
+        serving_yaml(
+            "n1-serving",
+            &serving("system:node:n1", &["n1", "10.0.0.7"]),
+        ),
+    )
+    .await;
+    create(
+        node1.clone(),
+        serving_yaml("n1-as-n2", &serving("system:node:n1", &["n2"])),
+    )
+    .await;
+    create(
+        boot.clone(),
+        serving_yaml("n1-by-boot", &serving("system:node:n1", &["n1"])),
+    )
+    .await;
+    let pem = issued(&c, "n1-serving").await;
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    for pending in ["n1-as-n2", "n1-by-boot"] {
+        assert_eq!(csr_conditions(&c, pending).await.trim(), "", "{pending}");
+    }
+
+    // a short-lived token works, then is refused, then its Secret is cleaned up
+    create(
+        c.admin.clone(),
+        bootstrap_secret("short1", "0123456789abcdef", Some(&rfc3339_in(5)), true),
+    )
+    .await;
+    let short = c.token_user("short", "short1.0123456789abcdef");
+    let o = kubectl(&short, &["get", "--raw", "/api"], None).await;
+    assert!(o.ok, "before expiry: {}", o.stderr);
+    let (kc, admin) = (short.clone(), c.admin.clone());
+    eventually("the expired token is refused", || {
+        let kc = kc.clone();
+        async move {
+            let o = kubectl(&kc, &["get", "--raw", "/api"], None).await;
+            !o.ok && o.stderr.contains("Unauthorized")
+        }
+    })
+    .await;
+    eventually("the token cleaner deletes the expired Secret", || {
+        let admin = admin.clone();
+        async move {
+            let o = kubectl(
+                &admin,
+                &[
+                    "get",
+                    "secret",
+                    "-n",
+                    "kube-system",
+                    "bootstrap-token-short1",
+                ],
+                None,
+            )
+            .await;
+            !o.ok && o.stderr.contains("NotFound")
+        }
+    })
+    .await;
+    // the others stay
+    ok(
+        &c.admin,
+        &[
+            "get",
+            "secret",
+            "-n",
+            "kube-system",
+            "bootstrap-token-abcdef",
+            "bootstrap-token-nousg1",
+        ],
+    )
+    .await;
+}

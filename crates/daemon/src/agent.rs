@@ -92,47 +92,65 @@ pub fn default_node_ip() -> Ipv4Addr {
         .unwrap_or(Ipv4Addr::LOCALHOST)
 }
 
+/// The agent's configuration, the client it runs with (its own identity,
+/// `system:node:<name>` in `system:nodes`) and the task that renews that identity's
+/// certificate ([`crate::credentials::ClientRotation::run`]; run it beside the agent).
+pub struct JoinedNode {
+    /// The node agent's configuration.
+    pub config: NodeConfig,
+    /// A client presenting the node's current client certificate.
+    pub client: kube::Client,
+    /// Renews the client certificate before it expires.
+    pub rotation: crate::credentials::ClientRotation,
+}
+
 /// Resolves the options against the cluster at `server_url` into the agent's
-/// configuration and the client it runs with: gets the node's certificates with the
-/// bootstrap credentials (`bootstrap`, the join token's), then, as the node's own
-/// identity (`system:node:<name>` in `system:nodes`, the only credential the agent uses
-/// from here on), makes sure the Node exists and has a pod subnet (waiting for the
-/// control plane to assign one).
+/// configuration and the client it runs with: with the bootstrap credential
+/// (`bootstrap`, the join token's bootstrap token) it gets the node's client certificate
+/// through a CertificateSigningRequest, then, as the node's own identity (the only
+/// credential the agent uses from here on), its serving certificate the same way, and
+/// makes sure the Node exists and has a pod subnet (waiting for the control plane to
+/// assign one). `ca_pem` is the cluster CA.
 #[tracing::instrument(skip_all, fields(data_dir = %opts.data_dir.display()))]
 pub async fn node_config(
     bootstrap: &kube::Client,
     server_url: &str,
+    ca_pem: &str,
     opts: &AgentOptions,
-) -> Result<(NodeConfig, kube::Client)> {
+) -> Result<JoinedNode> {
+    use crate::credentials::{self, ClientIdentity, CsrSpec};
     // pods need a cgroup file system: say so now rather than failing every pod later
     kcore_cgroup::Host::detect()
         .context("this node has no usable cgroup file system (is /sys/fs/cgroup mounted?)")?;
     let name = opts.node_name.clone().unwrap_or_else(host_name);
     let node_ip = opts.node_ip.unwrap_or_else(default_node_ip);
-    let creds = node_certificates(bootstrap, server_url, &name, node_ip).await?;
-    let client = crate::join::client_with_certificate(
-        server_url,
-        &creds.serving.ca_pem,
-        &creds.client_cert_pem,
-        &creds.client_key_pem,
-    )?;
-    // kept as the kubelet keeps its client certificate, for the operator's tools
-    let kubeconfig = opts.data_dir.join(NODE_KUBECONFIG);
+    let user = format!("system:node:{name}");
+    let groups = ["system:nodes".to_owned()];
     kcore_statedir::ensure_dir(&opts.data_dir, kcore_statedir::PRIVATE_DIR)
         .with_context(|| format!("creating {}", opts.data_dir.display()))?;
-    kcore_statedir::write(
-        &kubeconfig,
-        crate::join::kubeconfig_with_certificate(
-            server_url,
-            &name,
-            &creds.serving.ca_pem,
-            &creds.client_cert_pem,
-            &creds.client_key_pem,
-        )
-        .as_bytes(),
-        kcore_statedir::PRIVATE_FILE,
+    let cert =
+        credentials::request_certificate(bootstrap, &credentials::client_csr(&user, &groups))
+            .await
+            .with_context(|| format!("getting the client certificate of node {name}"))?;
+    // kept as the kubelet keeps its client certificate, for the operator's tools
+    let kubeconfig = opts.data_dir.join(NODE_KUBECONFIG);
+    credentials::write_kubeconfig(&kubeconfig, server_url, &name, ca_pem, &cert)?;
+    let identity = ClientIdentity::new(cert)?;
+    let client = identity.client(server_url, ca_pem)?;
+    let names = [node_ip.to_string(), name.clone()];
+    let serving = credentials::request_certificate(
+        &client,
+        &CsrSpec {
+            signer: credentials::KUBELET_SERVING_SIGNER,
+            common_name: &user,
+            organizations: &groups,
+            names: &names,
+            usages: &["digital signature", "server auth"],
+            expiration: Some(credentials::CLIENT_CERT_LIFETIME),
+        },
     )
-    .with_context(|| format!("writing {}", kubeconfig.display()))?;
+    .await
+    .with_context(|| format!("getting the serving certificate of node {name}"))?;
     let pod_cidr = match opts.pod_cidr {
         Some(c) => c,
         None => assigned_pod_cidr(&client, &name).await?,
@@ -145,54 +163,33 @@ pub async fn node_config(
     cfg.vxlan = opts.vxlan;
     cfg.cgroup_parent = opts.cgroup_parent.clone();
     cfg.heartbeat = opts.heartbeat;
-    cfg.server_tls = Some(creds.serving);
-    cfg.validate().context("node configuration")?;
-    Ok((cfg, client))
-}
-
-/// What a node gets as it joins: its serving certificate and its client credential.
-struct NodeCredentials {
-    serving: ServerTls,
-    client_cert_pem: String,
-    client_key_pem: String,
-}
-
-/// The node's serving certificate for its agent's server, signed by the cluster CA for
-/// its IP and name, and its client certificate (`POST /kcore/v1/nodecertificates`);
-/// bearer tokens sent to the agent are checked with the API server at `server_url`.
-async fn node_certificates(
-    client: &kube::Client,
-    server_url: &str,
-    name: &str,
-    node_ip: Ipv4Addr,
-) -> Result<NodeCredentials> {
-    let body = serde_json::json!({
-        "nodeName": name,
-        "addresses": [node_ip.to_string(), name],
+    cfg.server_tls = Some(ServerTls {
+        ca_pem: ca_pem.to_owned(),
+        cert_pem: serving.cert_pem,
+        key_pem: serving.key_pem,
+        token_review_url: Some(server_url.to_owned()),
     });
-    let req = hyper::Request::post("/kcore/v1/nodecertificates")
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(&body)?)
-        .context("building the certificate request")?;
-    let v: serde_json::Value = client
-        .request(req)
-        .await
-        .with_context(|| format!("getting the certificates of node {name}"))?;
-    let pem = |k: &str| {
-        v[k].as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("the node certificate answer has no {k}"))
-    };
-    Ok(NodeCredentials {
-        serving: ServerTls {
-            ca_pem: pem("caPem")?,
-            cert_pem: pem("certificatePem")?,
-            key_pem: pem("keyPem")?,
-            token_review_url: Some(server_url.to_owned()),
+    cfg.validate().context("node configuration")?;
+    Ok(JoinedNode {
+        config: cfg,
+        client: client.clone(),
+        rotation: credentials::ClientRotation {
+            identity,
+            client,
+            kubeconfig,
+            server_url: server_url.to_owned(),
+            node: name,
+            ca_pem: ca_pem.to_owned(),
         },
-        client_cert_pem: pem("clientCertificatePem")?,
-        client_key_pem: pem("clientKeyPem")?,
     })
+}
+
+impl std::fmt::Debug for JoinedNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinedNode")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Registers the Node (without a subnet) if it does not exist and waits for the control

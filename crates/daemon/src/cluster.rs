@@ -235,6 +235,11 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client> {
     kube::Client::try_from(config).context("building the API client")
 }
 
+/// The file, under the API server's state directory, of the default join token's
+/// bootstrap token (`<id>.<secret>`, mode 0600).
+pub const JOIN_TOKEN: &str = "join-token";
+const DEFAULT_TOKEN_DESCRIPTION: &str = "The default bootstrap token of kcored (kcored token).";
+
 /// A started control plane: its URL and kubeconfig, and the tasks running it.
 pub struct ControlPlane {
     url: String,
@@ -294,10 +299,15 @@ impl ControlPlane {
         builder = cfg.security.apply(builder)?;
         let server = builder.build().await.context("starting the API server")?;
         let url = server.url();
-        let join_token = match (server.ca_pem(), server.admin_token()) {
-            (Some(ca), Some(secret)) => Some(JoinToken::for_ca(ca, secret)?),
-            _ => None,
+        // the bootstrap token nodes join with (kept without expiry, as k3s's join token)
+        let join_token = match server.ca_pem() {
+            Some(ca) => {
+                let t = crate::join::BootstrapToken::load_or_create(&api_dir.join(JOIN_TOKEN))?;
+                Some((JoinToken::for_ca(ca, &t.to_string())?, t))
+            }
+            None => None,
         };
+        let ca_pem = server.ca_pem().map(str::to_owned);
         let kubeconfig = cfg.kubeconfig_path();
         server
             .write_kubeconfig(&kubeconfig)
@@ -341,6 +351,10 @@ impl ControlPlane {
 
         let client = client_from_kubeconfig(&kubeconfig).await?;
         wait_ready(&client).await?;
+        if let Some((_, t)) = &join_token {
+            t.store(&client, None, DEFAULT_TOKEN_DESCRIPTION).await?;
+        }
+        let join_token = join_token.map(|(j, _)| j);
         crate::storage::ensure_default_class(&client).await?;
         if cfg.scheduler {
             let client = client_from_kubeconfig(&scheduler_kubeconfig).await?;
@@ -380,15 +394,32 @@ impl ControlPlane {
         }
         let node = match &cfg.agent {
             Some(opts) => {
-                let (node, node_client) = crate::agent::node_config(&client, &url, opts).await?;
+                // the in-process node joins as any other: with the bootstrap token
+                let (ca, token) = match (&ca_pem, &join_token) {
+                    (Some(ca), Some(t)) => (ca, t),
+                    _ => anyhow::bail!("a node agent needs the API server's cluster CA (HTTPS)"),
+                };
+                let ca_der = kcore_tls::pem_certificates(ca)
+                    .context("reading the cluster CA")?
+                    .first()
+                    .map(|d| d.to_vec())
+                    .context("no certificate in the cluster CA")?;
+                let bootstrap = crate::join::client(&url, ca_der, &token.secret)?;
+                let joined = crate::agent::node_config(&bootstrap, &url, ca, opts).await?;
+                let node = joined.config;
                 crate::agent::save_node_record(&node)?;
                 let (agent, shutdown) = (
-                    NodeAgent::new(node_client, node.clone()),
+                    NodeAgent::new(joined.client, node.clone()),
                     stopped(rx.clone()),
                 );
                 tasks.spawn(async move {
                     let r = agent.run(shutdown).await.context("node agent");
                     ("node agent", r)
+                });
+                let (rotation, shutdown) = (joined.rotation, stopped(rx.clone()));
+                tasks.spawn(async move {
+                    let r = rotation.run(shutdown).await;
+                    ("node certificate rotation", r)
                 });
                 Some(node)
             }

@@ -20,6 +20,7 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod credentials;
 pub mod datadir;
 pub mod image_cmd;
 pub mod ipam;

@@ -253,7 +253,10 @@ impl NodeAgent {
         tasks.push(stats.clone().spawn());
         match &cfg.server_tls {
             Some(t) => {
-                let authn = Arc::new(Authn::new(&t.ca_pem, t.token_review_url.as_deref())?);
+                let authn = Arc::new(Authn::new(
+                    &cfg.node_name,
+                    t.token_review_url.is_some().then(|| client.clone()),
+                ));
                 let serving = kcore_tls::CertKey {
                     cert_pem: t.cert_pem.clone(),
                     key_pem: t.key_pem.clone(),
@@ -269,7 +272,7 @@ impl NodeAgent {
                     Some(backend),
                     Some(stats.clone()),
                 )
-                .into_make_service_with_connect_info::<kcore_tls::PeerCertified>();
+                .into_make_service_with_connect_info::<kcore_tls::PeerCertificates>();
                 tasks.push(tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, app).await {
                         tracing::warn!(error = %ErrorChain(&e), "https server stopped");

@@ -86,8 +86,9 @@ pub struct NodeConfig {
 ///
 /// A client proves who it is with a certificate signed by the cluster CA for
 /// `clientAuth` (the API server's own, when it proxies `kubectl logs`), or with a bearer
-/// token the API server at `token_review_url` accepts. Everything else, `/healthz`
-/// included, gets 401.
+/// token the API server accepts (a TokenReview). Everything else, `/healthz` included,
+/// gets 401. Each request is then authorized with a SubjectAccessReview, as the
+/// kubelet's (`nodes/proxy`, `nodes/stats`, ...).
 #[derive(Clone)]
 pub struct ServerTls {
     /// The cluster CA (PEM): client certificates must chain to it, and so must the API
@@ -98,8 +99,9 @@ pub struct ServerTls {
     pub cert_pem: String,
     /// Its private key (PEM).
     pub key_pem: String,
-    /// The API server bearer tokens are checked against (`https://host:port`); `None`
-    /// accepts client certificates only.
+    /// The API server requests are authenticated and authorized with
+    /// (`https://host:port`), through the agent's own API client; `None` accepts client
+    /// certificates only, without authorization.
     pub token_review_url: Option<String>,
 }
 

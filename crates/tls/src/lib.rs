@@ -53,7 +53,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use csr::CertRequest;
 pub use listener::{PeerCertificates, PeerCertified, TlsListener};
-pub use subject::{subject, Subject};
+pub use subject::{subject, validity, Subject};
 pub use verify::ClientVerifier;
 
 /// What went wrong with a key, a certificate or a TLS configuration.

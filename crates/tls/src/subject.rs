@@ -76,6 +76,74 @@ pub fn subject(der: &[u8]) -> Option<Subject> {
     name(rest)
 }
 
+/// The validity period (`notBefore`, `notAfter`) of a DER-encoded certificate.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let ca = kcore_tls::Ca::load_or_create(dir.path())?;
+/// let alice = ca.issue_client("alice", &[])?;
+/// let der = kcore_tls::pem_certificates(&alice.cert_pem)?;
+/// let (from, until) = kcore_tls::validity(&der[0]).expect("a validity");
+/// assert!(from < std::time::SystemTime::now() && until > std::time::SystemTime::now());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn validity(der: &[u8]) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
+    let (tag, cert, _) = element(der)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (tag, tbs, _) = element(cert)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let mut rest = tbs;
+    if rest.first() == Some(&0xa0) {
+        rest = element(rest)?.2;
+    }
+    // serialNumber, signature, issuer, then validity
+    for _ in 0..3 {
+        rest = element(rest)?.2;
+    }
+    let (tag, validity, _) = element(rest)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (t1, from, rest) = element(validity)?;
+    let (t2, until, _) = element(rest)?;
+    Some((time(t1, from)?, time(t2, until)?))
+}
+
+/// An X.509 `UTCTime` (tag 0x17, `YYMMDDHHMMSSZ`) or `GeneralizedTime` (0x18,
+/// `YYYYMMDDHHMMSSZ`).
+fn time(tag: u8, text: &[u8]) -> Option<std::time::SystemTime> {
+    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        0x17 if text.len() == 12 => {
+            let yy: i64 = text[..2].parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
+        }
+        0x18 if text.len() == 14 => (text[..4].parse().ok()?, &text[4..]),
+        _ => return None,
+    };
+    let num = |r: std::ops::Range<usize>| rest.get(r)?.parse::<i64>().ok();
+    let (month, day) = (num(0..2)?, num(2..4)?);
+    let (h, m, s) = (num(4..6)?, num(6..8)?, num(8..10)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // days from the civil date (Howard Hinnant's algorithm)
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + m * 60 + s;
+    let secs = u64::try_from(secs).ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 /// Reads the subject of a DER-encoded PKCS#10 certificate request (its signature is
 /// checked by [`crate::CertRequest::parse`]).
 pub(crate) fn request_subject(der: &[u8]) -> Option<Subject> {
@@ -124,4 +192,20 @@ fn name(der: &[u8]) -> Option<Subject> {
         }
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod validity_tests {
+    #[test]
+    fn times_read_as_upstream_encodes_them() {
+        let at = |tag, t: &str| {
+            super::time(tag, t.as_bytes())
+                .map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs())
+        };
+        assert_eq!(at(0x17, "700101000000Z"), Some(0));
+        assert_eq!(at(0x17, "260301120000Z"), Some(1_772_366_400));
+        assert_eq!(at(0x18, "20500101000000Z"), Some(2_524_608_000));
+        assert_eq!(at(0x17, "261301120000Z"), None);
+        assert_eq!(at(0x17, "2603011200Z"), None);
+    }
 }

@@ -584,6 +584,27 @@ pub(crate) fn cluster_roles() -> Vec<Value> {
                 &["create", "get", "list", "watch"],
             )],
         ),
+        // what the API server's client certificate may do on the nodes' API
+        cluster_role(
+            "system:kubelet-api-admin",
+            json!({}),
+            vec![
+                rule(&[""], &["nodes"], &["get", "list", "watch", "proxy"]),
+                rule(
+                    &[""],
+                    &[
+                        "nodes/proxy",
+                        "nodes/metrics",
+                        "nodes/stats",
+                        "nodes/log",
+                        "nodes/pods",
+                        "nodes/healthz",
+                        "nodes/configz",
+                    ],
+                    &["*"],
+                ),
+            ],
+        ),
         signer_approver("kube-apiserver-client"),
         signer_approver("kube-apiserver-client-kubelet"),
         signer_approver("kubelet-serving"),
@@ -699,6 +720,29 @@ pub(crate) fn cluster_role_bindings() -> Vec<Value> {
             "kcore:node-agent",
             "kcore:node-agent",
             &[("Group", "system:nodes")],
+        ),
+        // as kubeadm binds them: nodes joining with a bootstrap token may ask for their
+        // client certificate, which is approved, and renew it as themselves
+        binding(
+            "kcore:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            &[("Group", super::bootstrap_token::GROUP)],
+        ),
+        binding(
+            "kcore:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[("Group", super::bootstrap_token::GROUP)],
+        ),
+        binding(
+            "kcore:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[("Group", "system:nodes")],
+        ),
+        // the API server's client certificate towards the nodes' API
+        binding(
+            "kcore:apiserver-kubelet-client",
+            "system:kubelet-api-admin",
+            &[("User", crate::tls::KUBELET_CLIENT_USER)],
         ),
     ]
 }

@@ -25,7 +25,9 @@
 //!   certificate request (`kube-apiserver-client-kubelet`, a valid kubelet client
 //!   subject and usages) is approved (`AutoApproved`) when its requester may `create`
 //!   `certificatesigningrequests/selfnodeclient` (renewal: the requester is the node
-//!   named in the request) or `certificatesigningrequests/nodeclient` (bootstrap).
+//!   named in the request) or `certificatesigningrequests/nodeclient` (bootstrap);
+//!   and, kcore's addition, a node's serving certificate request (`kubelet-serving`)
+//!   from the node it names, for its own name ([`serving_approval`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -299,18 +301,22 @@ pub(crate) async fn auto_approval(api: &Api, csr: &Value) -> Result<Option<Value
         .is_some_and(|c| !c.is_empty())
         || condition(csr, "Approved")
         || condition(csr, "Denied");
-    if decided || csr["spec"]["signerName"] != KUBELET_CLIENT {
+    let signer = csr["spec"]["signerName"].as_str().unwrap_or_default();
+    if decided || (signer != KUBELET_CLIENT && signer != KUBELET_SERVING) {
         return Ok(None);
     }
     let Some(req) = parse_request(csr) else {
         return Ok(None);
     };
     let usages = usages(csr);
-    if !matches!(check(KUBELET_CLIENT, &req, &usages), Some(Ok(_))) {
+    if !matches!(check(signer, &req, &usages), Some(Ok(_))) {
         return Ok(None);
     }
     let user = requester(csr);
     let own = req.subject().common_name.as_deref() == Some(user.username.as_str());
+    if signer == KUBELET_SERVING {
+        return Ok(serving_approval(&req, &user, own));
+    }
     for (sub, self_only, message) in RECOGNIZERS {
         if *self_only && !own {
             continue;
@@ -325,6 +331,22 @@ pub(crate) async fn auto_approval(api: &Api, csr: &Value) -> Result<Option<Value
         }
     }
     Ok(None)
+}
+
+/// kcore's approval of a node's serving certificate (upstream leaves these to an
+/// external approver): the requester is the node the request names, in `system:nodes`,
+/// and the only DNS name is the node's own; the IP addresses are the node's to choose,
+/// as k3s's supervisor signs the addresses its agents ask for.
+fn serving_approval(req: &kcore_tls::CertRequest, user: &UserInfo, own: bool) -> Option<Value> {
+    let node = super::node::identity(user).filter(|n| !n.is_empty())?;
+    if !own || req.dns_names().iter().any(|d| d != node) {
+        return None;
+    }
+    Some(
+        json!({"type": "Approved", "status": "True", "reason": "AutoApproved",
+        "message": "Auto approving kubelet serving certificate of its own node.",
+        "lastUpdateTime": crate::api::now()}),
+    )
 }
 
 /// Approves `csr` when [`auto_approval`] says so.
@@ -356,7 +378,7 @@ async fn auto_approve(api: &Api, info: &'static ResourceInfo, csr: &Value) {
         )
         .await
     {
-        Ok(_) => tracing::info!(csr = %name, "auto-approved a node client certificate request"),
+        Ok(_) => tracing::info!(csr = %name, "auto-approved a node certificate request"),
         Err(e) => tracing::debug!(csr = %name, error = %e.message, "approving a CSR"),
     }
 }

@@ -8,7 +8,8 @@
 //!    as upstream's union of authenticators), else a bearer
 //!    token: a static token of the token file (`token,user,uid,"group1,group2"`, the
 //!    bootstrap credentials; a line with the token alone is an administrator in
-//!    `system:masters`), else a service-account JWT this server signed
+//!    `system:masters`), else a bootstrap token (`<id>.<secret>`, [`bootstrap_token`]),
+//!    else a service-account JWT this server signed
 //!    ([`token::Issuer`]). Authenticated users also get `system:authenticated`. Anyone
 //!    else is anonymous (`system:anonymous`, group `system:unauthenticated`) and is
 //!    answered 401 except on the health and version paths, which upstream serves to
@@ -25,8 +26,10 @@
 //! against escalation ([`confirm_no_escalation`]).
 
 mod bootstrap;
+mod bootstrap_token;
 mod csr;
 pub(crate) mod node;
+mod node_graph;
 pub(crate) mod rbac;
 mod request;
 mod reviews;
@@ -148,6 +151,7 @@ pub(crate) struct Auth {
     client_ca: Option<kcore_tls::ClientVerifier>,
     issuer: Arc<Issuer>,
     policy: rbac::PolicyCache,
+    node_graph: Arc<node_graph::Graph>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -194,7 +198,13 @@ impl Auth {
             tokens,
             issuer: Arc::new(issuer),
             policy: rbac::PolicyCache::default(),
+            node_graph: Arc::default(),
         }
+    }
+
+    /// Keeps the Node authorizer's graph from watches until the server stops.
+    pub(crate) fn run_node_graph(&self, api: Api) -> impl std::future::Future<Output = ()> {
+        self.node_graph.clone().run(api)
     }
 
     /// The service-account token issuer.
@@ -212,6 +222,9 @@ impl Auth {
     ) -> Result<UserInfo, String> {
         if let Some(u) = self.tokens.get(token) {
             return Ok(u.clone());
+        }
+        if let Some(r) = bootstrap_token::authenticate(api, token).await {
+            return r;
         }
         let claims = self
             .issuer
@@ -353,7 +366,7 @@ impl Auth {
         // the authorization modes Node,RBAC: the first to allow wins, and the 403 names
         // the reasons of both (upstream's union authorizer)
         let node_reason = match node::identity(user) {
-            Some(name) => match node::authorize(api, user, name, a).await {
+            Some(name) => match node::authorize(api, &self.node_graph, user, name, a).await {
                 node::Decision::Allow => return Ok(()),
                 node::Decision::NoOpinion(reason) => reason,
             },
@@ -602,12 +615,13 @@ pub(crate) async fn admit(
 }
 
 /// The controllers of this module, run with the server: the aggregation of
-/// ClusterRoles, and in every namespace the `default` ServiceAccount and (with a
+/// ClusterRoles, the cleaner of expired bootstrap tokens, and in every namespace the `default` ServiceAccount and (with a
 /// cluster CA, `ca_pem`) the `kube-root-ca.crt` ConfigMap.
 pub(crate) async fn run(api: Api, ca_pem: Option<String>) {
-    futures::future::join(
+    futures::future::join3(
         aggregation_loop(&api),
         service_account_loop(&api, ca_pem.as_deref()),
+        bootstrap_token::run_cleaner(api.clone()),
     )
     .await;
 }

@@ -23,15 +23,17 @@
 //! (the authorization order is `Node,RBAC`), and the node authorizer's reason ends
 //! the 403's message (`no relationship found between node 'n1' and this object`).
 //!
-//! Upstream keeps a graph of pods, claims and volumes fed by informers. The relations
-//! here are computed on demand from the watch cache's pods (and claims, for volumes):
-//! one pass over the pods per decision, and only for nodes' reads of these resources.
+//! As upstream, the relations come from a graph of pods, claims, volumes and attachments
+//! kept from watches ([`super::node_graph`]); a request the graph finds no path for is
+//! checked against the stored objects before it is refused (the graph trails the store
+//! by a moment).
 
 use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde_json::Value;
 
+use super::node_graph::Graph;
 use super::{rbac, Attributes, UserInfo};
 use crate::api::Api;
 use crate::resources;
@@ -77,9 +79,15 @@ fn node_rules() -> &'static [PolicyRule] {
     })
 }
 
+/// What a decision reads: the store and the graph.
+struct Ctx<'a> {
+    api: &'a Api,
+    graph: &'a Graph,
+}
+
 /// The kinds of objects a node may reach through its pods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Kind {
     Secret,
     ConfigMap,
     Claim,
@@ -105,8 +113,16 @@ impl Kind {
     }
 }
 
-/// Decides `a` for node `node`.
-pub(crate) async fn authorize(api: &Api, user: &UserInfo, node: &str, a: &Attributes) -> Decision {
+/// Decides `a` for node `node`, with the relations of `graph`.
+pub(crate) async fn authorize(
+    api: &Api,
+    graph: &Graph,
+    user: &UserInfo,
+    node: &str,
+    a: &Attributes,
+) -> Decision {
+    let g = Ctx { api, graph };
+    let api = &g;
     if node.is_empty() {
         return no(format!("unknown node for user {:?}", user.username));
     }
@@ -143,7 +159,7 @@ pub(crate) async fn authorize(api: &Api, user: &UserInfo, node: &str, a: &Attrib
     }
 }
 
-async fn status_update(api: &Api, node: &str, kind: Kind, a: &Attributes) -> Decision {
+async fn status_update(api: &Ctx<'_>, node: &str, kind: Kind, a: &Attributes) -> Decision {
     if !matches!(a.verb.as_str(), "update" | "patch") {
         return no("can only get/update/patch this type");
     }
@@ -153,7 +169,7 @@ async fn status_update(api: &Api, node: &str, kind: Kind, a: &Attributes) -> Dec
     related(api, node, kind, a).await
 }
 
-async fn get(api: &Api, node: &str, kind: Kind, a: &Attributes) -> Decision {
+async fn get(api: &Ctx<'_>, node: &str, kind: Kind, a: &Attributes) -> Decision {
     if a.verb != "get" {
         return no("can only get individual resources of this type");
     }
@@ -163,7 +179,7 @@ async fn get(api: &Api, node: &str, kind: Kind, a: &Attributes) -> Decision {
     related(api, node, kind, a).await
 }
 
-async fn read_namespaced(api: &Api, node: &str, kind: Kind, a: &Attributes) -> Decision {
+async fn read_namespaced(api: &Ctx<'_>, node: &str, kind: Kind, a: &Attributes) -> Decision {
     if !matches!(a.verb.as_str(), "get" | "list" | "watch") {
         return no("can only read resources of this type");
     }
@@ -176,7 +192,7 @@ async fn read_namespaced(api: &Api, node: &str, kind: Kind, a: &Attributes) -> D
     related(api, node, kind, a).await
 }
 
-async fn create_token(api: &Api, node: &str, a: &Attributes) -> Decision {
+async fn create_token(api: &Ctx<'_>, node: &str, a: &Attributes) -> Decision {
     if a.verb != "create" || a.name.is_empty() {
         return no("can only create tokens for individual service accounts");
     }
@@ -238,7 +254,7 @@ fn node_object(node: &str, a: &Attributes) -> Decision {
     }
 }
 
-async fn pod(api: &Api, node: &str, a: &Attributes) -> Decision {
+async fn pod(api: &Ctx<'_>, node: &str, a: &Attributes) -> Decision {
     match (a.subresource.as_str(), a.verb.as_str()) {
         ("", "get") => get(api, node, Kind::Pod, a).await,
         ("", "list" | "watch") => {
@@ -260,11 +276,16 @@ async fn pod(api: &Api, node: &str, a: &Attributes) -> Decision {
 }
 
 /// Allows `a` when its object is related to `node`.
-async fn related(api: &Api, node: &str, kind: Kind, a: &Attributes) -> Decision {
+async fn related(api: &Ctx<'_>, node: &str, kind: Kind, a: &Attributes) -> Decision {
     if a.name.is_empty() {
         return no("No Object name found");
     }
-    match has_path(api, node, kind, &a.namespace, &a.name).await {
+    // the graph answers at once; where it finds no path (it may trail the store by a
+    // moment, or not have synced yet) the store decides
+    if api.graph.synced() && api.graph.has_path(node, kind, &a.namespace, &a.name) {
+        return Decision::Allow;
+    }
+    match has_path(api.api, node, kind, &a.namespace, &a.name).await {
         Ok(true) => Decision::Allow,
         Ok(false) => no(format!(
             "no relationship found between node '{node}' and this object"
@@ -284,8 +305,10 @@ async fn objects(api: &Api, plural: &str) -> Result<Vec<Arc<Value>>, crate::erro
     } else {
         ""
     };
-    let info = resources::lookup(group, "v1", plural).expect("served");
-    api.current_objects(info).await
+    match resources::lookup(group, "v1", plural) {
+        Some(info) => api.current_objects(info).await,
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Whether an object of `kind` named `ns/name` is reachable from a pod bound to `node`
@@ -361,7 +384,7 @@ async fn has_path(
 }
 
 /// The secrets a PersistentVolume's spec names (namespace, name).
-fn volume_secrets(spec: &Value) -> Vec<(Option<String>, String)> {
+pub(crate) fn volume_secrets(spec: &Value) -> Vec<(Option<String>, String)> {
     let mut out = Vec::new();
     for (_, source) in spec.as_object().into_iter().flatten() {
         let Some(src) = source.as_object() else {

@@ -3,6 +3,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -54,11 +55,15 @@ enum Cmd {
         #[command(flatten)]
         node: NodeArgs,
     },
-    /// Print the join token of the control plane whose state is in --data-dir.
+    /// Print the join token of the control plane whose state is in --data-dir; with a
+    /// subcommand, manage bootstrap tokens as `kubeadm token` does.
+    #[command(args_conflicts_with_subcommands = true)]
     Token {
         /// State directory of the control plane.
-        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        #[arg(long, default_value = DEFAULT_DATA_DIR, global = true)]
         data_dir: PathBuf,
+        #[command(subcommand)]
+        action: Option<TokenCmd>,
     },
     /// Remove this node's pods, cgroups, Service rules, overlay and bridge (kept state
     /// on disk and API objects are left alone).
@@ -67,6 +72,39 @@ enum Cmd {
         #[arg(long, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a bootstrap token and print the join token that carries it.
+    Create {
+        /// How long the token is valid (`24h`, `30m`, `90s`; `0` never expires).
+        #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+        ttl: Duration,
+        /// A description of the token.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the bootstrap tokens.
+    List,
+}
+
+/// A TTL as kubeadm takes it: a number with `s`, `m`, `h` or `d` (`0`: forever).
+fn parse_ttl(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("invalid duration {s:?}: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
 }
 
 #[derive(clap::Args)]
@@ -262,34 +300,79 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let token: JoinToken = token.parse()?;
             kcored::datadir::secure(&node.data_dir)?;
             let ca = kcored::join::discover_ca(&server, &token).await?;
+            let ca_pem = kcored::join::ca_pem(&ca);
             let client = kcored::join::client(&server, ca, &token.secret)?;
-            let (cfg, client) =
-                kcored::agent::node_config(&client, &server, &node.options(true)).await?;
+            let joined =
+                kcored::agent::node_config(&client, &server, &ca_pem, &node.options(true)).await?;
+            let cfg = joined.config;
             kcored::agent::save_node_record(&cfg)?;
             println!(
                 "kcored: node {} joined {server} with pod subnet {}",
                 cfg.node_name, cfg.pod_cidr
             );
-            kcore_node::NodeAgent::new(client, cfg)
-                .run(shutdown_signal()?)
+            let shutdown = shutdown_signal()?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let rotation = tokio::spawn(joined.rotation.run(async move {
+                let mut stopped = stopped;
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+            let r = kcore_node::NodeAgent::new(joined.client, cfg)
+                .run(shutdown)
                 .await
-                .context("node agent")
+                .context("node agent");
+            let _ = stop.send(true);
+            let _ = rotation.await;
+            r
         }
-        Cmd::Token { data_dir } => {
+        Cmd::Token { data_dir, action } => {
             let api = data_dir.join("apiserver");
             let ca_path = api.join("pki").join("ca.crt");
             let ca = std::fs::read_to_string(&ca_path)
                 .with_context(|| format!("reading {}", ca_path.display()))?;
-            let tokens_path = api.join("tokens.csv");
-            let tokens = std::fs::read_to_string(&tokens_path)
-                .with_context(|| format!("reading {}", tokens_path.display()))?;
-            let secret = tokens
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with('#'))
-                .and_then(|l| l.split(',').next())
-                .with_context(|| format!("no token in {}", tokens_path.display()))?;
-            println!("{}", JoinToken::for_ca(&ca, secret)?);
+            match action {
+                None => {
+                    let path = api.join(kcored::cluster::JOIN_TOKEN);
+                    let t: kcored::join::BootstrapToken = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?
+                        .parse()?;
+                    println!("{}", JoinToken::for_ca(&ca, &t.to_string())?);
+                }
+                Some(TokenCmd::Create { ttl, description }) => {
+                    let client =
+                        kcored::cluster::client_from_kubeconfig(&api.join("admin.kubeconfig"))
+                            .await?;
+                    let t = kcored::join::BootstrapToken::generate();
+                    t.store(&client, (!ttl.is_zero()).then_some(ttl), &description)
+                        .await?;
+                    println!("{}", JoinToken::for_ca(&ca, &t.to_string())?);
+                }
+                Some(TokenCmd::List) => {
+                    let client =
+                        kcored::cluster::client_from_kubeconfig(&api.join("admin.kubeconfig"))
+                            .await?;
+                    let tokens = kcored::join::list_bootstrap_tokens(&client).await?;
+                    println!(
+                        "{:<24}{:<11}{:<22}{:<27}{:<35}EXTRA GROUPS",
+                        "TOKEN", "TTL", "EXPIRES", "USAGES", "DESCRIPTION"
+                    );
+                    for t in tokens {
+                        let desc = if t.description.is_empty() {
+                            "<none>".to_owned()
+                        } else {
+                            t.description
+                        };
+                        println!(
+                            "{:<24}{:<11}{:<22}{:<27}{:<35}{}",
+                            t.token,
+                            kcored::join::human_ttl(t.ttl),
+                            t.expires,
+                            t.usages.join(","),
+                            desc,
+                            t.extra_groups
+                        );
+                    }
+                }
+            }
             Ok(())
         }
         Cmd::Reset { data_dir } => {
