@@ -554,7 +554,7 @@ async fn attach_keeps_stdin_and_terminal_across_an_agent_restart() {
     read_until(&mut out, "bye").await;
     w.shutdown().await.unwrap();
     exit_of(p).await;
-    let after = env.wait_pod("r", 20, |p| terminated(p, "once")).await;
+    env.wait_pod("r", 20, |p| terminated(p, "once")).await;
 
     // a container this agent did not start ends with code 7: its reaper recorded the
     // code for the agent that is no longer its parent (else it reads 137, unknown)

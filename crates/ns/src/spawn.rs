@@ -458,11 +458,10 @@ impl NsCommand {
         let reaper = match (&msg, &self.exit_record) {
             (Ok(Some(Message::Pid(_))), Some(record)) => Some(Reaper {
                 pid: helper,
-                record: File::from(
-                    record
-                        .try_clone()
-                        .map_err(|e| Error::Sys { op: "dup", source: e })?,
-                ),
+                record: File::from(record.try_clone().map_err(|e| Error::Sys {
+                    op: "dup",
+                    source: e,
+                })?),
             }),
             _ => None,
         };
