@@ -26,7 +26,7 @@
 //! 200), `KCORE_BENCH_KUBECTL` (kubectl runs, default 10).
 
 mod common;
-use common::env_num;
+use common::{env_num, process_cpu};
 
 #[path = "../../crates/stream/tests/support/mod.rs"]
 mod support;
@@ -323,12 +323,19 @@ fn bench(c: &mut Criterion) {
     let kubectls = env_num("KCORE_BENCH_KUBECTL", 10).max(1);
     let payload = Arc::new(Payload::new(mib << 20));
 
-    // port-forward vs direct, in alternating rounds
+    // port-forward vs direct, in alternating rounds; with the CPU time the whole process
+    // (client, API server, node and pod alike) spent on each, which a loaded machine
+    // does not inflate as it does the elapsed time
     let (mut fwd, mut direct) = (Vec::new(), Vec::new());
+    let (mut fwd_cpu, mut direct_cpu) = (Vec::new(), Vec::new());
     rt.block_on(async {
         for _ in 0..rounds {
+            let c = process_cpu();
             fwd.push(forwarded_round(&api, &payload).await);
+            fwd_cpu.push(process_cpu().saturating_sub(c));
+            let c = process_cpu();
             direct.push(direct_round(cluster.pod_8080, &payload).await);
+            direct_cpu.push(process_cpu().saturating_sub(c));
         }
     });
     let rate = |d: Duration| 2.0 * mib as f64 / d.as_secs_f64();
@@ -338,6 +345,14 @@ fn bench(c: &mut Criterion) {
         rate(f),
         rate(d),
         rate(f) / rate(d)
+    );
+    let (fc, dc) = (median(fwd_cpu), median(direct_cpu));
+    println!(
+        "port-forward CPU time per round: {:.0} ms through the API server and the node, {:.0} ms direct (ratio {:.2}); {:.1} ms per MiB forwarded",
+        ms(fc),
+        ms(dc),
+        dc.as_secs_f64() / fc.as_secs_f64().max(1e-9),
+        ms(fc) / (2.0 * mib as f64)
     );
 
     // exec `true`: the client's time, the node's span of it, and spawning `true`

@@ -6,7 +6,8 @@
 //! volumes, and the database's records on a PersistentVolumeClaim that outlive its pod;
 //! then, on the same cluster, a Service-backed admission webhook running in a pod of the
 //! demo image, and `kubectl exec`, `port-forward` and `cp` into the pods over both
-//! streaming protocols (WebSocket and SPDY), `kubectl top` of a pod that burns CPU, and
+//! streaming protocols (WebSocket and SPDY), `exec -it`, `run -it --rm` and `debug -it`
+//! on a real pty, `kubectl top` of a pod that burns CPU, and
 //! `kubectl autoscale` of a Deployment that burns CPU, scaled up and back down.
 
 mod common;
@@ -756,6 +757,125 @@ fn run_attach_and_debug(
     );
 }
 
+/// `kubectl <args>` on a terminal of its own: run by `script` on a fresh pty whose input
+/// is `input` (kubectl sees a TTY on stdin, so `-t` sessions get one in the pod too).
+/// Returns what the terminal showed (the echo of the input included) and the exit.
+fn kubectl_on_a_pty(
+    m: &Machine,
+    env: &[(&str, &str)],
+    args: &[&str],
+    input: &str,
+) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let quote = |a: &str| format!("'{}'", a.replace('\'', r"'\''"));
+    let kubeconfig = m.kubeconfig();
+    let line = ["kubectl", "--kubeconfig", kubeconfig.to_str().unwrap()]
+        .into_iter()
+        .chain(args.iter().copied())
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut c = in_netns(&m.netns, "script");
+    c.args(["-qec", &line, "/dev/null"])
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("script (util-linux)");
+    let mut stdin = child.stdin.take().unwrap();
+    let text = input.to_owned();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(text.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+/// `kubectl exec -it`, `run -it --rm` and `debug -it`, each driven through a real pty:
+/// the shell in the pod runs on a terminal of its own, and the exit code comes back.
+fn on_a_terminal(
+    m: &Machine,
+    env: &[(&str, &str)],
+    mode: &str,
+    web_pod: &str,
+    fail: &dyn Fn(&str, &std::process::Output) -> String,
+) {
+    const IMAGE: &str = "--image=kcore.local/demo:v2";
+    let shown = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    // the echo of the input shows `$((6*7))` and `$(tty)`; only the shell's output
+    // shows 42 and the device
+    let probe = "echo \"sum=$((6*7)) tty=$(tty)\"\n";
+
+    let out = kubectl_on_a_pty(
+        m,
+        env,
+        &["exec", "-it", web_pod, "-c", "web", "--", "sh"],
+        &format!("{probe}exit 5\n"),
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", fail("exec -it", &out));
+    assert!(
+        shown(&out).contains("sum=42 tty=/dev/pts/"),
+        "{}",
+        fail("exec -it", &out)
+    );
+
+    let name = format!("tty-{mode}");
+    let out = kubectl_on_a_pty(
+        m,
+        env,
+        &[
+            "run",
+            &name,
+            "-it",
+            "--rm",
+            "--restart=Never",
+            IMAGE,
+            "--image-pull-policy=Never",
+            "--command",
+            "--",
+            "sh",
+        ],
+        &format!("{probe}exit\n"),
+    );
+    assert!(out.status.success(), "{}", fail("run -it --rm", &out));
+    assert!(
+        shown(&out).contains("sum=42 tty=/dev/pts/"),
+        "{}",
+        fail("run -it --rm", &out)
+    );
+    assert!(
+        shown(&out).contains(&format!("pod \"{name}\" deleted")),
+        "{}",
+        fail("run -it --rm", &out)
+    );
+
+    let out = kubectl_on_a_pty(
+        m,
+        env,
+        &[
+            "debug",
+            web_pod,
+            "-it",
+            IMAGE,
+            "--image-pull-policy=Never",
+            "--target=web",
+            &format!("--container=dbgt-{mode}"),
+            "--",
+            "sh",
+        ],
+        &format!("grep Name /proc/1/status\n{probe}exit\n"),
+    );
+    assert!(out.status.success(), "{}", fail("debug -it", &out));
+    let seen = shown(&out);
+    assert!(
+        seen.contains("kcore-demo") && seen.contains("sum=42 tty=/dev/pts/"),
+        "{}",
+        fail("debug -it", &out)
+    );
+}
+
 /// `kubectl exec` (exit code, stdout and stderr apart, stdin), `port-forward` and `cp`
 /// into a web pod, each over WebSocket and over SPDY; the node's `/debug/streams`
 /// shows the protocols the sessions negotiated.
@@ -844,6 +964,7 @@ fn into_the_pods(m: &Machine) {
         assert_eq!(std::fs::read_to_string(&back).unwrap(), text);
 
         run_attach_and_debug(m, env, mode, &pod, &fail);
+        on_a_terminal(m, env, mode, &pod, &fail);
     }
 
     // the node recorded the protocols: asked with the admin credentials directly

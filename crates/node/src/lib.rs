@@ -24,7 +24,9 @@
 //! [`NodeConfig::server_tls`] is set ([`ServerTls`]). [`PodStreams`] (from
 //! [`NodeAgent::streams`]) runs exec, attach and port-forward sessions in the pods, and
 //! ephemeral containers join their target's PID namespace. A restarted agent adopts the
-//! containers it finds running.
+//! containers it finds running; each container's parent is a small reaper rather than
+//! the agent ([`kcore_runtime::CreateOptions::reaper`]), so its exit code is known to
+//! an agent that did not start it.
 //!
 //! The Node is registered with capacity, allocatable, addresses, conditions and its
 //! podCIDR, its status refreshed and its Lease in `kube-node-lease` renewed every

@@ -629,7 +629,7 @@ impl PodWorker {
                 self.env
                     .streams
                     .set_container(&ns, &pod, &self.uid, name, &id, io);
-                watch_adopted(c.pid(), name.to_owned(), attempt, self.tx.clone());
+                watch_adopted(c, name.to_owned(), attempt, self.tx.clone());
             } else if ctr.running.as_ref().is_none_or(|r| r.id != id) {
                 let rt = self.env.runtime.clone();
                 let images = self.env.images.clone();
@@ -1026,7 +1026,11 @@ impl PodWorker {
                 let tty = container.tty == Some(true);
                 let keep_stdin = container.stdin == Some(true);
                 let stdin_once = container.stdin_once == Some(true);
-                let mut opts = kcore_runtime::CreateOptions::default();
+                // the exit code outlives this agent: a reaper records it (`watch_adopted`)
+                let mut opts = kcore_runtime::CreateOptions {
+                    reaper: true,
+                    ..Default::default()
+                };
                 let console = if tty {
                     if let Some(p) = oci.process_mut() {
                         p.set_terminal(Some(true));
@@ -1791,32 +1795,30 @@ fn attach_pumps(
     out
 }
 
-/// Waits (on a thread) for an adopted container's process to exit.
-fn watch_adopted(pid: i32, name: String, attempt: u32, tx: mpsc::UnboundedSender<PodEvent>) {
+/// Waits (on a thread) for an adopted container's process to exit. Its exit status is
+/// known when its reaper recorded it (containers this agent's predecessors started with
+/// one); else it is unknown (`None`), as for a container whose parent collected it.
+fn watch_adopted(
+    mut c: kcore_runtime::Container,
+    name: String,
+    attempt: u32,
+    tx: mpsc::UnboundedSender<PodEvent>,
+) {
+    let pid = c.pid();
     let _ = std::thread::Builder::new()
         .name(format!("adopt-{pid}"))
         .spawn(move || {
-            if let Ok(fd) = kcore_ns::pidfd_open(pid) {
-                let mut p = libc::pollfd {
-                    fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                loop {
-                    // SAFETY: one valid pollfd.
-                    let rc = unsafe { libc::poll(&mut p, 1, -1) };
-                    if rc > 0
-                        || (rc < 0
-                            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
-                    {
-                        break;
-                    }
+            let status = match c.wait() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::info!(id = c.id(), error = %ErrorChain(&e), "the adopted container's exit status is unknown");
+                    None
                 }
-            }
+            };
             let _ = tx.send(PodEvent::Exited {
                 name,
                 attempt,
-                status: None,
+                status,
             });
         });
 }

@@ -467,14 +467,16 @@ async fn attach_keeps_stdin_and_terminal_across_an_agent_restart() {
                 {"name": "t", "image": IMAGE, "imagePullPolicy": "Never",
                  "command": ["sh"], "stdin": true, "tty": true},
                 {"name": "once", "image": IMAGE, "imagePullPolicy": "Never",
-                 "command": ["cat"], "stdin": true, "stdinOnce": true}
+                 "command": ["cat"], "stdin": true, "stdinOnce": true},
+                {"name": "seven", "image": IMAGE, "imagePullPolicy": "Never",
+                 "command": ["sh", "-c", "until [ -e /tmp/go ]; do sleep 0.1; done; exit 7"]}
             ]
         }
     }))
     .await;
     let before = env
         .wait_pod("r", 60, |p| {
-            ["in", "t", "once"].iter().all(|c| running(p, c))
+            ["in", "t", "once", "seven"].iter().all(|c| running(p, c))
         })
         .await;
     let ids = |p: &Pod| -> Vec<(String, Option<String>, i32)> {
@@ -543,9 +545,8 @@ async fn attach_keeps_stdin_and_terminal_across_an_agent_restart() {
     drop((w, out, p));
 
     // stdinOnce after the restart: the first client's detach still ends cat's input
-    // (the keeper goes too), so cat ends and so does the session. The code it ended
-    // with is not known to an agent that did not start it (it is not cat's parent), so
-    // the session's exit is not checked here; the container's end is.
+    // (the keeper goes too), so cat ends and so does the session; the container's end
+    // is checked here, its code below (with a container that ends with one of its own).
     let mut p = attach_when_ready(&env, "r", "once", both).await;
     let mut out = p.stdout.take().unwrap();
     let mut w = p.stdin.take().unwrap();
@@ -553,11 +554,47 @@ async fn attach_keeps_stdin_and_terminal_across_an_agent_restart() {
     read_until(&mut out, "bye").await;
     w.shutdown().await.unwrap();
     exit_of(p).await;
-    let after = env.wait_pod("r", 20, |p| terminated(p, "once")).await;
+    env.wait_pod("r", 20, |p| terminated(p, "once")).await;
+
+    // a container this agent did not start ends with code 7: its reaper recorded the
+    // code for the agent that is no longer its parent (else it reads 137, unknown)
+    let be = env.streams.clone().expect("agent restarted");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let p = loop {
+        match be
+            .exec(
+                target(&env, "r", "seven"),
+                vec!["touch".into(), "/tmp/go".into()],
+                OUT_ERR,
+            )
+            .await
+        {
+            Ok(p) => break p,
+            Err(BackendError::NotFound(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("exec in r/seven: {e}"),
+        }
+    };
+    exit_of(p).await;
+    let after = env.wait_pod("r", 20, |p| terminated(p, "seven")).await;
+    let seven = after
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == "seven"))
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.clone())
+        .expect("seven terminated");
+    assert_eq!(
+        (seven.exit_code, seven.reason.as_deref()),
+        (7, Some("Error")),
+        "{seven:?}"
+    );
 
     // the same containers throughout, none restarted
     let (b, a) = (ids(&before), ids(&after));
-    assert_eq!(b.len(), 3);
+    assert_eq!(b.len(), 4);
     for (x, y) in b.iter().zip(&a) {
         assert_eq!((&x.0, &x.1), (&y.0, &y.1), "{a:?}");
         assert_eq!(y.2, 0, "{a:?}");

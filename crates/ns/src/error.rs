@@ -204,6 +204,16 @@ pub enum Error {
         /// How it ended.
         status: String,
     },
+    /// A process's reaper ended without recording its exit status (it was killed).
+    #[error("reaper {pid} of process {child} ended without recording its exit status ({status})")]
+    ReaperDied {
+        /// Host pid of the reaper.
+        pid: i32,
+        /// Host pid of the process it reaped.
+        child: i32,
+        /// How the reaper ended.
+        status: String,
+    },
     /// A process was already reaped.
     #[error("process {pid} was already reaped")]
     Reaped {

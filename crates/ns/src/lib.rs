@@ -59,4 +59,6 @@ pub use namespace::{
     set_hostname, unshare, IdMap, Namespace, NamespaceSet,
 };
 pub use netns::{NetNs, NetnsDir};
-pub use spawn::{write_id_maps, Child, ExitStatus, NsCommand, Pending, SetGroups, SetupError};
+pub use spawn::{
+    read_exit_record, write_id_maps, Child, ExitStatus, NsCommand, Pending, SetGroups, SetupError,
+};

@@ -140,6 +140,7 @@ pub struct NsCommand {
     stdio: [Option<OwnedFd>; 3],
     pdeathsig: Option<i32>,
     exec_gate: Option<SetupFn>,
+    exit_record: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for NsCommand {
@@ -181,6 +182,7 @@ impl NsCommand {
             stdio: [None, None, None],
             pdeathsig: None,
             exec_gate: None,
+            exit_record: None,
         }
     }
 
@@ -375,6 +377,39 @@ impl NsCommand {
         self
     }
 
+    /// Keeps a small **reaper** as the process's parent, so that its exit status outlives
+    /// the caller: when the process ends, the reaper collects it, writes its raw wait
+    /// status (4 bytes, native byte order) at the start of `record` and exits.
+    ///
+    /// Without it the process is the caller's own child, and once the caller is gone its
+    /// new parent (init, or the nearest subreaper) collects the status where nobody reads
+    /// it. This is what conmon and containerd's shim are for; here the reaper is the
+    /// spawn helper itself, which stays instead of exiting: it runs raw system calls only
+    /// (`setsid`, `close_range`, `waitpid`, `pwrite`), holds nothing but `record`, and is
+    /// a copy-on-write fork of the caller. It stays in the namespaces the helper joined.
+    ///
+    /// [`Child::wait`] waits for the reaper (the caller's child) and reads the record;
+    /// another process reads it with [`read_exit_record`] once the reaper has ended
+    /// ([`Child::reaper_pid`] names it).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let record = std::fs::File::create("/run/example.exit")?;
+    /// let mut child = kcore_ns::NsCommand::new("sh")
+    ///     .args(["-c", "exit 7"])
+    ///     .exit_record(record)
+    ///     .run()?;
+    /// assert_eq!(child.wait()?.code(), Some(7));
+    /// let again = kcore_ns::read_exit_record(&std::fs::File::open("/run/example.exit")?)?;
+    /// assert_eq!(again.and_then(|s| s.code()), Some(7));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn exit_record(&mut self, record: impl Into<OwnedFd>) -> &mut Self {
+        self.exit_record = Some(record.into());
+        self
+    }
+
     /// Spawns and releases at once: for callers with nothing to do in between.
     pub fn run(&mut self) -> Result<Child> {
         self.spawn()?.release()
@@ -419,7 +454,21 @@ impl NsCommand {
         self.stdio = [None, None, None];
         let mut status = File::from(status_r);
         let msg = read_message(&mut status);
-        let helper_status = waitpid(helper)?;
+        // a helper that reported a pid stays as the reaper when asked to; any other ends
+        let reaper = match (&msg, &self.exit_record) {
+            (Ok(Some(Message::Pid(_))), Some(record)) => Some(Reaper {
+                pid: helper,
+                record: File::from(record.try_clone().map_err(|e| Error::Sys {
+                    op: "dup",
+                    source: e,
+                })?),
+            }),
+            _ => None,
+        };
+        let helper_status = match reaper {
+            Some(_) => None,
+            None => Some(waitpid(helper)?),
+        };
         let pid = match msg {
             Ok(Some(Message::Pid(pid))) => pid,
             Ok(Some(Message::Err {
@@ -437,7 +486,7 @@ impl NsCommand {
             Ok(None) | Ok(Some(Message::Ready)) | Err(_) => {
                 return Err(Error::HelperDied {
                     pid: helper,
-                    status: helper_status.to_string(),
+                    status: helper_status.map_or_else(String::new, |s| s.to_string()),
                 })
             }
         };
@@ -446,6 +495,7 @@ impl NsCommand {
         Ok(Pending {
             pid,
             pidfd,
+            reaper,
             go: Some(go_w),
             status: Some(status),
             user_ns: self.new.contains(Namespace::User),
@@ -549,7 +599,9 @@ impl NsCommand {
         argv_ptrs.push(std::ptr::null());
         let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
         envp_ptrs.push(std::ptr::null());
+        let exit_record = self.exit_record.as_ref().map(|f| f.as_raw_fd());
         Ok(Prepared {
+            exit_record,
             candidates,
             _argv: argv,
             _envp: envp,
@@ -563,6 +615,8 @@ impl NsCommand {
 }
 
 struct Prepared {
+    /// The reaper's record (see [`NsCommand::exit_record`]).
+    exit_record: Option<RawFd>,
     candidates: Vec<CString>,
     _argv: Vec<CString>,
     _envp: Vec<CString>,
@@ -580,6 +634,7 @@ struct Prepared {
 pub struct Pending {
     pid: i32,
     pidfd: Option<OwnedFd>,
+    reaper: Option<Reaper>,
     go: Option<OwnedFd>,
     status: Option<File>,
     user_ns: bool,
@@ -597,6 +652,11 @@ impl Pending {
     /// A pidfd for the process, when the kernel supports `pidfd_open`.
     pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
         self.pidfd.as_ref().map(|f| f.as_fd())
+    }
+
+    /// The pid of the process's [reaper](NsCommand::exit_record), when it has one.
+    pub fn reaper_pid(&self) -> Option<i32> {
+        self.reaper.as_ref().map(|r| r.pid)
     }
 
     /// Writes the id maps (if a user namespace was created), lets the process run
@@ -622,6 +682,7 @@ impl Pending {
         let mut child = Child {
             pid: self.pid,
             pidfd: self.pidfd.take(),
+            reaper: self.reaper.take(),
             status: None,
             exec_status: None,
         };
@@ -658,9 +719,18 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         if self.go.is_some() {
-            // SAFETY: pid is our unreaped child, so it cannot have been reused.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            let _ = waitpid(self.pid);
+            match &self.reaper {
+                // the reaper collects the process and then ends
+                Some(r) => {
+                    let _ = send_signal(self.pidfd.as_ref(), self.pid, libc::SIGKILL);
+                    let _ = waitpid(r.pid);
+                }
+                None => {
+                    // SAFETY: pid is our unreaped child, so it cannot have been reused.
+                    unsafe { libc::kill(self.pid, libc::SIGKILL) };
+                    let _ = waitpid(self.pid);
+                }
+            }
         }
     }
 }
@@ -704,6 +774,7 @@ pub fn write_id_maps(
 pub struct Child {
     pid: i32,
     pidfd: Option<OwnedFd>,
+    reaper: Option<Reaper>,
     status: Option<ExitStatus>,
     exec_status: Option<File>,
 }
@@ -717,6 +788,11 @@ impl Child {
     /// A pidfd for the process, when the kernel supports `pidfd_open`.
     pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
         self.pidfd.as_ref().map(|f| f.as_fd())
+    }
+
+    /// The pid of the process's [reaper](NsCommand::exit_record), when it has one.
+    pub fn reaper_pid(&self) -> Option<i32> {
+        self.reaper.as_ref().map(|r| r.pid)
     }
 
     /// With an [exec gate](NsCommand::exec_gate): waits until the child passed the gate
@@ -754,24 +830,7 @@ impl Child {
         if self.status.is_some() {
             return Err(Error::Reaped { pid: self.pid });
         }
-        let rc = match &self.pidfd {
-            // SAFETY: the pidfd is valid; a null siginfo is allowed.
-            Some(fd) => unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.as_raw_fd(),
-                    signal,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                ) as i32
-            },
-            // SAFETY: pid is our unreaped child.
-            None => unsafe { libc::kill(self.pid, signal) },
-        };
-        if rc != 0 {
-            return Err(Error::sys("kill"));
-        }
-        Ok(())
+        send_signal(self.pidfd.as_ref(), self.pid, signal)
     }
 
     /// Waits for the process to end and reaps it (returns the same status if called again).
@@ -779,7 +838,13 @@ impl Child {
         if let Some(s) = self.status {
             return Ok(s);
         }
-        let s = waitpid(self.pid)?;
+        let s = match &self.reaper {
+            Some(r) => {
+                let reaper = waitpid(r.pid)?;
+                r.status(self.pid, reaper)?
+            }
+            None => waitpid(self.pid)?,
+        };
         self.status = Some(s);
         Ok(s)
     }
@@ -789,19 +854,85 @@ impl Child {
         if let Some(s) = self.status {
             return Ok(Some(s));
         }
+        let waited = self.reaper.as_ref().map_or(self.pid, |r| r.pid);
         let mut raw = 0;
         // SAFETY: valid out pointer.
-        let rc = unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) };
+        let rc = unsafe { libc::waitpid(waited, &mut raw, libc::WNOHANG) };
         match rc {
             0 => Ok(None),
             r if r < 0 => Err(Error::sys("waitpid")),
             _ => {
-                let s = ExitStatus::from_raw(raw);
+                let s = match &self.reaper {
+                    Some(r) => r.status(self.pid, ExitStatus::from_raw(raw))?,
+                    None => ExitStatus::from_raw(raw),
+                };
                 self.status = Some(s);
                 Ok(Some(s))
             }
         }
     }
+}
+
+/// A process's reaper: the spawn helper, kept as its parent (see [`NsCommand::exit_record`]).
+#[derive(Debug)]
+struct Reaper {
+    pid: i32,
+    record: File,
+}
+
+impl Reaper {
+    /// The status the reaper (which ended with `reaper`) recorded for process `child`.
+    fn status(&self, child: i32, reaper: ExitStatus) -> Result<ExitStatus> {
+        read_exit_record(&self.record)
+            .map_err(|e| Error::Sys {
+                op: "read the exit record",
+                source: e,
+            })?
+            .ok_or(Error::ReaperDied {
+                pid: self.pid,
+                child,
+                status: reaper.to_string(),
+            })
+    }
+}
+
+/// The exit status a [reaper](NsCommand::exit_record) wrote to `record`: `None` when it
+/// wrote none (the process still runs, or the reaper was killed first).
+pub fn read_exit_record(record: &File) -> std::io::Result<Option<ExitStatus>> {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 4];
+    let mut got = 0;
+    while got < b.len() {
+        match record.read_at(&mut b[got..], got as u64) {
+            Ok(0) => return Ok(None),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(ExitStatus::from_raw(i32::from_ne_bytes(b))))
+}
+
+/// Sends `signal` to `pid` through its pidfd when there is one (never to a reused pid).
+fn send_signal(pidfd: Option<&OwnedFd>, pid: i32, signal: i32) -> Result<()> {
+    let rc = match pidfd {
+        // SAFETY: the pidfd is valid; a null siginfo is allowed.
+        Some(fd) => unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            ) as i32
+        },
+        // SAFETY: pid is an unreaped child of ours or of our reaper.
+        None => unsafe { libc::kill(pid, signal) },
+    };
+    if rc != 0 {
+        return Err(Error::sys("kill"));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -845,7 +976,13 @@ fn helper_main(cmd: &mut NsCommand, prep: &Prepared, status: RawFd, go: RawFd) -
     let mut new = cmd.new;
     new.remove(Namespace::Time);
     new.remove(Namespace::Cgroup);
-    let flags = new.clone_flags() as u64 | libc::CLONE_PARENT as u64;
+    // the new process is the caller's child, or the reaper's (this helper's)
+    let parent = if prep.exit_record.is_some() {
+        0
+    } else {
+        libc::CLONE_PARENT as u64
+    };
+    let flags = new.clone_flags() as u64 | parent;
     let pid = clone_fork(flags);
     if pid < 0 {
         let e = std::io::Error::last_os_error();
@@ -866,8 +1003,76 @@ fn helper_main(cmd: &mut NsCommand, prep: &Prepared, status: RawFd, go: RawFd) -
     let mut msg = vec![MSG_PID];
     msg.extend_from_slice(&(pid as i32).to_le_bytes());
     write_all(status, &msg);
+    if let Some(record) = prep.exit_record {
+        // SAFETY: this is the forked helper; reaper_main never returns.
+        unsafe { reaper_main(pid as i32, record) }
+    }
     // SAFETY: _exit never returns.
     unsafe { libc::_exit(0) }
+}
+
+/// The reaper's name (`/proc/<pid>/comm`).
+const REAPER_NAME: &[u8] = b"kcore-reaper\0";
+/// The reaper's record, after it closed everything else.
+const RECORD_FD: i32 = 3;
+
+/// The helper as the reaper of `pid` (see [`NsCommand::exit_record`]): holds only
+/// `record`, collects `pid` and writes its raw wait status there, then exits.
+///
+/// # Safety
+///
+/// Call only in the forked helper, whose child `pid` is; it never returns.
+unsafe fn reaper_main(pid: i32, record: RawFd) -> ! {
+    // SAFETY: async-signal-safe system calls on integers, locals and a static string.
+    unsafe {
+        // out of the caller's session and process group (a signal to them is not ours)
+        libc::setsid();
+        libc::prctl(libc::PR_SET_NAME, REAPER_NAME.as_ptr());
+        // keep the record as fd 3 and nothing else: the status pipe's write end must
+        // close, or the caller's release would wait for it forever
+        let r = libc::fcntl(record, libc::F_DUPFD_CLOEXEC, 64);
+        if r < 0 || libc::dup2(r, RECORD_FD) < 0 {
+            libc::_exit(1);
+        }
+        libc::syscall(libc::SYS_close_range, 0u32, RECORD_FD as u32 - 1, 0u32);
+        libc::syscall(libc::SYS_close_range, RECORD_FD as u32 + 1, u32::MAX, 0u32);
+        // the caller's handlers are no use here; a terminal's signals never come (no tty)
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        let mut raw = 0;
+        loop {
+            let rc = libc::waitpid(pid, &mut raw, 0);
+            if rc == pid {
+                break;
+            }
+            if rc < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(1);
+            }
+        }
+        let b = raw.to_ne_bytes();
+        let mut off = 0usize;
+        while off < b.len() {
+            let n = libc::pwrite(
+                RECORD_FD,
+                b[off..].as_ptr().cast(),
+                b.len() - off,
+                off as libc::off_t,
+            );
+            if n < 0 && *libc::__errno_location() == libc::EINTR {
+                continue;
+            }
+            if n <= 0 {
+                libc::_exit(1);
+            }
+            off += n as usize;
+        }
+        libc::_exit(0)
+    }
 }
 
 fn container_main(cmd: &mut NsCommand, prep: &Prepared, status: RawFd, go: RawFd) -> ! {

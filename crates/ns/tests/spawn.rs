@@ -488,3 +488,66 @@ fn persisted_uts_namespace_outlives_its_process() {
     drop(dir);
     serial.assert_mounts_unchanged();
 }
+
+#[test]
+#[ignore = "needs root"]
+fn a_reaper_records_the_exit_status_for_whoever_reads_it_later() {
+    let _serial = serial();
+    let dir = TestDir::new("reaper");
+    let path = dir.path().join("exit");
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap()
+    };
+    // the process's parent is the reaper, not this process; its output pipe closes at
+    // its end (the reaper holds no copy)
+    let (out_r, out_w) = pipe();
+    let mut cmd = NsCommand::new("sh");
+    cmd.args(["-c", "echo $PPID; read x; exit 7"])
+        .new_namespaces(Namespace::Uts)
+        .exit_record(open());
+    let (in_r, in_w) = pipe();
+    cmd.stdin(in_r).stdout(out_w);
+    let mut child = cmd.run().unwrap();
+    let reaper = child.reaper_pid().expect("a reaper");
+    let comm = std::fs::read_to_string(format!("/proc/{reaper}/comm")).unwrap();
+    assert_eq!(comm.trim(), "kcore-reaper");
+    assert_eq!(
+        kcore_ns::read_exit_record(&std::fs::File::open(&path).unwrap()).unwrap(),
+        None,
+        "nothing recorded while it runs"
+    );
+    drop(in_w);
+    assert_eq!(child.wait().unwrap(), ExitStatus::Exited(7));
+    assert_eq!(read_all(out_r).trim(), reaper.to_string());
+    // what another process (a restarted agent) reads
+    assert_eq!(
+        kcore_ns::read_exit_record(&std::fs::File::open(&path).unwrap()).unwrap(),
+        Some(ExitStatus::Exited(7))
+    );
+
+    // a signal is recorded as such
+    std::fs::remove_file(&path).unwrap();
+    let mut cmd = NsCommand::new("sleep");
+    cmd.arg("100").exit_record(open());
+    let mut child = cmd.run().unwrap();
+    child.kill(libc::SIGTERM).unwrap();
+    assert_eq!(child.wait().unwrap(), ExitStatus::Signaled(libc::SIGTERM));
+    assert_eq!(
+        kcore_ns::read_exit_record(&std::fs::File::open(&path).unwrap()).unwrap(),
+        Some(ExitStatus::Signaled(libc::SIGTERM))
+    );
+
+    // a pending process dropped before release: killed, and its reaper gone too
+    let mut cmd = NsCommand::new("sleep");
+    cmd.arg("100").exit_record(open());
+    let pending = cmd.spawn().unwrap();
+    let pid = pending.pid();
+    drop(pending);
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+}

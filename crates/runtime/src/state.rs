@@ -132,7 +132,14 @@ pub(crate) struct Saved {
     /// The runtime created `rdt_group` (and removes it on delete).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rdt_created: bool,
+    /// The reaper that is `pid`'s parent and its start time, when the container has
+    /// one ([`crate::CreateOptions::reaper`]); it writes [`EXIT_FILE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaper: Option<(i32, u64)>,
 }
+
+/// The file in a container's state directory where its reaper records the exit status.
+pub(crate) const EXIT_FILE: &str = "exit";
 
 impl Saved {
     pub fn load(dir: &Path) -> Result<Saved> {

@@ -843,6 +843,7 @@ impl Runtime {
             rdt_group: None,
             rdt_mon_group: None,
             rdt_created: false,
+            reaper: None,
         };
         saved.save(dir)?;
         let hooks = hooks_of(spec);

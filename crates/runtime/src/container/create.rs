@@ -88,7 +88,8 @@ struct Partial {
 impl Partial {
     fn cleanup(mut self, dir: &Path) {
         if let Some(pid) = self.pid {
-            // SAFETY: pid is our unreaped child (CLONE_PARENT), so it cannot be reused yet.
+            // SAFETY: pid is an unreaped child of ours (CLONE_PARENT) or of our reaper
+            // (which waits in the release thread joined below), so it is not reused yet.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             if let Some(h) = self.release.take() {
                 if let Ok(Ok(mut child)) = h.join() {
@@ -428,6 +429,16 @@ impl Runtime {
         if let Some(fd) = opts.stderr.take() {
             cmd.stderr(fd);
         }
+        if opts.reaper {
+            let path = dir.join(state::EXIT_FILE);
+            let record = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| Error::io("create", &path, e))?;
+            cmd.exit_record(record);
+        }
         let sync_fd = sync_child.as_raw_fd();
         let fifo_raw = fifo_fd.as_ref().map_or(-1, |f| f.as_raw_fd());
         let console_raw = console.as_ref().map(|c| c.as_raw_fd());
@@ -557,6 +568,10 @@ impl Runtime {
         };
         let rdt_mon_group = rdt.as_ref().and_then(|p| p.mon_group.clone());
         let pid_start = state::proc_stat(pid).map(|s| s.0).unwrap_or(0);
+        let reaper = pending.reaper_pid().map(|r| {
+            let start = state::proc_stat(r).map(|s| s.0).unwrap_or(0);
+            (r, start)
+        });
         let mut saved = Saved {
             id: id.into(),
             status: Status::Creating,
@@ -570,6 +585,7 @@ impl Runtime {
             rdt_group,
             rdt_mon_group,
             rdt_created,
+            reaper,
         };
         saved.save(dir)?;
         if let Some(h) = hooks.get("poststop").filter(|h| !h.is_empty()) {

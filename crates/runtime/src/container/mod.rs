@@ -47,6 +47,12 @@ pub struct CreateOptions {
     pub preserve_fds: u32,
     /// Use MS_MOVE + chroot instead of pivot_root (for rootfs on ramfs).
     pub no_pivot: bool,
+    /// Keep a reaper as the container process's parent, which records its exit status
+    /// in the state directory ([`kcore_ns::NsCommand::exit_record`]), so that
+    /// [`Container::wait`] returns it in a process that did not create the container
+    /// (an agent restarted while the container ran). Without it the process is the
+    /// caller's child, as a shim that reaps it itself (containerd's) expects.
+    pub reaper: bool,
 }
 
 /// Options for [`Container::exec`].

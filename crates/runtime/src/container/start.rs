@@ -87,33 +87,53 @@ impl Container {
     fn wait_foreign(&mut self) -> Result<ExitStatus> {
         let _span =
             tracing::debug_span!("wait", id = %self.saved.id, pid = self.saved.pid).entered();
-        let (pid, start) = (self.saved.pid, self.saved.pid_start);
-        // The pidfd pins the pid: if the start time still matches once it is open, it
-        // refers to the container's process (a zombie included).
-        let fd = (pid > 0).then(|| kcore_ns::pidfd_open(pid).ok()).flatten();
-        let same = crate::state::proc_stat(pid).is_some_and(|(s, _)| s == start);
-        if let (Some(fd), true) = (&fd, same) {
-            let mut pfd = libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            loop {
-                // SAFETY: one valid pollfd for the duration of the call.
-                if unsafe { libc::poll(&mut pfd, 1, -1) } >= 0 {
-                    break;
-                }
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(Error::io("poll the pidfd of", format!("/proc/{pid}"), e));
-                }
-            }
+        if let Some((reaper, start)) = self.saved.reaper {
+            // the reaper outlives the process and records its status before it ends
+            wait_for_exit(reaper, start)?;
+            let path = self.dir.join(crate::state::EXIT_FILE);
+            let st = std::fs::File::open(&path)
+                .and_then(|f| kcore_ns::read_exit_record(&f))
+                .map_err(|e| Error::io("read", &path, e))?;
+            self.saved.status = Status::Stopped;
+            self.saved.save(&self.dir)?;
+            return st.ok_or_else(|| Error::ExitStatusUnavailable {
+                id: self.saved.id.clone(),
+            });
         }
+        let (pid, start) = (self.saved.pid, self.saved.pid_start);
+        wait_for_exit(pid, start)?;
         let st = crate::state::exit_status(pid, start);
         self.saved.status = Status::Stopped;
         self.saved.save(&self.dir)?;
         st.ok_or_else(|| Error::ExitStatusUnavailable {
             id: self.saved.id.clone(),
         })
+    }
+}
+
+/// Waits until the process `pid` that started at `start` has exited (at once when that
+/// process is gone already).
+fn wait_for_exit(pid: i32, start: u64) -> Result<()> {
+    // The pidfd pins the pid: if the start time still matches once it is open, it refers
+    // to the process that started then (a zombie included).
+    let fd = (pid > 0).then(|| kcore_ns::pidfd_open(pid).ok()).flatten();
+    let same = crate::state::proc_stat(pid).is_some_and(|(s, _)| s == start);
+    let (Some(fd), true) = (&fd, same) else {
+        return Ok(());
+    };
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd for the duration of the call.
+        if unsafe { libc::poll(&mut pfd, 1, -1) } >= 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(Error::io("poll the pidfd of", format!("/proc/{pid}"), e));
+        }
     }
 }
