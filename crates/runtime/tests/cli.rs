@@ -1819,6 +1819,347 @@ fn checkpoint_restore_counter_continues_like_runc() {
     }
 }
 
+/// A loopback TCP port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits for `child` (a CRIU daemon or a background checkpoint) for up to 60 s,
+/// killing it and failing the test when it does not end.
+fn wait_child(what: &str, child: &mut std::process::Child, log: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(
+                st.success(),
+                "{what}: {st}\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} did not end in 60 s\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Starts `criu args...` in the background with its output in `log`, after the
+/// listening socket it opens is up (CRIU's page server and lazy-pages daemon).
+fn criu_daemon(criu: &str, args: &[&str], log: &std::path::Path) -> std::process::Child {
+    Command::new(criu)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{criu}: {e}"))
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+fn wait_listening(port: u16, what: &str) {
+    for _ in 0..500 {
+        if std::fs::read_to_string("/proc/net/tcp")
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                // local address 0100007F:PORT or 00000000:PORT, state 0A (LISTEN)
+                f.len() > 3 && f[3] == "0A" && f[1].ends_with(&format!(":{port:04X}"))
+            })
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("{what} never listened on port {port}");
+}
+
+/// Memory over the network, as a live migration moves it: a counter checkpointed
+/// through CRIU's page server (`checkpoint --page-server`, the pages landing in the
+/// server's directory, the other images in `--image-path`) is restored from the two
+/// put together and continues; then, where the kernel offers userfaultfd to CRIU
+/// (`criu check --feature uffd-noncoop`), `checkpoint --lazy-pages --page-server
+/// --status-fd` keeps the pages on the source, `criu lazy-pages` serves them to a
+/// `restore --lazy-pages`, and the counter goes on again. Run with kcore-runc and, in
+/// the same test, runc (given the same `--criu`). Skipped with the reason where
+/// `criu check` fails.
+#[test]
+#[ignore = "needs root"]
+fn checkpoint_over_a_page_server_and_lazy_pages_like_runc() {
+    let Some(criu) = working_criu() else {
+        return;
+    };
+    // Lazy migration needs userfaultfd, and CRIU lifting RLIMIT_NOFILE for itself
+    // (CAP_SYS_RESOURCE): without it the source's lazy page server fails its transfer
+    // ("page-pipe: splice: Bad file descriptor"), with runc as with kcore-runc.
+    let uffd = Command::new(&criu)
+        .args(["check", "--feature", "uffd-noncoop"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let sys_resource = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        // bit 24: CAP_SYS_RESOURCE
+        .is_some_and(|caps| caps & (1 << 24) != 0);
+    let lazy = match (uffd, sys_resource) {
+        (false, _) => {
+            eprintln!("lazy pages not exercised: `{criu} check --feature uffd-noncoop` fails here");
+            false
+        }
+        (true, false) => {
+            eprintln!(
+                "lazy pages not exercised: this process lacks CAP_SYS_RESOURCE, so CRIU \
+                 cannot lift RLIMIT_NOFILE and its lazy page server fails (runc too)"
+            );
+            false
+        }
+        (true, true) => true,
+    };
+    let runc_bin = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let mut runtimes = vec![env!("CARGO_BIN_EXE_kcore-runc")];
+    match runc_bin {
+        Some(r) => runtimes.push(r),
+        None => eprintln!("runc not installed (apt-get install runc): checking kcore-runc only"),
+    }
+    for bin in runtimes {
+        let b = Bundle::new();
+        let out = b.file("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let count = out.join("count");
+        let mut v = spec(&[
+            "/bin/sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i > /out/count; sleep 0.05; done",
+        ]);
+        v["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/out", "type": "bind", "source": out, "options": ["rbind", "rw"]
+        }));
+        b.write_config(&v);
+        let root = b.file("state");
+        let ids = [unique_id("ps1"), unique_id("ps2"), unique_id("ps3")];
+        let _guards: Vec<_> = ids
+            .iter()
+            .map(|id| RuncCleanup(root.clone(), id.clone(), bin.to_string()))
+            .collect();
+        let with_criu = |args: &[&str]| {
+            let mut a = vec!["--criu", criu.as_str()];
+            a.extend(args);
+            run_piped(bin, &root, &b, &a)
+        };
+        let (ok, err, _io1) = with_criu(&["run", "-d", &ids[0]]);
+        assert!(ok, "{bin}: run: {err}");
+        wait_counter(&count, 10);
+
+        // Dump through a page server into another directory.
+        let (img, pages) = (b.file("img"), b.file("pages"));
+        std::fs::create_dir_all(&pages).unwrap();
+        let port = free_port();
+        let ps_log = b.file("page-server.log");
+        let mut ps = criu_daemon(
+            &criu,
+            &[
+                "page-server",
+                "--images-dir",
+                pages.to_str().unwrap(),
+                "--address",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "-o",
+                ps_log.to_str().unwrap(),
+                "-v4",
+            ],
+            &b.file("page-server.out"),
+        );
+        wait_listening(port, "criu page-server");
+        let o = run_bin(
+            bin,
+            &root,
+            &b,
+            &[
+                "--criu",
+                &criu,
+                "checkpoint",
+                "--page-server",
+                &format!("127.0.0.1:{port}"),
+                "--image-path",
+                img.to_str().unwrap(),
+                &ids[0],
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "{bin}: checkpoint --page-server: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        wait_child("criu page-server", &mut ps, &ps_log);
+        let names = |d: &std::path::Path| -> Vec<String> {
+            std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        let is_pages = |n: &String| n.starts_with("pages-") || n.starts_with("pagemap-");
+        assert!(
+            names(&pages).iter().any(|n| n.starts_with("pages-")),
+            "{bin}: the page server received no pages: {:?}",
+            names(&pages)
+        );
+        assert!(
+            !names(&img).iter().any(is_pages),
+            "{bin}: pages written locally too: {:?}",
+            names(&img)
+        );
+        let stopped_at = counter(&count).unwrap_or(0);
+        // The rest of the images join the pages, as on a migration's destination.
+        for n in names(&img) {
+            if !n.ends_with(".log") {
+                std::fs::copy(img.join(&n), pages.join(&n)).unwrap();
+            }
+        }
+        let (ok, err, _io2) = with_criu(&[
+            "restore",
+            "-d",
+            "--image-path",
+            pages.to_str().unwrap(),
+            &ids[1],
+        ]);
+        assert!(ok, "{bin}: restore from the page server's images: {err}");
+        let first = wait_counter(&count, stopped_at + 1);
+        assert!(first > stopped_at, "{bin}");
+        assert_eq!(
+            state_of(bin, &root, &b, &ids[1])["status"],
+            "running",
+            "{bin}"
+        );
+        if !lazy {
+            continue;
+        }
+
+        // Lazy migration: the source keeps the pages and serves them on demand.
+        let lazy = b.file("lazy");
+        let port = free_port();
+        let mut fds = [0; 2];
+        // SAFETY: valid out array; without O_CLOEXEC so the checkpoint inherits it.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: fresh descriptors from pipe(2), owned here.
+        let (status_r, status_w) = unsafe {
+            use std::os::fd::FromRawFd;
+            (
+                std::fs::File::from_raw_fd(fds[0]),
+                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+            )
+        };
+        let cpt_log = b.file("lazy-checkpoint.err");
+        let mut cpt = Command::new(bin)
+            .arg("--root")
+            .arg(&root)
+            .args([
+                "--criu",
+                criu.as_str(),
+                "checkpoint",
+                "--lazy-pages",
+                "--page-server",
+                &format!("127.0.0.1:{port}"),
+                "--status-fd",
+                &status_w.as_raw_fd().to_string(),
+                "--image-path",
+                lazy.to_str().unwrap(),
+                &ids[1],
+            ])
+            .current_dir(b.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&cpt_log).unwrap())
+            .spawn()
+            .unwrap();
+        drop(status_w);
+        // CRIU writes one byte once the dump is done and the pages are being served;
+        // EOF means the checkpoint failed first.
+        let mut byte = [1u8; 1];
+        let n = std::io::Read::read(&mut &status_r, &mut byte).unwrap();
+        assert_eq!(
+            (n, byte[0]),
+            (1, 0),
+            "{bin}: no lazy-pages status\n{}",
+            std::fs::read_to_string(&cpt_log).unwrap_or_default()
+        );
+        let stopped_at = counter(&count).unwrap_or(0);
+        let lp_log = b.file("lazy-pages.log");
+        let mut lp = criu_daemon(
+            &criu,
+            &[
+                "lazy-pages",
+                "--page-server",
+                "--address",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "-D",
+                lazy.to_str().unwrap(),
+                "-o",
+                lp_log.to_str().unwrap(),
+                "-v4",
+            ],
+            &b.file("lazy-pages.out"),
+        );
+        // The daemon's socket in the images directory is what restore connects to.
+        for _ in 0..500 {
+            if lazy.join("lazy-pages.socket").exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let (ok, err, _io3) = with_criu(&[
+            "restore",
+            "-d",
+            "--lazy-pages",
+            "--image-path",
+            lazy.to_str().unwrap(),
+            &ids[2],
+        ]);
+        assert!(ok, "{bin}: restore --lazy-pages: {err}");
+        let first = wait_counter(&count, stopped_at + 1);
+        assert!(first > stopped_at, "{bin}");
+        // Every page moved: the source's checkpoint and the daemon end.
+        wait_child("lazy checkpoint", &mut cpt, &cpt_log);
+        wait_child("criu lazy-pages", &mut lp, &lp_log);
+        assert!(
+            !run_bin(bin, &root, &b, &["state", &ids[1]])
+                .status
+                .success(),
+            "{bin}: the source container outlived its migration"
+        );
+        let now = wait_counter(&count, first + 3);
+        assert!(now > first, "{bin}");
+        assert_eq!(
+            state_of(bin, &root, &b, &ids[2])["status"],
+            "running",
+            "{bin}"
+        );
+    }
+}
+
 /// The operations' MUSTs of the runtime spec (runtime.md "Operations" and
 /// "Lifecycle"), one row each, run with kcore-runc and, in the same test, runc: every
 /// row is shared behaviour, so both are asserted.

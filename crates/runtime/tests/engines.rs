@@ -156,6 +156,26 @@ fn engine_path() -> String {
     }
 }
 
+/// `dir/kcore-runc`: kcore-runc told which CRIU to use (containerd's shim runs the
+/// runtime with an environment of its own, where `$KCORE_CRIU` does not reach).
+fn criu_runtime_wrapper(dir: &Path) -> PathBuf {
+    let runtime = dir.join("kcore-runc");
+    std::fs::write(
+        &runtime,
+        format!(
+            "#!/bin/sh\nexec {KCORE_RUNC} --criu {} \"$@\"\n",
+            criu_bin()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    runtime
+}
+
 /// `criu check` passes and kcore-runc offers `checkpoint`; else why checkpointing is
 /// left out.
 fn checkpoint_unavailable(dir: &Path) -> Option<String> {
@@ -840,11 +860,12 @@ fn containerd_ctr_runs_its_everyday_commands_on_kcore_runc() {
     );
     assert!(out.contains("kt-busybox"), "{out}");
     let cgroup = format!("/{}/c1", e.cgroup_parent);
+    let runtime = criu_runtime_wrapper(&dir);
     let mut args = vec![
         "run",
         "-d",
         "--runc-binary",
-        KCORE_RUNC,
+        runtime.to_str().unwrap(),
         "--cgroup",
         &cgroup,
         "--memory-limit",
@@ -901,6 +922,27 @@ fn containerd_ctr_runs_its_everyday_commands_on_kcore_runc() {
         "{ps}"
     );
 
+    // checkpoint: `ctr c checkpoint --task` stores the task's CRIU images in the content
+    // store (through the shim's `kcore-runc checkpoint`, the task left running) and
+    // `ctr c restore --live` makes a new container whose task kcore-runc restores.
+    let checkpoint = match checkpoint_unavailable(&dir) {
+        Some(why) => {
+            println!("checkpoint not exercised: {why}");
+            None
+        }
+        None => {
+            let cp = "docker.io/library/kt-c1-checkpoint:1";
+            ok(
+                "ctr container checkpoint --task",
+                c(&["container", "checkpoint", "--task", "c1", cp]),
+            );
+            assert_eq!(task()[2], "RUNNING", "left running");
+            let imgs = ok("ctr image ls", c(&["image", "ls", "-q"]));
+            assert!(imgs.lines().any(|l| l.trim() == cp), "{imgs}");
+            Some(cp)
+        }
+    };
+
     // kill: SIGTERM ends it gracefully; the task can be deleted and started again.
     ok("ctr task kill", c(&["task", "kill", "c1"]));
     eventually("the task to stop", || {
@@ -918,6 +960,42 @@ fn containerd_ctr_runs_its_everyday_commands_on_kcore_runc() {
     });
     ok("ctr task rm", c(&["task", "rm", "c1"]));
     ok("ctr container rm", c(&["container", "rm", "c1"]));
+    // The checkpoint restored as a new container, once c1 is gone: the copy has c1's
+    // config, cgroup path included, and deleting one would kill the other's processes.
+    if let Some(cp) = checkpoint {
+        for args in [
+            &["task", "kill", "-s", "SIGKILL", "c3"][..],
+            &["task", "rm", "-f", "c3"],
+            &["container", "rm", "c3"],
+        ] {
+            e.teardown.insert(0, ctr(args));
+        }
+        ok(
+            "ctr container restore --live",
+            c(&["container", "restore", "--live", "c3", cp]),
+        );
+        eventually("the restored task to run", || {
+            let out = ok("ctr task ls", c(&["task", "ls"]));
+            out.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.first() == Some(&"c3") && f.get(2) == Some(&"RUNNING")
+            })
+        });
+        assert_eq!(kcore_status(&kroot, "c3", &dir), "running");
+        ok(
+            "ctr task kill -s SIGKILL c3",
+            c(&["task", "kill", "-s", "SIGKILL", "c3"]),
+        );
+        eventually("the restored task to stop", || {
+            let out = ok("ctr task ls", c(&["task", "ls"]));
+            out.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.first() == Some(&"c3") && f.get(2) == Some(&"STOPPED")
+            })
+        });
+        ok("ctr task rm c3", c(&["task", "rm", "c3"]));
+        ok("ctr container rm c3", c(&["container", "rm", "c3"]));
+    }
 
     // run in the foreground: output and exit code come back.
     let cg2 = format!("/{}/c2", e.cgroup_parent);
@@ -942,12 +1020,6 @@ fn containerd_ctr_runs_its_everyday_commands_on_kcore_runc() {
     );
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "fg");
     println!("ctr has no `update`: live updates are exercised through docker and podman");
-    match checkpoint_unavailable(&dir) {
-        Some(why) => println!("checkpoint not exercised: {why}"),
-        None => println!(
-            "checkpoint not exercised: ctr checkpoints need a content push; covered by podman and docker"
-        ),
-    }
     assert!(state_dirs(&kroot).is_empty(), "{:?}", state_dirs(&kroot));
 }
 
@@ -970,21 +1042,7 @@ fn docker_runs_its_everyday_commands_on_kcore_runc() {
     }
     let (csock, cpid) = start_containerd(&mut e, &["/run", "/etc/docker"]);
     let dsock = dir.join("docker.sock");
-    // kcore-runc told which CRIU to use (the shim runs the runtime with its own PATH).
-    let runtime = dir.join("kcore-runc");
-    std::fs::write(
-        &runtime,
-        format!(
-            "#!/bin/sh\nexec {KCORE_RUNC} --criu {} \"$@\"\n",
-            criu_bin()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &runtime,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let runtime = criu_runtime_wrapper(&dir);
     let daemon_json = dir.join("daemon.json");
     std::fs::write(&daemon_json, "{}").unwrap();
     let d = |s: &str| dir.join(s).to_string_lossy().into_owned();

@@ -260,11 +260,14 @@ impl Runtime {
         let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
         let plan = ProcessPlan::from_spec(proc_spec, seccomp)?;
         let lsm = LsmPlan::new(proc_spec, Some(linux), &LsmHost::system())?;
-        let rdt = crate::intelrdt::plan(
-            linux.intel_rdt().as_ref(),
-            crate::intelrdt::Resctrl::find().as_ref(),
-            id,
-        )?;
+        // The resctrl mount is looked up (a read of the whole mountinfo) only for a
+        // config that asks for Intel RDT.
+        let rdt = match linux.intel_rdt() {
+            Some(r) => {
+                crate::intelrdt::plan(Some(r), crate::intelrdt::Resctrl::find().as_ref(), id)?
+            }
+            None => None,
+        };
         let console = if plan.terminal {
             let path = opts
                 .console_socket
