@@ -19,12 +19,15 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod bootstrap;
 pub mod cluster;
 pub mod datadir;
 pub mod image_cmd;
 pub mod ipam;
 pub mod join;
+pub mod leadership;
 pub mod run;
+pub mod serverlb;
 pub mod storage;
 pub mod testing;
 pub mod units;
