@@ -129,8 +129,11 @@ impl MasterService {
         std::net::SocketAddr::new(self.endpoint_ip, self.port).to_string()
     }
 
+    /// One and a half intervals, in whole seconds (a Lease stores seconds), and always
+    /// more than one interval.
     fn lease_ttl(&self) -> Duration {
-        self.interval * 3 / 2
+        let secs = (self.interval.as_secs_f64() * 1.5).ceil() as u64;
+        Duration::from_secs(secs.max(self.interval.as_secs() + 1))
     }
 
     /// Creates or renews this server's identity Lease.
@@ -140,7 +143,7 @@ impl MasterService {
         let now = k8s_openapi::jiff::Timestamp::now();
         let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now);
         let now = serde_json::to_value(now).expect("a timestamp");
-        let ttl = i64::try_from(self.lease_ttl().as_secs().max(1)).unwrap_or(i64::MAX);
+        let ttl = i64::try_from(self.lease_ttl().as_secs()).unwrap_or(i64::MAX);
         match api.get_in(info, Some(LEASE_NAMESPACE), &name).await {
             Ok(mut cur) => {
                 cur["spec"]["renewTime"] = now;
@@ -231,12 +234,19 @@ impl MasterService {
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }
-        let ips = self.live_servers(api, true).await?;
-        if ips.is_empty() {
-            // the last server: leave the endpoints as they were, upstream keeps them too
-            return Ok(());
+        // the other servers write the same objects: retry a conflict a few times
+        let mut attempt = 0;
+        loop {
+            let ips = self.live_servers(api, true).await?;
+            if ips.is_empty() {
+                // the last server: leave the endpoints as they were, upstream keeps them too
+                return Ok(());
+            }
+            match self.reconcile_with(api, &ips).await {
+                Err(e) if e.code == 409 && attempt < 5 => attempt += 1,
+                other => return other,
+            }
         }
-        self.reconcile_with(api, &ips).await
     }
 
     async fn reconcile_with(&self, api: &Api, ips: &[IpAddr]) -> Result<(), ApiError> {
@@ -277,8 +287,13 @@ impl MasterService {
     /// Reconciles at once, then every interval, until dropped.
     pub(crate) async fn run(self, api: Api) {
         loop {
-            if let Err(e) = self.reconcile(&api).await {
-                tracing::warn!(error = %e.message, "reconciling the kubernetes service");
+            match self.reconcile(&api).await {
+                Ok(()) => {}
+                // another server of the control plane wrote the same endpoints first
+                Err(e) if e.code == 409 => {
+                    tracing::debug!(error = %e.message, "reconciling the kubernetes service")
+                }
+                Err(e) => tracing::warn!(error = %e.message, "reconciling the kubernetes service"),
             }
             tokio::time::sleep(self.interval).await;
         }
@@ -374,6 +389,11 @@ mod tests {
         assert_eq!(s["endpoints"].as_array().map(Vec::len), Some(2));
         assert!(m.lease_name().starts_with("apiserver-"));
         assert_eq!(m.lease_ttl(), Duration::from_secs(15));
+        let fast = MasterService {
+            interval: Duration::from_secs(1),
+            ..m
+        };
+        assert_eq!(fast.lease_ttl(), Duration::from_secs(2));
     }
 
     #[test]

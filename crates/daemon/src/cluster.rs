@@ -266,6 +266,9 @@ pub struct ControlPlane {
     reset_node_on_exit: bool,
     simulation: Option<Simulation>,
     stop: watch::Sender<bool>,
+    /// Stops the API server, after the other components (so they can release their
+    /// Leases through it).
+    stop_api: watch::Sender<bool>,
     tasks: JoinSet<(&'static str, Result<()>)>,
 }
 
@@ -367,8 +370,9 @@ impl ControlPlane {
         let scheduler_kubeconfig = component_kubeconfig("system:kube-scheduler")?;
         let controllers_kubeconfig = component_kubeconfig("system:kube-controller-manager")?;
         let (stop, rx) = watch::channel(false);
+        let (stop_api, api_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let shutdown = stopped(rx.clone());
+        let shutdown = stopped(api_rx);
         tasks.spawn(async move {
             let r = server
                 .serve_with_shutdown(shutdown)
@@ -500,6 +504,7 @@ impl ControlPlane {
             reset_node_on_exit: cfg.reset_node_on_exit,
             simulation,
             stop,
+            stop_api,
             tasks,
         })
     }
@@ -555,10 +560,18 @@ impl ControlPlane {
             sim.stop().await;
         }
         let _ = self.stop.send(true);
+        let stop_api = self.stop_api.clone();
         let drain = async {
+            // the API server goes last: the others release their Leases through it
+            if self.tasks.len() <= 1 {
+                stop_api.send_replace(true);
+            }
             while let Some(done) = self.tasks.join_next().await {
                 if let Ok((name, Err(e))) = done {
                     tracing::warn!(component = name, error = %format!("{e:#}"), "stopped with an error");
+                }
+                if self.tasks.len() <= 1 {
+                    stop_api.send_replace(true);
                 }
             }
         };

@@ -288,6 +288,40 @@ mod tests {
         assert_ne!(identity(), identity());
     }
 
+    /// A fenced client whose lease was never held: a write fails before any byte
+    /// reaches the server, a read goes out.
+    #[tokio::test]
+    async fn a_fenced_client_does_not_write_without_the_lease() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::api::{Api, PostParams};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let kc = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kc,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"http://{addr}\"}}\n\
+                 contexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user: {{}}\n"
+            ),
+        )
+        .unwrap();
+        let client = fenced_client(&kc, LeaseFence::default()).await.unwrap();
+        let api: Api<ConfigMap> = Api::namespaced(client, "default");
+        let err = api
+            .create(&PostParams::default(), &ConfigMap::default())
+            .await
+            .unwrap_err();
+        assert!(format!("{err:?}").contains("LeaseExpired"), "{err:?}");
+        // nothing connected for the write; a read does connect
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "the write reached the server");
+        let read = tokio::spawn(async move { api.get("x").await });
+        let accepted = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await;
+        assert!(accepted.is_ok(), "the read never reached the server");
+        read.abort();
+    }
+
     #[test]
     fn only_reads_pass_an_invalid_fence() {
         assert!(is_read(&http::Method::GET));

@@ -168,10 +168,20 @@ impl ServerLb {
                 Ok(Ok(mut outbound)) => {
                     self.make_current(server);
                     let mut closed = self.generation.subscribe();
+                    closed.borrow_and_update();
+                    // ends when this server is next found down (not on an older verdict)
+                    let went_down = async {
+                        while closed.changed().await.is_ok() {
+                            if closed.borrow_and_update().0 == server {
+                                return;
+                            }
+                        }
+                        std::future::pending::<()>().await;
+                    };
                     let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
                     tokio::select! {
                         _ = copy => {}
-                        _ = closed.wait_for(|(s, _)| *s == server && self.is_down(server)) => {}
+                        () = went_down => {}
                     }
                     return Ok(());
                 }
@@ -181,10 +191,6 @@ impl ServerLb {
             self.mark(server, false);
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no server")))
-    }
-
-    fn is_down(&self, server: SocketAddr) -> bool {
-        self.lock().down.contains(&server)
     }
 
     /// Records a health result; a server going down closes its connections.
