@@ -18,7 +18,8 @@
 //! kube-apiserver`, as upstream's API server identity leases), that says where it is
 //! reached (annotation [`ENDPOINT_ANNOTATION`]); the Endpoints and the EndpointSlice list
 //! the servers whose Lease has not expired. A server that stops cleanly deletes its Lease
-//! and takes itself out at once; one that dies drops out when its Lease expires.
+//! and takes itself out at once; one that dies drops out when its Lease expires, and its
+//! Lease is deleted.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -190,10 +191,25 @@ impl MasterService {
             )
             .await?;
         let now = k8s_openapi::jiff::Timestamp::now();
-        let mut ips: Vec<IpAddr> = list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        // upstream's API server lease garbage collector: expired identity leases go
+        // (a slow server whose lease is removed creates it again at its next renewal)
+        for expired in items.iter().filter(|l| !live(l, now)) {
+            if let Some(name) = expired["metadata"]["name"].as_str() {
+                // only the expired version: a renewal in between keeps the lease
+                let opts = crate::api::DeleteOptions {
+                    precondition_resource_version: expired["metadata"]["resourceVersion"]
+                        .as_str()
+                        .map(str::to_owned),
+                    ..Default::default()
+                };
+                let _ = api
+                    .delete_in(info, Some(LEASE_NAMESPACE), name, &opts)
+                    .await;
+            }
+        }
+        let mut ips: Vec<IpAddr> = items
+            .iter()
             .filter(|l| live(l, now))
             .filter_map(|l| l["metadata"]["annotations"][ENDPOINT_ANNOTATION].as_str())
             .filter_map(|e| e.parse::<std::net::SocketAddr>().ok())

@@ -169,7 +169,7 @@ impl LeaderElector {
             let deadline = self
                 .fence
                 .deadline()
-                .map(|t| Instant::from_std(t))
+                .map(Instant::from_std)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 () = &mut shutdown => break,
