@@ -36,7 +36,14 @@ fn unavailable(e: &etcd_client::Error) -> Option<String> {
             ) || s.message().contains("no leader")
                 || s.message().contains("request timed out") =>
         {
-            Some(s.message().to_owned())
+            // etcd's own messages name it (`etcdserver: no leader`); a transport failure
+            // reported as a status (`tcp connect error`) gets the name added
+            let m = s.message();
+            Some(if m.starts_with("etcd") {
+                m.to_owned()
+            } else {
+                format!("etcd: {m}")
+            })
         }
         etcd_client::Error::TransportError(t) => Some(format!("etcd unreachable: {t}")),
         etcd_client::Error::IoError(io) => Some(format!("etcd unreachable: {io}")),
