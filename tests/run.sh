@@ -20,6 +20,7 @@ fi
 #   zstd             zstd layers                    nftables         Service rules (nft)
 #   skopeo, docker-registry, apache2-utils, openssl  registry pull tests (push, htpasswd, tokens)
 #   etcd-server      the etcd storage backend       protobuf-compiler, libprotobuf-dev  etcd-client
+#   etcd-client      etcdctl: the HA e2e's snapshot save and restore (crates/daemon/tests/ha.rs)
 #   python3-venv     the official Python client     curl             raw HTTP checks
 #   util-linux       unshare(1), nsenter(1)
 #   gcc, g++, valgrind   the C ABI tests (bindings/c/tests/run.sh): C99 and C++ header
@@ -32,7 +33,7 @@ fi
 #   podman, containerd, docker.io   the engines' end-to-end tests on kcore-runc
 #                    (crates/runtime/tests/engines.rs: podman, ctr, dockerd --add-runtime)
 PACKAGES=(busybox-static iproute2 kmod zstd nftables skopeo docker-registry apache2-utils
-    openssl etcd-server protobuf-compiler libprotobuf-dev python3-venv python3-dev curl
+    openssl etcd-server etcd-client protobuf-compiler libprotobuf-dev python3-venv python3-dev curl
     util-linux gcc g++ valgrind make runc criu podman containerd docker.io)
 missing=()
 for p in "${PACKAGES[@]}"; do

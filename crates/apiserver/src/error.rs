@@ -303,12 +303,28 @@ pub(crate) fn from_storage(e: StorageError, group: &str, plural: &str, name: &st
         StorageError::AlreadyExists { .. } => ApiError::already_exists(group, plural, name),
         StorageError::NotFound { .. } => ApiError::not_found(group, plural, name),
         StorageError::Conflict { .. } => ApiError::modified(group, plural, name),
+        other => from_store(other),
+    }
+}
+
+/// Maps a storage failure that concerns no one object (a list, a watch, the store's
+/// revision) to an API error: 410 for compacted history, 503 when the store is
+/// unavailable (etcd without quorum), 500 otherwise.
+pub(crate) fn from_store(e: StorageError) -> ApiError {
+    match e {
         StorageError::Compacted {
             requested,
             compacted,
         } => ApiError::gone(format!(
             "too old resource version: {requested} ({compacted})"
         )),
+        // etcd without quorum: upstream answers with etcd's message; 503 tells clients
+        // to retry (another server, or this one once quorum is back)
+        StorageError::Unavailable { message, .. } => ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("the storage is unavailable: {message}"),
+        ),
         other => ApiError::internal(other.to_string()),
     }
 }

@@ -77,9 +77,9 @@ pub use patch::{strategic_merge, PatchType};
 pub use rbac_authorizer::{RbacAuthorizer, RbacRequest};
 pub use selectors::{FieldSelector, LabelSelector};
 pub use server::{ApiServer, ApiServerBuilder, RunningServer};
-#[cfg(feature = "etcd")]
-pub use storage::EtcdStorage;
 pub use storage::{
     Checkpoints, Event, EventKind, KeyValue, RangeResult, RedbStorage, Revisions, Storage,
     StorageError, WatchStream,
 };
+#[cfg(feature = "etcd")]
+pub use storage::{EtcdOptions, EtcdStorage};

@@ -33,6 +33,7 @@ pub struct ApiServerBuilder {
     audit_policy: Option<PathBuf>,
     audit_log: Option<PathBuf>,
     audit_rotation: crate::audit::AuditLogRotation,
+    endpoint_reconcile_interval: Duration,
 }
 
 impl std::fmt::Debug for ApiServerBuilder {
@@ -62,6 +63,7 @@ impl Default for ApiServerBuilder {
             audit_policy: None,
             audit_log: None,
             audit_rotation: crate::audit::AuditLogRotation::default(),
+            endpoint_reconcile_interval: Duration::from_secs(10),
         }
     }
 }
@@ -118,6 +120,14 @@ impl ApiServerBuilder {
     /// 127.0.0.1 when that is unspecified).
     pub fn advertise_address(mut self, ip: IpAddr) -> Self {
         self.advertise = Some(ip);
+        self
+    }
+
+    /// How often this server renews its identity Lease and reconciles the `kubernetes`
+    /// Service's endpoints (10 s, upstream's); a server that stops renewing leaves the
+    /// endpoints after one and a half of these.
+    pub fn endpoint_reconcile_interval(mut self, interval: Duration) -> Self {
+        self.endpoint_reconcile_interval = interval;
         self
     }
 
@@ -297,6 +307,7 @@ impl ApiServerBuilder {
                 addr.ip()
             }),
             port: addr.port(),
+            interval: self.endpoint_reconcile_interval,
         };
         master_service.reconcile(&api).await?;
         let state = Arc::new(AppState {
@@ -557,6 +568,10 @@ impl ApiServer {
         quota.abort();
         master_service.abort();
         let _ = master_service.await;
+        // the other servers of the control plane take this one out of the endpoints
+        if let Err(e) = self.master_service.remove(&self.api).await {
+            tracing::warn!(error = %e.message, "removing this server from the kubernetes endpoints");
+        }
         if let Some(s) = csr_signer {
             s.abort();
             let _ = s.await;

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
 use kcore_apiserver::ApiServer;
 use kcore_node::{NodeAgent, NodeConfig, NodeTemplate, SimulatedNodes, Simulation};
-use kcore_reconcile::{ControllerManager, ControllerManagerConfig};
+use kcore_reconcile::{ControllerManager, ControllerManagerConfig, LeaseFence};
 use kcore_scheduler::{Framework, SchedulerLoop};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -99,6 +99,28 @@ pub struct ControlPlaneConfig {
     pub service_lb_pool: Vec<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
     /// Also run this many simulated nodes in this process (`--simulated-nodes`).
     pub simulation: Option<SimulationOptions>,
+    /// Join the control plane already on this etcd with its join token (`--token`): the
+    /// CA, keys and token file come from the cluster's bootstrap data
+    /// ([`crate::bootstrap`]).
+    pub join_token: Option<JoinToken>,
+    /// Mutual TLS towards etcd (`--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`).
+    pub etcd_tls: EtcdTlsFiles,
+    /// Timings of the scheduler's and the controllers' leader elections (on etcd, where
+    /// several servers share the store).
+    pub leader_election: crate::leadership::LeaderTimings,
+    /// How often this server renews its identity Lease and the `kubernetes` endpoints.
+    pub endpoint_reconcile_interval: Duration,
+}
+
+/// kube-apiserver's `--etcd-cafile`, `--etcd-certfile` and `--etcd-keyfile`.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdTlsFiles {
+    /// The CA that signed the etcd members' serving certificates.
+    pub ca_file: Option<PathBuf>,
+    /// This server's client certificate.
+    pub cert_file: Option<PathBuf>,
+    /// Its key.
+    pub key_file: Option<PathBuf>,
 }
 
 /// Simulated nodes the control plane runs in its own process ([`SimulatedNodes`]).
@@ -210,6 +232,10 @@ impl ControlPlaneConfig {
             security: SecurityFiles::default(),
             simulation: None,
             service_lb_pool: Vec::new(),
+            join_token: None,
+            etcd_tls: EtcdTlsFiles::default(),
+            leader_election: crate::leadership::LeaderTimings::default(),
+            endpoint_reconcile_interval: Duration::from_secs(10),
         }
     }
 
@@ -250,6 +276,9 @@ pub struct ControlPlane {
     reset_node_on_exit: bool,
     simulation: Option<Simulation>,
     stop: watch::Sender<bool>,
+    /// Stops the API server, after the other components (so they can release their
+    /// Leases through it).
+    stop_api: watch::Sender<bool>,
     tasks: JoinSet<(&'static str, Result<()>)>,
 }
 
@@ -289,17 +318,26 @@ impl ControlPlane {
         let mut builder = ApiServer::builder()
             .data_dir(&api_dir)
             .listen(cfg.listen)
-            .advertise_address(advertise);
+            .advertise_address(advertise)
+            .endpoint_reconcile_interval(cfg.endpoint_reconcile_interval);
         for san in &cfg.tls_sans {
             builder = builder.tls_host(san);
         }
+        let mut security = cfg.security.clone();
+        let mut etcd = None;
         if let Datastore::Etcd(endpoints) = &cfg.datastore {
-            builder = builder.storage(etcd_storage(endpoints).await?);
+            let joined = etcd::join(cfg, &api_dir, endpoints).await?;
+            if security.encryption_provider_config.is_none() {
+                security.encryption_provider_config = joined.encryption_config.clone();
+            }
+            builder = builder.storage(joined.storage.clone());
+            etcd = Some(joined);
         }
-        builder = cfg.security.apply(builder)?;
+        builder = security.apply(builder)?;
         let server = builder.build().await.context("starting the API server")?;
         let url = server.url();
-        // the bootstrap token nodes join with (kept without expiry, as k3s's join token)
+        // the bootstrap token nodes and servers join with (kept without expiry, as k3s's
+        // join token); a joining server got this cluster's from the bootstrap data
         let join_token = match server.ca_pem() {
             Some(ca) => {
                 let t = crate::join::BootstrapToken::load_or_create(&api_dir.join(JOIN_TOKEN))?;
@@ -307,6 +345,18 @@ impl ControlPlane {
             }
             None => None,
         };
+        if let Some(joined) = &mut etcd {
+            let (token, _) = join_token
+                .as_ref()
+                .context("the API server on etcd serves HTTPS and has a CA")?;
+            joined
+                .publish(
+                    &api_dir,
+                    &token.secret,
+                    security.encryption_provider_config.as_deref(),
+                )
+                .await?;
+        }
         let ca_pem = server.ca_pem().map(str::to_owned);
         let kubeconfig = cfg.kubeconfig_path();
         server
@@ -339,8 +389,9 @@ impl ControlPlane {
         let scheduler_kubeconfig = component_kubeconfig("system:kube-scheduler")?;
         let controllers_kubeconfig = component_kubeconfig("system:kube-controller-manager")?;
         let (stop, rx) = watch::channel(false);
+        let (stop_api, api_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let shutdown = stopped(rx.clone());
+        let shutdown = stopped(api_rx);
         tasks.spawn(async move {
             let r = server
                 .serve_with_shutdown(shutdown)
@@ -356,41 +407,87 @@ impl ControlPlane {
         }
         let join_token = join_token.map(|(j, _)| j);
         crate::storage::ensure_default_class(&client).await?;
+        // on etcd several servers share the store: the scheduler and the controllers
+        // run on the holder of their Lease only
+        let elect = matches!(cfg.datastore, Datastore::Etcd(_));
+        let identity = if elect {
+            Some(crate::leadership::stable_identity(&api_dir)?)
+        } else {
+            None
+        };
         if cfg.scheduler {
-            let client = client_from_kubeconfig(&scheduler_kubeconfig).await?;
-            let shutdown = stopped(rx.clone());
-            tasks.spawn(async move {
-                let r = SchedulerLoop::new(client, Framework::with_defaults())
-                    .run(shutdown)
-                    .await
-                    .context("scheduler");
-                ("scheduler", r)
-            });
+            let kubeconfig = scheduler_kubeconfig.clone();
+            let start = move |fence: Option<LeaseFence>, stop: watch::Receiver<bool>| {
+                let kubeconfig = kubeconfig.clone();
+                async move {
+                    let client = component_client(&kubeconfig, fence).await?;
+                    SchedulerLoop::new(client, Framework::with_defaults())
+                        .run(stopped(stop))
+                        .await
+                        .context("scheduler")
+                }
+            };
+            let election = client_from_kubeconfig(&scheduler_kubeconfig).await?;
+            let run = supervise(
+                election,
+                "kube-scheduler",
+                identity.clone(),
+                cfg.leader_election,
+                rx.clone(),
+                start,
+            );
+            tasks.spawn(async move { ("scheduler", run.await) });
         }
         let controllers_client = client_from_kubeconfig(&controllers_kubeconfig).await?;
-        if let Some(cidr) = cfg.cluster_cidr {
-            let allocator = crate::ipam::SubnetAllocator::new(cidr, 24)?;
-            let (client, shutdown) = (controllers_client.clone(), stopped(rx.clone()));
-            tasks.spawn(async move {
-                let r = crate::ipam::run(client, allocator, shutdown).await;
-                ("node ipam", r)
-            });
-        }
-        if cfg.controllers {
-            let (client, shutdown) = (controllers_client.clone(), stopped(rx.clone()));
+        if cfg.controllers || cfg.cluster_cidr.is_some() {
+            let allocator = cfg
+                .cluster_cidr
+                .map(|cidr| crate::ipam::SubnetAllocator::new(cidr, 24))
+                .transpose()?;
+            let run_controllers = cfg.controllers;
             let config = ControllerManagerConfig {
                 node_monitor_grace_period: cfg.node_monitor_grace_period,
                 service_lb_pool: cfg.service_lb_pool.clone(),
                 ..cfg.controller_manager.clone()
             };
-            tasks.spawn(async move {
-                let r = ControllerManager::new(client)
-                    .with_config(config)
-                    .run(shutdown)
-                    .await
-                    .context("controller manager");
-                ("controllers", r)
-            });
+            let kubeconfig = controllers_kubeconfig.clone();
+            let start = move |fence: Option<LeaseFence>, stop: watch::Receiver<bool>| {
+                let (kubeconfig, allocator, config) =
+                    (kubeconfig.clone(), allocator.clone(), config.clone());
+                async move {
+                    let client = component_client(&kubeconfig, fence).await?;
+                    let ipam = async {
+                        match allocator {
+                            Some(a) => crate::ipam::run(client.clone(), a, stopped(stop.clone()))
+                                .await
+                                .context("node ipam"),
+                            None => Ok(()),
+                        }
+                    };
+                    let controllers = async {
+                        if run_controllers {
+                            ControllerManager::new(client.clone())
+                                .with_config(config)
+                                .run(stopped(stop.clone()))
+                                .await
+                                .context("controller manager")
+                        } else {
+                            Ok(())
+                        }
+                    };
+                    let (a, b) = tokio::join!(ipam, controllers);
+                    a.and(b)
+                }
+            };
+            let run = supervise(
+                controllers_client.clone(),
+                "kube-controller-manager",
+                identity.clone(),
+                cfg.leader_election,
+                rx.clone(),
+                start,
+            );
+            tasks.spawn(async move { ("controllers", run.await) });
         }
         let node = match &cfg.agent {
             Some(opts) => {
@@ -447,6 +544,7 @@ impl ControlPlane {
             reset_node_on_exit: cfg.reset_node_on_exit,
             simulation,
             stop,
+            stop_api,
             tasks,
         })
     }
@@ -502,10 +600,18 @@ impl ControlPlane {
             sim.stop().await;
         }
         let _ = self.stop.send(true);
+        let stop_api = self.stop_api.clone();
         let drain = async {
+            // the API server goes last: the others release their Leases through it
+            if self.tasks.len() <= 1 {
+                stop_api.send_replace(true);
+            }
             while let Some(done) = self.tasks.join_next().await {
                 if let Ok((name, Err(e))) = done {
                     tracing::warn!(component = name, error = %format!("{e:#}"), "stopped with an error");
+                }
+                if self.tasks.len() <= 1 {
+                    stop_api.send_replace(true);
                 }
             }
         };
@@ -525,22 +631,204 @@ impl ControlPlane {
     }
 }
 
-#[cfg(feature = "etcd")]
-async fn etcd_storage(
-    endpoints: &[String],
-) -> Result<std::sync::Arc<dyn kcore_apiserver::Storage>> {
-    let eps: Vec<&str> = endpoints.iter().map(String::as_str).collect();
-    let s = kcore_apiserver::EtcdStorage::connect(&eps, "/registry")
-        .await
-        .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
-    Ok(std::sync::Arc::new(s))
+/// A client for a control-plane component: fenced by its Lease when elected.
+async fn component_client(kubeconfig: &Path, fence: Option<LeaseFence>) -> Result<kube::Client> {
+    match fence {
+        Some(f) => crate::leadership::fenced_client(kubeconfig, f).await,
+        None => client_from_kubeconfig(kubeconfig).await,
+    }
 }
 
-#[cfg(not(feature = "etcd"))]
-async fn etcd_storage(
-    _endpoints: &[String],
-) -> Result<std::sync::Arc<dyn kcore_apiserver::Storage>> {
-    anyhow::bail!("this kcored was built without etcd support (cargo feature `etcd`)")
+/// Runs a component: behind the Lease `name` when `identity` is set, else at once.
+async fn supervise<F, Fut>(
+    election: kube::Client,
+    name: &'static str,
+    identity: Option<String>,
+    timings: crate::leadership::LeaderTimings,
+    shutdown: watch::Receiver<bool>,
+    mut start: F,
+) -> Result<()>
+where
+    F: FnMut(Option<LeaseFence>, watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    match identity {
+        Some(id) => {
+            crate::leadership::run_while_leading(
+                election,
+                name,
+                &id,
+                timings,
+                shutdown,
+                move |fence, stop| start(Some(fence), stop),
+            )
+            .await
+        }
+        None => start(None, shutdown).await,
+    }
+}
+
+/// The control plane's etcd: storage, and the cluster's bootstrap data.
+mod etcd {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    #[cfg(feature = "etcd")]
+    use anyhow::Context;
+    use anyhow::Result;
+
+    use super::ControlPlaneConfig;
+
+    /// A server on etcd: its storage and, for the first server, the bootstrap data it
+    /// still has to publish.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(super) struct Joined {
+        pub storage: Arc<dyn kcore_apiserver::Storage>,
+        /// The cluster's encryption configuration, when it came from the bootstrap data.
+        pub encryption_config: Option<PathBuf>,
+        #[cfg(feature = "etcd")]
+        client: etcd_client::Client,
+        #[cfg(feature = "etcd")]
+        first: bool,
+    }
+
+    #[cfg(feature = "etcd")]
+    fn read(path: &Option<PathBuf>, flag: &str) -> Result<Option<String>> {
+        path.as_ref()
+            .map(|p| std::fs::read_to_string(p).with_context(|| format!("{flag} {}", p.display())))
+            .transpose()
+    }
+
+    /// Connects to etcd and, when the cluster's bootstrap data is there, installs it in
+    /// `api_dir` (checked against the join token) before the API server starts.
+    #[cfg(feature = "etcd")]
+    pub(super) async fn join(
+        cfg: &ControlPlaneConfig,
+        api_dir: &Path,
+        endpoints: &[String],
+    ) -> Result<Joined> {
+        use crate::bootstrap;
+        let tls = &cfg.etcd_tls;
+        let opts = kcore_apiserver::EtcdOptions {
+            ca_pem: read(&tls.ca_file, "--etcd-cafile")?,
+            client_cert: match (
+                read(&tls.cert_file, "--etcd-certfile")?,
+                read(&tls.key_file, "--etcd-keyfile")?,
+            ) {
+                (Some(c), Some(k)) => Some((c, k)),
+                (None, None) => None,
+                _ => anyhow::bail!("--etcd-certfile and --etcd-keyfile go together"),
+            },
+            ..Default::default()
+        };
+        let secure = opts.ca_pem.is_some() || opts.client_cert.is_some();
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|e| match (secure, e.strip_prefix("http://")) {
+                (true, Some(rest)) => format!("https://{rest}"),
+                _ => e.clone(),
+            })
+            .collect();
+        let shown = endpoints.join(",");
+        let mut client = etcd_client::Client::connect(&endpoints, Some(opts.connect_options()))
+            .await
+            .with_context(|| format!("connecting to etcd at {shown}"))?;
+        let existing = bootstrap::fetch(&mut client)
+            .await
+            .with_context(|| format!("etcd at {shown}"))?;
+        // a server restarting on its own data dir has the token already
+        let local_secret = std::fs::read_to_string(api_dir.join(super::JOIN_TOKEN))
+            .ok()
+            .map(|t| t.trim().to_owned());
+        let mut encryption_config = None;
+        let first = match existing {
+            Some(blob) => {
+                let secret = cfg
+                    .join_token
+                    .as_ref()
+                    .map(|t| t.secret.clone())
+                    .or(local_secret)
+                    .with_context(|| {
+                        format!(
+                            "etcd at {shown} already holds a kcore cluster: start this server \
+                             with --token (the join token a running server prints; `kcored token`)"
+                        )
+                    })?;
+                let files = bootstrap::open(&secret, &blob)?;
+                if let Some(token) = &cfg.join_token {
+                    bootstrap::check_ca(&files, &token.ca_hash)?;
+                }
+                bootstrap::install(api_dir, &files)?;
+                if files.contains_key(bootstrap::ENCRYPTION_FILE) {
+                    encryption_config = Some(api_dir.join(bootstrap::ENCRYPTION_FILE));
+                }
+                tracing::info!(etcd = %shown, "joined the control plane: bootstrap data installed");
+                false
+            }
+            None => {
+                anyhow::ensure!(
+                    cfg.join_token.is_none(),
+                    "--token was given, but etcd at {shown} holds no kcore cluster yet: \
+                     start the first server without --token"
+                );
+                true
+            }
+        };
+        let storage = kcore_apiserver::EtcdStorage::from_client(client.clone(), "/registry");
+        Ok(Joined {
+            storage: Arc::new(storage),
+            encryption_config,
+            client,
+            first,
+        })
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    pub(super) async fn join(
+        _cfg: &ControlPlaneConfig,
+        _api_dir: &Path,
+        _endpoints: &[String],
+    ) -> Result<Joined> {
+        anyhow::bail!("this kcored was built without etcd support (cargo feature `etcd`)")
+    }
+
+    impl Joined {
+        /// The first server stores the cluster's bootstrap data, sealed with its join
+        /// token's secret (`secret`), once its API server has made the keys.
+        #[cfg(feature = "etcd")]
+        pub(super) async fn publish(
+            &mut self,
+            api_dir: &Path,
+            secret: &str,
+            encryption: Option<&Path>,
+        ) -> Result<()> {
+            use crate::bootstrap;
+            if !self.first {
+                return Ok(());
+            }
+            let files = bootstrap::collect(api_dir, encryption)?;
+            let blob = bootstrap::seal(secret, &files)?;
+            anyhow::ensure!(
+                bootstrap::store_if_absent(&mut self.client, blob).await?,
+                "another server initialised this etcd at the same time: \
+                 restart this one with its --token"
+            );
+            tracing::info!(
+                "stored the cluster's bootstrap data in etcd (sealed with the join token)"
+            );
+            Ok(())
+        }
+
+        #[cfg(not(feature = "etcd"))]
+        pub(super) async fn publish(
+            &mut self,
+            _api_dir: &Path,
+            _secret: &str,
+            _encryption: Option<&Path>,
+        ) -> Result<()> {
+            Ok(())
+        }
+    }
 }
 
 /// Waits until the API server answers `/version` (it serves as soon as it binds, so

@@ -4,7 +4,13 @@
 //! machines does not matter: the decision is kcore-k8s's [`LeaseObserver`]); the leader
 //! renews every retry period and steps down when it could not renew within the renew
 //! deadline.
+//!
+//! A leader that was frozen (SIGSTOP, a paused VM) must not act on a lease that expired
+//! meanwhile: [`LeaseFence`] says whether the last successful renewal *started* less than
+//! a renew deadline ago by the monotonic clock, which advances while the process is
+//! stopped. Writers check it right before each write; no task has to run first.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -53,12 +59,43 @@ impl LeaderElectionConfig {
     }
 }
 
+/// Whether a leader may still act: its lease is valid until a monotonic deadline (the
+/// start of its last successful renewal plus the renew deadline, which is shorter than
+/// the lease duration after which another candidate may take over).
+///
+/// ```
+/// let fence = kcore_reconcile::LeaseFence::default();
+/// assert!(!fence.is_valid()); // never renewed
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct LeaseFence {
+    valid_until: Arc<Mutex<Option<std::time::Instant>>>,
+}
+
+impl LeaseFence {
+    /// `true` while the lease is held and the deadline has not passed.
+    pub fn is_valid(&self) -> bool {
+        self.deadline()
+            .is_some_and(|t| std::time::Instant::now() < t)
+    }
+
+    /// The monotonic deadline, when the lease is held.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, until: Option<std::time::Instant>) {
+        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+    }
+}
+
 /// Competes for a Lease and publishes whether this candidate leads.
 #[derive(Debug)]
 pub struct LeaderElector {
     api: Api<Lease>,
     config: LeaderElectionConfig,
     leading: watch::Sender<bool>,
+    fence: LeaseFence,
 }
 
 impl LeaderElector {
@@ -68,6 +105,19 @@ impl LeaderElector {
             api: Api::namespaced(client, &config.namespace),
             config,
             leading: watch::channel(false).0,
+            fence: LeaseFence::default(),
+        }
+    }
+
+    /// The fence of this candidate's lease: check it right before acting as leader.
+    pub fn fence(&self) -> LeaseFence {
+        self.fence.clone()
+    }
+
+    fn step_down(&self, why: &str) {
+        self.fence.set(None);
+        if self.leading.send_replace(false) {
+            tracing::warn!(lease = %self.lease_name(), identity = %self.config.identity, why, "stopped leading");
         }
     }
 
@@ -86,44 +136,56 @@ impl LeaderElector {
         let mut seen = LeaseObserver::new();
         let mut last_renew: Option<Instant> = None;
         loop {
-            let attempt = self.try_once(&mut seen).await;
+            // the lease can be valid no longer than from the start of this attempt
+            let started = std::time::Instant::now();
+            let attempt =
+                tokio::time::timeout(self.config.renew_deadline, self.try_once(&mut seen)).await;
             let now = Instant::now();
             match attempt {
-                Ok(true) => {
+                Ok(Ok(true)) => {
                     last_renew = Some(now);
+                    self.fence.set(Some(started + self.config.renew_deadline));
                     if !*self.leading.borrow() {
                         tracing::info!(lease = %self.lease_name(), identity = %self.config.identity, "became leader");
                     }
                     self.leading.send_replace(true);
                 }
-                Ok(false) => {
-                    if *self.leading.borrow() {
-                        tracing::warn!(lease = %self.lease_name(), "lease taken by another candidate");
-                    }
+                Ok(Ok(false)) => {
                     last_renew = None;
-                    self.leading.send_replace(false);
+                    self.step_down("lease held by another candidate");
                 }
-                Err(err) => {
+                Ok(Err(err)) => {
                     tracing::warn!(lease = %self.lease_name(), error = %crate::runner::display_chain(&err), "lease update failed");
-                    if last_renew
-                        .is_some_and(|t| now.duration_since(t) > self.config.renew_deadline)
-                    {
-                        tracing::warn!(lease = %self.lease_name(), "renew deadline passed; stepping down");
-                        last_renew = None;
-                        self.leading.send_replace(false);
-                    }
+                }
+                Err(_) => {
+                    tracing::warn!(lease = %self.lease_name(), "lease update timed out");
                 }
             }
+            if last_renew.is_some() && !self.fence.is_valid() {
+                last_renew = None;
+                self.step_down("renew deadline passed");
+            }
+            // step down the moment the deadline passes, not at the next attempt
+            let deadline = self
+                .fence
+                .deadline()
+                .map(Instant::from_std)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 () = &mut shutdown => break,
                 () = tokio::time::sleep(self.config.retry_period) => {}
+                () = tokio::time::sleep_until(deadline), if last_renew.is_some() => {
+                    last_renew = None;
+                    self.step_down("renew deadline passed");
+                }
             }
         }
         if *self.leading.borrow() {
+            self.fence.set(None);
+            self.leading.send_replace(false);
             if let Err(err) = self.release().await {
                 tracing::warn!(lease = %self.lease_name(), error = %crate::runner::display_chain(&err), "releasing lease failed");
             }
-            self.leading.send_replace(false);
         }
     }
 
@@ -201,8 +263,10 @@ impl LeaderElector {
         if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
             return Ok(());
         }
+        // as client-go's ReleaseOnCancel: no holder, so the next candidate acquires at once
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
         self.api
             .replace(&self.config.name, &PostParams::default(), &lease)
             .await

@@ -87,7 +87,7 @@ pub use controllers::volumeprotection::{
     pod_uses_claim, PVC_PROTECTION_FINALIZER, PV_PROTECTION_FINALIZER,
 };
 pub use error::Error;
-pub use leader::{LeaderElectionConfig, LeaderElector};
+pub use leader::{LeaderElectionConfig, LeaderElector, LeaseFence};
 pub use manager::{BatchConfig, ControllerManager, ControllerManagerConfig, CONTROLLERS};
 pub use meta::{
     controller_of, controller_ref, pod_is_active, pod_is_available, pod_is_ready, toleration_for,

@@ -138,7 +138,7 @@ impl Api {
                 .storage
                 .range(&info.prefix(None), None, 0)
                 .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+                .map_err(crate::error::from_store)?;
             let mut ips = std::collections::HashSet::new();
             let mut node_ports = std::collections::HashSet::new();
             for kv in &all.kvs {

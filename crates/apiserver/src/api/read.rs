@@ -240,7 +240,7 @@ impl Api {
                     .storage
                     .revision()
                     .await
-                    .map_err(|e| ApiError::internal(e.to_string()))?
+                    .map_err(crate::error::from_store)?
                     .current;
                 if !cache.wait_for(current, Duration::from_secs(3)).await {
                     return Ok(None);
@@ -263,7 +263,7 @@ impl Api {
         at: ReadAt,
     ) -> Result<(Vec<crate::cache::Obj>, u64), ApiError> {
         let storage = &self.inner.storage;
-        let internal = |e: StorageError| ApiError::internal(e.to_string());
+        let internal = crate::error::from_store;
         let page = storage.range(prefix, None, 0).await.map_err(internal)?;
         let mut objs: std::collections::BTreeMap<String, Value> = page
             .kvs
@@ -280,15 +280,10 @@ impl Api {
         };
         // Every revision is one write, so the history after `target` up to the range's
         // revision is complete; the first change to each key holds its state at `target`.
-        let mut history = storage.watch("", target).await.map_err(|e| match e {
-            StorageError::Compacted {
-                requested,
-                compacted,
-            } => ApiError::gone(format!(
-                "too old resource version: {requested} ({compacted})"
-            )),
-            e => ApiError::internal(e.to_string()),
-        })?;
+        let mut history = storage
+            .watch("", target)
+            .await
+            .map_err(crate::error::from_store)?;
         let mut seen = std::collections::HashSet::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {

@@ -86,7 +86,7 @@ impl Api {
                 };
                 return Ok(futures::stream::iter(head.into_iter().chain([ev])).boxed());
             }
-            Err(e) => return Err(ApiError::internal(e.to_string())),
+            Err(e) => return Err(crate::error::from_store(e)),
         };
         let convert = move |ev: crate::storage::Event| -> Option<WatchEvent> {
             let mut obj = decode(&ev.kv).ok()?;

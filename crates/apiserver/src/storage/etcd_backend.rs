@@ -15,9 +15,61 @@ use super::{
 };
 
 fn backend(op: &'static str) -> impl FnOnce(etcd_client::Error) -> StorageError {
-    move |e| StorageError::Backend {
-        op,
-        message: e.to_string(),
+    move |e| match unavailable(&e) {
+        Some(message) => StorageError::Unavailable { op, message },
+        None => StorageError::Backend {
+            op,
+            message: e.to_string(),
+        },
+    }
+}
+
+/// etcd's message when the error means "not now" (no quorum, no leader, unreachable,
+/// timed out) rather than a bad request: the caller may retry.
+fn unavailable(e: &etcd_client::Error) -> Option<String> {
+    use tonic::Code;
+    match e {
+        etcd_client::Error::GRpcStatus(s)
+            if matches!(
+                s.code(),
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+            ) || s.message().contains("no leader")
+                || s.message().contains("request timed out") =>
+        {
+            // etcd's own messages name it (`etcdserver: no leader`); a transport failure
+            // reported as a status (`tcp connect error`) gets the name added
+            let m = s.message();
+            Some(if m.starts_with("etcd") {
+                m.to_owned()
+            } else {
+                format!("etcd: {m}")
+            })
+        }
+        etcd_client::Error::TransportError(t) => Some(format!("etcd unreachable: {t}")),
+        etcd_client::Error::IoError(io) => Some(format!("etcd unreachable: {io}")),
+        _ => None,
+    }
+}
+
+/// How the API server reaches etcd: mutual TLS (kube-apiserver's `--etcd-cafile`,
+/// `--etcd-certfile`, `--etcd-keyfile`) and the time a request may take.
+#[derive(Debug, Clone)]
+pub struct EtcdOptions {
+    /// PEM of the CA that signed the etcd members' certificates.
+    pub ca_pem: Option<String>,
+    /// PEM of the client certificate and its key shown to etcd.
+    pub client_cert: Option<(String, String)>,
+    /// How long one request may take before it fails as unavailable.
+    pub request_timeout: std::time::Duration,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        Self {
+            ca_pem: None,
+            client_cert: None,
+            request_timeout: std::time::Duration::from_secs(10),
+        }
     }
 }
 
@@ -34,6 +86,31 @@ impl std::fmt::Debug for EtcdStorage {
         f.debug_struct("EtcdStorage")
             .field("root", &self.root)
             .finish_non_exhaustive()
+    }
+}
+
+impl EtcdOptions {
+    /// The etcd client's options.
+    pub fn connect_options(&self) -> etcd_client::ConnectOptions {
+        let mut o = etcd_client::ConnectOptions::new()
+            .with_require_leader(true)
+            .with_connect_timeout(std::time::Duration::from_secs(3))
+            .with_keep_alive(
+                std::time::Duration::from_secs(2),
+                std::time::Duration::from_secs(2),
+            )
+            .with_timeout(self.request_timeout);
+        if self.ca_pem.is_some() || self.client_cert.is_some() {
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &self.ca_pem {
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &self.client_cert {
+                tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            o = o.with_tls(tls);
+        }
+        o
     }
 }
 
@@ -56,13 +133,30 @@ impl EtcdStorage {
     /// Connects to etcd at `endpoints` (e.g. `["http://127.0.0.1:2379"]`), storing keys
     /// under `root` (e.g. `""`, or `"/cluster-a"`).
     pub async fn connect(endpoints: &[&str], root: &str) -> Result<Self, StorageError> {
-        let client = Client::connect(endpoints, None)
+        Self::connect_with(endpoints, root, &EtcdOptions::default()).await
+    }
+
+    /// Connects as [`connect`](Self::connect) does, with TLS and timeouts from `opts`.
+    /// Requests ask for a member with a leader (etcd's `require_leader`), so a member
+    /// cut off from the quorum fails at once with `etcdserver: no leader` instead of
+    /// waiting.
+    pub async fn connect_with(
+        endpoints: &[&str],
+        root: &str,
+        opts: &EtcdOptions,
+    ) -> Result<Self, StorageError> {
+        let client = Client::connect(endpoints, Some(opts.connect_options()))
             .await
             .map_err(backend("connect"))?;
-        Ok(Self {
+        Ok(Self::from_client(client, root))
+    }
+
+    /// A store on an existing etcd client.
+    pub fn from_client(client: Client, root: &str) -> Self {
+        Self {
             client,
             root: root.trim_end_matches('/').into(),
-        })
+        }
     }
 
     fn full(&self, key: &str) -> String {

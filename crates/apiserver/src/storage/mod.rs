@@ -19,7 +19,7 @@ mod wal;
 
 pub(crate) use encryption::{EncryptedStorage, EncryptionConfig};
 #[cfg(feature = "etcd")]
-pub use etcd_backend::EtcdStorage;
+pub use etcd_backend::{EtcdOptions, EtcdStorage};
 pub use redb_backend::{Checkpoints, RedbStorage};
 
 /// One stored key with its revisions.
@@ -131,6 +131,15 @@ pub enum StorageError {
         /// The operation.
         op: &'static str,
         /// The backend's message.
+        message: String,
+    },
+    /// The backend cannot serve the request now: etcd lost its quorum or cannot be
+    /// reached. The API answers 503 and the request may be retried.
+    #[error("storage backend unavailable during {op}: {message}")]
+    Unavailable {
+        /// The operation.
+        op: &'static str,
+        /// The backend's message (etcd's own, e.g. `etcdserver: no leader`).
         message: String,
     },
     /// The store was closed.

@@ -166,6 +166,34 @@ struct ServerArgs {
     /// one node with ARP. Without it, LoadBalancers get the nodes' addresses.
     #[arg(long, value_delimiter = ',', value_parser = kcored::cluster::parse_lb_pool)]
     service_lb_pool: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Join the control plane already on the --datastore etcd: its join token (printed
+    /// by the first server, or `kcored token` there). The CA, keys and tokens come from
+    /// the cluster's bootstrap data in etcd, checked against the token's CA hash.
+    #[arg(long, env = "KCORE_TOKEN")]
+    token: Option<String>,
+    /// The CA certificate that signed the etcd members' certificates (HTTPS to etcd).
+    #[arg(long)]
+    etcd_cafile: Option<PathBuf>,
+    /// The client certificate this server shows to etcd (mutual TLS).
+    #[arg(long)]
+    etcd_certfile: Option<PathBuf>,
+    /// The key of --etcd-certfile.
+    #[arg(long)]
+    etcd_keyfile: Option<PathBuf>,
+    /// How long the scheduler's and the controllers' leader Lease lasts without renewal
+    /// (servers on etcd elect one leader each).
+    #[arg(long, default_value = "15s", value_parser = kcored::leadership::parse_duration)]
+    leader_elect_lease_duration: std::time::Duration,
+    /// How long a leader keeps trying to renew before it stops acting.
+    #[arg(long, default_value = "10s", value_parser = kcored::leadership::parse_duration)]
+    leader_elect_renew_deadline: std::time::Duration,
+    /// How often candidates try to acquire, and leaders renew, the Lease.
+    #[arg(long, default_value = "2s", value_parser = kcored::leadership::parse_duration)]
+    leader_elect_retry_period: std::time::Duration,
+    /// How often this server renews its identity Lease and the `kubernetes` Service's
+    /// endpoints; a server that stops leaves them after 1.5 of these.
+    #[arg(long, default_value = "10s", value_parser = kcored::leadership::parse_duration)]
+    endpoint_reconcile_interval: std::time::Duration,
 }
 
 #[derive(clap::Args)]
@@ -300,11 +328,20 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let token: JoinToken = token.parse()?;
             kcored::datadir::secure(&node.data_dir)?;
             let ca = kcored::join::discover_ca(&server, &token).await?;
+            // every API connection goes through the client-side load balancer, which
+            // learns the other servers from the kubernetes Endpoints
+            let lb = kcored::serverlb::ServerLb::start(&server).await?;
+            let server = lb.url();
             let ca_pem = kcored::join::ca_pem(&ca);
             let client = kcored::join::client(&server, ca, &token.secret)?;
             let joined =
                 kcored::agent::node_config(&client, &server, &ca_pem, &node.options(true)).await?;
             let cfg = joined.config;
+            tokio::spawn(kcored::serverlb::follow_endpoints(
+                lb,
+                joined.client.clone(),
+                std::future::pending(),
+            ));
             kcored::agent::save_node_record(&cfg)?;
             println!(
                 "kcored: node {} joined {server} with pod subnet {}",
@@ -457,6 +494,24 @@ fn control_plane(server: &ServerArgs, node: &NodeArgs) -> Result<ControlPlaneCon
         .datastore
         .parse()
         .with_context(|| format!("--datastore {}", server.datastore))?;
+    cfg.join_token = server
+        .token
+        .as_deref()
+        .map(str::parse::<JoinToken>)
+        .transpose()
+        .context("--token")?;
+    cfg.etcd_tls = kcored::cluster::EtcdTlsFiles {
+        ca_file: server.etcd_cafile.clone(),
+        cert_file: server.etcd_certfile.clone(),
+        key_file: server.etcd_keyfile.clone(),
+    };
+    cfg.leader_election = kcored::leadership::LeaderTimings {
+        lease_duration: server.leader_elect_lease_duration,
+        renew_deadline: server.leader_elect_renew_deadline,
+        retry_period: server.leader_elect_retry_period,
+    };
+    cfg.leader_election.validate()?;
+    cfg.endpoint_reconcile_interval = server.endpoint_reconcile_interval;
     Ok(cfg)
 }
 

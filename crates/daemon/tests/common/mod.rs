@@ -343,3 +343,81 @@ impl Drop for Machine {
         let _ = self.netns_dir.remove(&self.name);
     }
 }
+
+/// The test switch: a bridge in its own namespace, one veth port per machine.
+pub struct Switch {
+    pub m: Machine,
+}
+
+impl Switch {
+    pub fn new() -> Switch {
+        let m = Machine::new("ksw", None);
+        m.ip(&["link", "add", "br0", "type", "bridge"]);
+        m.ip(&["link", "set", "br0", "up"]);
+        Switch { m }
+    }
+
+    /// Plugs `machine` in: its `eth0` gets `ip/24` and a default route.
+    pub fn plug(&self, machine: &Machine, port: usize, ip: &str) {
+        // a process in the machine's namespace names it for `ip link ... netns`
+        let mut holder: Child = in_netns(&machine.netns, "sleep")
+            .arg("60")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // only once the holder has entered the namespace does its pid name it
+        use std::os::unix::fs::MetadataExt;
+        let target = std::fs::metadata(&machine.netns).unwrap().ino();
+        wait_for(10, "the holder to enter the namespace", || {
+            let ino = std::fs::metadata(format!("/proc/{}/ns/net", holder.id()))
+                .ok()?
+                .ino();
+            (ino == target).then_some(())
+        });
+        let port_name = format!("swp{port}");
+        self.m.ip(&[
+            "link",
+            "add",
+            &port_name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &holder.id().to_string(),
+        ]);
+        let _ = holder.kill();
+        let _ = holder.wait();
+        self.m
+            .ip(&["link", "set", &port_name, "master", "br0", "up"]);
+        machine.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        machine.ip(&["link", "set", "eth0", "up"]);
+        machine.ip(&["route", "add", "default", "dev", "eth0"]);
+    }
+}
+
+/// `kubectl apply -f -` of `yaml` with `server`'s admin kubeconfig.
+pub fn apply(server: &Machine, yaml: &str) {
+    let mut c = in_netns(&server.netns, "kubectl");
+    c.arg("--kubeconfig")
+        .arg(server.kubeconfig())
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
