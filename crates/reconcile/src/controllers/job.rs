@@ -508,6 +508,54 @@ impl Written {
     }
 }
 
+/// The pods each Job's sync looks at, by Job: the pods it controls and the orphans its
+/// selector matches, kept from the pod events, so that a sync reads a few pods instead of
+/// scanning every pod of the namespace (upstream lists the namespace's pods by selector
+/// from an indexed lister). A Job's first sync scans its namespace and fills its entry,
+/// which also covers orphans that existed before the Job. Entries may name pods that are
+/// gone or changed owner: the claim rules skip those.
+#[derive(Debug, Clone, Default)]
+struct Candidates(Arc<Mutex<HashMap<ObjectKey, (bool, HashSet<ObjectKey>)>>>);
+
+impl Candidates {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, (bool, HashSet<ObjectKey>)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes `pod` for `job`.
+    fn add(&self, job: &ObjectKey, pod: ObjectKey) {
+        self.lock().entry(job.clone()).or_default().1.insert(pod);
+    }
+
+    fn remove(&self, job: &ObjectKey, pod: &ObjectKey) {
+        if let Some((_, set)) = self.lock().get_mut(job) {
+            set.remove(pod);
+        }
+    }
+
+    fn forget(&self, job: &ObjectKey) {
+        self.lock().remove(job);
+    }
+
+    /// The candidates of `job`, or `None` before its namespace was scanned for it.
+    fn of(&self, job: &ObjectKey) -> Option<Vec<ObjectKey>> {
+        let map = self.lock();
+        let (scanned, set) = map.get(job)?;
+        scanned.then(|| set.iter().cloned().collect())
+    }
+
+    /// Adds what a scan of the namespace found for `job` to what the events noted
+    /// meanwhile.
+    fn fill(&self, job: &ObjectKey, pods: impl IntoIterator<Item = ObjectKey>) {
+        let mut map = self.lock();
+        let e = map.entry(job.clone()).or_default();
+        e.0 = true;
+        e.1.extend(pods);
+    }
+}
+
 /// The Job controller.
 pub(crate) struct JobController {
     client: Client,
@@ -515,6 +563,7 @@ pub(crate) struct JobController {
     pods: Store<Pod>,
     expectations: Expectations,
     written: Written,
+    candidates: Candidates,
     clock: Clock,
     backoff_base: Duration,
     /// Consecutive failures since the last success, and when the last one was counted.
@@ -541,6 +590,7 @@ impl JobController {
             pods,
             expectations: Expectations::default(),
             written: Written::default(),
+            candidates: Candidates::default(),
             clock,
             backoff_base,
             backoffs: Mutex::new(HashMap::new()),
@@ -554,11 +604,13 @@ impl JobController {
     ) -> impl Fn(&Change<Job>) + Send + Sync {
         let exp = self.expectations.clone();
         let written = self.written.clone();
+        let candidates = self.candidates.clone();
         move |c| {
             let key = ObjectKey::of(c.object().as_ref());
             if let Change::Deleted(_) = c {
                 exp.delete(&key);
                 written.forget(&key);
+                candidates.forget(&key);
             }
             queue.add(key);
         }
@@ -571,14 +623,18 @@ impl JobController {
     ) -> impl Fn(&Change<Pod>) + Send + Sync {
         let exp = self.expectations.clone();
         let jobs = self.jobs.clone();
+        let candidates = self.candidates.clone();
         move |c| {
             let p = c.object();
+            let pod_key = ObjectKey::of(p.as_ref());
             match (c, owner_key(p)) {
                 (Change::Added(_), Some(k)) => {
+                    candidates.add(&k, pod_key);
                     exp.creation_observed(&k);
                     queue.add(k);
                 }
                 (Change::Updated { old, new }, Some(k)) => {
+                    candidates.add(&k, pod_key);
                     if old.metadata.deletion_timestamp.is_none()
                         && new.metadata.deletion_timestamp.is_some()
                     {
@@ -587,6 +643,7 @@ impl JobController {
                     queue.add(k);
                 }
                 (Change::Deleted(_), Some(k)) => {
+                    candidates.remove(&k, &pod_key);
                     exp.deletion_observed_uid(&k, p.metadata.uid.as_deref().unwrap_or(""));
                     queue.add(k);
                 }
@@ -597,7 +654,9 @@ impl JobController {
                         if sel
                             .is_some_and(|s| label_selector_matches(s, p.metadata.labels.as_ref()))
                         {
-                            queue.add(ObjectKey::of(j.as_ref()));
+                            let jk = ObjectKey::of(j.as_ref());
+                            candidates.add(&jk, pod_key.clone());
+                            queue.add(jk);
                         }
                     }
                 }
@@ -836,6 +895,7 @@ impl JobController {
     async fn sync(&self, key: &ObjectKey) -> Result<Action, Error> {
         let Some(job) = self.jobs.get(key) else {
             self.expectations.delete(key);
+            self.candidates.forget(key);
             // The Job is gone (deleted in the background, or orphaning): nothing counts
             // its pods any more, so none may keep waiting for it.
             let orphans: Vec<Arc<Pod>> = self
@@ -852,7 +912,20 @@ impl JobController {
         let Some(spec) = job.spec.clone() else {
             return Ok(Action::Done);
         };
-        let ns_pods = self.pods.list_namespace(key.ns());
+        let ns_pods: Vec<Arc<Pod>> = match self.candidates.of(key) {
+            Some(keys) => keys.iter().filter_map(|k| self.pods.get(k)).collect(),
+            None => {
+                let all = self.pods.list_namespace(key.ns());
+                let uid = job.metadata.uid.as_deref().unwrap_or_default();
+                self.candidates.fill(
+                    key,
+                    all.iter()
+                        .filter(|p| controller_of(&p.metadata).is_none_or(|r| r.uid == uid))
+                        .map(|p| ObjectKey::of(p.as_ref())),
+                );
+                all
+            }
+        };
         let deleting = job.metadata.deletion_timestamp.is_some();
         let selector = spec.selector.clone().unwrap_or_default();
         let claimed = claim(&uid, deleting || job_finished(&job), &selector, &ns_pods);
