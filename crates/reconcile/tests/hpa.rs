@@ -715,7 +715,7 @@ async fn hpa_scales_on_pods_object_and_external_metrics_of_an_aggregated_adapter
             let t = targets(&c, "web").await;
             (t == "30/30 (avg), 100/100 + 1 more...").then_some(t)
         },
-        || String::new(),
+        String::new,
     )
     .await;
     assert_eq!(shown, "30/30 (avg), 100/100 + 1 more...");

@@ -515,10 +515,13 @@ impl Written {
 /// which also covers orphans that existed before the Job. Entries may name pods that are
 /// gone or changed owner: the claim rules skip those.
 #[derive(Debug, Clone, Default)]
-struct Candidates(Arc<Mutex<HashMap<ObjectKey, (bool, HashSet<ObjectKey>)>>>);
+struct Candidates(Arc<Mutex<CandidateMap>>);
+
+/// Per Job: whether its namespace was scanned for it, and its candidate pods.
+type CandidateMap = HashMap<ObjectKey, (bool, HashSet<ObjectKey>)>;
 
 impl Candidates {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, (bool, HashSet<ObjectKey>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CandidateMap> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
