@@ -82,7 +82,7 @@ fn json_response(code: u16, v: &Value) -> Response {
         .into_response()
 }
 
-fn error_response(e: &ApiError) -> Response {
+pub(crate) fn error_response(e: &ApiError) -> Response {
     json_response(e.code, &e.to_status())
 }
 
@@ -524,6 +524,22 @@ async fn serve_authorized(
             .map(str::to_owned),
         ..Served::default()
     };
+    // API aggregation: a group version an APIService hands to a Service
+    if let Some(resp) = crate::aggregator::proxy(
+        state,
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        body.clone(),
+        user,
+    )
+    .await
+    {
+        state
+            .metrics
+            .record(parts.method.as_str(), "aggregated", resp.status().as_u16());
+        return (resp, served);
+    }
     let params = Params(
         Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
             .map(|q| q.0)

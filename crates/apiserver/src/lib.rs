@@ -42,6 +42,7 @@
 #![deny(missing_docs)]
 
 mod admission;
+mod aggregator;
 mod api;
 mod audit;
 mod auth;

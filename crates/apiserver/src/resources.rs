@@ -307,6 +307,7 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::horizontalpodautoscaler::RESOURCE_V1,
     registry::metrics::NODE_METRICS,
     registry::metrics::POD_METRICS,
+    registry::apiservice::RESOURCE,
 ];
 
 /// Finds a built-in resource by group, version and plural name (the served resources,

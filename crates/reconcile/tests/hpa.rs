@@ -507,3 +507,273 @@ async fn hpa_scales_a_custom_resource_through_its_scale_subresource() {
         t.abort();
     }
 }
+
+/// The metric values a test's adapter serves (Quantities as strings), and the query
+/// strings of the requests it answered.
+#[derive(Default)]
+struct AdapterState {
+    /// `rps` of every pod the selector picks.
+    rps: String,
+    /// `hits` of the Service `adapter`.
+    hits: String,
+    /// The values of the external metric `queue`.
+    queue: Vec<String>,
+    queries: Vec<String>,
+}
+
+/// A custom and external metrics adapter: HTTPS with its own CA (the APIServices'
+/// `caBundle`), serving `custom.metrics.k8s.io/v1beta2` (`pods/*/rps`,
+/// `services/adapter/hits`) and `external.metrics.k8s.io/v1beta1` (`queue`) from
+/// `state`. Returns the server task, its port and its CA's PEM.
+async fn metrics_adapter(
+    c: &Cluster,
+    state: Arc<Mutex<AdapterState>>,
+    dir: &std::path::Path,
+) -> (tokio::task::JoinHandle<()>, u16, String) {
+    let ca = kcore_tls::Ca::load_or_create(&dir.join("pki")).expect("CA");
+    let host = format!("adapter.{}.svc", c.namespace);
+    let cert = ca
+        .issue("adapter", &[host], kcore_tls::Usage::Server)
+        .expect("serving certificate");
+    let cfg = kcore_tls::server_config(&cert, None).expect("tls config");
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let listener = kcore_tls::TlsListener::new(tcp, cfg).expect("tls listener");
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &c.namespace);
+    let ns = c.namespace.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let (pods, state, ns) = (pods.clone(), state.clone(), ns.clone());
+        async move {
+            let query = uri.query().unwrap_or_default().to_owned();
+            let selector: String = query
+                .split('&')
+                .filter_map(|kv| kv.strip_prefix("labelSelector="))
+                .map(|v| v.replace("%3D", "=").replace("%2C", ","))
+                .collect();
+            let now = Timestamp::now().to_string();
+            let custom = format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{ns}/");
+            let external = format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/");
+            let path = uri.path().to_owned();
+            let (rps, hits, queue) = {
+                let mut s = state.lock().unwrap();
+                s.queries.push(format!("{path}?{query}"));
+                (s.rps.clone(), s.hits.clone(), s.queue.clone())
+            };
+            let body = if path == format!("{custom}pods/*/rps") {
+                let list = pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map(|l| l.items)
+                    .unwrap_or_default();
+                let items: Vec<Value> = list
+                    .iter()
+                    .map(|p| json!({"describedObject": {"kind": "Pod", "namespace": ns,
+                        "name": p.metadata.name, "apiVersion": "/v1"},
+                        "metric": {"name": "rps"}, "timestamp": now, "windowSeconds": 60,
+                        "value": rps}))
+                    .collect();
+                json!({"kind": "MetricValueList", "apiVersion": "custom.metrics.k8s.io/v1beta2",
+                    "metadata": {}, "items": items})
+            } else if path == format!("{custom}services/adapter/hits") {
+                json!({"kind": "MetricValueList", "apiVersion": "custom.metrics.k8s.io/v1beta2",
+                    "metadata": {}, "items": [{"describedObject": {"kind": "Service",
+                        "namespace": ns, "name": "adapter", "apiVersion": "/v1"},
+                        "metric": {"name": "hits"}, "timestamp": now, "windowSeconds": 60,
+                        "value": hits}]})
+            } else if path == format!("{external}queue") {
+                let items: Vec<Value> = queue
+                    .iter()
+                    .map(|v| json!({"metricName": "queue", "metricLabels": {"queue": "jobs"},
+                        "timestamp": now, "value": v}))
+                    .collect();
+                json!({"kind": "ExternalMetricValueList",
+                    "apiVersion": "external.metrics.k8s.io/v1beta1", "metadata": {}, "items": items})
+            } else {
+                return (
+                    axum::http::StatusCode::NOT_FOUND,
+                    axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "message": format!("no metric at {path}"), "reason": "NotFound", "code": 404})),
+                );
+            };
+            (axum::http::StatusCode::OK, axum::Json(body))
+        }
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (task, port, ca.cert_pem().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hpa_scales_on_pods_object_and_external_metrics_of_an_aggregated_adapter() {
+    use base64::Engine as _;
+    let (c, mut tasks) = cluster(Arc::new(Mutex::new(None))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(Mutex::new(AdapterState {
+        rps: "5".into(),
+        hits: "100".into(),
+        queue: vec!["20".into(), "40".into()],
+        queries: Vec::new(),
+    }));
+    let (adapter, port, ca_pem) = metrics_adapter(&c, state.clone(), dir.path()).await;
+    tasks.push(adapter);
+    // The adapter's Service, its endpoint (the test's server on loopback, as the endpoints
+    // controller would list a ready pod), and the two APIServices handing it the groups.
+    let apply = |doc: Value| {
+        let c = &c;
+        async move {
+            must(
+                kubectl(c, &["apply", "-f", "-"], Some(&doc.to_string())).await,
+                "apply",
+            )
+        }
+    };
+    apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "adapter", "namespace": c.namespace},
+        "spec": {"ports": [{"name": "https", "port": 443, "targetPort": 6443}]}}))
+    .await;
+    apply(json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "adapter", "namespace": c.namespace},
+        "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "https", "port": port}]}]}))
+    .await;
+    let ca = base64::engine::general_purpose::STANDARD.encode(&ca_pem);
+    for (group, version) in [
+        ("custom.metrics.k8s.io", "v1beta2"),
+        ("external.metrics.k8s.io", "v1beta1"),
+    ] {
+        apply(
+            json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+            "metadata": {"name": format!("{version}.{group}")},
+            "spec": {"group": group, "version": version, "groupPriorityMinimum": 100,
+                "versionPriority": 100, "caBundle": ca,
+                "service": {"namespace": c.namespace, "name": "adapter"}}}),
+        )
+        .await;
+    }
+    let listed = must(
+        kubectl(
+            &c,
+            &["get", "apiservice", "v1beta1.external.metrics.k8s.io"],
+            None,
+        )
+        .await,
+        "get apiservice",
+    );
+    assert!(
+        listed.contains(&format!("{}/adapter", c.namespace)),
+        "{listed}"
+    );
+    // A client reads the external metric through the API server.
+    let raw = eventually(20, "the external metrics API through the proxy", || async {
+        let o = kubectl(
+            &c,
+            &[
+                "get",
+                "--raw",
+                &format!(
+                    "/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/queue?labelSelector=queue%3Djobs",
+                    c.namespace
+                ),
+            ],
+            None,
+        )
+        .await;
+        o.ok.then_some(o.stdout)
+    })
+    .await;
+    let list: Value = serde_json::from_str(&raw).expect("json");
+    assert_eq!(list["kind"], "ExternalMetricValueList");
+    assert_eq!(list["items"][1]["value"], "40");
+
+    deployment(&c, "web", 2).await;
+    let h: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 1, "maxReplicas": 10,
+            "metrics": [
+                {"type": "External", "external": {"metric": {"name": "queue",
+                    "selector": {"matchLabels": {"queue": "jobs"}}},
+                    "target": {"type": "AverageValue", "averageValue": "30"}}},
+                {"type": "Object", "object": {"metric": {"name": "hits"},
+                    "describedObject": {"apiVersion": "v1", "kind": "Service", "name": "adapter"},
+                    "target": {"type": "Value", "value": "100"}}},
+                {"type": "Pods", "pods": {"metric": {"name": "rps"},
+                    "target": {"type": "AverageValue", "averageValue": "10"}}}],
+            "behavior": {
+                "scaleUp": {"stabilizationWindowSeconds": 0,
+                    "policies": [{"type": "Percent", "value": 1000, "periodSeconds": 1}]},
+                "scaleDown": {"stabilizationWindowSeconds": 0,
+                    "policies": [{"type": "Percent", "value": 100, "periodSeconds": 1}]}}}}))
+    .unwrap();
+    Api::<HorizontalPodAutoscaler>::namespaced(c.client.clone(), &c.namespace)
+        .create(&PostParams::default(), &h)
+        .await
+        .expect("create hpa");
+    // queue 60 over 2 pods at 30 each, hits at 100, rps 5 of 10: two replicas hold.
+    let shown = eventually_or(
+        60,
+        "the targets of the three metrics",
+        || async {
+            let t = targets(&c, "web").await;
+            (t == "30/30 (avg), 100/100 + 1 more...").then_some(t)
+        },
+        String::new,
+    )
+    .await;
+    assert_eq!(shown, "30/30 (avg), 100/100 + 1 more...");
+    let h = hpa(&c, "web").await;
+    assert_eq!(
+        h["status"]["currentMetrics"][2]["pods"]["current"]["averageValue"],
+        "5"
+    );
+    assert_eq!(replicas(&c, "web").await, 2);
+
+    // External: 240 in the queue at 30 per pod asks for 8.
+    state.lock().unwrap().queue = vec!["200".into(), "40".into()];
+    eventually(60, "8 replicas for the queue", || async {
+        (replicas(&c, "web").await == 8).then_some(())
+    })
+    .await;
+    eventually(30, "the queue's average over 8 pods", || async {
+        (targets(&c, "web").await == "30/30 (avg), 100/100 + 1 more...").then_some(())
+    })
+    .await;
+    // Object: 300 hits against 100 scales the 8 ready pods threefold, up to the max.
+    state.lock().unwrap().hits = "300".into();
+    eventually(60, "10 replicas for the hits", || async {
+        (replicas(&c, "web").await == 10).then_some(())
+    })
+    .await;
+    // Everything low: down to 1; then Pods: 30 rps against 10 per pod asks for 3.
+    {
+        let mut s = state.lock().unwrap();
+        s.hits = "10".into();
+        s.queue = vec!["0".into()];
+        s.rps = "1".into();
+    }
+    eventually(60, "1 replica when idle", || async {
+        (replicas(&c, "web").await == 1).then_some(())
+    })
+    .await;
+    state.lock().unwrap().rps = "30".into();
+    eventually(60, "3 replicas for the pods' rps", || async {
+        (replicas(&c, "web").await == 3).then_some(())
+    })
+    .await;
+    // The selectors went to the adapter: the scale target's for the pods, the metric's
+    // own for the external metric.
+    let queries = state.lock().unwrap().queries.clone();
+    assert!(
+        queries
+            .iter()
+            .any(|q| q.ends_with("/pods/*/rps?labelSelector=app%3Dweb")),
+        "{queries:?}"
+    );
+    assert!(
+        queries
+            .iter()
+            .any(|q| q.ends_with("/queue?labelSelector=queue%3Djobs")),
+        "{queries:?}"
+    );
+    for t in tasks {
+        t.abort();
+    }
+}

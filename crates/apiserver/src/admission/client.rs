@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, Request};
+use axum::http::{header, HeaderName, Method, Request};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
@@ -155,18 +155,47 @@ impl Pool {
         body: Bytes,
         timeout: Duration,
     ) -> Result<(u16, Bytes), TransportError> {
-        tokio::time::timeout(timeout, self.post_inner(t, body))
+        let headers = [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::ACCEPT, "application/json, */*".to_owned()),
+        ];
+        self.send(t, &Method::POST, &headers, body, timeout)
+            .await
+            .map(|(code, _, bytes)| (code, bytes))
+    }
+
+    /// Sends `method` with `headers` and `body` to `t`; returns the status, the content
+    /// type and the body of the answer. A kept-alive connection the server closed
+    /// meanwhile is replaced once.
+    pub(crate) async fn send(
+        &self,
+        t: &Target,
+        method: &Method,
+        headers: &[(HeaderName, String)],
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<(u16, Option<String>, Bytes), TransportError> {
+        tokio::time::timeout(timeout, self.send_inner(t, method, headers, body))
             .await
             .map_err(|_| TransportError::Timeout)?
     }
 
-    async fn post_inner(&self, t: &Target, body: Bytes) -> Result<(u16, Bytes), TransportError> {
+    async fn send_inner(
+        &self,
+        t: &Target,
+        method: &Method,
+        headers: &[(HeaderName, String)],
+        body: Bytes,
+    ) -> Result<(u16, Option<String>, Bytes), TransportError> {
         let request = || {
-            Request::post(t.path_and_query.as_str())
-                .header(header::HOST, t.authority.as_str())
-                .header(header::CONTENT_TYPE, "application/json")
-                .header(header::ACCEPT, "application/json, */*")
-                .body(Body::from(body.clone()))
+            let mut r = Request::builder()
+                .method(method.clone())
+                .uri(t.path_and_query.as_str())
+                .header(header::HOST, t.authority.as_str());
+            for (k, v) in headers {
+                r = r.header(k, v.as_str());
+            }
+            r.body(Body::from(body.clone()))
                 .map_err(TransportError::Request)
         };
         let (mut sender, reused) = match self.take_idle(t) {
@@ -185,11 +214,16 @@ impl Pool {
             Err(e) => return Err(TransportError::Http(e)),
         };
         let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = axum::body::to_bytes(Body::new(resp.into_body()), super::MAX_RESPONSE)
             .await
             .map_err(TransportError::Body)?;
         self.put_idle(t, sender);
-        Ok((status, bytes))
+        Ok((status, content_type, bytes))
     }
 }
 

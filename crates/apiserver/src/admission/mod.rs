@@ -440,7 +440,51 @@ struct Answer {
     patch: Option<json_patch::Patch>,
 }
 
+/// A request the API aggregator sends to the Service behind an APIService.
+pub(crate) struct ServiceRequest<'a> {
+    /// The Service's namespace, name and port.
+    pub service: (&'a str, &'a str, i64),
+    /// The PEM bundle trusted for the Service's certificate.
+    pub ca_bundle: Arc<[u8]>,
+    /// Method, path and query, headers and body, as sent on.
+    pub method: &'a axum::http::Method,
+    pub path_and_query: String,
+    pub headers: Vec<(axum::http::HeaderName, String)>,
+    pub body: Bytes,
+}
+
 impl Webhooks {
+    /// Sends `req` over TLS to a ready endpoint of its Service, resolved and connected
+    /// as webhook calls are (the API aggregator's transport); the status, content type
+    /// and body of the answer, or why the Service could not be reached.
+    pub(crate) async fn send_to_service(
+        &self,
+        api: &Api,
+        req: ServiceRequest<'_>,
+        timeout: Duration,
+    ) -> Result<(u16, Option<String>, Bytes), String> {
+        let (namespace, name, port) = req.service;
+        let addr = self
+            .resolve_service(api, namespace, name, port)
+            .await
+            .map_err(|e| match e {
+                CallError::Resolve(why) => why,
+                other => other.to_string(),
+            })?;
+        let host = format!("{name}.{namespace}.svc");
+        let t = Target {
+            addr,
+            server_name: host.clone(),
+            authority: format!("{host}:{port}"),
+            path_and_query: req.path_and_query,
+            ca_bundle: req.ca_bundle,
+        };
+        self.pool
+            .send(&t, req.method, &req.headers, req.body, timeout)
+            .await
+            .map_err(|e| client::chain(&e))
+    }
+
     async fn hooks(&self, api: &Api, mutating: bool) -> Result<Hooks, ApiError> {
         let plural = if mutating {
             "mutatingwebhookconfigurations"

@@ -35,7 +35,7 @@ use kcore_k8s::Quantity;
 use serde_json::{json, Value};
 
 use super::{Operation, Request};
-use crate::api::{Api, ListOptions, WriteOptions};
+use crate::api::{Api, WriteOptions};
 use crate::error::ApiError;
 use crate::resources::Sub;
 
@@ -66,6 +66,9 @@ const MUST_SPECIFY: &[&str] = &[
 /// How often the controller recounts every quota, beside the recounts that changes
 /// trigger.
 const FULL_RESYNC: Duration = Duration::from_secs(60);
+
+/// How long a recount waits for the watch cache to show the changes that caused it.
+const CACHE_WAIT: Duration = Duration::from_secs(5);
 
 fn q(s: &Value) -> Quantity {
     s.as_str()
@@ -356,43 +359,34 @@ fn decide(
 }
 
 /// The usage a quota counts now: every covered object of the namespace, for the
-/// resources the quota limits.
+/// resources the quota limits. The objects are read from the watch cache (the API
+/// server's shared informer), not listed from the store; a caller that must see a given
+/// change first waits for the cache to reach it ([`Api::cache_reached`]).
 async fn count(api: &Api, quota: &Value) -> Result<Usage, ApiError> {
     let ns = quota["metadata"]["namespace"].as_str().unwrap_or("default");
     let hard = from_json(&quota["spec"]["hard"]);
-    let mut kinds: Vec<(String, String, String)> = Vec::new();
+    let mut kinds: Vec<(String, String, &'static crate::resources::ResourceInfo)> = Vec::new();
     for res in hard.keys() {
         let (group, plural) = counted_kind(res);
-        let api_version = match group.as_str() {
-            "" => "v1".to_owned(),
-            g => match crate::resources::RESOURCES
-                .iter()
-                .find(|r| r.group == g && r.plural == plural)
-            {
-                Some(r) => format!("{g}/{}", r.version),
-                None => continue,
-            },
+        // One served version of the kind: every version shares the stored objects.
+        let Some(info) = crate::resources::RESOURCES
+            .iter()
+            .find(|r| r.group == group && r.plural == plural)
+        else {
+            continue;
         };
         if !kinds.iter().any(|(g, p, _)| *g == group && *p == plural) {
-            kinds.push((group, plural, api_version));
+            kinds.push((group, plural, info));
         }
     }
     let mut used: Usage = hard.keys().map(|k| (k.clone(), Quantity::ZERO)).collect();
-    for (group, plural, api_version) in kinds {
-        let list = match api
-            .list_value(&api_version, &plural, Some(ns), &ListOptions::default())
-            .await
-        {
-            Ok(l) => l,
-            Err(e) if e.code == 404 => continue,
-            Err(e) => return Err(e),
-        };
-        for obj in list["items"].as_array().into_iter().flatten() {
-            let pod = (plural == "pods" && group.is_empty()).then_some(obj);
+    for (group, plural, info) in kinds {
+        for obj in api.cached_objects(info, Some(ns)).await? {
+            let pod = (plural == "pods" && group.is_empty()).then_some(obj.as_ref());
             if !covers(quota, pod) {
                 continue;
             }
-            for (k, v) in usage(&group, &plural, obj) {
+            for (k, v) in usage(&group, &plural, &obj) {
                 if hard.contains_key(&k) && tracks(quota, &k) {
                     add(&mut used, k, v);
                 }
@@ -653,13 +647,15 @@ async fn follow(api: &Api) -> Result<(), ApiError> {
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Namespaces that hold a quota (a change elsewhere moves nothing).
     let mut with_quotas: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // The latest store revision seen: recounts wait for the watch cache to reach it.
+    let mut seen = from;
     loop {
         let mut dirty: BTreeMap<String, ()> = BTreeMap::new();
         tokio::select! {
             _ = resync.tick() => {
-                let all = api.list_in(info, None, &ListOptions::default()).await?;
+                let all = api.cached_objects(info, None).await?;
                 with_quotas.clear();
-                for q in all["items"].as_array().into_iter().flatten() {
+                for q in &all {
                     if let Some(ns) = q["metadata"]["namespace"].as_str() {
                         with_quotas.insert(ns.to_owned());
                         dirty.insert(ns.to_owned(), ());
@@ -673,6 +669,7 @@ async fn follow(api: &Api) -> Result<(), ApiError> {
                 let mut next = Some(ev.map_err(storage_err)?);
                 // Take every change already delivered, then recount once per namespace.
                 while let Some(ev) = next.take() {
+                    seen = seen.max(ev.revision());
                     if let Some((group, plural, ns)) = key_parts(&ev.kv.key) {
                         let is_quota = group.is_empty() && plural == "resourcequotas";
                         if is_quota && ev.kind == crate::storage::EventKind::Put {
@@ -690,11 +687,17 @@ async fn follow(api: &Api) -> Result<(), ApiError> {
                 }
             }
         }
+        if dirty.is_empty() {
+            continue;
+        }
+        if !api.cache_reached(seen, CACHE_WAIT).await {
+            tracing::debug!(
+                revision = seen,
+                "the watch cache lags; recounting from what it holds"
+            );
+        }
         for ns in dirty.into_keys() {
-            let quotas = api
-                .list_in(info, Some(&ns), &ListOptions::default())
-                .await?;
-            let items = quotas["items"].as_array().cloned().unwrap_or_default();
+            let items = api.cached_objects(info, Some(&ns)).await?;
             if items.is_empty() {
                 with_quotas.remove(&ns);
             }

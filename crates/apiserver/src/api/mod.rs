@@ -246,6 +246,14 @@ impl Api {
             .collect())
     }
 
+    /// Waits until the watch cache reflects the store's revision `rev`, priming it if
+    /// needed; false when it did not within `timeout` (then [`Api::cached_objects`] may
+    /// still lag behind `rev`).
+    pub(crate) async fn cache_reached(&self, rev: u64, timeout: Duration) -> bool {
+        let cache = &self.inner.cache;
+        cache.ensure().await.is_ok() && cache.wait_for(rev, timeout).await
+    }
+
     /// The revision of the last change to an object of API `group` the watch cache
     /// knows of (unchanged: the group's objects are unchanged); `None` when the cache is
     /// not primed.

@@ -464,8 +464,12 @@ fn targets(o: &Value) -> String {
         let key = match m["type"].as_str() {
             Some("Resource") => "resource",
             Some("ContainerResource") => "containerResource",
+            Some(ty @ ("Pods" | "Object" | "External")) => {
+                list.push(custom_target(ty, m, current.get(i)));
+                continue;
+            }
             _ => {
-                list.push("<unknown>/<unknown>".to_owned());
+                list.push("<unknown type>".to_owned());
                 continue;
             }
         };
@@ -494,6 +498,39 @@ fn targets(o: &Value) -> String {
         return format!("{} + {more} more...", list.join(", "));
     }
     list.join(", ")
+}
+
+/// One `Pods`, `Object` or `External` metric in the TARGETS cell, as upstream prints it:
+/// `current/target`, with ` (avg)` for an Object or External metric's `averageValue`
+/// target; the metric's name is not shown.
+fn custom_target(ty: &str, spec: &Value, status: Option<&Value>) -> String {
+    let key = match ty {
+        "Pods" => "pods",
+        "Object" => "object",
+        _ => "external",
+    };
+    let t = &spec[key]["target"];
+    let cur = status
+        .filter(|s| s["type"] == ty)
+        .map(|s| &s[key]["current"]);
+    let shown = |field: &str| {
+        cur.and_then(|c| c[field].as_str())
+            .unwrap_or("<unknown>")
+            .to_owned()
+    };
+    let quantity = |v: &Value| v.as_str().unwrap_or("<unknown>").to_owned();
+    if ty == "Pods" {
+        return format!("{}/{}", shown("averageValue"), quantity(&t["averageValue"]));
+    }
+    if t["averageValue"].is_string() {
+        format!(
+            "{}/{} (avg)",
+            shown("averageValue"),
+            quantity(&t["averageValue"])
+        )
+    } else {
+        format!("{}/{}", shown("value"), quantity(&t["value"]))
+    }
 }
 
 fn cells(o: &Value) -> Vec<Value> {
@@ -653,5 +690,28 @@ mod tests {
             (c[3].clone(), c[4].clone(), c[5].clone()),
             (json!("1"), json!(10), json!(3))
         );
+    }
+
+    #[test]
+    fn custom_and_external_targets_as_upstream() {
+        let mut o = hpa(
+            json!({"scaleTargetRef": {"kind": "Deployment", "name": "web"},
+            "maxReplicas": 10, "metrics": [
+            {"type": "Pods", "pods": {"metric": {"name": "rps"}, "target": {"type": "AverageValue", "averageValue": "10"}}},
+            {"type": "Object", "object": {"metric": {"name": "hits"}, "describedObject": {"kind": "Service", "name": "web"},
+                "target": {"type": "Value", "value": "100"}}},
+            {"type": "External", "external": {"metric": {"name": "queue"}, "target": {"type": "AverageValue", "averageValue": "30"}}}]}),
+        );
+        assert_eq!(cells(&o)[2], "<unknown>/10, <unknown>/100 + 1 more...");
+        o["spec"]["metrics"].as_array_mut().unwrap().remove(0);
+        o["status"] = json!({"currentMetrics": [
+            {"type": "Object", "object": {"metric": {"name": "hits"}, "current": {"value": "250"}}},
+            {"type": "External", "external": {"metric": {"name": "queue"}, "current": {"averageValue": "45"}}}]});
+        assert_eq!(cells(&o)[2], "250/100, 45/30 (avg)");
+        o["spec"]["metrics"] = json!([{"type": "Pods", "pods": {"metric": {"name": "rps"},
+            "target": {"type": "AverageValue", "averageValue": "10"}}}]);
+        o["status"] = json!({"currentMetrics": [
+            {"type": "Pods", "pods": {"metric": {"name": "rps"}, "current": {"averageValue": "12500m"}}}]});
+        assert_eq!(cells(&o)[2], "12500m/10");
     }
 }

@@ -26,6 +26,7 @@ use crate::error::{ApiError, Cause};
 use crate::table::{age, col};
 use crate::validate;
 
+pub(crate) mod apiservice;
 pub(crate) mod certificatesigningrequest;
 pub(crate) mod clusterrole;
 pub(crate) mod clusterrolebinding;

@@ -174,6 +174,38 @@ pub(crate) fn resource_replicas(
     Ok(out(replicas))
 }
 
+/// Upstream's `getUsageRatioReplicaCount`, for an Object or External metric with a
+/// `Value` target: the ratio of usage to target scales the ready pods (`None`: not
+/// counted yet, needed only outside the tolerance; the caller counts them on demand).
+pub(crate) fn usage_ratio_replicas(
+    current: i32,
+    usage_ratio: f64,
+    ready_pods: impl FnOnce() -> i64,
+) -> i32 {
+    if current == 0 {
+        // scale from zero: to as many pods as the ratio asks
+        return usage_ratio.ceil() as i32;
+    }
+    if (1.0 - usage_ratio).abs() <= TOLERANCE {
+        return current;
+    }
+    (usage_ratio * ready_pods() as f64).ceil() as i32
+}
+
+/// Upstream's `GetObjectPerPodMetricReplicas` and `GetExternalPerPodMetricReplicas`:
+/// an `AverageValue` target over a total `usage` (milli-units), per current replica.
+/// The replicas and the per-pod average reported as the current value.
+pub(crate) fn per_pod_replicas(status_replicas: i32, usage: i64, target: i64) -> (i32, i64) {
+    let n = f64::from(status_replicas.max(1));
+    let ratio = usage as f64 / (target.max(1) as f64 * n);
+    let replicas = if (1.0 - ratio).abs() > TOLERANCE {
+        (usage as f64 / target.max(1) as f64).ceil() as i32
+    } else {
+        status_replicas
+    };
+    (replicas, (usage as f64 / n).ceil() as i64)
+}
+
 /// One scaling direction's rules (`HPAScalingRules`).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Rules {
@@ -685,5 +717,38 @@ mod tests {
             stabilized_message("ScaleUpStabilized"),
             "recent recommendations were lower than current one, applying the lowest recent recommendation"
         );
+    }
+
+    #[test]
+    fn value_targets_scale_the_ready_pods() {
+        // (current, ratio, ready) -> replicas
+        for (current, ratio, ready, want) in [
+            (3, 1.05, 3, 3), // within the tolerance: no pod count needed
+            (3, 2.5, 3, 8),  // 2.5 × 3 ready
+            (4, 2.0, 2, 4),  // only the ready pods count
+            (5, 0.5, 5, 3),
+            (0, 3.2, 0, 4), // from zero: the ratio itself
+        ] {
+            assert_eq!(
+                usage_ratio_replicas(current, ratio, || ready),
+                want,
+                "{current} {ratio} {ready}"
+            );
+        }
+        let mut counted = false;
+        usage_ratio_replicas(3, 1.0, || {
+            counted = true;
+            3
+        });
+        assert!(!counted, "pods are not listed within the tolerance");
+    }
+
+    #[test]
+    fn average_value_targets_divide_by_the_replicas() {
+        // 250 over 2 replicas against 30 each: 9 replicas, 125 per pod
+        assert_eq!(per_pod_replicas(2, 250_000, 30_000), (9, 125_000));
+        // within the tolerance: unchanged
+        assert_eq!(per_pod_replicas(4, 122_000, 30_000), (4, 30_500));
+        assert_eq!(per_pod_replicas(4, 10_000, 30_000), (1, 2_500));
     }
 }

@@ -1,6 +1,7 @@
 //! The built-in controllers.
 
 pub(crate) mod cronjob;
+pub(crate) mod custommetrics;
 pub(crate) mod daemonset;
 pub(crate) mod deployment;
 pub(crate) mod endpoints;

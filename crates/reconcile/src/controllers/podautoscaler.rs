@@ -18,9 +18,14 @@
 //!    `lastScaleTime`) and the conditions `AbleToScale`, `ScalingActive` and
 //!    `ScalingLimited` are updated with upstream's reasons and messages.
 //!
-//! Custom and external metrics (`Pods`, `Object`, `External`) need a custom metrics API,
-//! which kcore does not serve: such a metric is reported invalid as upstream reports a
-//! missing adapter, and the other metrics still count.
+//! Custom and external metrics (`Pods`, `Object`, `External`) are read from
+//! `custom.metrics.k8s.io/v1beta2` and `external.metrics.k8s.io/v1beta1`
+//! ([`super::custommetrics`]), which metrics adapters serve through APIService
+//! registrations: `Pods` by the pods' average against `averageValue`; `Object` and
+//! `External` by `value` (the usage ratio scales the ready pods) or `averageValue` (per
+//! replica), as upstream's replica calculator. Without an adapter such a metric is
+//! invalid with upstream's reasons (`FailedGetPodsMetric`, ...), and the others still
+//! count.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,12 +42,14 @@ use kube::Client;
 use serde_json::{json, Value};
 
 use crate::cache::{Change, Store};
+use crate::controllers::custommetrics;
 use crate::controllers::hpa::{
-    milli_quantity, resource_replicas, stabilized_message, Normalizer, PodInfo, Target,
+    milli_quantity, per_pod_replicas, resource_replicas, stabilized_message, usage_ratio_replicas,
+    Normalizer, PodInfo, Target,
 };
 use crate::controllers::job::object_ref;
 use crate::error::Error;
-use crate::meta::ObjectKey;
+use crate::meta::{pod_is_ready, ObjectKey};
 use crate::queue::WorkQueue;
 use crate::runner::{Action, Reconciler};
 
@@ -74,6 +81,11 @@ impl Default for HpaConfig {
             initial_readiness_delay: Duration::from_secs(30),
         }
     }
+}
+
+/// A Quantity (a JSON string) in milli-units.
+fn quantity_milli(v: &Value) -> Option<i64> {
+    Quantity::parse(v.as_str()?).ok().map(|q| q.milli_value())
 }
 
 /// One pod's usage of a resource, as the metrics API reports it.
@@ -440,23 +452,8 @@ impl HpaController {
                     "unable to get metrics for resource {resource}: {e}"
                 ))
             })?;
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let pods = pods
-            .list(&ListParams::default().labels(selector))
-            .await
-            .map_err(|e| {
-                fail(format!(
-                    "unable to get pods while calculating replica count: {}",
-                    kube_message(&e)
-                ))
-            })?;
-        if pods.items.is_empty() {
-            return Err(fail(
-                "no pods returned by selector while calculating replica count".into(),
-            ));
-        }
+        let pods = self.pods(ns, selector).await.map_err(fail)?;
         let infos: Vec<PodInfo> = pods
-            .items
             .iter()
             .map(|p| {
                 let name = p.metadata.name.as_deref().unwrap_or_default();
@@ -492,13 +489,188 @@ impl HpaController {
         Ok((calc.replicas, name, json!({"type": ty, key: source})))
     }
 
+    /// A `Pods` metric: the average of the pods' values against `target.averageValue`,
+    /// with upstream's rules for pods without a value (`GetMetricReplicas`).
+    async fn pods_metric(
+        &self,
+        ns: &str,
+        selector: &str,
+        current: i32,
+        spec: &Value,
+        now: Timestamp,
+    ) -> Result<(i32, String, Value), String> {
+        let metric = spec["metric"]["name"].as_str().unwrap_or_default();
+        let fail = |e: String| {
+            format!("failed to get pods metric value: unable to get metric {metric}: {e}")
+        };
+        let target = quantity_milli(&spec["target"]["averageValue"]).ok_or_else(|| {
+            fail("invalid pods metric source: averageValue target is required".into())
+        })?;
+        let metric_selector = custommetrics::selector_string(&spec["metric"]["selector"]);
+        let values =
+            custommetrics::pods_metric(&self.client, ns, metric, selector, &metric_selector)
+                .await
+                .map_err(fail)?;
+        let pods = self.pods(ns, selector).await.map_err(fail)?;
+        let infos: Vec<PodInfo> = pods
+            .iter()
+            .map(|p| self.pod_info(p, "", None, None, now))
+            .collect();
+        let calc = resource_replicas(current, "", Target::AverageValue(target), &infos, &values)
+            .map_err(|e| fail(e.to_string()))?;
+        let status = json!({"type": "Pods", "pods": {"metric": spec["metric"],
+            "current": {"averageValue": milli_quantity(calc.average_milli)}}});
+        Ok((calc.replicas, format!("pods metric {metric}"), status))
+    }
+
+    /// An `Object` metric: the described object's value against `target.value` (scaling
+    /// the ready pods) or `target.averageValue` (per replica).
+    async fn object_metric(
+        &self,
+        ns: &str,
+        selector: &str,
+        current: i32,
+        status_replicas: i32,
+        spec: &Value,
+    ) -> Result<(i32, String, Value), String> {
+        let metric = spec["metric"]["name"].as_str().unwrap_or_default();
+        let obj = &spec["describedObject"];
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let name = obj["name"].as_str().unwrap_or_default();
+        let fail = |e: String| {
+            format!("failed to get object metric value: unable to get metric {metric}: {kind} on {ns} {name}/{e}")
+        };
+        let ar = self
+            .target_resource(obj["apiVersion"].as_str().unwrap_or("v1"), kind)
+            .await
+            .map_err(fail)?;
+        let metric_selector = custommetrics::selector_string(&spec["metric"]["selector"]);
+        let usage = custommetrics::object_metric(
+            &self.client,
+            ns,
+            &ar.plural,
+            name,
+            metric,
+            &metric_selector,
+        )
+        .await
+        .map_err(fail)?;
+        let (replicas, current_value) = self
+            .value_or_average(
+                ns,
+                selector,
+                current,
+                status_replicas,
+                &spec["target"],
+                usage,
+            )
+            .await
+            .map_err(fail)?;
+        let status = json!({"type": "Object", "object": {"metric": spec["metric"],
+            "describedObject": obj, "current": current_value}});
+        Ok((replicas, format!("{kind} metric {metric}"), status))
+    }
+
+    /// An `External` metric: the sum of its values against `target.value` (scaling the
+    /// ready pods) or `target.averageValue` (per replica).
+    async fn external_metric(
+        &self,
+        ns: &str,
+        selector: &str,
+        current: i32,
+        status_replicas: i32,
+        spec: &Value,
+    ) -> Result<(i32, String, Value), String> {
+        let metric = spec["metric"]["name"].as_str().unwrap_or_default();
+        let metric_selector = custommetrics::selector_string(&spec["metric"]["selector"]);
+        let fail = |e: String| {
+            format!("failed to get external metric value: unable to get external metric {ns}/{metric}/{metric_selector}: {e}")
+        };
+        let usage: i64 = custommetrics::external_metric(&self.client, ns, metric, &metric_selector)
+            .await
+            .map_err(fail)?
+            .iter()
+            .sum();
+        let (replicas, current_value) = self
+            .value_or_average(
+                ns,
+                selector,
+                current,
+                status_replicas,
+                &spec["target"],
+                usage,
+            )
+            .await
+            .map_err(fail)?;
+        let status = json!({"type": "External", "external": {"metric": spec["metric"],
+            "current": current_value}});
+        Ok((
+            replicas,
+            format!("external metric {metric}({metric_selector})"),
+            status,
+        ))
+    }
+
+    /// The replicas an Object or External metric's `usage` (milli-units) proposes, and
+    /// its `current` status: by `target.value` over the ready pods, or by
+    /// `target.averageValue` per replica.
+    async fn value_or_average(
+        &self,
+        ns: &str,
+        selector: &str,
+        current: i32,
+        status_replicas: i32,
+        target: &Value,
+        usage: i64,
+    ) -> Result<(i32, Value), String> {
+        if let Some(avg) = quantity_milli(&target["averageValue"]) {
+            let (replicas, per_pod) = per_pod_replicas(status_replicas, usage, avg);
+            return Ok((replicas, json!({"averageValue": milli_quantity(per_pod)})));
+        }
+        let value = quantity_milli(&target["value"]).ok_or(
+            "invalid metric source: neither a value target nor an average value target was set",
+        )?;
+        let ratio = usage as f64 / value.max(1) as f64;
+        let ready = if current != 0 && (1.0 - ratio).abs() > crate::controllers::hpa::TOLERANCE {
+            let pods = self.pods(ns, selector).await?;
+            pods.iter()
+                .filter(|p| {
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                        && pod_is_ready(p)
+                })
+                .count() as i64
+        } else {
+            0
+        };
+        let replicas = usage_ratio_replicas(current, ratio, || ready);
+        Ok((replicas, json!({"value": milli_quantity(usage)})))
+    }
+
+    /// The pods `selector` picks, as upstream's replica calculator lists them.
+    async fn pods(&self, ns: &str, selector: &str) -> Result<Vec<Pod>, String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let list = pods
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|e| {
+                format!(
+                    "unable to get pods while calculating replica count: {}",
+                    kube_message(&e)
+                )
+            })?;
+        if list.items.is_empty() {
+            return Err("no pods returned by selector while calculating replica count".into());
+        }
+        Ok(list.items)
+    }
+
     /// Every metric of the HPA (upstream's `computeReplicasForMetrics`); the conditions
     /// of a failing metric are set by the caller.
     async fn metrics(
         &self,
         ns: &str,
         selector: &str,
-        current: i32,
+        (current, status_replicas): (i32, i32),
         specs: &[Value],
         now: Timestamp,
     ) -> MetricsOutcome {
@@ -530,18 +702,18 @@ impl HpaController {
                     .await
                     .map_err(|e| ("FailedGetContainerResourceMetric", e))
                 }
-                "Pods" | "Object" | "External" => {
-                    let (key, reason, api) = match ty {
-                        "Pods" => ("pods", "FailedGetPodsMetric", "custom"),
-                        "Object" => ("object", "FailedGetObjectMetric", "custom"),
-                        _ => ("external", "FailedGetExternalMetric", "external"),
-                    };
-                    let metric = m[key]["metric"]["name"].as_str().unwrap_or_default();
-                    Err((
-                        reason,
-                        format!("unable to get {ty} metric {metric}: unable to fetch metrics from {api} metrics API: the server could not find the requested resource"),
-                    ))
-                }
+                "Pods" => self
+                    .pods_metric(ns, selector, current, &m["pods"], now)
+                    .await
+                    .map_err(|e| ("FailedGetPodsMetric", e)),
+                "Object" => self
+                    .object_metric(ns, selector, current, status_replicas, &m["object"])
+                    .await
+                    .map_err(|e| ("FailedGetObjectMetric", e)),
+                "External" => self
+                    .external_metric(ns, selector, current, status_replicas, &m["external"])
+                    .await
+                    .map_err(|e| ("FailedGetExternalMetric", e)),
                 other => Err((
                     "InvalidMetricSourceType",
                     format!("unknown metric source type {other:?}"),
@@ -693,7 +865,10 @@ impl HpaController {
             )
         } else {
             let specs = spec["metrics"].as_array().cloned().unwrap_or_default();
-            let outcome = self.metrics(ns, &selector, current, &specs, now).await;
+            let status_replicas = scale.status.as_ref().map_or(current, |s| s.replicas);
+            let outcome = self
+                .metrics(ns, &selector, (current, status_replicas), &specs, now)
+                .await;
             statuses = outcome.statuses;
             let first_error = outcome.first_error.map(|(reason, e)| {
                 let full = format!(
