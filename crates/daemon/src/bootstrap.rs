@@ -318,5 +318,4 @@ mod tests {
         bad.insert("../x".into(), String::new());
         assert!(install(dir.path(), &bad).is_err());
     }
-
 }

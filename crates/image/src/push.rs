@@ -19,15 +19,13 @@
 //! `pull,push` on the repository and `pull` on the mount source.
 
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::images::ImageStore;
 use crate::oci;
-use crate::registry::{PullOptions, Reference, RegistryClient};
-use crate::unpack::{Progress, ProgressFn};
+use crate::registry::{transfer_blobs, PullOptions, Reference, RegistryClient};
+use crate::unpack::ProgressFn;
 
 /// How to push.
 #[derive(Clone)]
@@ -101,6 +99,7 @@ pub struct PushReport {
 }
 
 /// How one blob got to the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Existing,
     Mounted,
@@ -363,56 +362,16 @@ impl ImageStore {
         let mut seen = std::collections::HashSet::new();
         blobs.retain(|d| seen.insert(d.clone()));
 
-        let bytes = AtomicU64::new(0);
-        let done = AtomicU64::new(0);
-        let counts = Mutex::new((0usize, 0usize, 0usize));
-        let next = AtomicUsize::new(0);
-        let errors = Mutex::new(Vec::new());
-        let report = |b: u64, d: u64| {
-            if let Some(p) = &opts.progress {
-                p(Progress {
-                    bytes: b,
-                    entries: d,
-                });
-            }
-        };
-        std::thread::scope(|s| {
-            for _ in 0..opts.jobs.clamp(1, blobs.len()) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(d) = blobs.get(i) else { break };
-                    let on_bytes = |n: u64| {
-                        let b = bytes.fetch_add(n, Ordering::Relaxed) + n;
-                        report(b, done.load(Ordering::Relaxed));
-                    };
-                    match pusher.push_blob(d, &on_bytes) {
-                        Ok(outcome) => {
-                            let mut c = counts.lock().expect("not poisoned");
-                            match outcome {
-                                Outcome::Existing => c.1 += 1,
-                                Outcome::Mounted => c.2 += 1,
-                                Outcome::Uploaded => c.0 += 1,
-                            }
-                            drop(c);
-                            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                            report(bytes.load(Ordering::Relaxed), n);
-                        }
-                        Err(e) => {
-                            errors.lock().expect("not poisoned").push(e);
-                            next.store(usize::MAX / 2, Ordering::Relaxed);
-                        }
-                    }
-                });
-            }
-        });
-        if let Some(e) = errors
-            .into_inner()
-            .expect("not poisoned")
-            .into_iter()
-            .next()
-        {
-            return Err(e);
-        }
+        let (outcomes, bytes) =
+            transfer_blobs(&blobs, opts.jobs, opts.progress.as_ref(), |d, on_bytes| {
+                pusher.push_blob(d, on_bytes)
+            })?;
+        let count = |o: Outcome| outcomes.iter().filter(|x| **x == o).count();
+        let (uploaded, existing, mounted) = (
+            count(Outcome::Uploaded),
+            count(Outcome::Existing),
+            count(Outcome::Mounted),
+        );
         let tag = r.tag.clone().unwrap_or_else(|| "latest".to_owned());
         let object = match &r.digest {
             Some(d) => d.to_string(),
@@ -431,7 +390,6 @@ impl ImageStore {
                 pusher.put_manifest(&object, &body, &itype)?
             }
         };
-        let (uploaded, existing, mounted) = counts.into_inner().expect("not poisoned");
         Ok(PushReport {
             reference: r.to_string(),
             digest,
@@ -439,7 +397,7 @@ impl ImageStore {
             uploaded,
             existing,
             mounted,
-            bytes: bytes.into_inner(),
+            bytes,
         })
     }
 }

@@ -584,53 +584,78 @@ impl ImageStore {
         for l in m.layers() {
             blobs.push((oci::digest_of(l)?, l.size()));
         }
-        let bytes = AtomicU64::new(0);
-        let done = AtomicU64::new(0);
-        let next = AtomicUsize::new(0);
-        let errors = Mutex::new(Vec::new());
-        let progress = opts.progress.clone();
-        let report = |b: u64, d: u64| {
-            if let Some(p) = &progress {
-                p(Progress {
-                    bytes: b,
-                    entries: d,
-                });
-            }
-        };
-        std::thread::scope(|s| {
-            for _ in 0..opts.jobs.clamp(1, blobs.len()) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((d, size)) = blobs.get(i) else { break };
-                    let on_bytes = |n: u64| {
-                        let b = bytes.fetch_add(n, Ordering::Relaxed) + n;
-                        report(b, done.load(Ordering::Relaxed));
-                    };
-                    match client.blob(self, d, *size, &on_bytes) {
-                        Ok(()) => {
-                            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                            report(bytes.load(Ordering::Relaxed), n);
-                        }
-                        Err(e) => {
-                            errors.lock().expect("not poisoned").push(e);
-                            // Stop handing out more work.
-                            next.store(usize::MAX / 2, Ordering::Relaxed);
-                        }
-                    }
-                });
-            }
-        });
-        if let Some(e) = errors
-            .into_inner()
-            .expect("not poisoned")
-            .into_iter()
-            .next()
-        {
-            return Err(e);
-        }
+        transfer_blobs(
+            &blobs,
+            opts.jobs,
+            opts.progress.as_ref(),
+            |(d, size), on_bytes| client.blob(self, d, *size, on_bytes),
+        )?;
         let name = opts.name.clone().unwrap_or_else(|| r.to_string());
         self.tag(&name, &manifest_digest, index.as_ref())
     }
+}
+
+/// Moves `blobs` with up to `jobs` threads: `work` transfers one, reporting its bytes as
+/// they go through the callback it is given. Progress reaches `progress` as (bytes so
+/// far, blobs done). The first error stops handing out blobs and is returned; otherwise
+/// each blob's outcome, in `blobs` order, and the bytes reported.
+pub(crate) fn transfer_blobs<T: Sync, R: Send>(
+    blobs: &[T],
+    jobs: usize,
+    progress: Option<&ProgressFn>,
+    work: impl Fn(&T, &dyn Fn(u64)) -> Result<R> + Sync,
+) -> Result<(Vec<R>, u64)> {
+    let bytes = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::with_capacity(blobs.len()));
+    let errors = Mutex::new(Vec::new());
+    let report = |b: u64, d: u64| {
+        if let Some(p) = progress {
+            p(Progress {
+                bytes: b,
+                entries: d,
+            });
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, blobs.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(blob) = blobs.get(i) else { break };
+                let on_bytes = |n: u64| {
+                    let b = bytes.fetch_add(n, Ordering::Relaxed) + n;
+                    report(b, done.load(Ordering::Relaxed));
+                };
+                match work(blob, &on_bytes) {
+                    Ok(r) => {
+                        results.lock().expect("not poisoned").push((i, r));
+                        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                        report(bytes.load(Ordering::Relaxed), n);
+                    }
+                    Err(e) => {
+                        errors.lock().expect("not poisoned").push(e);
+                        // Stop handing out more work.
+                        next.store(usize::MAX / 2, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = errors
+        .into_inner()
+        .expect("not poisoned")
+        .into_iter()
+        .next()
+    {
+        return Err(e);
+    }
+    let mut results = results.into_inner().expect("not poisoned");
+    results.sort_by_key(|(i, _)| *i);
+    Ok((
+        results.into_iter().map(|(_, r)| r).collect(),
+        bytes.into_inner(),
+    ))
 }
 
 #[cfg(test)]
