@@ -55,8 +55,8 @@ pub use leader::{decide, LeaseDecision, LeaseObserver};
 pub use qos::{pod_qos_class, qos_class, QosClass};
 pub use quantity::{Quantity, QuantityFormat};
 pub use selector::{
-    label_selector_is_empty, label_selector_matches, set_matches, NodeSelectorTerm, Op,
-    Requirement, Selector, NODE_NAME_FIELD,
+    label_selector_is_empty, label_selector_matches, label_selector_string, set_matches,
+    NodeSelectorTerm, Op, Requirement, Selector, NODE_NAME_FIELD,
 };
 #[cfg(feature = "kube")]
 pub use status::status_code;

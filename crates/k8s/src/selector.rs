@@ -384,6 +384,50 @@ impl NodeSelectorTerm<String> {
     }
 }
 
+/// A label selector (as JSON: `matchLabels`, `matchExpressions`) the way upstream prints
+/// `metav1.LabelSelectorAsSelector(sel).String()`: requirements sorted by key, each as
+/// `k=v`, `k in (a,b)`, `k notin (a)`, `k` or `!k` (values sorted), joined by commas.
+/// A selector without requirements (or none at all) is `""`; a requirement with an
+/// operator upstream does not know is left out (validation refuses those).
+///
+/// ```
+/// use serde_json::json;
+/// let sel = json!({"matchLabels": {"queue": "jobs", "app": "web"},
+///     "matchExpressions": [{"key": "tier", "operator": "In", "values": ["b", "a"]},
+///                          {"key": "canary", "operator": "DoesNotExist"}]});
+/// assert_eq!(kcore_k8s::label_selector_string(&sel), "app=web,!canary,queue=jobs,tier in (a,b)");
+/// assert_eq!(kcore_k8s::label_selector_string(&serde_json::Value::Null), "");
+/// ```
+pub fn label_selector_string(sel: &serde_json::Value) -> String {
+    let mut reqs: Vec<(String, String)> = Vec::new();
+    for (k, v) in sel["matchLabels"].as_object().into_iter().flatten() {
+        reqs.push((k.clone(), format!("{k}={}", v.as_str().unwrap_or_default())));
+    }
+    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
+        let key = e["key"].as_str().unwrap_or_default();
+        let mut values: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+            .collect();
+        values.sort_unstable();
+        let text = match e["operator"].as_str().unwrap_or_default() {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key.to_owned(),
+            "DoesNotExist" => format!("!{key}"),
+            _ => continue,
+        };
+        reqs.push((key.to_owned(), text));
+    }
+    reqs.sort();
+    reqs.into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -258,41 +258,13 @@ fn ip_block(block: &Value, p: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-/// Upstream's `FormatLabelSelector`: `k=v` labels and expressions, sorted by key, or
-/// `<none>` for a selector that selects everything.
+/// Upstream's `FormatLabelSelector`: the selector's requirements, or `<none>` for a
+/// selector that selects everything.
 fn format_selector(sel: &Value) -> String {
-    let mut parts: Vec<(String, String)> = Vec::new();
-    for (k, v) in sel["matchLabels"].as_object().into_iter().flatten() {
-        parts.push((k.clone(), format!("{k}={}", v.as_str().unwrap_or_default())));
+    match kcore_k8s::label_selector_string(sel) {
+        s if s.is_empty() => "<none>".into(),
+        s => s,
     }
-    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
-        let k = e["key"].as_str().unwrap_or_default();
-        let mut vals: Vec<&str> = e["values"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        vals.sort_unstable();
-        let vals = vals.join(",");
-        let s = match e["operator"].as_str().unwrap_or_default() {
-            "In" => format!("{k} in ({vals})"),
-            "NotIn" => format!("{k} notin ({vals})"),
-            "Exists" => k.to_owned(),
-            "DoesNotExist" => format!("!{k}"),
-            op => format!("{k} {op} ({vals})"),
-        };
-        parts.push((k.to_owned(), s));
-    }
-    if parts.is_empty() {
-        return "<none>".into();
-    }
-    parts.sort();
-    parts
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 #[cfg(test)]

@@ -139,7 +139,9 @@ impl Strategy for BindingStrategy {
         ) {
             (Some(n), Some(ns)) if !ns.is_empty() => format!("{ns}/{n}"),
             (Some(n), _) => format!("*/{n}"),
-            (None, _) if !pr["selector"].is_null() => selector_string(&pr["selector"]),
+            (None, _) if !pr["selector"].is_null() => {
+                kcore_k8s::label_selector_string(&pr["selector"])
+            }
             _ => "<unset>".to_owned(),
         };
         vec![
@@ -149,37 +151,6 @@ impl Strategy for BindingStrategy {
             json!(age(&o["metadata"]["creationTimestamp"])),
         ]
     }
-}
-
-/// A label selector as upstream's `Selector.String()` prints it: requirements sorted by
-/// key, `k=v`, `k in (a,b)`, `k notin (a)`, `k`, `!k`; everything is `""`.
-fn selector_string(sel: &Value) -> String {
-    let mut reqs: Vec<(String, String)> = Vec::new();
-    for (k, v) in sel["matchLabels"].as_object().into_iter().flatten() {
-        reqs.push((k.clone(), format!("{k}={}", v.as_str().unwrap_or_default())));
-    }
-    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
-        let key = e["key"].as_str().unwrap_or_default();
-        let mut values: Vec<&str> = e["values"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        values.sort_unstable();
-        let text = match e["operator"].as_str().unwrap_or_default() {
-            "In" => format!("{key} in ({})", values.join(",")),
-            "NotIn" => format!("{key} notin ({})", values.join(",")),
-            "Exists" => key.to_owned(),
-            _ => format!("!{key}"),
-        };
-        reqs.push((key.to_owned(), text));
-    }
-    reqs.sort();
-    reqs.into_iter()
-        .map(|(_, t)| t)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 #[cfg(test)]

@@ -23,38 +23,6 @@ const CUSTOM: &str = "/apis/custom.metrics.k8s.io/v1beta2";
 /// The external metrics API's group and version.
 const EXTERNAL: &str = "/apis/external.metrics.k8s.io/v1beta1";
 
-/// A `LabelSelector` object as a selector string (`a=b,c in (d,e),!f`), as
-/// `metav1.LabelSelectorAsSelector(...).String()` prints it: requirements sorted by key.
-pub(crate) fn selector_string(sel: &Value) -> String {
-    let mut reqs: Vec<(String, String)> = Vec::new();
-    for (k, v) in sel["matchLabels"].as_object().into_iter().flatten() {
-        reqs.push((k.clone(), format!("{k}={}", v.as_str().unwrap_or_default())));
-    }
-    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
-        let k = e["key"].as_str().unwrap_or_default();
-        let mut values: Vec<&str> = e["values"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        values.sort_unstable();
-        let r = match e["operator"].as_str().unwrap_or_default() {
-            "In" => format!("{k} in ({})", values.join(",")),
-            "NotIn" => format!("{k} notin ({})", values.join(",")),
-            "Exists" => k.to_owned(),
-            "DoesNotExist" => format!("!{k}"),
-            _ => continue,
-        };
-        reqs.push((k.to_owned(), r));
-    }
-    reqs.sort();
-    reqs.into_iter()
-        .map(|(_, r)| r)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 fn milli(v: &Value) -> Option<i64> {
     Quantity::parse(v.as_str()?).ok().map(|q| q.milli_value())
 }
@@ -170,22 +138,4 @@ pub(crate) async fn external_metric(
         return Err("no metrics returned from external metrics API".into());
     }
     Ok(values)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn selectors_print_as_upstream() {
-        assert_eq!(selector_string(&Value::Null), "");
-        assert_eq!(
-            selector_string(&json!({"matchLabels": {"queue": "jobs", "app": "web"},
-                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["b", "a"]},
-                    {"key": "canary", "operator": "DoesNotExist"},
-                    {"key": "zone", "operator": "Exists"}]})),
-            "app=web,!canary,queue=jobs,tier in (a,b),zone"
-        );
-    }
 }

@@ -506,7 +506,7 @@ impl HpaController {
         let target = quantity_milli(&spec["target"]["averageValue"]).ok_or_else(|| {
             fail("invalid pods metric source: averageValue target is required".into())
         })?;
-        let metric_selector = custommetrics::selector_string(&spec["metric"]["selector"]);
+        let metric_selector = kcore_k8s::label_selector_string(&spec["metric"]["selector"]);
         let values =
             custommetrics::pods_metric(&self.client, ns, metric, selector, &metric_selector)
                 .await
@@ -544,7 +544,7 @@ impl HpaController {
             .target_resource(obj["apiVersion"].as_str().unwrap_or("v1"), kind)
             .await
             .map_err(fail)?;
-        let metric_selector = custommetrics::selector_string(&spec["metric"]["selector"]);
+        let metric_selector = kcore_k8s::label_selector_string(&spec["metric"]["selector"]);
         let usage = custommetrics::object_metric(
             &self.client,
             ns,
@@ -582,7 +582,7 @@ impl HpaController {
         spec: &Value,
     ) -> Result<(i32, String, Value), String> {
         let metric = spec["metric"]["name"].as_str().unwrap_or_default();
-        let metric_selector = custommetrics::selector_string(&spec["metric"]["selector"]);
+        let metric_selector = kcore_k8s::label_selector_string(&spec["metric"]["selector"]);
         let fail = |e: String| {
             format!("failed to get external metric value: unable to get external metric {ns}/{metric}/{metric_selector}: {e}")
         };
