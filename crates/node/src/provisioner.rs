@@ -42,7 +42,7 @@ use futures::{FutureExt as _, StreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kcore_k8s::{status_code, Quantity};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
 
@@ -62,6 +62,9 @@ const PARAM_FS_TYPE: &str = "fsType";
 
 /// How often usage is measured.
 const MEASURE_EVERY: Duration = Duration::from_secs(30);
+/// The pass made without a change (retries, remounts, measurements): changes make
+/// theirs at once.
+const RESYNC: Duration = Duration::from_secs(5);
 
 /// The provisioner of one node.
 pub(crate) struct LocalProvisioner {
@@ -661,20 +664,8 @@ impl LocalProvisioner {
         }
     }
 
-    /// One pass over every claim and volume.
-    async fn sync(&mut self) {
-        let claims: Api<PersistentVolumeClaim> = Api::all(self.client.clone());
-        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
-        let (claims, pvs) = match (
-            claims.list(&ListParams::default()).await,
-            pvs.list(&ListParams::default()).await,
-        ) {
-            (Ok(c), Ok(p)) => (c.items, p.items),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::debug!(error = %ErrorChain(&e), "list claims and volumes");
-                return;
-            }
-        };
+    /// One pass over every claim and volume, as the watch caches hold them.
+    async fn sync(&mut self, claims: &[PersistentVolumeClaim], pvs: &[PersistentVolume]) {
         // forget the events of objects that are gone
         let live: HashSet<&str> = claims
             .iter()
@@ -682,45 +673,49 @@ impl LocalProvisioner {
             .chain(pvs.iter().filter_map(|p| p.metadata.uid.as_deref()))
             .collect();
         self.sent.retain(|(uid, _)| live.contains(uid.as_str()));
-        for c in &claims {
+        for c in claims {
             if let Err(e) = self.provision(c).await {
                 tracing::warn!(error = %ErrorChain(&e), "provisioning a local volume failed");
             }
         }
-        self.remount(&pvs).await;
-        for pv in &pvs {
+        self.remount(pvs).await;
+        for pv in pvs {
             if let Err(e) = self.reclaim(pv).await {
                 tracing::warn!(error = %ErrorChain(&e), "deleting a local volume failed");
             }
-            if let Err(e) = self.resize(pv, &claims).await {
+            if let Err(e) = self.resize(pv, claims).await {
                 tracing::warn!(error = %ErrorChain(&e), "expanding a local volume failed");
             }
         }
         if self.measured.is_none_or(|t| t.elapsed() >= MEASURE_EVERY) {
             self.measured = Some(Instant::now());
-            self.measure(&pvs, &claims).await;
+            self.measure(pvs, claims).await;
         }
     }
 
-    /// Runs until the task is dropped: a pass on every change of a claim or volume, and
-    /// every few seconds.
+    /// Runs until the task is dropped: a pass on every change of a claim or volume (from
+    /// watch caches, so a pass costs no API reads), and every few seconds.
     pub(crate) async fn run(mut self) {
-        use kube::runtime::WatchStreamExt as _;
+        use kube::runtime::{reflector, WatchStreamExt as _};
+        let (claims, claims_w) = reflector::store::<PersistentVolumeClaim>();
+        let (pvs, pvs_w) = reflector::store::<PersistentVolume>();
         // with backoff: errors count as changes, and one that never pends would spin
-        let claims = watcher::watcher(
+        let claim_changes = watcher::watcher(
             Api::<PersistentVolumeClaim>::all(self.client.clone()),
             watcher::Config::default(),
         )
         .default_backoff()
+        .reflect(claims_w)
         .map(|_| ());
-        let pvs = watcher::watcher(
+        let pv_changes = watcher::watcher(
             Api::<PersistentVolume>::all(self.client.clone()),
             watcher::Config::default(),
         )
         .default_backoff()
+        .reflect(pvs_w)
         .map(|_| ());
-        let mut changes = futures::stream::select(claims, pvs).boxed();
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut changes = futures::stream::select(claim_changes, pv_changes).boxed();
+        let mut tick = tokio::time::interval(RESYNC);
         loop {
             tokio::select! {
                 c = changes.next() => if c.is_none() {
@@ -730,7 +725,22 @@ impl LocalProvisioner {
             }
             // a burst of changes makes one pass
             while let Some(Some(())) = changes.next().now_or_never() {}
-            self.sync().await;
+            // not before both caches hold a first full list
+            let ready = claims
+                .wait_until_ready()
+                .now_or_never()
+                .is_some_and(|r| r.is_ok())
+                && pvs
+                    .wait_until_ready()
+                    .now_or_never()
+                    .is_some_and(|r| r.is_ok());
+            if !ready {
+                continue;
+            }
+            let owned =
+                |v: Vec<std::sync::Arc<_>>| v.into_iter().map(|o| (*o).clone()).collect::<Vec<_>>();
+            let (c, p) = (owned(claims.state()), owned(pvs.state()));
+            self.sync(&c, &p).await;
         }
     }
 }
