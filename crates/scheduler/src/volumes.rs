@@ -11,12 +11,13 @@ use std::time::Duration;
 use futures::StreamExt as _;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, CSIStorageCapacity, StorageClass};
+use kcore_k8s::Quantity;
 use kube::api::{Api, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
 use kube::Client;
 use serde_json::json;
 
-use crate::model::PodVolumes;
+use crate::model::{ClaimCapacity, PodVolumes};
 
 /// The annotation with the node the scheduler chose for a claim.
 const ANN_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
@@ -65,6 +66,8 @@ pub(crate) async fn resolve(client: &Client, pod: &Pod) -> Option<PodVolumes> {
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
     let classes: Api<StorageClass> = Api::all(client.clone());
     let mut out = PodVolumes::default();
+    // the cluster's CSIStorageCapacities, read once per pod and only when needed
+    let mut capacities = None;
     for name in names {
         let claim = match claims.get_opt(&name).await {
             Ok(Some(c)) if c.metadata.deletion_timestamp.is_none() => c,
@@ -95,22 +98,85 @@ pub(crate) async fn resolve(client: &Client, pod: &Pod) -> Option<PodVolumes> {
             .as_ref()
             .and_then(|s| s.storage_class_name.clone())
             .unwrap_or_default();
-        let delayed = !class.is_empty()
-            && classes
-                .get_opt(&class)
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|sc| {
-                    sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer")
-                });
-        if delayed {
+        let sc = if class.is_empty() {
+            None
+        } else {
+            classes.get_opt(&class).await.ok().flatten()
+        };
+        let delayed = sc
+            .as_ref()
+            .is_some_and(|sc| sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer"));
+        if let Some(sc) = sc.filter(|_| delayed) {
+            if let Some(c) = capacity_check(client, &claim, &sc, &mut capacities).await {
+                out.capacity.push(c);
+            }
             out.unbound_delayed.push(name);
         } else {
             out.unbound_immediate.push(name);
         }
     }
     Some(out)
+}
+
+/// The claim's request in bytes (`0` when it has none).
+fn request_bytes(c: &PersistentVolumeClaim) -> i64 {
+    c.spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .and_then(|q| Quantity::try_from(q).ok())
+        .map_or(0, |q| q.value())
+}
+
+/// Where claim `c` of class `sc` fits, when the class's driver publishes its capacity
+/// (upstream VolumeBinding's `hasEnoughCapacity`): a CSIDriver named like the class's
+/// provisioner with `storageCapacity: true`, and a claim asking for more than nothing.
+/// `capacities` caches the cluster's CSIStorageCapacities for the pod's other claims.
+async fn capacity_check(
+    client: &Client,
+    c: &PersistentVolumeClaim,
+    sc: &StorageClass,
+    capacities: &mut Option<Vec<CSIStorageCapacity>>,
+) -> Option<ClaimCapacity> {
+    let size = request_bytes(c);
+    if sc.provisioner.is_empty() || size <= 0 {
+        return None;
+    }
+    let drivers: Api<CSIDriver> = Api::all(client.clone());
+    let driver = drivers.get_opt(&sc.provisioner).await.ok().flatten()?;
+    if driver.spec.storage_capacity != Some(true) {
+        return None;
+    }
+    if capacities.is_none() {
+        let api: Api<CSIStorageCapacity> = Api::all(client.clone());
+        match api.list(&ListParams::default()).await {
+            Ok(l) => *capacities = Some(l.items),
+            Err(e) => {
+                // as upstream with an unreadable lister: no check rather than no node
+                tracing::debug!(error = %e, "listing storage capacities");
+                return None;
+            }
+        }
+    }
+    let class = sc.metadata.name.as_deref().unwrap_or_default();
+    let topologies = capacities
+        .iter()
+        .flatten()
+        .filter(|cap| cap.storage_class_name == class)
+        .filter(|cap| {
+            cap.maximum_volume_size
+                .as_ref()
+                .or(cap.capacity.as_ref())
+                .and_then(|q| Quantity::try_from(q).ok())
+                .is_some_and(|limit| limit.value() >= size)
+        })
+        .filter_map(|cap| cap.node_topology.clone())
+        .collect();
+    Some(ClaimCapacity {
+        claim: c.metadata.name.clone().unwrap_or_default(),
+        topologies,
+    })
 }
 
 /// Marks the pod's delayed claims with the chosen `node`, then waits (at most a minute)
