@@ -35,7 +35,7 @@ pub fn default_class() -> StorageClass {
 /// provisioner publishes and places a claim only where it fits.
 pub fn local_path_driver() -> CSIDriver {
     serde_json::from_value(serde_json::json!({
-        "metadata": {"name": kcore_node::LOCAL_PATH_PROVISIONER},
+        "metadata": {"name": kcore_node::LOCAL_PATH_DRIVER},
         "spec": {
             "attachRequired": false,
             "storageCapacity": true,

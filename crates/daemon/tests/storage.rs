@@ -217,7 +217,7 @@ fn statefulset_claims_survive_scaling_grow_and_are_retained() {
 
     // the node publishes its free storage, and a claim no node can hold keeps its pod
     // Pending with upstream's reason, nothing provisioned
-    let driver = m.kubectl(&["get", "csidriver", "kcore.dev/local-path"]);
+    let driver = m.kubectl(&["get", "csidriver", "kcore.dev.local-path"]);
     let header: Vec<_> = driver.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header[3], "STORAGECAPACITY", "{driver}");
     assert_eq!(
@@ -270,7 +270,7 @@ spec:
             "get",
             "events",
             "--field-selector",
-            "involvedObject.name=huge,reason=FailedScheduling",
+            "involvedObject.name=huge",
             "-o",
             "jsonpath={.items[*].message}",
         ]);

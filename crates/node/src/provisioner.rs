@@ -31,7 +31,7 @@
 //!
 //! **Published capacity.** For each local-path StorageClass the provisioner publishes a
 //! CSIStorageCapacity in `kube-system` (topology: this node's `kubernetes.io/hostname`)
-//! with the free space of its volumes' file system; the CSIDriver `kcore.dev/local-path`
+//! with the free space of its volumes' file system; the CSIDriver [`LOCAL_PATH_DRIVER`]
 //! has `storageCapacity: true`, so the scheduler places a claim only on a node with room
 //! for it, and a claim no node can hold keeps its pod Pending with upstream's "node(s)
 //! did not have enough free storage". The provisioner still refuses a claim larger than
@@ -59,6 +59,10 @@ use crate::events;
 
 /// The provisioner name of the built-in local volumes.
 pub const LOCAL_PATH_PROVISIONER: &str = "kcore.dev/local-path";
+/// The name of the built-in provisioner's CSIDriver object. CSIDriver names cannot hold
+/// the `/` of [`LOCAL_PATH_PROVISIONER`], so the scheduler finds a provisioner's driver
+/// under its name with `/` read as `.` (see kcore-scheduler's VolumeBinding).
+pub const LOCAL_PATH_DRIVER: &str = "kcore.dev.local-path";
 
 const ANN_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 const ANN_STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";

@@ -129,6 +129,14 @@ fn request_bytes(c: &PersistentVolumeClaim) -> i64 {
         .map_or(0, |q| q.value())
 }
 
+/// The CSIDriver object of a class's provisioner: upstream names it like the
+/// provisioner; a provisioner whose name has a `/` (kcore's `kcore.dev/local-path`, in
+/// the style of external provisioners) cannot be a CSIDriver name, so its driver is
+/// looked up with `/` read as `.` (`kcore.dev.local-path`).
+fn driver_name(provisioner: &str) -> String {
+    provisioner.replace('/', ".")
+}
+
 /// Where claim `c` of class `sc` fits, when the class's driver publishes its capacity
 /// (upstream VolumeBinding's `hasEnoughCapacity`): a CSIDriver named like the class's
 /// provisioner with `storageCapacity: true`, and a claim asking for more than nothing.
@@ -144,7 +152,11 @@ async fn capacity_check(
         return None;
     }
     let drivers: Api<CSIDriver> = Api::all(client.clone());
-    let driver = drivers.get_opt(&sc.provisioner).await.ok().flatten()?;
+    let driver = drivers
+        .get_opt(&driver_name(&sc.provisioner))
+        .await
+        .ok()
+        .flatten()?;
     if driver.spec.storage_capacity != Some(true) {
         return None;
     }

@@ -1,7 +1,7 @@
 //! CSIDrivers (storage.k8s.io/v1, cluster-scoped), as upstream's
 //! `pkg/registry/storage/csidriver`: what Kubernetes should know of a volume driver,
 //! named by the driver. kcore's built-in local provisioner has one
-//! (`kcore.dev/local-path`, created by `kcored up` and `kcored server`) with
+//! (`kcore.dev.local-path`, created by `kcored up` and `kcored server`) with
 //! `storageCapacity: true`, so the scheduler checks the CSIStorageCapacities its nodes
 //! publish. Defaults as upstream (`attachRequired` true, `podInfoOnMount`,
 //! `requiresRepublish`, `storageCapacity` and `seLinuxMount` false, `fsGroupPolicy`
@@ -147,7 +147,7 @@ mod tests {
     #[test]
     fn defaults_validation_and_columns_as_upstream() {
         let s = CsiDriverStrategy;
-        let mut o = json!({"metadata": {"name": "kcore.dev/local-path"},
+        let mut o = json!({"metadata": {"name": "kcore.dev.local-path"},
             "spec": {"storageCapacity": true, "attachRequired": false}});
         s.defaults(&mut o);
         assert_eq!(o["spec"]["volumeLifecycleModes"], json!(["Persistent"]));
