@@ -681,7 +681,15 @@ mod tests {
         };
         let (d, k) = (Some("Delete"), Some("Retain"));
         // (owners now, whenDeleted, whenScaled, scaled down) → new owners (None: unchanged)
-        let cases: &[(&[&OwnerReference], _, _, bool, Option<&[&str]>)] = &[
+        // (owners now, whenDeleted, whenScaled, scaled down, new owners)
+        type Case<'a> = (
+            &'a [&'a OwnerReference],
+            Option<&'a str>,
+            Option<&'a str>,
+            bool,
+            Option<&'a [&'a str]>,
+        );
+        let cases: &[Case<'_>] = &[
             // Retain → whenDeleted: Delete gives a claim that exists the set as owner
             (&[], d, k, false, Some(&["s"])),
             (&[&set], d, k, false, None),
