@@ -3,6 +3,10 @@
 #
 #   sudo benches/cluster-bench.sh <bench>       (benches/startup.sh and storage.sh call this)
 #
+# KCORE_BENCH_PROFILE=debug builds and runs debug binaries instead (on a loaded machine,
+# where a release build would not finish in time; say so with the figures), and
+# KCORED_BIN=<path> runs another kcored (an older build, to compare) with the same bench.
+#
 # Everything runs in a network namespace made for the run (a veth with 192.0.2.50 and a
 # default route through it), with its own state directory; both are removed at the end.
 set -euo pipefail
@@ -12,10 +16,16 @@ NAME=${1:?usage: cluster-bench.sh <bench>}
 TARGET=${CARGO_TARGET_DIR:-target}
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 
-cargo build --release --locked -p kcored --bins
+PROFILE=${KCORE_BENCH_PROFILE:-release}
+case "$PROFILE" in
+  release) BUILD=(--release) BENCH_CMD=(bench) ;;
+  debug) BUILD=() BENCH_CMD=(test) ;;
+  *) echo "$NAME bench: KCORE_BENCH_PROFILE is release or debug" >&2; exit 1 ;;
+esac
+cargo build "${BUILD[@]}" --locked -p kcored --bins
 CARGO_TARGET_DIR="$TARGET/demo-static" RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --locked -p kcore-demo --target "$HOST"
-BENCH=$(cargo bench --locked -p kcore-benches --bench "$NAME" --no-run 2>&1 \
+BENCH=$(cargo "${BENCH_CMD[@]}" --locked -p kcore-benches --bench "$NAME" --no-run 2>&1 \
   | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)
 [ -x "$BENCH" ] || { echo "$NAME bench: could not find the bench executable" >&2; exit 1; }
 
@@ -39,7 +49,7 @@ ip -n "$NS" link set eth0p up
 ip -n "$NS" link set eth0 up
 ip -n "$NS" route add default dev eth0
 
-"$TARGET/release/kcore" image --root "$DATA" build -t kcore.local/demo:v1 \
+"$TARGET/$PROFILE/kcore" image --root "$DATA" build -t kcore.local/demo:v1 \
   --add "$TARGET/demo-static/$HOST/release/kcore-demo:/bin/kcore-demo" --entrypoint /bin/kcore-demo >/dev/null
-KCORED="$(realpath "$TARGET/release/kcored")" KCORE_DATA="$DATA" KCORE_NODE_IP=192.0.2.50 \
+KCORED="$(realpath "${KCORED_BIN:-$TARGET/$PROFILE/kcored}")" KCORE_DATA="$DATA" KCORE_NODE_IP=192.0.2.50 \
   nsenter --net="/run/netns/$NS" "$BENCH"

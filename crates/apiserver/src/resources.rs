@@ -281,6 +281,8 @@ pub(crate) static RESOURCES: &[ResourceInfo] = &[
     registry::persistentvolumeclaim::RESOURCE,
     registry::persistentvolume::RESOURCE,
     registry::storageclass::RESOURCE,
+    registry::csidriver::RESOURCE,
+    registry::csistoragecapacity::RESOURCE,
     registry::controllerrevision::RESOURCE,
     registry::poddisruptionbudget::RESOURCE,
     registry::mutatingwebhookconfiguration::RESOURCE,

@@ -2,11 +2,12 @@
 //! missing, as k3s ships its `local-path` StorageClass and `traefik` IngressClass:
 //! the StorageClass `local-path`, served by the local provisioner every node agent
 //! runs ([`kcore_node::LOCAL_PATH_PROVISIONER`]), and the IngressClass `kcore`, served
-//! by every node's Ingress proxy ([`kcore_node::INGRESS_CONTROLLER`]).
+//! by every node's Ingress proxy ([`kcore_node::INGRESS_CONTROLLER`]); and the
+//! CSIDriver of the local provisioner, which says it publishes storage capacity.
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::networking::v1::IngressClass;
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use kcore_k8s::status_code;
 use kube::api::{Api, PostParams};
 
@@ -29,6 +30,21 @@ pub fn default_class() -> StorageClass {
     .expect("a valid StorageClass")
 }
 
+/// The CSIDriver of the built-in local provisioner: no attach step, and
+/// `storageCapacity: true`, so the scheduler reads the CSIStorageCapacities each node's
+/// provisioner publishes and places a claim only where it fits.
+pub fn local_path_driver() -> CSIDriver {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": kcore_node::LOCAL_PATH_DRIVER},
+        "spec": {
+            "attachRequired": false,
+            "storageCapacity": true,
+            "volumeLifecycleModes": ["Persistent"],
+        },
+    }))
+    .expect("a valid CSIDriver")
+}
+
 /// The name of the default IngressClass.
 pub const DEFAULT_INGRESS_CLASS: &str = "kcore";
 
@@ -45,10 +61,11 @@ pub fn default_ingress_class() -> IngressClass {
     .expect("a valid IngressClass")
 }
 
-/// Creates the default StorageClass and IngressClass unless classes of those names
-/// exist.
+/// Creates the default StorageClass, the local provisioner's CSIDriver and the default
+/// IngressClass unless objects of those names exist.
 pub async fn ensure_default_class(client: &kube::Client) -> Result<()> {
     create_unless_present(Api::<StorageClass>::all(client.clone()), &default_class()).await?;
+    create_unless_present(Api::<CSIDriver>::all(client.clone()), &local_path_driver()).await?;
     create_unless_present(
         Api::<IngressClass>::all(client.clone()),
         &default_ingress_class(),
@@ -69,7 +86,7 @@ where
     let name = obj.meta().name.clone().unwrap_or_default();
     match api.create(&PostParams::default(), obj).await {
         Ok(_) => {
-            tracing::info!(%kind, %name, "created the default class");
+            tracing::info!(%kind, %name, "created a default object");
             Ok(())
         }
         Err(e) if status_code(&e) == Some(409) => Ok(()),

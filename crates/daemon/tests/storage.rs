@@ -2,8 +2,11 @@
 //! setup): a StatefulSet of three replicas with `volumeClaimTemplates` on the built-in
 //! local provisioner keeps each ordinal's data on its own claim through a scale to one
 //! and back to three; a claim of an expandable class grows through upstream's resize
-//! flow; and with reclaim policy Retain, deleting the claims leaves the volumes Released
-//! with their data.
+//! flow; a change of `persistentVolumeClaimRetentionPolicy` re-owns the claims that
+//! exist; the node publishes its free storage (CSIStorageCapacity) and a claim no node
+//! can hold keeps its pod Pending with upstream's "did not have enough free storage";
+//! and with reclaim policy Retain, deleting the claims leaves the volumes Released with
+//! their data.
 //!
 //! The demo database as a StatefulSet on loop-mounted volumes (`fsType: ext4`): its
 //! records outlive its pod, a write past the claim's capacity fails with ENOSPC, the
@@ -177,6 +180,121 @@ fn statefulset_claims_survive_scaling_grow_and_are_retained() {
         events.contains("Resizing") && events.contains("VolumeResizeSuccessful"),
         "{events}"
     );
+
+    // a change of the retention policy re-owns the claims that exist, as upstream
+    let owned_by_set = |m: &Machine| {
+        (0..3).all(|i| {
+            let c = m.kubectl_json(&["get", "pvc", &format!("data-db-{i}")]);
+            c["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|o| {
+                    o.iter()
+                        .any(|o| o["kind"] == "StatefulSet" && o["name"] == "db")
+                })
+        })
+    };
+    assert!(!owned_by_set(&m), "whenDeleted: Retain owns no claim");
+    let policy = |when_deleted: &str| {
+        format!(
+            r#"{{"spec":{{"persistentVolumeClaimRetentionPolicy":{{"whenDeleted":"{when_deleted}"}}}}}}"#
+        )
+    };
+    m.kubectl(&["patch", "statefulset", "db", "-p", &policy("Delete")]);
+    wait_for(60, "the claims owned by the set", || {
+        owned_by_set(&m).then_some(())
+    });
+    m.kubectl(&["patch", "statefulset", "db", "-p", &policy("Retain")]);
+    wait_for(60, "the claims let go by the set", || {
+        (0..3)
+            .all(|i| {
+                let c = m.kubectl_json(&["get", "pvc", &format!("data-db-{i}")]);
+                c["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_none_or(|o| o.iter().all(|o| o["kind"] != "StatefulSet"))
+            })
+            .then_some(())
+    });
+
+    // the node publishes its free storage, and a claim no node can hold keeps its pod
+    // Pending with upstream's reason, nothing provisioned
+    let driver = m.kubectl(&["get", "csidriver", "kcore.dev.local-path"]);
+    let header: Vec<_> = driver.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header[3], "STORAGECAPACITY", "{driver}");
+    assert_eq!(
+        driver.lines().nth(1).unwrap().split_whitespace().nth(3),
+        Some("true"),
+        "{driver}"
+    );
+    let caps = wait_for(60, "the node's capacity for class keep", || {
+        let l = m.kubectl_json(&["get", "csistoragecapacities", "-n", "kube-system"]);
+        l["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["storageClassName"] == "keep")
+            .cloned()
+    });
+    assert_eq!(
+        caps["nodeTopology"]["matchLabels"]["kubernetes.io/hostname"], "store",
+        "{caps}"
+    );
+    let huge = m.data.join("huge.yaml");
+    std::fs::write(
+        &huge,
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: huge}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: keep
+  resources: {requests: {storage: 1Ei}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: huge}
+spec:
+  containers:
+  - name: c
+    image: kcore.local/demo:v1
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, persistentVolumeClaim: {claimName: huge}}]
+"#,
+    )
+    .unwrap();
+    m.kubectl(&["apply", "-f", huge.to_str().unwrap()]);
+    let why = wait_for(60, "FailedScheduling for the huge claim", || {
+        let e = m.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=huge",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]);
+        e.contains("did not have enough free storage").then_some(e)
+    });
+    assert!(
+        why.contains("1 node(s) did not have enough free storage"),
+        "{why}"
+    );
+    let pod = m.kubectl_json(&["get", "pod", "huge"]);
+    assert_eq!(pod["status"]["phase"], "Pending", "{pod}");
+    assert!(pod["spec"]["nodeName"].is_null(), "{pod}");
+    let claim = m.kubectl_json(&["get", "pvc", "huge"]);
+    assert!(
+        claim["metadata"]["annotations"]["volume.kubernetes.io/selected-node"].is_null(),
+        "no node was chosen for it: {claim}"
+    );
+    m.kubectl(&[
+        "delete",
+        "-f",
+        huge.to_str().unwrap(),
+        "--wait=true",
+        "--timeout=60s",
+    ]);
 
     // delete the set and the claims: Retain leaves the volumes Released, with data
     m.kubectl(&[

@@ -107,7 +107,7 @@ pub use logs::LogQuery;
 pub use loopfs::LoopFsError;
 pub use netpol::{compile_policies, POLICY_TABLE};
 pub use node::{ANN_PUBLIC_IP, ANN_VTEP_MAC, LEASE_NAMESPACE};
-pub use provisioner::LOCAL_PATH_PROVISIONER;
+pub use provisioner::{LOCAL_PATH_DRIVER, LOCAL_PATH_PROVISIONER};
 pub use simulated::{
     NodeTemplate, SimulatedNodes, Simulation, ANN_EXIT_AFTER, ANN_EXIT_CODE, LABEL_SIMULATED,
 };

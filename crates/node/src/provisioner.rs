@@ -29,20 +29,28 @@
 //! capacity is not enforced. The honest answers are real limits (the `fsType` parameter)
 //! and this warning.
 //!
+//! **Published capacity.** For each local-path StorageClass the provisioner publishes a
+//! CSIStorageCapacity in `kube-system` (topology: this node's `kubernetes.io/hostname`)
+//! with the free space of its volumes' file system; the CSIDriver [`LOCAL_PATH_DRIVER`]
+//! has `storageCapacity: true`, so the scheduler places a claim only on a node with room
+//! for it, and a claim no node can hold keeps its pod Pending with upstream's "node(s)
+//! did not have enough free storage". The provisioner still refuses a claim larger than
+//! the free space (a claim placed before the capacity was published).
+//!
 //! A bound claim that asks for more (the API server allows it only when the class has
 //! `allowVolumeExpansion`) is expanded at once: a loop-mounted volume's file and file
 //! system grow online; a directory has no device or file system to grow, so for it the
 //! resize flow only records the new size (see `LocalProvisioner::resize`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt as _, StreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSIStorageCapacity, StorageClass};
 use kcore_k8s::{status_code, Quantity};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
 
@@ -51,6 +59,10 @@ use crate::events;
 
 /// The provisioner name of the built-in local volumes.
 pub const LOCAL_PATH_PROVISIONER: &str = "kcore.dev/local-path";
+/// The name of the built-in provisioner's CSIDriver object. CSIDriver names cannot hold
+/// the `/` of [`LOCAL_PATH_PROVISIONER`], so the scheduler finds a provisioner's driver
+/// under its name with `/` read as `.` (see kcore-scheduler's VolumeBinding).
+pub const LOCAL_PATH_DRIVER: &str = "kcore.dev.local-path";
 
 const ANN_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 const ANN_STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
@@ -60,8 +72,17 @@ const COMPONENT: &str = "kcore.dev/local-path";
 /// The class parameter that selects a loop-mounted file system per volume.
 const PARAM_FS_TYPE: &str = "fsType";
 
+/// The namespace of the CSIStorageCapacities the provisioners publish.
+pub const CAPACITY_NAMESPACE: &str = "kube-system";
+/// How often a changed free space is published again (external-provisioner's
+/// `--capacity-poll-interval` is a minute too).
+const PUBLISH_EVERY: Duration = Duration::from_secs(60);
+
 /// How often usage is measured.
 const MEASURE_EVERY: Duration = Duration::from_secs(30);
+/// The pass made without a change (retries, remounts, measurements): changes make
+/// theirs at once.
+const RESYNC: Duration = Duration::from_secs(5);
 
 /// The provisioner of one node.
 pub(crate) struct LocalProvisioner {
@@ -72,6 +93,8 @@ pub(crate) struct LocalProvisioner {
     /// Events already sent (object uid, reason): each once.
     sent: HashSet<(String, String)>,
     measured: Option<Instant>,
+    /// The capacity last published per class, and when.
+    published: HashMap<String, (u64, Instant)>,
 }
 
 /// The node a volume's node affinity pins it to (a `kubernetes.io/hostname In [node]`
@@ -131,9 +154,10 @@ pub(crate) fn disk_usage(dir: &Path) -> u64 {
     total
 }
 
-/// The size in bytes of the file system holding `path`.
+/// The bytes an unprivileged writer may still use on the file system holding `path`
+/// (`f_bavail`, as `df` shows them).
 #[allow(clippy::useless_conversion)] // the field types differ between targets
-fn fs_size(path: &Path) -> Option<u64> {
+fn fs_free(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: `c` is a valid C string and `st` a plain struct statvfs fills.
@@ -142,7 +166,38 @@ fn fs_size(path: &Path) -> Option<u64> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return None;
     }
-    Some(u64::from(st.f_blocks).saturating_mul(u64::from(st.f_frsize)))
+    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+}
+
+/// The objects of a watch cache, owned.
+fn owned<K: Clone>(v: Vec<std::sync::Arc<K>>) -> Vec<K> {
+    v.into_iter().map(|o| (*o).clone()).collect()
+}
+
+/// The name of the CSIStorageCapacity of `class` on `node`: fixed, so a restarted agent
+/// finds its own (FNV-1a of both names; names alone could exceed 253 bytes).
+fn capacity_name(node: &str, class: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes().chain([0]).chain(class.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("local-path-{h:016x}")
+}
+
+/// The CSIStorageCapacity that says `class` can still provision `free` bytes on `node`.
+fn capacity_object(node: &str, class: &str, free: u64) -> CSIStorageCapacity {
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": capacity_name(node, class),
+            "namespace": CAPACITY_NAMESPACE,
+            "labels": {"app.kubernetes.io/managed-by": "kcore-local-path"},
+        },
+        "storageClassName": class,
+        "nodeTopology": {"matchLabels": {HOSTNAME_LABEL: node}},
+        "capacity": free.to_string(),
+    }))
+    .expect("a valid CSIStorageCapacity")
 }
 
 /// The file system of a loop-mounted volume (its `local.fsType`), if `pv` is one.
@@ -180,6 +235,7 @@ impl LocalProvisioner {
             root,
             sent: HashSet::new(),
             measured: None,
+            published: HashMap::new(),
         }
     }
 
@@ -301,13 +357,13 @@ impl LocalProvisioner {
             .parse::<Quantity>()
             .map(|q| u64::try_from(q.value()).unwrap_or(u64::MAX))
             .unwrap_or(0);
-        if let Some(holds) = fs_size(&self.root).filter(|h| requested > *h) {
+        if let Some(holds) = fs_free(&self.root).filter(|h| requested > *h) {
             self.event(
                 claim_ref,
                 true,
                 "ProvisioningFailed",
                 &format!(
-                    "failed to provision volume with StorageClass {class_name:?}: the claim asks for {request}, more than node {} can hold (its volumes' file system has {holds} bytes)",
+                    "failed to provision volume with StorageClass {class_name:?}: the claim asks for {request}, more than node {} can hold (its volumes' file system has {holds} bytes free)",
                     self.node
                 ),
             );
@@ -661,20 +717,84 @@ impl LocalProvisioner {
         }
     }
 
-    /// One pass over every claim and volume.
-    async fn sync(&mut self) {
-        let claims: Api<PersistentVolumeClaim> = Api::all(self.client.clone());
-        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
-        let (claims, pvs) = match (
-            claims.list(&ListParams::default()).await,
-            pvs.list(&ListParams::default()).await,
-        ) {
-            (Ok(c), Ok(p)) => (c.items, p.items),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::debug!(error = %ErrorChain(&e), "list claims and volumes");
-                return;
-            }
+    /// Publishes, per local-path class, a CSIStorageCapacity with the free space of this
+    /// node's volume file system, as upstream's external-provisioner does for a driver
+    /// with `storageCapacity: true`: the scheduler then places a claim only on a node
+    /// with room for it. A new class is published at once; a changed free space at most
+    /// every [`PUBLISH_EVERY`]; the capacity of a class that is gone is deleted.
+    async fn publish_capacity(&mut self, classes: &[StorageClass]) {
+        if let Err(e) = kcore_statedir::ensure_dir(&self.root, kcore_statedir::GROUP_DIR) {
+            tracing::debug!(error = %e, "creating the volumes directory");
+            return;
+        }
+        let Some(free) = fs_free(&self.root) else {
+            return;
         };
+        let api: Api<CSIStorageCapacity> = Api::namespaced(self.client.clone(), CAPACITY_NAMESPACE);
+        let ours: HashSet<&str> = classes
+            .iter()
+            .filter(|c| {
+                c.provisioner == LOCAL_PATH_PROVISIONER && c.metadata.deletion_timestamp.is_none()
+            })
+            .filter_map(|c| c.metadata.name.as_deref())
+            .collect();
+        for class in &ours {
+            if self
+                .published
+                .get(*class)
+                .is_some_and(|(was, at)| *was == free || at.elapsed() < PUBLISH_EVERY)
+            {
+                continue;
+            }
+            let obj = capacity_object(&self.node, class, free);
+            let name = capacity_name(&self.node, class);
+            let done = match api.get_opt(&name).await {
+                Ok(Some(_)) => api
+                    .patch(
+                        &name,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(json!({"capacity": obj.capacity})),
+                    )
+                    .await
+                    .map(|_| ()),
+                Ok(None) => api.create(&PostParams::default(), &obj).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(()) => {
+                    tracing::debug!(class, free, "published the storage capacity");
+                    self.published
+                        .insert((*class).to_owned(), (free, Instant::now()));
+                }
+                Err(e) => tracing::warn!(
+                    class,
+                    error = %ErrorChain(&e),
+                    "publishing the storage capacity failed"
+                ),
+            }
+        }
+        let gone: Vec<String> = self
+            .published
+            .keys()
+            .filter(|c| !ours.contains(c.as_str()))
+            .cloned()
+            .collect();
+        for class in gone {
+            let name = capacity_name(&self.node, &class);
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(e) if status_code(&e) == Some(404) => {}
+                Err(e) => {
+                    tracing::warn!(class, error = %ErrorChain(&e), "deleting a storage capacity failed");
+                    continue;
+                }
+            }
+            self.published.remove(&class);
+        }
+    }
+
+    /// One pass over every claim and volume, as the watch caches hold them.
+    async fn sync(&mut self, claims: &[PersistentVolumeClaim], pvs: &[PersistentVolume]) {
         // forget the events of objects that are gone
         let live: HashSet<&str> = claims
             .iter()
@@ -682,45 +802,61 @@ impl LocalProvisioner {
             .chain(pvs.iter().filter_map(|p| p.metadata.uid.as_deref()))
             .collect();
         self.sent.retain(|(uid, _)| live.contains(uid.as_str()));
-        for c in &claims {
+        for c in claims {
             if let Err(e) = self.provision(c).await {
                 tracing::warn!(error = %ErrorChain(&e), "provisioning a local volume failed");
             }
         }
-        self.remount(&pvs).await;
-        for pv in &pvs {
+        self.remount(pvs).await;
+        for pv in pvs {
             if let Err(e) = self.reclaim(pv).await {
                 tracing::warn!(error = %ErrorChain(&e), "deleting a local volume failed");
             }
-            if let Err(e) = self.resize(pv, &claims).await {
+            if let Err(e) = self.resize(pv, claims).await {
                 tracing::warn!(error = %ErrorChain(&e), "expanding a local volume failed");
             }
         }
         if self.measured.is_none_or(|t| t.elapsed() >= MEASURE_EVERY) {
             self.measured = Some(Instant::now());
-            self.measure(&pvs, &claims).await;
+            self.measure(pvs, claims).await;
         }
     }
 
-    /// Runs until the task is dropped: a pass on every change of a claim or volume, and
-    /// every few seconds.
+    /// Runs until the task is dropped: a pass on every change of a claim or volume (from
+    /// watch caches, so a pass costs no API reads), and every few seconds.
     pub(crate) async fn run(mut self) {
-        use kube::runtime::WatchStreamExt as _;
+        use kube::runtime::{reflector, WatchStreamExt as _};
+        let (claims, claims_w) = reflector::store::<PersistentVolumeClaim>();
+        let (pvs, pvs_w) = reflector::store::<PersistentVolume>();
         // with backoff: errors count as changes, and one that never pends would spin
-        let claims = watcher::watcher(
+        let claim_changes = watcher::watcher(
             Api::<PersistentVolumeClaim>::all(self.client.clone()),
             watcher::Config::default(),
         )
         .default_backoff()
+        .reflect(claims_w)
         .map(|_| ());
-        let pvs = watcher::watcher(
+        let pv_changes = watcher::watcher(
             Api::<PersistentVolume>::all(self.client.clone()),
             watcher::Config::default(),
         )
         .default_backoff()
+        .reflect(pvs_w)
         .map(|_| ());
-        let mut changes = futures::stream::select(claims, pvs).boxed();
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let (classes, classes_w) = reflector::store::<StorageClass>();
+        let class_changes = watcher::watcher(
+            Api::<StorageClass>::all(self.client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(classes_w)
+        .map(|_| ());
+        let mut changes = futures::stream::select_all([
+            claim_changes.boxed(),
+            pv_changes.boxed(),
+            class_changes.boxed(),
+        ]);
+        let mut tick = tokio::time::interval(RESYNC);
         loop {
             tokio::select! {
                 c = changes.next() => if c.is_none() {
@@ -730,7 +866,27 @@ impl LocalProvisioner {
             }
             // a burst of changes makes one pass
             while let Some(Some(())) = changes.next().now_or_never() {}
-            self.sync().await;
+            // not before both caches hold a first full list
+            let ready = claims
+                .wait_until_ready()
+                .now_or_never()
+                .is_some_and(|r| r.is_ok())
+                && pvs
+                    .wait_until_ready()
+                    .now_or_never()
+                    .is_some_and(|r| r.is_ok());
+            if !ready {
+                continue;
+            }
+            let (c, p) = (owned(claims.state()), owned(pvs.state()));
+            self.sync(&c, &p).await;
+            if classes
+                .wait_until_ready()
+                .now_or_never()
+                .is_some_and(|r| r.is_ok())
+            {
+                self.publish_capacity(&owned(classes.state())).await;
+            }
         }
     }
 }

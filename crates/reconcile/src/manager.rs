@@ -353,8 +353,15 @@ impl ControllerManager {
         }
         if self.enabled("statefulset") {
             let q = new_queue();
-            let c = StatefulSetController::new(client.clone(), stss.store(), pods.store());
+            let c = StatefulSetController::new(
+                client.clone(),
+                stss.store(),
+                pods.store(),
+                pvcs.store(),
+            );
             stss.on_change(StatefulSetController::on_set(q.clone()));
+            // keep the claim cache running: claims are re-owned from it
+            pvcs.on_change(|_| {});
             pods.on_change(StatefulSetController::on_pod(q.clone()));
             start!(c, q);
         }

@@ -69,13 +69,14 @@ pub use framework::{
 pub use intern::{Interner, Sym};
 pub use labels::{LabelSelector, Labels};
 pub use model::{
-    normalize_image, NodeId, NodeInfo, PodId, PodInfo, PodVolumes, TaintEffect,
+    normalize_image, ClaimCapacity, NodeId, NodeInfo, PodId, PodInfo, PodVolumes, TaintEffect,
     DEFAULT_SCHEDULER_NAME,
 };
 pub use plugins::{
     DefaultPreemption, ImageLocality, InterPodAffinity, NodeAffinity, NodeName, NodePorts,
     NodeResourcesBalancedAllocation, NodeResourcesFit, NodeUnschedulable, PodTopologySpread,
-    TaintToleration, VolumeBinding, UNBOUND_IMMEDIATE, VOLUME_NODE_AFFINITY_CONFLICT,
+    TaintToleration, VolumeBinding, NOT_ENOUGH_SPACE, UNBOUND_IMMEDIATE,
+    VOLUME_NODE_AFFINITY_CONFLICT,
 };
 pub use profile::{DefaultPluginsConfig, Framework, FrameworkBuilder, ScoringStrategy};
 pub use queue::{Clock, ManualClock, Popped, QueueState, SchedulingQueue, SystemClock};

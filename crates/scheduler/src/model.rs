@@ -412,6 +412,21 @@ pub struct PodVolumes {
     pub unbound_delayed: Vec<String>,
     /// The required node affinity of each bound volume that has one.
     pub node_affinity: Vec<core::NodeSelector>,
+    /// The delayed claims whose class's driver publishes its storage capacity (a
+    /// CSIDriver with `storageCapacity: true`), each with where it fits.
+    pub capacity: Vec<ClaimCapacity>,
+}
+
+/// Where a claim to be provisioned fits (upstream VolumeBinding's capacity check): the
+/// `nodeTopology` of each CSIStorageCapacity of the claim's class whose
+/// `maximumVolumeSize` (else `capacity`) holds the claim's request. A node matched by
+/// none of them "did not have enough free storage".
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClaimCapacity {
+    /// The claim's name.
+    pub claim: String,
+    /// The topologies with room for it.
+    pub topologies: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
 }
 
 /// [`PodVolumes`], compiled.
@@ -420,6 +435,8 @@ pub(crate) struct CompiledVolumes {
     pub(crate) missing: Vec<String>,
     pub(crate) unbound_immediate: Vec<String>,
     pub(crate) node_affinity: Vec<Vec<NodeSelectorTerm>>,
+    /// Per claim whose capacity is checked, the topologies with room for it.
+    pub(crate) capacity: Vec<Vec<LabelSelector>>,
 }
 
 impl CompiledVolumes {
@@ -434,10 +451,21 @@ impl CompiledVolumes {
                     .collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let capacity = v
+            .capacity
+            .iter()
+            .map(|c| {
+                c.topologies
+                    .iter()
+                    .map(|t| LabelSelector::compile(t, i))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(CompiledVolumes {
             missing: v.missing.clone(),
             unbound_immediate: v.unbound_immediate.clone(),
             node_affinity,
+            capacity,
         })
     }
 }

@@ -541,6 +541,15 @@ pub(crate) fn cluster_roles() -> Vec<Value> {
                         "create", "delete", "get", "list", "patch", "update", "watch",
                     ],
                 ),
+                // the provisioner publishes its node's capacity (external-provisioner's
+                // role upstream)
+                rule(
+                    &["storage.k8s.io"],
+                    &["csistoragecapacities"],
+                    &[
+                        "create", "delete", "get", "list", "patch", "update", "watch",
+                    ],
+                ),
                 rule(&[""], &["persistentvolumeclaims"], &["list", "watch"]),
                 // the local provisioner resizes its volumes as upstream's external
                 // resizer does, also while no pod on the node uses the claim (an offline

@@ -33,6 +33,8 @@ pub(crate) mod clusterrolebinding;
 pub(crate) mod configmap;
 pub(crate) mod controllerrevision;
 pub(crate) mod cronjob;
+pub(crate) mod csidriver;
+pub(crate) mod csistoragecapacity;
 pub(crate) mod customresourcedefinition;
 pub(crate) mod daemonset;
 pub(crate) mod deployment;

@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kcore_k8s::status_code;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -146,11 +146,22 @@ pub(crate) struct StatefulSetController {
     client: Client,
     sets: Store<StatefulSet>,
     pods: Store<Pod>,
+    claims: Store<PersistentVolumeClaim>,
 }
 
 impl StatefulSetController {
-    pub(crate) fn new(client: Client, sets: Store<StatefulSet>, pods: Store<Pod>) -> Self {
-        Self { client, sets, pods }
+    pub(crate) fn new(
+        client: Client,
+        sets: Store<StatefulSet>,
+        pods: Store<Pod>,
+        claims: Store<PersistentVolumeClaim>,
+    ) -> Self {
+        Self {
+            client,
+            sets,
+            pods,
+            claims,
+        }
     }
 
     pub(crate) fn on_set(
@@ -267,28 +278,65 @@ impl StatefulSetController {
     }
 }
 
+/// The owners a StatefulSet's claim should have under its
+/// `persistentVolumeClaimRetentionPolicy` (upstream's `updateClaimOwnerRefForSetAndPod`),
+/// or `None` when `owners` already are right. `set` is the StatefulSet's reference; `pod`
+/// the reference of the claim's pod, `scaled_down` whether that pod's ordinal is at or
+/// above `replicas`:
+///
+/// | whenDeleted | whenScaled | owners |
+/// |---|---|---|
+/// | Retain | Retain | neither the set nor the pod |
+/// | Delete | Retain | the set |
+/// | Retain | Delete | the pod once scaled down, else none |
+/// | Delete | Delete | the pod once scaled down, else the set |
+///
+/// Other owners are kept. A change of the policy so re-owns the claims that already
+/// exist (KEP-1847, "Mutating PersistentVolumeClaimRetentionPolicy").
+pub fn claim_owners(
+    owners: &[OwnerReference],
+    when_deleted: Option<&str>,
+    when_scaled: Option<&str>,
+    set: &OwnerReference,
+    pod: &OwnerReference,
+    scaled_down: bool,
+) -> Option<Vec<OwnerReference>> {
+    let delete_on_set = when_deleted == Some("Delete");
+    let delete_on_scale = when_scaled == Some("Delete");
+    let by_pod = delete_on_scale && scaled_down;
+    let by_set = delete_on_set && !by_pod;
+    let mut out: Vec<OwnerReference> = owners
+        .iter()
+        .filter(|o| (by_set || o.uid != set.uid) && (by_pod || o.uid != pod.uid))
+        .cloned()
+        .collect();
+    for (want, r) in [(by_set, set), (by_pod, pod)] {
+        if want && !out.iter().any(|o| o.uid == r.uid) {
+            out.push(r.clone());
+        }
+    }
+    (out != owners).then_some(out)
+}
+
 impl StatefulSetController {
-    /// With `persistentVolumeClaimRetentionPolicy.whenScaled: Delete`, the claims of an
-    /// ordinal scaled away are given its pod as an owner, so the garbage collector
-    /// deletes them once the pod is gone (as upstream).
-    async fn claims_follow_pod(
+    /// Gives the existing claims of `pod` (ordinal `ordinal`) the owners the set's
+    /// retention policy asks for ([`claim_owners`]): with `whenScaled: Delete` a claim
+    /// of a scaled-down ordinal is owned by its pod, so the garbage collector deletes it
+    /// once the pod is gone; with `whenDeleted: Delete` the others are owned by the set.
+    async fn update_claim_owners(
         &self,
         sts: &StatefulSet,
         ordinal: i32,
         pod: &Pod,
     ) -> Result<(), Error> {
-        let when_scaled = sts
-            .spec
-            .persistent_volume_claim_retention_policy
-            .as_ref()
-            .and_then(|p| p.when_scaled.as_deref());
-        if when_scaled != Some("Delete") {
-            return Ok(());
-        }
+        let policy = sts.spec.persistent_volume_claim_retention_policy.as_ref();
+        let when_deleted = policy.and_then(|p| p.when_deleted.as_deref());
+        let when_scaled = policy.and_then(|p| p.when_scaled.as_deref());
         let ns = sts.metadata.namespace.as_deref().unwrap_or("");
         let set = sts.metadata.name.as_deref().unwrap_or("");
-        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
-        let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        let scaled_down = ordinal >= sts.spec.replicas.unwrap_or(1);
+        let set_ref = controller_ref(sts);
+        let pod_ref = OwnerReference {
             api_version: "v1".into(),
             kind: "Pod".into(),
             name: pod.metadata.name.clone().unwrap_or_default(),
@@ -296,28 +344,46 @@ impl StatefulSetController {
             controller: Some(false),
             block_owner_deletion: Some(true),
         };
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
         for ct in sts.spec.volume_claim_templates.iter().flatten() {
             let name = claim_name(ct.metadata.name.as_deref().unwrap_or(""), set, ordinal);
-            let Some(claim) = api.get_opt(&name).await.map_err(Error::api(
-                "get",
-                format!("persistentvolumeclaim {ns}/{name}"),
-            ))?
-            else {
+            let Some(claim) = self.claims.get(&ObjectKey::namespaced(ns, &name)) else {
                 continue;
             };
-            let mut owners = claim.metadata.owner_references.clone().unwrap_or_default();
-            if owners.iter().any(|o| o.uid == owner.uid) {
+            if claim.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            owners.push(owner.clone());
+            let Some(owners) = claim_owners(
+                claim
+                    .metadata
+                    .owner_references
+                    .as_deref()
+                    .unwrap_or_default(),
+                when_deleted,
+                when_scaled,
+                &set_ref,
+                &pod_ref,
+                scaled_down,
+            ) else {
+                continue;
+            };
+            tracing::debug!(claim = %format!("{ns}/{name}"), "re-owning a claim for the retention policy");
+            // the cache's resourceVersion: a claim changed meanwhile is a conflict, retried
             let patch = json!({"metadata": {"ownerReferences": owners,
                 "resourceVersion": claim.metadata.resource_version}});
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map_err(Error::api(
-                    "patch",
-                    format!("persistentvolumeclaim {ns}/{name}"),
-                ))?;
+            {
+                Ok(_) => {}
+                Err(e) if status_code(&e) == Some(404) => {}
+                Err(e) => {
+                    return Err(Error::api(
+                        "patch",
+                        format!("persistentvolumeclaim {ns}/{name}"),
+                    )(e))
+                }
+            }
         }
         Ok(())
     }
@@ -400,6 +466,12 @@ impl Reconciler for StatefulSetController {
                 Some((c, serde_json::from_value(t).ok()?))
             });
         if !deleting {
+            // claims follow the retention policy before a condemned pod goes
+            for (i, p) in &by_ordinal {
+                if p.metadata.deletion_timestamp.is_none() {
+                    self.update_claim_owners(&sts, *i, p).await?;
+                }
+            }
             let api: Api<Pod> = Api::namespaced(self.client.clone(), key.ns());
             for step in sts_plan(
                 replicas,
@@ -433,11 +505,6 @@ impl Reconciler for StatefulSetController {
                         }
                     }
                     StsAction::Delete(i) => {
-                        if i >= replicas {
-                            if let Some(p) = by_ordinal.get(&i) {
-                                self.claims_follow_pod(&sts, i, p).await?;
-                            }
-                        }
                         let name = format!("{}-{i}", key.name);
                         match api.delete(&name, &DeleteParams::default()).await {
                             Ok(_) => {
@@ -596,6 +663,53 @@ mod tests {
         // A recreated pod not yet ready blocks the next.
         half.insert(2, p("r2", false));
         assert!(sts_plan(3, true, true, 0, "r2", &half).is_empty());
+    }
+
+    #[test]
+    fn claims_are_reowned_when_the_retention_policy_changes() {
+        let r = |kind: &str, uid: &str| OwnerReference {
+            api_version: "v1".into(),
+            kind: kind.into(),
+            name: uid.into(),
+            uid: uid.into(),
+            controller: Some(kind == "StatefulSet"),
+            block_owner_deletion: Some(true),
+        };
+        let (set, pod, other) = (r("StatefulSet", "s"), r("Pod", "p"), r("ConfigMap", "o"));
+        let uids = |v: Option<Vec<OwnerReference>>| {
+            v.map(|v| v.into_iter().map(|o| o.uid).collect::<Vec<_>>())
+        };
+        let (d, k) = (Some("Delete"), Some("Retain"));
+        // (owners now, whenDeleted, whenScaled, scaled down) → new owners (None: unchanged)
+        // (owners now, whenDeleted, whenScaled, scaled down, new owners)
+        type Case<'a> = (
+            &'a [&'a OwnerReference],
+            Option<&'a str>,
+            Option<&'a str>,
+            bool,
+            Option<&'a [&'a str]>,
+        );
+        let cases: &[Case<'_>] = &[
+            // Retain → whenDeleted: Delete gives a claim that exists the set as owner
+            (&[], d, k, false, Some(&["s"])),
+            (&[&set], d, k, false, None),
+            // back to Retain: the set lets go, other owners stay
+            (&[&other, &set], k, k, false, Some(&["o"])),
+            (&[], None, None, false, None),
+            // whenScaled: Delete owns a scaled-down claim by its pod only
+            (&[&set], d, d, true, Some(&["p"])),
+            (&[], k, d, true, Some(&["p"])),
+            (&[], k, d, false, None),
+            // a pod scaled back up lets its claim go to the set again
+            (&[&pod], d, d, false, Some(&["s"])),
+            (&[&pod], k, d, false, Some(&[])),
+        ];
+        for (i, (now, wd, ws, down, want)) in cases.iter().enumerate() {
+            let now: Vec<OwnerReference> = now.iter().map(|o| (*o).clone()).collect();
+            let got = uids(claim_owners(&now, *wd, *ws, &set, &pod, *down));
+            let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            assert_eq!(got, want, "case {i}");
+        }
     }
 
     #[test]

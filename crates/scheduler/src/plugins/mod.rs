@@ -14,7 +14,9 @@ pub use interpod::InterPodAffinity;
 pub use preemption::DefaultPreemption;
 pub use resources::{NodeResourcesBalancedAllocation, NodeResourcesFit};
 pub use spread::PodTopologySpread;
-pub use volume::{VolumeBinding, UNBOUND_IMMEDIATE, VOLUME_NODE_AFFINITY_CONFLICT};
+pub use volume::{
+    VolumeBinding, NOT_ENOUGH_SPACE, UNBOUND_IMMEDIATE, VOLUME_NODE_AFFINITY_CONFLICT,
+};
 
 use crate::framework::{ClusterEvent, EventAction as A, EventResource as R};
 

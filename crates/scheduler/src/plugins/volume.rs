@@ -2,7 +2,9 @@
 //! must be bound before the pod is placed, and a bound volume's node affinity (a local
 //! volume's node) pins the pod. Claims of `WaitForFirstConsumer` classes are left
 //! unbound: the node chosen here is where they will be provisioned (the caller marks
-//! them with `volume.kubernetes.io/selected-node`).
+//! them with `volume.kubernetes.io/selected-node`), if it has room for them: where the
+//! class's driver publishes CSIStorageCapacities, a node none of them with room for a
+//! claim applies to "did not have enough free storage".
 
 use crate::framework::{Code, CycleState, FilterPlugin, Plugin, PreFilterPlugin, Status};
 use crate::model::{NodeInfo, PodInfo};
@@ -15,6 +17,9 @@ use crate::framework::ClusterEvent;
 pub const UNBOUND_IMMEDIATE: &str = "pod has unbound immediate PersistentVolumeClaims";
 /// The reason a node is filtered out by a bound volume's node affinity, as upstream.
 pub const VOLUME_NODE_AFFINITY_CONFLICT: &str = "node(s) had volume node affinity conflict";
+/// The reason a node without room for a claim to be provisioned is filtered out, as
+/// upstream (its CSIStorageCapacities, when the driver publishes them).
+pub const NOT_ENOUGH_SPACE: &str = "node(s) did not have enough free storage";
 
 /// The VolumeBinding plugin.
 #[derive(Debug, Default, Clone, Copy)]
@@ -51,7 +56,7 @@ impl PreFilterPlugin for VolumeBinding {
         if !v.unbound_immediate.is_empty() {
             return Status::new(Code::UnschedulableAndUnresolvable, UNBOUND_IMMEDIATE);
         }
-        if v.node_affinity.is_empty() {
+        if v.node_affinity.is_empty() && v.capacity.is_empty() {
             return Status::skip();
         }
         Status::success()
@@ -68,13 +73,20 @@ impl FilterPlugin for VolumeBinding {
                 .iter()
                 .any(|t| t.matches(&node.labels, node.name_sym, snap.interner()))
         });
-        if fits {
-            Status::success()
-        } else {
-            Status::new(
+        if !fits {
+            return Status::new(
                 Code::UnschedulableAndUnresolvable,
                 VOLUME_NODE_AFFINITY_CONFLICT,
-            )
+            );
+        }
+        let room = v
+            .capacity
+            .iter()
+            .all(|topologies| topologies.iter().any(|t| t.matches(&node.labels)));
+        if room {
+            Status::success()
+        } else {
+            Status::new(Code::UnschedulableAndUnresolvable, NOT_ENOUGH_SPACE)
         }
     }
 }
@@ -170,6 +182,52 @@ mod tests {
         let v = PodVolumes {
             unbound_delayed: vec!["data".into()],
             ..PodVolumes::default()
+        };
+        assert!(place(&v).is_ok());
+    }
+
+    #[test]
+    fn a_claim_goes_only_where_published_capacity_holds_it() {
+        let on = |nodes: &[&str]| -> Vec<_> {
+            nodes
+                .iter()
+                .map(|n| {
+                    serde_json::from_value(json!({"matchLabels": {"kubernetes.io/hostname": n}}))
+                        .expect("selector")
+                })
+                .collect()
+        };
+        let v = PodVolumes {
+            unbound_delayed: vec!["data".into()],
+            capacity: vec![crate::ClaimCapacity {
+                claim: "data".into(),
+                topologies: on(&["n3"]),
+            }],
+            ..PodVolumes::default()
+        };
+        for _ in 0..5 {
+            assert_eq!(place(&v).as_deref(), Ok("n3"));
+        }
+        // no capacity holds the claim: pending with upstream's reason
+        let v = PodVolumes {
+            capacity: vec![crate::ClaimCapacity {
+                claim: "data".into(),
+                topologies: vec![],
+            }],
+            ..v
+        };
+        let err = place(&v).expect_err("no room");
+        assert!(
+            err.contains("3 node(s) did not have enough free storage"),
+            "{err}"
+        );
+        // an empty topology selects every node
+        let v = PodVolumes {
+            capacity: vec![crate::ClaimCapacity {
+                claim: "data".into(),
+                topologies: vec![Default::default()],
+            }],
+            ..v
         };
         assert!(place(&v).is_ok());
     }
