@@ -113,7 +113,7 @@ export CARGO_INCREMENTAL=0
 # --no-fail-fast: every test binary runs even when an earlier one fails.
 log="$PWD/target/tests-run.log"
 set +e
-cargo test --workspace --locked --no-fail-fast --features kcore-apiserver/etcd,kcore/testing \
+cargo test --workspace --locked --no-fail-fast --features kcore-apiserver/etcd,kcored/etcd,kcore/testing \
     -- --include-ignored 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e

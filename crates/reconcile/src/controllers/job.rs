@@ -463,110 +463,12 @@ pub fn pod_for_job(job: &Job, index: Option<i32>, index_failures: Option<i32>) -
     }
 }
 
-/// The Jobs this controller wrote last, per key, until its cache shows them (client-go's
-/// `MutationCache`): a reconcile that runs before the watch has delivered the
-/// controller's own status write starts from that write, not from the older cached copy,
-/// so it neither recomputes what was already written nor fails on a stale
-/// resourceVersion. An entry goes once the cache holds the same or a newer version.
-#[derive(Debug, Clone, Default)]
-struct Written(Arc<Mutex<HashMap<ObjectKey, Arc<Job>>>>);
-
-/// A resourceVersion as a number (kcore's and etcd's are revisions).
-fn revision(job: &Job) -> Option<u64> {
-    job.metadata.resource_version.as_deref()?.parse().ok()
-}
-
-impl Written {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Arc<Job>>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn record(&self, key: &ObjectKey, job: Arc<Job>) {
-        self.lock().insert(key.clone(), job);
-    }
-
-    fn forget(&self, key: &ObjectKey) {
-        self.lock().remove(key);
-    }
-
-    /// The newer of the cached Job and the one last written (the same object: same UID).
-    fn fresher(&self, key: &ObjectKey, cached: Arc<Job>) -> Arc<Job> {
-        let mut map = self.lock();
-        let Some(mine) = map.get(key) else {
-            return cached;
-        };
-        let newer = mine.metadata.uid == cached.metadata.uid
-            && matches!((revision(mine), revision(&cached)), (Some(m), Some(c)) if m > c);
-        if newer {
-            Arc::clone(mine)
-        } else {
-            map.remove(key);
-            cached
-        }
-    }
-}
-
-/// The pods each Job's sync looks at, by Job: the pods it controls and the orphans its
-/// selector matches, kept from the pod events, so that a sync reads a few pods instead of
-/// scanning every pod of the namespace (upstream lists the namespace's pods by selector
-/// from an indexed lister). A Job's first sync scans its namespace and fills its entry,
-/// which also covers orphans that existed before the Job. Entries may name pods that are
-/// gone or changed owner: the claim rules skip those.
-#[derive(Debug, Clone, Default)]
-struct Candidates(Arc<Mutex<CandidateMap>>);
-
-/// Per Job: whether its namespace was scanned for it, and its candidate pods.
-type CandidateMap = HashMap<ObjectKey, (bool, HashSet<ObjectKey>)>;
-
-impl Candidates {
-    fn lock(&self) -> std::sync::MutexGuard<'_, CandidateMap> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Notes `pod` for `job`.
-    fn add(&self, job: &ObjectKey, pod: ObjectKey) {
-        self.lock().entry(job.clone()).or_default().1.insert(pod);
-    }
-
-    fn remove(&self, job: &ObjectKey, pod: &ObjectKey) {
-        if let Some((_, set)) = self.lock().get_mut(job) {
-            set.remove(pod);
-        }
-    }
-
-    fn forget(&self, job: &ObjectKey) {
-        self.lock().remove(job);
-    }
-
-    /// The candidates of `job`, or `None` before its namespace was scanned for it.
-    fn of(&self, job: &ObjectKey) -> Option<Vec<ObjectKey>> {
-        let map = self.lock();
-        let (scanned, set) = map.get(job)?;
-        scanned.then(|| set.iter().cloned().collect())
-    }
-
-    /// Adds what a scan of the namespace found for `job` to what the events noted
-    /// meanwhile.
-    fn fill(&self, job: &ObjectKey, pods: impl IntoIterator<Item = ObjectKey>) {
-        let mut map = self.lock();
-        let e = map.entry(job.clone()).or_default();
-        e.0 = true;
-        e.1.extend(pods);
-    }
-}
-
 /// The Job controller.
 pub(crate) struct JobController {
     client: Client,
     jobs: Store<Job>,
     pods: Store<Pod>,
     expectations: Expectations,
-    written: Written,
-    candidates: Candidates,
     clock: Clock,
     backoff_base: Duration,
     /// Consecutive failures since the last success, and when the last one was counted.
@@ -592,8 +494,6 @@ impl JobController {
             jobs,
             pods,
             expectations: Expectations::default(),
-            written: Written::default(),
-            candidates: Candidates::default(),
             clock,
             backoff_base,
             backoffs: Mutex::new(HashMap::new()),
@@ -606,14 +506,10 @@ impl JobController {
         queue: WorkQueue<ObjectKey>,
     ) -> impl Fn(&Change<Job>) + Send + Sync {
         let exp = self.expectations.clone();
-        let written = self.written.clone();
-        let candidates = self.candidates.clone();
         move |c| {
             let key = ObjectKey::of(c.object().as_ref());
             if let Change::Deleted(_) = c {
                 exp.delete(&key);
-                written.forget(&key);
-                candidates.forget(&key);
             }
             queue.add(key);
         }
@@ -626,18 +522,14 @@ impl JobController {
     ) -> impl Fn(&Change<Pod>) + Send + Sync {
         let exp = self.expectations.clone();
         let jobs = self.jobs.clone();
-        let candidates = self.candidates.clone();
         move |c| {
             let p = c.object();
-            let pod_key = ObjectKey::of(p.as_ref());
             match (c, owner_key(p)) {
                 (Change::Added(_), Some(k)) => {
-                    candidates.add(&k, pod_key);
                     exp.creation_observed(&k);
                     queue.add(k);
                 }
                 (Change::Updated { old, new }, Some(k)) => {
-                    candidates.add(&k, pod_key);
                     if old.metadata.deletion_timestamp.is_none()
                         && new.metadata.deletion_timestamp.is_some()
                     {
@@ -646,7 +538,6 @@ impl JobController {
                     queue.add(k);
                 }
                 (Change::Deleted(_), Some(k)) => {
-                    candidates.remove(&k, &pod_key);
                     exp.deletion_observed_uid(&k, p.metadata.uid.as_deref().unwrap_or(""));
                     queue.add(k);
                 }
@@ -657,9 +548,7 @@ impl JobController {
                         if sel
                             .is_some_and(|s| label_selector_matches(s, p.metadata.labels.as_ref()))
                         {
-                            let jk = ObjectKey::of(j.as_ref());
-                            candidates.add(&jk, pod_key.clone());
-                            queue.add(jk);
+                            queue.add(ObjectKey::of(j.as_ref()));
                         }
                     }
                 }
@@ -671,27 +560,16 @@ impl JobController {
         Api::namespaced(self.client.clone(), ns)
     }
 
-    /// Records an event without waiting for it, as client-go's broadcaster sends events
-    /// from its own goroutine: a sync does not wait a round trip per event.
-    fn event(&self, job: &Job, type_: &str, reason: &str, message: &str) {
-        let client = self.client.clone();
-        let (involved, type_, reason, message) = (
+    async fn event(&self, job: &Job, type_: &str, reason: &str, message: &str) {
+        record_event(
+            &self.client,
+            "job-controller",
             object_ref(job),
-            type_.to_owned(),
-            reason.to_owned(),
-            message.to_owned(),
-        );
-        tokio::spawn(async move {
-            record_event(
-                &client,
-                "job-controller",
-                involved,
-                &type_,
-                &reason,
-                &message,
-            )
-            .await;
-        });
+            type_,
+            reason,
+            message,
+        )
+        .await;
     }
 
     /// Removes the tracking finalizer of each pod (a strategic merge patch, as upstream).
@@ -730,13 +608,11 @@ impl JobController {
         let api: Api<Job> = Api::namespaced(self.client.clone(), key.ns());
         let mut body = job.clone();
         body.status = Some(status.clone());
-        let out = Arc::new(
-            api.replace_status(&key.name, &PostParams::default(), &body)
-                .await
-                .map_err(Error::api("update status of", format!("job {key}")))?,
-        );
-        self.written.record(&key, Arc::clone(&out));
-        Ok(out)
+        let out = api
+            .replace_status(&key.name, &PostParams::default(), &body)
+            .await
+            .map_err(Error::api("update status of", format!("job {key}")))?;
+        Ok(Arc::new(out))
     }
 
     async fn delete_pods(
@@ -764,7 +640,8 @@ impl JobController {
                         "Normal",
                         "SuccessfulDelete",
                         &format!("Deleted pod: {name}"),
-                    );
+                    )
+                    .await;
                 }
                 Err(e) => {
                     self.expectations
@@ -778,16 +655,9 @@ impl JobController {
         Ok(())
     }
 
-    /// Creates `pods`; how many were created, and the first failure (which stops the
-    /// rest).
-    async fn create_pods(
-        &self,
-        key: &ObjectKey,
-        job: &Job,
-        pods: Vec<Pod>,
-    ) -> (usize, Option<Error>) {
+    async fn create_pods(&self, key: &ObjectKey, job: &Job, pods: Vec<Pod>) -> Result<(), Error> {
         if pods.is_empty() {
-            return (0, None);
+            return Ok(());
         }
         self.expectations.expect(key, pods.len(), 0);
         let api = self.pods_api(key.ns());
@@ -795,25 +665,24 @@ impl JobController {
         // Slow start: batches of 1, 2, 4, ... so a failing create costs one call.
         let mut rest = pods.into_iter();
         let mut batch = 1usize;
-        let mut created = 0usize;
         loop {
             let chunk: Vec<Pod> = rest.by_ref().take(batch).collect();
             if chunk.is_empty() {
-                return (created, None);
+                return Ok(());
             }
             let results = futures::future::join_all(chunk.iter().map(|p| api.create(&pp, p))).await;
             let mut failed = None;
             for r in results {
                 match r {
                     Ok(p) => {
-                        created += 1;
                         let name = p.metadata.name.unwrap_or_default();
                         self.event(
                             job,
                             "Normal",
                             "SuccessfulCreate",
                             &format!("Created pod: {name}"),
-                        );
+                        )
+                        .await;
                     }
                     Err(e) => {
                         self.expectations.creation_observed(key);
@@ -822,7 +691,8 @@ impl JobController {
                             "Warning",
                             "FailedCreate",
                             &format!("Error creating: {e}"),
-                        );
+                        )
+                        .await;
                         failed.get_or_insert(e);
                     }
                 }
@@ -831,8 +701,7 @@ impl JobController {
                 for _ in rest {
                     self.expectations.creation_observed(key);
                 }
-                let err = Error::api("create", format!("pod for job {key}"))(e);
-                return (created, Some(err));
+                return Err(Error::api("create", format!("pod for job {key}"))(e));
             }
             batch *= 2;
         }
@@ -872,33 +741,15 @@ struct Counted {
     fail_job: Option<String>,
 }
 
-/// When a sync lost a race on the Job's resourceVersion, the next one: soon, and outside
-/// the work queue's overall rate limit (the newer Job's watch event requeues it too; a
-/// conflict is a stale cache, not a failure to back off from).
-const CONFLICT_RETRY: Duration = Duration::from_millis(500);
-
 impl Reconciler for JobController {
     fn name(&self) -> &'static str {
         "job"
     }
 
-    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, Error> {
-        match self.sync(key).await {
-            Err(e) if e.is_conflict() => {
-                tracing::debug!(key = %key, error = %e, "job changed meanwhile; syncing again");
-                Ok(Action::RequeueAfter(CONFLICT_RETRY))
-            }
-            other => other,
-        }
-    }
-}
-
-impl JobController {
     #[allow(clippy::too_many_lines)]
-    async fn sync(&self, key: &ObjectKey) -> Result<Action, Error> {
-        let Some(job) = self.jobs.get(key) else {
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, Error> {
+        let Some(mut job) = self.jobs.get(key) else {
             self.expectations.delete(key);
-            self.candidates.forget(key);
             // The Job is gone (deleted in the background, or orphaning): nothing counts
             // its pods any more, so none may keep waiting for it.
             let orphans: Vec<Arc<Pod>> = self
@@ -910,25 +761,11 @@ impl JobController {
             self.release(&orphans.iter().collect::<Vec<_>>()).await?;
             return Ok(Action::Done);
         };
-        let mut job = self.written.fresher(key, job);
         let uid = job.metadata.uid.clone().unwrap_or_default();
         let Some(spec) = job.spec.clone() else {
             return Ok(Action::Done);
         };
-        let ns_pods: Vec<Arc<Pod>> = match self.candidates.of(key) {
-            Some(keys) => keys.iter().filter_map(|k| self.pods.get(k)).collect(),
-            None => {
-                let all = self.pods.list_namespace(key.ns());
-                let uid = job.metadata.uid.as_deref().unwrap_or_default();
-                self.candidates.fill(
-                    key,
-                    all.iter()
-                        .filter(|p| controller_of(&p.metadata).is_none_or(|r| r.uid == uid))
-                        .map(|p| ObjectKey::of(p.as_ref())),
-                );
-                all
-            }
-        };
+        let ns_pods = self.pods.list_namespace(key.ns());
         let deleting = job.metadata.deletion_timestamp.is_some();
         let selector = spec.selector.clone().unwrap_or_default();
         let claimed = claim(&uid, deleting || job_finished(&job), &selector, &ns_pods);
@@ -1239,7 +1076,6 @@ impl JobController {
         // 6. Pods: none while finishing or suspended; otherwise as the spec wants.
         let manage = self.expectations.satisfied(key);
         let mut manage_err = None;
-        let mut created = 0usize;
         if finishing || suspended {
             if manage {
                 let victims = std::mem::take(&mut active);
@@ -1352,18 +1188,13 @@ impl JobController {
             active.retain(|p| !gone.contains(p.metadata.uid.as_deref().unwrap_or("")));
             if let Err(e) = self.delete_pods(key, &job, &victims).await {
                 manage_err = Some(e);
-            } else {
-                let (n, err) = self.create_pods(key, &job, create).await;
-                // As upstream, the new pods count as active in the status written now,
-                // so their arrival in the cache changes nothing to write.
-                created = n;
-                manage_err = err;
+            } else if let Err(e) = self.create_pods(key, &job, create).await {
+                manage_err = Some(e);
             }
         }
 
         // 7. Finished once nothing runs any more.
         let left = active.len()
-            + created
             + pods
                 .iter()
                 .filter(|p| {
@@ -1398,7 +1229,7 @@ impl JobController {
                 events.push(("Normal", "Completed".into(), "Job completed".into()));
             }
         }
-        status.active = Some(i32::try_from(active.len() + created).unwrap_or(i32::MAX));
+        status.active = Some(i32::try_from(active.len()).unwrap_or(i32::MAX));
         status.ready = Some(
             i32::try_from(active.iter().filter(|p| pod_is_ready(p)).count()).unwrap_or(i32::MAX),
         );
@@ -1415,7 +1246,7 @@ impl JobController {
             }
         }
         for (type_, reason, msg) in events {
-            self.event(&job, type_, &reason, &msg);
+            self.event(&job, type_, &reason, &msg).await;
         }
         if let Some(e) = manage_err {
             return Err(e);
