@@ -85,6 +85,13 @@ typedef int32_t (*kcore_watch_cb)(const char *event_type, const char *object_jso
 // it returns.
 typedef void (*kcore_progress_cb)(uint64_t bytes, uint64_t entries, void *user_data);
 
+// A build progress callback: `kind` is `"step"` (a step starts; `text` is
+// `[stage n/total] INSTRUCTION`), `"cached"` (the step came from the cache), `"output"`
+// (a line a RUN step printed), `"warning"`, or `"other"` (kinds added later). Both strings are valid only during the
+// call. It may be called from a worker thread while the build runs, never after it
+// returns.
+typedef void (*kcore_build_event_cb)(const char *kind, const char *text, void *user_data);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -376,6 +383,28 @@ kcore_result kcore_image_store_unpack_layers(const struct kcore_image_store *sto
                                              kcore_progress_cb progress,
                                              void *user_data,
                                              char **out_json);
+
+// Builds an image from the Dockerfile at `dockerfile` with the build context
+// directory `context`, as `kcore image build` does (BuildKit's Dockerfile semantics;
+// RUN steps run in containers on overlay snapshots in the layer store at
+// `layer_root`, which needs root). `options_json` may be NULL or
+// `{"tag": "name:tag", "build_args": {"K": "V"}, "target": "stage",
+//   "no_cache": false, "platform": "linux/amd64"}` (all optional). `progress` (may
+// be NULL) sees each step. `*out_json` receives
+// `{"record": {…}, "layers_built": n, "steps_cached": n}`. A Dockerfile error is
+// `KCORE_INVALID_ARGUMENT`, with the line in the message.
+//
+// # Safety
+// `store` is live; the strings are NUL-terminated (or NULL where allowed);
+// `out_json` is valid for writes.
+kcore_result kcore_image_store_build(const struct kcore_image_store *store,
+                                     const char *dockerfile,
+                                     const char *context,
+                                     const char *layer_root,
+                                     const char *options_json,
+                                     kcore_build_event_cb progress,
+                                     void *user_data,
+                                     char **out_json);
 
 // Lists the images in the store: `*out_json` receives an array of records.
 //

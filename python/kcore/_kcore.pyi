@@ -12,6 +12,7 @@ from typing_extensions import Self
 _StrPath = Union[str, "os.PathLike[str]"]
 _JSON = Any
 _Progress = Callable[[int, int], object]
+_BuildProgress = Callable[[str, str], object]
 _FileArg = Union[int, Any]
 
 __version__: str
@@ -88,6 +89,19 @@ class Store:
     def flatten(
         self, name: str, dest: _StrPath, *, progress: Optional[_Progress] = None
     ) -> None: ...
+    def build(
+        self,
+        dockerfile: _StrPath,
+        context: _StrPath,
+        tag: Optional[str] = None,
+        *,
+        layers: _StrPath,
+        build_args: Optional[Mapping[str, str]] = None,
+        target: Optional[str] = None,
+        no_cache: bool = False,
+        platform: Optional[str] = None,
+        progress: Optional[_BuildProgress] = None,
+    ) -> dict[str, Any]: ...
     def tag(self, source: str, name: str) -> dict[str, Any]: ...
     def push(
         self,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import kcore
-from conftest import LAYER1, LAYER2, Registry, docker_archive, oci_layout
+from conftest import LAYER1, LAYER2, Registry, docker_archive, needs_root, oci_layout
 
 
 def test_import_oci_layout_and_inspect(tmp_path: Path) -> None:
@@ -188,3 +188,73 @@ def test_push_to_a_local_registry(tmp_path: Path, registry: Registry) -> None:
     back = kcore.image.Store(tmp_path / "back")
     rec = back.pull(f"127.0.0.1:{registry.port}/py/pushed@{report['digest']}", plain_http=True)
     assert rec["manifest"] == report["manifest"]
+
+
+def test_build_config_steps_on_an_imported_image(tmp_path: Path) -> None:
+    img = oci_layout(tmp_path / "layout")
+    store = kcore.image.Store(tmp_path / "store")
+    store.import_(img.path)
+    context = tmp_path / "context"
+    context.mkdir()
+    dockerfile = context / "Dockerfile"
+    dockerfile.write_text(
+        "FROM demo:1\nARG MODE=dev\nENV APP_MODE=${MODE}\nLABEL built-by=python\n"
+        'ENTRYPOINT ["/bin/sh", "-c"]\nCMD ["echo built"]\n'
+    )
+    events: list[tuple[str, str]] = []
+    out = store.build(
+        dockerfile,
+        context,
+        "demo:built",
+        layers=tmp_path / "layers",
+        build_args={"MODE": "prod"},
+        progress=lambda kind, text: events.append((kind, text)),
+    )
+    assert out["record"]["name"] == "demo:built"
+    assert out["layers_built"] == 0, "config instructions make no layer"
+    assert [k for k, _ in events].count("step") == 6
+    assert events[0][1].endswith("FROM demo:1")
+    config = store.inspect("demo:built")["config"]
+    assert "APP_MODE=prod" in config["config"]["Env"]
+    assert config["config"]["Labels"] == {"built-by": "python"}
+    assert config["config"]["Entrypoint"] == ["/bin/sh", "-c"]
+    assert config["config"]["Cmd"] == ["echo built"]
+    assert [h.get("created_by", "") for h in config["history"]][-1].startswith("CMD")
+    # a syntax error names its line
+    dockerfile.write_text("FROM demo:1\nCOPY\n")
+    with pytest.raises(kcore.ImageError, match="Dockerfile:2"):
+        store.build(dockerfile, context, layers=tmp_path / "layers")
+
+
+@needs_root
+def test_build_runs_and_copies_then_rebuilds_from_the_cache(tmp_path: Path) -> None:
+    if not Path("/bin/busybox").exists():
+        pytest.skip("needs busybox-static at /bin/busybox")
+    store = kcore.image.Store(tmp_path / "store")
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "busybox").write_bytes(Path("/bin/busybox").read_bytes())
+    (context / "greeting.txt").write_text("hello\n")
+    dockerfile = context / "Dockerfile"
+    dockerfile.write_text(
+        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox mkdir -p /out && '
+        '/bin/busybox echo made > /out/made"]\n'
+        "COPY greeting.txt /out/\n"
+    )
+    events: list[tuple[str, str]] = []
+    first = store.build(
+        dockerfile,
+        context,
+        "py-built:1",
+        layers=tmp_path / "layers",
+        progress=lambda kind, text: events.append((kind, text)),
+    )
+    assert first["layers_built"] == 3 and first["steps_cached"] == 0
+    again = store.build(dockerfile, context, "py-built:1", layers=tmp_path / "layers")
+    assert again["layers_built"] == 0 and again["steps_cached"] == 3
+    assert again["record"]["manifest"] == first["record"]["manifest"]
+    root = tmp_path / "rootfs"
+    store.flatten("py-built:1", root)
+    assert (root / "out" / "made").read_text() == "made\n"
+    assert (root / "out" / "greeting.txt").read_text() == "hello\n"

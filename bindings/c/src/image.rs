@@ -1,5 +1,5 @@
-//! The image store: open, import (OCI layout, docker archive), pull, unpack,
-//! list, inspect, remove.
+//! The image store: open, import (OCI layout, docker archive), pull, build from a
+//! Dockerfile, unpack, list, inspect, remove.
 
 use std::ffi::{c_char, c_void};
 use std::path::Path;
@@ -38,6 +38,44 @@ fn progress_fn(cb: kcore_progress_cb, user_data: *mut c_void) -> Option<kcore_im
         let data = data;
         // SAFETY: the caller's callback with its own user_data, during the call.
         unsafe { cb(p.bytes, p.entries, data.0) }
+    }))
+}
+
+/// A build progress callback: `kind` is `"step"` (a step starts; `text` is
+/// `[stage n/total] INSTRUCTION`), `"cached"` (the step came from the cache), `"output"`
+/// (a line a RUN step printed), `"warning"`, or `"other"` (kinds added later). Both strings are valid only during the
+/// call. It may be called from a worker thread while the build runs, never after it
+/// returns.
+#[allow(non_camel_case_types)]
+pub type kcore_build_event_cb =
+    Option<unsafe extern "C" fn(kind: *const c_char, text: *const c_char, user_data: *mut c_void)>;
+
+fn build_event_fn(
+    cb: kcore_build_event_cb,
+    user_data: *mut c_void,
+) -> Option<kcore_build::EventFn> {
+    let cb = cb?;
+    let data = UserData(user_data);
+    Some(Arc::new(move |e: &kcore_build::Event| {
+        let data = data;
+        let (kind, text) = match e {
+            kcore_build::Event::Step {
+                stage,
+                n,
+                total,
+                text,
+            } => ("step", format!("[{stage} {n}/{total}] {text}")),
+            kcore_build::Event::Cached => ("cached", String::new()),
+            kcore_build::Event::Output(line) => ("output", line.clone()),
+            kcore_build::Event::Warning(w) => ("warning", w.clone()),
+            // kinds added later
+            _ => ("other", String::new()),
+        };
+        let kind = std::ffi::CString::new(kind).expect("no NUL");
+        let text = std::ffi::CString::new(text.replace('\0', " ")).expect("NULs replaced");
+        // SAFETY: the caller's callback with its own user_data, during the call; the
+        // strings live until it returns.
+        unsafe { cb(kind.as_ptr(), text.as_ptr(), data.0) }
     }))
 }
 
@@ -316,6 +354,108 @@ pub unsafe extern "C" fn kcore_image_store_unpack_layers(
             .unpack(name, &layers, &opts, jobs.max(1) as usize)
             .map_err(image_failure)?;
         let v = json!({"layer_ids": u.layer_ids, "top": u.top(), "unpacked": u.unpacked});
+        // SAFETY: out_json is non-NULL and valid for writes.
+        unsafe { put_json(out_json, &v) }
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BuildJson {
+    tag: Option<String>,
+    #[serde(default)]
+    build_args: std::collections::BTreeMap<String, String>,
+    target: Option<String>,
+    #[serde(default)]
+    no_cache: bool,
+    platform: Option<String>,
+}
+
+/// Builds an image from the Dockerfile at `dockerfile` with the build context
+/// directory `context`, as `kcore image build` does (BuildKit's Dockerfile semantics;
+/// RUN steps run in containers on overlay snapshots in the layer store at
+/// `layer_root`, which needs root). `options_json` may be NULL or
+/// `{"tag": "name:tag", "build_args": {"K": "V"}, "target": "stage",
+///   "no_cache": false, "platform": "linux/amd64"}` (all optional). `progress` (may
+/// be NULL) sees each step. `*out_json` receives
+/// `{"record": {…}, "layers_built": n, "steps_cached": n}`. A Dockerfile error is
+/// `KCORE_INVALID_ARGUMENT`, with the line in the message.
+///
+/// # Safety
+/// `store` is live; the strings are NUL-terminated (or NULL where allowed);
+/// `out_json` is valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn kcore_image_store_build(
+    store: *const kcore_image_store,
+    dockerfile: *const c_char,
+    context: *const c_char,
+    layer_root: *const c_char,
+    options_json: *const c_char,
+    progress: kcore_build_event_cb,
+    user_data: *mut c_void,
+    out_json: *mut *mut c_char,
+) -> KcoreResult {
+    // SAFETY: NULL or valid for writes.
+    unsafe { clear_out(out_json) };
+    boundary(|| {
+        // SAFETY: forwarded contracts.
+        let (s, dockerfile, context, root, options) = unsafe {
+            (
+                handle(store, "store")?,
+                req_str(dockerfile, "dockerfile")?,
+                req_str(context, "context")?,
+                req_str(layer_root, "layer_root")?,
+                opt_str(options_json, "options_json")?,
+            )
+        };
+        non_null(out_json, "out_json")?;
+        let o: BuildJson = match options {
+            Some(text) => parse_json(text, "options_json")?,
+            None => BuildJson::default(),
+        };
+        let text = std::fs::read_to_string(dockerfile)
+            .map_err(|e| Failure::invalid(format!("dockerfile {dockerfile}: {e}")))?;
+        let layers = LayerStore::open(root).map_err(|e| {
+            Failure::new(
+                KcoreResult::KCORE_IMAGE_ERROR,
+                format!("layer store {root}: {}", chain(&e)),
+            )
+        })?;
+        let platform = o
+            .platform
+            .map(|p| p.parse::<Platform>())
+            .transpose()
+            .map_err(|e| Failure::invalid(format!("options_json: platform: {e}")))?;
+        let opts = kcore_build::BuildOptions {
+            dockerfile: text,
+            context: context.into(),
+            tag: o.tag,
+            build_args: o.build_args,
+            target: o.target,
+            no_cache: o.no_cache,
+            platform,
+            progress: build_event_fn(progress, user_data),
+            ..kcore_build::BuildOptions::default()
+        };
+        let r = kcore_build::Builder::new(&s.store, &layers)
+            .build(&opts)
+            .map_err(|e| {
+                let code = match &e {
+                    kcore_build::Error::Syntax { .. }
+                    | kcore_build::Error::StageNotFound(_)
+                    | kcore_build::Error::Unsupported { .. }
+                    | kcore_build::Error::SourceNotFound { .. } => {
+                        KcoreResult::KCORE_INVALID_ARGUMENT
+                    }
+                    _ => KcoreResult::KCORE_IMAGE_ERROR,
+                };
+                Failure::new(code, chain(&e))
+            })?;
+        let v = json!({
+            "record": r.record,
+            "layers_built": r.layers_built,
+            "steps_cached": r.steps_cached,
+        });
         // SAFETY: out_json is non-NULL and valid for writes.
         unsafe { put_json(out_json, &v) }
     })

@@ -56,10 +56,11 @@ pub use container::{
     kcore_runtime_free, kcore_runtime_list, kcore_runtime_new,
 };
 pub use image::{
-    kcore_image_store, kcore_image_store_free, kcore_image_store_import_archive,
-    kcore_image_store_import_layout, kcore_image_store_inspect, kcore_image_store_list,
-    kcore_image_store_open, kcore_image_store_pull, kcore_image_store_remove,
-    kcore_image_store_unpack, kcore_image_store_unpack_layers, kcore_progress_cb,
+    kcore_build_event_cb, kcore_image_store, kcore_image_store_build, kcore_image_store_free,
+    kcore_image_store_import_archive, kcore_image_store_import_layout, kcore_image_store_inspect,
+    kcore_image_store_list, kcore_image_store_open, kcore_image_store_pull,
+    kcore_image_store_remove, kcore_image_store_unpack, kcore_image_store_unpack_layers,
+    kcore_progress_cb,
 };
 pub use route::{
     kcore_route_table, kcore_route_table_free, kcore_route_table_insert, kcore_route_table_len,

@@ -53,6 +53,25 @@ static int have_openat2(void) {
   return errno != ENOSYS;
 }
 
+/* Build events: how many steps started and how many came from the cache. */
+struct events {
+  int steps, cached;
+};
+
+static void on_event(const char *kind, const char *text, void *user_data) {
+  struct events *e = (struct events *)user_data;
+  if (strcmp(kind, "step") == 0 && text && text[0] == '[') e->steps++;
+  if (strcmp(kind, "cached") == 0) e->cached++;
+}
+
+static void write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  if (f) {
+    fputs(text, f);
+    fclose(f);
+  }
+}
+
 static int count(const char *hay, const char *needle) {
   int n = 0;
   for (const char *p = hay; p && (p = strstr(p, needle)); p += strlen(needle)) n++;
@@ -125,6 +144,41 @@ int main(int argc, char **argv) {
                                            NULL, NULL, &json));
   CHECK_CONTAINS(json, "\"unpacked\":0"); /* reused */
   kcore_string_free(json);
+
+  /* A Dockerfile build on the imported image: config instructions only, so no
+   * container runs and no root is needed. */
+  char dockerfile[2048], layers[2048];
+  snprintf(dockerfile, sizeof dockerfile, "%s/Dockerfile", argv[3]);
+  snprintf(layers, sizeof layers, "%s/layers", argv[3]);
+  write_file(dockerfile,
+             "FROM example.com/c-test:1\n"
+             "ARG MODE=dev\n"
+             "ENV APP_MODE=${MODE}\n"
+             "LABEL org.example.built-by=c\n"
+             "CMD [\"/bin/sh\", \"-c\", \"echo built\"]\n");
+  struct events ev = {0, 0};
+  CHECK_OK(kcore_image_store_build(s, dockerfile, argv[3], layers,
+                                   "{\"tag\": \"example.com/c-built:1\","
+                                   " \"build_args\": {\"MODE\": \"prod\"}}",
+                                   on_event, &ev, &json));
+  CHECK_CONTAINS(json, "\"name\":\"example.com/c-built:1\"");
+  CHECK_CONTAINS(json, "\"layers_built\":0");
+  kcore_string_free(json);
+  CHECK(ev.steps == 5);
+  CHECK_OK(kcore_image_store_inspect(s, "example.com/c-built:1", &json));
+  CHECK_CONTAINS(json, "APP_MODE=prod");
+  CHECK_CONTAINS(json, "org.example.built-by");
+  CHECK_CONTAINS(json, "echo built");
+  CHECK(count(json, "\"chain_id\"") == 2); /* the base's layers, no new one */
+  kcore_string_free(json);
+  /* A syntax error names its line. */
+  write_file(dockerfile, "FROM example.com/c-test:1\nCOPY\n");
+  json = (char *)"x";
+  CHECK_RC(kcore_image_store_build(s, dockerfile, argv[3], layers, NULL, NULL, NULL, &json),
+           KCORE_INVALID_ARGUMENT);
+  CHECK(json == NULL);
+  CHECK_CONTAINS(last_error(), "Dockerfile:2");
+  CHECK_OK(kcore_image_store_remove(s, "example.com/c-built:1"));
 
 errors:
   /* Error paths. */

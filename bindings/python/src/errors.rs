@@ -82,6 +82,11 @@ pub(crate) fn image(err: kcore_image::Error) -> PyErr {
     ImageError::new_err(chain(&err))
 }
 
+/// A Dockerfile build error as `kcore.ImageError` (builds make images).
+pub(crate) fn build(err: kcore_build::Error) -> PyErr {
+    ImageError::new_err(chain(&err))
+}
+
 /// A layer-store error as `kcore.ImageError` (layers belong to the image family).
 pub(crate) fn overlay(err: kcore_overlay::Error) -> PyErr {
     ImageError::new_err(chain(&err))

@@ -265,6 +265,72 @@ impl Store {
         Ok(to_py(py, &value)?.unbind())
     }
 
+    /// Builds an image from the Dockerfile at `dockerfile` with the build context
+    /// directory `context`, as `kcore image build` does (BuildKit's Dockerfile
+    /// semantics). RUN steps run in containers on overlay snapshots in the layer
+    /// store at `layers` (root needed). `progress(kind, text)` sees each step:
+    /// `"step"`, `"cached"`, `"output"` (a line a RUN step printed), `"warning"`.
+    /// Returns `record` (the stored image), `layers_built` and `steps_cached`.
+    #[pyo3(signature = (
+        dockerfile,
+        context,
+        tag=None,
+        *,
+        layers,
+        build_args=None,
+        target=None,
+        no_cache=false,
+        platform=None,
+        progress=None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &self,
+        py: Python<'_>,
+        dockerfile: PathBuf,
+        context: PathBuf,
+        tag: Option<String>,
+        layers: PathBuf,
+        build_args: Option<std::collections::BTreeMap<String, String>>,
+        target: Option<String>,
+        no_cache: bool,
+        platform: Option<String>,
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let text = std::fs::read_to_string(&dockerfile)
+            .map_err(|e| PyValueError::new_err(format!("reading {}: {e}", dockerfile.display())))?;
+        let platform = match platform.as_deref() {
+            Some(p) => Some(self::platform(Some(p))?),
+            None => None,
+        };
+        let progress = Progress::new(progress)?;
+        let opts = kcore_build::BuildOptions {
+            dockerfile: text,
+            context,
+            tag,
+            build_args: build_args.unwrap_or_default(),
+            target,
+            no_cache,
+            platform,
+            progress: progress.build_fn(),
+            ..kcore_build::BuildOptions::default()
+        };
+        let result = py.detach(|| -> PyResult<_> {
+            let store = LayerStore::open(&layers).map_err(errors::overlay)?;
+            kcore_build::Builder::new(&self.inner, &store)
+                .build(&opts)
+                .map_err(errors::build)
+        });
+        progress.finish()?;
+        let r = result?;
+        let value = json!({
+            "record": r.record,
+            "layers_built": r.layers_built,
+            "steps_cached": r.steps_cached,
+        });
+        Ok(to_py(py, &value)?.unbind())
+    }
+
     /// Applies all of an image's layers, in order, onto `dest` (which must not
     /// exist): a plain root filesystem, whiteouts applied. `dest` is removed
     /// on failure.
