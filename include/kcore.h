@@ -87,7 +87,7 @@ typedef void (*kcore_progress_cb)(uint64_t bytes, uint64_t entries, void *user_d
 
 // A build progress callback: `kind` is `"step"` (a step starts; `text` is
 // `[stage n/total] INSTRUCTION`), `"cached"` (the step came from the cache), `"output"`
-// (a line a RUN step printed), `"warning"`, or `"other"` (kinds added later). Both strings are valid only during the
+// (a line a RUN step printed) or `"warning"`. Both strings are valid only during the
 // call. It may be called from a worker thread while the build runs, never after it
 // returns.
 typedef void (*kcore_build_event_cb)(const char *kind, const char *text, void *user_data);

@@ -234,6 +234,7 @@ def test_build_runs_and_copies_then_rebuilds_from_the_cache(tmp_path: Path) -> N
     context = tmp_path / "context"
     context.mkdir()
     (context / "busybox").write_bytes(Path("/bin/busybox").read_bytes())
+    (context / "busybox").chmod(0o755)  # COPY keeps the mode
     (context / "greeting.txt").write_text("hello\n")
     dockerfile = context / "Dockerfile"
     dockerfile.write_text(

@@ -43,7 +43,7 @@ fn progress_fn(cb: kcore_progress_cb, user_data: *mut c_void) -> Option<kcore_im
 
 /// A build progress callback: `kind` is `"step"` (a step starts; `text` is
 /// `[stage n/total] INSTRUCTION`), `"cached"` (the step came from the cache), `"output"`
-/// (a line a RUN step printed), `"warning"`, or `"other"` (kinds added later). Both strings are valid only during the
+/// (a line a RUN step printed) or `"warning"`. Both strings are valid only during the
 /// call. It may be called from a worker thread while the build runs, never after it
 /// returns.
 #[allow(non_camel_case_types)]
@@ -58,19 +58,7 @@ fn build_event_fn(
     let data = UserData(user_data);
     Some(Arc::new(move |e: &kcore_build::Event| {
         let data = data;
-        let (kind, text) = match e {
-            kcore_build::Event::Step {
-                stage,
-                n,
-                total,
-                text,
-            } => ("step", format!("[{stage} {n}/{total}] {text}")),
-            kcore_build::Event::Cached => ("cached", String::new()),
-            kcore_build::Event::Output(line) => ("output", line.clone()),
-            kcore_build::Event::Warning(w) => ("warning", w.clone()),
-            // kinds added later
-            _ => ("other", String::new()),
-        };
+        let (kind, text) = (e.kind(), e.text());
         let kind = std::ffi::CString::new(kind).expect("no NUL");
         let text = std::ffi::CString::new(text.replace('\0', " ")).expect("NULs replaced");
         // SAFETY: the caller's callback with its own user_data, during the call; the

@@ -36,21 +36,9 @@ impl Progress {
 
     /// The callback as a build's event callback, called as `callback(kind, text)`:
     /// `"step"` with `[stage n/total] INSTRUCTION`, `"cached"`, `"output"` with a line
-    /// a RUN step printed, `"warning"`, or `"other"` (kinds added later).
+    /// a RUN step printed, or `"warning"` ([`kcore_build::Event::kind`]).
     pub(crate) fn build_fn(&self) -> Option<kcore_build::EventFn> {
-        let f = self.forward(|e: &kcore_build::Event| match e {
-            kcore_build::Event::Step {
-                stage,
-                n,
-                total,
-                text,
-            } => ("step", format!("[{stage} {n}/{total}] {text}")),
-            kcore_build::Event::Cached => ("cached", String::new()),
-            kcore_build::Event::Output(line) => ("output", line.clone()),
-            kcore_build::Event::Warning(w) => ("warning", w.clone()),
-            // kinds added later
-            _ => ("other", String::new()),
-        })?;
+        let f = self.forward(|e: &kcore_build::Event| (e.kind(), e.text()))?;
         Some(Arc::new(move |e: &kcore_build::Event| f(e)))
     }
 

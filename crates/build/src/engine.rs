@@ -55,6 +55,39 @@ pub enum Event {
     Warning(String),
 }
 
+impl Event {
+    /// The event's kind, as the C and Python bindings name it: `step`, `cached`,
+    /// `output` or `warning`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Step { .. } => "step",
+            Event::Cached => "cached",
+            Event::Output(_) => "output",
+            Event::Warning(_) => "warning",
+        }
+    }
+
+    /// The event's text: `[stage n/total] INSTRUCTION` for a step, the line a RUN step
+    /// printed, the warning, or nothing for a cache hit.
+    ///
+    /// ```
+    /// let e = kcore_build::Event::Step { stage: "build".into(), n: 2, total: 5, text: "RUN make".into() };
+    /// assert_eq!((e.kind(), e.text().as_str()), ("step", "[build 2/5] RUN make"));
+    /// ```
+    pub fn text(&self) -> String {
+        match self {
+            Event::Step {
+                stage,
+                n,
+                total,
+                text,
+            } => format!("[{stage} {n}/{total}] {text}"),
+            Event::Cached => String::new(),
+            Event::Output(s) | Event::Warning(s) => s.clone(),
+        }
+    }
+}
+
 /// A progress callback.
 pub type EventFn = Arc<dyn Fn(&Event) + Send + Sync>;
 
