@@ -18,22 +18,7 @@ use crate::error::{Error, IoContext, Result};
 const TAIL_LINES: usize = 20;
 
 /// Docker's (and BuildKit's) default capabilities.
-const CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+const CAPS: &[&str] = kcore_runtime::DEFAULT_CAPABILITIES;
 
 /// The network a RUN step gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

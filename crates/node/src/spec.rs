@@ -39,22 +39,7 @@ pub(crate) struct SpecInput<'a> {
 }
 
 /// The capabilities container runtimes grant by default.
-pub(crate) const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+pub(crate) const DEFAULT_CAPS: &[&str] = kcore_runtime::DEFAULT_CAPABILITIES;
 
 const ALL_CAPS: &[&str] = &[
     "CAP_CHOWN",

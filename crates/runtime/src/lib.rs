@@ -71,5 +71,5 @@ pub use intelrdt::{CmtStats, IntelRdtStats, L3CacheInfo, MbmStats, MemBwInfo};
 pub use kcore_ns::ExitStatus;
 pub use process::recv_fd;
 pub use seccomp::{compile as compile_seccomp, SeccompProgram};
-pub use spec::{load_spec, parse_process, parse_spec, validate};
+pub use spec::{load_spec, parse_process, parse_spec, validate, DEFAULT_CAPABILITIES};
 pub use state::{State, Status};

@@ -245,6 +245,25 @@ fn no_mount_namespace(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<(
     Ok(())
 }
 
+/// The capabilities container engines grant a container by default (Docker's,
+/// containerd's and BuildKit's set).
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
