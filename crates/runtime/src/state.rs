@@ -152,15 +152,20 @@ impl Saved {
         })
     }
 
-    /// Writes `state.json` atomically (see [`replace`]), mode 0600: the spec in it
-    /// carries the process's environment, Secret values included.
+    /// Writes `state.json` atomically, mode 0600: the spec in it carries the process's
+    /// environment, Secret values included. The state is not meant to survive a crash
+    /// of the host (runc and crun keep it on `/run`), so it is exchanged into place
+    /// ([`kcore_statedir::write_volatile`]) rather than renamed over: a container's state
+    /// changes three times in a `run`, and on ext4 each rename over it forced a write to
+    /// disk.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let data = serde_json::to_vec(self).map_err(|e| Error::Sys {
             op: "serialize state".into(),
             source: std::io::Error::other(e),
         })?;
         let path = dir.join(STATE_FILE);
-        replace(&path, &data).map_err(|e| Error::io("write", &path, e))
+        kcore_statedir::write_volatile(&path, &data, kcore_statedir::PRIVATE_FILE)
+            .map_err(|e| Error::io("write", &path, e))
     }
 
     pub fn public(&self, status: Status) -> State {
@@ -180,72 +185,6 @@ impl Saved {
             annotations: self.spec.annotations().clone().unwrap_or_default(),
         }
     }
-}
-
-/// Replaces `path` with `data` (mode 0600) atomically, without the forced writeback a
-/// rename over an existing file costs: `data` goes to a new temporary file beside
-/// `path`, which is then *exchanged* with `path` (`renameat2(RENAME_EXCHANGE)`) and
-/// removed, now holding the old content. Readers see the old state or the new, never a
-/// part, as with a rename.
-///
-/// Why not a plain rename: ext4 (`auto_da_alloc`, its default) allocates and starts
-/// writing back the new file's blocks when a rename replaces a file, so each state
-/// change of a container wrote to disk, and removing the state then freed those blocks
-/// (a synchronous discard on a `discard` mount). A container's state changes three
-/// times in a `run`; on this project's hosts, where the state root is on such a disk,
-/// that was a few milliseconds of every cycle (crun writes its status once). The state
-/// is not meant to survive a crash of the host (runc and crun keep it on `/run`), so
-/// giving up that heuristic loses nothing. Where the file system cannot exchange, or
-/// `path` does not exist yet, it is a plain rename.
-pub(crate) fn replace(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::ffi::OsStrExt;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(
-        ".{name}.{}-{}.tmp",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    let result = kcore_statedir::open(&tmp, &options, kcore_statedir::PRIVATE_FILE)
-        .and_then(|mut f| f.write_all(data))
-        .and_then(|()| {
-            let c = |p: &Path| {
-                std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other)
-            };
-            let (from, to) = (c(&tmp)?, c(path)?);
-            // SAFETY: two NUL-terminated paths, resolved against the working directory.
-            let rc = unsafe {
-                libc::renameat2(
-                    libc::AT_FDCWD,
-                    from.as_ptr(),
-                    libc::AT_FDCWD,
-                    to.as_ptr(),
-                    libc::RENAME_EXCHANGE,
-                )
-            };
-            if rc == 0 {
-                // `tmp` holds the old state now.
-                return std::fs::remove_file(&tmp);
-            }
-            let err = std::io::Error::last_os_error();
-            match err.raw_os_error() {
-                // Nothing to exchange with yet, or a file system (or kernel) that
-                // cannot exchange: a rename that replaces nothing forces no writeback.
-                Some(libc::ENOENT | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
-                    std::fs::rename(&tmp, path)
-                }
-                _ => Err(err),
-            }
-        });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// What `/proc/<pid>/stat` says about a process: its start time and whether it is a zombie.
@@ -362,39 +301,6 @@ mod tests {
         assert!(Status::Paused.can_update());
         assert!(!Status::Stopped.can_update());
         assert!(!Status::Creating.can_update());
-    }
-
-    #[test]
-    fn replace_writes_then_exchanges_leaving_one_private_file() {
-        use std::os::unix::fs::PermissionsExt;
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join(STATE_FILE);
-        let listing = || {
-            let mut v: Vec<String> = std::fs::read_dir(d.path())
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        };
-        // First write: nothing to exchange with.
-        replace(&p, b"one").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"one");
-        // Later writes exchange; the old content goes away with the temporary file.
-        let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
-        let first = ino(&p);
-        replace(&p, b"two, longer").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two, longer");
-        assert_ne!(ino(&p), first, "a new file took the name");
-        replace(&p, b"3").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"3");
-        assert_eq!(listing(), [STATE_FILE]);
-        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        // A directory that is gone: the error, and no temporary file left anywhere.
-        let e = replace(&d.path().join("gone/state.json"), b"x").unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
-        assert_eq!(listing(), [STATE_FILE]);
     }
 
     #[test]

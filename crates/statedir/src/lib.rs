@@ -14,6 +14,8 @@
 //! - [`write`] replaces a file's content atomically: a temporary file beside it,
 //!   created with the mode (`O_EXCL`), renamed over it. A reader never sees half a file,
 //!   and the content is never readable under a looser mode, even for a moment.
+//!   [`write_volatile`] does the same for state that need not survive a host crash,
+//!   without the writeback a rename over a file forces on ext4.
 //! - [`tighten`] clears the bits a mode lacks on an existing path and reports what it
 //!   changed, for a daemon that migrates an older tree and says so.
 //!
@@ -167,8 +169,74 @@ pub fn open(path: &Path, options: &OpenOptions, mode: u32) -> io::Result<File> {
 /// failure the temporary file is removed and `path` is untouched.
 ///
 /// The data is not synced to disk: a caller that must survive a power loss syncs the
-/// directory and file itself.
+/// directory and file itself. A rename over an existing file does make ext4 (with its
+/// default `auto_da_alloc`) start writing the new blocks back, so after a crash the file
+/// holds the old content or the new, not an empty one; state that need not survive a
+/// crash of the host can skip that cost with [`write_volatile`].
 pub fn write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_via_temporary(path, data, mode, |tmp| fs::rename(tmp, path))
+}
+
+/// Like [`write`], for state that need not survive a crash of the host (what runc and
+/// crun keep on `/run`): the temporary file is *exchanged* with `path`
+/// (`renameat2(RENAME_EXCHANGE)`) and then removed, holding the old content.
+///
+/// Readers still see the old content or the new, never a part. What it saves: ext4
+/// allocates and starts writing back the new file's blocks when a rename replaces a
+/// file, so every change of a small, short-lived state file wrote to disk, and removing
+/// it later freed those blocks (a synchronous discard on a `discard` mount). An exchange
+/// forces nothing. Where `path` does not exist yet, or the file system (or kernel)
+/// cannot exchange, it is a plain rename.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let state = dir.path().join("state.json");
+/// kcore_statedir::write_volatile(&state, b"{\"status\":\"created\"}", kcore_statedir::PRIVATE_FILE)?;
+/// kcore_statedir::write_volatile(&state, b"{\"status\":\"running\"}", kcore_statedir::PRIVATE_FILE)?;
+/// assert_eq!(std::fs::read(&state)?, b"{\"status\":\"running\"}");
+/// assert_eq!(std::fs::read_dir(dir.path())?.count(), 1);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn write_volatile(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    write_via_temporary(path, data, mode, |tmp| {
+        let c =
+            |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+        let (from, to) = (c(tmp)?, c(path)?);
+        // SAFETY: two NUL-terminated paths, resolved against the working directory.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if rc == 0 {
+            // `tmp` holds the old content now.
+            return fs::remove_file(tmp);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            // Nothing to exchange with yet, or no exchange here: a rename that replaces
+            // nothing forces no writeback.
+            Some(libc::ENOENT | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
+                fs::rename(tmp, path)
+            }
+            _ => Err(err),
+        }
+    })
+}
+
+/// Writes `data` to a new temporary file beside `path` with `mode`, then lets `install`
+/// put it in place; on any failure the temporary file is removed.
+fn write_via_temporary(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    install: impl FnOnce(&Path) -> io::Result<()>,
+) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
@@ -188,7 +256,7 @@ pub fn write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         let mut f = open(&tmp, &options, mode)?;
         f.write_all(data)?;
         drop(f);
-        fs::rename(&tmp, path)
+        install(&tmp)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -307,6 +375,37 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["state.json"]);
+    }
+
+    #[test]
+    fn write_volatile_exchanges_leaving_one_private_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.json");
+        let listing = || {
+            let mut v: Vec<String> = fs::read_dir(d.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        // First write: nothing to exchange with.
+        write_volatile(&p, b"one", PRIVATE_FILE).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        // Later writes exchange; the old content goes away with the temporary file.
+        let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+        let first = ino(&p);
+        write_volatile(&p, b"two, longer", PRIVATE_FILE).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two, longer");
+        assert_ne!(ino(&p), first, "a new file took the name");
+        write_volatile(&p, b"3", PRIVATE_FILE).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"3");
+        assert_eq!(listing(), ["state.json"]);
+        assert_eq!(mode(&p), 0o600);
+        // A directory that is gone: the error, and no temporary file left anywhere.
+        let e = write_volatile(&d.path().join("gone/state.json"), b"x", PRIVATE_FILE).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        assert_eq!(listing(), ["state.json"]);
     }
 
     #[test]
