@@ -49,11 +49,14 @@ mod engine;
 mod error;
 mod fscopy;
 mod layer;
+mod net;
 mod parser;
 mod pattern;
 mod run;
 
 pub use engine::{BuildOptions, BuildResult, Builder, Event, EventFn};
 pub use error::{Error, Result};
+pub use kcore_netbridge::Ipv4Net;
+pub use net::BridgeNetwork;
 pub use parser::{parse, Dockerfile, Instruction, Lexer};
 pub use pattern::{glob_match, IgnoreRules};
