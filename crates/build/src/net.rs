@@ -105,6 +105,19 @@ fn has_net_admin() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
 }
 
+/// Refuses `--network=default` up front when the builder cannot configure networks.
+pub(crate) fn check_allowed(line: usize) -> Result<()> {
+    if has_net_admin() {
+        Ok(())
+    } else {
+        Err(Error::NetworkUnavailable {
+            line,
+            reason: "the builder lacks CAP_NET_ADMIN".into(),
+            source: None,
+        })
+    }
+}
+
 /// The veth host end for a step `id`: `kb` and 12 hex digits of a hash of the id
 /// (interface names are at most 15 bytes).
 fn host_ifname(id: &str) -> String {
@@ -148,9 +161,7 @@ pub(crate) fn attach(line: usize, net: &BridgeNetwork, step: &NetNs, id: &str) -
             source,
         }
     };
-    if !has_net_admin() {
-        return Err(unavailable("the builder lacks CAP_NET_ADMIN".into(), None));
-    }
+    check_allowed(line)?;
     let host = NetNs::current().map_err(|source| Error::Netns { line, source })?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

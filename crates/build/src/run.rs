@@ -80,6 +80,9 @@ pub(crate) fn run(
     let netns_dir = kcore_ns::netns::NetnsDir::new(work.join("netns"));
     let mut netns_path = None;
     let mut lease = None;
+    if p.network == Network::Bridge {
+        crate::net::check_allowed(line)?;
+    }
     if matches!(p.network, Network::Isolated | Network::Bridge) {
         std::fs::create_dir_all(netns_dir.dir()).at("create", netns_dir.dir())?;
         let ns = netns_dir
