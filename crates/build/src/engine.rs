@@ -388,16 +388,41 @@ impl Snapshot<'_> {
 
     fn unmount(&mut self) -> Result<()> {
         if self.mounted {
-            self.layers
-                .unmount(&self.id)
-                .map_err(|source| Error::Layer {
-                    what: format!("unmounting build snapshot {}", self.id),
-                    source,
-                })?;
+            // A container forked by another build in this process (a RUN step on
+            // another thread) holds copies of this process's descriptors, some of
+            // them inside this snapshot, until it execs: wait for that to pass.
+            let mut tries = 0;
+            loop {
+                match self.layers.unmount(&self.id) {
+                    Ok(()) => break,
+                    Err(e) if tries < 100 && is_busy(&e) => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    Err(source) => {
+                        return Err(Error::Layer {
+                            what: format!("unmounting build snapshot {}", self.id),
+                            source,
+                        })
+                    }
+                }
+            }
             self.mounted = false;
         }
         Ok(())
     }
+}
+
+/// Whether a layer store error is `EBUSY` (a mount still in use).
+fn is_busy(e: &kcore_overlay::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error());
+        }
+        cur = err.source();
+    }
+    false
 }
 
 impl Drop for Snapshot<'_> {
