@@ -427,8 +427,7 @@ kcore_result kcore_image_store_unpack_layers(const struct kcore_image_store *sto
 //   "no_cache": false, "platform": "linux/amd64", "bridge_name": "kcore-build0",
 //   "bridge_subnet": "10.213.0.0/24"}` (all optional; the bridge is the NAT'd network
 // of `RUN --network=default` steps; without `--network` a RUN step gets only
-// loopback). `progress` (may
-// be NULL) sees each step. `*out_json` receives
+// loopback). `progress` (may be NULL) sees each step. `*out_json` receives
 // `{"record": {…}, "layers_built": n, "steps_cached": n}`. A Dockerfile error is
 // `KCORE_INVALID_ARGUMENT`, with the line in the message.
 //
