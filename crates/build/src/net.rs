@@ -154,13 +154,12 @@ fn prune_dead(ipam: &Ipam) {
 /// namespace) when they are missing.
 pub(crate) fn attach(line: usize, net: &BridgeNetwork, step: &NetNs, id: &str) -> Result<Lease> {
     let _span = tracing::info_span!("run_network_attach", line, bridge = %net.bridge).entered();
-    let unavailable = |reason: String, source: Option<kcore_netbridge::Error>| {
-        Error::NetworkUnavailable {
+    let unavailable =
+        |reason: String, source: Option<kcore_netbridge::Error>| Error::NetworkUnavailable {
             line,
             reason,
             source,
-        }
-    };
+        };
     check_allowed(line)?;
     let host = NetNs::current().map_err(|source| Error::Netns { line, source })?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -194,16 +193,12 @@ pub(crate) fn attach(line: usize, net: &BridgeNetwork, step: &NetNs, id: &str) -
                 Some(e),
             )
         })?;
-    let failed = |what: String| {
-        move |source| Error::Network {
-            line,
-            what,
-            source,
-        }
-    };
+    let failed = |what: String| move |source| Error::Network { line, what, source };
     let dir = net.ipam_dir();
-    let ipam = Ipam::open(&dir, net.subnet)
-        .map_err(failed(format!("opening the address store {}", dir.display())))?;
+    let ipam = Ipam::open(&dir, net.subnet).map_err(failed(format!(
+        "opening the address store {}",
+        dir.display()
+    )))?;
     prune_dead(&ipam);
     let ip = ipam
         .allocate(id)

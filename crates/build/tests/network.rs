@@ -226,7 +226,10 @@ fn drop_effective_net_admin() {
         inheritable: u32,
     }
     const V3: u32 = 0x2008_0522;
-    let mut h = Header { version: V3, pid: 0 };
+    let mut h = Header {
+        version: V3,
+        pid: 0,
+    };
     let mut d = [Data::default(); 2];
     // SAFETY: capget fills two Data entries for version 3 headers.
     let rc = unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) };

@@ -427,11 +427,19 @@ pub struct DockerfileArgs {
     /// The bridge that `RUN --network=default` steps join (created on first use and
     /// kept, like docker0). Unlike BuildKit, a RUN step without --network gets only
     /// loopback; --network=default is a NAT'd bridge, --network=host the host's network.
-    #[arg(long = "bridge-name", value_name = "NAME", default_value = "kcore-build0")]
+    #[arg(
+        long = "bridge-name",
+        value_name = "NAME",
+        default_value = "kcore-build0"
+    )]
     pub bridge_name: String,
     /// The subnet of that bridge (the bridge takes its .1; steps the next free
     /// addresses; traffic leaving it is masqueraded).
-    #[arg(long = "bridge-subnet", value_name = "CIDR", default_value = "10.213.0.0/24")]
+    #[arg(
+        long = "bridge-subnet",
+        value_name = "CIDR",
+        default_value = "10.213.0.0/24"
+    )]
     pub bridge_subnet: String,
 }
 
