@@ -266,14 +266,15 @@ errors:
   if (argc == 5) {
     /* Push to the registry under a new name, then pull it back: same config. */
     char ref[512], *imported = NULL;
-    snprintf(ref, sizeof ref, "%s/c-pushed:1", argv[4]);
+    /* a repository of its own per run: each flavour pushes to the same registry */
+    snprintf(ref, sizeof ref, "%s/c-pushed-%ld:1", argv[4], (long)getpid());
     CHECK_OK(kcore_image_store_inspect(s, "example.com/c-test:1", &imported));
     struct progress pp = {0, 0, 0};
     CHECK_OK(kcore_image_store_push(s, "example.com/c-test:1", ref,
                                     "{\"plain_http\": true, \"attempts\": 2, \"chunk_size\": 64}",
                                     on_progress, &pp, &json));
     CHECK_CONTAINS(json, "\"reference\":\"");
-    CHECK_CONTAINS(json, "c-pushed:1");
+    CHECK_CONTAINS(json, ref);
     CHECK_CONTAINS(json, "\"uploaded\":3");
     CHECK_CONTAINS(json, "\"digest\":\"sha256:");
     kcore_string_free(json);

@@ -92,7 +92,7 @@ pub enum Error {
         reason: String,
         /// The networking error, when one was returned.
         #[source]
-        source: Option<kcore_netbridge::Error>,
+        source: Option<Box<kcore_netbridge::Error>>,
     },
     /// Putting a RUN step on the build bridge failed.
     #[error("Dockerfile:{line}: RUN --network=default: {what}")]
@@ -103,7 +103,7 @@ pub enum Error {
         what: String,
         /// The networking error.
         #[source]
-        source: kcore_netbridge::Error,
+        source: Box<kcore_netbridge::Error>,
     },
     /// A filesystem operation failed.
     #[error("{op} {}", .path.display())]

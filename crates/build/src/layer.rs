@@ -97,13 +97,12 @@ pub(crate) fn commit_diff(images: &ImageStore, diff: &Path) -> Result<Option<Com
                 .at("archive", &path)?;
             continue;
         }
-        if ft.is_dir() || ft.is_file() {
+        // (a second name of a hard-linked file becomes a link entry, without them)
+        let link_entry =
+            ft.is_file() && meta.nlink() > 1 && links.contains_key(&(meta.dev(), meta.ino()));
+        if (ft.is_dir() || ft.is_file()) && !link_entry {
             let x = carried_xattrs(&path)?;
-            if !x.is_empty()
-                && !(ft.is_file()
-                    && meta.nlink() > 1
-                    && links.contains_key(&(meta.dev(), meta.ino())))
-            {
+            if !x.is_empty() {
                 tar.append_pax_extensions(x.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
                     .at("archive", &path)?;
             }

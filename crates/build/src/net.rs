@@ -154,12 +154,11 @@ fn prune_dead(ipam: &Ipam) {
 /// namespace) when they are missing.
 pub(crate) fn attach(line: usize, net: &BridgeNetwork, step: &NetNs, id: &str) -> Result<Lease> {
     let _span = tracing::info_span!("run_network_attach", line, bridge = %net.bridge).entered();
-    let unavailable =
-        |reason: String, source: Option<kcore_netbridge::Error>| Error::NetworkUnavailable {
-            line,
-            reason,
-            source,
-        };
+    let unavailable = |reason: String, source: kcore_netbridge::Error| Error::NetworkUnavailable {
+        line,
+        reason,
+        source: Some(Box::new(source)),
+    };
     check_allowed(line)?;
     let host = NetNs::current().map_err(|source| Error::Netns { line, source })?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -177,9 +176,9 @@ pub(crate) fn attach(line: usize, net: &BridgeNetwork, step: &NetNs, id: &str) -
     };
     let bridge = rt
         .block_on(Bridge::ensure(Some(&host), cfg))
-        .map_err(|e| unavailable(format!("creating the bridge {}", net.bridge), Some(e)))?;
+        .map_err(|e| unavailable(format!("creating the bridge {}", net.bridge), e))?;
     kcore_netbridge::enable_ip_forwarding(Some(&host))
-        .map_err(|e| unavailable("turning on IPv4 forwarding".into(), Some(e)))?;
+        .map_err(|e| unavailable("turning on IPv4 forwarding".into(), e))?;
     NftNetlink::open(Some(&host))
         .and_then(|nft| {
             nft.apply(&kcore_netbridge::masquerade_batch(
@@ -190,10 +189,16 @@ pub(crate) fn attach(line: usize, net: &BridgeNetwork, step: &NetNs, id: &str) -
         .map_err(|e| {
             unavailable(
                 format!("adding the nftables masquerade rule for {}", net.subnet),
-                Some(e),
+                e,
             )
         })?;
-    let failed = |what: String| move |source| Error::Network { line, what, source };
+    let failed = |what: String| {
+        move |source| Error::Network {
+            line,
+            what,
+            source: Box::new(source),
+        }
+    };
     let dir = net.ipam_dir();
     let ipam = Ipam::open(&dir, net.subnet).map_err(failed(format!(
         "opening the address store {}",
