@@ -355,6 +355,41 @@ kcore_result kcore_image_store_pull(const struct kcore_image_store *store,
                                     void *user_data,
                                     char **out_json);
 
+// Pushes image `name` to a registry (OCI distribution: blobs the registry has are
+// skipped, others mounted from another repository or uploaded, monolithic or in
+// chunks; then the manifest). `dest` is the reference to push to
+// (`registry/repo:tag`), or NULL for the image's own name. `options_json` may be
+// NULL or `{"plain_http": false, "username": "…", "password": "…", "jobs": 3,
+// "attempts": 4, "chunk_size": 16777216, "mount_from": "other/repo"}` (all
+// optional). `progress` (may be NULL) sees uploaded bytes and finished blobs.
+// `*out_json` receives `{"reference": "…", "digest": "sha256:…", "manifest":
+// "sha256:…", "uploaded": n, "existing": n, "mounted": n, "bytes": n}`.
+//
+// # Safety
+// `store` is live; the strings are NUL-terminated (or NULL where allowed);
+// `out_json` is valid for writes.
+kcore_result kcore_image_store_push(const struct kcore_image_store *store,
+                                    const char *name,
+                                    const char *dest,
+                                    const char *options_json,
+                                    kcore_progress_cb progress,
+                                    void *user_data,
+                                    char **out_json);
+
+// Saves the `names_len` images `names` to `dest`: a directory when it exists or
+// ends in `/`, a tar file otherwise. `format` is `"oci"` (an OCI image layout;
+// NULL means this) or `"docker-archive"` (what `docker load` / `podman load`
+// read).
+//
+// # Safety
+// `store` is live; `names` points to `names_len` NUL-terminated strings; `dest`
+// is NUL-terminated; `format` is NUL-terminated or NULL.
+kcore_result kcore_image_store_save(const struct kcore_image_store *store,
+                                    const char *const *names,
+                                    size_t names_len,
+                                    const char *dest,
+                                    const char *format);
+
 // Unpacks image `name` into the new directory `dest` (which must not exist):
 // all layers applied in order, whiteouts deleting what they hide. On failure
 // `dest` is removed. `progress` (may be NULL) sees uncompressed bytes and
@@ -389,8 +424,10 @@ kcore_result kcore_image_store_unpack_layers(const struct kcore_image_store *sto
 // RUN steps run in containers on overlay snapshots in the layer store at
 // `layer_root`, which needs root). `options_json` may be NULL or
 // `{"tag": "name:tag", "build_args": {"K": "V"}, "target": "stage",
-//   "no_cache": false, "platform": "linux/amd64"}` (all optional). `progress` (may
-// be NULL) sees each step. `*out_json` receives
+//   "no_cache": false, "platform": "linux/amd64", "bridge_name": "kcore-build0",
+//   "bridge_subnet": "10.213.0.0/24"}` (all optional; the bridge is the NAT'd network
+// of `RUN --network=default` steps; without `--network` a RUN step gets only
+// loopback). `progress` (may be NULL) sees each step. `*out_json` receives
 // `{"record": {…}, "layers_built": n, "steps_cached": n}`. A Dockerfile error is
 // `KCORE_INVALID_ARGUMENT`, with the line in the message.
 //

@@ -101,6 +101,8 @@ class Store:
         no_cache: bool = False,
         platform: Optional[str] = None,
         progress: Optional[_BuildProgress] = None,
+        bridge_name: Optional[str] = None,
+        bridge_subnet: Optional[str] = None,
     ) -> dict[str, Any]: ...
     def tag(self, source: str, name: str) -> dict[str, Any]: ...
     def push(

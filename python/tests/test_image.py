@@ -224,6 +224,9 @@ def test_build_config_steps_on_an_imported_image(tmp_path: Path) -> None:
     dockerfile.write_text("FROM demo:1\nCOPY\n")
     with pytest.raises(kcore.ImageError, match="Dockerfile:2"):
         store.build(dockerfile, context, layers=tmp_path / "layers")
+    # the bridge of RUN --network=default: a bad subnet is refused up front
+    with pytest.raises(ValueError, match="bridge_subnet"):
+        store.build(dockerfile, context, layers=tmp_path / "layers", bridge_subnet="10.0.0.0/33")
 
 
 @needs_root

@@ -1,11 +1,14 @@
-//! The image store: open, import (OCI layout, docker archive), pull, build from a
-//! Dockerfile, unpack, list, inspect, remove.
+//! The image store: open, import (OCI layout, docker archive), pull, push, save (OCI
+//! layout or docker-archive), build from a Dockerfile, unpack, list, inspect, remove.
 
 use std::ffi::{c_char, c_void};
 use std::path::Path;
 use std::sync::Arc;
 
-use kcore_image::{ImageStore, ImportOptions, Platform, Progress, PullOptions, UnpackOptions};
+use kcore_image::{
+    ImageStore, ImportOptions, Platform, Progress, PullOptions, PushOptions, SaveFormat,
+    UnpackOptions,
+};
 use kcore_overlay::LayerStore;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -237,15 +240,7 @@ pub unsafe extern "C" fn kcore_image_store_pull(
             progress: progress_fn(progress, user_data),
             ..PullOptions::default()
         };
-        match (o.username, o.password) {
-            (Some(u), Some(p)) => opts.credentials = Some((u, p)),
-            (None, None) => {}
-            _ => {
-                return Err(Failure::invalid(
-                    "options_json: username and password go together",
-                ))
-            }
-        }
+        opts.credentials = credentials(o.username, o.password)?;
         if let Some(p) = o.platform {
             opts.platform = p
                 .parse::<Platform>()
@@ -260,6 +255,150 @@ pub unsafe extern "C" fn kcore_image_store_pull(
         let rec = s.store.pull(reference, &opts).map_err(image_failure)?;
         // SAFETY: out_json is non-NULL and valid for writes.
         unsafe { put_json(out_json, &rec) }
+    })
+}
+
+fn credentials(
+    username: Option<String>,
+    password: Option<String>,
+) -> Result<Option<(String, String)>, Failure> {
+    match (username, password) {
+        (Some(u), Some(p)) => Ok(Some((u, p))),
+        (None, None) => Ok(None),
+        _ => Err(Failure::invalid(
+            "options_json: username and password go together",
+        )),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PushJson {
+    #[serde(default)]
+    plain_http: bool,
+    username: Option<String>,
+    password: Option<String>,
+    jobs: Option<usize>,
+    attempts: Option<u32>,
+    chunk_size: Option<usize>,
+    mount_from: Option<String>,
+}
+
+/// Pushes image `name` to a registry (OCI distribution: blobs the registry has are
+/// skipped, others mounted from another repository or uploaded, monolithic or in
+/// chunks; then the manifest). `dest` is the reference to push to
+/// (`registry/repo:tag`), or NULL for the image's own name. `options_json` may be
+/// NULL or `{"plain_http": false, "username": "…", "password": "…", "jobs": 3,
+/// "attempts": 4, "chunk_size": 16777216, "mount_from": "other/repo"}` (all
+/// optional). `progress` (may be NULL) sees uploaded bytes and finished blobs.
+/// `*out_json` receives `{"reference": "…", "digest": "sha256:…", "manifest":
+/// "sha256:…", "uploaded": n, "existing": n, "mounted": n, "bytes": n}`.
+///
+/// # Safety
+/// `store` is live; the strings are NUL-terminated (or NULL where allowed);
+/// `out_json` is valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn kcore_image_store_push(
+    store: *const kcore_image_store,
+    name: *const c_char,
+    dest: *const c_char,
+    options_json: *const c_char,
+    progress: kcore_progress_cb,
+    user_data: *mut c_void,
+    out_json: *mut *mut c_char,
+) -> KcoreResult {
+    // SAFETY: NULL or valid for writes.
+    unsafe { clear_out(out_json) };
+    boundary(|| {
+        // SAFETY: forwarded contracts.
+        let (s, name, dest, options) = unsafe {
+            (
+                handle(store, "store")?,
+                req_str(name, "name")?,
+                opt_str(dest, "dest")?,
+                opt_str(options_json, "options_json")?,
+            )
+        };
+        non_null(out_json, "out_json")?;
+        let o: PushJson = match options {
+            Some(text) => parse_json(text, "options_json")?,
+            None => PushJson::default(),
+        };
+        let mut opts = PushOptions {
+            credentials: credentials(o.username, o.password)?,
+            plain_http: o.plain_http,
+            mount_from: o.mount_from,
+            progress: progress_fn(progress, user_data),
+            ..PushOptions::default()
+        };
+        if let Some(j) = o.jobs {
+            opts.jobs = j.max(1);
+        }
+        if let Some(a) = o.attempts {
+            opts.attempts = a.max(1);
+        }
+        if let Some(c) = o.chunk_size {
+            opts.chunk_size = c.max(1);
+        }
+        let r = s.store.push(name, dest, &opts).map_err(image_failure)?;
+        let v = json!({
+            "reference": r.reference,
+            "digest": r.digest.to_string(),
+            "manifest": r.manifest.to_string(),
+            "uploaded": r.uploaded,
+            "existing": r.existing,
+            "mounted": r.mounted,
+            "bytes": r.bytes,
+        });
+        // SAFETY: out_json is non-NULL and valid for writes.
+        unsafe { put_json(out_json, &v) }
+    })
+}
+
+/// Saves the `names_len` images `names` to `dest`: a directory when it exists or
+/// ends in `/`, a tar file otherwise. `format` is `"oci"` (an OCI image layout;
+/// NULL means this) or `"docker-archive"` (what `docker load` / `podman load`
+/// read).
+///
+/// # Safety
+/// `store` is live; `names` points to `names_len` NUL-terminated strings; `dest`
+/// is NUL-terminated; `format` is NUL-terminated or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn kcore_image_store_save(
+    store: *const kcore_image_store,
+    names: *const *const c_char,
+    names_len: usize,
+    dest: *const c_char,
+    format: *const c_char,
+) -> KcoreResult {
+    boundary(|| {
+        // SAFETY: forwarded contracts.
+        let (s, dest, format) = unsafe {
+            (
+                handle(store, "store")?,
+                req_str(dest, "dest")?,
+                opt_str(format, "format")?,
+            )
+        };
+        non_null(names, "names")?;
+        if names_len == 0 {
+            return Err(Failure::invalid("names: no image to save"));
+        }
+        let list = (0..names_len)
+            .map(|i| {
+                // SAFETY: `names` holds `names_len` pointers per the contract.
+                let p = unsafe { *names.add(i) };
+                // SAFETY: each is NUL-terminated per the contract.
+                unsafe { req_str(p, "names[i]") }
+            })
+            .collect::<Result<Vec<&str>, Failure>>()?;
+        let format: SaveFormat = format
+            .unwrap_or("oci")
+            .parse()
+            .map_err(|e: kcore_image::Error| Failure::invalid(chain(&e)))?;
+        s.store
+            .save(&list, Path::new(dest), format)
+            .map_err(image_failure)
     })
 }
 
@@ -357,6 +496,8 @@ struct BuildJson {
     #[serde(default)]
     no_cache: bool,
     platform: Option<String>,
+    bridge_name: Option<String>,
+    bridge_subnet: Option<String>,
 }
 
 /// Builds an image from the Dockerfile at `dockerfile` with the build context
@@ -364,8 +505,10 @@ struct BuildJson {
 /// RUN steps run in containers on overlay snapshots in the layer store at
 /// `layer_root`, which needs root). `options_json` may be NULL or
 /// `{"tag": "name:tag", "build_args": {"K": "V"}, "target": "stage",
-///   "no_cache": false, "platform": "linux/amd64"}` (all optional). `progress` (may
-/// be NULL) sees each step. `*out_json` receives
+///   "no_cache": false, "platform": "linux/amd64", "bridge_name": "kcore-build0",
+///   "bridge_subnet": "10.213.0.0/24"}` (all optional; the bridge is the NAT'd network
+/// of `RUN --network=default` steps; without `--network` a RUN step gets only
+/// loopback). `progress` (may be NULL) sees each step. `*out_json` receives
 /// `{"record": {…}, "layers_built": n, "steps_cached": n}`. A Dockerfile error is
 /// `KCORE_INVALID_ARGUMENT`, with the line in the message.
 ///
@@ -414,9 +557,19 @@ pub unsafe extern "C" fn kcore_image_store_build(
             .map(|p| p.parse::<Platform>())
             .transpose()
             .map_err(|e| Failure::invalid(format!("options_json: platform: {e}")))?;
+        let mut bridge = kcore_build::BridgeNetwork::default();
+        if let Some(n) = o.bridge_name {
+            bridge.bridge = n;
+        }
+        if let Some(c) = o.bridge_subnet {
+            bridge.subnet = c
+                .parse()
+                .map_err(|e| Failure::invalid(format!("options_json: bridge_subnet: {e}")))?;
+        }
         let opts = kcore_build::BuildOptions {
             dockerfile: text,
             context: context.into(),
+            bridge,
             tag: o.tag,
             build_args: o.build_args,
             target: o.target,

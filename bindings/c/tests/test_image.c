@@ -1,7 +1,9 @@
 /* The image store: import an OCI layout built by run.sh (two layers, one
  * gzip, one whiteout), list, inspect, unpack into a directory and into a
  * layer store with progress, remove, and the error paths.
- * With a registry address, also pulls the same image from it.
+ * Saves it as an OCI layout and a docker-archive (imported back).
+ * With a registry address, also pulls the same image from it, and pushes it
+ * under a new name and pulls that back.
  * usage: test_image <store-dir> <layout-dir> <work-dir> [<registry host:port>] */
 #define _GNU_SOURCE /* syscall() */
 #include <errno.h>
@@ -224,6 +226,81 @@ errors:
     kcore_string_free(imported);
     CHECK(pp.calls > 0 && pp.bytes > 0);
     CHECK_OK(kcore_image_store_remove(s, ref));
+  }
+
+  /* Save: an OCI layout directory, and a docker-archive that imports back
+   * with the same config. */
+  {
+    char *imported = NULL, *back = NULL, cfg[128] = "";
+    CHECK_OK(kcore_image_store_inspect(s, "example.com/c-test:1", &imported));
+    const char *m = imported ? strstr(imported, "\"config\":\"sha256:") : NULL;
+    CHECK(m != NULL);
+    if (m) snprintf(cfg, sizeof cfg, "%.*s", 71, m + 10);
+    const char *names[] = {"example.com/c-test:1"};
+    snprintf(path, sizeof path, "%s/saved-oci/", argv[3]);
+    CHECK_OK(kcore_image_store_save(s, names, 1, path, NULL));
+    snprintf(path, sizeof path, "%s/saved-oci/oci-layout", argv[3]);
+    CHECK(exists(path));
+    snprintf(path, sizeof path, "%s/saved-oci/index.json", argv[3]);
+    CHECK_CONTAINS(read_file(path), "example.com/c-test:1");
+    snprintf(path, sizeof path, "%s/saved-docker.tar", argv[3]);
+    CHECK_OK(kcore_image_store_save(s, names, 1, path, "docker-archive"));
+    CHECK_OK(kcore_image_store_import_archive(s, path, "example.com/c-saved:1", &json));
+    CHECK_CONTAINS(json, "example.com/c-saved:1");
+    kcore_string_free(json);
+    CHECK_OK(kcore_image_store_inspect(s, "example.com/c-saved:1", &back));
+    CHECK_CONTAINS(back, cfg);
+    kcore_string_free(back);
+    kcore_string_free(imported);
+    CHECK_OK(kcore_image_store_remove(s, "example.com/c-saved:1"));
+    /* the error paths */
+    CHECK_RC(kcore_image_store_save(s, names, 1, path, "zip"), KCORE_INVALID_ARGUMENT);
+    CHECK_CONTAINS(last_error(), "zip");
+    CHECK_RC(kcore_image_store_save(s, names, 0, path, NULL), KCORE_INVALID_ARGUMENT);
+    CHECK_RC(kcore_image_store_save(s, NULL, 1, path, NULL), KCORE_NULL_PARAMETER);
+    const char *missing[] = {"no/such:image"};
+    CHECK_RC(kcore_image_store_save(s, missing, 1, path, NULL), KCORE_NOT_FOUND);
+    CHECK_CONTAINS(last_error(), "no/such:image");
+  }
+
+  if (argc == 5) {
+    /* Push to the registry under a new name, then pull it back: same config. */
+    char ref[512], *imported = NULL;
+    /* a repository of its own per run: each flavour pushes to the same registry */
+    snprintf(ref, sizeof ref, "%s/c-pushed-%ld:1", argv[4], (long)getpid());
+    CHECK_OK(kcore_image_store_inspect(s, "example.com/c-test:1", &imported));
+    struct progress pp = {0, 0, 0};
+    CHECK_OK(kcore_image_store_push(s, "example.com/c-test:1", ref,
+                                    "{\"plain_http\": true, \"attempts\": 2, \"chunk_size\": 64}",
+                                    on_progress, &pp, &json));
+    CHECK_CONTAINS(json, "\"reference\":\"");
+    CHECK_CONTAINS(json, ref);
+    CHECK_CONTAINS(json, "\"uploaded\":3");
+    CHECK_CONTAINS(json, "\"digest\":\"sha256:");
+    kcore_string_free(json);
+    CHECK(pp.calls > 0 && pp.bytes > 0);
+    /* again: every blob is there already */
+    CHECK_OK(kcore_image_store_push(s, "example.com/c-test:1", ref, "{\"plain_http\": true}",
+                                    NULL, NULL, &json));
+    CHECK_CONTAINS(json, "\"existing\":3");
+    kcore_string_free(json);
+    CHECK_OK(kcore_image_store_pull(s, ref, "{\"plain_http\": true}", NULL, NULL, &json));
+    const char *m = json ? strstr(json, "\"config\":\"sha256:") : NULL;
+    CHECK(m != NULL);
+    if (m && imported) {
+      char digest[128];
+      snprintf(digest, sizeof digest, "%.*s", 71, m + 10);
+      CHECK_CONTAINS(imported, digest);
+    }
+    kcore_string_free(json);
+    kcore_string_free(imported);
+    CHECK_OK(kcore_image_store_remove(s, ref));
+    CHECK_RC(kcore_image_store_push(s, "example.com/c-test:1", ref, "{\"username\": \"u\"}",
+                                    NULL, NULL, &json),
+             KCORE_INVALID_ARGUMENT);
+    CHECK(json == NULL);
+    CHECK_RC(kcore_image_store_push(s, "no/such:image", ref, NULL, NULL, NULL, &json),
+             KCORE_NOT_FOUND);
   }
 
   CHECK_OK(kcore_image_store_remove(s, "example.com/c-test:1"));

@@ -271,6 +271,9 @@ impl Store {
     /// store at `layers` (root needed). `progress(kind, text)` sees each step:
     /// `"step"`, `"cached"`, `"output"` (a line a RUN step printed), `"warning"`.
     /// Returns `record` (the stored image), `layers_built` and `steps_cached`.
+    /// A RUN step gets only loopback unless it asks for `--network=default` (a
+    /// NAT'd bridge, `bridge_name` on `bridge_subnet`, by default `kcore-build0` on
+    /// `10.213.0.0/24`) or `--network=host`.
     #[pyo3(signature = (
         dockerfile,
         context,
@@ -281,7 +284,9 @@ impl Store {
         target=None,
         no_cache=false,
         platform=None,
-        progress=None
+        progress=None,
+        bridge_name=None,
+        bridge_subnet=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn build(
@@ -296,7 +301,18 @@ impl Store {
         no_cache: bool,
         platform: Option<String>,
         progress: Option<Bound<'_, PyAny>>,
+        bridge_name: Option<String>,
+        bridge_subnet: Option<String>,
     ) -> PyResult<Py<PyAny>> {
+        let mut bridge = kcore_build::BridgeNetwork::default();
+        if let Some(n) = bridge_name {
+            bridge.bridge = n;
+        }
+        if let Some(c) = bridge_subnet {
+            bridge.subnet = c
+                .parse()
+                .map_err(|e| PyValueError::new_err(format!("bridge_subnet {c:?}: {e}")))?;
+        }
         let text = std::fs::read_to_string(&dockerfile)
             .map_err(|e| PyValueError::new_err(format!("reading {}: {e}", dockerfile.display())))?;
         let platform = match platform.as_deref() {
@@ -313,6 +329,7 @@ impl Store {
             no_cache,
             platform,
             progress: progress.build_fn(),
+            bridge,
             ..kcore_build::BuildOptions::default()
         };
         let result = py.detach(|| -> PyResult<_> {

@@ -113,6 +113,9 @@ pub struct BuildOptions {
     pub pull: Option<PullOptions>,
     /// Progress callback.
     pub progress: Option<EventFn>,
+    /// The NAT'd bridge network of `RUN --network=default` steps (its name and
+    /// subnet).
+    pub bridge: crate::net::BridgeNetwork,
 }
 
 impl std::fmt::Debug for BuildOptions {
@@ -124,6 +127,7 @@ impl std::fmt::Debug for BuildOptions {
             .field("target", &self.target)
             .field("no_cache", &self.no_cache)
             .field("platform", &self.platform)
+            .field("bridge", &self.bridge)
             .finish_non_exhaustive()
     }
 }
@@ -368,23 +372,57 @@ impl Snapshot<'_> {
         // Mount points the runtime made for the step's container are not changes.
         for mp in cleanup {
             let p = diff.join(mp.trim_start_matches('/'));
-            let _ = fs::remove_dir(&p);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => {
+                    let _ = fs::remove_dir(&p);
+                }
+                // a file bind's mount point (resolv.conf), still empty
+                Ok(m) if m.is_file() && m.len() == 0 => {
+                    let _ = fs::remove_file(&p);
+                }
+                _ => {}
+            }
         }
         commit_diff(images, &diff)
     }
 
     fn unmount(&mut self) -> Result<()> {
         if self.mounted {
-            self.layers
-                .unmount(&self.id)
-                .map_err(|source| Error::Layer {
-                    what: format!("unmounting build snapshot {}", self.id),
-                    source,
-                })?;
+            // A container forked by another build in this process (a RUN step on
+            // another thread) holds copies of this process's descriptors, some of
+            // them inside this snapshot, until it execs: wait for that to pass.
+            let mut tries = 0;
+            loop {
+                match self.layers.unmount(&self.id) {
+                    Ok(()) => break,
+                    Err(e) if tries < 100 && is_busy(&e) => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    Err(source) => {
+                        return Err(Error::Layer {
+                            what: format!("unmounting build snapshot {}", self.id),
+                            source,
+                        })
+                    }
+                }
+            }
             self.mounted = false;
         }
         Ok(())
     }
+}
+
+/// Whether a layer store error is `EBUSY` (a mount still in use).
+fn is_busy(e: &kcore_overlay::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error());
+        }
+        cur = err.source();
+    }
+    false
 }
 
 impl Drop for Snapshot<'_> {
@@ -1258,12 +1296,7 @@ impl<'a> Build<'a, '_> {
         let network = match i.flag("network").unwrap_or("none") {
             "none" => Network::Isolated,
             "host" => Network::Host,
-            "default" => {
-                return Err(Error::Unsupported {
-                    line: i.line,
-                    what: "RUN --network=default (a NAT'd bridge); use none or host".into(),
-                })
-            }
+            "default" => Network::Bridge,
             n => {
                 return Err(syntax(
                     i.line,
@@ -1329,9 +1362,21 @@ impl<'a> Build<'a, '_> {
             for m in &specs {
                 mounts.push(self.realize_mount(m, st.idx, &mut held, tmp.path(), i.line)?);
             }
+            if network != Network::Isolated {
+                // The host's resolvers, as BuildKit gives a step with a network; a
+                // private copy, so what the step writes there stays out of the image.
+                let resolv = tmp.path().join("resolv.conf");
+                let text = crate::net::host_resolv_conf(network == Network::Bridge);
+                fs::write(&resolv, text).at("write", &resolv)?;
+                mounts.push(RunMount::Bind {
+                    source: resolv,
+                    target: "/etc/resolv.conf".into(),
+                    read_only: false,
+                });
+            }
             let created: Vec<String> = run::mount_points(&mounts)
                 .into_iter()
-                .filter(|p| !fscopy::is_dir_in(&root, p))
+                .filter(|p| !fscopy::exists_in(&root, p))
                 .collect();
             drop(root);
             let p = Process {
@@ -1354,7 +1399,15 @@ impl<'a> Build<'a, '_> {
                     p(&Event::Output(l.to_owned()));
                 }
             };
-            let out = run::run(i.line, &snap.merged, tmp.path(), &id, &p, &on_line)?;
+            let out = run::run(
+                i.line,
+                &snap.merged,
+                tmp.path(),
+                &id,
+                &p,
+                &self.opts.bridge,
+                &on_line,
+            )?;
             drop(held);
             if !out.status.success() {
                 return Err(Error::RunFailed {

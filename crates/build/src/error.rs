@@ -82,6 +82,29 @@ pub enum Error {
         #[source]
         source: kcore_ns::Error,
     },
+    /// `RUN --network=default` needs a NAT'd bridge that this host does not allow
+    /// (no `CAP_NET_ADMIN`, no bridge, veth or nf_tables NAT support in the kernel).
+    #[error("Dockerfile:{line}: RUN --network=default is not available here: {reason} (use --network=none or host)")]
+    NetworkUnavailable {
+        /// Line of the RUN instruction.
+        line: usize,
+        /// What could not be done.
+        reason: String,
+        /// The networking error, when one was returned.
+        #[source]
+        source: Option<Box<kcore_netbridge::Error>>,
+    },
+    /// Putting a RUN step on the build bridge failed.
+    #[error("Dockerfile:{line}: RUN --network=default: {what}")]
+    Network {
+        /// Line of the RUN instruction.
+        line: usize,
+        /// What was being done.
+        what: String,
+        /// The networking error.
+        #[source]
+        source: Box<kcore_netbridge::Error>,
+    },
     /// A filesystem operation failed.
     #[error("{op} {}", .path.display())]
     Io {

@@ -238,6 +238,15 @@ pub(crate) fn is_dir_in(root: &OwnedFd, path: &str) -> bool {
     kcore_rootfd::open_in(root, p, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC).is_ok()
 }
 
+/// Whether `path` inside `root` exists (following symlinks inside).
+pub(crate) fn exists_in(root: &OwnedFd, path: &str) -> bool {
+    let p = Path::new(path.trim_start_matches('/'));
+    if p.as_os_str().is_empty() {
+        return true;
+    }
+    kcore_rootfd::open_in(root, p, OFlags::PATH | OFlags::CLOEXEC).is_ok()
+}
+
 /// Reads a small file inside `root` (for `/etc/passwd` and `/etc/group`).
 pub(crate) fn read_in(root: &OwnedFd, path: &str) -> Option<String> {
     let fd = kcore_rootfd::open_in(

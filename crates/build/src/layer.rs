@@ -1,7 +1,11 @@
 //! Committing a step: an overlay upper directory (the changes of one step) becomes an
 //! OCI layer blob in the content store. Overlay whiteouts (0/0 character devices) become
 //! `.wh.<name>` entries and opaque directories get a `.wh..wh..opq` entry; entries are
-//! written in name order so the same changes give the same tar.
+//! written in name order so the same changes give the same tar. Extended attributes a
+//! step set (`user.*`, except overlayfs's own `user.overlay.*`, and
+//! `security.capability`, the file capabilities `setcap` writes) go with their entry
+//! as PAX `SCHILY.xattr.<name>` records, which kcore-image's unpacker (and GNU tar,
+//! containerd, BuildKit) apply.
 
 use std::collections::HashMap;
 use std::fs;
@@ -93,6 +97,16 @@ pub(crate) fn commit_diff(images: &ImageStore, diff: &Path) -> Result<Option<Com
                 .at("archive", &path)?;
             continue;
         }
+        // (a second name of a hard-linked file becomes a link entry, without them)
+        let link_entry =
+            ft.is_file() && meta.nlink() > 1 && links.contains_key(&(meta.dev(), meta.ino()));
+        if (ft.is_dir() || ft.is_file()) && !link_entry {
+            let x = carried_xattrs(&path)?;
+            if !x.is_empty() {
+                tar.append_pax_extensions(x.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                    .at("archive", &path)?;
+            }
+        }
         if ft.is_dir() {
             let mut h = header(&meta, tar::EntryType::Directory);
             h.set_size(0);
@@ -166,6 +180,50 @@ pub(crate) fn commit_diff(images: &ImageStore, diff: &Path) -> Result<Option<Com
     }))
 }
 
+/// Whether an extended attribute goes into layers: what the unpacker applies.
+fn carried(name: &str) -> bool {
+    (name.starts_with("user.") && !name.starts_with("user.overlay."))
+        || name == "security.capability"
+}
+
+/// The carried extended attributes of `path` (not following a symlink) as PAX
+/// records `SCHILY.xattr.<name>`, sorted by name.
+fn carried_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    use rustix::io::Errno;
+    let size = match rustix::fs::llistxattr_query(path) {
+        Ok(n) => n,
+        Err(Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e).at("list extended attributes of", path),
+    };
+    if size == 0 {
+        return Ok(Vec::new());
+    }
+    let mut list = vec![0u8; size];
+    let n = rustix::fs::llistxattr(path, &mut list[..]).at("list extended attributes of", path)?;
+    let mut out = Vec::new();
+    for name in list[..n].split(|b| *b == 0) {
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
+        if !carried(name) {
+            continue;
+        }
+        let len = match rustix::fs::lgetxattr_query(path, name) {
+            Ok(len) => len,
+            // removed meanwhile
+            Err(Errno::NODATA) => continue,
+            Err(e) => return Err(e).at("read extended attribute of", path),
+        };
+        let mut value = vec![0u8; len];
+        let m = rustix::fs::lgetxattr(path, name, &mut value[..])
+            .at("read extended attribute of", path)?;
+        value.truncate(m);
+        out.push((format!("SCHILY.xattr.{name}"), value));
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn read_sorted(dir: &Path) -> Result<Vec<String>> {
     let mut v = Vec::new();
     for e in fs::read_dir(dir).at("read directory", dir)? {
@@ -197,6 +255,75 @@ mod tests {
         let d = t.path().join("diff");
         fs::create_dir(&d).unwrap();
         assert!(commit_diff(&images, &d).unwrap().is_none());
+    }
+
+    #[test]
+    fn carried_xattrs_become_pax_records() {
+        let t = tempfile::tempdir().unwrap();
+        let images = ImageStore::open(t.path().join("images")).unwrap();
+        let d = t.path().join("diff");
+        fs::create_dir_all(d.join("dir")).unwrap();
+        fs::write(d.join("dir/tool"), "x").unwrap();
+        let set = |p: &Path, k: &str, v: &[u8]| {
+            rustix::fs::lsetxattr(p, k, v, rustix::fs::XattrFlags::empty())
+        };
+        if let Err(e) = set(&d.join("dir/tool"), "user.kcore.note", b"hello") {
+            eprintln!("skipping: no user xattrs on {}: {e}", t.path().display());
+            return;
+        }
+        set(&d.join("dir"), "user.kcore.dir", b"d").unwrap();
+        // overlayfs's own attributes stay out of layers
+        set(&d.join("dir/tool"), "user.overlay.origin", b"o").unwrap();
+        // file capabilities (cap_net_raw+ep, VFS_CAP_REVISION_2), as root
+        let cap: Vec<u8> = [0x0200_0001u32, 1 << 13, 0, 0, 0]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        let with_cap = set(&d.join("dir/tool"), "security.capability", &cap).is_ok();
+        let c = commit_diff(&images, &d).unwrap().unwrap();
+        let blob = images
+            .content()
+            .open_blob(&c.digest.parse().unwrap())
+            .unwrap();
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+        let mut seen = Vec::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            if let Some(x) = e.pax_extensions().unwrap() {
+                for r in x {
+                    let r = r.unwrap();
+                    seen.push((
+                        path.clone(),
+                        r.key().unwrap().to_owned(),
+                        r.value_bytes().to_vec(),
+                    ));
+                }
+            }
+        }
+        let mut want = vec![
+            (
+                "dir/".to_owned(),
+                "SCHILY.xattr.user.kcore.dir".to_owned(),
+                b"d".to_vec(),
+            ),
+            (
+                "dir/tool".to_owned(),
+                "SCHILY.xattr.user.kcore.note".to_owned(),
+                b"hello".to_vec(),
+            ),
+        ];
+        if with_cap {
+            want.insert(
+                1,
+                (
+                    "dir/tool".to_owned(),
+                    "SCHILY.xattr.security.capability".to_owned(),
+                    cap,
+                ),
+            );
+        }
+        assert_eq!(seen, want);
     }
 
     #[test]

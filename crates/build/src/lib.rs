@@ -9,7 +9,7 @@
 //!   `COPY`/`ADD` (globs, `--from`, `--chown`, `--chmod`, `--link`, `--exclude`, local
 //!   tar extraction by ADD, `.dockerignore`), `RUN` in a kcore-runtime container on an
 //!   overlay snapshot of the previous step (`--mount=type=cache|bind|tmpfs`,
-//!   `--network=none|host`), and every config instruction (ENV, ARG, WORKDIR, USER,
+//!   `--network=none|host|default`), and every config instruction (ENV, ARG, WORKDIR, USER,
 //!   LABEL, EXPOSE, VOLUME, ENTRYPOINT, CMD, SHELL, STOPSIGNAL, HEALTHCHECK, ONBUILD).
 //!   Each step that changes files becomes one layer (the overlay upper directory, with
 //!   whiteouts) and a history entry; the image is stored with an OCI manifest.
@@ -19,7 +19,9 @@
 //!
 //! Unlike BuildKit, a RUN step gets a network namespace of its own with only loopback
 //! by default (as `--network=none`): builds are reproducible and do not depend on the
-//! host's network. `--network=host` shares the host's.
+//! host's network. `--network=host` shares the host's; `--network=default` puts the
+//! step on a NAT'd bridge ([`BridgeNetwork`], `kcore-build0` on `10.213.0.0/24` by
+//! default) with the host's resolvers.
 //!
 //! RUN, COPY, ADD and WORKDIR need root (overlay mounts and containers).
 //!
@@ -49,11 +51,14 @@ mod engine;
 mod error;
 mod fscopy;
 mod layer;
+mod net;
 mod parser;
 mod pattern;
 mod run;
 
 pub use engine::{BuildOptions, BuildResult, Builder, Event, EventFn};
 pub use error::{Error, Result};
+pub use kcore_netbridge::Ipv4Net;
+pub use net::BridgeNetwork;
 pub use parser::{parse, Dockerfile, Instruction, Lexer};
 pub use pattern::{glob_match, IgnoreRules};

@@ -1,5 +1,6 @@
 //! RUN steps: a kcore-runtime container on the mounted snapshot, in its own network
-//! namespace (loopback only, unless `--network=host`), with the Docker default
+//! namespace (loopback only; on the build bridge with `--network=default`; the host's
+//! with `--network=host`), with the Docker default
 //! capability set, the step's environment, user and working directory, and the
 //! `--mount`s of the step. Output goes to the progress callback line by line, and the
 //! last lines are kept for the error when the command fails.
@@ -27,6 +28,8 @@ pub(crate) enum Network {
     Isolated,
     /// The host's network namespace.
     Host,
+    /// A new network namespace on the build bridge, NAT'd (`--network=default`).
+    Bridge,
 }
 
 /// A bind or tmpfs mount for the step's container.
@@ -68,6 +71,7 @@ pub(crate) fn run(
     work: &Path,
     id: &str,
     p: &Process,
+    bridge: &crate::net::BridgeNetwork,
     on_line: &(dyn Fn(&str) + Sync),
 ) -> Result<Outcome> {
     let _span = tracing::info_span!("run_step", line, id).entered();
@@ -75,15 +79,30 @@ pub(crate) fn run(
     std::fs::create_dir_all(&bundle).at("create", &bundle)?;
     let netns_dir = kcore_ns::netns::NetnsDir::new(work.join("netns"));
     let mut netns_path = None;
-    if p.network == Network::Isolated {
+    let mut lease = None;
+    if p.network == Network::Bridge {
+        crate::net::check_allowed(line)?;
+    }
+    if matches!(p.network, Network::Isolated | Network::Bridge) {
         std::fs::create_dir_all(netns_dir.dir()).at("create", netns_dir.dir())?;
         let ns = netns_dir
             .create(id)
             .map_err(|source| Error::Netns { line, source })?;
-        ns.run(kcore_ns::netns::loopback_up)
-            .and_then(|r| r)
-            .map_err(|source| Error::Netns { line, source })?;
         netns_path = Some(ns.path().to_path_buf());
+        let set_up = ns
+            .run(kcore_ns::netns::loopback_up)
+            .and_then(|r| r)
+            .map_err(|source| Error::Netns { line, source })
+            .and_then(|()| {
+                if p.network == Network::Bridge {
+                    lease = Some(crate::net::attach(line, bridge, &ns, id)?);
+                }
+                Ok(())
+            });
+        if let Err(e) = set_up {
+            remove_netns(&netns_dir, id);
+            return Err(e);
+        }
     }
     let res = run_in_ns(
         line,
@@ -95,15 +114,21 @@ pub(crate) fn run(
         netns_path.as_deref(),
         on_line,
     );
+    // the veth pair goes first, then the namespace
+    drop(lease);
     if netns_path.is_some() {
-        if let Err(e) = netns_dir.remove(id) {
-            tracing::warn!(
-                error = &e as &dyn std::error::Error,
-                "removing a RUN network namespace"
-            );
-        }
+        remove_netns(&netns_dir, id);
     }
     res
+}
+
+fn remove_netns(dir: &kcore_ns::netns::NetnsDir, id: &str) {
+    if let Err(e) = dir.remove(id) {
+        tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "removing a RUN network namespace"
+        );
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use kcore_build::Error;
 use serde_json::json;
+use std::path::Path;
 
 // ----- config-only instructions (no root needed) -----------------------------------
 
@@ -514,4 +515,82 @@ fn copy_from_an_image_and_a_stage_by_index_and_from_a_stage() {
         err.to_string(),
         format!("Dockerfile:2: COPY source \"/nope\" not found in {BUSYBOX}")
     );
+}
+
+#[test]
+fn xattrs_a_run_step_keeps_go_into_its_layer() {
+    need_root!();
+    let e = Env::new();
+    e.busybox();
+    // A base layer with a file carrying a user xattr and file capabilities
+    // (cap_net_raw+ep), as PAX records.
+    let cap: Vec<u8> = [0x0200_0001u32, 1 << 13, 0, 0, 0]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.append_pax_extensions([
+        ("SCHILY.xattr.security.capability", cap.as_slice()),
+        ("SCHILY.xattr.user.kcore.note", b"hello".as_slice()),
+    ])
+    .unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o755);
+    h.set_size(4);
+    tar.append_data(&mut h, "opt/tool", b"tool".as_slice())
+        .unwrap();
+    e.with_layer(
+        BUSYBOX,
+        "kcore.test/xattr-base:1",
+        &tar.into_inner().unwrap(),
+    );
+    let base = e.rootfs("kcore.test/xattr-base:1");
+    let get = |p: &Path, k: &str| -> Option<Vec<u8>> {
+        let mut v = vec![0u8; 256];
+        let n = rustix::fs::lgetxattr(p, k, &mut v[..]).ok()?;
+        v.truncate(n);
+        Some(v)
+    };
+    if get(&base.join("opt/tool"), "user.kcore.note").is_none() {
+        eprintln!("skipping: the temp dir's file system keeps no user xattrs");
+        return;
+    }
+    assert_eq!(
+        get(&base.join("opt/tool"), "security.capability"),
+        Some(cap.clone())
+    );
+    // chmod copies the file up into the step's upper dir with its xattrs (and keeps
+    // file capabilities, which a write would drop); the layer must carry them.
+    let df = "FROM kcore.test/xattr-base:1\nRUN chmod 0750 /opt/tool\n";
+    let r = e.build(df, "xattr:1").unwrap();
+    assert_eq!(r.layers_built, 1);
+    // Only the step's layer, unpacked alone, holds opt/tool: check there.
+    let img = e.images.inspect("xattr:1").unwrap();
+    let top = img.layers.last().unwrap();
+    let blob = e.images.content().open_blob(&top.digest).unwrap();
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+    let mut records = Vec::new();
+    for entry in ar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap() == Path::new("opt/tool") {
+            for x in entry.pax_extensions().unwrap().into_iter().flatten() {
+                let x = x.unwrap();
+                records.push((x.key().unwrap().to_owned(), x.value_bytes().to_vec()));
+            }
+        }
+    }
+    assert_eq!(
+        records,
+        vec![
+            ("SCHILY.xattr.security.capability".to_owned(), cap.clone()),
+            ("SCHILY.xattr.user.kcore.note".to_owned(), b"hello".to_vec()),
+        ]
+    );
+    // and the unpacker applies them
+    let root = e.rootfs("xattr:1");
+    let tool = root.join("opt/tool");
+    assert_eq!(attrs(&tool).0, 0o750);
+    assert_eq!(get(&tool, "user.kcore.note"), Some(b"hello".to_vec()));
+    assert_eq!(get(&tool, "security.capability"), Some(cap));
 }

@@ -424,6 +424,23 @@ pub struct DockerfileArgs {
     /// The platform to build for (os/arch[/variant]; default: the host's).
     #[arg(long = "platform", value_name = "OS/ARCH")]
     pub platform: Option<String>,
+    /// The bridge that `RUN --network=default` steps join (created on first use and
+    /// kept, like docker0). Unlike BuildKit, a RUN step without --network gets only
+    /// loopback; --network=default is a NAT'd bridge, --network=host the host's network.
+    #[arg(
+        long = "bridge-name",
+        value_name = "NAME",
+        default_value = "kcore-build0"
+    )]
+    pub bridge_name: String,
+    /// The subnet of that bridge (the bridge takes its .1; steps the next free
+    /// addresses; traffic leaving it is masqueraded).
+    #[arg(
+        long = "bridge-subnet",
+        value_name = "CIDR",
+        default_value = "10.213.0.0/24"
+    )]
+    pub bridge_subnet: String,
 }
 
 /// Builds an image from a Dockerfile with [`kcore_build`], printing its steps.
@@ -479,6 +496,14 @@ pub fn build_dockerfile(
         platform,
         pull: None,
         progress: Some(progress),
+        bridge: kcore_build::BridgeNetwork {
+            bridge: args.bridge_name.clone(),
+            subnet: args
+                .bridge_subnet
+                .parse()
+                .with_context(|| format!("--bridge-subnet {}", args.bridge_subnet))?,
+            ipam_dir: None,
+        },
     };
     let res = kcore_build::Builder::new(&images, &layers)
         .build(&opts)

@@ -58,8 +58,8 @@ pub use ipnet::Ipv4Net;
 pub use maglev::Maglev;
 pub use nfnl::NftNetlink;
 pub use nft::{
-    list_table, NftBatch, NftCommand, NftConfig, NftRunner, ServiceProxy, SyncStats,
-    MASQUERADE_MARK,
+    list_table, masquerade_batch, NftBatch, NftCommand, NftConfig, NftRunner, ServiceProxy,
+    SyncStats, MASQUERADE_MARK,
 };
 pub use policy::{
     cidr_except, merge_ranges, AddrRange, CompiledPolicy, PolicyFirewall, PolicyRule, PolicySet,

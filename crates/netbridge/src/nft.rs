@@ -630,6 +630,46 @@ fn bootstrap(cfg: &NftConfig, maps: bool) -> NftBatch {
     b
 }
 
+/// A table `ip <table>` of its own with one rule: traffic from `subnet` to any
+/// address outside it leaves masqueraded (the `postrouting` NAT hook). The batch
+/// replaces an earlier table of that name in the same transaction, so applying it
+/// again converges. This is what a standalone bridge (a build network, like
+/// `docker0`) needs; pod networking uses [`NftConfig::cluster_cidr`] instead.
+///
+/// ```
+/// let b = kcore_netbridge::masquerade_batch("kcore-build", "10.213.0.0/24".parse()?);
+/// assert!(b.to_json().contains("masquerade"));
+/// Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn masquerade_batch(table: &str, subnet: Ipv4Net) -> NftBatch {
+    let cfg = NftConfig {
+        table: table.to_owned(),
+        ..NftConfig::default()
+    };
+    let subnet = subnet.trunc();
+    let mut b = NftBatch::default();
+    let t = table_obj(&cfg);
+    b.push(json!({"add": {"table": t}}));
+    b.push(json!({"delete": {"table": t}}));
+    b.push(json!({"add": {"table": t}}));
+    let mut c = chain_obj(&cfg, "postrouting");
+    c["type"] = json!("nat");
+    c["hook"] = json!("postrouting");
+    c["prio"] = json!(100);
+    c["policy"] = json!("accept");
+    b.push(json!({"add": {"chain": c}}));
+    b.push(rule(
+        &cfg,
+        "postrouting",
+        json!([
+            matches("==", payload("ip", "saddr"), prefix(subnet)),
+            matches("!=", payload("ip", "daddr"), prefix(subnet)),
+            {"masquerade": null}
+        ]),
+    ));
+    b
+}
+
 fn svc_id(name: &str) -> String {
     format!(
         "{:016x}",

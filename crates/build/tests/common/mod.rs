@@ -222,6 +222,37 @@ fn header() -> tar::Header {
 }
 
 impl Env {
+    /// Stores image `name`: `base` with one more (uncompressed) layer on top.
+    pub fn with_layer(&self, base: &str, name: &str, layer: &[u8]) {
+        let rec = self.images.get(base).unwrap();
+        let content = self.images.content();
+        let mut config: Value =
+            serde_json::from_slice(&content.read_blob(&rec.config).unwrap()).unwrap();
+        let mut manifest: Value =
+            serde_json::from_slice(&content.read_blob(&rec.manifest).unwrap()).unwrap();
+        let layer_d = content.put_bytes(layer).unwrap();
+        config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(layer_d.to_string()));
+        config["history"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"created_by": "test layer"}));
+        let config = serde_json::to_vec(&config).unwrap();
+        let config_d = content.put_bytes(&config).unwrap();
+        manifest["config"]["digest"] = json!(config_d.to_string());
+        manifest["config"]["size"] = json!(config.len());
+        manifest["layers"].as_array_mut().unwrap().push(json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer_d.to_string(), "size": layer.len(),
+        }));
+        let m = content
+            .put_bytes(&serde_json::to_vec(&manifest).unwrap())
+            .unwrap();
+        self.images.tag(name, &m, None).unwrap();
+    }
+
     /// Writes image `name` as an OCI image layout directory at `dest`.
     pub fn export_layout(&self, name: &str, dest: &Path) {
         let rec = self.images.get(name).unwrap();

@@ -55,6 +55,10 @@ enum ImageCmd {
     },
     /// Build an image from a Dockerfile (`build -t NAME [-f FILE] CONTEXT`), or a
     /// one-layer image from files (static binaries, busybox) without a CONTEXT.
+    ///
+    /// RUN steps get a network namespace with only loopback unless they ask for
+    /// `RUN --network=default` (a NAT'd bridge, see --bridge-name) or
+    /// `--network=host`; BuildKit's default is its bridge network.
     Build {
         /// Name of the image, e.g. kcore.local/web:v1.
         #[arg(long, short = 't')]
