@@ -245,9 +245,26 @@ fn leader_failover(ha: &mut Ha, tag: &str, k: usize, sig: &str) -> (Duration, Du
     drop((leases, pods));
     // back to three servers for the next sample
     ha.servers[old].stop_kcored(sig != "-KILL");
-    ha.start_server(old);
-    ha.wait_api(old);
+    restart_warm(ha, old);
     (elected, acting)
+}
+
+/// Restarts server `i` and waits until its standby controllers' caches are full, as a
+/// server's are that did not just start (a cold one would add its first lists to the
+/// next sample if it won).
+fn restart_warm(ha: &mut Ha, i: usize) {
+    let synced = |ha: &Ha| {
+        ha.servers[i]
+            .logs()
+            .matches("controller caches synced")
+            .count()
+    };
+    let before = synced(ha);
+    ha.start_server(i);
+    ha.wait_api(i);
+    wait_for(120, &format!("s{i}'s controller caches"), || {
+        (synced(ha) > before).then_some(())
+    });
 }
 
 /// The server the agent's load balancer uses, from its log.
@@ -306,8 +323,7 @@ fn agent_failover(ha: &mut Ha, k: usize) -> (Duration, Duration) {
     );
     drop(renewals);
     ha.servers[cur].stop_kcored(false);
-    ha.start_server(cur);
-    ha.wait_api(cur);
+    restart_warm(ha, cur);
     // the balancer's probes (every second) see it back
     std::thread::sleep(Duration::from_secs(3));
     (switched, heartbeat)

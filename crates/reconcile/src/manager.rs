@@ -503,12 +503,16 @@ impl ControllerManager {
         // Controllers start once every cache holds a complete list (and `go` resolved).
         let mut stop_wait = stop.clone();
         let go = tokio::select! {
-            _ = async { futures::future::join_all(syncs).await; go.await } => true,
+            _ = async {
+                futures::future::join_all(syncs).await;
+                tracing::info!("controller caches synced");
+                go.await
+            } => true,
             _ = stop_wait.wait_for(|v| *v) => false,
         };
         let mut workers = JoinSet::new();
         if go {
-            tracing::info!(controllers = ?self.config.controllers, "caches synced; starting controllers");
+            tracing::info!(controllers = ?self.config.controllers, "starting controllers");
             for s in starters {
                 s(&mut workers);
             }
