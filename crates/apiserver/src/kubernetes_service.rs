@@ -230,8 +230,7 @@ impl MasterService {
         if let Err(e) = self.renew_lease(api).await {
             tracing::warn!(error = %e.message, "renewing the API server's identity lease");
         }
-        let ips = self.live_servers(api, false).await?;
-        self.reconcile_with(api, &ips).await
+        self.write_endpoints(api, false).await
     }
 
     /// Takes this server out of the endpoints and deletes its Lease (on clean shutdown).
@@ -250,11 +249,18 @@ impl MasterService {
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }
-        // the other servers write the same objects: retry a conflict a few times
+        self.write_endpoints(api, true).await
+    }
+
+    /// Writes the Service and the endpoints of the live servers (but this one when
+    /// `without_self`). The other servers write the same objects, so a conflict is
+    /// retried a few times on a fresh read: a server that starts while the others
+    /// reconcile must not fail on their write.
+    async fn write_endpoints(&self, api: &Api, without_self: bool) -> Result<(), ApiError> {
         let mut attempt = 0;
         loop {
-            let ips = self.live_servers(api, true).await?;
-            if ips.is_empty() {
+            let ips = self.live_servers(api, without_self).await?;
+            if without_self && ips.is_empty() {
                 // the last server: leave the endpoints as they were, upstream keeps them too
                 return Ok(());
             }

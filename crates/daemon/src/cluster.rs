@@ -417,9 +417,15 @@ impl ControlPlane {
         };
         if cfg.scheduler {
             let kubeconfig = scheduler_kubeconfig.clone();
-            let start = move |fence: Option<LeaseFence>, stop: watch::Receiver<bool>| {
+            let start = move |fence: Option<LeaseFence>,
+                              stop: watch::Receiver<bool>,
+                              leading: watch::Receiver<bool>| {
                 let kubeconfig = kubeconfig.clone();
                 async move {
+                    tokio::select! {
+                        () = crate::leadership::leads(leading) => {}
+                        () = stopped(stop.clone()) => return Ok(()),
+                    }
                     let client = component_client(&kubeconfig, fence).await?;
                     SchedulerLoop::new(client, Framework::with_defaults())
                         .run(stopped(stop))
@@ -451,24 +457,36 @@ impl ControlPlane {
                 ..cfg.controller_manager.clone()
             };
             let kubeconfig = controllers_kubeconfig.clone();
-            let start = move |fence: Option<LeaseFence>, stop: watch::Receiver<bool>| {
+            let start = move |fence: Option<LeaseFence>,
+                              stop: watch::Receiver<bool>,
+                              leading: watch::Receiver<bool>| {
                 let (kubeconfig, allocator, config) =
                     (kubeconfig.clone(), allocator.clone(), config.clone());
                 async move {
                     let client = component_client(&kubeconfig, fence).await?;
                     let ipam = async {
                         match allocator {
-                            Some(a) => crate::ipam::run(client.clone(), a, stopped(stop.clone()))
-                                .await
-                                .context("node ipam"),
+                            Some(a) => {
+                                tokio::select! {
+                                    () = crate::leadership::leads(leading.clone()) => {}
+                                    () = stopped(stop.clone()) => return Ok(()),
+                                }
+                                crate::ipam::run(client.clone(), a, stopped(stop.clone()))
+                                    .await
+                                    .context("node ipam")
+                            }
                             None => Ok(()),
                         }
                     };
                     let controllers = async {
                         if run_controllers {
+                            // the caches fill on standby; the controllers act once leading
                             ControllerManager::new(client.clone())
                                 .with_config(config)
-                                .run(stopped(stop.clone()))
+                                .run_when(
+                                    crate::leadership::leads(leading.clone()),
+                                    stopped(stop.clone()),
+                                )
                                 .await
                                 .context("controller manager")
                         } else {
@@ -649,7 +667,7 @@ async fn supervise<F, Fut>(
     mut start: F,
 ) -> Result<()>
 where
-    F: FnMut(Option<LeaseFence>, watch::Receiver<bool>) -> Fut,
+    F: FnMut(Option<LeaseFence>, watch::Receiver<bool>, watch::Receiver<bool>) -> Fut,
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
     match identity {
@@ -660,11 +678,12 @@ where
                 &id,
                 timings,
                 shutdown,
-                move |fence, stop| start(Some(fence), stop),
+                move |fence, stop, leading| start(Some(fence), stop, leading),
             )
             .await
         }
-        None => start(None, shutdown).await,
+        // alone: leading from the start
+        None => start(None, shutdown, watch::channel(true).1).await,
     }
 }
 

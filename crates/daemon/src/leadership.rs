@@ -7,8 +7,10 @@
 //! The election is kcore-reconcile's [`LeaderElector`] (one implementation for the whole
 //! project). On top of it this module:
 //!
-//! - starts the component when the Lease is won and aborts it the moment it is lost (a
-//!   lost lease is never waited out: upstream's components exit);
+//! - starts the component on standby, where it may only read (list and watch, so its
+//!   caches are warm), lets it act when the Lease is won, and aborts it the moment the
+//!   Lease is lost (a lost lease is never waited out: upstream's components exit), then
+//!   starts it again on standby;
 //! - hands the component a client that refuses every write once the Lease's monotonic
 //!   deadline has passed ([`fenced_client`]), so a leader that was frozen (SIGSTOP) and
 //!   resumes after another server took over cannot write a single object before its
@@ -183,10 +185,15 @@ fn is_read(m: &http::Method) -> bool {
 #[error("not writing: this server's leader lease has expired")]
 pub struct LeaseExpired;
 
-/// Runs the component that `start` makes only while this process holds the Lease
-/// `kube-system/<lease>`, until `shutdown` is set. `start` gets the lease's fence (build
-/// the component's client with [`fenced_client`]) and a stop signal; it is called again
-/// each time the Lease is won back. Fails when the component fails on its own.
+/// Runs the component that `start` makes behind the Lease `kube-system/<lease>`, until
+/// `shutdown` is set.
+///
+/// `start` gets the lease's fence (build the component's client with
+/// [`fenced_client`]), a stop signal and whether this process leads. It is called at
+/// once, while this process stands by: the component may list and watch (warm caches,
+/// so a standby that wins acts at once instead of first listing every kind), and acts
+/// only once [`leads`] resolves. When the Lease is lost the component is aborted at once
+/// and started again on standby. Fails when the component fails on its own.
 pub async fn run_while_leading<F, Fut>(
     election_client: kube::Client,
     lease: &str,
@@ -196,7 +203,7 @@ pub async fn run_while_leading<F, Fut>(
     mut start: F,
 ) -> Result<()>
 where
-    F: FnMut(LeaseFence, watch::Receiver<bool>) -> Fut,
+    F: FnMut(LeaseFence, watch::Receiver<bool>, watch::Receiver<bool>) -> Fut,
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
     let elector = Arc::new(LeaderElector::new(
@@ -212,22 +219,40 @@ where
         })
         .await;
     });
+    let stopped_unexpectedly =
+        |done: std::result::Result<Result<()>, tokio::task::JoinError>| match done {
+            Ok(Ok(())) => Err(anyhow::anyhow!(
+                "the component of lease {lease} stopped unexpectedly"
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow::anyhow!(
+                "the component of lease {lease} panicked: {e}"
+            )),
+        };
     let mut result = Ok(());
     'outer: loop {
-        tokio::select! {
-            _ = until(&mut shutdown, true) => break,
-            ok = until(&mut leading, true) => if !ok { break },
-        }
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut task = tokio::spawn(start(elector.fence(), stop_rx));
-        tracing::info!(lease, identity, "leading: component started");
+        let mut task = tokio::spawn(start(elector.fence(), stop_rx, elector.subscribe()));
+        // standing by: the component warms up, the election goes on
+        tokio::select! {
+            _ = until(&mut shutdown, true) => {
+                stop(&stop_tx, &mut task).await;
+                break 'outer;
+            }
+            ok = until(&mut leading, true) => if !ok {
+                stop(&stop_tx, &mut task).await;
+                break 'outer;
+            },
+            done = &mut task => {
+                result = stopped_unexpectedly(done);
+                break 'outer;
+            }
+        }
+        tracing::info!(lease, identity, "leading: component active");
         tokio::select! {
             _ = until(&mut shutdown, true) => {
                 // a clean stop: the component first, then the lease
-                stop_tx.send_replace(true);
-                if tokio::time::timeout(Duration::from_secs(10), &mut task).await.is_err() {
-                    task.abort();
-                }
+                stop(&stop_tx, &mut task).await;
                 break 'outer;
             }
             _ = until(&mut leading, false) => {
@@ -236,11 +261,7 @@ where
                 tracing::warn!(lease, identity, "lost the lease: component stopped");
             }
             done = &mut task => {
-                result = match done {
-                    Ok(Ok(())) => Err(anyhow::anyhow!("the component of lease {lease} stopped unexpectedly")),
-                    Ok(Err(e)) => Err(e),
-                    Err(e) => Err(anyhow::anyhow!("the component of lease {lease} panicked: {e}")),
-                };
+                result = stopped_unexpectedly(done);
                 break 'outer;
             }
         }
@@ -248,6 +269,25 @@ where
     release_tx.send_replace(true);
     let _ = election.await;
     result
+}
+
+/// Asks the component to stop and gives it 10 s before aborting it.
+async fn stop<T>(stop_tx: &watch::Sender<bool>, task: &mut tokio::task::JoinHandle<T>) {
+    stop_tx.send_replace(true);
+    if tokio::time::timeout(Duration::from_secs(10), &mut *task)
+        .await
+        .is_err()
+    {
+        task.abort();
+    }
+}
+
+/// Resolves once `leading` says this process leads (at once when it already does; never
+/// when the election ended without it leading).
+pub async fn leads(mut leading: watch::Receiver<bool>) {
+    if leading.wait_for(|l| *l).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Waits until the watched flag is `value`; `false` when the sender is gone.

@@ -1,5 +1,5 @@
-//! A highly available control plane: three etcd members (Debian's `etcd`, clients over
-//! mutual TLS) and three `kcored server`s, each pair in its own network namespace on a
+//! A highly available control plane: three etcd members (Debian's `etcd`, clients and
+//! peers over mutual TLS) and three `kcored server`s, each pair in its own network namespace on a
 //! test switch, plus one `kcored agent` in a fourth. Fast Lease timings.
 //!
 //! - The servers form one control plane: the second and third join with the first's
@@ -17,6 +17,7 @@
 //!   back.
 
 mod common;
+mod hacluster;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,349 +26,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use hacluster::*;
 
 const REPLICAS: usize = 4;
 const MAX_SURGE: usize = 1;
-/// Fast leader election (the README's test settings).
-const LEADER_FLAGS: &[&str] = &[
-    "--leader-elect-lease-duration",
-    "2s",
-    "--leader-elect-renew-deadline",
-    "1500ms",
-    "--leader-elect-retry-period",
-    "250ms",
-    "--endpoint-reconcile-interval",
-    "1s",
-];
-
-fn ip(i: usize) -> String {
-    format!("10.98.0.{}", i + 1)
-}
-
-fn have(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
-/// The certificates: etcd members' serving certificates and the servers' client one.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = kcore_tls::Ca::load_or_create(dir.path()).unwrap();
-        for i in 0..3 {
-            ca.issue(
-                &format!("etcd{i}"),
-                &[ip(i), "127.0.0.1".into()],
-                kcore_tls::Usage::Server,
-            )
-            .unwrap()
-            .write(dir.path(), &format!("etcd{i}"))
-            .unwrap();
-        }
-        ca.issue_client("kube-apiserver-etcd-client", &[])
-            .unwrap()
-            .write(dir.path(), "client")
-            .unwrap();
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// The kcored flags of mutual TLS towards etcd.
-    fn server_flags(&self) -> Vec<String> {
-        vec![
-            "--etcd-cafile".into(),
-            self.path("ca.crt").display().to_string(),
-            "--etcd-certfile".into(),
-            self.path("client.crt").display().to_string(),
-            "--etcd-keyfile".into(),
-            self.path("client.key").display().to_string(),
-        ]
-    }
-
-    /// etcdctl's flags.
-    fn etcdctl(&self, m: &Machine, endpoint: &str) -> Command {
-        let mut c = in_netns(&m.netns, "etcdctl");
-        c.env("ETCDCTL_API", "3").args([
-            &format!("--endpoints={endpoint}"),
-            &format!("--cacert={}", self.path("ca.crt").display()),
-            &format!("--cert={}", self.path("client.crt").display()),
-            &format!("--key={}", self.path("client.key").display()),
-        ]);
-        c
-    }
-}
-
-/// One etcd member in a machine's namespace.
-struct Etcd {
-    child: Option<Child>,
-    log: PathBuf,
-    args: Vec<String>,
-    netns: PathBuf,
-}
-
-impl Etcd {
-    fn start(m: &Machine, i: usize, pki: &Pki, cluster: &str, token: &str) -> Etcd {
-        let data = m.data.with_file_name(format!("etcd{i}"));
-        let log = m.data.with_file_name(format!("etcd{i}.log"));
-        let me = ip(i);
-        let args = vec![
-            format!("--name=e{i}"),
-            format!("--data-dir={}", data.display()),
-            format!("--listen-client-urls=https://{me}:2379"),
-            format!("--advertise-client-urls=https://{me}:2379"),
-            format!("--listen-peer-urls=http://{me}:2380"),
-            format!("--initial-advertise-peer-urls=http://{me}:2380"),
-            format!("--initial-cluster={cluster}"),
-            "--initial-cluster-state=new".into(),
-            format!("--initial-cluster-token={token}"),
-            "--client-cert-auth".into(),
-            format!("--trusted-ca-file={}", pki.path("ca.crt").display()),
-            format!(
-                "--cert-file={}",
-                pki.path(&format!("etcd{i}.crt")).display()
-            ),
-            format!("--key-file={}", pki.path(&format!("etcd{i}.key")).display()),
-        ];
-        let mut e = Etcd {
-            child: None,
-            log,
-            args,
-            netns: m.netns.clone(),
-        };
-        e.restart();
-        e
-    }
-
-    fn restart(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut c = in_netns(&self.netns, "etcd");
-        c.args(&self.args)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log));
-        self.child = Some(c.spawn().expect("spawn etcd"));
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let st = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success(), "kill {sig}");
-}
-
-/// The cluster of the test: switch, three server machines, the agent's machine.
-struct Ha {
-    _switch: Switch,
-    servers: Vec<Machine>,
-    agent: Machine,
-    etcd: Vec<Etcd>,
-    pki: Pki,
-}
-
-impl Ha {
-    fn datastore() -> String {
-        let eps: Vec<String> = (0..3).map(|i| format!("{}:2379", ip(i))).collect();
-        format!("etcd://{}", eps.join(","))
-    }
-
-    fn server_args(&self, i: usize, token: Option<&str>) -> Vec<String> {
-        let mut a: Vec<String> = [
-            "server",
-            "--listen",
-            "0.0.0.0:6443",
-            "--node-ip",
-            &ip(i),
-            "--node-name",
-            &format!("s{i}"),
-            "--datastore",
-            &Self::datastore(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend(self.pki.server_flags());
-        a.extend(LEADER_FLAGS.iter().map(|s| s.to_string()));
-        if let Some(t) = token {
-            a.extend(["--token".to_string(), t.to_string()]);
-        }
-        a
-    }
-
-    fn start() -> Ha {
-        let switch = Switch::new();
-        let servers: Vec<Machine> = (0..3)
-            .map(|i| Machine::new(&format!("ha{i}"), None))
-            .collect();
-        for (i, m) in servers.iter().enumerate() {
-            switch.plug(m, i, &ip(i));
-            std::fs::create_dir_all(&m.data).unwrap();
-        }
-        let agent = Machine::new("haa", None);
-        switch.plug(&agent, 3, "10.98.0.10");
-        build_demo_image(&agent.data, "v1");
-        let pki = Pki::new();
-        let cluster: Vec<String> = (0..3)
-            .map(|i| format!("e{i}=http://{}:2380", ip(i)))
-            .collect();
-        let token = unique("ha-etcd-");
-        let etcd: Vec<Etcd> = servers
-            .iter()
-            .enumerate()
-            .map(|(i, m)| Etcd::start(m, i, &pki, &cluster.join(","), &token))
-            .collect();
-        let mut ha = Ha {
-            _switch: switch,
-            servers,
-            agent,
-            etcd,
-            pki,
-        };
-        wait_for(60, "etcd to be healthy", || {
-            ha.etcd_healthy(0).then_some(())
-        });
-        let args = ha.server_args(0, None);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        ha.servers[0].start_kcored(&args);
-        ha.wait_api(0);
-        let token = ha.token();
-        // a wrong secret with the right CA hash: refused, with the reason
-        let wrong = format!("{}::not-the-secret", token.split("::").next().unwrap());
-        let scratch = tempfile::tempdir().unwrap();
-        let mut args = ha.server_args(1, Some(&wrong));
-        args.extend(["--data-dir".into(), scratch.path().display().to_string()]);
-        let out = in_netns(&ha.servers[1].netns, KCORED)
-            .args(&args)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!out.status.success(), "a wrong token joined: {text}");
-        assert!(text.contains("wrong token"), "unclear error: {text}");
-        for i in 1..3 {
-            let args = ha.server_args(i, Some(&token));
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            ha.servers[i].start_kcored(&args);
-        }
-        for i in 1..3 {
-            ha.wait_api(i);
-        }
-        wait_for(60, "the kubernetes endpoints to list three servers", || {
-            (ha.endpoints().len() == 3).then_some(())
-        });
-        ha
-    }
-
-    fn etcd_healthy(&self, i: usize) -> bool {
-        let mut c = self
-            .pki
-            .etcdctl(&self.servers[i], &format!("https://{}:2379", ip(i)));
-        c.args(["endpoint", "health"]);
-        c.output().is_ok_and(|o| o.status.success())
-    }
-
-    fn token(&self) -> String {
-        let mut c = Command::new(KCORED);
-        c.arg("token").arg("--data-dir").arg(&self.servers[0].data);
-        run_ok(c).trim().to_owned()
-    }
-
-    fn wait_api(&mut self, i: usize) {
-        wait_for(90, &format!("server s{i} to serve"), || {
-            self.servers[i].check_alive();
-            let kc = self.servers[i].kubeconfig();
-            if !kc.exists() {
-                return None;
-            }
-            let (ok, _) = self.servers[i].kubectl_with(&kc, &["get", "--raw", "/readyz"]);
-            ok.then_some(())
-        });
-    }
-
-    /// `kubectl` through the first live server.
-    fn kubectl(&self, alive: &[usize], args: &[&str]) -> (bool, String) {
-        let mut last = (false, String::new());
-        for &i in alive {
-            let m = &self.servers[i];
-            last = m.kubectl_with(
-                &m.kubeconfig(),
-                &[&["--request-timeout=15s"], args].concat(),
-            );
-            if last.0 || !last.1.contains("connect") {
-                return last;
-            }
-        }
-        last
-    }
-
-    fn endpoints(&self) -> Vec<String> {
-        let (ok, out) = self.kubectl(
-            &[0, 1, 2],
-            &[
-                "get",
-                "endpoints",
-                "kubernetes",
-                "-o",
-                "jsonpath={.subsets[*].addresses[*].ip}",
-            ],
-        );
-        if !ok {
-            return Vec::new();
-        }
-        out.split_whitespace().map(str::to_owned).collect()
-    }
-
-    /// Which server holds `lease` (by the identities the servers keep on disk).
-    fn holder(&self, alive: &[usize], lease: &str) -> Option<usize> {
-        let (ok, out) = self.kubectl(
-            alive,
-            &[
-                "get",
-                "lease",
-                "-n",
-                "kube-system",
-                lease,
-                "-o",
-                "jsonpath={.spec.holderIdentity}",
-            ],
-        );
-        if !ok {
-            return None;
-        }
-        let id = out.trim();
-        (0..3).find(|&i| {
-            std::fs::read_to_string(self.servers[i].data.join("apiserver/leader-identity"))
-                .is_ok_and(|s| s.trim() == id && !id.is_empty())
-        })
-    }
-}
 
 /// Counts, every 100 ms, the Deployment's pods that are not terminating; keeps the most.
 fn monitor(
@@ -456,42 +118,14 @@ spec:
 /// The two cases' common part: the leader fails (`sig`) during a rollout. Returns the
 /// cluster and the indexes of the live servers.
 fn leader_fails_during_rollout(sig: &str) -> (Ha, usize, Vec<usize>) {
-    if !have("etcd") || !have("etcdctl") {
-        panic!("etcd and etcdctl are needed (Debian: etcd-server, etcd-client; tests/run.sh installs them)");
-    }
+    need_etcd();
     let mut ha = Ha::start();
+    build_demo_image(&ha.agent.data, "v1");
     let leader = wait_for(30, "a controller leader", || {
         ha.holder(&[0, 1, 2], "kube-controller-manager")
     });
     // the agent joins through the leader, so it has to switch when the leader goes
-    let token = ha.token();
-    ha.agent.start_kcored(&[
-        "agent",
-        "--server",
-        &format!("https://{}:6443", ip(leader)),
-        "--token",
-        &token,
-        "--node-ip",
-        "10.98.0.10",
-        "--node-name",
-        "a0",
-        "--no-ingress",
-    ]);
-    let kc = ha.servers[leader].kubeconfig();
-    wait_for(90, "node a0 to be Ready", || {
-        ha.agent.check_alive();
-        let (ok, out) = ha.servers[leader].kubectl_with(
-            &kc,
-            &[
-                "get",
-                "node",
-                "a0",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ],
-        );
-        (ok && out.trim() == "True").then_some(())
-    });
+    ha.start_agent(leader);
     apply(&ha.servers[leader], DEPLOYMENT);
     let (ok, out) = ha.kubectl(
         &[leader],
@@ -661,9 +295,7 @@ fn ha_frozen_leader_does_not_act_when_it_resumes() {
 #[test]
 #[ignore = "needs root"]
 fn etcd_snapshot_restore() {
-    if !have("etcd") || !have("etcdctl") {
-        panic!("etcd and etcdctl are needed (Debian: etcd-server, etcd-client)");
-    }
+    need_etcd();
     let mut m = Machine::new("hasnap", None);
     std::fs::create_dir_all(&m.data).unwrap();
     let start_etcd = |m: &Machine, data: &Path| -> Child {

@@ -167,13 +167,10 @@ impl ControllerManager {
     /// [`Error::LeadershipLost`] (as kube-controller-manager exits) so the caller can
     /// restart cleanly.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
-        let (stop_tx, stop_rx) = watch::channel(false);
         let Some(le) = self.config.leader_election.clone() else {
-            let ctl = tokio::spawn(self.clone().run_controllers(stop_rx));
-            shutdown.await;
-            stop_tx.send_replace(true);
-            return join(ctl, "controllers").await;
+            return self.run_when(std::future::ready(()), shutdown).await;
         };
+        let (stop_tx, stop_rx) = watch::channel(false);
         let lease = format!("{}/{}", le.namespace, le.name);
         let elector = Arc::new(LeaderElector::new(self.client.clone(), le));
         let mut leading = elector.subscribe();
@@ -188,7 +185,10 @@ impl ControllerManager {
         };
         let mut result = Ok(());
         if became {
-            let ctl = tokio::spawn(self.clone().run_controllers(stop_rx));
+            let ctl = tokio::spawn(
+                self.clone()
+                    .run_controllers(stop_rx, Box::pin(std::future::ready(()))),
+            );
             tokio::select! {
                 () = &mut shutdown => {}
                 _ = leading.wait_for(|l| !*l) => {
@@ -206,11 +206,48 @@ impl ControllerManager {
         result
     }
 
+    /// Runs until `shutdown` resolves, without an election of its own (`leader_election`
+    /// is not used), and starts the controllers only once `go` resolves. The informers
+    /// list and watch from the start, so a standby that runs this with `go` = "this
+    /// candidate leads" acts on warm caches the moment it wins its Lease instead of
+    /// first listing every kind (kcored's servers on etcd do). Its client must not
+    /// write before `go` (kcored's refuses writes without the Lease).
+    ///
+    /// ```no_run
+    /// # async fn f(
+    /// #     client: kube::Client,
+    /// #     mut leading: tokio::sync::watch::Receiver<bool>,
+    /// #     shutdown: std::future::Pending<()>,
+    /// # ) -> Result<(), kcore_reconcile::Error> {
+    /// use kcore_reconcile::ControllerManager;
+    /// let go = async move {
+    ///     let _ = leading.wait_for(|l| *l).await;
+    /// };
+    /// ControllerManager::new(client).run_when(go, shutdown).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn run_when(
+        self,
+        go: impl Future<Output = ()> + Send + 'static,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let ctl = tokio::spawn(self.run_controllers(stop_rx, Box::pin(go)));
+        shutdown.await;
+        stop_tx.send_replace(true);
+        join(ctl, "controllers").await
+    }
+
     fn enabled(&self, name: &str) -> bool {
         self.config.controllers.contains(name)
     }
 
-    async fn run_controllers(self, stop: watch::Receiver<bool>) -> Result<(), Error> {
+    async fn run_controllers(
+        self,
+        stop: watch::Receiver<bool>,
+        go: futures::future::BoxFuture<'static, ()>,
+    ) -> Result<(), Error> {
         let client = self.client.clone();
         let workers_n = self.config.workers;
         let mut queues: Vec<WorkQueue<ObjectKey>> = Vec::new();
@@ -463,15 +500,19 @@ impl ControllerManager {
             ));
         }
 
-        // Controllers start once every cache holds a complete list.
+        // Controllers start once every cache holds a complete list (and `go` resolved).
         let mut stop_wait = stop.clone();
         let go = tokio::select! {
-            _ = futures::future::join_all(syncs) => true,
+            _ = async {
+                futures::future::join_all(syncs).await;
+                tracing::info!("controller caches synced");
+                go.await
+            } => true,
             _ = stop_wait.wait_for(|v| *v) => false,
         };
         let mut workers = JoinSet::new();
         if go {
-            tracing::info!(controllers = ?self.config.controllers, "caches synced; starting controllers");
+            tracing::info!(controllers = ?self.config.controllers, "starting controllers");
             for s in starters {
                 s(&mut workers);
             }

@@ -1,5 +1,6 @@
 //! The scheduling loop against a Kubernetes API server (kube-rs): watch,
-//! queue, schedule, assume, bind, report, and elect a leader.
+//! queue, schedule, assume, bind, report. Leader election is not this loop's business:
+//! run it only while holding a Lease (kcore-reconcile's `LeaderElector`, as kcored does).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -7,10 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Binding, Event, Namespace, Node, ObjectReference, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -19,7 +19,7 @@ use kube::Client;
 use serde_json::json;
 use tokio::sync::Notify;
 
-use kcore_k8s::{status_code, LeaseDecision, LeaseObserver};
+use kcore_k8s::status_code;
 
 use crate::error::Error;
 use crate::framework::{ClusterEvent, EventAction, EventResource};
@@ -27,134 +27,6 @@ use crate::profile::Framework;
 use crate::queue::{SchedulingQueue, SystemClock};
 use crate::scheduler::{Outcome, Scheduler};
 use crate::snapshot::Snapshot;
-
-/// Lease-based leader election settings (upstream's defaults: 15s lease,
-/// 10s renew deadline, 2s retry period, Lease `kube-system/kube-scheduler`).
-#[derive(Clone, Debug)]
-pub struct LeaderElection {
-    /// Namespace of the Lease.
-    pub namespace: String,
-    /// Name of the Lease.
-    pub name: String,
-    /// This replica's identity (holderIdentity).
-    pub identity: String,
-    /// How long a lease is valid without renewal.
-    pub lease_duration: Duration,
-    /// How long the leader keeps trying to renew before giving up.
-    pub renew_deadline: Duration,
-    /// Time between acquire / renew attempts.
-    pub retry_period: Duration,
-}
-
-impl LeaderElection {
-    /// Upstream defaults for `identity`, on Lease `kube-system/<name>`.
-    pub fn new(name: impl Into<String>, identity: impl Into<String>) -> Self {
-        LeaderElection {
-            namespace: "kube-system".into(),
-            name: name.into(),
-            identity: identity.into(),
-            lease_duration: Duration::from_secs(15),
-            renew_deadline: Duration::from_secs(10),
-            retry_period: Duration::from_secs(2),
-        }
-    }
-}
-
-fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let action = action.into();
-    move |source| Error::Kube { action, source }
-}
-
-fn micro_now() -> MicroTime {
-    MicroTime(Timestamp::now())
-}
-
-/// One attempt to acquire or renew the Lease. Ok(true) when we hold it.
-///
-/// Whether another holder's lease has expired is decided by kcore-k8s's
-/// [`LeaseObserver`]: its silence is timed on our own clock from when we first
-/// saw its current record; its `renewTime` is never compared with our clock,
-/// so a holder on a skewed clock keeps the lease for a whole lease duration.
-async fn try_acquire(
-    api: &Api<Lease>,
-    le: &LeaderElection,
-    seen: &mut LeaseObserver,
-) -> Result<bool, Error> {
-    let dur = i32::try_from(le.lease_duration.as_secs()).unwrap_or(i32::MAX);
-    let existing = api
-        .get_opt(&le.name)
-        .await
-        .map_err(kube_err(format!("get lease {}/{}", le.namespace, le.name)))?;
-    let decision = seen.decide(
-        existing.as_ref().and_then(|l| l.spec.as_ref()),
-        &le.identity,
-        std::time::Instant::now(),
-        le.lease_duration,
-    );
-    let now = Timestamp::now();
-    let lease = match (decision, existing) {
-        (LeaseDecision::Wait { .. }, _) => return Ok(false),
-        (LeaseDecision::Create, _) | (_, None) => {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(le.name.clone()),
-                    namespace: Some(le.namespace.clone()),
-                    ..Default::default()
-                },
-                spec: Some(LeaseSpec {
-                    holder_identity: Some(le.identity.clone()),
-                    lease_duration_seconds: Some(dur),
-                    acquire_time: Some(MicroTime(now)),
-                    renew_time: Some(MicroTime(now)),
-                    lease_transitions: Some(0),
-                    ..Default::default()
-                }),
-            };
-            return match api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(e) if status_code(&e) == Some(409) => Ok(false),
-                Err(e) => Err(kube_err(format!(
-                    "create lease {}/{}",
-                    le.namespace, le.name
-                ))(e)),
-            };
-        }
-        (decision, Some(mut lease)) => {
-            let spec = lease.spec.get_or_insert_with(Default::default);
-            if decision == LeaseDecision::Acquire {
-                spec.acquire_time = Some(MicroTime(now));
-                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-            }
-            spec.holder_identity = Some(le.identity.clone());
-            spec.lease_duration_seconds = Some(dur);
-            spec.renew_time = Some(MicroTime(now));
-            lease
-        }
-    };
-    // The resourceVersion in `lease` makes this a compare-and-swap.
-    match api.replace(&le.name, &PostParams::default(), &lease).await {
-        Ok(_) => Ok(true),
-        Err(e) if status_code(&e) == Some(409) => Ok(false),
-        Err(e) => Err(kube_err(format!(
-            "update lease {}/{}",
-            le.namespace, le.name
-        ))(e)),
-    }
-}
-
-/// Gives the Lease up (on clean shutdown) so another replica takes over at once.
-async fn release(api: &Api<Lease>, le: &LeaderElection) {
-    if let Ok(Some(mut lease)) = api.get_opt(&le.name).await {
-        if let Some(spec) = lease.spec.as_mut() {
-            if spec.holder_identity.as_deref() == Some(le.identity.as_str()) {
-                spec.holder_identity = None;
-                spec.renew_time = Some(micro_now());
-                spec.lease_duration_seconds = Some(1);
-                let _ = api.replace(&le.name, &PostParams::default(), &lease).await;
-            }
-        }
-    }
-}
 
 struct Shared {
     snap: Snapshot,
@@ -680,12 +552,13 @@ where
     }
 }
 
-/// The scheduler process: leader election, watches, the scheduling loop and
-/// binding. Build with [`SchedulerLoop::new`], then [`run`](Self::run).
+/// The scheduler process: watches, the scheduling loop and binding. It schedules from
+/// the moment it runs; to run one active replica among several, start it only while
+/// holding a Lease (kcore-reconcile's `LeaderElector`) and drop it when the Lease is
+/// lost. Build with [`SchedulerLoop::new`], then [`run`](Self::run).
 pub struct SchedulerLoop {
     client: Client,
     fw: Framework,
-    leader: Option<LeaderElection>,
     watch_pdbs: bool,
     backoff: (Duration, Duration),
 }
@@ -694,7 +567,6 @@ impl std::fmt::Debug for SchedulerLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SchedulerLoop")
             .field("scheduler_name", &self.fw.scheduler_name())
-            .field("leader", &self.leader)
             .finish()
     }
 }
@@ -705,16 +577,9 @@ impl SchedulerLoop {
         SchedulerLoop {
             client,
             fw,
-            leader: None,
             watch_pdbs: true,
             backoff: (Duration::from_secs(1), Duration::from_secs(10)),
         }
-    }
-
-    /// Only schedule while holding this Lease.
-    pub fn leader_election(mut self, le: LeaderElection) -> Self {
-        self.leader = Some(le);
-        self
     }
 
     /// Watch PodDisruptionBudgets for preemption (default on).
@@ -729,31 +594,9 @@ impl SchedulerLoop {
         self
     }
 
-    /// Runs until `shutdown` resolves (then releases the Lease), or fails
-    /// with [`Error::LeaseLost`] when leadership is lost.
+    /// Runs until `shutdown` resolves or every watch ends.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         tokio::pin!(shutdown);
-        let leases = self.leader.as_ref().map(|le| {
-            (
-                Api::<Lease>::namespaced(self.client.clone(), &le.namespace),
-                le.clone(),
-            )
-        });
-        let mut seen = LeaseObserver::new();
-        if let Some((api, le)) = &leases {
-            loop {
-                match try_acquire(api, le, &mut seen).await {
-                    Ok(true) => break,
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "leader election"),
-                }
-                tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    _ = tokio::time::sleep(le.retry_period) => {}
-                }
-            }
-            tracing::info!(identity = %le.identity, lease = %le.name, "became leader");
-        }
         let queue = SchedulingQueue::new(&self.fw, Arc::new(SystemClock))
             .with_backoff(self.backoff.0, self.backoff.1);
         let name = self.fw.scheduler_name().to_string();
@@ -809,40 +652,11 @@ impl SchedulerLoop {
             }
         };
         let sched_task = tokio::spawn(lp.clone().schedule_forever());
-        let renew = async {
-            let Some((api, le)) = &leases else {
-                return futures::future::pending::<Error>().await;
-            };
-            let mut last_ok = tokio::time::Instant::now();
-            loop {
-                tokio::time::sleep(le.retry_period).await;
-                match try_acquire(api, le, &mut seen).await {
-                    Ok(true) => last_ok = tokio::time::Instant::now(),
-                    Ok(false) => {
-                        return Error::LeaseLost {
-                            lease: format!("{}/{}", le.namespace, le.name),
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "renewing leader lease"),
-                }
-                if last_ok.elapsed() > le.renew_deadline {
-                    return Error::LeaseLost {
-                        lease: format!("{}/{}", le.namespace, le.name),
-                    };
-                }
-            }
-        };
         let result = tokio::select! {
             _ = &mut shutdown => Ok(()),
-            e = renew => Err(e),
             _ = async { futures::join!(nodes, pods, nss, pdbs) } => Ok(()),
         };
         sched_task.abort();
-        if result.is_ok() {
-            if let Some((api, le)) = &leases {
-                release(api, le).await;
-            }
-        }
         result
     }
 }

@@ -50,13 +50,6 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// Another replica took the leader Lease while this one was scheduling.
-    #[cfg(feature = "client")]
-    #[error("lost leader lease {lease}")]
-    LeaseLost {
-        /// `namespace/name` of the Lease.
-        lease: String,
-    },
     /// A Kubernetes API call failed.
     #[cfg(feature = "client")]
     #[error("kubernetes api {action} failed")]

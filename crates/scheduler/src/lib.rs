@@ -58,7 +58,7 @@ mod volumes;
 
 pub use batch::{schedule_batch, Decision, Placement};
 #[cfg(feature = "client")]
-pub use client::{LeaderElection, SchedulerLoop};
+pub use client::SchedulerLoop;
 pub use error::Error;
 pub use framework::{
     BindPlugin, ClusterEvent, Code, CycleState, Diagnosis, EventAction, EventResource,

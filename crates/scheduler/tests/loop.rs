@@ -1,16 +1,15 @@
 //! The binding loop against an in-process kcore-apiserver over HTTP with a
 //! kube-rs client: binds pods, records FailedScheduling with reasons,
-//! re-queues on node events, and hands over leadership through a Lease.
+//! and re-queues on node events.
 #![cfg(feature = "client")]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kcore_apiserver::{ApiServer, RunningServer};
-use kcore_scheduler::{Framework, LeaderElection, SchedulerLoop};
+use kcore_scheduler::{Framework, SchedulerLoop};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
@@ -124,17 +123,10 @@ async fn node_of(c: &Cluster, pod: &str) -> Option<String> {
         .and_then(|p| p.spec.and_then(|s| s.node_name))
 }
 
-fn spawn_loop(
-    c: &Cluster,
-    fw: Framework,
-    le: Option<LeaderElection>,
-) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+fn spawn_loop(c: &Cluster, fw: Framework) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = oneshot::channel::<()>();
-    let mut l = SchedulerLoop::new(c.client.clone(), fw)
+    let l = SchedulerLoop::new(c.client.clone(), fw)
         .backoff(Duration::from_millis(100), Duration::from_millis(500));
-    if let Some(le) = le {
-        l = l.leader_election(le);
-    }
     let h = tokio::spawn(async move {
         l.run(async {
             let _ = rx.await;
@@ -156,7 +148,7 @@ async fn binds_pods_and_reports_failed_scheduling() {
         json!([{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]),
     )
     .await;
-    let (stop, handle) = spawn_loop(&c, Framework::with_defaults(), None);
+    let (stop, handle) = spawn_loop(&c, Framework::with_defaults());
 
     add_pod(&c, "fits", "1", "default-scheduler").await;
     let node = eventually("pod bound", || node_of(&c, "fits")).await;
@@ -216,131 +208,11 @@ async fn binds_pods_and_reports_failed_scheduling() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_lease_holder_schedules_and_leadership_moves_on_shutdown() {
-    let c = start().await;
-    add_node(&c, &format!("{}-n", c.ns), "8", json!([])).await;
-    let name = format!("sched-{}", c.ns);
-    let le = |id: &str| {
-        let mut le = LeaderElection::new(&name, id);
-        le.namespace = c.ns.clone();
-        le.lease_duration = Duration::from_secs(3);
-        le.renew_deadline = Duration::from_secs(2);
-        le.retry_period = Duration::from_millis(200);
-        le
-    };
-    let fw = || {
-        Framework::default_builder("kcore-ha", &Default::default())
-            .build()
-            .unwrap()
-    };
-    let leases = Api::<Lease>::namespaced(c.client.clone(), &c.ns);
-    let holder = || async {
-        leases
-            .get_opt(&name)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|l| l.spec.and_then(|s| s.holder_identity))
-    };
-    let (stop_a, a) = spawn_loop(&c, fw(), Some(le("a")));
-    eventually("a leads", || async {
-        (holder().await.as_deref() == Some("a")).then_some(())
-    })
-    .await;
-    let (stop_b, b) = spawn_loop(&c, fw(), Some(le("b")));
-    add_pod(&c, "one", "1", "kcore-ha").await;
-    eventually("pod one bound", || node_of(&c, "one")).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        holder().await.as_deref(),
-        Some("a"),
-        "b must not take a held lease"
-    );
-
-    stop_a.send(()).unwrap();
-    a.await.unwrap();
-    eventually("b leads", || async {
-        (holder().await.as_deref() == Some("b")).then_some(())
-    })
-    .await;
-    add_pod(&c, "two", "1", "kcore-ha").await;
-    eventually("pod two bound by b", || node_of(&c, "two")).await;
-    stop_b.send(()).unwrap();
-    b.await.unwrap();
-}
-
-/// A holder whose clock is far behind ours wrote a renewTime decades ago: the
-/// scheduler must not read that as expired (it used to compare renewTime with
-/// its own clock) but wait a whole lease duration as observed on its clock.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_holder_with_a_skewed_renew_time_keeps_the_lease_for_a_locally_observed_duration() {
-    let c = start().await;
-    add_node(&c, &format!("{}-n", c.ns), "8", json!([])).await;
-    let name = format!("skew-{}", c.ns);
-    let leases = Api::<Lease>::namespaced(c.client.clone(), &c.ns);
-    let lease_secs = 3;
-    leases
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": name},
-                "spec": {"holderIdentity": "other", "leaseDurationSeconds": lease_secs,
-                    "acquireTime": "2000-01-01T00:00:00.000000Z",
-                    "renewTime": "2000-01-01T00:00:00.000000Z", "leaseTransitions": 0}
-            }))
-            .unwrap(),
-        )
-        .await
-        .expect("lease held by other");
-    let holder = || async {
-        leases
-            .get_opt(&name)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|l| l.spec.and_then(|s| s.holder_identity))
-    };
-    let mut le = LeaderElection::new(&name, "me");
-    le.namespace = c.ns.clone();
-    le.lease_duration = Duration::from_secs(15); // the lease's own duration wins
-    le.retry_period = Duration::from_millis(100);
-    let fw = Framework::default_builder("kcore-skew", &Default::default())
-        .build()
-        .unwrap();
-    let started = std::time::Instant::now();
-    let (stop, handle) = spawn_loop(&c, fw, Some(le));
-    add_pod(&c, "p", "1", "kcore-skew").await;
-
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        holder().await.as_deref(),
-        Some("other"),
-        "a renewTime from a skewed clock is not expiry"
-    );
-    assert_eq!(node_of(&c, "p").await, None, "only the leader schedules");
-
-    eventually("me leads once other stays silent", || async {
-        (holder().await.as_deref() == Some("me")).then_some(())
-    })
-    .await;
-    assert!(
-        started.elapsed() >= Duration::from_secs(lease_secs),
-        "took over after {:?}, before a whole lease duration",
-        started.elapsed()
-    );
-    eventually("pod bound by the new leader", || node_of(&c, "p")).await;
-    let spec = leases.get(&name).await.unwrap().spec.unwrap();
-    assert_eq!(spec.lease_transitions, Some(1));
-    stop.send(()).unwrap();
-    handle.await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preemption_evicts_a_lower_priority_pod_and_binds_the_preemptor() {
     let c = start().await;
     let node = format!("{}-only", c.ns);
     add_node(&c, &node, "2", json!([])).await;
-    let (stop, handle) = spawn_loop(&c, Framework::with_defaults(), None);
+    let (stop, handle) = spawn_loop(&c, Framework::with_defaults());
     let pods = Api::<Pod>::namespaced(c.client.clone(), &c.ns);
     // Priorities come from PriorityClasses through the Priority admission.
     let classes = Api::<PriorityClass>::all(c.client.clone());

@@ -158,6 +158,9 @@ pub enum Usage {
     Server,
     /// A TLS client (extended key usage `clientAuth`).
     Client,
+    /// A cluster member that both serves its peers and dials them with the same
+    /// certificate (`serverAuth` and `clientAuth`), as etcd's `--peer-cert-file` is.
+    Peer,
 }
 
 /// A certificate and its private key, PEM-encoded.
@@ -347,10 +350,14 @@ pub(crate) fn leaf_params(
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    params.extended_key_usages = vec![match usage {
-        Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-        Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-    }];
+    params.extended_key_usages = match usage {
+        Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Usage::Peer => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    };
     Ok(params)
 }
 

@@ -166,3 +166,50 @@ fn signed_requests_keep_their_subject_and_names_and_verify_as_clients() {
     bad[mid] = if bad[mid] == b'A' { b'B' } else { b'A' };
     assert!(CertRequest::parse(&String::from_utf8(bad).unwrap()).is_err());
 }
+
+#[test]
+fn a_peer_certificate_verifies_as_server_and_as_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::load_or_create(dir.path()).unwrap();
+    let peer = ca
+        .issue("etcd0", &["10.0.0.1".into()], Usage::Peer)
+        .unwrap();
+    let chain = pem_certificates(&peer.cert_pem).unwrap();
+    // dialling a peer: the certificate is a client's
+    ClientVerifier::new(ca.cert_pem())
+        .unwrap()
+        .verify(&chain)
+        .unwrap();
+    // serving a peer: the certificate is a server's for its address
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots(ca.cert_pem()).unwrap()),
+        provider(),
+    )
+    .build()
+    .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("10.0.0.1").unwrap();
+    let now = rustls::pki_types::UnixTime::now();
+    rustls::client::danger::ServerCertVerifier::verify_server_cert(
+        verifier.as_ref(),
+        &chain[0],
+        &[],
+        &name,
+        &[],
+        now,
+    )
+    .unwrap();
+    // a client-only certificate does not serve
+    let client = ca.issue_client("etcd-client", &[]).unwrap();
+    let chain = pem_certificates(&client.cert_pem).unwrap();
+    assert!(
+        rustls::client::danger::ServerCertVerifier::verify_server_cert(
+            verifier.as_ref(),
+            &chain[0],
+            &[],
+            &name,
+            &[],
+            now,
+        )
+        .is_err()
+    );
+}
