@@ -26,9 +26,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
+use hyper_util::client::legacy::connect::{Connected, Connection};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kcore_tls::{CertKey, LiveCert};
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use kube::api::{Api, PostParams};
 
 /// The signer of nodes' client certificates.
@@ -175,10 +175,11 @@ impl Connections {
     /// it) fails, and its client drops it. Waits (at most `within`) until they are
     /// gone; how many there were.
     async fn close_all(&self, within: Duration) -> usize {
-        let open: Vec<Arc<ConnState>> = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
+        let open: Vec<Arc<ConnState>> =
+            std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect();
         for c in &open {
             c.closed.store(true, Ordering::Release);
             c.waker.wake();
@@ -234,11 +235,17 @@ impl<S: hyper::rt::Write + Unpin> hyper::rt::Write for Tracked<S> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
@@ -277,7 +284,8 @@ where
 {
     type Response = Tracked<C::Response>;
     type Error = C::Error;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, C::Error>> + Send>>;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, C::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), C::Error>> {
         self.inner.poll_ready(cx)
@@ -328,7 +336,10 @@ impl ClientIdentity {
             .replace(cert)
             .context("loading the client certificate")?;
         let closed = self.conns.close_all(Duration::from_secs(5)).await;
-        tracing::debug!(closed, "closed the connections of the old client certificate");
+        tracing::debug!(
+            closed,
+            "closed the connections of the old client certificate"
+        );
         Ok(())
     }
 

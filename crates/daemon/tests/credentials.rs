@@ -49,10 +49,9 @@ async fn report_addresses(client: &kube::Client, name: &str, ip: &str) {
     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
     let status = serde_json::json!({"addresses": [
         {"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}]});
-    let node = serde_json::from_value(
-        serde_json::json!({"metadata": {"name": name}, "status": status}),
-    )
-    .unwrap();
+    let node =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "status": status}))
+            .unwrap();
     if nodes.create(&Default::default(), &node).await.is_err() {
         let patch = serde_json::json!({ "status": status });
         nodes
@@ -162,9 +161,12 @@ async fn nodes_get_their_certificates_through_csrs_and_renew_them() {
     );
     // a name that is not the node's is denied, with the reason
     let foreign = ["10.9.9.9".to_owned(), "n1".to_owned()];
-    let e = credentials::request_certificate(&client, &credentials::serving_csr(user, &groups, &foreign))
-        .await
-        .unwrap_err();
+    let e = credentials::request_certificate(
+        &client,
+        &credentials::serving_csr(user, &groups, &foreign),
+    )
+    .await
+    .unwrap_err();
     assert!(
         format!("{e:#}").contains(
             r#"is denied: AutoDenied: Denied kubelet serving certificate: IP address 10.9.9.9 is not an address of node "n1"."#
@@ -172,9 +174,12 @@ async fn nodes_get_their_certificates_through_csrs_and_renew_them() {
         "{e:#}"
     );
     let other_host = ["127.0.0.1".to_owned(), "n2.example".to_owned()];
-    let e = credentials::request_certificate(&client, &credentials::serving_csr(user, &groups, &other_host))
-        .await
-        .unwrap_err();
+    let e = credentials::request_certificate(
+        &client,
+        &credentials::serving_csr(user, &groups, &other_host),
+    )
+    .await
+    .unwrap_err();
     assert!(
         format!("{e:#}").contains(r#"DNS name "n2.example" is not an address of node "n1""#),
         "{e:#}"
@@ -202,7 +207,10 @@ async fn nodes_get_their_certificates_through_csrs_and_renew_them() {
     let own_node: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
     let mut watch = Box::pin(
         own_node
-            .watch(&kube::api::WatchParams::default().fields("metadata.name=n1"), "0")
+            .watch(
+                &kube::api::WatchParams::default().fields("metadata.name=n1"),
+                "0",
+            )
             .await
             .unwrap(),
     );
@@ -325,7 +333,10 @@ async fn presented(addr: std::net::SocketAddr, ca_pem: &str) -> Vec<u8> {
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-    let tls = connector.connect(name, tcp).await.expect("a verified handshake");
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("a verified handshake");
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
@@ -358,25 +369,41 @@ async fn serving_certificates_wait_for_the_nodes_addresses_and_renew_in_a_runnin
         credentials::request_certificate(&bootstrap, &credentials::client_csr(user, &groups))
             .await
             .unwrap();
-    let client = ClientIdentity::new(cert).unwrap().client(&url, &ca_pem).unwrap();
+    let client = ClientIdentity::new(cert)
+        .unwrap()
+        .client(&url, &ca_pem)
+        .unwrap();
 
     // no Node yet: the request waits, and is approved once the Node reports the address
     let names = vec!["127.0.0.1".to_owned(), "n3".to_owned()];
     let request = {
         let (client, names, groups) = (client.clone(), names.clone(), groups.clone());
         tokio::spawn(async move {
-            credentials::request_certificate(&client, &credentials::serving_csr(user, &groups, &names)).await
+            credentials::request_certificate(
+                &client,
+                &credentials::serving_csr(user, &groups, &names),
+            )
+            .await
         })
     };
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert!(!request.is_finished(), "approved before the node reported its addresses");
+    assert!(
+        !request.is_finished(),
+        "approved before the node reported its addresses"
+    );
     let csrs: kube::Api<k8s_openapi::api::certificates::v1::CertificateSigningRequest> =
         kube::Api::all(admin.clone());
     let pending = csrs.list(&Default::default()).await.unwrap();
     assert!(
-        pending.items.iter().any(|c| c.spec.username.as_deref() == Some(user)
-            && c.spec.signer_name == credentials::KUBELET_SERVING_SIGNER
-            && c.status.as_ref().and_then(|s| s.conditions.as_ref()).is_none_or(|c| c.is_empty())),
+        pending
+            .items
+            .iter()
+            .any(|c| c.spec.username.as_deref() == Some(user)
+                && c.spec.signer_name == credentials::KUBELET_SERVING_SIGNER
+                && c.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_none_or(|c| c.is_empty())),
         "a pending serving request"
     );
     report_addresses(&client, "n3", "127.0.0.1").await;
