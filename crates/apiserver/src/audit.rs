@@ -24,14 +24,16 @@
 //!   `authorization.k8s.io/reason` annotations of the authorization step.
 //! - Every response carries an `Audit-Id` header, the event's `auditID`.
 //!
-//! The log file is created 0600 and appended to; lines are written whole under a lock.
+//! The log file is created 0600 and appended to, whole lines at a time, by a writer
+//! thread that takes every event queued since its last write in one call (requests
+//! never wait for the disk; see [`Auditor`]).
 //! It is rotated as upstream's (`--audit-log-maxsize`, `--audit-log-maxbackup`,
 //! `--audit-log-maxage`, lumberjack's rules, see [`Rotation`]).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use axum::body::Body;
 use axum::http::request::Parts;
@@ -275,12 +277,40 @@ struct LogFile {
     size: u64,
 }
 
-/// The audit backend: a policy and the log file.
+/// Lines waiting for the writer, and how far it got.
+#[derive(Default)]
+struct Queue {
+    /// Whole lines, in the order they were audited.
+    lines: Vec<u8>,
+    /// How many batches were queued, and how many written (for `Auditor::flush`).
+    queued: u64,
+    written: u64,
+    /// The auditor is gone: write what is queued and stop.
+    closed: bool,
+}
+
+/// What request tasks and the writer thread share.
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Signalled when lines are queued (or the auditor closes).
+    queued: Condvar,
+    /// Signalled when a batch is written.
+    written: Condvar,
+}
+
+/// The audit backend: a policy, and the log file written by a thread of its own.
+///
+/// A request serializes its event and appends the line to a queue under a short lock;
+/// the writer thread takes everything queued at once and writes it with one call
+/// (upstream's batching, without its loss: nothing is dropped, and the queue is
+/// written out when the auditor closes). A request never waits for the disk, nor for
+/// another request's write.
 pub(crate) struct Auditor {
     policy: Policy,
     path: PathBuf,
-    rotation: AuditLogRotation,
-    file: Mutex<LogFile>,
+    shared: Arc<Shared>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -291,8 +321,23 @@ impl std::fmt::Debug for Auditor {
     }
 }
 
+impl Drop for Auditor {
+    fn drop(&mut self) {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed = true;
+        self.shared.queued.notify_all();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
 impl Auditor {
-    /// Reads the policy file and opens (creates, mode 0600) the log for appending.
+    /// Reads the policy file, opens (creates, mode 0600) the log for appending and
+    /// starts its writer thread.
     pub(crate) fn open(
         policy: &Path,
         log: &Path,
@@ -314,11 +359,25 @@ impl Auditor {
             path: log.into(),
             source,
         })?;
+        let shared = Arc::new(Shared::default());
+        let writer = Writer {
+            path: log.into(),
+            rotation,
+            file,
+            shared: shared.clone(),
+        };
+        let writer = std::thread::Builder::new()
+            .name("audit-log".into())
+            .spawn(move || writer.run())
+            .map_err(|source| Error::Io {
+                path: log.into(),
+                source,
+            })?;
         Ok(Self {
             policy,
             path: log.into(),
-            rotation,
-            file: Mutex::new(file),
+            shared,
+            writer: Some(writer),
         })
     }
 
@@ -370,21 +429,116 @@ impl Auditor {
         Some(a)
     }
 
+    /// Queues one event for the writer.
     fn write(&self, ev: &Value) {
-        let mut line = serde_json::to_vec(ev).unwrap_or_default();
+        let mut line = match serde_json::to_vec(ev) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "serializing an audit event");
+                return;
+            }
+        };
         line.push(b'\n');
-        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let was_empty = q.lines.is_empty();
+        q.lines.extend_from_slice(&line);
+        if was_empty {
+            q.queued += 1;
+            drop(q);
+            self.shared.queued.notify_one();
+        }
+    }
+
+    /// Waits until every event queued so far is written.
+    #[cfg(test)]
+    pub(crate) fn flush(&self) {
+        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let target = q.queued;
+        while q.written < target && self.writer.as_ref().is_some_and(|w| !w.is_finished()) {
+            q = self
+                .shared
+                .written
+                .wait(q)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The writer thread's side: the log file and its rotation.
+struct Writer {
+    path: PathBuf,
+    rotation: AuditLogRotation,
+    file: LogFile,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    /// Writes what is queued, batch by batch, until the auditor closes.
+    fn run(mut self) {
+        loop {
+            let (lines, batch, closed) = {
+                let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+                while q.lines.is_empty() && !q.closed {
+                    q = self
+                        .shared
+                        .queued
+                        .wait(q)
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+                (std::mem::take(&mut q.lines), q.queued, q.closed)
+            };
+            self.write(&lines);
+            self.shared
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .written = batch;
+            self.shared.written.notify_all();
+            if closed {
+                let rest = std::mem::take(
+                    &mut self
+                        .shared
+                        .queue
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .lines,
+                );
+                self.write(&rest);
+                return;
+            }
+        }
+    }
+
+    /// Appends whole lines, rotating the log before a line that would make it pass its
+    /// size limit (lines between rotations go in one write).
+    fn write(&mut self, lines: &[u8]) {
         let max = match self.rotation.max_size_mb {
             0 => DEFAULT_MAX_MB,
             n => n,
         } << 20;
-        if f.size > 0 && f.size + line.len() as u64 > max {
-            if let Err(e) = self.rotate(&mut f) {
-                tracing::warn!(path = %self.path.display(), error = %e, "rotating the audit log");
+        let (mut start, mut at, mut size) = (0, 0, self.file.size);
+        for line in lines.split_inclusive(|b| *b == b'\n') {
+            let len = line.len() as u64;
+            if size > 0 && size + len > max {
+                self.append(&lines[start..at]);
+                if let Err(e) = self.rotate() {
+                    tracing::warn!(path = %self.path.display(), error = %e, "rotating the audit log");
+                }
+                start = at;
+                size = self.file.size;
             }
+            size += len;
+            at += line.len();
         }
-        match f.file.write_all(&line) {
-            Ok(()) => f.size += line.len() as u64,
+        self.append(&lines[start..]);
+    }
+
+    fn append(&mut self, chunk: &[u8]) {
+        if chunk.is_empty() {
+            return;
+        }
+        match self.file.file.write_all(chunk) {
+            Ok(()) => self.file.size += chunk.len() as u64,
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), error = %e, "writing the audit log")
             }
@@ -393,11 +547,11 @@ impl Auditor {
 
     /// Renames the log to its backup name, opens a new one and removes the backups the
     /// rotation settings no longer keep.
-    fn rotate(&self, f: &mut LogFile) -> std::io::Result<()> {
+    fn rotate(&mut self) -> std::io::Result<()> {
         let now = jiff::Timestamp::now();
         let backup = backup_name(&self.path, now);
         std::fs::rename(&self.path, &backup)?;
-        *f = open_log(&self.path)?;
+        self.file = open_log(&self.path)?;
         for old in stale_backups(&self.path, self.rotation, now)? {
             if let Err(e) = std::fs::remove_file(&old) {
                 tracing::warn!(path = %old.display(), error = %e, "removing an old audit log");
@@ -995,6 +1149,7 @@ mod tests {
         let ev = json!({"kind": "Event", "pad": "x".repeat(300 << 10)});
         for _ in 0..4 {
             a.write(&ev);
+            a.flush();
         }
         let first = backups(dir.path());
         assert_eq!(first.len(), 1, "{first:?}");
@@ -1006,6 +1161,7 @@ mod tests {
         );
         for _ in 0..12 {
             a.write(&ev);
+            a.flush();
             // distinct backup names (millisecond resolution)
             std::thread::sleep(std::time::Duration::from_millis(2));
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::auth::{rbac, Attributes, UserInfo};
+use crate::auth::{rbac, Attributes};
 
 /// RBAC decisions over a fixed set of `rbac.authorization.k8s.io/v1` objects, exactly as
 /// the API server makes them for each request (the server keeps one of these per
@@ -94,11 +94,6 @@ impl RbacAuthorizer {
         groups: &[String],
         request: &RbacRequest,
     ) -> Result<(), String> {
-        let user = UserInfo {
-            username: user.into(),
-            groups: groups.to_vec(),
-            ..UserInfo::default()
-        };
-        self.policy.authorize(&user, &request.0)
+        self.policy.decide(user, groups, &request.0)
     }
 }

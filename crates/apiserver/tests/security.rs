@@ -556,7 +556,11 @@ rules:
         .trim()
         .to_owned();
 
-    let events = audit_events(&log);
+    // events are written by the audit writer thread a moment after they happen
+    let events = audit_event(&log, "the get of namespace default", |e| {
+        e["auditID"] == header_id.as_str() && e["stage"] == "ResponseComplete"
+    })
+    .await;
     for e in &events {
         assert_eq!(e["kind"], "Event");
         assert_eq!(e["apiVersion"], "audit.k8s.io/v1");

@@ -100,8 +100,8 @@ pub struct JoinedNode {
     pub config: NodeConfig,
     /// A client presenting the node's current client certificate.
     pub client: kube::Client,
-    /// Renews the client certificate before it expires.
-    pub rotation: crate::credentials::ClientRotation,
+    /// Renews the client and serving certificates before they expire.
+    pub rotation: crate::credentials::NodeRotation,
 }
 
 /// Resolves the options against the cluster at `server_url` into the agent's
@@ -118,7 +118,7 @@ pub async fn node_config(
     ca_pem: &str,
     opts: &AgentOptions,
 ) -> Result<JoinedNode> {
-    use crate::credentials::{self, ClientIdentity, CsrSpec};
+    use crate::credentials::{self, ClientIdentity};
     // pods need a cgroup file system: say so now rather than failing every pod later
     kcore_cgroup::Host::detect()
         .context("this node has no usable cgroup file system (is /sys/fs/cgroup mounted?)")?;
@@ -137,20 +137,17 @@ pub async fn node_config(
     credentials::write_kubeconfig(&kubeconfig, server_url, &name, ca_pem, &cert)?;
     let identity = ClientIdentity::new(cert)?;
     let client = identity.client(server_url, ca_pem)?;
-    let names = [node_ip.to_string(), name.clone()];
+    // the approver checks a serving certificate's names against the Node's addresses,
+    // so the Node reports them first (as the kubelet registers before it asks)
+    report_addresses(&client, &name, node_ip).await?;
+    let names = vec![node_ip.to_string(), name.clone()];
     let serving = credentials::request_certificate(
         &client,
-        &CsrSpec {
-            signer: credentials::KUBELET_SERVING_SIGNER,
-            common_name: &user,
-            organizations: &groups,
-            names: &names,
-            usages: &["digital signature", "server auth"],
-            expiration: Some(credentials::CLIENT_CERT_LIFETIME),
-        },
+        &credentials::serving_csr(&user, &groups, &names),
     )
     .await
     .with_context(|| format!("getting the serving certificate of node {name}"))?;
+    let serving = kcore_tls::LiveCert::new(serving).context("loading the serving certificate")?;
     let pod_cidr = match opts.pod_cidr {
         Some(c) => c,
         None => assigned_pod_cidr(&client, &name).await?,
@@ -165,21 +162,28 @@ pub async fn node_config(
     cfg.heartbeat = opts.heartbeat;
     cfg.server_tls = Some(ServerTls {
         ca_pem: ca_pem.to_owned(),
-        cert_pem: serving.cert_pem,
-        key_pem: serving.key_pem,
+        cert: serving.clone(),
         token_review_url: Some(server_url.to_owned()),
     });
     cfg.validate().context("node configuration")?;
     Ok(JoinedNode {
         config: cfg,
         client: client.clone(),
-        rotation: credentials::ClientRotation {
-            identity,
-            client,
-            kubeconfig,
-            server_url: server_url.to_owned(),
-            node: name,
-            ca_pem: ca_pem.to_owned(),
+        rotation: credentials::NodeRotation {
+            client: credentials::ClientRotation {
+                identity,
+                client: client.clone(),
+                kubeconfig,
+                server_url: server_url.to_owned(),
+                node: name.clone(),
+                ca_pem: ca_pem.to_owned(),
+            },
+            serving: credentials::ServingRotation {
+                cert: serving,
+                client,
+                node: name,
+                names,
+            },
         },
     })
 }
@@ -190,6 +194,55 @@ impl std::fmt::Debug for JoinedNode {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// Makes sure Node `name` exists and its status lists `node_ip` and its host name, as
+/// the node's serving certificate will (registering it without a subnet when it does
+/// not exist; the agent's heartbeat later writes the whole status).
+async fn report_addresses(client: &kube::Client, name: &str, node_ip: Ipv4Addr) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let addresses = serde_json::json!([
+        {"type": "InternalIP", "address": node_ip.to_string()},
+        {"type": "Hostname", "address": name},
+    ]);
+    let existing = nodes
+        .get_opt(name)
+        .await
+        .with_context(|| format!("reading node {name}"))?;
+    match existing {
+        None => {
+            let node: Node = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "status": {"addresses": addresses},
+            }))?;
+            match nodes.create(&PostParams::default(), &node).await {
+                Ok(_) => return Ok(()),
+                Err(e) if kcore_k8s::status_code(&e) == Some(409) => {}
+                Err(e) => return Err(e).with_context(|| format!("registering node {name}")),
+            }
+        }
+        Some(n) => {
+            let has = |t: &str, a: &str| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.addresses.as_ref())
+                    .is_some_and(|l| l.iter().any(|x| x.type_ == t && x.address == a))
+            };
+            if has("InternalIP", &node_ip.to_string()) && has("Hostname", name) {
+                return Ok(());
+            }
+        }
+    }
+    let patch = serde_json::json!({"status": {"addresses": addresses}});
+    nodes
+        .patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .with_context(|| format!("reporting the addresses of node {name}"))?;
+    Ok(())
 }
 
 /// Registers the Node (without a subnet) if it does not exist and waits for the control

@@ -257,11 +257,7 @@ impl NodeAgent {
                     &cfg.node_name,
                     t.token_review_url.is_some().then(|| client.clone()),
                 ));
-                let serving = kcore_tls::CertKey {
-                    cert_pem: t.cert_pem.clone(),
-                    key_pem: t.key_pem.clone(),
-                };
-                let tls = kcore_tls::server_config(&serving, Some(&t.ca_pem))
+                let tls = kcore_tls::server_config_live(&t.cert, Some(&t.ca_pem))
                     .map_err(|source| Error::ServerTls { source })?;
                 let addr = cfg.server_addr;
                 let listener = kcore_tls::TlsListener::new(listener, tls)

@@ -94,11 +94,10 @@ pub struct ServerTls {
     /// The cluster CA (PEM): client certificates must chain to it, and so must the API
     /// server's that tokens are checked with.
     pub ca_pem: String,
-    /// This node's serving certificate (PEM), signed by the cluster CA for the node's IP
-    /// and host name.
-    pub cert_pem: String,
-    /// Its private key (PEM).
-    pub key_pem: String,
+    /// This node's serving certificate and key, signed by the cluster CA for the node's
+    /// IP and host name; replacing it ([`kcore_tls::LiveCert::replace`], a renewal) takes
+    /// effect at the server's next handshake.
+    pub cert: kcore_tls::LiveCert,
     /// The API server requests are authenticated and authorized with
     /// (`https://host:port`), through the agent's own API client; `None` accepts client
     /// certificates only, without authorization.

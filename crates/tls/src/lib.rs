@@ -7,7 +7,8 @@
 //!   ([`Usage::Client`], the API server's identity towards the nodes).
 //! - [`server_config`] and [`client_config`] build rustls configurations from PEM; a
 //!   server may ask clients for a certificate signed by the CA without requiring one
-//!   (bearer tokens are the other way to prove who one is).
+//!   (bearer tokens are the other way to prove who one is). [`LiveCert`] is a
+//!   certificate renewed in place: [`server_config_live`] serves whichever is current.
 //! - [`TlsListener`] is an `axum::serve` listener completing handshakes concurrently;
 //!   [`PeerCertified`] tells a handler whether the client proved itself with a certificate
 //!   and [`PeerCertificates`] which chain it presented.
@@ -37,6 +38,7 @@
 
 mod csr;
 mod listener;
+mod live;
 mod subject;
 mod verify;
 
@@ -53,6 +55,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use csr::CertRequest;
 pub use listener::{PeerCertificates, PeerCertified, TlsListener};
+pub use live::LiveCert;
 pub use subject::{subject, validity, Subject};
 pub use verify::ClientVerifier;
 
@@ -406,13 +409,39 @@ pub fn server_config(
     cert: &CertKey,
     client_ca: Option<&str>,
 ) -> Result<rustls::ServerConfig, Error> {
+    let mut cfg = server_builder(client_ca)?
+        .with_single_cert(certs(&cert.cert_pem, "certificate")?, key(&cert.key_pem)?)
+        .map_err(|source| Error::Config {
+            what: "certificate",
+            source,
+        })?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// [`server_config`] presenting whatever certificate `cert` holds at each handshake, so
+/// that a renewed certificate ([`LiveCert::replace`]) is served without a restart.
+pub fn server_config_live(
+    cert: &LiveCert,
+    client_ca: Option<&str>,
+) -> Result<rustls::ServerConfig, Error> {
+    let mut cfg = server_builder(client_ca)?.with_cert_resolver(Arc::new(cert.clone()));
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// A server configuration up to its certificate: clients may present one signed by
+/// `client_ca`, when given.
+fn server_builder(
+    client_ca: Option<&str>,
+) -> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>, Error> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|source| Error::Config {
             what: "protocol versions",
             source,
         })?;
-    let builder = match client_ca {
+    Ok(match client_ca {
         Some(ca) => {
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots(ca)?),
@@ -424,15 +453,7 @@ pub fn server_config(
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
-    };
-    let mut cfg = builder
-        .with_single_cert(certs(&cert.cert_pem, "certificate")?, key(&cert.key_pem)?)
-        .map_err(|source| Error::Config {
-            what: "certificate",
-            source,
-        })?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
+    })
 }
 
 /// A certificate chain and its key (PEM, as a `kubernetes.io/tls` Secret holds them) made

@@ -27,7 +27,10 @@
 //!   `certificatesigningrequests/selfnodeclient` (renewal: the requester is the node
 //!   named in the request) or `certificatesigningrequests/nodeclient` (bootstrap);
 //!   and, kcore's addition, a node's serving certificate request (`kubelet-serving`)
-//!   from the node it names, for its own name ([`serving_approval`]).
+//!   from the node it names, for the node's own names and addresses as its Node
+//!   reports them ([`check_serving_names`]; denied otherwise, with the name that is
+//!   not the node's; left pending, and decided again, until a new Node reports its
+//!   addresses).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -292,10 +295,33 @@ const RECOGNIZERS: &[(&str, bool, &str)] = &[
     ),
 ];
 
-/// Upstream's `csrapproving` decision for one CSR: the `Approved` condition to add when
-/// it is a node client certificate request its requester may have approved, `None`
-/// otherwise (not such a request, already decided or issued, or not permitted).
-pub(crate) async fn auto_approval(api: &Api, csr: &Value) -> Result<Option<Value>, ApiError> {
+/// What the approver does with one CSR.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Approval {
+    /// Adds this condition (`Approved`, or `Denied` for a serving request whose names are
+    /// not its node's).
+    Decide(Value),
+    /// Leaves it pending until the node it names reports its addresses (why).
+    Wait {
+        /// The node whose addresses are awaited.
+        node: String,
+        /// Why it waits.
+        reason: String,
+    },
+    /// Not for this approver (not a node's request, already decided, or not permitted).
+    Ignore,
+}
+
+fn approved(message: &str) -> Value {
+    json!({"type": "Approved", "status": "True", "reason": "AutoApproved",
+        "message": message, "lastUpdateTime": crate::api::now()})
+}
+
+/// Upstream's `csrapproving` decision for one CSR: approve a node client certificate
+/// request its requester may have approved; for a node's serving certificate request
+/// from the node it names, approve, deny or wait by [`check_serving_names`] against the
+/// Node's status.
+pub(crate) async fn auto_approval(api: &Api, csr: &Value) -> Result<Approval, ApiError> {
     let decided = csr["status"]["certificate"]
         .as_str()
         .is_some_and(|c| !c.is_empty())
@@ -303,19 +329,19 @@ pub(crate) async fn auto_approval(api: &Api, csr: &Value) -> Result<Option<Value
         || condition(csr, "Denied");
     let signer = csr["spec"]["signerName"].as_str().unwrap_or_default();
     if decided || (signer != KUBELET_CLIENT && signer != KUBELET_SERVING) {
-        return Ok(None);
+        return Ok(Approval::Ignore);
     }
     let Some(req) = parse_request(csr) else {
-        return Ok(None);
+        return Ok(Approval::Ignore);
     };
     let usages = usages(csr);
     if !matches!(check(signer, &req, &usages), Some(Ok(_))) {
-        return Ok(None);
+        return Ok(Approval::Ignore);
     }
     let user = requester(csr);
     let own = req.subject().common_name.as_deref() == Some(user.username.as_str());
     if signer == KUBELET_SERVING {
-        return Ok(serving_approval(&req, &user, own));
+        return serving_approval(api, &req, &user, own).await;
     }
     for (sub, self_only, message) in RECOGNIZERS {
         if *self_only && !own {
@@ -324,37 +350,127 @@ pub(crate) async fn auto_approval(api: &Api, csr: &Value) -> Result<Option<Value
         let mut a = Attributes::resource("create", GROUP, "certificatesigningrequests", "");
         a.subresource = (*sub).to_owned();
         if rbac_allows(api, &user, &a).await? {
-            return Ok(Some(
-                json!({"type": "Approved", "status": "True", "reason": "AutoApproved",
-                "message": message, "lastUpdateTime": crate::api::now()}),
+            return Ok(Approval::Decide(approved(message)));
+        }
+    }
+    Ok(Approval::Ignore)
+}
+
+/// What a node's serving certificate request names, against the Node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ServingNames {
+    /// Every DNS name and IP address is the node's.
+    Match,
+    /// The Node is not there, or has reported no addresses yet (why).
+    Unknown(String),
+    /// A name that is not the node's (which).
+    Foreign(String),
+}
+
+/// Checks the subject alternative names of node `node`'s serving certificate request
+/// against its Node object (`None`: not registered), as the approvers of
+/// `kubelet-serving` requests do (upstream leaves them to one such as
+/// kubelet-csr-approver): each DNS name must be the node's name or one of its
+/// `Hostname`, `InternalDNS` or `ExternalDNS` addresses, and each IP address one of its
+/// `InternalIP` or `ExternalIP` addresses, as `status.addresses` reports them.
+pub(crate) fn check_serving_names(
+    node: &str,
+    dns_names: &[String],
+    ips: &[std::net::IpAddr],
+    node_obj: Option<&Value>,
+) -> ServingNames {
+    let Some(obj) = node_obj else {
+        return ServingNames::Unknown(format!("node {node:?} is not registered"));
+    };
+    let addresses: Vec<(&str, &str)> = obj["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| Some((a["type"].as_str()?, a["address"].as_str()?)))
+        .collect();
+    if addresses.is_empty() {
+        return ServingNames::Unknown(format!("node {node:?} has not reported its addresses"));
+    }
+    for d in dns_names {
+        let known = d == node
+            || addresses.iter().any(|(t, a)| {
+                matches!(*t, "Hostname" | "InternalDNS" | "ExternalDNS")
+                    && a.eq_ignore_ascii_case(d)
+            });
+        if !known {
+            return ServingNames::Foreign(format!(
+                "DNS name {d:?} is not an address of node {node:?}"
             ));
         }
     }
-    Ok(None)
+    for ip in ips {
+        let known = addresses.iter().any(|(t, a)| {
+            matches!(*t, "InternalIP" | "ExternalIP")
+                && a.parse::<std::net::IpAddr>().is_ok_and(|x| x == *ip)
+        });
+        if !known {
+            return ServingNames::Foreign(format!(
+                "IP address {ip} is not an address of node {node:?}"
+            ));
+        }
+    }
+    ServingNames::Match
 }
 
-/// kcore's approval of a node's serving certificate (upstream leaves these to an
+/// kcore's approval of a node's serving certificate request (upstream leaves these to an
 /// external approver): the requester is the node the request names, in `system:nodes`,
-/// and the only DNS name is the node's own; the IP addresses are the node's to choose,
-/// as k3s's supervisor signs the addresses its agents ask for.
-fn serving_approval(req: &kcore_tls::CertRequest, user: &UserInfo, own: bool) -> Option<Value> {
-    let node = super::node::identity(user).filter(|n| !n.is_empty())?;
-    if !own || req.dns_names().iter().any(|d| d != node) {
-        return None;
-    }
-    Some(
-        json!({"type": "Approved", "status": "True", "reason": "AutoApproved",
-        "message": "Auto approving kubelet serving certificate of its own node.",
-        "lastUpdateTime": crate::api::now()}),
+/// and every name is one of the node's ([`check_serving_names`]); a request naming
+/// anything else is denied with the reason, and one whose node has not reported its
+/// addresses waits for them.
+async fn serving_approval(
+    api: &Api,
+    req: &kcore_tls::CertRequest,
+    user: &UserInfo,
+    own: bool,
+) -> Result<Approval, ApiError> {
+    let Some(node) = super::node::identity(user).filter(|n| !n.is_empty() && own) else {
+        return Ok(Approval::Ignore);
+    };
+    let nodes = resources::lookup("", "v1", "nodes").expect("served");
+    let obj = match api.get_in(nodes, None, node).await {
+        Ok(o) => Some(o),
+        Err(e) if e.code == 404 => None,
+        Err(e) => return Err(e),
+    };
+    Ok(
+        match check_serving_names(node, &req.dns_names(), &req.ip_addresses(), obj.as_ref()) {
+            ServingNames::Match => Approval::Decide(approved(
+                "Auto approving kubelet serving certificate of its own node.",
+            )),
+            ServingNames::Unknown(reason) => Approval::Wait {
+                node: node.to_owned(),
+                reason,
+            },
+            ServingNames::Foreign(why) => Approval::Decide(
+                json!({"type": "Denied", "status": "True", "reason": "AutoDenied",
+                "message": format!("Denied kubelet serving certificate: {why}."),
+                "lastUpdateTime": crate::api::now()}),
+            ),
+        },
     )
 }
 
-/// Approves `csr` when [`auto_approval`] says so.
-async fn auto_approve(api: &Api, info: &'static ResourceInfo, csr: &Value) {
+/// Serving requests waiting for their node's addresses: node name to CSR names.
+type Waiting =
+    std::sync::Mutex<std::collections::HashMap<String, std::collections::BTreeSet<String>>>;
+
+/// Decides `csr` by [`auto_approval`]: writes the condition, or records it in `waiting`.
+async fn auto_approve(api: &Api, info: &'static ResourceInfo, csr: &Value, waiting: &Waiting) {
     let name = csr["metadata"]["name"].as_str().unwrap_or_default();
     let cond = match auto_approval(api, csr).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return,
+        Ok(Approval::Decide(c)) => c,
+        Ok(Approval::Ignore) => return,
+        Ok(Approval::Wait { node, reason }) => {
+            tracing::info!(csr = %name, %reason, "a serving certificate request waits for its node's addresses");
+            let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
+            w.entry(node).or_default().insert(name.to_owned());
+            return;
+        }
         Err(e) => {
             tracing::debug!(csr = %name, error = %e.message, "deciding a CSR's auto-approval");
             return;
@@ -365,6 +481,8 @@ async fn auto_approve(api: &Api, info: &'static ResourceInfo, csr: &Value) {
         .as_array()
         .cloned()
         .unwrap_or_default();
+    let approved = cond["type"] == "Approved";
+    let message = cond["message"].as_str().unwrap_or_default().to_owned();
     conds.push(cond);
     obj["status"]["conditions"] = json!(conds);
     match api
@@ -378,20 +496,62 @@ async fn auto_approve(api: &Api, info: &'static ResourceInfo, csr: &Value) {
         )
         .await
     {
-        Ok(_) => tracing::info!(csr = %name, "auto-approved a node certificate request"),
+        Ok(_) if approved => {
+            tracing::info!(csr = %name, "auto-approved a node certificate request")
+        }
+        Ok(_) => tracing::info!(csr = %name, %message, "denied a node certificate request"),
         Err(e) => tracing::debug!(csr = %name, error = %e.message, "approving a CSR"),
     }
 }
 
+/// How often serving requests that wait for their node's addresses are decided again.
+const RECHECK_WAITING: Duration = Duration::from_secs(2);
+
+/// Decides again the serving requests that wait for node `node`.
+async fn recheck(api: &Api, info: &'static ResourceInfo, node: &str, waiting: &Waiting) {
+    let csrs = {
+        let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
+        match w.remove(node) {
+            Some(c) => c,
+            None => return,
+        }
+    };
+    for name in csrs {
+        match api.get_in(info, None, &name).await {
+            Ok(csr) => auto_approve(api, info, &csr, waiting).await,
+            Err(e) => tracing::debug!(csr = %name, error = %e.message, "reading a waiting CSR"),
+        }
+    }
+}
+
 /// Watches CSRs: approves node client requests as upstream's `csrapproving` controller
-/// and signs the approved ones of the built-in signers.
+/// (and nodes' serving requests, [`serving_approval`]) and signs the approved ones of
+/// the built-in signers; decides again, every 2 s, the serving requests that wait for
+/// their node's addresses.
 pub(crate) async fn run(api: Api, ca: Arc<kcore_tls::Ca>) {
     let info = resources::lookup(GROUP, "v1", "certificatesigningrequests").expect("served");
-    super::watch_forever(&api, info, |csr| {
-        let (api, ca) = (api.clone(), ca.clone());
+    let waiting: Arc<Waiting> = Arc::default();
+    // waiting requests are few and short-lived: polled rather than a watch on every
+    // Node's heartbeat
+    let on_waiting = async {
+        loop {
+            tokio::time::sleep(RECHECK_WAITING).await;
+            let nodes: Vec<String> = waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned()
+                .collect();
+            for node in nodes {
+                recheck(&api, info, &node, &waiting).await;
+            }
+        }
+    };
+    let on_csrs = super::watch_forever(&api, info, |csr| {
+        let (api, ca, waiting) = (api.clone(), ca.clone(), waiting.clone());
         async move {
             if csr["metadata"]["deletionTimestamp"].is_null() {
-                auto_approve(&api, info, &csr).await;
+                auto_approve(&api, info, &csr, &waiting).await;
             }
             let Some(result) = sign(&ca, &csr) else {
                 return;
@@ -430,6 +590,71 @@ pub(crate) async fn run(api: Api, ca: Arc<kcore_tls::Ca>) {
                 tracing::debug!(csr = %name, error = %e.message, "writing a CSR's status");
             }
         }
-    })
-    .await;
+    });
+    tokio::join!(on_waiting, on_csrs);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    fn node(addresses: Value) -> Value {
+        json!({"metadata": {"name": "n1"}, "status": {"addresses": addresses}})
+    }
+
+    #[test]
+    fn serving_names_must_be_the_nodes_own() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let dns = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let reported = node(json!([
+            {"type": "InternalIP", "address": "10.0.0.7"},
+            {"type": "ExternalIP", "address": "2001:db8::7"},
+            {"type": "Hostname", "address": "n1.example"},
+            {"type": "InternalDNS", "address": "n1.internal"},
+        ]));
+        let check = |d: &[&str], ips: &[IpAddr], n: Option<&Value>| {
+            check_serving_names("n1", &dns(d), ips, n)
+        };
+        let ok = ServingNames::Match;
+        assert_eq!(check(&["n1"], &[ip("10.0.0.7")], Some(&reported)), ok);
+        assert_eq!(
+            check(
+                &["n1.example", "N1.Internal"],
+                &[ip("2001:db8:0::7")],
+                Some(&reported)
+            ),
+            ok
+        );
+        assert_eq!(check(&[], &[ip("10.0.0.7")], Some(&reported)), ok);
+        assert_eq!(
+            check(&["n2"], &[ip("10.0.0.7")], Some(&reported)),
+            ServingNames::Foreign(r#"DNS name "n2" is not an address of node "n1""#.into())
+        );
+        assert_eq!(
+            check(&["n1"], &[ip("10.0.0.7"), ip("10.0.0.8")], Some(&reported)),
+            ServingNames::Foreign(r#"IP address 10.0.0.8 is not an address of node "n1""#.into())
+        );
+        // an address of another type is no IP address of the node
+        let odd = node(json!([{"type": "Hostname", "address": "10.0.0.9"}]));
+        assert!(matches!(
+            check(&[], &[ip("10.0.0.9")], Some(&odd)),
+            ServingNames::Foreign(_)
+        ));
+        // a DNS name reported as an IP address is not a DNS name of the node
+        let odd = node(json!([{"type": "InternalIP", "address": "10.0.0.9"}]));
+        assert!(matches!(
+            check(&["10.0.0.9"], &[], Some(&odd)),
+            ServingNames::Foreign(_)
+        ));
+        // nothing to compare with yet: wait
+        assert_eq!(
+            check(&["n1"], &[], None),
+            ServingNames::Unknown(r#"node "n1" is not registered"#.into())
+        );
+        assert_eq!(
+            check(&["n1"], &[], Some(&json!({"metadata": {"name": "n1"}}))),
+            ServingNames::Unknown(r#"node "n1" has not reported its addresses"#.into())
+        );
+    }
 }

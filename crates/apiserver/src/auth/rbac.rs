@@ -7,7 +7,7 @@
 //! groups only. It is rebuilt when the watch cache shows a different set of RBAC objects.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -24,16 +24,28 @@ fn has(list: &[String], v: &str) -> bool {
     list.iter().any(|x| x == "*" || x == v)
 }
 
-/// Upstream's `ResourceMatches`: `*`, the exact `resource/subresource`, or `*/subresource`.
-fn resource_matches(rule: &PolicyRule, combined: &str, subresource: &str) -> bool {
-    rule.resources.iter().flatten().any(|r| {
-        r == "*"
-            || r == combined
-            || (!subresource.is_empty()
-                && r.len() == subresource.len() + 2
-                && r.starts_with("*/")
-                && r.ends_with(subresource))
-    })
+/// Whether one entry of a rule's `resources` names `resource` (with `subresource`, may be
+/// empty): `*`, the exact `resource/subresource` (or the resource alone), or
+/// `*/subresource` (upstream's `ResourceMatches`), compared without building the
+/// combined name.
+fn resource_entry_matches(entry: &str, resource: &str, subresource: &str) -> bool {
+    if entry == "*" {
+        return true;
+    }
+    if subresource.is_empty() {
+        return entry == resource;
+    }
+    match entry.split_once('/') {
+        Some((r, sub)) => sub == subresource && (r == "*" || r == resource),
+        None => false,
+    }
+}
+
+fn resource_matches(rule: &PolicyRule, resource: &str, subresource: &str) -> bool {
+    rule.resources
+        .iter()
+        .flatten()
+        .any(|r| resource_entry_matches(r, resource, subresource))
 }
 
 fn non_resource_url_matches(rule: &PolicyRule, path: &str) -> bool {
@@ -52,7 +64,7 @@ pub(crate) fn rule_allows(a: &Attributes, rule: &PolicyRule) -> bool {
         return non_resource_url_matches(rule, &a.path);
     }
     has(rule.api_groups.as_deref().unwrap_or_default(), &a.group)
-        && resource_matches(rule, &a.combined_resource(), &a.subresource)
+        && resource_matches(rule, &a.resource, &a.subresource)
         && rule
             .resource_names
             .as_ref()
@@ -85,21 +97,48 @@ fn subject_key(s: &Subject, binding_namespace: &str) -> Option<Key> {
 /// The rules a binding grants, or why its role cannot be found.
 type Grant = Result<Arc<Vec<PolicyRule>>, String>;
 
-/// One binding, resolved: what it is called (for reasons) and what it grants.
-#[derive(Debug, Clone)]
-struct Bound {
-    grant: Grant,
+/// The bindings of one scope (cluster-wide, or one namespace) by subject: user names
+/// and groups apart, so that a decision looks them up by `&str` without building a key.
+#[derive(Debug, Default)]
+struct Subjects {
+    users: HashMap<String, Vec<Grant>>,
+    groups: HashMap<String, Vec<Grant>>,
+}
+
+impl Subjects {
+    fn add(&mut self, key: Key, grant: Grant) {
+        let (map, name) = match key {
+            Key::User(n) => (&mut self.users, n),
+            Key::Group(n) => (&mut self.groups, n),
+        };
+        map.entry(name).or_default().push(grant);
+    }
+
+    /// The grants of bindings to `user` (its name, then each of its groups).
+    fn of<'a>(&'a self, user: &'a str, groups: &'a [String]) -> impl Iterator<Item = &'a Grant> {
+        let named = self.users.get(user).into_iter().flatten();
+        named.chain(
+            groups
+                .iter()
+                .filter_map(|g| self.groups.get(g.as_str()))
+                .flatten(),
+        )
+    }
 }
 
 /// A snapshot of the stored RBAC objects, indexed for decisions.
+///
+/// A decision looks up the user's name and groups in the cluster-wide index, then in
+/// its namespace's, and matches the rules of those bindings only; it allocates nothing
+/// unless it refuses with an unresolved role to report.
 #[derive(Debug, Default)]
 pub(crate) struct Policy {
     cluster_roles: HashMap<String, Arc<Vec<PolicyRule>>>,
     roles: HashMap<(String, String), Arc<Vec<PolicyRule>>>,
     /// ClusterRoleBindings by subject.
-    cluster: HashMap<Key, Vec<Bound>>,
+    cluster: Subjects,
     /// RoleBindings by namespace, then subject.
-    namespaced: HashMap<String, HashMap<Key, Vec<Bound>>>,
+    namespaced: HashMap<String, Subjects>,
 }
 
 fn rules_of(v: Option<Vec<PolicyRule>>) -> Arc<Vec<PolicyRule>> {
@@ -115,7 +154,7 @@ impl Policy {
         bindings: &[Arc<Value>],
     ) -> Self {
         fn parse<T: serde::de::DeserializeOwned>(v: &Value) -> Option<T> {
-            serde_json::from_value(v.clone()).ok()
+            T::deserialize(v).ok()
         }
         let mut p = Policy::default();
         for cr in cluster_roles.iter().filter_map(|v| parse::<ClusterRole>(v)) {
@@ -136,9 +175,7 @@ impl Policy {
             let grant = p.resolve(&b.role_ref, "");
             for s in b.subjects.iter().flatten() {
                 if let Some(k) = subject_key(s, "") {
-                    p.cluster.entry(k).or_default().push(Bound {
-                        grant: grant.clone(),
-                    });
+                    p.cluster.add(k, grant.clone());
                 }
             }
         }
@@ -148,9 +185,7 @@ impl Policy {
             let idx = p.namespaced.entry(ns.clone()).or_default();
             for s in b.subjects.iter().flatten() {
                 if let Some(k) = subject_key(s, &ns) {
-                    idx.entry(k).or_default().push(Bound {
-                        grant: grant.clone(),
-                    });
+                    idx.add(k, grant.clone());
                 }
             }
         }
@@ -175,58 +210,57 @@ impl Policy {
         }
     }
 
-    /// Calls `f` with each rule that applies to `user` in `namespace` (cluster-wide
-    /// bindings, then the namespace's), until it returns `true`; unresolvable roles are
-    /// collected in `errors`.
-    fn visit(
-        &self,
-        user: &UserInfo,
+    /// The grants of the bindings that apply to `user` in `groups` in `namespace`
+    /// (cluster-wide bindings first, then the namespace's; `""`: cluster-wide only).
+    fn grants<'a>(
+        &'a self,
+        user: &'a str,
+        groups: &'a [String],
         namespace: &str,
-        errors: &mut Vec<String>,
-        f: &mut dyn FnMut(&PolicyRule) -> bool,
-    ) -> bool {
-        let keys = std::iter::once(Key::User(user.username.clone()))
-            .chain(user.groups.iter().map(|g| Key::Group(g.clone())));
-        let keys: Vec<Key> = keys.collect();
-        let mut indexes = vec![&self.cluster];
-        if !namespace.is_empty() {
-            if let Some(i) = self.namespaced.get(namespace) {
-                indexes.push(i);
-            }
-        }
-        for idx in indexes {
-            for k in &keys {
-                for b in idx.get(k).into_iter().flatten() {
-                    match &b.grant {
-                        Ok(rules) => {
-                            if rules.iter().any(&mut *f) {
-                                return true;
-                            }
-                        }
-                        Err(e) => {
-                            if !errors.contains(e) {
-                                errors.push(e.clone());
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        false
+    ) -> impl Iterator<Item = &'a Grant> {
+        let local = (!namespace.is_empty())
+            .then(|| self.namespaced.get(namespace))
+            .flatten();
+        self.cluster
+            .of(user, groups)
+            .chain(local.into_iter().flat_map(move |s| s.of(user, groups)))
     }
 
     /// Decides `a` for `user`: allowed, or the reason it is not (empty when no rule
     /// matched and every role resolved, as upstream).
     pub(crate) fn authorize(&self, user: &UserInfo, a: &Attributes) -> Result<(), String> {
-        let mut errors = Vec::new();
-        if self.visit(user, &a.namespace, &mut errors, &mut |r| rule_allows(a, r)) {
-            return Ok(());
+        self.decide(&user.username, &user.groups, a)
+    }
+
+    /// [`Policy::authorize`] for a user given by name and groups.
+    pub(crate) fn decide(
+        &self,
+        user: &str,
+        groups: &[String],
+        a: &Attributes,
+    ) -> Result<(), String> {
+        let mut unresolved = false;
+        for g in self.grants(user, groups, &a.namespace) {
+            match g {
+                Ok(rules) if rules.iter().any(|r| rule_allows(a, r)) => return Ok(()),
+                Ok(_) => {}
+                Err(_) => unresolved = true,
+            }
         }
-        if errors.is_empty() {
-            Err(String::new())
-        } else {
-            Err(format!("RBAC: {}", errors.join(", ")))
+        if !unresolved {
+            return Err(String::new());
         }
+        // a refusal that names the roles it could not find: collected only now
+        let mut errors: Vec<&str> = Vec::new();
+        for e in self
+            .grants(user, groups, &a.namespace)
+            .filter_map(|g| g.as_ref().err())
+        {
+            if !errors.contains(&e.as_str()) {
+                errors.push(e);
+            }
+        }
+        Err(format!("RBAC: {}", errors.join(", ")))
     }
 
     /// Every rule that applies to `user` in `namespace` (`""`: cluster-wide only), and the
@@ -238,10 +272,13 @@ impl Policy {
     ) -> (Vec<PolicyRule>, Vec<String>) {
         let mut rules = Vec::new();
         let mut errors = Vec::new();
-        self.visit(user, namespace, &mut errors, &mut |r| {
-            rules.push(r.clone());
-            false
-        });
+        for g in self.grants(&user.username, &user.groups, namespace) {
+            match g {
+                Ok(r) => rules.extend(r.iter().cloned()),
+                Err(e) if !errors.contains(e) => errors.push(e.clone()),
+                Err(_) => {}
+            }
+        }
         (rules, errors)
     }
 }
@@ -390,7 +427,9 @@ pub(crate) fn uncovered(owned: &[PolicyRule], requested: &[PolicyRule]) -> Vec<S
 /// they differ.
 #[derive(Default)]
 pub(crate) struct PolicyCache {
-    memo: Mutex<Option<Memo>>,
+    /// Read by every request (a shared lock: readers do not wait for each other), written
+    /// only when the RBAC objects change.
+    memo: RwLock<Option<Memo>>,
 }
 
 struct Memo {
@@ -404,7 +443,7 @@ struct Memo {
 impl PolicyCache {
     /// The snapshot, if it reflects the RBAC change at `revision`.
     pub(crate) fn at(&self, revision: u64) -> Option<Arc<Policy>> {
-        let memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        let memo = self.memo.read().unwrap_or_else(|e| e.into_inner());
         memo.as_ref()
             .filter(|m| m.revision == Some(revision))
             .map(|m| Arc::clone(&m.policy))
@@ -418,7 +457,7 @@ impl PolicyCache {
             .iter()
             .flat_map(|l| l.iter().map(|o| Arc::as_ptr(o) as usize).chain([0]))
             .collect();
-        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        let mut memo = self.memo.write().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = memo.as_mut().filter(|m| m.fingerprint == fingerprint) {
             m.revision = revision;
             return Arc::clone(&m.policy);
