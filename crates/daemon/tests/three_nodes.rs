@@ -751,8 +751,13 @@ spec:
 fn client_ip_seen(client: &Machine, ip: &str, port: u16) -> Option<String> {
     let addr = format!("{ip}:{port}").parse().unwrap();
     match http(&client.netns, addr, "GET", "echo", "/cgi-bin/ip", "") {
-        // httpd listens on IPv6 and shows IPv4 peers as mapped addresses
-        Ok((200, body)) => Some(body.trim().trim_start_matches("::ffff:").to_owned()),
+        // httpd listens on IPv6 and shows IPv4 peers as mapped addresses in brackets
+        Ok((200, body)) => Some(
+            body.trim()
+                .trim_matches(['[', ']'])
+                .trim_start_matches("::ffff:")
+                .to_owned(),
+        ),
         _ => None,
     }
 }
