@@ -5,9 +5,15 @@
 //! node; pods reach pods on other nodes by IP and through a Service; NetworkPolicies
 //! applied with kubectl allow and deny pod traffic on one node and across nodes;
 //! LoadBalancer Services get pool addresses (`--service-lb-pool`) that a client
-//! outside the nodes (a fifth namespace on the switch) reaches; an agent killed has its
-//! pods replaced on the others, and its load-balancer address taken over by another
-//! node, once the node is declared lost.
+//! outside the nodes (a fifth namespace on the switch) reaches; a NetworkPolicy change
+//! leaves an established allowed connection alone; a node-mode LoadBalancer lists the
+//! nodes' addresses and is reached on each; `externalTrafficPolicy: Local` keeps the
+//! client's address (pool and node mode); Ingress on one node serves TLS by SNI for two
+//! hosts (a self-signed default certificate for a host without a Secret), Exact vs
+//! Prefix, classes and a WebSocket; StatefulSet pods resolve each other by
+//! `<pod>.<service>.<namespace>.svc.cluster.local` and an ExternalName Service answers
+//! with a CNAME; an agent killed has its pods replaced on the others, and its
+//! load-balancer address taken over by another node, once the node is declared lost.
 
 mod common;
 
@@ -18,7 +24,11 @@ use common::*;
 
 const SERVER_IP: &str = "10.99.0.1";
 /// The LoadBalancer pool: addresses on the switch's subnet.
-const LB_POOL: &str = "10.99.0.100-10.99.0.105";
+const LB_POOL: &str = "10.99.0.100-10.99.0.109";
+/// The nodes' addresses on the switch.
+const NODE_IPS: [&str; 3] = ["10.99.0.1", "10.99.0.2", "10.99.0.3"];
+/// The node serving Ingress (n1; the others run without).
+const INGRESS_IP: &str = "10.99.0.2";
 /// The client outside the nodes.
 const CLIENT_IP: &str = "10.99.0.50";
 
@@ -140,18 +150,27 @@ fn three_nodes_joined_by_vxlan() {
         run_ok(c).trim().to_owned()
     };
     for (i, m) in nodes.iter_mut().enumerate().skip(1) {
-        m.start_kcored(&[
+        let node_ip = format!("10.99.0.{}", i + 1);
+        let name = format!("n{i}");
+        let mut args = vec![
             "agent",
             "--server",
             &format!("https://{SERVER_IP}:6443"),
             "--token",
             &token,
             "--node-ip",
-            &format!("10.99.0.{}", i + 1),
+            &node_ip,
             "--node-name",
-            &format!("n{i}"),
-            "--no-ingress",
-        ]);
+            &name,
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        // n1 serves Ingress (ports 80 and 443 of its address)
+        if node_ip != INGRESS_IP {
+            args.push("--no-ingress".into());
+        }
+        m.start_kcored(&args.iter().map(String::as_str).collect::<Vec<_>>());
     }
     for i in 1..3 {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
@@ -350,6 +369,10 @@ fn three_nodes_joined_by_vxlan() {
     eprintln!("load-balancer addresses: {lbs:?}");
 
     network_policies(server);
+    apply(server, ECHO);
+    node_mode_and_local(server, &client);
+    ingress(server, &client);
+    statefulset_dns(server);
     // the agent to kill: one announcing an address (the control plane's node stays)
     let (victim, lb_ip, lb_name) = lbs
         .iter()
@@ -410,7 +433,9 @@ fn three_nodes_joined_by_vxlan() {
     nodes[0].kubectl(&["delete", "deployment", "spread", "db"]);
     let lb_names: Vec<&str> = lbs.iter().map(|l| l.2.as_str()).collect();
     nodes[0].kubectl(&[&["delete", "service"][..], &lb_names].concat());
-    nodes[0].kubectl(&["delete", "daemonset", "web"]);
+    nodes[0].kubectl(&["delete", "daemonset", "web", "echo"]);
+    nodes[0].kubectl(&["delete", "service", "web", "echo"]);
+    nodes[0].kubectl(&["delete", "configmap", "echo-scripts"]);
     drop(nodes);
     drop(client);
     drop(switch);
@@ -456,7 +481,7 @@ fn load_balancers(server: &Machine, client: &Machine) -> Vec<(String, String, St
     for (_, ip, name) in &lbs {
         let last: u8 = ip.rsplit('.').next().unwrap().parse().unwrap();
         assert!(
-            ip.starts_with("10.99.0.") && (100..=105).contains(&last),
+            ip.starts_with("10.99.0.") && (100..=109).contains(&last),
             "{name}: {ip}"
         );
         wait_for(
@@ -510,7 +535,7 @@ fn expect_reach(server: &Machine, (ns, pod): (&str, &str), ip: &str, want: bool)
 fn network_policies(server: &Machine) {
     let pod = |name: &str, ns: &str, node: &str, role: &str| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{role: {role}}}}}\nspec:\n  nodeSelector: {{kubernetes.io/hostname: {node}}}\n  containers:\n  - {{name: web, image: kcore.local/demo:v1, args: [web, 0.0.0.0:8080]}}\n---\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{role: {role}}}}}\nspec:\n  nodeSelector: {{kubernetes.io/hostname: {node}}}\n  containers:\n  - {{name: web, image: kcore.local/demo:v1, args: [web, 0.0.0.0:8080]}}\n  - {{name: echo, image: kcore.local/demo:v1, command: [nc, -ll, -p, '9000', -e, cat]}}\n---\n"
         )
     };
     let yaml = [
@@ -555,13 +580,18 @@ fn network_policies(server: &Machine) {
     expect_reach(server, b, &c, true);
     // ... but not the other namespace's
     expect_reach(server, d, &c, false);
-    // an allow by namespace label lets exactly that namespace in
+    // a connection that is allowed now: it must outlive the policy changes below
+    let mut held = Held::open(server, b, &a, 9000);
+    held.echo("before");
+    // an allow by namespace label lets exactly that namespace in (a new policy: the
+    // table is replaced, the established connection stays)
     apply(
         server,
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-team-other}\nspec:\n  podSelector: {matchLabels: {role: target}}\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {team: other}}}]\n",
     );
     expect_reach(server, d, &c, true);
     expect_reach(server, d, &a, true);
+    held.echo("after a policy was added");
     // egress: this namespace's clients may reach only np-a's address
     apply(
         server,
@@ -569,6 +599,16 @@ fn network_policies(server: &Machine) {
     );
     expect_reach(server, b, &c, false);
     expect_reach(server, b, &a, true);
+    held.echo("after an egress policy for its client");
+    // the allow it came in by changes (its peers now select nothing): new connections
+    // from b are refused, the established one keeps flowing, as conntrack has it
+    apply(
+        server,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-clients}\nspec:\n  podSelector: {matchLabels: {role: target}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {role: nobody}}}]\n",
+    );
+    expect_reach(server, b, &a, false);
+    held.echo("after the allow it came in by was narrowed");
+    drop(held);
     // `kubectl get networkpolicy` lists them
     let table = server.kubectl(&["get", "networkpolicy"]);
     for name in [
@@ -582,4 +622,476 @@ fn network_policies(server: &Machine) {
     server.kubectl(&["delete", "networkpolicy", "--all"]);
     server.kubectl(&["delete", "namespace", "np-other", "--wait=false"]);
     server.kubectl(&["delete", "pod", "np-a", "np-b", "np-c", "--wait=false"]);
+}
+
+/// A TCP connection held open from a pod to an echo server (`nc` in `kubectl exec -i`):
+/// lines written come back on the same connection.
+struct Held {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    what: String,
+}
+
+impl Held {
+    fn open(server: &Machine, (ns, pod): (&str, &str), ip: &str, port: u16) -> Held {
+        use std::io::BufRead;
+        let mut c = in_netns(&server.netns, "kubectl");
+        c.arg("--kubeconfig")
+            .arg(server.kubeconfig())
+            .args([
+                "exec",
+                "-i",
+                "-n",
+                ns,
+                pod,
+                "--",
+                "nc",
+                ip,
+                &port.to_string(),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        let mut child = c.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines() {
+                let Ok(l) = l else { return };
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Held {
+            child,
+            lines,
+            what: format!("{ns}/{pod} -> {ip}:{port}"),
+        }
+    }
+
+    /// Sends `msg` and expects it back within 20 s.
+    fn echo(&mut self, msg: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{msg}").unwrap();
+        stdin.flush().unwrap();
+        let back = self
+            .lines
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("no echo of {msg:?} on {}: {e}", self.what));
+        assert_eq!(back, msg, "{}", self.what);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An echo DaemonSet from busybox: `httpd` on 8080 answers `/cgi-bin/ip` with the
+/// client's address as the pod sees it; `nc` on 9000 answers an HTTP Upgrade with
+/// `101` and then echoes bytes (a WebSocket backend for the proxy: frames pass as
+/// bytes).
+const ECHO: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: echo-scripts}
+data:
+  ip: |
+    #!/bin/sh
+    printf 'Content-Type: text/plain\r\n\r\n%s\n' "$REMOTE_ADDR"
+  ws: |
+    #!/bin/sh
+    while read -r l; do
+      l=$(printf '%s' "$l" | tr -d '\r')
+      [ -z "$l" ] && break
+    done
+    printf 'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n'
+    exec cat
+  start: |
+    mkdir -p /www/cgi-bin && cp /scripts/ip /www/cgi-bin/ip && chmod 755 /www/cgi-bin/ip
+    nc -ll -p 9000 -e /scripts/ws &
+    exec httpd -f -p 8080 -h /www
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: echo}
+spec:
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      containers:
+      - name: echo
+        image: kcore.local/demo:v1
+        command: [sh, /scripts/start]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+        volumeMounts: [{name: scripts, mountPath: /scripts}]
+      volumes: [{name: scripts, configMap: {name: echo-scripts, defaultMode: 0755}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec:
+  selector: {app: echo}
+  ports: [{name: http, port: 8080}, {name: ws, port: 9000}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"#;
+
+/// The body of a GET of `/cgi-bin/ip` at `ip:port` from `client`, when it answers 200.
+fn client_ip_seen(client: &Machine, ip: &str, port: u16) -> Option<String> {
+    let addr = format!("{ip}:{port}").parse().unwrap();
+    match http(&client.netns, addr, "GET", "echo", "/cgi-bin/ip", "") {
+        // httpd listens on IPv6 and shows IPv4 peers as mapped addresses in brackets
+        Ok((200, body)) => Some(
+            body.trim()
+                .trim_matches(['[', ']'])
+                .trim_start_matches("::ffff:")
+                .to_owned(),
+        ),
+        _ => None,
+    }
+}
+
+/// Node mode next to the pool (by `loadBalancerClass: kcore.dev/node`): the ingress
+/// lists every node's address and the client reaches the port on each; with
+/// `externalTrafficPolicy: Local` the pods see the client's own address, in node mode
+/// and in pool mode.
+fn node_mode_and_local(server: &Machine, client: &Machine) {
+    wait_for(120, "a ready echo pod on every node", || {
+        (pods_by_node(server, "app=echo").len() == 3).then_some(())
+    });
+    apply(
+        server,
+        &format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: web-nodes}}
+spec:
+  type: LoadBalancer
+  loadBalancerClass: {class}
+  selector: {{app: web}}
+  ports: [{{port: 8088, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo-nodes-local}}
+spec:
+  type: LoadBalancer
+  loadBalancerClass: {class}
+  externalTrafficPolicy: Local
+  selector: {{app: echo}}
+  ports: [{{port: 8091, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo-pool-local}}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {{app: echo}}
+  ports: [{{port: 8090, targetPort: 8080}}]
+"#,
+            class = kcore_reconcile::NODE_LB_CLASS
+        ),
+    );
+    let ingress_ips = |name: &str| -> Vec<String> {
+        let s = server.kubectl_json(&["get", "service", name]);
+        let mut v: Vec<String> = s["status"]["loadBalancer"]["ingress"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["ip"].as_str().map(str::to_owned))
+            .collect();
+        v.sort();
+        v
+    };
+    for name in ["web-nodes", "echo-nodes-local"] {
+        let ips = wait_for(60, &format!("{name} listing the nodes"), || {
+            let v = ingress_ips(name);
+            (v == NODE_IPS).then_some(v)
+        });
+        eprintln!("{name}: node mode, ingress {ips:?}");
+    }
+    for ip in NODE_IPS {
+        let addr = format!("{ip}:8088").parse().unwrap();
+        wait_for(30, &format!("web-nodes on {ip} from the client"), || {
+            matches!(
+                http(&client.netns, addr, "GET", "web", "/healthz", ""),
+                Ok((200, _))
+            )
+            .then_some(())
+        });
+        let seen = wait_for(30, &format!("echo-nodes-local on {ip}"), || {
+            client_ip_seen(client, ip, 8091)
+        });
+        assert_eq!(
+            seen, CLIENT_IP,
+            "the pod behind {ip}:8091 (Local) saw {seen}"
+        );
+    }
+    let pool_ip = wait_for(60, "a pool address for echo-pool-local", || {
+        ingress_ips("echo-pool-local").into_iter().next()
+    });
+    let seen = wait_for(30, &format!("echo-pool-local at {pool_ip}"), || {
+        client_ip_seen(client, &pool_ip, 8090)
+    });
+    assert_eq!(
+        seen, CLIENT_IP,
+        "the pod behind {pool_ip}:8090 (Local) saw {seen}"
+    );
+    let table = server.kubectl(&["get", "service", "web-nodes"]);
+    assert!(table.contains("10.99.0.1,10.99.0.2,10.99.0.3"), "{table}");
+    server.kubectl(&[
+        "delete",
+        "service",
+        "web-nodes",
+        "echo-nodes-local",
+        "echo-pool-local",
+    ]);
+}
+
+/// `curl` from the client to the Ingress node's HTTPS port, with `host` resolved to it;
+/// `(success, output)`.
+fn curl_ingress(client: &Machine, host: &str, path: &str, extra: &[&str]) -> (bool, String) {
+    let mut c = in_netns(&client.netns, "curl");
+    c.args(["-sS", "--max-time", "5", "--resolve"])
+        .arg(format!("{host}:443:{INGRESS_IP}"))
+        .args(extra)
+        .arg(format!("https://{host}{path}"));
+    let out = c.output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Ingress on n1 through kcored: TLS by SNI for two hosts (each certificate verified
+/// for its name, over HTTP/1.1 and HTTP/2), a host whose Secret is missing served with
+/// the self-signed default, Exact vs Prefix, another class's Ingress left alone, the
+/// status pointing at n1, and a WebSocket through it.
+fn ingress(server: &Machine, client: &Machine) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = kcore_tls::Ca::load_or_create(dir.path()).unwrap();
+    for host in ["a.test", "b.test"] {
+        let ck = ca
+            .issue(host, &[host.to_owned()], kcore_tls::Usage::Server)
+            .unwrap();
+        ck.write(dir.path(), host).unwrap();
+        let (crt, key) = (
+            dir.path().join(format!("{host}.crt")),
+            dir.path().join(format!("{host}.key")),
+        );
+        server.kubectl(&[
+            "create",
+            "secret",
+            "tls",
+            &format!("{host}-tls"),
+            "--cert",
+            crt.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ]);
+    }
+    let rule = |host: &str, path: &str, ty: &str, svc: &str, port: u16| {
+        format!("  - host: {host}\n    http:\n      paths:\n      - {{path: {path}, pathType: {ty}, backend: {{service: {{name: {svc}, port: {{number: {port}}}}}}}}}\n")
+    };
+    let yaml = [
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: other}\nspec: {controller: example.com/other}\n---\n".to_owned(),
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: tls}\nspec:\n  ingressClassName: kcore\n  tls:\n  - {hosts: [a.test], secretName: a.test-tls}\n  - {hosts: [b.test], secretName: b.test-tls}\n  - {hosts: [c.test], secretName: missing-tls}\n  rules:\n".to_owned(),
+        rule("a.test", "/", "Prefix", "web", 80),
+        rule("b.test", "/healthz", "Exact", "web", 80),
+        rule("c.test", "/", "Prefix", "web", 80),
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: ws}\nspec:\n  ingressClassName: kcore\n  rules:\n".to_owned(),
+        rule("ws.test", "/", "Prefix", "echo", 9000),
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: elsewhere}\nspec:\n  ingressClassName: other\n  rules:\n".to_owned(),
+        rule("o.test", "/", "Prefix", "web", 80),
+    ]
+    .concat();
+    apply(server, &yaml);
+    let cacert = dir.path().join("ca.crt");
+    let cacert = cacert.to_str().unwrap();
+    // each host's own certificate, verified against the CA for its name (SNI)
+    for host in ["a.test", "b.test"] {
+        let out = wait_for(60, &format!("https://{host}/healthz through n1"), || {
+            let (ok, out) = curl_ingress(client, host, "/healthz", &["--cacert", cacert]);
+            (ok && out.trim() == "ok").then_some(out)
+        });
+        assert_eq!(out.trim(), "ok");
+        let (ok, out) = curl_ingress(
+            client,
+            host,
+            "/healthz",
+            &[
+                "--cacert",
+                cacert,
+                "--http2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+            ],
+        );
+        assert!(ok && out.trim() == "2 200", "{host} over HTTP/2: {out}");
+    }
+    // Exact: only the path itself; Prefix: the path and below
+    let (ok, out) = curl_ingress(
+        client,
+        "b.test",
+        "/healthz/more",
+        &["--cacert", cacert, "-o", "/dev/null", "-w", "%{http_code}"],
+    );
+    assert!(
+        ok && out.trim() == "404",
+        "b.test Exact /healthz/more: {out}"
+    );
+    let (ok, out) = curl_ingress(client, "a.test", "/", &["--cacert", cacert]);
+    assert!(ok && out.contains("from web"), "a.test Prefix /: {out}");
+    // a host whose Secret does not exist: the default certificate, not a failed
+    // handshake (the CA does not vouch for it; -k and the subject shown)
+    let (ok, out) = curl_ingress(client, "c.test", "/healthz", &["--cacert", cacert]);
+    assert!(!ok, "the default certificate passed verification: {out}");
+    let (ok, out) = curl_ingress(client, "c.test", "/healthz", &["-k", "-v"]);
+    assert!(
+        // the body (stdout) comes first, then curl's verbose report
+        ok && out.contains(kcore_node::INGRESS_DEFAULT_CERT_SUBJECT) && out.starts_with("ok\n"),
+        "c.test with the default certificate: {out}"
+    );
+    // plain HTTP for a TLS host: redirected to HTTPS
+    let at: std::net::SocketAddr = format!("{INGRESS_IP}:80").parse().unwrap();
+    let r = http(&client.netns, at, "GET", "a.test", "/x", "");
+    assert!(matches!(r, Ok((308, _))), "{r:?}");
+    // another class's Ingress is not served
+    let r = http(&client.netns, at, "GET", "o.test", "/", "");
+    assert!(matches!(r, Ok((404, _))), "{r:?}");
+    // the status points at the node serving it
+    wait_for(30, "the Ingress status", || {
+        let i = server.kubectl_json(&["get", "ingress", "tls"]);
+        (i["status"]["loadBalancer"]["ingress"][0]["ip"] == INGRESS_IP).then_some(())
+    });
+    // a WebSocket through the proxy: upgrade, then frames both ways
+    let mut s = wait_for(60, "a WebSocket upgrade through n1", || {
+        let mut s = kcore_ns::netns::run_in(&client.netns, move || {
+            std::net::TcpStream::connect_timeout(&at, std::time::Duration::from_secs(3))
+        })
+        .ok()?
+        .ok()?;
+        use std::io::{Read, Write};
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").ok()?;
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).ok()? != 1 {
+                return None;
+            }
+            head.push(b[0]);
+        }
+        head.starts_with(b"HTTP/1.1 101").then_some(s)
+    });
+    for msg in [&b"\x81\x05hello"[..], &b"\x81\x05again"[..]] {
+        use std::io::{Read, Write};
+        s.write_all(msg).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg, "echoed through the WebSocket");
+    }
+    drop(s);
+    server.kubectl(&["delete", "ingress", "tls", "ws", "elsewhere"]);
+    server.kubectl(&["delete", "ingressclass", "other"]);
+    server.kubectl(&["delete", "secret", "a.test-tls", "b.test-tls"]);
+}
+
+/// A StatefulSet behind a headless Service: each pod resolves the other by
+/// `<pod>.<service>.<namespace>.svc.cluster.local`; an ExternalName Service answers
+/// with a CNAME.
+fn statefulset_dns(server: &Machine) {
+    apply(
+        server,
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: sts}
+spec:
+  clusterIP: None
+  selector: {app: sts}
+  ports: [{port: 8080}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: sts}
+spec:
+  serviceName: sts
+  replicas: 2
+  selector: {matchLabels: {app: sts}}
+  template:
+    metadata: {labels: {app: sts}}
+    spec:
+      containers:
+      - name: web
+        image: kcore.local/demo:v1
+        args: ["web", "0.0.0.0:8080"]
+        readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ext}
+spec:
+  type: ExternalName
+  externalName: example.com
+"#,
+    );
+    let ip_of = |name: &str| {
+        wait_for(120, &format!("pod {name} ready"), || {
+            let p = server.kubectl_json(&["get", "pod", name]);
+            let ready = p["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            ready
+                .then(|| p["status"]["podIP"].as_str().map(str::to_owned))
+                .flatten()
+        })
+    };
+    let ips = [ip_of("sts-0"), ip_of("sts-1")];
+    for (from, to) in [(0, 1), (1, 0)] {
+        let name = format!("sts-{to}.sts.default.svc.cluster.local");
+        wait_for(60, &format!("sts-{from} resolving {name}"), || {
+            let (_, out) = server.kubectl_with(
+                &server.kubeconfig(),
+                &["exec", &format!("sts-{from}"), "--", "nslookup", &name],
+            );
+            out.contains(&ips[to]).then_some(())
+        });
+    }
+    let out = wait_for(60, "the ExternalName CNAME", || {
+        let (_, out) = server.kubectl_with(
+            &server.kubeconfig(),
+            &[
+                "exec",
+                "sts-0",
+                "--",
+                "nslookup",
+                "-type=CNAME",
+                "ext.default.svc.cluster.local",
+            ],
+        );
+        out.contains("canonical name = example.com").then_some(out)
+    });
+    eprintln!("ExternalName: {out}");
+    server.kubectl(&["delete", "statefulset", "sts", "--wait=false"]);
+    server.kubectl(&["delete", "service", "sts", "ext"]);
 }

@@ -118,6 +118,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Sending a neighbour advertisement failed.
+    #[error("send neighbour advertisement on {iface}")]
+    Ndp {
+        /// The interface.
+        iface: String,
+        /// Underlying error.
+        #[source]
+        source: io::Error,
+    },
     /// Sending gratuitous ARP failed.
     #[error("send gratuitous arp on {iface}")]
     Arp {

@@ -224,9 +224,10 @@ impl NodeAgent {
             if let Some(addr) = cfg.ingress_addr {
                 let env = IngressEnv {
                     net: net.clone(),
-                    client: client.clone(),
+                    client: Some(client.clone()),
                     node_ip: cfg.node_ip,
                     tls_port: None,
+                    state_dir: Some(cfg.dir("ingress")),
                 };
                 tasks.push(crate::ingress::start(
                     env,

@@ -24,7 +24,8 @@ use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressServiceBackend};
 use kube::api::{Patch, PatchParams};
 use kube::Api;
@@ -38,12 +39,15 @@ use crate::netctx::NetCtx;
 pub(crate) struct IngressEnv {
     /// Where the listener and the backend connections live (the node's namespace).
     pub net: NetCtx,
-    /// Writes the Ingress status.
-    pub client: kube::Client,
+    /// Writes the Ingress status (none: the status is left alone).
+    pub client: Option<kube::Client>,
     /// The address written to the Ingress status.
     pub node_ip: Ipv4Addr,
     /// The port of the TLS listener, once bound (for the HTTP to HTTPS redirect).
     pub tls_port: Option<u16>,
+    /// Where the default certificate is kept (`default.crt`, `default.key`); without
+    /// one, it is made anew each start.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// The `spec.controller` of the IngressClasses this proxy serves.
@@ -152,11 +156,55 @@ fn secret_cert(secret: &Secret) -> Option<kcore_tls::CertKey> {
     })
 }
 
+/// The subject of the default certificate, as ingress-nginx names its own.
+pub const DEFAULT_CERT_SUBJECT: &str = "Kubernetes Ingress Controller Fake Certificate";
+
+/// The self-signed certificate presented for a name that no served Ingress has a
+/// certificate for (no `spec.tls` entry, or its Secret missing or unreadable), as
+/// ingress-nginx does, so the handshake completes and the client decides whether to
+/// trust it. Kept in `dir` (made once per node), or made anew without one.
+fn default_certificate(dir: Option<&std::path::Path>) -> Result<Arc<rustls::sign::CertifiedKey>> {
+    let tls = |source| Error::IngressTls { source };
+    let make = || {
+        kcore_tls::self_signed(
+            DEFAULT_CERT_SUBJECT,
+            &["Acme Co".to_owned()],
+            &["ingress.local".to_owned()],
+            kcore_tls::Usage::Server,
+        )
+        .map_err(tls)
+    };
+    let ck = match dir {
+        None => make()?,
+        Some(dir) => {
+            let (crt, key) = (dir.join("default.crt"), dir.join("default.key"));
+            match (std::fs::read_to_string(&crt), std::fs::read_to_string(&key)) {
+                (Ok(cert_pem), Ok(key_pem)) => kcore_tls::CertKey { cert_pem, key_pem },
+                _ => {
+                    let ck = make()?;
+                    kcore_statedir::ensure_dir(dir, kcore_statedir::PRIVATE_DIR).map_err(
+                        |source| Error::Io {
+                            op: "create",
+                            path: dir.to_owned(),
+                            source,
+                        },
+                    )?;
+                    ck.write(dir, "default").map_err(tls)?;
+                    ck
+                }
+            }
+        }
+    };
+    kcore_tls::certified_key(&ck).map_err(tls)
+}
+
 /// Picks the certificate per connection by SNI from the served Ingresses' `spec.tls`,
 /// parsing each Secret once per resourceVersion.
 struct SniResolver {
     cache: Arc<ClusterCache>,
     parsed: std::sync::Mutex<ParsedSecrets>,
+    /// Presented for a name without a certificate (see [`default_certificate`]).
+    default: Arc<rustls::sign::CertifiedKey>,
 }
 
 /// Parsed certificates by Secret `(namespace, name)`, with the resourceVersion parsed.
@@ -205,7 +253,11 @@ impl rustls::server::ResolvesServerCert for SniResolver {
         &self,
         hello: rustls::server::ClientHello<'_>,
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        self.certificate(hello.server_name().unwrap_or_default())
+        let host = hello.server_name().unwrap_or_default();
+        Some(
+            self.certificate(host)
+                .unwrap_or_else(|| self.default.clone()),
+        )
     }
 }
 
@@ -339,12 +391,97 @@ fn error(code: StatusCode, msg: &str) -> Response<Body> {
     r
 }
 
-async fn serve_one(
+/// Idle keep-alive connections to backends, by endpoint, reused across requests as
+/// ingress-nginx's upstream keepalive does (a new TCP connection per request would cost
+/// more than the proxying itself).
+#[derive(Default)]
+struct Pool(std::sync::Mutex<std::collections::HashMap<SocketAddrV4, Vec<Sender>>>);
+
+/// The sending half of one backend connection.
+type Sender = hyper::client::conn::http1::SendRequest<Incoming>;
+
+/// At most this many idle connections are kept per endpoint.
+const POOL_IDLE_PER_ENDPOINT: usize = 64;
+
+impl Pool {
+    /// An idle connection to `ep` that is still open.
+    fn take(&self, ep: SocketAddrV4) -> Option<Sender> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = m.get_mut(&ep)?;
+        while let Some(s) = idle.pop() {
+            if s.is_ready() && !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Returns `s` to the pool once its response has been read to the end.
+    fn give_back(self: &Arc<Self>, ep: SocketAddrV4, mut s: Sender) {
+        let pool = self.clone();
+        tokio::spawn(async move {
+            if s.ready().await.is_ok() {
+                let mut m = pool.0.lock().unwrap_or_else(|p| p.into_inner());
+                let idle = m.entry(ep).or_default();
+                if idle.len() < POOL_IDLE_PER_ENDPOINT {
+                    idle.push(s);
+                }
+            }
+        });
+    }
+}
+
+/// What every request of the proxy shares.
+#[derive(Clone)]
+struct Shared {
     env: Arc<IngressEnv>,
     cache: Arc<ClusterCache>,
     rr: Arc<AtomicUsize>,
+    pool: Arc<Pool>,
+}
+
+/// Rewrites a client's request for the backend: HTTP/1.1, origin-form URI, the Host
+/// header and the `X-Forwarded-*` headers.
+fn to_backend(req: &mut Request<Incoming>, host: &str, secure: bool) {
+    // the backends speak HTTP/1.1, whatever the client spoke (HTTP/2 carries the host
+    // in the URI's authority, not a Host header)
+    if !req.headers().contains_key(hyper::header::HOST) {
+        if let Ok(v) = host.parse() {
+            req.headers_mut().insert(hyper::header::HOST, v);
+        }
+    }
+    *req.version_mut() = hyper::Version::HTTP_11;
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    *req.uri_mut() = pq.parse().unwrap_or_default();
+    if let Some(peer) = req.extensions().get::<SocketAddr>().copied() {
+        req.headers_mut().insert(
+            "x-forwarded-for",
+            peer.ip().to_string().parse().expect("ip header"),
+        );
+    }
+    if let Ok(v) = host.parse() {
+        req.headers_mut().insert("x-forwarded-host", v);
+    }
+    req.headers_mut().insert(
+        "x-forwarded-proto",
+        hyper::header::HeaderValue::from_static(if secure { "https" } else { "http" }),
+    );
+}
+
+async fn serve_one(
+    shared: Shared,
     mut req: Request<Incoming>,
 ) -> std::result::Result<Response<Body>, std::convert::Infallible> {
+    let Shared {
+        env,
+        cache,
+        rr,
+        pool,
+    } = shared;
     let host = req
         .headers()
         .get(hyper::header::HOST)
@@ -376,76 +513,76 @@ async fn serve_one(
             "no endpoints available for service",
         ));
     }
+    to_backend(&mut req, &host, secure);
     let start = rr.fetch_add(1, Ordering::Relaxed);
-    // try each endpoint once, starting round-robin
+    // try each endpoint once, starting round-robin; on each, an idle connection first
+    // (one the backend closed meanwhile gives the request back), then a new one
     let mut last_err = String::new();
     for i in 0..eps.len() {
         let ep = eps[(start + i) % eps.len()];
-        let stream = match env.net.connect(SocketAddr::V4(ep)).await {
-            Ok(s) => s,
-            Err(e) => {
-                last_err = ErrorChain(&e).to_string();
-                continue;
-            }
+        let reused = if client_upgrade.is_none() {
+            pool.take(ep)
+        } else {
+            None
         };
-        let (mut sender, conn) =
-            match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-                Ok(x) => x,
+        let mut sender = match reused {
+            Some(s) => s,
+            None => match connect(&env.net, ep).await {
+                Ok(s) => s,
                 Err(e) => {
-                    last_err = ErrorChain(&e).to_string();
+                    last_err = e;
                     continue;
                 }
-            };
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        // the backends speak HTTP/1.1, whatever the client spoke (HTTP/2 carries the
-        // host in the URI's authority, not a Host header)
-        if !req.headers().contains_key(hyper::header::HOST) {
-            if let Ok(v) = host.parse() {
-                req.headers_mut().insert(hyper::header::HOST, v);
-            }
-        }
-        *req.version_mut() = hyper::Version::HTTP_11;
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".into());
-        *req.uri_mut() = pq.parse().unwrap_or_default();
-        if let Some(peer) = req.extensions().get::<SocketAddr>().copied() {
-            req.headers_mut().insert(
-                "x-forwarded-for",
-                peer.ip().to_string().parse().expect("ip header"),
-            );
-        }
-        if let Ok(v) = host.parse() {
-            req.headers_mut().insert("x-forwarded-host", v);
-        }
-        req.headers_mut().insert(
-            "x-forwarded-proto",
-            hyper::header::HeaderValue::from_static(if secure { "https" } else { "http" }),
-        );
-        return Ok(match sender.send_request(req).await {
-            Ok(mut resp) => {
-                if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) =
-                    (client_upgrade, resp.status())
-                {
-                    let backend = hyper::upgrade::on(&mut resp);
-                    tokio::spawn(splice(client, backend));
+            },
+        };
+        let sent = sender.try_send_request(req).await;
+        let mut resp = match sent {
+            Ok(resp) => resp,
+            Err(mut e) => match e.take_message() {
+                // never written: another endpoint (or a new connection) may take it
+                Some(back) => {
+                    req = back;
+                    last_err = ErrorChain(e.error()).to_string();
+                    continue;
                 }
-                resp.map(Body::new)
+                None => {
+                    return Ok(error(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("upstream: {}", ErrorChain(&e.into_error())),
+                    ))
+                }
+            },
+        };
+        match client_upgrade {
+            Some(client) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let backend = hyper::upgrade::on(&mut resp);
+                tokio::spawn(splice(client, backend));
             }
-            Err(e) => error(
-                StatusCode::BAD_GATEWAY,
-                &format!("upstream: {}", ErrorChain(&e)),
-            ),
-        });
+            Some(_) => {}
+            None => pool.give_back(ep, sender),
+        }
+        return Ok(resp.map(Body::new));
     }
     Ok(error(
         StatusCode::BAD_GATEWAY,
         &format!("upstream: {last_err}"),
     ))
+}
+
+/// A new HTTP/1.1 connection to `ep` (in the node's namespace), driven by a task.
+async fn connect(net: &NetCtx, ep: SocketAddrV4) -> std::result::Result<Sender, String> {
+    let stream = net
+        .connect(SocketAddr::V4(ep))
+        .await
+        .map_err(|e| ErrorChain(&e).to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ErrorChain(&e).to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(sender)
 }
 
 /// Marks a request that came over TLS.
@@ -480,12 +617,8 @@ async fn splice(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUp
 
 /// Serves one accepted connection (plain or TLS): HTTP/1.1 with upgrades, and HTTP/2
 /// when `http2` (the client chose it by ALPN).
-async fn serve_connection<S>(
-    stream: S,
-    peer: SocketAddr,
-    secure: bool,
-    (env, cache, rr): (Arc<IngressEnv>, Arc<ClusterCache>, Arc<AtomicUsize>),
-) where
+async fn serve_connection<S>(stream: S, peer: SocketAddr, secure: bool, shared: Shared)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
@@ -493,7 +626,7 @@ async fn serve_connection<S>(
         if secure {
             req.extensions_mut().insert(Secure);
         }
-        serve_one(env.clone(), cache.clone(), rr.clone(), req)
+        serve_one(shared.clone(), req)
     });
     let builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -544,6 +677,7 @@ pub(crate) fn serve(
             let resolver = Arc::new(SniResolver {
                 cache: cache.clone(),
                 parsed: std::sync::Mutex::default(),
+                default: default_certificate(env.state_dir.as_deref())?,
             });
             let cfg = kcore_tls::server_config_with_resolver(resolver, &[b"h2", b"http/1.1"])
                 .map_err(|source| Error::IngressTls { source })?;
@@ -551,15 +685,20 @@ pub(crate) fn serve(
         }
         None => None,
     };
-    let rr = Arc::new(AtomicUsize::new(0));
     let env = Arc::new(env);
     Ok(tokio::spawn(async move {
         let status = tokio::spawn(write_status(env.clone(), cache.clone()));
-        let shared = (env, cache, rr);
+        let shared = Shared {
+            env,
+            cache,
+            rr: Arc::default(),
+            pool: Arc::default(),
+        };
         let tls_task = tls.map(|(l, acceptor)| {
             let shared = shared.clone();
             tokio::spawn(async move {
                 while let Ok((stream, peer)) = l.accept().await {
+                    let _ = stream.set_nodelay(true);
                     let (acceptor, shared) = (acceptor.clone(), shared.clone());
                     tokio::spawn(async move {
                         match acceptor.accept(stream).await {
@@ -571,6 +710,7 @@ pub(crate) fn serve(
             })
         });
         while let Ok((stream, peer)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
             tokio::spawn(serve_connection(stream, peer, false, shared.clone()));
         }
         status.abort();
@@ -580,8 +720,71 @@ pub(crate) fn serve(
     }))
 }
 
+/// The objects an Ingress proxy serves, given by hand rather than watched from an API
+/// server (see [`serve_ingress`]).
+#[derive(Debug, Default, Clone)]
+pub struct IngressObjects {
+    /// IngressClasses; an Ingress naming a class is served when the class names
+    /// [`CONTROLLER`].
+    pub classes: Vec<IngressClass>,
+    /// The Ingresses.
+    pub ingresses: Vec<Ingress>,
+    /// The Services the Ingresses' backends name.
+    pub services: Vec<Service>,
+    /// Their EndpointSlices (label `kubernetes.io/service-name`).
+    pub endpoint_slices: Vec<EndpointSlice>,
+    /// `kubernetes.io/tls` Secrets that `spec.tls` entries name.
+    pub tls_secrets: Vec<Secret>,
+}
+
+/// Serves the Ingress rules of `objects` on `listener` (HTTP) and `tls` (HTTPS, the
+/// certificate chosen by SNI, a self-signed default for other names): the proxy each
+/// kcored agent runs, without an API server, for embedding and benchmarks. Backends
+/// are dialled from the caller's network namespace. Call inside a tokio runtime; abort
+/// the handle to stop.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let http = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let proxy = kcore_node::serve_ingress(kcore_node::IngressObjects::default(), http, None)?;
+/// proxy.abort();
+/// # Ok(())
+/// # }
+/// ```
+pub fn serve_ingress(
+    objects: IngressObjects,
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio::net::TcpListener>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let cache = ClusterCache::empty();
+    fn fill<K: kube::ResourceExt>(store: &crate::cache::Store<K>, objects: Vec<K>) {
+        let mut m = store.write().unwrap_or_else(|p| p.into_inner());
+        for o in objects {
+            m.insert((o.namespace().unwrap_or_default(), o.name_any()), o);
+        }
+    }
+    fill(&cache.ingress_classes, objects.classes);
+    fill(&cache.ingresses, objects.ingresses);
+    fill(&cache.services, objects.services);
+    fill(&cache.slices, objects.endpoint_slices);
+    fill(&cache.tls_secrets, objects.tls_secrets);
+    let env = IngressEnv {
+        net: NetCtx::new(None),
+        client: None,
+        node_ip: Ipv4Addr::LOCALHOST,
+        tls_port: None,
+        state_dir: None,
+    };
+    serve(env, cache, listener, tls)
+}
+
 /// Keeps `status.loadBalancer.ingress` of every Ingress pointing at this node.
 async fn write_status(env: Arc<IngressEnv>, cache: Arc<ClusterCache>) {
+    let Some(client) = env.client.clone() else {
+        return;
+    };
     let mut rx = cache.version.subscribe();
     let ip = env.node_ip.to_string();
     loop {
@@ -601,7 +804,7 @@ async fn write_status(env: Arc<IngressEnv>, cache: Arc<ClusterCache>) {
                 .clone()
                 .unwrap_or_else(|| "default".into());
             let name = ing.metadata.name.clone().unwrap_or_default();
-            let api: Api<Ingress> = Api::namespaced(env.client.clone(), &ns);
+            let api: Api<Ingress> = Api::namespaced(client.clone(), &ns);
             let mut list: Vec<serde_json::Value> = ing
                 .status
                 .as_ref()
@@ -724,6 +927,24 @@ mod tests {
             Some(("e".into(), "default-cert".into(), true))
         );
         assert_eq!(tls_for(&both[..1], "other.test"), None);
+    }
+
+    #[test]
+    fn default_certificate_is_made_once_per_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("ingress");
+        let a = default_certificate(Some(&state)).unwrap();
+        let b = default_certificate(Some(&state)).unwrap();
+        assert_eq!(a.cert, b.cert, "kept in the state directory");
+        let c = default_certificate(None).unwrap();
+        assert_ne!(a.cert, c.cert);
+        assert_eq!(
+            kcore_tls::subject(&a.cert[0])
+                .unwrap()
+                .common_name
+                .as_deref(),
+            Some(DEFAULT_CERT_SUBJECT)
+        );
     }
 
     /// A backend on loopback: answers `<Host>|<X-Forwarded-Proto>`, or switches to an
@@ -873,14 +1094,12 @@ mod tests {
             let key = ("d".to_owned(), i.metadata.name.clone().unwrap());
             cache.ingresses.write().unwrap().insert(key, i);
         }
-        let client =
-            kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap()))
-                .unwrap();
         let env = IngressEnv {
             net: NetCtx::new(None),
-            client,
+            client: None,
             node_ip: Ipv4Addr::LOCALHOST,
             tls_port: None,
+            state_dir: Some(dir.path().join("ingress")),
         };
         let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -935,6 +1154,25 @@ mod tests {
             .connect(name, tokio::net::TcpStream::connect(tls_at).await.unwrap())
             .await
             .is_err());
+
+        // a name without a certificate gets the node's self-signed default (kept in the
+        // state directory), not a failed handshake
+        let fake = std::fs::read_to_string(dir.path().join("ingress/default.crt")).unwrap();
+        let trusting_fake = kcore_tls::client_config(&fake, None).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("ingress.local").unwrap();
+        let s = tokio_rustls::TlsConnector::from(Arc::new(trusting_fake))
+            .connect(name, tokio::net::TcpStream::connect(tls_at).await.unwrap())
+            .await
+            .expect("handshake with the default certificate");
+        let served = s.get_ref().1.peer_certificates().unwrap()[0].clone();
+        assert_eq!(
+            kcore_tls::subject(&served).unwrap().common_name.as_deref(),
+            Some(DEFAULT_CERT_SUBJECT)
+        );
+        assert_eq!(
+            raw(s, "p.test", "/exact").await.rsplit("\r\n").next(),
+            Some("p.test|https")
+        );
 
         // HTTP/2 by ALPN
         cfg.alpn_protocols = vec![b"h2".to_vec()];

@@ -101,7 +101,10 @@ pub use agent::NodeAgent;
 pub use config::{NodeConfig, ServerTls};
 pub use error::{Error, ErrorChain, Result};
 pub use images::{image_from_dir, reference_candidates, ImageSpec};
-pub use ingress::CONTROLLER as INGRESS_CONTROLLER;
+pub use ingress::{
+    serve_ingress, IngressObjects, CONTROLLER as INGRESS_CONTROLLER,
+    DEFAULT_CERT_SUBJECT as INGRESS_DEFAULT_CERT_SUBJECT,
+};
 pub use ipnet::Ipv4Net;
 pub use logs::LogQuery;
 pub use loopfs::LoopFsError;

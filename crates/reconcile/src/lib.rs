@@ -79,6 +79,7 @@ pub use controllers::persistentvolume::{
 };
 pub use controllers::podautoscaler::HpaConfig;
 pub use controllers::replicaset::POD_DELETION_COST;
+pub use controllers::servicelb::NODE_LB_CLASS;
 pub use controllers::statefulset::{
     claim_name, sts_plan, OrdinalPod, StsAction, POD_INDEX_LABEL, POD_NAME_LABEL,
 };

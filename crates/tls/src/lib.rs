@@ -301,6 +301,34 @@ impl Ca {
     }
 }
 
+/// A new key and a self-signed certificate for it (subject `common_name` in
+/// `organizations`, at most two; `names` as subject alternative names): what a server
+/// presents when it has no certificate for the name a client asked for, as
+/// ingress-nginx's "Fake Certificate" default.
+///
+/// ```
+/// let ck = kcore_tls::self_signed("fallback", &[], &["ingress.local".into()], kcore_tls::Usage::Server)?;
+/// assert!(kcore_tls::certified_key(&ck).is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn self_signed(
+    common_name: &str,
+    organizations: &[String],
+    names: &[String],
+    usage: Usage,
+) -> Result<CertKey, Error> {
+    let key = KeyPair::generate().map_err(cert_err("generating a key"))?;
+    let cert = leaf_params(common_name, organizations, names, usage)?
+        .self_signed(&key)
+        .map_err(cert_err(format!(
+            "self-signing the certificate of {common_name}"
+        )))?;
+    Ok(CertKey {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
 /// The parameters of a certificate for `common_name` in `organizations` (at most two),
 /// for `names` (DNS names or IP addresses) and `usage`.
 pub(crate) fn leaf_params(

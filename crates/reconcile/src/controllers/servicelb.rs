@@ -149,11 +149,39 @@ pub(crate) fn announcer<'a>(
     })
 }
 
-/// Whether this controller serves `svc`: a LoadBalancer without a class.
+/// The `spec.loadBalancerClass` that asks for node mode (every node's addresses) even
+/// when a pool is configured, so pool and node-mode Services can live side by side, as
+/// KEP-1959's classes let two implementations do.
+pub const NODE_LB_CLASS: &str = "kcore.dev/node";
+
+/// How this controller serves a LoadBalancer Service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// An address of the pool, announced by one node.
+    Pool,
+    /// The nodes' own addresses.
+    Nodes,
+}
+
+/// How `svc` is served, or `None` when it is not a LoadBalancer of ours: without a
+/// class it takes the pool when there is one (`has_pool`), else the nodes' addresses;
+/// with [`NODE_LB_CLASS`], the nodes' addresses. Pure.
+pub(crate) fn mode(svc: &Service, has_pool: bool) -> Option<Mode> {
+    let s = svc.spec.as_ref()?;
+    if s.type_.as_deref() != Some("LoadBalancer") {
+        return None;
+    }
+    match s.load_balancer_class.as_deref() {
+        None if has_pool => Some(Mode::Pool),
+        None => Some(Mode::Nodes),
+        Some(NODE_LB_CLASS) => Some(Mode::Nodes),
+        Some(_) => None,
+    }
+}
+
+/// Whether this controller serves `svc` in either mode.
 fn node_mode(svc: &Service) -> bool {
-    svc.spec.as_ref().is_some_and(|s| {
-        s.type_.as_deref() == Some("LoadBalancer") && s.load_balancer_class.is_none()
-    })
+    mode(svc, false).is_some()
 }
 
 /// The `(protocol, port)` pairs a Service's ports take on every node.
@@ -175,19 +203,22 @@ fn age_key(svc: &Service) -> (Option<k8s_openapi::jiff::Timestamp>, String, Stri
 }
 
 /// The first port of `svc` an older node-mode LoadBalancer already holds, with that
-/// Service: `(protocol, port, namespace/name)`. Pure.
+/// Service: `(protocol, port, namespace/name)`; `has_pool` says whether Services
+/// without a class take pool addresses instead. Pure.
 pub(crate) fn port_conflict<'a>(
     svc: &Service,
     others: impl IntoIterator<Item = &'a Service>,
+    has_pool: bool,
 ) -> Option<(String, i32, String)> {
-    if !node_mode(svc) {
+    let on_nodes = |s: &Service| mode(s, has_pool) == Some(Mode::Nodes);
+    if !on_nodes(svc) {
         return None;
     }
     let mine = taken_ports(svc);
     let me = age_key(svc);
     let mut holders: Vec<&Service> = others
         .into_iter()
-        .filter(|o| node_mode(o) && age_key(o) < me)
+        .filter(|o| on_nodes(o) && age_key(o) < me)
         .collect();
     holders.sort_by_key(|o| age_key(o));
     holders.iter().find_map(|o| {
@@ -207,7 +238,11 @@ pub(crate) fn desired_ingress<'a>(
     nodes: impl IntoIterator<Item = &'a Node>,
 ) -> Option<Vec<LoadBalancerIngress>> {
     let spec = svc.spec.as_ref()?;
-    if spec.load_balancer_class.is_some() {
+    if spec
+        .load_balancer_class
+        .as_deref()
+        .is_some_and(|c| c != NODE_LB_CLASS)
+    {
         return None;
     }
     if spec.type_.as_deref() != Some("LoadBalancer") {
@@ -301,7 +336,9 @@ impl Reconciler for ServiceLbController {
             self.release(key);
             return Ok(Action::Done);
         };
-        if !node_mode(&svc) {
+        let has_pool = !self.pool.is_empty();
+        let how = mode(&svc, has_pool);
+        if how != Some(Mode::Pool) {
             self.release(key);
         }
         let nodes = self.nodes.list();
@@ -309,10 +346,10 @@ impl Reconciler for ServiceLbController {
             return Ok(Action::Done);
         };
         let others = self.services.list();
-        if !self.pool.is_empty() && node_mode(&svc) {
+        if how == Some(Mode::Pool) {
             return self.reconcile_pool(key, &svc, &nodes, &others).await;
         }
-        let conflict = port_conflict(&svc, others.iter().map(AsRef::as_ref));
+        let conflict = port_conflict(&svc, others.iter().map(AsRef::as_ref), has_pool);
         if conflict.is_some() {
             want.clear();
         }
@@ -382,7 +419,7 @@ impl ServiceLbController {
     ) -> Result<Action, Error> {
         let taken: BTreeSet<Ipv4Addr> = others
             .iter()
-            .filter(|o| ObjectKey::of(o.as_ref()) != *key && node_mode(o))
+            .filter(|o| ObjectKey::of(o.as_ref()) != *key && mode(o, true) == Some(Mode::Pool))
             .flat_map(|o| {
                 o.status
                     .as_ref()
@@ -591,15 +628,48 @@ mod tests {
             json!({"type": "LoadBalancer", "loadBalancerClass": "x.io/lb", "ports": [{"port": 80}]}),
         );
         let all = [first.clone(), second.clone(), udp.clone(), classed.clone()];
-        assert_eq!(port_conflict(&first, all.iter()), None);
+        assert_eq!(port_conflict(&first, all.iter(), false), None);
         assert_eq!(
-            port_conflict(&second, all.iter()),
+            port_conflict(&second, all.iter(), false),
             Some(("TCP".into(), 80, "d/first".into()))
         );
-        assert_eq!(port_conflict(&udp, all.iter()), None, "another protocol");
-        assert_eq!(port_conflict(&classed, all.iter()), None, "another class");
+        assert_eq!(
+            port_conflict(&udp, all.iter(), false),
+            None,
+            "another protocol"
+        );
+        assert_eq!(
+            port_conflict(&classed, all.iter(), false),
+            None,
+            "another class"
+        );
         // the first goes away: the second gets the port
-        assert_eq!(port_conflict(&second, all[1..].iter()), None);
+        assert_eq!(port_conflict(&second, all[1..].iter(), false), None);
+        // with a pool, Services without a class take pool addresses, not the nodes'
+        // ports; one asking for node mode by class holds them
+        assert_eq!(port_conflict(&second, all.iter(), true), None);
+        let node_class = |name: &str, t: &str| {
+            at(
+                name,
+                t,
+                json!({"type": "LoadBalancer", "loadBalancerClass": NODE_LB_CLASS,
+                    "ports": [{"port": 80}]}),
+            )
+        };
+        let (n1, n2) = (
+            node_class("n1", "2026-01-01T00:00:08Z"),
+            node_class("n2", "2026-01-01T00:00:09Z"),
+        );
+        let with_nodes = [first.clone(), n1.clone(), n2.clone()];
+        assert_eq!(port_conflict(&n1, with_nodes.iter(), true), None);
+        assert_eq!(
+            port_conflict(&n2, with_nodes.iter(), true),
+            Some(("TCP".into(), 80, "d/n1".into()))
+        );
+        assert_eq!(mode(&first, true), Some(Mode::Pool));
+        assert_eq!(mode(&first, false), Some(Mode::Nodes));
+        assert_eq!(mode(&n1, true), Some(Mode::Nodes));
+        assert_eq!(mode(&classed, true), None);
     }
 
     #[test]
@@ -619,6 +689,14 @@ mod tests {
             (
                 "Ready nodes, ExternalIP first, sorted",
                 svc(lb.clone(), json!({})),
+                Some(vec!["10.0.0.2", "192.0.2.3"]),
+            ),
+            (
+                "node mode asked for by class",
+                svc(
+                    json!({"type": "LoadBalancer", "loadBalancerClass": NODE_LB_CLASS}),
+                    json!({}),
+                ),
                 Some(vec!["10.0.0.2", "192.0.2.3"]),
             ),
             (
