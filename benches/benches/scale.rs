@@ -28,6 +28,11 @@ use k8s_openapi::api::core::v1::{Namespace, Node};
 use kcored::testing::Cluster;
 use kube::api::{Api, ListParams, PostParams};
 
+/// kcored's allocator, so RSS is what the daemon would show (glibc's per-thread arenas
+/// hold on to far more of the API server's short-lived JSON).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A value of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
