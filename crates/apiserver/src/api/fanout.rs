@@ -54,6 +54,9 @@ struct Sub {
 struct State {
     /// The revision of the last event dispatched (or the start).
     last: u64,
+    /// The ring holds every event after this revision (the start, or the last event
+    /// it let go).
+    floor: u64,
     ring: VecDeque<Arc<Shared>>,
     /// Watchers of every object.
     all: Vec<Sub>,
@@ -108,12 +111,7 @@ impl Fanout {
         if st.closed {
             return None;
         }
-        let covered = after >= st.last
-            || st
-                .ring
-                .front()
-                .is_some_and(|first| first.rev <= after + 1);
-        if !covered {
+        if after < st.floor {
             return None;
         }
         let concerns = |ev: &Shared| {
@@ -185,6 +183,7 @@ impl Fanout {
             field,
             state: Mutex::new(State {
                 last: start,
+                floor: start,
                 ..State::default()
             }),
         });
@@ -233,7 +232,9 @@ impl Dispatcher {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.last = ev.rev;
         if st.ring.len() == RING {
-            st.ring.pop_front();
+            if let Some(old) = st.ring.pop_front() {
+                st.floor = old.rev;
+            }
         }
         st.ring.push_back(Arc::clone(&ev));
         let send = |subs: &mut Vec<Sub>| {

@@ -263,7 +263,7 @@ impl Api {
             ReadAt::Exact(rev) => Some(rev),
             _ => None,
         };
-        Ok(cache.page(prefix, exact, start_after, keep, limit))
+        Ok(cache.list_page(prefix, exact, start_after, keep, limit))
     }
 
     /// The objects under `prefix` read from the store; for an exact revision, the
