@@ -439,7 +439,10 @@ mod tests {
         let decoded = |cache: &WatchCache| {
             let guard = cache.read();
             let st = guard.as_ref().expect("primed");
-            st.objects.values().filter(|e| e.decoded.get().is_some()).count()
+            st.objects
+                .values()
+                .filter(|e| e.decoded.get().is_some())
+                .count()
         };
         let (all, _, _) = cache.list_page("/p/", None, None, &|_| true, 0).unwrap();
         assert_eq!((all.len(), decoded(&cache)), (2, 0));

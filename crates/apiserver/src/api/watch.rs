@@ -108,20 +108,20 @@ impl Api {
             Some(s) => Some(s.map(|e| Ok(Item::Shared(e))).boxed()),
             None => match self.inner.storage.watch(&prefix, start).await {
                 Ok(s) => Some(s.map(|e| e.map(Item::Stored)).boxed()),
-            Err(StorageError::Compacted {
-                requested,
-                compacted,
-            }) => {
-                let err = ApiError::gone(format!(
-                    "too old resource version: {requested} ({compacted})"
-                ));
-                let ev = WatchEvent {
-                    kind: "ERROR",
-                    object: err.to_status(),
-                };
-                return Ok(futures::stream::iter(head.into_iter().chain([ev])).boxed());
-            }
-            Err(e) => return Err(crate::error::from_store(e)),
+                Err(StorageError::Compacted {
+                    requested,
+                    compacted,
+                }) => {
+                    let err = ApiError::gone(format!(
+                        "too old resource version: {requested} ({compacted})"
+                    ));
+                    let ev = WatchEvent {
+                        kind: "ERROR",
+                        object: err.to_status(),
+                    };
+                    return Ok(futures::stream::iter(head.into_iter().chain([ev])).boxed());
+                }
+                Err(e) => return Err(crate::error::from_store(e)),
             },
         };
         let convert = move |item: Item| -> Option<WatchEvent> {
