@@ -28,6 +28,11 @@ use k8s_openapi::api::core::v1::{Namespace, Node};
 use kcored::testing::Cluster;
 use kube::api::{Api, ListParams, PostParams};
 
+/// kcored's allocator, so RSS is what the daemon would show (glibc's per-thread arenas
+/// hold on to far more of the API server's short-lived JSON).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A value of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -56,9 +61,13 @@ where
             return t0.elapsed();
         }
         if last_print.elapsed() > Duration::from_secs(10) {
+            // with RSS and CPU, so a run stopped part-way still tells its rate and cost
             println!(
-                "  … {what}: {n}/{want} after {:.1} s",
-                t0.elapsed().as_secs_f64()
+                "  … {what}: {n}/{want} after {:.1} s (RSS {:.0} MiB, peak {:.0} MiB, process CPU {:.1} s)",
+                t0.elapsed().as_secs_f64(),
+                mib(status_kib("VmRSS")),
+                mib(status_kib("VmHWM")),
+                process_cpu().as_secs_f64()
             );
             last_print = Instant::now();
         }
@@ -135,6 +144,20 @@ async fn run() {
         mib(rss1)
     );
 
+    // between phases: one heartbeat period of an idle cluster, to price the Lease
+    // renewals (every node renews every 10 s, as the kubelet does)
+    let idle = Duration::from_secs(env_num("KCORE_SCALE_IDLE_SECS", 10));
+    let cpu_idle0 = process_cpu();
+    tokio::time::sleep(idle).await;
+    let idle_cpu = process_cpu() - cpu_idle0;
+    println!(
+        "idle with heartbeats: {:.0} Lease writes/s cost {:.2} CPU-s/s ({:.2} ms CPU per renewal)",
+        nodes as f64 / 10.0,
+        idle_cpu.as_secs_f64() / idle.as_secs_f64(),
+        idle_cpu.as_secs_f64() * 1000.0 / (nodes as f64 / 10.0 * idle.as_secs_f64()).max(1.0)
+    );
+    let cpu1 = process_cpu();
+
     // phase 2: Deployments created, every pod Running and available
     let ns = "scale";
     Api::<Namespace>::all(client.clone())
@@ -193,6 +216,10 @@ async fn run() {
         mib(rss2),
         mib(hwm),
         (rss2.saturating_sub(rss0)) as f64 / objects as f64
+    );
+    println!(
+        "memory per pod (growth over the pod phase, with its Deployment and ReplicaSet share): {:.1} KiB",
+        (rss2.saturating_sub(rss1)) as f64 / (pods + deployments * 2) as f64
     );
     println!(
         "summary: nodes={nodes} pods={pods} nodes_ready_s={:.2} pods_running_s={:.1} cpu_s={:.1} peak_rss_mib={:.0}",

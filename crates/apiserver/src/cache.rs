@@ -39,6 +39,16 @@ impl Entry {
             .get_or_init(|| decode(&self.kv).map(Arc::new))
             .clone()
     }
+
+    /// The decoded object, kept only if it already was: a client's list of many
+    /// objects (all pods) decodes them for the answer without keeping a decoded copy of
+    /// each beside its bytes (several times their size) for as long as it is current.
+    fn peek(&self, decode: Decode) -> Option<Obj> {
+        match self.decoded.get() {
+            Some(d) => d.clone(),
+            None => decode(&self.kv).map(Arc::new),
+        }
+    }
 }
 
 /// One applied change: the key's state before it (`None`: absent).
@@ -225,6 +235,9 @@ impl WatchCache {
     /// `None`), in key order after `start_after`, those `keep` accepts, at most `limit` (0:
     /// all); with whether more follow and the revision they reflect. `None` when the cache
     /// is not primed or no longer holds the history back to `at`.
+    ///
+    /// Objects decoded for it stay decoded in the cache (for the server's own frequent
+    /// reads of small kinds: RBAC, webhook configurations); see [`WatchCache::list_page`].
     pub(crate) fn page(
         &self,
         prefix: &str,
@@ -232,6 +245,30 @@ impl WatchCache {
         start_after: Option<&str>,
         keep: &dyn Fn(&Value) -> bool,
         limit: usize,
+    ) -> Option<(Vec<Obj>, bool, u64)> {
+        self.page_with(prefix, at, start_after, keep, limit, Entry::get)
+    }
+
+    /// [`WatchCache::page`] for a client's list: what it decodes is not kept.
+    pub(crate) fn list_page(
+        &self,
+        prefix: &str,
+        at: Option<u64>,
+        start_after: Option<&str>,
+        keep: &dyn Fn(&Value) -> bool,
+        limit: usize,
+    ) -> Option<(Vec<Obj>, bool, u64)> {
+        self.page_with(prefix, at, start_after, keep, limit, Entry::peek)
+    }
+
+    fn page_with(
+        &self,
+        prefix: &str,
+        at: Option<u64>,
+        start_after: Option<&str>,
+        keep: &dyn Fn(&Value) -> bool,
+        limit: usize,
+        read: fn(&Entry, Decode) -> Option<Obj>,
     ) -> Option<(Vec<Obj>, bool, u64)> {
         use std::ops::Bound;
         let guard = self.read();
@@ -276,7 +313,7 @@ impl WatchCache {
                 (Some(_), _) => cur.next().map(|(_, v)| v),
                 (None, Some(_)) => old.next().and_then(|(_, v)| v),
             };
-            let Some(obj) = entry.and_then(|e| e.get(self.decode)) else {
+            let Some(obj) = entry.and_then(|e| read(e, self.decode)) else {
                 continue;
             };
             if !keep(&obj) {
@@ -387,6 +424,33 @@ mod tests {
         assert_eq!(names(&p), vec!["b@2".to_string()]);
         assert_eq!(cache.get("/p/b").unwrap(), None);
         assert_eq!(cache.get("/p/a").unwrap().unwrap()["n"], "a2");
+    }
+
+    #[tokio::test]
+    async fn client_lists_keep_no_decoded_copies() {
+        let dir = tempfile::tempdir().expect("dir");
+        let s: Arc<dyn Storage> = Arc::new(RedbStorage::open(dir.path()).expect("open"));
+        for n in ["a", "b"] {
+            let v = serde_json::to_vec(&serde_json::json!({"n": n})).unwrap();
+            s.create(&format!("/p/{n}"), v).await.unwrap();
+        }
+        let cache = WatchCache::new(Arc::clone(&s), 10, decode);
+        cache.ensure().await.unwrap();
+        let decoded = |cache: &WatchCache| {
+            let guard = cache.read();
+            let st = guard.as_ref().expect("primed");
+            st.objects
+                .values()
+                .filter(|e| e.decoded.get().is_some())
+                .count()
+        };
+        let (all, _, _) = cache.list_page("/p/", None, None, &|_| true, 0).unwrap();
+        assert_eq!((all.len(), decoded(&cache)), (2, 0));
+        let (all, _, _) = cache.page("/p/", None, None, &|_| true, 0).unwrap();
+        assert_eq!((all.len(), decoded(&cache)), (2, 2));
+        // a list reuses what is kept
+        let (again, _, _) = cache.list_page("/p/", None, None, &|_| true, 0).unwrap();
+        assert!(Arc::ptr_eq(&again[0], &all[0]));
     }
 
     #[tokio::test]

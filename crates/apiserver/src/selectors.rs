@@ -158,9 +158,34 @@ impl FieldSelector {
             .map(|(_, _, v)| v.as_str())
     }
 
+    /// Whether the selector has no terms (it matches everything).
+    pub fn is_empty(&self) -> bool {
+        self.reqs.is_empty()
+    }
+
     /// The fields the selector names.
     pub fn fields(&self) -> impl Iterator<Item = &str> {
         self.reqs.iter().map(|(p, _, _)| p.as_str())
+    }
+
+    /// A cheap test on an object's compact JSON encoding (as stored) that is false only
+    /// when [`FieldSelector::matches`] is false for it: every `path=value` term whose value
+    /// can only be a JSON string (letters, no quote, backslash or control character, not
+    /// `true`/`false`/`null`) needs `"<last segment>":"<value>"` in the bytes. A watch of
+    /// one node's pods (`spec.nodeName=<node>`, as every kubelet has) skips other nodes'
+    /// pod events this way without decoding them.
+    pub fn may_match_json(&self, raw: &[u8]) -> bool {
+        self.reqs.iter().all(|(path, eq, want)| {
+            let plain = want.bytes().any(|b| b.is_ascii_alphabetic())
+                && !matches!(want.as_str(), "true" | "false" | "null")
+                && !want.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+            if !*eq || !plain {
+                return true;
+            }
+            let last = path.rsplit('.').next().unwrap_or(path);
+            let needle = format!("\"{last}\":\"{want}\"");
+            memchr::memmem::find(raw, needle.as_bytes()).is_some()
+        })
     }
 
     /// Whether the object's fields satisfy the selector; missing fields read as "".
@@ -170,12 +195,12 @@ impl FieldSelector {
             for seg in path.split('.') {
                 cur = cur.get(seg).unwrap_or(&Value::Null);
             }
-            let got = match cur {
-                Value::String(s) => s.clone(),
-                Value::Null => String::new(),
-                v => v.to_string(),
+            let same = match cur {
+                Value::String(s) => s == want,
+                Value::Null => want.is_empty(),
+                v => v.to_string() == *want,
             };
-            (got == *want) == *eq
+            same == *eq
         })
     }
 }
@@ -184,6 +209,33 @@ impl FieldSelector {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn raw_prefilter_never_drops_a_match() {
+        let pod = json!({"metadata": {"name": "p", "namespace": "ns"},
+                         "spec": {"nodeName": "node-1", "priority": 7},
+                         "status": {"phase": "Running"}});
+        let raw = serde_json::to_vec(&pod).unwrap();
+        let cases = [
+            ("spec.nodeName=node-1", true),
+            ("spec.nodeName=node-2", false),
+            ("spec.nodeName!=node-2", true),
+            ("spec.nodeName=node-1,status.phase=Pending", false),
+            ("metadata.name=p,metadata.namespace=ns", true),
+            // not plain strings: never ruled out on bytes
+            ("spec.priority=7", true),
+            ("spec.unschedulable=false", true),
+            ("", true),
+        ];
+        for (sel, want) in cases {
+            let f = FieldSelector::parse(sel).unwrap();
+            assert_eq!(f.may_match_json(&raw), want, "{sel}");
+            // the prefilter is sound: whatever it rules out does not match
+            if !f.may_match_json(&raw) {
+                assert!(!f.matches(&pod), "{sel}");
+            }
+        }
+    }
 
     #[test]
     fn label_selector_table() {

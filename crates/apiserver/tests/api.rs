@@ -1066,3 +1066,83 @@ async fn typed_patch_delete_and_bind() {
         404
     );
 }
+
+/// Pod watches go through the shared fan-out indexed by `spec.nodeName`: a node's watch
+/// sees its pods only (also leaving and coming back through the index), a watch without
+/// selector sees every pod, and a watch from an earlier revision replays the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_watches_indexed_by_node() {
+    let e = env().await;
+    let on = |name: &str, node: &str| {
+        let mut p = pod(name);
+        p["spec"]["nodeName"] = json!(node);
+        p
+    };
+    let start = e.storage.revision().await.expect("revision").current;
+    let from_now = |selector: Option<&str>| ListOptions {
+        field_selector: selector.map(str::to_owned),
+        resource_version: Some(start.to_string()),
+        ..Default::default()
+    };
+    let mut node_a = e
+        .api
+        .watch::<Pod>(None, &from_now(Some("spec.nodeName=node-a")))
+        .await
+        .expect("watch node-a");
+    let mut all = e
+        .api
+        .watch::<Pod>(Some("default"), &from_now(None))
+        .await
+        .expect("watch all");
+    for (name, node) in [("p1", "node-a"), ("p2", "node-b"), ("p3", "node-a")] {
+        e.api
+            .create_value("v1", "pods", Some("default"), on(name, node), &W)
+            .await
+            .expect("create");
+    }
+    let _: Pod = e.api.delete(Some("default"), "p1").await.expect("delete");
+    let seen = |ev: &WatchEvent| {
+        format!(
+            "{} {}",
+            ev.kind,
+            ev.object["metadata"]["name"].as_str().unwrap_or("")
+        )
+    };
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(seen(&next(&mut node_a).await));
+    }
+    // p1's deletion sets a deletion mark first (MODIFIED) on a pod with a node
+    assert_eq!(&got[..2], ["ADDED p1", "ADDED p3"]);
+    assert!(got[2].ends_with(" p1"), "{got:?}");
+    let mut everything = Vec::new();
+    for _ in 0..3 {
+        everything.push(seen(&next(&mut all).await));
+    }
+    assert_eq!(everything, ["ADDED p1", "ADDED p2", "ADDED p3"]);
+    // a late watcher from the same revision replays node-a's events only
+    let mut late = e
+        .api
+        .watch::<Pod>(None, &from_now(Some("spec.nodeName=node-a")))
+        .await
+        .expect("late watch");
+    let first = seen(&next(&mut late).await);
+    let second = seen(&next(&mut late).await);
+    assert_eq!([first, second], ["ADDED p1", "ADDED p3"]);
+    // node-b's watcher never sees node-a's pods, even with another selector term
+    let mut node_b = e
+        .api
+        .watch::<Pod>(
+            None,
+            &from_now(Some("spec.nodeName=node-b,metadata.namespace=default")),
+        )
+        .await
+        .expect("watch node-b");
+    assert_eq!(seen(&next(&mut node_b).await), "ADDED p2");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), node_b.next())
+            .await
+            .is_err(),
+        "node-b saw another node's pod"
+    );
+}

@@ -31,6 +31,7 @@ use crate::storage::{EventKind, KeyValue, Storage, StorageError};
 
 mod alloc;
 mod delete;
+mod fanout;
 mod options;
 mod read;
 mod subresources;
@@ -70,6 +71,7 @@ struct Inner {
     alloc: tokio::sync::Mutex<()>,
     evictions: tokio::sync::Mutex<()>,
     cache: crate::cache::WatchCache,
+    fanout: fanout::Fanout,
     webhooks: crate::admission::Webhooks,
     registry: Registry,
 }
@@ -189,6 +191,7 @@ impl Api {
                 cache: crate::cache::WatchCache::new(Arc::clone(&storage), 10_000, |kv| {
                     decode(kv).ok()
                 }),
+                fanout: fanout::Fanout::default(),
                 storage,
                 config,
                 alloc: tokio::sync::Mutex::new(()),

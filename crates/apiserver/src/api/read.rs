@@ -92,7 +92,7 @@ pub(super) fn too_large(rv: u64, current: u64) -> ApiError {
 #[derive(Clone)]
 pub(super) struct Filter {
     labels: LabelSelector,
-    fields: FieldSelector,
+    pub(super) fields: FieldSelector,
 }
 
 impl Filter {
@@ -112,6 +112,17 @@ impl Filter {
     }
     pub(super) fn matches(&self, obj: &Value) -> bool {
         self.labels.matches(obj) && self.fields.matches(obj)
+    }
+
+    /// False only when neither stored encoding can match (see
+    /// [`FieldSelector::may_match_json`]): the event needs no decoding.
+    pub(super) fn may_match_raw(&self, kv: &[u8], prev: Option<&[u8]>) -> bool {
+        self.fields.may_match_json(kv) || prev.is_some_and(|p| self.fields.may_match_json(p))
+    }
+
+    /// Whether the filter keeps every object (no selector terms at all).
+    pub(super) fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
     }
 }
 
@@ -252,7 +263,7 @@ impl Api {
             ReadAt::Exact(rev) => Some(rev),
             _ => None,
         };
-        Ok(cache.page(prefix, exact, start_after, keep, limit))
+        Ok(cache.list_page(prefix, exact, start_after, keep, limit))
     }
 
     /// The objects under `prefix` read from the store; for an exact revision, the

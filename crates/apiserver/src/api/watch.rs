@@ -2,6 +2,22 @@
 
 use super::*;
 
+/// A change as a watcher reads it: from its own store watch, or decoded once for all
+/// (`fanout`).
+enum Item {
+    Stored(crate::storage::Event),
+    Shared(Arc<super::fanout::Shared>),
+}
+
+impl Item {
+    fn revision(&self) -> u64 {
+        match self {
+            Item::Stored(e) => e.revision(),
+            Item::Shared(e) => e.rev,
+        }
+    }
+}
+
 impl Api {
     /// Starts a watch.
     pub(crate) async fn watch_in(
@@ -71,36 +87,72 @@ impl Api {
             })
             .chain(init_end_bookmark.then(|| bookmark(start, true)))
             .collect();
-        let storage_stream = match self.inner.storage.watch(&prefix, start).await {
-            Ok(s) => Some(s),
-            Err(StorageError::Compacted {
-                requested,
-                compacted,
-            }) => {
-                let err = ApiError::gone(format!(
-                    "too old resource version: {requested} ({compacted})"
-                ));
-                let ev = WatchEvent {
-                    kind: "ERROR",
-                    object: err.to_status(),
-                };
-                return Ok(futures::stream::iter(head.into_iter().chain([ev])).boxed());
+        // an indexed resource (pods): the shared, decode-once watch if it can serve
+        let shared = match info.strategy.watch_index() {
+            Some(field) => {
+                self.inner
+                    .fanout
+                    .subscribe(
+                        &self.inner.storage,
+                        info,
+                        field,
+                        &prefix,
+                        start,
+                        filter.fields.exact(field),
+                    )
+                    .await
             }
-            Err(e) => return Err(crate::error::from_store(e)),
+            None => None,
         };
-        let convert = move |ev: crate::storage::Event| -> Option<WatchEvent> {
-            let mut obj = decode(&ev.kv).ok()?;
-            served.serve_stored(&mut obj);
-            let prev_match = ev
-                .prev
-                .as_ref()
-                .and_then(|p| decode(p).ok())
-                .is_some_and(|p| filter.matches(&p));
+        let storage_stream = match shared {
+            Some(s) => Some(s.map(|e| Ok(Item::Shared(e))).boxed()),
+            None => match self.inner.storage.watch(&prefix, start).await {
+                Ok(s) => Some(s.map(|e| e.map(Item::Stored)).boxed()),
+                Err(StorageError::Compacted {
+                    requested,
+                    compacted,
+                }) => {
+                    let err = ApiError::gone(format!(
+                        "too old resource version: {requested} ({compacted})"
+                    ));
+                    let ev = WatchEvent {
+                        kind: "ERROR",
+                        object: err.to_status(),
+                    };
+                    return Ok(futures::stream::iter(head.into_iter().chain([ev])).boxed());
+                }
+                Err(e) => return Err(crate::error::from_store(e)),
+            },
+        };
+        let convert = move |item: Item| -> Option<WatchEvent> {
+            let (kind, had_prev, obj, prev_match) = match item {
+                Item::Stored(ev) => {
+                    let prev = ev.prev.as_ref().map(|p| &p.value[..]);
+                    if !filter.may_match_raw(&ev.kv.value, prev) {
+                        return None;
+                    }
+                    let mut obj = decode(&ev.kv).ok()?;
+                    served.serve_stored(&mut obj);
+                    // Without selectors every stored state matches: no need to decode
+                    // the previous one (most watchers, the informers, have none).
+                    let prev_match = ev.prev.as_ref().is_some_and(|p| {
+                        filter.is_empty() || decode(p).is_ok_and(|p| filter.matches(&p))
+                    });
+                    (ev.kind, ev.prev.is_some(), obj, prev_match)
+                }
+                Item::Shared(ev) => {
+                    let prev_match = ev.prev.as_ref().is_some_and(|p| filter.matches(p));
+                    if !prev_match && !filter.matches(&ev.obj) {
+                        return None;
+                    }
+                    (ev.kind, ev.prev.is_some(), ev.obj.clone(), prev_match)
+                }
+            };
             let now_match = filter.matches(&obj);
-            let kind = match ev.kind {
+            let kind = match kind {
                 EventKind::Delete if prev_match || now_match => "DELETED",
                 EventKind::Delete => return None,
-                EventKind::Put if now_match && ev.prev.is_some() && prev_match => "MODIFIED",
+                EventKind::Put if now_match && had_prev && prev_match => "MODIFIED",
                 EventKind::Put if now_match => "ADDED",
                 EventKind::Put if prev_match => "DELETED",
                 EventKind::Put => return None,
@@ -108,7 +160,7 @@ impl Api {
             Some(WatchEvent { kind, object: obj })
         };
         struct St {
-            inner: Option<crate::storage::WatchStream>,
+            inner: Option<BoxStream<'static, Result<Item, StorageError>>>,
             last: u64,
             ticker: tokio::time::Interval,
         }

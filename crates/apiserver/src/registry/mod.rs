@@ -191,6 +191,12 @@ pub(crate) trait Strategy: Send + Sync {
         None
     }
 
+    /// The field (a field selector path) the shared watch fan-out indexes its watchers
+    /// by, for a kind that has one (pods: `spec.nodeName`, the kubelets' watch).
+    fn watch_index(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Whether a field selector may name `field` (built-in kinds: any path).
     fn selectable_field(&self, _field: &str) -> bool {
         true

@@ -41,6 +41,11 @@ impl Strategy for PodStrategy {
         "Pod"
     }
 
+    fn watch_index(&self) -> Option<&'static str> {
+        // every kubelet watches its own pods
+        Some("spec.nodeName")
+    }
+
     fn defaults(&self, obj: &mut Value) {
         let spec = obj_mut(obj, "spec");
         pod_spec(spec);
