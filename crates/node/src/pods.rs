@@ -420,8 +420,52 @@ impl PodWorker {
         attempt: u32,
         status: Option<kcore_runtime::ExitStatus>,
     ) {
-        let base = self.env.backoff_base;
-        let max = self.env.backoff_max;
+        let Some(r) = self
+            .ctrs
+            .get_mut(name)
+            .filter(|c| c.saved.attempts == attempt + 1)
+            .and_then(|c| c.running.take())
+        else {
+            let id = container_id(&self.uid, name, attempt);
+            let _ = std::fs::remove_file(self.dir.join("termination").join(&id));
+            return;
+        };
+        let mut r = r;
+        if let Some(p) = r.probe.take() {
+            p.abort();
+        }
+        // the copiers end by themselves once the output is drained
+        r.pumps.clear();
+        r.io.exited(match status {
+            Some(kcore_runtime::ExitStatus::Exited(n)) => kcore_stream::Exit::Code(n),
+            Some(kcore_runtime::ExitStatus::Signaled(s)) => kcore_stream::Exit::Signal(s),
+            None => kcore_stream::Exit::Code(137),
+        });
+        r.log.lock().unwrap_or_else(|p| p.into_inner()).finish();
+        let term = self.termination(name, attempt, status, r.stopping, r.started_at, now());
+        self.record_termination(name, term);
+        let rt = self.env.runtime.clone();
+        let images = self.env.images.clone();
+        let id = r.id.clone();
+        self.env
+            .streams
+            .remove_container(self.ns(), self.name(), &self.uid, &id);
+        let _ = tokio::task::spawn_blocking(move || remove_container(&rt, &images, &id)).await;
+        self.save();
+    }
+
+    /// How attempt `attempt` of container `name` ended, as its status reports it: the
+    /// code, signal and reason from `status` (`None`: unknown), and the message it left in
+    /// its termination file (or, with `FallbackToLogsOnError`, its log's tail).
+    fn termination(
+        &self,
+        name: &str,
+        attempt: u32,
+        status: Option<kcore_runtime::ExitStatus>,
+        stopping: bool,
+        started_at: Timestamp,
+        finished_at: Timestamp,
+    ) -> Term {
         let id = container_id(&self.uid, name, attempt);
         let fallback = self
             .container_spec(name)
@@ -449,33 +493,13 @@ impl PodWorker {
             message = String::from_utf8_lossy(&tail[start..]).into_owned();
         }
         let _ = std::fs::remove_file(self.dir.join("termination").join(&id));
-        let Some(c) = self.ctrs.get_mut(name) else {
-            return;
-        };
-        if c.saved.attempts != attempt + 1 {
-            return;
-        }
-        let Some(mut r) = c.running.take() else {
-            return;
-        };
-        if let Some(p) = r.probe.take() {
-            p.abort();
-        }
-        // the copiers end by themselves once the output is drained
-        r.pumps.clear();
-        r.io.exited(match status {
-            Some(kcore_runtime::ExitStatus::Exited(n)) => kcore_stream::Exit::Code(n),
-            Some(kcore_runtime::ExitStatus::Signaled(s)) => kcore_stream::Exit::Signal(s),
-            None => kcore_stream::Exit::Code(137),
-        });
-        r.log.lock().unwrap_or_else(|p| p.into_inner()).finish();
         let (exit_code, signal, reason) = match status {
             Some(kcore_runtime::ExitStatus::Exited(0)) => (0, None, "Completed"),
             Some(kcore_runtime::ExitStatus::Exited(n)) => (n, None, "Error"),
             Some(kcore_runtime::ExitStatus::Signaled(s)) => (
                 128 + s,
                 Some(s),
-                if s == libc::SIGKILL && !r.stopping {
+                if s == libc::SIGKILL && !stopping {
                     "OOMKilled"
                 } else {
                     "Error"
@@ -484,37 +508,39 @@ impl PodWorker {
             None => (137, None, "ContainerStatusUnknown"),
         };
         // a SIGKILL we did not send is most likely the OOM killer
-        let reason = if reason == "OOMKilled" && !oom_happened(&self.env.runtime, &r.id) {
+        let reason = if reason == "OOMKilled" && !oom_happened(&self.env.runtime, &id) {
             "Error"
         } else {
             reason
         };
-        c.saved.prev_term = c.saved.last_term.take();
-        c.saved.last_term = Some(Term {
+        Term {
             exit_code,
             signal,
             reason: reason.into(),
             message: (!message.is_empty()).then_some(message),
-            started_at: Some(r.started_at),
-            finished_at: now(),
-            container_id: format!("kcore://{}", r.id),
-        });
+            started_at: Some(started_at),
+            finished_at,
+            container_id: format!("kcore://{id}"),
+        }
+    }
+
+    /// Records `term` as container `name`'s last termination and arms its crash-loop
+    /// back-off, which grows while the container keeps failing fast.
+    fn record_termination(&mut self, name: &str, term: Term) {
+        let (base, max) = (self.env.backoff_base, self.env.backoff_max);
+        let c = self.ctrs.entry(name.to_owned()).or_default();
+        let ran = term
+            .started_at
+            .map(|s| term.finished_at.duration_since(s).as_secs().max(0) as u64)
+            .unwrap_or(0);
+        c.saved.prev_term = c.saved.last_term.take();
+        c.saved.last_term = Some(term);
         c.ready = false;
-        // crash-loop back-off: grows while the container keeps failing fast
-        let ran = Duration::from_secs(now().duration_since(r.started_at).as_secs().max(0) as u64);
-        c.backoff = if ran > max * 2 || c.backoff.is_zero() {
+        c.backoff = if Duration::from_secs(ran) > max * 2 || c.backoff.is_zero() {
             base
         } else {
             (c.backoff * 2).min(max)
         };
-        let rt = self.env.runtime.clone();
-        let images = self.env.images.clone();
-        let id = r.id.clone();
-        self.env
-            .streams
-            .remove_container(self.ns(), self.name(), &self.uid, &id);
-        let _ = tokio::task::spawn_blocking(move || remove_container(&rt, &images, &id)).await;
-        self.save();
     }
 
     fn load_saved(&mut self) {
@@ -576,6 +602,12 @@ impl PodWorker {
             let Ok(mut c) = self.env.runtime.load(&id) else {
                 continue;
             };
+            // when it was created (its state directory's time, read before the status
+            // check rewrites the state of one that stopped)
+            let created_at = std::fs::metadata(c.state_dir())
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| Timestamp::try_from(t).ok());
             let status = c.status();
             let log_dir =
                 logs::container_dir(&self.env.logs_root, self.ns(), self.name(), &self.uid, name);
@@ -592,11 +624,7 @@ impl PodWorker {
                 let fifo_dir = self.dir.join("fifo");
                 let spec = self.container_spec(name);
                 let (io, pumps) = adopt_stdio(&fifo_dir, &id, c.pid(), spec.as_ref(), &log);
-                let started_at = std::fs::metadata(c.state_dir())
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| Timestamp::try_from(t).ok())
-                    .unwrap_or_else(now);
+                let started_at = created_at.unwrap_or_else(now);
                 // probes start over, as after a start: readiness is earned again when
                 // the container has a readiness probe, and is immediate without one
                 let probe = spec.as_ref().map(|spec| {
@@ -630,6 +658,46 @@ impl PodWorker {
                     .streams
                     .set_container(&ns, &pod, &self.uid, name, &id, io);
                 watch_adopted(c, name.to_owned(), attempt, self.tx.clone());
+            } else if status == kcore_runtime::Status::Stopped
+                && ctr.running.is_none()
+                && attempt + 1 >= ctr.saved.attempts
+                && ctr
+                    .saved
+                    .last_term
+                    .as_ref()
+                    .is_none_or(|t| t.container_id != format!("kcore://{id}"))
+            {
+                // it ended while no agent watched it: its reaper recorded how, and it is
+                // reported (and restarted, or not, by the pod's policy) as if it had just
+                // ended
+                ctr.saved.attempts = attempt + 1;
+                let exited = exit_record_time(&c);
+                let st = match c.wait() {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::info!(id, error = %ErrorChain(&e), "the exit status of a container that ended while the agent was away is unknown");
+                        None
+                    }
+                };
+                tracing::info!(id, status = ?st, "a container ended while the agent was away");
+                let finished_at = exited.unwrap_or_else(now);
+                let term = self.termination(
+                    name,
+                    attempt,
+                    st,
+                    false,
+                    created_at.unwrap_or(finished_at),
+                    finished_at,
+                );
+                self.record_termination(name, term);
+                let log_file = logs::attempt_file(&log_dir, attempt);
+                if let Ok(lf) =
+                    LogFile::open(&log_file, self.env.log_max_bytes, self.env.log_max_files)
+                {
+                    lf.finish();
+                }
+                remove_container(&self.env.runtime, &self.env.images, &id);
+                self.save();
             } else if ctr.running.as_ref().is_none_or(|r| r.id != id) {
                 let rt = self.env.runtime.clone();
                 let images = self.env.images.clone();
@@ -1793,6 +1861,16 @@ fn attach_pumps(
         }
     }
     out
+}
+
+/// When the reaper of `c` wrote its exit record (the `exit` file of kcore-runtime's
+/// state directory, see `kcore_runtime::CreateOptions::reaper`), once it has.
+fn exit_record_time(c: &kcore_runtime::Container) -> Option<Timestamp> {
+    let m = std::fs::metadata(c.state_dir().join("exit")).ok()?;
+    if m.len() == 0 {
+        return None;
+    }
+    Timestamp::try_from(m.modified().ok()?).ok()
 }
 
 /// Waits (on a thread) for an adopted container's process to exit. Its exit status is

@@ -606,3 +606,93 @@ async fn attach_keeps_stdin_and_terminal_across_an_agent_restart() {
     assert_eq!(log, "before\nafter\n");
     env.stop_agent().await;
 }
+
+/// The status of container `name` of `p`.
+fn status_of(p: &Pod, name: &str) -> k8s_openapi::api::core::v1::ContainerStatus {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no status of container {name}"))
+}
+
+/// A container that ends while no agent runs is reported, once the next agent adopts
+/// the pod, with the code its reaper recorded and when it ended, and (with
+/// `restartPolicy: Never`) it is not started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root"]
+async fn a_container_that_ends_while_the_agent_is_away_keeps_its_exit_code() {
+    let mut env = Env::new("10.77.33.0/24").await;
+    env.cfg.node_ip = std::net::Ipv4Addr::LOCALHOST;
+    env.start_agent();
+    env.create_pod(json!({
+        "metadata": {"name": "away"},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {"name": "nine", "image": IMAGE, "imagePullPolicy": "Never",
+                 "command": ["sh", "-c", "until [ -e /tmp/go ]; do sleep 0.1; done; exit 9"]},
+                {"name": "stay", "image": IMAGE, "imagePullPolicy": "Never",
+                 "command": ["sleep", "3600"]}
+            ]
+        }
+    }))
+    .await;
+    let before = env
+        .wait_pod("away", 60, |p| running(p, "nine") && running(p, "stay"))
+        .await;
+    let cid = |p: &Pod, name: &str| status_of(p, name).container_id.expect("a container id");
+    let nine = cid(&before, "nine");
+    let id = nine
+        .strip_prefix("kcore://")
+        .expect("a kcore id")
+        .to_owned();
+
+    // no agent: the container ends (the test makes its file through /proc, as root)
+    env.stop_agent().await;
+    let rt = kcore_runtime::Runtime::new(env.cfg.data_dir.join("containers"));
+    let pid = rt.load(&id).expect("the container").pid();
+    std::fs::write(format!("/proc/{pid}/root/tmp/go"), b"").expect("write /tmp/go");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while rt.load(&id).expect("the container").status() != kcore_runtime::Status::Stopped {
+        assert!(std::time::Instant::now() < deadline, "{id} did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let restarted = k8s_openapi::jiff::Timestamp::now();
+
+    // the next agent reads the code the reaper recorded
+    env.start_agent();
+    let after = env.wait_pod("away", 30, |p| terminated(p, "nine")).await;
+    let st = status_of(&after, "nine");
+    let t = st
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.clone())
+        .expect("nine terminated");
+    assert_eq!(
+        (t.exit_code, t.reason.as_deref(), st.restart_count),
+        (9, Some("Error"), 0),
+        "{t:?}"
+    );
+    assert_eq!(t.container_id.as_deref(), Some(nine.as_str()));
+    let finished = t.finished_at.expect("finishedAt").0;
+    assert!(
+        finished < restarted,
+        "finished {finished}, agent restarted {restarted}"
+    );
+    assert!(t.started_at.expect("startedAt").0 <= finished);
+    // the other container was adopted, and nine was removed, not started again
+    assert_eq!(cid(&after, "stay"), cid(&before, "stay"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ids = env.container_ids();
+    assert!(
+        !ids.iter().any(|i| i.contains("_nine_")),
+        "nine was started again or kept: {ids:?}"
+    );
+    let now = env.pods().get("away").await.unwrap();
+    assert!(terminated(&now, "nine"), "{:?}", status_of(&now, "nine"));
+    env.stop_agent().await;
+}

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -112,17 +112,7 @@ async fn splice(conn: Box<dyn crate::Duplex>, mut inbox: Inbox, out: &Out) {
         }
         let _ = wr.shutdown().await;
     });
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match rd.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if !out.write(&buf[..n]).await {
-                    break;
-                }
-            }
-        }
-    }
+    out.copy_from(&mut rd, crate::ws::CHUNK).await;
     out.finish().await;
     // let the client's direction finish in the background (it ends with the connection)
     drop(up);
@@ -150,10 +140,12 @@ pub(crate) async fn channels<T>(
     for (i, (port, rx)) in ports.into_iter().zip(rxs).enumerate() {
         let data = Out::Ws {
             ch: (2 * i) as u8,
+            framing,
             tx: chans.out.clone(),
         };
         let error = Out::Ws {
             ch: (2 * i + 1) as u8,
+            framing,
             tx: chans.out.clone(),
         };
         data.write(&port.to_le_bytes()).await;

@@ -320,6 +320,7 @@ async fn ws_exec<T>(
     let gone = chans.gone.take();
     let out = |ch: u8| Out::Ws {
         ch,
+        framing,
         tx: chans.out.clone(),
     };
     // an empty message on the lowest writable channel tells the client the session is up

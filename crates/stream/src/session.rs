@@ -9,14 +9,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::spdy::{Inbox, StreamWriter};
-use crate::ws::WsOut;
+use crate::ws::{Framing, WsOut};
 use crate::{BackendError, Exit, Process, Reader, TerminalSize};
 
 /// One direction of a channel towards the client.
 #[derive(Clone)]
 pub(crate) enum Out {
-    /// A WebSocket channel number and the connection's writer.
-    Ws { ch: u8, tx: mpsc::Sender<WsOut> },
+    /// A WebSocket channel number, the connection's framing and its writer.
+    Ws {
+        ch: u8,
+        framing: Framing,
+        tx: mpsc::Sender<WsOut>,
+    },
     /// A SPDY stream.
     Spdy(StreamWriter),
 }
@@ -25,8 +29,37 @@ impl Out {
     /// Sends `data`; false when the client is gone.
     pub(crate) async fn write(&self, data: &[u8]) -> bool {
         match self {
-            Out::Ws { ch, tx } => tx.send(WsOut::Data(*ch, data.to_vec())).await.is_ok(),
+            Out::Ws { ch, framing, tx } => tx
+                .send(WsOut::Message(crate::ws::encode(*framing, *ch, data)))
+                .await
+                .is_ok(),
             Out::Spdy(w) => w.write(data).await,
+        }
+    }
+
+    /// Copies `src` here until `src` ends or fails (then true) or the client is gone
+    /// (false); `buf_len` is the most one read takes. Does not finish this direction.
+    pub(crate) async fn copy_from<R>(&self, src: &mut R, buf_len: usize) -> bool
+    where
+        R: tokio::io::AsyncRead + Unpin + ?Sized,
+    {
+        match self {
+            Out::Ws { ch, framing, tx } => {
+                crate::ws::copy_to_channel(src, *framing, *ch, tx, buf_len).await
+            }
+            Out::Spdy(_) => {
+                let mut buf = vec![0u8; buf_len];
+                loop {
+                    match src.read(&mut buf).await {
+                        Ok(0) | Err(_) => return true,
+                        Ok(n) => {
+                            if !self.write(&buf[..n]).await {
+                                return false;
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -209,21 +242,15 @@ async fn pump(src: Option<Reader>, dst: Option<Out>) {
         }
         return;
     };
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match src.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if let Some(d) = &dst {
-                    if !d.write(&buf[..n]).await {
-                        break;
-                    }
-                }
-            }
+    match dst {
+        Some(d) => {
+            d.copy_from(&mut src, 32 * 1024).await;
+            d.finish().await;
         }
-    }
-    if let Some(d) = dst {
-        d.finish().await;
+        // nobody reads it: drain it so that the process is not blocked on a full pipe
+        None => {
+            let _ = tokio::io::copy(&mut src, &mut tokio::io::sink()).await;
+        }
     }
 }
 
@@ -312,10 +339,14 @@ mod tests {
         let (tx, rx) = mpsc::channel(8);
         let (stx, mut srx) = mpsc::unbounded_channel();
         let t = tokio::spawn(resizes(rx.into(), stx));
-        tx.send(br#"{"Width":80,"Hei"#.to_vec()).await.unwrap();
-        tx.send(br#"ght":24}{"Width":100,"Height":50}"#.to_vec())
+        tx.send(bytes::Bytes::from_static(br#"{"Width":80,"Hei"#))
             .await
             .unwrap();
+        tx.send(bytes::Bytes::from_static(
+            br#"ght":24}{"Width":100,"Height":50}"#,
+        ))
+        .await
+        .unwrap();
         drop(tx);
         t.await.unwrap();
         assert_eq!(

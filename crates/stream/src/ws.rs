@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use base64::Engine as _;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -20,10 +21,17 @@ const CLOSE_CHANNEL: u8 = 255;
 /// How long a finished session waits for the client's close.
 const LINGER: Duration = Duration::from_secs(5);
 
+/// How much a copy into a WebSocket reads at once: a message (and frame) per read.
+pub(crate) const CHUNK: usize = 64 * 1024;
+/// The most a WebSocket read asks of the connection at once. A TLS connection yields a
+/// record (at most 16 KiB) per read, and tungstenite zeroes what it asks for before each
+/// read, so asking for its default 128 KiB would clear eight times the bytes it gets.
+const READ_BUFFER: usize = 32 * 1024;
+
 /// A message for the connection's writer.
 pub(crate) enum WsOut {
-    /// Data on a channel.
-    Data(u8, Vec<u8>),
+    /// A framed channel message (see [`encode`]).
+    Message(Message),
     /// A normal close.
     Close,
 }
@@ -45,6 +53,7 @@ where
     let mut cfg = WebSocketConfig::default();
     cfg.max_message_size = Some(64 << 20);
     cfg.max_frame_size = Some(16 << 20);
+    cfg.read_buffer_size = READ_BUFFER;
     WebSocketStream::from_raw_socket(io, Role::Server, Some(cfg)).await
 }
 
@@ -66,7 +75,7 @@ impl Channels {
     pub(crate) fn start<T>(
         ws: WebSocketStream<T>,
         framing: Framing,
-        inboxes: HashMap<u8, mpsc::Sender<Vec<u8>>>,
+        inboxes: HashMap<u8, mpsc::Sender<Bytes>>,
     ) -> Channels
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -77,7 +86,7 @@ impl Channels {
         Channels {
             out: tx,
             gone: Some(gone),
-            writer: tokio::spawn(write_loop(sink, rx, framing)),
+            writer: tokio::spawn(write_loop(sink, rx)),
             reader: tokio::spawn(read_loop(stream, framing, inboxes, alive)),
         }
     }
@@ -94,7 +103,8 @@ impl Channels {
     }
 }
 
-/// One channel message's bytes as framed.
+/// One channel message's bytes as framed (see [`copy_to_channel`] for data read from a
+/// source, which this copies once less).
 pub(crate) fn encode(framing: Framing, ch: u8, data: &[u8]) -> Message {
     if framing.base64 {
         let mut s = String::with_capacity(1 + data.len().div_ceil(3) * 4);
@@ -109,35 +119,78 @@ pub(crate) fn encode(framing: Framing, ch: u8, data: &[u8]) -> Message {
     }
 }
 
-/// A message's channel and data (`None`: not a channel message). Like upstream, a text
-/// message is as good as a binary one on a raw connection (the Python client writes
-/// strings as text messages), and a binary close signal is read on a base64 one.
-pub(crate) fn decode(framing: Framing, msg: &Message) -> Option<(u8, Vec<u8>)> {
-    let b: &[u8] = match msg {
+/// Copies `src` to channel `ch` until `src` ends or fails (true) or the connection's
+/// writer is gone (false): a message per read of at most `buf_len` bytes, read (raw
+/// framing) straight into the message after its channel byte.
+pub(crate) async fn copy_to_channel<R>(
+    src: &mut R,
+    framing: Framing,
+    ch: u8,
+    tx: &mpsc::Sender<WsOut>,
+    buf_len: usize,
+) -> bool
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    if framing.base64 {
+        let mut buf = vec![0u8; buf_len];
+        loop {
+            match src.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => {
+                    let m = encode(framing, ch, &buf[..n]);
+                    if tx.send(WsOut::Message(m)).await.is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+    loop {
+        let mut b = BytesMut::with_capacity(1 + buf_len);
+        b.put_u8(ch);
+        match src.read_buf(&mut b).await {
+            Ok(0) | Err(_) => return true,
+            Ok(_) => {
+                let m = Message::Binary(b.freeze());
+                if tx.send(WsOut::Message(m)).await.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// A message's channel and data (`None`: not a channel message); raw data is the
+/// message's own bytes, not a copy. Like upstream, a text message is as good as a
+/// binary one on a raw connection (the Python client writes strings as text messages),
+/// and a binary close signal is read on a base64 one.
+pub(crate) fn decode(framing: Framing, msg: Message) -> Option<(u8, Bytes)> {
+    let binary = msg.is_binary();
+    let b: Bytes = match msg {
         Message::Binary(b) => b,
-        Message::Text(t) => t.as_bytes(),
+        Message::Text(t) => t.into(),
         _ => return None,
     };
-    let (&first, rest) = b.split_first()?;
-    if !framing.base64 || (msg.is_binary() && first == CLOSE_CHANNEL) {
-        return Some((first, rest.to_vec()));
+    let first = *b.first()?;
+    if !framing.base64 || (binary && first == CLOSE_CHANNEL) {
+        return Some((first, b.slice(1..)));
     }
     let data = base64::engine::general_purpose::STANDARD
-        .decode(rest)
+        .decode(&b[1..])
         .ok()?;
-    Some((first.wrapping_sub(b'0'), data))
+    Some((first.wrapping_sub(b'0'), data.into()))
 }
 
 async fn write_loop<T>(
     mut sink: SplitSink<WebSocketStream<T>, Message>,
     mut rx: mpsc::Receiver<WsOut>,
-    framing: Framing,
 ) where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     while let Some(m) = rx.recv().await {
         let msg = match m {
-            WsOut::Data(ch, data) => encode(framing, ch, &data),
+            WsOut::Message(m) => m,
             WsOut::Close => {
                 let _ = sink
                     .send(Message::Close(Some(CloseFrame {
@@ -164,7 +217,7 @@ async fn write_loop<T>(
 async fn read_loop<T>(
     mut stream: SplitStream<WebSocketStream<T>>,
     framing: Framing,
-    mut inboxes: HashMap<u8, mpsc::Sender<Vec<u8>>>,
+    mut inboxes: HashMap<u8, mpsc::Sender<Bytes>>,
     alive: oneshot::Sender<()>,
 ) where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -175,7 +228,7 @@ async fn read_loop<T>(
         if msg.is_close() {
             break;
         }
-        let Some((ch, data)) = decode(framing, &msg) else {
+        let Some((ch, data)) = decode(framing, msg) else {
             continue;
         };
         if ch == CLOSE_CHANNEL && framing.close_signal {
@@ -218,16 +271,12 @@ where
         let _ = wr.shutdown().await;
     };
     let outbound = async move {
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match rd.read(&mut buf).await {
+            let mut b = BytesMut::with_capacity(CHUNK);
+            match rd.read_buf(&mut b).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if sink
-                        .send(Message::Binary(buf[..n].to_vec().into()))
-                        .await
-                        .is_err()
-                    {
+                Ok(_) => {
+                    if sink.send(Message::Binary(b.freeze())).await.is_err() {
                         return;
                     }
                 }
@@ -265,17 +314,53 @@ mod tests {
         // upstream's example: "foo\n" on stdin is "0Zm9vCg=="
         assert_eq!(encode(b64, 0, b"foo\n"), Message::Text("0Zm9vCg==".into()));
         assert_eq!(
-            decode(b64, &Message::Text("0Zm9vCg==".into())),
-            Some((0, b"foo\n".to_vec()))
+            decode(b64, Message::Text("0Zm9vCg==".into())),
+            Some((0, Bytes::from_static(b"foo\n")))
         );
         assert_eq!(
-            decode(raw, &Message::Binary(vec![255u8, 0].into())),
-            Some((255, vec![0]))
+            decode(raw, Message::Binary(vec![255u8, 0].into())),
+            Some((255, Bytes::from_static(&[0])))
         );
         assert_eq!(
-            decode(raw, &Message::Text("\u{0}hi".into())),
-            Some((0, b"hi".to_vec()))
+            decode(raw, Message::Text("\u{0}hi".into())),
+            Some((0, Bytes::from_static(b"hi")))
         );
-        assert_eq!(decode(b64, &Message::Text("1!!".into())), None);
+        assert_eq!(decode(b64, Message::Text("1!!".into())), None);
+    }
+
+    #[tokio::test]
+    async fn a_copy_sends_a_message_per_read() {
+        let raw = Framing {
+            base64: false,
+            close_signal: false,
+        };
+        let b64 = Framing {
+            base64: true,
+            close_signal: false,
+        };
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut src: &[u8] = b"hello world";
+        assert!(copy_to_channel(&mut src, raw, 2, &tx, 4).await);
+        let mut src: &[u8] = b"foo\n";
+        assert!(copy_to_channel(&mut src, b64, 0, &tx, 4).await);
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(WsOut::Message(m)) = rx.recv().await {
+            got.push(m);
+        }
+        assert_eq!(
+            got,
+            vec![
+                Message::Binary(Bytes::from_static(b"\x02hell")),
+                Message::Binary(Bytes::from_static(b"\x02o wo")),
+                Message::Binary(Bytes::from_static(b"\x02rld")),
+                Message::Text("0Zm9vCg==".into()),
+            ]
+        );
+        // a writer that is gone ends the copy
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let mut src: &[u8] = b"x";
+        assert!(!copy_to_channel(&mut src, raw, 1, &tx, 4).await);
     }
 }

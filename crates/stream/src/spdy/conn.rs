@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
@@ -157,19 +158,19 @@ impl Flow {
 /// Data the client sent on one stream (or WebSocket channel), in order; ends at the
 /// client's end of it. A SPDY stream's data is credited back to the peer as it is taken.
 pub(crate) struct Inbox {
-    rx: mpsc::Receiver<Vec<u8>>,
+    rx: mpsc::Receiver<Bytes>,
     credit: Option<(u32, mpsc::Sender<Cmd>)>,
 }
 
-impl From<mpsc::Receiver<Vec<u8>>> for Inbox {
-    fn from(rx: mpsc::Receiver<Vec<u8>>) -> Inbox {
+impl From<mpsc::Receiver<Bytes>> for Inbox {
+    fn from(rx: mpsc::Receiver<Bytes>) -> Inbox {
         Inbox { rx, credit: None }
     }
 }
 
 impl Inbox {
     /// The next piece of data; `None` at the stream's end.
-    pub(crate) async fn recv(&mut self) -> Option<Vec<u8>> {
+    pub(crate) async fn recv(&mut self) -> Option<Bytes> {
         let data = self.rx.recv().await?;
         if let Some((stream_id, out)) = &self.credit {
             let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
@@ -374,7 +375,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut codec = Codec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut start = 0usize;
-    let mut inboxes: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut inboxes: HashMap<u32, mpsc::Sender<Bytes>> = HashMap::new();
     loop {
         // decode every whole frame buffered
         loop {
@@ -431,7 +432,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     data,
                 } => {
                     if let Some(tx) = inboxes.get(&stream_id) {
-                        if !data.is_empty() && tx.send(data).await.is_err() {
+                        if !data.is_empty() && tx.send(data.into()).await.is_err() {
                             inboxes.remove(&stream_id);
                         }
                     }
@@ -506,7 +507,7 @@ mod tests {
         cwr.write_all(&wire).await.unwrap();
         let mut s = conn.streams.recv().await.unwrap();
         assert_eq!(s.header("streamType"), Some("stdin"));
-        assert_eq!(s.inbox.recv().await.unwrap(), b"abc");
+        assert_eq!(s.inbox.recv().await.unwrap(), &b"abc"[..]);
         assert!(s.inbox.recv().await.is_none(), "FIN ends the inbox");
         s.writer.write(b"xyz").await;
         s.writer.finish().await;
