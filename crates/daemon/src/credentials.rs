@@ -704,7 +704,7 @@ mod tests {
         // sleeps: until the deadline, 1 s after the failure, until the new deadline, and
         // the fourth never ends
         let r = tokio::time::timeout(
-            Duration::from_secs(20),
+            Duration::from_secs(5),
             keep_renewed("serving", &live, &clock, renew),
         )
         .await;
