@@ -4,6 +4,11 @@
 //! the set to every pod Running; p50 / p99 over 5 rounds, against the same pods with an
 //! `emptyDir` in the same run (rounds interleaved, so both see the same machine).
 //!
+//! It also prints where the time goes: the median time from the apply to each hop a pod
+//! passes (its creation, the scheduler's `selected-node` on its claim, the provisioner's
+//! volume, the claim Bound, the pod bound to the node, Running), each taken from the
+//! first watch event that showed it.
+//!
 //! Run it with `benches/storage.sh`, which builds the binaries and images and runs this
 //! inside a network namespace of its own (see `cluster/mod.rs`).
 
@@ -74,7 +79,11 @@ async fn round(client: &kube::Client, name: &str, claims: bool) -> (Instant, Vec
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let label = format!("app={name}");
     let wp = WatchParams::default().labels(&label);
-    let pod_events = pods.watch(&wp, "0").await.unwrap().map(|e| e.map(Seen::Pod));
+    let pod_events = pods
+        .watch(&wp, "0")
+        .await
+        .unwrap()
+        .map(|e| e.map(Seen::Pod));
     let claim_events = claims_api
         .watch(&wp, "0")
         .await
@@ -204,7 +213,13 @@ async fn round(client: &kube::Client, name: &str, claims: bool) -> (Instant, Vec
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    (t0, traces.into_values().filter(|t| t.running.is_some()).collect())
+    (
+        t0,
+        traces
+            .into_values()
+            .filter(|t| t.running.is_some())
+            .collect(),
+    )
 }
 
 /// Every pod's apply → Running latency, and the median time from the apply to each hop
@@ -271,10 +286,19 @@ fn main() {
             with_claims.add(round(c, &format!("claims-{r}"), true).await);
             with_empty_dir.add(round(c, &format!("empty-{r}"), false).await);
         }
-        let claims = report("each with a new local-path claim", &mut with_claims.latencies);
+        let claims = report(
+            "each with a new local-path claim",
+            &mut with_claims.latencies,
+        );
         println!("  p50 ms from apply to each hop: {}", with_claims.trace());
-        let empty = report("each with an emptyDir (anchor)", &mut with_empty_dir.latencies);
-        println!("  p50 ms from apply to each hop: {}", with_empty_dir.trace());
+        let empty = report(
+            "each with an emptyDir (anchor)",
+            &mut with_empty_dir.latencies,
+        );
+        println!(
+            "  p50 ms from apply to each hop: {}",
+            with_empty_dir.trace()
+        );
         println!(
             "p99 with claims / p99 with emptyDir: {:.2} (goal: p99 with claims <= 500 ms)",
             claims.as_secs_f64() / empty.as_secs_f64()

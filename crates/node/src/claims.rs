@@ -222,12 +222,8 @@ impl ClaimCache {
 
 /// Keeps `writer`'s store in step with a watch of `api`, announcing through `each` every
 /// object that changed and [`ALL`] after each (re)list.
-async fn follow<K>(
-    api: Api<K>,
-    writer: Writer<K>,
-    each: impl Fn(&K),
-    cache: Arc<ClaimCache>,
-) where
+async fn follow<K>(api: Api<K>, writer: Writer<K>, each: impl Fn(&K), cache: Arc<ClaimCache>)
+where
     K: kube::Resource<DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned

@@ -1930,6 +1930,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn failed_syncs_back_off_from_half_a_second_to_sixteen() {
+        let waits: Vec<u64> = (1..=8).map(|n| sync_retry(n).as_millis() as u64).collect();
+        assert_eq!(
+            waits,
+            [500, 1_000, 2_000, 4_000, 8_000, 16_000, 16_000, 16_000]
+        );
+        assert_eq!(sync_retry(u32::MAX), SYNC_RETRY_MAX);
+    }
+
+    #[test]
     fn container_ids_round_trip() {
         let id = container_id("0b7c-11", "web", 3);
         assert_eq!(parse_container_id(&id), Some(("0b7c-11", "web", 3)));

@@ -67,7 +67,6 @@ fn bound(c: &PersistentVolumeClaim) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-
 /// The claim's request in bytes (`0` when it has none).
 fn request_bytes(c: &PersistentVolumeClaim) -> i64 {
     c.spec
@@ -87,14 +86,12 @@ fn driver_name(provisioner: &str) -> String {
     provisioner.replace('/', ".")
 }
 
-
 /// Whether a claim is fully bound: its volume named and its phase Bound. The node mounts
 /// a claim only in phase Bound, and the PV controller writes the phase after the volume
 /// name, so a pod bound in between would meet an unbound claim and retry its mount.
 fn fully_bound(c: &PersistentVolumeClaim) -> bool {
     bound(c).is_some() && c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
 }
-
 
 /// The watch caches VolumeBinding reads, filled by [`VolumeCache::watch`].
 pub(crate) struct VolumeCache {
