@@ -13,6 +13,7 @@ use kube::Api;
 
 use crate::auth::Authn;
 use crate::cache::ClusterCache;
+use crate::claims::ClaimCache;
 use crate::config::NodeConfig;
 use crate::dns::DnsEnv;
 use crate::error::{Error, ErrorChain, Result};
@@ -148,12 +149,14 @@ impl NodeAgent {
         let streams = self.streams;
         let (pods, node_ns) = open(client.clone(), &cfg, net.clone(), streams.clone()).await?;
         let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+        // one watch of claims and volumes for the provisioner and the pods
+        tasks.extend(pods.claims.start());
         let local = crate::provisioner::LocalProvisioner::new(
             client.clone(),
             cfg.node_name.clone(),
             cfg.dir("volumes"),
         );
-        tasks.push(tokio::spawn(local.run()));
+        tasks.push(tokio::spawn(local.run(pods.claims.clone())));
 
         // networking extras: overlay first (its MAC goes into the Node annotations)
         let mut annotations = BTreeMap::new();
@@ -397,6 +400,7 @@ async fn open(
         net,
     });
     let pods = Arc::new(PodEnv {
+        claims: ClaimCache::new(client.clone()),
         client,
         node_name: cfg.node_name.clone(),
         node_ip: cfg.node_ip,

@@ -70,6 +70,7 @@ mod agent;
 mod announce;
 mod auth;
 mod cache;
+mod claims;
 mod config;
 mod dns;
 mod error;

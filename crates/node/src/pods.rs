@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use crate::claims::{self, ClaimCache};
 use crate::error::{Error, ErrorChain, Result};
 use crate::images::Images;
 use crate::keeper;
@@ -186,6 +187,22 @@ pub(crate) struct PodEnv {
     pub streams: Arc<Registry>,
     /// Where console sockets for containers with `tty: true` are made.
     pub console_dir: PathBuf,
+    /// The claims and volumes pods mount, and the news of their changes.
+    pub claims: Arc<ClaimCache>,
+}
+
+/// The first retry of a failed sync (kubelet's volume operations back off from 500 ms).
+const SYNC_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between retries of a sync that keeps failing. A pod waiting for a
+/// claim is woken by the claim's changes long before; this is the fallback.
+const SYNC_RETRY_MAX: Duration = Duration::from_secs(16);
+
+/// The wait before retry `failures` (1, 2, ...) of a failed sync: doubling from
+/// [`SYNC_RETRY_FIRST`] up to [`SYNC_RETRY_MAX`].
+fn sync_retry(failures: u32) -> Duration {
+    SYNC_RETRY_FIRST
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(SYNC_RETRY_MAX)
 }
 
 /// Starts a worker for `pod`.
@@ -208,6 +225,7 @@ pub(crate) fn spawn_worker(env: Arc<PodEnv>, pod: Pod) -> WorkerHandle {
         start_time: None,
         removed: false,
         error: None,
+        failures: 0,
         adopted: false,
     };
     let span = tracing::info_span!(
@@ -238,6 +256,8 @@ struct PodWorker {
     start_time: Option<Timestamp>,
     removed: bool,
     error: Option<(String, String)>,
+    /// Syncs failed in a row.
+    failures: u32,
     adopted: bool,
 }
 
@@ -274,30 +294,48 @@ impl PodWorker {
         self.load_saved();
         self.adopt();
         loop {
+            // changes of the pod's claims from before the sync on: one that lands while
+            // the sync fails on it still wakes the wait below
+            let mut claim_changes = self.env.claims.subscribe();
             match self.sync().await {
                 Ok(Flow::Done) => return,
-                Ok(Flow::Continue) => self.error = None,
+                Ok(Flow::Continue) => {
+                    self.error = None;
+                    self.failures = 0;
+                }
                 Err(e) => {
                     tracing::warn!(pod = %self.name(), error = %ErrorChain(&e), "pod sync failed");
                     self.error = Some(("SyncError".into(), ErrorChain(&e).to_string()));
+                    self.failures += 1;
                 }
             }
             if let Err(e) = self.write_status().await {
                 tracing::debug!(pod = %self.name(), error = %ErrorChain(&e), "status update failed");
             }
-            // wait for something to happen
+            // wait for something to happen: a failed sync is retried when a claim of the
+            // pod changes while its volumes are not ready, else after a backoff
             let mut wake = self.next_wake();
+            let mut waits_for = std::collections::HashSet::new();
             if self.error.is_some() {
-                wake = Some(wake.map_or(Instant::now() + Duration::from_secs(2), |w| {
-                    w.min(Instant::now() + Duration::from_secs(2))
-                }));
+                let retry = Instant::now() + sync_retry(self.failures);
+                wake = Some(wake.map_or(retry, |w| w.min(retry)));
+                if self.volumes.is_none() {
+                    waits_for = claims::pod_claims(&self.pod);
+                }
             }
-            let ev = match wake {
-                Some(w) => tokio::select! {
-                    ev = rx.recv() => ev,
-                    _ = tokio::time::sleep_until(w.into()) => Some(PodEvent::Update(Box::new(self.pod.clone()))),
-                },
-                None => rx.recv().await,
+            let timer = async {
+                match wake {
+                    Some(w) => tokio::time::sleep_until(w.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let ev = tokio::select! {
+                ev = rx.recv() => ev,
+                () = timer => Some(PodEvent::Update(Box::new(self.pod.clone()))),
+                () = ClaimCache::changed(&mut claim_changes, &waits_for), if !waits_for.is_empty() => {
+                    tracing::debug!(pod = %self.name(), "a claim of the pod changed; syncing again");
+                    Some(PodEvent::Update(Box::new(self.pod.clone())))
+                }
             };
             let Some(ev) = ev else { return };
             if self.handle(ev).await.is_break() {
@@ -765,10 +803,18 @@ impl PodWorker {
         }
         if self.volumes.is_none() || self.volume_refreshed.elapsed() >= self.env.volume_refresh {
             let mut refs = Refs::new(self.env.client.clone(), self.ns());
-            let v = match volumes::prepare(&self.pod, &self.dir.join("volumes"), &mut refs).await {
+            let prepared = volumes::prepare(
+                &self.pod,
+                &self.dir.join("volumes"),
+                &mut refs,
+                &self.env.claims,
+            )
+            .await;
+            let v = match prepared {
                 Ok(v) => v,
                 Err(e) => {
-                    // a FailedMount event per new reason; the sync retries
+                    // a FailedMount event per new reason; the sync retries when one of the
+                    // pod's claims changes (see `run`), else after a backoff
                     let msg = ErrorChain(&e).to_string();
                     if self.error.as_ref().is_none_or(|(_, m)| *m != msg) {
                         crate::events::record(
@@ -1960,6 +2006,16 @@ pub(crate) fn remove_container(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_syncs_back_off_from_half_a_second_to_sixteen() {
+        let waits: Vec<u64> = (1..=8).map(|n| sync_retry(n).as_millis() as u64).collect();
+        assert_eq!(
+            waits,
+            [500, 1_000, 2_000, 4_000, 8_000, 16_000, 16_000, 16_000]
+        );
+        assert_eq!(sync_retry(u32::MAX), SYNC_RETRY_MAX);
+    }
 
     #[test]
     fn container_ids_round_trip() {

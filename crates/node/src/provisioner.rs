@@ -44,6 +44,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt as _, StreamExt};
@@ -54,6 +55,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
 
+use crate::claims::ClaimCache;
 use crate::error::{Error, ErrorChain, Result};
 use crate::events;
 
@@ -170,7 +172,7 @@ fn fs_free(path: &Path) -> Option<u64> {
 }
 
 /// The objects of a watch cache, owned.
-fn owned<K: Clone>(v: Vec<std::sync::Arc<K>>) -> Vec<K> {
+fn owned<K: Clone>(v: Vec<Arc<K>>) -> Vec<K> {
     v.into_iter().map(|o| (*o).clone()).collect()
 }
 
@@ -267,8 +269,14 @@ impl LocalProvisioner {
             "uid": c.metadata.uid, "resourceVersion": c.metadata.resource_version})
     }
 
-    /// Provisions a volume for `c` if it is this node's to provision.
-    async fn provision(&mut self, c: &PersistentVolumeClaim) -> Result<()> {
+    /// Provisions a volume for `c` if it is this node's to provision; `classes` and
+    /// `pvs` are the watch caches' (a volume made meanwhile is a conflict on create).
+    async fn provision(
+        &mut self,
+        c: &PersistentVolumeClaim,
+        classes: &[StorageClass],
+        pvs: &[PersistentVolume],
+    ) -> Result<()> {
         let m = &c.metadata;
         if m.deletion_timestamp.is_some()
             || annotation(m, ANN_SELECTED_NODE) != Some(self.node.as_str())
@@ -286,11 +294,10 @@ impl LocalProvisioner {
             m.namespace.as_deref().unwrap_or_default(),
             m.name.as_deref().unwrap_or_default()
         );
-        let classes: Api<StorageClass> = Api::all(self.client.clone());
+        // a class the cache does not hold yet: its watch event makes another pass
         let Some(class) = classes
-            .get_opt(&class_name)
-            .await
-            .map_err(|e| Error::kube(format!("get storageclass {class_name}"), e))?
+            .iter()
+            .find(|sc| sc.metadata.name.as_deref() == Some(class_name.as_str()))
         else {
             return Ok(());
         };
@@ -323,15 +330,13 @@ impl LocalProvisioner {
             return Ok(());
         }
         let name = format!("pvc-{}", m.uid.as_deref().unwrap_or_default());
-        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
         if pvs
-            .get_opt(&name)
-            .await
-            .map_err(|e| Error::kube(format!("get persistentvolume {name}"), e))?
-            .is_some()
+            .iter()
+            .any(|v| v.metadata.name.as_deref() == Some(name.as_str()))
         {
             return Ok(());
         }
+        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
         tracing::debug!(volume = %name, claim = %what, "provisioning");
         self.event(
             claim_ref.clone(),
@@ -794,7 +799,12 @@ impl LocalProvisioner {
     }
 
     /// One pass over every claim and volume, as the watch caches hold them.
-    async fn sync(&mut self, claims: &[PersistentVolumeClaim], pvs: &[PersistentVolume]) {
+    async fn sync(
+        &mut self,
+        claims: &[PersistentVolumeClaim],
+        pvs: &[PersistentVolume],
+        classes: &[StorageClass],
+    ) {
         // forget the events of objects that are gone
         let live: HashSet<&str> = claims
             .iter()
@@ -803,7 +813,7 @@ impl LocalProvisioner {
             .collect();
         self.sent.retain(|(uid, _)| live.contains(uid.as_str()));
         for c in claims {
-            if let Err(e) = self.provision(c).await {
+            if let Err(e) = self.provision(c, classes, pvs).await {
                 tracing::warn!(error = %ErrorChain(&e), "provisioning a local volume failed");
             }
         }
@@ -822,71 +832,53 @@ impl LocalProvisioner {
         }
     }
 
-    /// Runs until the task is dropped: a pass on every change of a claim or volume (from
-    /// watch caches, so a pass costs no API reads), and every few seconds.
-    pub(crate) async fn run(mut self) {
+    /// Runs until the task is dropped: a pass on every change of a claim, volume or
+    /// class (from watch caches: the claims and volumes of `cache`, shared with the
+    /// pods, and a class cache of its own, so a pass costs no API reads), and every few
+    /// seconds.
+    pub(crate) async fn run(mut self, cache: Arc<ClaimCache>) {
         use kube::runtime::{reflector, WatchStreamExt as _};
-        let (claims, claims_w) = reflector::store::<PersistentVolumeClaim>();
-        let (pvs, pvs_w) = reflector::store::<PersistentVolume>();
-        // with backoff: errors count as changes, and one that never pends would spin
-        let claim_changes = watcher::watcher(
-            Api::<PersistentVolumeClaim>::all(self.client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect(claims_w)
-        .map(|_| ());
-        let pv_changes = watcher::watcher(
-            Api::<PersistentVolume>::all(self.client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect(pvs_w)
-        .map(|_| ());
+        use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+        let mut changes = cache.subscribe();
         let (classes, classes_w) = reflector::store::<StorageClass>();
-        let class_changes = watcher::watcher(
+        // with backoff: errors count as changes, and one that never pends would spin
+        let mut class_changes = watcher::watcher(
             Api::<StorageClass>::all(self.client.clone()),
             watcher::Config::default(),
         )
         .default_backoff()
         .reflect(classes_w)
-        .map(|_| ());
-        let mut changes = futures::stream::select_all([
-            claim_changes.boxed(),
-            pv_changes.boxed(),
-            class_changes.boxed(),
-        ]);
+        .map(|_| ())
+        .boxed();
         let mut tick = tokio::time::interval(RESYNC);
         loop {
             tokio::select! {
-                c = changes.next() => if c.is_none() {
+                c = class_changes.next() => if c.is_none() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                },
+                r = changes.recv() => if matches!(r, Err(RecvError::Closed)) {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 },
                 _ = tick.tick() => {}
             }
             // a burst of changes makes one pass
-            while let Some(Some(())) = changes.next().now_or_never() {}
-            // not before both caches hold a first full list
-            let ready = claims
+            while let Some(Some(())) = class_changes.next().now_or_never() {}
+            while matches!(changes.try_recv(), Ok(_) | Err(TryRecvError::Lagged(_))) {}
+            // not before the caches hold a first full list
+            let classes_ready = classes
                 .wait_until_ready()
                 .now_or_never()
-                .is_some_and(|r| r.is_ok())
-                && pvs
-                    .wait_until_ready()
-                    .now_or_never()
-                    .is_some_and(|r| r.is_ok());
-            if !ready {
+                .is_some_and(|r| r.is_ok());
+            if !cache.ready() || !classes_ready {
                 continue;
             }
-            let (c, p) = (owned(claims.state()), owned(pvs.state()));
-            self.sync(&c, &p).await;
-            if classes
-                .wait_until_ready()
-                .now_or_never()
-                .is_some_and(|r| r.is_ok())
-            {
-                self.publish_capacity(&owned(classes.state())).await;
-            }
+            let (c, p, sc) = (
+                owned(cache.claims()),
+                owned(cache.volumes()),
+                owned(classes.state()),
+            );
+            self.sync(&c, &p, &sc).await;
+            self.publish_capacity(&sc).await;
         }
     }
 }

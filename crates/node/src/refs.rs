@@ -84,11 +84,6 @@ impl Refs {
             .into_bytes())
     }
 
-    /// The client the references are read with.
-    pub fn client(&self) -> &kube::Client {
-        &self.client
-    }
-
     /// The namespace the references are read in.
     pub fn namespace(&self) -> &str {
         &self.namespace

@@ -25,6 +25,7 @@ use std::path::{Component, Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
+use crate::claims::ClaimCache;
 use crate::error::{Error, Result};
 use crate::refs::{self, Refs};
 use crate::spec::BindMount;
@@ -314,8 +315,14 @@ pub(crate) fn memory_medium_size(pod: &Pod, size_limit: Option<i64>) -> Option<i
         .min()
 }
 
-/// Prepares (or refreshes) every volume of the pod under `dir`.
-pub(crate) async fn prepare(pod: &Pod, dir: &Path, refs: &mut Refs) -> Result<Volumes> {
+/// Prepares (or refreshes) every volume of the pod under `dir`; its claims and their
+/// volumes are read through `claims`.
+pub(crate) async fn prepare(
+    pod: &Pod,
+    dir: &Path,
+    refs: &mut Refs,
+    claims: &ClaimCache,
+) -> Result<Volumes> {
     // the volumes' parent stays 0750 (the kubelet's too): other host users reach no
     // volume through it, while the volumes themselves keep modes that let a non-root
     // container read them through its bind mounts
@@ -374,11 +381,11 @@ pub(crate) async fn prepare(pod: &Pod, dir: &Path, refs: &mut Refs) -> Result<Vo
             p
         } else if let Some(pvc) = &v.persistent_volume_claim {
             read_only = pvc.read_only == Some(true);
-            claim_dir(refs, &pvc.claim_name, None, &what(v)).await?
+            claim_dir(claims, refs.namespace(), &pvc.claim_name, None, &what(v)).await?
         } else if v.ephemeral.is_some() {
             // the claim the ephemeral-volume controller made, and only if it is the pod's
             let name = kcore_k8s::ephemeral_claim_name(pod, v);
-            claim_dir(refs, &name, Some(pod), &what(v)).await?
+            claim_dir(claims, refs.namespace(), &name, Some(pod), &what(v)).await?
         } else if let Some(h) = &v.host_path {
             let p = PathBuf::from(&h.path);
             match h.type_.as_deref() {
@@ -442,28 +449,25 @@ pub(crate) fn over_limit(pod: &Pod, volumes: &Volumes) -> Option<String> {
     })
 }
 
-/// The host directory of the volume bound to claim `name` (a `local` or `hostPath`
-/// PersistentVolume); an [`Error::InvalidSpec`] about `object` says, in the kubelet's
-/// words, why there is none yet.
+/// The host directory of the volume bound to claim `name` in `ns` (a `local` or
+/// `hostPath` PersistentVolume); an [`Error::InvalidSpec`] about `object` says, in the
+/// kubelet's words, why there is none yet.
 ///
 /// With `for_pod`, the claim must be that pod's own (a generic ephemeral volume's).
 async fn claim_dir(
-    refs: &Refs,
+    claims: &ClaimCache,
+    ns: &str,
     name: &str,
     for_pod: Option<&Pod>,
     object: &str,
 ) -> Result<PathBuf> {
-    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-    let ns = refs.namespace();
     let invalid = |reason: String| Error::InvalidSpec {
         object: object.to_owned(),
         reason,
     };
-    let claims: kube::Api<PersistentVolumeClaim> = kube::Api::namespaced(refs.client().clone(), ns);
     let claim = claims
-        .get_opt(name)
-        .await
-        .map_err(|e| Error::kube(format!("get persistentvolumeclaim {ns}/{name}"), e))?
+        .claim(ns, name)
+        .await?
         .ok_or_else(|| invalid(format!("persistentvolumeclaim {name:?} not found")))?;
     if let Some(pod) = for_pod {
         kcore_k8s::claim_is_for_pod(pod, &claim).map_err(invalid)?;
@@ -483,14 +487,12 @@ async fn claim_dir(
             "PVC {ns}/{name} has non-bound phase ({phase:?}) or empty pvc.Spec.VolumeName ({volume:?})"
         )));
     }
-    let pvs: kube::Api<PersistentVolume> = kube::Api::all(refs.client().clone());
-    let pv = pvs
-        .get_opt(&volume)
-        .await
-        .map_err(|e| Error::kube(format!("get persistentvolume {volume}"), e))?
+    let pv = claims
+        .volume(&volume)
+        .await?
         .ok_or_else(|| invalid(format!("persistentvolume {volume:?} not found")))?;
     let loop_fs = crate::provisioner::loop_fs(&pv);
-    let spec = pv.spec.unwrap_or_default();
+    let spec = pv.spec.clone().unwrap_or_default();
     if spec.volume_mode.as_deref() == Some("Block") {
         return Err(invalid(format!(
             "volume {volume} has volumeMode Block, which this node does not support"

@@ -27,6 +27,7 @@ use crate::profile::Framework;
 use crate::queue::{SchedulingQueue, SystemClock};
 use crate::scheduler::{Outcome, Scheduler};
 use crate::snapshot::Snapshot;
+use crate::volumes::VolumeCache;
 
 struct Shared {
     snap: Snapshot,
@@ -39,6 +40,8 @@ struct Loop {
     name: String,
     shared: Mutex<Shared>,
     wake: Notify,
+    /// What VolumeBinding reads, from watch caches.
+    volumes: Arc<VolumeCache>,
 }
 
 impl Loop {
@@ -393,7 +396,7 @@ impl Loop {
             };
             let key = popped.key;
             let pod = popped.item;
-            let vols = crate::volumes::resolve(&self.client, &pod).await;
+            let vols = self.volumes.resolve(&pod).await;
             let outcome = {
                 let mut guard = self.lock();
                 let s = &mut *guard;
@@ -417,13 +420,9 @@ impl Loop {
                         let _span =
                             tracing::debug_span!("bind", pod = %key, node = %result.node_name);
                         if let Some(v) = &vols {
-                            crate::volumes::select_node(
-                                &this.client,
-                                &pod,
-                                &v.unbound_delayed,
-                                &result.node_name,
-                            )
-                            .await;
+                            this.volumes
+                                .select_node(&pod, &v.unbound_delayed, &result.node_name)
+                                .await;
                         }
                         match this.bind(&pod, &result.node_name).await {
                             Ok(()) => this.lock().queue.done(&key),
@@ -600,6 +599,7 @@ impl SchedulerLoop {
         let queue = SchedulingQueue::new(&self.fw, Arc::new(SystemClock))
             .with_backoff(self.backoff.0, self.backoff.1);
         let name = self.fw.scheduler_name().to_string();
+        let (volumes, volume_writers) = VolumeCache::new(self.client.clone());
         let lp = Arc::new(Loop {
             client: self.client.clone(),
             name,
@@ -609,6 +609,7 @@ impl SchedulerLoop {
                 sched: Scheduler::new(self.fw),
             }),
             wake: Notify::new(),
+            volumes: volumes.clone(),
         });
         let c = &self.client;
         let (l1, r1) = (lp.clone(), lp.clone());
@@ -651,10 +652,17 @@ impl SchedulerLoop {
                 futures::future::pending::<()>().await
             }
         };
+        // claims, volumes, classes, drivers and capacities: each change retries the pods
+        // VolumeBinding rejected
+        let l5 = lp.clone();
+        let vols = volumes.watch(volume_writers, move |ev| {
+            let moved = l5.lock().queue.on_event(ev);
+            l5.notify(moved > 0);
+        });
         let sched_task = tokio::spawn(lp.clone().schedule_forever());
         let result = tokio::select! {
             _ = &mut shutdown => Ok(()),
-            _ = async { futures::join!(nodes, pods, nss, pdbs) } => Ok(()),
+            _ = async { futures::join!(nodes, pods, nss, pdbs, vols) } => Ok(()),
         };
         sched_task.abort();
         result

@@ -213,6 +213,16 @@ pub enum EventResource {
     Namespace,
     /// A PodDisruptionBudget.
     PodDisruptionBudget,
+    /// A PersistentVolumeClaim.
+    PersistentVolumeClaim,
+    /// A PersistentVolume.
+    PersistentVolume,
+    /// A StorageClass.
+    StorageClass,
+    /// A CSIDriver.
+    CsiDriver,
+    /// A CSIStorageCapacity.
+    CsiStorageCapacity,
 }
 
 /// What happened to the object.

@@ -306,3 +306,124 @@ async fn preemption_evicts_a_lower_priority_pod_and_binds_the_preemptor() {
     stop.send(()).unwrap();
     handle.await.unwrap();
 }
+
+/// VolumeBinding hop by hop, each a watch event: a pod whose claim does not exist yet
+/// is retried when the claim appears (a PersistentVolumeClaim event; the unschedulable
+/// pod is otherwise parked for five minutes), its `WaitForFirstConsumer` claim is marked
+/// with the chosen node, and the pod is bound only once the claim is bound (here by the
+/// test, in the PV controller's place).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_is_retried_when_its_claim_appears_and_bound_once_the_claim_is() {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let c = start().await;
+    let node = format!("{}-n", c.ns);
+    add_node(&c, &node, "4", json!([])).await;
+    let class = format!("{}-wffc", c.ns);
+    let classes = Api::<StorageClass>::all(c.client.clone());
+    classes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": class},
+                "provisioner": "example.com/test", "volumeBindingMode": "WaitForFirstConsumer"}))
+            .unwrap(),
+        )
+        .await
+        .expect("class");
+    let (stop, handle) = spawn_loop(&c, Framework::with_defaults(), None);
+
+    let pods = Api::<Pod>::namespaced(c.client.clone(), &c.ns);
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "db"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}
+        }))
+        .unwrap(),
+    )
+    .await
+    .expect("pod");
+    let events = Api::<Event>::namespaced(c.client.clone(), &c.ns);
+    let ev = eventually("FailedScheduling for the missing claim", || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("FailedScheduling"))
+    })
+    .await;
+    assert!(
+        ev.message
+            .as_deref()
+            .is_some_and(|m| m.contains("persistentvolumeclaim \"data\" not found")),
+        "{:?}",
+        ev.message
+    );
+
+    let claims = Api::<PersistentVolumeClaim>::namespaced(c.client.clone(), &c.ns);
+    claims
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                    "resources": {"requests": {"storage": "1Mi"}}}}))
+            .unwrap(),
+        )
+        .await
+        .expect("claim");
+    let selected = eventually("the claim marked with the chosen node", || async {
+        claims
+            .get("data")
+            .await
+            .ok()?
+            .metadata
+            .annotations?
+            .get("volume.kubernetes.io/selected-node")
+            .cloned()
+    })
+    .await;
+    assert_eq!(selected, node);
+    // the claim is not bound: neither is the pod
+    assert_eq!(node_of(&c, "db").await, None);
+
+    let volume = format!("{}-pv", c.ns);
+    Api::<PersistentVolume>::all(c.client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": volume},
+                "spec": {"capacity": {"storage": "1Mi"}, "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": class, "hostPath": {"path": "/tmp"},
+                    "claimRef": {"namespace": c.ns, "name": "data"}}}))
+            .unwrap(),
+        )
+        .await
+        .expect("volume");
+    claims
+        .patch(
+            "data",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"volumeName": volume}})),
+        )
+        .await
+        .expect("bind the claim");
+    // a volume name without the Bound phase is not bound yet either
+    assert_eq!(node_of(&c, "db").await, None);
+    claims
+        .patch_status(
+            "data",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+        )
+        .await
+        .expect("claim phase");
+    assert_eq!(eventually("pod bound", || node_of(&c, "db")).await, node);
+    let _ = Api::<PersistentVolume>::all(c.client.clone())
+        .delete(&volume, &Default::default())
+        .await;
+    let _ = classes.delete(&class, &Default::default()).await;
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+}

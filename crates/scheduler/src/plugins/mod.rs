@@ -27,3 +27,14 @@ pub(crate) const POD_UPDATE: ClusterEvent = ClusterEvent::new(R::AssignedPod, A:
 pub(crate) const POD_DELETE: ClusterEvent = ClusterEvent::new(R::AssignedPod, A::Delete);
 pub(crate) const SELF_UPDATE: ClusterEvent = ClusterEvent::new(R::UnscheduledPod, A::Update);
 pub(crate) const NS_CHANGE: ClusterEvent = ClusterEvent::new(R::Namespace, A::Update);
+pub(crate) const PVC_ADD: ClusterEvent = ClusterEvent::new(R::PersistentVolumeClaim, A::Add);
+pub(crate) const PVC_UPDATE: ClusterEvent = ClusterEvent::new(R::PersistentVolumeClaim, A::Update);
+pub(crate) const PV_ADD: ClusterEvent = ClusterEvent::new(R::PersistentVolume, A::Add);
+pub(crate) const PV_UPDATE: ClusterEvent = ClusterEvent::new(R::PersistentVolume, A::Update);
+pub(crate) const CLASS_ADD: ClusterEvent = ClusterEvent::new(R::StorageClass, A::Add);
+pub(crate) const CLASS_UPDATE: ClusterEvent = ClusterEvent::new(R::StorageClass, A::Update);
+pub(crate) const DRIVER_ADD: ClusterEvent = ClusterEvent::new(R::CsiDriver, A::Add);
+pub(crate) const DRIVER_UPDATE: ClusterEvent = ClusterEvent::new(R::CsiDriver, A::Update);
+pub(crate) const CAPACITY_ADD: ClusterEvent = ClusterEvent::new(R::CsiStorageCapacity, A::Add);
+pub(crate) const CAPACITY_UPDATE: ClusterEvent =
+    ClusterEvent::new(R::CsiStorageCapacity, A::Update);

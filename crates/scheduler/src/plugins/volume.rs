@@ -10,7 +10,10 @@ use crate::framework::{Code, CycleState, FilterPlugin, Plugin, PreFilterPlugin, 
 use crate::model::{NodeInfo, PodInfo};
 use crate::snapshot::Snapshot;
 
-use super::{NODE_ADD, NODE_UPDATE, SELF_UPDATE};
+use super::{
+    CAPACITY_ADD, CAPACITY_UPDATE, CLASS_ADD, CLASS_UPDATE, DRIVER_ADD, DRIVER_UPDATE, NODE_ADD,
+    NODE_UPDATE, PVC_ADD, PVC_UPDATE, PV_ADD, PV_UPDATE, SELF_UPDATE,
+};
 use crate::framework::ClusterEvent;
 
 /// The reason a pod with unbound immediate claims is not placed, as upstream.
@@ -30,9 +33,25 @@ impl Plugin for VolumeBinding {
         "VolumeBinding"
     }
     fn events(&self) -> &'static [ClusterEvent] {
-        // A claim binding changes the pod's compiled volumes: the pod is compiled again
-        // on every attempt, so node changes and the pod's own updates retry it.
-        &[NODE_ADD, NODE_UPDATE, SELF_UPDATE]
+        // upstream's: the pod's volumes are resolved again on every attempt (from the
+        // loop's watch caches), so a claim, volume, class, driver or capacity that
+        // appears or changes retries the pods this plugin rejected, as do node changes
+        // and the pod's own updates
+        &[
+            NODE_ADD,
+            NODE_UPDATE,
+            SELF_UPDATE,
+            PVC_ADD,
+            PVC_UPDATE,
+            PV_ADD,
+            PV_UPDATE,
+            CLASS_ADD,
+            CLASS_UPDATE,
+            DRIVER_ADD,
+            DRIVER_UPDATE,
+            CAPACITY_ADD,
+            CAPACITY_UPDATE,
+        ]
     }
     fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
         Some(self)
