@@ -185,10 +185,7 @@ struct Stats {
     cpu_per_req: Duration,
 }
 
-fn median_by<T: Copy>(v: &[Stats], f: impl Fn(&Stats) -> T) -> T
-where
-    T: PartialOrd,
-{
+fn median_by<T: Copy + PartialOrd>(v: &[Stats], f: impl Fn(&Stats) -> T) -> T {
     let mut x: Vec<T> = v.iter().map(f).collect();
     x.sort_by(|a, b| a.partial_cmp(b).unwrap());
     x[x.len() / 2]

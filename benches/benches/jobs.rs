@@ -7,12 +7,13 @@
 //! two rates shows what the Job machinery costs on top of a pod's own round trips.
 //!
 //! `cargo bench -p kcore-benches --bench jobs`
-//! Environment: `KCORE_BENCH_JOBS` (default 2000) sets both counts.
+//! Environment: `KCORE_BENCH_JOBS` (default 2000) sets both counts; `RUST_LOG` (e.g.
+//! `kcore_reconcile=debug`) logs to stderr.
 
 mod common;
 use common::{env_num, process_cpu, thread_cpu};
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -160,9 +161,60 @@ struct Phase {
     wall: Duration,
     process_cpu: Duration,
     controller_cpu: Duration,
+    requests: BTreeMap<String, u64>,
+}
+
+/// The API server's request counters (`apiserver_request_total` of `/metrics`), by
+/// `verb resource code`.
+async fn request_counts(client: &Client) -> BTreeMap<String, u64> {
+    let req = axum::http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("request");
+    let text = client.request_text(req).await.expect("metrics");
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, n)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |k: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let key = format!("{} {} {}", label("verb"), label("resource"), label("code"));
+        out.insert(key, n.trim().parse().unwrap_or(0));
+    }
+    out
+}
+
+/// The requests of `after` not yet in `before`, per object of the phase (`n`), biggest
+/// first, as `verb resource code ×count`.
+fn requests_per(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, n: usize) -> String {
+    let mut rows: Vec<(u64, &String)> = after
+        .iter()
+        .map(|(k, v)| (v - before.get(k).copied().unwrap_or(0), k))
+        .filter(|(d, k)| *d > 0 && !k.starts_with("watch") && !k.starts_with("get metrics"))
+        .collect();
+    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.iter()
+        .map(|(d, k)| format!("{k} ×{:.2}", *d as f64 / n as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn main() {
+    // `RUST_LOG=kcore_reconcile=debug` shows each reconcile and its retries.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let n = usize::try_from(env_num("KCORE_BENCH_JOBS", 2000)).unwrap_or(2000);
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -219,7 +271,7 @@ fn main() {
         rx.await.expect("manager cpu")
     };
 
-    let (jobs, pods) = server_rt.block_on(async {
+    let (jobs, pods, jobs_req0, pods_req0) = server_rt.block_on(async {
         let client = client_for(&url);
         let namespaces: Api<Namespace> = Api::all(client.clone());
         for ns in ["bench-jobs", "bench-pods"] {
@@ -236,6 +288,7 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(1)).await;
 
         let job_api: Api<Job> = Api::namespaced(client.clone(), "bench-jobs");
+        let req0 = request_counts(&client).await;
         let (cpu0, pcpu0, start) = (controller_cpu().await, process_cpu(), Instant::now());
         let waiter = {
             let api = job_api.clone();
@@ -249,9 +302,12 @@ fn main() {
             wall: start.elapsed(),
             process_cpu: process_cpu() - pcpu0,
             controller_cpu: controller_cpu().await - cpu0,
+            requests: request_counts(&client).await,
         };
+        let jobs_req0 = req0;
 
         let pod_api: Api<Pod> = Api::namespaced(client.clone(), "bench-pods");
+        let req0 = request_counts(&client).await;
         let (cpu0, pcpu0, start) = (controller_cpu().await, process_cpu(), Instant::now());
         let waiter = {
             let api = pod_api.clone();
@@ -265,9 +321,10 @@ fn main() {
             wall: start.elapsed(),
             process_cpu: process_cpu() - pcpu0,
             controller_cpu: controller_cpu().await - cpu0,
+            requests: request_counts(&client).await,
         };
         node.abort();
-        (jobs, pods)
+        (jobs, pods, jobs_req0, req0)
     });
     let _ = stop_tx.send(());
     manager.join().expect("manager thread");
@@ -293,6 +350,14 @@ fn main() {
         "jobs/ratio bare pods per second / jobs per second = {:.2}x; process CPU per job / per pod = {:.2}x",
         rate(&pods) / rate(&jobs),
         jobs.process_cpu.as_secs_f64() / pods.process_cpu.as_secs_f64().max(1e-9),
+    );
+    println!(
+        "jobs/requests per job: {}",
+        requests_per(&jobs_req0, &jobs.requests, n)
+    );
+    println!(
+        "jobs/requests per bare pod: {}",
+        requests_per(&pods_req0, &pods.requests, n)
     );
     server_rt.block_on(async {
         let _ = server.shutdown().await;

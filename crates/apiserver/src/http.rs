@@ -613,7 +613,11 @@ async fn route(
         }
         ["api"] | ["apis"] if get && crate::discovery::wants_aggregated(headers) => {
             let reg = state.api.registry();
-            let doc = crate::discovery::aggregated(reg, segs.len() == 1 && segs[0] == "api");
+            let core = segs.len() == 1 && segs[0] == "api";
+            let mut doc = crate::discovery::aggregated(reg, core);
+            if !core {
+                crate::aggregator::add_to_aggregated(state, &mut doc).await;
+            }
             let body = serde_json::to_vec(&doc).unwrap_or_default();
             let etag = crate::discovery::etag(&body);
             let unchanged = headers
@@ -640,7 +644,11 @@ async fn route(
                 json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
             )
         }
-        ["apis"] if get => return static_resp(crate::discovery::api_group_list(reg)),
+        ["apis"] if get => {
+            let mut doc = crate::discovery::api_group_list(reg);
+            crate::aggregator::add_to_group_list(state, &mut doc).await;
+            return static_resp(doc);
+        }
         ["openapi", "v2"] if get => {
             let doc = crate::openapi::v2(reg);
             if !crate::openapi::v2_wants_protobuf(accept(headers)) {
@@ -673,6 +681,11 @@ async fn route(
         }
         ["apis", g] if get && reg.serves_group(g) => {
             return static_resp(crate::discovery::api_group(reg, g))
+        }
+        ["apis", g] if get => {
+            if let Some(doc) = crate::aggregator::group(state, g).await {
+                return static_resp(doc);
+            }
         }
         ["apis", g, v] if get && reg.serves(g, v) => {
             return static_resp(crate::discovery::api_resource_list(reg, g, v))

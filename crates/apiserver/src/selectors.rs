@@ -198,7 +198,10 @@ impl FieldSelector {
             let same = match cur {
                 Value::String(s) => s == want,
                 Value::Null => want.is_empty(),
-                v => v.to_string() == *want,
+                v => {
+                    let text = v.to_string();
+                    text == *want
+                }
             };
             same == *eq
         })

@@ -284,6 +284,13 @@ impl ApiServerBuilder {
         let api = Api::with_config(storage, self.config);
         api.bootstrap().await?;
         crate::auth::reconcile_bootstrap_policy(&api).await?;
+        if let Some(pki) = &tls {
+            // API aggregation: the front proxy's identity and whom extension servers trust
+            api.webhooks()
+                .set_front_proxy(pki.front_proxy_client.clone());
+            crate::aggregator::publish_authentication(&api, &pki.ca_pem, &pki.front_proxy_ca_pem)
+                .await?;
+        }
         // Serve the custom resources of stored CRDs from the first request on.
         if let Err(e) = crate::crd::reconcile(&api).await {
             tracing::warn!(error = %e.message, "loading CustomResourceDefinitions");
@@ -545,6 +552,10 @@ impl ApiServer {
             self.state.auth.run_node_graph(self.api.clone()),
         ));
         let quota = tokio::spawn(crate::admission::quota::run(self.api.clone()));
+        let apiservices = tokio::spawn(crate::aggregator::run_availability(
+            self.api.clone(),
+            crate::aggregator::AVAILABILITY_PERIOD,
+        ));
         let master_service = tokio::spawn(self.master_service.run(self.api.clone()));
         let csr_signer = self.state.pki.as_ref().map(|pki| {
             tokio::spawn(crate::auth::run_csr_signer(
@@ -566,6 +577,7 @@ impl ApiServer {
         crds.abort();
         auth.abort();
         quota.abort();
+        apiservices.abort();
         master_service.abort();
         let _ = master_service.await;
         // the other servers of the control plane take this one out of the endpoints

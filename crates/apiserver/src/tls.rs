@@ -15,6 +15,14 @@ pub(crate) const KUBELET_CLIENT: &str = "apiserver-kubelet-client";
 /// agents, as kubeadm names it; bound to `system:kubelet-api-admin`.
 pub(crate) const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
+/// The file stem, under `<data_dir>/pki`, of the front proxy's CA (upstream's
+/// `front-proxy-ca`), which signs only [`FRONT_PROXY_CLIENT`]: extension API servers
+/// trust the user headers of a request that presents it.
+pub(crate) const FRONT_PROXY_CA: &str = "front-proxy-ca";
+/// The file stem and common name of the certificate the API aggregator presents to
+/// extension API servers (upstream's `front-proxy-client`).
+pub(crate) const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
+
 /// PEM files of the cluster's PKI as the API server uses them.
 #[derive(Debug, Clone)]
 pub(crate) struct Pki {
@@ -26,6 +34,10 @@ pub(crate) struct Pki {
     pub serving: CertKey,
     /// The client certificate shown to the nodes' agents.
     pub kubelet_client: CertKey,
+    /// The front proxy's CA certificate (`requestheader-client-ca-file`).
+    pub front_proxy_ca_pem: String,
+    /// The client certificate the aggregator shows to extension API servers.
+    pub front_proxy_client: CertKey,
 }
 
 /// Loads the CA from `dir` (making it on first start), issues a serving certificate for
@@ -47,7 +59,12 @@ pub(crate) fn ensure_pki(dir: &Path, hosts: &[String]) -> Result<Pki, Error> {
     serving.write(dir, "apiserver")?;
     let kubelet_client = ca.issue(KUBELET_CLIENT_USER, &[], Usage::Client)?;
     kubelet_client.write(dir, KUBELET_CLIENT)?;
+    let front = Ca::load_or_create_named(dir, FRONT_PROXY_CA, FRONT_PROXY_CA)?;
+    let front_proxy_client = front.issue_client(FRONT_PROXY_CLIENT, &[])?;
+    front_proxy_client.write(dir, FRONT_PROXY_CLIENT)?;
     Ok(Pki {
+        front_proxy_ca_pem: front.cert_pem().to_owned(),
+        front_proxy_client,
         ca_pem: ca_pem.clone(),
         ca: Arc::new(ca),
         serving: CertKey {

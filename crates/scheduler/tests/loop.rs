@@ -330,7 +330,7 @@ async fn a_pod_is_retried_when_its_claim_appears_and_bound_once_the_claim_is() {
         )
         .await
         .expect("class");
-    let (stop, handle) = spawn_loop(&c, Framework::with_defaults(), None);
+    let (stop, handle) = spawn_loop(&c, Framework::with_defaults());
 
     let pods = Api::<Pod>::namespaced(c.client.clone(), &c.ns);
     pods.create(

@@ -204,9 +204,9 @@ fn write_public(path: &Path, data: &str) -> Result<(), Error> {
     kcore_statedir::write(path, data.as_bytes(), 0o644).map_err(io("write", path))
 }
 
-fn ca_params() -> Result<CertificateParams, Error> {
+fn ca_params(common_name: &str) -> Result<CertificateParams, Error> {
     let mut p = CertificateParams::new(Vec::<String>::new()).map_err(cert_err("ca parameters"))?;
-    p.distinguished_name.push(DnType::CommonName, "kcore-ca");
+    p.distinguished_name.push(DnType::CommonName, common_name);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -235,15 +235,25 @@ impl Ca {
     /// Loads the CA kept in `dir` (`ca.key`, `ca.crt`), making it on first start; the
     /// directory is created (or tightened) to 0700.
     pub fn load_or_create(dir: &Path) -> Result<Ca, Error> {
-        let _span = tracing::info_span!("pki", dir = %dir.display()).entered();
+        Self::load_or_create_named(dir, "ca", "kcore-ca")
+    }
+
+    /// Loads the CA kept in `dir` as `<stem>.key` and `<stem>.crt`, making it (subject
+    /// `CN=<common_name>`) on first start: a second CA beside the cluster's, such as the
+    /// front proxy's (`front-proxy-ca`).
+    pub fn load_or_create_named(dir: &Path, stem: &str, common_name: &str) -> Result<Ca, Error> {
+        let _span = tracing::info_span!("pki", dir = %dir.display(), ca = stem).entered();
         kcore_statedir::ensure_dir(dir, kcore_statedir::PRIVATE_DIR).map_err(io("create", dir))?;
-        let (key_path, crt_path) = (dir.join("ca.key"), dir.join("ca.crt"));
+        let (key_path, crt_path) = (
+            dir.join(format!("{stem}.key")),
+            dir.join(format!("{stem}.crt")),
+        );
         let key = if key_path.exists() && crt_path.exists() {
             let pem = std::fs::read_to_string(&key_path).map_err(io("read", &key_path))?;
             KeyPair::from_pem(&pem).map_err(cert_err(format!("reading {}", key_path.display())))?
         } else {
             let key = KeyPair::generate().map_err(cert_err("generating the CA key"))?;
-            let cert = ca_params()?
+            let cert = ca_params(common_name)?
                 .self_signed(&key)
                 .map_err(cert_err("signing the CA"))?;
             write_private(&key_path, &key.serialize_pem())?;
@@ -254,7 +264,7 @@ impl Ca {
         let cert_pem = std::fs::read_to_string(&crt_path).map_err(io("read", &crt_path))?;
         Ok(Ca {
             cert_pem,
-            issuer: Issuer::new(ca_params()?, key),
+            issuer: Issuer::new(ca_params(common_name)?, key),
         })
     }
 
@@ -555,6 +565,30 @@ pub fn client_config(
             source,
         })?
         .with_root_certificates(roots(ca_pem)?);
+    with_identity(builder, identity)
+}
+
+/// A client configuration that does not check who the server is (upstream's
+/// `insecureSkipTLSVerify` of an APIService): any certificate is accepted, though the
+/// handshake's signatures are still verified, so the traffic is encrypted to whoever
+/// answered. Presents `identity` when given.
+pub fn client_config_unverified(identity: Option<&CertKey>) -> Result<rustls::ClientConfig, Error> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|source| Error::Config {
+            what: "protocol versions",
+            source,
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)));
+    with_identity(builder, identity)
+}
+
+fn with_identity(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    identity: Option<&CertKey>,
+) -> Result<rustls::ClientConfig, Error> {
     let mut cfg = match identity {
         Some(id) => builder
             .with_client_auth_cert(
@@ -569,6 +603,56 @@ pub fn client_config(
     };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
+}
+
+/// Accepts any server certificate; checks the handshake signatures with the provider's
+/// algorithms.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 #[cfg(test)]

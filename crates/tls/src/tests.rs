@@ -213,3 +213,33 @@ fn a_peer_certificate_verifies_as_server_and_as_client() {
         .is_err()
     );
 }
+
+#[test]
+fn a_named_ca_lives_beside_the_cluster_ca_with_its_own_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Ca::load_or_create(dir.path()).unwrap();
+    let front = Ca::load_or_create_named(dir.path(), "front-proxy-ca", "front-proxy-ca").unwrap();
+    assert!(dir.path().join("front-proxy-ca.crt").exists());
+    assert!(dir.path().join("front-proxy-ca.key").exists());
+    assert_ne!(front.cert_pem(), cluster.cert_pem());
+    let der = pem_certificates(front.cert_pem()).unwrap();
+    assert_eq!(
+        subject(&der[0]).unwrap().common_name.as_deref(),
+        Some("front-proxy-ca")
+    );
+    // loaded again, the same CA; its clients verify against it and not the cluster CA
+    let again = Ca::load_or_create_named(dir.path(), "front-proxy-ca", "front-proxy-ca").unwrap();
+    assert_eq!(again.cert_pem(), front.cert_pem());
+    let client = again.issue_client("front-proxy-client", &[]).unwrap();
+    let chain = pem_certificates(&client.cert_pem).unwrap();
+    let s = ClientVerifier::new(front.cert_pem())
+        .unwrap()
+        .verify(&chain)
+        .unwrap();
+    assert_eq!(s.common_name.as_deref(), Some("front-proxy-client"));
+    assert!(ClientVerifier::new(cluster.cert_pem())
+        .unwrap()
+        .verify(&chain)
+        .is_err());
+    assert!(client_config_unverified(Some(&client)).is_ok());
+}

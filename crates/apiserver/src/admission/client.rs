@@ -67,6 +67,12 @@ pub(crate) struct Target {
     pub path_and_query: String,
     /// The PEM bundle trusted for this webhook.
     pub ca_bundle: Arc<[u8]>,
+    /// Accept any server certificate (an APIService's `insecureSkipTLSVerify`); the
+    /// bundle is then not used.
+    pub insecure: bool,
+    /// Present the front proxy's client certificate (API aggregation), when the pool
+    /// has one.
+    pub front_proxy: bool,
 }
 
 type Sender = SendRequest<Body>;
@@ -74,7 +80,9 @@ type Sender = SendRequest<Body>;
 /// TLS configurations per CA bundle and idle connections per target.
 #[derive(Default)]
 pub(crate) struct Pool {
-    tls: Mutex<HashMap<Arc<[u8]>, Arc<rustls::ClientConfig>>>,
+    /// Per (bundle or `None` for no verification, front-proxy certificate presented).
+    tls: Mutex<HashMap<(Option<Arc<[u8]>>, bool), Arc<rustls::ClientConfig>>>,
+    front_proxy: std::sync::OnceLock<kcore_tls::CertKey>,
     idle: Mutex<HashMap<Target, Vec<Sender>>>,
 }
 
@@ -82,17 +90,35 @@ pub(crate) struct Pool {
 const MAX_IDLE: usize = 64;
 
 impl Pool {
-    fn tls_for(&self, ca: &Arc<[u8]>) -> Result<Arc<rustls::ClientConfig>, TransportError> {
-        if ca.is_empty() {
+    /// Sets the client certificate presented to targets marked `front_proxy`.
+    pub(crate) fn set_front_proxy(&self, cert: kcore_tls::CertKey) {
+        let _ = self.front_proxy.set(cert);
+    }
+
+    fn tls_for(&self, t: &Target) -> Result<Arc<rustls::ClientConfig>, TransportError> {
+        if !t.insecure && t.ca_bundle.is_empty() {
             return Err(TransportError::NoCaBundle);
         }
+        let identity = if t.front_proxy {
+            self.front_proxy.get()
+        } else {
+            None
+        };
+        let key = (
+            (!t.insecure).then(|| Arc::clone(&t.ca_bundle)),
+            identity.is_some(),
+        );
         let mut map = self.tls.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get(ca) {
+        if let Some(c) = map.get(&key) {
             return Ok(Arc::clone(c));
         }
-        let pem = String::from_utf8_lossy(ca);
-        let cfg = Arc::new(kcore_tls::client_config(&pem, None).map_err(TransportError::CaBundle)?);
-        map.insert(Arc::clone(ca), Arc::clone(&cfg));
+        let cfg = if t.insecure {
+            kcore_tls::client_config_unverified(identity)
+        } else {
+            kcore_tls::client_config(&String::from_utf8_lossy(&t.ca_bundle), identity)
+        };
+        let cfg = Arc::new(cfg.map_err(TransportError::CaBundle)?);
+        map.insert(key, Arc::clone(&cfg));
         Ok(cfg)
     }
 
@@ -119,7 +145,7 @@ impl Pool {
     }
 
     async fn connect(&self, t: &Target) -> Result<Sender, TransportError> {
-        let tls = self.tls_for(&t.ca_bundle)?;
+        let tls = self.tls_for(t)?;
         let tcp = tokio::net::TcpStream::connect(t.addr)
             .await
             .map_err(|source| TransportError::Connect {

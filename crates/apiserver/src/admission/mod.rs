@@ -446,6 +446,8 @@ pub(crate) struct ServiceRequest<'a> {
     pub service: (&'a str, &'a str, i64),
     /// The PEM bundle trusted for the Service's certificate.
     pub ca_bundle: Arc<[u8]>,
+    /// Accept any certificate instead (`insecureSkipTLSVerify`).
+    pub insecure: bool,
     /// Method, path and query, headers and body, as sent on.
     pub method: &'a axum::http::Method,
     pub path_and_query: String,
@@ -454,9 +456,15 @@ pub(crate) struct ServiceRequest<'a> {
 }
 
 impl Webhooks {
+    /// Sets the front proxy's client certificate, presented by [`Self::send_to_service`].
+    pub(crate) fn set_front_proxy(&self, cert: kcore_tls::CertKey) {
+        self.pool.set_front_proxy(cert);
+    }
+
     /// Sends `req` over TLS to a ready endpoint of its Service, resolved and connected
-    /// as webhook calls are (the API aggregator's transport); the status, content type
-    /// and body of the answer, or why the Service could not be reached.
+    /// as webhook calls are (the API aggregator's transport), presenting the front
+    /// proxy's client certificate; the status, content type and body of the answer, or
+    /// why the Service could not be reached.
     pub(crate) async fn send_to_service(
         &self,
         api: &Api,
@@ -478,6 +486,8 @@ impl Webhooks {
             authority: format!("{host}:{port}"),
             path_and_query: req.path_and_query,
             ca_bundle: req.ca_bundle,
+            insecure: req.insecure,
+            front_proxy: true,
         };
         self.pool
             .send(&t, req.method, &req.headers, req.body, timeout)
@@ -570,6 +580,8 @@ impl Webhooks {
                     authority: authority.clone(),
                     path_and_query: format!("{path}{timeout}"),
                     ca_bundle: Arc::clone(&hook.ca_bundle),
+                    insecure: false,
+                    front_proxy: false,
                 };
                 Ok((t, shown))
             }
@@ -588,6 +600,8 @@ impl Webhooks {
                     authority: format!("{host}:{port}"),
                     path_and_query: format!("{path}{timeout}"),
                     ca_bundle: Arc::clone(&hook.ca_bundle),
+                    insecure: false,
+                    front_proxy: false,
                 };
                 Ok((t, shown))
             }
