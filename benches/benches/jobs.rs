@@ -200,7 +200,7 @@ fn requests_per(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, n
         .map(|(k, v)| (v - before.get(k).copied().unwrap_or(0), k))
         .filter(|(d, k)| *d > 0 && !k.starts_with("watch") && !k.starts_with("get metrics"))
         .collect();
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     rows.iter()
         .map(|(d, k)| format!("{k} ×{:.2}", *d as f64 / n as f64))
         .collect::<Vec<_>>()

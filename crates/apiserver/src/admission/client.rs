@@ -77,11 +77,15 @@ pub(crate) struct Target {
 
 type Sender = SendRequest<Body>;
 
+/// What a TLS configuration is kept for: the CA bundle (`None`: no verification) and
+/// whether the front-proxy certificate is presented.
+type TlsKey = (Option<Arc<[u8]>>, bool);
+
 /// TLS configurations per CA bundle and idle connections per target.
 #[derive(Default)]
 pub(crate) struct Pool {
-    /// Per (bundle or `None` for no verification, front-proxy certificate presented).
-    tls: Mutex<HashMap<(Option<Arc<[u8]>>, bool), Arc<rustls::ClientConfig>>>,
+    /// Per CA bundle and front-proxy choice.
+    tls: Mutex<HashMap<TlsKey, Arc<rustls::ClientConfig>>>,
     front_proxy: std::sync::OnceLock<kcore_tls::CertKey>,
     idle: Mutex<HashMap<Target, Vec<Sender>>>,
 }
