@@ -1759,7 +1759,14 @@ async fn bootstrap_tokens_may_only_ask_for_node_certificates_until_they_expire()
     let who = json(&node1, &["auth", "whoami", "-o", "json"]).await;
     assert_eq!(who["status"]["userInfo"]["username"], "system:node:n1");
 
-    // serving certificates: approved for the node's own name, from the node itself
+    // serving certificates: approved for the node's own names and addresses (as its Node
+    // reports them), from the node itself; refused for another's; left to an
+    // administrator when someone else asks
+    create(
+        c.admin.clone(),
+        "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\nstatus:\n  addresses:\n  - {type: Hostname, address: n1}\n  - {type: InternalIP, address: 10.0.0.7}\n".into(),
+    )
+    .await;
     let serving = |cn: &str, names: &[&str]| {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         kcore_tls::CertRequest::generate(cn, &["system:nodes".into()], &names)
@@ -1794,9 +1801,31 @@ async fn bootstrap_tokens_may_only_ask_for_node_certificates_until_they_expire()
     .await;
     let pem = issued(&c, "n1-serving").await;
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
-    for pending in ["n1-as-n2", "n1-by-boot"] {
-        assert_eq!(csr_conditions(&c, pending).await.trim(), "", "{pending}");
-    }
+    assert_eq!(csr_conditions(&c, "n1-by-boot").await.trim(), "");
+    let (admin, n) = (c.admin.clone(), "n1-as-n2");
+    eventually("CSR n1-as-n2 is denied", || {
+        let admin = admin.clone();
+        async move {
+            !ok(
+                &admin,
+                &[
+                    "get",
+                    "csr",
+                    n,
+                    "-o",
+                    "jsonpath={.status.conditions[*].type}",
+                ],
+            )
+            .await
+            .trim()
+            .is_empty()
+        }
+    })
+    .await;
+    assert_eq!(
+        csr_conditions(&c, "n1-as-n2").await.trim(),
+        r#"Denied/AutoDenied/Denied kubelet serving certificate: DNS name "n2" is not an address of node "n1"."#
+    );
 
     // a short-lived token works, then is refused, then its Secret is cleaned up
     create(

@@ -43,10 +43,7 @@ use crate::cache::{Change, Store};
 use crate::controllers::cronjob::Clock;
 use crate::controllers::replicaset::{apply_claim, claim};
 use crate::error::Error;
-use crate::meta::{
-    controller_index, controller_index_value, controller_of, controller_ref, pod_is_ready,
-    ObjectKey, CONTROLLER_INDEX,
-};
+use crate::meta::{controller_of, controller_ref, pod_is_ready, ObjectKey};
 use crate::queue::WorkQueue;
 use crate::runner::{Action, Expectations, Reconciler};
 
@@ -492,7 +489,6 @@ impl JobController {
         clock: Clock,
         backoff_base: Duration,
     ) -> Self {
-        pods.add_index(CONTROLLER_INDEX, controller_index());
         Self {
             client,
             jobs,
@@ -564,23 +560,16 @@ impl JobController {
         Api::namespaced(self.client.clone(), ns)
     }
 
-    /// Records an Event about `job` in the background, as client-go's recorder does: a
-    /// sync does not wait for it.
-    fn event(&self, job: &Job, type_: &str, reason: &str, message: &str) {
-        let client = self.client.clone();
-        let involved = object_ref(job);
-        let (type_, reason, message) = (type_.to_owned(), reason.to_owned(), message.to_owned());
-        tokio::spawn(async move {
-            record_event(
-                &client,
-                "job-controller",
-                involved,
-                &type_,
-                &reason,
-                &message,
-            )
-            .await;
-        });
+    async fn event(&self, job: &Job, type_: &str, reason: &str, message: &str) {
+        record_event(
+            &self.client,
+            "job-controller",
+            object_ref(job),
+            type_,
+            reason,
+            message,
+        )
+        .await;
     }
 
     /// Removes the tracking finalizer of each pod (a strategic merge patch, as upstream).
@@ -651,7 +640,8 @@ impl JobController {
                         "Normal",
                         "SuccessfulDelete",
                         &format!("Deleted pod: {name}"),
-                    );
+                    )
+                    .await;
                 }
                 Err(e) => {
                     self.expectations
@@ -691,7 +681,8 @@ impl JobController {
                             "Normal",
                             "SuccessfulCreate",
                             &format!("Created pod: {name}"),
-                        );
+                        )
+                        .await;
                     }
                     Err(e) => {
                         self.expectations.creation_observed(key);
@@ -700,7 +691,8 @@ impl JobController {
                             "Warning",
                             "FailedCreate",
                             &format!("Error creating: {e}"),
-                        );
+                        )
+                        .await;
                         failed.get_or_insert(e);
                     }
                 }
@@ -773,16 +765,7 @@ impl Reconciler for JobController {
         let Some(spec) = job.spec.clone() else {
             return Ok(Action::Done);
         };
-        // The pods it may own: its own and the namespace's orphans (upstream's
-        // `getPodsForJob` over the controller-UID index).
-        let mut ns_pods = self.pods.by_index(
-            CONTROLLER_INDEX,
-            &controller_index_value(key.ns(), Some(&uid)),
-        );
-        ns_pods.extend(
-            self.pods
-                .by_index(CONTROLLER_INDEX, &controller_index_value(key.ns(), None)),
-        );
+        let ns_pods = self.pods.list_namespace(key.ns());
         let deleting = job.metadata.deletion_timestamp.is_some();
         let selector = spec.selector.clone().unwrap_or_default();
         let claimed = claim(&uid, deleting || job_finished(&job), &selector, &ns_pods);
@@ -1263,7 +1246,7 @@ impl Reconciler for JobController {
             }
         }
         for (type_, reason, msg) in events {
-            self.event(&job, type_, &reason, &msg);
+            self.event(&job, type_, &reason, &msg).await;
         }
         if let Some(e) = manage_err {
             return Err(e);
