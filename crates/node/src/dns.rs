@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::{A, SRV};
+use hickory_proto::rr::rdata::{A, CNAME, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -78,7 +78,21 @@ pub(crate) fn lookup(
             };
             let spec = s.spec.clone().unwrap_or_default();
             if spec.type_.as_deref() == Some("ExternalName") {
-                return Lookup::Forward;
+                // as CoreDNS: a CNAME to the external name whatever the type asked for; the
+                // client's resolver follows it
+                let target = spec
+                    .external_name
+                    .as_deref()
+                    .filter(|n| !n.is_empty())
+                    .and_then(|n| Name::from_ascii(format!("{}.", n.trim_end_matches('.'))).ok());
+                return match target {
+                    Some(t) => Lookup::Answer(vec![Record::from_rdata(
+                        qname.clone(),
+                        TTL,
+                        RData::CNAME(CNAME(t)),
+                    )]),
+                    None => Lookup::NxDomain,
+                };
             }
             let headless = spec
                 .cluster_ip
@@ -340,6 +354,11 @@ mod tests {
             svc(json!({"metadata": {"name": "db", "namespace": "d"},
             "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}})),
         );
+        s.insert(
+            ("d".into(), "ext".into()),
+            svc(json!({"metadata": {"name": "ext", "namespace": "d"},
+            "spec": {"type": "ExternalName", "externalName": "example.com"}})),
+        );
         drop(s);
         let sl: EndpointSlice = serde_json::from_value(json!({
             "metadata": {"name": "db-1", "namespace": "d", "labels": {"kubernetes.io/service-name": "db"}},
@@ -366,6 +385,25 @@ mod tests {
                 })
                 .collect(),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_external_name_service_answers_with_a_cname() {
+        let c = cache();
+        let qname = Name::from_ascii("ext.d.svc.cluster.local.").unwrap();
+        for qtype in [RecordType::CNAME, RecordType::A] {
+            match lookup(&c, "cluster.local", &qname, qtype) {
+                Lookup::Answer(r) => {
+                    assert_eq!(r.len(), 1, "{qtype}: {r:?}");
+                    assert_eq!(r[0].name(), &qname);
+                    match r[0].data() {
+                        RData::CNAME(t) => assert_eq!(t.0.to_ascii(), "example.com."),
+                        other => panic!("{qtype}: {other:?}"),
+                    }
+                }
+                other => panic!("{qtype}: {other:?}"),
+            }
         }
     }
 
