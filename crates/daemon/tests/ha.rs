@@ -319,14 +319,21 @@ fn etcd_snapshot_restore() {
             .args(args);
         run_ok(c)
     };
+    // kcored refuses to start on an etcd that does not answer yet
+    let etcd_healthy = |m: &Machine| {
+        wait_for(30, "etcd", || {
+            let mut c = in_netns(&m.netns, "etcdctl");
+            c.env("ETCDCTL_API", "3").args([
+                "--endpoints=http://127.0.0.1:2379",
+                "endpoint",
+                "health",
+            ]);
+            c.output().is_ok_and(|o| o.status.success()).then_some(())
+        })
+    };
     let first = m.data.with_file_name("etcd-a");
     let mut etcd = start_etcd(&m, &first);
-    wait_for(30, "etcd", || {
-        let mut c = in_netns(&m.netns, "etcdctl");
-        c.env("ETCDCTL_API", "3")
-            .args(["--endpoints=http://127.0.0.1:2379", "endpoint", "health"]);
-        c.output().is_ok_and(|o| o.status.success()).then_some(())
-    });
+    etcd_healthy(&m);
     let server = [
         "server",
         "--listen",
@@ -359,6 +366,7 @@ fn etcd_snapshot_restore() {
     ]);
     run_ok(c);
     let mut etcd = start_etcd(&m, &restored);
+    etcd_healthy(&m);
     m.start_kcored(&server);
     wait_for(60, "the API server on the restored etcd", || {
         m.check_alive();
