@@ -35,14 +35,18 @@ fn mac_text(m: [u8; 6]) -> String {
         .join(":")
 }
 
-#[test]
-#[ignore = "needs root"]
-fn pool_address_moves_between_nodes_with_gratuitous_arp() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let host_links = common::current_links();
+/// The test's LAN: a "switch" namespace with a bridge on 192.0.2.0/24, two node
+/// namespaces (192.0.2.10 and .11, their MACs in `macs`) and a client (192.0.2.20)
+/// plugged into it, interfaces named after `prefix` and this process.
+struct Lan {
+    /// Holds the namespaces (and removes them on drop).
+    _nss: Namespaces,
+    nodes: [NetNs; 2],
+    client: NetNs,
+    macs: Vec<String>,
+}
+
+fn lan(rt: &tokio::runtime::Runtime, prefix: &str) -> Lan {
     let mut nss = Namespaces::new();
     let switch = nss.create("ksw");
     let nodes = [nss.create("kan"), nss.create("kan")];
@@ -62,12 +66,38 @@ fn pool_address_moves_between_nodes_with_gratuitous_arp() {
     for (i, n) in nodes.iter().enumerate() {
         let ip = Ipv4Addr::new(192, 0, 2, 10 + i as u8);
         let iface = rt
-            .block_on(br.attach(n, &format!("kan{tag}x{i}"), ip))
+            .block_on(br.attach(n, &format!("{prefix}n{tag}x{i}"), ip))
             .unwrap();
         macs.push(mac_text(iface.mac));
     }
-    rt.block_on(br.attach(&client, &format!("kac{tag}"), Ipv4Addr::new(192, 0, 2, 20)))
+    rt.block_on(br.attach(
+        &client,
+        &format!("{prefix}c{tag}"),
+        Ipv4Addr::new(192, 0, 2, 20),
+    ))
+    .unwrap();
+    Lan {
+        _nss: nss,
+        nodes,
+        client,
+        macs,
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn pool_address_moves_between_nodes_with_gratuitous_arp() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .unwrap();
+    let host_links = common::current_links();
+    let Lan {
+        _nss,
+        nodes,
+        client,
+        macs,
+    } = lan(&rt, "ka");
     let _servers = [
         Server::start(&nodes[0], SocketAddr::from(([0, 0, 0, 0], 8080)), "node-a"),
         Server::start(&nodes[1], SocketAddr::from(([0, 0, 0, 0], 8080)), "node-b"),
@@ -164,28 +194,13 @@ fn ipv6_pool_address_answers_solicitations_and_moves_with_advertisements() {
         .build()
         .unwrap();
     let host_links = common::current_links();
-    let mut nss = Namespaces::new();
-    let switch = nss.create("ksw");
-    let nodes = [nss.create("kan"), nss.create("kan")];
-    let client = nss.create("kac");
-    let lan: Ipv4Net = "192.0.2.0/24".parse().unwrap();
-    let tag = std::process::id() % 100_000;
-    let br = rt
-        .block_on(Bridge::ensure(
-            Some(&switch),
-            BridgeConfig {
-                name: "ksw0".into(),
-                ..BridgeConfig::new(lan)
-            },
-        ))
-        .unwrap();
-    let mut macs = Vec::new();
+    let Lan {
+        _nss,
+        nodes,
+        client,
+        macs,
+    } = lan(&rt, "k6");
     for (i, n) in nodes.iter().enumerate() {
-        let ip = Ipv4Addr::new(192, 0, 2, 10 + i as u8);
-        let iface = rt
-            .block_on(br.attach(n, &format!("k6n{tag}x{i}"), ip))
-            .unwrap();
-        macs.push(mac_text(iface.mac));
         ip_in(
             n,
             &[
@@ -199,8 +214,6 @@ fn ipv6_pool_address_answers_solicitations_and_moves_with_advertisements() {
             ],
         );
     }
-    rt.block_on(br.attach(&client, &format!("k6c{tag}"), Ipv4Addr::new(192, 0, 2, 20)))
-        .unwrap();
     ip_in(
         &client,
         &[
