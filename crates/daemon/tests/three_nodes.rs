@@ -977,6 +977,36 @@ fn ingress(server: &Machine, client: &Machine) {
             "{host} over HTTP/2 through {at}: {out}"
         );
     }
+    // Exact: only the path itself; Prefix: the path and below
+    let (ok, out) = curl_ingress(
+        client,
+        "b.test",
+        "/healthz/more",
+        &["--cacert", cacert, "-o", "/dev/null", "-w", "%{http_code}"],
+    );
+    assert!(
+        ok && out.trim() == "404",
+        "b.test Exact /healthz/more: {out}"
+    );
+    let (ok, out) = curl_ingress(client, "a.test", "/", &["--cacert", cacert]);
+    assert!(ok && out.contains("from web"), "a.test Prefix /: {out}");
+    // a host whose Secret does not exist: the default certificate, not a failed
+    // handshake (the CA does not vouch for it; -k and the subject shown)
+    let (ok, out) = curl_ingress(client, "c.test", "/healthz", &["--cacert", cacert]);
+    assert!(!ok, "the default certificate passed verification: {out}");
+    let (ok, out) = curl_ingress(client, "c.test", "/healthz", &["-k", "-v"]);
+    assert!(
+        // the body (stdout) comes first, then curl's verbose report
+        ok && out.contains(kcore_node::INGRESS_DEFAULT_CERT_SUBJECT) && out.starts_with("ok\n"),
+        "c.test with the default certificate: {out}"
+    );
+    // plain HTTP for a TLS host: redirected to HTTPS
+    let at: std::net::SocketAddr = format!("{INGRESS_IP}:80").parse().unwrap();
+    let r = http(&client.netns, at, "GET", "a.test", "/x", "");
+    assert!(matches!(r, Ok((308, _))), "{r:?}");
+    // another class's Ingress is not served
+    let r = http(&client.netns, at, "GET", "o.test", "/", "");
+    assert!(matches!(r, Ok((404, _))), "{r:?}");
     // a Secret rotated (a certificate of another CA): every Ingress node serves the new
     // one as soon as its watch delivers it
     let dir2 = tempfile::tempdir().unwrap();
@@ -1009,36 +1039,6 @@ fn ingress(server: &Machine, client: &Machine) {
             },
         );
     }
-    // Exact: only the path itself; Prefix: the path and below
-    let (ok, out) = curl_ingress(
-        client,
-        "b.test",
-        "/healthz/more",
-        &["--cacert", cacert, "-o", "/dev/null", "-w", "%{http_code}"],
-    );
-    assert!(
-        ok && out.trim() == "404",
-        "b.test Exact /healthz/more: {out}"
-    );
-    let (ok, out) = curl_ingress(client, "a.test", "/", &["--cacert", cacert]);
-    assert!(ok && out.contains("from web"), "a.test Prefix /: {out}");
-    // a host whose Secret does not exist: the default certificate, not a failed
-    // handshake (the CA does not vouch for it; -k and the subject shown)
-    let (ok, out) = curl_ingress(client, "c.test", "/healthz", &["--cacert", cacert]);
-    assert!(!ok, "the default certificate passed verification: {out}");
-    let (ok, out) = curl_ingress(client, "c.test", "/healthz", &["-k", "-v"]);
-    assert!(
-        // the body (stdout) comes first, then curl's verbose report
-        ok && out.contains(kcore_node::INGRESS_DEFAULT_CERT_SUBJECT) && out.starts_with("ok\n"),
-        "c.test with the default certificate: {out}"
-    );
-    // plain HTTP for a TLS host: redirected to HTTPS
-    let at: std::net::SocketAddr = format!("{INGRESS_IP}:80").parse().unwrap();
-    let r = http(&client.netns, at, "GET", "a.test", "/x", "");
-    assert!(matches!(r, Ok((308, _))), "{r:?}");
-    // another class's Ingress is not served
-    let r = http(&client.netns, at, "GET", "o.test", "/", "");
-    assert!(matches!(r, Ok((404, _))), "{r:?}");
     // the status lists the nodes serving it
     wait_for(30, "the Ingress status", || {
         let i = server.kubectl_json(&["get", "ingress", "tls"]);
