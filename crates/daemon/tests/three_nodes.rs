@@ -8,9 +8,10 @@
 //! outside the nodes (a fifth namespace on the switch) reaches; a NetworkPolicy change
 //! leaves an established allowed connection alone; a node-mode LoadBalancer lists the
 //! nodes' addresses and is reached on each; `externalTrafficPolicy: Local` keeps the
-//! client's address (pool and node mode); Ingress on one node serves TLS by SNI for two
-//! hosts (a self-signed default certificate for a host without a Secret), Exact vs
-//! Prefix, classes and a WebSocket; StatefulSet pods resolve each other by
+//! client's address (pool and node mode); Ingress on two nodes (the server's agent and a
+//! joined one, each reading the TLS Secrets with its node credential) serves TLS by SNI
+//! for two hosts and a rotated Secret (a self-signed default certificate for a host
+//! without a Secret), Exact vs Prefix, classes and a WebSocket; StatefulSet pods resolve each other by
 //! `<pod>.<service>.<namespace>.svc.cluster.local` and an ExternalName Service answers
 //! with a CNAME; an agent killed has its pods replaced on the others, and its
 //! load-balancer address taken over by another node, once the node is declared lost.
@@ -27,9 +28,12 @@ const SERVER_IP: &str = "10.99.0.1";
 const LB_POOL: &str = "10.99.0.100-10.99.0.109";
 /// The nodes' addresses on the switch.
 const NODE_IPS: [&str; 3] = ["10.99.0.1", "10.99.0.2", "10.99.0.3"];
-/// The node serving Ingress (n0, the server's own agent; the joined agents run without:
-/// their node credentials may not list the TLS Secrets, see the report of issue 24).
-const INGRESS_IP: &str = "10.99.0.1";
+/// The nodes serving Ingress: n0 (the server's own agent) and n1 (a joined agent), each
+/// with its node credential only, which reads just the TLS Secrets the Ingresses name;
+/// n2 runs without Ingress (`--no-ingress`).
+const INGRESS_IPS: [&str; 2] = ["10.99.0.1", "10.99.0.2"];
+/// The Ingress node most checks go through.
+const INGRESS_IP: &str = INGRESS_IPS[0];
 /// The client outside the nodes.
 const CLIENT_IP: &str = "10.99.0.50";
 
@@ -166,8 +170,10 @@ fn three_nodes_joined_by_vxlan() {
         .into_iter()
         .map(str::to_owned)
         .collect::<Vec<_>>();
-        // only n0 serves Ingress
-        args.push("--no-ingress".into());
+        // n0 and n1 serve Ingress
+        if i == 2 {
+            args.push("--no-ingress".into());
+        }
         m.start_kcored(&args.iter().map(String::as_str).collect::<Vec<_>>());
     }
     for i in 1..3 {
@@ -369,11 +375,7 @@ fn three_nodes_joined_by_vxlan() {
     network_policies(server);
     apply(server, ECHO);
     node_mode_and_local(server, &client);
-    // Not run yet: `ingress` (TLS by SNI through kcored) times out, because the agents'
-    // Ingress proxy watches every `kubernetes.io/tls` Secret with the node's own
-    // credential, and the Node authorizer (rightly) refuses a node that list. The proxy
-    // needs an identity of its own that may read the Secrets Ingresses name; until
-    // then TLS hosts get the default certificate. See the issue's closing note.
+    ingress(server, &client);
     statefulset_dns(server);
     // the agent to kill: one announcing an address (the control plane's node stays)
     let (victim, lb_ip, lb_name) = lbs
@@ -862,12 +864,18 @@ spec:
     ]);
 }
 
-/// `curl` from the client to the Ingress node's HTTPS port, with `host` resolved to it;
-/// `(success, output)`.
-fn curl_ingress(client: &Machine, host: &str, path: &str, extra: &[&str]) -> (bool, String) {
+/// `curl` from the client to the HTTPS port of the Ingress node `at`, with `host`
+/// resolved to it; `(success, output)`.
+fn curl_ingress_at(
+    client: &Machine,
+    at: &str,
+    host: &str,
+    path: &str,
+    extra: &[&str],
+) -> (bool, String) {
     let mut c = in_netns(&client.netns, "curl");
     c.args(["-sS", "--max-time", "5", "--resolve"])
-        .arg(format!("{host}:443:{INGRESS_IP}"))
+        .arg(format!("{host}:443:{at}"))
         .args(extra)
         .arg(format!("https://{host}{path}"));
     let out = c.output().unwrap();
@@ -881,14 +889,17 @@ fn curl_ingress(client: &Machine, host: &str, path: &str, extra: &[&str]) -> (bo
     )
 }
 
-/// Ingress on n0 through kcored: TLS by SNI for two hosts (each certificate verified
-/// for its name, over HTTP/1.1 and HTTP/2), a host whose Secret is missing served with
-/// the self-signed default, Exact vs Prefix, another class's Ingress left alone, the
-/// status pointing at n1, and a WebSocket through it.
-#[expect(
-    dead_code,
-    reason = "not called until the agents' Ingress proxy may read TLS Secrets (see main)"
-)]
+/// [`curl_ingress_at`] the first Ingress node.
+fn curl_ingress(client: &Machine, host: &str, path: &str, extra: &[&str]) -> (bool, String) {
+    curl_ingress_at(client, INGRESS_IP, host, path, extra)
+}
+
+/// Ingress through kcored on n0 and n1, whose agents read the TLS Secrets with their
+/// node credentials: TLS by SNI for two hosts (each certificate verified for its name,
+/// over HTTP/1.1 and HTTP/2, on both nodes), a rotated Secret served on both nodes, a
+/// host whose Secret is missing served with the self-signed default, Exact vs Prefix,
+/// another class's Ingress left alone, the status listing both nodes, and a WebSocket
+/// through it.
 fn ingress(server: &Machine, client: &Machine) {
     let dir = tempfile::tempdir().unwrap();
     let ca = kcore_tls::Ca::load_or_create(dir.path()).unwrap();
@@ -930,19 +941,25 @@ fn ingress(server: &Machine, client: &Machine) {
     apply(server, &yaml);
     let cacert = dir.path().join("ca.crt");
     let cacert = cacert.to_str().unwrap();
-    // each host's own certificate, verified against the CA for its name (SNI)
-    for host in ["a.test", "b.test"] {
+    // each host's own certificate, verified against the CA for its name (SNI), on each
+    // Ingress node
+    for (at, host) in INGRESS_IPS
+        .iter()
+        .flat_map(|at| ["a.test", "b.test"].map(|h| (*at, h)))
+    {
         let out = wait_for(
             60,
-            &format!("https://{host}/healthz through the Ingress node"),
+            &format!("https://{host}/healthz through the Ingress node {at}"),
             || {
-                let (ok, out) = curl_ingress(client, host, "/healthz", &["--cacert", cacert]);
+                let (ok, out) =
+                    curl_ingress_at(client, at, host, "/healthz", &["--cacert", cacert]);
                 (ok && out.trim() == "ok").then_some(out)
             },
         );
         assert_eq!(out.trim(), "ok");
-        let (ok, out) = curl_ingress(
+        let (ok, out) = curl_ingress_at(
             client,
+            at,
             host,
             "/healthz",
             &[
@@ -955,7 +972,10 @@ fn ingress(server: &Machine, client: &Machine) {
                 "%{http_version} %{http_code}",
             ],
         );
-        assert!(ok && out.trim() == "2 200", "{host} over HTTP/2: {out}");
+        assert!(
+            ok && out.trim() == "2 200",
+            "{host} over HTTP/2 through {at}: {out}"
+        );
     }
     // Exact: only the path itself; Prefix: the path and below
     let (ok, out) = curl_ingress(
@@ -987,10 +1007,48 @@ fn ingress(server: &Machine, client: &Machine) {
     // another class's Ingress is not served
     let r = http(&client.netns, at, "GET", "o.test", "/", "");
     assert!(matches!(r, Ok((404, _))), "{r:?}");
-    // the status points at the node serving it
+    // a Secret rotated (a certificate of another CA): every Ingress node serves the new
+    // one as soon as its watch delivers it
+    let dir2 = tempfile::tempdir().unwrap();
+    let ca2 = kcore_tls::Ca::load_or_create(dir2.path()).unwrap();
+    let rotated = ca2
+        .issue("a.test", &["a.test".to_owned()], kcore_tls::Usage::Server)
+        .unwrap();
+    let b64 = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    apply(
+        server,
+        &serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "a.test-tls", "namespace": "default"},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": b64(&rotated.cert_pem), "tls.key": b64(&rotated.key_pem)}})
+        .to_string(),
+    );
+    let cacert2 = dir2.path().join("ca.crt");
+    let cacert2 = cacert2.to_str().unwrap();
+    for at in INGRESS_IPS {
+        wait_for(
+            30,
+            &format!("the rotated a.test certificate on {at}"),
+            || {
+                let (ok, out) =
+                    curl_ingress_at(client, at, "a.test", "/healthz", &["--cacert", cacert2]);
+                (ok && out.trim() == "ok").then_some(())
+            },
+        );
+    }
+    // the status lists the nodes serving it
     wait_for(30, "the Ingress status", || {
         let i = server.kubectl_json(&["get", "ingress", "tls"]);
-        (i["status"]["loadBalancer"]["ingress"][0]["ip"] == INGRESS_IP).then_some(())
+        let mut ips: Vec<String> = i["status"]["loadBalancer"]["ingress"]
+            .as_array()?
+            .iter()
+            .filter_map(|a| a["ip"].as_str().map(str::to_owned))
+            .collect();
+        ips.sort();
+        (ips == INGRESS_IPS).then_some(())
     });
     // a WebSocket through the proxy: upgrade, then frames both ways
     let mut s = wait_for(60, "a WebSocket upgrade through the Ingress node", || {

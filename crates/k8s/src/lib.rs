@@ -9,6 +9,7 @@
 //! | label and node selectors | `labels`, `nodeaffinity` | [`Selector`], [`NodeSelectorTerm`] |
 //! | Lease leader election | client-go `leaderelection` | [`decide`], [`LeaseObserver`] |
 //! | status code of an API error | `apierrors.ReasonForError` | `status_code` (feature `kube`) |
+//! | the Ingresses kcore's controller serves, and their TLS Secrets | `IngressClass` `spec.controller`, the default class | [`ingress_served`], [`ingress_tls_secrets`] |
 //! | cron schedules and missed start times | robfig/cron `ParseStandard`, `mostRecentScheduleTime` | [`CronSchedule`], [`missed_schedules`] |
 //! | the Kubernetes version kcore implements | `version.Get` | [`VERSION`], [`GIT_VERSION`] |
 //!
@@ -40,6 +41,7 @@
 mod cron;
 mod ephemeral;
 mod error;
+mod ingress;
 mod leader;
 mod qos;
 mod quantity;
@@ -51,6 +53,10 @@ mod version;
 pub use cron::{missed_schedules, time_zone, CronSchedule, Missed};
 pub use ephemeral::{claim_is_for_pod, ephemeral_claim_name};
 pub use error::Error;
+pub use ingress::{
+    class_served, ingress_class, ingress_served, ingress_tls_secrets, INGRESS_CLASS_ANNOTATION,
+    INGRESS_CONTROLLER,
+};
 pub use leader::{decide, LeaseDecision, LeaseObserver};
 pub use qos::{pod_qos_class, qos_class, QosClass};
 pub use quantity::{Quantity, QuantityFormat};

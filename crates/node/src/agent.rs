@@ -225,6 +225,11 @@ impl NodeAgent {
                 }
             }
             if let Some(addr) = cfg.ingress_addr {
+                // the Secrets the served Ingresses name, one watch each
+                tasks.push(tokio::spawn(crate::cache::follow_tls_secrets(
+                    client.clone(),
+                    cache.clone(),
+                )));
                 let env = IngressEnv {
                     net: net.clone(),
                     client: Some(client.clone()),

@@ -10,7 +10,11 @@
 //! - **TLS:** a second listener terminates TLS with the certificate of the
 //!   `kubernetes.io/tls` Secret that a served Ingress' `spec.tls` names for the host
 //!   the client asks for (SNI; exact hosts before `*.` wildcards; an entry without hosts
-//!   is the fallback), offering HTTP/2 and HTTP/1.1 by ALPN. As ingress-nginx does, a
+//!   is the fallback), offering HTTP/2 and HTTP/1.1 by ALPN. The node watches those
+//!   Secrets one by one with its own credential, which the Node authorizer allows for
+//!   the Secrets of the Ingresses kcore serves and no others (see
+//!   [`crate::cache::follow_tls_secrets`]); a Secret rotated reaches new handshakes as
+//!   soon as its watch event arrives. As ingress-nginx does, a
 //!   plain HTTP request for a host with TLS is redirected to HTTPS with a 308, unless
 //!   the Ingress sets `nginx.ingress.kubernetes.io/ssl-redirect: "false"`.
 //! - **Upgrades:** an HTTP/1.1 `Upgrade` (WebSocket) request is passed to the backend
@@ -51,35 +55,10 @@ pub(crate) struct IngressEnv {
 }
 
 /// The `spec.controller` of the IngressClasses this proxy serves.
-pub const CONTROLLER: &str = "kcore.dev/ingress";
-
-/// The legacy annotation naming an Ingress' class.
-const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+pub const CONTROLLER: &str = kcore_k8s::INGRESS_CONTROLLER;
 
 /// ingress-nginx's annotation turning the HTTP to HTTPS redirect off.
 const SSL_REDIRECT_ANNOTATION: &str = "nginx.ingress.kubernetes.io/ssl-redirect";
-
-/// Whether this proxy serves `ing`, given the cluster's IngressClasses. Pure.
-pub(crate) fn served(ing: &Ingress, classes: &[IngressClass]) -> bool {
-    let class = ing
-        .spec
-        .as_ref()
-        .and_then(|s| s.ingress_class_name.as_deref())
-        .or_else(|| {
-            ing.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(CLASS_ANNOTATION))
-                .map(String::as_str)
-        });
-    let Some(class) = class else {
-        return true;
-    };
-    classes.iter().any(|c| {
-        c.metadata.name.as_deref() == Some(class)
-            && c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER)
-    })
-}
 
 /// The Ingresses this proxy serves, from the cache.
 pub(crate) fn served_ingresses(cache: &ClusterCache) -> Vec<Ingress> {
@@ -95,9 +74,31 @@ pub(crate) fn served_ingresses(cache: &ClusterCache) -> Vec<Ingress> {
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .values()
-        .filter(|i| served(i, &classes))
+        .filter(|i| kcore_k8s::ingress_served(i, &classes))
         .cloned()
         .collect()
+}
+
+/// The Secrets the served Ingresses' `spec.tls` entries name, `(namespace, name)`: the
+/// ones the node watches (one by one, see [`crate::cache::follow_tls_secrets`]).
+pub(crate) fn tls_secret_keys(
+    cache: &ClusterCache,
+) -> std::collections::BTreeSet<crate::cache::Key> {
+    let classes = cache
+        .ingress_classes
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
+    let ingresses = cache.ingresses.read().unwrap_or_else(|p| p.into_inner());
+    let keys = ingresses
+        .iter()
+        .filter(|(_, i)| kcore_k8s::ingress_served(i, classes.values()))
+        .flat_map(|((ns, _), i)| {
+            kcore_k8s::ingress_tls_secrets(i)
+                .into_iter()
+                .map(move |n| (ns.clone(), n.to_owned()))
+        })
+        .collect();
+    keys
 }
 
 /// The TLS Secret for `host` among `ingresses`: `(namespace, secret name, redirect)`,
@@ -858,46 +859,6 @@ mod tests {
         assert_eq!(r("x.wild.test", "/").as_deref(), Some("wild"));
         assert_eq!(r("a.b.wild.test", "/").as_deref(), Some("fallback"));
         assert_eq!(r("other.host", "/").as_deref(), Some("fallback"));
-    }
-
-    #[test]
-    fn classes_decide_which_ingresses_are_served() {
-        let class = |name: &str, controller: &str| -> IngressClass {
-            serde_json::from_value(
-                json!({"metadata": {"name": name}, "spec": {"controller": controller}}),
-            )
-            .unwrap()
-        };
-        let classes = [
-            class("kcore", CONTROLLER),
-            class("nginx", "k8s.io/ingress-nginx"),
-        ];
-        let with = |spec: serde_json::Value, ann: serde_json::Value| {
-            ing(
-                json!({"metadata": {"name": "i", "namespace": "d", "annotations": ann}, "spec": spec}),
-            )
-        };
-        assert!(served(
-            &with(json!({"ingressClassName": "kcore"}), json!({})),
-            &classes
-        ));
-        assert!(!served(
-            &with(json!({"ingressClassName": "nginx"}), json!({})),
-            &classes
-        ));
-        assert!(!served(
-            &with(json!({"ingressClassName": "gone"}), json!({})),
-            &classes
-        ));
-        assert!(served(&with(json!({}), json!({})), &classes));
-        assert!(served(
-            &with(json!({}), json!({CLASS_ANNOTATION: "kcore"})),
-            &classes
-        ));
-        assert!(!served(
-            &with(json!({}), json!({CLASS_ANNOTATION: "nginx"})),
-            &classes
-        ));
     }
 
     #[test]

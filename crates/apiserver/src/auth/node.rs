@@ -5,6 +5,16 @@
 //!   `metadata.name` field selector, only when a pod bound to the node refers to it (a
 //!   volume, a projected source, an environment reference, an image pull secret, or a
 //!   secret of a persistent volume the pod's claims are bound to).
+//! - **kcore's extension:** Secrets named by `spec.tls[].secretName` of an Ingress that
+//!   kcore's Ingress controller serves (its class names [`kcore_k8s::INGRESS_CONTROLLER`],
+//!   or it has no class), in the Ingress' namespace: `get`, and `list`/`watch` by
+//!   `metadata.name`, for every node. Upstream has no such rule because there the Ingress
+//!   controller is a pod with its own service account and RBAC; in kcore the node agent
+//!   *is* the Ingress controller (each node serves Ingress on its own address), so it
+//!   must hold the keys of the Ingresses it serves, and no other Secrets: not those of
+//!   other controllers' Ingresses, nor any Secret by listing. Whoever may create an
+//!   Ingress in a namespace can thereby show that namespace's named Secret to the nodes
+//!   (upstream: to the Ingress controller), as with any Ingress controller.
 //! - PersistentVolumeClaims (`get`; `update`/`patch` of `status`), PersistentVolumes,
 //!   VolumeAttachments and ResourceClaims (`get`): only those of pods bound to the node.
 //! - `serviceaccounts/token` (`create`): only for the service accounts of pods bound to
@@ -24,12 +34,13 @@
 //! the 403's message (`no relationship found between node 'n1' and this object`).
 //!
 //! As upstream, the relations come from a graph of pods, claims, volumes and attachments
-//! kept from watches ([`super::node_graph`]); a request the graph finds no path for is
-//! checked against the stored objects before it is refused (the graph trails the store
-//! by a moment).
+//! (and here Ingresses and IngressClasses) kept from watches ([`super::node_graph`]); a
+//! request the graph finds no path for is checked against the stored objects before it
+//! is refused (the graph trails the store by a moment).
 
 use std::sync::{Arc, OnceLock};
 
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde_json::Value;
 
@@ -300,10 +311,10 @@ async fn related(api: &Ctx<'_>, node: &str, kind: Kind, a: &Attributes) -> Decis
 }
 
 async fn objects(api: &Api, plural: &str) -> Result<Vec<Arc<Value>>, crate::error::ApiError> {
-    let group = if plural == "volumeattachments" {
-        "storage.k8s.io"
-    } else {
-        ""
+    let group = match plural {
+        "volumeattachments" => "storage.k8s.io",
+        "ingressclasses" => "networking.k8s.io",
+        _ => "",
     };
     match resources::lookup(group, "v1", plural) {
         Some(info) => api.current_objects(info).await,
@@ -311,10 +322,59 @@ async fn objects(api: &Api, plural: &str) -> Result<Vec<Arc<Value>>, crate::erro
     }
 }
 
+/// Whether an object of `kind` named `ns/name` is related to `node`, read from the store:
+/// reachable from a pod bound to it, or (a Secret) named by a served Ingress.
+async fn has_path(
+    api: &Api,
+    node: &str,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+) -> Result<bool, crate::error::ApiError> {
+    Ok(pod_path(api, node, kind, ns, name).await?
+        || (kind == Kind::Secret && ingress_tls_secret(api, ns, name).await?))
+}
+
+/// Whether an Ingress kcore's controller serves names the Secret `ns/name` in its
+/// `spec.tls` (kcore's extension, see the module doc).
+async fn ingress_tls_secret(
+    api: &Api,
+    ns: &str,
+    name: &str,
+) -> Result<bool, crate::error::ApiError> {
+    let Some(info) = resources::lookup("networking.k8s.io", "v1", "ingresses") else {
+        return Ok(false);
+    };
+    let naming: Vec<Ingress> = api
+        .cached_objects(info, Some(ns))
+        .await?
+        .iter()
+        // only those naming it are read whole
+        .filter(|i| {
+            i["spec"]["tls"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|e| e["secretName"] == name))
+        })
+        .filter_map(|i| serde_json::from_value::<Ingress>(Value::clone(i)).ok())
+        .filter(|i| kcore_k8s::ingress_tls_secrets(i).contains(&name))
+        .collect();
+    if naming.is_empty() {
+        return Ok(false);
+    }
+    let classes: Vec<IngressClass> = objects(api, "ingressclasses")
+        .await?
+        .iter()
+        .filter_map(|c| serde_json::from_value(Value::clone(c)).ok())
+        .collect();
+    Ok(naming
+        .iter()
+        .any(|i| kcore_k8s::ingress_served(i, &classes)))
+}
+
 /// Whether an object of `kind` named `ns/name` is reachable from a pod bound to `node`
 /// (upstream's graph: node ← pod ← secret/configmap/pvc/serviceaccount/resourceclaim,
 /// node ← pod ← pvc ← pv ← secret, node ← volumeattachment).
-async fn has_path(
+async fn pod_path(
     api: &Api,
     node: &str,
     kind: Kind,

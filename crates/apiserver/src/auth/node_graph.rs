@@ -2,20 +2,24 @@
 //! the objects reachable from the pods bound to it (Secrets, ConfigMaps, claims, service
 //! accounts, resource claims, the pods themselves), and beside them which volume each
 //! claim is bound to, the Secrets each volume names, and the node of each
-//! VolumeAttachment. It is kept from watches of pods, claims, volumes and attachments
-//! ([`Graph::run`]), so that a decision is a few map lookups instead of a pass over all
-//! pods.
+//! VolumeAttachment. Beside the pods' edges it keeps kcore's own: the TLS Secrets that
+//! the Ingresses kcore's controller serves name (every node may read those, see
+//! [`super::node`]), with the IngressClasses that decide which Ingresses are served. It
+//! is kept from watches of pods, claims, volumes, attachments, Ingresses and
+//! IngressClasses ([`Graph::run`]), so that a decision is a few map lookups instead of a
+//! pass over all pods.
 //!
 //! The watches trail the store by a moment: a pod just bound may not be in the graph yet.
 //! Where the graph finds no path (or before it has synced), the authorizer confirms the
 //! denial against the store ([`super::node`]), so a node is never refused what the store
 //! already relates to it, and the common, allowed case costs no scan.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde_json::Value;
 
 use super::node::{volume_secrets, Kind, PodRefs};
@@ -39,6 +43,19 @@ struct State {
     claim_volume: HashMap<Key, String>,
     volume_secrets: HashMap<String, Vec<(Option<String>, String)>>,
     attachments: HashMap<String, String>,
+    /// Ingress `(namespace, name)` → its class and the TLS Secrets it names
+    ingresses: HashMap<Key, IngressTls>,
+    /// TLS Secret `(namespace, name)` → the Ingresses of that namespace naming it
+    tls_secrets: HashMap<Key, BTreeSet<String>>,
+    /// IngressClasses by name
+    classes: HashMap<String, IngressClass>,
+}
+
+/// What the graph keeps of one Ingress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IngressTls {
+    class: Option<String>,
+    secrets: Vec<String>,
 }
 
 impl State {
@@ -97,6 +114,74 @@ impl State {
         );
     }
 
+    fn unlink_ingress(&mut self, key: &Key) {
+        let Some(old) = self.ingresses.remove(key) else {
+            return;
+        };
+        for secret in old.secrets {
+            let sk = (key.0.clone(), secret);
+            if let Some(names) = self.tls_secrets.get_mut(&sk) {
+                names.remove(&key.1);
+                if names.is_empty() {
+                    self.tls_secrets.remove(&sk);
+                }
+            }
+        }
+    }
+
+    fn set_ingress(&mut self, obj: &Value, deleted: bool) {
+        let key = key_of(obj);
+        self.unlink_ingress(&key);
+        // an Ingress without TLS entries relates no Secret: not read whole
+        if deleted || obj["spec"]["tls"].as_array().is_none_or(Vec::is_empty) {
+            return;
+        }
+        let ing: Ingress = match serde_json::from_value(obj.clone()) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::debug!(ingress = %format!("{}/{}", key.0, key.1), error = %e, "node graph: reading an ingress");
+                return;
+            }
+        };
+        let tls = IngressTls {
+            class: kcore_k8s::ingress_class(&ing).map(str::to_owned),
+            secrets: kcore_k8s::ingress_tls_secrets(&ing)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        };
+        if tls.secrets.is_empty() {
+            return;
+        }
+        for secret in &tls.secrets {
+            self.tls_secrets
+                .entry((key.0.clone(), secret.clone()))
+                .or_default()
+                .insert(key.1.clone());
+        }
+        self.ingresses.insert(key, tls);
+    }
+
+    fn set_class(&mut self, obj: &Value, name: String, deleted: bool) {
+        match serde_json::from_value::<IngressClass>(obj.clone()) {
+            Ok(c) if !deleted => self.classes.insert(name, c),
+            _ => self.classes.remove(&name),
+        };
+    }
+
+    /// Whether an Ingress kcore's controller serves names the Secret `ns/name` in its
+    /// `spec.tls` (kcore's extension: every node may read it).
+    fn ingress_tls_secret(&self, ns: &str, name: &str) -> bool {
+        let Some(ingresses) = self.tls_secrets.get(&(ns.to_owned(), name.to_owned())) else {
+            return false;
+        };
+        ingresses.iter().any(|i| {
+            self.ingresses
+                .get(&(ns.to_owned(), i.clone()))
+                .is_some_and(|t| kcore_k8s::class_served(t.class.as_deref(), self.classes.values()))
+        })
+    }
+
     fn apply(&mut self, source: Source, obj: &Value, deleted: bool) {
         let name = obj["metadata"]["name"]
             .as_str()
@@ -128,6 +213,8 @@ impl State {
                     None => self.attachments.remove(&name),
                 };
             }
+            Source::Ingresses => self.set_ingress(obj, deleted),
+            Source::IngressClasses => self.set_class(obj, name, deleted),
         }
     }
 
@@ -140,10 +227,20 @@ impl State {
             Source::Claims => self.claim_volume.clear(),
             Source::Volumes => self.volume_secrets.clear(),
             Source::Attachments => self.attachments.clear(),
+            Source::Ingresses => {
+                self.ingresses.clear();
+                self.tls_secrets.clear();
+            }
+            Source::IngressClasses => self.classes.clear(),
         }
     }
 
     fn has_path(&self, node: &str, kind: Kind, ns: &str, name: &str) -> bool {
+        self.pod_path(node, kind, ns, name)
+            || (kind == Kind::Secret && self.ingress_tls_secret(ns, name))
+    }
+
+    fn pod_path(&self, node: &str, kind: Kind, ns: &str, name: &str) -> bool {
         if kind == Kind::VolumeAttachment {
             return self.attachments.get(name).is_some_and(|n| n == node);
         }
@@ -185,14 +282,18 @@ enum Source {
     Claims,
     Volumes,
     Attachments,
+    Ingresses,
+    IngressClasses,
 }
 
 impl Source {
-    const ALL: [Source; 4] = [
+    const ALL: [Source; 6] = [
         Source::Pods,
         Source::Claims,
         Source::Volumes,
         Source::Attachments,
+        Source::Ingresses,
+        Source::IngressClasses,
     ];
 
     /// The resource, when this server serves it.
@@ -202,6 +303,8 @@ impl Source {
             Source::Claims => ("", "persistentvolumeclaims"),
             Source::Volumes => ("", "persistentvolumes"),
             Source::Attachments => ("storage.k8s.io", "volumeattachments"),
+            Source::Ingresses => ("networking.k8s.io", "ingresses"),
+            Source::IngressClasses => ("networking.k8s.io", "ingressclasses"),
         };
         resources::lookup(group, "v1", plural)
     }
@@ -211,7 +314,7 @@ impl Source {
 #[derive(Debug, Default)]
 pub(crate) struct Graph {
     state: RwLock<State>,
-    synced: [AtomicBool; 4],
+    synced: [AtomicBool; Source::ALL.len()],
 }
 
 impl Graph {
@@ -388,5 +491,82 @@ mod tests {
         g.apply(Source::Pods, &moved, true);
         assert!(nodes_of(&g).is_empty());
         assert!(!g.synced());
+    }
+
+    fn ingress(ns: &str, name: &str, spec: Value) -> Value {
+        json!({"metadata": {"namespace": ns, "name": name}, "spec": spec})
+    }
+
+    #[test]
+    fn every_node_reaches_the_tls_secrets_of_served_ingresses_only() {
+        let g = Graph::default();
+        // n1 runs a pod, n2 none: both may read what a served Ingress names
+        g.apply(Source::Pods, &pod("d", "p1", "n1", json!({})), false);
+        let web = ingress(
+            "d",
+            "web",
+            json!({"tls": [{"hosts": ["a.test"], "secretName": "a-tls"},
+                           {"secretName": "fallback-tls"}]}),
+        );
+        g.apply(Source::Ingresses, &web, false);
+        for node in ["n1", "n2"] {
+            assert!(g.has_path(node, Kind::Secret, "d", "a-tls"), "{node}");
+            assert!(
+                g.has_path(node, Kind::Secret, "d", "fallback-tls"),
+                "{node}"
+            );
+            // a Secret no Ingress names, the same name in another namespace, and
+            // other kinds of the same name are not reachable
+            assert!(!g.has_path(node, Kind::Secret, "d", "db-creds"), "{node}");
+            assert!(!g.has_path(node, Kind::Secret, "e", "a-tls"), "{node}");
+            assert!(!g.has_path(node, Kind::ConfigMap, "d", "a-tls"), "{node}");
+        }
+        // another controller's class: not kcore's to serve, so not the nodes' to read
+        let theirs = ingress(
+            "d",
+            "theirs",
+            json!({"ingressClassName": "nginx", "tls": [{"secretName": "nginx-tls"}]}),
+        );
+        g.apply(Source::Ingresses, &theirs, false);
+        assert!(!g.has_path("n1", Kind::Secret, "d", "nginx-tls"));
+        let class = |name: &str, controller: &str| json!({"metadata": {"name": name}, "spec": {"controller": controller}});
+        g.apply(
+            Source::IngressClasses,
+            &class("nginx", "k8s.io/ingress-nginx"),
+            false,
+        );
+        assert!(!g.has_path("n1", Kind::Secret, "d", "nginx-tls"));
+        // the class handed to kcore's controller: served, readable; and back
+        g.apply(
+            Source::IngressClasses,
+            &class("nginx", kcore_k8s::INGRESS_CONTROLLER),
+            false,
+        );
+        assert!(g.has_path("n1", Kind::Secret, "d", "nginx-tls"));
+        g.apply(
+            Source::IngressClasses,
+            &class("nginx", kcore_k8s::INGRESS_CONTROLLER),
+            true,
+        );
+        assert!(!g.has_path("n1", Kind::Secret, "d", "nginx-tls"));
+        // two Ingresses naming one Secret: it stays reachable until both stop naming it
+        let also = ingress("d", "also", json!({"tls": [{"secretName": "a-tls"}]}));
+        g.apply(Source::Ingresses, &also, false);
+        let edited = ingress("d", "web", json!({"tls": [{"secretName": "b-tls"}]}));
+        g.apply(Source::Ingresses, &edited, false);
+        assert!(g.has_path("n2", Kind::Secret, "d", "a-tls"));
+        assert!(g.has_path("n2", Kind::Secret, "d", "b-tls"));
+        assert!(!g.has_path("n2", Kind::Secret, "d", "fallback-tls"));
+        g.apply(Source::Ingresses, &also, true);
+        assert!(!g.has_path("n2", Kind::Secret, "d", "a-tls"));
+        g.apply(Source::Ingresses, &edited, true);
+        assert!(!g.has_path("n2", Kind::Secret, "d", "b-tls"));
+        let st = g.state.read().unwrap();
+        assert_eq!(
+            st.ingresses.len(),
+            1,
+            "only the other class' Ingress is left"
+        );
+        assert_eq!(st.tls_secrets.len(), 1);
     }
 }
