@@ -106,14 +106,9 @@ pub(crate) fn tls_secret_keys(
 /// naming the host exactly wins over a `*.` wildcard, which wins over an entry
 /// without hosts. Pure.
 pub(crate) fn tls_for(ingresses: &[Ingress], host: &str) -> Option<(String, String, bool)> {
-    let host = host.to_ascii_lowercase();
-    let mut best: Option<(u8, (String, String, bool))> = None;
+    let mut best: Option<(u8, (&str, &str, bool))> = None;
     for ing in ingresses {
-        let ns = ing
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
+        let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
         let redirect = ing
             .metadata
             .annotations
@@ -121,17 +116,17 @@ pub(crate) fn tls_for(ingresses: &[Ingress], host: &str) -> Option<(String, Stri
             .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION))
             .is_none_or(|v| v != "false");
         for t in ing.spec.iter().flat_map(|s| s.tls.iter().flatten()) {
-            let Some(secret) = t.secret_name.clone().filter(|n| !n.is_empty()) else {
+            let Some(secret) = t.secret_name.as_deref().filter(|n| !n.is_empty()) else {
                 continue;
             };
-            let hosts = t.hosts.clone().unwrap_or_default();
+            let hosts = t.hosts.as_deref().unwrap_or_default();
             let rank = if hosts.is_empty() {
                 Some(1)
-            } else if hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
+            } else if hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
                 Some(3)
             } else if hosts
                 .iter()
-                .any(|h| h.starts_with("*.") && host_matches(h, &host))
+                .any(|h| h.starts_with("*.") && host_matches(h, host))
             {
                 Some(2)
             } else {
@@ -139,12 +134,12 @@ pub(crate) fn tls_for(ingresses: &[Ingress], host: &str) -> Option<(String, Stri
             };
             if let Some(rank) = rank {
                 if best.as_ref().is_none_or(|(r, _)| rank > *r) {
-                    best = Some((rank, (ns.clone(), secret, redirect)));
+                    best = Some((rank, (ns, secret, redirect)));
                 }
             }
         }
     }
-    best.map(|b| b.1)
+    best.map(|(_, (ns, secret, redirect))| (ns.to_owned(), secret.to_owned(), redirect))
 }
 
 /// The certificate and key a `kubernetes.io/tls` Secret holds.
@@ -203,6 +198,7 @@ fn default_certificate(dir: Option<&std::path::Path>) -> Result<Arc<rustls::sign
 /// parsing each Secret once per resourceVersion.
 struct SniResolver {
     cache: Arc<ClusterCache>,
+    routes: Arc<Routes>,
     parsed: std::sync::Mutex<ParsedSecrets>,
     /// Presented for a name without a certificate (see [`default_certificate`]).
     default: Arc<rustls::sign::CertifiedKey>,
@@ -220,7 +216,7 @@ impl std::fmt::Debug for SniResolver {
 
 impl SniResolver {
     fn certificate(&self, host: &str) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        let (ns, name, _) = tls_for(&served_ingresses(&self.cache), host)?;
+        let (ns, name, _) = tls_for(&self.routes.table().ingresses, host)?;
         let secret = self
             .cache
             .tls_secrets
@@ -271,9 +267,15 @@ pub(crate) struct Route {
 
 fn host_matches(rule: &str, host: &str) -> bool {
     if let Some(suffix) = rule.strip_prefix("*.") {
-        host.strip_suffix(suffix)
-            .and_then(|h| h.strip_suffix('.'))
-            .is_some_and(|label| !label.is_empty() && !label.contains('.'))
+        // `label.suffix`, compared without case and without allocating
+        let Some(split) = host.len().checked_sub(suffix.len() + 1) else {
+            return false;
+        };
+        let (label, rest) = host.as_bytes().split_at(split);
+        rest[0] == b'.'
+            && rest[1..].eq_ignore_ascii_case(suffix.as_bytes())
+            && !label.is_empty()
+            && !label.contains(&b'.')
     } else {
         rule.eq_ignore_ascii_case(host)
     }
@@ -284,74 +286,179 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     if p.is_empty() {
         return true;
     }
-    path == p || path.starts_with(&format!("{p}/"))
+    path.strip_prefix(p)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Picks the route for `host` + `path` across all Ingresses: the longest matching path
 /// wins (Exact before Prefix at equal length); then a rule-less or default backend.
+#[cfg(test)]
 pub(crate) fn route(ingresses: &[Ingress], host: &str, path: &str) -> Option<Route> {
-    let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
-    let mut best: Option<(usize, bool, Route)> = None;
-    let mut default: Option<Route> = None;
-    for ing in ingresses {
-        let ns = ing
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let Some(spec) = ing.spec.as_ref() else {
-            continue;
+    let t = Table::build(0, ingresses.to_vec(), |_| Vec::new());
+    t.lookup(host, path).map(|t| t.route.clone())
+}
+
+/// The served Ingresses compiled for the request path: each rule's paths in a flat list
+/// with the endpoints of their backends resolved, rebuilt when the cache changes (see
+/// [`Routes`]) so that a request clones nothing.
+pub(crate) struct Table {
+    /// The cache version this table was built from.
+    version: u64,
+    /// The served Ingresses, in the cache's order (TLS, redirects).
+    ingresses: Vec<Ingress>,
+    /// Every rule path of every Ingress, in order.
+    paths: Vec<CompiledPath>,
+    /// The first Ingress' `defaultBackend`, as an index into `targets`.
+    default: Option<usize>,
+    targets: Vec<Target>,
+}
+
+/// One path of one rule.
+struct CompiledPath {
+    /// The rule's host (lower case), if it names one.
+    host: Option<String>,
+    path: String,
+    exact: bool,
+    /// Index into [`Table::targets`].
+    target: usize,
+}
+
+/// Where a matched request goes.
+pub(crate) struct Target {
+    pub route: Route,
+    /// The ready endpoints of the backend's service port when the table was built.
+    pub endpoints: Vec<SocketAddrV4>,
+}
+
+impl Table {
+    /// Compiles `ingresses` (already filtered to the served ones), resolving each
+    /// backend's endpoints with `endpoints`.
+    fn build(
+        version: u64,
+        ingresses: Vec<Ingress>,
+        mut endpoints: impl FnMut(&Route) -> Vec<SocketAddrV4>,
+    ) -> Table {
+        let mut paths = Vec::new();
+        let mut targets = Vec::new();
+        let mut default = None;
+        let mut target = |route: Route| {
+            let endpoints = endpoints(&route);
+            targets.push(Target { route, endpoints });
+            targets.len() - 1
         };
-        for rule in spec.rules.iter().flatten() {
-            if let Some(h) = rule.host.as_deref().filter(|h| !h.is_empty()) {
-                if !host_matches(h, &host) {
-                    continue;
+        for ing in &ingresses {
+            let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
+            let Some(spec) = ing.spec.as_ref() else {
+                continue;
+            };
+            for rule in spec.rules.iter().flatten() {
+                let host = rule
+                    .host
+                    .as_deref()
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_ascii_lowercase);
+                for p in rule.http.iter().flat_map(|h| h.paths.iter()) {
+                    let Some(svc) = p.backend.service.clone() else {
+                        continue;
+                    };
+                    paths.push(CompiledPath {
+                        host: host.clone(),
+                        path: p.path.clone().unwrap_or_else(|| "/".into()),
+                        exact: p.path_type == "Exact",
+                        target: target(Route {
+                            namespace: ns.to_owned(),
+                            backend: svc,
+                        }),
+                    });
                 }
             }
-            for p in rule.http.iter().flat_map(|h| h.paths.iter()) {
-                let pp = p.path.clone().unwrap_or_else(|| "/".into());
-                let exact = p.path_type == "Exact";
-                let ok = if exact {
-                    path == pp
-                } else {
-                    prefix_matches(&pp, path)
-                };
-                let Some(svc) = p.backend.service.clone() else {
-                    continue;
-                };
-                if ok {
-                    let len = pp.len();
-                    let better = match &best {
-                        None => true,
-                        Some((l, e, _)) => len > *l || (len == *l && exact && !*e),
-                    };
-                    if better {
-                        best = Some((
-                            len,
-                            exact,
-                            Route {
-                                namespace: ns.clone(),
-                                backend: svc,
-                            },
-                        ));
-                    }
+            if default.is_none() {
+                if let Some(svc) = spec
+                    .default_backend
+                    .as_ref()
+                    .and_then(|b| b.service.clone())
+                {
+                    default = Some(target(Route {
+                        namespace: ns.to_owned(),
+                        backend: svc,
+                    }));
                 }
             }
         }
-        if default.is_none() {
-            if let Some(svc) = spec
-                .default_backend
-                .as_ref()
-                .and_then(|b| b.service.clone())
-            {
-                default = Some(Route {
-                    namespace: ns,
-                    backend: svc,
-                });
-            }
+        Table {
+            version,
+            ingresses,
+            paths,
+            default,
+            targets,
         }
     }
-    best.map(|b| b.2).or(default)
+
+    /// The target for `host` (a Host header, port allowed) and `path`.
+    fn lookup(&self, host: &str, path: &str) -> Option<&Target> {
+        let host = host.split(':').next().unwrap_or(host);
+        let mut best: Option<(usize, bool, usize)> = None;
+        for p in &self.paths {
+            if p.host.as_deref().is_some_and(|h| !host_matches(h, host)) {
+                continue;
+            }
+            let ok = if p.exact {
+                path == p.path
+            } else {
+                prefix_matches(&p.path, path)
+            };
+            if !ok {
+                continue;
+            }
+            let len = p.path.len();
+            let better = match best {
+                None => true,
+                Some((l, e, _)) => len > l || (len == l && p.exact && !e),
+            };
+            if better {
+                best = Some((len, p.exact, p.target));
+            }
+        }
+        best.map(|b| b.2)
+            .or(self.default)
+            .map(|i| &self.targets[i])
+    }
+}
+
+/// The current [`Table`], rebuilt on the first request after the cache changed.
+pub(crate) struct Routes {
+    cache: Arc<ClusterCache>,
+    current: std::sync::RwLock<Arc<Table>>,
+}
+
+impl Routes {
+    fn new(cache: Arc<ClusterCache>) -> Routes {
+        let table = Arc::new(Table::build(u64::MAX, Vec::new(), |_| Vec::new()));
+        Routes {
+            cache,
+            current: std::sync::RwLock::new(table),
+        }
+    }
+
+    /// The table for the cache as it is now.
+    fn table(&self) -> Arc<Table> {
+        let version = *self.cache.version.borrow();
+        {
+            let t = self.current.read().unwrap_or_else(|p| p.into_inner());
+            if t.version == version {
+                return t.clone();
+            }
+        }
+        // built from the stores as they are now, which may already hold changes after
+        // `version`: labelled with the older version, it is only rebuilt once more
+        let table = Arc::new(Table::build(
+            version,
+            served_ingresses(&self.cache),
+            |r| endpoints(&self.cache, r),
+        ));
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = table.clone();
+        table
+    }
 }
 
 /// The ready endpoints of a route's service port.
@@ -401,34 +508,29 @@ struct Pool(std::sync::Mutex<std::collections::HashMap<SocketAddrV4, Vec<Sender>
 /// The sending half of one backend connection.
 type Sender = hyper::client::conn::http1::SendRequest<Incoming>;
 
-/// At most this many idle connections are kept per endpoint.
+/// At most this many connections are kept per endpoint.
 const POOL_IDLE_PER_ENDPOINT: usize = 64;
 
 impl Pool {
-    /// An idle connection to `ep` that is still open.
+    /// An open connection to `ep` that is ready for a request. Connections whose last
+    /// response is still being read stay in the pool for later.
     fn take(&self, ep: SocketAddrV4) -> Option<Sender> {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let idle = m.get_mut(&ep)?;
-        while let Some(s) = idle.pop() {
-            if s.is_ready() && !s.is_closed() {
-                return Some(s);
-            }
-        }
-        None
+        idle.retain(|s| !s.is_closed());
+        let i = idle.iter().position(|s| s.is_ready())?;
+        Some(idle.swap_remove(i))
     }
 
-    /// Returns `s` to the pool once its response has been read to the end.
-    fn give_back(self: &Arc<Self>, ep: SocketAddrV4, mut s: Sender) {
-        let pool = self.clone();
-        tokio::spawn(async move {
-            if s.ready().await.is_ok() {
-                let mut m = pool.0.lock().unwrap_or_else(|p| p.into_inner());
-                let idle = m.entry(ep).or_default();
-                if idle.len() < POOL_IDLE_PER_ENDPOINT {
-                    idle.push(s);
-                }
-            }
-        });
+    /// Puts `s` back as soon as its response has arrived: it becomes ready for the next
+    /// request once the response body has been read to the end (checked by
+    /// [`Pool::take`], which costs less than a task per request waiting for it).
+    fn give_back(&self, ep: SocketAddrV4, s: Sender) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = m.entry(ep).or_default();
+        if idle.len() < POOL_IDLE_PER_ENDPOINT {
+            idle.push(s);
+        }
     }
 }
 
@@ -436,7 +538,7 @@ impl Pool {
 #[derive(Clone)]
 struct Shared {
     env: Arc<IngressEnv>,
-    cache: Arc<ClusterCache>,
+    routes: Arc<Routes>,
     rr: Arc<AtomicUsize>,
     pool: Arc<Pool>,
 }
@@ -479,7 +581,7 @@ async fn serve_one(
 ) -> std::result::Result<Response<Body>, std::convert::Infallible> {
     let Shared {
         env,
-        cache,
+        routes,
         rr,
         pool,
     } = shared;
@@ -490,16 +592,15 @@ async fn serve_one(
         .map(str::to_owned)
         .or_else(|| req.uri().host().map(str::to_owned))
         .unwrap_or_default();
-    let path = req.uri().path().to_owned();
-    let ings = served_ingresses(&cache);
-    let Some(r) = route(&ings, &host, &path) else {
+    let table = routes.table();
+    let Some(target) = table.lookup(&host, req.uri().path()) else {
         return Ok(error(StatusCode::NOT_FOUND, "default backend - 404"));
     };
     let secure = req.extensions().get::<Secure>().is_some();
-    let bare_host = host.split(':').next().unwrap_or(&host).to_owned();
+    let bare_host = host.split(':').next().unwrap_or(&host);
     if let (false, Some(port)) = (secure, env.tls_port) {
-        if let Some((_, _, true)) = tls_for(&ings, &bare_host) {
-            return Ok(redirect(&bare_host, port, req.uri()));
+        if let Some((_, _, true)) = tls_for(&table.ingresses, bare_host) {
+            return Ok(redirect(bare_host, port, req.uri()));
         }
     }
     // an Upgrade (WebSocket) request: the client's side of the upgraded connection
@@ -507,11 +608,14 @@ async fn serve_one(
         .headers()
         .contains_key(hyper::header::UPGRADE)
         .then(|| hyper::upgrade::on(&mut req));
-    let eps = endpoints(&cache, &r);
+    let eps = &target.endpoints;
     if eps.is_empty() {
         return Ok(error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "no endpoints available for service",
+            &format!(
+                "no endpoints available for service \"{}\"",
+                target.route.backend.name
+            ),
         ));
     }
     to_backend(&mut req, &host, secure);
@@ -673,10 +777,12 @@ pub(crate) fn serve(
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.port());
+    let routes = Arc::new(Routes::new(cache.clone()));
     let tls = match tls {
         Some(l) => {
             let resolver = Arc::new(SniResolver {
                 cache: cache.clone(),
+                routes: routes.clone(),
                 parsed: std::sync::Mutex::default(),
                 default: default_certificate(env.state_dir.as_deref())?,
             });
@@ -691,7 +797,7 @@ pub(crate) fn serve(
         let status = tokio::spawn(write_status(env.clone(), cache.clone()));
         let shared = Shared {
             env,
-            cache,
+            routes,
             rr: Arc::default(),
             pool: Arc::default(),
         };
