@@ -162,7 +162,7 @@ async fn send(
         Some(cfg) => {
             let name = rustls::pki_types::ServerName::IpAddress(addr.into());
             let stream = tokio_rustls::TlsConnector::from(cfg.clone())
-                .connect(name, tcp)
+                .connect(name, kcore_tls::read_ahead(tcp))
                 .await
                 .map_err(NodeError::Tls)?;
             exchange(TokioIo::new(stream), req, upgrades).await

@@ -5,7 +5,9 @@
 //! connections are spliced both ways. Whatever protocol the client and the node agree on
 //! (WebSocket channels, SPDY, SPDY tunnelled in WebSocket) passes through unchanged.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use axum::body::Body;
 use axum::http::request::Parts;
@@ -13,6 +15,7 @@ use axum::http::{header, HeaderName, Method, Request, StatusCode};
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::error::ApiError;
 use crate::http::AppState;
@@ -20,7 +23,7 @@ use crate::resources::{self, Sub};
 
 /// The largest error body a node's refusal may carry back.
 const MAX_ERROR_BODY: usize = 1 << 20;
-/// The copy buffers of a spliced session, each way.
+/// The copy buffer of a spliced session, each way: the most one write carries.
 const SPLICE_BUFFER: usize = 64 * 1024;
 
 /// The request headers an upgrade carries to the node.
@@ -158,15 +161,7 @@ pub(crate) async fn serve(
                     return;
                 }
             };
-            let (mut client, mut node) = (TokioIo::new(client), TokioIo::new(node));
-            match tokio::io::copy_bidirectional_with_sizes(
-                &mut client,
-                &mut node,
-                SPLICE_BUFFER,
-                SPLICE_BUFFER,
-            )
-            .await
-            {
+            match splice(TokioIo::new(client), TokioIo::new(node)).await {
                 Ok((up, down)) => tracing::debug!(up, down, "streaming session closed"),
                 Err(e) => tracing::debug!(error = %e, "streaming session ended"),
             }
@@ -174,6 +169,72 @@ pub(crate) async fn serve(
         span,
     ));
     Ok(out)
+}
+
+/// Copies both ways between the client's and the node's connections until both ways
+/// have ended (the end of one side's data shuts the other side's writing down) or either
+/// fails; returns the bytes carried up (client to node) and down.
+async fn splice<A, B>(client: A, node: B) -> std::io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite,
+    B: AsyncRead + AsyncWrite,
+{
+    let (mut client_rd, mut client_wr) = tokio::io::split(client);
+    let (mut node_rd, mut node_wr) = tokio::io::split(node);
+    tokio::try_join!(
+        pump(&mut client_rd, &mut node_wr),
+        pump(&mut node_rd, &mut client_wr)
+    )
+}
+
+/// Copies `from` to `to` until `from` ends, then shuts `to` down; returns the bytes copied.
+/// A TLS connection yields one record (16 KiB at most) per read: what is ready at once is
+/// gathered (up to [`SPLICE_BUFFER`]) before a write, so that the other connection
+/// encrypts it and sends its records with one system call.
+async fn pump<R, W>(from: &mut R, to: &mut W) -> std::io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; SPLICE_BUFFER];
+    let mut copied = 0u64;
+    loop {
+        let (n, failed) = gather(from, &mut buf).await;
+        if n > 0 {
+            to.write_all(&buf[..n]).await?;
+            copied += n as u64;
+        }
+        match failed {
+            Some(e) => return Err(e),
+            None if n == 0 => break,
+            None => {}
+        }
+    }
+    to.shutdown().await?;
+    Ok(copied)
+}
+
+/// Reads into `buf`: waits for the first bytes, then takes what else is ready without
+/// waiting, until `buf` is full. Returns the bytes read (0 at the end of `from`) and the
+/// error that stopped the reading, if one did (after the bytes read before it).
+async fn gather<R>(from: &mut R, buf: &mut [u8]) -> (usize, Option<std::io::Error>)
+where
+    R: AsyncRead + Unpin,
+{
+    std::future::poll_fn(|cx| {
+        let mut rb = ReadBuf::new(buf);
+        loop {
+            let before = rb.filled().len();
+            match Pin::new(&mut *from).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().len() > before && rb.remaining() > 0 => {}
+                Poll::Ready(Ok(())) => return Poll::Ready((rb.filled().len(), None)),
+                Poll::Ready(Err(e)) => return Poll::Ready((before, Some(e))),
+                Poll::Pending if before == 0 => return Poll::Pending,
+                Poll::Pending => return Poll::Ready((before, None)),
+            }
+        }
+    })
+    .await
 }
 
 /// The first value of `key` in a raw query string (percent-decoded).
@@ -282,6 +343,59 @@ mod tests {
         );
         let one = json!({"spec": {"containers": [{"name": "only"}]}});
         assert_eq!(container_of(&one, "p", None).unwrap(), "only");
+    }
+
+    #[tokio::test]
+    async fn a_read_gathers_what_is_ready_and_keeps_the_end_for_next() {
+        let (mut tx, mut rx) = tokio::io::duplex(1024);
+        for chunk in [&b"one "[..], b"two ", b"three"] {
+            tx.write_all(chunk).await.unwrap();
+        }
+        let mut buf = [0u8; 8];
+        // a full buffer ends the read; the rest waits for the next
+        assert_eq!(gather(&mut rx, &mut buf).await.0, 8);
+        assert_eq!(&buf, b"one two ");
+        drop(tx);
+        let (n, e) = gather(&mut rx, &mut buf).await;
+        assert_eq!((&buf[..n], e.is_none()), (&b"three"[..], true));
+        assert_eq!(gather(&mut rx, &mut buf).await.0, 0);
+    }
+
+    #[tokio::test]
+    async fn a_splice_carries_both_ways_and_passes_each_end_on() {
+        use tokio::io::AsyncReadExt;
+        let (client, mut client_peer) = tokio::io::duplex(64);
+        let (node, mut node_peer) = tokio::io::duplex(64);
+        let spliced = tokio::spawn(splice(client, node));
+        let up: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let down = b"from the pod".to_vec();
+        let (want_up, want_down) = (up.clone(), down.clone());
+        let client_side = tokio::spawn(async move {
+            let (mut rd, mut wr) = tokio::io::split(client_peer);
+            wr.write_all(&up).await.unwrap();
+            // the client's end reaches the node as an end
+            wr.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            rd.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = node_peer.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, want_up);
+        node_peer.write_all(&down).await.unwrap();
+        node_peer.shutdown().await.unwrap();
+        assert_eq!(client_side.await.unwrap(), want_down);
+        assert_eq!(
+            spliced.await.unwrap().unwrap(),
+            (want_up.len() as u64, want_down.len() as u64)
+        );
     }
 
     #[test]

@@ -5,15 +5,16 @@ use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
+use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 /// Accepts TCP connections and completes TLS handshakes concurrently, so a slow client
-/// never holds up the others.
+/// never holds up the others. Each connection reads ahead (see [`read_ahead`](crate::read_ahead)).
 pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    rx: mpsc::Receiver<(TlsStream<BufReader<TcpStream>>, SocketAddr)>,
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
@@ -45,8 +46,11 @@ impl TlsListener {
                 let _ = tcp.set_nodelay(true);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let hs =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+                    let hs = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        acceptor.accept(crate::read_ahead(tcp)),
+                    )
+                    .await;
                     match hs {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
@@ -68,7 +72,7 @@ impl Drop for TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<BufReader<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
