@@ -51,18 +51,6 @@ struct Node {
     finalizers: Vec<String>,
 }
 
-impl Node {
-    /// Equal in everything but the resourceVersion.
-    fn same_but_version(&self, other: &Node) -> bool {
-        self.kind == other.kind
-            && self.namespace == other.namespace
-            && self.name == other.name
-            && self.owners == other.owners
-            && self.deleting == other.deleting
-            && self.finalizers == other.finalizers
-    }
-}
-
 #[derive(Default)]
 struct Graph {
     kinds: Vec<ApiResource>,
@@ -102,13 +90,7 @@ impl Graph {
                 || (n.deleting && n.finalizers.iter().any(|f| f == FOREGROUND || f == ORPHAN))
         });
         let old = self.set(&uid, node.clone());
-        // Only what the collector decides on counts as a change (upstream's graph builder
-        // looks at owner references and deletion state): a status write to a pod is not
-        // one, so 150,000 pods starting do not queue 150,000 × 3 syncs that plan nothing.
-        let changed = match (&old, &node) {
-            (Some(o), Some(n)) => !o.same_but_version(n),
-            (o, n) => o.is_some() != n.is_some(),
-        };
+        let changed = old != node;
         let mut keys = Vec::new();
         if interesting && changed {
             keys.push(uid.clone());
@@ -747,48 +729,6 @@ mod tests {
             "dangling kept"
         );
         server.shutdown().await.expect("shutdown");
-    }
-
-    #[test]
-    fn only_owner_or_deletion_changes_queue_a_sync() {
-        let mut g = gc_graph();
-        let meta = |rv: &str, owners: Vec<OwnerReference>, deleting: bool| ObjectMeta {
-            name: Some("p".into()),
-            namespace: Some("ns".into()),
-            uid: Some("p-uid".into()),
-            resource_version: Some(rv.into()),
-            owner_references: Some(owners),
-            deletion_timestamp: deleting.then(|| {
-                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-                )
-            }),
-            ..ObjectMeta::default()
-        };
-        let rs1 = owner("rs1", true);
-        assert_eq!(
-            g.observe(1, &meta("1", vec![rs1.clone()], false), false),
-            vec!["p-uid"]
-        );
-        // A status write: a new resourceVersion, nothing the collector decides on.
-        assert!(g
-            .observe(1, &meta("2", vec![rs1.clone()], false), false)
-            .is_empty());
-        assert_eq!(
-            g.nodes["p-uid"].resource_version.as_deref(),
-            Some("2"),
-            "the graph still keeps the newest version for its preconditions"
-        );
-        assert_eq!(
-            g.observe(1, &meta("3", vec![owner("rs2", true)], false), false),
-            vec!["p-uid"],
-            "a new owner"
-        );
-        assert!(
-            g.observe(1, &meta("4", vec![owner("rs2", true)], true), false)
-                .contains(&"p-uid".to_string()),
-            "deletion started"
-        );
     }
 
     #[tokio::test]
