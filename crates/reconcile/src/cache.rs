@@ -2,7 +2,7 @@
 //! [`Informer`] that lists and watches through kube-rs's watcher (which resumes from the
 //! last resourceVersion and relists after `410 Gone`), and tells handlers what changed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, RwLock};
 
@@ -49,8 +49,145 @@ impl<K> Change<K> {
     }
 }
 
+/// Names the index values of an object (client-go's `IndexFunc`); an object may have
+/// several or none.
+pub type IndexFn<K> = Arc<dyn Fn(&K) -> Vec<String> + Send + Sync>;
+
+/// One secondary index: index value → keys of the objects that have it.
+struct Index<K> {
+    name: &'static str,
+    values: IndexFn<K>,
+    entries: HashMap<String, HashSet<ObjectKey>>,
+}
+
+impl<K> Index<K> {
+    fn add(&mut self, key: &ObjectKey, values: Vec<String>) {
+        for v in values {
+            self.entries.entry(v).or_default().insert(key.clone());
+        }
+    }
+
+    fn remove(&mut self, key: &ObjectKey, values: &[String]) {
+        for v in values {
+            if let Some(set) = self.entries.get_mut(v) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.entries.remove(v);
+                }
+            }
+        }
+    }
+
+    /// Moves `key` from the values of `old` to those of `new`; most updates (a status
+    /// write) keep the values and cost two calls of the index function.
+    fn replace(&mut self, key: &ObjectKey, old: Option<&K>, new: Option<&K>) {
+        let before = old.map(|o| (self.values)(o)).unwrap_or_default();
+        let after = new.map(|n| (self.values)(n)).unwrap_or_default();
+        if before == after {
+            return;
+        }
+        self.remove(key, &before);
+        self.add(key, after);
+    }
+}
+
+/// The cached objects, by namespace (cluster-scoped ones under `None`) and name, and the
+/// indexes over them. Both change together under one write lock, in [`Store::apply`], so
+/// a reader never sees an index that lags the objects (or runs ahead of them). Keeping
+/// each namespace apart makes [`Store::list_namespace`] cost that namespace, not the
+/// whole cache, and stores each namespace's name once.
+struct Objects<K> {
+    by_ns: HashMap<Option<String>, HashMap<String, Arc<K>>>,
+    len: usize,
+    indexes: Vec<Index<K>>,
+}
+
+impl<K> Objects<K> {
+    fn new() -> Self {
+        Self {
+            by_ns: HashMap::new(),
+            len: 0,
+            indexes: Vec::new(),
+        }
+    }
+
+    fn get(&self, key: &ObjectKey) -> Option<&Arc<K>> {
+        self.by_ns.get(&key.namespace)?.get(&key.name)
+    }
+
+    /// Every object with its key.
+    fn iter(&self) -> impl Iterator<Item = (ObjectKey, &Arc<K>)> {
+        self.by_ns.iter().flat_map(|(ns, objs)| {
+            objs.iter().map(move |(name, o)| {
+                (
+                    ObjectKey {
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    },
+                    o,
+                )
+            })
+        })
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<K>> {
+        self.by_ns.values().flat_map(HashMap::values)
+    }
+
+    fn namespace(&self, namespace: &str) -> impl Iterator<Item = &Arc<K>> {
+        self.by_ns
+            .get(&Some(namespace.to_owned()))
+            .into_iter()
+            .flat_map(HashMap::values)
+    }
+
+    /// Stores `new` under `key` and returns the copy it replaced, keeping the indexes.
+    fn insert(&mut self, key: ObjectKey, new: Arc<K>) -> Option<Arc<K>> {
+        let old = self.get(&key).cloned();
+        for ix in &mut self.indexes {
+            ix.replace(&key, old.as_deref(), Some(new.as_ref()));
+        }
+        let ObjectKey { namespace, name } = key;
+        let replaced = self.by_ns.entry(namespace).or_default().insert(name, new);
+        if replaced.is_none() {
+            self.len += 1;
+        }
+        replaced
+    }
+
+    /// Removes `key`, keeping the indexes.
+    fn remove(&mut self, key: &ObjectKey) -> Option<Arc<K>> {
+        let objs = self.by_ns.get_mut(&key.namespace)?;
+        let old = objs.remove(&key.name)?;
+        if objs.is_empty() {
+            self.by_ns.remove(&key.namespace);
+        }
+        self.len -= 1;
+        for ix in &mut self.indexes {
+            ix.replace(key, Some(old.as_ref()), None);
+        }
+        Some(old)
+    }
+
+    /// Replaces every object (a relist), rebuilding the indexes.
+    fn replace_all(&mut self, fresh: HashMap<ObjectKey, Arc<K>>) {
+        for ix in &mut self.indexes {
+            ix.entries.clear();
+            for (k, o) in &fresh {
+                let values = (ix.values)(o);
+                ix.add(k, values);
+            }
+        }
+        self.by_ns.clear();
+        self.len = fresh.len();
+        for (ObjectKey { namespace, name }, o) in fresh {
+            self.by_ns.entry(namespace).or_default().insert(name, o);
+        }
+    }
+}
+
 struct StoreInner<K> {
-    objects: RwLock<HashMap<ObjectKey, Arc<K>>>,
+    objects: RwLock<Objects<K>>,
     buffer: std::sync::Mutex<Option<HashMap<ObjectKey, Arc<K>>>>,
     synced: watch::Sender<bool>,
 }
@@ -71,7 +208,7 @@ impl<K> Clone for Store<K> {
 impl<K> Debug for Store<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("len", &self.read().len())
+            .field("len", &self.read().len)
             .finish()
     }
 }
@@ -80,7 +217,7 @@ impl<K> Default for Store<K> {
     fn default() -> Self {
         Self {
             inner: Arc::new(StoreInner {
-                objects: RwLock::new(HashMap::new()),
+                objects: RwLock::new(Objects::new()),
                 buffer: std::sync::Mutex::new(None),
                 synced: watch::channel(false).0,
             }),
@@ -89,14 +226,14 @@ impl<K> Default for Store<K> {
 }
 
 impl<K> Store<K> {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ObjectKey, Arc<K>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Objects<K>> {
         self.inner
             .objects
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ObjectKey, Arc<K>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Objects<K>> {
         self.inner
             .objects
             .write()
@@ -113,13 +250,9 @@ impl<K> Store<K> {
         self.read().values().cloned().collect()
     }
 
-    /// The cached objects of one namespace.
+    /// The cached objects of one namespace (at the cost of that namespace's objects).
     pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
-        self.read()
-            .iter()
-            .filter(|(k, _)| k.namespace.as_deref() == Some(namespace))
-            .map(|(_, v)| Arc::clone(v))
-            .collect()
+        self.read().namespace(namespace).cloned().collect()
     }
 
     /// The cached objects for which `f` holds.
@@ -129,7 +262,55 @@ impl<K> Store<K> {
 
     /// Number of cached objects.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().len
+    }
+
+    /// Adds the secondary index `name` (client-go's `AddIndexers`), built from the objects
+    /// already cached and kept current by every later change, under the same lock as the
+    /// objects themselves. A second index of the same name is ignored, so controllers
+    /// sharing a store can each ask for the one they use.
+    pub fn add_index(&self, name: &'static str, values: IndexFn<K>) {
+        let mut objects = self.write();
+        if objects.indexes.iter().any(|ix| ix.name == name) {
+            return;
+        }
+        let mut ix = Index {
+            name,
+            values,
+            entries: HashMap::new(),
+        };
+        for (k, o) in objects.iter() {
+            let v = (ix.values)(o);
+            ix.add(&k, v);
+        }
+        objects.indexes.push(ix);
+    }
+
+    /// The cached objects that have any of `values` in the index `name`, read in one
+    /// snapshot (an object that moves from one value to another meanwhile is seen once,
+    /// never twice or not at all); each object once, even if it has several of them.
+    ///
+    /// # Panics
+    ///
+    /// If no index `name` was added: a controller that reads an index it never asked
+    /// for would silently see nothing.
+    pub fn by_index(&self, name: &str, values: &[&str]) -> Vec<Arc<K>> {
+        let objects = self.read();
+        let Some(ix) = objects.indexes.iter().find(|ix| ix.name == name) else {
+            panic!("no cache index {name:?}: add_index it first");
+        };
+        let mut seen: HashSet<&ObjectKey> = HashSet::new();
+        let mut out = Vec::new();
+        for v in values {
+            for k in ix.entries.get(*v).into_iter().flatten() {
+                if values.len() == 1 || seen.insert(k) {
+                    if let Some(o) = objects.get(k) {
+                        out.push(Arc::clone(o));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// True when the cache holds nothing.
@@ -188,11 +369,11 @@ impl<K: Resource> Store<K> {
                     }
                 }
                 for (key, old) in objects.iter() {
-                    if !fresh.contains_key(key) {
+                    if !fresh.contains_key(&key) {
                         changes.push(Change::Deleted(Arc::clone(old)));
                     }
                 }
-                *objects = fresh;
+                objects.replace_all(fresh);
                 drop(objects);
                 self.inner.synced.send_replace(true);
                 changes
@@ -392,6 +573,47 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_are_kept_apart() {
+        let s = Store::default();
+        let in_ns = |ns: &str, name: &str| {
+            let mut c = cm(name, "1");
+            c.metadata.namespace = Some(ns.into());
+            c
+        };
+        let mut cluster = cm("cluster-wide", "1");
+        cluster.metadata.namespace = None;
+        for c in [in_ns("a", "x"), in_ns("a", "y"), in_ns("b", "x"), cluster] {
+            s.apply(Event::Apply(c));
+        }
+        let names = |ns: &str| {
+            let mut v: Vec<String> = s
+                .list_namespace(ns)
+                .iter()
+                .map(|o| o.metadata.name.clone().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(s.len(), 4);
+        assert_eq!(names("a"), vec!["x", "y"]);
+        assert_eq!(names("b"), vec!["x"]);
+        assert!(
+            names("").is_empty(),
+            "cluster-scoped objects are in no namespace"
+        );
+        assert!(s.get(&ObjectKey::cluster("cluster-wide")).is_some());
+        assert!(s.get(&ObjectKey::namespaced("a", "cluster-wide")).is_none());
+        s.apply(Event::Delete(in_ns("b", "x")));
+        assert!(names("b").is_empty());
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.list().len(), 3);
+        // Deleting what is not cached changes nothing.
+        s.apply(Event::Delete(in_ns("b", "x")));
+        assert_eq!(s.len(), 3);
+        assert!(s.get(&ObjectKey::namespaced("a", "x")).is_some());
+    }
+
+    #[test]
     fn relist_reports_what_changed_while_disconnected() {
         let s = Store::default();
         s.apply(Event::Init);
@@ -414,6 +636,110 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, vec!["a", "b", "d"]);
+    }
+
+    fn by(s: &Store<ConfigMap>, name: &str, values: &[&str]) -> Vec<String> {
+        let mut n: Vec<String> = s
+            .by_index(name, values)
+            .iter()
+            .map(|o| o.metadata.name.clone().unwrap())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn index_follows_adds_updates_deletes_and_relists() {
+        let s: Store<ConfigMap> = Store::default();
+        s.apply(Event::Apply(cm("early", "1")));
+        let by_rv: IndexFn<ConfigMap> =
+            Arc::new(|c| c.metadata.resource_version.clone().into_iter().collect());
+        s.add_index("rv", Arc::clone(&by_rv));
+        // A second index of that name is ignored.
+        s.add_index("rv", Arc::new(|_| vec!["x".into()]));
+        assert_eq!(
+            by(&s, "rv", &["1"]),
+            vec!["early"],
+            "objects cached before the index"
+        );
+        s.apply(Event::Apply(cm("a", "1")));
+        s.apply(Event::Apply(cm("b", "2")));
+        assert_eq!(by(&s, "rv", &["1"]), vec!["a", "early"]);
+        s.apply(Event::Apply(cm("a", "2")));
+        assert_eq!(
+            by(&s, "rv", &["1"]),
+            vec!["early"],
+            "an update moves the object"
+        );
+        assert_eq!(by(&s, "rv", &["2"]), vec!["a", "b"]);
+        assert_eq!(by(&s, "rv", &["1", "2"]), vec!["a", "b", "early"]);
+        s.apply(Event::Delete(cm("b", "2")));
+        assert_eq!(by(&s, "rv", &["2"]), vec!["a"]);
+        assert!(by(&s, "rv", &["x"]).is_empty());
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(cm("c", "3")));
+        s.apply(Event::InitApply(cm("a", "3")));
+        assert_eq!(
+            by(&s, "rv", &["2"]),
+            vec!["a"],
+            "a partial relist is not visible"
+        );
+        s.apply(Event::InitDone);
+        assert!(by(&s, "rv", &["1", "2"]).is_empty());
+        assert_eq!(
+            by(&s, "rv", &["3"]),
+            vec!["a", "c"],
+            "a relist rebuilds the index"
+        );
+    }
+
+    #[test]
+    fn index_with_several_values_per_object() {
+        let s: Store<ConfigMap> = Store::default();
+        // Each object is filed under every label value it has.
+        s.add_index(
+            "labels",
+            Arc::new(|c: &ConfigMap| {
+                c.metadata
+                    .labels
+                    .iter()
+                    .flatten()
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            }),
+        );
+        let labelled = |name: &str, rv: &str, vals: &[&str]| {
+            let mut c = cm(name, rv);
+            c.metadata.labels = Some(
+                vals.iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("k{i}"), (*v).to_owned()))
+                    .collect(),
+            );
+            c
+        };
+        s.apply(Event::Apply(labelled("a", "1", &["x", "y"])));
+        s.apply(Event::Apply(labelled("b", "1", &["y"])));
+        assert_eq!(
+            by(&s, "labels", &["x", "y"]),
+            vec!["a", "b"],
+            "each object once"
+        );
+        // A write that keeps the values keeps the entries; one that drops a value moves it.
+        s.apply(Event::Apply(labelled("a", "2", &["x", "y"])));
+        assert_eq!(by(&s, "labels", &["x"]), vec!["a"]);
+        s.apply(Event::Apply(labelled("a", "3", &["y"])));
+        assert!(by(&s, "labels", &["x"]).is_empty());
+        assert_eq!(by(&s, "labels", &["y"]), vec!["a", "b"]);
+        s.apply(Event::Delete(labelled("a", "4", &["y"])));
+        assert_eq!(by(&s, "labels", &["y"]), vec!["b"]);
+    }
+
+    #[test]
+    #[should_panic(expected = "no cache index")]
+    fn reading_an_index_never_added_panics() {
+        let s: Store<ConfigMap> = Store::default();
+        s.by_index("nope", &["1"]);
     }
 
     #[tokio::test]

@@ -66,6 +66,44 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
         .find(|r| r.controller == Some(true))
 }
 
+/// The name of the cache index of objects by their controller: see
+/// [`controller_index_value`].
+pub(crate) const CONTROLLER_INDEX: &str = "controller";
+
+/// The value under which [`CONTROLLER_INDEX`] files an object of namespace `ns` whose
+/// controller has `uid`; `None` files the namespace's orphans (no controller), which a
+/// controller whose selector matches may adopt. UIDs are never empty, so the two never
+/// meet.
+pub(crate) fn controller_index_value(ns: &str, uid: Option<&str>) -> String {
+    format!("{ns}/{}", uid.unwrap_or(""))
+}
+
+/// The index function of [`CONTROLLER_INDEX`] (upstream's pod indexer by controller UID,
+/// plus the orphans of each namespace): a ReplicaSet's sync reads its own pods and the
+/// orphans, not the whole namespace.
+pub(crate) fn controller_index<K: Resource>() -> crate::cache::IndexFn<K> {
+    std::sync::Arc::new(|o: &K| {
+        let m = o.meta();
+        vec![controller_index_value(
+            m.namespace.as_deref().unwrap_or(""),
+            controller_of(m).map(|r| r.uid.as_str()),
+        )]
+    })
+}
+
+/// The objects of `store` that a controller with `uid` in `ns` may claim: the ones it
+/// controls and the namespace's orphans, read in one snapshot. Feed them to the claim; an
+/// object controlled by someone else is never among them (the claim would skip it).
+pub(crate) fn claimable<K: Resource>(
+    store: &crate::cache::Store<K>,
+    ns: &str,
+    uid: &str,
+) -> Vec<std::sync::Arc<K>> {
+    let own = controller_index_value(ns, Some(uid));
+    let orphans = controller_index_value(ns, None);
+    store.by_index(CONTROLLER_INDEX, &[own.as_str(), orphans.as_str()])
+}
+
 /// A controller owner reference to `owner` (blockOwnerDeletion set, as upstream controllers do).
 pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
     let m = owner.meta();
@@ -208,6 +246,64 @@ mod tests {
             "empty values match"
         );
         assert!(toleration_for(&[], &taint).is_none());
+    }
+
+    #[test]
+    fn claimable_is_own_and_orphans_of_the_namespace() {
+        use crate::cache::Store;
+        use kube::runtime::watcher::Event;
+        let pod = |ns: &str, name: &str, owner: Option<&str>, rv: &str| Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                uid: Some(format!("pod-{ns}-{name}")),
+                resource_version: Some(rv.into()),
+                owner_references: owner.map(|uid| {
+                    vec![OwnerReference {
+                        uid: uid.into(),
+                        controller: Some(true),
+                        ..OwnerReference::default()
+                    }]
+                }),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        };
+        let store: Store<Pod> = Store::default();
+        store.apply(Event::Apply(pod("a", "early", Some("rs1"), "1")));
+        store.add_index(CONTROLLER_INDEX, controller_index());
+        for p in [
+            pod("a", "mine", Some("rs1"), "1"),
+            pod("a", "theirs", Some("rs2"), "1"),
+            pod("a", "orphan", None, "1"),
+            pod("b", "other-ns-orphan", None, "1"),
+            pod("b", "other-ns-mine", Some("rs1"), "1"),
+        ] {
+            store.apply(Event::Apply(p));
+        }
+        let names = |ns: &str, uid: &str| {
+            let mut v: Vec<String> = claimable(&store, ns, uid)
+                .iter()
+                .map(|p| p.metadata.name.clone().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names("a", "rs1"), vec!["early", "mine", "orphan"]);
+        assert_eq!(names("a", "rs2"), vec!["orphan", "theirs"]);
+        // Adoption moves the pod from the orphans to its new controller; release back.
+        store.apply(Event::Apply(pod("a", "orphan", Some("rs2"), "2")));
+        assert_eq!(names("a", "rs1"), vec!["early", "mine"]);
+        assert_eq!(names("a", "rs2"), vec!["orphan", "theirs"]);
+        store.apply(Event::Apply(pod("a", "theirs", None, "2")));
+        assert_eq!(names("a", "rs1"), vec!["early", "mine", "theirs"]);
+        store.apply(Event::Delete(pod("a", "mine", Some("rs1"), "3")));
+        assert_eq!(names("a", "rs1"), vec!["early", "theirs"]);
+        // A non-controller owner reference leaves the pod an orphan.
+        let mut shared = pod("a", "shared", Some("rs2"), "1");
+        shared.metadata.owner_references.as_mut().unwrap()[0].controller = None;
+        store.apply(Event::Apply(shared));
+        assert_eq!(names("a", "rs1"), vec!["early", "shared", "theirs"]);
     }
 
     #[test]

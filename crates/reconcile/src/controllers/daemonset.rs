@@ -25,7 +25,8 @@ use super::replicaset::{apply_claim, claim};
 use crate::cache::{Change, Store};
 use crate::error::Error;
 use crate::meta::{
-    controller_of, controller_ref, pod_is_available, pod_is_ready, toleration_for, ObjectKey,
+    claimable, controller_index, controller_of, controller_ref, pod_is_available, pod_is_ready,
+    toleration_for, ObjectKey, CONTROLLER_INDEX,
 };
 use crate::queue::WorkQueue;
 use crate::runner::{Action, Reconciler};
@@ -201,6 +202,7 @@ impl DaemonSetController {
         nodes: Store<Node>,
         pods: Store<Pod>,
     ) -> Self {
+        pods.add_index(CONTROLLER_INDEX, controller_index());
         Self {
             client,
             daemonsets,
@@ -295,8 +297,9 @@ impl Reconciler for DaemonSetController {
         };
         let uid = ds.metadata.uid.clone().unwrap_or_default();
         let deleting = ds.metadata.deletion_timestamp.is_some();
-        let in_ns = self.pods.list_namespace(key.ns());
-        let claimed = claim(&uid, deleting, &ds.spec.selector, &in_ns);
+        // Its own pods and the namespace's orphans (the controller index).
+        let candidates = claimable(&self.pods, key.ns(), &uid);
+        let claimed = claim(&uid, deleting, &ds.spec.selector, &candidates);
         let owned = apply_claim(&self.client, ds.as_ref(), &claimed).await?;
         let live: Vec<Arc<Pod>> = owned
             .into_iter()

@@ -25,7 +25,10 @@ use serde_json::json;
 use super::replicaset::{apply_claim, claim};
 use crate::cache::{Change, Store};
 use crate::error::Error;
-use crate::meta::{controller_of, controller_ref, fnv32a, safe_encode, ObjectKey};
+use crate::meta::{
+    claimable, controller_index, controller_index_value, controller_of, controller_ref, fnv32a,
+    safe_encode, ObjectKey, CONTROLLER_INDEX,
+};
 use crate::queue::WorkQueue;
 use crate::runner::{Action, Reconciler};
 
@@ -506,6 +509,8 @@ impl DeploymentController {
         replicasets: Store<ReplicaSet>,
         pods: Store<Pod>,
     ) -> Self {
+        replicasets.add_index(CONTROLLER_INDEX, controller_index());
+        pods.add_index(CONTROLLER_INDEX, controller_index());
         Self {
             client,
             deployments,
@@ -984,8 +989,10 @@ impl Reconciler for DeploymentController {
         let st = strategy(&d, key)?;
         let uid = d.metadata.uid.clone().unwrap_or_default();
         let deleting = d.metadata.deletion_timestamp.is_some();
-        let in_ns = self.replicasets.list_namespace(key.ns());
-        let claimed = claim(&uid, deleting, &d.spec.selector, &in_ns);
+        // Its own ReplicaSets and the namespace's orphans (the controller index): a sync
+        // costs O(its ReplicaSets).
+        let candidates = claimable(&self.replicasets, key.ns(), &uid);
+        let claimed = claim(&uid, deleting, &d.spec.selector, &candidates);
         let mut rss = apply_claim(&self.client, d.as_ref(), &claimed).await?;
         rss.sort_by_key(|r| created_at(r));
 
@@ -1068,17 +1075,22 @@ impl Reconciler for DeploymentController {
                 self.scale_rs(&d, r, 0, st).await?;
                 scaled = true;
             }
-            let old_uids: Vec<&String> = olds
+            let old_values: Vec<String> = olds
                 .iter()
-                .filter_map(|r| r.metadata.uid.as_ref())
+                .filter_map(|r| r.metadata.uid.as_deref())
+                .map(|uid| controller_index_value(key.ns(), Some(uid)))
                 .collect();
-            let old_pods_running = self.pods.list_namespace(key.ns()).iter().any(|p| {
-                controller_of(&p.metadata).is_some_and(|r| old_uids.contains(&&r.uid))
-                    && !matches!(
+            let old_values: Vec<&str> = old_values.iter().map(String::as_str).collect();
+            let old_pods_running = self
+                .pods
+                .by_index(CONTROLLER_INDEX, &old_values)
+                .iter()
+                .any(|p| {
+                    !matches!(
                         p.status.as_ref().and_then(|s| s.phase.as_deref()),
                         Some("Succeeded" | "Failed")
                     )
-            });
+                });
             if scaled || old_pods_running {
                 let mut all = olds.clone();
                 all.extend(existing_new.clone());

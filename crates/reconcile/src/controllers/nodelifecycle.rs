@@ -73,6 +73,21 @@ pub(crate) fn eviction_time(pod: &Pod, taint: &Taint, tainted_at: Timestamp) -> 
     }
 }
 
+/// The cache index of pods by `spec.nodeName` (upstream's taint manager keeps the same),
+/// so evicting from one unreachable node reads that node's pods, not every pod.
+const NODE_NAME_INDEX: &str = "spec.nodeName";
+
+fn node_name_index() -> crate::cache::IndexFn<Pod> {
+    Arc::new(|p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty())
+            .into_iter()
+            .collect()
+    })
+}
+
 /// The node lifecycle controller.
 pub(crate) struct NodeLifecycleController {
     client: Client,
@@ -90,6 +105,7 @@ impl NodeLifecycleController {
         pods: Store<Pod>,
         grace: Duration,
     ) -> Self {
+        pods.add_index(NODE_NAME_INDEX, node_name_index());
         Self {
             client,
             nodes,
@@ -204,11 +220,11 @@ impl NodeLifecycleController {
         };
         let tainted_at = taint.time_added.as_ref().map_or(now, |t| t.0);
         let mut next: Option<Timestamp> = None;
-        let pods: Vec<Arc<Pod>> = self.pods.filter(|p| {
-            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name)
-                && p.metadata.deletion_timestamp.is_none()
-        });
-        for p in pods {
+        let pods: Vec<Arc<Pod>> = self.pods.by_index(NODE_NAME_INDEX, &[name]);
+        for p in pods
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+        {
             let Some(at) = eviction_time(&p, &taint, tainted_at) else {
                 continue;
             };

@@ -18,8 +18,8 @@ use serde_json::json;
 use crate::cache::{Change, Store};
 use crate::error::Error;
 use crate::meta::{
-    controller_of, controller_ref, pod_is_active, pod_is_available, pod_is_ready, pod_ready_since,
-    ObjectKey,
+    claimable, controller_index, controller_of, controller_ref, pod_is_active, pod_is_available,
+    pod_is_ready, pod_ready_since, ObjectKey, CONTROLLER_INDEX,
 };
 use crate::queue::WorkQueue;
 use crate::runner::{Action, Expectations, Reconciler};
@@ -318,6 +318,7 @@ pub(crate) struct ReplicaSetController {
 
 impl ReplicaSetController {
     pub(crate) fn new(client: Client, replicasets: Store<ReplicaSet>, pods: Store<Pod>) -> Self {
+        pods.add_index(CONTROLLER_INDEX, controller_index());
         Self {
             client,
             replicasets,
@@ -492,7 +493,9 @@ impl Reconciler for ReplicaSetController {
         let spec = &rs.spec;
         let uid = rs.metadata.uid.clone().unwrap_or_default();
         let deleting = rs.metadata.deletion_timestamp.is_some();
-        let pods = self.pods.list_namespace(key.ns());
+        // Its own pods and the namespace's orphans, from the controller index (upstream's
+        // `getRSPods`): a sync costs O(its pods), not O(pods in the namespace).
+        let pods = claimable(&self.pods, key.ns(), &uid);
         let claimed = claim(&uid, deleting, &spec.selector, &pods);
         let owned = apply_claim(&self.client, rs.as_ref(), &claimed).await?;
         // Pods this controller already deleted but the cache still shows are not counted:

@@ -24,7 +24,10 @@ use super::history::{prune_revisions, revision_name, sync_revisions};
 use super::replicaset::{apply_claim, claim};
 use crate::cache::{Change, Store};
 use crate::error::Error;
-use crate::meta::{controller_of, controller_ref, pod_is_available, pod_is_ready, ObjectKey};
+use crate::meta::{
+    claimable, controller_index, controller_of, controller_ref, pod_is_available, pod_is_ready,
+    ObjectKey, CONTROLLER_INDEX,
+};
 use crate::queue::WorkQueue;
 use crate::runner::{Action, Reconciler};
 
@@ -156,6 +159,7 @@ impl StatefulSetController {
         pods: Store<Pod>,
         claims: Store<PersistentVolumeClaim>,
     ) -> Self {
+        pods.add_index(CONTROLLER_INDEX, controller_index());
         Self {
             client,
             sets,
@@ -400,8 +404,9 @@ impl Reconciler for StatefulSetController {
         };
         let uid = sts.metadata.uid.clone().unwrap_or_default();
         let deleting = sts.metadata.deletion_timestamp.is_some();
-        let in_ns = self.pods.list_namespace(key.ns());
-        let claimed = claim(&uid, deleting, &sts.spec.selector, &in_ns);
+        // Its own pods and the namespace's orphans (the controller index).
+        let candidates = claimable(&self.pods, key.ns(), &uid);
+        let claimed = claim(&uid, deleting, &sts.spec.selector, &candidates);
         let owned = apply_claim(&self.client, sts.as_ref(), &claimed).await?;
         let collision = sts.status.as_ref().and_then(|s| s.collision_count);
         let revisions = if deleting {
