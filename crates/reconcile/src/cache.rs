@@ -2,7 +2,7 @@
 //! [`Informer`] that lists and watches through kube-rs's watcher (which resumes from the
 //! last resourceVersion and relists after `410 Gone`), and tells handlers what changed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, RwLock};
 
@@ -49,8 +49,77 @@ impl<K> Change<K> {
     }
 }
 
+/// Names the index values of an object (client-go's `IndexFunc`); an object may have
+/// several or none.
+pub type IndexFn<K> = Arc<dyn Fn(&K) -> Vec<String> + Send + Sync>;
+
+/// One secondary index: index value → keys of the objects that have it.
+struct Index<K> {
+    name: &'static str,
+    values: IndexFn<K>,
+    entries: HashMap<String, HashSet<ObjectKey>>,
+}
+
+impl<K> Index<K> {
+    fn insert(&mut self, key: &ObjectKey, obj: &K) {
+        for v in (self.values)(obj) {
+            self.entries.entry(v).or_default().insert(key.clone());
+        }
+    }
+
+    fn remove(&mut self, key: &ObjectKey, obj: &K) {
+        for v in (self.values)(obj) {
+            if let Some(set) = self.entries.get_mut(&v) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.entries.remove(&v);
+                }
+            }
+        }
+    }
+}
+
+/// The cached objects and the indexes over them, changed together under one lock.
+struct Objects<K> {
+    map: HashMap<ObjectKey, Arc<K>>,
+    indexes: Vec<Index<K>>,
+}
+
+impl<K> Objects<K> {
+    /// Stores `new` under `key` and returns the copy it replaced, keeping the indexes.
+    fn insert(&mut self, key: ObjectKey, new: Arc<K>) -> Option<Arc<K>> {
+        let old = self.map.insert(key.clone(), Arc::clone(&new));
+        for ix in &mut self.indexes {
+            if let Some(o) = &old {
+                ix.remove(&key, o);
+            }
+            ix.insert(&key, &new);
+        }
+        old
+    }
+
+    fn remove(&mut self, key: &ObjectKey) -> Option<Arc<K>> {
+        let old = self.map.remove(key)?;
+        for ix in &mut self.indexes {
+            ix.remove(key, &old);
+        }
+        Some(old)
+    }
+
+    /// Replaces every object (a relist), rebuilding the indexes.
+    fn replace(&mut self, fresh: HashMap<ObjectKey, Arc<K>>) {
+        for ix in &mut self.indexes {
+            ix.entries.clear();
+            for (k, o) in &fresh {
+                ix.insert(k, o);
+            }
+        }
+        self.map = fresh;
+    }
+}
+
 struct StoreInner<K> {
-    objects: RwLock<HashMap<ObjectKey, Arc<K>>>,
+    objects: RwLock<Objects<K>>,
     buffer: std::sync::Mutex<Option<HashMap<ObjectKey, Arc<K>>>>,
     synced: watch::Sender<bool>,
 }
@@ -71,7 +140,7 @@ impl<K> Clone for Store<K> {
 impl<K> Debug for Store<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("len", &self.read().len())
+            .field("len", &self.read().map.len())
             .finish()
     }
 }
@@ -80,7 +149,10 @@ impl<K> Default for Store<K> {
     fn default() -> Self {
         Self {
             inner: Arc::new(StoreInner {
-                objects: RwLock::new(HashMap::new()),
+                objects: RwLock::new(Objects {
+                    map: HashMap::new(),
+                    indexes: Vec::new(),
+                }),
                 buffer: std::sync::Mutex::new(None),
                 synced: watch::channel(false).0,
             }),
@@ -89,14 +161,14 @@ impl<K> Default for Store<K> {
 }
 
 impl<K> Store<K> {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ObjectKey, Arc<K>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Objects<K>> {
         self.inner
             .objects
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ObjectKey, Arc<K>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Objects<K>> {
         self.inner
             .objects
             .write()
@@ -105,17 +177,18 @@ impl<K> Store<K> {
 
     /// The cached object with this key.
     pub fn get(&self, key: &ObjectKey) -> Option<Arc<K>> {
-        self.read().get(key).cloned()
+        self.read().map.get(key).cloned()
     }
 
     /// Every cached object.
     pub fn list(&self) -> Vec<Arc<K>> {
-        self.read().values().cloned().collect()
+        self.read().map.values().cloned().collect()
     }
 
     /// The cached objects of one namespace.
     pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
         self.read()
+            .map
             .iter()
             .filter(|(k, _)| k.namespace.as_deref() == Some(namespace))
             .map(|(_, v)| Arc::clone(v))
@@ -124,12 +197,46 @@ impl<K> Store<K> {
 
     /// The cached objects for which `f` holds.
     pub fn filter(&self, mut f: impl FnMut(&K) -> bool) -> Vec<Arc<K>> {
-        self.read().values().filter(|o| f(o)).cloned().collect()
+        self.read().map.values().filter(|o| f(o)).cloned().collect()
     }
 
     /// Number of cached objects.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().map.len()
+    }
+
+    /// Adds the secondary index `name` (client-go's `AddIndexers`), built from the objects
+    /// already cached and kept current with every change; a second index of the same name
+    /// is ignored, so controllers sharing a store can each ask for the one they use.
+    pub fn add_index(&self, name: &'static str, values: IndexFn<K>) {
+        let mut objects = self.write();
+        if objects.indexes.iter().any(|ix| ix.name == name) {
+            return;
+        }
+        let mut ix = Index {
+            name,
+            values,
+            entries: HashMap::new(),
+        };
+        for (k, o) in &objects.map {
+            ix.insert(k, o);
+        }
+        objects.indexes.push(ix);
+    }
+
+    /// The cached objects that have `value` in the index `name` (none if there is no such
+    /// index).
+    pub fn by_index(&self, name: &str, value: &str) -> Vec<Arc<K>> {
+        let objects = self.read();
+        let Some(ix) = objects.indexes.iter().find(|ix| ix.name == name) else {
+            return Vec::new();
+        };
+        ix.entries
+            .get(value)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| objects.map.get(k).cloned())
+            .collect()
     }
 
     /// True when the cache holds nothing.
@@ -176,7 +283,7 @@ impl<K: Resource> Store<K> {
                 let mut objects = self.write();
                 let mut changes = Vec::new();
                 for (key, new) in &fresh {
-                    match objects.get(key) {
+                    match objects.map.get(key) {
                         None => changes.push(Change::Added(Arc::clone(new))),
                         Some(old) if !same_version(old.as_ref(), new.as_ref()) => {
                             changes.push(Change::Updated {
@@ -187,12 +294,12 @@ impl<K: Resource> Store<K> {
                         Some(_) => {}
                     }
                 }
-                for (key, old) in objects.iter() {
+                for (key, old) in &objects.map {
                     if !fresh.contains_key(key) {
                         changes.push(Change::Deleted(Arc::clone(old)));
                     }
                 }
-                *objects = fresh;
+                objects.replace(fresh);
                 drop(objects);
                 self.inner.synced.send_replace(true);
                 changes
@@ -414,6 +521,43 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, vec!["a", "b", "d"]);
+    }
+
+    #[test]
+    fn index_follows_adds_updates_deletes_and_relists() {
+        let s: Store<ConfigMap> = Store::default();
+        s.apply(Event::Apply(cm("early", "1")));
+        let by_rv: IndexFn<ConfigMap> =
+            Arc::new(|c| c.metadata.resource_version.clone().into_iter().collect());
+        s.add_index("rv", Arc::clone(&by_rv));
+        // A second index of that name is ignored.
+        s.add_index("rv", Arc::new(|_| vec!["x".into()]));
+        let names = |v: &str| {
+            let mut n: Vec<String> = s
+                .by_index("rv", v)
+                .iter()
+                .map(|o| o.metadata.name.clone().unwrap())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names("1"), vec!["early"], "objects cached before the index");
+        s.apply(Event::Apply(cm("a", "1")));
+        s.apply(Event::Apply(cm("b", "2")));
+        assert_eq!(names("1"), vec!["a", "early"]);
+        s.apply(Event::Apply(cm("a", "2")));
+        assert_eq!(names("1"), vec!["early"], "an update moves the object");
+        assert_eq!(names("2"), vec!["a", "b"]);
+        s.apply(Event::Delete(cm("b", "2")));
+        assert_eq!(names("2"), vec!["a"]);
+        assert!(names("x").is_empty());
+        assert!(s.by_index("nope", "1").is_empty());
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(cm("c", "3")));
+        s.apply(Event::InitApply(cm("a", "3")));
+        s.apply(Event::InitDone);
+        assert!(names("1").is_empty() && names("2").is_empty());
+        assert_eq!(names("3"), vec!["a", "c"], "a relist rebuilds the index");
     }
 
     #[tokio::test]

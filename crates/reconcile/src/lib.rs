@@ -46,7 +46,7 @@ mod meta;
 mod queue;
 mod runner;
 
-pub use cache::{Change, Handler, Informer, Store};
+pub use cache::{Change, Handler, IndexFn, Informer, Store};
 pub use controllers::cronjob::{
     cronjob_job_name, job_for_schedule, schedule_decision, Clock, ScheduleDecision,
     CRONJOB_SCHEDULED_TIMESTAMP,

@@ -66,6 +66,29 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
         .find(|r| r.controller == Some(true))
 }
 
+/// The name of the cache index of objects by their controller: see
+/// [`controller_index_value`].
+pub(crate) const CONTROLLER_INDEX: &str = "controller";
+
+/// The value under which [`CONTROLLER_INDEX`] files an object of namespace `ns` whose
+/// controller has `uid` (`None`: an orphan, which a controller may adopt).
+pub(crate) fn controller_index_value(ns: &str, uid: Option<&str>) -> String {
+    format!("{ns}/{}", uid.unwrap_or(""))
+}
+
+/// The index function of [`CONTROLLER_INDEX`] (upstream's pod indexer by controller UID,
+/// plus the orphans of each namespace).
+pub(crate) fn controller_index<K: Resource>() -> crate::cache::IndexFn<K> {
+    std::sync::Arc::new(|o: &K| {
+        let m = o.meta();
+        let ns = m.namespace.as_deref().unwrap_or("");
+        vec![controller_index_value(
+            ns,
+            controller_of(m).map(|r| r.uid.as_str()),
+        )]
+    })
+}
+
 /// A controller owner reference to `owner` (blockOwnerDeletion set, as upstream controllers do).
 pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
     let m = owner.meta();
