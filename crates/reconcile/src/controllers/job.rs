@@ -541,13 +541,14 @@ impl FinalizerExpectations {
 /// requeues the Job).
 #[derive(Debug, Clone, Default)]
 struct OwnWrites {
-    inner: Arc<Mutex<HashMap<ObjectKey, (String, String, std::time::Instant)>>>,
+    inner: Arc<Mutex<HashMap<ObjectKey, OwnWrite>>>,
 }
 
+/// A Job's UID, the resourceVersion its status write returned, and when.
+type OwnWrite = (String, String, std::time::Instant);
+
 impl OwnWrites {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, (String, String, std::time::Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, OwnWrite>> {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -702,23 +703,16 @@ impl JobController {
         Api::namespaced(self.client.clone(), ns)
     }
 
-    /// Records an Event about `job` in the background, as client-go's recorder does: a
-    /// sync does not wait for it.
-    fn event(&self, job: &Job, type_: &str, reason: &str, message: &str) {
-        let client = self.client.clone();
-        let involved = object_ref(job);
-        let (type_, reason, message) = (type_.to_owned(), reason.to_owned(), message.to_owned());
-        tokio::spawn(async move {
-            record_event(
-                &client,
-                "job-controller",
-                involved,
-                &type_,
-                &reason,
-                &message,
-            )
-            .await;
-        });
+    async fn event(&self, job: &Job, type_: &str, reason: &str, message: &str) {
+        record_event(
+            &self.client,
+            "job-controller",
+            object_ref(job),
+            type_,
+            reason,
+            message,
+        )
+        .await;
     }
 
     /// Removes the tracking finalizer of each pod of the Job `key` (a strategic merge
@@ -797,7 +791,8 @@ impl JobController {
                         "Normal",
                         "SuccessfulDelete",
                         &format!("Deleted pod: {name}"),
-                    );
+                    )
+                    .await;
                 }
                 Err(e) => {
                     self.expectations
@@ -837,7 +832,8 @@ impl JobController {
                             "Normal",
                             "SuccessfulCreate",
                             &format!("Created pod: {name}"),
-                        );
+                        )
+                        .await;
                     }
                     Err(e) => {
                         self.expectations.creation_observed(key);
@@ -846,7 +842,8 @@ impl JobController {
                             "Warning",
                             "FailedCreate",
                             &format!("Error creating: {e}"),
-                        );
+                        )
+                        .await;
                         failed.get_or_insert(e);
                     }
                 }
@@ -1432,7 +1429,7 @@ impl Reconciler for JobController {
             }
         }
         for (type_, reason, msg) in events {
-            self.event(&job, type_, &reason, &msg);
+            self.event(&job, type_, &reason, &msg).await;
         }
         if let Some(e) = manage_err {
             return Err(e);
