@@ -187,6 +187,15 @@ impl Expectations {
             .is_some_and(|e| e.at.elapsed() <= self.ttl && e.deleting.contains(uid))
     }
 
+    /// Creations asked for `key` and not yet observed (0 once the expectation expired):
+    /// pods a controller has just created count as active before its cache has them.
+    pub fn pending_adds(&self, key: &ObjectKey) -> usize {
+        self.lock()
+            .get(key)
+            .filter(|e| e.at.elapsed() <= self.ttl)
+            .map_or(0, |e| usize::try_from(e.adds.max(0)).unwrap_or(0))
+    }
+
     /// True when nothing is outstanding for `key` (or the expectation expired).
     pub fn satisfied(&self, key: &ObjectKey) -> bool {
         match self.lock().get(key) {
@@ -268,10 +277,16 @@ mod tests {
         assert!(e.satisfied(&k));
         e.expect(&k, 2, 0);
         assert!(!e.satisfied(&k));
+        assert_eq!(e.pending_adds(&k), 2);
         e.creation_observed(&k);
         assert!(!e.satisfied(&k));
+        assert_eq!(e.pending_adds(&k), 1);
         e.creation_observed(&k);
         assert!(e.satisfied(&k));
+        assert_eq!(e.pending_adds(&k), 0);
+        // A creation seen twice (a relist) does not make the count negative.
+        e.creation_observed(&k);
+        assert_eq!(e.pending_adds(&k), 0);
         e.expect(&k, 0, 1);
         assert!(!e.satisfied(&k));
         e.delete(&k);

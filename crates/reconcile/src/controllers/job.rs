@@ -43,7 +43,10 @@ use crate::cache::{Change, Store};
 use crate::controllers::cronjob::Clock;
 use crate::controllers::replicaset::{apply_claim, claim};
 use crate::error::Error;
-use crate::meta::{controller_of, controller_ref, pod_is_ready, ObjectKey};
+use crate::meta::{
+    claimable, controller_index, controller_of, controller_ref, pod_is_ready, ObjectKey,
+    CONTROLLER_INDEX,
+};
 use crate::queue::WorkQueue;
 use crate::runner::{Action, Expectations, Reconciler};
 
@@ -63,6 +66,10 @@ pub const DEFAULT_POD_FAILURE_BACKOFF: Duration = Duration::from_secs(10);
 const MAX_POD_FAILURE_BACKOFF: Duration = Duration::from_secs(600);
 /// Most pods created or deleted for one Job in one sync.
 const BURST: usize = 500;
+/// How long a sync waits for the Job cache to show the controller's own last status
+/// write before it goes ahead anyway (the watch delivers that write, or a relist a newer
+/// copy, long before; this only bounds a lost event).
+const OWN_WRITE_WAIT: Duration = Duration::from_secs(30);
 
 /// Index lists as the API writes them (`1,3-5,7`).
 pub fn format_indexes(set: &BTreeSet<i32>) -> String {
@@ -473,6 +480,121 @@ pub(crate) struct JobController {
     backoff_base: Duration,
     /// Consecutive failures since the last success, and when the last one was counted.
     backoffs: Mutex<HashMap<ObjectKey, (u32, Timestamp)>>,
+    /// Pods whose tracking finalizer this controller removed and whose cached copy still
+    /// has it (upstream's `finalizerExpectations`).
+    finalizers: FinalizerExpectations,
+    /// The controller's last status write per Job, until the Job cache shows it.
+    own_writes: OwnWrites,
+}
+
+/// Per Job, the UIDs of pods whose `batch.kubernetes.io/job-tracking` finalizer was
+/// removed by a successful patch that the pod cache has not shown yet (upstream's
+/// `uidTrackingExpectations` for finalizers). A sync reading the cache meanwhile would
+/// see such a pod finished and still holding the finalizer, and count it a second time
+/// once the Job's status (which already counts it) is current; so it skips them.
+#[derive(Debug, Clone, Default)]
+struct FinalizerExpectations {
+    inner: Arc<Mutex<HashMap<ObjectKey, HashSet<String>>>>,
+}
+
+impl FinalizerExpectations {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, HashSet<String>>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The UIDs whose removal is in flight for `key`. Read this before the pods: then a
+    /// pod missing from it has its removal already shown in the cache the sync reads.
+    fn expected(&self, key: &ObjectKey) -> HashSet<String> {
+        self.lock().get(key).cloned().unwrap_or_default()
+    }
+
+    fn expect(&self, key: &ObjectKey, uid: &str) {
+        self.lock()
+            .entry(key.clone())
+            .or_default()
+            .insert(uid.to_owned());
+    }
+
+    /// The cache shows the pod without the finalizer (or gone), or the removal failed.
+    fn observed(&self, key: &ObjectKey, uid: &str) {
+        let mut m = self.lock();
+        if let Some(set) = m.get_mut(key) {
+            set.remove(uid);
+            if set.is_empty() {
+                m.remove(key);
+            }
+        }
+    }
+
+    fn delete(&self, key: &ObjectKey) {
+        self.lock().remove(key);
+    }
+}
+
+/// The controller's last successful status write of each Job (its UID and
+/// resourceVersion) until the Job cache has caught up with it. Each pod event requeues
+/// the Job, and a sync that read the Job from before the controller's own last write
+/// would compute its status from stale counts and end in a conflict, retried with
+/// backoff; so such a sync waits for the write's watch event instead (that event
+/// requeues the Job).
+#[derive(Debug, Clone, Default)]
+struct OwnWrites {
+    inner: Arc<Mutex<HashMap<ObjectKey, OwnWrite>>>,
+}
+
+/// A Job's UID, the resourceVersion its status write returned, and when.
+type OwnWrite = (String, String, std::time::Instant);
+
+impl OwnWrites {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, OwnWrite>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn wrote(&self, key: &ObjectKey, job: &Job) {
+        let m = &job.metadata;
+        if let (Some(uid), Some(rv)) = (&m.uid, &m.resource_version) {
+            self.lock().insert(
+                key.clone(),
+                (uid.clone(), rv.clone(), std::time::Instant::now()),
+            );
+        }
+    }
+
+    /// True when `cached` is older than the controller's own last write of it.
+    fn cache_behind(&self, key: &ObjectKey, cached: &Job) -> bool {
+        let mut m = self.lock();
+        let Some((uid, rv, at)) = m.get(key) else {
+            return false;
+        };
+        let behind = cached.metadata.uid.as_ref() == Some(uid)
+            && at.elapsed() < OWN_WRITE_WAIT
+            && cached
+                .metadata
+                .resource_version
+                .as_deref()
+                .is_some_and(|c| version_older(c, rv));
+        if !behind {
+            m.remove(key);
+        }
+        behind
+    }
+
+    fn delete(&self, key: &ObjectKey) {
+        self.lock().remove(key);
+    }
+}
+
+/// Whether resourceVersion `a` is older than `b`. Both kcore's stores and etcd number
+/// their revisions, so they compare as integers; anything else only equals or not.
+fn version_older(a: &str, b: &str) -> bool {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(a), Ok(b)) => a < b,
+        _ => a != b,
+    }
 }
 
 fn owner_key(pod: &Pod) -> Option<ObjectKey> {
@@ -489,6 +611,7 @@ impl JobController {
         clock: Clock,
         backoff_base: Duration,
     ) -> Self {
+        pods.add_index(CONTROLLER_INDEX, controller_index());
         Self {
             client,
             jobs,
@@ -497,6 +620,8 @@ impl JobController {
             clock,
             backoff_base,
             backoffs: Mutex::new(HashMap::new()),
+            finalizers: FinalizerExpectations::default(),
+            own_writes: OwnWrites::default(),
         }
     }
 
@@ -506,10 +631,14 @@ impl JobController {
         queue: WorkQueue<ObjectKey>,
     ) -> impl Fn(&Change<Job>) + Send + Sync {
         let exp = self.expectations.clone();
+        let finalizers = self.finalizers.clone();
+        let own_writes = self.own_writes.clone();
         move |c| {
             let key = ObjectKey::of(c.object().as_ref());
             if let Change::Deleted(_) = c {
                 exp.delete(&key);
+                finalizers.delete(&key);
+                own_writes.delete(&key);
             }
             queue.add(key);
         }
@@ -521,9 +650,19 @@ impl JobController {
         queue: WorkQueue<ObjectKey>,
     ) -> impl Fn(&Change<Pod>) + Send + Sync {
         let exp = self.expectations.clone();
+        let finalizers = self.finalizers.clone();
         let jobs = self.jobs.clone();
         move |c| {
             let p = c.object();
+            let uid = p.metadata.uid.as_deref().unwrap_or("");
+            if let Some(old) = c.old() {
+                // A pod let go by its Job (its controller reference removed) is no longer
+                // found under it: its finalizer removal counts as observed there.
+                if let Some(k) = owner_key(old).filter(|k| owner_key(p).as_ref() != Some(k)) {
+                    finalizers.observed(&k, uid);
+                    queue.add(k);
+                }
+            }
             match (c, owner_key(p)) {
                 (Change::Added(_), Some(k)) => {
                     exp.creation_observed(&k);
@@ -533,12 +672,16 @@ impl JobController {
                     if old.metadata.deletion_timestamp.is_none()
                         && new.metadata.deletion_timestamp.is_some()
                     {
-                        exp.deletion_observed_uid(&k, new.metadata.uid.as_deref().unwrap_or(""));
+                        exp.deletion_observed_uid(&k, uid);
+                    }
+                    if !has_finalizer(new) {
+                        finalizers.observed(&k, uid);
                     }
                     queue.add(k);
                 }
                 (Change::Deleted(_), Some(k)) => {
-                    exp.deletion_observed_uid(&k, p.metadata.uid.as_deref().unwrap_or(""));
+                    exp.deletion_observed_uid(&k, uid);
+                    finalizers.observed(&k, uid);
                     queue.add(k);
                 }
                 (_, None) => {
@@ -572,35 +715,42 @@ impl JobController {
         .await;
     }
 
-    /// Removes the tracking finalizer of each pod (a strategic merge patch, as upstream).
-    async fn release(&self, pods: &[&Arc<Pod>]) -> Result<(), Error> {
+    /// Removes the tracking finalizer of each pod of the Job `key` (a strategic merge
+    /// patch, as upstream). Each removal is expected until the pod cache shows it.
+    async fn release(&self, key: &ObjectKey, pods: &[&Arc<Pod>]) -> Result<(), Error> {
         let patch =
             json!({"metadata": {"$deleteFromPrimitiveList/finalizers": [JOB_TRACKING_FINALIZER]}});
         let results = futures::future::join_all(pods.iter().map(|p| {
             let api = self.pods_api(p.metadata.namespace.as_deref().unwrap_or(""));
             let name = p.metadata.name.clone().unwrap_or_default();
+            let uid = p.metadata.uid.clone().unwrap_or_default();
+            self.finalizers.expect(key, &uid);
             let patch = patch.clone();
             async move {
                 let r = api
                     .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
                     .await;
-                (r, name)
+                (r, name, uid)
             }
         }))
         .await;
-        for (r, name) in results {
+        let mut failed = None;
+        for (r, name, uid) in results {
             match r {
                 Ok(_) => {}
-                Err(e) if status_code(&e) == Some(404) => {}
                 Err(e) => {
-                    return Err(Error::api(
-                        "remove the job-tracking finalizer of",
-                        format!("pod {name}"),
-                    )(e))
+                    // Gone, or still holding the finalizer: nothing to wait for.
+                    self.finalizers.observed(key, &uid);
+                    if status_code(&e) != Some(404) {
+                        failed.get_or_insert(Error::api(
+                            "remove the job-tracking finalizer of",
+                            format!("pod {name}"),
+                        )(e));
+                    }
                 }
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     async fn write_status(&self, job: &Job, status: &JobStatus) -> Result<Arc<Job>, Error> {
@@ -612,6 +762,7 @@ impl JobController {
             .replace_status(&key.name, &PostParams::default(), &body)
             .await
             .map_err(Error::api("update status of", format!("job {key}")))?;
+        self.own_writes.wrote(&key, &out);
         Ok(Arc::new(out))
     }
 
@@ -750,6 +901,7 @@ impl Reconciler for JobController {
     async fn reconcile(&self, key: &ObjectKey) -> Result<Action, Error> {
         let Some(mut job) = self.jobs.get(key) else {
             self.expectations.delete(key);
+            self.own_writes.delete(key);
             // The Job is gone (deleted in the background, or orphaning): nothing counts
             // its pods any more, so none may keep waiting for it.
             let orphans: Vec<Arc<Pod>> = self
@@ -758,22 +910,36 @@ impl Reconciler for JobController {
                 .into_iter()
                 .filter(|p| has_finalizer(p) && owner_key(p).as_ref() == Some(key))
                 .collect();
-            self.release(&orphans.iter().collect::<Vec<_>>()).await?;
+            self.release(key, &orphans.iter().collect::<Vec<_>>())
+                .await?;
             return Ok(Action::Done);
         };
+        if self.own_writes.cache_behind(key, &job) {
+            // The watch event of the controller's own last write requeues the Job; the
+            // later requeue only bounds a lost event.
+            return Ok(Action::RequeueAfter(OWN_WRITE_WAIT));
+        }
         let uid = job.metadata.uid.clone().unwrap_or_default();
         let Some(spec) = job.spec.clone() else {
             return Ok(Action::Done);
         };
-        let ns_pods = self.pods.list_namespace(key.ns());
+        // Before the pods: a removal missing here is already in the pods read next.
+        let removing = self.finalizers.expected(key);
+        // The pods it may own: its own and the namespace's orphans (upstream's
+        // `getPodsForJob` over the controller-UID index), not every pod of the namespace.
+        let candidates = claimable(&self.pods, key.ns(), &uid);
         let deleting = job.metadata.deletion_timestamp.is_some();
         let selector = spec.selector.clone().unwrap_or_default();
-        let claimed = claim(&uid, deleting || job_finished(&job), &selector, &ns_pods);
+        let claimed = claim(&uid, deleting || job_finished(&job), &selector, &candidates);
         let pods = apply_claim(&self.client, job.as_ref(), &claimed).await?;
+        // A finished pod whose finalizer this controller already removed was counted.
+        let holds = |p: &Arc<Pod>| {
+            has_finalizer(p) && !removing.contains(p.metadata.uid.as_deref().unwrap_or(""))
+        };
         if deleting || job_finished(&job) {
             // Nothing more to count: let every pod go.
-            let held: Vec<&Arc<Pod>> = pods.iter().filter(|p| has_finalizer(p)).collect();
-            self.release(&held).await?;
+            let held: Vec<&Arc<Pod>> = pods.iter().filter(|p| holds(p)).collect();
+            self.release(key, &held).await?;
             return Ok(Action::Done);
         }
         let now = self.clock.now();
@@ -795,10 +961,7 @@ impl Reconciler for JobController {
         let known: HashSet<String> = unc_s.iter().chain(unc_f.iter()).cloned().collect();
         let mut ignored: Vec<&Arc<Pod>> = Vec::new();
         let mut newly = 0usize;
-        for p in pods
-            .iter()
-            .filter(|p| has_finalizer(p) && pod_finished(&job, p))
-        {
+        for p in pods.iter().filter(|p| holds(p) && pod_finished(&job, p)) {
             let puid = p.metadata.uid.clone().unwrap_or_default();
             if known.contains(&puid) {
                 continue;
@@ -876,12 +1039,12 @@ impl Reconciler for JobController {
         let mut to_release: Vec<&Arc<Pod>> = ignored;
         for u in unc_s.iter().chain(unc_f.iter()) {
             if let Some(p) = by_uid.get(u.as_str()) {
-                if has_finalizer(p) {
+                if holds(p) {
                     to_release.push(p);
                 }
             }
         }
-        self.release(&to_release).await?;
+        self.release(key, &to_release).await?;
         let (mut new_s, mut new_f) = (0i32, 0i32);
         for u in &unc_s {
             match by_uid.get(u.as_str()).and_then(|p| pod_index(p)) {
@@ -955,6 +1118,9 @@ impl Reconciler for JobController {
             ) {
                 events.push(("Normal", "Suspended".into(), "Job suspended".into()));
             }
+            // A suspended Job has no start time (the API allows removing it only while
+            // suspended); resuming sets a new one, which restarts activeDeadlineSeconds.
+            status.start_time = None;
         } else {
             if conds
                 .iter()
@@ -1186,15 +1352,25 @@ impl Reconciler for JobController {
                 .filter_map(|p| p.metadata.uid.clone())
                 .collect();
             active.retain(|p| !gone.contains(p.metadata.uid.as_deref().unwrap_or("")));
-            if let Err(e) = self.delete_pods(key, &job, &victims).await {
-                manage_err = Some(e);
-            } else if let Err(e) = self.create_pods(key, &job, create).await {
+            // Deletions or creations, not both in one sync (as upstream's manageJob): one
+            // expectation at a time, and deletions first.
+            let r = if victims.is_empty() {
+                self.create_pods(key, &job, create).await
+            } else {
+                self.delete_pods(key, &job, &victims).await
+            };
+            if let Err(e) = r {
                 manage_err = Some(e);
             }
         }
+        // Pods created (now or by an earlier sync) that the cache does not show yet are
+        // active too (upstream adds its creations to `active`): a status computed
+        // meanwhile neither drops them nor finishes the Job under them.
+        let unseen = self.expectations.pending_adds(key);
 
         // 7. Finished once nothing runs any more.
         let left = active.len()
+            + unseen
             + pods
                 .iter()
                 .filter(|p| {
@@ -1229,7 +1405,7 @@ impl Reconciler for JobController {
                 events.push(("Normal", "Completed".into(), "Job completed".into()));
             }
         }
-        status.active = Some(i32::try_from(active.len()).unwrap_or(i32::MAX));
+        status.active = Some(i32::try_from(active.len() + unseen).unwrap_or(i32::MAX));
         status.ready = Some(
             i32::try_from(active.iter().filter(|p| pod_is_ready(p)).count()).unwrap_or(i32::MAX),
         );
@@ -1401,6 +1577,140 @@ mod tests {
                 "Pod ns/p has condition ConfigIssue matching FailJob rule at index 0".into()
             )
         );
+    }
+
+    #[test]
+    fn resource_versions_compare_as_numbers_where_they_are() {
+        assert!(version_older("9", "10"));
+        assert!(!version_older("10", "10"));
+        assert!(!version_older("11", "10"));
+        assert!(version_older("a", "b") && !version_older("b", "b"));
+    }
+
+    #[test]
+    fn finalizer_removals_are_expected_until_observed() {
+        let f = FinalizerExpectations::default();
+        let k = ObjectKey::namespaced("ns", "j");
+        f.expect(&k, "a");
+        f.expect(&k, "b");
+        assert_eq!(f.expected(&k).len(), 2);
+        f.observed(&k, "a");
+        f.observed(&ObjectKey::namespaced("ns", "other"), "b");
+        assert_eq!(f.expected(&k), HashSet::from(["b".to_owned()]));
+        f.observed(&k, "b");
+        assert!(f.expected(&k).is_empty() && f.lock().is_empty());
+        f.expect(&k, "c");
+        f.delete(&k);
+        assert!(f.expected(&k).is_empty());
+    }
+
+    /// The controller's caches lag behind its own writes, as informers do under load:
+    /// here each cache is filled only when the test says. A sync on a Job older than the
+    /// controller's last status write waits instead of conflicting, pods just created
+    /// count as active before the cache has them, and a pod whose finalizer was removed
+    /// (and which was counted) but still shows it in the pod cache is not counted again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lagging_caches_neither_count_a_pod_twice_nor_conflict() {
+        use kube::api::ListParams;
+        use kube::runtime::watcher::Event;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = kcore_apiserver::ApiServer::builder()
+            .data_dir(dir.path().join("data"))
+            .listen("127.0.0.1:0".parse().expect("addr"))
+            .insecure_http(true)
+            .build()
+            .await
+            .expect("server")
+            .spawn();
+        let client = Client::try_from(kube::Config::new(server.url().parse().expect("url")))
+            .expect("client");
+        let jobs_api: Api<Job> = Api::namespaced(client.clone(), "default");
+        let pods_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let body: Job = serde_json::from_value(json!({"metadata": {"name": "j"},
+            "spec": {"completions": 2, "parallelism": 1, "template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "main", "image": "x"}]}}}}))
+        .expect("job");
+        jobs_api
+            .create(&PostParams::default(), &body)
+            .await
+            .expect("create job");
+        let (jobs, pods) = (Store::<Job>::default(), Store::<Pod>::default());
+        let c = JobController::new(
+            client.clone(),
+            jobs.clone(),
+            pods.clone(),
+            Clock::system(),
+            DEFAULT_POD_FAILURE_BACKOFF,
+        );
+        let q = WorkQueue::default();
+        let (on_job, on_pod) = (c.on_job(q.clone()), c.on_pod(q.clone()));
+        let show_job = || async {
+            let j = jobs_api.get("j").await.expect("get job");
+            for ch in jobs.apply(Event::Apply(j)) {
+                on_job(&ch);
+            }
+        };
+        let show_pods = || async {
+            for p in pods_api
+                .list(&ListParams::default())
+                .await
+                .expect("pods")
+                .items
+            {
+                for ch in pods.apply(Event::Apply(p)) {
+                    on_pod(&ch);
+                }
+            }
+        };
+        let status = || async {
+            jobs_api
+                .get("j")
+                .await
+                .expect("get job")
+                .status
+                .expect("status")
+        };
+        let key = ObjectKey::namespaced("default", "j");
+
+        show_job().await;
+        c.reconcile(&key).await.expect("first sync");
+        assert_eq!(status().await.active, Some(1), "the new pod counts at once");
+        // The Job cache does not show that status write yet.
+        let r = c.reconcile(&key).await.expect("a sync on a stale Job");
+        assert!(matches!(r, Action::RequeueAfter(_)), "{r:?}");
+        show_job().await;
+        show_pods().await;
+        let first = pods_api
+            .list(&ListParams::default())
+            .await
+            .expect("pods")
+            .items;
+        assert_eq!(first.len(), 1);
+        let name = first[0].metadata.name.clone().expect("name");
+        let done = json!({"status": {"phase": "Succeeded"}});
+        pods_api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&done))
+            .await
+            .expect("pod succeeded");
+        show_pods().await;
+        c.reconcile(&key).await.expect("the counting sync");
+        let st = status().await;
+        assert_eq!((st.succeeded, st.active), (Some(1), Some(1)), "{st:?}");
+        let p = pods_api.get(&name).await.expect("pod");
+        assert!(!has_finalizer(&p), "finalizer removed");
+        // The Job cache catches up; the pod cache still shows the finalizer.
+        show_job().await;
+        c.reconcile(&key).await.expect("a sync on stale pods");
+        let st = status().await;
+        assert_eq!(st.succeeded, Some(1), "counted twice: {st:?}");
+        assert!(!condition_true(
+            &jobs_api.get("j").await.expect("job"),
+            "Complete"
+        ));
+        // Once the pod cache shows the removal, nothing is expected any more.
+        show_pods().await;
+        assert!(c.finalizers.expected(&key).is_empty());
+        server.shutdown().await.expect("shutdown");
     }
 
     #[test]
