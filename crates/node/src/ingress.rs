@@ -419,9 +419,7 @@ impl Table {
                 best = Some((len, p.exact, p.target));
             }
         }
-        best.map(|b| b.2)
-            .or(self.default)
-            .map(|i| &self.targets[i])
+        best.map(|b| b.2).or(self.default).map(|i| &self.targets[i])
     }
 }
 
@@ -451,11 +449,9 @@ impl Routes {
         }
         // built from the stores as they are now, which may already hold changes after
         // `version`: labelled with the older version, it is only rebuilt once more
-        let table = Arc::new(Table::build(
-            version,
-            served_ingresses(&self.cache),
-            |r| endpoints(&self.cache, r),
-        ));
+        let table = Arc::new(Table::build(version, served_ingresses(&self.cache), |r| {
+            endpoints(&self.cache, r)
+        }));
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = table.clone();
         table
     }
