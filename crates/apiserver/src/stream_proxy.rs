@@ -364,7 +364,7 @@ mod tests {
     #[tokio::test]
     async fn a_splice_carries_both_ways_and_passes_each_end_on() {
         use tokio::io::AsyncReadExt;
-        let (client, mut client_peer) = tokio::io::duplex(64);
+        let (client, client_peer) = tokio::io::duplex(64);
         let (node, mut node_peer) = tokio::io::duplex(64);
         let spliced = tokio::spawn(splice(client, node));
         let up: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
