@@ -96,3 +96,25 @@ pub use meta::{
 };
 pub use queue::{RateLimitConfig, RateLimiter, WorkQueue};
 pub use runner::{run_workers, Action, Expectations, Reconciler};
+
+/// The unit tests' API server: in process, plain HTTP on loopback, on a temporary store
+/// (kept until the directory is dropped), and a client of it.
+#[cfg(test)]
+pub(crate) async fn test_server() -> (
+    tempfile::TempDir,
+    kcore_apiserver::RunningServer,
+    kube::Client,
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = kcore_apiserver::ApiServer::builder()
+        .data_dir(dir.path().join("data"))
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .insecure_http(true)
+        .build()
+        .await
+        .expect("server")
+        .spawn();
+    let client = kube::Client::try_from(kube::Config::new(server.url().parse().expect("url")))
+        .expect("client");
+    (dir, server, client)
+}

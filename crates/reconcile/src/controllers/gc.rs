@@ -670,17 +670,7 @@ mod tests {
     async fn stale_graph_never_deletes_an_orphaned_object() {
         use k8s_openapi::api::core::v1::Pod;
         use kube::api::PostParams;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let server = kcore_apiserver::ApiServer::builder()
-            .data_dir(dir.path().join("data"))
-            .listen("127.0.0.1:0".parse().expect("addr"))
-            .insecure_http(true)
-            .build()
-            .await
-            .expect("server")
-            .spawn();
-        let client = Client::try_from(kube::Config::new(server.url().parse().expect("url")))
-            .expect("client");
+        let (_dir, server, client) = crate::test_server().await;
         let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
         let gone_rs = owner("00000000-0000-0000-0000-00000000dead", true);
         let create = |name: &str, owners: Vec<&OwnerReference>| {

@@ -1613,17 +1613,7 @@ mod tests {
     async fn lagging_caches_neither_count_a_pod_twice_nor_conflict() {
         use kube::api::ListParams;
         use kube::runtime::watcher::Event;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let server = kcore_apiserver::ApiServer::builder()
-            .data_dir(dir.path().join("data"))
-            .listen("127.0.0.1:0".parse().expect("addr"))
-            .insecure_http(true)
-            .build()
-            .await
-            .expect("server")
-            .spawn();
-        let client = Client::try_from(kube::Config::new(server.url().parse().expect("url")))
-            .expect("client");
+        let (_dir, server, client) = crate::test_server().await;
         let jobs_api: Api<Job> = Api::namespaced(client.clone(), "default");
         let pods_api: Api<Pod> = Api::namespaced(client.clone(), "default");
         let body: Job = serde_json::from_value(json!({"metadata": {"name": "j"},
