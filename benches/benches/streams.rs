@@ -12,6 +12,11 @@
 //!   `KCORE_BENCH_MIB` MiB (default 64) to the pod's port and back, checking the digest.
 //!   The anchor is a direct loopback connection into the pod's port carrying the same
 //!   bytes. Prints both medians and the ratio (goal: at least 0.5).
+//! - **kubectl port-forward**: the same rounds through `kubectl port-forward pod/p
+//!   :8080` with kubectl's defaults (from 1.31 on, `SPDY/3.1+portforward.k8s.io` tunnelled
+//!   in WebSocket: what kubectl users get), next to direct rounds; prints the throughput,
+//!   the ratio, and the CPU time of this process and of kubectl per round. Skipped, saying
+//!   so, without kubectl.
 //! - **exec**: `true` over `v5.channel.k8s.io` to `pods/p/exec` on the API server, timed
 //!   by the client from the request (TCP connect, TLS, upgrade) to the exit Status on
 //!   the error channel, next to the node's span of the same session (from the request's
@@ -316,6 +321,58 @@ fn kubectl_exec_true(kubectl: &std::path::Path, c: &Cluster) -> Duration {
     elapsed
 }
 
+/// The CPU time (user and system, all threads) process `pid` has used so far.
+fn pid_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // the fields after the command name (which may hold spaces) start with the state
+    // (field 3); utime and stime are fields 14 and 15, in clock ticks
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // SAFETY: sysconf takes no pointers.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_nanos(f.iter().sum::<u64>() * 1_000_000_000 / hz)
+}
+
+/// `kubectl port-forward pod/p :8080` with kubectl's defaults (from 1.31 on: SPDY tunnelled
+/// in WebSocket); returns it and the local port it listens on.
+async fn kubectl_forward(kubectl: &std::path::Path, c: &Cluster) -> (tokio::process::Child, u16) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .arg("--cache-dir")
+        .arg(&c.cache)
+        .args(["port-forward", "pod/p", ":8080"])
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBECTL_PORT_FORWARD_WEBSOCKETS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run kubectl port-forward");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("kubectl port-forward reports its port")
+            .unwrap()
+            .expect("kubectl port-forward keeps running");
+        // "Forwarding from 127.0.0.1:43567 -> 8080"
+        if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+            let (local, _) = rest.split_once(" -> ").expect("a port mapping");
+            break local.parse::<u16>().expect("a local port");
+        }
+    };
+    // keep reading ("Handling connection for 8080"): a closed pipe would end kubectl
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, port)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -370,6 +427,39 @@ fn bench(c: &mut Criterion) {
         dc.as_secs_f64() / fc.as_secs_f64().max(1e-9),
         ms(fc) / (2.0 * mib as f64)
     );
+
+    // what kubectl users get: `kubectl port-forward` (SPDY tunnelled in WebSocket) carrying
+    // the same rounds, next to direct rounds; kubectl's CPU is its own process's
+    match find_kubectl() {
+        Some(k) => rt.block_on(async {
+            let (child, local) = kubectl_forward(&k, &cluster).await;
+            let pid = child.id().expect("kubectl runs");
+            let (mut fwd, mut direct) = (Vec::new(), Vec::new());
+            let (mut own_cpu, mut kubectl_cpu) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                let (c, kc) = (process_cpu(), pid_cpu(pid));
+                fwd.push(direct_round(local, &payload).await);
+                own_cpu.push(process_cpu().saturating_sub(c));
+                kubectl_cpu.push(pid_cpu(pid).saturating_sub(kc));
+                direct.push(direct_round(cluster.pod_8080, &payload).await);
+            }
+            let (transport, protocol) = cluster.last("portforward");
+            let (f, d) = (median(fwd), median(direct));
+            println!(
+                "kubectl port-forward ({} {protocol}) {mib} MiB up and back: {:.0} MiB/s through kubectl, the API server and the node (median of {rounds}), {:.0} MiB/s direct; ratio {:.2}; CPU per round {:.0} ms in the API server, node and pod, {:.0} ms in kubectl",
+                transport.as_str(),
+                rate(f),
+                rate(d),
+                rate(f) / rate(d),
+                ms(median(own_cpu)),
+                ms(median(kubectl_cpu)),
+            );
+            drop(child);
+        }),
+        None => println!(
+            "kubectl port-forward: skipped, no kubectl on PATH or in target/tools/bin"
+        ),
+    }
 
     // exec `true`: the client's time, the node's span of it, and spawning `true`
     let (mut client, mut server, mut spawn) = (Vec::new(), Vec::new(), Vec::new());
