@@ -39,6 +39,8 @@ use crate::cache::ClusterCache;
 use crate::error::{Error, ErrorChain, Result};
 use crate::netctx::NetCtx;
 
+mod h1;
+
 /// What the Ingress proxy runs with.
 pub(crate) struct IngressEnv {
     /// Where the listener and the backend connections live (the node's namespace).
@@ -106,6 +108,17 @@ pub(crate) fn tls_secret_keys(
 /// naming the host exactly wins over a `*.` wildcard, which wins over an entry
 /// without hosts. Pure.
 pub(crate) fn tls_for(ingresses: &[Ingress], host: &str) -> Option<(String, String, bool)> {
+    tls_entry(ingresses, host)
+        .map(|(ns, secret, redirect)| (ns.to_owned(), secret.to_owned(), redirect))
+}
+
+/// Whether plain HTTP for `host` is redirected to HTTPS (see [`tls_for`]).
+fn redirects(ingresses: &[Ingress], host: &str) -> bool {
+    tls_entry(ingresses, host).is_some_and(|(_, _, redirect)| redirect)
+}
+
+/// [`tls_for`], borrowing.
+fn tls_entry<'a>(ingresses: &'a [Ingress], host: &str) -> Option<(&'a str, &'a str, bool)> {
     let mut best: Option<(u8, (&str, &str, bool))> = None;
     for ing in ingresses {
         let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
@@ -139,7 +152,7 @@ pub(crate) fn tls_for(ingresses: &[Ingress], host: &str) -> Option<(String, Stri
             }
         }
     }
-    best.map(|(_, (ns, secret, redirect))| (ns.to_owned(), secret.to_owned(), redirect))
+    best.map(|(_, entry)| entry)
 }
 
 /// The certificate and key a `kubernetes.io/tls` Secret holds.
@@ -396,6 +409,11 @@ impl Table {
 
     /// The target for `host` (a Host header, port allowed) and `path`.
     fn lookup(&self, host: &str, path: &str) -> Option<&Target> {
+        self.lookup_index(host, path).map(|i| &self.targets[i])
+    }
+
+    /// [`Table::lookup`], as an index into `targets`.
+    fn lookup_index(&self, host: &str, path: &str) -> Option<usize> {
         let host = host.split(':').next().unwrap_or(host);
         let mut best: Option<(usize, bool, usize)> = None;
         for p in &self.paths {
@@ -419,7 +437,7 @@ impl Table {
                 best = Some((len, p.exact, p.target));
             }
         }
-        best.map(|b| b.2).or(self.default).map(|i| &self.targets[i])
+        best.map(|b| b.2).or(self.default)
     }
 }
 
@@ -537,6 +555,8 @@ struct Shared {
     routes: Arc<Routes>,
     rr: Arc<AtomicUsize>,
     pool: Arc<Pool>,
+    /// The HTTP/1.1 fast path's backend connections.
+    raw: Arc<h1::Pool>,
 }
 
 /// Rewrites a client's request for the backend: HTTP/1.1, origin-form URI, the Host
@@ -580,6 +600,7 @@ async fn serve_one(
         routes,
         rr,
         pool,
+        ..
     } = shared;
     let host = req
         .headers()
@@ -796,6 +817,7 @@ pub(crate) fn serve(
             routes,
             rr: Arc::default(),
             pool: Arc::default(),
+            raw: Arc::default(),
         };
         let tls_task = tls.map(|(l, acceptor)| {
             let shared = shared.clone();
@@ -805,7 +827,11 @@ pub(crate) fn serve(
                     let (acceptor, shared) = (acceptor.clone(), shared.clone());
                     tokio::spawn(async move {
                         match acceptor.accept(stream).await {
-                            Ok(s) => serve_connection(s, peer, true, shared).await,
+                            // HTTP/2 by ALPN goes to hyper, HTTP/1.1 to the fast path
+                            Ok(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                                serve_connection(s, peer, true, shared).await
+                            }
+                            Ok(s) => h1::serve(s, peer, true, shared).await,
                             Err(e) => tracing::debug!(error = %e, %peer, "ingress tls handshake"),
                         }
                     });
@@ -814,7 +840,7 @@ pub(crate) fn serve(
         });
         while let Ok((stream, peer)) = listener.accept().await {
             let _ = stream.set_nodelay(true);
-            tokio::spawn(serve_connection(stream, peer, false, shared.clone()));
+            tokio::spawn(h1::serve(stream, peer, false, shared.clone()));
         }
         status.abort();
         if let Some(t) = tls_task {
