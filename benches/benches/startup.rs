@@ -1,5 +1,7 @@
 //! Cluster start-up figures for `kcored up`: time to a Ready node, idle RSS of kcored,
-//! and pod start-up latency (create → Running, image present) for 1, 10 and 100 pods.
+//! and pod start-up latency (create → Running, image present) for 1, 10 and 100 pods, then
+//! 110 pods (the kubelet's default `maxPods`) at once over 5 rounds with kcored's RSS after
+//! each.
 //!
 //! Run it with `benches/startup.sh`, which builds the binaries and images and runs this
 //! inside a network namespace of its own (see `cluster/mod.rs`).
@@ -12,6 +14,11 @@ use cluster::{ms, percentile, rss_kib, Daemon};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+
+/// Pods per node in the density rounds: the kubelet's default `maxPods`.
+const DENSITY_PODS: usize = 110;
+/// Density rounds: RSS growth shows over several.
+const DENSITY_ROUNDS: usize = 5;
 
 /// Creates `n` pods at once and returns each one's create → Running latency.
 async fn start_pods(pods: &Api<Pod>, round: usize, n: usize) -> Vec<Duration> {
@@ -107,6 +114,34 @@ fn main() {
                 ms(percentile(&all, 0.99)),
             );
         }
+        // Real-node density: the kubelet's default maximum of 110 pods per node, started
+        // at once, DENSITY_ROUNDS times, with kcored's RSS after each round (the goal of
+        // issue 28: flat, within 10 % of the first round's after the last)
+        let mut all = Vec::new();
+        let mut rss = Vec::new();
+        for r in 0..DENSITY_ROUNDS {
+            round += 1;
+            let lat = start_pods(&pods, round, DENSITY_PODS).await;
+            rss.push(rss_kib(daemon.pid()));
+            println!(
+                "  {DENSITY_PODS} pods, round {}: p50 {:.0} ms, p99 {:.0} ms, kcored RSS {:.1} MiB",
+                r + 1,
+                ms(percentile(&lat, 0.5)),
+                ms(percentile(&lat, 0.99)),
+                rss[r] as f64 / 1024.0,
+            );
+            all.extend(lat);
+        }
+        all.sort();
+        println!(
+            "pod start-up, {DENSITY_PODS} pods at once ({DENSITY_ROUNDS} rounds): p50 {:.0} ms, p99 {:.0} ms; \
+             kcored RSS after round 1 {:.1} MiB, after round {DENSITY_ROUNDS} {:.1} MiB ({:+.1} %)",
+            ms(percentile(&all, 0.5)),
+            ms(percentile(&all, 0.99)),
+            rss[0] as f64 / 1024.0,
+            rss[DENSITY_ROUNDS - 1] as f64 / 1024.0,
+            (rss[DENSITY_ROUNDS - 1] as f64 / rss[0].max(1) as f64 - 1.0) * 100.0,
+        );
         println!(
             "kcored RSS after the runs: {:.1} MiB",
             rss_kib(daemon.pid()) as f64 / 1024.0

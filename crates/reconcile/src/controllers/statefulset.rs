@@ -282,6 +282,31 @@ impl StatefulSetController {
     }
 }
 
+impl StatefulSetController {
+    /// Creates the pod of `ordinal` (its claims first, as upstream's `createPersistentVolumeClaims`).
+    async fn create_pod(
+        &self,
+        api: &Api<Pod>,
+        sts: &StatefulSet,
+        key: &ObjectKey,
+        ordinal: i32,
+        pod: Pod,
+    ) -> Result<(), Error> {
+        self.ensure_claims(sts, ordinal).await?;
+        match api.create(&PostParams::default(), &pod).await {
+            Ok(_) => {
+                tracing::debug!(statefulset = %key, ordinal, "created pod");
+                Ok(())
+            }
+            Err(e) if status_code(&e) == Some(409) => Ok(()),
+            Err(e) => Err(Error::api(
+                "create",
+                format!("pod {}/{}-{ordinal}", key.ns(), key.name),
+            )(e)),
+        }
+    }
+}
+
 /// The owners a StatefulSet's claim should have under its
 /// `persistentVolumeClaimRetentionPolicy` (upstream's `updateClaimOwnerRefForSetAndPod`),
 /// or `None` when `owners` already are right. `set` is the StatefulSet's reference; `pod`
@@ -478,37 +503,47 @@ impl Reconciler for StatefulSetController {
                 }
             }
             let api: Api<Pod> = Api::namespaced(self.client.clone(), key.ns());
-            for step in sts_plan(
+            let plan = sts_plan(
                 replicas,
                 ordered,
                 rolling,
                 partition,
                 &update_revision,
                 &pods,
-            ) {
-                match step {
-                    StsAction::Create(i) => {
-                        self.ensure_claims(&sts, i).await?;
-                        // Below the partition a pod is recreated at the current revision.
-                        let pod = match &current {
-                            Some((name, t)) if rolling && i < partition => {
-                                Self::new_pod_from(&sts, t, i, name)
-                            }
-                            _ => Self::new_pod(&sts, i, &update_revision),
-                        };
-                        match api.create(&PostParams::default(), &pod).await {
-                            Ok(_) => {
-                                tracing::debug!(statefulset = %key, ordinal = i, "created pod")
-                            }
-                            Err(e) if status_code(&e) == Some(409) => {}
-                            Err(e) => {
-                                return Err(Error::api(
-                                    "create",
-                                    format!("pod {}/{}-{i}", key.ns(), key.name),
-                                )(e))
-                            }
+            );
+            // the pods to create: one at a time when ordered, else in slow-start batches
+            // of 1, 2, 4, ... at once (upstream's burst mode runs its replicas through
+            // slowStartBatch), so a failing create costs one call
+            let creates: Vec<i32> = plan
+                .iter()
+                .filter_map(|s| match s {
+                    StsAction::Create(i) => Some(*i),
+                    StsAction::Delete(_) => None,
+                })
+                .collect();
+            let mut done = 0;
+            let mut batch = 1;
+            while done < creates.len() {
+                let size = if ordered { 1 } else { batch };
+                let chunk = &creates[done..creates.len().min(done + size)];
+                let results = futures::future::join_all(chunk.iter().map(|&i| {
+                    // Below the partition a pod is recreated at the current revision.
+                    let pod = match &current {
+                        Some((name, t)) if rolling && i < partition => {
+                            Self::new_pod_from(&sts, t, i, name)
                         }
-                    }
+                        _ => Self::new_pod(&sts, i, &update_revision),
+                    };
+                    self.create_pod(&api, &sts, key, i, pod)
+                }))
+                .await;
+                results.into_iter().collect::<Result<Vec<()>, Error>>()?;
+                done += chunk.len();
+                batch *= 2;
+            }
+            for step in plan {
+                match step {
+                    StsAction::Create(_) => {}
                     StsAction::Delete(i) => {
                         let name = format!("{}-{i}", key.name);
                         match api.delete(&name, &DeleteParams::default()).await {
