@@ -1036,6 +1036,21 @@ mod tests {
         );
     }
 
+    /// Reads from `s` up to the end of an HTTP head (and whatever came with it); `None`
+    /// when the peer closes first. The test backends here and in `h1` read requests so.
+    pub(super) async fn read_head(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let mut head = Vec::new();
+        let mut b = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut b).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => head.extend_from_slice(&b[..n]),
+            }
+        }
+        Some(head)
+    }
+
     /// A backend on loopback: answers `<Host>|<X-Forwarded-Proto>`, or switches to an
     /// echo of raw bytes on a WebSocket upgrade.
     async fn backend() -> SocketAddr {
@@ -1045,14 +1060,10 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut s, _)) = l.accept().await {
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
+                    let Some(head) = read_head(&mut s).await else {
+                        return;
+                    };
                     let mut b = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut b).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&b[..n]),
-                        }
-                    }
                     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
                     let header = |name: &str| {
                         head.lines()

@@ -797,14 +797,10 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut s, _)) = l.accept().await {
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
+                    let Some(head) = super::super::tests::read_head(&mut s).await else {
+                        return;
+                    };
                     let mut b = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut b).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&b[..n]),
-                        }
-                    }
                     let line = String::from_utf8_lossy(&head)
                         .lines()
                         .next()
