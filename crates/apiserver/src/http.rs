@@ -799,11 +799,12 @@ async fn serve_resource(
                         Err(e) => tracing::warn!(error = %e, "watch event has no protobuf form"),
                     }
                 }
-                let mut j = ev.to_json();
-                if table_mode && matches!(ev.kind, "ADDED" | "MODIFIED" | "DELETED") {
-                    let rv = ev.object["metadata"]["resourceVersion"].clone();
-                    j["object"] = table::table(&res, &[ev.object], &rv, &Value::Null, true);
+                if !(table_mode && matches!(ev.kind, "ADDED" | "MODIFIED" | "DELETED")) {
+                    return Ok::<_, Infallible>(Bytes::from(ev.to_json_line()));
                 }
+                let mut j = ev.to_json();
+                let rv = ev.object["metadata"]["resourceVersion"].clone();
+                j["object"] = table::table(&res, &[ev.object], &rv, &Value::Null, true);
                 let mut line = serde_json::to_vec(&j).unwrap_or_default();
                 line.push(b'\n');
                 Ok::<_, Infallible>(Bytes::from(line))

@@ -65,6 +65,42 @@ impl WatchEvent {
     pub fn to_json(&self) -> Value {
         json!({"type": self.kind, "object": self.object})
     }
+
+    /// The event as one line of a JSON watch stream (with its `\n`): the bytes of
+    /// [`WatchEvent::to_json`], encoded without copying the object first.
+    pub fn to_json_line(&self) -> Vec<u8> {
+        // the fields in the order `to_json`'s map keeps them (sorted)
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            object: &'a Value,
+            #[serde(rename = "type")]
+            kind: &'a str,
+        }
+        let mut line = serde_json::to_vec(&Line {
+            object: &self.object,
+            kind: self.kind,
+        })
+        .unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_line_is_the_event_encoded() {
+        let ev = WatchEvent {
+            kind: "MODIFIED",
+            object: json!({"kind": "Pod", "metadata": {"name": "p", "resourceVersion": "7"},
+                "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+        };
+        let mut want = serde_json::to_vec(&ev.to_json()).unwrap();
+        want.push(b'\n');
+        assert_eq!(ev.to_json_line(), want);
+    }
 }
 
 /// A stream of watch events; it ends at the timeout or after an `ERROR`.
