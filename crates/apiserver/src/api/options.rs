@@ -86,6 +86,9 @@ impl WatchEvent {
     }
 }
 
+/// A stream of watch events; it ends at the timeout or after an `ERROR`.
+pub type WatchEvents = BoxStream<'static, WatchEvent>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +105,3 @@ mod tests {
         assert_eq!(ev.to_json_line(), want);
     }
 }
-
-/// A stream of watch events; it ends at the timeout or after an `ERROR`.
-pub type WatchEvents = BoxStream<'static, WatchEvent>;
