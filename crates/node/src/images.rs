@@ -284,14 +284,11 @@ impl Images {
             .get(&key)
             .cloned();
         if let Some(r) = known {
-            // still there (nothing removed its layers since): the store removes a layer
-            // by renaming its directory away first, so its directory's presence answers
-            // without the store's lock, which every container's rootfs mount and removal
-            // hold (waiting for it cost starting pods up to seconds with 100 at once)
+            // still there (nothing removed its layers since); the store answers this
+            // without its lock, which every container's rootfs mount and removal hold
+            // (waiting for it cost starting pods up to seconds with 100 at once)
             let present = match r.top_layer.as_deref() {
-                Some(l) => {
-                    std::fs::symlink_metadata(self.layers.root().join(l)).is_ok_and(|m| m.is_dir())
-                }
+                Some(l) => self.layers.exists(l).unwrap_or(false),
                 None => true,
             };
             if present {

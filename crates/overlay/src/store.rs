@@ -277,11 +277,18 @@ impl LayerStore {
     }
 
     /// Whether layer `id` exists.
+    ///
+    /// It takes no lock: [`LayerStore::create`] renames a finished layer into place and
+    /// [`LayerStore::remove`] renames it away before deleting it, so the directory is
+    /// there exactly while the layer is. (A node starting many pods asks this for each
+    /// one while every rootfs mount and removal holds the lock.)
     pub fn exists(&self, id: &str) -> Result<bool> {
-        match self.get(id) {
-            Ok(_) => Ok(true),
-            Err(Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e),
+        validate_id(id)?;
+        let dir = self.root.join(id);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) => Ok(m.is_dir()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err("stat", dir)(e)),
         }
     }
 
