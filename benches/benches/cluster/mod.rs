@@ -52,6 +52,12 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `kcored up` with node `node` and waits for the node to be Ready.
     pub async fn start(node: &str) -> Daemon {
+        Self::start_with(node, &[]).await
+    }
+
+    /// [`Daemon::start`] with extra arguments for `kcored up`, after any in
+    /// `KCORED_ARGS` (space-separated, to compare settings by hand).
+    pub async fn start_with(node: &str, extra: &[&str]) -> Daemon {
         let kcored = env("KCORED");
         let data = std::path::PathBuf::from(env("KCORE_DATA"));
         let node_ip = env("KCORE_NODE_IP");
@@ -61,6 +67,12 @@ impl Daemon {
             .args(["--node-name", node, "--node-ip", &node_ip])
             .arg("--data-dir")
             .arg(&data)
+            .args(
+                std::env::var("KCORED_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(data.join("kcored.log")).unwrap(),

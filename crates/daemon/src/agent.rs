@@ -45,6 +45,11 @@ pub struct AgentOptions {
     pub cgroup_parent: String,
     /// Node status and Lease renewal interval.
     pub heartbeat: Duration,
+    /// Create containers in a small launcher process, a fresh copy of this program
+    /// (which must call [`kcore_runtime::launcher::serve_if_asked`] first thing in
+    /// `main`, as `kcored` does), instead of forking the agent for each. Off by
+    /// default, for programs that do not serve as one (tests).
+    pub container_launcher: bool,
 }
 
 impl AgentOptions {
@@ -62,6 +67,7 @@ impl AgentOptions {
             vxlan: true,
             cgroup_parent: "kcore".into(),
             heartbeat: Duration::from_secs(5),
+            container_launcher: false,
         }
     }
 }
@@ -165,6 +171,14 @@ pub async fn node_config(
         cert: serving.clone(),
         token_review_url: Some(server_url.to_owned()),
     });
+    if opts.container_launcher {
+        let exe = std::env::current_exe().context("finding this program's path")?;
+        let launcher = tokio::task::spawn_blocking(move || kcore_runtime::Launcher::start(&exe))
+            .await
+            .context("starting the container launcher")?
+            .context("starting the container launcher")?;
+        cfg.launcher = Some(launcher);
+    }
     cfg.validate().context("node configuration")?;
     Ok(JoinedNode {
         config: cfg,

@@ -46,11 +46,7 @@ impl NodeAgent {
     /// An agent for the node described by `cfg`, talking to the API server through
     /// `client`.
     pub fn new(client: kube::Client, cfg: NodeConfig) -> Self {
-        let streams = PodStreams::new(
-            kcore_runtime::Runtime::new(cfg.dir("containers")),
-            cfg.dir("console"),
-            cfg.node_netns.clone(),
-        );
+        let streams = PodStreams::new(cfg.runtime(), cfg.dir("console"), cfg.node_netns.clone());
         NodeAgent {
             client,
             cfg,
@@ -389,7 +385,7 @@ async fn open(
     }
     let ipam = Ipam::open(cfg.dir("ipam"), cfg.pod_cidr).map_err(|e| Error::net("open ipam", e))?;
     let images = Images::open(&cfg.dir("images"), &cfg.dir("overlay"))?;
-    let runtime = kcore_runtime::Runtime::new(cfg.dir("containers"));
+    let runtime = cfg.runtime();
     let sandbox = SandboxEnv {
         netns_dir: NetnsDir::new(cfg.dir("netns")),
         node_netns: cfg.node_netns.clone(),

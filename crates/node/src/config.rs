@@ -79,6 +79,9 @@ pub struct NodeConfig {
     /// With `imagePullPolicy: Always` and a local copy, how long a pull may take before
     /// the local copy is used (no registry is reachable from some nodes).
     pub pull_timeout: Duration,
+    /// Creates containers in this small server process instead of forking the agent
+    /// (see [`kcore_runtime::launcher`]); `None` forks the agent.
+    pub launcher: Option<kcore_runtime::Launcher>,
 }
 
 /// How the agent's server proves itself and who it lets in (the kubelet's
@@ -155,6 +158,7 @@ impl NodeConfig {
             log_max_files: 4,
             volume_refresh: Duration::from_secs(10),
             pull_timeout: Duration::from_secs(2),
+            launcher: None,
         }
     }
 
@@ -199,6 +203,15 @@ impl NodeConfig {
 
     pub(crate) fn dir(&self, sub: &str) -> PathBuf {
         self.data_dir.join(sub)
+    }
+
+    /// The container runtime on this node's state directory, with the launcher.
+    pub(crate) fn runtime(&self) -> kcore_runtime::Runtime {
+        let rt = kcore_runtime::Runtime::new(self.dir("containers"));
+        match &self.launcher {
+            Some(l) => rt.with_launcher(l.clone()),
+            None => rt,
+        }
     }
 }
 

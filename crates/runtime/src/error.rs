@@ -95,6 +95,13 @@ pub enum Error {
         /// errno of the failing call, when known.
         errno: Option<i32>,
     },
+    /// A [`Launcher`](crate::Launcher) worker failed to create a container; the message
+    /// is its error with the causes.
+    #[error("{message}")]
+    Launcher {
+        /// The worker's error.
+        message: String,
+    },
     /// The config asks for a Linux security module the host has not enabled.
     #[error("{field} needs {lsm}, which this host does not offer ({missing})")]
     LsmUnavailable {

@@ -393,43 +393,80 @@ pub(crate) fn setup_console(socket: RawFd, size: Option<(u16, u16)>, bind_consol
 
 /// Sends `fd` with `data` as payload over a unix socket.
 pub(crate) fn send_fd(socket: RawFd, fd: RawFd, data: &[u8]) -> std::io::Result<()> {
+    send_fds(socket, &[fd], data).map(|_| ())
+}
+
+/// Sends the descriptors `fds` (SCM_RIGHTS) with `data` in one `sendmsg`; returns how
+/// many bytes of `data` went (all of it on a datagram socket, maybe fewer on a stream).
+pub(crate) fn send_fds(socket: RawFd, fds: &[RawFd], data: &[u8]) -> std::io::Result<usize> {
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
+    let fd_bytes = std::mem::size_of_val(fds) as u32;
     // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let space = unsafe { libc::CMSG_SPACE(fd_bytes) } as usize;
     let mut cbuf = vec![0u8; space];
     // SAFETY: zeroed msghdr is valid; we fill in pointers to live buffers.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: msg has a control buffer large enough for one descriptor.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
-        if libc::sendmsg(socket, &msg, 0) < 0 {
-            return Err(std::io::Error::last_os_error());
+    if !fds.is_empty() {
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: msg has a control buffer large enough for `fds`.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(fd_bytes) as _;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr().cast::<u8>(),
+                libc::CMSG_DATA(c),
+                fd_bytes as usize,
+            );
         }
     }
-    Ok(())
+    loop {
+        // SAFETY: msg refers to live buffers for the duration of the call.
+        let n = unsafe { libc::sendmsg(socket, &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// Receives one descriptor sent with [`send_fd`]-style SCM_RIGHTS; returns it with the payload.
 pub fn recv_fd(socket: RawFd) -> std::io::Result<(std::os::fd::OwnedFd, Vec<u8>)> {
-    use std::os::fd::FromRawFd;
     let mut data = vec![0u8; 4096];
+    let (n, fds) = recv_fds(socket, &mut data, 1)?;
+    let fd = fds.into_iter().next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "no descriptor in message")
+    })?;
+    data.truncate(n);
+    Ok((fd, data))
+}
+
+/// Receives into `buf` with up to `max_fds` descriptors (close-on-exec); returns the
+/// bytes read (0 at the end of the stream) and the descriptors. A message that carried
+/// more descriptors than `max_fds` is an error (the kernel closed the rest).
+pub(crate) fn recv_fds(
+    socket: RawFd,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> std::io::Result<(usize, Vec<std::os::fd::OwnedFd>)> {
+    use std::os::fd::FromRawFd;
     let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
     };
+    let fd_size = std::mem::size_of::<RawFd>();
     // SAFETY: pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let space = unsafe { libc::CMSG_SPACE((max_fds.max(1) * fd_size) as u32) } as usize;
     let mut cbuf = vec![0u8; space];
     // SAFETY: zeroed msghdr is valid; pointers refer to live buffers.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -437,25 +474,41 @@ pub fn recv_fd(socket: RawFd) -> std::io::Result<(std::os::fd::OwnedFd, Vec<u8>)
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr().cast();
     msg.msg_controllen = space as _;
-    // SAFETY: valid socket and msghdr.
-    let n = unsafe { libc::recvmsg(socket, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel filled the control buffer; we check type and level.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        if c.is_null() || (*c).cmsg_level != libc::SOL_SOCKET || (*c).cmsg_type != libc::SCM_RIGHTS
-        {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "no descriptor in message",
-            ));
+    let n = loop {
+        // SAFETY: valid socket and msghdr.
+        let n = unsafe { libc::recvmsg(socket, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
         }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<RawFd>());
-        data.truncate(n as usize);
-        Ok((std::os::fd::OwnedFd::from_raw_fd(fd), data))
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled the control buffer; each header is checked for its
+    // level and type before its descriptors are read, and each is taken once.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(c);
+                for i in 0..len / fd_size {
+                    let fd = std::ptr::read_unaligned(data.add(i * fd_size).cast::<RawFd>());
+                    fds.push(std::os::fd::OwnedFd::from_raw_fd(fd));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
     }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("more than {max_fds} descriptors in one message"),
+        ));
+    }
+    Ok((n, fds))
 }
 
 #[cfg(test)]

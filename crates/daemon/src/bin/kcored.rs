@@ -234,6 +234,10 @@ struct NodeArgs {
     /// Parent cgroup of the pod cgroups.
     #[arg(long, default_value = "kcore")]
     cgroup_parent: String,
+    /// Fork the agent itself to set up each container, instead of a small launcher
+    /// process (a fresh copy of kcored) forking a worker of a few MiB.
+    #[arg(long)]
+    no_container_launcher: bool,
 }
 
 impl NodeArgs {
@@ -248,6 +252,7 @@ impl NodeArgs {
         o.ingress_tls = (!self.no_ingress_tls).then_some(self.ingress_tls_listen);
         o.vxlan = vxlan_default && !self.no_vxlan;
         o.cgroup_parent = self.cgroup_parent.clone();
+        o.container_launcher = !self.no_container_launcher;
         o
     }
 }
@@ -276,6 +281,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // the node's container launcher (see kcore_runtime::launcher): a fresh copy of
+    // this program that forks small workers instead of the agent forking itself
+    if let Some(code) = kcore_runtime::launcher::serve_if_asked() {
+        return ExitCode::from(code as u8);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1155,6 +1155,10 @@ fn go_style_flags(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
 }
 
 fn main() {
+    // a container launcher's server (see kcore_runtime::launcher) does nothing else
+    if let Some(code) = kcore_runtime::launcher::serve_if_asked() {
+        std::process::exit(code);
+    }
     let cli = Cli::parse_from(go_style_flags(std::env::args_os().collect()));
     let log = match init_logging(&cli) {
         Ok(l) => l,

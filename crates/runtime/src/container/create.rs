@@ -123,6 +123,10 @@ impl Runtime {
     /// failure once the container exists (a `prestart`, `createRuntime` or
     /// `createContainer` hook, a mount) also runs the `poststop` hooks after the
     /// teardown, as the runtime spec's lifecycle asks.
+    ///
+    /// With a [`Launcher`](crate::Launcher) ([`Runtime::with_launcher`]) and [`CreateOptions::reaper`]
+    /// set, the container is made by the launcher's small server process rather than
+    /// by forking this one; it behaves the same.
     pub fn create(
         &self,
         id: &str,
@@ -130,14 +134,38 @@ impl Runtime {
         spec: &Spec,
         opts: CreateOptions,
     ) -> Result<Container> {
+        let opts = match self.launch(id, bundle, spec, opts, false) {
+            Ok(launched) => return launched,
+            Err(opts) => opts,
+        };
         self.create_or_run(id, bundle, spec, opts, false)
+    }
+
+    /// Creates the container in this runtime's [`Launcher`](crate::Launcher) when it has one and the
+    /// options allow it (a reaper, no preserved descriptors), and loads it; gives the
+    /// options back when it is to be created here.
+    fn launch(
+        &self,
+        id: &str,
+        bundle: &Path,
+        spec: &Spec,
+        opts: CreateOptions,
+        start_now: bool,
+    ) -> std::result::Result<Result<Container>, CreateOptions> {
+        match &self.launcher {
+            Some(l) if opts.reaper && opts.preserve_fds == 0 => Ok(l
+                .create(&self.root, id, bundle, spec, opts, start_now)
+                .and_then(|()| self.load(id))),
+            _ => Err(opts),
+        }
     }
 
     /// Creates and starts a container in one step: the user program runs as soon as
     /// the container is set up, without the `exec.fifo` round trip of
     /// [`create`](Self::create) + [`Container::start`]. Hooks run in the same order
     /// (`poststart` once the program runs). Returns a [`Status::Running`] container
-    /// whose process is this process's child.
+    /// whose process is this process's child, or its reaper's when the runtime has a
+    /// [`Launcher`](crate::Launcher) (then [`Container::wait`] reads the reaper's record).
     pub fn run(
         &self,
         id: &str,
@@ -145,6 +173,10 @@ impl Runtime {
         spec: &Spec,
         opts: CreateOptions,
     ) -> Result<Container> {
+        let opts = match self.launch(id, bundle, spec, opts, true) {
+            Ok(launched) => return launched,
+            Err(opts) => opts,
+        };
         let mut c = self.create_or_run(id, bundle, spec, opts, true)?;
         c.run_poststart();
         Ok(c)

@@ -27,6 +27,7 @@ use kcore_ns::{Child, Namespace};
 use oci_spec::runtime::{Hook, LinuxNamespaceType, Spec};
 
 use crate::error::{Error, Result};
+use crate::launcher::Launcher;
 use crate::state::{self, Saved, State, Status, FIFO};
 
 /// Default state root of `kcore-runc`.
@@ -74,6 +75,7 @@ pub struct ExecOptions {
 #[derive(Debug, Clone)]
 pub struct Runtime {
     root: PathBuf,
+    launcher: Option<Launcher>,
 }
 
 /// A container, loaded from (and persisted to) its state directory.
@@ -155,7 +157,17 @@ fn hooks_of(spec: &Spec) -> HashMap<&'static str, Vec<Hook>> {
 impl Runtime {
     /// A runtime keeping state under `root` (created on first use).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Runtime { root: root.into() }
+        Runtime {
+            root: root.into(),
+            launcher: None,
+        }
+    }
+
+    /// Creates containers that have a reaper in `launcher`'s small server process
+    /// instead of forking this one (see [`crate::launcher`]).
+    pub fn with_launcher(mut self, launcher: Launcher) -> Self {
+        self.launcher = Some(launcher);
+        self
     }
 
     /// The state root.
