@@ -315,28 +315,6 @@ fn req_name(t: i32) -> &'static str {
     }
 }
 
-/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`.
-fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid array of two ints.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if r != 0 {
-        return Err(Error::Sys {
-            op: "socketpair for criu".into(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 /// A close-on-exec duplicate of `fd` at 64 or above, so that placing the duplicates
 /// on 3, 4, ... in the child cannot overwrite one not yet placed.
 fn dup_high(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
@@ -426,7 +404,7 @@ impl Criu {
     ) -> Result<rpc::Resp> {
         let op = req_name(req.r#type);
         let _span = tracing::info_span!("criu", op).entered();
-        let (client, server) = seqpacket_pair()?;
+        let (client, server) = crate::process::seqpacket_pair()?;
         let mut high = vec![dup_high(server.as_fd())?];
         for fd in extra {
             high.push(dup_high(*fd)?);

@@ -30,7 +30,7 @@
 //! ```
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::container::{CreateOptions, Runtime};
 use crate::error::{Error, Result};
-use crate::process::{recv_fds, send_fds};
+use crate::process::{recv_fds, send_fds, seqpacket_pair};
 
 /// The argument that makes a program serve as a launcher (see [`serve_if_asked`]).
 pub const SERVE_ARG: &str = "__kcore-container-launcher";
@@ -481,27 +481,6 @@ fn recv_message(conn: &UnixStream, max_fds: usize) -> std::io::Result<(Vec<u8>, 
     }
     body.truncate(len);
     Ok((body, fds))
-}
-
-fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd)> {
-    let mut sv = [0; 2];
-    // SAFETY: valid out array of two descriptors.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            sv.as_mut_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(Error::Sys {
-            op: "socketpair".into(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: both descriptors are fresh and ours.
-    Ok(unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) })
 }
 
 fn set_recv_timeout(fd: RawFd, t: Option<Duration>) -> std::io::Result<()> {

@@ -2,7 +2,7 @@
 //! container process (or an exec'd process) just before it executes the program.
 
 use std::collections::HashSet;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability as Cap, CapsHashSet};
@@ -389,6 +389,26 @@ pub(crate) fn setup_console(socket: RawFd, size: Option<(u16, u16)>, bind_consol
         libc::close(slave);
     }
     Ok(())
+}
+
+/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`: message boundaries kept, and
+/// the other end's close seen as the end of the stream.
+pub(crate) fn seqpacket_pair() -> crate::Result<(OwnedFd, OwnedFd)> {
+    let mut sv = [0; 2];
+    // SAFETY: valid out array of two descriptors.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            sv.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(crate::Error::sys("socketpair"));
+    }
+    // SAFETY: fresh descriptors from the kernel, ours alone.
+    Ok(unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) })
 }
 
 /// Sends `fd` with `data` as payload over a unix socket.

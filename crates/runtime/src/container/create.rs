@@ -2,7 +2,7 @@
 //! straight to `running`).
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -25,24 +25,6 @@ use crate::state::{self, Saved, Status, FIFO};
 
 const MSG_HOOKS: u8 = b'H';
 const MSG_READY: u8 = b'R';
-
-fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
-    let mut sv = [0; 2];
-    // SAFETY: valid out array.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            sv.as_mut_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(Error::sys("socketpair"));
-    }
-    // SAFETY: fresh descriptors from the kernel.
-    Ok(unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) })
-}
 
 // Child-side helpers: raw syscalls only, no allocation-heavy work.
 fn child_send(fd: RawFd, msg: &[u8]) -> std::result::Result<(), kcore_ns::SetupError> {
@@ -286,7 +268,7 @@ impl Runtime {
                     .into(),
             )
         };
-        let (sync_parent, sync_child) = socketpair()?;
+        let (sync_parent, sync_child) = process::seqpacket_pair()?;
 
         // The process and its plan.
         let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
