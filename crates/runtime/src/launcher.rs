@@ -212,7 +212,35 @@ impl Launcher {
         start_now: bool,
     ) -> Result<()> {
         let _span = tracing::debug_span!("launch", id).entered();
+        // Stdio the options leave unset is this process's own (its 0, 1 and 2, /dev/null
+        // where one is closed), as it would be for a container made here; a terminal's
+        // process gets none, as the pty takes their place.
+        let terminal = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        let null = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| Error::io("open", "/dev/null", e))?;
+        let given = [&opts.stdin, &opts.stdout, &opts.stderr];
+        let mut fds: Vec<RawFd> = Vec::with_capacity(3);
+        let mut stdio = [false; 3];
+        for (i, fd) in given.iter().enumerate() {
+            let fd = match fd {
+                Some(f) => f.as_raw_fd(),
+                None if terminal => continue,
+                // SAFETY: F_GETFD only asks whether the descriptor is open.
+                None if unsafe { libc::fcntl(i as RawFd, libc::F_GETFD) } >= 0 => i as RawFd,
+                None => null.as_raw_fd(),
+            };
+            fds.push(fd);
+            stdio[i] = true;
+        }
         let request = Request {
+            stdio,
             root: root.to_owned(),
             id: id.to_owned(),
             bundle: bundle.to_owned(),
@@ -226,24 +254,6 @@ impl Launcher {
             op: "encode a launcher request".into(),
             source: e.into(),
         })?;
-        // this process's descriptors 0, 1 and 2 stand in for the ones the options leave
-        // to the caller (/dev/null where one is closed)
-        let null = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .map_err(|e| Error::io("open", "/dev/null", e))?;
-        let stdio = [&opts.stdin, &opts.stdout, &opts.stderr];
-        let fds: Vec<RawFd> = stdio
-            .iter()
-            .enumerate()
-            .map(|(i, fd)| match fd {
-                Some(f) => f.as_raw_fd(),
-                // SAFETY: F_GETFD only asks whether the descriptor is open.
-                None if unsafe { libc::fcntl(i as RawFd, libc::F_GETFD) } >= 0 => i as RawFd,
-                None => null.as_raw_fd(),
-            })
-            .collect();
         let conn = self.connect()?;
         let io =
             |e: std::io::Error| Error::io("talk to the container launcher", &self.inner.program, e);
@@ -263,6 +273,8 @@ impl Launcher {
 /// What a worker is asked to do.
 #[derive(Serialize, Deserialize)]
 struct Request {
+    /// Which of stdin, stdout and stderr come with the request, in that order.
+    stdio: [bool; 3],
     root: PathBuf,
     id: String,
     bundle: PathBuf,
@@ -402,21 +414,21 @@ fn serve(control: RawFd) -> std::io::Result<()> {
 fn work(conn: OwnedFd) -> std::io::Result<()> {
     let conn = UnixStream::from(conn);
     (&conn).write_all(ACK)?;
-    let (body, mut fds) = recv_message(&conn, 3)?;
+    let (body, fds) = recv_message(&conn, 3)?;
     let request: Request = serde_json::from_slice(&body)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    if fds.len() != 3 {
+    let sent = request.stdio.iter().filter(|&&s| s).count();
+    if fds.len() != sent {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!(
-                "a request carries stdin, stdout and stderr, not {} descriptors",
+                "a request names {sent} stdio descriptors but carries {}",
                 fds.len()
             ),
         ));
     }
-    let stderr = fds.pop();
-    let stdout = fds.pop();
-    let stdin = fds.pop();
+    let mut fds = fds.into_iter();
+    let [stdin, stdout, stderr] = request.stdio.map(|s| if s { fds.next() } else { None });
     let opts = CreateOptions {
         console_socket: request.console_socket,
         stdin,

@@ -157,3 +157,50 @@ fn a_killed_launcher_is_started_again_and_a_dropped_one_ends() {
         "the server outlived its launcher"
     );
 }
+
+#[test]
+#[ignore = "needs root"]
+fn a_terminal_container_stays_with_its_pty() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let b = Bundle::new();
+    let rt = b.runtime().with_launcher(launcher());
+    let mut v = spec(&["/bin/sh"]);
+    v["process"]["terminal"] = serde_json::json!(true);
+    let id = unique_id("launch-tty");
+    let _g = Cleanup {
+        runtime: rt.clone(),
+        id: id.clone(),
+    };
+    let sock = b.file("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        kcore_runtime::recv_fd(conn.as_raw_fd()).unwrap()
+    });
+    let o = CreateOptions {
+        console_socket: Some(sock.clone()),
+        reaper: true,
+        ..CreateOptions::default()
+    };
+    let mut c = rt.run(&id, b.path(), &parse(&v), o).unwrap();
+    let (master, _) = receiver.join().unwrap();
+    // the shell waits on its terminal, however long the worker that made it is gone
+    std::thread::sleep(Duration::from_millis(300));
+    if c.status() != kcore_runtime::Status::Running {
+        panic!("ended: {:?}", c.wait());
+    }
+    let mut f = std::fs::File::from(master);
+    f.write_all(b"echo sum=$((6*7)); exit 3\n").unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&out).contains("sum=42") {
+        match f.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert!(String::from_utf8_lossy(&out).contains("sum=42"), "{out:?}");
+    assert_eq!(c.wait().unwrap(), ExitStatus::Exited(3));
+    c.delete(false).unwrap();
+}
