@@ -77,7 +77,8 @@ struct Server {
 
 impl std::fmt::Debug for Launcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let pid = self.inner.server.lock().map(|s| s.process.id()).ok();
+        // try_lock: a request holds the lock while a worker takes its connection
+        let pid = self.inner.server.try_lock().map(|s| s.process.id()).ok();
         f.debug_struct("Launcher")
             .field("program", &self.inner.program)
             .field("pid", &pid)
@@ -149,7 +150,8 @@ impl Server {
     }
 
     fn stop(&mut self) {
-        // closing the control socket ends the server; the kill covers a stuck one
+        // the server keeps no state of its own (workers and reapers are processes of
+        // their own, and the reapers go to init): killing it loses nothing
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
