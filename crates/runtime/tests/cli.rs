@@ -231,11 +231,7 @@ fn terminal_over_console_socket() {
         id: id.clone(),
     };
     let sock = b.file("console.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let receiver = std::thread::spawn(move || {
-        let (conn, _) = listener.accept().unwrap();
-        kcore_runtime::recv_fd(conn.as_raw_fd()).unwrap()
-    });
+    let receiver = console_receiver(&sock);
     ok(&runc(
         &b,
         &["create", "--console-socket", sock.to_str().unwrap(), &id],
@@ -1238,10 +1234,9 @@ fn exec_options_like_runc() {
 
         // -t --console-socket
         let sock = b.file("exec-console.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let master = console_receiver(&sock);
         let reader = std::thread::spawn(move || {
-            let (conn, _) = listener.accept().unwrap();
-            let (master, _) = kcore_runtime::recv_fd(conn.as_raw_fd()).unwrap();
+            let (master, _) = master.join().unwrap();
             let mut f = std::fs::File::from(master);
             let mut out = Vec::new();
             let mut buf = [0u8; 256];
@@ -2417,13 +2412,6 @@ fn checkpoint_restore_a_terminal_container_like_runc() {
     if let Some(r) = runc_bin {
         runtimes.push(r);
     }
-    let receive = |sock: &std::path::Path| {
-        let listener = std::os::unix::net::UnixListener::bind(sock).unwrap();
-        std::thread::spawn(move || {
-            let (conn, _) = listener.accept().unwrap();
-            kcore_runtime::recv_fd(conn.as_raw_fd()).unwrap().0
-        })
-    };
     // Writes `line` to the pty and reads until `want` comes back.
     let talk = |master: &std::os::fd::OwnedFd, line: &str, want: &str| -> String {
         use std::io::{Read, Write};
@@ -2454,7 +2442,7 @@ fn checkpoint_restore_a_terminal_container_like_runc() {
             run_bin(bin, &root, &b, &a)
         };
         let sock = b.file("console1.sock");
-        let rx = receive(&sock);
+        let rx = console_receiver(&sock);
         let o = run(&[
             "run",
             "-d",
@@ -2467,7 +2455,7 @@ fn checkpoint_restore_a_terminal_container_like_runc() {
             "{bin}: run: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let master = rx.join().unwrap();
+        let master = rx.join().unwrap().0;
         let text = talk(&master, "echo before-$((20+1))\n", "before-21");
         assert!(text.contains("before-21"), "{bin}: {text:?}");
         let img = b.file("img");
@@ -2479,7 +2467,7 @@ fn checkpoint_restore_a_terminal_container_like_runc() {
         );
         drop(master);
         let sock2 = b.file("console2.sock");
-        let rx = receive(&sock2);
+        let rx = console_receiver(&sock2);
         let o = run(&[
             "restore",
             "-d",
@@ -2494,7 +2482,7 @@ fn checkpoint_restore_a_terminal_container_like_runc() {
             "{bin}: restore: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let master = rx.join().unwrap();
+        let master = rx.join().unwrap().0;
         let text = talk(&master, "echo after-$((40+2))\n", "after-42");
         assert!(
             text.contains("after-42"),

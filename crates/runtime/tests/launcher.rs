@@ -162,7 +162,6 @@ fn a_killed_launcher_is_started_again_and_a_dropped_one_ends() {
 #[ignore = "needs root"]
 fn a_terminal_container_stays_with_its_pty() {
     use std::io::{Read, Write};
-    use std::os::fd::AsRawFd;
     let b = Bundle::new();
     let rt = b.runtime().with_launcher(launcher());
     let mut v = spec(&["/bin/sh"]);
@@ -173,11 +172,7 @@ fn a_terminal_container_stays_with_its_pty() {
         id: id.clone(),
     };
     let sock = b.file("console.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let receiver = std::thread::spawn(move || {
-        let (conn, _) = listener.accept().unwrap();
-        kcore_runtime::recv_fd(conn.as_raw_fd()).unwrap()
-    });
+    let receiver = console_receiver(&sock);
     let o = CreateOptions {
         console_socket: Some(sock.clone()),
         reaper: true,

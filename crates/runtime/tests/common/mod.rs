@@ -154,3 +154,15 @@ pub fn assert_no_trace(b: &Bundle, id: &str, pid: i32) {
 pub fn status_of(rt: &Runtime, id: &str) -> Status {
     rt.load(id).unwrap().status()
 }
+
+/// Listens on the console socket `sock` and, in a thread, takes the one pty master a
+/// terminal process sends there, with its payload (the pty's name).
+#[allow(dead_code)] // not every test binary has terminals
+pub fn console_receiver(sock: &Path) -> std::thread::JoinHandle<(std::os::fd::OwnedFd, Vec<u8>)> {
+    use std::os::fd::AsRawFd;
+    let listener = std::os::unix::net::UnixListener::bind(sock).unwrap();
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        kcore_runtime::recv_fd(conn.as_raw_fd()).unwrap()
+    })
+}
