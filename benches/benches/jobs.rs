@@ -29,7 +29,7 @@ use k8s_openapi::jiff::Timestamp;
 use kcore_apiserver::ApiServer;
 use kcore_reconcile::{ControllerManager, ControllerManagerConfig};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -47,14 +47,18 @@ fn client_for(url: &str) -> Client {
 /// through the status subresource, at most 64 writes in flight.
 async fn test_node(client: Client) {
     let all: Api<Pod> = Api::all(client.clone());
-    let stream = watcher::watcher(all, watcher::Config::default());
+    let stream = watcher::watcher(all, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
     let limit = Arc::new(Semaphore::new(64));
     let mut done: HashSet<String> = HashSet::new();
     while let Some(ev) = stream.next().await {
         let p = match ev {
             Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => p,
-            _ => continue,
+            Ok(_) => continue,
+            Err(e) => {
+                eprintln!("test node: pod watch: {e}");
+                continue;
+            }
         };
         let uid = p.metadata.uid.clone().unwrap_or_default();
         let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -109,7 +113,7 @@ async fn until_finished<K>(api: &Api<K>, n: usize, what: &str, finished: fn(&K) 
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let stream = watcher::watcher(api.clone(), watcher::Config::default());
+    let stream = watcher::watcher(api.clone(), watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
     let mut seen: HashSet<String> = HashSet::new();
     let start = Instant::now();

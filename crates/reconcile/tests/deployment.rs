@@ -101,12 +101,12 @@ fn track(
     let ext = Arc::new(Mutex::new(Extremes::default()));
     let e2 = Arc::clone(&ext);
     let h = tokio::spawn(async move {
-        let stream = watcher::watcher(pods, watcher::Config::default());
+        let stream = common::watch_events(pods);
         futures::pin_mut!(stream);
         while let Some(ev) = stream.next().await {
             let mut e = e2.lock().unwrap();
             match ev {
-                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
                     let name = p.metadata.name.clone().unwrap_or_default();
                     if p.metadata.deletion_timestamp.is_some() {
                         e.pods.remove(&name);
@@ -121,7 +121,7 @@ fn track(
                         e.images.insert(name, img);
                     }
                 }
-                Ok(watcher::Event::Delete(p)) => {
+                watcher::Event::Delete(p) => {
                     let name = p.metadata.name.clone().unwrap_or_default();
                     e.pods.remove(&name);
                     e.images.remove(&name);

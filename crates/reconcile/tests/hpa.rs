@@ -89,10 +89,10 @@ async fn summary(pods: &Api<Pod>, usage: Option<u64>) -> Value {
 /// Marks every new pod of the namespace Running and Ready, with its start time.
 async fn kubelet(client: Client, ns: String) {
     let api: Api<Pod> = Api::namespaced(client, &ns);
-    let stream = watcher::watcher(api.clone(), watcher::Config::default());
+    let stream = common::watch_events(api.clone());
     futures::pin_mut!(stream);
     while let Some(ev) = stream.next().await {
-        let (Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p))) = ev else {
+        let (watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = ev else {
             continue;
         };
         let started = p

@@ -34,12 +34,12 @@ fn node(client: Client, ns: &str, outcome: Outcome) -> Arc<Mutex<Vec<Pod>>> {
     let out = Arc::clone(&seen);
     let api: Api<Pod> = Api::namespaced(client, ns);
     tokio::spawn(async move {
-        let stream = watcher::watcher(api.clone(), watcher::Config::default());
+        let stream = common::watch_events(api.clone());
         futures::pin_mut!(stream);
         let mut done: HashSet<String> = HashSet::new();
         while let Some(ev) = stream.next().await {
             let p = match ev {
-                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => p,
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => p,
                 _ => continue,
             };
             let uid = p.metadata.uid.clone().unwrap_or_default();

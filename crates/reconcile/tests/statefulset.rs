@@ -23,12 +23,12 @@ fn record(pods: Api<Pod>) -> (Log, tokio::task::JoinHandle<()>) {
     let l2 = Arc::clone(&log);
     let h = tokio::spawn(async move {
         let mut ready: HashMap<String, bool> = HashMap::new();
-        let stream = watcher::watcher(pods, watcher::Config::default());
+        let stream = common::watch_events(pods);
         futures::pin_mut!(stream);
         while let Some(ev) = stream.next().await {
             let (what, p) = match ev {
-                Ok(watcher::Event::Apply(p)) => ("apply", p),
-                Ok(watcher::Event::Delete(p)) => ("del", p),
+                watcher::Event::Apply(p) => ("apply", p),
+                watcher::Event::Delete(p) => ("del", p),
                 _ => continue,
             };
             let name = p.metadata.name.clone().unwrap_or_default();

@@ -923,8 +923,12 @@ impl Reconciler for JobController {
         let Some(spec) = job.spec.clone() else {
             return Ok(Action::Done);
         };
-        // Before the pods: a removal missing here is already in the pods read next.
+        // Before the pods: a removal missing here is already in the pods read next; and
+        // likewise a creation observed after this (upstream's `satisfiedExpectations`
+        // before `getPodsForJob`), so a satisfied expectation never meets a cache that
+        // lacks a pod this controller created, which it would create a second time.
         let removing = self.finalizers.expected(key);
+        let manage = self.expectations.satisfied(key);
         // The pods it may own: its own and the namespace's orphans (upstream's
         // `getPodsForJob` over the controller-UID index), not every pod of the namespace.
         let candidates = claimable(&self.pods, key.ns(), &uid);
@@ -1240,7 +1244,6 @@ impl Reconciler for JobController {
         let finishing = has(&conds, "FailureTarget") || has(&conds, "SuccessCriteriaMet");
 
         // 6. Pods: none while finishing or suspended; otherwise as the spec wants.
-        let manage = self.expectations.satisfied(key);
         let mut manage_err = None;
         if finishing || suspended {
             if manage {

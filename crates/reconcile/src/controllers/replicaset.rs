@@ -493,6 +493,10 @@ impl Reconciler for ReplicaSetController {
         let spec = &rs.spec;
         let uid = rs.metadata.uid.clone().unwrap_or_default();
         let deleting = rs.metadata.deletion_timestamp.is_some();
+        // Before the pods (upstream's `rsNeedsSync`): a creation observed after this point
+        // is in the cache read next, so a satisfied expectation never meets a cache that
+        // lacks a pod this controller created.
+        let needs_sync = self.expectations.satisfied(key);
         // Its own pods and the namespace's orphans, from the controller index (upstream's
         // `getRSPods`): a sync costs O(its pods), not O(pods in the namespace).
         let pods = claimable(&self.pods, key.ns(), &uid);
@@ -510,7 +514,7 @@ impl Reconciler for ReplicaSetController {
             .into_iter()
             .filter(|p| pod_is_active(p) && not_going(p))
             .collect();
-        let manage_result = if !deleting && self.expectations.satisfied(key) {
+        let manage_result = if !deleting && needs_sync {
             self.manage(key, &rs, &active).await
         } else {
             Ok(())

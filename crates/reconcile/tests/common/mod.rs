@@ -173,14 +173,27 @@ pub async fn start_with(kubelet: Kubelet, cfg: ControllerManagerConfig) -> Clust
     }
 }
 
+/// The watch events of `api`, as a test's stand-in node or observer reads them: with
+/// kube-rs's default backoff, so an API error cannot turn the watch into a busy loop
+/// (each error is printed, then skipped).
+pub fn watch_events<K>(api: Api<K>) -> impl futures::Stream<Item = watcher::Event<K>> + Send
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(|ev| async move { ev.map_err(|e| eprintln!("test watch: {e}")).ok() })
+}
+
 /// Marks every new pod of `ns` Running and Ready after `delay`.
 async fn kubelet_loop(client: Client, ns: String, delay: Duration) {
     let api: Api<Pod> = Api::namespaced(client, &ns);
-    let stream = watcher::watcher(api.clone(), watcher::Config::default());
+    let stream = watch_events(api.clone());
     futures::pin_mut!(stream);
     while let Some(ev) = stream.next().await {
         let pods = match ev {
-            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => vec![p],
+            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => vec![p],
             _ => continue,
         };
         for p in pods {

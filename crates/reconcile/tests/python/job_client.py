@@ -5,10 +5,21 @@ its status is polled with read_namespaced_job_status until the Complete conditio
 test acting as the node ends each pod with exit code 0), its pods are listed by the
 job-name label the controller sets, and the Job is deleted in the background.
 """
+import signal
 import sys
 import time
 
 from kubernetes import client, config
+
+
+def _stuck(_signum, _frame):
+    # A request the server never answers would otherwise hang the test: fail with the
+    # traceback of where the script waits.
+    raise TimeoutError("job_client.py: not done after 120 s")
+
+
+signal.signal(signal.SIGALRM, _stuck)
+signal.alarm(120)
 
 config.load_kube_config(config_file=sys.argv[1])
 NS = sys.argv[2]
