@@ -66,19 +66,21 @@ impl WatchEvent {
         json!({"type": self.kind, "object": self.object})
     }
 
-    /// The event as one line of a JSON watch stream (with its `\n`): the bytes of
-    /// [`WatchEvent::to_json`], encoded without copying the object first.
+    /// The event as one line of a JSON watch stream (with its `\n`):
+    /// `{"type":..,"object":..}`, `type` first as upstream's `metav1.WatchEvent` encodes
+    /// it. A client that decodes the event type before the object (serde's adjacently
+    /// tagged enums, as kube-rs's `WatchEvent`) then reads the object once, straight into
+    /// its type, instead of buffering it whole first. Encoded without copying the object.
     pub fn to_json_line(&self) -> Vec<u8> {
-        // the fields in the order `to_json`'s map keeps them (sorted)
         #[derive(serde::Serialize)]
         struct Line<'a> {
-            object: &'a Value,
             #[serde(rename = "type")]
             kind: &'a str,
+            object: &'a Value,
         }
         let mut line = serde_json::to_vec(&Line {
-            object: &self.object,
             kind: self.kind,
+            object: &self.object,
         })
         .unwrap_or_default();
         line.push(b'\n');
@@ -94,14 +96,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_json_line_is_the_event_encoded() {
+    fn a_json_line_is_the_event_encoded_type_first() {
         let ev = WatchEvent {
             kind: "MODIFIED",
             object: json!({"kind": "Pod", "metadata": {"name": "p", "resourceVersion": "7"},
                 "spec": {"containers": [{"name": "c", "image": "x"}]}}),
         };
-        let mut want = serde_json::to_vec(&ev.to_json()).unwrap();
-        want.push(b'\n');
-        assert_eq!(ev.to_json_line(), want);
+        let line = ev.to_json_line();
+        assert!(line.starts_with(br#"{"type":"MODIFIED","object":{"#));
+        assert_eq!(line.last(), Some(&b'\n'));
+        let back: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, ev.to_json());
     }
 }

@@ -267,8 +267,9 @@ impl Api {
         let strategy = &info.strategy;
         let mut new = match sub {
             Some(Sub::Status) => {
-                let mut n = old.clone();
-                n["status"] = incoming["status"].clone();
+                // the old object but its status (not copied only to be replaced)
+                let mut n = clone_without(old, "status");
+                n["status"] = incoming["status"].take();
                 n
             }
             Some(Sub::EphemeralContainers) => {
@@ -368,11 +369,9 @@ impl Api {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             new["metadata"]["generation"] = json!(g);
         }
-        let mut old_cmp = old.clone();
-        meta_mut(&mut old_cmp).remove("resourceVersion");
         // unchanged: nothing is written, unless the stored value is under an encryption
         // key that no longer writes (a re-write is how keys are rotated)
-        if new == old_cmp
+        if same_but_resource_version(&new, old)
             && (opts.dry_run
                 || !self
                     .inner
@@ -512,11 +511,15 @@ impl Api {
                 }
                 Err(e) => return Err(e),
             };
+            let scale;
             let base = match sub {
-                Some(Sub::Scale) => scale_of(info, &old),
-                _ => old.clone(),
+                Some(Sub::Scale) => {
+                    scale = scale_of(info, &old);
+                    &scale
+                }
+                _ => &old,
             };
-            let patched = patch::apply_patch(patch_type, &base, body, info, opts)?;
+            let patched = patch::apply_patch(patch_type, base, body, info, opts)?;
             let given_rv = rv_of(&patched).filter(|rv| *rv != old_rev);
             if given_rv.is_some() {
                 return Err(ApiError::modified(&info.group, &info.plural, name));
@@ -542,5 +545,79 @@ impl Api {
                 r => return r,
             }
         }
+    }
+}
+
+/// A copy of the object `v` without its field `skip` (a copy of `v` if it is no object).
+fn clone_without(v: &Value, skip: &str) -> Value {
+    match v.as_object() {
+        Some(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| k.as_str() != skip)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        None => v.clone(),
+    }
+}
+
+/// Whether `new` equals `old` once `old`'s `metadata.resourceVersion` is left out (what
+/// an unchanged write looks like), without copying either.
+fn same_but_resource_version(new: &Value, old: &Value) -> bool {
+    let (Some(n), Some(o), Some(om)) = (
+        new.as_object(),
+        old.as_object(),
+        old.get("metadata").and_then(Value::as_object),
+    ) else {
+        let mut old_cmp = old.clone();
+        meta_mut(&mut old_cmp).remove("resourceVersion");
+        return *new == old_cmp;
+    };
+    let Some(nm) = n.get("metadata").and_then(Value::as_object) else {
+        return false;
+    };
+    nm.len() + usize::from(om.contains_key("resourceVersion")) == om.len()
+        && om
+            .iter()
+            .filter(|(k, _)| k.as_str() != "resourceVersion")
+            .all(|(k, v)| nm.get(k) == Some(v))
+        && n.len() == o.len()
+        && o.iter()
+            .filter(|(k, _)| k.as_str() != "metadata")
+            .all(|(k, v)| n.get(k) == Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchanged_is_equal_but_for_the_resource_version() {
+        let old = json!({"metadata": {"name": "a", "resourceVersion": "7"}, "spec": {"x": 1}});
+        let same = json!({"metadata": {"name": "a"}, "spec": {"x": 1}});
+        assert!(same_but_resource_version(&same, &old));
+        let other_rv = json!({"metadata": {"name": "a", "resourceVersion": "8"}, "spec": {"x": 1}});
+        assert!(!same_but_resource_version(&other_rv, &old));
+        let changed = json!({"metadata": {"name": "a"}, "spec": {"x": 2}});
+        assert!(!same_but_resource_version(&changed, &old));
+        let more = json!({"metadata": {"name": "a"}, "spec": {"x": 1}, "status": {}});
+        assert!(!same_but_resource_version(&more, &old));
+        let meta_more = json!({"metadata": {"name": "a", "uid": "u"}, "spec": {"x": 1}});
+        assert!(!same_but_resource_version(&meta_more, &old));
+        let no_rv = json!({"metadata": {"name": "a"}, "spec": {"x": 1}});
+        assert!(same_but_resource_version(&same, &no_rv));
+        assert!(!same_but_resource_version(&other_rv, &no_rv));
+        let no_meta = json!({"spec": {"x": 1}});
+        assert!(same_but_resource_version(
+            &json!({"metadata": {}, "spec": {"x": 1}}),
+            &no_meta
+        ));
+    }
+
+    #[test]
+    fn a_copy_without_one_field() {
+        let v = json!({"a": 1, "status": {"b": 2}, "c": [3]});
+        assert_eq!(clone_without(&v, "status"), json!({"a": 1, "c": [3]}));
+        assert_eq!(clone_without(&json!(5), "status"), json!(5));
     }
 }

@@ -30,6 +30,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -351,20 +352,35 @@ pub(crate) async fn record_event(
     reason: &str,
     message: &str,
 ) {
+    post_event(
+        client,
+        event_for(component, involved, type_, reason, message),
+    )
+    .await;
+}
+
+/// The core/v1 Event `component` reports about `involved`, stamped now.
+fn event_for(
+    component: &str,
+    involved: k8s_openapi::api::core::v1::ObjectReference,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> k8s_openapi::api::core::v1::Event {
     use k8s_openapi::api::core::v1::{Event, EventSource};
     let ns = involved
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
     let now = Timestamp::now();
-    let ev = Event {
+    Event {
         metadata: ObjectMeta {
             name: Some(format!(
                 "{}.{:x}",
                 involved.name.as_deref().unwrap_or("object"),
                 now.as_nanosecond()
             )),
-            namespace: Some(ns.clone()),
+            namespace: Some(ns),
             ..ObjectMeta::default()
         },
         involved_object: involved,
@@ -380,12 +396,72 @@ pub(crate) async fn record_event(
         }),
         reporting_component: Some(component.into()),
         ..Event::default()
-    };
-    if let Err(e) = Api::<Event>::namespaced(client.clone(), &ns)
+    }
+}
+
+/// Creates `ev` (best effort: a failure is logged).
+async fn post_event(client: &Client, ev: k8s_openapi::api::core::v1::Event) {
+    let ns = ev.metadata.namespace.clone().unwrap_or_default();
+    if let Err(e) = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &ev)
         .await
     {
-        tracing::debug!(reason, error = %e, "recording an event failed");
+        tracing::debug!(reason = ?ev.reason, error = %e, "recording an event failed");
+    }
+}
+
+/// Events queued for the API server before new ones are dropped (client-go's
+/// `maxQueuedEvents`).
+const EVENT_QUEUE: usize = 1000;
+
+/// Events being created at once by an [`EventRecorder`].
+const EVENT_POSTS: usize = 16;
+
+/// Records Events without making the caller wait for the API server, as client-go's
+/// recorder does (a bounded queue drained by a broadcaster; when the queue is full the
+/// event is dropped and logged): a Job sync's sequential round trips are then only its
+/// pod and status writes. Each event is stamped when it is recorded.
+struct EventRecorder {
+    client: Client,
+    component: &'static str,
+    tx: std::sync::OnceLock<tokio::sync::mpsc::Sender<k8s_openapi::api::core::v1::Event>>,
+}
+
+impl EventRecorder {
+    fn new(client: Client, component: &'static str) -> Self {
+        Self {
+            client,
+            component,
+            tx: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Queues the event; the first call (inside the controller's runtime) starts the task
+    /// that creates them, at most [`EVENT_POSTS`] at a time.
+    fn record(
+        &self,
+        involved: k8s_openapi::api::core::v1::ObjectReference,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        let tx =
+            self.tx.get_or_init(|| {
+                let (tx, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+                let client = self.client.clone();
+                let queued = futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|ev| (ev, rx))
+                });
+                tokio::spawn(queued.for_each_concurrent(EVENT_POSTS, move |ev| {
+                    let client = client.clone();
+                    async move { post_event(&client, ev).await }
+                }));
+                tx
+            });
+        let ev = event_for(self.component, involved, type_, reason, message);
+        if let Err(e) = tx.try_send(ev) {
+            tracing::warn!(reason, error = %e, "event queue full or closed; event dropped");
+        }
     }
 }
 
@@ -485,6 +561,8 @@ pub(crate) struct JobController {
     finalizers: FinalizerExpectations,
     /// The controller's last status write per Job, until the Job cache shows it.
     own_writes: OwnWrites,
+    /// Its Events, created in the background.
+    recorder: EventRecorder,
 }
 
 /// Per Job, the UIDs of pods whose `batch.kubernetes.io/job-tracking` finalizer was
@@ -613,6 +691,7 @@ impl JobController {
     ) -> Self {
         pods.add_index(CONTROLLER_INDEX, controller_index());
         Self {
+            recorder: EventRecorder::new(client.clone(), "job-controller"),
             client,
             jobs,
             pods,
@@ -703,16 +782,10 @@ impl JobController {
         Api::namespaced(self.client.clone(), ns)
     }
 
-    async fn event(&self, job: &Job, type_: &str, reason: &str, message: &str) {
-        record_event(
-            &self.client,
-            "job-controller",
-            object_ref(job),
-            type_,
-            reason,
-            message,
-        )
-        .await;
+    /// Records an event about `job` without waiting for it to be created.
+    fn event(&self, job: &Job, type_: &str, reason: &str, message: &str) {
+        self.recorder
+            .record(object_ref(job), type_, reason, message);
     }
 
     /// Removes the tracking finalizer of each pod of the Job `key` (a strategic merge
@@ -791,8 +864,7 @@ impl JobController {
                         "Normal",
                         "SuccessfulDelete",
                         &format!("Deleted pod: {name}"),
-                    )
-                    .await;
+                    );
                 }
                 Err(e) => {
                     self.expectations
@@ -832,8 +904,7 @@ impl JobController {
                             "Normal",
                             "SuccessfulCreate",
                             &format!("Created pod: {name}"),
-                        )
-                        .await;
+                        );
                     }
                     Err(e) => {
                         self.expectations.creation_observed(key);
@@ -842,8 +913,7 @@ impl JobController {
                             "Warning",
                             "FailedCreate",
                             &format!("Error creating: {e}"),
-                        )
-                        .await;
+                        );
                         failed.get_or_insert(e);
                     }
                 }
@@ -1425,7 +1495,7 @@ impl Reconciler for JobController {
             }
         }
         for (type_, reason, msg) in events {
-            self.event(&job, type_, &reason, &msg).await;
+            self.event(&job, type_, &reason, &msg);
         }
         if let Some(e) = manage_err {
             return Err(e);
