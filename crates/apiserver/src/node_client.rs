@@ -292,7 +292,10 @@ impl Drop for LocalNodeRegistration {
 }
 
 /// Hands `req` to an in-process agent's `server` and returns its answer.
-pub(crate) async fn call_local(server: axum::Router, req: Request<Body>) -> axum::response::Response {
+pub(crate) async fn call_local(
+    server: axum::Router,
+    req: Request<Body>,
+) -> axum::response::Response {
     use tower::Service;
     let mut server = server;
     // a Router is always ready

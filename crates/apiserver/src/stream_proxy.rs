@@ -127,11 +127,8 @@ pub(crate) async fn serve(
         req.extensions_mut().insert(on_client_upgrade);
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(state.node_identity.clone()));
-        let answer = tracing::Instrument::instrument(
-            crate::node_client::call_local(local, req),
-            span,
-        )
-        .await;
+        let answer =
+            tracing::Instrument::instrument(crate::node_client::call_local(local, req), span).await;
         let (head, body) = answer.into_parts();
         return Ok(relay(head.status, &head.headers, body).await);
     }

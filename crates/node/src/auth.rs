@@ -416,7 +416,9 @@ mod tests {
         let mut router = router.clone();
         let resp = router.call(req).await.unwrap();
         let code = resp.status().as_u16();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         (code, String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -506,7 +508,7 @@ mod tests {
             None,
             kcore_stream::Sessions::default(),
         )
-            .into_make_service_with_connect_info::<PeerCertificates>();
+        .into_make_service_with_connect_info::<PeerCertificates>();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         let listener = kcore_tls::TlsListener::new(
