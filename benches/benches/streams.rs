@@ -2,16 +2,21 @@
 //! next to its anchor in the same run (issue 20's benchmark).
 //!
 //! The cluster is kcore-stream's end-to-end harness (`crates/stream/tests/support`): an
-//! in-process API server over TLS that proxies `pods/exec` and `pods/portforward` to a
-//! node server over verified TLS, whose backend runs host processes and forwards the
-//! pod's port 8080 to a loopback listener. That "pod port" reads a length and that many
-//! bytes, then answers their SHA-256 and the bytes back.
+//! in-process API server over TLS and a node whose backend runs host processes and
+//! forwards the pod's port 8080 to a loopback listener. That "pod port" reads a length
+//! and that many bytes, then answers their SHA-256 and the bytes back. The node's
+//! streaming routes are registered in the API server's `LocalNodes`, as `kcored up`
+//! registers its own agent: the API server hands `pods/exec` and `pods/portforward` to
+//! them on the client's connection. The node also serves them on its port (verified
+//! TLS), which the API server dials for a node running elsewhere.
 //!
 //! - **port-forward**: a Rust WebSocket client speaking `v4.channel.k8s.io` port-forward
 //!   framing (the Python client's) to `pods/p/portforward` on the API server carries
 //!   `KCORE_BENCH_MIB` MiB (default 64) to the pod's port and back, checking the digest.
 //!   The anchor is a direct loopback connection into the pod's port carrying the same
-//!   bytes. Prints both medians and the ratio (goal: at least 0.5).
+//!   bytes. Prints both medians and the ratio (goal: at least 0.5), and the same rounds
+//!   with the API server dialing the node's port (a node running elsewhere), alternated
+//!   with the others.
 //! - **kubectl port-forward**: the same rounds through `kubectl port-forward pod/p
 //!   :8080` with kubectl's defaults (from 1.31 on, `SPDY/3.1+portforward.k8s.io` tunnelled
 //!   in WebSocket: what kubectl users get), next to direct rounds; prints the throughput,
@@ -42,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use futures::{SinkExt, StreamExt};
-use support::Cluster;
+use support::{Cluster, NodePath};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
@@ -388,7 +393,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let cluster = rt.block_on(support::start());
+    let mut cluster = rt.block_on(support::start_with(NodePath::InProcess));
     let api = Api::new(&cluster);
     let mib = env_num("KCORE_BENCH_MIB", 64) as usize;
     let rounds = env_num("KCORE_BENCH_ROUNDS", 5).max(1);
@@ -396,33 +401,45 @@ fn bench(c: &mut Criterion) {
     let kubectls = env_num("KCORE_BENCH_KUBECTL", 10).max(1);
     let payload = Arc::new(Payload::new(mib << 20));
 
-    // port-forward vs direct, in alternating rounds; with the CPU time the whole process
-    // (client, API server, node and pod alike) spent on each, which a loaded machine
-    // does not inflate as it does the elapsed time
-    let (mut fwd, mut direct) = (Vec::new(), Vec::new());
-    let (mut fwd_cpu, mut direct_cpu) = (Vec::new(), Vec::new());
+    // port-forward (to the node in process, and dialing the node's port) vs direct, in
+    // alternating rounds; with the CPU time the whole process (client, API server, node
+    // and pod alike) spent on each, which a loaded machine does not inflate as it does
+    // the elapsed time
+    let (mut fwd, mut dialed, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut fwd_cpu, mut dialed_cpu, mut direct_cpu) = (Vec::new(), Vec::new(), Vec::new());
     rt.block_on(async {
         for _ in 0..rounds {
             let c = process_cpu();
             fwd.push(forwarded_round(&api, &payload).await);
             fwd_cpu.push(process_cpu().saturating_sub(c));
+            cluster.set_path(NodePath::Dial);
+            let c = process_cpu();
+            dialed.push(forwarded_round(&api, &payload).await);
+            dialed_cpu.push(process_cpu().saturating_sub(c));
+            cluster.set_path(NodePath::InProcess);
             let c = process_cpu();
             direct.push(direct_round(cluster.pod_8080, &payload).await);
             direct_cpu.push(process_cpu().saturating_sub(c));
         }
     });
     let rate = |d: Duration| 2.0 * mib as f64 / d.as_secs_f64();
-    let (f, d) = (median(fwd), median(direct));
+    let (f, dl, d) = (median(fwd), median(dialed), median(direct));
     println!(
-        "port-forward {mib} MiB up and back: {:.0} MiB/s through the API server and the node (median of {rounds}), {:.0} MiB/s direct into the pod; ratio {:.2} (goal >= 0.50)",
+        "port-forward {mib} MiB up and back: {:.0} MiB/s through the API server to the node in its process (median of {rounds}), {:.0} MiB/s direct into the pod; ratio {:.2} (goal >= 0.50)",
         rate(f),
         rate(d),
         rate(f) / rate(d)
     );
-    let (fc, dc) = (median(fwd_cpu), median(direct_cpu));
     println!(
-        "port-forward CPU time per round: {:.0} ms through the API server and the node, {:.0} ms direct (ratio {:.2}); {:.1} ms per MiB forwarded",
+        "port-forward {mib} MiB up and back, the API server dialing the node's port: {:.0} MiB/s; ratio {:.2} to direct",
+        rate(dl),
+        rate(dl) / rate(d)
+    );
+    let (fc, dlc, dc) = (median(fwd_cpu), median(dialed_cpu), median(direct_cpu));
+    println!(
+        "port-forward CPU time per round: {:.0} ms to the node in process, {:.0} ms dialing the node, {:.0} ms direct (ratio {:.2}); {:.1} ms per MiB forwarded",
         ms(fc),
+        ms(dlc),
         ms(dc),
         dc.as_secs_f64() / fc.as_secs_f64().max(1e-9),
         ms(fc) / (2.0 * mib as f64)

@@ -32,6 +32,11 @@ pub(crate) struct AppState {
     /// How to reach the nodes' agents over HTTPS (cluster CA, the API server's client
     /// certificate); `None` when the server itself runs without a PKI (plain HTTP).
     pub node_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The node agents running in this process: their pods' streams skip the network.
+    pub local_nodes: crate::node_client::LocalNodes,
+    /// The identity requests to in-process agents carry: the chain of the client
+    /// certificate `node_tls` presents (empty without a PKI).
+    pub node_identity: kcore_tls::PeerCertificates,
     /// The cluster's PKI, which signs nodes' serving certificates; `None` on plain HTTP.
     pub pki: Option<crate::tls::Pki>,
     /// The audit log, when configured.

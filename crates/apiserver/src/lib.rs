@@ -18,6 +18,9 @@
 //!   token file's users, service-account JWTs from TokenRequest), RBAC
 //!   (`rbac.authorization.k8s.io/v1`, upstream's bootstrap roles, escalation checks) and
 //!   the review APIs (`kubectl auth whoami`, `kubectl auth can-i`).
+//! - `pods/exec`, `pods/attach` and `pods/portforward` go to the pod's node agent: over
+//!   verified TLS to its port, or, for an agent registered in [`LocalNodes`] (one running
+//!   in this process), to its handler on the client's own connection.
 //!
 //! # Example
 //!
@@ -74,6 +77,7 @@ mod validate;
 pub use api::{Api, DeleteOptions, ListOptions, WatchEvent, WatchEvents, WriteOptions};
 pub use audit::AuditLogRotation;
 pub use error::{ApiError, Cause, Error};
+pub use node_client::{LocalNodeRegistration, LocalNodes};
 pub use patch::{strategic_merge, PatchType};
 pub use rbac_authorizer::{RbacAuthorizer, RbacRequest};
 pub use selectors::{FieldSelector, LabelSelector};

@@ -34,6 +34,7 @@ pub struct ApiServerBuilder {
     audit_log: Option<PathBuf>,
     audit_rotation: crate::audit::AuditLogRotation,
     endpoint_reconcile_interval: Duration,
+    local_nodes: crate::node_client::LocalNodes,
 }
 
 impl std::fmt::Debug for ApiServerBuilder {
@@ -64,6 +65,7 @@ impl Default for ApiServerBuilder {
             audit_log: None,
             audit_rotation: crate::audit::AuditLogRotation::default(),
             endpoint_reconcile_interval: Duration::from_secs(10),
+            local_nodes: crate::node_client::LocalNodes::default(),
         }
     }
 }
@@ -191,6 +193,15 @@ impl ApiServerBuilder {
     /// `--audit-log-maxage`); by default at 100 MB, keeping every old file, as upstream.
     pub fn audit_log_rotation(mut self, rotation: crate::audit::AuditLogRotation) -> Self {
         self.audit_rotation = rotation;
+        self
+    }
+
+    /// The registry of node agents running in this process (default: a new, empty one;
+    /// [`ApiServer::local_nodes`] returns it either way). Their pods' `exec`, `attach`
+    /// and `portforward` requests go straight to the agent's handler, on the client's
+    /// connection, instead of over a TLS connection to the agent's port.
+    pub fn local_nodes(mut self, nodes: crate::node_client::LocalNodes) -> Self {
+        self.local_nodes = nodes;
         self
     }
 
@@ -326,6 +337,14 @@ impl ApiServerBuilder {
                 .as_ref()
                 .map(crate::tls::node_client_config)
                 .transpose()?,
+            local_nodes: self.local_nodes,
+            node_identity: match &tls {
+                Some(pki) => kcore_tls::PeerCertificates(
+                    kcore_tls::pem_certificates(&pki.kubelet_client.cert_pem)?,
+                    None,
+                ),
+                None => kcore_tls::PeerCertificates::default(),
+            },
             pki: tls.clone(),
             audit,
         });
@@ -447,6 +466,13 @@ impl ApiServer {
     /// The cluster CA certificate (PEM), when serving HTTPS.
     pub fn ca_pem(&self) -> Option<&str> {
         self.ca_pem.as_deref()
+    }
+
+    /// The registry of node agents running in this process (see
+    /// [`ApiServerBuilder::local_nodes`]): register an agent there and its pods' streams
+    /// skip the network.
+    pub fn local_nodes(&self) -> crate::node_client::LocalNodes {
+        self.state.local_nodes.clone()
     }
 
     /// The first accepted bearer token, if authentication is on.

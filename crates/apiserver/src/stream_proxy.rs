@@ -4,6 +4,11 @@
 //! client certificate), the node's `101` goes back to the client, and the two upgraded
 //! connections are spliced both ways. Whatever protocol the client and the node agree on
 //! (WebSocket channels, SPDY, SPDY tunnelled in WebSocket) passes through unchanged.
+//!
+//! When the pod's node agent runs in this process ([`LocalNodes`](crate::LocalNodes)),
+//! the same request goes to the agent's handler with the client connection's upgrade:
+//! the node answers `101` on the client's own connection and speaks the protocol there,
+//! one TLS connection and one TCP hop fewer each way.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -99,7 +104,6 @@ pub(crate) async fn serve(
         .remove::<hyper::upgrade::OnUpgrade>()
         .filter(|_| parts.headers.contains_key(header::UPGRADE))
         .ok_or_else(|| ApiError::bad_request("Upgrade request required"))?;
-    let node = crate::node_client::endpoint(&state.api, &pod).await?;
     let uri = if query.is_empty() {
         path
     } else {
@@ -111,9 +115,24 @@ pub(crate) async fn serve(
             req = req.header(*name, v);
         }
     }
-    let req = req
+    let mut req = req
         .body(Body::empty())
         .map_err(|e| ApiError::internal(format!("building the node request: {e}")))?;
+    let node_name = crate::node_client::node_of(&pod)?;
+    if let Some(local) = state.local_nodes.get(node_name) {
+        // the agent runs in this process: it answers on the client's connection and
+        // runs the session there, authorizing the API server's identity as it would
+        // from a TLS handshake
+        let span = tracing::info_span!("stream_proxy", pod = %r.pod, namespace = %r.namespace, sub = r.sub.name(), node = %node_name, in_process = true);
+        req.extensions_mut().insert(on_client_upgrade);
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(state.node_identity.clone()));
+        let answer =
+            tracing::Instrument::instrument(crate::node_client::call_local(local, req), span).await;
+        let (head, body) = answer.into_parts();
+        return Ok(relay(head.status, &head.headers, body).await);
+    }
+    let node = crate::node_client::endpoint(&state.api, &pod).await?;
     let mut answer = crate::node_client::upgrade(state.node_tls.as_ref(), &node.ip, node.port, req)
         .await
         .map_err(|e| {
@@ -126,30 +145,11 @@ pub(crate) async fn serve(
             ))
         })?;
     let status = answer.status();
-    let mut out = Response::new(Body::empty());
-    *out.status_mut() = status;
     if status != StatusCode::SWITCHING_PROTOCOLS {
-        // the node's refusal, as it said it (clients show "unable to upgrade connection: <body>")
-        for name in [header::CONTENT_TYPE]
-            .into_iter()
-            .chain(ANSWERED.iter().map(|n| HeaderName::from_static(n)))
-        {
-            for v in answer.headers().get_all(&name) {
-                out.headers_mut().append(name.clone(), v.clone());
-            }
-        }
-        let body = axum::body::to_bytes(Body::new(answer.into_body()), MAX_ERROR_BODY)
-            .await
-            .unwrap_or_default();
-        *out.body_mut() = Body::from(body);
-        return Ok(out);
+        let headers = answer.headers().clone();
+        return Ok(relay(status, &headers, Body::new(answer.into_body())).await);
     }
-    for name in ANSWERED {
-        for v in answer.headers().get_all(*name) {
-            out.headers_mut()
-                .append(HeaderName::from_static(name), v.clone());
-        }
-    }
+    let out = relay(status, answer.headers(), Body::empty()).await;
     let on_node_upgrade = hyper::upgrade::on(&mut answer);
     let span = tracing::info_span!("stream_proxy", pod = %r.pod, namespace = %r.namespace, sub = r.sub.name(), node = %node.name);
     tokio::spawn(tracing::Instrument::instrument(
@@ -169,6 +169,31 @@ pub(crate) async fn serve(
         span,
     ));
     Ok(out)
+}
+
+/// The client's answer from the node's: its `101` with the upgrade's headers, or its
+/// refusal as it said it (clients show "unable to upgrade connection: <body>"), with
+/// the body's content type.
+async fn relay(status: StatusCode, headers: &axum::http::HeaderMap, body: Body) -> Response {
+    let mut out = Response::new(Body::empty());
+    *out.status_mut() = status;
+    let refused = status != StatusCode::SWITCHING_PROTOCOLS;
+    let names = ANSWERED
+        .iter()
+        .map(|n| HeaderName::from_static(n))
+        .chain(refused.then_some(header::CONTENT_TYPE));
+    for name in names {
+        for v in headers.get_all(&name) {
+            out.headers_mut().append(name.clone(), v.clone());
+        }
+    }
+    if refused {
+        let body = axum::body::to_bytes(body, MAX_ERROR_BODY)
+            .await
+            .unwrap_or_default();
+        *out.body_mut() = Body::from(body);
+    }
+    out
 }
 
 /// Copies both ways between the client's and the node's connections until both ways

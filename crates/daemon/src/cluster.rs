@@ -358,6 +358,9 @@ impl ControlPlane {
                 .await?;
         }
         let ca_pem = server.ca_pem().map(str::to_owned);
+        // the node agent of this process registers here: its pods' exec, attach and
+        // port-forward streams go to it without a second connection
+        let local_nodes = server.local_nodes();
         let kubeconfig = cfg.kubeconfig_path();
         server
             .write_kubeconfig(&kubeconfig)
@@ -527,8 +530,11 @@ impl ControlPlane {
                     NodeAgent::new(joined.client, node.clone()),
                     stopped(rx.clone()),
                 );
+                // registered while the agent runs
+                let local = local_nodes.register(&node.node_name, agent.local_server());
                 tasks.spawn(async move {
                     let r = agent.run(shutdown).await.context("node agent");
+                    drop(local);
                     ("node agent", r)
                 });
                 let (rotation, shutdown) = (joined.rotation, stopped(rx.clone()));

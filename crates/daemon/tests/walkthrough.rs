@@ -878,7 +878,8 @@ fn on_a_terminal(
 
 /// `kubectl exec` (exit code, stdout and stderr apart, stdin), `port-forward` and `cp`
 /// into a web pod, each over WebSocket and over SPDY; the node's `/debug/streams`
-/// shows the protocols the sessions negotiated.
+/// shows the protocols the sessions negotiated, and that they came from the API server
+/// in the node's process without a connection of their own.
 fn into_the_pods(m: &Machine) {
     let started = std::time::Instant::now();
     let pod = running_pods(m, "web")[0]["metadata"]["name"]
@@ -985,6 +986,14 @@ fn into_the_pods(m: &Machine) {
             "no {want} session in {raw}"
         );
     }
+    // `kcored up` runs the node agent in the API server's process: every session came
+    // to the node on the client's own connection, none through the node's port
+    let total: u64 = counts.values().filter_map(|n| n.as_u64()).sum();
+    assert_eq!(
+        streams["inProcess"].as_u64(),
+        Some(total),
+        "sessions that did not come in process: {raw}"
+    );
     eprintln!(
         "into the pods: {:.1?}, node sessions {}",
         started.elapsed(),

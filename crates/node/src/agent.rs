@@ -34,6 +34,11 @@ pub struct NodeAgent {
     client: kube::Client,
     cfg: NodeConfig,
     streams: PodStreams,
+    /// Who may use the agent's server (with [`NodeConfig::server_tls`]): shared by its
+    /// network listener and [`NodeAgent::local_server`], and so are their caches.
+    authn: Option<Arc<Authn>>,
+    /// The protocols of the sessions either of them ran (`/debug/streams`).
+    sessions: kcore_stream::Sessions,
 }
 
 impl std::fmt::Debug for NodeAgent {
@@ -47,11 +52,39 @@ impl NodeAgent {
     /// `client`.
     pub fn new(client: kube::Client, cfg: NodeConfig) -> Self {
         let streams = PodStreams::new(cfg.runtime(), cfg.dir("console"), cfg.node_netns.clone());
+        let authn = cfg.server_tls.as_ref().map(|t| {
+            Arc::new(Authn::new(
+                &cfg.node_name,
+                t.token_review_url.is_some().then(|| client.clone()),
+            ))
+        });
         NodeAgent {
             client,
             cfg,
             streams,
+            authn,
+            sessions: kcore_stream::Sessions::default(),
         }
+    }
+
+    /// The agent's `exec`, `attach` and `portforward` endpoints (and `/debug/streams`) as
+    /// a router, for an API server running in this same process to call without the
+    /// network: register it in the server's `kcore_apiserver::LocalNodes` under the
+    /// node's name, and the server hands each of this node's pod streams to it with the
+    /// client's connection, on which the node then answers `101` and runs the session.
+    ///
+    /// It runs the sessions the agent's port runs (the same backend, pods and session
+    /// record, which marks these [`kcore_stream::InProcess`]) and, with
+    /// [`NodeConfig::server_tls`], authenticates and authorizes each request as the
+    /// port does, from the client certificate chain the caller brings as its
+    /// `ConnectInfo<kcore_tls::PeerCertificates>` (the API server's own). Sessions
+    /// start once [`NodeAgent::run`] runs the pods.
+    pub fn local_server(&self) -> axum::Router {
+        crate::server::local_router(
+            self.authn.clone(),
+            Arc::new(self.streams.clone()),
+            self.sessions.clone(),
+        )
     }
 
     /// The backend of exec, attach and port-forward sessions into this agent's pods
@@ -143,6 +176,7 @@ impl NodeAgent {
         // exec, attach and port-forward sessions: the pod workers keep its registry
         // of pods and running containers
         let streams = self.streams;
+        let (authn, sessions) = (self.authn, self.sessions);
         let (pods, node_ns) = open(client.clone(), &cfg, net.clone(), streams.clone()).await?;
         let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         // one watch of claims and volumes for the provisioner and the pods
@@ -256,12 +290,8 @@ impl NodeAgent {
             Box::new(move || registry.running()),
         ));
         tasks.push(stats.clone().spawn());
-        match &cfg.server_tls {
-            Some(t) => {
-                let authn = Arc::new(Authn::new(
-                    &cfg.node_name,
-                    t.token_review_url.is_some().then(|| client.clone()),
-                ));
+        match (&cfg.server_tls, authn) {
+            (Some(t), Some(authn)) => {
                 let tls = kcore_tls::server_config_live(&t.cert, Some(&t.ca_pem))
                     .map_err(|source| Error::ServerTls { source })?;
                 let addr = cfg.server_addr;
@@ -272,6 +302,7 @@ impl NodeAgent {
                     Some(authn),
                     Some(backend),
                     Some(stats.clone()),
+                    sessions,
                 )
                 .into_make_service_with_connect_info::<kcore_tls::PeerCertificates>();
                 tasks.push(tokio::spawn(async move {
@@ -280,13 +311,14 @@ impl NodeAgent {
                     }
                 }));
             }
-            None => {
+            _ => {
                 tracing::warn!(addr = %cfg.server_addr, "the node's server speaks plain HTTP without authentication");
                 let app = crate::server::router(
                     pods.logs_root.clone(),
                     None,
                     Some(backend),
                     Some(stats.clone()),
+                    sessions,
                 );
                 tasks.push(tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, app).await {

@@ -350,6 +350,78 @@ mod tests {
         (code, String::from_utf8_lossy(&body).into_owned())
     }
 
+    /// A streaming backend without pods.
+    struct NoPods;
+
+    impl kcore_stream::Backend for NoPods {
+        fn exec(
+            &self,
+            t: kcore_stream::Target,
+            _: Vec<String>,
+            _: kcore_stream::Streams,
+        ) -> kcore_stream::BoxFuture<'_, Result<kcore_stream::Process, kcore_stream::BackendError>>
+        {
+            Box::pin(async move {
+                Err(kcore_stream::BackendError::NotFound(format!(
+                    "pod {} does not exist",
+                    t.pod
+                )))
+            })
+        }
+
+        fn attach(
+            &self,
+            t: kcore_stream::Target,
+            s: kcore_stream::Streams,
+        ) -> kcore_stream::BoxFuture<'_, Result<kcore_stream::Process, kcore_stream::BackendError>>
+        {
+            self.exec(t, Vec::new(), s)
+        }
+
+        fn port_forward(
+            &self,
+            t: kcore_stream::Target,
+            _: u16,
+        ) -> kcore_stream::BoxFuture<
+            '_,
+            Result<Box<dyn kcore_stream::Duplex>, kcore_stream::BackendError>,
+        > {
+            Box::pin(async move {
+                Err(kcore_stream::BackendError::NotFound(format!(
+                    "pod {} does not exist",
+                    t.pod
+                )))
+            })
+        }
+    }
+
+    /// An exec upgrade request to the in-process `router`, from the holder of `chain`
+    /// (as the connection info an API server in the process brings).
+    async fn call_local(
+        router: &axum::Router,
+        chain: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
+    ) -> (u16, String) {
+        use tower::Service;
+        let mut req = axum::http::Request::get("/exec/default/p/c?command=true&stdout=1")
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-protocol", "v5.channel.k8s.io")
+            .body(Body::empty())
+            .unwrap();
+        if let Some(c) = chain {
+            req.extensions_mut()
+                .insert(ConnectInfo(PeerCertificates(c, None)));
+        }
+        let mut router = router.clone();
+        let resp = router.call(req).await.unwrap();
+        let code = resp.status().as_u16();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (code, String::from_utf8_lossy(&body).into_owned())
+    }
+
     #[test]
     fn attributes_are_the_kubelets() {
         let a = |m: Method, p: &str| {
@@ -429,8 +501,14 @@ mod tests {
         };
         let authn = Arc::new(Authn::new("n1", Some(reviews)));
         let logs = tempfile::tempdir().unwrap();
-        let app = crate::server::router(logs.path().to_owned(), Some(authn), None, None)
-            .into_make_service_with_connect_info::<PeerCertificates>();
+        let app = crate::server::router(
+            logs.path().to_owned(),
+            Some(authn.clone()),
+            None,
+            None,
+            kcore_stream::Sessions::default(),
+        )
+        .into_make_service_with_connect_info::<PeerCertificates>();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         let listener = kcore_tls::TlsListener::new(
@@ -533,6 +611,30 @@ mod tests {
                 "Forbidden (user=mallory, verb=get, resource=nodes, subresource=proxy)"
             )
         );
+        // the streaming routes for an API server in this process: the caller's identity
+        // comes as the connection info, and is authorized as the port authorizes it
+        let local = crate::server::local_router(
+            Some(authn.clone()),
+            Arc::new(NoPods),
+            kcore_stream::Sessions::default(),
+        );
+        let pem = |c: &CertKey| kcore_tls::pem_certificates(&c.cert_pem).unwrap();
+        let (code, body) = call_local(&local, Some(pem(&apiserver_client))).await;
+        assert_eq!(
+            (code, body.as_str()),
+            (404, "pod p does not exist"),
+            "the API server's identity gets to the backend"
+        );
+        let (code, body) = call_local(&local, Some(pem(&mallory))).await;
+        assert_eq!(
+            (code, body.as_str()),
+            (
+                403,
+                "Forbidden (user=mallory, verb=get, resource=nodes, subresource=proxy)"
+            )
+        );
+        let (code, _) = call_local(&local, Some(Vec::new())).await;
+        assert_eq!(code, 401, "no certificate, no token");
         // a client certificate from another CA does not even complete the handshake
         let other = tempfile::tempdir().unwrap();
         let stranger = Ca::load_or_create(other.path())

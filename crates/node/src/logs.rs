@@ -541,7 +541,13 @@ mod tests {
     /// `GET path` on the agent's server (no authentication) serving `root`.
     async fn get(root: &Path, path: &str) -> (u16, String) {
         use tokio::io::AsyncWriteExt;
-        let app = crate::server::router(root.to_owned(), None, None, None);
+        let app = crate::server::router(
+            root.to_owned(),
+            None,
+            None,
+            None,
+            kcore_stream::Sessions::default(),
+        );
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         let task = tokio::spawn(async move { axum::serve(tcp, app).await });

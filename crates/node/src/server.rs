@@ -25,14 +25,15 @@ struct AppState {
 }
 
 /// The router of the agent's server, reading logs under `logs_root` and running streaming
-/// sessions on `streams` (none: those endpoints answer 501) and serving resource usage
-/// from `stats` (none: 404); with `authn`, every route requires a client certificate or
-/// an accepted bearer token.
+/// sessions on `streams` (none: those endpoints answer 501), recorded in `sessions`, and
+/// serving resource usage from `stats` (none: 404); with `authn`, every route requires a
+/// client certificate or an accepted bearer token.
 pub(crate) fn router(
     logs_root: PathBuf,
     authn: Option<Arc<Authn>>,
     streams: Option<Arc<dyn kcore_stream::Backend>>,
     stats: Option<Arc<ResourceStats>>,
+    sessions: kcore_stream::Sessions,
 ) -> Router {
     let r = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -45,10 +46,26 @@ pub(crate) fn router(
             logs_root: Arc::new(logs_root),
             stats,
         })
-        .merge(kcore_stream::routes(
-            streams,
-            kcore_stream::Sessions::default(),
-        ));
+        .merge(kcore_stream::routes(streams, sessions));
+    authenticated(r, authn)
+}
+
+/// The agent's streaming endpoints (`/exec`, `/attach`, `/portforward`, `/debug/streams`)
+/// for an API server in the agent's own process (see [`crate::NodeAgent::local_server`]):
+/// the same handlers, sessions and authentication as [`router`]'s, each request marked
+/// [`kcore_stream::InProcess`]. Its callers bring their identity as the connection info a
+/// TLS listener would give (`ConnectInfo<PeerCertificates>`).
+pub(crate) fn local_router(
+    authn: Option<Arc<Authn>>,
+    streams: Arc<dyn kcore_stream::Backend>,
+    sessions: kcore_stream::Sessions,
+) -> Router {
+    let r = kcore_stream::routes(Some(streams), sessions)
+        .layer(axum::Extension(kcore_stream::InProcess));
+    authenticated(r, authn)
+}
+
+fn authenticated(r: Router, authn: Option<Arc<Authn>>) -> Router {
     match authn {
         Some(a) => r.layer(axum::middleware::from_fn_with_state(
             a,

@@ -59,7 +59,7 @@ mod ws;
 
 pub use record::{SessionRecord, Sessions, Transport};
 pub use routes::routes;
-pub use serve::{serve, Kind, PROTOCOL_HEADER, TUNNEL_PROTOCOL};
+pub use serve::{serve, InProcess, Kind, PROTOCOL_HEADER, TUNNEL_PROTOCOL};
 pub use spdy::FrameError;
 
 use std::future::Future;

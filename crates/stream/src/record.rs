@@ -59,6 +59,10 @@ pub struct SessionRecord {
     /// The session's span on the node, in microseconds: from the request's arrival to
     /// the session's end (for an exec, past its exit status); `None` while it runs.
     pub duration_micros: Option<u64>,
+    /// The request came from an API server in the node's own process (it carried
+    /// [`InProcess`](crate::InProcess)): the session runs on the client's own
+    /// connection, without a hop through the node's port.
+    pub in_process: bool,
 }
 
 /// Recent sessions, shared by every handler of a node's server.
@@ -77,6 +81,7 @@ pub struct Sessions {
 struct Inner {
     recent: VecDeque<SessionRecord>,
     counts: BTreeMap<String, u64>,
+    in_process: u64,
     next: u64,
 }
 
@@ -91,6 +96,7 @@ impl Sessions {
             namespace = %r.namespace,
             pod = %r.pod,
             container = %r.container,
+            in_process = r.in_process,
             "streaming session negotiated"
         );
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -102,6 +108,9 @@ impl Sessions {
                 r.protocol
             ))
             .or_default() += 1;
+        if r.in_process {
+            g.in_process += 1;
+        }
         g.next += 1;
         r.id = g.next;
         if g.recent.len() == KEEP {
@@ -125,11 +134,12 @@ impl Sessions {
         g.recent.iter().cloned().collect()
     }
 
-    /// `{"sessions": [...], "counts": {"exec/websocket/v5.channel.k8s.io": 1, ...}}`, as a
-    /// node's `/debug/streams` serves it.
+    /// `{"sessions": [...], "counts": {"exec/websocket/v5.channel.k8s.io": 1, ...},
+    /// "inProcess": 1}` (how many sessions came from an API server in the node's own
+    /// process), as a node's `/debug/streams` serves it.
     pub fn to_json(&self) -> serde_json::Value {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        serde_json::json!({"sessions": g.recent, "counts": g.counts})
+        serde_json::json!({"sessions": g.recent, "counts": g.counts, "inProcess": g.in_process})
     }
 }
 

@@ -25,6 +25,13 @@ pub const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
 /// How long a SPDY client has to open the streams it asked for.
 const STREAM_CREATION: Duration = Duration::from_secs(30);
 
+/// A request extension: the request was handed to [`serve`] (or [`routes`](crate::routes))
+/// by an API server running in the node's own process, with the client's connection
+/// (its `hyper::upgrade::OnUpgrade`) in place of a connection of the API server's own.
+/// Only code in the process can set it; the session's [`SessionRecord`] says so.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InProcess;
+
 /// Which kind of session a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -229,6 +236,7 @@ pub async fn serve<B>(
         started: now(),
         id: 0,
         duration_micros: None,
+        in_process: req.extensions().get::<InProcess>().is_some(),
     });
     let sessions = sessions.clone();
     let upgrade = hyper::upgrade::on(&mut req);

@@ -2,7 +2,10 @@
 //! in-process API server over TLS proxies `pods/exec` and `pods/portforward` to a loopback
 //! node server (verified TLS) whose backend runs host processes in a temp dir and forwards
 //! to loopback listeners. Each case runs with kubectl's defaults (WebSocket) and with SPDY
-//! forced, and asserts the protocol the node recorded.
+//! forced, and asserts the protocol the node recorded; and each runs with the API server
+//! dialing the node and with the node's routes in the API server's process
+//! (`LocalNodes`, as `kcored up` runs its own agent), asserting which way the node saw
+//! the sessions come.
 
 mod support;
 
@@ -12,7 +15,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use kcore_stream::Transport;
-use support::{noise, sha256, start, Cluster};
+use support::{noise, sha256, start_with, Cluster, NodePath};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -76,8 +79,8 @@ async fn run(c: &Cluster, mode: Mode, args: &[&str], stdin: Option<&[u8]>) -> Ou
     }
 }
 
-async fn exec_cases(mode: Mode) {
-    let c = start().await;
+async fn exec_cases(mode: Mode, path: NodePath) {
+    let c = start_with(path).await;
     let (want_transport, want_protocol) = match mode {
         Mode::Defaults => (Transport::WebSocket, "v5.channel.k8s.io"),
         Mode::Spdy => (Transport::Spdy, "v4.channel.k8s.io"),
@@ -371,12 +374,22 @@ async fn tty_case(c: &Cluster, mode: Mode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_exec_over_websocket() {
-    exec_cases(Mode::Defaults).await;
+    exec_cases(Mode::Defaults, NodePath::Dial).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_exec_over_spdy() {
-    exec_cases(Mode::Spdy).await;
+    exec_cases(Mode::Spdy, NodePath::Dial).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_exec_over_websocket_to_a_node_in_process() {
+    exec_cases(Mode::Defaults, NodePath::InProcess).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_exec_over_spdy_to_a_node_in_process() {
+    exec_cases(Mode::Spdy, NodePath::InProcess).await;
 }
 
 /// One connection through the forwarded local port: `len` bytes up, their SHA-256 as the
@@ -439,8 +452,8 @@ async fn forward(
     (child, local)
 }
 
-async fn port_forward_cases(mode: Mode) {
-    let c = start().await;
+async fn port_forward_cases(mode: Mode, path: NodePath) {
+    let c = start_with(path).await;
 
     // through a Service: kubectl picks its pod and maps 80 to the target port 8080
     let (mut svc, local) = forward(&c, mode, "svc/s", &[":80"]).await;
@@ -490,7 +503,7 @@ async fn port_forward_cases(mode: Mode) {
     // a figure for the record (200 MiB moved: 2 connections x 50 MiB each way, with the
     // test's own making and checking of the data), not a check; the bench compares
     eprintln!(
-        "port-forward {mode:?}: 200 MiB through kubectl in {:.1?}",
+        "port-forward {mode:?} {path:?}: 200 MiB through kubectl in {:.1?}",
         t.elapsed()
     );
     // and a small one after them
@@ -534,10 +547,20 @@ async fn port_forward_cases(mode: Mode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_port_forward_over_websocket() {
-    port_forward_cases(Mode::Defaults).await;
+    port_forward_cases(Mode::Defaults, NodePath::Dial).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_port_forward_over_spdy() {
-    port_forward_cases(Mode::Spdy).await;
+    port_forward_cases(Mode::Spdy, NodePath::Dial).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_port_forward_over_websocket_to_a_node_in_process() {
+    port_forward_cases(Mode::Defaults, NodePath::InProcess).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_port_forward_over_spdy_to_a_node_in_process() {
+    port_forward_cases(Mode::Spdy, NodePath::InProcess).await;
 }

@@ -2,7 +2,9 @@
 //! node server (verified TLS, the cluster CA's certificate for 127.0.0.1) serving
 //! [`kcore_stream::routes`] on a backend that runs host processes in a temp dir and
 //! forwards the pod's port 8080 to a loopback listener, a node `n1` and a running pod `p`
-//! (containers `c` and `sidecar`) bound to it.
+//! (containers `c` and `sidecar`) bound to it. The API server dials the node's port, or
+//! ([`NodePath::InProcess`]) hands the streams to the node's routes registered in its
+//! `LocalNodes`, as `kcored up` does with its own agent.
 
 #![allow(dead_code)]
 
@@ -91,6 +93,15 @@ impl Backend for HostBackend {
     }
 }
 
+/// How the API server reaches the node's streaming endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodePath {
+    /// Over verified TLS to the node's port, spliced.
+    Dial,
+    /// To the node's routes in this process, on the client's connection.
+    InProcess,
+}
+
 pub struct Cluster {
     /// The loopback port behind the pod's port 8080 (for direct comparisons).
     pub pod_8080: u16,
@@ -101,11 +112,17 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     pub cache: PathBuf,
     pub node: tokio::task::JoinHandle<()>,
+    pub path: NodePath,
+    local_nodes: kcore_apiserver::LocalNodes,
+    /// The node's routes as registered in process.
+    local_routes: axum::Router,
+    local: Option<kcore_apiserver::LocalNodeRegistration>,
     pub _dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    /// The transport and protocol the node recorded for the newest session of `kind`.
+    /// The transport and protocol the node recorded for the newest session of `kind`,
+    /// which must have come the cluster's [`NodePath`].
     pub fn last(&self, kind: &str) -> (Transport, String) {
         let r = self
             .sessions
@@ -114,7 +131,19 @@ impl Cluster {
             .rev()
             .find(|s| s.kind == kind)
             .unwrap_or_else(|| panic!("no {kind} session recorded"));
+        assert_eq!(
+            r.in_process,
+            self.path == NodePath::InProcess,
+            "the {kind} session came the other way: {r:?}"
+        );
         (r.transport, r.protocol)
+    }
+
+    /// From now on the API server reaches the node by `path`.
+    pub fn set_path(&mut self, path: NodePath) {
+        self.local = (path == NodePath::InProcess)
+            .then(|| self.local_nodes.register("n1", self.local_routes.clone()));
+        self.path = path;
     }
 
     /// Stops the node and the API server.
@@ -182,6 +211,10 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 pub async fn start() -> Cluster {
+    start_with(NodePath::Dial).await
+}
+
+pub async fn start_with(path: NodePath) -> Cluster {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let dir = tempfile::Builder::new()
         .prefix(&format!("kcore-stream-{}-{n}-", std::process::id()))
@@ -196,6 +229,7 @@ pub async fn start() -> Cluster {
         .unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
+    let local_nodes = server.local_nodes();
     let server = server.spawn();
 
     // the node's serving certificate from the cluster CA, for its loopback address
@@ -213,12 +247,14 @@ pub async fn start() -> Cluster {
     let pod_8080 = pod_port().await;
     let workdir = dir.path().join("pod");
     std::fs::create_dir_all(&workdir).unwrap();
-    let backend = HostBackend {
+    let backend: Arc<dyn Backend> = Arc::new(HostBackend {
         dir: workdir,
         ports: HashMap::from([(8080, pod_8080)]),
-    };
+    });
     let sessions = Sessions::default();
-    let app = kcore_stream::routes(Some(Arc::new(backend)), sessions.clone());
+    let app = kcore_stream::routes(Some(backend.clone()), sessions.clone());
+    let local_routes = kcore_stream::routes(Some(backend), sessions.clone())
+        .layer(axum::Extension(kcore_stream::InProcess));
     let node = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -249,7 +285,7 @@ pub async fn start() -> Cluster {
     .unwrap();
     api.create(Some("default"), &svc).await.unwrap();
 
-    Cluster {
+    let mut cluster = Cluster {
         pod_8080,
         server,
         ca_pem: ca.cert_pem().to_owned(),
@@ -257,8 +293,14 @@ pub async fn start() -> Cluster {
         kubeconfig,
         cache: dir.path().join("cache"),
         node,
+        path: NodePath::Dial,
+        local_nodes,
+        local_routes,
+        local: None,
         _dir: dir,
-    }
+    };
+    cluster.set_path(path);
+    cluster
 }
 
 /// A pseudo-terminal pair (master, slave) of `rows` x `cols`.
