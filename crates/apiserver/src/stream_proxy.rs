@@ -216,6 +216,11 @@ where
 /// A TLS connection yields one record (16 KiB at most) per read: what is ready at once is
 /// gathered (up to [`SPLICE_BUFFER`]) before a write, so that the other connection
 /// encrypts it and sends its records with one system call.
+///
+/// When `from` fails (a peer that closes its TLS connection without `close_notify`
+/// ends it with an error), `to` is still flushed and shut down before the error is
+/// returned: the bytes read before the error may wait in `to`'s TLS buffer, and the
+/// splice drops both connections on the first error.
 async fn pump<R, W>(from: &mut R, to: &mut W) -> std::io::Result<u64>
 where
     R: AsyncRead + Unpin,
@@ -230,7 +235,10 @@ where
             copied += n as u64;
         }
         match failed {
-            Some(e) => return Err(e),
+            Some(e) => {
+                let _ = to.shutdown().await;
+                return Err(e);
+            }
             None if n == 0 => break,
             None => {}
         }
@@ -384,6 +392,43 @@ mod tests {
         let (n, e) = gather(&mut rx, &mut buf).await;
         assert_eq!((&buf[..n], e.is_none()), (&b"three"[..], true));
         assert_eq!(gather(&mut rx, &mut buf).await.0, 0);
+    }
+
+    #[tokio::test]
+    async fn bytes_read_before_an_error_still_reach_the_other_side() {
+        use tokio::io::AsyncReadExt;
+        /// A peer that sends its last bytes, then closes without `close_notify`.
+        struct Torn(Option<Vec<u8>>);
+        impl AsyncRead for Torn {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                Poll::Ready(match self.0.take() {
+                    Some(b) => {
+                        buf.put_slice(&b);
+                        Ok(())
+                    }
+                    None => Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "peer closed connection without sending TLS close_notify",
+                    )),
+                })
+            }
+        }
+        let (near, mut far) = tokio::io::duplex(1 << 20);
+        // like a TLS stream, it holds what it was given until it is flushed
+        let mut to = tokio::io::BufWriter::with_capacity(1 << 20, near);
+        let tail = vec![7u8; 50_000];
+        let err = pump(&mut Torn(Some(tail.clone())), &mut to)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        drop(to);
+        let mut got = Vec::new();
+        far.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, tail);
     }
 
     #[tokio::test]
