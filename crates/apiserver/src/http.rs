@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, Request, State};
@@ -481,6 +482,38 @@ impl Served {
 }
 
 /// Serves an authenticated, authorized request.
+/// A request header of kcore's: the wall-clock time, in microseconds since the Unix epoch,
+/// after which the server refuses the write (any method but GET, HEAD and OPTIONS)
+/// instead of applying it. A leader's fenced client sets it to the end of its lease's
+/// validity: a write sent just before the writer (or its server) was frozen, and taken
+/// up only after the lease passed to another leader, is refused then, not applied.
+/// (A wall-clock jump between sending and serving moves the deadline with it.)
+pub const WRITE_DEADLINE_HEADER: &str = "kcore-write-deadline";
+
+/// The 504 of a write whose [`WRITE_DEADLINE_HEADER`] has passed at `now`.
+fn past_write_deadline(method: &Method, headers: &HeaderMap, now: SystemTime) -> Option<ApiError> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    let deadline = headers
+        .get(WRITE_DEADLINE_HEADER)?
+        .to_str()
+        .ok()?
+        .parse::<u64>()
+        .ok()?;
+    let now = u64::try_from(now.duration_since(UNIX_EPOCH).ok()?.as_micros()).ok()?;
+    (now > deadline).then(|| {
+        ApiError::new(
+            504,
+            "Timeout",
+            format!(
+                "the write's deadline ({WRITE_DEADLINE_HEADER}) passed {} ms before the server took it up",
+                (now - deadline) / 1000
+            ),
+        )
+    })
+}
+
 async fn serve_authorized(
     state: &Arc<AppState>,
     parts: axum::http::request::Parts,
@@ -520,6 +553,9 @@ async fn serve_authorized(
         Ok(b) => b,
         Err(_) => return (too_large(), Served::default()),
     };
+    if let Some(e) = past_write_deadline(&parts.method, &parts.headers, SystemTime::now()) {
+        return (error_response(&e), Served::default());
+    }
     let mut served = Served {
         body: (!body.is_empty()).then(|| body.clone()),
         content_type: parts
@@ -1041,5 +1077,36 @@ struct WatchGuard(Arc<AppState>);
 impl Drop for WatchGuard {
     fn drop(&mut self) {
         self.0.metrics.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_write_past_its_deadline_is_refused() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_000);
+        let mut h = HeaderMap::new();
+        // no header: no deadline
+        assert!(past_write_deadline(&Method::POST, &h, at).is_none());
+        h.insert(
+            WRITE_DEADLINE_HEADER,
+            HeaderValue::from_static("1000000000"),
+        );
+        // at the deadline still taken, after it refused
+        assert!(past_write_deadline(&Method::POST, &h, at).is_none());
+        let late = at + Duration::from_millis(250);
+        let e = past_write_deadline(&Method::PUT, &h, late).expect("refused");
+        assert_eq!(e.code, 504);
+        assert!(e.message.contains("250 ms"), "{}", e.message);
+        assert!(past_write_deadline(&Method::DELETE, &h, late).is_some());
+        assert!(past_write_deadline(&Method::PATCH, &h, late).is_some());
+        // reads are never refused for it
+        assert!(past_write_deadline(&Method::GET, &h, late).is_none());
+        // a malformed value is ignored
+        h.insert(WRITE_DEADLINE_HEADER, HeaderValue::from_static("soon"));
+        assert!(past_write_deadline(&Method::POST, &h, late).is_none());
     }
 }

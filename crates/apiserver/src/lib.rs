@@ -77,6 +77,7 @@ mod validate;
 pub use api::{Api, DeleteOptions, ListOptions, WatchEvent, WatchEvents, WriteOptions};
 pub use audit::AuditLogRotation;
 pub use error::{ApiError, Cause, Error};
+pub use http::WRITE_DEADLINE_HEADER;
 pub use node_client::{LocalNodeRegistration, LocalNodes};
 pub use patch::{strategic_merge, PatchType};
 pub use rbac_authorizer::{RbacAuthorizer, RbacRequest};

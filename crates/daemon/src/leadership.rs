@@ -154,7 +154,11 @@ pub fn stable_identity(dir: &Path) -> Result<String> {
 }
 
 /// A client from `kubeconfig` whose writes (every method but GET, HEAD and OPTIONS) fail
-/// without reaching the server unless `fence` is valid at the moment they are sent.
+/// without reaching the server unless `fence` is valid at the moment they are sent. Each
+/// write carries the end of the lease's validity as its deadline
+/// ([`kcore_apiserver::WRITE_DEADLINE_HEADER`]), so that a write sent just before this
+/// process (or its server) was frozen, and served only after the lease passed on, is
+/// refused by the server instead of applied.
 pub async fn fenced_client(kubeconfig: &Path, fence: LeaseFence) -> Result<kube::Client> {
     let kc = Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
@@ -163,14 +167,33 @@ pub async fn fenced_client(kubeconfig: &Path, fence: LeaseFence) -> Result<kube:
         .with_context(|| format!("loading kubeconfig {}", kubeconfig.display()))?;
     let builder =
         kube::client::ClientBuilder::try_from(config).context("building the API client")?;
-    let layer = tower::filter::FilterLayer::new(move |req: http::Request<kube::client::Body>| {
-        if is_read(req.method()) || fence.is_valid() {
-            Ok(req)
-        } else {
-            Err(Box::new(LeaseExpired) as tower::BoxError)
-        }
-    });
+    let layer =
+        tower::filter::FilterLayer::new(move |mut req: http::Request<kube::client::Body>| {
+            if is_read(req.method()) {
+                return Ok(req);
+            }
+            match fence.deadline().and_then(write_deadline) {
+                Some(deadline) => {
+                    req.headers_mut()
+                        .insert(kcore_apiserver::WRITE_DEADLINE_HEADER, deadline);
+                    Ok(req)
+                }
+                None => Err(Box::new(LeaseExpired) as tower::BoxError),
+            }
+        });
     Ok(builder.with_layer(&layer).build())
+}
+
+/// The header value of a write's deadline at the monotonic instant `valid_until`: that
+/// instant on the wall clock, in microseconds since the Unix epoch; `None` once it passed.
+fn write_deadline(valid_until: std::time::Instant) -> Option<http::HeaderValue> {
+    let left = valid_until.checked_duration_since(std::time::Instant::now())?;
+    if left.is_zero() {
+        return None;
+    }
+    let at = std::time::SystemTime::now() + left;
+    let micros = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_micros();
+    http::HeaderValue::from_str(&micros.to_string()).ok()
 }
 
 fn is_read(m: &http::Method) -> bool {
@@ -321,6 +344,23 @@ mod tests {
             ..fast
         };
         assert!(fractional.validate().is_err());
+    }
+
+    #[test]
+    fn a_write_deadline_is_the_lease_end_on_the_wall_clock() {
+        let now = std::time::Instant::now();
+        assert!(write_deadline(now - Duration::from_millis(1)).is_none());
+        let v = write_deadline(now + Duration::from_secs(10)).expect("valid");
+        let micros: u128 = v.to_str().unwrap().parse().unwrap();
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros();
+        let ahead = micros.saturating_sub(wall);
+        assert!(
+            (9_000_000..=10_000_000).contains(&ahead),
+            "{ahead} µs ahead"
+        );
     }
 
     #[test]
